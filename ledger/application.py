@@ -1,0 +1,385 @@
+"""ProfileLedger: the command side, and the queries answered by replaying one stream.
+
+Each command loads the aggregates it needs, runs one domain command, and saves everything it touched in one
+atomic ``save``. When a command carries no ``expected_version``, an optimistic-concurrency conflict is
+retried on fresh state (the command is re-applied, nothing is lost); with ``expected_version`` it surfaces
+as :class:`ConcurrentUpdateError` / :class:`StaleVersionError`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import RecordConflictError
+
+from ledger import exchange, values
+from ledger.domainmodel import (
+    DETAIL_FIELDS,
+    SPEC_FIELDS,
+    ActiveSlot,
+    Execution,
+    Profile,
+    ProfileName,
+    event_version,
+)
+from ledger.errors import (
+    ConcurrentUpdateError,
+    ExecutionNotFoundError,
+    ProfileNameTakenError,
+    ProfileNotFoundError,
+    ProfileVersionNotFoundError,
+    StaleVersionError,
+)
+
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 200
+IMPORT_RENAME_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    """A profile as it stood at one point of its stream."""
+
+    id: UUID
+    name: str
+    description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[int, float]
+    tags: list[str]
+    products: list[str]
+    metadata: dict[str, Any]
+    version: int
+    is_active: bool
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    revision: int  # the stream version
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileState:
+        return cls(
+            id=profile.id,
+            name=profile.name,
+            description=profile.description,
+            model_id=profile.model_id,
+            sae_id=profile.sae_id,
+            layer=profile.layer,
+            steering=dict(profile.steering),
+            tags=list(profile.tags),
+            products=list(profile.products),
+            metadata=dict(profile.metadata),
+            version=profile.current_version,
+            is_active=profile.is_active,
+            deleted=profile.deleted,
+            created_at=profile.created_on,
+            updated_at=profile.modified_on,
+            revision=profile.version,
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in (*DETAIL_FIELDS, *SPEC_FIELDS)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: the resulting state, whether anything was recorded, and the log position."""
+
+    profile: ProfileState | None
+    changed: bool
+    position: int | None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecutionOutcome:
+    execution_id: UUID
+    profile_id: UUID
+    profile_version: int
+    position: int
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One user-facing version of a profile: its content and who made it, when and why."""
+
+    state: ProfileState
+    version: int
+    recorded_at: datetime
+    actor: str
+    reason: str | None
+    event_type: str
+
+
+class ProfileLedger(Application[UUID]):
+    name = "ProfileLedger"
+
+    # -- commands ----------------------------------------------------------------------------------
+    def create_profile(self, fields: Mapping[str, Any]) -> Outcome:
+        """Record a new profile. Steering omitted → the active profile's spec is copied (seed 000)."""
+
+        def attempt() -> Outcome:
+            given = dict(fields)
+            if given.get("steering") is None:
+                given.update(self._active_spec_defaults(given))
+            profile = Profile.create(**given)
+            index = self._name_index(profile.name)
+            index.claim(profile.id, profile.name)
+            return self._commit(profile, [profile, index])
+
+        return self._retrying(attempt)
+
+    def update_profile(
+        self,
+        profile_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        bump_version: bool = True,
+        expected_version: int | None = None,
+    ) -> Outcome:
+        def attempt() -> Outcome:
+            profile = self._live_profile(profile_id)
+            self._check_expected(profile, expected_version)
+            old_name = profile.name
+            if not profile.revise(changes, bump_version=bump_version):
+                return Outcome(ProfileState.of(profile), changed=False, position=None)
+            touched: list[Aggregate] = [profile]
+            if values.name_key(profile.name) != values.name_key(old_name):
+                new_index = self._name_index(profile.name)
+                new_index.claim(profile.id, profile.name)
+                old_index = self._name_index(old_name)
+                old_index.release(profile.id)
+                touched += [new_index, old_index]
+            return self._commit(profile, touched)
+
+        return self._retrying(attempt, retry=expected_version is None)
+
+    def revert_profile(self, profile_id: UUID, version: int, *, expected_version: int | None = None) -> Outcome:
+        """Make a new version whose content equals version ``version`` (history is never rewritten)."""
+        target = self.get_profile(profile_id, version=version)
+        return self.update_profile(profile_id, target.fields(), expected_version=expected_version)
+
+    def delete_profile(
+        self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None
+    ) -> Outcome:
+        def attempt() -> Outcome:
+            profile = self._live_profile(profile_id)
+            self._check_expected(profile, expected_version)
+            profile.delete(delete_executions=delete_executions)
+            index = self._name_index(profile.name)
+            index.release(profile.id)
+            return self._commit(profile, [profile, index])
+
+        return self._retrying(attempt, retry=expected_version is None)
+
+    def activate_profile(self, profile_id: UUID, *, version: int | None = None) -> Outcome:
+        """Point the active slot at a profile: following its latest version, or pinned to ``version``."""
+
+        def attempt() -> Outcome:
+            slot = self._slot()
+            profile = self._live_profile(profile_id)
+            previous_id = slot.profile_id
+            if not slot.activate(profile, version):
+                return Outcome(ProfileState.of(profile), changed=False, position=None)
+            touched: list[Aggregate] = [slot]
+            if previous_id is not None and previous_id != profile.id:
+                previous = self.repository.get(previous_id)
+                previous.mark_deactivated()
+                touched.append(previous)
+            profile.mark_activated(version)
+            touched.append(profile)
+            return self._commit(profile, touched)
+
+        return self._retrying(attempt)
+
+    def deactivate_profile(self) -> Outcome:
+        def attempt() -> Outcome:
+            slot = self._slot()
+            previous_id = slot.deactivate()
+            if previous_id is None:
+                return Outcome(None, changed=False, position=None)
+            previous = self.repository.get(previous_id)
+            previous.mark_deactivated()
+            return self._commit(previous, [slot, previous])
+
+        return self._retrying(attempt)
+
+    def record_execution(self, profile_id: UUID, **details: Any) -> ExecutionOutcome:
+        profile = self._live_profile(profile_id)
+        execution = Execution.record(profile, **details)
+        recordings = self.save(execution)
+        return ExecutionOutcome(
+            execution_id=execution.id,
+            profile_id=profile.id,
+            profile_version=execution.profile_version,
+            position=recordings[-1].notification.id,
+        )
+
+    def import_profile(self, document: Any, *, rename: bool = False) -> Outcome:
+        """Create a profile from an exchange document; a clashing name is refused unless ``rename``."""
+        fields = exchange.parse_document(document)
+        try:
+            return self.create_profile(fields)
+        except ProfileNameTakenError:
+            if not rename:
+                raise
+        for attempt in range(1, IMPORT_RENAME_ATTEMPTS + 1):
+            try:
+                return self.create_profile({**fields, "name": exchange.renamed(fields["name"], attempt)})
+            except ProfileNameTakenError:
+                continue
+        raise ProfileNameTakenError(f"no free name found for {fields['name']!r}", name=fields["name"])
+
+    # -- queries (one stream each) -----------------------------------------------------------------
+    def get_profile(
+        self, profile_id: UUID, *, version: int | None = None, as_of: datetime | None = None
+    ) -> ProfileState:
+        """The profile now, after its ``version``-th version, or as it stood at time ``as_of``."""
+        if version is None and as_of is None:
+            profile = self._profile(profile_id)
+            if profile.deleted:
+                raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
+            return ProfileState.of(profile)
+        profile = None
+        for domain_event in self._events(profile_id):
+            if version is not None and event_version(domain_event) > version:
+                break
+            if as_of is not None and domain_event.timestamp > as_of:
+                break
+            profile = domain_event.mutate(profile)
+        if profile is None:
+            raise ProfileNotFoundError(f"profile {profile_id} did not exist at {as_of}", profile_id=str(profile_id))
+        if version is not None and profile.current_version != version:
+            raise ProfileVersionNotFoundError(
+                f"profile {profile_id} has no version {version} (latest is {profile.current_version})",
+                profile_id=str(profile_id),
+                version=version,
+            )
+        return ProfileState.of(profile)
+
+    def profile_history(self, profile_id: UUID) -> list[VersionRecord]:
+        """Every user-facing version of the profile, oldest first."""
+        records: list[VersionRecord] = []
+        profile = None
+        for domain_event in self._events(profile_id):
+            profile = domain_event.mutate(profile)
+            assert profile is not None
+            if not records or profile.current_version != records[-1].version:
+                records.append(
+                    VersionRecord(
+                        state=ProfileState.of(profile),
+                        version=profile.current_version,
+                        recorded_at=domain_event.timestamp,
+                        actor=domain_event.actor,
+                        reason=domain_event.reason,
+                        event_type=type(domain_event).__name__,
+                    )
+                )
+            elif isinstance(domain_event, Profile.DetailsEdited):
+                # Edits that keep the version change what that version's descriptive fields read.
+                last = records[-1]
+                records[-1] = VersionRecord(
+                    state=ProfileState.of(profile),
+                    version=last.version,
+                    recorded_at=last.recorded_at,
+                    actor=last.actor,
+                    reason=last.reason,
+                    event_type=last.event_type,
+                )
+        return records
+
+    def get_execution(self, execution_id: UUID) -> Execution:
+        try:
+            execution = self.repository.get(execution_id)
+        except AggregateNotFoundError:
+            raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id)) from None
+        if not isinstance(execution, Execution):
+            raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
+        return execution
+
+    def export_profile(self, profile_id: UUID, *, version: int | None = None) -> dict[str, Any]:
+        state = self.get_profile(profile_id, version=version)
+        return exchange.export_document(state.fields(), state.version)
+
+    def active_slot(self) -> ActiveSlot | None:
+        try:
+            return self.repository.get(ActiveSlot.ID)
+        except AggregateNotFoundError:
+            return None
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _events(self, profile_id: UUID) -> Iterable[Any]:
+        events = list(self.repository.event_store.get(profile_id))
+        if not events or not isinstance(events[0], Profile.Created):
+            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+        return events
+
+    def _profile(self, profile_id: UUID) -> Profile:
+        try:
+            profile = self.repository.get(profile_id)
+        except AggregateNotFoundError:
+            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id)) from None
+        if not isinstance(profile, Profile):
+            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+        return profile
+
+    def _live_profile(self, profile_id: UUID) -> Profile:
+        profile = self._profile(profile_id)
+        if profile.deleted:
+            raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
+        return profile
+
+    def _name_index(self, name: str) -> ProfileName:
+        try:
+            return self.repository.get(ProfileName.id_for(name))
+        except AggregateNotFoundError:
+            return ProfileName(key=values.name_key(name))
+
+    def _slot(self) -> ActiveSlot:
+        return self.active_slot() or ActiveSlot()
+
+    def _active_spec_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Spec fields to copy from the active profile into a new one that names no steering."""
+        slot = self.active_slot()
+        if slot is None or slot.profile_id is None:
+            return {"steering": {}}
+        active = self.get_profile(slot.profile_id, version=slot.pinned_version)
+        return {name: getattr(active, name) for name in SPEC_FIELDS if given.get(name) is None}
+
+    @staticmethod
+    def _check_expected(profile: Profile, expected_version: int | None) -> None:
+        if expected_version is not None and profile.current_version != expected_version:
+            raise StaleVersionError(
+                f"profile {profile.id} is at version {profile.current_version}, not {expected_version}",
+                profile_id=str(profile.id),
+                current_version=profile.current_version,
+                expected_version=expected_version,
+            )
+
+    def _commit(self, profile: Profile, touched: list[Aggregate]) -> Outcome:
+        recordings = self.save(*touched)
+        return Outcome(ProfileState.of(profile), changed=True, position=recordings[-1].notification.id)
+
+    @staticmethod
+    def _retrying(attempt: Callable[[], T], *, retry: bool = True) -> T:
+        """Run a command; on a concurrent write to the same stream, re-run it on fresh state."""
+        for attempt_number in range(RETRY_ATTEMPTS):
+            try:
+                return attempt()
+            except RecordConflictError:
+                if not retry:
+                    raise ConcurrentUpdateError(
+                        "another writer changed this profile first; reload it and try again"
+                    ) from None
+                time.sleep(random.uniform(0, 0.002 * min(attempt_number + 1, 10)))
+        raise ConcurrentUpdateError("too much contention; try again")

@@ -1,0 +1,440 @@
+"""Aggregates of the ledger, their events and their invariants.
+
+* ``Profile``     a named steering configuration with a user-facing ``version``.
+* ``ProfileName`` an index aggregate whose id is derived from the normalised name: two writers claiming the
+                  same name append to the same stream, so the store lets only one win.
+* ``ActiveSlot``  the single "active profile" slot; every activation appends to this one stream, so two
+                  concurrent activations can never both win.
+* ``Execution``   one run of a profile version (its own stream: executions never contend on the profile).
+
+Events carry who (``actor``), why (``reason``), a ``correlation_id`` and the time; the first three come from
+the :data:`command_context` of the command that triggered them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger import values
+from ledger.errors import (
+    ProfileActiveError,
+    ProfileDeletedError,
+    ProfileNameTakenError,
+    ProfileVersionNotFoundError,
+    SpecChangeNeedsVersionError,
+    ValidationError,
+)
+
+LEDGER_NAMESPACE = uuid5(NAMESPACE_URL, "https://profile-ledger/")
+
+SPEC_FIELDS = ("model_id", "sae_id", "layer", "steering")
+DETAIL_FIELDS = ("name", "description", "tags", "products", "metadata")
+EXECUTION_STATUSES = ("success", "failed", "partial")
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who runs a command, why, and which request it belongs to."""
+
+    actor: str = "anonymous"
+    reason: str | None = None
+    correlation_id: str | None = None
+
+
+command_context: ContextVar[CommandContext] = ContextVar("command_context", default=CommandContext())
+
+
+@contextmanager
+def acting_as(context: CommandContext) -> Iterator[None]:
+    token = command_context.set(context)
+    try:
+        yield
+    finally:
+        command_context.reset(token)
+
+
+def _actor() -> str:
+    return command_context.get().actor
+
+
+def _reason() -> str | None:
+    return command_context.get().reason
+
+
+def _correlation_id() -> str | None:
+    return command_context.get().correlation_id
+
+
+class AuditedEvent(Aggregate.Event):
+    """Base of every event in the ledger: records who, why and for which request (the time is built in)."""
+
+    actor: str = field(default_factory=_actor, init=False)
+    reason: str | None = field(default_factory=_reason, init=False)
+    correlation_id: str | None = field(default_factory=_correlation_id, init=False)
+
+
+def _canonical(field_name: str, value: Any) -> Any:
+    """The canonical form of one profile field, validated (raises ValidationError)."""
+    if field_name == "name":
+        return values.profile_name(value)
+    if field_name == "description":
+        return values.description(value)
+    if field_name in ("model_id", "sae_id"):
+        return values.identifier(value, field_name)
+    if field_name == "layer":
+        return values.layer(value)
+    if field_name == "steering":
+        return values.steering(value)
+    if field_name in ("tags", "products"):
+        return values.labels(value, field_name)
+    if field_name == "metadata":
+        return values.metadata(value)
+    raise ValidationError(f"unknown profile field {field_name!r}", field=field_name)
+
+
+def _stored(field_name: str, value: Any) -> Any:
+    """How a canonical field value is written into an event (JSON primitives only)."""
+    return values.steering_to_json(value) if field_name == "steering" else value
+
+
+class Profile(Aggregate):
+    class Event(AuditedEvent):
+        pass
+
+    @classmethod
+    def create(cls, **fields: Any) -> Profile:
+        """Validate every field and record the profile's first version."""
+        unknown = set(fields) - set(SPEC_FIELDS) - set(DETAIL_FIELDS)
+        if unknown:
+            raise ValidationError(f"unknown profile field(s): {', '.join(sorted(unknown))}", field=min(unknown))
+        if "name" not in fields:
+            raise ValidationError("name is required", field="name")
+        canonical = {name: _canonical(name, fields.get(name)) for name in (*DETAIL_FIELDS, *SPEC_FIELDS)}
+        return cls(**{name: _stored(name, value) for name, value in canonical.items()})
+
+    @event("Created")
+    def __init__(
+        self,
+        name: str,
+        description: str | None,
+        model_id: str | None,
+        sae_id: str | None,
+        layer: int | None,
+        steering: dict[str, float],
+        tags: list[str],
+        products: list[str],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.model_id = model_id
+        self.sae_id = sae_id
+        self.layer = layer
+        self.steering = values.steering_from_json(steering)
+        self.tags = list(tags)
+        self.products = list(products)
+        self.metadata = dict(metadata)
+        self.current_version = 1
+        self.is_active = False
+        self.deleted = False
+
+    # -- queries -----------------------------------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SPEC_FIELDS}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DETAIL_FIELDS}
+
+    def require_live(self) -> None:
+        if self.deleted:
+            raise ProfileDeletedError(f"profile {self.id} has been deleted", profile_id=str(self.id))
+
+    def require_version(self, version: int | None) -> int:
+        """The given version if this profile has it (``None`` means the current one)."""
+        if version is None:
+            return self.current_version
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= self.current_version:
+            raise ProfileVersionNotFoundError(
+                f"profile {self.id} has no version {version} (latest is {self.current_version})",
+                profile_id=str(self.id),
+                version=version,
+            )
+        return version
+
+    # -- commands ----------------------------------------------------------------------------------
+    def revise(self, changes: Mapping[str, Any], *, bump_version: bool = True) -> bool:
+        """Apply the given field changes; returns False (and records nothing) when nothing changes.
+
+        A spec change always makes a new version; descriptive changes make one unless
+        ``bump_version`` is False, in which case they are recorded against the current version.
+        """
+        self.require_live()
+        canonical = {name: _canonical(name, value) for name, value in changes.items()}
+        changed = {name: value for name, value in canonical.items() if getattr(self, name) != value}
+        spec = {name: value for name, value in changed.items() if name in SPEC_FIELDS}
+        details = {name: _stored(name, value) for name, value in changed.items() if name in DETAIL_FIELDS}
+        if not spec and not details:
+            return False
+        if spec and not bump_version:
+            raise SpecChangeNeedsVersionError(
+                f"changing {', '.join(sorted(spec))} makes a new version; bump_version=false is only "
+                "allowed for descriptive fields (name, description, tags, products, metadata)",
+                field=min(spec),
+            )
+        if spec:
+            merged = {**self.spec, **spec}
+            self._spec_revised(
+                version=self.current_version + 1,
+                model_id=merged["model_id"],
+                sae_id=merged["sae_id"],
+                layer=merged["layer"],
+                steering=values.steering_to_json(merged["steering"]),
+                changes=details,
+            )
+        elif bump_version:
+            self._details_revised(version=self.current_version + 1, changes=details)
+        else:
+            self._details_edited(version=self.current_version, changes=details)
+        return True
+
+    def mark_activated(self, pinned_version: int | None) -> None:
+        self.require_live()
+        self._activated(version=self.current_version, pinned_version=pinned_version)
+
+    def mark_deactivated(self) -> None:
+        if self.is_active:
+            self._deactivated(version=self.current_version)
+
+    def delete(self, *, delete_executions: bool = False) -> None:
+        self.require_live()
+        if self.is_active:
+            raise ProfileActiveError(
+                f"profile {self.name!r} is active; deactivate it before deleting it", profile_id=str(self.id)
+            )
+        self._deleted(version=self.current_version, delete_executions=bool(delete_executions))
+
+    # -- events (applied on every replay: assignments only) ---------------------------------------
+    @event("SpecRevised")
+    def _spec_revised(
+        self,
+        version: int,
+        model_id: str | None,
+        sae_id: str | None,
+        layer: int | None,
+        steering: dict[str, float],
+        changes: dict[str, Any],
+    ) -> None:
+        self.model_id, self.sae_id, self.layer = model_id, sae_id, layer
+        self.steering = values.steering_from_json(steering)
+        self._apply_details(changes)
+        self.current_version = version
+
+    @event("DetailsRevised")
+    def _details_revised(self, version: int, changes: dict[str, Any]) -> None:
+        self._apply_details(changes)
+        self.current_version = version
+
+    @event("DetailsEdited")
+    def _details_edited(self, version: int, changes: dict[str, Any]) -> None:
+        self._apply_details(changes)
+
+    @event("Activated")
+    def _activated(self, version: int, pinned_version: int | None) -> None:
+        self.is_active = True
+
+    @event("Deactivated")
+    def _deactivated(self, version: int) -> None:
+        self.is_active = False
+
+    @event("Deleted")
+    def _deleted(self, version: int, delete_executions: bool) -> None:
+        self.deleted = True
+
+    def _apply_details(self, changes: Mapping[str, Any]) -> None:
+        for name, value in changes.items():
+            setattr(self, name, list(value) if isinstance(value, list) else value)
+
+
+def event_version(domain_event: object) -> int:
+    """The user-facing profile version a Profile event leaves the profile at."""
+    return getattr(domain_event, "version", 1)
+
+
+class ProfileName(Aggregate):
+    """Index aggregate: holds which live profile, if any, owns a normalised name."""
+
+    class Event(AuditedEvent):
+        pass
+
+    @staticmethod
+    def create_id(key: str) -> UUID:
+        return uuid5(LEDGER_NAMESPACE, f"profile-name:{key}")
+
+    @classmethod
+    def id_for(cls, name: str) -> UUID:
+        return cls.create_id(values.name_key(name))
+
+    @event("Registered")
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.profile_id: UUID | None = None
+
+    def claim(self, profile_id: UUID, name: str) -> None:
+        if self.profile_id is not None and self.profile_id != profile_id:
+            raise ProfileNameTakenError(
+                f"a profile named {name!r} already exists", name=name, profile_id=str(self.profile_id)
+            )
+        if self.profile_id is None:
+            self._claimed(profile_id=profile_id)
+
+    def release(self, profile_id: UUID) -> None:
+        if self.profile_id == profile_id:
+            self._released(profile_id=profile_id)
+
+    @event("Claimed")
+    def _claimed(self, profile_id: UUID) -> None:
+        self.profile_id = profile_id
+
+    @event("Released")
+    def _released(self, profile_id: UUID) -> None:
+        self.profile_id = None
+
+
+class ActiveSlot(Aggregate):
+    """The one slot that names the active profile (and the version pinned, if any)."""
+
+    class Event(AuditedEvent):
+        pass
+
+    ID = uuid5(LEDGER_NAMESPACE, "active-slot")
+
+    @staticmethod
+    def create_id() -> UUID:
+        return ActiveSlot.ID
+
+    @event("Opened")
+    def __init__(self) -> None:
+        self.profile_id: UUID | None = None
+        self.pinned_version: int | None = None
+
+    def activate(self, profile: Profile, pinned_version: int | None) -> bool:
+        """Point the slot at ``profile``; False when it already points there with the same pin."""
+        profile.require_live()
+        if pinned_version is not None:
+            profile.require_version(pinned_version)
+        if self.profile_id == profile.id and self.pinned_version == pinned_version:
+            return False
+        self._activated(profile_id=profile.id, pinned_version=pinned_version, version=pinned_version or profile.current_version)
+        return True
+
+    def deactivate(self) -> UUID | None:
+        """Empty the slot; returns the profile that was active (None if none was)."""
+        previous = self.profile_id
+        if previous is not None:
+            self._deactivated(profile_id=previous)
+        return previous
+
+    @event("Activated")
+    def _activated(self, profile_id: UUID, pinned_version: int | None, version: int) -> None:
+        self.profile_id = profile_id
+        self.pinned_version = pinned_version
+
+    @event("Deactivated")
+    def _deactivated(self, profile_id: UUID) -> None:
+        self.profile_id = None
+        self.pinned_version = None
+
+
+class Execution(Aggregate):
+    """One run of a profile version: a generation, or an external run such as a cohort generation."""
+
+    class Event(AuditedEvent):
+        pass
+
+    @classmethod
+    def record(
+        cls,
+        profile: Profile,
+        *,
+        version: int | None = None,
+        run_id: str | None = None,
+        seed: int | None = None,
+        entity_count: int | None = None,
+        status: str = "success",
+        error_message: str | None = None,
+        duration_ms: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        kind: str = "external",
+        details: Mapping[str, Any] | None = None,
+        replay_of: UUID | None = None,
+    ) -> Execution:
+        profile.require_live()
+        profile_version = profile.require_version(version)
+        if status not in EXECUTION_STATUSES:
+            raise ValidationError(
+                f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
+            )
+        run_id = values.identifier(run_id, "run_id")
+        for name, number in (("seed", seed), ("entity_count", entity_count)):
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+                raise ValidationError(f"{name} must be an integer", field=name)
+        if entity_count is not None and entity_count < 0:
+            raise ValidationError("entity_count must be >= 0", field="entity_count")
+        if duration_ms is not None and (
+            isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) or not duration_ms >= 0
+        ):
+            raise ValidationError("duration_ms must be a number >= 0", field="duration_ms")
+        if error_message is not None and not isinstance(error_message, str):
+            raise ValidationError("error_message must be a string", field="error_message")
+        return cls(
+            profile_id=profile.id,
+            profile_version=profile_version,
+            run_id=run_id,
+            seed=seed,
+            entity_count=entity_count,
+            status=status,
+            error_message=values.description(error_message) if error_message else None,
+            duration_ms=float(duration_ms) if duration_ms is not None else None,
+            metadata=values.metadata(metadata),
+            kind=kind,
+            details=values.metadata(details) if details else {},
+            replay_of=replay_of,
+        )
+
+    @event("Recorded")
+    def __init__(
+        self,
+        profile_id: UUID,
+        profile_version: int,
+        run_id: str | None,
+        seed: int | None,
+        entity_count: int | None,
+        status: str,
+        error_message: str | None,
+        duration_ms: float | None,
+        metadata: dict[str, Any],
+        kind: str,
+        details: dict[str, Any],
+        replay_of: UUID | None,
+    ) -> None:
+        self.profile_id = profile_id
+        self.profile_version = profile_version
+        self.run_id = run_id
+        self.seed = seed
+        self.entity_count = entity_count
+        self.status = status
+        self.error_message = error_message
+        self.duration_ms = duration_ms
+        self.metadata = metadata
+        self.kind = kind
+        self.details = details
+        self.replay_of = replay_of

@@ -1,0 +1,98 @@
+"""The ledger's error tree. No HTTP here: the API maps these classes to status codes in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose.
+
+    ``code`` is a stable machine-readable identifier; ``details`` carries structured context.
+    """
+
+    code = "ledger_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+# -- not found -------------------------------------------------------------------------------------
+class NotFoundError(LedgerError):
+    code = "not_found"
+
+
+class ProfileNotFoundError(NotFoundError):
+    code = "profile_not_found"
+
+
+class ProfileVersionNotFoundError(NotFoundError):
+    code = "profile_version_not_found"
+
+
+class ExecutionNotFoundError(NotFoundError):
+    code = "execution_not_found"
+
+
+class RunNotFoundError(NotFoundError):
+    code = "run_not_found"
+
+
+class NoActiveProfileError(NotFoundError):
+    code = "no_active_profile"
+
+
+# -- invalid input ---------------------------------------------------------------------------------
+class ValidationError(LedgerError):
+    """A value breaks a rule of the domain. ``field`` names it (a dotted path where useful)."""
+
+    code = "invalid_value"
+
+    def __init__(self, message: str, field: str | None = None, **details: Any) -> None:
+        super().__init__(message, field=field, **details)
+        self.field = field
+
+
+class SpecChangeNeedsVersionError(ValidationError):
+    code = "spec_change_needs_version"
+
+
+class ImportFormatError(ValidationError):
+    code = "invalid_import"
+
+
+class ProfileIncompatibleError(ValidationError):
+    """The profile cannot be applied to the loaded model/SAE (layer out of range, feature ≥ d_sae)."""
+
+    code = "profile_incompatible"
+
+
+# -- conflicts -------------------------------------------------------------------------------------
+class ConflictError(LedgerError):
+    code = "conflict"
+
+
+class ProfileNameTakenError(ConflictError):
+    code = "profile_name_taken"
+
+
+class ProfileActiveError(ConflictError):
+    code = "profile_active"
+
+
+class ProfileDeletedError(ConflictError):
+    code = "profile_deleted"
+
+
+class ConcurrentUpdateError(ConflictError):
+    """Another writer appended to the same stream first; reload and try again."""
+
+    code = "concurrent_update"
+
+
+class StaleVersionError(ConflictError):
+    """The caller's ``expected_version`` is not the profile's current version."""
+
+    code = "stale_version"

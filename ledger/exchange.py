@@ -1,0 +1,106 @@
+"""The profile exchange format: seed 000's ``millm_profile`` document, and the flat document miLLM exports.
+
+Pure functions. Parsing validates everything and refuses (never drops) a bad entry, naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from ledger import values
+from ledger.errors import ImportFormatError, ValidationError
+
+FORMAT_VERSION = "1.0"
+FORMAT_TYPE = "millm_profile"
+EXPORTED_FROM = "profile-ledger"
+
+
+def export_document(fields: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """A ``millm_profile`` document for one profile version (``fields`` as the domain holds them)."""
+    return {
+        "version": FORMAT_VERSION,
+        "type": FORMAT_TYPE,
+        "profile": {
+            "name": fields["name"],
+            "description": fields["description"],
+            "model": fields["model_id"],
+            "sae": fields["sae_id"],
+            "layer": fields["layer"],
+            "steering": values.steering_to_json(fields["steering"]),
+            "tags": list(fields["tags"]),
+            "products": list(fields["products"]),
+            "metadata": dict(fields["metadata"]),
+            "profile_version": version,
+        },
+        "exported_at": datetime.now(timezone.utc).isoformat(),
+        "exported_from": EXPORTED_FROM,
+    }
+
+
+def parse_document(document: Any) -> dict[str, Any]:
+    """Profile fields (canonical, validated) from an exchange document in either accepted shape."""
+    if not isinstance(document, Mapping):
+        raise ImportFormatError("an import document must be a JSON object")
+    if "type" in document and document["type"] != FORMAT_TYPE:
+        raise ImportFormatError(
+            f"unsupported document type {document['type']!r}; expected {FORMAT_TYPE!r}", field="type"
+        )
+    version = document.get("version", FORMAT_VERSION)
+    if str(version).split(".")[0] != "1":
+        raise ImportFormatError(f"unsupported format version {version!r}; expected 1.x", field="version")
+    if document.get("type") == FORMAT_TYPE:
+        body = document.get("profile")
+        if body is None:
+            raise ImportFormatError("the document has no 'profile' object", field="profile")
+        if not isinstance(body, Mapping):
+            raise ImportFormatError("'profile' must be a JSON object", field="profile")
+        raw = {
+            "name": body.get("name"),
+            "description": body.get("description"),
+            "model_id": body.get("model", body.get("model_id")),
+            "sae_id": body.get("sae", body.get("sae_id")),
+            "layer": body.get("layer"),
+            "steering": body.get("steering"),
+            "tags": body.get("tags"),
+            "products": body.get("products"),
+            "metadata": body.get("metadata"),
+        }
+        prefix = "profile."
+    elif "name" in document:
+        # The flat document miLLM itself exports.
+        raw = {name: document.get(name) for name in (
+            "name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata"
+        )}
+        prefix = ""
+    else:
+        raise ImportFormatError(
+            f"the document has no 'profile' object (expected type {FORMAT_TYPE!r} with a 'profile', "
+            "or a flat profile with a 'name')",
+            field="profile",
+        )
+    if raw["name"] is None:
+        raise ImportFormatError("the profile has no name", field=f"{prefix}name")
+    try:
+        return {
+            "name": values.profile_name(raw["name"]),
+            "description": values.description(raw["description"]),
+            "model_id": values.identifier(raw["model_id"], "model_id"),
+            "sae_id": values.identifier(raw["sae_id"], "sae_id"),
+            "layer": values.layer(raw["layer"]),
+            "steering": values.steering(raw["steering"]),
+            "tags": values.labels(raw["tags"], "tags"),
+            "products": values.labels(raw["products"], "products"),
+            "metadata": values.metadata(raw["metadata"]),
+        }
+    except ImportFormatError:
+        raise
+    except ValidationError as error:
+        raise ImportFormatError(error.message, field=f"{prefix}{error.field}" if error.field else None) from None
+
+
+def renamed(name: str, attempt: int) -> str:
+    """The ``attempt``-th alternative for a clashing imported name, within the length limit."""
+    suffix = " (imported)" if attempt == 1 else f" (imported {attempt})"
+    return name[: values.NAME_MAX - len(suffix)].rstrip() + suffix

@@ -1,0 +1,189 @@
+"""Rules for the values a profile is made of: each function checks one field and returns its canonical form.
+
+Pure functions, no I/O. Every refusal is a :class:`ValidationError` naming the field (and the entry).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ledger.errors import ValidationError
+
+NAME_MAX = 100
+DESCRIPTION_MAX = 10_000
+IDENTIFIER_MAX = 200
+LABEL_MAX = 64
+LABELS_MAX = 100
+STEERING_MAX = 100_000
+METADATA_DEPTH_MAX = 16
+METADATA_KEYS_MAX = 1_000
+
+Steering = dict[int, float]
+
+
+def profile_name(value: Any) -> str:
+    """A profile's name: trimmed, 1 to 100 characters."""
+    if not isinstance(value, str):
+        raise ValidationError("name must be a string", field="name")
+    name = value.strip()
+    if not name:
+        raise ValidationError("name must not be empty", field="name")
+    if len(name) > NAME_MAX:
+        raise ValidationError(f"name must be at most {NAME_MAX} characters (got {len(name)})", field="name")
+    return name
+
+
+def name_key(name: str) -> str:
+    """How names are compared for uniqueness: trimmed, inner whitespace collapsed, case-folded."""
+    return " ".join(name.split()).casefold()
+
+
+def description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("description must be a string", field="description")
+    if len(value) > DESCRIPTION_MAX:
+        raise ValidationError(
+            f"description must be at most {DESCRIPTION_MAX} characters (got {len(value)})", field="description"
+        )
+    return value
+
+
+def identifier(value: Any, field: str) -> str | None:
+    """``model_id`` / ``sae_id``: an optional non-empty string."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string", field=field)
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > IDENTIFIER_MAX:
+        raise ValidationError(f"{field} must be at most {IDENTIFIER_MAX} characters", field=field)
+    return value
+
+
+def layer(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("layer must be an integer", field="layer")
+    if value < 0:
+        raise ValidationError(f"layer must be >= 0 (got {value})", field="layer")
+    return value
+
+
+def feature_index(key: Any) -> int:
+    """A steering key: an int >= 0, or a string of decimal digits (JSON object keys are strings)."""
+    if isinstance(key, bool):
+        raise ValueError
+    if isinstance(key, int):
+        index = key
+    elif isinstance(key, str) and key.strip().isascii() and key.strip().isdigit():
+        index = int(key.strip())
+    else:
+        raise ValueError
+    if index < 0:
+        raise ValueError
+    return index
+
+
+def steering(value: Any) -> Steering:
+    """``{feature_index: strength}``; refuses (never drops) a bad entry, naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError("steering must be an object mapping feature indices to strengths", field="steering")
+    if len(value) > STEERING_MAX:
+        raise ValidationError(
+            f"steering has {len(value)} features; at most {STEERING_MAX} are allowed", field="steering"
+        )
+    result: Steering = {}
+    for key, strength in value.items():
+        try:
+            index = feature_index(key)
+        except ValueError:
+            raise ValidationError(
+                f"steering[{key!r}]: feature index must be a non-negative integer", field=f"steering.{key}"
+            ) from None
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+            raise ValidationError(
+                f"steering[{key!r}]: strength must be a number (got {strength!r})", field=f"steering.{key}"
+            )
+        if not math.isfinite(strength):
+            raise ValidationError(
+                f"steering[{key!r}]: strength must be finite (got {strength!r})", field=f"steering.{key}"
+            )
+        if index in result:
+            raise ValidationError(f"steering[{key!r}]: feature {index} is given twice", field=f"steering.{key}")
+        result[index] = float(strength)
+    return dict(sorted(result.items()))
+
+
+def labels(value: Any, field: str) -> list[str]:
+    """``tags`` / ``products``: short strings, trimmed, empty ones dropped, duplicates removed in order."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValidationError(f"{field} must be a list of strings", field=field)
+    result: list[str] = []
+    for position, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ValidationError(f"{field}[{position}] must be a string", field=f"{field}.{position}")
+        label = item.strip()
+        if len(label) > LABEL_MAX:
+            raise ValidationError(
+                f"{field}[{position}] must be at most {LABEL_MAX} characters", field=f"{field}.{position}"
+            )
+        if label and label not in result:
+            result.append(label)
+    if len(result) > LABELS_MAX:
+        raise ValidationError(f"at most {LABELS_MAX} {field} are allowed", field=field)
+    return result
+
+
+def metadata(value: Any) -> dict[str, Any]:
+    """A JSON object of bounded depth and size."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError("metadata must be a JSON object", field="metadata")
+    count = [0]
+
+    def check(node: Any, depth: int, path: str) -> Any:
+        if depth > METADATA_DEPTH_MAX:
+            raise ValidationError(f"metadata is nested deeper than {METADATA_DEPTH_MAX} levels", field=path)
+        if isinstance(node, Mapping):
+            out = {}
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise ValidationError("metadata keys must be strings", field=path)
+                count[0] += 1
+                if count[0] > METADATA_KEYS_MAX:
+                    raise ValidationError(f"metadata has more than {METADATA_KEYS_MAX} entries", field="metadata")
+                out[key] = check(item, depth + 1, f"{path}.{key}")
+            return out
+        if isinstance(node, (list, tuple)):
+            count[0] += len(node)
+            if count[0] > METADATA_KEYS_MAX:
+                raise ValidationError(f"metadata has more than {METADATA_KEYS_MAX} entries", field="metadata")
+            return [check(item, depth + 1, f"{path}[{i}]") for i, item in enumerate(node)]
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValidationError("metadata numbers must be finite", field=path)
+        if node is None or isinstance(node, (str, int, float, bool)):
+            return node
+        raise ValidationError(f"metadata values must be JSON (got {type(node).__name__})", field=path)
+
+    return check(value, 1, "metadata")
+
+
+def steering_to_json(value: Mapping[int, float]) -> dict[str, float]:
+    """Steering with string keys, as JSON objects need (and as events store it)."""
+    return {str(index): strength for index, strength in value.items()}
+
+
+def steering_from_json(value: Mapping[str, float]) -> Steering:
+    return {int(index): float(strength) for index, strength in value.items()}

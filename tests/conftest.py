@@ -1,0 +1,44 @@
+"""Fixtures shared by every test: a real PostgreSQL server for the session, a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres_server import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A DSN to a new, empty PostgreSQL database, dropped after the test."""
+    dbname = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(dbname)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(dbname)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on the embedded SQLite default and once on PostgreSQL."""
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+        return request.getfixturevalue("postgres_url")
+    return request.getfixturevalue("sqlite_url")
