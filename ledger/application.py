@@ -124,6 +124,21 @@ class VersionRecord:
 class ProfileLedger(Application[UUID]):
     name = "ProfileLedger"
 
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        self._listeners: list[Callable[[int], None]] = []
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(position)`` in this process after every successful save (e.g. to wake projections)."""
+        self._listeners.append(listener)
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        if recordings:
+            for listener in self._listeners:
+                listener(recordings[-1].notification.id)
+        return recordings
+
     # -- commands ----------------------------------------------------------------------------------
     def create_profile(self, fields: Mapping[str, Any]) -> Outcome:
         """Record a new profile. Steering omitted → the active profile's spec is copied (seed 000)."""
