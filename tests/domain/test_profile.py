@@ -1,0 +1,128 @@
+"""Profile aggregate: given events → when command → then events / state. No I/O."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ledger.domainmodel import CommandContext, Profile, acting_as
+from ledger.errors import (
+    ProfileActiveError,
+    ProfileDeletedError,
+    ProfileVersionNotFoundError,
+    SpecChangeNeedsVersionError,
+    ValidationError,
+)
+
+
+def new_profile(**fields) -> Profile:
+    profile = Profile.create(**{"name": "calm", "steering": {1: 0.5}, **fields})
+    profile.collect_events()
+    return profile
+
+
+def event_types(profile: Profile) -> list[str]:
+    return [type(e).__name__ for e in profile.collect_events()]
+
+
+def test_created_profile_starts_at_version_one_with_canonical_fields():
+    profile = Profile.create(name="  Calm  ", steering={"3": 1, 1: -2.5}, tags=[" a", "a ", "b", ""])
+    assert profile.name == "Calm"
+    assert profile.current_version == 1
+    assert profile.steering == {1: -2.5, 3: 1.0}
+    assert profile.tags == ["a", "b"]
+    assert event_types(profile) == ["Created"]
+
+
+def test_spec_change_makes_a_new_version_with_the_full_spec():
+    profile = new_profile()
+    assert profile.revise({"steering": {2: 1.0}, "description": "x"})
+    events = profile.collect_events()
+    assert [type(e).__name__ for e in events] == ["SpecRevised"]
+    assert events[0].version == 2 and events[0].steering == {"2": 1.0} and events[0].changes == {"description": "x"}
+    assert profile.current_version == 2
+
+
+def test_descriptive_change_bumps_by_default_and_keeps_the_version_when_asked():
+    profile = new_profile()
+    profile.revise({"description": "first"})
+    assert profile.current_version == 2
+    profile.revise({"tags": ["x"]}, bump_version=False)
+    assert profile.current_version == 2
+    assert event_types(profile) == ["DetailsRevised", "DetailsEdited"]
+
+
+def test_spec_change_without_a_version_bump_is_refused_and_records_nothing():
+    profile = new_profile()
+    with pytest.raises(SpecChangeNeedsVersionError):
+        profile.revise({"layer": 3, "description": "d"}, bump_version=False)
+    assert event_types(profile) == []
+    assert profile.current_version == 1 and profile.layer is None
+
+
+def test_an_update_that_changes_nothing_records_nothing():
+    profile = new_profile(description="d", tags=["a"])
+    assert profile.revise({"name": " calm ", "description": "d", "steering": {"1": 0.5}, "tags": ["a", "a"]}) is False
+    assert event_types(profile) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"layer": -1}, "layer"),
+        ({"steering": {"a": 1.0}}, "steering.a"),
+        ({"steering": {"-1": 1.0}}, "steering.-1"),
+        ({"steering": {"1": math.nan}}, "steering.1"),
+        ({"steering": {"1": math.inf}}, "steering.1"),
+        ({"description": "x" * 10_001}, "description"),
+        ({"metadata": [1]}, "metadata"),
+    ],
+)
+def test_invalid_fields_are_refused_naming_the_field(fields, field):
+    with pytest.raises(ValidationError) as error:
+        Profile.create(**{"name": "ok", **fields})
+    assert error.value.field == field
+
+
+def test_more_than_100000_features_are_refused():
+    with pytest.raises(ValidationError, match="at most 100000"):
+        Profile.create(name="big", steering={i: 1.0 for i in range(100_001)})
+
+
+def test_an_active_profile_cannot_be_deleted():
+    profile = new_profile()
+    profile.mark_activated(None)
+    with pytest.raises(ProfileActiveError):
+        profile.delete()
+    profile.mark_deactivated()
+    profile.delete(delete_executions=True)
+    assert profile.deleted
+    assert event_types(profile) == ["Activated", "Deactivated", "Deleted"]
+
+
+def test_a_deleted_profile_refuses_further_commands():
+    profile = new_profile()
+    profile.delete()
+    with pytest.raises(ProfileDeletedError):
+        profile.revise({"description": "again"})
+
+
+def test_versions_that_do_not_exist_are_refused():
+    profile = new_profile()
+    with pytest.raises(ProfileVersionNotFoundError):
+        profile.require_version(2)
+    with pytest.raises(ProfileVersionNotFoundError):
+        profile.require_version(0)
+    assert profile.require_version(None) == 1
+
+
+def test_every_event_names_its_actor_reason_and_time():
+    with acting_as(CommandContext(actor="alice", reason="tuning", correlation_id="req-1")):
+        profile = Profile.create(name="p")
+        profile.revise({"description": "d"})
+    for domain_event in profile.collect_events():
+        assert (domain_event.actor, domain_event.reason, domain_event.correlation_id) == ("alice", "tuning", "req-1")
+        assert domain_event.timestamp is not None
