@@ -1,0 +1,55 @@
+"""The ``ledger`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from ledger.cli import executions, log, profiles, service
+from ledger.cli.context import state
+from ledger.errors import LedgerError
+
+app = typer.Typer(
+    name="ledger",
+    help="An event-sourced ledger of steering profiles for language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def configure(
+    database: str = typer.Option(
+        None,
+        "--database",
+        envvar="LEDGER_DATABASE_URL",
+        help="Event store: a postgresql:// DSN, or an SQLite path / sqlite:///path (default: ./ledger.sqlite).",
+    ),
+) -> None:
+    state.configure(database)
+
+
+for module in (profiles, executions, log, service):
+    module.register(app)
+
+
+def main() -> None:
+    """Entry point: domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except LedgerError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    finally:
+        state.close()

@@ -1,0 +1,272 @@
+"""Profile commands: create, update, show, history, list, activate, deactivate, delete, export, import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ledger import values
+from ledger.application import Outcome, ProfileState
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, parse_time, parse_uuid, state
+from ledger.errors import ImportFormatError, ValidationError
+
+
+def parse_features(features: list[str]) -> dict[str, float]:
+    """``IDX=STRENGTH`` pairs into a steering mapping (validated later by the domain)."""
+    steering: dict[str, Any] = {}
+    for item in features:
+        index, sep, strength = item.partition("=")
+        if not sep:
+            raise ValidationError(f"--feature {item!r}: expected INDEX=STRENGTH", field="steering")
+        try:
+            steering[index.strip()] = float(strength)
+        except ValueError:
+            raise ValidationError(f"--feature {item!r}: strength must be a number", field="steering") from None
+    return steering
+
+
+def spec_and_details(
+    name: str | None,
+    description: str | None,
+    model_id: str | None,
+    sae_id: str | None,
+    layer: int | None,
+    steering: str | None,
+    features: list[str],
+    tags: list[str] | None,
+    products: list[str] | None,
+    metadata: str | None,
+) -> dict[str, Any]:
+    """The fields given on the command line (absent options are not included)."""
+    fields: dict[str, Any] = {
+        "name": name, "description": description, "model_id": model_id, "sae_id": sae_id, "layer": layer,
+        "tags": tags or None, "products": products or None, "metadata": parse_json(metadata, "metadata"),
+    }
+    if steering is not None or features:
+        fields["steering"] = {**(parse_json(steering, "steering") or {}), **parse_features(features)}
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def describe(profile: ProfileState) -> str:
+    steering = ", ".join(f"{i}={s:g}" for i, s in list(profile.steering.items())[:12])
+    if len(profile.steering) > 12:
+        steering += ", …"
+    lines = [
+        f"{profile.name}  (id {profile.id})  version {profile.version}{'  ACTIVE' if profile.is_active else ''}",
+        f"  description: {profile.description or '-'}",
+        f"  model: {profile.model_id or '-'}   sae: {profile.sae_id or '-'}   layer: "
+        f"{'-' if profile.layer is None else profile.layer}",
+        f"  steering ({len(profile.steering)} features): {steering or '-'}",
+        f"  tags: {', '.join(profile.tags) or '-'}   products: {', '.join(profile.products) or '-'}",
+        f"  created: {profile.created_at.isoformat()}   updated: {profile.updated_at.isoformat()}",
+    ]
+    if profile.metadata:
+        lines.append(f"  metadata: {json.dumps(profile.metadata, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def report(outcome: Outcome, as_json: bool, verb: str) -> None:
+    if as_json:
+        emit_json({"changed": outcome.changed, "position": outcome.position, "profile": outcome.profile,
+                   "warnings": list(outcome.warnings)})
+        return
+    if outcome.profile is None:
+        typer.echo(f"nothing to {verb}")
+    elif not outcome.changed:
+        typer.echo(f"unchanged: {outcome.profile.name} is already as requested (version {outcome.profile.version})")
+    else:
+        typer.echo(f"{verb}d at position {outcome.position}")
+        typer.echo(describe(outcome.profile))
+
+
+NAME = typer.Option(None, "--name")
+DESCRIPTION = typer.Option(None, "--description")
+MODEL = typer.Option(None, "--model-id")
+SAE = typer.Option(None, "--sae-id")
+LAYER = typer.Option(None, "--layer")
+STEERING = typer.Option(None, "--steering", help='Steering as JSON, e.g. \'{"12": 0.8}\'.')
+FEATURE = typer.Option([], "--feature", "-f", help="INDEX=STRENGTH; repeatable.")
+TAG = typer.Option(None, "--tag", "-t", help="Repeatable.")
+PRODUCT = typer.Option(None, "--product", "-p", help="Repeatable.")
+METADATA = typer.Option(None, "--metadata", help="A JSON object.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def create(
+        name: str = typer.Argument(..., help="Profile name (unique among live profiles)."),
+        description: Optional[str] = DESCRIPTION,
+        model_id: Optional[str] = MODEL,
+        sae_id: Optional[str] = SAE,
+        layer: Optional[int] = LAYER,
+        steering: Optional[str] = STEERING,
+        feature: list[str] = FEATURE,
+        tag: Optional[list[str]] = TAG,
+        product: Optional[list[str]] = PRODUCT,
+        metadata: Optional[str] = METADATA,
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Create a profile. Without steering, the active profile's spec is copied."""
+        fields = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
+        with acting(actor, reason):
+            report(state.ledger.create_profile(fields), as_json, "create")
+
+    @app.command()
+    def update(
+        profile_id: str = typer.Argument(...),
+        name: Optional[str] = NAME,
+        description: Optional[str] = DESCRIPTION,
+        model_id: Optional[str] = MODEL,
+        sae_id: Optional[str] = SAE,
+        layer: Optional[int] = LAYER,
+        steering: Optional[str] = STEERING,
+        feature: list[str] = FEATURE,
+        tag: Optional[list[str]] = TAG,
+        product: Optional[list[str]] = PRODUCT,
+        metadata: Optional[str] = METADATA,
+        bump_version: bool = typer.Option(
+            True, "--bump-version/--no-bump-version", help="--no-bump-version keeps the version (descriptive fields only)."
+        ),
+        expected_version: Optional[int] = typer.Option(None, "--expected-version", help="Refuse if the profile moved on."),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Change a profile. A spec change makes a new version; so do descriptive changes unless --no-bump-version."""
+        changes = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
+        with acting(actor, reason):
+            outcome = state.ledger.update_profile(
+                parse_uuid(profile_id), changes, bump_version=bump_version, expected_version=expected_version
+            )
+        report(outcome, as_json, "update")
+
+    @app.command()
+    def show(
+        profile_id: str = typer.Argument(...),
+        version: Optional[int] = typer.Option(None, "--version", help="Show the profile as of its N-th version."),
+        as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the profile as it stood at an ISO time."),
+        as_json: bool = JSON,
+    ) -> None:
+        """Show a profile (now, at a version, or at a moment), replayed from its stream."""
+        profile = state.ledger.get_profile(
+            parse_uuid(profile_id), version=version, as_of=parse_time(as_of) if as_of else None
+        )
+        emit_json(profile) if as_json else typer.echo(describe(profile))
+
+    @app.command()
+    def history(profile_id: str = typer.Argument(...), as_json: bool = JSON) -> None:
+        """Every version of a profile with who made it, when and why."""
+        records = state.ledger.profile_history(parse_uuid(profile_id))
+        if as_json:
+            emit_json(records)
+            return
+        for record in records:
+            reason = f"  ({record.reason})" if record.reason else ""
+            typer.echo(
+                f"v{record.version}  {record.recorded_at.isoformat()}  {record.actor}  {record.event_type}{reason}\n"
+                f"    steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}"
+            )
+
+    @app.command("list")
+    def list_profiles(
+        tag: Optional[list[str]] = TAG,
+        all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
+        product: Optional[str] = typer.Option(None, "--product"),
+        search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
+        sort: str = typer.Option("name", "--sort", help="name or updated."),
+        limit: int = typer.Option(50, "--limit"),
+        as_json: bool = JSON,
+    ) -> None:
+        """List live profiles from the read model."""
+        from ledger.cli.reading import read_model
+
+        page = read_model().list_profiles(
+            tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
+            sort=sort, limit=limit,
+        )
+        if as_json:
+            emit_json({"profiles": page.items, "next_cursor": page.next_cursor})
+            return
+        for row in page.items:
+            typer.echo(
+                f"{row.id}  v{row.version}{'  ACTIVE' if row.is_active else ''}  {row.name}"
+                f"  [{', '.join(row.tags)}]  executions={row.execution_count}"
+            )
+        if not page.items:
+            typer.echo("no profiles")
+
+    @app.command()
+    def activate(
+        profile_id: str = typer.Argument(...),
+        version: Optional[int] = typer.Option(None, "--version", help="Pin this version (default: follow the latest)."),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Make a profile the single active one."""
+        with acting(actor, reason):
+            report(state.ledger.activate_profile(parse_uuid(profile_id), version=version), as_json, "activate")
+
+    @app.command()
+    def deactivate(actor: str = ACTOR, reason: Optional[str] = REASON, as_json: bool = JSON) -> None:
+        """Leave no profile active."""
+        with acting(actor, reason):
+            report(state.ledger.deactivate_profile(), as_json, "deactivate")
+
+    @app.command()
+    def delete(
+        profile_id: str = typer.Argument(...),
+        delete_executions: bool = typer.Option(False, "--delete-executions", help="Also drop its execution history."),
+        expected_version: Optional[int] = typer.Option(None, "--expected-version"),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Delete a profile (its history stays in the log; the name becomes free)."""
+        with acting(actor, reason):
+            report(
+                state.ledger.delete_profile(
+                    parse_uuid(profile_id), delete_executions=delete_executions, expected_version=expected_version
+                ),
+                as_json,
+                "delete",
+            )
+
+    @app.command("export")
+    def export_profile(
+        profile_id: str = typer.Argument(...),
+        version: Optional[int] = typer.Option(None, "--version"),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    ) -> None:
+        """Export a profile as a millm_profile JSON document."""
+        text = json.dumps(state.ledger.export_profile(parse_uuid(profile_id), version=version), indent=2, ensure_ascii=False)
+        if output:
+            output.write_text(text + "\n", encoding="utf-8")
+            typer.echo(f"exported to {output}")
+        else:
+            typer.echo(text)
+
+    @app.command("import")
+    def import_profile(
+        path: Path = typer.Argument(..., help="A millm_profile document (or '-' for stdin)."),
+        rename: bool = typer.Option(False, "--rename", help="On a name clash, import under a new name."),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Import a profile document."""
+        try:
+            text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ImportFormatError(f"{path} is not valid JSON: {error}") from None
+        with acting(actor, reason):
+            report(state.ledger.import_profile(document, rename=rename), as_json, "import")

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the whole test suite: installs everything it needs, starts a real PostgreSQL (as the postgres user,
+# on a free loopback port, in a temporary data dir) through the test fixtures, and runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "PostgreSQL not found; installing it" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
+bash scripts/setup.sh
+. .venv/bin/activate
+
+set +e
+python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$status"

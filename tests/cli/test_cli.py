@@ -1,0 +1,80 @@
+"""The ``ledger`` command, run as a user would run it (a subprocess), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def ledger_cli(database_url, tmp_path):
+    def run(*args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "ledger", "--database", database_url, *args],
+            capture_output=True, text=True, cwd=tmp_path, input=stdin, timeout=120,
+        )
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def as_json(result: subprocess.CompletedProcess):
+    return json.loads(result.stdout)
+
+
+def test_a_profile_lifecycle_through_the_cli(ledger_cli, tmp_path):
+    created = as_json(ledger_cli("create", "Calm", "-f", "1=0.5", "-t", "mood", "--actor", "alice", "--json"))
+    pid = created["profile"]["id"]
+    ledger_cli("update", pid, "--steering", '{"2": 1.5}', "--reason", "stronger", "--actor", "bob")
+    ledger_cli("update", pid, "--description", "quiet", "--no-bump-version")
+    assert as_json(ledger_cli("show", pid, "--version", "1", "--json"))["steering"] == {"1": 0.5}
+    now = as_json(ledger_cli("show", pid, "--json"))
+    assert (now["version"], now["steering"], now["description"]) == (2, {"2": 1.5}, "quiet")
+    history = as_json(ledger_cli("history", pid, "--json"))
+    assert [(h["version"], h["actor"], h["reason"]) for h in history] == [(1, "alice", None), (2, "bob", "stronger")]
+    ledger_cli("activate", pid, "--version", "1")
+    refused = ledger_cli("delete", pid, ok=False)
+    assert refused.returncode == 1 and "is active" in refused.stderr
+    ledger_cli("deactivate")
+    exported = tmp_path / "calm.json"
+    ledger_cli("export", pid, "-o", str(exported))
+    ledger_cli("delete", pid)
+    imported = as_json(ledger_cli("import", str(exported), "--json"))
+    assert imported["profile"]["steering"] == {"2": 1.5} and imported["profile"]["name"] == "Calm"
+
+
+def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_cli):
+    pid = as_json(ledger_cli("create", "p", "--actor", "alice", "--json"))["profile"]["id"]
+    ledger_cli("record-execution", pid, "--run-id", "cohort-7", "--seed", "42", "--actor", "runner")
+    entries = as_json(ledger_cli("log", "--json"))
+    assert [e["position"] for e in entries] == sorted(e["position"] for e in entries)
+    assert [(e["actor"], e["type"]) for e in entries] == [
+        ("alice", "Profile.Created"), ("alice", "ProfileName.Registered"), ("alice", "ProfileName.Claimed"),
+        ("runner", "Execution.Recorded"),
+    ]
+    assert all(e["time"] for e in entries)
+    text = ledger_cli("log").stdout.splitlines()
+    assert len(text) == 4 and "alice" in text[0] and "Profile.Created" in text[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", "not-a-uuid"), "not a valid profile id"),
+        (("show", "00000000-0000-0000-0000-000000000000"), "not found"),
+        (("create", ""), "name must not be empty"),
+        (("create", "x", "-f", "abc=1"), "feature index must be a non-negative integer"),
+        (("create", "x", "--metadata", "{bad"), "not valid JSON"),
+        (("import", "/nonexistent/file.json"), "cannot read"),
+    ],
+)
+def test_errors_are_one_clear_line_and_a_non_zero_exit(ledger_cli, args, message):
+    result = ledger_cli(*args, ok=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
