@@ -21,6 +21,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
 
 from ledger import exchange, values
+from ledger.chain import VerifyReport
 from ledger.domainmodel import (
     DETAIL_FIELDS,
     SPEC_FIELDS,
@@ -33,6 +34,7 @@ from ledger.domainmodel import (
 from ledger.errors import (
     ConcurrentUpdateError,
     ExecutionNotFoundError,
+    LedgerError,
     ProfileNameTakenError,
     ProfileNotFoundError,
     ProfileVersionNotFoundError,
@@ -331,6 +333,14 @@ class ProfileLedger(Application[UUID]):
             return self.repository.get(ActiveSlot.ID)
         except AggregateNotFoundError:
             return None
+
+    def verify_log(self) -> VerifyReport:
+        """Walk the tamper-evident chain and report the first position that was altered, removed, inserted
+        or reordered."""
+        verify_chain = getattr(self.recorder, "verify_chain", None)
+        if verify_chain is None:
+            raise LedgerError("this event store keeps no tamper-evident chain")
+        return verify_chain()
 
     # -- helpers -----------------------------------------------------------------------------------
     def _events(self, profile_id: UUID) -> Iterable[Any]:

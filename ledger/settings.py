@@ -55,12 +55,18 @@ class Database:
                 "POSTGRES_CONNECT_TIMEOUT": "5",
                 "POSTGRES_PRE_PING": "y",
                 "POSTGRES_LOCK_TIMEOUT": "10",
+                "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedPostgresApplicationRecorder",
             }
         else:
             path = Path(self.sqlite_path)
             if path.parent != Path(""):
                 path.parent.mkdir(parents=True, exist_ok=True)
-            env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "10"}
+            env = {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(path),
+                "SQLITE_LOCK_TIMEOUT": "10",
+                "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedSQLiteApplicationRecorder",
+            }
         env["CREATE_TABLE"] = "y"
         return env
 

@@ -13,6 +13,8 @@ PAGE = 1000
 
 
 def register(app: typer.Typer) -> None:
+    register_verify(app)
+
     @app.command()
     def log(
         after: int = typer.Option(0, "--after", help="Start after this log position."),
@@ -52,3 +54,18 @@ def register(app: typer.Typer) -> None:
             position = batch[-1].id
         if as_json:
             emit_json(entries)
+
+
+def register_verify(app: typer.Typer) -> None:
+    @app.command()
+    def verify(as_json: bool = JSON) -> None:
+        """Walk the tamper-evident chain; exit 1 and name the first bad position if the log was tampered with."""
+        report = state.ledger.verify_log()
+        if as_json:
+            emit_json(report)
+        elif report.ok:
+            typer.echo(f"ok: {report.checked} events verified; head link {report.head_link}")
+        else:
+            typer.echo(f"TAMPERED: {report.problem} at position {report.position}: {report.detail}", err=True)
+        if not report.ok:
+            raise typer.Exit(1)

@@ -1,0 +1,191 @@
+"""The Litestar application: controllers, dependencies, lifespan and the one exception handler."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Services, no_compatibility_warnings
+from ledger.api.errors import EXCEPTION_HANDLERS
+from ledger.api.events import EventController
+from ledger.api.exchange import ProfileExchangeController
+from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
+from ledger.api.observability import Metrics, request_context_middleware
+from ledger.api.openapi import tidy_openapi
+from ledger.api.ops import OpsController
+from ledger.api.profiles import ProfileController
+from ledger.api.versions import ProfileVersionController
+from ledger.application import ProfileLedger
+from ledger.settings import Settings
+
+log = logging.getLogger("ledger.api")
+
+API_VERSION = "1.0.0"
+RUNNER_JOIN_TIMEOUT = 10.0
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ledger: ProfileLedger | None = None,
+    read_model: Any = None,
+    run_projections: bool = True,
+    compatibility_check: CompatibilityCheck | None = None,
+    consistency_timeout: float = 2.0,
+    max_body_size: int = 8 * 1024 * 1024,
+    ready_max_lag: int = 0,
+    sse_heartbeat: float = 15.0,
+    debug: bool = False,
+) -> Litestar:
+    """The HTTP API over a ledger and its read model.
+
+    Whatever is not given is built in the lifespan from ``settings`` (and closed on shutdown): the
+    :class:`ProfileLedger`, the read model, and, when ``run_projections``, a thread running the projection
+    workers, woken by every save this process makes.
+    """
+    settings = settings or Settings.from_env()
+    options = ApiOptions(
+        consistency_timeout=consistency_timeout,
+        max_body_size=max_body_size,
+        ready_max_lag=ready_max_lag,
+        sse_heartbeat=sse_heartbeat,
+    )
+    metrics = Metrics()
+    services = Services(
+        options=options,
+        metrics=metrics,
+        compatibility_check=compatibility_check or no_compatibility_warnings,
+        ledger=ledger,
+        read_model=read_model,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned: list[Any] = []
+        if services.ledger is None:
+            services.ledger = ProfileLedger(env=settings.database.eventsourcing_env())
+            owned.append(services.ledger)
+        if services.read_model is None:
+            from projections.queries import ReadModel
+
+            services.read_model = ReadModel(settings.database)
+            owned.append(services.read_model)
+        services.shutdown.clear()
+        services.runner_stop.clear()
+        _attach_listener(services, metrics)
+        if run_projections:
+            services.runner = _start_runner(settings, services)
+        log.info("ledger API started on %s", settings.database.display())
+        try:
+            yield
+        finally:
+            services.shutdown.set()
+            services.runner_stop.set()
+            if services.wake is not None:
+                services.wake(0)
+            if services.runner is not None:
+                services.runner.join(RUNNER_JOIN_TIMEOUT)
+                services.runner = None
+            for thing in reversed(owned):
+                close = getattr(thing, "close", None)
+                if close is not None:
+                    close()
+            if services.ledger in owned:
+                services.ledger = None
+            if services.read_model in owned:
+                services.read_model = None
+
+    return Litestar(
+        route_handlers=[
+            ProfileController,
+            ProfileVersionController,
+            ProfileExchangeController,
+            ProfileExecutionController,
+            ExecutionController,
+            RunController,
+            EventController,
+            OpsController,
+        ],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[request_context_middleware(metrics)],
+        lifespan=[lifespan],
+        state=State({"services": services}),
+        request_max_body_size=max_body_size,
+        openapi_config=OpenAPIConfig(
+            title="Profile Ledger API",
+            version=API_VERSION,
+            description=(
+                "Steering profiles as an event-sourced ledger. Errors always answer "
+                '`{"error": "<code>", "detail": "<message>", ...}`; request validation failures are 422, '
+                "an oversized body 413. Commands answer the log position of their last event (`position`, "
+                "`X-Ledger-Position`); queries accept `min_position` / `X-Min-Position` to read their writes."
+            ),
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        on_startup=[tidy_openapi],
+        debug=debug,
+    )
+
+
+def _attach_listener(services: Services, metrics: Metrics) -> None:
+    """Count appends and wake the projection runner after every save this process makes."""
+    ledger = services.ledger
+    assert ledger is not None
+    if getattr(ledger, "_ledger_api_listener", None) is services:
+        return
+
+    def on_save(position: int) -> None:
+        if services.shutdown.is_set():
+            return
+        metrics.observe_append(position)
+        if services.wake is not None:
+            services.wake(position)
+
+    ledger.add_listener(on_save)
+    ledger._ledger_api_listener = services  # type: ignore[attr-defined]
+
+
+def _start_runner(settings: Settings, services: Services) -> threading.Thread:
+    from projections import runner
+
+    wake_event = threading.Event()
+
+    def run() -> None:
+        try:
+            runner.run_projections(settings.database, services.runner_stop, **_runner_kwargs(wake_event))
+        except Exception:
+            log.exception("the projection runner stopped with an error")
+
+    def wake(position: int) -> None:
+        wake_event.set()
+
+    services.wake = wake
+    thread = threading.Thread(target=run, name="ledger-projections", daemon=True)
+    thread.start()
+    return thread
+
+
+def _runner_kwargs(wake_event: threading.Event) -> dict[str, Any]:
+    """Pass a wake-up event to the runner if its signature takes one."""
+    import inspect
+
+    from projections import runner
+
+    parameters = inspect.signature(runner.run_projections).parameters
+    for name in ("wake", "wakeup", "notify"):
+        if name in parameters:
+            return {name: wake_event}
+    return {}
+
+
+AppFactory = Callable[..., Litestar]

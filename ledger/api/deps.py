@@ -1,0 +1,179 @@
+"""What handlers are given: the services of the app, the command context, and a read side that is consistent.
+
+A query handler asks for ``reads``: the read model, after it has reached the position the client asked for
+(``min_position`` query parameter or ``X-Min-Position`` header), waiting at most the configured timeout
+(then 504 ``projection_timeout``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import HeaderParameter, QueryParameter
+
+from ledger.api.errors import InvalidRequestError, ProjectionTimeoutError
+from ledger.api.observability import Metrics, correlation_id
+from ledger.application import ProfileLedger
+from ledger.domainmodel import CommandContext
+
+CompatibilityCheck = Callable[[Any], list[str]]
+ACTOR_MAX = 200
+REASON_MAX = 1_000
+
+
+def no_compatibility_warnings(profile: Any) -> list[str]:
+    """The default compatibility check: no steering engine attached, nothing to warn about."""
+    return []
+
+
+@dataclass
+class ApiOptions:
+    consistency_timeout: float = 2.0
+    """Seconds a query waits for the projections to reach a requested position."""
+    max_body_size: int = 8 * 1024 * 1024
+    ready_max_lag: int = 0
+    """/ready answers 503 while a projection is more than this many positions behind the log."""
+    sse_heartbeat: float = 15.0
+    sse_poll: float = 0.5
+
+
+@dataclass
+class Services:
+    """Everything the handlers use, built in the lifespan (or given to ``create_app``)."""
+
+    options: ApiOptions
+    metrics: Metrics
+    compatibility_check: CompatibilityCheck
+    ledger: ProfileLedger | None = None
+    read_model: Any = None
+    runner: threading.Thread | None = None
+    runner_stop: threading.Event = field(default_factory=threading.Event)
+    shutdown: threading.Event = field(default_factory=threading.Event)
+    wake: Callable[[int], None] | None = None
+
+
+def services_of(state: State) -> Services:
+    return state.services  # type: ignore[no-any-return]
+
+
+def provide_ledger(state: State) -> ProfileLedger:
+    ledger = services_of(state).ledger
+    assert ledger is not None, "the app's lifespan has not started"
+    return ledger
+
+
+def provide_services(state: State) -> Services:
+    return services_of(state)
+
+
+def provide_compatibility_check(state: State) -> CompatibilityCheck:
+    return services_of(state).compatibility_check
+
+
+async def provide_reads(
+    state: State,
+    min_position: Annotated[
+        int | None,
+        QueryParameter(ge=0, description="Answer only after the read side has reached this log position."),
+    ] = None,
+    x_min_position: Annotated[
+        int | None,
+        HeaderParameter(
+            name="X-Min-Position", ge=0, description="Same as the `min_position` query parameter."
+        ),
+    ] = None,
+) -> Any:
+    services = services_of(state)
+    wanted = max((p for p in (min_position, x_min_position) if p is not None), default=None)
+    if wanted:
+        timeout = services.options.consistency_timeout
+        reached = await anyio.to_thread.run_sync(services.read_model.wait_for_position, wanted, timeout)
+        if not reached:
+            raise ProjectionTimeoutError(
+                f"the read side did not reach position {wanted} within {timeout:g} s; retry later",
+                min_position=wanted,
+                timeout_s=timeout,
+            )
+    return services.read_model
+
+
+def provide_context(
+    request: Request[Any, Any, Any],
+    x_actor: Annotated[str | None, HeaderParameter(name="X-Actor", description="Who runs the command.")] = None,
+    x_reason: Annotated[str | None, HeaderParameter(name="X-Reason", description="Why (recorded on the events).")] = None,
+) -> CommandContext:
+    actor = (x_actor or "").strip() or "anonymous"
+    if len(actor) > ACTOR_MAX:
+        raise InvalidRequestError(f"X-Actor must be at most {ACTOR_MAX} characters", field="X-Actor")
+    reason = (x_reason or "").strip() or None
+    if reason is not None and len(reason) > REASON_MAX:
+        raise InvalidRequestError(f"X-Reason must be at most {REASON_MAX} characters", field="X-Reason")
+    return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(request.scope))
+
+
+def with_reason(context: CommandContext, reason: str | None) -> CommandContext:
+    """A reason given in the body overrides the ``X-Reason`` header."""
+    if reason is None or not reason.strip():
+        return context
+    if len(reason) > REASON_MAX:
+        raise InvalidRequestError(f"reason must be at most {REASON_MAX} characters", field="reason")
+    return CommandContext(actor=context.actor, reason=reason.strip(), correlation_id=context.correlation_id)
+
+
+DEPENDENCIES = {
+    "ledger": Provide(provide_ledger, sync_to_thread=False),
+    "services": Provide(provide_services, sync_to_thread=False),
+    "reads": Provide(provide_reads),
+    "context": Provide(provide_context, sync_to_thread=False),
+    "compatibility_check": Provide(provide_compatibility_check, sync_to_thread=False),
+}
+
+
+# -- parsing helpers -------------------------------------------------------------------------------
+def parse_uuid(value: str, what: str = "id") -> UUID:
+    try:
+        return UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidRequestError(f"{what} must be a UUID (got {value[:80]!r})", field=what) from None
+
+
+def parse_time(value: str | None, what: str) -> datetime | None:
+    """An ISO 8601 time; a time without an offset is UTC."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequestError(
+            f"{what} must be an ISO 8601 time such as 2025-01-31T12:00:00Z (got {value[:80]!r})", field=what
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The profile version an ``If-Match`` header names (``"3"``, ``W/"3"``, ``3``); ``*`` or absent → None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text in ("", "*"):
+        return None
+    first = text.split(",")[0].strip().removeprefix("W/").strip('"').strip()
+    if first.isascii() and first.isdigit():
+        return int(first)
+    return -1  # matches no version: the command answers 412
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'

@@ -1,0 +1,172 @@
+"""The one place where errors become HTTP responses.
+
+Every error answer has the shape ``{"error": "<code>", "detail": "<human message>", ...context}``.
+
+* ledger errors: 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values;
+* the API's own: 504 when the projections did not reach a requested position in time;
+* Litestar's: request validation (body, query, path, headers, malformed JSON) → 422 ``invalid_request``;
+  an oversized body → 413; an unknown route → 404; a wrong method → 405; anything else it raises keeps
+  its status with the same shape;
+* anything unexpected → 500 ``internal_error`` with no traceback in the body (it is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_412_PRECONDITION_FAILED,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_504_GATEWAY_TIMEOUT,
+)
+
+from ledger.api.schemas import ErrorBody
+from ledger.errors import ConflictError, LedgerError, NotFoundError, StaleVersionError, ValidationError
+
+log = logging.getLogger("ledger.api")
+
+
+class ApiError(LedgerError):
+    """An error raised by the HTTP layer itself."""
+
+    code = "api_error"
+
+
+class InvalidRequestError(ValidationError):
+    """A request the API cannot read: a bad id, cursor, time or header."""
+
+    code = "invalid_request"
+
+
+class ProjectionTimeoutError(ApiError):
+    """The read side did not reach the position the client asked to read after."""
+
+    code = "projection_timeout"
+
+
+class PreconditionFailedError(StaleVersionError):
+    """``If-Match`` names no current version of the profile."""
+
+    code = "precondition_failed"
+
+
+def status_for(error: LedgerError) -> int:
+    if isinstance(error, StaleVersionError):
+        return HTTP_412_PRECONDITION_FAILED
+    if isinstance(error, NotFoundError):
+        return HTTP_404_NOT_FOUND
+    if isinstance(error, ConflictError):
+        return HTTP_409_CONFLICT
+    if isinstance(error, ValidationError):
+        return HTTP_422_UNPROCESSABLE_ENTITY
+    if isinstance(error, ProjectionTimeoutError):
+        return HTTP_504_GATEWAY_TIMEOUT
+    return HTTP_500_INTERNAL_SERVER_ERROR
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def error_body(code: str, detail: str, **context: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    for key, value in context.items():
+        if key not in body and value is not None:
+            body[key] = _jsonable(value)
+    return body
+
+
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **context: Any) -> Response:
+    return Response(error_body(code, detail, **context), status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def _field_of(key: str | None) -> str | None:
+    if not key or key == "data":
+        return None
+    return key.removeprefix("$.").removeprefix("data.")
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response:
+    """The one exception handler of the app."""
+    if isinstance(exc, LedgerError):
+        status = status_for(exc)
+        if status >= 500:
+            log.error("ledger error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+        return error_response(status, exc.code, exc.message, **exc.details)
+    if isinstance(exc, ValidationException):
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        problems = [
+            {"field": _field_of(item.get("key")), "source": item.get("source"), "message": item.get("message")}
+            for item in extra
+            if isinstance(item, dict)
+        ]
+        if problems:
+            first = problems[0]
+            where = first["field"] or first["source"] or "request"
+            detail = f"{where}: {first['message']}"
+            return error_response(
+                HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request", detail, field=first["field"], errors=problems
+            )
+        detail = exc.detail or "the request could not be read"
+        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request", detail)
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        code = _HTTP_CODES.get(status, "http_error")
+        if status == 413:
+            detail = "the request body is larger than this server accepts"
+        else:
+            detail = exc.detail or code.replace("_", " ")
+        return error_response(status, code, detail, headers=exc.headers)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
+
+
+EXCEPTION_HANDLERS = {Exception: handle_exception}
+
+
+# -- OpenAPI documentation of the error answers ----------------------------------------------------
+def _spec(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+INVALID = {422: _spec("The request is invalid: body, query, path or header (error `invalid_request` or a domain code)")}
+NOT_FOUND = {404: _spec("No such profile, version, execution or run")}
+CONFLICT = {409: _spec("Conflict: name taken, profile active, or a concurrent update")}
+STALE = {412: _spec("If-Match names a version that is no longer current; `current_version` says which is")}
+TIMEOUT = {504: _spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
+TOO_LARGE = {413: _spec("The request body is larger than the configured maximum")}
+
+
+def responses(*groups: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:
+    merged: dict[int, ResponseSpec] = {}
+    for group in groups:
+        merged.update(group)
+    return merged

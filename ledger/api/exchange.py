@@ -1,0 +1,147 @@
+"""``/api/profiles/{id}/export`` and ``/api/profiles/import``: profiles as exchange documents."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import FromPath, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED
+
+from ledger import exchange
+from ledger.api.commands import run_command
+from ledger.api.deps import parse_uuid
+from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
+from ledger.api.profiles import _change
+from ledger.api.schemas import ProfileChange
+from ledger.api.views import _get
+from ledger.application import ProfileLedger
+from ledger.domainmodel import CommandContext
+from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
+
+FILENAME_MAX = 120
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\"\';:*?<>|%]+')
+
+
+def content_disposition(name: str, suffix: str = ".json") -> str:
+    """An RFC 6266 attachment header safe for any name: an ASCII ``filename`` and a UTF-8 ``filename*``."""
+    cleaned = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
+    cleaned = _UNSAFE.sub("_", cleaned).strip(" ._") or "profile"
+    cleaned = cleaned[:FILENAME_MAX]
+    ascii_name = unicodedata.normalize("NFKD", cleaned).encode("ascii", "ignore").decode("ascii")
+    ascii_name = re.sub(r"[^A-Za-z0-9 ._()\[\]+=,!@#$&~-]+", "_", ascii_name).strip(" ._") or "profile"
+    return f"attachment; filename=\"{ascii_name}{suffix}\"; filename*=UTF-8''{quote(cleaned + suffix, safe='')}"
+
+
+@dataclass
+class ImportOperation(Operation):
+    """Documents the import body: a JSON document, or a multipart form with the document as ``file``."""
+
+    request_body: Any = field(
+        default_factory=lambda: RequestBody(
+            required=True,
+            description="An exchange document (`millm_profile` 1.x, or a flat miLLM profile).",
+            content={
+                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+                        required=["file"],
+                    )
+                ),
+            },
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if self.request_body is None:
+            self.request_body = ImportOperation.__dataclass_fields__["request_body"].default_factory()  # type: ignore[misc]
+
+
+async def _document(request: Request[Any, Any, Any]) -> Any:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequestError("the form has no file field named 'file'", field="file")
+        raw = await upload.read()
+    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+        raw = await request.body()
+    else:
+        raise InvalidRequestError(
+            f"send the document as application/json or as multipart/form-data (got {content_type!r})",
+            field="content-type",
+        )
+    if not raw.strip():
+        raise InvalidRequestError("the import document is empty", field="file")
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:
+        raise InvalidRequestError(f"the import document is not valid JSON: {error}", field="file") from None
+
+
+class ProfileExchangeController(Controller):
+    path = "/api/profiles"
+    tags = ["exchange"]
+
+    @get(
+        "/{profile_id:str}/export",
+        summary="Download a profile (or one of its versions) as an exchange document",
+        sync_to_thread=True,
+        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
+    )
+    def export_profile(
+        self,
+        profile_id: FromPath[str],
+        reads: NamedDependency[Any],
+        version: Annotated[int | None, QueryParameter(ge=1, description="Default: the latest.")] = None,
+    ) -> Response[dict[str, Any]]:
+        pid = parse_uuid(profile_id, "profile_id")
+        current = reads.get_profile(pid)
+        if current is None:
+            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+        row = current if version is None or version == _get(current, "version") else reads.get_version(pid, version)
+        if row is None:
+            raise ProfileVersionNotFoundError(f"profile {pid} has no version {version}", profile_id=str(pid))
+        fields = {name: _get(row, name) for name in exchange_fields()}
+        document = exchange.export_document(fields, int(_get(row, "version")))
+        return Response(document, headers={"Content-Disposition": content_disposition(str(_get(current, "name")))})
+
+    @post(
+        "/import",
+        summary="Create a profile from an exchange document (JSON body or multipart `file`)",
+        status_code=HTTP_201_CREATED,
+        operation_class=ImportOperation,
+        responses=responses(CONFLICT, INVALID, TOO_LARGE),
+    )
+    async def import_profile(
+        self,
+        request: Request[Any, Any, Any],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Any],
+        rename: Annotated[bool, QueryParameter(description="On a name clash, import under a new name.")] = False,
+    ) -> Response[ProfileChange]:
+        document = await _document(request)
+
+        def work() -> Response[ProfileChange]:
+            outcome = run_command(context, lambda: ledger.import_profile(document, rename=rename))
+            return _change(outcome, ledger, services.read_model, HTTP_201_CREATED)
+
+        return await anyio.to_thread.run_sync(work)
+
+
+def exchange_fields() -> tuple[str, ...]:
+    return ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")

@@ -1,0 +1,104 @@
+"""Executions (runs of a profile version): recorded under a profile, read by id, found by run id."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED
+
+from ledger.api.commands import position_headers, run_command
+from ledger.api.deps import parse_uuid, with_reason
+from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
+from ledger.api.schemas import ExecutionList, ExecutionRead, ExecutionRecorded, ExecutionSpec, ProfileRead, RecordExecution
+from ledger.api.views import execution_from_aggregate, execution_from_row, profile_from_row, spec_from_row
+from ledger.application import ProfileLedger
+from ledger.domainmodel import CommandContext
+from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
+
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
+
+
+class ProfileExecutionController(Controller):
+    path = "/api/profiles/{profile_id:str}/executions"
+    tags = ["executions"]
+
+    @post(
+        "/",
+        summary="Record a run of a profile version",
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=responses(NOT_FOUND, INVALID, TOO_LARGE),
+    )
+    def record_execution(
+        self,
+        profile_id: FromPath[str],
+        data: JSONBody[RecordExecution],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+    ) -> Response[ExecutionRecorded]:
+        pid = parse_uuid(profile_id, "profile_id")
+        details = {
+            name: getattr(data, name)
+            for name in ("version", "run_id", "seed", "entity_count", "status", "error_message", "duration_ms", "metadata")
+        }
+        outcome = run_command(with_reason(context, data.reason), lambda: ledger.record_execution(pid, **details))
+        execution = ledger.get_execution(outcome.execution_id)
+        body = ExecutionRecorded(
+            **execution_from_aggregate(execution), actor=context.actor, position=outcome.position
+        )
+        return Response(body, status_code=HTTP_201_CREATED, headers=position_headers(outcome.position))
+
+    @get(
+        "/",
+        summary="The executions of a profile, newest first",
+        sync_to_thread=True,
+        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
+    )
+    def list_executions(
+        self, profile_id: FromPath[str], reads: NamedDependency[Any], limit: Limit = 50, cursor: Cursor = None
+    ) -> ExecutionList:
+        pid = parse_uuid(profile_id, "profile_id")
+        page = reads.list_executions(profile_id=pid, limit=limit, cursor=cursor)
+        if not page.items and cursor is None and reads.get_profile(pid) is None:
+            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+        return ExecutionList(executions=[execution_from_row(row) for row in page.items], next_cursor=page.next_cursor)
+
+
+class ExecutionController(Controller):
+    path = "/api/executions"
+    tags = ["executions"]
+
+    @get("/{execution_id:str}", summary="One execution", sync_to_thread=True,
+         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    def get_execution(self, execution_id: FromPath[str], reads: NamedDependency[Any]) -> ExecutionRead:
+        eid = parse_uuid(execution_id, "execution_id")
+        row = reads.get_execution(eid)
+        if row is None:
+            raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
+        return execution_from_row(row)
+
+    @get("/{execution_id:str}/spec", summary="What re-running an execution needs: the spec and the seed",
+         sync_to_thread=True, responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    def get_execution_spec(self, execution_id: FromPath[str], reads: NamedDependency[Any]) -> ExecutionSpec:
+        eid = parse_uuid(execution_id, "execution_id")
+        row = reads.execution_spec(eid)
+        if row is None:
+            raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
+        return spec_from_row(row)
+
+
+class RunController(Controller):
+    path = "/api/runs"
+    tags = ["executions"]
+
+    @get("/{run_id:str}/profile", summary="The profile a run was made from", sync_to_thread=True,
+         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    def profile_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> ProfileRead:
+        row = reads.profile_for_run(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no profile is recorded for run {run_id!r}", run_id=run_id)
+        return profile_from_row(row)

@@ -1,0 +1,336 @@
+"""``/api/profiles``: the profile resource, its commands and its queries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from litestar import Controller, Response, delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from msgspec import UNSET
+
+from ledger.api.commands import position_headers, run_command
+from ledger.api.deps import CompatibilityCheck, etag, parse_if_match, parse_time, parse_uuid, with_reason
+from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, STALE, TIMEOUT, TOO_LARGE, responses
+from ledger.api.schemas import (
+    ActivateProfile,
+    CreateProfile,
+    Deactivation,
+    DeactivateProfile,
+    ProfileActivation,
+    ProfileChange,
+    ProfileDeletion,
+    ProfileDiff,
+    ProfileList,
+    ProfileRead,
+    RevertProfile,
+    UpdateProfile,
+)
+from ledger.api.views import diff, profile_from_row, profile_from_state
+from ledger.application import Outcome, ProfileLedger
+from ledger.domainmodel import CommandContext
+from ledger.errors import NoActiveProfileError, ProfileNotFoundError
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(name="If-Match", description="The ETag (version) the change is based on; 412 when stale."),
+]
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1 to 500).")]
+Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
+
+PROFILE_FIELDS = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
+
+
+def profile_not_found(profile_id: UUID | str) -> ProfileNotFoundError:
+    return ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+
+
+def _row_or_none(reads: Any, profile_id: UUID) -> Any:
+    try:
+        return reads.get_profile(profile_id)
+    except Exception:  # the row only adds usage counts to a command's answer
+        return None
+
+
+def _change(outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK) -> Response[ProfileChange]:
+    state = outcome.profile
+    assert state is not None
+    body = profile_from_state(state, _row_or_none(reads, state.id))
+    position = outcome.position if outcome.position is not None else current_position(ledger)
+    change = ProfileChange(**_struct_fields(body), position=position, changed=outcome.changed)
+    return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state.version)})
+
+
+def _struct_fields(struct: Any) -> dict[str, Any]:
+    return {name: getattr(struct, name) for name in struct.__struct_fields__}
+
+
+def current_position(ledger: ProfileLedger) -> int:
+    return int(ledger.recorder.max_notification_id() or 0)
+
+
+class ProfileController(Controller):
+    path = "/api/profiles"
+    tags = ["profiles"]
+
+    # -- queries -----------------------------------------------------------------------------------
+    @get(
+        "/",
+        summary="List profiles",
+        sync_to_thread=True,
+        responses=responses(INVALID, TIMEOUT),
+    )
+    def list_profiles(
+        self,
+        reads: NamedDependency[Any],
+        tag: Annotated[list[str] | None, QueryParameter(description="Filter by tag (repeatable).")] = None,
+        tags_match: Annotated[Literal["any", "all"], QueryParameter(description="Match any or all tags.")] = "any",
+        product: Annotated[str | None, QueryParameter()] = None,
+        search: Annotated[str | None, QueryParameter(description="Search name and description.")] = None,
+        sort: Annotated[Literal["name", "updated"], QueryParameter()] = "name",
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> ProfileList:
+        page = reads.list_profiles(
+            tags=tag or None,
+            tags_match=tags_match,
+            product=product,
+            search=search,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+        )
+        active = reads.active_profile()
+        return ProfileList(
+            profiles=[profile_from_row(row) for row in page.items],
+            active_profile_id=str(active.id) if active is not None else None,
+            next_cursor=page.next_cursor,
+        )
+
+    @get(
+        "/active",
+        summary="The active profile",
+        sync_to_thread=True,
+        responses=responses({404: NOT_FOUND[404]}, INVALID, TIMEOUT),
+    )
+    def get_active(self, reads: NamedDependency[Any]) -> ProfileRead:
+        row = reads.active_profile()
+        if row is None:
+            raise NoActiveProfileError("no profile is active")
+        return profile_from_row(row)
+
+    @get(
+        "/{profile_id:str}",
+        summary="One profile, now or as it stood at a time (`as_of`)",
+        sync_to_thread=True,
+        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
+    )
+    def get_profile(
+        self,
+        profile_id: FromPath[str],
+        reads: NamedDependency[Any],
+        ledger: NamedDependency[ProfileLedger],
+        as_of: Annotated[
+            str | None, QueryParameter(description="ISO 8601 time: the profile as it stood then.")
+        ] = None,
+    ) -> Response[ProfileRead]:
+        pid = parse_uuid(profile_id, "profile_id")
+        moment = parse_time(as_of, "as_of")
+        if moment is not None:
+            state = ledger.get_profile(pid, as_of=moment)
+            if state.deleted:
+                raise ProfileNotFoundError(
+                    f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid)
+                )
+            body = profile_from_state(state)
+        else:
+            row = reads.get_profile(pid)
+            if row is None:
+                raise profile_not_found(pid)
+            body = profile_from_row(row)
+        return Response(body, headers={"ETag": etag(body.version)})
+
+    @get(
+        "/by-name/{name:path}",
+        summary="One profile by its name",
+        sync_to_thread=True,
+        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
+    )
+    def get_by_name(self, name: FromPath[str], reads: NamedDependency[Any]) -> Response[ProfileRead]:
+        wanted = name.removeprefix("/")
+        row = reads.get_profile_by_name(wanted)
+        if row is None:
+            raise ProfileNotFoundError(f"no profile is named {wanted!r}", name=wanted)
+        body = profile_from_row(row)
+        return Response(body, headers={"ETag": etag(body.version)})
+
+    @get(
+        "/{profile_id:str}/diff",
+        summary="Field-by-field differences between two versions",
+        sync_to_thread=True,
+        responses=responses(NOT_FOUND, INVALID),
+    )
+    def diff_versions(
+        self,
+        profile_id: FromPath[str],
+        ledger: NamedDependency[ProfileLedger],
+        from_version: Annotated[
+            int | None, QueryParameter(name="from", ge=1, description="Default: the version before `to`.")
+        ] = None,
+        to_version: Annotated[int | None, QueryParameter(name="to", ge=1, description="Default: the latest.")] = None,
+    ) -> ProfileDiff:
+        pid = parse_uuid(profile_id, "profile_id")
+        after = ledger.get_profile(pid, version=to_version) if to_version else ledger.get_profile(pid)
+        if from_version is None:
+            from_version = max(after.version - 1, 1)
+        before = ledger.get_profile(pid, version=from_version)
+        return diff(str(pid), before, after)
+
+    # -- commands ----------------------------------------------------------------------------------
+    @post(
+        "/",
+        summary="Create a profile",
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=responses(CONFLICT, INVALID, TOO_LARGE),
+    )
+    def create_profile(
+        self,
+        data: JSONBody[CreateProfile],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Any],
+    ) -> Response[ProfileChange]:
+        fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
+        outcome = run_command(with_reason(context, data.reason), lambda: ledger.create_profile(fields))
+        return _change(outcome, ledger, services.read_model, HTTP_201_CREATED)
+
+    @put(
+        "/{profile_id:str}",
+        summary="Change some fields of a profile",
+        sync_to_thread=True,
+        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE),
+    )
+    def update_profile(
+        self,
+        profile_id: FromPath[str],
+        data: JSONBody[UpdateProfile],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Any],
+        if_match: IfMatch = None,
+    ) -> Response[ProfileChange]:
+        pid = parse_uuid(profile_id, "profile_id")
+        changes = {name: getattr(data, name) for name in PROFILE_FIELDS if getattr(data, name) is not UNSET}
+        expected = parse_if_match(if_match)
+        outcome = run_command(
+            with_reason(context, data.reason),
+            lambda: ledger.update_profile(pid, changes, bump_version=data.bump_version, expected_version=expected),
+        )
+        return _change(outcome, ledger, services.read_model)
+
+    @delete(
+        "/{profile_id:str}",
+        summary="Delete a profile (its history stays in the log)",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID),
+    )
+    def delete_profile(
+        self,
+        profile_id: FromPath[str],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        delete_executions: Annotated[bool, QueryParameter(description="Also delete its executions.")] = False,
+        if_match: IfMatch = None,
+    ) -> Response[ProfileDeletion]:
+        pid = parse_uuid(profile_id, "profile_id")
+        expected = parse_if_match(if_match)
+        outcome = run_command(
+            context,
+            lambda: ledger.delete_profile(pid, delete_executions=delete_executions, expected_version=expected),
+        )
+        assert outcome.profile is not None and outcome.position is not None
+        body = ProfileDeletion(
+            deleted=True,
+            id=str(pid),
+            name=outcome.profile.name,
+            delete_executions=delete_executions,
+            position=outcome.position,
+        )
+        return Response(body, headers=position_headers(outcome.position))
+
+    @post(
+        "/{profile_id:str}/activate",
+        summary="Make a profile the active one (optionally pinned to a version)",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=responses(NOT_FOUND, INVALID),
+    )
+    def activate_profile(
+        self,
+        profile_id: FromPath[str],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        compatibility_check: NamedDependency[CompatibilityCheck],
+        services: NamedDependency[Any],
+        data: JSONBody[ActivateProfile | None] = None,
+    ) -> Response[ProfileActivation]:
+        pid = parse_uuid(profile_id, "profile_id")
+        version = data.version if data is not None else None
+        reason = data.reason if data is not None else None
+        target = ledger.get_profile(pid, version=version)
+        warnings = list(compatibility_check(profile_from_state(target)))
+        outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
+        change = _change(outcome, ledger, services.read_model)
+        body = ProfileActivation(**_struct_fields(change.content), pinned_version=version, warnings=warnings)
+        return Response(body, headers=change.headers)
+
+    @post(
+        "/deactivate",
+        summary="Leave no profile active",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=responses(INVALID),
+    )
+    def deactivate_profile(
+        self,
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        data: JSONBody[DeactivateProfile | None] = None,
+    ) -> Response[Deactivation]:
+        reason = data.reason if data is not None else None
+        outcome = run_command(with_reason(context, reason), ledger.deactivate_profile)
+        position = outcome.position if outcome.position is not None else current_position(ledger)
+        body = Deactivation(
+            deactivated=outcome.changed,
+            profile_id=str(outcome.profile.id) if outcome.profile is not None else None,
+            position=position,
+        )
+        return Response(body, headers=position_headers(position))
+
+    @post(
+        "/{profile_id:str}/revert",
+        summary="Make a new version equal to an earlier one",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID),
+    )
+    def revert_profile(
+        self,
+        profile_id: FromPath[str],
+        data: JSONBody[RevertProfile],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Any],
+        if_match: IfMatch = None,
+    ) -> Response[ProfileChange]:
+        pid = parse_uuid(profile_id, "profile_id")
+        expected = parse_if_match(if_match)
+        outcome = run_command(
+            with_reason(context, data.reason),
+            lambda: ledger.revert_profile(pid, data.version, expected_version=expected),
+        )
+        return _change(outcome, ledger, services.read_model)

@@ -1,0 +1,266 @@
+"""Request and response bodies of the HTTP API: msgspec Structs, nothing else.
+
+Requests are named like commands (``CreateProfile``) and refuse unknown fields; responses are named like
+things (``ProfileRead``). A field left out of ``UpdateProfile`` is ``UNSET`` and stays as it is.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+JSONObject = dict[str, Any]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body: unknown fields are refused."""
+
+
+# -- requests --------------------------------------------------------------------------------------
+class CreateProfile(Request):
+    name: str
+    description: str | None = None
+    model_id: str | None = None
+    sae_id: str | None = None
+    layer: int | None = None
+    steering: dict[str, float] | None = None
+    """``{feature_index: strength}``; omitted or null → the active profile's spec is copied."""
+    tags: list[str] | None = None
+    products: list[str] | None = None
+    metadata: JSONObject | None = None
+    reason: str | None = None
+
+
+class UpdateProfile(Request):
+    """A partial update: only the fields given change."""
+
+    name: str | UnsetType = UNSET
+    description: str | None | UnsetType = UNSET
+    model_id: str | None | UnsetType = UNSET
+    sae_id: str | None | UnsetType = UNSET
+    layer: int | None | UnsetType = UNSET
+    steering: dict[str, float] | None | UnsetType = UNSET
+    tags: list[str] | None | UnsetType = UNSET
+    products: list[str] | None | UnsetType = UNSET
+    metadata: JSONObject | None | UnsetType = UNSET
+    bump_version: bool = True
+    reason: str | None = None
+
+
+class ActivateProfile(Request):
+    version: int | None = None
+    """Pin this version; omitted → the active profile follows the latest version."""
+    reason: str | None = None
+
+
+class DeactivateProfile(Request):
+    reason: str | None = None
+
+
+class RevertProfile(Request):
+    version: int
+    reason: str | None = None
+
+
+class RecordExecution(Request):
+    version: int | None = None
+    run_id: str | None = None
+    seed: int | None = None
+    entity_count: int | None = None
+    status: Literal["success", "failed", "partial"] = "success"
+    error_message: str | None = None
+    duration_ms: float | None = None
+    metadata: JSONObject | None = None
+    reason: str | None = None
+
+
+# -- responses -------------------------------------------------------------------------------------
+class ProfileRead(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
+    feature_count: int
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    tags: list[str]
+    products: list[str]
+    metadata: JSONObject
+    execution_count: int = 0
+    last_executed_at: datetime | None = None
+
+
+class ProfileChange(ProfileRead, kw_only=True):
+    """A profile after a command: ``position`` is the log position of the command's last event."""
+
+    position: int
+    changed: bool = True
+
+
+class ProfileActivation(ProfileChange, kw_only=True):
+    pinned_version: int | None = None
+    warnings: list[str] = []
+
+
+class ProfileList(msgspec.Struct, kw_only=True):
+    profiles: list[ProfileRead]
+    active_profile_id: str | None
+    next_cursor: str | None
+
+
+class ProfileDeletion(msgspec.Struct, kw_only=True):
+    deleted: bool
+    id: str
+    name: str
+    delete_executions: bool
+    position: int
+
+
+class Deactivation(msgspec.Struct, kw_only=True):
+    deactivated: bool
+    profile_id: str | None
+    position: int
+
+
+class VersionRead(msgspec.Struct, kw_only=True):
+    profile_id: str
+    version: int
+    name: str
+    description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
+    feature_count: int
+    tags: list[str]
+    products: list[str]
+    metadata: JSONObject
+    recorded_at: datetime
+    actor: str | None = None
+    reason: str | None = None
+    event_type: str | None = None
+
+
+class VersionList(msgspec.Struct, kw_only=True):
+    versions: list[VersionRead]
+    next_cursor: str | None
+
+
+class FieldChange(msgspec.Struct, kw_only=True):
+    field: str
+    before: Any
+    after: Any
+
+
+class StrengthChange(msgspec.Struct, kw_only=True):
+    before: float
+    after: float
+
+
+class SteeringDiff(msgspec.Struct, kw_only=True):
+    added: dict[str, float]
+    removed: dict[str, float]
+    changed: dict[str, StrengthChange]
+
+
+class ProfileDiff(msgspec.Struct, kw_only=True):
+    profile_id: str
+    from_version: int
+    to_version: int
+    changes: list[FieldChange]
+    steering: SteeringDiff
+
+
+class ExecutionRead(msgspec.Struct, kw_only=True):
+    id: str
+    profile_id: str
+    profile_version: int
+    run_id: str | None
+    seed: int | None
+    entity_count: int | None
+    status: str
+    error_message: str | None
+    duration_ms: float | None
+    metadata: JSONObject
+    executed_at: datetime | None
+    kind: str | None = None
+    actor: str | None = None
+
+
+class ExecutionRecorded(ExecutionRead, kw_only=True):
+    position: int
+
+
+class ExecutionList(msgspec.Struct, kw_only=True):
+    executions: list[ExecutionRead]
+    next_cursor: str | None
+
+
+class ExecutionSpec(msgspec.Struct, kw_only=True):
+    """Everything needed to re-run an execution: the profile version's spec and the run's parameters."""
+
+    execution_id: str
+    profile_id: str
+    profile_version: int
+    profile: JSONObject
+    seed: int | None
+    run_id: str | None
+    entity_count: int | None
+    metadata: JSONObject
+
+
+class EventRead(msgspec.Struct, kw_only=True):
+    position: int
+    type: str
+    originator_id: str
+    originator_version: int | None
+    profile_id: str | None
+    timestamp: datetime
+    actor: str | None
+    reason: str | None
+    correlation_id: str | None
+    data: JSONObject
+
+
+class EventList(msgspec.Struct, kw_only=True):
+    events: list[EventRead]
+    next_cursor: str | None
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ProjectionStatus(msgspec.Struct, kw_only=True):
+    name: str
+    position: int
+    lag: int
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    status: Literal["ready", "not_ready"]
+    database: bool
+    log_position: int | None
+    projections: list[ProjectionStatus]
+    runner_alive: bool | None
+    detail: str | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The one error shape: ``error`` is a stable code, ``detail`` a human message; context fields follow."""
+
+    error: str
+    detail: str
+    field: str | None = None
+    profile_id: str | None = None
+    current_version: int | None = None
+    expected_version: int | None = None
+    errors: list[JSONObject] | None = None

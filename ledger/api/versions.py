@@ -1,0 +1,48 @@
+"""``/api/profiles/{id}/versions``: the versions of one profile, from the read model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+
+from ledger.api.deps import parse_uuid
+from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, InvalidRequestError, responses
+from ledger.api.schemas import VersionList, VersionRead
+from ledger.api.views import version_from_row
+from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
+
+
+class ProfileVersionController(Controller):
+    path = "/api/profiles/{profile_id:str}/versions"
+    tags = ["versions"]
+
+    @get("/", summary="Every version of a profile, oldest first", sync_to_thread=True,
+         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    def list_versions(
+        self,
+        profile_id: FromPath[str],
+        reads: NamedDependency[Any],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")] = None,
+    ) -> VersionList:
+        pid = parse_uuid(profile_id, "profile_id")
+        page = reads.list_versions(pid, limit=limit, cursor=cursor)
+        if not page.items and cursor is None:
+            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+        return VersionList(versions=[version_from_row(row) for row in page.items], next_cursor=page.next_cursor)
+
+    @get("/{version:str}", summary="One version of a profile", sync_to_thread=True,
+         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    def get_version(self, profile_id: FromPath[str], version: FromPath[str], reads: NamedDependency[Any]) -> VersionRead:
+        pid = parse_uuid(profile_id, "profile_id")
+        if not (version.isascii() and version.isdigit()) or int(version) < 1:
+            raise InvalidRequestError(f"version must be a positive integer (got {version[:40]!r})", field="version")
+        row = reads.get_version(pid, int(version))
+        if row is None:
+            raise ProfileVersionNotFoundError(
+                f"profile {pid} has no version {int(version)}", profile_id=str(pid), version=int(version)
+            )
+        return version_from_row(row)

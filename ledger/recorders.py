@@ -1,0 +1,163 @@
+"""Event recorders that make the log append-only and tamper-evident.
+
+They extend the eventsourcing library's application recorders (selected with its
+``APPLICATION_RECORDER_TOPIC`` setting, see ``Database.eventsourcing_env``):
+
+* PostgreSQL: an ``AFTER INSERT`` trigger writes the chain row of each event in the inserting transaction
+  (inserts are already serialised by the library's EXCLUSIVE table lock, so the chain adds no new
+  serialisation), and ``BEFORE UPDATE/DELETE/TRUNCATE`` triggers refuse any change to the event and chain
+  tables.
+* SQLite: the chain rows are written by the recorder in the inserting transaction (SQLite has one writer at
+  a time anyway); triggers refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from psycopg.sql import SQL, Identifier, Literal
+
+from ledger.chain import GENESIS, ChainRow, StoredRow, VerifyReport, event_digest, next_link, verify
+
+BATCH = 5000
+
+
+class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.chain_table_name = f"{events_table_name}_chain"
+        names = {
+            "schema": Identifier(datastore.schema),
+            "events": Identifier(events_table_name),
+            "chain": Identifier(self.chain_table_name),
+            "link_fn": Identifier(f"{events_table_name}_chain_link"),
+            "refuse_fn": Identifier(f"{events_table_name}_refuse_change"),
+            "link_trigger": Identifier(f"{events_table_name}_chain_link"),
+            "events_append_only": Identifier(f"{events_table_name}_append_only"),
+            "events_no_truncate": Identifier(f"{events_table_name}_no_truncate"),
+            "chain_append_only": Identifier(f"{self.chain_table_name}_append_only"),
+            "chain_no_truncate": Identifier(f"{self.chain_table_name}_no_truncate"),
+        }
+        statements = [
+            # Several processes may start at once: create the functions and triggers one at a time.
+            "SELECT pg_advisory_xact_lock(hashtext({events_literal}))",
+            "CREATE TABLE IF NOT EXISTS {schema}.{chain} ("
+            " notification_id bigint PRIMARY KEY, digest bytea NOT NULL, link bytea NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS {chain_digest_index} ON {schema}.{chain} (digest)",
+            "CREATE OR REPLACE FUNCTION {schema}.{link_fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " DECLARE previous bytea; digest bytea; topic_bytes bytea;"
+            " BEGIN"
+            "  SELECT c.link INTO previous FROM {schema}.{chain} c ORDER BY c.notification_id DESC LIMIT 1;"
+            "  topic_bytes := convert_to(NEW.topic, 'UTF8');"
+            "  digest := sha256(uuid_send(NEW.originator_id) || int8send(NEW.originator_version)"
+            "    || int4send(octet_length(topic_bytes)) || topic_bytes"
+            "    || int4send(octet_length(NEW.state)) || NEW.state);"
+            "  INSERT INTO {schema}.{chain} VALUES (NEW.notification_id, digest,"
+            "    sha256(coalesce(previous, decode(repeat('00', 32), 'hex'))"
+            "           || int8send(NEW.notification_id) || digest));"
+            "  RETURN NULL;"
+            " END $$",
+            "CREATE OR REPLACE TRIGGER {link_trigger} AFTER INSERT ON {schema}.{events}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{link_fn}()",
+            "CREATE OR REPLACE FUNCTION {schema}.{refuse_fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'the event log is append-only: % on % refused', TG_OP, TG_TABLE_NAME"
+            "   USING ERRCODE = 'insufficient_privilege'; END $$",
+            "CREATE OR REPLACE TRIGGER {events_append_only} BEFORE UPDATE OR DELETE ON {schema}.{events}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {events_no_truncate} BEFORE TRUNCATE ON {schema}.{events}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {chain_append_only} BEFORE UPDATE OR DELETE ON {schema}.{chain}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {chain_no_truncate} BEFORE TRUNCATE ON {schema}.{chain}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
+        ]
+        names["events_literal"] = Literal(events_table_name)
+        names["chain_digest_index"] = Identifier(f"{self.chain_table_name}_digest_idx")
+        self.sql_create_statements.insert(0, SQL(statements[0]).format(**names))
+        self.sql_create_statements.extend(SQL(statement).format(**names) for statement in statements[1:])
+
+    def verify_chain(self) -> VerifyReport:
+        schema = Identifier(self.datastore.schema)
+        events_sql = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+            "ORDER BY notification_id"
+        ).format(schema, Identifier(self.events_table_name))
+        chain_sql = SQL("SELECT notification_id, digest, link FROM {}.{} ORDER BY notification_id").format(
+            schema, Identifier(self.chain_table_name)
+        )
+        find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(
+            schema, Identifier(self.chain_table_name)
+        )
+        with self.datastore.get_connection() as events_conn, self.datastore.get_connection() as chain_conn:
+            with events_conn.transaction(), chain_conn.transaction():
+                events_cursor = events_conn.cursor(name="ledger_verify_events")
+                chain_cursor = chain_conn.cursor(name="ledger_verify_chain")
+                events_cursor.itersize = chain_cursor.itersize = BATCH
+                events = (
+                    StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
+                              bytes(r["state"]))
+                    for r in events_cursor.execute(events_sql)
+                )
+                chain = (
+                    ChainRow(r["notification_id"], bytes(r["digest"]), bytes(r["link"]))
+                    for r in chain_cursor.execute(chain_sql)
+                )
+
+                def find_digest(digest: bytes) -> int | None:
+                    with self.datastore.get_connection() as conn:
+                        row = conn.execute(find_sql, (digest,)).fetchone()
+                    return None if row is None else row["notification_id"]
+
+                return verify(events, chain, find_digest)
+
+
+class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
+        self.chain_table_name = f"{events_table_name}_chain"
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        events, chain = self.events_table_name, self.chain_table_name
+        refuse = "BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {chain} (notification_id INTEGER PRIMARY KEY, digest BLOB NOT NULL,"
+            " link BLOB NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {chain}_digest_idx ON {chain} (digest)",
+            f"CREATE TRIGGER IF NOT EXISTS {events}_no_update BEFORE UPDATE ON {events} {refuse}",
+            f"CREATE TRIGGER IF NOT EXISTS {events}_no_delete BEFORE DELETE ON {events} {refuse}",
+            f"CREATE TRIGGER IF NOT EXISTS {chain}_no_update BEFORE UPDATE ON {chain} {refuse}",
+            f"CREATE TRIGGER IF NOT EXISTS {chain}_no_delete BEFORE DELETE ON {chain} {refuse}",
+        ]
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        assert positions is not None
+        c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
+        row = c.fetchone()
+        link = bytes(row["link"]) if row else GENESIS
+        rows = []
+        for position, stored in zip(positions, stored_events):
+            originator_id = stored.originator_id if isinstance(stored.originator_id, UUID) else UUID(str(stored.originator_id))
+            digest = event_digest(originator_id, stored.originator_version, stored.topic, stored.state)
+            link = next_link(link, position, digest)
+            rows.append((position, digest, link))
+        c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", rows)
+        return positions
+
+    def verify_chain(self) -> VerifyReport:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name}"
+                " ORDER BY rowid"
+            )
+            events = [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in c.fetchall()]
+            c.execute(f"SELECT notification_id, digest, link FROM {self.chain_table_name} ORDER BY notification_id")
+            chain = [ChainRow(r[0], bytes(r[1]), bytes(r[2])) for r in c.fetchall()]
+        by_digest = {row.digest: row.position for row in chain}
+        return verify(iter(events), iter(chain), by_digest.get)

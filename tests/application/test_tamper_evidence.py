@@ -1,0 +1,111 @@
+"""The event log is append-only and tamper-evident: `verify` finds the first altered, removed or reordered row."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+import pytest
+
+from ledger.application import ProfileLedger
+from ledger.settings import Database
+
+
+
+def events_table(database_url: str) -> str:
+    return "profileledger_events" if Database(database_url).is_postgres else "stored_events"
+
+
+@pytest.fixture
+def filled(database_url):
+    app = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    pid = app.create_profile({"name": "p", "steering": {1: 1.0}}).profile.id
+    for i in range(3):
+        app.update_profile(pid, {"steering": {i: 2.0}})
+    app.activate_profile(pid)
+    yield app, database_url
+    app.close()
+
+
+def tamper(database_url: str, *statements: str) -> None:
+    statements = tuple(s.replace("EVENTS", events_table(database_url)) for s in statements)
+    """Run SQL with the append-only triggers out of the way, as an attacker with database access would."""
+    db = Database(database_url)
+    if db.is_postgres:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            for statement in statements:
+                conn.execute(statement)
+    else:
+        conn = sqlite3.connect(db.sqlite_path)
+        for name in ("no_update", "no_delete"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {events_table(database_url)}_{name}")
+        rowid = "rowid"
+        for statement in statements:
+            conn.execute(statement.replace("notification_id", rowid))
+        conn.commit()
+        conn.close()
+
+
+def test_an_untouched_log_verifies(filled):
+    app, _ = filled
+    report = app.verify_log()
+    assert report.ok and report.checked == app.recorder.max_notification_id() and report.problem is None
+
+
+def test_updates_and_deletes_of_events_are_refused_by_the_database(filled):
+    app, url = filled
+    if Database(url).is_postgres:
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.Error, match="append-only"):
+            conn.execute(f"UPDATE {events_table(url)} SET topic = 'x'")
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.Error, match="append-only"):
+            conn.execute(f"DELETE FROM {events_table(url)}")
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.Error, match="append-only"):
+            conn.execute(f"TRUNCATE {events_table(url)}")
+    else:
+        conn = sqlite3.connect(Database(url).sqlite_path)
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(f"UPDATE {events_table(url)} SET topic = 'x'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(f"DELETE FROM {events_table(url)}")
+        conn.close()
+    assert app.verify_log().ok
+
+
+def test_a_single_changed_byte_is_found(filled):
+    app, url = filled
+    if Database(url).is_postgres:
+        change = "UPDATE EVENTS SET state = overlay(state placing '\\x5a'::bytea from 3 for 1) WHERE notification_id = 4"
+    else:
+        change = "UPDATE EVENTS SET state = CAST(substr(state, 1, 2) || 'Z' || substr(state, 4) AS BLOB) WHERE notification_id = 4"
+    tamper(url, change)
+    report = app.verify_log()
+    assert (report.ok, report.problem, report.position, report.checked) == (False, "altered", 4, 3)
+
+
+def test_a_deleted_row_is_found(filled):
+    app, url = filled
+    tamper(url, "DELETE FROM EVENTS WHERE notification_id = 5")
+    report = app.verify_log()
+    assert (report.ok, report.problem, report.position) == (False, "removed", 5)
+
+
+def test_two_swapped_rows_are_found(filled):
+    app, url = filled
+    tamper(
+        url,
+        "UPDATE EVENTS SET notification_id = 100000 WHERE notification_id = 4",
+        "UPDATE EVENTS SET notification_id = 4 WHERE notification_id = 6",
+        "UPDATE EVENTS SET notification_id = 6 WHERE notification_id = 100000",
+    )
+    report = app.verify_log()
+    assert (report.ok, report.problem, report.position) == (False, "reordered", 4)
+
+
+def test_a_row_inserted_behind_the_ledgers_back_is_found(filled):
+    app, url = filled
+    last = app.recorder.max_notification_id()
+    tamper(url, "INSERT INTO EVENTS (originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version + 100, topic, state FROM EVENTS WHERE notification_id = 1")
+    report = app.verify_log()
+    assert (report.ok, report.problem, report.position) == (False, "inserted", last + 1)
