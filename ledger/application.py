@@ -21,6 +21,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
 
 from ledger import exchange, values
+from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.chain import VerifyReport
 from ledger.domainmodel import (
     DETAIL_FIELDS,
@@ -32,6 +33,7 @@ from ledger.domainmodel import (
     event_version,
 )
 from ledger.errors import (
+    AuthenticationError,
     ConcurrentUpdateError,
     ExecutionNotFoundError,
     LedgerError,
@@ -331,6 +333,45 @@ class ProfileLedger(Application[UUID]):
     def active_slot(self) -> ActiveSlot | None:
         try:
             return self.repository.get(ActiveSlot.ID)
+        except AggregateNotFoundError:
+            return None
+
+    # -- access tokens -----------------------------------------------------------------------------
+    def issue_token(self, name: str, role: str) -> tuple[UUID, str]:
+        """Record a new API token; returns its id and the token itself (shown once, never stored)."""
+
+        def attempt() -> tuple[UUID, str]:
+            tokens = self._access_tokens() or AccessTokens()
+            token = tokens.issue(name, role)
+            self.save(tokens)
+            return parse_token(token)[0], token
+
+        return self._retrying(attempt)
+
+    def revoke_token(self, token_id: UUID) -> bool:
+        def attempt() -> bool:
+            tokens = self._access_tokens() or AccessTokens()
+            revoked = tokens.revoke(token_id)
+            if revoked:
+                self.save(tokens)
+            return revoked
+
+        return self._retrying(attempt)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        tokens = self._access_tokens()
+        return list(tokens.tokens.values()) if tokens else []
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a token stands for; refused when unknown, malformed or revoked."""
+        tokens = self._access_tokens()
+        if tokens is None:
+            raise AuthenticationError("the token is unknown or revoked")
+        return tokens.authenticate(token)
+
+    def _access_tokens(self) -> AccessTokens | None:
+        try:
+            return self.repository.get(AccessTokens.ID)
         except AggregateNotFoundError:
             return None
 

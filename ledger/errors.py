@@ -96,3 +96,20 @@ class StaleVersionError(ConflictError):
     """The caller's ``expected_version`` is not the profile's current version."""
 
     code = "stale_version"
+
+
+# -- access ----------------------------------------------------------------------------------------
+class AuthenticationError(LedgerError):
+    """No valid token was presented."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(LedgerError):
+    """The token's role is too low for the request."""
+
+    code = "forbidden"
+
+
+class TokenNotFoundError(NotFoundError):
+    code = "token_not_found"

@@ -7,7 +7,7 @@ import sys
 import click
 import typer
 
-from ledger.cli import executions, log, profiles, service
+from ledger.cli import executions, log, profiles, service, tokens
 from ledger.cli.context import state
 from ledger.errors import LedgerError
 
@@ -32,7 +32,7 @@ def configure(
     state.configure(database)
 
 
-for module in (profiles, executions, log, service):
+for module in (profiles, executions, log, tokens, service):
     module.register(app)
 
 
