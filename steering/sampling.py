@@ -1,0 +1,24 @@
+"""Choosing the next token for one row: greedy, or temperature and nucleus sampling."""
+
+from __future__ import annotations
+
+import torch
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Next token id from one row's logits [vocab]; temperature 0 is greedy (first maximum)."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True, stable=True)
+        keep = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p
+        keep[0] = True
+        choice = torch.multinomial(sorted_probs * keep, 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def row_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A private RNG for one request, so rows never share random state."""
+    return torch.Generator(device=device).manual_seed(seed)
