@@ -1,0 +1,94 @@
+"""Read model ``audit_events``: the event timeline, one row per event, in log order.
+
+Every event type has the same handler: who, when, why, which aggregate, which profile it concerns, and the
+event's own fields as a JSON payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ledger.domainmodel import Profile
+
+from projections.fields import audit_params
+from projections.projection import ReadModelProjection, Write, aggregate_type_name, event_type_name
+
+TABLES = {
+    "audit_events": (
+        """CREATE TABLE IF NOT EXISTS {audit_events} (
+            position {bigint} PRIMARY KEY,
+            recorded_at {timestamp} NOT NULL,
+            actor text NOT NULL,
+            event_type text NOT NULL,
+            aggregate_type text NOT NULL,
+            originator_id {uuid} NOT NULL,
+            originator_version integer NOT NULL,
+            profile_id {uuid},
+            reason text,
+            correlation_id text,
+            payload {json} NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {audit_events}_by_profile ON {audit_events} (profile_id, position)",
+        "CREATE INDEX IF NOT EXISTS {audit_events}_by_actor ON {audit_events} (actor, position)",
+        "CREATE INDEX IF NOT EXISTS {audit_events}_by_type ON {audit_events} (event_type, position)",
+        "CREATE INDEX IF NOT EXISTS {audit_events}_by_time ON {audit_events} (recorded_at)",
+    ),
+}
+
+STATEMENTS = {
+    "insert": """INSERT INTO {audit_events} (position, recorded_at, actor, event_type, aggregate_type, originator_id,
+            originator_version, profile_id, reason, correlation_id, payload)
+        VALUES (:position, :recorded_at, :actor, :event_type, :aggregate_type, :originator_id, :originator_version,
+            :profile_id, :reason, :correlation_id, :payload)""",
+}
+
+_ENVELOPE = {"timestamp", "originator_topic", "actor", "reason", "correlation_id", "originator_id",
+             "originator_version"}
+
+
+def concerned_profile(event: Any) -> UUID | None:
+    """The profile an event is about, where there is one."""
+    if isinstance(event, Profile.Event):
+        return event.originator_id
+    return getattr(event, "profile_id", None)
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def payload(event: Any) -> dict[str, Any]:
+    return json_safe({key: value for key, value in vars(event).items() if key not in _ENVELOPE})
+
+
+def on_any_event(event: Any, position: int) -> list[Write]:
+    params = {
+        "position": position,
+        "event_type": event_type_name(event),
+        "aggregate_type": aggregate_type_name(event),
+        "originator_id": event.originator_id,
+        "originator_version": event.originator_version,
+        "profile_id": concerned_profile(event),
+        "payload": payload(event),
+        **audit_params(event),
+    }
+    return [Write("insert", params)]
+
+
+PROJECTION = ReadModelProjection(
+    name="audit",
+    tables=TABLES,
+    statements=STATEMENTS,
+    handlers={},
+    default_handler=on_any_event,
+)

@@ -1,0 +1,35 @@
+"""Opaque keyset cursors: which listing issued them and the sort key of the last row returned."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from projections.errors import InvalidCursorError
+
+
+def encode(listing: str, key: list[Any]) -> str:
+    raw = json.dumps({"l": listing, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(cursor: str, listing: str, types: tuple[type, ...]) -> list[Any]:
+    """The key of a cursor issued by ``listing``; refuses anything else with :class:`InvalidCursorError`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        document = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        key = document["k"]
+        issued_by = document["l"]
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError):
+        raise InvalidCursorError("invalid cursor: not a cursor this service issued") from None
+    if issued_by != listing:
+        raise InvalidCursorError(f"invalid cursor: it belongs to another listing ({issued_by!r}, not {listing!r})")
+    if (
+        not isinstance(key, list)
+        or len(key) != len(types)
+        or not all(isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(key, types))
+    ):
+        raise InvalidCursorError("invalid cursor: malformed position")
+    return key

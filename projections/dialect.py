@@ -1,0 +1,108 @@
+"""The two SQL dialects the read models are kept in, and what differs between them.
+
+Statements are written once with ``:name`` parameters and ``{placeholders}`` for table names and the few
+types that differ; :meth:`Dialect.compile` turns them into what the driver expects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+_NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str  # "postgres" or "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.name == "postgres"
+
+    @property
+    def types(self) -> dict[str, str]:
+        if self.is_postgres:
+            return {
+                "uuid": "uuid",
+                "json": "jsonb",
+                "labels": "text[] NOT NULL DEFAULT '{}'",
+                "timestamp": "timestamptz",
+                "bool": "boolean",
+                "bigint": "bigint",
+                "float": "double precision",
+                "greatest": "GREATEST",
+            }
+        return {
+            "uuid": "text",
+            "json": "text",
+            "labels": "text NOT NULL DEFAULT '[]'",
+            "timestamp": "text",
+            "bool": "integer",
+            "bigint": "integer",
+            "float": "real",
+            "greatest": "MAX",
+        }
+
+    def compile(self, statement: str, tables: Mapping[str, str] | None = None) -> str:
+        """Fill in table names and dialect types; convert ``:name`` parameters for the driver."""
+        text = statement.format(**self.types, **(tables or {}))
+        if self.is_postgres:
+            text = _NAMED_PARAMETER.sub(r"%(\1)s", text.replace("%", "%%"))
+        return text
+
+    def parameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Adapt Python values for the driver (JSON, labels, times, ids)."""
+        return {key: self.adapt(value) for key, value in values.items()}
+
+    def adapt(self, value: Any) -> Any:
+        if self.is_postgres:
+            if isinstance(value, dict):
+                from psycopg.types.json import Jsonb
+
+                return Jsonb(value)
+            return value
+        if isinstance(value, (dict, list, tuple)):
+            return json.dumps(value)
+        if isinstance(value, UUID):
+            return str(value)
+        if isinstance(value, datetime):
+            return timestamp_text(value)
+        if isinstance(value, bool):
+            return int(value)
+        return value
+
+    # -- reading values back -------------------------------------------------------------------------
+    def read_json(self, value: Any) -> Any:
+        if value is None or not isinstance(value, (str, bytes)):
+            return value
+        return json.loads(value)
+
+    def read_labels(self, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        return tuple(json.loads(value) if isinstance(value, str) else value)
+
+    def read_time(self, value: Any) -> datetime | None:
+        if value is None or isinstance(value, datetime):
+            return value
+        return datetime.fromisoformat(value)
+
+    def read_uuid(self, value: Any) -> UUID | None:
+        if value is None or isinstance(value, UUID):
+            return value
+        return UUID(value)
+
+
+def timestamp_text(value: datetime) -> str:
+    """A sortable text form of a time (UTC, always with microseconds)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+POSTGRES = Dialect("postgres")
+SQLITE = Dialect("sqlite")

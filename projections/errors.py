@@ -1,0 +1,15 @@
+"""Errors raised by the read side."""
+
+from __future__ import annotations
+
+
+class InvalidQueryError(ValueError):
+    """A query argument is not acceptable (bad limit, sort, filter...)."""
+
+
+class InvalidCursorError(InvalidQueryError):
+    """A pagination cursor that this listing did not issue, or that was altered."""
+
+
+class UnknownProjectionError(ValueError):
+    """A projection name that does not exist."""

@@ -1,0 +1,84 @@
+"""Read model ``executions``: every recorded run, by id, by profile (newest first) and by run id.
+
+Deleting a profile with ``delete_executions`` removes its rows here (the events stay in the log).
+"""
+
+from __future__ import annotations
+
+from ledger.domainmodel import Execution, Profile
+
+from projections.fields import audit_params
+from projections.projection import ReadModelProjection, Write
+
+TABLES = {
+    "executions": (
+        """CREATE TABLE IF NOT EXISTS {executions} (
+            id {uuid} PRIMARY KEY,
+            position {bigint} NOT NULL,
+            profile_id {uuid} NOT NULL,
+            profile_version integer NOT NULL,
+            run_id text,
+            seed {bigint},
+            entity_count {bigint},
+            status text NOT NULL,
+            error_message text,
+            duration_ms {float},
+            metadata {json} NOT NULL,
+            kind text NOT NULL,
+            details {json} NOT NULL,
+            replay_of {uuid},
+            actor text NOT NULL,
+            reason text,
+            correlation_id text,
+            recorded_at {timestamp} NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS {executions}_by_position ON {executions} (position)",
+        "CREATE INDEX IF NOT EXISTS {executions}_by_profile ON {executions} (profile_id, position)",
+        "CREATE INDEX IF NOT EXISTS {executions}_by_run ON {executions} (run_id, position)",
+    ),
+}
+
+STATEMENTS = {
+    "insert": """INSERT INTO {executions} (id, position, profile_id, profile_version, run_id, seed, entity_count,
+            status, error_message, duration_ms, metadata, kind, details, replay_of, actor, reason, correlation_id,
+            recorded_at)
+        VALUES (:id, :position, :profile_id, :profile_version, :run_id, :seed, :entity_count, :status,
+            :error_message, :duration_ms, :metadata, :kind, :details, :replay_of, :actor, :reason, :correlation_id,
+            :recorded_at)""",
+    "delete_for_profile": "DELETE FROM {executions} WHERE profile_id = :profile_id",
+}
+
+
+def on_recorded(event: Execution.Recorded, position: int) -> list[Write]:
+    params = {
+        "id": event.originator_id,
+        "position": position,
+        "profile_id": event.profile_id,
+        "profile_version": event.profile_version,
+        "run_id": event.run_id,
+        "seed": event.seed,
+        "entity_count": event.entity_count,
+        "status": event.status,
+        "error_message": event.error_message,
+        "duration_ms": event.duration_ms,
+        "metadata": dict(event.metadata or {}),
+        "kind": event.kind,
+        "details": dict(event.details or {}),
+        "replay_of": event.replay_of,
+        **audit_params(event),
+    }
+    return [Write("insert", params)]
+
+
+def on_profile_deleted(event: Profile.Deleted, position: int) -> list[Write]:
+    if not event.delete_executions:
+        return []
+    return [Write("delete_for_profile", {"profile_id": event.originator_id})]
+
+
+PROJECTION = ReadModelProjection(
+    name="executions",
+    tables=TABLES,
+    statements=STATEMENTS,
+    handlers={Execution.Recorded: on_recorded, Profile.Deleted: on_profile_deleted},
+)

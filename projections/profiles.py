@@ -1,0 +1,156 @@
+"""Read model ``profiles``: the current state of every live profile, with its tags, products and usage.
+
+Deleted profiles leave this table (their name becomes free again); versions and audit rows stay elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.domainmodel import Execution, Profile
+
+from projections.fields import created_params, detail_overlay, spec_params
+from projections.projection import ReadModelProjection, Write
+
+TABLES = {
+    "profiles": (
+        """CREATE TABLE IF NOT EXISTS {profiles} (
+            id {uuid} PRIMARY KEY,
+            name text NOT NULL,
+            name_key text NOT NULL,
+            name_search text NOT NULL,
+            description text,
+            description_search text NOT NULL,
+            model_id text,
+            sae_id text,
+            layer integer,
+            steering {json} NOT NULL,
+            feature_count integer NOT NULL,
+            tags {labels},
+            products {labels},
+            metadata {json} NOT NULL,
+            version integer NOT NULL,
+            is_active {bool} NOT NULL DEFAULT FALSE,
+            pinned_version integer,
+            execution_count integer NOT NULL DEFAULT 0,
+            last_executed_at {timestamp},
+            created_at {timestamp} NOT NULL,
+            updated_at {timestamp} NOT NULL,
+            position {bigint} NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {profiles}_by_name ON {profiles} (name_key, id)",
+        "CREATE INDEX IF NOT EXISTS {profiles}_by_update ON {profiles} (updated_at, id)",
+        # At most one active profile, whatever the projection is fed.
+        "CREATE UNIQUE INDEX IF NOT EXISTS {profiles}_one_active ON {profiles} (is_active) WHERE is_active",
+    ),
+}
+
+# PostgreSQL only: array and trigram indexes for filtered, searched listings at a million profiles.
+POSTGRES_INDEXES = {
+    "profiles": (
+        "CREATE INDEX IF NOT EXISTS {profiles}_tags ON {profiles} USING gin (tags)",
+        "CREATE INDEX IF NOT EXISTS {profiles}_products ON {profiles} USING gin (products)",
+    ),
+}
+TRIGRAM_INDEXES = {
+    "profiles": (
+        "CREATE INDEX IF NOT EXISTS {profiles}_name_trgm ON {profiles} USING gin (name_search gin_trgm_ops)",
+        "CREATE INDEX IF NOT EXISTS {profiles}_description_trgm ON {profiles} "
+        "USING gin (description_search gin_trgm_ops)",
+    ),
+}
+
+_OVERLAY = ",\n".join(
+    f"{column} = CASE WHEN :set_{flag} THEN :{column} ELSE {column} END"
+    for column, flag in (
+        ("name", "name"),
+        ("name_key", "name"),
+        ("name_search", "name"),
+        ("description", "description"),
+        ("description_search", "description"),
+        ("tags", "tags"),
+        ("products", "products"),
+        ("metadata", "metadata"),
+    )
+)
+
+STATEMENTS = {
+    "insert": """INSERT INTO {profiles} (
+            id, name, name_key, name_search, description, description_search, model_id, sae_id, layer, steering,
+            feature_count, tags, products, metadata, version, created_at, updated_at, position)
+        VALUES (:id, :name, :name_key, :name_search, :description, :description_search, :model_id, :sae_id,
+            :layer, :steering, :feature_count, :tags, :products, :metadata, 1, :at, :at, :position)""",
+    "revise_details": f"""UPDATE {{profiles}} SET {_OVERLAY},
+            version = :version, updated_at = :at, position = :position
+        WHERE id = :id""",
+    "revise_spec": f"""UPDATE {{profiles}} SET {_OVERLAY},
+            model_id = :model_id, sae_id = :sae_id, layer = :layer, steering = :steering,
+            feature_count = :feature_count, version = :version, updated_at = :at, position = :position
+        WHERE id = :id""",
+    "deactivate_others": "UPDATE {profiles} SET is_active = FALSE, pinned_version = NULL "
+    "WHERE is_active AND id <> :id",
+    "activate": "UPDATE {profiles} SET is_active = TRUE, pinned_version = :pinned_version, updated_at = :at, "
+    "position = :position WHERE id = :id",
+    "deactivate": "UPDATE {profiles} SET is_active = FALSE, pinned_version = NULL, updated_at = :at, "
+    "position = :position WHERE id = :id",
+    "delete": "DELETE FROM {profiles} WHERE id = :id",
+    "count_execution": "UPDATE {profiles} SET execution_count = execution_count + 1, "
+    "last_executed_at = {greatest}(COALESCE(last_executed_at, :at), :at) WHERE id = :id",
+}
+
+
+def _identity(event: Any, position: int) -> dict[str, Any]:
+    return {"id": event.originator_id, "at": event.timestamp, "position": position}
+
+
+def on_created(event: Profile.Created, position: int) -> list[Write]:
+    return [Write("insert", {**_identity(event, position), **created_params(event)})]
+
+
+def on_spec_revised(event: Profile.SpecRevised, position: int) -> list[Write]:
+    params = {**_identity(event, position), **detail_overlay(event.changes), **spec_params(event)}
+    return [Write("revise_spec", {**params, "version": event.version})]
+
+
+def on_details_changed(event: Profile.DetailsRevised | Profile.DetailsEdited, position: int) -> list[Write]:
+    params = {**_identity(event, position), **detail_overlay(event.changes), "version": event.version}
+    return [Write("revise_details", params)]
+
+
+def on_activated(event: Profile.Activated, position: int) -> list[Write]:
+    identity = _identity(event, position)
+    return [
+        Write("deactivate_others", {"id": event.originator_id}),
+        Write("activate", {**identity, "pinned_version": event.pinned_version}),
+    ]
+
+
+def on_deactivated(event: Profile.Deactivated, position: int) -> list[Write]:
+    return [Write("deactivate", _identity(event, position))]
+
+
+def on_deleted(event: Profile.Deleted, position: int) -> list[Write]:
+    return [Write("delete", {"id": event.originator_id})]
+
+
+def on_execution_recorded(event: Execution.Recorded, position: int) -> list[Write]:
+    return [Write("count_execution", {"id": event.profile_id, "at": event.timestamp})]
+
+
+PROJECTION = ReadModelProjection(
+    name="profiles",
+    tables=TABLES,
+    statements=STATEMENTS,
+    handlers={
+        Profile.Created: on_created,
+        Profile.SpecRevised: on_spec_revised,
+        Profile.DetailsRevised: on_details_changed,
+        Profile.DetailsEdited: on_details_changed,
+        Profile.Activated: on_activated,
+        Profile.Deactivated: on_deactivated,
+        Profile.Deleted: on_deleted,
+        Execution.Recorded: on_execution_recorded,
+    },
+    postgres_indexes=POSTGRES_INDEXES,
+    trigram_indexes=TRIGRAM_INDEXES,
+)

@@ -1,0 +1,137 @@
+"""What the read side returns: frozen rows, and pages of them with the cursor of the next page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    next_cursor: str | None  # None on the last page
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    id: UUID
+    name: str
+    description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
+    feature_count: int
+    tags: tuple[str, ...]
+    products: tuple[str, ...]
+    metadata: dict[str, Any]
+    version: int
+    is_active: bool
+    pinned_version: int | None
+    execution_count: int
+    last_executed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    profile_id: UUID
+    version: int
+    name: str
+    description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
+    feature_count: int
+    tags: tuple[str, ...]
+    products: tuple[str, ...]
+    metadata: dict[str, Any]
+    event_type: str
+    actor: str
+    reason: str | None
+    correlation_id: str | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class ActiveRow:
+    profile_id: UUID
+    name: str | None  # None if the profiles read model is behind
+    pinned_version: int | None  # None: follows the latest version
+    version: int  # the version in effect
+    activated_at: datetime
+    actor: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    id: UUID
+    position: int
+    profile_id: UUID
+    profile_version: int
+    run_id: str | None
+    seed: int | None
+    entity_count: int | None
+    status: str
+    error_message: str | None
+    duration_ms: float | None
+    metadata: dict[str, Any]
+    kind: str
+    details: dict[str, Any]
+    replay_of: UUID | None
+    actor: str
+    reason: str | None
+    correlation_id: str | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """Everything needed to run an execution again: the exact spec of its profile version, and its inputs."""
+
+    execution_id: UUID
+    profile_id: UUID
+    profile_version: int
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
+    seed: int | None
+    entity_count: int | None
+    run_id: str | None
+    kind: str
+    details: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunProfile:
+    """Which profile (and version) a run used: the latest execution recorded with that run id."""
+
+    run_id: str
+    profile_id: UUID
+    profile_version: int
+    execution_id: UUID
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    position: int
+    recorded_at: datetime
+    actor: str
+    event_type: str
+    aggregate_type: str
+    originator_id: UUID
+    originator_version: int
+    profile_id: UUID | None
+    reason: str | None
+    correlation_id: str | None
+    payload: dict[str, Any]

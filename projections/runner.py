@@ -1,0 +1,195 @@
+"""Keeping the read models up to date: workers that follow the event log, and rebuilds from position 0.
+
+* :class:`ProjectionWorker` applies new events in batches. On PostgreSQL it is woken by ``LISTEN`` on the
+  events table's channel (the library sends ``NOTIFY`` on every insert), with a polling fallback of a few
+  seconds (a lost notification must not stall it) and reconnection when the database goes away. On SQLite it
+  polls at a short interval. Anything in-process can call :meth:`ProjectionWorker.wake` (for instance
+  ``ProfileLedger.add_listener(worker.wake)``) to make it look at once.
+* Several workers, in several processes, can follow the same database: each batch of each projection is
+  applied under that projection's lock, at most once (see :mod:`projections.store`).
+* :func:`rebuild` builds fresh tables from position 0 while the old ones keep answering queries, then swaps
+  them in with one transaction; the live workers continue from the rebuilt position.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+from eventsourcing.persistence import PersistenceError
+
+from ledger.settings import Database
+from projections.log import EventLog
+from projections.registry import PROJECTION_NAMES, select
+from projections.store import REBUILD_SUFFIX, open_store
+
+__all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+REBUILD_BATCH_SIZE = 2000
+POSTGRES_POLL_SECONDS = 3.0  # fallback when a notification is lost (eventsourcing issue #305)
+SQLITE_POLL_SECONDS = 0.1
+RETRY_SECONDS_MAX = 5.0
+
+
+def _database(database: Database | str) -> Database:
+    return database if isinstance(database, Database) else Database(database)
+
+
+class ProjectionWorker:
+    """Applies the event log to the named read models (all by default)."""
+
+    def __init__(
+        self,
+        database: Database | str,
+        names: Iterable[str] | None = None,
+        *,
+        batch_size: int = BATCH_SIZE,
+        poll_seconds: float | None = None,
+    ) -> None:
+        self.database = _database(database)
+        self.projections = select(names)
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds or (
+            POSTGRES_POLL_SECONDS if self.database.is_postgres else SQLITE_POLL_SECONDS
+        )
+        self.store = open_store(self.database)
+        self.store.create_read_model_tables(self.projections)
+        self.log = EventLog(self.database)
+        self._wake = threading.Event()
+
+    @property
+    def names(self) -> list[str]:
+        return [projection.name for projection in self.projections]
+
+    def wake(self, position: int | None = None) -> None:
+        """Look at the log now (cheap; callable from any thread, e.g. as a ``ProfileLedger`` listener)."""
+        self._wake.set()
+
+    def positions(self) -> dict[str, int]:
+        return self.store.positions(self.names)
+
+    def catch_up(self, stop: threading.Event | None = None) -> int:
+        """Apply every event recorded so far; returns the position all these read models have reached.
+
+        When another worker is applying a projection right now, this waits for it rather than duplicating it.
+        """
+        target = self.log.head()
+        while True:
+            positions = self.positions()
+            reached = min(positions.values())
+            if reached >= target or (stop is not None and stop.is_set()):
+                return reached
+            batch = self.log.read(reached, self.batch_size)
+            if not batch.events:
+                return reached
+            busy = 0
+            for projection in self.projections:
+                if positions[projection.name] >= batch.end:
+                    continue
+                if self.store.apply_batch(projection, batch) is None:
+                    busy += 1
+            if busy:
+                time.sleep(0.005)  # another worker holds it; its commit will move the position
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow the log until ``stop`` is set, surviving database restarts."""
+        threading.Thread(target=self._wake_on_stop, args=(stop,), daemon=True, name="projections-stop").start()
+        if self.database.is_postgres:
+            threading.Thread(target=self._listen, args=(stop,), daemon=True, name="projections-listen").start()
+        retry = 0.1
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.catch_up(stop)
+                retry = 0.1
+            except (PersistenceError, OSError) as error:
+                logger.warning("projection worker: %s; retrying in %.1fs", error, retry)
+                stop.wait(retry)
+                retry = min(retry * 2, RETRY_SECONDS_MAX)
+                continue
+            self._wake.wait(self.poll_seconds)
+
+    def close(self) -> None:
+        self.log.close()
+        self.store.datastore.close()
+
+    def _wake_on_stop(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake.set()
+
+    def _listen(self, stop: threading.Event) -> None:
+        """Set the wake flag on every NOTIFY of the events table's channel; reconnect when the server goes."""
+        import psycopg
+
+        channel = self.log.channel
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.database.url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    self._wake.set()  # catch up on whatever was recorded while not listening
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error as error:
+                logger.info("projection listener: %s; reconnecting", error)
+                stop.wait(1.0)
+
+
+def run_projections(
+    database: Database | str,
+    stop: threading.Event,
+    names: Iterable[str] | None = None,
+    *,
+    worker: ProjectionWorker | None = None,
+) -> None:
+    """Keep the read models up to date until ``stop`` is set (blocks; run it in a thread or a process)."""
+    worker = worker or ProjectionWorker(database, names)
+    try:
+        worker.run(stop)
+    finally:
+        worker.close()
+
+
+def rebuild(
+    database: Database | str,
+    names: Iterable[str] | None = None,
+    progress: bool = True,
+    *,
+    batch_size: int = REBUILD_BATCH_SIZE,
+) -> dict[str, int]:
+    """Rebuild read models from position 0 into new tables, then swap them in; returns the positions reached.
+
+    Queries keep being answered from the old tables until the swap, which is one short transaction per
+    projection (it first applies whatever was recorded during the rebuild).
+    """
+    from tqdm import tqdm
+
+    database = _database(database)
+    projections = select(names)
+    store = open_store(database)
+    log = EventLog(database)
+    try:
+        store.create_read_model_tables(projections)
+        for projection in projections:
+            store.drop_tables(projection, REBUILD_SUFFIX)
+        store.create_read_model_tables(projections, REBUILD_SUFFIX)
+        position = 0
+        with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
+            while True:
+                batch = log.read(position, batch_size)
+                if not batch.events:
+                    break
+                for projection in projections:
+                    store.apply_batch(projection, batch, rebuilding=True, wait=True)
+                bar.total = max(bar.total or 0, batch.end)
+                bar.update(batch.end - position)
+                position = batch.end
+        return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
+    finally:
+        log.close()
+        store.datastore.close()

@@ -1,0 +1,261 @@
+"""Where read models are written: the library's tracking recorders, extended to write rows with positions.
+
+Every batch is one transaction that writes the rows of one projection and its new position
+(``_insert_tracking``, which refuses to move a position backwards). On PostgreSQL the transaction first takes
+a per-projection advisory lock and re-reads the position under it, so several workers (several processes)
+never apply the same events twice and never wait on one another; on SQLite the first statement takes the
+database's write lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import time
+
+from eventsourcing.persistence import InfrastructureFactory, PersistenceError, Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+
+from ledger.settings import Database
+from projections.dialect import POSTGRES, SQLITE, Dialect
+from projections.log import Batch
+from projections.projection import ReadModelProjection, Write
+
+REBUILD_SUFFIX = "__next"
+
+
+def rebuild_key(name: str) -> str:
+    return name + REBUILD_SUFFIX
+
+
+def lock_id(name: str) -> int:
+    """A stable 63-bit advisory lock id for a projection."""
+    return int.from_bytes(hashlib.sha1(f"ledger.projection:{name}".encode()).digest()[:8], "big") >> 1
+
+
+SCHEMA_LOCK = lock_id("__schema__")
+
+
+class ReadModelRecorder:
+    """The dialect-independent part; mixed into the two library tracking recorders below."""
+
+    dialect: Dialect
+    datastore: Any
+    tracking_table: str
+
+    # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
+
+    # -- hooks per dialect ----------------------------------------------------------------------------
+    def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
+        raise NotImplementedError
+
+    def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
+        raise NotImplementedError
+
+    def _create_tables(self, projection: ReadModelProjection, suffix: str) -> None:
+        raise NotImplementedError
+
+    # -- schema ---------------------------------------------------------------------------------------
+    def create_read_model_tables(self, projections: Iterable[ReadModelProjection], suffix: str = "") -> None:
+        for projection in projections:
+            self._create_tables(projection, suffix)
+
+    def drop_tables(self, projection: ReadModelProjection, suffix: str) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for physical in projection.physical_names(suffix).values():
+                curs.execute(f"DROP TABLE IF EXISTS {physical}")
+            if suffix:
+                curs.execute(self._delete_tracking_sql(), {"name": rebuild_key(projection.name)})
+
+    def _delete_tracking_sql(self) -> str:
+        return self.dialect.compile(f"DELETE FROM {self.tracking_table} WHERE application_name = :name")
+
+    # -- positions ------------------------------------------------------------------------------------
+    def position(self, name: str) -> int:
+        return self.max_tracking_id(name) or 0  # type: ignore[attr-defined]
+
+    def positions(self, names: Iterable[str]) -> dict[str, int]:
+        names = list(names)
+        sql = self.dialect.compile(f"SELECT application_name, notification_id FROM {self.tracking_table}")
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(sql)
+            found = {row["application_name"]: row["notification_id"] for row in curs.fetchall()}
+        return {name: found.get(name) or 0 for name in names}
+
+    # -- applying events ------------------------------------------------------------------------------
+    def apply_batch(
+        self, projection: ReadModelProjection, batch: Batch, *, rebuilding: bool = False, wait: bool = False
+    ) -> int | None:
+        """Apply the batch's events this projection has not applied yet, and record the batch's end.
+
+        Returns the projection's position afterwards, or None when another worker holds the projection
+        (unless ``wait``, which waits for it).
+        """
+        key = rebuild_key(projection.name) if rebuilding else projection.name
+        suffix = REBUILD_SUFFIX if rebuilding else ""
+        with self.datastore.transaction(commit=True) as curs:
+            if not self._lock(curs, key, wait=wait):
+                return None
+            current = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
+            if current >= batch.end or current < batch.after:
+                return current  # nothing new for us here, or the batch does not start where we are
+            self._write(curs, projection, suffix, projection.writes_for(batch.since(current)))
+            self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
+            return batch.end
+
+    def swap_in_rebuilt(self, projection: ReadModelProjection, read: Any, batch_size: int) -> int:
+        """Replace the live tables by the rebuilt ones, in one transaction, after applying the rest of the log.
+
+        ``read(after, limit)`` reads the log. The live worker is kept out by the projection's lock meanwhile;
+        afterwards it continues from the rebuilt position.
+        """
+        key = rebuild_key(projection.name)
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock(curs, projection.name, wait=True)
+            position = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
+            while True:
+                batch: Batch = read(position, batch_size)
+                if not batch.events:
+                    break
+                self._write(curs, projection, REBUILD_SUFFIX, projection.writes_for(batch.events))
+                position = batch.end
+            for table, physical in projection.physical_names(REBUILD_SUFFIX).items():
+                curs.execute(f"DROP TABLE IF EXISTS {table}")
+                curs.execute(f"ALTER TABLE {physical} RENAME TO {table}")
+                self._rename_indexes(curs, projection, table, physical)
+            curs.execute(self._delete_tracking_sql(), {"name": key})
+            curs.execute(self._set_tracking_sql(), {"name": projection.name, "position": position})
+        return position
+
+    def _set_tracking_sql(self) -> str:
+        return self.dialect.compile(
+            f"INSERT INTO {self.tracking_table} (application_name, notification_id) VALUES (:name, :position) "
+            "ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+        )
+
+    def _write(self, curs: Any, projection: ReadModelProjection, suffix: str, writes: list[Write]) -> None:
+        statements = self._statements(projection, suffix)
+        run_sql: str | None = None
+        run: list[dict[str, Any]] = []
+        for write in writes:
+            sql = statements[write.statement]
+            if sql is not run_sql and run:
+                self._run(curs, run_sql, run)  # type: ignore[arg-type]
+                run = []
+            run_sql = sql
+            run.append(self.dialect.parameters(write.params))
+        if run:
+            self._run(curs, run_sql, run)  # type: ignore[arg-type]
+
+    def _statements(self, projection: ReadModelProjection, suffix: str) -> dict[str, str]:
+        cache: dict[tuple[str, str], dict[str, str]] = self.__dict__.setdefault("_compiled", {})
+        key = (projection.name, suffix)
+        if key not in cache:
+            tables = projection.physical_names(suffix)
+            cache[key] = {name: self.dialect.compile(sql, tables) for name, sql in projection.statements.items()}
+        return cache[key]
+
+
+class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
+    dialect = POSTGRES
+
+    def __init__(self, datastore: Any, *, tracking_table_name: str = "projections_tracking", **kwargs: Any):
+        super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
+        self.tracking_table = tracking_table_name
+        self.has_trigram = False
+
+    def create_table(self) -> None:
+        for attempt in range(3):  # processes starting together can race on CREATE TABLE IF NOT EXISTS
+            try:
+                super().create_table()
+                break
+            except PersistenceError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        except Exception:  # noqa: BLE001 - an optional speed-up: without it, search scans
+            pass
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
+            self.has_trigram = curs.fetchone() is not None
+
+    def _create_tables(self, projection: ReadModelProjection, suffix: str) -> None:
+        tables = projection.physical_names(suffix)
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for table in projection.tables:
+                for statement in projection.ddl(table, postgres=True, trigram=self.has_trigram):
+                    curs.execute(self.dialect.compile(statement, tables))
+
+    def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
+        if wait:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(name),))
+            return True
+        curs.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", (lock_id(name),))
+        return bool(curs.fetchone()["locked"])
+
+    def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        if len(params) == 1:
+            curs.execute(sql, params[0])
+        else:
+            curs.executemany(sql, params)
+
+    def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
+        curs.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s", (table,)
+        )
+        for row in curs.fetchall():
+            index = row["indexname"]
+            if index.startswith(old_prefix):
+                curs.execute(f"ALTER INDEX {index} RENAME TO {table + index[len(old_prefix):]}")
+
+
+class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
+    dialect = SQLITE
+    tracking_table = "tracking"
+    has_trigram = False
+
+    def _create_tables(self, projection: ReadModelProjection, suffix: str) -> None:
+        tables = projection.physical_names(suffix)
+        with self.datastore.transaction(commit=True) as curs:
+            for table in projection.tables:
+                for statement in projection.ddl(table, postgres=False, trigram=False):
+                    curs.execute(self.dialect.compile(statement, tables))
+
+    def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
+        # A write as the first statement takes SQLite's write lock (waiting up to the busy timeout), so the
+        # position read next cannot be stale.
+        curs.execute("UPDATE tracking SET notification_id = notification_id WHERE application_name = ?", (name,))
+        return True
+
+    def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        curs.executemany(sql, params)
+
+    def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
+        curs.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))
+        stale = [row["name"] for row in curs.fetchall() if row["name"].startswith(old_prefix)]
+        for index in stale:
+            curs.execute(f"DROP INDEX {index}")
+        for statement in projection.ddl(table, postgres=False, trigram=False)[1:]:
+            curs.execute(self.dialect.compile(statement, {table: table}))
+
+
+def open_store(database: Database, *, pool_size: int = 4) -> PostgresReadModelRecorder | SQLiteReadModelRecorder:
+    """The read-model recorder for a database (creating the tracking table if needed)."""
+    env = database.eventsourcing_env(pool_size=pool_size)
+    factory = InfrastructureFactory.construct(env=Environment("projections", env))
+    recorder_class = PostgresReadModelRecorder if database.is_postgres else SQLiteReadModelRecorder
+    recorder = factory.tracking_recorder(recorder_class)  # type: ignore[arg-type]
+    recorder._factory = factory  # keep the datastore's owner alive with the recorder
+    return recorder
