@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -156,36 +156,18 @@ def _attach_listener(services: Services, metrics: Metrics) -> None:
 
 
 def _start_runner(settings: Settings, services: Services) -> threading.Thread:
-    from projections import runner
+    """Run the projection workers in a thread of this process; every save here wakes them at once."""
+    from projections.runner import ProjectionWorker, run_projections
 
-    wake_event = threading.Event()
+    worker = ProjectionWorker(settings.database)
+    services.wake = worker.wake
 
     def run() -> None:
         try:
-            runner.run_projections(settings.database, services.runner_stop, **_runner_kwargs(wake_event))
+            run_projections(settings.database, services.runner_stop, worker=worker)
         except Exception:
             log.exception("the projection runner stopped with an error")
 
-    def wake(position: int) -> None:
-        wake_event.set()
-
-    services.wake = wake
     thread = threading.Thread(target=run, name="ledger-projections", daemon=True)
     thread.start()
     return thread
-
-
-def _runner_kwargs(wake_event: threading.Event) -> dict[str, Any]:
-    """Pass a wake-up event to the runner if its signature takes one."""
-    import inspect
-
-    from projections import runner
-
-    parameters = inspect.signature(runner.run_projections).parameters
-    for name in ("wake", "wakeup", "notify"):
-        if name in parameters:
-            return {name: wake_event}
-    return {}
-
-
-AppFactory = Callable[..., Litestar]

@@ -29,6 +29,7 @@ from litestar.status_codes import (
 
 from ledger.api.schemas import ErrorBody
 from ledger.errors import ConflictError, LedgerError, NotFoundError, StaleVersionError, ValidationError
+from projections.errors import InvalidCursorError, InvalidQueryError
 
 log = logging.getLogger("ledger.api")
 
@@ -121,6 +122,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         if status >= 500:
             log.error("ledger error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
         return error_response(status, exc.code, exc.message, **exc.details)
+    if isinstance(exc, InvalidCursorError):
+        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_cursor", str(exc), field="cursor")
+    if isinstance(exc, InvalidQueryError):
+        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_query", str(exc))
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [

@@ -24,12 +24,12 @@ from ledger.api.deps import parse_uuid
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.profiles import _change
 from ledger.api.schemas import ProfileChange
-from ledger.api.views import _get
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
 
 FILENAME_MAX = 120
+EXCHANGE_FIELDS = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\"\';:*?<>|%]+')
 
 
@@ -112,12 +112,17 @@ class ProfileExchangeController(Controller):
         current = reads.get_profile(pid)
         if current is None:
             raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
-        row = current if version is None or version == _get(current, "version") else reads.get_version(pid, version)
+        row = current if version is None or version == current.version else reads.get_version(pid, version)
         if row is None:
-            raise ProfileVersionNotFoundError(f"profile {pid} has no version {version}", profile_id=str(pid))
-        fields = {name: _get(row, name) for name in exchange_fields()}
-        document = exchange.export_document(fields, int(_get(row, "version")))
-        return Response(document, headers={"Content-Disposition": content_disposition(str(_get(current, "name")))})
+            raise ProfileVersionNotFoundError(
+                f"profile {pid} has no version {version} (latest is {current.version})",
+                profile_id=str(pid),
+                version=version,
+            )
+        fields = {name: getattr(row, name) for name in EXCHANGE_FIELDS}
+        fields["steering"] = {int(key): value for key, value in row.steering.items()}
+        document = exchange.export_document(fields, row.version)
+        return Response(document, headers={"Content-Disposition": content_disposition(current.name)})
 
     @post(
         "/import",
@@ -141,7 +146,3 @@ class ProfileExchangeController(Controller):
             return _change(outcome, ledger, services.read_model, HTTP_201_CREATED)
 
         return await anyio.to_thread.run_sync(work)
-
-
-def exchange_fields() -> tuple[str, ...]:
-    return ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")

@@ -12,8 +12,21 @@ from litestar.status_codes import HTTP_201_CREATED
 from ledger.api.commands import position_headers, run_command
 from ledger.api.deps import parse_uuid, with_reason
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
-from ledger.api.schemas import ExecutionList, ExecutionRead, ExecutionRecorded, ExecutionSpec, ProfileRead, RecordExecution
-from ledger.api.views import execution_from_aggregate, execution_from_row, profile_from_row, spec_from_row
+from ledger.api.schemas import (
+    ExecutionList,
+    ExecutionRead,
+    ExecutionRecorded,
+    ExecutionSpec,
+    RecordExecution,
+    RunProfile,
+)
+from ledger.api.views import (
+    execution_from_aggregate,
+    execution_from_row,
+    profile_from_row,
+    spec_from_row,
+    version_from_row,
+)
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
@@ -47,9 +60,8 @@ class ProfileExecutionController(Controller):
         }
         outcome = run_command(with_reason(context, data.reason), lambda: ledger.record_execution(pid, **details))
         execution = ledger.get_execution(outcome.execution_id)
-        body = ExecutionRecorded(
-            **execution_from_aggregate(execution), actor=context.actor, position=outcome.position
-        )
+        recorded_context = with_reason(context, data.reason)
+        body = ExecutionRecorded(**execution_from_aggregate(execution, recorded_context), position=outcome.position)
         return Response(body, status_code=HTTP_201_CREATED, headers=position_headers(outcome.position))
 
     @get(
@@ -97,8 +109,18 @@ class RunController(Controller):
 
     @get("/{run_id:str}/profile", summary="The profile a run was made from", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))
-    def profile_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> ProfileRead:
-        row = reads.profile_for_run(run_id)
-        if row is None:
-            raise RunNotFoundError(f"no profile is recorded for run {run_id!r}", run_id=run_id)
-        return profile_from_row(row)
+    def profile_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunProfile:
+        found = reads.profile_for_run(run_id)
+        if found is None:
+            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+        version = reads.get_version(found.profile_id, found.profile_version)
+        current = reads.get_profile(found.profile_id)
+        return RunProfile(
+            run_id=found.run_id,
+            execution_id=str(found.execution_id),
+            profile_id=str(found.profile_id),
+            profile_version=found.profile_version,
+            recorded_at=found.recorded_at,
+            version=version_from_row(version) if version is not None else None,
+            profile=profile_from_row(current) if current is not None else None,
+        )

@@ -34,6 +34,15 @@ class Metrics:
         self._latency_count: dict[tuple[str, str], int] = defaultdict(int)
         self.events_appended = 0
         self.last_appended_position = 0
+        self.streams_open = 0
+
+    def stream_opened(self) -> None:
+        with self._lock:
+            self.streams_open += 1
+
+    def stream_closed(self) -> None:
+        with self._lock:
+            self.streams_open -= 1
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:

@@ -89,7 +89,9 @@ class ProfileController(Controller):
         tags_match: Annotated[Literal["any", "all"], QueryParameter(description="Match any or all tags.")] = "any",
         product: Annotated[str | None, QueryParameter()] = None,
         search: Annotated[str | None, QueryParameter(description="Search name and description.")] = None,
-        sort: Annotated[Literal["name", "updated"], QueryParameter()] = "name",
+        sort: Annotated[
+            Literal["name", "updated"], QueryParameter(description="`name` A→Z or `updated` newest first.")
+        ] = "name",
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ProfileList:
@@ -98,14 +100,14 @@ class ProfileController(Controller):
             tags_match=tags_match,
             product=product,
             search=search,
-            sort=sort,
+            sort="updated_at" if sort == "updated" else "name",
             limit=limit,
             cursor=cursor,
         )
         active = reads.active_profile()
         return ProfileList(
             profiles=[profile_from_row(row) for row in page.items],
-            active_profile_id=str(active.id) if active is not None else None,
+            active_profile_id=str(active.profile_id) if active is not None else None,
             next_cursor=page.next_cursor,
         )
 
@@ -116,9 +118,10 @@ class ProfileController(Controller):
         responses=responses({404: NOT_FOUND[404]}, INVALID, TIMEOUT),
     )
     def get_active(self, reads: NamedDependency[Any]) -> ProfileRead:
-        row = reads.active_profile()
+        active = reads.active_profile()
+        row = reads.get_profile(active.profile_id) if active is not None else None
         if row is None:
-            raise NoActiveProfileError("no profile is active")
+            raise NoActiveProfileError("no profile is active; activate one with POST /api/profiles/{id}/activate")
         return profile_from_row(row)
 
     @get(

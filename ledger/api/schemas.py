@@ -143,10 +143,11 @@ class VersionRead(msgspec.Struct, kw_only=True):
     tags: list[str]
     products: list[str]
     metadata: JSONObject
+    event_type: str
+    actor: str
+    reason: str | None
+    correlation_id: str | None
     recorded_at: datetime
-    actor: str | None = None
-    reason: str | None = None
-    event_type: str | None = None
 
 
 class VersionList(msgspec.Struct, kw_only=True):
@@ -190,9 +191,13 @@ class ExecutionRead(msgspec.Struct, kw_only=True):
     error_message: str | None
     duration_ms: float | None
     metadata: JSONObject
-    executed_at: datetime | None
-    kind: str | None = None
-    actor: str | None = None
+    executed_at: datetime
+    kind: str
+    details: JSONObject
+    replay_of: str | None
+    actor: str
+    reason: str | None
+    correlation_id: str | None
 
 
 class ExecutionRecorded(ExecutionRead, kw_only=True):
@@ -205,26 +210,45 @@ class ExecutionList(msgspec.Struct, kw_only=True):
 
 
 class ExecutionSpec(msgspec.Struct, kw_only=True):
-    """Everything needed to re-run an execution: the profile version's spec and the run's parameters."""
+    """Everything needed to run an execution again: its profile version's exact spec and its inputs."""
 
     execution_id: str
     profile_id: str
     profile_version: int
-    profile: JSONObject
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
     seed: int | None
-    run_id: str | None
     entity_count: int | None
+    run_id: str | None
+    kind: str
+    details: JSONObject
     metadata: JSONObject
+
+
+class RunProfile(msgspec.Struct, kw_only=True):
+    """The profile a run used: the version it ran (``version``) and the profile as it is now (``profile``,
+    null once deleted)."""
+
+    run_id: str
+    execution_id: str
+    profile_id: str
+    profile_version: int
+    recorded_at: datetime
+    version: VersionRead | None
+    profile: ProfileRead | None
 
 
 class EventRead(msgspec.Struct, kw_only=True):
     position: int
+    recorded_at: datetime
     type: str
+    aggregate_type: str
     originator_id: str
-    originator_version: int | None
+    originator_version: int
     profile_id: str | None
-    timestamp: datetime
-    actor: str | None
+    actor: str
     reason: str | None
     correlation_id: str | None
     data: JSONObject

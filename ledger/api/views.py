@@ -18,6 +18,8 @@ from ledger.api.schemas import (
 )
 from ledger.application import ProfileState
 from ledger.domainmodel import DETAIL_FIELDS, SPEC_FIELDS
+from projections.rows import AuditRow, ExecutionRow, ProfileRow, VersionRow
+from projections.rows import ExecutionSpec as ExecutionSpecRow
 
 
 def steering_json(steering: Mapping[Any, float] | None) -> dict[str, float]:
@@ -26,17 +28,11 @@ def steering_json(steering: Mapping[Any, float] | None) -> dict[str, float]:
     return {str(key): float(value) for key, value in sorted(steering.items(), key=lambda kv: int(kv[0]))}
 
 
-def _get(row: Any, name: str, default: Any = None) -> Any:
-    if isinstance(row, Mapping):
-        return row.get(name, default)
-    return getattr(row, name, default)
-
-
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def profile_from_state(state: ProfileState, row: Any = None) -> ProfileRead:
+def profile_from_state(state: ProfileState, row: ProfileRow | None = None) -> ProfileRead:
     """A profile as a command left it; usage counts come from the read model's row when there is one."""
     return ProfileRead(
         id=str(state.id),
@@ -54,79 +50,83 @@ def profile_from_state(state: ProfileState, row: Any = None) -> ProfileRead:
         tags=list(state.tags),
         products=list(state.products),
         metadata=dict(state.metadata),
-        execution_count=int(_get(row, "execution_count", 0) or 0) if row is not None else 0,
-        last_executed_at=_get(row, "last_executed_at") if row is not None else None,
+        execution_count=row.execution_count if row is not None else 0,
+        last_executed_at=row.last_executed_at if row is not None else None,
     )
 
 
-def profile_fields(row: Any) -> dict[str, Any]:
-    steering = steering_json(_get(row, "steering"))
+def profile_from_row(row: ProfileRow) -> ProfileRead:
+    return ProfileRead(
+        id=str(row.id),
+        name=row.name,
+        description=row.description,
+        model_id=row.model_id,
+        sae_id=row.sae_id,
+        layer=row.layer,
+        steering=steering_json(row.steering),
+        feature_count=row.feature_count,
+        is_active=row.is_active,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        tags=list(row.tags),
+        products=list(row.products),
+        metadata=dict(row.metadata),
+        execution_count=row.execution_count,
+        last_executed_at=row.last_executed_at,
+    )
+
+
+def version_from_row(row: VersionRow) -> VersionRead:
+    steering = steering_json(row.steering)
+    return VersionRead(
+        profile_id=str(row.profile_id),
+        version=row.version,
+        name=row.name,
+        description=row.description,
+        model_id=row.model_id,
+        sae_id=row.sae_id,
+        layer=row.layer,
+        steering=steering,
+        feature_count=row.feature_count,
+        tags=list(row.tags),
+        products=list(row.products),
+        metadata=dict(row.metadata),
+        event_type=row.event_type,
+        actor=row.actor,
+        reason=row.reason,
+        correlation_id=row.correlation_id,
+        recorded_at=row.recorded_at,
+    )
+
+
+def execution_fields(row: ExecutionRow) -> dict[str, Any]:
     return {
-        "id": str(_get(row, "id")),
-        "name": _get(row, "name"),
-        "description": _get(row, "description"),
-        "model_id": _get(row, "model_id"),
-        "sae_id": _get(row, "sae_id"),
-        "layer": _get(row, "layer"),
-        "steering": steering,
-        "feature_count": int(_get(row, "feature_count", len(steering)) or len(steering)),
-        "is_active": bool(_get(row, "is_active", False)),
-        "created_at": _get(row, "created_at"),
-        "updated_at": _get(row, "updated_at"),
-        "version": int(_get(row, "version", 1)),
-        "tags": list(_get(row, "tags") or []),
-        "products": list(_get(row, "products") or []),
-        "metadata": dict(_get(row, "metadata") or {}),
-        "execution_count": int(_get(row, "execution_count", 0) or 0),
-        "last_executed_at": _get(row, "last_executed_at"),
+        "id": str(row.id),
+        "profile_id": str(row.profile_id),
+        "profile_version": row.profile_version,
+        "run_id": row.run_id,
+        "seed": row.seed,
+        "entity_count": row.entity_count,
+        "status": row.status,
+        "error_message": row.error_message,
+        "duration_ms": row.duration_ms,
+        "metadata": dict(row.metadata),
+        "executed_at": row.recorded_at,
+        "kind": row.kind,
+        "details": dict(row.details),
+        "replay_of": _str(row.replay_of),
+        "actor": row.actor,
+        "reason": row.reason,
+        "correlation_id": row.correlation_id,
     }
 
 
-def profile_from_row(row: Any) -> ProfileRead:
-    return ProfileRead(**profile_fields(row))
+def execution_from_row(row: ExecutionRow) -> ExecutionRead:
+    return ExecutionRead(**execution_fields(row))
 
 
-def version_from_row(row: Any) -> VersionRead:
-    steering = steering_json(_get(row, "steering"))
-    return VersionRead(
-        profile_id=str(_get(row, "profile_id")),
-        version=int(_get(row, "version")),
-        name=_get(row, "name"),
-        description=_get(row, "description"),
-        model_id=_get(row, "model_id"),
-        sae_id=_get(row, "sae_id"),
-        layer=_get(row, "layer"),
-        steering=steering,
-        feature_count=int(_get(row, "feature_count", len(steering)) or len(steering)),
-        tags=list(_get(row, "tags") or []),
-        products=list(_get(row, "products") or []),
-        metadata=dict(_get(row, "metadata") or {}),
-        recorded_at=_get(row, "recorded_at") or _get(row, "created_at"),
-        actor=_get(row, "actor"),
-        reason=_get(row, "reason"),
-        event_type=_get(row, "event_type"),
-    )
-
-
-def execution_from_row(row: Any) -> ExecutionRead:
-    return ExecutionRead(
-        id=str(_get(row, "id")),
-        profile_id=str(_get(row, "profile_id")),
-        profile_version=int(_get(row, "profile_version")),
-        run_id=_get(row, "run_id"),
-        seed=_get(row, "seed"),
-        entity_count=_get(row, "entity_count"),
-        status=_get(row, "status"),
-        error_message=_get(row, "error_message"),
-        duration_ms=_get(row, "duration_ms"),
-        metadata=dict(_get(row, "metadata") or {}),
-        executed_at=_get(row, "executed_at") or _get(row, "recorded_at"),
-        kind=_get(row, "kind"),
-        actor=_get(row, "actor"),
-    )
-
-
-def execution_from_aggregate(execution: Any) -> dict[str, Any]:
+def execution_from_aggregate(execution: Any, context: Any) -> dict[str, Any]:
     return {
         "id": str(execution.id),
         "profile_id": str(execution.profile_id),
@@ -140,41 +140,45 @@ def execution_from_aggregate(execution: Any) -> dict[str, Any]:
         "metadata": dict(execution.metadata),
         "executed_at": execution.created_on,
         "kind": execution.kind,
+        "details": dict(execution.details),
+        "replay_of": _str(execution.replay_of),
+        "actor": context.actor,
+        "reason": context.reason,
+        "correlation_id": context.correlation_id,
     }
 
 
-def spec_from_row(row: Any) -> ExecutionSpec:
-    profile = _get(row, "profile") or _get(row, "profile_spec") or {}
-    if not isinstance(profile, Mapping):
-        profile = {name: _get(profile, name) for name in (*DETAIL_FIELDS, *SPEC_FIELDS)}
-    profile = dict(profile)
-    if "steering" in profile:
-        profile["steering"] = steering_json(profile["steering"])
+def spec_from_row(row: ExecutionSpecRow) -> ExecutionSpec:
     return ExecutionSpec(
-        execution_id=str(_get(row, "execution_id") or _get(row, "id")),
-        profile_id=str(_get(row, "profile_id")),
-        profile_version=int(_get(row, "profile_version")),
-        profile=profile,
-        seed=_get(row, "seed"),
-        run_id=_get(row, "run_id"),
-        entity_count=_get(row, "entity_count"),
-        metadata=dict(_get(row, "metadata") or {}),
+        execution_id=str(row.execution_id),
+        profile_id=str(row.profile_id),
+        profile_version=row.profile_version,
+        model_id=row.model_id,
+        sae_id=row.sae_id,
+        layer=row.layer,
+        steering=steering_json(row.steering),
+        seed=row.seed,
+        entity_count=row.entity_count,
+        run_id=row.run_id,
+        kind=row.kind,
+        details=dict(row.details),
+        metadata=dict(row.metadata),
     )
 
 
-def event_from_row(row: Any) -> EventRead:
-    data = _get(row, "data") or _get(row, "payload") or {}
+def event_from_row(row: AuditRow) -> EventRead:
     return EventRead(
-        position=int(_get(row, "position")),
-        type=str(_get(row, "event_type") or _get(row, "type") or _get(row, "topic")),
-        originator_id=str(_get(row, "originator_id")),
-        originator_version=_get(row, "originator_version"),
-        profile_id=_str(_get(row, "profile_id")),
-        timestamp=_get(row, "timestamp") or _get(row, "recorded_at"),
-        actor=_get(row, "actor"),
-        reason=_get(row, "reason"),
-        correlation_id=_get(row, "correlation_id"),
-        data=dict(data) if isinstance(data, Mapping) else {"value": data},
+        position=row.position,
+        recorded_at=row.recorded_at,
+        type=row.event_type,
+        aggregate_type=row.aggregate_type,
+        originator_id=str(row.originator_id),
+        originator_version=row.originator_version,
+        profile_id=_str(row.profile_id),
+        actor=row.actor,
+        reason=row.reason,
+        correlation_id=row.correlation_id,
+        data=dict(row.payload),
     )
 
 

@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar): ``create_app`` builds it, ``serve`` runs it with uvicorn. Nothing imports it."""

@@ -1,0 +1,64 @@
+"""Serving the API with uvicorn (``ledger serve --host --port`` calls :func:`serve`)."""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from litestar import Litestar
+
+from ledger.api.app import create_app
+from ledger.api.deps import Services
+from ledger.settings import Settings
+
+log = logging.getLogger("ledger.api")
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+class LedgerServer(uvicorn.Server):
+    """A uvicorn server that tells open event streams to end as soon as shutdown begins.
+
+    (uvicorn waits for open responses before running the app's shutdown, so the streams must learn of it
+    from the server.)
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self.services: Services = app.state.services
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.services.shutdown.set()
+        super().handle_exit(sig, frame)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (from any thread)."""
+        self.services.shutdown.set()
+        self.should_exit = True
+
+
+def build_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, app: Litestar | None = None, **uvicorn_options: Any
+) -> LedgerServer:
+    app = app or create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **{"log_level": "info", **uvicorn_options},
+    )
+    return LedgerServer(config, app)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+    """Run the API until SIGINT/SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    server = build_server(settings, host, port, **uvicorn_options)
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "ledger API listening on http://%s:%d (database %s; OpenAPI at /schema)", shown, port, settings.database.display()
+    )
+    server.run()
