@@ -1,0 +1,122 @@
+"""The decode loop: reproducible per seed, per-row steering, batch-invariant, streaming."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import torch
+
+from steering.generate import GenerationRequest, environment_fingerprint, generate, generate_batch, stream_generate
+from steering.hooks import SteeringVector
+from steering.prompts import render_chat
+from steering.tiny import build_tiny_tokenizer
+
+from .conftest import D_MODEL, LAYER, random_sae
+
+PROMPTS = ["Hello world", "The quick brown fox", "Once upon a time", "Tell me about sparse autoencoders please"]
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def profile_vectors(count: int = 4, scale: float = 8.0) -> list[SteeringVector | None]:
+    generator = torch.Generator().manual_seed(7)
+    return [None] + [SteeringVector(LAYER, torch.randn(D_MODEL, generator=generator) * scale) for _ in range(count - 1)]
+
+
+def test_same_request_and_seed_give_identical_text(loaded) -> None:
+    for request in (
+        GenerationRequest(prompt=PROMPTS[0], max_tokens=16),
+        GenerationRequest(messages=chat(PROMPTS[1]), max_tokens=16, temperature=1.0, top_p=0.9, seed=42),
+    ):
+        first, second = generate(loaded, [request]), generate(loaded, [request])
+        assert first[0].text == second[0].text
+        assert first[0].token_ids == second[0].token_ids
+
+
+def test_seeds_pick_different_samples(loaded) -> None:
+    texts = {generate(loaded, [GenerationRequest(prompt=PROMPTS[2], max_tokens=16, temperature=1.5, seed=s)])[0].text for s in range(4)}
+    assert len(texts) > 1
+
+
+def test_strong_steering_changes_greedy_text_and_clearing_restores_it(loaded) -> None:
+    plain = GenerationRequest(prompt=PROMPTS[3], max_tokens=16)
+    sae = random_sae()
+    from steering.sae import steering_vector
+
+    vector = steering_vector(sae, {3: 6.0, 17: -4.0})
+    before = generate(loaded, [plain])[0]
+    steered = generate(loaded, [replace(plain, steering=SteeringVector(LAYER, vector))])[0]
+    after = generate(loaded, [plain])[0]
+    assert steered.token_ids != before.token_ids
+    assert after.text == before.text and after.token_ids == before.token_ids
+
+
+def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded) -> None:
+    profiles = profile_vectors()
+    requests = []
+    for index in range(16):
+        sampling = {"temperature": 0.0} if index % 2 == 0 else {"temperature": 0.9, "top_p": 0.85}
+        requests.append(
+            GenerationRequest(
+                messages=chat(PROMPTS[index % 4]) if index % 3 else None,
+                prompt=None if index % 3 else PROMPTS[(index // 4) % 4],
+                max_tokens=8 + index % 5,
+                seed=1000 + index,
+                steering=profiles[(index // 2) % 4],
+                **sampling,
+            )
+        )
+    batched = generate(loaded, requests)
+    alone = [generate(loaded, [request])[0] for request in requests]
+    for together, solo in zip(batched, alone):
+        assert together.text == solo.text
+        assert together.token_ids == solo.token_ids
+        assert together.output_sha256 == solo.output_sha256
+
+
+def test_same_length_rows_in_one_padded_batch_equal_alone(loaded) -> None:
+    profiles = profile_vectors()
+    requests = [GenerationRequest(prompt=PROMPTS[1], max_tokens=10, temperature=0.8, seed=s, steering=profiles[s % 4]) for s in range(6)]
+    together = generate_batch(loaded, requests)
+    assert [r.text for r in together] == [generate(loaded, [r])[0].text for r in requests]
+
+
+def test_stop_string_truncates_and_reports_stop(loaded) -> None:
+    request = GenerationRequest(prompt=PROMPTS[0], max_tokens=16)
+    full = generate(loaded, [request])[0]
+    assert full.finish_reason == "length" and full.completion_tokens == 16
+    stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 2]
+    stopped = generate(loaded, [replace(request, stop=(stop,))])[0]
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert full.text.startswith(stopped.text)
+
+
+def test_result_reports_counts_and_sha256(loaded) -> None:
+    result = generate(loaded, [GenerationRequest(messages=chat(PROMPTS[2]), max_tokens=5)])[0]
+    assert result.prompt_tokens > 3
+    assert result.output_sha256 == hashlib.sha256(result.text.encode()).hexdigest()
+    assert result.duration_s > 0
+
+
+def test_stream_deltas_join_to_the_full_text(loaded) -> None:
+    request = GenerationRequest(prompt=PROMPTS[1], max_tokens=12, temperature=0.7, seed=3, steering=profile_vectors()[2])
+    finals = []
+    deltas = list(stream_generate(loaded, request, on_done=finals.append))
+    expected = generate(loaded, [request])[0]
+    assert "".join(deltas) == expected.text == finals[0].text
+
+
+def test_chat_without_template_is_a_plain_join() -> None:
+    tokenizer = build_tiny_tokenizer(chat_template=False)
+    assert render_chat(tokenizer, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]) == "system: Be brief.\nuser: Hi\nassistant:"
+
+
+def test_environment_fingerprint_names_what_determines_numbers(loaded) -> None:
+    fingerprint = environment_fingerprint(loaded, random_sae())
+    assert fingerprint["model_digest"] == loaded.digest
+    assert fingerprint["device"] == "cpu" and fingerprint["dtype"] == "float32"
+    assert {"torch", "transformers", "sae_digest", "batch_invariant"} <= fingerprint.keys()
