@@ -23,6 +23,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(tiny_model_dir: Path) -> LoadedModel:
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads, and busy-waiting OpenMP threads suffer on a shared CPU
     return load_model(tiny_model_dir, device="cpu")
 
 
