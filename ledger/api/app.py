@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from ledger.api.bodies import strict_json_body
 from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Services, no_compatibility_warnings
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
@@ -132,6 +133,7 @@ def create_app(
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        before_request=strict_json_body,
         on_startup=[tidy_openapi],
         debug=debug,
     )

@@ -1,0 +1,111 @@
+"""Fixtures for the API tests: the real app (ledger, read model, projection thread) over a test client."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from ledger.api.app import create_app
+from ledger.api.server import LedgerServer, build_server
+from ledger.settings import Database, Settings
+
+ERROR_KEYS = {"error", "detail"}
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def make_client(url: str, **options: Any) -> TestClient[Litestar]:
+    return TestClient(create_app(Settings(database=Database(url)), **options))
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient[Litestar]]:
+    """The app on SQLite and on PostgreSQL."""
+    with make_client(database_url) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def pg_client(postgres_url: str) -> Iterator[TestClient[Litestar]]:
+    with make_client(postgres_url) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client_factory(postgres_url: str) -> Callable[..., TestClient[Litestar]]:
+    """Build a client with custom options (the caller enters it)."""
+    return lambda **options: make_client(postgres_url, **options)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is an error with the one shape, the given status and (optionally) code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert ERROR_KEYS <= body.keys(), body
+    assert isinstance(body["error"], str) and isinstance(body["detail"], str) and body["detail"]
+    assert "Traceback" not in response.text
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+def create(client: TestClient[Litestar], name: str = "alpha", **fields: Any) -> dict[str, Any]:
+    body = {"name": name, "steering": {"1": 0.5}, **fields}
+    response = client.post("/api/profiles", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def fresh(client: TestClient[Litestar], position: int) -> dict[str, str]:
+    """Query parameters that make a read see everything up to ``position``."""
+    return {"min_position": str(position)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningServer:
+    def __init__(self, server: LedgerServer, thread: threading.Thread, base_url: str) -> None:
+        self.server, self.thread, self.base_url = server, thread, base_url
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.server.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the server did not shut down"
+
+
+def start_server(url: str, **options: Any) -> RunningServer:
+    port = free_port()
+    app = create_app(Settings(database=Database(url)), **options)
+    server = build_server(app=app, settings=Settings(database=Database(url)), host="127.0.0.1", port=port, log_level="warning")
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the server failed to start"
+        assert time.monotonic() < deadline, "the server did not start in time"
+        time.sleep(0.02)
+    return RunningServer(server, thread, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+def live_server(postgres_url: str) -> Iterator[RunningServer]:
+    """The app served by uvicorn on a free loopback port (PostgreSQL)."""
+    running = start_server(postgres_url)
+    try:
+        yield running
+    finally:
+        running.stop()

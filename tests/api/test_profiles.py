@@ -1,0 +1,246 @@
+"""Profiles through HTTP: create, read, update (with If-Match), delete, activate, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.api.conftest import assert_error, create, fresh
+
+PROFILE_KEYS = {
+    "id", "name", "description", "model_id", "sae_id", "layer", "steering", "feature_count", "is_active",
+    "created_at", "updated_at", "version", "tags", "products", "metadata", "execution_count", "last_executed_at",
+}
+
+
+def test_create_answers_201_with_the_profile_its_position_and_etag(client):
+    response = client.post(
+        "/api/profiles",
+        json={
+            "name": "calm",
+            "description": "less shouting",
+            "model_id": "gemma-2-2b",
+            "sae_id": "gemma-scope-res-16k",
+            "layer": 12,
+            "steering": {"1234": 5.0, "42": -2},
+            "tags": ["tone", "tone", " safe "],
+            "products": ["chat"],
+            "metadata": {"owner": "ops"},
+        },
+        headers={"X-Actor": "alice", "X-Request-ID": "req-123"},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert PROFILE_KEYS <= body.keys()
+    assert body["steering"] == {"42": -2.0, "1234": 5.0}
+    assert body["feature_count"] == 2 and body["version"] == 1 and body["is_active"] is False
+    assert body["tags"] == ["tone", "safe"] and body["products"] == ["chat"]
+    assert body["execution_count"] == 0 and body["last_executed_at"] is None
+    assert body["position"] >= 1 and response.headers["X-Ledger-Position"] == str(body["position"])
+    assert response.headers["ETag"] == '"1"'
+    assert response.headers["X-Request-ID"] == "req-123"
+    uuid.UUID(body["id"])
+
+
+def test_get_by_id_and_by_name_and_list(client):
+    alpha = create(client, "Alpha One", tags=["x"])
+    create(client, "beta", tags=["y"])
+    query = fresh(client, client.post("/api/profiles", json={"name": "gamma"}).json()["position"])
+    got = client.get(f"/api/profiles/{alpha['id']}", params=query)
+    assert got.status_code == 200 and got.json()["name"] == "Alpha One"
+    assert got.headers["ETag"] == '"1"'
+    by_name = client.get("/api/profiles/by-name/alpha  one", params=query)  # names compare case/space-insensitively
+    assert by_name.status_code == 200 and by_name.json()["id"] == alpha["id"]
+    listing = client.get("/api/profiles", params=query).json()
+    assert [p["name"] for p in listing["profiles"]] == ["Alpha One", "beta", "gamma"]
+    assert listing["active_profile_id"] is None and listing["next_cursor"] is None
+
+
+def test_list_filters_sorts_and_paginates(client):
+    last = 0
+    for number in range(7):
+        tags = ["even"] if number % 2 == 0 else ["odd"]
+        last = create(client, f"p{number}", tags=[*tags, "all"], products=["chat"] if number < 3 else [])["position"]
+    query = fresh(client, last)
+    evens = client.get("/api/profiles", params={**query, "tag": "even"}).json()["profiles"]
+    assert [p["name"] for p in evens] == ["p0", "p2", "p4", "p6"]
+    both = client.get("/api/profiles", params=[("tag", "even"), ("tag", "all"), ("tags_match", "all")]).json()
+    assert len(both["profiles"]) == 4
+    assert len(client.get("/api/profiles", params={"product": "chat"}).json()["profiles"]) == 3
+    assert [p["name"] for p in client.get("/api/profiles", params={"search": "P3"}).json()["profiles"]] == ["p3"]
+    updated = client.get("/api/profiles", params={"sort": "updated"}).json()["profiles"]
+    assert [p["name"] for p in updated][:2] == ["p6", "p5"]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/profiles", params=params).json()
+        seen += [p["name"] for p in page["profiles"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"p{n}" for n in range(7)]
+
+
+def test_list_refuses_bad_parameters(client):
+    assert_error(client.get("/api/profiles", params={"cursor": "garbage"}), 422, "invalid_cursor")
+    assert_error(client.get("/api/profiles", params={"limit": 0}), 422, "invalid_request")
+    assert_error(client.get("/api/profiles", params={"limit": "ten"}), 422, "invalid_request")
+    assert_error(client.get("/api/profiles", params={"sort": "size"}), 422, "invalid_request")
+    assert_error(client.get("/api/profiles", params={"tags_match": "some"}), 422, "invalid_request")
+    other = client.get("/api/profiles", params={"sort": "updated", "limit": 1})
+    create(client, "a")
+    last = create(client, "b")["position"]
+    page = client.get("/api/profiles", params={"sort": "updated", "limit": 1, "min_position": last}).json()
+    assert other.status_code == 200 and page["next_cursor"]
+    # a cursor of one listing is refused by another
+    assert_error(client.get("/api/profiles", params={"cursor": page["next_cursor"]}), 422, "invalid_cursor")
+
+
+def test_unknown_and_malformed_ids(client):
+    missing = uuid.uuid4()
+    body = assert_error(client.get(f"/api/profiles/{missing}"), 404, "profile_not_found")
+    assert body["profile_id"] == str(missing)
+    assert_error(client.get("/api/profiles/not-a-uuid"), 422, "invalid_request")
+    assert_error(client.put("/api/profiles/not-a-uuid", json={"name": "x"}), 422, "invalid_request")
+    assert_error(client.delete("/api/profiles/12"), 422, "invalid_request")
+    assert_error(client.get("/api/profiles/by-name/nobody"), 404, "profile_not_found")
+    assert_error(client.put(f"/api/profiles/{missing}", json={"name": "x"}), 404, "profile_not_found")
+    assert_error(client.delete(f"/api/profiles/{missing}"), 404, "profile_not_found")
+    assert_error(client.post(f"/api/profiles/{missing}/activate"), 404, "profile_not_found")
+
+
+def test_create_refuses_invalid_values_with_the_field(client):
+    body = assert_error(client.post("/api/profiles", json={"name": "  "}), 422, "invalid_value")
+    assert body["field"] == "name"
+    body = assert_error(client.post("/api/profiles", json={"name": "x", "steering": {"abc": 1}}), 422)
+    assert body["field"] == "steering.abc"
+    body = assert_error(client.post("/api/profiles", json={"name": "x", "layer": -1}), 422, "invalid_value")
+    assert body["field"] == "layer"
+    body = assert_error(client.post("/api/profiles", json={"name": "x", "layer": "3"}), 422, "invalid_request")
+    assert body["field"] == "layer"
+    body = assert_error(client.post("/api/profiles", json={"name": "x", "colour": "red"}), 422, "invalid_request")
+    assert "colour" in body["detail"]
+    assert_error(client.post("/api/profiles", json={}), 422, "invalid_request")
+    assert_error(client.post("/api/profiles", json=["name"]), 422, "invalid_request")
+
+
+def test_name_clash_is_409(client):
+    create(client, "Twin")
+    body = assert_error(client.post("/api/profiles", json={"name": " twin "}), 409, "profile_name_taken")
+    assert body["name"] == "twin"
+
+
+def test_steering_omitted_copies_the_active_profile(client):
+    source = create(client, "source", steering={"7": 1.25}, model_id="m", sae_id="s", layer=3)
+    client.post(f"/api/profiles/{source['id']}/activate")
+    copy = client.post("/api/profiles", json={"name": "copy"}).json()
+    assert copy["steering"] == {"7": 1.25} and (copy["model_id"], copy["sae_id"], copy["layer"]) == ("m", "s", 3)
+
+
+def test_partial_update_changes_only_given_fields(client):
+    profile = create(client, "orig", description="d", tags=["t"], steering={"1": 1.0})
+    response = client.put(f"/api/profiles/{profile['id']}", json={"description": "new"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["description"] == "new" and body["tags"] == ["t"] and body["steering"] == {"1": 1.0}
+    assert body["version"] == 2 and response.headers["ETag"] == '"2"'
+    assert body["position"] > profile["position"]
+    # descriptive change without a new version
+    same = client.put(f"/api/profiles/{profile['id']}", json={"tags": ["u"], "bump_version": False}).json()
+    assert same["version"] == 2 and same["tags"] == ["u"]
+    # a spec change needs a version
+    body = assert_error(
+        client.put(f"/api/profiles/{profile['id']}", json={"steering": {"2": 1}, "bump_version": False}), 422
+    )
+    assert body["error"] == "spec_change_needs_version"
+    # null clears a nullable field; nothing changed → changed false, same version
+    cleared = client.put(f"/api/profiles/{profile['id']}", json={"description": None}).json()
+    assert cleared["description"] is None and cleared["version"] == 3
+    unchanged = client.put(f"/api/profiles/{profile['id']}", json={"description": None})
+    assert unchanged.status_code == 200 and unchanged.json()["changed"] is False
+    assert unchanged.json()["version"] == 3
+    # rename frees the old name
+    client.put(f"/api/profiles/{profile['id']}", json={"name": "renamed"})
+    assert create(client, "orig")["name"] == "orig"
+
+
+def test_if_match_makes_updates_conditional(client):
+    profile = create(client, "cond")
+    url = f"/api/profiles/{profile['id']}"
+    ok = client.put(url, json={"description": "a"}, headers={"If-Match": '"1"'})
+    assert ok.status_code == 200 and ok.headers["ETag"] == '"2"'
+    body = assert_error(client.put(url, json={"description": "b"}, headers={"If-Match": '"1"'}), 412, "stale_version")
+    assert body["current_version"] == 2 and body["expected_version"] == 1
+    assert client.put(url, json={"description": "b"}, headers={"If-Match": 'W/"2"'}).status_code == 200
+    assert client.put(url, json={"description": "c"}, headers={"If-Match": "*"}).status_code == 200
+    assert_error(client.put(url, json={"description": "d"}, headers={"If-Match": '"banana"'}), 412)
+    assert_error(client.delete(url, headers={"If-Match": '"1"'}), 412, "stale_version")
+    latest = client.put(url, json={"description": "e"}).json()
+    assert client.get(url, params=fresh(client, latest["position"])).headers["ETag"] == '"5"'
+
+
+def test_delete(client):
+    profile = create(client, "doomed")
+    response = client.delete(f"/api/profiles/{profile['id']}", params={"delete_executions": "true"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["deleted"] is True and body["id"] == profile["id"] and body["delete_executions"] is True
+    assert response.headers["X-Ledger-Position"] == str(body["position"])
+    assert_error(client.get(f"/api/profiles/{profile['id']}", params=fresh(client, body["position"])), 404)
+    assert_error(client.delete(f"/api/profiles/{profile['id']}"), 404, "profile_not_found")
+    assert create(client, "doomed")["name"] == "doomed"  # the name is free again
+    assert_error(client.delete(f"/api/profiles/{profile['id']}", params={"delete_executions": "maybe"}), 422)
+
+
+def test_activation_lifecycle(client):
+    first, second = create(client, "first"), create(client, "second")
+    none = assert_error(client.get("/api/profiles/active"), 404, "no_active_profile")
+    assert "active" in none["detail"]
+    response = client.post(f"/api/profiles/{first['id']}/activate", headers={"X-Reason": "launch"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["is_active"] is True and body["warnings"] == [] and body["pinned_version"] is None
+    active = client.get("/api/profiles/active", params=fresh(client, body["position"]))
+    assert active.status_code == 200 and active.json()["id"] == first["id"]
+    assert_error(client.delete(f"/api/profiles/{first['id']}"), 409, "profile_active")
+    client.put(f"/api/profiles/{second['id']}", json={"steering": {"9": 1}})
+    pinned = client.post(f"/api/profiles/{second['id']}/activate", json={"version": 1}).json()
+    assert pinned["pinned_version"] == 1
+    listing = client.get("/api/profiles", params=fresh(client, pinned["position"])).json()
+    assert listing["active_profile_id"] == second["id"]
+    assert [p["name"] for p in listing["profiles"] if p["is_active"]] == ["second"]
+    assert_error(client.post(f"/api/profiles/{second['id']}/activate", json={"version": 5}), 404)
+    assert_error(client.post(f"/api/profiles/{second['id']}/activate", json={"version": "1"}), 422)
+    off = client.post("/api/profiles/deactivate")
+    assert off.status_code == 200 and off.json()["deactivated"] is True and off.json()["profile_id"] == second["id"]
+    assert_error(client.get("/api/profiles/active", params=fresh(client, off.json()["position"])), 404)
+    again = client.post("/api/profiles/deactivate").json()
+    assert again["deactivated"] is False and again["position"] >= off.json()["position"]
+    assert client.delete(f"/api/profiles/{first['id']}").status_code == 200
+
+
+def test_activation_reports_compatibility_warnings(client_factory):
+    def check(profile):
+        return [f"layer {profile.layer} is not hooked"] if profile.layer == 99 else []
+
+    with client_factory(compatibility_check=check) as client:
+        profile = create(client, "far", layer=99)
+        body = client.post(f"/api/profiles/{profile['id']}/activate").json()
+        assert body["warnings"] == ["layer 99 is not hooked"] and body["is_active"] is True
+
+
+def test_actor_reason_and_correlation_reach_the_audit_log(client):
+    response = client.post(
+        "/api/profiles",
+        json={"name": "audited", "reason": "because"},
+        headers={"X-Actor": "bob", "X-Correlation-ID": "corr-9"},
+    )
+    assert response.headers["X-Request-ID"] == "corr-9"
+    events = client.get("/api/events", params={"profile_id": response.json()["id"], **fresh(client, response.json()["position"])}).json()
+    created = events["events"][0]
+    assert (created["actor"], created["reason"], created["correlation_id"]) == ("bob", "because", "corr-9")
+    generated = client.post("/api/profiles", json={"name": "anon"}, headers={"X-Reason": "hdr"})
+    request_id = generated.headers["X-Request-ID"]
+    assert request_id
+    events = client.get("/api/events", params={"profile_id": generated.json()["id"], **fresh(client, generated.json()["position"])}).json()
+    assert events["events"][0]["actor"] == "anonymous" and events["events"][0]["reason"] == "hdr"
+    assert events["events"][0]["correlation_id"] == request_id
