@@ -1,0 +1,48 @@
+"""Model loading (any HF causal LM directory) and the offline default model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from steering.generate import GenerationRequest, generate
+from steering.models import DEFAULT_MODEL_NAME, fetch_default_model, load_model, model_digest
+from steering.numerics import is_batch_invariant
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def test_loaded_model_is_ready_for_batched_generation(loaded, tiny_model_dir) -> None:
+    assert not loaded.model.training
+    assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
+    assert loaded.device == torch.device("cpu") and loaded.dtype == torch.float32
+    assert loaded.batch_invariant and is_batch_invariant(loaded.model)
+    assert (loaded.num_layers, loaded.d_model) == (2, 64)
+
+
+def test_digest_is_stable_and_cached(tiny_model_dir) -> None:
+    first = model_digest(tiny_model_dir)
+    assert len(first) == 64 and model_digest(tiny_model_dir) == first
+    assert (tiny_model_dir / "steering_digest.json").is_file()
+
+
+def test_fetch_returns_an_existing_conversion_without_downloading(tmp_path, tiny_model_dir, monkeypatch) -> None:
+    target = tmp_path / DEFAULT_MODEL_NAME
+    target.symlink_to(tiny_model_dir, target_is_directory=True)
+    monkeypatch.setattr("steering.models._download_gguf", lambda scratch: pytest.fail("must not download"))
+    assert fetch_default_model(tmp_path) == target
+
+
+@pytest.mark.slow
+def test_default_model_fetches_loads_and_generates() -> None:
+    target = DEFAULT_MODELS_DIR / DEFAULT_MODEL_NAME
+    if not target.is_dir() and os.environ.get("LEDGER_TEST_DEFAULT_MODEL") != "1":
+        pytest.skip("default model not present; set LEDGER_TEST_DEFAULT_MODEL=1 to fetch it")
+    loaded = load_model(fetch_default_model(DEFAULT_MODELS_DIR), device="cpu")
+    assert (loaded.num_layers, loaded.d_model) == (30, 576)
+    assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token == "<|im_end|>"
+    result = generate(loaded, [GenerationRequest(messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=24)])[0]
+    assert "4" in result.text
