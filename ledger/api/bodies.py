@@ -2,7 +2,8 @@
 
 Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would become ``3``). This hook, run
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
-type, so a value of the wrong JSON type is refused (422) rather than coerced.
+type, so a value of the wrong JSON type is refused (422) rather than coerced; malformed JSON is refused
+(422) here too.
 """
 
 from __future__ import annotations
@@ -42,5 +43,8 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
         raise ValidationException(
             detail="the request body is invalid", extra=[{"message": message, "key": key or "data", "source": "body"}]
         ) from None
-    except msgspec.DecodeError:
-        return  # malformed JSON: Litestar refuses it when it reads the body
+    except msgspec.DecodeError as error:
+        raise ValidationException(
+            detail="the request body is not valid JSON",
+            extra=[{"message": f"malformed JSON: {error}", "key": "data", "source": "body"}],
+        ) from None

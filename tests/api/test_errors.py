@@ -1,0 +1,66 @@
+"""Bad input never gets a 500 or a traceback: one error shape, 4xx statuses."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.api.conftest import assert_error, create
+
+
+def test_malformed_json_is_422(client):
+    response = client.post("/api/profiles", content=b'{"name": ', headers={"content-type": "application/json"})
+    assert_error(response, 422, "invalid_request")
+    response = client.put(f"/api/profiles/{uuid.uuid4()}", content=b"{oops}", headers={"content-type": "application/json"})
+    assert_error(response, 422, "invalid_request")
+
+
+def test_unknown_fields_are_refused(client):
+    profile = create(client, "strict")
+    body = assert_error(client.put(f"/api/profiles/{profile['id']}", json={"nmae": "typo"}), 422, "invalid_request")
+    assert "nmae" in body["detail"]
+    assert_error(client.post(f"/api/profiles/{profile['id']}/activate", json={"pin": 1}), 422, "invalid_request")
+    assert_error(client.post(f"/api/profiles/{profile['id']}/revert", json={"version": 1, "x": 0}), 422)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": 5},
+        {"name": "x", "steering": [1, 2]},
+        {"name": "x", "steering": {"1": "strong"}},
+        {"name": "x", "steering": {"1": True}},
+        {"name": "x", "tags": "tag"},
+        {"name": "x", "tags": [1]},
+        {"name": "x", "metadata": []},
+        {"name": "x", "layer": 1.5},
+        {"name": "x", "layer": True},
+        {"name": "x", "steering": {"-1": 1}},
+        {"name": "x" * 101},
+    ],
+)
+def test_bad_types_and_values_are_422(pg_client, body):
+    response = assert_error(pg_client.post("/api/profiles", json=body), 422)
+    assert response["error"] in ("invalid_request", "invalid_value")
+
+
+def test_oversized_body_is_413(client_factory):
+    with client_factory(max_body_size=1024) as client:
+        big = {"name": "big", "description": "x" * 4096}
+        assert_error(client.post("/api/profiles", json=big), 413, "payload_too_large")
+        assert_error(client.post("/api/profiles/import", files={"file": ("x.json", b" " * 4096)}), 413)
+        assert client.post("/api/profiles", json={"name": "small"}).status_code == 201
+
+
+def test_unknown_route_and_method(client):
+    assert_error(client.get("/api/nothing"), 404, "not_found")
+    assert_error(client.patch("/api/profiles"), 405, "method_not_allowed")
+
+
+def test_bad_headers(client):
+    assert_error(client.post("/api/profiles", json={"name": "h"}, headers={"X-Actor": "a" * 500}), 422)
+    assert_error(client.get("/api/profiles", headers={"X-Min-Position": "soon"}), 422, "invalid_request")
+    assert_error(client.get("/api/profiles", params={"min_position": -1}), 422, "invalid_request")
+    assert_error(client.get("/api/events", params={"since": "last tuesday"}), 422, "invalid_request")
+    assert_error(client.get("/api/events", params={"profile_id": "nope"}), 422, "invalid_request")

@@ -1,0 +1,88 @@
+"""Export as an attachment safe for any name; import from a JSON body or a multipart file."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from urllib.parse import unquote
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.api.exchange import content_disposition
+from tests.api.conftest import assert_error, create, fresh
+
+
+def _filenames(header: str) -> tuple[str, str]:
+    match = re.fullmatch(r'attachment; filename="([^"]*)"; filename\*=UTF-8\'\'(\S+)', header)
+    assert match, header
+    return match.group(1), unquote(match.group(2))
+
+
+@given(st.text(min_size=0, max_size=150))
+@settings(max_examples=300, deadline=None)
+def test_content_disposition_is_safe_for_any_name(name):
+    header = content_disposition(name)
+    assert header.isascii() and "\r" not in header and "\n" not in header
+    fallback, full = _filenames(header)
+    for filename in (fallback, full):
+        assert filename.endswith(".json") and len(filename) > len(".json")
+        assert not any(ch in filename for ch in '/\\"') and all(ord(ch) >= 32 and ord(ch) != 127 for ch in filename)
+        assert not filename.startswith(".")
+    assert all(32 <= ord(ch) < 127 for ch in fallback)
+
+
+def test_export_downloads_the_profile_as_an_attachment(client):
+    profile = create(client, "Über/../prod \"x\"", steering={"3": 1.5}, tags=["t"], layer=4)
+    response = client.get(f"/api/profiles/{profile['id']}/export", params=fresh(client, profile["position"]))
+    assert response.status_code == 200, response.text
+    fallback, full = _filenames(response.headers["Content-Disposition"])
+    assert full == "Über_.._prod _x.json" and fallback == "Uber_.._prod _x.json"
+    document = response.json()
+    assert document["type"] == "millm_profile" and document["version"] == "1.0"
+    assert document["profile"]["name"] == profile["name"] and document["profile"]["steering"] == {"3": 1.5}
+    assert document["profile"]["layer"] == 4 and document["profile"]["profile_version"] == 1
+    updated = client.put(f"/api/profiles/{profile['id']}", json={"steering": {"3": 2.0}}).json()
+    old = client.get(f"/api/profiles/{profile['id']}/export", params={"version": 1, **fresh(client, updated["position"])})
+    assert old.json()["profile"]["steering"] == {"3": 1.5}
+    assert_error(client.get(f"/api/profiles/{profile['id']}/export", params={"version": 9}), 404)
+    assert_error(client.get(f"/api/profiles/{uuid.uuid4()}/export"), 404, "profile_not_found")
+
+
+def test_import_round_trip_from_multipart_and_json(client):
+    profile = create(client, "shared", steering={"8": -1.0}, products=["chat"])
+    document = client.get(f"/api/profiles/{profile['id']}/export", params=fresh(client, profile["position"])).content
+    clash = client.post("/api/profiles/import", files={"file": ("shared.json", document, "application/json")})
+    assert_error(clash, 409, "profile_name_taken")
+    renamed = client.post(
+        "/api/profiles/import", params={"rename": "true"}, files={"file": ("shared.json", document)}
+    )
+    assert renamed.status_code == 201, renamed.text
+    body = renamed.json()
+    assert body["name"] == "shared (imported)" and body["steering"] == {"8": -1.0} and body["products"] == ["chat"]
+    assert renamed.headers["X-Ledger-Position"] == str(body["position"])
+    doc = json.loads(document)
+    doc["profile"]["name"] = "from json"
+    imported = client.post("/api/profiles/import", json=doc)
+    assert imported.status_code == 201 and imported.json()["name"] == "from json"
+    flat = client.post("/api/profiles/import", json={"name": "flat", "steering": {"1": 1}})
+    assert flat.status_code == 201 and flat.json()["steering"] == {"1": 1.0}
+
+
+def test_import_refuses_bad_documents(client):
+    assert_error(client.post("/api/profiles/import", files={"file": ("x.json", b"{not json")}), 422, "invalid_request")
+    assert_error(client.post("/api/profiles/import", files={"other": ("x.json", b"{}")}), 422, "invalid_request")
+    assert_error(client.post("/api/profiles/import", content=b"", headers={"content-type": "application/json"}), 422)
+    body = assert_error(client.post("/api/profiles/import", json={"type": "other"}), 422, "invalid_import")
+    assert body["field"] == "type"
+    body = assert_error(
+        client.post("/api/profiles/import", json={"type": "millm_profile", "profile": {"name": "x", "steering": {"a": 1}}}),
+        422,
+        "invalid_import",
+    )
+    assert body["field"] == "profile.steering.a"
+    assert_error(client.post("/api/profiles/import", json=[1, 2]), 422, "invalid_import")
+    assert_error(
+        client.post("/api/profiles/import", content=b"name=x", headers={"content-type": "text/plain"}), 422
+    )

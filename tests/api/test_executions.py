@@ -1,0 +1,58 @@
+"""Executions: recorded under a profile, read by id, their spec, and the profile a run used."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.api.conftest import assert_error, create, fresh
+
+
+def test_record_and_read_executions(client):
+    profile = create(client, "runner", steering={"4": 0.5}, model_id="m")
+    url = f"/api/profiles/{profile['id']}/executions"
+    response = client.post(
+        url,
+        json={"run_id": "cohort-1", "seed": 42, "entity_count": 1000, "duration_ms": 1500, "metadata": {"k": 1}},
+        headers={"X-Actor": "gen"},
+    )
+    assert response.status_code == 201, response.text
+    recorded = response.json()
+    assert recorded["profile_version"] == 1 and recorded["status"] == "success" and recorded["seed"] == 42
+    assert recorded["actor"] == "gen" and recorded["kind"] == "external"
+    assert response.headers["X-Ledger-Position"] == str(recorded["position"])
+    query = fresh(client, recorded["position"])
+    got = client.get(f"/api/executions/{recorded['id']}", params=query).json()
+    assert got["run_id"] == "cohort-1" and got["entity_count"] == 1000 and got["metadata"] == {"k": 1}
+    spec = client.get(f"/api/executions/{recorded['id']}/spec").json()
+    assert spec["steering"] == {"4": 0.5} and spec["seed"] == 42 and spec["model_id"] == "m"
+    client.put(f"/api/profiles/{profile['id']}", json={"steering": {"4": 1.0}})
+    failed = client.post(url, json={"version": 1, "status": "failed", "error_message": "boom", "run_id": "cohort-2"})
+    assert failed.status_code == 201 and failed.json()["profile_version"] == 1
+    listing = client.get(url, params=fresh(client, failed.json()["position"])).json()
+    assert [e["run_id"] for e in listing["executions"]] == ["cohort-2", "cohort-1"]
+    page = client.get(url, params={"limit": 1}).json()
+    assert len(page["executions"]) == 1 and page["next_cursor"]
+    assert client.get(url, params={"limit": 1, "cursor": page["next_cursor"]}).json()["executions"][0]["run_id"] == "cohort-1"
+    shown = client.get(f"/api/profiles/{profile['id']}").json()
+    assert shown["execution_count"] == 2 and shown["last_executed_at"] is not None
+    run = client.get("/api/runs/cohort-1/profile").json()
+    assert run["profile_id"] == profile["id"] and run["profile_version"] == 1
+    assert run["version"]["steering"] == {"4": 0.5} and run["profile"]["steering"] == {"4": 1.0}
+
+
+def test_execution_errors(client):
+    profile = create(client, "e")
+    url = f"/api/profiles/{profile['id']}/executions"
+    assert_error(client.post(url, json={"status": "exploded"}), 422, "invalid_request")
+    assert_error(client.post(url, json={"version": 3}), 404, "profile_version_not_found")
+    assert_error(client.post(url, json={"entity_count": -1}), 422, "invalid_value")
+    assert_error(client.post(url, json={"seed": "42"}), 422, "invalid_request")
+    assert_error(client.post(url, json={"seed": 1.5}), 422, "invalid_request")
+    assert_error(client.post(url, json={"surprise": True}), 422, "invalid_request")
+    assert_error(client.post(f"/api/profiles/{uuid.uuid4()}/executions", json={}), 404, "profile_not_found")
+    assert_error(client.get(f"/api/profiles/{uuid.uuid4()}/executions"), 404, "profile_not_found")
+    assert_error(client.get(f"/api/executions/{uuid.uuid4()}"), 404, "execution_not_found")
+    assert_error(client.get(f"/api/executions/{uuid.uuid4()}/spec"), 404, "execution_not_found")
+    assert_error(client.get("/api/executions/xyz"), 422, "invalid_request")
+    assert_error(client.get("/api/runs/nothing-here/profile"), 404, "run_not_found")
+    assert_error(client.get(url, params={"cursor": "bogus"}), 422, "invalid_cursor")

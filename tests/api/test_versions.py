@@ -1,0 +1,91 @@
+"""Versions, time travel (as_of), diffs and reverts through HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from tests.api.conftest import assert_error, create, fresh
+
+
+def test_versions_list_and_get(client):
+    profile = create(client, "v", steering={"1": 1.0})
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"steering": {"1": 2.0}}, headers={"X-Actor": "ann", "X-Reason": "stronger"})
+    last = client.put(url, json={"description": "third"}).json()
+    versions = client.get(f"{url}/versions", params=fresh(client, last["position"])).json()
+    assert [v["version"] for v in versions["versions"]] == [1, 2, 3]
+    assert versions["next_cursor"] is None
+    second = versions["versions"][1]
+    assert second["steering"] == {"1": 2.0} and second["actor"] == "ann" and second["reason"] == "stronger"
+    assert second["event_type"] == "Profile.SpecRevised"
+    page = client.get(f"{url}/versions", params={"limit": 2}).json()
+    assert len(page["versions"]) == 2 and page["next_cursor"]
+    rest = client.get(f"{url}/versions", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+    assert [v["version"] for v in rest["versions"]] == [3]
+    one = client.get(f"{url}/versions/1")
+    assert one.status_code == 200 and one.json()["steering"] == {"1": 1.0}
+    assert_error(client.get(f"{url}/versions/9"), 404, "profile_version_not_found")
+    assert_error(client.get(f"{url}/versions/zero"), 422, "invalid_request")
+    assert_error(client.get(f"{url}/versions/0"), 422, "invalid_request")
+    assert_error(client.get(f"/api/profiles/{uuid.uuid4()}/versions"), 404, "profile_not_found")
+    assert_error(client.get(f"{url}/versions", params={"cursor": "nope"}), 422, "invalid_cursor")
+
+
+def test_as_of_shows_the_profile_as_it_stood(client):
+    profile = create(client, "tt", steering={"5": 1.0})
+    url = f"/api/profiles/{profile['id']}"
+    time.sleep(0.05)
+    between = datetime.now(timezone.utc)
+    time.sleep(0.05)
+    client.put(url, json={"steering": {"5": 3.0}})
+    then = client.get(url, params={"as_of": between.isoformat()})
+    assert then.status_code == 200, then.text
+    assert then.json()["steering"] == {"5": 1.0} and then.json()["version"] == 1
+    assert then.headers["ETag"] == '"1"'
+    zulu = between.replace(tzinfo=None).isoformat() + "Z"
+    assert client.get(url, params={"as_of": zulu}).json()["version"] == 1
+    before = (between - timedelta(days=1)).isoformat()
+    assert_error(client.get(url, params={"as_of": before}), 404, "profile_not_found")
+    assert_error(client.get(url, params={"as_of": "yesterday"}), 422, "invalid_request")
+    deleted = client.delete(url).json()
+    assert_error(client.get(url, params={"as_of": datetime.now(timezone.utc).isoformat()}), 404)
+    assert client.get(url, params={"as_of": between.isoformat(), **fresh(client, deleted["position"])}).status_code == 200
+
+
+def test_diff_field_by_field_and_per_feature(client):
+    profile = create(client, "d", steering={"1": 1.0, "2": 2.0, "3": 3.0}, tags=["a"])
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"steering": {"2": 2.5, "3": 3.0, "4": 4.0}, "tags": ["b"], "layer": 7})
+    body = client.get(f"{url}/diff", params={"from": 1, "to": 2}).json()
+    assert body["from_version"] == 1 and body["to_version"] == 2
+    changes = {change["field"]: (change["before"], change["after"]) for change in body["changes"]}
+    assert changes == {"tags": (["a"], ["b"]), "layer": (None, 7)}
+    assert body["steering"] == {
+        "added": {"4": 4.0},
+        "removed": {"1": 1.0},
+        "changed": {"2": {"before": 2.0, "after": 2.5}},
+    }
+    assert client.get(f"{url}/diff").json()["from_version"] == 1  # defaults: latest vs the one before
+    same = client.get(f"{url}/diff", params={"from": 2, "to": 2}).json()
+    assert same["changes"] == [] and same["steering"] == {"added": {}, "removed": {}, "changed": {}}
+    assert_error(client.get(f"{url}/diff", params={"from": 1, "to": 5}), 404, "profile_version_not_found")
+    assert_error(client.get(f"{url}/diff", params={"from": "one"}), 422, "invalid_request")
+    assert_error(client.get(f"/api/profiles/{uuid.uuid4()}/diff"), 404, "profile_not_found")
+
+
+def test_revert_makes_a_new_version_equal_to_the_old_one(client):
+    profile = create(client, "r", steering={"1": 1.0}, description="first")
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"steering": {"1": 9.0}, "description": "second"})
+    response = client.post(f"{url}/revert", json={"version": 1, "reason": "oops"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["version"] == 3 and body["steering"] == {"1": 1.0} and body["description"] == "first"
+    assert response.headers["ETag"] == '"3"' and response.headers["X-Ledger-Position"] == str(body["position"])
+    versions = client.get(f"{url}/versions", params=fresh(client, body["position"])).json()["versions"]
+    assert [v["version"] for v in versions] == [1, 2, 3] and versions[2]["reason"] == "oops"
+    assert_error(client.post(f"{url}/revert", json={"version": 7}), 404, "profile_version_not_found")
+    assert_error(client.post(f"{url}/revert", json={}), 422, "invalid_request")
+    assert_error(client.post(f"{url}/revert", json={"version": 1}, headers={"If-Match": '"2"'}), 412)
