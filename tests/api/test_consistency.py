@@ -1,0 +1,34 @@
+"""Read-your-writes: a query given a command's position sees that command; when it cannot in time, 504."""
+
+from __future__ import annotations
+
+from tests.api.conftest import assert_error
+
+
+def test_a_query_with_the_position_of_a_write_always_sees_it(client):
+    for number in range(50):
+        created = client.post("/api/profiles", json={"name": f"ryw-{number}", "steering": {"1": 1.0}})
+        position = created.json()["position"]
+        assert created.headers["X-Ledger-Position"] == str(position)
+        profile_id = created.json()["id"]
+        got = client.get(f"/api/profiles/{profile_id}", params={"min_position": position})
+        assert got.status_code == 200, got.text
+        updated = client.put(f"/api/profiles/{profile_id}", json={"steering": {"1": float(number + 2)}})
+        header = {"X-Min-Position": updated.headers["X-Ledger-Position"]}
+        seen = client.get(f"/api/profiles/{profile_id}/versions/2", headers=header)
+        assert seen.status_code == 200 and seen.json()["steering"] == {"1": float(number + 2)}
+        listing = client.get("/api/profiles", params={"search": f"ryw-{number}", "min_position": position}).json()
+        assert profile_id in [p["id"] for p in listing["profiles"]]
+
+
+def test_a_position_the_read_side_does_not_reach_is_a_504(client_factory):
+    with client_factory(run_projections=False, consistency_timeout=0.2) as client:
+        created = client.post("/api/profiles", json={"name": "unseen"}).json()
+        body = assert_error(
+            client.get("/api/profiles", params={"min_position": created["position"]}), 504, "projection_timeout"
+        )
+        assert str(created["position"]) in body["detail"] and body["min_position"] == created["position"]
+        assert_error(client.get("/api/profiles", headers={"X-Min-Position": "999999"}), 504, "projection_timeout")
+        assert client.get("/api/profiles").status_code == 200  # without a position: answers at once
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
