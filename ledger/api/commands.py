@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from litestar.datastructures import ResponseHeader
+
 from ledger.domainmodel import CommandContext, acting_as
 
 T = TypeVar("T")
@@ -20,3 +22,16 @@ def run_command(context: CommandContext, command: Callable[[], T]) -> T:
 
 def position_headers(position: int) -> dict[str, str]:
     return {POSITION_HEADER: str(position)}
+
+
+POSITION_DOC = ResponseHeader(
+    name=POSITION_HEADER,
+    documentation_only=True,
+    value="0",
+    description="The log position of the command's last event: pass it as `min_position` to read this write.",
+)
+ETAG_DOC = ResponseHeader(
+    name="ETag", documentation_only=True, value='"1"', description="The profile's version, for `If-Match` on the next change."
+)
+COMMAND_HEADERS = [POSITION_DOC]
+PROFILE_COMMAND_HEADERS = [POSITION_DOC, ETAG_DOC]

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from ledger.api.commands import position_headers, run_command
+from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import parse_uuid, with_reason
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
@@ -44,6 +44,7 @@ class ProfileExecutionController(Controller):
         summary="Record a run of a profile version",
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
+        response_headers=COMMAND_HEADERS,
         responses=responses(NOT_FOUND, INVALID, TOO_LARGE),
     )
     def record_execution(

@@ -11,7 +11,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from msgspec import UNSET
 
-from ledger.api.commands import position_headers, run_command
+from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import CompatibilityCheck, etag, parse_if_match, parse_time, parse_uuid, with_reason
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, STALE, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
@@ -128,6 +128,7 @@ class ProfileController(Controller):
         "/{profile_id:str}",
         summary="One profile, now or as it stood at a time (`as_of`)",
         sync_to_thread=True,
+        response_headers=[ETAG_DOC],
         responses=responses(NOT_FOUND, INVALID, TIMEOUT),
     )
     def get_profile(
@@ -159,6 +160,7 @@ class ProfileController(Controller):
         "/by-name/{name:path}",
         summary="One profile by its name",
         sync_to_thread=True,
+        response_headers=[ETAG_DOC],
         responses=responses(NOT_FOUND, INVALID, TIMEOUT),
     )
     def get_by_name(self, name: FromPath[str], reads: NamedDependency[Any]) -> Response[ProfileRead]:
@@ -196,6 +198,7 @@ class ProfileController(Controller):
         "/",
         summary="Create a profile",
         sync_to_thread=True,
+        response_headers=PROFILE_COMMAND_HEADERS,
         status_code=HTTP_201_CREATED,
         responses=responses(CONFLICT, INVALID, TOO_LARGE),
     )
@@ -214,6 +217,7 @@ class ProfileController(Controller):
         "/{profile_id:str}",
         summary="Change some fields of a profile",
         sync_to_thread=True,
+        response_headers=PROFILE_COMMAND_HEADERS,
         responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE),
     )
     def update_profile(
@@ -238,6 +242,7 @@ class ProfileController(Controller):
         "/{profile_id:str}",
         summary="Delete a profile (its history stays in the log)",
         sync_to_thread=True,
+        response_headers=COMMAND_HEADERS,
         status_code=HTTP_200_OK,
         responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID),
     )
@@ -269,8 +274,9 @@ class ProfileController(Controller):
         "/{profile_id:str}/activate",
         summary="Make a profile the active one (optionally pinned to a version)",
         sync_to_thread=True,
+        response_headers=PROFILE_COMMAND_HEADERS,
         status_code=HTTP_200_OK,
-        responses=responses(NOT_FOUND, INVALID),
+        responses=responses(NOT_FOUND, INVALID, TOO_LARGE),
     )
     def activate_profile(
         self,
@@ -295,8 +301,9 @@ class ProfileController(Controller):
         "/deactivate",
         summary="Leave no profile active",
         sync_to_thread=True,
+        response_headers=COMMAND_HEADERS,
         status_code=HTTP_200_OK,
-        responses=responses(INVALID),
+        responses=responses(INVALID, TOO_LARGE),
     )
     def deactivate_profile(
         self,
@@ -318,8 +325,9 @@ class ProfileController(Controller):
         "/{profile_id:str}/revert",
         summary="Make a new version equal to an earlier one",
         sync_to_thread=True,
+        response_headers=PROFILE_COMMAND_HEADERS,
         status_code=HTTP_200_OK,
-        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID),
+        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE),
     )
     def revert_profile(
         self,
