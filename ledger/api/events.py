@@ -94,7 +94,7 @@ async def _tail(services: Services, after: int, filters: dict[str, Any]) -> Asyn
     options = services.options
     services.metrics.stream_opened()
     try:
-        yield ServerSentEventMessage(comment="connected", retry=2000)
+        yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
         last_sent = time.monotonic()
         while not services.shutdown.is_set():
             page = await anyio.to_thread.run_sync(
@@ -109,7 +109,7 @@ async def _tail(services: Services, after: int, filters: dict[str, Any]) -> Asyn
             if page.next_cursor is not None:
                 continue
             if time.monotonic() - last_sent >= options.sse_heartbeat:
-                yield ServerSentEventMessage(comment="keep-alive")
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
                 last_sent = time.monotonic()
             await anyio.sleep(options.sse_poll)
     finally:

@@ -1,0 +1,131 @@
+"""The audit log: filtered pages, and the live Server-Sent Events tail (through a real uvicorn server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from tests.api.conftest import assert_error, create, fresh, start_server
+
+
+def test_events_are_filtered_and_paginated(client):
+    first = create(client, "ev-a")
+    client.put(f"/api/profiles/{first['id']}", json={"description": "x"}, headers={"X-Actor": "carol"})
+    last = create(client, "ev-b")
+    query = fresh(client, last["position"])
+    everything = client.get("/api/events", params=query).json()["events"]
+    positions = [event["position"] for event in everything]
+    assert positions == sorted(positions) and len(positions) >= 3
+    mine = client.get("/api/events", params={"profile_id": first["id"]}).json()["events"]
+    assert [e["type"] for e in mine if e["aggregate_type"] == "Profile"] == ["Profile.Created", "Profile.DetailsRevised"]
+    assert {e["profile_id"] for e in mine} == {first["id"]}
+    assert [e["type"] for e in client.get("/api/events", params={"actor": "carol"}).json()["events"]] == [
+        "Profile.DetailsRevised"
+    ]
+    created = client.get("/api/events", params={"type": "Profile.Created"}).json()["events"]
+    assert {e["profile_id"] for e in created} == {first["id"], last["id"]}
+    after = client.get("/api/events", params={"after": positions[0]}).json()["events"]
+    assert after[0]["position"] > positions[0]
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    assert client.get("/api/events", params={"since": future}).json()["events"] == []
+    assert len(client.get("/api/events", params={"until": future}).json()["events"]) == len(everything)
+    page = client.get("/api/events", params={"limit": 1}).json()
+    assert len(page["events"]) == 1 and page["next_cursor"]
+    second = client.get("/api/events", params={"limit": 1, "cursor": page["next_cursor"]}).json()
+    assert second["events"][0]["position"] > page["events"][0]["position"]
+    assert_error(client.get("/api/events", params={"cursor": "x"}), 422, "invalid_cursor")
+    assert_error(client.get("/api/events/stream", params={"after": "soon"}), 422)
+    assert_error(client.get("/api/events/stream", headers={"Last-Event-ID": "abc"}), 422)
+
+
+def _read_events(lines, count: int, seen: list[dict], timeout: float = 15.0) -> None:
+    """Parse SSE frames from ``lines`` (keep the iterator: dropping it closes the stream) until ``count`` events."""
+    deadline = time.monotonic() + timeout
+    frame: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "id" in frame and "data" in frame:
+                seen.append({"id": int(frame["id"]), "event": frame.get("event"), "data": json.loads(frame["data"])})
+            frame = {}
+            if len(seen) >= count or time.monotonic() > deadline:
+                return
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        frame[key] = value
+
+
+def _open_streams(base_url: str) -> int:
+    text = httpx.get(f"{base_url}/metrics").text
+    line = next(line for line in text.splitlines() if line.startswith("ledger_sse_streams_open "))
+    return int(float(line.split()[1]))
+
+
+def _wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.postgres
+def test_stream_tails_the_log_resumes_and_ends_when_the_client_goes(live_server):
+    base = live_server.base_url
+    with httpx.Client(base_url=base, timeout=10) as http:
+        first = http.post("/api/profiles", json={"name": "s-0"}).json()
+        seen: list[dict] = []
+        with http.stream("GET", "/api/events/stream", params={"after": 0}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+
+            def write() -> None:
+                with httpx.Client(base_url=base, timeout=10) as writer_http:
+                    for number in range(1, 4):
+                        writer_http.post("/api/profiles", json={"name": f"s-{number}"})
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            lines = response.iter_lines()
+            _read_events(lines, 4 * 3, seen)  # each create appends the profile's and the name index's events
+            writer.join()
+            assert _open_streams(base) == 1
+        ids = [event["id"] for event in seen]
+        assert ids == sorted(ids) and ids[0] == 1 and len(set(ids)) == len(ids)
+        assert all(event["data"]["position"] == event["id"] for event in seen)
+        assert seen[0]["data"]["profile_id"] == first["id"] and seen[0]["event"] == "Profile.Created"
+        assert _wait_for(lambda: _open_streams(base) == 0), "the stream did not end after the client left"
+        # resume after a given position with Last-Event-ID
+        resumed: list[dict] = []
+        with http.stream("GET", "/api/events/stream", headers={"Last-Event-ID": str(ids[4])}) as response:
+            _read_events(response.iter_lines(), 1, resumed)
+        assert resumed[0]["id"] == ids[5]
+
+
+@pytest.mark.postgres
+def test_stream_ends_cleanly_when_the_server_shuts_down(postgres_url):
+    running = start_server(postgres_url)
+    ended = threading.Event()
+    lines: list[str] = []
+
+    def listen() -> None:
+        with httpx.Client(base_url=running.base_url, timeout=30) as http:
+            with http.stream("GET", "/api/events/stream") as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+        ended.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert _wait_for(lambda: bool(lines)), "the stream did not start"
+    started = time.monotonic()
+    running.stop(timeout=15)
+    assert ended.wait(5), "the client's stream did not end"
+    assert time.monotonic() - started < 8, "shutdown waited for the stream"
