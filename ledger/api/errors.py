@@ -52,12 +52,6 @@ class ProjectionTimeoutError(ApiError):
     code = "projection_timeout"
 
 
-class PreconditionFailedError(StaleVersionError):
-    """``If-Match`` names no current version of the profile."""
-
-    code = "precondition_failed"
-
-
 def status_for(error: LedgerError) -> int:
     if isinstance(error, StaleVersionError):
         return HTTP_412_PRECONDITION_FAILED

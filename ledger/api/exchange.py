@@ -22,7 +22,7 @@ from ledger import exchange
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
 from ledger.api.deps import parse_uuid
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
-from ledger.api.profiles import _change
+from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
@@ -144,6 +144,6 @@ class ProfileExchangeController(Controller):
 
         def work() -> Response[ProfileChange]:
             outcome = run_command(context, lambda: ledger.import_profile(document, rename=rename))
-            return _change(outcome, ledger, services.read_model, HTTP_201_CREATED)
+            return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
 
         return await anyio.to_thread.run_sync(work)

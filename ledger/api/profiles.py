@@ -54,7 +54,7 @@ def _row_or_none(reads: Any, profile_id: UUID) -> Any:
         return None
 
 
-def _change(outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK) -> Response[ProfileChange]:
+def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK) -> Response[ProfileChange]:
     state = outcome.profile
     assert state is not None
     body = profile_from_state(state, _row_or_none(reads, state.id))
@@ -211,7 +211,7 @@ class ProfileController(Controller):
     ) -> Response[ProfileChange]:
         fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
         outcome = run_command(with_reason(context, data.reason), lambda: ledger.create_profile(fields))
-        return _change(outcome, ledger, services.read_model, HTTP_201_CREATED)
+        return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
 
     @put(
         "/{profile_id:str}",
@@ -236,7 +236,7 @@ class ProfileController(Controller):
             with_reason(context, data.reason),
             lambda: ledger.update_profile(pid, changes, bump_version=data.bump_version, expected_version=expected),
         )
-        return _change(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, services.read_model)
 
     @delete(
         "/{profile_id:str}",
@@ -293,7 +293,7 @@ class ProfileController(Controller):
         target = ledger.get_profile(pid, version=version)
         warnings = list(compatibility_check(profile_from_state(target)))
         outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
-        change = _change(outcome, ledger, services.read_model)
+        change = change_response(outcome, ledger, services.read_model)
         body = ProfileActivation(**_struct_fields(change.content), pinned_version=version, warnings=warnings)
         return Response(body, headers=change.headers)
 
@@ -344,4 +344,4 @@ class ProfileController(Controller):
             with_reason(context, data.reason),
             lambda: ledger.revert_profile(pid, data.version, expected_version=expected),
         )
-        return _change(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, services.read_model)
