@@ -53,10 +53,19 @@ def build_server(
     return LedgerServer(config, app)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    run_projections: bool = True,
+    **uvicorn_options: Any,
+) -> None:
     """Run the API until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    server = build_server(settings, host, port, **uvicorn_options)
+    server = build_server(
+        settings, host, port, app=create_app(settings, run_projections=run_projections), **uvicorn_options
+    )
     shown = f"[{host}]" if ":" in host else host
     log.info(
         "ledger API listening on http://%s:%d (database %s; OpenAPI at /schema)", shown, port, settings.database.display()

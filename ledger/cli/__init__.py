@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -51,5 +52,10 @@ def main() -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except Exception as error:  # noqa: BLE001 - a bug or an unreachable database: one line, not a traceback
+        if os.environ.get("LEDGER_DEBUG"):
+            raise
+        typer.echo(f"error: {type(error).__name__}: {error} (set LEDGER_DEBUG=1 for a traceback)", err=True)
+        sys.exit(2)
     finally:
         state.close()

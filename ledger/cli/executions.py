@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
             return
         for row in page.items:
             typer.echo(
-                f"{row.id}  {row.executed_at.isoformat()}  profile={row.profile_id} v{row.profile_version}"
+                f"{row.id}  {row.recorded_at.isoformat()}  profile={row.profile_id} v{row.profile_version}"
                 f"  run={row.run_id or '-'}  seed={row.seed}  status={row.status}"
             )
         if not page.items:

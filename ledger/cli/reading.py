@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ledger.cli.context import state
 
 
-def read_model():  # noqa: ANN201 - the projections' ReadModel
+def read_model() -> Any:
     from projections.queries import ReadModel
-    from projections.runner import catch_up
+    from projections.runner import ProjectionWorker
 
-    catch_up(state.settings.database)
+    worker = ProjectionWorker(state.settings.database)
+    try:
+        worker.catch_up()
+    finally:
+        worker.close()
     return ReadModel(state.settings.database)

@@ -1,9 +1,56 @@
-"""Service commands: serve, project, rebuild."""
+"""Service commands: serve (the REST API), project (a projection worker), rebuild (read models from 0)."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from typing import Optional
+
 import typer
+
+from ledger.cli.context import JSON, emit_json, state
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def serve(
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+        port: int = typer.Option(8000, "--port", help="Port to listen on."),
+        projections: bool = typer.Option(
+            True, "--projections/--no-projections",
+            help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere).",
+        ),
+    ) -> None:
+        """Serve the REST API (and, by default, keep the read models up to date)."""
+        from ledger.api.server import serve as serve_api
+
+        serve_api(state.settings, host=host, port=port, run_projections=projections)
+
+    @app.command()
+    def project(
+        names: Optional[list[str]] = typer.Argument(None, help="Read models to maintain (default: all)."),
+    ) -> None:
+        """Run a projection worker: follow the log and keep the read models up to date until SIGTERM/SIGINT."""
+        from projections.runner import run_projections
+
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        typer.echo(f"projection worker following {state.settings.database.display()}", err=True)
+        run_projections(state.settings.database, stop, names or None)
+
+    @app.command()
+    def rebuild(
+        names: Optional[list[str]] = typer.Argument(None, help="Read models to rebuild (default: all)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        as_json: bool = JSON,
+    ) -> None:
+        """Rebuild read models from position 0 into new tables and swap them in; queries keep working meanwhile."""
+        from projections.runner import rebuild as rebuild_read_models
+
+        positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
+        if as_json:
+            emit_json(positions)
+        else:
+            for name, position in positions.items():
+                typer.echo(f"{name}: rebuilt up to position {position}")

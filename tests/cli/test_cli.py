@@ -78,3 +78,23 @@ def test_errors_are_one_clear_line_and_a_non_zero_exit(ledger_cli, args, message
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_list_and_executions_answer_from_the_read_models(ledger_cli):
+    a = as_json(ledger_cli("create", "Alpha", "-t", "mood", "-t", "x", "--json"))["profile"]["id"]
+    as_json(ledger_cli("create", "Beta", "-t", "mood", "--description", "quiet one", "--json"))
+    ledger_cli("create", "Gamma", "-t", "other")
+    listed = as_json(ledger_cli("list", "--tag", "mood", "--json"))["profiles"]
+    assert [p["name"] for p in listed] == ["Alpha", "Beta"]
+    assert [p["name"] for p in as_json(ledger_cli("list", "--tag", "mood", "--tag", "x", "--all-tags", "--json"))["profiles"]] == ["Alpha"]
+    assert [p["name"] for p in as_json(ledger_cli("list", "--search", "QUIET", "--json"))["profiles"]] == ["Beta"]
+    ledger_cli("record-execution", a, "--run-id", "cohort-1", "--seed", "7", "--entity-count", "10")
+    executions = as_json(ledger_cli("executions", a, "--json"))["executions"]
+    assert [(e["run_id"], e["seed"], e["profile_version"]) for e in executions] == [("cohort-1", 7, 1)]
+    assert "cohort-1" in ledger_cli("executions", "--run-id", "cohort-1").stdout
+
+
+def test_rebuild_reports_each_read_model(ledger_cli):
+    ledger_cli("create", "one")
+    rebuilt = as_json(ledger_cli("rebuild", "--no-progress", "--json"))
+    assert rebuilt and all(position >= 3 for position in rebuilt.values())
