@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
+
 from ledger.application import ProfileLedger
 from ledger.settings import Database
 from ledger.values import name_key
@@ -384,8 +386,11 @@ class ReadModel:
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
-            if min(self.positions().values()) >= position:
-                return True
+            try:
+                if min(self.positions().values()) >= position:
+                    return True
+            except PersistenceError:  # e.g. the database restarting: keep waiting until the deadline
+                pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

@@ -1,0 +1,146 @@
+"""Benchmark: the first page of a filtered, searched ``list_profiles`` at scale (target: under 50 ms).
+
+Bulk-loads N synthetic profiles straight into the ``profiles`` read model (COPY on PostgreSQL, executemany on
+SQLite; not through the event log), then times ``list_profiles(tags=[...], search="...")`` and prints p50/p99.
+Exits non-zero when p99 misses the target.
+
+    python bench/list_profiles.py --database postgresql://... --profiles 1000000
+    python bench/list_profiles.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ledger.settings import Database  # noqa: E402
+from ledger.values import name_key  # noqa: E402
+from projections.dialect import timestamp_text  # noqa: E402
+from projections.fields import search_text  # noqa: E402
+from projections.profiles import PROJECTION  # noqa: E402
+from projections.queries import ReadModel  # noqa: E402
+
+TARGET_MS = 50.0
+TAGS = [f"tag-{number:02d}" for number in range(50)]
+PRODUCTS = [f"product-{number}" for number in range(10)]
+COLUMNS = (
+    "id", "name", "name_key", "name_search", "description", "description_search", "model_id", "sae_id", "layer",
+    "steering", "feature_count", "tags", "products", "metadata", "version", "is_active", "pinned_version",
+    "execution_count", "last_executed_at", "created_at", "updated_at", "position",
+)
+
+
+def vocabulary(rng: random.Random, size: int = 2000) -> list[str]:
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(3)))
+    return sorted(words)
+
+
+def synthetic_rows(count: int, seed: int = 7):
+    rng = random.Random(seed)
+    words = vocabulary(rng)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for number in range(count):
+        name = f"{rng.choice(words).title()} {rng.choice(words)} {number}"
+        description = " ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))
+        at = start + timedelta(seconds=number)
+        steering = {str(rng.randrange(16384)): round(rng.uniform(-2, 2), 3) for _ in range(rng.randint(1, 4))}
+        yield (
+            uuid.UUID(int=rng.getrandbits(128), version=4), name, name_key(name), search_text(name), description,
+            search_text(description), "gemma-2-2b", "res-16k", 12, steering, len(steering),
+            rng.sample(TAGS, rng.randint(1, 4)), rng.sample(PRODUCTS, rng.randint(0, 2)), {}, 1, False, None, 0,
+            None, at, at, number + 1,
+        )
+
+
+def load(read_model: ReadModel, count: int) -> None:
+    store = read_model.store
+    tables = {"profiles": "profiles"}
+    with store.datastore.transaction(commit=True) as curs:
+        curs.execute("DROP TABLE IF EXISTS profiles")
+        curs.execute(store.dialect.compile(PROJECTION.tables["profiles"][0], tables))
+    rows = synthetic_rows(count)
+    if store.dialect.is_postgres:
+        from psycopg.types.json import Jsonb
+
+        with store.datastore.transaction(commit=True) as curs:
+            with curs.copy(f"COPY profiles ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in row])
+    else:
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        with store.datastore.transaction(commit=True) as curs:
+            curs.executemany(
+                f"INSERT INTO profiles ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                (
+                    [json.dumps(v) if isinstance(v, (dict, list)) else timestamp_text(v) if isinstance(v, datetime)
+                     else str(v) if isinstance(v, uuid.UUID) else v for v in row]
+                    for row in rows
+                ),
+            )
+    store.create_read_model_tables([PROJECTION])  # the indexes, built once the rows are in
+    with store.datastore.transaction(commit=True) as curs:
+        curs.execute("ANALYZE profiles")
+
+
+def measure(read_model: ReadModel, runs: int) -> tuple[list[float], int]:
+    rng = random.Random(11)
+    words = vocabulary(random.Random(7))
+    timings, found = [], 0
+    for run in range(runs):
+        tags = rng.sample(TAGS, rng.randint(1, 2))
+        search = rng.choice(words) if run % 3 else rng.choice(words)[:4]
+        started = time.perf_counter()
+        page = read_model.list_profiles(tags=tags, search=search, limit=50)
+        timings.append((time.perf_counter() - started) * 1000)
+        found += len(page.items)
+    return timings, found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--profiles", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--smoke", action="store_true", help="tiny run: 500 profiles, 30 queries")
+    parser.add_argument("--skip-load", action="store_true", help="measure the rows already loaded")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.profiles, args.runs = 500, 30
+    url = args.database or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
+    read_model = ReadModel(Database(url))
+    try:
+        if not args.skip_load:
+            started = time.perf_counter()
+            load(read_model, args.profiles)
+            print(f"loaded {args.profiles:,} profiles in {time.perf_counter() - started:.1f}s", flush=True)
+        measure(read_model, 20)  # warm up
+        timings, found = measure(read_model, args.runs)
+    finally:
+        read_model.close()
+    timings.sort()
+    p50 = statistics.median(timings)
+    p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    verdict = "OK" if p99 < TARGET_MS else "MISSED"
+    print(
+        f"list_profiles(tags, search) first page over {args.profiles:,} profiles, {args.runs} queries "
+        f"({found / args.runs:.1f} rows/page): p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {timings[-1]:.2f} ms "
+        f"-> target {TARGET_MS:.0f} ms: {verdict}"
+    )
+    return 0 if verdict == "OK" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
