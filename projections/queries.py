@@ -93,8 +93,10 @@ class ReadModel:
         with self.store.datastore.transaction(commit=False) as curs:
             yield curs
 
-    def _all(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    def _all(self, sql: str, params: dict[str, Any] | None = None, *, setup: Sequence[str] = ()) -> list[Any]:
         with self._cursor() as curs:
+            for statement in setup:
+                curs.execute(statement)
             curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))
             return list(curs.fetchall())
 
@@ -150,7 +152,10 @@ class ReadModel:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {order} LIMIT :limit"
-        rows = self._all(sql, params)
+        # The planner cannot estimate substring matches; walking the sort index and filtering can then read
+        # most of the table. With a search term, the trigram (and label) bitmaps are always the better plan.
+        searching = self.dialect.is_postgres and "pattern" in params and self.store.has_trigram
+        rows = self._all(sql, params, setup=("SET LOCAL enable_indexscan = off",) if searching else ())
         items = [self._profile_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
