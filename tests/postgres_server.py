@@ -66,8 +66,11 @@ class PostgresServer:
     def pg_ctl(self, *args: str) -> None:
         """Run pg_ctl against this server's data dir (e.g. ``restart``, ``stop -m fast``)."""
         assert self.data_dir is not None, "not a server these tests started"
+        # A (re)started server inherits pg_ctl's stdout/stderr unless it logs to a file: without -l, waiting
+        # for pg_ctl's output would wait for the server to exit.
+        log = ["-l", str(self.data_dir.parent / "server.log")] if args and args[0] in ("start", "restart") else []
         subprocess.run(
-            _as_server_user([_binary("pg_ctl"), "-D", str(self.data_dir), "-w", *args]),
+            _as_server_user([_binary("pg_ctl"), "-D", str(self.data_dir), "-w", *args, *log]),
             check=True,
             capture_output=True,
         )
