@@ -172,6 +172,7 @@ def _decode(loaded: LoadedModel, rows: list[_Row]) -> Iterator[None]:
         [row.request.steering for row in rows], d_model=loaded.d_model, device=device, dtype=loaded.dtype
     )
     live = list(rows)
+    step_steering = steering.for_step() if steering else None
     with steering_applied(model, steering.for_prompt(attention) if steering else None):
         output = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = output.past_key_values
@@ -192,12 +193,13 @@ def _decode(loaded: LoadedModel, rows: list[_Row]) -> Iterator[None]:
             cache.batch_select_indices(index)
             attention, positions = attention.index_select(0, index), positions.index_select(0, index)
             steering = steering.select(index) if steering else None
+            step_steering = steering.for_step() if steering else None
             live = [live[i] for i in keep]
             chosen = [chosen[i] for i in keep]
         attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
         positions = positions[:, -1:] + 1
         step_ids = torch.tensor(chosen, dtype=torch.long, device=device).unsqueeze(1)
-        with steering_applied(model, steering.for_step() if steering else None):
+        with steering_applied(model, step_steering):
             output = model(
                 input_ids=step_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True
             )

@@ -106,6 +106,8 @@ def steering_applied(model: nn.Module, steering: ForwardSteering | None) -> Iter
 
 def install_steering_hook(model: nn.Module, layer: int) -> None:
     """Register the steering hook on decoder layer `layer` (once)."""
+    if layer in _INSTALLED.get(model, ()):
+        return
     check_layer(model, layer)
     with _INSTALL_LOCK:
         installed = _INSTALLED.setdefault(model, set())
