@@ -108,8 +108,8 @@ class Outcome:
 @dataclass(frozen=True)
 class ExecutionOutcome:
     execution_id: UUID
-    profile_id: UUID
-    profile_version: int
+    profile_id: UUID | None
+    profile_version: int | None
     position: int
 
 
@@ -233,13 +233,14 @@ class ProfileLedger(Application[UUID]):
 
         return self._retrying(attempt)
 
-    def record_execution(self, profile_id: UUID, **details: Any) -> ExecutionOutcome:
-        profile = self._live_profile(profile_id)
+    def record_execution(self, profile_id: UUID | None, **details: Any) -> ExecutionOutcome:
+        """Record a run of a profile version (``profile_id`` None: a generation with no profile)."""
+        profile = self._live_profile(profile_id) if profile_id is not None else None
         execution = Execution.record(profile, **details)
         recordings = self.save(execution)
         return ExecutionOutcome(
             execution_id=execution.id,
-            profile_id=profile.id,
+            profile_id=execution.profile_id,
             profile_version=execution.profile_version,
             position=recordings[-1].notification.id,
         )
@@ -317,6 +318,14 @@ class ProfileLedger(Application[UUID]):
                 )
         return records
 
+    def find_profile(self, name: str) -> UUID | None:
+        """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
+        try:
+            index = self.repository.get(ProfileName.id_for(values.profile_name(name)))
+        except AggregateNotFoundError:
+            return None
+        return index.profile_id
+
     def get_execution(self, execution_id: UUID) -> Execution:
         try:
             execution = self.repository.get(execution_id)
@@ -368,6 +377,10 @@ class ProfileLedger(Application[UUID]):
         if tokens is None:
             raise AuthenticationError("the token is unknown or revoked")
         return tokens.authenticate(token)
+
+    def access_tokens(self) -> AccessTokens | None:
+        """The tokens aggregate as recorded now (None before the first token is issued)."""
+        return self._access_tokens()
 
     def _access_tokens(self) -> AccessTokens | None:
         try:

@@ -363,7 +363,7 @@ class Execution(Aggregate):
     @classmethod
     def record(
         cls,
-        profile: Profile,
+        profile: Profile | None,
         *,
         version: int | None = None,
         run_id: str | None = None,
@@ -377,8 +377,13 @@ class Execution(Aggregate):
         details: Mapping[str, Any] | None = None,
         replay_of: UUID | None = None,
     ) -> Execution:
-        profile.require_live()
-        profile_version = profile.require_version(version)
+        if profile is not None:
+            profile.require_live()
+            profile_version: int | None = profile.require_version(version)
+        elif version is not None:
+            raise ValidationError("a version needs a profile", field="version")
+        else:
+            profile_version = None  # a generation run with no steering profile
         if status not in EXECUTION_STATUSES:
             raise ValidationError(
                 f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
@@ -396,7 +401,7 @@ class Execution(Aggregate):
         if error_message is not None and not isinstance(error_message, str):
             raise ValidationError("error_message must be a string", field="error_message")
         return cls(
-            profile_id=profile.id,
+            profile_id=profile.id if profile is not None else None,
             profile_version=profile_version,
             run_id=run_id,
             seed=seed,
@@ -413,8 +418,8 @@ class Execution(Aggregate):
     @event("Recorded")
     def __init__(
         self,
-        profile_id: UUID,
-        profile_version: int,
+        profile_id: UUID | None,
+        profile_version: int | None,
         run_id: str | None,
         seed: int | None,
         entity_count: int | None,

@@ -15,8 +15,8 @@ TABLES = {
         """CREATE TABLE IF NOT EXISTS {executions} (
             id {uuid} PRIMARY KEY,
             position {bigint} NOT NULL,
-            profile_id {uuid} NOT NULL,
-            profile_version integer NOT NULL,
+            profile_id {uuid},
+            profile_version integer,
             run_id text,
             seed {bigint},
             entity_count {bigint},

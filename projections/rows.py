@@ -74,8 +74,8 @@ class ActiveRow:
 class ExecutionRow:
     id: UUID
     position: int
-    profile_id: UUID
-    profile_version: int
+    profile_id: UUID | None
+    profile_version: int | None
     run_id: str | None
     seed: int | None
     entity_count: int | None

@@ -24,6 +24,7 @@ from ledger.settings import Database
 from projections.log import EventLog
 from projections.registry import PROJECTION_NAMES, select
 from projections.store import REBUILD_SUFFIX, open_store
+from projections.wakeup import start_listener
 
 __all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
 
@@ -100,7 +101,7 @@ class ProjectionWorker:
         """Follow the log until ``stop`` is set, surviving database restarts."""
         threading.Thread(target=self._wake_on_stop, args=(stop,), daemon=True, name="projections-stop").start()
         if self.database.is_postgres:
-            threading.Thread(target=self._listen, args=(stop,), daemon=True, name="projections-listen").start()
+            start_listener(self.database.url, self.log.channel, self._wake, stop, name="projections-listen")
         retry = 0.1
         while not stop.is_set():
             self._wake.clear()
@@ -121,23 +122,6 @@ class ProjectionWorker:
     def _wake_on_stop(self, stop: threading.Event) -> None:
         stop.wait()
         self._wake.set()
-
-    def _listen(self, stop: threading.Event) -> None:
-        """Set the wake flag on every NOTIFY of the events table's channel; reconnect when the server goes."""
-        import psycopg
-
-        channel = self.log.channel
-        while not stop.is_set():
-            try:
-                with psycopg.connect(self.database.url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f'LISTEN "{channel}"')
-                    self._wake.set()  # catch up on whatever was recorded while not listening
-                    while not stop.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self._wake.set()
-            except psycopg.Error as error:
-                logger.info("projection listener: %s; reconnecting", error)
-                stop.wait(1.0)
 
 
 def run_projections(

@@ -94,6 +94,10 @@ class SteeringProjector:
     def position(self) -> int:
         return self._position
 
+    def current_spec(self) -> ProfileSpec | None:
+        """The active profile version as last applied (None when no profile is active)."""
+        return self._spec
+
     def status(self) -> SteeringStatus:
         with self._lock:
             spec = self._spec

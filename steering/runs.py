@@ -1,0 +1,232 @@
+"""Generations as executions: resolve the profile version, run the engine, record the run, replay it later.
+
+Works against the ledger application's public commands and queries (``get_profile``, ``find_profile``,
+``record_execution``, ``get_execution``); each request carries its own steering snapshot, so concurrent
+requests with different profiles never see each other's steering.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from uuid import UUID
+
+from ledger.errors import ProfileIncompatibleError, ProfileNotFoundError, ValidationError
+
+from .engine import SteeringEngine, SteeringSnapshot
+from .errors import SteeringError
+from .generate import GenerationRequest, GenerationResult, environment_fingerprint, stream_generate
+from .projector import ProfileSpec, SteeringProjector
+
+METHODS = ("add", "add_normalized")
+SEED_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One chat completion to produce (already validated at the edge)."""
+
+    messages: Sequence[Mapping[str, str]]
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    profile: str | None = None  # id or name; None → the active profile, if any
+    profile_version: int | None = None
+    method: str = "add"
+    replay_of: UUID | None = None
+
+
+@dataclass(frozen=True)
+class CompletionOutcome:
+    result: GenerationResult
+    seed: int
+    profile_id: UUID | None
+    profile_version: int | None
+    execution_id: UUID
+    position: int
+    fingerprint: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    unsteered: GenerationResult | None = None
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    reproduced: bool
+    original_execution_id: UUID
+    original_sha256: str
+    replay: CompletionOutcome
+    warnings: tuple[str, ...] = field(default=())
+
+
+class GenerationService:
+    def __init__(self, ledger: Any, engine: SteeringEngine, projector: SteeringProjector | None = None) -> None:
+        self.ledger = ledger
+        self.engine = engine
+        self.projector = projector
+
+    # -- profiles ------------------------------------------------------------------------------------
+    def spec_at(self, profile_id: UUID, version: int | None) -> ProfileSpec:
+        state = self.ledger.get_profile(profile_id, version=version)
+        return ProfileSpec(state.id, state.version, state.steering, state.layer, state.model_id, state.sae_id)
+
+    def resolve(self, profile: str | None, version: int | None) -> ProfileSpec | None:
+        """The profile version a request names (id or name), or the active one when it names none."""
+        if profile is None:
+            if version is not None:
+                raise ValidationError("profile_version needs a profile", field="profile_version")
+            return self.projector.current_spec() if self.projector is not None else None
+        try:
+            profile_id: UUID | None = UUID(profile)
+        except ValueError:
+            profile_id = self.ledger.find_profile(profile)
+        if profile_id is None:
+            raise ProfileNotFoundError(f"no profile named {profile!r}", profile=profile)
+        return self.spec_at(profile_id, version)
+
+    def snapshot(self, spec: ProfileSpec | None, method: str) -> SteeringSnapshot | None:
+        if method not in METHODS:
+            raise ValidationError(f"method must be one of {', '.join(METHODS)} (got {method!r})", field="method")
+        if spec is None or not spec.steering:
+            return None
+        try:
+            return self.engine.snapshot(str(spec.profile_id), spec.version, spec.steering, spec.layer, method)
+        except SteeringError as error:
+            raise ProfileIncompatibleError(str(error), profile_id=str(spec.profile_id), version=spec.version) from None
+
+    def compatibility_warnings(self, spec: ProfileSpec) -> list[str]:
+        """Seed 000's check before activation: warnings for another model/SAE/layer, 422 for impossible ones."""
+        layer = spec.layer if spec.layer is not None else (self.engine.sae.layer if self.engine.sae else 0)
+        try:
+            return self.engine.check_compatibility(spec.model_id or self.engine.model_id, spec.sae_id, layer, spec.steering)
+        except SteeringError as error:
+            raise ProfileIncompatibleError(str(error), profile_id=str(spec.profile_id), version=spec.version) from None
+
+    # -- generation ----------------------------------------------------------------------------------
+    def complete(self, completion: Completion, *, compare: bool = False) -> CompletionOutcome:
+        spec, request = self._prepare(completion)
+        requests = [request]
+        if compare:
+            requests.append(replace(request, steering=None))
+        results = self._generate(requests)
+        outcome = self._record(completion, spec, request, results[0])
+        return replace(outcome, unsteered=results[1] if compare else None)
+
+    def stream(
+        self, completion: Completion, on_recorded: Callable[[CompletionOutcome], None] | None = None
+    ) -> Iterator[str]:
+        """Text deltas; the execution is recorded when the last delta has been produced."""
+        spec, request = self._prepare(completion)
+
+        def done(result: GenerationResult) -> None:
+            outcome = self._record(completion, spec, request, result)
+            if on_recorded is not None:
+                on_recorded(outcome)
+
+        return stream_generate(self.engine.loaded, request, on_done=done)
+
+    def replay(self, execution_id: UUID) -> ReplayOutcome:
+        """Run a recorded generation again with its profile version and seed; record the replay."""
+        original = self.ledger.get_execution(execution_id)
+        if original.kind != "generation":
+            raise ValidationError(f"execution {execution_id} is not a generation; only generations can be replayed")
+        details = original.details
+        sampling = details.get("sampling", {})
+        completion = Completion(
+            messages=details["messages"],
+            max_tokens=sampling["max_tokens"],
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            seed=original.seed,
+            stop=tuple(sampling.get("stop", ())),
+            profile=str(original.profile_id) if original.profile_id else None,
+            profile_version=original.profile_version,
+            method=details.get("method", "add"),
+            replay_of=execution_id,
+        )
+        if completion.profile is None:
+            spec, request = None, self._request(completion, None, original.seed)
+        else:
+            spec, request = self._prepare(completion)
+        outcome = self._record(completion, spec, request, self._generate([request])[0])
+        warnings = tuple(
+            f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"
+            for key, before in details.get("fingerprint", {}).items()
+            if outcome.fingerprint.get(key) != before
+        )
+        original_sha = details.get("output_sha256", "")
+        return ReplayOutcome(
+            reproduced=outcome.result.output_sha256 == original_sha,
+            original_execution_id=execution_id,
+            original_sha256=original_sha,
+            replay=replace(outcome, warnings=outcome.warnings + warnings),
+            warnings=warnings,
+        )
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _prepare(self, completion: Completion) -> tuple[ProfileSpec | None, GenerationRequest]:
+        spec = self.resolve(completion.profile, completion.profile_version)
+        seed = completion.seed if completion.seed is not None else secrets.randbelow(SEED_MAX)
+        return spec, self._request(completion, self.snapshot(spec, completion.method), seed)
+
+    @staticmethod
+    def _request(completion: Completion, steering: SteeringSnapshot | None, seed: int) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[dict(message) for message in completion.messages],
+            max_tokens=completion.max_tokens,
+            temperature=completion.temperature,
+            top_p=completion.top_p,
+            seed=seed,
+            stop=tuple(completion.stop),
+            steering=steering,
+        )
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        try:
+            return self.engine.generate(requests)
+        except SteeringError as error:
+            raise ValidationError(str(error)) from None
+
+    def _record(
+        self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult
+    ) -> CompletionOutcome:
+        fingerprint = environment_fingerprint(self.engine.loaded, self.engine.sae)
+        details = {
+            "messages": [dict(m) for m in completion.messages],
+            "sampling": {
+                "max_tokens": request.max_tokens, "temperature": request.temperature, "top_p": request.top_p,
+                "stop": list(request.stop),
+            },
+            "method": completion.method,
+            "steered": request.steering is not None,
+            "output": result.text,
+            "output_sha256": result.output_sha256,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "finish_reason": result.finish_reason,
+            "fingerprint": fingerprint,
+        }
+        profile_id = spec.profile_id if spec else None
+        version = spec.version if spec else None
+        try:
+            recorded = self.ledger.record_execution(
+                profile_id, version=version, seed=request.seed, status="success",
+                duration_ms=round(result.duration_s * 1000, 3), kind="generation", details=details,
+                replay_of=completion.replay_of,
+            )
+        except ProfileNotFoundError:
+            if completion.replay_of is None:
+                raise
+            # Replaying a run of a profile deleted since: record the replay without a live profile.
+            details["replayed_profile"] = {"id": str(profile_id), "version": version}
+            recorded = self.ledger.record_execution(
+                None, seed=request.seed, status="success", duration_ms=round(result.duration_s * 1000, 3),
+                kind="generation", details=details, replay_of=completion.replay_of,
+            )
+        return CompletionOutcome(
+            result=result, seed=request.seed, profile_id=profile_id, profile_version=version,
+            execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
+        )
