@@ -2,6 +2,9 @@
 
 ``LEDGER_DATABASE_URL`` picks the event store: a ``postgresql://`` DSN selects PostgreSQL (psycopg 3, pooled);
 a path or ``sqlite:///path`` selects SQLite; unset means ``ledger.sqlite`` in the working directory.
+
+``LEDGER_AUTH`` turns API authentication on (the default) or off (``off``, ``false``, ``0`` or ``no``: open
+mode, where anyone may do anything and ``X-Actor`` names the actor; for local development only).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SQLITE_FILE = "ledger.sqlite"
+DEFAULT_MODELS_DIR = "models"
+FALSE_WORDS = ("off", "false", "0", "no")
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,34 @@ class Database:
 @dataclass(frozen=True)
 class Settings:
     database: Database = field(default_factory=lambda: Database(DEFAULT_SQLITE_FILE))
+    auth: bool = True
+    """Whether the API asks for a bearer token (``LEDGER_AUTH=off`` turns it off)."""
+    models_dir: str = DEFAULT_MODELS_DIR
+    """Where ``ledger models fetch`` and ``ledger sae train`` put what they make (``LEDGER_MODELS_DIR``)."""
+    model: str | None = None
+    """A Hugging Face causal-LM directory to generate with (``LEDGER_MODEL``); None: no model is loaded."""
+    sae: str | None = None
+    """An SAE directory in the SAELens format (``LEDGER_SAE``)."""
+    device: str | None = None
+    """``cuda``, ``cpu``…; default: CUDA when present (``LEDGER_DEVICE``)."""
+    dtype: str | None = None
+    """``float32``, ``bfloat16``, ``float16``; default: float32 (``LEDGER_DTYPE``)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         environ = dict(os.environ if environ is None else environ)
-        return cls(database=Database(environ.get("LEDGER_DATABASE_URL") or DEFAULT_SQLITE_FILE))
+        return cls(
+            database=Database(environ.get("LEDGER_DATABASE_URL") or DEFAULT_SQLITE_FILE),
+            auth=parse_switch(environ.get("LEDGER_AUTH"), default=True),
+            models_dir=environ.get("LEDGER_MODELS_DIR") or DEFAULT_MODELS_DIR,
+            model=environ.get("LEDGER_MODEL") or None,
+            sae=environ.get("LEDGER_SAE") or None,
+            device=environ.get("LEDGER_DEVICE") or None,
+            dtype=environ.get("LEDGER_DTYPE") or None,
+        )
+
+
+def parse_switch(value: str | None, *, default: bool) -> bool:
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() not in FALSE_WORDS

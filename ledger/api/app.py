@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from ledger.api.auth import TokenCache, authorize
 from ledger.api.bodies import strict_json_body
 from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Services, no_compatibility_warnings
 from ledger.api.errors import EXCEPTION_HANDLERS
@@ -20,9 +21,11 @@ from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import Metrics, request_context_middleware
-from ledger.api.openapi import tidy_openapi
+from ledger.api.integrity import LedgerController
+from ledger.api.openapi import SECURITY_COMPONENTS, security_requirement, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
+from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
@@ -45,14 +48,20 @@ def create_app(
     ready_max_lag: int = 0,
     sse_heartbeat: float = 15.0,
     debug: bool = False,
+    auth: bool | None = None,
 ) -> Litestar:
     """The HTTP API over a ledger and its read model.
 
     Whatever is not given is built in the lifespan from ``settings`` (and closed on shutdown): the
     :class:`ProfileLedger`, the read model, and, when ``run_projections``, a thread running the projection
     workers, woken by every save this process makes.
+
+    ``auth`` (default: ``settings.auth``) asks every request but ``/health``, ``/ready``, ``/metrics`` and
+    ``/schema`` for a bearer token whose role the route allows (see :mod:`ledger.api.auth`); ``False`` is
+    open mode, where ``X-Actor`` names the actor.
     """
     settings = settings or Settings.from_env()
+    auth = settings.auth if auth is None else auth
     options = ApiOptions(
         consistency_timeout=consistency_timeout,
         max_body_size=max_body_size,
@@ -66,6 +75,8 @@ def create_app(
         compatibility_check=compatibility_check or no_compatibility_warnings,
         ledger=ledger,
         read_model=read_model,
+        auth=auth,
+        database=settings.database,
     )
 
     @asynccontextmanager
@@ -74,6 +85,12 @@ def create_app(
         if services.ledger is None:
             services.ledger = ProfileLedger(env=settings.database.eventsourcing_env())
             owned.append(services.ledger)
+        services.tokens = TokenCache(services.ledger.access_tokens)
+        if not auth:
+            log.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "
+                "and X-Actor names the actor. Use open mode for local development only."
+            )
         if services.read_model is None:
             from projections.queries import ReadModel
 
@@ -114,7 +131,10 @@ def create_app(
             RunController,
             EventController,
             OpsController,
+            TokenController,
+            LedgerController,
         ],
+        guards=[authorize],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_context_middleware(metrics)],
@@ -131,6 +151,8 @@ def create_app(
                 "`X-Ledger-Position`); queries accept `min_position` / `X-Min-Position` to read their writes."
             ),
             path="/schema",
+            components=SECURITY_COMPONENTS,
+            security=security_requirement(auth),
             render_plugins=[SwaggerRenderPlugin()],
         ),
         before_request=strict_json_body,

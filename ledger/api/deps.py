@@ -20,10 +20,12 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import HeaderParameter, QueryParameter
 
+from ledger.api.auth import TokenCache, principal_of
 from ledger.api.errors import InvalidRequestError, ProjectionTimeoutError
 from ledger.api.observability import Metrics, correlation_id
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
+from ledger.settings import Database
 
 CompatibilityCheck = Callable[[Any], list[str]]
 ACTOR_MAX = 200
@@ -59,6 +61,10 @@ class Services:
     runner_stop: threading.Event = field(default_factory=threading.Event)
     shutdown: threading.Event = field(default_factory=threading.Event)
     wake: Callable[[int], None] | None = None
+    auth: bool = True
+    """Whether requests must carry a bearer token (see :mod:`ledger.api.auth`)."""
+    tokens: TokenCache | None = None
+    database: Database | None = None
 
 
 def services_of(state: State) -> Services:
@@ -108,11 +114,19 @@ async def provide_reads(
 
 def provide_context(
     request: Request[Any, Any, Any],
-    x_actor: Annotated[str | None, HeaderParameter(name="X-Actor", description="Who runs the command.")] = None,
+    x_actor: Annotated[
+        str | None,
+        HeaderParameter(
+            name="X-Actor",
+            description="Who runs the command; honoured only in open mode (with authentication on, the actor "
+            "is always the token's name and this header is ignored).",
+        ),
+    ] = None,
     x_reason: Annotated[str | None, HeaderParameter(name="X-Reason", description="Why (recorded on the events).")] = None,
 ) -> CommandContext:
-    actor = (x_actor or "").strip() or "anonymous"
-    if len(actor) > ACTOR_MAX:
+    principal = principal_of(request)
+    actor = principal.name if principal is not None else (x_actor or "").strip() or "anonymous"
+    if principal is None and len(actor) > ACTOR_MAX:
         raise InvalidRequestError(f"X-Actor must be at most {ACTOR_MAX} characters", field="X-Actor")
     reason = (x_reason or "").strip() or None
     if reason is not None and len(reason) > REASON_MAX:

@@ -2,11 +2,13 @@
 
 Every error answer has the shape ``{"error": "<code>", "detail": "<human message>", ...context}``.
 
-* ledger errors: 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values;
+* ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values;
 * the API's own: 504 when the projections did not reach a requested position in time;
 * Litestar's: request validation (body, query, path, headers, malformed JSON) → 422 ``invalid_request``;
   an oversized body → 413; an unknown route → 404; a wrong method → 405; anything else it raises keeps
   its status with the same shape;
+* the database unreachable (connection refused or lost, the pool exhausted past its short timeout) → 503
+  ``database_unavailable`` with ``Retry-After``; the pool reconnects by itself once the database is back;
 * anything unexpected → 500 ``internal_error`` with no traceback in the body (it is logged).
 """
 
@@ -15,20 +17,33 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import eventsourcing.persistence
+import psycopg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_412_PRECONDITION_FAILED,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
     HTTP_504_GATEWAY_TIMEOUT,
 )
 
 from ledger.api.schemas import ErrorBody
-from ledger.errors import ConflictError, LedgerError, NotFoundError, StaleVersionError, ValidationError
+from ledger.errors import (
+    AuthenticationError,
+    ConflictError,
+    LedgerError,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleVersionError,
+    ValidationError,
+)
 from projections.errors import InvalidCursorError, InvalidQueryError
 
 log = logging.getLogger("ledger.api")
@@ -53,6 +68,10 @@ class ProjectionTimeoutError(ApiError):
 
 
 def status_for(error: LedgerError) -> int:
+    if isinstance(error, AuthenticationError):
+        return HTTP_401_UNAUTHORIZED
+    if isinstance(error, PermissionDeniedError):
+        return HTTP_403_FORBIDDEN
     if isinstance(error, StaleVersionError):
         return HTTP_412_PRECONDITION_FAILED
     if isinstance(error, NotFoundError):
@@ -88,6 +107,27 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     return Response(error_body(code, detail, **context), status_code=status, headers=headers)
 
 
+DATABASE_UNAVAILABLE = (
+    psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout
+    psycopg.InterfaceError,
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+)
+RETRY_AFTER_SECONDS = 1
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The error, or one it was raised from, says the database cannot be reached right now."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DATABASE_UNAVAILABLE):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -115,7 +155,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         status = status_for(exc)
         if status >= 500:
             log.error("ledger error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
-        return error_response(status, exc.code, exc.message, **exc.details)
+        headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == HTTP_401_UNAUTHORIZED else None
+        return error_response(status, exc.code, exc.message, headers=headers, **exc.details)
     if isinstance(exc, InvalidCursorError):
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_cursor", str(exc), field="cursor")
     if isinstance(exc, InvalidQueryError):
@@ -144,6 +185,14 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         else:
             detail = exc.detail or code.replace("_", " ")
         return error_response(status, code, detail, headers=exc.headers)
+    if is_database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            HTTP_503_SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database cannot be reached right now; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
 
@@ -161,6 +210,9 @@ NOT_FOUND = {404: _spec("No such profile, version, execution or run")}
 CONFLICT = {409: _spec("Conflict: name taken, profile active, or a concurrent update")}
 STALE = {412: _spec("If-Match names a version that is no longer current; `current_version` says which is")}
 TIMEOUT = {504: _spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
+UNAVAILABLE = {503: _spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
+UNAUTHENTICATED = {401: _spec("No valid bearer token (error `unauthenticated`)")}
+FORBIDDEN = {403: _spec("The token's role is too low for this request (error `forbidden`)")}
 TOO_LARGE = {413: _spec("The request body is larger than the configured maximum")}
 
 

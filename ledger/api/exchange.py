@@ -19,6 +19,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from ledger import exchange
+from ledger.api.auth import requires
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
 from ledger.api.deps import parse_uuid
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
@@ -129,6 +130,7 @@ class ProfileExchangeController(Controller):
         summary="Create a profile from an exchange document (JSON body or multipart `file`)",
         status_code=HTTP_201_CREATED,
         operation_class=ImportOperation,
+        opt=requires("admin"),
         response_headers=PROFILE_COMMAND_HEADERS,
         responses=responses(CONFLICT, INVALID, TOO_LARGE),
     )

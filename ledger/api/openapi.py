@@ -1,31 +1,72 @@
 """Make the generated OpenAPI document say what the API does.
 
-Litestar documents a ``400`` for every handler with parameters; this API answers request validation errors
-with ``422`` and the common error shape, so the ``400`` entries are replaced by that ``422``.
+* Litestar documents a ``400`` for every handler with parameters; this API answers request validation errors
+  with ``422`` and the common error shape, so the ``400`` entries are replaced by that ``422``.
+* Every operation that may touch the database documents ``503 database_unavailable``.
+* With authentication on, the bearer scheme is required by default; each guarded operation documents its
+  ``401``/``403`` answers and the role it needs, and the public ones (``/health``, ``/ready``, ``/metrics``)
+  declare that they need no token.
 """
 
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Reference
+from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
+from litestar.routes import HTTPRoute
+
+from ledger.api.auth import required_role
 
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
+BEARER = "BearerToken"
+SECURITY_COMPONENTS = Components(
+    security_schemes={
+        BEARER: SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="An API token (`ledger tokens create` or `POST /api/tokens`): `Authorization: Bearer pl_…`. "
+            "Roles: reader (queries) < editor (changes, executions) < admin (delete, import, rebuild, tokens).",
+        )
+    }
+)
+NO_DATABASE = ("/health",)
+
+
+def security_requirement(auth: bool) -> list[dict[str, list[str]]] | None:
+    return [{BEARER: []}] if auth else None
+
+
+def _error(description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description=description, content={"application/json": OpenAPIMediaType(schema=Reference(ref=ERROR_SCHEMA))}
+    )
 
 
 def tidy_openapi(app: Litestar) -> None:
     schema = app.openapi_schema
-    for path_item in (schema.paths or {}).values():
-        for method in ("get", "put", "post", "delete", "patch"):
-            operation = getattr(path_item, method, None)
+    auth = bool(app.state.services.auth)
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        path_item = (schema.paths or {}).get(route.path_format or "/")
+        if path_item is None:
+            continue
+        for method, (handler, _) in route.route_handler_map.items():
+            operation = getattr(path_item, method.lower(), None)
             if operation is None or operation.responses is None:
                 continue
             responses = operation.responses
             if "400" in responses:
                 del responses["400"]
-                responses.setdefault(
-                    "422",
-                    OpenAPIResponse(
-                        description="The request is invalid (error `invalid_request`)",
-                        content={"application/json": OpenAPIMediaType(schema=Reference(ref=ERROR_SCHEMA))},
-                    ),
-                )
+                responses.setdefault("422", _error("The request is invalid (error `invalid_request`)"))
+            if route.path_format not in NO_DATABASE:
+                responses.setdefault("503", _error("The database cannot be reached right now (`database_unavailable`)"))
+            if not auth:
+                continue
+            role = required_role(handler, method, app.openapi_config.path if app.openapi_config else "/schema")
+            if role is None:
+                operation.security = []
+                continue
+            responses.setdefault("401", _error("No valid bearer token (error `unauthenticated`)"))
+            responses.setdefault("403", _error(f"The token's role is below {role} (error `forbidden`)"))
+            note = f"Requires the `{role}` role."
+            operation.description = f"{operation.description}\n\n{note}" if operation.description else note

@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from ledger.api.auth import PUBLIC
 from ledger.api.deps import Services
 from ledger.api.schemas import Health, ProjectionStatus, Readiness
 
@@ -22,6 +23,7 @@ class OpsController(Controller):
     path = "/"
     tags = ["operations"]
     include_in_schema = True
+    opt = PUBLIC
 
     @get("/health", summary="The process is up")
     async def health(self) -> Health:

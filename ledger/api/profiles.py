@@ -11,6 +11,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from msgspec import UNSET
 
+from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import CompatibilityCheck, etag, parse_if_match, parse_time, parse_uuid, with_reason
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, STALE, TIMEOUT, TOO_LARGE, responses
@@ -242,6 +243,7 @@ class ProfileController(Controller):
         "/{profile_id:str}",
         summary="Delete a profile (its history stays in the log)",
         sync_to_thread=True,
+        opt=requires("admin"),
         response_headers=COMMAND_HEADERS,
         status_code=HTTP_200_OK,
         responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID),

@@ -77,6 +77,12 @@ class RecordExecution(Request):
     reason: str | None = None
 
 
+class CreateToken(Request):
+    name: str
+    """Who the token is for; recorded as the actor of every change made with it (1 to 100 characters)."""
+    role: Literal["reader", "editor", "admin"]
+
+
 # -- responses -------------------------------------------------------------------------------------
 class ProfileRead(msgspec.Struct, kw_only=True):
     id: str
@@ -276,6 +282,51 @@ class Readiness(msgspec.Struct, kw_only=True):
     projections: list[ProjectionStatus]
     runner_alive: bool | None
     detail: str | None = None
+
+
+class TokenRead(msgspec.Struct, kw_only=True):
+    """An API token as listed: never its secret."""
+
+    id: str
+    name: str
+    role: str
+    issued_at: str
+    revoked: bool
+
+
+class TokenList(msgspec.Struct, kw_only=True):
+    tokens: list[TokenRead]
+
+
+class TokenIssued(TokenRead, kw_only=True):
+    token: str
+    """The token itself: shown this once, only a salted hash of it is stored."""
+
+
+class TokenRevocation(msgspec.Struct, kw_only=True):
+    id: str
+    revoked: bool
+    """True when this request revoked it; false when it was revoked already."""
+
+
+class VerifyResult(msgspec.Struct, kw_only=True):
+    """What walking the tamper-evident chain over the event log found."""
+
+    ok: bool
+    checked: int
+    """How many positions were checked."""
+    head_position: int | None
+    head_link: str | None
+    """The chain's last link (hex): record it elsewhere to detect a rewrite of the whole log later."""
+    problem: Literal["altered", "removed", "inserted", "reordered", "broken_link"] | None = None
+    position: int | None = None
+    """The first position where the log was tampered with."""
+    detail: str | None = None
+
+
+class RebuildResult(msgspec.Struct, kw_only=True):
+    positions: dict[str, int]
+    """The log position each read model was rebuilt up to."""
 
 
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -24,7 +24,8 @@ class CliState:
         self._ledger: ProfileLedger | None = None
 
     def configure(self, database: str | None) -> None:
-        self.settings = Settings(database=Database(database)) if database else Settings.from_env()
+        settings = Settings.from_env()
+        self.settings = replace(settings, database=Database(database)) if database else settings
 
     @property
     def ledger(self) -> ProfileLedger:

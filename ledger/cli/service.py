@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import replace
 from typing import Optional
 
 import typer
@@ -20,11 +21,18 @@ def register(app: typer.Typer) -> None:
             True, "--projections/--no-projections",
             help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere).",
         ),
+        auth: Optional[bool] = typer.Option(
+            None, "--auth/--no-auth",
+            help="Ask every request for a bearer token (default: on, or LEDGER_AUTH). --no-auth is open mode: "
+            "anyone may do anything and X-Actor names the actor; for local development only.",
+            show_default=False,
+        ),
     ) -> None:
         """Serve the REST API (and, by default, keep the read models up to date)."""
         from ledger.api.server import serve as serve_api
 
-        serve_api(state.settings, host=host, port=port, run_projections=projections)
+        settings = state.settings if auth is None else replace(state.settings, auth=auth)
+        serve_api(settings, host=host, port=port, run_projections=projections)
 
     @app.command()
     def project(

@@ -24,7 +24,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def make_client(url: str, **options: Any) -> TestClient[Litestar]:
-    return TestClient(create_app(Settings(database=Database(url)), **options))
+    """The app in open mode unless ``auth=True`` is given (tests/api/test_auth.py covers authentication)."""
+    return TestClient(create_app(Settings(database=Database(url)), **{"auth": False, **options}))
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ class RunningServer:
 
 def start_server(url: str, **options: Any) -> RunningServer:
     port = free_port()
-    app = create_app(Settings(database=Database(url)), **options)
+    app = create_app(Settings(database=Database(url)), **{"auth": False, **options})
     server = build_server(app=app, settings=Settings(database=Database(url)), host="127.0.0.1", port=port, log_level="warning")
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -1,0 +1,135 @@
+"""Who may call what: bearer tokens, roles declared per route, and an in-memory cache of the tokens.
+
+Every route needs a role, declared with ``opt`` on the handler or its controller::
+
+    @post("/v1/chat/completions", opt=requires("editor"))     # or: class Chat(Controller): opt = requires("editor")
+
+A route that declares nothing needs ``reader`` for GET/HEAD/OPTIONS and ``editor`` for anything else;
+``opt=PUBLIC`` (and the OpenAPI document under ``/schema``) needs no token. Roles are ordered
+reader < editor < admin. Without a valid ``Authorization: Bearer <token>`` a request answers 401, with a role
+too low 403, both in the API's error shape.
+
+Checking a token costs no database round trip: the ``AccessTokens`` aggregate is cached in memory and
+reloaded when it is older than ``max_age`` (1 s), and at once after this process issues or revokes a
+token. A token revoked through another process (another server, the CLI) is refused here within that bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from ledger.access import AccessTokens, Principal, role_allows
+from ledger.errors import AuthenticationError, PermissionDeniedError
+
+log = logging.getLogger("ledger.api")
+
+ROLE_KEY = "role"
+PUBLIC_KEY = "public"
+PUBLIC: dict[str, Any] = {PUBLIC_KEY: True}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PRINCIPAL_KEY = "principal"
+TOKEN_MAX_AGE = 1.0
+
+
+def requires(role: str) -> dict[str, Any]:
+    """The ``opt`` of a route (or controller) that needs ``role``."""
+    return {ROLE_KEY: role}
+
+
+def required_role(handler: BaseRouteHandler, method: str, schema_path: str = "/schema") -> str | None:
+    """The role a request to ``handler`` with ``method`` needs; None for a public route."""
+    opt = handler.opt or {}
+    owner_path = str(getattr(handler.owner, "path", "") or "").rstrip("/")
+    paths = {*handler.paths, *(owner_path + path for path in handler.paths)}
+    if opt.get(PUBLIC_KEY) or any(path == schema_path or path.startswith(schema_path + "/") for path in paths):
+        return None
+    declared = opt.get(ROLE_KEY)
+    if declared:
+        return str(declared)
+    return "reader" if method.upper() in SAFE_METHODS else "editor"
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization")
+    if not header:
+        raise AuthenticationError("this request needs an `Authorization: Bearer <token>` header")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("the Authorization header must read `Bearer <token>`")
+    return token.strip()
+
+
+class TokenCache:
+    """The ``AccessTokens`` aggregate, held in memory and reloaded when older than ``max_age`` seconds."""
+
+    def __init__(
+        self,
+        load: Callable[[], AccessTokens | None],
+        max_age: float = TOKEN_MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load, self.max_age, self._clock = load, max_age, clock
+        self._tokens: AccessTokens | None = None
+        self._loaded_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def stale(self) -> bool:
+        return self._loaded_at is None or self._clock() - self._loaded_at >= self.max_age
+
+    def refresh(self, *, wait: bool = True) -> None:
+        """Reload the tokens. With ``wait=False`` a reload already under way elsewhere is not waited for
+        (unless nothing was ever loaded): requests keep using the copy they have."""
+        if not self._lock.acquire(blocking=wait or self._loaded_at is None):
+            return
+        try:
+            started = self._clock()
+            self._tokens = self._load()
+            self._loaded_at = started
+        finally:
+            self._lock.release()
+
+    def invalidate(self) -> None:
+        self._loaded_at = None
+
+    def authenticate(self, token: str) -> Principal:
+        """Check ``token`` against the cached tokens (the caller refreshes a stale cache first)."""
+        tokens = self._tokens
+        if tokens is None:
+            raise AuthenticationError("the token is unknown or revoked")
+        return tokens.authenticate(token)
+
+
+async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The app's guard: authenticate the bearer token and check the role the route declares."""
+    services = connection.app.state.services
+    if not services.auth:
+        return
+    role = required_role(handler, connection.scope.get("method", "GET"), connection.app.openapi_config.path)
+    if role is None:
+        return
+    token = bearer_token(connection)
+    cache: TokenCache = services.tokens
+    if cache.stale:
+        await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
+    principal = cache.authenticate(token)
+    if not role_allows(principal.role, role):
+        raise PermissionDeniedError(
+            f"this request needs the {role} role; the token of {principal.name!r} has the {principal.role} role",
+            required_role=role,
+            role=principal.role,
+        )
+    connection.state[PRINCIPAL_KEY] = principal
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The principal the guard authenticated, or None (open mode, public route)."""
+    return connection.state.get(PRINCIPAL_KEY)  # type: ignore[no-any-return]

@@ -1,0 +1,78 @@
+"""``/api/tokens``: issue, list and revoke API tokens (admin only)."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from ledger.access import TokenRecord
+from ledger.api.auth import requires
+from ledger.api.commands import run_command
+from ledger.api.deps import Services, parse_uuid
+from ledger.api.errors import INVALID, NOT_FOUND, TOO_LARGE, responses
+from ledger.api.schemas import CreateToken, TokenIssued, TokenList, TokenRead, TokenRevocation
+from ledger.application import ProfileLedger
+from ledger.domainmodel import CommandContext
+
+
+def token_read(record: TokenRecord) -> TokenRead:
+    return TokenRead(
+        id=str(record.token_id), name=record.name, role=record.role, issued_at=record.issued_at, revoked=record.revoked
+    )
+
+
+def _forget_cached_tokens(services: Services) -> None:
+    """This process's token cache reloads on the next request, so a revocation holds at once here."""
+    if services.tokens is not None:
+        services.tokens.invalidate()
+
+
+class TokenController(Controller):
+    path = "/api/tokens"
+    tags = ["tokens"]
+    opt = requires("admin")
+
+    @post(
+        "/",
+        summary="Issue a token (its secret is in this answer only)",
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=responses(INVALID, TOO_LARGE),
+    )
+    def issue_token(
+        self,
+        data: JSONBody[CreateToken],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Services],
+    ) -> Response[TokenIssued]:
+        token_id, token = run_command(context, lambda: ledger.issue_token(data.name, data.role))
+        _forget_cached_tokens(services)
+        record = next(r for r in ledger.list_tokens() if r.token_id == token_id)
+        body = TokenIssued(**{name: getattr(token_read(record), name) for name in TokenRead.__struct_fields__}, token=token)
+        return Response(body, status_code=HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+    @get("/", summary="Every token ever issued (never their secrets)", sync_to_thread=True)
+    def list_tokens(self, ledger: NamedDependency[ProfileLedger]) -> TokenList:
+        return TokenList(tokens=[token_read(record) for record in ledger.list_tokens()])
+
+    @delete(
+        "/{token_id:str}",
+        summary="Revoke a token: requests with it are refused from now on",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=responses(NOT_FOUND, INVALID),
+    )
+    def revoke_token(
+        self,
+        token_id: FromPath[str],
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Services],
+    ) -> TokenRevocation:
+        tid = parse_uuid(token_id, "token_id")
+        revoked = run_command(context, lambda: ledger.revoke_token(tid))
+        _forget_cached_tokens(services)
+        return TokenRevocation(id=str(tid), revoked=revoked)

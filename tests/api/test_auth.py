@@ -1,0 +1,269 @@
+"""Authentication and roles: reader < editor < admin, bearer tokens, 401/403 in the one error shape.
+
+Every mutating route is in ``MUTATING_ROUTES`` and is shown to answer 401 without a token, 403 with a role too
+low (writing nothing either way) and success with the role it needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from ledger.access import ROLES
+from ledger.api.auth import required_role
+from tests.api.conftest import assert_error, make_client
+
+pytestmark = pytest.mark.postgres
+
+Client = TestClient[Litestar]
+
+
+@dataclass
+class Tokens:
+    reader: str
+    editor: str
+    admin: str
+
+    def header(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, role)}"}
+
+
+@pytest.fixture
+def secured(postgres_url: str) -> Iterator[tuple[Client, Tokens]]:
+    """The app with authentication on, and one token per role (named after the role)."""
+    with make_client(postgres_url, auth=True) as client:
+        ledger = client.app.state.services.ledger
+        tokens = Tokens(*(ledger.issue_token(f"{role}-bot", role)[1] for role in ROLES))
+        yield client, tokens
+
+
+def head(client: Client) -> int:
+    return int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+
+
+def as_admin(client: Client, tokens: Tokens, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    response = client.request(method, url, headers=tokens.header("admin"), **kwargs)
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+def a_profile(client: Client, tokens: Tokens, name: str = "target", versions: int = 1) -> dict[str, Any]:
+    profile = as_admin(client, tokens, "POST", "/api/profiles", json={"name": name, "steering": {"1": 0.5}})
+    for version in range(2, versions + 1):
+        profile = as_admin(client, tokens, "PUT", f"/api/profiles/{profile['id']}", json={"steering": {"1": version}})
+    return profile
+
+
+# -- the table of mutating routes: (method, url, role it needs, body) after a setup ----------------
+@dataclass
+class Route:
+    method: str
+    url: str
+    role: str
+    setup: Callable[[Client, Tokens], dict[str, Any]] = lambda client, tokens: {}
+    body: Callable[[dict[str, Any]], Any] = lambda given: None
+    params: dict[str, str] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url}"
+
+
+def _profile(client: Client, tokens: Tokens) -> dict[str, Any]:
+    return {"id": a_profile(client, tokens, versions=2)["id"]}
+
+
+def _exported(client: Client, tokens: Tokens) -> dict[str, Any]:
+    profile = a_profile(client, tokens)
+    url = f"/api/profiles/{profile['id']}/export"
+    return {"document": as_admin(client, tokens, "GET", url, params={"min_position": profile["position"]})}
+
+
+def _spare_token(client: Client, tokens: Tokens) -> dict[str, Any]:
+    return {"id": as_admin(client, tokens, "POST", "/api/tokens", json={"name": "spare", "role": "reader"})["id"]}
+
+
+def _active(client: Client, tokens: Tokens) -> dict[str, Any]:
+    profile = a_profile(client, tokens)
+    as_admin(client, tokens, "POST", f"/api/profiles/{profile['id']}/activate")
+    return {}
+
+
+MUTATING_ROUTES = [
+    Route("POST", "/api/profiles", "editor", body=lambda _: {"name": "new", "steering": {"2": 1.0}}),
+    Route("PUT", "/api/profiles/{id}", "editor", _profile, body=lambda _: {"description": "changed"}),
+    Route("POST", "/api/profiles/{id}/activate", "editor", _profile),
+    Route("POST", "/api/profiles/deactivate", "editor", _active),
+    Route("POST", "/api/profiles/{id}/revert", "editor", _profile, body=lambda _: {"version": 1}),
+    Route("POST", "/api/profiles/{id}/executions", "editor", _profile, body=lambda _: {"run_id": "r1", "seed": 1}),
+    Route("DELETE", "/api/profiles/{id}", "admin", _profile),
+    Route("POST", "/api/profiles/import", "admin", _exported, body=lambda given: given["document"],
+          params={"rename": "true"}),
+    Route("POST", "/api/tokens", "admin", body=lambda _: {"name": "new-bot", "role": "reader"}),
+    Route("DELETE", "/api/tokens/{id}", "admin", _spare_token),
+    Route("POST", "/api/ledger/rebuild", "admin"),
+]
+
+
+def below(role: str) -> str:
+    return ROLES[ROLES.index(role) - 1]
+
+
+@pytest.mark.parametrize("route", MUTATING_ROUTES, ids=str)
+def test_a_mutating_route_needs_a_token_with_its_role(secured, route: Route):
+    client, tokens = secured
+    given = route.setup(client, tokens)
+    url = route.url.format(**given)
+    body = route.body(given)
+
+    def call(headers: dict[str, str]) -> Any:
+        return client.request(route.method, url, json=body, params=route.params, headers=headers)
+
+    before = head(client)
+    refused = assert_error(call({}), 401, "unauthenticated")
+    assert "Authorization" in refused["detail"]
+    assert call({}).headers["WWW-Authenticate"].startswith("Bearer")
+    assert_error(call({"Authorization": "Bearer pl_not-a-token"}), 401, "unauthenticated")
+    forbidden = assert_error(call(tokens.header(below(route.role))), 403, "forbidden")
+    assert route.role in forbidden["detail"]
+    assert head(client) == before, "a refused request wrote nothing"
+
+    response = call(tokens.header(route.role))
+    assert response.status_code < 300, response.text
+
+
+def test_the_table_covers_every_mutating_route_and_each_needs_at_least_editor(secured):
+    """A new controller only declares its role; whatever it declares, nothing that writes is open to readers."""
+    client, _ = secured
+    tabled = {(route.method, route.url.replace("{id}", "{}")) for route in MUTATING_ROUTES}
+    found = set()
+    for route in client.app.routes:
+        for method, (handler, _) in getattr(route, "route_handler_map", {}).items():
+            if method in ("GET", "HEAD", "OPTIONS"):
+                continue
+            role = required_role(handler, method)
+            assert role in ("editor", "admin"), f"{method} {route.path} needs only {role!r}"
+            path = route.path_format
+            for name in route.path_parameters:
+                path = path.replace("{" + name + "}", "{}")
+            found.add((method, path))
+    core = {(m, p) for m, p in found if p.startswith("/api/")}
+    assert core <= tabled, f"mutating routes missing from MUTATING_ROUTES: {sorted(core - tabled)}"
+
+
+def test_a_reader_may_query(secured):
+    client, tokens = secured
+    profile = a_profile(client, tokens)
+    reader = tokens.header("reader")
+    for url in (
+        "/api/profiles",
+        f"/api/profiles/{profile['id']}",
+        f"/api/profiles/{profile['id']}/versions",
+        f"/api/profiles/{profile['id']}/export",
+        f"/api/profiles/{profile['id']}/executions",
+        "/api/events",
+        "/api/ledger/verify",
+    ):
+        response = client.get(url, headers=reader, params={"min_position": profile["position"]})
+        assert response.status_code == 200, (url, response.text)
+
+
+def test_only_an_admin_may_see_the_tokens(secured):
+    client, tokens = secured
+    assert_error(client.get("/api/tokens", headers=tokens.header("editor")), 403, "forbidden")
+    listed = client.get("/api/tokens", headers=tokens.header("admin")).json()["tokens"]
+    assert sorted(t["name"] for t in listed) == ["admin-bot", "editor-bot", "reader-bot"]
+    assert all("token" not in t and set(t) == {"id", "name", "role", "issued_at", "revoked"} for t in listed)
+
+
+def test_a_new_token_is_shown_once_and_works_at_once(secured):
+    client, tokens = secured
+    issued = client.post("/api/tokens", json={"name": "ci", "role": "editor"}, headers=tokens.header("admin"))
+    assert issued.status_code == 201 and issued.headers["Cache-Control"] == "no-store"
+    body = issued.json()
+    assert body["token"].startswith("pl_") and body["role"] == "editor" and not body["revoked"]
+    made = client.post("/api/profiles", json={"name": "by-ci"}, headers={"Authorization": f"Bearer {body['token']}"})
+    assert made.status_code == 201, made.text
+
+
+def test_the_recorded_actor_is_the_token_not_the_x_actor_header(secured):
+    client, tokens = secured
+    made = client.post(
+        "/api/profiles",
+        json={"name": "claimed"},
+        headers={**tokens.header("editor"), "X-Actor": "somebody-else", "X-Reason": "testing"},
+    )
+    assert made.status_code == 201, made.text
+    events = client.get(
+        "/api/events", params={"min_position": made.json()["position"]}, headers=tokens.header("reader")
+    ).json()["events"]
+    mine = [e for e in events if e["profile_id"] == made.json()["id"]]
+    assert mine and {e["actor"] for e in mine} == {"editor-bot"}
+    assert {e["reason"] for e in mine} == {"testing"}
+
+
+def test_a_token_revoked_here_is_refused_at_once(secured):
+    client, tokens = secured
+    issued = as_admin(client, tokens, "POST", "/api/tokens", json={"name": "leaked", "role": "reader"})
+    leaked = {"Authorization": f"Bearer {issued['token']}"}
+    assert client.get("/api/profiles", headers=leaked).status_code == 200
+    revoked = client.delete(f"/api/tokens/{issued['id']}", headers=tokens.header("admin"))
+    assert revoked.json() == {"id": issued["id"], "revoked": True}
+    assert_error(client.get("/api/profiles", headers=leaked), 401, "unauthenticated")
+    again = client.delete(f"/api/tokens/{issued['id']}", headers=tokens.header("admin"))
+    assert again.json()["revoked"] is False
+    listed = as_admin(client, tokens, "GET", "/api/tokens")["tokens"]
+    assert [t["revoked"] for t in listed if t["id"] == issued["id"]] == [True]
+
+
+def test_a_token_revoked_by_another_process_is_refused_within_the_cache_bound(secured):
+    client, tokens = secured
+    cache = client.app.state.services.tokens
+    assert client.get("/api/profiles", headers=tokens.header("reader")).status_code == 200
+    token_id = next(t.token_id for t in client.app.state.services.ledger.list_tokens() if t.name == "reader-bot")
+    client.app.state.services.ledger.revoke_token(token_id)  # as the CLI would: this process's cache is not told
+    revoked_at = time.monotonic()
+    while client.get("/api/profiles", headers=tokens.header("reader")).status_code == 200:
+        assert time.monotonic() - revoked_at < cache.max_age + 1.0, "the revocation was not seen in time"
+    assert_error(client.get("/api/profiles", headers=tokens.header("reader")), 401, "unauthenticated")
+
+
+def test_unknown_token_ids_and_bad_headers_are_refused(secured):
+    client, _ = secured
+    for header in ("Bearer", "Basic dXNlcjpwYXNz", "Bearer pl_0123_secret", "Bearer pl_" + "0" * 32 + "_guess", "token"):
+        assert_error(client.get("/api/profiles", headers={"Authorization": header}), 401, "unauthenticated")
+
+
+def test_operations_and_the_schema_need_no_token(secured):
+    client, _ = secured
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code in (200, 503)
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/schema/openapi.json").status_code == 200
+    assert client.get("/schema").status_code == 200
+
+
+def test_the_openapi_document_declares_the_bearer_scheme_and_the_refusals(secured):
+    client, _ = secured
+    doc = client.get("/schema/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["BearerToken"] == {
+        **doc["components"]["securitySchemes"]["BearerToken"], "type": "http", "scheme": "bearer",
+    }
+    assert doc["security"] == [{"BearerToken": []}]
+    create = doc["paths"]["/api/profiles"]["post"]
+    assert {"401", "403"} <= create["responses"].keys() and "editor" in create["description"]
+    assert "admin" in doc["paths"]["/api/profiles/{profile_id}"]["delete"]["description"]
+    assert doc["paths"]["/health"]["get"]["security"] == []
+
+
+def test_open_mode_honours_x_actor(pg_client):
+    made = pg_client.post("/api/profiles", json={"name": "open"}, headers={"X-Actor": "alice"})
+    assert made.status_code == 201
+    events = pg_client.get("/api/events", params={"min_position": made.json()["position"]}).json()["events"]
+    assert {e["actor"] for e in events if e["profile_id"] == made.json()["id"]} == {"alice"}
+    assert "security" not in pg_client.get("/schema/openapi.json").json()
