@@ -1,0 +1,48 @@
+"""64 clients update one profile while 64 others activate profiles, through a real server over HTTP.
+
+Every acknowledged write is in the log exactly once, every failed one is absent, the hot profile's versions
+have no gaps, and no state of the read side ever shows two active profiles.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ledger.application import ProfileLedger
+from ledger.settings import Database
+from tests.faults.workload import assert_log_matches, run_workload, seed_profiles
+
+pytestmark = pytest.mark.postgres
+
+WRITERS = 64
+ACTIVATORS = 64
+
+
+def test_concurrent_writers_through_one_server(postgres_url, credentials, ledger_processes):
+    ledger = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=1))
+    hot_id, other_ids = seed_profiles(ledger, ACTIVATORS)
+    ledger.close()
+    server = ledger_processes(postgres_url, "serve")
+
+    seen = run_workload(
+        [server.base_url], credentials.editor, hot_id, other_ids, writers=WRITERS, updates_each=3, activations_each=2
+    )
+
+    assert seen.acknowledged("update") and seen.acknowledged("activate")
+    assert {a.status for a in seen.failed("update") + seen.failed("activate")} <= {409}, seen.failed("update")[:3]
+    assert seen.polls > 5 and not seen.errors, seen.errors[:3]
+    assert seen.most_active_seen <= 1, "two profiles were active at once in a state of the read side"
+    ledger = assert_log_matches(postgres_url, seen, hot_id, other_ids)
+    try:
+        head = ledger.recorder.max_notification_id()
+        slot = ledger.active_slot()
+        listing = httpx.get(
+            f"{server.base_url}/api/profiles",
+            params={"limit": 500, "min_position": head},
+            headers=credentials.editor,
+            timeout=30,
+        ).json()
+        assert [row["id"] for row in listing["profiles"] if row["is_active"]] == [str(slot.profile_id)]
+    finally:
+        ledger.close()
