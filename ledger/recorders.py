@@ -17,17 +17,28 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.chain import GENESIS, ChainRow, StoredRow, VerifyReport, event_digest, next_link, verify
 
 BATCH = 5000
 
+# The library retries a failed database call 10 times, each waiting up to the pool's connect timeout: a request
+# would hang for close to a minute while the database is down. One retry (for a connection that broke since it
+# was last checked) and then the error: the API answers 503 at once and the client retries.
+fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
+
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    insert_events = fail_fast(PostgresApplicationRecorder.insert_events.__wrapped__)  # type: ignore[attr-defined]
+    select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
+    select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
+    max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
+
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.chain_table_name = f"{events_table_name}_chain"

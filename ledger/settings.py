@@ -57,7 +57,8 @@ class Database:
                 "POSTGRES_PASSWORD": str(info.get("password", "")),
                 "POSTGRES_POOL_SIZE": str(pool_size),
                 "POSTGRES_MAX_OVERFLOW": str(pool_size),
-                "POSTGRES_CONNECT_TIMEOUT": "5",
+                # How long a request waits for a pooled connection before the API answers 503.
+                "POSTGRES_CONNECT_TIMEOUT": "3",
                 "POSTGRES_PRE_PING": "y",
                 "POSTGRES_LOCK_TIMEOUT": "10",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedPostgresApplicationRecorder",

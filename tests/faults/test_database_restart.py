@@ -1,0 +1,112 @@
+"""PostgreSQL goes away while writes flow and comes back: the server reconnects by itself, requests during the
+outage fail at once with 503 ``database_unavailable`` in the error shape (none hangs), and no acknowledged write
+is lost."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import httpx
+import pytest
+
+from ledger.application import ProfileLedger
+from ledger.settings import Database
+from tests.faults.workload import wait_for
+from tests.postgres_server import PostgresServer
+
+pytestmark = pytest.mark.postgres
+
+WRITERS = 8
+SLOWEST_ANSWER = 15.0  # the pool's connect timeout is 5 s: no request may hang much past it
+
+
+@contextmanager
+def database_down(server: PostgresServer) -> Iterator[None]:
+    """Stop PostgreSQL (fast: connections are cut) and start it again with the same options on leaving."""
+    if server.data_dir is None:
+        pytest.skip("needs a PostgreSQL server these tests started")
+    recorded = shlex.split((server.data_dir / "postmaster.opts").read_text())
+    options = shlex.join(arg for i, arg in enumerate(recorded[1:], 1) if arg != "-D" and recorded[i - 1] != "-D")
+    server.pg_ctl("stop", "-m", "fast")
+    try:
+        yield
+    finally:
+        server.pg_ctl("start", "-o", options, "-l", str(server.data_dir.parent / "server.log"))
+
+
+@dataclass
+class Traffic:
+    created: list[tuple[str, int]] = field(default_factory=list)  # (profile id, position) of each 201
+    refused: list[httpx.Response] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+    slowest: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self) -> tuple[int, int]:
+        with self.lock:
+            return len(self.created), len(self.refused)
+
+
+def test_the_server_rides_out_a_database_restart(postgres_server, postgres_url, credentials, ledger_processes):
+    server = ledger_processes(postgres_url, "serve")
+    traffic, stop = Traffic(), threading.Event()
+
+    def write(number: int) -> None:
+        with httpx.Client(base_url=server.base_url, headers=credentials.editor, timeout=60) as http:
+            for k in range(100_000):
+                if stop.is_set():
+                    return
+                started = time.monotonic()
+                response = http.post("/api/profiles", json={"name": f"w{number}-{k}", "steering": {"1": 1.0}})
+                took = time.monotonic() - started
+                with traffic.lock:
+                    traffic.slowest = max(traffic.slowest, took)
+                    if response.status_code == 201:
+                        traffic.created.append((response.json()["id"], response.json()["position"]))
+                    elif response.status_code == 503:
+                        traffic.refused.append(response)
+                    else:
+                        traffic.other.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: traffic.count()[0] >= 20, 30, "writes before the outage")
+        with database_down(postgres_server):
+            wait_for(lambda: traffic.count()[1] >= WRITERS, 30, "requests refused during the outage")
+        before_recovery = traffic.count()[0]
+        wait_for(lambda: traffic.count()[0] >= before_recovery + 20, 30, "writes after the database came back")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+
+    assert not traffic.other, traffic.other[:3]
+    assert traffic.slowest < SLOWEST_ANSWER, f"a request took {traffic.slowest:.1f} s"
+    for response in traffic.refused:
+        body = response.json()
+        assert body["error"] == "database_unavailable" and body["detail"], body
+        assert response.headers["Retry-After"] == "1"
+
+    ledger = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=1))
+    try:
+        for profile_id, _ in traffic.created:
+            assert ledger.get_profile(UUID(profile_id)).id == UUID(profile_id), "an acknowledged write was lost"
+    finally:
+        ledger.close()
+    last_id, last_position = max(traffic.created, key=lambda made: made[1])
+    seen = httpx.get(
+        f"{server.base_url}/api/profiles/{last_id}",
+        params={"min_position": last_position},
+        headers=credentials.editor,
+        timeout=30,
+    )
+    assert seen.status_code == 200, f"the read side did not recover: {seen.text}"
+    assert server.process.poll() is None, "the server process is still the same one"
