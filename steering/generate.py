@@ -42,6 +42,7 @@ class GenerationRequest:
     seed: int = 0
     stop: tuple[str, ...] = ()
     steering: SteeringVector | None = None
+    ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class _Row:
     prompt_ids: list[int]
     generator: torch.Generator
     tokens: list[int] = field(default_factory=list)
-    text: str = ""
+    text: str | None = None  # set when the row finishes
     sampled: int = 0  # every sampled token, an end-of-sequence token included
     finish_reason: str | None = None
     finished_at: float = 0.0
@@ -113,7 +114,7 @@ def stream_generate(
     row = _new_row(loaded, request)
     sent = ""
     for _ in _decode(loaded, [row]):
-        safe = row.text if row.finish_reason else _stream_safe(row.text, row.request.stop)
+        safe = row.text if row.text is not None else _stream_safe(_decoded(loaded, row), row.request.stop)
         if len(safe) > len(sent):
             yield safe[len(sent):]
             sent = safe
@@ -207,20 +208,28 @@ def _decode(loaded: LoadedModel, rows: list[_Row]) -> Iterator[None]:
 
 
 def _advance(loaded: LoadedModel, row: _Row, token: int, eos: set[int], started: float) -> None:
+    """Record one sampled token; text is decoded per step only when stop strings need it."""
     row.sampled += 1
-    if token in eos:
+    if token in eos and not row.request.ignore_eos:
         row.finish_reason = FINISH_STOP
     else:
         row.tokens.append(token)
-        row.text = loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        cut = _first_stop(row.text, row.request.stop)
-        if cut is not None:
-            row.text = row.text[:cut]
-            row.finish_reason = FINISH_STOP
-        elif len(row.tokens) >= row.request.max_tokens:
+        if row.request.stop:
+            text = _decoded(loaded, row)
+            cut = _first_stop(text, row.request.stop)
+            if cut is not None:
+                row.text = text[:cut]
+                row.finish_reason = FINISH_STOP
+        if row.finish_reason is None and len(row.tokens) >= row.request.max_tokens:
             row.finish_reason = FINISH_LENGTH
     if row.finish_reason is not None:
         row.finished_at = time.perf_counter() - started
+        if row.text is None:
+            row.text = _decoded(loaded, row)
+
+
+def _decoded(loaded: LoadedModel, row: _Row) -> str:
+    return loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
@@ -242,12 +251,13 @@ def _stream_safe(text: str, stops: tuple[str, ...]) -> str:
 
 
 def _result(row: _Row) -> GenerationResult:
+    text = row.text or ""
     return GenerationResult(
-        text=row.text,
+        text=text,
         token_ids=tuple(row.tokens),
         prompt_tokens=len(row.prompt_ids),
         completion_tokens=row.sampled,
         finish_reason=row.finish_reason or FINISH_LENGTH,
-        output_sha256=text_digest(row.text),
+        output_sha256=text_digest(text),
         duration_s=row.finished_at,
     )

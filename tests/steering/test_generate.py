@@ -120,3 +120,10 @@ def test_environment_fingerprint_names_what_determines_numbers(loaded) -> None:
     assert fingerprint["model_digest"] == loaded.digest
     assert fingerprint["device"] == "cpu" and fingerprint["dtype"] == "float32"
     assert {"torch", "transformers", "sae_digest", "batch_invariant"} <= fingerprint.keys()
+
+
+def test_ignore_eos_always_fills_max_tokens(loaded) -> None:
+    requests = [GenerationRequest(prompt=p, max_tokens=12, temperature=1.0, seed=s, ignore_eos=True) for s, p in enumerate(PROMPTS)]
+    for result in generate(loaded, requests):
+        assert (result.completion_tokens, result.finish_reason) == (12, "length")
+        assert len(result.token_ids) == 12
