@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from steering.generate import GenerationRequest, generate
+from steering.hooks import SteeringVector
 from steering.models import DEFAULT_MODEL_NAME, fetch_default_model, load_model, model_digest
 from steering.numerics import is_batch_invariant
 
@@ -46,3 +47,18 @@ def test_default_model_fetches_loads_and_generates() -> None:
     assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token == "<|im_end|>"
     result = generate(loaded, [GenerationRequest(messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=24)])[0]
     assert "4" in result.text
+
+
+@pytest.mark.slow
+def test_default_model_batch_equals_alone() -> None:
+    target = DEFAULT_MODELS_DIR / DEFAULT_MODEL_NAME
+    if not target.is_dir():
+        pytest.skip("default model not present")
+    loaded = load_model(target, device="cpu")
+    vector = SteeringVector(15, torch.randn(loaded.d_model, generator=torch.Generator().manual_seed(0)) * 4)
+    requests = [
+        GenerationRequest(messages=[{"role": "user", "content": "Name a colour."}], max_tokens=6, temperature=t, seed=s, steering=v)
+        for t, s, v in [(0.0, 0, None), (0.9, 1, vector), (0.9, 2, None), (0.0, 3, vector)]
+    ]
+    together = generate(loaded, requests)
+    assert [r.token_ids for r in together] == [generate(loaded, [r])[0].token_ids for r in requests]
