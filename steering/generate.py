@@ -89,14 +89,28 @@ def validate_request(loaded: LoadedModel, request: GenerationRequest) -> None:
 def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
     """Results in request order; rows are batched only when that cannot change their output."""
     rows = [_new_row(loaded, request) for request in requests]
-    groups: dict[tuple[int, int | None], list[_Row]] = {}
-    for row in rows:
-        layer = row.request.steering.layer if row.request.steering is not None else None
-        groups.setdefault((len(row.prompt_ids), layer), []).append(row)
-    for group in groups.values():
+    for group in exact_batches(rows):
         for _ in _decode(loaded, group):
             pass
     return [_result(row) for row in rows]
+
+
+def exact_batches(rows: Sequence[_Row]) -> list[list[_Row]]:
+    """Rows grouped so no row is padded: same prompt length, one steered layer per group.
+
+    Unsteered rows join a steered group of their length (they get a zero vector, which
+    changes nothing).
+    """
+    groups: dict[tuple[int, int | None], list[_Row]] = {}
+    for row in rows:
+        steering = row.request.steering
+        groups.setdefault((len(row.prompt_ids), steering.layer if steering else None), []).append(row)
+    for (length, layer), members in list(groups.items()):
+        if layer is None:
+            partner = next((key for key in groups if key[0] == length and key[1] is not None), None)
+            if partner is not None:
+                groups[partner].extend(groups.pop((length, layer)))
+    return list(groups.values())
 
 
 def generate_batch(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -126,7 +140,7 @@ def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> d
     """What determines the numbers: library versions, device, dtype, model and SAE digests."""
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "transformers": transformers.__version__,
         "device": str(loaded.device),
         "device_name": torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else platform.processor() or platform.machine(),

@@ -2,7 +2,7 @@
 
 A query handler asks for ``reads``: the read model, after it has reached the position the client asked for
 (``min_position`` query parameter or ``X-Min-Position`` header), waiting at most the configured timeout
-(then 504 ``projection_timeout``).
+(then 504 ``projection_timeout``). A position beyond the log's head is refused at once (422).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def provide_reads(
     wanted = max((p for p in (min_position, x_min_position) if p is not None), default=None)
     if wanted:
         timeout = services.options.consistency_timeout
-        reached = await anyio.to_thread.run_sync(services.read_model.wait_for_position, wanted, timeout)
+        reached = await anyio.to_thread.run_sync(_wait_for_recorded_position, services.read_model, wanted, timeout)
         if not reached:
             raise ProjectionTimeoutError(
                 f"the read side did not reach position {wanted} within {timeout:g} s; retry later",
@@ -110,6 +110,21 @@ async def provide_reads(
                 timeout_s=timeout,
             )
     return services.read_model
+
+
+def _wait_for_recorded_position(reads: Any, wanted: int, timeout: float) -> bool:
+    """Wait for the read side to reach ``wanted``; a position the log has not reached is a client error (422),
+    not something to wait for."""
+    if reads.wait_for_position(wanted, 0):
+        return True
+    head = reads.log_position()
+    if wanted > head:
+        raise InvalidRequestError(
+            f"min_position {wanted} is beyond the last position recorded in the log ({head})",
+            field="min_position",
+            log_position=head,
+        )
+    return bool(reads.wait_for_position(wanted, timeout))
 
 
 def provide_context(

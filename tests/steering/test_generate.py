@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import torch
 
+import steering.generate as generate_module
+
 from steering.generate import GenerationRequest, environment_fingerprint, generate, generate_batch, stream_generate
 from steering.hooks import SteeringVector
 from steering.prompts import render_chat
@@ -54,7 +56,14 @@ def test_strong_steering_changes_greedy_text_and_clearing_restores_it(loaded) ->
     assert after.text == before.text and after.token_ids == before.token_ids
 
 
-def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded) -> None:
+def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded, monkeypatch) -> None:
+    batches: list[list[bool]] = []
+    real_decode = generate_module._decode
+
+    def recording_decode(model, rows):
+        batches.append([row.request.steering is not None for row in rows])
+        return real_decode(model, rows)
+
     profiles = profile_vectors()
     requests = []
     for index in range(16):
@@ -69,7 +78,11 @@ def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded) -> None:
                 **sampling,
             )
         )
+    monkeypatch.setattr(generate_module, "_decode", recording_decode)
     batched = generate(loaded, requests)
+    assert any(len(set(batch)) == 2 for batch in batches), "some batch should mix steered and unsteered rows"
+    assert max(len(batch) for batch in batches) >= 3
+    monkeypatch.undo()
     alone = [generate(loaded, [request])[0] for request in requests]
     for together, solo in zip(batched, alone):
         assert together.text == solo.text
