@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -15,6 +16,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from ledger.api.auth import TokenCache, authorize
 from ledger.api.bodies import strict_json_body
+from ledger.api.chat import ChatController, ReplayController, SteeringController
 from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Services, no_compatibility_warnings
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
@@ -25,6 +27,7 @@ from ledger.api.integrity import LedgerController
 from ledger.api.openapi import SECURITY_COMPONENTS, security_requirement, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
+from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
@@ -49,6 +52,7 @@ def create_app(
     sse_heartbeat: float = 15.0,
     debug: bool = False,
     auth: bool | None = None,
+    engine: Any = None,
 ) -> Litestar:
     """The HTTP API over a ledger and its read model.
 
@@ -59,6 +63,9 @@ def create_app(
     ``auth`` (default: ``settings.auth``) asks every request but ``/health``, ``/ready``, ``/metrics`` and
     ``/schema`` for a bearer token whose role the route allows (see :mod:`ledger.api.auth`); ``False`` is
     open mode, where ``X-Actor`` names the actor.
+
+    ``engine`` (a ``steering.engine.SteeringEngine``; default: the model ``settings.model`` names, if any)
+    serves ``/v1/chat/completions`` and replays; a steering projector keeps its hook on the active profile.
     """
     settings = settings or Settings.from_env()
     auth = settings.auth if auth is None else auth
@@ -101,12 +108,22 @@ def create_app(
         _attach_listener(services, metrics)
         if run_projections:
             services.runner = _start_runner(settings, services)
+        steering_engine = engine if engine is not None else await anyio.to_thread.run_sync(load_engine, settings)
+        if steering_engine is not None:
+            services.steering = SteeringRuntime(settings, services.ledger, steering_engine)
+            services.steering.start()
+            services.generation = services.steering.generation
+            if compatibility_check is None:
+                services.compatibility_check = services.steering.compatibility_warnings
         log.info("ledger API started on %s", settings.database.display())
         try:
             yield
         finally:
             services.shutdown.set()
             services.runner_stop.set()
+            if services.steering is not None:
+                services.steering.stop()
+                services.steering = services.generation = None
             if services.wake is not None:
                 services.wake(0)
             if services.runner is not None:
@@ -133,6 +150,9 @@ def create_app(
             OpsController,
             TokenController,
             LedgerController,
+            ChatController,
+            ReplayController,
+            SteeringController,
         ],
         guards=[authorize],
         dependencies=DEPENDENCIES,

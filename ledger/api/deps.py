@@ -65,6 +65,10 @@ class Services:
     """Whether requests must carry a bearer token (see :mod:`ledger.api.auth`)."""
     tokens: TokenCache | None = None
     database: Database | None = None
+    steering: Any = None
+    """The steering runtime (``ledger.api.steering_runtime``) when a model is loaded."""
+    generation: Any = None
+    """Its ``steering.runs.GenerationService``: generation and replay."""
 
 
 def services_of(state: State) -> Services:

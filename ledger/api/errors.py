@@ -61,6 +61,12 @@ class InvalidRequestError(ValidationError):
     code = "invalid_request"
 
 
+class ServiceUnavailableError(ApiError):
+    """Something this request needs is not available in this process (e.g. no model is loaded)."""
+
+    code = "service_unavailable"
+
+
 class ProjectionTimeoutError(ApiError):
     """The read side did not reach the position the client asked to read after."""
 
@@ -82,6 +88,8 @@ def status_for(error: LedgerError) -> int:
         return HTTP_422_UNPROCESSABLE_ENTITY
     if isinstance(error, ProjectionTimeoutError):
         return HTTP_504_GATEWAY_TIMEOUT
+    if isinstance(error, ServiceUnavailableError):
+        return HTTP_503_SERVICE_UNAVAILABLE
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 

@@ -1,0 +1,286 @@
+"""OpenAI-compatible generation (``/v1``), replay of recorded generations, and the steering status."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.response import Stream
+
+from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
+from ledger.api.deps import Services, parse_uuid
+from ledger.api.errors import (
+    INVALID,
+    NOT_FOUND,
+    TIMEOUT,
+    UNAVAILABLE,
+    ProjectionTimeoutError,
+    ServiceUnavailableError,
+    responses,
+)
+from ledger.api.chat_schemas import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    LedgerRun,
+    ModelCard,
+    ModelList,
+    ReplayRead,
+    SteeringStatusRead,
+    Usage,
+)
+from ledger.domainmodel import CommandContext
+from ledger.errors import ValidationError
+
+MAX_TOKENS_LIMIT = 4096
+DEFAULT_MAX_TOKENS = 128
+
+
+class ModelNotLoadedError(ServiceUnavailableError):
+    """This server runs without a model (``ledger serve --no-model``)."""
+
+    code = "model_not_loaded"
+
+
+def generation_of(services: Services) -> Any:
+    generation = getattr(services, "generation", None)
+    if generation is None:
+        raise ModelNotLoadedError("this server has no model loaded; start it with a model to generate")
+    return generation
+
+
+def wait_for_steering(services: Services, position: int) -> None:
+    """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
+    timeout = services.options.consistency_timeout
+    if not services.steering.projector.wait_for(position, timeout):
+        raise ProjectionTimeoutError(
+            f"the steering hook did not reach position {position} within {timeout:g} s; retry later",
+            min_position=position,
+            timeout_s=timeout,
+        )
+
+
+def completion_from(data: ChatCompletionRequest) -> Any:
+    from steering.runs import Completion
+
+    if data.n != 1:
+        raise ValidationError("only n=1 is supported", field="n")
+    if not data.messages:
+        raise ValidationError("messages must not be empty", field="messages")
+    max_tokens = next(
+        (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
+    )
+    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise ValidationError(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}", field="max_tokens")
+    if not 0.0 <= data.temperature <= 5.0:
+        raise ValidationError("temperature must be between 0 and 5", field="temperature")
+    if not 0.0 < data.top_p <= 1.0:
+        raise ValidationError("top_p must be in (0, 1]", field="top_p")
+    if data.seed is not None and not 0 <= data.seed < 2**63:
+        raise ValidationError("seed must be between 0 and 2**63 - 1", field="seed")
+    stops = [data.stop] if isinstance(data.stop, str) else list(data.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise ValidationError("stop takes at most 4 non-empty strings", field="stop")
+    return Completion(
+        messages=[{"role": m.role, "content": m.content} for m in data.messages],
+        max_tokens=max_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        seed=data.seed,
+        stop=tuple(stops),
+        profile=data.profile,
+        profile_version=data.profile_version,
+        method=data.steering_method,
+    )
+
+
+def fingerprint_id(fingerprint: dict[str, Any]) -> str:
+    return "fp_" + hashlib.sha256(msgspec.json.encode(fingerprint, order="sorted")).hexdigest()[:12]
+
+
+def choice(text: str, finish_reason: str) -> ChatChoice:
+    return ChatChoice(index=0, message=ChatChoiceMessage(role="assistant", content=text), finish_reason=finish_reason)
+
+
+class ChatController(Controller):
+    path = "/v1"
+    tags = ["generation"]
+
+    @get("/models", summary="The model this server generates with (OpenAI shape)", sync_to_thread=False)
+    def list_models(self, services: NamedDependency[Services]) -> ModelList:
+        generation = getattr(services, "generation", None)
+        cards = [] if generation is None else [
+            ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
+        ]
+        return ModelList(object="list", data=cards)
+
+    @post(
+        "/chat/completions",
+        summary="Chat completion, steered by a profile version (OpenAI shape; stream=true for SSE)",
+        sync_to_thread=True,
+        status_code=200,
+        response_headers=COMMAND_HEADERS,
+        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE, TIMEOUT),
+    )
+    def chat_completions(
+        self,
+        data: JSONBody[ChatCompletionRequest],
+        services: NamedDependency[Services],
+        context: NamedDependency[CommandContext],
+    ) -> Response[ChatCompletion]:
+        generation = generation_of(services)
+        completion = completion_from(data)
+        if data.min_position is not None:
+            wait_for_steering(services, data.min_position)
+        model = generation.engine.model_id
+        created = int(time.time())
+        if data.stream:
+            if data.compare:
+                raise ValidationError("compare cannot be combined with stream", field="compare")
+            return self._stream(generation, completion, context, model, created)  # type: ignore[return-value]
+        outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
+        result = outcome.result
+        body = ChatCompletion(
+            id=f"chatcmpl-{outcome.execution_id.hex}",
+            object="chat.completion",
+            created=created,
+            model=model,
+            choices=[choice(result.text, result.finish_reason)],
+            usage=Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens),
+            system_fingerprint=fingerprint_id(outcome.fingerprint),
+            ledger=LedgerRun(
+                execution_id=str(outcome.execution_id),
+                position=outcome.position,
+                profile_id=str(outcome.profile_id) if outcome.profile_id else None,
+                profile_version=outcome.profile_version,
+                seed=outcome.seed,
+                output_sha256=result.output_sha256,
+                warnings=list(outcome.warnings),
+            ),
+            unsteered=choice(outcome.unsteered.text, outcome.unsteered.finish_reason) if outcome.unsteered else None,
+        )
+        return Response(body, headers=position_headers(outcome.position))
+
+    @staticmethod
+    def _stream(generation: Any, completion: Any, context: CommandContext, model: str, created: int) -> Stream:
+        recorded: list[Any] = []
+        # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
+        deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append))
+        stream_id = f"chatcmpl-{time.time_ns():x}"
+
+        def chunk(delta: dict[str, str], finish_reason: str | None, extra: dict[str, Any] | None = None) -> bytes:
+            body = {
+                "id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **(extra or {}),
+            }
+            return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+        def events() -> Iterator[bytes]:
+            yield chunk({"role": "assistant", "content": ""}, None)
+            with_context = iter(deltas)
+            while True:
+                try:
+                    text = run_command(context, lambda: next(with_context))
+                except StopIteration:
+                    break
+                yield chunk({"content": text}, None)
+            outcome = recorded[0] if recorded else None
+            extra = None
+            if outcome is not None:
+                extra = {"ledger": {
+                    "execution_id": str(outcome.execution_id), "position": outcome.position,
+                    "profile_id": str(outcome.profile_id) if outcome.profile_id else None,
+                    "profile_version": outcome.profile_version, "seed": outcome.seed,
+                    "output_sha256": outcome.result.output_sha256,
+                }}
+            yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
+            yield b"data: [DONE]\n\n"
+
+        return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class ReplayController(Controller):
+    path = "/api/executions/{execution_id:str}/replay"
+    tags = ["executions"]
+
+    @post(
+        "/",
+        summary="Re-run a recorded generation with its profile version and seed; records the replay",
+        sync_to_thread=True,
+        status_code=200,
+        response_headers=COMMAND_HEADERS,
+        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE),
+    )
+    def replay(
+        self,
+        execution_id: FromPath[str],
+        services: NamedDependency[Services],
+        context: NamedDependency[CommandContext],
+    ) -> Response[ReplayRead]:
+        generation = generation_of(services)
+        eid = parse_uuid(execution_id, "execution_id")
+        outcome = run_command(context, lambda: generation.replay(eid))
+        replay = outcome.replay
+        body = ReplayRead(
+            reproduced=outcome.reproduced,
+            original_execution_id=str(outcome.original_execution_id),
+            original_sha256=outcome.original_sha256,
+            replay_sha256=replay.result.output_sha256,
+            replay_execution_id=str(replay.execution_id),
+            position=replay.position,
+            output=replay.result.text,
+            warnings=list(outcome.warnings),
+        )
+        return Response(body, headers=position_headers(replay.position))
+
+
+class SteeringController(Controller):
+    path = "/api/steering"
+    tags = ["steering"]
+
+    @get(
+        "/status",
+        summary="The steering hook: model, SAE, active profile version and the log position applied",
+        sync_to_thread=True,
+        responses=responses(TIMEOUT),
+    )
+    def status(
+        self,
+        services: NamedDependency[Services],
+        min_position: Annotated[
+            int | None, QueryParameter(ge=0, description="Answer once the hook has applied this log position.")
+        ] = None,
+    ) -> SteeringStatusRead:
+        generation = getattr(services, "generation", None)
+        if generation is not None and min_position is not None:
+            wait_for_steering(services, min_position)
+        if generation is None:
+            return SteeringStatusRead(
+                model_loaded=False, model_id=None, sae_id=None, sae_layer=None, device=None, dtype=None,
+                active_profile_id=None, version=None, pinned=False, position=0, applied_at=None, feature_count=0,
+                error=None,
+            )
+        engine = generation.engine
+        status = generation.projector.status()
+        return SteeringStatusRead(
+            model_loaded=True,
+            model_id=engine.model_id,
+            sae_id=engine.sae_id,
+            sae_layer=engine.sae.layer if engine.sae is not None else None,
+            device=str(engine.loaded.device),
+            dtype=str(engine.loaded.dtype).removeprefix("torch."),
+            active_profile_id=str(status.profile_id) if status.profile_id else None,
+            version=status.version,
+            pinned=status.pinned,
+            position=status.position,
+            applied_at=status.applied_at,
+            feature_count=status.feature_count,
+            error=status.error,
+        )

@@ -1,0 +1,126 @@
+"""Bodies of the OpenAI-compatible routes and the steering routes (msgspec Structs).
+
+The chat request accepts the OpenAI parameters clients commonly send; the ones this server does not use
+(``n`` > 1 aside) are accepted and ignored, anything else is refused like every other request body.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from ledger.api.schemas import Request
+
+
+class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatCompletionRequest(Request, kw_only=True):
+    model: str | None = None
+    messages: list[ChatMessage]
+    max_tokens: int | None = msgspec.field(default=None)
+    max_completion_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = 1
+    # OpenAI parameters accepted for compatibility, without effect here:
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    stream_options: dict[str, Any] | None = None
+    # This server's extensions:
+    profile: str | None = None
+    """A profile id or name; omitted → the active profile, if any."""
+    profile_version: int | None = None
+    steering_method: Literal["add", "add_normalized"] = "add"
+    compare: bool = False
+    """Also return the unsteered completion for the same seed."""
+    min_position: int | None = None
+    """Generate only once the steering hook has applied this log position (e.g. an activation's)."""
+
+
+class ChatChoiceMessage(msgspec.Struct):
+    role: str
+    content: str
+
+
+class ChatChoice(msgspec.Struct):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class LedgerRun(msgspec.Struct):
+    """Where this completion landed in the ledger, and what is needed to replay it."""
+
+    execution_id: str
+    position: int
+    profile_id: str | None
+    profile_version: int | None
+    seed: int
+    output_sha256: str
+    warnings: list[str]
+
+
+class ChatCompletion(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str
+    ledger: LedgerRun
+    unsteered: ChatChoice | None = None
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(msgspec.Struct):
+    object: str
+    data: list[ModelCard]
+
+
+class ReplayRead(msgspec.Struct):
+    reproduced: bool
+    original_execution_id: str
+    original_sha256: str
+    replay_sha256: str
+    replay_execution_id: str
+    position: int
+    output: str
+    warnings: list[str]
+
+
+class SteeringStatusRead(msgspec.Struct):
+    model_loaded: bool
+    model_id: str | None
+    sae_id: str | None
+    sae_layer: int | None
+    device: str | None
+    dtype: str | None
+    active_profile_id: str | None
+    version: int | None
+    pinned: bool
+    position: int
+    applied_at: datetime | None
+    feature_count: int
+    error: str | None

@@ -1,0 +1,82 @@
+"""The steering side of a server process: the engine, the generation service, and the projector that keeps
+the engine's active steering in sync with the log (in a thread, woken by this process's saves and NOTIFY)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+from uuid import UUID
+
+from ledger.application import ProfileLedger
+from ledger.settings import Settings
+
+log = logging.getLogger("ledger.api")
+
+
+def load_engine(settings: Settings) -> Any:
+    """Load the configured model (and SAE) into a SteeringEngine; None when no model is configured."""
+    if not settings.model:
+        return None
+    import torch
+
+    from steering.engine import SteeringEngine
+    from steering.models import load_model
+    from steering.sae import load_sae
+
+    dtype = getattr(torch, settings.dtype) if settings.dtype else None
+    loaded = load_model(settings.model, device=settings.device, dtype=dtype)
+    sae = load_sae(settings.sae) if settings.sae else None
+    log.info("model %s loaded on %s (%s); SAE %s", settings.model, loaded.device, loaded.dtype, settings.sae or "none")
+    return SteeringEngine(loaded, sae)
+
+
+class SteeringRuntime:
+    def __init__(self, settings: Settings, ledger: ProfileLedger, engine: Any) -> None:
+        from projections.follow import LogFollower
+        from steering.projector import SteeringProjector
+        from steering.runs import GenerationService
+
+        self.engine = engine
+        self.generation = GenerationService(ledger, engine)
+        self.projector = SteeringProjector(engine, self.generation.spec_at)
+        self.generation.projector = self.projector
+        self.follower = LogFollower(settings.database, self.projector)
+        self._ledger = ledger
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        position = self.follower.head()
+        slot = self._ledger.active_slot()
+        if slot is not None and slot.profile_id is not None:
+            self.projector.bootstrap(position, slot.profile_id, slot.pinned_version)
+        else:
+            self.projector.bootstrap(position, None, None)
+        self._ledger.add_listener(self.follower.wake)
+        self._thread = threading.Thread(target=self.follower.run, args=(self._stop,), daemon=True, name="steering-projector")
+        self._thread.start()
+
+    def compatibility_warnings(self, profile: Any) -> list[str]:
+        """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones.
+
+        ``profile`` is the profile body the API is about to answer (string steering keys)."""
+        from steering.projector import ProfileSpec
+
+        spec = ProfileSpec(
+            profile_id=UUID(str(profile.id)),
+            version=profile.version,
+            steering={int(index): strength for index, strength in profile.steering.items()},
+            layer=profile.layer,
+            model_id=profile.model_id,
+            sae_id=profile.sae_id,
+        )
+        return self.generation.compatibility_warnings(spec)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.follower.wake()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.follower.close()
+        self.engine.close()

@@ -1,0 +1,147 @@
+"""OpenAI-compatible generation through the real app, with a tiny model: the official client, streaming,
+steering by profile, concurrency, replay and the steering status."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from ledger.api.app import create_app
+from ledger.settings import Database, Settings
+from steering.engine import SteeringEngine
+from steering.models import load_model
+from steering.sae import load_sae
+from tests.api.conftest import assert_error, start_server
+from tests.steering.conftest import D_SAE, LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+
+MESSAGES = [{"role": "user", "content": "tell me about the sea"}]
+
+
+class Served:
+    def __init__(self, running) -> None:
+        self.running = running
+        self.url = running.base_url
+        self.client = self.new_client()
+
+    def new_client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+@pytest.fixture
+def server(tiny_model_dir, sae_dir, sqlite_url):
+    engine = SteeringEngine(load_model(tiny_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny", sae_id="tiny-sae")
+    running = start_server(sqlite_url, engine=engine)
+    try:
+        yield Served(running)
+    finally:
+        running.stop()
+
+
+def client_of(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def create(http, name, steering, **fields):
+    response = http.post("/api/profiles", json={"name": name, "steering": steering, "layer": LAYER, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_the_official_openai_client_gets_a_completion_plain_and_streamed(server):
+    client = client_of(server)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    completion = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=8, seed=1, temperature=0)
+    text = completion.choices[0].message.content
+    assert completion.usage.completion_tokens > 0 and completion.choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=8, seed=1, temperature=0, stream=True
+    ))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+
+
+def test_seeded_requests_repeat_exactly_and_a_strong_profile_changes_the_text(server):
+    http = server.client
+    body = {"messages": MESSAGES, "max_tokens": 10, "seed": 5, "temperature": 0.8}
+    first = http.post("/v1/chat/completions", json=body).json()
+    again = http.post("/v1/chat/completions", json=body).json()
+    assert first["choices"][0]["message"]["content"] == again["choices"][0]["message"]["content"]
+    profile = create(http, "loud", {str(i): 30.0 for i in range(0, D_SAE, 5)})
+    steered = http.post("/v1/chat/completions", json={**body, "profile": "loud", "compare": True}).json()
+    assert steered["choices"][0]["message"]["content"] != first["choices"][0]["message"]["content"]
+    assert steered["unsteered"]["message"]["content"] == first["choices"][0]["message"]["content"]
+    assert (steered["ledger"]["profile_id"], steered["ledger"]["profile_version"]) == (profile["id"], 1)
+    activated = http.post(f"/api/profiles/{profile['id']}/activate").json()
+    status = http.get("/api/steering/status", params={"min_position": activated["position"]}).json()
+    assert status["active_profile_id"] == profile["id"] and status["position"] >= activated["position"]
+    active_body = {**body, "min_position": activated["position"]}
+    assert http.post("/v1/chat/completions", json=active_body).json()["choices"][0]["message"]["content"] == \
+        steered["choices"][0]["message"]["content"]
+    deactivated = http.post("/api/profiles/deactivate").json()
+    plain_body = {**body, "min_position": deactivated["position"]}
+    assert http.post("/v1/chat/completions", json=plain_body).json()["choices"][0]["message"]["content"] == \
+        first["choices"][0]["message"]["content"]
+
+
+def test_concurrent_requests_over_four_profiles_each_match_their_solo_answer(server):
+    http = server.client
+    names = [create(http, f"p{i}", {str(i * 3 + k): 12.0 for k in range(3)})["name"] for i in range(4)]
+    bodies = [
+        {"messages": MESSAGES, "max_tokens": 8, "seed": i, "temperature": 0.7 if i % 2 else 0.0, "profile": names[i % 4]}
+        for i in range(16)
+    ]
+    solo = [http.post("/v1/chat/completions", json=b).json()["choices"][0]["message"]["content"] for b in bodies]
+    barrier = threading.Barrier(16)
+
+    def send(body):
+        barrier.wait()
+        return server.new_client().post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(send, bodies))
+    assert together == solo
+
+
+def test_recorded_generations_replay_and_link_to_the_original(server):
+    http = server.client
+    create(http, "replayed", {"4": 9.0})
+    done = http.post("/v1/chat/completions", json={
+        "messages": MESSAGES, "max_tokens": 8, "seed": 11, "temperature": 0.9, "profile": "replayed"
+    }).json()
+    execution_id = done["ledger"]["execution_id"]
+    replay = http.post(f"/api/executions/{execution_id}/replay")
+    assert replay.status_code == 200, replay.text
+    body = replay.json()
+    assert body["reproduced"] is True and body["replay_sha256"] == body["original_sha256"] == done["ledger"]["output_sha256"]
+    recorded = http.get(f"/api/executions/{body['replay_execution_id']}", params={"min_position": body["position"]}).json()
+    assert recorded["replay_of"] == execution_id
+
+
+def test_bad_generation_requests_are_clear_4xx(server):
+    http = server.client
+    create(http, "too far", {str(D_SAE + 1): 1.0})
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "profile": "too far"}), 422,
+                 "profile_incompatible")
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "profile": "nobody"}), 404)
+    assert_error(http.post("/v1/chat/completions", json={"messages": [], "max_tokens": 4}), 422)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 422)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
+    assert_error(http.post("/api/executions/not-a-uuid/replay"), 422)
+    warned = create(http, "elsewhere", {"1": 1.0}, model_id="another-model")
+    activation = http.post(f"/api/profiles/{warned['id']}/activate").json()
+    assert any("another-model" in w for w in activation["warnings"])
+    deep = create(http, "deep", {"1": 1.0}, layer=50)
+    assert_error(http.post(f"/api/profiles/{deep['id']}/activate"), 422, "profile_incompatible")
+
+
+def test_without_a_model_generation_answers_503(sqlite_url):
+    from litestar.testing import TestClient
+
+    with TestClient(create_app(Settings(database=Database(sqlite_url)), auth=False)) as client:
+        assert_error(client.post("/v1/chat/completions", json={"messages": MESSAGES}), 503, "model_not_loaded")
+        assert client.get("/api/steering/status").json()["model_loaded"] is False
+        assert client.get("/v1/models").json() == {"object": "list", "data": []}
