@@ -3,7 +3,7 @@
 Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would become ``3``). This hook, run
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
 type, so a value of the wrong JSON type is refused (422) rather than coerced; malformed JSON is refused
-(422) here too.
+(422) here too, and so is JSON nested too deeply to decode.
 """
 
 from __future__ import annotations
@@ -47,4 +47,9 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
         raise ValidationException(
             detail="the request body is not valid JSON",
             extra=[{"message": f"malformed JSON: {error}", "key": "data", "source": "body"}],
+        ) from None
+    except RecursionError:
+        raise ValidationException(
+            detail="the request body is nested too deeply",
+            extra=[{"message": "the JSON is nested too deeply", "key": "data", "source": "body"}],
         ) from None

@@ -91,6 +91,8 @@ async def _document(request: Request[Any, Any, Any]) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
         raise InvalidRequestError(f"the import document is not valid JSON: {error}", field="file") from None
+    except RecursionError:
+        raise InvalidRequestError("the import document is nested too deeply", field="file") from None
 
 
 class ProfileExchangeController(Controller):
