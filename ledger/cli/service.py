@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -27,11 +28,33 @@ def register(app: typer.Typer) -> None:
             "anyone may do anything and X-Actor names the actor; for local development only.",
             show_default=False,
         ),
+        model: Optional[Path] = typer.Option(
+            None, "--model", help="Model directory to generate with (default: LEDGER_MODEL, else the fetched default "
+            "model if present)."
+        ),
+        sae: Optional[Path] = typer.Option(
+            None, "--sae", help="SAE directory (default: LEDGER_SAE, else the trained default SAE if present)."
+        ),
+        no_model: bool = typer.Option(False, "--no-model", help="Serve the ledger only: no generation."),
     ) -> None:
-        """Serve the REST API (and, by default, keep the read models up to date)."""
+        """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
         from ledger.api.server import serve as serve_api
+        from ledger.cli.steering import default_model_path, default_sae_path
 
         settings = state.settings if auth is None else replace(state.settings, auth=auth)
+        if no_model:
+            settings = replace(settings, model=None, sae=None)
+        else:
+            chosen_model = model or (Path(settings.model) if settings.model else default_model_path())
+            chosen_sae = sae or (Path(settings.sae) if settings.sae else default_sae_path())
+            settings = replace(
+                settings,
+                model=str(chosen_model) if chosen_model.exists() else None,
+                sae=str(chosen_sae) if chosen_sae.exists() else None,
+            )
+            if settings.model is None:
+                typer.echo(f"no model at {chosen_model}: serving the ledger without generation "
+                           "(run `ledger models fetch`)", err=True)
         serve_api(settings, host=host, port=port, run_projections=projections)
 
     @app.command()
