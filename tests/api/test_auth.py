@@ -277,3 +277,11 @@ def test_open_mode_honours_x_actor(pg_client):
     events = pg_client.get("/api/events", params={"min_position": made.json()["position"]}).json()["events"]
     assert {e["actor"] for e in events if e["profile_id"] == made.json()["id"]} == {"alice"}
     assert "security" not in pg_client.get("/schema/openapi.json").json()
+
+
+@pytest.mark.parametrize("value, auth", [(None, True), ("", True), ("on", True), ("off", False), ("False", False), ("0", False), ("no", False)])
+def test_ledger_auth_switches_authentication(value, auth):
+    from ledger.settings import Settings
+
+    environ = {} if value is None else {"LEDGER_AUTH": value}
+    assert Settings.from_env(environ).auth is auth
