@@ -24,6 +24,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
+SERVE_OPTIONS = ("--no-model",)  # the ledger only: loading a language model is not what these tests are about
 
 
 @dataclass
@@ -75,7 +76,7 @@ def wait_until_healthy(server: LedgerProcess) -> None:
 
 @pytest.fixture
 def ledger_processes(tmp_path: Path) -> Iterator[Callable[..., LedgerProcess]]:
-    """Start ``ledger`` subprocesses: ``start(url, "serve", ...)`` waits until the server answers /health;
+    """Start ``ledger`` subprocesses: ``start(url, "serve", ...)`` (no model) waits until it answers /health;
     ``start(url, "project")`` starts a projection worker. All are stopped (SIGTERM) after the test."""
     started: list[LedgerProcess] = []
 
@@ -83,7 +84,7 @@ def ledger_processes(tmp_path: Path) -> Iterator[Callable[..., LedgerProcess]]:
         name = f"{command}-{len(started)}"
         if command == "serve":
             port = free_port()
-            proc = launch(url, ["serve", "--port", str(port), *args], tmp_path / f"{name}.log")
+            proc = launch(url, ["serve", "--port", str(port), *SERVE_OPTIONS, *args], tmp_path / f"{name}.log")
             proc.base_url = f"http://127.0.0.1:{port}"
             started.append(proc)
             wait_until_healthy(proc)

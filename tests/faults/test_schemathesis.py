@@ -22,7 +22,7 @@ from schemathesis.checks import (
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
-from tests.faults.conftest import LedgerProcess, launch, wait_until_healthy
+from tests.faults.conftest import SERVE_OPTIONS, LedgerProcess, launch, wait_until_healthy
 from tests.api.conftest import free_port
 
 pytestmark = pytest.mark.postgres
@@ -64,7 +64,7 @@ def fuzzed_server(postgres_server, tmp_path_factory) -> Iterator[tuple[LedgerPro
     finally:
         ledger.close()
     port = free_port()
-    server = launch(url, ["serve", "--port", str(port)], tmp_path_factory.mktemp("fuzz") / "serve.log")
+    server = launch(url, ["serve", "--port", str(port), *SERVE_OPTIONS], tmp_path_factory.mktemp("fuzz") / "serve.log")
     server.base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(server)
