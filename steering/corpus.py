@@ -77,7 +77,7 @@ def _module_paragraphs(name: str, max_chars: int) -> list[str]:
     return texts
 
 
-def generated_texts(loaded: LoadedModel, count: int = 32, max_tokens: int = 48, batch_size: int = 8) -> list[str]:
+def generated_texts(loaded: LoadedModel, count: int = 24, max_tokens: int = 40, batch_size: int = 8) -> list[str]:
     """What the model itself says to `count` varied chat prompts (seeded sampling)."""
     requests = [
         GenerationRequest(
@@ -95,7 +95,7 @@ def generated_texts(loaded: LoadedModel, count: int = 32, max_tokens: int = 48, 
     return [text for text in texts if text.strip()]
 
 
-def training_texts(loaded: LoadedModel | None = None, generated: int = 32) -> list[str]:
+def training_texts(loaded: LoadedModel | None = None, generated: int = 24) -> list[str]:
     """The whole offline corpus: Zen, stdlib docstrings, and (with a model) its own generations."""
     texts = [zen_of_python(), *stdlib_texts()]
     if loaded is not None and generated > 0:

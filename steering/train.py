@@ -19,7 +19,7 @@ from .sae import SAE, save_sae
 
 
 def collect_activations(
-    loaded: LoadedModel, layer: int, texts: Sequence[str], *, max_tokens: int = 20_000, progress: bool = True
+    loaded: LoadedModel, layer: int, texts: Sequence[str], *, max_tokens: int = 10_000, progress: bool = True
 ) -> torch.Tensor:
     """Up to `max_tokens` residual-stream vectors [n, d_model] (fp32, CPU) from `texts`.
 
@@ -49,7 +49,7 @@ def train_sae(
     batch_size: int = 512,
     lr: float = 1e-3,
     l1_coefficient: float = 4.0,
-    max_tokens: int = 20_000,
+    max_tokens: int = 10_000,
     seed: int = 0,
     output_dir: Path | str | None = None,
     progress: bool = True,
