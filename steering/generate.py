@@ -89,13 +89,13 @@ def validate_request(loaded: LoadedModel, request: GenerationRequest) -> None:
 def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
     """Results in request order; rows are batched only when that cannot change their output."""
     rows = [_new_row(loaded, request) for request in requests]
-    for group in exact_batches(rows):
+    for group in _exact_batches(rows):
         for _ in _decode(loaded, group):
             pass
     return [_result(row) for row in rows]
 
 
-def exact_batches(rows: Sequence[_Row]) -> list[list[_Row]]:
+def _exact_batches(rows: Sequence[_Row]) -> list[list[_Row]]:
     """Rows grouped so no row is padded: same prompt length, one steered layer per group.
 
     Unsteered rows join a steered group of their length (they get a zero vector, which
