@@ -79,6 +79,7 @@ class TokenCache:
         self._load, self.max_age, self._clock = load, max_age, clock
         self._tokens: AccessTokens | None = None
         self._loaded_at: float | None = None
+        self._generation = 0  # bumped by invalidate(): a reload that began before it does not count as fresh
         self._lock = threading.Lock()
 
     @property
@@ -91,13 +92,15 @@ class TokenCache:
         if not self._lock.acquire(blocking=wait or self._loaded_at is None):
             return
         try:
-            started = self._clock()
+            started, generation = self._clock(), self._generation
             self._tokens = self._load()
-            self._loaded_at = started
+            if generation == self._generation:
+                self._loaded_at = started
         finally:
             self._lock.release()
 
     def invalidate(self) -> None:
+        self._generation += 1
         self._loaded_at = None
 
     def authenticate(self, token: str) -> Principal:

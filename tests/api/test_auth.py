@@ -285,3 +285,33 @@ def test_ledger_auth_switches_authentication(value, auth):
 
     environ = {} if value is None else {"LEDGER_AUTH": value}
     assert Settings.from_env(environ).auth is auth
+
+
+def test_the_token_cache_reloads_when_stale_or_told_to():
+    from ledger.api.auth import TokenCache
+
+    now, loads = [0.0], []
+    cache = TokenCache(lambda: loads.append(now[0]), max_age=1.0, clock=lambda: now[0])
+    assert cache.stale
+    cache.refresh()
+    assert not cache.stale and loads == [0.0]
+    now[0] = 0.9
+    assert not cache.stale
+    now[0] = 1.0
+    assert cache.stale
+    cache.refresh()
+    cache.invalidate()
+    assert cache.stale and loads == [0.0, 1.0]
+
+
+def test_a_reload_begun_before_an_invalidation_does_not_count_as_fresh():
+    from ledger.api.auth import TokenCache
+
+    cache: TokenCache
+
+    def load_racing_a_revocation() -> None:
+        cache.invalidate()  # a revocation lands while the tokens are being read
+
+    cache = TokenCache(load_racing_a_revocation, max_age=60.0)
+    cache.refresh()
+    assert cache.stale
