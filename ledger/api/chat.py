@@ -20,6 +20,7 @@ from ledger.api.errors import (
     NOT_FOUND,
     TIMEOUT,
     UNAVAILABLE,
+    InvalidRequestError,
     ProjectionTimeoutError,
     ServiceUnavailableError,
     responses,
@@ -59,7 +60,16 @@ def generation_of(services: Services) -> Any:
 def wait_for_steering(services: Services, position: int) -> None:
     """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
     timeout = services.options.consistency_timeout
-    if not services.steering.projector.wait_for(position, timeout):
+    projector = services.steering.projector
+    if projector.position < position and services.ledger is not None:
+        head = services.ledger.recorder.max_notification_id() or 0
+        if position > head:
+            raise InvalidRequestError(
+                f"min_position {position} is beyond the last position recorded in the log ({head})",
+                field="min_position",
+                log_position=head,
+            )
+    if not projector.wait_for(position, timeout):
         raise ProjectionTimeoutError(
             f"the steering hook did not reach position {position} within {timeout:g} s; retry later",
             min_position=position,
@@ -224,8 +234,8 @@ class ReplayController(Controller):
         services: NamedDependency[Services],
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
-        generation = generation_of(services)
         eid = parse_uuid(execution_id, "execution_id")
+        generation = generation_of(services)
         outcome = run_command(context, lambda: generation.replay(eid))
         replay = outcome.replay
         body = ReplayRead(

@@ -145,3 +145,9 @@ def test_without_a_model_generation_answers_503(sqlite_url):
         assert_error(client.post("/v1/chat/completions", json={"messages": MESSAGES}), 503, "model_not_loaded")
         assert client.get("/api/steering/status").json()["model_loaded"] is False
         assert client.get("/v1/models").json() == {"object": "list", "data": []}
+
+
+def test_reading_the_hook_after_a_position_the_log_has_not_reached_is_a_422(server):
+    http = server.client
+    assert_error(http.get("/api/steering/status", params={"min_position": 10_000}), 422, "invalid_request")
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "min_position": 10_000}), 422)
