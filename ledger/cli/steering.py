@@ -68,7 +68,7 @@ def train(
     model: Optional[Path] = typer.Option(None, "--model", help="Model directory (default: the fetched default model)."),
     layer: int = typer.Option(DEFAULT_LAYER, "--layer", help="Decoder layer whose output (residual stream) to learn."),
     d_sae: int = typer.Option(DEFAULT_D_SAE, "--d-sae", help="Number of SAE features."),
-    steps: int = typer.Option(3000, "--steps"),
+    steps: int = typer.Option(300, "--steps", help="Optimiser steps (300 take a few minutes on a CPU)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write it (SAELens format)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
