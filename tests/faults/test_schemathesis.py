@@ -4,6 +4,7 @@ type, headers, body schema)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from tests.api.conftest import free_port
 
 pytestmark = pytest.mark.postgres
 
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "15"))  # raise it for a longer run
 UNAVAILABLE_BY_DESIGN = {"model_not_loaded"}  # generation routes on a server with no model loaded
 SKIPPED = {"/api/events/stream"}  # an endless event stream
 CHECKS = (

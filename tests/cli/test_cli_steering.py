@@ -1,0 +1,46 @@
+"""`ledger generate`, `ledger replay` and `ledger sae features` with a tiny model (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.steering.conftest import LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+
+
+def ledger(tmp_path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "--database", f"sqlite:///{tmp_path / 'l.sqlite'}", *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_generate_records_a_run_that_replays_exactly(tmp_path, tiny_model_dir, sae_dir):
+    model = ["--model", str(tiny_model_dir), "--sae", str(sae_dir)]
+    ledger(tmp_path, "create", "loud", "--layer", str(LAYER), "-f", "3=25", "-f", "9=25")
+    out = json.loads(ledger(tmp_path, "generate", "hello sea", "--profile", "loud", "--seed", "4", "--temperature",
+                            "0.8", "--max-tokens", "8", "--compare", "--json", *model).stdout)
+    assert out["profile_version"] == 1 and out["seed"] == 4 and out["text"] != out["unsteered"]
+    replayed = json.loads(ledger(tmp_path, "replay", out["execution_id"], "--json", *model).stdout)
+    assert replayed["reproduced"] is True and replayed["replay_sha256"] == out["output_sha256"]
+    listed = json.loads(ledger(tmp_path, "executions", "--json").stdout)["executions"]
+    assert {e["kind"] for e in listed} == {"generation"} and len(listed) == 2
+
+
+def test_sae_features_lists_top_contexts(tmp_path, tiny_model_dir, sae_dir):
+    out = json.loads(ledger(tmp_path, "sae", "features", "--model", str(tiny_model_dir), "--sae", str(sae_dir),
+                            "-f", "2", "-f", "5", "--top", "3", "--json").stdout)
+    assert set(out) == {"2", "5"} and all(1 <= len(hits) <= 3 for hits in out.values())
+    assert all({"token", "context", "activation"} <= set(hit) for hits in out.values() for hit in hits)
+
+
+def test_generation_errors_are_one_line(tmp_path, tiny_model_dir, sae_dir):
+    failed = ledger(tmp_path, "generate", "hi", "--profile", "nobody", "--model", str(tiny_model_dir),
+                    "--sae", str(sae_dir), ok=False)
+    assert failed.returncode == 1 and "no profile named 'nobody'" in failed.stderr and "Traceback" not in failed.stderr
+    missing = ledger(tmp_path, "generate", "hi", "--model", str(tmp_path / "none"), ok=False)
+    assert missing.returncode == 1 and "no model at" in missing.stderr
