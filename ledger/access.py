@@ -68,7 +68,7 @@ class AccessTokens(Aggregate):
 
     def issue(self, name: str, role: str) -> str:
         """Record a new token and return its secret form (shown once, never stored)."""
-        name = name.strip() if isinstance(name, str) else ""
+        name = name.strip() if isinstance(name, str) and "\x00" not in name else ""
         if not name or len(name) > 100:
             raise ValidationError("a token needs a name of 1 to 100 characters", field="name")
         if role not in ROLES:

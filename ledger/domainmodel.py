@@ -47,6 +47,12 @@ class CommandContext:
     reason: str | None = None
     correlation_id: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("actor", "reason", "correlation_id"):
+            value = getattr(self, name)
+            if value is not None:
+                values.text(value, name)
+
 
 command_context: ContextVar[CommandContext] = ContextVar("command_context", default=CommandContext())
 

@@ -23,10 +23,18 @@ METADATA_KEYS_MAX = 1_000
 Steering = dict[int, float]
 
 
+def text(value: str, field: str) -> str:
+    """Any text the ledger stores: no NUL characters (PostgreSQL text and jsonb cannot hold them)."""
+    if "\x00" in value:
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    return value
+
+
 def profile_name(value: Any) -> str:
     """A profile's name: trimmed, 1 to 100 characters."""
     if not isinstance(value, str):
         raise ValidationError("name must be a string", field="name")
+    text(value, "name")
     name = value.strip()
     if not name:
         raise ValidationError("name must not be empty", field="name")
@@ -45,6 +53,7 @@ def description(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError("description must be a string", field="description")
+    text(value, "description")
     if len(value) > DESCRIPTION_MAX:
         raise ValidationError(
             f"description must be at most {DESCRIPTION_MAX} characters (got {len(value)})", field="description"
@@ -58,7 +67,7 @@ def identifier(value: Any, field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string", field=field)
-    value = value.strip()
+    value = text(value, field).strip()
     if not value:
         return None
     if len(value) > IDENTIFIER_MAX:
@@ -133,7 +142,7 @@ def labels(value: Any, field: str) -> list[str]:
     for position, item in enumerate(value):
         if not isinstance(item, str):
             raise ValidationError(f"{field}[{position}] must be a string", field=f"{field}.{position}")
-        label = item.strip()
+        label = text(item, f"{field}[{position}]").strip()
         if len(label) > LABEL_MAX:
             raise ValidationError(
                 f"{field}[{position}] must be at most {LABEL_MAX} characters", field=f"{field}.{position}"
@@ -161,6 +170,7 @@ def metadata(value: Any) -> dict[str, Any]:
             for key, item in node.items():
                 if not isinstance(key, str):
                     raise ValidationError("metadata keys must be strings", field=path)
+                text(key, path)
                 count[0] += 1
                 if count[0] > METADATA_KEYS_MAX:
                     raise ValidationError(f"metadata has more than {METADATA_KEYS_MAX} entries", field="metadata")
@@ -173,7 +183,9 @@ def metadata(value: Any) -> dict[str, Any]:
             return [check(item, depth + 1, f"{path}[{i}]") for i, item in enumerate(node)]
         if isinstance(node, float) and not math.isfinite(node):
             raise ValidationError("metadata numbers must be finite", field=path)
-        if node is None or isinstance(node, (str, int, float, bool)):
+        if isinstance(node, str):
+            return text(node, path)
+        if node is None or isinstance(node, (int, float, bool)):
             return node
         raise ValidationError(f"metadata values must be JSON (got {type(node).__name__})", field=path)
 

@@ -94,6 +94,10 @@ class ReadModel:
             yield curs
 
     def _all(self, sql: str, params: dict[str, Any] | None = None, *, setup: Sequence[str] = ()) -> list[Any]:
+        for name, value in (params or {}).items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(item, str) and "\x00" in item for item in values):
+                raise InvalidQueryError(f"{name} must not contain NUL characters")
         with self._cursor() as curs:
             for statement in setup:
                 curs.execute(statement)

@@ -207,7 +207,7 @@ class GenerationService:
             },
             "method": completion.method,
             "steered": request.steering is not None,
-            "output": result.text,
+            "output": result.text.replace("\x00", "\ufffd"),  # stores cannot hold NUL; the digest is of the exact text
             "output_sha256": result.output_sha256,
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,

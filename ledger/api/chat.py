@@ -84,6 +84,9 @@ def completion_from(data: ChatCompletionRequest) -> Any:
         raise ValidationError("only n=1 is supported", field="n")
     if not data.messages:
         raise ValidationError("messages must not be empty", field="messages")
+    for index, message in enumerate(data.messages):
+        if "\x00" in message.content:
+            raise ValidationError("message content must not contain NUL characters", field=f"messages[{index}].content")
     max_tokens = next(
         (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
     )
