@@ -44,3 +44,14 @@ def test_generation_errors_are_one_line(tmp_path, tiny_model_dir, sae_dir):
     assert failed.returncode == 1 and "no profile named 'nobody'" in failed.stderr and "Traceback" not in failed.stderr
     missing = ledger(tmp_path, "generate", "hi", "--model", str(tmp_path / "none"), ok=False)
     assert missing.returncode == 1 and "no model at" in missing.stderr
+
+
+def test_sae_train_writes_an_saelens_sae_that_loads_back(tmp_path, tiny_model_dir):
+    from steering.sae import load_sae
+
+    out = tmp_path / "trained"
+    ledger(tmp_path, "sae", "train", "--model", str(tiny_model_dir), "--layer", "1", "--d-sae", "32", "--steps", "5",
+           "--output", str(out))
+    assert (out / "cfg.json").exists() and (out / "sae_weights.safetensors").exists()
+    sae = load_sae(out)
+    assert (sae.layer, sae.d_sae, sae.d_in) == (1, 32, 64)
