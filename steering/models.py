@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from .digests import files_digest
 from .errors import ModelFetchError
@@ -68,6 +69,7 @@ def load_model(
     if batch_invariant is None:
         batch_invariant = device.type == "cpu"
     attention = "eager" if batch_invariant else "sdpa"
+    transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
     model.to(device).eval()
     if batch_invariant:
