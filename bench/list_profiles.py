@@ -6,6 +6,9 @@ Exits non-zero when p99 misses the target.
 
     python bench/list_profiles.py --database postgresql://... --profiles 1000000
     python bench/list_profiles.py --smoke
+
+Size PostgreSQL's ``shared_buffers`` so the table fits (2GB for 1,000,000 profiles): with 128MB the heap
+reads of each query come from outside PostgreSQL's buffers and p99 roughly doubles (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
