@@ -16,6 +16,7 @@ from typing import Any
 
 DEFAULT_SQLITE_FILE = "ledger.sqlite"
 DEFAULT_MODELS_DIR = "models"
+AGGREGATE_CACHE_SIZE = 512
 FALSE_WORDS = ("off", "false", "0", "no")
 
 
@@ -74,6 +75,11 @@ class Database:
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedSQLiteApplicationRecorder",
             }
         env["CREATE_TABLE"] = "y"
+        # Keep recently used aggregates in memory and fast-forward them with the events stored since (read from
+        # the database on every load, so other processes' writes are seen): a command no longer replays a
+        # long stream from its first event.
+        env["AGGREGATE_CACHE_MAXSIZE"] = str(AGGREGATE_CACHE_SIZE)
+        env["AGGREGATE_CACHE_FASTFORWARD"] = "y"
         return env
 
 
