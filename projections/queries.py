@@ -433,20 +433,27 @@ class ReadModel:
             raise InvalidCursorError("invalid cursor: malformed position")
         return self.dialect.adapt(identity)
 
+    def _content(self, row: Any) -> dict[str, Any]:
+        """The fields a profile and each of its versions share: spec and descriptive fields."""
+        read = self.dialect
+        return {
+            "name": row["name"],
+            "description": row["description"],
+            "model_id": row["model_id"],
+            "sae_id": row["sae_id"],
+            "layer": row["layer"],
+            "steering": read.read_json(row["steering"]),
+            "feature_count": row["feature_count"],
+            "tags": read.read_labels(row["tags"]),
+            "products": read.read_labels(row["products"]),
+            "metadata": read.read_json(row["metadata"]),
+        }
+
     def _profile_row(self, row: Any) -> ProfileRow:
         read = self.dialect
         return ProfileRow(
             id=read.read_uuid(row["id"]),
-            name=row["name"],
-            description=row["description"],
-            model_id=row["model_id"],
-            sae_id=row["sae_id"],
-            layer=row["layer"],
-            steering=read.read_json(row["steering"]),
-            feature_count=row["feature_count"],
-            tags=read.read_labels(row["tags"]),
-            products=read.read_labels(row["products"]),
-            metadata=read.read_json(row["metadata"]),
+            **self._content(row),
             version=row["version"],
             is_active=bool(row["is_active"]),
             pinned_version=row["pinned_version"],
@@ -461,16 +468,7 @@ class ReadModel:
         return VersionRow(
             profile_id=read.read_uuid(row["profile_id"]),
             version=row["version"],
-            name=row["name"],
-            description=row["description"],
-            model_id=row["model_id"],
-            sae_id=row["sae_id"],
-            layer=row["layer"],
-            steering=read.read_json(row["steering"]),
-            feature_count=row["feature_count"],
-            tags=read.read_labels(row["tags"]),
-            products=read.read_labels(row["products"]),
-            metadata=read.read_json(row["metadata"]),
+            **self._content(row),
             event_type=row["event_type"],
             actor=row["actor"],
             reason=row["reason"],
