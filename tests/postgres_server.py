@@ -42,6 +42,15 @@ def _as_server_user(command: list[str]) -> list[str]:
     return command
 
 
+TEST_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "max_connections": "300",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+}
+
+
 @dataclass
 class PostgresServer:
     """A running server; ``admin_url`` points at its maintenance database."""
@@ -76,7 +85,11 @@ class PostgresServer:
         )
 
     @classmethod
-    def start(cls) -> PostgresServer:
+    def start(cls, **settings: str) -> PostgresServer:
+        """Start a server; ``settings`` override the defaults (e.g. ``fsync="on", shared_buffers="2GB"``).
+
+        The defaults suit tests (no fsync): benchmarks of durable commands pass ``fsync="on"``.
+        """
         url = os.environ.get("LEDGER_TEST_POSTGRES_URL")
         if url:
             return cls(admin_url=url)
@@ -92,10 +105,8 @@ class PostgresServer:
             capture_output=True,
         )
         port = _free_port()
-        options = (
-            f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-            "-c fsync=off -c full_page_writes=off -c shared_buffers=128MB"
-        )
+        chosen = {**TEST_SETTINGS, **settings}
+        options = f"-p {port} -k {socket_dir} " + " ".join(f"-c {name}={value}" for name, value in chosen.items())
         subprocess.run(
             _as_server_user(
                 [_binary("pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(root / "server.log"), "-w", "start"]
