@@ -16,10 +16,15 @@ import threading
 import time
 import uuid
 
+from pathlib import Path
+
 import psycopg
 
-from ledger.application import ProfileLedger
-from ledger.settings import Database
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import Figure, report  # noqa: E402
+from ledger.application import ProfileLedger  # noqa: E402
+from ledger.settings import Database  # noqa: E402
 
 TARGET_RATIO = 0.8
 
@@ -51,7 +56,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="one short round, judge nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.seconds, args.threads = 1, 1.0, 4
     database = Database(args.database)
     rates: dict[str, list[float]] = {"plain": [], "chained": []}
     for round_number in range(args.rounds):
@@ -64,9 +72,13 @@ def main() -> int:
                 env.pop("APPLICATION_RECORDER_TOPIC")
             rates[kind].append(throughput(env, args.threads, args.seconds))
     plain, chained = max(rates["plain"]), max(rates["chained"])
-    print(f"creates/s with {args.threads} threads: plain recorder {plain:.0f}, chained recorder {chained:.0f}, "
-          f"ratio {chained / plain:.3f} (target ≥ {TARGET_RATIO})")
-    return 0 if chained / plain >= TARGET_RATIO else 1
+    figure = Figure(
+        name=f"tamper-evident chain: creates/s through the application, {args.threads} threads",
+        value=chained, unit="creates/s", target=f"≥ {TARGET_RATIO}×", met=chained / plain >= TARGET_RATIO,
+        baseline=plain, baseline_label="the library's plain recorder", ratio=chained / plain,
+        detail=f"best of {args.rounds} interleaved {args.seconds:.0f} s rounds",
+    )
+    return report([figure], smoke=args.smoke)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import Figure, report, summary_ms  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from ledger.values import name_key  # noqa: E402
 from projections.dialect import timestamp_text  # noqa: E402
@@ -134,15 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         read_model.close()
     timings.sort()
-    p50 = statistics.median(timings)
     p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
-    verdict = "OK" if p99 < TARGET_MS else "MISSED"
-    print(
-        f"list_profiles(tags, search) first page over {args.profiles:,} profiles, {args.runs} queries "
-        f"({found / args.runs:.1f} rows/page): p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {timings[-1]:.2f} ms "
-        f"-> target {TARGET_MS:.0f} ms: {verdict}"
+    settings = ""
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            settings = f", shared_buffers={conn.execute('SHOW shared_buffers').fetchone()[0]}"
+    figure = Figure(
+        name=f"GET /api/profiles query, tag filter + search, first page over {args.profiles:,} profiles",
+        value=p99, unit="ms", target=f"p99 < {TARGET_MS:.0f} ms", met=p99 < TARGET_MS,
+        detail=f"{summary_ms(timings)}; {found / args.runs:.1f} rows/page; {url.split(':')[0]}{settings}",
     )
-    return 0 if verdict == "OK" else 1
+    return report([figure], smoke=args.smoke)
 
 
 if __name__ == "__main__":

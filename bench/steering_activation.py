@@ -11,22 +11,24 @@ snapshot is the new profile version. Prints p50/p99/max and exits 1 when p99 ≥
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from ledger.application import ProfileLedger
-from ledger.settings import Database
-from projections.follow import LogFollower
-from steering.engine import SteeringEngine
-from steering.models import load_model
-from steering.projector import SteeringProjector
-from steering.runs import GenerationService
-from steering.sae import SAE
-from steering.tiny import build_tiny_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import Figure, report, summary_ms, percentile  # noqa: E402
+from ledger.application import ProfileLedger  # noqa: E402
+from ledger.settings import Database  # noqa: E402
+from projections.follow import LogFollower  # noqa: E402
+from steering.engine import SteeringEngine  # noqa: E402
+from steering.models import load_model  # noqa: E402
+from steering.projector import SteeringProjector  # noqa: E402
+from steering.runs import GenerationService  # noqa: E402
+from steering.sae import SAE  # noqa: E402
+from steering.tiny import build_tiny_model  # noqa: E402
 
 TARGET_P99_MS = 100.0
 
@@ -48,11 +50,6 @@ def wait_until(condition, timeout: float = 5.0) -> float:
             raise TimeoutError("the hook did not follow")
         time.sleep(0.0002)
     return time.perf_counter() - started
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main() -> int:
@@ -91,14 +88,19 @@ def main() -> int:
             follower.close()
             engine.close()
             ledger.close()
-    ok = True
-    for name, delays in (("activation → hook", activation), ("revision of active → hook", revision)):
+    store = database.display().split("://")[0]
+    figures = []
+    for name, delays in (
+        ("activation committed → steering hook updated", activation),
+        ("revision of the active profile → steering hook updated", revision),
+    ):
         ms = [d * 1000 for d in delays]
         p99 = percentile(ms, 0.99)
-        print(f"{name:<28} n={len(ms)}  p50 {statistics.median(ms):6.2f} ms  p99 {p99:6.2f} ms  max {max(ms):6.2f} ms"
-              f"  (target p99 < {TARGET_P99_MS:.0f} ms) [{database.display().split('://')[0]}]")
-        ok = ok and (args.smoke or p99 < TARGET_P99_MS)
-    return 0 if ok else 1
+        figures.append(Figure(
+            name=name, value=p99, unit="ms", target=f"p99 < {TARGET_P99_MS:.0f} ms", met=p99 < TARGET_P99_MS,
+            detail=f"p99 over {summary_ms(ms)}; {store} event store, tiny model", device=str(engine.loaded.device),
+        ))
+    return report(figures, smoke=args.smoke)
 
 
 if __name__ == "__main__":

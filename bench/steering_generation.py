@@ -4,7 +4,7 @@
     python bench/steering_generation.py --tiny          # smoke run on a tiny random model
 
 Prints tokens/s and ratios; exits 1 when steered/unsteered < 0.97 (batch 1 and 8) or
-mixed/uniform < 0.95.
+mixed/uniform < 0.95. ``LEDGER_DEVICE=cuda`` (and ``LEDGER_DTYPE``) measure on a GPU.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from pathlib import Path
 
 import torch
 
-from steering.generate import GenerationRequest, generate
-from steering.hooks import SteeringVector
-from steering.models import load_model
-from steering.sae import SAE, load_sae, steering_vector
-from steering.tiny import build_tiny_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import Figure, report  # noqa: E402
+from steering.generate import GenerationRequest, generate  # noqa: E402
+from steering.hooks import SteeringVector  # noqa: E402
+from steering.models import load_model  # noqa: E402
+from steering.sae import SAE, load_sae, steering_vector  # noqa: E402
+from steering.tiny import build_tiny_model  # noqa: E402
 
 DEFAULT_MODEL = Path("models/smollm2-135m-instruct")
 PROMPT = [{"role": "user", "content": "Write a few sentences about the sea."}]
@@ -63,6 +66,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=None, help="tokens per row (default 32; 64 with --tiny)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved runs (default 5; 15 with --tiny)")
     parser.add_argument("--strength", type=float, default=4.0)
+    parser.add_argument("--smoke", action="store_true", help="with --tiny: check that it runs, judge nothing")
     args = parser.parse_args()
     args.max_tokens = args.max_tokens or (64 if args.tiny else 32)
     args.repeats = args.repeats or (15 if args.tiny else 5)
@@ -89,8 +93,9 @@ def main() -> int:
         def runner(batch: list[GenerationRequest]) -> Callable[[], list]:
             return lambda: generate(loaded, batch)
 
-        print(f"model {path} on {loaded.device} ({loaded.dtype}), steering layer {sae.layer}, {args.max_tokens} tokens/row")
-        ok = True
+        device = f"{loaded.device} ({str(loaded.dtype).removeprefix('torch.')})"
+        print(f"model {path} on {device}, steering layer {sae.layer}, {args.max_tokens} tokens/row")
+        figures = []
         for size in (1, 8):
             base, steered = compare(
                 f"batch {size}: unsteered -> steered",
@@ -98,13 +103,21 @@ def main() -> int:
                 runner(requests(size, [profiles[0]] * 8)),
                 args.repeats,
             )
-            ok &= steered / base >= STEERED_TARGET
+            figures.append(Figure(
+                name=f"steered generation tokens/s, batch {size}", value=steered, unit="tok/s", target=f"≥ {STEERED_TARGET}×",
+                met=steered / base >= STEERED_TARGET, baseline=base, baseline_label="same model unsteered",
+                ratio=steered / base, detail=f"{Path(path).name}, {args.max_tokens} tokens/row, best of {args.repeats}",
+                device=device,
+            ))
         uniform, mixed = compare(
             "batch 8: uniform -> 8 profiles", runner(requests(8, [profiles[0]] * 8)), runner(requests(8, profiles)), args.repeats
         )
-        ok &= mixed / uniform >= MIXED_TARGET
-    print(f"targets: steered/unsteered >= {STEERED_TARGET}, mixed/uniform >= {MIXED_TARGET}: {'met' if ok else 'MISSED'}")
-    return 0 if ok else 1
+        figures.append(Figure(
+            name="mixed-profile batch (8 rows, 8 profiles)", value=mixed, unit="tok/s", target=f"≥ {MIXED_TARGET}×",
+            met=mixed / uniform >= MIXED_TARGET, baseline=uniform, baseline_label="uniform-profile batch",
+            ratio=mixed / uniform, detail=f"{Path(path).name}, best of {args.repeats}", device=device,
+        ))
+    return report(figures, smoke=args.smoke)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def run(*args: str) -> str:
 
 def test_activation_benchmark_smoke():
     out = run("bench/steering_activation.py", "--smoke")
-    assert "activation → hook" in out and "p99" in out
+    assert "activation committed → steering hook updated" in out and "p99" in out
 
 
 def test_list_profiles_benchmark_smoke():
@@ -26,4 +26,8 @@ def test_list_profiles_benchmark_smoke():
 
 
 def test_generation_benchmark_smoke():
-    assert "ratio" in run("bench/steering_generation.py", "--tiny")
+    assert "ratio" in run("bench/steering_generation.py", "--tiny", "--smoke", "--repeats", "2")
+
+
+def test_chain_overhead_benchmark_smoke(postgres_url):
+    assert "ratio" in run("bench/chain_overhead.py", "--database", postgres_url, "--smoke")
