@@ -1,0 +1,243 @@
+"""Run the whole benchmark suite and write its results into BENCHMARKS.md.
+
+    python -m bench                      # every benchmark at full size (about 20–30 minutes on 2 cores)
+    python -m bench --only rebuild time_travel
+    python -m bench --smoke              # tiny sizes: checks the scripts run; BENCHMARKS.md is left alone
+
+Starts its own PostgreSQL (durable settings: fsync and synchronous commit on, as a production server would
+run; the PostgreSQL 15 binaries must be installed), gives each benchmark a fresh database, collects the
+figures each script reports (see ``bench/report.py``) and replaces the results block of BENCHMARKS.md with
+them, stamped with the date and the machine. Exits 1 when a target is missed, 2 when a benchmark failed to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.postgres_server import PostgresServer  # noqa: E402
+
+BEGIN_MARKER = "<!-- bench:results:begin -->"
+END_MARKER = "<!-- bench:results:end -->"
+DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
+SCRIPT_TIMEOUT_S = 1800
+DURABLE_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    script: str
+    args: Callable[[argparse.Namespace, Callable[[str], str]], list[str]]  # (options, database for a key) → argv
+
+
+def _model_args(options: argparse.Namespace, _: Callable[[str], str]) -> list[str]:
+    if options.smoke:
+        return ["--tiny", "--smoke", "--repeats", "2"]
+    return ["--model", str(DEFAULT_MODEL)]
+
+
+BENCHES = [
+    Bench("command_throughput", "command_throughput.py",
+          lambda o, db: ["--database", db("commands"), *(["--smoke"] if o.smoke else ["--seconds", str(o.seconds)])]),
+    Bench("active_endpoint", "active_endpoint.py",
+          lambda o, db: ["--database", db("active"), *(["--smoke"] if o.smoke else ["--seconds", str(o.seconds)])]),
+    Bench("list_profiles", "list_profiles.py",
+          lambda o, db: ["--database", db("profiles"), *(["--smoke"] if o.smoke else ["--profiles", str(o.profiles)])]),
+    Bench("serve_memory", "serve_memory.py",  # the same database: the million profiles are loaded once
+          lambda o, db: ["--database", db("profiles"), *(["--smoke"] if o.smoke else ["--profiles", str(o.profiles)])]),
+    Bench("rebuild", "rebuild.py",
+          lambda o, db: ["--database", db("rebuild"), *(["--smoke"] if o.smoke else ["--events", str(o.events)])]),
+    Bench("time_travel", "time_travel.py",
+          lambda o, db: ["--database", db("time_travel"), *(["--smoke"] if o.smoke else [])]),
+    Bench("steering_generation", "steering_generation.py", _model_args),
+    Bench("steering_activation", "steering_activation.py",
+          lambda o, db: ["--database", db("activation"), *(["--smoke"] if o.smoke else [])]),
+    Bench("chain_overhead", "chain_overhead.py",
+          lambda o, db: ["--database", db("chain"), *(["--smoke"] if o.smoke else [])]),
+]
+
+
+def machine_facts(admin_url: str) -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    with psycopg.connect(admin_url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = ", ".join(
+            f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
+            for name in ("fsync", "synchronous_commit", "shared_buffers")
+        )
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU: steering figures are CPU figures"
+    return {
+        "machine": f"{os.cpu_count()} vCPU ({cpu}), {memory}",
+        "postgres": f"PostgreSQL {version} ({settings})",
+        "python": f"Python {platform.python_version()}, torch {torch.__version__}",
+        "device": device,
+    }
+
+
+def ensure_tools(options: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        print("installing wrk (the HTTP load generator)", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+    wanted = options.only or [bench.name for bench in BENCHES]
+    if not options.smoke and "steering_generation" in wanted and not (DEFAULT_MODEL / "config.json").exists():
+        print(f"fetching the default model into {DEFAULT_MODEL.parent}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "ledger", "models", "fetch", "--models-dir", str(DEFAULT_MODEL.parent)], check=True
+        )
+
+
+def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float, str]:
+    command = [sys.executable, str(ROOT / "bench" / bench.script), *argv]
+    print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
+    started = time.monotonic()
+    tail: list[str] = []
+    with subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, "BENCH_RESULTS": str(results)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        deadline = started + SCRIPT_TIMEOUT_S
+        for line in process.stdout:
+            print(f"  {line}", end="", flush=True)
+            tail = [*tail[-19:], line.rstrip()]
+            if time.monotonic() > deadline:
+                process.kill()
+                tail.append(f"killed after {SCRIPT_TIMEOUT_S} s")
+                break
+        status = process.wait()
+    return status, time.monotonic() - started, "\n".join(tail)
+
+
+def cell(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.3g}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{text} {unit}".strip()
+
+
+def results_block(facts: dict[str, str], started: datetime, figures: list[dict], failures: list[str],
+                  load: tuple[str, str], duration_s: float) -> str:
+    lines = [
+        BEGIN_MARKER,
+        f"Run of `python -m bench` on {started:%Y-%m-%d %H:%M} UTC, {duration_s / 60:.0f} min. "
+        f"{facts['machine']}; load average {load[0]} at the start, {load[1]} at the end. {facts['postgres']}. "
+        f"{facts['python']}. GPU: {facts['device']}.",
+        "",
+        "| figure | result | baseline (same run) | ratio | target | status | details |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for figure in figures:
+        baseline = "—" if figure["baseline"] is None else f"{cell(figure['baseline'], figure['unit'])} ({figure['baseline_label']})"
+        ratio = "—" if figure["ratio"] is None else f"{figure['ratio']:.3f}×"
+        details = figure["detail"] + ("" if figure["device"] == "cpu" else f"; device {figure['device']}")
+        lines.append(
+            f"| {figure['name']} | {cell(figure['value'], figure['unit'])} | {baseline} | {ratio} | {figure['target']} "
+            f"| {'met' if figure['met'] else '**missed**'} | {details} |"
+        )
+    lines += [f"| {failure} | — | — | — | — | **did not run** | see the run's output |" for failure in failures]
+    lines.append(END_MARKER)
+    return "\n".join(lines)
+
+
+def write_results(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    if BEGIN_MARKER in text and END_MARKER in text:
+        head, rest = text.split(BEGIN_MARKER, 1)
+        text = head + block + rest.split(END_MARKER, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; judge nothing, write nothing")
+    parser.add_argument("--only", nargs="+", choices=[bench.name for bench in BENCHES], help="run only these")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each load run")
+    parser.add_argument("--profiles", type=int, default=1_000_000, help="read-model size for list and memory")
+    parser.add_argument("--events", type=int, default=1_000_000, help="log size for the rebuild")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    options = parser.parse_args(argv)
+
+    ensure_tools(options)
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    load_before = f"{os.getloadavg()[0]:.1f}"
+    server = PostgresServer.start(
+        **DURABLE_SETTINGS, shared_buffers="128MB" if options.smoke else "2GB", max_connections="300"
+    )
+    databases: dict[str, str] = {}
+
+    def database(key: str) -> str:
+        if key not in databases:
+            databases[key] = server.create_database(f"bench_{key}_{uuid.uuid4().hex[:8]}")
+        return databases[key]
+
+    failures: list[str] = []
+    figures: list[dict] = []
+    try:
+        facts = machine_facts(server.admin_url)
+        with tempfile.TemporaryDirectory() as scratch:
+            for bench in BENCHES:
+                if options.only and bench.name not in options.only:
+                    continue
+                results = Path(scratch) / f"{bench.name}.jsonl"
+                status, seconds, tail = run_bench(bench, bench.args(options, database), results)
+                reported = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+                figures += reported
+                print(f"=== {bench.name}: exit {status} after {seconds:.0f} s", flush=True)
+                if status not in (0, 1) or (not reported and not options.smoke):
+                    failures.append(f"{bench.name} (exit {status})")
+    finally:
+        server.stop()
+    duration = time.monotonic() - clock
+    print("\n" + "\n".join(f"{'met   ' if f['met'] else 'MISSED'} {f['name']}" for f in figures))
+    for failure in failures:
+        print(f"FAILED {failure}")
+    if not options.smoke:
+        block = results_block(facts, started, figures, failures, (load_before, f"{os.getloadavg()[0]:.1f}"), duration)
+        write_results(options.output, block)
+        print(f"results written to {options.output}")
+    if failures:
+        return 2
+    if options.smoke:
+        return 0
+    return 0 if all(figure["met"] for figure in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
