@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from ledger.domainmodel import ActiveSlot, Profile
 
+from typing import Any
+
+from projections.bulk import MemoryBuild
 from projections.fields import audit_params
 from projections.projection import ReadModelProjection, Write
 
@@ -61,6 +64,27 @@ def on_new_version(event: Profile.SpecRevised | Profile.DetailsRevised, position
     return [Write("follow_latest", {"profile_id": event.originator_id, "version": event.version})]
 
 
+# What each statement does, for rebuilds in memory (projections.bulk).
+def fold_activate(build: MemoryBuild, p: Any) -> None:
+    build.tables["active_profile"][1] = {
+        "slot": 1, "profile_id": p["profile_id"], "pinned_version": p["pinned_version"], "version": p["version"],
+        "activated_at": p["recorded_at"], "actor": p["actor"], "reason": p["reason"],
+        "correlation_id": p["correlation_id"], "position": p["position"],
+    }
+
+
+def fold_deactivate(build: MemoryBuild, p: Any) -> None:
+    build.tables["active_profile"].pop(1, None)
+
+
+def fold_follow_latest(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["active_profile"].get(1)
+    if row is not None and row["profile_id"] == p["profile_id"] and row["pinned_version"] is None:
+        row["version"] = p["version"]
+
+
+FOLDS = {"activate": fold_activate, "deactivate": fold_deactivate, "follow_latest": fold_follow_latest}
+
 PROJECTION = ReadModelProjection(
     name="active_profile",
     tables=TABLES,
@@ -71,4 +95,5 @@ PROJECTION = ReadModelProjection(
         Profile.SpecRevised: on_new_version,
         Profile.DetailsRevised: on_new_version,
     },
+    folds=FOLDS,
 )

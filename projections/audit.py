@@ -12,6 +12,7 @@ from uuid import UUID
 
 from ledger.domainmodel import Profile
 
+from projections.bulk import MemoryBuild, pick
 from projections.fields import audit_params
 from projections.projection import ReadModelProjection, Write, aggregate_type_name, event_type_name
 
@@ -85,10 +86,22 @@ def on_any_event(event: Any, position: int) -> list[Write]:
     return [Write("insert", params)]
 
 
+# What the statement does, for rebuilds in memory (projections.bulk).
+COLUMNS = (
+    "position", "recorded_at", "actor", "event_type", "aggregate_type", "originator_id", "originator_version",
+    "profile_id", "reason", "correlation_id", "payload",
+)
+
+
+def fold_insert(build: MemoryBuild, p: Any) -> None:
+    build.tables["audit_events"].setdefault(p["position"], pick(p, COLUMNS))
+
+
 PROJECTION = ReadModelProjection(
     name="audit",
     tables=TABLES,
     statements=STATEMENTS,
     handlers={},
     default_handler=on_any_event,
+    folds={"insert": fold_insert},
 )

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from ledger.domainmodel import Execution, Profile
 
+from typing import Any
+
+from projections.bulk import MemoryBuild, pick
 from projections.fields import audit_params
 from projections.projection import ReadModelProjection, Write
 
@@ -76,9 +79,32 @@ def on_profile_deleted(event: Profile.Deleted, position: int) -> list[Write]:
     return [Write("delete_for_profile", {"profile_id": event.originator_id})]
 
 
+# What each statement does, for rebuilds in memory (projections.bulk).
+COLUMNS = (
+    "id", "position", "profile_id", "profile_version", "run_id", "seed", "entity_count", "status", "error_message",
+    "duration_ms", "metadata", "kind", "details", "replay_of", "actor", "reason", "correlation_id", "recorded_at",
+)
+
+
+def fold_insert(build: MemoryBuild, p: Any) -> None:
+    rows = build.tables["executions"]
+    if p["id"] not in rows:
+        rows[p["id"]] = pick(p, COLUMNS)
+        build.extra.setdefault("by_profile", {}).setdefault(p["profile_id"], []).append(p["id"])
+
+
+def fold_delete_for_profile(build: MemoryBuild, p: Any) -> None:
+    rows = build.tables["executions"]
+    for execution_id in build.extra.setdefault("by_profile", {}).pop(p["profile_id"], ()):
+        rows.pop(execution_id, None)
+
+
+FOLDS = {"insert": fold_insert, "delete_for_profile": fold_delete_for_profile}
+
 PROJECTION = ReadModelProjection(
     name="executions",
     tables=TABLES,
     statements=STATEMENTS,
     handlers={Execution.Recorded: on_recorded, Profile.Deleted: on_profile_deleted},
+    folds=FOLDS,
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 from ledger.domainmodel import Execution, Profile
 
+from projections.bulk import MemoryBuild, overlay, pick
 from projections.fields import created_params, detail_overlay, spec_params
 from projections.projection import ReadModelProjection, Write
 
@@ -137,6 +138,93 @@ def on_execution_recorded(event: Execution.Recorded, position: int) -> list[Writ
     return [Write("count_execution", {"id": event.profile_id, "at": event.timestamp})]
 
 
+# What each statement does, for rebuilds in memory (projections.bulk).
+COLUMNS = (
+    "id", "name", "name_key", "name_search", "description", "description_search", "model_id", "sae_id", "layer",
+    "steering", "feature_count", "tags", "products", "metadata", "version", "is_active", "pinned_version",
+    "execution_count", "last_executed_at", "created_at", "updated_at", "position",
+)
+_BY_FLAG = {
+    "name": ("name", "name_key", "name_search"),
+    "description": ("description", "description_search"),
+    "tags": ("tags",),
+    "products": ("products",),
+    "metadata": ("metadata",),
+}
+_SPEC = ("model_id", "sae_id", "layer", "steering", "feature_count")
+
+
+def _active(build: MemoryBuild) -> set[Any]:
+    return build.extra.setdefault("active", set())
+
+
+def fold_insert(build: MemoryBuild, p: Any) -> None:
+    build.tables["profiles"].setdefault(p["id"], pick(
+        p, COLUMNS, version=1, is_active=False, pinned_version=None, execution_count=0, last_executed_at=None,
+        created_at=p["at"], updated_at=p["at"]))
+
+
+def fold_revise_details(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profiles"].get(p["id"])
+    if row is not None:
+        overlay(row, p, _BY_FLAG)
+        row.update(version=p["version"], updated_at=p["at"], position=p["position"])
+
+
+def fold_revise_spec(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profiles"].get(p["id"])
+    if row is not None:
+        overlay(row, p, _BY_FLAG)
+        row.update({column: p[column] for column in _SPEC})
+        row.update(version=p["version"], updated_at=p["at"], position=p["position"])
+
+
+def fold_deactivate_others(build: MemoryBuild, p: Any) -> None:
+    rows, active = build.tables["profiles"], _active(build)
+    for profile_id in [other for other in active if other != p["id"]]:
+        active.discard(profile_id)
+        if profile_id in rows:
+            rows[profile_id].update(is_active=False, pinned_version=None)
+
+
+def fold_activate(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profiles"].get(p["id"])
+    if row is not None:
+        row.update(is_active=True, pinned_version=p["pinned_version"], updated_at=p["at"], position=p["position"])
+        _active(build).add(p["id"])
+
+
+def fold_deactivate(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profiles"].get(p["id"])
+    if row is not None:
+        row.update(is_active=False, pinned_version=None, updated_at=p["at"], position=p["position"])
+        _active(build).discard(p["id"])
+
+
+def fold_delete(build: MemoryBuild, p: Any) -> None:
+    build.tables["profiles"].pop(p["id"], None)
+    _active(build).discard(p["id"])
+
+
+def fold_count_execution(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profiles"].get(p["id"])
+    if row is not None:
+        row["execution_count"] += 1
+        last = row["last_executed_at"]
+        row["last_executed_at"] = p["at"] if last is None or p["at"] > last else last
+
+
+FOLDS = {
+    "insert": fold_insert,
+    "revise_details": fold_revise_details,
+    "revise_spec": fold_revise_spec,
+    "deactivate_others": fold_deactivate_others,
+    "activate": fold_activate,
+    "deactivate": fold_deactivate,
+    "delete": fold_delete,
+    "count_execution": fold_count_execution,
+}
+
 PROJECTION = ReadModelProjection(
     name="profiles",
     tables=TABLES,
@@ -153,4 +241,5 @@ PROJECTION = ReadModelProjection(
     },
     postgres_indexes=POSTGRES_INDEXES,
     trigram_indexes=TRIGRAM_INDEXES,
+    folds=FOLDS,
 )

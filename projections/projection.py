@@ -37,6 +37,8 @@ class ReadModelProjection:
     postgres_indexes: Mapping[str, Sequence[str]] = field(default_factory=dict)
     trigram_indexes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # PG with pg_trgm only
     default_handler: Handler | None = None  # for event types without their own handler
+    # For rebuilds: statement name → what it does to in-memory rows (see projections.bulk).
+    folds: Mapping[str, Callable[[Any, Mapping[str, Any]], None]] = field(default_factory=dict)
 
     def ddl(self, table: str, *, postgres: bool, trigram: bool) -> list[str]:
         """The statements that create one table and its indexes in the given dialect."""

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from eventsourcing.persistence import PersistenceError
 
 from ledger.settings import Database
+from projections.bulk import MemoryBuild
 from projections.log import EventLog
 from projections.registry import PROJECTION_NAMES, select
 from projections.store import REBUILD_SUFFIX, open_store
@@ -31,7 +32,7 @@ __all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
-REBUILD_BATCH_SIZE = 2000
+REBUILD_BATCH_SIZE = 10_000
 POSTGRES_POLL_SECONDS = 3.0  # fallback when a notification is lost (eventsourcing issue #305)
 SQLITE_POLL_SECONDS = 0.1
 RETRY_SECONDS_MAX = 5.0
@@ -161,18 +162,22 @@ def rebuild(
         store.create_read_model_tables(projections)
         for projection in projections:
             store.drop_tables(projection, REBUILD_SUFFIX)
-        store.create_read_model_tables(projections, REBUILD_SUFFIX)
+        in_memory = [projection for projection in projections if MemoryBuild.supports(projection)]
+        by_statement = [projection for projection in projections if not MemoryBuild.supports(projection)]
+        store.create_read_model_tables(by_statement, REBUILD_SUFFIX)
+        builds = [MemoryBuild(projection) for projection in in_memory]
         position = 0
         with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
-            while True:
-                batch = log.read(position, batch_size)
-                if not batch.events:
-                    break
-                for projection in projections:
+            for batch in log.scan(0, batch_size):
+                for build in builds:
+                    build.apply(batch.events)
+                for projection in by_statement:
                     store.apply_batch(projection, batch, rebuilding=True, wait=True)
                 bar.total = max(bar.total or 0, batch.end)
                 bar.update(batch.end - position)
                 position = batch.end
+        for build in builds:
+            store.load_rebuilt(build.projection, build.tables, position)
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
         log.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 from ledger.domainmodel import Profile
 
+from projections.bulk import MemoryBuild, overlay, pick
 from projections.fields import audit_params, created_params, detail_overlay, spec_params
 from projections.projection import ReadModelProjection, Write, event_type_name
 
@@ -114,6 +115,38 @@ def on_details_edited(event: Profile.DetailsEdited, position: int) -> list[Write
     return [Write("edit", params)]
 
 
+# What each statement does, for rebuilds in memory (projections.bulk).
+COLUMNS = tuple(column.strip() for column in _COLUMNS.split(","))
+_DETAILS = {field: (field,) for field in ("name", "description", "tags", "products", "metadata")}
+_SPEC = {"spec": ("model_id", "sae_id", "layer", "steering", "feature_count")}
+_RECORDED = ("event_type", "actor", "reason", "correlation_id", "recorded_at", "position")
+
+
+def fold_insert(build: MemoryBuild, p: Any) -> None:
+    build.tables["profile_versions"].setdefault((p["profile_id"], 1), pick(p, COLUMNS, version=1))
+
+
+def fold_insert_revision(build: MemoryBuild, p: Any) -> None:
+    rows = build.tables["profile_versions"]
+    previous = rows.get((p["profile_id"], p["previous_version"]))
+    key = (p["profile_id"], p["version"])
+    if previous is None or key in rows:
+        return
+    row = dict(previous, version=p["version"])
+    overlay(row, p, _DETAILS)
+    overlay(row, p, _SPEC)
+    row.update({column: p[column] for column in _RECORDED})
+    rows[key] = row
+
+
+def fold_edit(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profile_versions"].get((p["profile_id"], p["version"]))
+    if row is not None:
+        overlay(row, p, _DETAILS)
+
+
+FOLDS = {"insert": fold_insert, "insert_revision": fold_insert_revision, "edit": fold_edit}
+
 PROJECTION = ReadModelProjection(
     name="profile_versions",
     tables=TABLES,
@@ -124,4 +157,5 @@ PROJECTION = ReadModelProjection(
         Profile.DetailsRevised: on_details_revised,
         Profile.DetailsEdited: on_details_edited,
     },
+    folds=FOLDS,
 )
