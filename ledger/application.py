@@ -4,13 +4,19 @@ Each command loads the aggregates it needs, runs one domain command, and saves e
 atomic ``save``. When a command carries no ``expected_version``, an optimistic-concurrency conflict is
 retried on fresh state (the command is re-applied, nothing is lost); with ``expected_version`` it surfaces
 as :class:`ConcurrentUpdateError` / :class:`StaleVersionError`.
+
+Every ``PROFILE_SNAPSHOT_INTERVAL``-th event of a profile's stream (default 100; ``0``: none) is followed by a
+snapshot of the profile at that stream version, so that a profile as it stood at a version or a time is
+rebuilt from the nearest snapshot before it and the few events after it, not from its first event.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -18,7 +24,8 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import PersistenceError, RecordConflictError
+from eventsourcing.utils import get_topic
 
 from ledger import exchange, values
 from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
@@ -47,6 +54,11 @@ T = TypeVar("T")
 
 RETRY_ATTEMPTS = 200
 IMPORT_RENAME_ATTEMPTS = 50
+SNAPSHOT_INTERVAL = 100
+SNAPSHOT_INTERVAL_ENV = "PROFILE_SNAPSHOT_INTERVAL"
+SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,9 +139,12 @@ class VersionRecord:
 
 class ProfileLedger(Application[UUID]):
     name = "ProfileLedger"
+    snapshotting_intervals = {Profile: SNAPSHOT_INTERVAL}  # turns the snapshot store on
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=env)
+        interval = int(self.env.get(SNAPSHOT_INTERVAL_ENV) or SNAPSHOT_INTERVAL)
+        self.snapshotting_intervals = {Profile: interval} if interval > 0 else {}
         self._listeners: list[Callable[[int], None]] = []
 
     def add_listener(self, listener: Callable[[int], None]) -> None:
@@ -142,6 +157,23 @@ class ProfileLedger(Application[UUID]):
             for listener in self._listeners:
                 listener(recordings[-1].notification.id)
         return recordings
+
+    def take_snapshot(self, aggregate_id: UUID, version: int | None = None, projector_func: Any = None) -> None:
+        """Record the aggregate's state at ``version`` (default: now), rebuilt from the store.
+
+        A snapshot is a cache of what the events say, so it never fails the command that prompted it: the same
+        stream version snapshotted twice (another process got there first) holds the same state, and a
+        snapshot that cannot be written is only a replay that stays longer.
+        """
+        try:
+            if projector_func is None:
+                super().take_snapshot(aggregate_id, version)
+            else:
+                super().take_snapshot(aggregate_id, version, projector_func)
+        except RecordConflictError:
+            pass
+        except PersistenceError as error:
+            logger.warning("no snapshot of %s at version %s: %s", aggregate_id, version, error)
 
     # -- commands ----------------------------------------------------------------------------------
     def create_profile(self, fields: Mapping[str, Any]) -> Outcome:
@@ -270,11 +302,18 @@ class ProfileLedger(Application[UUID]):
             if profile.deleted:
                 raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
             return ProfileState.of(profile)
-        profile = None
-        for domain_event in self._events(profile_id):
+
+        def reached(domain_event: Any) -> bool:
+            """Whether replay stops before this event (it is after the version or time asked for)."""
             if version is not None and event_version(domain_event) > version:
-                break
-            if as_of is not None and domain_event.timestamp > as_of:
+                return True
+            return as_of is not None and domain_event.timestamp > as_of
+
+        snapshot, stop = self._snapshot_before(profile_id, version, as_of)
+        profile = None if snapshot is None else snapshot.mutate(None)
+        start = None if snapshot is None else snapshot.originator_version
+        for domain_event in self._events(profile_id, gt=start, lte=stop):
+            if reached(domain_event):
                 break
             profile = domain_event.mutate(profile)
         if profile is None:
@@ -397,11 +436,53 @@ class ProfileLedger(Application[UUID]):
         return verify_chain()
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _events(self, profile_id: UUID) -> Iterable[Any]:
-        events = list(self.repository.event_store.get(profile_id))
-        if not events or not isinstance(events[0], Profile.Created):
+    def _events(self, profile_id: UUID, *, gt: int | None = None, lte: int | None = None) -> Iterator[Any]:
+        """The profile's events, all of them or those after stream version ``gt`` up to ``lte`` (each decoded
+        when it is reached: replay that stops early decodes no more)."""
+        events = iter(self.repository.event_store.get(profile_id, gt=gt, lte=lte))
+        if gt is not None:
+            return events
+        first = next(events, None)
+        if not isinstance(first, Profile.Created):
             raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
-        return events
+        return itertools.chain([first], events)
+
+    def _snapshot_before(
+        self, profile_id: UUID, version: int | None, as_of: datetime | None
+    ) -> tuple[Profile.Snapshot | None, int | None]:
+        """The latest snapshot that replaying up to ``version`` / ``as_of`` would pass through, and the stream
+        version of the earliest one it would not (replay stops at or before it; None: none taken).
+
+        Replay applies events while none is past the version or the time: a snapshot lies on that path when
+        its user version is at most ``version`` and every event up to it was recorded by ``as_of``.
+        """
+        if self.snapshots is None:
+            return None, None
+        # One snapshot per interval of events: read them all undecoded, and decode only the few a binary search
+        # looks at (the snapshots on the path come first, then those past it).
+        stored = self.snapshots.recorder.select_events(profile_id)
+        if not stored or stored[0].topic != SNAPSHOT_TOPIC:
+            return None, None
+        decoded: dict[int, Profile.Snapshot] = {}
+
+        def on_path(index: int) -> bool:
+            snapshot = decoded[index] = self.snapshots.mapper.to_domain_event(stored[index])  # type: ignore[union-attr]
+            state = snapshot.state
+            return (version is None or state["current_version"] <= version) and (
+                as_of is None or state["recorded_until"] <= as_of
+            )
+
+        low, high = 0, len(stored)
+        while low < high:
+            middle = (low + high) // 2
+            if on_path(middle):
+                low = middle + 1
+            else:
+                high = middle
+        stop = stored[low].originator_version if low < len(stored) else None
+        if low == 0:
+            return None, stop
+        return decoded.get(low - 1) or self.snapshots.mapper.to_domain_event(stored[low - 1]), stop
 
     def _profile(self, profile_id: UUID) -> Profile:
         try:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -114,6 +115,24 @@ class Profile(Aggregate):
     class Event(AuditedEvent):
         pass
 
+    class Snapshot(Aggregate.Snapshot):
+        """The profile's state at one stream version; steering keeps its integer feature indices.
+
+        JSON objects have string keys only: the state stores steering as its events do, and restores it.
+        """
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Profile.Snapshot:
+            snapshot = super().take(aggregate)
+            snapshot.state["steering"] = values.steering_to_json(snapshot.state["steering"])
+            return snapshot
+
+        def mutate(self, _: None) -> Profile:
+            profile = super().mutate(_)
+            assert isinstance(profile, Profile)
+            profile.steering = values.steering_from_json(profile.steering)
+            return profile
+
     @classmethod
     def create(cls, **fields: Any) -> Profile:
         """Validate every field and record the profile's first version."""
@@ -150,6 +169,19 @@ class Profile(Aggregate):
         self.current_version = 1
         self.is_active = False
         self.deleted = False
+        self.recorded_until = self.created_on
+
+    @property
+    def modified_on(self) -> datetime:
+        return self._modified_on
+
+    @modified_on.setter
+    def modified_on(self, modified_on: datetime) -> None:
+        # Set as each event is applied. ``recorded_until`` is the latest time among the events so far (their
+        # clocks are the writers', so a later event may read earlier): the profile as of any time at or after
+        # it includes every one of them.
+        self._modified_on = modified_on
+        self.recorded_until = max(self.recorded_until, modified_on)
 
     # -- queries -----------------------------------------------------------------------------------
     @property
