@@ -56,11 +56,22 @@ def concerned_profile(event: Any) -> UUID | None:
     return getattr(event, "profile_id", None)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {
+            key if type(key) is str else str(key): item if type(item) in _PLAIN else json_safe(item)
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
@@ -69,7 +80,11 @@ def json_safe(value: Any) -> Any:
 
 
 def payload(event: Any) -> dict[str, Any]:
-    return json_safe({key: value for key, value in vars(event).items() if key not in _ENVELOPE})
+    return {
+        key: value if type(value) in _PLAIN else json_safe(value)
+        for key, value in vars(event).items()
+        if key not in _ENVELOPE
+    }
 
 
 def on_any_event(event: Any, position: int) -> list[Write]:

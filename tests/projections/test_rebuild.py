@@ -53,3 +53,32 @@ def test_queries_keep_answering_during_a_rebuild(database, ledger, project, read
     assert not failures
     assert len(answers) > 3
     assert all(answer == expected for answer in answers)
+
+
+def test_a_rebuild_in_memory_reproduces_a_long_mixed_history(database, ledger, project, read_model):
+    from bench.rebuild import write_template
+
+    write_template(database, profiles=40, seed=11)  # renames, pins, revisions of the active profile, deletions
+    project()
+    live = dump(database)
+    assert rebuild(database, progress=False, batch_size=97) == read_model.positions()
+    assert dump(database) == live
+
+
+def test_the_fast_decoder_gives_the_events_the_mapper_gives(database, ledger):
+    from projections.log import EventLog
+
+    run_script(ledger)
+    log = EventLog(database)
+    try:
+        by_mapper = log.read(0, 1000).events
+        scanned = [event for batch in log.scan(0, 7) for event in batch.events]
+        decode = log.decode
+        decoded = [
+            (n.id, decode(n.originator_id, n.originator_version, n.topic, n.state))
+            for n in log.recorder.select_notifications(0, 1000)
+        ]
+    finally:
+        log.close()
+    for events in (scanned, decoded):
+        assert [(p, type(e), vars(e)) for p, e in events] == [(p, type(e), vars(e)) for p, e in by_mapper]
