@@ -7,12 +7,16 @@ They extend the eventsourcing library's application recorders (selected with its
   (inserts are already serialised by the library's EXCLUSIVE table lock, so the chain adds no new
   serialisation), and ``BEFORE UPDATE/DELETE/TRUNCATE`` triggers refuse any change to the event and chain
   tables.
+* PostgreSQL saves are group-committed (:mod:`ledger.group_commit`): the concurrent saves of many threads share
+  one insert transaction, so they share its table lock, NOTIFY and commit. ``LEDGER_GROUP_COMMIT=off`` gives
+  each save a transaction of its own again (read once, at import: for comparing the two in a benchmark).
 * SQLite: the chain rows are written by the recorder in the inserting transaction (SQLite has one writer at
   a time anyway); triggers refuse UPDATE and DELETE.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -24,8 +28,11 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.chain import GENESIS, ChainRow, StoredRow, VerifyReport, event_digest, next_link, verify
+from ledger.group_commit import GroupCommitter
+from ledger.settings import parse_switch
 
 BATCH = 5000
+GROUP_COMMIT = parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True)
 
 # The library retries a failed database call 10 times, each waiting up to the pool's connect timeout: a request
 # would hang for close to a minute while the database is down. One retry (for a connection that broke since it
@@ -34,7 +41,7 @@ fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    insert_events = fail_fast(PostgresApplicationRecorder.insert_events.__wrapped__)  # type: ignore[attr-defined]
+    _insert_now = fail_fast(PostgresApplicationRecorder.insert_events.__wrapped__)  # type: ignore[attr-defined]
     select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
     select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
     max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
@@ -91,6 +98,16 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         names["chain_digest_index"] = Identifier(f"{self.chain_table_name}_digest_idx")
         self.sql_create_statements.insert(0, SQL(statements[0]).format(**names))
         self.sql_create_statements.extend(SQL(statement).format(**names) for statement in statements[1:])
+        self.group_commit = GroupCommitter(self._insert_now)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Insert in a transaction shared with concurrent callers (group commit); answered after the commit.
+
+        Saves that carry anything else (a tracking record) or nothing at all keep a transaction of their own.
+        """
+        if not GROUP_COMMIT or not stored_events or any(value is not None for value in kwargs.values()):
+            return self._insert_now(stored_events, **kwargs)
+        return self.group_commit.save(stored_events)
 
     def verify_chain(self) -> VerifyReport:
         schema = Identifier(self.datastore.schema)

@@ -1,0 +1,152 @@
+"""Group commit: concurrent saves collected into one database transaction.
+
+On PostgreSQL every insert of events takes an EXCLUSIVE lock on the events table and sends a NOTIFY, so
+one-command transactions are serialised and their throughput is capped by one commit at a time. A
+:class:`GroupCommitter` lets the commands of many threads share a transaction instead:
+
+* each caller queues its events and waits; a caller that finds no commit in progress becomes the *leader*;
+* the leader takes everything queued (natural batching: whatever arrived while the previous commit was in
+  flight; no fixed delay), inserts it with one call (one transaction: lock, insert, notify, commit) and hands
+  each caller its own slice of the notification ids, in queue order;
+* then it hands the leadership to the first caller still queued, and returns.
+
+Every caller is answered only after its batch has committed, or with the error that stopped it:
+
+* two queued saves of the same ``(originator_id, originator_version)`` never share a batch: the later one
+  waits for the next batch, where it fails alone;
+* a batch whose insert fails with a conflict (the library's :class:`IntegrityError`) is split in halves and
+  retried, down to the single guilty caller, so batch-mates of a conflicting command still commit;
+* any other error (the database is down, the pool is closed) is every batch-mate's error.
+
+There is no thread of its own: nothing to stop, and :meth:`close` only refuses new saves.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, InterfaceError, StoredEvent
+
+MAX_BATCH_EVENTS = 1000
+
+Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
+
+
+@dataclass(eq=False)
+class _Save:
+    events: Sequence[StoredEvent]
+    keys: frozenset[tuple[Any, int]]
+    wake: threading.Event = field(default_factory=threading.Event)
+    leader: bool = False
+    finished: bool = False
+    positions: Sequence[int] | None = None
+    error: BaseException | None = None
+
+    def finish(self, positions: Sequence[int] | None = None, error: BaseException | None = None) -> None:
+        self.positions, self.error, self.finished = positions, error, True
+        self.wake.set()
+
+
+class GroupCommitter:
+    """Runs ``insert(events)`` for the queued saves of many threads, several saves per call.
+
+    ``insert`` must insert the events in one transaction and return their notification ids in order (the
+    library recorder's ``insert_events``), or raise and insert nothing.
+    """
+
+    def __init__(self, insert: Insert, *, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
+        self._insert = insert
+        self._max_batch_events = max_batch_events
+        self._lock = threading.Lock()
+        self._queue: deque[_Save] = deque()
+        self._busy = False
+        self._closed = False
+        self.batches = 0  # transactions committed (for tests and benchmarks)
+        self.saves = 0  # saves those transactions held
+
+    def save(self, events: Sequence[StoredEvent]) -> Sequence[int] | None:
+        """Insert ``events`` atomically (in a transaction possibly shared with other callers'); their ids."""
+        save = _Save(events, frozenset((e.originator_id, e.originator_version) for e in events))
+        with self._lock:
+            if self._closed:
+                raise InterfaceError("the event store is closed")
+            self._queue.append(save)
+            if not self._busy:
+                self._busy = save.leader = True
+        if not save.leader:
+            save.wake.wait()  # answered, or made leader of the next batch
+        if not save.finished:
+            self._lead()
+        if save.error is not None:
+            raise save.error
+        return save.positions
+
+    def close(self) -> None:
+        """Refuse new saves; those already queued are still committed (or fail with the database's error)."""
+        with self._lock:
+            self._closed = True
+
+    def _lead(self) -> None:
+        batch: list[_Save] = []
+        try:
+            with self._lock:
+                batch = self._take_batch()
+            self._commit(batch)
+        finally:
+            for save in batch:
+                if not save.finished:  # interrupted (e.g. KeyboardInterrupt): acknowledge nothing
+                    save.finish(error=InterfaceError("the save was interrupted; it may not have been recorded"))
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leader = True
+                    successor.wake.set()
+                else:
+                    self._busy = False
+
+    def _take_batch(self) -> list[_Save]:
+        """The queued saves that can share a transaction, in queue order; the rest stay queued, in order."""
+        batch: list[_Save] = []
+        keys: set[tuple[Any, int]] = set()
+        events = 0
+        kept: deque[_Save] = deque()
+        while self._queue:
+            save = self._queue.popleft()
+            if batch and (events + len(save.events) > self._max_batch_events or not keys.isdisjoint(save.keys)):
+                kept.append(save)
+                if events + len(save.events) > self._max_batch_events:
+                    break
+                continue
+            batch.append(save)
+            keys |= save.keys
+            events += len(save.events)
+        kept.extend(self._queue)
+        self._queue = kept
+        return batch
+
+    def _commit(self, batch: list[_Save]) -> None:
+        try:
+            positions = self._insert([event for save in batch for event in save.events])
+        except IntegrityError as error:
+            if len(batch) == 1:
+                batch[0].finish(error=error)
+                return
+            middle = len(batch) // 2  # find the guilty save(s); the first half's ids precede the second's
+            self._commit(batch[:middle])
+            self._commit(batch[middle:])
+            return
+        except Exception as error:
+            for save in batch:
+                save.finish(error=error)
+            return
+        self.batches += 1
+        self.saves += len(batch)
+        start = 0
+        for save in batch:
+            end = start + len(save.events)
+            save.finish(positions=None if positions is None else list(positions[start:end]))
+            start = end

@@ -1,0 +1,187 @@
+"""Group commit on PostgreSQL: concurrent saves share a transaction, and each caller gets exactly its own answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+
+import pytest
+from eventsourcing.persistence import IntegrityError, OperationalError, RecordConflictError, StoredEvent
+
+from ledger.group_commit import GroupCommitter
+
+pytestmark = pytest.mark.postgres
+THREADS = 32
+
+
+def stored(originator_id: uuid.UUID, version: int) -> StoredEvent:
+    return StoredEvent(originator_id=originator_id, originator_version=version, topic="tests:Thing", state=b"{}")
+
+
+def held(committer: GroupCommitter):
+    """Hold the next batch in flight until the returned event is set; saves meanwhile queue up."""
+    real, entered, release = committer._insert, threading.Event(), threading.Event()
+
+    def insert(events):
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(10)
+        return real(events)
+
+    committer._insert = insert
+    return entered, release
+
+
+def queued(committer: GroupCommitter, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(committer._queue) < count:
+        assert time.monotonic() < deadline, "the saves did not queue"
+        time.sleep(0.005)
+
+
+def save_in_background(pool: ThreadPoolExecutor, recorder, events):
+    def call():
+        try:
+            return recorder.insert_events(events)
+        except Exception as error:  # noqa: BLE001 - the assertions look at it
+            return error
+
+    return pool.submit(call)
+
+
+def test_concurrent_commands_get_their_own_positions_and_share_transactions(pg_ledger):
+    barrier = Barrier(THREADS)
+
+    def create(i: int):
+        barrier.wait()
+        return pg_ledger.create_profile({"name": f"profile {i}", "steering": {i: 1.0}})
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(create, range(THREADS)))
+    positions = [outcome.position for outcome in outcomes]
+    assert len(set(positions)) == THREADS
+    for outcome in outcomes:
+        # a create records the profile's Created, then its name index's Registered and Claimed, contiguously
+        created, registered, claimed = pg_ledger.recorder.select_notifications(start=outcome.position - 2, limit=3)
+        assert (created.originator_id, created.originator_version) == (outcome.profile.id, 1)
+        assert created.topic.endswith("Profile.Created") and claimed.topic.endswith("ProfileName.Claimed")
+        assert registered.originator_id == claimed.originator_id and claimed.id == outcome.position
+    committer = pg_ledger.recorder.group_commit
+    assert committer.saves >= THREADS and committer.batches < committer.saves  # some saves did share
+    assert pg_ledger.verify_log().ok
+
+
+def test_many_threads_saving_their_own_streams_keep_them_contiguous(pg_ledger):
+    recorder, saves = pg_ledger.recorder, 15
+    streams = [uuid.uuid4() for _ in range(16)]
+
+    def write(stream: uuid.UUID) -> list[int]:
+        return [recorder.insert_events([stored(stream, version)])[0] for version in range(1, saves + 1)]
+
+    with ThreadPoolExecutor(len(streams)) as pool:
+        positions = dict(zip(streams, pool.map(write, streams)))
+    for stream, mine in positions.items():
+        assert mine == sorted(mine)
+        assert [e.originator_version for e in recorder.select_events(stream)] == list(range(1, saves + 1))
+        for version, position in enumerate(mine, start=1):
+            (notification,) = recorder.select_notifications(start=position, limit=1)
+            assert (notification.originator_id, notification.originator_version) == (stream, version)
+    everything = [p for mine in positions.values() for p in mine]
+    assert len(set(everything)) == len(everything)
+    assert pg_ledger.verify_log().ok
+
+
+def test_a_conflicting_save_is_rejected_alone_and_its_batch_mates_commit(pg_ledger):
+    recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
+    taken = uuid.uuid4()
+    recorder.insert_events([stored(taken, 1)])
+    entered, release = held(committer)
+    with ThreadPoolExecutor(8) as pool:
+        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
+        assert entered.wait(10)
+        batches_before = committer.batches
+        fresh = [uuid.uuid4() for _ in range(4)]
+        saves = [save_in_background(pool, recorder, [stored(fresh[0], 1), stored(fresh[0], 2)])]
+        queued(committer, 1)
+        saves.append(save_in_background(pool, recorder, [stored(fresh[1], 1), stored(taken, 1)]))  # the guilty one
+        queued(committer, 2)
+        saves += [save_in_background(pool, recorder, [stored(stream, 1)]) for stream in fresh[2:]]
+        queued(committer, 4)
+        release.set()
+        results = [save.result(timeout=30) for save in saves]
+        assert not isinstance(blocker.result(timeout=30), Exception)
+    assert isinstance(results[1], IntegrityError) and isinstance(results[1], RecordConflictError)
+    for index in (0, 2, 3):
+        assert not isinstance(results[index], Exception), results[index]
+    assert len(results[0]) == 2 and results[0][1] == results[0][0] + 1
+    for stream, result in zip([fresh[0], fresh[2], fresh[3]], [results[0], results[2], results[3]]):
+        (notification,) = recorder.select_notifications(start=result[-1], limit=1)
+        assert notification.originator_id == stream
+    assert recorder.select_events(fresh[1]) == []  # the guilty save is all or nothing
+    assert committer.batches > batches_before
+    assert pg_ledger.verify_log().ok
+
+
+def test_two_saves_of_the_same_version_in_one_queue_never_share_a_batch(pg_ledger):
+    recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
+    contested, other = uuid.uuid4(), uuid.uuid4()
+    entered, release = held(committer)
+    with ThreadPoolExecutor(4) as pool:
+        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
+        assert entered.wait(10)
+        first = save_in_background(pool, recorder, [stored(contested, 1)])
+        queued(committer, 1)
+        second = save_in_background(pool, recorder, [stored(contested, 1)])
+        queued(committer, 2)
+        bystander = save_in_background(pool, recorder, [stored(other, 1)])
+        queued(committer, 3)
+        release.set()
+        results = [first.result(timeout=30), second.result(timeout=30), bystander.result(timeout=30)]
+        blocker.result(timeout=30)
+    assert not isinstance(results[0], Exception) and isinstance(results[1], RecordConflictError)
+    assert not isinstance(results[2], Exception)
+    assert [e.originator_version for e in recorder.select_events(contested)] == [1]
+    assert pg_ledger.verify_log().ok
+
+
+def test_a_database_error_reaches_every_caller_of_its_batch_and_no_one_else(pg_ledger):
+    recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
+    entered, release = held(committer)
+    real = committer._insert
+    failing = {"next": False}
+
+    def insert(events):
+        if failing["next"]:
+            failing["next"] = False
+            raise OperationalError("the database went away")
+        return real(events)
+
+    with ThreadPoolExecutor(6) as pool:
+        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
+        assert entered.wait(10)
+        committer._insert = insert
+        failing["next"] = True
+        streams = [uuid.uuid4() for _ in range(3)]
+        victims = []
+        for number, stream in enumerate(streams, start=1):
+            victims.append(save_in_background(pool, recorder, [stored(stream, 1)]))
+            queued(committer, number)
+        release.set()
+        results = [victim.result(timeout=30) for victim in victims]
+        assert not isinstance(blocker.result(timeout=30), Exception)
+    assert all(isinstance(result, OperationalError) for result in results)
+    assert all(recorder.select_events(stream) == [] for stream in streams)
+    later = recorder.insert_events([stored(uuid.uuid4(), 1)])  # the committer carries on
+    assert len(later) == 1
+    assert pg_ledger.verify_log().ok
+
+
+def test_a_closed_committer_refuses_new_saves():
+    committer = GroupCommitter(lambda events: list(range(len(events))))
+    assert committer.save([stored(uuid.uuid4(), 1)]) == [0]
+    committer.close()
+    with pytest.raises(Exception, match="closed"):
+        committer.save([stored(uuid.uuid4(), 1)])
