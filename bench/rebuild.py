@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -40,7 +39,6 @@ TARGET = 50_000.0  # events/s
 MARK = "c000000"  # in every template name; each copy writes its own number here (same length)
 TEMPLATE_PROFILES = 400
 SMOKE_PROFILES = 60
-COPY_ROWS = 50_000  # rows per COPY transaction
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
 EVENTS = f"{ProfileLedger.name.lower()}_events"  # the library names the table after the application
 
