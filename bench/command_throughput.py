@@ -1,0 +1,362 @@
+"""Benchmark: durable command throughput through REST on PostgreSQL, and projection lag under that load.
+
+Two figures, measured against the same server in one run:
+
+* **durable command throughput**: ``ledger serve --no-model --no-auth`` (projections running in-process) is
+  driven by ``wrk`` with a create/update/activate mix from ``--clients`` connections for ``--seconds``; the
+  baseline is ``pgbench`` committing one ~300-byte INSERT per transaction from the same number of clients
+  (target: REST ≥ 0.5× pgbench).
+* **projection lag**: meanwhile a probe issues one command every ~20 ms, takes its log position from the
+  ``X-Ledger-Position`` header and polls the read models' tracking positions until all have reached it; the
+  lag runs from the command's answer (the commit precedes it) to visibility in every read model
+  (target: p99 < 50 ms).
+
+    python bench/command_throughput.py --database postgresql://postgres@127.0.0.1:5432/bench
+    python bench/command_throughput.py --database postgresql://... --smoke
+
+``LEDGER_GROUP_COMMIT=off`` in the environment turns the server's group commit off, to compare.
+
+Measure a durable server (``fsync=on``, ``full_page_writes=on``): ``tests/postgres_server.py`` starts one with
+``PostgresServer.start(fsync="on", full_page_writes="on")``. The database should be empty or a scratch one: the
+run adds profiles to its log and a ``bench_pgbench_insert`` table (dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg  # noqa: E402
+
+from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from ledger.settings import parse_switch  # noqa: E402
+from projections.registry import PROJECTION_NAMES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 0.5
+TARGET_LAG_MS = 50.0
+PROBE_INTERVAL_S = 0.02
+POLL_S = 0.002  # the probe polls the tracking positions this often: finer would take CPU from the server
+SCRATCH_TABLE = "bench_pgbench_insert"
+PAYLOAD_BYTES = 300
+THROUGHPUT_NAME = "durable command throughput via REST (create/update/activate mix, 16 clients)"
+LAG_NAME = "projection lag under that write load"
+
+# The wrk script: each thread creates profiles with unique names, remembers the ids it is answered with, and
+# updates (60%) or activates (10%) ids it has seen; the rest are creates. ``done`` prints one JSON line.
+WRK_SCRIPT = r"""
+local counter = 0
+local ids = {}
+local thread_tag = nil
+local threads = {}
+
+function setup(thread)
+   thread:set("tag", tostring(#threads + 1))
+   table.insert(threads, thread)
+end
+
+function init(args)
+   thread_tag = tag .. "-" .. args[1]
+   math.randomseed(tonumber(tag) * 7919 + os.time())
+   creates, updates, activates = 0, 0, 0
+end
+
+local headers = {["Content-Type"] = "application/json"}
+
+function request()
+   counter = counter + 1
+   local roll = math.random(100)
+   if #ids > 0 and roll <= 60 then
+      updates = updates + 1
+      local id = ids[math.random(#ids)]
+      local body = '{"description": "revision ' .. counter .. ' of a benchmark profile", "tags": ["bench"]}'
+      return wrk.format("PUT", "/api/profiles/" .. id, headers, body)
+   elseif #ids > 0 and roll <= 70 then
+      activates = activates + 1
+      local id = ids[math.random(#ids)]
+      return wrk.format("POST", "/api/profiles/" .. id .. "/activate", headers, "{}")
+   end
+   creates = creates + 1
+   local body = '{"name": "bench ' .. thread_tag .. ' ' .. counter .. '", "description": "a benchmark profile",'
+      .. ' "steering": {"12": 1.5, "407": -0.75}, "tags": ["bench"]}'
+   return wrk.format("POST", "/api/profiles/", headers, body)
+end
+
+function response(status, headers, body)
+   if status == 201 and #ids < 2000 then
+      local id = string.match(body, '"id":"([0-9a-f%-]+)"')
+      if id then table.insert(ids, id) end
+   end
+end
+
+function done(summary, latency, requests)
+   local c, u, a = 0, 0, 0
+   for _, thread in ipairs(threads) do
+      c = c + thread:get("creates")
+      u = u + thread:get("updates")
+      a = a + thread:get("activates")
+   end
+   local non2xx = summary.errors.status
+   local failed = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+   io.write(string.format(
+      'WRK_RESULT {"requests": %d, "non2xx": %d, "socket_errors": %d, "duration_us": %d, '
+      .. '"p50_us": %d, "p99_us": %d, "creates": %d, "updates": %d, "activates": %d}\n',
+      summary.requests, non2xx, failed, summary.duration, latency:percentile(50), latency:percentile(99), c, u, a))
+end
+"""
+
+
+def require_tool(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"{name} not found: installing the Debian package {package}", file=sys.stderr, flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, capture_output=True)
+        found = shutil.which(name)
+        if found:
+            return found
+    raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the baseline ------------------------------------------------------------------------------------------
+def pgbench_tps(url: str, clients: int, seconds: int) -> float:
+    """Transactions/s of pgbench committing one ~300-byte INSERT each, ``clients`` at a time."""
+    pgbench = require_tool("pgbench", "postgresql-client")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
+        conn.execute(f"CREATE TABLE {SCRATCH_TABLE} (id bigserial PRIMARY KEY, payload text NOT NULL)")
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+            script.write(f"INSERT INTO {SCRATCH_TABLE} (payload) VALUES (repeat('x', {PAYLOAD_BYTES}));\n")
+        os.chmod(script.name, 0o644)
+        result = subprocess.run(
+            [pgbench, "-n", "-f", script.name, "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds),
+             url],
+            capture_output=True, text=True, timeout=seconds + 120,
+        )
+        os.unlink(script.name)
+        found = re.search(r"tps = ([0-9.]+)", result.stdout)
+        if result.returncode != 0 or not found:
+            raise SystemExit(f"pgbench failed:\n{result.stdout}\n{result.stderr}")
+        return float(found.group(1))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
+
+
+# -- the server --------------------------------------------------------------------------------------------
+class Server:
+    """``ledger serve --no-model --no-auth`` on a free loopback port, projections in-process."""
+
+    def __init__(self, url: str) -> None:
+        self.port = free_port()
+        env = {**os.environ, "LEDGER_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="ledger-serve-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ledger", "serve", "--no-model", "--no-auth", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"the server exited:\n{self.log_tail()}")
+            try:
+                status, _, _ = self.call("GET", "/health")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"the server did not start in 60 s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            payload = None if body is None else json.dumps(body)
+            conn.request(method, path, payload, {"Content-Type": "application/json"})
+            answer = conn.getresponse()
+            return answer.status, dict(answer.getheaders()), answer.read()
+        finally:
+            conn.close()
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def run_wrk(port: int, clients: int, seconds: int) -> dict[str, int]:
+    wrk = require_tool("wrk", "wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    try:
+        threads = min(2, clients)
+        result = subprocess.run(
+            [wrk, "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", script.name,
+             f"http://127.0.0.1:{port}", "--", uuid.uuid4().hex[:8]],
+            capture_output=True, text=True, timeout=seconds + 60,
+        )
+    finally:
+        os.unlink(script.name)
+    found = re.search(r"WRK_RESULT (\{.*\})", result.stdout)
+    if result.returncode != 0 or not found:
+        raise SystemExit(f"wrk failed:\n{result.stdout}\n{result.stderr}")
+    return json.loads(found.group(1))
+
+
+# -- projection lag ----------------------------------------------------------------------------------------
+class LagProbe(threading.Thread):
+    """Every ~20 ms: one command, then poll the read models' tracking positions until they reach its position."""
+
+    def __init__(self, server: Server, url: str, profile_id: str) -> None:
+        super().__init__(name="lag-probe", daemon=True)
+        self.server, self.url, self.profile_id = server, url, profile_id
+        self.stop = threading.Event()
+        self.lags_ms: list[float] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        names = list(PROJECTION_NAMES)
+        http_conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        with psycopg.connect(self.url, autocommit=True) as db:
+            number = 0
+            while not self.stop.is_set():
+                started = time.monotonic()
+                number += 1
+                http_conn.request(
+                    "PUT", f"/api/profiles/{self.profile_id}",
+                    json.dumps({"description": f"probe {number}"}), {"Content-Type": "application/json"},
+                )
+                answer = http_conn.getresponse()
+                answer.read()
+                answered = time.perf_counter()
+                if answer.status != 200:
+                    self.failures += 1
+                else:
+                    position = int(answer.getheader("X-Ledger-Position"))
+                    while not self.stop.is_set():
+                        row = db.execute(
+                            "SELECT count(*), min(notification_id) FROM projections_tracking"
+                            " WHERE application_name = ANY(%s)", (names,),
+                        ).fetchone()
+                        if row[0] == len(names) and row[1] >= position:
+                            self.lags_ms.append((time.perf_counter() - answered) * 1000)
+                            break
+                        time.sleep(POLL_S)
+                self.stop.wait(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - started)))
+        http_conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", required=True, help="postgresql:// URL of a scratch database")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true", help="a couple of seconds, 4 clients")
+    args = parser.parse_args(argv)
+    if not args.database.startswith(("postgresql://", "postgres://")):
+        parser.error("--database must be a postgresql:// URL")
+    if args.smoke:
+        args.clients, args.seconds = 4, 2
+
+    tps = pgbench_tps(args.database, args.clients, args.seconds)
+    print(f"pgbench, 1 INSERT of {PAYLOAD_BYTES} bytes per transaction, {args.clients} clients, {args.seconds}s:"
+          f" {tps:,.0f} tx/s", flush=True)
+
+    server = Server(args.database)
+    try:
+        status, headers, body = server.call(
+            "POST", "/api/profiles/", {"name": f"lag probe {uuid.uuid4().hex[:8]}", "steering": {"1": 1.0}}
+        )
+        if status != 201:
+            raise SystemExit(f"creating the probe's profile failed: {status} {body[:500]!r}")
+        probe = LagProbe(server, args.database, json.loads(body)["id"])
+        probe.start()
+        time.sleep(0.5)  # a few unloaded probes first would flatter the lag: drop them
+        probe.lags_ms.clear()
+        measured = run_wrk(server.port, args.clients, args.seconds)
+        probe.stop.set()
+        probe.join(timeout=30)
+    finally:
+        server.stop()
+
+    seconds = measured["duration_us"] / 1e6
+    succeeded = measured["requests"] - measured["non2xx"]
+    rate = succeeded / seconds
+    ratio = rate / tps if tps else 0.0
+    print(
+        f"wrk: {measured['requests']:,} requests in {seconds:.1f}s ({measured['non2xx']} not 2xx, "
+        f"{measured['socket_errors']} socket errors), latency p50 {measured['p50_us'] / 1000:.1f} ms,"
+        f" p99 {measured['p99_us'] / 1000:.1f} ms", flush=True,
+    )
+    lags = probe.lags_ms or [float("inf")]
+    group_commit = "on" if parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True) else "off"
+    figures = [
+        Figure(
+            name=THROUGHPUT_NAME,
+            value=rate,
+            unit="commands/s",
+            target=f"≥ {TARGET_RATIO}×",
+            met=ratio >= TARGET_RATIO and measured["non2xx"] == 0,
+            baseline=tps,
+            baseline_label="pgbench, 1 INSERT of ~300 bytes per transaction, same clients, same server",
+            ratio=ratio,
+            detail=(
+                f"{args.clients} clients, {args.seconds}s, group commit {group_commit}; mix sent: {measured['creates']} creates, "
+                f"{measured['updates']} updates, {measured['activates']} activates; {measured['non2xx']} not 2xx; "
+                f"latency p50 {measured['p50_us'] / 1000:.1f} ms, p99 {measured['p99_us'] / 1000:.1f} ms"
+            ),
+        ),
+        Figure(
+            name=LAG_NAME,
+            value=percentile(lags, 0.99),
+            unit="ms",
+            target=f"p99 < {TARGET_LAG_MS:.0f} ms",
+            met=bool(probe.lags_ms) and percentile(lags, 0.99) < TARGET_LAG_MS,
+            detail=(
+                f"answer → all {len(PROJECTION_NAMES)} read models; {summary_ms(lags)}"
+                + (f"; {probe.failures} probe commands failed" if probe.failures else "")
+                + (f"; mean {statistics.fmean(lags):.2f} ms" if probe.lags_ms else "")
+            ),
+        ),
+    ]
+    return report(figures, smoke=args.smoke)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
