@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from ledger.api.active import ActiveProfileCache
 from ledger.api.auth import TokenCache, authorize
 from ledger.api.bodies import strict_json_body
 from ledger.api.chat import ChatController, ReplayController, SteeringController
@@ -103,6 +104,10 @@ def create_app(
 
             services.read_model = ReadModel(settings.database)
             owned.append(services.read_model)
+        services.active = ActiveProfileCache(services.read_model)
+        channel = getattr(services.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
+        if settings.database.is_postgres and channel:
+            services.active.watch(settings.database.url, channel)
         services.shutdown.clear()
         services.runner_stop.clear()
         _attach_listener(services, metrics)
@@ -129,6 +134,7 @@ def create_app(
             if services.runner is not None:
                 services.runner.join(RUNNER_JOIN_TIMEOUT)
                 services.runner = None
+            services.active.close()
             for thing in reversed(owned):
                 close = getattr(thing, "close", None)
                 if close is not None:
@@ -154,7 +160,7 @@ def create_app(
             ReplayController,
             SteeringController,
         ],
-        guards=[authorize],
+        guards=[authorize] if auth else [],  # open mode: no guard (Litestar copies the handler for each)
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_context_middleware(metrics)],
@@ -192,6 +198,8 @@ def _attach_listener(services: Services, metrics: Metrics) -> None:
         if services.shutdown.is_set():
             return
         metrics.observe_append(position)
+        if services.active is not None:
+            services.active.saw(position)
         if services.wake is not None:
             services.wake(position)
 

@@ -69,6 +69,8 @@ class Services:
     """The steering runtime (``ledger.api.steering_runtime``) when a model is loaded."""
     generation: Any = None
     """Its ``steering.runs.GenerationService``: generation and replay."""
+    active: Any = None
+    """The ``ledger.api.active.ActiveProfileCache`` that answers ``GET /api/profiles/active``."""
 
 
 def services_of(state: State) -> Services:
@@ -89,20 +91,24 @@ def provide_compatibility_check(state: State) -> CompatibilityCheck:
     return services_of(state).compatibility_check
 
 
-async def provide_reads(
-    state: State,
-    min_position: Annotated[
-        int | None,
-        QueryParameter(ge=0, description="Answer only after the read side has reached this log position."),
-    ] = None,
-    x_min_position: Annotated[
-        int | None,
-        HeaderParameter(
-            name="X-Min-Position", ge=0, description="Same as the `min_position` query parameter."
-        ),
-    ] = None,
-) -> Any:
+MinPosition = Annotated[
+    int | None,
+    QueryParameter(ge=0, description="Answer only after the read side has reached this log position."),
+]
+XMinPosition = Annotated[
+    int | None,
+    HeaderParameter(name="X-Min-Position", ge=0, description="Same as the `min_position` query parameter."),
+]
+
+
+async def provide_reads(state: State, min_position: MinPosition = None, x_min_position: XMinPosition = None) -> Any:
     services = services_of(state)
+    await reach_position(services, min_position, x_min_position)
+    return services.read_model
+
+
+async def reach_position(services: Services, min_position: int | None, x_min_position: int | None) -> int | None:
+    """Wait until the read side has reached the position the request asks for; returns it (None: none asked)."""
     wanted = max((p for p in (min_position, x_min_position) if p is not None), default=None)
     if wanted:
         timeout = services.options.consistency_timeout
@@ -113,7 +119,7 @@ async def provide_reads(
                 min_position=wanted,
                 timeout_s=timeout,
             )
-    return services.read_model
+    return wanted
 
 
 def _wait_for_recorded_position(reads: Any, wanted: int, timeout: float) -> bool:

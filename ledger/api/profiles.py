@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post, put
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -13,7 +14,18 @@ from msgspec import UNSET
 
 from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import CompatibilityCheck, etag, parse_if_match, parse_time, parse_uuid, with_reason
+from ledger.api.deps import (
+    CompatibilityCheck,
+    MinPosition,
+    XMinPosition,
+    etag,
+    parse_if_match,
+    parse_time,
+    parse_uuid,
+    reach_position,
+    services_of,
+    with_reason,
+)
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, STALE, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
     ActivateProfile,
@@ -115,15 +127,18 @@ class ProfileController(Controller):
     @get(
         "/active",
         summary="The active profile",
-        sync_to_thread=True,
         responses=responses({404: NOT_FOUND[404]}, INVALID, TIMEOUT),
     )
-    def get_active(self, reads: NamedDependency[Any]) -> ProfileRead:
-        active = reads.active_profile()
-        row = reads.get_profile(active.profile_id) if active is not None else None
-        if row is None:
+    async def get_active(
+        self, state: State, min_position: MinPosition = None, x_min_position: XMinPosition = None
+    ) -> Response[ProfileRead]:
+        # answered from memory, encoded once per log position (see ledger.api.active); no dependencies: resolving
+        # them (and, for two or more, Litestar's task group) costs more than the rest of the route
+        services = services_of(state)
+        response = await services.active.response(await reach_position(services, min_position, x_min_position))
+        if response is None:
             raise NoActiveProfileError("no profile is active; activate one with POST /api/profiles/{id}/activate")
-        return profile_from_row(row)
+        return response
 
     @get(
         "/{profile_id:str}",

@@ -36,6 +36,9 @@ def register(app: typer.Typer) -> None:
             None, "--sae", help="SAE directory (default: LEDGER_SAE, else the trained default SAE if present)."
         ),
         no_model: bool = typer.Option(False, "--no-model", help="Serve the ledger only: no generation."),
+        access_log: bool = typer.Option(
+            True, "--access-log/--no-access-log", help="Log a line per request (costs about a tenth of a cached read)."
+        ),
     ) -> None:
         """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
         from ledger.api.server import serve as serve_api
@@ -55,7 +58,7 @@ def register(app: typer.Typer) -> None:
             if settings.model is None:
                 typer.echo(f"no model at {chosen_model}: serving the ledger without generation "
                            "(run `ledger models fetch`)", err=True)
-        serve_api(settings, host=host, port=port, run_projections=projections)
+        serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
 
     @app.command()
     def project(

@@ -1,0 +1,244 @@
+"""Benchmark: ``GET /api/profiles/active`` under load against a trivial Litestar endpoint (target: ≥ 0.8×, p99 < 5 ms).
+
+Starts two servers on free loopback ports, one at a time, under the same ASGI server and process settings (both go
+through ``ledger.api.server.serve_app``): the baseline, a Litestar app with one GET route answering a small msgspec
+Struct, and ``ledger serve --no-model --no-auth`` over a database with an active profile. ``wrk -c 64 -t 2 -d S
+--latency`` runs against each in turn (baseline, ledger, baseline, ledger, …); the best round of each counts.
+
+    python bench/active_endpoint.py --database postgresql://... --seconds 10
+    python bench/active_endpoint.py --smoke          # SQLite, 1-second rounds: checks only that it runs
+
+wrk runs on the same machine as the server and takes CPU from it; the detail says how many cores there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgspec
+from litestar import Litestar, get
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import Figure, report  # noqa: E402
+
+TARGET_RATIO = 0.8
+TARGET_P99_MS = 5.0
+CONNECTIONS = 64
+ROUTE = "/api/profiles/active"
+START_TIMEOUT = 60.0
+
+
+class Greeting(msgspec.Struct):
+    id: str
+    name: str
+    version: int
+
+
+def trivial_app() -> Litestar:
+    """The baseline: one GET route answering a small msgspec Struct, nothing else."""
+
+    @get("/hello", sync_to_thread=False)
+    def hello() -> Greeting:
+        return Greeting(id="6f1c8a52-3f0e-4b8e-9a51-2d1f5f0c7b10", name="baseline", version=1)
+
+    return Litestar(route_handlers=[hello])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: installing it with apt-get", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, check=False)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit("this benchmark needs wrk (the HTTP load generator): apt-get install wrk")
+
+
+@dataclass
+class Round:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output: str) -> Round:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    if not (rate and p50 and p99):
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return Round(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors + int(non_2xx.group(1) if non_2xx else 0))
+
+
+def run_wrk(wrk: str, url: str, seconds: int) -> Round:
+    out = subprocess.run(
+        [wrk, "-c", str(CONNECTIONS), "-t", "2", "-d", f"{seconds}s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    )
+    return parse_wrk(out.stdout)
+
+
+class Server:
+    """A server subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, *args, "--port", str(self.port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_until_answering(self, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(self.url(path), timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer in time:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def record_active_profile(url: str) -> None:
+    """A profile with a realistic spec, active (recorded through the application, as the API would)."""
+    from ledger.application import ProfileLedger
+    from ledger.settings import Database
+
+    ledger = ProfileLedger(env=Database(url).eventsourcing_env())
+    try:
+        if ledger.active_slot() is not None:
+            return
+        outcome = ledger.create_profile({
+            "name": "bench active profile",
+            "description": "the profile GET /api/profiles/active answers in the benchmark",
+            "model_id": "gemma-2-2b", "sae_id": "res-16k", "layer": 12,
+            "steering": {str(feature): 0.25 * (feature % 7) - 0.5 for feature in range(100, 4100, 250)},
+            "tags": ["bench", "formal"], "products": ["assistant"], "metadata": {"owner": "bench"},
+        })
+        assert outcome.profile is not None
+        ledger.activate_profile(outcome.profile.id)
+    finally:
+        ledger.close()
+
+
+def serve_trivial(port: int) -> None:
+    from ledger.api.server import serve_app
+
+    serve_app(trivial_app(), "127.0.0.1", port, access_log=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per server (interleaved); the best counts")
+    parser.add_argument("--smoke", action="store_true", help="1-second rounds, one each: checks only that it runs")
+    parser.add_argument("--serve-trivial", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_trivial:
+        serve_trivial(args.port)
+        return 0
+    if args.smoke:
+        args.seconds, args.rounds = 1, 1
+    wrk = find_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-active-"))
+    url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+    record_active_profile(url)
+
+    env = {"LEDGER_DATABASE_URL": url}
+    servers = {
+        "baseline": (["bench/active_endpoint.py", "--serve-trivial"], "/hello"),
+        "ledger": (["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log"], ROUTE),
+    }
+    best: dict[str, Round] = {}
+    rounds: dict[str, list[Round]] = {name: [] for name in servers}
+    for number in range(args.rounds):
+        for name, (command, path) in servers.items():
+            server = Server(command, env, workdir / f"{name}-{number}.log")
+            try:
+                server.wait_until_answering(path)
+                run_wrk(wrk, server.url(path), 1)  # warm up
+                measured = run_wrk(wrk, server.url(path), args.seconds)
+            finally:
+                server.stop()
+            rounds[name].append(measured)
+            print(
+                f"round {number + 1} {name}: {measured.requests_per_s:,.0f} req/s, p50 {measured.p50_ms:.2f} ms, "
+                f"p99 {measured.p99_ms:.2f} ms, errors {measured.errors}",
+                flush=True,
+            )
+    for name, measured in rounds.items():
+        best[name] = max(measured, key=lambda r: r.requests_per_s)
+    base, ledger = best["baseline"], best["ledger"]
+    ratio = ledger.requests_per_s / base.requests_per_s
+    database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    figure = Figure(
+        name="GET /api/profiles/active req/s (64 connections)",
+        value=ledger.requests_per_s,
+        unit="req/s",
+        target=f"≥ {TARGET_RATIO}×, p99 < {TARGET_P99_MS:g} ms",
+        met=ratio >= TARGET_RATIO and ledger.p99_ms < TARGET_P99_MS and ledger.errors == 0,
+        baseline=base.requests_per_s,
+        baseline_label="trivial Litestar endpoint, same server settings",
+        ratio=ratio,
+        detail=(
+            f"p99 {ledger.p99_ms:.2f} ms (baseline {base.p99_ms:.2f} ms), p50 {ledger.p50_ms:.2f} ms "
+            f"(baseline {base.p50_ms:.2f} ms), errors {ledger.errors}; wrk -c {CONNECTIONS} -t 2 -d {args.seconds}s, "
+            f"best of {args.rounds} interleaved rounds; {database}; server and wrk share {os.cpu_count()} cores"
+        ),
+    )
+    return report([figure], smoke=args.smoke)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

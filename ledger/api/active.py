@@ -1,0 +1,152 @@
+"""The answer of ``GET /api/profiles/active``, encoded once per log position and served from memory.
+
+Every recorded event might change the answer, so the cached body is keyed by a *generation* that moves on every
+event this process learns of: its own saves (``ProfileLedger.add_listener``) and, on PostgreSQL, the
+``NOTIFY`` the event store sends on every insert (so a write made by another server or the CLI shows at once).
+A body is loaded as: note the generation, read the log's head, read the read models' position, read the
+row. It is kept only when the read models had reached the head (otherwise the projections are behind and the
+next request asks the database again), and served only while the generation has not moved, the read models'
+position satisfies the request's ``min_position``, and it is younger than ``max_age`` (which bounds anything the
+generation cannot see: a lost notification, a rebuild swapped in, writes to SQLite from another process).
+
+Loads are shared: requests that miss while a load of the current generation is under way wait for that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import psycopg
+from litestar import Response
+from litestar.response.base import ASGIResponse
+from litestar.serialization import encode_json
+
+from ledger.api.views import profile_from_row
+
+log = logging.getLogger("ledger.api")
+
+MAX_AGE_SECONDS = 0.5
+LISTEN_TIMEOUT_SECONDS = 0.5
+RECONNECT_SECONDS = 1.0
+
+
+class PreparedResponse(Response[Any]):
+    """A response built once and answered as is: the route returns it instead of a fresh ``Response``, and
+    Litestar's conversion to an ASGI response hands back the one made when the body was loaded."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body, media_type="application/json")
+        self._asgi = ASGIResponse(body=body, media_type="application/json")
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:  # type: ignore[override]
+        return self._asgi
+
+
+@dataclass(frozen=True)
+class Loaded:
+    generation: int
+    position: int
+    """The position every read model had reached when the row was read."""
+    response: PreparedResponse | None
+    """The encoded ``ProfileRead``; None when no profile is active."""
+    loaded_at: float
+    cacheable: bool
+
+
+class ActiveProfileCache:
+    """The encoded active profile of one read model (see the module's docstring)."""
+
+    def __init__(self, reads: Any, *, max_age: float = MAX_AGE_SECONDS) -> None:
+        self.reads = reads
+        self.max_age = max_age
+        self._counter = itertools.count(1)
+        self._generation = next(self._counter)
+        self._entry: Loaded | None = None
+        self._loading: tuple[int, asyncio.Future[Loaded]] | None = None  # the load under way
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    # -- invalidation ----------------------------------------------------------------------------------
+    def saw(self, position: int | None = None) -> None:
+        """An event was recorded (callable from any thread)."""
+        self._generation = next(self._counter)
+
+    def watch(self, url: str, channel: str) -> None:
+        """Follow the event store's notifications on ``channel`` (PostgreSQL) in a thread until :meth:`close`."""
+        self._listener = threading.Thread(
+            target=self._listen, args=(url, channel), daemon=True, name="active-profile-listen"
+        )
+        self._listener.start()
+
+    def _listen(self, url: str, channel: str) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    self.saw()  # whatever happened while not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS, stop_after=1):
+                            self.saw()
+            except psycopg.Error as error:
+                log.info("active profile listener: %s; reconnecting", error)
+                self.saw()
+                self._stop.wait(RECONNECT_SECONDS)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(LISTEN_TIMEOUT_SECONDS + 1)
+            self._listener = None
+
+    # -- answering -------------------------------------------------------------------------------------
+    async def response(self, min_position: int | None = None) -> PreparedResponse | None:
+        """The encoded active profile (None: none is active), as of at least ``min_position``."""
+        entry = self._entry
+        if entry is not None and self._fresh(entry, min_position):
+            return entry.response
+        loaded = await self._shared_load()
+        if min_position and loaded.position < min_position:
+            loaded = await anyio.to_thread.run_sync(self._load, self._generation)
+        return loaded.response
+
+    def _fresh(self, entry: Loaded, min_position: int | None) -> bool:
+        return (
+            entry.generation == self._generation
+            and (not min_position or entry.position >= min_position)
+            and time.monotonic() - entry.loaded_at < self.max_age
+        )
+
+    async def _shared_load(self) -> Loaded:
+        generation = self._generation
+        loading = self._loading
+        if loading is None or loading[0] != generation:
+            # a task of its own: a client that goes away does not cancel the load the others wait for
+            loading = (generation, asyncio.ensure_future(self._load_and_keep(generation)))
+            self._loading = loading
+        return await asyncio.shield(loading[1])
+
+    async def _load_and_keep(self, generation: int) -> Loaded:
+        try:
+            loaded = await anyio.to_thread.run_sync(self._load, generation)
+        finally:
+            if self._loading is not None and self._loading[0] == generation:
+                self._loading = None
+        if loaded.cacheable:
+            self._entry = loaded
+        return loaded
+
+    def _load(self, generation: int) -> Loaded:
+        reads = self.reads
+        head = reads.log_position()
+        position = min(reads.positions().values(), default=0)
+        active = reads.active_profile()
+        row = reads.get_profile(active.profile_id) if active is not None else None
+        response = PreparedResponse(encode_json(profile_from_row(row))) if row is not None else None
+        return Loaded(generation, position, response, time.monotonic(), cacheable=position >= head)
