@@ -337,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             baseline_label="pgbench, 1 INSERT of ~300 bytes per transaction, same clients, same server",
             ratio=ratio,
             detail=(
-                f"{args.clients} clients, {args.seconds}s, group commit {group_commit}; mix sent: {measured['creates']} creates, "
-                f"{measured['updates']} updates, {measured['activates']} activates; {measured['non2xx']} not 2xx; "
+                f"{args.clients} clients, {args.seconds}s, group commit {group_commit}; "
+                f"mix sent: {measured['creates']} creates, {measured['updates']} updates, "
+                f"{measured['activates']} activates; {measured['non2xx']} not 2xx; "
                 f"latency p50 {measured['p50_us'] / 1000:.1f} ms, p99 {measured['p99_us'] / 1000:.1f} ms"
             ),
         ),

@@ -185,3 +185,23 @@ def test_a_closed_committer_refuses_new_saves():
     committer.close()
     with pytest.raises(Exception, match="closed"):
         committer.save([stored(uuid.uuid4(), 1)])
+
+
+def test_saves_after_the_application_closed_fail_at_once_and_record_nothing(postgres_url):
+    from ledger.application import ProfileLedger
+    from ledger.settings import Database
+
+    app = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=2))
+    recorder = app.recorder
+    assert len(recorder.insert_events([stored(uuid.uuid4(), 1)])) == 1
+    app.close()
+    late = uuid.uuid4()
+    with ThreadPoolExecutor(4) as pool:
+        results = [save_in_background(pool, recorder, [stored(late, n)]) for n in range(1, 5)]
+        assert all(isinstance(result.result(timeout=30), Exception) for result in results)
+    reopened = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=2))
+    try:
+        assert reopened.recorder.select_events(late) == []
+        assert reopened.verify_log().ok
+    finally:
+        reopened.close()
