@@ -109,7 +109,34 @@ COLUMNS = (
 
 
 def fold_insert(build: MemoryBuild, p: Any) -> None:
-    build.tables["audit_events"].setdefault(p["position"], pick(p, COLUMNS))
+    build.seal("audit_events", pick(p, COLUMNS))  # one row per position, never changed again
+
+
+def make_row(build: MemoryBuild, event: Any, position: int) -> None:
+    """``on_any_event`` and ``fold_insert`` in one step (the hot path of a rebuild)."""
+    state = vars(event)
+    kind = type(event)
+    names = _NAMES.get(kind)
+    if names is None:
+        names = _NAMES[kind] = (event_type_name(event), aggregate_type_name(event), issubclass(kind, Profile.Event))
+    event_type, aggregate_type, is_profile = names
+    originator_id = state["originator_id"]
+    build.sealed["audit_events"].append({
+        "position": position,
+        "recorded_at": state["timestamp"],
+        "actor": state["actor"],
+        "event_type": event_type,
+        "aggregate_type": aggregate_type,
+        "originator_id": originator_id,
+        "originator_version": state["originator_version"],
+        "profile_id": originator_id if is_profile else getattr(event, "profile_id", None),
+        "reason": state["reason"],
+        "correlation_id": state["correlation_id"],
+        "payload": payload(event),
+    })
+
+
+_NAMES: dict[type, tuple[str, str, bool]] = {}
 
 
 PROJECTION = ReadModelProjection(
@@ -119,4 +146,5 @@ PROJECTION = ReadModelProjection(
     handlers={},
     default_handler=on_any_event,
     folds={"insert": fold_insert},
+    default_row_maker=make_row,
 )

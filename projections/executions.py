@@ -50,6 +50,10 @@ STATEMENTS = {
             :recorded_at)""",
     "delete_for_profile": "DELETE FROM {executions} WHERE profile_id = :profile_id",
 }
+# Rebuilds only: a deletion run after every execution has been copied removes those recorded before it.
+LATE_STATEMENTS = {
+    "delete_rebuilt": "DELETE FROM {executions} WHERE profile_id = :profile_id AND position < :position",
+}
 
 
 def on_recorded(event: Execution.Recorded, position: int) -> list[Write]:
@@ -76,7 +80,8 @@ def on_recorded(event: Execution.Recorded, position: int) -> list[Write]:
 def on_profile_deleted(event: Profile.Deleted, position: int) -> list[Write]:
     if not event.delete_executions:
         return []
-    return [Write("delete_for_profile", {"profile_id": event.originator_id})]
+    # The position is for rebuilds (the statement does not use it): see fold_delete_for_profile.
+    return [Write("delete_for_profile", {"profile_id": event.originator_id, "position": position})]
 
 
 # What each statement does, for rebuilds in memory (projections.bulk).
@@ -87,16 +92,12 @@ COLUMNS = (
 
 
 def fold_insert(build: MemoryBuild, p: Any) -> None:
-    rows = build.tables["executions"]
-    if p["id"] not in rows:
-        rows[p["id"]] = pick(p, COLUMNS)
-        build.extra.setdefault("by_profile", {}).setdefault(p["profile_id"], []).append(p["id"])
+    build.seal("executions", pick(p, COLUMNS))  # an execution is recorded once; only a deletion touches it later
 
 
 def fold_delete_for_profile(build: MemoryBuild, p: Any) -> None:
-    rows = build.tables["executions"]
-    for execution_id in build.extra.setdefault("by_profile", {}).pop(p["profile_id"], ()):
-        rows.pop(execution_id, None)
+    """Run on the table after the last copy: ``profile_id = X AND position < P`` is what the delete at P saw."""
+    build.late.append(("delete_rebuilt", {"profile_id": p["profile_id"], "position": p["position"]}))
 
 
 FOLDS = {"insert": fold_insert, "delete_for_profile": fold_delete_for_profile}
@@ -107,4 +108,5 @@ PROJECTION = ReadModelProjection(
     statements=STATEMENTS,
     handlers={Execution.Recorded: on_recorded, Profile.Deleted: on_profile_deleted},
     folds=FOLDS,
+    late_statements=LATE_STATEMENTS,
 )

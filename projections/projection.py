@@ -39,6 +39,12 @@ class ReadModelProjection:
     default_handler: Handler | None = None  # for event types without their own handler
     # For rebuilds: statement name → what it does to in-memory rows (see projections.bulk).
     folds: Mapping[str, Callable[[Any, Mapping[str, Any]], None]] = field(default_factory=dict)
+    # For rebuilds: event type → a function folding the event straight into the build (bypassing handler
+    # and folds), and the same for event types without their own handler.
+    row_makers: Mapping[type, Callable[[Any, Event, int], None]] = field(default_factory=dict)
+    default_row_maker: Callable[[Any, Event, int], None] | None = None
+    # For rebuilds: statements only the rebuild runs, on rows already copied (see projections.bulk).
+    late_statements: Mapping[str, str] = field(default_factory=dict)
 
     def ddl(self, table: str, *, postgres: bool, trigram: bool) -> list[str]:
         """The statements that create one table and its indexes in the given dialect."""

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 REBUILD_BATCH_SIZE = 10_000
+REBUILD_COPY_ROWS = 50_000  # rows a rebuild holds before copying them out (rows no later event changes)
 POSTGRES_POLL_SECONDS = 3.0  # fallback when a notification is lost (eventsourcing issue #305)
 SQLITE_POLL_SECONDS = 0.1
 RETRY_SECONDS_MAX = 5.0
@@ -146,6 +147,7 @@ def rebuild(
     progress: bool = True,
     *,
     batch_size: int = REBUILD_BATCH_SIZE,
+    copy_rows: int = REBUILD_COPY_ROWS,
 ) -> dict[str, int]:
     """Rebuild read models from position 0 into new tables, then swap them in; returns the positions reached.
 
@@ -166,18 +168,23 @@ def rebuild(
         by_statement = [projection for projection in projections if not MemoryBuild.supports(projection)]
         store.create_read_model_tables(by_statement, REBUILD_SUFFIX)
         builds = [MemoryBuild(projection) for projection in in_memory]
+        for build in builds:
+            store.start_rebuilt(build.projection)
         position = 0
         with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
             for batch in log.scan(0, batch_size):
                 for build in builds:
                     build.apply(batch.events)
+                    if build.sealed_count() >= copy_rows:
+                        store.copy_rebuilt(build.projection, build.take_sealed())
                 for projection in by_statement:
                     store.apply_batch(projection, batch, rebuilding=True, wait=True)
                 bar.total = max(bar.total or 0, batch.end)
                 bar.update(batch.end - position)
                 position = batch.end
         for build in builds:
-            store.load_rebuilt(build.projection, build.tables, position)
+            store.copy_rebuilt(build.projection, build.take_sealed())
+            store.finish_rebuilt(build.projection, build.tables, build.late, position)
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
         log.close()

@@ -111,25 +111,53 @@ class ReadModelRecorder:
             self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
             return batch.end
 
-    def load_rebuilt(self, projection: ReadModelProjection, tables: Mapping[str, Mapping[Any, dict[str, Any]]],
-                     position: int) -> None:
-        """Load rows built in memory (see :mod:`projections.bulk`) into fresh rebuild tables, with position.
+    def start_rebuilt(self, projection: ReadModelProjection) -> None:
+        """Fresh, bare rebuild tables (no indexes yet) for :meth:`copy_rebuilt` to fill."""
+        physical = projection.physical_names(REBUILD_SUFFIX)
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock(curs, rebuild_key(projection.name), wait=True)
+            for table in projection.tables:
+                create = projection.ddl(table, postgres=self.dialect.is_postgres, trigram=self.has_trigram)[0]
+                curs.execute(f"DROP TABLE IF EXISTS {physical[table]}")
+                curs.execute(self.dialect.compile(create, physical))
 
-        One transaction: each table is created bare, loaded in bulk, then indexed.
+    def copy_rebuilt(self, projection: ReadModelProjection, tables: Mapping[str, Iterable[dict[str, Any]]]) -> None:
+        """Append rows (each a dict in column order) to the bare rebuild tables, in bulk, in one transaction."""
+        physical = projection.physical_names(REBUILD_SUFFIX)
+        with self.datastore.transaction(commit=True) as curs:
+            for table, rows in tables.items():
+                rows = list(rows)
+                if rows:
+                    self._load(curs, physical[table], list(rows[0]), rows)
+
+    def finish_rebuilt(self, projection: ReadModelProjection, tables: Mapping[str, Mapping[Any, dict[str, Any]]],
+                       late: Sequence[tuple[str, Mapping[str, Any]]], position: int) -> None:
+        """The last rows (those still open when the log ended), the indexes, the late writes, the position.
+
+        One transaction, after :meth:`start_rebuilt` and any number of :meth:`copy_rebuilt`.
         """
         key = rebuild_key(projection.name)
         physical = projection.physical_names(REBUILD_SUFFIX)
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, key, wait=True)
             for table in projection.tables:
-                create, *indexes = projection.ddl(table, postgres=self.dialect.is_postgres, trigram=self.has_trigram)
-                curs.execute(f"DROP TABLE IF EXISTS {physical[table]}")
-                curs.execute(self.dialect.compile(create, physical))
                 rows = list(tables[table].values())
                 if rows:
                     self._load(curs, physical[table], list(rows[0]), rows)
-                for statement in indexes:
+                for statement in projection.ddl(table, postgres=self.dialect.is_postgres, trigram=self.has_trigram)[1:]:
                     curs.execute(self.dialect.compile(statement, physical))
+            statements = {**projection.statements, **projection.late_statements}
+            compiled = {name: self.dialect.compile(sql, physical) for name, sql in statements.items()}
+            run_sql: str | None = None
+            run: list[dict[str, Any]] = []
+            for name, params in late:
+                if compiled[name] is not run_sql and run:
+                    self._run(curs, run_sql, run)  # type: ignore[arg-type]
+                    run = []
+                run_sql = compiled[name]
+                run.append(self.dialect.parameters(params))
+            if run:
+                self._run(curs, run_sql, run)  # type: ignore[arg-type]
             curs.execute(self._delete_tracking_sql(), {"name": key})
             if position:
                 self._insert_tracking(curs, Tracking(key, position))  # type: ignore[attr-defined]

@@ -123,12 +123,15 @@ _RECORDED = ("event_type", "actor", "reason", "correlation_id", "recorded_at", "
 
 
 def fold_insert(build: MemoryBuild, p: Any) -> None:
-    build.tables["profile_versions"].setdefault((p["profile_id"], 1), pick(p, COLUMNS, version=1))
+    if p["profile_id"] not in build.extra.get("latest", {}):  # else version 1 exists already, sealed
+        build.tables["profile_versions"].setdefault((p["profile_id"], 1), pick(p, COLUMNS, version=1))
 
 
 def fold_insert_revision(build: MemoryBuild, p: Any) -> None:
+    """Only a profile's latest version stays in memory: the one it supersedes is sealed (see fold_edit)."""
     rows = build.tables["profile_versions"]
-    previous = rows.get((p["profile_id"], p["previous_version"]))
+    previous_key = (p["profile_id"], p["previous_version"])
+    previous = rows.get(previous_key)
     key = (p["profile_id"], p["version"])
     if previous is None or key in rows:
         return
@@ -137,12 +140,17 @@ def fold_insert_revision(build: MemoryBuild, p: Any) -> None:
     overlay(row, p, _SPEC)
     row.update({column: p[column] for column in _RECORDED})
     rows[key] = row
+    build.seal("profile_versions", rows.pop(previous_key))
+    build.extra.setdefault("latest", {})[p["profile_id"]] = p["version"]
 
 
 def fold_edit(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profile_versions"].get((p["profile_id"], p["version"]))
+    key = (p["profile_id"], p["version"])
+    row = build.tables["profile_versions"].get(key)
     if row is not None:
         overlay(row, p, _DETAILS)
+    elif p["version"] < build.extra.get("latest", {}).get(p["profile_id"], 0):
+        build.late.append(("edit", p))  # an older version, already sealed: edited on the table at the end
 
 
 FOLDS = {"insert": fold_insert, "insert_revision": fold_insert_revision, "edit": fold_edit}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from projections.runner import rebuild
+from projections.store import open_store
 from tests.projections.dumps import dump
 from tests.projections.test_read_models import run_script
 
@@ -55,14 +58,46 @@ def test_queries_keep_answering_during_a_rebuild(database, ledger, project, read
     assert all(answer == expected for answer in answers)
 
 
-def test_a_rebuild_in_memory_reproduces_a_long_mixed_history(database, ledger, project, read_model):
+@pytest.mark.parametrize("copy_rows", [50_000, 50])
+def test_a_rebuild_in_memory_reproduces_a_long_mixed_history(database, ledger, project, read_model, copy_rows):
     from bench.rebuild import write_template
 
     write_template(database, profiles=40, seed=11)  # renames, pins, revisions of the active profile, deletions
     project()
     live = dump(database)
-    assert rebuild(database, progress=False, batch_size=97) == read_model.positions()
+    # copy_rows=50: sealed rows go out every few batches, deletions of executions run on copied rows.
+    assert rebuild(database, progress=False, batch_size=97, copy_rows=copy_rows) == read_model.positions()
     assert dump(database) == live
+
+
+def test_an_edit_of_a_superseded_version_reaches_the_copied_row(database, ledger, project, read_model):
+    from ledger.domainmodel import Profile
+    from projections import versions
+    from projections.bulk import MemoryBuild
+
+    created = ledger.create_profile({"name": "old edit", "steering": {1: 1.0}})
+    ledger.update_profile(created.profile.id, {"steering": {2: 1.0}})
+    project()
+    events = [(n.id, ledger.mapper.to_domain_event(n)) for n in ledger.recorder.select_notifications(0, 100)]
+    build = MemoryBuild(versions.PROJECTION)
+    build.apply(events)
+    first = next(event for _, event in events if isinstance(event, Profile.Created))
+    edit = object.__new__(Profile.DetailsEdited)
+    edit.__dict__.update(vars(first), version=1, changes={"description": "edited late"})
+    build.apply([(events[-1][0] + 1, edit)])
+    assert [name for name, _ in build.late] == ["edit"]
+    assert [row["version"] for row in build.sealed["profile_versions"]] == [1]
+    store = open_store(database, pool_size=1)
+    try:
+        store.start_rebuilt(versions.PROJECTION)
+        store.copy_rebuilt(versions.PROJECTION, build.take_sealed())
+        store.finish_rebuilt(versions.PROJECTION, build.tables, build.late, events[-1][0] + 1)
+        with store.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT version, description FROM profile_versions__next ORDER BY version")
+            assert [tuple(dict(row).values()) for row in curs.fetchall()] == [(1, "edited late"), (2, None)]
+    finally:
+        store.drop_tables(versions.PROJECTION, "__next")
+        store.datastore.close()
 
 
 def test_the_fast_decoder_gives_the_events_the_mapper_gives(database, ledger):
