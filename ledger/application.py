@@ -5,7 +5,7 @@ atomic ``save``. When a command carries no ``expected_version``, an optimistic-c
 retried on fresh state (the command is re-applied, nothing is lost); with ``expected_version`` it surfaces
 as :class:`ConcurrentUpdateError` / :class:`StaleVersionError`.
 
-Every ``PROFILE_SNAPSHOT_INTERVAL``-th event of a profile's stream (default 100; ``0``: none) is followed by a
+Every ``LEDGER_SNAPSHOT_INTERVAL``-th event of a profile's stream (default 100; ``0``: none) is followed by a
 snapshot of the profile at that stream version, so that a profile as it stood at a version or a time is
 rebuilt from the nearest snapshot before it and the few events after it, not from its first event.
 """
@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -55,7 +56,7 @@ T = TypeVar("T")
 RETRY_ATTEMPTS = 200
 IMPORT_RENAME_ATTEMPTS = 50
 SNAPSHOT_INTERVAL = 100
-SNAPSHOT_INTERVAL_ENV = "PROFILE_SNAPSHOT_INTERVAL"
+SNAPSHOT_INTERVAL_ENV = "LEDGER_SNAPSHOT_INTERVAL"
 SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
 
 logger = logging.getLogger(__name__)
@@ -137,14 +138,26 @@ class VersionRecord:
     event_type: str
 
 
+@contextmanager
+def _snapshot_failures_ignored(aggregate_id: UUID, version: int | None) -> Iterator[None]:
+    """A snapshot is a cache of what the events say, so it never fails the command that prompted it: the same
+    stream version snapshotted twice (another process got there first) holds the same state, and a snapshot
+    that cannot be written only leaves a longer replay."""
+    try:
+        yield
+    except RecordConflictError:
+        pass
+    except PersistenceError as error:
+        logger.warning("no snapshot of %s at version %s: %s", aggregate_id, version, error)
+
+
 class ProfileLedger(Application[UUID]):
     name = "ProfileLedger"
-    snapshotting_intervals = {Profile: SNAPSHOT_INTERVAL}  # turns the snapshot store on
+    is_snapshotting_enabled = True  # the snapshot store; save() decides when to take one
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=env)
-        interval = int(self.env.get(SNAPSHOT_INTERVAL_ENV) or SNAPSHOT_INTERVAL)
-        self.snapshotting_intervals = {Profile: interval} if interval > 0 else {}
+        self.snapshot_interval = int(self.env.get(SNAPSHOT_INTERVAL_ENV) or SNAPSHOT_INTERVAL)
         self._listeners: list[Callable[[int], None]] = []
 
     def add_listener(self, listener: Callable[[int], None]) -> None:
@@ -154,26 +167,35 @@ class ProfileLedger(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
         if recordings:
+            self._snapshot_profiles(objs, recordings)
             for listener in self._listeners:
                 listener(recordings[-1].notification.id)
         return recordings
 
     def take_snapshot(self, aggregate_id: UUID, version: int | None = None, projector_func: Any = None) -> None:
-        """Record the aggregate's state at ``version`` (default: now), rebuilt from the store.
-
-        A snapshot is a cache of what the events say, so it never fails the command that prompted it: the same
-        stream version snapshotted twice (another process got there first) holds the same state, and a
-        snapshot that cannot be written is only a replay that stays longer.
-        """
-        try:
+        """Record the aggregate's state at ``version`` (default: now), rebuilt from the store."""
+        with _snapshot_failures_ignored(aggregate_id, version):
             if projector_func is None:
                 super().take_snapshot(aggregate_id, version)
             else:
                 super().take_snapshot(aggregate_id, version, projector_func)
-        except RecordConflictError:
-            pass
-        except PersistenceError as error:
-            logger.warning("no snapshot of %s at version %s: %s", aggregate_id, version, error)
+
+    def _snapshot_profiles(self, objs: tuple[Any, ...], recordings: list[Any]) -> None:
+        """Snapshot each saved profile whose stream just reached a multiple of the interval: from memory when
+        that is its latest version (the usual case: one event per profile per save), else from the store."""
+        if self.snapshot_interval <= 0 or self.snapshots is None:
+            return
+        profiles = {obj.id: obj for obj in objs if isinstance(obj, Profile)}
+        for recording in recordings:
+            domain_event = recording.domain_event
+            profile = profiles.get(domain_event.originator_id)
+            if profile is None or domain_event.originator_version % self.snapshot_interval:
+                continue
+            if profile.version != domain_event.originator_version:
+                self.take_snapshot(profile.id, domain_event.originator_version)
+                continue
+            with _snapshot_failures_ignored(profile.id, profile.version):
+                self.snapshots.put([Profile.Snapshot.take(profile)])
 
     # -- commands ----------------------------------------------------------------------------------
     def create_profile(self, fields: Mapping[str, Any]) -> Outcome:

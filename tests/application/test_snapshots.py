@@ -212,3 +212,17 @@ def test_the_aggregate_cache_still_follows_other_writers(database_url):
         assert reader.get_profile(profile_id).steering == {number: 1.0}
     reader.close()
     writer.close()
+
+
+def test_a_save_of_several_events_snapshots_the_multiple_it_passed(database_url):
+    ledger = make_ledger(database_url, 2)
+    profile_id = ledger.create_profile({"name": "several", "steering": {1: 1.0}}).profile.id
+    profile = ledger.repository.get(profile_id)
+    profile.revise({"steering": {2: 1.0}})
+    profile.revise({"steering": {3: 1.0}})
+    ledger.save(profile)
+    [snapshot] = ledger.snapshots.get(profile_id)
+    assert snapshot.originator_version == 2
+    assert state(snapshot.mutate(None)) == state(replay(list(ledger.events.get(profile_id, lte=2))))
+    assert ledger.get_profile(profile_id, version=2).steering == {2: 1.0}
+    ledger.close()
