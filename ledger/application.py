@@ -324,18 +324,14 @@ class ProfileLedger(Application[UUID]):
             if profile.deleted:
                 raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
             return ProfileState.of(profile)
-
-        def reached(domain_event: Any) -> bool:
-            """Whether replay stops before this event (it is after the version or time asked for)."""
-            if version is not None and event_version(domain_event) > version:
-                return True
-            return as_of is not None and domain_event.timestamp > as_of
-
+        # Replay up to the first event past the version or the time, starting from the last snapshot on the way.
         snapshot, stop = self._snapshot_before(profile_id, version, as_of)
         profile = None if snapshot is None else snapshot.mutate(None)
         start = None if snapshot is None else snapshot.originator_version
         for domain_event in self._events(profile_id, gt=start, lte=stop):
-            if reached(domain_event):
+            if version is not None and event_version(domain_event) > version:
+                break
+            if as_of is not None and domain_event.timestamp > as_of:
                 break
             profile = domain_event.mutate(profile)
         if profile is None:
