@@ -14,9 +14,12 @@ Every caller is answered only after its batch has committed, or with the error t
 
 * two queued saves of the same ``(originator_id, originator_version)`` never share a batch: the later one
   waits for the next batch, where it fails alone;
-* a batch whose insert fails with a conflict (the library's :class:`IntegrityError`) is split in halves and
-  retried, down to the single guilty caller, so batch-mates of a conflicting command still commit;
-* any other error (the database is down, the pool is closed) is every batch-mate's error.
+* a batch whose insert fails with an error that one save's content can cause (a conflict, the library's
+  :class:`IntegrityError`; bad data) is split in halves and retried, down to the guilty caller alone, so the
+  batch-mates of a conflicting command still commit;
+* a connection error (the database is down, the pool is closed; the recorder has already retried once) is
+  every batch-mate's error, and also that of every save queued meanwhile: they fail at once rather than each
+  wait out another connection timeout, and the client retries (the API answers 503).
 
 There is no thread of its own: nothing to stop, and :meth:`close` only refuses new saves.
 """
@@ -29,9 +32,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 
 MAX_BATCH_EVENTS = 1000
+
+CONNECTION_ERRORS = (InterfaceError, OperationalError)
 
 Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
 
@@ -92,15 +97,20 @@ class GroupCommitter:
 
     def _lead(self) -> None:
         batch: list[_Save] = []
+        unreachable: Exception | None = None
         try:
             with self._lock:
                 batch = self._take_batch()
-            self._commit(batch)
+            unreachable = self._commit(batch)
         finally:
             for save in batch:
                 if not save.finished:  # interrupted (e.g. KeyboardInterrupt): acknowledge nothing
                     save.finish(error=InterfaceError("the save was interrupted; it may not have been recorded"))
             with self._lock:
+                if self._queue and unreachable is not None:
+                    for save in self._queue:
+                        save.finish(error=unreachable)
+                    self._queue.clear()
                 if self._queue:
                     successor = self._queue[0]
                     successor.leader = True
@@ -128,21 +138,25 @@ class GroupCommitter:
         self._queue = kept
         return batch
 
-    def _commit(self, batch: list[_Save]) -> None:
+    def _commit(self, batch: list[_Save]) -> Exception | None:
+        """Insert the batch, or find the guilty saves; the connection error that stopped it, if one did."""
         try:
             positions = self._insert([event for save in batch for event in save.events])
-        except IntegrityError as error:
-            if len(batch) == 1:
-                batch[0].finish(error=error)
-                return
-            middle = len(batch) // 2  # find the guilty save(s); the first half's ids precede the second's
-            self._commit(batch[:middle])
-            self._commit(batch[middle:])
-            return
-        except Exception as error:
+        except CONNECTION_ERRORS as error:
             for save in batch:
                 save.finish(error=error)
-            return
+            return error
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].finish(error=error)
+                return None
+            middle = len(batch) // 2  # find the guilty save(s); the first half's ids precede the second's
+            unreachable = self._commit(batch[:middle])
+            if unreachable is None:
+                return self._commit(batch[middle:])
+            for save in batch[middle:]:
+                save.finish(error=unreachable)
+            return unreachable
         self.batches += 1
         self.saves += len(batch)
         start = 0
@@ -150,3 +164,4 @@ class GroupCommitter:
             end = start + len(save.events)
             save.finish(positions=None if positions is None else list(positions[start:end]))
             start = end
+        return None

@@ -9,7 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
 import pytest
-from eventsourcing.persistence import IntegrityError, OperationalError, RecordConflictError, StoredEvent
+from eventsourcing.persistence import (
+    DataError,
+    IntegrityError,
+    OperationalError,
+    RecordConflictError,
+    StoredEvent,
+)
 
 from ledger.group_commit import GroupCommitter
 
@@ -147,15 +153,16 @@ def test_two_saves_of_the_same_version_in_one_queue_never_share_a_batch(pg_ledge
     assert pg_ledger.verify_log().ok
 
 
-def test_a_database_error_reaches_every_caller_of_its_batch_and_no_one_else(pg_ledger):
+def test_a_connection_error_reaches_its_batch_and_the_saves_queued_meanwhile_at_once(pg_ledger):
     recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
     entered, release = held(committer)
     real = committer._insert
-    failing = {"next": False}
+    failing, late_queued = threading.Event(), threading.Event()
 
     def insert(events):
-        if failing["next"]:
-            failing["next"] = False
+        if failing.is_set():
+            failing.clear()
+            assert late_queued.wait(10)  # the database is slow to say it is gone: one more save queues meanwhile
             raise OperationalError("the database went away")
         return real(events)
 
@@ -163,19 +170,52 @@ def test_a_database_error_reaches_every_caller_of_its_batch_and_no_one_else(pg_l
         blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
         assert entered.wait(10)
         committer._insert = insert
-        failing["next"] = True
-        streams = [uuid.uuid4() for _ in range(3)]
+        failing.set()
+        streams = [uuid.uuid4() for _ in range(4)]
         victims = []
-        for number, stream in enumerate(streams, start=1):
+        for number, stream in enumerate(streams[:3], start=1):
             victims.append(save_in_background(pool, recorder, [stored(stream, 1)]))
             queued(committer, number)
         release.set()
-        results = [victim.result(timeout=30) for victim in victims]
         assert not isinstance(blocker.result(timeout=30), Exception)
-    assert all(isinstance(result, OperationalError) for result in results)
+        while failing.is_set():  # the victims' batch is in flight
+            time.sleep(0.005)
+        victims.append(save_in_background(pool, recorder, [stored(streams[3], 1)]))
+        queued(committer, 1)
+        late_queued.set()
+        results = [victim.result(timeout=30) for victim in victims]
+    assert all(isinstance(result, OperationalError) for result in results), results
     assert all(recorder.select_events(stream) == [] for stream in streams)
     later = recorder.insert_events([stored(uuid.uuid4(), 1)])  # the committer carries on
     assert len(later) == 1
+    assert pg_ledger.verify_log().ok
+
+
+def test_a_save_whose_content_fails_is_rejected_alone(pg_ledger):
+    recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
+    entered, release = held(committer)
+    real, poisoned = committer._insert, uuid.uuid4()
+
+    def insert(events):
+        if any(event.originator_id == poisoned for event in events):
+            raise DataError("invalid byte sequence")
+        return real(events)
+
+    with ThreadPoolExecutor(8) as pool:
+        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
+        assert entered.wait(10)
+        committer._insert = insert
+        streams = [uuid.uuid4(), uuid.uuid4(), poisoned, uuid.uuid4(), uuid.uuid4()]
+        saves = []
+        for number, stream in enumerate(streams, start=1):
+            saves.append(save_in_background(pool, recorder, [stored(stream, 1)]))
+            queued(committer, number)
+        release.set()
+        results = [save.result(timeout=30) for save in saves]
+        blocker.result(timeout=30)
+    assert isinstance(results[2], DataError)
+    assert all(not isinstance(result, Exception) for index, result in enumerate(results) if index != 2)
+    assert recorder.select_events(poisoned) == []
     assert pg_ledger.verify_log().ok
 
 
