@@ -7,7 +7,9 @@ reads the whole log for a rebuild: on PostgreSQL through one server-side cursor,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +55,27 @@ class FastDecoder:
             return self._by_mapper(originator_id, originator_version, topic, state)
         try:
             event_state = self._decode(state)
+            # Transcoded values ({"_type_": …, "_data_": …}) are nearly always fields of their own (a time, an
+            # id): revive those, and walk the nested containers only when the JSON holds more of them.
+            expected = state.count(b'"_type_"')
+            found = 0
+            containers = False
+            transcodings = self.transcodings
             for key, value in event_state.items():
                 kind = type(value)
-                if kind is dict or kind is list:
-                    event_state[key] = self._revive(value)
+                if kind is dict:
+                    if len(value) == 2 and type(value.get("_data_")) is str and "_type_" in value:
+                        event_state[key] = transcodings[value["_type_"]].decode(value["_data_"])
+                        found += 1
+                    else:
+                        containers = True
+                elif kind is list:
+                    containers = True
+            if found < expected and containers:
+                for key, value in event_state.items():
+                    kind = type(value)
+                    if kind is dict or kind is list:
+                        event_state[key] = self._revive(value)
         except (msgspec.DecodeError, KeyError, TypeError, ValueError):
             return self._by_mapper(originator_id, originator_version, topic, state)
         found = self._classes.get(topic)
@@ -90,6 +109,45 @@ class FastDecoder:
         stored = StoredEvent(originator_id=originator_id, originator_version=originator_version, topic=topic,
                              state=bytes(state))
         return self.mapper.to_domain_event(stored)
+
+
+def _ahead(fetch: Callable[[], list[Any]]) -> Iterator[list[Any]]:
+    """``fetch()`` until it returns nothing, one call ahead in a thread: the server (and the network) work on
+    the next batch while the caller works on this one (the wait releases the GIL)."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def fetch_all() -> None:
+        try:
+            while not stop.is_set():
+                rows = fetch()
+                _put(rows)
+                if not rows:
+                    return
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            _put(error)
+
+    def _put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    fetcher = threading.Thread(target=fetch_all, daemon=True, name="projections-scan")
+    fetcher.start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+    finally:
+        stop.set()
+        fetcher.join()
 
 
 class EventLog:
@@ -127,7 +185,7 @@ class EventLog:
             with conn.cursor(name="projections_rebuild_scan", row_factory=tuple_row) as cursor:
                 cursor.itersize = batch_size
                 cursor.execute(query, (after,))
-                while rows := cursor.fetchmany(batch_size):
+                for rows in _ahead(lambda: cursor.fetchmany(batch_size)):
                     events = [(row[0], decode(row[1], row[2], row[3], row[4])) for row in rows]
                     yield Batch(after=after, end=events[-1][0], events=events)
                     after = events[-1][0]
