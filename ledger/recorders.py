@@ -22,7 +22,12 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
@@ -142,6 +147,21 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
                     return None if row is None else row["notification_id"]
 
                 return verify(events, chain, find_digest)
+
+
+class FailFastPostgresAggregateRecorder(PostgresAggregateRecorder):
+    """The snapshot store's recorder: one retry, like the application recorder (the library's waits out ten, and
+    a command reading a snapshot would hang for half a minute while the database is down)."""
+
+    insert_events = fail_fast(PostgresAggregateRecorder.insert_events.__wrapped__)  # type: ignore[attr-defined]
+    select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """The library's PostgreSQL factory with this module's recorders (``PERSISTENCE_MODULE`` names it)."""
+
+    aggregate_recorder_class = FailFastPostgresAggregateRecorder
+    application_recorder_class = ChainedPostgresApplicationRecorder
 
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):

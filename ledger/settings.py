@@ -50,7 +50,7 @@ class Database:
         if self.is_postgres:
             info = self.conninfo()
             env = {
-                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "PERSISTENCE_MODULE": "ledger.recorders:LedgerPostgresFactory",
                 "POSTGRES_DBNAME": str(info.get("dbname", "")),
                 "POSTGRES_HOST": str(info.get("host", "127.0.0.1")),
                 "POSTGRES_PORT": str(info.get("port", "5432")),
