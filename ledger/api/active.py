@@ -94,7 +94,7 @@ class ActiveProfileCache:
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS, stop_after=1):
                             self.saw()
-            except psycopg.Error as error:
+            except Exception as error:  # noqa: BLE001 - the database going away, mostly: keep listening
                 log.info("active profile listener: %s; reconnecting", error)
                 self.saw()
                 self._stop.wait(RECONNECT_SECONDS)
