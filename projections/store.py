@@ -267,16 +267,14 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
             curs.executemany(sql, params)
 
     def _load(self, curs: Any, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        from psycopg.types.json import Jsonb
-
         json_columns = [index for index, value in enumerate(rows[0].values()) if isinstance(value, dict)]
         dumps = msgspec.json.encode
         with curs.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             write = copy.write_row
             for row in rows:
                 values = list(row.values())
-                for index in json_columns:
-                    values[index] = Jsonb(values[index], dumps=dumps)
+                for index in json_columns:  # JSON text: COPY's text format takes it as the jsonb input it is
+                    values[index] = dumps(values[index]).decode()
                 write(values)
 
     def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
