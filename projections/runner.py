@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -160,6 +161,10 @@ def rebuild(
     projections = select(names)
     store = open_store(database)
     log = EventLog(database)
+    # The fold makes millions of objects and keeps hundreds of thousands alive (rows, events of a batch), none
+    # of them in reference cycles: the cycle collector's passes over them cost 40% of a rebuild's CPU.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         store.create_read_model_tables(projections)
         for projection in projections:
@@ -187,5 +192,7 @@ def rebuild(
             store.finish_rebuilt(build.projection, build.tables, build.late, position)
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
+        if collecting:
+            gc.enable()
         log.close()
         store.datastore.close()
