@@ -18,6 +18,8 @@ import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ParamType
+from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
 from litestar.params import HeaderParameter, QueryParameter
 
 from ledger.api.auth import TokenCache, principal_of
@@ -120,6 +122,46 @@ async def reach_position(services: Services, min_position: int | None, x_min_pos
                 timeout_s=timeout,
             )
     return wanted
+
+
+def requested_position(request: Request[Any, Any, Any]) -> int | None:
+    """``min_position`` / ``X-Min-Position`` read by hand, for a route too hot for Litestar's parameter parsing
+    (which costs about as much as the rest of a cached read); validated as the declared parameters are."""
+    scope = request.scope
+    values: list[tuple[str, str]] = []
+    if scope.get("query_string"):
+        values += [("min_position", value) for value in request.query_params.getall("min_position", [])]
+    values += [
+        ("X-Min-Position", value.decode("latin-1")) for name, value in scope["headers"] if name == b"x-min-position"
+    ]
+    wanted: int | None = None
+    for name, value in values:
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise InvalidRequestError(f"{name} must be a log position: an integer ≥ 0 (got {value[:40]!r})", field=name)
+        wanted = max(int(text), wanted or 0)
+    return wanted
+
+
+@dataclass
+class DocumentsMinPosition(Operation):
+    """The OpenAPI operation of a route that reads ``min_position`` / ``X-Min-Position`` by hand
+    (:func:`requested_position`): documents them as the declared parameters would be."""
+
+    def __post_init__(self) -> None:
+        described = "Answer only after the read side has reached this log position."
+        self.parameters = [
+            *(self.parameters or []),
+            Parameter(
+                name="min_position", param_in=ParamType.QUERY, required=False, description=described,
+                schema=Schema(one_of=[Schema(type=OpenAPIType.INTEGER, minimum=0), Schema(type=OpenAPIType.NULL)]),
+            ),
+            Parameter(
+                name="X-Min-Position", param_in=ParamType.HEADER, required=False,
+                description="Same as the `min_position` query parameter.",
+                schema=Schema(one_of=[Schema(type=OpenAPIType.INTEGER, minimum=0), Schema(type=OpenAPIType.NULL)]),
+            ),
+        ]
 
 
 def _wait_for_recorded_position(reads: Any, wanted: int, timeout: float) -> bool:

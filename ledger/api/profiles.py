@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from litestar import Controller, Response, delete, get, post, put
-from litestar.datastructures import State
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -16,13 +15,13 @@ from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import (
     CompatibilityCheck,
-    MinPosition,
-    XMinPosition,
+    DocumentsMinPosition,
     etag,
     parse_if_match,
     parse_time,
     parse_uuid,
     reach_position,
+    requested_position,
     services_of,
     with_reason,
 )
@@ -128,14 +127,14 @@ class ProfileController(Controller):
         "/active",
         summary="The active profile",
         responses=responses({404: NOT_FOUND[404]}, INVALID, TIMEOUT),
+        operation_class=DocumentsMinPosition,
     )
-    async def get_active(
-        self, state: State, min_position: MinPosition = None, x_min_position: XMinPosition = None
-    ) -> Response[ProfileRead]:
-        # answered from memory, encoded once per log position (see ledger.api.active); no dependencies: resolving
-        # them (and, for two or more, Litestar's task group) costs more than the rest of the route
-        services = services_of(state)
-        response = await services.active.response(await reach_position(services, min_position, x_min_position))
+    async def get_active(self, request: Request[Any, Any, Any]) -> Response[ProfileRead]:
+        # answered from memory, encoded once per log position (see ledger.api.active); no dependencies and no
+        # declared parameters: Litestar's resolving and parsing of them cost more than the rest of the route
+        services = services_of(request.app.state)
+        wanted = requested_position(request)
+        response = await services.active.response(await reach_position(services, wanted, None) if wanted else None)
         if response is None:
             raise NoActiveProfileError("no profile is active; activate one with POST /api/profiles/{id}/activate")
         return response
