@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import re
 import sys
 import time
@@ -236,7 +237,8 @@ def main() -> int:
             baseline_label="raw SELECT of the same rows, server-side cursor",
             ratio=value / baseline,
             detail=f"{total:,} events, rebuild {seconds:.1f}s, raw SELECT {raw_seconds:.1f}s, "
-            f"positions {sorted(set(positions.values()))}, load average {' → '.join(loads)}",
+            f"positions {sorted(set(positions.values()))}, load average {' → '.join(loads)}, "
+            f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB",
         )
         return report([figure], smoke=args.smoke)
     finally:
