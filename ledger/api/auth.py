@@ -10,8 +10,9 @@ reader < editor < admin. Without a valid ``Authorization: Bearer <token>`` a req
 too low 403, both in the API's error shape.
 
 Checking a token costs no database round trip: the ``AccessTokens`` aggregate is cached in memory and
-reloaded when it is older than ``max_age`` (1 s), and at once after this process issues or revokes a
-token. A token revoked through another process (another server, the CLI) is refused here within that bound.
+reloaded when it is older than ``max_age`` (1 s), in the background while requests go on with the copy they
+have, and at once (requests waiting) after this process issues or revokes a token. A token revoked through
+another process (another server, the CLI) is refused here within that bound and the reload's time.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class TokenCache:
         self._loaded_at: float | None = None
         self._generation = 0  # bumped by invalidate(): a reload that began before it does not count as fresh
         self._lock = threading.Lock()
+        self._reloading = False
 
     @property
     def stale(self) -> bool:
@@ -98,6 +100,29 @@ class TokenCache:
                 self._loaded_at = started
         finally:
             self._lock.release()
+
+    @property
+    def usable_while_reloading(self) -> bool:
+        """Whether requests may keep using this copy while a reload runs in the background: it was loaded, not
+        invalidated, and is less than twice ``max_age`` old (a reload that keeps failing ends that)."""
+        loaded_at = self._loaded_at
+        return loaded_at is not None and self._clock() - loaded_at < 2 * self.max_age
+
+    def refresh_in_background(self) -> None:
+        """Start a reload in a thread unless one is under way (call from the event loop's thread)."""
+        if self._reloading:
+            return
+        self._reloading = True
+
+        def reload() -> None:
+            try:
+                self.refresh(wait=False)
+            except Exception as error:  # noqa: BLE001 - the next request past the bound reloads and reports it
+                log.warning("reloading the access tokens failed: %s", error)
+            finally:
+                self._reloading = False
+
+        threading.Thread(target=reload, name="token-reload", daemon=True).start()
 
     def invalidate(self) -> None:
         self._generation += 1
@@ -122,7 +147,10 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     token = bearer_token(connection)
     cache: TokenCache = services.tokens
     if cache.stale:
-        await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
+        if cache.usable_while_reloading:  # no request waits for the periodic reload (it cost 16% of throughput)
+            cache.refresh_in_background()
+        else:
+            await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
     principal = cache.authenticate(token)
     if not role_allows(principal.role, role):
         raise PermissionDeniedError(
