@@ -195,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seconds, args.rounds = 1, 1
     wrk = find_wrk()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-active-"))
+    with tempfile.TemporaryDirectory(prefix="bench-active-") as workdir:  # servers' logs, an SQLite file
+        return compare(args, wrk, Path(workdir))
+
+
+def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
     url = args.database or f"sqlite:///{workdir}/bench.sqlite"
     record_active_profile(url)
 

@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.profiles, args.seconds = 2_000, 3.0
-    workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:  # the server's log, an SQLite file
+        return measure(args, Path(workdir))
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> int:
     url = args.database or f"sqlite:///{workdir}/bench.sqlite"
     held = ensure_profiles(url, args.profiles)
     record_real_profiles(url)
