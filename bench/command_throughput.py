@@ -168,16 +168,22 @@ def pgbench_tps(url: str, clients: int, seconds: int) -> float:
 
 # -- the server --------------------------------------------------------------------------------------------
 class Server:
-    """``ledger serve --no-model --no-auth`` on a free loopback port, projections in-process."""
+    """``ledger serve --no-model --no-auth --no-access-log`` on a free loopback port; projections in-process, or
+    in a ``ledger project`` worker process of their own (``worker=True``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, worker: bool = False) -> None:
         self.port = free_port()
         env = {**os.environ, "LEDGER_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
         self.log = tempfile.NamedTemporaryFile("w+", prefix="ledger-serve-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ledger", "serve", "--no-model", "--no-auth", "--host", "127.0.0.1",
-             "--port", str(self.port)],
+            [sys.executable, "-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log",
+             "--projections" if not worker else "--no-projections", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.worker = (
+            subprocess.Popen([sys.executable, "-m", "ledger", "project"], cwd=ROOT, env=env, stdout=self.log,
+                             stderr=subprocess.STDOUT)
+            if worker else None
         )
         deadline = time.monotonic() + 60
         while True:
@@ -209,13 +215,15 @@ class Server:
         return Path(self.log.name).read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        for process in (self.process, self.worker):
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
             try:
-                self.process.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
         self.log.close()
         os.unlink(self.log.name)
 
@@ -288,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="a couple of seconds, 4 clients")
+    parser.add_argument("--projection-worker", action="store_true",
+                        help="keep the read models in a `ledger project` process instead of the server's")
     args = parser.parse_args(argv)
     if not args.database.startswith(("postgresql://", "postgres://")):
         parser.error("--database must be a postgresql:// URL")
@@ -298,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pgbench, 1 INSERT of {PAYLOAD_BYTES} bytes per transaction, {args.clients} clients, {args.seconds}s:"
           f" {tps:,.0f} tx/s", flush=True)
 
-    server = Server(args.database)
+    server = Server(args.database, worker=args.projection_worker)
     try:
         status, headers, body = server.call(
             "POST", "/api/profiles/", {"name": f"lag probe {uuid.uuid4().hex[:8]}", "steering": {"1": 1.0}}
@@ -337,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline_label="pgbench, 1 INSERT of ~300 bytes per transaction, same clients, same server",
             ratio=ratio,
             detail=(
-                f"{args.clients} clients, {args.seconds}s, group commit {group_commit}; "
+                f"{args.clients} clients, {args.seconds}s, group commit {group_commit}, projections "
+                f"{'in a worker process' if args.projection_worker else 'in the server process'}; "
                 f"mix sent: {measured['creates']} creates, {measured['updates']} updates, "
                 f"{measured['activates']} activates; {measured['non2xx']} not 2xx; "
                 f"latency p50 {measured['p50_us'] / 1000:.1f} ms, p99 {measured['p99_us'] / 1000:.1f} ms"

@@ -172,7 +172,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
     requests = counts["requests"]
     database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     figure = Figure(
-        name="memory of `ledger serve` with 1,000,000 profiles in the read model",
+        name=f"memory of `ledger serve` with {held:,} profiles in the read model",
         value=peak / MB,
         unit="MB",
         target=f"RSS < {TARGET_MB:g} MB",

@@ -47,14 +47,25 @@ def tokens_per_second(run: Callable[[], list]) -> float:
 
 
 def compare(name: str, baseline: Callable[[], list], candidate: Callable[[], list], repeats: int) -> tuple[float, float]:
-    """Best tokens/s of each over `repeats` interleaved runs (the best run is the least disturbed by other load)."""
+    """Baseline and candidate tokens/s from ``repeats`` back-to-back pairs, order alternating.
+
+    On a shared machine the load drifts between runs: each pair's ratio compares two runs taken under nearly
+    the same load, so the median pair (by ratio) is the figure; its two rates are returned.
+    """
     baseline(), candidate()  # warm up
-    base_rates, cand_rates = [], []
-    for _ in range(repeats):
-        base_rates.append(tokens_per_second(baseline))
-        cand_rates.append(tokens_per_second(candidate))
-    base, cand = max(base_rates), max(cand_rates)
-    print(f"{name:<34} {base:9.1f} tok/s -> {cand:9.1f} tok/s   ratio {cand / base:.3f}")
+    pairs = []
+    for repeat in range(repeats):
+        if repeat % 2:
+            cand = tokens_per_second(candidate)
+            base = tokens_per_second(baseline)
+        else:
+            base = tokens_per_second(baseline)
+            cand = tokens_per_second(candidate)
+        pairs.append((base, cand))
+    pairs.sort(key=lambda pair: pair[1] / pair[0])
+    base, cand = pairs[len(pairs) // 2]
+    spread = ", ".join(f"{c / b:.3f}" for b, c in pairs)
+    print(f"{name:<34} {base:9.1f} tok/s -> {cand:9.1f} tok/s   ratio {cand / base:.3f} (pair ratios: {spread})")
     return base, cand
 
 
@@ -64,12 +75,12 @@ def main() -> int:
     parser.add_argument("--sae", type=Path, default=None, help="SAE directory (default: a random SAE)")
     parser.add_argument("--tiny", action="store_true", help="use a tiny random model (smoke run)")
     parser.add_argument("--max-tokens", type=int, default=None, help="tokens per row (default 32; 64 with --tiny)")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved runs (default 5; 15 with --tiny)")
+    parser.add_argument("--repeats", type=int, default=None, help="pairs of runs (default 7; 15 with --tiny)")
     parser.add_argument("--strength", type=float, default=4.0)
     parser.add_argument("--smoke", action="store_true", help="with --tiny: check that it runs, judge nothing")
     args = parser.parse_args()
     args.max_tokens = args.max_tokens or (64 if args.tiny else 32)
-    args.repeats = args.repeats or (15 if args.tiny else 5)
+    args.repeats = args.repeats or (15 if args.tiny else 7)
 
     with tempfile.TemporaryDirectory() as scratch:
         path = build_tiny_model(Path(scratch) / "tiny") if args.tiny else args.model
@@ -106,7 +117,7 @@ def main() -> int:
             figures.append(Figure(
                 name=f"steered generation tokens/s, batch {size}", value=steered, unit="tok/s", target=f"≥ {STEERED_TARGET}×",
                 met=steered / base >= STEERED_TARGET, baseline=base, baseline_label="same model unsteered",
-                ratio=steered / base, detail=f"{Path(path).name}, {args.max_tokens} tokens/row, best of {args.repeats}",
+                ratio=steered / base, detail=f"{Path(path).name}, {args.max_tokens} tokens/row, median of {args.repeats} pairs",
                 device=device,
             ))
         uniform, mixed = compare(
@@ -115,7 +126,7 @@ def main() -> int:
         figures.append(Figure(
             name="mixed-profile batch (8 rows, 8 profiles)", value=mixed, unit="tok/s", target=f"≥ {MIXED_TARGET}×",
             met=mixed / uniform >= MIXED_TARGET, baseline=uniform, baseline_label="uniform-profile batch",
-            ratio=mixed / uniform, detail=f"{Path(path).name}, best of {args.repeats}", device=device,
+            ratio=mixed / uniform, detail=f"{Path(path).name}, median of {args.repeats} pairs", device=device,
         ))
     return report(figures, smoke=args.smoke)
 
