@@ -113,20 +113,29 @@ def event_count(url: str) -> int:
 
 
 def replicate(url: str, events: int) -> None:
-    """Append copies of the log's first stretch (the template) until the log holds ``events`` rows."""
+    """Append copies of the log's first stretch (the template) until the log holds ``events`` rows.
+
+    A log that already holds copies (a smaller run's) is extended: the copies go on from the highest copy
+    number there, and the active slot's stream from its last version.
+    """
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             f"SELECT originator_id, originator_version, topic, state FROM {EVENTS} ORDER BY notification_id"
         ).fetchall()
+    marks = [_copy_number(state) for _originator, _version, _topic, state in rows]
+    template_end = next((index for index, mark in enumerate(marks) if mark), len(rows))
+    if MARK.encode() not in rows[0][3]:
+        raise SystemExit(f"{EVENTS} does not start with a template written by this script: refusing to extend it")
     slot_id = ActiveSlot.create_id()
-    slot_versions = max(version for originator, version, _, _ in rows if originator == slot_id)
+    slot_version = max(version for originator, version, _, _ in rows if originator == slot_id)
     name_keys: dict[uuid.UUID, str] = {}
-    for originator, _version, topic, state in rows:
+    for originator, _version, topic, state in rows[:template_end]:
         if topic.endswith("ProfileName.Registered"):
             name_keys[originator] = re.search(rb'"key":\s*"([^"]*)"', state).group(1).decode()
-    template = [row for row in rows if not (row[0] == slot_id and row[1] == 1)]  # the slot opens once
+    # The slot opens once (version 1); every copy continues its stream.
+    template = [row for row in rows[:template_end] if not (row[0] == slot_id and row[1] == 1)]
     have = len(rows)
-    copy_number = 0
+    copy_number = max(marks, default=0)
     with psycopg.connect(url) as conn:
         while have < events:
             copy_number += 1
@@ -141,6 +150,7 @@ def replicate(url: str, events: int) -> None:
                     new = uuid.uuid4()
                 ids[originator.hex.encode()] = new.hex.encode()
             take = template[: events - have]
+            slot_base = slot_version
             with conn.cursor() as cur:
                 cur.execute(f"LOCK TABLE {EVENTS} IN EXCLUSIVE MODE")
                 with cur.copy(
@@ -148,7 +158,8 @@ def replicate(url: str, events: int) -> None:
                 ) as copy:
                     for originator, version, topic, state in take:
                         if originator == slot_id:
-                            version += copy_number * (slot_versions - 1)
+                            version += slot_base - 1
+                            slot_version = version
                         new_state = _HEX_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), state)
                         new_state = new_state.replace(MARK.encode(), mark.encode())
                         copy.write_row((uuid.UUID(ids[originator.hex.encode()].decode()), version, topic,
@@ -157,6 +168,15 @@ def replicate(url: str, events: int) -> None:
             have += len(take)
             print(f"\rlog: {have:,} events", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+
+
+_COPY_MARK = re.compile(rb"bench-c(\d{6})")
+
+
+def _copy_number(state: bytes) -> int:
+    """The copy an event belongs to, by the mark in its names (0: the template, or no name in it)."""
+    found = _COPY_MARK.search(state)
+    return int(found.group(1)) if found else 0
 
 
 def load_log(database: Database, events: int, profiles: int) -> int:
