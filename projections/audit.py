@@ -15,7 +15,6 @@ from ledger.domainmodel import Profile
 from projections.bulk import MemoryBuild, pick
 from projections.fields import audit_params
 from projections.projection import ReadModelProjection, Write, aggregate_type_name, event_type_name
-from projections.server import ServerBuild
 
 TABLES = {
     "audit_events": (
@@ -140,39 +139,6 @@ def make_row(build: MemoryBuild, event: Any, position: int) -> None:
 _NAMES: dict[type, tuple[str, str, bool]] = {}
 
 
-# What ``make_row`` does, done by PostgreSQL over the events table (projections.server): the envelope's fields
-# from the state, the payload is the rest of it (the mapper keeps ``class_version`` out of an event's fields),
-# ids and times in it as ``json_safe`` writes them.
-SERVER_BUILD = ServerBuild(
-    table="audit_events",
-    statement="""INSERT INTO {audit_events} (position, recorded_at, actor, event_type, aggregate_type,
-            originator_id, originator_version, profile_id, reason, correlation_id, payload)
-        SELECT e.notification_id, (s.state->'timestamp'->>'_data_')::timestamptz, s.state->>'actor', t.event_type,
-            t.aggregate_type, e.originator_id, e.originator_version,
-            CASE WHEN t.is_profile THEN e.originator_id ELSE (p.payload->>'profile_id')::uuid END,
-            s.state->>'reason', s.state->>'correlation_id', p.payload
-        FROM {events} e
-        JOIN unnest(%(topics)s::text[], %(event_type)s::text[], %(aggregate_type)s::text[],
-                    %(is_profile)s::boolean[]) AS t (topic, event_type, aggregate_type, is_profile)
-            ON t.topic = e.topic
-        CROSS JOIN LATERAL (SELECT convert_from(e.state, 'UTF8') AS text OFFSET 0) r  -- OFFSET 0: computed once
-        CROSS JOIN LATERAL (SELECT r.text::jsonb AS state OFFSET 0) s
-        CROSS JOIN LATERAL (
-            SELECT coalesce(jsonb_object_agg(f.key, f.value) FILTER (WHERE f.key NOT IN ('timestamp',
-                       'originator_topic', 'actor', 'reason', 'correlation_id', 'class_version')), '{{}}') AS payload,
-                   count(*) FILTER (WHERE f.transcoded) AS transcoded
-            FROM (SELECT v.key, {top_level_value}
-                  FROM (SELECT key, value, {transcoding} AS transcoding FROM jsonb_each(s.state)) v) f
-        ) p
-        WHERE e.notification_id <= %(head)s AND p.transcoded = {transcoded_in_text}""",
-    topics=lambda cls: None if getattr(cls, "class_version", 1) != 1 else {
-        "event_type": cls.__qualname__,
-        "aggregate_type": cls.__qualname__.split(".")[0],
-        "is_profile": issubclass(cls, Profile.Event),
-    },
-)
-
-
 PROJECTION = ReadModelProjection(
     name="audit",
     tables=TABLES,
@@ -181,5 +147,4 @@ PROJECTION = ReadModelProjection(
     default_handler=on_any_event,
     folds={"insert": fold_insert},
     default_row_maker=make_row,
-    server_build=SERVER_BUILD,
 )

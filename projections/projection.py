@@ -45,8 +45,6 @@ class ReadModelProjection:
     default_row_maker: Callable[[Any, Event, int], None] | None = None
     # For rebuilds: statements only the rebuild runs, on rows already copied (see projections.bulk).
     late_statements: Mapping[str, str] = field(default_factory=dict)
-    # For rebuilds on PostgreSQL: a projections.server.ServerBuild, the rows made by the server itself.
-    server_build: Any = None
 
     def ddl(self, table: str, *, postgres: bool, trigram: bool) -> list[str]:
         """The statements that create one table and its indexes in the given dialect."""

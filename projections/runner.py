@@ -8,8 +8,7 @@
 * Several workers, in several processes, can follow the same database: each batch of each projection is
   applied under that projection's lock, at most once (see :mod:`projections.store`).
 * :func:`rebuild` builds fresh tables from position 0 while the old ones keep answering queries, then swaps
-  them in with one transaction; the live workers continue from the rebuilt position. On PostgreSQL, a read
-  model with a server build (the audit log) is made by the server meanwhile (see :mod:`projections.server`).
+  them in with one transaction; the live workers continue from the rebuilt position.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from ledger.settings import Database
 from projections.bulk import MemoryBuild
 from projections.log import EventLog
 from projections.registry import PROJECTION_NAMES, select
-from projections.server import ServerRebuild
 from projections.store import REBUILD_SUFFIX, open_store
 from projections.wakeup import start_listener
 
@@ -167,24 +165,11 @@ def rebuild(
     # of them in reference cycles: the cycle collector's passes over them cost 40% of a rebuild's CPU.
     collecting = gc.isenabled()
     gc.disable()
-    on_server: list[ServerRebuild] = []
     try:
         store.create_read_model_tables(projections)
         for projection in projections:
             store.drop_tables(projection, REBUILD_SUFFIX)
-        # On PostgreSQL, read models with a server build are made by the server, concurrently with the fold.
-        on_server += [
-            ServerRebuild(store, log, projection)
-            for projection in projections
-            if database.is_postgres and projection.server_build is not None
-        ]
-        for server_build in on_server:
-            server_build.start()
-        served = {server_build.projection.name for server_build in on_server}
-        in_memory = [
-            projection for projection in projections
-            if MemoryBuild.supports(projection) and projection.name not in served
-        ]
+        in_memory = [projection for projection in projections if MemoryBuild.supports(projection)]
         by_statement = [projection for projection in projections if not MemoryBuild.supports(projection)]
         store.create_read_model_tables(by_statement, REBUILD_SUFFIX)
         builds = [MemoryBuild(projection) for projection in in_memory]
@@ -205,12 +190,8 @@ def rebuild(
         for build in builds:
             store.copy_rebuilt(build.projection, build.take_sealed())
             store.finish_rebuilt(build.projection, build.tables, build.late, position)
-        for server_build in on_server:
-            server_build.join()
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
-        for server_build in on_server:
-            server_build.wait()
         if collecting:
             gc.enable()
         log.close()
