@@ -91,13 +91,9 @@ class ProjectionWorker:
             batch = self.log.read(reached, self.batch_size)
             if not batch.events:
                 return reached
-            busy = 0
-            for projection in self.projections:
-                if positions[projection.name] >= batch.end:
-                    continue
-                if self.store.apply_batch(projection, batch) is None:
-                    busy += 1
-            if busy:
+            behind = [projection for projection in self.projections if positions[projection.name] < batch.end]
+            applied = self.store.apply_batches(behind, batch)  # one transaction, one commit for all of them
+            if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
 
     def run(self, stop: threading.Event) -> None:

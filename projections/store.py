@@ -102,14 +102,29 @@ class ReadModelRecorder:
         key = rebuild_key(projection.name) if rebuilding else projection.name
         suffix = REBUILD_SUFFIX if rebuilding else ""
         with self.datastore.transaction(commit=True) as curs:
-            if not self._lock(curs, key, wait=wait):
-                return None
-            current = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
-            if current >= batch.end or current < batch.after:
-                return current  # nothing new for us here, or the batch does not start where we are
-            self._write(curs, projection, suffix, projection.writes_for(batch.since(current)))
-            self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
-            return batch.end
+            return self._apply(curs, projection, batch, key, suffix, wait=wait)
+
+    def apply_batches(self, projections: Iterable[ReadModelProjection], batch: Batch) -> dict[str, int | None]:
+        """:meth:`apply_batch` for several projections in one transaction: one commit for all of them, each
+        projection under its own lock and with its own tracking position. A projection another worker holds
+        is skipped (None); the others are applied."""
+        with self.datastore.transaction(commit=True) as curs:
+            return {
+                projection.name: self._apply(curs, projection, batch, projection.name, "", wait=False)
+                for projection in projections
+            }
+
+    def _apply(
+        self, curs: Any, projection: ReadModelProjection, batch: Batch, key: str, suffix: str, *, wait: bool
+    ) -> int | None:
+        if not self._lock(curs, key, wait=wait):
+            return None
+        current = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
+        if current >= batch.end or current < batch.after:
+            return current  # nothing new for us here, or the batch does not start where we are
+        self._write(curs, projection, suffix, projection.writes_for(batch.since(current)))
+        self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
+        return batch.end
 
     def start_rebuilt(self, projection: ReadModelProjection) -> None:
         """Fresh, bare rebuild tables (no indexes yet) for :meth:`copy_rebuilt` to fill."""
