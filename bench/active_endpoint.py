@@ -4,7 +4,8 @@ Starts two servers on free loopback ports, one at a time, under the same ASGI se
 through ``ledger.api.server.serve_app``): the baseline, a Litestar app with one GET route answering a small msgspec
 Struct, and ``ledger serve --no-model --no-auth --no-access-log`` over a database with an active profile (neither
 logs a line per request). ``wrk -c 64 -t 2 -d S --latency`` runs against each in turn (baseline, ledger, baseline,
-ledger, …); the best round of each counts.
+ledger, …, the order alternating); each round is a pair, and the pair with the median ratio is the figure (a
+shared machine's load drifts; a pair's two runs see nearly the same load).
 
     python bench/active_endpoint.py --database postgresql://... --seconds 10
     python bench/active_endpoint.py --smoke          # SQLite, 1-second rounds: checks only that it runs
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", help="database URL (default: a temporary SQLite file)")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per server (interleaved); the best counts")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="pairs of runs (baseline and ledger, order alternating); the median pair counts")
     parser.add_argument("--smoke", action="store_true", help="1-second rounds, one each: checks only that it runs")
     parser.add_argument("--serve-trivial", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -208,10 +210,11 @@ def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
         "baseline": (["bench/active_endpoint.py", "--serve-trivial"], "/hello"),
         "ledger": (["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log"], ROUTE),
     }
-    best: dict[str, Round] = {}
-    rounds: dict[str, list[Round]] = {name: [] for name in servers}
+    pairs: list[dict[str, Round]] = []
     for number in range(args.rounds):
-        for name, (command, path) in servers.items():
+        pair: dict[str, Round] = {}
+        for name in (list(servers) if number % 2 == 0 else list(reversed(servers))):
+            command, path = servers[name]
             server = Server(command, env, workdir / f"{name}-{number}.log")
             try:
                 server.wait_until_answering(path)
@@ -219,15 +222,16 @@ def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
                 measured = run_wrk(wrk, server.url(path), args.seconds)
             finally:
                 server.stop()
-            rounds[name].append(measured)
+            pair[name] = measured
             print(
                 f"round {number + 1} {name}: {measured.requests_per_s:,.0f} req/s, p50 {measured.p50_ms:.2f} ms, "
                 f"p99 {measured.p99_ms:.2f} ms, errors {measured.errors}",
                 flush=True,
             )
-    for name, measured in rounds.items():
-        best[name] = max(measured, key=lambda r: r.requests_per_s)
-    base, ledger = best["baseline"], best["ledger"]
+        pairs.append(pair)
+    pairs.sort(key=lambda pair: pair["ledger"].requests_per_s / pair["baseline"].requests_per_s)
+    base, ledger = pairs[len(pairs) // 2]["baseline"], pairs[len(pairs) // 2]["ledger"]
+    spread = ", ".join(f"{pair['ledger'].requests_per_s / pair['baseline'].requests_per_s:.2f}" for pair in pairs)
     ratio = ledger.requests_per_s / base.requests_per_s
     database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     # Little's law: with 64 requests always in flight, the mean latency is 64 / throughput, whatever the route
@@ -244,7 +248,7 @@ def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
         detail=(
             f"p99 {ledger.p99_ms:.2f} ms (baseline {base.p99_ms:.2f} ms), p50 {ledger.p50_ms:.2f} ms "
             f"(baseline {base.p50_ms:.2f} ms), errors {ledger.errors}; wrk -c {CONNECTIONS} -t 2 -d {args.seconds}s, "
-            f"best of {args.rounds} interleaved rounds; {database}; server and wrk share {os.cpu_count()} cores; "
+            f"median of {args.rounds} pairs (ratios {spread}); {database}; server and wrk share {os.cpu_count()} cores; "
             f"{CONNECTIONS} connections always in flight make the mean latency {floor_ms:.1f} ms at this rate (a p99 "
             f"under {TARGET_P99_MS:g} ms needs more than {CONNECTIONS / TARGET_P99_MS * 1000:,.0f} req/s)"
         ),
