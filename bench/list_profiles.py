@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report, summary_ms  # noqa: E402
+from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from ledger.values import name_key  # noqa: E402
 from projections.dialect import timestamp_text  # noqa: E402
@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         timings, found = measure(read_model, args.runs)
     finally:
         read_model.close()
-    timings.sort()
-    p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    p99 = percentile(timings, 0.99)  # the same p99 as the detail's
     settings = ""
     if url.startswith("postgres"):
         import psycopg
