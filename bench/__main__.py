@@ -98,7 +98,7 @@ def machine_facts(admin_url: str) -> dict[str, str]:
         )
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU: steering figures are CPU figures"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (steering figures are CPU figures)"
     return {
         "machine": f"{os.cpu_count()} vCPU ({cpu}), {memory}",
         "postgres": f"PostgreSQL {version} ({settings})",
