@@ -40,7 +40,10 @@ for module in (profiles, executions, log, tokens, steering, service):
 def main() -> None:
     """Entry point: domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click *returns* the code of a ``typer.Exit`` instead of exiting with it.
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool) and result != 0:
+            sys.exit(result)
     except LedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         sys.exit(1)
