@@ -198,13 +198,17 @@ class ProfileLedger(Application[UUID]):
                 self.snapshots.put([Profile.Snapshot.take(profile)])
 
     # -- commands ----------------------------------------------------------------------------------
-    def create_profile(self, fields: Mapping[str, Any]) -> Outcome:
-        """Record a new profile. Steering omitted → the active profile's spec is copied (seed 000)."""
+    def create_profile(self, fields: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> Outcome:
+        """Record a new profile. Steering omitted → the active profile's spec is copied (seed 000); spec fields
+        still missing then take ``defaults`` (the server passes the loaded model, SAE and layer: seed 000 §5.4)."""
 
         def attempt() -> Outcome:
             given = dict(fields)
             if given.get("steering") is None:
                 given.update(self._active_spec_defaults(given))
+            for name, value in (defaults or {}).items():
+                if name in SPEC_FIELDS and given.get(name) is None and value is not None:
+                    given[name] = value
             profile = Profile.create(**given)
             index = self._name_index(profile.name)
             index.claim(profile.id, profile.name)
@@ -254,6 +258,19 @@ class ProfileLedger(Application[UUID]):
             return self._commit(profile, [profile, index])
 
         return self._retrying(attempt, retry=expected_version is None)
+
+    def restore_profile(self, profile_id: UUID) -> Outcome:
+        """Bring a deleted profile back under its name (refused while another live profile holds that name);
+        its versions and executions are as they were."""
+
+        def attempt() -> Outcome:
+            profile = self._profile(profile_id)
+            profile.restore()
+            index = self._name_index(profile.name)
+            index.claim(profile.id, profile.name)
+            return self._commit(profile, [profile, index])
+
+        return self._retrying(attempt)
 
     def activate_profile(self, profile_id: UUID, *, version: int | None = None) -> Outcome:
         """Point the active slot at a profile: following its latest version, or pinned to ``version``."""
@@ -382,6 +399,27 @@ class ProfileLedger(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return index.profile_id
+
+    def resolve_profile(self, reference: str | UUID) -> UUID:
+        """The profile a user names: its id, else its name (the live profile holding it, or else the profile that
+        last gave it up, so that a deleted profile can be found by name to read or restore it)."""
+        if isinstance(reference, UUID):
+            return reference
+        try:
+            return UUID(reference)
+        except (ValueError, AttributeError, TypeError):
+            pass
+        try:
+            index = self.repository.get(ProfileName.id_for(values.profile_name(reference)))
+        except (AggregateNotFoundError, LedgerError):
+            index = None
+        found = None if index is None else index.profile_id
+        if found is None and index is not None and index.released_by is not None:
+            released = self._profile(index.released_by)
+            found = released.id if released.deleted and values.name_key(released.name) == index.key else None
+        if found is None:
+            raise ProfileNotFoundError(f"no profile is named {reference!r}", name=reference)
+        return found
 
     def get_execution(self, execution_id: UUID) -> Execution:
         try:

@@ -1,6 +1,7 @@
 """Aggregates of the ledger, their events and their invariants.
 
-* ``Profile``     a named steering configuration with a user-facing ``version``.
+* ``Profile``     a named steering configuration with a user-facing ``version``; deleted, it can be restored
+                  (a new event: its versions and executions were never gone).
 * ``ProfileName`` an index aggregate whose id is derived from the normalised name: two writers claiming the
                   same name append to the same stream, so the store lets only one win.
 * ``ActiveSlot``  the single "active profile" slot; every activation appends to this one stream, so two
@@ -28,6 +29,7 @@ from ledger.errors import (
     ProfileActiveError,
     ProfileDeletedError,
     ProfileNameTakenError,
+    ProfileNotDeletedError,
     ProfileVersionNotFoundError,
     SpecChangeNeedsVersionError,
     ValidationError,
@@ -260,6 +262,21 @@ class Profile(Aggregate):
             )
         self._deleted(version=self.current_version, delete_executions=bool(delete_executions))
 
+    def restore(self) -> None:
+        """Bring a deleted profile back, as it was when deleted (at its current version, not active).
+
+        The event carries the profile's whole state, so a read model can bring its row back from the event
+        alone."""
+        if not self.deleted:
+            raise ProfileNotDeletedError(
+                f"profile {self.name!r} is not deleted; there is nothing to restore", profile_id=str(self.id)
+            )
+        self._restored(
+            version=self.current_version,
+            created_at=self.created_on,
+            **{name: _stored(name, value) for name, value in {**self.details, **self.spec}.items()},
+        )
+
     # -- events (applied on every replay: assignments only) ---------------------------------------
     @event("SpecRevised")
     def _spec_revised(
@@ -297,6 +314,23 @@ class Profile(Aggregate):
     def _deleted(self, version: int, delete_executions: bool) -> None:
         self.deleted = True
 
+    @event("Restored")
+    def _restored(
+        self,
+        version: int,
+        created_at: datetime,
+        name: str,
+        description: str | None,
+        model_id: str | None,
+        sae_id: str | None,
+        layer: int | None,
+        steering: dict[str, float],
+        tags: list[str],
+        products: list[str],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.deleted = False
+
     def _apply_details(self, changes: Mapping[str, Any]) -> None:
         for name, value in changes.items():
             setattr(self, name, list(value) if isinstance(value, list) else value)
@@ -325,6 +359,7 @@ class ProfileName(Aggregate):
     def __init__(self, key: str) -> None:
         self.key = key
         self.profile_id: UUID | None = None
+        self.released_by: UUID | None = None  # the last profile that gave the name up (deleted or renamed)
 
     def claim(self, profile_id: UUID, name: str) -> None:
         if self.profile_id is not None and self.profile_id != profile_id:
@@ -345,6 +380,7 @@ class ProfileName(Aggregate):
     @event("Released")
     def _released(self, profile_id: UUID) -> None:
         self.profile_id = None
+        self.released_by = profile_id
 
 
 class ActiveSlot(Aggregate):

@@ -86,6 +86,12 @@ class ProfileDeletedError(ConflictError):
     code = "profile_deleted"
 
 
+class ProfileNotDeletedError(ConflictError):
+    """A restore of a profile that is not deleted."""
+
+    code = "profile_not_deleted"
+
+
 class ConcurrentUpdateError(ConflictError):
     """Another writer appended to the same stream first; reload and try again."""
 

@@ -6,6 +6,7 @@ Pure functions, no I/O. Every refusal is a :class:`ValidationError` naming the f
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ IDENTIFIER_MAX = 200
 LABEL_MAX = 64
 LABELS_MAX = 100
 STEERING_MAX = 100_000
+STRENGTH_MAX = 200.0
+STRENGTH_MAX_ENV = "LEDGER_STEERING_MAX_STRENGTH"
 METADATA_DEPTH_MAX = 16
 METADATA_KEYS_MAX = 1_000
 
@@ -101,9 +104,11 @@ def feature_index(key: Any) -> int:
 
 
 def steering(value: Any) -> Steering:
-    """``{feature_index: strength}``; refuses (never drops) a bad entry, naming it."""
+    """``{feature_index: strength}``; refuses (never drops) a bad entry, naming it. Strengths are finite and within
+    ±``LEDGER_STEERING_MAX_STRENGTH`` (default 200, miLLM's bound)."""
     if value is None:
         return {}
+    bound = float(os.environ.get(STRENGTH_MAX_ENV) or STRENGTH_MAX)
     if not isinstance(value, Mapping):
         raise ValidationError("steering must be an object mapping feature indices to strengths", field="steering")
     if len(value) > STEERING_MAX:
@@ -125,6 +130,11 @@ def steering(value: Any) -> Steering:
         if not math.isfinite(strength):
             raise ValidationError(
                 f"steering[{key!r}]: strength must be finite (got {strength!r})", field=f"steering.{key}"
+            )
+        if abs(strength) > bound:
+            raise ValidationError(
+                f"steering[{key!r}]: strength must be between {-bound:g} and {bound:g} (got {strength!r})",
+                field=f"steering.{key}",
             )
         if index in result:
             raise ValidationError(f"steering[{key!r}]: feature {index} is given twice", field=f"steering.{key}")

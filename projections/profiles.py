@@ -1,6 +1,8 @@
 """Read model ``profiles``: the current state of every live profile, with its tags, products and usage.
 
 Deleted profiles leave this table (their name becomes free again); versions and audit rows stay elsewhere.
+What a deleted profile's row held that its events do not (its usage counts) waits in ``profile_graves``
+until the profile is restored (``Profile.Restored`` carries everything else).
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ TABLES = {
         "CREATE INDEX IF NOT EXISTS {profiles}_by_update ON {profiles} (updated_at, id)",
         # At most one active profile, whatever the projection is fed.
         "CREATE UNIQUE INDEX IF NOT EXISTS {profiles}_one_active ON {profiles} (is_active) WHERE is_active",
+    ),
+    "profile_graves": (
+        """CREATE TABLE IF NOT EXISTS {profile_graves} (
+            id {uuid} PRIMARY KEY,
+            execution_count integer NOT NULL,
+            last_executed_at {timestamp}
+        )""",
     ),
 }
 
@@ -94,7 +103,22 @@ STATEMENTS = {
     "position = :position WHERE id = :id",
     "deactivate": "UPDATE {profiles} SET is_active = FALSE, pinned_version = NULL, updated_at = :at, "
     "position = :position WHERE id = :id",
+    "bury": """INSERT INTO {profile_graves} (id, execution_count, last_executed_at)
+        SELECT id, CASE WHEN :drop_executions THEN 0 ELSE execution_count END,
+            CASE WHEN :drop_executions THEN NULL ELSE last_executed_at END
+        FROM {profiles} WHERE id = :id
+        ON CONFLICT (id) DO UPDATE SET execution_count = excluded.execution_count,
+            last_executed_at = excluded.last_executed_at""",
     "delete": "DELETE FROM {profiles} WHERE id = :id",
+    "restore": """INSERT INTO {profiles} (
+            id, name, name_key, name_search, description, description_search, model_id, sae_id, layer, steering,
+            feature_count, tags, products, metadata, version, execution_count, last_executed_at, created_at,
+            updated_at, position)
+        VALUES (:id, :name, :name_key, :name_search, :description, :description_search, :model_id, :sae_id,
+            :layer, :steering, :feature_count, :tags, :products, :metadata, :version,
+            COALESCE((SELECT execution_count FROM {profile_graves} WHERE id = :id), 0),
+            (SELECT last_executed_at FROM {profile_graves} WHERE id = :id), :created_at, :at, :position)""",
+    "unbury": "DELETE FROM {profile_graves} WHERE id = :id",
     "count_execution": "UPDATE {profiles} SET execution_count = execution_count + 1, "
     "last_executed_at = {greatest}(COALESCE(last_executed_at, :at), :at) WHERE id = :id",
 }
@@ -131,7 +155,16 @@ def on_deactivated(event: Profile.Deactivated, position: int) -> list[Write]:
 
 
 def on_deleted(event: Profile.Deleted, position: int) -> list[Write]:
-    return [Write("delete", {"id": event.originator_id})]
+    return [
+        Write("bury", {"id": event.originator_id, "drop_executions": bool(event.delete_executions)}),
+        Write("delete", {"id": event.originator_id}),
+    ]
+
+
+def on_restored(event: Profile.Restored, position: int) -> list[Write]:
+    params = {**_identity(event, position), **created_params(event), "version": event.version,
+              "created_at": event.created_at}
+    return [Write("restore", params), Write("unbury", {"id": event.originator_id})]
 
 
 def on_execution_recorded(event: Execution.Recorded, position: int) -> list[Write]:
@@ -206,6 +239,28 @@ def fold_delete(build: MemoryBuild, p: Any) -> None:
     _active(build).discard(p["id"])
 
 
+def fold_bury(build: MemoryBuild, p: Any) -> None:
+    row = build.tables["profiles"].get(p["id"])
+    if row is not None:
+        dropped = p["drop_executions"]
+        build.tables["profile_graves"][p["id"]] = {
+            "id": p["id"],
+            "execution_count": 0 if dropped else row["execution_count"],
+            "last_executed_at": None if dropped else row["last_executed_at"],
+        }
+
+
+def fold_restore(build: MemoryBuild, p: Any) -> None:
+    grave = build.tables["profile_graves"].get(p["id"]) or {"execution_count": 0, "last_executed_at": None}
+    build.tables["profiles"].setdefault(p["id"], pick(
+        p, COLUMNS, is_active=False, pinned_version=None, execution_count=grave["execution_count"],
+        last_executed_at=grave["last_executed_at"], updated_at=p["at"]))
+
+
+def fold_unbury(build: MemoryBuild, p: Any) -> None:
+    build.tables["profile_graves"].pop(p["id"], None)
+
+
 def fold_count_execution(build: MemoryBuild, p: Any) -> None:
     row = build.tables["profiles"].get(p["id"])
     if row is not None:
@@ -222,6 +277,9 @@ FOLDS = {
     "activate": fold_activate,
     "deactivate": fold_deactivate,
     "delete": fold_delete,
+    "bury": fold_bury,
+    "restore": fold_restore,
+    "unbury": fold_unbury,
     "count_execution": fold_count_execution,
 }
 
@@ -237,6 +295,7 @@ PROJECTION = ReadModelProjection(
         Profile.Activated: on_activated,
         Profile.Deactivated: on_deactivated,
         Profile.Deleted: on_deleted,
+        Profile.Restored: on_restored,
         Execution.Recorded: on_execution_recorded,
     },
     postgres_indexes=POSTGRES_INDEXES,

@@ -9,6 +9,7 @@ from projections.store import open_store
 
 TABLE_ORDER = {
     "profiles": "id",
+    "profile_graves": "id",
     "profile_versions": "profile_id, version",
     "active_profile": "slot",
     "executions": "id",

@@ -22,6 +22,25 @@ def test_a_rebuild_reproduces_the_live_read_models(database, ledger, project, re
     assert read_model.positions() == positions
 
 
+def test_a_rebuild_reproduces_restored_profiles_with_their_usage(database, ledger, project, read_model):
+    history = run_script(ledger)
+    ledger.restore_profile(history.gamma)  # deleted keeping its execution
+    ledger.record_execution(history.gamma, run_id="after-restore")
+    ledger.delete_profile(history.gamma, delete_executions=True)
+    ledger.restore_profile(history.gamma)  # deleted twice, the second time with its executions
+    ledger.delete_profile(history.alpha)
+    project()
+    ledger.restore_profile(history.alpha)  # restored in a later batch than its deletion
+    project()
+    live = dump(database)
+    gamma = read_model.get_profile(history.gamma)
+    assert (gamma.name, gamma.execution_count, gamma.is_active) == ("Gamma", 0, False)
+    assert read_model.get_profile(history.alpha).execution_count == 1
+    assert [dict(row)["id"] for row in live["profile_graves"]] in ([history.beta], [str(history.beta)])  # deleted
+    rebuild(database, progress=False)
+    assert dump(database) == live
+
+
 def test_after_a_rebuild_the_live_worker_continues_from_the_rebuilt_position(database, ledger, project, read_model):
     run_script(ledger)
     project()
