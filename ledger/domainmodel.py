@@ -364,7 +364,7 @@ class ProfileName(Aggregate):
     def claim(self, profile_id: UUID, name: str) -> None:
         if self.profile_id is not None and self.profile_id != profile_id:
             raise ProfileNameTakenError(
-                f"a profile named {name!r} already exists", name=name, profile_id=str(self.profile_id)
+                f"a profile named {name!r} already exists (id {self.profile_id})", name=name, profile_id=str(self.profile_id)
             )
         if self.profile_id is None:
             self._claimed(profile_id=profile_id)

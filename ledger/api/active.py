@@ -10,6 +10,9 @@ position satisfies the request's ``min_position``, and it is younger than ``max_
 generation cannot see: a lost notification, a rebuild swapped in, writes to SQLite from another process).
 
 Loads are shared: requests that miss while a load of the current generation is under way wait for that one.
+
+The answer shows the version *in force* (:func:`in_force`): pinned, that version's number and spec, with
+``pinned`` and the profile's ``latest_version``.
 """
 
 from __future__ import annotations
@@ -20,21 +23,50 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 import psycopg
 from litestar import Response
 from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
-from ledger.api.views import profile_from_row
+from ledger.api.schemas import ProfileRead
+from ledger.api.views import profile_from_row, steering_json
 
 log = logging.getLogger("ledger.api")
 
 MAX_AGE_SECONDS = 0.5
 LISTEN_TIMEOUT_SECONDS = 0.5
 RECONNECT_SECONDS = 1.0
+
+
+def in_force(body: ProfileRead, pinned_version: int | None, pinned: Any = None) -> ProfileRead:
+    """The active profile's body showing the version in force: ``pinned`` (anything with ``model_id``,
+    ``sae_id``, ``layer`` and ``steering``: a version row or a profile state) is the pinned version's content."""
+    latest = body.version
+    if pinned_version is None or pinned is None or pinned_version == latest:
+        return msgspec.structs.replace(body, pinned=pinned_version is not None, latest_version=latest)
+    steering: Mapping[Any, float] = pinned.steering
+    return msgspec.structs.replace(
+        body,
+        version=pinned_version,
+        model_id=pinned.model_id,
+        sae_id=pinned.sae_id,
+        layer=pinned.layer,
+        steering=steering_json(steering),
+        feature_count=len(steering),
+        pinned=True,
+        latest_version=latest,
+    )
+
+
+def active_body(reads: Any, row: Any, pinned_version: int | None) -> ProfileRead:
+    """A read-model row of the active profile as the active view shows it (the version in force)."""
+    pinned = reads.get_version(row.id, pinned_version) if pinned_version is not None else None
+    return in_force(profile_from_row(row), pinned_version, pinned)
 
 
 class PreparedResponse(Response[Any]):
@@ -148,5 +180,6 @@ class ActiveProfileCache:
         position = min(reads.positions().values(), default=0)
         active = reads.active_profile()
         row = reads.get_profile(active.profile_id) if active is not None else None
-        response = PreparedResponse(encode_json(profile_from_row(row))) if row is not None else None
+        body = active_body(reads, row, active.pinned_version) if row is not None and active is not None else None
+        response = PreparedResponse(encode_json(body)) if body is not None else None
         return Loaded(generation, position, response, time.monotonic(), cacheable=position >= head)

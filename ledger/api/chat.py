@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
+from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import Services, parse_uuid
 from ledger.api.errors import (
@@ -158,6 +159,7 @@ class ChatController(Controller):
             if data.compare:
                 raise ValidationError("compare cannot be combined with stream", field="compare")
             return self._stream(generation, completion, context, model, created)  # type: ignore[return-value]
+        warnings = request_warnings(generation, completion)
         outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
         result = outcome.result
         body = ChatCompletion(
@@ -175,7 +177,7 @@ class ChatController(Controller):
                 profile_version=outcome.profile_version,
                 seed=outcome.seed,
                 output_sha256=result.output_sha256,
-                warnings=list(outcome.warnings),
+                warnings=[*warnings, *outcome.warnings],
             ),
             unsteered=choice(outcome.unsteered.text, outcome.unsteered.finish_reason) if outcome.unsteered else None,
         )

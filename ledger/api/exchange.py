@@ -15,13 +15,13 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
-from ledger.api.deps import parse_uuid
+from ledger.api.references import ProfileRef, profile_id_of
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
@@ -107,11 +107,12 @@ class ProfileExchangeController(Controller):
     )
     def export_profile(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         reads: NamedDependency[Any],
+        ledger: NamedDependency[ProfileLedger],
         version: Annotated[int | None, QueryParameter(ge=1, description="Default: the latest.")] = None,
     ) -> Response[dict[str, Any]]:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         current = reads.get_profile(pid)
         if current is None:
             raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))

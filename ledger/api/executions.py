@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import parse_uuid, with_reason
+from ledger.api.references import ProfileRef, profile_id_of
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
     ExecutionList,
@@ -19,17 +20,20 @@ from ledger.api.schemas import (
     ExecutionSpec,
     RecordExecution,
     RunProfile,
+    RunSpec,
 )
 from ledger.api.views import (
     execution_from_aggregate,
     execution_from_row,
     profile_from_row,
     spec_from_row,
+    steering_json,
     version_from_row,
 )
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
+from projections.reruns import rerun_spec
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
@@ -49,12 +53,12 @@ class ProfileExecutionController(Controller):
     )
     def record_execution(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         data: JSONBody[RecordExecution],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
     ) -> Response[ExecutionRecorded]:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         details = {
             name: getattr(data, name)
             for name in ("version", "run_id", "seed", "entity_count", "status", "error_message", "duration_ms", "metadata")
@@ -72,9 +76,14 @@ class ProfileExecutionController(Controller):
         responses=responses(NOT_FOUND, INVALID, TIMEOUT),
     )
     def list_executions(
-        self, profile_id: FromPath[str], reads: NamedDependency[Any], limit: Limit = 50, cursor: Cursor = None
+        self,
+        profile_id: ProfileRef,
+        reads: NamedDependency[Any],
+        ledger: NamedDependency[ProfileLedger],
+        limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> ExecutionList:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         page = reads.list_executions(profile_id=pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None and reads.get_profile(pid) is None:
             raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
@@ -107,6 +116,29 @@ class ExecutionController(Controller):
 class RunController(Controller):
     path = "/api/runs"
     tags = ["executions"]
+
+    @get("/{run_id:str}/spec", summary="What re-running a run needs: its profile version's spec, seed, entity "
+         "count and products", sync_to_thread=True, responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    def spec_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunSpec:
+        spec = rerun_spec(reads, run_id)
+        if spec is None:
+            raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
+        return RunSpec(
+            run_id=spec.run_id,
+            execution_id=str(spec.execution_id),
+            profile_id=str(spec.profile_id),
+            profile_version=spec.profile_version,
+            name=spec.name,
+            model_id=spec.model_id,
+            sae_id=spec.sae_id,
+            layer=spec.layer,
+            steering=steering_json(spec.steering),
+            products=list(spec.products),
+            tags=list(spec.tags),
+            seed=spec.seed,
+            entity_count=spec.entity_count,
+            recorded_at=spec.recorded_at,
+        )
 
     @get("/{run_id:str}/profile", summary="The profile a run was made from", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))

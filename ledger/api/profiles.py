@@ -9,8 +9,8 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from msgspec import UNSET
 
+from ledger.api.active import active_body, in_force
 from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import (
@@ -19,7 +19,6 @@ from ledger.api.deps import (
     etag,
     parse_if_match,
     parse_time,
-    parse_uuid,
     reach_position,
     requested_position,
     services_of,
@@ -37,9 +36,11 @@ from ledger.api.schemas import (
     ProfileDiff,
     ProfileList,
     ProfileRead,
+    RestoreProfile,
     RevertProfile,
     UpdateProfile,
 )
+from ledger.api.references import ProfileRef, profile_id_of
 from ledger.api.views import diff, profile_from_row, profile_from_state
 from ledger.application import Outcome, ProfileLedger
 from ledger.domainmodel import CommandContext
@@ -73,6 +74,16 @@ def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status:
     position = outcome.position if outcome.position is not None else current_position(ledger)
     change = ProfileChange(**_struct_fields(body), position=position, changed=outcome.changed)
     return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state.version)})
+
+
+def loaded_target(services: Any) -> dict[str, Any]:
+    """What the server has loaded (model id, SAE id and its layer): recorded on a profile created without them."""
+    steering = getattr(services, "steering", None)
+    engine = getattr(steering, "engine", None)
+    if engine is None:
+        return {}
+    sae = getattr(engine, "sae", None)
+    return {"model_id": engine.model_id, "sae_id": engine.sae_id, "layer": sae.layer if sae is not None else None}
 
 
 def _struct_fields(struct: Any) -> dict[str, Any]:
@@ -118,14 +129,17 @@ class ProfileController(Controller):
         )
         active = reads.active_profile()
         return ProfileList(
-            profiles=[profile_from_row(row) for row in page.items],
+            profiles=[
+                active_body(reads, row, row.pinned_version) if row.is_active else profile_from_row(row)
+                for row in page.items
+            ],
             active_profile_id=str(active.profile_id) if active is not None else None,
             next_cursor=page.next_cursor,
         )
 
     @get(
         "/active",
-        summary="The active profile",
+        summary="The active profile, showing the version in force (`pinned`, `latest_version`)",
         responses=responses({404: NOT_FOUND[404]}, INVALID, TIMEOUT),
         operation_class=DocumentsMinPosition,
     )
@@ -148,14 +162,14 @@ class ProfileController(Controller):
     )
     def get_profile(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
         as_of: Annotated[
             str | None, QueryParameter(description="ISO 8601 time: the profile as it stood then.")
         ] = None,
     ) -> Response[ProfileRead]:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         moment = parse_time(as_of, "as_of")
         if moment is not None:
             state = ledger.get_profile(pid, as_of=moment)
@@ -194,14 +208,14 @@ class ProfileController(Controller):
     )
     def diff_versions(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         from_version: Annotated[
             int | None, QueryParameter(name="from", ge=1, description="Default: the version before `to`.")
         ] = None,
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1, description="Default: the latest.")] = None,
     ) -> ProfileDiff:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         after = ledger.get_profile(pid, version=to_version) if to_version else ledger.get_profile(pid)
         if from_version is None:
             from_version = max(after.version - 1, 1)
@@ -225,7 +239,10 @@ class ProfileController(Controller):
         services: NamedDependency[Any],
     ) -> Response[ProfileChange]:
         fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
-        outcome = run_command(with_reason(context, data.reason), lambda: ledger.create_profile(fields))
+        loaded = loaded_target(services)
+        outcome = run_command(
+            with_reason(context, data.reason), lambda: ledger.create_profile(fields, defaults=loaded)
+        )
         return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
 
     @put(
@@ -237,15 +254,15 @@ class ProfileController(Controller):
     )
     def update_profile(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         data: JSONBody[UpdateProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
         services: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
-        pid = parse_uuid(profile_id, "profile_id")
-        changes = {name: getattr(data, name) for name in PROFILE_FIELDS if getattr(data, name) is not UNSET}
+        pid = profile_id_of(ledger, profile_id)
+        changes = data.changes(PROFILE_FIELDS)
         expected = parse_if_match(if_match)
         outcome = run_command(
             with_reason(context, data.reason),
@@ -264,13 +281,13 @@ class ProfileController(Controller):
     )
     def delete_profile(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
         delete_executions: Annotated[bool, QueryParameter(description="Also delete its executions.")] = False,
         if_match: IfMatch = None,
     ) -> Response[ProfileDeletion]:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         expected = parse_if_match(if_match)
         outcome = run_command(
             context,
@@ -296,21 +313,22 @@ class ProfileController(Controller):
     )
     def activate_profile(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
         compatibility_check: NamedDependency[CompatibilityCheck],
         services: NamedDependency[Any],
         data: JSONBody[ActivateProfile | None] = None,
     ) -> Response[ProfileActivation]:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         version = data.version if data is not None else None
         reason = data.reason if data is not None else None
         target = ledger.get_profile(pid, version=version)
         warnings = list(compatibility_check(profile_from_state(target)))
         outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
         change = change_response(outcome, ledger, services.read_model)
-        body = ProfileActivation(**_struct_fields(change.content), pinned_version=version, warnings=warnings)
+        shown = in_force(change.content, version, target)
+        body = ProfileActivation(**_struct_fields(shown), pinned_version=version, warnings=warnings)
         return Response(body, headers=change.headers)
 
     @post(
@@ -347,17 +365,39 @@ class ProfileController(Controller):
     )
     def revert_profile(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         data: JSONBody[RevertProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
         services: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         expected = parse_if_match(if_match)
         outcome = run_command(
             with_reason(context, data.reason),
             lambda: ledger.revert_profile(pid, data.version, expected_version=expected),
         )
+        return change_response(outcome, ledger, services.read_model)
+
+    @post(
+        "/{profile_id:str}/restore",
+        summary="Bring a deleted profile back (its versions and executions intact); its name must be free",
+        sync_to_thread=True,
+        opt=requires("admin"),
+        response_headers=PROFILE_COMMAND_HEADERS,
+        status_code=HTTP_200_OK,
+        responses=responses(NOT_FOUND, CONFLICT, INVALID, TOO_LARGE),
+    )
+    def restore_profile(
+        self,
+        profile_id: ProfileRef,
+        ledger: NamedDependency[ProfileLedger],
+        context: NamedDependency[CommandContext],
+        services: NamedDependency[Any],
+        data: JSONBody[RestoreProfile | None] = None,
+    ) -> Response[ProfileChange]:
+        pid = profile_id_of(ledger, profile_id)
+        reason = data.reason if data is not None else None
+        outcome = run_command(with_reason(context, reason), lambda: ledger.restore_profile(pid))
         return change_response(outcome, ledger, services.read_model)

@@ -1,16 +1,17 @@
 """Request and response bodies of the HTTP API: msgspec Structs, nothing else.
 
 Requests are named like commands (``CreateProfile``) and refuse unknown fields; responses are named like
-things (``ProfileRead``). A field left out of ``UpdateProfile`` is ``UNSET`` and stays as it is.
+things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or given as ``null`` stays as it is;
+clearing one is explicit (``""``, ``{}``, ``[]``), as each field's description says.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
 JSONObject = dict[str, Any]
 
@@ -34,25 +35,52 @@ class CreateProfile(Request):
     reason: str | None = None
 
 
-class UpdateProfile(Request):
-    """A partial update: only the fields given change."""
+_KEEP = "Absent or `null`: left as it is."
 
-    name: str | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
-    model_id: str | None | UnsetType = UNSET
-    sae_id: str | None | UnsetType = UNSET
-    layer: int | None | UnsetType = UNSET
-    steering: dict[str, float] | None | UnsetType = UNSET
-    tags: list[str] | None | UnsetType = UNSET
-    products: list[str] | None | UnsetType = UNSET
-    metadata: JSONObject | None | UnsetType = UNSET
+
+class UpdateProfile(Request):
+    """A partial update: only the fields given change. A field absent or `null` is left as it is (seed 000's
+    `UpdateProfileRequest`); clearing one is explicit: `""` for a text, `{}` for steering or metadata, `[]` for
+    tags or products."""
+
+    name: Annotated[str | None | UnsetType, Meta(description=f"A new name. {_KEEP}")] = UNSET
+    description: Annotated[
+        str | None | UnsetType, Meta(description=f'A new description; `""` clears it. {_KEEP}')
+    ] = UNSET
+    model_id: Annotated[str | None | UnsetType, Meta(description=f'The target model; `""` clears it. {_KEEP}')] = UNSET
+    sae_id: Annotated[str | None | UnsetType, Meta(description=f'The target SAE; `""` clears it. {_KEEP}')] = UNSET
+    layer: Annotated[int | None | UnsetType, Meta(description=f"The layer steered. {_KEEP}")] = UNSET
+    steering: Annotated[
+        dict[str, float] | None | UnsetType,
+        Meta(description=f"The whole new `{{feature_index: strength}}` (it replaces the old one); `{{}}` clears "
+             f"it. {_KEEP}"),
+    ] = UNSET
+    tags: Annotated[list[str] | None | UnsetType, Meta(description=f"The new tags; `[]` clears them. {_KEEP}")] = UNSET
+    products: Annotated[
+        list[str] | None | UnsetType, Meta(description=f"The new products; `[]` clears them. {_KEEP}")
+    ] = UNSET
+    metadata: Annotated[
+        JSONObject | None | UnsetType, Meta(description=f"The new metadata object; `{{}}` clears it. {_KEEP}")
+    ] = UNSET
     bump_version: bool = True
     reason: str | None = None
+
+    def changes(self, fields: tuple[str, ...]) -> dict[str, Any]:
+        """The fields this update names (absent and ``null`` ones left out); ``""`` clears a description."""
+        named = {name: getattr(self, name) for name in fields}
+        changes = {name: value for name, value in named.items() if value is not UNSET and value is not None}
+        if changes.get("description") == "":
+            changes["description"] = None
+        return changes
 
 
 class ActivateProfile(Request):
     version: int | None = None
     """Pin this version; omitted → the active profile follows the latest version."""
+    reason: str | None = None
+
+
+class RestoreProfile(Request):
     reason: str | None = None
 
 
@@ -102,6 +130,11 @@ class ProfileRead(msgspec.Struct, kw_only=True):
     metadata: JSONObject
     execution_count: int = 0
     last_executed_at: datetime | None = None
+    pinned: bool = False
+    """True on the active profile when its activation pinned a version: `version` and the spec (`model_id`,
+    `sae_id`, `layer`, `steering`) are then the version in force, and `latest_version` its newest version."""
+    latest_version: int | None = None
+    """The profile's newest version, given on the active profile (where `version` is the version in force)."""
 
 
 class ProfileChange(ProfileRead, kw_only=True):
@@ -231,6 +264,26 @@ class ExecutionSpec(msgspec.Struct, kw_only=True):
     kind: str
     details: JSONObject
     metadata: JSONObject
+
+
+class RunSpec(msgspec.Struct, kw_only=True):
+    """Everything needed to run a run (e.g. a cohort) again: its profile version's spec, with the run's seed and
+    entity count written in, and the products it is for."""
+
+    run_id: str
+    execution_id: str
+    profile_id: str
+    profile_version: int
+    name: str
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[str, float]
+    products: list[str]
+    tags: list[str]
+    seed: int | None
+    entity_count: int | None
+    recorded_at: datetime
 
 
 class RunProfile(msgspec.Struct, kw_only=True):

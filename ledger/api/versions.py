@@ -8,10 +8,11 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from ledger.api.deps import parse_uuid
+from ledger.api.references import ProfileRef, profile_id_of
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, InvalidRequestError, responses
 from ledger.api.schemas import VersionList, VersionRead
 from ledger.api.views import version_from_row
+from ledger.application import ProfileLedger
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
 
 
@@ -23,12 +24,13 @@ class ProfileVersionController(Controller):
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))
     def list_versions(
         self,
-        profile_id: FromPath[str],
+        profile_id: ProfileRef,
         reads: NamedDependency[Any],
+        ledger: NamedDependency[ProfileLedger],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")] = None,
     ) -> VersionList:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = profile_id_of(ledger, profile_id)
         page = reads.list_versions(pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None:
             raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
@@ -36,8 +38,14 @@ class ProfileVersionController(Controller):
 
     @get("/{version:str}", summary="One version of a profile", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))
-    def get_version(self, profile_id: FromPath[str], version: FromPath[str], reads: NamedDependency[Any]) -> VersionRead:
-        pid = parse_uuid(profile_id, "profile_id")
+    def get_version(
+        self,
+        profile_id: ProfileRef,
+        version: FromPath[str],
+        reads: NamedDependency[Any],
+        ledger: NamedDependency[ProfileLedger],
+    ) -> VersionRead:
+        pid = profile_id_of(ledger, profile_id)
         if not (version.isascii() and version.isdigit()) or int(version) < 1:
             raise InvalidRequestError(f"version must be a positive integer (got {version[:40]!r})", field="version")
         row = reads.get_version(pid, int(version))

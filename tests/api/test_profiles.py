@@ -99,9 +99,10 @@ def test_unknown_and_malformed_ids(client):
     missing = uuid.uuid4()
     body = assert_error(client.get(f"/api/profiles/{missing}"), 404, "profile_not_found")
     assert body["profile_id"] == str(missing)
-    assert_error(client.get("/api/profiles/not-a-uuid"), 422, "invalid_request")
-    assert_error(client.put("/api/profiles/not-a-uuid", json={"name": "x"}), 422, "invalid_request")
-    assert_error(client.delete("/api/profiles/12"), 422, "invalid_request")
+    # not a UUID: a name, and no profile has it
+    assert assert_error(client.get("/api/profiles/not-a-uuid"), 404, "profile_not_found")["name"] == "not-a-uuid"
+    assert_error(client.put("/api/profiles/not-a-uuid", json={"name": "x"}), 404, "profile_not_found")
+    assert_error(client.delete("/api/profiles/12"), 404, "profile_not_found")
     assert_error(client.get("/api/profiles/by-name/nobody"), 404, "profile_not_found")
     assert_error(client.put(f"/api/profiles/{missing}", json={"name": "x"}), 404, "profile_not_found")
     assert_error(client.delete(f"/api/profiles/{missing}"), 404, "profile_not_found")
@@ -152,10 +153,12 @@ def test_partial_update_changes_only_given_fields(client):
         client.put(f"/api/profiles/{profile['id']}", json={"steering": {"2": 1}, "bump_version": False}), 422
     )
     assert body["error"] == "spec_change_needs_version"
-    # null clears a nullable field; nothing changed → changed false, same version
-    cleared = client.put(f"/api/profiles/{profile['id']}", json={"description": None}).json()
+    # null leaves a field as it is; "" clears a description; nothing changed → changed false, same version
+    kept = client.put(f"/api/profiles/{profile['id']}", json={"description": None, "steering": None}).json()
+    assert kept["changed"] is False and kept["description"] == "new" and kept["steering"] == {"1": 1.0}
+    cleared = client.put(f"/api/profiles/{profile['id']}", json={"description": ""}).json()
     assert cleared["description"] is None and cleared["version"] == 3
-    unchanged = client.put(f"/api/profiles/{profile['id']}", json={"description": None})
+    unchanged = client.put(f"/api/profiles/{profile['id']}", json={"description": ""})
     assert unchanged.status_code == 200 and unchanged.json()["changed"] is False
     assert unchanged.json()["version"] == 3
     # rename frees the old name

@@ -1,0 +1,22 @@
+"""How a route names a profile: ``{profile_id}`` is its id (a UUID) or, when it is not a UUID, its name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar.params import PathParameter
+
+from ledger.application import ProfileLedger
+
+PROFILE_REF_DESCRIPTION = (
+    "The profile's id (a UUID) or, when the value is not a UUID, its name (URL-encoded; compared trimmed and "
+    "case-insensitively). A deleted profile is found by the name it had until another profile takes it."
+)
+
+ProfileRef = Annotated[str, PathParameter(description=PROFILE_REF_DESCRIPTION)]
+
+
+def profile_id_of(ledger: ProfileLedger, reference: str) -> UUID:
+    """The id of the profile a path names (404 ``profile_not_found`` when no profile has that id or name)."""
+    return ledger.resolve_profile(reference)
