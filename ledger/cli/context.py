@@ -55,6 +55,11 @@ def parse_uuid(value: str, what: str = "profile id") -> UUID:
         raise ValidationError(f"{value!r} is not a valid {what}") from None
 
 
+def profile_ref(value: str) -> UUID:
+    """The profile a command names: its id, or its name (a deleted profile by the name it last had)."""
+    return state.ledger.resolve_profile(value)
+
+
 def parse_time(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)

@@ -1,4 +1,4 @@
-"""Execution commands: record-execution, executions."""
+"""Execution commands: record-execution, executions, spec (a run's re-run spec), run (a run's profile)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from typing import Optional
 
 import typer
 
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, parse_uuid, state
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, profile_ref, state
+from ledger.errors import RunNotFoundError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("record-execution")
     def record_execution(
-        profile_id: str = typer.Argument(...),
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
         version: Optional[int] = typer.Option(None, "--version", help="Profile version run (default: current)."),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="E.g. the cohort id the run produced."),
         seed: Optional[int] = typer.Option(None, "--seed"),
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
         """Record an external run of a profile version (e.g. a cohort generation)."""
         with acting(actor, reason):
             outcome = state.ledger.record_execution(
-                parse_uuid(profile_id), version=version, run_id=run_id, seed=seed, entity_count=entity_count,
+                profile_ref(profile_id), version=version, run_id=run_id, seed=seed, entity_count=entity_count,
                 status=status, error_message=error_message, duration_ms=duration_ms,
                 metadata=parse_json(metadata, "metadata"),
             )
@@ -42,7 +43,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def executions(
-        profile_id: Optional[str] = typer.Argument(None, help="Only this profile's executions."),
+        profile_id: Optional[str] = typer.Argument(
+            None, metavar="[NAME_OR_ID]", help="Only this profile's executions (its name or id)."
+        ),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="Only executions of this run."),
         limit: int = typer.Option(50, "--limit"),
         as_json: bool = JSON,
@@ -51,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from ledger.cli.reading import read_model
 
         page = read_model().list_executions(
-            profile_id=parse_uuid(profile_id) if profile_id else None, run_id=run_id, limit=limit
+            profile_id=profile_ref(profile_id) if profile_id else None, run_id=run_id, limit=limit
         )
         if as_json:
             emit_json({"executions": page.items, "next_cursor": page.next_cursor})
@@ -63,3 +66,41 @@ def register(app: typer.Typer) -> None:
             )
         if not page.items:
             typer.echo("no executions")
+
+    @app.command()
+    def spec(run_id: str = typer.Argument(..., help="The run id (e.g. a cohort id)."), as_json: bool = JSON) -> None:
+        """What re-running a run needs: its profile version's spec, seed, entity count and products."""
+        from ledger.cli.reading import read_model
+        from projections.reruns import rerun_spec
+
+        found = rerun_spec(read_model(), run_id)
+        if found is None:
+            raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
+        if as_json:
+            emit_json(found)
+            return
+        typer.echo(f"run {found.run_id}: profile {found.name} (id {found.profile_id}) v{found.profile_version}")
+        typer.echo(f"  model: {found.model_id or '-'}   sae: {found.sae_id or '-'}   layer: "
+                   f"{'-' if found.layer is None else found.layer}")
+        typer.echo(f"  steering: {dict(found.steering) or '-'}")
+        typer.echo(f"  seed: {found.seed}   entity count: {found.entity_count}   products: "
+                   f"{', '.join(found.products) or '-'}")
+
+    @app.command()
+    def run(run_id: str = typer.Argument(..., help="The run id (e.g. a cohort id)."), as_json: bool = JSON) -> None:
+        """The profile (and version) a run was made from."""
+        from ledger.cli.reading import read_model
+
+        reads = read_model()
+        found = reads.profile_for_run(run_id)
+        if found is None:
+            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+        current = reads.get_profile(found.profile_id) if found.profile_id is not None else None
+        if as_json:
+            emit_json({"run": found, "profile": current})
+            return
+        name = current.name if current is not None else "(deleted)"
+        typer.echo(
+            f"run {found.run_id}: profile {name} (id {found.profile_id}) v{found.profile_version}, "
+            f"execution {found.execution_id} at {found.recorded_at.isoformat()}"
+        )

@@ -1,4 +1,6 @@
-"""Profile commands: create, update, show, history, list, activate, deactivate, delete, export, import."""
+"""Profile commands: create, update, show, history, list, activate, deactivate, delete, export, import.
+
+Every command that takes a profile takes its name or its id (``NAME_OR_ID``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import typer
 
 from ledger import values
 from ledger.application import Outcome, ProfileState
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, parse_time, parse_uuid, state
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, parse_time, profile_ref, state
 from ledger.errors import ImportFormatError, ValidationError
 
 
@@ -68,6 +70,17 @@ def describe(profile: ProfileState) -> str:
     return "\n".join(lines)
 
 
+PAST = {"import": "imported", "revert": "reverted", "restore": "restored"}
+
+
+def in_force_line(profile_id: Any, pinned_version: int | None) -> str:
+    """Which version of the active profile is in force: the pinned one, or the latest."""
+    latest = state.ledger.get_profile(profile_id).version
+    if pinned_version is None:
+        return f"  in force: version {latest} (follows the latest)"
+    return f"  in force: version {pinned_version} (pinned; latest is {latest})"
+
+
 def report(outcome: Outcome, as_json: bool, verb: str) -> None:
     if as_json:
         emit_json({"changed": outcome.changed, "position": outcome.position, "profile": outcome.profile,
@@ -78,10 +91,11 @@ def report(outcome: Outcome, as_json: bool, verb: str) -> None:
     elif not outcome.changed:
         typer.echo(f"unchanged: {outcome.profile.name} is already as requested (version {outcome.profile.version})")
     else:
-        typer.echo(f"{verb}d at position {outcome.position}")
+        typer.echo(f"{PAST.get(verb, verb + 'd')} at position {outcome.position}")
         typer.echo(describe(outcome.profile))
 
 
+LIST_SORTS = {"name": "name", "updated": "updated_at"}
 NAME = typer.Option(None, "--name")
 DESCRIPTION = typer.Option(None, "--description")
 MODEL = typer.Option(None, "--model-id")
@@ -118,7 +132,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def update(
-        profile_id: str = typer.Argument(...),
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
         name: Optional[str] = NAME,
         description: Optional[str] = DESCRIPTION,
         model_id: Optional[str] = MODEL,
@@ -141,27 +155,27 @@ def register(app: typer.Typer) -> None:
         changes = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
         with acting(actor, reason):
             outcome = state.ledger.update_profile(
-                parse_uuid(profile_id), changes, bump_version=bump_version, expected_version=expected_version
+                profile_ref(profile_id), changes, bump_version=bump_version, expected_version=expected_version
             )
         report(outcome, as_json, "update")
 
     @app.command()
     def show(
-        profile_id: str = typer.Argument(...),
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
         version: Optional[int] = typer.Option(None, "--version", help="Show the profile as of its N-th version."),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the profile as it stood at an ISO time."),
         as_json: bool = JSON,
     ) -> None:
         """Show a profile (now, at a version, or at a moment), replayed from its stream."""
         profile = state.ledger.get_profile(
-            parse_uuid(profile_id), version=version, as_of=parse_time(as_of) if as_of else None
+            profile_ref(profile_id), version=version, as_of=parse_time(as_of) if as_of else None
         )
         emit_json(profile) if as_json else typer.echo(describe(profile))
 
     @app.command()
-    def history(profile_id: str = typer.Argument(...), as_json: bool = JSON) -> None:
+    def history(profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."), as_json: bool = JSON) -> None:
         """Every version of a profile with who made it, when and why."""
-        records = state.ledger.profile_history(parse_uuid(profile_id))
+        records = state.ledger.profile_history(profile_ref(profile_id))
         if as_json:
             emit_json(records)
             return
@@ -178,23 +192,29 @@ def register(app: typer.Typer) -> None:
         all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
         product: Optional[str] = typer.Option(None, "--product"),
         search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
-        sort: str = typer.Option("name", "--sort", help="name or updated."),
+        sort: str = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
         limit: int = typer.Option(50, "--limit"),
         as_json: bool = JSON,
     ) -> None:
         """List live profiles from the read model."""
         from ledger.cli.reading import read_model
 
+        if sort not in LIST_SORTS:
+            raise ValidationError(f"--sort must be one of {', '.join(LIST_SORTS)} (got {sort!r})", field="sort")
         page = read_model().list_profiles(
             tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
-            sort=sort, limit=limit,
+            sort=LIST_SORTS.get(sort, sort), limit=limit,
         )
         if as_json:
             emit_json({"profiles": page.items, "next_cursor": page.next_cursor})
             return
         for row in page.items:
+            active = ""
+            if row.is_active:
+                active = f"  ACTIVE (pinned; latest v{row.version})" if row.pinned_version else "  ACTIVE"
             typer.echo(
-                f"{row.id}  v{row.version}{'  ACTIVE' if row.is_active else ''}  {row.name}"
+                f"{row.id}  v{row.pinned_version if row.is_active and row.pinned_version else row.version}{active}"
+                f"  {row.name}"
                 f"  [{', '.join(row.tags)}]  executions={row.execution_count}"
             )
         if not page.items:
@@ -202,15 +222,25 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def activate(
-        profile_id: str = typer.Argument(...),
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
         version: Optional[int] = typer.Option(None, "--version", help="Pin this version (default: follow the latest)."),
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
     ) -> None:
         """Make a profile the single active one."""
+        pid = profile_ref(profile_id)
         with acting(actor, reason):
-            report(state.ledger.activate_profile(parse_uuid(profile_id), version=version), as_json, "activate")
+            outcome = state.ledger.activate_profile(pid, version=version)
+        if as_json:
+            in_force = state.ledger.get_profile(pid, version=version)
+            emit_json({"changed": outcome.changed, "position": outcome.position, "profile": outcome.profile,
+                       "version": in_force.version, "pinned": version is not None,
+                       "latest_version": outcome.profile.version if outcome.profile else None,
+                       "spec": {name: getattr(in_force, name) for name in ("model_id", "sae_id", "layer", "steering")}})
+            return
+        report(outcome, False, "activate")
+        typer.echo(in_force_line(pid, version))
 
     @app.command()
     def deactivate(actor: str = ACTOR, reason: Optional[str] = REASON, as_json: bool = JSON) -> None:
@@ -220,7 +250,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def delete(
-        profile_id: str = typer.Argument(...),
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
         delete_executions: bool = typer.Option(False, "--delete-executions", help="Also drop its execution history."),
         expected_version: Optional[int] = typer.Option(None, "--expected-version"),
         actor: str = ACTOR,
@@ -231,7 +261,7 @@ def register(app: typer.Typer) -> None:
         with acting(actor, reason):
             report(
                 state.ledger.delete_profile(
-                    parse_uuid(profile_id), delete_executions=delete_executions, expected_version=expected_version
+                    profile_ref(profile_id), delete_executions=delete_executions, expected_version=expected_version
                 ),
                 as_json,
                 "delete",
@@ -239,12 +269,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_profile(
-        profile_id: str = typer.Argument(...),
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
         version: Optional[int] = typer.Option(None, "--version"),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""
-        text = json.dumps(state.ledger.export_profile(parse_uuid(profile_id), version=version), indent=2, ensure_ascii=False)
+        text = json.dumps(state.ledger.export_profile(profile_ref(profile_id), version=version), indent=2, ensure_ascii=False)
         if output:
             output.write_text(text + "\n", encoding="utf-8")
             typer.echo(f"exported to {output}")

@@ -1,0 +1,135 @@
+"""Version commands: versions, diff, revert, restore, active. Each takes a profile's name or id."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from ledger import values
+from ledger.application import ProfileState
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, profile_ref, state
+from ledger.cli.profiles import describe, in_force_line, report
+from ledger.domainmodel import DETAIL_FIELDS, SPEC_FIELDS
+from ledger.errors import NoActiveProfileError
+
+PROFILE = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id.")
+
+
+def version_diff(before: ProfileState, after: ProfileState) -> dict[str, Any]:
+    """What changed from one version to another: fields (before/after) and steering (added/removed/changed)."""
+    old, new = before.steering, after.steering
+    return {
+        "profile_id": str(after.id),
+        "from_version": before.version,
+        "to_version": after.version,
+        "changes": [
+            {"field": name, "before": getattr(before, name), "after": getattr(after, name)}
+            for name in (*DETAIL_FIELDS, *SPEC_FIELDS)
+            if name != "steering" and getattr(before, name) != getattr(after, name)
+        ],
+        "steering": {
+            "added": {str(k): new[k] for k in sorted(new.keys() - old.keys())},
+            "removed": {str(k): old[k] for k in sorted(old.keys() - new.keys())},
+            "changed": {
+                str(k): {"before": old[k], "after": new[k]} for k in sorted(old.keys() & new.keys()) if old[k] != new[k]
+            },
+        },
+    }
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def versions(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
+        """Every version of a profile, oldest first, from the read model (deleted profiles keep theirs)."""
+        from ledger.cli.reading import read_model
+
+        pid = profile_ref(profile_id)
+        reads, rows, cursor = read_model(), [], None
+        while True:
+            page = reads.list_versions(pid, limit=500, cursor=cursor)
+            rows += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        if as_json:
+            emit_json({"versions": rows})
+            return
+        for row in rows:
+            reason = f"  ({row.reason})" if row.reason else ""
+            typer.echo(
+                f"v{row.version}  {row.recorded_at.isoformat()}  {row.actor}  {row.event_type}{reason}\n"
+                f"    name={row.name!r} layer={row.layer} steering={dict(row.steering)}"
+            )
+
+    @app.command()
+    def diff(
+        profile_id: str = PROFILE,
+        from_version: Optional[int] = typer.Option(None, "--from", help="Default: the version before --to."),
+        to_version: Optional[int] = typer.Option(None, "--to", help="Default: the latest version."),
+        as_json: bool = JSON,
+    ) -> None:
+        """Field-by-field differences between two versions of a profile."""
+        pid = profile_ref(profile_id)
+        after = state.ledger.get_profile(pid, version=to_version)
+        before = state.ledger.get_profile(pid, version=from_version or max(after.version - 1, 1))
+        changes = version_diff(before, after)
+        if as_json:
+            emit_json(changes)
+            return
+        typer.echo(f"{after.name}: version {before.version} → {after.version}")
+        for change in changes["changes"]:
+            typer.echo(f"  {change['field']}: {change['before']!r} → {change['after']!r}")
+        steering = changes["steering"]
+        for index, strength in steering["added"].items():
+            typer.echo(f"  steering +{index}={strength:g}")
+        for index, strength in steering["removed"].items():
+            typer.echo(f"  steering -{index} (was {strength:g})")
+        for index, change in steering["changed"].items():
+            typer.echo(f"  steering {index}: {change['before']:g} → {change['after']:g}")
+        if not changes["changes"] and not any(steering.values()):
+            typer.echo("  no differences")
+
+    @app.command()
+    def revert(
+        profile_id: str = PROFILE,
+        version: int = typer.Option(..., "--version", help="The version whose content becomes the new version."),
+        expected_version: Optional[int] = typer.Option(None, "--expected-version", help="Refuse if the profile moved on."),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Make a new version equal to an earlier one (history is never rewritten)."""
+        pid = profile_ref(profile_id)
+        with acting(actor, reason):
+            outcome = state.ledger.revert_profile(pid, version, expected_version=expected_version)
+        report(outcome, as_json, "revert")
+
+    @app.command()
+    def restore(
+        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The deleted profile's name or id."),
+        actor: str = ACTOR,
+        reason: Optional[str] = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        """Bring a deleted profile back under its name (refused while another profile holds the name)."""
+        pid = profile_ref(profile_id)
+        with acting(actor, reason):
+            outcome = state.ledger.restore_profile(pid)
+        report(outcome, as_json, "restore")
+
+    @app.command()
+    def active(as_json: bool = JSON) -> None:
+        """The active profile and the version in force (pinned, or following the latest)."""
+        slot = state.ledger.active_slot()
+        if slot is None or slot.profile_id is None:
+            raise NoActiveProfileError("no profile is active; activate one with `ledger activate NAME_OR_ID`")
+        in_force = state.ledger.get_profile(slot.profile_id, version=slot.pinned_version)
+        latest = state.ledger.get_profile(slot.profile_id).version
+        if as_json:
+            emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,
+                       "latest_version": latest})
+            return
+        typer.echo(describe(in_force))
+        typer.echo(in_force_line(slot.profile_id, slot.pinned_version))
+        typer.echo(f"  steering in force: {values.steering_to_json(in_force.steering)}")
