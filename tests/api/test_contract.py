@@ -1,0 +1,240 @@
+"""The contract as a user meets it through the HTTP API: updates never wipe what they do not name, names work
+wherever an id does, the active view shows the version in force, deleted profiles come back, strengths are
+bounded, and a run's re-run spec is found by its run id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.api.conftest import assert_error, create, fresh, make_client
+
+# -- updates: absent or null leaves a field as it is ---------------------------------------------------------
+ABSENT = object()
+UPDATABLE = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
+EXPLICIT = {
+    "name": st.sampled_from(["-x", "-y"]),  # a suffix to the profile's own (unique) name
+    "description": st.sampled_from(["", "calm", "quiet sea"]),
+    "model_id": st.sampled_from(["", "m1", "m2"]),
+    "sae_id": st.sampled_from(["", "s1"]),
+    "layer": st.sampled_from([0, 3, 12]),
+    "steering": st.dictionaries(st.sampled_from(["1", "2", "30"]), st.sampled_from([0.5, -2.0, 200.0]), max_size=3),
+    "tags": st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=3),
+    "products": st.lists(st.sampled_from(["p1", "p2"]), unique=True, max_size=2),
+    "metadata": st.sampled_from([{}, {"k": 1}, {"deep": {"list": [1, 2]}}]),
+}
+UPDATES = st.lists(
+    st.fixed_dictionaries({field: st.one_of(st.just(ABSENT), st.none(), values) for field, values in EXPLICIT.items()}),
+    min_size=1,
+    max_size=4,
+)
+
+
+def expected_after(value: Any, field: str, base_name: str) -> Any:
+    """What a field reads after an update that names it with ``value`` (clearing values read as cleared)."""
+    if field == "name":
+        return base_name + value
+    if field in ("description", "model_id", "sae_id") and value == "":
+        return None
+    return value
+
+
+@pytest.fixture(scope="module")
+def shared_client(tmp_path_factory):
+    with make_client(f"sqlite:///{tmp_path_factory.mktemp('contract') / 'ledger.sqlite'}") as test_client:
+        yield test_client
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(updates=UPDATES)
+def test_no_sequence_of_updates_loses_a_field_it_did_not_name(shared_client, updates):
+    client = shared_client
+    base = f"prop-{uuid.uuid4().hex[:12]}"
+    profile = create(
+        client, base, description="d", model_id="m", sae_id="s", layer=2, steering={"1": 1.0},
+        tags=["t"], products=["p"], metadata={"keep": True},
+    )
+    expected = {field: profile[field] for field in UPDATABLE}
+    for update in updates:
+        body = {field: value for field, value in update.items() if value is not ABSENT}
+        if isinstance(body.get("name"), str):
+            body["name"] = base + body["name"]
+        response = client.put(f"/api/profiles/{profile['id']}", json=body)
+        assert response.status_code == 200, response.text
+        for field, value in update.items():
+            if value is not ABSENT and value is not None:
+                expected[field] = expected_after(value, field, base)
+        assert {field: response.json()[field] for field in UPDATABLE} == expected
+
+
+def test_null_leaves_every_field_and_the_version_as_they_are(client):
+    profile = create(client, "keeper", description="d", steering={"3": 1.5}, tags=["t"], products=["p"],
+                     metadata={"k": 1}, model_id="m", sae_id="s", layer=4)
+    body = {field: None for field in UPDATABLE}
+    response = client.put(f"/api/profiles/{profile['id']}", json=body)
+    assert response.status_code == 200, response.text
+    after = response.json()
+    assert after["changed"] is False and after["version"] == 1
+    assert {field: after[field] for field in UPDATABLE} == {field: profile[field] for field in UPDATABLE}
+
+
+def test_clearing_is_explicit_and_makes_a_version(client):
+    profile = create(client, "clearable", description="d", steering={"3": 1.5}, tags=["t"], products=["p"],
+                     metadata={"k": 1}, model_id="m", sae_id="s")
+    cleared = client.put(
+        f"/api/profiles/{profile['id']}",
+        json={"description": "", "steering": {}, "tags": [], "products": [], "metadata": {}, "model_id": "", "sae_id": ""},
+    ).json()
+    assert (cleared["description"], cleared["steering"], cleared["tags"], cleared["products"]) == (None, {}, [], [])
+    assert (cleared["metadata"], cleared["model_id"], cleared["sae_id"], cleared["version"]) == ({}, None, None, 2)
+
+
+def test_the_openapi_document_says_how_to_keep_and_clear_each_field(client):
+    schema = client.get("/schema/openapi.json").json()["components"]["schemas"]["UpdateProfile"]["properties"]
+    for field in UPDATABLE:
+        assert "`null`: left as it is" in schema[field]["description"], field
+    for field, clearing in (("description", '`""`'), ("steering", "`{}`"), ("tags", "`[]`"), ("metadata", "`{}`")):
+        assert f"{clearing} clears" in schema[field]["description"], field
+
+
+# -- names wherever an id goes -------------------------------------------------------------------------------
+def test_every_profile_route_takes_the_name_url_encoded(client):
+    profile = create(client, "Calm Sea", steering={"1": 1.0})
+    pid, name = profile["id"], "calm%20sea"  # URL-encoded, compared case-insensitively
+    base = f"/api/profiles/{name}"
+    assert client.get(base, params=fresh(client, profile["position"])).json()["id"] == pid
+    updated = client.put(base, json={"steering": {"2": 2.0}})
+    assert updated.status_code == 200 and updated.json()["id"] == pid and updated.json()["version"] == 2
+    query = fresh(client, updated.json()["position"])
+    assert client.get(f"{base}/diff", params={"from": 1, "to": 2}).json()["profile_id"] == pid
+    assert [v["version"] for v in client.get(f"{base}/versions", params=query).json()["versions"]] == [1, 2]
+    assert client.get(f"{base}/versions/1", params=query).json()["steering"] == {"1": 1.0}
+    recorded = client.post(f"{base}/executions", json={"run_id": "by-name"})
+    assert recorded.status_code == 201 and recorded.json()["profile_id"] == pid
+    query = fresh(client, recorded.json()["position"])
+    assert [e["run_id"] for e in client.get(f"{base}/executions", params=query).json()["executions"]] == ["by-name"]
+    assert client.get(f"{base}/export", params=query).json()["profile"]["name"] == "Calm Sea"
+    reverted = client.post(f"{base}/revert", json={"version": 1})
+    assert reverted.status_code == 200 and reverted.json()["steering"] == {"1": 1.0}
+    assert client.post(f"{base}/activate").json()["id"] == pid
+    client.post("/api/profiles/deactivate")
+    deleted = client.delete(base)
+    assert deleted.status_code == 200 and deleted.json()["id"] == pid
+    restored = client.post(f"{base}/restore")  # a deleted profile is found by the name it had
+    assert restored.status_code == 200 and restored.json()["id"] == pid
+    assert_error(client.get("/api/profiles/no%20such%20profile"), 404, "profile_not_found")
+
+
+def test_a_renamed_profile_is_not_found_by_its_old_name(client):
+    profile = create(client, "before")
+    client.put(f"/api/profiles/{profile['id']}", json={"name": "after"})
+    assert_error(client.get("/api/profiles/before"), 404, "profile_not_found")
+    renamed = client.put(f"/api/profiles/{profile['id']}", json={"description": "x"}).json()
+    assert client.get("/api/profiles/after", params=fresh(client, renamed["position"])).json()["id"] == profile["id"]
+
+
+def test_the_openapi_document_says_every_profile_id_may_be_a_name(client):
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    checked = 0
+    for path, operations in paths.items():
+        if "{profile_id}" not in path:
+            continue
+        for operation in operations.values():
+            (parameter,) = [p for p in operation["parameters"] if p["name"] == "profile_id"]
+            assert "its name" in parameter["description"], path
+            checked += 1
+    assert checked >= 12
+
+
+# -- the version in force --------------------------------------------------------------------------------------
+def test_the_active_view_shows_the_pinned_version_everywhere(client):
+    profile = create(client, "pinned", steering={"1": 1.0}, layer=3)
+    client.put(f"/api/profiles/{profile['id']}", json={"steering": {"2": 2.0}, "layer": 5})
+    activated = client.post(f"/api/profiles/{profile['id']}/activate", json={"version": 1})
+    assert activated.status_code == 200, activated.text
+    in_force = {"version": 1, "steering": {"1": 1.0}, "layer": 3, "pinned": True, "latest_version": 2}
+    assert {key: activated.json()[key] for key in in_force} == in_force
+    assert activated.json()["pinned_version"] == 1
+    query = fresh(client, activated.json()["position"])
+    active = client.get("/api/profiles/active", params=query).json()
+    assert {key: active[key] for key in in_force} == in_force
+    (listed,) = [row for row in client.get("/api/profiles", params=query).json()["profiles"] if row["is_active"]]
+    assert {key: listed[key] for key in in_force} == in_force
+    following = client.post(f"/api/profiles/{profile['id']}/activate").json()
+    latest = {"version": 2, "steering": {"2": 2.0}, "layer": 5, "pinned": False, "latest_version": 2}
+    assert {key: following[key] for key in latest} == latest
+    active = client.get("/api/profiles/active", params=fresh(client, following["position"])).json()
+    assert {key: active[key] for key in latest} == latest
+
+
+# -- restore -----------------------------------------------------------------------------------------------------
+def test_a_deleted_profile_comes_back_with_its_versions_and_executions(client):
+    profile = create(client, "phoenix", steering={"1": 1.0}, tags=["t"])
+    pid = profile["id"]
+    client.post(f"/api/profiles/{pid}/executions", json={"run_id": "before-death", "seed": 3})
+    client.put(f"/api/profiles/{pid}", json={"steering": {"2": 2.0}})
+    deleted = client.delete(f"/api/profiles/{pid}").json()
+    assert_error(client.get(f"/api/profiles/{pid}", params=fresh(client, deleted["position"])), 404)
+    restored = client.post(f"/api/profiles/{pid}/restore", json={"reason": "undo"})
+    assert restored.status_code == 200, restored.text
+    body = restored.json()
+    assert (body["name"], body["version"], body["steering"], body["tags"]) == ("phoenix", 2, {"2": 2.0}, ["t"])
+    query = fresh(client, body["position"])
+    row = client.get(f"/api/profiles/{pid}", params=query).json()
+    assert (row["version"], row["execution_count"], row["is_active"]) == (2, 1, False)
+    assert [v["version"] for v in client.get(f"/api/profiles/{pid}/versions", params=query).json()["versions"]] == [1, 2]
+    runs = client.get(f"/api/profiles/{pid}/executions", params=query).json()["executions"]
+    assert [e["run_id"] for e in runs] == ["before-death"]
+    events = client.get("/api/events", params={"profile_id": pid, **query}).json()["events"]
+    (restore_event,) = [event for event in events if event["type"] == "Profile.Restored"]
+    assert restore_event["reason"] == "undo" and restore_event["data"]["version"] == 2
+    assert_error(client.post(f"/api/profiles/{pid}/restore"), 409, "profile_not_deleted")
+
+
+def test_a_restore_whose_name_is_taken_is_refused_naming_the_holder(client):
+    first = create(client, "contested")
+    client.delete(f"/api/profiles/{first['id']}")
+    holder = create(client, "Contested")
+    body = assert_error(client.post(f"/api/profiles/{first['id']}/restore"), 409, "profile_name_taken")
+    assert body["profile_id"] == holder["id"] and holder["id"] in body["detail"]
+    assert_error(client.get(f"/api/profiles/{first['id']}"), 404)  # nothing half-written
+    assert_error(client.post(f"/api/profiles/{uuid.uuid4()}/restore"), 404, "profile_not_found")
+
+
+# -- strengths ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("strength", [500, -200.5, 1e300])
+def test_strengths_beyond_the_bound_are_refused(client, strength):
+    response = client.post("/api/profiles", json={"name": f"strong {strength}", "steering": {"1": strength}})
+    assert assert_error(response, 422, "invalid_value")["field"] == "steering.1"
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_strengths_that_are_not_finite_numbers_are_refused(client, literal):
+    body = b'{"name": "nan", "steering": {"1": ' + literal + b"}}"
+    response = client.post("/api/profiles", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, 422)
+
+
+def test_strengths_at_the_bound_are_accepted_and_updates_are_bounded_too(client):
+    profile = create(client, "edge", steering={"1": 200, "2": -200})
+    assert profile["steering"] == {"1": 200.0, "2": -200.0}
+    assert_error(client.put(f"/api/profiles/{profile['id']}", json={"steering": {"1": 201}}), 422, "invalid_value")
+
+
+# -- the re-run spec by run id -----------------------------------------------------------------------------------
+def test_the_re_run_spec_of_a_run_carries_its_version_seed_entity_count_and_products(client):
+    profile = create(client, "cohorts", steering={"4": 0.5}, products=["healthsim"], model_id="m", layer=7)
+    pid = profile["id"]
+    client.put(f"/api/profiles/{pid}", json={"steering": {"4": 1.0}})
+    recorded = client.post(
+        f"/api/profiles/{pid}/executions", json={"version": 1, "run_id": "cohort-7", "seed": 42, "entity_count": 1000}
+    ).json()
+    spec = client.get("/api/runs/cohort-7/spec", params=fresh(client, recorded["position"])).json()
+    assert (spec["profile_id"], spec["profile_version"], spec["execution_id"]) == (pid, 1, recorded["id"])
+    assert (spec["steering"], spec["model_id"], spec["layer"]) == ({"4": 0.5}, "m", 7)
+    assert (spec["seed"], spec["entity_count"], spec["products"]) == (42, 1000, ["healthsim"])
+    assert_error(client.get("/api/runs/no-such-run/spec"), 404, "run_not_found")
