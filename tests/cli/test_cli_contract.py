@@ -1,0 +1,142 @@
+"""The installed ``ledger`` executable, run as a cron job or a CI step would run it: names wherever an id goes,
+the verbs the API has, and exit codes that mean something (``verify`` on a really tampered PostgreSQL log,
+``replay`` when the output is not reproduced, every failure non-zero)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.steering.conftest import sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+
+
+def ledger_executable() -> str:
+    found = shutil.which("ledger") or str(Path(sys.executable).with_name("ledger"))
+    assert Path(found).exists(), "the ledger executable is not installed"
+    return found
+
+
+def run_ledger(database_url: str, cwd: Path, *args: str, code: int | None = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [ledger_executable(), "--database", database_url, *args],
+        capture_output=True, text=True, cwd=cwd, timeout=300, env=os.environ.copy(),
+    )
+    if code is not None:
+        assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def as_json(result: subprocess.CompletedProcess):
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def ledger(sqlite_url, tmp_path):
+    return lambda *args, code=0: run_ledger(sqlite_url, tmp_path, *args, code=code)
+
+
+def test_verify_exits_1_when_a_postgres_log_was_tampered_with(postgres_url, tmp_path):
+    run_ledger(postgres_url, tmp_path, "create", "calm", "-f", "1=0.5")
+    run_ledger(postgres_url, tmp_path, "update", "calm", "-f", "2=1.5")
+    assert run_ledger(postgres_url, tmp_path, "verify").stdout.startswith("ok:")
+    events = "profileledger_events"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # the superuser: triggers are no obstacle
+        conn.execute(f"ALTER TABLE {events} DISABLE TRIGGER {events}_append_only")
+        altered = conn.execute(
+            f"UPDATE {events} SET state = convert_to(replace(convert_from(state, 'UTF8'), '0.5', '9.5'), 'UTF8') "
+            "WHERE notification_id = 1 AND position('0.5' in convert_from(state, 'UTF8')) > 0"
+        )
+        assert altered.rowcount == 1  # the strength 0.5 now reads 9.5
+        conn.execute(f"ALTER TABLE {events} ENABLE TRIGGER {events}_append_only")
+    tampered = run_ledger(postgres_url, tmp_path, "verify", code=1)
+    assert "TAMPERED" in tampered.stderr and "position 1" in tampered.stderr
+    report = as_json(run_ledger(postgres_url, tmp_path, "verify", "--json", code=1))
+    assert (report["ok"], report["problem"], report["position"]) == (False, "altered", 1)
+
+
+def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, tiny_model_dir, sae_dir):
+    from ledger.application import ProfileLedger
+    from ledger.settings import Database
+
+    app = ProfileLedger(env=Database(sqlite_url).eventsourcing_env(pool_size=1))
+    try:  # a generation whose recorded digest no model can reproduce
+        recorded = app.record_execution(None, seed=3, kind="generation", details={
+            "messages": [{"role": "user", "content": "hello"}],
+            "sampling": {"max_tokens": 3, "temperature": 1.0, "top_p": 1.0, "stop": []},
+            "method": "add", "output_sha256": "0" * 64, "fingerprint": {},
+        })
+    finally:
+        app.close()
+    model = ["--model", str(tiny_model_dir), "--sae", str(sae_dir)]
+    result = run_ledger(sqlite_url, tmp_path, "replay", str(recorded.execution_id), *model, code=1)
+    assert result.stdout.startswith("NOT reproduced")
+    replayed = as_json(run_ledger(sqlite_url, tmp_path, "replay", str(recorded.execution_id), "--json", *model, code=1))
+    assert replayed["reproduced"] is False
+
+
+def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
+    ledger("create", "calm", "-f", "1=0.5")
+    failures = {
+        ("show", "nobody"): 1,
+        ("list", "--sort", "size"): 1,
+        ("restore", "calm"): 1,  # not deleted
+        ("spec", "no-such-run"): 1,
+        ("run", "no-such-run"): 1,
+        ("diff", "calm", "--from", "1", "--to", "9"): 1,
+        ("activate", "calm", "--version", "4"): 1,
+        ("create", "CALM"): 1,  # the name is taken
+        ("create", "loud", "-f", "1=500"): 1,  # beyond the strength bound
+        ("import", str(tmp_path / "missing.json")): 1,
+        ("active",): 1,  # none is active
+        ("revert", "calm"): 2,  # --version is required
+        ("show",): 2,
+        ("no-such-verb",): 2,
+    }
+    for args, code in failures.items():
+        result = ledger(*args, code=None)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+        assert result.stderr.strip(), args
+
+
+def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
+    created = as_json(ledger("create", "Calm", "-f", "12=6", "--tag", "mood", "--product", "healthsim", "--json"))
+    pid = created["profile"]["id"]
+    ledger("update", "calm", "-f", "40=4", "--reason", "stronger")  # names, case-insensitively
+    assert as_json(ledger("show", "CALM", "--json"))["version"] == 2
+    assert [v["version"] for v in as_json(ledger("versions", "calm", "--json"))["versions"]] == [1, 2]
+    diff = as_json(ledger("diff", "calm", "--from", "1", "--to", "2", "--json"))
+    assert diff["steering"] == {"added": {"40": 4.0}, "removed": {"12": 6.0}, "changed": {}}
+    activated = as_json(ledger("activate", "calm", "--version", "1", "--json"))
+    assert (activated["version"], activated["pinned"], activated["latest_version"]) == (1, True, 2)
+    assert activated["spec"]["steering"] == {"12": 6.0}
+    active = as_json(ledger("active", "--json"))
+    assert (active["version"], active["pinned"], active["latest_version"]) == (1, True, 2)
+    assert active["profile"]["steering"] == {"12": 6.0}
+    assert "pinned; latest v2" in ledger("list").stdout
+    ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
+    spec = as_json(ledger("spec", "cohort-7", "--json"))
+    assert (spec["profile_version"], spec["steering"], spec["seed"], spec["entity_count"]) == (1, {"12": 6.0}, 42, 1000)
+    assert spec["products"] == ["healthsim"]
+    run = as_json(ledger("run", "cohort-7", "--json"))
+    assert (run["run"]["profile_id"], run["run"]["profile_version"]) == (pid, 1)
+    ledger("deactivate")
+    reverted = as_json(ledger("revert", "calm", "--version", "1", "--json"))
+    assert (reverted["profile"]["version"], reverted["profile"]["steering"]) == (3, {"12": 6.0})
+    ledger("create", "other", "-f", "1=1")
+    listed = as_json(ledger("list", "--sort", "updated", "--json"))["profiles"]
+    assert [p["name"] for p in listed] == ["other", "Calm"]
+    ledger("export", "calm", "-o", str(tmp_path / "calm.json"))
+    assert ledger("import", str(tmp_path / "calm.json"), "--rename").stdout.startswith("imported at position")
+    ledger("delete", "calm")
+    restored = as_json(ledger("restore", "calm", "--json"))
+    assert (restored["profile"]["id"], restored["profile"]["version"]) == (pid, 3)
+    executions = as_json(ledger("executions", "calm", "--json"))["executions"]
+    assert [e["run_id"] for e in executions] == ["cohort-7"]
