@@ -89,6 +89,12 @@ def _spare_token(client: Client, tokens: Tokens) -> dict[str, Any]:
     return {"id": as_admin(client, tokens, "POST", "/api/tokens", json={"name": "spare", "role": "reader"})["id"]}
 
 
+def _deleted(client: Client, tokens: Tokens) -> dict[str, Any]:
+    profile = a_profile(client, tokens)
+    as_admin(client, tokens, "DELETE", f"/api/profiles/{profile['id']}")
+    return {"id": profile["id"]}
+
+
 def _active(client: Client, tokens: Tokens) -> dict[str, Any]:
     profile = a_profile(client, tokens)
     as_admin(client, tokens, "POST", f"/api/profiles/{profile['id']}/activate")
@@ -103,6 +109,7 @@ MUTATING_ROUTES = [
     Route("POST", "/api/profiles/{id}/revert", "editor", _profile, body=lambda _: {"version": 1}),
     Route("POST", "/api/profiles/{id}/executions", "editor", _profile, body=lambda _: {"run_id": "r1", "seed": 1}),
     Route("DELETE", "/api/profiles/{id}", "admin", _profile),
+    Route("POST", "/api/profiles/{id}/restore", "admin", _deleted),
     Route("POST", "/api/profiles/import", "admin", _exported, body=lambda given: given["document"],
           params={"rename": "true"}),
     Route("POST", "/api/tokens", "admin", body=lambda _: {"name": "new-bot", "role": "reader"}),

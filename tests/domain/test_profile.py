@@ -126,3 +126,27 @@ def test_every_event_names_its_actor_reason_and_time():
     for domain_event in profile.collect_events():
         assert (domain_event.actor, domain_event.reason, domain_event.correlation_id) == ("alice", "tuning", "req-1")
         assert domain_event.timestamp is not None
+
+
+def test_a_deleted_profile_is_restored_as_it_was_by_an_event_carrying_its_whole_state():
+    from ledger.errors import ProfileNotDeletedError
+
+    profile = new_profile(description="d", tags=["t"])
+    profile.revise({"steering": {2: 1.5}})
+    with pytest.raises(ProfileNotDeletedError):
+        profile.restore()
+    profile.delete()
+    profile.collect_events()
+    profile.restore()
+    (restored,) = profile.collect_events()
+    assert type(restored).__name__ == "Restored" and not profile.deleted
+    assert (restored.version, restored.name, restored.steering, restored.tags) == (2, "calm", {"2": 1.5}, ["t"])
+    assert restored.created_at == profile.created_on
+    assert profile.revise({"description": "alive again"}) and profile.current_version == 3
+
+
+def test_a_strength_beyond_the_bound_or_not_finite_is_refused():
+    for strength in (200.5, -201, math.inf, math.nan):
+        with pytest.raises(ValidationError):
+            Profile.create(name="strong", steering={1: strength})
+    assert Profile.create(name="edge", steering={1: 200, 2: -200}).steering == {1: 200.0, 2: -200.0}
