@@ -153,6 +153,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Change a profile. A spec change makes a new version; so do descriptive changes unless --no-bump-version."""
         changes = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
+        if changes.get("description") == "":
+            changes["description"] = None  # --description "" clears it, as "" does in the API
         with acting(actor, reason):
             outcome = state.ledger.update_profile(
                 profile_ref(profile_id), changes, bump_version=bump_version, expected_version=expected_version
