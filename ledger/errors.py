@@ -113,3 +113,10 @@ class PermissionDeniedError(LedgerError):
 
 class TokenNotFoundError(NotFoundError):
     code = "token_not_found"
+
+
+# -- integrity -------------------------------------------------------------------------------------
+class TamperedRecordError(LedgerError):
+    """A stored event or snapshot that this ledger's key did not sign: refused, never used."""
+
+    code = "log_tampered"

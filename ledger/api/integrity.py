@@ -1,4 +1,10 @@
-"""``/api/ledger``: the log as a whole: verify its tamper-evident chain (reader), rebuild the read models (admin)."""
+"""``/api/ledger``: the log as a whole: verify its tamper-evident chain (reader), rebuild the read models (admin).
+
+Verification is incremental by default: this process remembers the head it verified last and walks only the
+events after it (``?full=true`` walks the whole log). One walk runs at a time per process: an incremental
+caller waits for the running one (then has little left to walk), a full walk asked for while another walk runs
+is answered 429 with ``Retry-After``.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,19 @@ import threading
 
 from litestar import Controller, post, get
 from litestar.di import NamedDependency
-from litestar.status_codes import HTTP_200_OK
+from litestar.exceptions import HTTPException
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_429_TOO_MANY_REQUESTS
 
 from ledger.api.auth import requires
 from ledger.api.deps import Services
 from ledger.api.schemas import RebuildResult, VerifyResult
 from ledger.application import ProfileLedger
+from ledger.verification import VerifyBusyError
 
 _REBUILDING = threading.Lock()
+INCREMENTAL_WAIT_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 2
 
 
 class LedgerController(Controller):
@@ -22,12 +33,23 @@ class LedgerController(Controller):
 
     @get(
         "/verify",
-        summary="Walk the tamper-evident chain; `ok` is false and `position` names the first tampered position",
+        summary="Walk the tamper-evident chain and the signatures (incremental unless `full`); `ok` is false and "
+        "`position` names the first tampered position",
         sync_to_thread=True,
         opt=requires("reader"),
+        raises=[HTTPException],
     )
-    def verify(self, ledger: NamedDependency[ProfileLedger]) -> VerifyResult:
-        report = ledger.verify_log()
+    def verify(
+        self,
+        ledger: NamedDependency[ProfileLedger],
+        full: bool = Parameter(default=False, description="Walk the whole log, not only what is new since the "
+                               "last verification in this process (one at a time: 429 while another walk runs)."),
+    ) -> VerifyResult:
+        try:
+            report = ledger.verify_log(full=full, wait=0 if full else INCREMENTAL_WAIT_SECONDS)
+        except VerifyBusyError as busy:
+            raise HTTPException(status_code=HTTP_429_TOO_MANY_REQUESTS, detail=busy.message,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         return VerifyResult(
             ok=report.ok,
             checked=report.checked,
@@ -36,6 +58,7 @@ class LedgerController(Controller):
             problem=report.problem,  # type: ignore[arg-type]
             position=report.position,
             detail=report.detail,
+            since=report.since,
         )
 
     @post(
