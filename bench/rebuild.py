@@ -6,9 +6,9 @@ Loading the log through commands would take hours, so a template of a few thousa
 real ``ProfileLedger`` commands (profiles created, revised, edited, renamed, activated and deactivated,
 executions recorded, some profiles deleted), then copied at the SQL level as often as needed: every copy gets
 fresh aggregate ids, its own profile names (so its name-index aggregates are its own), and continues the
-active slot's stream, signed with the ledger's key as the service signs what it stores. The chain trigger links every
-copied row, so the log stays valid for the app. A
-database that already holds the events asked for is reused as it is.
+active slot's stream; each copied row is signed with the ledger's key (as the service signs what it stores)
+and linked by the chain trigger, so the log stays valid for the app. A database that already holds the
+events asked for is reused as it is.
 
 Measured in the same run, on the same server: the baseline reads every event row (the columns the log is
 read with) through a server-side cursor into Python; then :func:`projections.runner.rebuild` rebuilds all
