@@ -157,18 +157,21 @@ def replicate(url: str, events: int) -> None:
             slot_base = slot_version
             with conn.cursor() as cur:
                 cur.execute(f"LOCK TABLE {EVENTS} IN EXCLUSIVE MODE")
+                records = []
+                for originator, version, topic, state in take:
+                    if originator == slot_id:
+                        version += slot_base - 1
+                        slot_version = version
+                    payload = _HEX_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), state[HEADER_SIZE:])
+                    payload = payload.replace(MARK.encode(), mark.encode())
+                    records.append((uuid.UUID(ids[originator.hex.encode()].decode()), version, topic, payload))
+                # Signed as the service signs a save (ledger.signing), the copy as one: the log verifies.
+                states = keys.seal_all(records)
                 with cur.copy(
                     f"COPY {EVENTS} (originator_id, originator_version, topic, state) FROM STDIN"
                 ) as copy:
-                    for originator, version, topic, state in take:
-                        if originator == slot_id:
-                            version += slot_base - 1
-                            slot_version = version
-                        payload = _HEX_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), state[HEADER_SIZE:])
-                        payload = payload.replace(MARK.encode(), mark.encode())
-                        new_id = uuid.UUID(ids[originator.hex.encode()].decode())
-                        # Signed as the service signs what it stores (ledger.signing): the copy verifies.
-                        copy.write_row((new_id, version, topic, keys.seal(new_id, version, topic, payload)))
+                    for (new_id, version, topic, _), state in zip(records, states):
+                        copy.write_row((new_id, version, topic, state))
             conn.commit()
             have += len(take)
             print(f"\rlog: {have:,} events", end="", file=sys.stderr, flush=True)

@@ -52,7 +52,7 @@ from ledger.errors import (
     StaleVersionError,
     TamperedRecordError,
 )
-from ledger.signing import CheckedSnapshotStore, SigningKeys, SigningMapper
+from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys, SigningMapper
 from ledger.verification import LogVerifier
 
 T = TypeVar("T")
@@ -169,6 +169,10 @@ class ProfileLedger(Application[UUID]):
         keys = SigningKeys.from_env(self.env)
         return SigningMapper(transcoder=self.construct_transcoder(), keys=keys, cipher=self.factory.cipher(),
                              compressor=self.factory.compressor())
+
+    def construct_event_store(self) -> EventStore[UUID]:
+        """The events of each save are signed together (one signature per save)."""
+        return SigningEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
         """Snapshots that fail their signature check are skipped (the profile is replayed from its events)."""

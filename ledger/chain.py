@@ -18,6 +18,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 GENESIS = bytes(32)
@@ -83,14 +84,15 @@ class Walk:
     """What a walk starts from and checks besides the chain.
 
     * ``start``: a head verified before (the walk reads only the events after it; None: from the first event);
-    * ``record_problem(row)``: why a row was not written by the ledger (its signature), None when it was;
+    * ``records``: checks each row's signature (:class:`ledger.signing.RecordCheck`: ``feed`` and ``finish``
+      name the first row the ledger did not write, and why);
     * ``streams``: each stream's last version seen so far; complete from the log's start, so a stream first
       met must start at version 1 and every next event must be the next version (None: not checked);
     * ``expect``: a signed checkpoint the log must still extend (its link recomputed from the events).
     """
 
     start: ChainHead | None = None
-    record_problem: Callable[[StoredRow], str | None] | None = None
+    records: Any = None
     streams: dict[UUID, int] | None = None
     expect: ChainHead | None = None
 
@@ -139,10 +141,11 @@ def verify(
         if following != pending.link:
             return report("broken_link", event.position,
                           f"the chain link at position {event.position} does not follow from the one before")
-        if walk.record_problem is not None:
-            problem = walk.record_problem(event)
-            if problem is not None:
-                return report("forged", event.position, f"the event at position {event.position} is refused: {problem}")
+        if walk.records is not None:
+            found = walk.records.feed(event.position, event.originator_id, event.originator_version, event.topic,
+                                      event.state)
+            if found is not None:
+                return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")
         if streams is not None:
             last = streams.get(event.originator_id, 0)
             if event.originator_version != last + 1:
@@ -162,6 +165,9 @@ def verify(
         pending = next(chain_iter, None)
     if pending is not None:
         return report("removed", pending.position, f"the event at position {pending.position} is missing from the log")
+    found = None if walk.records is None else walk.records.finish()
+    if found is not None:
+        return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")
     if expect is not None:
         return report("truncated", expect.position,
                       f"the log ends at position {head or 0}, before the checkpoint's position {expect.position}: "

@@ -1,23 +1,25 @@
-"""Signed events: every stored event and snapshot carries an Ed25519 signature by a key the database never sees.
+"""Signed events: every stored event and snapshot is signed (Ed25519) with a key the database never sees.
 
 The chain (:mod:`ledger.chain`) proves that rows were not changed after they were linked; it cannot prove who
 wrote them, because on PostgreSQL the links are computed inside the database. The signature does: a row
-inserted or edited through SQL, even one the chain trigger links, has no valid signature.
+inserted or edited through SQL, even one the chain trigger links, carries no valid signature.
 
-Stored state of a signed record::
+One signature covers the events of one save (they are stored contiguously, in one transaction): a command
+that records three events signs once. Stored state of a signed record::
 
-    MAGIC (4) ‖ key id (8) ‖ Ed25519 signature (64) ‖ MAC (16) ‖ payload (the library's JSON)
+    MAGIC (4) ‖ key id (8) ‖ Ed25519 signature (64) ‖ MAC (16) ‖ index (2) ‖ count (2) ‖ payload
 
-* the signed message is ``"profile-ledger event v1\\0" ‖ event_digest(originator id, version, topic, payload)``,
-  so a signature cannot be moved to another stream, version or event type;
+* the signature is over ``"profile-ledger events v1\0" ‖ count ‖ digest₀ ‖ … ‖ digestₙ₋₁`` where each digest
+  is ``event_digest(originator id, version, topic, payload)`` (:mod:`ledger.chain`): it binds every event of
+  the save to its stream, version, type and content, in order; each record says which of how many it is;
 * the key id is the first 8 bytes of ``sha256(raw public key)``;
-* the MAC is ``HMAC-SHA256(k, digest)`` truncated to 16 bytes with ``k`` derived from the private key: the
-  service checks it on every read (about a microsecond, against some 80 µs for an Ed25519 check), while
-  anyone holding only the public key checks the signature (``ledger verify --public-key``). Neither can be
-  made without the private key.
+* the MAC is ``HMAC-SHA256(k, digest ‖ index ‖ count)`` truncated to 16 bytes, with ``k`` derived from the
+  private key: the service checks it on every read (a microsecond or two, against some 80 µs for an Ed25519
+  check, and without the other events of the save), while anyone holding only the public key checks the
+  signatures by walking the log (``ledger verify --public-key``). Neither can be made without the private key.
 
 The key: ``LEDGER_SIGNING_KEY`` names a file holding an Ed25519 private key (PEM PKCS#8, or the raw 32
-bytes). Unset, the key is ``.ledger/signing-key.pem`` next to the SQLite file (or in the working directory for
+bytes). Unset, the key is ``.ledger/signing-key.pem`` beside the SQLite file (in the working directory for
 PostgreSQL), created with mode 0600 on first use, with a warning. Every process writing to one database must
 use the same key.
 """
@@ -28,16 +30,19 @@ import hashlib
 import hmac
 import logging
 import os
+import struct
 import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import EventStore, Mapper, StoredEvent
+from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
 from ledger.chain import event_digest
 from ledger.errors import TamperedRecordError
@@ -47,8 +52,11 @@ DEFAULT_KEY_DIR = ".ledger"
 DEFAULT_KEY_FILE = "signing-key.pem"
 MAGIC = b"\x00LS1"
 KEY_ID_SIZE, SIGNATURE_SIZE, MAC_SIZE = 8, 64, 16
-HEADER_SIZE = len(MAGIC) + KEY_ID_SIZE + SIGNATURE_SIZE + MAC_SIZE
-EVENT_CONTEXT = b"profile-ledger event v1\x00"
+HEADER_SIZE = len(MAGIC) + KEY_ID_SIZE + SIGNATURE_SIZE + MAC_SIZE + 4
+MAX_GROUP = 0xFFFF
+EVENT_CONTEXT = b"profile-ledger events v1\x00"
+NO_SIGNATURE = "it carries no signature: it was not written by the ledger"
+FORGED = "it was forged or changed outside the ledger"
 MAC_CONTEXT = b"profile-ledger mac v1\x00"
 
 logger = logging.getLogger(__name__)
@@ -127,10 +135,71 @@ class PublicKeyCheck:
             return False
         return True
 
-    def record_problem(self, originator_id: Any, originator_version: int, topic: str, state: bytes,
-                       *, strict: bool = True) -> str | None:
-        """Why a stored record was not written by the holder of the key (None: it was)."""
-        return _split(self, originator_id, originator_version, topic, state, strict)[1]
+    def record_check(self) -> RecordCheck:
+        """A check of records met in log order, by their signatures."""
+        return SignatureCheck(self)
+
+
+class RecordCheck:
+    """Records fed in log order; ``feed`` and ``finish`` name the first one the key's holder did not write."""
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        raise NotImplementedError
+
+    def finish(self) -> tuple[int, str] | None:
+        return None
+
+
+class SignatureCheck(RecordCheck):
+    """Gathers the records of each save and checks the save's one Ed25519 signature."""
+
+    def __init__(self, keys: PublicKeyCheck) -> None:
+        self.keys = keys
+        self._group: list[bytes] = []
+        self._signature = b""
+        self._first = 0
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        record = Sealed.parse(state)
+        if record is None:
+            return position, NO_SIGNATURE
+        if record.key_id != self.keys.key_id:
+            return position, _other_key(record.key_id, self.keys.key_id)
+        if record.index != len(self._group) or (self._group and record.signature != self._signature):
+            if self._group:
+                return self._first, (f"the save that starts at position {self._first} is incomplete or out of "
+                                     "order: an event was removed, inserted or moved")
+            return position, f"it is event {record.index + 1} of a save whose earlier events are missing"
+        if not self._group:
+            self._first, self._signature = position, record.signature
+        self._group.append(record.digest(originator_id, originator_version, topic))
+        if len(self._group) < record.count:
+            return None
+        group, self._group = self._group, []
+        message = EVENT_CONTEXT + struct.pack(">H", len(group)) + b"".join(group)
+        if not self.keys.verify_statement(message, record.signature):
+            where = f"position {self._first}" if len(group) == 1 else f"positions {self._first} to {position}"
+            return self._first, f"the signature of {where} does not match their content: {FORGED}"
+        return None
+
+    def finish(self) -> tuple[int, str] | None:
+        if self._group:
+            return self._first, f"the save that starts at position {self._first} is missing its last events"
+        return None
+
+
+class MacCheck(RecordCheck):
+    """Checks each record's MAC (the service's own fast check: it holds the private key)."""
+
+    def __init__(self, keys: SigningKeys) -> None:
+        self.keys = keys
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        problem = self.keys.mac_problem(originator_id, originator_version, topic, state)[1]
+        return None if problem is None else (position, problem)
 
 
 class SigningKeys(PublicKeyCheck):
@@ -141,6 +210,7 @@ class SigningKeys(PublicKeyCheck):
         self._create = create
         self._lock = threading.Lock()
         self._private: Ed25519PrivateKey | None = None
+        self._mac_key = b""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SigningKeys:
@@ -176,19 +246,49 @@ class SigningKeys(PublicKeyCheck):
         self._load()
         return super().verify_statement(message, signature)
 
-    def mac(self, digest: bytes) -> bytes:
-        return hmac.new(self._mac_key, digest, hashlib.sha256).digest()[:MAC_SIZE]
+    def record_check(self) -> RecordCheck:
+        self._load()
+        return MacCheck(self)
+
+    def _mac(self, digest: bytes, index: int, count: int) -> bytes:
+        return hmac.new(self._mac_key, digest + struct.pack(">HH", index, count), hashlib.sha256).digest()[:MAC_SIZE]
+
+    def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
+        """The stored states of the records of one save ``(originator id, version, topic, payload)``: one
+        signature over them all, a MAC each."""
+        private = self._load()
+        count = len(records)
+        if not 0 < count <= MAX_GROUP:
+            return [state for start in range(0, count, MAX_GROUP)
+                    for state in self.seal_all(records[start:start + MAX_GROUP])]
+        digests = [event_digest(_uuid(oid), version, topic, payload) for oid, version, topic, payload in records]
+        signature = private.sign(EVENT_CONTEXT + struct.pack(">H", count) + b"".join(digests))
+        return [
+            b"".join((MAGIC, self.key_id, signature, self._mac(digest, index, count),
+                      struct.pack(">HH", index, count), payload))
+            for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records))
+        ]
 
     def seal(self, originator_id: Any, originator_version: int, topic: str, payload: bytes) -> bytes:
-        """The stored state: the header, then the payload."""
-        private = self._load()
-        digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
-        return b"".join((MAGIC, self.key_id, private.sign(EVENT_CONTEXT + digest), self.mac(digest), payload))
+        return self.seal_all([(originator_id, originator_version, topic, payload)])[0]
+
+    def mac_problem(self, originator_id: Any, originator_version: int, topic: str,
+                    state: bytes) -> tuple[bytes, str | None]:
+        """The payload and, when the record is not this service's, why (by its MAC)."""
+        self._load()
+        record = Sealed.parse(state)
+        if record is None:
+            return b"", NO_SIGNATURE
+        if record.key_id != self.key_id:
+            return record.payload, _other_key(record.key_id, self.key_id)
+        expected = self._mac(record.digest(originator_id, originator_version, topic), record.index, record.count)
+        if not hmac.compare_digest(record.mac, expected):
+            return record.payload, f"its signature does not match its content: {FORGED}"
+        return record.payload, None
 
     def open(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
         """The payload of a record this service wrote; :class:`TamperedRecordError` for any other."""
-        self._load()
-        payload, problem = _split(self, originator_id, originator_version, topic, state, False)
+        payload, problem = self.mac_problem(originator_id, originator_version, topic, state)
         if problem is not None:
             raise TamperedRecordError(
                 f"refusing the stored record {originator_id}@{originator_version} ({topic}): {problem}",
@@ -196,36 +296,38 @@ class SigningKeys(PublicKeyCheck):
             )
         return payload
 
-    def record_problem(self, originator_id: Any, originator_version: int, topic: str, state: bytes,
-                       *, strict: bool = True) -> str | None:
-        self._load()
-        return super().record_problem(originator_id, originator_version, topic, state, strict=strict)
+
+@dataclass(frozen=True)
+class Sealed:
+    """A stored state, taken apart."""
+
+    key_id: bytes
+    signature: bytes
+    mac: bytes
+    index: int
+    count: int
+    payload: bytes
+
+    @classmethod
+    def parse(cls, state: bytes) -> Sealed | None:
+        state = bytes(state)
+        if len(state) < HEADER_SIZE or not state.startswith(MAGIC):
+            return None
+        at = len(MAGIC)
+        key_id, at = state[at:at + KEY_ID_SIZE], at + KEY_ID_SIZE
+        signature, at = state[at:at + SIGNATURE_SIZE], at + SIGNATURE_SIZE
+        mac, at = state[at:at + MAC_SIZE], at + MAC_SIZE
+        index, count = struct.unpack_from(">HH", state, at)
+        if index >= count:
+            return None
+        return cls(key_id, signature, mac, index, count, state[HEADER_SIZE:])
+
+    def digest(self, originator_id: Any, originator_version: int, topic: str) -> bytes:
+        return event_digest(_uuid(originator_id), originator_version, topic, self.payload)
 
 
-def _split(keys: PublicKeyCheck, originator_id: Any, originator_version: int, topic: str, state: bytes,
-           strict: bool) -> tuple[bytes, str | None]:
-    """The payload and, when the record is not the key holder's, why. ``strict``: check the Ed25519 signature
-    even where the MAC could be checked."""
-    state = bytes(state)
-    if len(state) < HEADER_SIZE or not state.startswith(MAGIC):
-        return b"", "it carries no signature: it was not written by the ledger"
-    start = len(MAGIC)
-    key_id = state[start:start + KEY_ID_SIZE]
-    signature = state[start + KEY_ID_SIZE:start + KEY_ID_SIZE + SIGNATURE_SIZE]
-    mac = state[HEADER_SIZE - MAC_SIZE:HEADER_SIZE]
-    payload = state[HEADER_SIZE:]
-    if key_id != keys.key_id:
-        return payload, f"it is signed by key {key_id.hex()}, not by this ledger's key {keys.key_id.hex()}"
-    digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
-    if not strict and isinstance(keys, SigningKeys):
-        if hmac.compare_digest(mac, keys.mac(digest)):
-            return payload, None
-        return payload, "its signature does not match its content: it was forged or changed outside the ledger"
-    try:
-        keys.public_key.verify(signature, EVENT_CONTEXT + digest)
-    except InvalidSignature:
-        return payload, "its signature does not match its content: it was forged or changed outside the ledger"
-    return payload, None
+def _other_key(found: bytes, expected: bytes) -> str:
+    return f"it is signed by key {found.hex()}, not by this ledger's key {expected.hex()}"
 
 
 def _uuid(value: Any) -> UUID:
@@ -233,20 +335,24 @@ def _uuid(value: Any) -> UUID:
 
 
 class SigningMapper(Mapper[UUID]):
-    """The library's mapper, with every stored event and snapshot signed, and checked when it is read."""
+    """The library's mapper, with every stored record signed, and checked (its MAC) when it is read."""
 
     def __init__(self, *args: Any, keys: SigningKeys, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keys = keys
 
+    def to_stored_events(self, domain_events: Sequence[DomainEventProtocol[UUID]]) -> list[StoredEvent]:
+        """The events of one save, signed together."""
+        plain = [super(SigningMapper, self).to_stored_event(event) for event in domain_events]
+        states = self.keys.seal_all([(s.originator_id, s.originator_version, s.topic, s.state) for s in plain])
+        return [
+            StoredEvent(originator_id=s.originator_id, originator_version=s.originator_version, topic=s.topic,
+                        state=state)
+            for s, state in zip(plain, states)
+        ]
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
-        stored = super().to_stored_event(domain_event)
-        return StoredEvent(
-            originator_id=stored.originator_id,
-            originator_version=stored.originator_version,
-            topic=stored.topic,
-            state=self.keys.seal(stored.originator_id, stored.originator_version, stored.topic, stored.state),
-        )
+        return self.to_stored_events([domain_event])[0]
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         payload = self.open_state(stored_event.originator_id, stored_event.originator_version, stored_event.topic,
@@ -261,6 +367,24 @@ class SigningMapper(Mapper[UUID]):
     def open_state(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
         """The library's stored state inside a signed record (raises :class:`TamperedRecordError`)."""
         return self.keys.open(originator_id, originator_version, topic, state)
+
+
+class SigningEventStore(EventStore[UUID]):
+    """The library's event store, with the events of each save signed together (one signature per save)."""
+
+    def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
+        if not isinstance(self.mapper, SigningMapper):
+            return super().put(domain_events, **kwargs)
+        stored_events = self.mapper.to_stored_events(domain_events)
+        positions = self.recorder.insert_events(stored_events, **kwargs)
+        if not positions:
+            return []
+        return [
+            Recording(event, Notification(originator_id=stored.originator_id,
+                                          originator_version=stored.originator_version, topic=stored.topic,
+                                          state=stored.state, id=position))
+            for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
+        ]
 
 
 class CheckedSnapshotStore(EventStore[UUID]):

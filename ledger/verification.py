@@ -4,7 +4,8 @@ A full walk recomputes the whole chain from the events and checks every event's 
 public key. An incremental walk starts from the head this process verified last (its position, link and each
 stream's last version, kept in memory): it checks that the chain still holds that link there (a recomputed
 chain does not) and walks only the events after it, checking the service's MAC (:mod:`ledger.signing`), so
-its cost is proportional to what is new. Both check every snapshot's signature.
+its cost is proportional to what is new. Both check every snapshot (a full walk its signature, an
+incremental one its MAC).
 
 One walk at a time per process: a caller that would wait longer than ``wait`` seconds gets
 :class:`VerifyBusyError` (the API answers 429 with ``Retry-After``).
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
-from ledger.chain import ChainHead, StoredRow, VerifyReport, Walk
+from ledger.chain import ChainHead, VerifyReport, Walk
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
 from ledger.recorders import select_all_records
@@ -71,16 +72,9 @@ class LogVerifier:
                                     position=checkpoint.position, detail=f"the checkpoint is refused: {problem}")
         verified = None if full else self._verified
         streams = dict(verified.streams) if verified else {}
-        if full:
-            def record_problem(row: StoredRow) -> str | None:
-                return keys.record_problem(row.originator_id, row.originator_version, row.topic, row.state)
-        else:
-            def record_problem(row: StoredRow) -> str | None:
-                return self.keys.record_problem(row.originator_id, row.originator_version, row.topic, row.state,
-                                                 strict=False)
         walk = Walk(
             start=verified.head if verified else None,
-            record_problem=record_problem,
+            records=(keys if full else self.keys).record_check(),
             streams=streams,
             expect=checkpoint.head if checkpoint else None,
         )
@@ -99,12 +93,10 @@ class LogVerifier:
         """The first snapshot that was not signed by the ledger or lies past the end of its stream."""
         if self.snapshot_recorder is None:
             return None
-        for row in select_all_records(self.snapshot_recorder):
-            if keys is None:
-                problem = self.keys.record_problem(row.originator_id, row.originator_version, row.topic, row.state,
-                                                   strict=False)
-            else:
-                problem = keys.record_problem(row.originator_id, row.originator_version, row.topic, row.state)
+        for row in select_all_records(self.snapshot_recorder):  # each snapshot is signed on its own
+            check = (keys or self.keys).record_check()
+            found = check.feed(0, row.originator_id, row.originator_version, row.topic, row.state) or check.finish()
+            problem = None if found is None else found[1]
             last = streams.get(row.originator_id, 0)
             if problem is None and row.originator_version > last:
                 problem = f"its stream ends at version {last}"
