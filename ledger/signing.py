@@ -251,7 +251,7 @@ class SigningKeys(PublicKeyCheck):
         return MacCheck(self)
 
     def _mac(self, digest: bytes, index: int, count: int) -> bytes:
-        return hmac.new(self._mac_key, digest + struct.pack(">HH", index, count), hashlib.sha256).digest()[:MAC_SIZE]
+        return hmac.digest(self._mac_key, digest + struct.pack(">HH", index, count), "sha256")[:MAC_SIZE]
 
     def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
         """The stored states of the records of one save ``(originator id, version, topic, payload)``: one
