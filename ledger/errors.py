@@ -120,3 +120,9 @@ class TamperedRecordError(LedgerError):
     """A stored event or snapshot that this ledger's key did not sign: refused, never used."""
 
     code = "log_tampered"
+
+
+class SigningKeyError(LedgerError):
+    """The event-signing key (``LEDGER_SIGNING_KEY``) cannot be read: nothing can be written or read."""
+
+    code = "signing_key_unavailable"

@@ -13,10 +13,11 @@ that records three events signs once. Stored state of a signed record::
   is ``event_digest(originator id, version, topic, payload)`` (:mod:`ledger.chain`): it binds every event of
   the save to its stream, version, type and content, in order; each record says which of how many it is;
 * the key id is the first 8 bytes of ``sha256(raw public key)``;
-* the MAC is ``HMAC-SHA256(k, digest ‖ index ‖ count)`` truncated to 16 bytes, with ``k`` derived from the
-  private key: the service checks it on every read (a microsecond or two, against some 80 µs for an Ed25519
-  check, and without the other events of the save), while anyone holding only the public key checks the
-  signatures by walking the log (``ledger verify --public-key``). Neither can be made without the private key.
+* the MAC is ``HMAC-SHA256(k, digest ‖ index ‖ count ‖ signature)`` truncated to 16 bytes, with ``k``
+  derived from the private key: the service checks it on every read (a microsecond or two, against some 80 µs
+  for an Ed25519 check, and without the other events of the save), while anyone holding only the public key
+  checks the signatures by walking the log (``ledger verify --public-key``). Neither can be made without the
+  private key; the service's own walks check both.
 
 The key: ``LEDGER_SIGNING_KEY`` names a file holding an Ed25519 private key (PEM PKCS#8, or the raw 32
 bytes). Unset, the key is ``.ledger/signing-key.pem`` beside the SQLite file (in the working directory for
@@ -45,7 +46,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
 from ledger.chain import event_digest
-from ledger.errors import TamperedRecordError
+from ledger.errors import SigningKeyError, TamperedRecordError
 
 SIGNING_KEY_ENV = "LEDGER_SIGNING_KEY"
 DEFAULT_KEY_DIR = ".ledger"
@@ -202,6 +203,19 @@ class MacCheck(RecordCheck):
         return None if problem is None else (position, problem)
 
 
+class BothChecks(RecordCheck):
+    def __init__(self, *checks: RecordCheck) -> None:
+        self.checks = checks
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        found = [check.feed(position, originator_id, originator_version, topic, state) for check in self.checks]
+        return min((item for item in found if item is not None), default=None)
+
+    def finish(self) -> tuple[int, str] | None:
+        return min((item for item in (check.finish() for check in self.checks) if item is not None), default=None)
+
+
 class SigningKeys(PublicKeyCheck):
     """The service's key: signs what it stores and checks what it reads. Loaded (or created) on first use."""
 
@@ -223,10 +237,15 @@ class SigningKeys(PublicKeyCheck):
         if self._private is None:
             with self._lock:
                 if self._private is None:
-                    if self.path.exists() or not self._create:
-                        private = load_private_key(self.path)
-                    else:
-                        private = create_private_key(self.path)
+                    try:
+                        if self.path.exists() or not self._create:
+                            private = load_private_key(self.path)
+                        else:
+                            private = create_private_key(self.path)
+                    except (OSError, ValueError) as error:
+                        raise SigningKeyError(
+                            f"the event-signing key {self.path} cannot be read: {error}", path=str(self.path)
+                        ) from None
                     self.public_key = private.public_key()
                     self.key_id = key_id_of(self.public_key)
                     raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
@@ -246,12 +265,14 @@ class SigningKeys(PublicKeyCheck):
         self._load()
         return super().verify_statement(message, signature)
 
-    def record_check(self) -> RecordCheck:
+    def record_check(self, *, strict: bool = False) -> RecordCheck:
+        """The MAC of each record; ``strict``: each save's signature too."""
         self._load()
-        return MacCheck(self)
+        return BothChecks(MacCheck(self), SignatureCheck(self)) if strict else MacCheck(self)
 
-    def _mac(self, digest: bytes, index: int, count: int) -> bytes:
-        return hmac.digest(self._mac_key, digest + struct.pack(">HH", index, count), "sha256")[:MAC_SIZE]
+    def _mac(self, digest: bytes, index: int, count: int, signature: bytes) -> bytes:
+        message = b"".join((digest, struct.pack(">HH", index, count), signature))
+        return hmac.digest(self._mac_key, message, "sha256")[:MAC_SIZE]
 
     def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
         """The stored states of the records of one save ``(originator id, version, topic, payload)``: one
@@ -264,7 +285,7 @@ class SigningKeys(PublicKeyCheck):
         digests = [event_digest(_uuid(oid), version, topic, payload) for oid, version, topic, payload in records]
         signature = private.sign(EVENT_CONTEXT + struct.pack(">H", count) + b"".join(digests))
         return [
-            b"".join((MAGIC, self.key_id, signature, self._mac(digest, index, count),
+            b"".join((MAGIC, self.key_id, signature, self._mac(digest, index, count, signature),
                       struct.pack(">HH", index, count), payload))
             for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records))
         ]
@@ -281,7 +302,8 @@ class SigningKeys(PublicKeyCheck):
             return b"", NO_SIGNATURE
         if record.key_id != self.key_id:
             return record.payload, _other_key(record.key_id, self.key_id)
-        expected = self._mac(record.digest(originator_id, originator_version, topic), record.index, record.count)
+        expected = self._mac(record.digest(originator_id, originator_version, topic), record.index, record.count,
+                             record.signature)
         if not hmac.compare_digest(record.mac, expected):
             return record.payload, f"its signature does not match its content: {FORGED}"
         return record.payload, None

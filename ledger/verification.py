@@ -22,7 +22,7 @@ from ledger.chain import ChainHead, VerifyReport, Walk
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
 from ledger.recorders import select_all_records
-from ledger.signing import PublicKeyCheck, SigningKeys
+from ledger.signing import PublicKeyCheck, RecordCheck, SigningKeys
 
 
 class VerifyBusyError(LedgerError):
@@ -74,7 +74,7 @@ class LogVerifier:
         streams = dict(verified.streams) if verified else {}
         walk = Walk(
             start=verified.head if verified else None,
-            records=(keys if full else self.keys).record_check(),
+            records=self._record_check(full, public_key),
             streams=streams,
             expect=checkpoint.head if checkpoint else None,
         )
@@ -86,15 +86,22 @@ class LogVerifier:
         if public_key is None:  # a head verified with the ledger's own key: later walks start from it
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
                                                     if report.head_link else b""), streams)
-        snapshot_report = self._verify_snapshots(keys if full else None, streams)
+        snapshot_report = self._verify_snapshots(full, public_key, streams)
         return report if snapshot_report is None else replace(report, **snapshot_report)
 
-    def _verify_snapshots(self, keys: PublicKeyCheck | None, streams: dict[UUID, int]) -> dict[str, Any] | None:
+    def _record_check(self, full: bool, public_key: PublicKeyCheck | None) -> RecordCheck:
+        """The auditor's public key checks signatures; the service checks MACs, and signatures in full walks."""
+        if public_key is not None:
+            return public_key.record_check()
+        return self.keys.record_check(strict=full)
+
+    def _verify_snapshots(self, full: bool, public_key: PublicKeyCheck | None,
+                          streams: dict[UUID, int]) -> dict[str, Any] | None:
         """The first snapshot that was not signed by the ledger or lies past the end of its stream."""
         if self.snapshot_recorder is None:
             return None
         for row in select_all_records(self.snapshot_recorder):  # each snapshot is signed on its own
-            check = (keys or self.keys).record_check()
+            check = self._record_check(full, public_key)
             found = check.feed(0, row.originator_id, row.originator_version, row.topic, row.state) or check.finish()
             problem = None if found is None else found[1]
             last = streams.get(row.originator_id, 0)
