@@ -55,6 +55,10 @@ MAGIC = b"\x00LS1"
 KEY_ID_SIZE, SIGNATURE_SIZE, MAC_SIZE = 8, 64, 16
 HEADER_SIZE = len(MAGIC) + KEY_ID_SIZE + SIGNATURE_SIZE + MAC_SIZE + 4
 MAX_GROUP = 0xFFFF
+_KEY_AT = len(MAGIC)
+_SIGNATURE_AT = _KEY_AT + KEY_ID_SIZE
+_MAC_AT = _SIGNATURE_AT + SIGNATURE_SIZE
+_INDEX_AT = _MAC_AT + MAC_SIZE
 EVENT_CONTEXT = b"profile-ledger events v1\x00"
 NO_SIGNATURE = "it carries no signature: it was not written by the ledger"
 FORGED = "it was forged or changed outside the ledger"
@@ -295,18 +299,20 @@ class SigningKeys(PublicKeyCheck):
 
     def mac_problem(self, originator_id: Any, originator_version: int, topic: str,
                     state: bytes) -> tuple[bytes, str | None]:
-        """The payload and, when the record is not this service's, why (by its MAC)."""
-        self._load()
-        record = Sealed.parse(state)
-        if record is None:
+        """The payload and, when the record is not this service's, why (by its MAC; on every read: kept lean)."""
+        if self._private is None:
+            self._load()
+        state = bytes(state)
+        if len(state) < HEADER_SIZE or state[:_KEY_AT] != MAGIC:
             return b"", NO_SIGNATURE
-        if record.key_id != self.key_id:
-            return record.payload, _other_key(record.key_id, self.key_id)
-        expected = self._mac(record.digest(originator_id, originator_version, topic), record.index, record.count,
-                             record.signature)
-        if not hmac.compare_digest(record.mac, expected):
-            return record.payload, f"its signature does not match its content: {FORGED}"
-        return record.payload, None
+        payload = state[HEADER_SIZE:]
+        if state[_KEY_AT:_SIGNATURE_AT] != self.key_id:
+            return payload, _other_key(state[_KEY_AT:_SIGNATURE_AT], self.key_id)
+        digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
+        message = b"".join((digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT]))
+        if not hmac.compare_digest(state[_MAC_AT:_INDEX_AT], hmac.digest(self._mac_key, message, "sha256")[:MAC_SIZE]):
+            return payload, f"its signature does not match its content: {FORGED}"
+        return payload, None
 
     def open(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
         """The payload of a record this service wrote; :class:`TamperedRecordError` for any other."""
