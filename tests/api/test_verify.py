@@ -106,3 +106,16 @@ def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(
             assert waiting.result(30).json()["ok"] is True
     finally:
         verifier.recorder.verify_chain = walk
+
+
+def test_a_full_walk_needs_the_admin_role_and_readers_get_the_incremental_one(client_factory):
+    with client_factory(auth=True) as client:
+        ledger = client.app.state.services.ledger
+        _, reader = ledger.issue_token("auditor", "reader")
+        _, admin = ledger.issue_token("root", "admin")
+        as_reader = {"Authorization": f"Bearer {reader}"}
+        assert_error(client.get("/api/ledger/verify", params={"full": "true"}, headers=as_reader), 403, "forbidden")
+        assert client.get("/api/ledger/verify", headers=as_reader).json()["ok"] is True
+        full = client.get("/api/ledger/verify", params={"full": "true"},
+                          headers={"Authorization": f"Bearer {admin}"}).json()
+        assert full["ok"] is True and full["since"] is None
