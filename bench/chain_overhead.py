@@ -6,7 +6,7 @@ Runs the same workload (each thread creates profiles, one command = one atomic s
 name index) three ways, in fresh schemas of the same database, interleaved: the library's plain PostgreSQL
 recorder and mapper (``plain``), the chained recorder with the library's mapper (``chained``), and the chained
 recorder with the signing mapper the ledger uses (``signed``: every event Ed25519-signed, see
-``ledger/signing.py``). Prints commands/s and two ratios: chained / plain (the chain's cost alone; group commit
+``ledger/signing/``). Prints commands/s and two ratios: chained / plain (the chain's cost alone; group commit
 off, the library's recorder has none) and signed / chained (the signatures' cost alone). Exits 1 when the
 chain is below 0.8× or the signatures below 0.9×.
 """

@@ -1,36 +1,9 @@
-"""Signed events: every stored event and snapshot is signed (Ed25519) with a key the database never sees.
-
-The chain (:mod:`ledger.chain`) proves that rows were not changed after they were linked; it cannot prove who
-wrote them, because on PostgreSQL the links are computed inside the database. The signature does: a row
-inserted or edited through SQL, even one the chain trigger links, carries no valid signature.
-
-One signature covers the events of one save (they are stored contiguously, in one transaction): a command
-that records three events signs once. Stored state of a signed record::
-
-    MAGIC (4) ‖ key id (8) ‖ Ed25519 signature (64) ‖ MAC (16) ‖ index (2) ‖ count (2) ‖ payload
-
-* the signature is over ``"profile-ledger events v1\0" ‖ count ‖ digest₀ ‖ … ‖ digestₙ₋₁`` where each digest
-  is ``event_digest(originator id, version, topic, payload)`` (:mod:`ledger.chain`): it binds every event of
-  the save to its stream, version, type and content, in order; each record says which of how many it is;
-* the key id is the first 8 bytes of ``sha256(raw public key)``;
-* the MAC is ``HMAC-SHA256(k, digest ‖ index ‖ count ‖ signature)`` truncated to 16 bytes, with ``k``
-  derived from the private key: the service checks it on every read (a microsecond or two, against some 80 µs
-  for an Ed25519 check, and without the other events of the save), while anyone holding only the public key
-  checks the signatures by walking the log (``ledger verify --public-key``). Neither can be made without the
-  private key; the service's own walks check both.
-
-The key: ``LEDGER_SIGNING_KEY`` names a file holding an Ed25519 private key (PEM PKCS#8, or the raw 32
-bytes). Unset, the key is ``.ledger/signing-key.pem`` beside the SQLite file (in the working directory for
-PostgreSQL), created with mode 0600 on first use, with a warning. Every process writing to one database must
-use the same key.
-"""
+"""Sealing the records of a save (one Ed25519 signature, a MAC each) and checking them again."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import os
 import struct
 import threading
 from collections.abc import Mapping, Sequence
@@ -42,17 +15,20 @@ from uuid import UUID
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
 from ledger.chain import event_digest
 from ledger.errors import SigningKeyError, TamperedRecordError
+from ledger.signing.keys import (
+    KEY_ID_SIZE,
+    SIGNING_KEY_ENV,
+    create_private_key,
+    default_key_path,
+    key_id_of,
+    load_private_key,
+)
 
-SIGNING_KEY_ENV = "LEDGER_SIGNING_KEY"
-DEFAULT_KEY_DIR = ".ledger"
-DEFAULT_KEY_FILE = "signing-key.pem"
 MAGIC = b"\x00LS1"
-KEY_ID_SIZE, SIGNATURE_SIZE, MAC_SIZE = 8, 64, 16
+SIGNATURE_SIZE, MAC_SIZE = 64, 16
 HEADER_SIZE = len(MAGIC) + KEY_ID_SIZE + SIGNATURE_SIZE + MAC_SIZE + 4
 MAX_GROUP = 0xFFFF
 _KEY_AT = len(MAGIC)
@@ -60,70 +36,9 @@ _SIGNATURE_AT = _KEY_AT + KEY_ID_SIZE
 _MAC_AT = _SIGNATURE_AT + SIGNATURE_SIZE
 _INDEX_AT = _MAC_AT + MAC_SIZE
 EVENT_CONTEXT = b"profile-ledger events v1\x00"
+MAC_CONTEXT = b"profile-ledger mac v1\x00"
 NO_SIGNATURE = "it carries no signature: it was not written by the ledger"
 FORGED = "it was forged or changed outside the ledger"
-MAC_CONTEXT = b"profile-ledger mac v1\x00"
-
-logger = logging.getLogger(__name__)
-
-
-def default_key_path(env: Mapping[str, str]) -> Path:
-    """Where the key is when ``LEDGER_SIGNING_KEY`` is unset: beside the SQLite file, else the working directory."""
-    sqlite = env.get("SQLITE_DBNAME", "")
-    if sqlite and ":memory:" not in sqlite and "mode=memory" not in sqlite:
-        return Path(sqlite).resolve().parent / DEFAULT_KEY_DIR / DEFAULT_KEY_FILE
-    return Path(DEFAULT_KEY_DIR) / DEFAULT_KEY_FILE
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    data = path.read_bytes()
-    if len(data) == 32:
-        return Ed25519PrivateKey.from_private_bytes(data)
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
-    return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """A public key file (PEM or raw 32 bytes); a private key file gives its public key."""
-    data = path.read_bytes()
-    if len(data) == 32:
-        return Ed25519PublicKey.from_public_bytes(data)
-    if b"PRIVATE KEY" in data:
-        return load_private_key(path).public_key()
-    key = serialization.load_pem_public_key(data)
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} does not hold an Ed25519 public key")
-    return key
-
-
-def create_private_key(path: Path) -> Ed25519PrivateKey:
-    """A new key written to ``path`` (mode 0600); an existing file is never replaced (another process won)."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_private_key(path)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(pem)
-    logger.warning(
-        "created a new event-signing key at %s (mode 0600): keep it out of the database's reach and back it up; "
-        "every process writing to this database needs it (set %s)", path, SIGNING_KEY_ENV,
-    )
-    return key
-
-
-def public_key_pem(key: Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def key_id_of(key: Ed25519PublicKey) -> bytes:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).digest()[:KEY_ID_SIZE]
 
 
 class PublicKeyCheck:
@@ -360,71 +275,3 @@ def _other_key(found: bytes, expected: bytes) -> str:
 
 def _uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
-
-
-class SigningMapper(Mapper[UUID]):
-    """The library's mapper, with every stored record signed, and checked (its MAC) when it is read."""
-
-    def __init__(self, *args: Any, keys: SigningKeys, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.keys = keys
-
-    def to_stored_events(self, domain_events: Sequence[DomainEventProtocol[UUID]]) -> list[StoredEvent]:
-        """The events of one save, signed together."""
-        plain = [super(SigningMapper, self).to_stored_event(event) for event in domain_events]
-        states = self.keys.seal_all([(s.originator_id, s.originator_version, s.topic, s.state) for s in plain])
-        return [
-            StoredEvent(originator_id=s.originator_id, originator_version=s.originator_version, topic=s.topic,
-                        state=state)
-            for s, state in zip(plain, states)
-        ]
-
-    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
-        return self.to_stored_events([domain_event])[0]
-
-    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
-        payload = self.open_state(stored_event.originator_id, stored_event.originator_version, stored_event.topic,
-                                  stored_event.state)
-        return super().to_domain_event(StoredEvent(
-            originator_id=stored_event.originator_id,
-            originator_version=stored_event.originator_version,
-            topic=stored_event.topic,
-            state=payload,
-        ))
-
-    def open_state(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
-        """The library's stored state inside a signed record (raises :class:`TamperedRecordError`)."""
-        return self.keys.open(originator_id, originator_version, topic, state)
-
-
-class SigningEventStore(EventStore[UUID]):
-    """The library's event store, with the events of each save signed together (one signature per save)."""
-
-    def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
-        if not isinstance(self.mapper, SigningMapper):
-            return super().put(domain_events, **kwargs)
-        stored_events = self.mapper.to_stored_events(domain_events)
-        positions = self.recorder.insert_events(stored_events, **kwargs)
-        if not positions:
-            return []
-        return [
-            Recording(event, Notification(originator_id=stored.originator_id,
-                                          originator_version=stored.originator_version, topic=stored.topic,
-                                          state=stored.state, id=position))
-            for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
-        ]
-
-
-class CheckedSnapshotStore(EventStore[UUID]):
-    """The snapshot store: a snapshot that fails its signature check is skipped with a warning (the aggregate
-    is then replayed from its events, which are checked in turn), never used."""
-
-    def get(self, originator_id: UUID, *args: Any, **kwargs: Any) -> list[DomainEventProtocol[UUID]]:  # type: ignore[override]
-        stored = self.recorder.select_events(originator_id, *args, **kwargs)
-        snapshots = []
-        for record in stored:
-            try:
-                snapshots.append(self.mapper.to_domain_event(record))
-            except TamperedRecordError as error:
-                logger.warning("ignoring a snapshot: %s", error.message)
-        return snapshots
