@@ -64,9 +64,8 @@ class LogVerifier:
             self._lock.release()
 
     def _verify(self, full: bool, public_key: PublicKeyCheck | None, checkpoint: Checkpoint | None) -> VerifyReport:
-        keys = public_key or self.keys.public()
         if checkpoint is not None:
-            problem = checkpoint.problem(keys)
+            problem = checkpoint.problem(public_key or self.keys)
             if problem is not None:
                 return VerifyReport(ok=False, checked=0, head_position=None, head_link=None, problem="forged",
                                     position=checkpoint.position, detail=f"the checkpoint is refused: {problem}")

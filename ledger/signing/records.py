@@ -152,10 +152,23 @@ class SigningKeys(PublicKeyCheck):
             return cls(Path(configured), create=False)
         return cls(default_key_path(env))
 
-    def _load(self) -> Ed25519PrivateKey:
+    def __getattr__(self, name: str) -> Any:
+        """``key_id`` and ``public_key``, once the key is loaded (on first use)."""
+        if name in ("key_id", "public_key"):
+            self._load()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def _load(self, *, create: bool = False) -> Ed25519PrivateKey:
+        """The private key; ``create``: make the default one if there is none yet (the first write does)."""
         if self._private is None:
             with self._lock:
                 if self._private is None:
+                    if not self.path.exists() and self._create and not create:
+                        raise SigningKeyError(
+                            f"there is no event-signing key at {self.path} yet: set {SIGNING_KEY_ENV} to the key "
+                            "this log was written with (the first write makes one there)", path=str(self.path)
+                        )
                     try:
                         if self.path.exists() or not self._create:
                             private = load_private_key(self.path)
@@ -186,7 +199,6 @@ class SigningKeys(PublicKeyCheck):
 
     def record_check(self, *, strict: bool = False) -> RecordCheck:
         """The MAC of each record; ``strict``: each save's signature too."""
-        self._load()
         return BothChecks(MacCheck(self), SignatureCheck(self)) if strict else MacCheck(self)
 
     def _mac(self, digest: bytes, index: int, count: int, signature: bytes) -> bytes:
@@ -196,7 +208,7 @@ class SigningKeys(PublicKeyCheck):
     def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
         """The stored states of the records of one save ``(originator id, version, topic, payload)``: one
         signature over them all, a MAC each."""
-        private = self._load()
+        private = self._load(create=True)
         count = len(records)
         if not 0 < count <= MAX_GROUP:
             return [state for start in range(0, count, MAX_GROUP)

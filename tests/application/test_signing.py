@@ -126,3 +126,21 @@ def test_a_configured_key_that_cannot_be_read_is_a_clear_error(tmp_path):
 def test_the_header_is_the_only_overhead_of_a_record(keys):
     (state,) = keys.seal_all([(uuid4(), 1, "a:B.C", b'{"x":1}')])
     assert len(state) == HEADER_SIZE + len(b'{"x":1}')
+
+
+def test_reading_never_makes_a_key_only_the_first_write_does(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    environment = {key: value for key, value in os.environ.items() if key != "LEDGER_SIGNING_KEY"}
+
+    def ledger(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LEDGER, "--database", url, *args], capture_output=True, text=True, env=environment,
+                              timeout=120)
+
+    assert ledger("verify").returncode == 0
+    assert ledger("list").returncode == 0
+    assert not (tmp_path / ".ledger").exists()
+    public = ledger("public-key")
+    assert public.returncode == 1 and "there is no event-signing key" in public.stderr
+    assert ledger("create", "calm", "--steering", '{"1": 0.5}').returncode == 0
+    assert (tmp_path / ".ledger" / "signing-key.pem").exists()
+    assert ledger("public-key").stdout.startswith("-----BEGIN PUBLIC KEY-----")
