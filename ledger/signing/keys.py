@@ -1,4 +1,4 @@
-"""The event-signing key's file: where it is, reading it, and making one on first use."""
+"""The event-signing key's file: where it is, reading it, and making one for the first write."""
 
 from __future__ import annotations
 
