@@ -21,8 +21,8 @@ that records three events signs once. Stored state of a signed record::
 
 The key: ``LEDGER_SIGNING_KEY`` names a file holding an Ed25519 private key (PEM PKCS#8, or the raw 32
 bytes). Unset, the key is ``.ledger/signing-key.pem`` beside the SQLite file (in the working directory for
-PostgreSQL), created with mode 0600 by the first write, with a warning. Every process writing to one database must
-use the same key.
+PostgreSQL), created with mode 0600 by the first write, with a warning (reads never make one). Every process
+writing to one database must use the same key.
 """
 
 from ledger.signing.keys import (
