@@ -64,7 +64,8 @@ class ChainHead:
     link: bytes
 
 
-Problem = str  # altered | removed | inserted | reordered | broken_link | forged | diverged | truncated | snapshot_forged
+# altered | removed | inserted | reordered | broken_link | forged | diverged | truncated | snapshot_forged
+Problem = str
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def verify(
     pending = next(chain_iter, None)
     for event in events:
         if pending is not None and pending.position < event.position:
-            return report("removed", pending.position, f"the event at position {pending.position} is missing from the log")
+            return report("removed", pending.position,
+                          f"the event at position {pending.position} is missing from the log")
         if pending is None or pending.position > event.position:
             return report("inserted", event.position,
                           f"position {event.position} has no chain link: it was not written by the ledger")
@@ -150,10 +152,10 @@ def verify(
             last = streams.get(event.originator_id, 0)
             if event.originator_version != last + 1:
                 kind = "removed" if event.originator_version > last + 1 else "reordered"
+                cause = "an event before it was removed" if kind == "removed" else "its events were reordered"
                 return report(kind, event.position,
                               f"stream {event.originator_id} goes from version {last} to "
-                              f"{event.originator_version} at position {event.position}: "
-                              + ("an event before it was removed" if kind == "removed" else "its events were reordered"))
+                              f"{event.originator_version} at position {event.position}: {cause}")
             streams[event.originator_id] = event.originator_version
         if expect is not None and event.position >= expect.position:
             if event.position > expect.position or following != expect.link:
@@ -164,7 +166,8 @@ def verify(
         link, checked, head = following, checked + 1, event.position
         pending = next(chain_iter, None)
     if pending is not None:
-        return report("removed", pending.position, f"the event at position {pending.position} is missing from the log")
+        return report("removed", pending.position,
+                      f"the event at position {pending.position} is missing from the log")
     found = None if walk.records is None else walk.records.finish()
     if found is not None:
         return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")

@@ -9,9 +9,10 @@ that records three events signs once. Stored state of a signed record::
 
     MAGIC (4) ‖ key id (8) ‖ Ed25519 signature (64) ‖ MAC (16) ‖ index (2) ‖ count (2) ‖ payload
 
-* the signature is over ``"profile-ledger events v1\0" ‖ count ‖ digest₀ ‖ … ‖ digestₙ₋₁`` where each digest
-  is ``event_digest(originator id, version, topic, payload)`` (:mod:`ledger.chain`): it binds every event of
-  the save to its stream, version, type and content, in order; each record says which of how many it is;
+* the signature is over ``"profile-ledger events v1\0" ‖ count ‖ digest₀ ‖ … ‖ digestₙ₋₁`` where each
+  digest is ``event_digest(originator id, version, topic, payload)`` (:mod:`ledger.chain`): it binds every
+  event of the save to its stream, version, type and content, in order; each record says which of how many
+  it is;
 * the key id is the first 8 bytes of ``sha256(raw public key)``;
 * the MAC is ``HMAC-SHA256(k, digest ‖ index ‖ count ‖ signature)`` truncated to 16 bytes, with ``k``
   derived from the private key: the service checks it on every read (a microsecond or two, against some 80 µs

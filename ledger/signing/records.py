@@ -136,7 +136,8 @@ class BothChecks(RecordCheck):
 
 
 class SigningKeys(PublicKeyCheck):
-    """The service's key: signs what it stores and checks what it reads. Loaded when first needed; the default one is made by the first write."""
+    """The service's key: signs what it stores and checks what it reads. Loaded when first needed; the default
+    one is made by the first write."""
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path

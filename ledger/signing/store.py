@@ -73,7 +73,9 @@ class CheckedSnapshotStore(EventStore[UUID]):
     """The snapshot store: a snapshot that fails its signature check is skipped with a warning (the aggregate
     is then replayed from its events, which are checked in turn), never used."""
 
-    def get(self, originator_id: UUID, *args: Any, **kwargs: Any) -> list[DomainEventProtocol[UUID]]:  # type: ignore[override]
+    def get(  # type: ignore[override]
+        self, originator_id: UUID, *args: Any, **kwargs: Any
+    ) -> list[DomainEventProtocol[UUID]]:
         stored = self.recorder.select_events(originator_id, *args, **kwargs)
         snapshots = []
         for record in stored:
