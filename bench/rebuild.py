@@ -6,8 +6,9 @@ Loading the log through commands would take hours, so a template of a few thousa
 real ``ProfileLedger`` commands (profiles created, revised, edited, renamed, activated and deactivated,
 executions recorded, some profiles deleted), then copied at the SQL level as often as needed: every copy gets
 fresh aggregate ids, its own profile names (so its name-index aggregates are its own), and continues the
-active slot's stream. The chain trigger links every copied row, so the log stays valid for the app. A
-database that already holds the events asked for is reused as it is.
+active slot's stream; each copied row is signed with the ledger's key (as the service signs what it stores)
+and linked by the chain trigger, so the log stays valid for the app. A database that already holds the
+events asked for is reused as it is.
 
 Measured in the same run, on the same server: the baseline reads every event row (the columns the log is
 read with) through a server-side cursor into Python; then :func:`projections.runner.rebuild` rebuilds all
@@ -17,6 +18,7 @@ read models. Both are reported in events/s.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import re
@@ -33,6 +35,7 @@ from bench.report import Figure, report  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.domainmodel import ActiveSlot, ProfileName  # noqa: E402
 from ledger.settings import Database  # noqa: E402
+from ledger.signing import HEADER_SIZE, SigningKeys  # noqa: E402
 from projections.runner import rebuild  # noqa: E402
 
 FIGURE = "rebuild of all projections from a 1,000,000-event log"
@@ -136,6 +139,7 @@ def replicate(url: str, events: int) -> None:
     template = [row for row in rows[:template_end] if not (row[0] == slot_id and row[1] == 1)]
     have = len(rows)
     copy_number = max(marks, default=0)
+    keys = SigningKeys.from_env(os.environ)
     with psycopg.connect(url) as conn:
         while have < events:
             copy_number += 1
@@ -153,17 +157,21 @@ def replicate(url: str, events: int) -> None:
             slot_base = slot_version
             with conn.cursor() as cur:
                 cur.execute(f"LOCK TABLE {EVENTS} IN EXCLUSIVE MODE")
+                records = []
+                for originator, version, topic, state in take:
+                    if originator == slot_id:
+                        version += slot_base - 1
+                        slot_version = version
+                    payload = _HEX_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), state[HEADER_SIZE:])
+                    payload = payload.replace(MARK.encode(), mark.encode())
+                    records.append((uuid.UUID(ids[originator.hex.encode()].decode()), version, topic, payload))
+                # Signed as the service signs a save (ledger.signing), the copy as one: the log verifies.
+                states = keys.seal_all(records)
                 with cur.copy(
                     f"COPY {EVENTS} (originator_id, originator_version, topic, state) FROM STDIN"
                 ) as copy:
-                    for originator, version, topic, state in take:
-                        if originator == slot_id:
-                            version += slot_base - 1
-                            slot_version = version
-                        new_state = _HEX_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), state)
-                        new_state = new_state.replace(MARK.encode(), mark.encode())
-                        copy.write_row((uuid.UUID(ids[originator.hex.encode()].decode()), version, topic,
-                                        new_state))
+                    for (new_id, version, topic, _), state in zip(records, states):
+                        copy.write_row((new_id, version, topic, state))
             conn.commit()
             have += len(take)
             print(f"\rlog: {have:,} events", end="", file=sys.stderr, flush=True)

@@ -6,7 +6,10 @@ Every stored event gets a companion row ``(position, digest, link)`` written in 
 * ``link   = sha256(previous link ‖ int8 position ‖ digest)`` (the first link starts from 32 zero bytes)
 
 Verification walks both tables in position order and reports the first position where a row was altered,
-removed, inserted or reordered. Pure functions plus a walker over rows; the SQL lives in ``recorders``.
+removed, inserted or reordered, where a row carries no valid signature (:mod:`ledger.signing`: the chain
+alone cannot tell a row the service wrote from one the database's owner inserted and the trigger linked), or
+where the log no longer extends a signed checkpoint (:mod:`ledger.checkpoint`). Pure functions plus a walker
+over rows; the SQL lives in ``recorders``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 GENESIS = bytes(32)
@@ -53,55 +57,123 @@ class ChainRow:
 
 
 @dataclass(frozen=True)
+class ChainHead:
+    """A verified point of the chain: the link after the event at ``position`` (0: the empty log)."""
+
+    position: int
+    link: bytes
+
+
+# altered | removed | inserted | reordered | broken_link | forged | diverged | truncated | snapshot_forged
+Problem = str
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     ok: bool
     checked: int
     head_position: int | None
     head_link: str | None
-    problem: str | None = None  # altered | removed | inserted | reordered | broken_link
+    problem: Problem | None = None
     position: int | None = None
     detail: str | None = None
+    since: int | None = None  # an incremental walk: the positions up to this one were verified before
+
+
+@dataclass
+class Walk:
+    """What a walk starts from and checks besides the chain.
+
+    * ``start``: a head verified before (the walk reads only the events after it; None: from the first event);
+    * ``records``: checks each row's signature (:class:`ledger.signing.RecordCheck`: ``feed`` and ``finish``
+      name the first row the ledger did not write, and why);
+    * ``streams``: each stream's last version seen so far; complete from the log's start, so a stream first
+      met must start at version 1 and every next event must be the next version (None: not checked);
+    * ``expect``: a signed checkpoint the log must still extend (its link recomputed from the events).
+    """
+
+    start: ChainHead | None = None
+    records: Any = None
+    streams: dict[UUID, int] | None = None
+    expect: ChainHead | None = None
 
 
 def verify(
-    events: Iterable[StoredRow], chain: Iterable[ChainRow], find_digest: Callable[[bytes], int | None]
+    events: Iterable[StoredRow],
+    chain: Iterable[ChainRow],
+    find_digest: Callable[[bytes], int | None],
+    walk: Walk | None = None,
 ) -> VerifyReport:
     """Walk events and chain rows (both in position order) and report the first problem, if any.
 
     ``find_digest`` looks a digest up in the whole chain (to tell a reordered row from an altered one).
     """
+    walk = walk or Walk()
     chain_iter: Iterator[ChainRow] = iter(chain)
-    link, checked, head = GENESIS, 0, None
+    start = walk.start
+    link, head = (GENESIS, None) if start is None or start.position == 0 else (start.link, start.position)
+    since = None if start is None else start.position
+    checked = 0
+    streams, expect = walk.streams, walk.expect
+    if expect is not None and expect.position == 0:
+        expect = None  # the empty log: every log extends it
+
+    def report(problem: str, position: int, detail: str) -> VerifyReport:
+        return VerifyReport(
+            ok=False, checked=checked, head_position=head, head_link=link.hex() if head else None,
+            problem=problem, position=position, detail=detail, since=since,
+        )
+
     pending = next(chain_iter, None)
     for event in events:
         if pending is not None and pending.position < event.position:
-            return _report(checked, head, link, "removed", pending.position,
-                           f"the event at position {pending.position} is missing from the log")
+            return report("removed", pending.position,
+                          f"the event at position {pending.position} is missing from the log")
         if pending is None or pending.position > event.position:
-            return _report(checked, head, link, "inserted", event.position,
-                           f"position {event.position} has no chain link: it was not written by the ledger")
+            return report("inserted", event.position,
+                          f"position {event.position} has no chain link: it was not written by the ledger")
         digest = event_digest(event.originator_id, event.originator_version, event.topic, event.state)
         if digest != pending.digest:
             elsewhere = find_digest(digest)
             if elsewhere is not None and elsewhere != event.position:
-                return _report(checked, head, link, "reordered", event.position,
-                               f"position {event.position} holds the event recorded at position {elsewhere}")
-            return _report(checked, head, link, "altered", event.position,
-                           f"the event stored at position {event.position} was changed")
-        link = next_link(link, event.position, digest)
-        if link != pending.link:
-            return _report(checked, head, link, "broken_link", event.position,
-                           f"the chain link at position {event.position} does not follow from the one before")
-        checked, head = checked + 1, event.position
+                return report("reordered", event.position,
+                              f"position {event.position} holds the event recorded at position {elsewhere}")
+            return report("altered", event.position, f"the event stored at position {event.position} was changed")
+        following = next_link(link, event.position, digest)
+        if following != pending.link:
+            return report("broken_link", event.position,
+                          f"the chain link at position {event.position} does not follow from the one before")
+        if walk.records is not None:
+            found = walk.records.feed(event.position, event.originator_id, event.originator_version, event.topic,
+                                      event.state)
+            if found is not None:
+                return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")
+        if streams is not None:
+            last = streams.get(event.originator_id, 0)
+            if event.originator_version != last + 1:
+                kind = "removed" if event.originator_version > last + 1 else "reordered"
+                cause = "an event before it was removed" if kind == "removed" else "its events were reordered"
+                return report(kind, event.position,
+                              f"stream {event.originator_id} goes from version {last} to "
+                              f"{event.originator_version} at position {event.position}: {cause}")
+            streams[event.originator_id] = event.originator_version
+        if expect is not None and event.position >= expect.position:
+            if event.position > expect.position or following != expect.link:
+                return report("diverged", expect.position,
+                              f"the log no longer extends the checkpoint at position {expect.position}: "
+                              "its history up to there was rewritten")
+            expect = None
+        link, checked, head = following, checked + 1, event.position
         pending = next(chain_iter, None)
     if pending is not None:
-        return _report(checked, head, link, "removed", pending.position,
-                       f"the event at position {pending.position} is missing from the log")
-    return VerifyReport(ok=True, checked=checked, head_position=head, head_link=link.hex() if head else None)
-
-
-def _report(checked: int, head: int | None, link: bytes, problem: str, position: int, detail: str) -> VerifyReport:
-    return VerifyReport(
-        ok=False, checked=checked, head_position=head, head_link=link.hex() if head else None,
-        problem=problem, position=position, detail=detail,
-    )
+        return report("removed", pending.position,
+                      f"the event at position {pending.position} is missing from the log")
+    found = None if walk.records is None else walk.records.finish()
+    if found is not None:
+        return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")
+    if expect is not None:
+        return report("truncated", expect.position,
+                      f"the log ends at position {head or 0}, before the checkpoint's position {expect.position}: "
+                      "events were removed from its end")
+    return VerifyReport(ok=True, checked=checked, head_position=head, head_link=link.hex() if head else None,
+                        since=since)

@@ -119,3 +119,16 @@ class PermissionDeniedError(LedgerError):
 
 class TokenNotFoundError(NotFoundError):
     code = "token_not_found"
+
+
+# -- integrity -------------------------------------------------------------------------------------
+class TamperedRecordError(LedgerError):
+    """A stored event or snapshot that this ledger's key did not sign: refused, never used."""
+
+    code = "log_tampered"
+
+
+class SigningKeyError(LedgerError):
+    """The event-signing key (``LEDGER_SIGNING_KEY``) cannot be read: nothing can be written or read."""
+
+    code = "signing_key_unavailable"

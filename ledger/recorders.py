@@ -17,7 +17,7 @@ They extend the eventsourcing library's application recorders (selected with its
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +32,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
-from ledger.chain import GENESIS, ChainRow, StoredRow, VerifyReport, event_digest, next_link, verify
+from ledger.chain import GENESIS, ChainHead, ChainRow, StoredRow, VerifyReport, Walk, event_digest, next_link, verify
 from ledger.group_commit import GroupCommitter
 from ledger.settings import parse_switch
 
@@ -114,13 +114,19 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             return self._insert_now(stored_events, **kwargs)
         return self.group_commit.save(stored_events)
 
-    def verify_chain(self) -> VerifyReport:
+    def verify_chain(self, walk: Walk | None = None) -> VerifyReport:
+        """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain."""
+        walk = walk or Walk()
+        after = walk.start.position if walk.start else 0
         schema = Identifier(self.datastore.schema)
         events_sql = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-            "ORDER BY notification_id"
+            "WHERE notification_id > %s ORDER BY notification_id"
         ).format(schema, Identifier(self.events_table_name))
-        chain_sql = SQL("SELECT notification_id, digest, link FROM {}.{} ORDER BY notification_id").format(
+        chain_sql = SQL(
+            "SELECT notification_id, digest, link FROM {}.{} WHERE notification_id > %s ORDER BY notification_id"
+        ).format(schema, Identifier(self.chain_table_name))
+        link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(
             schema, Identifier(self.chain_table_name)
         )
         find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(
@@ -128,17 +134,22 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         with self.datastore.get_connection() as events_conn, self.datastore.get_connection() as chain_conn:
             with events_conn.transaction(), chain_conn.transaction():
+                if walk.start is not None and after:
+                    row = chain_conn.execute(link_sql, (after,)).fetchone()
+                    problem = _start_problem(walk.start, None if row is None else bytes(row["link"]))
+                    if problem is not None:
+                        return problem
                 events_cursor = events_conn.cursor(name="ledger_verify_events")
                 chain_cursor = chain_conn.cursor(name="ledger_verify_chain")
                 events_cursor.itersize = chain_cursor.itersize = BATCH
                 events = (
                     StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
                               bytes(r["state"]))
-                    for r in events_cursor.execute(events_sql)
+                    for r in events_cursor.execute(events_sql, (after,))
                 )
                 chain = (
                     ChainRow(r["notification_id"], bytes(r["digest"]), bytes(r["link"]))
-                    for r in chain_cursor.execute(chain_sql)
+                    for r in chain_cursor.execute(chain_sql, (after,))
                 )
 
                 def find_digest(digest: bytes) -> int | None:
@@ -146,7 +157,40 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
                         row = conn.execute(find_sql, (digest,)).fetchone()
                     return None if row is None else row["notification_id"]
 
-                return verify(events, chain, find_digest)
+                return verify(events, chain, find_digest, walk)
+
+
+def _start_problem(start: ChainHead, stored_link: bytes | None) -> VerifyReport | None:
+    """An incremental walk starts from a head verified before: its chain row must still hold the same link."""
+    if stored_link == start.link:
+        return None
+    head = dict(checked=0, head_position=start.position, head_link=start.link.hex(), since=start.position)
+    if stored_link is None:
+        return VerifyReport(ok=False, problem="removed", position=start.position,
+                            detail=f"the verified head at position {start.position} is missing from the log", **head)
+    return VerifyReport(ok=False, problem="diverged", position=start.position,
+                        detail=f"the chain at position {start.position} no longer holds the link verified before: "
+                               "the log up to there was rewritten", **head)
+
+
+def select_all_records(recorder: Any) -> Iterator[StoredRow]:
+    """Every record of an aggregate recorder (the snapshot store), by stream and version (position 0)."""
+    if isinstance(recorder.datastore, PostgresDatastore):
+        sql = SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} "
+                  "ORDER BY originator_id, originator_version").format(
+            Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with recorder.datastore.get_connection() as conn, conn.transaction():
+            cursor = conn.cursor(name="ledger_verify_snapshots")
+            cursor.itersize = BATCH
+            for r in cursor.execute(sql):
+                yield StoredRow(0, r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+        return
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
+                  " ORDER BY originator_id, originator_version")
+        rows = c.fetchall()
+    for r in rows:
+        yield StoredRow(0, UUID(r[0]), r[1], r[2], bytes(r[3]))
 
 
 class FailFastPostgresAggregateRecorder(PostgresAggregateRecorder):
@@ -198,14 +242,28 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", rows)
         return positions
 
-    def verify_chain(self) -> VerifyReport:
+    def verify_chain(self, walk: Walk | None = None) -> VerifyReport:
+        walk = walk or Walk()
+        after = walk.start.position if walk.start else 0
         with self.datastore.transaction(commit=False) as c:
+            if walk.start is not None and after:
+                c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id = ?", (after,))
+                row = c.fetchone()
+                problem = _start_problem(walk.start, None if row is None else bytes(row[0]))
+                if problem is not None:
+                    return problem
             c.execute(
                 f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name}"
-                " ORDER BY rowid"
+                " WHERE rowid > ? ORDER BY rowid", (after,)
             )
             events = [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in c.fetchall()]
-            c.execute(f"SELECT notification_id, digest, link FROM {self.chain_table_name} ORDER BY notification_id")
+            c.execute(f"SELECT notification_id, digest, link FROM {self.chain_table_name}"
+                      " WHERE notification_id > ? ORDER BY notification_id", (after,))
             chain = [ChainRow(r[0], bytes(r[1]), bytes(r[2])) for r in c.fetchall()]
-        by_digest = {row.digest: row.position for row in chain}
-        return verify(iter(events), iter(chain), by_digest.get)
+
+            def find_digest(digest: bytes) -> int | None:
+                c.execute(f"SELECT notification_id FROM {self.chain_table_name} WHERE digest = ? LIMIT 1", (digest,))
+                row = c.fetchone()
+                return None if row is None else row[0]
+
+            return verify(iter(events), iter(chain), find_digest, walk)

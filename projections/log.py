@@ -39,7 +39,7 @@ class FastDecoder:
     The library's JSON transcoder calls a Python hook for every JSON object; here msgspec parses and only the
     ``{"_type_", "_data_"}`` objects go through the transcoder's own transcodings. Upcasting is the library's.
     A mapper with a cipher or a compressor, another transcoder, or state msgspec refuses (NaN, say) is left
-    to the mapper itself.
+    to the mapper itself. The signing mapper's check (:mod:`ledger.signing`) runs first, as in the mapper.
     """
 
     def __init__(self, mapper: Mapper[Any]) -> None:
@@ -49,15 +49,17 @@ class FastDecoder:
         self.transcodings = transcoder.names if self.enabled else {}
         self._classes: dict[str, tuple[type, Any, int]] = {}
         self._decode = msgspec.json.Decoder().decode
+        self._open = getattr(mapper, "open_state", None)
 
     def __call__(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> Any:
         if not self.enabled:
             return self._by_mapper(originator_id, originator_version, topic, state)
+        payload = state if self._open is None else self._open(originator_id, originator_version, topic, state)
         try:
-            event_state = self._decode(state)
+            event_state = self._decode(payload)
             # Transcoded values ({"_type_": …, "_data_": …}) are nearly always fields of their own (a time, an
             # id): revive those, and walk the nested containers only when the JSON holds more of them.
-            expected = state.count(b'"_type_"')
+            expected = payload.count(b'"_type_"')
             found = 0
             containers = False
             transcodings = self.transcodings

@@ -10,6 +10,24 @@ import pytest
 from tests.postgres_server import PostgresServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One event-signing key for the session, given to every process the tests start (as a deployment would)."""
+    import os
+
+    from ledger.signing import create_private_key
+
+    path = tmp_path_factory.mktemp("signing") / "signing-key.pem"
+    create_private_key(path)
+    previous = os.environ.get("LEDGER_SIGNING_KEY")
+    os.environ["LEDGER_SIGNING_KEY"] = str(path)
+    yield str(path)
+    if previous is None:
+        os.environ.pop("LEDGER_SIGNING_KEY", None)
+    else:
+        os.environ["LEDGER_SIGNING_KEY"] = previous
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer.start()

@@ -1,19 +1,34 @@
-"""``/api/ledger``: the log as a whole: verify its tamper-evident chain (reader), rebuild the read models (admin)."""
+"""``/api/ledger``: the log as a whole: verify its tamper-evident chain (reader), rebuild the read models (admin).
+
+Verification is incremental: this process remembers the head it verified last and walks only the events after
+it, so a reader's request costs what is new. ``?full=true`` walks the whole log (admin only: its cost grows
+with the log). One walk runs at a time per process: an incremental caller waits up to a second for the
+running one (then has little left to walk), a full walk asked for while another walk runs, or a caller that
+waited in vain, is answered 429 with ``Retry-After``.
+"""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from litestar import Controller, post, get
+from litestar import Controller, Request, post, get
 from litestar.di import NamedDependency
-from litestar.status_codes import HTTP_200_OK
+from litestar.exceptions import HTTPException
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_429_TOO_MANY_REQUESTS
 
-from ledger.api.auth import requires
+from ledger.access import role_allows
+from ledger.api.auth import principal_of, requires
 from ledger.api.deps import Services
 from ledger.api.schemas import RebuildResult, VerifyResult
 from ledger.application import ProfileLedger
+from ledger.errors import PermissionDeniedError
+from ledger.verification import VerifyBusyError
 
 _REBUILDING = threading.Lock()
+INCREMENTAL_WAIT_SECONDS = 1.0
+RETRY_AFTER_SECONDS = 2
 
 
 class LedgerController(Controller):
@@ -22,12 +37,29 @@ class LedgerController(Controller):
 
     @get(
         "/verify",
-        summary="Walk the tamper-evident chain; `ok` is false and `position` names the first tampered position",
+        summary="Walk the tamper-evident chain and the signatures (incremental unless `full`); `ok` is false and "
+        "`position` names the first tampered position",
         sync_to_thread=True,
         opt=requires("reader"),
+        raises=[HTTPException],
     )
-    def verify(self, ledger: NamedDependency[ProfileLedger]) -> VerifyResult:
-        report = ledger.verify_log()
+    def verify(
+        self,
+        request: Request[Any, Any, Any],
+        ledger: NamedDependency[ProfileLedger],
+        full: bool = Parameter(default=False, description="Walk the whole log, not only what is new since the "
+                               "last verification in this process (admin; one at a time: 429 while another "
+                               "walk runs)."),
+    ) -> VerifyResult:
+        principal = principal_of(request)
+        if full and principal is not None and not role_allows(principal.role, "admin"):
+            raise PermissionDeniedError("a full walk of the log needs the admin role; without `full` the walk "
+                                        "covers what is new since the last one", required_role="admin")
+        try:
+            report = ledger.verify_log(full=full, wait=0 if full else INCREMENTAL_WAIT_SECONDS)
+        except VerifyBusyError as busy:
+            raise HTTPException(status_code=HTTP_429_TOO_MANY_REQUESTS, detail=busy.message,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         return VerifyResult(
             ok=report.ok,
             checked=report.checked,
@@ -36,6 +68,7 @@ class LedgerController(Controller):
             problem=report.problem,  # type: ignore[arg-type]
             position=report.position,
             detail=report.detail,
+            since=report.since,
         )
 
     @post(

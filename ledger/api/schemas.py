@@ -371,10 +371,15 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     head_position: int | None
     head_link: str | None
     """The chain's last link (hex): record it elsewhere to detect a rewrite of the whole log later."""
-    problem: Literal["altered", "removed", "inserted", "reordered", "broken_link"] | None = None
+    problem: Literal[
+        "altered", "removed", "inserted", "reordered", "broken_link", "forged", "diverged", "truncated",
+        "snapshot_forged",
+    ] | None = None
     position: int | None = None
-    """The first position where the log was tampered with."""
+    """The first position where the log was tampered with (none for a snapshot: ``detail`` names it)."""
     detail: str | None = None
+    since: int | None = None
+    """An incremental walk: the positions up to this one were verified by an earlier walk of this process."""
 
 
 class RebuildResult(msgspec.Struct, kw_only=True):

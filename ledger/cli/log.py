@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
 
 import typer
 
+from ledger.checkpoint import Checkpoint
 from ledger.cli.context import JSON, emit_json, state
+from ledger.errors import ValidationError
+from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 
 PAGE = 1000
+T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
@@ -58,14 +64,66 @@ def register(app: typer.Typer) -> None:
 
 def register_verify(app: typer.Typer) -> None:
     @app.command()
-    def verify(as_json: bool = JSON) -> None:
-        """Walk the tamper-evident chain; exit 1 and name the first bad position if the log was tampered with."""
-        report = state.ledger.verify_log()
+    def verify(
+        public_key: Optional[Path] = typer.Option(
+            None, "--public-key", help="Check the signatures with this public key (PEM or raw 32 bytes; default: "
+            "the one of the signing key, LEDGER_SIGNING_KEY)."),
+        checkpoint: Optional[Path] = typer.Option(
+            None, "--checkpoint", help="A checkpoint file (`ledger checkpoint -o`): prove the log still extends it."),
+        as_json: bool = JSON,
+    ) -> None:
+        """Walk the whole log: the chain, every event's and snapshot's signature, and (with --checkpoint) the
+        signed head it must still extend; exit 1 and name the first bad position if it was tampered with."""
+        options: dict[str, Any] = {"full": True}
+        if public_key is not None:
+            options["public_key"] = PublicKeyCheck(_read(public_key, load_public_key, "public key"))
+        if checkpoint is not None:
+            options["checkpoint"] = Checkpoint.parse(_read(checkpoint, Path.read_text, "checkpoint"))
+        report = state.ledger.verify_log(**options)
         if as_json:
             emit_json(report)
         elif report.ok:
-            typer.echo(f"ok: {report.checked} events verified; head link {report.head_link}")
+            extends = f"; extends the checkpoint at position {options['checkpoint'].position}" if checkpoint else ""
+            typer.echo(f"ok: {report.checked} events verified; head link {report.head_link}{extends}")
         else:
-            typer.echo(f"TAMPERED: {report.problem} at position {report.position}: {report.detail}", err=True)
+            where = f" at position {report.position}" if report.position is not None else ""
+            typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
         if not report.ok:
             raise typer.Exit(1)
+
+    @app.command()
+    def checkpoint(
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write it to this file (keep it outside "
+                                              "the database's reach); default: print it."),
+    ) -> None:
+        """Verify the whole log, then sign a statement of its head (position, link, time, key id)."""
+        ledger = state.ledger
+        report = ledger.verify_log(full=True)
+        if not report.ok:
+            where = f" at position {report.position}" if report.position is not None else ""
+            typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
+            raise typer.Exit(1)
+        signed = Checkpoint.of(report, ledger.mapper.keys)  # type: ignore[attr-defined]
+        if output is None:
+            typer.echo(signed.to_json(), nl=False)
+        else:
+            output.write_text(signed.to_json())
+            typer.echo(f"checkpoint at position {signed.position} written to {output}", err=True)
+
+    @app.command("public-key")
+    def public_key_command(
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write it to this file."),
+    ) -> None:
+        """Print the public key that verifies this ledger's signatures (PEM), for `verify --public-key`."""
+        pem = public_key_pem(state.ledger.mapper.keys.public().public_key)  # type: ignore[attr-defined]
+        if output is None:
+            typer.echo(pem, nl=False)
+        else:
+            output.write_text(pem)
+
+
+def _read(path: Path, load: Callable[[Path], T], what: str) -> T:
+    try:
+        return load(path)
+    except (OSError, ValueError) as error:
+        raise ValidationError(f"cannot read the {what} {path}: {error}", field=what.replace(" ", "_")) from None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.api.conftest import assert_error, create
 from tests.application.test_tamper_evidence import tamper
+from tests.faults.test_database_owner import Owner
 
 pytestmark = pytest.mark.postgres
 
@@ -37,3 +41,81 @@ def test_verify_needs_a_token_when_auth_is_on(client_factory):
         _, token = client.app.state.services.ledger.issue_token("auditor", "reader")
         response = client.get("/api/ledger/verify", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200 and response.json()["ok"] is True
+
+
+def test_a_second_verify_walks_only_what_is_new_and_full_walks_everything(pg_client):
+    first = create(pg_client, "p")
+    report = pg_client.get("/api/ledger/verify").json()
+    assert report["ok"] is True and report["checked"] == first["position"]
+    second = create(pg_client, "q")
+    report = pg_client.get("/api/ledger/verify").json()
+    assert report["ok"] is True and report["since"] == first["position"]
+    assert report["checked"] == second["position"] - first["position"]
+    assert report["head_position"] == second["position"]
+    full = pg_client.get("/api/ledger/verify", params={"full": "true"}).json()
+    assert full["ok"] is True and full["since"] is None and full["checked"] == second["position"]
+    assert full["head_link"] == report["head_link"]
+
+
+def test_an_incremental_verify_reports_a_row_forged_after_the_last_one(pg_client, postgres_url):
+    create(pg_client, "p")
+    verified = pg_client.get("/api/ledger/verify").json()
+    owner = Owner(postgres_url)
+    owner.run(f"INSERT INTO {owner.events} (originator_id, originator_version, topic, state) "
+              f"SELECT gen_random_uuid(), 1, topic, state FROM {owner.events} ORDER BY notification_id LIMIT 1",
+              triggers=True)  # a copy of a genuine row under another id; the chain trigger links it
+    (forged,) = owner.run(f"SELECT max(notification_id) FROM {owner.events}")[0]
+    report = pg_client.get("/api/ledger/verify").json()
+    assert (report["ok"], report["problem"], report["position"]) == (False, "forged", forged)
+    assert report["since"] == verified["head_position"]
+
+
+def test_an_incremental_verify_reports_a_chain_recomputed_under_the_verified_head(pg_client, postgres_url):
+    profile = create(pg_client, "p")
+    pg_client.put(f"/api/profiles/{profile['id']}", json={"steering": {"1": 0.75}})
+    verified = pg_client.get("/api/ledger/verify").json()
+    owner = Owner(postgres_url)
+    owner.run(f"DELETE FROM {owner.events} WHERE notification_id = 1")
+    owner.rechain()
+    report = pg_client.get("/api/ledger/verify").json()
+    assert (report["ok"], report["problem"], report["position"]) == (False, "diverged", verified["head_position"])
+
+
+def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(pg_client):
+    create(pg_client, "p")
+    verifier = pg_client.app.state.services.ledger.log_verifier
+    started, release = threading.Event(), threading.Event()
+    walk = verifier.recorder.verify_chain
+
+    def slow_walk(*args, **kwargs):  # a walk over a long log: it takes a while
+        started.set()
+        release.wait(30)
+        return walk(*args, **kwargs)
+
+    verifier.recorder.verify_chain = slow_walk
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(pg_client.get, "/api/ledger/verify", params={"full": "true"})
+            assert started.wait(30)
+            busy = pg_client.get("/api/ledger/verify", params={"full": "true"})
+            body = assert_error(busy, 429, "too_many_requests")
+            assert busy.headers["Retry-After"] == "2" and "running" in body["detail"]
+            waiting = pool.submit(pg_client.get, "/api/ledger/verify")  # incremental: waits its turn
+            release.set()
+            assert running.result(30).json()["ok"] is True
+            assert waiting.result(30).json()["ok"] is True
+    finally:
+        verifier.recorder.verify_chain = walk
+
+
+def test_a_full_walk_needs_the_admin_role_and_readers_get_the_incremental_one(client_factory):
+    with client_factory(auth=True) as client:
+        ledger = client.app.state.services.ledger
+        _, reader = ledger.issue_token("auditor", "reader")
+        _, admin = ledger.issue_token("root", "admin")
+        as_reader = {"Authorization": f"Bearer {reader}"}
+        assert_error(client.get("/api/ledger/verify", params={"full": "true"}, headers=as_reader), 403, "forbidden")
+        assert client.get("/api/ledger/verify", headers=as_reader).json()["ok"] is True
+        full = client.get("/api/ledger/verify", params={"full": "true"},
+                          headers={"Authorization": f"Bearer {admin}"}).json()
+        assert full["ok"] is True and full["since"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -18,13 +19,16 @@ from eventsourcing.persistence import (
 )
 
 from ledger.group_commit import GroupCommitter
+from ledger.signing import SigningKeys
 
 pytestmark = pytest.mark.postgres
 THREADS = 32
 
 
 def stored(originator_id: uuid.UUID, version: int) -> StoredEvent:
-    return StoredEvent(originator_id=originator_id, originator_version=version, topic="tests:Thing", state=b"{}")
+    """An event as the application's mapper would store it (signed with the session's key)."""
+    state = SigningKeys.from_env(os.environ).seal(originator_id, version, "tests:Thing", b"{}")
+    return StoredEvent(originator_id=originator_id, originator_version=version, topic="tests:Thing", state=state)
 
 
 def held(committer: GroupCommitter):

@@ -1,0 +1,63 @@
+"""Signed events: every stored event and snapshot is signed (Ed25519) with a key the database never sees.
+
+The chain (:mod:`ledger.chain`) proves that rows were not changed after they were linked; it cannot prove who
+wrote them, because on PostgreSQL the links are computed inside the database. The signature does: a row
+inserted or edited through SQL, even one the chain trigger links, carries no valid signature.
+
+One signature covers the events of one save (they are stored contiguously, in one transaction): a command
+that records three events signs once. Stored state of a signed record::
+
+    MAGIC (4) ‖ key id (8) ‖ Ed25519 signature (64) ‖ MAC (16) ‖ index (2) ‖ count (2) ‖ payload
+
+* the signature is over ``"profile-ledger events v1\0" ‖ count ‖ digest₀ ‖ … ‖ digestₙ₋₁`` where each
+  digest is ``event_digest(originator id, version, topic, payload)`` (:mod:`ledger.chain`): it binds every
+  event of the save to its stream, version, type and content, in order; each record says which of how many
+  it is;
+* the key id is the first 8 bytes of ``sha256(raw public key)``;
+* the MAC is ``HMAC-SHA256(k, digest ‖ index ‖ count ‖ signature)`` truncated to 16 bytes, with ``k``
+  derived from the private key: the service checks it on every read (a microsecond or two, against some 80 µs
+  for an Ed25519 check, and without the other events of the save), while anyone holding only the public key
+  checks the signatures by walking the log (``ledger verify --public-key``). Neither can be made without the
+  private key; the service's own walks check both.
+
+The key: ``LEDGER_SIGNING_KEY`` names a file holding an Ed25519 private key (PEM PKCS#8, or the raw 32
+bytes). Unset, the key is ``.ledger/signing-key.pem`` beside the SQLite file (in the working directory for
+PostgreSQL), created with mode 0600 by the first write, with a warning (reads never make one). Every process
+writing to one database must use the same key.
+"""
+
+from ledger.signing.keys import (
+    SIGNING_KEY_ENV,
+    create_private_key,
+    default_key_path,
+    key_id_of,
+    load_private_key,
+    load_public_key,
+    public_key_pem,
+)
+from ledger.signing.records import (
+    HEADER_SIZE,
+    MAC_SIZE,
+    PublicKeyCheck,
+    RecordCheck,
+    SigningKeys,
+)
+from ledger.signing.store import CheckedSnapshotStore, SigningEventStore, SigningMapper
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAC_SIZE",
+    "SIGNING_KEY_ENV",
+    "CheckedSnapshotStore",
+    "PublicKeyCheck",
+    "RecordCheck",
+    "SigningEventStore",
+    "SigningKeys",
+    "SigningMapper",
+    "create_private_key",
+    "default_key_path",
+    "key_id_of",
+    "load_private_key",
+    "load_public_key",
+    "public_key_pem",
+]

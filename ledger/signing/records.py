@@ -1,0 +1,290 @@
+"""Sealing the records of a save (one Ed25519 signature, a MAC each) and checking them again."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.chain import event_digest
+from ledger.errors import SigningKeyError, TamperedRecordError
+from ledger.signing.keys import (
+    KEY_ID_SIZE,
+    SIGNING_KEY_ENV,
+    create_private_key,
+    default_key_path,
+    key_id_of,
+    load_private_key,
+)
+
+MAGIC = b"\x00LS1"
+SIGNATURE_SIZE, MAC_SIZE = 64, 16
+HEADER_SIZE = len(MAGIC) + KEY_ID_SIZE + SIGNATURE_SIZE + MAC_SIZE + 4
+MAX_GROUP = 0xFFFF
+_KEY_AT = len(MAGIC)
+_SIGNATURE_AT = _KEY_AT + KEY_ID_SIZE
+_MAC_AT = _SIGNATURE_AT + SIGNATURE_SIZE
+_INDEX_AT = _MAC_AT + MAC_SIZE
+EVENT_CONTEXT = b"profile-ledger events v1\x00"
+MAC_CONTEXT = b"profile-ledger mac v1\x00"
+NO_SIGNATURE = "it carries no signature: it was not written by the ledger"
+FORGED = "it was forged or changed outside the ledger"
+
+
+class PublicKeyCheck:
+    """Checks records and statements with a public key only (the auditor's side)."""
+
+    def __init__(self, public_key: Ed25519PublicKey) -> None:
+        self.public_key = public_key
+        self.key_id = key_id_of(public_key)
+
+    def verify_statement(self, message: bytes, signature: bytes) -> bool:
+        try:
+            self.public_key.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+    def record_check(self) -> RecordCheck:
+        """A check of records met in log order, by their signatures."""
+        return SignatureCheck(self)
+
+
+class RecordCheck:
+    """Records fed in log order; ``feed`` and ``finish`` name the first one the key's holder did not write."""
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        raise NotImplementedError
+
+    def finish(self) -> tuple[int, str] | None:
+        return None
+
+
+class SignatureCheck(RecordCheck):
+    """Gathers the records of each save and checks the save's one Ed25519 signature."""
+
+    def __init__(self, keys: PublicKeyCheck) -> None:
+        self.keys = keys
+        self._group: list[bytes] = []
+        self._signature = b""
+        self._first = 0
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        record = Sealed.parse(state)
+        if record is None:
+            return position, NO_SIGNATURE
+        if record.key_id != self.keys.key_id:
+            return position, _other_key(record.key_id, self.keys.key_id)
+        if record.index != len(self._group) or (self._group and record.signature != self._signature):
+            if self._group:
+                return self._first, (f"the save that starts at position {self._first} is incomplete or out of "
+                                     "order: an event was removed, inserted or moved")
+            return position, f"it is event {record.index + 1} of a save whose earlier events are missing"
+        if not self._group:
+            self._first, self._signature = position, record.signature
+        self._group.append(record.digest(originator_id, originator_version, topic))
+        if len(self._group) < record.count:
+            return None
+        group, self._group = self._group, []
+        message = EVENT_CONTEXT + struct.pack(">H", len(group)) + b"".join(group)
+        if not self.keys.verify_statement(message, record.signature):
+            where = f"position {self._first}" if len(group) == 1 else f"positions {self._first} to {position}"
+            return self._first, f"the signature of {where} does not match their content: {FORGED}"
+        return None
+
+    def finish(self) -> tuple[int, str] | None:
+        if self._group:
+            return self._first, f"the save that starts at position {self._first} is missing its last events"
+        return None
+
+
+class MacCheck(RecordCheck):
+    """Checks each record's MAC (the service's own fast check: it holds the private key)."""
+
+    def __init__(self, keys: SigningKeys) -> None:
+        self.keys = keys
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        problem = self.keys.mac_problem(originator_id, originator_version, topic, state)[1]
+        return None if problem is None else (position, problem)
+
+
+class BothChecks(RecordCheck):
+    def __init__(self, *checks: RecordCheck) -> None:
+        self.checks = checks
+
+    def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
+             state: bytes) -> tuple[int, str] | None:
+        found = [check.feed(position, originator_id, originator_version, topic, state) for check in self.checks]
+        return min((item for item in found if item is not None), default=None)
+
+    def finish(self) -> tuple[int, str] | None:
+        return min((item for item in (check.finish() for check in self.checks) if item is not None), default=None)
+
+
+class SigningKeys(PublicKeyCheck):
+    """The service's key: signs what it stores and checks what it reads. Loaded when first needed; the default
+    one is made by the first write."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        self._create = create
+        self._lock = threading.Lock()
+        self._private: Ed25519PrivateKey | None = None
+        self._mac_key = b""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SigningKeys:
+        configured = env.get(SIGNING_KEY_ENV)
+        if configured:
+            return cls(Path(configured), create=False)
+        return cls(default_key_path(env))
+
+    def __getattr__(self, name: str) -> Any:
+        """``key_id`` and ``public_key``, once the key is loaded (on first use)."""
+        if name in ("key_id", "public_key"):
+            self._load()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def _load(self, *, create: bool = False) -> Ed25519PrivateKey:
+        """The private key; ``create``: make the default one if there is none yet (the first write does)."""
+        if self._private is None:
+            with self._lock:
+                if self._private is None:
+                    if not self.path.exists() and self._create and not create:
+                        raise SigningKeyError(
+                            f"there is no event-signing key at {self.path} yet: set {SIGNING_KEY_ENV} to the key "
+                            "this log was written with (the first write makes one there)", path=str(self.path)
+                        )
+                    try:
+                        if self.path.exists() or not self._create:
+                            private = load_private_key(self.path)
+                        else:
+                            private = create_private_key(self.path)
+                    except (OSError, ValueError) as error:
+                        raise SigningKeyError(
+                            f"the event-signing key {self.path} cannot be read: {error}", path=str(self.path)
+                        ) from None
+                    self.public_key = private.public_key()
+                    self.key_id = key_id_of(self.public_key)
+                    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                                serialization.NoEncryption())
+                    self._mac_key = hashlib.sha256(MAC_CONTEXT + raw).digest()
+                    self._private = private
+        return self._private
+
+    def public(self) -> PublicKeyCheck:
+        self._load()
+        return PublicKeyCheck(self.public_key)
+
+    def sign_statement(self, message: bytes) -> bytes:
+        return self._load().sign(message)
+
+    def verify_statement(self, message: bytes, signature: bytes) -> bool:
+        self._load()
+        return super().verify_statement(message, signature)
+
+    def record_check(self, *, strict: bool = False) -> RecordCheck:
+        """The MAC of each record; ``strict``: each save's signature too."""
+        return BothChecks(MacCheck(self), SignatureCheck(self)) if strict else MacCheck(self)
+
+    def _mac(self, digest: bytes, index: int, count: int, signature: bytes) -> bytes:
+        message = b"".join((digest, struct.pack(">HH", index, count), signature))
+        return hmac.digest(self._mac_key, message, "sha256")[:MAC_SIZE]
+
+    def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
+        """The stored states of the records of one save ``(originator id, version, topic, payload)``: one
+        signature over them all, a MAC each."""
+        private = self._load(create=True)
+        count = len(records)
+        if not 0 < count <= MAX_GROUP:
+            return [state for start in range(0, count, MAX_GROUP)
+                    for state in self.seal_all(records[start:start + MAX_GROUP])]
+        digests = [event_digest(_uuid(oid), version, topic, payload) for oid, version, topic, payload in records]
+        signature = private.sign(EVENT_CONTEXT + struct.pack(">H", count) + b"".join(digests))
+        return [
+            b"".join((MAGIC, self.key_id, signature, self._mac(digest, index, count, signature),
+                      struct.pack(">HH", index, count), payload))
+            for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records))
+        ]
+
+    def seal(self, originator_id: Any, originator_version: int, topic: str, payload: bytes) -> bytes:
+        return self.seal_all([(originator_id, originator_version, topic, payload)])[0]
+
+    def mac_problem(self, originator_id: Any, originator_version: int, topic: str,
+                    state: bytes) -> tuple[bytes, str | None]:
+        """The payload and, when the record is not this service's, why (by its MAC; on every read: kept lean)."""
+        if self._private is None:
+            self._load()
+        state = bytes(state)
+        if len(state) < HEADER_SIZE or state[:_KEY_AT] != MAGIC:
+            return b"", NO_SIGNATURE
+        payload = state[HEADER_SIZE:]
+        if state[_KEY_AT:_SIGNATURE_AT] != self.key_id:
+            return payload, _other_key(state[_KEY_AT:_SIGNATURE_AT], self.key_id)
+        digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
+        message = b"".join((digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT]))
+        if not hmac.compare_digest(state[_MAC_AT:_INDEX_AT], hmac.digest(self._mac_key, message, "sha256")[:MAC_SIZE]):
+            return payload, f"its signature does not match its content: {FORGED}"
+        return payload, None
+
+    def open(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
+        """The payload of a record this service wrote; :class:`TamperedRecordError` for any other."""
+        payload, problem = self.mac_problem(originator_id, originator_version, topic, state)
+        if problem is not None:
+            raise TamperedRecordError(
+                f"refusing the stored record {originator_id}@{originator_version} ({topic}): {problem}",
+                originator_id=str(originator_id), originator_version=originator_version,
+            )
+        return payload
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A stored state, taken apart."""
+
+    key_id: bytes
+    signature: bytes
+    mac: bytes
+    index: int
+    count: int
+    payload: bytes
+
+    @classmethod
+    def parse(cls, state: bytes) -> Sealed | None:
+        state = bytes(state)
+        if len(state) < HEADER_SIZE or not state.startswith(MAGIC):
+            return None
+        at = len(MAGIC)
+        key_id, at = state[at:at + KEY_ID_SIZE], at + KEY_ID_SIZE
+        signature, at = state[at:at + SIGNATURE_SIZE], at + SIGNATURE_SIZE
+        mac, at = state[at:at + MAC_SIZE], at + MAC_SIZE
+        index, count = struct.unpack_from(">HH", state, at)
+        if index >= count:
+            return None
+        return cls(key_id, signature, mac, index, count, state[HEADER_SIZE:])
+
+    def digest(self, originator_id: Any, originator_version: int, topic: str) -> bytes:
+        return event_digest(_uuid(originator_id), originator_version, topic, self.payload)
+
+
+def _other_key(found: bytes, expected: bytes) -> str:
+    return f"it is signed by key {found.hex()}, not by this ledger's key {expected.hex()}"
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))

@@ -1,0 +1,115 @@
+"""Verifying the log: full walks, incremental walks from the last verified head, and the snapshots.
+
+A full walk recomputes the whole chain from the events and checks every event's Ed25519 signature with the
+public key. An incremental walk starts from the head this process verified last (its position, link and each
+stream's last version, kept in memory): it checks that the chain still holds that link there (a recomputed
+chain does not) and walks only the events after it, checking the service's MAC (:mod:`ledger.signing`), so
+its cost is proportional to what is new. Both check every snapshot (a full walk its signature, an
+incremental one its MAC).
+
+One walk at a time per process: a caller that would wait longer than ``wait`` seconds gets
+:class:`VerifyBusyError` (the API answers 429 with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+from uuid import UUID
+
+from ledger.chain import ChainHead, VerifyReport, Walk
+from ledger.checkpoint import Checkpoint
+from ledger.errors import LedgerError
+from ledger.recorders import select_all_records
+from ledger.signing import PublicKeyCheck, RecordCheck, SigningKeys
+
+
+class VerifyBusyError(LedgerError):
+    """Another verification is running in this process."""
+
+    code = "verify_in_progress"
+
+
+@dataclass(frozen=True)
+class VerifiedHead:
+    head: ChainHead
+    streams: dict[UUID, int]
+
+
+class LogVerifier:
+    def __init__(self, recorder: Any, snapshot_recorder: Any | None, keys: SigningKeys) -> None:
+        self.recorder = recorder
+        self.snapshot_recorder = snapshot_recorder
+        self.keys = keys
+        self._lock = threading.Lock()
+        self._verified: VerifiedHead | None = None
+
+    def verify(
+        self,
+        *,
+        full: bool = True,
+        public_key: PublicKeyCheck | None = None,
+        checkpoint: Checkpoint | None = None,
+        wait: float | None = None,
+    ) -> VerifyReport:
+        """Walk the log (all of it when ``full``, else what is new since the last verified head) and the
+        snapshots; with ``checkpoint``, also prove that the log still extends it. ``public_key``: check the
+        signatures with this key instead of the ledger's own (a full walk)."""
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise VerifyBusyError("another verification of the log is running; try again shortly")
+        try:
+            return self._verify(full or public_key is not None or checkpoint is not None, public_key, checkpoint)
+        finally:
+            self._lock.release()
+
+    def _verify(self, full: bool, public_key: PublicKeyCheck | None, checkpoint: Checkpoint | None) -> VerifyReport:
+        if checkpoint is not None:
+            problem = checkpoint.problem(public_key or self.keys)
+            if problem is not None:
+                return VerifyReport(ok=False, checked=0, head_position=None, head_link=None, problem="forged",
+                                    position=checkpoint.position, detail=f"the checkpoint is refused: {problem}")
+        verified = None if full else self._verified
+        streams = dict(verified.streams) if verified else {}
+        walk = Walk(
+            start=verified.head if verified else None,
+            records=self._record_check(full, public_key),
+            streams=streams,
+            expect=checkpoint.head if checkpoint else None,
+        )
+        report = self.recorder.verify_chain(walk)
+        if not report.ok:
+            if public_key is None:
+                self._verified = None  # the next walk starts from scratch
+            return report
+        if public_key is None:  # a head verified with the ledger's own key: later walks start from it
+            self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
+                                                    if report.head_link else b""), streams)
+        snapshot_report = self._verify_snapshots(full, public_key, streams)
+        return report if snapshot_report is None else replace(report, **snapshot_report)
+
+    def _record_check(self, full: bool, public_key: PublicKeyCheck | None) -> RecordCheck:
+        """The auditor's public key checks signatures; the service checks MACs, and signatures in full walks."""
+        if public_key is not None:
+            return public_key.record_check()
+        return self.keys.record_check(strict=full)
+
+    def _verify_snapshots(self, full: bool, public_key: PublicKeyCheck | None,
+                          streams: dict[UUID, int]) -> dict[str, Any] | None:
+        """The first snapshot that was not signed by the ledger or lies past the end of its stream."""
+        if self.snapshot_recorder is None:
+            return None
+        for row in select_all_records(self.snapshot_recorder):  # each snapshot is signed on its own
+            check = self._record_check(full, public_key)
+            found = check.feed(0, row.originator_id, row.originator_version, row.topic, row.state) or check.finish()
+            problem = None if found is None else found[1]
+            last = streams.get(row.originator_id, 0)
+            if problem is None and row.originator_version > last:
+                problem = f"its stream ends at version {last}"
+            if problem is not None:
+                return dict(
+                    ok=False, problem="snapshot_forged", position=None,
+                    detail=f"the snapshot of {row.originator_id} at version {row.originator_version} is refused "
+                           f"(never used; the profile is replayed from its events): {problem}",
+                )
+        return None

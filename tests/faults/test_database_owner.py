@@ -1,0 +1,282 @@
+"""Attacks by the database's own owner: SQL that forges, edits or re-chains history behind the service's back.
+
+Each test writes history through the service, runs the SQL the owner of the database would run (triggers
+disabled, rows inserted, the chain table recomputed), then runs the installed ``ledger`` executable and asks the
+API: the log is reported tampered (exit 1, one clear line; ``ok: false`` with the problem and position), and the
+forged or edited row is never used by a command or a query. On PostgreSQL and on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from eventsourcing.persistence import Mapper
+from eventsourcing.utils import get_topic
+
+from ledger.access import AccessTokens
+from ledger.application import ProfileLedger
+from ledger.chain import GENESIS, event_digest, next_link
+from ledger.errors import TamperedRecordError
+from ledger.settings import Database
+from ledger.signing import HEADER_SIZE
+from tests.api.conftest import make_client
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))  # the installed executable
+
+
+def names(url: str) -> tuple[str, str, str]:
+    """The events, chain and snapshots tables."""
+    if Database(url).is_postgres:
+        return "profileledger_events", "profileledger_events_chain", "profileledger_snapshots"
+    return "stored_events", "stored_events_chain", "stored_snapshots"
+
+
+class Owner:
+    """The database's owner, at a SQL prompt: triggers are no obstacle."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events, self.chain, self.snapshots = names(url)
+        self.postgres = Database(url).is_postgres
+
+    def run(self, statement: str, params: tuple[Any, ...] = (), *, triggers: bool = False) -> list[tuple[Any, ...]]:
+        """Run one statement; ``triggers=False``: with the append-only triggers disabled first."""
+        if self.postgres:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                if not triggers:
+                    for table in (self.events, self.chain):
+                        conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+                cursor = conn.execute(statement.replace("?", "%s"), params)
+                rows = cursor.fetchall() if cursor.description else []
+                if not triggers:
+                    for table in (self.events, self.chain):
+                        conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+                return rows
+        conn = sqlite3.connect(Database(self.url).sqlite_path)
+        try:
+            if not triggers:
+                for (trigger,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+                    conn.execute(f"DROP TRIGGER {trigger}")
+            rows = conn.execute(statement, params).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def position_column(self) -> str:
+        return "notification_id" if self.postgres else "rowid"
+
+    def rechain(self) -> None:
+        """Recompute the whole chain table from the events as they now are (the algorithm is public)."""
+        rows = self.run(f"SELECT {self.position_column()}, originator_id, originator_version, topic, state "
+                        f"FROM {self.events} ORDER BY 1")
+        self.run(f"DELETE FROM {self.chain}")
+        link = GENESIS
+        for position, originator_id, version, topic, state in rows:
+            originator = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            digest = event_digest(originator, version, topic, bytes(state))
+            link = next_link(link, position, digest)
+            self.run(f"INSERT INTO {self.chain} VALUES (?, ?, ?)", (position, digest, link))
+
+
+def ledger_verify(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LEDGER, "--database", url, "verify", *args], capture_output=True, text=True, timeout=120)
+
+
+def api_verify(url: str, full: bool = True) -> dict[str, Any]:
+    with make_client(url) as client:
+        response = client.get("/api/ledger/verify", params={"full": "true"} if full else {})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def assert_reported(url: str, problem: str, position: int | None) -> None:
+    """The executable exits 1 with one TAMPERED line; the API answers ``ok: false`` with the same finding."""
+    result = ledger_verify(url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    where = f" at position {position}" if position is not None else ""
+    assert result.stderr.startswith(f"TAMPERED: {problem}{where}: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for full in (True, False):
+        report = api_verify(url, full=full)
+        assert (report["ok"], report["problem"], report["position"]) == (False, problem, position), report
+        assert report["detail"]
+
+
+@pytest.fixture
+def ledger_app(database_url: str) -> Iterator[ProfileLedger]:
+    app = ProfileLedger(env={**Database(database_url).eventsourcing_env(), "LEDGER_SNAPSHOT_INTERVAL": "2"})
+    yield app
+    app.close()
+
+
+def test_an_untouched_log_verifies_through_the_executable_and_the_api(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"layer": 3})
+    result = ledger_verify(database_url)
+    assert result.returncode == 0 and result.stdout.startswith("ok: "), result.stderr
+    assert api_verify(database_url)["ok"] is True
+
+
+def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_no_access(ledger_app, database_url):
+    ledger_app.issue_token("ops", "admin")
+    owner = Owner(database_url)
+    # The owner builds an Issued event for a token of their own, in the library's format, and inserts it as the
+    # stream's next version with a signature header copied from a genuine row.
+    forged_tokens = AccessTokens()
+    token = forged_tokens.issue("mallory", "admin")
+    issued = forged_tokens.collect_events()[-1]
+    payload = Mapper(transcoder=ledger_app.mapper.transcoder).to_stored_event(issued).state
+    (genuine,) = owner.run(f"SELECT state FROM {owner.events} WHERE originator_id = ? AND originator_version = 1",
+                           (AccessTokens.ID if owner.postgres else AccessTokens.ID.hex,))
+    (version,) = owner.run(f"SELECT max(originator_version) FROM {owner.events} WHERE originator_id = ?",
+                           (AccessTokens.ID if owner.postgres else AccessTokens.ID.hex,))[0]
+    owner.run(f"INSERT INTO {owner.events} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+              (AccessTokens.ID if owner.postgres else AccessTokens.ID.hex, version + 1,
+               get_topic(AccessTokens.Issued), bytes(genuine[0])[:HEADER_SIZE] + payload), triggers=True)
+    (position,) = owner.run(f"SELECT max({owner.position_column()}) FROM {owner.events}")[0]
+    if not owner.postgres:  # SQLite has no linking trigger: the owner links it as PostgreSQL's trigger would
+        owner.rechain()
+    # Linked: the chain alone cannot tell it from the service's rows.
+    assert owner.run(f"SELECT count(*) FROM {owner.chain} WHERE notification_id = ?", (position,)) == [(1,)]
+
+    assert_reported(database_url, "forged", position)
+    fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    try:
+        with pytest.raises(TamperedRecordError):
+            fresh.authenticate(token)
+    finally:
+        fresh.close()
+    with make_client(database_url, auth=True) as client:
+        response = client.get("/api/tokens", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code >= 400 and response.json()["error"] == "log_tampered"
+
+
+def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replayed(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    owner = Owner(database_url)
+    pid = profile.id if owner.postgres else profile.id.hex
+    (position, state), = owner.run(
+        f"SELECT {owner.position_column()}, state FROM {owner.events} WHERE originator_id = ? "
+        "AND originator_version = 2", (pid,))
+    edited = bytes(state).replace(b"0.75", b"50.0")
+    assert edited != bytes(state)
+    owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?", (edited, position))
+
+    assert_reported(database_url, "altered", position)
+    fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    try:
+        with pytest.raises(TamperedRecordError):  # (the profile itself loads from its genuine snapshot)
+            fresh.profile_history(profile.id)
+    finally:
+        fresh.close()
+
+
+def test_an_edit_with_the_chain_recomputed_is_reported_as_forged(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    ledger_app.update_profile(profile.id, {"layer": 4})
+    owner = Owner(database_url)
+    pid = profile.id if owner.postgres else profile.id.hex
+    (position, state), = owner.run(
+        f"SELECT {owner.position_column()}, state FROM {owner.events} WHERE originator_id = ? "
+        "AND originator_version = 2", (pid,))
+    owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?",
+              (bytes(state).replace(b"0.75", b"50.0"), position))
+    owner.rechain()
+    assert_reported(database_url, "forged", position)
+
+
+def test_a_snapshot_edited_in_place_is_reported_ignored_and_never_written_back(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"description": "two"})  # stream version 2: a snapshot
+    owner = Owner(database_url)
+    pid = profile.id if owner.postgres else profile.id.hex
+    (state,), = owner.run(f"SELECT state FROM {owner.snapshots} WHERE originator_id = ?", (pid,))
+    edited = bytes(state).replace(b"0.5", b"50.0").replace(b'"is_active":false', b'"is_active":true')
+    assert edited != bytes(state)
+    owner.run(f"UPDATE {owner.snapshots} SET state = ? WHERE originator_id = ?", (edited, pid))
+
+    assert_reported(database_url, "snapshot_forged", None)
+    # A new process (no cached aggregate) reads the profile through the snapshot store: the edit is ignored.
+    with make_client(database_url) as client:
+        assert client.get(f"/api/profiles/{profile.id}", params={"as_of": "2999-01-01T00:00:00Z"}).json()[
+            "steering"] == {"1": 0.5}
+        changed = client.put(f"/api/profiles/{profile.id}", json={"layer": 4})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["steering"] == {"1": 0.5} and changed.json()["is_active"] is False
+    fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    try:
+        assert fresh.get_profile(profile.id).steering == {1: 0.5}
+        assert fresh.get_profile(profile.id, version=1).steering == {1: 0.5}
+    finally:
+        fresh.close()
+
+
+def test_a_truncated_and_rechained_log_fails_against_a_checkpoint_taken_before(ledger_app, database_url, tmp_path):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    checkpoint = tmp_path / "checkpoint.json"
+    taken = subprocess.run([LEDGER, "--database", database_url, "checkpoint", "-o", str(checkpoint)],
+                           capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 0, taken.stderr
+    head = json.loads(checkpoint.read_text())["position"]
+    assert ledger_verify(database_url, "--checkpoint", str(checkpoint)).returncode == 0
+    # The owner removes the last revision (the stream then ends one version earlier: no gap to see), drops the
+    # snapshots past it and recomputes the chain: every row left is genuine and linked.
+    owner = Owner(database_url)
+    owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (head,))
+    owner.run(f"DELETE FROM {owner.snapshots}")
+    owner.rechain()
+    assert ledger_verify(database_url).returncode == 0  # without a checkpoint nothing is wrong to see
+    result = ledger_verify(database_url, "--checkpoint", str(checkpoint))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"TAMPERED: truncated at position {head}: "), result.stderr
+
+
+def test_a_rewritten_history_fails_against_a_checkpoint_and_the_servers_verified_head(ledger_app, database_url,
+                                                                                      tmp_path):
+    first = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.create_profile({"name": "bold", "steering": {2: 0.5}})
+    checkpoint = tmp_path / "checkpoint.json"
+    subprocess.run([LEDGER, "--database", database_url, "checkpoint", "-o", str(checkpoint)], check=True,
+                   capture_output=True, timeout=120)
+    owner = Owner(database_url)
+    with make_client(database_url) as client:
+        assert client.get("/api/ledger/verify").json()["ok"] is True  # the server remembers this head
+        # The owner deletes the first profile's whole stream (no version gap remains) and recomputes the chain.
+        pid = first.id if owner.postgres else first.id.hex
+        owner.run(f"DELETE FROM {owner.events} WHERE originator_id = ?", (pid,))
+        owner.run(f"DELETE FROM {owner.snapshots}")
+        owner.rechain()
+        report = client.get("/api/ledger/verify").json()
+        assert (report["ok"], report["problem"]) == (False, "diverged") or (report["ok"], report["problem"]) == (
+            False, "removed"), report
+    result = ledger_verify(database_url, "--checkpoint", str(checkpoint))
+    assert result.returncode == 1 and result.stderr.startswith("TAMPERED: "), result.stderr
+
+
+def test_verify_with_only_the_public_key_and_a_forged_checkpoint(ledger_app, database_url, tmp_path):
+    ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}})
+    public = tmp_path / "public.pem"
+    subprocess.run([LEDGER, "--database", database_url, "public-key", "-o", str(public)], check=True, timeout=120)
+    assert b"PRIVATE" not in public.read_bytes()
+    result = ledger_verify(database_url, "--public-key", str(public))
+    assert result.returncode == 0, result.stderr
+    checkpoint = tmp_path / "checkpoint.json"
+    subprocess.run([LEDGER, "--database", database_url, "checkpoint", "-o", str(checkpoint)], check=True,
+                   capture_output=True, timeout=120)
+    document = json.loads(checkpoint.read_text())
+    checkpoint.write_text(json.dumps({**document, "position": document["position"] + 5}))
+    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint))
+    assert result.returncode == 1 and "the checkpoint is refused" in result.stderr, result.stderr
