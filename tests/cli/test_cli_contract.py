@@ -51,8 +51,8 @@ def test_verify_exits_1_when_a_postgres_log_was_tampered_with(postgres_url, tmp_
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # the superuser: triggers are no obstacle
         conn.execute(f"ALTER TABLE {events} DISABLE TRIGGER {events}_append_only")
         altered = conn.execute(
-            f"UPDATE {events} SET state = convert_to(replace(convert_from(state, 'UTF8'), '0.5', '9.5'), 'UTF8') "
-            "WHERE notification_id = 1 AND position('0.5' in convert_from(state, 'UTF8')) > 0"
+            f"UPDATE {events} SET state = overlay(state placing '9'::bytea from position('0.5'::bytea in state) for 1) "
+            "WHERE notification_id = 1 AND position('0.5'::bytea in state) > 0"
         )
         assert altered.rowcount == 1  # the strength 0.5 now reads 9.5
         conn.execute(f"ALTER TABLE {events} ENABLE TRIGGER {events}_append_only")
