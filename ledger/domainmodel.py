@@ -443,7 +443,7 @@ class Execution(Aggregate):
             duration_ms=duration_ms,
             metadata=values.metadata(metadata),
             kind=kind,
-            details=values.metadata(details) if details else {},
+            details=values.metadata(details, max_bytes=None) if details else {},
             replay_of=replay_of,
         )
 

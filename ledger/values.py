@@ -5,6 +5,7 @@ Pure functions, no I/O. Every refusal is a :class:`ValidationError` naming the f
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,6 +20,7 @@ LABELS_MAX = 100
 STEERING_MAX = 100_000
 METADATA_DEPTH_MAX = 16
 METADATA_KEYS_MAX = 1_000
+METADATA_BYTES_MAX = 64 * 1024  # as compact UTF-8 JSON
 
 # Integers: every one the domain accepts fits the column that holds it in every read model (PostgreSQL
 # ``integer`` is 32-bit, ``bigint`` and SQLite's INTEGER are 64-bit), so no event can be refused by a projection.
@@ -201,8 +203,8 @@ def labels(value: Any, field: str) -> list[str]:
     return result
 
 
-def metadata(value: Any) -> dict[str, Any]:
-    """A JSON object of bounded depth and size."""
+def metadata(value: Any, *, max_bytes: int | None = METADATA_BYTES_MAX) -> dict[str, Any]:
+    """A JSON object of bounded depth, entries, integers (64-bit) and size (``max_bytes`` of compact JSON)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -238,7 +240,12 @@ def metadata(value: Any) -> dict[str, Any]:
             return node
         raise ValidationError(f"metadata values must be JSON (got {type(node).__name__})", field=path)
 
-    return check(value, 1, "metadata")
+    checked = check(value, 1, "metadata")
+    if max_bytes is not None:
+        size = len(json.dumps(checked, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise ValidationError(f"metadata is {size} bytes as JSON; at most {max_bytes} are allowed", field="metadata")
+    return checked
 
 
 def steering_to_json(value: Mapping[int, float]) -> dict[str, float]:
