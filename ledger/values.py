@@ -85,11 +85,14 @@ def identifier(value: Any, field: str) -> str | None:
 
 
 def integer(value: Any, field: str, low: int, high: int) -> int:
-    """An integer from ``low`` to ``high`` (inclusive); booleans and floats are refused."""
+    """An integer from ``low`` to ``high`` (inclusive, the range of the column that stores it); booleans and
+    floats are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{field} must be an integer", field=field)
-    if not low <= value <= high:
-        raise ValidationError(f"{field} must be an integer from {low} to {high} (got {value})", field=field)
+    if value < low:
+        raise ValidationError(f"{field} must be >= {low} (got {value})", field=field)
+    if value > high:
+        raise ValidationError(f"{field} must be <= {high} (got {value})", field=field)
     return value
 
 

@@ -214,11 +214,12 @@ class ParkingRecorder:
         current rows, under its lock: those that apply leave the parked table, the others keep their place
         with the new error. ``read_event(position)`` reads one event from the log."""
         outcomes: list[RetryOutcome] = []
+        waiting = [p for p in self.parked([projection.name]) if position is None or p.position == position]
+        if not waiting:
+            return outcomes
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, projection.name, wait=True)
-            for parked in self.parked([projection.name]):
-                if position is not None and parked.position != position:
-                    continue
+            for parked in waiting:
                 try:
                     with self._savepoint(curs):
                         event = read_event(parked.position)
