@@ -17,6 +17,7 @@ recorders do here (``ledger.recorders.fail_fast``); a timeout is not retried.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.errors import ValidationError
@@ -76,19 +78,50 @@ def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs:
 
 def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
     try:
-        with recorder.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            # The lock_timeout is the datastore's (POSTGRES_LOCK_TIMEOUT), set by the library's lock statements.
-            curs.execute(_timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS))
-            recorder._insert_events(curs, stored_events, **kwargs)
-            if not stored_events:
-                return None
-            recorder._insert_stored_events(curs, stored_events, **kwargs)
-            return recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        with recorder.datastore.get_connection() as conn:  # an autocommit connection: the transaction is ours
+            try:
+                with conn.cursor() as curs:
+                    # One round trip for BEGIN, the timeouts, the table lock and the NOTIFY (the pipeline gave one
+                    # for everything); then the INSERT, then COMMIT.
+                    library_insert = _is_library_insert(recorder)
+                    curs.execute(_preamble(recorder, lock_and_notify=library_insert))
+                    recorder._insert_events(curs, stored_events, **kwargs)
+                    ids = None
+                    if stored_events:
+                        if library_insert:
+                            PostgresAggregateRecorder._insert_stored_events(recorder, curs, stored_events, **kwargs)
+                        else:
+                            recorder._insert_stored_events(curs, stored_events, **kwargs)
+                        ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                    curs.execute("COMMIT")
+                    return ids
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
     except OperationalError as error:
         cause = error.__cause__
         if isinstance(cause, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
             raise WriteTimeoutError(_timeout_message(recorder, cause)) from error
         raise
+
+
+def _is_library_insert(recorder: Any) -> bool:
+    """Whether the recorder inserts as the library does (lock, notify, insert), so the lock and NOTIFY can join
+    the first round trip; a recorder that changes any of it runs its own ``_insert_stored_events``."""
+    kind = type(recorder)
+    return all(
+        getattr(kind, name) is getattr(PostgresApplicationRecorder, name)
+        for name in ("_insert_stored_events", "_lock_table", "_notify_channel")
+    )
+
+
+def _preamble(recorder: Any, *, lock_and_notify: bool) -> Any:
+    statements = [SQL("BEGIN"), _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)]
+    if lock_and_notify:
+        statements += [*recorder.lock_table_statements, SQL("NOTIFY {}").format(Identifier(recorder.channel_name))]
+    return SQL("; ").join(statements)
 
 
 def _timeout_message(recorder: Any, cause: BaseException) -> str:
