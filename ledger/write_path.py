@@ -9,9 +9,9 @@ on leaving a pipeline; the sync path still has it in psycopg 3.3). :func:`insert
 statements without a pipeline: a plain ``execute`` flushes until everything is sent before it reads.
 
 Each insert transaction also has server-side limits (the datastore's ``lock_timeout`` and
-``idle_in_transaction_session_timeout``, and :data:`WRITE_STATEMENT_TIMEOUT_SECONDS` as ``statement_timeout``): a save that cannot take the lock or finish in time is
-rolled back and raises :class:`WriteTimeoutError`, which the API answers with 503 (and group commit gives to
-every save of the batch and of the queue at once). A lost connection is retried once, as the library's
+``idle_in_transaction_session_timeout``, and :data:`WRITE_STATEMENT_TIMEOUT_SECONDS` as ``statement_timeout``):
+a save that cannot take the lock or finish in time is rolled back and raises :class:`WriteTimeoutError`, which
+the API answers with 503 (and group commit gives to every save of the batch and of the queue at once). A lost connection is retried once, as the library's
 recorders do here (``ledger.recorders.fail_fast``); a timeout is not retried.
 """
 
