@@ -102,10 +102,19 @@ def test_a_worker_parks_what_it_cannot_apply_and_reaches_the_head(database_url):
 
 
 @pytest.mark.postgres
-def test_a_planted_out_of_range_event_does_not_stop_a_running_server(postgres_url, ledger_processes):
+def test_out_of_range_values_are_refused_and_a_planted_one_does_not_stop_a_running_server(postgres_url, ledger_processes):
     server = ledger_processes(postgres_url, "serve", "--no-auth")
     base = server.base_url
     made = httpx.post(f"{base}/api/profiles", json={"name": "calm", "steering": {"1": 0.5}, "layer": 3}).json()
+    # The attack through the API is refused at the edge now: nothing of it reaches the log.
+    for url, body in (
+        ("/api/profiles", {"name": "deep", "layer": 2**31}),
+        (f"/api/profiles/{made['id']}/executions", {"seed": 2**63}),
+        (f"/api/profiles/{made['id']}/executions", {"entity_count": 2**63}),
+        ("/api/profiles/import", {"name": "deep", "layer": 2**31, "steering": {"1": 1.0}}),
+    ):
+        refused = httpx.post(f"{base}{url}", json=body)
+        assert refused.status_code == 422 and refused.json()["field"] in ("layer", "seed", "entity_count"), refused.text
     poison = plant(postgres_url, "Profile.Created", {"layer": 2**31, "name": "deep"})
     later = httpx.post(f"{base}/api/profiles", json={"name": "later", "steering": {"1": 0.5}}).json()
 
