@@ -10,7 +10,8 @@ from ledger.cli.context import JSON, emit_json, state
 
 projections_app = typer.Typer(
     name="projections",
-    help="Read models: their positions and parked events (`ledger projections retry` applies them again).",
+    help="Read models: with no command, each one's position and the events it parked (could not apply); "
+    "`ledger projections retry` applies parked events again after a fix.",
     no_args_is_help=False,
     invoke_without_command=True,
 )
