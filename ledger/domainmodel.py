@@ -463,15 +463,9 @@ class Execution(Aggregate):
                 f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
             )
         run_id = values.identifier(run_id, "run_id")
-        for name, number in (("seed", seed), ("entity_count", entity_count)):
-            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
-                raise ValidationError(f"{name} must be an integer", field=name)
-        if entity_count is not None and entity_count < 0:
-            raise ValidationError("entity_count must be >= 0", field="entity_count")
-        if duration_ms is not None and (
-            isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) or not duration_ms >= 0
-        ):
-            raise ValidationError("duration_ms must be a number >= 0", field="duration_ms")
+        seed = values.seed(seed)
+        entity_count = values.count(entity_count, "entity_count")
+        duration_ms = values.duration_ms(duration_ms)
         if error_message is not None and not isinstance(error_message, str):
             raise ValidationError("error_message must be a string", field="error_message")
         return cls(
@@ -482,10 +476,10 @@ class Execution(Aggregate):
             entity_count=entity_count,
             status=status,
             error_message=values.description(error_message) if error_message else None,
-            duration_ms=float(duration_ms) if duration_ms is not None else None,
+            duration_ms=duration_ms,
             metadata=values.metadata(metadata),
             kind=kind,
-            details=values.metadata(details) if details else {},
+            details=values.metadata(details, max_bytes=None) if details else {},
             replay_of=replay_of,
         )
 

@@ -21,12 +21,18 @@ Every caller is answered only after its batch has committed, or with the error t
   every batch-mate's error, and also that of every save queued meanwhile: they fail at once rather than each
   wait out another connection timeout, and the client retries (the API answers 503).
 
+A batch holds at most :data:`MAX_BATCH_EVENTS` events and :data:`MAX_BATCH_BYTES` bytes of event state, and
+a save whose events are larger than :data:`ledger.write_path.EVENT_BYTES_MAX` is refused before it is queued,
+so every insert stays well inside the write timeouts. :meth:`GroupCommitter.pending_seconds` says how long the
+oldest save still waiting has waited (``/ready`` fails when writes stop committing).
+
 There is no thread of its own: nothing to stop, and :meth:`close` only refuses new saves.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +40,10 @@ from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 
+from ledger.write_path import check_event_sizes
+
 MAX_BATCH_EVENTS = 1000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 CONNECTION_ERRORS = (InterfaceError, OperationalError)
 
@@ -45,6 +54,8 @@ Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
 class _Save:
     events: Sequence[StoredEvent]
     keys: frozenset[tuple[Any, int]]
+    size: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
     wake: threading.Event = field(default_factory=threading.Event)
     leader: bool = False
     finished: bool = False
@@ -63,9 +74,13 @@ class GroupCommitter:
     library recorder's ``insert_events``), or raise and insert nothing.
     """
 
-    def __init__(self, insert: Insert, *, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
+    def __init__(
+        self, insert: Insert, *, max_batch_events: int = MAX_BATCH_EVENTS, max_batch_bytes: int = MAX_BATCH_BYTES
+    ) -> None:
         self._insert = insert
         self._max_batch_events = max_batch_events
+        self._max_batch_bytes = max_batch_bytes
+        self._in_flight: list[_Save] = []
         self._lock = threading.Lock()
         self._queue: deque[_Save] = deque()
         self._busy = False
@@ -75,7 +90,10 @@ class GroupCommitter:
 
     def save(self, events: Sequence[StoredEvent]) -> Sequence[int] | None:
         """Insert ``events`` atomically (in a transaction possibly shared with other callers'); their ids."""
-        save = _Save(events, frozenset((e.originator_id, e.originator_version) for e in events))
+        check_event_sizes(events)
+        save = _Save(
+            events, frozenset((e.originator_id, e.originator_version) for e in events), sum(len(e.state) for e in events)
+        )
         with self._lock:
             if self._closed:
                 raise InterfaceError("the event store is closed")
@@ -90,6 +108,13 @@ class GroupCommitter:
             raise save.error
         return save.positions
 
+    def pending_seconds(self) -> float:
+        """How long the oldest save not yet answered (queued, or in the batch being inserted) has waited; 0 when
+        there is none."""
+        with self._lock:
+            waiting = [save.queued_at for save in (*self._in_flight, *self._queue)]
+        return time.monotonic() - min(waiting) if waiting else 0.0
+
     def close(self) -> None:
         """Refuse new saves; those already queued are still committed (or fail with the database's error)."""
         with self._lock:
@@ -100,13 +125,14 @@ class GroupCommitter:
         unreachable: Exception | None = None
         try:
             with self._lock:
-                batch = self._take_batch()
+                batch = self._in_flight = self._take_batch()
             unreachable = self._commit(batch)
         finally:
             for save in batch:
                 if not save.finished:  # interrupted (e.g. KeyboardInterrupt): acknowledge nothing
                     save.finish(error=InterfaceError("the save was interrupted; it may not have been recorded"))
             with self._lock:
+                self._in_flight = []
                 if self._queue and unreachable is not None:
                     for save in self._queue:
                         save.finish(error=unreachable)
@@ -122,18 +148,20 @@ class GroupCommitter:
         """The queued saves that can share a transaction, in queue order; the rest stay queued, in order."""
         batch: list[_Save] = []
         keys: set[tuple[Any, int]] = set()
-        events = 0
+        events = size = 0
         kept: deque[_Save] = deque()
         while self._queue:
             save = self._queue.popleft()
-            if batch and (events + len(save.events) > self._max_batch_events or not keys.isdisjoint(save.keys)):
+            full = events + len(save.events) > self._max_batch_events or size + save.size > self._max_batch_bytes
+            if batch and (full or not keys.isdisjoint(save.keys)):
                 kept.append(save)
-                if events + len(save.events) > self._max_batch_events:
+                if full:
                     break
                 continue
             batch.append(save)
             keys |= save.keys
             events += len(save.events)
+            size += save.size
         kept.extend(self._queue)
         self._queue = kept
         return batch

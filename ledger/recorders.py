@@ -33,6 +33,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.chain import GENESIS, ChainHead, ChainRow, StoredRow, VerifyReport, Walk, event_digest, next_link, verify
+from ledger import write_path
 from ledger.group_commit import GroupCommitter
 from ledger.settings import parse_switch
 
@@ -46,7 +47,7 @@ fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    _insert_now = fail_fast(PostgresApplicationRecorder.insert_events.__wrapped__)  # type: ignore[attr-defined]
+    _insert_now = write_path.insert_events  # the library's insert without pipeline mode, bounded in time
     select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
     select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
     max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
@@ -228,6 +229,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         ]
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        write_path.check_event_sizes(stored_events)
         positions = super()._insert_events(c, stored_events, **kwargs)
         assert positions is not None
         c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")

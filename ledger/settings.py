@@ -61,7 +61,8 @@ class Database:
                 # How long a request waits for a pooled connection before the API answers 503.
                 "POSTGRES_CONNECT_TIMEOUT": "3",
                 "POSTGRES_PRE_PING": "y",
-                "POSTGRES_LOCK_TIMEOUT": "10",
+                # How long a save waits for the events table's lock before it fails (503); see ledger.write_path.
+                "POSTGRES_LOCK_TIMEOUT": "5",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedPostgresApplicationRecorder",
             }
         else:

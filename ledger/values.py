@@ -5,6 +5,7 @@ Pure functions, no I/O. Every refusal is a :class:`ValidationError` naming the f
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,14 @@ STRENGTH_MAX = 200.0
 STRENGTH_MAX_ENV = "LEDGER_STEERING_MAX_STRENGTH"
 METADATA_DEPTH_MAX = 16
 METADATA_KEYS_MAX = 1_000
+METADATA_BYTES_MAX = 64 * 1024  # as compact UTF-8 JSON
+
+# Integers: every one the domain accepts fits the column that holds it in every read model (PostgreSQL
+# ``integer`` is 32-bit, ``bigint`` and SQLite's INTEGER are 64-bit), so no event can be refused by a projection.
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+LAYER_MAX = INT32_MAX
+FEATURE_INDEX_MAX = INT32_MAX
 
 Steering = dict[int, float]
 
@@ -78,14 +87,56 @@ def identifier(value: Any, field: str) -> str | None:
     return value
 
 
+def integer(value: Any, field: str, low: int, high: int) -> int:
+    """An integer from ``low`` to ``high`` (inclusive, the range of the column that stores it); booleans and
+    floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{field} must be an integer", field=field)
+    if value < low:
+        raise ValidationError(f"{field} must be >= {low} (got {value})", field=field)
+    if value > high:
+        raise ValidationError(f"{field} must be <= {high} (got {value})", field=field)
+    return value
+
+
 def layer(value: Any) -> int | None:
+    """A decoder layer: 0 to 2**31 - 1 (a 32-bit ``integer`` column)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("layer must be an integer", field="layer")
-    if value < 0:
-        raise ValidationError(f"layer must be >= 0 (got {value})", field="layer")
-    return value
+    return integer(value, "layer", 0, LAYER_MAX)
+
+
+def seed(value: Any) -> int | None:
+    """A random seed: a signed 64-bit integer (a ``bigint`` column).
+
+    This loses no generator state: ``torch.Generator.manual_seed`` takes -2**63 to 2**64 - 1 and maps a negative
+    seed s to s + 2**64, so every one of its 2**64 seeds has a name in this range.
+    """
+    if value is None:
+        return None
+    return integer(value, "seed", INT64_MIN, INT64_MAX)
+
+
+def count(value: Any, field: str) -> int | None:
+    """A count such as ``entity_count``: 0 to 2**63 - 1 (a ``bigint`` column)."""
+    if value is None:
+        return None
+    return integer(value, field, 0, INT64_MAX)
+
+
+def duration_ms(value: Any) -> float | None:
+    """A duration in milliseconds: a finite number >= 0 (a ``double precision`` column)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError("duration_ms must be a number >= 0", field="duration_ms")
+    try:
+        duration = float(value)
+    except OverflowError:
+        duration = math.inf
+    if not math.isfinite(duration) or duration < 0:
+        raise ValidationError(f"duration_ms must be a finite number >= 0 (got {value!r})", field="duration_ms")
+    return duration
 
 
 def feature_index(key: Any) -> int:
@@ -98,7 +149,7 @@ def feature_index(key: Any) -> int:
         index = int(key.strip())
     else:
         raise ValueError
-    if index < 0:
+    if not 0 <= index <= FEATURE_INDEX_MAX:
         raise ValueError
     return index
 
@@ -121,7 +172,8 @@ def steering(value: Any) -> Steering:
             index = feature_index(key)
         except ValueError:
             raise ValidationError(
-                f"steering[{key!r}]: feature index must be a non-negative integer", field=f"steering.{key}"
+                f"steering[{key!r}]: feature index must be a non-negative integer up to {FEATURE_INDEX_MAX}",
+                field=f"steering.{key}",
             ) from None
         if isinstance(strength, bool) or not isinstance(strength, (int, float)):
             raise ValidationError(
@@ -164,8 +216,8 @@ def labels(value: Any, field: str) -> list[str]:
     return result
 
 
-def metadata(value: Any) -> dict[str, Any]:
-    """A JSON object of bounded depth and size."""
+def metadata(value: Any, *, max_bytes: int | None = METADATA_BYTES_MAX) -> dict[str, Any]:
+    """A JSON object of bounded depth, entries, integers (64-bit) and size (``max_bytes`` of compact JSON)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -193,13 +245,20 @@ def metadata(value: Any) -> dict[str, Any]:
             return [check(item, depth + 1, f"{path}[{i}]") for i, item in enumerate(node)]
         if isinstance(node, float) and not math.isfinite(node):
             raise ValidationError("metadata numbers must be finite", field=path)
+        if isinstance(node, int) and not isinstance(node, bool) and not INT64_MIN <= node <= INT64_MAX:
+            raise ValidationError(f"metadata integers must be from {INT64_MIN} to {INT64_MAX}", field=path)
         if isinstance(node, str):
             return text(node, path)
         if node is None or isinstance(node, (int, float, bool)):
             return node
         raise ValidationError(f"metadata values must be JSON (got {type(node).__name__})", field=path)
 
-    return check(value, 1, "metadata")
+    checked = check(value, 1, "metadata")
+    if max_bytes is not None:
+        size = len(json.dumps(checked, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise ValidationError(f"metadata is {size} bytes as JSON; at most {max_bytes} are allowed", field="metadata")
+    return checked
 
 
 def steering_to_json(value: Mapping[int, float]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from projections.projection import Event, ReadModelProjection
+from projections.projection import Event, ReadModelProjection, UndecodableEvent
 
 Rows = dict[Any, dict[str, Any]]
 Fold = Callable[["MemoryBuild", Mapping[str, Any]], None]
@@ -74,6 +74,8 @@ class MemoryBuild:
         makers, default_maker = projection.row_makers, projection.default_row_maker
         for position, event in events:
             kind = type(event)
+            if kind is UndecodableEvent:  # the rebuild falls back to statements, which park it
+                raise event.error
             maker = makers.get(kind)
             if maker is None and default_maker is not None and kind not in handlers:
                 maker = default_maker

@@ -19,6 +19,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from projections.projection import UndecodableEvent
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,13 @@ def _ahead(fetch: Callable[[], list[Any]]) -> Iterator[list[Any]]:
         fetcher.join()
 
 
+def _decoded(decode: Callable[..., Any], row: Any) -> Any:
+    try:
+        return decode(row[1], row[2], row[3], row[4])
+    except Exception as error:  # noqa: BLE001 - parked by every read model, with this error
+        return UndecodableEvent(row[1], row[3], error)
+
+
 class EventLog:
     def __init__(self, database: Database, *, pool_size: int = 2) -> None:
         self.database = database
@@ -163,8 +171,21 @@ class EventLog:
 
     def read(self, after: int, limit: int) -> Batch:
         notifications = self.recorder.select_notifications(after, limit, inclusive_of_start=False)
-        events = [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+        events = [(n.id, self._to_domain_event(n)) for n in notifications]
         return Batch(after=after, end=events[-1][0] if events else after, events=events)
+
+    def event_at(self, position: int) -> Any:
+        """The event at ``position`` (an :class:`UndecodableEvent` if it cannot be decoded)."""
+        notifications = self.recorder.select_notifications(position, 1, stop=position)
+        if not notifications:
+            raise LookupError(f"no event at position {position}")
+        return self._to_domain_event(notifications[0])
+
+    def _to_domain_event(self, notification: Any) -> Any:
+        try:
+            return self.mapper.to_domain_event(notification)
+        except Exception as error:  # noqa: BLE001 - parked by every read model, with this error
+            return UndecodableEvent(notification.originator_id, notification.topic, error)
 
     def scan(self, after: int, batch_size: int) -> Iterator[Batch]:
         """Every event after ``after``, in batches (one snapshot of the log on PostgreSQL)."""
@@ -188,7 +209,7 @@ class EventLog:
                 cursor.itersize = batch_size
                 cursor.execute(query, (after,))
                 for rows in _ahead(lambda: cursor.fetchmany(batch_size)):
-                    events = [(row[0], decode(row[1], row[2], row[3], row[4])) for row in rows]
+                    events = [(row[0], _decoded(decode, row)) for row in rows]
                     yield Batch(after=after, end=events[-1][0], events=events)
                     after = events[-1][0]
 

@@ -14,6 +14,15 @@ Event = Any
 Handler = Callable[[Event, int], Sequence["Write"]]
 
 
+class UndecodableEvent:
+    """A stored event the mapper could not turn into a domain event: every read model parks it."""
+
+    def __init__(self, originator_id: Any, topic: str, error: Exception) -> None:
+        self.originator_id = originator_id
+        self.topic = topic
+        self.error = error
+
+
 @dataclass(frozen=True)
 class Write:
     """One statement (by name, see :attr:`ReadModelProjection.statements`) and its parameters."""
@@ -58,6 +67,8 @@ class ReadModelProjection:
     def writes_for(self, events: Iterable[tuple[int, Event]]) -> list[Write]:
         writes: list[Write] = []
         for position, event in events:
+            if type(event) is UndecodableEvent:
+                raise event.error
             handler = self.handlers.get(type(event), self.default_handler)
             if handler is not None:
                 writes.extend(handler(event, position))

@@ -18,12 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 
 from ledger.settings import Database
 from projections.bulk import MemoryBuild
 from projections.log import EventLog
+from projections.parking import describe, is_transient
 from projections.registry import PROJECTION_NAMES, select
 from projections.store import REBUILD_SUFFIX, open_store
 from projections.wakeup import start_listener
@@ -151,8 +153,6 @@ def rebuild(
     Queries keep being answered from the old tables until the swap, which is one short transaction per
     projection (it first applies whatever was recorded during the rebuild).
     """
-    from tqdm import tqdm
-
     database = _database(database)
     projections = select(names)
     store = open_store(database)
@@ -162,33 +162,70 @@ def rebuild(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        store.create_read_model_tables(projections)
-        for projection in projections:
-            store.drop_tables(projection, REBUILD_SUFFIX)
-        in_memory = [projection for projection in projections if MemoryBuild.supports(projection)]
-        by_statement = [projection for projection in projections if not MemoryBuild.supports(projection)]
-        store.create_read_model_tables(by_statement, REBUILD_SUFFIX)
-        builds = [MemoryBuild(projection) for projection in in_memory]
-        for build in builds:
-            store.start_rebuilt(build.projection)
-        position = 0
-        with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
-            for batch in log.scan(0, batch_size):
-                for build in builds:
-                    build.apply(batch.events)
-                    if build.sealed_count() >= copy_rows:
-                        store.copy_rebuilt(build.projection, build.take_sealed())
-                for projection in by_statement:
-                    store.apply_batch(projection, batch, rebuilding=True, wait=True)
-                bar.total = max(bar.total or 0, batch.end)
-                bar.update(batch.end - position)
-                position = batch.end
-        for build in builds:
-            store.copy_rebuilt(build.projection, build.take_sealed())
-            store.finish_rebuilt(build.projection, build.tables, build.late, position)
+        failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
+                        copy_rows=copy_rows)
+        if failed:
+            # An event the bulk path cannot take (a value a column cannot hold, say): build these by statements,
+            # which apply such an event alone and park it (projections.parking).
+            _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
         if collecting:
             gc.enable()
         log.close()
         store.datastore.close()
+
+
+def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool, progress: bool, batch_size: int,
+           copy_rows: int) -> list[Any]:
+    """Fill the rebuild tables from position 0: folded in memory and copied, or by the read models' statements.
+
+    Returns the projections whose in-memory build failed on an event (their tables are left for a build by
+    statements); a build by statements parks such events instead.
+    """
+    from tqdm import tqdm
+
+    store.create_read_model_tables(projections)
+    for projection in projections:
+        store.drop_tables(projection, REBUILD_SUFFIX)
+    memory = [projection for projection in projections if in_memory and MemoryBuild.supports(projection)]
+    by_statement = [projection for projection in projections if projection not in memory]
+    store.create_read_model_tables(by_statement, REBUILD_SUFFIX)
+    builds = [MemoryBuild(projection) for projection in memory]
+    failed: list[Any] = []
+
+    def guarded(build: MemoryBuild, step: Any) -> None:
+        try:
+            step()
+        except Exception as error:
+            if is_transient(error):
+                raise
+            logger.warning("rebuild of %s: %s; building it by statements instead, parking what cannot be applied",
+                           build.projection.name, describe(error))
+            builds.remove(build)
+            failed.append(build.projection)
+
+    def fold(build: MemoryBuild, events: list[Any]) -> None:
+        build.apply(events)
+        if build.sealed_count() >= copy_rows:
+            store.copy_rebuilt(build.projection, build.take_sealed())
+
+    def finish(build: MemoryBuild) -> None:
+        store.copy_rebuilt(build.projection, build.take_sealed())
+        store.finish_rebuilt(build.projection, build.tables, build.late, position)
+
+    for build in builds:
+        store.start_rebuilt(build.projection)
+    position = 0
+    with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
+        for batch in log.scan(0, batch_size):
+            for build in list(builds):
+                guarded(build, lambda: fold(build, batch.events))
+            for projection in by_statement:
+                store.apply_batch(projection, batch, rebuilding=True, wait=True)
+            bar.total = max(bar.total or 0, batch.end)
+            bar.update(batch.end - position)
+            position = batch.end
+    for build in list(builds):
+        guarded(build, lambda: finish(build))
+    return failed

@@ -5,11 +5,15 @@ Every batch is one transaction that writes the rows of one projection and its ne
 a per-projection advisory lock and re-reads the position under it, so several workers (several processes)
 never apply the same events twice and never wait on one another; on SQLite the first statement takes the
 database's write lock.
+
+A batch that fails for any reason but an unreachable database is applied again one event at a time, and the
+events that still fail are parked (:mod:`projections.parking`): one event never stops a read model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,9 +28,12 @@ from eventsourcing.utils import Environment
 from ledger.settings import Database
 from projections.dialect import POSTGRES, SQLITE, Dialect
 from projections.log import Batch
+from projections.parking import ParkingRecorder, describe, is_transient
 from projections.projection import ReadModelProjection, Write
 
 REBUILD_SUFFIX = "__next"
+
+logger = logging.getLogger(__name__)
 
 
 def rebuild_key(name: str) -> str:
@@ -41,7 +48,7 @@ def lock_id(name: str) -> int:
 SCHEMA_LOCK = lock_id("__schema__")
 
 
-class ReadModelRecorder:
+class ReadModelRecorder(ParkingRecorder):
     """The dialect-independent part; mixed into the two library tracking recorders below."""
 
     dialect: Dialect
@@ -65,6 +72,7 @@ class ReadModelRecorder:
 
     # -- schema ---------------------------------------------------------------------------------------
     def create_read_model_tables(self, projections: Iterable[ReadModelProjection], suffix: str = "") -> None:
+        self.create_parked_table()
         for projection in projections:
             self._create_tables(projection, suffix)
 
@@ -74,6 +82,7 @@ class ReadModelRecorder:
                 curs.execute(f"DROP TABLE IF EXISTS {physical}")
             if suffix:
                 curs.execute(self._delete_tracking_sql(), {"name": rebuild_key(projection.name)})
+                self._clear_parked(curs, rebuild_key(projection.name))
 
     def _delete_tracking_sql(self) -> str:
         return self.dialect.compile(f"DELETE FROM {self.tracking_table} WHERE application_name = :name")
@@ -101,28 +110,57 @@ class ReadModelRecorder:
         """
         key = rebuild_key(projection.name) if rebuilding else projection.name
         suffix = REBUILD_SUFFIX if rebuilding else ""
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                return self._apply(curs, projection, batch, key, suffix, wait=wait)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            self._isolating(batch, error)
         with self.datastore.transaction(commit=True) as curs:
-            return self._apply(curs, projection, batch, key, suffix, wait=wait)
+            return self._apply(curs, projection, batch, key, suffix, wait=wait, isolate=True)
 
     def apply_batches(self, projections: Iterable[ReadModelProjection], batch: Batch) -> dict[str, int | None]:
         """:meth:`apply_batch` for several projections in one transaction: one commit for all of them, each
         projection under its own lock and with its own tracking position. A projection another worker holds
         is skipped (None); the others are applied."""
-        with self.datastore.transaction(commit=True) as curs:
-            return {
-                projection.name: self._apply(curs, projection, batch, projection.name, "", wait=False)
-                for projection in projections
-            }
+        projections = list(projections)
+        for isolate in (False, True):
+            try:
+                with self.datastore.transaction(commit=True) as curs:
+                    return {
+                        projection.name: self._apply(
+                            curs, projection, batch, projection.name, "", wait=False, isolate=isolate
+                        )
+                        for projection in projections
+                    }
+            except Exception as error:
+                if isolate or is_transient(error):
+                    raise
+                self._isolating(batch, error)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _isolating(batch: Batch, error: BaseException) -> None:
+        logger.warning(
+            "a read-model batch (positions %d to %d) failed (%s); applying its events one at a time",
+            batch.after + 1, batch.end, describe(error),
+        )
 
     def _apply(
-        self, curs: Any, projection: ReadModelProjection, batch: Batch, key: str, suffix: str, *, wait: bool
+        self, curs: Any, projection: ReadModelProjection, batch: Batch, key: str, suffix: str, *, wait: bool,
+        isolate: bool = False,
     ) -> int | None:
+        """Apply the batch under the projection's lock; with ``isolate``, event by event, parking failures."""
         if not self._lock(curs, key, wait=wait):
             return None
         current = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
         if current >= batch.end or current < batch.after:
             return current  # nothing new for us here, or the batch does not start where we are
-        self._write(curs, projection, suffix, projection.writes_for(batch.since(current)))
+        if isolate:
+            self._write_each(curs, projection, suffix, key, batch.since(current))
+        else:
+            self._write(curs, projection, suffix, projection.writes_for(batch.since(current)))
         self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
         return batch.end
 
@@ -194,7 +232,7 @@ class ReadModelRecorder:
                 batch: Batch = read(position, batch_size)
                 if not batch.events:
                     break
-                self._write(curs, projection, REBUILD_SUFFIX, projection.writes_for(batch.events))
+                self._write_guarded(curs, projection, REBUILD_SUFFIX, key, batch.events)
                 position = batch.end
             for table, physical in projection.physical_names(REBUILD_SUFFIX).items():
                 curs.execute(f"DROP TABLE IF EXISTS {table}")
@@ -202,6 +240,7 @@ class ReadModelRecorder:
                 self._rename_indexes(curs, projection, table, physical)
             curs.execute(self._delete_tracking_sql(), {"name": key})
             curs.execute(self._set_tracking_sql(), {"name": projection.name, "position": position})
+            self._move_parked(curs, key, projection.name)
         return position
 
     def _set_tracking_sql(self) -> str:

@@ -48,7 +48,7 @@ def create_app(
     run_projections: bool = True,
     compatibility_check: CompatibilityCheck | None = None,
     consistency_timeout: float = 2.0,
-    max_body_size: int = 8 * 1024 * 1024,
+    max_body_size: int = 2 * 1024 * 1024,
     ready_max_lag: int = 0,
     sse_heartbeat: float = 15.0,
     debug: bool = False,

@@ -43,7 +43,7 @@ def no_compatibility_warnings(profile: Any) -> list[str]:
 class ApiOptions:
     consistency_timeout: float = 2.0
     """Seconds a query waits for the projections to reach a requested position."""
-    max_body_size: int = 8 * 1024 * 1024
+    max_body_size: int = 2 * 1024 * 1024
     ready_max_lag: int = 0
     """/ready answers 503 while a projection is more than this many positions behind the log."""
     sse_heartbeat: float = 15.0

@@ -44,6 +44,7 @@ from ledger.errors import (
     StaleVersionError,
     ValidationError,
 )
+from ledger.write_path import WriteTimeoutError
 from projections.errors import InvalidCursorError, InvalidQueryError
 
 log = logging.getLogger("ledger.api")
@@ -136,6 +137,16 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def _write_timeout(exc: BaseException) -> WriteTimeoutError | None:
+    """The write timeout the error is, or was raised from (nothing was recorded)."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None or isinstance(current, WriteTimeoutError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -193,6 +204,12 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         else:
             detail = exc.detail or code.replace("_", " ")
         return error_response(status, code, detail, headers=exc.headers)
+    timeout = _write_timeout(exc)
+    if timeout is not None:
+        log.warning("write timed out on %s %s: %s", request.method, request.url.path, timeout)
+        return error_response(
+            HTTP_503_SERVICE_UNAVAILABLE, "write_timeout", str(timeout), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
     if is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return error_response(

@@ -1,4 +1,4 @@
-"""Operations: ``/health`` (the process is up), ``/ready`` (database and projections), ``/metrics``."""
+"""Operations: ``/health`` (the process is up), ``/ready`` (database, writes and projections), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,30 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from ledger.api.auth import PUBLIC
 from ledger.api.deps import Services
 from ledger.api.schemas import Health, ProjectionStatus, Readiness
+from ledger.write_path import probe_writes
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are not committing
 
 
 def _progress(services: Services) -> tuple[int, dict[str, int]]:
     reads = services.read_model
     return int(reads.log_position()), dict(reads.positions())
+
+
+def _parked(services: Services) -> dict[str, int]:
+    store = getattr(services.read_model, "store", None)
+    return store.parked_counts() if store is not None and hasattr(store, "parked_counts") else {}
+
+
+def _write_problem(services: Services) -> str | None:
+    """Why writes cannot commit now, or None: a save of this process waiting too long, or (PostgreSQL) the
+    events table's lock not obtainable within a short timeout (another process holds it)."""
+    recorder = getattr(services.ledger, "recorder", None)
+    group_commit = getattr(recorder, "group_commit", None)
+    if group_commit is not None and (waited := group_commit.pending_seconds()) > WRITE_STALL_SECONDS:
+        return f"writes are not committing: a save has waited {waited:.0f} s"
+    return probe_writes(recorder) if recorder is not None else None
 
 
 class OpsController(Controller):
@@ -31,7 +48,7 @@ class OpsController(Controller):
 
     @get(
         "/ready",
-        summary="The database answers and the projections have caught up (503 otherwise)",
+        summary="The database answers, writes commit and the projections have caught up (503 otherwise)",
         sync_to_thread=True,
         responses={503: ResponseSpec(Readiness, description="Not ready: the database or a projection lags")},
     )
@@ -39,6 +56,8 @@ class OpsController(Controller):
         runner_alive = services.runner.is_alive() if services.runner is not None else None
         try:
             head, positions = _progress(services)
+            parked = _parked(services)
+            write_problem = _write_problem(services)
         except Exception as error:  # noqa: BLE001 - any failure to reach the database means "not ready"
             body = Readiness(
                 status="not_ready",
@@ -50,22 +69,27 @@ class OpsController(Controller):
             )
             return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         projections = [
-            ProjectionStatus(name=name, position=position, lag=max(head - position, 0))
+            ProjectionStatus(name=name, position=position, lag=max(head - position, 0), parked=parked.get(name, 0))
             for name, position in sorted(positions.items())
         ]
         lagging = [p.name for p in projections if p.lag > services.options.ready_max_lag]
         problems = []
+        if write_problem is not None:
+            problems.append(write_problem)
         if lagging:
             problems.append(f"projections behind the log: {', '.join(lagging)}")
         if runner_alive is False:
             problems.append("the projection runner has stopped")
+        # Parked events do not make the server unready (every read model is still up to date with the rest of
+        # the log, and taking every server out of service for one event is what parking avoids): they are named.
+        notes = [f"{p.name} parked {p.parked} event(s) it cannot apply (see `ledger projections`)" for p in projections if p.parked]
         body = Readiness(
             status="not_ready" if problems else "ready",
             database=True,
             log_position=head,
             projections=projections,
             runner_alive=runner_alive,
-            detail="; ".join(problems) or None,
+            detail="; ".join(problems + notes) or None,
         )
         return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE if problems else HTTP_200_OK)
 
@@ -79,6 +103,7 @@ class OpsController(Controller):
         gauges: list[tuple[str, str, dict[str, str], float]] = []
         try:
             head, positions = _progress(services)
+            parked = _parked(services)
         except Exception:  # noqa: BLE001
             gauges.append(("ledger_database_up", "1 when the database answers.", {}, 0))
         else:
@@ -90,5 +115,10 @@ class OpsController(Controller):
                 gauges.append(
                     ("ledger_projection_lag", "How many positions a read model is behind the log.", labels, max(head - position, 0))
                 )
+            for name in sorted(positions):
+                gauges.append((
+                    "ledger_projection_parked_events", "Events a read model could not apply and set aside.",
+                    {"projection": name}, parked.get(name, 0),
+                ))
         gauges.append(("ledger_sse_streams_open", "Event streams being served now.", {}, services.metrics.streams_open))
         return Response(services.metrics.render(gauges), media_type=PROMETHEUS_TEXT)

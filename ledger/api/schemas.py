@@ -326,6 +326,8 @@ class ProjectionStatus(msgspec.Struct, kw_only=True):
     name: str
     position: int
     lag: int
+    parked: int = 0
+    """Events this read model could not apply and set aside (``ledger projections`` lists them)."""
 
 
 class Readiness(msgspec.Struct, kw_only=True):

@@ -8,7 +8,7 @@ import sys
 import click
 import typer
 
-from ledger.cli import executions, log, profiles, service, steering, tokens, versions
+from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import state
 from ledger.errors import LedgerError
 
@@ -33,7 +33,7 @@ def configure(
     state.configure(database)
 
 
-for module in (profiles, versions, executions, log, tokens, steering, service):
+for module in (profiles, versions, executions, log, tokens, steering, service, projections):
     module.register(app)
 
 

@@ -1,0 +1,95 @@
+"""``ledger projections``: where each read model is, the events it parked, and retrying them after a fix."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ledger.cli.context import JSON, emit_json, state
+
+projections_app = typer.Typer(
+    name="projections",
+    help="Read models: with no command, each one's position and the events it parked (could not apply); "
+    "`ledger projections retry` applies parked events again after a fix.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(projections_app)
+
+
+def _open():  # noqa: ANN202 - the store and the log, closed by the caller
+    from projections.log import EventLog
+    from projections.store import open_store
+
+    database = state.settings.database
+    store = open_store(database, pool_size=1)
+    store.create_parked_table()
+    return store, EventLog(database, pool_size=1)
+
+
+@projections_app.callback()
+def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """List each read model's position and the events it parked (an event it could not apply, with the error)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from projections.registry import PROJECTION_NAMES
+
+    store, log = _open()
+    try:
+        head = log.head()
+        positions = store.positions(PROJECTION_NAMES)
+        parked = store.parked()
+    finally:
+        log.close()
+        store.datastore.close()
+    if as_json:
+        emit_json({"log_position": head, "positions": positions, "parked": parked})
+        return
+    typer.echo(f"log position {head}")
+    for name, position in positions.items():
+        count = sum(1 for event in parked if event.projection == name)
+        typer.echo(f"  {name:<18} position {position:<10} lag {max(head - position, 0):<8} parked {count}")
+    if parked:
+        typer.echo("parked events (`ledger projections retry` applies them again):")
+    for event in parked:
+        typer.echo(
+            f"  {event.projection:<18} position {event.position:<10} {event.event_type} {event.originator_id}"
+            f"  attempts {event.attempts}  {event.error}"
+        )
+
+
+@projections_app.command()
+def retry(
+    names: Optional[list[str]] = typer.Argument(None, help="Read models whose parked events to retry (default: all)."),
+    position: Optional[int] = typer.Option(None, "--position", help="Only the event at this log position."),
+    as_json: bool = JSON,
+) -> None:
+    """Apply parked events again, in log order, onto the read models' current rows (after a fix).
+
+    Those that apply leave the parked list; the others stay, with the new error, and the exit status is 1.
+    `ledger rebuild NAME` instead rebuilds a read model from position 0, applying every event in order.
+    """
+    from projections.registry import select
+
+    chosen = select(names or None)
+    store, log = _open()
+    try:
+        outcomes = [outcome for projection in chosen for outcome in store.retry_parked(projection, log.event_at, position)]
+    finally:
+        log.close()
+        store.datastore.close()
+    if as_json:
+        emit_json(outcomes)
+    else:
+        if not outcomes:
+            typer.echo("no parked events")
+        for outcome in outcomes:
+            parked = outcome.parked
+            result = "applied" if outcome.applied else f"still fails: {outcome.error}"
+            typer.echo(f"{parked.projection} position {parked.position} ({parked.event_type}): {result}")
+    if any(not outcome.applied for outcome in outcomes):
+        raise typer.Exit(1)

@@ -1,0 +1,153 @@
+"""The PostgreSQL insert of events, bounded in time: no save can hold the events table's lock indefinitely.
+
+The library inserts events in psycopg's *pipeline mode*. With a large payload (a few MB) that can deadlock:
+the final ``Pipeline.sync()`` stops sending once no command is left to queue, although libpq's non-blocking
+flush has not sent all of the INSERT yet, and then waits for results — which the server, still waiting for the
+rest of the INSERT (``ClientRead``), never sends. Both sides wait for ever while the transaction holds the
+``EXCLUSIVE`` lock on the events table, so every other writer waits too (psycopg issue #685 is the same race
+on leaving a pipeline; the sync path still has it in psycopg 3.3). :func:`insert_events` runs the same
+statements without a pipeline: a plain ``execute`` flushes until everything is sent before it reads.
+
+Each insert transaction also has server-side limits (the datastore's ``lock_timeout`` and
+``idle_in_transaction_session_timeout``, and :data:`WRITE_STATEMENT_TIMEOUT_SECONDS` as ``statement_timeout``):
+a save that cannot take the lock or finish in time is rolled back and raises :class:`WriteTimeoutError`, which
+the API answers with 503 (and group commit gives to every save of the batch and of the queue at once). A lost connection is retried once, as the library's
+recorders do here (``ledger.recorders.fail_fast``); a timeout is not retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier, Literal
+
+from ledger.errors import ValidationError
+
+EVENT_BYTES_MAX = 4 * 1024 * 1024
+"""The largest event state the ledger records (the API's default body limit is half of it)."""
+WRITE_STATEMENT_TIMEOUT_SECONDS = 10.0
+"""How long any statement of an insert transaction may run before it is cancelled and the transaction rolled back."""
+PROBE_LOCK_TIMEOUT_SECONDS = 2.0
+"""``/ready``'s write probe: how long it may wait for the events table's lock."""
+
+
+def check_event_sizes(stored_events: Sequence[StoredEvent]) -> None:
+    """Refuse (422, nothing recorded) a save with an event larger than :data:`EVENT_BYTES_MAX`."""
+    for stored in stored_events:
+        if len(stored.state) > EVENT_BYTES_MAX:
+            raise ValidationError(
+                f"the change is too large to record: an event of {len(stored.state)} bytes "
+                f"(at most {EVENT_BYTES_MAX} bytes)"
+            )
+
+
+class WriteTimeoutError(OperationalError):
+    """An insert of events did not get the lock or finish in time; it was rolled back (nothing was recorded)."""
+
+
+def _timeout(name: str, seconds: float) -> Any:
+    return SQL("SET LOCAL {} = {}").format(Identifier(name), Literal(f"{int(seconds * 1000)}ms"))
+
+
+def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    """What ``PostgresApplicationRecorder.insert_events`` does (lock the table, notify, insert, return the
+    notification ids), in one transaction, without pipeline mode and within the write timeouts.
+
+    ``recorder`` is a ``PostgresApplicationRecorder``: its ``_insert_events`` hook, its insert statement and
+    its id fetch are used unchanged (so a subclass's extra statements run in the same transaction).
+    """
+    check_event_sizes(stored_events)
+    for attempt in (1, 2):
+        try:
+            return _insert_once(recorder, stored_events, **kwargs)
+        except WriteTimeoutError:
+            raise
+        except (InterfaceError, OperationalError):
+            if attempt == 2:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    try:
+        with recorder.datastore.get_connection() as conn:  # an autocommit connection: the transaction is ours
+            try:
+                with conn.cursor() as curs:
+                    # One round trip for BEGIN, the timeouts, the table lock and the NOTIFY (the pipeline gave one
+                    # for everything); then the INSERT, then COMMIT.
+                    library_insert = _is_library_insert(recorder)
+                    curs.execute(_preamble(recorder, lock_and_notify=library_insert))
+                    recorder._insert_events(curs, stored_events, **kwargs)
+                    ids = None
+                    if stored_events:
+                        if library_insert:
+                            PostgresAggregateRecorder._insert_stored_events(recorder, curs, stored_events, **kwargs)
+                        else:
+                            recorder._insert_stored_events(curs, stored_events, **kwargs)
+                        ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                    curs.execute("COMMIT")
+                    return ids
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+    except OperationalError as error:
+        cause = error.__cause__
+        if isinstance(cause, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+            raise WriteTimeoutError(_timeout_message(recorder, cause)) from error
+        raise
+
+
+def _is_library_insert(recorder: Any) -> bool:
+    """Whether the recorder inserts as the library does (lock, notify, insert), so the lock and NOTIFY can join
+    the first round trip; a recorder that changes any of it runs its own ``_insert_stored_events``."""
+    kind = type(recorder)
+    return all(
+        getattr(kind, name) is getattr(PostgresApplicationRecorder, name)
+        for name in ("_insert_stored_events", "_lock_table", "_notify_channel")
+    )
+
+
+def _preamble(recorder: Any, *, lock_and_notify: bool) -> Any:
+    statements = [SQL("BEGIN"), _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)]
+    if lock_and_notify:
+        statements += [*recorder.lock_table_statements, SQL("NOTIFY {}").format(Identifier(recorder.channel_name))]
+    return SQL("; ").join(statements)
+
+
+def _timeout_message(recorder: Any, cause: BaseException) -> str:
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return (
+            f"the event log stayed locked by another writer for {recorder.datastore.lock_timeout} s; nothing was "
+            "recorded; retry shortly"
+        )
+    return f"the write did not finish within {WRITE_STATEMENT_TIMEOUT_SECONDS:g} s and was rolled back; retry shortly"
+
+
+def probe_writes(recorder: Any) -> str | None:
+    """Whether a write could commit now: None, or what stops it (PostgreSQL: the events table's lock cannot be
+    taken within :data:`PROBE_LOCK_TIMEOUT_SECONDS`; SQLite and other stores: not probed)."""
+    if not hasattr(recorder, "events_table_name") or not hasattr(recorder.datastore, "schema"):
+        return None
+    lock = SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
+        Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
+    )
+    try:
+        with recorder.datastore.get_connection() as conn, conn.transaction(force_rollback=True):
+            conn.execute(_timeout("lock_timeout", PROBE_LOCK_TIMEOUT_SECONDS))
+            conn.execute(_timeout("statement_timeout", PROBE_LOCK_TIMEOUT_SECONDS))
+            conn.execute(lock)
+    except OperationalError as error:
+        if isinstance(error.__cause__, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+            return f"writes cannot commit: the event log has been locked for over {PROBE_LOCK_TIMEOUT_SECONDS:g} s"
+        return f"writes cannot commit: {type(error).__name__}"
+    return None
