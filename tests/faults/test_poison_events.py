@@ -5,6 +5,7 @@ every read model still reaches the head of the log, ``/ready``, ``/metrics`` and
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ import pytest
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from ledger.signing import SigningKeys
+from ledger.signing.records import Sealed
 from projections.runner import ProjectionWorker, rebuild
 
 CLI_TIMEOUT = 120
@@ -36,7 +39,8 @@ def connect(url: str) -> Any:
 
 def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, state: bytes | None = None) -> uuid.UUID:
     """INSERT an event with SQL: a copy of the first stored event of that type with ``change`` applied to its
-    state (or with ``state`` as it is). Returns its originator id."""
+    state (or with ``state`` as it is), signed with the service's key (as a release that wrote what a later read
+    model cannot hold would have signed it). Returns its originator id."""
     table, originator = events_table(url), uuid.uuid4()
     marker = "%s" if Database(url).is_postgres else "?"
     with connect(url) as conn:
@@ -44,7 +48,8 @@ def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, 
             f"SELECT topic, state FROM {table} WHERE topic LIKE {marker} LIMIT 1", (f"%{topic_suffix}",)
         ).fetchone()
         if state is None:
-            state = json.dumps({**json.loads(bytes(stored)), **(change or {})}).encode()
+            state = json.dumps({**json.loads(Sealed.parse(stored).payload), **(change or {})}).encode()
+        state = SigningKeys.from_env(os.environ).seal(originator, 1, topic, state)
         conn.execute(
             f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
             f"VALUES ({marker}, 1, {marker}, {marker})",
