@@ -9,6 +9,7 @@ forged or edited row is never used by a command or a query. On PostgreSQL and on
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -88,8 +89,9 @@ class Owner:
             self.run(f"INSERT INTO {self.chain} VALUES (?, ?, ?)", (position, digest, link))
 
 
-def ledger_verify(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, "--database", url, "verify", *args], capture_output=True, text=True, timeout=120)
+def ledger_verify(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LEDGER, "--database", url, "verify", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
 
 
 def api_verify(url: str, full: bool = True) -> dict[str, Any]:
@@ -284,10 +286,12 @@ def test_verify_with_only_the_public_key_and_a_forged_checkpoint(ledger_app, dat
     public = tmp_path / "public.pem"
     subprocess.run([LEDGER, "--database", database_url, "public-key", "-o", str(public)], check=True, timeout=120)
     assert b"PRIVATE" not in public.read_bytes()
-    result = ledger_verify(database_url, "--public-key", str(public))
-    assert result.returncode == 0, result.stderr
     checkpoint = take_checkpoint(database_url, tmp_path)
+    # The auditor's machine: the public key and the checkpoint, no private key.
+    auditor = {**os.environ, "LEDGER_SIGNING_KEY": str(tmp_path / "not-here.pem")}
+    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint), env=auditor)
+    assert result.returncode == 0, result.stderr
     document = json.loads(checkpoint.read_text())
     checkpoint.write_text(json.dumps({**document, "position": document["position"] + 5}))
-    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint))
+    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint), env=auditor)
     assert result.returncode == 1 and "the checkpoint is refused" in result.stderr, result.stderr
