@@ -119,3 +119,17 @@ def test_a_full_walk_needs_the_admin_role_and_readers_get_the_incremental_one(cl
         full = client.get("/api/ledger/verify", params={"full": "true"},
                           headers={"Authorization": f"Bearer {admin}"}).json()
         assert full["ok"] is True and full["since"] is None
+
+
+def test_thirty_concurrent_verifies_walk_each_event_once_between_them(pg_client):
+    for index in range(20):
+        made = create(pg_client, f"p{index}")
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda _: pg_client.get("/api/ledger/verify"), range(30)))
+    assert {answer.status_code for answer in answers} <= {200, 429}
+    reports = [answer.json() for answer in answers if answer.status_code == 200]
+    assert reports and all(report["ok"] for report in reports)
+    assert sum(report["checked"] for report in reports) == made["position"]  # the first walk; the rest: nothing new
+    for answer in answers:
+        if answer.status_code == 429:
+            assert answer.headers["Retry-After"]

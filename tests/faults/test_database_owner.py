@@ -9,6 +9,7 @@ forged or edited row is never used by a command or a query. On PostgreSQL and on
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -88,8 +89,9 @@ class Owner:
             self.run(f"INSERT INTO {self.chain} VALUES (?, ?, ?)", (position, digest, link))
 
 
-def ledger_verify(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, "--database", url, "verify", *args], capture_output=True, text=True, timeout=120)
+def ledger_verify(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LEDGER, "--database", url, "verify", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
 
 
 def api_verify(url: str, full: bool = True) -> dict[str, Any]:
@@ -99,13 +101,24 @@ def api_verify(url: str, full: bool = True) -> dict[str, Any]:
         return response.json()
 
 
-def assert_reported(url: str, problem: str, position: int | None) -> None:
-    """The executable exits 1 with one TAMPERED line; the API answers ``ok: false`` with the same finding."""
-    result = ledger_verify(url)
-    assert result.returncode == 1, result.stdout + result.stderr
+def take_checkpoint(url: str, directory: Path) -> Path:
+    """``ledger checkpoint -o FILE``: the signed head, kept outside the database."""
+    path = directory / "checkpoint.json"
+    taken = subprocess.run([LEDGER, "--database", url, "checkpoint", "-o", str(path)], capture_output=True,
+                           text=True, timeout=120)
+    assert taken.returncode == 0, taken.stderr
+    return path
+
+
+def assert_reported(url: str, problem: str, position: int | None, checkpoint: Path | None = None) -> None:
+    """The executable exits 1 with one TAMPERED line (with a checkpoint taken before too); the API answers
+    ``ok: false`` with the same finding."""
     where = f" at position {position}" if position is not None else ""
-    assert result.stderr.startswith(f"TAMPERED: {problem}{where}: "), result.stderr
-    assert "Traceback" not in result.stderr
+    for extra in ([], ["--checkpoint", str(checkpoint)]) if checkpoint else ([],):
+        result = ledger_verify(url, *extra)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stderr.startswith(f"TAMPERED: {problem}{where}: "), result.stderr
+        assert "Traceback" not in result.stderr
     for full in (True, False):
         report = api_verify(url, full=full)
         assert (report["ok"], report["problem"], report["position"]) == (False, problem, position), report
@@ -127,8 +140,10 @@ def test_an_untouched_log_verifies_through_the_executable_and_the_api(ledger_app
     assert api_verify(database_url)["ok"] is True
 
 
-def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_no_access(ledger_app, database_url):
+def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_no_access(ledger_app, database_url,
+                                                                                          tmp_path):
     ledger_app.issue_token("ops", "admin")
+    checkpoint = take_checkpoint(database_url, tmp_path)
     owner = Owner(database_url)
     # The owner builds an Issued event for a token of their own, in the library's format, and inserts it as the
     # stream's next version with a signature header copied from a genuine row.
@@ -149,7 +164,7 @@ def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_
     # Linked: the chain alone cannot tell it from the service's rows.
     assert owner.run(f"SELECT count(*) FROM {owner.chain} WHERE notification_id = ?", (position,)) == [(1,)]
 
-    assert_reported(database_url, "forged", position)
+    assert_reported(database_url, "forged", position, checkpoint)
     fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
     try:
         with pytest.raises(TamperedRecordError):
@@ -161,9 +176,11 @@ def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_
         assert response.status_code >= 400 and response.json()["error"] == "log_tampered"
 
 
-def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replayed(ledger_app, database_url):
+def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replayed(ledger_app, database_url,
+                                                                                   tmp_path):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    checkpoint = take_checkpoint(database_url, tmp_path)
     owner = Owner(database_url)
     pid = profile.id if owner.postgres else profile.id.hex
     (position, state), = owner.run(
@@ -173,7 +190,7 @@ def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replay
     assert edited != bytes(state)
     owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?", (edited, position))
 
-    assert_reported(database_url, "altered", position)
+    assert_reported(database_url, "altered", position, checkpoint)
     fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
     try:
         with pytest.raises(TamperedRecordError):  # (the profile itself loads from its genuine snapshot)
@@ -182,10 +199,11 @@ def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replay
         fresh.close()
 
 
-def test_an_edit_with_the_chain_recomputed_is_reported_as_forged(ledger_app, database_url):
+def test_an_edit_with_the_chain_recomputed_is_reported_as_forged(ledger_app, database_url, tmp_path):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
     ledger_app.update_profile(profile.id, {"layer": 4})
+    checkpoint = take_checkpoint(database_url, tmp_path)
     owner = Owner(database_url)
     pid = profile.id if owner.postgres else profile.id.hex
     (position, state), = owner.run(
@@ -194,12 +212,14 @@ def test_an_edit_with_the_chain_recomputed_is_reported_as_forged(ledger_app, dat
     owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?",
               (bytes(state).replace(b"0.75", b"50.0"), position))
     owner.rechain()
-    assert_reported(database_url, "forged", position)
+    assert_reported(database_url, "forged", position, checkpoint)
 
 
-def test_a_snapshot_edited_in_place_is_reported_ignored_and_never_written_back(ledger_app, database_url):
+def test_a_snapshot_edited_in_place_is_reported_ignored_and_never_written_back(ledger_app, database_url,
+                                                                               tmp_path):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.update_profile(profile.id, {"description": "two"})  # stream version 2: a snapshot
+    checkpoint = take_checkpoint(database_url, tmp_path)
     owner = Owner(database_url)
     pid = profile.id if owner.postgres else profile.id.hex
     (state,), = owner.run(f"SELECT state FROM {owner.snapshots} WHERE originator_id = ?", (pid,))
@@ -207,7 +227,7 @@ def test_a_snapshot_edited_in_place_is_reported_ignored_and_never_written_back(l
     assert edited != bytes(state)
     owner.run(f"UPDATE {owner.snapshots} SET state = ? WHERE originator_id = ?", (edited, pid))
 
-    assert_reported(database_url, "snapshot_forged", None)
+    assert_reported(database_url, "snapshot_forged", None, checkpoint)
     # A new process (no cached aggregate) reads the profile through the snapshot store: the edit is ignored.
     with make_client(database_url) as client:
         assert client.get(f"/api/profiles/{profile.id}", params={"as_of": "2999-01-01T00:00:00Z"}).json()[
@@ -226,10 +246,7 @@ def test_a_snapshot_edited_in_place_is_reported_ignored_and_never_written_back(l
 def test_a_truncated_and_rechained_log_fails_against_a_checkpoint_taken_before(ledger_app, database_url, tmp_path):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
-    checkpoint = tmp_path / "checkpoint.json"
-    taken = subprocess.run([LEDGER, "--database", database_url, "checkpoint", "-o", str(checkpoint)],
-                           capture_output=True, text=True, timeout=120)
-    assert taken.returncode == 0, taken.stderr
+    checkpoint = take_checkpoint(database_url, tmp_path)
     head = json.loads(checkpoint.read_text())["position"]
     assert ledger_verify(database_url, "--checkpoint", str(checkpoint)).returncode == 0
     # The owner removes the last revision (the stream then ends one version earlier: no gap to see), drops the
@@ -248,9 +265,7 @@ def test_a_rewritten_history_fails_against_a_checkpoint_and_the_servers_verified
                                                                                       tmp_path):
     first = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.create_profile({"name": "bold", "steering": {2: 0.5}})
-    checkpoint = tmp_path / "checkpoint.json"
-    subprocess.run([LEDGER, "--database", database_url, "checkpoint", "-o", str(checkpoint)], check=True,
-                   capture_output=True, timeout=120)
+    checkpoint = take_checkpoint(database_url, tmp_path)
     owner = Owner(database_url)
     with make_client(database_url) as client:
         assert client.get("/api/ledger/verify").json()["ok"] is True  # the server remembers this head
@@ -271,12 +286,12 @@ def test_verify_with_only_the_public_key_and_a_forged_checkpoint(ledger_app, dat
     public = tmp_path / "public.pem"
     subprocess.run([LEDGER, "--database", database_url, "public-key", "-o", str(public)], check=True, timeout=120)
     assert b"PRIVATE" not in public.read_bytes()
-    result = ledger_verify(database_url, "--public-key", str(public))
+    checkpoint = take_checkpoint(database_url, tmp_path)
+    # The auditor's machine: the public key and the checkpoint, no private key.
+    auditor = {**os.environ, "LEDGER_SIGNING_KEY": str(tmp_path / "not-here.pem")}
+    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint), env=auditor)
     assert result.returncode == 0, result.stderr
-    checkpoint = tmp_path / "checkpoint.json"
-    subprocess.run([LEDGER, "--database", database_url, "checkpoint", "-o", str(checkpoint)], check=True,
-                   capture_output=True, timeout=120)
     document = json.loads(checkpoint.read_text())
     checkpoint.write_text(json.dumps({**document, "position": document["position"] + 5}))
-    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint))
+    result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint), env=auditor)
     assert result.returncode == 1 and "the checkpoint is refused" in result.stderr, result.stderr
