@@ -403,12 +403,12 @@ class ProfileLedger(Application[UUID]):
             return None
 
     # -- access tokens -----------------------------------------------------------------------------
-    def issue_token(self, name: str, role: str) -> tuple[UUID, str]:
+    def issue_token(self, name: str, role: str, expires_at: datetime | None = None) -> tuple[UUID, str]:
         """Record a new API token; returns its id and the token itself (shown once, never stored)."""
 
         def attempt() -> tuple[UUID, str]:
             tokens = self._access_tokens() or AccessTokens()
-            token = tokens.issue(name, role)
+            token = tokens.issue(name, role, expires_at)
             self.save(tokens)
             return parse_token(token)[0], token
 
