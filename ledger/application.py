@@ -29,6 +29,7 @@ from eventsourcing.persistence import PersistenceError, RecordConflictError
 from eventsourcing.utils import get_topic
 
 from ledger import exchange, values
+from ledger.name_index import move_claims_to_current_keys
 from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.chain import VerifyReport
 from ledger.domainmodel import (
@@ -159,6 +160,7 @@ class ProfileLedger(Application[UUID]):
         super().__init__(env=env)
         self.snapshot_interval = int(self.env.get(SNAPSHOT_INTERVAL_ENV) or SNAPSHOT_INTERVAL)
         self._listeners: list[Callable[[int], None]] = []
+        self._name_keys_current = False
 
     def add_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(position)`` in this process after every successful save (e.g. to wake projections)."""
@@ -377,6 +379,7 @@ class ProfileLedger(Application[UUID]):
 
     def find_profile(self, name: str) -> UUID | None:
         """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
+        self._current_name_keys()
         try:
             index = self.repository.get(ProfileName.id_for(values.profile_name(name)))
         except AggregateNotFoundError:
@@ -517,7 +520,14 @@ class ProfileLedger(Application[UUID]):
             raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
         return profile
 
+    def _current_name_keys(self) -> None:
+        """Once per process: claims made under an earlier name key move to the current one (ledger.name_index)."""
+        if not self._name_keys_current:
+            move_claims_to_current_keys(self)
+            self._name_keys_current = True
+
     def _name_index(self, name: str) -> ProfileName:
+        self._current_name_keys()
         try:
             return self.repository.get(ProfileName.id_for(name))
         except AggregateNotFoundError:
