@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import resource
 import threading
 from dataclasses import dataclass, replace
@@ -41,7 +42,9 @@ class ConnectionLimits:
     max_connections: int | None = None
     """Open client connections at most; default: 10,000 or what the file-descriptor limit leaves."""
     header_timeout: float = 10.0
-    """Seconds from a connection's start (or its previous response) until its request's headers are in."""
+    """Seconds from a connection's start (or its previous response) until its request's headers are in. Each
+    connection gets between 0.75× and 1× of it, at random, so connections opened together are not all closed
+    together (and their clients do not all come back at once)."""
     body_timeout: float = 30.0
     """Seconds from a request's headers until its whole body is in."""
     keep_alive: float = 5.0
@@ -103,7 +106,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 log.warning("connection refused: %d connections are open (the limit)", limits.max_connections)
                 transport.abort()
                 return
-            self._expect("headers", limits.header_timeout)
+            self._expect("headers", limits.header_timeout * random.uniform(0.75, 1.0))
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._expect(None, None)
@@ -120,7 +123,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.transport.is_closing() and self._phase is None:
-                self._expect("headers", limits.header_timeout)
+                self._expect("headers", limits.header_timeout * random.uniform(0.75, 1.0))
 
         def _expect(self, phase: str | None, seconds: float | None) -> None:
             if self._deadline is not None:
