@@ -29,6 +29,7 @@ from eventsourcing.persistence import PersistenceError, RecordConflictError
 from eventsourcing.utils import get_topic
 
 from ledger import exchange, values
+from ledger.idempotency import recorded_with_claim
 from ledger.name_index import move_claims_to_current_keys
 from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.chain import VerifyReport
@@ -167,7 +168,8 @@ class ProfileLedger(Application[UUID]):
         self._listeners.append(listener)
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        recordings = super().save(*objs, **kwargs)
+        with recorded_with_claim(self, objs) as objs:  # an Idempotency-Key, claimed atomically with the command
+            recordings = super().save(*objs, **kwargs)
         if recordings:
             self._snapshot_profiles(objs, recordings)
             for listener in self._listeners:
