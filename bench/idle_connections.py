@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -117,12 +118,13 @@ def probe(port: int) -> float:
 
 
 def traffic(base: str, stop: threading.Event, counts: dict[str, int]) -> None:
+    run = uuid.uuid4().hex[:8]  # each soak's profiles get names of their own (the database may be shared)
     with httpx.Client(base_url=base, timeout=10) as http:
         number = 0
         while not stop.is_set():
             number += 1
             for method, path, body in (
-                ("POST", "/api/profiles", {"name": f"soak-{number}", "steering": {"3": 0.5}, "tags": ["soak"]}),
+                ("POST", "/api/profiles", {"name": f"soak-{run}-{number}", "steering": {"3": 0.5}, "tags": ["soak"]}),
                 ("GET", "/api/profiles?limit=20", None),
                 ("GET", "/api/events?limit=50", None),
             ):
