@@ -22,7 +22,7 @@ from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Servic
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
-from ledger.api.idempotency import idempotency_middleware, idempotent_command
+from ledger.api.idempotency import document_idempotency_key, idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import Metrics, request_context_middleware
 from ledger.api.integrity import LedgerController
@@ -183,7 +183,7 @@ def create_app(
             render_plugins=[SwaggerRenderPlugin()],
         ),
         before_request=_before_handler,
-        on_startup=[tidy_openapi],
+        on_startup=[tidy_openapi, document_idempotency_key],
         debug=debug,
     )
 

@@ -21,7 +21,9 @@ import weakref
 from typing import Any
 
 import anyio.to_thread
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
+from litestar.enums import ParamType
+from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.auth import principal_of
@@ -139,3 +141,26 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             log.warning("the answer to an idempotent command could not be kept: %s", error)
 
     return wrapped
+
+
+def document_idempotency_key(app: Litestar) -> None:
+    """Every command's operation in the OpenAPI document takes the ``Idempotency-Key`` header (an on_startup hook)."""
+    for path_item in (app.openapi_schema.paths or {}).values():
+        for method in COMMAND_METHODS:
+            operation = getattr(path_item, method.lower(), None)
+            if operation is None:
+                continue
+            parameters = list(operation.parameters or [])
+            if any(getattr(p, "name", "").lower() == HEADER for p in parameters):
+                continue
+            parameters.append(
+                Parameter(
+                    name="Idempotency-Key",
+                    param_in=ParamType.HEADER,
+                    required=False,
+                    description="Retry-safe: a retry with the same key and request gets the first answer again and "
+                    "records nothing; the same key for another request is 422 `idempotency_key_reused`.",
+                    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+                )
+            )
+            operation.parameters = parameters
