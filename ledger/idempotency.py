@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from ledger.domainmodel import LEDGER_NAMESPACE, AuditedEvent
 from ledger.errors import ConflictError, ValidationError
+from ledger.side_tables import SideTable
 
 KEY_MAX = 255
 ANSWERS_KEPT_SECONDS = 24 * 3600
@@ -148,72 +148,43 @@ class Answer:
 
 
 class Answers:
-    """The answers of committed keyed commands, in a table beside the log (kept ``ANSWERS_KEPT_SECONDS``).
-
-    Uses the application's own datastore (PostgreSQL or SQLite); with neither (the in-memory store) a dict.
-    """
+    """The answers of committed keyed commands, in a table beside the log (kept ``ANSWERS_KEPT_SECONDS``);
+    with no database (the in-memory store), in a dict."""
 
     TABLE = "ledger_idempotency_answers"
 
     def __init__(self, datastore: Any) -> None:
-        self.datastore = datastore
-        module = type(datastore).__module__ if datastore is not None else ""
-        self.dialect = "postgres" if "postgres" in module else "sqlite" if "sqlite" in module else None
+        self.table = SideTable(
+            datastore, self.TABLE,
+            "id text PRIMARY KEY, fingerprint text NOT NULL, status integer NOT NULL, headers text NOT NULL, "
+            "body {blob} NOT NULL, recorded_at double precision NOT NULL",
+        )
         self._memory: dict[str, tuple[Answer, float]] = {}
-        self._ready = False
-        self._creating = threading.Lock()
         self._writes = 0
 
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self.dialect == "postgres" else statement
-
-    def _ensure(self) -> None:
-        if self._ready or self.dialect is None:
-            return
-        blob = "bytea" if self.dialect == "postgres" else "BLOB"
-        with self._creating, self.datastore.transaction(commit=True) as cursor:
-            if self._ready:
-                return
-            if self.dialect == "postgres":  # CREATE TABLE IF NOT EXISTS races with itself across sessions
-                cursor.execute(f"SELECT pg_advisory_xact_lock(hashtext('{self.TABLE}'))")
-            cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (id text PRIMARY KEY, fingerprint text NOT NULL, "
-                f"status integer NOT NULL, headers text NOT NULL, body {blob} NOT NULL, "
-                "recorded_at double precision NOT NULL)"
-            )
-        self._ready = True
-
     def get(self, claim: UUID) -> Answer | None:
-        if self.dialect is None:
+        oldest = time.time() - ANSWERS_KEPT_SECONDS
+        if not self.table.available:
             kept = self._memory.get(str(claim))
-            return kept[0] if kept and kept[1] > time.time() - ANSWERS_KEPT_SECONDS else None
-        self._ensure()
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                self._sql(f"SELECT fingerprint, status, headers, body FROM {self.TABLE} WHERE id = ? AND recorded_at > ?"),
-                (str(claim), time.time() - ANSWERS_KEPT_SECONDS),
-            )
-            row = cursor.fetchone()
+            return kept[0] if kept and kept[1] > oldest else None
+        row = self.table.one(
+            "SELECT fingerprint, status, headers, body FROM {table} WHERE id = ? AND recorded_at > ?", (str(claim), oldest)
+        )
         if row is None:
             return None
-        values = [row[name] for name in ("fingerprint", "status", "headers", "body")] if hasattr(row, "keys") else row
-        return Answer(values[0], int(values[1]), [tuple(pair) for pair in json.loads(values[2])], bytes(values[3]))
+        return Answer(row[0], int(row[1]), [(name, value) for name, value in json.loads(row[2])], bytes(row[3]))
 
     def put(self, claim: UUID, answer: Answer) -> None:
         now = time.time()
-        if self.dialect is None:
+        if not self.table.available:
             self._memory[str(claim)] = (answer, now)
             return
-        self._ensure()
-        conflict = "ON CONFLICT (id) DO NOTHING"
-        with self.datastore.transaction(commit=True) as cursor:
-            cursor.execute(
-                self._sql(
-                    f"INSERT INTO {self.TABLE} (id, fingerprint, status, headers, body, recorded_at) "
-                    f"VALUES (?, ?, ?, ?, ?, ?) {conflict}"
-                ),
-                (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers), answer.body, now),
-            )
-            self._writes += 1
-            if self._writes % 1000 == 1:
-                cursor.execute(self._sql(f"DELETE FROM {self.TABLE} WHERE recorded_at < ?"), (now - ANSWERS_KEPT_SECONDS,))
+        statements = [(
+            "INSERT INTO {table} (id, fingerprint, status, headers, body, recorded_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers), answer.body, now),
+        )]
+        self._writes += 1
+        if self._writes % 1000 == 1:
+            statements.append(("DELETE FROM {table} WHERE recorded_at < ?", (now - ANSWERS_KEPT_SECONDS,)))
+        self.table.execute(*statements)

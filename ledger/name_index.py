@@ -9,7 +9,8 @@ process before the first name is claimed or looked up, each live claim whose rec
 current key of its holder's name is moved: claimed under the new key and released under the old one, in one
 atomic save (any number of processes may do this at once: the store lets one move win). Where two existing
 profiles' names now share a key, the older claim wins and the other profile keeps its old claim (its name still
-works; a new profile can take neither), and a warning names both.
+works; a new profile can take neither), and a warning names both. Where the log is in a database, a small table
+beside it remembers how far the registrations were looked through, so later processes look only at new ones.
 """
 
 from __future__ import annotations
@@ -23,26 +24,44 @@ from eventsourcing.utils import get_topic
 
 from ledger import values
 from ledger.domainmodel import CommandContext, Profile, ProfileName, acting_as
+from ledger.side_tables import SideTable
 
 log = logging.getLogger(__name__)
 
 REGISTERED_TOPIC = get_topic(ProfileName.Registered)
+CHECKED_TABLE = "ledger_name_keys_checked"
 PAGE = 1_000
 UPGRADE_CONTEXT = CommandContext(actor="ledger", reason="name index moved to the confusable-safe name key")
 
 
 def move_claims_to_current_keys(ledger: Any) -> int:
-    """Move every live claim recorded under an earlier key to its holder's current key; returns how many moved."""
-    moved, start = 0, 1
+    """Move every live claim recorded under an earlier key to its holder's current key; returns how many moved.
+
+    Where the log is in a database, how far it has been looked through is kept beside it, so each process looks
+    only at the name registrations recorded since (a server of the earlier version may still be writing them).
+    """
+    checked = SideTable(
+        getattr(ledger.recorder, "datastore", None), CHECKED_TABLE, "id integer PRIMARY KEY, position bigint NOT NULL"
+    )
+    row = checked.one("SELECT position FROM {table} WHERE id = 1") if checked.available else None
+    moved, start, last = 0, (int(row[0]) + 1 if row else 1), 0
     while True:
         notifications = ledger.recorder.select_notifications(start=start, limit=PAGE, topics=[REGISTERED_TOPIC])
         for notification in notifications:
             key = ledger.mapper.to_domain_event(notification).key
             if isinstance(key, str) and not key.isascii():
                 moved += _move(ledger, notification.originator_id)
+            last = notification.id
         if len(notifications) < PAGE:
-            return moved
+            break
         start = notifications[-1].id + 1
+    if checked.available and last:
+        checked.execute((
+            "INSERT INTO {table} (id, position) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET position = "
+            "CASE WHEN excluded.position > {table}.position THEN excluded.position ELSE {table}.position END",
+            (last,),
+        ))
+    return moved
 
 
 def _move(ledger: Any, index_id: Any) -> int:

@@ -57,3 +57,27 @@ def test_two_earlier_names_that_now_compare_equal_both_stay_taken(database_url):
         assert renamed.profile.name == "storm"
     finally:
         ledger.close()
+
+
+def test_later_processes_look_only_at_names_registered_since(database_url, monkeypatch):
+    _recorded_by_the_earlier_code(database_url, "ｆｉｒｓｔ")
+    first = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    try:
+        assert first.find_profile("first") is not None  # moved
+    finally:
+        first.close()
+    (second_profile,) = _recorded_by_the_earlier_code(database_url, "ｓｅｃｏｎｄ")  # an earlier-version server
+    looked_at: list[int] = []
+    later = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    original = later.recorder.select_notifications
+
+    def spy(start, limit, *args, **kwargs):
+        looked_at.append(start)
+        return original(start, limit, *args, **kwargs)
+
+    monkeypatch.setattr(later.recorder, "select_notifications", spy)
+    try:
+        assert later.find_profile("second") == second_profile.id
+        assert looked_at and looked_at[0] > 1
+    finally:
+        later.close()
