@@ -13,7 +13,8 @@ Starts ``ledger serve --no-model --no-auth --no-access-log`` on a free loopback 
   from a second after the idle connections are open and the traffic has begun; the idle connections and the
   traffic run in a process of their own, so that their work does not delay the probes' clock.
 
-Each figure is the slowest probe; the detail gives p50/p99, the idle connections held on average, how many the
+A third soak with no idle connection, same traffic and probes, is the same-run baseline. Each figure is the
+slowest probe; the detail gives p50/p99, the idle connections held on average, how many the
 server closed and were reopened, and the traffic's request count and errors.
 
     python bench/idle_connections.py --seconds 30 --idle 1000
@@ -171,12 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         url = args.database or f"sqlite:///{workdir}/bench.sqlite"
         # held: a header deadline past the soak, so the same idle connections stay open throughout;
         # churn: the default deadline, so the server closes them and the attacker opens them again
+        # baseline: the same traffic and probes with no idle connection, in the same run (a shared machine drifts)
+        baseline = soak(args, url, Path(workdir), "baseline", DEFAULT_HEADER_TIMEOUT)
         for scenario, header_timeout in (("held", 2 * args.seconds + 10), ("churn", DEFAULT_HEADER_TIMEOUT)):
-            figures.append(soak(args, url, Path(workdir), scenario, header_timeout))
+            figures.append(soak(args, url, Path(workdir), scenario, header_timeout, baseline))
     return report(figures, smoke=args.smoke)
 
 
-def soak(args: argparse.Namespace, url: str, workdir: Path, scenario: str, header_timeout: float) -> Figure:
+def soak(
+    args: argparse.Namespace, url: str, workdir: Path, scenario: str, header_timeout: float,
+    baseline: Figure | None = None,
+) -> Figure:
+    idle = 0 if scenario == "baseline" else args.idle
     server = Server(
         ["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log"],
         {"LEDGER_DATABASE_URL": url, "LEDGER_HEADER_TIMEOUT": str(header_timeout)},
@@ -187,7 +194,7 @@ def soak(args: argparse.Namespace, url: str, workdir: Path, scenario: str, heade
         results: multiprocessing.Queue = multiprocessing.Queue()
         others = multiprocessing.Process(
             target=attacker_and_clients,
-            args=(server.port, server.url(""), args.idle, args.seconds, results),
+            args=(server.port, server.url(""), idle, args.seconds, results),
             daemon=True,
         )
         others.start()
@@ -207,17 +214,21 @@ def soak(args: argparse.Namespace, url: str, workdir: Path, scenario: str, heade
     database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     held = "held open throughout" if scenario == "held" else f"closed after {header_timeout:g} s and reopened"
     return Figure(
-        name=f"GET /health slowest probe, {args.idle:,} idle connections ({held}) + traffic, {args.seconds} s",
+        name=f"GET /health slowest probe, {idle:,} idle connections ({held}) + traffic, {args.seconds} s",
         value=worst,
         unit="ms",
         target=f"every probe < {TARGET_MS:g} ms",
-        met=worst < TARGET_MS and outcome["errors"] == 0 and outcome["held"] >= 0.9 * args.idle,
+        met=worst < TARGET_MS and outcome["errors"] == 0 and outcome["held"] >= 0.9 * idle,
+        baseline=baseline.value if baseline else None,
+        baseline_label="the same traffic and probes, no idle connection" if baseline else None,
+        ratio=worst / baseline.value if baseline else None,
         detail=(
             f"probes {len(samples)} on new connections: p50 {statistics.median(samples):.2f} ms, p99 "
             f"{percentile(samples, 0.99):.2f} ms, max {worst:.2f} ms; idle connections held on average "
             f"{outcome['held']:,.0f}, closed by the server's header deadline ({header_timeout:g} s) and reopened "
             f"{outcome['reopened']:,}; traffic {outcome['requests']:,} requests, {outcome['errors']} errors; "
             f"{database}; {os.cpu_count()} cores shared with the clients"
+            + (f"; baseline: {baseline.detail.split(';')[0]}" if baseline else "")
         ),
     )
 
