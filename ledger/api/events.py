@@ -80,9 +80,6 @@ class EventController(Controller):
         cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")] = None,
     ) -> EventList:
         _text_filters(actor=actor, type=type)
-        show_tokens = sees_token_events(services, principal_of(request))
-        if not show_tokens and type is not None and type.startswith(f"{TOKEN_AGGREGATE}."):
-            return EventList(events=[], next_cursor=None)
         filters = {
             "profile_id": parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
             "actor": actor,
@@ -91,6 +88,9 @@ class EventController(Controller):
             "until": parse_time(until, "until"),
             "after_position": after,
         }
+        show_tokens = sees_token_events(services, principal_of(request))
+        if not show_tokens and type is not None and type.startswith(f"{TOKEN_AGGREGATE}."):
+            return EventList(events=[], next_cursor=None)
         return _page(reads, filters, limit, cursor, show_tokens, services.options.page_bytes)
 
     @get(
