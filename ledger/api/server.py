@@ -4,7 +4,9 @@ Connections are bounded (:class:`ConnectionLimits`): uvicorn closes a keep-alive
 after ``timeout_keep_alive``, but not one that never sends a request, sends its headers a byte at a time, or stalls
 in its body, and it accepts any number of them (each a file descriptor). :func:`guarded_protocol` adds what it
 lacks to its httptools protocol: a deadline for a request's headers (from the connection's start or the previous
-response), one for its body, and a cap on open connections (one past it is closed at once).
+response), one for its body, and a cap on open connections: a connection past it closes the one that has waited
+longest without sending a request (so idle connections cannot lock a new client out), or, when every other
+connection is busy with a request, is itself closed at once.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class ConnectionLimits:
     ``LEDGER_BODY_TIMEOUT``, ``LEDGER_KEEP_ALIVE``, ``LEDGER_MAX_STREAMS``."""
 
     max_connections: int | None = None
-    """Open client connections at most; default: 10,000 or what the file-descriptor limit leaves."""
+    """Open client connections at most; default: 10,000 or what the file-descriptor limit leaves. Past it, the
+    connection that has waited longest for its request's headers is closed to make room (or the new one, when
+    every connection is busy with a request)."""
     header_timeout: float = 10.0
     """Seconds from a connection's start (or its previous response) until its request's headers are in. Each
     connection gets between 0.75× and 1× of it, at random, so connections opened together are not all closed
@@ -99,14 +103,26 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _phase: str | None = None  # "headers", "body" or None (a request is being answered)
+        _since = 0.0  # when the phase began
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if limits.max_connections is not None and len(self.connections) > limits.max_connections:
-                log.warning("connection refused: %d connections are open (the limit)", limits.max_connections)
-                transport.abort()
-                return
+                idlest = self._longest_waiting()
+                if idlest is None:  # every other connection is busy with a request: refuse this one
+                    log.warning("connection refused: %d connections are open (the limit)", limits.max_connections)
+                    transport.abort()
+                    return
+                idlest.transport.abort()  # make room: the one that has waited longest without sending a request
             self._expect("headers", limits.header_timeout * random.uniform(0.75, 1.0))
+
+        def _longest_waiting(self) -> GuardedHttpToolsProtocol | None:
+            waiting = [
+                other for other in self.connections
+                if other is not self and getattr(other, "_phase", None) == "headers"
+                and not other.transport.is_closing() and (other.cycle is None or other.cycle.response_complete)
+            ]
+            return min(waiting, key=lambda other: other._since, default=None)  # type: ignore[no-any-return]
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._expect(None, None)
@@ -129,7 +145,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
-            self._phase = phase
+            self._phase, self._since = phase, self.loop.time()
             if phase is not None and seconds is not None:
                 self._deadline = self.loop.call_later(seconds, self._deadline_passed)
 
