@@ -102,9 +102,9 @@ pending_claim: ContextVar[Claim | None] = ContextVar("pending_claim", default=No
 
 
 @contextmanager
-def claiming(claim: Claim) -> Iterator[None]:
+def claiming(claim: Claim | None) -> Iterator[None]:
     """The saves made in this context (its thread, and threads started from it) record ``claim`` with the first
-    save that commits."""
+    save that commits; ``None``: saves that are not the command's own (housekeeping) record no claim."""
     token = pending_claim.set(claim)
     try:
         yield

@@ -24,6 +24,7 @@ from eventsourcing.utils import get_topic
 
 from ledger import values
 from ledger.domainmodel import CommandContext, Profile, ProfileName, acting_as
+from ledger.idempotency import claiming
 from ledger.side_tables import SideTable
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def _move(ledger: Any, index_id: Any) -> int:
             profile.id, profile.name, target.profile_id,
         )
         return 0
-    with acting_as(UPGRADE_CONTEXT):
+    with acting_as(UPGRADE_CONTEXT), claiming(None):  # not the command's save: it records no Idempotency-Key
         target.claim(profile.id, profile.name)
         index.release(profile.id)
         try:
