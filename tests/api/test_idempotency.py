@@ -138,3 +138,11 @@ def test_a_new_tokens_secret_is_never_kept_for_a_replay(postgres_url):
         with client.app.state.services.ledger.recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(f"SELECT body FROM {Answers.TABLE}")
             assert all(first.json()["token"].encode() not in bytes(row["body"]) for row in cursor.fetchall())
+
+
+def test_a_refused_keyed_request_records_nothing_and_leaves_the_key_free(client):
+    assert_error(client.post("/api/profiles", json={"name": ""}, headers=keyed("retry-me")), 422)
+    other = client.post("/api/profiles", json={"name": "unkeyed"})  # the next request carries no key
+    assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers
+    fixed = client.post("/api/profiles", json={"name": "fixed"}, headers=keyed("retry-me"))
+    assert fixed.status_code == 201 and fixed.json()["name"] == "fixed"
