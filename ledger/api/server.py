@@ -100,29 +100,26 @@ class ConnectionLimits:
 def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header deadline, a body deadline and a cap on open connections."""
 
+    waiting: dict[GuardedHttpToolsProtocol, None] = {}  # connections awaiting a request's headers, oldest first
+    last_warning = [0.0]
+
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _phase: str | None = None  # "headers", "body" or None (a request is being answered)
-        _since = 0.0  # when the phase began
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if limits.max_connections is not None and len(self.connections) > limits.max_connections:
-                idlest = self._longest_waiting()
+                idlest = next((other for other in waiting if not other.transport.is_closing()), None)
                 if idlest is None:  # every other connection is busy with a request: refuse this one
-                    log.warning("connection refused: %d connections are open (the limit)", limits.max_connections)
+                    if self.loop.time() - last_warning[0] > 10:
+                        last_warning[0] = self.loop.time()
+                        log.warning("connections refused: %d are open (the limit)", limits.max_connections)
                     transport.abort()
                     return
+                idlest._expect(None, None)
                 idlest.transport.abort()  # make room: the one that has waited longest without sending a request
             self._expect("headers", limits.header_timeout * random.uniform(0.75, 1.0))
-
-        def _longest_waiting(self) -> GuardedHttpToolsProtocol | None:
-            waiting = [
-                other for other in self.connections
-                if other is not self and getattr(other, "_phase", None) == "headers"
-                and not other.transport.is_closing() and (other.cycle is None or other.cycle.response_complete)
-            ]
-            return min(waiting, key=lambda other: other._since, default=None)  # type: ignore[no-any-return]
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._expect(None, None)
@@ -145,7 +142,10 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
-            self._phase, self._since = phase, self.loop.time()
+            waiting.pop(self, None)
+            self._phase = phase
+            if phase == "headers" and (self.cycle is None or self.cycle.response_complete):
+                waiting[self] = None  # idle: the newest at the end
             if phase is not None and seconds is not None:
                 self._deadline = self.loop.call_later(seconds, self._deadline_passed)
 
