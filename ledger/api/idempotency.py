@@ -21,6 +21,7 @@ import weakref
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from litestar import Litestar, Request, Response
 from litestar.enums import ParamType
 from litestar.openapi.spec import OpenAPIType, Parameter, Schema
@@ -85,9 +86,7 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
             raise IdempotencyKeyReusedError(
                 "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
             )
-        headers = {name: value for name, value in kept.headers}
-        headers[REPLAYED_HEADER] = "true"
-        return Response(kept.body, status_code=kept.status, headers=headers, media_type=headers.get("content-type"))
+        return _replay(kept)
     claimed = await anyio.to_thread.run_sync(recorded, ledger, identity)
     if claimed is not None:
         if claimed.fingerprint != request_print:
@@ -107,40 +106,106 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
-    """Keeps the answer of every command whose Idempotency-Key was recorded with its events."""
+    """Keeps the answer of every command whose Idempotency-Key was recorded with its events.
+
+    A keyed command's answer is held until it is complete (an event stream passes through): when the command
+    failed and meanwhile a concurrent request with the same key committed (its save won, so this one's found the
+    name taken, or the claim recorded), the answer is that request's, not this failure.
+    """
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in COMMAND_METHODS:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in COMMAND_METHODS
+            or not any(name == HEADER.encode() for name, _ in scope.get("headers", ()))
+        ):
             await app(scope, receive, send)
             return
-        status, headers, chunks, size = 0, [], [], 0
+        start: Message | None = None
+        held: list[Message] = []
+        passing = False  # an event stream, or an answer too large to hold: sent as it comes
+        size = 0
 
         async def capture(message: Message) -> None:
-            nonlocal status, headers, size
+            nonlocal start, passing, size
             if message["type"] == "http.response.start":
-                status, headers = message["status"], list(message.get("headers", ()))
-            elif message["type"] == "http.response.body" and size <= ANSWER_MAX_BYTES:
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                chunks.append(chunk)
+                start = message
+                content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+                if content_type.startswith(b"text/event-stream"):
+                    passing = True
+                    await send(message)
+                return
+            if message["type"] == "http.response.body" and not passing:
+                size += len(message.get("body", b""))
+                held.append(message)
+                if size > ANSWER_MAX_BYTES:
+                    passing = True
+                    for waiting in [start, *held]:
+                        await send(waiting)  # type: ignore[arg-type]
+                    held.clear()
+                return
             await send(message)
 
         await app(scope, receive, capture)
-        claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
-        if claim is None or not claim.saved or size > ANSWER_MAX_BYTES:
+        if passing or start is None:
             return
-        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
-                 if name.lower() not in _NOT_REPLAYED]
-        if any(name.lower() == "cache-control" and "no-store" in value for name, value in pairs):
-            return  # e.g. a new token's secret: shown once, never kept
-        answer = Answer(fingerprint=claim.fingerprint, status=status, headers=pairs, body=b"".join(chunks))
+        claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
         ledger = scope["app"].state.services.ledger  # type: ignore[index]
-        try:
-            await anyio.to_thread.run_sync(answers_of(ledger).put, claim.id, answer)
-        except Exception as error:  # noqa: BLE001 - the answer was sent; a retry then gets 409, not a replay
-            log.warning("the answer to an idempotent command could not be kept: %s", error)
+        status = start["status"]
+        body = b"".join(message.get("body", b"") for message in held)
+        if claim is not None and not claim.saved and status >= 400:
+            replaced = await _answer_of_a_concurrent_twin(ledger, claim)
+            if replaced is not None:
+                status, pairs, content = replaced
+                headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+                headers.append((b"content-length", str(len(content)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": content, "more_body": False})
+                return
+        await send(start)
+        for message in held:
+            await send(message)
+        if claim is not None and claim.saved:
+            await _keep(ledger, claim, status, list(start.get("headers", ())), body)
 
     return wrapped
+
+
+async def _answer_of_a_concurrent_twin(ledger: Any, claim: Claim) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """The kept answer (or a 409), as status, headers and body, when another request with this key committed while
+    this one failed."""
+    if await anyio.to_thread.run_sync(recorded, ledger, claim.id) is None:
+        return None
+    for _ in range(20):  # its answer is kept just after its commit
+        kept = await anyio.to_thread.run_sync(answers_of(ledger).get, claim.id)
+        if kept is not None:
+            break
+        await anyio.sleep(0.05)
+    if kept is None or kept.fingerprint != claim.fingerprint:
+        error = IdempotencyKeyInUseError(
+            "a request with this Idempotency-Key was recorded meanwhile; retry to get its answer"
+        )
+        body = msgspec.json.encode({"error": error.code, "detail": error.message})
+        return 409, [("content-type", "application/json"), ("retry-after", "1")], body
+    return kept.status, [*kept.headers, (REPLAYED_HEADER, "true")], kept.body
+
+
+def _replay(kept: Answer) -> Response[Any]:
+    headers = {name: value for name, value in kept.headers}
+    headers[REPLAYED_HEADER] = "true"
+    return Response(kept.body, status_code=kept.status, headers=headers, media_type=headers.get("content-type"))
+
+
+async def _keep(ledger: Any, claim: Claim, status: int, raw_headers: list[Any], body: bytes) -> None:
+    pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers
+             if name.lower() not in _NOT_REPLAYED]
+    if any(name.lower() == "cache-control" and "no-store" in value for name, value in pairs):
+        return  # e.g. a new token's secret: shown once, never kept
+    answer = Answer(fingerprint=claim.fingerprint, status=status, headers=pairs, body=body)
+    try:
+        await anyio.to_thread.run_sync(answers_of(ledger).put, claim.id, answer)
+    except Exception as error:  # noqa: BLE001 - the answer was sent; a retry then gets 409, not a replay
+        log.warning("the answer to an idempotent command could not be kept: %s", error)
 
 
 def document_idempotency_key(app: Litestar) -> None:

@@ -109,19 +109,24 @@ def test_a_committed_command_whose_answer_was_lost_is_not_run_again(postgres_url
 def test_concurrent_requests_with_one_key_record_one_command(postgres_url):
     with make_client(postgres_url) as client:
         answers: list[int] = []
+        created_ids: set[str] = set()
         start = threading.Barrier(8)
 
         def send() -> None:
             start.wait()
             response = client.post("/api/profiles", json={"name": "race"}, headers=keyed("race-key"))
             answers.append(response.status_code)
+            if response.status_code == 201:
+                created_ids.add(response.json()["id"])
 
         threads = [threading.Thread(target=send) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        # the losers get the winner's answer (or, while it is not kept yet, 409 idempotency_key_in_use)
         assert set(answers) <= {201, 409} and answers.count(201) >= 1, answers
+        assert len(created_ids) == 1
         created = [e for e in client.get("/api/events", params={"min_position": head(client)}).json()["events"]
                    if e["type"] == "Profile.Created"]
         assert len(created) == 1
