@@ -30,6 +30,8 @@ from eventsourcing.persistence import EventStore, Mapper, PersistenceError, Reco
 from eventsourcing.utils import get_topic
 
 from ledger import exchange, values
+from ledger.idempotency import recorded_with_claim
+from ledger.name_index import move_claims_to_current_keys
 from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.chain import VerifyReport
 from ledger.domainmodel import (
@@ -163,6 +165,7 @@ class ProfileLedger(Application[UUID]):
         super().__init__(env=env)
         self.snapshot_interval = int(self.env.get(SNAPSHOT_INTERVAL_ENV) or SNAPSHOT_INTERVAL)
         self._listeners: list[Callable[[int], None]] = []
+        self._name_keys_current = False
 
     def construct_mapper(self) -> Mapper[UUID]:
         """The library's mapper, signing every event and snapshot it stores and checking every one it reads."""
@@ -183,7 +186,8 @@ class ProfileLedger(Application[UUID]):
         self._listeners.append(listener)
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        recordings = super().save(*objs, **kwargs)
+        with recorded_with_claim(self, objs) as objs:  # an Idempotency-Key, claimed atomically with the command
+            recordings = super().save(*objs, **kwargs)
         if recordings:
             self._snapshot_profiles(objs, recordings)
             for listener in self._listeners:
@@ -416,6 +420,7 @@ class ProfileLedger(Application[UUID]):
 
     def find_profile(self, name: str) -> UUID | None:
         """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
+        self._current_name_keys()
         try:
             index = self.repository.get(ProfileName.id_for(values.profile_name(name)))
         except AggregateNotFoundError:
@@ -463,12 +468,12 @@ class ProfileLedger(Application[UUID]):
             return None
 
     # -- access tokens -----------------------------------------------------------------------------
-    def issue_token(self, name: str, role: str) -> tuple[UUID, str]:
+    def issue_token(self, name: str, role: str, expires_at: datetime | None = None) -> tuple[UUID, str]:
         """Record a new API token; returns its id and the token itself (shown once, never stored)."""
 
         def attempt() -> tuple[UUID, str]:
             tokens = self._access_tokens() or AccessTokens()
-            token = tokens.issue(name, role)
+            token = tokens.issue(name, role, expires_at)
             self.save(tokens)
             return parse_token(token)[0], token
 
@@ -582,7 +587,14 @@ class ProfileLedger(Application[UUID]):
             raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
         return profile
 
+    def _current_name_keys(self) -> None:
+        """Once per process: claims made under an earlier name key move to the current one (ledger.name_index)."""
+        if not self._name_keys_current:
+            move_claims_to_current_keys(self)
+            self._name_keys_current = True
+
     def _name_index(self, name: str) -> ProfileName:
+        self._current_name_keys()
         try:
             return self.repository.get(ProfileName.id_for(name))
         except AggregateNotFoundError:

@@ -16,6 +16,17 @@ FORMAT_VERSION = "1.0"
 FORMAT_TYPE = "millm_profile"
 EXPORTED_FROM = "profile-ledger"
 
+PROFILE_FIELDS = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
+DOCUMENT_KEYS = frozenset({"version", "type", "profile", "exported_at", "exported_from"})
+EXPORTED_PROFILE_KEYS = frozenset({*PROFILE_FIELDS, "model", "sae", "profile_version"})
+FLAT_KEYS = frozenset({
+    *PROFILE_FIELDS,
+    # what a flat profile (miLLM's ProfileResponse, or this API's own answer) also says about itself: read, not
+    # imported (the new profile gets its own id, times and version)
+    "id", "version", "feature_count", "is_active", "created_at", "updated_at", "execution_count",
+    "last_executed_at",
+})
+
 
 def export_document(fields: Mapping[str, Any], version: int) -> dict[str, Any]:
     """A ``millm_profile`` document for one profile version (``fields`` as the domain holds them)."""
@@ -56,6 +67,8 @@ def parse_document(document: Any) -> dict[str, Any]:
             raise ImportFormatError("the document has no 'profile' object", field="profile")
         if not isinstance(body, Mapping):
             raise ImportFormatError("'profile' must be a JSON object", field="profile")
+        _refuse_unknown(document, DOCUMENT_KEYS, "")
+        _refuse_unknown(body, EXPORTED_PROFILE_KEYS, "profile.")
         raw = {
             "name": body.get("name"),
             "description": body.get("description"),
@@ -70,9 +83,8 @@ def parse_document(document: Any) -> dict[str, Any]:
         prefix = "profile."
     elif "name" in document:
         # The flat document miLLM itself exports.
-        raw = {name: document.get(name) for name in (
-            "name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata"
-        )}
+        _refuse_unknown(document, FLAT_KEYS | DOCUMENT_KEYS - {"profile"}, "")
+        raw = {name: document.get(name) for name in PROFILE_FIELDS}
         prefix = ""
     else:
         raise ImportFormatError(
@@ -98,6 +110,17 @@ def parse_document(document: Any) -> dict[str, Any]:
         raise
     except ValidationError as error:
         raise ImportFormatError(error.message, field=f"{prefix}{error.field}" if error.field else None) from None
+
+
+def _refuse_unknown(document: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:
+    """A field this format does not have is refused, naming it (a misspelt ``steerring`` would else be dropped)."""
+    unknown = sorted(str(key) for key in document if key not in known)
+    if unknown:
+        raise ImportFormatError(
+            f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(repr(prefix + k) for k in unknown[:5])} "
+            f"in the import document; known: {', '.join(sorted(known))}",
+            field=f"{prefix}{unknown[0]}",
+        )
 
 
 def renamed(name: str, attempt: int) -> str:

@@ -5,9 +5,11 @@ Pure functions, no I/O. Every refusal is a :class:`ValidationError` naming the f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,22 +44,89 @@ def text(value: str, field: str) -> str:
     return value
 
 
-def profile_name(value: Any) -> str:
-    """A profile's name: trimmed, 1 to 100 characters."""
+def display_name(value: Any, field: str = "name", maximum: int = NAME_MAX) -> str:
+    """A name people read and tell apart (a profile's, a token's): NFKC-normalised, trimmed, 1 to ``maximum``
+    characters, with no control or invisible format characters (tabs, CR/LF, zero-width spaces, bidi marks)."""
     if not isinstance(value, str):
-        raise ValidationError("name must be a string", field="name")
-    text(value, "name")
-    name = value.strip()
+        raise ValidationError(f"{field} must be a string", field=field)
+    text(value, field)
+    name = unicodedata.normalize("NFKC", value)
+    for position, character in enumerate(name):
+        if unicodedata.category(character) in _INVISIBLE_CATEGORIES:
+            raise ValidationError(
+                f"{field} must not contain control or invisible characters "
+                f"(U+{ord(character):04X} {_character_name(character)} at index {position})",
+                field=field,
+            )
+    name = name.strip()
     if not name:
-        raise ValidationError("name must not be empty", field="name")
-    if len(name) > NAME_MAX:
-        raise ValidationError(f"name must be at most {NAME_MAX} characters (got {len(name)})", field="name")
+        raise ValidationError(f"{field} must not be empty", field=field)
+    if len(name) > maximum:
+        raise ValidationError(f"{field} must be at most {maximum} characters (got {len(name)})", field=field)
     return name
 
 
+def profile_name(value: Any) -> str:
+    """A profile's name: see :func:`display_name`."""
+    return display_name(value, "name")
+
+
 def name_key(name: str) -> str:
-    """How names are compared for uniqueness: trimmed, inner whitespace collapsed, case-folded."""
-    return " ".join(name.split()).casefold()
+    """How names are compared for uniqueness, so that names that look alike collide.
+
+    NFKC (fullwidth and compatibility forms, composed accents), invisible characters dropped, inner whitespace
+    collapsed, case-folded, and every non-ASCII character that Unicode lists as confusable with an ASCII one
+    (UTS #39 ``confusables.txt``: Cyrillic ``а``, Greek ``ο``, ``ℓ`` …) replaced by it. ASCII characters are kept
+    as they are, so the key of an ASCII name is what it always was (trimmed, collapsed, case-folded).
+    """
+    folded = unicodedata.normalize("NFKC", name)
+    folded = "".join(character for character in folded if not _ignorable(character))
+    folded = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())
+    return "".join(_ascii_lookalike(character) for character in folded)
+
+
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_VARIATION_SELECTORS = (range(0xFE00, 0xFE10), range(0xE0100, 0xE01F0), range(0x180B, 0x1810))
+
+
+_CONTROL_NAMES = {"\t": "TAB", "\n": "LINE FEED", "\r": "CARRIAGE RETURN"}
+
+
+def _character_name(character: str) -> str:
+    return unicodedata.name(character, "") or _CONTROL_NAMES.get(character, "CONTROL CHARACTER")
+
+
+def _ignorable(character: str) -> bool:
+    """Characters that change nothing a reader sees: format and control characters, variation selectors,
+    the combining grapheme joiner, Hangul fillers."""
+    if unicodedata.category(character) in _INVISIBLE_CATEGORIES:
+        return True
+    code = ord(character)
+    return code in (0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0) or any(code in span for span in _VARIATION_SELECTORS)
+
+
+@functools.cache
+def _lookalikes() -> dict[str, str]:
+    """Non-ASCII character → the ASCII character(s) it is confusable with (from the Unicode data that the
+    ``confusable-homoglyphs`` package ships)."""
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[str, str] = {}
+    for character, homoglyphs in confusables_data.items():
+        if len(character) != 1 or character.isascii():
+            continue
+        for homoglyph in homoglyphs:
+            prototype = homoglyph.get("c", "")
+            if prototype and prototype.isascii() and not _ignorable(prototype[0]):
+                table[character] = prototype.casefold()
+                break
+    return table
+
+
+def _ascii_lookalike(character: str) -> str:
+    if character.isascii():
+        return character
+    return _lookalikes().get(character, character)
 
 
 def description(value: Any) -> str | None:

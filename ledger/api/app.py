@@ -22,6 +22,7 @@ from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Servic
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
+from ledger.api.idempotency import document_idempotency_key, idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import Metrics, request_context_middleware
 from ledger.api.integrity import LedgerController
@@ -163,7 +164,7 @@ def create_app(
         guards=[authorize] if auth else [],  # open mode: no guard (Litestar copies the handler for each)
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_context_middleware(metrics)],
+        middleware=[request_context_middleware(metrics), idempotency_middleware],
         lifespan=[lifespan],
         state=State({"services": services}),
         request_max_body_size=max_body_size,
@@ -181,10 +182,16 @@ def create_app(
             security=security_requirement(auth),
             render_plugins=[SwaggerRenderPlugin()],
         ),
-        before_request=strict_json_body,
-        on_startup=[tidy_openapi],
+        before_request=_before_handler,
+        on_startup=[tidy_openapi, document_idempotency_key],
         debug=debug,
     )
+
+
+async def _before_handler(request: Any) -> Any:
+    """Strict JSON bodies, then Idempotency-Key (a replayed answer ends the request here)."""
+    await strict_json_body(request)
+    return await idempotent_command(request)
 
 
 def _attach_listener(services: Services, metrics: Metrics) -> None:

@@ -12,7 +12,8 @@ too low 403, both in the API's error shape.
 Checking a token costs no database round trip: the ``AccessTokens`` aggregate is cached in memory and
 reloaded when it is older than ``max_age`` (1 s), in the background while requests go on with the copy they
 have, and at once (requests waiting) after this process issues or revokes a token. A token revoked through
-another process (another server, the CLI) is refused here within that bound and the reload's time.
+another process (another server, the CLI) is refused here within that bound and the reload's time; an open
+event stream checks its token the same way every half second and ends when it is revoked or expires.
 """
 
 from __future__ import annotations
@@ -127,6 +128,14 @@ class TokenCache:
     def invalidate(self) -> None:
         self._generation += 1
         self._loaded_at = None
+
+    async def still_allows(self, principal: Principal) -> bool:
+        """Whether ``principal``'s token is still live (not revoked, not expired), for a request that outlives
+        one check (an event stream): a stale cache is reloaded first, without waiting for a reload under way."""
+        if self.stale:
+            await anyio.to_thread.run_sync(lambda: self.refresh(wait=False))
+        tokens = self._tokens
+        return tokens is not None and tokens.allows(principal)
 
     def authenticate(self, token: str) -> Principal:
         """Check ``token`` against the cached tokens (the caller refreshes a stale cache first)."""

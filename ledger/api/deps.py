@@ -48,6 +48,10 @@ class ApiOptions:
     """/ready answers 503 while a projection is more than this many positions behind the log."""
     sse_heartbeat: float = 15.0
     sse_poll: float = 0.5
+    sse_max_streams: int = 100
+    """Open event streams this process serves at once; beyond, 503 with ``Retry-After``."""
+    page_bytes: int = 1024 * 1024
+    """A page of events stops before this many bytes of JSON (always at least one event); ``next_cursor`` goes on."""
 
 
 @dataclass

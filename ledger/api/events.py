@@ -1,4 +1,10 @@
-"""``/api/events``: the audit log, from its read model, as pages or as a live Server-Sent Events tail."""
+"""``/api/events``: the audit log, from its read model, as pages or as a live Server-Sent Events tail.
+
+Least privilege: the events of API tokens (``AccessTokens.*``: names, roles, ids, salts, digests) are shown to
+admins only; for everyone else they are not there, in pages, filters and streams alike. A page holds at most
+``limit`` events and stops before ``page_bytes`` of JSON; ``next_cursor`` continues where it stopped, so nothing
+is skipped. A stream ends when its token is revoked or expires (checked every ``sse_poll`` seconds).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,28 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
+from ledger.access import AccessTokens, Principal
+from ledger.api.auth import principal_of
 from ledger.api.deps import Services, parse_time, parse_uuid
-from ledger.api.errors import INVALID, TIMEOUT, InvalidRequestError, responses
-from ledger.api.schemas import EventList
+from ledger.api.errors import INVALID, TIMEOUT, UNAVAILABLE, InvalidRequestError, responses
+from ledger.api.schemas import EventList, EventRead
 from ledger.api.views import event_from_row
+from projections import cursors
 
-STREAM_BATCH = 200
+SCAN_BATCH = 50
+"""Rows read from the read model at a time (pages and streams): bounds the memory one request holds."""
+SCAN_MAX = 5_000
+"""Rows one page request looks at, at most (hidden events included); ``next_cursor`` goes on from there."""
+TOKEN_AGGREGATE = AccessTokens.__name__
+STREAM_RETRY_AFTER = 5
 
 ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of this profile (UUID).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
@@ -28,14 +44,32 @@ TypeFilter = Annotated[str | None, QueryParameter(description="Only this event t
 After = Annotated[int | None, QueryParameter(ge=0, description="Only events after this log position.")]
 
 
+def sees_token_events(services: Services, principal: Principal | None) -> bool:
+    """Admins (and everyone in open mode, where anyone may manage tokens) see the events of API tokens."""
+    return not services.auth or (principal is not None and principal.role == "admin")
+
+
+def _text_filters(**filters: str | None) -> None:
+    for name, value in filters.items():
+        if value is not None and "\x00" in value:
+            raise InvalidRequestError(f"{name} must not contain NUL characters", field=name)
+
+
 class EventController(Controller):
     path = "/api/events"
     tags = ["events"]
 
-    @get("/", summary="The audit log, oldest first", sync_to_thread=True, responses=responses(INVALID, TIMEOUT))
+    @get(
+        "/",
+        summary="The audit log, oldest first (pages of at most `limit` events and about 1 MiB)",
+        sync_to_thread=True,
+        responses=responses(INVALID, TIMEOUT),
+    )
     def list_events(
         self,
+        request: Request[Any, Any, Any],
         reads: NamedDependency[Any],
+        services: NamedDependency[Services],
         profile_id: ProfileFilter = None,
         actor: ActorFilter = None,
         type: TypeFilter = None,  # noqa: A002 - the query parameter's name
@@ -45,25 +79,28 @@ class EventController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")] = None,
     ) -> EventList:
-        page = reads.events(
-            profile_id=parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
-            actor=actor,
-            event_type=type,
-            since=parse_time(since, "since"),
-            until=parse_time(until, "until"),
-            after_position=after,
-            limit=limit,
-            cursor=cursor,
-        )
-        return EventList(events=[event_from_row(row) for row in page.items], next_cursor=page.next_cursor)
+        _text_filters(actor=actor, type=type)
+        filters = {
+            "profile_id": parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
+            "actor": actor,
+            "event_type": type,
+            "since": parse_time(since, "since"),
+            "until": parse_time(until, "until"),
+            "after_position": after,
+        }
+        show_tokens = sees_token_events(services, principal_of(request))
+        if not show_tokens and type is not None and type.startswith(f"{TOKEN_AGGREGATE}."):
+            return EventList(events=[], next_cursor=None)
+        return _page(reads, filters, limit, cursor, show_tokens, services.options.page_bytes)
 
     @get(
         "/stream",
         summary="Live tail of the audit log (Server-Sent Events; each `id:` is the log position)",
-        responses=responses(INVALID),
+        responses=responses(INVALID, UNAVAILABLE),
     )
     async def stream_events(
         self,
+        request: Request[Any, Any, Any],
         services: NamedDependency[Services],
         profile_id: ProfileFilter = None,
         actor: ActorFilter = None,
@@ -73,6 +110,13 @@ class EventController(Controller):
             str | None, HeaderParameter(name="Last-Event-ID", description="Resume after this position.")
         ] = None,
     ) -> ServerSentEvent:
+        _text_filters(actor=actor, type=type)
+        if services.metrics.streams_open >= services.options.sse_max_streams:
+            raise HTTPException(
+                status_code=HTTP_503_SERVICE_UNAVAILABLE,
+                detail=f"this server already serves {services.options.sse_max_streams} event streams; retry later",
+                headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+            )
         start = after
         if last_event_id is not None and last_event_id.strip():
             text = last_event_id.strip()
@@ -86,22 +130,58 @@ class EventController(Controller):
             "actor": actor,
             "event_type": type,
         }
-        return ServerSentEvent(_tail(services, int(start), filters), headers={"Cache-Control": "no-cache"})
+        principal = principal_of(request)
+        tail = _tail(services, int(start), filters, principal if services.auth else None)
+        return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})
 
 
-async def _tail(services: Services, after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
-    """Events after ``after`` as they reach the read model, until the client goes or the server stops."""
+def _page(
+    reads: Any, filters: dict[str, Any], limit: int, cursor: str | None, show_tokens: bool, budget: int
+) -> EventList:
+    """Up to ``limit`` visible events after ``cursor``, read a batch at a time, stopping before ``budget`` bytes."""
+    events: list[EventRead] = []
+    size = scanned = 0
+    while True:
+        batch = reads.events(**filters, limit=min(SCAN_BATCH, limit - len(events)), cursor=cursor)
+        for row in batch.items:
+            if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
+                continue
+            event = event_from_row(row)
+            event_size = len(msgspec.json.encode(event)) + 1
+            if events and size + event_size > budget:
+                return EventList(events=events, next_cursor=cursors.encode("events", [events[-1].position]))
+            events.append(event)
+            size += event_size
+        scanned += len(batch.items)
+        if batch.next_cursor is None:
+            return EventList(events=events, next_cursor=None)
+        cursor = batch.next_cursor
+        if len(events) >= limit or scanned >= SCAN_MAX:
+            return EventList(events=events, next_cursor=cursor)
+
+
+async def _tail(
+    services: Services, after: int, filters: dict[str, Any], principal: Principal | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Events after ``after`` as they reach the read model, until the client goes, the server stops, or the
+    token the stream was opened with is revoked or expires."""
     options = services.options
+    show_tokens = sees_token_events(services, principal)
     services.metrics.stream_opened()
     try:
         yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
         last_sent = time.monotonic()
         while not services.shutdown.is_set():
+            if principal is not None and services.tokens is not None and not await services.tokens.still_allows(principal):
+                yield ServerSentEventMessage(data=None, comment="token revoked or expired")
+                return
             page = await anyio.to_thread.run_sync(
-                lambda: services.read_model.events(after_position=after, limit=STREAM_BATCH, **filters)
+                lambda: services.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
             )
             for row in page.items:
                 after = row.position
+                if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
+                    continue
                 yield ServerSentEventMessage(
                     data=msgspec.json.encode(event_from_row(row)).decode(), event=row.event_type, id=row.position
                 )

@@ -107,8 +107,13 @@ class RecordExecution(Request):
 
 class CreateToken(Request):
     name: str
-    """Who the token is for; recorded as the actor of every change made with it (1 to 100 characters)."""
+    """Who the token is for; recorded as the actor of every change made with it (1 to 100 characters, unique
+    among live tokens, no control or invisible characters)."""
     role: Literal["reader", "editor", "admin"]
+    expires_in: int | None = None
+    """Seconds until the token stops working (at least 1); omitted: it never expires (until revoked)."""
+    expires_at: datetime | None = None
+    """When the token stops working (a time with an offset); give this or ``expires_in``, not both."""
 
 
 # -- responses -------------------------------------------------------------------------------------
@@ -347,6 +352,8 @@ class TokenRead(msgspec.Struct, kw_only=True):
     role: str
     issued_at: str
     revoked: bool
+    expires_at: str | None = None
+    """When the token stops working; null: never (until revoked)."""
 
 
 class TokenList(msgspec.Struct, kw_only=True):

@@ -1,14 +1,29 @@
-"""Serving the API with uvicorn (``ledger serve --host --port`` calls :func:`serve`)."""
+"""Serving the API with uvicorn (``ledger serve --host --port`` calls :func:`serve`).
+
+Connections are bounded (:class:`ConnectionLimits`): uvicorn closes a keep-alive connection idle between requests
+after ``timeout_keep_alive``, but not one that never sends a request, sends its headers a byte at a time, or stalls
+in its body, and it accepts any number of them (each a file descriptor). :func:`guarded_protocol` adds what it
+lacks to its httptools protocol: a deadline for a request's headers (from the connection's start or the previous
+response), one for its body, and a cap on open connections: a connection past it closes the one that has waited
+longest without sending a request (so idle connections cannot lock a new client out), or, when every other
+connection is busy with a request, is itself closed at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import random
+import resource
 import threading
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from litestar import Litestar
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ledger.api.app import create_app
 from ledger.api.deps import Services
@@ -17,6 +32,133 @@ from ledger.settings import Settings
 log = logging.getLogger("ledger.api")
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+FD_RESERVE = 256
+"""File descriptors kept free of client connections: the database pool, the model's files, logs."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client connection may hold. Environment: ``LEDGER_MAX_CONNECTIONS``, ``LEDGER_HEADER_TIMEOUT``,
+    ``LEDGER_BODY_TIMEOUT``, ``LEDGER_KEEP_ALIVE``, ``LEDGER_MAX_STREAMS``."""
+
+    max_connections: int | None = None
+    """Open client connections at most; default: 10,000 or what the file-descriptor limit leaves. Past it, the
+    connection that has waited longest for its request's headers is closed to make room (or the new one, when
+    every connection is busy with a request)."""
+    header_timeout: float = 10.0
+    """Seconds from a connection's start (or its previous response) until its request's headers are in. Each
+    connection gets between 0.75× and 1× of it, at random, so connections opened together are not all closed
+    together (and their clients do not all come back at once)."""
+    body_timeout: float = 30.0
+    """Seconds from a request's headers until its whole body is in."""
+    keep_alive: float = 5.0
+    """Seconds a connection may sit idle after a response (uvicorn's ``timeout_keep_alive``)."""
+    max_streams: int = 100
+    """Event streams (``/api/events/stream``) served at once."""
+
+    @classmethod
+    def from_env(cls, environ: Any = None) -> ConnectionLimits:
+        environ = os.environ if environ is None else environ
+        limits = cls()
+
+        def number(name: str, kind: type, default: Any) -> Any:
+            raw = environ.get(name)
+            if raw is None or not raw.strip():
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a positive number (got {raw!r})") from None
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive number (got {raw!r})")
+            return value
+
+        return cls(
+            max_connections=number("LEDGER_MAX_CONNECTIONS", int, limits.max_connections),
+            header_timeout=number("LEDGER_HEADER_TIMEOUT", float, limits.header_timeout),
+            body_timeout=number("LEDGER_BODY_TIMEOUT", float, limits.body_timeout),
+            keep_alive=number("LEDGER_KEEP_ALIVE", float, limits.keep_alive),
+            max_streams=number("LEDGER_MAX_STREAMS", int, limits.max_streams),
+        )
+
+    def resolved(self) -> ConnectionLimits:
+        """With ``max_connections`` fitted to the file descriptors this process may open (the soft limit is raised
+        to the hard one first)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (ValueError, OSError):
+                pass
+        room = max(soft - FD_RESERVE, 16)
+        cap = min(self.max_connections or 10_000, room)
+        return replace(self, max_connections=cap)
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header deadline, a body deadline and a cap on open connections."""
+
+    waiting: dict[GuardedHttpToolsProtocol, None] = {}  # connections awaiting a request's headers, oldest first
+    last_warning = [0.0]
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _phase: str | None = None  # "headers", "body" or None (a request is being answered)
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if limits.max_connections is not None and len(self.connections) > limits.max_connections:
+                idlest = next((other for other in waiting if not other.transport.is_closing()), None)
+                if idlest is None:  # every other connection is busy with a request: refuse this one
+                    if self.loop.time() - last_warning[0] > 10:
+                        last_warning[0] = self.loop.time()
+                        log.warning("connections refused: %d are open (the limit)", limits.max_connections)
+                    transport.abort()
+                    return
+                idlest._expect(None, None)
+                idlest.transport.abort()  # make room: the one that has waited longest without sending a request
+            self._expect("headers", limits.header_timeout * random.uniform(0.75, 1.0))
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._expect(None, None)
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._expect("body", limits.body_timeout)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._expect(None, None)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self._phase is None:
+                self._expect("headers", limits.header_timeout * random.uniform(0.75, 1.0))
+
+        def _expect(self, phase: str | None, seconds: float | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            waiting.pop(self, None)
+            self._phase = phase
+            if phase == "headers" and (self.cycle is None or self.cycle.response_complete):
+                waiting[self] = None  # idle: the newest at the end
+            if phase is not None and seconds is not None:
+                self._deadline = self.loop.call_later(seconds, self._deadline_passed)
+
+        def _deadline_passed(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            if self._phase == "body" or (
+                self._phase == "headers" and (self.cycle is None or self.cycle.response_complete)
+            ):
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
 
 
 class LedgerServer(uvicorn.Server):
@@ -47,15 +189,25 @@ def build_server(
     port: int = 8000,
     *,
     app: Litestar | None = None,
+    limits: ConnectionLimits | None = None,
     **uvicorn_options: Any,
 ) -> LedgerServer:
     app = app or create_app(settings)
+    limits = (limits or ConnectionLimits()).resolved()
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.options.sse_max_streams = limits.max_streams
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        **{"log_level": "info", **uvicorn_options},
+        **{
+            "log_level": "info",
+            "http": guarded_protocol(limits),
+            "timeout_keep_alive": limits.keep_alive,
+            **uvicorn_options,
+        },
     )
     return LedgerServer(config, app)
 
@@ -70,7 +222,8 @@ def serve_app(
     ``access_log=False`` drops uvicorn's line per request (about a tenth of the cost of a cached read).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    build_server(None, host, port, app=app, access_log=access_log, **uvicorn_options).run()
+    limits = ConnectionLimits.from_env()
+    build_server(None, host, port, app=app, access_log=access_log, limits=limits, **uvicorn_options).run()
 
 
 def serve(

@@ -1,4 +1,5 @@
-"""``/api/tokens``: issue, list and revoke API tokens (admin only)."""
+"""``/api/tokens``: issue, list and revoke API tokens (admin only). A token may carry an expiry; its name is
+unique among the live tokens (409 ``token_name_taken``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from ledger.access import TokenRecord
+from ledger.access import TokenRecord, expiry_after
 from ledger.api.auth import requires
 from ledger.api.commands import run_command
 from ledger.api.deps import Services, parse_uuid
-from ledger.api.errors import INVALID, NOT_FOUND, TOO_LARGE, responses
+from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.schemas import CreateToken, TokenIssued, TokenList, TokenRead, TokenRevocation
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
@@ -19,7 +20,8 @@ from ledger.domainmodel import CommandContext
 
 def token_read(record: TokenRecord) -> TokenRead:
     return TokenRead(
-        id=str(record.token_id), name=record.name, role=record.role, issued_at=record.issued_at, revoked=record.revoked
+        id=str(record.token_id), name=record.name, role=record.role, issued_at=record.issued_at,
+        revoked=record.revoked, expires_at=record.expires_at,
     )
 
 
@@ -39,7 +41,7 @@ class TokenController(Controller):
         summary="Issue a token (its secret is in this answer only)",
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        responses=responses(INVALID, TOO_LARGE),
+        responses=responses(INVALID, CONFLICT, TOO_LARGE),
     )
     def issue_token(
         self,
@@ -48,7 +50,10 @@ class TokenController(Controller):
         context: NamedDependency[CommandContext],
         services: NamedDependency[Services],
     ) -> Response[TokenIssued]:
-        token_id, token = run_command(context, lambda: ledger.issue_token(data.name, data.role))
+        if data.expires_in is not None and data.expires_at is not None:
+            raise InvalidRequestError("give expires_in or expires_at, not both", field="expires_in")
+        expires_at = expiry_after(data.expires_in) if data.expires_in is not None else data.expires_at
+        token_id, token = run_command(context, lambda: ledger.issue_token(data.name, data.role, expires_at))
         _forget_cached_tokens(services)
         record = next(r for r in ledger.list_tokens() if r.token_id == token_id)
         body = TokenIssued(**{name: getattr(token_read(record), name) for name in TokenRead.__struct_fields__}, token=token)

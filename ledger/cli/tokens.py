@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ledger.access import expiry_after
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
 
 tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
@@ -15,17 +16,23 @@ tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token i
 def create_token(
     name: str = typer.Option(..., "--name", help="Who the token is for; recorded as the actor of its requests."),
     role: str = typer.Option(..., "--role", help="reader, editor or admin."),
+    expires_in: Optional[str] = typer.Option(
+        None, "--expires-in", help="Stop working after this long: seconds, or 90m, 12h, 30d, 2w. Default: never."
+    ),
     actor: str = ACTOR,
     reason: Optional[str] = REASON,
     as_json: bool = JSON,
 ) -> None:
-    """Create a token and print it once."""
+    """Create a token and print it once. Names are unique among live tokens."""
+    expires_at = expiry_after(expires_in) if expires_in is not None else None
     with acting(actor, reason):
-        token_id, token = state.ledger.issue_token(name, role)
+        token_id, token = state.ledger.issue_token(name, role, expires_at)
+    record = next(r for r in state.ledger.list_tokens() if r.token_id == token_id)
     if as_json:
-        emit_json({"id": token_id, "name": name, "role": role, "token": token})
+        emit_json({"id": token_id, "name": record.name, "role": role, "expires_at": record.expires_at, "token": token})
     else:
-        typer.echo(f"token {token_id} for {name} ({role}); shown once, keep it safe:\n{token}")
+        until = f", expires {record.expires_at}" if record.expires_at else ""
+        typer.echo(f"token {token_id} for {record.name} ({role}{until}); shown once, keep it safe:\n{token}")
 
 
 @tokens.command("list")
@@ -34,10 +41,12 @@ def list_tokens(as_json: bool = JSON) -> None:
     records = state.ledger.list_tokens()
     if as_json:
         emit_json([{"id": r.token_id, "name": r.name, "role": r.role, "issued_at": r.issued_at,
-                    "revoked": r.revoked} for r in records])
+                    "expires_at": r.expires_at, "revoked": r.revoked} for r in records])
         return
     for r in records:
-        typer.echo(f"{r.token_id}  {r.name:<20} {r.role:<7} issued {r.issued_at}{'  REVOKED' if r.revoked else ''}")
+        state_note = "  REVOKED" if r.revoked else "  EXPIRED" if r.expired() else ""
+        until = f" expires {r.expires_at}" if r.expires_at else ""
+        typer.echo(f"{r.token_id}  {r.name:<20} {r.role:<7} issued {r.issued_at}{until}{state_note}")
     if not records:
         typer.echo("no tokens")
 

@@ -195,7 +195,7 @@ def test_only_an_admin_may_see_the_tokens(secured):
     assert_error(client.get("/api/tokens", headers=tokens.header("editor")), 403, "forbidden")
     listed = client.get("/api/tokens", headers=tokens.header("admin")).json()["tokens"]
     assert sorted(t["name"] for t in listed) == ["admin-bot", "editor-bot", "reader-bot"]
-    assert all("token" not in t and set(t) == {"id", "name", "role", "issued_at", "revoked"} for t in listed)
+    assert all("token" not in t and set(t) == {"id", "name", "role", "issued_at", "expires_at", "revoked"} for t in listed)
 
 
 def test_a_new_token_is_shown_once_and_works_at_once(secured):

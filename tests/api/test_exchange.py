@@ -7,6 +7,7 @@ import re
 import uuid
 from urllib.parse import unquote
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,3 +87,26 @@ def test_import_refuses_bad_documents(client):
     assert_error(
         client.post("/api/profiles/import", content=b"name=x", headers={"content-type": "text/plain"}), 422
     )
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"version": "1.0", "type": "millm_profile", "profile": {"name": "x", "steerring": {"1": 1.0}}},
+         "profile.steerring"),
+        ({"version": "1.0", "type": "millm_profile", "profile": {"name": "x"}, "signature": "abc"}, "signature"),
+        ({"name": "flat", "steering": {"1": 1.0}, "colour": "red"}, "colour"),
+    ],
+)
+def test_an_import_with_an_unknown_field_is_refused_naming_it(client, document, field):
+    """Issue 10 (Low): import ignored unknown fields, so a misspelt field was silently dropped."""
+    body = assert_error(client.post("/api/profiles/import", json=document), 422, "invalid_import")
+    assert body["field"] == field and repr(field) in body["detail"]
+    assert client.get("/api/events").json()["events"] == []
+
+
+def test_a_flat_profile_as_this_api_answers_it_imports(client):
+    created = client.post("/api/profiles", json={"name": "round", "steering": {"2": 0.5}}).json()
+    document = client.get(f"/api/profiles/{created['id']}", params=fresh(client, created["position"])).json()
+    answer = client.post("/api/profiles/import", params={"rename": "true"}, json=document)
+    assert answer.status_code == 201, answer.text

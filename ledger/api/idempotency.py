@@ -1,0 +1,231 @@
+"""``Idempotency-Key`` on every command (POST, PUT, PATCH, DELETE): a retry with the same key gets the first answer
+again and appends nothing.
+
+* :func:`idempotent_command` (a ``before_request`` hook, after authentication): for a request with a key, an
+  answer kept for the same actor and key is replayed (same status, headers and body, plus
+  ``Idempotent-Replayed: true``) when the request is the same (method, path, query, body) and refused with 422
+  ``idempotency_key_reused`` when it is not; a key recorded in the log without a kept answer (the first request is
+  still running, or its answer was lost, e.g. to a database stop after the commit, or it held a secret that is
+  shown once) answers 409 ``idempotency_key_in_use``. Otherwise the command runs with the key pending: its first
+  save records the claim atomically with its events (:mod:`ledger.idempotency`).
+* :func:`idempotency_middleware` keeps the answer of a command whose claim was recorded, for the retries.
+
+Keys are scoped to the actor (the token's name; ``X-Actor`` in open mode) and kept for 24 hours; the claims in
+the log are kept for ever, so a key is never run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Litestar, Request, Response
+from litestar.enums import ParamType
+from litestar.openapi.spec import OpenAPIType, Parameter, Schema
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.api.auth import principal_of
+from ledger.idempotency import (
+    Answer,
+    Answers,
+    Claim,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+    check_key,
+    claim_id,
+    fingerprint,
+    pending_claim,
+    recorded,
+)
+
+log = logging.getLogger("ledger.api")
+
+HEADER = "idempotency-key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SCOPE_KEY = "ledger.idempotency"
+ANSWER_MAX_BYTES = 1024 * 1024
+_NOT_REPLAYED = {b"content-length", b"date", b"server", b"x-request-id", b"transfer-encoding", b"connection"}
+_answers: weakref.WeakKeyDictionary[Any, Answers] = weakref.WeakKeyDictionary()
+
+
+def answers_of(ledger: Any) -> Answers:
+    store = _answers.get(ledger)
+    if store is None:
+        store = _answers[ledger] = Answers(getattr(ledger.recorder, "datastore", None))
+    return store
+
+
+def _actor(request: Request[Any, Any, Any]) -> str:
+    principal = principal_of(request)
+    if principal is not None:
+        return principal.name
+    return (request.headers.get("x-actor") or "").strip() or "anonymous"
+
+
+async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Replay or refuse a retried command, or let it run with its key pending (see the module's docstring)."""
+    if request.method not in COMMAND_METHODS:
+        return None
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    check_key(key.strip())
+    services = request.app.state.services
+    ledger = services.ledger
+    identity = claim_id(_actor(request), key.strip())
+    body = await request.body()
+    request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
+    store = answers_of(ledger)
+    kept = await anyio.to_thread.run_sync(store.get, identity)
+    if kept is not None:
+        if kept.fingerprint != request_print:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
+            )
+        return _replay(kept)
+    claimed = await anyio.to_thread.run_sync(recorded, ledger, identity)
+    if claimed is not None:
+        if claimed.fingerprint != request_print:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
+            )
+        raise IdempotencyKeyInUseError(
+            "a request with this Idempotency-Key was recorded at "
+            f"{claimed.created_on.isoformat()}; its answer is not available (it may still be running: retry in a "
+            "moment; an answer that held a secret, or that is older than a day, is not kept)",
+            recorded_at=claimed.created_on.isoformat(),
+        )
+    claim = Claim(id=identity, fingerprint=request_print, method=request.method, path=request.url.path)
+    request.scope[SCOPE_KEY] = claim  # type: ignore[literal-required]
+    pending_claim.set(claim)  # seen by the handler, in this task and the threads it runs in
+    return None
+
+
+def idempotency_middleware(app: ASGIApp) -> ASGIApp:
+    """Keeps the answer of every command whose Idempotency-Key was recorded with its events.
+
+    A keyed command's answer is held until it is complete (an event stream passes through): when the command
+    failed and meanwhile a concurrent request with the same key committed (its save won, so this one's found the
+    name taken, or the claim recorded), the answer is that request's, not this failure.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in COMMAND_METHODS
+            or not any(name == HEADER.encode() for name, _ in scope.get("headers", ()))
+        ):
+            await app(scope, receive, send)
+            return
+        start: Message | None = None
+        held: list[Message] = []
+        passing = False  # an event stream, or an answer too large to hold: sent as it comes
+        size = 0
+
+        async def capture(message: Message) -> None:
+            nonlocal start, passing, size
+            if message["type"] == "http.response.start":
+                start = message
+                content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+                if content_type.startswith(b"text/event-stream"):
+                    passing = True
+                    await send(message)
+                return
+            if message["type"] == "http.response.body" and not passing:
+                size += len(message.get("body", b""))
+                held.append(message)
+                if size > ANSWER_MAX_BYTES:
+                    passing = True
+                    for waiting in [start, *held]:
+                        await send(waiting)  # type: ignore[arg-type]
+                    held.clear()
+                return
+            await send(message)
+
+        await app(scope, receive, capture)
+        if passing or start is None:
+            return
+        claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
+        ledger = scope["app"].state.services.ledger  # type: ignore[index]
+        status = start["status"]
+        body = b"".join(message.get("body", b"") for message in held)
+        if claim is not None and not claim.saved and status >= 400:
+            replaced = await _answer_of_a_concurrent_twin(ledger, claim)
+            if replaced is not None:
+                status, pairs, content = replaced
+                headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+                headers.append((b"content-length", str(len(content)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": content, "more_body": False})
+                return
+        await send(start)
+        for message in held:
+            await send(message)
+        if claim is not None and claim.saved:
+            await _keep(ledger, claim, status, list(start.get("headers", ())), body)
+
+    return wrapped
+
+
+async def _answer_of_a_concurrent_twin(ledger: Any, claim: Claim) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """The kept answer (or a 409), as status, headers and body, when another request with this key committed while
+    this one failed."""
+    if await anyio.to_thread.run_sync(recorded, ledger, claim.id) is None:
+        return None
+    for _ in range(20):  # its answer is kept just after its commit
+        kept = await anyio.to_thread.run_sync(answers_of(ledger).get, claim.id)
+        if kept is not None:
+            break
+        await anyio.sleep(0.05)
+    if kept is None or kept.fingerprint != claim.fingerprint:
+        error = IdempotencyKeyInUseError(
+            "a request with this Idempotency-Key was recorded meanwhile; retry to get its answer"
+        )
+        body = msgspec.json.encode({"error": error.code, "detail": error.message})
+        return 409, [("content-type", "application/json"), ("retry-after", "1")], body
+    return kept.status, [*kept.headers, (REPLAYED_HEADER, "true")], kept.body
+
+
+def _replay(kept: Answer) -> Response[Any]:
+    headers = {name: value for name, value in kept.headers}
+    headers[REPLAYED_HEADER] = "true"
+    return Response(kept.body, status_code=kept.status, headers=headers, media_type=headers.get("content-type"))
+
+
+async def _keep(ledger: Any, claim: Claim, status: int, raw_headers: list[Any], body: bytes) -> None:
+    pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers
+             if name.lower() not in _NOT_REPLAYED]
+    if any(name.lower() == "cache-control" and "no-store" in value for name, value in pairs):
+        return  # e.g. a new token's secret: shown once, never kept
+    answer = Answer(fingerprint=claim.fingerprint, status=status, headers=pairs, body=body)
+    try:
+        await anyio.to_thread.run_sync(answers_of(ledger).put, claim.id, answer)
+    except Exception as error:  # noqa: BLE001 - the answer was sent; a retry then gets 409, not a replay
+        log.warning("the answer to an idempotent command could not be kept: %s", error)
+
+
+def document_idempotency_key(app: Litestar) -> None:
+    """Every command's operation in the OpenAPI document takes the ``Idempotency-Key`` header (an on_startup hook)."""
+    for path_item in (app.openapi_schema.paths or {}).values():
+        for method in COMMAND_METHODS:
+            operation = getattr(path_item, method.lower(), None)
+            if operation is None:
+                continue
+            parameters = list(operation.parameters or [])
+            if any(getattr(p, "name", "").lower() == HEADER for p in parameters):
+                continue
+            parameters.append(
+                Parameter(
+                    name="Idempotency-Key",
+                    param_in=ParamType.HEADER,
+                    required=False,
+                    description="Retry-safe: a retry with the same key and request gets the first answer again and "
+                    "records nothing; the same key for another request is 422 `idempotency_key_reused`.",
+                    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+                )
+            )
+            operation.parameters = parameters

@@ -1,0 +1,190 @@
+"""Idempotent commands: a retry with the same ``Idempotency-Key`` appends nothing.
+
+A command that carries a key claims it in the same atomic save as its own events: an ``IdempotencyKey``
+aggregate whose id is a UUIDv5 of the actor and the key, created with a ``Used`` event holding a fingerprint of the
+request (method, path, body). The store lets one save create a stream, so whichever way a retry arrives (the first
+answer lost to a dropped connection or a database stop after the commit, a client that resends, another server on
+the same database), once one save carrying the key has committed no other can: its save fails as a whole with
+:class:`IdempotencyKeyInUseError`, and nothing of it is written.
+
+The answer of a committed command is kept beside the log (:class:`Answers`, a table in the same database) so that
+a retry gets it again; see ``ledger.api.idempotency`` for the HTTP side. Only the claim is in the log: it is
+what makes the guarantee hold, and it is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import RecordConflictError
+
+from ledger.domainmodel import LEDGER_NAMESPACE, AuditedEvent
+from ledger.errors import ConflictError, ValidationError
+from ledger.side_tables import SideTable
+
+KEY_MAX = 255
+ANSWERS_KEPT_SECONDS = 24 * 3600
+
+
+class IdempotencyKeyInUseError(ConflictError):
+    """A request with this key was recorded already (its answer is not available, or it is still running)."""
+
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReusedError(ValidationError):
+    """The key was used before for a different request (method, path or body)."""
+
+    code = "idempotency_key_reused"
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= KEY_MAX or not key.isascii() or not key.isprintable():
+        raise ValidationError(
+            f"Idempotency-Key must be 1 to {KEY_MAX} printable ASCII characters", field="Idempotency-Key"
+        )
+    return key
+
+
+def claim_id(actor: str, key: str) -> UUID:
+    return uuid5(LEDGER_NAMESPACE, f"idempotency-key:{len(actor)}:{actor}:{key}")
+
+
+def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), query, body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class IdempotencyKey(Aggregate):
+    """That a command with one actor's key was recorded, and which request it was."""
+
+    class Event(AuditedEvent):
+        pass
+
+    @staticmethod
+    def create_id(claim: UUID, fingerprint: str, method: str, path: str) -> UUID:
+        return claim
+
+    @event("Used")
+    def __init__(self, claim: UUID, fingerprint: str, method: str, path: str) -> None:
+        self.fingerprint, self.method, self.path = fingerprint, method, path
+
+
+@dataclass
+class Claim:
+    """A key a request carries, until its command's first save has recorded it."""
+
+    id: UUID
+    fingerprint: str
+    method: str
+    path: str
+    saved: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def aggregate(self) -> IdempotencyKey:
+        return IdempotencyKey(claim=self.id, fingerprint=self.fingerprint, method=self.method, path=self.path)
+
+
+pending_claim: ContextVar[Claim | None] = ContextVar("pending_claim", default=None)
+
+
+@contextmanager
+def claiming(claim: Claim | None) -> Iterator[None]:
+    """The saves made in this context (its thread, and threads started from it) record ``claim`` with the first
+    save that commits; ``None``: saves that are not the command's own (housekeeping) record no claim."""
+    token = pending_claim.set(claim)
+    try:
+        yield
+    finally:
+        pending_claim.reset(token)
+
+
+@contextmanager
+def recorded_with_claim(application: Any, objs: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    """Wraps an application's ``save``: adds the pending claim to the first save and notes that it committed; a
+    save that fails because another save recorded the same claim raises :class:`IdempotencyKeyInUseError`."""
+    claim = pending_claim.get()
+    if claim is None or claim.saved:
+        yield tuple(objs)
+        return
+    try:
+        yield (*objs, claim.aggregate())
+    except RecordConflictError:
+        if recorded(application, claim.id) is not None:
+            raise IdempotencyKeyInUseError(
+                "a request with this Idempotency-Key was recorded already; retry to get its answer"
+            ) from None
+        raise
+    claim.saved = True
+
+
+def recorded(application: Any, claim: UUID) -> IdempotencyKey | None:
+    try:
+        found = application.repository.get(claim)
+    except AggregateNotFoundError:
+        return None
+    return found if isinstance(found, IdempotencyKey) else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    fingerprint: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Answers:
+    """The answers of committed keyed commands, in a table beside the log (kept ``ANSWERS_KEPT_SECONDS``);
+    with no database (the in-memory store), in a dict."""
+
+    TABLE = "ledger_idempotency_answers"
+
+    def __init__(self, datastore: Any) -> None:
+        self.table = SideTable(
+            datastore, self.TABLE,
+            "id text PRIMARY KEY, fingerprint text NOT NULL, status integer NOT NULL, headers text NOT NULL, "
+            "body {blob} NOT NULL, recorded_at double precision NOT NULL",
+        )
+        self._memory: dict[str, tuple[Answer, float]] = {}
+        self._writes = 0
+
+    def get(self, claim: UUID) -> Answer | None:
+        oldest = time.time() - ANSWERS_KEPT_SECONDS
+        if not self.table.available:
+            kept = self._memory.get(str(claim))
+            return kept[0] if kept and kept[1] > oldest else None
+        row = self.table.one(
+            "SELECT fingerprint, status, headers, body FROM {table} WHERE id = ? AND recorded_at > ?", (str(claim), oldest)
+        )
+        if row is None:
+            return None
+        return Answer(row[0], int(row[1]), [(name, value) for name, value in json.loads(row[2])], bytes(row[3]))
+
+    def put(self, claim: UUID, answer: Answer) -> None:
+        now = time.time()
+        if not self.table.available:
+            self._memory[str(claim)] = (answer, now)
+            return
+        statements = [(
+            "INSERT INTO {table} (id, fingerprint, status, headers, body, recorded_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers), answer.body, now),
+        )]
+        self._writes += 1
+        if self._writes % 1000 == 1:
+            statements.append(("DELETE FROM {table} WHERE recorded_at < ?", (now - ANSWERS_KEPT_SECONDS,)))
+        self.table.execute(*statements)

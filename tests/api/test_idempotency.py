@@ -1,0 +1,153 @@
+"""``Idempotency-Key`` (issue 10, Low: a write that committed was answered 503 during a database stop, and its
+retry duplicated it): a retry with the same key returns the first answer and appends nothing, on one server or on
+another server of the same PostgreSQL; the same key for a different request is refused."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+from litestar.testing import TestClient
+
+from ledger.idempotency import Answers
+from tests.api.conftest import assert_error, create, make_client
+
+
+def head(client: TestClient) -> int:
+    return int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+
+
+def keyed(key: str, **headers: str) -> dict[str, str]:
+    return {"Idempotency-Key": key, **headers}
+
+
+def test_a_retried_create_returns_the_first_answer_and_appends_nothing(client):
+    body = {"name": "calm", "steering": {"3": 0.5}}
+    first = client.post("/api/profiles", json=body, headers=keyed("create-calm-1"))
+    assert first.status_code == 201
+    position = head(client)
+    for _ in range(3):
+        again = client.post("/api/profiles", json=body, headers=keyed("create-calm-1"))
+        assert again.status_code == 201 and again.json() == first.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.headers["X-Ledger-Position"] == first.headers["X-Ledger-Position"]
+        assert again.headers["ETag"] == first.headers["ETag"]
+    assert head(client) == position
+    listed = client.get("/api/profiles", params={"min_position": position}).json()
+    assert [p["name"] for p in listed["profiles"]] == ["calm"]
+
+
+def test_the_same_key_for_a_different_request_is_refused(client):
+    client.post("/api/profiles", json={"name": "one"}, headers=keyed("k"))
+    position = head(client)
+    assert_error(client.post("/api/profiles", json={"name": "two"}, headers=keyed("k")), 422, "idempotency_key_reused")
+    profile = client.get("/api/profiles", params={"min_position": position}).json()["profiles"][0]
+    answer = client.put(f"/api/profiles/{profile['id']}", json={"description": "x"}, headers=keyed("k"))
+    assert_error(answer, 422, "idempotency_key_reused")
+    assert head(client) == position
+
+
+def test_keys_belong_to_their_actor(client):
+    first = client.post("/api/profiles", json={"name": "a"}, headers=keyed("shared", **{"X-Actor": "alice"}))
+    second = client.post("/api/profiles", json={"name": "b"}, headers=keyed("shared", **{"X-Actor": "bob"}))
+    assert first.status_code == second.status_code == 201 and first.json()["id"] != second.json()["id"]
+
+
+def test_every_kind_of_command_is_idempotent(client):
+    profile = create(client, "target")
+    commands: list[tuple[str, str, dict | None]] = [
+        ("PUT", f"/api/profiles/{profile['id']}", {"steering": {"3": 2.0}}),
+        ("POST", f"/api/profiles/{profile['id']}/activate", None),
+        ("POST", "/api/profiles/deactivate", None),
+        ("POST", f"/api/profiles/{profile['id']}/executions", {"seed": 3}),
+        ("DELETE", f"/api/profiles/{profile['id']}", None),
+    ]
+    for number, (method, url, body) in enumerate(commands):
+        first = client.request(method, url, json=body, headers=keyed(f"command-{number}"))
+        assert first.status_code < 300, (method, url, first.text)
+        position = head(client)
+        again = client.request(method, url, json=body, headers=keyed(f"command-{number}"))
+        assert (again.status_code, again.content) == (first.status_code, first.content), (method, url)
+        assert head(client) == position
+
+
+def test_a_malformed_key_is_refused(client):
+    for key in ("x" * 256, "caf\u00e9".encode("latin-1"), "tab\there"):
+        response = client.post("/api/profiles", json={"name": "n"}, headers={"Idempotency-Key": key})
+        assert_error(response, 422)
+
+
+@pytest.mark.postgres
+def test_a_retry_on_another_server_of_the_same_database_returns_the_first_answer(postgres_url):
+    with make_client(postgres_url) as one, make_client(postgres_url) as two:
+        body = {"name": "shared", "steering": {"1": 1.0}}
+        first = one.post("/api/profiles", json=body, headers=keyed("across"))
+        position = head(one)
+        again = two.post("/api/profiles", json=body, headers=keyed("across"))
+        assert again.status_code == 201 and again.json() == first.json()
+        assert head(two) == position
+
+
+@pytest.mark.postgres
+def test_a_committed_command_whose_answer_was_lost_is_not_run_again(postgres_url):
+    """As when the database stopped after the commit: the claim is in the log, the kept answer is not."""
+    with make_client(postgres_url) as client:
+        body = {"name": "lost"}
+        assert client.post("/api/profiles", json=body, headers=keyed("lost-answer")).status_code == 201
+        position = head(client)
+        ledger = client.app.state.services.ledger
+        with ledger.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"DELETE FROM {Answers.TABLE}")
+        answer = client.post("/api/profiles", json=body, headers=keyed("lost-answer"))
+        assert_error(answer, 409, "idempotency_key_in_use")
+        assert head(client) == position
+
+
+@pytest.mark.postgres
+def test_concurrent_requests_with_one_key_record_one_command(postgres_url):
+    with make_client(postgres_url) as client:
+        answers: list[int] = []
+        created_ids: set[str] = set()
+        start = threading.Barrier(8)
+
+        def send() -> None:
+            start.wait()
+            response = client.post("/api/profiles", json={"name": "race"}, headers=keyed("race-key"))
+            answers.append(response.status_code)
+            if response.status_code == 201:
+                created_ids.add(response.json()["id"])
+
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # the losers get the winner's answer (or, while it is not kept yet, 409 idempotency_key_in_use)
+        assert set(answers) <= {201, 409} and answers.count(201) >= 1, answers
+        assert len(created_ids) == 1
+        created = [e for e in client.get("/api/events", params={"min_position": head(client)}).json()["events"]
+                   if e["type"] == "Profile.Created"]
+        assert len(created) == 1
+
+
+@pytest.mark.postgres
+def test_a_new_tokens_secret_is_never_kept_for_a_replay(postgres_url):
+    with make_client(postgres_url) as client:
+        first = client.post("/api/tokens", json={"name": "ci", "role": "reader"}, headers=keyed("token-1"))
+        assert first.status_code == 201
+        again = client.post("/api/tokens", json={"name": "ci", "role": "reader"}, headers=keyed("token-1"))
+        assert_error(again, 409, "idempotency_key_in_use")
+        assert len(client.get("/api/tokens").json()["tokens"]) == 1
+        with client.app.state.services.ledger.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT body FROM {Answers.TABLE}")
+            assert all(first.json()["token"].encode() not in bytes(row["body"]) for row in cursor.fetchall())
+
+
+def test_a_refused_keyed_request_records_nothing_and_leaves_the_key_free(client):
+    assert_error(client.post("/api/profiles", json={"name": ""}, headers=keyed("retry-me")), 422)
+    other = client.post("/api/profiles", json={"name": "unkeyed"})  # the next request carries no key
+    assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers
+    fixed = client.post("/api/profiles", json={"name": "fixed"}, headers=keyed("retry-me"))
+    assert fixed.status_code == 201 and fixed.json()["name"] == "fixed"

@@ -1,0 +1,57 @@
+"""``ledger tokens``, run as the installed executable: expiry (``--expires-in``), unique names, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+
+
+@pytest.fixture
+def tokens_cli(database_url, tmp_path):
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [LEDGER, "--database", database_url, "tokens", *args],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def test_a_token_with_an_expiry_stops_working_after_it(tokens_cli, database_url):
+    created = json.loads(tokens_cli("create", "--name", "brief", "--role", "reader", "--expires-in", "2s",
+                                    "--json").stdout)
+    assert created["expires_at"] and created["name"] == "brief"
+    listed = json.loads(tokens_cli("list", "--json").stdout)
+    assert [t["expires_at"] for t in listed] == [created["expires_at"]]
+    from ledger.application import ProfileLedger
+    from ledger.errors import AuthenticationError
+    from ledger.settings import Database
+
+    ledger = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    try:
+        assert ledger.authenticate(created["token"]).name == "brief"
+        time.sleep(2.2)
+        with pytest.raises(AuthenticationError, match="expired"):
+            ledger.authenticate(created["token"])
+    finally:
+        ledger.close()
+    assert "EXPIRED" in tokens_cli("list").stdout
+
+
+def test_token_names_are_unique_and_bad_input_is_refused(tokens_cli):
+    tokens_cli("create", "--name", "ci", "--role", "editor")
+    taken = tokens_cli("create", "--name", "ＣＩ", "--role", "admin", ok=False)
+    assert taken.returncode != 0 and "live token named 'ci'" in taken.stderr
+    for args in (("--name", "tab\there", "--role", "reader"), ("--name", "x", "--role", "reader", "--expires-in", "soon")):
+        refused = tokens_cli("create", *args, ok=False)
+        assert refused.returncode != 0 and refused.stderr.strip() and "Traceback" not in refused.stderr
