@@ -24,7 +24,7 @@ FLAT_KEYS = frozenset({
     # what a flat profile (miLLM's ProfileResponse, or this API's own answer) also says about itself: read, not
     # imported (the new profile gets its own id, times and version)
     "id", "version", "feature_count", "is_active", "created_at", "updated_at", "execution_count",
-    "last_executed_at",
+    "last_executed_at", "pinned", "latest_version",
 })
 
 
