@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
@@ -35,7 +36,7 @@ class LoginPages(Controller):
     path = "/"
 
     @get("/login", name="console:login", opt=LOGIN_PAGE)
-    async def login_form(self, request: Request[Any, Any, Any], next: str | None = None) -> Template:  # noqa: A002
+    async def login_form(self, request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Template:  # noqa: A002
         return page(request, "login.html.j2", next=local_path(next), problem=None)
 
     @post("/login", name="console:login-submit", opt=LOGIN_PAGE)

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 from markupsafe import escape
@@ -120,7 +120,7 @@ class PlaygroundPages(Controller):
     path = "/playground"
 
     @get("/", name="console:playground", sync_to_thread=True)
-    def playground(self, request: Request[Any, Any, Any], profile: str | None = None) -> Template:
+    def playground(self, request: Request[Any, Any, Any], profile: FromQuery[str | None] = None) -> Template:
         services = services_of(request)
         return page(
             request,

@@ -14,7 +14,7 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
@@ -97,11 +97,11 @@ class ProfilePages(Controller):
     def profiles(
         self,
         request: Request[Any, Any, Any],
-        search: str | None = None,
-        tag: str | None = None,
-        product: str | None = None,
-        sort: str = "name",
-        cursor: str | None = None,
+        search: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
+        product: FromQuery[str | None] = None,
+        sort: FromQuery[str] = "name",
+        cursor: FromQuery[str | None] = None,
     ) -> Template:
         reads = services_of(request).read_model
         filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
@@ -157,8 +157,8 @@ class ProfilePages(Controller):
         self,
         request: Request[Any, Any, Any],
         profile_id: FromPath[str],
-        from_version: Annotated[int | None, Parameter(query="from", ge=1)] = None,
-        to_version: Annotated[int | None, Parameter(query="to", ge=1)] = None,
+        from_version: Annotated[int | None, QueryParameter(name="from", ge=1)] = None,
+        to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
     ) -> Template:
         services = services_of(request)
         reads, ledger = services.read_model, services.ledger
@@ -188,7 +188,7 @@ class ProfilePages(Controller):
         )
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: int | None = None) -> Response[bytes]:
+    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[bytes]:
         reads = services_of(request).read_model
         pid = parse_uuid(profile_id, "profile_id")
         current = reads.get_profile(pid)

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from litestar import Controller, Request, get
+from litestar.params import FromQuery
 from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
@@ -51,10 +52,10 @@ class EventPages(Controller):
     def events(
         self,
         request: Request[Any, Any, Any],
-        actor: str | None = None,
-        profile: str | None = None,
-        type: str | None = None,  # noqa: A002 - the query parameter's name
-        before: int | None = None,
+        actor: FromQuery[str | None] = None,
+        profile: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,  # noqa: A002 - the query parameter's name
+        before: FromQuery[int | None] = None,
     ) -> Template:
         reads = services_of(request).read_model
         filters = filters_from(actor, profile, type)
@@ -84,10 +85,10 @@ class EventPages(Controller):
     async def stream(
         self,
         request: Request[Any, Any, Any],
-        after: int = 0,
-        actor: str | None = None,
-        profile: str | None = None,
-        type: str | None = None,  # noqa: A002
+        after: FromQuery[int] = 0,
+        actor: FromQuery[str | None] = None,
+        profile: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,  # noqa: A002
     ) -> ServerSentEvent:
         filters = filters_from(actor, profile, type)
         return ServerSentEvent(_tail(request, after, filters), headers={"Cache-Control": "no-cache"})
