@@ -72,6 +72,8 @@ BENCHES = [
           lambda o, db: ["--database", db("activation"), *(["--smoke"] if o.smoke else [])]),
     Bench("chain_overhead", "chain_overhead.py",
           lambda o, db: ["--database", db("chain"), *(["--smoke"] if o.smoke else [])]),
+    Bench("console_pages", "console_pages.py",
+          lambda o, db: ["--database", db("console"), *(["--smoke"] if o.smoke else [])]),
 ]
 
 
