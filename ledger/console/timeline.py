@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 from litestar import Controller, Request, get
-from litestar.params import FromQuery
+from litestar.params import FromQuery, HeaderParameter
 from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
@@ -89,8 +89,13 @@ class EventPages(Controller):
         actor: FromQuery[str | None] = None,
         profile: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,  # noqa: A002
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
+        """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
         filters = filters_from(actor, profile, type)
+        seen = (last_event_id or "").strip()
+        if seen.isascii() and seen.isdigit():
+            after = max(after, int(seen))
         return ServerSentEvent(_tail(request, after, filters), headers={"Cache-Control": "no-cache"})
 
 

@@ -92,6 +92,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     expect(diff.locator("tr.changed", has_text="feature 3")).to_contain_text("5")
     assert diff.locator("tr.added td").first.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
     shoot(page, screenshots, "profile")
+    page.locator("section", has=page.locator("#diff")).screenshot(path=str(screenshots / "console-diff.png"))
 
     # Revert to version 1: version 4 has version 1's spec.
     with page.expect_navigation():
@@ -124,6 +125,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     steered_text = page.locator("#steered").inner_text()
     expect(page.locator("#unsteered")).to_be_visible()
     shoot(page, screenshots, "playground")
+    page.locator("#run").screenshot(path=str(screenshots / "console-playground.png"))
     arrives("Execution.Recorded")
 
     # The recorded execution holds exactly the streamed text; replaying it reproduces it.
