@@ -11,6 +11,7 @@ to record as the actor.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ ACTOR_COOKIE = "ledger_console_actor"
 CSRF_COOKIE = "ledger_console_csrf"
 CSRF_HEADER = "x-csrftoken"
 VIEWER_KEY = "console_viewer"
+SECRET_VARIABLE = "LEDGER_CONSOLE_SECRET"
 
 
 class LoginRequiredError(AuthenticationError):
@@ -53,9 +55,10 @@ class Viewer:
 
 
 def csrf_config() -> CSRFConfig:
-    """Double-submit CSRF tokens for the console's forms, signed with a secret drawn at start-up."""
+    """Double-submit CSRF tokens for the console's forms, signed with ``LEDGER_CONSOLE_SECRET`` (the same on every
+    server behind one address) or else a secret drawn at start-up."""
     return CSRFConfig(
-        secret=secrets.token_urlsafe(32),
+        secret=os.environ.get(SECRET_VARIABLE, "").strip() or secrets.token_urlsafe(32),
         cookie_name=CSRF_COOKIE,
         cookie_samesite="strict",
         cookie_httponly=True,
