@@ -10,7 +10,6 @@ from typing import Any
 
 from litestar import Router
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins.htmx import HTMXRequest
 from litestar.static_files import create_static_files_router
 
@@ -20,7 +19,7 @@ from ledger.console.login import LoginPages
 from ledger.console.playground import PlaygroundPages
 from ledger.console.profiles import ProfilePages
 from ledger.console.rendering import STATIC, template_config
-from ledger.console.session import console_guard, csrf_config
+from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
 from ledger.console.status import StatusPage
 from ledger.console.timeline import EventPages
 
@@ -28,17 +27,16 @@ __all__ = ["console_routes", "template_config"]
 
 
 def console_routes() -> list[Any]:
-    """The console's pages (checked by the console's own guard: the API's guard sees them as public) and its
-    static files."""
+    """The console's pages (the API's guard checks them, the token cookie standing for the bearer header) and
+    its static files (public)."""
     pages = Router(
         path="/",
         route_handlers=[ProfilePages, EventPages, PlaygroundPages, StatusPage, LoginPages],
         guards=[console_guard],
-        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config())],
+        middleware=[DefineMiddleware(ConsoleSecurity, config=csrf_config())],
         exception_handlers={Exception: console_error},
         request_class=HTMXRequest,
         include_in_schema=False,
-        opt=dict(PUBLIC),
     )
     static = create_static_files_router(
         path="/static", directories=[STATIC], opt=dict(PUBLIC), include_in_schema=False, name="console:static"

@@ -1,5 +1,5 @@
-"""Errors on console routes: the API's one mapping decides the status and the words; the console shows them as
-a page (or, for a request that needs a session, sends the browser to the sign-in form)."""
+"""Errors on console routes: the API's one mapping decides the status and the words. A browser gets them as a
+page (or, without a valid session, is sent to the sign-in form); any other client gets the API's JSON error."""
 
 from __future__ import annotations
 
@@ -12,17 +12,24 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from ledger.api.errors import handle_exception
-from ledger.console.session import LoginRequiredError, viewer_of
+from ledger.console.session import viewer_of
+from ledger.errors import AuthenticationError
+
+
+def wants_html(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true" or "text/html" in request.headers.get("accept", "")
 
 
 def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if isinstance(exc, LoginRequiredError):
+    answer = handle_exception(request, exc)
+    if not wants_html(request):
+        return answer
+    if isinstance(exc, AuthenticationError):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         login = f"/login?next={quote(target, safe='')}"
         if request.headers.get("hx-request") == "true":
             return Response(b"", status_code=401, headers={"HX-Redirect": login})
         return Redirect(login, status_code=HTTP_303_SEE_OTHER)
-    answer = handle_exception(request, exc)
     body = answer.content if isinstance(answer.content, dict) else msgspec.json.decode(answer.content or b"{}")
     return Template(
         template_name="error.html.j2",

@@ -12,13 +12,27 @@ from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from ledger.api.deps import ACTOR_MAX
+import anyio.to_thread
+
+from ledger.access import Principal
+from ledger.api.auth import PUBLIC
+from ledger.api.deps import ACTOR_MAX, Services
 from ledger.console.profiles import form_of, services_of
 from ledger.console.rendering import page
-from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE, authenticate
+from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
 from ledger.errors import AuthenticationError
 
-LOGIN_PAGE = {"login_page": True}
+LOGIN_PAGE = dict(PUBLIC)  # signing in needs no token; it only sets the browser's cookie
+
+
+async def check_token(services: Services, token: str) -> Principal:
+    """The principal of ``token``, from the token cache the API's guard uses (reloaded first when stale)."""
+    cache = services.tokens
+    if cache is None:
+        raise AuthenticationError("the server is starting; retry shortly")
+    if cache.stale:
+        await anyio.to_thread.run_sync(lambda: cache.refresh(wait=True))
+    return cache.authenticate(token)
 
 
 def local_path(target: Any) -> str:
@@ -54,7 +68,7 @@ class LoginPages(Controller):
             return redirect
         token = (form.get("token") or "").strip()
         try:
-            await authenticate(services, token)
+            await check_token(services, token)
         except AuthenticationError:
             return page(request, "login.html.j2", status_code=401, next=target, problem="That token is unknown or revoked.")
         redirect.set_cookie(TOKEN_COOKIE, token, **_cookie_options(request))

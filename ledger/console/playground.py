@@ -24,6 +24,7 @@ from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 from markupsafe import escape
 
+from ledger.api.auth import requires
 from ledger.api.chat import MAX_TOKENS_LIMIT, generation_of
 from ledger.api.commands import run_command
 from ledger.console.profiles import form_of, is_htmx, services_of
@@ -152,7 +153,7 @@ class PlaygroundPages(Controller):
         )
         return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 
-    @get("/runs/{key:str}", name="console:run-stream")
+    @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
     async def stream(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ServerSentEvent:
         services = services_of(request)
         generation = generation_of(services)

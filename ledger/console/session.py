@@ -2,11 +2,12 @@
 
 The REST API reads ``Authorization: Bearer``; a browser cannot add that header to a link or a form, so the
 console asks for the token once (``/login``) and keeps it in a cookie (HttpOnly, SameSite=Strict, Secure over
-HTTPS). Console routes are public to the API's guard and checked here instead, with the same token cache and
-the same role order: ``opt=requires(role)`` on a handler, otherwise reader for reading and editor for the rest.
-Forms carry a CSRF token (Litestar's CSRF middleware, double submit: a signed cookie and a form field or the
-``X-CSRFToken`` header that htmx sends). In open mode there is no token: the login form only asks for a name
-to record as the actor.
+HTTPS). On console routes the cookie stands for the header (:class:`ConsoleSecurity`), so the API's own guard
+checks every console action with the same roles: ``opt=requires(role)`` on a handler, otherwise reader for
+reading and editor for the rest. Forms carry a CSRF token (Litestar's CSRF middleware, double submit: a signed
+cookie and a form field or the ``X-CSRFToken`` header that htmx sends); a request whose credentials do not come
+from the cookie (none, or a bearer header a cross-site form cannot send) needs none. In open mode there is no
+token: every form carries its CSRF token, and ``/login`` only asks for a name to record as the actor.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.types import Receive, Scope, Send
 
-from ledger.access import ROLES, Principal, role_allows
-from ledger.api.auth import PRINCIPAL_KEY, ROLE_KEY, SAFE_METHODS, TokenCache
-from ledger.api.deps import ACTOR_MAX, Services
+from ledger.access import ROLES, role_allows
+from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
+from ledger.api.deps import ACTOR_MAX
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext
-from ledger.errors import AuthenticationError, PermissionDeniedError
 
 TOKEN_COOKIE = "ledger_console_token"
 ACTOR_COOKIE = "ledger_console_actor"
@@ -34,12 +35,6 @@ CSRF_COOKIE = "ledger_console_csrf"
 CSRF_HEADER = "x-csrftoken"
 VIEWER_KEY = "console_viewer"
 SECRET_VARIABLE = "LEDGER_CONSOLE_SECRET"
-
-
-class LoginRequiredError(AuthenticationError):
-    """A console page was asked for without a valid token cookie: the answer is the login form."""
-
-    code = "login_required"
 
 
 @dataclass(frozen=True)
@@ -66,51 +61,49 @@ def csrf_config() -> CSRFConfig:
     )
 
 
-def console_role(handler: BaseRouteHandler, method: str) -> str:
-    declared = (handler.opt or {}).get(ROLE_KEY)
-    if declared:
-        return str(declared)
-    return "reader" if method.upper() in SAFE_METHODS else "editor"
+def _cookie(scope: Scope, name: str) -> str | None:
+    prefix = name.encode() + b"="
+    for header, value in scope["headers"]:
+        if header == b"cookie":
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix):].decode("latin-1").strip('"') or None
+    return None
 
 
-async def authenticate(services: Services, token: str) -> Principal:
-    """The principal of ``token`` (refreshing the token cache as the API's guard does)."""
-    cache: TokenCache | None = services.tokens
-    if cache is None:
-        raise AuthenticationError("the server is starting; retry shortly")
-    if cache.stale:
-        if cache.usable_while_reloading:
-            cache.refresh_in_background()
-        else:
-            await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
-    return cache.authenticate(token)
+class ConsoleSecurity(CSRFMiddleware):
+    """The token cookie as the request's bearer credentials, and the CSRF check wherever that cookie (or open
+    mode) is what would authorise the request."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        auth = scope["litestar_app"].state.services.auth
+        headers = scope["headers"]
+        has_bearer = any(name == b"authorization" for name, _ in headers)
+        token = _cookie(scope, TOKEN_COOKIE)
+        if auth and token and not has_bearer:
+            scope["headers"] = [*headers, (b"authorization", f"Bearer {token}".encode("latin-1"))]
+        cookie_authorises = not auth or (token is not None and not has_bearer)
+        signing_in = bool(scope["route_handler"].opt.get(PUBLIC_KEY))  # the sign-in forms are checked too
+        if scope["method"] not in SAFE_METHODS and not cookie_authorises and not signing_in:
+            await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
+            return
+        await super().__call__(scope, receive, send)
 
 
-async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Every console route: the token cookie's role must allow the route (open mode: everyone may)."""
-    services: Services = connection.app.state.services
+async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Who the templates greet (after the API's guard has checked the token and the route's role)."""
+    services = connection.app.state.services
     if not services.auth:
         actor = (connection.cookies.get(ACTOR_COOKIE) or "").strip()[:ACTOR_MAX] or "anonymous"
         connection.state[VIEWER_KEY] = Viewer(name=actor, role=ROLES[-1], open_mode=True)
         return
-    if (handler.opt or {}).get("login_page"):
-        return
-    token = connection.cookies.get(TOKEN_COOKIE)
-    if not token:
-        raise LoginRequiredError("sign in with an API token to use the console")
-    try:
-        principal = await authenticate(services, token)
-    except AuthenticationError:
-        raise LoginRequiredError("the token of this session is unknown or was revoked; sign in again") from None
-    role = console_role(handler, connection.scope.get("method", "GET"))
-    if not role_allows(principal.role, role):
-        raise PermissionDeniedError(
-            f"this needs the {role} role; the token of {principal.name!r} has the {principal.role} role",
-            required_role=role,
-            role=principal.role,
-        )
-    connection.state[PRINCIPAL_KEY] = principal
-    connection.state[VIEWER_KEY] = Viewer(name=principal.name, role=principal.role, open_mode=False)
+    principal = principal_of(connection)
+    if principal is not None:
+        connection.state[VIEWER_KEY] = Viewer(name=principal.name, role=principal.role, open_mode=False)
 
 
 def viewer_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:
