@@ -41,6 +41,7 @@ from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, Validati
 
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
+HISTORY_SHOWN = 25
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
@@ -73,6 +74,21 @@ async def run(request: Request[Any, Any, Any], reason: str | None, command: Any)
         return outcome
 
     return await anyio.to_thread.run_sync(work)
+
+
+def version_history(reads: Any, profile_id: UUID, latest: int, everything: bool) -> list[Any]:
+    """The profile's versions newest first: the latest ``HISTORY_SHOWN``, or every one."""
+    if everything or latest <= HISTORY_SHOWN:
+        rows: list[Any] = []
+        cursor = None
+        while True:
+            page_of = reads.list_versions(profile_id, limit=500, cursor=cursor)
+            rows.extend(page_of.items)
+            if page_of.next_cursor is None:
+                return rows[::-1]
+            cursor = page_of.next_cursor
+    found = (reads.get_version(profile_id, version) for version in range(latest, latest - HISTORY_SHOWN, -1))
+    return [row for row in found if row is not None]
 
 
 def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +175,7 @@ class ProfilePages(Controller):
         profile_id: FromPath[str],
         from_version: Annotated[int | None, QueryParameter(name="from", ge=1)] = None,
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
+        history: FromQuery[str | None] = None,
     ) -> Template:
         services = services_of(request)
         reads, ledger = services.read_model, services.ledger
@@ -166,7 +183,7 @@ class ProfilePages(Controller):
         row = reads.get_profile(pid)
         if row is None:
             raise ProfileNotFoundError(f"profile {pid} not found (or deleted)", profile_id=str(pid))
-        versions = reads.list_versions(pid, limit=500).items
+        versions = version_history(reads, pid, row.version, everything=history == "all")
         comparison = None
         if from_version is not None or to_version is not None:
             newer = to_version or row.version
@@ -180,6 +197,7 @@ class ProfilePages(Controller):
             steering_text=format_steering(row.steering),
             bars=bars(row.steering),
             versions=versions,
+            every_version=len(versions) >= row.version,
             comparison=comparison,
             diff_rows=diff_rows(comparison) if comparison is not None else [],
             executions=executions,

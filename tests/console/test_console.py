@@ -83,8 +83,8 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     expect(page.locator("table.history")).to_contain_text("one more feature")
 
     # The diff of versions 1 and 3, coloured by kind (swapped in by htmx).
-    page.get_by_label("From", exact=True).select_option("1")
-    page.get_by_label("To", exact=True).select_option("3")
+    page.get_by_role("spinbutton", name="From version").fill("1")
+    page.get_by_role("spinbutton", name="To version").fill("3")
     page.get_by_role("button", name="Show the differences").click()
     diff = page.locator("#diff table.diff")
     expect(diff.locator("tr.added")).to_contain_text(["feature 9", "feature 11"])
@@ -103,7 +103,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
 
     # Activate version 2, pinned.
     activate = page.locator("form[action$='/activate']")
-    activate.get_by_label("Version").select_option("2")
+    activate.get_by_label("Pin version").fill("2")
     submit(page, activate, "Activate")
     expect(page.get_by_role("heading", level=1)).to_contain_text("pinned v2")
     arrives("Profile.Activated")
@@ -151,6 +151,25 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     expect(timeline.locator("#verify")).to_contain_text("chain intact")
     shoot(timeline, screenshots, "events")
 
+    # Export, import the document back under a new name, and delete the copy.
+    page.goto(profile_url)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export (JSON)").click()
+    exported = screenshots.parent / f"{screenshots.name}-calm.json"
+    download.value.save_as(exported)
+    page.goto("/")
+    imported = page.locator("form[action='/profiles/import']")
+    imported.get_by_label("Exchange document").set_input_files(str(exported))
+    imported.get_by_label("On a name clash").check()
+    submit(page, imported, "Import")
+    expect(page.get_by_role("heading", level=1)).not_to_have_text("calm")
+    expect(page.locator("table.bars")).to_contain_text("7")  # version 4's spec, as exported
+    delete = page.locator("form[action$='/delete']")
+    delete.get_by_label("Why").fill("a copy")
+    submit(page, delete, "Delete profile")
+    arrives("Profile.Deleted")
+    expect(page.locator("table.profiles tbody tr")).to_have_count(1)
+
     page.goto("/status")
     expect(page.locator("main")).to_contain_text("Version in force")
     expect(page.locator("main")).to_contain_text("v2 (pinned)")
@@ -167,6 +186,13 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
         narrow.goto("/events")
         expect(narrow.locator("#timeline")).to_contain_text("Profile.Created")
         shoot(narrow, screenshots, "events-narrow-no-js")
+        # Without JavaScript the playground answers with the finished texts.
+        narrow.goto("/playground")
+        narrow.get_by_label("Prompt").fill("hello sea")
+        narrow.get_by_label("Max tokens").fill("4")
+        submit(narrow, narrow.locator("main form"), "Generate")
+        expect(narrow.locator("#recorded")).to_contain_text("Recorded as execution")
+        expect(narrow.locator("#unsteered")).to_be_attached()
     finally:
         plain.close()
     context.close()
