@@ -44,7 +44,10 @@ def test_roles_hide_controls_and_the_server_refuses_forged_and_cross_site_posts(
     anonymous.get_by_role("button", name="Sign in").click()
     expect(anonymous.locator("p.problem")).to_contain_text("unknown or revoked")
 
-    # The editor creates a profile; the session cookie is HttpOnly and SameSite=Strict.
+    # The editor creates a profile; the session cookie is HttpOnly and SameSite=Strict. The reader's live
+    # timeline (the same cookie session, over Server-Sent Events) shows it arrive, by the editor's name.
+    reader = signed_in(browser, base, tokens["reader"])
+    reader.goto("/events")
     editor = signed_in(browser, base, tokens["editor"])
     cookie = next(c for c in editor.context.cookies() if c["name"] == "ledger_console_token")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -54,10 +57,11 @@ def test_roles_hide_controls_and_the_server_refuses_forged_and_cross_site_posts(
     submit(editor, create, "Create")
     profile_url = editor.url
     expect(editor.locator("header")).to_contain_text("editor-person")
+    expect(reader.locator("#timeline li.event", has_text="Profile.Created")).to_contain_text("editor-person")
     assert editor.locator("form[action$='/delete']").count() == 0  # deleting needs admin
 
     # The reader sees the profile but no control that changes anything.
-    reader = signed_in(browser, base, tokens["reader"])
+    reader.goto("/")
     expect(reader.locator("table.profiles")).to_contain_text("guarded")
     assert reader.locator("form[action='/profiles']").count() == 0
     reader.goto(profile_url)
