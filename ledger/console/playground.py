@@ -188,7 +188,9 @@ async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentE
     out: queue.Queue[Any] = queue.Queue()
     completion = run.completion
     try:
-        steered = run_command(run.context, lambda: generation.stream(completion, on_recorded=recorded.append))
+        steered = await anyio.to_thread.run_sync(  # resolving the profile reads the store
+            lambda: run_command(run.context, lambda: generation.stream(completion, on_recorded=recorded.append))
+        )
     except Exception as error:  # noqa: BLE001 - a profile that does not resolve, say
         yield ServerSentEventMessage(data=f"<p class='error'>{escape(str(error))}</p>", event="done")
         return
