@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from uuid import UUID
 
 import anyio
 import anyio.to_thread
@@ -14,11 +15,11 @@ from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
-from ledger.api.deps import parse_uuid
 from ledger.console.profiles import is_htmx, services_of
 from ledger.console.rendering import page, render_fragment
 from ledger.console.views import newest_events
 from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
+from ledger.errors import ProfileNotFoundError
 
 PAGE_SIZE = 50
 STREAM_BATCH = 200
@@ -37,12 +38,23 @@ def event_types() -> list[str]:
     return sorted(names)
 
 
-def filters_from(actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
+def filters_from(reads: Any, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
+    """The read model's filters; ``profile`` is a profile's id or the name of a live profile."""
     return {
         "actor": (actor or "").strip() or None,
-        "profile_id": parse_uuid(profile.strip(), "profile") if profile and profile.strip() else None,
+        "profile_id": profile_id_of(reads, profile.strip()) if profile and profile.strip() else None,
         "event_type": (type_ or "").strip() or None,
     }
+
+
+def profile_id_of(reads: Any, profile: str) -> Any:
+    try:
+        return UUID(profile)
+    except ValueError:
+        row = reads.get_profile_by_name(profile)
+        if row is None:
+            raise ProfileNotFoundError(f"no profile is named {profile!r}", name=profile) from None
+        return row.id
 
 
 class EventPages(Controller):
@@ -58,7 +70,7 @@ class EventPages(Controller):
         before: FromQuery[int | None] = None,
     ) -> Template:
         reads = services_of(request).read_model
-        filters = filters_from(actor, profile, type)
+        filters = filters_from(reads, actor, profile, type)
         head = reads.log_position()
         rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
         shown = {"actor": actor or "", "profile": profile or "", "type": type or ""}
@@ -92,7 +104,9 @@ class EventPages(Controller):
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
-        filters = filters_from(actor, profile, type)
+        filters = await anyio.to_thread.run_sync(
+            lambda: filters_from(services_of(request).read_model, actor, profile, type)
+        )
         seen = (last_event_id or "").strip()
         if seen.isascii() and seen.isdigit():
             after = max(after, int(seen))

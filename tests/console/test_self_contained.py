@@ -53,3 +53,17 @@ def test_no_page_loads_anything_from_another_origin(console: TestClient[Litestar
         assert answer.headers["content-type"].startswith("text/html")
         offending = [m.group(0) for m in EXTERNAL.finditer(answer.text) if not ALLOWED_SCHEMES.search(m.group(0))]
         assert offending == [], path
+
+
+def test_the_timeline_filters_by_a_profile_name_or_id_and_by_actor(console: TestClient[Litestar]):
+    page = console.get("/")
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text).group(1)
+    for name in ("calm", "loud"):
+        made = console.post("/profiles", data={"_csrf_token": token, "name": name, "steering": "3=1"}, follow_redirects=False)
+        assert made.status_code == 303, made.text
+    calm = console.get("/events", params={"profile": "calm", "type": "Profile.Created"}).text
+    assert calm.count('class="event') == 1 and ">calm<" in calm
+    by_id = console.get("/events", params={"profile": re.search(r"/profiles/([0-9a-f-]{36})", calm).group(1)}).text
+    assert ">calm<" in by_id and ">loud<" not in by_id
+    assert console.get("/events", params={"profile": "nobody"}, headers={"Accept": "text/html"}).status_code == 404
+    assert 'class="event' not in console.get("/events", params={"actor": "someone else"}).text
