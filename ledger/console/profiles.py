@@ -30,6 +30,7 @@ from ledger.console.rendering import page, render_fragment
 from ledger.console.session import command_context
 from ledger.console.views import (
     bars,
+    newest_events,
     diff_rows,
     format_steering,
     optional_int,
@@ -103,6 +104,26 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
         "tags": parse_labels(form.get("tags") or ""),
         "products": parse_labels(form.get("products") or ""),
     }
+
+
+def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
+    """A deleted profile: its history stays in the log (and, once the application offers it, a restore)."""
+    services = services_of(request)
+    reads = services.read_model
+    versions = reads.list_versions(pid, limit=500).items
+    if not versions:
+        raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+    deletion, _ = newest_events(reads, limit=1, profile_id=pid, event_type="Profile.Deleted")
+    return page(
+        request,
+        "deleted.html.j2",
+        status_code=410,
+        pid=pid,
+        last=versions[-1],
+        versions=versions[::-1],
+        deletion=deletion[0] if deletion else None,
+        can_restore=callable(getattr(services.ledger, "restore_profile", None)),
+    )
 
 
 class ProfilePages(Controller):
@@ -182,7 +203,7 @@ class ProfilePages(Controller):
         pid = parse_uuid(profile_id, "profile_id")
         row = reads.get_profile(pid)
         if row is None:
-            raise ProfileNotFoundError(f"profile {pid} not found (or deleted)", profile_id=str(pid))
+            return deleted_page(request, pid)
         versions = version_history(reads, pid, row.version, everything=history == "all")
         comparison = None
         if from_version is not None or to_version is not None:
@@ -282,6 +303,18 @@ class ProfilePages(Controller):
         ledger = services_of(request).ledger
         await run(request, form.get("reason"), lambda: ledger.delete_profile(pid, delete_executions=with_executions))
         return see_other("/")
+
+    @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
+    async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+        """Offered only when the application has a restore command (``ProfileLedger.restore_profile``)."""
+        pid = parse_uuid(profile_id, "profile_id")
+        form = await form_of(request)
+        ledger = services_of(request).ledger
+        restore = getattr(ledger, "restore_profile", None)
+        if not callable(restore):
+            raise ValidationError("this server cannot restore deleted profiles")
+        await run(request, form.get("reason"), lambda: restore(pid))
+        return see_other(f"/profiles/{pid}")
 
     # -- executions ----------------------------------------------------------------------------------
     @get("/executions/{execution_id:str}", name="console:execution", sync_to_thread=True)

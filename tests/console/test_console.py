@@ -166,9 +166,13 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     expect(page.locator("table.bars")).to_contain_text("7")  # version 4's spec, as exported
     delete = page.locator("form[action$='/delete']")
     delete.get_by_label("Why").fill("a copy")
+    copy_url = page.url
     submit(page, delete, "Delete profile")
     arrives("Profile.Deleted")
     expect(page.locator("table.profiles tbody tr")).to_have_count(1)
+    page.goto(copy_url)  # a deleted profile keeps its history
+    expect(page.get_by_role("heading", level=1)).to_contain_text("deleted")
+    expect(page.locator("p.meta")).to_contain_text("a copy")
 
     page.goto("/status")
     expect(page.locator("main")).to_contain_text("Version in force")
