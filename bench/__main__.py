@@ -74,6 +74,8 @@ BENCHES = [
           lambda o, db: ["--database", db("chain"), *(["--smoke"] if o.smoke else [])]),
     Bench("idle_connections", "idle_connections.py",
           lambda o, db: ["--database", db("idle"), *(["--smoke"] if o.smoke else [])]),
+    Bench("console_pages", "console_pages.py",
+          lambda o, db: ["--database", db("console"), *(["--smoke"] if o.smoke else [])]),
 ]
 
 

@@ -4,13 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: PostgreSQL (the tests' server; pgbench for the command benchmark) and wrk (the HTTP load
-# generator the benchmark smoke tests drive).
+# System packages: PostgreSQL (the tests' server; pgbench for the command benchmark), wrk (the HTTP load
+# generator the benchmark smoke tests drive) and Chromium (the console's browser tests).
 missing=()
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the console's browser tests (headless)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

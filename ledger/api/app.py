@@ -33,6 +33,7 @@ from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
+from ledger.console import console_routes, template_config
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.api")
@@ -160,7 +161,9 @@ def create_app(
             ChatController,
             ReplayController,
             SteeringController,
+            *console_routes(),  # the web console at the root (its own guard, CSRF and templates)
         ],
+        template_config=template_config(),
         guards=[authorize] if auth else [],  # open mode: no guard (Litestar copies the handler for each)
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -1,0 +1,44 @@
+"""The web console: server-rendered pages over the same application and read side as the REST API.
+
+``console_routes()`` gives the routes to add to the app (pages at the root, ``/static`` for the vendored htmx
+and the stylesheet) and ``template_config()`` the Jinja templates; nothing here calls the HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Router
+from litestar.middleware import DefineMiddleware
+from litestar.plugins.htmx import HTMXRequest
+from litestar.static_files import create_static_files_router
+
+from ledger.api.auth import PUBLIC
+from ledger.console.errors import console_error
+from ledger.console.login import LoginPages
+from ledger.console.playground import PlaygroundPages
+from ledger.console.profiles import ProfilePages
+from ledger.console.rendering import STATIC, template_config
+from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
+from ledger.console.status import StatusPage
+from ledger.console.timeline import EventPages
+
+__all__ = ["console_routes", "template_config"]
+
+
+def console_routes() -> list[Any]:
+    """The console's pages (the API's guard checks them, the token cookie standing for the bearer header) and
+    its static files (public)."""
+    pages = Router(
+        path="/",
+        route_handlers=[ProfilePages, EventPages, PlaygroundPages, StatusPage, LoginPages],
+        guards=[console_guard],
+        middleware=[DefineMiddleware(ConsoleSecurity, config=csrf_config())],
+        exception_handlers={Exception: console_error},
+        request_class=HTMXRequest,
+        include_in_schema=False,
+    )
+    static = create_static_files_router(
+        path="/static", directories=[STATIC], opt=dict(PUBLIC), include_in_schema=False, name="console:static"
+    )
+    return [pages, static]

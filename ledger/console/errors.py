@@ -1,0 +1,46 @@
+"""Errors on console routes: the API's one mapping decides the status and the words. A browser gets them as a
+page (or, without a valid session, is sent to the sign-in form); any other client gets the API's JSON error."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from litestar import Request, Response
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+from ledger.api.errors import handle_exception
+from ledger.console.session import viewer_of
+from ledger.errors import AuthenticationError
+
+
+def wants_html(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true" or "text/html" in request.headers.get("accept", "")
+
+
+def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    answer = handle_exception(request, exc)
+    if not wants_html(request):
+        return answer
+    if isinstance(exc, AuthenticationError):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        login = f"/login?next={quote(target, safe='')}"
+        if request.headers.get("hx-request") == "true":
+            return Response(b"", status_code=401, headers={"HX-Redirect": login})
+        return Redirect(login, status_code=HTTP_303_SEE_OTHER)
+    body = answer.content if isinstance(answer.content, dict) else msgspec.json.decode(answer.content or b"{}")
+    return Template(
+        template_name="error.html.j2",
+        context={
+            "viewer": viewer_of(request),
+            "auth": request.app.state.services.auth,
+            "path": request.url.path,
+            "status": answer.status_code,
+            "error": body.get("error", "error"),
+            "detail": body.get("detail", ""),
+        },
+        status_code=answer.status_code,
+        headers={key: value for key, value in (answer.headers or {}).items() if key.lower() == "retry-after"},
+    )

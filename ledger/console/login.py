@@ -1,0 +1,82 @@
+"""``/login`` and ``/logout``: the console asks for an API token once and keeps it in an HttpOnly cookie.
+
+In open mode there is no token; the form asks for a name, which the console records as the actor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromQuery
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+import anyio.to_thread
+
+from ledger.access import Principal
+from ledger.api.auth import PUBLIC
+from ledger.api.deps import ACTOR_MAX, Services
+from ledger.console.profiles import form_of, services_of
+from ledger.console.rendering import page
+from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
+from ledger.errors import AuthenticationError
+
+LOGIN_PAGE = dict(PUBLIC)  # signing in needs no token; it only sets the browser's cookie
+
+
+async def check_token(services: Services, token: str) -> Principal:
+    """The principal of ``token``, from the token cache the API's guard uses (reloaded first when stale)."""
+    cache = services.tokens
+    if cache is None:
+        raise AuthenticationError("the server is starting; retry shortly")
+    if cache.stale:
+        await anyio.to_thread.run_sync(lambda: cache.refresh(wait=True))
+    return cache.authenticate(token)
+
+
+def local_path(target: Any) -> str:
+    """Where to go after signing in: a path on this server only (never another site)."""
+    if isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def _cookie_options(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https", "path": "/"}
+
+
+class LoginPages(Controller):
+    path = "/"
+
+    @get("/login", name="console:login", opt=LOGIN_PAGE)
+    async def login_form(self, request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Template:  # noqa: A002
+        return page(request, "login.html.j2", next=local_path(next), problem=None)
+
+    @post("/login", name="console:login-submit", opt=LOGIN_PAGE)
+    async def login(self, request: Request[Any, Any, Any]) -> Template | Redirect:
+        form = await form_of(request)
+        target = local_path(form.get("next"))
+        services = services_of(request)
+        redirect = Redirect(target, status_code=HTTP_303_SEE_OTHER)
+        if not services.auth:
+            name = (form.get("name") or "").strip()[:ACTOR_MAX]
+            if name:
+                redirect.set_cookie(ACTOR_COOKIE, name, **_cookie_options(request))
+            else:
+                redirect.delete_cookie(ACTOR_COOKIE, path="/")
+            return redirect
+        token = (form.get("token") or "").strip()
+        try:
+            await check_token(services, token)
+        except AuthenticationError:
+            return page(request, "login.html.j2", status_code=401, next=target, problem="That token is unknown or revoked.")
+        redirect.set_cookie(TOKEN_COOKIE, token, **_cookie_options(request))
+        return redirect
+
+    @post("/logout", name="console:logout", opt=LOGIN_PAGE)
+    async def logout(self) -> Redirect:
+        redirect = Redirect("/login", status_code=HTTP_303_SEE_OTHER)
+        redirect.delete_cookie(TOKEN_COOKIE, path="/")
+        redirect.delete_cookie(ACTOR_COOKIE, path="/")
+        return redirect

@@ -1,0 +1,230 @@
+"""``/playground``: chat with a profile (or none), steered and unsteered side by side, streamed.
+
+A run is recorded as an execution exactly as ``POST /v1/chat/completions`` records one (the steered
+completion, with its profile version and seed); the unsteered side uses the same seed and is not recorded,
+as with ``compare``. With htmx the form's answer opens a Server-Sent Events stream that carries both sides'
+text as it is decided; without JavaScript the page answers with the finished texts.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import ServerSentEvent, Template
+from litestar.response.sse import ServerSentEventMessage
+from markupsafe import escape
+
+from ledger.api.auth import requires
+from ledger.api.chat import MAX_TOKENS_LIMIT, generation_of
+from ledger.api.commands import run_command
+from ledger.console.profiles import form_of, is_htmx, services_of
+from ledger.console.rendering import page
+from ledger.console.session import command_context, viewer_of
+from ledger.console.views import optional_int, optional_text
+from ledger.domainmodel import CommandContext
+from ledger.errors import NotFoundError, ValidationError
+
+PROFILES_OFFERED = 200
+PENDING_MAX = 64
+PENDING_TTL = 300.0
+SEED_MAX = 2**63 - 1
+DEFAULTS = {"prompt": "Tell me about the sea.", "seed": "7", "temperature": "0.7", "max_tokens": "40", "compare": True}
+
+
+class RunNotFoundError(NotFoundError):
+    """A playground stream was asked for that this server does not hold (already streamed, or expired)."""
+
+    code = "playground_run_not_found"
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    completion: Any  # steering.runs.Completion
+    compare: bool
+    context: CommandContext
+    viewer: str | None
+    created: float
+
+
+class PendingRuns:
+    """Runs submitted through the form and not yet streamed; each is streamed once, by whoever submitted it."""
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[str, PendingRun] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, run: PendingRun) -> str:
+        key = secrets.token_urlsafe(16)
+        with self._lock:
+            self._runs[key] = run
+            while len(self._runs) > PENDING_MAX:
+                self._runs.popitem(last=False)
+        return key
+
+    def take(self, key: str, viewer: str | None) -> PendingRun:
+        with self._lock:
+            run = self._runs.pop(key, None)
+        if run is None or run.viewer != viewer or time.monotonic() - run.created > PENDING_TTL:
+            raise RunNotFoundError("this playground run has already been shown or has expired; run it again")
+        return run
+
+
+PENDING = PendingRuns()
+
+
+def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
+    from steering.runs import Completion
+
+    prompt = (form.get("prompt") or "").strip()
+    if not prompt or "\x00" in prompt:
+        raise ValidationError("write a prompt", field="prompt")
+    max_tokens = optional_int(form.get("max_tokens"), "max_tokens") or 64
+    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise ValidationError(f"max tokens must be between 1 and {MAX_TOKENS_LIMIT}", field="max_tokens")
+    try:
+        temperature = float((form.get("temperature") or "1").strip())
+    except ValueError:
+        raise ValidationError("temperature must be a number", field="temperature") from None
+    if not 0.0 <= temperature <= 5.0:
+        raise ValidationError("temperature must be between 0 and 5", field="temperature")
+    seed = optional_int(form.get("seed"), "seed")
+    if seed is None:
+        seed = secrets.randbelow(SEED_MAX)  # drawn here, so both sides share it
+    if not 0 <= seed <= SEED_MAX:
+        raise ValidationError("seed must be between 0 and 2**63 - 1", field="seed")
+    completion = Completion(
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        profile=optional_text(form.get("profile")),
+        profile_version=optional_int(form.get("profile_version"), "profile_version"),
+    )
+    return completion, form.get("compare") == "on"
+
+
+def _options(request: Request[Any, Any, Any]) -> list[Any]:
+    return list(services_of(request).read_model.list_profiles(limit=PROFILES_OFFERED).items)
+
+
+class PlaygroundPages(Controller):
+    path = "/playground"
+
+    @get("/", name="console:playground", sync_to_thread=True)
+    def playground(self, request: Request[Any, Any, Any], profile: FromQuery[str | None] = None) -> Template:
+        services = services_of(request)
+        return page(
+            request,
+            "playground.html.j2",
+            profiles=_options(request),
+            form={**DEFAULTS, "profile": profile or ""},
+            model_loaded=services.generation is not None,
+            active=services.read_model.active_profile(),
+        )
+
+    @post("/", name="console:run")
+    async def run(self, request: Request[Any, Any, Any]) -> Template:
+        services = services_of(request)
+        form = await form_of(request)
+        generation = generation_of(services)
+        completion, compare = completion_of(form)
+        context = command_context(request)
+        shown = {**form, "compare": compare}
+        profiles, active = await anyio.to_thread.run_sync(
+            lambda: (_options(request), services.read_model.active_profile())
+        )
+        common = {"profiles": profiles, "form": shown, "model_loaded": True, "active": active}
+        if is_htmx(request):
+            viewer = viewer_of(request)
+            key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))
+            return page(request, "playground.html.j2", stream_key=key, compare=compare, **common)
+        outcome = await anyio.to_thread.run_sync(
+            lambda: run_command(context, lambda: generation.complete(completion, compare=compare))
+        )
+        return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
+
+    @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
+    async def stream(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ServerSentEvent:
+        services = services_of(request)
+        generation = generation_of(services)
+        viewer = viewer_of(request)
+        run = PENDING.take(key, viewer.name if viewer else None)
+        return ServerSentEvent(_stream(generation, run), headers={"Cache-Control": "no-cache"})
+
+
+_DONE = object()
+
+
+def _produce(side: str, deltas: Iterator[str], out: queue.Queue[Any], context: CommandContext) -> None:
+    try:
+        with_context = iter(deltas)
+        while True:
+            try:
+                text = run_command(context, lambda: next(with_context))
+            except StopIteration:
+                break
+            out.put((side, text))
+    except Exception as error:  # noqa: BLE001 - shown to the user in the stream
+        out.put(("error", f"{side}: {error}"))
+    finally:
+        out.put((side, _DONE))
+
+
+async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentEventMessage]:
+    """Both sides' text deltas as they are decided, then a link to the recorded execution."""
+    from steering.generate import GenerationRequest
+
+    recorded: list[Any] = []
+    out: queue.Queue[Any] = queue.Queue()
+    completion = run.completion
+    try:
+        steered = await anyio.to_thread.run_sync(  # resolving the profile reads the store
+            lambda: run_command(run.context, lambda: generation.stream(completion, on_recorded=recorded.append))
+        )
+    except Exception as error:  # noqa: BLE001 - a profile that does not resolve, say
+        yield ServerSentEventMessage(data=f"<p class='error'>{escape(str(error))}</p>", event="done")
+        return
+    producers = [threading.Thread(target=_produce, args=("steered", steered, out, run.context), daemon=True)]
+    if run.compare:
+        plain = generation.engine.stream(
+            GenerationRequest(
+                messages=[dict(message) for message in completion.messages],
+                max_tokens=completion.max_tokens,
+                temperature=completion.temperature,
+                top_p=completion.top_p,
+                seed=completion.seed,
+                stop=tuple(completion.stop),
+            )
+        )
+        producers.append(threading.Thread(target=_produce, args=("unsteered", plain, out, run.context), daemon=True))
+    for producer in producers:
+        producer.start()
+    running = len(producers)
+    yield ServerSentEventMessage(data=None, comment="started")
+    while running:
+        side, text = await anyio.to_thread.run_sync(out.get)
+        if text is _DONE:
+            running -= 1
+        elif side == "error":
+            yield ServerSentEventMessage(data=f"<p class='error'>{escape(text)}</p>", event="problem")
+        else:
+            yield ServerSentEventMessage(data=f"<span>{escape(text)}</span>", event=side)
+    if recorded:
+        outcome = recorded[0]
+        link = (
+            f"Recorded as execution <a href='/executions/{outcome.execution_id}'><code>{outcome.execution_id}</code></a>"
+            f" (seed {outcome.seed}, digest <code>{outcome.result.output_sha256[:12]}</code>)."
+        )
+        yield ServerSentEventMessage(data=f"<p class='recorded'>{link}</p>", event="done")
+    else:
+        yield ServerSentEventMessage(data="<p class='error'>The run was not recorded.</p>", event="done")

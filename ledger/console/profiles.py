@@ -1,0 +1,338 @@
+"""``/`` and ``/profiles/{id}``: the profiles, one profile's spec, history, diff and executions, and the
+commands on them (create, import, edit, revert, activate, deactivate, delete, export, replay).
+
+Reads go to the read model (waiting, after a command, until it has applied the command's position); commands
+go to the application with the console user as the actor, exactly as the REST controllers run them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+from ledger import exchange
+from ledger.api.auth import requires
+from ledger.api.chat import generation_of
+from ledger.api.commands import run_command
+from ledger.api.deps import Services, parse_uuid
+from ledger.api.exchange import EXCHANGE_FIELDS, content_disposition
+from ledger.api.views import diff, profile_from_state
+from ledger.application import Outcome
+from ledger.console.rendering import page, render_fragment
+from ledger.console.session import command_context
+from ledger.console.views import (
+    bars,
+    newest_events,
+    diff_rows,
+    format_steering,
+    optional_int,
+    optional_text,
+    parse_labels,
+    parse_steering,
+)
+from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, ValidationError
+
+PAGE_SIZE = 25
+EXECUTIONS_SHOWN = 50
+HISTORY_SHOWN = 25
+
+
+def services_of(request: Request[Any, Any, Any]) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def see_other(path: str) -> Redirect:
+    return Redirect(path, status_code=HTTP_303_SEE_OTHER)
+
+
+async def form_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    form = await request.form()
+    return {key: form.get(key) for key in form.keys()}
+
+
+async def run(request: Request[Any, Any, Any], reason: str | None, command: Any) -> Any:
+    """Run ``command`` in a worker thread as the console user; wait until the read side has applied it."""
+    services = services_of(request)
+    context = command_context(request, reason)
+
+    def work() -> Any:
+        outcome = run_command(context, command)
+        position = getattr(outcome, "position", None)
+        if position:
+            services.read_model.wait_for_position(position, services.options.consistency_timeout)
+        return outcome
+
+    return await anyio.to_thread.run_sync(work)
+
+
+def version_history(reads: Any, profile_id: UUID, latest: int, everything: bool) -> list[Any]:
+    """The profile's versions newest first: the latest ``HISTORY_SHOWN``, or every one."""
+    if everything or latest <= HISTORY_SHOWN:
+        rows: list[Any] = []
+        cursor = None
+        while True:
+            page_of = reads.list_versions(profile_id, limit=500, cursor=cursor)
+            rows.extend(page_of.items)
+            if page_of.next_cursor is None:
+                return rows[::-1]
+            cursor = page_of.next_cursor
+    found = (reads.get_version(profile_id, version) for version in range(latest, latest - HISTORY_SHOWN, -1))
+    return [row for row in found if row is not None]
+
+
+def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the create and edit forms, as the application's commands take them."""
+    return {
+        "name": (form.get("name") or "").strip(),
+        "description": optional_text(form.get("description")),
+        "model_id": optional_text(form.get("model_id")),
+        "sae_id": optional_text(form.get("sae_id")),
+        "layer": optional_int(form.get("layer"), "layer"),
+        "steering": parse_steering(form.get("steering") or ""),
+        "tags": parse_labels(form.get("tags") or ""),
+        "products": parse_labels(form.get("products") or ""),
+    }
+
+
+def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
+    """A deleted profile: its history stays in the log (and, once the application offers it, a restore)."""
+    services = services_of(request)
+    reads = services.read_model
+    versions = reads.list_versions(pid, limit=500).items
+    if not versions:
+        raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+    deletion, _ = newest_events(reads, limit=1, profile_id=pid, event_type="Profile.Deleted")
+    return page(
+        request,
+        "deleted.html.j2",
+        status_code=410,
+        pid=pid,
+        last=versions[-1],
+        versions=versions[::-1],
+        deletion=deletion[0] if deletion else None,
+        can_restore=callable(getattr(services.ledger, "restore_profile", None)),
+    )
+
+
+class ProfilePages(Controller):
+    path = "/"
+
+    # -- the list ------------------------------------------------------------------------------------
+    @get("/", name="console:profiles", sync_to_thread=True)
+    def profiles(
+        self,
+        request: Request[Any, Any, Any],
+        search: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
+        product: FromQuery[str | None] = None,
+        sort: FromQuery[str] = "name",
+        cursor: FromQuery[str | None] = None,
+    ) -> Template:
+        reads = services_of(request).read_model
+        filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
+        page_of = reads.list_profiles(
+            tags=parse_labels(tag or "") or None,
+            product=optional_text(product),
+            search=optional_text(search),
+            sort="updated_at" if sort == "updated" else "name",
+            limit=PAGE_SIZE,
+            cursor=cursor or None,
+        )
+        return page(
+            request,
+            "profiles.html.j2",
+            profiles=page_of.items,
+            next_cursor=page_of.next_cursor,
+            first_page=cursor is None,
+            filters=filters,
+            active=reads.active_profile(),
+        )
+
+    @post("/profiles", name="console:create")
+    async def create(self, request: Request[Any, Any, Any]) -> Redirect:
+        form = await form_of(request)
+        fields = profile_fields(form)
+        if not fields["steering"]:
+            fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
+        ledger = services_of(request).ledger
+        outcome: Outcome = await run(request, form.get("reason"), lambda: ledger.create_profile(fields))
+        assert outcome.profile is not None
+        return see_other(f"/profiles/{outcome.profile.id}")
+
+    @post("/profiles/import", name="console:import", opt=requires("admin"))
+    async def import_profile(self, request: Request[Any, Any, Any]) -> Redirect:
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValidationError("choose an exchange document (a .json file) to import", field="file")
+        raw = await upload.read()
+        try:
+            document = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError) as error:
+            raise ValidationError(f"the import document is not valid JSON: {error}", field="file") from None
+        rename = form.get("rename") == "on"
+        ledger = services_of(request).ledger
+        outcome: Outcome = await run(request, None, lambda: ledger.import_profile(document, rename=rename))
+        assert outcome.profile is not None
+        return see_other(f"/profiles/{outcome.profile.id}")
+
+    # -- one profile ---------------------------------------------------------------------------------
+    @get("/profiles/{profile_id:str}", name="console:profile", sync_to_thread=True)
+    def profile(
+        self,
+        request: Request[Any, Any, Any],
+        profile_id: FromPath[str],
+        from_version: Annotated[int | None, QueryParameter(name="from", ge=1)] = None,
+        to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
+        history: FromQuery[str | None] = None,
+    ) -> Template:
+        services = services_of(request)
+        reads, ledger = services.read_model, services.ledger
+        pid = parse_uuid(profile_id, "profile_id")
+        row = reads.get_profile(pid)
+        if row is None:
+            return deleted_page(request, pid)
+        versions = version_history(reads, pid, row.version, everything=history == "all")
+        comparison = None
+        if from_version is not None or to_version is not None:
+            newer = to_version or row.version
+            older = from_version or max(newer - 1, 1)
+            comparison = diff(str(pid), ledger.get_profile(pid, version=older), ledger.get_profile(pid, version=newer))
+        executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN).items
+        return page(
+            request,
+            "profile.html.j2",
+            profile=row,
+            steering_text=format_steering(row.steering),
+            bars=bars(row.steering),
+            versions=versions,
+            every_version=len(versions) >= row.version,
+            comparison=comparison,
+            diff_rows=diff_rows(comparison) if comparison is not None else [],
+            executions=executions,
+            can_replay=services.generation is not None,
+            active=reads.active_profile(),
+        )
+
+    @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
+    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[bytes]:
+        reads = services_of(request).read_model
+        pid = parse_uuid(profile_id, "profile_id")
+        current = reads.get_profile(pid)
+        if current is None:
+            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+        row = current if version is None or version == current.version else reads.get_version(pid, version)
+        if row is None:
+            raise ProfileNotFoundError(f"profile {pid} has no version {version}", profile_id=str(pid))
+        fields = {name: getattr(row, name) for name in EXCHANGE_FIELDS}
+        fields["steering"] = {int(key): value for key, value in row.steering.items()}
+        document = exchange.export_document(fields, row.version)
+        return Response(
+            msgspec.json.encode(document),
+            media_type="application/json",
+            headers={"Content-Disposition": content_disposition(current.name)},
+        )
+
+    @post("/profiles/{profile_id:str}/edit", name="console:edit")
+    async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+        pid = parse_uuid(profile_id, "profile_id")
+        form = await form_of(request)
+        fields = profile_fields(form)
+        expected = optional_int(form.get("expected_version"), "expected_version")
+        bump = form.get("bump_version") == "on"
+        ledger = services_of(request).ledger
+        await run(
+            request,
+            form.get("reason"),
+            lambda: ledger.update_profile(pid, fields, bump_version=bump, expected_version=expected),
+        )
+        return see_other(f"/profiles/{pid}")
+
+    @post("/profiles/{profile_id:str}/revert", name="console:revert")
+    async def revert(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+        pid = parse_uuid(profile_id, "profile_id")
+        form = await form_of(request)
+        version = optional_int(form.get("version"), "version")
+        if version is None:
+            raise ValidationError("choose the version to revert to", field="version")
+        ledger = services_of(request).ledger
+        await run(request, form.get("reason"), lambda: ledger.revert_profile(pid, version))
+        return see_other(f"/profiles/{pid}")
+
+    @post("/profiles/{profile_id:str}/activate", name="console:activate")
+    async def activate(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+        pid = parse_uuid(profile_id, "profile_id")
+        form = await form_of(request)
+        version = optional_int(form.get("version"), "version")  # empty: follow the latest version
+        services = services_of(request)
+        ledger = services.ledger
+
+        def activate() -> Outcome:
+            target = ledger.get_profile(pid, version=version)
+            services.compatibility_check(profile_from_state(target))  # refuses what the loaded model cannot run (as the API does)
+            return ledger.activate_profile(pid, version=version)
+
+        await run(request, form.get("reason"), activate)
+        return see_other(f"/profiles/{pid}")
+
+    @post("/profiles/deactivate", name="console:deactivate")
+    async def deactivate(self, request: Request[Any, Any, Any]) -> Redirect:
+        form = await form_of(request)
+        ledger = services_of(request).ledger
+        await run(request, form.get("reason"), ledger.deactivate_profile)
+        back = form.get("back") or "/"
+        return see_other(back if isinstance(back, str) and back.startswith("/profiles/") else "/")
+
+    @post("/profiles/{profile_id:str}/delete", name="console:delete", opt=requires("admin"))
+    async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+        pid = parse_uuid(profile_id, "profile_id")
+        form = await form_of(request)
+        with_executions = form.get("delete_executions") == "on"
+        ledger = services_of(request).ledger
+        await run(request, form.get("reason"), lambda: ledger.delete_profile(pid, delete_executions=with_executions))
+        return see_other("/")
+
+    @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
+    async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+        """Offered only when the application has a restore command (``ProfileLedger.restore_profile``)."""
+        pid = parse_uuid(profile_id, "profile_id")
+        form = await form_of(request)
+        ledger = services_of(request).ledger
+        restore = getattr(ledger, "restore_profile", None)
+        if not callable(restore):
+            raise ValidationError("this server cannot restore deleted profiles")
+        await run(request, form.get("reason"), lambda: restore(pid))
+        return see_other(f"/profiles/{pid}")
+
+    # -- executions ----------------------------------------------------------------------------------
+    @get("/executions/{execution_id:str}", name="console:execution", sync_to_thread=True)
+    def execution(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
+        services = services_of(request)
+        eid = parse_uuid(execution_id, "execution_id")
+        row = services.read_model.get_execution(eid)
+        if row is None:
+            raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
+        return page(request, "execution.html.j2", e=row, can_replay=services.generation is not None)
+
+    @post("/executions/{execution_id:str}/replay", name="console:replay")
+    async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template | Response[str]:
+        eid: UUID = parse_uuid(execution_id, "execution_id")
+        generation = generation_of(services_of(request))
+        outcome = await run(request, None, lambda: generation.replay(eid))
+        original = await anyio.to_thread.run_sync(lambda: services_of(request).read_model.get_execution(eid))
+        context = {"outcome": outcome, "original": original}
+        if is_htmx(request):
+            return Response(render_fragment(request, "_replay.html.j2", **context), media_type="text/html")
+        return page(request, "replay.html.j2", **context)

@@ -1,0 +1,63 @@
+"""Templates: where they live, the filters they use, and the context every page gets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment
+from litestar import Request
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.template.config import TemplateConfig
+
+from ledger.console.session import viewer_of
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+
+def when(moment: datetime | None) -> str:
+    """A time as the console shows it: UTC, to the second."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def short(digest: str | None, length: int = 12) -> str:
+    return (digest or "")[:length] or "—"
+
+
+def query(params: dict[str, Any], **changes: Any) -> str:
+    """A query string of ``params`` with ``changes`` applied; empty values are left out."""
+    merged = {**params, **changes}
+    return urlencode({key: value for key, value in merged.items() if value not in (None, "", False)}, doseq=True)
+
+
+def _configure(engine: JinjaTemplateEngine) -> None:
+    environment: Environment = engine.engine
+    environment.filters.update(when=when, short=short)
+    environment.globals.update(query=query)
+    environment.trim_blocks = environment.lstrip_blocks = True
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    return TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_configure)
+
+
+def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
+    """A console page: the template ``name`` with who is looking and the server's mode."""
+    services = request.app.state.services
+    return Template(
+        template_name=name,
+        context={"viewer": viewer_of(request), "auth": services.auth, "path": request.url.path, **context},
+        status_code=status_code,
+    )
+
+
+def render_fragment(request: Request[Any, Any, Any], name: str, **context: Any) -> str:
+    """A template rendered to text (for Server-Sent Events, which carry HTML fragments)."""
+    engine = request.app.template_engine
+    return engine.get_template(name).render(request=request, **context)

@@ -1,0 +1,118 @@
+"""Who is using the console: a token kept in an HttpOnly cookie, the role it grants, and CSRF protection.
+
+The REST API reads ``Authorization: Bearer``; a browser cannot add that header to a link or a form, so the
+console asks for the token once (``/login``) and keeps it in a cookie (HttpOnly, SameSite=Strict, Secure over
+HTTPS). On console routes the cookie stands for the header (:class:`ConsoleSecurity`), so the API's own guard
+checks every console action with the same roles: ``opt=requires(role)`` on a handler, otherwise reader for
+reading and editor for the rest. Forms carry a CSRF token (Litestar's CSRF middleware, double submit: a signed
+cookie and a form field or the ``X-CSRFToken`` header that htmx sends); a request whose credentials do not come
+from the cookie (none, or a bearer header a cross-site form cannot send) needs none. In open mode there is no
+token: every form carries its CSRF token, and ``/login`` only asks for a name to record as the actor.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.config.csrf import CSRFConfig
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.types import Receive, Scope, Send
+
+from ledger.access import ROLES, role_allows
+from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
+from ledger.api.deps import ACTOR_MAX
+from ledger.api.observability import correlation_id
+from ledger.domainmodel import CommandContext
+
+TOKEN_COOKIE = "ledger_console_token"
+ACTOR_COOKIE = "ledger_console_actor"
+CSRF_COOKIE = "ledger_console_csrf"
+CSRF_HEADER = "x-csrftoken"
+VIEWER_KEY = "console_viewer"
+SECRET_VARIABLE = "LEDGER_CONSOLE_SECRET"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The person behind a console request, as the templates see them."""
+
+    name: str
+    role: str  # "admin" in open mode: every control is shown
+    open_mode: bool
+
+    def can(self, role: str) -> bool:
+        return role_allows(self.role, role)
+
+
+def csrf_config() -> CSRFConfig:
+    """Double-submit CSRF tokens for the console's forms, signed with ``LEDGER_CONSOLE_SECRET`` (the same on every
+    server behind one address) or else a secret drawn at start-up."""
+    return CSRFConfig(
+        secret=os.environ.get(SECRET_VARIABLE, "").strip() or secrets.token_urlsafe(32),
+        cookie_name=CSRF_COOKIE,
+        cookie_samesite="strict",
+        cookie_httponly=True,
+        header_name=CSRF_HEADER,
+    )
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    prefix = name.encode() + b"="
+    for header, value in scope["headers"]:
+        if header == b"cookie":
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix):].decode("latin-1").strip('"') or None
+    return None
+
+
+class ConsoleSecurity(CSRFMiddleware):
+    """The token cookie as the request's bearer credentials, and the CSRF check wherever that cookie (or open
+    mode) is what would authorise the request."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        auth = scope["litestar_app"].state.services.auth
+        headers = scope["headers"]
+        has_bearer = any(name == b"authorization" for name, _ in headers)
+        token = _cookie(scope, TOKEN_COOKIE)
+        if auth and token and not has_bearer:
+            scope["headers"] = [*headers, (b"authorization", f"Bearer {token}".encode("latin-1"))]
+        cookie_authorises = not auth or (token is not None and not has_bearer)
+        signing_in = bool(scope["route_handler"].opt.get(PUBLIC_KEY))  # the sign-in forms are checked too
+        if scope["method"] not in SAFE_METHODS and not cookie_authorises and not signing_in:
+            await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
+            return
+        await super().__call__(scope, receive, send)
+
+
+async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Who the templates greet (after the API's guard has checked the token and the route's role)."""
+    services = connection.app.state.services
+    if not services.auth:
+        actor = (connection.cookies.get(ACTOR_COOKIE) or "").strip()[:ACTOR_MAX] or "anonymous"
+        connection.state[VIEWER_KEY] = Viewer(name=actor, role=ROLES[-1], open_mode=True)
+        return
+    principal = principal_of(connection)
+    if principal is not None:
+        connection.state[VIEWER_KEY] = Viewer(name=principal.name, role=principal.role, open_mode=False)
+
+
+def viewer_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:
+    return connection.state.get(VIEWER_KEY)  # type: ignore[no-any-return]
+
+
+def command_context(connection: ASGIConnection[Any, Any, Any, Any], reason: str | None = None) -> CommandContext:
+    """The actor (the token's name, or in open mode the name given at sign-in), the reason and the request."""
+    viewer = viewer_of(connection)
+    actor = viewer.name if viewer is not None else "anonymous"
+    reason = (reason or "").strip()[:1000] or None
+    return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(connection.scope))

@@ -1,0 +1,49 @@
+"""``/status``: the model and SAE, the active profile and the version in force, how far each read model and the
+steering hook have applied the log, and the generation scheduler's state where the engine reports one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from ledger.console.profiles import services_of
+from ledger.console.rendering import page
+
+
+def scheduler_state(engine: Any) -> dict[str, Any] | None:
+    """What the engine's scheduler reports about itself (``scheduler_status()`` or ``stats()``), if anything."""
+    for name in ("scheduler_status", "stats"):
+        report = getattr(engine, name, None)
+        if callable(report):
+            value = report()
+            if isinstance(value, dict):
+                return value
+            fields = getattr(value, "__dataclass_fields__", None) or getattr(value, "__struct_fields__", None)
+            if fields:
+                return {field: getattr(value, field) for field in fields}
+    return None
+
+
+class StatusPage(Controller):
+    path = "/status"
+
+    @get("/", name="console:status", sync_to_thread=True)
+    def status(self, request: Request[Any, Any, Any]) -> Template:
+        services = services_of(request)
+        reads = services.read_model
+        generation = services.generation
+        engine = generation.engine if generation is not None else None
+        return page(
+            request,
+            "status.html.j2",
+            engine=engine,
+            sae=getattr(engine, "sae", None),
+            hook=generation.projector.status() if generation is not None and generation.projector else None,
+            scheduler=scheduler_state(engine) if engine is not None else None,
+            active=reads.active_profile(),
+            positions=sorted(reads.positions().items()),
+            head=reads.log_position(),
+            database=services.database.display() if services.database is not None else "",
+        )

@@ -1,0 +1,136 @@
+"""``/events``: the audit timeline newest first, filtered, live over Server-Sent Events, and the chain's check."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+import anyio.to_thread
+from litestar import Controller, Request, get
+from litestar.params import FromQuery, HeaderParameter
+from litestar.response import ServerSentEvent, Template
+from litestar.response.sse import ServerSentEventMessage
+
+from ledger.access import AccessTokens
+from ledger.console.profiles import is_htmx, services_of
+from ledger.console.rendering import page, render_fragment
+from ledger.console.views import newest_events
+from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
+from ledger.errors import ProfileNotFoundError
+
+PAGE_SIZE = 50
+STREAM_BATCH = 200
+
+
+def event_types() -> list[str]:
+    """Every event type the log can hold, as the audit read model names them (``Profile.Created``)."""
+    names = []
+    for aggregate in (Profile, ProfileName, ActiveSlot, Execution, AccessTokens):
+        base = aggregate.Event
+        names += [
+            f"{aggregate.__name__}.{name}"
+            for name, value in vars(aggregate).items()
+            if isinstance(value, type) and issubclass(value, base) and value is not base
+        ]
+    return sorted(names)
+
+
+def filters_from(reads: Any, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
+    """The read model's filters; ``profile`` is a profile's id or the name of a live profile."""
+    return {
+        "actor": (actor or "").strip() or None,
+        "profile_id": profile_id_of(reads, profile.strip()) if profile and profile.strip() else None,
+        "event_type": (type_ or "").strip() or None,
+    }
+
+
+def profile_id_of(reads: Any, profile: str) -> Any:
+    try:
+        return UUID(profile)
+    except ValueError:
+        row = reads.get_profile_by_name(profile)
+        if row is None:
+            raise ProfileNotFoundError(f"no profile is named {profile!r}", name=profile) from None
+        return row.id
+
+
+class EventPages(Controller):
+    path = "/events"
+
+    @get("/", name="console:events", sync_to_thread=True)
+    def events(
+        self,
+        request: Request[Any, Any, Any],
+        actor: FromQuery[str | None] = None,
+        profile: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,  # noqa: A002 - the query parameter's name
+        before: FromQuery[int | None] = None,
+    ) -> Template:
+        reads = services_of(request).read_model
+        filters = filters_from(reads, actor, profile, type)
+        head = reads.log_position()
+        rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
+        shown = {"actor": actor or "", "profile": profile or "", "type": type or ""}
+        return page(
+            request,
+            "events.html.j2",
+            rows=rows,
+            older=older,
+            live=before is None,
+            head=head,
+            filters=shown,
+            event_types=event_types(),
+        )
+
+    @get("/verify", name="console:verify", sync_to_thread=True)
+    def verify(self, request: Request[Any, Any, Any]) -> Template:
+        """The chain's check (walks the whole log, so the timeline loads it after the page)."""
+        report = services_of(request).ledger.verify_log()
+        if is_htmx(request):
+            return Template(template_name="_verify.html.j2", context={"report": report})
+        return page(request, "verify.html.j2", report=report)
+
+    @get("/stream", name="console:events-stream")
+    async def stream(
+        self,
+        request: Request[Any, Any, Any],
+        after: FromQuery[int] = 0,
+        actor: FromQuery[str | None] = None,
+        profile: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,  # noqa: A002
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    ) -> ServerSentEvent:
+        """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
+        filters = await anyio.to_thread.run_sync(
+            lambda: filters_from(services_of(request).read_model, actor, profile, type)
+        )
+        seen = (last_event_id or "").strip()
+        if seen.isascii() and seen.isdigit():
+            after = max(after, int(seen))
+        return ServerSentEvent(_tail(request, after, filters), headers={"Cache-Control": "no-cache"})
+
+
+async def _tail(request: Request[Any, Any, Any], after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
+    """Each audit row after ``after`` as an HTML fragment (event ``audit``), until the client goes."""
+    services = services_of(request)
+    options = services.options
+    yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
+    last_sent = time.monotonic()
+    while not services.shutdown.is_set():
+        page_of = await anyio.to_thread.run_sync(
+            lambda: services.read_model.events(after_position=after, limit=STREAM_BATCH, **filters)
+        )
+        for row in page_of.items:
+            after = row.position
+            html = render_fragment(request, "_event.html.j2", row=row, fresh=True)
+            yield ServerSentEventMessage(data=html, event="audit", id=row.position)
+            last_sent = time.monotonic()
+        if page_of.next_cursor is not None:
+            continue
+        if time.monotonic() - last_sent >= options.sse_heartbeat:
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
+            last_sent = time.monotonic()
+        await anyio.sleep(options.sse_poll)

@@ -1,0 +1,151 @@
+"""What the console's templates show, derived from the read side's rows and the application's states.
+
+Pure functions: reading form text into command fields, bars for a spec, the rows of a version diff, and the
+audit timeline newest first (the read model pages it oldest first).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.errors import ValidationError
+
+MAX_EVENT_PAGE = 1000
+_SEPARATORS = re.compile(r"[,\n;]+")
+
+
+# -- forms -----------------------------------------------------------------------------------------------
+def parse_steering(text: str) -> dict[str, float]:
+    """``"12=6.0, 40=-4"`` (commas, semicolons or lines) → ``{"12": 6.0, "40": -4.0}``."""
+    steering: dict[str, float] = {}
+    for item in _SEPARATORS.split(text or ""):
+        item = item.strip()
+        if not item:
+            continue
+        feature, sep, strength = item.partition("=")
+        if not sep:
+            feature, sep, strength = item.partition(":")
+        feature, strength = feature.strip(), strength.strip()
+        if not sep or not (feature.isascii() and feature.isdigit()):
+            raise ValidationError(
+                f"steering: write each feature as index=strength, e.g. 12=6.0 (got {item[:40]!r})", field="steering"
+            )
+        try:
+            steering[str(int(feature))] = float(strength)
+        except ValueError:
+            raise ValidationError(
+                f"steering: the strength of feature {feature} must be a number (got {strength[:40]!r})",
+                field="steering",
+            ) from None
+    return steering
+
+
+def format_steering(steering: dict[Any, float]) -> str:
+    return ", ".join(f"{key}={value:g}" for key, value in sorted(steering.items(), key=lambda kv: int(kv[0])))
+
+
+def parse_labels(text: str) -> list[str]:
+    """``"mood, calm"`` → ``["mood", "calm"]``."""
+    return [label.strip() for label in _SEPARATORS.split(text or "") if label.strip()]
+
+
+def optional_text(text: str | None) -> str | None:
+    text = (text or "").strip()
+    return text or None
+
+
+def optional_int(text: str | None, field: str) -> int | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise ValidationError(f"{field} must be a whole number (got {text[:40]!r})", field=field)
+    return int(text)
+
+
+# -- a spec as bars --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bar:
+    feature: str
+    strength: float
+    percent: float  # of the strongest feature's magnitude
+    negative: bool
+
+
+def bars(steering: dict[Any, float], limit: int = 64) -> list[Bar]:
+    """The features by magnitude, strongest first, each as a share of the strongest."""
+    ordered = sorted(steering.items(), key=lambda kv: (-abs(kv[1]), int(kv[0])))[:limit]
+    peak = max((abs(value) for _, value in ordered), default=0.0) or 1.0
+    return [Bar(str(key), value, round(abs(value) / peak * 100, 1), value < 0) for key, value in ordered]
+
+
+# -- a diff as rows --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiffRow:
+    kind: str  # "added", "removed" or "changed"
+    what: str
+    before: str
+    after: str
+
+
+def diff_rows(diff: Any) -> list[DiffRow]:
+    """The rows of an ``api.schemas.ProfileDiff``: fields first, then features by index."""
+    rows = [
+        DiffRow("changed", change.field, _shown(change.before), _shown(change.after)) for change in diff.changes
+    ]
+    steering = diff.steering
+    features = sorted({*steering.added, *steering.removed, *steering.changed}, key=int)
+    for feature in features:
+        if feature in steering.added:
+            rows.append(DiffRow("added", f"feature {feature}", "", f"{steering.added[feature]:g}"))
+        elif feature in steering.removed:
+            rows.append(DiffRow("removed", f"feature {feature}", f"{steering.removed[feature]:g}", ""))
+        else:
+            change = steering.changed[feature]
+            rows.append(DiffRow("changed", f"feature {feature}", f"{change.before:g}", f"{change.after:g}"))
+    return rows
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value) or "—"
+    return str(value)
+
+
+# -- the audit timeline, newest first -------------------------------------------------------------------
+def newest_events(
+    reads: Any, *, limit: int, before: int | None = None, **filters: Any
+) -> tuple[list[Any], int | None]:
+    """The ``limit`` newest audit rows before position ``before`` (default: the head), newest first, and the
+    position to page on from (None when there is nothing older).
+
+    The read model pages oldest first, so this reads windows that end at the head and widen fourfold until one
+    holds ``limit`` rows or reaches the start of the log; without filters the first window is exact.
+    """
+    head = (before - 1) if before is not None else reads.log_position()
+    if head <= 0:
+        return [], None
+    span = limit
+    while True:
+        low = max(0, head - span)
+        rows = _window(reads, low, head, filters)
+        if len(rows) >= limit or low == 0:
+            newest = rows[-limit:][::-1]
+            more = len(rows) > limit or low > 0
+            return newest, (newest[-1].position if newest and more else None)
+        span *= 4
+
+
+def _window(reads: Any, low: int, high: int, filters: dict[str, Any]) -> list[Any]:
+    rows: list[Any] = []
+    cursor = None
+    while True:
+        page = reads.events(after_position=low, up_to_position=high, limit=MAX_EVENT_PAGE, cursor=cursor, **filters)
+        rows.extend(page.items)
+        if page.next_cursor is None:
+            return rows
+        cursor = page.next_cursor

@@ -1,0 +1,69 @@
+"""Acceptance 5: no console page and no file the console serves loads anything from outside the server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from ledger.console.rendering import STATIC, TEMPLATES
+from tests.api.conftest import make_client
+
+# A reference that leaves the server: a scheme (http:, https:, ftp:, …) or a protocol-relative //host.
+EXTERNAL = re.compile(r"""(?:src|href|action|srcset|poster|data|formaction)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:(?!,)|//)""", re.I)
+CSS_EXTERNAL = re.compile(r"""(?:url\(\s*["']?\s*(?:https?:|//)|@import)""", re.I)
+ALLOWED_SCHEMES = re.compile(r"""=\s*["']?\s*(?:data:,|#)""")
+
+
+def served_files() -> list[Path]:
+    return sorted(path for root in (TEMPLATES, STATIC) for path in root.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("path", served_files(), ids=lambda path: path.name)
+def test_no_template_or_static_file_points_outside_the_server(path: Path):
+    text = path.read_text(errors="replace")
+    if path.suffix == ".js":
+        # the vendored htmx builds: no fetch of their own from a fixed address
+        assert not re.search(r"""["'`]https?://""", text), path
+        return
+    offending = [match.group(0) for match in EXTERNAL.finditer(text) if not ALLOWED_SCHEMES.search(match.group(0))]
+    assert offending == [], path
+    assert not CSS_EXTERNAL.search(text), path
+
+
+@pytest.fixture
+def console(sqlite_url: str) -> Iterator[TestClient[Litestar]]:
+    with make_client(sqlite_url) as client:
+        yield client
+
+
+def test_no_page_loads_anything_from_another_origin(console: TestClient[Litestar]):
+    page = console.get("/")
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text).group(1)
+    made = console.post("/profiles", data={"_csrf_token": token, "name": "calm", "steering": "3=1"}, follow_redirects=False)
+    assert made.status_code == 303, made.text
+    profile = made.headers["location"]
+    for path in ("/", profile, f"{profile}?from=1&to=1", "/events", "/events/verify", "/playground", "/status", "/login"):
+        answer = console.get(path)
+        assert answer.status_code == 200, (path, answer.text[:300])
+        assert answer.headers["content-type"].startswith("text/html")
+        offending = [m.group(0) for m in EXTERNAL.finditer(answer.text) if not ALLOWED_SCHEMES.search(m.group(0))]
+        assert offending == [], path
+
+
+def test_the_timeline_filters_by_a_profile_name_or_id_and_by_actor(console: TestClient[Litestar]):
+    page = console.get("/")
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text).group(1)
+    for name in ("calm", "loud"):
+        made = console.post("/profiles", data={"_csrf_token": token, "name": name, "steering": "3=1"}, follow_redirects=False)
+        assert made.status_code == 303, made.text
+    calm = console.get("/events", params={"profile": "calm", "type": "Profile.Created"}).text
+    assert calm.count('class="event') == 1 and ">calm<" in calm
+    by_id = console.get("/events", params={"profile": re.search(r"/profiles/([0-9a-f-]{36})", calm).group(1)}).text
+    assert ">calm<" in by_id and ">loud<" not in by_id
+    assert console.get("/events", params={"profile": "nobody"}, headers={"Accept": "text/html"}).status_code == 404
+    assert 'class="event' not in console.get("/events", params={"actor": "someone else"}).text
