@@ -107,7 +107,7 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
 
 
 def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
-    """A deleted profile: its history stays in the log (and, once the application offers it, a restore)."""
+    """A deleted profile: its history stays in the log, and it can be restored."""
     services = services_of(request)
     reads = services.read_model
     versions = reads.list_versions(pid, limit=500).items
@@ -122,7 +122,7 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
         last=versions[-1],
         versions=versions[::-1],
         deletion=deletion[0] if deletion else None,
-        can_restore=callable(getattr(services.ledger, "restore_profile", None)),
+        can_restore=True,
     )
 
 
@@ -306,14 +306,11 @@ class ProfilePages(Controller):
 
     @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
     async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
-        """Offered only when the application has a restore command (``ProfileLedger.restore_profile``)."""
+        """Bring a deleted profile back (409 when another profile holds its name now)."""
         pid = parse_uuid(profile_id, "profile_id")
         form = await form_of(request)
         ledger = services_of(request).ledger
-        restore = getattr(ledger, "restore_profile", None)
-        if not callable(restore):
-            raise ValidationError("this server cannot restore deleted profiles")
-        await run(request, form.get("reason"), lambda: restore(pid))
+        await run(request, form.get("reason"), lambda: ledger.restore_profile(pid))
         return see_other(f"/profiles/{pid}")
 
     # -- executions ----------------------------------------------------------------------------------

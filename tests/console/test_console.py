@@ -173,6 +173,12 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     page.goto(copy_url)  # a deleted profile keeps its history
     expect(page.get_by_role("heading", level=1)).to_contain_text("deleted")
     expect(page.locator("p.meta")).to_contain_text("a copy")
+    restore = page.locator("form[action$='/restore']")
+    restore.get_by_label("Why").fill("wanted after all")
+    submit(page, restore, "Restore")
+    arrives("Profile.Restored")
+    expect(page.get_by_role("heading", level=1)).not_to_contain_text("deleted")
+    expect(page.locator("table.bars")).to_contain_text("7")  # back as it was
 
     page.goto("/status")
     expect(page.locator("main")).to_contain_text("Version in force")
