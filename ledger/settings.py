@@ -98,6 +98,12 @@ class Settings:
     """``cuda``, ``cpu``…; default: CUDA when present (``LEDGER_DEVICE``)."""
     dtype: str | None = None
     """``float32``, ``bfloat16``, ``float16``; default: float32 (``LEDGER_DTYPE``)."""
+    max_batch: int = 32
+    """The most generation requests decoded together in one step (``LEDGER_MAX_BATCH``)."""
+    max_queue: int = 128
+    """The most generation requests waiting for a place; more are refused with 503 (``LEDGER_MAX_QUEUE``)."""
+    step_tokens: int = 512
+    """Prompt and generated tokens one forward step may run (``LEDGER_STEP_TOKENS``)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -110,7 +116,23 @@ class Settings:
             sae=environ.get("LEDGER_SAE") or None,
             device=environ.get("LEDGER_DEVICE") or None,
             dtype=environ.get("LEDGER_DTYPE") or None,
+            max_batch=_positive_int(environ, "LEDGER_MAX_BATCH", 32),
+            max_queue=_positive_int(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
+            step_tokens=_positive_int(environ, "LEDGER_STEP_TOKENS", 512),
         )
+
+
+def _positive_int(environ: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer (got {raw!r})") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (got {value})")
+    return value
 
 
 def parse_switch(value: str | None, *, default: bool) -> bool:

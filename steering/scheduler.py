@@ -62,7 +62,7 @@ class SchedulerStats:
     decode_tokens: int
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
-    ttft_buckets: tuple[tuple[float, int], ...]  # (upper bound, cumulative count)
+    ttft_buckets: tuple[tuple[float, int], ...]  # time to first token from submission: (bound, cumulative count)
     ttft_sum_s: float
     ttft_count: int
 
@@ -75,6 +75,7 @@ class Ticket:
         self.future: Future[GenerationResult] = Future()
         self.events: queue.SimpleQueue[int | None] | None = queue.SimpleQueue() if stream else None
         self.cancelled = False
+        self.submitted = time.perf_counter()
         self._scheduler = scheduler
 
     def cancel(self) -> None:
@@ -250,10 +251,10 @@ class Scheduler:
             self._decode += decode
             self._recent.append((started, prefill, decode, len(leaving)))
             self._forget_before(started - RATE_WINDOW_S)
+            now = time.perf_counter()
             for ticket in self._running + leaving:
-                first = ticket.row.first_token_s
-                if first is not None and ticket.row.sampled == 1:
-                    self._observe_ttft(first)
+                if ticket.row.sampled == 1:  # its first token came in this step
+                    self._observe_ttft(now - ticket.submitted)
         for ticket in leaving:
             ticket.future.set_result(result_of(ticket.row))
             if ticket.events is not None:

@@ -28,7 +28,9 @@ def load_engine(settings: Settings) -> Any:
     loaded = load_model(settings.model, device=settings.device, dtype=dtype)
     sae = load_sae(settings.sae) if settings.sae else None
     log.info("model %s loaded on %s (%s); SAE %s", settings.model, loaded.device, loaded.dtype, settings.sae or "none")
-    return SteeringEngine(loaded, sae)
+    return SteeringEngine(
+        loaded, sae, max_batch=settings.max_batch, max_queue=settings.max_queue, step_tokens=settings.step_tokens
+    )
 
 
 class SteeringRuntime:
