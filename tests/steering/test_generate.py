@@ -145,3 +145,12 @@ def test_ignore_eos_always_fills_max_tokens(loaded) -> None:
     for result in generate(loaded, requests):
         assert (result.completion_tokens, result.finish_reason) == (12, "length")
         assert len(result.token_ids) == 12
+
+
+def test_generation_prints_no_warning_from_transformers(loaded, caplog, recwarn) -> None:
+    caplog.set_level("WARNING")
+    request = GenerationRequest(messages=chat(PROMPTS[0]), max_tokens=6, temperature=0.7, seed=1, steering=profile_vectors()[1])
+    generate(loaded, [request, GenerationRequest(prompt=PROMPTS[1], max_tokens=4)])
+    "".join(stream_generate(loaded, request))
+    assert [str(w.message) for w in recwarn.list] == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("transformers")] == []
