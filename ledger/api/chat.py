@@ -184,7 +184,8 @@ class ChatController(Controller):
         if data.stream:
             if data.compare:
                 raise ValidationError("compare cannot be combined with stream", field="compare")
-            return self._stream(generation, completion, context, model, created)  # type: ignore[return-value]
+            usage = bool((data.stream_options or {}).get("include_usage"))
+            return self._stream(generation, completion, context, model, created, usage)  # type: ignore[return-value]
         with busy_as_503():
             outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
         result = outcome.result
@@ -210,7 +211,10 @@ class ChatController(Controller):
         return Response(body, headers=position_headers(outcome.position))
 
     @staticmethod
-    def _stream(generation: Any, completion: Any, context: CommandContext, model: str, created: int) -> Stream:
+    def _stream(
+        generation: Any, completion: Any, context: CommandContext, model: str, created: int, usage: bool
+    ) -> Stream:
+        """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's)."""
         recorded: list[Any] = []
         # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
         # Queued now, too: a full queue is a 503 rather than a broken stream.
@@ -246,6 +250,12 @@ class ChatController(Controller):
                     "output_sha256": outcome.result.output_sha256,
                 }}
             yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
+            if usage and outcome is not None:
+                result = outcome.result
+                counts = Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens)
+                body = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": msgspec.to_builtins(counts)}
+                yield b"data: " + msgspec.json.encode(body) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
