@@ -19,16 +19,19 @@ import torch
 import transformers
 
 from .digests import text_digest
-from .forward import PackedForward, Segment, packed_forward, prefill_chunks
+from .forward import PREFILL_CHUNK, PackedForward, Segment, packed_forward, prefill_chunks
 from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
+from .numerics import ROW_TILE
 from .prompts import prompt_token_ids
 from .sampling import next_token, row_generator
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 STEP_TOKENS = 512
+CACHE_HEADROOM = 64
+FORWARD = f"packed; linear tiles of {ROW_TILE} rows; prefill chunks of {PREFILL_CHUNK} tokens"
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,7 +131,8 @@ class Batch:
         self.rows: list[Row] = []
 
     def add(self, row: Row) -> None:
-        row.cache = self.forward.new_cache(len(row.prompt_ids) + row.request.max_tokens)
+        # Room for the prompt and a few tokens; it doubles as needed (a function of this row's length only).
+        row.cache = self.forward.new_cache(len(row.prompt_ids) + min(row.request.max_tokens, CACHE_HEADROOM))
         row.started = time.perf_counter()
         self.rows.append(row)
 
@@ -224,6 +228,7 @@ def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> d
         "device_name": torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else platform.processor() or platform.machine(),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "batch_invariant": loaded.batch_invariant,
+        "forward": FORWARD if loaded.batch_invariant else "packed; plain linear layers",
         "model_digest": loaded.digest,
         "sae_digest": getattr(sae, "digest", None),
     }
