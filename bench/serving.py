@@ -241,7 +241,15 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--rounds", type=int, default=2, help="requests each client sends (default 2)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, few requests; judge nothing")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads for the server and the generate() baseline alike (default: torch's own choice). On a "
+        "CPU shared with other work, 1 avoids OpenMP threads spinning while their partner is descheduled",
+    )
     args = parser.parse_args()
+    threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     scale = 4 if args.smoke else 1
     rounds = 1 if args.smoke else args.rounds
     levels = (1, 2, 4) if args.smoke else CLIENT_LEVELS
@@ -256,7 +264,7 @@ def main() -> int:
         server = Server(
             ["-m", "ledger", "serve", "--no-auth", "--no-access-log", "--model", str(model), "--sae", str(sae)],
             {"LEDGER_DATABASE_URL": f"sqlite:///{scratch / 'ledger.sqlite'}", "LEDGER_DEVICE": "cpu",
-             "LEDGER_MAX_BATCH": "32", "LEDGER_MAX_QUEUE": "128"},
+             "LEDGER_MAX_BATCH": "32", "LEDGER_MAX_QUEUE": "128", **threads},
             scratch / "server.log",
         )
         try:
@@ -295,7 +303,8 @@ def main() -> int:
         baseline = generate_baseline(Path(model), sequential_bodies)
         print(f"generate() padded batches of {BASELINE_BATCH}: {baseline:.1f} tok/s", flush=True)
 
-    load = f"load average {os.getloadavg()[0]:.1f} at the end (shared machine)"
+    load = (f"{torch.get_num_threads()} torch thread(s); load average {os.getloadavg()[0]:.1f} at the end "
+            "(a CPU shared with other work)")
     name = Path(model).name if not args.smoke else "tiny random model"
 
     def detail(level: dict[str, float]) -> str:
