@@ -137,7 +137,10 @@ class Batch:
         self.rows.append(row)
 
     def drop(self, row: Row) -> None:
-        self.rows.remove(row)
+        """Take a row out (its caller went away, or its step failed)."""
+        if row in self.rows:
+            self.rows.remove(row)
+        row.cache = None
 
     def step(self) -> tuple[list[Row], int, int]:
         """One forward pass; the rows that finished, and the prefill and decode tokens it ran."""
