@@ -185,3 +185,27 @@ def test_a_full_queue_answers_503_with_retry_after_records_nothing_and_a_disconn
         assert (scheduler["cancelled"], scheduler["refused"], scheduler["running"]) == (1, 3, 0)
         after = http.post("/v1/chat/completions", json={"messages": messages(2), "max_tokens": 3})
         assert after.status_code == 200
+
+
+def test_a_request_keeps_the_profile_version_it_was_admitted_with_when_the_profile_is_revised(small_server):
+    url = small_server
+    with httpx.Client(base_url=url, timeout=120) as http:
+        profile = http.post("/api/profiles", json={"name": "drifting", "steering": {"1": 12.0}, "layer": LAYER}).json()
+        body = {"messages": messages(4), "max_tokens": 1500, "temperature": 0.8, "seed": 3, "profile": "drifting"}
+        text, ledger = "", None
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line.removeprefix("data: "))
+                text += chunk["choices"][0]["delta"].get("content", "")
+                ledger = chunk.get("ledger", ledger)
+                if text and ledger is None and "revised" not in body:
+                    revised = http.put(f"/api/profiles/{profile['id']}", json={"steering": {"2": -20.0}})
+                    assert revised.status_code == 200 and revised.json()["version"] == 2
+                    assert http.get("/api/steering/status").json()["scheduler"]["running"] == 1, "still generating"
+                    body["revised"] = True
+        assert body.pop("revised") and ledger["profile_version"] == 1
+        alone = http.post("/v1/chat/completions", json={**body, "profile_version": 1}).json()
+        assert alone["choices"][0]["message"]["content"] == text
+        assert alone["ledger"]["output_sha256"] == ledger["output_sha256"]
