@@ -11,16 +11,17 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import Services, parse_uuid
+from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
-    UNAVAILABLE,
     InvalidRequestError,
     ProjectionTimeoutError,
     ServiceUnavailableError,
@@ -50,6 +51,15 @@ class ModelNotLoadedError(ServiceUnavailableError):
     """This server runs without a model (``ledger serve --no-model``)."""
 
     code = "model_not_loaded"
+
+
+BUSY_OR_UNAVAILABLE = {
+    503: ResponseSpec(
+        data_container=ErrorBody, generate_examples=False,
+        description="The generation queue is full (error `engine_busy`, with `Retry-After`; nothing was run or "
+        "recorded), or the database cannot be reached right now (error `database_unavailable`)",
+    )
+}
 
 
 class EngineBusyError(ServiceUnavailableError):
@@ -167,7 +177,7 @@ class ChatController(Controller):
         sync_to_thread=True,
         status_code=200,
         response_headers=COMMAND_HEADERS,
-        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE, TIMEOUT),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT),
     )
     def chat_completions(
         self,
@@ -271,7 +281,7 @@ class ReplayController(Controller):
         sync_to_thread=True,
         status_code=200,
         response_headers=COMMAND_HEADERS,
-        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE),
     )
     def replay(
         self,
