@@ -9,6 +9,7 @@ mode, where anyone may do anything and ``X-Actor`` names the actor; for local de
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,15 +124,17 @@ class Settings:
 
 
 def _positive_int(environ: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """An integer setting; an unreadable or too small value is reported on the log and the default used."""
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer (got {raw!r})") from None
+        value = minimum - 1
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum} (got {value})")
+        logging.getLogger("ledger").warning("%s=%r is not an integer >= %d; using %d", name, raw, minimum, default)
+        return default
     return value
 
 
