@@ -68,6 +68,8 @@ BENCHES = [
     Bench("time_travel", "time_travel.py",
           lambda o, db: ["--database", db("time_travel"), *(["--smoke"] if o.smoke else [])]),
     Bench("steering_generation", "steering_generation.py", _model_args),
+    Bench("serving", "serving.py",
+          lambda o, _: ["--smoke"] if o.smoke else ["--model", str(DEFAULT_MODEL)]),
     Bench("steering_activation", "steering_activation.py",
           lambda o, db: ["--database", db("activation"), *(["--smoke"] if o.smoke else [])]),
     Bench("chain_overhead", "chain_overhead.py",
@@ -116,7 +118,7 @@ def ensure_tools(options: argparse.Namespace) -> None:
         print("installing wrk (the HTTP load generator)", flush=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
     wanted = options.only or [bench.name for bench in BENCHES]
-    if not options.smoke and "steering_generation" in wanted and not (DEFAULT_MODEL / "config.json").exists():
+    if not options.smoke and {"steering_generation", "serving"} & set(wanted) and not (DEFAULT_MODEL / "config.json").exists():
         print(f"fetching the default model into {DEFAULT_MODEL.parent}", flush=True)
         subprocess.run(
             [sys.executable, "-m", "ledger", "models", "fetch", "--models-dir", str(DEFAULT_MODEL.parent)], check=True

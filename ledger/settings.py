@@ -9,6 +9,7 @@ mode, where anyone may do anything and ``X-Actor`` names the actor; for local de
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,12 @@ class Settings:
     """``cuda``, ``cpu``…; default: CUDA when present (``LEDGER_DEVICE``)."""
     dtype: str | None = None
     """``float32``, ``bfloat16``, ``float16``; default: float32 (``LEDGER_DTYPE``)."""
+    max_batch: int = 32
+    """The most generation requests decoded together in one step (``LEDGER_MAX_BATCH``)."""
+    max_queue: int = 128
+    """The most generation requests waiting for a place; more are refused with 503 (``LEDGER_MAX_QUEUE``)."""
+    step_tokens: int = 512
+    """Prompt and generated tokens one forward step may run (``LEDGER_STEP_TOKENS``)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -111,7 +118,25 @@ class Settings:
             sae=environ.get("LEDGER_SAE") or None,
             device=environ.get("LEDGER_DEVICE") or None,
             dtype=environ.get("LEDGER_DTYPE") or None,
+            max_batch=_positive_int(environ, "LEDGER_MAX_BATCH", 32),
+            max_queue=_positive_int(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
+            step_tokens=_positive_int(environ, "LEDGER_STEP_TOKENS", 512),
         )
+
+
+def _positive_int(environ: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """An integer setting; an unreadable or too small value is reported on the log and the default used."""
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        logging.getLogger("ledger").warning("%s=%r is not an integer >= %d; using %d", name, raw, minimum, default)
+        return default
+    return value
 
 
 def parse_switch(value: str | None, *, default: bool) -> bool:

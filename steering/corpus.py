@@ -9,7 +9,7 @@ import inspect
 import re
 import warnings
 
-from .generate import GenerationRequest, generate_batch
+from .generate import GenerationRequest, generate
 from .models import LoadedModel
 
 DOC_MODULES = (
@@ -91,7 +91,7 @@ def generated_texts(loaded: LoadedModel, count: int = 24, max_tokens: int = 40, 
     ]
     texts: list[str] = []
     for start in range(0, len(requests), batch_size):
-        texts.extend(r.text for r in generate_batch(loaded, requests[start : start + batch_size]))
+        texts.extend(r.text for r in generate(loaded, requests[start : start + batch_size]))
     return [text for text in texts if text.strip()]
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import queue
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -14,11 +12,12 @@ from datetime import datetime, timezone
 import torch
 
 from .errors import SteeringError
-from .generate import GenerationRequest, GenerationResult, generate, stream_generate, validate_request
+from .generate import STEP_TOKENS, GenerationRequest, GenerationResult
 from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
 from .sae import SAE, check_feature_indices, steering_vector
+from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, Scheduler, SchedulerStats
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,18 +30,14 @@ class SteeringSnapshot(SteeringVector):
     applied_at: datetime
 
 
-class EngineClosedError(SteeringError, RuntimeError):
-    """The engine no longer accepts requests."""
-
-
-_STOP = object()
+__all__ = ["EngineClosedError", "SteeringEngine", "SteeringSnapshot"]
 
 
 class SteeringEngine:
-    """Caches steering vectors, holds the active profile, and batches concurrent requests.
+    """Caches steering vectors, holds the active profile, and serves requests by continuous batching.
 
-    A worker thread collects requests for `batch_window_s` (up to `max_batch`) and
-    runs them together; each caller gets its own result through a Future.
+    Requests go to a `scheduler.Scheduler`: up to `max_batch` run together, joining and leaving at any
+    step; up to `max_queue` more wait; beyond that a request is refused (SchedulerFullError).
     """
 
     def __init__(
@@ -52,23 +47,20 @@ class SteeringEngine:
         *,
         model_id: str | None = None,
         sae_id: str | None = None,
-        batch_window_s: float = 0.002,
-        max_batch: int = 16,
+        max_batch: int = MAX_BATCH,
+        max_queue: int = MAX_QUEUE,
+        step_tokens: int = STEP_TOKENS,
         cache_size: int = 256,
     ) -> None:
         self.loaded = loaded
         self.sae = sae
         self.model_id = model_id or loaded.path.name
         self.sae_id = sae_id or (sae.path.name if sae is not None and sae.path else None)
-        self.batch_window_s = batch_window_s
-        self.max_batch = max_batch
         self._cache_size = cache_size
         self._vectors: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self._active: SteeringSnapshot | None = None
-        self._queue: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._closed = False
+        self.scheduler = Scheduler(loaded, max_batch=max_batch, max_queue=max_queue, step_tokens=step_tokens)
 
     # -- steering profiles ---------------------------------------------------
 
@@ -138,73 +130,36 @@ class SteeringEngine:
     # -- generation ------------------------------------------------------------
 
     def submit(self, request: GenerationRequest) -> Future[GenerationResult]:
-        """Queue one request (steered by its own `steering`, or not) for the next batch."""
-        validate_request(self.loaded, request)
-        future: Future[GenerationResult] = Future()
-        with self._lock:
-            if self._closed:
-                raise EngineClosedError("the engine is closed")
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="steering-engine", daemon=True)
-                self._worker.start()
-            self._queue.put((request, future))
-        return future
+        """Queue one request (steered by its own `steering`, or not); it joins the running batch at once."""
+        return self.scheduler.submit(request).future
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Results for `requests`, batched with whatever else is in flight."""
-        futures = [self.submit(request) for request in requests]
-        return [future.result() for future in futures]
+        tickets = []
+        try:
+            for request in requests:
+                tickets.append(self.scheduler.submit(request))
+        except BaseException:
+            for ticket in tickets:
+                ticket.cancel()
+            raise
+        return [ticket.future.result() for ticket in tickets]
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Text deltas of one request, decoded in the caller's thread."""
-        validate_request(self.loaded, request)
-        return stream_generate(self.loaded, request)
+    def stream(
+        self, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None
+    ) -> Iterator[str]:
+        """Text deltas of one request (queued now; closing the iterator early cancels it)."""
+        return self.scheduler.submit(request, stream=True).deltas(on_done)
+
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats()
 
     def close(self) -> None:
-        """Finish queued work and stop the worker."""
-        with self._lock:
-            self._closed = True
-            worker = self._worker
-        if worker is not None:
-            self._queue.put(_STOP)
-            worker.join()
+        """Finish admitted and queued work and stop the scheduler."""
+        self.scheduler.close()
 
     def __enter__(self) -> SteeringEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            deadline = time.monotonic() + self.batch_window_s
-            stop_after = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop_after = True
-                    break
-                batch.append(item)
-            self._run_batch(batch)
-            if stop_after:
-                return
-
-    def _run_batch(self, batch: list[tuple[GenerationRequest, Future]]) -> None:
-        live = [(request, future) for request, future in batch if future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        try:
-            results = generate(self.loaded, [request for request, _ in live])
-        except BaseException as exc:  # every caller must hear about a failed batch
-            for _, future in live:
-                future.set_exception(exc)
-            return
-        for (_, future), result in zip(live, results):
-            future.set_result(result)

@@ -1,12 +1,11 @@
-"""A small batched decode loop with per-row seeds and per-row steering.
+"""Seeded generation with per-row steering, many requests advancing together step by step.
 
-Reproducibility: a request with a given seed yields byte-identical text whether it
-runs alone or in a batch. Each row has its own torch.Generator and its own sampling
-ops; the model runs with batch-invariant numerics (numerics.py) on CPU; and
-`generate` batches together only requests whose prompts have the same length, so
-no row is ever left-padded. (Padding changes the length of attention's reductions
-and hence float rounding, so padded rows are not guaranteed identical to solo
-runs.) `generate_batch` runs any rows together, padding as needed.
+Reproducibility: a request with a given seed yields byte-identical text whether it runs
+alone or beside any other requests. Each row has its own torch.Generator and its own
+sampling ops, and `forward.PackedForward` makes each row's logits independent of the
+rows beside it (per-row key/value caches, no padding, row-tiled linear layers).
+`Batch` is the step loop; `generate` and `stream_generate` run it in the caller's
+thread, `scheduler.Scheduler` runs it in a thread that requests join and leave.
 """
 
 from __future__ import annotations
@@ -20,14 +19,19 @@ import torch
 import transformers
 
 from .digests import text_digest
-from .hooks import SteeringBatch, SteeringVector, steering_applied
+from .forward import PREFILL_CHUNK, PackedForward, Segment, packed_forward, prefill_chunks
+from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
+from .numerics import ROW_TILE
 from .prompts import prompt_token_ids
 from .sampling import next_token, row_generator
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
+STEP_TOKENS = 512
+CACHE_HEADROOM = 64
+FORWARD = f"packed; linear tiles of {ROW_TILE} rows; prefill chunks of {PREFILL_CHUNK} tokens"
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,15 +63,27 @@ class GenerationResult:
 
 
 @dataclass(eq=False)
-class _Row:
+class Row:
+    """One request in flight: its prompt, cache, random state and what it has produced so far."""
+
     request: GenerationRequest
     prompt_ids: list[int]
     generator: torch.Generator
+    steering: SteeringVector | None
     tokens: list[int] = field(default_factory=list)
     text: str | None = None  # set when the row finishes
     sampled: int = 0  # every sampled token, an end-of-sequence token included
     finish_reason: str | None = None
+    prefilled: int = 0  # prompt tokens already in the cache
+    pending: int | None = None  # the sampled token not yet fed back
+    cache: object | None = None
+    started: float = 0.0
+    first_token_s: float | None = None  # seconds from joining a batch to its first token
     finished_at: float = 0.0
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled == len(self.prompt_ids)
 
 
 def validate_request(loaded: LoadedModel, request: GenerationRequest) -> None:
@@ -86,54 +102,123 @@ def validate_request(loaded: LoadedModel, request: GenerationRequest) -> None:
             raise ValueError(f"steering vector must have shape ({loaded.d_model},)")
 
 
-def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-    """Results in request order; rows are batched only when that cannot change their output."""
-    rows = [_new_row(loaded, request) for request in requests]
-    for group in _exact_batches(rows):
-        for _ in _decode(loaded, group):
-            pass
-    return [_result(row) for row in rows]
+def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
+    """A validated, tokenised row (done in the caller's thread, not in the step loop)."""
+    validate_request(loaded, request)
+    ids = prompt_token_ids(loaded.tokenizer, request.prompt, request.messages)
+    context = int(loaded.model.config.max_position_embeddings)
+    if len(ids) >= context:
+        raise ValueError(f"the prompt has {len(ids)} tokens; the model's context holds {context}")
+    steering = request.steering
+    if steering is not None:
+        steering = SteeringVector(steering.layer, steering.vector.to(device=loaded.device, dtype=loaded.dtype))
+    return Row(request, ids, row_generator(request.seed, loaded.device), steering)
 
 
-def _exact_batches(rows: Sequence[_Row]) -> list[list[_Row]]:
-    """Rows grouped so no row is padded: same prompt length, one steered layer per group.
+class Batch:
+    """Rows advancing together: each `step` runs one forward pass for all of them.
 
-    Unsteered rows join a steered group of their length (they get a zero vector, which
-    changes nothing).
+    A step feeds every decoding row its last token and gives prefilling rows, oldest first, whole prompt
+    chunks while `step_tokens` lasts (the oldest always gets one). Rows join with `add` and leave when they
+    finish or are dropped.
     """
-    groups: dict[tuple[int, int | None], list[_Row]] = {}
+
+    def __init__(self, loaded: LoadedModel, step_tokens: int = STEP_TOKENS) -> None:
+        self.loaded = loaded
+        self.forward: PackedForward = packed_forward(loaded)
+        self.step_tokens = step_tokens
+        self.eos = _eos_ids(loaded)
+        self.rows: list[Row] = []
+
+    def add(self, row: Row) -> None:
+        # Room for the prompt and a few tokens; it doubles as needed (a function of this row's length only).
+        row.cache = self.forward.new_cache(len(row.prompt_ids) + min(row.request.max_tokens, CACHE_HEADROOM))
+        row.started = time.perf_counter()
+        self.rows.append(row)
+
+    def drop(self, row: Row) -> None:
+        """Take a row out (its caller went away, or its step failed)."""
+        if row in self.rows:
+            self.rows.remove(row)
+        row.cache = None
+
+    def step(self) -> tuple[list[Row], int, int]:
+        """One forward pass; the rows that finished, and the prefill and decode tokens it ran."""
+        segments: list[Segment] = []
+        sampling: list[Row] = []
+        budget = self.step_tokens
+        decode_tokens = prefill_tokens = 0
+        for row in self.rows:
+            if row.decoding and row.pending is not None:
+                segments.append(Segment(row.cache, [row.pending], row.cache.length, row.steering, True))
+                sampling.append(row)
+                budget -= 1
+                decode_tokens += 1
+        for row in self.rows:
+            if row.decoding:
+                continue
+            length = len(row.prompt_ids)
+            for start, end in prefill_chunks(length, row.prefilled):
+                if end - start > budget and segments:
+                    break
+                segments.append(Segment(row.cache, row.prompt_ids[start:end], start, row.steering, end == length))
+                budget -= end - start
+                prefill_tokens += end - start
+                row.prefilled = end
+            if row.decoding:
+                sampling.append(row)
+            if budget <= 0:
+                break
+        if not segments:
+            return [], 0, 0
+        logits = self.forward(segments)
+        finished: list[Row] = []
+        for row, row_logits in zip(sampling, logits):
+            token = next_token(row_logits, row.request.temperature, row.request.top_p, row.generator)
+            _advance(self.loaded, row, token, self.eos, self.forward.max_positions)
+            if row.finish_reason is not None:
+                finished.append(row)
+        for row in finished:
+            self.rows.remove(row)
+            row.cache = None
+        return finished, prefill_tokens, decode_tokens
+
+
+def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    """Results in request order, all requests run together in this thread."""
+    batch = Batch(loaded)
+    rows = [new_row(loaded, request) for request in requests]
     for row in rows:
-        steering = row.request.steering
-        groups.setdefault((len(row.prompt_ids), steering.layer if steering else None), []).append(row)
-    for (length, layer), members in list(groups.items()):
-        if layer is None:
-            partner = next((key for key in groups if key[0] == length and key[1] is not None), None)
-            if partner is not None:
-                groups[partner].extend(groups.pop((length, layer)))
-    return list(groups.values())
-
-
-def generate_batch(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-    """Run all requests as one left-padded batch (they must steer at most one layer)."""
-    rows = [_new_row(loaded, request) for request in requests]
-    for _ in _decode(loaded, rows):
-        pass
-    return [_result(row) for row in rows]
+        batch.add(row)
+    while batch.rows:
+        batch.step()
+    return [result_of(row) for row in rows]
 
 
 def stream_generate(
     loaded: LoadedModel, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None
 ) -> Iterator[str]:
     """Text deltas of one request as they are decided; `on_done` receives the final result."""
-    row = _new_row(loaded, request)
+    batch = Batch(loaded)
+    row = new_row(loaded, request)
+    batch.add(row)
     sent = ""
-    for _ in _decode(loaded, [row]):
-        safe = row.text if row.text is not None else _stream_safe(_decoded(loaded, row), row.request.stop)
+    while batch.rows:
+        batch.step()
+        safe = stream_text(loaded, row)
         if len(safe) > len(sent):
             yield safe[len(sent):]
             sent = safe
     if on_done is not None:
-        on_done(_result(row))
+        on_done(result_of(row))
+
+
+def stream_text(loaded: LoadedModel, row: Row, count: int | None = None) -> str:
+    """What may be sent of `row` so far (its first `count` tokens): final text, or a stop-safe prefix."""
+    if row.text is not None and count is None:
+        return row.text
+    tokens = row.tokens if count is None else row.tokens[:count]
+    return _stream_safe(loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.request.stop)
 
 
 def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> dict[str, object]:
@@ -146,15 +231,10 @@ def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> d
         "device_name": torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else platform.processor() or platform.machine(),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "batch_invariant": loaded.batch_invariant,
+        "forward": FORWARD if loaded.batch_invariant else "packed; plain linear layers",
         "model_digest": loaded.digest,
         "sae_digest": getattr(sae, "digest", None),
     }
-
-
-def _new_row(loaded: LoadedModel, request: GenerationRequest) -> _Row:
-    validate_request(loaded, request)
-    ids = prompt_token_ids(loaded.tokenizer, request.prompt, request.messages)
-    return _Row(request, ids, row_generator(request.seed, loaded.device))
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
@@ -168,62 +248,15 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-@torch.inference_mode()
-def _decode(loaded: LoadedModel, rows: list[_Row]) -> Iterator[None]:
-    """Decode `rows` together, yielding after each step; finished rows leave the batch."""
-    model, device = loaded.model, loaded.device
-    started = time.perf_counter()
-    eos = _eos_ids(loaded)
-    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    width = max(len(row.prompt_ids) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        input_ids[index, width - len(row.prompt_ids):] = torch.tensor(row.prompt_ids)
-        attention[index, width - len(row.prompt_ids):] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    steering = SteeringBatch.from_rows(
-        [row.request.steering for row in rows], d_model=loaded.d_model, device=device, dtype=loaded.dtype
-    )
-    live = list(rows)
-    step_steering = steering.for_step() if steering else None
-    with steering_applied(model, steering.for_prompt(attention) if steering else None):
-        output = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = output.past_key_values
-    while True:
-        logits = output.logits[:, -1, :]
-        chosen = [
-            next_token(logits[i], row.request.temperature, row.request.top_p, row.generator)
-            for i, row in enumerate(live)
-        ]
-        for row, token in zip(live, chosen):
-            _advance(loaded, row, token, eos, started)
-        yield
-        keep = [i for i, row in enumerate(live) if row.finish_reason is None]
-        if not keep:
-            return
-        if len(keep) < len(live):
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            attention, positions = attention.index_select(0, index), positions.index_select(0, index)
-            steering = steering.select(index) if steering else None
-            step_steering = steering.for_step() if steering else None
-            live = [live[i] for i in keep]
-            chosen = [chosen[i] for i in keep]
-        attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
-        positions = positions[:, -1:] + 1
-        step_ids = torch.tensor(chosen, dtype=torch.long, device=device).unsqueeze(1)
-        with steering_applied(model, step_steering):
-            output = model(
-                input_ids=step_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True
-            )
-        cache = output.past_key_values
+def _advance(loaded: LoadedModel, row: Row, token: int, eos: set[int], max_positions: int) -> None:
+    """Record one sampled token; text is decoded per step only when stop strings need it.
 
-
-def _advance(loaded: LoadedModel, row: _Row, token: int, eos: set[int], started: float) -> None:
-    """Record one sampled token; text is decoded per step only when stop strings need it."""
+    A row also finishes (`length`) when the model's context is full."""
     row.sampled += 1
+    now = time.perf_counter()
+    if row.first_token_s is None:
+        row.first_token_s = now - row.started
+    row.pending = token
     if token in eos and not row.request.ignore_eos:
         row.finish_reason = FINISH_STOP
     else:
@@ -234,15 +267,17 @@ def _advance(loaded: LoadedModel, row: _Row, token: int, eos: set[int], started:
             if cut is not None:
                 row.text = text[:cut]
                 row.finish_reason = FINISH_STOP
-        if row.finish_reason is None and len(row.tokens) >= row.request.max_tokens:
+        if row.finish_reason is None and (
+            len(row.tokens) >= row.request.max_tokens or len(row.prompt_ids) + len(row.tokens) >= max_positions
+        ):
             row.finish_reason = FINISH_LENGTH
     if row.finish_reason is not None:
-        row.finished_at = time.perf_counter() - started
+        row.finished_at = now - row.started
         if row.text is None:
             row.text = _decoded(loaded, row)
 
 
-def _decoded(loaded: LoadedModel, row: _Row) -> str:
+def _decoded(loaded: LoadedModel, row: Row) -> str:
     return loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)
 
 
@@ -264,7 +299,7 @@ def _stream_safe(text: str, stops: tuple[str, ...]) -> str:
     return text[: len(text) - hold]
 
 
-def _result(row: _Row) -> GenerationResult:
+def result_of(row: Row) -> GenerationResult:
     text = row.text or ""
     return GenerationResult(
         text=text,

@@ -60,14 +60,14 @@ def load_model(
 ) -> LoadedModel:
     """Load an HF causal LM directory in eval mode with a left-padding tokenizer.
 
-    `batch_invariant` (default: on for CPU) makes each row's numbers independent of
-    its batch neighbours (see numerics.py), at some cost in speed.
+    `batch_invariant` (default: on, on every device) makes each row's numbers independent
+    of its batch neighbours (see numerics.py), at some cost in speed.
     """
     path = Path(path)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or torch.float32
     if batch_invariant is None:
-        batch_invariant = device.type == "cpu"
+        batch_invariant = True
     attention = "eager" if batch_invariant else "sdpa"
     transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)

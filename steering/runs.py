@@ -17,8 +17,9 @@ from ledger.errors import ProfileIncompatibleError, ProfileNotFoundError, Valida
 
 from .engine import SteeringEngine, SteeringSnapshot
 from .errors import SteeringError
-from .generate import GenerationRequest, GenerationResult, environment_fingerprint, stream_generate
+from .generate import GenerationRequest, GenerationResult, environment_fingerprint
 from .projector import ProfileSpec, SteeringProjector
+from .scheduler import EngineClosedError, SchedulerFullError
 
 METHODS = ("add", "add_normalized")
 SEED_MAX = 2**63 - 1
@@ -123,7 +124,7 @@ class GenerationService:
     def stream(
         self, completion: Completion, on_recorded: Callable[[CompletionOutcome], None] | None = None
     ) -> Iterator[str]:
-        """Text deltas; the execution is recorded when the last delta has been produced."""
+        """Text deltas; the execution is recorded (in the consumer's thread) when the last delta has been produced."""
         spec, request = self._prepare(completion)
 
         def done(result: GenerationResult) -> None:
@@ -131,7 +132,12 @@ class GenerationService:
             if on_recorded is not None:
                 on_recorded(outcome)
 
-        return stream_generate(self.engine.loaded, request, on_done=done)
+        try:
+            return self.engine.stream(request, on_done=done)
+        except (SchedulerFullError, EngineClosedError):
+            raise
+        except (SteeringError, ValueError) as error:
+            raise ValidationError(str(error)) from None
 
     def replay(self, execution_id: UUID) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed; record the replay."""
@@ -192,7 +198,9 @@ class GenerationService:
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         try:
             return self.engine.generate(requests)
-        except SteeringError as error:
+        except (SchedulerFullError, EngineClosedError):
+            raise
+        except (SteeringError, ValueError) as error:
             raise ValidationError(str(error)) from None
 
     def _record(

@@ -52,6 +52,7 @@ def build_tiny_model(
     hidden: int = 64,
     seed: int = 0,
     chat_template: bool = True,
+    max_positions: int = 512,
 ) -> Path:
     """Save a randomly initialised tiny LlamaForCausalLM and tokenizer into `directory`."""
     directory = Path(directory)
@@ -64,7 +65,7 @@ def build_tiny_model(
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

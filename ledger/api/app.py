@@ -120,6 +120,7 @@ def create_app(
             services.steering = SteeringRuntime(settings, services.ledger, steering_engine)
             services.steering.start()
             services.generation = services.steering.generation
+            metrics.follow_engine(steering_engine.stats)
             if compatibility_check is None:
                 services.compatibility_check = services.steering.compatibility_warnings
         log.info("ledger API started on %s", settings.database.display())
@@ -129,6 +130,7 @@ def create_app(
             services.shutdown.set()
             services.runner_stop.set()
             if services.steering is not None:
+                metrics.follow_engine(None)
                 services.steering.stop()
                 services.steering = services.generation = None
             if services.wake is not None:

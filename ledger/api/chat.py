@@ -5,22 +5,24 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import Services, parse_uuid
+from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
-    UNAVAILABLE,
     InvalidRequestError,
     ProjectionTimeoutError,
     ServiceUnavailableError,
@@ -35,6 +37,7 @@ from ledger.api.chat_schemas import (
     ModelCard,
     ModelList,
     ReplayRead,
+    SchedulerRead,
     SteeringStatusRead,
     Usage,
 )
@@ -49,6 +52,36 @@ class ModelNotLoadedError(ServiceUnavailableError):
     """This server runs without a model (``ledger serve --no-model``)."""
 
     code = "model_not_loaded"
+
+
+BUSY_OR_UNAVAILABLE = {
+    503: ResponseSpec(
+        data_container=ErrorBody, generate_examples=False,
+        description="The generation queue is full (error `engine_busy`, with `Retry-After`; nothing was run or "
+        "recorded), or the database cannot be reached right now (error `database_unavailable`)",
+    )
+}
+
+
+class EngineBusyError(ServiceUnavailableError):
+    """The generation queue is full; the request was refused before it ran (nothing is recorded)."""
+
+    code = "engine_busy"
+
+    def __init__(self, message: str, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+@contextmanager
+def busy_as_503() -> Iterator[None]:
+    """A full scheduler queue becomes 503 ``engine_busy`` with ``Retry-After``."""
+    from steering.scheduler import SchedulerFullError
+
+    try:
+        yield
+    except SchedulerFullError as error:
+        raise EngineBusyError(str(error), error.retry_after_s) from None
 
 
 def generation_of(services: Services) -> Any:
@@ -138,10 +171,14 @@ class ChatController(Controller):
     @post(
         "/chat/completions",
         summary="Chat completion, steered by a profile version (OpenAI shape; stream=true for SSE)",
+        description=(
+            "Runs in the continuous batch: it joins the next forward step and its answer is byte-identical to the "
+            "same request run alone. 503 `engine_busy` with `Retry-After` when the generation queue is full."
+        ),
         sync_to_thread=True,
         status_code=200,
         response_headers=COMMAND_HEADERS,
-        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE, TIMEOUT),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT),
     )
     def chat_completions(
         self,
@@ -158,9 +195,11 @@ class ChatController(Controller):
         if data.stream:
             if data.compare:
                 raise ValidationError("compare cannot be combined with stream", field="compare")
-            return self._stream(generation, completion, context, model, created)  # type: ignore[return-value]
+            usage = bool((data.stream_options or {}).get("include_usage"))
+            return self._stream(generation, completion, context, model, created, usage)  # type: ignore[return-value]
         warnings = request_warnings(generation, completion)
-        outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
+        with busy_as_503():
+            outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
         result = outcome.result
         body = ChatCompletion(
             id=f"chatcmpl-{outcome.execution_id.hex}",
@@ -184,10 +223,15 @@ class ChatController(Controller):
         return Response(body, headers=position_headers(outcome.position))
 
     @staticmethod
-    def _stream(generation: Any, completion: Any, context: CommandContext, model: str, created: int) -> Stream:
+    def _stream(
+        generation: Any, completion: Any, context: CommandContext, model: str, created: int, usage: bool
+    ) -> Stream:
+        """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's)."""
         recorded: list[Any] = []
         # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
-        deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append))
+        # Queued now, too: a full queue is a 503 rather than a broken stream.
+        with busy_as_503():
+            deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append))
         stream_id = f"chatcmpl-{time.time_ns():x}"
 
         def chunk(delta: dict[str, str], finish_reason: str | None, extra: dict[str, Any] | None = None) -> bytes:
@@ -198,14 +242,16 @@ class ChatController(Controller):
             return b"data: " + msgspec.json.encode(body) + b"\n\n"
 
         def events() -> Iterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""}, None)
-            with_context = iter(deltas)
-            while True:
-                try:
-                    text = run_command(context, lambda: next(with_context))
-                except StopIteration:
-                    break
-                yield chunk({"content": text}, None)
+            try:
+                yield chunk({"role": "assistant", "content": ""}, None)
+                while True:
+                    try:
+                        text = run_command(context, lambda: next(deltas))
+                    except StopIteration:
+                        break
+                    yield chunk({"content": text}, None)
+            finally:
+                deltas.close()  # a client that went away frees its row at the next step
             outcome = recorded[0] if recorded else None
             extra = None
             if outcome is not None:
@@ -216,6 +262,12 @@ class ChatController(Controller):
                     "output_sha256": outcome.result.output_sha256,
                 }}
             yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
+            if usage and outcome is not None:
+                result = outcome.result
+                counts = Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens)
+                body = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": msgspec.to_builtins(counts)}
+                yield b"data: " + msgspec.json.encode(body) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -231,7 +283,7 @@ class ReplayController(Controller):
         sync_to_thread=True,
         status_code=200,
         response_headers=COMMAND_HEADERS,
-        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE),
     )
     def replay(
         self,
@@ -241,7 +293,8 @@ class ReplayController(Controller):
     ) -> Response[ReplayRead]:
         eid = parse_uuid(execution_id, "execution_id")
         generation = generation_of(services)
-        outcome = run_command(context, lambda: generation.replay(eid))
+        with busy_as_503():
+            outcome = run_command(context, lambda: generation.replay(eid))
         replay = outcome.replay
         body = ReplayRead(
             reproduced=outcome.reproduced,
@@ -298,4 +351,14 @@ class SteeringController(Controller):
             applied_at=status.applied_at,
             feature_count=status.feature_count,
             error=status.error,
+            scheduler=scheduler_read(engine.stats()),
         )
+
+
+def scheduler_read(stats: Any) -> SchedulerRead:
+    return SchedulerRead(
+        queued=stats.queued, running=stats.running, max_batch=stats.max_batch, max_queue=stats.max_queue,
+        step_tokens=stats.step_tokens, steps=stats.steps, admitted=stats.admitted, refused=stats.refused,
+        cancelled=stats.cancelled, finished=stats.finished,
+        prefill_tokens_per_s=round(stats.prefill_tokens_per_s, 3), decode_tokens_per_s=round(stats.decode_tokens_per_s, 3),
+    )

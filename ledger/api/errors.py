@@ -175,6 +175,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         if status >= 500:
             log.error("ledger error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
         headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == HTTP_401_UNAUTHORIZED else None
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry_after)}
         return error_response(status, exc.code, exc.message, headers=headers, **exc.details)
     if isinstance(exc, InvalidCursorError):
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_cursor", str(exc), field="cursor")

@@ -1,7 +1,8 @@
-"""Request context and metrics: an ASGI middleware and a small hand-rolled Prometheus exposition.
+"""Request context and metrics: an ASGI middleware and the Prometheus exposition (prometheus_client).
 
 The middleware gives every request a correlation id (``X-Request-ID`` / ``X-Correlation-ID``, generated when
 missing, echoed on the response) and counts requests and their latency by route template and status.
+Each app has its own ``CollectorRegistry``, so several apps in one process (tests) never share counts.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
 CORRELATION_ID_MAX = 200
@@ -22,19 +25,32 @@ _SAFE_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+Gauge = tuple[str, str, dict[str, str], float]
+"""A sample read at scrape time: (name, help, labels, value)."""
+
 
 class Metrics:
-    """Counters and histograms, thread-safe, rendered in the Prometheus text format (0.0.4)."""
+    """This app's metrics in its own registry, rendered in the Prometheus text format (0.0.4)."""
 
     def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "ledger_http_requests", "HTTP requests answered, by method, route and status.",
+            ("method", "route", "status"), registry=self.registry,
+        )
+        self._latency = Histogram(
+            "ledger_http_request_duration_seconds", "HTTP request latency, by method and route.",
+            ("method", "route"), buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._appends = Counter(
+            "ledger_events_appended", "Saves (commands that recorded events) made by this process.",
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self._latency: dict[tuple[str, str], list[float]] = {}
-        self._latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self._latency_count: dict[tuple[str, str], int] = defaultdict(int)
-        self.events_appended = 0
         self.last_appended_position = 0
         self.streams_open = 0
+        self._engine = _EngineCollector()
+        self.registry.register(self._engine)
 
     def stream_opened(self) -> None:
         with self._lock:
@@ -45,77 +61,83 @@ class Metrics:
             self.streams_open -= 1
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self._requests[(method, route, str(status))] += 1
-            key = (method, route)
-            buckets = self._latency.setdefault(key, [0.0] * len(LATENCY_BUCKETS))
-            for index, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    buckets[index] += 1
-            self._latency_sum[key] += seconds
-            self._latency_count[key] += 1
+        self._requests.labels(method, route, str(status)).inc()
+        self._latency.labels(method, route).observe(seconds)
 
     def observe_append(self, position: int) -> None:
         """Called after every save in this process."""
+        self._appends.inc()
         with self._lock:
-            self.events_appended += 1
             self.last_appended_position = max(self.last_appended_position, position)
 
-    def render(self, gauges: Iterable[tuple[str, str, dict[str, str], float]] = ()) -> str:
-        """The exposition text; ``gauges`` adds (name, help, labels, value) samples read at scrape time."""
-        lines: list[str] = []
-        with self._lock:
-            lines += [
-                "# HELP ledger_http_requests_total HTTP requests answered, by method, route and status.",
-                "# TYPE ledger_http_requests_total counter",
-            ]
-            for (method, route, status), count in sorted(self._requests.items()):
-                labels = _labels({"method": method, "route": route, "status": status})
-                lines.append(f"ledger_http_requests_total{labels} {count}")
-            lines += [
-                "# HELP ledger_http_request_duration_seconds HTTP request latency, by method and route.",
-                "# TYPE ledger_http_request_duration_seconds histogram",
-            ]
-            for (method, route), buckets in sorted(self._latency.items()):
-                base = {"method": method, "route": route}
-                for bound, count in zip(LATENCY_BUCKETS, buckets):
-                    lines.append(
-                        f"ledger_http_request_duration_seconds_bucket{_labels({**base, 'le': _num(bound)})} {_num(count)}"
-                    )
-                total = self._latency_count[(method, route)]
-                lines.append(f"ledger_http_request_duration_seconds_bucket{_labels({**base, 'le': '+Inf'})} {total}")
-                lines.append(
-                    f"ledger_http_request_duration_seconds_sum{_labels(base)} {_num(self._latency_sum[(method, route)])}"
-                )
-                lines.append(f"ledger_http_request_duration_seconds_count{_labels(base)} {total}")
-            lines += [
-                "# HELP ledger_events_appended_total Saves (commands that recorded events) made by this process.",
-                "# TYPE ledger_events_appended_total counter",
-                f"ledger_events_appended_total {self.events_appended}",
-            ]
-        declared: set[str] = set()
-        for name, help_text, labels, value in gauges:
-            if name not in declared:
-                declared.add(name)
-                lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            lines.append(f"{name}{_labels(labels)} {_num(value)}")
-        return "\n".join(lines) + "\n"
+    def follow_engine(self, stats: Callable[[], Any] | None) -> None:
+        """Expose the generation scheduler's state (``SteeringEngine.stats``), or stop exposing it (None)."""
+        self._engine.stats = stats
+
+    def render(self, gauges: Iterable[Gauge] = ()) -> str:
+        """The exposition text; ``gauges`` adds samples read at scrape time."""
+        extra = CollectorRegistry(auto_describe=False)
+        extra.register(_Gauges(list(gauges)))
+        return (generate_latest(self.registry) + generate_latest(extra)).decode()
 
 
-def _num(value: float) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value)) if abs(value) < 1e15 else repr(value)
-    return repr(value) if isinstance(value, float) else str(value)
+class _Gauges(Collector):
+    def __init__(self, gauges: list[Gauge]) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, help_text, labels, value in self.gauges:
+            family = families.get(name)
+            if family is None:
+                family = families[name] = GaugeMetricFamily(name, help_text, labels=list(labels))
+            family.add_metric([labels[key] for key in labels], value)
+        yield from families.values()
 
 
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    escaped = (
-        f'{key}="{str(value).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), "")}"'
-        for key, value in labels.items()
-    )
-    return "{" + ",".join(escaped) + "}"
+class _EngineCollector(Collector):
+    """The continuous-batching scheduler, read at scrape time (nothing when no model is loaded)."""
+
+    def __init__(self) -> None:
+        self.stats: Callable[[], Any] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        read = self.stats
+        if read is None:
+            return
+        stats = read()
+        gauges = (
+            ("ledger_generation_queue_depth", "Generation requests waiting for a row.", stats.queued),
+            ("ledger_generation_running_batch_size", "Generation requests in the running batch.", stats.running),
+            ("ledger_generation_max_batch_size", "The most requests the batch runs at once.", stats.max_batch),
+            ("ledger_generation_max_queue", "The most requests that may wait.", stats.max_queue),
+            ("ledger_generation_prefill_tokens_per_second", "Prompt tokens run per second (last 10 s).",
+             stats.prefill_tokens_per_s),
+            ("ledger_generation_decode_tokens_per_second", "Tokens generated per second (last 10 s).",
+             stats.decode_tokens_per_s),
+        )
+        for name, help_text, value in gauges:
+            yield GaugeMetricFamily(name, help_text, value=value)
+        counters = (
+            ("ledger_generation_steps", "Forward steps run by the scheduler.", stats.steps),
+            ("ledger_generation_prefill_tokens", "Prompt tokens run.", stats.prefill_tokens),
+            ("ledger_generation_decode_tokens", "Tokens generated.", stats.decode_tokens),
+            ("ledger_generation_requests_refused", "Requests refused because the queue was full.", stats.refused),
+            ("ledger_generation_requests_cancelled", "Requests given up by their caller.", stats.cancelled),
+            ("ledger_generation_requests_finished", "Requests finished.", stats.finished),
+        )
+        for name, help_text, value in counters:
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield HistogramMetricFamily(
+            "ledger_generation_time_to_first_token_seconds",
+            "From a request's submission to its first generated token.",
+            buckets=[*((_bound(b), c) for b, c in stats.ttft_buckets), ("+Inf", stats.ttft_count)],
+            sum_value=stats.ttft_sum_s,
+        )
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
 
 
 def correlation_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:

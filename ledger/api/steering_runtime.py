@@ -12,6 +12,7 @@ from ledger.application import ProfileLedger
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.api")
+OTHER_THREADS = 40  # anyio's default pool size
 
 
 def load_engine(settings: Settings) -> Any:
@@ -28,7 +29,9 @@ def load_engine(settings: Settings) -> Any:
     loaded = load_model(settings.model, device=settings.device, dtype=dtype)
     sae = load_sae(settings.sae) if settings.sae else None
     log.info("model %s loaded on %s (%s); SAE %s", settings.model, loaded.device, loaded.dtype, settings.sae or "none")
-    return SteeringEngine(loaded, sae)
+    return SteeringEngine(
+        loaded, sae, max_batch=settings.max_batch, max_queue=settings.max_queue, step_tokens=settings.step_tokens
+    )
 
 
 class SteeringRuntime:
@@ -47,6 +50,8 @@ class SteeringRuntime:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start following the log (called in the app's lifespan, on its event loop)."""
+        self._room_for_every_admitted_request()
         position = self.follower.head()
         slot = self._ledger.active_slot()
         if slot is not None and slot.profile_id is not None:
@@ -56,6 +61,16 @@ class SteeringRuntime:
         self._ledger.add_listener(self.follower.wake)
         self._thread = threading.Thread(target=self.follower.run, args=(self._stop,), daemon=True, name="steering-projector")
         self._thread.start()
+
+    def _room_for_every_admitted_request(self) -> None:
+        """Generation handlers wait in worker threads: let the pool hold every request the scheduler may admit
+        (running and queued) plus the usual 40 for everything else, so load is bounded by the scheduler's queue
+        (503 when full) rather than piling up in front of the pool."""
+        import anyio.to_thread
+
+        scheduler = self.engine.scheduler
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, scheduler.max_batch + scheduler.max_queue + OTHER_THREADS)
 
     def compatibility_warnings(self, profile: Any) -> list[str]:
         """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones.

@@ -1,4 +1,4 @@
-"""The decode loop: reproducible per seed, per-row steering, batch-invariant, streaming."""
+"""The step loop: reproducible per seed, per-row steering, batch-invariant, streaming."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from dataclasses import replace
 
 import torch
 
-import steering.generate as generate_module
-
-from steering.generate import GenerationRequest, environment_fingerprint, generate, generate_batch, stream_generate
+from steering.generate import Batch, GenerationRequest, environment_fingerprint, generate, new_row, stream_generate
 from steering.hooks import SteeringVector
 from steering.prompts import render_chat
 from steering.tiny import build_tiny_tokenizer
@@ -56,14 +54,7 @@ def test_strong_steering_changes_greedy_text_and_clearing_restores_it(loaded) ->
     assert after.text == before.text and after.token_ids == before.token_ids
 
 
-def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded, monkeypatch) -> None:
-    batches: list[list[bool]] = []
-    real_decode = generate_module._decode
-
-    def recording_decode(model, rows):
-        batches.append([row.request.steering is not None for row in rows])
-        return real_decode(model, rows)
-
+def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded) -> None:
     profiles = profile_vectors()
     requests = []
     for index in range(16):
@@ -78,11 +69,7 @@ def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded, monkeypatch)
                 **sampling,
             )
         )
-    monkeypatch.setattr(generate_module, "_decode", recording_decode)
     batched = generate(loaded, requests)
-    assert any(len(set(batch)) == 2 for batch in batches), "some batch should mix steered and unsteered rows"
-    assert max(len(batch) for batch in batches) >= 3
-    monkeypatch.undo()
     alone = [generate(loaded, [request])[0] for request in requests]
     for together, solo in zip(batched, alone):
         assert together.text == solo.text
@@ -90,11 +77,29 @@ def test_batch_equals_alone_for_16_requests_over_4_profiles(loaded, monkeypatch)
         assert together.output_sha256 == solo.output_sha256
 
 
-def test_same_length_rows_in_one_padded_batch_equal_alone(loaded) -> None:
+def test_rows_join_and_leave_a_running_batch_without_changing_their_tokens(loaded) -> None:
+    """Long prompts (several prefill chunks) and short ones, joining at different steps, steered or not."""
     profiles = profile_vectors()
-    requests = [GenerationRequest(prompt=PROMPTS[1], max_tokens=10, temperature=0.8, seed=s, steering=profiles[s % 4]) for s in range(6)]
-    together = generate_batch(loaded, requests)
-    assert [r.text for r in together] == [generate(loaded, [r])[0].text for r in requests]
+    long_prompt = " ".join(PROMPTS * 4)
+    requests = [
+        GenerationRequest(prompt=long_prompt, max_tokens=20, temperature=0.8, seed=1, steering=profiles[1]),
+        GenerationRequest(prompt=PROMPTS[0], max_tokens=6, seed=2),
+        GenerationRequest(prompt=long_prompt[:150], max_tokens=9, temperature=1.1, seed=3, steering=profiles[2]),
+        GenerationRequest(messages=chat(PROMPTS[3]), max_tokens=14, temperature=0.5, top_p=0.8, seed=4),
+    ]
+    batch = Batch(loaded, step_tokens=40)
+    rows = [new_row(loaded, request) for request in requests]
+    batch.add(rows[0])
+    for index, row in enumerate(rows[1:], start=1):
+        for _ in range(index * 3):
+            batch.step()
+        batch.add(row)
+    widths = []
+    while batch.rows:
+        widths.append(len(batch.rows))
+        batch.step()
+    assert max(widths) >= 3
+    assert [row.tokens for row in rows] == [list(generate(loaded, [r])[0].token_ids) for r in requests]
 
 
 def test_stop_string_truncates_and_reports_stop(loaded) -> None:
@@ -140,3 +145,12 @@ def test_ignore_eos_always_fills_max_tokens(loaded) -> None:
     for result in generate(loaded, requests):
         assert (result.completion_tokens, result.finish_reason) == (12, "length")
         assert len(result.token_ids) == 12
+
+
+def test_generation_prints_no_warning_from_transformers(loaded, caplog, recwarn) -> None:
+    caplog.set_level("WARNING")
+    request = GenerationRequest(messages=chat(PROMPTS[0]), max_tokens=6, temperature=0.7, seed=1, steering=profile_vectors()[1])
+    generate(loaded, [request, GenerationRequest(prompt=PROMPTS[1], max_tokens=4)])
+    "".join(stream_generate(loaded, request))
+    assert [str(w.message) for w in recwarn.list] == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("transformers")] == []

@@ -1,0 +1,211 @@
+"""Continuous batching through the real server: concurrent answers equal solo answers and replay, a short request
+overtakes a long one, a full queue answers 503 with Retry-After and records nothing, a disconnect frees its row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+from transformers import LlamaForCausalLM
+
+from steering.engine import SteeringEngine
+from steering.models import load_model
+from steering.sae import load_sae
+from tests.api.conftest import assert_error, start_server
+from steering.tiny import build_tiny_model
+from tests.steering.conftest import D_MODEL, LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+
+WORDS = "tell me about the sea and the ledger that keeps every steering profile".split()
+
+
+def messages(words: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": " ".join(WORDS[i % len(WORDS)] for i in range(words))}]
+
+
+def serve(sqlite_url: str, tiny_model_dir, sae_dir, **limits: int):
+    engine = SteeringEngine(
+        load_model(tiny_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny", sae_id="tiny-sae", **limits
+    )
+    return start_server(sqlite_url, engine=engine)
+
+
+@pytest.fixture
+def server(tiny_model_dir, sae_dir, sqlite_url):
+    running = serve(sqlite_url, tiny_model_dir, sae_dir, max_batch=8)
+    try:
+        yield running.base_url
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def long_context_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with room for generations long enough to disconnect from in the middle, and an end-of-sequence
+    logit of zero (others reach about +6), so a greedy answer never ends early."""
+    directory = build_tiny_model(tmp_path_factory.mktemp("long-context"), layers=2, hidden=D_MODEL, max_positions=4200)
+    model = LlamaForCausalLM.from_pretrained(directory)
+    with torch.no_grad():
+        model.lm_head.weight[model.config.eos_token_id] = 0.0
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def small_server(long_context_model_dir, sae_dir, sqlite_url):
+    running = serve(sqlite_url, long_context_model_dir, sae_dir, max_batch=1, max_queue=1)
+    try:
+        yield running.base_url
+    finally:
+        running.stop()
+
+
+def complete(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer's text, finish reason and ledger block, streamed or not."""
+    with httpx.Client(base_url=url, timeout=120) as http:
+        if not body.get("stream"):
+            response = http.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            return {"text": answer["choices"][0]["message"]["content"], "ledger": answer["ledger"]}
+        text, ledger = "", None
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line.removeprefix("data: "))
+                    text += chunk["choices"][0]["delta"].get("content", "")
+                    ledger = chunk.get("ledger", ledger)
+        return {"text": text, "ledger": ledger}
+
+
+def create_profiles(url: str) -> list[str]:
+    names = []
+    for i in range(3):
+        body = {"name": f"p{i}", "steering": {str(i * 7 + k): 14.0 for k in range(3)}, "layer": LAYER}
+        assert httpx.post(f"{url}/api/profiles", json=body).status_code == 201
+        names.append(f"p{i}")
+    return names
+
+
+def test_twenty_staggered_concurrent_requests_answer_as_alone_and_replay(server):
+    names = create_profiles(server)
+    bodies = []
+    for i in range(20):
+        body = {
+            "messages": messages(1 + (i * 13) % 50),
+            "seed": 500 + i,
+            "temperature": (0.0, 0.8, 1.4)[i % 3],
+            "max_tokens": 2 + (i * 7) % 23,
+            "stream": i % 4 == 1,
+        }
+        if i % 4:
+            body["profile"] = names[i % 3]
+        bodies.append(body)
+    together: dict[int, dict[str, Any]] = {}
+
+    def send(index: int) -> None:
+        time.sleep(0.01 * index)  # staggered: they arrive while others decode
+        together[index] = complete(server, bodies[index])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    alone = [complete(server, body) for body in bodies]
+    assert [together[i]["text"] for i in range(len(bodies))] == [answer["text"] for answer in alone]
+    assert [together[i]["ledger"]["output_sha256"] for i in range(len(bodies))] == [a["ledger"]["output_sha256"] for a in alone]
+    for i in range(len(bodies)):
+        replay = httpx.post(f"{server}/api/executions/{together[i]['ledger']['execution_id']}/replay", timeout=120)
+        assert replay.status_code == 200, replay.text
+        assert replay.json()["reproduced"] is True
+    status = httpx.get(f"{server}/api/steering/status").json()["scheduler"]
+    assert status["finished"] >= 60 and status["refused"] == 0 and (status["running"], status["queued"]) == (0, 0)
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server}/metrics").text)}
+    assert families["ledger_generation_time_to_first_token_seconds"].type == "histogram"
+    for name in ("ledger_generation_queue_depth", "ledger_generation_running_batch_size",
+                 "ledger_generation_prefill_tokens_per_second", "ledger_generation_decode_tokens_per_second"):
+        assert families[name].type == "gauge"
+
+
+def long_running_body(url: str, max_tokens: int) -> dict[str, Any]:
+    """A request whose answer runs to max_tokens (a random model may say end-of-sequence: pick a prompt that doesn't)."""
+    for words in range(1, 20):
+        body = {"messages": messages(words), "seed": 0, "temperature": 0.0, "max_tokens": max_tokens}
+        answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()
+        if answer["usage"]["completion_tokens"] == max_tokens:
+            return body
+    pytest.skip("no prompt ran to max_tokens")
+
+
+def test_a_request_arriving_during_a_long_generation_finishes_before_it(server):
+    body = long_running_body(server, 300)
+    with httpx.Client(base_url=server, timeout=120) as http:
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as long:
+            lines = long.iter_lines()
+            assert next(line for line in lines if '"content":"' in line and '"content":""' not in line)
+            short = http.post("/v1/chat/completions", json={"messages": messages(30), "max_tokens": 4, "seed": 1})
+            assert short.status_code == 200
+            running = http.get("/api/steering/status").json()["scheduler"]["running"]
+            assert running == 1, "the long generation is still running when the short one has its answer"
+            assert any(line == "data: [DONE]" for line in lines)
+
+
+def test_a_full_queue_answers_503_with_retry_after_records_nothing_and_a_disconnect_frees_the_row(small_server):
+    url = small_server
+    body = {"messages": messages(3), "temperature": 0.0, "max_tokens": 4000}
+    with httpx.Client(base_url=url, timeout=120) as http:
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as long:
+            lines = long.iter_lines()
+            next(line for line in lines if '"content":"' in line and '"content":""' not in line)  # it holds the row
+            queued = threading.Thread(target=complete, args=(url, {"messages": messages(2), "max_tokens": 3}))
+            queued.start()
+            deadline = time.monotonic() + 30
+            while http.get("/api/steering/status").json()["scheduler"]["queued"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            head = http.get("/ready").json()["log_position"]
+            for stream in (False, True, False):
+                refused = http.post("/v1/chat/completions", json={"messages": messages(2), "max_tokens": 3, "stream": stream})
+                body_ = assert_error(refused, 503, "engine_busy")
+                assert int(refused.headers["Retry-After"]) >= 1 and body_["retry_after_s"] >= 1
+            assert http.get("/health").status_code == 200
+            assert http.get("/ready").json()["log_position"] == head, "nothing is recorded for refused requests"
+        # The client went away mid-stream: its row is freed at the next step and the queued request runs.
+        queued.join(60)
+        assert not queued.is_alive()
+        scheduler = http.get("/api/steering/status").json()["scheduler"]
+        assert (scheduler["cancelled"], scheduler["refused"], scheduler["running"]) == (1, 3, 0)
+        after = http.post("/v1/chat/completions", json={"messages": messages(2), "max_tokens": 3})
+        assert after.status_code == 200
+
+
+def test_a_request_keeps_the_profile_version_it_was_admitted_with_when_the_profile_is_revised(small_server):
+    url = small_server
+    with httpx.Client(base_url=url, timeout=120) as http:
+        profile = http.post("/api/profiles", json={"name": "drifting", "steering": {"1": 12.0}, "layer": LAYER}).json()
+        body = {"messages": messages(4), "max_tokens": 1500, "temperature": 0.8, "seed": 3, "profile": "drifting"}
+        text, ledger = "", None
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line.removeprefix("data: "))
+                text += chunk["choices"][0]["delta"].get("content", "")
+                ledger = chunk.get("ledger", ledger)
+                if text and ledger is None and "revised" not in body:
+                    revised = http.put(f"/api/profiles/{profile['id']}", json={"steering": {"2": -20.0}})
+                    assert revised.status_code == 200 and revised.json()["version"] == 2
+                    assert http.get("/api/steering/status").json()["scheduler"]["running"] == 1, "still generating"
+                    body["revised"] = True
+        assert body.pop("revised") and ledger["profile_version"] == 1
+        alone = http.post("/v1/chat/completions", json={**body, "profile_version": 1}).json()
+        assert alone["choices"][0]["message"]["content"] == text
+        assert alone["ledger"]["output_sha256"] == ledger["output_sha256"]

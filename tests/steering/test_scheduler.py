@@ -1,0 +1,143 @@
+"""Continuous batching: requests join and leave at any step, and each one's tokens equal its solo run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import cache
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from steering.engine import SteeringEngine
+from steering.generate import Batch, GenerationRequest, generate, new_row
+from steering.hooks import SteeringVector
+from steering.scheduler import RequestCancelledError, Scheduler, SchedulerFullError
+
+from .conftest import D_MODEL, LAYER
+
+WORDS = "the quick brown fox jumps over a lazy dog while steering profiles change what models say".split()
+
+
+def prompt_of(length: int) -> str:
+    return " ".join(WORDS[i % len(WORDS)] for i in range(length))
+
+
+VECTORS = [None] + [
+    SteeringVector(layer, torch.randn(D_MODEL, generator=torch.Generator().manual_seed(seed)) * 6)
+    for seed, layer in ((1, LAYER), (2, LAYER), (3, 0))
+]
+
+
+def request_of(length: int, profile: int, seed: int, temperature: float, max_tokens: int, stop: str = "") -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt_of(length), max_tokens=max_tokens, temperature=temperature, top_p=0.9 if seed % 2 else 1.0,
+        seed=seed, steering=VECTORS[profile], stop=(stop,) if stop else (),
+    )
+
+
+def test_sixteen_staggered_concurrent_requests_each_equal_their_solo_run(loaded) -> None:
+    requests = [
+        request_of(1 + (i * 37) % 60, i % 4, 100 + i, (0.0, 0.7, 1.3)[i % 3], 3 + (i * 5) % 17, stop="e" if i == 7 else "")
+        for i in range(18)
+    ]
+    results: dict[int, tuple[str, tuple[int, ...]]] = {}
+    with SteeringEngine(loaded, max_batch=8) as engine:
+
+        def caller(index: int) -> None:
+            time.sleep(0.003 * index)
+            if index % 3 == 0:
+                done = []
+                text = "".join(engine.stream(requests[index], on_done=done.append))
+                assert text == done[0].text
+                results[index] = (text, done[0].token_ids)
+            else:
+                result = engine.generate([requests[index]])[0]
+                results[index] = (result.text, result.token_ids)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(requests))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stats = engine.stats()
+    solo = [generate(loaded, [request])[0] for request in requests]
+    assert [results[i] for i in range(len(requests))] == [(r.text, r.token_ids) for r in solo]
+    assert stats.steps < sum(r.completion_tokens for r in solo) and stats.finished == len(requests)
+
+
+@cache
+def solo_tokens(loaded, request_key: tuple) -> tuple[int, ...]:
+    return generate(loaded, [request_of(*request_key)])[0].token_ids
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 12),  # the step it joins at
+            st.sampled_from([1, 4, 16, 17, 40]),  # prompt words (about 4 tokens each: up to 3 prefill chunks)
+            st.integers(0, len(VECTORS) - 1),
+            st.integers(0, 3),  # seed
+            st.sampled_from([0.0, 0.8, 1.5]),
+            st.integers(1, 6),  # max_tokens
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([1, 16, 70, 512]),  # step token budget
+)
+def test_any_schedule_gives_every_request_its_solo_tokens(loaded, arrivals, step_tokens) -> None:
+    batch = Batch(loaded, step_tokens=step_tokens)
+    pending = sorted(enumerate(arrivals), key=lambda item: item[1][0])
+    rows = {}
+    step = 0
+    while pending or batch.rows:
+        while pending and pending[0][1][0] <= step:
+            index, (_, *key) = pending.pop(0)
+            rows[index] = (tuple(key), new_row(loaded, request_of(*key)))
+            batch.add(rows[index][1])
+        batch.step()
+        step += 1
+    for key, row in rows.values():
+        assert tuple(row.tokens) == solo_tokens(loaded, key)
+
+
+def test_a_request_arriving_during_a_long_generation_finishes_first(loaded) -> None:
+    long = GenerationRequest(prompt=prompt_of(10), max_tokens=400, temperature=0.9, seed=1, ignore_eos=True)
+    short = GenerationRequest(prompt=prompt_of(60), max_tokens=5, seed=2, steering=VECTORS[1])
+    with SteeringEngine(loaded) as engine:
+        deltas = engine.stream(long)
+        next(deltas)  # the long one is decoding
+        started = time.monotonic()
+        result = engine.submit(short).result(timeout=60)
+        assert engine.stats().running == 1, "the long generation is still running"
+        assert result.token_ids == generate(loaded, [short])[0].token_ids
+        assert time.monotonic() - started < 30
+        rest = "".join(deltas)
+    assert rest
+
+
+def test_a_full_queue_refuses_at_once_and_a_cancelled_request_frees_its_row(loaded) -> None:
+    scheduler = Scheduler(loaded, max_batch=1, max_queue=1)
+    try:
+        long = GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=1, ignore_eos=True)
+        running = scheduler.submit(long, stream=True)
+        stream = running.deltas()
+        next(stream)  # admitted and decoding
+        waiting = scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3))
+        with pytest.raises(SchedulerFullError) as refused:
+            scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3))
+        assert refused.value.retry_after_s >= 1
+        assert (scheduler.stats().queued, scheduler.stats().refused) == (1, 1)
+        stream.close()  # the caller goes away
+        with pytest.raises(RequestCancelledError):
+            running.future.result(timeout=30)
+        assert waiting.future.result(timeout=30).completion_tokens >= 1
+        stats = scheduler.stats()
+        assert (stats.running, stats.queued, stats.cancelled, stats.finished) == (0, 0, 1, 1)
+        assert stats.ttft_count == 2 and stats.decode_tokens > 0 and stats.prefill_tokens > 0
+    finally:
+        scheduler.close()
