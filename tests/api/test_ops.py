@@ -31,7 +31,7 @@ def test_ready_is_503_when_the_database_is_gone(pg_client, postgres_server):
 def test_metrics_exposition_is_prometheus_text_that_its_parser_reads(client):
     profile = create(client, "metric")
     client.get(f"/api/profiles/{profile['id']}", params=fresh(client, profile["position"]))
-    client.get("/api/profiles/not-a-uuid")
+    client.get("/api/profiles/no-such-profile")  # a name no profile has: 404
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     families = {family.name: family for family in text_string_to_metric_families(response.text)}
@@ -44,7 +44,7 @@ def test_metrics_exposition_is_prometheus_text_that_its_parser_reads(client):
     assert families["ledger_http_requests"].type == "counter"
     assert value("ledger_http_requests", "ledger_http_requests_total", method="POST", route="/api/profiles", status="201") == 1
     route = "/api/profiles/{profile_id}"
-    assert value("ledger_http_requests", "ledger_http_requests_total", method="GET", route=route, status="422") == 1
+    assert value("ledger_http_requests", "ledger_http_requests_total", method="GET", route=route, status="404") == 1
     assert families["ledger_http_request_duration_seconds"].type == "histogram"
     assert value(
         "ledger_http_request_duration_seconds", "ledger_http_request_duration_seconds_bucket",
