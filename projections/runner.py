@@ -17,13 +17,14 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from eventsourcing.persistence import PersistenceError
 
 from ledger.settings import Database
 from projections.bulk import MemoryBuild
 from projections.log import EventLog
+from projections.progress import announce
 from projections.registry import PROJECTION_NAMES, select
 from projections.store import REBUILD_SUFFIX, open_store
 from projections.wakeup import start_listener
@@ -54,6 +55,7 @@ class ProjectionWorker:
         *,
         batch_size: int = BATCH_SIZE,
         poll_seconds: float | None = None,
+        on_applied: Callable[[int], None] | None = None,
     ) -> None:
         self.database = _database(database)
         self.projections = select(names)
@@ -65,6 +67,8 @@ class ProjectionWorker:
         self.store.create_read_model_tables(self.projections)
         self.log = EventLog(self.database)
         self._wake = threading.Event()
+        self.on_applied = on_applied
+        """Called with the batch's end after each committed batch (waiters in this process look at once)."""
 
     @property
     def names(self) -> list[str]:
@@ -93,6 +97,10 @@ class ProjectionWorker:
                 return reached
             behind = [projection for projection in self.projections if positions[projection.name] < batch.end]
             applied = self.store.apply_batches(behind, batch)  # one transaction, one commit for all of them
+            if any(position is not None for position in applied.values()):
+                announce(self.store, batch.end)  # waiters in every process look now (PostgreSQL NOTIFY)
+                if self.on_applied is not None:
+                    self.on_applied(batch.end)
             if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
 

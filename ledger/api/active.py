@@ -7,7 +7,9 @@ A body is loaded as: note the generation, read the log's head, read the read mod
 row. It is kept only when the read models had reached the head (otherwise the projections are behind and the
 next request asks the database again), and served only while the generation has not moved, the read models'
 position satisfies the request's ``min_position``, and it is younger than ``max_age`` (which bounds anything the
-generation cannot see: a lost notification, a rebuild swapped in, writes to SQLite from another process).
+generation cannot see: a lost notification, a rebuild swapped in). On SQLite, where there is no NOTIFY, the
+generation also moves whenever the database file changed since the last request (``PRAGMA data_version`` on a
+connection of the cache's own: a few microseconds), so a write by another process shows at once too.
 
 Loads are shared: requests that miss while a load of the current generation is under way wait for that one.
 """
@@ -18,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +66,7 @@ class Loaded:
 class ActiveProfileCache:
     """The encoded active profile of one read model (see the module's docstring)."""
 
-    def __init__(self, reads: Any, *, max_age: float = MAX_AGE_SECONDS) -> None:
+    def __init__(self, reads: Any, *, max_age: float = MAX_AGE_SECONDS, sqlite_path: str | None = None) -> None:
         self.reads = reads
         self.max_age = max_age
         self._counter = itertools.count(1)
@@ -72,6 +75,10 @@ class ActiveProfileCache:
         self._loading: tuple[int, asyncio.Future[Loaded]] | None = None  # the load under way
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        self._sqlite: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        if sqlite_path is not None:
+            self._sqlite = sqlite3.connect(sqlite_path, check_same_thread=False, isolation_level=None)
 
     # -- invalidation ----------------------------------------------------------------------------------
     def saw(self, position: int | None = None) -> None:
@@ -99,7 +106,18 @@ class ActiveProfileCache:
                 self.saw()
                 self._stop.wait(RECONNECT_SECONDS)
 
+    def _sqlite_changed(self) -> None:
+        """Move the generation when another connection (another process, say) committed to the SQLite file."""
+        assert self._sqlite is not None
+        version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self.saw()
+
     def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
         self._stop.set()
         if self._listener is not None:
             self._listener.join(LISTEN_TIMEOUT_SECONDS + 1)
@@ -108,6 +126,8 @@ class ActiveProfileCache:
     # -- answering -------------------------------------------------------------------------------------
     async def response(self, min_position: int | None = None) -> PreparedResponse | None:
         """The encoded active profile (None: none is active), as of at least ``min_position``."""
+        if self._sqlite is not None:
+            self._sqlite_changed()
         entry = self._entry
         if entry is not None and self._fresh(entry, min_position):
             return entry.response

@@ -18,7 +18,15 @@ from ledger.api.active import ActiveProfileCache
 from ledger.api.auth import TokenCache, authorize
 from ledger.api.bodies import strict_json_body
 from ledger.api.chat import ChatController, ReplayController, SteeringController
-from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Services, no_compatibility_warnings
+from ledger.api.commands import read_your_writes_middleware
+from ledger.api.deps import (
+    DEPENDENCIES,
+    ApiOptions,
+    CompatibilityCheck,
+    Services,
+    no_compatibility_warnings,
+    read_side_reached,
+)
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
@@ -33,6 +41,9 @@ from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
+from projections.progress import CHANNEL as PROGRESS_CHANNEL
+from projections.progress import ReadSideProgress
+from projections.wakeup import start_listener
 
 log = logging.getLogger("ledger.api")
 
@@ -59,7 +70,8 @@ def create_app(
 
     Whatever is not given is built in the lifespan from ``settings`` (and closed on shutdown): the
     :class:`ProfileLedger`, the read model, and, when ``run_projections``, a thread running the projection
-    workers, woken by every save this process makes.
+    workers, woken by every save this process makes. A command is answered once the read models (wherever they
+    run) show it, within ``consistency_timeout``; ``Prefer: respond-async`` answers at once.
 
     ``auth`` (default: ``settings.auth``) asks every request but ``/health``, ``/ready``, ``/metrics`` and
     ``/schema`` for a bearer token whose role the route allows (see :mod:`ledger.api.auth`); ``False`` is
@@ -104,12 +116,18 @@ def create_app(
 
             services.read_model = ReadModel(settings.database)
             owned.append(services.read_model)
-        services.active = ActiveProfileCache(services.read_model)
+        services.progress = ReadSideProgress(services.read_model.positions)
+        services.active = ActiveProfileCache(
+            services.read_model, sqlite_path=None if settings.database.is_postgres else settings.database.sqlite_path
+        )
         channel = getattr(services.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
         if settings.database.is_postgres and channel:
             services.active.watch(settings.database.url, channel)
         services.shutdown.clear()
         services.runner_stop.clear()
+        if settings.database.is_postgres:  # workers in any process announce each committed batch
+            start_listener(settings.database.url, PROGRESS_CHANNEL, services.progress.hint, services.shutdown,
+                           name="read-side-listen")
         _attach_listener(services, metrics)
         if run_projections:
             services.runner = _start_runner(settings, services)
@@ -135,6 +153,7 @@ def create_app(
                 services.runner.join(RUNNER_JOIN_TIMEOUT)
                 services.runner = None
             services.active.close()
+            services.progress.close()
             for thing in reversed(owned):
                 close = getattr(thing, "close", None)
                 if close is not None:
@@ -163,7 +182,10 @@ def create_app(
         guards=[authorize] if auth else [],  # open mode: no guard (Litestar copies the handler for each)
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_context_middleware(metrics)],
+        middleware=[
+            request_context_middleware(metrics),
+            read_your_writes_middleware(lambda position: read_side_reached(services, position)),
+        ],
         lifespan=[lifespan],
         state=State({"services": services}),
         request_max_body_size=max_body_size,
@@ -211,7 +233,7 @@ def _start_runner(settings: Settings, services: Services) -> threading.Thread:
     """Run the projection workers in a thread of this process; every save here wakes them at once."""
     from projections.runner import ProjectionWorker, run_projections
 
-    worker = ProjectionWorker(settings.database)
+    worker = ProjectionWorker(settings.database, on_applied=services.progress.advanced)
     services.wake = worker.wake
 
     def run() -> None:
