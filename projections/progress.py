@@ -3,9 +3,10 @@
 A server holds a command's answer until the read models reached the command's position (read-your-writes for
 every client, on every server: see the README's design section), and a query given ``min_position`` waits the
 same way. Waiters do not poll the database each: one thread per process reads the read models' positions
-while anyone waits, at once when a projection worker announces a committed batch (in this process through
-:meth:`ReadSideProgress.advanced`; from any process through PostgreSQL ``NOTIFY`` on :data:`CHANNEL`) and at
-the latest every ``poll_seconds``.
+while anyone waits: at once when a worker in another process announces a committed batch (PostgreSQL ``NOTIFY``
+on :data:`CHANNEL`, :meth:`ReadSideProgress.listen`), and at the latest every ``poll_seconds`` (a lost
+notification; SQLite, which has none). A worker in this process reports its position directly
+(:meth:`ReadSideProgress.advanced`): no query at all.
 """
 
 from __future__ import annotations
@@ -17,25 +18,28 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import psycopg
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "ledger_read_models"
 """PostgreSQL channel a projection worker notifies after each committed batch (payload: the batch's end)."""
-POLL_SECONDS = 0.005
+POLL_SECONDS = {"postgres": 0.05, "sqlite": 0.005}
+RECONNECT_SECONDS = 1.0
 
 
 def announce(store: Any, position: int) -> None:
     """Tell every process listening on :data:`CHANNEL` that the read models of ``store`` moved (PostgreSQL;
     nothing on SQLite, whose waiters poll)."""
     if store.dialect.is_postgres:
-        with store.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(position)))
+        with store.datastore.get_connection() as conn:  # autocommit: one round trip
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(position)))
 
 
 class ReadSideProgress:
     """The lowest position every read model has applied, and waiting for a position (bounded)."""
 
-    def __init__(self, positions: Callable[[], Mapping[str, int]], *, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(self, positions: Callable[[], Mapping[str, int]], *, poll_seconds: float) -> None:
         self._positions = positions
         self.poll_seconds = poll_seconds
         self.reached = 0
@@ -53,10 +57,32 @@ class ReadSideProgress:
         self._settle(reached)
         return reached
 
-    def advanced(self, position: int | None = None) -> None:
-        """A projection worker in this process committed a batch (callable from any thread)."""
-        if self._waiters:
-            self.hint.set()
+    def advanced(self, position: int) -> None:
+        """A projection worker in this process committed a batch: every read model it keeps (all of them) is at
+        ``position`` or beyond (callable from any thread)."""
+        self._settle(position)
+
+    def listen(self, url: str, stop: threading.Event) -> threading.Thread:
+        """Follow the workers' announcements (PostgreSQL) in a thread until ``stop`` is set."""
+        thread = threading.Thread(target=self._listen, args=(url, stop), daemon=True, name="read-side-listen")
+        thread.start()
+        with self._lock:
+            self._start()
+        return thread
+
+    def _listen(self, url: str, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f'LISTEN "{CHANNEL}"')
+                    self.hint.set()  # whatever was announced while not listening
+                    while not stop.is_set():
+                        for notify in conn.notifies(timeout=0.5, stop_after=1):
+                            if not notify.payload.isdigit() or int(notify.payload) > self.reached:
+                                self.hint.set()
+            except psycopg.Error as error:
+                logger.info("read-side listener: %s; reconnecting", error)
+                stop.wait(RECONNECT_SECONDS)
 
     def when_reached(self, position: int, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from the poller's thread, or at once) once every read model applied ``position``;
@@ -68,7 +94,6 @@ class ReadSideProgress:
         with self._lock:
             heapq.heappush(self._waiters, entry)
             self._start()
-        self.hint.set()
 
         def withdraw() -> None:
             with self._lock:
@@ -103,18 +128,18 @@ class ReadSideProgress:
     def _poll(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            hinted = self.hint.wait(self.poll_seconds if self._waiters else 1.0)
             self.hint.clear()
-            if self._waiters:
-                try:
-                    self.read()
-                    failures = 0
-                except Exception as error:  # noqa: BLE001 - the database going away: waiters time out
-                    failures += 1
-                    if failures == 1:
-                        logger.info("read-side progress: %s", error)
-                    self._stop.wait(min(0.05 * failures, 1.0))
-                    continue
-            self.hint.wait(self.poll_seconds if self._waiters else 1.0)
+            if self._stop.is_set() or not (hinted or self._waiters):
+                continue
+            try:
+                self.read()
+                failures = 0
+            except Exception as error:  # noqa: BLE001 - the database going away: waiters time out
+                failures += 1
+                if failures == 1:
+                    logger.info("read-side progress: %s", error)
+                self._stop.wait(min(0.05 * failures, 1.0))
 
     def _settle(self, reached: int) -> None:
         ready: list[Callable[[], None]] = []

@@ -68,7 +68,8 @@ class ProjectionWorker:
         self.log = EventLog(self.database)
         self._wake = threading.Event()
         self.on_applied = on_applied
-        """Called with the batch's end after each committed batch (waiters in this process look at once)."""
+        """Called with the position every read model of this worker reached, after each batch it committed for
+        all of them (waiters in this process are answered without a query)."""
 
     @property
     def names(self) -> list[str]:
@@ -99,7 +100,7 @@ class ProjectionWorker:
             applied = self.store.apply_batches(behind, batch)  # one transaction, one commit for all of them
             if any(position is not None for position in applied.values()):
                 announce(self.store, batch.end)  # waiters in every process look now (PostgreSQL NOTIFY)
-                if self.on_applied is not None:
+                if self.on_applied is not None and None not in applied.values():
                     self.on_applied(batch.end)
             if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position

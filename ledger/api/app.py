@@ -41,9 +41,8 @@ from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
-from projections.progress import CHANNEL as PROGRESS_CHANNEL
+from projections.progress import POLL_SECONDS as PROGRESS_POLL
 from projections.progress import ReadSideProgress
-from projections.wakeup import start_listener
 
 log = logging.getLogger("ledger.api")
 
@@ -116,7 +115,10 @@ def create_app(
 
             services.read_model = ReadModel(settings.database)
             owned.append(services.read_model)
-        services.progress = ReadSideProgress(services.read_model.positions)
+        services.progress = ReadSideProgress(
+            services.read_model.positions,
+            poll_seconds=PROGRESS_POLL["postgres" if settings.database.is_postgres else "sqlite"],
+        )
         services.active = ActiveProfileCache(
             services.read_model, sqlite_path=None if settings.database.is_postgres else settings.database.sqlite_path
         )
@@ -126,8 +128,7 @@ def create_app(
         services.shutdown.clear()
         services.runner_stop.clear()
         if settings.database.is_postgres:  # workers in any process announce each committed batch
-            start_listener(settings.database.url, PROGRESS_CHANNEL, services.progress.hint, services.shutdown,
-                           name="read-side-listen")
+            services.progress.listen(settings.database.url, services.shutdown)
         _attach_listener(services, metrics)
         if run_projections:
             services.runner = _start_runner(settings, services)
