@@ -31,10 +31,12 @@ class Consumer(Protocol):
 
 
 class LogFollower:
-    def __init__(self, database: Database, consumer: Consumer, *, poll_seconds: float | None = None) -> None:
+    def __init__(
+        self, database: Database, consumer: Consumer, *, poll_seconds: float | None = None, log: EventLog | None = None
+    ) -> None:
         self.database = database
         self.consumer = consumer
-        self.log = EventLog(database)
+        self.log = log or EventLog(database)
         self.poll_seconds = poll_seconds or POLL_SECONDS["postgres" if database.is_postgres else "sqlite"]
         self._wake = threading.Event()
 

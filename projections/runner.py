@@ -26,7 +26,7 @@ from projections.bulk import MemoryBuild
 from projections.log import EventLog
 from projections.progress import announce
 from projections.registry import PROJECTION_NAMES, select
-from projections.store import REBUILD_SUFFIX, open_store
+from projections.store import REBUILD_SUFFIX, ReadModelStore, open_store
 from projections.wakeup import start_listener
 
 __all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
@@ -56,6 +56,8 @@ class ProjectionWorker:
         batch_size: int = BATCH_SIZE,
         poll_seconds: float | None = None,
         on_applied: Callable[[int], None] | None = None,
+        store: ReadModelStore | None = None,
+        log: EventLog | None = None,
     ) -> None:
         self.database = _database(database)
         self.projections = select(names)
@@ -63,9 +65,11 @@ class ProjectionWorker:
         self.poll_seconds = poll_seconds or (
             POSTGRES_POLL_SECONDS if self.database.is_postgres else SQLITE_POLL_SECONDS
         )
-        self.store = open_store(self.database)
-        self.store.create_read_model_tables(self.projections)
-        self.log = EventLog(self.database)
+        self._owned = (store is None, log is None)  # given by the composition root: closed there
+        self.store = store or open_store(self.database)
+        if store is None:
+            self.store.create_read_model_tables(self.projections)
+        self.log = log or EventLog(self.database)
         self._wake = threading.Event()
         self.on_applied = on_applied
         """Called with the position every read model of this worker reached, after each batch it committed for
@@ -124,8 +128,11 @@ class ProjectionWorker:
             self._wake.wait(self.poll_seconds)
 
     def close(self) -> None:
-        self.log.close()
-        self.store.datastore.close()
+        owns_store, owns_log = self._owned
+        if owns_log:
+            self.log.close()
+        if owns_store:
+            self.store.datastore.close()
 
     def _wake_on_stop(self, stop: threading.Event) -> None:
         stop.wait()

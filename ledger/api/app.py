@@ -41,8 +41,12 @@ from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
+from projections.log import EventLog
 from projections.progress import POLL_SECONDS as PROGRESS_POLL
 from projections.progress import ReadSideProgress
+from projections.queries import ReadModel
+from projections.schema import create_read_side
+from projections.store import open_store
 
 log = logging.getLogger("ledger.api")
 
@@ -110,10 +114,11 @@ def create_app(
                 "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "
                 "and X-Actor names the actor. Use open mode for local development only."
             )
-        if services.read_model is None:
-            from projections.queries import ReadModel
-
-            services.read_model = ReadModel(settings.database)
+        if services.read_model is None:  # the read side over the application's pool and log: one of each
+            store = open_store(settings.database, datastore=services.ledger.recorder.datastore)
+            create_read_side(store)
+            log_reader = EventLog(settings.database, app=services.ledger)
+            services.read_model = ReadModel(settings.database, store=store, log=log_reader)
             owned.append(services.read_model)
         services.progress = ReadSideProgress(
             services.read_model.positions,
@@ -234,7 +239,9 @@ def _start_runner(settings: Settings, services: Services) -> threading.Thread:
     """Run the projection workers in a thread of this process; every save here wakes them at once."""
     from projections.runner import ProjectionWorker, run_projections
 
-    worker = ProjectionWorker(settings.database, on_applied=services.progress.advanced)
+    reads = services.read_model
+    worker = ProjectionWorker(settings.database, on_applied=services.progress.advanced,
+                              store=getattr(reads, "store", None), log=getattr(reads, "log", None))
     services.wake = worker.wake
 
     def run() -> None:
