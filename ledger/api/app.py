@@ -116,7 +116,7 @@ def create_app(
             )
         if services.read_model is None:  # the read side over the application's pool and log: one of each
             store = open_store(settings.database, datastore=services.ledger.recorder.datastore)
-            create_read_side(store)
+            create_read_side(store, settings.database)
             log_reader = EventLog(settings.database, app=services.ledger)
             services.read_model = ReadModel(settings.database, store=store, log=log_reader)
             owned.append(services.read_model)

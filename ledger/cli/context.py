@@ -67,7 +67,7 @@ class CliState:
         from projections.schema import create_read_side
 
         reads = self.reads
-        create_read_side(reads.store)
+        create_read_side(reads.store, self.settings.database)
         worker = ProjectionWorker(self.settings.database, store=reads.store, log=reads.log)
         worker.catch_up()
         self._written = 0
@@ -75,6 +75,9 @@ class CliState:
     def close(self) -> None:
         try:
             self.show_own_writes()
+        except Exception as error:  # noqa: BLE001 - the command itself succeeded: say so, in one line
+            typer.echo(f"warning: the read models do not show this command's writes yet ({type(error).__name__}: "
+                       f"{error}); a running server or `ledger project` will apply them", err=True)
         finally:
             if self._reads is not None:
                 self._reads.close()

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
             signal.signal(sig, lambda *_: stop.set())
         typer.echo(f"projection worker following {state.settings.database.display()}", err=True)
         reads = state.reads  # the process's one application and pool
-        create_read_side(reads.store)
+        create_read_side(reads.store, state.settings.database)
         worker = ProjectionWorker(state.settings.database, names or None, store=reads.store, log=reads.log)
         run_projections(state.settings.database, stop, worker=worker)
 
