@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import psycopg
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from projections.errors import RebuildInProgressError
 from projections.projection import ReadModelProjection
 from projections.registry import select
 from projections.store import ReadModelStore, lock_id, open_store
@@ -23,7 +27,9 @@ from projections.store import ReadModelStore, lock_id, open_store
 logger = logging.getLogger(__name__)
 
 DEFINITIONS_TABLE = "read_model_definitions"
-DEFINITIONS_LOCK = lock_id("__definitions__")
+REBUILD_LOCK = lock_id("__rebuild__")
+"""Held while read models are rebuilt (and while definitions are checked): one at a time per database."""
+_REBUILDING_HERE = threading.Lock()  # SQLite: one at a time in this process
 
 
 def definition(projection: ReadModelProjection) -> str:
@@ -77,11 +83,27 @@ def _one_process_at_a_time(store: ReadModelStore) -> Iterator[None]:
         yield
         return
     with store.datastore.get_connection() as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (DEFINITIONS_LOCK,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (DEFINITIONS_LOCK,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (REBUILD_LOCK,))
+
+
+def hold_rebuild_lock(database: Database) -> Callable[[], None]:
+    """Take the rebuild lock without waiting (:class:`RebuildInProgressError` when it is held); returns the
+    function that lets it go. On PostgreSQL a session lock on a connection of its own, so it is let go even if
+    the process dies; on SQLite within this process."""
+    if database.is_postgres:
+        conn = psycopg.connect(database.url, autocommit=True, connect_timeout=5)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK,)).fetchone()
+        if not (row and row[0]):
+            conn.close()
+            raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
+        return conn.close
+    if not _REBUILDING_HERE.acquire(blocking=False):
+        raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
+    return _REBUILDING_HERE.release
 
 
 def init_database(database: Database) -> None:

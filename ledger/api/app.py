@@ -36,6 +36,7 @@ from ledger.api.integrity import LedgerController
 from ledger.api.openapi import SECURITY_COMPONENTS, security_requirement, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
+from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
@@ -120,6 +121,7 @@ def create_app(
             log_reader = EventLog(settings.database, app=services.ledger)
             services.read_model = ReadModel(settings.database, store=store, log=log_reader)
             owned.append(services.read_model)
+        services.rebuilds = RebuildJobs(settings.database)
         services.progress = ReadSideProgress(
             services.read_model.positions,
             poll_seconds=PROGRESS_POLL["postgres" if settings.database.is_postgres else "sqlite"],

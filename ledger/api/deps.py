@@ -79,6 +79,8 @@ class Services:
     """The ``ledger.api.active.ActiveProfileCache`` that answers ``GET /api/profiles/active``."""
     progress: Any = None
     """The ``projections.progress.ReadSideProgress`` of the read model: waiting for a position."""
+    rebuilds: Any = None
+    """The ``ledger.api.rebuilds.RebuildJobs`` of this server."""
 
 
 def services_of(state: State) -> Services:

@@ -324,11 +324,6 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     detail: str | None = None
 
 
-class RebuildResult(msgspec.Struct, kw_only=True):
-    positions: dict[str, int]
-    """The log position each read model was rebuilt up to."""
-
-
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The one error shape: ``error`` is a stable code, ``detail`` a human message; context fields follow."""
 

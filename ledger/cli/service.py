@@ -96,8 +96,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rebuild read models from position 0 into new tables and swap them in; queries keep working meanwhile."""
         from projections.runner import rebuild as rebuild_read_models
+        from projections.schema import hold_rebuild_lock
 
-        positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
+        release = hold_rebuild_lock(state.settings.database)  # one rebuild at a time, across every process
+        try:
+            positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
+        finally:
+            release()
         if as_json:
             emit_json(positions)
         else:

@@ -14,7 +14,7 @@ from tests.api.conftest import make_client
 
 def _alive(kind: type | tuple[type, ...]) -> set[int]:
     gc.collect()
-    return {id(thing) for thing in gc.get_objects() if isinstance(thing, kind)}
+    return {id(thing) for thing in gc.get_objects() if issubclass(type(thing), kind)}
 
 
 POOLS = (psycopg_pool.ConnectionPool, ConnectionPool)
