@@ -4,7 +4,7 @@ A server holds a command's answer until the read models reached the command's po
 every client, on every server: see the README's design section), and a query given ``min_position`` waits the
 same way. Waiters do not poll the database each: one thread per process reads the read models' positions
 while anyone waits: at once when a worker in another process announces a committed batch (PostgreSQL ``NOTIFY``
-on :data:`CHANNEL`, :meth:`ReadSideProgress.listen`), and at the latest every ``poll_seconds`` (a lost
+on :data:`CHANNEL`, :meth:`ReadSideProgress.notified`), and at the latest every ``poll_seconds`` (a lost
 notification; SQLite, which has none). A worker in this process reports its position directly
 (:meth:`ReadSideProgress.advanced`): no query at all.
 """
@@ -18,14 +18,12 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import psycopg
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "ledger_read_models"
 """PostgreSQL channel a projection worker notifies after each committed batch (payload: the batch's end)."""
 POLL_SECONDS = {"postgres": 0.05, "sqlite": 0.005}
-RECONNECT_SECONDS = 1.0
 
 
 def announce(store: Any, position: int) -> None:
@@ -62,27 +60,13 @@ class ReadSideProgress:
         ``position`` or beyond (callable from any thread)."""
         self._settle(position)
 
-    def listen(self, url: str, stop: threading.Event) -> threading.Thread:
-        """Follow the workers' announcements (PostgreSQL) in a thread until ``stop`` is set."""
-        thread = threading.Thread(target=self._listen, args=(url, stop), daemon=True, name="read-side-listen")
-        thread.start()
-        with self._lock:
-            self._start()
-        return thread
-
-    def _listen(self, url: str, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f'LISTEN "{CHANNEL}"')
-                    self.hint.set()  # whatever was announced while not listening
-                    while not stop.is_set():
-                        for notify in conn.notifies(timeout=0.5, stop_after=1):
-                            if not notify.payload.isdigit() or int(notify.payload) > self.reached:
-                                self.hint.set()
-            except psycopg.Error as error:
-                logger.info("read-side listener: %s; reconnecting", error)
-                stop.wait(RECONNECT_SECONDS)
+    def notified(self, payload: str | None) -> None:
+        """A worker announced a batch on :data:`CHANNEL` (payload: its position; None: something may have been
+        missed): look now, unless this process knows of that position already."""
+        if payload is None or not payload.isdigit() or int(payload) > self.reached:
+            with self._lock:
+                self._start()
+            self.hint.set()
 
     def when_reached(self, position: int, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from the poller's thread, or at once) once every read model applied ``position``;

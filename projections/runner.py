@@ -27,7 +27,7 @@ from projections.log import EventLog
 from projections.progress import announce
 from projections.registry import PROJECTION_NAMES, select
 from projections.store import REBUILD_SUFFIX, ReadModelStore, open_store
-from projections.wakeup import start_listener
+from projections.wakeup import Notifications
 
 __all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
 
@@ -58,6 +58,7 @@ class ProjectionWorker:
         on_applied: Callable[[int], None] | None = None,
         store: ReadModelStore | None = None,
         log: EventLog | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.database = _database(database)
         self.projections = select(names)
@@ -71,6 +72,7 @@ class ProjectionWorker:
             self.store.create_read_model_tables(self.projections)
         self.log = log or EventLog(self.database)
         self._wake = threading.Event()
+        self.notifications = notifications  # the process's one LISTEN (PostgreSQL); else one of its own
         self.on_applied = on_applied
         """Called with the position every read model of this worker reached, after each batch it committed for
         all of them (waiters in this process are answered without a query)."""
@@ -112,8 +114,17 @@ class ProjectionWorker:
     def run(self, stop: threading.Event) -> None:
         """Follow the log until ``stop`` is set, surviving database restarts."""
         threading.Thread(target=self._wake_on_stop, args=(stop,), daemon=True, name="projections-stop").start()
+        own = None
         if self.database.is_postgres:
-            start_listener(self.database.url, self.log.channel, self._wake, stop, name="projections-listen")
+            notifications = self.notifications or (own := Notifications(self.database.url))
+            notifications.subscribe(self.log.channel, lambda _: self._wake.set())
+        try:
+            self._follow(stop)
+        finally:
+            if own is not None:
+                own.close()
+
+    def _follow(self, stop: threading.Event) -> None:
         retry = 0.1
         while not stop.is_set():
             self._wake.clear()

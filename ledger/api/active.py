@@ -18,26 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import threading
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-import psycopg
 from litestar import Response
 from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
 from ledger.api.views import profile_from_row
 
-log = logging.getLogger("ledger.api")
-
 MAX_AGE_SECONDS = 0.5
-LISTEN_TIMEOUT_SECONDS = 0.5
-RECONNECT_SECONDS = 1.0
 
 
 class PreparedResponse(Response[Any]):
@@ -73,8 +66,6 @@ class ActiveProfileCache:
         self._generation = next(self._counter)
         self._entry: Loaded | None = None
         self._loading: tuple[int, asyncio.Future[Loaded]] | None = None  # the load under way
-        self._stop = threading.Event()
-        self._listener: threading.Thread | None = None
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
         if sqlite_path is not None:
@@ -85,26 +76,10 @@ class ActiveProfileCache:
         """An event was recorded (callable from any thread)."""
         self._generation = next(self._counter)
 
-    def watch(self, url: str, channel: str) -> None:
-        """Follow the event store's notifications on ``channel`` (PostgreSQL) in a thread until :meth:`close`."""
-        self._listener = threading.Thread(
-            target=self._listen, args=(url, channel), daemon=True, name="active-profile-listen"
-        )
-        self._listener.start()
-
-    def _listen(self, url: str, channel: str) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f'LISTEN "{channel}"')
-                    self.saw()  # whatever happened while not listening
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS, stop_after=1):
-                            self.saw()
-            except Exception as error:  # noqa: BLE001 - the database going away, mostly: keep listening
-                log.info("active profile listener: %s; reconnecting", error)
-                self.saw()
-                self._stop.wait(RECONNECT_SECONDS)
+    def watch(self, notifications: Any, channel: str) -> None:
+        """Follow the event store's notifications on ``channel`` (PostgreSQL), through the process's one
+        ``projections.wakeup.Notifications``."""
+        notifications.subscribe(channel, lambda _: self.saw())
 
     def _sqlite_changed(self) -> None:
         """Move the generation when another connection (another process, say) committed to the SQLite file."""
@@ -118,10 +93,6 @@ class ActiveProfileCache:
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
-        self._stop.set()
-        if self._listener is not None:
-            self._listener.join(LISTEN_TIMEOUT_SECONDS + 1)
-            self._listener = None
 
     # -- answering -------------------------------------------------------------------------------------
     async def response(self, min_position: int | None = None) -> PreparedResponse | None:

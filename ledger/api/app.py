@@ -43,11 +43,13 @@ from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
 from projections.log import EventLog
+from projections.progress import CHANNEL as PROGRESS_CHANNEL
 from projections.progress import POLL_SECONDS as PROGRESS_POLL
 from projections.progress import ReadSideProgress
 from projections.queries import ReadModel
 from projections.schema import create_read_side
 from projections.store import open_store
+from projections.wakeup import Notifications
 
 log = logging.getLogger("ledger.api")
 
@@ -130,18 +132,20 @@ def create_app(
             services.read_model, sqlite_path=None if settings.database.is_postgres else settings.database.sqlite_path
         )
         channel = getattr(services.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
-        if settings.database.is_postgres and channel:
-            services.active.watch(settings.database.url, channel)
+        if settings.database.is_postgres:  # one LISTEN connection for every follower in this process
+            services.notifications = Notifications(settings.database.url)
+            owned.append(services.notifications)
+            services.notifications.subscribe(PROGRESS_CHANNEL, services.progress.notified)
+            if channel:
+                services.active.watch(services.notifications, channel)
         services.shutdown.clear()
         services.runner_stop.clear()
-        if settings.database.is_postgres:  # workers in any process announce each committed batch
-            services.progress.listen(settings.database.url, services.shutdown)
         _attach_listener(services, metrics)
         if run_projections:
             services.runner = _start_runner(settings, services)
         steering_engine = engine if engine is not None else await anyio.to_thread.run_sync(load_engine, settings)
         if steering_engine is not None:
-            services.steering = SteeringRuntime(settings, services.ledger, steering_engine)
+            services.steering = SteeringRuntime(settings, services.ledger, steering_engine, services.notifications)
             services.steering.start()
             services.generation = services.steering.generation
             if compatibility_check is None:
@@ -243,7 +247,8 @@ def _start_runner(settings: Settings, services: Services) -> threading.Thread:
 
     reads = services.read_model
     worker = ProjectionWorker(settings.database, on_applied=services.progress.advanced,
-                              store=getattr(reads, "store", None), log=getattr(reads, "log", None))
+                              store=getattr(reads, "store", None), log=getattr(reads, "log", None),
+                              notifications=services.notifications)
     services.wake = worker.wake
 
     def run() -> None:

@@ -81,6 +81,8 @@ class Services:
     """The ``projections.progress.ReadSideProgress`` of the read model: waiting for a position."""
     rebuilds: Any = None
     """The ``ledger.api.rebuilds.RebuildJobs`` of this server."""
+    notifications: Any = None
+    """The process's one PostgreSQL LISTEN (``projections.wakeup.Notifications``); None on SQLite."""
 
 
 def services_of(state: State) -> Services:
