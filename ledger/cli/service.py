@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", help="Port to listen on."),
         projections: bool = typer.Option(
             True, "--projections/--no-projections",
-            help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere).",
+            help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere: "
+            "commands are answered once the read models show them, so something must keep them).",
         ),
         auth: Optional[bool] = typer.Option(
             None, "--auth/--no-auth",
