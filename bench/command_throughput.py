@@ -1,15 +1,20 @@
 """Benchmark: durable command throughput through REST on PostgreSQL, and projection lag under that load.
 
-Two figures, measured against the same server in one run:
+Figures measured against the same server in one run:
 
 * **durable command throughput**: ``ledger serve --no-model --no-auth`` (projections running in-process) is
   driven by ``wrk`` with a create/update/activate mix from ``--clients`` connections for ``--seconds``; the
   baseline is ``pgbench`` committing one ~300-byte INSERT per transaction from the same number of clients
-  (target: REST ≥ 0.5× pgbench).
-* **projection lag**: meanwhile a probe issues one command every ~20 ms, takes its log position from the
-  ``X-Ledger-Position`` header and polls the read models' tracking positions until all have reached it; the
-  lag runs from the command's answer (the commit precedes it) to visibility in every read model
-  (target: p99 < 50 ms).
+  (target: REST ≥ 0.5× pgbench). The commands are answered once every read model shows them
+  (read-your-writes, the default).
+* **the cost of read-your-writes**: the same load again with ``Prefer: respond-async`` on every command (the
+  answer as soon as the events are committed; the behaviour before read-your-writes), same server, the two
+  alternating for ``--rounds`` rounds (``--read-your-writes both``, the default): the median commands/s with it
+  over the median without it (target ≥ 0.9×) and the median p50 latencies of both.
+* **projection lag**: meanwhile a probe issues one command every ~20 ms (with ``Prefer: respond-async``, so
+  its answer does not wait for the read models), takes its log position from the ``X-Ledger-Position`` header
+  and polls the read models' tracking positions until all have reached it; the lag runs from the command's
+  answer (the commit precedes it) to visibility in every read model (target: p99 < 50 ms).
 
     python bench/command_throughput.py --database postgresql://postgres@127.0.0.1:5432/bench
     python bench/command_throughput.py --database postgresql://... --smoke
@@ -56,6 +61,8 @@ SCRATCH_TABLE = "bench_pgbench_insert"
 PAYLOAD_BYTES = 300
 THROUGHPUT_NAME = "durable command throughput via REST (create/update/activate mix, 16 clients)"
 LAG_NAME = "projection lag under that write load"
+COST_NAME = "read-your-writes: commands/s with it / without it (Prefer: respond-async), same server"
+TARGET_COST_RATIO = 0.9
 
 # The wrk script: each thread creates profiles with unique names, remembers the ids it is answered with, and
 # updates (60%) or activates (10%) ids it has seen; the rest are creates. ``done`` prints one JSON line.
@@ -70,13 +77,14 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
+local headers = {["Content-Type"] = "application/json"}
+
 function init(args)
    thread_tag = tag .. "-" .. args[1]
+   if args[2] == "async" then headers["Prefer"] = "respond-async" end
    math.randomseed(tonumber(tag) * 7919 + os.time())
    creates, updates, activates = 0, 0, 0
 end
-
-local headers = {["Content-Type"] = "application/json"}
 
 function request()
    counter = counter + 1
@@ -228,7 +236,7 @@ class Server:
         os.unlink(self.log.name)
 
 
-def run_wrk(port: int, clients: int, seconds: int) -> dict[str, int]:
+def run_wrk(port: int, clients: int, seconds: int, *, respond_async: bool = False) -> dict[str, int]:
     wrk = require_tool("wrk", "wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
@@ -236,7 +244,7 @@ def run_wrk(port: int, clients: int, seconds: int) -> dict[str, int]:
         threads = min(2, clients)
         result = subprocess.run(
             [wrk, "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", script.name,
-             f"http://127.0.0.1:{port}", "--", uuid.uuid4().hex[:8]],
+             f"http://127.0.0.1:{port}", "--", uuid.uuid4().hex[:8], "async" if respond_async else "wait"],
             capture_output=True, text=True, timeout=seconds + 60,
         )
     finally:
@@ -268,7 +276,8 @@ class LagProbe(threading.Thread):
                 number += 1
                 http_conn.request(
                     "PUT", f"/api/profiles/{self.profile_id}",
-                    json.dumps({"description": f"probe {number}"}), {"Content-Type": "application/json"},
+                    json.dumps({"description": f"probe {number}"}),
+                    {"Content-Type": "application/json", "Prefer": "respond-async"},
                 )
                 answer = http_conn.getresponse()
                 answer.read()
@@ -298,11 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a couple of seconds, 4 clients")
     parser.add_argument("--projection-worker", action="store_true",
                         help="keep the read models in a `ledger project` process instead of the server's")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating off/on runs with --read-your-writes both")
+    parser.add_argument("--read-your-writes", choices=("both", "on", "off"), default="both",
+                        help="load with commands that wait for the read models (on), with Prefer: respond-async "
+                        "(off), or both, one after the other on the same server (the cost figure)")
     args = parser.parse_args(argv)
     if not args.database.startswith(("postgresql://", "postgres://")):
         parser.error("--database must be a postgresql:// URL")
     if args.smoke:
-        args.clients, args.seconds = 4, 2
+        args.clients, args.seconds, args.rounds = 4, 2, 1
 
     tps = pgbench_tps(args.database, args.clients, args.seconds)
     print(f"pgbench, 1 INSERT of {PAYLOAD_BYTES} bytes per transaction, {args.clients} clients, {args.seconds}s:"
@@ -319,21 +332,32 @@ def main(argv: list[str] | None = None) -> int:
         probe.start()
         time.sleep(0.5)  # a few unloaded probes first would flatter the lag: drop them
         probe.lags_ms.clear()
-        measured = run_wrk(server.port, args.clients, args.seconds)
+        modes = ("off", "on") if args.read_your_writes == "both" else (args.read_your_writes,)
+        rounds: dict[str, list[dict[str, int]]] = {mode: [] for mode in modes}
+        for _ in range(args.rounds if len(modes) == 2 else 1):
+            for mode in modes:
+                rounds[mode].append(run_wrk(server.port, args.clients, args.seconds, respond_async=mode == "off"))
         probe.stop.set()
         probe.join(timeout=30)
     finally:
         server.stop()
 
+    def rate_of(run: dict[str, int]) -> float:
+        return (run["requests"] - run["non2xx"]) / (run["duration_us"] / 1e6)
+
+    for mode, run in ((mode, run) for mode, runs_of in rounds.items() for run in runs_of):
+        print(
+            f"wrk, read-your-writes {mode}: {run['requests']:,} requests in {run['duration_us'] / 1e6:.1f}s "
+            f"({run['non2xx']} not 2xx, {run['socket_errors']} socket errors), {rate_of(run):,.0f} commands/s, "
+            f"latency p50 {run['p50_us'] / 1000:.1f} ms, p99 {run['p99_us'] / 1000:.1f} ms", flush=True,
+        )
+    runs = {mode: min(runs_of, key=lambda run: abs(rate_of(run) - statistics.median(map(rate_of, runs_of))))
+            for mode, runs_of in rounds.items()}  # the run of median throughput of each mode
+    rates = {mode: rate_of(run) for mode, run in runs.items()}
+    mode = "on" if "on" in runs else "off"
+    measured, rate = runs[mode], rates[mode]
     seconds = measured["duration_us"] / 1e6
-    succeeded = measured["requests"] - measured["non2xx"]
-    rate = succeeded / seconds
     ratio = rate / tps if tps else 0.0
-    print(
-        f"wrk: {measured['requests']:,} requests in {seconds:.1f}s ({measured['non2xx']} not 2xx, "
-        f"{measured['socket_errors']} socket errors), latency p50 {measured['p50_us'] / 1000:.1f} ms,"
-        f" p99 {measured['p99_us'] / 1000:.1f} ms", flush=True,
-    )
     lags = probe.lags_ms or [float("inf")]
     group_commit = "on" if parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True) else "off"
     figures = [
@@ -347,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline_label="pgbench, 1 INSERT of ~300 bytes per transaction, same clients, same server",
             ratio=ratio,
             detail=(
-                f"{args.clients} clients, {args.seconds}s, group commit {group_commit}, projections "
+                f"{args.clients} clients, {args.seconds}s, read-your-writes {mode}, group commit {group_commit}, "
+                "projections "
                 f"{'in a worker process' if args.projection_worker else 'in the server process'}; "
                 f"mix sent: {measured['creates']} creates, {measured['updates']} updates, "
                 f"{measured['activates']} activates; {measured['non2xx']} not 2xx; "
@@ -367,6 +392,23 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ),
     ]
+    if len(runs) == 2:
+        on, off = runs["on"], runs["off"]
+        cost = rates["on"] / rates["off"] if rates["off"] else 0.0
+        figures.append(Figure(
+            name=COST_NAME,
+            value=cost,
+            unit="×",
+            target=f"≥ {TARGET_COST_RATIO}×",
+            met=cost >= TARGET_COST_RATIO and on["non2xx"] == off["non2xx"] == 0,
+            detail=(
+                f"with: {rates['on']:,.0f} commands/s, p50 {on['p50_us'] / 1000:.1f} ms, p99 {on['p99_us'] / 1000:.1f}"
+                f" ms; without: {rates['off']:,.0f} commands/s, p50 {off['p50_us'] / 1000:.1f} ms, p99 "
+                f"{off['p99_us'] / 1000:.1f} ms; p50 cost {(on['p50_us'] - off['p50_us']) / 1000:+.1f} ms; "
+                f"{args.clients} clients, {args.seconds}s each, {args.rounds} alternating rounds of each (without "
+                "first), the run of median throughput of each"
+            ),
+        ))
     return report(figures, smoke=args.smoke)
 
 

@@ -32,6 +32,7 @@ from projections.dialect import timestamp_text  # noqa: E402
 from projections.fields import search_text  # noqa: E402
 from projections.profiles import PROJECTION  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
+from projections.schema import init_database  # noqa: E402
 
 TARGET_MS = 50.0
 TAGS = [f"tag-{number:02d}" for number in range(50)]
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.profiles, args.runs = 500, 30
     url = args.database or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
+    init_database(Database(url))
     read_model = ReadModel(Database(url))
     try:
         if not args.skip_load:

@@ -32,6 +32,7 @@ from bench.list_profiles import PRODUCTS, TAGS, load, vocabulary  # noqa: E402
 from bench.report import Figure, report  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
+from projections.schema import init_database  # noqa: E402
 
 TARGET_MB = 500.0
 CLIENTS = 4
@@ -40,6 +41,7 @@ MB = 1024 * 1024
 
 def ensure_profiles(url: str, count: int) -> int:
     """Load ``count`` synthetic profiles unless the read model holds that many already; returns how many it holds."""
+    init_database(Database(url))
     read_model = ReadModel(Database(url))
     try:
         with read_model.store.datastore.transaction(commit=False) as curs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ledger.errors import ConflictError
+
 
 class InvalidQueryError(ValueError):
     """A query argument is not acceptable (bad limit, sort, filter...)."""
@@ -13,3 +15,9 @@ class InvalidCursorError(InvalidQueryError):
 
 class UnknownProjectionError(ValueError):
     """A projection name that does not exist."""
+
+
+class RebuildInProgressError(ConflictError):
+    """A rebuild of the read models is already running (in this process or another on the database)."""
+
+    code = "rebuild_in_progress"

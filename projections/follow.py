@@ -15,7 +15,7 @@ from eventsourcing.persistence import PersistenceError
 
 from ledger.settings import Database
 from projections.log import EventLog
-from projections.wakeup import start_listener
+from projections.wakeup import Notifications
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,14 @@ class Consumer(Protocol):
 
 
 class LogFollower:
-    def __init__(self, database: Database, consumer: Consumer, *, poll_seconds: float | None = None) -> None:
+    def __init__(
+        self, database: Database, consumer: Consumer, *, poll_seconds: float | None = None, log: EventLog | None = None,
+        notifications: Notifications | None = None,
+    ) -> None:
         self.database = database
         self.consumer = consumer
-        self.log = EventLog(database)
+        self.log = log or EventLog(database)
+        self.notifications = notifications  # the process's one LISTEN (PostgreSQL); else one of its own
         self.poll_seconds = poll_seconds or POLL_SECONDS["postgres" if database.is_postgres else "sqlite"]
         self._wake = threading.Event()
 
@@ -53,8 +57,17 @@ class LogFollower:
                 self.consumer.apply(position, event)
 
     def run(self, stop: threading.Event) -> None:
+        own = None
         if self.database.is_postgres and self.log.channel:
-            start_listener(self.database.url, self.log.channel, self._wake, stop, name="follower-listen")
+            notifications = self.notifications or (own := Notifications(self.database.url))
+            notifications.subscribe(self.log.channel, lambda _: self._wake.set())
+        try:
+            self._follow(stop)
+        finally:
+            if own is not None:
+                own.close()
+
+    def _follow(self, stop: threading.Event) -> None:
         threading.Thread(target=lambda: (stop.wait(), self._wake.set()), daemon=True).start()
         retry = 0.1
         while not stop.is_set():

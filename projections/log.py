@@ -161,9 +161,15 @@ def _decoded(decode: Callable[..., Any], row: Any) -> Any:
 
 
 class EventLog:
-    def __init__(self, database: Database, *, pool_size: int = 2) -> None:
+    """The log reader the read side is given: read after a position, scan, head.
+
+    A process's composition root hands it the process's one application (``app``), whose recorder and mapper
+    it reads through; without one it opens an application of its own (closed with it)."""
+
+    def __init__(self, database: Database, *, pool_size: int = 2, app: ProfileLedger | None = None) -> None:
         self.database = database
-        self.app = ProfileLedger(env=database.eventsourcing_env(pool_size=pool_size))
+        self._owns_app = app is None
+        self.app = app if app is not None else ProfileLedger(env=database.eventsourcing_env(pool_size=pool_size))
         self.recorder = self.app.recorder
         self.mapper = self.app.mapper
         self.decode = FastDecoder(self.mapper)
@@ -217,4 +223,5 @@ class EventLog:
         return self.recorder.max_notification_id() or 0
 
     def close(self) -> None:
-        self.app.close()
+        if self._owns_app:
+            self.app.close()

@@ -54,6 +54,9 @@ class ReadModelProjection:
     default_row_maker: Callable[[Any, Event, int], None] | None = None
     # For rebuilds: statements only the rebuild runs, on rows already copied (see projections.bulk).
     late_statements: Mapping[str, str] = field(default_factory=dict)
+    # Bump when a handler changes what it writes: the read model is then rebuilt on the next start (changes of
+    # its tables or statements are noticed without it; see projections.schema).
+    version: int = 1
 
     def ddl(self, table: str, *, postgres: bool, trigram: bool) -> list[str]:
         """The statements that create one table and its indexes in the given dialect."""

@@ -15,13 +15,12 @@ from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 
-from ledger.application import ProfileLedger
 from ledger.settings import Database
 from ledger.values import name_key
 from projections import cursors
 from projections.errors import InvalidCursorError, InvalidQueryError
 from projections.fields import search_text
-from projections.registry import PROJECTION_NAMES, select
+from projections.registry import PROJECTION_NAMES
 from projections.rows import (
     ActiveRow,
     AuditRow,
@@ -32,7 +31,8 @@ from projections.rows import (
     RunProfile,
     VersionRow,
 )
-from projections.store import open_store
+from projections.log import EventLog
+from projections.store import ReadModelStore, open_store
 
 MAX_LIMIT = 1000
 PROFILE_SORTS = ("name", "updated_at")
@@ -72,20 +72,26 @@ def _like_pattern(text: str) -> str:
 
 
 class ReadModel:
-    """Queries over the read models of one database (creates their tables if they do not exist yet)."""
+    """Queries over the read models of one database; it never writes (``projections.schema`` creates the
+    tables). The composition root gives it the process's store (the application's pool) and log reader; without
+    them it opens its own (closed with it)."""
 
-    def __init__(self, database: Database | str, *, pool_size: int = 4) -> None:
+    def __init__(
+        self, database: Database | str, *, pool_size: int = 4, store: ReadModelStore | None = None,
+        log: EventLog | None = None,
+    ) -> None:
         self.database = database if isinstance(database, Database) else Database(database)
-        self.store = open_store(self.database, pool_size=pool_size)
-        self.store.create_read_model_tables(select())
+        self._owned = (store is None, log is None)
+        self.store = store or open_store(self.database, pool_size=pool_size)
+        self.log = log or EventLog(self.database, pool_size=1)
         self.dialect = self.store.dialect
-        self._events_table = (
-            f"{ProfileLedger.name.lower()}_events" if self.database.is_postgres else "stored_events"
-        )
-        self._events_id = "notification_id" if self.database.is_postgres else "rowid"
 
     def close(self) -> None:
-        self.store.datastore.close()
+        owns_store, owns_log = self._owned
+        if owns_log:
+            self.log.close()
+        if owns_store:
+            self.store.datastore.close()
 
     # -- plumbing -------------------------------------------------------------------------------------
     @contextmanager
@@ -382,11 +388,7 @@ class ReadModel:
 
     def log_position(self) -> int:
         """The last position recorded in the event log (0 when empty)."""
-        try:
-            row = self._one(f"SELECT MAX({self._events_id}) AS head FROM {self._events_table}")
-        except Exception:  # noqa: BLE001 - no events table yet: nothing recorded
-            return 0
-        return (row["head"] if row else None) or 0
+        return self.log.head()
 
     def wait_for_position(self, position: int | None, timeout: float = 5.0) -> bool:
         """True once every read model has applied ``position``; False if that takes longer than ``timeout``."""
@@ -399,7 +401,8 @@ class ReadModel:
                 if min(self.positions().values()) >= position:
                     return True
             except PersistenceError:  # e.g. the database restarting: keep waiting until the deadline
-                pass
+                if time.monotonic() >= deadline:
+                    raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

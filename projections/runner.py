@@ -17,7 +17,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError
@@ -26,9 +26,10 @@ from ledger.settings import Database
 from projections.bulk import MemoryBuild
 from projections.log import EventLog
 from projections.parking import describe, is_transient
+from projections.progress import announce
 from projections.registry import PROJECTION_NAMES, select
-from projections.store import REBUILD_SUFFIX, open_store
-from projections.wakeup import start_listener
+from projections.store import REBUILD_SUFFIX, ReadModelStore, open_store
+from projections.wakeup import Notifications
 
 __all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
 
@@ -56,6 +57,10 @@ class ProjectionWorker:
         *,
         batch_size: int = BATCH_SIZE,
         poll_seconds: float | None = None,
+        on_applied: Callable[[int], None] | None = None,
+        store: ReadModelStore | None = None,
+        log: EventLog | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.database = _database(database)
         self.projections = select(names)
@@ -63,10 +68,16 @@ class ProjectionWorker:
         self.poll_seconds = poll_seconds or (
             POSTGRES_POLL_SECONDS if self.database.is_postgres else SQLITE_POLL_SECONDS
         )
-        self.store = open_store(self.database)
-        self.store.create_read_model_tables(self.projections)
-        self.log = EventLog(self.database)
+        self._owned = (store is None, log is None)  # given by the composition root: closed there
+        self.store = store or open_store(self.database)
+        if store is None:
+            self.store.create_read_model_tables(self.projections)
+        self.log = log or EventLog(self.database)
         self._wake = threading.Event()
+        self.notifications = notifications  # the process's one LISTEN (PostgreSQL); else one of its own
+        self.on_applied = on_applied
+        """Called with the position every read model of this worker reached, after each batch it committed for
+        all of them (waiters in this process are answered without a query)."""
 
     @property
     def names(self) -> list[str]:
@@ -95,14 +106,27 @@ class ProjectionWorker:
                 return reached
             behind = [projection for projection in self.projections if positions[projection.name] < batch.end]
             applied = self.store.apply_batches(behind, batch)  # one transaction, one commit for all of them
+            if any(position is not None for position in applied.values()):
+                announce(self.store, batch.end)  # waiters in every process look now (PostgreSQL NOTIFY)
+                if self.on_applied is not None and None not in applied.values():
+                    self.on_applied(batch.end)
             if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
 
     def run(self, stop: threading.Event) -> None:
         """Follow the log until ``stop`` is set, surviving database restarts."""
         threading.Thread(target=self._wake_on_stop, args=(stop,), daemon=True, name="projections-stop").start()
+        own = None
         if self.database.is_postgres:
-            start_listener(self.database.url, self.log.channel, self._wake, stop, name="projections-listen")
+            notifications = self.notifications or (own := Notifications(self.database.url))
+            notifications.subscribe(self.log.channel, lambda _: self._wake.set())
+        try:
+            self._follow(stop)
+        finally:
+            if own is not None:
+                own.close()
+
+    def _follow(self, stop: threading.Event) -> None:
         retry = 0.1
         while not stop.is_set():
             self._wake.clear()
@@ -117,8 +141,11 @@ class ProjectionWorker:
             self._wake.wait(self.poll_seconds)
 
     def close(self) -> None:
-        self.log.close()
-        self.store.datastore.close()
+        owns_store, owns_log = self._owned
+        if owns_log:
+            self.log.close()
+        if owns_store:
+            self.store.datastore.close()
 
     def _wake_on_stop(self, stop: threading.Event) -> None:
         stop.wait()

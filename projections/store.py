@@ -376,8 +376,18 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
             curs.execute(self.dialect.compile(statement, {table: table}))
 
 
-def open_store(database: Database, *, pool_size: int = 4) -> PostgresReadModelRecorder | SQLiteReadModelRecorder:
-    """The read-model recorder for a database (creating the tracking table if needed)."""
+ReadModelStore = PostgresReadModelRecorder | SQLiteReadModelRecorder
+
+
+def open_store(
+    database: Database, *, pool_size: int = 4, datastore: Any = None
+) -> PostgresReadModelRecorder | SQLiteReadModelRecorder:
+    """The read-model recorder for a database: over ``datastore`` (the process's one pool, the application's)
+    when given, else over a pool of its own (creating the tracking table if needed)."""
+    if datastore is not None:
+        if database.is_postgres:
+            return PostgresReadModelRecorder(datastore, tracking_table_name="projections_tracking")
+        return SQLiteReadModelRecorder(datastore)
     env = database.eventsourcing_env(pool_size=pool_size)
     factory = InfrastructureFactory.construct(env=Environment("projections", env))
     recorder_class = PostgresReadModelRecorder if database.is_postgres else SQLiteReadModelRecorder

@@ -23,6 +23,7 @@ from .scheduler import EngineClosedError, SchedulerFullError
 
 METHODS = ("add", "add_normalized")
 SEED_MAX = 2**63 - 1
+PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most for the projector
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class GenerationService:
             if version is not None:
                 raise ValidationError("profile_version needs a profile", field="profile_version")
             if self.projector is not None:
+                # an activation answered by any server is in the log: let the projector reach it first (a few
+                # milliseconds; one indexed read next to a generation)
+                self.projector.wait_for(self.ledger.recorder.max_notification_id() or 0, PROJECTOR_WAIT_SECONDS)
                 return self.projector.current_spec()
             slot = self.ledger.active_slot()  # no projector (a one-off CLI run): read the slot itself
             if slot is None or slot.profile_id is None:

@@ -53,10 +53,19 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """Run the test once on the embedded SQLite default and once on PostgreSQL."""
+    """Run the test once on the embedded SQLite default and once on PostgreSQL (marked ``postgres``, so
+    ``-m "not postgres"`` deselects that case)."""
     if request.param == "postgres":
-        request.applymarker(pytest.mark.postgres)
         return request.getfixturevalue("postgres_url")
     return request.getfixturevalue("sqlite_url")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches the PostgreSQL server through its fixtures is marked ``postgres`` before ``-m``
+    selects, so the database-free lane (``-m "not postgres"``) never starts one."""
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)

@@ -7,7 +7,9 @@ A body is loaded as: note the generation, read the log's head, read the read mod
 row. It is kept only when the read models had reached the head (otherwise the projections are behind and the
 next request asks the database again), and served only while the generation has not moved, the read models'
 position satisfies the request's ``min_position``, and it is younger than ``max_age`` (which bounds anything the
-generation cannot see: a lost notification, a rebuild swapped in, writes to SQLite from another process).
+generation cannot see: a lost notification, a rebuild swapped in). On SQLite, where there is no NOTIFY, the
+generation also moves whenever the database file changed since the last request (``PRAGMA data_version`` on a
+connection of the cache's own: a few microseconds), so a write by another process shows at once too.
 
 Loads are shared: requests that miss while a load of the current generation is under way wait for that one.
 
@@ -19,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import threading
+import sqlite3
 import time
 from dataclasses import dataclass
 from collections.abc import Mapping
@@ -28,7 +29,6 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
-import psycopg
 from litestar import Response
 from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
@@ -36,11 +36,7 @@ from litestar.serialization import encode_json
 from ledger.api.schemas import ProfileRead
 from ledger.api.views import profile_from_row, steering_json
 
-log = logging.getLogger("ledger.api")
-
 MAX_AGE_SECONDS = 0.5
-LISTEN_TIMEOUT_SECONDS = 0.5
-RECONNECT_SECONDS = 1.0
 
 
 def in_force(body: ProfileRead, pinned_version: int | None, pinned: Any = None) -> ProfileRead:
@@ -95,51 +91,46 @@ class Loaded:
 class ActiveProfileCache:
     """The encoded active profile of one read model (see the module's docstring)."""
 
-    def __init__(self, reads: Any, *, max_age: float = MAX_AGE_SECONDS) -> None:
+    def __init__(self, reads: Any, *, max_age: float = MAX_AGE_SECONDS, sqlite_path: str | None = None) -> None:
         self.reads = reads
         self.max_age = max_age
         self._counter = itertools.count(1)
         self._generation = next(self._counter)
         self._entry: Loaded | None = None
         self._loading: tuple[int, asyncio.Future[Loaded]] | None = None  # the load under way
-        self._stop = threading.Event()
-        self._listener: threading.Thread | None = None
+        self._sqlite: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        if sqlite_path is not None:
+            self._sqlite = sqlite3.connect(sqlite_path, check_same_thread=False, isolation_level=None)
 
     # -- invalidation ----------------------------------------------------------------------------------
     def saw(self, position: int | None = None) -> None:
         """An event was recorded (callable from any thread)."""
         self._generation = next(self._counter)
 
-    def watch(self, url: str, channel: str) -> None:
-        """Follow the event store's notifications on ``channel`` (PostgreSQL) in a thread until :meth:`close`."""
-        self._listener = threading.Thread(
-            target=self._listen, args=(url, channel), daemon=True, name="active-profile-listen"
-        )
-        self._listener.start()
+    def watch(self, notifications: Any, channel: str) -> None:
+        """Follow the event store's notifications on ``channel`` (PostgreSQL), through the process's one
+        ``projections.wakeup.Notifications``."""
+        notifications.subscribe(channel, lambda _: self.saw())
 
-    def _listen(self, url: str, channel: str) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f'LISTEN "{channel}"')
-                    self.saw()  # whatever happened while not listening
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS, stop_after=1):
-                            self.saw()
-            except Exception as error:  # noqa: BLE001 - the database going away, mostly: keep listening
-                log.info("active profile listener: %s; reconnecting", error)
-                self.saw()
-                self._stop.wait(RECONNECT_SECONDS)
+    def _sqlite_changed(self) -> None:
+        """Move the generation when another connection (another process, say) committed to the SQLite file."""
+        assert self._sqlite is not None
+        version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self.saw()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._listener is not None:
-            self._listener.join(LISTEN_TIMEOUT_SECONDS + 1)
-            self._listener = None
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
 
     # -- answering -------------------------------------------------------------------------------------
     async def response(self, min_position: int | None = None) -> PreparedResponse | None:
         """The encoded active profile (None: none is active), as of at least ``min_position``."""
+        if self._sqlite is not None:
+            self._sqlite_changed()
         entry = self._entry
         if entry is not None and self._fresh(entry, min_position):
             return entry.response

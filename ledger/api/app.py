@@ -18,7 +18,15 @@ from ledger.api.active import ActiveProfileCache
 from ledger.api.auth import TokenCache, authorize
 from ledger.api.bodies import strict_json_body
 from ledger.api.chat import ChatController, ReplayController, SteeringController
-from ledger.api.deps import DEPENDENCIES, ApiOptions, CompatibilityCheck, Services, no_compatibility_warnings
+from ledger.api.commands import read_your_writes_middleware
+from ledger.api.deps import (
+    DEPENDENCIES,
+    ApiOptions,
+    CompatibilityCheck,
+    Services,
+    no_compatibility_warnings,
+    read_side_reached,
+)
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
@@ -29,12 +37,21 @@ from ledger.api.integrity import LedgerController
 from ledger.api.openapi import SECURITY_COMPONENTS, security_requirement, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
+from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.console import console_routes, template_config
 from ledger.settings import Settings
+from projections.log import EventLog
+from projections.progress import CHANNEL as PROGRESS_CHANNEL
+from projections.progress import POLL_SECONDS as PROGRESS_POLL
+from projections.progress import ReadSideProgress
+from projections.queries import ReadModel
+from projections.schema import create_read_side
+from projections.store import open_store
+from projections.wakeup import Notifications
 
 log = logging.getLogger("ledger.api")
 
@@ -61,7 +78,8 @@ def create_app(
 
     Whatever is not given is built in the lifespan from ``settings`` (and closed on shutdown): the
     :class:`ProfileLedger`, the read model, and, when ``run_projections``, a thread running the projection
-    workers, woken by every save this process makes.
+    workers, woken by every save this process makes. A command is answered once the read models (wherever they
+    run) show it, within ``consistency_timeout``; ``Prefer: respond-async`` answers at once.
 
     ``auth`` (default: ``settings.auth``) asks every request but ``/health``, ``/ready``, ``/metrics`` and
     ``/schema`` for a bearer token whose role the route allows (see :mod:`ledger.api.auth`); ``False`` is
@@ -101,15 +119,27 @@ def create_app(
                 "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "
                 "and X-Actor names the actor. Use open mode for local development only."
             )
-        if services.read_model is None:
-            from projections.queries import ReadModel
-
-            services.read_model = ReadModel(settings.database)
+        if services.read_model is None:  # the read side over the application's pool and log: one of each
+            store = open_store(settings.database, datastore=services.ledger.recorder.datastore)
+            create_read_side(store, settings.database)
+            log_reader = EventLog(settings.database, app=services.ledger)
+            services.read_model = ReadModel(settings.database, store=store, log=log_reader)
             owned.append(services.read_model)
-        services.active = ActiveProfileCache(services.read_model)
+        services.rebuilds = RebuildJobs(settings.database)
+        services.progress = ReadSideProgress(
+            services.read_model.positions,
+            poll_seconds=PROGRESS_POLL["postgres" if settings.database.is_postgres else "sqlite"],
+        )
+        services.active = ActiveProfileCache(
+            services.read_model, sqlite_path=None if settings.database.is_postgres else settings.database.sqlite_path
+        )
         channel = getattr(services.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
-        if settings.database.is_postgres and channel:
-            services.active.watch(settings.database.url, channel)
+        if settings.database.is_postgres:  # one LISTEN connection for every follower in this process
+            services.notifications = Notifications(settings.database.url)
+            owned.append(services.notifications)
+            services.notifications.subscribe(PROGRESS_CHANNEL, services.progress.notified)
+            if channel:
+                services.active.watch(services.notifications, channel)
         services.shutdown.clear()
         services.runner_stop.clear()
         _attach_listener(services, metrics)
@@ -117,7 +147,7 @@ def create_app(
             services.runner = _start_runner(settings, services)
         steering_engine = engine if engine is not None else await anyio.to_thread.run_sync(load_engine, settings)
         if steering_engine is not None:
-            services.steering = SteeringRuntime(settings, services.ledger, steering_engine)
+            services.steering = SteeringRuntime(settings, services.ledger, steering_engine, services.notifications)
             services.steering.start()
             services.generation = services.steering.generation
             metrics.follow_engine(steering_engine.stats)
@@ -139,6 +169,7 @@ def create_app(
                 services.runner.join(RUNNER_JOIN_TIMEOUT)
                 services.runner = None
             services.active.close()
+            services.progress.close()
             for thing in reversed(owned):
                 close = getattr(thing, "close", None)
                 if close is not None:
@@ -169,7 +200,11 @@ def create_app(
         guards=[authorize] if auth else [],  # open mode: no guard (Litestar copies the handler for each)
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_context_middleware(metrics), idempotency_middleware],
+        middleware=[
+            request_context_middleware(metrics),
+            read_your_writes_middleware(lambda position: read_side_reached(services, position)),
+            idempotency_middleware,
+        ],
         lifespan=[lifespan],
         state=State({"services": services}),
         request_max_body_size=max_body_size,
@@ -223,7 +258,10 @@ def _start_runner(settings: Settings, services: Services) -> threading.Thread:
     """Run the projection workers in a thread of this process; every save here wakes them at once."""
     from projections.runner import ProjectionWorker, run_projections
 
-    worker = ProjectionWorker(settings.database)
+    reads = services.read_model
+    worker = ProjectionWorker(settings.database, on_applied=services.progress.advanced,
+                              store=getattr(reads, "store", None), log=getattr(reads, "log", None),
+                              notifications=services.notifications)
     services.wake = worker.wake
 
     def run() -> None:

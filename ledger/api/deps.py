@@ -1,12 +1,15 @@
 """What handlers are given: the services of the app, the command context, and a read side that is consistent.
 
-A query handler asks for ``reads``: the read model, after it has reached the position the client asked for
-(``min_position`` query parameter or ``X-Min-Position`` header), waiting at most the configured timeout
-(then 504 ``projection_timeout``). A position beyond the log's head is refused at once (422).
+Commands are answered once the read models show them (:func:`read_side_reached`, through the middleware in
+:mod:`ledger.api.commands`). A query handler asks for ``reads``: the read model, after it has reached the
+position the client asked for (``min_position`` query parameter or ``X-Min-Position`` header), waiting at most
+the configured timeout (then 504 ``projection_timeout``). A position beyond the log's head is refused at once
+(422); a database that cannot be reached answers 503 ``database_unavailable``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +45,8 @@ def no_compatibility_warnings(profile: Any) -> list[str]:
 @dataclass
 class ApiOptions:
     consistency_timeout: float = 2.0
-    """Seconds a query waits for the projections to reach a requested position."""
+    """Seconds a query waits for the projections to reach a requested position, and a command's answer waits
+    for the projections to reach the command's position (then it answers, marked ``X-Ledger-Read-Side: pending``)."""
     max_body_size: int = 2 * 1024 * 1024
     ready_max_lag: int = 0
     """/ready answers 503 while a projection is more than this many positions behind the log."""
@@ -77,6 +81,12 @@ class Services:
     """Its ``steering.runs.GenerationService``: generation and replay."""
     active: Any = None
     """The ``ledger.api.active.ActiveProfileCache`` that answers ``GET /api/profiles/active``."""
+    progress: Any = None
+    """The ``projections.progress.ReadSideProgress`` of the read model: waiting for a position."""
+    rebuilds: Any = None
+    """The ``ledger.api.rebuilds.RebuildJobs`` of this server."""
+    notifications: Any = None
+    """The process's one PostgreSQL LISTEN (``projections.wakeup.Notifications``); None on SQLite."""
 
 
 def services_of(state: State) -> Services:
@@ -116,9 +126,9 @@ async def provide_reads(state: State, min_position: MinPosition = None, x_min_po
 async def reach_position(services: Services, min_position: int | None, x_min_position: int | None) -> int | None:
     """Wait until the read side has reached the position the request asks for; returns it (None: none asked)."""
     wanted = max((p for p in (min_position, x_min_position) if p is not None), default=None)
-    if wanted:
+    if wanted and wanted > services.progress.reached:
         timeout = services.options.consistency_timeout
-        reached = await anyio.to_thread.run_sync(_wait_for_recorded_position, services.read_model, wanted, timeout)
+        reached = await anyio.to_thread.run_sync(_wait_for_recorded_position, services, wanted, timeout)
         if not reached:
             raise ProjectionTimeoutError(
                 f"the read side did not reach position {wanted} within {timeout:g} s; retry later",
@@ -168,19 +178,44 @@ class DocumentsMinPosition(Operation):
         ]
 
 
-def _wait_for_recorded_position(reads: Any, wanted: int, timeout: float) -> bool:
+def _wait_for_recorded_position(services: Services, wanted: int, timeout: float) -> bool:
     """Wait for the read side to reach ``wanted``; a position the log has not reached is a client error (422),
-    not something to wait for."""
-    if reads.wait_for_position(wanted, 0):
+    not something to wait for. The database not answering raises (503)."""
+    progress = services.progress
+    if progress.read() >= wanted:
         return True
-    head = reads.log_position()
+    assert services.ledger is not None
+    head = services.ledger.recorder.max_notification_id() or 0
     if wanted > head:
         raise InvalidRequestError(
             f"min_position {wanted} is beyond the last position recorded in the log ({head})",
             field="min_position",
             log_position=head,
         )
-    return bool(reads.wait_for_position(wanted, timeout))
+    return bool(progress.wait_for(wanted, timeout))
+
+
+async def read_side_reached(services: Services, position: int) -> bool:
+    """Wait (without holding a thread) until every read model applied ``position``; False after the
+    configured timeout, or at once when the app keeps no read side."""
+    progress = services.progress
+    if progress is None:
+        return False
+    if position <= progress.reached:
+        return True
+    loop = asyncio.get_running_loop()
+    reached = loop.create_future()
+
+    def settle() -> None:
+        if not reached.done():
+            reached.set_result(True)
+
+    withdraw = progress.when_reached(position, lambda: loop.call_soon_threadsafe(settle))
+    try:
+        return bool(await asyncio.wait_for(reached, services.options.consistency_timeout))
+    except asyncio.TimeoutError:
+        withdraw()
+        return False
 
 
 def provide_context(

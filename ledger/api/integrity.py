@@ -9,24 +9,24 @@ waited in vain, is answered 429 with ``Retry-After``.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from litestar import Controller, Request, post, get
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
-from litestar.status_codes import HTTP_200_OK, HTTP_429_TOO_MANY_REQUESTS
+from litestar.params import FromPath, Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_429_TOO_MANY_REQUESTS
 
 from ledger.access import role_allows
 from ledger.api.auth import principal_of, requires
+from ledger.api.errors import CONFLICT, NOT_FOUND, responses
 from ledger.api.deps import Services
-from ledger.api.schemas import RebuildResult, VerifyResult
+from ledger.api.rebuilds import RebuildJob
+from ledger.api.schemas import VerifyResult
 from ledger.application import ProfileLedger
-from ledger.errors import PermissionDeniedError
+from ledger.errors import NotFoundError, PermissionDeniedError
 from ledger.verification import VerifyBusyError
 
-_REBUILDING = threading.Lock()
 INCREMENTAL_WAIT_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 2
 
@@ -73,14 +73,22 @@ class LedgerController(Controller):
 
     @post(
         "/rebuild",
-        summary="Rebuild every read model from position 0 (queries keep being answered meanwhile)",
+        summary="Start rebuilding every read model from position 0 (queries keep being answered meanwhile); "
+        "poll the job at its `url` (also `Location`). One rebuild at a time across all servers: 409 "
+        "`rebuild_in_progress` meanwhile",
         sync_to_thread=True,
-        status_code=HTTP_200_OK,
+        status_code=HTTP_202_ACCEPTED,
         opt=requires("admin"),
+        responses=responses(CONFLICT),
     )
-    def rebuild(self, services: NamedDependency[Services]) -> RebuildResult:
-        from projections.runner import rebuild as rebuild_read_models
+    def rebuild(self, services: NamedDependency[Services]) -> Response[RebuildJob]:
+        job = services.rebuilds.start()
+        return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.url})
 
-        with _REBUILDING:  # one rebuild at a time in this process
-            positions = rebuild_read_models(services.database, progress=False)
-        return RebuildResult(positions=dict(positions))
+    @get("/rebuilds/{job_id:str}", summary="A rebuild job: running, succeeded (with positions) or failed",
+         opt=requires("admin"), responses=responses(NOT_FOUND))
+    async def rebuild_job(self, job_id: FromPath[str], services: NamedDependency[Services]) -> RebuildJob:
+        job = services.rebuilds.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no rebuild job {job_id[:80]!r} on this server", job_id=job_id[:80])
+        return job

@@ -391,11 +391,6 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     """An incremental walk: the positions up to this one were verified by an earlier walk of this process."""
 
 
-class RebuildResult(msgspec.Struct, kw_only=True):
-    positions: dict[str, int]
-    """The log position each read model was rebuilt up to."""
-
-
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The one error shape: ``error`` is a stable code, ``detail`` a human message; context fields follow."""
 

@@ -35,8 +35,9 @@ def load_engine(settings: Settings) -> Any:
 
 
 class SteeringRuntime:
-    def __init__(self, settings: Settings, ledger: ProfileLedger, engine: Any) -> None:
+    def __init__(self, settings: Settings, ledger: ProfileLedger, engine: Any, notifications: Any = None) -> None:
         from projections.follow import LogFollower
+        from projections.log import EventLog
         from steering.projector import SteeringProjector
         from steering.runs import GenerationService
 
@@ -44,7 +45,8 @@ class SteeringRuntime:
         self.generation = GenerationService(ledger, engine)
         self.projector = SteeringProjector(engine, self.generation.spec_at)
         self.generation.projector = self.projector
-        self.follower = LogFollower(settings.database, self.projector)
+        self.follower = LogFollower(settings.database, self.projector, log=EventLog(settings.database, app=ledger),
+                                    notifications=notifications)
         self._ledger = ledger
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

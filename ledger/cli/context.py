@@ -19,9 +19,17 @@ from ledger.settings import Database, Settings
 
 
 class CliState:
+    """The one application (and pool) of a CLI process, and its read side.
+
+    A command that wrote brings the read models up to its writes before the process ends (:meth:`close`), so
+    the next query, here or on any server, shows them; a query only reads.
+    """
+
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         self._ledger: ProfileLedger | None = None
+        self._reads: Any = None
+        self._written = 0
 
     def configure(self, database: str | None) -> None:
         settings = Settings.from_env()
@@ -31,12 +39,52 @@ class CliState:
     def ledger(self) -> ProfileLedger:
         if self._ledger is None:
             self._ledger = ProfileLedger(env=self.settings.database.eventsourcing_env(pool_size=2))
+            self._ledger.add_listener(self._saw)
         return self._ledger
 
+    @property
+    def reads(self) -> Any:
+        """The read models (``projections.queries.ReadModel``) over this process's application."""
+        if self._reads is None:
+            from projections.log import EventLog
+            from projections.queries import ReadModel
+            from projections.store import open_store
+
+            database = self.settings.database
+            store = open_store(database, datastore=self.ledger.recorder.datastore)
+            self._reads = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
+        return self._reads
+
+    def _saw(self, position: int) -> None:
+        self._written = max(self._written, position)
+
+    def show_own_writes(self) -> None:
+        """Apply the log to the read models up to (at least) this process's last write, alongside any server or
+        worker doing the same (each batch is applied once, under its lock)."""
+        if not self._written:
+            return
+        from projections.runner import ProjectionWorker
+        from projections.schema import create_read_side
+
+        reads = self.reads
+        create_read_side(reads.store, self.settings.database)
+        worker = ProjectionWorker(self.settings.database, store=reads.store, log=reads.log)
+        worker.catch_up()
+        self._written = 0
+
     def close(self) -> None:
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+        try:
+            self.show_own_writes()
+        except Exception as error:  # noqa: BLE001 - the command itself succeeded: say so, in one line
+            typer.echo(f"warning: the read models do not show this command's writes yet ({type(error).__name__}: "
+                       f"{error}); a running server or `ledger project` will apply them", err=True)
+        finally:
+            if self._reads is not None:
+                self._reads.close()
+                self._reads = None
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
 
 
 state = CliState()

@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", help="Port to listen on."),
         projections: bool = typer.Option(
             True, "--projections/--no-projections",
-            help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere).",
+            help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere: "
+            "commands are answered once the read models show them, so something must keep them).",
         ),
         auth: Optional[bool] = typer.Option(
             None, "--auth/--no-auth",
@@ -65,13 +66,28 @@ def register(app: typer.Typer) -> None:
         names: Optional[list[str]] = typer.Argument(None, help="Read models to maintain (default: all)."),
     ) -> None:
         """Run a projection worker: follow the log and keep the read models up to date until SIGTERM/SIGINT."""
-        from projections.runner import run_projections
+        from projections.runner import ProjectionWorker, run_projections
+        from projections.schema import create_read_side
 
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         typer.echo(f"projection worker following {state.settings.database.display()}", err=True)
-        run_projections(state.settings.database, stop, names or None)
+        reads = state.reads  # the process's one application and pool
+        create_read_side(reads.store, state.settings.database)
+        worker = ProjectionWorker(state.settings.database, names or None, store=reads.store, log=reads.log)
+        run_projections(state.settings.database, stop, worker=worker)
+
+    db = typer.Typer(help="The database: create its tables.", no_args_is_help=True)
+    app.add_typer(db, name="db")
+
+    @db.command("init")
+    def init() -> None:
+        """Create every table the ledger needs (event store, tracking, read models) if missing; safe to repeat."""
+        from projections.schema import init_database
+
+        init_database(state.settings.database)
+        typer.echo(f"initialised {state.settings.database.display()}", err=True)
 
     @app.command()
     def rebuild(
@@ -81,8 +97,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rebuild read models from position 0 into new tables and swap them in; queries keep working meanwhile."""
         from projections.runner import rebuild as rebuild_read_models
+        from projections.schema import hold_rebuild_lock
 
-        positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
+        release = hold_rebuild_lock(state.settings.database)  # one rebuild at a time, across every process
+        try:
+            positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
+        finally:
+            release()
         if as_json:
             emit_json(positions)
         else:

@@ -3,26 +3,24 @@ process on the same PostgreSQL database, must still show, at once with their pos
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
 
+def _active_id(base_url: str) -> str | None:
+    answer = httpx.get(f"{base_url}/api/profiles/active")
+    return answer.json()["id"] if answer.status_code == 200 else None
+
+
 def _eventually_active(base_url: str, expected: str | None, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = httpx.get(f"{base_url}/api/profiles/active")
-        seen = answer.json()["id"] if answer.status_code == 200 else None
-        if seen == expected:
-            return
-        assert time.monotonic() < deadline, f"the active profile stayed {seen}, not {expected}"
-        time.sleep(0.02)
+    wait_until(lambda: _active_id(base_url) == expected, timeout, f"the active profile to become {expected}")
 
 
 def test_a_write_by_another_process_replaces_the_cached_active_profile(live_server, postgres_url):

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import assert_error, create, fresh, start_server
+from tests.waiting import wait_until
 
 
 def test_events_are_filtered_and_paginated(client):
@@ -67,13 +68,6 @@ def _open_streams(base_url: str) -> int:
     return int(float(line.split()[1]))
 
 
-def _wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.postgres
@@ -101,7 +95,7 @@ def test_stream_tails_the_log_resumes_and_ends_when_the_client_goes(live_server)
         assert ids == sorted(ids) and ids[0] == 1 and len(set(ids)) == len(ids)
         assert all(event["data"]["position"] == event["id"] for event in seen)
         assert seen[0]["data"]["profile_id"] == first["id"] and seen[0]["event"] == "Profile.Created"
-        assert _wait_for(lambda: _open_streams(base) == 0), "the stream did not end after the client left"
+        wait_until(lambda: _open_streams(base) == 0, what="the stream to end after the client left")
         # resume after a given position with Last-Event-ID
         resumed: list[dict] = []
         with http.stream("GET", "/api/events/stream", headers={"Last-Event-ID": str(ids[4])}) as response:
@@ -124,7 +118,7 @@ def test_stream_ends_cleanly_when_the_server_shuts_down(postgres_url):
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    assert _wait_for(lambda: bool(lines)), "the stream did not start"
+    wait_until(lambda: bool(lines), what="the stream to start")
     started = time.monotonic()
     running.stop(timeout=15)
     assert ended.wait(5), "the client's stream did not end"

@@ -20,6 +20,7 @@ from eventsourcing.persistence import (
 
 from ledger.group_commit import GroupCommitter
 from ledger.signing import SigningKeys
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 THREADS = 32
@@ -46,10 +47,7 @@ def held(committer: GroupCommitter):
 
 
 def queued(committer: GroupCommitter, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(committer._queue) < count:
-        assert time.monotonic() < deadline, "the saves did not queue"
-        time.sleep(0.005)
+    wait_until(lambda: len(committer._queue) >= count, 10, "the saves to queue", interval=0.005)
 
 
 def save_in_background(pool: ThreadPoolExecutor, recorder, events):

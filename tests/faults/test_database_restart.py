@@ -17,8 +17,8 @@ import pytest
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
-from tests.faults.workload import wait_for
 from tests.postgres_server import PostgresServer
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.postgres
 

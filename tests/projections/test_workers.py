@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ledger.settings import Database
 from projections.queries import ReadModel
 from projections.runner import ProjectionWorker, rebuild
 from tests.projections.dumps import dump
+from tests.waiting import retry_until_it_works
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,16 +146,6 @@ def test_two_workers_at_once_give_what_one_gives(postgres_url):
     read_model.close()
 
 
-def _eventually(attempt, seconds: float = 30.0):
-    """The writer's own connection pool needs a moment after a restart; that is not what is tested here."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return attempt()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def test_a_worker_wakes_on_notify_and_survives_a_database_restart(postgres_server, postgres_url):
@@ -173,7 +163,7 @@ def test_a_worker_wakes_on_notify_and_survives_a_database_restart(postgres_serve
             pytest.skip("needs a server these tests started")
         # With -l the restarted server writes to a log file instead of holding pg_ctl's output pipes open.
         postgres_server.pg_ctl("restart", "-m", "fast", "-l", str(postgres_server.data_dir.parent / "server.log"))
-        position = _eventually(lambda: app.create_profile({"name": "after", "steering": {1: 1.0}}).position)
+        position = retry_until_it_works(lambda: app.create_profile({"name": "after", "steering": {1: 1.0}}).position)
         assert read_model.wait_for_position(position, timeout=15)
         assert read_model.get_profile_by_name("after") is not None
     finally:

@@ -141,3 +141,15 @@ def test_activation_reaches_the_hook_quickly(stack):
         delays.append(time.perf_counter() - started)
         assert engine.active.profile_id == str(pid)
     assert max(delays) < 1.0  # the figure itself is a benchmark; here: it is event-driven, not polled slowly
+
+
+def test_a_request_without_a_profile_uses_an_activation_just_answered_by_another_process(stack, tmp_path):
+    ledger, _, service, _ = stack
+    pid = profile(ledger, "elsewhere", {3: 8.0})
+    other = ProfileLedger(env=Database(f"sqlite:///{tmp_path / 'ledger.sqlite'}").eventsourcing_env())
+    try:
+        other.activate_profile(pid)  # another server: no save in this process wakes the projector
+        spec = service.resolve(None, None)  # at once, as a client would after the activation's answer
+    finally:
+        other.close()
+    assert spec is not None and spec.profile_id == pid

@@ -1,0 +1,116 @@
+"""Creating the tables, in one place: ``ledger db init``, and what ``serve``, ``project`` and a writing CLI
+command call before using the read side.
+
+Each read model's definition (its version, tables, indexes and statements) is recorded beside it; a read model
+whose recorded definition differs from the code's is rebuilt (blue/green, see :func:`projections.runner.rebuild`)
+before the process uses it, one process at a time (a database lock), instead of being left stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from ledger.application import ProfileLedger
+from ledger.settings import Database
+from projections.errors import RebuildInProgressError
+from projections.projection import ReadModelProjection
+from projections.registry import select
+from projections.store import ReadModelStore, lock_id, open_store
+
+logger = logging.getLogger(__name__)
+
+DEFINITIONS_TABLE = "read_model_definitions"
+REBUILD_LOCK = lock_id("__rebuild__")
+"""Held while read models are rebuilt (and while definitions are checked): one at a time per database."""
+_REBUILDING_HERE = threading.Lock()  # SQLite: one at a time in this process
+
+
+def definition(projection: ReadModelProjection) -> str:
+    """``v<version>-<digest of the tables, indexes and statements>``."""
+    text = json.dumps(
+        [projection.tables, projection.postgres_indexes, projection.trigram_indexes, projection.statements,
+         projection.late_statements],
+        sort_keys=True,
+    )
+    return f"v{projection.version}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
+    """The tracking table and every read model's tables, when they do not exist yet (idempotent); then rebuild
+    the read models whose definition changed. Returns the names of those rebuilt."""
+    store.create_table()
+    store.create_read_model_tables(select())
+    return rebuild_changed(store, database)
+
+
+def rebuild_changed(store: ReadModelStore, database: Database) -> list[str]:
+    current = {projection.name: definition(projection) for projection in select()}
+    with _one_process_at_a_time(store):
+        dialect = store.dialect
+        with store.datastore.transaction(commit=True) as curs:
+            curs.execute(f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)")
+            curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
+            recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
+        changed = [name for name, made in current.items() if name in recorded and recorded[name] != made]
+        if changed:
+            from projections.runner import rebuild
+
+            logger.warning("read models %s changed definition: rebuilding them", ", ".join(changed))
+            rebuild(database, changed, progress=False)
+        upsert = dialect.compile(
+            f"INSERT INTO {DEFINITIONS_TABLE} (name, definition) VALUES (:name, :definition) "
+            "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition"
+        )
+        stale = {name: made for name, made in current.items() if recorded.get(name) != made}
+        if stale:
+            with store.datastore.transaction(commit=True) as curs:
+                for name, made in stale.items():
+                    curs.execute(upsert, dialect.parameters({"name": name, "definition": made}))
+    return changed
+
+
+@contextmanager
+def _one_process_at_a_time(store: ReadModelStore) -> Iterator[None]:
+    """A session lock on PostgreSQL (SQLite's write lock serialises the writes themselves)."""
+    if not store.dialect.is_postgres:
+        yield
+        return
+    with store.datastore.get_connection() as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (REBUILD_LOCK,))
+
+
+def hold_rebuild_lock(database: Database) -> Callable[[], None]:
+    """Take the rebuild lock without waiting (:class:`RebuildInProgressError` when it is held); returns the
+    function that lets it go. On PostgreSQL a session lock on a connection of its own, so it is let go even if
+    the process dies; on SQLite within this process."""
+    if database.is_postgres:
+        conn = psycopg.connect(database.url, autocommit=True, connect_timeout=5)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK,)).fetchone()
+        if not (row and row[0]):
+            conn.close()
+            raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
+        return conn.close
+    if not _REBUILDING_HERE.acquire(blocking=False):
+        raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
+    return _REBUILDING_HERE.release
+
+
+def init_database(database: Database) -> None:
+    """Every table the ledger needs: the event store's (the library creates them with the application), the
+    tracking table and the read models'."""
+    app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
+    try:
+        create_read_side(open_store(database, datastore=app.recorder.datastore), database)
+    finally:
+        app.close()

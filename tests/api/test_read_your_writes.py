@@ -1,0 +1,35 @@
+"""Read-your-writes for every client: once a command is answered, every query on every server of the database
+shows it, with no position passed; a bulk writer can opt out with ``Prefer: respond-async``."""
+
+from __future__ import annotations
+
+import time
+
+from tests.api.conftest import make_client
+from tests.read_your_writes import run_commands_and_read_back
+
+
+def test_every_command_is_visible_at_once_on_every_server_without_a_position(database_url):
+    with make_client(database_url) as first, make_client(database_url) as second:
+        commands, misses = run_commands_and_read_back(first, [first, second])
+    assert commands == 200
+    assert misses.reads == 500 and misses.missed == []
+
+
+def test_a_command_waits_for_the_read_side_at_most_the_bound_and_says_so(sqlite_url):
+    with make_client(sqlite_url, run_projections=False, consistency_timeout=0.3) as client:
+        started = time.monotonic()
+        created = client.post("/api/profiles", json={"name": "unprojected"})
+        assert created.status_code == 201 and time.monotonic() - started >= 0.3
+        assert created.headers["X-Ledger-Read-Side"] == "pending"  # nothing projects here: not visible yet
+        assert client.get(f"/api/profiles/{created.json()['id']}").status_code == 404
+
+
+def test_a_bulk_writer_that_prefers_respond_async_is_answered_at_once(sqlite_url):
+    with make_client(sqlite_url, run_projections=False, consistency_timeout=30) as client:
+        started = time.monotonic()
+        created = client.post("/api/profiles", json={"name": "bulk"}, headers={"Prefer": "respond-async, wait=1"})
+        assert created.status_code == 201 and time.monotonic() - started < 10
+        assert created.headers["Preference-Applied"] == "respond-async"
+        assert created.headers["X-Ledger-Read-Side"] == "pending"
+        assert created.headers["X-Ledger-Position"] == str(created.json()["position"])

@@ -1,0 +1,43 @@
+"""``POST /api/ledger/rebuild`` starts a job (202) to poll; one rebuild at a time across all processes."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ledger.settings import Database
+from projections.schema import REBUILD_LOCK, hold_rebuild_lock
+from tests.api.conftest import assert_error, create, make_client
+from tests.waiting import wait_until
+
+
+def test_a_rebuild_is_a_job_to_poll_and_queries_see_the_same_afterwards(database_url):
+    with make_client(database_url) as client:
+        made = create(client, "kept")
+        started = client.post("/api/ledger/rebuild")
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["state"] in ("running", "succeeded") and started.headers["Location"] == job["url"]
+        done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
+            client.get(job["url"]).json()), 60, "the rebuild to end")
+        assert done["state"] == "succeeded" and done["finished_at"] and done["error"] is None
+        assert set(done["positions"].values()) == {made["position"]}
+        assert client.get(f"/api/profiles/{made['id']}").json()["name"] == "kept"
+        assert_error(client.get("/api/ledger/rebuilds/unknown"), 404, "not_found")
+
+
+def test_a_second_rebuild_meanwhile_is_refused_with_409(database_url):
+    with make_client(database_url) as client:
+        release = hold_rebuild_lock(Database(database_url))  # a rebuild running (in another process, on PostgreSQL)
+        try:
+            assert_error(client.post("/api/ledger/rebuild"), 409, "rebuild_in_progress")
+        finally:
+            release()
+        assert client.post("/api/ledger/rebuild").status_code == 202
+
+
+@pytest.mark.postgres
+def test_the_lock_is_the_databases_not_the_process(postgres_url):
+    with make_client(postgres_url) as client, psycopg.connect(postgres_url, autocommit=True) as other_process:
+        other_process.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
+        assert_error(client.post("/api/ledger/rebuild"), 409, "rebuild_in_progress")

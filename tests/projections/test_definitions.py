@@ -1,0 +1,55 @@
+"""Read models carry their definition: one whose recorded definition differs from the code's is rebuilt when a
+process starts, instead of being left stale; an unchanged one is left alone."""
+
+from __future__ import annotations
+
+from ledger.application import ProfileLedger
+from ledger.settings import Database
+from projections.registry import select
+from projections.runner import ProjectionWorker
+from projections.schema import DEFINITIONS_TABLE, create_read_side, definition, init_database
+from projections.store import open_store
+from tests.cli.test_cli_read_side import listed, run_cli
+
+
+def test_a_changed_definition_is_rebuilt_on_start_and_an_unchanged_one_is_not(database_url):
+    database = Database(database_url)
+    init_database(database)
+    app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
+    store = open_store(database, datastore=app.recorder.datastore)
+    try:
+        for name in ("calm", "bold"):
+            app.create_profile({"name": name, "steering": {1: 1.0}})
+        worker = ProjectionWorker(database, store=store)
+        worker.catch_up()
+        worker.close()
+        assert create_read_side(store, database) == []  # nothing changed: nothing rebuilt
+        with store.datastore.transaction(commit=True) as curs:  # as if "profiles" had been made by an older
+            curs.execute(store.dialect.compile(  # definition that wrote other rows
+                f"UPDATE {DEFINITIONS_TABLE} SET definition = 'v0-old' WHERE name = 'profiles'"))
+            curs.execute("DELETE FROM profiles")
+    finally:
+        app.close()
+    assert listed(database_url) == []
+
+    run_cli(database_url, "db", "init")  # a process starting
+
+    assert listed(database_url) == ["bold", "calm"]
+    check = open_store(database, pool_size=1)
+    try:
+        with check.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
+            recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
+    finally:
+        check.datastore.close()
+    assert recorded == {projection.name: definition(projection) for projection in select()}
+
+
+def test_a_definition_names_its_version_and_changes_with_a_statement():
+    profiles = next(projection for projection in select() if projection.name == "profiles")
+    from dataclasses import replace
+
+    assert definition(profiles).startswith(f"v{profiles.version}-")
+    assert definition(replace(profiles, version=profiles.version + 1)) != definition(profiles)
+    changed = replace(profiles, statements={**profiles.statements, "extra": "SELECT 1"})
+    assert definition(changed) != definition(profiles)
