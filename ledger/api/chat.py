@@ -192,12 +192,12 @@ class ChatController(Controller):
             wait_for_steering(services, data.min_position)
         model = generation.engine.model_id
         created = int(time.time())
+        if data.stream and data.compare:
+            raise ValidationError("compare cannot be combined with stream", field="compare")
+        warnings = request_warnings(generation, completion)  # refuses an impossible profile before any stream
         if data.stream:
-            if data.compare:
-                raise ValidationError("compare cannot be combined with stream", field="compare")
             usage = bool((data.stream_options or {}).get("include_usage"))
-            return self._stream(generation, completion, context, model, created, usage)  # type: ignore[return-value]
-        warnings = request_warnings(generation, completion)
+            return self._stream(generation, completion, context, model, created, usage, warnings)  # type: ignore[return-value]
         with busy_as_503():
             outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
         result = outcome.result
@@ -224,7 +224,8 @@ class ChatController(Controller):
 
     @staticmethod
     def _stream(
-        generation: Any, completion: Any, context: CommandContext, model: str, created: int, usage: bool
+        generation: Any, completion: Any, context: CommandContext, model: str, created: int, usage: bool,
+        warnings: list[str],
     ) -> Stream:
         """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's)."""
         recorded: list[Any] = []
@@ -260,6 +261,7 @@ class ChatController(Controller):
                     "profile_id": str(outcome.profile_id) if outcome.profile_id else None,
                     "profile_version": outcome.profile_version, "seed": outcome.seed,
                     "output_sha256": outcome.result.output_sha256,
+                    "warnings": [*warnings, *outcome.warnings],
                 }}
             yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
             if usage and outcome is not None:

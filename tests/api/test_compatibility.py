@@ -3,6 +3,8 @@ with a tiny model whose SAE (id ``tiny-sae``, layer 1, ``D_SAE`` features) is lo
 
 from __future__ import annotations
 
+import json
+
 from tests.api.conftest import assert_error
 from tests.api.test_chat import MESSAGES, server  # noqa: F401 - fixtures
 from tests.steering.conftest import D_SAE, LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
@@ -31,6 +33,9 @@ def test_activation_and_a_chat_request_warn_about_another_model_sae_and_layer(se
     assert [any(word in w for w in warnings) for word in ("big-model", "big-sae", "layer 0")] == [True] * 3
     activation = http.post(f"/api/profiles/{profile['id']}/activate").json()
     assert activation["warnings"] == warnings
+    with http.stream("POST", "/v1/chat/completions", json={**CHAT, "profile": "elsewhere", "stream": True}) as streamed:
+        chunks = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: {")]
+    assert chunks[-1]["ledger"]["warnings"] == warnings  # the last chunk of a stream carries them too
     matching = http.post("/api/profiles", json={"name": "matching", "steering": {"1": 1.0}}).json()
     assert http.post("/v1/chat/completions", json={**CHAT, "profile": matching["id"]}).json()["ledger"]["warnings"] == []
 
