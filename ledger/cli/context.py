@@ -50,8 +50,14 @@ class CliState:
             from projections.queries import ReadModel
             from projections.store import open_store
 
+            from projections.registry import select
+
             database = self.settings.database
             store = open_store(database, datastore=self.ledger.recorder.datastore)
+            # A database no server or writing command has initialised yet answers empty, not "no such table":
+            # its empty tables are made as the event store makes its own (nothing is applied or rebuilt here).
+            store.create_table()
+            store.create_read_model_tables(select())
             self._reads = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
         return self._reads
 
