@@ -21,6 +21,7 @@ from ledger.settings import Database
 from ledger.signing import SigningKeys
 from ledger.signing.records import Sealed
 from projections.runner import ProjectionWorker, rebuild
+from tests.waiting import wait_until
 
 CLI_TIMEOUT = 120
 
@@ -151,8 +152,11 @@ def test_out_of_range_values_are_refused_and_a_planted_one_does_not_stop_a_runni
     assert shown.status_code == 200 and shown.json()["layer"] == 2**31, shown.text
     assert httpx.get(f"{base}/ready").json()["detail"] is None
 
-    rebuilt = httpx.post(f"{base}/api/ledger/rebuild", timeout=120)
-    assert rebuilt.status_code == 200, rebuilt.text
+    started = httpx.post(f"{base}/api/ledger/rebuild", timeout=120)
+    assert started.status_code == 202, started.text
+    job = wait_until(lambda: (found := httpx.get(f"{base}{started.json()['url']}").json())["state"] != "running"
+                     and found, timeout=120, what="the rebuild job")
+    assert job["state"] == "succeeded", job
     deadline = time.monotonic() + 30
     while httpx.get(f"{base}/ready").status_code != 200:
         assert time.monotonic() < deadline
