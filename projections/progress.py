@@ -78,6 +78,7 @@ class ReadSideProgress:
         with self._lock:
             heapq.heappush(self._waiters, entry)
             self._start()
+        self.hint.set()  # the poller may be in its idle wait (up to a second): it polls at its waiting pace now
 
         def withdraw() -> None:
             with self._lock:
