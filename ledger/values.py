@@ -79,6 +79,12 @@ def name_key(name: str) -> str:
     (UTS #39 ``confusables.txt``: Cyrillic ``а``, Greek ``ο``, ``ℓ`` …) replaced by it. ASCII characters are kept
     as they are, so the key of an ASCII name is what it always was (trimmed, collapsed, case-folded).
     """
+    if name.isascii() and name.isprintable():  # the common case, with nothing to normalise or replace
+        return " ".join(name.split()).casefold()
+    return _unicode_name_key(name)
+
+
+def _unicode_name_key(name: str) -> str:
     folded = unicodedata.normalize("NFKC", name)
     folded = "".join(character for character in folded if not _ignorable(character))
     folded = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())

@@ -36,3 +36,8 @@ def test_the_key_is_stable(text):
 def test_fullwidth_and_case_variants_of_an_ascii_name_share_its_key(name):
     fullwidth = "".join(chr(ord(ch) + 0xFEE0) for ch in name)
     assert values.name_key(fullwidth) == values.name_key(name) == values.name_key(name.swapcase())
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60))
+def test_the_ascii_shortcut_gives_the_key_the_full_rules_give(text):
+    assert values.name_key(text) == values._unicode_name_key(text)
