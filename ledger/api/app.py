@@ -44,6 +44,7 @@ from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.console import console_routes, template_config
 from ledger.settings import Settings
+from ledger.tokens import TokenService
 from projections.log import EventLog
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
 from projections.progress import POLL_SECONDS as PROGRESS_POLL
@@ -113,7 +114,7 @@ def create_app(
         if services.ledger is None:
             services.ledger = ProfileLedger(env=settings.database.eventsourcing_env())
             owned.append(services.ledger)
-        services.tokens = TokenCache(services.ledger.access_tokens)
+        services.tokens = TokenCache(TokenService(services.ledger).current)
         if not auth:
             log.warning(
                 "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
@@ -17,7 +18,7 @@ from litestar.response import Stream
 
 from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import Services, parse_uuid
+from ledger.api.deps import Services
 from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
@@ -276,7 +277,7 @@ class ChatController(Controller):
 
 
 class ReplayController(Controller):
-    path = "/api/executions/{execution_id:str}/replay"
+    path = "/api/executions/{execution_id:uuid}/replay"
     tags = ["executions"]
 
     @post(
@@ -289,14 +290,13 @@ class ReplayController(Controller):
     )
     def replay(
         self,
-        execution_id: FromPath[str],
+        execution_id: FromPath[UUID],
         services: NamedDependency[Services],
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
-        eid = parse_uuid(execution_id, "execution_id")
         generation = generation_of(services)
         with busy_as_503():
-            outcome = run_command(context, lambda: generation.replay(eid))
+            outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
         body = ReplayRead(
             reproduced=outcome.reproduced,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from uuid import UUID
 
 import anyio
 import anyio.to_thread
@@ -25,10 +26,10 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import Services, parse_time, parse_uuid
+from ledger.api.deps import Services, parse_time
 from ledger.api.errors import INVALID, TIMEOUT, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.schemas import EventList, EventRead
-from ledger.api.views import event_from_row
+from ledger.states import convert
 from projections import cursors
 
 SCAN_BATCH = 50
@@ -38,7 +39,7 @@ SCAN_MAX = 5_000
 TOKEN_AGGREGATE = AccessTokens.__name__
 STREAM_RETRY_AFTER = 5
 
-ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of this profile (UUID).")]
+ProfileFilter = Annotated[UUID | None, QueryParameter(description="Only events of this profile (UUID).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
 TypeFilter = Annotated[str | None, QueryParameter(description="Only this event type, e.g. `Profile.Created`.")]
 After = Annotated[int | None, QueryParameter(ge=0, description="Only events after this log position.")]
@@ -81,7 +82,7 @@ class EventController(Controller):
     ) -> EventList:
         _text_filters(actor=actor, type=type)
         filters = {
-            "profile_id": parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
+            "profile_id": profile_id,
             "actor": actor,
             "event_type": type,
             "since": parse_time(since, "since"),
@@ -126,7 +127,7 @@ class EventController(Controller):
         if start is None:
             start = await anyio.to_thread.run_sync(services.read_model.log_position)
         filters = {
-            "profile_id": parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
+            "profile_id": profile_id,
             "actor": actor,
             "event_type": type,
         }
@@ -146,7 +147,7 @@ def _page(
         for row in batch.items:
             if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
                 continue
-            event = event_from_row(row)
+            event = convert(row, EventRead)
             event_size = len(msgspec.json.encode(event)) + 1
             if events and size + event_size > budget:
                 return EventList(events=events, next_cursor=cursors.encode("events", [events[-1].position]))
@@ -183,7 +184,7 @@ async def _tail(
                 if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
                     continue
                 yield ServerSentEventMessage(
-                    data=msgspec.json.encode(event_from_row(row)).decode(), event=row.event_type, id=row.position
+                    data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position
                 )
                 last_sent = time.monotonic()
             if page.next_cursor is not None:

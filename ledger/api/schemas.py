@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+
+from ledger.states import ProfileFields, SpecFields
 
 JSONObject = dict[str, Any]
 
@@ -117,22 +120,12 @@ class CreateToken(Request):
 
 
 # -- responses -------------------------------------------------------------------------------------
-class ProfileRead(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
-    feature_count: int
+class ProfileRead(ProfileFields, kw_only=True):
+    id: UUID
+    version: int
     is_active: bool
     created_at: datetime
     updated_at: datetime
-    version: int
-    tags: list[str]
-    products: list[str]
-    metadata: JSONObject
     execution_count: int = 0
     last_executed_at: datetime | None = None
     pinned: bool = False
@@ -156,13 +149,13 @@ class ProfileActivation(ProfileChange, kw_only=True):
 
 class ProfileList(msgspec.Struct, kw_only=True):
     profiles: list[ProfileRead]
-    active_profile_id: str | None
+    active_profile_id: UUID | None
     next_cursor: str | None
 
 
 class ProfileDeletion(msgspec.Struct, kw_only=True):
     deleted: bool
-    id: str
+    id: UUID
     name: str
     delete_executions: bool
     position: int
@@ -170,23 +163,13 @@ class ProfileDeletion(msgspec.Struct, kw_only=True):
 
 class Deactivation(msgspec.Struct, kw_only=True):
     deactivated: bool
-    profile_id: str | None
+    profile_id: UUID | None
     position: int
 
 
-class VersionRead(msgspec.Struct, kw_only=True):
-    profile_id: str
+class VersionRead(ProfileFields, kw_only=True):
+    profile_id: UUID
     version: int
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
-    feature_count: int
-    tags: list[str]
-    products: list[str]
-    metadata: JSONObject
     event_type: str
     actor: str
     reason: str | None
@@ -199,35 +182,10 @@ class VersionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class FieldChange(msgspec.Struct, kw_only=True):
-    field: str
-    before: Any
-    after: Any
-
-
-class StrengthChange(msgspec.Struct, kw_only=True):
-    before: float
-    after: float
-
-
-class SteeringDiff(msgspec.Struct, kw_only=True):
-    added: dict[str, float]
-    removed: dict[str, float]
-    changed: dict[str, StrengthChange]
-
-
-class ProfileDiff(msgspec.Struct, kw_only=True):
-    profile_id: str
-    from_version: int
-    to_version: int
-    changes: list[FieldChange]
-    steering: SteeringDiff
-
-
 class ExecutionRead(msgspec.Struct, kw_only=True):
-    id: str
-    profile_id: str
-    profile_version: int
+    id: UUID
+    profile_id: UUID | None
+    profile_version: int | None
     run_id: str | None
     seed: int | None
     entity_count: int | None
@@ -235,10 +193,10 @@ class ExecutionRead(msgspec.Struct, kw_only=True):
     error_message: str | None
     duration_ms: float | None
     metadata: JSONObject
-    executed_at: datetime
+    recorded_at: datetime = msgspec.field(name="executed_at")
     kind: str
     details: JSONObject
-    replay_of: str | None
+    replay_of: UUID | None
     actor: str
     reason: str | None
     correlation_id: str | None
@@ -253,16 +211,12 @@ class ExecutionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class ExecutionSpec(msgspec.Struct, kw_only=True):
+class ExecutionSpec(SpecFields, kw_only=True):
     """Everything needed to run an execution again: its profile version's exact spec and its inputs."""
 
-    execution_id: str
-    profile_id: str
+    execution_id: UUID
+    profile_id: UUID
     profile_version: int
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
     seed: int | None
     entity_count: int | None
     run_id: str | None
@@ -271,19 +225,15 @@ class ExecutionSpec(msgspec.Struct, kw_only=True):
     metadata: JSONObject
 
 
-class RunSpec(msgspec.Struct, kw_only=True):
+class RunSpec(SpecFields, kw_only=True):
     """Everything needed to run a run (e.g. a cohort) again: its profile version's spec, with the run's seed and
     entity count written in, and the products it is for."""
 
     run_id: str
-    execution_id: str
-    profile_id: str
+    execution_id: UUID
+    profile_id: UUID
     profile_version: int
     name: str
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
     products: list[str]
     tags: list[str]
     seed: int | None
@@ -296,8 +246,8 @@ class RunProfile(msgspec.Struct, kw_only=True):
     null once deleted)."""
 
     run_id: str
-    execution_id: str
-    profile_id: str
+    execution_id: UUID
+    profile_id: UUID
     profile_version: int
     recorded_at: datetime
     version: VersionRead | None
@@ -307,15 +257,15 @@ class RunProfile(msgspec.Struct, kw_only=True):
 class EventRead(msgspec.Struct, kw_only=True):
     position: int
     recorded_at: datetime
-    type: str
+    event_type: str = msgspec.field(name="type")
     aggregate_type: str
-    originator_id: str
+    originator_id: UUID
     originator_version: int
-    profile_id: str | None
+    profile_id: UUID | None
     actor: str
     reason: str | None
     correlation_id: str | None
-    data: JSONObject
+    payload: JSONObject = msgspec.field(name="data")
 
 
 class EventList(msgspec.Struct, kw_only=True):
@@ -347,7 +297,7 @@ class Readiness(msgspec.Struct, kw_only=True):
 class TokenRead(msgspec.Struct, kw_only=True):
     """An API token as listed: never its secret."""
 
-    id: str
+    token_id: UUID = msgspec.field(name="id")
     name: str
     role: str
     issued_at: str
@@ -366,7 +316,7 @@ class TokenIssued(TokenRead, kw_only=True):
 
 
 class TokenRevocation(msgspec.Struct, kw_only=True):
-    id: str
+    id: UUID
     revoked: bool
     """True when this request revoked it; false when it was revoked already."""
 

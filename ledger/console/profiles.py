@@ -18,13 +18,11 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.chat import generation_of
 from ledger.api.commands import run_command
 from ledger.api.deps import Services, parse_uuid
-from ledger.api.exchange import EXCHANGE_FIELDS, content_disposition
-from ledger.api.views import diff, profile_from_state
+from ledger.api.exchange import export_download
 from ledger.application import Outcome
 from ledger.console.rendering import page, render_fragment
 from ledger.console.session import command_context
@@ -39,6 +37,7 @@ from ledger.console.views import (
     parse_steering,
 )
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, ValidationError
+from ledger.time_travel import diff
 
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
@@ -209,7 +208,7 @@ class ProfilePages(Controller):
         if from_version is not None or to_version is not None:
             newer = to_version or row.version
             older = from_version or max(newer - 1, 1)
-            comparison = diff(str(pid), ledger.get_profile(pid, version=older), ledger.get_profile(pid, version=newer))
+            comparison = diff(ledger.get_profile(pid, version=older), ledger.get_profile(pid, version=newer))
         executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN).items
         return page(
             request,
@@ -227,23 +226,8 @@ class ProfilePages(Controller):
         )
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[bytes]:
-        reads = services_of(request).read_model
-        pid = parse_uuid(profile_id, "profile_id")
-        current = reads.get_profile(pid)
-        if current is None:
-            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
-        row = current if version is None or version == current.version else reads.get_version(pid, version)
-        if row is None:
-            raise ProfileNotFoundError(f"profile {pid} has no version {version}", profile_id=str(pid))
-        fields = {name: getattr(row, name) for name in EXCHANGE_FIELDS}
-        fields["steering"] = {int(key): value for key, value in row.steering.items()}
-        document = exchange.export_document(fields, row.version)
-        return Response(
-            msgspec.json.encode(document),
-            media_type="application/json",
-            headers={"Content-Disposition": content_disposition(current.name)},
-        )
+    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[Any]:
+        return export_download(services_of(request).read_model, parse_uuid(profile_id, "profile_id"), version)
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
     async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
@@ -281,7 +265,7 @@ class ProfilePages(Controller):
 
         def activate() -> Outcome:
             target = ledger.get_profile(pid, version=version)
-            services.compatibility_check(profile_from_state(target))  # refuses what the loaded model cannot run (as the API does)
+            services.compatibility_check(target)  # refuses what the loaded model cannot run (as the API does)
             return ledger.activate_profile(pid, version=version)
 
         await run(request, form.get("reason"), activate)

@@ -18,6 +18,7 @@ from litestar.testing import TestClient
 
 from ledger.access import ROLES
 from ledger.api.auth import required_role
+from ledger.tokens import TokenService
 from tests.api.conftest import assert_error, make_client
 
 pytestmark = pytest.mark.postgres
@@ -40,7 +41,7 @@ def secured(postgres_url: str) -> Iterator[tuple[Client, Tokens]]:
     """The app with authentication on, and one token per role (named after the role)."""
     with make_client(postgres_url, auth=True) as client:
         ledger = client.app.state.services.ledger
-        tokens = Tokens(*(ledger.issue_token(f"{role}-bot", role)[1] for role in ROLES))
+        tokens = Tokens(*(TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ROLES))
         yield client, tokens
 
 
@@ -245,8 +246,9 @@ def test_a_token_revoked_by_another_process_is_refused_within_the_cache_bound(se
     client, tokens = secured
     cache = client.app.state.services.tokens
     assert client.get("/api/profiles", headers=tokens.header("reader")).status_code == 200
-    token_id = next(t.token_id for t in client.app.state.services.ledger.list_tokens() if t.name == "reader-bot")
-    client.app.state.services.ledger.revoke_token(token_id)  # as the CLI would: this process's cache is not told
+    service = TokenService(client.app.state.services.ledger)
+    token_id = next(t.token_id for t in service.records() if t.name == "reader-bot")
+    service.revoke(token_id)  # as the CLI would: this process's cache is not told
     revoked_at = time.monotonic()
     while client.get("/api/profiles", headers=tokens.header("reader")).status_code == 200:
         assert time.monotonic() - revoked_at < cache.max_age + 1.0, "the revocation was not seen in time"

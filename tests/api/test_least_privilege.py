@@ -18,6 +18,7 @@ import pytest
 
 from ledger.access import ROLES
 from ledger.api.auth import TOKEN_MAX_AGE
+from ledger.tokens import TokenService
 from tests.api.conftest import RunningServer, assert_error, make_client, start_server
 
 pytestmark = pytest.mark.postgres
@@ -30,7 +31,7 @@ def secured_server(postgres_url: str) -> Iterator[tuple[RunningServer, dict[str,
     """A real uvicorn server with authentication on, and one token per role."""
     running = start_server(postgres_url, auth=True, sse_heartbeat=0.2)
     ledger = running.server.services.ledger
-    tokens = {role: ledger.issue_token(f"{role}-bot", role)[1] for role in ROLES}
+    tokens = {role: TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ROLES}
     try:
         yield running, tokens
     finally:
@@ -109,7 +110,7 @@ def test_a_readers_stream_never_carries_token_events(secured_server):
 def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_server):
     running, tokens = secured_server
     ledger = running.server.services.ledger
-    token_id, token = ledger.issue_token("watcher", "reader")
+    record, token = TokenService(ledger).issue("watcher", "reader")
     ended = threading.Event()
     opened = threading.Event()
 
@@ -126,7 +127,7 @@ def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_ser
     watcher.start()
     assert opened.wait(10)
     time.sleep(TOKEN_MAX_AGE)
-    ledger.revoke_token(token_id)  # as the CLI or another server would: this server learns of it by reloading
+    TokenService(ledger).revoke(record.token_id)  # as the CLI or another server would: this server learns of it by reloading
     revoked_at = time.monotonic()
     assert ended.wait(10), "the revoked token's stream stayed open"
     assert time.monotonic() - revoked_at < 2.5

@@ -10,6 +10,7 @@ import pytest
 from tests.api.conftest import assert_error, create
 from tests.application.test_tamper_evidence import tamper
 from tests.faults.test_database_owner import Owner
+from ledger.tokens import TokenService
 
 pytestmark = pytest.mark.postgres
 
@@ -38,7 +39,7 @@ def test_a_changed_byte_is_reported_with_its_position(pg_client, postgres_url):
 def test_verify_needs_a_token_when_auth_is_on(client_factory):
     with client_factory(auth=True) as client:
         assert_error(client.get("/api/ledger/verify"), 401, "unauthenticated")
-        _, token = client.app.state.services.ledger.issue_token("auditor", "reader")
+        _, token = TokenService(client.app.state.services.ledger).issue("auditor", "reader")
         response = client.get("/api/ledger/verify", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200 and response.json()["ok"] is True
 
@@ -111,8 +112,8 @@ def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(
 def test_a_full_walk_needs_the_admin_role_and_readers_get_the_incremental_one(client_factory):
     with client_factory(auth=True) as client:
         ledger = client.app.state.services.ledger
-        _, reader = ledger.issue_token("auditor", "reader")
-        _, admin = ledger.issue_token("root", "admin")
+        _, reader = TokenService(ledger).issue("auditor", "reader")
+        _, admin = TokenService(ledger).issue("root", "admin")
         as_reader = {"Authorization": f"Bearer {reader}"}
         assert_error(client.get("/api/ledger/verify", params={"full": "true"}, headers=as_reader), 403, "forbidden")
         assert client.get("/api/ledger/verify", headers=as_reader).json()["ok"] is True
