@@ -1,8 +1,7 @@
 """What a profile is made of, declared once, and what the application tells about one.
 
-``SpecFields`` and ``ProfileFields`` are the fields of one version of a profile (the domain's ``SPEC_FIELDS`` and
-``DETAIL_FIELDS``, with the feature count); the application's states and versions and the API's bodies extend
-them. :func:`convert` builds any of these Structs from whatever holds the fields as attributes: an aggregate, a
+``ProfileFields`` are the fields of one version of a profile (the domain's ``PROFILE_FIELDS``, with the feature
+count); the application's states and the API's profile and version bodies extend them. :func:`convert` builds any of these Structs from whatever holds the fields as attributes: an aggregate, a
 read-model row, another Struct.
 """
 
@@ -19,20 +18,16 @@ from ledger.domainmodel import PROFILE_FIELDS, Profile
 T = TypeVar("T")
 
 
-class SpecFields(msgspec.Struct, kw_only=True):
-    """What a profile version steers: the model, the SAE and its layer, and ``{feature_index: strength}``."""
-
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[int, float]
-
-
-class ProfileFields(SpecFields, kw_only=True):
+class ProfileFields(msgspec.Struct, kw_only=True):
     """Everything one version of a profile says."""
 
     name: str
     description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[int, float]
+    """``{feature_index: strength}``."""
     feature_count: int
     tags: list[str]
     products: list[str]

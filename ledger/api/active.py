@@ -33,7 +33,8 @@ from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
 from ledger.api.schemas import ProfileRead
-from ledger.states import SpecFields, convert
+from ledger.domainmodel import SPEC_FIELDS
+from ledger.states import ProfileFields, convert
 
 MAX_AGE_SECONDS = 0.5
 
@@ -44,9 +45,10 @@ def in_force(body: ProfileRead, pinned_version: int | None, pinned: Any = None) 
     latest = body.version
     if pinned_version is None or pinned is None or pinned_version == latest:
         return msgspec.structs.replace(body, pinned=pinned_version is not None, latest_version=latest)
-    spec = msgspec.structs.asdict(convert(pinned, SpecFields))
+    content = convert(pinned, ProfileFields)
+    spec = {name: getattr(content, name) for name in SPEC_FIELDS}
     return msgspec.structs.replace(
-        body, **spec, feature_count=len(spec["steering"]), version=pinned_version, pinned=True, latest_version=latest
+        body, **spec, feature_count=content.feature_count, version=pinned_version, pinned=True, latest_version=latest
     )
 
 

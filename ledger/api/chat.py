@@ -18,7 +18,7 @@ from litestar.response import Stream
 
 from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import Services
+from ledger.api.runtime import Runtime
 from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
@@ -45,7 +45,6 @@ from ledger.api.chat_schemas import (
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError
 
-MAX_TOKENS_LIMIT = 4096
 DEFAULT_MAX_TOKENS = 128
 
 
@@ -85,19 +84,19 @@ def busy_as_503() -> Iterator[None]:
         raise EngineBusyError(str(error), error.retry_after_s) from None
 
 
-def generation_of(services: Services) -> Any:
-    generation = getattr(services, "generation", None)
+def generation_of(runtime: Runtime) -> Any:
+    generation = getattr(runtime, "generation", None)
     if generation is None:
         raise ModelNotLoadedError("this server has no model loaded; start it with a model to generate")
     return generation
 
 
-def wait_for_steering(services: Services, position: int) -> None:
+def wait_for_steering(runtime: Runtime, position: int) -> None:
     """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
-    timeout = services.options.consistency_timeout
-    projector = services.steering.projector
-    if projector.position < position and services.ledger is not None:
-        head = services.ledger.recorder.max_notification_id() or 0
+    timeout = runtime.options.consistency_timeout
+    projector = runtime.steering.projector
+    if projector.position < position and runtime.ledger is not None:
+        head = runtime.ledger.recorder.max_notification_id() or 0
         if position > head:
             raise InvalidRequestError(
                 f"min_position {position} is beyond the last position recorded in the log ({head})",
@@ -117,22 +116,12 @@ def completion_from(data: ChatCompletionRequest) -> Any:
 
     if data.n != 1:
         raise ValidationError("only n=1 is supported", field="n")
-    if not data.messages:
-        raise ValidationError("messages must not be empty", field="messages")
     for index, message in enumerate(data.messages):
         if "\x00" in message.content:
             raise ValidationError("message content must not contain NUL characters", field=f"messages[{index}].content")
     max_tokens = next(
         (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
     )
-    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise ValidationError(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}", field="max_tokens")
-    if not 0.0 <= data.temperature <= 5.0:
-        raise ValidationError("temperature must be between 0 and 5", field="temperature")
-    if not 0.0 < data.top_p <= 1.0:
-        raise ValidationError("top_p must be in (0, 1]", field="top_p")
-    if data.seed is not None and not 0 <= data.seed < 2**63:
-        raise ValidationError("seed must be between 0 and 2**63 - 1", field="seed")
     stops = [data.stop] if isinstance(data.stop, str) else list(data.stop or [])
     if len(stops) > 4 or any(not s for s in stops):
         raise ValidationError("stop takes at most 4 non-empty strings", field="stop")
@@ -162,8 +151,8 @@ class ChatController(Controller):
     tags = ["generation"]
 
     @get("/models", summary="The model this server generates with (OpenAI shape)", sync_to_thread=False)
-    def list_models(self, services: NamedDependency[Services]) -> ModelList:
-        generation = getattr(services, "generation", None)
+    def list_models(self, runtime: NamedDependency[Runtime]) -> ModelList:
+        generation = getattr(runtime, "generation", None)
         cards = [] if generation is None else [
             ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
         ]
@@ -184,13 +173,13 @@ class ChatController(Controller):
     def chat_completions(
         self,
         data: JSONBody[ChatCompletionRequest],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
     ) -> Response[ChatCompletion]:
-        generation = generation_of(services)
+        generation = generation_of(runtime)
         completion = completion_from(data)
         if data.min_position is not None:
-            wait_for_steering(services, data.min_position)
+            wait_for_steering(runtime, data.min_position)
         model = generation.engine.model_id
         created = int(time.time())
         if data.stream and data.compare:
@@ -291,10 +280,10 @@ class ReplayController(Controller):
     def replay(
         self,
         execution_id: FromPath[UUID],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
-        generation = generation_of(services)
+        generation = generation_of(runtime)
         with busy_as_503():
             outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
@@ -323,14 +312,14 @@ class SteeringController(Controller):
     )
     def status(
         self,
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         min_position: Annotated[
             int | None, QueryParameter(ge=0, description="Answer once the hook has applied this log position.")
         ] = None,
     ) -> SteeringStatusRead:
-        generation = getattr(services, "generation", None)
+        generation = getattr(runtime, "generation", None)
         if generation is not None and min_position is not None:
-            wait_for_steering(services, min_position)
+            wait_for_steering(runtime, min_position)
         if generation is None:
             return SteeringStatusRead(
                 model_loaded=False, model_id=None, sae_id=None, sae_layer=None, device=None, dtype=None,

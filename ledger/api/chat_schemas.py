@@ -7,11 +7,14 @@ The chat request accepts the OpenAI parameters clients commonly send; the ones t
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from ledger.api.schemas import Request
+
+MAX_TOKENS_LIMIT = 4096
 
 
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -19,14 +22,17 @@ class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     content: str
 
 
+MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]
+
+
 class ChatCompletionRequest(Request, kw_only=True):
     model: str | None = None
-    messages: list[ChatMessage]
-    max_tokens: int | None = msgspec.field(default=None)
-    max_completion_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Annotated[float, Meta(ge=0, le=5)] = 1.0
+    top_p: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = 1

@@ -144,13 +144,13 @@ class ProfileExchangeController(Controller):
         request: Request[Any, Any, Any],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         rename: Annotated[bool, QueryParameter(description="On a name clash, import under a new name.")] = False,
     ) -> Response[ProfileChange]:
         document = await _document(request)
 
         def work() -> Response[ProfileChange]:
             outcome = run_command(context, lambda: ledger.import_profile(document, rename=rename))
-            return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
+            return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
 
         return await anyio.to_thread.run_sync(work)

@@ -14,14 +14,13 @@ from ledger.api.active import active_body, in_force
 from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import (
-    CompatibilityCheck,
     DocumentsMinPosition,
     etag,
     parse_if_match,
     parse_time,
     reach_position,
     requested_position,
-    services_of,
+    runtime_of,
     with_reason,
 )
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, STALE, TIMEOUT, TOO_LARGE, responses
@@ -76,9 +75,9 @@ def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status:
     return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state.version)})
 
 
-def loaded_target(services: Any) -> dict[str, Any]:
+def loaded_target(runtime: Any) -> dict[str, Any]:
     """What the server has loaded (model id, SAE id and its layer): recorded on a profile created without them."""
-    steering = getattr(services, "steering", None)
+    steering = getattr(runtime, "steering", None)
     engine = getattr(steering, "engine", None)
     if engine is None:
         return {}
@@ -142,9 +141,9 @@ class ProfileController(Controller):
     async def get_active(self, request: Request[Any, Any, Any]) -> Response[ProfileRead]:
         # answered from memory, encoded once per log position (see ledger.api.active); no dependencies and no
         # declared parameters: Litestar's resolving and parsing of them cost more than the rest of the route
-        services = services_of(request.app.state)
+        runtime = runtime_of(request.app.state)
         wanted = requested_position(request)
-        response = await services.active.response(await reach_position(services, wanted, None) if wanted else None)
+        response = await runtime.active.response(await reach_position(runtime, wanted, None) if wanted else None)
         if response is None:
             raise NoActiveProfileError("no profile is active; activate one with POST /api/profiles/{id}/activate")
         return response
@@ -231,14 +230,14 @@ class ProfileController(Controller):
         data: JSONBody[CreateProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
     ) -> Response[ProfileChange]:
         fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
-        loaded = loaded_target(services)
+        loaded = loaded_target(runtime)
         outcome = run_command(
             with_reason(context, data.reason), lambda: ledger.create_profile(fields, defaults=loaded)
         )
-        return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
+        return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
 
     @put(
         "/{profile_id:str}",
@@ -253,7 +252,7 @@ class ProfileController(Controller):
         data: JSONBody[UpdateProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
@@ -263,7 +262,7 @@ class ProfileController(Controller):
             with_reason(context, data.reason),
             lambda: ledger.update_profile(pid, changes, bump_version=data.bump_version, expected_version=expected),
         )
-        return change_response(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, runtime.read_model)
 
     @delete(
         "/{profile_id:str}",
@@ -307,17 +306,16 @@ class ProfileController(Controller):
         profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        compatibility_check: NamedDependency[CompatibilityCheck],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         data: JSONBody[ActivateProfile | None] = None,
     ) -> Response[ProfileActivation]:
         pid = profile_id_of(ledger, profile_id)
         version = data.version if data is not None else None
         reason = data.reason if data is not None else None
         target = ledger.get_profile(pid, version=version)
-        warnings = list(compatibility_check(target))
+        warnings = runtime.check_compatibility(target)
         outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
-        change = change_response(outcome, ledger, services.read_model)
+        change = change_response(outcome, ledger, runtime.read_model)
         shown = in_force(change.content, version, target)
         return Response(convert(shown, ProfileActivation, pinned_version=version, warnings=warnings), headers=change.headers)
 
@@ -356,7 +354,7 @@ class ProfileController(Controller):
         data: JSONBody[RevertProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
@@ -365,7 +363,7 @@ class ProfileController(Controller):
             with_reason(context, data.reason),
             lambda: ledger.revert_profile(pid, data.version, expected_version=expected),
         )
-        return change_response(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, runtime.read_model)
 
     @post(
         "/{profile_id:str}/restore",
@@ -381,10 +379,10 @@ class ProfileController(Controller):
         profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         data: JSONBody[RestoreProfile | None] = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
         reason = data.reason if data is not None else None
         outcome = run_command(with_reason(context, reason), lambda: ledger.restore_profile(pid))
-        return change_response(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, runtime.read_model)

@@ -1,7 +1,8 @@
 """Request and response bodies of the HTTP API: msgspec Structs, nothing else.
 
-Requests are named like commands (``CreateProfile``) and refuse unknown fields; responses are named like
-things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or given as ``null`` stays as it is;
+Requests are named like commands (``CreateProfile``) and refuse unknown fields; the bounds a field declares
+(``Meta``) are the domain's (:mod:`ledger.values`), shown in the OpenAPI document and checked as the body is
+read. Responses are named like things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or given as ``null`` stays as it is;
 clearing one is explicit (``""``, ``{}``, ``[]``), as each field's description says.
 """
 
@@ -14,9 +15,15 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ledger.states import ProfileFields, SpecFields
+from ledger import values
+from ledger.states import ProfileFields
 
 JSONObject = dict[str, Any]
+REASON_MAX = 1_000
+
+Reason = Annotated[str, Meta(max_length=REASON_MAX, description="Why (recorded on the events; overrides `X-Reason`).")]
+Description = Annotated[str, Meta(max_length=values.DESCRIPTION_MAX)]
+Layer = Annotated[int, Meta(ge=0, le=values.LAYER_MAX)]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -26,16 +33,16 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 # -- requests --------------------------------------------------------------------------------------
 class CreateProfile(Request):
     name: str
-    description: str | None = None
+    description: Description | None = None
     model_id: str | None = None
     sae_id: str | None = None
-    layer: int | None = None
+    layer: Layer | None = None
     steering: dict[str, float] | None = None
     """``{feature_index: strength}``; omitted or null → the active profile's spec is copied."""
     tags: list[str] | None = None
     products: list[str] | None = None
     metadata: JSONObject | None = None
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 _KEEP = "Absent or `null`: left as it is."
@@ -48,11 +55,11 @@ class UpdateProfile(Request):
 
     name: Annotated[str | None | UnsetType, Meta(description=f"A new name. {_KEEP}")] = UNSET
     description: Annotated[
-        str | None | UnsetType, Meta(description=f'A new description; `""` clears it. {_KEEP}')
+        Description | None | UnsetType, Meta(description=f'A new description; `""` clears it. {_KEEP}')
     ] = UNSET
     model_id: Annotated[str | None | UnsetType, Meta(description=f'The target model; `""` clears it. {_KEEP}')] = UNSET
     sae_id: Annotated[str | None | UnsetType, Meta(description=f'The target SAE; `""` clears it. {_KEEP}')] = UNSET
-    layer: Annotated[int | None | UnsetType, Meta(description=f"The layer steered. {_KEEP}")] = UNSET
+    layer: Annotated[Layer | None | UnsetType, Meta(description=f"The layer steered. {_KEEP}")] = UNSET
     steering: Annotated[
         dict[str, float] | None | UnsetType,
         Meta(description=f"The whole new `{{feature_index: strength}}` (it replaces the old one); `{{}}` clears "
@@ -66,7 +73,7 @@ class UpdateProfile(Request):
         JSONObject | None | UnsetType, Meta(description=f"The new metadata object; `{{}}` clears it. {_KEEP}")
     ] = UNSET
     bump_version: bool = True
-    reason: str | None = None
+    reason: Reason | None = None
 
     def changes(self, fields: tuple[str, ...]) -> dict[str, Any]:
         """The fields this update names (absent and ``null`` ones left out); ``""`` clears a description."""
@@ -80,32 +87,32 @@ class UpdateProfile(Request):
 class ActivateProfile(Request):
     version: int | None = None
     """Pin this version; omitted → the active profile follows the latest version."""
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RestoreProfile(Request):
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class DeactivateProfile(Request):
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RevertProfile(Request):
     version: int
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RecordExecution(Request):
     version: int | None = None
     run_id: str | None = None
-    seed: int | None = None
-    entity_count: int | None = None
+    seed: Annotated[int, Meta(ge=values.INT64_MIN, le=values.INT64_MAX)] | None = None
+    entity_count: Annotated[int, Meta(ge=0, le=values.INT64_MAX)] | None = None
     status: Literal["success", "failed", "partial"] = "success"
-    error_message: str | None = None
-    duration_ms: float | None = None
+    error_message: Description | None = None
+    duration_ms: Annotated[float, Meta(ge=0)] | None = None
     metadata: JSONObject | None = None
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class CreateToken(Request):
@@ -113,8 +120,8 @@ class CreateToken(Request):
     """Who the token is for; recorded as the actor of every change made with it (1 to 100 characters, unique
     among live tokens, no control or invisible characters)."""
     role: Literal["reader", "editor", "admin"]
-    expires_in: int | None = None
-    """Seconds until the token stops working (at least 1); omitted: it never expires (until revoked)."""
+    expires_in: Annotated[int, Meta(ge=1)] | None = None
+    """Seconds until the token stops working; omitted: it never expires (until revoked)."""
     expires_at: datetime | None = None
     """When the token stops working (a time with an offset); give this or ``expires_in``, not both."""
 
@@ -211,12 +218,16 @@ class ExecutionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class ExecutionSpec(SpecFields, kw_only=True):
+class ExecutionSpec(msgspec.Struct, kw_only=True):
     """Everything needed to run an execution again: its profile version's exact spec and its inputs."""
 
     execution_id: UUID
     profile_id: UUID
     profile_version: int
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[int, float]
     seed: int | None
     entity_count: int | None
     run_id: str | None
@@ -225,7 +236,7 @@ class ExecutionSpec(SpecFields, kw_only=True):
     metadata: JSONObject
 
 
-class RunSpec(SpecFields, kw_only=True):
+class RunSpec(msgspec.Struct, kw_only=True):
     """Everything needed to run a run (e.g. a cohort) again: its profile version's spec, with the run's seed and
     entity count written in, and the products it is for."""
 
@@ -234,6 +245,10 @@ class RunSpec(SpecFields, kw_only=True):
     profile_id: UUID
     profile_version: int
     name: str
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[int, float]
     products: list[str]
     tags: list[str]
     seed: int | None

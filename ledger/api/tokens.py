@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from ledger.access import expiry_after
 from ledger.api.auth import requires
 from ledger.api.commands import run_command
-from ledger.api.deps import Services
+from ledger.api.runtime import Runtime
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.schemas import CreateToken, TokenIssued, TokenList, TokenRead, TokenRevocation
 from ledger.application import ProfileLedger
@@ -22,10 +22,10 @@ from ledger.states import convert
 from ledger.tokens import TokenService
 
 
-def _forget_cached_tokens(services: Services) -> None:
+def _forget_cached_tokens(runtime: Runtime) -> None:
     """This process's token cache reloads on the next request, so a revocation holds at once here."""
-    if services.tokens is not None:
-        services.tokens.invalidate()
+    if runtime.tokens is not None:
+        runtime.tokens.invalidate()
 
 
 class TokenController(Controller):
@@ -45,13 +45,13 @@ class TokenController(Controller):
         data: JSONBody[CreateToken],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
     ) -> Response[TokenIssued]:
         if data.expires_in is not None and data.expires_at is not None:
             raise InvalidRequestError("give expires_in or expires_at, not both", field="expires_in")
         expires_at = expiry_after(data.expires_in) if data.expires_in is not None else data.expires_at
         record, token = run_command(context, lambda: TokenService(ledger).issue(data.name, data.role, expires_at))
-        _forget_cached_tokens(services)
+        _forget_cached_tokens(runtime)
         body = convert(record, TokenIssued, token=token)
         return Response(body, status_code=HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
@@ -71,8 +71,8 @@ class TokenController(Controller):
         token_id: FromPath[UUID],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
     ) -> TokenRevocation:
         revoked = run_command(context, lambda: TokenService(ledger).revoke(token_id))
-        _forget_cached_tokens(services)
+        _forget_cached_tokens(runtime)
         return TokenRevocation(id=token_id, revoked=revoked)

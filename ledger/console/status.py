@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.response import Template
 
-from ledger.console.profiles import services_of
+from ledger.console.profiles import runtime_of
 from ledger.console.rendering import page
 
 
@@ -31,9 +31,9 @@ class StatusPage(Controller):
 
     @get("/", name="console:status", sync_to_thread=True)
     def status(self, request: Request[Any, Any, Any]) -> Template:
-        services = services_of(request)
-        reads = services.read_model
-        generation = services.generation
+        runtime = runtime_of(request)
+        reads = runtime.read_model
+        generation = runtime.generation
         engine = generation.engine if generation is not None else None
         return page(
             request,
@@ -45,5 +45,5 @@ class StatusPage(Controller):
             active=reads.active_profile(),
             positions=sorted(reads.positions().items()),
             head=reads.log_position(),
-            database=services.database.display() if services.database is not None else "",
+            database=runtime.database.display(),
         )

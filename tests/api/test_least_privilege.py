@@ -30,7 +30,7 @@ SECRETS = ("salt", "digest")
 def secured_server(postgres_url: str) -> Iterator[tuple[RunningServer, dict[str, str]]]:
     """A real uvicorn server with authentication on, and one token per role."""
     running = start_server(postgres_url, auth=True, sse_heartbeat=0.2)
-    ledger = running.server.services.ledger
+    ledger = running.server.runtime.ledger
     tokens = {role: TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ROLES}
     try:
         yield running, tokens
@@ -109,7 +109,7 @@ def test_a_readers_stream_never_carries_token_events(secured_server):
 
 def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_server):
     running, tokens = secured_server
-    ledger = running.server.services.ledger
+    ledger = running.server.runtime.ledger
     record, token = TokenService(ledger).issue("watcher", "reader")
     ended = threading.Event()
     opened = threading.Event()
@@ -164,12 +164,12 @@ def test_a_nul_in_a_stream_filter_is_refused(secured_server):
 
 def test_open_streams_are_bounded(postgres_url):
     running = start_server(postgres_url)
-    running.server.services.options.sse_max_streams = 2
+    running.server.runtime.options.sse_max_streams = 2
     try:
         with httpx.Client(base_url=running.base_url, timeout=10) as http:
             with http.stream("GET", "/api/events/stream") as first, http.stream("GET", "/api/events/stream") as second:
                 assert first.status_code == second.status_code == 200
-                metrics = running.server.services.metrics
+                metrics = running.server.runtime.metrics
                 deadline = time.monotonic() + 10
                 while metrics.streams_open < 2 and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -182,7 +182,7 @@ def test_open_streams_are_bounded(postgres_url):
 
 def test_a_page_is_capped_in_bytes_and_its_cursor_loses_nothing(postgres_url):
     with make_client(postgres_url) as client:
-        budget = client.app.state.services.options.page_bytes
+        budget = client.app.state.runtime.options.page_bytes
         big = "x" * 40_000
         for number in range(60):
             last = client.post("/api/profiles", json={"name": f"big-{number}", "metadata": {"blob": big}})
@@ -204,7 +204,7 @@ def test_a_page_is_capped_in_bytes_and_its_cursor_loses_nothing(postgres_url):
 
 def test_one_event_larger_than_the_budget_still_makes_progress(postgres_url):
     with make_client(postgres_url) as client:
-        client.app.state.services.options.page_bytes = 1_000
+        client.app.state.runtime.options.page_bytes = 1_000
         for number in range(3):
             last = client.post("/api/profiles", json={"name": f"n-{number}", "metadata": {"blob": "y" * 5_000}})
         position = last.json()["position"]

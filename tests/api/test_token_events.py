@@ -9,7 +9,7 @@ from ledger.tokens import TokenService
 
 def test_token_events_are_for_admins_only(database_url):
     with make_client(database_url, auth=True) as client:
-        ledger = client.app.state.services.ledger
+        ledger = client.app.state.runtime.ledger
         tokens = {role: TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ("reader", "editor", "admin")}
         head = int(ledger.recorder.max_notification_id())
 
