@@ -44,6 +44,7 @@ from ledger.api.chat_schemas import (
 )
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError
+from ledger.states import convert
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -142,6 +143,12 @@ def fingerprint_id(fingerprint: dict[str, Any]) -> str:
     return "fp_" + hashlib.sha256(msgspec.json.encode(fingerprint, order="sorted")).hexdigest()[:12]
 
 
+def ledger_run(outcome: Any, warnings: list[str]) -> LedgerRun:
+    """Where a completion (a ``steering.runs.CompletionOutcome``) landed in the ledger, and its warnings."""
+    sha256, every_warning = outcome.result.output_sha256, [*warnings, *outcome.warnings]
+    return convert(outcome, LedgerRun, output_sha256=sha256, warnings=every_warning)
+
+
 def choice(text: str, finish_reason: str) -> ChatChoice:
     return ChatChoice(index=0, message=ChatChoiceMessage(role="assistant", content=text), finish_reason=finish_reason)
 
@@ -199,15 +206,7 @@ class ChatController(Controller):
             choices=[choice(result.text, result.finish_reason)],
             usage=Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens),
             system_fingerprint=fingerprint_id(outcome.fingerprint),
-            ledger=LedgerRun(
-                execution_id=str(outcome.execution_id),
-                position=outcome.position,
-                profile_id=str(outcome.profile_id) if outcome.profile_id else None,
-                profile_version=outcome.profile_version,
-                seed=outcome.seed,
-                output_sha256=result.output_sha256,
-                warnings=[*warnings, *outcome.warnings],
-            ),
+            ledger=ledger_run(outcome, warnings),
             unsteered=choice(outcome.unsteered.text, outcome.unsteered.finish_reason) if outcome.unsteered else None,
         )
         return Response(body, headers=position_headers(outcome.position))
@@ -244,15 +243,7 @@ class ChatController(Controller):
             finally:
                 deltas.close()  # a client that went away frees its row at the next step
             outcome = recorded[0] if recorded else None
-            extra = None
-            if outcome is not None:
-                extra = {"ledger": {
-                    "execution_id": str(outcome.execution_id), "position": outcome.position,
-                    "profile_id": str(outcome.profile_id) if outcome.profile_id else None,
-                    "profile_version": outcome.profile_version, "seed": outcome.seed,
-                    "output_sha256": outcome.result.output_sha256,
-                    "warnings": [*warnings, *outcome.warnings],
-                }}
+            extra = {"ledger": ledger_run(outcome, warnings)} if outcome is not None else None
             yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
             if usage and outcome is not None:
                 result = outcome.result
@@ -287,15 +278,9 @@ class ReplayController(Controller):
         with busy_as_503():
             outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
-        body = ReplayRead(
-            reproduced=outcome.reproduced,
-            original_execution_id=str(outcome.original_execution_id),
-            original_sha256=outcome.original_sha256,
-            replay_sha256=replay.result.output_sha256,
-            replay_execution_id=str(replay.execution_id),
-            position=replay.position,
-            output=replay.result.text,
-            warnings=list(outcome.warnings),
+        body = convert(
+            outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,
+            position=replay.position, output=replay.result.text,
         )
         return Response(body, headers=position_headers(replay.position))
 
@@ -326,30 +311,11 @@ class SteeringController(Controller):
                 active_profile_id=None, version=None, pinned=False, position=0, applied_at=None, feature_count=0,
                 error=None,
             )
-        engine = generation.engine
-        status = generation.projector.status()
-        return SteeringStatusRead(
-            model_loaded=True,
-            model_id=engine.model_id,
-            sae_id=engine.sae_id,
-            sae_layer=engine.sae.layer if engine.sae is not None else None,
-            device=str(engine.loaded.device),
-            dtype=str(engine.loaded.dtype).removeprefix("torch."),
-            active_profile_id=str(status.profile_id) if status.profile_id else None,
-            version=status.version,
-            pinned=status.pinned,
-            position=status.position,
-            applied_at=status.applied_at,
-            feature_count=status.feature_count,
-            error=status.error,
-            scheduler=scheduler_read(engine.stats()),
+        engine, stats, status = generation.engine, generation.engine.stats(), generation.projector.status()
+        scheduler = convert(stats, SchedulerRead, prefill_tokens_per_s=round(stats.prefill_tokens_per_s, 3),
+                            decode_tokens_per_s=round(stats.decode_tokens_per_s, 3))
+        return convert(
+            status, SteeringStatusRead, model_loaded=True, model_id=engine.model_id, sae_id=engine.sae_id,
+            sae_layer=engine.sae.layer if engine.sae is not None else None, device=str(engine.loaded.device),
+            dtype=str(engine.loaded.dtype).removeprefix("torch."), active_profile_id=status.profile_id, scheduler=scheduler,
         )
-
-
-def scheduler_read(stats: Any) -> SchedulerRead:
-    return SchedulerRead(
-        queued=stats.queued, running=stats.running, max_batch=stats.max_batch, max_queue=stats.max_queue,
-        step_tokens=stats.step_tokens, steps=stats.steps, admitted=stats.admitted, refused=stats.refused,
-        cancelled=stats.cancelled, finished=stats.finished,
-        prefill_tokens_per_s=round(stats.prefill_tokens_per_s, 3), decode_tokens_per_s=round(stats.decode_tokens_per_s, 3),
-    )

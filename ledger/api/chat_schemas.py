@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import Meta
@@ -72,9 +73,9 @@ class Usage(msgspec.Struct):
 class LedgerRun(msgspec.Struct):
     """Where this completion landed in the ledger, and what is needed to replay it."""
 
-    execution_id: str
+    execution_id: UUID
     position: int
-    profile_id: str | None
+    profile_id: UUID | None
     profile_version: int | None
     seed: int
     output_sha256: str
@@ -107,10 +108,10 @@ class ModelList(msgspec.Struct):
 
 class ReplayRead(msgspec.Struct):
     reproduced: bool
-    original_execution_id: str
+    original_execution_id: UUID
     original_sha256: str
     replay_sha256: str
-    replay_execution_id: str
+    replay_execution_id: UUID
     position: int
     output: str
     warnings: list[str]
@@ -140,7 +141,7 @@ class SteeringStatusRead(msgspec.Struct):
     sae_layer: int | None
     device: str | None
     dtype: str | None
-    active_profile_id: str | None
+    active_profile_id: UUID | None
     version: int | None
     pinned: bool
     position: int

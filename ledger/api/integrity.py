@@ -25,6 +25,7 @@ from ledger.api.rebuilds import RebuildJob
 from ledger.api.schemas import VerifyResult
 from ledger.application import ProfileLedger
 from ledger.errors import NotFoundError, PermissionDeniedError
+from ledger.states import convert
 from ledger.verification import VerifyBusyError
 
 INCREMENTAL_WAIT_SECONDS = 1.0
@@ -60,16 +61,7 @@ class LedgerController(Controller):
         except VerifyBusyError as busy:
             raise HTTPException(status_code=HTTP_429_TOO_MANY_REQUESTS, detail=busy.message,
                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
-        return VerifyResult(
-            ok=report.ok,
-            checked=report.checked,
-            head_position=report.head_position,
-            head_link=report.head_link,
-            problem=report.problem,  # type: ignore[arg-type]
-            position=report.position,
-            detail=report.detail,
-            since=report.since,
-        )
+        return convert(report, VerifyResult)
 
     @post(
         "/rebuild",
