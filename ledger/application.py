@@ -325,13 +325,8 @@ class ProfileLedger(Application[UUID]):
         return found
 
     def get_execution(self, execution_id: UUID) -> Execution:
-        try:
-            execution = self.repository.get(execution_id)
-        except AggregateNotFoundError:
-            raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id)) from None
-        if not isinstance(execution, Execution):
-            raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
-        return execution
+        missing = ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
+        return self._aggregate(execution_id, Execution, missing)
 
     def export_profile(self, profile_id: UUID, *, version: int | None = None) -> dict[str, Any]:
         state = self.get_profile(profile_id, version=version)
@@ -358,13 +353,18 @@ class ProfileLedger(Application[UUID]):
 
     # -- helpers -----------------------------------------------------------------------------------
     def _profile(self, profile_id: UUID) -> Profile:
+        missing = ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+        return self._aggregate(profile_id, Profile, missing)
+
+    def _aggregate(self, aggregate_id: UUID, kind: type[T], missing: LedgerError) -> T:
+        """The aggregate with this id, when it is a ``kind``; else ``missing`` is raised."""
         try:
-            profile = self.repository.get(profile_id)
+            found = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id)) from None
-        if not isinstance(profile, Profile):
-            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
-        return profile
+            found = None
+        if not isinstance(found, kind):
+            raise missing
+        return found
 
     def _live_profile(self, profile_id: UUID) -> Profile:
         profile = self._profile(profile_id)
@@ -418,6 +418,8 @@ def retrying(attempt: Callable[[], T], *, retry: bool = True) -> T:
             return attempt()
         except RecordConflictError:
             if not retry:
-                raise ConcurrentUpdateError("another writer changed this profile first; reload it and try again") from None
+                raise ConcurrentUpdateError(
+                    "another writer changed this profile first; reload it and try again"
+                ) from None
             time.sleep(random.uniform(0, 0.002 * min(attempt_number + 1, 10)))
     raise ConcurrentUpdateError("too much contention; try again")

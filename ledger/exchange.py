@@ -32,7 +32,8 @@ def export_document(profile: Any, version: int) -> dict[str, Any]:
     """A ``millm_profile`` document for one profile version (anything holding the profile's fields: a state, a
     read-model row)."""
     fields = {name: getattr(profile, name) for name in PROFILE_FIELDS}
-    fields.update(model=fields.pop("model_id"), sae=fields.pop("sae_id"), steering=values.steering_to_json(profile.steering))
+    steering = values.steering_to_json(profile.steering)
+    fields.update(model=fields.pop("model_id"), sae=fields.pop("sae_id"), steering=steering)
     return {
         "version": FORMAT_VERSION,
         "type": FORMAT_TYPE,

@@ -1,8 +1,8 @@
 """What a profile is made of, declared once, and what the application tells about one.
 
 ``ProfileFields`` are the fields of one version of a profile (the domain's ``PROFILE_FIELDS``, with the feature
-count); the application's states and the API's profile and version bodies extend them. :func:`convert` builds any of these Structs from whatever holds the fields as attributes: an aggregate, a
-read-model row, another Struct.
+count); the application's states and the API's profile and version bodies extend them. :func:`convert` builds
+any of these Structs from whatever holds the fields as attributes: an aggregate, a read-model row, a Struct.
 """
 
 from __future__ import annotations

@@ -116,14 +116,18 @@ def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:
     steering = SteeringDiff(
         added={k: new[k] for k in sorted(new.keys() - old.keys())},
         removed={k: old[k] for k in sorted(old.keys() - new.keys())},
-        changed={k: StrengthChange(before=old[k], after=new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]},
+        changed={
+            k: StrengthChange(before=old[k], after=new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]
+        },
     )
     return ProfileDiff(
         profile_id=after.id, from_version=before.version, to_version=after.version, changes=changes, steering=steering
     )
 
 
-def _events(app: Application[UUID], profile_id: UUID, *, gt: int | None = None, lte: int | None = None) -> Iterator[Any]:
+def _events(
+    app: Application[UUID], profile_id: UUID, *, gt: int | None = None, lte: int | None = None
+) -> Iterator[Any]:
     """The profile's events, all of them or those after stream version ``gt`` up to ``lte`` (each decoded when it
     is reached: replay that stops early decodes no more)."""
     events = iter(app.repository.event_store.get(profile_id, gt=gt, lte=lte))

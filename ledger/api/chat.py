@@ -317,5 +317,6 @@ class SteeringController(Controller):
         return convert(
             status, SteeringStatusRead, model_loaded=True, model_id=engine.model_id, sae_id=engine.sae_id,
             sae_layer=engine.sae.layer if engine.sae is not None else None, device=str(engine.loaded.device),
-            dtype=str(engine.loaded.dtype).removeprefix("torch."), active_profile_id=status.profile_id, scheduler=scheduler,
+            dtype=str(engine.loaded.dtype).removeprefix("torch."), active_profile_id=status.profile_id,
+            scheduler=scheduler,
         )

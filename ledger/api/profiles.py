@@ -288,9 +288,8 @@ class ProfileController(Controller):
             lambda: ledger.delete_profile(pid, delete_executions=delete_executions, expected_version=expected),
         )
         assert outcome.profile is not None and outcome.position is not None
-        body = ProfileDeletion(
-            deleted=True, id=pid, name=outcome.profile.name, delete_executions=delete_executions, position=outcome.position
-        )
+        body = ProfileDeletion(deleted=True, id=pid, name=outcome.profile.name, delete_executions=delete_executions,
+                               position=outcome.position)
         return Response(body, headers=position_headers(outcome.position))
 
     @post(
@@ -317,7 +316,8 @@ class ProfileController(Controller):
         outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
         change = change_response(outcome, ledger, runtime.read_model)
         shown = in_force(change.content, version, target)
-        return Response(convert(shown, ProfileActivation, pinned_version=version, warnings=warnings), headers=change.headers)
+        body = convert(shown, ProfileActivation, pinned_version=version, warnings=warnings)
+        return Response(body, headers=change.headers)
 
     @post(
         "/deactivate",

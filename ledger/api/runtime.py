@@ -123,7 +123,8 @@ class Runtime:
         self.progress = ReadSideProgress(
             self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
         )
-        self.active = ActiveProfileCache(self.read_model, sqlite_path=None if database.is_postgres else database.sqlite_path)
+        sqlite_path = None if database.is_postgres else database.sqlite_path
+        self.active = ActiveProfileCache(self.read_model, sqlite_path=sqlite_path)
         channel = getattr(self.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
         if database.is_postgres:  # one LISTEN connection for every follower in this process
             self.notifications = Notifications(database.url)

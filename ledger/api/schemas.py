@@ -2,8 +2,9 @@
 
 Requests are named like commands (``CreateProfile``) and refuse unknown fields; the bounds a field declares
 (``Meta``) are the domain's (:mod:`ledger.values`), shown in the OpenAPI document and checked as the body is
-read. Responses are named like things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or given as ``null`` stays as it is;
-clearing one is explicit (``""``, ``{}``, ``[]``), as each field's description says.
+read. Responses are named like things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or
+given as ``null`` stays as it is; clearing one is explicit (``""``, ``{}``, ``[]``), as each field's description
+says.
 """
 
 from __future__ import annotations

@@ -78,8 +78,9 @@ class SteeringRuntime:
         """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones."""
         from steering.projector import ProfileSpec
 
-        spec = ProfileSpec(profile.id, profile.version, profile.steering, profile.layer, profile.model_id, profile.sae_id)
-        return self.generation.compatibility_warnings(spec)
+        return self.generation.compatibility_warnings(
+            ProfileSpec(profile.id, profile.version, profile.steering, profile.layer, profile.model_id, profile.sae_id)
+        )
 
     def stop(self) -> None:
         self._stop.set()

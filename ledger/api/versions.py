@@ -48,5 +48,7 @@ class ProfileVersionController(Controller):
         pid = profile_id_of(ledger, profile_id)
         row = reads.get_version(pid, version)
         if row is None:
-            raise ProfileVersionNotFoundError(f"profile {pid} has no version {version}", profile_id=str(pid), version=version)
+            raise ProfileVersionNotFoundError(
+                f"profile {pid} has no version {version}", profile_id=str(pid), version=version
+            )
         return convert(row, VersionRead)

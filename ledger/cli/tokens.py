@@ -29,7 +29,8 @@ def create_token(
     with acting(actor, reason):
         record, token = TokenService(state.ledger).issue(name, role, expires_at)
     if as_json:
-        emit_json({"id": record.token_id, "name": record.name, "role": role, "expires_at": record.expires_at, "token": token})
+        emit_json({"id": record.token_id, "name": record.name, "role": role, "expires_at": record.expires_at,
+                   "token": token})
     else:
         until = f", expires {record.expires_at}" if record.expires_at else ""
         typer.echo(f"token {record.token_id} for {record.name} ({role}{until}); shown once, keep it safe:\n{token}")

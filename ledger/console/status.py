@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.response import Template
 
@@ -14,16 +15,8 @@ from ledger.console.rendering import page
 
 def scheduler_state(engine: Any) -> dict[str, Any] | None:
     """What the engine's scheduler reports about itself (``scheduler_status()`` or ``stats()``), if anything."""
-    for name in ("scheduler_status", "stats"):
-        report = getattr(engine, name, None)
-        if callable(report):
-            value = report()
-            if isinstance(value, dict):
-                return value
-            fields = getattr(value, "__dataclass_fields__", None) or getattr(value, "__struct_fields__", None)
-            if fields:
-                return {field: getattr(value, field) for field in fields}
-    return None
+    report = getattr(engine, "scheduler_status", None) or getattr(engine, "stats", None)
+    return msgspec.to_builtins(report()) if callable(report) else None
 
 
 class StatusPage(Controller):
