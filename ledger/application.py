@@ -1,4 +1,4 @@
-"""ProfileLedger: the command side, and the queries answered by replaying one stream.
+"""ProfileLedger: the command side.
 
 Each command loads the aggregates it needs, runs one domain command, and saves everything it touched in one
 atomic ``save``. When a command carries no ``expected_version``, an optimistic-concurrency conflict is
@@ -6,13 +6,12 @@ retried on fresh state (the command is re-applied, nothing is lost); with ``expe
 as :class:`ConcurrentUpdateError` / :class:`StaleVersionError`.
 
 Every ``LEDGER_SNAPSHOT_INTERVAL``-th event of a profile's stream (default 100; ``0``: none) is followed by a
-snapshot of the profile at that stream version, so that a profile as it stood at a version or a time is
-rebuilt from the nearest snapshot before it and the few events after it, not from its first event.
+snapshot of the profile at that stream version, from which :mod:`ledger.time_travel` rebuilds the profile as it
+stood at a version or a time. API tokens are :mod:`ledger.tokens`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import time
@@ -27,34 +26,22 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, Mapper, PersistenceError, RecordConflictError
-from eventsourcing.utils import get_topic
 
-from ledger import exchange, values
+from ledger import exchange, time_travel, values
 from ledger.idempotency import recorded_with_claim
 from ledger.name_index import move_claims_to_current_keys
-from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.chain import VerifyReport
-from ledger.domainmodel import (
-    DETAIL_FIELDS,
-    SPEC_FIELDS,
-    ActiveSlot,
-    Execution,
-    Profile,
-    ProfileName,
-    event_version,
-)
+from ledger.domainmodel import SPEC_FIELDS, ActiveSlot, Execution, Profile, ProfileName
 from ledger.errors import (
-    AuthenticationError,
     ConcurrentUpdateError,
     ExecutionNotFoundError,
     LedgerError,
     ProfileNameTakenError,
     ProfileNotFoundError,
-    ProfileVersionNotFoundError,
     StaleVersionError,
-    TamperedRecordError,
 )
 from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys, SigningMapper
+from ledger.states import ProfileState, VersionRecord
 from ledger.verification import LogVerifier
 
 T = TypeVar("T")
@@ -63,55 +50,8 @@ RETRY_ATTEMPTS = 200
 IMPORT_RENAME_ATTEMPTS = 50
 SNAPSHOT_INTERVAL = 100
 SNAPSHOT_INTERVAL_ENV = "LEDGER_SNAPSHOT_INTERVAL"
-SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProfileState:
-    """A profile as it stood at one point of its stream."""
-
-    id: UUID
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[int, float]
-    tags: list[str]
-    products: list[str]
-    metadata: dict[str, Any]
-    version: int
-    is_active: bool
-    deleted: bool
-    created_at: datetime
-    updated_at: datetime
-    revision: int  # the stream version
-
-    @classmethod
-    def of(cls, profile: Profile) -> ProfileState:
-        return cls(
-            id=profile.id,
-            name=profile.name,
-            description=profile.description,
-            model_id=profile.model_id,
-            sae_id=profile.sae_id,
-            layer=profile.layer,
-            steering=dict(profile.steering),
-            tags=list(profile.tags),
-            products=list(profile.products),
-            metadata=dict(profile.metadata),
-            version=profile.current_version,
-            is_active=profile.is_active,
-            deleted=profile.deleted,
-            created_at=profile.created_on,
-            updated_at=profile.modified_on,
-            revision=profile.version,
-        )
-
-    def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (*DETAIL_FIELDS, *SPEC_FIELDS)}
 
 
 @dataclass(frozen=True)
@@ -130,18 +70,6 @@ class ExecutionOutcome:
     profile_id: UUID | None
     profile_version: int | None
     position: int
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    """One user-facing version of a profile: its content and who made it, when and why."""
-
-    state: ProfileState
-    version: int
-    recorded_at: datetime
-    actor: str
-    reason: str | None
-    event_type: str
 
 
 @contextmanager
@@ -236,7 +164,7 @@ class ProfileLedger(Application[UUID]):
             index.claim(profile.id, profile.name)
             return self._commit(profile, [profile, index])
 
-        return self._retrying(attempt)
+        return retrying(attempt)
 
     def update_profile(
         self,
@@ -261,7 +189,7 @@ class ProfileLedger(Application[UUID]):
                 touched += [new_index, old_index]
             return self._commit(profile, touched)
 
-        return self._retrying(attempt, retry=expected_version is None)
+        return retrying(attempt, retry=expected_version is None)
 
     def revert_profile(self, profile_id: UUID, version: int, *, expected_version: int | None = None) -> Outcome:
         """Make a new version whose content equals version ``version`` (history is never rewritten)."""
@@ -279,7 +207,7 @@ class ProfileLedger(Application[UUID]):
             index.release(profile.id)
             return self._commit(profile, [profile, index])
 
-        return self._retrying(attempt, retry=expected_version is None)
+        return retrying(attempt, retry=expected_version is None)
 
     def restore_profile(self, profile_id: UUID) -> Outcome:
         """Bring a deleted profile back under its name (refused while another live profile holds that name);
@@ -292,7 +220,7 @@ class ProfileLedger(Application[UUID]):
             index.claim(profile.id, profile.name)
             return self._commit(profile, [profile, index])
 
-        return self._retrying(attempt)
+        return retrying(attempt)
 
     def activate_profile(self, profile_id: UUID, *, version: int | None = None) -> Outcome:
         """Point the active slot at a profile: following its latest version, or pinned to ``version``."""
@@ -312,7 +240,7 @@ class ProfileLedger(Application[UUID]):
             touched.append(profile)
             return self._commit(profile, touched)
 
-        return self._retrying(attempt)
+        return retrying(attempt)
 
     def deactivate_profile(self) -> Outcome:
         def attempt() -> Outcome:
@@ -324,7 +252,7 @@ class ProfileLedger(Application[UUID]):
             previous.mark_deactivated()
             return self._commit(previous, [slot, previous])
 
-        return self._retrying(attempt)
+        return retrying(attempt)
 
     def record_execution(self, profile_id: UUID | None, **details: Any) -> ExecutionOutcome:
         """Record a run of a profile version (``profile_id`` None: a generation with no profile)."""
@@ -359,64 +287,12 @@ class ProfileLedger(Application[UUID]):
     ) -> ProfileState:
         """The profile now, after its ``version``-th version, or as it stood at time ``as_of``."""
         if version is None and as_of is None:
-            profile = self._profile(profile_id)
-            if profile.deleted:
-                raise ProfileNotFoundError(f"profile {profile_id} has been deleted", profile_id=str(profile_id))
-            return ProfileState.of(profile)
-        # Replay up to the first event past the version or the time, starting from the last snapshot on the way.
-        try:
-            snapshot, stop = self._snapshot_before(profile_id, version, as_of)
-        except TamperedRecordError as error:  # never use it: replay the stream from its first event
-            logger.warning("ignoring the snapshots of %s: %s", profile_id, error.message)
-            snapshot, stop = None, None
-        profile = None if snapshot is None else snapshot.mutate(None)
-        start = None if snapshot is None else snapshot.originator_version
-        for domain_event in self._events(profile_id, gt=start, lte=stop):
-            if version is not None and event_version(domain_event) > version:
-                break
-            if as_of is not None and domain_event.timestamp > as_of:
-                break
-            profile = domain_event.mutate(profile)
-        if profile is None:
-            raise ProfileNotFoundError(f"profile {profile_id} did not exist at {as_of}", profile_id=str(profile_id))
-        if version is not None and profile.current_version != version:
-            raise ProfileVersionNotFoundError(
-                f"profile {profile_id} has no version {version} (latest is {profile.current_version})",
-                profile_id=str(profile_id),
-                version=version,
-            )
-        return ProfileState.of(profile)
+            return ProfileState.of(self._live_profile(profile_id))
+        return time_travel.profile_at(self, profile_id, version=version, as_of=as_of)
 
     def profile_history(self, profile_id: UUID) -> list[VersionRecord]:
         """Every user-facing version of the profile, oldest first."""
-        records: list[VersionRecord] = []
-        profile = None
-        for domain_event in self._events(profile_id):
-            profile = domain_event.mutate(profile)
-            assert profile is not None
-            if not records or profile.current_version != records[-1].version:
-                records.append(
-                    VersionRecord(
-                        state=ProfileState.of(profile),
-                        version=profile.current_version,
-                        recorded_at=domain_event.timestamp,
-                        actor=domain_event.actor,
-                        reason=domain_event.reason,
-                        event_type=type(domain_event).__name__,
-                    )
-                )
-            elif isinstance(domain_event, Profile.DetailsEdited):
-                # Edits that keep the version change what that version's descriptive fields read.
-                last = records[-1]
-                records[-1] = VersionRecord(
-                    state=ProfileState.of(profile),
-                    version=last.version,
-                    recorded_at=last.recorded_at,
-                    actor=last.actor,
-                    reason=last.reason,
-                    event_type=last.event_type,
-                )
-        return records
+        return time_travel.history(self, profile_id)
 
     def find_profile(self, name: str) -> UUID | None:
         """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
@@ -449,64 +325,16 @@ class ProfileLedger(Application[UUID]):
         return found
 
     def get_execution(self, execution_id: UUID) -> Execution:
-        try:
-            execution = self.repository.get(execution_id)
-        except AggregateNotFoundError:
-            raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id)) from None
-        if not isinstance(execution, Execution):
-            raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
-        return execution
+        missing = ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
+        return self._aggregate(execution_id, Execution, missing)
 
     def export_profile(self, profile_id: UUID, *, version: int | None = None) -> dict[str, Any]:
         state = self.get_profile(profile_id, version=version)
-        return exchange.export_document(state.fields(), state.version)
+        return exchange.export_document(state, state.version)
 
     def active_slot(self) -> ActiveSlot | None:
         try:
             return self.repository.get(ActiveSlot.ID)
-        except AggregateNotFoundError:
-            return None
-
-    # -- access tokens -----------------------------------------------------------------------------
-    def issue_token(self, name: str, role: str, expires_at: datetime | None = None) -> tuple[UUID, str]:
-        """Record a new API token; returns its id and the token itself (shown once, never stored)."""
-
-        def attempt() -> tuple[UUID, str]:
-            tokens = self._access_tokens() or AccessTokens()
-            token = tokens.issue(name, role, expires_at)
-            self.save(tokens)
-            return parse_token(token)[0], token
-
-        return self._retrying(attempt)
-
-    def revoke_token(self, token_id: UUID) -> bool:
-        def attempt() -> bool:
-            tokens = self._access_tokens() or AccessTokens()
-            revoked = tokens.revoke(token_id)
-            if revoked:
-                self.save(tokens)
-            return revoked
-
-        return self._retrying(attempt)
-
-    def list_tokens(self) -> list[TokenRecord]:
-        tokens = self._access_tokens()
-        return list(tokens.tokens.values()) if tokens else []
-
-    def authenticate(self, token: str) -> Principal:
-        """The principal a token stands for; refused when unknown, malformed or revoked."""
-        tokens = self._access_tokens()
-        if tokens is None:
-            raise AuthenticationError("the token is unknown or revoked")
-        return tokens.authenticate(token)
-
-    def access_tokens(self) -> AccessTokens | None:
-        """The tokens aggregate as recorded now (None before the first token is issued)."""
-        return self._access_tokens()
-
-    def _access_tokens(self) -> AccessTokens | None:
-        try:
-            return self.repository.get(AccessTokens.ID)
         except AggregateNotFoundError:
             return None
 
@@ -524,62 +352,19 @@ class ProfileLedger(Application[UUID]):
         return LogVerifier(self.recorder, snapshot_recorder, self.mapper.keys)  # type: ignore[attr-defined]
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _events(self, profile_id: UUID, *, gt: int | None = None, lte: int | None = None) -> Iterator[Any]:
-        """The profile's events, all of them or those after stream version ``gt`` up to ``lte`` (each decoded
-        when it is reached: replay that stops early decodes no more)."""
-        events = iter(self.repository.event_store.get(profile_id, gt=gt, lte=lte))
-        if gt is not None:
-            return events
-        first = next(events, None)
-        if not isinstance(first, Profile.Created):
-            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
-        return itertools.chain([first], events)
-
-    def _snapshot_before(
-        self, profile_id: UUID, version: int | None, as_of: datetime | None
-    ) -> tuple[Profile.Snapshot | None, int | None]:
-        """The latest snapshot that replaying up to ``version`` / ``as_of`` would pass through, and the stream
-        version of the earliest one it would not (replay stops at or before it; None: none taken).
-
-        Replay applies events while none is past the version or the time: a snapshot lies on that path when
-        its user version is at most ``version`` and every event up to it was recorded by ``as_of``.
-        """
-        if self.snapshots is None:
-            return None, None
-        # One snapshot per interval of events: read them all undecoded, and decode only the few a binary search
-        # looks at (the snapshots on the path come first, then those past it).
-        stored = self.snapshots.recorder.select_events(profile_id)
-        if not stored or stored[0].topic != SNAPSHOT_TOPIC:
-            return None, None
-        decoded: dict[int, Profile.Snapshot] = {}
-
-        def on_path(index: int) -> bool:
-            snapshot = decoded[index] = self.snapshots.mapper.to_domain_event(stored[index])  # type: ignore[union-attr]
-            state = snapshot.state
-            return (version is None or state["current_version"] <= version) and (
-                as_of is None or state["recorded_until"] <= as_of
-            )
-
-        low, high = 0, len(stored)
-        while low < high:
-            middle = (low + high) // 2
-            if on_path(middle):
-                low = middle + 1
-            else:
-                high = middle
-        stop = stored[low].originator_version if low < len(stored) else None
-        if low == 0:
-            return None, stop
-        return decoded.get(low - 1) or self.snapshots.mapper.to_domain_event(stored[low - 1]), stop
-
     def _profile(self, profile_id: UUID) -> Profile:
+        missing = ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+        return self._aggregate(profile_id, Profile, missing)
+
+    def _aggregate(self, aggregate_id: UUID, kind: type[T], missing: LedgerError) -> T:
+        """The aggregate with this id, when it is a ``kind``; else ``missing`` is raised."""
         try:
-            profile = self.repository.get(profile_id)
+            found = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id)) from None
-        if not isinstance(profile, Profile):
-            raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
-        return profile
+            found = None
+        if not isinstance(found, kind):
+            raise missing
+        return found
 
     def _live_profile(self, profile_id: UUID) -> Profile:
         profile = self._profile(profile_id)
@@ -625,16 +410,16 @@ class ProfileLedger(Application[UUID]):
         recordings = self.save(*touched)
         return Outcome(ProfileState.of(profile), changed=True, position=recordings[-1].notification.id)
 
-    @staticmethod
-    def _retrying(attempt: Callable[[], T], *, retry: bool = True) -> T:
-        """Run a command; on a concurrent write to the same stream, re-run it on fresh state."""
-        for attempt_number in range(RETRY_ATTEMPTS):
-            try:
-                return attempt()
-            except RecordConflictError:
-                if not retry:
-                    raise ConcurrentUpdateError(
-                        "another writer changed this profile first; reload it and try again"
-                    ) from None
-                time.sleep(random.uniform(0, 0.002 * min(attempt_number + 1, 10)))
-        raise ConcurrentUpdateError("too much contention; try again")
+
+def retrying(attempt: Callable[[], T], *, retry: bool = True) -> T:
+    """Run a command; on a concurrent write to the same stream, re-run it on fresh state."""
+    for attempt_number in range(RETRY_ATTEMPTS):
+        try:
+            return attempt()
+        except RecordConflictError:
+            if not retry:
+                raise ConcurrentUpdateError(
+                    "another writer changed this profile first; reload it and try again"
+                ) from None
+            time.sleep(random.uniform(0, 0.002 * min(attempt_number + 1, 10)))
+    raise ConcurrentUpdateError("too much contention; try again")

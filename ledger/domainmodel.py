@@ -39,6 +39,7 @@ LEDGER_NAMESPACE = uuid5(NAMESPACE_URL, "https://profile-ledger/")
 
 SPEC_FIELDS = ("model_id", "sae_id", "layer", "steering")
 DETAIL_FIELDS = ("name", "description", "tags", "products", "metadata")
+PROFILE_FIELDS = (*DETAIL_FIELDS, *SPEC_FIELDS)
 EXECUTION_STATUSES = ("success", "failed", "partial")
 
 
@@ -89,7 +90,7 @@ class AuditedEvent(Aggregate.Event):
     correlation_id: str | None = field(default_factory=_correlation_id, init=False)
 
 
-def _canonical(field_name: str, value: Any) -> Any:
+def canonical_value(field_name: str, value: Any) -> Any:
     """The canonical form of one profile field, validated (raises ValidationError)."""
     if field_name == "name":
         return values.profile_name(value)
@@ -138,12 +139,12 @@ class Profile(Aggregate):
     @classmethod
     def create(cls, **fields: Any) -> Profile:
         """Validate every field and record the profile's first version."""
-        unknown = set(fields) - set(SPEC_FIELDS) - set(DETAIL_FIELDS)
+        unknown = set(fields) - set(PROFILE_FIELDS)
         if unknown:
             raise ValidationError(f"unknown profile field(s): {', '.join(sorted(unknown))}", field=min(unknown))
         if "name" not in fields:
             raise ValidationError("name is required", field="name")
-        canonical = {name: _canonical(name, fields.get(name)) for name in (*DETAIL_FIELDS, *SPEC_FIELDS)}
+        canonical = {name: canonical_value(name, fields.get(name)) for name in PROFILE_FIELDS}
         return cls(**{name: _stored(name, value) for name, value in canonical.items()})
 
     @event("Created")
@@ -218,7 +219,7 @@ class Profile(Aggregate):
         ``bump_version`` is False, in which case they are recorded against the current version.
         """
         self.require_live()
-        canonical = {name: _canonical(name, value) for name, value in changes.items()}
+        canonical = {name: canonical_value(name, value) for name, value in changes.items()}
         changed = {name: value for name, value in canonical.items() if getattr(self, name) != value}
         spec = {name: value for name, value in changed.items() if name in SPEC_FIELDS}
         details = {name: _stored(name, value) for name, value in changed.items() if name in DETAIL_FIELDS}

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ledger import values
+from ledger.domainmodel import PROFILE_FIELDS, canonical_value
 from ledger.errors import ImportFormatError, ValidationError
 
 FORMAT_VERSION = "1.0"
 FORMAT_TYPE = "millm_profile"
 EXPORTED_FROM = "profile-ledger"
 
-PROFILE_FIELDS = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
 DOCUMENT_KEYS = frozenset({"version", "type", "profile", "exported_at", "exported_from"})
 EXPORTED_PROFILE_KEYS = frozenset({*PROFILE_FIELDS, "model", "sae", "profile_version"})
 FLAT_KEYS = frozenset({
@@ -28,23 +28,16 @@ FLAT_KEYS = frozenset({
 })
 
 
-def export_document(fields: Mapping[str, Any], version: int) -> dict[str, Any]:
-    """A ``millm_profile`` document for one profile version (``fields`` as the domain holds them)."""
+def export_document(profile: Any, version: int) -> dict[str, Any]:
+    """A ``millm_profile`` document for one profile version (anything holding the profile's fields: a state, a
+    read-model row)."""
+    fields = {name: getattr(profile, name) for name in PROFILE_FIELDS}
+    steering = values.steering_to_json(profile.steering)
+    fields.update(model=fields.pop("model_id"), sae=fields.pop("sae_id"), steering=steering)
     return {
         "version": FORMAT_VERSION,
         "type": FORMAT_TYPE,
-        "profile": {
-            "name": fields["name"],
-            "description": fields["description"],
-            "model": fields["model_id"],
-            "sae": fields["sae_id"],
-            "layer": fields["layer"],
-            "steering": values.steering_to_json(fields["steering"]),
-            "tags": list(fields["tags"]),
-            "products": list(fields["products"]),
-            "metadata": dict(fields["metadata"]),
-            "profile_version": version,
-        },
+        "profile": {**fields, "profile_version": version},
         "exported_at": datetime.now(timezone.utc).isoformat(),
         "exported_from": EXPORTED_FROM,
     }
@@ -69,17 +62,8 @@ def parse_document(document: Any) -> dict[str, Any]:
             raise ImportFormatError("'profile' must be a JSON object", field="profile")
         _refuse_unknown(document, DOCUMENT_KEYS, "")
         _refuse_unknown(body, EXPORTED_PROFILE_KEYS, "profile.")
-        raw = {
-            "name": body.get("name"),
-            "description": body.get("description"),
-            "model_id": body.get("model", body.get("model_id")),
-            "sae_id": body.get("sae", body.get("sae_id")),
-            "layer": body.get("layer"),
-            "steering": body.get("steering"),
-            "tags": body.get("tags"),
-            "products": body.get("products"),
-            "metadata": body.get("metadata"),
-        }
+        raw = {name: body.get(name) for name in PROFILE_FIELDS}
+        raw.update(model_id=body.get("model", body.get("model_id")), sae_id=body.get("sae", body.get("sae_id")))
         prefix = "profile."
     elif "name" in document:
         # The flat document miLLM itself exports.
@@ -95,17 +79,7 @@ def parse_document(document: Any) -> dict[str, Any]:
     if raw["name"] is None:
         raise ImportFormatError("the profile has no name", field=f"{prefix}name")
     try:
-        return {
-            "name": values.profile_name(raw["name"]),
-            "description": values.description(raw["description"]),
-            "model_id": values.identifier(raw["model_id"], "model_id"),
-            "sae_id": values.identifier(raw["sae_id"], "sae_id"),
-            "layer": values.layer(raw["layer"]),
-            "steering": values.steering(raw["steering"]),
-            "tags": values.labels(raw["tags"], "tags"),
-            "products": values.labels(raw["products"], "products"),
-            "metadata": values.metadata(raw["metadata"]),
-        }
+        return {name: canonical_value(name, raw[name]) for name in PROFILE_FIELDS}
     except ImportFormatError:
         raise
     except ValidationError as error:

@@ -24,7 +24,6 @@ import itertools
 import sqlite3
 import time
 from dataclasses import dataclass
-from collections.abc import Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -34,7 +33,8 @@ from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
 from ledger.api.schemas import ProfileRead
-from ledger.api.views import profile_from_row, steering_json
+from ledger.domainmodel import SPEC_FIELDS
+from ledger.states import ProfileFields, convert
 
 MAX_AGE_SECONDS = 0.5
 
@@ -45,24 +45,17 @@ def in_force(body: ProfileRead, pinned_version: int | None, pinned: Any = None) 
     latest = body.version
     if pinned_version is None or pinned is None or pinned_version == latest:
         return msgspec.structs.replace(body, pinned=pinned_version is not None, latest_version=latest)
-    steering: Mapping[Any, float] = pinned.steering
+    content = convert(pinned, ProfileFields)
+    spec = {name: getattr(content, name) for name in SPEC_FIELDS}
     return msgspec.structs.replace(
-        body,
-        version=pinned_version,
-        model_id=pinned.model_id,
-        sae_id=pinned.sae_id,
-        layer=pinned.layer,
-        steering=steering_json(steering),
-        feature_count=len(steering),
-        pinned=True,
-        latest_version=latest,
+        body, **spec, feature_count=content.feature_count, version=pinned_version, pinned=True, latest_version=latest
     )
 
 
 def active_body(reads: Any, row: Any, pinned_version: int | None) -> ProfileRead:
     """A read-model row of the active profile as the active view shows it (the version in force)."""
     pinned = reads.get_version(row.id, pinned_version) if pinned_version is not None else None
-    return in_force(profile_from_row(row), pinned_version, pinned)
+    return in_force(convert(row, ProfileRead), pinned_version, pinned)
 
 
 class PreparedResponse(Response[Any]):

@@ -147,14 +147,14 @@ class TokenCache:
 
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """The app's guard: authenticate the bearer token and check the role the route declares."""
-    services = connection.app.state.services
-    if not services.auth:
+    runtime = connection.app.state.runtime
+    if not runtime.auth:
         return
     role = required_role(handler, connection.scope.get("method", "GET"), connection.app.openapi_config.path)
     if role is None:
         return
     token = bearer_token(connection)
-    cache: TokenCache = services.tokens
+    cache: TokenCache = runtime.tokens
     if cache.stale:
         if cache.usable_while_reloading:  # no request waits for the periodic reload (it cost 16% of throughput)
             cache.refresh_in_background()

@@ -2,8 +2,9 @@
 
 Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would become ``3``). This hook, run
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
-type, so a value of the wrong JSON type is refused (422) rather than coerced; malformed JSON is refused
-(422) here too, and so is JSON nested too deeply to decode.
+type, so a value of the wrong JSON type is refused (422 ``invalid_request``) rather than coerced; malformed JSON
+is refused (422) here too, and so is JSON nested too deeply to decode. A value outside the bounds its field
+declares (``Meta``) breaks a rule of the domain: 422 ``invalid_value``, as the domain's own checks answer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
 
+from ledger.errors import ValidationError
+
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_BOUND = re.compile(r"^Expected `[^`]*` (of length )?[<>]")
 
 
 def _body_type(request: Request[Any, Any, Any]) -> Any:
@@ -36,13 +40,7 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     try:
         msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as error:
-        message = str(error)
-        match = _PATH.search(message)
-        key = match.group("path") if match else "data"
-        message = _PATH.sub("", message)
-        raise ValidationException(
-            detail="the request body is invalid", extra=[{"message": message, "key": key or "data", "source": "body"}]
-        ) from None
+        raise refusal(error) from None
     except msgspec.DecodeError as error:
         raise ValidationException(
             detail="the request body is not valid JSON",
@@ -53,3 +51,17 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
             detail="the request body is nested too deeply",
             extra=[{"message": "the JSON is nested too deeply", "key": "data", "source": "body"}],
         ) from None
+
+
+def refusal(error: msgspec.ValidationError) -> Exception:
+    """The error to answer for a body msgspec refused: a value out of its declared bounds is ``invalid_value``,
+    anything else (a wrong type, an unknown or missing field) ``invalid_request``; both name the field."""
+    message = str(error)
+    match = _PATH.search(message)
+    key = (match.group("path") if match else "") or "data"
+    message = _PATH.sub("", message)
+    if _BOUND.match(message):
+        return ValidationError(f"{key}: {message}", field=key)
+    return ValidationException(
+        detail="the request body is invalid", extra=[{"message": message, "key": key, "source": "body"}]
+    )

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
@@ -17,7 +18,7 @@ from litestar.response import Stream
 
 from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import Services, parse_uuid
+from ledger.api.runtime import Runtime
 from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
@@ -43,8 +44,8 @@ from ledger.api.chat_schemas import (
 )
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError
+from ledger.states import convert
 
-MAX_TOKENS_LIMIT = 4096
 DEFAULT_MAX_TOKENS = 128
 
 
@@ -84,19 +85,19 @@ def busy_as_503() -> Iterator[None]:
         raise EngineBusyError(str(error), error.retry_after_s) from None
 
 
-def generation_of(services: Services) -> Any:
-    generation = getattr(services, "generation", None)
+def generation_of(runtime: Runtime) -> Any:
+    generation = getattr(runtime, "generation", None)
     if generation is None:
         raise ModelNotLoadedError("this server has no model loaded; start it with a model to generate")
     return generation
 
 
-def wait_for_steering(services: Services, position: int) -> None:
+def wait_for_steering(runtime: Runtime, position: int) -> None:
     """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
-    timeout = services.options.consistency_timeout
-    projector = services.steering.projector
-    if projector.position < position and services.ledger is not None:
-        head = services.ledger.recorder.max_notification_id() or 0
+    timeout = runtime.options.consistency_timeout
+    projector = runtime.steering.projector
+    if projector.position < position and runtime.ledger is not None:
+        head = runtime.ledger.recorder.max_notification_id() or 0
         if position > head:
             raise InvalidRequestError(
                 f"min_position {position} is beyond the last position recorded in the log ({head})",
@@ -116,22 +117,12 @@ def completion_from(data: ChatCompletionRequest) -> Any:
 
     if data.n != 1:
         raise ValidationError("only n=1 is supported", field="n")
-    if not data.messages:
-        raise ValidationError("messages must not be empty", field="messages")
     for index, message in enumerate(data.messages):
         if "\x00" in message.content:
             raise ValidationError("message content must not contain NUL characters", field=f"messages[{index}].content")
     max_tokens = next(
         (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
     )
-    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise ValidationError(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}", field="max_tokens")
-    if not 0.0 <= data.temperature <= 5.0:
-        raise ValidationError("temperature must be between 0 and 5", field="temperature")
-    if not 0.0 < data.top_p <= 1.0:
-        raise ValidationError("top_p must be in (0, 1]", field="top_p")
-    if data.seed is not None and not 0 <= data.seed < 2**63:
-        raise ValidationError("seed must be between 0 and 2**63 - 1", field="seed")
     stops = [data.stop] if isinstance(data.stop, str) else list(data.stop or [])
     if len(stops) > 4 or any(not s for s in stops):
         raise ValidationError("stop takes at most 4 non-empty strings", field="stop")
@@ -152,6 +143,12 @@ def fingerprint_id(fingerprint: dict[str, Any]) -> str:
     return "fp_" + hashlib.sha256(msgspec.json.encode(fingerprint, order="sorted")).hexdigest()[:12]
 
 
+def ledger_run(outcome: Any, warnings: list[str]) -> LedgerRun:
+    """Where a completion (a ``steering.runs.CompletionOutcome``) landed in the ledger, and its warnings."""
+    sha256, every_warning = outcome.result.output_sha256, [*warnings, *outcome.warnings]
+    return convert(outcome, LedgerRun, output_sha256=sha256, warnings=every_warning)
+
+
 def choice(text: str, finish_reason: str) -> ChatChoice:
     return ChatChoice(index=0, message=ChatChoiceMessage(role="assistant", content=text), finish_reason=finish_reason)
 
@@ -161,8 +158,8 @@ class ChatController(Controller):
     tags = ["generation"]
 
     @get("/models", summary="The model this server generates with (OpenAI shape)", sync_to_thread=False)
-    def list_models(self, services: NamedDependency[Services]) -> ModelList:
-        generation = getattr(services, "generation", None)
+    def list_models(self, runtime: NamedDependency[Runtime]) -> ModelList:
+        generation = getattr(runtime, "generation", None)
         cards = [] if generation is None else [
             ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
         ]
@@ -183,13 +180,13 @@ class ChatController(Controller):
     def chat_completions(
         self,
         data: JSONBody[ChatCompletionRequest],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
     ) -> Response[ChatCompletion]:
-        generation = generation_of(services)
+        generation = generation_of(runtime)
         completion = completion_from(data)
         if data.min_position is not None:
-            wait_for_steering(services, data.min_position)
+            wait_for_steering(runtime, data.min_position)
         model = generation.engine.model_id
         created = int(time.time())
         if data.stream and data.compare:
@@ -209,15 +206,7 @@ class ChatController(Controller):
             choices=[choice(result.text, result.finish_reason)],
             usage=Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens),
             system_fingerprint=fingerprint_id(outcome.fingerprint),
-            ledger=LedgerRun(
-                execution_id=str(outcome.execution_id),
-                position=outcome.position,
-                profile_id=str(outcome.profile_id) if outcome.profile_id else None,
-                profile_version=outcome.profile_version,
-                seed=outcome.seed,
-                output_sha256=result.output_sha256,
-                warnings=[*warnings, *outcome.warnings],
-            ),
+            ledger=ledger_run(outcome, warnings),
             unsteered=choice(outcome.unsteered.text, outcome.unsteered.finish_reason) if outcome.unsteered else None,
         )
         return Response(body, headers=position_headers(outcome.position))
@@ -254,15 +243,7 @@ class ChatController(Controller):
             finally:
                 deltas.close()  # a client that went away frees its row at the next step
             outcome = recorded[0] if recorded else None
-            extra = None
-            if outcome is not None:
-                extra = {"ledger": {
-                    "execution_id": str(outcome.execution_id), "position": outcome.position,
-                    "profile_id": str(outcome.profile_id) if outcome.profile_id else None,
-                    "profile_version": outcome.profile_version, "seed": outcome.seed,
-                    "output_sha256": outcome.result.output_sha256,
-                    "warnings": [*warnings, *outcome.warnings],
-                }}
+            extra = {"ledger": ledger_run(outcome, warnings)} if outcome is not None else None
             yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
             if usage and outcome is not None:
                 result = outcome.result
@@ -276,7 +257,7 @@ class ChatController(Controller):
 
 
 class ReplayController(Controller):
-    path = "/api/executions/{execution_id:str}/replay"
+    path = "/api/executions/{execution_id:uuid}/replay"
     tags = ["executions"]
 
     @post(
@@ -289,24 +270,17 @@ class ReplayController(Controller):
     )
     def replay(
         self,
-        execution_id: FromPath[str],
-        services: NamedDependency[Services],
+        execution_id: FromPath[UUID],
+        runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
-        eid = parse_uuid(execution_id, "execution_id")
-        generation = generation_of(services)
+        generation = generation_of(runtime)
         with busy_as_503():
-            outcome = run_command(context, lambda: generation.replay(eid))
+            outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
-        body = ReplayRead(
-            reproduced=outcome.reproduced,
-            original_execution_id=str(outcome.original_execution_id),
-            original_sha256=outcome.original_sha256,
-            replay_sha256=replay.result.output_sha256,
-            replay_execution_id=str(replay.execution_id),
-            position=replay.position,
-            output=replay.result.text,
-            warnings=list(outcome.warnings),
+        body = convert(
+            outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,
+            position=replay.position, output=replay.result.text,
         )
         return Response(body, headers=position_headers(replay.position))
 
@@ -323,44 +297,26 @@ class SteeringController(Controller):
     )
     def status(
         self,
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         min_position: Annotated[
             int | None, QueryParameter(ge=0, description="Answer once the hook has applied this log position.")
         ] = None,
     ) -> SteeringStatusRead:
-        generation = getattr(services, "generation", None)
+        generation = getattr(runtime, "generation", None)
         if generation is not None and min_position is not None:
-            wait_for_steering(services, min_position)
+            wait_for_steering(runtime, min_position)
         if generation is None:
             return SteeringStatusRead(
                 model_loaded=False, model_id=None, sae_id=None, sae_layer=None, device=None, dtype=None,
                 active_profile_id=None, version=None, pinned=False, position=0, applied_at=None, feature_count=0,
                 error=None,
             )
-        engine = generation.engine
-        status = generation.projector.status()
-        return SteeringStatusRead(
-            model_loaded=True,
-            model_id=engine.model_id,
-            sae_id=engine.sae_id,
-            sae_layer=engine.sae.layer if engine.sae is not None else None,
-            device=str(engine.loaded.device),
-            dtype=str(engine.loaded.dtype).removeprefix("torch."),
-            active_profile_id=str(status.profile_id) if status.profile_id else None,
-            version=status.version,
-            pinned=status.pinned,
-            position=status.position,
-            applied_at=status.applied_at,
-            feature_count=status.feature_count,
-            error=status.error,
-            scheduler=scheduler_read(engine.stats()),
+        engine, stats, status = generation.engine, generation.engine.stats(), generation.projector.status()
+        scheduler = convert(stats, SchedulerRead, prefill_tokens_per_s=round(stats.prefill_tokens_per_s, 3),
+                            decode_tokens_per_s=round(stats.decode_tokens_per_s, 3))
+        return convert(
+            status, SteeringStatusRead, model_loaded=True, model_id=engine.model_id, sae_id=engine.sae_id,
+            sae_layer=engine.sae.layer if engine.sae is not None else None, device=str(engine.loaded.device),
+            dtype=str(engine.loaded.dtype).removeprefix("torch."), active_profile_id=status.profile_id,
+            scheduler=scheduler,
         )
-
-
-def scheduler_read(stats: Any) -> SchedulerRead:
-    return SchedulerRead(
-        queued=stats.queued, running=stats.running, max_batch=stats.max_batch, max_queue=stats.max_queue,
-        step_tokens=stats.step_tokens, steps=stats.steps, admitted=stats.admitted, refused=stats.refused,
-        cancelled=stats.cancelled, finished=stats.finished,
-        prefill_tokens_per_s=round(stats.prefill_tokens_per_s, 3), decode_tokens_per_s=round(stats.decode_tokens_per_s, 3),
-    )

@@ -7,11 +7,15 @@ The chat request accepts the OpenAI parameters clients commonly send; the ones t
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
+from msgspec import Meta
 
 from ledger.api.schemas import Request
+
+MAX_TOKENS_LIMIT = 4096
 
 
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -19,14 +23,17 @@ class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     content: str
 
 
+MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]
+
+
 class ChatCompletionRequest(Request, kw_only=True):
     model: str | None = None
-    messages: list[ChatMessage]
-    max_tokens: int | None = msgspec.field(default=None)
-    max_completion_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Annotated[float, Meta(ge=0, le=5)] = 1.0
+    top_p: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = 1
@@ -66,9 +73,9 @@ class Usage(msgspec.Struct):
 class LedgerRun(msgspec.Struct):
     """Where this completion landed in the ledger, and what is needed to replay it."""
 
-    execution_id: str
+    execution_id: UUID
     position: int
-    profile_id: str | None
+    profile_id: UUID | None
     profile_version: int | None
     seed: int
     output_sha256: str
@@ -101,10 +108,10 @@ class ModelList(msgspec.Struct):
 
 class ReplayRead(msgspec.Struct):
     reproduced: bool
-    original_execution_id: str
+    original_execution_id: UUID
     original_sha256: str
     replay_sha256: str
-    replay_execution_id: str
+    replay_execution_id: UUID
     position: int
     output: str
     warnings: list[str]
@@ -134,7 +141,7 @@ class SteeringStatusRead(msgspec.Struct):
     sae_layer: int | None
     device: str | None
     dtype: str | None
-    active_profile_id: str | None
+    active_profile_id: UUID | None
     version: int | None
     pinned: bool
     position: int

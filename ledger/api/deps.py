@@ -1,4 +1,4 @@
-"""What handlers are given: the services of the app, the command context, and a read side that is consistent.
+"""What handlers are given: the app's runtime, the command context, and a read side that is consistent.
 
 Commands are answered once the read models show them (:func:`read_side_reached`, through the middleware in
 :mod:`ledger.api.commands`). A query handler asks for ``reads``: the read model, after it has reached the
@@ -10,9 +10,7 @@ the configured timeout (then 504 ``projection_timeout``). A position beyond the 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any
 from uuid import UUID
@@ -25,86 +23,29 @@ from litestar.enums import ParamType
 from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
 from litestar.params import HeaderParameter, QueryParameter
 
-from ledger.api.auth import TokenCache, principal_of
+from ledger.api.auth import principal_of
 from ledger.api.errors import InvalidRequestError, ProjectionTimeoutError
-from ledger.api.observability import Metrics, correlation_id
+from ledger.api.observability import correlation_id
+from ledger.api.runtime import Runtime
+from ledger.api.schemas import REASON_MAX
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.settings import Database
 
-CompatibilityCheck = Callable[[Any], list[str]]
 ACTOR_MAX = 200
-REASON_MAX = 1_000
 
 
-def no_compatibility_warnings(profile: Any) -> list[str]:
-    """The default compatibility check: no steering engine attached, nothing to warn about."""
-    return []
-
-
-@dataclass
-class ApiOptions:
-    consistency_timeout: float = 2.0
-    """Seconds a query waits for the projections to reach a requested position, and a command's answer waits
-    for the projections to reach the command's position (then it answers, marked ``X-Ledger-Read-Side: pending``)."""
-    max_body_size: int = 2 * 1024 * 1024
-    ready_max_lag: int = 0
-    """/ready answers 503 while a projection is more than this many positions behind the log."""
-    sse_heartbeat: float = 15.0
-    sse_poll: float = 0.5
-    sse_max_streams: int = 100
-    """Open event streams this process serves at once; beyond, 503 with ``Retry-After``."""
-    page_bytes: int = 1024 * 1024
-    """A page of events stops before this many bytes of JSON (always at least one event); ``next_cursor`` goes on."""
-
-
-@dataclass
-class Services:
-    """Everything the handlers use, built in the lifespan (or given to ``create_app``)."""
-
-    options: ApiOptions
-    metrics: Metrics
-    compatibility_check: CompatibilityCheck
-    ledger: ProfileLedger | None = None
-    read_model: Any = None
-    runner: threading.Thread | None = None
-    runner_stop: threading.Event = field(default_factory=threading.Event)
-    shutdown: threading.Event = field(default_factory=threading.Event)
-    wake: Callable[[int], None] | None = None
-    auth: bool = True
-    """Whether requests must carry a bearer token (see :mod:`ledger.api.auth`)."""
-    tokens: TokenCache | None = None
-    database: Database | None = None
-    steering: Any = None
-    """The steering runtime (``ledger.api.steering_runtime``) when a model is loaded."""
-    generation: Any = None
-    """Its ``steering.runs.GenerationService``: generation and replay."""
-    active: Any = None
-    """The ``ledger.api.active.ActiveProfileCache`` that answers ``GET /api/profiles/active``."""
-    progress: Any = None
-    """The ``projections.progress.ReadSideProgress`` of the read model: waiting for a position."""
-    rebuilds: Any = None
-    """The ``ledger.api.rebuilds.RebuildJobs`` of this server."""
-    notifications: Any = None
-    """The process's one PostgreSQL LISTEN (``projections.wakeup.Notifications``); None on SQLite."""
-
-
-def services_of(state: State) -> Services:
-    return state.services  # type: ignore[no-any-return]
+def runtime_of(state: State) -> Runtime:
+    return state.runtime  # type: ignore[no-any-return]
 
 
 def provide_ledger(state: State) -> ProfileLedger:
-    ledger = services_of(state).ledger
+    ledger = runtime_of(state).ledger
     assert ledger is not None, "the app's lifespan has not started"
     return ledger
 
 
-def provide_services(state: State) -> Services:
-    return services_of(state)
-
-
-def provide_compatibility_check(state: State) -> CompatibilityCheck:
-    return services_of(state).compatibility_check
+def provide_runtime(state: State) -> Runtime:
+    return runtime_of(state)
 
 
 MinPosition = Annotated[
@@ -118,17 +59,17 @@ XMinPosition = Annotated[
 
 
 async def provide_reads(state: State, min_position: MinPosition = None, x_min_position: XMinPosition = None) -> Any:
-    services = services_of(state)
-    await reach_position(services, min_position, x_min_position)
-    return services.read_model
+    runtime = runtime_of(state)
+    await reach_position(runtime, min_position, x_min_position)
+    return runtime.read_model
 
 
-async def reach_position(services: Services, min_position: int | None, x_min_position: int | None) -> int | None:
+async def reach_position(runtime: Runtime, min_position: int | None, x_min_position: int | None) -> int | None:
     """Wait until the read side has reached the position the request asks for; returns it (None: none asked)."""
     wanted = max((p for p in (min_position, x_min_position) if p is not None), default=None)
-    if wanted and wanted > services.progress.reached:
-        timeout = services.options.consistency_timeout
-        reached = await anyio.to_thread.run_sync(_wait_for_recorded_position, services, wanted, timeout)
+    if wanted and wanted > runtime.progress.reached:
+        timeout = runtime.options.consistency_timeout
+        reached = await anyio.to_thread.run_sync(_wait_for_recorded_position, runtime, wanted, timeout)
         if not reached:
             raise ProjectionTimeoutError(
                 f"the read side did not reach position {wanted} within {timeout:g} s; retry later",
@@ -178,14 +119,14 @@ class DocumentsMinPosition(Operation):
         ]
 
 
-def _wait_for_recorded_position(services: Services, wanted: int, timeout: float) -> bool:
+def _wait_for_recorded_position(runtime: Runtime, wanted: int, timeout: float) -> bool:
     """Wait for the read side to reach ``wanted``; a position the log has not reached is a client error (422),
     not something to wait for. The database not answering raises (503)."""
-    progress = services.progress
+    progress = runtime.progress
     if progress.read() >= wanted:
         return True
-    assert services.ledger is not None
-    head = services.ledger.recorder.max_notification_id() or 0
+    assert runtime.ledger is not None
+    head = runtime.ledger.recorder.max_notification_id() or 0
     if wanted > head:
         raise InvalidRequestError(
             f"min_position {wanted} is beyond the last position recorded in the log ({head})",
@@ -195,10 +136,10 @@ def _wait_for_recorded_position(services: Services, wanted: int, timeout: float)
     return bool(progress.wait_for(wanted, timeout))
 
 
-async def read_side_reached(services: Services, position: int) -> bool:
+async def read_side_reached(runtime: Runtime, position: int) -> bool:
     """Wait (without holding a thread) until every read model applied ``position``; False after the
     configured timeout, or at once when the app keeps no read side."""
-    progress = services.progress
+    progress = runtime.progress
     if progress is None:
         return False
     if position <= progress.reached:
@@ -212,7 +153,7 @@ async def read_side_reached(services: Services, position: int) -> bool:
 
     withdraw = progress.when_reached(position, lambda: loop.call_soon_threadsafe(settle))
     try:
-        return bool(await asyncio.wait_for(reached, services.options.consistency_timeout))
+        return bool(await asyncio.wait_for(reached, runtime.options.consistency_timeout))
     except asyncio.TimeoutError:
         withdraw()
         return False
@@ -241,20 +182,17 @@ def provide_context(
 
 
 def with_reason(context: CommandContext, reason: str | None) -> CommandContext:
-    """A reason given in the body overrides the ``X-Reason`` header."""
+    """A reason given in the body (at most ``REASON_MAX`` characters: its Struct says so) overrides ``X-Reason``."""
     if reason is None or not reason.strip():
         return context
-    if len(reason) > REASON_MAX:
-        raise InvalidRequestError(f"reason must be at most {REASON_MAX} characters", field="reason")
     return CommandContext(actor=context.actor, reason=reason.strip(), correlation_id=context.correlation_id)
 
 
 DEPENDENCIES = {
     "ledger": Provide(provide_ledger, sync_to_thread=False),
-    "services": Provide(provide_services, sync_to_thread=False),
+    "runtime": Provide(provide_runtime, sync_to_thread=False),
     "reads": Provide(provide_reads),
     "context": Provide(provide_context, sync_to_thread=False),
-    "compatibility_check": Provide(provide_compatibility_check, sync_to_thread=False),
 }
 
 

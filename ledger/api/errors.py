@@ -4,7 +4,8 @@ Every error answer has the shape ``{"error": "<code>", "detail": "<human message
 
 * ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values;
 * the API's own: 504 when the projections did not reach a requested position in time;
-* Litestar's: request validation (body, query, path, headers, malformed JSON) → 422 ``invalid_request``;
+* Litestar's: request validation (body, query, path, headers, malformed JSON) and a path parameter that is not of
+  its type (``{execution_id:uuid}``) → 422 ``invalid_request``;
   an oversized body → 413; an unknown route → 404; a wrong method → 405; anything else it raises keeps
   its status with the same shape;
 * the database unreachable (connection refused or lost, the pool exhausted past its short timeout) → 503
@@ -18,9 +19,10 @@ import logging
 from typing import Any
 
 import eventsourcing.persistence
+import msgspec
 import psycopg
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
     HTTP_401_UNAUTHORIZED,
@@ -94,22 +96,9 @@ def status_for(error: LedgerError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
 def error_body(code: str, detail: str, **context: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": code, "detail": detail}
-    for key, value in context.items():
-        if key not in body and value is not None:
-            body[key] = _jsonable(value)
-    return body
+    body = {key: value for key, value in context.items() if value is not None and key not in ("error", "detail")}
+    return msgspec.to_builtins({"error": code, "detail": detail, **body}, enc_hook=str, str_keys=True)
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **context: Any) -> Response:
@@ -199,6 +188,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             )
         detail = exc.detail or "the request could not be read"
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request", detail)
+    cause = exc.__cause__
+    if isinstance(exc, NotFoundException) and isinstance(cause, ValueError) and not isinstance(cause, HTTPException):
+        # the router found the route but could not parse a path parameter as its type
+        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request", f"malformed path parameter: {cause}")
     if isinstance(exc, HTTPException):
         status = exc.status_code
         code = _HTTP_CODES.get(status, "http_error")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from uuid import UUID
 
 import anyio
 import anyio.to_thread
@@ -25,10 +26,11 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import Services, parse_time, parse_uuid
+from ledger.api.deps import parse_time
 from ledger.api.errors import INVALID, TIMEOUT, UNAVAILABLE, InvalidRequestError, responses
+from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
-from ledger.api.views import event_from_row
+from ledger.states import convert
 from projections import cursors
 
 SCAN_BATCH = 50
@@ -38,15 +40,15 @@ SCAN_MAX = 5_000
 TOKEN_AGGREGATE = AccessTokens.__name__
 STREAM_RETRY_AFTER = 5
 
-ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of this profile (UUID).")]
+ProfileFilter = Annotated[UUID | None, QueryParameter(description="Only events of this profile (UUID).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
 TypeFilter = Annotated[str | None, QueryParameter(description="Only this event type, e.g. `Profile.Created`.")]
 After = Annotated[int | None, QueryParameter(ge=0, description="Only events after this log position.")]
 
 
-def sees_token_events(services: Services, principal: Principal | None) -> bool:
+def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
     """Admins (and everyone in open mode, where anyone may manage tokens) see the events of API tokens."""
-    return not services.auth or (principal is not None and principal.role == "admin")
+    return not runtime.auth or (principal is not None and principal.role == "admin")
 
 
 def _text_filters(**filters: str | None) -> None:
@@ -69,7 +71,7 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         reads: NamedDependency[Any],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         profile_id: ProfileFilter = None,
         actor: ActorFilter = None,
         type: TypeFilter = None,  # noqa: A002 - the query parameter's name
@@ -81,17 +83,17 @@ class EventController(Controller):
     ) -> EventList:
         _text_filters(actor=actor, type=type)
         filters = {
-            "profile_id": parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
+            "profile_id": profile_id,
             "actor": actor,
             "event_type": type,
             "since": parse_time(since, "since"),
             "until": parse_time(until, "until"),
             "after_position": after,
         }
-        show_tokens = sees_token_events(services, principal_of(request))
+        show_tokens = sees_token_events(runtime, principal_of(request))
         if not show_tokens and type is not None and type.startswith(f"{TOKEN_AGGREGATE}."):
             return EventList(events=[], next_cursor=None)
-        return _page(reads, filters, limit, cursor, show_tokens, services.options.page_bytes)
+        return _page(reads, filters, limit, cursor, show_tokens, runtime.options.page_bytes)
 
     @get(
         "/stream",
@@ -101,7 +103,7 @@ class EventController(Controller):
     async def stream_events(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
         profile_id: ProfileFilter = None,
         actor: ActorFilter = None,
         type: TypeFilter = None,  # noqa: A002
@@ -111,10 +113,10 @@ class EventController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         _text_filters(actor=actor, type=type)
-        if services.metrics.streams_open >= services.options.sse_max_streams:
+        if runtime.metrics.streams_open >= runtime.options.sse_max_streams:
             raise HTTPException(
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
-                detail=f"this server already serves {services.options.sse_max_streams} event streams; retry later",
+                detail=f"this server already serves {runtime.options.sse_max_streams} event streams; retry later",
                 headers={"Retry-After": str(STREAM_RETRY_AFTER)},
             )
         start = after
@@ -124,14 +126,14 @@ class EventController(Controller):
                 raise InvalidRequestError("Last-Event-ID must be a log position (an integer)", field="Last-Event-ID")
             start = max(start or 0, int(text))
         if start is None:
-            start = await anyio.to_thread.run_sync(services.read_model.log_position)
+            start = await anyio.to_thread.run_sync(runtime.read_model.log_position)
         filters = {
-            "profile_id": parse_uuid(profile_id, "profile_id") if profile_id is not None else None,
+            "profile_id": profile_id,
             "actor": actor,
             "event_type": type,
         }
         principal = principal_of(request)
-        tail = _tail(services, int(start), filters, principal if services.auth else None)
+        tail = _tail(runtime, int(start), filters, principal if runtime.auth else None)
         return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})
 
 
@@ -146,7 +148,7 @@ def _page(
         for row in batch.items:
             if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
                 continue
-            event = event_from_row(row)
+            event = convert(row, EventRead)
             event_size = len(msgspec.json.encode(event)) + 1
             if events and size + event_size > budget:
                 return EventList(events=events, next_cursor=cursors.encode("events", [events[-1].position]))
@@ -161,29 +163,29 @@ def _page(
 
 
 async def _tail(
-    services: Services, after: int, filters: dict[str, Any], principal: Principal | None
+    runtime: Runtime, after: int, filters: dict[str, Any], principal: Principal | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Events after ``after`` as they reach the read model, until the client goes, the server stops, or the
     token the stream was opened with is revoked or expires."""
-    options = services.options
-    show_tokens = sees_token_events(services, principal)
-    services.metrics.stream_opened()
+    options = runtime.options
+    show_tokens = sees_token_events(runtime, principal)
+    runtime.metrics.stream_opened()
     try:
         yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
         last_sent = time.monotonic()
-        while not services.shutdown.is_set():
-            if principal is not None and services.tokens is not None and not await services.tokens.still_allows(principal):
+        while not runtime.shutdown.is_set():
+            if principal is not None and runtime.tokens is not None and not await runtime.tokens.still_allows(principal):
                 yield ServerSentEventMessage(data=None, comment="token revoked or expired")
                 return
             page = await anyio.to_thread.run_sync(
-                lambda: services.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
+                lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
             )
             for row in page.items:
                 after = row.position
                 if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
                     continue
                 yield ServerSentEventMessage(
-                    data=msgspec.json.encode(event_from_row(row)).decode(), event=row.event_type, id=row.position
+                    data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position
                 )
                 last_sent = time.monotonic()
             if page.next_cursor is not None:
@@ -193,4 +195,4 @@ async def _tail(
                 last_sent = time.monotonic()
             await anyio.sleep(options.sse_poll)
     finally:
-        services.metrics.stream_closed()
+        runtime.metrics.stream_closed()

@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote
+from uuid import UUID
 
 import anyio.to_thread
 import msgspec
@@ -30,7 +31,6 @@ from ledger.domainmodel import CommandContext
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
 
 FILENAME_MAX = 120
-EXCHANGE_FIELDS = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\"\';:*?<>|%]+')
 
 
@@ -42,6 +42,22 @@ def content_disposition(name: str, suffix: str = ".json") -> str:
     ascii_name = unicodedata.normalize("NFKD", cleaned).encode("ascii", "ignore").decode("ascii")
     ascii_name = re.sub(r"[^A-Za-z0-9 ._()\[\]+=,!@#$&~-]+", "_", ascii_name).strip(" ._") or "profile"
     return f"attachment; filename=\"{ascii_name}{suffix}\"; filename*=UTF-8''{quote(cleaned + suffix, safe='')}"
+
+
+def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[dict[str, Any]]:
+    """The exchange document of a profile's version (default: the latest), from the read model, as a download."""
+    current = reads.get_profile(profile_id)
+    if current is None:
+        raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+    row = current if version is None or version == current.version else reads.get_version(profile_id, version)
+    if row is None:
+        raise ProfileVersionNotFoundError(
+            f"profile {profile_id} has no version {version} (latest is {current.version})",
+            profile_id=str(profile_id),
+            version=version,
+        )
+    document = exchange.export_document(row, row.version)
+    return Response(document, headers={"Content-Disposition": content_disposition(current.name)})
 
 
 @dataclass
@@ -112,21 +128,7 @@ class ProfileExchangeController(Controller):
         ledger: NamedDependency[ProfileLedger],
         version: Annotated[int | None, QueryParameter(ge=1, description="Default: the latest.")] = None,
     ) -> Response[dict[str, Any]]:
-        pid = profile_id_of(ledger, profile_id)
-        current = reads.get_profile(pid)
-        if current is None:
-            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
-        row = current if version is None or version == current.version else reads.get_version(pid, version)
-        if row is None:
-            raise ProfileVersionNotFoundError(
-                f"profile {pid} has no version {version} (latest is {current.version})",
-                profile_id=str(pid),
-                version=version,
-            )
-        fields = {name: getattr(row, name) for name in EXCHANGE_FIELDS}
-        fields["steering"] = {int(key): value for key, value in row.steering.items()}
-        document = exchange.export_document(fields, row.version)
-        return Response(document, headers={"Content-Disposition": content_disposition(current.name)})
+        return export_download(reads, profile_id_of(ledger, profile_id), version)
 
     @post(
         "/import",
@@ -142,13 +144,13 @@ class ProfileExchangeController(Controller):
         request: Request[Any, Any, Any],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         rename: Annotated[bool, QueryParameter(description="On a name clash, import under a new name.")] = False,
     ) -> Response[ProfileChange]:
         document = await _document(request)
 
         def work() -> Response[ProfileChange]:
             outcome = run_command(context, lambda: ledger.import_profile(document, rename=rename))
-            return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
+            return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
 
         return await anyio.to_thread.run_sync(work)

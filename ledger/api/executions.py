@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
+import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import parse_uuid, with_reason
+from ledger.api.deps import with_reason
 from ledger.api.references import ProfileRef, profile_id_of
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
@@ -22,17 +24,10 @@ from ledger.api.schemas import (
     RunProfile,
     RunSpec,
 )
-from ledger.api.views import (
-    execution_from_aggregate,
-    execution_from_row,
-    profile_from_row,
-    spec_from_row,
-    steering_json,
-    version_from_row,
-)
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
+from ledger.states import convert
 from projections.reruns import rerun_spec
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
@@ -59,14 +54,15 @@ class ProfileExecutionController(Controller):
         context: NamedDependency[CommandContext],
     ) -> Response[ExecutionRecorded]:
         pid = profile_id_of(ledger, profile_id)
-        details = {
-            name: getattr(data, name)
-            for name in ("version", "run_id", "seed", "entity_count", "status", "error_message", "duration_ms", "metadata")
-        }
-        outcome = run_command(with_reason(context, data.reason), lambda: ledger.record_execution(pid, **details))
-        execution = ledger.get_execution(outcome.execution_id)
+        details = msgspec.structs.asdict(data)
+        details.pop("reason")
         recorded_context = with_reason(context, data.reason)
-        body = ExecutionRecorded(**execution_from_aggregate(execution, recorded_context), position=outcome.position)
+        outcome = run_command(recorded_context, lambda: ledger.record_execution(pid, **details))
+        execution = ledger.get_execution(outcome.execution_id)
+        body = convert(
+            execution, ExecutionRecorded, recorded_at=execution.created_on, actor=recorded_context.actor,
+            reason=recorded_context.reason, correlation_id=recorded_context.correlation_id, position=outcome.position,
+        )
         return Response(body, status_code=HTTP_201_CREATED, headers=position_headers(outcome.position))
 
     @get(
@@ -87,30 +83,28 @@ class ProfileExecutionController(Controller):
         page = reads.list_executions(profile_id=pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None and reads.get_profile(pid) is None:
             raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
-        return ExecutionList(executions=[execution_from_row(row) for row in page.items], next_cursor=page.next_cursor)
+        return convert(page, ExecutionList, executions=page.items)
 
 
 class ExecutionController(Controller):
     path = "/api/executions"
     tags = ["executions"]
 
-    @get("/{execution_id:str}", summary="One execution", sync_to_thread=True,
+    @get("/{execution_id:uuid}", summary="One execution", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))
-    def get_execution(self, execution_id: FromPath[str], reads: NamedDependency[Any]) -> ExecutionRead:
-        eid = parse_uuid(execution_id, "execution_id")
-        row = reads.get_execution(eid)
-        if row is None:
-            raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
-        return execution_from_row(row)
+    def get_execution(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionRead:
+        return convert(_found(reads.get_execution(execution_id), execution_id), ExecutionRead)
 
-    @get("/{execution_id:str}/spec", summary="What re-running an execution needs: the spec and the seed",
+    @get("/{execution_id:uuid}/spec", summary="What re-running an execution needs: the spec and the seed",
          sync_to_thread=True, responses=responses(NOT_FOUND, INVALID, TIMEOUT))
-    def get_execution_spec(self, execution_id: FromPath[str], reads: NamedDependency[Any]) -> ExecutionSpec:
-        eid = parse_uuid(execution_id, "execution_id")
-        row = reads.execution_spec(eid)
-        if row is None:
-            raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
-        return spec_from_row(row)
+    def get_execution_spec(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionSpec:
+        return convert(_found(reads.execution_spec(execution_id), execution_id), ExecutionSpec)
+
+
+def _found(row: Any, execution_id: UUID) -> Any:
+    if row is None:
+        raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
+    return row
 
 
 class RunController(Controller):
@@ -123,22 +117,7 @@ class RunController(Controller):
         spec = rerun_spec(reads, run_id)
         if spec is None:
             raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
-        return RunSpec(
-            run_id=spec.run_id,
-            execution_id=str(spec.execution_id),
-            profile_id=str(spec.profile_id),
-            profile_version=spec.profile_version,
-            name=spec.name,
-            model_id=spec.model_id,
-            sae_id=spec.sae_id,
-            layer=spec.layer,
-            steering=steering_json(spec.steering),
-            products=list(spec.products),
-            tags=list(spec.tags),
-            seed=spec.seed,
-            entity_count=spec.entity_count,
-            recorded_at=spec.recorded_at,
-        )
+        return convert(spec, RunSpec)
 
     @get("/{run_id:str}/profile", summary="The profile a run was made from", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))
@@ -147,13 +126,4 @@ class RunController(Controller):
         if found is None:
             raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
         version = reads.get_version(found.profile_id, found.profile_version)
-        current = reads.get_profile(found.profile_id)
-        return RunProfile(
-            run_id=found.run_id,
-            execution_id=str(found.execution_id),
-            profile_id=str(found.profile_id),
-            profile_version=found.profile_version,
-            recorded_at=found.recorded_at,
-            version=version_from_row(version) if version is not None else None,
-            profile=profile_from_row(current) if current is not None else None,
-        )
+        return convert(found, RunProfile, version=version, profile=reads.get_profile(found.profile_id))

@@ -74,8 +74,8 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     if key is None:
         return None
     check_key(key.strip())
-    services = request.app.state.services
-    ledger = services.ledger
+    runtime = request.app.state.runtime
+    ledger = runtime.ledger
     identity = claim_id(_actor(request), key.strip())
     body = await request.body()
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
@@ -150,7 +150,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         if passing or start is None:
             return
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
-        ledger = scope["app"].state.services.ledger  # type: ignore[index]
+        ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
         status = start["status"]
         body = b"".join(message.get("body", b"") for message in held)
         if claim is not None and not claim.saved and status >= 400:

@@ -20,11 +20,12 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_429_TOO_MANY_REQUESTS
 from ledger.access import role_allows
 from ledger.api.auth import principal_of, requires
 from ledger.api.errors import CONFLICT, NOT_FOUND, responses
-from ledger.api.deps import Services
+from ledger.api.runtime import Runtime
 from ledger.api.rebuilds import RebuildJob
 from ledger.api.schemas import VerifyResult
 from ledger.application import ProfileLedger
 from ledger.errors import NotFoundError, PermissionDeniedError
+from ledger.states import convert
 from ledger.verification import VerifyBusyError
 
 INCREMENTAL_WAIT_SECONDS = 1.0
@@ -60,16 +61,7 @@ class LedgerController(Controller):
         except VerifyBusyError as busy:
             raise HTTPException(status_code=HTTP_429_TOO_MANY_REQUESTS, detail=busy.message,
                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
-        return VerifyResult(
-            ok=report.ok,
-            checked=report.checked,
-            head_position=report.head_position,
-            head_link=report.head_link,
-            problem=report.problem,  # type: ignore[arg-type]
-            position=report.position,
-            detail=report.detail,
-            since=report.since,
-        )
+        return convert(report, VerifyResult)
 
     @post(
         "/rebuild",
@@ -81,14 +73,14 @@ class LedgerController(Controller):
         opt=requires("admin"),
         responses=responses(CONFLICT),
     )
-    def rebuild(self, services: NamedDependency[Services]) -> Response[RebuildJob]:
-        job = services.rebuilds.start()
+    def rebuild(self, runtime: NamedDependency[Runtime]) -> Response[RebuildJob]:
+        job = runtime.rebuilds.start()
         return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.url})
 
     @get("/rebuilds/{job_id:str}", summary="A rebuild job: running, succeeded (with positions) or failed",
          opt=requires("admin"), responses=responses(NOT_FOUND))
-    async def rebuild_job(self, job_id: FromPath[str], services: NamedDependency[Services]) -> RebuildJob:
-        job = services.rebuilds.get(job_id)
+    async def rebuild_job(self, job_id: FromPath[str], runtime: NamedDependency[Runtime]) -> RebuildJob:
+        job = runtime.rebuilds.get(job_id)
         if job is None:
             raise NotFoundError(f"no rebuild job {job_id[:80]!r} on this server", job_id=job_id[:80])
         return job

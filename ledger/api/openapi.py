@@ -43,7 +43,7 @@ def _error(description: str) -> OpenAPIResponse:
 
 def tidy_openapi(app: Litestar) -> None:
     schema = app.openapi_schema
-    auth = bool(app.state.services.auth)
+    auth = bool(app.state.runtime.auth)
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue

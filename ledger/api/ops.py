@@ -8,7 +8,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.api.auth import PUBLIC
-from ledger.api.deps import Services
+from ledger.api.runtime import Runtime
 from ledger.api.schemas import Health, ProjectionStatus, Readiness
 from ledger.write_path import probe_writes
 
@@ -16,20 +16,20 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are not committing
 
 
-def _progress(services: Services) -> tuple[int, dict[str, int]]:
-    reads = services.read_model
+def _progress(runtime: Runtime) -> tuple[int, dict[str, int]]:
+    reads = runtime.read_model
     return int(reads.log_position()), dict(reads.positions())
 
 
-def _parked(services: Services) -> dict[str, int]:
-    store = getattr(services.read_model, "store", None)
+def _parked(runtime: Runtime) -> dict[str, int]:
+    store = getattr(runtime.read_model, "store", None)
     return store.parked_counts() if store is not None and hasattr(store, "parked_counts") else {}
 
 
-def _write_problem(services: Services) -> str | None:
+def _write_problem(runtime: Runtime) -> str | None:
     """Why writes cannot commit now, or None: a save of this process waiting too long, or (PostgreSQL) the
     events table's lock not obtainable within a short timeout (another process holds it)."""
-    recorder = getattr(services.ledger, "recorder", None)
+    recorder = getattr(runtime.ledger, "recorder", None)
     group_commit = getattr(recorder, "group_commit", None)
     if group_commit is not None and (waited := group_commit.pending_seconds()) > WRITE_STALL_SECONDS:
         return f"writes are not committing: a save has waited {waited:.0f} s"
@@ -52,12 +52,12 @@ class OpsController(Controller):
         sync_to_thread=True,
         responses={503: ResponseSpec(Readiness, description="Not ready: the database or a projection lags")},
     )
-    def ready(self, services: NamedDependency[Services]) -> Response[Readiness]:
-        runner_alive = services.runner.is_alive() if services.runner is not None else None
+    def ready(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
+        runner_alive = runtime.runner.is_alive() if runtime.runner is not None else None
         try:
-            head, positions = _progress(services)
-            parked = _parked(services)
-            write_problem = _write_problem(services)
+            head, positions = _progress(runtime)
+            parked = _parked(runtime)
+            write_problem = _write_problem(runtime)
         except Exception as error:  # noqa: BLE001 - any failure to reach the database means "not ready"
             body = Readiness(
                 status="not_ready",
@@ -72,7 +72,7 @@ class OpsController(Controller):
             ProjectionStatus(name=name, position=position, lag=max(head - position, 0), parked=parked.get(name, 0))
             for name, position in sorted(positions.items())
         ]
-        lagging = [p.name for p in projections if p.lag > services.options.ready_max_lag]
+        lagging = [p.name for p in projections if p.lag > runtime.options.ready_max_lag]
         problems = []
         if write_problem is not None:
             problems.append(write_problem)
@@ -99,11 +99,11 @@ class OpsController(Controller):
         sync_to_thread=True,
         media_type=PROMETHEUS_TEXT,
     )
-    def metrics(self, services: NamedDependency[Services]) -> Response[str]:
+    def metrics(self, runtime: NamedDependency[Runtime]) -> Response[str]:
         gauges: list[tuple[str, str, dict[str, str], float]] = []
         try:
-            head, positions = _progress(services)
-            parked = _parked(services)
+            head, positions = _progress(runtime)
+            parked = _parked(runtime)
         except Exception:  # noqa: BLE001
             gauges.append(("ledger_database_up", "1 when the database answers.", {}, 0))
         else:
@@ -120,5 +120,5 @@ class OpsController(Controller):
                     "ledger_projection_parked_events", "Events a read model could not apply and set aside.",
                     {"projection": name}, parked.get(name, 0),
                 ))
-        gauges.append(("ledger_sse_streams_open", "Event streams being served now.", {}, services.metrics.streams_open))
-        return Response(services.metrics.render(gauges), media_type=PROMETHEUS_TEXT)
+        gauges.append(("ledger_sse_streams_open", "Event streams being served now.", {}, runtime.metrics.streams_open))
+        return Response(runtime.metrics.render(gauges), media_type=PROMETHEUS_TEXT)

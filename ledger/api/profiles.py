@@ -14,14 +14,13 @@ from ledger.api.active import active_body, in_force
 from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import (
-    CompatibilityCheck,
     DocumentsMinPosition,
     etag,
     parse_if_match,
     parse_time,
     reach_position,
     requested_position,
-    services_of,
+    runtime_of,
     with_reason,
 )
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, STALE, TIMEOUT, TOO_LARGE, responses
@@ -33,7 +32,6 @@ from ledger.api.schemas import (
     ProfileActivation,
     ProfileChange,
     ProfileDeletion,
-    ProfileDiff,
     ProfileList,
     ProfileRead,
     RestoreProfile,
@@ -41,10 +39,11 @@ from ledger.api.schemas import (
     UpdateProfile,
 )
 from ledger.api.references import ProfileRef, profile_id_of
-from ledger.api.views import diff, profile_from_row, profile_from_state
 from ledger.application import Outcome, ProfileLedger
-from ledger.domainmodel import CommandContext
+from ledger.domainmodel import PROFILE_FIELDS, CommandContext
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
+from ledger.states import convert
+from ledger.time_travel import ProfileDiff, diff
 
 IfMatch = Annotated[
     str | None,
@@ -52,8 +51,6 @@ IfMatch = Annotated[
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1 to 500).")]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
-
-PROFILE_FIELDS = ("name", "description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
 
 
 def profile_not_found(profile_id: UUID | str) -> ProfileNotFoundError:
@@ -68,26 +65,24 @@ def _row_or_none(reads: Any, profile_id: UUID) -> Any:
 
 
 def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK) -> Response[ProfileChange]:
+    """A command's answer: the profile as the command left it (usage counts from the read model's row, if any)."""
     state = outcome.profile
     assert state is not None
-    body = profile_from_state(state, _row_or_none(reads, state.id))
+    row = _row_or_none(reads, state.id)
+    counts = {} if row is None else {"execution_count": row.execution_count, "last_executed_at": row.last_executed_at}
     position = outcome.position if outcome.position is not None else current_position(ledger)
-    change = ProfileChange(**_struct_fields(body), position=position, changed=outcome.changed)
+    change = convert(state, ProfileChange, position=position, changed=outcome.changed, **counts)
     return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state.version)})
 
 
-def loaded_target(services: Any) -> dict[str, Any]:
+def loaded_target(runtime: Any) -> dict[str, Any]:
     """What the server has loaded (model id, SAE id and its layer): recorded on a profile created without them."""
-    steering = getattr(services, "steering", None)
+    steering = getattr(runtime, "steering", None)
     engine = getattr(steering, "engine", None)
     if engine is None:
         return {}
     sae = getattr(engine, "sae", None)
     return {"model_id": engine.model_id, "sae_id": engine.sae_id, "layer": sae.layer if sae is not None else None}
-
-
-def _struct_fields(struct: Any) -> dict[str, Any]:
-    return {name: getattr(struct, name) for name in struct.__struct_fields__}
 
 
 def current_position(ledger: ProfileLedger) -> int:
@@ -130,10 +125,10 @@ class ProfileController(Controller):
         active = reads.active_profile()
         return ProfileList(
             profiles=[
-                active_body(reads, row, row.pinned_version) if row.is_active else profile_from_row(row)
+                active_body(reads, row, row.pinned_version) if row.is_active else convert(row, ProfileRead)
                 for row in page.items
             ],
-            active_profile_id=str(active.profile_id) if active is not None else None,
+            active_profile_id=active.profile_id if active is not None else None,
             next_cursor=page.next_cursor,
         )
 
@@ -146,9 +141,9 @@ class ProfileController(Controller):
     async def get_active(self, request: Request[Any, Any, Any]) -> Response[ProfileRead]:
         # answered from memory, encoded once per log position (see ledger.api.active); no dependencies and no
         # declared parameters: Litestar's resolving and parsing of them cost more than the rest of the route
-        services = services_of(request.app.state)
+        runtime = runtime_of(request.app.state)
         wanted = requested_position(request)
-        response = await services.active.response(await reach_position(services, wanted, None) if wanted else None)
+        response = await runtime.active.response(await reach_position(runtime, wanted, None) if wanted else None)
         if response is None:
             raise NoActiveProfileError("no profile is active; activate one with POST /api/profiles/{id}/activate")
         return response
@@ -177,12 +172,12 @@ class ProfileController(Controller):
                 raise ProfileNotFoundError(
                     f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid)
                 )
-            body = profile_from_state(state)
+            body = convert(state, ProfileRead)
         else:
             row = reads.get_profile(pid)
             if row is None:
                 raise profile_not_found(pid)
-            body = profile_from_row(row)
+            body = convert(row, ProfileRead)
         return Response(body, headers={"ETag": etag(body.version)})
 
     @get(
@@ -197,7 +192,7 @@ class ProfileController(Controller):
         row = reads.get_profile_by_name(wanted)
         if row is None:
             raise ProfileNotFoundError(f"no profile is named {wanted!r}", name=wanted)
-        body = profile_from_row(row)
+        body = convert(row, ProfileRead)
         return Response(body, headers={"ETag": etag(body.version)})
 
     @get(
@@ -219,8 +214,7 @@ class ProfileController(Controller):
         after = ledger.get_profile(pid, version=to_version) if to_version else ledger.get_profile(pid)
         if from_version is None:
             from_version = max(after.version - 1, 1)
-        before = ledger.get_profile(pid, version=from_version)
-        return diff(str(pid), before, after)
+        return diff(ledger.get_profile(pid, version=from_version), after)
 
     # -- commands ----------------------------------------------------------------------------------
     @post(
@@ -236,14 +230,14 @@ class ProfileController(Controller):
         data: JSONBody[CreateProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
     ) -> Response[ProfileChange]:
         fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
-        loaded = loaded_target(services)
+        loaded = loaded_target(runtime)
         outcome = run_command(
             with_reason(context, data.reason), lambda: ledger.create_profile(fields, defaults=loaded)
         )
-        return change_response(outcome, ledger, services.read_model, HTTP_201_CREATED)
+        return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
 
     @put(
         "/{profile_id:str}",
@@ -258,7 +252,7 @@ class ProfileController(Controller):
         data: JSONBody[UpdateProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
@@ -268,7 +262,7 @@ class ProfileController(Controller):
             with_reason(context, data.reason),
             lambda: ledger.update_profile(pid, changes, bump_version=data.bump_version, expected_version=expected),
         )
-        return change_response(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, runtime.read_model)
 
     @delete(
         "/{profile_id:str}",
@@ -294,13 +288,8 @@ class ProfileController(Controller):
             lambda: ledger.delete_profile(pid, delete_executions=delete_executions, expected_version=expected),
         )
         assert outcome.profile is not None and outcome.position is not None
-        body = ProfileDeletion(
-            deleted=True,
-            id=str(pid),
-            name=outcome.profile.name,
-            delete_executions=delete_executions,
-            position=outcome.position,
-        )
+        body = ProfileDeletion(deleted=True, id=pid, name=outcome.profile.name, delete_executions=delete_executions,
+                               position=outcome.position)
         return Response(body, headers=position_headers(outcome.position))
 
     @post(
@@ -316,19 +305,18 @@ class ProfileController(Controller):
         profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        compatibility_check: NamedDependency[CompatibilityCheck],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         data: JSONBody[ActivateProfile | None] = None,
     ) -> Response[ProfileActivation]:
         pid = profile_id_of(ledger, profile_id)
         version = data.version if data is not None else None
         reason = data.reason if data is not None else None
         target = ledger.get_profile(pid, version=version)
-        warnings = list(compatibility_check(profile_from_state(target)))
+        warnings = runtime.check_compatibility(target)
         outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
-        change = change_response(outcome, ledger, services.read_model)
+        change = change_response(outcome, ledger, runtime.read_model)
         shown = in_force(change.content, version, target)
-        body = ProfileActivation(**_struct_fields(shown), pinned_version=version, warnings=warnings)
+        body = convert(shown, ProfileActivation, pinned_version=version, warnings=warnings)
         return Response(body, headers=change.headers)
 
     @post(
@@ -348,11 +336,8 @@ class ProfileController(Controller):
         reason = data.reason if data is not None else None
         outcome = run_command(with_reason(context, reason), ledger.deactivate_profile)
         position = outcome.position if outcome.position is not None else current_position(ledger)
-        body = Deactivation(
-            deactivated=outcome.changed,
-            profile_id=str(outcome.profile.id) if outcome.profile is not None else None,
-            position=position,
-        )
+        profile_id = outcome.profile.id if outcome.profile is not None else None
+        body = Deactivation(deactivated=outcome.changed, profile_id=profile_id, position=position)
         return Response(body, headers=position_headers(position))
 
     @post(
@@ -369,7 +354,7 @@ class ProfileController(Controller):
         data: JSONBody[RevertProfile],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
@@ -378,7 +363,7 @@ class ProfileController(Controller):
             with_reason(context, data.reason),
             lambda: ledger.revert_profile(pid, data.version, expected_version=expected),
         )
-        return change_response(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, runtime.read_model)
 
     @post(
         "/{profile_id:str}/restore",
@@ -394,10 +379,10 @@ class ProfileController(Controller):
         profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Any],
+        runtime: NamedDependency[Any],
         data: JSONBody[RestoreProfile | None] = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
         reason = data.reason if data is not None else None
         outcome = run_command(with_reason(context, reason), lambda: ledger.restore_profile(pid))
-        return change_response(outcome, ledger, services.read_model)
+        return change_response(outcome, ledger, runtime.read_model)

@@ -1,19 +1,30 @@
 """Request and response bodies of the HTTP API: msgspec Structs, nothing else.
 
-Requests are named like commands (``CreateProfile``) and refuse unknown fields; responses are named like
-things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or given as ``null`` stays as it is;
-clearing one is explicit (``""``, ``{}``, ``[]``), as each field's description says.
+Requests are named like commands (``CreateProfile``) and refuse unknown fields; the bounds a field declares
+(``Meta``) are the domain's (:mod:`ledger.values`), shown in the OpenAPI document and checked as the body is
+read. Responses are named like things (``ProfileRead``). A field of ``UpdateProfile`` left out (``UNSET``) or
+given as ``null`` stays as it is; clearing one is explicit (``""``, ``{}``, ``[]``), as each field's description
+says.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from ledger import values
+from ledger.states import ProfileFields
+
 JSONObject = dict[str, Any]
+REASON_MAX = 1_000
+
+Reason = Annotated[str, Meta(max_length=REASON_MAX, description="Why (recorded on the events; overrides `X-Reason`).")]
+Description = Annotated[str, Meta(max_length=values.DESCRIPTION_MAX)]
+Layer = Annotated[int, Meta(ge=0, le=values.LAYER_MAX)]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -23,16 +34,16 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 # -- requests --------------------------------------------------------------------------------------
 class CreateProfile(Request):
     name: str
-    description: str | None = None
+    description: Description | None = None
     model_id: str | None = None
     sae_id: str | None = None
-    layer: int | None = None
+    layer: Layer | None = None
     steering: dict[str, float] | None = None
     """``{feature_index: strength}``; omitted or null → the active profile's spec is copied."""
     tags: list[str] | None = None
     products: list[str] | None = None
     metadata: JSONObject | None = None
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 _KEEP = "Absent or `null`: left as it is."
@@ -45,11 +56,11 @@ class UpdateProfile(Request):
 
     name: Annotated[str | None | UnsetType, Meta(description=f"A new name. {_KEEP}")] = UNSET
     description: Annotated[
-        str | None | UnsetType, Meta(description=f'A new description; `""` clears it. {_KEEP}')
+        Description | None | UnsetType, Meta(description=f'A new description; `""` clears it. {_KEEP}')
     ] = UNSET
     model_id: Annotated[str | None | UnsetType, Meta(description=f'The target model; `""` clears it. {_KEEP}')] = UNSET
     sae_id: Annotated[str | None | UnsetType, Meta(description=f'The target SAE; `""` clears it. {_KEEP}')] = UNSET
-    layer: Annotated[int | None | UnsetType, Meta(description=f"The layer steered. {_KEEP}")] = UNSET
+    layer: Annotated[Layer | None | UnsetType, Meta(description=f"The layer steered. {_KEEP}")] = UNSET
     steering: Annotated[
         dict[str, float] | None | UnsetType,
         Meta(description=f"The whole new `{{feature_index: strength}}` (it replaces the old one); `{{}}` clears "
@@ -63,7 +74,7 @@ class UpdateProfile(Request):
         JSONObject | None | UnsetType, Meta(description=f"The new metadata object; `{{}}` clears it. {_KEEP}")
     ] = UNSET
     bump_version: bool = True
-    reason: str | None = None
+    reason: Reason | None = None
 
     def changes(self, fields: tuple[str, ...]) -> dict[str, Any]:
         """The fields this update names (absent and ``null`` ones left out); ``""`` clears a description."""
@@ -77,32 +88,32 @@ class UpdateProfile(Request):
 class ActivateProfile(Request):
     version: int | None = None
     """Pin this version; omitted → the active profile follows the latest version."""
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RestoreProfile(Request):
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class DeactivateProfile(Request):
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RevertProfile(Request):
     version: int
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RecordExecution(Request):
     version: int | None = None
     run_id: str | None = None
-    seed: int | None = None
-    entity_count: int | None = None
+    seed: Annotated[int, Meta(ge=values.INT64_MIN, le=values.INT64_MAX)] | None = None
+    entity_count: Annotated[int, Meta(ge=0, le=values.INT64_MAX)] | None = None
     status: Literal["success", "failed", "partial"] = "success"
-    error_message: str | None = None
-    duration_ms: float | None = None
+    error_message: Description | None = None
+    duration_ms: Annotated[float, Meta(ge=0)] | None = None
     metadata: JSONObject | None = None
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class CreateToken(Request):
@@ -110,29 +121,19 @@ class CreateToken(Request):
     """Who the token is for; recorded as the actor of every change made with it (1 to 100 characters, unique
     among live tokens, no control or invisible characters)."""
     role: Literal["reader", "editor", "admin"]
-    expires_in: int | None = None
-    """Seconds until the token stops working (at least 1); omitted: it never expires (until revoked)."""
+    expires_in: Annotated[int, Meta(ge=1)] | None = None
+    """Seconds until the token stops working; omitted: it never expires (until revoked)."""
     expires_at: datetime | None = None
     """When the token stops working (a time with an offset); give this or ``expires_in``, not both."""
 
 
 # -- responses -------------------------------------------------------------------------------------
-class ProfileRead(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
-    feature_count: int
+class ProfileRead(ProfileFields, kw_only=True):
+    id: UUID
+    version: int
     is_active: bool
     created_at: datetime
     updated_at: datetime
-    version: int
-    tags: list[str]
-    products: list[str]
-    metadata: JSONObject
     execution_count: int = 0
     last_executed_at: datetime | None = None
     pinned: bool = False
@@ -156,13 +157,13 @@ class ProfileActivation(ProfileChange, kw_only=True):
 
 class ProfileList(msgspec.Struct, kw_only=True):
     profiles: list[ProfileRead]
-    active_profile_id: str | None
+    active_profile_id: UUID | None
     next_cursor: str | None
 
 
 class ProfileDeletion(msgspec.Struct, kw_only=True):
     deleted: bool
-    id: str
+    id: UUID
     name: str
     delete_executions: bool
     position: int
@@ -170,23 +171,13 @@ class ProfileDeletion(msgspec.Struct, kw_only=True):
 
 class Deactivation(msgspec.Struct, kw_only=True):
     deactivated: bool
-    profile_id: str | None
+    profile_id: UUID | None
     position: int
 
 
-class VersionRead(msgspec.Struct, kw_only=True):
-    profile_id: str
+class VersionRead(ProfileFields, kw_only=True):
+    profile_id: UUID
     version: int
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
-    feature_count: int
-    tags: list[str]
-    products: list[str]
-    metadata: JSONObject
     event_type: str
     actor: str
     reason: str | None
@@ -199,35 +190,10 @@ class VersionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class FieldChange(msgspec.Struct, kw_only=True):
-    field: str
-    before: Any
-    after: Any
-
-
-class StrengthChange(msgspec.Struct, kw_only=True):
-    before: float
-    after: float
-
-
-class SteeringDiff(msgspec.Struct, kw_only=True):
-    added: dict[str, float]
-    removed: dict[str, float]
-    changed: dict[str, StrengthChange]
-
-
-class ProfileDiff(msgspec.Struct, kw_only=True):
-    profile_id: str
-    from_version: int
-    to_version: int
-    changes: list[FieldChange]
-    steering: SteeringDiff
-
-
 class ExecutionRead(msgspec.Struct, kw_only=True):
-    id: str
-    profile_id: str
-    profile_version: int
+    id: UUID
+    profile_id: UUID | None
+    profile_version: int | None
     run_id: str | None
     seed: int | None
     entity_count: int | None
@@ -235,10 +201,10 @@ class ExecutionRead(msgspec.Struct, kw_only=True):
     error_message: str | None
     duration_ms: float | None
     metadata: JSONObject
-    executed_at: datetime
+    recorded_at: datetime = msgspec.field(name="executed_at")
     kind: str
     details: JSONObject
-    replay_of: str | None
+    replay_of: UUID | None
     actor: str
     reason: str | None
     correlation_id: str | None
@@ -256,13 +222,13 @@ class ExecutionList(msgspec.Struct, kw_only=True):
 class ExecutionSpec(msgspec.Struct, kw_only=True):
     """Everything needed to run an execution again: its profile version's exact spec and its inputs."""
 
-    execution_id: str
-    profile_id: str
+    execution_id: UUID
+    profile_id: UUID
     profile_version: int
     model_id: str | None
     sae_id: str | None
     layer: int | None
-    steering: dict[str, float]
+    steering: dict[int, float]
     seed: int | None
     entity_count: int | None
     run_id: str | None
@@ -276,14 +242,14 @@ class RunSpec(msgspec.Struct, kw_only=True):
     entity count written in, and the products it is for."""
 
     run_id: str
-    execution_id: str
-    profile_id: str
+    execution_id: UUID
+    profile_id: UUID
     profile_version: int
     name: str
     model_id: str | None
     sae_id: str | None
     layer: int | None
-    steering: dict[str, float]
+    steering: dict[int, float]
     products: list[str]
     tags: list[str]
     seed: int | None
@@ -296,8 +262,8 @@ class RunProfile(msgspec.Struct, kw_only=True):
     null once deleted)."""
 
     run_id: str
-    execution_id: str
-    profile_id: str
+    execution_id: UUID
+    profile_id: UUID
     profile_version: int
     recorded_at: datetime
     version: VersionRead | None
@@ -307,15 +273,15 @@ class RunProfile(msgspec.Struct, kw_only=True):
 class EventRead(msgspec.Struct, kw_only=True):
     position: int
     recorded_at: datetime
-    type: str
+    event_type: str = msgspec.field(name="type")
     aggregate_type: str
-    originator_id: str
+    originator_id: UUID
     originator_version: int
-    profile_id: str | None
+    profile_id: UUID | None
     actor: str
     reason: str | None
     correlation_id: str | None
-    data: JSONObject
+    payload: JSONObject = msgspec.field(name="data")
 
 
 class EventList(msgspec.Struct, kw_only=True):
@@ -347,7 +313,7 @@ class Readiness(msgspec.Struct, kw_only=True):
 class TokenRead(msgspec.Struct, kw_only=True):
     """An API token as listed: never its secret."""
 
-    id: str
+    token_id: UUID = msgspec.field(name="id")
     name: str
     role: str
     issued_at: str
@@ -366,7 +332,7 @@ class TokenIssued(TokenRead, kw_only=True):
 
 
 class TokenRevocation(msgspec.Struct, kw_only=True):
-    id: str
+    id: UUID
     revoked: bool
     """True when this request revoked it; false when it was revoked already."""
 

@@ -26,7 +26,7 @@ from litestar import Litestar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ledger.api.app import create_app
-from ledger.api.deps import Services
+from ledger.api.runtime import Runtime
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.api")
@@ -170,8 +170,8 @@ class LedgerServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
         super().__init__(config)
-        self.services: Services | None = getattr(app.state, "services", None)
-        self.shutdown_begun = self.services.shutdown if self.services is not None else threading.Event()
+        self.runtime: Runtime | None = getattr(app.state, "runtime", None)
+        self.shutdown_begun = self.runtime.shutdown if self.runtime is not None else threading.Event()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.shutdown_begun.set()
@@ -194,9 +194,9 @@ def build_server(
 ) -> LedgerServer:
     app = app or create_app(settings)
     limits = (limits or ConnectionLimits()).resolved()
-    services: Services | None = getattr(app.state, "services", None)
-    if services is not None:
-        services.options.sse_max_streams = limits.max_streams
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        runtime.options.sse_max_streams = limits.max_streams
     config = uvicorn.Config(
         app,
         host=host,

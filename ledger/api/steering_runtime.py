@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
-from uuid import UUID
 
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
+from ledger.states import ProfileState
 
 log = logging.getLogger("ledger.api")
 OTHER_THREADS = 40  # anyio's default pool size
@@ -74,21 +74,13 @@ class SteeringRuntime:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, scheduler.max_batch + scheduler.max_queue + OTHER_THREADS)
 
-    def compatibility_warnings(self, profile: Any) -> list[str]:
-        """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones.
-
-        ``profile`` is the profile body the API is about to answer (string steering keys)."""
+    def compatibility_warnings(self, profile: ProfileState) -> list[str]:
+        """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones."""
         from steering.projector import ProfileSpec
 
-        spec = ProfileSpec(
-            profile_id=UUID(str(profile.id)),
-            version=profile.version,
-            steering={int(index): strength for index, strength in profile.steering.items()},
-            layer=profile.layer,
-            model_id=profile.model_id,
-            sae_id=profile.sae_id,
+        return self.generation.compatibility_warnings(
+            ProfileSpec(profile.id, profile.version, profile.steering, profile.layer, profile.model_id, profile.sae_id)
         )
-        return self.generation.compatibility_warnings(spec)
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,32 +3,29 @@ unique among the live tokens (409 ``token_name_taken``)."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from ledger.access import TokenRecord, expiry_after
+from ledger.access import expiry_after
 from ledger.api.auth import requires
 from ledger.api.commands import run_command
-from ledger.api.deps import Services, parse_uuid
+from ledger.api.runtime import Runtime
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.schemas import CreateToken, TokenIssued, TokenList, TokenRead, TokenRevocation
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
+from ledger.states import convert
+from ledger.tokens import TokenService
 
 
-def token_read(record: TokenRecord) -> TokenRead:
-    return TokenRead(
-        id=str(record.token_id), name=record.name, role=record.role, issued_at=record.issued_at,
-        revoked=record.revoked, expires_at=record.expires_at,
-    )
-
-
-def _forget_cached_tokens(services: Services) -> None:
+def _forget_cached_tokens(runtime: Runtime) -> None:
     """This process's token cache reloads on the next request, so a revocation holds at once here."""
-    if services.tokens is not None:
-        services.tokens.invalidate()
+    if runtime.tokens is not None:
+        runtime.tokens.invalidate()
 
 
 class TokenController(Controller):
@@ -48,23 +45,22 @@ class TokenController(Controller):
         data: JSONBody[CreateToken],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
     ) -> Response[TokenIssued]:
         if data.expires_in is not None and data.expires_at is not None:
             raise InvalidRequestError("give expires_in or expires_at, not both", field="expires_in")
         expires_at = expiry_after(data.expires_in) if data.expires_in is not None else data.expires_at
-        token_id, token = run_command(context, lambda: ledger.issue_token(data.name, data.role, expires_at))
-        _forget_cached_tokens(services)
-        record = next(r for r in ledger.list_tokens() if r.token_id == token_id)
-        body = TokenIssued(**{name: getattr(token_read(record), name) for name in TokenRead.__struct_fields__}, token=token)
+        record, token = run_command(context, lambda: TokenService(ledger).issue(data.name, data.role, expires_at))
+        _forget_cached_tokens(runtime)
+        body = convert(record, TokenIssued, token=token)
         return Response(body, status_code=HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
     @get("/", summary="Every token ever issued (never their secrets)", sync_to_thread=True)
     def list_tokens(self, ledger: NamedDependency[ProfileLedger]) -> TokenList:
-        return TokenList(tokens=[token_read(record) for record in ledger.list_tokens()])
+        return TokenList(tokens=[convert(record, TokenRead) for record in TokenService(ledger).records()])
 
     @delete(
-        "/{token_id:str}",
+        "/{token_id:uuid}",
         summary="Revoke a token: requests with it are refused from now on",
         sync_to_thread=True,
         status_code=HTTP_200_OK,
@@ -72,12 +68,11 @@ class TokenController(Controller):
     )
     def revoke_token(
         self,
-        token_id: FromPath[str],
+        token_id: FromPath[UUID],
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
-        services: NamedDependency[Services],
+        runtime: NamedDependency[Runtime],
     ) -> TokenRevocation:
-        tid = parse_uuid(token_id, "token_id")
-        revoked = run_command(context, lambda: ledger.revoke_token(tid))
-        _forget_cached_tokens(services)
-        return TokenRevocation(id=str(tid), revoked=revoked)
+        revoked = run_command(context, lambda: TokenService(ledger).revoke(token_id))
+        _forget_cached_tokens(runtime)
+        return TokenRevocation(id=token_id, revoked=revoked)

@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from ledger.api.references import ProfileRef, profile_id_of
-from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, InvalidRequestError, responses
+from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, responses
 from ledger.api.schemas import VersionList, VersionRead
-from ledger.api.views import version_from_row
 from ledger.application import ProfileLedger
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
+from ledger.states import convert
 
 
 class ProfileVersionController(Controller):
@@ -34,23 +34,21 @@ class ProfileVersionController(Controller):
         page = reads.list_versions(pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None:
             raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
-        return VersionList(versions=[version_from_row(row) for row in page.items], next_cursor=page.next_cursor)
+        return convert(page, VersionList, versions=page.items)
 
-    @get("/{version:str}", summary="One version of a profile", sync_to_thread=True,
+    @get("/{version:int}", summary="One version of a profile", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))
     def get_version(
         self,
         profile_id: ProfileRef,
-        version: FromPath[str],
+        version: Annotated[int, PathParameter(ge=1)],
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
     ) -> VersionRead:
         pid = profile_id_of(ledger, profile_id)
-        if not (version.isascii() and version.isdigit()) or int(version) < 1:
-            raise InvalidRequestError(f"version must be a positive integer (got {version[:40]!r})", field="version")
-        row = reads.get_version(pid, int(version))
+        row = reads.get_version(pid, version)
         if row is None:
             raise ProfileVersionNotFoundError(
-                f"profile {pid} has no version {int(version)}", profile_id=str(pid), version=int(version)
+                f"profile {pid} has no version {version}", profile_id=str(pid), version=version
             )
-        return version_from_row(row)
+        return convert(row, VersionRead)

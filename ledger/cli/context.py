@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import typer
 
 from ledger.application import ProfileLedger
@@ -131,20 +132,8 @@ def parse_json(value: str | None, what: str) -> Any:
         raise ValidationError(f"{what} is not valid JSON: {error}", field=what) from None
 
 
-def to_jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (UUID, datetime)):
-        return str(value) if isinstance(value, UUID) else value.isoformat()
-    return value
-
-
 def emit_json(value: Any) -> None:
-    typer.echo(json.dumps(to_jsonable(value), indent=2, ensure_ascii=False))
+    typer.echo(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
 
 
 ACTOR = typer.Option("cli", "--actor", envvar="LEDGER_ACTOR", help="Who is making this change (recorded on events).")

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import typer
 
 from ledger import values
-from ledger.application import Outcome, ProfileState
+from ledger.application import Outcome
+from ledger.states import ProfileState
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, parse_time, profile_ref, state
 from ledger.errors import ImportFormatError, ValidationError
 

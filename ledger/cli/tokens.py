@@ -8,6 +8,7 @@ import typer
 
 from ledger.access import expiry_after
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
+from ledger.tokens import TokenService
 
 tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
 
@@ -26,19 +27,19 @@ def create_token(
     """Create a token and print it once. Names are unique among live tokens."""
     expires_at = expiry_after(expires_in) if expires_in is not None else None
     with acting(actor, reason):
-        token_id, token = state.ledger.issue_token(name, role, expires_at)
-    record = next(r for r in state.ledger.list_tokens() if r.token_id == token_id)
+        record, token = TokenService(state.ledger).issue(name, role, expires_at)
     if as_json:
-        emit_json({"id": token_id, "name": record.name, "role": role, "expires_at": record.expires_at, "token": token})
+        emit_json({"id": record.token_id, "name": record.name, "role": role, "expires_at": record.expires_at,
+                   "token": token})
     else:
         until = f", expires {record.expires_at}" if record.expires_at else ""
-        typer.echo(f"token {token_id} for {record.name} ({role}{until}); shown once, keep it safe:\n{token}")
+        typer.echo(f"token {record.token_id} for {record.name} ({role}{until}); shown once, keep it safe:\n{token}")
 
 
 @tokens.command("list")
 def list_tokens(as_json: bool = JSON) -> None:
     """List tokens (never their secrets)."""
-    records = state.ledger.list_tokens()
+    records = TokenService(state.ledger).records()
     if as_json:
         emit_json([{"id": r.token_id, "name": r.name, "role": r.role, "issued_at": r.issued_at,
                     "expires_at": r.expires_at, "revoked": r.revoked} for r in records])
@@ -59,7 +60,7 @@ def revoke_token(
 ) -> None:
     """Revoke a token; requests with it are refused from then on."""
     with acting(actor, reason):
-        revoked = state.ledger.revoke_token(parse_uuid(token_id, "token id"))
+        revoked = TokenService(state.ledger).revoke(parse_uuid(token_id, "token id"))
     typer.echo("revoked" if revoked else "already revoked")
 
 

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from ledger import values
-from ledger.application import ProfileState
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, profile_ref, state
 from ledger.cli.profiles import describe, in_force_line, report
-from ledger.domainmodel import DETAIL_FIELDS, SPEC_FIELDS
 from ledger.errors import NoActiveProfileError
+from ledger.time_travel import diff as version_diff
 
 PROFILE = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id.")
-
-
-def version_diff(before: ProfileState, after: ProfileState) -> dict[str, Any]:
-    """What changed from one version to another: fields (before/after) and steering (added/removed/changed)."""
-    old, new = before.steering, after.steering
-    return {
-        "profile_id": str(after.id),
-        "from_version": before.version,
-        "to_version": after.version,
-        "changes": [
-            {"field": name, "before": getattr(before, name), "after": getattr(after, name)}
-            for name in (*DETAIL_FIELDS, *SPEC_FIELDS)
-            if name != "steering" and getattr(before, name) != getattr(after, name)
-        ],
-        "steering": {
-            "added": {str(k): new[k] for k in sorted(new.keys() - old.keys())},
-            "removed": {str(k): old[k] for k in sorted(old.keys() - new.keys())},
-            "changed": {
-                str(k): {"before": old[k], "after": new[k]} for k in sorted(old.keys() & new.keys()) if old[k] != new[k]
-            },
-        },
-    }
 
 
 def register(app: typer.Typer) -> None:
@@ -78,16 +55,16 @@ def register(app: typer.Typer) -> None:
             emit_json(changes)
             return
         typer.echo(f"{after.name}: version {before.version} → {after.version}")
-        for change in changes["changes"]:
-            typer.echo(f"  {change['field']}: {change['before']!r} → {change['after']!r}")
-        steering = changes["steering"]
-        for index, strength in steering["added"].items():
+        for change in changes.changes:
+            typer.echo(f"  {change.field}: {change.before!r} → {change.after!r}")
+        steering = changes.steering
+        for index, strength in steering.added.items():
             typer.echo(f"  steering +{index}={strength:g}")
-        for index, strength in steering["removed"].items():
+        for index, strength in steering.removed.items():
             typer.echo(f"  steering -{index} (was {strength:g})")
-        for index, change in steering["changed"].items():
-            typer.echo(f"  steering {index}: {change['before']:g} → {change['after']:g}")
-        if not changes["changes"] and not any(steering.values()):
+        for index, change in steering.changed.items():
+            typer.echo(f"  steering {index}: {change.before:g} → {change.after:g}")
+        if not changes.changes and not (steering.added or steering.removed or steering.changed):
             typer.echo("  no differences")
 
     @app.command()

@@ -35,7 +35,7 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         template_name="error.html.j2",
         context={
             "viewer": viewer_of(request),
-            "auth": request.app.state.services.auth,
+            "auth": request.app.state.runtime.auth,
             "path": request.url.path,
             "status": answer.status_code,
             "error": body.get("error", "error"),

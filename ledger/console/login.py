@@ -16,8 +16,9 @@ import anyio.to_thread
 
 from ledger.access import Principal
 from ledger.api.auth import PUBLIC
-from ledger.api.deps import ACTOR_MAX, Services
-from ledger.console.profiles import form_of, services_of
+from ledger.api.deps import ACTOR_MAX
+from ledger.api.runtime import Runtime
+from ledger.console.profiles import form_of, runtime_of
 from ledger.console.rendering import page
 from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
 from ledger.errors import AuthenticationError
@@ -25,9 +26,9 @@ from ledger.errors import AuthenticationError
 LOGIN_PAGE = dict(PUBLIC)  # signing in needs no token; it only sets the browser's cookie
 
 
-async def check_token(services: Services, token: str) -> Principal:
+async def check_token(runtime: Runtime, token: str) -> Principal:
     """The principal of ``token``, from the token cache the API's guard uses (reloaded first when stale)."""
-    cache = services.tokens
+    cache = runtime.tokens
     if cache is None:
         raise AuthenticationError("the server is starting; retry shortly")
     if cache.stale:
@@ -57,9 +58,9 @@ class LoginPages(Controller):
     async def login(self, request: Request[Any, Any, Any]) -> Template | Redirect:
         form = await form_of(request)
         target = local_path(form.get("next"))
-        services = services_of(request)
+        runtime = runtime_of(request)
         redirect = Redirect(target, status_code=HTTP_303_SEE_OTHER)
-        if not services.auth:
+        if not runtime.auth:
             name = (form.get("name") or "").strip()[:ACTOR_MAX]
             if name:
                 redirect.set_cookie(ACTOR_COOKIE, name, **_cookie_options(request))
@@ -68,7 +69,7 @@ class LoginPages(Controller):
             return redirect
         token = (form.get("token") or "").strip()
         try:
-            await check_token(services, token)
+            await check_token(runtime, token)
         except AuthenticationError:
             return page(request, "login.html.j2", status_code=401, next=target, problem="That token is unknown or revoked.")
         redirect.set_cookie(TOKEN_COOKIE, token, **_cookie_options(request))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, Template
@@ -25,9 +26,11 @@ from litestar.response.sse import ServerSentEventMessage
 from markupsafe import escape
 
 from ledger.api.auth import requires
-from ledger.api.chat import MAX_TOKENS_LIMIT, generation_of
+from ledger.api.bodies import refusal
+from ledger.api.chat import completion_from, generation_of
+from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
-from ledger.console.profiles import form_of, is_htmx, services_of
+from ledger.console.profiles import form_of, is_htmx, runtime_of
 from ledger.console.rendering import page
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
@@ -83,38 +86,27 @@ PENDING = PendingRuns()
 
 
 def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
-    from steering.runs import Completion
-
     prompt = (form.get("prompt") or "").strip()
-    if not prompt or "\x00" in prompt:
+    if not prompt:
         raise ValidationError("write a prompt", field="prompt")
-    max_tokens = optional_int(form.get("max_tokens"), "max_tokens") or 64
-    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise ValidationError(f"max tokens must be between 1 and {MAX_TOKENS_LIMIT}", field="max_tokens")
-    try:
-        temperature = float((form.get("temperature") or "1").strip())
-    except ValueError:
-        raise ValidationError("temperature must be a number", field="temperature") from None
-    if not 0.0 <= temperature <= 5.0:
-        raise ValidationError("temperature must be between 0 and 5", field="temperature")
     seed = optional_int(form.get("seed"), "seed")
-    if seed is None:
-        seed = secrets.randbelow(SEED_MAX)  # drawn here, so both sides share it
-    if not 0 <= seed <= SEED_MAX:
-        raise ValidationError("seed must be between 0 and 2**63 - 1", field="seed")
-    completion = Completion(
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=temperature,
-        seed=seed,
-        profile=optional_text(form.get("profile")),
-        profile_version=optional_int(form.get("profile_version"), "profile_version"),
-    )
-    return completion, form.get("compare") == "on"
+    chat = {
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": optional_int(form.get("max_tokens"), "max_tokens") or 64,
+        "temperature": (form.get("temperature") or "1").strip(),
+        "seed": secrets.randbelow(SEED_MAX) if seed is None else seed,  # drawn here, so both sides share it
+        "profile": optional_text(form.get("profile")),
+        "profile_version": optional_int(form.get("profile_version"), "profile_version"),
+    }
+    try:  # the API's request, with its bounds
+        data = msgspec.convert(chat, ChatCompletionRequest, strict=False)
+    except msgspec.ValidationError as error:
+        raise refusal(error) from None
+    return completion_from(data), form.get("compare") == "on"
 
 
 def _options(request: Request[Any, Any, Any]) -> list[Any]:
-    return list(services_of(request).read_model.list_profiles(limit=PROFILES_OFFERED).items)
+    return list(runtime_of(request).read_model.list_profiles(limit=PROFILES_OFFERED).items)
 
 
 class PlaygroundPages(Controller):
@@ -122,26 +114,26 @@ class PlaygroundPages(Controller):
 
     @get("/", name="console:playground", sync_to_thread=True)
     def playground(self, request: Request[Any, Any, Any], profile: FromQuery[str | None] = None) -> Template:
-        services = services_of(request)
+        runtime = runtime_of(request)
         return page(
             request,
             "playground.html.j2",
             profiles=_options(request),
             form={**DEFAULTS, "profile": profile or ""},
-            model_loaded=services.generation is not None,
-            active=services.read_model.active_profile(),
+            model_loaded=runtime.generation is not None,
+            active=runtime.read_model.active_profile(),
         )
 
     @post("/", name="console:run")
     async def run(self, request: Request[Any, Any, Any]) -> Template:
-        services = services_of(request)
+        runtime = runtime_of(request)
         form = await form_of(request)
-        generation = generation_of(services)
+        generation = generation_of(runtime)
         completion, compare = completion_of(form)
         context = command_context(request)
         shown = {**form, "compare": compare}
         profiles, active = await anyio.to_thread.run_sync(
-            lambda: (_options(request), services.read_model.active_profile())
+            lambda: (_options(request), runtime.read_model.active_profile())
         )
         common = {"profiles": profiles, "form": shown, "model_loaded": True, "active": active}
         if is_htmx(request):
@@ -155,8 +147,8 @@ class PlaygroundPages(Controller):
 
     @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
     async def stream(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ServerSentEvent:
-        services = services_of(request)
-        generation = generation_of(services)
+        runtime = runtime_of(request)
+        generation = generation_of(runtime)
         viewer = viewer_of(request)
         run = PENDING.take(key, viewer.name if viewer else None)
         return ServerSentEvent(_stream(generation, run), headers={"Cache-Control": "no-cache"})

@@ -18,13 +18,12 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.chat import generation_of
 from ledger.api.commands import run_command
-from ledger.api.deps import Services, parse_uuid
-from ledger.api.exchange import EXCHANGE_FIELDS, content_disposition
-from ledger.api.views import diff, profile_from_state
+from ledger.api.deps import parse_uuid
+from ledger.api.runtime import Runtime
+from ledger.api.exchange import export_download
 from ledger.application import Outcome
 from ledger.console.rendering import page, render_fragment
 from ledger.console.session import command_context
@@ -39,14 +38,15 @@ from ledger.console.views import (
     parse_steering,
 )
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, ValidationError
+from ledger.time_travel import diff
 
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
 HISTORY_SHOWN = 25
 
 
-def services_of(request: Request[Any, Any, Any]) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
@@ -64,14 +64,14 @@ async def form_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 async def run(request: Request[Any, Any, Any], reason: str | None, command: Any) -> Any:
     """Run ``command`` in a worker thread as the console user; wait until the read side has applied it."""
-    services = services_of(request)
+    runtime = runtime_of(request)
     context = command_context(request, reason)
 
     def work() -> Any:
         outcome = run_command(context, command)
         position = getattr(outcome, "position", None)
         if position:
-            services.read_model.wait_for_position(position, services.options.consistency_timeout)
+            runtime.read_model.wait_for_position(position, runtime.options.consistency_timeout)
         return outcome
 
     return await anyio.to_thread.run_sync(work)
@@ -108,8 +108,8 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
 
 def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
     """A deleted profile: its history stays in the log, and it can be restored."""
-    services = services_of(request)
-    reads = services.read_model
+    runtime = runtime_of(request)
+    reads = runtime.read_model
     versions = reads.list_versions(pid, limit=500).items
     if not versions:
         raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
@@ -140,7 +140,7 @@ class ProfilePages(Controller):
         sort: FromQuery[str] = "name",
         cursor: FromQuery[str | None] = None,
     ) -> Template:
-        reads = services_of(request).read_model
+        reads = runtime_of(request).read_model
         filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
         page_of = reads.list_profiles(
             tags=parse_labels(tag or "") or None,
@@ -166,7 +166,7 @@ class ProfilePages(Controller):
         fields = profile_fields(form)
         if not fields["steering"]:
             fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         outcome: Outcome = await run(request, form.get("reason"), lambda: ledger.create_profile(fields))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
@@ -183,7 +183,7 @@ class ProfilePages(Controller):
         except (msgspec.DecodeError, RecursionError) as error:
             raise ValidationError(f"the import document is not valid JSON: {error}", field="file") from None
         rename = form.get("rename") == "on"
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         outcome: Outcome = await run(request, None, lambda: ledger.import_profile(document, rename=rename))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
@@ -198,8 +198,8 @@ class ProfilePages(Controller):
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
         history: FromQuery[str | None] = None,
     ) -> Template:
-        services = services_of(request)
-        reads, ledger = services.read_model, services.ledger
+        runtime = runtime_of(request)
+        reads, ledger = runtime.read_model, runtime.ledger
         pid = parse_uuid(profile_id, "profile_id")
         row = reads.get_profile(pid)
         if row is None:
@@ -209,7 +209,7 @@ class ProfilePages(Controller):
         if from_version is not None or to_version is not None:
             newer = to_version or row.version
             older = from_version or max(newer - 1, 1)
-            comparison = diff(str(pid), ledger.get_profile(pid, version=older), ledger.get_profile(pid, version=newer))
+            comparison = diff(ledger.get_profile(pid, version=older), ledger.get_profile(pid, version=newer))
         executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN).items
         return page(
             request,
@@ -222,28 +222,13 @@ class ProfilePages(Controller):
             comparison=comparison,
             diff_rows=diff_rows(comparison) if comparison is not None else [],
             executions=executions,
-            can_replay=services.generation is not None,
+            can_replay=runtime.generation is not None,
             active=reads.active_profile(),
         )
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[bytes]:
-        reads = services_of(request).read_model
-        pid = parse_uuid(profile_id, "profile_id")
-        current = reads.get_profile(pid)
-        if current is None:
-            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
-        row = current if version is None or version == current.version else reads.get_version(pid, version)
-        if row is None:
-            raise ProfileNotFoundError(f"profile {pid} has no version {version}", profile_id=str(pid))
-        fields = {name: getattr(row, name) for name in EXCHANGE_FIELDS}
-        fields["steering"] = {int(key): value for key, value in row.steering.items()}
-        document = exchange.export_document(fields, row.version)
-        return Response(
-            msgspec.json.encode(document),
-            media_type="application/json",
-            headers={"Content-Disposition": content_disposition(current.name)},
-        )
+    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[Any]:
+        return export_download(runtime_of(request).read_model, parse_uuid(profile_id, "profile_id"), version)
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
     async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
@@ -252,7 +237,7 @@ class ProfilePages(Controller):
         fields = profile_fields(form)
         expected = optional_int(form.get("expected_version"), "expected_version")
         bump = form.get("bump_version") == "on"
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         await run(
             request,
             form.get("reason"),
@@ -267,7 +252,7 @@ class ProfilePages(Controller):
         version = optional_int(form.get("version"), "version")
         if version is None:
             raise ValidationError("choose the version to revert to", field="version")
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         await run(request, form.get("reason"), lambda: ledger.revert_profile(pid, version))
         return see_other(f"/profiles/{pid}")
 
@@ -276,12 +261,12 @@ class ProfilePages(Controller):
         pid = parse_uuid(profile_id, "profile_id")
         form = await form_of(request)
         version = optional_int(form.get("version"), "version")  # empty: follow the latest version
-        services = services_of(request)
-        ledger = services.ledger
+        runtime = runtime_of(request)
+        ledger = runtime.ledger
 
         def activate() -> Outcome:
             target = ledger.get_profile(pid, version=version)
-            services.compatibility_check(profile_from_state(target))  # refuses what the loaded model cannot run (as the API does)
+            runtime.check_compatibility(target)  # refuses what the loaded model cannot run (as the API does)
             return ledger.activate_profile(pid, version=version)
 
         await run(request, form.get("reason"), activate)
@@ -290,7 +275,7 @@ class ProfilePages(Controller):
     @post("/profiles/deactivate", name="console:deactivate")
     async def deactivate(self, request: Request[Any, Any, Any]) -> Redirect:
         form = await form_of(request)
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         await run(request, form.get("reason"), ledger.deactivate_profile)
         back = form.get("back") or "/"
         return see_other(back if isinstance(back, str) and back.startswith("/profiles/") else "/")
@@ -300,7 +285,7 @@ class ProfilePages(Controller):
         pid = parse_uuid(profile_id, "profile_id")
         form = await form_of(request)
         with_executions = form.get("delete_executions") == "on"
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         await run(request, form.get("reason"), lambda: ledger.delete_profile(pid, delete_executions=with_executions))
         return see_other("/")
 
@@ -309,26 +294,26 @@ class ProfilePages(Controller):
         """Bring a deleted profile back (409 when another profile holds its name now)."""
         pid = parse_uuid(profile_id, "profile_id")
         form = await form_of(request)
-        ledger = services_of(request).ledger
+        ledger = runtime_of(request).ledger
         await run(request, form.get("reason"), lambda: ledger.restore_profile(pid))
         return see_other(f"/profiles/{pid}")
 
     # -- executions ----------------------------------------------------------------------------------
     @get("/executions/{execution_id:str}", name="console:execution", sync_to_thread=True)
     def execution(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
-        services = services_of(request)
+        runtime = runtime_of(request)
         eid = parse_uuid(execution_id, "execution_id")
-        row = services.read_model.get_execution(eid)
+        row = runtime.read_model.get_execution(eid)
         if row is None:
             raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
-        return page(request, "execution.html.j2", e=row, can_replay=services.generation is not None)
+        return page(request, "execution.html.j2", e=row, can_replay=runtime.generation is not None)
 
     @post("/executions/{execution_id:str}/replay", name="console:replay")
     async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template | Response[str]:
         eid: UUID = parse_uuid(execution_id, "execution_id")
-        generation = generation_of(services_of(request))
+        generation = generation_of(runtime_of(request))
         outcome = await run(request, None, lambda: generation.replay(eid))
-        original = await anyio.to_thread.run_sync(lambda: services_of(request).read_model.get_execution(eid))
+        original = await anyio.to_thread.run_sync(lambda: runtime_of(request).read_model.get_execution(eid))
         context = {"outcome": outcome, "original": original}
         if is_htmx(request):
             return Response(render_fragment(request, "_replay.html.j2", **context), media_type="text/html")

@@ -49,10 +49,10 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 
 def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
     """A console page: the template ``name`` with who is looking and the server's mode."""
-    services = request.app.state.services
+    runtime = request.app.state.runtime
     return Template(
         template_name=name,
-        context={"viewer": viewer_of(request), "auth": services.auth, "path": request.url.path, **context},
+        context={"viewer": viewer_of(request), "auth": runtime.auth, "path": request.url.path, **context},
         status_code=status_code,
     )
 

@@ -80,7 +80,7 @@ class ConsoleSecurity(CSRFMiddleware):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        auth = scope["litestar_app"].state.services.auth
+        auth = scope["litestar_app"].state.runtime.auth
         headers = scope["headers"]
         has_bearer = any(name == b"authorization" for name, _ in headers)
         token = _cookie(scope, TOKEN_COOKIE)
@@ -96,8 +96,8 @@ class ConsoleSecurity(CSRFMiddleware):
 
 async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Who the templates greet (after the API's guard has checked the token and the route's role)."""
-    services = connection.app.state.services
-    if not services.auth:
+    runtime = connection.app.state.runtime
+    if not runtime.auth:
         actor = (connection.cookies.get(ACTOR_COOKIE) or "").strip()[:ACTOR_MAX] or "anonymous"
         connection.state[VIEWER_KEY] = Viewer(name=actor, role=ROLES[-1], open_mode=True)
         return

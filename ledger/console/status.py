@@ -5,25 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.response import Template
 
-from ledger.console.profiles import services_of
+from ledger.console.profiles import runtime_of
 from ledger.console.rendering import page
 
 
 def scheduler_state(engine: Any) -> dict[str, Any] | None:
     """What the engine's scheduler reports about itself (``scheduler_status()`` or ``stats()``), if anything."""
-    for name in ("scheduler_status", "stats"):
-        report = getattr(engine, name, None)
-        if callable(report):
-            value = report()
-            if isinstance(value, dict):
-                return value
-            fields = getattr(value, "__dataclass_fields__", None) or getattr(value, "__struct_fields__", None)
-            if fields:
-                return {field: getattr(value, field) for field in fields}
-    return None
+    report = getattr(engine, "scheduler_status", None) or getattr(engine, "stats", None)
+    return msgspec.to_builtins(report()) if callable(report) else None
 
 
 class StatusPage(Controller):
@@ -31,9 +24,9 @@ class StatusPage(Controller):
 
     @get("/", name="console:status", sync_to_thread=True)
     def status(self, request: Request[Any, Any, Any]) -> Template:
-        services = services_of(request)
-        reads = services.read_model
-        generation = services.generation
+        runtime = runtime_of(request)
+        reads = runtime.read_model
+        generation = runtime.generation
         engine = generation.engine if generation is not None else None
         return page(
             request,
@@ -45,5 +38,5 @@ class StatusPage(Controller):
             active=reads.active_profile(),
             positions=sorted(reads.positions().items()),
             head=reads.log_position(),
-            database=services.database.display() if services.database is not None else "",
+            database=runtime.database.display(),
         )

@@ -15,7 +15,7 @@ from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
-from ledger.console.profiles import is_htmx, services_of
+from ledger.console.profiles import is_htmx, runtime_of
 from ledger.console.rendering import page, render_fragment
 from ledger.console.views import newest_events
 from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
@@ -69,7 +69,7 @@ class EventPages(Controller):
         type: FromQuery[str | None] = None,  # noqa: A002 - the query parameter's name
         before: FromQuery[int | None] = None,
     ) -> Template:
-        reads = services_of(request).read_model
+        reads = runtime_of(request).read_model
         filters = filters_from(reads, actor, profile, type)
         head = reads.log_position()
         rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
@@ -88,7 +88,7 @@ class EventPages(Controller):
     @get("/verify", name="console:verify", sync_to_thread=True)
     def verify(self, request: Request[Any, Any, Any]) -> Template:
         """The chain's check (walks the whole log, so the timeline loads it after the page)."""
-        report = services_of(request).ledger.verify_log()
+        report = runtime_of(request).ledger.verify_log()
         if is_htmx(request):
             return Template(template_name="_verify.html.j2", context={"report": report})
         return page(request, "verify.html.j2", report=report)
@@ -105,7 +105,7 @@ class EventPages(Controller):
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
         filters = await anyio.to_thread.run_sync(
-            lambda: filters_from(services_of(request).read_model, actor, profile, type)
+            lambda: filters_from(runtime_of(request).read_model, actor, profile, type)
         )
         seen = (last_event_id or "").strip()
         if seen.isascii() and seen.isdigit():
@@ -115,13 +115,13 @@ class EventPages(Controller):
 
 async def _tail(request: Request[Any, Any, Any], after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
     """Each audit row after ``after`` as an HTML fragment (event ``audit``), until the client goes."""
-    services = services_of(request)
-    options = services.options
+    runtime = runtime_of(request)
+    options = runtime.options
     yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
     last_sent = time.monotonic()
-    while not services.shutdown.is_set():
+    while not runtime.shutdown.is_set():
         page_of = await anyio.to_thread.run_sync(
-            lambda: services.read_model.events(after_position=after, limit=STREAM_BATCH, **filters)
+            lambda: runtime.read_model.events(after_position=after, limit=STREAM_BATCH, **filters)
         )
         for row in page_of.items:
             after = row.position

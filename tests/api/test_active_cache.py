@@ -25,7 +25,7 @@ def _eventually_active(base_url: str, expected: str | None, timeout: float = 5.0
 
 def test_a_write_by_another_process_replaces_the_cached_active_profile(live_server, postgres_url):
     base = live_server.base_url
-    live_server.server.services.active.max_age = 600.0  # only the notifications may invalidate it here
+    live_server.server.runtime.active.max_age = 600.0  # only the notifications may invalidate it here
     first = httpx.post(f"{base}/api/profiles", json={"name": "first", "steering": {"1": 1.0}}).json()
     activated = httpx.post(f"{base}/api/profiles/{first['id']}/activate").json()
     read = httpx.get(f"{base}/api/profiles/active", params={"min_position": activated["position"]})

@@ -18,6 +18,7 @@ from litestar.testing import TestClient
 
 from ledger.access import ROLES
 from ledger.api.auth import required_role
+from ledger.tokens import TokenService
 from tests.api.conftest import assert_error, make_client
 
 pytestmark = pytest.mark.postgres
@@ -39,13 +40,13 @@ class Tokens:
 def secured(postgres_url: str) -> Iterator[tuple[Client, Tokens]]:
     """The app with authentication on, and one token per role (named after the role)."""
     with make_client(postgres_url, auth=True) as client:
-        ledger = client.app.state.services.ledger
-        tokens = Tokens(*(ledger.issue_token(f"{role}-bot", role)[1] for role in ROLES))
+        ledger = client.app.state.runtime.ledger
+        tokens = Tokens(*(TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ROLES))
         yield client, tokens
 
 
 def head(client: Client) -> int:
-    return int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+    return int(client.app.state.runtime.ledger.recorder.max_notification_id() or 0)
 
 
 def as_admin(client: Client, tokens: Tokens, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
@@ -243,10 +244,11 @@ def test_a_token_revoked_here_is_refused_at_once(secured):
 
 def test_a_token_revoked_by_another_process_is_refused_within_the_cache_bound(secured):
     client, tokens = secured
-    cache = client.app.state.services.tokens
+    cache = client.app.state.runtime.tokens
     assert client.get("/api/profiles", headers=tokens.header("reader")).status_code == 200
-    token_id = next(t.token_id for t in client.app.state.services.ledger.list_tokens() if t.name == "reader-bot")
-    client.app.state.services.ledger.revoke_token(token_id)  # as the CLI would: this process's cache is not told
+    service = TokenService(client.app.state.runtime.ledger)
+    token_id = next(t.token_id for t in service.records() if t.name == "reader-bot")
+    service.revoke(token_id)  # as the CLI would: this process's cache is not told
     revoked_at = time.monotonic()
     while client.get("/api/profiles", headers=tokens.header("reader")).status_code == 200:
         assert time.monotonic() - revoked_at < cache.max_age + 1.0, "the revocation was not seen in time"

@@ -43,8 +43,8 @@ def test_concurrent_activations_leave_exactly_one_active_profile(live_server: Ru
         active = http.get("/api/profiles/active", params={"min_position": top})
         assert active.status_code == 200, active.text
         listing = http.get("/api/profiles", params={"min_position": top, "limit": 100}).json()
-    slot = live_server.server.services.ledger.active_slot()
+    slot = live_server.server.runtime.ledger.active_slot()
     assert slot is not None and str(slot.profile_id) == active.json()["id"] == listing["active_profile_id"]
     assert [p["id"] for p in listing["profiles"] if p["is_active"]] == [active.json()["id"]]
-    ledger = live_server.server.services.ledger
+    ledger = live_server.server.runtime.ledger
     assert [str(i) for i in ids if ledger.get_profile(i).is_active] == [active.json()["id"]]

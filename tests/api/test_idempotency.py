@@ -16,7 +16,7 @@ from tests.api.conftest import assert_error, create, make_client
 
 
 def head(client: TestClient) -> int:
-    return int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+    return int(client.app.state.runtime.ledger.recorder.max_notification_id() or 0)
 
 
 def keyed(key: str, **headers: str) -> dict[str, str]:
@@ -97,7 +97,7 @@ def test_a_committed_command_whose_answer_was_lost_is_not_run_again(postgres_url
         body = {"name": "lost"}
         assert client.post("/api/profiles", json=body, headers=keyed("lost-answer")).status_code == 201
         position = head(client)
-        ledger = client.app.state.services.ledger
+        ledger = client.app.state.runtime.ledger
         with ledger.recorder.datastore.transaction(commit=True) as cursor:
             cursor.execute(f"DELETE FROM {Answers.TABLE}")
         answer = client.post("/api/profiles", json=body, headers=keyed("lost-answer"))
@@ -140,7 +140,7 @@ def test_a_new_tokens_secret_is_never_kept_for_a_replay(postgres_url):
         again = client.post("/api/tokens", json={"name": "ci", "role": "reader"}, headers=keyed("token-1"))
         assert_error(again, 409, "idempotency_key_in_use")
         assert len(client.get("/api/tokens").json()["tokens"]) == 1
-        with client.app.state.services.ledger.recorder.datastore.transaction(commit=False) as cursor:
+        with client.app.state.runtime.ledger.recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(f"SELECT body FROM {Answers.TABLE}")
             assert all(first.json()["token"].encode() not in bytes(row["body"]) for row in cursor.fetchall())
 

@@ -18,6 +18,7 @@ import pytest
 
 from ledger.access import ROLES
 from ledger.api.auth import TOKEN_MAX_AGE
+from ledger.tokens import TokenService
 from tests.api.conftest import RunningServer, assert_error, make_client, start_server
 
 pytestmark = pytest.mark.postgres
@@ -29,8 +30,8 @@ SECRETS = ("salt", "digest")
 def secured_server(postgres_url: str) -> Iterator[tuple[RunningServer, dict[str, str]]]:
     """A real uvicorn server with authentication on, and one token per role."""
     running = start_server(postgres_url, auth=True, sse_heartbeat=0.2)
-    ledger = running.server.services.ledger
-    tokens = {role: ledger.issue_token(f"{role}-bot", role)[1] for role in ROLES}
+    ledger = running.server.runtime.ledger
+    tokens = {role: TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ROLES}
     try:
         yield running, tokens
     finally:
@@ -108,8 +109,8 @@ def test_a_readers_stream_never_carries_token_events(secured_server):
 
 def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_server):
     running, tokens = secured_server
-    ledger = running.server.services.ledger
-    token_id, token = ledger.issue_token("watcher", "reader")
+    ledger = running.server.runtime.ledger
+    record, token = TokenService(ledger).issue("watcher", "reader")
     ended = threading.Event()
     opened = threading.Event()
 
@@ -126,7 +127,7 @@ def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_ser
     watcher.start()
     assert opened.wait(10)
     time.sleep(TOKEN_MAX_AGE)
-    ledger.revoke_token(token_id)  # as the CLI or another server would: this server learns of it by reloading
+    TokenService(ledger).revoke(record.token_id)  # as the CLI or another server would: this server learns of it by reloading
     revoked_at = time.monotonic()
     assert ended.wait(10), "the revoked token's stream stayed open"
     assert time.monotonic() - revoked_at < 2.5
@@ -163,12 +164,12 @@ def test_a_nul_in_a_stream_filter_is_refused(secured_server):
 
 def test_open_streams_are_bounded(postgres_url):
     running = start_server(postgres_url)
-    running.server.services.options.sse_max_streams = 2
+    running.server.runtime.options.sse_max_streams = 2
     try:
         with httpx.Client(base_url=running.base_url, timeout=10) as http:
             with http.stream("GET", "/api/events/stream") as first, http.stream("GET", "/api/events/stream") as second:
                 assert first.status_code == second.status_code == 200
-                metrics = running.server.services.metrics
+                metrics = running.server.runtime.metrics
                 deadline = time.monotonic() + 10
                 while metrics.streams_open < 2 and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -181,7 +182,7 @@ def test_open_streams_are_bounded(postgres_url):
 
 def test_a_page_is_capped_in_bytes_and_its_cursor_loses_nothing(postgres_url):
     with make_client(postgres_url) as client:
-        budget = client.app.state.services.options.page_bytes
+        budget = client.app.state.runtime.options.page_bytes
         big = "x" * 40_000
         for number in range(60):
             last = client.post("/api/profiles", json={"name": f"big-{number}", "metadata": {"blob": big}})
@@ -203,7 +204,7 @@ def test_a_page_is_capped_in_bytes_and_its_cursor_loses_nothing(postgres_url):
 
 def test_one_event_larger_than_the_budget_still_makes_progress(postgres_url):
     with make_client(postgres_url) as client:
-        client.app.state.services.options.page_bytes = 1_000
+        client.app.state.runtime.options.page_bytes = 1_000
         for number in range(3):
             last = client.post("/api/profiles", json={"name": f"n-{number}", "metadata": {"blob": "y" * 5_000}})
         position = last.json()["position"]

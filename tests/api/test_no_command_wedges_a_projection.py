@@ -109,7 +109,7 @@ def test_accepted_commands_never_wedge_a_read_model(shared_client, sequence):
     client = shared_client
     for (command, payload), pick in sequence:
         event(f"{command} {run(client, command, payload, client.profiles, pick)}")
-    head = int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+    head = int(client.app.state.runtime.ledger.recorder.max_notification_id() or 0)
     listing = client.get("/api/profiles", params={"min_position": head, "limit": 1})
     assert listing.status_code == 200, f"the read models did not reach position {head}: {listing.text}"
     ready = client.get("/ready").json()

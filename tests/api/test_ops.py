@@ -21,8 +21,8 @@ def test_health_and_ready(client):
 
 
 def test_ready_is_503_when_the_database_is_gone(pg_client, postgres_server):
-    services = pg_client.app.state.services
-    services.read_model.store.datastore.close()  # the process's one pool: as if the database had gone away
+    runtime = pg_client.app.state.runtime
+    runtime.read_model.store.datastore.close()  # the process's one pool: as if the database had gone away
     response = pg_client.get("/ready")
     assert response.status_code == 503 and response.json()["database"] is False
     assert response.json()["detail"].startswith("database unreachable")

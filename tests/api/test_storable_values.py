@@ -12,7 +12,7 @@ from tests.api.conftest import assert_error, create, fresh
 
 
 def head(client) -> int:
-    return int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+    return int(client.app.state.runtime.ledger.recorder.max_notification_id() or 0)
 
 
 def refused(client, method: str, url: str, field: str, **kwargs: Any) -> None:

@@ -4,12 +4,13 @@ token records (``AccessTokens.*``: ids, names, roles, salts, digests) from ``GET
 from __future__ import annotations
 
 from tests.api.conftest import make_client
+from ledger.tokens import TokenService
 
 
 def test_token_events_are_for_admins_only(database_url):
     with make_client(database_url, auth=True) as client:
-        ledger = client.app.state.services.ledger
-        tokens = {role: ledger.issue_token(f"{role}-bot", role)[1] for role in ("reader", "editor", "admin")}
+        ledger = client.app.state.runtime.ledger
+        tokens = {role: TokenService(ledger).issue(f"{role}-bot", role)[1] for role in ("reader", "editor", "admin")}
         head = int(ledger.recorder.max_notification_id())
 
         def log(role: str, **params: str) -> list[dict]:

@@ -10,6 +10,7 @@ import pytest
 from tests.api.conftest import assert_error, create
 from tests.application.test_tamper_evidence import tamper
 from tests.faults.test_database_owner import Owner
+from ledger.tokens import TokenService
 
 pytestmark = pytest.mark.postgres
 
@@ -38,7 +39,7 @@ def test_a_changed_byte_is_reported_with_its_position(pg_client, postgres_url):
 def test_verify_needs_a_token_when_auth_is_on(client_factory):
     with client_factory(auth=True) as client:
         assert_error(client.get("/api/ledger/verify"), 401, "unauthenticated")
-        _, token = client.app.state.services.ledger.issue_token("auditor", "reader")
+        _, token = TokenService(client.app.state.runtime.ledger).issue("auditor", "reader")
         response = client.get("/api/ledger/verify", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200 and response.json()["ok"] is True
 
@@ -83,7 +84,7 @@ def test_an_incremental_verify_reports_a_chain_recomputed_under_the_verified_hea
 
 def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(pg_client):
     create(pg_client, "p")
-    verifier = pg_client.app.state.services.ledger.log_verifier
+    verifier = pg_client.app.state.runtime.ledger.log_verifier
     started, release = threading.Event(), threading.Event()
     walk = verifier.recorder.verify_chain
 
@@ -110,9 +111,9 @@ def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(
 
 def test_a_full_walk_needs_the_admin_role_and_readers_get_the_incremental_one(client_factory):
     with client_factory(auth=True) as client:
-        ledger = client.app.state.services.ledger
-        _, reader = ledger.issue_token("auditor", "reader")
-        _, admin = ledger.issue_token("root", "admin")
+        ledger = client.app.state.runtime.ledger
+        _, reader = TokenService(ledger).issue("auditor", "reader")
+        _, admin = TokenService(ledger).issue("root", "admin")
         as_reader = {"Authorization": f"Bearer {reader}"}
         assert_error(client.get("/api/ledger/verify", params={"full": "true"}, headers=as_reader), 403, "forbidden")
         assert client.get("/api/ledger/verify", headers=as_reader).json()["ok"] is True

@@ -12,7 +12,8 @@ from eventsourcing.persistence import OperationalError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.application import SNAPSHOT_INTERVAL_ENV, ProfileLedger, ProfileState
+from ledger.application import SNAPSHOT_INTERVAL_ENV, ProfileLedger
+from ledger.states import ProfileState
 from ledger.domainmodel import Profile, event_version
 from ledger.errors import LedgerError, ProfileNotFoundError, ProfileVersionNotFoundError
 from ledger.settings import Database

@@ -36,13 +36,14 @@ def test_a_token_with_an_expiry_stops_working_after_it(tokens_cli, database_url)
     from ledger.application import ProfileLedger
     from ledger.errors import AuthenticationError
     from ledger.settings import Database
+    from ledger.tokens import TokenService
 
     ledger = ProfileLedger(env=Database(database_url).eventsourcing_env())
     try:
-        assert ledger.authenticate(created["token"]).name == "brief"
+        assert TokenService(ledger).authenticate(created["token"]).name == "brief"
         time.sleep(2.2)
         with pytest.raises(AuthenticationError, match="expired"):
-            ledger.authenticate(created["token"])
+            TokenService(ledger).authenticate(created["token"])
     finally:
         ledger.close()
     assert "EXPIRED" in tokens_cli("list").stdout

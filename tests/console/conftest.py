@@ -12,6 +12,7 @@ import pytest
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from ledger.tokens import TokenService
 from tests.api.conftest import free_port
 from tests.faults.conftest import LedgerProcess, launch, wait_until_healthy
 from tests.steering.conftest import sae_dir, tiny_model_dir  # noqa: F401 - fixtures
@@ -82,6 +83,6 @@ def issue_tokens(url: str, *roles: str) -> dict[str, str]:
     """A token per role, issued before the server starts."""
     ledger = ProfileLedger(env=Database(url).eventsourcing_env())
     try:
-        return {role: ledger.issue_token(f"{role}-person", role)[1] for role in roles}
+        return {role: TokenService(ledger).issue(f"{role}-person", role)[1] for role in roles}
     finally:
         ledger.close()

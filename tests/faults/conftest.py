@@ -17,6 +17,7 @@ import pytest
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from ledger.tokens import TokenService
 from tests.api.conftest import free_port
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -112,7 +113,7 @@ def credentials(postgres_url: str) -> Credentials:
     ledger = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=1))
     try:
         headers = {
-            role: {"Authorization": f"Bearer {ledger.issue_token(f'{role}-load', role)[1]}"}
+            role: {"Authorization": f"Bearer {TokenService(ledger).issue(f'{role}-load', role)[1]}"}
             for role in ("editor", "admin")
         }
     finally:

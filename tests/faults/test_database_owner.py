@@ -29,6 +29,7 @@ from ledger.chain import GENESIS, event_digest, next_link
 from ledger.errors import TamperedRecordError
 from ledger.settings import Database
 from ledger.signing import HEADER_SIZE
+from ledger.tokens import TokenService
 from tests.api.conftest import make_client
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))  # the installed executable
@@ -142,7 +143,7 @@ def test_an_untouched_log_verifies_through_the_executable_and_the_api(ledger_app
 
 def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_no_access(ledger_app, database_url,
                                                                                           tmp_path):
-    ledger_app.issue_token("ops", "admin")
+    TokenService(ledger_app).issue("ops", "admin")
     checkpoint = take_checkpoint(database_url, tmp_path)
     owner = Owner(database_url)
     # The owner builds an Issued event for a token of their own, in the library's format, and inserts it as the
@@ -168,7 +169,7 @@ def test_a_forged_token_event_linked_by_the_chain_trigger_is_reported_and_gives_
     fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
     try:
         with pytest.raises(TamperedRecordError):
-            fresh.authenticate(token)
+            TokenService(fresh).authenticate(token)
     finally:
         fresh.close()
     with make_client(database_url, auth=True) as client:

@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from ledger.values import DESCRIPTION_MAX, IDENTIFIER_MAX, LABEL_MAX, METADATA_DEPTH_MAX, NAME_MAX, STEERING_MAX
+from ledger.tokens import TokenService
 from tests.api.conftest import assert_error, make_client
 
 pytestmark = pytest.mark.postgres
@@ -22,7 +23,7 @@ BODY_MAX = 256 * 1024
 def limited(postgres_url: str) -> Iterator[tuple[TestClient[Litestar], dict[str, str]]]:
     """The app with authentication on, a 256 KiB body limit, an admin token and one profile."""
     with make_client(postgres_url, auth=True, max_body_size=BODY_MAX) as client:
-        _, token = client.app.state.services.ledger.issue_token("limits", "admin")
+        _, token = TokenService(client.app.state.runtime.ledger).issue("limits", "admin")
         headers = {"Authorization": f"Bearer {token}"}
         made = client.post("/api/profiles", json={"name": "existing", "steering": {"1": 1.0}}, headers=headers)
         assert made.status_code == 201
@@ -31,7 +32,7 @@ def limited(postgres_url: str) -> Iterator[tuple[TestClient[Litestar], dict[str,
 
 
 def head(client: TestClient[Litestar]) -> int:
-    return int(client.app.state.services.ledger.recorder.max_notification_id() or 0)
+    return int(client.app.state.runtime.ledger.recorder.max_notification_id() or 0)
 
 
 def nested(depth: int) -> Any:

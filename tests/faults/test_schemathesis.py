@@ -23,6 +23,7 @@ from schemathesis.checks import (
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from ledger.tokens import TokenService
 from tests.faults.conftest import SERVE_OPTIONS, LedgerProcess, launch, wait_until_healthy
 from tests.api.conftest import free_port
 
@@ -48,12 +49,12 @@ def fuzzed_server(postgres_server, tmp_path_factory) -> Iterator[tuple[LedgerPro
     url = postgres_server.create_database(dbname)
     ledger = ProfileLedger(env=Database(url).eventsourcing_env(pool_size=1))
     try:
-        _, token = ledger.issue_token("fuzzer", "admin")
+        _, token = TokenService(ledger).issue("fuzzer", "admin")
         first = ledger.create_profile({"name": "seed", "steering": {1: 0.5}, "tags": ["a"]}).profile
         ledger.update_profile(first.id, {"steering": {2: 1.0}})
         ledger.activate_profile(first.id)
         execution = ledger.record_execution(first.id, run_id="run-1", seed=7)
-        spare_id, _ = ledger.issue_token("spare", "reader")
+        spare_id = TokenService(ledger).issue("spare", "reader")[0].token_id
         known = {
             "profile_id": [str(first.id)],
             "execution_id": [str(execution.execution_id)],

@@ -1,0 +1,211 @@
+"""The composition root of a server process: one ``Runtime``, which the app's lifespan enters and exits.
+
+Entering it builds what it was not given, once: the :class:`ProfileLedger` (and its connection pool), the read
+models over that pool with a log reader, on PostgreSQL the one ``LISTEN`` connection every follower of the log
+shares, a thread running the projection workers (woken by every save this process makes), and the steering
+engine with its projector. Exiting stops the threads and closes what it built, in reverse. Handlers are given
+the runtime (:mod:`ledger.api.deps`); ``create_app`` assembles the routes around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+
+from ledger.api.active import ActiveProfileCache
+from ledger.api.auth import TokenCache
+from ledger.api.observability import Metrics
+from ledger.api.rebuilds import RebuildJobs
+from ledger.api.steering_runtime import SteeringRuntime, load_engine
+from ledger.application import ProfileLedger
+from ledger.settings import Database, Settings
+from ledger.tokens import TokenService
+from projections.log import EventLog
+from projections.progress import CHANNEL as PROGRESS_CHANNEL
+from projections.progress import POLL_SECONDS as PROGRESS_POLL
+from projections.progress import ReadSideProgress
+from projections.queries import ReadModel
+from projections.schema import create_read_side
+from projections.store import open_store
+from projections.wakeup import Notifications
+
+log = logging.getLogger("ledger.api")
+
+RUNNER_JOIN_TIMEOUT = 10.0
+
+CompatibilityCheck = Callable[[Any], list[str]]
+
+
+@dataclass
+class ApiOptions:
+    consistency_timeout: float = 2.0
+    """Seconds a query waits for the projections to reach a requested position, and a command's answer waits
+    for the projections to reach the command's position (then it answers, marked ``X-Ledger-Read-Side: pending``)."""
+    max_body_size: int = 2 * 1024 * 1024
+    ready_max_lag: int = 0
+    """/ready answers 503 while a projection is more than this many positions behind the log."""
+    sse_heartbeat: float = 15.0
+    sse_poll: float = 0.5
+    sse_max_streams: int = 100
+    """Open event streams this process serves at once; beyond, 503 with ``Retry-After``."""
+    page_bytes: int = 1024 * 1024
+    """A page of events stops before this many bytes of JSON (always at least one event); ``next_cursor`` goes on."""
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers use (see the module's docstring); ``ledger``, ``read_model`` and ``engine`` may be
+    given, and are then neither built nor closed here."""
+
+    settings: Settings
+    options: ApiOptions = field(default_factory=ApiOptions)
+    metrics: Metrics = field(default_factory=Metrics)
+    auth: bool = True
+    """Whether requests must carry a bearer token (see :mod:`ledger.api.auth`)."""
+    run_projections: bool = True
+    compatibility_check: CompatibilityCheck | None = None
+    """Warnings for a profile about to be activated; default: the steering engine's, when one is loaded."""
+    ledger: ProfileLedger | None = None
+    read_model: Any = None
+    engine: Any = None
+    """A ``steering.engine.SteeringEngine``; default: the model ``settings.model`` names, if any."""
+    runner: threading.Thread | None = None
+    runner_stop: threading.Event = field(default_factory=threading.Event)
+    shutdown: threading.Event = field(default_factory=threading.Event)
+    wake: Callable[[int], None] | None = None
+    tokens: TokenCache | None = None
+    steering: SteeringRuntime | None = None
+    """The steering runtime when a model is loaded."""
+    generation: Any = None
+    """Its ``steering.runs.GenerationService``: generation and replay."""
+    active: ActiveProfileCache | None = None
+    """What answers ``GET /api/profiles/active``."""
+    progress: ReadSideProgress | None = None
+    """How far the read models have applied the log: waiting for a position."""
+    rebuilds: RebuildJobs | None = None
+    notifications: Notifications | None = None
+    """The process's one PostgreSQL LISTEN; None on SQLite."""
+
+    @property
+    def database(self) -> Database:
+        return self.settings.database
+
+    def check_compatibility(self, profile: Any) -> list[str]:
+        check = self.compatibility_check or (self.steering.compatibility_warnings if self.steering else None)
+        return check(profile) if check is not None else []
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Build what is missing, start the threads; on exit stop them and close what was built here."""
+        owned: list[Any] = []
+        database = self.database
+        if self.ledger is None:
+            self.ledger = ProfileLedger(env=database.eventsourcing_env())
+            owned.append(self.ledger)
+        self.tokens = TokenCache(TokenService(self.ledger).current)
+        if not self.auth:
+            log.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "
+                "and X-Actor names the actor. Use open mode for local development only."
+            )
+        if self.read_model is None:  # the read side over the application's pool and log: one of each
+            store = open_store(database, datastore=self.ledger.recorder.datastore)
+            create_read_side(store, database)
+            self.read_model = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
+            owned.append(self.read_model)
+        self.rebuilds = RebuildJobs(database)
+        self.progress = ReadSideProgress(
+            self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
+        )
+        sqlite_path = None if database.is_postgres else database.sqlite_path
+        self.active = ActiveProfileCache(self.read_model, sqlite_path=sqlite_path)
+        channel = getattr(self.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
+        if database.is_postgres:  # one LISTEN connection for every follower in this process
+            self.notifications = Notifications(database.url)
+            owned.append(self.notifications)
+            self.notifications.subscribe(PROGRESS_CHANNEL, self.progress.notified)
+            if channel:
+                self.active.watch(self.notifications, channel)
+        self.shutdown.clear()
+        self.runner_stop.clear()
+        self._follow_saves()
+        if self.run_projections:
+            self.runner = self._start_runner()
+        engine = self.engine if self.engine is not None else await anyio.to_thread.run_sync(load_engine, self.settings)
+        if engine is not None:
+            self.steering = SteeringRuntime(self.settings, self.ledger, engine, self.notifications)
+            self.steering.start()
+            self.generation = self.steering.generation
+            self.metrics.follow_engine(engine.stats)
+        log.info("ledger API started on %s", database.display())
+        try:
+            yield
+        finally:
+            self._stop(owned)
+
+    def _stop(self, owned: list[Any]) -> None:
+        self.shutdown.set()
+        self.runner_stop.set()
+        if self.steering is not None:
+            self.metrics.follow_engine(None)
+            self.steering.stop()
+            self.steering = self.generation = None
+        if self.wake is not None:
+            self.wake(0)
+        if self.runner is not None:
+            self.runner.join(RUNNER_JOIN_TIMEOUT)
+            self.runner = None
+        assert self.active is not None and self.progress is not None
+        self.active.close()
+        self.progress.close()
+        for thing in reversed(owned):
+            thing.close()
+        if self.ledger in owned:
+            self.ledger = None
+        if self.read_model in owned:
+            self.read_model = None
+
+    def _follow_saves(self) -> None:
+        """Count appends and wake the projection runner after every save this process makes (once per ledger)."""
+        ledger = self.ledger
+        assert ledger is not None
+        if getattr(ledger, "_ledger_api_listener", None) is self:
+            return
+
+        def on_save(position: int) -> None:
+            if self.shutdown.is_set():
+                return
+            self.metrics.observe_append(position)
+            if self.active is not None:
+                self.active.saw(position)
+            if self.wake is not None:
+                self.wake(position)
+
+        ledger.add_listener(on_save)
+        ledger._ledger_api_listener = self  # type: ignore[attr-defined]
+
+    def _start_runner(self) -> threading.Thread:
+        """Run the projection workers in a thread of this process; every save here wakes them at once."""
+        from projections.runner import ProjectionWorker, run_projections
+
+        assert self.progress is not None
+        reads = self.read_model
+        worker = ProjectionWorker(self.database, on_applied=self.progress.advanced, store=getattr(reads, "store", None),
+                                  log=getattr(reads, "log", None), notifications=self.notifications)
+        self.wake = worker.wake
+
+        def run() -> None:
+            try:
+                run_projections(self.database, self.runner_stop, worker=worker)
+            except Exception:
+                log.exception("the projection runner stopped with an error")
+
+        thread = threading.Thread(target=run, name="ledger-projections", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,85 @@
+"""What a profile is made of, declared once, and what the application tells about one.
+
+``ProfileFields`` are the fields of one version of a profile (the domain's ``PROFILE_FIELDS``, with the feature
+count); the application's states and the API's profile and version bodies extend them. :func:`convert` builds
+any of these Structs from whatever holds the fields as attributes: an aggregate, a read-model row, a Struct.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from ledger.domainmodel import PROFILE_FIELDS, Profile
+
+T = TypeVar("T")
+
+
+class ProfileFields(msgspec.Struct, kw_only=True):
+    """Everything one version of a profile says."""
+
+    name: str
+    description: str | None
+    model_id: str | None
+    sae_id: str | None
+    layer: int | None
+    steering: dict[int, float]
+    """``{feature_index: strength}``."""
+    feature_count: int
+    tags: list[str]
+    products: list[str]
+    metadata: dict[str, Any]
+
+
+class ProfileState(ProfileFields, kw_only=True):
+    """A profile as it stood at one point of its stream."""
+
+    id: UUID
+    version: int
+    is_active: bool
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    revision: int  # the stream version
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileState:
+        return convert(
+            profile, cls, version=profile.current_version, revision=profile.version, created_at=profile.created_on,
+            updated_at=profile.modified_on, feature_count=len(profile.steering),
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in PROFILE_FIELDS}
+
+
+class VersionRecord(msgspec.Struct, kw_only=True):
+    """One user-facing version of a profile: its content and who made it, when and why."""
+
+    state: ProfileState
+    version: int
+    recorded_at: datetime
+    actor: str
+    reason: str | None
+    event_type: str
+
+
+class _Given:
+    """``source``'s attributes, except those ``given`` names."""
+
+    __slots__ = ("source", "given")
+
+    def __init__(self, source: Any, given: dict[str, Any]) -> None:
+        self.source, self.given = source, given
+
+    def __getattr__(self, name: str) -> Any:
+        return self.given[name] if name in self.given else getattr(self.source, name)
+
+
+def convert(source: Any, into: type[T], /, **given: Any) -> T:
+    """``into`` from ``source``'s attributes (``given`` ones take their place: a field named otherwise there, or
+    one that comes from elsewhere); containers are copied, string feature indices become integers."""
+    return msgspec.convert(_Given(source, given) if given else source, into, from_attributes=True, strict=False)

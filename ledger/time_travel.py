@@ -1,0 +1,178 @@
+"""A profile as it stood: after one of its versions, at a moment, every version it had, and what changed between
+two of them, replayed from its stream.
+
+Replay starts from the latest snapshot on the way (the application takes one every ``LEDGER_SNAPSHOT_INTERVAL``
+events of a profile), so it reads the few events after it, not the whole stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version
+from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError, TamperedRecordError
+from ledger.states import ProfileState, VersionRecord
+
+SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
+
+logger = logging.getLogger(__name__)
+
+
+def profile_at(
+    app: Application[UUID], profile_id: UUID, *, version: int | None = None, as_of: datetime | None = None
+) -> ProfileState:
+    """The profile after its ``version``-th version, or as it stood at time ``as_of``: a replay up to the first
+    event past the version or the time, from the last snapshot on the way."""
+    try:
+        snapshot, stop = _snapshot_before(app, profile_id, version, as_of)
+    except TamperedRecordError as error:  # never use it: replay the stream from its first event
+        logger.warning("ignoring the snapshots of %s: %s", profile_id, error.message)
+        snapshot, stop = None, None
+    profile = None if snapshot is None else snapshot.mutate(None)
+    start = None if snapshot is None else snapshot.originator_version
+    for domain_event in _events(app, profile_id, gt=start, lte=stop):
+        if version is not None and event_version(domain_event) > version:
+            break
+        if as_of is not None and domain_event.timestamp > as_of:
+            break
+        profile = domain_event.mutate(profile)
+    if profile is None:
+        raise ProfileNotFoundError(f"profile {profile_id} did not exist at {as_of}", profile_id=str(profile_id))
+    if version is not None and profile.current_version != version:
+        raise ProfileVersionNotFoundError(
+            f"profile {profile_id} has no version {version} (latest is {profile.current_version})",
+            profile_id=str(profile_id),
+            version=version,
+        )
+    return ProfileState.of(profile)
+
+
+def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
+    """Every user-facing version of the profile, oldest first."""
+    records: list[VersionRecord] = []
+    profile = None
+    for domain_event in _events(app, profile_id):
+        profile = domain_event.mutate(profile)
+        assert profile is not None
+        if not records or profile.current_version != records[-1].version:
+            records.append(
+                VersionRecord(
+                    state=ProfileState.of(profile),
+                    version=profile.current_version,
+                    recorded_at=domain_event.timestamp,
+                    actor=domain_event.actor,
+                    reason=domain_event.reason,
+                    event_type=type(domain_event).__name__,
+                )
+            )
+        elif isinstance(domain_event, Profile.DetailsEdited):
+            # Edits that keep the version change what that version's descriptive fields read.
+            records[-1] = msgspec.structs.replace(records[-1], state=ProfileState.of(profile))
+    return records
+
+
+class FieldChange(msgspec.Struct, kw_only=True):
+    field: str
+    before: Any
+    after: Any
+
+
+class StrengthChange(msgspec.Struct, kw_only=True):
+    before: float
+    after: float
+
+
+class SteeringDiff(msgspec.Struct, kw_only=True):
+    added: dict[int, float]
+    removed: dict[int, float]
+    changed: dict[int, StrengthChange]
+
+
+class ProfileDiff(msgspec.Struct, kw_only=True):
+    profile_id: UUID
+    from_version: int
+    to_version: int
+    changes: list[FieldChange]
+    steering: SteeringDiff
+
+
+def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:
+    """What changed from one version to another: fields (before and after), and steering by feature."""
+    changes = [
+        FieldChange(field=name, before=getattr(before, name), after=getattr(after, name))
+        for name in PROFILE_FIELDS
+        if name != "steering" and getattr(before, name) != getattr(after, name)
+    ]
+    old, new = before.steering, after.steering
+    steering = SteeringDiff(
+        added={k: new[k] for k in sorted(new.keys() - old.keys())},
+        removed={k: old[k] for k in sorted(old.keys() - new.keys())},
+        changed={
+            k: StrengthChange(before=old[k], after=new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]
+        },
+    )
+    return ProfileDiff(
+        profile_id=after.id, from_version=before.version, to_version=after.version, changes=changes, steering=steering
+    )
+
+
+def _events(
+    app: Application[UUID], profile_id: UUID, *, gt: int | None = None, lte: int | None = None
+) -> Iterator[Any]:
+    """The profile's events, all of them or those after stream version ``gt`` up to ``lte`` (each decoded when it
+    is reached: replay that stops early decodes no more)."""
+    events = iter(app.repository.event_store.get(profile_id, gt=gt, lte=lte))
+    if gt is not None:
+        return events
+    first = next(events, None)
+    if not isinstance(first, Profile.Created):
+        raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+    return itertools.chain([first], events)
+
+
+def _snapshot_before(
+    app: Application[UUID], profile_id: UUID, version: int | None, as_of: datetime | None
+) -> tuple[Profile.Snapshot | None, int | None]:
+    """The latest snapshot that replaying up to ``version`` / ``as_of`` would pass through, and the stream version
+    of the earliest one it would not (replay stops at or before it; None: none taken).
+
+    Replay applies events while none is past the version or the time: a snapshot lies on that path when its user
+    version is at most ``version`` and every event up to it was recorded by ``as_of``.
+    """
+    snapshots = app.snapshots
+    if snapshots is None:
+        return None, None
+    # One snapshot per interval of events: read them all undecoded, and decode only the few a binary search looks
+    # at (the snapshots on the path come first, then those past it).
+    stored = snapshots.recorder.select_events(profile_id)
+    if not stored or stored[0].topic != SNAPSHOT_TOPIC:
+        return None, None
+    decoded: dict[int, Profile.Snapshot] = {}
+
+    def on_path(index: int) -> bool:
+        snapshot = decoded[index] = snapshots.mapper.to_domain_event(stored[index])  # type: ignore[assignment]
+        state = snapshot.state
+        return (version is None or state["current_version"] <= version) and (
+            as_of is None or state["recorded_until"] <= as_of
+        )
+
+    low, high = 0, len(stored)
+    while low < high:
+        middle = (low + high) // 2
+        if on_path(middle):
+            low = middle + 1
+        else:
+            high = middle
+    stop = stored[low].originator_version if low < len(stored) else None
+    if low == 0:
+        return None, stop
+    return decoded.get(low - 1) or snapshots.mapper.to_domain_event(stored[low - 1]), stop  # type: ignore[return-value]
