@@ -31,7 +31,7 @@ class Dialect:
             return {
                 "uuid": "uuid",
                 "json": "jsonb",
-                "labels": "text[] NOT NULL DEFAULT '{}'",
+                "labels": "text[]",
                 "timestamp": "timestamptz",
                 "bool": "boolean",
                 "bigint": "bigint",
@@ -41,7 +41,7 @@ class Dialect:
         return {
             "uuid": "text",
             "json": "text",
-            "labels": "text NOT NULL DEFAULT '[]'",
+            "labels": "text",
             "timestamp": "text",
             "bool": "integer",
             "bigint": "integer",

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import typer
 
 from ledger.application import ProfileLedger
@@ -134,6 +135,8 @@ def parse_json(value: str | None, what: str) -> Any:
 def to_jsonable(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return to_jsonable(asdict(value))
+    if isinstance(value, msgspec.Struct):
+        return to_jsonable(msgspec.structs.asdict(value))
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
