@@ -2,33 +2,34 @@
 
 A rebuild feeds the whole log through the read model's handlers (:mod:`projections.ops`) and runs their
 operations on rows in memory, one dict per table (key → row); the store loads the rows with ``COPY`` into fresh
-tables and creates the indexes afterwards. Live workers run the same operations as SQL
-(``tests/projections/test_rebuild.py`` checks the two give the same tables).
+tables and creates the indexes. Live workers run the same operations as SQL (``tests/projections/
+test_rebuild.py`` checks that the two give the same tables).
 
-Memory stays bounded by the number of profiles, not by the length of the log, because rows *leave* memory:
-an append-only table's rows (audit, executions) go straight to the copy buffer, and the row a :class:`Copy` is
-made from goes there too (a profile's previous version). The buffer is copied to the table every few thousand
-rows. An operation that needs a row which has left memory is *deferred*: it runs as SQL on the rebuilt table
-after the last copy, in log order, restricted to rows whose ``position`` is below its own (see ``_where`` in
-:mod:`projections.ops`). That restriction makes it touch exactly the rows the live path touched then:
+Memory stays bounded by the number of profiles, not by the length of the log, because rows *leave* it: an
+append-only table's rows (audit, executions) go straight to the copy buffer, and so does the row a
+:class:`~projections.ops.Copy` is made from (a profile's previous version). The buffer is copied to the table
+every few thousand rows. An operation that needs rows which have left memory is *deferred*: it runs as SQL on
+the table, per table in log order, once every row that left memory is there and before the rows still in memory
+are loaded, restricted to rows whose ``position`` is below its own. It then touches exactly the rows the live
+path touched:
 
-* A row's ``position`` is the last event that wrote it. At the time of a deferred operation at position P, every
-  row the live path had was written before P; once the rebuild has run everything, the table also holds rows
-  written after P (inserted later, or changed later in memory), and those have positions above P. Rows whose
-  position is below P were not written since P, so they are what they were at P.
-* A row that was in memory at P was handled there (an update stamped it with P, a deletion removed it): the
-  deferred SQL leaves it alone. A row that had left memory before P can only have changed since through deferred
-  operations, which run in log order: at P's turn it is as it was at P.
-* A key whose operation was deferred is marked as the table's alone: every later operation on it is deferred
-  too (an insert on it, a copy onto it), so the key's operations keep their order. A :class:`Copy` whose source
-  has left memory therefore defers, and so does every later version made from it.
-* Deletions and updates by other columns than the key (executions deleted with their profile) run on the rows
-  in memory and, once rows have left memory, again as deferred SQL for those.
+* A row's ``position`` is the last event that wrote it. When a deferred operation at position P runs, the table
+  holds the rows that left memory, as they were when they left, changed since only by the deferred operations
+  before P (log order). A row that left memory after P was in memory at P, where the operation was applied:
+  updated there, it carries P and is excluded; unmatched and unchanged since, it still does not match; changed
+  since, it carries a later position and is excluded. Rows created after P carry later positions too.
+* The rows still in memory at the end are loaded after the deferred operations, which never need them: a key
+  whose operation was deferred belongs to SQL from then on (later inserts on it are deferred too, so its
+  operations keep their order), and a row in memory at P was handled in memory.
+* An insert, or an update or deletion by key, that misses memory in a table some of whose rows left it is
+  deferred; so is an insert on a key that a deferred operation by other columns (executions deleted with their
+  profile) may have removed. A copy whose source left memory is deferred, and so is every later version made
+  from it.
 
 So an edit of a version that a later version superseded, or executions deleted with their profile after some of
-them were copied, reach their rows on the table. What memory cannot decide (an insert on a key that may have
-left it, a duplicate key) is deferred or raises, and a rebuild that raises falls back to building that read model
-by SQL (:func:`projections.runner.rebuild`).
+them were copied, reach their rows on the table. What memory cannot decide (a copy onto a key whose fate is
+SQL's, a key used twice in an append-only table) raises or fails the load, and the rebuild then builds that read
+model by SQL (:func:`projections.runner.rebuild`), as the live path would, parking what it cannot apply.
 """
 
 from __future__ import annotations
@@ -39,17 +40,16 @@ from typing import Any
 from projections.ops import Add, Copy, Delete, Greatest, Insert, Op, Update
 from projections.projection import Event, ReadModelProjection
 
-
 _NOT_BY_KEY = object()
 
 
-class DuplicateRowError(ValueError):
-    """An insert on a key the table already holds: the live path refuses it too (and parks the event)."""
+class UndecidableRowError(ValueError):
+    """An operation memory cannot apply the way the live path would: the read model is built by SQL instead."""
 
 
 class MemoryBuild:
-    """The rows of one read model still in memory (table → key → row), the rows to copy (table → rows), and the
-    operations deferred to SQL (in log order)."""
+    """The rows of one read model still in memory (table → key → row), the rows that left it and wait to be
+    copied (table → rows), and the operations deferred to SQL (in log order)."""
 
     def __init__(self, projection: ReadModelProjection) -> None:
         self.projection = projection
@@ -58,6 +58,7 @@ class MemoryBuild:
         self.out_count = 0
         self.left = {table.name for table in projection.tables if table.append_only}  # rows have left memory
         self.sql_keys: dict[str, set[Any]] = {table.name: set() for table in projection.tables}
+        self.scattered: set[str] = set()  # tables with a deferred operation not by key
         self.deferred: list[tuple[int, Op]] = []
         self._run = {Insert: self._insert, Update: self._update, Delete: self._delete, Copy: self._copy}
 
@@ -75,18 +76,22 @@ class MemoryBuild:
     # -- operations -----------------------------------------------------------------------------------
     def _insert(self, position: int, op: Insert) -> None:
         table = op.table
+        name = table.name
         if table.append_only:
-            self._leave(table.name, op.values)
+            self._leave(name, op.values)
             return
-        rows, key = self.rows[table.name], table.key_of(op.values)
-        if key in self.sql_keys[table.name] or (
-            key not in rows and table.name in self.left and op.on_conflict != "fail"
+        rows, key = self.rows[name], table.key_of(op.values)
+        if key in rows:
+            if op.on_conflict == "fail":
+                raise UndecidableRowError(f"{name}: a second row with key {key!r}")
+            if op.on_conflict == "replace":
+                rows[key] = op.values
+        elif key in self.sql_keys[name] or name in self.left and (
+            op.on_conflict != "fail" or name in self.scattered
         ):
             self._defer(position, op, key)
-        elif key not in rows or op.on_conflict == "replace":
+        else:
             rows[key] = op.values
-        elif op.on_conflict == "fail":
-            raise DuplicateRowError(f"{table.name}: a second row with key {key!r}")
 
     def _update(self, position: int, op: Update) -> None:
         for row in self._targets(position, op, op.where):
@@ -107,43 +112,41 @@ class MemoryBuild:
 
     def _copy(self, position: int, op: Copy) -> None:
         table = op.table
-        rows, key_of = self.rows[table.name], table.key_of
+        name, rows, key_of = table.name, self.rows[table.name], table.key_of
         source = rows.get(key_of(op.source))
         if source is None:
-            if table.name in self.left:
-                new_key = key_of({**op.source, **op.values})
-                self._defer(position, op, None if new_key in rows else new_key)
+            if name in self.left:
+                key = key_of({**op.source, **op.values})
+                self._defer(position, op, None if key in rows else key)
             return
         row = {**source, **op.values}
         key = key_of(row)
-        if key in self.sql_keys[table.name]:
-            self._defer(position, op, key)
-            return
-        if key in rows:
-            raise DuplicateRowError(f"{table.name}: a second row with key {key!r}")
+        if key in rows or key in self.sql_keys[name] or name in self.scattered:
+            raise UndecidableRowError(f"{name}: a copy onto key {key!r}, which may exist")
         rows[key] = row
-        self._leave(table.name, rows.pop(key_of(op.source)))  # superseded: later changes to it are rare
+        self._leave(name, rows.pop(key_of(op.source)))  # superseded: later changes to it are rare
 
     # -- helpers --------------------------------------------------------------------------------------
     def _targets(self, position: int, op: Op, where: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The rows in memory that ``where`` selects; deferred as well when rows it may select left memory."""
-        table = op.table
-        rows = self.rows[table.name]
+        """The rows in memory that ``where`` selects; the operation is deferred too when rows it may select
+        have left memory."""
+        name = op.table.name
+        rows = self.rows[name]
         try:
-            key = table.key_of(where)
-        except KeyError:  # not by key
+            key = op.table.key_of(where)
+        except KeyError:
             key = _NOT_BY_KEY
-        if key is not _NOT_BY_KEY:
-            row = rows.get(key)
-            if row is None:
-                if table.name in self.left:
-                    self._defer(position, op, key)
-                return []
+        if key is _NOT_BY_KEY:
+            if name in self.left:
+                self._defer(position, op, None)
+                self.scattered.add(name)
+            candidates = list(rows.values())
+        elif (row := rows.get(key)) is not None:
             candidates = [row]
         else:
-            if table.name in self.left:
-                self._defer(position, op, None)
-            candidates = list(rows.values())
+            if name in self.left:
+                self._defer(position, op, key)
+            return []
         return [row for row in candidates if all(row[column] == value for column, value in where.items())]
 
     def _defer(self, position: int, op: Op, key: Any) -> None:

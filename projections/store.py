@@ -74,7 +74,8 @@ class ReadModelRecorder(ParkingRecorder):
     def _schema_lock(self, curs: Any) -> None:
         """Held while creating tables (processes starting together)."""
 
-    def _load(self, curs: Any, table: Table, physical: str, rows: list[dict[str, Any]]) -> None:
+    def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Rows (dicts with every column) into a table, in bulk: COPY on PostgreSQL."""
         raise NotImplementedError
 
     # -- schema ---------------------------------------------------------------------------------------
@@ -191,14 +192,12 @@ class ReadModelRecorder(ParkingRecorder):
         """Append rows (table name → rows) to the bare rebuild tables, in bulk, in one transaction."""
         with self.datastore.transaction(commit=True) as curs:
             for table in projection.tables:
-                if rows.get(table.name):
-                    self._load(curs, table, table.name + REBUILD_SUFFIX, rows[table.name])
+                self.load_rows(curs, table, table.name + REBUILD_SUFFIX, rows.get(table.name, []))
 
     def finish_rebuilt(self, build: MemoryBuild, position: int) -> None:
-        """The rows still in memory when the log ended, the indexes, the deferred operations, the position.
-
-        One transaction, after :meth:`start_rebuilt` and any number of :meth:`copy_rebuilt`.
-        """
+        """The rows that left memory last, the deferred operations, the rows still in memory, the indexes and the
+        position (see :mod:`projections.memory` for the order). One transaction, after :meth:`start_rebuilt` and
+        any number of :meth:`copy_rebuilt`."""
         projection = build.projection
         key = rebuild_key(projection.name)
         out = build.take_out()
@@ -206,12 +205,17 @@ class ReadModelRecorder(ParkingRecorder):
             self._lock(curs, key, wait=True)
             for table in projection.tables:
                 physical = table.name + REBUILD_SUFFIX
-                rows = [*out[table.name], *build.rows[table.name].values()]
-                if rows:
-                    self._load(curs, table, physical, rows)
-                for statement in self._ddl(table)[1:]:
-                    curs.execute(self.dialect.compile(statement, {"table": physical}))
-            self._statements(REBUILD_SUFFIX).run(curs, self._run, build.deferred, deferred=True)
+                indexes = [self.dialect.compile(sql, {"table": physical}) for sql in self._ddl(table)[1:]]
+                deferred = [(at, op) for at, op in build.deferred if op.table is table]
+                self.load_rows(curs, table, physical, out[table.name])
+                if deferred:  # on the indexed table: each one finds its rows by them
+                    for statement in indexes:
+                        curs.execute(statement)
+                    self._statements(REBUILD_SUFFIX).run(curs, self._run, deferred, deferred=True)
+                self.load_rows(curs, table, physical, list(build.rows[table.name].values()))
+                if not deferred:
+                    for statement in indexes:
+                        curs.execute(statement)
             curs.execute(self._delete_tracking_sql(), {"name": key})
             if position:
                 self._insert_tracking(curs, Tracking(key, position))  # type: ignore[attr-defined]
@@ -301,7 +305,9 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
         else:
             curs.executemany(sql, params)
 
-    def _load(self, curs: Any, table: Table, physical: str, rows: list[dict[str, Any]]) -> None:
+    def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
+        if not rows:
+            return
         values_of, json_columns = table.values_of, table.json_columns
         dumps = msgspec.json.encode
         with curs.copy(f"COPY {physical} ({', '.join(table.columns)}) FROM STDIN") as copy:
@@ -337,7 +343,9 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         curs.executemany(sql, params)
 
-    def _load(self, curs: Any, table: Table, physical: str, rows: list[dict[str, Any]]) -> None:
+    def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
+        if not rows:
+            return
         adapt, values_of = self.dialect.adapt, table.values_of
         sql = f"INSERT INTO {physical} ({', '.join(table.columns)}) VALUES ({', '.join('?' * len(table.columns))})"
         curs.executemany(sql, ([adapt(value) for value in values_of(row)] for row in rows))
