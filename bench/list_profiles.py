@@ -68,8 +68,7 @@ def load(read_model: ReadModel, count: int) -> None:
     store = read_model.store
     with store.datastore.transaction(commit=True) as curs:
         curs.execute("DROP TABLE IF EXISTS profiles")
-        curs.execute(store.dialect.compile(PROFILES.ddl(postgres=store.dialect.is_postgres, trigram=False)[0],
-                                           {"table": "profiles"}))
+        curs.execute(store.ddl(PROFILES, "profiles")[0])  # the bare table
         store.load_rows(curs, PROFILES, "profiles", synthetic_rows(count))
     store.create_read_model_tables([PROJECTION])  # the indexes, built once the rows are in
     with store.datastore.transaction(commit=True) as curs:

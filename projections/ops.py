@@ -128,8 +128,10 @@ def _where_params(where: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Statements:
-    """Operations as SQL on one set of physical tables (``suffix``: a rebuild's), statements cached by shape;
-    consecutive operations of one shape run as one ``executemany``."""
+    """Operations as SQL on one set of physical tables (``suffix``: a rebuild's), statements cached by shape.
+
+    Each table's operations run in their order, table after table (no operation reads another table), and
+    consecutive operations of one shape as one ``executemany``."""
 
     def __init__(self, dialect: Dialect, suffix: str = "") -> None:
         self.dialect = dialect
@@ -141,7 +143,7 @@ class Statements:
         adapt = self.dialect.parameters
         current: str | None = None
         batch: list[dict[str, Any]] = []
-        for position, op in ops:
+        for position, op in sorted(ops, key=lambda item: item[1].table.name):
             sql = self._sql(op, deferred)
             if sql is not current and batch:
                 execute(curs, current, batch)  # type: ignore[arg-type]

@@ -184,7 +184,7 @@ def rebuild(
     projections = select(names)
     store = open_store(database)
     log = EventLog(database)
-    # The fold makes millions of objects and keeps hundreds of thousands alive (rows, events of a batch), none
+    # The memory build makes millions of objects and keeps hundreds of thousands alive (rows, events of a batch), none
     # of them in reference cycles: the cycle collector's passes over them cost 40% of a rebuild's CPU.
     collecting = gc.isenabled()
     gc.disable()

@@ -85,11 +85,13 @@ class ReadModelRecorder(ParkingRecorder):
             with self.datastore.transaction(commit=True) as curs:
                 self._schema_lock(curs)
                 for table in projection.tables:
-                    for statement in self._ddl(table):
-                        curs.execute(self.dialect.compile(statement, {"table": table.name + suffix}))
+                    for statement in self.ddl(table, table.name + suffix):
+                        curs.execute(statement)
 
-    def _ddl(self, table: Table) -> list[str]:
-        return table.ddl(postgres=self.dialect.is_postgres, trigram=self.has_trigram)
+    def ddl(self, table: Table, physical: str) -> list[str]:
+        """The table's DDL for this database: the table first, then its indexes."""
+        ddl = table.ddl(postgres=self.dialect.is_postgres, trigram=self.has_trigram)
+        return [self.dialect.compile(statement, {"table": physical}) for statement in ddl]
 
     def drop_tables(self, projection: ReadModelProjection, suffix: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -186,7 +188,7 @@ class ReadModelRecorder(ParkingRecorder):
             for table in projection.tables:
                 physical = table.name + REBUILD_SUFFIX
                 curs.execute(f"DROP TABLE IF EXISTS {physical}")
-                curs.execute(self.dialect.compile(self._ddl(table)[0], {"table": physical}))
+                curs.execute(self.ddl(table, physical)[0])
 
     def copy_rebuilt(self, projection: ReadModelProjection, rows: Mapping[str, list[dict[str, Any]]]) -> None:
         """Append rows (table name → rows) to the bare rebuild tables, in bulk, in one transaction."""
@@ -205,7 +207,7 @@ class ReadModelRecorder(ParkingRecorder):
             self._lock(curs, key, wait=True)
             for table in projection.tables:
                 physical = table.name + REBUILD_SUFFIX
-                indexes = [self.dialect.compile(sql, {"table": physical}) for sql in self._ddl(table)[1:]]
+                indexes = self.ddl(table, physical)[1:]
                 deferred = [(at, op) for at, op in build.deferred if op.table is table]
                 self.load_rows(curs, table, physical, out[table.name])
                 if deferred:  # on the indexed table: each one finds its rows by them
@@ -355,8 +357,8 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
         stale = [row["name"] for row in curs.fetchall() if row["name"].startswith(old_prefix)]
         for index in stale:
             curs.execute(f"DROP INDEX {index}")
-        for statement in self._ddl(table)[1:]:
-            curs.execute(self.dialect.compile(statement, {"table": table.name}))
+        for statement in self.ddl(table, table.name)[1:]:
+            curs.execute(statement)
 
 
 ReadModelStore = PostgresReadModelRecorder | SQLiteReadModelRecorder
