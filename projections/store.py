@@ -105,9 +105,6 @@ class ReadModelRecorder(ParkingRecorder):
         return self.dialect.compile(f"DELETE FROM {self.tracking_table} WHERE application_name = :name")
 
     # -- positions ------------------------------------------------------------------------------------
-    def position(self, name: str) -> int:
-        return self.max_tracking_id(name) or 0  # type: ignore[attr-defined]
-
     def positions(self, names: Iterable[str]) -> dict[str, int]:
         names = list(names)
         sql = self.dialect.compile(f"SELECT application_name, notification_id FROM {self.tracking_table}")

@@ -80,24 +80,26 @@ class Table:
     checks: tuple[str, ...] = ()
     append_only: bool = False
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(self.row, include_extras=True)
-        stored = {name: hint for name, hint in hints.items() if name not in self.derived}
-        columns = {**stored, **self.internal}
-        columns.setdefault("position", BigInt)
-        object.__setattr__(self, "types", {name: sql_type(hint) for name, hint in columns.items()})
-        object.__setattr__(self, "columns", tuple(columns))
-        getter = itemgetter(*self.key)
-        object.__setattr__(self, "key_of", getter)
-        object.__setattr__(self, "values_of", itemgetter(*self.columns))
-        object.__setattr__(self, "json_columns", tuple(
-            index for index, name in enumerate(self.columns) if self.types[name][0] == "{json}"))
-
-    types: Mapping[str, tuple[str, bool]] = field(init=False)
+    types: Mapping[str, tuple[str, bool]] = field(init=False)  # column → (SQL type, nullable)
     columns: tuple[str, ...] = field(init=False)
     key_of: Callable[[Mapping[str, Any]], Any] = field(init=False)  # a row's key (a tuple when it has several)
     values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False)  # a row in column order
-    json_columns: tuple[int, ...] = field(init=False)
+    json_columns: tuple[int, ...] = field(init=False)  # their indexes in column order
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(self.row, include_extras=True)
+        columns = {**{name: hint for name, hint in hints.items() if name not in self.derived}, **self.internal}
+        columns.setdefault("position", BigInt)
+        types = {name: sql_type(hint) for name, hint in columns.items()}
+        derived = {
+            "types": types,
+            "columns": tuple(columns),
+            "key_of": itemgetter(*self.key),
+            "values_of": itemgetter(*columns),
+            "json_columns": tuple(index for index, kind in enumerate(types.values()) if kind[0] == "{json}"),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     def ddl(self, *, postgres: bool, trigram: bool) -> list[str]:
         """The table, then its indexes; ``{table}`` stands for the physical name."""
