@@ -54,6 +54,8 @@ class Insert(msgspec.Struct, gc=False):
 
 
 class Update(msgspec.Struct, gc=False):
+    """The rows ``where`` selects get ``values`` (never their key)."""
+
     table: Table
     where: dict[str, Any]
     values: dict[str, Any]
