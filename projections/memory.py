@@ -21,10 +21,13 @@ path touched:
 * The rows still in memory at the end are loaded after the deferred operations, which never need them: a key
   whose operation was deferred belongs to SQL from then on (later inserts on it are deferred too, so its
   operations keep their order), and a row in memory at P was handled in memory.
-* An insert, or an update or deletion by key, that misses memory in a table some of whose rows left it is
-  deferred; so is an insert on a key that a deferred operation by other columns (executions deleted with their
-  profile) may have removed. A copy whose source left memory is deferred, and so is every later version made
-  from it.
+* An update or deletion by key that misses memory, in a table some of whose rows left it, is deferred; so is an
+  insert there that would ignore or replace an existing row, or whose key a deferred operation by other columns
+  (executions deleted with their profile) may have freed. A copy whose source left memory is deferred, and so
+  is every later version made from it. (A plain insert that misses memory stays there: had its key been taken,
+  the live path would have refused it, and the load refuses it too.)
+* Positions tell events apart, not the operations of one event: those touch distinct rows (see
+  :mod:`projections.ops`).
 
 So an edit of a version that a later version superseded, or executions deleted with their profile after some of
 them were copied, reach their rows on the table. What memory cannot decide (a copy onto a key whose fate is
