@@ -14,7 +14,6 @@ reads of each query come from outside PostgreSQL's buffers and p99 roughly doubl
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -28,20 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from ledger.values import name_key  # noqa: E402
-from projections.dialect import timestamp_text  # noqa: E402
 from projections.fields import search_text  # noqa: E402
-from projections.profiles import PROJECTION  # noqa: E402
+from projections.profiles import PROFILES, PROJECTION  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
 from projections.schema import init_database  # noqa: E402
 
 TARGET_MS = 50.0
 TAGS = [f"tag-{number:02d}" for number in range(50)]
 PRODUCTS = [f"product-{number}" for number in range(10)]
-COLUMNS = (
-    "id", "name", "name_key", "name_search", "description", "description_search", "model_id", "sae_id", "layer",
-    "steering", "feature_count", "tags", "products", "metadata", "version", "is_active", "pinned_version",
-    "execution_count", "last_executed_at", "created_at", "updated_at", "position",
-)
 
 
 def vocabulary(rng: random.Random, size: int = 2000) -> list[str]:
@@ -61,39 +54,22 @@ def synthetic_rows(count: int, seed: int = 7):
         description = " ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))
         at = start + timedelta(seconds=number)
         steering = {str(rng.randrange(16384)): round(rng.uniform(-2, 2), 3) for _ in range(rng.randint(1, 4))}
-        yield (
-            uuid.UUID(int=rng.getrandbits(128), version=4), name, name_key(name), search_text(name), description,
-            search_text(description), "gemma-2-2b", "res-16k", 12, steering, len(steering),
-            rng.sample(TAGS, rng.randint(1, 4)), rng.sample(PRODUCTS, rng.randint(0, 2)), {}, 1, False, None, 0,
-            None, at, at, number + 1,
-        )
+        yield {
+            "id": uuid.UUID(int=rng.getrandbits(128), version=4), "name": name, "name_key": name_key(name),
+            "name_search": search_text(name), "description": description,
+            "description_search": search_text(description), "model_id": "gemma-2-2b", "sae_id": "res-16k",
+            "layer": 12, "steering": steering, "feature_count": len(steering),
+            "tags": rng.sample(TAGS, rng.randint(1, 4)), "products": rng.sample(PRODUCTS, rng.randint(0, 2)),
+            "metadata": {}, "version": 1, "created_at": at, "updated_at": at, "position": number + 1,
+        }
 
 
 def load(read_model: ReadModel, count: int) -> None:
     store = read_model.store
-    tables = {"profiles": "profiles"}
     with store.datastore.transaction(commit=True) as curs:
         curs.execute("DROP TABLE IF EXISTS profiles")
-        curs.execute(store.dialect.compile(PROJECTION.tables["profiles"][0], tables))
-    rows = synthetic_rows(count)
-    if store.dialect.is_postgres:
-        from psycopg.types.json import Jsonb
-
-        with store.datastore.transaction(commit=True) as curs:
-            with curs.copy(f"COPY profiles ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in row])
-    else:
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        with store.datastore.transaction(commit=True) as curs:
-            curs.executemany(
-                f"INSERT INTO profiles ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                (
-                    [json.dumps(v) if isinstance(v, (dict, list)) else timestamp_text(v) if isinstance(v, datetime)
-                     else str(v) if isinstance(v, uuid.UUID) else v for v in row]
-                    for row in rows
-                ),
-            )
+        curs.execute(store.ddl(PROFILES, "profiles")[0])  # the bare table
+        store.load_rows(curs, PROFILES, "profiles", synthetic_rows(count))
     store.create_read_model_tables([PROJECTION])  # the indexes, built once the rows are in
     with store.datastore.transaction(commit=True) as curs:
         curs.execute("ANALYZE profiles")

@@ -12,48 +12,28 @@ from uuid import UUID
 
 from ledger.domainmodel import Profile
 
-from projections.bulk import MemoryBuild, pick
-from projections.fields import audit_params
-from projections.projection import ReadModelProjection, Write, aggregate_type_name, event_type_name
+from projections import cursors
+from projections.ops import Insert, Op
+from projections.projection import ReadModelProjection, aggregate_type_name, event_type_name
+from projections.reading import Queries, as_uuid, checked_limit
+from projections.rows import AuditRow, Page
+from projections.tables import Index, Table
 
-TABLES = {
-    "audit_events": (
-        """CREATE TABLE IF NOT EXISTS {audit_events} (
-            position {bigint} PRIMARY KEY,
-            recorded_at {timestamp} NOT NULL,
-            actor text NOT NULL,
-            event_type text NOT NULL,
-            aggregate_type text NOT NULL,
-            originator_id {uuid} NOT NULL,
-            originator_version integer NOT NULL,
-            profile_id {uuid},
-            reason text,
-            correlation_id text,
-            payload {json} NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS {audit_events}_by_profile ON {audit_events} (profile_id, position)",
-        "CREATE INDEX IF NOT EXISTS {audit_events}_by_actor ON {audit_events} (actor, position)",
-        "CREATE INDEX IF NOT EXISTS {audit_events}_by_type ON {audit_events} (event_type, position)",
-        "CREATE INDEX IF NOT EXISTS {audit_events}_by_time ON {audit_events} (recorded_at)",
+AUDIT = Table(
+    "audit_events",
+    AuditRow,
+    key=("position",),
+    indexes=(
+        Index("by_profile", "profile_id, position"),
+        Index("by_actor", "actor, position"),
+        Index("by_type", "event_type, position"),
+        Index("by_time", "recorded_at"),
     ),
-}
-
-STATEMENTS = {
-    "insert": """INSERT INTO {audit_events} (position, recorded_at, actor, event_type, aggregate_type, originator_id,
-            originator_version, profile_id, reason, correlation_id, payload)
-        VALUES (:position, :recorded_at, :actor, :event_type, :aggregate_type, :originator_id, :originator_version,
-            :profile_id, :reason, :correlation_id, :payload)""",
-}
+    append_only=True,
+)
 
 _ENVELOPE = {"timestamp", "originator_topic", "actor", "reason", "correlation_id", "originator_id",
              "originator_version"}
-
-
-def concerned_profile(event: Any) -> UUID | None:
-    """The profile an event is about, where there is one."""
-    if isinstance(event, Profile.Event):
-        return event.originator_id
-    return getattr(event, "profile_id", None)
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -87,33 +67,8 @@ def payload(event: Any) -> dict[str, Any]:
     }
 
 
-def on_any_event(event: Any, position: int) -> list[Write]:
-    params = {
-        "position": position,
-        "event_type": event_type_name(event),
-        "aggregate_type": aggregate_type_name(event),
-        "originator_id": event.originator_id,
-        "originator_version": event.originator_version,
-        "profile_id": concerned_profile(event),
-        "payload": payload(event),
-        **audit_params(event),
-    }
-    return [Write("insert", params)]
-
-
-# What the statement does, for rebuilds in memory (projections.bulk).
-COLUMNS = (
-    "position", "recorded_at", "actor", "event_type", "aggregate_type", "originator_id", "originator_version",
-    "profile_id", "reason", "correlation_id", "payload",
-)
-
-
-def fold_insert(build: MemoryBuild, p: Any) -> None:
-    build.seal("audit_events", pick(p, COLUMNS))  # one row per position, never changed again
-
-
-def make_row(build: MemoryBuild, event: Any, position: int) -> None:
-    """``on_any_event`` and ``fold_insert`` in one step (the hot path of a rebuild)."""
+def on_any_event(event: Any) -> list[Op]:
+    """Who, when, why, which aggregate and profile, and the event's own fields (the hot path of a rebuild)."""
     state = vars(event)
     kind = type(event)
     names = _NAMES.get(kind)
@@ -121,8 +76,7 @@ def make_row(build: MemoryBuild, event: Any, position: int) -> None:
         names = _NAMES[kind] = (event_type_name(event), aggregate_type_name(event), issubclass(kind, Profile.Event))
     event_type, aggregate_type, is_profile = names
     originator_id = state["originator_id"]
-    build.sealed["audit_events"].append({
-        "position": position,
+    return [Insert(AUDIT, {
         "recorded_at": state["timestamp"],
         "actor": state["actor"],
         "event_type": event_type,
@@ -133,18 +87,60 @@ def make_row(build: MemoryBuild, event: Any, position: int) -> None:
         "reason": state["reason"],
         "correlation_id": state["correlation_id"],
         "payload": payload(event),
-    })
+    })]
 
 
 _NAMES: dict[type, tuple[str, str, bool]] = {}
 
+PROJECTION = ReadModelProjection(name="audit", tables=(AUDIT,), handlers={}, default_handler=on_any_event, version=2)
 
-PROJECTION = ReadModelProjection(
-    name="audit",
-    tables=TABLES,
-    statements=STATEMENTS,
-    handlers={},
-    default_handler=on_any_event,
-    folds={"insert": fold_insert},
-    default_row_maker=make_row,
-)
+
+class AuditQueries(Queries):
+    def events(
+        self,
+        profile_id: UUID | str | None = None,
+        actor: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_position: int | None = None,
+        up_to_position: int | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[AuditRow]:
+        """The event timeline in log order. ``since`` is inclusive, ``until`` exclusive; ``after_position``
+        exclusive, ``up_to_position`` inclusive. ``event_type`` is like ``"Profile.Created"``."""
+        limit = checked_limit(limit)
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit + 1}
+        if profile_id is not None:
+            identity = as_uuid(profile_id)
+            if identity is None:
+                return Page(items=(), next_cursor=None)
+            params["profile_id"] = identity
+            where.append("profile_id = :profile_id")
+        for column, value in (("actor", actor), ("event_type", event_type)):
+            if value is not None:
+                params[column] = value
+                where.append(f"{column} = :{column}")
+        if since is not None:
+            params["since"] = since
+            where.append("recorded_at >= :since")
+        if until is not None:
+            params["until"] = until
+            where.append("recorded_at < :until")
+        after = after_position or 0
+        if cursor is not None:
+            (from_cursor,) = cursors.decode(cursor, "events", (int,))
+            after = max(after, from_cursor)
+        params["after"] = after
+        where.append("position > :after")
+        if up_to_position is not None:
+            params["up_to"] = up_to_position
+            where.append("position <= :up_to")
+        rows = self._rows(AuditRow, self._all(
+            f"SELECT {AUDIT.select()} FROM audit_events WHERE {' AND '.join(where)} ORDER BY position LIMIT :limit",
+            params,
+        ))
+        next_cursor = cursors.encode("events", [rows[limit - 1].position]) if len(rows) > limit else None
+        return Page(items=tuple(rows[:limit]), next_cursor=next_cursor)

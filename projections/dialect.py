@@ -31,7 +31,7 @@ class Dialect:
             return {
                 "uuid": "uuid",
                 "json": "jsonb",
-                "labels": "text[] NOT NULL DEFAULT '{}'",
+                "labels": "text[]",
                 "timestamp": "timestamptz",
                 "bool": "boolean",
                 "bigint": "bigint",
@@ -41,7 +41,7 @@ class Dialect:
         return {
             "uuid": "text",
             "json": "text",
-            "labels": "text NOT NULL DEFAULT '[]'",
+            "labels": "text",
             "timestamp": "text",
             "bool": "integer",
             "bigint": "integer",
@@ -77,26 +77,10 @@ class Dialect:
             return int(value)
         return value
 
-    # -- reading values back -------------------------------------------------------------------------
-    def read_json(self, value: Any) -> Any:
-        if value is None or not isinstance(value, (str, bytes)):
-            return value
-        return json.loads(value)
-
-    def read_labels(self, value: Any) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        return tuple(json.loads(value) if isinstance(value, str) else value)
-
     def read_time(self, value: Any) -> datetime | None:
         if value is None or isinstance(value, datetime):
             return value
         return datetime.fromisoformat(value)
-
-    def read_uuid(self, value: Any) -> UUID | None:
-        if value is None or isinstance(value, UUID):
-            return value
-        return UUID(value)
 
 
 def timestamp_text(value: datetime) -> str:

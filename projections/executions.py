@@ -5,61 +5,34 @@ Deleting a profile with ``delete_executions`` removes its rows here (the events 
 
 from __future__ import annotations
 
-from ledger.domainmodel import Execution, Profile
-
 from typing import Any
+from uuid import UUID
 
-from projections.bulk import MemoryBuild, pick
-from projections.fields import audit_params
-from projections.projection import ReadModelProjection, Write
+from ledger.domainmodel import Execution, Profile
+from projections import cursors
+from projections.fields import recorded
+from projections.ops import Delete, Insert, Op
+from projections.projection import ReadModelProjection
+from projections.reading import Queries, as_uuid, checked_limit
+from projections.rows import ExecutionRow, ExecutionSpec, Page, RunProfile
+from projections.tables import Index, Table
 
-TABLES = {
-    "executions": (
-        """CREATE TABLE IF NOT EXISTS {executions} (
-            id {uuid} PRIMARY KEY,
-            position {bigint} NOT NULL,
-            profile_id {uuid},
-            profile_version integer,
-            run_id text,
-            seed {bigint},
-            entity_count {bigint},
-            status text NOT NULL,
-            error_message text,
-            duration_ms {float},
-            metadata {json} NOT NULL,
-            kind text NOT NULL,
-            details {json} NOT NULL,
-            replay_of {uuid},
-            actor text NOT NULL,
-            reason text,
-            correlation_id text,
-            recorded_at {timestamp} NOT NULL
-        )""",
-        "CREATE UNIQUE INDEX IF NOT EXISTS {executions}_by_position ON {executions} (position)",
-        "CREATE INDEX IF NOT EXISTS {executions}_by_profile ON {executions} (profile_id, position)",
-        "CREATE INDEX IF NOT EXISTS {executions}_by_run ON {executions} (run_id, position)",
+EXECUTIONS = Table(
+    "executions",
+    ExecutionRow,
+    key=("id",),
+    indexes=(
+        Index("by_position", "position", unique=True),
+        Index("by_profile", "profile_id, position"),
+        Index("by_run", "run_id, position"),
     ),
-}
-
-STATEMENTS = {
-    "insert": """INSERT INTO {executions} (id, position, profile_id, profile_version, run_id, seed, entity_count,
-            status, error_message, duration_ms, metadata, kind, details, replay_of, actor, reason, correlation_id,
-            recorded_at)
-        VALUES (:id, :position, :profile_id, :profile_version, :run_id, :seed, :entity_count, :status,
-            :error_message, :duration_ms, :metadata, :kind, :details, :replay_of, :actor, :reason, :correlation_id,
-            :recorded_at)""",
-    "delete_for_profile": "DELETE FROM {executions} WHERE profile_id = :profile_id",
-}
-# Rebuilds only: a deletion run after every execution has been copied removes those recorded before it.
-LATE_STATEMENTS = {
-    "delete_rebuilt": "DELETE FROM {executions} WHERE profile_id = :profile_id AND position < :position",
-}
+    append_only=True,
+)
 
 
-def on_recorded(event: Execution.Recorded, position: int) -> list[Write]:
-    params = {
+def on_recorded(event: Execution.Recorded) -> list[Op]:
+    return [Insert(EXECUTIONS, {
         "id": event.originator_id,
-        "position": position,
         "profile_id": event.profile_id,
         "profile_version": event.profile_version,
         "run_id": event.run_id,
@@ -72,41 +45,79 @@ def on_recorded(event: Execution.Recorded, position: int) -> list[Write]:
         "kind": event.kind,
         "details": dict(event.details or {}),
         "replay_of": event.replay_of,
-        **audit_params(event),
-    }
-    return [Write("insert", params)]
+        **recorded(event),
+    })]
 
 
-def on_profile_deleted(event: Profile.Deleted, position: int) -> list[Write]:
-    if not event.delete_executions:
-        return []
-    # The position is for rebuilds (the statement does not use it): see fold_delete_for_profile.
-    return [Write("delete_for_profile", {"profile_id": event.originator_id, "position": position})]
+def on_profile_deleted(event: Profile.Deleted) -> list[Op]:
+    return [Delete(EXECUTIONS, {"profile_id": event.originator_id})] if event.delete_executions else []
 
-
-# What each statement does, for rebuilds in memory (projections.bulk).
-COLUMNS = (
-    "id", "position", "profile_id", "profile_version", "run_id", "seed", "entity_count", "status", "error_message",
-    "duration_ms", "metadata", "kind", "details", "replay_of", "actor", "reason", "correlation_id", "recorded_at",
-)
-
-
-def fold_insert(build: MemoryBuild, p: Any) -> None:
-    build.seal("executions", pick(p, COLUMNS))  # an execution is recorded once; only a deletion touches it later
-
-
-def fold_delete_for_profile(build: MemoryBuild, p: Any) -> None:
-    """Run on the table after the last copy: ``profile_id = X AND position < P`` is what the delete at P saw."""
-    build.late.append(("delete_rebuilt", {"profile_id": p["profile_id"], "position": p["position"]}))
-
-
-FOLDS = {"insert": fold_insert, "delete_for_profile": fold_delete_for_profile}
 
 PROJECTION = ReadModelProjection(
     name="executions",
-    tables=TABLES,
-    statements=STATEMENTS,
+    tables=(EXECUTIONS,),
     handlers={Execution.Recorded: on_recorded, Profile.Deleted: on_profile_deleted},
-    folds=FOLDS,
-    late_statements=LATE_STATEMENTS,
+    version=2,
 )
+
+
+class ExecutionQueries(Queries):
+    def list_executions(
+        self,
+        profile_id: UUID | str | None = None,
+        run_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[ExecutionRow]:
+        """Executions, newest first; of one profile and/or one run id."""
+        limit = checked_limit(limit)
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit + 1}
+        if profile_id is not None:
+            identity = as_uuid(profile_id)
+            if identity is None:
+                return Page(items=(), next_cursor=None)
+            params["profile_id"] = identity
+            where.append("profile_id = :profile_id")
+        if run_id is not None:
+            params["run_id"] = run_id
+            where.append("run_id = :run_id")
+        listing = f"executions:{params.get('profile_id')}:{run_id}"
+        if cursor is not None:
+            (params["before"],) = cursors.decode(cursor, listing, (int,))
+            where.append("position < :before")
+        sql = f"SELECT {EXECUTIONS.select()} FROM executions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._rows(ExecutionRow, self._all(sql + " ORDER BY position DESC LIMIT :limit", params))
+        next_cursor = cursors.encode(listing, [rows[limit - 1].position]) if len(rows) > limit else None
+        return Page(items=tuple(rows[:limit]), next_cursor=next_cursor)
+
+    def get_execution(self, execution_id: UUID | str) -> ExecutionRow | None:
+        identity = as_uuid(execution_id)
+        if identity is None:
+            return None
+        return self._one(ExecutionRow, f"SELECT {EXECUTIONS.select()} FROM executions WHERE id = :id", {"id": identity})
+
+    def execution_spec(self, execution_id: UUID | str) -> ExecutionSpec | None:
+        """The exact spec (of the profile version it ran) and the inputs needed to run an execution again."""
+        identity = as_uuid(execution_id)
+        if identity is None:
+            return None
+        return self._one(
+            ExecutionSpec,
+            "SELECT e.id AS execution_id, e.profile_id, e.profile_version, v.model_id, v.sae_id, v.layer, "
+            "v.steering, e.seed, e.entity_count, e.run_id, e.kind, e.details, e.metadata "
+            "FROM executions e JOIN profile_versions v ON v.profile_id = e.profile_id "
+            "AND v.version = e.profile_version WHERE e.id = :id",
+            {"id": identity},
+        )
+
+    def profile_for_run(self, run_id: str) -> RunProfile | None:
+        """The profile version a run (e.g. a cohort generation) used: its latest execution with that run id."""
+        return self._one(
+            RunProfile,
+            "SELECT run_id, profile_id, profile_version, id AS execution_id, recorded_at FROM executions "
+            "WHERE run_id = :run_id ORDER BY position DESC LIMIT 1",
+            {"run_id": run_id},
+        )

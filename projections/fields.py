@@ -1,4 +1,4 @@
-"""Turning event fields into statement parameters (shared by the profile-shaped read models)."""
+"""Column values from event fields (shared by the profile-shaped read models)."""
 
 from __future__ import annotations
 
@@ -15,26 +15,24 @@ def search_text(text: str | None) -> str:
     return (text or "").casefold()
 
 
-def detail_overlay(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """``set_<field>`` flags and values for the descriptive fields an event changes (others stay as they are)."""
-    params: dict[str, Any] = {}
+def details(changes: Mapping[str, Any], *, searchable: bool = False) -> dict[str, Any]:
+    """The descriptive fields an event sets (others stay as they are); ``searchable`` adds the columns that
+    names and descriptions are looked up and searched by."""
+    values: dict[str, Any] = {}
     for field in DETAIL_FIELDS:
-        present = field in changes
-        value = changes.get(field)
-        if field in ("tags", "products") and present:
-            value = list(value or [])
-        if field == "metadata" and present:
-            value = dict(value or {})
-        params[f"set_{field}"] = present
-        params[field] = value
-    name = changes.get("name")
-    params["name_key"] = name_key(name) if name is not None else None
-    params["name_search"] = search_text(name) if name is not None else None
-    params["description_search"] = search_text(changes.get("description"))
-    return params
+        if field in changes:
+            value = changes[field]
+            values[field] = list(value or []) if field in ("tags", "products") else (
+                dict(value or {}) if field == "metadata" else value)
+    if searchable and "name" in values:
+        values["name_key"] = name_key(values["name"])
+        values["name_search"] = search_text(values["name"])
+    if searchable and "description" in values:
+        values["description_search"] = search_text(values["description"])
+    return values
 
 
-def spec_params(event: Any) -> dict[str, Any]:
+def spec(event: Any) -> dict[str, Any]:
     steering = dict(event.steering or {})
     return {
         "model_id": event.model_id,
@@ -45,13 +43,13 @@ def spec_params(event: Any) -> dict[str, Any]:
     }
 
 
-def created_params(event: Any) -> dict[str, Any]:
-    """Every field of a ``Profile.Created`` event, as a full overlay."""
-    changes = {field: getattr(event, field) for field in DETAIL_FIELDS}
-    return {**detail_overlay(changes), **spec_params(event)}
+def content(event: Any, *, searchable: bool = False) -> dict[str, Any]:
+    """Every field of an event that carries the whole profile (``Created``, ``Restored``)."""
+    return {**details({field: getattr(event, field) for field in DETAIL_FIELDS}, searchable=searchable),
+            **spec(event)}
 
 
-def audit_params(event: Any) -> dict[str, Any]:
+def recorded(event: Any) -> dict[str, Any]:
     return {
         "actor": event.actor,
         "reason": event.reason,

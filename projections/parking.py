@@ -91,7 +91,7 @@ class ParkingRecorder:
     def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
         raise NotImplementedError
 
-    def _write(self, curs: Any, projection: ReadModelProjection, suffix: str, writes: list[Any]) -> None:
+    def _write(self, curs: Any, suffix: str, ops: list[Any]) -> None:
         raise NotImplementedError
 
     # -- schema ---------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class ParkingRecorder:
         for position, event in events:
             try:
                 with self._savepoint(curs):
-                    self._write(curs, projection, suffix, projection.writes_for([(position, event)]))
+                    self._write(curs, suffix, projection.ops_for([(position, event)]))
             except Exception as error:
                 if is_transient(error):
                     raise
@@ -129,7 +129,7 @@ class ParkingRecorder:
         """Apply the events together in a savepoint; if that fails, one at a time (see :meth:`_write_each`)."""
         try:
             with self._savepoint(curs):
-                self._write(curs, projection, suffix, projection.writes_for(events))
+                self._write(curs, suffix, projection.ops_for(events))
         except Exception as error:
             if is_transient(error):
                 raise
@@ -225,7 +225,7 @@ class ParkingRecorder:
                         event = read_event(parked.position)
                         if isinstance(event, UndecodableEvent):
                             raise event.error
-                        self._write(curs, projection, "", projection.writes_for([(parked.position, event)]))
+                        self._write(curs, "", projection.ops_for([(parked.position, event)]))
                 except Exception as error:
                     if is_transient(error):
                         raise

@@ -1,304 +1,222 @@
 """Read model ``profiles``: the current state of every live profile, with its tags, products and usage.
 
-Deleted profiles leave this table (their name becomes free again); versions and audit rows stay elsewhere.
-What a deleted profile's row held that its events do not (its usage counts) waits in ``profile_graves``
-until the profile is restored (``Profile.Restored`` carries everything else).
+Deleted profiles leave ``profiles`` (their name becomes free again); versions and audit rows stay elsewhere.
+A profile's usage (executions recorded, the last one's time) is kept in ``profile_usage``, which a deletion
+leaves in place (emptied with ``delete_executions``) for a restore to find. Whether a profile is active, and
+pinned, is the active slot's row (``projections.active``): queries join both in.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from msgspec import Struct
 
 from ledger.domainmodel import Execution, Profile
+from ledger.values import name_key
+from projections import cursors
+from projections.errors import InvalidCursorError, InvalidQueryError
+from projections.fields import content, details, search_text, spec
+from projections.ops import Add, Delete, Greatest, Insert, Op, Update
+from projections.projection import ReadModelProjection
+from projections.reading import Queries, as_uuid, checked_limit
+from projections.rows import Page, ProfileRow
+from projections.tables import Index, Table
 
-from projections.bulk import MemoryBuild, overlay, pick
-from projections.fields import created_params, detail_overlay, spec_params
-from projections.projection import ReadModelProjection, Write
 
-TABLES = {
-    "profiles": (
-        """CREATE TABLE IF NOT EXISTS {profiles} (
-            id {uuid} PRIMARY KEY,
-            name text NOT NULL,
-            name_key text NOT NULL,
-            name_search text NOT NULL,
-            description text,
-            description_search text NOT NULL,
-            model_id text,
-            sae_id text,
-            layer integer,
-            steering {json} NOT NULL,
-            feature_count integer NOT NULL,
-            tags {labels},
-            products {labels},
-            metadata {json} NOT NULL,
-            version integer NOT NULL,
-            is_active {bool} NOT NULL DEFAULT FALSE,
-            pinned_version integer,
-            execution_count integer NOT NULL DEFAULT 0,
-            last_executed_at {timestamp},
-            created_at {timestamp} NOT NULL,
-            updated_at {timestamp} NOT NULL,
-            position {bigint} NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS {profiles}_by_name ON {profiles} (name_key, id)",
-        "CREATE INDEX IF NOT EXISTS {profiles}_by_update ON {profiles} (updated_at, id)",
-        # At most one active profile, whatever the projection is fed.
-        "CREATE UNIQUE INDEX IF NOT EXISTS {profiles}_one_active ON {profiles} (is_active) WHERE is_active",
-    ),
-    "profile_graves": (
-        """CREATE TABLE IF NOT EXISTS {profile_graves} (
-            id {uuid} PRIMARY KEY,
-            execution_count integer NOT NULL,
-            last_executed_at {timestamp}
-        )""",
-    ),
-}
+class ProfileUsage(Struct, frozen=True):
+    profile_id: UUID
+    execution_count: int
+    last_executed_at: datetime | None
 
-# PostgreSQL only: array and trigram indexes for filtered, searched listings at a million profiles.
-POSTGRES_INDEXES = {
-    "profiles": (
-        "CREATE INDEX IF NOT EXISTS {profiles}_tags ON {profiles} USING gin (tags)",
-        "CREATE INDEX IF NOT EXISTS {profiles}_products ON {profiles} USING gin (products)",
-    ),
-}
-TRIGRAM_INDEXES = {
-    "profiles": (
-        "CREATE INDEX IF NOT EXISTS {profiles}_name_trgm ON {profiles} USING gin (name_search gin_trgm_ops)",
-        "CREATE INDEX IF NOT EXISTS {profiles}_description_trgm ON {profiles} "
-        "USING gin (description_search gin_trgm_ops)",
-    ),
-}
 
-_OVERLAY = ",\n".join(
-    f"{column} = CASE WHEN :set_{flag} THEN :{column} ELSE {column} END"
-    for column, flag in (
-        ("name", "name"),
-        ("name_key", "name"),
-        ("name_search", "name"),
-        ("description", "description"),
-        ("description_search", "description"),
-        ("tags", "tags"),
-        ("products", "products"),
-        ("metadata", "metadata"),
-    )
+PROFILES = Table(
+    "profiles",
+    ProfileRow,
+    key=("id",),
+    internal={"name_key": str, "name_search": str, "description_search": str},
+    derived=("is_active", "pinned_version", "execution_count", "last_executed_at"),
+    indexes=(
+        Index("by_name", "name_key, id"),
+        Index("by_update", "updated_at, id"),
+        # PostgreSQL only: array and trigram indexes for filtered, searched listings at a million profiles.
+        Index("tags", "tags", using="gin"),
+        Index("products", "products", using="gin"),
+        Index("name_trgm", "name_search gin_trgm_ops", using="gin"),
+        Index("description_trgm", "description_search gin_trgm_ops", using="gin"),
+    ),
 )
-
-STATEMENTS = {
-    "insert": """INSERT INTO {profiles} (
-            id, name, name_key, name_search, description, description_search, model_id, sae_id, layer, steering,
-            feature_count, tags, products, metadata, version, created_at, updated_at, position)
-        VALUES (:id, :name, :name_key, :name_search, :description, :description_search, :model_id, :sae_id,
-            :layer, :steering, :feature_count, :tags, :products, :metadata, 1, :at, :at, :position)""",
-    "revise_details": f"""UPDATE {{profiles}} SET {_OVERLAY},
-            version = :version, updated_at = :at, position = :position
-        WHERE id = :id""",
-    "revise_spec": f"""UPDATE {{profiles}} SET {_OVERLAY},
-            model_id = :model_id, sae_id = :sae_id, layer = :layer, steering = :steering,
-            feature_count = :feature_count, version = :version, updated_at = :at, position = :position
-        WHERE id = :id""",
-    "deactivate_others": "UPDATE {profiles} SET is_active = FALSE, pinned_version = NULL "
-    "WHERE is_active AND id <> :id",
-    "activate": "UPDATE {profiles} SET is_active = TRUE, pinned_version = :pinned_version, updated_at = :at, "
-    "position = :position WHERE id = :id",
-    "deactivate": "UPDATE {profiles} SET is_active = FALSE, pinned_version = NULL, updated_at = :at, "
-    "position = :position WHERE id = :id",
-    "bury": """INSERT INTO {profile_graves} (id, execution_count, last_executed_at)
-        SELECT id, CASE WHEN :drop_executions THEN 0 ELSE execution_count END,
-            CASE WHEN :drop_executions THEN NULL ELSE last_executed_at END
-        FROM {profiles} WHERE id = :id
-        ON CONFLICT (id) DO UPDATE SET execution_count = excluded.execution_count,
-            last_executed_at = excluded.last_executed_at""",
-    "delete": "DELETE FROM {profiles} WHERE id = :id",
-    "restore": """INSERT INTO {profiles} (
-            id, name, name_key, name_search, description, description_search, model_id, sae_id, layer, steering,
-            feature_count, tags, products, metadata, version, execution_count, last_executed_at, created_at,
-            updated_at, position)
-        VALUES (:id, :name, :name_key, :name_search, :description, :description_search, :model_id, :sae_id,
-            :layer, :steering, :feature_count, :tags, :products, :metadata, :version,
-            COALESCE((SELECT execution_count FROM {profile_graves} WHERE id = :id), 0),
-            (SELECT last_executed_at FROM {profile_graves} WHERE id = :id), :created_at, :at, :position)""",
-    "unbury": "DELETE FROM {profile_graves} WHERE id = :id",
-    "count_execution": "UPDATE {profiles} SET execution_count = execution_count + 1, "
-    "last_executed_at = {greatest}(COALESCE(last_executed_at, :at), :at) WHERE id = :id",
-}
+USAGE = Table("profile_usage", ProfileUsage, key=("profile_id",))
 
 
-def _identity(event: Any, position: int) -> dict[str, Any]:
-    return {"id": event.originator_id, "at": event.timestamp, "position": position}
-
-
-def on_created(event: Profile.Created, position: int) -> list[Write]:
-    return [Write("insert", {**_identity(event, position), **created_params(event)})]
-
-
-def on_spec_revised(event: Profile.SpecRevised, position: int) -> list[Write]:
-    params = {**_identity(event, position), **detail_overlay(event.changes), **spec_params(event)}
-    return [Write("revise_spec", {**params, "version": event.version})]
-
-
-def on_details_changed(event: Profile.DetailsRevised | Profile.DetailsEdited, position: int) -> list[Write]:
-    params = {**_identity(event, position), **detail_overlay(event.changes), "version": event.version}
-    return [Write("revise_details", params)]
-
-
-def on_activated(event: Profile.Activated, position: int) -> list[Write]:
-    identity = _identity(event, position)
+def on_created(event: Profile.Created) -> list[Op]:
+    at = event.timestamp
     return [
-        Write("deactivate_others", {"id": event.originator_id}),
-        Write("activate", {**identity, "pinned_version": event.pinned_version}),
+        Insert(PROFILES, {"id": event.originator_id, **content(event, searchable=True), "version": 1,
+                          "created_at": at, "updated_at": at}),
+        Insert(USAGE, {"profile_id": event.originator_id, "execution_count": 0, "last_executed_at": None}),
     ]
 
 
-def on_deactivated(event: Profile.Deactivated, position: int) -> list[Write]:
-    return [Write("deactivate", _identity(event, position))]
+def on_revised(event: Profile.SpecRevised | Profile.DetailsRevised | Profile.DetailsEdited) -> list[Op]:
+    values = details(event.changes, searchable=True)
+    if isinstance(event, Profile.SpecRevised):
+        values.update(spec(event))
+    return [Update(PROFILES, {"id": event.originator_id},
+                   {**values, "version": event.version, "updated_at": event.timestamp})]
 
 
-def on_deleted(event: Profile.Deleted, position: int) -> list[Write]:
-    return [
-        Write("bury", {"id": event.originator_id, "drop_executions": bool(event.delete_executions)}),
-        Write("delete", {"id": event.originator_id}),
-    ]
+def on_touched(event: Profile.Activated | Profile.Deactivated) -> list[Op]:
+    return [Update(PROFILES, {"id": event.originator_id}, {"updated_at": event.timestamp})]
 
 
-def on_restored(event: Profile.Restored, position: int) -> list[Write]:
-    params = {**_identity(event, position), **created_params(event), "version": event.version,
-              "created_at": event.created_at}
-    return [Write("restore", params), Write("unbury", {"id": event.originator_id})]
+def on_deleted(event: Profile.Deleted) -> list[Op]:
+    ops: list[Op] = [Delete(PROFILES, {"id": event.originator_id})]
+    if event.delete_executions:
+        ops.append(Update(USAGE, {"profile_id": event.originator_id},
+                          {"execution_count": 0, "last_executed_at": None}))
+    return ops
 
 
-def on_execution_recorded(event: Execution.Recorded, position: int) -> list[Write]:
-    return [Write("count_execution", {"id": event.profile_id, "at": event.timestamp})]
+def on_restored(event: Profile.Restored) -> list[Op]:
+    return [Insert(PROFILES, {"id": event.originator_id, **content(event, searchable=True),
+                              "version": event.version, "created_at": event.created_at,
+                              "updated_at": event.timestamp})]
 
 
-# What each statement does, for rebuilds in memory (projections.bulk).
-COLUMNS = (
-    "id", "name", "name_key", "name_search", "description", "description_search", "model_id", "sae_id", "layer",
-    "steering", "feature_count", "tags", "products", "metadata", "version", "is_active", "pinned_version",
-    "execution_count", "last_executed_at", "created_at", "updated_at", "position",
-)
-_BY_FLAG = {
-    "name": ("name", "name_key", "name_search"),
-    "description": ("description", "description_search"),
-    "tags": ("tags",),
-    "products": ("products",),
-    "metadata": ("metadata",),
-}
-_SPEC = ("model_id", "sae_id", "layer", "steering", "feature_count")
+def on_execution_recorded(event: Execution.Recorded) -> list[Op]:
+    if event.profile_id is None:
+        return []
+    return [Update(USAGE, {"profile_id": event.profile_id},
+                   {"execution_count": Add(1), "last_executed_at": Greatest(event.timestamp)})]
 
-
-def _active(build: MemoryBuild) -> set[Any]:
-    return build.extra.setdefault("active", set())
-
-
-def fold_insert(build: MemoryBuild, p: Any) -> None:
-    build.tables["profiles"].setdefault(p["id"], pick(
-        p, COLUMNS, version=1, is_active=False, pinned_version=None, execution_count=0, last_executed_at=None,
-        created_at=p["at"], updated_at=p["at"]))
-
-
-def fold_revise_details(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profiles"].get(p["id"])
-    if row is not None:
-        overlay(row, p, _BY_FLAG)
-        row.update(version=p["version"], updated_at=p["at"], position=p["position"])
-
-
-def fold_revise_spec(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profiles"].get(p["id"])
-    if row is not None:
-        overlay(row, p, _BY_FLAG)
-        row.update({column: p[column] for column in _SPEC})
-        row.update(version=p["version"], updated_at=p["at"], position=p["position"])
-
-
-def fold_deactivate_others(build: MemoryBuild, p: Any) -> None:
-    rows, active = build.tables["profiles"], _active(build)
-    for profile_id in [other for other in active if other != p["id"]]:
-        active.discard(profile_id)
-        if profile_id in rows:
-            rows[profile_id].update(is_active=False, pinned_version=None)
-
-
-def fold_activate(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profiles"].get(p["id"])
-    if row is not None:
-        row.update(is_active=True, pinned_version=p["pinned_version"], updated_at=p["at"], position=p["position"])
-        _active(build).add(p["id"])
-
-
-def fold_deactivate(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profiles"].get(p["id"])
-    if row is not None:
-        row.update(is_active=False, pinned_version=None, updated_at=p["at"], position=p["position"])
-        _active(build).discard(p["id"])
-
-
-def fold_delete(build: MemoryBuild, p: Any) -> None:
-    build.tables["profiles"].pop(p["id"], None)
-    _active(build).discard(p["id"])
-
-
-def fold_bury(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profiles"].get(p["id"])
-    if row is not None:
-        dropped = p["drop_executions"]
-        build.tables["profile_graves"][p["id"]] = {
-            "id": p["id"],
-            "execution_count": 0 if dropped else row["execution_count"],
-            "last_executed_at": None if dropped else row["last_executed_at"],
-        }
-
-
-def fold_restore(build: MemoryBuild, p: Any) -> None:
-    grave = build.tables["profile_graves"].get(p["id"]) or {"execution_count": 0, "last_executed_at": None}
-    build.tables["profiles"].setdefault(p["id"], pick(
-        p, COLUMNS, is_active=False, pinned_version=None, execution_count=grave["execution_count"],
-        last_executed_at=grave["last_executed_at"], updated_at=p["at"]))
-
-
-def fold_unbury(build: MemoryBuild, p: Any) -> None:
-    build.tables["profile_graves"].pop(p["id"], None)
-
-
-def fold_count_execution(build: MemoryBuild, p: Any) -> None:
-    row = build.tables["profiles"].get(p["id"])
-    if row is not None:
-        row["execution_count"] += 1
-        last = row["last_executed_at"]
-        row["last_executed_at"] = p["at"] if last is None or p["at"] > last else last
-
-
-FOLDS = {
-    "insert": fold_insert,
-    "revise_details": fold_revise_details,
-    "revise_spec": fold_revise_spec,
-    "deactivate_others": fold_deactivate_others,
-    "activate": fold_activate,
-    "deactivate": fold_deactivate,
-    "delete": fold_delete,
-    "bury": fold_bury,
-    "restore": fold_restore,
-    "unbury": fold_unbury,
-    "count_execution": fold_count_execution,
-}
 
 PROJECTION = ReadModelProjection(
     name="profiles",
-    tables=TABLES,
-    statements=STATEMENTS,
+    tables=(PROFILES, USAGE),
     handlers={
         Profile.Created: on_created,
-        Profile.SpecRevised: on_spec_revised,
-        Profile.DetailsRevised: on_details_changed,
-        Profile.DetailsEdited: on_details_changed,
-        Profile.Activated: on_activated,
-        Profile.Deactivated: on_deactivated,
+        Profile.SpecRevised: on_revised,
+        Profile.DetailsRevised: on_revised,
+        Profile.DetailsEdited: on_revised,
+        Profile.Activated: on_touched,
+        Profile.Deactivated: on_touched,
         Profile.Deleted: on_deleted,
         Profile.Restored: on_restored,
         Execution.Recorded: on_execution_recorded,
     },
-    postgres_indexes=POSTGRES_INDEXES,
-    trigram_indexes=TRIGRAM_INDEXES,
-    folds=FOLDS,
+    version=2,
 )
+
+PROFILE_SORTS = ("name", "updated_at")
+_ORDER = {"name": "name_key, id", "updated_at": "updated_at DESC, id DESC"}
+
+
+def _like_pattern(text: str) -> str:
+    escaped = search_text(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class ProfileQueries(Queries):
+    def list_profiles(
+        self,
+        tags: Sequence[str] | None = None,
+        tags_match: Literal["any", "all"] = "any",
+        product: str | None = None,
+        search: str | None = None,
+        sort: Literal["name", "updated_at"] = "name",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[ProfileRow]:
+        """Live profiles, filtered by tags (any/all of them), product and text in the name or description.
+
+        ``sort="name"`` is case-insensitive A→Z; ``sort="updated_at"`` is most recently updated first.
+        """
+        limit = checked_limit(limit)
+        if sort not in PROFILE_SORTS:
+            raise InvalidQueryError(f"sort must be one of {', '.join(PROFILE_SORTS)} (got {sort!r})")
+        if tags_match not in ("any", "all"):
+            raise InvalidQueryError(f"tags_match must be 'any' or 'all' (got {tags_match!r})")
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit + 1}
+        tags = [tag.strip() for tag in (tags or []) if tag and tag.strip()]
+        if tags:
+            where.append(self._labels_filter("tags", tags, tags_match, params))
+        if product:
+            where.append(self._labels_filter("products", [product.strip()], "all", params))
+        if search and search.strip():
+            params["pattern"] = _like_pattern(search.strip())
+            where.append("(name_search LIKE :pattern ESCAPE '\\' OR description_search LIKE :pattern ESCAPE '\\')")
+        listing = f"profiles:{sort}"
+        if cursor is not None:
+            k0, k1 = cursors.decode(cursor, listing, (str, str))
+            params["k0"] = k0 if sort == "name" else self._time_param(k0)
+            params["k1"] = self._uuid_param(k1)
+            where.append("(name_key, id) > (:k0, :k1)" if sort == "name" else "(updated_at, id) < (:k0, :k1)")
+        # The planner cannot estimate substring matches; walking the sort index and filtering can then read
+        # most of the table. With a search term, the trigram (and label) bitmaps are always the better plan.
+        searching = self.dialect.is_postgres and "pattern" in params and self.store.has_trigram
+        rows = self._profiles(" AND ".join(where), params, _ORDER[sort],
+                              setup=("SET LOCAL enable_indexscan = off",) if searching else ())
+        items = self._rows(ProfileRow, rows[:limit])
+        next_cursor = None
+        if len(rows) > limit:
+            last_row, last = rows[limit - 1], items[-1]
+            key = last_row["name_key"] if sort == "name" else last.updated_at.isoformat()
+            next_cursor = cursors.encode(listing, [key, str(last.id)])
+        return Page(items=tuple(items), next_cursor=next_cursor)
+
+    def get_profile(self, profile_id: UUID | str) -> ProfileRow | None:
+        identity = as_uuid(profile_id)
+        if identity is None:
+            return None
+        return self._first(self._profiles("id = :id", {"id": identity, "limit": 1}, "id"))
+
+    def get_profile_by_name(self, name: str) -> ProfileRow | None:
+        """By name as names are compared: trimmed, inner whitespace collapsed, case-insensitive."""
+        return self._first(self._profiles("name_key = :key", {"key": name_key(name), "limit": 1}, "id"))
+
+    def _first(self, rows: list[Any]) -> ProfileRow | None:
+        return self._rows(ProfileRow, rows)[0] if rows else None
+
+    def _profiles(self, where: str, params: dict[str, Any], order: str, setup: Sequence[str] = ()) -> list[Any]:
+        """A page of profile rows, then their usage and the active slot joined in."""
+        page = f"SELECT {PROFILES.select()}, name_key FROM profiles"
+        page += f" WHERE {where}" if where else ""
+        sql = (
+            f"SELECT p.*, (a.profile_id IS NOT NULL) AS is_active, a.pinned_version, "
+            f"COALESCE(u.execution_count, 0) AS execution_count, u.last_executed_at "
+            f"FROM ({page} ORDER BY {order} LIMIT :limit) p "
+            f"LEFT JOIN profile_usage u ON u.profile_id = p.id LEFT JOIN active_profile a ON a.profile_id = p.id "
+            f"ORDER BY {', '.join('p.' + term for term in order.split(', '))}"
+        )
+        return self._all(sql, params, setup=setup)
+
+    def _labels_filter(self, column: str, labels: list[str], match: str, params: dict[str, Any]) -> str:
+        if self.dialect.is_postgres:
+            params[column] = labels
+            return f"{column} {'@>' if match == 'all' else '&&'} :{column}"
+        names = []
+        for number, label in enumerate(labels):
+            params[f"{column}{number}"] = label
+            names.append(f":{column}{number}")
+        members = f"SELECT value FROM json_each(profiles.{column}) WHERE value IN ({', '.join(names)})"
+        if match == "all":
+            params[f"{column}_count"] = len(set(labels))
+            return f"(SELECT COUNT(DISTINCT value) FROM ({members})) = :{column}_count"
+        return f"EXISTS ({members})"
+
+    def _time_param(self, text: str) -> Any:
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidCursorError("invalid cursor: malformed position") from None
+
+    def _uuid_param(self, text: str) -> Any:
+        identity = as_uuid(text)
+        if identity is None:
+            raise InvalidCursorError("invalid cursor: malformed position")
+        return identity

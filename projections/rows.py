@@ -1,23 +1,27 @@
-"""What the read side returns: frozen rows, and pages of them with the cursor of the next page."""
+"""What the read side returns: frozen rows, and pages of them with the cursor of the next page.
+
+The rows of a table are also its declaration (:class:`projections.tables.Table`): their fields are its columns.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from msgspec import Struct
+
+from projections.tables import BigInt
+
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Page(Generic[T]):
+class Page(Struct, Generic[T], frozen=True):
     items: tuple[T, ...]
     next_cursor: str | None  # None on the last page
 
 
-@dataclass(frozen=True)
-class ProfileRow:
+class ProfileRow(Struct, frozen=True):
     id: UUID
     name: str
     description: str | None
@@ -38,8 +42,7 @@ class ProfileRow:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class VersionRow:
+class VersionRow(Struct, frozen=True):
     profile_id: UUID
     version: int
     name: str
@@ -59,8 +62,7 @@ class VersionRow:
     recorded_at: datetime
 
 
-@dataclass(frozen=True)
-class ActiveRow:
+class ActiveRow(Struct, frozen=True):
     profile_id: UUID
     name: str | None  # None if the profiles read model is behind
     pinned_version: int | None  # None: follows the latest version
@@ -70,15 +72,14 @@ class ActiveRow:
     reason: str | None
 
 
-@dataclass(frozen=True)
-class ExecutionRow:
+class ExecutionRow(Struct, frozen=True):
     id: UUID
-    position: int
+    position: BigInt
     profile_id: UUID | None
     profile_version: int | None
     run_id: str | None
-    seed: int | None
-    entity_count: int | None
+    seed: BigInt | None
+    entity_count: BigInt | None
     status: str
     error_message: str | None
     duration_ms: float | None
@@ -92,8 +93,7 @@ class ExecutionRow:
     recorded_at: datetime
 
 
-@dataclass(frozen=True)
-class ExecutionSpec:
+class ExecutionSpec(Struct, frozen=True):
     """Everything needed to run an execution again: the exact spec of its profile version, and its inputs."""
 
     execution_id: UUID
@@ -111,20 +111,18 @@ class ExecutionSpec:
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class RunProfile:
+class RunProfile(Struct, frozen=True):
     """Which profile (and version) a run used: the latest execution recorded with that run id."""
 
     run_id: str
-    profile_id: UUID
-    profile_version: int
+    profile_id: UUID | None  # None: a run with no profile
+    profile_version: int | None
     execution_id: UUID
     recorded_at: datetime
 
 
-@dataclass(frozen=True)
-class AuditRow:
-    position: int
+class AuditRow(Struct, frozen=True):
+    position: BigInt
     recorded_at: datetime
     actor: str
     event_type: str

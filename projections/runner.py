@@ -23,7 +23,7 @@ from typing import Any
 from eventsourcing.persistence import PersistenceError
 
 from ledger.settings import Database
-from projections.bulk import MemoryBuild
+from projections.memory import MemoryBuild
 from projections.log import EventLog
 from projections.parking import describe, is_transient
 from projections.progress import announce
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 REBUILD_BATCH_SIZE = 10_000
-REBUILD_COPY_ROWS = 50_000  # rows a rebuild holds before copying them out (rows no later event changes)
+REBUILD_COPY_ROWS = 50_000  # rows that left a rebuild's memory, copied out together (see projections.memory)
 POSTGRES_POLL_SECONDS = 3.0  # fallback when a notification is lost (eventsourcing issue #305)
 SQLITE_POLL_SECONDS = 0.1
 RETRY_SECONDS_MAX = 5.0
@@ -184,7 +184,7 @@ def rebuild(
     projections = select(names)
     store = open_store(database)
     log = EventLog(database)
-    # The fold makes millions of objects and keeps hundreds of thousands alive (rows, events of a batch), none
+    # The memory build makes millions of objects and keeps hundreds of thousands alive (rows, events of a batch), none
     # of them in reference cycles: the cycle collector's passes over them cost 40% of a rebuild's CPU.
     collecting = gc.isenabled()
     gc.disable()
@@ -192,8 +192,8 @@ def rebuild(
         failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
                         copy_rows=copy_rows)
         if failed:
-            # An event the bulk path cannot take (a value a column cannot hold, say): build these by statements,
-            # which apply such an event alone and park it (projections.parking).
+            # An event the memory build cannot take (a value a column cannot hold, say): build these by SQL,
+            # which applies such an event alone and parks it (projections.parking).
             _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
@@ -205,20 +205,19 @@ def rebuild(
 
 def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool, progress: bool, batch_size: int,
            copy_rows: int) -> list[Any]:
-    """Fill the rebuild tables from position 0: folded in memory and copied, or by the read models' statements.
+    """Fill the rebuild tables from position 0: in memory and copied, or by the read models' SQL.
 
     Returns the projections whose in-memory build failed on an event (their tables are left for a build by
-    statements); a build by statements parks such events instead.
+    SQL); a build by SQL parks such events instead.
     """
     from tqdm import tqdm
 
-    store.create_read_model_tables(projections)
+    store.create_parked_table()
     for projection in projections:
         store.drop_tables(projection, REBUILD_SUFFIX)
-    memory = [projection for projection in projections if in_memory and MemoryBuild.supports(projection)]
-    by_statement = [projection for projection in projections if projection not in memory]
-    store.create_read_model_tables(by_statement, REBUILD_SUFFIX)
-    builds = [MemoryBuild(projection) for projection in memory]
+    builds = [MemoryBuild(projection) for projection in projections] if in_memory else []
+    if not in_memory:
+        store.create_read_model_tables(projections, REBUILD_SUFFIX)
     failed: list[Any] = []
 
     def guarded(build: MemoryBuild, step: Any) -> None:
@@ -227,19 +226,15 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
         except Exception as error:
             if is_transient(error):
                 raise
-            logger.warning("rebuild of %s: %s; building it by statements instead, parking what cannot be applied",
+            logger.warning("rebuild of %s: %s; building it by SQL instead, parking what cannot be applied",
                            build.projection.name, describe(error))
             builds.remove(build)
             failed.append(build.projection)
 
     def fold(build: MemoryBuild, events: list[Any]) -> None:
         build.apply(events)
-        if build.sealed_count() >= copy_rows:
-            store.copy_rebuilt(build.projection, build.take_sealed())
-
-    def finish(build: MemoryBuild) -> None:
-        store.copy_rebuilt(build.projection, build.take_sealed())
-        store.finish_rebuilt(build.projection, build.tables, build.late, position)
+        if build.out_count >= copy_rows:
+            store.copy_rebuilt(build.projection, build.take_out())
 
     for build in builds:
         store.start_rebuilt(build.projection)
@@ -248,11 +243,12 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
         for batch in log.scan(0, batch_size):
             for build in list(builds):
                 guarded(build, lambda: fold(build, batch.events))
-            for projection in by_statement:
-                store.apply_batch(projection, batch, rebuilding=True, wait=True)
+            if not in_memory:
+                for projection in projections:
+                    store.apply_batch(projection, batch, rebuilding=True, wait=True)
             bar.total = max(bar.total or 0, batch.end)
             bar.update(batch.end - position)
             position = batch.end
     for build in list(builds):
-        guarded(build, lambda: finish(build))
+        guarded(build, lambda: store.finish_rebuilt(build, position))
     return failed

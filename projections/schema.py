@@ -1,7 +1,7 @@
 """Creating the tables, in one place: ``ledger db init``, and what ``serve``, ``project`` and a writing CLI
 command call before using the read side.
 
-Each read model's definition (its version, tables, indexes and statements) is recorded beside it; a read model
+Each read model's definition (its version, tables and indexes) is recorded beside it; a read model
 whose recorded definition differs from the code's is rebuilt (blue/green, see :func:`projections.runner.rebuild`)
 before the process uses it, one process at a time (a database lock), instead of being left stale.
 """
@@ -33,21 +33,20 @@ _REBUILDING_HERE = threading.Lock()  # SQLite: one at a time in this process
 
 
 def definition(projection: ReadModelProjection) -> str:
-    """``v<version>-<digest of the tables, indexes and statements>``."""
-    text = json.dumps(
-        [projection.tables, projection.postgres_indexes, projection.trigram_indexes, projection.statements,
-         projection.late_statements],
-        sort_keys=True,
-    )
-    return f"v{projection.version}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    """``v<version>-<digest of the tables and indexes>``."""
+    tables = [(table.name, table.ddl(postgres=True, trigram=True), table.ddl(postgres=False, trigram=False))
+              for table in projection.tables]
+    return f"v{projection.version}-{hashlib.sha256(json.dumps(tables).encode()).hexdigest()[:16]}"
 
 
 def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
-    """The tracking table and every read model's tables, when they do not exist yet (idempotent); then rebuild
-    the read models whose definition changed. Returns the names of those rebuilt."""
+    """Rebuild the read models whose definition changed; then the tracking table and every read model's tables,
+    when they do not exist yet (idempotent). Returns the names of those rebuilt."""
     store.create_table()
+    store.create_parked_table()
+    changed = rebuild_changed(store, database)  # first: their tables may have another shape now
     store.create_read_model_tables(select())
-    return rebuild_changed(store, database)
+    return changed
 
 
 def rebuild_changed(store: ReadModelStore, database: Database) -> list[str]:

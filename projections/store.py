@@ -28,8 +28,11 @@ from eventsourcing.utils import Environment
 from ledger.settings import Database
 from projections.dialect import POSTGRES, SQLITE, Dialect
 from projections.log import Batch
+from projections.memory import MemoryBuild
+from projections.ops import Op, Statements
 from projections.parking import ParkingRecorder, describe, is_transient
-from projections.projection import ReadModelProjection, Write
+from projections.projection import ReadModelProjection
+from projections.tables import Table
 
 REBUILD_SUFFIX = "__next"
 
@@ -54,6 +57,7 @@ class ReadModelRecorder(ParkingRecorder):
     dialect: Dialect
     datastore: Any
     tracking_table: str
+    has_trigram: bool  # PostgreSQL with pg_trgm: the trigram indexes exist
 
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
 
@@ -64,22 +68,35 @@ class ReadModelRecorder(ParkingRecorder):
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
 
-    def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
+    def _rename_indexes(self, curs: Any, table: Table, old_prefix: str) -> None:
         raise NotImplementedError
 
-    def _create_tables(self, projection: ReadModelProjection, suffix: str) -> None:
+    def _schema_lock(self, curs: Any) -> None:
+        """Held while creating tables (processes starting together)."""
+
+    def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Rows (dicts with every column) into a table, in bulk: COPY on PostgreSQL."""
         raise NotImplementedError
 
     # -- schema ---------------------------------------------------------------------------------------
     def create_read_model_tables(self, projections: Iterable[ReadModelProjection], suffix: str = "") -> None:
         self.create_parked_table()
         for projection in projections:
-            self._create_tables(projection, suffix)
+            with self.datastore.transaction(commit=True) as curs:
+                self._schema_lock(curs)
+                for table in projection.tables:
+                    for statement in self.ddl(table, table.name + suffix):
+                        curs.execute(statement)
+
+    def ddl(self, table: Table, physical: str) -> list[str]:
+        """The table's DDL for this database: the table first, then its indexes."""
+        ddl = table.ddl(postgres=self.dialect.is_postgres, trigram=self.has_trigram)
+        return [self.dialect.compile(statement, {"table": physical}) for statement in ddl]
 
     def drop_tables(self, projection: ReadModelProjection, suffix: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            for physical in projection.physical_names(suffix).values():
-                curs.execute(f"DROP TABLE IF EXISTS {physical}")
+            for table in projection.tables:
+                curs.execute(f"DROP TABLE IF EXISTS {table.name + suffix}")
             if suffix:
                 curs.execute(self._delete_tracking_sql(), {"name": rebuild_key(projection.name)})
                 self._clear_parked(curs, rebuild_key(projection.name))
@@ -88,9 +105,6 @@ class ReadModelRecorder(ParkingRecorder):
         return self.dialect.compile(f"DELETE FROM {self.tracking_table} WHERE application_name = :name")
 
     # -- positions ------------------------------------------------------------------------------------
-    def position(self, name: str) -> int:
-        return self.max_tracking_id(name) or 0  # type: ignore[attr-defined]
-
     def positions(self, names: Iterable[str]) -> dict[str, int]:
         names = list(names)
         sql = self.dialect.compile(f"SELECT application_name, notification_id FROM {self.tracking_table}")
@@ -160,63 +174,50 @@ class ReadModelRecorder(ParkingRecorder):
         if isolate:
             self._write_each(curs, projection, suffix, key, batch.since(current))
         else:
-            self._write(curs, projection, suffix, projection.writes_for(batch.since(current)))
+            self._write(curs, suffix, projection.ops_for(batch.since(current)))
         self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
         return batch.end
 
     def start_rebuilt(self, projection: ReadModelProjection) -> None:
         """Fresh, bare rebuild tables (no indexes yet) for :meth:`copy_rebuilt` to fill."""
-        physical = projection.physical_names(REBUILD_SUFFIX)
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, rebuild_key(projection.name), wait=True)
             for table in projection.tables:
-                create = projection.ddl(table, postgres=self.dialect.is_postgres, trigram=self.has_trigram)[0]
-                curs.execute(f"DROP TABLE IF EXISTS {physical[table]}")
-                curs.execute(self.dialect.compile(create, physical))
+                physical = table.name + REBUILD_SUFFIX
+                curs.execute(f"DROP TABLE IF EXISTS {physical}")
+                curs.execute(self.ddl(table, physical)[0])
 
-    def copy_rebuilt(self, projection: ReadModelProjection, tables: Mapping[str, Iterable[dict[str, Any]]]) -> None:
-        """Append rows (each a dict in column order) to the bare rebuild tables, in bulk, in one transaction."""
-        physical = projection.physical_names(REBUILD_SUFFIX)
+    def copy_rebuilt(self, projection: ReadModelProjection, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Append rows (table name → rows) to the bare rebuild tables, in bulk, in one transaction."""
         with self.datastore.transaction(commit=True) as curs:
-            for table, rows in tables.items():
-                rows = list(rows)
-                if rows:
-                    self._load(curs, physical[table], list(rows[0]), rows)
+            for table in projection.tables:
+                self.load_rows(curs, table, table.name + REBUILD_SUFFIX, rows.get(table.name, []))
 
-    def finish_rebuilt(self, projection: ReadModelProjection, tables: Mapping[str, Mapping[Any, dict[str, Any]]],
-                       late: Sequence[tuple[str, Mapping[str, Any]]], position: int) -> None:
-        """The last rows (those still open when the log ended), the indexes, the late writes, the position.
-
-        One transaction, after :meth:`start_rebuilt` and any number of :meth:`copy_rebuilt`.
-        """
+    def finish_rebuilt(self, build: MemoryBuild, position: int) -> None:
+        """The rows that left memory last, the deferred operations, the rows still in memory, the indexes and the
+        position (see :mod:`projections.memory` for the order). One transaction, after :meth:`start_rebuilt` and
+        any number of :meth:`copy_rebuilt`."""
+        projection = build.projection
         key = rebuild_key(projection.name)
-        physical = projection.physical_names(REBUILD_SUFFIX)
+        out = build.take_out()
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, key, wait=True)
             for table in projection.tables:
-                rows = list(tables[table].values())
-                if rows:
-                    self._load(curs, physical[table], list(rows[0]), rows)
-                for statement in projection.ddl(table, postgres=self.dialect.is_postgres, trigram=self.has_trigram)[1:]:
-                    curs.execute(self.dialect.compile(statement, physical))
-            statements = {**projection.statements, **projection.late_statements}
-            compiled = {name: self.dialect.compile(sql, physical) for name, sql in statements.items()}
-            run_sql: str | None = None
-            run: list[dict[str, Any]] = []
-            for name, params in late:
-                if compiled[name] is not run_sql and run:
-                    self._run(curs, run_sql, run)  # type: ignore[arg-type]
-                    run = []
-                run_sql = compiled[name]
-                run.append(self.dialect.parameters(params))
-            if run:
-                self._run(curs, run_sql, run)  # type: ignore[arg-type]
+                physical = table.name + REBUILD_SUFFIX
+                indexes = self.ddl(table, physical)[1:]
+                deferred = [(at, op) for at, op in build.deferred if op.table is table]
+                self.load_rows(curs, table, physical, out[table.name])
+                if deferred:  # on the indexed table: each one finds its rows by them
+                    for statement in indexes:
+                        curs.execute(statement)
+                    self._statements(REBUILD_SUFFIX).run(curs, self._run, deferred, deferred=True)
+                self.load_rows(curs, table, physical, list(build.rows[table.name].values()))
+                if not deferred:
+                    for statement in indexes:
+                        curs.execute(statement)
             curs.execute(self._delete_tracking_sql(), {"name": key})
             if position:
                 self._insert_tracking(curs, Tracking(key, position))  # type: ignore[attr-defined]
-
-    def _load(self, curs: Any, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
 
     def swap_in_rebuilt(self, projection: ReadModelProjection, read: Any, batch_size: int) -> int:
         """Replace the live tables by the rebuilt ones, in one transaction, after applying the rest of the log.
@@ -234,10 +235,11 @@ class ReadModelRecorder(ParkingRecorder):
                     break
                 self._write_guarded(curs, projection, REBUILD_SUFFIX, key, batch.events)
                 position = batch.end
-            for table, physical in projection.physical_names(REBUILD_SUFFIX).items():
-                curs.execute(f"DROP TABLE IF EXISTS {table}")
-                curs.execute(f"ALTER TABLE {physical} RENAME TO {table}")
-                self._rename_indexes(curs, projection, table, physical)
+            for table in projection.tables:
+                physical = table.name + REBUILD_SUFFIX
+                curs.execute(f"DROP TABLE IF EXISTS {table.name}")
+                curs.execute(f"ALTER TABLE {physical} RENAME TO {table.name}")
+                self._rename_indexes(curs, table, physical)
             curs.execute(self._delete_tracking_sql(), {"name": key})
             curs.execute(self._set_tracking_sql(), {"name": projection.name, "position": position})
             self._move_parked(curs, key, projection.name)
@@ -249,27 +251,14 @@ class ReadModelRecorder(ParkingRecorder):
             "ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
         )
 
-    def _write(self, curs: Any, projection: ReadModelProjection, suffix: str, writes: list[Write]) -> None:
-        statements = self._statements(projection, suffix)
-        run_sql: str | None = None
-        run: list[dict[str, Any]] = []
-        for write in writes:
-            sql = statements[write.statement]
-            if sql is not run_sql and run:
-                self._run(curs, run_sql, run)  # type: ignore[arg-type]
-                run = []
-            run_sql = sql
-            run.append(self.dialect.parameters(write.params))
-        if run:
-            self._run(curs, run_sql, run)  # type: ignore[arg-type]
+    def _write(self, curs: Any, suffix: str, ops: list[tuple[int, Op]]) -> None:
+        self._statements(suffix).run(curs, self._run, ops)
 
-    def _statements(self, projection: ReadModelProjection, suffix: str) -> dict[str, str]:
-        cache: dict[tuple[str, str], dict[str, str]] = self.__dict__.setdefault("_compiled", {})
-        key = (projection.name, suffix)
-        if key not in cache:
-            tables = projection.physical_names(suffix)
-            cache[key] = {name: self.dialect.compile(sql, tables) for name, sql in projection.statements.items()}
-        return cache[key]
+    def _statements(self, suffix: str) -> Statements:
+        cache: dict[str, Statements] = self.__dict__.setdefault("_compiled", {})
+        if suffix not in cache:
+            cache[suffix] = Statements(self.dialect, suffix)
+        return cache[suffix]
 
 
 class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
@@ -299,13 +288,8 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
             curs.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
             self.has_trigram = curs.fetchone() is not None
 
-    def _create_tables(self, projection: ReadModelProjection, suffix: str) -> None:
-        tables = projection.physical_names(suffix)
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            for table in projection.tables:
-                for statement in projection.ddl(table, postgres=True, trigram=self.has_trigram):
-                    curs.execute(self.dialect.compile(statement, tables))
+    def _schema_lock(self, curs: Any) -> None:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
 
     def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
         if wait:
@@ -320,38 +304,34 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
         else:
             curs.executemany(sql, params)
 
-    def _load(self, curs: Any, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        json_columns = [index for index, value in enumerate(rows[0].values()) if isinstance(value, dict)]
+    def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        values_of, json_columns = table.values_of, table.json_columns
         dumps = msgspec.json.encode
-        with curs.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        with curs.copy(f"COPY {physical} ({', '.join(table.columns)}) FROM STDIN") as copy:
             write = copy.write_row
             for row in rows:
-                values = list(row.values())
+                values = list(values_of(row))
                 for index in json_columns:  # JSON text: COPY's text format takes it as the jsonb input it is
                     values[index] = dumps(values[index]).decode()
                 write(values)
 
-    def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
+    def _rename_indexes(self, curs: Any, table: Table, old_prefix: str) -> None:
         curs.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s", (table,)
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s",
+            (table.name,),
         )
         for row in curs.fetchall():
             index = row["indexname"]
             if index.startswith(old_prefix):
-                curs.execute(f"ALTER INDEX {index} RENAME TO {table + index[len(old_prefix):]}")
+                curs.execute(f"ALTER INDEX {index} RENAME TO {table.name + index[len(old_prefix):]}")
 
 
 class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
     dialect = SQLITE
     tracking_table = "tracking"
     has_trigram = False
-
-    def _create_tables(self, projection: ReadModelProjection, suffix: str) -> None:
-        tables = projection.physical_names(suffix)
-        with self.datastore.transaction(commit=True) as curs:
-            for table in projection.tables:
-                for statement in projection.ddl(table, postgres=False, trigram=False):
-                    curs.execute(self.dialect.compile(statement, tables))
 
     def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
         # A write as the first statement takes SQLite's write lock (waiting up to the busy timeout), so the
@@ -362,18 +342,20 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         curs.executemany(sql, params)
 
-    def _load(self, curs: Any, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        adapt = self.dialect.adapt
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        curs.executemany(sql, ([adapt(value) for value in row.values()] for row in rows))
+    def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        adapt, values_of = self.dialect.adapt, table.values_of
+        sql = f"INSERT INTO {physical} ({', '.join(table.columns)}) VALUES ({', '.join('?' * len(table.columns))})"
+        curs.executemany(sql, ([adapt(value) for value in values_of(row)] for row in rows))
 
-    def _rename_indexes(self, curs: Any, projection: ReadModelProjection, table: str, old_prefix: str) -> None:
-        curs.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))
+    def _rename_indexes(self, curs: Any, table: Table, old_prefix: str) -> None:
+        curs.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table.name,))
         stale = [row["name"] for row in curs.fetchall() if row["name"].startswith(old_prefix)]
         for index in stale:
             curs.execute(f"DROP INDEX {index}")
-        for statement in projection.ddl(table, postgres=False, trigram=False)[1:]:
-            curs.execute(self.dialect.compile(statement, {table: table}))
+        for statement in self.ddl(table, table.name)[1:]:
+            curs.execute(statement)
 
 
 ReadModelStore = PostgresReadModelRecorder | SQLiteReadModelRecorder

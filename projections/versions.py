@@ -1,169 +1,85 @@
 """Read model ``profile_versions``: one row per (profile, user-facing version), kept after deletion.
 
-A new version copies the previous version's row and overlays what the event changed; ``DetailsEdited``
-rewrites the descriptive fields of the version it belongs to.
+A new version is a copy of the previous version's row with what the event changed; ``DetailsEdited`` rewrites
+the descriptive fields of the version it belongs to.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from ledger.domainmodel import Profile
+from projections import cursors
+from projections.fields import content, details, recorded, spec
+from projections.ops import Copy, Insert, Op, Update
+from projections.projection import ReadModelProjection, event_type_name
+from projections.reading import Queries, as_uuid, checked_limit
+from projections.rows import Page, VersionRow
+from projections.tables import Table
 
-from projections.bulk import MemoryBuild, overlay, pick
-from projections.fields import audit_params, created_params, detail_overlay, spec_params
-from projections.projection import ReadModelProjection, Write, event_type_name
-
-TABLES = {
-    "profile_versions": (
-        """CREATE TABLE IF NOT EXISTS {profile_versions} (
-            profile_id {uuid} NOT NULL,
-            version integer NOT NULL,
-            name text NOT NULL,
-            description text,
-            model_id text,
-            sae_id text,
-            layer integer,
-            steering {json} NOT NULL,
-            feature_count integer NOT NULL,
-            tags {labels},
-            products {labels},
-            metadata {json} NOT NULL,
-            event_type text NOT NULL,
-            actor text NOT NULL,
-            reason text,
-            correlation_id text,
-            recorded_at {timestamp} NOT NULL,
-            position {bigint} NOT NULL,
-            PRIMARY KEY (profile_id, version)
-        )""",
-    ),
-}
-
-_DETAIL_OVERLAY = ", ".join(
-    f"CASE WHEN :set_{column} THEN :{column} ELSE {column} END"
-    for column in ("name", "description", "tags", "products", "metadata")
-)
-_SPEC_OVERLAY = ", ".join(
-    f"CASE WHEN :set_spec THEN :{column} ELSE {column} END"
-    for column in ("model_id", "sae_id", "layer", "steering", "feature_count")
-)
-_COLUMNS = (
-    "profile_id, version, name, description, tags, products, metadata, model_id, sae_id, layer, steering, "
-    "feature_count, event_type, actor, reason, correlation_id, recorded_at, position"
-)
-
-STATEMENTS = {
-    "insert": f"""INSERT INTO {{profile_versions}} ({_COLUMNS})
-        VALUES (:profile_id, 1, :name, :description, :tags, :products, :metadata, :model_id, :sae_id, :layer,
-            :steering, :feature_count, :event_type, :actor, :reason, :correlation_id, :recorded_at, :position)""",
-    "insert_revision": f"""INSERT INTO {{profile_versions}} ({_COLUMNS})
-        SELECT profile_id, :version, {_DETAIL_OVERLAY}, {_SPEC_OVERLAY},
-            :event_type, :actor, :reason, :correlation_id, :recorded_at, :position
-        FROM {{profile_versions}} WHERE profile_id = :profile_id AND version = :previous_version""",
-    "edit": """UPDATE {profile_versions} SET
-            name = CASE WHEN :set_name THEN :name ELSE name END,
-            description = CASE WHEN :set_description THEN :description ELSE description END,
-            tags = CASE WHEN :set_tags THEN :tags ELSE tags END,
-            products = CASE WHEN :set_products THEN :products ELSE products END,
-            metadata = CASE WHEN :set_metadata THEN :metadata ELSE metadata END
-        WHERE profile_id = :profile_id AND version = :version""",
-}
-
-_NO_SPEC = {"set_spec": False, "model_id": None, "sae_id": None, "layer": None, "steering": None,
-            "feature_count": None}
+VERSIONS = Table("profile_versions", VersionRow, key=("profile_id", "version"))
 
 
-def _recorded(event: Any, position: int) -> dict[str, Any]:
-    return {
-        "profile_id": event.originator_id,
-        "event_type": event_type_name(event),
-        "position": position,
-        **audit_params(event),
-    }
+def _recorded(event: Any) -> dict[str, Any]:
+    return {"event_type": event_type_name(event), **recorded(event)}
 
 
-def on_created(event: Profile.Created, position: int) -> list[Write]:
-    return [Write("insert", {**_recorded(event, position), **created_params(event)})]
+def on_created(event: Profile.Created) -> list[Op]:
+    return [Insert(VERSIONS, {"profile_id": event.originator_id, "version": 1, **content(event),
+                              **_recorded(event)})]
 
 
-def on_spec_revised(event: Profile.SpecRevised, position: int) -> list[Write]:
-    params = {
-        **_recorded(event, position),
-        **detail_overlay(event.changes),
-        **spec_params(event),
-        "set_spec": True,
-        "version": event.version,
-        "previous_version": event.version - 1,
-    }
-    return [Write("insert_revision", params)]
+def on_revised(event: Profile.SpecRevised | Profile.DetailsRevised) -> list[Op]:
+    values = details(event.changes)
+    if isinstance(event, Profile.SpecRevised):
+        values.update(spec(event))
+    source = {"profile_id": event.originator_id, "version": event.version - 1}
+    return [Copy(VERSIONS, source, {"version": event.version, **values, **_recorded(event)})]
 
 
-def on_details_revised(event: Profile.DetailsRevised, position: int) -> list[Write]:
-    params = {
-        **_recorded(event, position),
-        **detail_overlay(event.changes),
-        **_NO_SPEC,
-        "version": event.version,
-        "previous_version": event.version - 1,
-    }
-    return [Write("insert_revision", params)]
+def on_edited(event: Profile.DetailsEdited) -> list[Op]:
+    return [Update(VERSIONS, {"profile_id": event.originator_id, "version": event.version}, details(event.changes))]
 
-
-def on_details_edited(event: Profile.DetailsEdited, position: int) -> list[Write]:
-    params = {"profile_id": event.originator_id, "version": event.version, **detail_overlay(event.changes)}
-    return [Write("edit", params)]
-
-
-# What each statement does, for rebuilds in memory (projections.bulk).
-COLUMNS = tuple(column.strip() for column in _COLUMNS.split(","))
-_DETAILS = {field: (field,) for field in ("name", "description", "tags", "products", "metadata")}
-_SPEC = {"spec": ("model_id", "sae_id", "layer", "steering", "feature_count")}
-_RECORDED = ("event_type", "actor", "reason", "correlation_id", "recorded_at", "position")
-
-
-def fold_insert(build: MemoryBuild, p: Any) -> None:
-    if p["profile_id"] not in build.extra.get("latest", {}):  # else version 1 exists already, sealed
-        build.tables["profile_versions"].setdefault((p["profile_id"], 1), pick(p, COLUMNS, version=1))
-
-
-def fold_insert_revision(build: MemoryBuild, p: Any) -> None:
-    """Only a profile's latest version stays in memory: the one it supersedes is sealed (see fold_edit)."""
-    rows = build.tables["profile_versions"]
-    previous_key = (p["profile_id"], p["previous_version"])
-    previous = rows.get(previous_key)
-    key = (p["profile_id"], p["version"])
-    if previous is None or key in rows:
-        return
-    row = dict(previous, version=p["version"])
-    overlay(row, p, _DETAILS)
-    overlay(row, p, _SPEC)
-    row.update({column: p[column] for column in _RECORDED})
-    rows[key] = row
-    build.seal("profile_versions", rows.pop(previous_key))
-    build.extra.setdefault("latest", {})[p["profile_id"]] = p["version"]
-
-
-def fold_edit(build: MemoryBuild, p: Any) -> None:
-    key = (p["profile_id"], p["version"])
-    row = build.tables["profile_versions"].get(key)
-    if row is not None:
-        overlay(row, p, _DETAILS)
-    elif p["version"] < build.extra.get("latest", {}).get(p["profile_id"], 0):
-        build.late.append(("edit", p))  # an older version, already sealed: edited on the table at the end
-
-
-FOLDS = {"insert": fold_insert, "insert_revision": fold_insert_revision, "edit": fold_edit}
 
 PROJECTION = ReadModelProjection(
     name="profile_versions",
-    tables=TABLES,
-    statements=STATEMENTS,
+    tables=(VERSIONS,),
     handlers={
         Profile.Created: on_created,
-        Profile.SpecRevised: on_spec_revised,
-        Profile.DetailsRevised: on_details_revised,
-        Profile.DetailsEdited: on_details_edited,
+        Profile.SpecRevised: on_revised,
+        Profile.DetailsRevised: on_revised,
+        Profile.DetailsEdited: on_edited,
     },
-    folds=FOLDS,
+    version=2,
 )
+
+
+class VersionQueries(Queries):
+    def list_versions(self, profile_id: UUID | str, limit: int = 50, cursor: str | None = None) -> Page[VersionRow]:
+        """A profile's versions, oldest first (deleted profiles keep theirs)."""
+        limit = checked_limit(limit)
+        identity = as_uuid(profile_id)
+        if identity is None:
+            return Page(items=(), next_cursor=None)
+        listing = f"versions:{identity}"
+        params: dict[str, Any] = {"id": identity, "limit": limit + 1, "after": 0}
+        if cursor is not None:
+            (params["after"],) = cursors.decode(cursor, listing, (int,))
+        rows = self._rows(VersionRow, self._all(
+            f"SELECT {VERSIONS.select()} FROM profile_versions WHERE profile_id = :id AND version > :after "
+            "ORDER BY version LIMIT :limit",
+            params,
+        ))
+        next_cursor = cursors.encode(listing, [rows[limit - 1].version]) if len(rows) > limit else None
+        return Page(items=tuple(rows[:limit]), next_cursor=next_cursor)
+
+    def get_version(self, profile_id: UUID | str, version: int) -> VersionRow | None:
+        identity = as_uuid(profile_id)
+        if identity is None:
+            return None
+        return self._one(
+            VersionRow,
+            f"SELECT {VERSIONS.select()} FROM profile_versions WHERE profile_id = :id AND version = :version",
+            {"id": identity, "version": version},
+        )

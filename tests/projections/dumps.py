@@ -5,16 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.settings import Database
+from projections.registry import select
 from projections.store import open_store
-
-TABLE_ORDER = {
-    "profiles": "id",
-    "profile_graves": "id",
-    "profile_versions": "profile_id, version",
-    "active_profile": "slot",
-    "executions": "id",
-    "audit_events": "position",
-}
 
 
 def dump(database: Database) -> dict[str, list[tuple[Any, ...]]]:
@@ -22,9 +14,9 @@ def dump(database: Database) -> dict[str, list[tuple[Any, ...]]]:
     try:
         tables = {}
         with store.datastore.transaction(commit=False) as curs:
-            for table, order in TABLE_ORDER.items():
-                curs.execute(f"SELECT * FROM {table} ORDER BY {order}")
-                tables[table] = [tuple(dict(row).items()) for row in curs.fetchall()]
+            for table in (table for projection in select() for table in projection.tables):
+                curs.execute(f"SELECT * FROM {table.name} ORDER BY {', '.join(table.key)}")
+                tables[table.name] = [tuple(dict(row).items()) for row in curs.fetchall()]
         return tables
     finally:
         store.datastore.close()

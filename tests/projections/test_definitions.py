@@ -45,11 +45,14 @@ def test_a_changed_definition_is_rebuilt_on_start_and_an_unchanged_one_is_not(da
     assert recorded == {projection.name: definition(projection) for projection in select()}
 
 
-def test_a_definition_names_its_version_and_changes_with_a_statement():
-    profiles = next(projection for projection in select() if projection.name == "profiles")
+def test_a_definition_names_its_version_and_changes_with_a_table():
     from dataclasses import replace
 
+    from projections.tables import Index
+
+    profiles = next(projection for projection in select() if projection.name == "profiles")
     assert definition(profiles).startswith(f"v{profiles.version}-")
     assert definition(replace(profiles, version=profiles.version + 1)) != definition(profiles)
-    changed = replace(profiles, statements={**profiles.statements, "extra": "SELECT 1"})
-    assert definition(changed) != definition(profiles)
+    table, *others = profiles.tables
+    indexed = replace(table, indexes=(*table.indexes, Index("by_created", "created_at")))
+    assert definition(replace(profiles, tables=(indexed, *others))) != definition(profiles)

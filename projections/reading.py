@@ -1,0 +1,57 @@
+"""What every read model's queries share: one read-only transaction per query, rows converted to their type,
+and the checks of the arguments every listing takes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from projections.dialect import Dialect
+from projections.errors import InvalidQueryError
+from projections.tables import reader
+
+MAX_LIMIT = 1000
+T = TypeVar("T")
+
+
+def checked_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQueryError(f"limit must be an integer from 1 to {MAX_LIMIT} (got {limit!r})")
+    return limit
+
+
+def as_uuid(value: UUID | str) -> UUID | None:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+class Queries:
+    """The base of the query classes of each read model (see :class:`projections.queries.ReadModel`)."""
+
+    store: Any
+    dialect: Dialect
+
+    def _all(self, sql: str, params: dict[str, Any] | None = None, *, setup: Sequence[str] = ()) -> list[Any]:
+        for name, value in (params or {}).items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(item, str) and "\x00" in item for item in values):
+                raise InvalidQueryError(f"{name} must not contain NUL characters")
+        with self.store.datastore.transaction(commit=False) as curs:
+            for statement in setup:
+                curs.execute(statement)
+            curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))
+            return list(curs.fetchall())
+
+    def _rows(self, row_type: type[T], rows: list[Any]) -> list[T]:
+        readers: dict[type, Any] = self.__dict__.setdefault("_readers", {})
+        read = readers.get(row_type) or readers.setdefault(row_type, reader(row_type, self.dialect))
+        return [read(row) for row in rows]
+
+    def _one(self, row_type: type[T], sql: str, params: dict[str, Any] | None = None) -> T | None:
+        rows = self._rows(row_type, self._all(sql, params)[:1])
+        return rows[0] if rows else None
