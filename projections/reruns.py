@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 
-@dataclass(frozen=True)
-class RerunSpec:
-    """The profile version a run used, with the run's seed and entity count written in, and its products."""
+
+class RunSpec(msgspec.Struct, kw_only=True):
+    """Everything needed to run a run (e.g. a cohort) again: its profile version's spec, with the run's seed and
+    entity count written in, and the products it is for."""
 
     run_id: str
     execution_id: UUID
@@ -20,15 +21,15 @@ class RerunSpec:
     model_id: str | None
     sae_id: str | None
     layer: int | None
-    steering: dict[str, float]
-    products: tuple[str, ...]
-    tags: tuple[str, ...]
+    steering: dict[int, float]
+    products: list[str]
+    tags: list[str]
     seed: int | None
     entity_count: int | None
     recorded_at: datetime
 
 
-def rerun_spec(reads: Any, run_id: str) -> RerunSpec | None:
+def rerun_spec(reads: Any, run_id: str) -> RunSpec | None:
     """From the read model (``projections.queries.ReadModel``): the latest execution recorded with ``run_id``
     and its profile version; None when no execution of a profile carries that run id."""
     found = reads.profile_for_run(run_id)
@@ -38,19 +39,10 @@ def rerun_spec(reads: Any, run_id: str) -> RerunSpec | None:
     version = reads.get_version(found.profile_id, found.profile_version)
     if execution is None or version is None:
         return None
-    return RerunSpec(
-        run_id=run_id,
-        execution_id=found.execution_id,
-        profile_id=found.profile_id,
-        profile_version=found.profile_version,
-        name=version.name,
-        model_id=version.model_id,
-        sae_id=version.sae_id,
-        layer=version.layer,
-        steering=dict(version.steering),
-        products=tuple(version.products),
-        tags=tuple(version.tags),
-        seed=execution.seed,
-        entity_count=execution.entity_count,
-        recorded_at=found.recorded_at,
-    )
+    spec = {field: getattr(version, field) for field in ("name", "model_id", "sae_id", "layer", "steering",
+                                                           "products", "tags")}
+    return msgspec.convert({
+        **spec, "run_id": run_id, "execution_id": found.execution_id, "profile_id": found.profile_id,
+        "profile_version": found.profile_version, "seed": execution.seed, "entity_count": execution.entity_count,
+        "recorded_at": found.recorded_at,
+    }, RunSpec, strict=False)

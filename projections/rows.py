@@ -21,8 +21,9 @@ class Page(Struct, Generic[T], frozen=True):
     next_cursor: str | None  # None on the last page
 
 
-class ProfileRow(Struct, frozen=True):
-    id: UUID
+class ProfileContent(Struct, frozen=True):
+    """What one version of a profile says (the domain's profile fields, with the feature count)."""
+
     name: str
     description: str | None
     model_id: str | None
@@ -33,6 +34,10 @@ class ProfileRow(Struct, frozen=True):
     tags: tuple[str, ...]
     products: tuple[str, ...]
     metadata: dict[str, Any]
+
+
+class ProfileRow(ProfileContent, frozen=True):
+    id: UUID
     version: int
     is_active: bool
     pinned_version: int | None
@@ -42,19 +47,9 @@ class ProfileRow(Struct, frozen=True):
     updated_at: datetime
 
 
-class VersionRow(Struct, frozen=True):
+class VersionRow(ProfileContent, frozen=True):
     profile_id: UUID
     version: int
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
-    feature_count: int
-    tags: tuple[str, ...]
-    products: tuple[str, ...]
-    metadata: dict[str, Any]
     event_type: str
     actor: str
     reason: str | None

@@ -22,13 +22,12 @@ from ledger.api.schemas import (
     ExecutionSpec,
     RecordExecution,
     RunProfile,
-    RunSpec,
 )
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
 from ledger.states import convert
-from projections.reruns import rerun_spec
+from projections.reruns import RunSpec, rerun_spec
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
@@ -117,7 +116,7 @@ class RunController(Controller):
         spec = rerun_spec(reads, run_id)
         if spec is None:
             raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
-        return convert(spec, RunSpec)
+        return spec
 
     @get("/{run_id:str}/profile", summary="The profile a run was made from", sync_to_thread=True,
          responses=responses(NOT_FOUND, INVALID, TIMEOUT))

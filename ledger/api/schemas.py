@@ -237,26 +237,6 @@ class ExecutionSpec(msgspec.Struct, kw_only=True):
     metadata: JSONObject
 
 
-class RunSpec(msgspec.Struct, kw_only=True):
-    """Everything needed to run a run (e.g. a cohort) again: its profile version's spec, with the run's seed and
-    entity count written in, and the products it is for."""
-
-    run_id: str
-    execution_id: UUID
-    profile_id: UUID
-    profile_version: int
-    name: str
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[int, float]
-    products: list[str]
-    tags: list[str]
-    seed: int | None
-    entity_count: int | None
-    recorded_at: datetime
-
-
 class RunProfile(msgspec.Struct, kw_only=True):
     """The profile a run used: the version it ran (``version``) and the profile as it is now (``profile``,
     null once deleted)."""

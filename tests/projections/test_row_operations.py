@@ -21,10 +21,10 @@ from projections.tables import Table
 from tests.projections.dumps import dump
 
 
-def _rebuilt_rows(store, table: str, order: str) -> list[tuple]:
+def _rebuilt_rows(store, table: str, order: str) -> list[dict]:
     with store.datastore.transaction(commit=False) as curs:
         curs.execute(f"SELECT * FROM {table} ORDER BY {order}")
-        return [tuple(dict(row).values()) for row in curs.fetchall()]
+        return [dict(row) for row in curs.fetchall()]
 
 
 def test_an_edit_of_a_superseded_version_reaches_the_copied_row(database, ledger):
@@ -47,8 +47,8 @@ def test_an_edit_of_a_superseded_version_reaches_the_copied_row(database, ledger
         store.copy_rebuilt(versions.PROJECTION, build.take_out())
         store.finish_rebuilt(build, end)
         rows = _rebuilt_rows(store, f"profile_versions{REBUILD_SUFFIX}", "version")
-        assert [(row[1], row[3]) for row in rows] == [(1, "edited late"), (2, None)]
-        assert rows[0][-1] == end  # the edit's position
+        assert [(row["version"], row["description"]) for row in rows] == [(1, "edited late"), (2, None)]
+        assert rows[0]["position"] == end  # the edit's position
     finally:
         store.drop_tables(versions.PROJECTION, REBUILD_SUFFIX)
         store.datastore.close()
