@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_429_TOO_MANY_REQUESTS
 
 from ledger.access import role_allows
 from ledger.api.auth import principal_of, requires
-from ledger.api.errors import CONFLICT, NOT_FOUND, responses
+from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, responses
 from ledger.api.runtime import Runtime
 from ledger.api.rebuilds import RebuildJob
 from ledger.api.schemas import VerifyResult
@@ -71,7 +71,7 @@ class LedgerController(Controller):
         sync_to_thread=True,
         status_code=HTTP_202_ACCEPTED,
         opt=requires("admin"),
-        responses=responses(CONFLICT),
+        responses=responses(CONFLICT, INVALID),  # INVALID: an Idempotency-Key reused for another request
     )
     def rebuild(self, runtime: NamedDependency[Runtime]) -> Response[RebuildJob]:
         job = runtime.rebuilds.start()
