@@ -27,6 +27,8 @@ from projections.store import ReadModelStore, lock_id, open_store
 logger = logging.getLogger(__name__)
 
 DEFINITIONS_TABLE = "read_model_definitions"
+RETIRED_TABLES = ("profile_graves",)
+"""Tables of earlier definitions that no read model declares any more: dropped once their read model is rebuilt."""
 REBUILD_LOCK = lock_id("__rebuild__")
 """Held while read models are rebuilt (and while definitions are checked): one at a time per database."""
 _REBUILDING_HERE = threading.Lock()  # SQLite: one at a time in this process
@@ -45,6 +47,9 @@ def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
     store.create_table()
     store.create_parked_table()
     changed = rebuild_changed(store, database)  # first: their tables may have another shape now
+    with store.datastore.transaction(commit=True) as curs:
+        for table in RETIRED_TABLES:
+            curs.execute(f"DROP TABLE IF EXISTS {table}")
     store.create_read_model_tables(select())
     return changed
 

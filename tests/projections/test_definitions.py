@@ -12,7 +12,7 @@ from projections.store import open_store
 from tests.cli.test_cli_read_side import listed, run_cli
 
 
-def test_a_changed_definition_is_rebuilt_on_start_and_an_unchanged_one_is_not(database_url):
+def test_a_changed_definition_is_rebuilt_on_start_its_retired_tables_dropped_and_an_unchanged_one_left(database_url):
     database = Database(database_url)
     init_database(database)
     app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
@@ -28,6 +28,8 @@ def test_a_changed_definition_is_rebuilt_on_start_and_an_unchanged_one_is_not(da
             curs.execute(store.dialect.compile(  # definition that wrote other rows
                 f"UPDATE {DEFINITIONS_TABLE} SET definition = 'v0-old' WHERE name = 'profiles'"))
             curs.execute("DELETE FROM profiles")
+        with store.datastore.transaction(commit=True) as curs:  # a table the older definition had
+            curs.execute("CREATE TABLE profile_graves (id TEXT PRIMARY KEY)")
     finally:
         app.close()
     assert listed(database_url) == []
@@ -35,6 +37,7 @@ def test_a_changed_definition_is_rebuilt_on_start_and_an_unchanged_one_is_not(da
     run_cli(database_url, "db", "init")  # a process starting
 
     assert listed(database_url) == ["bold", "calm"]
+    assert _table_exists(database, "profile_graves") is False
     check = open_store(database, pool_size=1)
     try:
         with check.datastore.transaction(commit=False) as curs:
@@ -56,3 +59,16 @@ def test_a_definition_names_its_version_and_changes_with_a_table():
     table, *others = profiles.tables
     indexed = replace(table, indexes=(*table.indexes, Index("by_created", "created_at")))
     assert definition(replace(profiles, tables=(indexed, *others))) != definition(profiles)
+
+
+def _table_exists(database: Database, table: str) -> bool:
+    store = open_store(database, pool_size=1)
+    try:
+        with store.datastore.transaction(commit=False) as curs:
+            if store.dialect.is_postgres:
+                curs.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,))
+            else:
+                curs.execute("SELECT count(*) > 0 AS found FROM sqlite_master WHERE name = ?", (table,))
+            return bool(curs.fetchone()["found"])
+    finally:
+        store.datastore.close()
