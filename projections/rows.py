@@ -97,7 +97,7 @@ class ExecutionSpec(Struct, frozen=True):
     model_id: str | None
     sae_id: str | None
     layer: int | None
-    steering: dict[str, float]
+    steering: dict[int, float]
     seed: int | None
     entity_count: int | None
     run_id: str | None

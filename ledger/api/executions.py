@@ -19,7 +19,6 @@ from ledger.api.schemas import (
     ExecutionList,
     ExecutionRead,
     ExecutionRecorded,
-    ExecutionSpec,
     RecordExecution,
     RunProfile,
 )
@@ -28,6 +27,7 @@ from ledger.domainmodel import CommandContext
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
 from ledger.states import convert
 from projections.reruns import RunSpec, rerun_spec
+from projections.rows import ExecutionSpec
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
@@ -97,7 +97,7 @@ class ExecutionController(Controller):
     @get("/{execution_id:uuid}/spec", summary="What re-running an execution needs: the spec and the seed",
          sync_to_thread=True, responses=responses(NOT_FOUND, INVALID, TIMEOUT))
     def get_execution_spec(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionSpec:
-        return convert(_found(reads.execution_spec(execution_id), execution_id), ExecutionSpec)
+        return _found(reads.execution_spec(execution_id), execution_id)
 
 
 def _found(row: Any, execution_id: UUID) -> Any:

@@ -219,24 +219,6 @@ class ExecutionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class ExecutionSpec(msgspec.Struct, kw_only=True):
-    """Everything needed to run an execution again: its profile version's exact spec and its inputs."""
-
-    execution_id: UUID
-    profile_id: UUID
-    profile_version: int
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[int, float]
-    seed: int | None
-    entity_count: int | None
-    run_id: str | None
-    kind: str
-    details: JSONObject
-    metadata: JSONObject
-
-
 class RunProfile(msgspec.Struct, kw_only=True):
     """The profile a run used: the version it ran (``version``) and the profile as it is now (``profile``,
     null once deleted)."""

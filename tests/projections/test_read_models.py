@@ -157,7 +157,7 @@ def test_an_execution_spec_is_the_spec_of_the_version_it_ran(ledger, read_model,
     version = ledger.get_profile(history.alpha, version=spec.profile_version)
     assert (spec.profile_id, spec.profile_version, spec.seed, spec.entity_count) == (history.alpha, 4, 7, 10)
     assert (spec.model_id, spec.sae_id, spec.layer) == (version.model_id, version.sae_id, version.layer)
-    assert spec.steering == {"1": 0.7, "5": 0.1}
+    assert spec.steering == {1: 0.7, 5: 0.1}  # keyed by feature index, as the domain keys it
     assert read_model.execution_spec(history.executions["run-2"]) is None
 
 
