@@ -15,7 +15,7 @@ from ledger.domainmodel import Profile
 from projections import cursors
 from projections.ops import Insert, Op
 from projections.projection import ReadModelProjection, aggregate_type_name, event_type_name
-from projections.reading import Queries, as_uuid, checked_limit
+from projections.reading import Queries, add_equalities, checked_limit
 from projections.rows import AuditRow, Page
 from projections.tables import Index, Table
 
@@ -113,16 +113,8 @@ class AuditQueries(Queries):
         limit = checked_limit(limit)
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit + 1}
-        if profile_id is not None:
-            identity = as_uuid(profile_id)
-            if identity is None:
-                return Page(items=(), next_cursor=None)
-            params["profile_id"] = identity
-            where.append("profile_id = :profile_id")
-        for column, value in (("actor", actor), ("event_type", event_type)):
-            if value is not None:
-                params[column] = value
-                where.append(f"{column} = :{column}")
+        if not add_equalities(where, params, profile_id, actor=actor, event_type=event_type):
+            return Page(items=(), next_cursor=None)
         if since is not None:
             params["since"] = since
             where.append("recorded_at >= :since")

@@ -13,7 +13,7 @@ from projections import cursors
 from projections.fields import recorded
 from projections.ops import Delete, Insert, Op
 from projections.projection import ReadModelProjection
-from projections.reading import Queries, as_uuid, checked_limit
+from projections.reading import Queries, add_equalities, as_uuid, checked_limit
 from projections.rows import ExecutionRow, ExecutionSpec, Page, RunProfile
 from projections.tables import Index, Table
 
@@ -73,15 +73,8 @@ class ExecutionQueries(Queries):
         limit = checked_limit(limit)
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit + 1}
-        if profile_id is not None:
-            identity = as_uuid(profile_id)
-            if identity is None:
-                return Page(items=(), next_cursor=None)
-            params["profile_id"] = identity
-            where.append("profile_id = :profile_id")
-        if run_id is not None:
-            params["run_id"] = run_id
-            where.append("run_id = :run_id")
+        if not add_equalities(where, params, profile_id, run_id=run_id):
+            return Page(items=(), next_cursor=None)
         listing = f"executions:{params.get('profile_id')}:{run_id}"
         if cursor is not None:
             (params["before"],) = cursors.decode(cursor, listing, (int,))

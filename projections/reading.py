@@ -30,6 +30,22 @@ def as_uuid(value: UUID | str) -> UUID | None:
         return None
 
 
+def add_equalities(where: list[str], params: dict[str, Any], profile_id: UUID | str | None = None,
+                   **values: Any) -> bool:
+    """``column = :column`` for each value given (``profile_id`` first, as a UUID); False when ``profile_id`` is not
+    a UUID, which no row can match."""
+    if profile_id is not None:
+        identity = as_uuid(profile_id)
+        if identity is None:
+            return False
+        values = {"profile_id": identity, **values}
+    for column, value in values.items():
+        if value is not None:
+            params[column] = value
+            where.append(f"{column} = :{column}")
+    return True
+
+
 class Queries:
     """The base of the query classes of each read model (see :class:`projections.queries.ReadModel`)."""
 
