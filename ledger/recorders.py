@@ -17,7 +17,8 @@ They extend the eventsourcing library's application recorders (selected with its
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +39,12 @@ from ledger.group_commit import GroupCommitter
 from ledger.settings import parse_switch
 
 BATCH = 5000
+
+InTransaction = Callable[[Any, Sequence[StoredEvent], Sequence[int]], Callable[[], None] | None]
+"""What a recorder's ``in_transaction`` hook is: called with the cursor, the events and their positions in each
+insert transaction, after the insert and before the commit (the read side's inline projection,
+``projections.inline``, set by a process's composition root); it returns what to call after the commit, if
+anything. An error it raises rolls the insert back."""
 GROUP_COMMIT = parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True)
 
 # The library retries a failed database call 10 times, each waiting up to the pool's connect timeout: a request
@@ -48,6 +55,7 @@ fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
     _insert_now = write_path.insert_events  # the library's insert without pipeline mode, bounded in time
+    in_transaction: InTransaction | None = None
     select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
     select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
     max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
@@ -210,8 +218,11 @@ class LedgerPostgresFactory(PostgresFactory):
 
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    in_transaction: InTransaction | None = None
+
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         self.chain_table_name = f"{events_table_name}_chain"
+        self._committing = threading.local()  # the inline projection's after-commit call, per inserting thread
         super().__init__(datastore, events_table_name)
 
     def construct_create_table_statements(self) -> list[str]:
@@ -242,6 +253,16 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             link = next_link(link, position, digest)
             rows.append((position, digest, link))
         c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", rows)
+        if self.in_transaction is not None and positions:
+            self._committing.after = self.in_transaction(c, stored_events, positions)
+        return positions
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        self._committing.after = None
+        positions = super().insert_events(stored_events, **kwargs)
+        after_commit, self._committing.after = self._committing.after, None
+        if after_commit is not None:
+            after_commit()
         return positions
 
     def verify_chain(self, walk: Walk | None = None) -> VerifyReport:

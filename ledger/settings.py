@@ -106,6 +106,9 @@ class Settings:
     """The most generation requests waiting for a place; more are refused with 503 (``LEDGER_MAX_QUEUE``)."""
     step_tokens: int = 512
     """Prompt and generated tokens one forward step may run (``LEDGER_STEP_TOKENS``)."""
+    inline_projections: bool = True
+    """Whether a server writes the read models in the transaction that records the events
+    (``LEDGER_INLINE_PROJECTIONS=off``: only the asynchronous workers do, and commands wait for them)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -121,6 +124,7 @@ class Settings:
             max_batch=_positive_int(environ, "LEDGER_MAX_BATCH", 32),
             max_queue=_positive_int(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
             step_tokens=_positive_int(environ, "LEDGER_STEP_TOKENS", 512),
+            inline_projections=parse_switch(environ.get("LEDGER_INLINE_PROJECTIONS"), default=True),
         )
 
 

@@ -61,7 +61,8 @@ def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs:
     notification ids), in one transaction, without pipeline mode and within the write timeouts.
 
     ``recorder`` is a ``PostgresApplicationRecorder``: its ``_insert_events`` hook, its insert statement and
-    its id fetch are used unchanged (so a subclass's extra statements run in the same transaction).
+    its id fetch are used unchanged (so a subclass's extra statements run in the same transaction); then its
+    ``in_transaction`` hook, if it has one (see :data:`ledger.recorders.InTransaction`), before the commit.
     """
     check_event_sizes(stored_events)
     for attempt in (1, 2):
@@ -93,7 +94,11 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
                         else:
                             recorder._insert_stored_events(curs, stored_events, **kwargs)
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                    in_transaction = getattr(recorder, "in_transaction", None)
+                    after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
                     curs.execute("COMMIT")
+                    if after_commit is not None:
+                        after_commit()
                     return ids
             except BaseException:
                 if not conn.closed:

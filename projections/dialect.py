@@ -26,6 +26,11 @@ class Dialect:
         return self.name == "postgres"
 
     @property
+    def event_id(self) -> str:
+        """The events table's column of log positions."""
+        return "notification_id" if self.is_postgres else "rowid"
+
+    @property
     def types(self) -> dict[str, str]:
         if self.is_postgres:
             return {

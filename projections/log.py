@@ -174,6 +174,8 @@ class EventLog:
         self.mapper = self.app.mapper
         self.decode = FastDecoder(self.mapper)
         self.channel: str | None = getattr(self.recorder, "channel_name", None)
+        schema = getattr(self.recorder.datastore, "schema", None)
+        self.events_table = f"{schema}.{self.recorder.events_table_name}" if schema else self.recorder.events_table_name
 
     def read(self, after: int, limit: int) -> Batch:
         notifications = self.recorder.select_notifications(after, limit, inclusive_of_start=False)

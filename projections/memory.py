@@ -1,7 +1,7 @@
-"""Rebuilding a read model in memory: its handlers' operations run on rows held in dicts, then COPYed.
+"""Rebuilding a read model in memory: its handlers' operations run on rows held in dicts, then loaded in bulk.
 
 A rebuild feeds the whole log through the read model's handlers (:mod:`projections.ops`) and runs their
-operations on rows in memory, one dict per table (key → row); the store loads the rows with ``COPY`` into fresh
+operations on rows in memory, one dict per table (key → row); the store loads the rows in bulk into fresh
 tables and creates the indexes. Live workers run the same operations as SQL (``tests/projections/
 test_rebuild.py`` checks that the two give the same tables).
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError
@@ -95,9 +97,8 @@ class ProjectionWorker:
 
         When another worker is applying a projection right now, this waits for it rather than duplicating it.
         """
-        target = self.log.head()
+        positions, target = self.store.positions_and_head(self.names, self.log.events_table)  # one query
         while True:
-            positions = self.positions()
             reached = min(positions.values())
             if reached >= target or (stop is not None and stop.is_set()):
                 return reached
@@ -112,6 +113,7 @@ class ProjectionWorker:
                     self.on_applied(batch.end)
             if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
+            positions = self.positions()
 
     def run(self, stop: threading.Event) -> None:
         """Follow the log until ``stop`` is set, surviving database restarts."""
@@ -231,24 +233,76 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
             builds.remove(build)
             failed.append(build.projection)
 
+    loader = _Loader(store)
+
     def fold(build: MemoryBuild, events: list[Any]) -> None:
+        loader.check(build.projection)
         build.apply(events)
         if build.out_count >= copy_rows:
-            store.copy_rebuilt(build.projection, build.take_out())
+            loader.submit(build.projection, build.take_out())
+
+    def finish(build: MemoryBuild) -> None:
+        loader.check(build.projection)
+        store.finish_rebuilt(build, position)
 
     for build in builds:
         store.start_rebuilt(build.projection)
     position = 0
-    with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
-        for batch in log.scan(0, batch_size):
-            for build in list(builds):
-                guarded(build, lambda: fold(build, batch.events))
-            if not in_memory:
-                for projection in projections:
-                    store.apply_batch(projection, batch, rebuilding=True, wait=True)
-            bar.total = max(bar.total or 0, batch.end)
-            bar.update(batch.end - position)
-            position = batch.end
-    for build in list(builds):
-        guarded(build, lambda: store.finish_rebuilt(build, position))
+    try:
+        with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
+            for batch in log.scan(0, batch_size):
+                for build in list(builds):
+                    guarded(build, lambda: fold(build, batch.events))
+                if not in_memory:
+                    for projection in projections:
+                        store.apply_batch(projection, batch, rebuilding=True, wait=True)
+                bar.total = max(bar.total or 0, batch.end)
+                bar.update(batch.end - position)
+                position = batch.end
+    finally:
+        loader.close()
+    # Each read model's last rows, deferred operations and indexes in a transaction of its own, all at once: the
+    # database builds their indexes side by side.
+    with ThreadPoolExecutor(max_workers=max(1, len(builds)), thread_name_prefix="rebuild-finish") as pool:
+        finishing = [(build, pool.submit(finish, build)) for build in builds]
+    for build, finished in finishing:
+        guarded(build, finished.result)
     return failed
+
+
+class _Loader:
+    """Copies the rows that left a rebuild's memory into its tables from a thread of its own, so that the
+    database takes them in while the next events are decoded and folded. A projection whose rows failed to load
+    raises that error at its next :meth:`check`."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.errors: dict[str, BaseException] = {}
+        self._queue: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._load, name="rebuild-loader", daemon=True)
+        self._thread.start()
+
+    def submit(self, projection: Any, rows: Any) -> None:
+        self._queue.put((projection, rows))
+
+    def check(self, projection: Any) -> None:
+        """Raise the error loading this projection's rows met, if any (after what is queued for it is loaded,
+        when the loader has stopped)."""
+        error = self.errors.pop(projection.name, None)
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Load what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _load(self) -> None:
+        while (item := self._queue.get()) is not None:
+            projection, rows = item
+            if projection.name in self.errors:
+                continue
+            try:
+                self.store.copy_rebuilt(projection, rows)
+            except BaseException as error:  # noqa: BLE001 - raised in the rebuilding thread
+                self.errors[projection.name] = error

@@ -13,6 +13,7 @@ events that still fail are parked (:mod:`projections.parking`): one event never 
 from __future__ import annotations
 
 import hashlib
+from itertools import islice
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import time
 
 import msgspec
+import psycopg
 from eventsourcing.persistence import InfrastructureFactory, PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
@@ -31,10 +33,14 @@ from projections.log import Batch
 from projections.memory import MemoryBuild
 from projections.ops import Op, Statements
 from projections.parking import ParkingRecorder, describe, is_transient
+from projections.progress import CHANNEL as PROGRESS_CHANNEL
 from projections.projection import ReadModelProjection
 from projections.tables import Table
 
 REBUILD_SUFFIX = "__next"
+INLINE_SAVEPOINT = "ledger_inline_projection"
+LOAD_CHUNK_ROWS = 5000
+_encode_json = msgspec.json.encode
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +81,7 @@ class ReadModelRecorder(ParkingRecorder):
         """Held while creating tables (processes starting together)."""
 
     def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Rows (dicts with every column) into a table, in bulk: COPY on PostgreSQL."""
+        """Rows (dicts with every column) into a table, in bulk (PostgreSQL: JSON arrays the server unpacks)."""
         raise NotImplementedError
 
     # -- schema ---------------------------------------------------------------------------------------
@@ -106,12 +112,19 @@ class ReadModelRecorder(ParkingRecorder):
 
     # -- positions ------------------------------------------------------------------------------------
     def positions(self, names: Iterable[str]) -> dict[str, int]:
+        return self.positions_and_head(names)[0]
+
+    def positions_and_head(self, names: Iterable[str], events_table: str | None = None) -> tuple[dict[str, int], int]:
+        """The read models' positions and, with ``events_table``, the log's head, in one query."""
         names = list(names)
-        sql = self.dialect.compile(f"SELECT application_name, notification_id FROM {self.tracking_table}")
+        head = f"(SELECT max({self.dialect.event_id}) FROM {events_table})" if events_table else "0"
+        sql = (f"SELECT {head} AS head, t.application_name, t.notification_id "
+               f"FROM (SELECT 1) AS one LEFT JOIN {self.tracking_table} t ON 1 = 1")
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(sql)
-            found = {row["application_name"]: row["notification_id"] for row in curs.fetchall()}
-        return {name: found.get(name) or 0 for name in names}
+            rows = curs.fetchall()
+        found = {row["application_name"]: row["notification_id"] for row in rows}
+        return {name: found.get(name) or 0 for name in names}, (rows[0]["head"] or 0) if rows else 0
 
     # -- applying events ------------------------------------------------------------------------------
     def apply_batch(
@@ -177,6 +190,23 @@ class ReadModelRecorder(ParkingRecorder):
             self._write(curs, suffix, projection.ops_for(batch.since(current)))
         self._insert_tracking(curs, Tracking(key, batch.end))  # type: ignore[attr-defined]
         return batch.end
+
+    # -- inline, in the transaction that inserts the events (projections.inline) -----------------------
+    def claim_current(self, curs: Any, names: Sequence[str], events_table: str, first: int) -> set[str]:
+        """Take a savepoint; then, of the read models ``names``, those whose lock this transaction takes at once
+        and that applied every event before position ``first`` (the first event this transaction inserts). Once
+        the savepoint is taken, whatever fails can be undone with :meth:`abandon_claim`."""
+        raise NotImplementedError
+
+    def write_claimed(self, curs: Any, ops: list[tuple[int, Op]], names: Iterable[str], position: int) -> None:
+        """The operations, and the read models ``names`` at ``position``."""
+        self._write(curs, "", ops)
+        for name in names:
+            self._insert_tracking(curs, Tracking(name, position))  # type: ignore[attr-defined]
+
+    def abandon_claim(self, curs: Any) -> None:
+        """Undo everything since :meth:`claim_current` (the events inserted before stay)."""
+        curs.execute(f"ROLLBACK TO SAVEPOINT {INLINE_SAVEPOINT}")
 
     def start_rebuilt(self, projection: ReadModelProjection) -> None:
         """Fresh, bare rebuild tables (no indexes yet) for :meth:`copy_rebuilt` to fill."""
@@ -298,6 +328,39 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
         curs.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", (lock_id(name),))
         return bool(curs.fetchone()["locked"])
 
+    # Inline, each call is one round trip: it runs under the events table's lock, where every round trip holds
+    # up every writer (and waits for this process's GIL). Statements are bound client-side to send several.
+    def claim_current(self, curs: Any, names: Sequence[str], events_table: str, first: int) -> set[str]:
+        # The positions may be read from a snapshot older than a lock just taken (a worker committing in
+        # between): then a position reads lower than it is and the read model is left to the worker; never the
+        # other way.
+        client = psycopg.ClientCursor(curs.connection)
+        client.execute(
+            f"SAVEPOINT {INLINE_SAVEPOINT}; "
+            "SELECT t.name, pg_try_advisory_xact_lock(t.lock) AS locked, tr.notification_id AS position, "
+            f"(SELECT max(notification_id) FROM {events_table} WHERE notification_id < %(first)s) AS previous "
+            "FROM unnest(%(names)s::text[], %(locks)s::bigint[]) AS t(name, lock) "
+            f"LEFT JOIN {self.tracking_table} tr ON tr.application_name = t.name",
+            {"first": first, "names": list(names), "locks": [lock_id(name) for name in names]},
+        )
+        client.nextset()  # past the SAVEPOINT's result
+        rows = client.fetchall()
+        return {row["name"] for row in rows if row["locked"] and (row["position"] or 0) >= (row["previous"] or 0)}
+
+    def write_claimed(self, curs: Any, ops: list[tuple[int, Op]], names: Iterable[str], position: int) -> None:
+        client = psycopg.ClientCursor(curs.connection)
+        statements: list[str] = []
+        self._statements("").run(
+            client, lambda cursor, sql, params: statements.extend(cursor.mogrify(sql, p) for p in params), ops
+        )
+        statements.append(client.mogrify(
+            f"WITH moved AS (INSERT INTO {self.tracking_table} (application_name, notification_id) "
+            "SELECT unnest(%(names)s::text[]), %(position)s ON CONFLICT (application_name) "
+            "DO UPDATE SET notification_id = excluded.notification_id) SELECT pg_notify(%(channel)s, %(payload)s)",
+            {"names": list(names), "position": position, "channel": PROGRESS_CHANNEL, "payload": str(position)},
+        ))
+        client.execute("; ".join(statements))
+
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         if len(params) == 1:
             curs.execute(sql, params[0])
@@ -307,15 +370,12 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
     def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
         if not rows:
             return
-        values_of, json_columns = table.values_of, table.json_columns
-        dumps = msgspec.json.encode
-        with curs.copy(f"COPY {physical} ({', '.join(table.columns)}) FROM STDIN") as copy:
-            write = copy.write_row
-            for row in rows:
-                values = list(values_of(row))
-                for index in json_columns:  # JSON text: COPY's text format takes it as the jsonb input it is
-                    values[index] = dumps(values[index]).decode()
-                write(values)
+        # One JSON array per chunk, which msgspec writes in C and the server turns into rows: the parsing is
+        # the database's, on a core of its own, while this process goes on.
+        rows = iter(rows)
+        sql = f"INSERT INTO {physical} SELECT * FROM json_populate_recordset(NULL::{physical}, %s::json)"
+        while chunk := list(islice(rows, LOAD_CHUNK_ROWS)):
+            curs.execute(sql, (_encode_json(chunk).decode(),))
 
     def _rename_indexes(self, curs: Any, table: Table, old_prefix: str) -> None:
         curs.execute(
@@ -338,6 +398,16 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
         # position read next cannot be stale.
         curs.execute("UPDATE tracking SET notification_id = notification_id WHERE application_name = ?", (name,))
         return True
+
+    def claim_current(self, curs: Any, names: Sequence[str], events_table: str, first: int) -> set[str]:
+        curs.execute(f"SAVEPOINT {INLINE_SAVEPOINT}")
+        curs.execute(f"SELECT max(rowid) AS previous FROM {events_table} WHERE rowid < ?", (first,))
+        previous = curs.fetchone()["previous"] or 0
+        current = set()
+        for name in names:  # SQLite has one writer at a time: the locks are this transaction's already
+            if (self._max_tracking_id(name, curs) or 0) >= previous:
+                current.add(name)
+        return current
 
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         curs.executemany(sql, params)

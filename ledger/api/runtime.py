@@ -26,6 +26,7 @@ from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.application import ProfileLedger
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
+from projections.inline import InlineProjection
 from projections.log import EventLog
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
 from projections.progress import POLL_SECONDS as PROGRESS_POLL
@@ -123,6 +124,10 @@ class Runtime:
         self.progress = ReadSideProgress(
             self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
         )
+        if self.settings.inline_projections and hasattr(self.read_model, "store"):
+            self.ledger.recorder.in_transaction = InlineProjection(
+                self.read_model.store, self.read_model.log, reached=self.progress.advanced
+            )
         sqlite_path = None if database.is_postgres else database.sqlite_path
         self.active = ActiveProfileCache(self.read_model, sqlite_path=sqlite_path)
         channel = getattr(self.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
@@ -151,6 +156,8 @@ class Runtime:
 
     def _stop(self, owned: list[Any]) -> None:
         self.shutdown.set()
+        if self.ledger is not None:
+            self.ledger.recorder.in_transaction = None
         self.runner_stop.set()
         if self.steering is not None:
             self.metrics.follow_engine(None)
@@ -184,8 +191,8 @@ class Runtime:
             self.metrics.observe_append(position)
             if self.active is not None:
                 self.active.saw(position)
-            if self.wake is not None:
-                self.wake(position)
+            if self.wake is not None and self.progress is not None and position > self.progress.reached:
+                self.wake(position)  # not projected inline (or not all of it): the worker applies it
 
         ledger.add_listener(on_save)
         ledger._ledger_api_listener = self  # type: ignore[attr-defined]

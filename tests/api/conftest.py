@@ -23,9 +23,10 @@ ERROR_KEYS = {"error", "detail"}
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def make_client(url: str, **options: Any) -> TestClient[Litestar]:
+def make_client(url: str, *, inline_projections: bool = True, **options: Any) -> TestClient[Litestar]:
     """The app in open mode unless ``auth=True`` is given (tests/api/test_auth.py covers authentication)."""
-    return TestClient(create_app(Settings(database=Database(url)), **{"auth": False, **options}))
+    settings = Settings(database=Database(url), inline_projections=inline_projections)
+    return TestClient(create_app(settings, **{"auth": False, **options}))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def test_a_query_with_the_position_of_a_write_always_sees_it(client):
 
 
 def test_a_position_the_read_side_does_not_reach_is_a_504(client_factory):
-    with client_factory(run_projections=False, consistency_timeout=0.2) as client:
+    with client_factory(run_projections=False, inline_projections=False, consistency_timeout=0.2) as client:
         created = client.post("/api/profiles", json={"name": "unseen"}).json()
         body = assert_error(
             client.get("/api/profiles", params={"min_position": created["position"]}), 504, "projection_timeout"

@@ -17,7 +17,7 @@ def test_every_command_is_visible_at_once_on_every_server_without_a_position(dat
 
 
 def test_a_command_waits_for_the_read_side_at_most_the_bound_and_says_so(sqlite_url):
-    with make_client(sqlite_url, run_projections=False, consistency_timeout=0.3) as client:
+    with make_client(sqlite_url, run_projections=False, inline_projections=False, consistency_timeout=0.3) as client:
         started = time.monotonic()
         created = client.post("/api/profiles", json={"name": "unprojected"})
         assert created.status_code == 201 and time.monotonic() - started >= 0.3
@@ -26,10 +26,22 @@ def test_a_command_waits_for_the_read_side_at_most_the_bound_and_says_so(sqlite_
 
 
 def test_a_bulk_writer_that_prefers_respond_async_is_answered_at_once(sqlite_url):
-    with make_client(sqlite_url, run_projections=False, consistency_timeout=30) as client:
+    with make_client(sqlite_url, run_projections=False, inline_projections=False, consistency_timeout=30) as client:
         started = time.monotonic()
         created = client.post("/api/profiles", json={"name": "bulk"}, headers={"Prefer": "respond-async, wait=1"})
         assert created.status_code == 201 and time.monotonic() - started < 10
         assert created.headers["Preference-Applied"] == "respond-async"
         assert created.headers["X-Ledger-Read-Side"] == "pending"
         assert created.headers["X-Ledger-Position"] == str(created.json()["position"])
+
+
+def test_the_read_models_are_written_with_the_events_so_no_worker_is_waited_for(database_url):
+    with make_client(database_url, run_projections=False, consistency_timeout=30) as client:
+        started = time.monotonic()
+        created = client.post("/api/profiles", json={"name": "inline", "steering": {"5": 1.0}})
+        revised = client.put(f"/api/profiles/{created.json()['id']}", json={"steering": {"5": 2.0}})
+        assert created.status_code == 201 and revised.status_code == 200 and time.monotonic() - started < 10
+        assert "X-Ledger-Read-Side" not in created.headers and "X-Ledger-Read-Side" not in revised.headers
+        assert client.get(f"/api/profiles/{created.json()['id']}").json()["steering"] == {"5": 2.0}
+        versions = client.get(f"/api/profiles/{created.json()['id']}/versions").json()["versions"]
+        assert [version["version"] for version in versions] == [1, 2]
