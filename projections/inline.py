@@ -8,13 +8,13 @@ lag is nil), on every server of the database, and the asynchronous worker has no
 Marten's *inline* projection; the worker keeps catching up on whatever was not projected inline and runs the
 rebuilds.
 
-A read model is written inline only where that is safe, decided per read model, in the transaction:
+The read models are written inline only where that is safe, decided in the transaction, when every one of them
 
-* its lock is free at once (a worker or a rebuild holding it is not waited for under the events table's lock),
-* and it has applied every event before this transaction's (its position is the log's previous event: writers
+* has its lock free at once (a worker or a rebuild holding it is not waited for under the events table's lock),
+* and has applied every event before this transaction's (its position is the log's previous event: writers
   are serialised by the table lock, so nothing before this transaction's events is still uncommitted).
 
-Otherwise it is left to the worker, as is everything when the projection fails (a handler raising, a value a
+Otherwise the events are left to the worker, as they are when the projection fails (a handler raising, a value a
 column cannot hold): the transaction rolls back to a savepoint taken first, the events still commit, and the
 worker applies them, parking what it cannot (:mod:`projections.parking`). Recording a command never fails
 because of a read model.
@@ -54,28 +54,33 @@ class InlineProjection:
         self.reached = reached
 
     def __call__(self, curs: Any, stored_events: Sequence[Any], positions: Sequence[int]) -> Callable[[], None] | None:
-        """Write the events' rows in the read models that are current; what to call after the commit, if anything."""
+        """Write the events' rows when every read model is current; what to call after the commit, if anything."""
         if not positions:
             return None
-        store = self.store
+        first, last = positions[0], positions[-1]
         try:
-            current = store.claim_current(curs, self.names, self.events_table, positions[0])
-            if current:
-                events = [(position, self._decoded(stored)) for position, stored in zip(positions, stored_events)]
-                ops = [op for projection in self.projections if projection.name in current
-                       for op in projection.ops_for(events)]
-                store.write_claimed(curs, ops, current, positions[-1])
+            events = [(position, self._decoded(stored)) for position, stored in zip(positions, stored_events)]
+            ops = [op for projection in self.projections for op in projection.ops_for(events)]
+        except Exception as error:  # noqa: BLE001 - a handler's failure is the worker's to park
+            self._left(first, last, error)
+            return None
+        size = sum(len(stored.state) for stored in stored_events)
+        try:
+            if not self.store.write_inline(curs, ops, self.names, self.events_table, positions, size):
+                return None  # a read model is busy or behind: the worker applies these events with the rest
         except Exception as error:
             if is_transient(error):
                 raise
-            store.abandon_claim(curs)  # raises in turn if the savepoint was never taken: the insert fails
-            logger.warning("events at positions %d to %d were not projected inline (%s); the projection worker "
-                           "applies them", positions[0], positions[-1], describe(error))
+            self.store.abandon_inline(curs)  # raises in turn if the savepoint was never taken: the insert fails
+            self._left(first, last, error)
             return None
-        if self.reached is None or len(current) < len(self.names):
-            return None
-        reached, position = self.reached, positions[-1]
-        return lambda: reached(position)
+        reached = self.reached
+        return None if reached is None else lambda: reached(last)
+
+    @staticmethod
+    def _left(first: int, last: int, error: BaseException) -> None:
+        logger.warning("events at positions %d to %d were not projected inline (%s); the projection worker applies "
+                       "them", first, last, describe(error))
 
     def _decoded(self, stored: Any) -> Any:
         try:

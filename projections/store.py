@@ -12,6 +12,7 @@ events that still fail are parked (:mod:`projections.parking`): one event never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from itertools import islice
 import logging
@@ -40,6 +41,25 @@ from projections.tables import Table
 REBUILD_SUFFIX = "__next"
 INLINE_SAVEPOINT = "ledger_inline_projection"
 LOAD_CHUNK_ROWS = 5000
+PIPELINE_BYTES_MAX = 64 * 1024
+CLAIM_FUNCTION = "ledger_claim_read_models"
+CLAIM_REFUSED = "LDG01"  # SQLSTATE: a read model is busy or behind, left to the worker (nothing is wrong)
+CLAIM_FUNCTION_DDL = """CREATE OR REPLACE FUNCTION {function}(names text[], locks bigint[], previous bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE applied bigint;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(names, 1), 0) LOOP
+        IF NOT pg_try_advisory_xact_lock(locks[i]) THEN
+            RAISE EXCEPTION 'the read model % is busy', names[i] USING ERRCODE = '{refused}';
+        END IF;
+        SELECT t.notification_id INTO applied FROM {tracking} t WHERE t.application_name = names[i];
+        IF coalesce(applied, 0) < coalesce(previous, 0) THEN
+            RAISE EXCEPTION 'the read model % is behind the log', names[i] USING ERRCODE = '{refused}';
+        END IF;
+    END LOOP;
+END $$"""
+"""Takes the read models' locks (without waiting) and checks they applied every event up to ``previous``; each
+statement of the function reads afresh, after the lock."""
 _encode_json = msgspec.json.encode
 
 logger = logging.getLogger(__name__)
@@ -192,20 +212,15 @@ class ReadModelRecorder(ParkingRecorder):
         return batch.end
 
     # -- inline, in the transaction that inserts the events (projections.inline) -----------------------
-    def claim_current(self, curs: Any, names: Sequence[str], events_table: str, first: int) -> set[str]:
-        """Take a savepoint; then, of the read models ``names``, those whose lock this transaction takes at once
-        and that applied every event before position ``first`` (the first event this transaction inserts). Once
-        the savepoint is taken, whatever fails can be undone with :meth:`abandon_claim`."""
+    def write_inline(self, curs: Any, ops: list[tuple[int, Op]], names: Sequence[str], events_table: str,
+                     positions: Sequence[int], size: int) -> bool:
+        """After a savepoint: when every read model of ``names`` can be locked at once and has applied every
+        event before ``positions[0]``, write ``ops`` and move them to ``positions[-1]``; else write nothing and
+        return False. ``size``: the events' bytes. Whatever else fails can be undone with :meth:`abandon_inline`."""
         raise NotImplementedError
 
-    def write_claimed(self, curs: Any, ops: list[tuple[int, Op]], names: Iterable[str], position: int) -> None:
-        """The operations, and the read models ``names`` at ``position``."""
-        self._write(curs, "", ops)
-        for name in names:
-            self._insert_tracking(curs, Tracking(name, position))  # type: ignore[attr-defined]
-
-    def abandon_claim(self, curs: Any) -> None:
-        """Undo everything since :meth:`claim_current` (the events inserted before stay)."""
+    def abandon_inline(self, curs: Any) -> None:
+        """Undo everything since :meth:`write_inline`'s savepoint (the events inserted before it stay)."""
         curs.execute(f"ROLLBACK TO SAVEPOINT {INLINE_SAVEPOINT}")
 
     def start_rebuilt(self, projection: ReadModelProjection) -> None:
@@ -308,6 +323,10 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
                 if attempt == 2:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            curs.execute(CLAIM_FUNCTION_DDL.format(function=CLAIM_FUNCTION, tracking=self.tracking_table,
+                                                   refused=CLAIM_REFUSED))
         try:
             with self.datastore.transaction(commit=True) as curs:
                 curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -328,38 +347,36 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
         curs.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", (lock_id(name),))
         return bool(curs.fetchone()["locked"])
 
-    # Inline, each call is one round trip: it runs under the events table's lock, where every round trip holds
-    # up every writer (and waits for this process's GIL). Statements are bound client-side to send several.
-    def claim_current(self, curs: Any, names: Sequence[str], events_table: str, first: int) -> set[str]:
-        # The positions may be read from a snapshot older than a lock just taken (a worker committing in
-        # between): then a position reads lower than it is and the read model is left to the worker; never the
-        # other way.
-        client = psycopg.ClientCursor(curs.connection)
-        client.execute(
-            f"SAVEPOINT {INLINE_SAVEPOINT}; "
-            "SELECT t.name, pg_try_advisory_xact_lock(t.lock) AS locked, tr.notification_id AS position, "
-            f"(SELECT max(notification_id) FROM {events_table} WHERE notification_id < %(first)s) AS previous "
-            "FROM unnest(%(names)s::text[], %(locks)s::bigint[]) AS t(name, lock) "
-            f"LEFT JOIN {self.tracking_table} tr ON tr.application_name = t.name",
-            {"first": first, "names": list(names), "locks": [lock_id(name) for name in names]},
-        )
-        client.nextset()  # past the SAVEPOINT's result
-        rows = client.fetchall()
-        return {row["name"] for row in rows if row["locked"] and (row["position"] or 0) >= (row["previous"] or 0)}
-
-    def write_claimed(self, curs: Any, ops: list[tuple[int, Op]], names: Iterable[str], position: int) -> None:
-        client = psycopg.ClientCursor(curs.connection)
-        statements: list[str] = []
-        self._statements("").run(
-            client, lambda cursor, sql, params: statements.extend(cursor.mogrify(sql, p) for p in params), ops
-        )
-        statements.append(client.mogrify(
-            f"WITH moved AS (INSERT INTO {self.tracking_table} (application_name, notification_id) "
-            "SELECT unnest(%(names)s::text[]), %(position)s ON CONFLICT (application_name) "
-            "DO UPDATE SET notification_id = excluded.notification_id) SELECT pg_notify(%(channel)s, %(payload)s)",
-            {"names": list(names), "position": position, "channel": PROGRESS_CHANNEL, "payload": str(position)},
-        ))
-        client.execute("; ".join(statements))
+    def write_inline(self, curs: Any, ops: list[tuple[int, Op]], names: Sequence[str], events_table: str,
+                     positions: Sequence[int], size: int) -> bool:
+        # One round trip in all (it runs under the events table's lock, where every round trip holds up every
+        # writer): the claim, the writes and the new positions go in one pipeline, each statement prepared and
+        # bound server-side; a claim that fails (CLAIM_REFUSED) stops the rest. Not for large rows: psycopg's
+        # pipeline can stall on a payload it has not finished sending (see ledger.write_path).
+        pipeline = curs.connection.pipeline() if size <= PIPELINE_BYTES_MAX else contextlib.nullcontext()
+        try:
+            with pipeline:
+                curs.execute(f"SAVEPOINT {INLINE_SAVEPOINT}")
+                curs.execute(
+                    f"SELECT {CLAIM_FUNCTION}(%(names)s, %(locks)s, "
+                    f"(SELECT max(notification_id) FROM {events_table} WHERE notification_id < %(first)s))",
+                    {"names": list(names), "locks": [lock_id(name) for name in names], "first": positions[0]},
+                )
+                self._write(curs, "", ops)
+                curs.execute(
+                    f"WITH moved AS (INSERT INTO {self.tracking_table} (application_name, notification_id) "
+                    "SELECT unnest(%(names)s::text[]), %(position)s ON CONFLICT (application_name) "
+                    "DO UPDATE SET notification_id = excluded.notification_id) "
+                    "SELECT pg_notify(%(channel)s, %(payload)s)",
+                    {"names": list(names), "position": positions[-1], "channel": PROGRESS_CHANNEL,
+                     "payload": str(positions[-1])},
+                )
+        except psycopg.DatabaseError as error:
+            if error.sqlstate != CLAIM_REFUSED:
+                raise
+            self.abandon_inline(curs)
+            return False
+        return True
 
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         if len(params) == 1:
@@ -399,15 +416,18 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
         curs.execute("UPDATE tracking SET notification_id = notification_id WHERE application_name = ?", (name,))
         return True
 
-    def claim_current(self, curs: Any, names: Sequence[str], events_table: str, first: int) -> set[str]:
+    def write_inline(self, curs: Any, ops: list[tuple[int, Op]], names: Sequence[str], events_table: str,
+                     positions: Sequence[int], size: int) -> bool:
         curs.execute(f"SAVEPOINT {INLINE_SAVEPOINT}")
-        curs.execute(f"SELECT max(rowid) AS previous FROM {events_table} WHERE rowid < ?", (first,))
+        curs.execute(f"SELECT max(rowid) AS previous FROM {events_table} WHERE rowid < ?", (positions[0],))
         previous = curs.fetchone()["previous"] or 0
-        current = set()
-        for name in names:  # SQLite has one writer at a time: the locks are this transaction's already
-            if (self._max_tracking_id(name, curs) or 0) >= previous:
-                current.add(name)
-        return current
+        # SQLite has one writer at a time: the locks are this transaction's already.
+        if any((self._max_tracking_id(name, curs) or 0) < previous for name in names):
+            return False
+        self._write(curs, "", ops)
+        for name in names:
+            self._insert_tracking(curs, Tracking(name, positions[-1]))
+        return True
 
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         curs.executemany(sql, params)
