@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from itertools import islice
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 import time

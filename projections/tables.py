@@ -84,7 +84,6 @@ class Table:
     columns: tuple[str, ...] = field(init=False)
     key_of: Callable[[Mapping[str, Any]], Any] = field(init=False)  # a row's key (a tuple when it has several)
     values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False)  # a row in column order
-    json_columns: tuple[int, ...] = field(init=False)  # their indexes in column order
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(self.row, include_extras=True)
@@ -96,7 +95,6 @@ class Table:
             "columns": tuple(columns),
             "key_of": itemgetter(*self.key),
             "values_of": itemgetter(*columns),
-            "json_columns": tuple(index for index, kind in enumerate(types.values()) if kind[0] == "{json}"),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
