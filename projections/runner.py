@@ -261,9 +261,10 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
                 position = batch.end
     finally:
         loader.close()
-    # Each read model's last rows, deferred operations and indexes in a transaction of its own, all at once: the
-    # database builds their indexes side by side.
-    with ThreadPoolExecutor(max_workers=max(1, len(builds)), thread_name_prefix="rebuild-finish") as pool:
+    # Each read model's last rows, deferred operations and indexes in a transaction of its own; on PostgreSQL all
+    # at once, so that the server builds their indexes side by side (SQLite has one writer at a time: in turn).
+    side_by_side = max(1, len(builds)) if store.dialect.is_postgres else 1
+    with ThreadPoolExecutor(max_workers=side_by_side, thread_name_prefix="rebuild-finish") as pool:
         finishing = [(build, pool.submit(finish, build)) for build in builds]
     for build, finished in finishing:
         guarded(build, finished.result)
