@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from eventsourcing.persistence import PersistenceError
 
 from ledger.settings import Database
+from projections.follow import Follower
 from projections.memory import MemoryBuild
 from projections.log import EventLog
 from projections.parking import describe, is_transient
@@ -40,17 +40,17 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 REBUILD_BATCH_SIZE = 10_000
 REBUILD_COPY_ROWS = 50_000  # rows that left a rebuild's memory, copied out together (see projections.memory)
-POSTGRES_POLL_SECONDS = 3.0  # fallback when a notification is lost (eventsourcing issue #305)
-SQLITE_POLL_SECONDS = 0.1
-RETRY_SECONDS_MAX = 5.0
 
 
 def _database(database: Database | str) -> Database:
     return database if isinstance(database, Database) else Database(database)
 
 
-class ProjectionWorker:
+class ProjectionWorker(Follower):
     """Applies the event log to the named read models (all by default)."""
+
+    # The fallback when a notification is lost (eventsourcing issue #305).
+    poll_seconds_by_dialect = {"postgres": 3.0, "sqlite": 0.1}
 
     def __init__(
         self,
@@ -64,19 +64,14 @@ class ProjectionWorker:
         log: EventLog | None = None,
         notifications: Notifications | None = None,
     ) -> None:
-        self.database = _database(database)
+        database = _database(database)
         self.projections = select(names)
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds or (
-            POSTGRES_POLL_SECONDS if self.database.is_postgres else SQLITE_POLL_SECONDS
-        )
         self._owned = (store is None, log is None)  # given by the composition root: closed there
-        self.store = store or open_store(self.database)
+        self.store = store or open_store(database)
         if store is None:
             self.store.create_read_model_tables(self.projections)
-        self.log = log or EventLog(self.database)
-        self._wake = threading.Event()
-        self.notifications = notifications  # the process's one LISTEN (PostgreSQL); else one of its own
+        super().__init__(database, log or EventLog(database), poll_seconds=poll_seconds, notifications=notifications)
         self.on_applied = on_applied
         """Called with the position every read model of this worker reached, after each batch it committed for
         all of them (waiters in this process are answered without a query)."""
@@ -84,10 +79,6 @@ class ProjectionWorker:
     @property
     def names(self) -> list[str]:
         return [projection.name for projection in self.projections]
-
-    def wake(self, position: int | None = None) -> None:
-        """Look at the log now (cheap; callable from any thread, e.g. as a ``ProfileLedger`` listener)."""
-        self._wake.set()
 
     def positions(self) -> dict[str, int]:
         return self.store.positions(self.names)
@@ -115,43 +106,12 @@ class ProjectionWorker:
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
             positions = self.positions()
 
-    def run(self, stop: threading.Event) -> None:
-        """Follow the log until ``stop`` is set, surviving database restarts."""
-        threading.Thread(target=self._wake_on_stop, args=(stop,), daemon=True, name="projections-stop").start()
-        own = None
-        if self.database.is_postgres:
-            notifications = self.notifications or (own := Notifications(self.database.url))
-            notifications.subscribe(self.log.channel, lambda _: self._wake.set())
-        try:
-            self._follow(stop)
-        finally:
-            if own is not None:
-                own.close()
-
-    def _follow(self, stop: threading.Event) -> None:
-        retry = 0.1
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                self.catch_up(stop)
-                retry = 0.1
-            except (PersistenceError, OSError) as error:
-                logger.warning("projection worker: %s; retrying in %.1fs", error, retry)
-                stop.wait(retry)
-                retry = min(retry * 2, RETRY_SECONDS_MAX)
-                continue
-            self._wake.wait(self.poll_seconds)
-
     def close(self) -> None:
         owns_store, owns_log = self._owned
         if owns_log:
             self.log.close()
         if owns_store:
             self.store.datastore.close()
-
-    def _wake_on_stop(self, stop: threading.Event) -> None:
-        stop.wait()
-        self._wake.set()
 
 
 def run_projections(
