@@ -7,10 +7,6 @@ all. Listings are keyset-paginated with opaque cursors; a cursor from another li
 
 from __future__ import annotations
 
-import time
-
-from eventsourcing.persistence import PersistenceError
-
 from ledger.settings import Database
 from projections.active import ActiveQueries
 from projections.audit import AuditQueries
@@ -51,22 +47,3 @@ class ReadModel(ProfileQueries, VersionQueries, ActiveQueries, ExecutionQueries,
     def log_position(self) -> int:
         """The last position recorded in the event log (0 when empty)."""
         return self.log.head()
-
-    def wait_for_position(self, position: int | None, timeout: float = 5.0) -> bool:
-        """True once every read model has applied ``position``; False if that takes longer than ``timeout``."""
-        if position is None:
-            return True
-        deadline = time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            try:
-                if min(self.positions().values()) >= position:
-                    return True
-            except PersistenceError:  # e.g. the database restarting: keep waiting until the deadline
-                if time.monotonic() >= deadline:
-                    raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.05)

@@ -71,7 +71,7 @@ async def run(request: Request[Any, Any, Any], reason: str | None, command: Any)
         outcome = run_command(context, command)
         position = getattr(outcome, "position", None)
         if position:
-            runtime.read_model.wait_for_position(position, runtime.options.consistency_timeout)
+            runtime.progress.wait_for(position, runtime.options.consistency_timeout)
         return outcome
 
     return await anyio.to_thread.run_sync(work)
