@@ -17,30 +17,20 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import eventsourcing.persistence as persistence
+import msgspec
 import psycopg
 
 from projections.projection import ReadModelProjection, UndecodableEvent, event_type_name
+from projections.tables import BigInt, Table, reader
 
 logger = logging.getLogger(__name__)
 
 PARKED_TABLE = "projections_parked"
 ERROR_MAX = 1000  # characters of an error message kept with a parked event
-
-PARKED_DDL = f"""CREATE TABLE IF NOT EXISTS {PARKED_TABLE} (
-    projection text NOT NULL,
-    position {{bigint}} NOT NULL,
-    event_type text NOT NULL,
-    originator_id text NOT NULL,
-    error text NOT NULL,
-    parked_at {{timestamp}} NOT NULL,
-    attempts integer NOT NULL,
-    PRIMARY KEY (projection, position)
-)"""
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     persistence.OperationalError,
@@ -63,10 +53,9 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {message[0] if message else ''}"[:ERROR_MAX]
 
 
-@dataclass(frozen=True)
-class ParkedEvent:
+class ParkedEvent(msgspec.Struct, frozen=True):
     projection: str
-    position: int
+    position: BigInt
     event_type: str
     originator_id: str
     error: str
@@ -74,8 +63,10 @@ class ParkedEvent:
     attempts: int
 
 
-@dataclass(frozen=True)
-class RetryOutcome:
+PARKED = Table(PARKED_TABLE, ParkedEvent, key=("projection", "position"))
+
+
+class RetryOutcome(msgspec.Struct, frozen=True):
     parked: ParkedEvent
     applied: bool
     error: str | None = None
@@ -97,7 +88,8 @@ class ParkingRecorder:
     # -- schema ---------------------------------------------------------------------------------------
     def create_parked_table(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self.dialect.compile(PARKED_DDL))
+            curs.execute(self.dialect.compile(PARKED.ddl(postgres=self.dialect.is_postgres, trigram=False)[0],
+                                              {"table": PARKED_TABLE}))
 
     # -- applying with isolation ----------------------------------------------------------------------
     @contextmanager
@@ -181,25 +173,10 @@ class ParkingRecorder:
     def parked(self, names: Iterable[str] | None = None) -> list[ParkedEvent]:
         """The parked events (of the named read models), in log order."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                f"SELECT projection, position, event_type, originator_id, error, parked_at, attempts "
-                f"FROM {PARKED_TABLE} ORDER BY position, projection"
-            )
+            curs.execute(f"SELECT {PARKED.select()} FROM {PARKED_TABLE} ORDER BY position, projection")
             rows = curs.fetchall()
-        wanted = None if names is None else set(names)
-        return [
-            ParkedEvent(
-                projection=row["projection"],
-                position=row["position"],
-                event_type=row["event_type"],
-                originator_id=row["originator_id"],
-                error=row["error"],
-                parked_at=self.dialect.read_time(row["parked_at"]),
-                attempts=row["attempts"],
-            )
-            for row in rows
-            if wanted is None or row["projection"] in wanted
-        ]
+        read, wanted = reader(ParkedEvent, self.dialect), None if names is None else set(names)
+        return [read(row) for row in rows if wanted is None or row["projection"] in wanted]
 
     def parked_counts(self) -> dict[str, int]:
         """How many events each read model has parked (read models with none are left out)."""
