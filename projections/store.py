@@ -155,29 +155,22 @@ class ReadModelRecorder(ParkingRecorder):
         Returns the projection's position afterwards, or None when another worker holds the projection
         (unless ``wait``, which waits for it).
         """
-        key = rebuild_key(projection.name) if rebuilding else projection.name
-        suffix = REBUILD_SUFFIX if rebuilding else ""
-        try:
-            with self.datastore.transaction(commit=True) as curs:
-                return self._apply(curs, projection, batch, key, suffix, wait=wait)
-        except Exception as error:
-            if is_transient(error):
-                raise
-            self._isolating(batch, error)
-        with self.datastore.transaction(commit=True) as curs:
-            return self._apply(curs, projection, batch, key, suffix, wait=wait, isolate=True)
+        return self.apply_batches([projection], batch, rebuilding=rebuilding, wait=wait)[projection.name]
 
-    def apply_batches(self, projections: Iterable[ReadModelProjection], batch: Batch) -> dict[str, int | None]:
+    def apply_batches(self, projections: Iterable[ReadModelProjection], batch: Batch, *, rebuilding: bool = False,
+                      wait: bool = False) -> dict[str, int | None]:
         """:meth:`apply_batch` for several projections in one transaction: one commit for all of them, each
-        projection under its own lock and with its own tracking position. A projection another worker holds
-        is skipped (None); the others are applied."""
+        projection under its own lock and with its own tracking position. Without ``wait``, a projection another
+        worker holds is skipped (None); the others are applied."""
         projections = list(projections)
+        suffix = REBUILD_SUFFIX if rebuilding else ""
         for isolate in (False, True):
             try:
                 with self.datastore.transaction(commit=True) as curs:
                     return {
                         projection.name: self._apply(
-                            curs, projection, batch, projection.name, "", wait=False, isolate=isolate
+                            curs, projection, batch, rebuild_key(projection.name) if rebuilding else projection.name,
+                            suffix, wait=wait, isolate=isolate,
                         )
                         for projection in projections
                     }
