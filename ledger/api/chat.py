@@ -18,13 +18,13 @@ from litestar.response import Stream
 
 from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
+from ledger.api.deps import refuse_beyond_head
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
-    InvalidRequestError,
     ProjectionTimeoutError,
     ServiceUnavailableError,
     responses,
@@ -97,13 +97,7 @@ def wait_for_steering(runtime: Runtime, position: int) -> None:
     timeout = runtime.options.consistency_timeout
     projector = runtime.steering.projector
     if projector.position < position and runtime.ledger is not None:
-        head = runtime.ledger.recorder.max_notification_id() or 0
-        if position > head:
-            raise InvalidRequestError(
-                f"min_position {position} is beyond the last position recorded in the log ({head})",
-                field="min_position",
-                log_position=head,
-            )
+        refuse_beyond_head(runtime.ledger, position)
     if not projector.wait_for(position, timeout):
         raise ProjectionTimeoutError(
             f"the steering hook did not reach position {position} within {timeout:g} s; retry later",
@@ -151,6 +145,11 @@ def ledger_run(outcome: Any, warnings: list[str]) -> LedgerRun:
 
 def choice(text: str, finish_reason: str) -> ChatChoice:
     return ChatChoice(index=0, message=ChatChoiceMessage(role="assistant", content=text), finish_reason=finish_reason)
+
+
+def usage_of(result: Any) -> Usage:
+    """The token counts of a generation (a ``steering.runs`` result)."""
+    return Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens)
 
 
 class ChatController(Controller):
@@ -204,7 +203,7 @@ class ChatController(Controller):
             created=created,
             model=model,
             choices=[choice(result.text, result.finish_reason)],
-            usage=Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens),
+            usage=usage_of(result),
             system_fingerprint=fingerprint_id(outcome.fingerprint),
             ledger=ledger_run(outcome, warnings),
             unsteered=choice(outcome.unsteered.text, outcome.unsteered.finish_reason) if outcome.unsteered else None,
@@ -224,12 +223,13 @@ class ChatController(Controller):
             deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append))
         stream_id = f"chatcmpl-{time.time_ns():x}"
 
-        def chunk(delta: dict[str, str], finish_reason: str | None, extra: dict[str, Any] | None = None) -> bytes:
-            body = {
-                "id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **(extra or {}),
-            }
+        def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            body = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": choices, **extra}
             return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+        def chunk(delta: dict[str, str], finish_reason: str | None, **extra: Any) -> bytes:
+            return frame([{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra)
 
         def events() -> Iterator[bytes]:
             try:
@@ -243,14 +243,12 @@ class ChatController(Controller):
             finally:
                 deltas.close()  # a client that went away frees its row at the next step
             outcome = recorded[0] if recorded else None
-            extra = {"ledger": ledger_run(outcome, warnings)} if outcome is not None else None
-            yield chunk({}, outcome.result.finish_reason if outcome else "stop", extra)
-            if usage and outcome is not None:
-                result = outcome.result
-                counts = Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens)
-                body = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [], "usage": msgspec.to_builtins(counts)}
-                yield b"data: " + msgspec.json.encode(body) + b"\n\n"
+            if outcome is None:
+                yield chunk({}, "stop")
+            else:
+                yield chunk({}, outcome.result.finish_reason, ledger=ledger_run(outcome, warnings))
+                if usage:
+                    yield frame([], usage=msgspec.to_builtins(usage_of(outcome.result)))
             yield b"data: [DONE]\n\n"
 
         return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -44,18 +44,12 @@ def provide_ledger(state: State) -> ProfileLedger:
     return ledger
 
 
-def provide_runtime(state: State) -> Runtime:
-    return runtime_of(state)
-
-
-MinPosition = Annotated[
-    int | None,
-    QueryParameter(ge=0, description="Answer only after the read side has reached this log position."),
-]
-XMinPosition = Annotated[
-    int | None,
-    HeaderParameter(name="X-Min-Position", ge=0, description="Same as the `min_position` query parameter."),
-]
+MIN_POSITION_DOC = "Answer only after the read side has reached this log position."
+X_MIN_POSITION_DOC = "Same as the `min_position` query parameter."
+MinPosition = Annotated[int | None, QueryParameter(ge=0, description=MIN_POSITION_DOC)]
+XMinPosition = Annotated[int | None, HeaderParameter(name="X-Min-Position", ge=0, description=X_MIN_POSITION_DOC)]
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
 
 
 async def provide_reads(state: State, min_position: MinPosition = None, x_min_position: XMinPosition = None) -> Any:
@@ -104,19 +98,16 @@ class DocumentsMinPosition(Operation):
     (:func:`requested_position`): documents them as the declared parameters would be."""
 
     def __post_init__(self) -> None:
-        described = "Answer only after the read side has reached this log position."
         self.parameters = [
             *(self.parameters or []),
-            Parameter(
-                name="min_position", param_in=ParamType.QUERY, required=False, description=described,
-                schema=Schema(one_of=[Schema(type=OpenAPIType.INTEGER, minimum=0), Schema(type=OpenAPIType.NULL)]),
-            ),
-            Parameter(
-                name="X-Min-Position", param_in=ParamType.HEADER, required=False,
-                description="Same as the `min_position` query parameter.",
-                schema=Schema(one_of=[Schema(type=OpenAPIType.INTEGER, minimum=0), Schema(type=OpenAPIType.NULL)]),
-            ),
+            _optional_position("min_position", ParamType.QUERY, MIN_POSITION_DOC),
+            _optional_position("X-Min-Position", ParamType.HEADER, X_MIN_POSITION_DOC),
         ]
+
+
+def _optional_position(name: str, where: ParamType, description: str) -> Parameter:
+    schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER, minimum=0), Schema(type=OpenAPIType.NULL)])
+    return Parameter(name=name, param_in=where, required=False, description=description, schema=schema)
 
 
 def _wait_for_recorded_position(runtime: Runtime, wanted: int, timeout: float) -> bool:
@@ -126,14 +117,19 @@ def _wait_for_recorded_position(runtime: Runtime, wanted: int, timeout: float) -
     if progress.read() >= wanted:
         return True
     assert runtime.ledger is not None
-    head = runtime.ledger.recorder.max_notification_id() or 0
+    refuse_beyond_head(runtime.ledger, wanted)
+    return bool(progress.wait_for(wanted, timeout))
+
+
+def refuse_beyond_head(ledger: ProfileLedger, wanted: int) -> None:
+    """A ``min_position`` the log has not reached is a client error (422), not something to wait for."""
+    head = ledger.recorder.max_notification_id() or 0
     if wanted > head:
         raise InvalidRequestError(
             f"min_position {wanted} is beyond the last position recorded in the log ({head})",
             field="min_position",
             log_position=head,
         )
-    return bool(progress.wait_for(wanted, timeout))
 
 
 async def read_side_reached(runtime: Runtime, position: int) -> bool:
@@ -181,8 +177,9 @@ def provide_context(
     return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(request.scope))
 
 
-def with_reason(context: CommandContext, reason: str | None) -> CommandContext:
-    """A reason given in the body (at most ``REASON_MAX`` characters: its Struct says so) overrides ``X-Reason``."""
+def with_reason(context: CommandContext, body: Any) -> CommandContext:
+    """A ``reason`` in the body, if any (its Struct bounds it to ``REASON_MAX`` characters), overrides ``X-Reason``."""
+    reason: str | None = getattr(body, "reason", None)
     if reason is None or not reason.strip():
         return context
     return CommandContext(actor=context.actor, reason=reason.strip(), correlation_id=context.correlation_id)
@@ -190,7 +187,7 @@ def with_reason(context: CommandContext, reason: str | None) -> CommandContext:
 
 DEPENDENCIES = {
     "ledger": Provide(provide_ledger, sync_to_thread=False),
-    "runtime": Provide(provide_runtime, sync_to_thread=False),
+    "runtime": Provide(runtime_of, sync_to_thread=False),
     "reads": Provide(provide_reads),
     "context": Provide(provide_context, sync_to_thread=False),
 }

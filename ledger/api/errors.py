@@ -76,24 +76,20 @@ class ProjectionTimeoutError(ApiError):
     code = "projection_timeout"
 
 
+_STATUSES: tuple[tuple[type[LedgerError], int], ...] = (  # the first kind the error is decides
+    (AuthenticationError, HTTP_401_UNAUTHORIZED),
+    (PermissionDeniedError, HTTP_403_FORBIDDEN),
+    (StaleVersionError, HTTP_412_PRECONDITION_FAILED),
+    (NotFoundError, HTTP_404_NOT_FOUND),
+    (ConflictError, HTTP_409_CONFLICT),
+    (ValidationError, HTTP_422_UNPROCESSABLE_ENTITY),
+    (ProjectionTimeoutError, HTTP_504_GATEWAY_TIMEOUT),
+    (ServiceUnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
+)
+
+
 def status_for(error: LedgerError) -> int:
-    if isinstance(error, AuthenticationError):
-        return HTTP_401_UNAUTHORIZED
-    if isinstance(error, PermissionDeniedError):
-        return HTTP_403_FORBIDDEN
-    if isinstance(error, StaleVersionError):
-        return HTTP_412_PRECONDITION_FAILED
-    if isinstance(error, NotFoundError):
-        return HTTP_404_NOT_FOUND
-    if isinstance(error, ConflictError):
-        return HTTP_409_CONFLICT
-    if isinstance(error, ValidationError):
-        return HTTP_422_UNPROCESSABLE_ENTITY
-    if isinstance(error, ProjectionTimeoutError):
-        return HTTP_504_GATEWAY_TIMEOUT
-    if isinstance(error, ServiceUnavailableError):
-        return HTTP_503_SERVICE_UNAVAILABLE
-    return HTTP_500_INTERNAL_SERVER_ERROR
+    return next((status for kind, status in _STATUSES if isinstance(error, kind)), HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 def error_body(code: str, detail: str, **context: Any) -> dict[str, Any]:
@@ -111,7 +107,7 @@ DATABASE_UNAVAILABLE = (
     eventsourcing.persistence.OperationalError,
     eventsourcing.persistence.InterfaceError,
 )
-RETRY_AFTER_SECONDS = 1
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -203,17 +199,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     timeout = _write_timeout(exc)
     if timeout is not None:
         log.warning("write timed out on %s %s: %s", request.method, request.url.path, timeout)
-        return error_response(
-            HTTP_503_SERVICE_UNAVAILABLE, "write_timeout", str(timeout), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-        )
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, "write_timeout", str(timeout), headers=RETRY_AFTER)
     if is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
-            HTTP_503_SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database cannot be reached right now; retry shortly",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        detail = "the database cannot be reached right now; retry shortly"
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", detail, headers=RETRY_AFTER)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
 
@@ -232,13 +222,8 @@ CONFLICT = {409: _spec("Conflict: name taken, profile active, or a concurrent up
 STALE = {412: _spec("If-Match names a version that is no longer current; `current_version` says which is")}
 TIMEOUT = {504: _spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
 UNAVAILABLE = {503: _spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
-UNAUTHENTICATED = {401: _spec("No valid bearer token (error `unauthenticated`)")}
-FORBIDDEN = {403: _spec("The token's role is too low for this request (error `forbidden`)")}
 TOO_LARGE = {413: _spec("The request body is larger than the configured maximum")}
 
 
 def responses(*groups: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:
-    merged: dict[int, ResponseSpec] = {}
-    for group in groups:
-        merged.update(group)
-    return merged
+    return {status: spec for group in groups for status, spec in group.items()}

@@ -26,7 +26,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import parse_time
+from ledger.api.deps import Cursor, parse_time
 from ledger.api.errors import INVALID, TIMEOUT, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
@@ -51,10 +51,12 @@ def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
     return not runtime.auth or (principal is not None and principal.role == "admin")
 
 
-def _text_filters(**filters: str | None) -> None:
-    for name, value in filters.items():
+def _filters(profile_id: UUID | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
+    """The read model's filters of a page or a stream (text without NUL characters)."""
+    for name, value in (("actor", actor), ("type", event_type)):
         if value is not None and "\x00" in value:
             raise InvalidRequestError(f"{name} must not contain NUL characters", field=name)
+    return {"profile_id": profile_id, "actor": actor, "event_type": event_type}
 
 
 class EventController(Controller):
@@ -79,13 +81,10 @@ class EventController(Controller):
         until: Annotated[str | None, QueryParameter(description="ISO 8601 time, exclusive.")] = None,
         after: After = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")] = None,
+        cursor: Cursor = None,
     ) -> EventList:
-        _text_filters(actor=actor, type=type)
         filters = {
-            "profile_id": profile_id,
-            "actor": actor,
-            "event_type": type,
+            **_filters(profile_id, actor, type),
             "since": parse_time(since, "since"),
             "until": parse_time(until, "until"),
             "after_position": after,
@@ -112,7 +111,7 @@ class EventController(Controller):
             str | None, HeaderParameter(name="Last-Event-ID", description="Resume after this position.")
         ] = None,
     ) -> ServerSentEvent:
-        _text_filters(actor=actor, type=type)
+        filters = _filters(profile_id, actor, type)
         if runtime.metrics.streams_open >= runtime.options.sse_max_streams:
             raise HTTPException(
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
@@ -127,11 +126,6 @@ class EventController(Controller):
             start = max(start or 0, int(text))
         if start is None:
             start = await anyio.to_thread.run_sync(runtime.read_model.log_position)
-        filters = {
-            "profile_id": profile_id,
-            "actor": actor,
-            "event_type": type,
-        }
         principal = principal_of(request)
         tail = _tail(runtime, int(start), filters, principal if runtime.auth else None)
         return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})

@@ -22,13 +22,13 @@ from litestar.status_codes import HTTP_201_CREATED
 from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
-from ledger.api.references import ProfileRef, profile_id_of
+from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
+from ledger.errors import ProfileVersionNotFoundError
 
 FILENAME_MAX = 120
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\"\';:*?<>|%]+')
@@ -48,7 +48,7 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
     """The exchange document of a profile's version (default: the latest), from the read model, as a download."""
     current = reads.get_profile(profile_id)
     if current is None:
-        raise ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
+        raise profile_not_found(profile_id)
     row = current if version is None or version == current.version else reads.get_version(profile_id, version)
     if row is None:
         raise ProfileVersionNotFoundError(

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import with_reason
-from ledger.api.references import ProfileRef, profile_id_of
+from ledger.api.deps import Cursor, Limit, with_reason
+from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
     ExecutionList,
@@ -24,13 +24,10 @@ from ledger.api.schemas import (
 )
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, RunNotFoundError
+from ledger.errors import ExecutionNotFoundError, RunNotFoundError
 from ledger.states import convert
 from projections.reruns import RunSpec, rerun_spec
 from projections.rows import ExecutionSpec
-
-Limit = Annotated[int, QueryParameter(ge=1, le=500)]
-Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
 
 
 class ProfileExecutionController(Controller):
@@ -55,7 +52,7 @@ class ProfileExecutionController(Controller):
         pid = profile_id_of(ledger, profile_id)
         details = msgspec.structs.asdict(data)
         details.pop("reason")
-        recorded_context = with_reason(context, data.reason)
+        recorded_context = with_reason(context, data)
         outcome = run_command(recorded_context, lambda: ledger.record_execution(pid, **details))
         execution = ledger.get_execution(outcome.execution_id)
         body = convert(
@@ -81,7 +78,7 @@ class ProfileExecutionController(Controller):
         pid = profile_id_of(ledger, profile_id)
         page = reads.list_executions(profile_id=pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None and reads.get_profile(pid) is None:
-            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+            raise profile_not_found(pid)
         return convert(page, ExecutionList, executions=page.items)
 
 

@@ -79,20 +79,15 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     identity = claim_id(_actor(request), key.strip())
     body = await request.body()
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
-    store = answers_of(ledger)
-    kept = await anyio.to_thread.run_sync(store.get, identity)
+    kept = await anyio.to_thread.run_sync(answers_of(ledger).get, identity)
+    claimed = kept if kept is not None else await anyio.to_thread.run_sync(recorded, ledger, identity)
+    if claimed is not None and claimed.fingerprint != request_print:
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
+        )
     if kept is not None:
-        if kept.fingerprint != request_print:
-            raise IdempotencyKeyReusedError(
-                "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
-            )
         return _replay(kept)
-    claimed = await anyio.to_thread.run_sync(recorded, ledger, identity)
     if claimed is not None:
-        if claimed.fingerprint != request_print:
-            raise IdempotencyKeyReusedError(
-                "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
-            )
         raise IdempotencyKeyInUseError(
             "a request with this Idempotency-Key was recorded at "
             f"{claimed.created_on.isoformat()}; its answer is not available (it may still be running: retry in a "

@@ -20,7 +20,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
-CORRELATION_ID_MAX = 200
 _SAFE_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -131,13 +130,9 @@ class _EngineCollector(Collector):
         yield HistogramMetricFamily(
             "ledger_generation_time_to_first_token_seconds",
             "From a request's submission to its first generated token.",
-            buckets=[*((_bound(b), c) for b, c in stats.ttft_buckets), ("+Inf", stats.ttft_count)],
+            buckets=[*((repr(float(b)), c) for b, c in stats.ttft_buckets), ("+Inf", stats.ttft_count)],
             sum_value=stats.ttft_sum_s,
         )
-
-
-def _bound(value: float) -> str:
-    return repr(float(value))
 
 
 def correlation_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from ledger.api.active import active_body, in_force
 from ledger.api.auth import requires
 from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import (
+    Cursor,
     DocumentsMinPosition,
     etag,
     parse_if_match,
@@ -38,7 +40,7 @@ from ledger.api.schemas import (
     RevertProfile,
     UpdateProfile,
 )
-from ledger.api.references import ProfileRef, profile_id_of
+from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
 from ledger.application import Outcome, ProfileLedger
 from ledger.domainmodel import PROFILE_FIELDS, CommandContext
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
@@ -50,11 +52,6 @@ IfMatch = Annotated[
     HeaderParameter(name="If-Match", description="The ETag (version) the change is based on; 412 when stale."),
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1 to 500).")]
-Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
-
-
-def profile_not_found(profile_id: UUID | str) -> ProfileNotFoundError:
-    return ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))
 
 
 def _row_or_none(reads: Any, profile_id: UUID) -> Any:
@@ -64,15 +61,33 @@ def _row_or_none(reads: Any, profile_id: UUID) -> Any:
         return None
 
 
+def with_etag(profile: Any) -> Response[ProfileRead]:
+    """A profile (a read-model row or a state) as it is read, its version as the ETag."""
+    body = convert(profile, ProfileRead)
+    return Response(body, headers={"ETag": etag(body.version)})
+
+
+def position_of(outcome: Outcome, ledger: ProfileLedger) -> int:
+    """The log position of the command's last event; the log's head when it recorded none."""
+    return outcome.position if outcome.position is not None else int(ledger.recorder.max_notification_id() or 0)
+
+
 def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK) -> Response[ProfileChange]:
     """A command's answer: the profile as the command left it (usage counts from the read model's row, if any)."""
     state = outcome.profile
     assert state is not None
     row = _row_or_none(reads, state.id)
     counts = {} if row is None else {"execution_count": row.execution_count, "last_executed_at": row.last_executed_at}
-    position = outcome.position if outcome.position is not None else current_position(ledger)
+    position = position_of(outcome, ledger)
     change = convert(state, ProfileChange, position=position, changed=outcome.changed, **counts)
     return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state.version)})
+
+
+def profile_command(
+    ledger: ProfileLedger, runtime: Any, context: CommandContext, body: Any, command: Callable[[], Outcome]
+) -> Response[ProfileChange]:
+    """Run a command on a profile (a reason in the body overrides ``X-Reason``): the profile as it left it."""
+    return change_response(run_command(with_reason(context, body), command), ledger, runtime.read_model)
 
 
 def loaded_target(runtime: Any) -> dict[str, Any]:
@@ -83,10 +98,6 @@ def loaded_target(runtime: Any) -> dict[str, Any]:
         return {}
     sae = getattr(engine, "sae", None)
     return {"model_id": engine.model_id, "sae_id": engine.sae_id, "layer": sae.layer if sae is not None else None}
-
-
-def current_position(ledger: ProfileLedger) -> int:
-    return int(ledger.recorder.max_notification_id() or 0)
 
 
 class ProfileController(Controller):
@@ -166,19 +177,15 @@ class ProfileController(Controller):
     ) -> Response[ProfileRead]:
         pid = profile_id_of(ledger, profile_id)
         moment = parse_time(as_of, "as_of")
-        if moment is not None:
-            state = ledger.get_profile(pid, as_of=moment)
-            if state.deleted:
-                raise ProfileNotFoundError(
-                    f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid)
-                )
-            body = convert(state, ProfileRead)
-        else:
+        if moment is None:
             row = reads.get_profile(pid)
             if row is None:
                 raise profile_not_found(pid)
-            body = convert(row, ProfileRead)
-        return Response(body, headers={"ETag": etag(body.version)})
+            return with_etag(row)
+        state = ledger.get_profile(pid, as_of=moment)
+        if state.deleted:
+            raise ProfileNotFoundError(f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid))
+        return with_etag(state)
 
     @get(
         "/by-name/{name:path}",
@@ -192,8 +199,7 @@ class ProfileController(Controller):
         row = reads.get_profile_by_name(wanted)
         if row is None:
             raise ProfileNotFoundError(f"no profile is named {wanted!r}", name=wanted)
-        body = convert(row, ProfileRead)
-        return Response(body, headers={"ETag": etag(body.version)})
+        return with_etag(row)
 
     @get(
         "/{profile_id:str}/diff",
@@ -234,9 +240,7 @@ class ProfileController(Controller):
     ) -> Response[ProfileChange]:
         fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
         loaded = loaded_target(runtime)
-        outcome = run_command(
-            with_reason(context, data.reason), lambda: ledger.create_profile(fields, defaults=loaded)
-        )
+        outcome = run_command(with_reason(context, data), lambda: ledger.create_profile(fields, defaults=loaded))
         return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
 
     @put(
@@ -258,11 +262,10 @@ class ProfileController(Controller):
         pid = profile_id_of(ledger, profile_id)
         changes = data.changes(PROFILE_FIELDS)
         expected = parse_if_match(if_match)
-        outcome = run_command(
-            with_reason(context, data.reason),
+        return profile_command(
+            ledger, runtime, context, data,
             lambda: ledger.update_profile(pid, changes, bump_version=data.bump_version, expected_version=expected),
         )
-        return change_response(outcome, ledger, runtime.read_model)
 
     @delete(
         "/{profile_id:str}",
@@ -310,10 +313,9 @@ class ProfileController(Controller):
     ) -> Response[ProfileActivation]:
         pid = profile_id_of(ledger, profile_id)
         version = data.version if data is not None else None
-        reason = data.reason if data is not None else None
         target = ledger.get_profile(pid, version=version)
         warnings = runtime.check_compatibility(target)
-        outcome = run_command(with_reason(context, reason), lambda: ledger.activate_profile(pid, version=version))
+        outcome = run_command(with_reason(context, data), lambda: ledger.activate_profile(pid, version=version))
         change = change_response(outcome, ledger, runtime.read_model)
         shown = in_force(change.content, version, target)
         body = convert(shown, ProfileActivation, pinned_version=version, warnings=warnings)
@@ -333,9 +335,8 @@ class ProfileController(Controller):
         context: NamedDependency[CommandContext],
         data: JSONBody[DeactivateProfile | None] = None,
     ) -> Response[Deactivation]:
-        reason = data.reason if data is not None else None
-        outcome = run_command(with_reason(context, reason), ledger.deactivate_profile)
-        position = outcome.position if outcome.position is not None else current_position(ledger)
+        outcome = run_command(with_reason(context, data), ledger.deactivate_profile)
+        position = position_of(outcome, ledger)
         profile_id = outcome.profile.id if outcome.profile is not None else None
         body = Deactivation(deactivated=outcome.changed, profile_id=profile_id, position=position)
         return Response(body, headers=position_headers(position))
@@ -359,11 +360,9 @@ class ProfileController(Controller):
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
         expected = parse_if_match(if_match)
-        outcome = run_command(
-            with_reason(context, data.reason),
-            lambda: ledger.revert_profile(pid, data.version, expected_version=expected),
+        return profile_command(
+            ledger, runtime, context, data, lambda: ledger.revert_profile(pid, data.version, expected_version=expected)
         )
-        return change_response(outcome, ledger, runtime.read_model)
 
     @post(
         "/{profile_id:str}/restore",
@@ -383,6 +382,4 @@ class ProfileController(Controller):
         data: JSONBody[RestoreProfile | None] = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
-        reason = data.reason if data is not None else None
-        outcome = run_command(with_reason(context, reason), lambda: ledger.restore_profile(pid))
-        return change_response(outcome, ledger, runtime.read_model)
+        return profile_command(ledger, runtime, context, data, lambda: ledger.restore_profile(pid))

@@ -8,6 +8,7 @@ from uuid import UUID
 from litestar.params import PathParameter
 
 from ledger.application import ProfileLedger
+from ledger.errors import ProfileNotFoundError
 
 PROFILE_REF_DESCRIPTION = (
     "The profile's id (a UUID) or, when the value is not a UUID, its name (URL-encoded; compared trimmed and "
@@ -20,3 +21,7 @@ ProfileRef = Annotated[str, PathParameter(description=PROFILE_REF_DESCRIPTION)]
 def profile_id_of(ledger: ProfileLedger, reference: str) -> UUID:
     """The id of the profile a path names (404 ``profile_not_found`` when no profile has that id or name)."""
     return ledger.resolve_profile(reference)
+
+
+def profile_not_found(profile_id: UUID | str) -> ProfileNotFoundError:
+    return ProfileNotFoundError(f"profile {profile_id} not found", profile_id=str(profile_id))

@@ -197,17 +197,9 @@ def build_server(
     runtime: Runtime | None = getattr(app.state, "runtime", None)
     if runtime is not None:
         runtime.options.sse_max_streams = limits.max_streams
+    options = {"log_level": "info", "http": guarded_protocol(limits), "timeout_keep_alive": limits.keep_alive}
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        **{
-            "log_level": "info",
-            "http": guarded_protocol(limits),
-            "timeout_keep_alive": limits.keep_alive,
-            **uvicorn_options,
-        },
+        app, host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **{**options, **uvicorn_options}
     )
     return LedgerServer(config, app)
 

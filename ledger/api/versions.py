@@ -6,13 +6,14 @@ from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import PathParameter
 
-from ledger.api.references import ProfileRef, profile_id_of
+from ledger.api.deps import Cursor, Limit
+from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, responses
 from ledger.api.schemas import VersionList, VersionRead
 from ledger.application import ProfileLedger
-from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
+from ledger.errors import ProfileVersionNotFoundError
 from ledger.states import convert
 
 
@@ -27,13 +28,13 @@ class ProfileVersionController(Controller):
         profile_id: ProfileRef,
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> VersionList:
         pid = profile_id_of(ledger, profile_id)
         page = reads.list_versions(pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None:
-            raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+            raise profile_not_found(pid)
         return convert(page, VersionList, versions=page.items)
 
     @get("/{version:int}", summary="One version of a profile", sync_to_thread=True,
