@@ -191,10 +191,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, HTTPException):
         status = exc.status_code
         code = _HTTP_CODES.get(status, "http_error")
-        if status == 413:
-            detail = "the request body is larger than this server accepts"
-        else:
-            detail = exc.detail or code.replace("_", " ")
+        too_large = "the request body is larger than this server accepts"
+        detail = too_large if status == 413 else exc.detail or code.replace("_", " ")
         return error_response(status, code, detail, headers=exc.headers)
     timeout = _write_timeout(exc)
     if timeout is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 from uuid import UUID
@@ -64,26 +64,22 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
 class ImportOperation(Operation):
     """Documents the import body: a JSON document, or a multipart form with the document as ``file``."""
 
-    request_body: Any = field(
-        default_factory=lambda: RequestBody(
-            required=True,
-            description="An exchange document (`millm_profile` 1.x, or a flat miLLM profile).",
-            content={
-                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
-                "multipart/form-data": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
-                        required=["file"],
-                    )
-                ),
-            },
-        )
-    )
-
     def __post_init__(self) -> None:
         if self.request_body is None:
-            self.request_body = ImportOperation.__dataclass_fields__["request_body"].default_factory()  # type: ignore[misc]
+            self.request_body = RequestBody(
+                required=True,
+                description="An exchange document (`millm_profile` 1.x, or a flat miLLM profile).",
+                content={
+                    "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                    "multipart/form-data": OpenAPIMediaType(
+                        schema=Schema(
+                            type=OpenAPIType.OBJECT,
+                            properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+                            required=["file"],
+                        )
+                    ),
+                },
+            )
 
 
 async def _document(request: Request[Any, Any, Any]) -> Any:

@@ -74,8 +74,7 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     if key is None:
         return None
     check_key(key.strip())
-    runtime = request.app.state.runtime
-    ledger = runtime.ledger
+    ledger = request.app.state.runtime.ledger
     identity = claim_id(_actor(request), key.strip())
     body = await request.body()
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
@@ -186,8 +185,7 @@ async def _answer_of_a_concurrent_twin(ledger: Any, claim: Claim) -> tuple[int, 
 
 
 def _replay(kept: Answer) -> Response[Any]:
-    headers = {name: value for name, value in kept.headers}
-    headers[REPLAYED_HEADER] = "true"
+    headers = {**dict(kept.headers), REPLAYED_HEADER: "true"}
     return Response(kept.body, status_code=kept.status, headers=headers, media_type=headers.get("content-type"))
 
 
