@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -65,19 +65,22 @@ class CliState:
     def _saw(self, position: int) -> None:
         self._written = max(self._written, position)
 
-    def show_own_writes(self) -> None:
-        """Apply the log to the read models up to (at least) this process's last write, alongside any server or
-        worker doing the same (each batch is applied once, under its lock)."""
-        if not self._written:
-            return
+    def projection_worker(self, names: list[str] | None = None) -> Any:
+        """A projection worker (``projections.runner.ProjectionWorker``) for the read models ``names`` (default: all),
+        on this process's application and pool, their tables made first if missing."""
         from projections.runner import ProjectionWorker
         from projections.schema import create_read_side
 
         reads = self.reads
         create_read_side(reads.store, self.settings.database)
-        worker = ProjectionWorker(self.settings.database, store=reads.store, log=reads.log)
-        worker.catch_up()
-        self._written = 0
+        return ProjectionWorker(self.settings.database, names, store=reads.store, log=reads.log)
+
+    def show_own_writes(self) -> None:
+        """Apply the log to the read models up to (at least) this process's last write, alongside any server or
+        worker doing the same (each batch is applied once, under its lock)."""
+        if self._written:
+            self.projection_worker().catch_up()
+            self._written = 0
 
     def close(self) -> None:
         try:
@@ -97,10 +100,9 @@ class CliState:
 state = CliState()
 
 
-@contextmanager
-def acting(actor: str, reason: str | None) -> Iterator[None]:
-    with acting_as(CommandContext(actor=actor, reason=reason)):
-        yield
+def acting(actor: str, reason: str | None) -> AbstractContextManager[None]:
+    """Within it, the changes made are recorded as ``actor``'s, for ``reason``."""
+    return acting_as(CommandContext(actor=actor, reason=reason))
 
 
 def parse_uuid(value: str, what: str = "profile id") -> UUID:
@@ -136,6 +138,21 @@ def emit_json(value: Any) -> None:
     typer.echo(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
 
 
+def emit(as_json: bool, document: Any, lines: Iterable[str], empty: str | None = None) -> None:
+    """Print ``document`` as JSON, or else each of ``lines`` (and ``empty`` when there are none)."""
+    if as_json:
+        emit_json(document)
+        return
+    printed = False
+    for line in lines:
+        typer.echo(line)
+        printed = True
+    if empty is not None and not printed:
+        typer.echo(empty)
+
+
 ACTOR = typer.Option("cli", "--actor", envvar="LEDGER_ACTOR", help="Who is making this change (recorded on events).")
 REASON = typer.Option(None, "--reason", help="Why (recorded on events).")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+PROFILE = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id.")
+EXPECTED_VERSION = typer.Option(None, "--expected-version", help="Refuse if the profile moved on.")

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, profile_ref, state
+from ledger.cli.context import ACTOR, JSON, PROFILE, REASON, acting, emit, emit_json, parse_json, profile_ref, state
 from ledger.errors import RunNotFoundError
+
+RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).")
+
+
+def execution_line(row: Any) -> str:
+    """An execution in ``ledger executions``: when, which profile version, which run, seed and status."""
+    return (f"{row.id}  {row.recorded_at.isoformat()}  profile={row.profile_id} v{row.profile_version}"
+            f"  run={row.run_id or '-'}  seed={row.seed}  status={row.status}")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("record-execution")
     def record_execution(
-        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
+        profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(None, "--version", help="Profile version run (default: current)."),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="E.g. the cohort id the run produced."),
         seed: Optional[int] = typer.Option(None, "--seed"),
@@ -51,29 +59,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """List executions, newest first, from the read model."""
-        from ledger.cli.reading import read_model
-
-        page = read_model().list_executions(
+        page = state.reads.list_executions(
             profile_id=profile_ref(profile_id) if profile_id else None, run_id=run_id, limit=limit
         )
-        if as_json:
-            emit_json({"executions": page.items, "next_cursor": page.next_cursor})
-            return
-        for row in page.items:
-            typer.echo(
-                f"{row.id}  {row.recorded_at.isoformat()}  profile={row.profile_id} v{row.profile_version}"
-                f"  run={row.run_id or '-'}  seed={row.seed}  status={row.status}"
-            )
-        if not page.items:
-            typer.echo("no executions")
+        emit(as_json, {"executions": page.items, "next_cursor": page.next_cursor}, map(execution_line, page.items),
+             "no executions")
 
     @app.command()
-    def spec(run_id: str = typer.Argument(..., help="The run id (e.g. a cohort id)."), as_json: bool = JSON) -> None:
+    def spec(run_id: str = RUN_ID, as_json: bool = JSON) -> None:
         """What re-running a run needs: its profile version's spec, seed, entity count and products."""
-        from ledger.cli.reading import read_model
         from projections.reruns import rerun_spec
 
-        found = rerun_spec(read_model(), run_id)
+        found = rerun_spec(state.reads, run_id)
         if found is None:
             raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
         if as_json:
@@ -87,11 +84,9 @@ def register(app: typer.Typer) -> None:
                    f"{', '.join(found.products) or '-'}")
 
     @app.command()
-    def run(run_id: str = typer.Argument(..., help="The run id (e.g. a cohort id)."), as_json: bool = JSON) -> None:
+    def run(run_id: str = RUN_ID, as_json: bool = JSON) -> None:
         """The profile (and version) a run was made from."""
-        from ledger.cli.reading import read_model
-
-        reads = read_model()
+        reads = state.reads
         found = reads.profile_for_run(run_id)
         if found is None:
             raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)

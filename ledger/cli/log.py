@@ -19,50 +19,6 @@ T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
-    register_verify(app)
-
-    @app.command()
-    def log(
-        after: int = typer.Option(0, "--after", help="Start after this log position."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="At most this many events."),
-        as_json: bool = JSON,
-    ) -> None:
-        """Print the event log in commit order: position, time, actor, event and what it concerns."""
-        ledger = state.ledger
-        position, printed, entries = after, 0, []
-        while limit is None or printed < limit:
-            batch = ledger.recorder.select_notifications(start=position + 1, limit=PAGE)
-            if not batch:
-                break
-            for notification in batch:
-                if limit is not None and printed >= limit:
-                    break
-                event = ledger.mapper.to_domain_event(notification)
-                kind = type(event).__qualname__
-                entry = {
-                    "position": notification.id,
-                    "time": event.timestamp.isoformat(),
-                    "actor": getattr(event, "actor", None),
-                    "type": kind,
-                    "aggregate_id": str(notification.originator_id),
-                    "aggregate_version": notification.originator_version,
-                    "reason": getattr(event, "reason", None),
-                }
-                if as_json:
-                    entries.append(entry)
-                else:
-                    reason = f"  reason={json.dumps(entry['reason'])}" if entry["reason"] else ""
-                    typer.echo(
-                        f"{entry['position']:>8}  {entry['time']}  {entry['actor']:<12}  {kind:<24} "
-                        f"{entry['aggregate_id']}@{entry['aggregate_version']}{reason}"
-                    )
-                printed += 1
-            position = batch[-1].id
-        if as_json:
-            emit_json(entries)
-
-
-def register_verify(app: typer.Typer) -> None:
     @app.command()
     def verify(
         public_key: Optional[Path] = typer.Option(
@@ -120,6 +76,46 @@ def register_verify(app: typer.Typer) -> None:
             typer.echo(pem, nl=False)
         else:
             output.write_text(pem)
+
+    @app.command()
+    def log(
+        after: int = typer.Option(0, "--after", help="Start after this log position."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="At most this many events."),
+        as_json: bool = JSON,
+    ) -> None:
+        """Print the event log in commit order: position, time, actor, event and what it concerns."""
+        ledger = state.ledger
+        position, printed, entries = after, 0, []
+        while limit is None or printed < limit:
+            batch = ledger.recorder.select_notifications(start=position + 1, limit=PAGE)
+            if not batch:
+                break
+            for notification in batch:
+                if limit is not None and printed >= limit:
+                    break
+                event = ledger.mapper.to_domain_event(notification)
+                kind = type(event).__qualname__
+                entry = {
+                    "position": notification.id,
+                    "time": event.timestamp.isoformat(),
+                    "actor": getattr(event, "actor", None),
+                    "type": kind,
+                    "aggregate_id": str(notification.originator_id),
+                    "aggregate_version": notification.originator_version,
+                    "reason": getattr(event, "reason", None),
+                }
+                if as_json:
+                    entries.append(entry)
+                else:
+                    reason = f"  reason={json.dumps(entry['reason'])}" if entry["reason"] else ""
+                    typer.echo(
+                        f"{entry['position']:>8}  {entry['time']}  {entry['actor']:<12}  {kind:<24} "
+                        f"{entry['aggregate_id']}@{entry['aggregate_version']}{reason}"
+                    )
+                printed += 1
+            position = batch[-1].id
+        if as_json:
+            emit_json(entries)
 
 
 def _read(path: Path, load: Callable[[Path], T], what: str) -> T:

@@ -13,7 +13,9 @@ import typer
 from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileState
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_json, parse_time, profile_ref, state
+from ledger.cli.context import (
+    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, parse_json, parse_time, profile_ref, state,
+)
 from ledger.errors import ImportFormatError, ValidationError
 
 
@@ -96,6 +98,26 @@ def report(outcome: Outcome, as_json: bool, verb: str) -> None:
         typer.echo(describe(outcome.profile))
 
 
+def version_line(record: Any, details: str) -> str:
+    """A version of a profile: who made it, when and why, then (indented below) ``details``."""
+    reason = f"  ({record.reason})" if record.reason else ""
+    return (f"v{record.version}  {record.recorded_at.isoformat()}  {record.actor}  {record.event_type}{reason}\n"
+            f"    {details}")
+
+
+def history_line(record: Any) -> str:
+    """A version in ``ledger history``: :func:`version_line` with its steering and name."""
+    return version_line(record, f"steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}")
+
+
+def list_line(row: Any) -> str:
+    """A live profile in ``ledger list``: the version in force, whether active, its name, tags and executions."""
+    pinned = row.is_active and row.pinned_version
+    active = f"  ACTIVE (pinned; latest v{row.version})" if pinned else "  ACTIVE" if row.is_active else ""
+    return (f"{row.id}  v{row.pinned_version if pinned else row.version}{active}  {row.name}"
+            f"  [{', '.join(row.tags)}]  executions={row.execution_count}")
+
+
 LIST_SORTS = {"name": "name", "updated": "updated_at"}
 NAME = typer.Option(None, "--name")
 DESCRIPTION = typer.Option(None, "--description")
@@ -133,7 +155,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def update(
-        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
+        profile_id: str = PROFILE,
         name: Optional[str] = NAME,
         description: Optional[str] = DESCRIPTION,
         model_id: Optional[str] = MODEL,
@@ -145,26 +167,27 @@ def register(app: typer.Typer) -> None:
         product: Optional[list[str]] = PRODUCT,
         metadata: Optional[str] = METADATA,
         bump_version: bool = typer.Option(
-            True, "--bump-version/--no-bump-version", help="--no-bump-version keeps the version (descriptive fields only)."
+            True, "--bump-version/--no-bump-version",
+            help="--no-bump-version keeps the version (descriptive fields only).",
         ),
-        expected_version: Optional[int] = typer.Option(None, "--expected-version", help="Refuse if the profile moved on."),
+        expected_version: Optional[int] = EXPECTED_VERSION,
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
     ) -> None:
         """Change a profile. A spec change makes a new version; so do descriptive changes unless --no-bump-version."""
-        changes = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
-        if changes.get("description") == "":
-            changes["description"] = None  # --description "" clears it, as "" does in the API
+        fields = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
+        if fields.get("description") == "":
+            fields["description"] = None  # --description "" clears it, as "" does in the API
         with acting(actor, reason):
             outcome = state.ledger.update_profile(
-                profile_ref(profile_id), changes, bump_version=bump_version, expected_version=expected_version
+                profile_ref(profile_id), fields, bump_version=bump_version, expected_version=expected_version
             )
         report(outcome, as_json, "update")
 
     @app.command()
     def show(
-        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
+        profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(None, "--version", help="Show the profile as of its N-th version."),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the profile as it stood at an ISO time."),
         as_json: bool = JSON,
@@ -176,18 +199,10 @@ def register(app: typer.Typer) -> None:
         emit_json(profile) if as_json else typer.echo(describe(profile))
 
     @app.command()
-    def history(profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."), as_json: bool = JSON) -> None:
+    def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
         """Every version of a profile with who made it, when and why."""
         records = state.ledger.profile_history(profile_ref(profile_id))
-        if as_json:
-            emit_json(records)
-            return
-        for record in records:
-            reason = f"  ({record.reason})" if record.reason else ""
-            typer.echo(
-                f"v{record.version}  {record.recorded_at.isoformat()}  {record.actor}  {record.event_type}{reason}\n"
-                f"    steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}"
-            )
+        emit(as_json, records, map(history_line, records))
 
     @app.command("list")
     def list_profiles(
@@ -200,32 +215,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """List live profiles from the read model."""
-        from ledger.cli.reading import read_model
-
         if sort not in LIST_SORTS:
             raise ValidationError(f"--sort must be one of {', '.join(LIST_SORTS)} (got {sort!r})", field="sort")
-        page = read_model().list_profiles(
+        page = state.reads.list_profiles(
             tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
-            sort=LIST_SORTS.get(sort, sort), limit=limit,
+            sort=LIST_SORTS[sort], limit=limit,
         )
-        if as_json:
-            emit_json({"profiles": page.items, "next_cursor": page.next_cursor})
-            return
-        for row in page.items:
-            active = ""
-            if row.is_active:
-                active = f"  ACTIVE (pinned; latest v{row.version})" if row.pinned_version else "  ACTIVE"
-            typer.echo(
-                f"{row.id}  v{row.pinned_version if row.is_active and row.pinned_version else row.version}{active}"
-                f"  {row.name}"
-                f"  [{', '.join(row.tags)}]  executions={row.execution_count}"
-            )
-        if not page.items:
-            typer.echo("no profiles")
+        emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, map(list_line, page.items),
+             "no profiles")
 
     @app.command()
     def activate(
-        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
+        profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(None, "--version", help="Pin this version (default: follow the latest)."),
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
@@ -253,7 +254,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def delete(
-        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
+        profile_id: str = PROFILE,
         delete_executions: bool = typer.Option(False, "--delete-executions", help="Also drop its execution history."),
         expected_version: Optional[int] = typer.Option(None, "--expected-version"),
         actor: str = ACTOR,
@@ -262,22 +263,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete a profile (its history stays in the log; the name becomes free)."""
         with acting(actor, reason):
-            report(
-                state.ledger.delete_profile(
-                    profile_ref(profile_id), delete_executions=delete_executions, expected_version=expected_version
-                ),
-                as_json,
-                "delete",
+            outcome = state.ledger.delete_profile(
+                profile_ref(profile_id), delete_executions=delete_executions, expected_version=expected_version
             )
+        report(outcome, as_json, "delete")
 
     @app.command("export")
     def export_profile(
-        profile_id: str = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id."),
+        profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(None, "--version"),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""
-        text = json.dumps(state.ledger.export_profile(profile_ref(profile_id), version=version), indent=2, ensure_ascii=False)
+        document = state.ledger.export_profile(profile_ref(profile_id), version=version)
+        text = json.dumps(document, indent=2, ensure_ascii=False)
         if output:
             output.write_text(text + "\n", encoding="utf-8")
             typer.echo(f"exported to {output}")
@@ -295,10 +294,9 @@ def register(app: typer.Typer) -> None:
         """Import a profile document."""
         try:
             text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8")
+            document = json.loads(text)
         except OSError as error:
             raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None
-        try:
-            document = json.loads(text)
         except json.JSONDecodeError as error:
             raise ImportFormatError(f"{path} is not valid JSON: {error}") from None
         with acting(actor, reason):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Optional
 
 import typer
 
-from ledger.cli.context import JSON, emit_json, state
+from ledger.cli.context import JSON, emit, emit_json, state
 
 projections_app = typer.Typer(
     name="projections",
@@ -21,14 +23,21 @@ def register(app: typer.Typer) -> None:
     app.add_typer(projections_app)
 
 
-def _open():  # noqa: ANN202 - the store and the log, closed by the caller
+@contextmanager
+def opened() -> Iterator[tuple[Any, Any]]:
+    """The read models' store and the event log, each on a pool of one connection; closed on the way out."""
     from projections.log import EventLog
     from projections.store import open_store
 
     database = state.settings.database
     store = open_store(database, pool_size=1)
     store.create_parked_table()
-    return store, EventLog(database, pool_size=1)
+    log = EventLog(database, pool_size=1)
+    try:
+        yield store, log
+    finally:
+        log.close()
+        store.datastore.close()
 
 
 @projections_app.callback()
@@ -38,14 +47,10 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
         return
     from projections.registry import PROJECTION_NAMES
 
-    store, log = _open()
-    try:
+    with opened() as (store, log):
         head = log.head()
         positions = store.positions(PROJECTION_NAMES)
         parked = store.parked()
-    finally:
-        log.close()
-        store.datastore.close()
     if as_json:
         emit_json({"log_position": head, "positions": positions, "parked": parked})
         return
@@ -62,6 +67,13 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
         )
 
 
+def retry_line(outcome: Any) -> str:
+    """A parked event retried: applied, or the error it still fails with."""
+    parked = outcome.parked
+    result = "applied" if outcome.applied else f"still fails: {outcome.error}"
+    return f"{parked.projection} position {parked.position} ({parked.event_type}): {result}"
+
+
 @projections_app.command()
 def retry(
     names: Optional[list[str]] = typer.Argument(None, help="Read models whose parked events to retry (default: all)."),
@@ -76,20 +88,10 @@ def retry(
     from projections.registry import select
 
     chosen = select(names or None)
-    store, log = _open()
-    try:
-        outcomes = [outcome for projection in chosen for outcome in store.retry_parked(projection, log.event_at, position)]
-    finally:
-        log.close()
-        store.datastore.close()
-    if as_json:
-        emit_json(outcomes)
-    else:
-        if not outcomes:
-            typer.echo("no parked events")
-        for outcome in outcomes:
-            parked = outcome.parked
-            result = "applied" if outcome.applied else f"still fails: {outcome.error}"
-            typer.echo(f"{parked.projection} position {parked.position} ({parked.event_type}): {result}")
+    with opened() as (store, log):
+        outcomes = [
+            outcome for projection in chosen for outcome in store.retry_parked(projection, log.event_at, position)
+        ]
+    emit(as_json, outcomes, map(retry_line, outcomes), "no parked events")
     if any(not outcome.applied for outcome in outcomes):
         raise typer.Exit(1)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ledger.cli.context import JSON, emit_json, state
+from ledger.cli.context import JSON, emit, state
 
 
 def register(app: typer.Typer) -> None:
@@ -43,19 +43,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
         from ledger.api.server import serve as serve_api
-        from ledger.cli.steering import default_model_path, default_sae_path
+        from ledger.cli.steering import model_dir, sae_path
 
         settings = state.settings if auth is None else replace(state.settings, auth=auth)
         if no_model:
             settings = replace(settings, model=None, sae=None)
         else:
-            chosen_model = model or (Path(settings.model) if settings.model else default_model_path())
-            chosen_sae = sae or (Path(settings.sae) if settings.sae else default_sae_path())
-            settings = replace(
-                settings,
-                model=str(chosen_model) if chosen_model.exists() else None,
-                sae=str(chosen_sae) if chosen_sae.exists() else None,
-            )
+            chosen_model, found_sae = model_dir(model), sae_path(sae)
+            settings = replace(settings, model=str(chosen_model) if chosen_model.exists() else None,
+                               sae=str(found_sae) if found_sae else None)
             if settings.model is None:
                 typer.echo(f"no model at {chosen_model}: serving the ledger without generation "
                            "(run `ledger models fetch`)", err=True)
@@ -66,17 +62,13 @@ def register(app: typer.Typer) -> None:
         names: Optional[list[str]] = typer.Argument(None, help="Read models to maintain (default: all)."),
     ) -> None:
         """Run a projection worker: follow the log and keep the read models up to date until SIGTERM/SIGINT."""
-        from projections.runner import ProjectionWorker, run_projections
-        from projections.schema import create_read_side
+        from projections.runner import run_projections
 
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         typer.echo(f"projection worker following {state.settings.database.display()}", err=True)
-        reads = state.reads  # the process's one application and pool
-        create_read_side(reads.store, state.settings.database)
-        worker = ProjectionWorker(state.settings.database, names or None, store=reads.store, log=reads.log)
-        run_projections(state.settings.database, stop, worker=worker)
+        run_projections(state.settings.database, stop, worker=state.projection_worker(names or None))
 
     db = typer.Typer(help="The database: create its tables.", no_args_is_help=True)
     app.add_typer(db, name="db")
@@ -104,8 +96,4 @@ def register(app: typer.Typer) -> None:
             positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
         finally:
             release()
-        if as_json:
-            emit_json(positions)
-        else:
-            for name, position in positions.items():
-                typer.echo(f"{name}: rebuilt up to position {position}")
+        emit(as_json, positions, (f"{name}: rebuilt up to position {position}" for name, position in positions.items()))

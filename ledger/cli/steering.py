@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,8 +30,13 @@ def default_sae_path(layer: int = DEFAULT_LAYER) -> Path:
     return Path(state.settings.models_dir) / f"sae-{default_model_path().name}-l{layer}"
 
 
+def model_dir(option: Path | None) -> Path:
+    """The model directory named: --model, else LEDGER_MODEL, else the fetched default model (if it is there)."""
+    return option or (Path(state.settings.model) if state.settings.model else default_model_path())
+
+
 def model_path(option: Optional[Path]) -> Path:
-    path = option or (Path(state.settings.model) if state.settings.model else default_model_path())
+    path = model_dir(option)
     if not path.exists():
         raise ValidationError(f"no model at {path}; run `ledger models fetch` or pass --model PATH", field="model")
     return path
@@ -40,7 +47,9 @@ def sae_path(option: Optional[Path]) -> Path | None:
     return path if path.exists() else None
 
 
-def load(model: Optional[Path], sae_dir: Optional[Path]) -> Any:
+@contextmanager
+def steering_engine(model: Optional[Path], sae_dir: Optional[Path]) -> Iterator[Any]:
+    """The model (with the SAE, if there is one) loaded to steer; closed on the way out."""
     import torch
 
     from steering.engine import SteeringEngine
@@ -50,7 +59,11 @@ def load(model: Optional[Path], sae_dir: Optional[Path]) -> Any:
     dtype = getattr(torch, state.settings.dtype) if state.settings.dtype else None
     loaded = load_model(model_path(model), device=state.settings.device, dtype=dtype)
     found = sae_path(sae_dir)
-    return SteeringEngine(loaded, load_sae(found) if found else None)
+    engine = SteeringEngine(loaded, load_sae(found) if found else None)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 @models.command("fetch")
@@ -95,12 +108,11 @@ def features(
     from steering.corpus import training_texts
     from steering.features import top_activations
 
-    engine = load(model, sae_dir)
-    if engine.sae is None:
-        raise ValidationError("no SAE found; run `ledger sae train` or pass --sae DIR", field="sae")
-    chosen = feature or list(range(min(limit, engine.sae.d_sae)))
-    found = top_activations(engine.loaded, engine.sae, training_texts(None), top, features=chosen)
-    engine.close()
+    with steering_engine(model, sae_dir) as engine:
+        if engine.sae is None:
+            raise ValidationError("no SAE found; run `ledger sae train` or pass --sae DIR", field="sae")
+        chosen = feature or list(range(min(limit, engine.sae.d_sae)))
+        found = top_activations(engine.loaded, engine.sae, training_texts(None), top, features=chosen)
     if as_json:
         emit_json({str(index): [a.__dict__ for a in hits] for index, hits in found.items()})
         return
@@ -118,7 +130,9 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompt: str = typer.Argument(..., help="The user message."),
         system: Optional[str] = typer.Option(None, "--system", help="A system message before it."),
-        profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile id or name (default: the active one)."),
+        profile: Optional[str] = typer.Option(
+            None, "--profile", "-p", help="Profile id or name (default: the active one)."
+        ),
         version: Optional[int] = typer.Option(None, "--version"),
         seed: Optional[int] = typer.Option(None, "--seed", help="Default: a random seed, recorded for replay."),
         max_tokens: int = typer.Option(64, "--max-tokens"),
@@ -135,17 +149,15 @@ def register(app: typer.Typer) -> None:
         """Generate with the steered model; the run is recorded as an execution (replayable by version and seed)."""
         from steering.runs import Completion, GenerationService
 
-        engine = load(model, sae_dir)
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        completion = Completion(
-            messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-            profile=profile, profile_version=version, method=method,
-        )
-        try:
+        with steering_engine(model, sae_dir) as engine:
+            messages = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": prompt})
+            completion = Completion(
+                messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                profile=profile, profile_version=version, method=method,
+            )
             with acting(actor, reason):
                 outcome = GenerationService(state.ledger, engine).complete(completion, compare=compare)
-        finally:
-            engine.close()
         if as_json:
             emit_json({
                 "text": outcome.result.text, "execution_id": outcome.execution_id, "position": outcome.position,
@@ -172,12 +184,8 @@ def register(app: typer.Typer) -> None:
         """Re-run a recorded generation with its profile version and seed; exit 1 if the output differs."""
         from steering.runs import GenerationService
 
-        engine = load(model, sae_dir)
-        try:
-            with acting(actor, reason):
-                outcome = GenerationService(state.ledger, engine).replay(parse_uuid(execution_id, "execution id"))
-        finally:
-            engine.close()
+        with steering_engine(model, sae_dir) as engine, acting(actor, reason):
+            outcome = GenerationService(state.ledger, engine).replay(parse_uuid(execution_id, "execution id"))
         if as_json:
             emit_json({
                 "reproduced": outcome.reproduced, "original_sha256": outcome.original_sha256,

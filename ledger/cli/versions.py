@@ -7,37 +7,27 @@ from typing import Optional
 import typer
 
 from ledger import values
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, profile_ref, state
-from ledger.cli.profiles import describe, in_force_line, report
+from ledger.cli.context import (
+    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, state,
+)
+from ledger.cli.profiles import describe, in_force_line, report, version_line
 from ledger.errors import NoActiveProfileError
 from ledger.time_travel import diff as version_diff
-
-PROFILE = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id.")
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def versions(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
         """Every version of a profile, oldest first, from the read model (deleted profiles keep theirs)."""
-        from ledger.cli.reading import read_model
-
         pid = profile_ref(profile_id)
-        reads, rows, cursor = read_model(), [], None
-        while True:
-            page = reads.list_versions(pid, limit=500, cursor=cursor)
+        page = state.reads.list_versions(pid, limit=500, cursor=None)
+        rows = list(page.items)
+        while page.next_cursor is not None:
+            page = state.reads.list_versions(pid, limit=500, cursor=page.next_cursor)
             rows += page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        if as_json:
-            emit_json({"versions": rows})
-            return
-        for row in rows:
-            reason = f"  ({row.reason})" if row.reason else ""
-            typer.echo(
-                f"v{row.version}  {row.recorded_at.isoformat()}  {row.actor}  {row.event_type}{reason}\n"
-                f"    name={row.name!r} layer={row.layer} steering={dict(row.steering)}"
-            )
+        emit(as_json, {"versions": rows}, (
+            version_line(row, f"name={row.name!r} layer={row.layer} steering={dict(row.steering)}") for row in rows
+        ))
 
     @app.command()
     def diff(
@@ -54,32 +44,29 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(changes)
             return
-        typer.echo(f"{after.name}: version {before.version} → {after.version}")
-        for change in changes.changes:
-            typer.echo(f"  {change.field}: {change.before!r} → {change.after!r}")
         steering = changes.steering
-        for index, strength in steering.added.items():
-            typer.echo(f"  steering +{index}={strength:g}")
-        for index, strength in steering.removed.items():
-            typer.echo(f"  steering -{index} (was {strength:g})")
-        for index, change in steering.changed.items():
-            typer.echo(f"  steering {index}: {change.before:g} → {change.after:g}")
-        if not changes.changes and not (steering.added or steering.removed or steering.changed):
-            typer.echo("  no differences")
+        lines = [f"  {change.field}: {change.before!r} → {change.after!r}" for change in changes.changes]
+        lines += [f"  steering +{index}={strength:g}" for index, strength in steering.added.items()]
+        lines += [f"  steering -{index} (was {strength:g})" for index, strength in steering.removed.items()]
+        lines += [
+            f"  steering {index}: {change.before:g} → {change.after:g}" for index, change in steering.changed.items()
+        ]
+        typer.echo(f"{after.name}: version {before.version} → {after.version}")
+        for line in lines or ["  no differences"]:
+            typer.echo(line)
 
     @app.command()
     def revert(
         profile_id: str = PROFILE,
         version: int = typer.Option(..., "--version", help="The version whose content becomes the new version."),
-        expected_version: Optional[int] = typer.Option(None, "--expected-version", help="Refuse if the profile moved on."),
+        expected_version: Optional[int] = EXPECTED_VERSION,
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
     ) -> None:
         """Make a new version equal to an earlier one (history is never rewritten)."""
-        pid = profile_ref(profile_id)
         with acting(actor, reason):
-            outcome = state.ledger.revert_profile(pid, version, expected_version=expected_version)
+            outcome = state.ledger.revert_profile(profile_ref(profile_id), version, expected_version=expected_version)
         report(outcome, as_json, "revert")
 
     @app.command()
@@ -90,9 +77,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Bring a deleted profile back under its name (refused while another profile holds the name)."""
-        pid = profile_ref(profile_id)
         with acting(actor, reason):
-            outcome = state.ledger.restore_profile(pid)
+            outcome = state.ledger.restore_profile(profile_ref(profile_id))
         report(outcome, as_json, "restore")
 
     @app.command()
