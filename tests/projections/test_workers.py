@@ -77,9 +77,21 @@ class Writer(threading.Thread):
         return self.position
 
 
+WORKER_PROCESS = """
+import signal, sys, threading
+from projections.runner import ProjectionWorker, run_projections
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+worker = ProjectionWorker(sys.argv[1], batch_size=25)
+print("ready", flush=True)
+run_projections(sys.argv[1], stop, worker=worker)
+"""
+"""A projection worker in a process of its own, in small batches (so that a kill lands mid-batch)."""
+
+
 def _start_worker_process(url: str) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "projections.worker", "--database", url, "--batch-size", "25"],
+        [sys.executable, "-c", WORKER_PROCESS, url],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
