@@ -11,6 +11,7 @@ from uuid import UUID
 
 from msgspec import Struct
 
+from ledger.states import ProfileFields
 from projections.tables import BigInt
 
 T = TypeVar("T")
@@ -21,22 +22,7 @@ class Page(Struct, Generic[T], frozen=True):
     next_cursor: str | None  # None on the last page
 
 
-class ProfileContent(Struct, frozen=True):
-    """What one version of a profile says (the domain's profile fields, with the feature count)."""
-
-    name: str
-    description: str | None
-    model_id: str | None
-    sae_id: str | None
-    layer: int | None
-    steering: dict[str, float]
-    feature_count: int
-    tags: tuple[str, ...]
-    products: tuple[str, ...]
-    metadata: dict[str, Any]
-
-
-class ProfileRow(ProfileContent, frozen=True):
+class ProfileRow(ProfileFields, frozen=True, kw_only=True):
     id: UUID
     version: int
     is_active: bool
@@ -47,7 +33,7 @@ class ProfileRow(ProfileContent, frozen=True):
     updated_at: datetime
 
 
-class VersionRow(ProfileContent, frozen=True):
+class VersionRow(ProfileFields, frozen=True, kw_only=True):
     profile_id: UUID
     version: int
     event_type: str

@@ -3,7 +3,7 @@
 From a :class:`Table` come its DDL in both dialects, the columns of its SELECTs and the rows of its queries
 (``msgspec.convert`` of what the driver returns). A column's SQL type follows the field's annotation: ``UUID``,
 ``str``, ``int`` (:data:`BigInt` for bigint), ``float``, ``bool``, ``datetime``, ``dict`` (JSON),
-``tuple[str, ...]`` (labels); ``X | None`` makes it nullable. Every table has a ``position`` column: the log
+``list[str]`` or ``tuple[str, ...]`` (labels); ``X | None`` makes it nullable. Every table has a ``position`` column: the log
 position of the last event that wrote the row (see :mod:`projections.ops`).
 """
 
@@ -28,7 +28,7 @@ BigInt = Annotated[int, BIGINT]  # a bigint column
 T = TypeVar("T")
 
 _TYPES = {UUID: "{uuid}", str: "text", int: "integer", float: "{float}", bool: "{bool}", datetime: "{timestamp}",
-          dict: "{json}", tuple: "{labels}"}
+          dict: "{json}", tuple: "{labels}", list: "{labels}"}
 
 
 def sql_type(annotation: Any) -> tuple[str, bool]:

@@ -72,7 +72,7 @@ def test_profiles_hold_the_current_state_of_live_profiles_only(ledger, read_mode
         assert row.name == state.name
         assert row.description == state.description
         assert (row.model_id, row.sae_id, row.layer) == (state.model_id, state.sae_id, state.layer)
-        assert row.steering == {str(index): strength for index, strength in state.steering.items()}
+        assert row.steering == state.steering
         assert row.feature_count == len(state.steering)
         assert list(row.tags) == state.tags and list(row.products) == state.products
         assert row.metadata == state.metadata
@@ -106,7 +106,7 @@ def test_versions_are_the_profile_history_including_deleted_profiles(ledger, rea
                 state.name, state.description, state.tags, state.products, state.metadata
             )
             assert (row.model_id, row.sae_id, row.layer) == (state.model_id, state.sae_id, state.layer)
-            assert row.steering == {str(index): strength for index, strength in state.steering.items()}
+            assert row.steering == state.steering
             assert (row.recorded_at, row.actor, row.reason) == (record.recorded_at, record.actor, record.reason)
             assert row.event_type == f"Profile.{record.event_type}"
     second = read_model.get_version(history.alpha, 2)
