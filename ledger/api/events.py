@@ -9,7 +9,7 @@ is skipped. A stream ends when its token is revoked or expires (checked every ``
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -161,32 +161,54 @@ async def _tail(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Events after ``after`` as they reach the read model, until the client goes, the server stops, or the
     token the stream was opened with is revoked or expires."""
-    options = runtime.options
     show_tokens = sees_token_events(runtime, principal)
+
+    def message(row: Any) -> ServerSentEventMessage | None:
+        if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
+            return None
+        return ServerSentEventMessage(
+            data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position
+        )
+
+    async def revoked() -> ServerSentEventMessage | None:
+        if principal is not None and runtime.tokens is not None and not await runtime.tokens.still_allows(principal):
+            return ServerSentEventMessage(data=None, comment="token revoked or expired")
+        return None
+
     runtime.metrics.stream_opened()
     try:
-        yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
-        last_sent = time.monotonic()
-        while not runtime.shutdown.is_set():
-            if principal is not None and runtime.tokens is not None and not await runtime.tokens.still_allows(principal):
-                yield ServerSentEventMessage(data=None, comment="token revoked or expired")
-                return
-            page = await anyio.to_thread.run_sync(
-                lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
-            )
-            for row in page.items:
-                after = row.position
-                if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
-                    continue
-                yield ServerSentEventMessage(
-                    data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position
-                )
-                last_sent = time.monotonic()
-            if page.next_cursor is not None:
-                continue
-            if time.monotonic() - last_sent >= options.sse_heartbeat:
-                yield ServerSentEventMessage(data=None, comment="keep-alive")
-                last_sent = time.monotonic()
-            await anyio.sleep(options.sse_poll)
+        async for sent in follow_audit(runtime, after, filters, message, last_call=revoked):
+            yield sent
     finally:
         runtime.metrics.stream_closed()
+
+
+async def follow_audit(
+    runtime: Runtime, after: int, filters: dict[str, Any], message: Callable[[Any], ServerSentEventMessage | None],
+    *, last_call: Callable[[], Awaitable[ServerSentEventMessage | None]] | None = None,
+) -> AsyncIterator[ServerSentEventMessage]:
+    """A server-sent event stream of the audit rows after ``after`` (``message`` makes each row's, or None to
+    skip it) as they reach the read model, with keep-alives, until the server stops; before each look, a
+    ``last_call`` that answers a message ends the stream with it."""
+    options = runtime.options
+    yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
+    last_sent = time.monotonic()
+    while not runtime.shutdown.is_set():
+        if last_call is not None and (final := await last_call()) is not None:
+            yield final
+            return
+        page = await anyio.to_thread.run_sync(
+            lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
+        )
+        for row in page.items:
+            after = row.position
+            sent = message(row)
+            if sent is not None:
+                yield sent
+                last_sent = time.monotonic()
+        if page.next_cursor is not None:
+            continue
+        if time.monotonic() - last_sent >= options.sse_heartbeat:
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
+            last_sent = time.monotonic()
+        await anyio.sleep(options.sse_poll)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -15,6 +14,7 @@ from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
+from ledger.api.events import follow_audit
 from ledger.console.profiles import is_htmx, runtime_of
 from ledger.console.rendering import page, render_fragment
 from ledger.console.views import newest_events
@@ -22,7 +22,6 @@ from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
 from ledger.errors import ProfileNotFoundError
 
 PAGE_SIZE = 50
-STREAM_BATCH = 200
 
 
 def event_types() -> list[str]:
@@ -113,24 +112,7 @@ class EventPages(Controller):
         return ServerSentEvent(_tail(request, after, filters), headers={"Cache-Control": "no-cache"})
 
 
-async def _tail(request: Request[Any, Any, Any], after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
+def _tail(request: Request[Any, Any, Any], after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
     """Each audit row after ``after`` as an HTML fragment (event ``audit``), until the client goes."""
-    runtime = runtime_of(request)
-    options = runtime.options
-    yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
-    last_sent = time.monotonic()
-    while not runtime.shutdown.is_set():
-        page_of = await anyio.to_thread.run_sync(
-            lambda: runtime.read_model.events(after_position=after, limit=STREAM_BATCH, **filters)
-        )
-        for row in page_of.items:
-            after = row.position
-            html = render_fragment(request, "_event.html.j2", row=row, fresh=True)
-            yield ServerSentEventMessage(data=html, event="audit", id=row.position)
-            last_sent = time.monotonic()
-        if page_of.next_cursor is not None:
-            continue
-        if time.monotonic() - last_sent >= options.sse_heartbeat:
-            yield ServerSentEventMessage(data=None, comment="keep-alive")
-            last_sent = time.monotonic()
-        await anyio.sleep(options.sse_poll)
+    return follow_audit(runtime_of(request), after, filters, lambda row: ServerSentEventMessage(
+        data=render_fragment(request, "_event.html.j2", row=row, fresh=True), event="audit", id=row.position))
