@@ -18,6 +18,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ledger import values
 from ledger.states import ProfileFields
+from projections.rows import VersionRow
 
 JSONObject = dict[str, Any]
 REASON_MAX = 1_000
@@ -175,14 +176,8 @@ class Deactivation(msgspec.Struct, kw_only=True):
     position: int
 
 
-class VersionRead(ProfileFields, kw_only=True):
-    profile_id: UUID
-    version: int
-    event_type: str
-    actor: str
-    reason: str | None
-    correlation_id: str | None
-    recorded_at: datetime
+class VersionRead(VersionRow, kw_only=True):
+    """One version of a profile: the read model's row as it is."""
 
 
 class VersionList(msgspec.Struct, kw_only=True):
