@@ -18,7 +18,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ledger import values
 from ledger.states import ProfileFields
-from projections.rows import VersionRow
+from projections.rows import ExecutionRow, VersionRow
 
 JSONObject = dict[str, Any]
 REASON_MAX = 1_000
@@ -185,28 +185,14 @@ class VersionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class ExecutionRead(msgspec.Struct, kw_only=True):
-    id: UUID
-    profile_id: UUID | None
-    profile_version: int | None
-    run_id: str | None
-    seed: int | None
-    entity_count: int | None
-    status: str
-    error_message: str | None
-    duration_ms: float | None
-    metadata: JSONObject
+class ExecutionRead(ExecutionRow, kw_only=True):
+    """An execution: the read model's row as it is (``position``: where the log recorded it)."""
+
     recorded_at: datetime = msgspec.field(name="executed_at")
-    kind: str
-    details: JSONObject
-    replay_of: UUID | None
-    actor: str
-    reason: str | None
-    correlation_id: str | None
 
 
 class ExecutionRecorded(ExecutionRead, kw_only=True):
-    position: int
+    """The execution a command recorded."""
 
 
 class ExecutionList(msgspec.Struct, kw_only=True):
