@@ -18,7 +18,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ledger import values
 from ledger.states import ProfileFields
-from projections.rows import ExecutionRow, VersionRow
+from projections.rows import AuditRow, ExecutionRow, VersionRow
 
 JSONObject = dict[str, Any]
 REASON_MAX = 1_000
@@ -213,17 +213,10 @@ class RunProfile(msgspec.Struct, kw_only=True):
     profile: ProfileRead | None
 
 
-class EventRead(msgspec.Struct, kw_only=True):
-    position: int
-    recorded_at: datetime
+class EventRead(AuditRow, kw_only=True):
+    """An event of the log: the audit read model's row as it is (``type``, ``data``: the event's own fields)."""
+
     event_type: str = msgspec.field(name="type")
-    aggregate_type: str
-    originator_id: UUID
-    originator_version: int
-    profile_id: UUID | None
-    actor: str
-    reason: str | None
-    correlation_id: str | None
     payload: JSONObject = msgspec.field(name="data")
 
 
