@@ -37,6 +37,12 @@ for module in (profiles, versions, executions, log, tokens, steering, service, p
     module.register(app)
 
 
+# Typer 0.2x carries its own copy of click: its exceptions are typer's, not click's.
+ABORTED = (click.exceptions.Abort, typer.Abort)
+EXITED = (click.exceptions.Exit, typer.Exit)
+USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+
+
 def main() -> None:
     """Entry point: domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
     try:
@@ -47,14 +53,14 @@ def main() -> None:
     except LedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except ABORTED:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except click.exceptions.Exit as done:
+    except EXITED as done:
         sys.exit(done.exit_code)
+    except USAGE_ERRORS as error:
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(error.exit_code)  # type: ignore[attr-defined]
     except Exception as error:  # noqa: BLE001 - a bug or an unreachable database: one line, not a traceback
         if os.environ.get("LEDGER_DEBUG"):
             raise

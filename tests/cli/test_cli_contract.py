@@ -140,3 +140,15 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert (restored["profile"]["id"], restored["profile"]["version"]) == (pid, 3)
     executions = as_json(ledger("executions", "calm", "--json"))["executions"]
     assert [e["run_id"] for e in executions] == ["cohort-7"]
+
+
+def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
+    for args, problem in {
+        ("show",): "Missing argument 'NAME_OR_ID'",
+        ("no-such-verb",): "No such command 'no-such-verb'",
+        ("list", "--limit", "many"): "Invalid value for '--limit'",
+    }.items():
+        result = ledger(*args, code=2)
+        assert problem in result.stderr, (args, result.stderr)
+        assert f"Try 'ledger {args[0] + ' ' if args[0] != 'no-such-verb' else ''}--help' for help." in result.stderr
+        assert "LEDGER_DEBUG" not in result.stderr
