@@ -7,7 +7,8 @@ as :class:`ConcurrentUpdateError` / :class:`StaleVersionError`.
 
 Every ``LEDGER_SNAPSHOT_INTERVAL``-th event of a profile's stream (default 100; ``0``: none) is followed by a
 snapshot of the profile at that stream version, from which :mod:`ledger.time_travel` rebuilds the profile as it
-stood at a version or a time. API tokens are :mod:`ledger.tokens`.
+stood at a version or a time; so is the active slot's, the one stream every activation appends to (loading it
+reads the events after its last snapshot, not every activation ever made). API tokens are :mod:`ledger.tokens`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ RETRY_ATTEMPTS = 200
 IMPORT_RENAME_ATTEMPTS = 50
 SNAPSHOT_INTERVAL = 100
 SNAPSHOT_INTERVAL_ENV = "LEDGER_SNAPSHOT_INTERVAL"
+SNAPSHOTTED = (Profile, ActiveSlot)  # the streams that grow without bound (an execution or a name stays short)
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ class ProfileLedger(Application[UUID]):
         with recorded_with_claim(self, objs) as objs:  # an Idempotency-Key, claimed atomically with the command
             recordings = super().save(*objs, **kwargs)
         if recordings:
-            self._snapshot_profiles(objs, recordings)
+            self._snapshot_streams(objs, recordings)
             for listener in self._listeners:
                 listener(recordings[-1].notification.id)
         return recordings
@@ -130,22 +132,23 @@ class ProfileLedger(Application[UUID]):
             else:
                 super().take_snapshot(aggregate_id, version, projector_func)
 
-    def _snapshot_profiles(self, objs: tuple[Any, ...], recordings: list[Any]) -> None:
-        """Snapshot each saved profile whose stream just reached a multiple of the interval: from memory when
-        that is its latest version (the usual case: one event per profile per save), else from the store."""
+    def _snapshot_streams(self, objs: tuple[Any, ...], recordings: list[Any]) -> None:
+        """Snapshot each saved profile or active slot whose stream just reached a multiple of the interval: from
+        memory when that is its latest version (the usual case: one event per aggregate per save), else from the
+        store."""
         if self.snapshot_interval <= 0 or self.snapshots is None:
             return
-        profiles = {obj.id: obj for obj in objs if isinstance(obj, Profile)}
+        saved = {obj.id: obj for obj in objs if isinstance(obj, SNAPSHOTTED)}
         for recording in recordings:
             domain_event = recording.domain_event
-            profile = profiles.get(domain_event.originator_id)
-            if profile is None or domain_event.originator_version % self.snapshot_interval:
+            aggregate = saved.get(domain_event.originator_id)
+            if aggregate is None or domain_event.originator_version % self.snapshot_interval:
                 continue
-            if profile.version != domain_event.originator_version:
-                self.take_snapshot(profile.id, domain_event.originator_version)
+            if aggregate.version != domain_event.originator_version:
+                self.take_snapshot(aggregate.id, domain_event.originator_version)
                 continue
-            with _snapshot_failures_ignored(profile.id, profile.version):
-                self.snapshots.put([Profile.Snapshot.take(profile)])
+            with _snapshot_failures_ignored(aggregate.id, aggregate.version):
+                self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
 
     # -- commands ----------------------------------------------------------------------------------
     def create_profile(self, fields: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> Outcome:

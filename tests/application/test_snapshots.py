@@ -227,3 +227,34 @@ def test_a_save_of_several_events_snapshots_the_multiple_it_passed(database_url)
     assert state(snapshot.mutate(None)) == state(replay(list(ledger.events.get(profile_id, lte=2))))
     assert ledger.get_profile(profile_id, version=2).steering == {2: 1.0}
     ledger.close()
+
+
+def test_the_active_slot_is_loaded_from_its_latest_snapshot(database_url):
+    """Every activation appends to the one active slot's stream: loading it replays from its last snapshot, not
+    from every activation ever made, and gives what a replay from its first event gives."""
+    from ledger.domainmodel import ActiveSlot
+
+    ledger = make_ledger(database_url, 5)
+    calm = ledger.create_profile({"name": "calm", "steering": {1: 1.0}}).profile.id
+    bold = ledger.create_profile({"name": "bold", "steering": {2: 1.0}}).profile.id
+    for number in range(12):
+        ledger.activate_profile(calm if number % 2 else bold, version=1 if number % 3 == 0 else None)
+    ledger.deactivate_profile()
+    versions = [snapshot.originator_version for snapshot in ledger.snapshots.get(ActiveSlot.ID)]
+    assert versions and all(version % 5 == 0 for version in versions)
+
+    fresh = make_ledger(database_url, 5)  # no aggregate cached
+    read_after: list[Any] = []
+    read = fresh.repository.event_store.get
+    fresh.repository.event_store.get = lambda *args, **kwargs: read_after.append(kwargs.get("gt")) or read(
+        *args, **kwargs)
+    loaded = fresh.repository.get(ActiveSlot.ID)
+    replayed = None
+    for domain_event in ledger.events.get(ActiveSlot.ID):
+        replayed = domain_event.mutate(replayed)
+    assert read_after == [versions[-1]]
+    assert (loaded.version, loaded.profile_id, loaded.pinned_version) == (
+        replayed.version, replayed.profile_id, replayed.pinned_version)
+    assert fresh.activate_profile(calm).changed and fresh.repository.get(ActiveSlot.ID).profile_id == calm
+    ledger.close()
+    fresh.close()
