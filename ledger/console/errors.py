@@ -8,16 +8,15 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response
-from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from ledger.api.errors import handle_exception
-from ledger.console.session import viewer_of
+from ledger.console.profiles import see_other
+from ledger.console.rendering import is_htmx, page
 from ledger.errors import AuthenticationError
 
 
 def wants_html(request: Request[Any, Any, Any]) -> bool:
-    return request.headers.get("hx-request") == "true" or "text/html" in request.headers.get("accept", "")
+    return is_htmx(request) or "text/html" in request.headers.get("accept", "")
 
 
 def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -27,20 +26,17 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     if isinstance(exc, AuthenticationError):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         login = f"/login?next={quote(target, safe='')}"
-        if request.headers.get("hx-request") == "true":
+        if is_htmx(request):
             return Response(b"", status_code=401, headers={"HX-Redirect": login})
-        return Redirect(login, status_code=HTTP_303_SEE_OTHER)
+        return see_other(login)
     body = answer.content if isinstance(answer.content, dict) else msgspec.json.decode(answer.content or b"{}")
-    return Template(
-        template_name="error.html.j2",
-        context={
-            "viewer": viewer_of(request),
-            "auth": request.app.state.runtime.auth,
-            "path": request.url.path,
-            "status": answer.status_code,
-            "error": body.get("error", "error"),
-            "detail": body.get("detail", ""),
-        },
-        status_code=answer.status_code,
-        headers={key: value for key, value in (answer.headers or {}).items() if key.lower() == "retry-after"},
+    shown = page(
+        request,
+        "error.html.j2",
+        answer.status_code,
+        status=answer.status_code,
+        error=body.get("error", "error"),
+        detail=body.get("detail", ""),
     )
+    shown.headers.update({key: value for key, value in (answer.headers or {}).items() if key.lower() == "retry-after"})
+    return shown

@@ -10,7 +10,6 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_303_SEE_OTHER
 
 import anyio.to_thread
 
@@ -18,7 +17,7 @@ from ledger.access import Principal
 from ledger.api.auth import PUBLIC
 from ledger.api.deps import ACTOR_MAX
 from ledger.api.runtime import Runtime
-from ledger.console.profiles import form_of, runtime_of
+from ledger.console.profiles import form_of, runtime_of, see_other
 from ledger.console.rendering import page
 from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
 from ledger.errors import AuthenticationError
@@ -59,7 +58,7 @@ class LoginPages(Controller):
         form = await form_of(request)
         target = local_path(form.get("next"))
         runtime = runtime_of(request)
-        redirect = Redirect(target, status_code=HTTP_303_SEE_OTHER)
+        redirect = see_other(target)
         if not runtime.auth:
             name = (form.get("name") or "").strip()[:ACTOR_MAX]
             if name:
@@ -77,7 +76,7 @@ class LoginPages(Controller):
 
     @post("/logout", name="console:logout", opt=LOGIN_PAGE)
     async def logout(self) -> Redirect:
-        redirect = Redirect("/login", status_code=HTTP_303_SEE_OTHER)
+        redirect = see_other("/login")
         redirect.delete_cookie(TOKEN_COOKIE, path="/")
         redirect.delete_cookie(ACTOR_COOKIE, path="/")
         return redirect

@@ -7,7 +7,8 @@ go to the application with the console user as the actor, exactly as the REST co
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import anyio.to_thread
@@ -24,8 +25,8 @@ from ledger.api.commands import run_command
 from ledger.api.deps import parse_uuid
 from ledger.api.runtime import Runtime
 from ledger.api.exchange import export_download
-from ledger.application import Outcome
-from ledger.console.rendering import page, render_fragment
+from ledger.application import Outcome, ProfileLedger
+from ledger.console.rendering import fragment_or_page, page
 from ledger.console.session import command_context
 from ledger.console.views import (
     bars,
@@ -43,14 +44,11 @@ from ledger.time_travel import diff
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
 HISTORY_SHOWN = 25
+T = TypeVar("T")
 
 
 def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
-
-
-def is_htmx(request: Request[Any, Any, Any]) -> bool:
-    return request.headers.get("hx-request") == "true"
 
 
 def see_other(path: str) -> Redirect:
@@ -62,13 +60,13 @@ async def form_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {key: form.get(key) for key in form.keys()}
 
 
-async def run(request: Request[Any, Any, Any], reason: str | None, command: Any) -> Any:
-    """Run ``command`` in a worker thread as the console user; wait until the read side has applied it."""
+async def run(request: Request[Any, Any, Any], reason: str | None, command: Callable[[ProfileLedger], T]) -> T:
+    """Run ``command`` on the ledger as the console user, in a worker thread; wait until the read side has it."""
     runtime = runtime_of(request)
     context = command_context(request, reason)
 
-    def work() -> Any:
-        outcome = run_command(context, command)
+    def work() -> T:
+        outcome = run_command(context, lambda: command(runtime.ledger))
         position = getattr(outcome, "position", None)
         if position:
             runtime.progress.wait_for(position, runtime.options.consistency_timeout)
@@ -108,8 +106,7 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
 
 def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
     """A deleted profile: its history stays in the log, and it can be restored."""
-    runtime = runtime_of(request)
-    reads = runtime.read_model
+    reads = runtime_of(request).read_model
     versions = reads.list_versions(pid, limit=500).items
     if not versions:
         raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
@@ -166,8 +163,7 @@ class ProfilePages(Controller):
         fields = profile_fields(form)
         if not fields["steering"]:
             fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
-        ledger = runtime_of(request).ledger
-        outcome: Outcome = await run(request, form.get("reason"), lambda: ledger.create_profile(fields))
+        outcome: Outcome = await run(request, form.get("reason"), lambda ledger: ledger.create_profile(fields))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
 
@@ -183,8 +179,7 @@ class ProfilePages(Controller):
         except (msgspec.DecodeError, RecursionError) as error:
             raise ValidationError(f"the import document is not valid JSON: {error}", field="file") from None
         rename = form.get("rename") == "on"
-        ledger = runtime_of(request).ledger
-        outcome: Outcome = await run(request, None, lambda: ledger.import_profile(document, rename=rename))
+        outcome: Outcome = await run(request, None, lambda ledger: ledger.import_profile(document, rename=rename))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
 
@@ -237,11 +232,10 @@ class ProfilePages(Controller):
         fields = profile_fields(form)
         expected = optional_int(form.get("expected_version"), "expected_version")
         bump = form.get("bump_version") == "on"
-        ledger = runtime_of(request).ledger
         await run(
             request,
             form.get("reason"),
-            lambda: ledger.update_profile(pid, fields, bump_version=bump, expected_version=expected),
+            lambda ledger: ledger.update_profile(pid, fields, bump_version=bump, expected_version=expected),
         )
         return see_other(f"/profiles/{pid}")
 
@@ -252,8 +246,7 @@ class ProfilePages(Controller):
         version = optional_int(form.get("version"), "version")
         if version is None:
             raise ValidationError("choose the version to revert to", field="version")
-        ledger = runtime_of(request).ledger
-        await run(request, form.get("reason"), lambda: ledger.revert_profile(pid, version))
+        await run(request, form.get("reason"), lambda ledger: ledger.revert_profile(pid, version))
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/activate", name="console:activate")
@@ -262,9 +255,8 @@ class ProfilePages(Controller):
         form = await form_of(request)
         version = optional_int(form.get("version"), "version")  # empty: follow the latest version
         runtime = runtime_of(request)
-        ledger = runtime.ledger
 
-        def activate() -> Outcome:
+        def activate(ledger: ProfileLedger) -> Outcome:
             target = ledger.get_profile(pid, version=version)
             runtime.check_compatibility(target)  # refuses what the loaded model cannot run (as the API does)
             return ledger.activate_profile(pid, version=version)
@@ -275,8 +267,7 @@ class ProfilePages(Controller):
     @post("/profiles/deactivate", name="console:deactivate")
     async def deactivate(self, request: Request[Any, Any, Any]) -> Redirect:
         form = await form_of(request)
-        ledger = runtime_of(request).ledger
-        await run(request, form.get("reason"), ledger.deactivate_profile)
+        await run(request, form.get("reason"), lambda ledger: ledger.deactivate_profile())
         back = form.get("back") or "/"
         return see_other(back if isinstance(back, str) and back.startswith("/profiles/") else "/")
 
@@ -285,8 +276,9 @@ class ProfilePages(Controller):
         pid = parse_uuid(profile_id, "profile_id")
         form = await form_of(request)
         with_executions = form.get("delete_executions") == "on"
-        ledger = runtime_of(request).ledger
-        await run(request, form.get("reason"), lambda: ledger.delete_profile(pid, delete_executions=with_executions))
+        await run(
+            request, form.get("reason"), lambda ledger: ledger.delete_profile(pid, delete_executions=with_executions)
+        )
         return see_other("/")
 
     @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
@@ -294,8 +286,7 @@ class ProfilePages(Controller):
         """Bring a deleted profile back (409 when another profile holds its name now)."""
         pid = parse_uuid(profile_id, "profile_id")
         form = await form_of(request)
-        ledger = runtime_of(request).ledger
-        await run(request, form.get("reason"), lambda: ledger.restore_profile(pid))
+        await run(request, form.get("reason"), lambda ledger: ledger.restore_profile(pid))
         return see_other(f"/profiles/{pid}")
 
     # -- executions ----------------------------------------------------------------------------------
@@ -309,12 +300,11 @@ class ProfilePages(Controller):
         return page(request, "execution.html.j2", e=row, can_replay=runtime.generation is not None)
 
     @post("/executions/{execution_id:str}/replay", name="console:replay")
-    async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template | Response[str]:
+    async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
         eid: UUID = parse_uuid(execution_id, "execution_id")
-        generation = generation_of(runtime_of(request))
-        outcome = await run(request, None, lambda: generation.replay(eid))
-        original = await anyio.to_thread.run_sync(lambda: runtime_of(request).read_model.get_execution(eid))
-        context = {"outcome": outcome, "original": original}
-        if is_htmx(request):
-            return Response(render_fragment(request, "_replay.html.j2", **context), media_type="text/html")
-        return page(request, "replay.html.j2", **context)
+        runtime = runtime_of(request)
+        generation = generation_of(runtime)
+        context = command_context(request)
+        outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(eid)))
+        original = await anyio.to_thread.run_sync(lambda: runtime.read_model.get_execution(eid))
+        return fragment_or_page(request, "_replay.html.j2", "replay.html.j2", outcome=outcome, original=original)

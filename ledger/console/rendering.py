@@ -57,6 +57,17 @@ def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **c
     )
 
 
+def is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def fragment_or_page(request: Request[Any, Any, Any], fragment: str, whole: str, **context: Any) -> Template:
+    """The template ``fragment`` alone when htmx asks (it swaps it into the page), else the page ``whole``."""
+    if is_htmx(request):
+        return Template(template_name=fragment, context=context)
+    return page(request, whole, **context)
+
+
 def render_fragment(request: Request[Any, Any, Any], name: str, **context: Any) -> str:
     """A template rendered to text (for Server-Sent Events, which carry HTML fragments)."""
     engine = request.app.template_engine

@@ -15,8 +15,8 @@ from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
 from ledger.api.events import follow_audit
-from ledger.console.profiles import is_htmx, runtime_of
-from ledger.console.rendering import page, render_fragment
+from ledger.console.profiles import runtime_of
+from ledger.console.rendering import fragment_or_page, page, render_fragment
 from ledger.console.views import newest_events
 from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
 from ledger.errors import ProfileNotFoundError
@@ -88,9 +88,7 @@ class EventPages(Controller):
     def verify(self, request: Request[Any, Any, Any]) -> Template:
         """The chain's check (walks the whole log, so the timeline loads it after the page)."""
         report = runtime_of(request).ledger.verify_log()
-        if is_htmx(request):
-            return Template(template_name="_verify.html.j2", context={"report": report})
-        return page(request, "verify.html.j2", report=report)
+        return fragment_or_page(request, "_verify.html.j2", "verify.html.j2", report=report)
 
     @get("/stream", name="console:events-stream")
     async def stream(
@@ -103,9 +101,7 @@ class EventPages(Controller):
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
-        filters = await anyio.to_thread.run_sync(
-            lambda: filters_from(runtime_of(request).read_model, actor, profile, type)
-        )
+        filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request).read_model, actor, profile, type)
         seen = (last_event_id or "").strip()
         if seen.isascii() and seen.isdigit():
             after = max(after, int(seen))
