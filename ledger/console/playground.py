@@ -30,8 +30,8 @@ from ledger.api.bodies import refusal
 from ledger.api.chat import completion_from, generation_of
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
-from ledger.console.profiles import form_of, is_htmx, runtime_of
-from ledger.console.rendering import page
+from ledger.console.profiles import form_of, runtime_of
+from ledger.console.rendering import is_htmx, page
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
 from ledger.domainmodel import CommandContext
@@ -105,8 +105,10 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
     return completion_from(data), form.get("compare") == "on"
 
 
-def _options(request: Request[Any, Any, Any]) -> list[Any]:
-    return list(runtime_of(request).read_model.list_profiles(limit=PROFILES_OFFERED).items)
+def _choices(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The profiles the form offers, and the active one."""
+    reads = runtime_of(request).read_model
+    return {"profiles": list(reads.list_profiles(limit=PROFILES_OFFERED).items), "active": reads.active_profile()}
 
 
 class PlaygroundPages(Controller):
@@ -114,28 +116,22 @@ class PlaygroundPages(Controller):
 
     @get("/", name="console:playground", sync_to_thread=True)
     def playground(self, request: Request[Any, Any, Any], profile: FromQuery[str | None] = None) -> Template:
-        runtime = runtime_of(request)
         return page(
             request,
             "playground.html.j2",
-            profiles=_options(request),
             form={**DEFAULTS, "profile": profile or ""},
-            model_loaded=runtime.generation is not None,
-            active=runtime.read_model.active_profile(),
+            model_loaded=runtime_of(request).generation is not None,
+            **_choices(request),
         )
 
     @post("/", name="console:run")
     async def run(self, request: Request[Any, Any, Any]) -> Template:
-        runtime = runtime_of(request)
         form = await form_of(request)
-        generation = generation_of(runtime)
+        generation = generation_of(runtime_of(request))
         completion, compare = completion_of(form)
         context = command_context(request)
-        shown = {**form, "compare": compare}
-        profiles, active = await anyio.to_thread.run_sync(
-            lambda: (_options(request), runtime.read_model.active_profile())
-        )
-        common = {"profiles": profiles, "form": shown, "model_loaded": True, "active": active}
+        choices = await anyio.to_thread.run_sync(_choices, request)
+        common = {**choices, "form": {**form, "compare": compare}, "model_loaded": True}
         if is_htmx(request):
             viewer = viewer_of(request)
             key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))
@@ -147,8 +143,7 @@ class PlaygroundPages(Controller):
 
     @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
     async def stream(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ServerSentEvent:
-        runtime = runtime_of(request)
-        generation = generation_of(runtime)
+        generation = generation_of(runtime_of(request))
         viewer = viewer_of(request)
         run = PENDING.take(key, viewer.name if viewer else None)
         return ServerSentEvent(_stream(generation, run), headers={"Cache-Control": "no-cache"})
@@ -159,12 +154,7 @@ _DONE = object()
 
 def _produce(side: str, deltas: Iterator[str], out: queue.Queue[Any], context: CommandContext) -> None:
     try:
-        with_context = iter(deltas)
-        while True:
-            try:
-                text = run_command(context, lambda: next(with_context))
-            except StopIteration:
-                break
+        while (text := run_command(context, lambda: next(deltas, _DONE))) is not _DONE:
             out.put((side, text))
     except Exception as error:  # noqa: BLE001 - shown to the user in the stream
         out.put(("error", f"{side}: {error}"))
@@ -174,8 +164,6 @@ def _produce(side: str, deltas: Iterator[str], out: queue.Queue[Any], context: C
 
 async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentEventMessage]:
     """Both sides' text deltas as they are decided, then a link to the recorded execution."""
-    from steering.generate import GenerationRequest
-
     recorded: list[Any] = []
     out: queue.Queue[Any] = queue.Queue()
     completion = run.completion
@@ -186,22 +174,13 @@ async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentE
     except Exception as error:  # noqa: BLE001 - a profile that does not resolve, say
         yield ServerSentEventMessage(data=f"<p class='error'>{escape(str(error))}</p>", event="done")
         return
-    producers = [threading.Thread(target=_produce, args=("steered", steered, out, run.context), daemon=True)]
+    sides = {"steered": steered}
     if run.compare:
-        plain = generation.engine.stream(
-            GenerationRequest(
-                messages=[dict(message) for message in completion.messages],
-                max_tokens=completion.max_tokens,
-                temperature=completion.temperature,
-                top_p=completion.top_p,
-                seed=completion.seed,
-                stop=tuple(completion.stop),
-            )
-        )
-        producers.append(threading.Thread(target=_produce, args=("unsteered", plain, out, run.context), daemon=True))
-    for producer in producers:
-        producer.start()
-    running = len(producers)
+        # the service's own request for the completion, unsteered, with the same seed (as ``compare`` runs it)
+        sides["unsteered"] = generation.engine.stream(generation._request(completion, None, completion.seed))
+    for side, deltas in sides.items():
+        threading.Thread(target=_produce, args=(side, deltas, out, run.context), daemon=True).start()
+    running = len(sides)
     yield ServerSentEventMessage(data=None, comment="started")
     while running:
         side, text = await anyio.to_thread.run_sync(out.get)
