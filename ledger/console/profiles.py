@@ -119,7 +119,6 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
         last=versions[-1],
         versions=versions[::-1],
         deletion=deletion[0] if deletion else None,
-        can_restore=True,
     )
 
 
