@@ -34,7 +34,7 @@ class StatusPage(Controller):
             engine=engine,
             sae=getattr(engine, "sae", None),
             hook=generation.projector.status() if generation is not None and generation.projector else None,
-            scheduler=scheduler_state(engine) if engine is not None else None,
+            scheduler=scheduler_state(engine),  # None without an engine
             active=reads.active_profile(),
             positions=sorted(reads.positions().items()),
             head=reads.log_position(),

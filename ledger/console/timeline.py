@@ -17,7 +17,7 @@ from ledger.access import AccessTokens
 from ledger.api.events import follow_audit
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
-from ledger.console.views import newest_events
+from ledger.console.views import newest_events, optional_text
 from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
 from ledger.errors import ProfileNotFoundError
 
@@ -39,10 +39,11 @@ def event_types() -> list[str]:
 
 def filters_from(reads: Any, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
     """The read model's filters; ``profile`` is a profile's id or the name of a live profile."""
+    profile = optional_text(profile)
     return {
-        "actor": (actor or "").strip() or None,
-        "profile_id": profile_id_of(reads, profile.strip()) if profile and profile.strip() else None,
-        "event_type": (type_ or "").strip() or None,
+        "actor": optional_text(actor),
+        "profile_id": profile_id_of(reads, profile) if profile else None,
+        "event_type": optional_text(type_),
     }
 
 
