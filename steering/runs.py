@@ -163,7 +163,7 @@ class GenerationService:
             replay_of=execution_id,
         )
         if completion.profile is None:
-            spec, request = None, self._request(completion, None, original.seed)
+            spec, request = None, self.request_for(completion, None, original.seed)
         else:
             spec, request = self._prepare(completion)
         outcome = self._record(completion, spec, request, self._generate([request])[0])
@@ -185,10 +185,11 @@ class GenerationService:
     def _prepare(self, completion: Completion) -> tuple[ProfileSpec | None, GenerationRequest]:
         spec = self.resolve(completion.profile, completion.profile_version)
         seed = completion.seed if completion.seed is not None else secrets.randbelow(SEED_MAX)
-        return spec, self._request(completion, self.snapshot(spec, completion.method), seed)
+        return spec, self.request_for(completion, self.snapshot(spec, completion.method), seed)
 
     @staticmethod
-    def _request(completion: Completion, steering: SteeringSnapshot | None, seed: int) -> GenerationRequest:
+    def request_for(completion: Completion, steering: SteeringSnapshot | None, seed: int) -> GenerationRequest:
+        """What the engine runs for ``completion``: steered by ``steering`` (None: unsteered), with ``seed``."""
         return GenerationRequest(
             messages=[dict(message) for message in completion.messages],
             max_tokens=completion.max_tokens,

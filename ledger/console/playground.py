@@ -177,7 +177,7 @@ async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentE
     sides = {"steered": steered}
     if run.compare:
         # the service's own request for the completion, unsteered, with the same seed (as ``compare`` runs it)
-        sides["unsteered"] = generation.engine.stream(generation._request(completion, None, completion.seed))
+        sides["unsteered"] = generation.engine.stream(generation.request_for(completion, None, completion.seed))
     for side, deltas in sides.items():
         threading.Thread(target=_produce, args=(side, deltas, out, run.context), daemon=True).start()
     running = len(sides)
