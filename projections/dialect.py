@@ -82,11 +82,6 @@ class Dialect:
             return int(value)
         return value
 
-    def read_time(self, value: Any) -> datetime | None:
-        if value is None or isinstance(value, datetime):
-            return value
-        return datetime.fromisoformat(value)
-
 
 def timestamp_text(value: datetime) -> str:
     """A sortable text form of a time (UTC, always with microseconds)."""
