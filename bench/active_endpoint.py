@@ -120,6 +120,7 @@ class Server:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.log = log
+        self.others: list[subprocess.Popen[bytes]] = []
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, *args, "--port", str(self.port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -143,14 +144,21 @@ class Server:
                 raise RuntimeError(f"the server did not answer in time:\n{self.log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
 
+    def start_beside(self, args: list[str], env: dict[str, str]) -> None:
+        """Another process that lives and stops with the server (a projection worker, say), logging beside it."""
+        with self.log.open("ab") as out:
+            self.others.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env}))
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        for process in (*self.others, self.process):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 def record_active_profile(url: str) -> None:

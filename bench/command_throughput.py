@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
+from bench.active_endpoint import Server as LedgerServer  # noqa: E402
 from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.settings import parse_switch  # noqa: E402
 from projections.registry import PROJECTION_NAMES  # noqa: E402
@@ -144,12 +144,6 @@ def require_tool(name: str, package: str) -> str:
     raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # -- the baseline ------------------------------------------------------------------------------------------
 def pgbench_tps(url: str, clients: int, seconds: int) -> float:
     """Transactions/s of pgbench committing one ~300-byte INSERT each, ``clients`` at a time."""
@@ -177,39 +171,23 @@ def pgbench_tps(url: str, clients: int, seconds: int) -> float:
 
 
 # -- the server --------------------------------------------------------------------------------------------
-class Server:
+class Server(LedgerServer):
     """``ledger serve --no-model --no-auth --no-access-log`` on a free loopback port; projections in-process, or
     in a ``ledger project`` worker process of their own (``worker=True``)."""
 
     def __init__(self, url: str, *, worker: bool = False, inline: bool = True) -> None:
-        self.port = free_port()
-        env = {**os.environ, "LEDGER_DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
-               "LEDGER_INLINE_PROJECTIONS": "on" if inline else "off"}
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="ledger-serve-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log",
-             "--projections" if not worker else "--no-projections", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.worker = (
-            subprocess.Popen([sys.executable, "-m", "ledger", "project"], cwd=ROOT, env=env, stdout=self.log,
-                             stderr=subprocess.STDOUT)
-            if worker else None
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited:\n{self.log_tail()}")
-            try:
-                status, _, _ = self.call("GET", "/health")
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the server did not start in 60 s:\n{self.log_tail()}")
-            time.sleep(0.2)
+        env = {"LEDGER_DATABASE_URL": url, "LEDGER_INLINE_PROJECTIONS": "on" if inline else "off"}
+        self.workdir = tempfile.TemporaryDirectory(prefix="ledger-serve-")
+        super().__init__(["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log",
+                          "--no-projections" if worker else "--projections", "--host", "127.0.0.1"],
+                         env, Path(self.workdir.name) / "serve.log")
+        if worker:
+            self.start_beside(["-m", "ledger", "project"], env)
+        try:
+            self.wait_until_answering("/health")
+        except RuntimeError as error:
+            self.stop()
+            raise SystemExit(str(error)) from None
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -221,22 +199,9 @@ class Server:
         finally:
             conn.close()
 
-    def log_tail(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
     def stop(self) -> None:
-        for process in (self.process, self.worker):
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.log.close()
-        os.unlink(self.log.name)
+        super().stop()
+        self.workdir.cleanup()
 
 
 def run_wrk(port: int, clients: int, seconds: int, *, respond_async: bool = False) -> dict[str, int]:
@@ -368,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     rates = {mode: rate_of(run) for mode, run in runs.items()}
     mode = "on" if "on" in runs else "off"
     measured, rate = runs[mode], rates[mode]
-    seconds = measured["duration_us"] / 1e6
     ratio = rate / tps if tps else 0.0
     lags = lags_ms or [float("inf")]
     group_commit = "on" if parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True) else "off"
