@@ -69,17 +69,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def find_wrk() -> str:
-    found = shutil.which("wrk")
+def require_tool(name: str, package: str) -> str:
+    """The path of a command the benchmark runs (wrk, pgbench), installing its Debian package when it can."""
+    found = shutil.which(name)
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk is missing: installing it with apt-get", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, check=False)
-        found = shutil.which("wrk")
+        print(f"{name} not found: installing the Debian package {package}", file=sys.stderr, flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, capture_output=True)
+        found = shutil.which(name)
         if found:
             return found
-    raise SystemExit("this benchmark needs wrk (the HTTP load generator): apt-get install wrk")
+    raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
 
 
 @dataclass
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.seconds, args.rounds = 1, 1
-    wrk = find_wrk()
+    wrk = require_tool("wrk", "wrk")
     with tempfile.TemporaryDirectory(prefix="bench-active-") as workdir:  # servers' logs, an SQLite file
         return compare(args, wrk, Path(workdir))
 

@@ -35,7 +35,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from bench.active_endpoint import Server as LedgerServer  # noqa: E402
+from bench.active_endpoint import Server as LedgerServer, require_tool  # noqa: E402
 from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.settings import parse_switch  # noqa: E402
 from projections.registry import PROJECTION_NAMES  # noqa: E402
@@ -129,19 +128,6 @@ function done(summary, latency, requests)
       summary.requests, non2xx, failed, summary.duration, latency:percentile(50), latency:percentile(99), c, u, a))
 end
 """
-
-
-def require_tool(name: str, package: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"{name} not found: installing the Debian package {package}", file=sys.stderr, flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, capture_output=True)
-        found = shutil.which(name)
-        if found:
-            return found
-    raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
 
 
 # -- the baseline ------------------------------------------------------------------------------------------
