@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
             page = state.reads.list_versions(pid, limit=500, cursor=page.next_cursor)
             rows += page.items
         emit(as_json, {"versions": rows}, (
-            version_line(row, f"name={row.name!r} layer={row.layer} steering={dict(row.steering)}") for row in rows
+            version_line(row, f"name={row.name!r} layer={row.layer} steering={values.steering_to_json(row.steering)}")
+            for row in rows
         ))
 
     @app.command()
