@@ -85,11 +85,13 @@ class ParkingRecorder:
     def _write(self, curs: Any, suffix: str, ops: list[Any]) -> None:
         raise NotImplementedError
 
+    def ddl(self, table: Table, physical: str) -> list[str]:
+        raise NotImplementedError
+
     # -- schema ---------------------------------------------------------------------------------------
     def create_parked_table(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self.dialect.compile(PARKED.ddl(postgres=self.dialect.is_postgres, trigram=False)[0],
-                                              {"table": PARKED_TABLE}))
+            curs.execute(self.ddl(PARKED, PARKED_TABLE)[0])
 
     # -- applying with isolation ----------------------------------------------------------------------
     @contextmanager
