@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import islice
 from typing import Any
 
 import time
@@ -40,7 +39,6 @@ from projections.tables import Table
 
 REBUILD_SUFFIX = "__next"
 INLINE_SAVEPOINT = "ledger_inline_projection"
-LOAD_CHUNK_ROWS = 5000
 PIPELINE_BYTES_MAX = 64 * 1024
 CLAIM_FUNCTION = "ledger_claim_read_models"
 CLAIM_REFUSED = "LDG01"  # SQLSTATE: a read model is busy or behind, left to the worker (nothing is wrong)
@@ -380,12 +378,16 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
     def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
         if not rows:
             return
-        # One JSON array per chunk, which msgspec writes in C and the server turns into rows: the parsing is
-        # the database's, on a core of its own, while this process goes on.
-        rows = iter(rows)
-        sql = f"INSERT INTO {physical} SELECT * FROM json_populate_recordset(NULL::{physical}, %s::json)"
-        while chunk := list(islice(rows, LOAD_CHUNK_ROWS)):
-            curs.execute(sql, (_encode_json(chunk).decode(),))
+        # Binary COPY with the columns' types set: psycopg's C dumpers write each value, and the server reads
+        # them without parsing text (JSON columns are encoded by msgspec, in C).
+        from psycopg.types.json import set_json_dumps
+
+        set_json_dumps(_encode_json, curs)
+        values_of = table.values_of
+        with curs.copy(f"COPY {physical} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([self.dialect.compile(kind) for kind, _ in table.types.values()])
+            for row in rows:
+                copy.write_row(values_of(row))
 
     def _rename_indexes(self, curs: Any, table: Table, old_prefix: str) -> None:
         curs.execute(
