@@ -26,14 +26,13 @@ GENESIS = bytes(32)
 
 def event_digest(originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
     topic_bytes = topic.encode("utf-8")
-    return hashlib.sha256(
-        originator_id.bytes
-        + struct.pack(">q", originator_version)
-        + struct.pack(">i", len(topic_bytes))
-        + topic_bytes
-        + struct.pack(">i", len(state))
-        + bytes(state)
-    ).digest()
+    return hashlib.sha256(b"".join((
+        originator_id.bytes,
+        struct.pack(">qi", originator_version, len(topic_bytes)),
+        topic_bytes,
+        struct.pack(">i", len(state)),
+        state,
+    ))).digest()
 
 
 def next_link(previous: bytes, position: int, digest: bytes) -> bytes:

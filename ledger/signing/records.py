@@ -147,7 +147,7 @@ class SigningKeys(PublicKeyCheck):
         self._create = create
         self._lock = threading.Lock()
         self._private: Ed25519PrivateKey | None = None
-        self._mac_key = b""
+        self._keyed_hmac: Any = None  # keyed once; each MAC starts from a copy of it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SigningKeys:
@@ -186,7 +186,7 @@ class SigningKeys(PublicKeyCheck):
                     self.key_id = key_id_of(self.public_key)
                     raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                                 serialization.NoEncryption())
-                    self._mac_key = hashlib.sha256(MAC_CONTEXT + raw).digest()
+                    self._keyed_hmac = hmac.new(hashlib.sha256(MAC_CONTEXT + raw).digest(), digestmod=hashlib.sha256)
                     self._private = private
         return self._private
 
@@ -205,9 +205,10 @@ class SigningKeys(PublicKeyCheck):
         """The MAC of each record; ``strict``: each save's signature too."""
         return BothChecks(MacCheck(self), SignatureCheck(self)) if strict else MacCheck(self)
 
-    def _mac(self, digest: bytes, index: int, count: int, signature: bytes) -> bytes:
-        message = b"".join((digest, struct.pack(">HH", index, count), signature))
-        return hmac.digest(self._mac_key, message, "sha256")[:MAC_SIZE]
+    def _mac(self, digest: bytes, index_and_count: bytes, signature: bytes) -> bytes:
+        mac = self._keyed_hmac.copy()
+        mac.update(b"".join((digest, index_and_count, signature)))
+        return mac.digest()[:MAC_SIZE]
 
     def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
         """The stored states of the records of one save ``(originator id, version, topic, payload)``: one
@@ -220,7 +221,7 @@ class SigningKeys(PublicKeyCheck):
         digests = [event_digest(_uuid(oid), version, topic, payload) for oid, version, topic, payload in records]
         signature = private.sign(EVENT_CONTEXT + struct.pack(">H", count) + b"".join(digests))
         return [
-            b"".join((MAGIC, self.key_id, signature, self._mac(digest, index, count, signature),
+            b"".join((MAGIC, self.key_id, signature, self._mac(digest, struct.pack(">HH", index, count), signature),
                       struct.pack(">HH", index, count), payload))
             for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records))
         ]
@@ -240,8 +241,8 @@ class SigningKeys(PublicKeyCheck):
         if state[_KEY_AT:_SIGNATURE_AT] != self.key_id:
             return payload, _other_key(state[_KEY_AT:_SIGNATURE_AT], self.key_id)
         digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
-        message = b"".join((digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT]))
-        if not hmac.compare_digest(state[_MAC_AT:_INDEX_AT], hmac.digest(self._mac_key, message, "sha256")[:MAC_SIZE]):
+        mac = self._mac(digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT])
+        if not hmac.compare_digest(state[_MAC_AT:_INDEX_AT], mac):
             return payload, f"its signature does not match its content: {FORGED}"
         return payload, None
 
