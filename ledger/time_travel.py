@@ -71,7 +71,7 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
                     recorded_at=domain_event.timestamp,
                     actor=domain_event.actor,
                     reason=domain_event.reason,
-                    event_type=type(domain_event).__name__,
+                    event_type=type(domain_event).__qualname__,  # as the read models name it: Profile.Created
                 )
             )
         elif isinstance(domain_event, Profile.DetailsEdited):

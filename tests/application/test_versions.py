@@ -30,7 +30,9 @@ def test_each_version_reads_back_exactly_as_it_was(ledger):
     with pytest.raises(ProfileVersionNotFoundError):
         ledger.get_profile(pid, version=4)
     history = ledger.profile_history(pid)
-    assert [(r.version, r.event_type) for r in history] == [(1, "Created"), (2, "SpecRevised"), (3, "DetailsRevised")]
+    assert [(r.version, r.event_type) for r in history] == [
+        (1, "Profile.Created"), (2, "Profile.SpecRevised"), (3, "Profile.DetailsRevised")
+    ]
     assert history[1].state.description == "two"
 
 

@@ -37,6 +37,10 @@ def test_a_profile_lifecycle_through_the_cli(ledger_cli, tmp_path):
     assert (now["version"], now["steering"], now["description"]) == (2, {"2": 1.5}, "quiet")
     history = as_json(ledger_cli("history", pid, "--json"))
     assert [(h["version"], h["actor"], h["reason"]) for h in history] == [(1, "alice", None), (2, "bob", "stronger")]
+    versions = as_json(ledger_cli("versions", pid, "--json"))["versions"]
+    assert [h["event_type"] for h in history] == [v["event_type"] for v in versions] == [
+        "Profile.Created", "Profile.SpecRevised"
+    ]  # one name for an event type, whichever command shows it
     ledger_cli("activate", pid, "--version", "1")
     refused = ledger_cli("delete", pid, ok=False)
     assert refused.returncode == 1 and "is active" in refused.stderr

@@ -108,7 +108,7 @@ def test_versions_are_the_profile_history_including_deleted_profiles(ledger, rea
             assert (row.model_id, row.sae_id, row.layer) == (state.model_id, state.sae_id, state.layer)
             assert row.steering == state.steering
             assert (row.recorded_at, row.actor, row.reason) == (record.recorded_at, record.actor, record.reason)
-            assert row.event_type == f"Profile.{record.event_type}"
+            assert row.event_type == record.event_type
     second = read_model.get_version(history.alpha, 2)
     assert second.description == "edited in place"  # the edit kept version 2 and rewrote its row
     assert (second.actor, second.reason, second.correlation_id) == ("alice", "tune", "req-1")
