@@ -183,6 +183,9 @@ class ProfilePages(Controller):
         return see_other(f"/profiles/{outcome.profile.id}")
 
     # -- one profile ---------------------------------------------------------------------------------
+    # Ids in console addresses are parsed in the handlers, not typed in the routes: Litestar parses a typed path
+    # parameter while routing, where only the API's JSON error handler applies, and a browser would get JSON
+    # instead of the error page (tests/console/test_self_contained.py).
     @get("/profiles/{profile_id:str}", name="console:profile", sync_to_thread=True)
     def profile(
         self,

@@ -67,3 +67,17 @@ def test_the_timeline_filters_by_a_profile_name_or_id_and_by_actor(console: Test
     assert ">calm<" in by_id and ">loud<" not in by_id
     assert console.get("/events", params={"profile": "nobody"}, headers={"Accept": "text/html"}).status_code == 404
     assert 'class="event' not in console.get("/events", params={"actor": "someone else"}).text
+
+
+@pytest.mark.parametrize("path", ["/profiles/not-an-id", "/profiles/not-an-id/export", "/executions/12345"])
+def test_an_address_that_names_no_id_is_a_clear_422(console: TestClient[Litestar], path: str):
+    shown = console.get(path, headers={"Accept": "text/html"})
+    assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html")
+    assert "invalid_request" in shown.text
+    answer = console.get(path)  # a client that does not ask for a page gets the API's error body
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_request"
+
+
+def test_an_unknown_id_is_a_404_page(console: TestClient[Litestar]):
+    shown = console.get("/profiles/00000000-0000-4000-8000-000000000000", headers={"Accept": "text/html"})
+    assert shown.status_code == 404 and shown.headers["content-type"].startswith("text/html")
