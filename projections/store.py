@@ -99,7 +99,7 @@ class ReadModelRecorder(ParkingRecorder):
         """Held while creating tables (processes starting together)."""
 
     def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Rows (dicts with every column) into a table, in bulk (PostgreSQL: JSON arrays the server unpacks)."""
+        """Rows (dicts with every column) into a table, in bulk (PostgreSQL: binary COPY)."""
         raise NotImplementedError
 
     # -- schema ---------------------------------------------------------------------------------------
