@@ -18,9 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import eventsourcing.persistence
 import msgspec
-import psycopg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -46,6 +44,7 @@ from ledger.errors import (
     StaleVersionError,
     ValidationError,
 )
+from ledger.outages import is_database_unavailable
 from ledger.write_path import WriteTimeoutError
 from projections.errors import InvalidCursorError, InvalidQueryError
 
@@ -101,25 +100,7 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     return Response(error_body(code, detail, **context), status_code=status, headers=headers)
 
 
-DATABASE_UNAVAILABLE = (
-    psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout
-    psycopg.InterfaceError,
-    eventsourcing.persistence.OperationalError,
-    eventsourcing.persistence.InterfaceError,
-)
 RETRY_AFTER = {"Retry-After": "1"}
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """The error, or one it was raised from, says the database cannot be reached right now."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, DATABASE_UNAVAILABLE):
-            return True
-        seen.add(id(current))
-        current = current.__cause__
-    return False
 
 
 def _write_timeout(exc: BaseException) -> WriteTimeoutError | None:

@@ -11,6 +11,7 @@ import typer
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import state
 from ledger.errors import LedgerError
+from ledger.outages import is_database_unavailable
 
 app = typer.Typer(
     name="ledger",
@@ -42,6 +43,11 @@ ABORTED = (click.exceptions.Abort, typer.Abort)
 EXITED = (click.exceptions.Exit, typer.Exit)
 USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 
+# Exit statuses besides 0 and click's 2 for a usage error (README, "Command line").
+EXIT_REFUSED = 1  # refused; also: the log was tampered with, the replay did not reproduce
+EXIT_FAULT = 70  # sysexits' EX_SOFTWARE: a fault of the ledger's own
+EXIT_DATABASE_UNAVAILABLE = 75  # sysexits' EX_TEMPFAIL: the database cannot be reached; try again
+
 
 def main() -> None:
     """Entry point: domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
@@ -52,7 +58,7 @@ def main() -> None:
             sys.exit(result)
     except LedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
     except ABORTED:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -61,10 +67,14 @@ def main() -> None:
     except USAGE_ERRORS as error:
         error.show()  # type: ignore[attr-defined]
         sys.exit(error.exit_code)  # type: ignore[attr-defined]
-    except Exception as error:  # noqa: BLE001 - a bug or an unreachable database: one line, not a traceback
+    except Exception as error:  # noqa: BLE001 - an unreachable database or a bug: one line, not a traceback
         if os.environ.get("LEDGER_DEBUG"):
             raise
+        if is_database_unavailable(error):
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            typer.echo(f"error: the database cannot be reached ({first_line}); try again once it is back", err=True)
+            sys.exit(EXIT_DATABASE_UNAVAILABLE)
         typer.echo(f"error: {type(error).__name__}: {error} (set LEDGER_DEBUG=1 for a traceback)", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_FAULT)
     finally:
         state.close()

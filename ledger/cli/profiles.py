@@ -278,7 +278,10 @@ def register(app: typer.Typer) -> None:
         document = state.ledger.export_profile(profile_ref(profile_id), version=version)
         text = json.dumps(document, indent=2, ensure_ascii=False)
         if output:
-            output.write_text(text + "\n", encoding="utf-8")
+            try:
+                output.write_text(text + "\n", encoding="utf-8")
+            except OSError as error:
+                raise ValidationError(f"cannot write {output}: {error.strerror}", field="output") from None
             typer.echo(f"exported to {output}")
         else:
             typer.echo(text)

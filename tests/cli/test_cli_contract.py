@@ -95,6 +95,7 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("create", "CALM"): 1,  # the name is taken
         ("create", "loud", "-f", "1=500"): 1,  # beyond the strength bound
         ("import", str(tmp_path / "missing.json")): 1,
+        ("export", "calm", "-o", str(tmp_path / "no-such-dir" / "calm.json")): 1,  # "cannot write …"
         ("active",): 1,  # none is active
         ("revert", "calm"): 2,  # --version is required
         ("show",): 2,
@@ -152,3 +153,13 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         assert problem in result.stderr, (args, result.stderr)
         assert f"Try 'ledger {args[0] + ' ' if args[0] != 'no-such-verb' else ''}--help' for help." in result.stderr
         assert "LEDGER_DEBUG" not in result.stderr
+
+
+def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
+    from tests.api.conftest import free_port
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
+    for args in (("list",), ("verify",), ("create", "calm", "-f", "1=0.5")):
+        result = run_ledger(nowhere, tmp_path, *args, code=75)  # sysexits' EX_TEMPFAIL: try again
+        assert result.stderr.startswith("error: the database cannot be reached"), (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "LEDGER_DEBUG" not in result.stderr
