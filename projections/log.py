@@ -213,7 +213,7 @@ class EventLog:
         with self.recorder.datastore.get_connection() as conn, conn.transaction():
             # The library's pool ends transactions idle for a few seconds; this one idles while a batch is applied.
             conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-            with conn.cursor(name="projections_rebuild_scan", row_factory=tuple_row) as cursor:
+            with conn.cursor(name="projections_rebuild_scan", row_factory=tuple_row, binary=True) as cursor:
                 cursor.itersize = batch_size
                 cursor.execute(query, (after,))
                 for rows in _ahead(lambda: cursor.fetchmany(batch_size)):
