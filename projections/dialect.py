@@ -6,13 +6,14 @@ types that differ; :meth:`Dialect.compile` turns them into what the driver expec
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
+
+import msgspec
 
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -70,10 +71,10 @@ class Dialect:
             if isinstance(value, dict):
                 from psycopg.types.json import Jsonb
 
-                return Jsonb(value)
+                return Jsonb(value, dumps=json_text)
             return value
         if isinstance(value, (dict, list, tuple)):
-            return json.dumps(value)
+            return json_text(value)
         if isinstance(value, UUID):
             return str(value)
         if isinstance(value, datetime):
@@ -81,6 +82,15 @@ class Dialect:
         if isinstance(value, bool):
             return int(value)
         return value
+
+
+encode_json = msgspec.json.Encoder().encode
+"""A JSON column's value, in both dialects, live and in a rebuild: msgspec renders ids, times (UTC as ``Z``) and
+integer keys itself."""
+
+
+def json_text(value: Any) -> str:
+    return encode_json(value).decode()
 
 
 def timestamp_text(value: datetime) -> str:

@@ -20,7 +20,6 @@ from typing import Any
 
 import time
 
-import msgspec
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -28,7 +27,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
 from ledger.settings import Database
-from projections.dialect import POSTGRES, SQLITE, Dialect
+from projections.dialect import POSTGRES, SQLITE, Dialect, encode_json
 from projections.log import Batch
 from projections.memory import MemoryBuild
 from projections.ops import Op, Statements
@@ -58,7 +57,6 @@ BEGIN
 END $$"""
 """Takes the read models' locks (without waiting) and checks they applied every event up to ``previous``; each
 statement of the function reads afresh, after the lock."""
-_encode_json = msgspec.json.encode
 
 logger = logging.getLogger(__name__)
 
@@ -382,7 +380,7 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
         # them without parsing text (JSON columns are encoded by msgspec, in C).
         from psycopg.types.json import set_json_dumps
 
-        set_json_dumps(_encode_json, curs)
+        set_json_dumps(encode_json, curs)
         values_of = table.values_of
         with curs.copy(f"COPY {physical} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types([self.dialect.compile(kind) for kind, _ in table.types.values()])

@@ -123,3 +123,16 @@ def test_stream_ends_cleanly_when_the_server_shuts_down(postgres_url):
     running.stop(timeout=15)
     assert ended.wait(5), "the client's stream did not end"
     assert time.monotonic() - started < 8, "shutdown waited for the stream"
+
+
+def test_ids_and_times_in_an_event_read_as_everywhere_else_in_the_api(client):
+    made = create(client, "ev-restored")
+    assert client.delete(f"/api/profiles/{made['id']}").status_code == 200
+    restored = client.post(f"/api/profiles/{made['id']}/restore").json()
+    (event,) = client.get("/api/events", params={"profile_id": made["id"], "type": "Profile.Restored"}).json()["events"]
+    assert event["data"]["created_at"] == restored["created_at"] == made["created_at"]  # UTC as Z
+    execution = client.post(f"/api/profiles/{made['id']}/executions", json={"seed": 3}).json()
+    (recorded,) = client.get("/api/events", params={"type": "Execution.Recorded", "profile_id": made["id"]}).json()[
+        "events"
+    ]
+    assert recorded["data"]["profile_id"] == execution["profile_id"] == made["id"]
