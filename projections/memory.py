@@ -63,10 +63,11 @@ class MemoryBuild:
         self.sql_keys: dict[str, set[Any]] = {table.name: set() for table in projection.tables}
         self.scattered: set[str] = set()  # tables with a deferred operation not by key
         self.deferred: list[tuple[int, Op]] = []
-        self._run = {Insert: self._insert, Update: self._update, Delete: self._delete, Copy: self._copy}
 
     def apply(self, events: Iterable[tuple[int, Event]]) -> None:
-        run = self._run
+        # Bound methods kept on the instance would make a reference cycle: the rows (millions of objects) would
+        # then outlive the build until the cycle collector, which a rebuild turns off, finds them.
+        run = {Insert: self._insert, Update: self._update, Delete: self._delete, Copy: self._copy}
         for position, op in self.projection.ops_for(events):
             run[type(op)](position, op)
 
