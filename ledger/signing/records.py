@@ -220,11 +220,12 @@ class SigningKeys(PublicKeyCheck):
                     for state in self.seal_all(records[start:start + MAX_GROUP])]
         digests = [event_digest(_uuid(oid), version, topic, payload) for oid, version, topic, payload in records]
         signature = private.sign(EVENT_CONTEXT + struct.pack(">H", count) + b"".join(digests))
-        return [
-            b"".join((MAGIC, self.key_id, signature, self._mac(digest, struct.pack(">HH", index, count), signature),
-                      struct.pack(">HH", index, count), payload))
-            for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records))
-        ]
+        states = []
+        for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records)):
+            index_and_count = struct.pack(">HH", index, count)
+            mac = self._mac(digest, index_and_count, signature)
+            states.append(b"".join((MAGIC, self.key_id, signature, mac, index_and_count, payload)))
+        return states
 
     def seal(self, originator_id: Any, originator_version: int, topic: str, payload: bytes) -> bytes:
         return self.seal_all([(originator_id, originator_version, topic, payload)])[0]
