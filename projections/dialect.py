@@ -71,10 +71,10 @@ class Dialect:
             if isinstance(value, dict):
                 from psycopg.types.json import Jsonb
 
-                return Jsonb(value, dumps=json_text)
+                return Jsonb(value, dumps=encode_json)
             return value
         if isinstance(value, (dict, list, tuple)):
-            return json_text(value)
+            return encode_json(value).decode()
         if isinstance(value, UUID):
             return str(value)
         if isinstance(value, datetime):
@@ -87,10 +87,6 @@ class Dialect:
 encode_json = msgspec.json.Encoder().encode
 """A JSON column's value, in both dialects, live and in a rebuild: msgspec renders ids, times (UTC as ``Z``) and
 integer keys itself."""
-
-
-def json_text(value: Any) -> str:
-    return encode_json(value).decode()
 
 
 def timestamp_text(value: datetime) -> str:

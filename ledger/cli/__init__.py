@@ -43,11 +43,6 @@ ABORTED = (click.exceptions.Abort, typer.Abort)
 EXITED = (click.exceptions.Exit, typer.Exit)
 USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 
-# Exit statuses besides 0 and click's 2 for a usage error (README, "Command line").
-EXIT_REFUSED = 1  # refused; also: the log was tampered with, the replay did not reproduce
-EXIT_FAULT = 70  # sysexits' EX_SOFTWARE: a fault of the ledger's own
-EXIT_DATABASE_UNAVAILABLE = 75  # sysexits' EX_TEMPFAIL: the database cannot be reached; try again
-
 
 def main() -> None:
     """Entry point: domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
@@ -58,7 +53,7 @@ def main() -> None:
             sys.exit(result)
     except LedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
-        sys.exit(EXIT_REFUSED)
+        sys.exit(1)
     except ABORTED:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -71,10 +66,10 @@ def main() -> None:
         if os.environ.get("LEDGER_DEBUG"):
             raise
         if is_database_unavailable(error):
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            typer.echo(f"error: the database cannot be reached ({first_line}); try again once it is back", err=True)
-            sys.exit(EXIT_DATABASE_UNAVAILABLE)
+            reason = str(error).strip().partition("\n")[0] or type(error).__name__
+            typer.echo(f"error: the database cannot be reached ({reason}); try again once it is back", err=True)
+            sys.exit(75)  # sysexits' EX_TEMPFAIL (README, "Command line")
         typer.echo(f"error: {type(error).__name__}: {error} (set LEDGER_DEBUG=1 for a traceback)", err=True)
-        sys.exit(EXIT_FAULT)
+        sys.exit(70)  # sysexits' EX_SOFTWARE: a fault of the ledger's own
     finally:
         state.close()
