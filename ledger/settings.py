@@ -46,8 +46,9 @@ class Database:
 
         return conninfo_to_dict(self.url)
 
-    def eventsourcing_env(self, pool_size: int = 10) -> dict[str, str]:
-        """The environment the eventsourcing library reads to construct its recorders."""
+    def eventsourcing_env(self, pool_size: int = 10, *, create: bool = True) -> dict[str, str]:
+        """The environment the eventsourcing library reads to construct its recorders; ``create``: make the
+        tables (and an SQLite file's directory) if missing."""
         if self.is_postgres:
             info = self.conninfo()
             env = {
@@ -68,7 +69,7 @@ class Database:
             }
         else:
             path = Path(self.sqlite_path)
-            if path.parent != Path(""):
+            if create and path.parent != Path(""):
                 path.parent.mkdir(parents=True, exist_ok=True)
             env = {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -76,7 +77,7 @@ class Database:
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedSQLiteApplicationRecorder",
             }
-        env["CREATE_TABLE"] = "y"
+        env["CREATE_TABLE"] = "y" if create else "n"
         # Keep recently used aggregates in memory and fast-forward them with the events stored since (read from
         # the database on every load, so other processes' writes are seen): a command no longer replays a
         # long stream from its first event.

@@ -4,15 +4,15 @@ Reproducibility: a request with a given seed yields byte-identical text whether 
 alone or beside any other requests. Each row has its own torch.Generator and its own
 sampling ops, and `forward.PackedForward` makes each row's logits independent of the
 rows beside it (per-row key/value caches, no padding, row-tiled linear layers).
-`Batch` is the step loop; `generate` and `stream_generate` run it in the caller's
-thread, `scheduler.Scheduler` runs it in a thread that requests join and leave.
+`Batch` is the step loop; `generate` runs it in the caller's thread, `scheduler.Scheduler`
+in a thread that requests join and leave.
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -193,24 +193,6 @@ def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list
     while batch.rows:
         batch.step()
     return [result_of(row) for row in rows]
-
-
-def stream_generate(
-    loaded: LoadedModel, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None
-) -> Iterator[str]:
-    """Text deltas of one request as they are decided; `on_done` receives the final result."""
-    batch = Batch(loaded)
-    row = new_row(loaded, request)
-    batch.add(row)
-    sent = ""
-    while batch.rows:
-        batch.step()
-        safe = stream_text(loaded, row)
-        if len(safe) > len(sent):
-            yield safe[len(sent):]
-            sent = safe
-    if on_done is not None:
-        on_done(result_of(row))
 
 
 def stream_text(loaded: LoadedModel, row: Row, count: int | None = None) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,8 +16,11 @@ import typer
 
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext, acting_as
-from ledger.errors import ValidationError
+from ledger.errors import NotFoundError, ValidationError
 from ledger.settings import Database, Settings
+
+NO_LEDGER = ("no ledger at %s: nothing was recorded there (check --database or LEDGER_DATABASE_URL; `ledger db init`, "
+             "a server or a command that writes creates one)")
 
 
 class CliState:
@@ -31,6 +35,8 @@ class CliState:
         self._ledger: ProfileLedger | None = None
         self._reads: Any = None
         self._written = 0
+        self.writes = False
+        """Set by a command that writes (:func:`acting`): it may create the database. A query never does."""
 
     def configure(self, database: str | None) -> None:
         settings = Settings.from_env()
@@ -39,8 +45,13 @@ class CliState:
     @property
     def ledger(self) -> ProfileLedger:
         if self._ledger is None:
-            self._ledger = ProfileLedger(env=self.settings.database.eventsourcing_env(pool_size=2))
+            database = self.settings.database
+            if not (self.writes or database.is_postgres or Path(database.sqlite_path).exists()):
+                raise NotFoundError(NO_LEDGER % database.display())  # before SQLite makes the file
+            self._ledger = ProfileLedger(env=database.eventsourcing_env(pool_size=2, create=self.writes))
             self._ledger.add_listener(self._saw)
+            if not (self.writes or holds_log(self._ledger, database)):
+                raise NotFoundError(NO_LEDGER % database.display())
         return self._ledger
 
     @property
@@ -55,10 +66,9 @@ class CliState:
 
             database = self.settings.database
             store = open_store(database, datastore=self.ledger.recorder.datastore)
-            # A database no server or writing command has initialised yet answers empty, not "no such table":
-            # its empty tables are made as the event store makes its own (nothing is applied or rebuilt here).
-            store.create_table()
-            store.create_read_model_tables(select())
+            if self.writes:  # a query finds them made by whatever recorded the log (nothing is applied here)
+                store.create_table()
+                store.create_read_model_tables(select())
             self._reads = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
         return self._reads
 
@@ -71,6 +81,7 @@ class CliState:
         from projections.runner import ProjectionWorker
         from projections.schema import create_read_side
 
+        self.writes = True
         reads = self.reads
         create_read_side(reads.store, self.settings.database)
         return ProjectionWorker(self.settings.database, names, store=reads.store, log=reads.log)
@@ -100,8 +111,20 @@ class CliState:
 state = CliState()
 
 
+def holds_log(app: ProfileLedger, database: Database) -> bool:
+    """Whether the database has the event log's table (read without creating anything)."""
+    recorder: Any = app.recorder
+    sql = ("SELECT to_regclass(%s) AS found" if database.is_postgres
+           else "SELECT name AS found FROM sqlite_master WHERE type = 'table' AND name = ?")
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(sql, (recorder.events_table_name,))
+        row = curs.fetchone()
+    return row is not None and row["found"] is not None
+
+
 def acting(actor: str, reason: str | None) -> AbstractContextManager[None]:
-    """Within it, the changes made are recorded as ``actor``'s, for ``reason``."""
+    """Within it, the changes made are recorded as ``actor``'s, for ``reason`` (a command that writes)."""
+    state.writes = True
     return acting_as(CommandContext(actor=actor, reason=reason))
 
 

@@ -233,8 +233,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Make a profile the single active one."""
-        pid = profile_ref(profile_id)
         with acting(actor, reason):
+            pid = profile_ref(profile_id)
             outcome = state.ledger.activate_profile(pid, version=version)
         if as_json:
             in_force = state.ledger.get_profile(pid, version=version)

@@ -78,6 +78,7 @@ def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_c
     ],
 )
 def test_errors_are_one_clear_line_and_a_non_zero_exit(ledger_cli, args, message):
+    ledger_cli("db", "init")
     result = ledger_cli(*args, ok=False)
     assert result.returncode != 0
     assert message in result.stderr

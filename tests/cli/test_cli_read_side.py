@@ -49,3 +49,22 @@ def test_commands_show_their_writes_and_queries_never_write(database_url):
 
     run_cli(database_url, "create", "second")
     assert listed(database_url) == ["first", "second", "unprojected"]  # a command applies the log up to itself
+
+
+def test_a_query_where_nothing_was_recorded_says_so_and_creates_nothing(tmp_path, postgres_url):
+    import psycopg
+
+    typo = tmp_path / "no-such-dir" / "ledgr.sqlite"
+    for database_url in (f"sqlite:///{typo}", postgres_url):
+        for query in (["list"], ["show", "calm"], ["verify"], ["tokens", "list"]):
+            result = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, *query],
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 1, (query, result.stderr)
+            assert result.stderr.startswith("error: no ledger at ") and result.stderr.count("\n") == 1
+    assert not typo.parent.exists()  # no file, no directory
+    with psycopg.connect(postgres_url) as conn:  # no table, no function
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace").fetchone()[0] == 0
+
+    run_cli(postgres_url, "create", "calm")  # a command that writes makes what it needs
+    assert listed(postgres_url) == ["calm"]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from steering.generate import Batch, GenerationRequest, environment_fingerprint, generate, new_row, stream_generate
+from steering.generate import Batch, GenerationRequest, environment_fingerprint, generate, new_row
 from steering.hooks import SteeringVector
 from steering.prompts import render_chat
 from steering.tiny import build_tiny_tokenizer
@@ -120,14 +120,6 @@ def test_result_reports_counts_and_sha256(loaded) -> None:
     assert result.duration_s > 0
 
 
-def test_stream_deltas_join_to_the_full_text(loaded) -> None:
-    request = GenerationRequest(prompt=PROMPTS[1], max_tokens=12, temperature=0.7, seed=3, steering=profile_vectors()[2])
-    finals = []
-    deltas = list(stream_generate(loaded, request, on_done=finals.append))
-    expected = generate(loaded, [request])[0]
-    assert "".join(deltas) == expected.text == finals[0].text
-
-
 def test_chat_without_template_is_a_plain_join() -> None:
     tokenizer = build_tiny_tokenizer(chat_template=False)
     assert render_chat(tokenizer, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]) == "system: Be brief.\nuser: Hi\nassistant:"
@@ -151,6 +143,5 @@ def test_generation_prints_no_warning_from_transformers(loaded, caplog, recwarn)
     caplog.set_level("WARNING")
     request = GenerationRequest(messages=chat(PROMPTS[0]), max_tokens=6, temperature=0.7, seed=1, steering=profile_vectors()[1])
     generate(loaded, [request, GenerationRequest(prompt=PROMPTS[1], max_tokens=4)])
-    "".join(stream_generate(loaded, request))
     assert [str(w.message) for w in recwarn.list] == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("transformers")] == []
