@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 
 import click
@@ -65,6 +66,9 @@ def main() -> None:
     except Exception as error:  # noqa: BLE001 - an unreachable database or a bug: one line, not a traceback
         if os.environ.get("LEDGER_DEBUG"):
             raise
+        if type(error) is sqlite3.DatabaseError:  # not a database, or a damaged one: the file given is at fault
+            typer.echo(f"error: {state.settings.database.display()} cannot be used: {error}", err=True)
+            sys.exit(1)
         if is_database_unavailable(error):
             reason = str(error).strip().partition("\n")[0] or type(error).__name__
             typer.echo(f"error: the database cannot be reached ({reason}); try again once it is back", err=True)

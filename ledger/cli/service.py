@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
         from ledger.api.server import serve as serve_api
         from ledger.cli.steering import model_dir, sae_path
+        from projections.schema import init_database
 
         settings = state.settings if auth is None else replace(state.settings, auth=auth)
         if no_model:
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
             if settings.model is None:
                 typer.echo(f"no model at {chosen_model}: serving the ledger without generation "
                            "(run `ledger models fetch`)", err=True)
+        init_database(settings.database)  # first, so a database it cannot use is one line and an exit status
         serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
 
     @app.command()
@@ -67,8 +69,9 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        worker = state.projection_worker(names or None)
         typer.echo(f"projection worker following {state.settings.database.display()}", err=True)
-        run_projections(state.settings.database, stop, worker=state.projection_worker(names or None))
+        run_projections(state.settings.database, stop, worker=worker)
 
     db = typer.Typer(help="The database: create its tables.", no_args_is_help=True)
     app.add_typer(db, name="db")

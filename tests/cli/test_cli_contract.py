@@ -159,7 +159,16 @@ def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
     from tests.api.conftest import free_port
 
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
-    for args in (("list",), ("verify",), ("create", "calm", "-f", "1=0.5")):
+    for args in (("list",), ("verify",), ("create", "calm", "-f", "1=0.5"), ("serve", "--no-model"), ("project",)):
         result = run_ledger(nowhere, tmp_path, *args, code=75)  # sysexits' EX_TEMPFAIL: try again
         assert result.stderr.startswith("error: the database cannot be reached"), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "LEDGER_DEBUG" not in result.stderr
+
+
+def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    for args in (("list",), ("create", "calm"), ("serve", "--no-model")):
+        result = run_ledger(str(notes), tmp_path, *args, code=1)
+        assert result.stderr == f"error: sqlite:///{notes} cannot be used: file is not a database\n", args
+    assert notes.read_text() == "not a database\n"
