@@ -142,19 +142,10 @@ class AccessTokens(Aggregate):
         record = self.tokens.get(principal.token_id) if principal.token_id is not None else None
         return record is not None and record.live()
 
-    class Issued(Event):
-        token_id: UUID
-        name: str
-        role: str
-        salt: str
-        digest: str
-        issued_at: str
-        expires_at: str | None = None  # added later: events recorded before it have none
-
-    @event(Issued)
+    @event("Issued")
     def _issued(
         self, token_id: UUID, name: str, role: str, salt: str, digest: str, issued_at: str,
-        expires_at: str | None = None,
+        expires_at: str | None = None,  # added later: events recorded before it have none
     ) -> None:
         self.tokens[token_id] = TokenRecord(
             token_id=token_id, name=name, role=role, salt=salt, digest=digest, issued_at=issued_at,
