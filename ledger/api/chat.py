@@ -174,7 +174,7 @@ class ChatController(Controller):
         sync_to_thread=True,
         status_code=200,
         response_headers=COMMAND_HEADERS,
-        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT, openai=True),
     )
     def chat_completions(
         self,

@@ -1,6 +1,7 @@
 """The one place where errors become HTTP responses.
 
-Every error answer has the shape ``{"error": "<code>", "detail": "<human message>", ...context}``.
+Every error answer has the shape ``{"error": "<code>", "detail": "<human message>", ...context}``; under ``/v1``
+OpenAI's, which its clients read: ``{"error": {"message": detail, "type", "param": field, "code", ...context}}``.
 
 * ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values;
 * the API's own: 504 when the projections did not reach a requested position in time;
@@ -16,6 +17,7 @@ Every error answer has the shape ``{"error": "<code>", "detail": "<human message
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -34,7 +36,7 @@ from litestar.status_codes import (
     HTTP_504_GATEWAY_TIMEOUT,
 )
 
-from ledger.api.schemas import ErrorBody
+from ledger.api.schemas import ErrorBody, OpenAIErrorBody
 from ledger.errors import (
     AuthenticationError,
     ConflictError,
@@ -49,6 +51,7 @@ from ledger.write_path import WriteTimeoutError
 from projections.errors import InvalidCursorError, InvalidQueryError
 
 log = logging.getLogger("ledger.api")
+OPENAI_PREFIX = "/v1/"
 
 
 class ApiError(LedgerError):
@@ -135,7 +138,21 @@ def _field_of(key: str | None) -> str | None:
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response:
-    """The one exception handler of the app."""
+    """The one exception handler of the app: the ledger's error shape, or under ``/v1`` OpenAI's."""
+    response = _answer(request, exc)
+    if request.url.path.startswith(OPENAI_PREFIX):
+        response.content = for_openai_clients(response.content, response.status_code)
+    return response
+
+
+def for_openai_clients(body: dict[str, Any], status: int) -> dict[str, Any]:
+    context = {key: value for key, value in body.items() if key not in ("error", "detail", "field")}
+    kind = "authentication_error" if status == 401 else "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": body["detail"], "type": kind, "param": body.get("field"), "code": body["error"],
+                      **context}}
+
+
+def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, LedgerError):
         status = status_for(exc)
         if status >= 500:
@@ -204,5 +221,7 @@ UNAVAILABLE = {503: _spec("The database cannot be reached right now (error `data
 TOO_LARGE = {413: _spec("The request body is larger than the configured maximum")}
 
 
-def responses(*groups: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:
-    return {status: spec for group in groups for status, spec in group.items()}
+def responses(*groups: dict[int, ResponseSpec], openai: bool = False) -> dict[int, ResponseSpec]:
+    """The error answers of a route; ``openai``: in OpenAI's shape (the routes under ``/v1``)."""
+    return {status: replace(spec, data_container=OpenAIErrorBody) if openai else spec
+            for group in groups for status, spec in group.items()}

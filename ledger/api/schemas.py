@@ -303,3 +303,19 @@ class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     current_version: int | None = None
     expected_version: int | None = None
     errors: list[JSONObject] | None = None
+
+
+class OpenAIError(msgspec.Struct, kw_only=True):
+    message: str
+    """``detail``."""
+    type: Literal["invalid_request_error", "authentication_error", "server_error"]
+    param: str | None
+    """``field``."""
+    code: str
+    """``error``: the stable code. Context fields follow, as in the ledger's own shape."""
+
+
+class OpenAIErrorBody(msgspec.Struct):
+    """The same error under ``/v1``, in OpenAI's shape, which its clients read."""
+
+    error: OpenAIError

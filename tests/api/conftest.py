@@ -49,13 +49,18 @@ def client_factory(postgres_url: str) -> Callable[..., TestClient[Litestar]]:
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """The response is an error with the one shape, the given status and (optionally) code."""
+    """The response is an error with the one shape (OpenAI's under /v1), the given status and (optionally) code."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
+    assert "Traceback" not in response.text
+    if response.request.url.path.startswith("/v1/"):  # OpenAI's shape, which its clients read
+        error = body["error"]
+        assert {"message", "type", "param", "code"} <= error.keys() and error["message"], body
+        assert code is None or error["code"] == code, body
+        return body
     assert ERROR_KEYS <= body.keys(), body
     assert isinstance(body["error"], str) and isinstance(body["detail"], str) and body["detail"]
-    assert "Traceback" not in response.text
     if code is not None:
         assert body["error"] == code, body
     return body

@@ -131,6 +131,17 @@ def test_bad_generation_requests_are_clear_4xx(server):
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
     assert_error(http.post("/api/executions/not-a-uuid/replay"), 422)
+    client = client_of(server)  # what the official client makes of them: the message, the code, the field
+    for request, status, code, param in (
+        ({"extra_body": {"profile": "nobody"}}, 404, "profile_not_found", None),
+        ({"max_tokens": 0}, 422, "invalid_value", "max_tokens"),
+        ({"extra_body": {"profile": "too far"}}, 422, "profile_incompatible", None),
+    ):
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="tiny", messages=MESSAGES, **{"max_tokens": 4, **request})
+        error = refused.value
+        assert (error.status_code, error.code, error.param, error.type) == (status, code, param, "invalid_request_error")
+        assert error.message.startswith(f"Error code: {status} - ") and len(error.message) > 30, error.message
     warned = create(http, "elsewhere", {"1": 1.0}, model_id="another-model")
     activation = http.post(f"/api/profiles/{warned['id']}/activate").json()
     assert any("another-model" in w for w in activation["warnings"])
