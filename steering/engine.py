@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
@@ -122,10 +122,6 @@ class SteeringEngine:
     @property
     def active(self) -> SteeringSnapshot | None:
         return self._active
-
-    def with_active(self, request: GenerationRequest) -> GenerationRequest:
-        """`request` steered by the currently active snapshot (or by nothing)."""
-        return replace(request, steering=self._active)
 
     # -- generation ------------------------------------------------------------
 

@@ -42,8 +42,3 @@ def make_batch_invariant(model: nn.Module) -> nn.Module:
         if type(module) is nn.Linear:
             module.__class__ = RowTiledLinear
     return model
-
-
-def is_batch_invariant(model: nn.Module) -> bool:
-    """True when no plain nn.Linear is left in `model`."""
-    return not any(type(module) is nn.Linear for module in model.modules())

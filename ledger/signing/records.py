@@ -227,9 +227,6 @@ class SigningKeys(PublicKeyCheck):
             states.append(b"".join((MAGIC, self.key_id, signature, mac, index_and_count, payload)))
         return states
 
-    def seal(self, originator_id: Any, originator_version: int, topic: str, payload: bytes) -> bytes:
-        return self.seal_all([(originator_id, originator_version, topic, payload)])[0]
-
     def mac_problem(self, originator_id: Any, originator_version: int, topic: str,
                     state: bytes) -> tuple[bytes, str | None]:
         """The payload and, when the record is not this service's, why (by its MAC; on every read: kept lean)."""

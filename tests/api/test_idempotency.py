@@ -5,8 +5,6 @@ another server of the same PostgreSQL; the same key for a different request is r
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable
 
 import pytest
 from litestar.testing import TestClient

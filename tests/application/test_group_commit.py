@@ -28,7 +28,7 @@ THREADS = 32
 
 def stored(originator_id: uuid.UUID, version: int) -> StoredEvent:
     """An event as the application's mapper would store it (signed with the session's key)."""
-    state = SigningKeys.from_env(os.environ).seal(originator_id, version, "tests:Thing", b"{}")
+    state = SigningKeys.from_env(os.environ).seal_all([(originator_id, version, "tests:Thing", b"{}")])[0]
     return StoredEvent(originator_id=originator_id, originator_version=version, topic="tests:Thing", state=state)
 
 

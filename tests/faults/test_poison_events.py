@@ -50,7 +50,7 @@ def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, 
         ).fetchone()
         if state is None:
             state = json.dumps({**json.loads(Sealed.parse(stored).payload), **(change or {})}).encode()
-        state = SigningKeys.from_env(os.environ).seal(originator, 1, topic, state)
+        state = SigningKeys.from_env(os.environ).seal_all([(originator, 1, topic, state)])[0]
         conn.execute(
             f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
             f"VALUES ({marker}, 1, {marker}, {marker})",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -33,10 +34,8 @@ def test_active_snapshot_is_set_and_cleared(engine) -> None:
     assert engine.active is None
     snapshot = engine.set_active("p1", 3, PROFILES[0])
     assert engine.active is snapshot and (snapshot.profile_id, snapshot.version) == ("p1", 3)
-    request = GenerationRequest(prompt="Hello world", max_tokens=6)
-    assert engine.with_active(request).steering is snapshot
     engine.clear_active()
-    assert engine.active is None and engine.with_active(request).steering is None
+    assert engine.active is None
 
 
 def test_compatibility_warnings_and_errors(engine) -> None:
@@ -82,9 +81,9 @@ def test_concurrent_submissions_each_equal_their_solo_run(engine, loaded) -> Non
 def test_steered_and_active_requests_differ_from_plain(engine) -> None:
     plain = GenerationRequest(prompt="Tell me about sparse autoencoders please", max_tokens=10)
     engine.set_active("p0", 1, PROFILES[0])
-    steered, unsteered = engine.generate([engine.with_active(plain), plain])
+    steered, unsteered = engine.generate([replace(plain, steering=engine.active), plain])
     assert steered.token_ids != unsteered.token_ids
-    assert "".join(engine.stream(engine.with_active(plain))) == steered.text
+    assert "".join(engine.stream(replace(plain, steering=engine.active))) == steered.text
 
 
 def test_invalid_requests_fail_at_submit_and_closed_engine_refuses(loaded) -> None:
