@@ -16,11 +16,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from .errors import SteeringError
 from .generate import STEP_TOKENS, Batch, GenerationRequest, GenerationResult, Row, new_row, result_of, stream_text
 from .models import LoadedModel
+from .stats import SchedulerStats
 
 MAX_BATCH = 32
 MAX_QUEUE = 128
@@ -42,29 +42,6 @@ class EngineClosedError(SteeringError, RuntimeError):
 
 class RequestCancelledError(SteeringError, RuntimeError):
     """The request was cancelled (its caller went away) before it finished."""
-
-
-@dataclass(frozen=True)
-class SchedulerStats:
-    """The scheduler now, and its totals since start."""
-
-    queued: int
-    running: int
-    max_batch: int
-    max_queue: int
-    step_tokens: int
-    steps: int
-    admitted: int
-    refused: int
-    cancelled: int
-    finished: int
-    prefill_tokens: int
-    decode_tokens: int
-    prefill_tokens_per_s: float
-    decode_tokens_per_s: float
-    ttft_buckets: tuple[tuple[float, int], ...]  # time to first token from submission: (bound, cumulative count)
-    ttft_sum_s: float
-    ttft_count: int
 
 
 class Ticket:
@@ -178,8 +155,8 @@ class Scheduler:
                 max_queue=self.max_queue, step_tokens=self.step_tokens, steps=self._steps, admitted=self._admitted,
                 refused=self._refused, cancelled=self._cancelled, finished=self._finished,
                 prefill_tokens=self._prefill, decode_tokens=self._decode,
-                prefill_tokens_per_s=prefill / window if window > 0 else 0.0,
-                decode_tokens_per_s=decode / window if window > 0 else 0.0,
+                prefill_tokens_per_s=round(prefill / window, 3) if window > 0 else 0.0,
+                decode_tokens_per_s=round(decode / window, 3) if window > 0 else 0.0,
                 ttft_buckets=tuple(buckets), ttft_sum_s=self._ttft_sum, ttft_count=self._ttft_count,
             )
 

@@ -38,7 +38,6 @@ from ledger.api.chat_schemas import (
     ModelCard,
     ModelList,
     ReplayRead,
-    SchedulerRead,
     SteeringStatusRead,
     Usage,
 )
@@ -310,11 +309,9 @@ class SteeringController(Controller):
                 error=None,
             )
         engine, stats, status = generation.engine, generation.engine.stats(), generation.projector.status()
-        scheduler = convert(stats, SchedulerRead, prefill_tokens_per_s=round(stats.prefill_tokens_per_s, 3),
-                            decode_tokens_per_s=round(stats.decode_tokens_per_s, 3))
         return convert(
             status, SteeringStatusRead, model_loaded=True, model_id=engine.model_id, sae_id=engine.sae_id,
             sae_layer=engine.sae.layer if engine.sae is not None else None, device=str(engine.loaded.device),
             dtype=str(engine.loaded.dtype).removeprefix("torch."), active_profile_id=status.profile_id,
-            scheduler=scheduler,
+            scheduler=stats,
         )

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from ledger.api.schemas import Request
+from steering.stats import SchedulerStats
 
 MAX_TOKENS_LIMIT = 4096
 
@@ -117,23 +118,6 @@ class ReplayRead(msgspec.Struct):
     warnings: list[str]
 
 
-class SchedulerRead(msgspec.Struct):
-    """The continuous-batching scheduler: what waits and runs now, its limits, and its recent pace."""
-
-    queued: int
-    running: int
-    max_batch: int
-    max_queue: int
-    step_tokens: int
-    steps: int
-    admitted: int
-    refused: int
-    cancelled: int
-    finished: int
-    prefill_tokens_per_s: float
-    decode_tokens_per_s: float
-
-
 class SteeringStatusRead(msgspec.Struct):
     model_loaded: bool
     model_id: str | None
@@ -148,4 +132,4 @@ class SteeringStatusRead(msgspec.Struct):
     applied_at: datetime | None
     feature_count: int
     error: str | None
-    scheduler: SchedulerRead | None = None
+    scheduler: SchedulerStats | None = None
