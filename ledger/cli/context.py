@@ -62,13 +62,8 @@ class CliState:
             from projections.queries import ReadModel
             from projections.store import open_store
 
-            from projections.registry import select
-
-            database = self.settings.database
+            database = self.settings.database  # its tables are made by what recorded the log, never by a query
             store = open_store(database, datastore=self.ledger.recorder.datastore)
-            if self.writes:  # a query finds them made by whatever recorded the log (nothing is applied here)
-                store.create_table()
-                store.create_read_model_tables(select())
             self._reads = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
         return self._reads
 
