@@ -136,6 +136,9 @@ def test_reading_never_makes_a_key_only_the_first_write_does(tmp_path):
         return subprocess.run([LEDGER, "--database", url, *args], capture_output=True, text=True, env=environment,
                               timeout=120)
 
+    assert ledger("verify").returncode == 1  # no ledger there yet: said so, nothing made
+    assert not (tmp_path / "ledger.sqlite").exists()
+    assert ledger("db", "init").returncode == 0
     assert ledger("verify").returncode == 0
     assert ledger("list").returncode == 0
     assert not (tmp_path / ".ledger").exists()
