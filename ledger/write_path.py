@@ -57,7 +57,7 @@ def _timeout(name: str, seconds: float) -> Any:
 
 
 def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-    """What ``PostgresApplicationRecorder.insert_events`` does (lock the table, notify, insert, return the
+    """What ``PostgresApplicationRecorder.insert_events`` does (lock the table, insert, notify, return the
     notification ids), in one transaction, without pipeline mode and within the write timeouts.
 
     ``recorder`` is a ``PostgresApplicationRecorder``: its ``_insert_events`` hook, its insert statement and
@@ -82,10 +82,10 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
         with recorder.datastore.get_connection() as conn:  # an autocommit connection: the transaction is ours
             try:
                 with conn.cursor() as curs:
-                    # One round trip for BEGIN, the timeouts, the table lock and the NOTIFY (the pipeline gave one
-                    # for everything); then the INSERT, then COMMIT.
+                    # One round trip for BEGIN, the timeouts and the table lock (the pipeline gave one for
+                    # everything); then the INSERT, then the NOTIFY and COMMIT.
                     library_insert = _is_library_insert(recorder)
-                    curs.execute(_preamble(recorder, lock_and_notify=library_insert))
+                    curs.execute(_preamble(recorder, lock=library_insert))
                     recorder._insert_events(curs, stored_events, **kwargs)
                     ids = None
                     if stored_events:
@@ -96,7 +96,7 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
-                    curs.execute("COMMIT")
+                    curs.execute(_notify_and_commit(recorder, ids) if library_insert and ids else SQL("COMMIT"))
                     if after_commit is not None:
                         after_commit()
                     return ids
@@ -113,8 +113,8 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
 
 
 def _is_library_insert(recorder: Any) -> bool:
-    """Whether the recorder inserts as the library does (lock, notify, insert), so the lock and NOTIFY can join
-    the first round trip; a recorder that changes any of it runs its own ``_insert_stored_events``."""
+    """Whether the recorder inserts as the library does (lock, notify, insert), so the lock can join the first
+    round trip and the NOTIFY the last; a recorder that changes any of it runs its own ``_insert_stored_events``."""
     kind = type(recorder)
     return all(
         getattr(kind, name) is getattr(PostgresApplicationRecorder, name)
@@ -122,11 +122,15 @@ def _is_library_insert(recorder: Any) -> bool:
     )
 
 
-def _preamble(recorder: Any, *, lock_and_notify: bool) -> Any:
+def _preamble(recorder: Any, *, lock: bool) -> Any:
     statements = [SQL("BEGIN"), _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)]
-    if lock_and_notify:
-        statements += [*recorder.lock_table_statements, SQL("NOTIFY {}").format(Identifier(recorder.channel_name))]
-    return SQL("; ").join(statements)
+    return SQL("; ").join([*statements, *recorder.lock_table_statements] if lock else statements)
+
+
+def _notify_and_commit(recorder: Any, ids: Sequence[int]) -> Any:
+    """The NOTIFY the log's followers wake on, with the last position inserted (a follower already there need not
+    look), sent last: after the inline projection's own notification, which says the read models are there."""
+    return SQL("NOTIFY {}, {}; COMMIT").format(Identifier(recorder.channel_name), Literal(str(ids[-1])))
 
 
 def _timeout_message(recorder: Any, cause: BaseException) -> str:

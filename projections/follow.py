@@ -46,13 +46,22 @@ class Follower:
         """Apply what was recorded since the last call; returns the position reached."""
         raise NotImplementedError
 
+    def needs(self, position: int) -> bool:
+        """Whether the log having reached ``position`` may leave this follower something to do."""
+        return True
+
+    def _notified(self, payload: str | None) -> None:
+        """An insert's NOTIFY, its payload the last position inserted (None: something may have been missed)."""
+        if payload is None or not payload.isdigit() or self.needs(int(payload)):
+            self._wake.set()
+
     def run(self, stop: threading.Event) -> None:
         """Follow the log until ``stop`` is set, surviving database restarts (blocks)."""
         threading.Thread(target=lambda: (stop.wait(), self._wake.set()), daemon=True, name="follower-stop").start()
         own = None
         if self.database.is_postgres and self.log.channel:
             notifications = self.notifications or (own := Notifications(self.database.url))
-            notifications.subscribe(self.log.channel, lambda _: self._wake.set())
+            notifications.subscribe(self.log.channel, self._notified)
         try:
             retry = 0.1
             while not stop.is_set():
@@ -89,6 +98,9 @@ class LogFollower(Follower):
 
     def head(self) -> int:
         return self.log.head()
+
+    def needs(self, position: int) -> bool:
+        return position > self.consumer.position
 
     def catch_up(self, stop: threading.Event | None = None) -> int:
         while True:

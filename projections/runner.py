@@ -60,6 +60,7 @@ class ProjectionWorker(Follower):
         batch_size: int = BATCH_SIZE,
         poll_seconds: float | None = None,
         on_applied: Callable[[int], None] | None = None,
+        reached: Callable[[], int] | None = None,
         store: ReadModelStore | None = None,
         log: EventLog | None = None,
         notifications: Notifications | None = None,
@@ -75,6 +76,9 @@ class ProjectionWorker(Follower):
         self.on_applied = on_applied
         """Called with the position every read model of this worker reached, after each batch it committed for
         all of them (waiters in this process are answered without a query)."""
+        self.reached = reached
+        """The position every read model is known, in this process, to have reached (written inline, say): a
+        notification of an insert no further on is no reason to look."""
 
     @property
     def names(self) -> list[str]:
@@ -82,6 +86,9 @@ class ProjectionWorker(Follower):
 
     def positions(self) -> dict[str, int]:
         return self.store.positions(self.names)
+
+    def needs(self, position: int) -> bool:
+        return self.reached is None or position > self.reached()
 
     def catch_up(self, stop: threading.Event | None = None) -> int:
         """Apply every event recorded so far; returns the position all these read models have reached.

@@ -201,10 +201,11 @@ class Runtime:
         """Run the projection workers in a thread of this process; every save here wakes them at once."""
         from projections.runner import ProjectionWorker, run_projections
 
-        assert self.progress is not None
-        reads = self.read_model
-        worker = ProjectionWorker(self.database, on_applied=self.progress.advanced, store=getattr(reads, "store", None),
-                                  log=getattr(reads, "log", None), notifications=self.notifications)
+        progress, reads = self.progress, self.read_model
+        assert progress is not None
+        worker = ProjectionWorker(self.database, on_applied=progress.advanced, reached=lambda: progress.reached,
+                                  store=getattr(reads, "store", None), log=getattr(reads, "log", None),
+                                  notifications=self.notifications)
         self.wake = worker.wake
 
         def run() -> None:

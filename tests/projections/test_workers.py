@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,40 @@ def test_a_worker_wakes_on_notify_and_survives_a_database_restart(postgres_serve
         worker.close()
         app.close()
         read_model.close()
+
+
+def test_an_insert_notifies_its_last_position_and_a_worker_known_to_be_there_is_not_woken(postgres_url):
+    import psycopg
+
+    database = Database(postgres_url)
+    app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
+    read_model = ReadModel(database)
+    known = [0]  # what this process knows the read models reached (a server: its inline projection's commits)
+    worker = ProjectionWorker(database, poll_seconds=30, reached=lambda: known[0])
+    looked: list[int] = []
+    catch_up = worker.catch_up
+    worker.catch_up = lambda stop=None: looked.append(1) or catch_up(stop)  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    with psycopg.connect(postgres_url, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{app.recorder.channel_name}"')
+        thread.start()
+        try:
+            wait_until(lambda: len(looked) >= 1, timeout=5, what="the worker's first look")
+            time.sleep(1.0)  # it looks once more when its LISTEN starts (anything before may have been missed)
+            before = len(looked)
+            known[0] = 10**9
+            position = app.create_profile({"name": "known", "steering": {1: 1.0}}).position
+            assert [note.payload for note in listener.notifies(timeout=5, stop_after=1)] == [str(position)]
+            time.sleep(0.5)
+            assert len(looked) == before, "woken for an insert it was known to have"
+            known[0] = 0
+            position = app.create_profile({"name": "unknown", "steering": {1: 1.0}}).position
+            wait_until(lambda: min(read_model.positions().values()) >= position, timeout=5, what="the read models")
+            assert len(looked) == before + 1
+        finally:
+            stop.set()
+            thread.join()
+            worker.close()
+            app.close()
+            read_model.close()
