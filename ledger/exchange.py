@@ -38,7 +38,7 @@ def export_document(profile: Any, version: int) -> dict[str, Any]:
         "version": FORMAT_VERSION,
         "type": FORMAT_TYPE,
         "profile": {**fields, "profile_version": version},
-        "exported_at": datetime.now(timezone.utc).isoformat(),
+        "exported_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
         "exported_from": EXPORTED_FROM,
     }
 

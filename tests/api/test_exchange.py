@@ -44,6 +44,7 @@ def test_export_downloads_the_profile_as_an_attachment(client):
     assert document["type"] == "millm_profile" and document["version"] == "1.0"
     assert document["profile"]["name"] == profile["name"] and document["profile"]["steering"] == {"3": 1.5}
     assert document["profile"]["layer"] == 4 and document["profile"]["profile_version"] == 1
+    assert document["exported_at"].endswith("Z")  # UTC, written as every other time in the API
     updated = client.put(f"/api/profiles/{profile['id']}", json={"steering": {"3": 2.0}}).json()
     old = client.get(f"/api/profiles/{profile['id']}/export", params={"version": 1, **fresh(client, updated["position"])})
     assert old.json()["profile"]["steering"] == {"3": 1.5}
