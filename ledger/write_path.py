@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.errors import ValidationError
@@ -60,8 +60,8 @@ def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs:
     """What ``PostgresApplicationRecorder.insert_events`` does (lock the table, insert, notify, return the
     notification ids), in one transaction, without pipeline mode and within the write timeouts.
 
-    ``recorder`` is a ``PostgresApplicationRecorder``: its ``_insert_events`` hook, its insert statement and
-    its id fetch are used unchanged (so a subclass's extra statements run in the same transaction); then its
+    ``recorder`` is the ledger's ``PostgresApplicationRecorder``, which keeps the library's lock, NOTIFY and
+    insert statements: its ``_insert_events`` hook, its insert statement and its id fetch run unchanged; then its
     ``in_transaction`` hook, if it has one (see :data:`ledger.recorders.InTransaction`), before the commit.
     """
     check_event_sizes(stored_events)
@@ -84,19 +84,16 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
                 with conn.cursor() as curs:
                     # One round trip for BEGIN, the timeouts and the table lock (the pipeline gave one for
                     # everything); then the INSERT, then the NOTIFY and COMMIT.
-                    library_insert = _is_library_insert(recorder)
-                    curs.execute(_preamble(recorder, lock=library_insert))
+                    timeout = _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)
+                    curs.execute(SQL("; ").join([SQL("BEGIN"), timeout, *recorder.lock_table_statements]))
                     recorder._insert_events(curs, stored_events, **kwargs)
                     ids = None
                     if stored_events:
-                        if library_insert:
-                            PostgresAggregateRecorder._insert_stored_events(recorder, curs, stored_events, **kwargs)
-                        else:
-                            recorder._insert_stored_events(curs, stored_events, **kwargs)
+                        PostgresAggregateRecorder._insert_stored_events(recorder, curs, stored_events, **kwargs)
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
-                    curs.execute(_notify_and_commit(recorder, ids) if library_insert and ids else SQL("COMMIT"))
+                    curs.execute(_notify_and_commit(recorder, ids) if ids else SQL("COMMIT"))
                     if after_commit is not None:
                         after_commit()
                     return ids
@@ -110,21 +107,6 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
         if isinstance(cause, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
             raise WriteTimeoutError(_timeout_message(recorder, cause)) from error
         raise
-
-
-def _is_library_insert(recorder: Any) -> bool:
-    """Whether the recorder inserts as the library does (lock, notify, insert), so the lock can join the first
-    round trip and the NOTIFY the last; a recorder that changes any of it runs its own ``_insert_stored_events``."""
-    kind = type(recorder)
-    return all(
-        getattr(kind, name) is getattr(PostgresApplicationRecorder, name)
-        for name in ("_insert_stored_events", "_lock_table", "_notify_channel")
-    )
-
-
-def _preamble(recorder: Any, *, lock: bool) -> Any:
-    statements = [SQL("BEGIN"), _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)]
-    return SQL("; ").join([*statements, *recorder.lock_table_statements] if lock else statements)
 
 
 def _notify_and_commit(recorder: Any, ids: Sequence[int]) -> Any:

@@ -12,7 +12,6 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
@@ -20,13 +19,13 @@ from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import refuse_beyond_head
 from ledger.api.runtime import Runtime
-from ledger.api.schemas import ErrorBody
 from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
     ProjectionTimeoutError,
     ServiceUnavailableError,
+    error_spec,
     responses,
 )
 from ledger.api.chat_schemas import (
@@ -54,13 +53,10 @@ class ModelNotLoadedError(ServiceUnavailableError):
     code = "model_not_loaded"
 
 
-BUSY_OR_UNAVAILABLE = {
-    503: ResponseSpec(
-        data_container=ErrorBody, generate_examples=False,
-        description="The generation queue is full (error `engine_busy`, with `Retry-After`; nothing was run or "
-        "recorded), or the database cannot be reached right now (error `database_unavailable`)",
-    )
-}
+BUSY_OR_UNAVAILABLE = {503: error_spec(
+    "The generation queue is full (error `engine_busy`, with `Retry-After`; nothing was run or recorded), or the "
+    "database cannot be reached right now (error `database_unavailable`)"
+)}
 
 
 class EngineBusyError(ServiceUnavailableError):

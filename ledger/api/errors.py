@@ -51,7 +51,6 @@ from ledger.write_path import WriteTimeoutError
 from projections.errors import InvalidCursorError, InvalidQueryError
 
 log = logging.getLogger("ledger.api")
-OPENAI_PREFIX = "/v1/"
 
 
 class ApiError(LedgerError):
@@ -140,7 +139,7 @@ def _field_of(key: str | None) -> str | None:
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response:
     """The one exception handler of the app: the ledger's error shape, or under ``/v1`` OpenAI's."""
     response = _answer(request, exc)
-    if request.url.path.startswith(OPENAI_PREFIX):
+    if request.url.path.startswith("/v1/"):
         response.content = for_openai_clients(response.content, response.status_code)
     return response
 
@@ -208,17 +207,17 @@ EXCEPTION_HANDLERS = {Exception: handle_exception}
 
 
 # -- OpenAPI documentation of the error answers ----------------------------------------------------
-def _spec(description: str) -> ResponseSpec:
+def error_spec(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
 
 
-INVALID = {422: _spec("The request is invalid: body, query, path or header (error `invalid_request` or a domain code)")}
-NOT_FOUND = {404: _spec("No such profile, version, execution or run")}
-CONFLICT = {409: _spec("Conflict: name taken, profile active, or a concurrent update")}
-STALE = {412: _spec("If-Match names a version that is no longer current; `current_version` says which is")}
-TIMEOUT = {504: _spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
-UNAVAILABLE = {503: _spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
-TOO_LARGE = {413: _spec("The request body is larger than the configured maximum")}
+INVALID = {422: error_spec("The request is invalid: body, query, path or header (error `invalid_request` or a domain code)")}
+NOT_FOUND = {404: error_spec("No such profile, version, execution or run")}
+CONFLICT = {409: error_spec("Conflict: name taken, profile active, or a concurrent update")}
+STALE = {412: error_spec("If-Match names a version that is no longer current; `current_version` says which is")}
+TIMEOUT = {504: error_spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
+UNAVAILABLE = {503: error_spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
+TOO_LARGE = {413: error_spec("The request body is larger than the configured maximum")}
 
 
 def responses(*groups: dict[int, ResponseSpec], openai: bool = False) -> dict[int, ResponseSpec]:

@@ -307,10 +307,8 @@ class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class OpenAIError(msgspec.Struct, kw_only=True):
     message: str
-    """``detail``."""
     type: Literal["invalid_request_error", "authentication_error", "server_error"]
     param: str | None
-    """``field``."""
     code: str
     """``error``: the stable code. Context fields follow, as in the ledger's own shape."""
 

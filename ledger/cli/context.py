@@ -109,12 +109,11 @@ state = CliState()
 def holds_log(app: ProfileLedger, database: Database) -> bool:
     """Whether the database has the event log's table (read without creating anything)."""
     recorder: Any = app.recorder
-    sql = ("SELECT to_regclass(%s) AS found" if database.is_postgres
-           else "SELECT name AS found FROM sqlite_master WHERE type = 'table' AND name = ?")
+    sql = ("SELECT to_regclass(%s) IS NOT NULL AS found" if database.is_postgres
+           else "SELECT count(*) AS found FROM sqlite_master WHERE type = 'table' AND name = ?")
     with recorder.datastore.transaction(commit=False) as curs:
         curs.execute(sql, (recorder.events_table_name,))
-        row = curs.fetchone()
-    return row is not None and row["found"] is not None
+        return bool(curs.fetchone()["found"])
 
 
 def acting(actor: str, reason: str | None) -> AbstractContextManager[None]:
