@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -161,15 +163,28 @@ def test_two_workers_at_once_give_what_one_gives(postgres_url):
 
 
 
-def test_a_worker_wakes_on_notify_and_survives_a_database_restart(postgres_server, postgres_url):
-    database = Database(postgres_url)
+@contextmanager
+def following(database: Database, worker: ProjectionWorker) -> Iterator[tuple[ProfileLedger, ReadModel]]:
+    """``worker`` following the log in a thread, beside an application writing to it and the read models."""
     app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
     read_model = ReadModel(database)
     stop = threading.Event()
-    worker = ProjectionWorker(database, poll_seconds=30)  # only a NOTIFY can wake it within the test
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
     try:
+        yield app, read_model
+    finally:
+        stop.set()
+        thread.join()
+        worker.close()
+        app.close()
+        read_model.close()
+
+
+def test_a_worker_wakes_on_notify_and_survives_a_database_restart(postgres_server, postgres_url):
+    database = Database(postgres_url)
+    worker = ProjectionWorker(database, poll_seconds=30)  # only a NOTIFY can wake it within the test
+    with following(database, worker) as (app, read_model):
         position = app.create_profile({"name": "before", "steering": {1: 1.0}}).position
         wait_until(lambda: min(read_model.positions().values()) >= position, timeout=5, what="the read models")
         if postgres_server.data_dir is None:
@@ -180,46 +195,28 @@ def test_a_worker_wakes_on_notify_and_survives_a_database_restart(postgres_serve
         wait_until(lambda: min(retry_until_it_works(read_model.positions).values()) >= position, timeout=15,
                    what="the read models")
         assert read_model.get_profile_by_name("after") is not None
-    finally:
-        stop.set()
-        thread.join()
-        worker.close()
-        app.close()
-        read_model.close()
 
 
 def test_an_insert_notifies_its_last_position_and_a_worker_known_to_be_there_is_not_woken(postgres_url):
     import psycopg
 
     database = Database(postgres_url)
-    app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
-    read_model = ReadModel(database)
     known = [0]  # what this process knows the read models reached (a server: its inline projection's commits)
     worker = ProjectionWorker(database, poll_seconds=30, reached=lambda: known[0])
     looked: list[int] = []
     catch_up = worker.catch_up
     worker.catch_up = lambda stop=None: looked.append(1) or catch_up(stop)  # type: ignore[method-assign]
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    with psycopg.connect(postgres_url, autocommit=True) as listener:
+    with psycopg.connect(postgres_url, autocommit=True) as listener, following(database, worker) as (app, read_model):
         listener.execute(f'LISTEN "{app.recorder.channel_name}"')
-        thread.start()
-        try:
-            wait_until(lambda: len(looked) >= 1, timeout=5, what="the worker's first look")
-            time.sleep(1.0)  # it looks once more when its LISTEN starts (anything before may have been missed)
-            before = len(looked)
-            known[0] = 10**9
-            position = app.create_profile({"name": "known", "steering": {1: 1.0}}).position
-            assert [note.payload for note in listener.notifies(timeout=5, stop_after=1)] == [str(position)]
-            time.sleep(0.5)
-            assert len(looked) == before, "woken for an insert it was known to have"
-            known[0] = 0
-            position = app.create_profile({"name": "unknown", "steering": {1: 1.0}}).position
-            wait_until(lambda: min(read_model.positions().values()) >= position, timeout=5, what="the read models")
-            assert len(looked) == before + 1
-        finally:
-            stop.set()
-            thread.join()
-            worker.close()
-            app.close()
-            read_model.close()
+        wait_until(lambda: len(looked) >= 1, timeout=5, what="the worker's first look")
+        time.sleep(1.0)  # it looks once more when its LISTEN starts (anything before may have been missed)
+        before = len(looked)
+        known[0] = 10**9
+        position = app.create_profile({"name": "known", "steering": {1: 1.0}}).position
+        assert [note.payload for note in listener.notifies(timeout=5, stop_after=1)] == [str(position)]
+        time.sleep(0.5)
+        assert len(looked) == before, "woken for an insert it was known to have"
+        known[0] = 0
+        position = app.create_profile({"name": "unknown", "steering": {1: 1.0}}).position
+        wait_until(lambda: min(read_model.positions().values()) >= position, timeout=5, what="the read models")
+        assert len(looked) == before + 1
