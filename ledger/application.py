@@ -176,10 +176,11 @@ class ProfileLedger(Application[UUID]):
         *,
         bump_version: bool = True,
         expected_version: int | None = None,
+        expected_revision: int | None = None,
     ) -> Outcome:
         def attempt() -> Outcome:
             profile = self._live_profile(profile_id)
-            self._check_expected(profile, expected_version)
+            self._check_expected(profile, expected_version, expected_revision)
             old_name = profile.name
             if not profile.revise(changes, bump_version=bump_version):
                 return Outcome(ProfileState.of(profile), changed=False, position=None)
@@ -194,17 +195,18 @@ class ProfileLedger(Application[UUID]):
 
         return retrying(attempt, retry=expected_version is None)
 
-    def revert_profile(self, profile_id: UUID, version: int, *, expected_version: int | None = None) -> Outcome:
+    def revert_profile(self, profile_id: UUID, version: int, **expected: int | None) -> Outcome:
         """Make a new version whose content equals version ``version`` (history is never rewritten)."""
         target = self.get_profile(profile_id, version=version)
-        return self.update_profile(profile_id, target.fields(), expected_version=expected_version)
+        return self.update_profile(profile_id, target.fields(), **expected)
 
     def delete_profile(
-        self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None
+        self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None,
+        expected_revision: int | None = None,
     ) -> Outcome:
         def attempt() -> Outcome:
             profile = self._live_profile(profile_id)
-            self._check_expected(profile, expected_version)
+            self._check_expected(profile, expected_version, expected_revision)
             profile.delete(delete_executions=delete_executions)
             index = self._name_index(profile.name)
             index.release(profile.id)
@@ -400,10 +402,15 @@ class ProfileLedger(Application[UUID]):
         return {name: getattr(active, name) for name in SPEC_FIELDS if given.get(name) is None}
 
     @staticmethod
-    def _check_expected(profile: Profile, expected_version: int | None) -> None:
-        if expected_version is not None and profile.current_version != expected_version:
+    def _check_expected(profile: Profile, expected_version: int | None, expected_revision: int | None) -> None:
+        """``If-Match``: the version (and, from an ETag, the stream's version, which edits that keep the
+        profile's version move too) the caller based its change on."""
+        if expected_version is None:
+            return
+        if profile.current_version != expected_version or expected_revision not in (None, profile.version):
             raise StaleVersionError(
-                f"profile {profile.id} is at version {profile.current_version}, not {expected_version}",
+                f"profile {profile.id} has changed since version {expected_version} as you read it: it is at "
+                f'version {profile.current_version} (ETag "{profile.current_version}.{profile.version}")',
                 profile_id=str(profile.id),
                 current_version=profile.current_version,
                 expected_version=expected_version,

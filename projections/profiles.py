@@ -56,7 +56,7 @@ def on_created(event: Profile.Created) -> list[Op]:
     at = event.timestamp
     return [
         Insert(PROFILES, {"id": event.originator_id, **content(event, searchable=True), "version": 1,
-                          "created_at": at, "updated_at": at}),
+                          "revision": event.originator_version, "created_at": at, "updated_at": at}),
         Insert(USAGE, {"profile_id": event.originator_id, "execution_count": 0, "last_executed_at": None}),
     ]
 
@@ -66,11 +66,12 @@ def on_revised(event: Profile.SpecRevised | Profile.DetailsRevised | Profile.Det
     if isinstance(event, Profile.SpecRevised):
         values.update(spec(event))
     return [Update(PROFILES, {"id": event.originator_id},
-                   {**values, "version": event.version, "updated_at": event.timestamp})]
+                   {**values, "version": event.version, "revision": event.originator_version,
+                    "updated_at": event.timestamp})]
 
 
 def on_touched(event: Profile.Activated | Profile.Deactivated) -> list[Op]:
-    return [Update(PROFILES, {"id": event.originator_id}, {"updated_at": event.timestamp})]
+    return [Update(PROFILES, {"id": event.originator_id}, {"revision": event.originator_version, "updated_at": event.timestamp})]
 
 
 def on_deleted(event: Profile.Deleted) -> list[Op]:
@@ -83,8 +84,8 @@ def on_deleted(event: Profile.Deleted) -> list[Op]:
 
 def on_restored(event: Profile.Restored) -> list[Op]:
     return [Insert(PROFILES, {"id": event.originator_id, **content(event, searchable=True),
-                              "version": event.version, "created_at": event.created_at,
-                              "updated_at": event.timestamp})]
+                              "version": event.version, "revision": event.originator_version,
+                              "created_at": event.created_at, "updated_at": event.timestamp})]
 
 
 def on_execution_recorded(event: Execution.Recorded) -> list[Op]:
@@ -108,7 +109,7 @@ PROJECTION = ReadModelProjection(
         Profile.Restored: on_restored,
         Execution.Recorded: on_execution_recorded,
     },
-    version=2,
+    version=3,
 )
 
 PROFILE_SORTS = ("name", "updated_at")

@@ -25,6 +25,7 @@ class Page(Struct, Generic[T], frozen=True):
 class ProfileRow(ProfileFields, frozen=True, kw_only=True):
     id: UUID
     version: int
+    revision: int  # the stream version: with ``version``, the profile's ETag
     is_active: bool
     pinned_version: int | None
     execution_count: int

@@ -33,7 +33,8 @@ POSITION_DOC = ResponseHeader(
     description="The log position of the command's last event: pass it as `min_position` to read this write.",
 )
 ETAG_DOC = ResponseHeader(
-    name="ETag", documentation_only=True, value='"1"', description="The profile's version, for `If-Match` on the next change."
+    name="ETag", documentation_only=True, value='"1.1"',
+    description="The profile's version and its stream's (an edit that keeps the version changes it), for `If-Match`.",
 )
 COMMAND_HEADERS = [POSITION_DOC]
 PROFILE_COMMAND_HEADERS = [POSITION_DOC, ETAG_DOC]

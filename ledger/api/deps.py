@@ -217,18 +217,18 @@ def parse_time(value: str | None, what: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def parse_if_match(value: str | None) -> int | None:
-    """The profile version an ``If-Match`` header names (``"3"``, ``W/"3"``, ``3``); ``*`` or absent → None."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text in ("", "*"):
-        return None
-    first = text.split(",")[0].strip().removeprefix("W/").strip('"').strip()
-    if first.isascii() and first.isdigit():
-        return int(first)
-    return -1  # matches no version: the command answers 412
+def parse_if_match(value: str | None) -> tuple[int | None, int | None]:
+    """The profile version and revision an ``If-Match`` header names (``"3.7"``, ``W/"3.7"``; a bare version
+    ``"3"`` checks the version alone); ``*`` or absent → nothing to check."""
+    first = (value or "*").split(",")[0].strip().removeprefix("W/").strip('"').strip()
+    if first in ("", "*"):
+        return None, None
+    version, _, revision = first.partition(".")
+    if version.isascii() and version.isdigit() and (not revision or revision.isascii() and revision.isdigit()):
+        return int(version), int(revision) if revision else None
+    return -1, None  # matches no version: the command answers 412
 
 
-def etag(version: int) -> str:
-    return f'"{version}"'
+def etag(profile: Any) -> str:
+    """A profile's ETag: its version and its stream's, so an edit that keeps the version changes it too."""
+    return f'"{profile.version}.{profile.revision}"'

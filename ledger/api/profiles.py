@@ -49,7 +49,7 @@ from ledger.time_travel import ProfileDiff, diff
 
 IfMatch = Annotated[
     str | None,
-    HeaderParameter(name="If-Match", description="The ETag (version) the change is based on; 412 when stale."),
+    HeaderParameter(name="If-Match", description="The ETag the change is based on (or a bare version); 412 when stale."),
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1 to 500).")]
 
@@ -62,9 +62,8 @@ def _row_or_none(reads: Any, profile_id: UUID) -> Any:
 
 
 def with_etag(profile: Any) -> Response[ProfileRead]:
-    """A profile (a read-model row or a state) as it is read, its version as the ETag."""
-    body = convert(profile, ProfileRead)
-    return Response(body, headers={"ETag": etag(body.version)})
+    """A profile (a read-model row or a state) as it is read, with its ETag."""
+    return Response(convert(profile, ProfileRead), headers={"ETag": etag(profile)})
 
 
 def position_of(outcome: Outcome, ledger: ProfileLedger) -> int:
@@ -80,7 +79,7 @@ def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status:
     counts = {} if row is None else {"execution_count": row.execution_count, "last_executed_at": row.last_executed_at}
     position = position_of(outcome, ledger)
     change = convert(state, ProfileChange, position=position, changed=outcome.changed, **counts)
-    return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state.version)})
+    return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state)})
 
 
 def profile_command(
@@ -261,11 +260,10 @@ class ProfileController(Controller):
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
         changes = data.changes(PROFILE_FIELDS)
-        expected = parse_if_match(if_match)
-        return profile_command(
-            ledger, runtime, context, data,
-            lambda: ledger.update_profile(pid, changes, bump_version=data.bump_version, expected_version=expected),
-        )
+        expected, revision = parse_if_match(if_match)
+        return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
+            pid, changes, bump_version=data.bump_version, expected_version=expected, expected_revision=revision,
+        ))
 
     @delete(
         "/{profile_id:str}",
@@ -285,11 +283,10 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileDeletion]:
         pid = profile_id_of(ledger, profile_id)
-        expected = parse_if_match(if_match)
-        outcome = run_command(
-            context,
-            lambda: ledger.delete_profile(pid, delete_executions=delete_executions, expected_version=expected),
-        )
+        expected, revision = parse_if_match(if_match)
+        outcome = run_command(context, lambda: ledger.delete_profile(
+            pid, delete_executions=delete_executions, expected_version=expected, expected_revision=revision,
+        ))
         assert outcome.profile is not None and outcome.position is not None
         body = ProfileDeletion(deleted=True, id=pid, name=outcome.profile.name, delete_executions=delete_executions,
                                position=outcome.position)
@@ -359,10 +356,10 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
-        expected = parse_if_match(if_match)
-        return profile_command(
-            ledger, runtime, context, data, lambda: ledger.revert_profile(pid, data.version, expected_version=expected)
-        )
+        expected, revision = parse_if_match(if_match)
+        return profile_command(ledger, runtime, context, data, lambda: ledger.revert_profile(
+            pid, data.version, expected_version=expected, expected_revision=revision,
+        ))
 
     @post(
         "/{profile_id:str}/restore",

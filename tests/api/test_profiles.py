@@ -36,7 +36,7 @@ def test_create_answers_201_with_the_profile_its_position_and_etag(client):
     assert body["tags"] == ["tone", "safe"] and body["products"] == ["chat"]
     assert body["execution_count"] == 0 and body["last_executed_at"] is None
     assert body["position"] >= 1 and response.headers["X-Ledger-Position"] == str(body["position"])
-    assert response.headers["ETag"] == '"1"'
+    assert response.headers["ETag"] == '"1.1"'
     assert response.headers["X-Request-ID"] == "req-123"
     uuid.UUID(body["id"])
 
@@ -47,7 +47,7 @@ def test_get_by_id_and_by_name_and_list(client):
     query = fresh(client, client.post("/api/profiles", json={"name": "gamma"}).json()["position"])
     got = client.get(f"/api/profiles/{alpha['id']}", params=query)
     assert got.status_code == 200 and got.json()["name"] == "Alpha One"
-    assert got.headers["ETag"] == '"1"'
+    assert got.headers["ETag"] == '"1.1"'
     by_name = client.get("/api/profiles/by-name/alpha  one", params=query)  # names compare case/space-insensitively
     assert by_name.status_code == 200 and by_name.json()["id"] == alpha["id"]
     listing = client.get("/api/profiles", params=query).json()
@@ -143,7 +143,7 @@ def test_partial_update_changes_only_given_fields(client):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["description"] == "new" and body["tags"] == ["t"] and body["steering"] == {"1": 1.0}
-    assert body["version"] == 2 and response.headers["ETag"] == '"2"'
+    assert body["version"] == 2 and response.headers["ETag"] == '"2.2"'
     assert body["position"] > profile["position"]
     # descriptive change without a new version
     same = client.put(f"/api/profiles/{profile['id']}", json={"tags": ["u"], "bump_version": False}).json()
@@ -169,16 +169,32 @@ def test_partial_update_changes_only_given_fields(client):
 def test_if_match_makes_updates_conditional(client):
     profile = create(client, "cond")
     url = f"/api/profiles/{profile['id']}"
-    ok = client.put(url, json={"description": "a"}, headers={"If-Match": '"1"'})
-    assert ok.status_code == 200 and ok.headers["ETag"] == '"2"'
+    ok = client.put(url, json={"description": "a"}, headers={"If-Match": '"1.1"'})
+    assert ok.status_code == 200 and ok.headers["ETag"] == '"2.2"'
     body = assert_error(client.put(url, json={"description": "b"}, headers={"If-Match": '"1"'}), 412, "stale_version")
     assert body["current_version"] == 2 and body["expected_version"] == 1
-    assert client.put(url, json={"description": "b"}, headers={"If-Match": 'W/"2"'}).status_code == 200
+    assert client.put(url, json={"description": "b"}, headers={"If-Match": 'W/"2.2"'}).status_code == 200
     assert client.put(url, json={"description": "c"}, headers={"If-Match": "*"}).status_code == 200
     assert_error(client.put(url, json={"description": "d"}, headers={"If-Match": '"banana"'}), 412)
     assert_error(client.delete(url, headers={"If-Match": '"1"'}), 412, "stale_version")
     latest = client.put(url, json={"description": "e"}).json()
-    assert client.get(url, params=fresh(client, latest["position"])).headers["ETag"] == '"5"'
+    assert client.get(url, params=fresh(client, latest["position"])).headers["ETag"] == '"5.5"'
+
+
+def test_an_edit_that_keeps_the_version_still_moves_the_etag_so_if_match_loses_no_update(client):
+    url = f"/api/profiles/{create(client, 'shared')['id']}"
+    read_by_a = client.get(url).headers["ETag"]
+    by_b = client.put(url, json={"description": "B wrote this", "bump_version": False}, headers={"If-Match": read_by_a})
+    assert by_b.status_code == 200 and by_b.json()["version"] == 1 and by_b.headers["ETag"] != read_by_a
+    body = assert_error(client.put(url, json={"description": "A overwrote", "bump_version": False},
+                                   headers={"If-Match": read_by_a}), 412, "stale_version")
+    assert by_b.headers["ETag"] in body["detail"]
+    assert client.get(url).json()["description"] == "B wrote this"
+    assert_error(client.delete(url, headers={"If-Match": read_by_a}), 412, "stale_version")
+    assert client.get(url).headers["ETag"] == by_b.headers["ETag"]
+    activated = client.post(f"{url}/activate")
+    assert activated.status_code == 200 and client.get(url).headers["ETag"] != by_b.headers["ETag"]
+    assert client.put(url, json={"description": "c"}, headers={"If-Match": client.get(url).headers["ETag"]}).status_code == 200
 
 
 def test_delete(client):
