@@ -168,13 +168,21 @@ def provide_context(
     x_reason: Annotated[str | None, HeaderParameter(name="X-Reason", description="Why (recorded on the events).")] = None,
 ) -> CommandContext:
     principal = principal_of(request)
-    actor = principal.name if principal is not None else (x_actor or "").strip() or "anonymous"
+    actor = principal.name if principal is not None else header_text(x_actor, "X-Actor") or "anonymous"
     if principal is None and len(actor) > ACTOR_MAX:
         raise InvalidRequestError(f"X-Actor must be at most {ACTOR_MAX} characters", field="X-Actor")
-    reason = (x_reason or "").strip() or None
+    reason = header_text(x_reason, "X-Reason") or None
     if reason is not None and len(reason) > REASON_MAX:
         raise InvalidRequestError(f"X-Reason must be at most {REASON_MAX} characters", field="X-Reason")
     return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(request.scope))
+
+
+def header_text(value: str | None, name: str) -> str:
+    """A header's text, stripped: HTTP carries bytes, handed over as Latin-1, and clients send UTF-8."""
+    try:
+        return (value or "").encode("latin-1").decode("utf-8").strip()
+    except UnicodeError:
+        raise InvalidRequestError(f"{name} must be UTF-8 text", field=name) from None
 
 
 def with_reason(context: CommandContext, body: Any) -> CommandContext:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.api.conftest import assert_error, create, fresh
+import httpx
+
+from tests.api.conftest import assert_error, create, fresh, start_server
 
 PROFILE_KEYS = {
     "id", "name", "description", "model_id", "sae_id", "layer", "steering", "feature_count", "is_active",
@@ -245,6 +247,24 @@ def test_activation_reports_compatibility_warnings(client_factory):
         profile = create(client, "far", layer=99)
         body = client.post(f"/api/profiles/{profile['id']}/activate").json()
         assert body["warnings"] == ["layer 99 is not hooked"] and body["is_active"] is True
+
+
+def test_actor_and_reason_headers_are_recorded_as_the_utf8_they_were_sent_in(database_url):
+    running = start_server(database_url)
+    try:
+        with httpx.Client(base_url=running.base_url) as http:  # over a socket: the headers' bytes as sent
+            made = http.post("/api/profiles", json={"name": "accented"},
+                             headers={"X-Actor": "zoë".encode(), "X-Reason": "café ☕".encode()})
+            assert made.status_code == 201, made.text
+            by_actor = http.get("/api/events", params={"actor": "zoë"}).json()["events"]
+            created = next(event for event in by_actor if event["type"] == "Profile.Created")
+            assert (created["actor"], created["reason"], created["profile_id"]) == ("zoë", "café ☕", made.json()["id"])
+            for header in ("X-Actor", "X-Reason"):
+                refused = http.post("/api/profiles", json={"name": "latin1"}, headers={header: "café".encode("latin-1")})
+                assert assert_error(refused, 422, "invalid_request")["field"] == header
+            assert http.get("/api/profiles/latin1").status_code == 404
+    finally:
+        running.stop()
 
 
 def test_actor_reason_and_correlation_reach_the_audit_log(client):
