@@ -30,6 +30,7 @@ from ledger.api.runtime import Runtime
 from ledger.api.schemas import REASON_MAX
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
+from ledger.values import INT64_MAX
 
 ACTOR_MAX = 200
 
@@ -46,8 +47,10 @@ def provide_ledger(state: State) -> ProfileLedger:
 
 MIN_POSITION_DOC = "Answer only after the read side has reached this log position."
 X_MIN_POSITION_DOC = "Same as the `min_position` query parameter."
-MinPosition = Annotated[int | None, QueryParameter(ge=0, description=MIN_POSITION_DOC)]
-XMinPosition = Annotated[int | None, HeaderParameter(name="X-Min-Position", ge=0, description=X_MIN_POSITION_DOC)]
+MinPosition = Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX, description=MIN_POSITION_DOC)]
+XMinPosition = Annotated[
+    int | None, HeaderParameter(name="X-Min-Position", ge=0, le=INT64_MAX, description=X_MIN_POSITION_DOC)
+]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
 
@@ -83,13 +86,15 @@ def requested_position(request: Request[Any, Any, Any]) -> int | None:
     values += [
         ("X-Min-Position", value.decode("latin-1")) for name, value in scope["headers"] if name == b"x-min-position"
     ]
-    wanted: int | None = None
-    for name, value in values:
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()):
-            raise InvalidRequestError(f"{name} must be a log position: an integer ≥ 0 (got {value[:40]!r})", field=name)
-        wanted = max(int(text), wanted or 0)
-    return wanted
+    return max((log_position(value, name) for name, value in values), default=None)
+
+
+def log_position(value: str, name: str) -> int:
+    """A log position given as text (a query parameter or header read by hand)."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and int(text) <= INT64_MAX):
+        raise InvalidRequestError(f"{name} must be a log position: an integer ≥ 0 (got {value[:40]!r})", field=name)
+    return int(text)
 
 
 @dataclass

@@ -26,11 +26,12 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import Cursor, parse_time
+from ledger.api.deps import Cursor, log_position, parse_time
 from ledger.api.errors import INVALID, TIMEOUT, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.states import convert
+from ledger.values import INT64_MAX
 from projections import cursors
 
 SCAN_BATCH = 50
@@ -43,7 +44,7 @@ STREAM_RETRY_AFTER = 5
 ProfileFilter = Annotated[UUID | None, QueryParameter(description="Only events of this profile (UUID).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
 TypeFilter = Annotated[str | None, QueryParameter(description="Only this event type, e.g. `Profile.Created`.")]
-After = Annotated[int | None, QueryParameter(ge=0, description="Only events after this log position.")]
+After = Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX, description="Only events after this log position.")]
 
 
 def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
@@ -120,10 +121,7 @@ class EventController(Controller):
             )
         start = after
         if last_event_id is not None and last_event_id.strip():
-            text = last_event_id.strip()
-            if not (text.isascii() and text.isdigit()):
-                raise InvalidRequestError("Last-Event-ID must be a log position (an integer)", field="Last-Event-ID")
-            start = max(start or 0, int(text))
+            start = max(start or 0, log_position(last_event_id, "Last-Event-ID"))
         if start is None:
             start = await anyio.to_thread.run_sync(runtime.read_model.log_position)
         principal = principal_of(request)

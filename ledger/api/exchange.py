@@ -29,6 +29,7 @@ from ledger.api.schemas import ProfileChange
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ProfileVersionNotFoundError
+from ledger.values import INT64_MAX
 
 FILENAME_MAX = 120
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\"\';:*?<>|%]+')
@@ -122,7 +123,7 @@ class ProfileExchangeController(Controller):
         profile_id: ProfileRef,
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
-        version: Annotated[int | None, QueryParameter(ge=1, description="Default: the latest.")] = None,
+        version: Annotated[int | None, QueryParameter(ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> Response[dict[str, Any]]:
         return export_download(reads, profile_id_of(ledger, profile_id), version)
 

@@ -46,6 +46,7 @@ from ledger.domainmodel import PROFILE_FIELDS, CommandContext
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
 from ledger.states import convert
 from ledger.time_travel import ProfileDiff, diff
+from ledger.values import INT64_MAX
 
 IfMatch = Annotated[
     str | None,
@@ -211,9 +212,9 @@ class ProfileController(Controller):
         profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
         from_version: Annotated[
-            int | None, QueryParameter(name="from", ge=1, description="Default: the version before `to`.")
+            int | None, QueryParameter(name="from", ge=1, le=INT64_MAX, description="Default: the version before `to`.")
         ] = None,
-        to_version: Annotated[int | None, QueryParameter(name="to", ge=1, description="Default: the latest.")] = None,
+        to_version: Annotated[int | None, QueryParameter(name="to", ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> ProfileDiff:
         pid = profile_id_of(ledger, profile_id)
         after = ledger.get_profile(pid, version=to_version) if to_version else ledger.get_profile(pid)

@@ -26,6 +26,7 @@ REASON_MAX = 1_000
 Reason = Annotated[str, Meta(max_length=REASON_MAX, description="Why (recorded on the events; overrides `X-Reason`).")]
 Description = Annotated[str, Meta(max_length=values.DESCRIPTION_MAX)]
 Layer = Annotated[int, Meta(ge=0, le=values.LAYER_MAX)]
+Version = Annotated[int, Meta(ge=1, le=values.INT64_MAX)]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -87,7 +88,7 @@ class UpdateProfile(Request):
 
 
 class ActivateProfile(Request):
-    version: int | None = None
+    version: Version | None = None
     """Pin this version; omitted → the active profile follows the latest version."""
     reason: Reason | None = None
 
@@ -101,12 +102,12 @@ class DeactivateProfile(Request):
 
 
 class RevertProfile(Request):
-    version: int
+    version: Version
     reason: Reason | None = None
 
 
 class RecordExecution(Request):
-    version: int | None = None
+    version: Version | None = None
     run_id: str | None = None
     seed: Annotated[int, Meta(ge=values.INT64_MIN, le=values.INT64_MAX)] | None = None
     entity_count: Annotated[int, Meta(ge=0, le=values.INT64_MAX)] | None = None

@@ -15,6 +15,7 @@ from ledger.api.schemas import VersionList, VersionRead
 from ledger.application import ProfileLedger
 from ledger.errors import ProfileVersionNotFoundError
 from ledger.states import convert
+from ledger.values import INT64_MAX
 
 
 class ProfileVersionController(Controller):
@@ -42,7 +43,7 @@ class ProfileVersionController(Controller):
     def get_version(
         self,
         profile_id: ProfileRef,
-        version: Annotated[int, PathParameter(ge=1)],
+        version: Annotated[int, PathParameter(ge=1, le=INT64_MAX)],
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
     ) -> VersionRead:

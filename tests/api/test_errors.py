@@ -64,3 +64,18 @@ def test_bad_headers(client):
     assert_error(client.get("/api/profiles", params={"min_position": -1}), 422, "invalid_request")
     assert_error(client.get("/api/events", params={"since": "last tuesday"}), 422, "invalid_request")
     assert_error(client.get("/api/events", params={"profile_id": "nope"}), 422, "invalid_request")
+
+
+def test_versions_and_positions_out_of_range_are_422_on_every_route(client):
+    url = f"/api/profiles/{create(client, 'ranged')['id']}"
+    huge = 2**64  # beyond any integer column
+    for bad in (0, -1, huge):
+        for command in ("activate", "revert", "executions"):
+            assert assert_error(client.post(f"{url}/{command}", json={"version": bad}), 422)["field"] == "version"
+    for path, params in [(f"{url}/versions/{huge}", {}), (f"{url}/export", {"version": huge}),
+                         (f"{url}/diff", {"from": 1, "to": huge}), ("/api/events", {"after": huge}),
+                         ("/api/profiles", {"min_position": huge}), ("/api/events/stream", {"after": huge})]:
+        assert_error(client.get(path, params=params), 422, "invalid_request")
+    for header, path in [("X-Min-Position", "/api/profiles"), ("Last-Event-ID", "/api/events/stream")]:
+        assert_error(client.get(path, headers={header: str(huge)}), 422, "invalid_request")
+    assert client.get(f"{url}/versions/1").status_code == 200
