@@ -62,9 +62,14 @@ def _row_or_none(reads: Any, profile_id: UUID) -> Any:
         return None
 
 
-def with_etag(profile: Any) -> Response[ProfileRead]:
-    """A profile (a read-model row or a state) as it is read, with its ETag."""
-    return Response(convert(profile, ProfileRead), headers={"ETag": etag(profile)})
+def with_etag(profile: Any, body: ProfileRead | None = None) -> Response[ProfileRead]:
+    """A profile (a read-model row or a state) as it is read (or as ``body`` shows it), with its ETag."""
+    return Response(body or convert(profile, ProfileRead), headers={"ETag": etag(profile)})
+
+
+def shown(reads: Any, row: Any) -> ProfileRead:
+    """A read-model row as every query shows it: the active profile with the version in force."""
+    return active_body(reads, row, row.pinned_version) if row.is_active else convert(row, ProfileRead)
 
 
 def position_of(outcome: Outcome, ledger: ProfileLedger) -> int:
@@ -135,10 +140,7 @@ class ProfileController(Controller):
         )
         active = reads.active_profile()
         return ProfileList(
-            profiles=[
-                active_body(reads, row, row.pinned_version) if row.is_active else convert(row, ProfileRead)
-                for row in page.items
-            ],
+            profiles=[shown(reads, row) for row in page.items],
             active_profile_id=active.profile_id if active is not None else None,
             next_cursor=page.next_cursor,
         )
@@ -181,7 +183,7 @@ class ProfileController(Controller):
             row = reads.get_profile(pid)
             if row is None:
                 raise profile_not_found(pid)
-            return with_etag(row)
+            return with_etag(row, shown(reads, row))
         state = ledger.get_profile(pid, as_of=moment)
         if state.deleted:
             raise ProfileNotFoundError(f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid))
@@ -199,7 +201,7 @@ class ProfileController(Controller):
         row = reads.get_profile_by_name(wanted)
         if row is None:
             raise ProfileNotFoundError(f"no profile is named {wanted!r}", name=wanted)
-        return with_etag(row)
+        return with_etag(row, shown(reads, row))
 
     @get(
         "/{profile_id:str}/diff",

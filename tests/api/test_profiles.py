@@ -229,6 +229,10 @@ def test_activation_lifecycle(client):
     listing = client.get("/api/profiles", params=fresh(client, pinned["position"])).json()
     assert listing["active_profile_id"] == second["id"]
     assert [p["name"] for p in listing["profiles"] if p["is_active"]] == ["second"]
+    (in_list,) = [p for p in listing["profiles"] if p["is_active"]]
+    for read in ("/api/profiles/active", f"/api/profiles/{second['id']}", "/api/profiles/second",
+                 "/api/profiles/by-name/second"):
+        assert client.get(read).json() == in_list | {"pinned": True, "version": 1, "latest_version": 2}, read
     assert_error(client.post(f"/api/profiles/{second['id']}/activate", json={"version": 5}), 404)
     assert_error(client.post(f"/api/profiles/{second['id']}/activate", json={"version": "1"}), 422)
     off = client.post("/api/profiles/deactivate")
