@@ -230,16 +230,16 @@ def parse_time(value: str | None, what: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def parse_if_match(value: str | None) -> tuple[int | None, int | None]:
-    """The profile version and revision an ``If-Match`` header names (``"3.7"``, ``W/"3.7"``; a bare version
-    ``"3"`` checks the version alone); ``*`` or absent → nothing to check."""
+def parse_if_match(value: str | None) -> dict[str, int | None]:
+    """A command's ``expected_version`` and ``expected_revision`` from an ``If-Match`` header (``"3.7"``,
+    ``W/"3.7"``; a bare version ``"3"`` checks the version alone); ``*`` or absent → nothing to check."""
     first = (value or "*").split(",")[0].strip().removeprefix("W/").strip('"').strip()
     if first in ("", "*"):
-        return None, None
+        return {}
     version, _, revision = first.partition(".")
     if version.isascii() and version.isdigit() and (not revision or revision.isascii() and revision.isdigit()):
-        return int(version), int(revision) if revision else None
-    return -1, None  # matches no version: the command answers 412
+        return {"expected_version": int(version), "expected_revision": int(revision) if revision else None}
+    return {"expected_version": -1}  # matches no version: the command answers 412
 
 
 def etag(profile: Any) -> str:

@@ -261,12 +261,9 @@ class ProfileController(Controller):
         runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
-        pid = profile_id_of(ledger, profile_id)
-        changes = data.changes(PROFILE_FIELDS)
-        expected, revision = parse_if_match(if_match)
+        pid, changes = profile_id_of(ledger, profile_id), data.changes(PROFILE_FIELDS)
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
-            pid, changes, bump_version=data.bump_version, expected_version=expected, expected_revision=revision,
-        ))
+            pid, changes, bump_version=data.bump_version, **parse_if_match(if_match)))
 
     @delete(
         "/{profile_id:str}",
@@ -286,10 +283,8 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileDeletion]:
         pid = profile_id_of(ledger, profile_id)
-        expected, revision = parse_if_match(if_match)
         outcome = run_command(context, lambda: ledger.delete_profile(
-            pid, delete_executions=delete_executions, expected_version=expected, expected_revision=revision,
-        ))
+            pid, delete_executions=delete_executions, **parse_if_match(if_match)))
         assert outcome.profile is not None and outcome.position is not None
         body = ProfileDeletion(deleted=True, id=pid, name=outcome.profile.name, delete_executions=delete_executions,
                                position=outcome.position)
@@ -359,10 +354,8 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
-        expected, revision = parse_if_match(if_match)
-        return profile_command(ledger, runtime, context, data, lambda: ledger.revert_profile(
-            pid, data.version, expected_version=expected, expected_revision=revision,
-        ))
+        return profile_command(ledger, runtime, context, data,
+                               lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match)))
 
     @post(
         "/{profile_id:str}/restore",
