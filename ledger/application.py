@@ -303,7 +303,7 @@ class ProfileLedger(Application[UUID]):
         """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
         self._current_name_keys()
         try:
-            index = self.repository.get(ProfileName.id_for(values.profile_name(name)))
+            index = self.repository.get(ProfileName.id_for(values.display_name(name)))
         except AggregateNotFoundError:
             return None
         return index.profile_id
@@ -318,7 +318,7 @@ class ProfileLedger(Application[UUID]):
         except (ValueError, AttributeError, TypeError):
             pass
         try:
-            index = self.repository.get(ProfileName.id_for(values.profile_name(reference)))
+            index = self.repository.get(ProfileName.id_for(values.display_name(reference)))
         except (AggregateNotFoundError, LedgerError):
             index = None
         found = None if index is None else index.profile_id

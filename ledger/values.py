@@ -67,8 +67,11 @@ def display_name(value: Any, field: str = "name", maximum: int = NAME_MAX) -> st
 
 
 def profile_name(value: Any) -> str:
-    """A profile's name: see :func:`display_name`."""
-    return display_name(value, "name")
+    """A profile's name: see :func:`display_name`; it stands in URL paths in place of the id, so it has no ``/``."""
+    name = display_name(value, "name")
+    if "/" in name or name in (".", ".."):
+        raise ValidationError(f"name must not contain '/' or be '.' or '..' (it stands in URLs): {name!r}", field="name")
+    return name
 
 
 def name_key(name: str) -> str:

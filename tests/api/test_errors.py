@@ -38,6 +38,9 @@ def test_unknown_fields_are_refused(client):
         {"name": "x", "layer": True},
         {"name": "x", "steering": {"-1": 1}},
         {"name": "x" * 101},
+        {"name": "team/tone"},
+        {"name": "ｔｅａｍ／ｔｏｎｅ"},
+        {"name": ".."},
     ],
 )
 def test_bad_types_and_values_are_422(pg_client, body):

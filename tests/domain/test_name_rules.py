@@ -23,6 +23,7 @@ def test_an_accepted_name_is_nfkc_trimmed_and_has_no_invisible_characters(text):
         return
     assert name == unicodedata.normalize("NFKC", name) == name.strip() and 1 <= len(name) <= values.NAME_MAX
     assert not any(unicodedata.category(ch) in INVISIBLE for ch in name)
+    assert "/" not in name and name not in (".", ".."), "a profile name stands in URL paths"
     assert values.profile_name(name) == name
 
 
