@@ -28,6 +28,10 @@ class ProfileNotFoundError(NotFoundError):
     code = "profile_not_found"
 
 
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
 class ProfileVersionNotFoundError(NotFoundError):
     code = "profile_version_not_found"
 

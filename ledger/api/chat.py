@@ -41,7 +41,7 @@ from ledger.api.chat_schemas import (
     Usage,
 )
 from ledger.domainmodel import CommandContext
-from ledger.errors import ValidationError
+from ledger.errors import ModelNotFoundError, ValidationError
 from ledger.states import convert
 
 DEFAULT_MAX_TOKENS = 128
@@ -107,7 +107,7 @@ def completion_from(data: ChatCompletionRequest) -> Any:
     if data.n != 1:
         raise ValidationError("only n=1 is supported", field="n")
     for index, message in enumerate(data.messages):
-        if "\x00" in message.content:
+        if "\x00" in message.text():
             raise ValidationError("message content must not contain NUL characters", field=f"messages[{index}].content")
     max_tokens = next(
         (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
@@ -116,7 +116,7 @@ def completion_from(data: ChatCompletionRequest) -> Any:
     if len(stops) > 4 or any(not s for s in stops):
         raise ValidationError("stop takes at most 4 non-empty strings", field="stop")
     return Completion(
-        messages=[{"role": m.role, "content": m.content} for m in data.messages],
+        messages=[{"role": m.role, "content": m.text()} for m in data.messages],
         max_tokens=max_tokens,
         temperature=data.temperature,
         top_p=data.top_p,
@@ -147,17 +147,28 @@ def usage_of(result: Any) -> Usage:
     return Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens)
 
 
+def served_models(runtime: Runtime) -> list[ModelCard]:
+    generation = getattr(runtime, "generation", None)
+    return [] if generation is None else [
+        ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
+    ]
+
+
 class ChatController(Controller):
     path = "/v1"
     tags = ["generation"]
 
     @get("/models", summary="The model this server generates with (OpenAI shape)", sync_to_thread=False)
     def list_models(self, runtime: NamedDependency[Runtime]) -> ModelList:
-        generation = getattr(runtime, "generation", None)
-        cards = [] if generation is None else [
-            ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
-        ]
-        return ModelList(object="list", data=cards)
+        return ModelList(object="list", data=served_models(runtime))
+
+    @get("/models/{model_id:str}", summary="The model, if this server serves it (OpenAI shape)", sync_to_thread=False,
+         responses=responses(NOT_FOUND, openai=True))
+    def get_model(self, model_id: str, runtime: NamedDependency[Runtime]) -> ModelCard:
+        for card in served_models(runtime):
+            if card.id == model_id:
+                return card
+        raise ModelNotFoundError(f"this server does not serve the model {model_id!r}", field="model")
 
     @post(
         "/chat/completions",
@@ -182,6 +193,8 @@ class ChatController(Controller):
         if data.min_position is not None:
             wait_for_steering(runtime, data.min_position)
         model = generation.engine.model_id
+        if data.model is not None and data.model != model:
+            raise ModelNotFoundError(f"this server serves {model!r}, not {data.model!r}", field="model")
         created = int(time.time())
         if data.stream and data.compare:
             raise ValidationError("compare cannot be combined with stream", field="compare")

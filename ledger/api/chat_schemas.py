@@ -19,9 +19,18 @@ from steering.stats import SchedulerStats
 MAX_TOKENS_LIMIT = 4096
 
 
+class TextPart(msgspec.Struct, forbid_unknown_fields=True):
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[TextPart]
+    """Text, or OpenAI's content parts (text parts only: they are joined by newlines)."""
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "\n".join(part.text for part in self.content)
 
 
 MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]

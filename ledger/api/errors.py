@@ -147,8 +147,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
 def for_openai_clients(body: dict[str, Any], status: int) -> dict[str, Any]:
     context = {key: value for key, value in body.items() if key not in ("error", "detail", "field")}
     kind = "authentication_error" if status == 401 else "server_error" if status >= 500 else "invalid_request_error"
-    return {"error": {"message": body["detail"], "type": kind, "param": body.get("field"), "code": body["error"],
-                      **context}}
+    param = body.get("field") or _PARAMS.get(body["error"])
+    return {"error": {"message": body["detail"], "type": kind, "param": param, "code": body["error"], **context}}
+
+
+_PARAMS = {"profile_not_found": "profile", "profile_version_not_found": "profile_version"}  # the /v1 fields
 
 
 def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:

@@ -61,6 +61,12 @@ def test_the_official_openai_client_gets_a_completion_plain_and_streamed(server)
         model="tiny", messages=MESSAGES, max_tokens=8, seed=1, temperature=0, stream=True
     ))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+    parts = [{"role": "user", "content": [{"type": "text", "text": MESSAGES[0]["content"]}]}]  # OpenAI's content parts
+    as_parts = client.chat.completions.create(model="tiny", messages=parts, max_tokens=8, seed=1, temperature=0)
+    assert as_parts.choices[0].message.content == text
 
 
 def test_seeded_requests_repeat_exactly_and_a_strong_profile_changes_the_text(server):
@@ -133,12 +139,15 @@ def test_bad_generation_requests_are_clear_4xx(server):
     assert_error(http.post("/api/executions/not-a-uuid/replay"), 422)
     client = client_of(server)  # what the official client makes of them: the message, the code, the field
     for request, status, code, param in (
-        ({"extra_body": {"profile": "nobody"}}, 404, "profile_not_found", None),
+        ({"extra_body": {"profile": "nobody"}}, 404, "profile_not_found", "profile"),
+        ({"extra_body": {"profile": "too far", "profile_version": 9}}, 404, "profile_version_not_found",
+         "profile_version"),
+        ({"model": "gpt-4"}, 404, "model_not_found", "model"),
         ({"max_tokens": 0}, 422, "invalid_value", "max_tokens"),
         ({"extra_body": {"profile": "too far"}}, 422, "profile_incompatible", None),
     ):
         with pytest.raises(openai.APIStatusError) as refused:
-            client.chat.completions.create(model="tiny", messages=MESSAGES, **{"max_tokens": 4, **request})
+            client.chat.completions.create(**{"model": "tiny", "messages": MESSAGES, "max_tokens": 4, **request})
         error = refused.value
         assert (error.status_code, error.code, error.param, error.type) == (status, code, param, "invalid_request_error")
         assert error.message.startswith(f"Error code: {status} - ") and len(error.message) > 30, error.message
