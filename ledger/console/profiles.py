@@ -197,7 +197,7 @@ class ProfilePages(Controller):
     ) -> Template:
         runtime = runtime_of(request)
         reads, ledger = runtime.read_model, runtime.ledger
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         row = reads.get_profile(pid)
         if row is None:
             return deleted_page(request, pid)
@@ -225,25 +225,21 @@ class ProfilePages(Controller):
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
     def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[Any]:
-        return export_download(runtime_of(request).read_model, parse_uuid(profile_id, "profile_id"), version)
+        return export_download(runtime_of(request).read_model, runtime_of(request).ledger.resolve_profile(profile_id), version)
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
     async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
         fields = profile_fields(form)
-        expected = optional_int(form.get("expected_version"), "expected_version")
+        expected = {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
         bump = form.get("bump_version") == "on"
-        await run(
-            request,
-            form.get("reason"),
-            lambda ledger: ledger.update_profile(pid, fields, bump_version=bump, expected_version=expected),
-        )
+        await run(request, form.get("reason"), lambda ledger: ledger.update_profile(pid, fields, bump_version=bump, **expected))
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/revert", name="console:revert")
     async def revert(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
         version = optional_int(form.get("version"), "version")
         if version is None:
@@ -253,7 +249,7 @@ class ProfilePages(Controller):
 
     @post("/profiles/{profile_id:str}/activate", name="console:activate")
     async def activate(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
         version = optional_int(form.get("version"), "version")  # empty: follow the latest version
         runtime = runtime_of(request)
@@ -275,7 +271,7 @@ class ProfilePages(Controller):
 
     @post("/profiles/{profile_id:str}/delete", name="console:delete", opt=requires("admin"))
     async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
         with_executions = form.get("delete_executions") == "on"
         await run(
@@ -286,7 +282,7 @@ class ProfilePages(Controller):
     @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
     async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
         """Bring a deleted profile back (409 when another profile holds its name now)."""
-        pid = parse_uuid(profile_id, "profile_id")
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
         await run(request, form.get("reason"), lambda ledger: ledger.restore_profile(pid))
         return see_other(f"/profiles/{pid}")

@@ -35,7 +35,7 @@ def test_content_disposition_is_safe_for_any_name(name):
 
 
 def test_export_downloads_the_profile_as_an_attachment(client):
-    profile = create(client, "Über/../prod \"x\"", steering={"3": 1.5}, tags=["t"], layer=4)
+    profile = create(client, "Über\\..\\prod \"x\"", steering={"3": 1.5}, tags=["t"], layer=4)
     response = client.get(f"/api/profiles/{profile['id']}/export", params=fresh(client, profile["position"]))
     assert response.status_code == 200, response.text
     fallback, full = _filenames(response.headers["Content-Disposition"])

@@ -69,7 +69,24 @@ def test_the_timeline_filters_by_a_profile_name_or_id_and_by_actor(console: Test
     assert 'class="event' not in console.get("/events", params={"actor": "someone else"}).text
 
 
-@pytest.mark.parametrize("path", ["/profiles/not-an-id", "/profiles/not-an-id/export", "/executions/12345"])
+def test_a_profile_page_is_found_by_name_and_a_stale_edit_is_refused(console: TestClient[Litestar]):
+    html = {"Accept": "text/html"}
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
+    console.post("/profiles", data={"_csrf_token": token, "name": "Calm Sea", "steering": "3=1"})
+    page = console.get("/profiles/calm%20sea", headers=html)
+    assert page.status_code == 200 and "Calm Sea" in page.text
+    assert console.get("/profiles/Calm%20Sea/export").status_code == 200
+    for path in ("/profiles/nobody", "/profiles/nobody/export"):
+        shown = console.get(path, headers=html)
+        assert shown.status_code == 404 and shown.headers["content-type"].startswith("text/html")
+    form = dict(re.findall(r'name="(expected_\w+)" value="(\d+)"', page.text), _csrf_token=token, name="Calm Sea", steering="3=1")
+    keep = {**form, "description": "edited in place"}  # no bump_version: the version stays, the ETag moves
+    assert console.post("/profiles/calm%20sea/edit", data=keep, headers=html).status_code == 200
+    stale = console.post("/profiles/calm%20sea/edit", data={**form, "description": "overwrites"}, headers=html)
+    assert stale.status_code == 412 and "edited in place" in console.get("/profiles/calm%20sea").text
+
+
+@pytest.mark.parametrize("path", ["/executions/12345"])
 def test_an_address_that_names_no_id_is_a_clear_422(console: TestClient[Litestar], path: str):
     shown = console.get(path, headers={"Accept": "text/html"})
     assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html")
