@@ -40,6 +40,7 @@ from ledger.errors import (
     ProfileNameTakenError,
     ProfileNotFoundError,
     StaleVersionError,
+    ValidationError,
 )
 from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys, SigningMapper
 from ledger.states import ProfileState, VersionRecord
@@ -319,7 +320,7 @@ class ProfileLedger(Application[UUID]):
             pass
         try:
             index = self.repository.get(ProfileName.id_for(values.display_name(reference)))
-        except (AggregateNotFoundError, LedgerError):
+        except (AggregateNotFoundError, ValidationError):  # no such name; a damaged record is not hidden as one
             index = None
         found = None if index is None else index.profile_id
         if found is None and index is not None and index.released_by is not None:

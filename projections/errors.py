@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from ledger.errors import ConflictError
+from ledger.errors import ConflictError, ValidationError
 
 
-class InvalidQueryError(ValueError):
+class InvalidQueryError(ValidationError):
     """A query argument is not acceptable (bad limit, sort, filter...)."""
+
+    code = "invalid_query"
 
 
 class InvalidCursorError(InvalidQueryError):
     """A pagination cursor that this listing did not issue, or that was altered."""
 
+    code = "invalid_cursor"
 
-class UnknownProjectionError(ValueError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="cursor")
+
+
+class UnknownProjectionError(ValidationError):
     """A projection name that does not exist."""
+
+    code = "unknown_projection"
 
 
 class RebuildInProgressError(ConflictError):

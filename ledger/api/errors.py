@@ -48,7 +48,6 @@ from ledger.errors import (
 )
 from ledger.outages import is_database_unavailable
 from ledger.write_path import WriteTimeoutError
-from projections.errors import InvalidCursorError, InvalidQueryError
 
 log = logging.getLogger("ledger.api")
 
@@ -164,10 +163,6 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
         if retry_after is not None:
             headers = {**(headers or {}), "Retry-After": str(retry_after)}
         return error_response(status, exc.code, exc.message, headers=headers, **exc.details)
-    if isinstance(exc, InvalidCursorError):
-        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_cursor", str(exc), field="cursor")
-    if isinstance(exc, InvalidQueryError):
-        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_query", str(exc))
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [

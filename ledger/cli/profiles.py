@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(
         profile_id: str = PROFILE,
-        version: Optional[int] = typer.Option(None, "--version", help="Show the profile as of its N-th version."),
+        version: Optional[int] = typer.Option(None, "--version", min=1, help="Show the profile as of its N-th version."),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the profile as it stood at an ISO time."),
         as_json: bool = JSON,
     ) -> None:
@@ -227,7 +227,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def activate(
         profile_id: str = PROFILE,
-        version: Optional[int] = typer.Option(None, "--version", help="Pin this version (default: follow the latest)."),
+        version: Optional[int] = typer.Option(None, "--version", min=1, help="Pin this version (default: follow the latest)."),
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
@@ -271,7 +271,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_profile(
         profile_id: str = PROFILE,
-        version: Optional[int] = typer.Option(None, "--version"),
+        version: Optional[int] = typer.Option(None, "--version", min=1),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""

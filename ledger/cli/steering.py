@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         profile: Optional[str] = typer.Option(
             None, "--profile", "-p", help="Profile id or name (default: the active one)."
         ),
-        version: Optional[int] = typer.Option(None, "--version"),
+        version: Optional[int] = typer.Option(None, "--version", min=1),
         seed: Optional[int] = typer.Option(None, "--seed", help="Default: a random seed, recorded for replay."),
         max_tokens: int = typer.Option(64, "--max-tokens"),
         temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),

@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def diff(
         profile_id: str = PROFILE,
-        from_version: Optional[int] = typer.Option(None, "--from", help="Default: the version before --to."),
-        to_version: Optional[int] = typer.Option(None, "--to", help="Default: the latest version."),
+        from_version: Optional[int] = typer.Option(None, "--from", min=1, help="Default: the version before --to."),
+        to_version: Optional[int] = typer.Option(None, "--to", min=1, help="Default: the latest version."),
         as_json: bool = JSON,
     ) -> None:
         """Field-by-field differences between two versions of a profile."""
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def revert(
         profile_id: str = PROFILE,
-        version: int = typer.Option(..., "--version", help="The version whose content becomes the new version."),
+        version: int = typer.Option(..., "--version", min=1, help="The version whose content becomes the new version."),
         expected_version: Optional[int] = EXPECTED_VERSION,
         actor: str = ACTOR,
         reason: Optional[str] = REASON,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,21 @@ def test_verify_exits_1_when_a_postgres_log_was_tampered_with(postgres_url, tmp_
     assert (report["ok"], report["problem"], report["position"]) == (False, "altered", 1)
 
 
+def test_a_name_whose_record_was_altered_is_reported_as_tampered_not_as_missing(sqlite_url, tmp_path):
+    run_ledger(sqlite_url, tmp_path, "create", "calm", "-f", "1=0.5")
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:  # the file's owner: triggers are no obstacle
+        triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for name, _ in triggers:
+            conn.execute(f"DROP TRIGGER {name}")
+        claimed = conn.execute("UPDATE stored_events SET state = CAST(replace(CAST(state AS TEXT), 'calm', 'palm') "
+                               "AS BLOB) WHERE topic LIKE '%ProfileName.Registered'")
+        assert claimed.rowcount == 1
+        for _, sql in triggers:
+            conn.execute(sql)
+    shown = run_ledger(sqlite_url, tmp_path, "show", "calm", code=1)
+    assert "changed outside the ledger" in shown.stderr and "no profile is named" not in shown.stderr
+
+
 def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, tiny_model_dir, sae_dir):
     from ledger.application import ProfileLedger
     from ledger.settings import Database
@@ -97,6 +113,9 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("import", str(tmp_path / "missing.json")): 1,
         ("export", "calm", "-o", str(tmp_path / "no-such-dir" / "calm.json")): 1,  # "cannot write …"
         ("active",): 1,  # none is active
+        ("list", "--limit", "0"): 1,
+        ("rebuild", "bogus"): 1,  # no such read model
+        ("show", "calm", "--version", "0"): 2,
         ("revert", "calm"): 2,  # --version is required
         ("show",): 2,
         ("no-such-verb",): 2,
