@@ -25,6 +25,13 @@ FALSE_WORDS = ("off", "false", "0", "no")
 class Database:
     url: str
 
+    def __post_init__(self) -> None:
+        if "://" in self.url and not self.is_postgres and not self.url.startswith("sqlite:///"):
+            from ledger.errors import ValidationError
+
+            raise ValidationError(f"the database must be a postgresql:// URL, sqlite:///path or a file path "
+                                  f"(got {self.url.partition('://')[0]}://…)", field="database")
+
     @property
     def is_postgres(self) -> bool:
         return self.url.startswith(("postgresql://", "postgres://"))

@@ -31,7 +31,7 @@ class CliState:
     """
 
     def __init__(self) -> None:
-        self.settings = Settings.from_env()
+        self.settings = Settings()  # until the command line is read (:meth:`configure`)
         self._ledger: ProfileLedger | None = None
         self._reads: Any = None
         self._written = 0

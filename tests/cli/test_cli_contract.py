@@ -78,6 +78,17 @@ def test_a_name_whose_record_was_altered_is_reported_as_tampered_not_as_missing(
     assert "changed outside the ledger" in shown.stderr and "no profile is named" not in shown.stderr
 
 
+def test_a_database_url_of_another_kind_is_refused_and_nothing_is_made(tmp_path, monkeypatch):
+    for url in ("mysql://x/y", "postgresq://u@h/d", "sqlite://ledger.sqlite"):
+        refused = run_ledger(url, tmp_path, "create", "z", "--actor", "a", code=1)
+        assert refused.stderr.startswith("error: the database must be") and url.partition("://")[0] in refused.stderr
+        monkeypatch.setenv("LEDGER_DATABASE_URL", url)  # from the environment too, for any command
+        assert "error: the database must be" in subprocess.run([ledger_executable(), "list"], capture_output=True,
+                                                               text=True, cwd=tmp_path).stderr
+        monkeypatch.delenv("LEDGER_DATABASE_URL")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, tiny_model_dir, sae_dir):
     from ledger.application import ProfileLedger
     from ledger.settings import Database
