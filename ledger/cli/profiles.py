@@ -125,9 +125,9 @@ MODEL = typer.Option(None, "--model-id")
 SAE = typer.Option(None, "--sae-id")
 LAYER = typer.Option(None, "--layer")
 STEERING = typer.Option(None, "--steering", help='Steering as JSON, e.g. \'{"12": 0.8}\'.')
-FEATURE = typer.Option([], "--feature", "-f", help="INDEX=STRENGTH; repeatable.")
-TAG = typer.Option(None, "--tag", "-t", help="Repeatable.")
-PRODUCT = typer.Option(None, "--product", "-p", help="Repeatable.")
+FEATURE = typer.Option([], "--feature", "-f", help="INDEX=STRENGTH; repeatable. On update: the whole new steering.")
+TAG = typer.Option(None, "--tag", "-t", help="Repeatable. On update: the whole new set of tags.")
+PRODUCT = typer.Option(None, "--product", "-p", help="Repeatable. On update: the whole new set of products.")
 METADATA = typer.Option(None, "--metadata", help="A JSON object.")
 
 
@@ -175,7 +175,8 @@ def register(app: typer.Typer) -> None:
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
     ) -> None:
-        """Change a profile. A spec change makes a new version; so do descriptive changes unless --no-bump-version."""
+        """Change a profile. A spec change makes a new version; so do descriptive changes unless --no-bump-version.
+        Each option given replaces that field whole: --feature and --tag give the complete new steering and tags."""
         fields = spec_and_details(name, description, model_id, sae_id, layer, steering, feature, tag, product, metadata)
         if fields.get("description") == "":
             fields["description"] = None  # --description "" clears it, as "" does in the API
