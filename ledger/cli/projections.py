@@ -42,7 +42,8 @@ def opened() -> Iterator[tuple[Any, Any]]:
 
 @projections_app.callback()
 def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
-    """List each read model's position and the events it parked (an event it could not apply, with the error)."""
+    """List each read model's position and the events it parked (an event it could not apply, with the error);
+    exits 1 while any event is parked."""
     if ctx.invoked_subcommand is not None:
         return
     from projections.registry import PROJECTION_NAMES
@@ -53,7 +54,7 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
         parked = store.parked()
     if as_json:
         emit_json({"log_position": head, "positions": positions, "parked": parked})
-        return
+        raise typer.Exit(1 if parked else 0)
     typer.echo(f"log position {head}")
     for name, position in positions.items():
         count = sum(1 for event in parked if event.projection == name)
@@ -65,6 +66,7 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
             f"  {event.projection:<18} position {event.position:<10} {event.event_type} {event.originator_id}"
             f"  attempts {event.attempts}  {event.error}"
         )
+    raise typer.Exit(1 if parked else 0)
 
 
 def retry_line(outcome: Any) -> str:

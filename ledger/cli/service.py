@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         as_json: bool = JSON,
     ) -> None:
-        """Rebuild read models from position 0 into new tables and swap them in; queries keep working meanwhile."""
+        """Rebuild read models from position 0 into new tables and swap them in; queries keep working meanwhile.
+        Exits 1 if an event could not be applied (it is parked: `ledger projections` lists it)."""
         from projections.runner import rebuild as rebuild_read_models
         from projections.schema import hold_rebuild_lock
 
@@ -100,3 +101,8 @@ def register(app: typer.Typer) -> None:
         finally:
             release()
         emit(as_json, positions, (f"{name}: rebuilt up to position {position}" for name, position in positions.items()))
+        parked = [event for event in state.reads.store.parked() if event.projection in positions]
+        if parked:
+            typer.echo(f"error: {len(parked)} event(s) could not be applied and are parked (see `ledger projections`)",
+                       err=True)
+            raise typer.Exit(1)

@@ -20,7 +20,7 @@ from ledger.application import ProfileLedger
 from ledger.settings import Database
 from ledger.signing import SigningKeys
 from ledger.signing.records import Sealed
-from projections.runner import ProjectionWorker, rebuild
+from projections.runner import ProjectionWorker
 from tests.waiting import wait_until
 
 CLI_TIMEOUT = 120
@@ -90,15 +90,16 @@ def test_a_worker_parks_what_it_cannot_apply_and_reaches_the_head(database_url):
     }
 
     listing = ledger_cli(database_url, "projections", "--json")
-    assert listing.returncode == 0, listing.stderr
+    assert listing.returncode == 1, listing.stderr  # something is parked: a cron job notices
     shown = json.loads(listing.stdout)
     assert shown["log_position"] == head and set(shown["positions"].values()) == {head}
     assert len(shown["parked"]) == len(parked)
     retried = ledger_cli(database_url, "projections", "retry", "executions")
     assert retried.returncode == 1 and "still fails" in retried.stdout, retried
 
-    positions = rebuild(Database(database_url), progress=False)
-    assert set(positions.values()) == {head}
+    rebuilt = ledger_cli(database_url, "rebuild", "--no-progress", "--json")
+    assert rebuilt.returncode == 1 and "could not be applied and are parked" in rebuilt.stderr, rebuilt
+    assert set(json.loads(rebuilt.stdout).values()) == {head}
     worker = ProjectionWorker(Database(database_url))
     try:
         assert len(worker.store.parked()) == len(parked), "a rebuild parks the same events again"
@@ -138,7 +139,7 @@ def test_out_of_range_values_are_refused_and_a_planted_one_does_not_stop_a_runni
     assert 'ledger_projection_parked_events{projection="profiles"} 1' in metrics
 
     listing = ledger_cli(postgres_url, "projections")
-    assert listing.returncode == 0 and "NumericValueOutOfRange" in listing.stdout, listing
+    assert listing.returncode == 1 and "NumericValueOutOfRange" in listing.stdout, listing
     assert ledger_cli(postgres_url, "projections", "retry").returncode == 1
 
     # The fix (here: wider columns); then the retry applies the parked events and the profile can be read.
@@ -148,6 +149,7 @@ def test_out_of_range_values_are_refused_and_a_planted_one_does_not_stop_a_runni
     retried = ledger_cli(postgres_url, "projections", "retry")
     assert retried.returncode == 0, retried
     assert retried.stdout.count("applied") == 2
+    assert ledger_cli(postgres_url, "projections").returncode == 0  # nothing parked any more
     shown = httpx.get(f"{base}/api/profiles/{poison}", timeout=30)
     assert shown.status_code == 200 and shown.json()["layer"] == 2**31, shown.text
     assert httpx.get(f"{base}/ready").json()["detail"] is None
