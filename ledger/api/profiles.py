@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -42,7 +43,7 @@ from ledger.api.schemas import (
 )
 from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
 from ledger.application import Outcome, ProfileLedger
-from ledger.domainmodel import PROFILE_FIELDS, CommandContext
+from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext, canonical_value
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
 from ledger.states import convert
 from ledger.time_travel import ProfileDiff, diff
@@ -93,6 +94,15 @@ def profile_command(
 ) -> Response[ProfileChange]:
     """Run a command on a profile (a reason in the body overrides ``X-Reason``): the profile as it left it."""
     return change_response(run_command(with_reason(context, body), command), ledger, runtime.read_model)
+
+
+def refuse_what_the_active_profile_cannot_steer(runtime: Any, ledger: ProfileLedger, pid: UUID, after: Callable[[], Any]) -> None:
+    """The active profile, when it follows its latest version, steers every request: a change that could not be
+    applied (``after()``: the profile as it would be) is refused with 422 ``profile_incompatible``, as activating
+    it would be, instead of failing every generation after it."""
+    slot = ledger.active_slot()
+    if slot is not None and slot.profile_id == pid and slot.pinned_version is None:
+        runtime.check_compatibility(after())
 
 
 def loaded_target(runtime: Any) -> dict[str, Any]:
@@ -262,6 +272,9 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid, changes = profile_id_of(ledger, profile_id), data.changes(PROFILE_FIELDS)
+        if changed_spec := {name: canonical_value(name, changes[name]) for name in SPEC_FIELDS if name in changes}:
+            refuse_what_the_active_profile_cannot_steer(
+                runtime, ledger, pid, lambda: msgspec.structs.replace(ledger.get_profile(pid), **changed_spec))
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
             pid, changes, bump_version=data.bump_version, **parse_if_match(if_match)))
 
@@ -354,6 +367,7 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = profile_id_of(ledger, profile_id)
+        refuse_what_the_active_profile_cannot_steer(runtime, ledger, pid, lambda: ledger.get_profile(pid, version=data.version))
         return profile_command(ledger, runtime, context, data,
                                lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match)))
 

@@ -52,3 +52,24 @@ def test_a_feature_index_at_or_beyond_the_sae_width_is_refused_on_activation_and
     assert_error(
         http.post("/v1/chat/completions", json={**CHAT, "profile": "wide", "stream": True}), 422, "profile_incompatible"
     )
+
+
+def test_the_active_profile_following_its_latest_version_cannot_be_changed_to_what_cannot_be_applied(server):
+    http = server.client
+    made = http.post("/api/profiles", json={"name": "live", "steering": {"1": 1.0}}).json()
+    url = f"/api/profiles/{made['id']}"
+    assert http.post(f"{url}/activate").status_code == 200
+    assert http.put(url, json={"steering": {"2": 1.0}}).status_code == 200  # version 2, applicable
+    body = assert_error(http.put(url, json={"steering": {str(D_SAE): 1.0}}), 422, "profile_incompatible")
+    assert str(D_SAE) in body["detail"]
+    assert_error(http.put(url, json={"layer": 10_000}), 422, "profile_incompatible")
+    assert http.get(url).json()["version"] == 2
+    assert http.post("/v1/chat/completions", json={**CHAT, "profile": "live"}).status_code == 200  # still served
+    assert http.put(url, json={"description": "only words"}).status_code == 200
+    pinned = http.post(f"{url}/activate", json={"version": 1})  # pinned: later versions are not in force
+    assert pinned.status_code == 200 and http.put(url, json={"steering": {str(D_SAE): 1.0}}).status_code == 200
+    assert_error(http.post(f"{url}/activate"), 422, "profile_incompatible")  # following it again is refused
+    assert http.put(url, json={"steering": {"3": 1.0}}).status_code == 200
+    assert http.post(f"{url}/activate").status_code == 200  # following version 5 again
+    assert_error(http.post(f"{url}/revert", json={"version": 4}), 422, "profile_incompatible")
+    assert http.get(url).json()["version"] == 5
