@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import msgspec
 import typer
 
 from ledger import values
@@ -88,7 +89,8 @@ def register(app: typer.Typer) -> None:
         slot = state.ledger.active_slot()
         if slot is None or slot.profile_id is None:
             raise NoActiveProfileError("no profile is active; activate one with `ledger activate NAME_OR_ID`")
-        in_force = state.ledger.get_profile(slot.profile_id, version=slot.pinned_version)
+        pinned = state.ledger.get_profile(slot.profile_id, version=slot.pinned_version)
+        in_force = msgspec.structs.replace(pinned, is_active=True)  # a pinned version was not active back then
         latest = state.ledger.get_profile(slot.profile_id).version
         if as_json:
             emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,
