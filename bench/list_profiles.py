@@ -60,7 +60,7 @@ def synthetic_rows(count: int, seed: int = 7):
             "description_search": search_text(description), "model_id": "gemma-2-2b", "sae_id": "res-16k",
             "layer": 12, "steering": steering, "feature_count": len(steering),
             "tags": rng.sample(TAGS, rng.randint(1, 4)), "products": rng.sample(PRODUCTS, rng.randint(0, 2)),
-            "metadata": {}, "version": 1, "created_at": at, "updated_at": at, "position": number + 1,
+            "metadata": {}, "version": 1, "revision": 1, "created_at": at, "updated_at": at, "position": number + 1,
         }
 
 
