@@ -7,6 +7,7 @@ events of a profile), so it reads the few events after it, not the whole stream.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections.abc import Iterator
@@ -165,13 +166,7 @@ def _snapshot_before(
             as_of is None or state["recorded_until"] <= as_of
         )
 
-    low, high = 0, len(stored)
-    while low < high:
-        middle = (low + high) // 2
-        if on_path(middle):
-            low = middle + 1
-        else:
-            high = middle
+    low = bisect.bisect_left(range(len(stored)), True, key=lambda index: not on_path(index))  # the first off it
     stop = stored[low].originator_version if low < len(stored) else None
     if low == 0:
         return None, stop

@@ -271,13 +271,10 @@ class Sealed:
         state = bytes(state)
         if len(state) < HEADER_SIZE or not state.startswith(MAGIC):
             return None
-        at = len(MAGIC)
-        key_id, at = state[at:at + KEY_ID_SIZE], at + KEY_ID_SIZE
-        signature, at = state[at:at + SIGNATURE_SIZE], at + SIGNATURE_SIZE
-        mac, at = state[at:at + MAC_SIZE], at + MAC_SIZE
-        index, count = struct.unpack_from(">HH", state, at)
+        index, count = struct.unpack_from(">HH", state, _INDEX_AT)
         if index >= count:
             return None
+        key_id, signature, mac = state[_KEY_AT:_SIGNATURE_AT], state[_SIGNATURE_AT:_MAC_AT], state[_MAC_AT:_INDEX_AT]
         return cls(key_id, signature, mac, index, count, state[HEADER_SIZE:])
 
     def digest(self, originator_id: Any, originator_version: int, topic: str) -> bytes:
