@@ -229,21 +229,16 @@ class GenerationService:
         }
         profile_id = spec.profile_id if spec else None
         version = spec.version if spec else None
+        run = {"seed": request.seed, "status": "success", "duration_ms": round(result.duration_s * 1000, 3),
+               "kind": "generation", "details": details, "replay_of": completion.replay_of}
         try:
-            recorded = self.ledger.record_execution(
-                profile_id, version=version, seed=request.seed, status="success",
-                duration_ms=round(result.duration_s * 1000, 3), kind="generation", details=details,
-                replay_of=completion.replay_of,
-            )
+            recorded = self.ledger.record_execution(profile_id, version=version, **run)
         except ProfileNotFoundError:
             if completion.replay_of is None:
                 raise
             # Replaying a run of a profile deleted since: record the replay without a live profile.
             details["replayed_profile"] = {"id": str(profile_id), "version": version}
-            recorded = self.ledger.record_execution(
-                None, seed=request.seed, status="success", duration_ms=round(result.duration_s * 1000, 3),
-                kind="generation", details=details, replay_of=completion.replay_of,
-            )
+            recorded = self.ledger.record_execution(None, **run)
         return CompletionOutcome(
             result=result, seed=request.seed, profile_id=profile_id, profile_version=version,
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,

@@ -69,8 +69,8 @@ def load_sae(directory: Path | str, *, layer: int | None = None) -> SAE:
     config = read_config(directory)
     files = weight_files(directory)
     tensors, linear_style = canonical_tensors(read_tensors(files))
-    d_in = _dimension(config, "d_in", tensors, "b_dec", 1)
-    d_sae = _dimension(config, "d_sae", tensors, "b_enc", 0)
+    d_in = _dimension(config, "d_in", tensors, "b_dec")
+    d_sae = _dimension(config, "d_sae", tensors, "b_enc")
     w_enc = oriented("W_enc", tensors["W_enc"], d_in, d_sae, "W_enc" in linear_style)
     w_dec = oriented("W_dec", tensors["W_dec"], d_sae, d_in, "W_dec" in linear_style)
     b_enc = _vector(tensors, "b_enc", d_sae)
@@ -95,15 +95,11 @@ def save_sae(sae: SAE, directory: Path | str) -> Path:
     """Write `sae` in the SAELens format (cfg.json + sae_weights.safetensors)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        "W_enc": sae.W_enc.detach().float().contiguous().cpu(),
-        "W_dec": sae.W_dec.detach().float().contiguous().cpu(),
-        "b_enc": sae.b_enc.detach().float().contiguous().cpu(),
-        "b_dec": sae.b_dec.detach().float().contiguous().cpu(),
-    }
+    tensors = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
     if sae.threshold is not None:
-        tensors["threshold"] = sae.threshold.detach().float().contiguous().cpu()
-    save_file(tensors, str(directory / "sae_weights.safetensors"))
+        tensors["threshold"] = sae.threshold
+    fp32 = {name: tensor.detach().float().contiguous().cpu() for name, tensor in tensors.items()}
+    save_file(fp32, str(directory / "sae_weights.safetensors"))
     extra = {k: v for k, v in sae.config.items() if k not in {"d_in", "d_sae", "hook_name", "layer", "metadata"}}
     config = {
         **extra,
@@ -156,7 +152,7 @@ def _check_indices(indices: torch.Tensor, d_sae: int) -> None:
         raise FeatureIndexError(int(indices[bad][0]), d_sae)
 
 
-def _dimension(config: Mapping[str, Any], key: str, tensors: Mapping[str, torch.Tensor], bias: str, axis: int) -> int:
+def _dimension(config: Mapping[str, Any], key: str, tensors: Mapping[str, torch.Tensor], bias: str) -> int:
     value = config_value(config, key)
     if value is not None:
         try:

@@ -9,6 +9,8 @@ event queues; nothing else (recording, HTTP) runs on the step thread.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import queue
 import threading
@@ -146,10 +148,7 @@ class Scheduler:
             window = min(RATE_WINDOW_S, now - self._recent[0][0]) if self._recent else 0.0
             prefill = sum(entry[1] for entry in self._recent)
             decode = sum(entry[2] for entry in self._recent)
-            cumulative, buckets = 0, []
-            for bound, count in zip(TTFT_BUCKETS, self._ttft):
-                cumulative += count
-                buckets.append((bound, cumulative))
+            buckets = list(zip(TTFT_BUCKETS, itertools.accumulate(self._ttft)))
             return SchedulerStats(
                 queued=len(self._waiting), running=len(self._running), max_batch=self.max_batch,
                 max_queue=self.max_queue, step_tokens=self.step_tokens, steps=self._steps, admitted=self._admitted,
@@ -248,10 +247,9 @@ class Scheduler:
                 ticket.events.put(None)
 
     def _observe_ttft(self, seconds: float) -> None:
-        for index, bound in enumerate(TTFT_BUCKETS):
-            if seconds <= bound:
-                self._ttft[index] += 1
-                break
+        index = bisect.bisect_left(TTFT_BUCKETS, seconds)  # the first bound at or above it
+        if index < len(TTFT_BUCKETS):
+            self._ttft[index] += 1
         self._ttft_sum += seconds
         self._ttft_count += 1
 
