@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from litestar import Litestar
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
 from litestar.routes import HTTPRoute
 
 from ledger.api.auth import required_role
+from ledger.api.schemas import Request
 
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
 BEARER = "BearerToken"
@@ -41,8 +45,19 @@ def _error(description: str) -> OpenAPIResponse:
     )
 
 
+def _request_bodies_as_msgspec_reads_them(components: dict[str, Any]) -> None:
+    """Litestar drops some constraints of msgspec's (a bound of 0 reads as none; an ``X | None`` under an
+    outer ``Meta`` loses X's), so every request body is documented from msgspec's own JSON Schema."""
+    def bodies(base: type) -> list[type]:
+        return [kind for sub in base.__subclasses__() for kind in (sub, *bodies(sub))]
+
+    _, exact = msgspec.json.schema_components(bodies(Request), ref_template="#/components/schemas/{name}")
+    components.update(exact)
+
+
 def tidy_openapi(app: Litestar) -> None:
     schema = app.openapi_schema
+    _request_bodies_as_msgspec_reads_them(schema.components.schemas)
     auth = bool(app.state.runtime.auth)
     for route in app.routes:
         if not isinstance(route, HTTPRoute):

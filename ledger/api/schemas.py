@@ -27,6 +27,15 @@ Reason = Annotated[str, Meta(max_length=REASON_MAX, description="Why (recorded o
 Description = Annotated[str, Meta(max_length=values.DESCRIPTION_MAX)]
 Layer = Annotated[int, Meta(ge=0, le=values.LAYER_MAX)]
 Version = Annotated[int, Meta(ge=1, le=values.INT64_MAX)]
+# Bounds the domain checks once a value is normalised (trimmed, NFKC): documented here, enforced there.
+Name = Annotated[str, Meta(extra_json_schema={"minLength": 1, "maxLength": values.NAME_MAX})]
+Identifier = Annotated[str, Meta(extra_json_schema={"maxLength": values.IDENTIFIER_MAX})]
+Labels = Annotated[list[Annotated[str, Meta(extra_json_schema={"maxLength": values.LABEL_MAX})]],
+                   Meta(extra_json_schema={"maxItems": values.LABELS_MAX})]
+Steering = Annotated[dict[str, float], Meta(extra_json_schema={
+    "propertyNames": {"pattern": "^[0-9]+$"},
+    "description": f"`{{feature_index: strength}}`; strengths within ±{values.STRENGTH_MAX:g} by default "
+                   f"(`{values.STRENGTH_MAX_ENV}`)."})]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,15 +44,15 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 # -- requests --------------------------------------------------------------------------------------
 class CreateProfile(Request):
-    name: str
+    name: Name
     description: Description | None = None
-    model_id: str | None = None
-    sae_id: str | None = None
+    model_id: Identifier | None = None
+    sae_id: Identifier | None = None
     layer: Layer | None = None
-    steering: dict[str, float] | None = None
+    steering: Steering | None = None
     """``{feature_index: strength}``; omitted or null → the active profile's spec is copied."""
-    tags: list[str] | None = None
-    products: list[str] | None = None
+    tags: Labels | None = None
+    products: Labels | None = None
     metadata: JSONObject | None = None
     reason: Reason | None = None
 
@@ -56,21 +65,21 @@ class UpdateProfile(Request):
     `UpdateProfileRequest`); clearing one is explicit: `""` for a text, `{}` for steering or metadata, `[]` for
     tags or products."""
 
-    name: Annotated[str | None | UnsetType, Meta(description=f"A new name. {_KEEP}")] = UNSET
+    name: Annotated[Name | None | UnsetType, Meta(description=f"A new name. {_KEEP}")] = UNSET
     description: Annotated[
         Description | None | UnsetType, Meta(description=f'A new description; `""` clears it. {_KEEP}')
     ] = UNSET
-    model_id: Annotated[str | None | UnsetType, Meta(description=f'The target model; `""` clears it. {_KEEP}')] = UNSET
-    sae_id: Annotated[str | None | UnsetType, Meta(description=f'The target SAE; `""` clears it. {_KEEP}')] = UNSET
+    model_id: Annotated[Identifier | None | UnsetType, Meta(description=f'The target model; `""` clears it. {_KEEP}')] = UNSET
+    sae_id: Annotated[Identifier | None | UnsetType, Meta(description=f'The target SAE; `""` clears it. {_KEEP}')] = UNSET
     layer: Annotated[Layer | None | UnsetType, Meta(description=f"The layer steered. {_KEEP}")] = UNSET
     steering: Annotated[
-        dict[str, float] | None | UnsetType,
+        Steering | None | UnsetType,
         Meta(description=f"The whole new `{{feature_index: strength}}` (it replaces the old one); `{{}}` clears "
              f"it. {_KEEP}"),
     ] = UNSET
-    tags: Annotated[list[str] | None | UnsetType, Meta(description=f"The new tags; `[]` clears them. {_KEEP}")] = UNSET
+    tags: Annotated[Labels | None | UnsetType, Meta(description=f"The new tags; `[]` clears them. {_KEEP}")] = UNSET
     products: Annotated[
-        list[str] | None | UnsetType, Meta(description=f"The new products; `[]` clears them. {_KEEP}")
+        Labels | None | UnsetType, Meta(description=f"The new products; `[]` clears them. {_KEEP}")
     ] = UNSET
     metadata: Annotated[
         JSONObject | None | UnsetType, Meta(description=f"The new metadata object; `{{}}` clears it. {_KEEP}")
@@ -108,7 +117,7 @@ class RevertProfile(Request):
 
 class RecordExecution(Request):
     version: Version | None = None
-    run_id: str | None = None
+    run_id: Identifier | None = None
     seed: Annotated[int, Meta(ge=values.INT64_MIN, le=values.INT64_MAX)] | None = None
     entity_count: Annotated[int, Meta(ge=0, le=values.INT64_MAX)] | None = None
     status: Literal["success", "failed", "partial"] = "success"

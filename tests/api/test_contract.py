@@ -101,6 +101,26 @@ def test_the_openapi_document_says_how_to_keep_and_clear_each_field(client):
         assert f"{clearing} clears" in schema[field]["description"], field
 
 
+def test_the_openapi_document_states_the_bounds_the_api_enforces(client):
+    schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
+
+    def branch(body: str, field: str) -> dict:  # the non-null branch of an optional field
+        found = schemas[body]["properties"][field]
+        return next((option for option in found.get("anyOf", [found]) if option.get("type") != "null"), found)
+
+    for body in ("CreateProfile", "UpdateProfile"):
+        assert (branch(body, "layer")["minimum"], branch(body, "layer")["maximum"]) == (0, 2**31 - 1), body
+        assert (branch(body, "name")["minLength"], branch(body, "name")["maxLength"]) == (1, 100), body
+        assert branch(body, "tags")["maxItems"] == 100 and branch(body, "tags")["items"]["maxLength"] == 64, body
+        assert branch(body, "description")["maxLength"] == 10_000, body
+    assert branch("RecordExecution", "duration_ms")["minimum"] == 0
+    assert branch("RecordExecution", "entity_count")["minimum"] == 0
+    assert branch("RecordExecution", "run_id")["maxLength"] == 200
+    assert branch("ActivateProfile", "version")["minimum"] == 1
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/TextPart"}} in \
+        schemas["ChatMessage"]["properties"]["content"]["anyOf"]
+
+
 # -- names wherever an id goes -------------------------------------------------------------------------------
 def test_every_profile_route_takes_the_name_url_encoded(client):
     profile = create(client, "Calm Sea", steering={"1": 1.0})
