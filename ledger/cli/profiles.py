@@ -194,6 +194,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Show a profile (now, at a version, or at a moment), replayed from its stream."""
+        if version is not None and as_of:
+            raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
         profile = state.ledger.get_profile(
             profile_ref(profile_id), version=version, as_of=parse_time(as_of) if as_of else None
         )
@@ -213,16 +215,18 @@ def register(app: typer.Typer) -> None:
         search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
         sort: str = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
         limit: int = typer.Option(50, "--limit"),
+        cursor: Optional[str] = typer.Option(None, "--cursor", help="The next page: the cursor the last one ended with."),
         as_json: bool = JSON,
     ) -> None:
-        """List live profiles from the read model."""
+        """List live profiles from the read model, a page at a time."""
         if sort not in LIST_SORTS:
             raise ValidationError(f"--sort must be one of {', '.join(LIST_SORTS)} (got {sort!r})", field="sort")
         page = state.reads.list_profiles(
             tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
-            sort=LIST_SORTS[sort], limit=limit,
+            sort=LIST_SORTS[sort], limit=limit, cursor=cursor,
         )
-        emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, map(list_line, page.items),
+        more = [f"(more: the same command with --cursor {page.next_cursor})"] if page.next_cursor else []
+        emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, [*map(list_line, page.items), *more],
              "no profiles")
 
     @app.command()
@@ -273,12 +277,12 @@ def register(app: typer.Typer) -> None:
     def export_profile(
         profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(None, "--version", min=1),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file ('-': stdout, the default)."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""
         document = state.ledger.export_profile(profile_ref(profile_id), version=version)
         text = json.dumps(document, indent=2, ensure_ascii=False)
-        if output:
+        if output and str(output) != "-":
             try:
                 output.write_text(text + "\n", encoding="utf-8")
             except OSError as error:

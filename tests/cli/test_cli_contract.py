@@ -127,6 +127,7 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("list", "--limit", "0"): 1,
         ("rebuild", "bogus"): 1,  # no such read model
         ("show", "calm", "--version", "0"): 2,
+        ("show", "calm", "--version", "1", "--as-of", "2030-01-01T00:00:00Z"): 2,
         ("revert", "calm"): 2,  # --version is required
         ("show",): 2,
         ("no-such-verb",): 2,
@@ -172,6 +173,16 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert (restored["profile"]["id"], restored["profile"]["version"]) == (pid, 3)
     executions = as_json(ledger("executions", "calm", "--json"))["executions"]
     assert [e["run_id"] for e in executions] == ["cohort-7"]
+
+
+def test_list_pages_with_the_cursor_it_prints_and_export_writes_stdout_for_a_dash(ledger):
+    for name in ("a", "b", "c"):
+        ledger("create", name, "-f", "1=1")
+    first = ledger("list", "--limit", "2").stdout.splitlines()
+    assert [line.split()[-3] for line in first[:2]] == ["a", "b"] and "--cursor" in first[2]
+    cursor = first[2].split("--cursor ")[1].rstrip(")")
+    assert [p["name"] for p in as_json(ledger("list", "--limit", "2", "--cursor", cursor, "--json"))["profiles"]] == ["c"]
+    assert as_json(ledger("export", "c", "-o", "-"))["profile"]["name"] == "c"
 
 
 def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
