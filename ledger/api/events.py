@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
-from uuid import UUID
 
 import anyio
 import anyio.to_thread
@@ -41,7 +40,7 @@ SCAN_MAX = 5_000
 TOKEN_AGGREGATE = AccessTokens.__name__
 STREAM_RETRY_AFTER = 5
 
-ProfileFilter = Annotated[UUID | None, QueryParameter(description="Only events of this profile (UUID).")]
+ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of this profile (its id or name).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
 TypeFilter = Annotated[str | None, QueryParameter(description="Only this event type, e.g. `Profile.Created`.")]
 After = Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX, description="Only events after this log position.")]
@@ -52,11 +51,12 @@ def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
     return not runtime.auth or (principal is not None and principal.role == "admin")
 
 
-def _filters(profile_id: UUID | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
-    """The read model's filters of a page or a stream (text without NUL characters)."""
+def _filters(runtime: Runtime, profile: str | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
+    """The read model's filters of a page or a stream (text without NUL characters; a profile by id or name)."""
     for name, value in (("actor", actor), ("type", event_type)):
         if value is not None and "\x00" in value:
             raise InvalidRequestError(f"{name} must not contain NUL characters", field=name)
+    profile_id = None if profile is None else runtime.ledger.resolve_profile(profile)
     return {"profile_id": profile_id, "actor": actor, "event_type": event_type}
 
 
@@ -85,7 +85,7 @@ class EventController(Controller):
         cursor: Cursor = None,
     ) -> EventList:
         filters = {
-            **_filters(profile_id, actor, type),
+            **_filters(runtime, profile_id, actor, type),
             "since": parse_time(since, "since"),
             "until": parse_time(until, "until"),
             "after_position": after,
@@ -112,7 +112,7 @@ class EventController(Controller):
             str | None, HeaderParameter(name="Last-Event-ID", description="Resume after this position.")
         ] = None,
     ) -> ServerSentEvent:
-        filters = _filters(profile_id, actor, type)
+        filters = await anyio.to_thread.run_sync(_filters, runtime, profile_id, actor, type)
         if runtime.metrics.streams_open >= runtime.options.sse_max_streams:
             raise HTTPException(
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,

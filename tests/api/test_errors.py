@@ -66,7 +66,7 @@ def test_bad_headers(client):
     assert_error(client.get("/api/profiles", headers={"X-Min-Position": "soon"}), 422, "invalid_request")
     assert_error(client.get("/api/profiles", params={"min_position": -1}), 422, "invalid_request")
     assert_error(client.get("/api/events", params={"since": "last tuesday"}), 422, "invalid_request")
-    assert_error(client.get("/api/events", params={"profile_id": "nope"}), 422, "invalid_request")
+    assert_error(client.get("/api/events", params={"profile_id": "nope"}), 404, "profile_not_found")  # no such name
 
 
 def test_versions_and_positions_out_of_range_are_422_on_every_route(client):

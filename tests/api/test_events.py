@@ -25,6 +25,7 @@ def test_events_are_filtered_and_paginated(client):
     mine = client.get("/api/events", params={"profile_id": first["id"]}).json()["events"]
     assert [e["type"] for e in mine if e["aggregate_type"] == "Profile"] == ["Profile.Created", "Profile.DetailsRevised"]
     assert {e["profile_id"] for e in mine} == {first["id"]}
+    assert client.get("/api/events", params={"profile_id": "EV-A"}).json()["events"] == mine  # or by its name
     assert [e["type"] for e in client.get("/api/events", params={"actor": "carol"}).json()["events"]] == [
         "Profile.DetailsRevised"
     ]
