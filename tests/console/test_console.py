@@ -183,6 +183,8 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     page.goto("/status")
     expect(page.locator("main")).to_contain_text("Version in force")
     expect(page.locator("main")).to_contain_text("v2 (pinned)")
+    expect(page.locator("main")).to_contain_text("ttft buckets")
+    expect(page.locator("main")).to_contain_text("≤ 0.01 s: ")  # the histogram read as such, not a Python tuple
     shoot(page, screenshots, "status")
 
     # Readable without JavaScript, and on a narrow window.
