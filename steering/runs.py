@@ -115,6 +115,11 @@ class GenerationService:
         except SteeringError as error:
             raise ProfileIncompatibleError(str(error), profile_id=str(spec.profile_id), version=spec.version) from None
 
+    def request_warnings(self, completion: Completion) -> list[str]:
+        """The warnings for the profile a completion names (or the active one); raises when it is impossible."""
+        spec = self.resolve(completion.profile, completion.profile_version)
+        return [] if spec is None else self.compatibility_warnings(spec)
+
     # -- generation ----------------------------------------------------------------------------------
     def complete(self, completion: Completion, *, compare: bool = False) -> CompletionOutcome:
         spec, request = self._prepare(completion)

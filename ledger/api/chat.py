@@ -15,7 +15,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
-from ledger.api.compatibility import request_warnings
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import refuse_beyond_head
 from ledger.api.runtime import Runtime
@@ -198,7 +197,7 @@ class ChatController(Controller):
         created = int(time.time())
         if data.stream and data.compare:
             raise ValidationError("compare cannot be combined with stream", field="compare")
-        warnings = request_warnings(generation, completion)  # refuses an impossible profile before any stream
+        warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
         if data.stream:
             usage = bool((data.stream_options or {}).get("include_usage"))
             return self._stream(generation, completion, context, model, created, usage, warnings)  # type: ignore[return-value]

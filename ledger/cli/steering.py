@@ -156,16 +156,20 @@ def register(app: typer.Typer) -> None:
                 messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                 profile=profile, profile_version=version, method=method,
             )
+            service = GenerationService(state.ledger, engine)
+            warnings = service.request_warnings(completion)
             with acting(actor, reason):
-                outcome = GenerationService(state.ledger, engine).complete(completion, compare=compare)
+                outcome = service.complete(completion, compare=compare)
         if as_json:
             emit_json({
                 "text": outcome.result.text, "execution_id": outcome.execution_id, "position": outcome.position,
                 "profile_id": outcome.profile_id, "profile_version": outcome.profile_version, "seed": outcome.seed,
                 "output_sha256": outcome.result.output_sha256,
-                "unsteered": outcome.unsteered.text if outcome.unsteered else None,
+                "unsteered": outcome.unsteered.text if outcome.unsteered else None, "warnings": warnings,
             })
             return
+        for warning in warnings:
+            typer.echo(f"warning: {warning}", err=True)
         label = f"profile {outcome.profile_id} v{outcome.profile_version}" if outcome.profile_id else "no profile"
         typer.echo(outcome.result.text)
         if outcome.unsteered is not None:

@@ -29,6 +29,10 @@ def test_generate_records_a_run_that_replays_exactly(tmp_path, tiny_model_dir, s
     assert replayed["reproduced"] is True and replayed["replay_sha256"] == out["output_sha256"]
     listed = json.loads(ledger(tmp_path, "executions", "--json").stdout)["executions"]
     assert {e["kind"] for e in listed} == {"generation"} and len(listed) == 2
+    assert out["warnings"] == []
+    ledger(tmp_path, "create", "elsewhere", "--layer", str(LAYER), "-f", "3=1", "--model-id", "another-model")
+    warned = ledger(tmp_path, "generate", "hi", "--profile", "elsewhere", "--max-tokens", "2", *model)
+    assert "warning: profile targets model 'another-model'" in warned.stderr  # as the API warns
 
 
 def test_sae_features_lists_top_contexts(tmp_path, tiny_model_dir, sae_dir):
