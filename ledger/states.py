@@ -56,6 +56,15 @@ class ProfileState(ProfileFields, kw_only=True):
         return {name: getattr(self, name) for name in PROFILE_FIELDS}
 
 
+class VersionEdit(msgspec.Struct, kw_only=True):
+    """An edit that kept its version (descriptive fields only): who made it, when, why, and which fields."""
+
+    recorded_at: datetime
+    actor: str
+    reason: str | None
+    fields: list[str]
+
+
 class VersionRecord(msgspec.Struct, kw_only=True):
     """One user-facing version of a profile: its content and who made it, when and why."""
 
@@ -65,6 +74,8 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     actor: str
     reason: str | None
     event_type: str
+    edits: list[VersionEdit] = msgspec.field(default_factory=list)
+    """The edits that kept this version, oldest first: ``state`` reads as the last one left it."""
 
 
 class _Given:

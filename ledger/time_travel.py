@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError, TamperedRecordError
-from ledger.states import ProfileState, VersionRecord
+from ledger.states import ProfileState, VersionEdit, VersionRecord
 
 SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
 
@@ -76,8 +76,11 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
                 )
             )
         elif isinstance(domain_event, Profile.DetailsEdited):
-            # Edits that keep the version change what that version's descriptive fields read.
-            records[-1] = msgspec.structs.replace(records[-1], state=ProfileState.of(profile))
+            # Edits that keep the version change what that version's descriptive fields read, and say so.
+            edit = VersionEdit(recorded_at=domain_event.timestamp, actor=domain_event.actor,
+                               reason=domain_event.reason, fields=sorted(domain_event.changes))
+            last = records[-1]
+            records[-1] = msgspec.structs.replace(last, state=ProfileState.of(profile), edits=[*last.edits, edit])
     return records
 
 

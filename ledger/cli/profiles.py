@@ -106,8 +106,10 @@ def version_line(record: Any, details: str) -> str:
 
 
 def history_line(record: Any) -> str:
-    """A version in ``ledger history``: :func:`version_line` with its steering and name."""
-    return version_line(record, f"steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}")
+    """A version in ``ledger history``: :func:`version_line` with its steering and name, then each edit that kept it."""
+    edits = "".join(f"\n    edited {edit.recorded_at.isoformat()}  {edit.actor}  {', '.join(edit.fields)}"
+                    + (f"  ({edit.reason})" if edit.reason else "") for edit in record.edits)
+    return version_line(record, f"steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}") + edits
 
 
 def list_line(row: Any) -> str:

@@ -185,6 +185,15 @@ def test_list_pages_with_the_cursor_it_prints_and_export_writes_stdout_for_a_das
     assert as_json(ledger("export", "c", "-o", "-"))["profile"]["name"] == "c"
 
 
+def test_history_names_who_edited_a_version_without_a_new_one(ledger):
+    ledger("create", "h1", "-f", "1=1", "--actor", "alice")
+    ledger("update", "h1", "--description", "edited", "--no-bump-version", "--actor", "bob", "--reason", "typo")
+    (version,) = as_json(ledger("history", "h1", "--json"))
+    assert (version["actor"], version["state"]["description"]) == ("alice", "edited")
+    assert [(e["actor"], e["reason"], e["fields"]) for e in version["edits"]] == [("bob", "typo", ["description"])]
+    assert "edited" in ledger("history", "h1").stdout.splitlines()[2] and "bob" in ledger("history", "h1").stdout
+
+
 def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
     for args, problem in {
         ("show",): "Missing argument 'NAME_OR_ID'",
