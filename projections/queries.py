@@ -2,7 +2,7 @@
 
 Each read model's queries live next to its table (``projections/<read model>.py``); :class:`ReadModel` has them
 all. Listings are keyset-paginated with opaque cursors; a cursor from another listing or an altered one raises
-:class:`~projections.errors.InvalidCursorError` (a ``ValueError``).
+:class:`~projections.errors.InvalidCursorError` (a ``ValidationError``: 422 in the API, exit 1 in the CLI).
 """
 
 from __future__ import annotations

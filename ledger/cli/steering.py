@@ -156,9 +156,9 @@ def register(app: typer.Typer) -> None:
                 messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                 profile=profile, profile_version=version, method=method,
             )
-            service = GenerationService(state.ledger, engine)
-            warnings = service.request_warnings(completion)
             with acting(actor, reason):
+                service = GenerationService(state.ledger, engine)
+                warnings = service.request_warnings(completion)
                 outcome = service.complete(completion, compare=compare)
         if as_json:
             emit_json({

@@ -95,7 +95,7 @@ def test_a_bad_cursor_is_refused_with_a_clear_error(read_model, listed, cursor):
 
 def test_a_cursor_from_the_other_sort_is_refused(read_model, listed):
     by_name = read_model.list_profiles(limit=1).next_cursor
-    with pytest.raises(ValueError, match="another listing"):
+    with pytest.raises(InvalidCursorError, match="another listing"):
         read_model.list_profiles(sort="updated_at", cursor=by_name)
 
 
