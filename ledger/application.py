@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, Mapper, PersistenceError, RecordConflictError
 
@@ -125,13 +125,12 @@ class ProfileLedger(Application[UUID]):
                 listener(recordings[-1].notification.id)
         return recordings
 
-    def take_snapshot(self, aggregate_id: UUID, version: int | None = None, projector_func: Any = None) -> None:
+    def take_snapshot(
+        self, aggregate_id: UUID, version: int | None = None, projector_func: Any = project_aggregate
+    ) -> None:
         """Record the aggregate's state at ``version`` (default: now), rebuilt from the store."""
         with _snapshot_failures_ignored(aggregate_id, version):
-            if projector_func is None:
-                super().take_snapshot(aggregate_id, version)
-            else:
-                super().take_snapshot(aggregate_id, version, projector_func)
+            super().take_snapshot(aggregate_id, version, projector_func)
 
     def _snapshot_streams(self, objs: tuple[Any, ...], recordings: list[Any]) -> None:
         """Snapshot each saved profile or active slot whose stream just reached a multiple of the interval: from
@@ -303,11 +302,8 @@ class ProfileLedger(Application[UUID]):
     def find_profile(self, name: str) -> UUID | None:
         """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
         self._current_name_keys()
-        try:
-            index = self.repository.get(ProfileName.id_for(values.display_name(name)))
-        except AggregateNotFoundError:
-            return None
-        return index.profile_id
+        index = self.find_aggregate(ProfileName.id_for(values.display_name(name)))
+        return None if index is None else index.profile_id
 
     def resolve_profile(self, reference: str | UUID) -> UUID:
         """The profile a user names: its id, else its name (the live profile holding it, or else the profile that
@@ -339,8 +335,12 @@ class ProfileLedger(Application[UUID]):
         return exchange.export_document(state, state.version)
 
     def active_slot(self) -> ActiveSlot | None:
+        return self.find_aggregate(ActiveSlot.ID)
+
+    def find_aggregate(self, aggregate_id: UUID) -> Any:
+        """The aggregate with this id, or None when nothing is recorded under it."""
         try:
-            return self.repository.get(ActiveSlot.ID)
+            return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
 
@@ -364,10 +364,7 @@ class ProfileLedger(Application[UUID]):
 
     def _aggregate(self, aggregate_id: UUID, kind: type[T], missing: LedgerError) -> T:
         """The aggregate with this id, when it is a ``kind``; else ``missing`` is raised."""
-        try:
-            found = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            found = None
+        found = self.find_aggregate(aggregate_id)
         if not isinstance(found, kind):
             raise missing
         return found
@@ -386,10 +383,7 @@ class ProfileLedger(Application[UUID]):
 
     def _name_index(self, name: str) -> ProfileName:
         self._current_name_keys()
-        try:
-            return self.repository.get(ProfileName.id_for(name))
-        except AggregateNotFoundError:
-            return ProfileName(key=values.name_key(name))
+        return self.find_aggregate(ProfileName.id_for(name)) or ProfileName(key=values.name_key(name))
 
     def _slot(self) -> ActiveSlot:
         return self.active_slot() or ActiveSlot()

@@ -20,11 +20,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import RecordConflictError
 
@@ -92,7 +91,6 @@ class Claim:
     method: str
     path: str
     saved: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def aggregate(self) -> IdempotencyKey:
         return IdempotencyKey(claim=self.id, fingerprint=self.fingerprint, method=self.method, path=self.path)
@@ -132,10 +130,7 @@ def recorded_with_claim(application: Any, objs: Sequence[Any]) -> Iterator[tuple
 
 
 def recorded(application: Any, claim: UUID) -> IdempotencyKey | None:
-    try:
-        found = application.repository.get(claim)
-    except AggregateNotFoundError:
-        return None
+    found = application.find_aggregate(claim)
     return found if isinstance(found, IdempotencyKey) else None
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import get_topic
 
@@ -69,20 +68,14 @@ def _move(ledger: Any, index_id: Any) -> int:
     index = ledger.repository.get(index_id)
     if index.profile_id is None:
         return 0
-    try:
-        profile = ledger.repository.get(index.profile_id)
-    except AggregateNotFoundError:
-        return 0
+    profile = ledger.find_aggregate(index.profile_id)
     if not isinstance(profile, Profile) or profile.deleted:
         return 0
     key = values.name_key(profile.name)
     target_id = ProfileName.create_id(key)
     if target_id == index.id:
         return 0
-    try:
-        target = ledger.repository.get(target_id)
-    except AggregateNotFoundError:
-        target = ProfileName(key=key)
+    target = ledger.find_aggregate(target_id) or ProfileName(key=key)
     if target.profile_id is not None and target.profile_id != profile.id:
         log.warning(
             "profile %s (%r) keeps its claim under the earlier name key: profile %s holds a name that now "

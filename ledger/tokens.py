@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
 from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.application import ProfileLedger, retrying
 from ledger.errors import AuthenticationError
@@ -53,7 +51,4 @@ class TokenService:
 
     def current(self) -> AccessTokens | None:
         """The tokens aggregate as recorded now (None before the first token is issued)."""
-        try:
-            return self.ledger.repository.get(AccessTokens.ID)
-        except AggregateNotFoundError:
-            return None
+        return self.ledger.find_aggregate(AccessTokens.ID)
