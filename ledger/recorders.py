@@ -127,20 +127,16 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain."""
         walk = walk or Walk()
         after = walk.start.position if walk.start else 0
-        schema = Identifier(self.datastore.schema)
+        schema, chain_table = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
         events_sql = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
             "WHERE notification_id > %s ORDER BY notification_id"
         ).format(schema, Identifier(self.events_table_name))
         chain_sql = SQL(
             "SELECT notification_id, digest, link FROM {}.{} WHERE notification_id > %s ORDER BY notification_id"
-        ).format(schema, Identifier(self.chain_table_name))
-        link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(
-            schema, Identifier(self.chain_table_name)
-        )
-        find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(
-            schema, Identifier(self.chain_table_name)
-        )
+        ).format(schema, chain_table)
+        link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(schema, chain_table)
+        find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(schema, chain_table)
         with self.datastore.get_connection() as events_conn, self.datastore.get_connection() as chain_conn:
             with events_conn.transaction(), chain_conn.transaction():
                 if walk.start is not None and after:

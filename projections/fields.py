@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ledger.domainmodel import DETAIL_FIELDS
 from ledger.values import name_key
-
-DETAIL_FIELDS = ("name", "description", "tags", "products", "metadata")
 
 
 def search_text(text: str | None) -> str:

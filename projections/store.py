@@ -313,12 +313,12 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
                     raise
                 time.sleep(0.1 * (attempt + 1))
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            self._schema_lock(curs)
             curs.execute(CLAIM_FUNCTION_DDL.format(function=CLAIM_FUNCTION, tracking=self.tracking_table,
                                                    refused=CLAIM_REFUSED))
         try:
             with self.datastore.transaction(commit=True) as curs:
-                curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                self._schema_lock(curs)
                 curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         except Exception:  # noqa: BLE001 - an optional speed-up: without it, search scans
             pass
