@@ -70,24 +70,12 @@ def acting_as(context: CommandContext) -> Iterator[None]:
         command_context.reset(token)
 
 
-def _actor() -> str:
-    return command_context.get().actor
-
-
-def _reason() -> str | None:
-    return command_context.get().reason
-
-
-def _correlation_id() -> str | None:
-    return command_context.get().correlation_id
-
-
 class AuditedEvent(Aggregate.Event):
     """Base of every event in the ledger: records who, why and for which request (the time is built in)."""
 
-    actor: str = field(default_factory=_actor, init=False)
-    reason: str | None = field(default_factory=_reason, init=False)
-    correlation_id: str | None = field(default_factory=_correlation_id, init=False)
+    actor: str = field(default_factory=lambda: command_context.get().actor, init=False)
+    reason: str | None = field(default_factory=lambda: command_context.get().reason, init=False)
+    correlation_id: str | None = field(default_factory=lambda: command_context.get().correlation_id, init=False)
 
 
 def canonical_value(field_name: str, value: Any) -> Any:
