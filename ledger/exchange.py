@@ -80,8 +80,6 @@ def parse_document(document: Any) -> dict[str, Any]:
         raise ImportFormatError("the profile has no name", field=f"{prefix}name")
     try:
         return {name: canonical_value(name, raw[name]) for name in PROFILE_FIELDS}
-    except ImportFormatError:
-        raise
     except ValidationError as error:
         raise ImportFormatError(error.message, field=f"{prefix}{error.field}" if error.field else None) from None
 

@@ -444,18 +444,14 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
 ReadModelStore = PostgresReadModelRecorder | SQLiteReadModelRecorder
 
 
-def open_store(
-    database: Database, *, pool_size: int = 4, datastore: Any = None
-) -> PostgresReadModelRecorder | SQLiteReadModelRecorder:
+def open_store(database: Database, *, pool_size: int = 4, datastore: Any = None) -> ReadModelStore:
     """The read-model recorder for a database: over ``datastore`` (the process's one pool, the application's)
     when given, else over a pool of its own (creating the tracking table if needed)."""
+    recorder_class = PostgresReadModelRecorder if database.is_postgres else SQLiteReadModelRecorder
     if datastore is not None:
-        if database.is_postgres:
-            return PostgresReadModelRecorder(datastore, tracking_table_name="projections_tracking")
-        return SQLiteReadModelRecorder(datastore)
+        return recorder_class(datastore)
     env = database.eventsourcing_env(pool_size=pool_size)
     factory = InfrastructureFactory.construct(env=Environment("projections", env))
-    recorder_class = PostgresReadModelRecorder if database.is_postgres else SQLiteReadModelRecorder
     recorder = factory.tracking_recorder(recorder_class)  # type: ignore[arg-type]
     recorder._factory = factory  # keep the datastore's owner alive with the recorder
     return recorder
