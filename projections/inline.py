@@ -28,7 +28,6 @@ from typing import Any
 
 from projections.log import EventLog
 from projections.parking import describe, is_transient
-from projections.projection import UndecodableEvent
 from projections.registry import select
 from projections.store import ReadModelStore
 
@@ -49,7 +48,7 @@ class InlineProjection:
         self.store = store
         self.projections = select(names)
         self.names = [projection.name for projection in self.projections]
-        self.decode = log.decode
+        self.decode = log.decode.or_undecodable  # an event that cannot be decoded is the worker's to park
         self.events_table = log.events_table
         self.reached = reached
 
@@ -59,7 +58,10 @@ class InlineProjection:
             return None
         first, last = positions[0], positions[-1]
         try:
-            events = [(position, self._decoded(stored)) for position, stored in zip(positions, stored_events)]
+            events = [
+                (position, self.decode(stored.originator_id, stored.originator_version, stored.topic, stored.state))
+                for position, stored in zip(positions, stored_events)
+            ]
             ops = [op for projection in self.projections for op in projection.ops_for(events)]
         except Exception as error:  # noqa: BLE001 - a handler's failure is the worker's to park
             self._left(first, last, error)
@@ -81,9 +83,3 @@ class InlineProjection:
     def _left(first: int, last: int, error: BaseException) -> None:
         logger.warning("events at positions %d to %d were not projected inline (%s); the projection worker applies "
                        "them", first, last, describe(error))
-
-    def _decoded(self, stored: Any) -> Any:
-        try:
-            return self.decode(stored.originator_id, stored.originator_version, stored.topic, stored.state)
-        except Exception as error:  # noqa: BLE001 - the projection fails on it, and the worker parks it
-            return UndecodableEvent(stored.originator_id, stored.topic, error)

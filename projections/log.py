@@ -97,6 +97,13 @@ class FastDecoder:
         object.__setattr__(event, "__dict__", event_state)
         return event
 
+    def or_undecodable(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> Any:
+        """The domain event, or an :class:`UndecodableEvent` holding why it cannot be decoded."""
+        try:
+            return self(originator_id, originator_version, topic, state)
+        except Exception as error:  # noqa: BLE001 - parked by every read model, with this error
+            return UndecodableEvent(originator_id, topic, error)
+
     def _revive(self, value: Any) -> Any:
         """What the transcoder's object hook does, inner objects first."""
         if type(value) is list:
@@ -153,13 +160,6 @@ def _ahead(fetch: Callable[[], list[Any]]) -> Iterator[list[Any]]:
         fetcher.join()
 
 
-def _decoded(decode: Callable[..., Any], row: Any) -> Any:
-    try:
-        return decode(row[1], row[2], row[3], row[4])
-    except Exception as error:  # noqa: BLE001 - parked by every read model, with this error
-        return UndecodableEvent(row[1], row[3], error)
-
-
 class EventLog:
     """The log reader the read side is given: read after a position, scan, head.
 
@@ -209,7 +209,7 @@ class EventLog:
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
             "WHERE notification_id > %s ORDER BY notification_id"
         ).format(Identifier(self.recorder.datastore.schema), Identifier(self.recorder.events_table_name))
-        decode = self.decode
+        decode = self.decode.or_undecodable
         with self.recorder.datastore.get_connection() as conn, conn.transaction():
             # The library's pool ends transactions idle for a few seconds; this one idles while a batch is applied.
             conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
@@ -217,7 +217,7 @@ class EventLog:
                 cursor.itersize = batch_size
                 cursor.execute(query, (after,))
                 for rows in _ahead(lambda: cursor.fetchmany(batch_size)):
-                    events = [(row[0], _decoded(decode, row)) for row in rows]
+                    events = [(row[0], decode(row[1], row[2], row[3], row[4])) for row in rows]
                     yield Batch(after=after, end=events[-1][0], events=events)
                     after = events[-1][0]
 
