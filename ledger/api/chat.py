@@ -308,14 +308,14 @@ class SteeringController(Controller):
         ] = None,
     ) -> SteeringStatusRead:
         generation = getattr(runtime, "generation", None)
-        if generation is not None and min_position is not None:
-            wait_for_steering(runtime, min_position)
         if generation is None:
             return SteeringStatusRead(
                 model_loaded=False, model_id=None, sae_id=None, sae_layer=None, device=None, dtype=None,
                 active_profile_id=None, version=None, pinned=False, position=0, applied_at=None, feature_count=0,
                 error=None,
             )
+        if min_position is not None:
+            wait_for_steering(runtime, min_position)
         engine, stats, status = generation.engine, generation.engine.stats(), generation.projector.status()
         return convert(
             status, SteeringStatusRead, model_loaded=True, model_id=engine.model_id, sae_id=engine.sae_id,

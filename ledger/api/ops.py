@@ -115,10 +115,9 @@ class OpsController(Controller):
                 gauges.append(
                     ("ledger_projection_lag", "How many positions a read model is behind the log.", labels, max(head - position, 0))
                 )
-            for name in sorted(positions):
                 gauges.append((
                     "ledger_projection_parked_events", "Events a read model could not apply and set aside.",
-                    {"projection": name}, parked.get(name, 0),
+                    labels, parked.get(name, 0),
                 ))
         gauges.append(("ledger_sse_streams_open", "Event streams being served now.", {}, runtime.metrics.streams_open))
         return Response(runtime.metrics.render(gauges), media_type=PROMETHEUS_TEXT)

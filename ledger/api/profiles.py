@@ -323,8 +323,7 @@ class ProfileController(Controller):
         version = data.version if data is not None else None
         target = ledger.get_profile(pid, version=version)
         warnings = runtime.check_compatibility(target)
-        outcome = run_command(with_reason(context, data), lambda: ledger.activate_profile(pid, version=version))
-        change = change_response(outcome, ledger, runtime.read_model)
+        change = profile_command(ledger, runtime, context, data, lambda: ledger.activate_profile(pid, version=version))
         shown = in_force(change.content, version, target)
         body = convert(shown, ProfileActivation, pinned_version=version, warnings=warnings)
         return Response(body, headers=change.headers)
