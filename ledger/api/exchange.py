@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
-from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
+from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
@@ -125,7 +125,7 @@ class ProfileExchangeController(Controller):
         ledger: NamedDependency[ProfileLedger],
         version: Annotated[int | None, QueryParameter(ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> Response[dict[str, Any]]:
-        return export_download(reads, profile_id_of(ledger, profile_id), version)
+        return export_download(reads, ledger.resolve_profile(profile_id), version)
 
     @post(
         "/import",

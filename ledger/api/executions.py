@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
 from ledger.api.deps import Cursor, Limit, with_reason
-from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
+from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
 from ledger.api.schemas import (
     ExecutionList,
@@ -49,7 +49,7 @@ class ProfileExecutionController(Controller):
         ledger: NamedDependency[ProfileLedger],
         context: NamedDependency[CommandContext],
     ) -> Response[ExecutionRecorded]:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         details = msgspec.structs.asdict(data)
         details.pop("reason")
         recorded_context = with_reason(context, data)
@@ -75,7 +75,7 @@ class ProfileExecutionController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ExecutionList:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         page = reads.list_executions(profile_id=pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None and reads.get_profile(pid) is None:
             raise profile_not_found(pid)

@@ -41,7 +41,7 @@ from ledger.api.schemas import (
     RevertProfile,
     UpdateProfile,
 )
-from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
+from ledger.api.references import ProfileRef, profile_not_found
 from ledger.application import Outcome, ProfileLedger
 from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext, canonical_value
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
@@ -187,7 +187,7 @@ class ProfileController(Controller):
             str | None, QueryParameter(description="ISO 8601 time: the profile as it stood then.")
         ] = None,
     ) -> Response[ProfileRead]:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         moment = parse_time(as_of, "as_of")
         if moment is None:
             row = reads.get_profile(pid)
@@ -228,7 +228,7 @@ class ProfileController(Controller):
         ] = None,
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> ProfileDiff:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         after = ledger.get_profile(pid, version=to_version) if to_version else ledger.get_profile(pid)
         if from_version is None:
             from_version = max(after.version - 1, 1)
@@ -271,7 +271,7 @@ class ProfileController(Controller):
         runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
-        pid, changes = profile_id_of(ledger, profile_id), data.changes(PROFILE_FIELDS)
+        pid, changes = ledger.resolve_profile(profile_id), data.changes(PROFILE_FIELDS)
         if changed_spec := {name: canonical_value(name, changes[name]) for name in SPEC_FIELDS if name in changes}:
             refuse_what_the_active_profile_cannot_steer(
                 runtime, ledger, pid, lambda: msgspec.structs.replace(ledger.get_profile(pid), **changed_spec))
@@ -295,7 +295,7 @@ class ProfileController(Controller):
         delete_executions: Annotated[bool, QueryParameter(description="Also delete its executions.")] = False,
         if_match: IfMatch = None,
     ) -> Response[ProfileDeletion]:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         outcome = run_command(context, lambda: ledger.delete_profile(
             pid, delete_executions=delete_executions, **parse_if_match(if_match)))
         assert outcome.profile is not None and outcome.position is not None
@@ -319,7 +319,7 @@ class ProfileController(Controller):
         runtime: NamedDependency[Any],
         data: JSONBody[ActivateProfile | None] = None,
     ) -> Response[ProfileActivation]:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         version = data.version if data is not None else None
         target = ledger.get_profile(pid, version=version)
         warnings = runtime.check_compatibility(target)
@@ -365,7 +365,7 @@ class ProfileController(Controller):
         runtime: NamedDependency[Any],
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         refuse_what_the_active_profile_cannot_steer(runtime, ledger, pid, lambda: ledger.get_profile(pid, version=data.version))
         return profile_command(ledger, runtime, context, data,
                                lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match)))
@@ -387,5 +387,5 @@ class ProfileController(Controller):
         runtime: NamedDependency[Any],
         data: JSONBody[RestoreProfile | None] = None,
     ) -> Response[ProfileChange]:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         return profile_command(ledger, runtime, context, data, lambda: ledger.restore_profile(pid))

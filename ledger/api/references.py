@@ -7,7 +7,6 @@ from uuid import UUID
 
 from litestar.params import PathParameter
 
-from ledger.application import ProfileLedger
 from ledger.errors import ProfileNotFoundError
 
 PROFILE_REF_DESCRIPTION = (
@@ -16,11 +15,6 @@ PROFILE_REF_DESCRIPTION = (
 )
 
 ProfileRef = Annotated[str, PathParameter(description=PROFILE_REF_DESCRIPTION)]
-
-
-def profile_id_of(ledger: ProfileLedger, reference: str) -> UUID:
-    """The id of the profile a path names (404 ``profile_not_found`` when no profile has that id or name)."""
-    return ledger.resolve_profile(reference)
 
 
 def profile_not_found(profile_id: UUID | str) -> ProfileNotFoundError:

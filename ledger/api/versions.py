@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
 from ledger.api.deps import Cursor, Limit
-from ledger.api.references import ProfileRef, profile_id_of, profile_not_found
+from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, responses
 from ledger.api.schemas import VersionList, VersionRead
 from ledger.application import ProfileLedger
@@ -32,7 +32,7 @@ class ProfileVersionController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> VersionList:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         page = reads.list_versions(pid, limit=limit, cursor=cursor)
         if not page.items and cursor is None:
             raise profile_not_found(pid)
@@ -47,7 +47,7 @@ class ProfileVersionController(Controller):
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
     ) -> VersionRead:
-        pid = profile_id_of(ledger, profile_id)
+        pid = ledger.resolve_profile(profile_id)
         row = reads.get_version(pid, version)
         if row is None:
             raise ProfileVersionNotFoundError(
