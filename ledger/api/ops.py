@@ -16,14 +16,12 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are not committing
 
 
-def _progress(runtime: Runtime) -> tuple[int, dict[str, int]]:
+def _progress(runtime: Runtime) -> tuple[int, dict[str, int], dict[str, int]]:
+    """The log's head, the position each read model has applied, and how many events each parked."""
     reads = runtime.read_model
-    return int(reads.log_position()), dict(reads.positions())
-
-
-def _parked(runtime: Runtime) -> dict[str, int]:
-    store = getattr(runtime.read_model, "store", None)
-    return store.parked_counts() if store is not None and hasattr(store, "parked_counts") else {}
+    head, positions = int(reads.log_position()), dict(reads.positions())
+    store = getattr(reads, "store", None)
+    return head, positions, store.parked_counts() if store is not None and hasattr(store, "parked_counts") else {}
 
 
 def _write_problem(runtime: Runtime) -> str | None:
@@ -55,8 +53,7 @@ class OpsController(Controller):
     def ready(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
         runner_alive = runtime.runner.is_alive() if runtime.runner is not None else None
         try:
-            head, positions = _progress(runtime)
-            parked = _parked(runtime)
+            head, positions, parked = _progress(runtime)
             write_problem = _write_problem(runtime)
         except Exception as error:  # noqa: BLE001 - any failure to reach the database means "not ready"
             body = Readiness(
@@ -102,8 +99,7 @@ class OpsController(Controller):
     def metrics(self, runtime: NamedDependency[Runtime]) -> Response[str]:
         gauges: list[tuple[str, str, dict[str, str], float]] = []
         try:
-            head, positions = _progress(runtime)
-            parked = _parked(runtime)
+            head, positions, parked = _progress(runtime)
         except Exception:  # noqa: BLE001
             gauges.append(("ledger_database_up", "1 when the database answers.", {}, 0))
         else:
