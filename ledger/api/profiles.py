@@ -229,10 +229,8 @@ class ProfileController(Controller):
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> ProfileDiff:
         pid = ledger.resolve_profile(profile_id)
-        after = ledger.get_profile(pid, version=to_version) if to_version else ledger.get_profile(pid)
-        if from_version is None:
-            from_version = max(after.version - 1, 1)
-        return diff(ledger.get_profile(pid, version=from_version), after)
+        after = ledger.get_profile(pid, version=to_version)
+        return diff(ledger.get_profile(pid, version=from_version or max(after.version - 1, 1)), after)
 
     # -- commands ----------------------------------------------------------------------------------
     @post(
