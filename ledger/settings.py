@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.errors import ValidationError
+
 DEFAULT_SQLITE_FILE = "ledger.sqlite"
 DEFAULT_MODELS_DIR = "models"
 AGGREGATE_CACHE_SIZE = 512
@@ -27,8 +29,6 @@ class Database:
 
     def __post_init__(self) -> None:
         if "://" in self.url and not self.is_postgres and not self.url.startswith("sqlite:///"):
-            from ledger.errors import ValidationError
-
             raise ValidationError(f"the database must be a postgresql:// URL, sqlite:///path or a file path "
                                   f"(got {self.url.partition('://')[0]}://…)", field="database")
 

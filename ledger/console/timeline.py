@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
-from uuid import UUID
 
 import anyio
 import anyio.to_thread
@@ -19,7 +18,6 @@ from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
 from ledger.console.views import newest_events, optional_text
 from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
-from ledger.errors import ProfileNotFoundError
 
 PAGE_SIZE = 50
 
@@ -37,24 +35,14 @@ def event_types() -> list[str]:
     return sorted(names)
 
 
-def filters_from(reads: Any, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
-    """The read model's filters; ``profile`` is a profile's id or the name of a live profile."""
+def filters_from(ledger: Any, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
+    """The read model's filters; ``profile`` is a profile's id or name, as everywhere."""
     profile = optional_text(profile)
     return {
         "actor": optional_text(actor),
-        "profile_id": profile_id_of(reads, profile) if profile else None,
+        "profile_id": ledger.resolve_profile(profile) if profile else None,
         "event_type": optional_text(type_),
     }
-
-
-def profile_id_of(reads: Any, profile: str) -> Any:
-    try:
-        return UUID(profile)
-    except ValueError:
-        row = reads.get_profile_by_name(profile)
-        if row is None:
-            raise ProfileNotFoundError(f"no profile is named {profile!r}", name=profile) from None
-        return row.id
 
 
 class EventPages(Controller):
@@ -70,7 +58,7 @@ class EventPages(Controller):
         before: FromQuery[int | None] = None,
     ) -> Template:
         reads = runtime_of(request).read_model
-        filters = filters_from(reads, actor, profile, type)
+        filters = filters_from(runtime_of(request).ledger, actor, profile, type)
         head = reads.log_position()
         rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
         shown = {"actor": actor or "", "profile": profile or "", "type": type or ""}
@@ -102,7 +90,7 @@ class EventPages(Controller):
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
-        filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request).read_model, actor, profile, type)
+        filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request).ledger, actor, profile, type)
         seen = (last_event_id or "").strip()
         if seen.isascii() and seen.isdigit():
             after = max(after, int(seen))
