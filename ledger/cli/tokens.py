@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ledger.access import expiry_after
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit, emit_json, parse_uuid, state
 from ledger.tokens import TokenService
 
 tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
@@ -57,11 +57,12 @@ def revoke_token(
     token_id: str = typer.Argument(..., help="The token's id (from `ledger tokens list`)."),
     actor: str = ACTOR,
     reason: Optional[str] = REASON,
+    as_json: bool = JSON,
 ) -> None:
     """Revoke a token; requests with it are refused from then on."""
     with acting(actor, reason):
         revoked = TokenService(state.ledger).revoke(parse_uuid(token_id, "token id"))
-    typer.echo("revoked" if revoked else "already revoked")
+    emit(as_json, {"revoked": revoked}, ["revoked" if revoked else "already revoked"])
 
 
 def register(app: typer.Typer) -> None:

@@ -58,3 +58,9 @@ def test_token_names_are_unique_and_bad_input_is_refused(tokens_cli):
     for args in (("--name", "tab\there", "--role", "reader"), ("--name", "x", "--role", "reader", "--expires-in", "soon")):
         refused = tokens_cli("create", *args, ok=False)
         assert refused.returncode != 0 and refused.stderr.strip() and "Traceback" not in refused.stderr
+
+
+def test_revoke_says_whether_it_revoked_in_text_and_json(tokens_cli):
+    created = json.loads(tokens_cli("create", "--name", "gone", "--role", "reader", "--json").stdout)
+    assert json.loads(tokens_cli("revoke", created["id"], "--json").stdout) == {"revoked": True}
+    assert tokens_cli("revoke", created["id"]).stdout.strip() == "already revoked"
