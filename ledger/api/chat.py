@@ -253,7 +253,8 @@ class ChatController(Controller):
             if outcome is None:
                 yield chunk({}, "stop")
             else:
-                yield chunk({}, outcome.result.finish_reason, ledger=ledger_run(outcome, warnings))
+                yield chunk({}, outcome.result.finish_reason, ledger=ledger_run(outcome, warnings),
+                            system_fingerprint=fingerprint_id(outcome.fingerprint))
                 if usage:
                     yield frame([], usage=msgspec.to_builtins(usage_of(outcome.result)))
             yield b"data: [DONE]\n\n"

@@ -61,6 +61,7 @@ def test_the_official_openai_client_gets_a_completion_plain_and_streamed(server)
         model="tiny", messages=MESSAGES, max_tokens=8, seed=1, temperature=0, stream=True
     ))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].system_fingerprint == completion.system_fingerprint  # the same run, however it is read
     assert client.models.retrieve("tiny").id == "tiny"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4")
