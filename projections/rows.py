@@ -42,6 +42,9 @@ class VersionRow(ProfileFields, frozen=True, kw_only=True):
     reason: str | None
     correlation_id: str | None
     recorded_at: datetime
+    edited_by: str | None  # the last edit that kept this version (descriptive fields only), if any
+    edit_reason: str | None
+    edited_at: datetime | None
 
 
 class ActiveRow(Struct, frozen=True):

@@ -22,7 +22,13 @@ VERSIONS = Table("profile_versions", VersionRow, key=("profile_id", "version"))
 
 
 def _recorded(event: Any) -> dict[str, Any]:
-    return {"event_type": event_type_name(event), **recorded(event)}
+    return {"event_type": event_type_name(event), **recorded(event), **_edit(None)}
+
+
+def _edit(event: Profile.DetailsEdited | None) -> dict[str, Any]:
+    """Who last edited a version without making a new one (its creator stays in ``actor``)."""
+    return {"edited_by": event and event.actor, "edit_reason": event and event.reason,
+            "edited_at": event and event.timestamp}
 
 
 def on_created(event: Profile.Created) -> list[Op]:
@@ -39,7 +45,8 @@ def on_revised(event: Profile.SpecRevised | Profile.DetailsRevised) -> list[Op]:
 
 
 def on_edited(event: Profile.DetailsEdited) -> list[Op]:
-    return [Update(VERSIONS, {"profile_id": event.originator_id, "version": event.version}, details(event.changes))]
+    return [Update(VERSIONS, {"profile_id": event.originator_id, "version": event.version},
+                   {**details(event.changes), **_edit(event)})]
 
 
 PROJECTION = ReadModelProjection(
@@ -51,7 +58,7 @@ PROJECTION = ReadModelProjection(
         Profile.DetailsRevised: on_revised,
         Profile.DetailsEdited: on_edited,
     },
-    version=2,
+    version=3,
 )
 
 

@@ -33,6 +33,19 @@ def test_versions_list_and_get(client):
     assert_error(client.get(f"{url}/versions", params={"cursor": "nope"}), 422, "invalid_cursor")
 
 
+def test_a_version_edited_without_a_new_one_names_its_creator_and_its_last_editor(client):
+    url = f"/api/profiles/{create(client, 'ed', steering={'1': 1.0})['id']}"
+    edited = client.put(url, json={"description": "fixed", "bump_version": False},
+                        headers={"X-Actor": "bob", "X-Reason": "typo"}).json()
+    (version,) = client.get(f"{url}/versions").json()["versions"]
+    assert (version["description"], version["event_type"], version["edited_by"], version["edit_reason"]) == (
+        "fixed", "Profile.Created", "bob", "typo")
+    assert version["actor"] != "bob" and version["edited_at"] > version["recorded_at"]
+    second = client.put(url, json={"description": "anew"}).json()
+    assert second["version"] == 2 and edited["version"] == 1
+    assert client.get(f"{url}/versions/2").json()["edited_by"] is None  # a new version starts unedited
+
+
 def test_as_of_shows_the_profile_as_it_stood(client):
     profile = create(client, "tt", steering={"5": 1.0})
     url = f"/api/profiles/{profile['id']}"
