@@ -13,6 +13,7 @@ from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
+from ledger.api.deps import log_position
 from ledger.api.events import follow_audit
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
@@ -83,7 +84,7 @@ class EventPages(Controller):
     async def stream(
         self,
         request: Request[Any, Any, Any],
-        after: FromQuery[int] = 0,
+        after: FromQuery[str] = "0",
         actor: FromQuery[str | None] = None,
         profile: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,  # noqa: A002
@@ -91,10 +92,10 @@ class EventPages(Controller):
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
         filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request).ledger, actor, profile, type)
-        seen = (last_event_id or "").strip()
-        if seen.isascii() and seen.isdigit():
-            after = max(after, int(seen))
-        return ServerSentEvent(_tail(request, after, filters), headers={"Cache-Control": "no-cache"})
+        start = log_position(after, "after")
+        if last_event_id and last_event_id.strip():
+            start = max(start, log_position(last_event_id, "Last-Event-ID"))
+        return ServerSentEvent(_tail(request, start, filters), headers={"Cache-Control": "no-cache"})
 
 
 def _tail(request: Request[Any, Any, Any], after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:

@@ -98,3 +98,10 @@ def test_an_address_that_names_no_id_is_a_clear_422(console: TestClient[Litestar
 def test_an_unknown_id_is_a_404_page(console: TestClient[Litestar]):
     shown = console.get("/profiles/00000000-0000-4000-8000-000000000000", headers={"Accept": "text/html"})
     assert shown.status_code == 404 and shown.headers["content-type"].startswith("text/html")
+
+
+def test_the_live_timeline_refuses_a_position_no_log_has(console: TestClient[Litestar]):
+    huge = str(2**64)
+    assert console.get("/events/stream", params={"after": huge}).status_code == 422
+    refused = console.get("/events/stream", headers={"Last-Event-ID": huge})
+    assert refused.status_code == 422 and refused.json()["field"] == "Last-Event-ID"
