@@ -24,6 +24,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import ParameterKwarg
 from litestar.status_codes import (
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
@@ -129,9 +130,18 @@ _HTTP_CODES = {
 }
 
 
-def _field_of(key: str | None) -> str | None:
+def _field_of(request: Request[Any, Any, Any], key: str | None) -> str | None:
+    """The field as the client named it: a body path, or a parameter's name on the wire (``from``,
+    ``X-Min-Position``) rather than the Python name of the handler's or a dependency's argument."""
     if not key or key == "data":
         return None
+    handler = request.scope.get("route_handler")
+    if handler is not None:
+        providers = handler.resolve_dependencies().values()
+        for signature in (handler.parsed_fn_signature, *(provider.parsed_fn_signature for provider in providers)):
+            parameter = signature.parameters.get(key)
+            if parameter is not None and isinstance(parameter.kwarg_definition, ParameterKwarg):
+                return parameter.kwarg_definition.name or key
     return key.removeprefix("$.").removeprefix("data.")
 
 
@@ -166,7 +176,7 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [
-            {"field": _field_of(item.get("key")), "source": item.get("source"), "message": item.get("message")}
+            {"field": _field_of(request, item.get("key")), "source": item.get("source"), "message": item.get("message")}
             for item in extra
             if isinstance(item, dict)
         ]

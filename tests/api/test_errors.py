@@ -69,6 +69,21 @@ def test_bad_headers(client):
     assert_error(client.get("/api/events", params={"profile_id": "nope"}), 404, "profile_not_found")  # no such name
 
 
+def test_a_refused_parameter_is_named_as_the_client_sent_it(client):
+    url = f"/api/profiles/{create(client, 'wire-names')['id']}"
+    sent = [
+        (client.get(f"{url}/diff", params={"from": "abc"}), "from", "query"),
+        (client.get(f"{url}/diff", params={"to": 0}), "to", "query"),
+        (client.get(url, headers={"X-Min-Position": "soon"}), "X-Min-Position", "header"),
+        (client.get(url, params={"min_position": "soon"}), "min_position", "query"),
+        (client.post("/api/profiles", json={"name": 3}), "name", "body"),
+    ]
+    for response, field, source in sent:
+        body = assert_error(response, 422, "invalid_request")
+        assert (body["field"], body["errors"][0]["source"]) == (field, source)
+        assert body["detail"].startswith(f"{field}: ")
+
+
 def test_versions_and_positions_out_of_range_are_422_on_every_route(client):
     url = f"/api/profiles/{create(client, 'ranged')['id']}"
     huge = 2**64  # beyond any integer column
