@@ -22,16 +22,26 @@ class ActivationBatch:
     first_text: int  # index of this batch's first text
 
 
+class _Captured(Exception):
+    """Raised by the capturing hook: what was wanted has been read, the rest of the forward pass is skipped."""
+
+
 @torch.inference_mode()
 def residual_activations(
     loaded: LoadedModel, layer: int, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 8
 ) -> Iterator[ActivationBatch]:
-    """Layer `layer`'s output for every real token of `texts`, batch by batch."""
+    """Layer `layer`'s output for every real token of `texts`, batch by batch.
+
+    The forward pass stops at that layer: the layers above it (half the model for a middle layer) are not run.
+    """
     check_layer(loaded.model, layer)
     captured: list[torch.Tensor] = []
-    handle = decoder_layers(loaded.model)[layer].register_forward_hook(
-        lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output)
-    )
+
+    def capture(module: torch.nn.Module, args: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _Captured
+
+    handle = decoder_layers(loaded.model)[layer].register_forward_hook(capture)
     try:
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
@@ -39,7 +49,11 @@ def residual_activations(
             attention = encoded["attention_mask"].to(loaded.device)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             captured.clear()
-            loaded.model(input_ids=encoded["input_ids"].to(loaded.device), attention_mask=attention, position_ids=positions, logits_to_keep=1)
+            try:
+                loaded.model(input_ids=encoded["input_ids"].to(loaded.device), attention_mask=attention,
+                             position_ids=positions, use_cache=False, logits_to_keep=1)
+            except _Captured:
+                pass
             real = attention.bool()
             rows, _ = real.nonzero(as_tuple=True)
             token_ids = [ids[mask].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"].bool())]

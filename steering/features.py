@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .activations import residual_activations
 from .models import LoadedModel
@@ -33,6 +34,7 @@ def top_activations(
     features: Sequence[int] | None = None,
     context_tokens: int = 8,
     max_length: int = 128,
+    progress: bool = False,
 ) -> dict[int, list[FeatureActivation]]:
     """For each feature (all, or `features`), its `k` strongest positive activations over `texts`, strongest first."""
     chosen = list(range(sae.d_sae)) if features is None else [int(f) for f in features]
@@ -47,7 +49,8 @@ def top_activations(
     text_of: list[torch.Tensor] = []
     position_of: list[torch.Tensor] = []
     seen = 0
-    for batch in residual_activations(loaded, sae.layer, texts, max_length=max_length, batch_size=4):
+    batches = residual_activations(loaded, sae.layer, texts, max_length=max_length, batch_size=4)
+    for batch in tqdm(batches, total=-(-len(texts) // 4), desc="reading the texts", unit="batch", disable=not progress):
         token_ids.extend(batch.token_ids)
         text_of.append(batch.text_index)
         position_of.append(batch.position)

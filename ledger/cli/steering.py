@@ -112,7 +112,7 @@ def features(
         if engine.sae is None:
             raise ValidationError("no SAE found; run `ledger sae train` or pass --sae DIR", field="sae")
         chosen = feature or list(range(min(limit, engine.sae.d_sae)))
-        found = top_activations(engine.loaded, engine.sae, training_texts(None), top, features=chosen)
+        found = top_activations(engine.loaded, engine.sae, training_texts(None), top, features=chosen, progress=True)
     if as_json:
         emit_json({str(index): [a.__dict__ for a in hits] for index, hits in found.items()})
         return

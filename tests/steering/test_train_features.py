@@ -55,3 +55,20 @@ def test_top_activations_lists_strongest_tokens_first(loaded) -> None:
         for entry in entries:
             assert entry.feature == feature and entry.context.endswith(entry.token)
             assert 0 <= entry.text_index < len(TEXTS)
+
+
+def test_activations_are_read_without_running_the_layers_above(loaded) -> None:
+    from steering.activations import residual_activations
+    from steering.layers import decoder_layers
+
+    above = []
+    handle = decoder_layers(loaded.model)[1].register_forward_hook(lambda *_: above.append(1))
+    try:
+        batch = next(residual_activations(loaded, 0, TEXTS[:1]))
+    finally:
+        handle.remove()
+    encoded = loaded.tokenizer(TEXTS[:1], return_tensors="pt")
+    with torch.inference_mode():
+        hidden = loaded.model(**encoded, output_hidden_states=True).hidden_states[1][0]
+    assert not above  # layer 1 never ran for layer 0's activations
+    assert torch.allclose(batch.activations, hidden.float(), atol=1e-5)
