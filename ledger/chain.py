@@ -88,13 +88,14 @@ class Walk:
       name the first row the ledger did not write, and why);
     * ``streams``: each stream's last version seen so far; complete from the log's start, so a stream first
       met must start at version 1 and every next event must be the next version (None: not checked);
-    * ``expect``: a signed checkpoint the log must still extend (its link recomputed from the events).
+    * ``expect``: heads verified before that the log must still extend (a signed checkpoint, the head this
+      process verified last): each link recomputed from the events.
     """
 
     start: ChainHead | None = None
     records: Any = None
     streams: dict[UUID, int] | None = None
-    expect: ChainHead | None = None
+    expect: tuple[ChainHead, ...] = ()
 
 
 def verify(
@@ -113,9 +114,9 @@ def verify(
     link, head = (GENESIS, None) if start is None or start.position == 0 else (start.link, start.position)
     since = None if start is None else start.position
     checked = 0
-    streams, expect = walk.streams, walk.expect
-    if expect is not None and expect.position == 0:
-        expect = None  # the empty log: every log extends it
+    streams = walk.streams
+    expected = sorted((head for head in walk.expect if head.position > 0), key=lambda head: head.position)
+    expect = expected.pop(0) if expected else None  # the empty log (position 0): every log extends it
 
     def report(problem: str, position: int, detail: str) -> VerifyReport:
         return VerifyReport(
@@ -156,12 +157,12 @@ def verify(
                               f"stream {event.originator_id} goes from version {last} to "
                               f"{event.originator_version} at position {event.position}: {cause}")
             streams[event.originator_id] = event.originator_version
-        if expect is not None and event.position >= expect.position:
+        while expect is not None and event.position >= expect.position:
             if event.position > expect.position or following != expect.link:
                 return report("diverged", expect.position,
-                              f"the log no longer extends the checkpoint at position {expect.position}: "
+                              f"the log no longer extends the head verified at position {expect.position}: "
                               "its history up to there was rewritten")
-            expect = None
+            expect = expected.pop(0) if expected else None
         link, checked, head = following, checked + 1, event.position
         pending = next(chain_iter, None)
     if pending is not None:
@@ -172,7 +173,7 @@ def verify(
         return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")
     if expect is not None:
         return report("truncated", expect.position,
-                      f"the log ends at position {head or 0}, before the checkpoint's position {expect.position}: "
-                      "events were removed from its end")
+                      f"the log ends at position {head or 0}, before the head verified at position "
+                      f"{expect.position}: events were removed from its end")
     return VerifyReport(ok=True, checked=checked, head_position=head, head_link=link.hex() if head else None,
                         since=since)

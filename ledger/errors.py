@@ -125,6 +125,13 @@ class TokenNotFoundError(NotFoundError):
     code = "token_not_found"
 
 
+class BusyError(LedgerError):
+    """Something that runs one at a time is running: try again after ``retry_after_s`` seconds."""
+
+    code = "too_many_requests"
+    retry_after_s = 2
+
+
 # -- integrity -------------------------------------------------------------------------------------
 class TamperedRecordError(LedgerError):
     """A stored event or snapshot that this ledger's key did not sign: refused, never used."""

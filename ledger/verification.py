@@ -4,11 +4,13 @@ A full walk recomputes the whole chain from the events and checks every event's 
 public key. An incremental walk starts from the head this process verified last (its position, link and each
 stream's last version, kept in memory): it checks that the chain still holds that link there (a recomputed
 chain does not) and walks only the events after it, checking the service's MAC (:mod:`ledger.signing`), so
-its cost is proportional to what is new. Both check every snapshot (a full walk its signature, an
+its cost is proportional to what is new. A full walk must pass through that head too. The head is kept when a
+walk finds a problem (only a walk that passes moves it), so a log cut or rewritten under it keeps failing every
+later walk until the process restarts. Both check every snapshot (a full walk its signature, an
 incremental one its MAC).
 
 One walk at a time per process: a caller that would wait longer than ``wait`` seconds gets
-:class:`VerifyBusyError` (the API answers 429 with ``Retry-After``).
+:class:`VerifyBusyError` (answered 429 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ from uuid import UUID
 
 from ledger.chain import ChainHead, VerifyReport, Walk
 from ledger.checkpoint import Checkpoint
-from ledger.errors import LedgerError
+from ledger.errors import BusyError
 from ledger.recorders import select_all_records
 from ledger.signing import PublicKeyCheck, RecordCheck, SigningKeys
 
 
-class VerifyBusyError(LedgerError):
+class VerifyBusyError(BusyError):
     """Another verification is running in this process."""
-
-    code = "verify_in_progress"
 
 
 @dataclass(frozen=True)
@@ -69,19 +69,21 @@ class LogVerifier:
             if problem is not None:
                 return VerifyReport(ok=False, checked=0, head_position=None, head_link=None, problem="forged",
                                     position=checkpoint.position, detail=f"the checkpoint is refused: {problem}")
-        verified = None if full else self._verified
+        remembered = self._verified
+        verified = None if full else remembered
         streams = dict(verified.streams) if verified else {}
+        expect = [checkpoint.head] if checkpoint else []
+        if full and remembered is not None:
+            expect.append(remembered.head)  # a full walk must not forget what this process verified before
         walk = Walk(
             start=verified.head if verified else None,
             records=self._record_check(full, public_key),
             streams=streams,
-            expect=checkpoint.head if checkpoint else None,
+            expect=tuple(expect),
         )
         report = self.recorder.verify_chain(walk)
         if not report.ok:
-            if public_key is None:
-                self._verified = None  # the next walk starts from scratch
-            return report
+            return report  # the head verified before is kept: every later walk finds the problem again
         if public_key is None:  # a head verified with the ledger's own key: later walks start from it
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
                                                     if report.head_link else b""), streams)

@@ -3,7 +3,8 @@
 Every error answer has the shape ``{"error": "<code>", "detail": "<human message>", ...context}``; under ``/v1``
 OpenAI's, which its clients read: ``{"error": {"message": detail, "type", "param": field, "code", ...context}}``.
 
-* ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values;
+* ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values,
+  429 (with ``Retry-After``) what runs one at a time is running (a walk of the log);
 * the API's own: 504 when the projections did not reach a requested position in time;
 * Litestar's: request validation (body, query, path, headers, malformed JSON) and a path parameter that is not of
   its type (``{execution_id:uuid}``) → 422 ``invalid_request``;
@@ -32,6 +33,7 @@ from litestar.status_codes import (
     HTTP_409_CONFLICT,
     HTTP_412_PRECONDITION_FAILED,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
     HTTP_504_GATEWAY_TIMEOUT,
@@ -40,6 +42,7 @@ from litestar.status_codes import (
 from ledger.api.schemas import ErrorBody, OpenAIErrorBody
 from ledger.errors import (
     AuthenticationError,
+    BusyError,
     ConflictError,
     LedgerError,
     NotFoundError,
@@ -86,6 +89,7 @@ _STATUSES: tuple[tuple[type[LedgerError], int], ...] = (  # the first kind the e
     (ValidationError, HTTP_422_UNPROCESSABLE_ENTITY),
     (ProjectionTimeoutError, HTTP_504_GATEWAY_TIMEOUT),
     (ServiceUnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
+    (BusyError, HTTP_429_TOO_MANY_REQUESTS),
 )
 
 
@@ -226,6 +230,7 @@ STALE = {412: error_spec("If-Match names a version that is no longer current; `c
 TIMEOUT = {504: error_spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
 UNAVAILABLE = {503: error_spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
 TOO_LARGE = {413: error_spec("The request body is larger than the configured maximum")}
+BUSY = {429: error_spec("What runs one at a time is running (a walk of the log): retry after `Retry-After` seconds")}
 
 
 def responses(*groups: dict[int, ResponseSpec], openai: bool = False) -> dict[int, ResponseSpec]:

@@ -13,23 +13,20 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath, Parameter
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_429_TOO_MANY_REQUESTS
+from litestar.status_codes import HTTP_202_ACCEPTED
 
 from ledger.access import role_allows
 from ledger.api.auth import principal_of, requires
-from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, responses
+from ledger.api.errors import BUSY, CONFLICT, INVALID, NOT_FOUND, responses
 from ledger.api.runtime import Runtime
 from ledger.api.rebuilds import RebuildJob
 from ledger.api.schemas import VerifyResult
 from ledger.application import ProfileLedger
 from ledger.errors import NotFoundError, PermissionDeniedError
 from ledger.states import convert
-from ledger.verification import VerifyBusyError
 
 INCREMENTAL_WAIT_SECONDS = 1.0
-RETRY_AFTER_SECONDS = 2
 
 
 class LedgerController(Controller):
@@ -42,7 +39,7 @@ class LedgerController(Controller):
         "`position` names the first tampered position",
         sync_to_thread=True,
         opt=requires("reader"),
-        raises=[HTTPException],
+        responses=responses(BUSY),
     )
     def verify(
         self,
@@ -56,12 +53,7 @@ class LedgerController(Controller):
         if full and principal is not None and not role_allows(principal.role, "admin"):
             raise PermissionDeniedError("a full walk of the log needs the admin role; without `full` the walk "
                                         "covers what is new since the last one", required_role="admin")
-        try:
-            report = ledger.verify_log(full=full, wait=0 if full else INCREMENTAL_WAIT_SECONDS)
-        except VerifyBusyError as busy:
-            raise HTTPException(status_code=HTTP_429_TOO_MANY_REQUESTS, detail=busy.message,
-                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
-        return convert(report, VerifyResult)
+        return convert(ledger.verify_log(full=full, wait=0 if full else INCREMENTAL_WAIT_SECONDS), VerifyResult)
 
     @post(
         "/rebuild",

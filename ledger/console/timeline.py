@@ -15,6 +15,7 @@ from litestar.response.sse import ServerSentEventMessage
 from ledger.access import AccessTokens
 from ledger.api.deps import log_position
 from ledger.api.events import follow_audit
+from ledger.api.integrity import INCREMENTAL_WAIT_SECONDS
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
 from ledger.console.views import newest_events, optional_text
@@ -76,8 +77,9 @@ class EventPages(Controller):
 
     @get("/verify", name="console:verify", sync_to_thread=True)
     def verify(self, request: Request[Any, Any, Any]) -> Template:
-        """The chain's check (walks the whole log, so the timeline loads it after the page)."""
-        report = runtime_of(request).ledger.verify_log()
+        """The chain's check, as a reader's ``GET /api/ledger/verify``: what is new since the last walk (the
+        timeline loads it after the page)."""
+        report = runtime_of(request).ledger.verify_log(full=False, wait=INCREMENTAL_WAIT_SECONDS)
         return fragment_or_page(request, "_verify.html.j2", "verify.html.j2", report=report)
 
     @get("/stream", name="console:events-stream")

@@ -82,6 +82,19 @@ def test_an_incremental_verify_reports_a_chain_recomputed_under_the_verified_hea
     assert (report["ok"], report["problem"], report["position"]) == (False, "diverged", verified["head_position"])
 
 
+def test_a_cut_tail_keeps_failing_every_later_walk_incremental_or_full(pg_client, postgres_url):
+    profile = create(pg_client, "p")
+    pg_client.put(f"/api/profiles/{profile['id']}", json={"steering": {"1": 0.75}})
+    head = pg_client.get("/api/ledger/verify").json()["head_position"]
+    owner = Owner(postgres_url)
+    owner.run(f"DELETE FROM {owner.events} WHERE notification_id = {head}")  # the owner cuts the tail
+    owner.run(f"DELETE FROM {owner.chain} WHERE notification_id = {head}")
+    for walk in ({}, {}, {"full": "true"}, {}):
+        report = pg_client.get("/api/ledger/verify", params=walk).json()
+        assert (report["ok"], report["position"]) == (False, head), (walk, report)
+        assert report["problem"] in ("removed", "truncated")
+
+
 def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(pg_client):
     create(pg_client, "p")
     verifier = pg_client.app.state.runtime.ledger.log_verifier

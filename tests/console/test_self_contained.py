@@ -105,3 +105,12 @@ def test_the_live_timeline_refuses_a_position_no_log_has(console: TestClient[Lit
     assert console.get("/events/stream", params={"after": huge}).status_code == 422
     refused = console.get("/events/stream", headers={"Last-Event-ID": huge})
     assert refused.status_code == 422 and refused.json()["field"] == "Last-Event-ID"
+
+
+def test_the_timelines_chain_check_walks_only_what_is_new_as_a_readers_verify_does(console: TestClient[Litestar]):
+    console.post("/api/profiles", json={"name": "calm", "steering": {"3": 1.0}})
+    first = console.get("/events/verify").text
+    assert "chain intact" in first and "since position" not in first  # the first walk of this server
+    console.post("/api/profiles", json={"name": "bold", "steering": {"4": 1.0}})
+    second = console.get("/events/verify").text
+    assert "chain intact" in second and "since position" in second  # not the whole log again
