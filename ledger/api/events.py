@@ -9,7 +9,7 @@ is skipped. A stream ends when its token is revoked or expires (checked every ``
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -113,20 +113,47 @@ class EventController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         filters = await anyio.to_thread.run_sync(_filters, runtime, profile_id, actor, type)
-        if runtime.metrics.streams_open >= runtime.options.sse_max_streams:
-            raise HTTPException(
-                status_code=HTTP_503_SERVICE_UNAVAILABLE,
-                detail=f"this server already serves {runtime.options.sse_max_streams} event streams; retry later",
-                headers={"Retry-After": str(STREAM_RETRY_AFTER)},
-            )
         start = after
         if last_event_id is not None and last_event_id.strip():
             start = max(start or 0, log_position(last_event_id, "Last-Event-ID"))
         if start is None:
             start = await anyio.to_thread.run_sync(runtime.read_model.log_position)
-        principal = principal_of(request)
-        tail = _tail(runtime, int(start), filters, principal if runtime.auth else None)
-        return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})
+        return audit_stream(request, runtime, start, filters, lambda row: ServerSentEventMessage(
+            data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position))
+
+
+def audit_stream(
+    request: Request[Any, Any, Any], runtime: Runtime, after: int, filters: dict[str, Any],
+    message: Callable[[Any], ServerSentEventMessage],
+) -> ServerSentEvent:
+    """A live tail of the audit rows after ``after`` (``message`` renders each), for the API and the console
+    alike: at most ``sse_max_streams`` per server (503 beyond), the token events only for those who may see
+    them, ended when the token it was opened with is revoked or expires."""
+    slot = _StreamSlot(runtime.metrics, runtime.options.sse_max_streams)
+    principal = principal_of(request) if runtime.auth else None
+    tail = _tail(runtime, after, filters, principal, message, slot)
+    return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})
+
+
+class _StreamSlot:
+    """One of the server's event streams, taken at once (so that a burst of requests cannot overshoot the limit)
+    and given back when the stream ends, or when its response is dropped before it started."""
+
+    def __init__(self, metrics: Any, limit: int) -> None:
+        if not metrics.try_open_stream(limit):
+            raise HTTPException(
+                status_code=HTTP_503_SERVICE_UNAVAILABLE,
+                detail=f"this server already serves {limit} event streams; retry later",
+                headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+            )
+        self._metrics: Any = metrics
+
+    def release(self) -> None:
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            metrics.stream_closed()
+
+    __del__ = release
 
 
 def _page(
@@ -155,58 +182,33 @@ def _page(
 
 
 async def _tail(
-    runtime: Runtime, after: int, filters: dict[str, Any], principal: Principal | None
+    runtime: Runtime, after: int, filters: dict[str, Any], principal: Principal | None,
+    message: Callable[[Any], ServerSentEventMessage], slot: _StreamSlot,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Events after ``after`` as they reach the read model, until the client goes, the server stops, or the
-    token the stream was opened with is revoked or expires."""
+    """The audit rows after ``after`` as they reach the read model, with keep-alives, until the client goes, the
+    server stops, or the token the stream was opened with is revoked or expires (checked before each look)."""
     show_tokens = sees_token_events(runtime, principal)
-
-    def message(row: Any) -> ServerSentEventMessage | None:
-        if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
-            return None
-        return ServerSentEventMessage(
-            data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position
-        )
-
-    async def revoked() -> ServerSentEventMessage | None:
-        if principal is not None and runtime.tokens is not None and not await runtime.tokens.still_allows(principal):
-            return ServerSentEventMessage(data=None, comment="token revoked or expired")
-        return None
-
-    runtime.metrics.stream_opened()
-    try:
-        async for sent in follow_audit(runtime, after, filters, message, last_call=revoked):
-            yield sent
-    finally:
-        runtime.metrics.stream_closed()
-
-
-async def follow_audit(
-    runtime: Runtime, after: int, filters: dict[str, Any], message: Callable[[Any], ServerSentEventMessage | None],
-    *, last_call: Callable[[], Awaitable[ServerSentEventMessage | None]] | None = None,
-) -> AsyncIterator[ServerSentEventMessage]:
-    """A server-sent event stream of the audit rows after ``after`` (``message`` makes each row's, or None to
-    skip it) as they reach the read model, with keep-alives, until the server stops; before each look, a
-    ``last_call`` that answers a message ends the stream with it."""
     options = runtime.options
-    yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
-    last_sent = time.monotonic()
-    while not runtime.shutdown.is_set():
-        if last_call is not None and (final := await last_call()) is not None:
-            yield final
-            return
-        page = await anyio.to_thread.run_sync(
-            lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
-        )
-        for row in page.items:
-            after = row.position
-            sent = message(row)
-            if sent is not None:
-                yield sent
+    try:
+        yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
+        last_sent = time.monotonic()
+        while not runtime.shutdown.is_set():
+            if principal is not None and runtime.tokens is not None and not await runtime.tokens.still_allows(principal):
+                yield ServerSentEventMessage(data=None, comment="token revoked or expired")
+                return
+            page = await anyio.to_thread.run_sync(
+                lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
+            )
+            for row in page.items:
+                after = row.position
+                if show_tokens or row.aggregate_type != TOKEN_AGGREGATE:
+                    yield message(row)
+                    last_sent = time.monotonic()
+            if page.next_cursor is not None:
+                continue
+            if time.monotonic() - last_sent >= options.sse_heartbeat:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
                 last_sent = time.monotonic()
-        if page.next_cursor is not None:
-            continue
-        if time.monotonic() - last_sent >= options.sse_heartbeat:
-            yield ServerSentEventMessage(data=None, comment="keep-alive")
-            last_sent = time.monotonic()
-        await anyio.sleep(options.sse_poll)
+            await anyio.sleep(options.sse_poll)
+    finally:
+        slot.release()

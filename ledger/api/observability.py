@@ -51,9 +51,13 @@ class Metrics:
         self._engine = _EngineCollector()
         self.registry.register(self._engine)
 
-    def stream_opened(self) -> None:
+    def try_open_stream(self, limit: int) -> bool:
+        """Count one more event stream, unless ``limit`` are open already."""
         with self._lock:
+            if self.streams_open >= limit:
+                return False
             self.streams_open += 1
+            return True
 
     def stream_closed(self) -> None:
         with self._lock:

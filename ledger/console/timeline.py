@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
@@ -13,8 +12,9 @@ from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
+from ledger.api.auth import principal_of
 from ledger.api.deps import log_position
-from ledger.api.events import follow_audit
+from ledger.api.events import TOKEN_AGGREGATE, audit_stream, sees_token_events
 from ledger.api.integrity import INCREMENTAL_WAIT_SECONDS
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
@@ -59,10 +59,13 @@ class EventPages(Controller):
         type: FromQuery[str | None] = None,  # noqa: A002 - the query parameter's name
         before: FromQuery[int | None] = None,
     ) -> Template:
-        reads = runtime_of(request).read_model
-        filters = filters_from(runtime_of(request).ledger, actor, profile, type)
+        runtime = runtime_of(request)
+        reads = runtime.read_model
+        filters = filters_from(runtime.ledger, actor, profile, type)
         head = reads.log_position()
         rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
+        if not sees_token_events(runtime, principal_of(request)):  # the token records: admins only, as in the API
+            rows = [row for row in rows if row.aggregate_type != TOKEN_AGGREGATE]
         shown = {"actor": actor or "", "profile": profile or "", "type": type or ""}
         return page(
             request,
@@ -97,10 +100,5 @@ class EventPages(Controller):
         start = log_position(after, "after")
         if last_event_id and last_event_id.strip():
             start = max(start, log_position(last_event_id, "Last-Event-ID"))
-        return ServerSentEvent(_tail(request, start, filters), headers={"Cache-Control": "no-cache"})
-
-
-def _tail(request: Request[Any, Any, Any], after: int, filters: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
-    """Each audit row after ``after`` as an HTML fragment (event ``audit``), until the client goes."""
-    return follow_audit(runtime_of(request), after, filters, lambda row: ServerSentEventMessage(
-        data=render_fragment(request, "_event.html.j2", row=row, fresh=True), event="audit", id=row.position))
+        return audit_stream(request, runtime_of(request), start, filters, lambda row: ServerSentEventMessage(
+            data=render_fragment(request, "_event.html.j2", row=row, fresh=True), event="audit", id=row.position))

@@ -90,10 +90,33 @@ def _frames(response: httpx.Response, until: float) -> Iterator[dict[str, str]]:
             return
 
 
-def test_a_readers_stream_never_carries_token_events(secured_server):
+def console_cookie(token: str) -> dict[str, str]:
+    return {"Cookie": f"ledger_console_token={token}"}
+
+
+# The live tail of the log as the API serves it, and as the console's timeline does (signed in by cookie).
+STREAMS = [("/api/events/stream", bearer), ("/events/stream", console_cookie)]
+
+
+def test_the_consoles_timeline_shows_token_events_to_admins_only(secured_server):
     running, tokens = secured_server
     with httpx.Client(base_url=running.base_url, timeout=10) as http:
-        with http.stream("GET", "/api/events/stream", params={"after": 0}, headers=bearer(tokens["reader"])) as stream:
+        http.post("/api/tokens", json={"name": "late", "role": "reader"}, headers=bearer(tokens["admin"]))
+        def timeline(token: str, **query: str) -> str:  # the rows of the page, not its filter form
+            page = http.get("/events", params=query, headers=console_cookie(token))
+            assert page.status_code == 200
+            return page.text.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+
+        assert "AccessTokens.Issued" in timeline(tokens["admin"])
+        for role in ("reader", "editor"):
+            assert "AccessTokens." not in timeline(tokens[role]) + timeline(tokens[role], type="AccessTokens.Issued")
+
+
+@pytest.mark.parametrize(("path", "credentials"), STREAMS)
+def test_a_readers_stream_never_carries_token_events(secured_server, path, credentials):
+    running, tokens = secured_server
+    with httpx.Client(base_url=running.base_url, timeout=10) as http:
+        with http.stream("GET", path, params={"after": 0}, headers=credentials(tokens["reader"])) as stream:
             assert stream.status_code == 200
             http.post("/api/tokens", json={"name": "late", "role": "reader"}, headers=bearer(tokens["admin"]))
             last = http.post("/api/profiles", json={"name": "marker"}, headers=bearer(tokens["editor"])).json()
@@ -103,11 +126,12 @@ def test_a_readers_stream_never_carries_token_events(secured_server):
                     seen.append(frame)
                     if int(frame["id"]) >= last["position"]:
                         break
-        assert seen and all(not frame["event"].startswith("AccessTokens.") for frame in seen)
+        assert seen and all("AccessTokens." not in frame["event"] + frame["data"] for frame in seen)
         assert not any(secret in frame["data"] for frame in seen for secret in SECRETS)
 
 
-def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_server):
+@pytest.mark.parametrize(("path", "credentials"), STREAMS)
+def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_server, path, credentials):
     running, tokens = secured_server
     ledger = running.server.runtime.ledger
     record, token = TokenService(ledger).issue("watcher", "reader")
@@ -116,7 +140,7 @@ def test_revoking_a_token_closes_its_open_streams_within_two_seconds(secured_ser
 
     def watch() -> None:
         with httpx.Client(base_url=running.base_url, timeout=30) as http:
-            with http.stream("GET", "/api/events/stream", headers=bearer(token)) as stream:
+            with http.stream("GET", path, headers=credentials(token)) as stream:
                 assert stream.status_code == 200
                 opened.set()
                 for _ in stream.iter_lines():
@@ -162,21 +186,51 @@ def test_a_nul_in_a_stream_filter_is_refused(secured_server):
             assert_error(http.get("/api/events", params=params, headers=bearer(tokens["reader"])), 422)
 
 
-def test_open_streams_are_bounded(postgres_url):
+def test_open_streams_are_bounded_the_consoles_included(postgres_url):
     running = start_server(postgres_url)
     running.server.runtime.options.sse_max_streams = 2
     try:
         with httpx.Client(base_url=running.base_url, timeout=10) as http:
-            with http.stream("GET", "/api/events/stream") as first, http.stream("GET", "/api/events/stream") as second:
+            with http.stream("GET", "/api/events/stream") as first, http.stream("GET", "/events/stream") as second:
                 assert first.status_code == second.status_code == 200
-                metrics = running.server.runtime.metrics
-                deadline = time.monotonic() + 10
-                while metrics.streams_open < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                refused = http.get("/api/events/stream", timeout=5)
-                body = assert_error(refused, 503)
-                assert int(refused.headers["Retry-After"]) > 0 and "event streams" in body["detail"]
+                for path in ("/api/events/stream", "/events/stream"):
+                    refused = http.get(path, timeout=5)
+                    body = assert_error(refused, 503)
+                    assert int(refused.headers["Retry-After"]) > 0 and "event streams" in body["detail"]
+            deadline = time.monotonic() + 10  # closed streams give their places back
+            while running.server.runtime.metrics.streams_open and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with http.stream("GET", "/events/stream") as again:
+                assert again.status_code == 200
     finally:
+        running.stop()
+
+
+def test_a_burst_of_streams_opened_at_once_does_not_overshoot_the_bound(postgres_url):
+    running = start_server(postgres_url)
+    running.server.runtime.options.sse_max_streams = 5
+    release = threading.Event()
+    statuses: list[int] = []
+
+    def open_one() -> None:
+        with httpx.Client(base_url=running.base_url, timeout=30) as http:
+            with http.stream("GET", "/api/events/stream") as stream:
+                statuses.append(stream.status_code)
+                release.wait(30)
+
+    try:
+        openers = [threading.Thread(target=open_one, daemon=True) for _ in range(20)]
+        for opener in openers:
+            opener.start()
+        deadline = time.monotonic() + 20
+        while len(statuses) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(statuses) == [200] * 5 + [503] * 15
+        release.set()
+        for opener in openers:
+            opener.join(30)
+    finally:
+        release.set()
         running.stop()
 
 
