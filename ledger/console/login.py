@@ -6,6 +6,7 @@ In open mode there is no token; the form asks for a name, which the console reco
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Controller, Request, get, post
 from litestar.params import FromQuery
@@ -15,12 +16,11 @@ import anyio.to_thread
 
 from ledger.access import Principal
 from ledger.api.auth import PUBLIC
-from ledger.api.deps import ACTOR_MAX
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import form_of, runtime_of, see_other
 from ledger.console.rendering import page
-from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
-from ledger.errors import AuthenticationError
+from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE, actor_name
+from ledger.errors import AuthenticationError, ValidationError
 
 LOGIN_PAGE = dict(PUBLIC)  # signing in needs no token; it only sets the browser's cookie
 
@@ -60,11 +60,14 @@ class LoginPages(Controller):
         runtime = runtime_of(request)
         redirect = see_other(target)
         if not runtime.auth:
-            name = (form.get("name") or "").strip()[:ACTOR_MAX]
-            if name:
-                redirect.set_cookie(ACTOR_COOKIE, name, **_cookie_options(request))
-            else:
+            name = (form.get("name") or "").strip()
+            if not name:
                 redirect.delete_cookie(ACTOR_COOKIE, path="/")
+                return redirect
+            try:
+                redirect.set_cookie(ACTOR_COOKIE, quote(actor_name(name)), **_cookie_options(request))
+            except ValidationError as refused:
+                return page(request, "login.html.j2", status_code=422, next=target, problem=refused.message)
             return redirect
         token = (form.get("token") or "").strip()
         try:

@@ -16,6 +16,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
@@ -28,6 +29,8 @@ from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
 from ledger.api.deps import ACTOR_MAX
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext
+from ledger.errors import ValidationError
+from ledger.values import display_name
 
 TOKEN_COOKIE = "ledger_console_token"
 ACTOR_COOKIE = "ledger_console_actor"
@@ -98,12 +101,21 @@ async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     """Who the templates greet (after the API's guard has checked the token and the route's role)."""
     runtime = connection.app.state.runtime
     if not runtime.auth:
-        actor = (connection.cookies.get(ACTOR_COOKIE) or "").strip()[:ACTOR_MAX] or "anonymous"
+        try:
+            actor = actor_name(unquote(connection.cookies.get(ACTOR_COOKIE) or ""))
+        except ValidationError:
+            actor = "anonymous"  # no name given (or a cookie not set by the sign-in form)
         connection.state[VIEWER_KEY] = Viewer(name=actor, role=ROLES[-1], open_mode=True)
         return
     principal = principal_of(connection)
     if principal is not None:
         connection.state[VIEWER_KEY] = Viewer(name=principal.name, role=principal.role, open_mode=False)
+
+
+def actor_name(text: str) -> str:
+    """The name the open mode's sign-in records as the actor: any script, but no control or invisible
+    characters (they would end up in the audit log), at most ``ACTOR_MAX`` characters."""
+    return display_name(text, "name", maximum=ACTOR_MAX)
 
 
 def viewer_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:

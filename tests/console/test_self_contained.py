@@ -114,3 +114,17 @@ def test_the_timelines_chain_check_walks_only_what_is_new_as_a_readers_verify_do
     console.post("/api/profiles", json={"name": "bold", "steering": {"4": 1.0}})
     second = console.get("/events/verify").text
     assert "chain intact" in second and "since position" in second  # not the whole log again
+
+
+def test_an_open_mode_sign_in_takes_a_name_in_any_script_and_refuses_control_characters(
+    console: TestClient[Litestar],
+):
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/login").text).group(1)
+    signed = console.post("/login", data={"_csrf_token": token, "name": "☃ Zoë 雪"}, follow_redirects=False)
+    assert signed.status_code == 303
+    made = console.post("/profiles", data={"_csrf_token": token, "name": "calm", "steering": "3=1"},
+                        follow_redirects=False)
+    assert made.status_code == 303
+    assert console.get("/api/events", params={"type": "Profile.Created"}).json()["events"][0]["actor"] == "☃ Zoë 雪"
+    refused = console.post("/login", data={"_csrf_token": token, "name": "a\r\nSet-Cookie: z=1"})
+    assert refused.status_code == 422 and "control or invisible" in refused.text
