@@ -89,12 +89,22 @@ def requested_position(request: Request[Any, Any, Any]) -> int | None:
     return max((log_position(value, name) for name, value in values), default=None)
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` as an integer of at most 64 bits written in decimal digits (an optional leading ``-``), else None
+    (also for thousands of digits, which Python refuses to convert)."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= len(str(INT64_MAX))):
+        return None
+    number = int(text)
+    return number if -INT64_MAX <= number <= INT64_MAX else None
+
+
 def log_position(value: str, name: str) -> int:
     """A log position given as text (a query parameter or header read by hand)."""
-    text = value.strip()
-    if not (text.isascii() and text.isdigit() and int(text) <= INT64_MAX):
+    position = whole_number(value.strip())
+    if position is None or position < 0:
         raise InvalidRequestError(f"{name} must be a log position: an integer ≥ 0 (got {value[:40]!r})", field=name)
-    return int(text)
+    return position
 
 
 @dataclass
@@ -236,9 +246,10 @@ def parse_if_match(value: str | None) -> dict[str, int | None]:
     first = (value or "*").split(",")[0].strip().removeprefix("W/").strip('"').strip()
     if first in ("", "*"):
         return {}
-    version, _, revision = first.partition(".")
-    if version.isascii() and version.isdigit() and (not revision or revision.isascii() and revision.isdigit()):
-        return {"expected_version": int(version), "expected_revision": int(revision) if revision else None}
+    version_text, dot, revision_text = first.partition(".")
+    version, revision = whole_number(version_text), whole_number(revision_text) if dot else None
+    if version is not None and version >= 0 and (not dot or revision is not None and revision >= 0):
+        return {"expected_version": version, "expected_revision": revision}
     return {"expected_version": -1}  # matches no version: the command answers 412
 
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.api.deps import whole_number
 from ledger.errors import ValidationError
 
 MAX_EVENT_PAGE = 1000
@@ -60,9 +61,10 @@ def optional_int(text: str | None, field: str) -> int | None:
     text = (text or "").strip()
     if not text:
         return None
-    if not (text.isascii() and text.lstrip("-").isdigit()):
-        raise ValidationError(f"{field} must be a whole number (got {text[:40]!r})", field=field)
-    return int(text)
+    number = whole_number(text)
+    if number is None:
+        raise ValidationError(f"{field} must be a whole number of at most 64 bits (got {text[:40]!r})", field=field)
+    return number
 
 
 # -- a spec as bars --------------------------------------------------------------------------------------

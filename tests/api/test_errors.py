@@ -86,14 +86,18 @@ def test_a_refused_parameter_is_named_as_the_client_sent_it(client):
 
 def test_versions_and_positions_out_of_range_are_422_on_every_route(client):
     url = f"/api/profiles/{create(client, 'ranged')['id']}"
-    huge = 2**64  # beyond any integer column
-    for bad in (0, -1, huge):
-        for command in ("activate", "revert", "executions"):
-            assert assert_error(client.post(f"{url}/{command}", json={"version": bad}), 422)["field"] == "version"
-    for path, params in [(f"{url}/versions/{huge}", {}), (f"{url}/export", {"version": huge}),
-                         (f"{url}/diff", {"from": 1, "to": huge}), ("/api/events", {"after": huge}),
-                         ("/api/profiles", {"min_position": huge}), ("/api/events/stream", {"after": huge})]:
-        assert_error(client.get(path, params=params), 422, "invalid_request")
-    for header, path in [("X-Min-Position", "/api/profiles"), ("Last-Event-ID", "/api/events/stream")]:
-        assert_error(client.get(path, headers={header: str(huge)}), 422, "invalid_request")
+    for huge in (2**64, "9" * 4301):  # beyond any integer column; beyond what Python converts from text
+        for bad in (0, -1, huge):
+            for command in ("activate", "revert", "executions"):
+                assert assert_error(client.post(f"{url}/{command}", json={"version": bad}), 422)["field"] == "version"
+        for path, params in [(f"{url}/versions/{huge}", {}), (f"{url}/export", {"version": huge}),
+                             (f"{url}/diff", {"from": 1, "to": huge}), ("/api/events", {"after": huge}),
+                             ("/api/profiles", {"min_position": huge}), ("/api/events/stream", {"after": huge}),
+                             ("/api/profiles/active", {"min_position": huge}), ("/events/stream", {"after": huge})]:
+            assert_error(client.get(path, params=params), 422, "invalid_request")
+        for header, path in [("X-Min-Position", "/api/profiles"), ("Last-Event-ID", "/api/events/stream"),
+                             ("Last-Event-ID", "/events/stream")]:
+            assert_error(client.get(path, headers={header: str(huge)}), 422, "invalid_request")
+        for tag in (f'"{huge}"', f'"1.{huge}"'):  # matches no version
+            assert_error(client.put(url, json={"description": "x"}, headers={"If-Match": tag}), 412)
     assert client.get(f"{url}/versions/1").status_code == 200

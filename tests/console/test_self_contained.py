@@ -128,3 +128,15 @@ def test_an_open_mode_sign_in_takes_a_name_in_any_script_and_refuses_control_cha
     assert console.get("/api/events", params={"type": "Profile.Created"}).json()["events"][0]["actor"] == "☃ Zoë 雪"
     refused = console.post("/login", data={"_csrf_token": token, "name": "a\r\nSet-Cookie: z=1"})
     assert refused.status_code == 422 and "control or invisible" in refused.text
+
+
+def test_a_number_too_long_for_any_column_in_a_form_is_a_422_page(console: TestClient[Litestar]):
+    html = {"Accept": "text/html"}
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
+    console.post("/profiles", data={"_csrf_token": token, "name": "calm", "steering": "3=1"})
+    for huge in (str(2**64), "9" * 4301):
+        for action, form in (("revert", {"version": huge}), ("activate", {"version": huge}),
+                             ("edit", {"name": "calm", "steering": "3=1", "layer": huge}),
+                             ("edit", {"name": "calm", "steering": "3=1", "expected_version": huge})):
+            shown = console.post(f"/profiles/calm/{action}", data={"_csrf_token": token, **form}, headers=html)
+            assert shown.status_code == 422, (action, form, shown.text[:200])
