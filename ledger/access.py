@@ -115,7 +115,7 @@ class AccessTokens(Aggregate):
         self._issued(
             token_id=token_id, name=name, role=role, salt=salt, digest=hash_secret(salt, secret),
             issued_at=now.isoformat(),
-            expires_at=expires_at.astimezone(timezone.utc).isoformat() if expires_at is not None else None,
+            expires_at=_utc_expiry(expires_at).isoformat() if expires_at is not None else None,
         )
         return f"{TOKEN_PREFIX}{token_id.hex}_{secret}"
 
@@ -157,7 +157,7 @@ class AccessTokens(Aggregate):
         self.tokens[token_id] = replace(self.tokens[token_id], revoked=True)
 
 
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,18})\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -170,7 +170,18 @@ def expiry_after(expires_in: str | int, now: datetime | None = None) -> datetime
             f"expires_in must be a positive duration such as 3600, 90m, 12h or 30d (got {str(expires_in)[:40]!r})",
             field="expires_in",
         )
-    return (now or datetime.now(timezone.utc)) + timedelta(seconds=seconds)
+    try:
+        return (now or datetime.now(timezone.utc)) + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValidationError("expires_in reaches beyond the year 9999", field="expires_in") from None
+
+
+def _utc_expiry(moment: datetime) -> datetime:
+    """``moment`` in UTC, which the calendar (years 1 to 9999) must still hold."""
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError("expires_at lies beyond the year 9999 in UTC", field="expires_at") from None
 
 
 def parse_token(token: str) -> tuple[UUID, str]:
