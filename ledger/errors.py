@@ -134,7 +134,8 @@ class BusyError(LedgerError):
 
 # -- integrity -------------------------------------------------------------------------------------
 class TamperedRecordError(LedgerError):
-    """A stored event or snapshot that this ledger's key did not sign: refused, never used."""
+    """A stored event or snapshot that this ledger's key did not sign, or a stream with an event removed: refused,
+    never used."""
 
     code = "log_tampered"
 

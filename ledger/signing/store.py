@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -52,7 +52,15 @@ class SigningMapper(Mapper[UUID]):
 
 
 class SigningEventStore(EventStore[UUID]):
-    """The library's event store, with the events of each save signed together (one signature per save)."""
+    """The library's event store, with the events of each save signed together (one signature per save), and
+    each stream read in order refused where a version is missing (an event deleted from the database)."""
+
+    def get(  # type: ignore[override]
+        self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[DomainEventProtocol[UUID]]:
+        events = super().get(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+        return events if desc else _without_gaps(originator_id, events, after=gt or 0)
 
     def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
         if not isinstance(self.mapper, SigningMapper):
@@ -84,3 +92,19 @@ class CheckedSnapshotStore(EventStore[UUID]):
             except TamperedRecordError as error:
                 logger.warning("ignoring a snapshot: %s", error.message)
         return snapshots
+
+
+def _without_gaps(originator_id: UUID, events: Iterator[DomainEventProtocol[UUID]], after: int
+                  ) -> Iterator[DomainEventProtocol[UUID]]:
+    """The events of a stream read after version ``after``, refused (:class:`TamperedRecordError`) at the first
+    that is not the next version: the library would stop there with an error of its own, read as a fault."""
+    expected = after + 1
+    for event in events:
+        if event.originator_version != expected:
+            raise TamperedRecordError(
+                f"stream {originator_id} goes from version {expected - 1} to {event.originator_version}: "
+                "an event was removed from the log", originator_id=str(originator_id),
+                originator_version=event.originator_version,
+            )
+        expected += 1
+        yield event

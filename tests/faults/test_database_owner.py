@@ -200,6 +200,30 @@ def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replay
         fresh.close()
 
 
+def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_read_and_write(ledger_app,
+                                                                                               database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    for strength in (0.75, 1.0):
+        ledger_app.update_profile(profile.id, {"steering": {1: strength}})
+    ledger_app.activate_profile(profile.id)
+    owner = Owner(database_url)
+    pid = profile.id if owner.postgres else profile.id.hex
+    owner.run(f"DELETE FROM {owner.events} WHERE originator_id = ? AND originator_version = 2", (pid,))
+    owner.run(f"DELETE FROM {owner.snapshots}")
+
+    for args in (("show", "calm"), ("history", "calm"), ("show", "calm", "--version", "3")):
+        shown = subprocess.run([LEDGER, "--database", database_url, *args], capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 1 and "an event was removed" in shown.stderr, (args, shown.stderr)
+    with make_client(database_url) as client:
+        url = f"/api/profiles/{profile.id}"
+        for answer in (client.get(url, params={"as_of": "2999-01-01T00:00:00Z"}),
+                       client.get(f"{url}/diff", params={"from": 1, "to": 3}),
+                       client.put(url, json={"steering": {"1": 2.0}}), client.post(f"{url}/activate"),
+                       client.post(f"{url}/executions", json={"run_id": "r"})):
+            assert answer.json()["error"] == "log_tampered", answer.text
+
+
 def test_an_edit_with_the_chain_recomputed_is_reported_as_forged(ledger_app, database_url, tmp_path):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
