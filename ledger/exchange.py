@@ -51,10 +51,10 @@ def parse_document(document: Any) -> dict[str, Any]:
         raise ImportFormatError(
             f"unsupported document type {document['type']!r}; expected {FORMAT_TYPE!r}", field="type"
         )
-    version = document.get("version", FORMAT_VERSION)
-    if str(version).split(".")[0] != "1":
-        raise ImportFormatError(f"unsupported format version {version!r}; expected 1.x", field="version")
     if document.get("type") == FORMAT_TYPE:
+        version = document.get("version", FORMAT_VERSION)
+        if str(version).split(".")[0] != "1":
+            raise ImportFormatError(f"unsupported format version {version!r}; expected 1.x", field="version")
         body = document.get("profile")
         if body is None:
             raise ImportFormatError("the document has no 'profile' object", field="profile")
@@ -66,7 +66,7 @@ def parse_document(document: Any) -> dict[str, Any]:
         raw.update(model_id=body.get("model", body.get("model_id")), sae_id=body.get("sae", body.get("sae_id")))
         prefix = "profile."
     elif "name" in document:
-        # The flat document miLLM itself exports.
+        # The flat document miLLM itself exports, or this API's answer: its ``version`` is the profile's.
         _refuse_unknown(document, FLAT_KEYS | DOCUMENT_KEYS - {"profile"}, "")
         raw = {name: document.get(name) for name in PROFILE_FIELDS}
         prefix = ""

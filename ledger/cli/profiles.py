@@ -307,6 +307,8 @@ def register(app: typer.Typer) -> None:
             document = json.loads(text)
         except OSError as error:
             raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise ImportFormatError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
         except json.JSONDecodeError as error:
             raise ImportFormatError(f"{path} is not valid JSON: {error}") from None
         with acting(actor, reason):

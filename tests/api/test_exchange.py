@@ -111,3 +111,10 @@ def test_a_flat_profile_as_this_api_answers_it_imports(client):
     document = client.get(f"/api/profiles/{created['id']}", params=fresh(client, created["position"])).json()
     answer = client.post("/api/profiles/import", params={"rename": "true"}, json=document)
     assert answer.status_code == 201, answer.text
+    revised = client.put(f"/api/profiles/{created['id']}", json={"steering": {"2": 0.75}}).json()
+    document = client.get(f"/api/profiles/{created['id']}").json()
+    assert document["version"] == revised["version"] == 2  # the profile's version, not the format's
+    again = client.post("/api/profiles/import", params={"rename": "true"}, json=document)
+    assert again.status_code == 201 and again.json()["steering"] == {"2": 0.75}, again.text
+    typed = {"version": "2.0", "type": "millm_profile", "profile": {"name": "future"}}
+    assert assert_error(client.post("/api/profiles/import", json=typed), 422, "invalid_import")["field"] == "version"

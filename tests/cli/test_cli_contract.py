@@ -111,6 +111,7 @@ def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, 
 
 def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
     ledger("create", "calm", "-f", "1=0.5")
+    (tmp_path / "latin1.json").write_bytes(b'{"name": "\xff"}')
     failures = {
         ("show", "nobody"): 1,
         ("list", "--sort", "size"): 1,
@@ -122,6 +123,7 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("create", "CALM"): 1,  # the name is taken
         ("create", "loud", "-f", "1=500"): 1,  # beyond the strength bound
         ("import", str(tmp_path / "missing.json")): 1,
+        ("import", str(tmp_path / "latin1.json")): 1,  # "… is not UTF-8 text"
         ("export", "calm", "-o", str(tmp_path / "no-such-dir" / "calm.json")): 1,  # "cannot write …"
         ("active",): 1,  # none is active
         ("list", "--limit", "0"): 1,
