@@ -124,6 +124,10 @@ class Profile(Aggregate):
             profile.steering = values.steering_from_json(profile.steering)
             return profile
 
+    pinned_version = None
+    """While active: the version its activation pinned (None: it follows its latest). A class default, so that
+    snapshots taken before it was kept still load."""
+
     @classmethod
     def create(cls, **fields: Any) -> Profile:
         """Validate every field and record the profile's first version."""
@@ -294,10 +298,12 @@ class Profile(Aggregate):
     @event("Activated")
     def _activated(self, version: int, pinned_version: int | None) -> None:
         self.is_active = True
+        self.pinned_version = pinned_version
 
     @event("Deactivated")
     def _deactivated(self, version: int) -> None:
         self.is_active = False
+        self.pinned_version = None
 
     @event("Deleted")
     def _deleted(self, version: int, delete_executions: bool) -> None:

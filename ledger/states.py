@@ -40,6 +40,7 @@ class ProfileState(ProfileFields, kw_only=True):
     id: UUID
     version: int
     is_active: bool
+    pinned_version: int | None = None  # while active: the version its activation pinned
     deleted: bool
     created_at: datetime
     updated_at: datetime

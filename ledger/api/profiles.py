@@ -197,7 +197,11 @@ class ProfileController(Controller):
         state = ledger.get_profile(pid, as_of=moment)
         if state.deleted:
             raise ProfileNotFoundError(f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid))
-        return with_etag(state)
+        if not state.is_active:
+            return with_etag(state)
+        pinned = state.pinned_version
+        return with_etag(state, in_force(convert(state, ProfileRead), pinned,
+                                         ledger.get_profile(pid, version=pinned) if pinned else None))
 
     @get(
         "/by-name/{name:path}",

@@ -46,6 +46,21 @@ def test_a_version_edited_without_a_new_one_names_its_creator_and_its_last_edito
     assert client.get(f"{url}/versions/2").json()["edited_by"] is None  # a new version starts unedited
 
 
+def test_as_of_shows_an_active_profile_with_the_version_in_force_as_the_present_does(client):
+    url = f"/api/profiles/{create(client, 'pin', steering={'5': 1.0})['id']}"
+    client.put(url, json={"steering": {"5": 3.0}})
+    client.post(f"{url}/activate", json={"version": 1})
+    time.sleep(0.05)
+    pinned_then = datetime.now(timezone.utc).isoformat()
+    time.sleep(0.05)
+    client.post(f"{url}/activate")  # now following the latest
+    now = datetime.now(timezone.utc).isoformat()
+    fields = ("version", "is_active", "pinned", "latest_version", "steering")
+    assert [client.get(url, params={"as_of": pinned_then}).json()[f] for f in fields] == [1, True, True, 2, {"5": 1.0}]
+    assert [client.get(url, params={"as_of": now}).json()[f] for f in fields] == [2, True, False, 2, {"5": 3.0}]
+    assert [client.get(url).json()[f] for f in fields] == [2, True, False, 2, {"5": 3.0}]
+
+
 def test_as_of_shows_the_profile_as_it_stood(client):
     profile = create(client, "tt", steering={"5": 1.0})
     url = f"/api/profiles/{profile['id']}"
