@@ -457,7 +457,7 @@ class Execution(Aggregate):
             raise ValidationError(
                 f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
             )
-        run_id = values.identifier(run_id, "run_id")
+        run_id = values.run_id(run_id)
         seed = values.seed(seed)
         entity_count = values.count(entity_count, "entity_count")
         duration_ms = values.duration_ms(duration_ms)

@@ -67,11 +67,22 @@ def display_name(value: Any, field: str = "name", maximum: int = NAME_MAX) -> st
 
 
 def profile_name(value: Any) -> str:
-    """A profile's name: see :func:`display_name`; it stands in URL paths in place of the id, so it has no ``/``."""
-    name = display_name(value, "name")
-    if "/" in name or name in (".", ".."):
-        raise ValidationError(f"name must not contain '/' or be '.' or '..' (it stands in URLs): {name!r}", field="name")
-    return name
+    """A profile's name: see :func:`display_name`; it stands in URL paths in place of the id."""
+    return path_segment(display_name(value, "name"), "name")
+
+
+def run_id(value: Any) -> str | None:
+    """An execution's run id: see :func:`identifier`; runs are looked up by it in URL paths."""
+    found = identifier(value, "run_id")
+    return None if found is None else path_segment(found, "run_id")
+
+
+def path_segment(value: str, field: str) -> str:
+    """A value that stands for itself in a URL path: no ``/``, and not ``.`` or ``..``."""
+    if "/" in value or value in (".", ".."):
+        raise ValidationError(f"{field} must not contain '/' or be '.' or '..' (it stands in URLs): {value!r}",
+                              field=field)
+    return value
 
 
 def name_key(name: str) -> str:

@@ -112,5 +112,5 @@ class ExecutionQueries(Queries):
             RunProfile,
             "SELECT run_id, profile_id, profile_version, id AS execution_id, recorded_at FROM executions "
             "WHERE run_id = :run_id ORDER BY position DESC LIMIT 1",
-            {"run_id": run_id},
+            {"run_id": run_id.strip()},  # stored trimmed
         )

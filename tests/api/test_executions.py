@@ -56,3 +56,13 @@ def test_execution_errors(client):
     assert_error(client.get("/api/executions/xyz"), 422, "invalid_request")
     assert_error(client.get("/api/runs/nothing-here/profile"), 404, "run_not_found")
     assert_error(client.get(url, params={"cursor": "bogus"}), 422, "invalid_cursor")
+    for unreachable in ("a/b", ".", ".."):  # a run is looked up by its id in URL paths
+        assert assert_error(client.post(url, json={"run_id": unreachable}), 422)["field"] == "run_id"
+
+
+def test_a_run_id_is_found_as_it_was_given_around_spaces_included(client):
+    url = f"/api/profiles/{create(client, 'spaced')['id']}/executions"
+    recorded = client.post(url, json={"run_id": " cohort 9 "}).json()
+    assert recorded["run_id"] == "cohort 9"
+    for path in ("/api/runs/cohort%209/profile", "/api/runs/%20cohort%209%20/profile", "/api/runs/%20cohort%209%20/spec"):
+        assert client.get(path, params=fresh(client, recorded["position"])).status_code == 200, path
