@@ -461,8 +461,6 @@ class Execution(Aggregate):
         seed = values.seed(seed)
         entity_count = values.count(entity_count, "entity_count")
         duration_ms = values.duration_ms(duration_ms)
-        if error_message is not None and not isinstance(error_message, str):
-            raise ValidationError("error_message must be a string", field="error_message")
         return cls(
             profile_id=profile.id if profile is not None else None,
             profile_version=profile_version,
@@ -470,7 +468,7 @@ class Execution(Aggregate):
             seed=seed,
             entity_count=entity_count,
             status=status,
-            error_message=values.description(error_message) if error_message else None,
+            error_message=values.description(error_message, "error_message") or None,
             duration_ms=duration_ms,
             metadata=values.metadata(metadata),
             kind=kind,

@@ -149,16 +149,15 @@ def _ascii_lookalike(character: str) -> str:
     return _lookalikes().get(character, character)
 
 
-def description(value: Any) -> str | None:
+def description(value: Any, field: str = "description") -> str | None:
+    """Free text (a profile's description, an execution's error message)."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValidationError("description must be a string", field="description")
-    text(value, "description")
+        raise ValidationError(f"{field} must be a string", field=field)
+    text(value, field)
     if len(value) > DESCRIPTION_MAX:
-        raise ValidationError(
-            f"description must be at most {DESCRIPTION_MAX} characters (got {len(value)})", field="description"
-        )
+        raise ValidationError(f"{field} must be at most {DESCRIPTION_MAX} characters (got {len(value)})", field=field)
     return value
 
 
@@ -287,7 +286,7 @@ def labels(value: Any, field: str) -> list[str]:
     """``tags`` / ``products``: short strings, trimmed, empty ones dropped, duplicates removed in order."""
     if value is None:
         return []
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValidationError(f"{field} must be a list of strings", field=field)
     result: list[str] = []
     for position, item in enumerate(value):

@@ -85,6 +85,8 @@ def test_import_refuses_bad_documents(client):
     )
     assert body["field"] == "profile.steering.a"
     assert_error(client.post("/api/profiles/import", json=[1, 2]), 422, "invalid_import")
+    tags_as_object = {"type": "millm_profile", "profile": {"name": "x", "tags": {"a": 1}}}
+    assert assert_error(client.post("/api/profiles/import", json=tags_as_object), 422)["field"] == "profile.tags"
     assert_error(
         client.post("/api/profiles/import", content=b"name=x", headers={"content-type": "text/plain"}), 422
     )

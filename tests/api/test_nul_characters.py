@@ -25,6 +25,12 @@ def test_text_with_a_nul_character_is_refused_and_nothing_is_written(pg_client, 
     assert pg_client.get("/api/events").json()["events"] == before
 
 
+@pytest.mark.parametrize("field", ["error_message", "run_id"])
+def test_an_executions_text_with_a_nul_character_is_refused_naming_its_field(pg_client, field):
+    url = f"/api/profiles/{create(pg_client, 'ran')['id']}/executions"
+    assert assert_error(pg_client.post(url, json={field: "x\u0000"}), 422)["field"] == field
+
+
 def test_queries_with_a_nul_character_are_refused(pg_client):
     created = create(pg_client, "fine")
     for params in ({"tag": "x\u0000"}, {"search": "\u0000"}, {"product": "p\u0000"}):
