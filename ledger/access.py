@@ -157,6 +157,7 @@ class AccessTokens(Aggregate):
         self.tokens[token_id] = replace(self.tokens[token_id], revoked=True)
 
 
+_TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 _DURATION = re.compile(r"^\s*(\d{1,18})\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -188,7 +189,6 @@ def parse_token(token: str) -> tuple[UUID, str]:
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
         raise AuthenticationError("malformed token")
     id_hex, _, secret = token[len(TOKEN_PREFIX):].partition("_")
-    try:
-        return UUID(hex=id_hex), secret
-    except ValueError:
-        raise AuthenticationError("malformed token") from None
+    if not _TOKEN_ID.fullmatch(id_hex):  # as issued: 32 lowercase hex digits (not a UUID in another spelling)
+        raise AuthenticationError("malformed token")
+    return UUID(hex=id_hex), secret

@@ -112,6 +112,6 @@ class LogVerifier:
                 return dict(
                     ok=False, problem="snapshot_forged", position=None,
                     detail=f"the snapshot of {row.originator_id} at version {row.originator_version} is refused "
-                           f"(never used; the profile is replayed from its events): {problem}",
+                           f"(never used; its aggregate is replayed from its events): {problem}",
                 )
         return None

@@ -60,7 +60,10 @@ def required_role(handler: BaseRouteHandler, method: str, schema_path: str = "/s
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    header = connection.headers.get("authorization")
+    given = connection.headers.getall("authorization", [])
+    if len(given) > 1:
+        raise AuthenticationError("a request carries one Authorization header, not several")
+    header = given[0] if given else None
     if not header:
         raise AuthenticationError("this request needs an `Authorization: Bearer <token>` header")
     scheme, _, token = header.strip().partition(" ")

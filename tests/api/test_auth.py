@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -256,9 +257,17 @@ def test_a_token_revoked_by_another_process_is_refused_within_the_cache_bound(se
 
 
 def test_unknown_token_ids_and_bad_headers_are_refused(secured):
-    client, _ = secured
+    client, tokens = secured
     for header in ("Bearer", "Basic dXNlcjpwYXNz", "Bearer pl_0123_secret", "Bearer pl_" + "0" * 32 + "_guess", "token"):
         assert_error(client.get("/api/profiles", headers={"Authorization": header}), 401, "unauthenticated")
+    good = tokens.header("reader")["Authorization"]
+    prefix, token_id, secret = good.removeprefix("Bearer ").split("_", 2)
+    for spelling in (f"{{{token_id}}}", f"urn:uuid:{token_id}", str(uuid.UUID(token_id)), token_id.upper()):
+        respelt = {"Authorization": f"Bearer {prefix}_{spelling}_{secret}"}  # the same id written otherwise
+        assert_error(client.get("/api/profiles", headers=respelt), 401, "unauthenticated")
+    twice = [("Authorization", good), ("Authorization", "Bearer pl_" + "0" * 32 + "_guess")]
+    assert_error(client.get("/api/profiles", headers=httpx.Headers(twice)), 401, "unauthenticated")
+    assert client.get("/api/profiles", headers={"Authorization": good}).status_code == 200
 
 
 def test_operations_and_the_schema_need_no_token(secured):
