@@ -242,8 +242,11 @@ def parse_time(value: str | None, what: str) -> datetime | None:
 
 def parse_if_match(value: str | None) -> dict[str, int | None]:
     """A command's ``expected_version`` and ``expected_revision`` from an ``If-Match`` header (``"3.7"``,
-    ``W/"3.7"``; a bare version ``"3"`` checks the version alone); ``*`` or absent → nothing to check."""
-    first = (value or "*").split(",")[0].strip().removeprefix("W/").strip('"').strip()
+    ``W/"3.7"``; a bare version ``"3"`` checks the version alone); ``*`` or absent → nothing to check. One tag:
+    a list (which would match if any of its tags did) is refused rather than read as its first."""
+    if value is not None and "," in value:
+        raise InvalidRequestError("If-Match takes one ETag (or *), not a list", field="If-Match")
+    first = (value or "*").strip().removeprefix("W/").strip('"').strip()
     if first in ("", "*"):
         return {}
     version_text, dot, revision_text = first.partition(".")

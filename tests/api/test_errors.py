@@ -100,4 +100,6 @@ def test_versions_and_positions_out_of_range_are_422_on_every_route(client):
             assert_error(client.get(path, headers={header: str(huge)}), 422, "invalid_request")
         for tag in (f'"{huge}"', f'"1.{huge}"'):  # matches no version
             assert_error(client.put(url, json={"description": "x"}, headers={"If-Match": tag}), 412)
+    listed = client.put(url, json={"description": "x"}, headers={"If-Match": '"9.9", "1.1"'})
+    assert assert_error(listed, 422, "invalid_request")["field"] == "If-Match"  # not read as its first tag
     assert client.get(f"{url}/versions/1").status_code == 200
