@@ -188,8 +188,10 @@ def register(app: typer.Typer) -> None:
         """Re-run a recorded generation with its profile version and seed; exit 1 if the output differs."""
         from steering.runs import GenerationService
 
+        recorded = parse_uuid(execution_id, "execution id")
+        state.ledger.get_execution(recorded)  # an unknown id is refused before the model is loaded
         with steering_engine(model, sae_dir) as engine, acting(actor, reason):
-            outcome = GenerationService(state.ledger, engine).replay(parse_uuid(execution_id, "execution id"))
+            outcome = GenerationService(state.ledger, engine).replay(recorded)
         if as_json:
             emit_json({
                 "reproduced": outcome.reproduced, "original_sha256": outcome.original_sha256,

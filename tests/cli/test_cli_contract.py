@@ -138,6 +138,9 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         result = ledger(*args, code=None)
         assert result.returncode == code, (args, result.returncode, result.stderr)
         assert result.stderr.strip(), args
+    for unknown in ("not-an-id", "00000000-0000-4000-8000-000000000000"):  # said before any model is looked for
+        refused = ledger("replay", unknown, "--model", str(tmp_path / "no-model"), code=1).stderr
+        assert "execution" in refused and "model" not in refused, refused
 
 
 def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
