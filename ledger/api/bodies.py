@@ -1,9 +1,10 @@
-"""Strict request bodies.
+"""Strict request bodies, and no changes from other sites.
 
 Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would become ``3``). This hook, run
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
 type, so a value of the wrong JSON type is refused (422 ``invalid_request``) rather than coerced; malformed JSON
-is refused (422) here too, and so is JSON nested too deeply to decode. A value outside the bounds its field
+is refused (422) here too, and so is JSON nested too deeply to decode, and a body that is not
+``application/json`` (415). A value outside the bounds its field
 declares (``Meta``) breaks a rule of the domain: 422 ``invalid_value``, as the domain's own checks answer.
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
 
+from ledger.api.auth import SAFE_METHODS
+from ledger.api.errors import CrossSiteRequestError, UnsupportedMediaTypeError
 from ledger.errors import ValidationError
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -27,16 +31,30 @@ def _body_type(request: Request[Any, Any, Any]) -> Any:
     return None if field is None else field.annotation
 
 
+def refuse_cross_site(request: Request[Any, Any, Any]) -> None:
+    """A change (any method but GET, HEAD, OPTIONS) whose ``Origin`` is another site's is refused: browsers name
+    the page that sent a request there, and a page elsewhere must not act through a browser on this server (in
+    open mode nothing else would stop it; with tokens, the console's cookie has its CSRF check besides)."""
+    origin = request.headers.get("origin")
+    if origin is None or request.method in SAFE_METHODS:
+        return
+    hosts = {request.headers.get(name, "").lower() for name in ("host", "x-forwarded-host")} - {""}
+    if urlsplit(origin).netloc.lower() not in hosts:
+        raise CrossSiteRequestError(f"a change sent by a page of another site ({origin[:100]}) is refused")
+
+
 async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     body_type = _body_type(request)
     if body_type is None:
         return
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        return
     raw = await request.body()
     if not raw.strip():
         return  # an absent body: the handler's signature says whether that is allowed
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        # Read as JSON anyway, a text/plain or form body would skip these checks, and a page on another site
+        # could send one without asking first (a "simple" cross-site request).
+        raise UnsupportedMediaTypeError(f"send the body as application/json (not {content_type[:80]!r})")
     try:
         msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as error:

@@ -5,7 +5,8 @@ OpenAI's, which its clients read: ``{"error": {"message": detail, "type", "param
 
 * ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values,
   429 (with ``Retry-After``) what runs one at a time is running (a walk of the log);
-* the API's own: 504 when the projections did not reach a requested position in time;
+* the API's own: 403 ``cross_site_request`` for a change sent by a page of another site, 415 a body that is not
+  JSON where JSON is read, 504 when the projections did not reach a requested position in time;
 * Litestar's: request validation (body, query, path, headers, malformed JSON) and a path parameter that is not of
   its type (``{execution_id:uuid}``) → 422 ``invalid_request``;
   an oversized body → 413; an unknown route → 404; a wrong method → 405; anything else it raises keeps
@@ -32,6 +33,7 @@ from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_412_PRECONDITION_FAILED,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -74,6 +76,18 @@ class ServiceUnavailableError(ApiError):
     code = "service_unavailable"
 
 
+class UnsupportedMediaTypeError(ApiError):
+    """A body in another format than the route reads."""
+
+    code = "unsupported_media_type"
+
+
+class CrossSiteRequestError(PermissionDeniedError):
+    """A change sent by a page of another site (its ``Origin``): never one this server's clients make."""
+
+    code = "cross_site_request"
+
+
 class ProjectionTimeoutError(ApiError):
     """The read side did not reach the position the client asked to read after."""
 
@@ -87,6 +101,7 @@ _STATUSES: tuple[tuple[type[LedgerError], int], ...] = (  # the first kind the e
     (NotFoundError, HTTP_404_NOT_FOUND),
     (ConflictError, HTTP_409_CONFLICT),
     (ValidationError, HTTP_422_UNPROCESSABLE_ENTITY),
+    (UnsupportedMediaTypeError, HTTP_415_UNSUPPORTED_MEDIA_TYPE),
     (ProjectionTimeoutError, HTTP_504_GATEWAY_TIMEOUT),
     (ServiceUnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
     (BusyError, HTTP_429_TOO_MANY_REQUESTS),

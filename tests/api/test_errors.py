@@ -69,6 +69,27 @@ def test_bad_headers(client):
     assert_error(client.get("/api/events", params={"profile_id": "nope"}), 404, "profile_not_found")  # no such name
 
 
+def test_a_body_that_is_not_json_is_a_415_and_not_read_as_json(client):
+    deep = '{"name": "deep", "metadata": {"a": ' + "[" * 20000 + "]" * 20000 + "}}"
+    for path, body in (("/api/profiles", '{"name": "plain", "layer": "3"}'), ("/api/profiles/deactivate", deep)):
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            refused = client.post(path, content=body, headers={"Content-Type": content_type})
+            assert_error(refused, 415, "unsupported_media_type")
+    chat = client.post("/v1/chat/completions", content='{"messages": []}', headers={"Content-Type": "text/plain"})
+    assert chat.status_code == 415 and chat.json()["error"]["code"] == "unsupported_media_type"
+    assert client.get("/api/events").json()["events"] == []
+
+
+def test_a_change_sent_by_a_page_of_another_site_is_refused(client):
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:1"):
+        refused = client.post("/api/profiles", json={"name": "x"}, headers={"Origin": origin})
+        assert_error(refused, 403, "cross_site_request")
+    assert client.get("/api/events").json()["events"] == []
+    same_site = client.post("/api/profiles", json={"name": "ok"}, headers={"Origin": str(client.base_url).rstrip("/")})
+    assert same_site.status_code == 201  # and clients that send no Origin (curl, SDKs) are not affected
+    assert client.get("/api/profiles", headers={"Origin": "https://evil.example"}).status_code == 200  # reading
+
+
 def test_a_refused_parameter_is_named_as_the_client_sent_it(client):
     url = f"/api/profiles/{create(client, 'wire-names')['id']}"
     sent = [
