@@ -96,7 +96,7 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
         "temperature": (form.get("temperature") or "1").strip(),
         "seed": secrets.randbelow(SEED_MAX) if seed is None else seed,  # drawn here, so both sides share it
         "profile": optional_text(form.get("profile")),
-        "profile_version": optional_int(form.get("profile_version"), "profile_version"),
+        "profile_version": optional_int(form.get("profile_version"), "profile_version", minimum=1),
     }
     try:  # the API's request, with its bounds
         data = msgspec.convert(chat, ChatCompletionRequest, strict=False)

@@ -32,6 +32,7 @@ from ledger.console.views import (
     bars,
     newest_events,
     diff_rows,
+    format_labels,
     format_steering,
     optional_int,
     optional_text,
@@ -234,14 +235,22 @@ class ProfilePages(Controller):
         fields = profile_fields(form)
         expected = {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
         bump = form.get("bump_version") == "on"
-        await run(request, form.get("reason"), lambda ledger: ledger.update_profile(pid, fields, bump_version=bump, **expected))
+
+        def update(ledger: ProfileLedger) -> Outcome:
+            current = ledger.get_profile(pid)
+            for name in ("tags", "products"):  # a field left as shown keeps its labels exactly (commas and all)
+                if (form.get(name) or "") == format_labels(getattr(current, name)):
+                    fields[name] = getattr(current, name)
+            return ledger.update_profile(pid, fields, bump_version=bump, **expected)
+
+        await run(request, form.get("reason"), update)
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/revert", name="console:revert")
     async def revert(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
-        version = optional_int(form.get("version"), "version")
+        version = optional_int(form.get("version"), "version", minimum=1)
         if version is None:
             raise ValidationError("choose the version to revert to", field="version")
         await run(request, form.get("reason"), lambda ledger: ledger.revert_profile(pid, version))
@@ -251,7 +260,7 @@ class ProfilePages(Controller):
     async def activate(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
         form = await form_of(request)
-        version = optional_int(form.get("version"), "version")  # empty: follow the latest version
+        version = optional_int(form.get("version"), "version", minimum=1)  # empty: follow the latest version
         runtime = runtime_of(request)
 
         def activate(ledger: ProfileLedger) -> Outcome:

@@ -44,7 +44,13 @@ def parse_steering(text: str) -> dict[str, float]:
 
 
 def format_steering(steering: dict[Any, float]) -> str:
-    return ", ".join(f"{key}={value:g}" for key, value in sorted(steering.items(), key=lambda kv: int(kv[0])))
+    """The steering field's text: every strength exactly (it reads back as the same number)."""
+    return ", ".join(f"{key}={number(value)}" for key, value in sorted(steering.items(), key=lambda kv: int(kv[0])))
+
+
+def number(value: float) -> str:
+    """A strength as its shortest exact text (``1.23456789``, not a rounded ``1.23457``)."""
+    return repr(float(value))
 
 
 def parse_labels(text: str) -> list[str]:
@@ -52,19 +58,27 @@ def parse_labels(text: str) -> list[str]:
     return [label.strip() for label in _SEPARATORS.split(text or "") if label.strip()]
 
 
+def format_labels(labels: list[str]) -> str:
+    """The tags or products field's text (which :func:`parse_labels` splits, so a label holding a comma does not
+    read back: an edit keeps the labels whose field it left as shown)."""
+    return ", ".join(labels)
+
+
 def optional_text(text: str | None) -> str | None:
     text = (text or "").strip()
     return text or None
 
 
-def optional_int(text: str | None, field: str) -> int | None:
+def optional_int(text: str | None, field: str, minimum: int | None = None) -> int | None:
     text = (text or "").strip()
     if not text:
         return None
-    number = whole_number(text)
-    if number is None:
+    found = whole_number(text)
+    if found is None:
         raise ValidationError(f"{field} must be a whole number of at most 64 bits (got {text[:40]!r})", field=field)
-    return number
+    if minimum is not None and found < minimum:
+        raise ValidationError(f"{field} must be at least {minimum} (got {found})", field=field)
+    return found
 
 
 # -- a spec as bars --------------------------------------------------------------------------------------
@@ -101,12 +115,12 @@ def diff_rows(diff: Any) -> list[DiffRow]:
     features = sorted({*steering.added, *steering.removed, *steering.changed}, key=int)
     for feature in features:
         if feature in steering.added:
-            rows.append(DiffRow("added", f"feature {feature}", "", f"{steering.added[feature]:g}"))
+            rows.append(DiffRow("added", f"feature {feature}", "", number(steering.added[feature])))
         elif feature in steering.removed:
-            rows.append(DiffRow("removed", f"feature {feature}", f"{steering.removed[feature]:g}", ""))
+            rows.append(DiffRow("removed", f"feature {feature}", number(steering.removed[feature]), ""))
         else:
             change = steering.changed[feature]
-            rows.append(DiffRow("changed", f"feature {feature}", f"{change.before:g}", f"{change.after:g}"))
+            rows.append(DiffRow("changed", f"feature {feature}", number(change.before), number(change.after)))
     return rows
 
 

@@ -140,3 +140,33 @@ def test_a_number_too_long_for_any_column_in_a_form_is_a_422_page(console: TestC
                              ("edit", {"name": "calm", "steering": "3=1", "expected_version": huge})):
             shown = console.post(f"/profiles/calm/{action}", data={"_csrf_token": token, **form}, headers=html)
             assert shown.status_code == 422, (action, form, shown.text[:200])
+
+
+def test_saving_the_edit_form_changes_only_what_was_edited(console: TestClient[Litestar]):
+    """The edit form shows every strength exactly, and a tag holding a comma or semicolon is kept as it is."""
+    import html
+
+    made = console.post("/api/profiles", json={
+        "name": "precise", "steering": {"1": 1.23456789, "2": 0.000012345678, "3": 123.4567891},
+        "tags": ["a;b", "c,d"], "products": ["p1; p2"], "description": "before",
+    }).json()
+    shown = console.get("/profiles/precise", headers={"Accept": "text/html"}).text
+    edit = shown[shown.index('action="/profiles/' + made["id"] + '/edit"'):]
+    form = {name: html.unescape(value) for name, value in re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', edit)}
+    form["steering"] = html.unescape(re.search(r'<textarea[^>]*name="steering"[^>]*>([^<]*)</textarea>', edit).group(1))
+    form.update(description="after", bump_version="on")
+    saved = console.post(f"/profiles/{made['id']}/edit", data=form, headers={"Accept": "text/html"})
+    assert saved.status_code == 200, saved.text[:300]
+    now = console.get(f"/api/profiles/{made['id']}").json()
+    assert (now["version"], now["description"]) == (2, "after")
+    assert now["steering"] == made["steering"] and now["tags"] == ["a;b", "c,d"] and now["products"] == ["p1; p2"]
+
+
+def test_a_version_below_one_in_a_form_is_a_422_page(console: TestClient[Litestar]):
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
+    console.post("/profiles", data={"_csrf_token": token, "name": "calm", "steering": "3=1"})
+    for action in ("revert", "activate"):
+        for bad in ("0", "-1"):
+            shown = console.post(f"/profiles/calm/{action}", data={"_csrf_token": token, "version": bad},
+                                 headers={"Accept": "text/html"})
+            assert shown.status_code == 422 and "at least 1" in shown.text, (action, bad)
