@@ -170,3 +170,12 @@ def test_a_version_below_one_in_a_form_is_a_422_page(console: TestClient[Litesta
             shown = console.post(f"/profiles/calm/{action}", data={"_csrf_token": token, "version": bad},
                                  headers={"Accept": "text/html"})
             assert shown.status_code == 422 and "at least 1" in shown.text, (action, bad)
+
+
+def test_every_page_forbids_framing_by_another_site_and_loads_only_from_this_server(console: TestClient[Litestar]):
+    console.post("/api/profiles", json={"name": "calm", "steering": {"3": 1.0}})
+    for path in ("/", "/profiles/calm", "/events", "/playground", "/status", "/login"):
+        headers = console.get(path, headers={"Accept": "text/html"}).headers
+        policy = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy, path
+        assert (headers["X-Frame-Options"], headers["X-Content-Type-Options"]) == ("DENY", "nosniff"), path
