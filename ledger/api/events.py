@@ -140,13 +140,14 @@ class _StreamSlot:
     and given back when the stream ends, or when its response is dropped before it started."""
 
     def __init__(self, metrics: Any, limit: int) -> None:
+        self._metrics: Any = None  # nothing to give back unless a place was taken
         if not metrics.try_open_stream(limit):
             raise HTTPException(
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
                 detail=f"this server already serves {limit} event streams; retry later",
                 headers={"Retry-After": str(STREAM_RETRY_AFTER)},
             )
-        self._metrics: Any = metrics
+        self._metrics = metrics
 
     def release(self) -> None:
         metrics, self._metrics = self._metrics, None
