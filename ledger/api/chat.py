@@ -42,6 +42,7 @@ from ledger.api.chat_schemas import (
 from ledger.domainmodel import CommandContext
 from ledger.errors import ModelNotFoundError, ValidationError
 from ledger.states import convert
+from ledger.values import INT64_MAX
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -304,9 +305,8 @@ class SteeringController(Controller):
     def status(
         self,
         runtime: NamedDependency[Runtime],
-        min_position: Annotated[
-            int | None, QueryParameter(ge=0, description="Answer once the hook has applied this log position.")
-        ] = None,
+        min_position: Annotated[int | None, QueryParameter(
+            ge=0, le=INT64_MAX, description="Answer once the hook has applied this log position.")] = None,
     ) -> SteeringStatusRead:
         generation = getattr(runtime, "generation", None)
         if generation is None:

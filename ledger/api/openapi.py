@@ -21,6 +21,7 @@ from ledger.api.auth import required_role
 from ledger.api.schemas import Request
 
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
+OPENAI_ERROR_SCHEMA = "#/components/schemas/OpenAIErrorBody"
 BEARER = "BearerToken"
 SECURITY_COMPONENTS = Components(
     security_schemes={
@@ -39,9 +40,11 @@ def security_requirement(auth: bool) -> list[dict[str, list[str]]] | None:
     return [{BEARER: []}] if auth else None
 
 
-def _error(description: str) -> OpenAPIResponse:
+def _error(description: str, path: str) -> OpenAPIResponse:
+    """An error answer, in the shape of the path's API (OpenAI's under ``/v1``)."""
+    schema = OPENAI_ERROR_SCHEMA if path.startswith("/v1/") else ERROR_SCHEMA
     return OpenAPIResponse(
-        description=description, content={"application/json": OpenAPIMediaType(schema=Reference(ref=ERROR_SCHEMA))}
+        description=description, content={"application/json": OpenAPIMediaType(schema=Reference(ref=schema))}
     )
 
 
@@ -69,19 +72,20 @@ def tidy_openapi(app: Litestar) -> None:
             operation = getattr(path_item, method.lower(), None)
             if operation is None or operation.responses is None:
                 continue
-            responses = operation.responses
+            responses, path = operation.responses, route.path_format or "/"
             if "400" in responses:
                 del responses["400"]
-                responses.setdefault("422", _error("The request is invalid (error `invalid_request`)"))
+                responses.setdefault("422", _error("The request is invalid (error `invalid_request`)", path))
             if route.path_format not in NO_DATABASE:
-                responses.setdefault("503", _error("The database cannot be reached right now (`database_unavailable`)"))
+                unreachable = "The database cannot be reached right now (`database_unavailable`)"
+                responses.setdefault("503", _error(unreachable, path))
             if not auth:
                 continue
             role = required_role(handler, method, app.openapi_config.path if app.openapi_config else "/schema")
             if role is None:
                 operation.security = []
                 continue
-            responses.setdefault("401", _error("No valid bearer token (error `unauthenticated`)"))
-            responses.setdefault("403", _error(f"The token's role is below {role} (error `forbidden`)"))
+            responses.setdefault("401", _error("No valid bearer token (error `unauthenticated`)", path))
+            responses.setdefault("403", _error(f"The token's role is below {role} (error `forbidden`)", path))
             note = f"Requires the `{role}` role."
             operation.description = f"{operation.description}\n\n{note}" if operation.description else note

@@ -290,6 +290,15 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_the_refusals(secure
     assert {"401", "403"} <= create["responses"].keys() and "editor" in create["description"]
     assert "admin" in doc["paths"]["/api/profiles/{profile_id}"]["delete"]["description"]
     assert doc["paths"]["/health"]["get"]["security"] == []
+    for path, item in doc["paths"].items():  # each API's refusals in its own shape
+        for operation in item.values():
+            statuses = {"401", "403", "422", "503"} if path.startswith("/v1/") else {"401", "403"}
+            for status in statuses & operation.get("responses", {}).keys():
+                documented = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                expected = "OpenAIErrorBody" if path.startswith("/v1/") else "ErrorBody"
+                assert documented.endswith(f"/{expected}"), (path, status, documented)
+    refused = client.get("/v1/models").json()["error"]  # as documented: OpenAI's shape
+    assert set(refused) >= {"message", "type", "code"}
 
 
 def test_open_mode_honours_x_actor(pg_client):
