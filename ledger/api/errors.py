@@ -149,6 +149,9 @@ _HTTP_CODES = {
 }
 
 
+_MISSING_BODY = "this request needs a JSON body"  # what Litestar words as the name of its missing key, 'data'
+
+
 def _field_of(request: Request[Any, Any, Any], key: str | None) -> str | None:
     """The field as the client named it: a body path, or a parameter's name on the wire (``from``,
     ``X-Min-Position``) rather than the Python name of the handler's or a dependency's argument."""
@@ -195,7 +198,8 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [
-            {"field": _field_of(request, item.get("key")), "source": item.get("source"), "message": item.get("message")}
+            {"field": _field_of(request, item.get("key")), "source": item.get("source"),
+             "message": _MISSING_BODY if item.get("message") == "'data'" else item.get("message")}
             for item in extra
             if isinstance(item, dict)
         ]

@@ -12,7 +12,7 @@ from ledger.api.runtime import Runtime
 from ledger.api.schemas import Health, ProjectionStatus, Readiness
 from ledger.write_path import probe_writes
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to every text/ type
 WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are not committing
 
 

@@ -69,6 +69,12 @@ def test_bad_headers(client):
     assert_error(client.get("/api/events", params={"profile_id": "nope"}), 404, "profile_not_found")  # no such name
 
 
+def test_a_command_without_its_body_says_so(client):
+    for headers in ({}, {"Content-Type": "application/json"}):
+        body = assert_error(client.post("/api/profiles", headers=headers), 422, "invalid_request")
+        assert body["detail"] == "body: this request needs a JSON body", body
+
+
 def test_a_body_that_is_not_json_is_a_415_and_not_read_as_json(client):
     deep = '{"name": "deep", "metadata": {"a": ' + "[" * 20000 + "]" * 20000 + "}}"
     for path, body in (("/api/profiles", '{"name": "plain", "layer": "3"}'), ("/api/profiles/deactivate", deep)):

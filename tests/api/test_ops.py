@@ -33,7 +33,7 @@ def test_metrics_exposition_is_prometheus_text_that_its_parser_reads(client):
     client.get(f"/api/profiles/{profile['id']}", params=fresh(client, profile["position"]))
     client.get("/api/profiles/no-such-profile")  # a name no profile has: 404
     response = client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert response.status_code == 200 and response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = {family.name: family for family in text_string_to_metric_families(response.text)}
 
     def value(family: str, sample: str, **labels: str) -> float:
