@@ -30,7 +30,7 @@ from ledger.api.runtime import Runtime
 from ledger.api.schemas import REASON_MAX
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.values import INT64_MAX
+from ledger.values import INT64_MAX, display_name
 
 ACTOR_MAX = 200
 
@@ -183,13 +183,18 @@ def provide_context(
     x_reason: Annotated[str | None, HeaderParameter(name="X-Reason", description="Why (recorded on the events).")] = None,
 ) -> CommandContext:
     principal = principal_of(request)
-    actor = principal.name if principal is not None else header_text(x_actor, "X-Actor") or "anonymous"
-    if principal is None and len(actor) > ACTOR_MAX:
-        raise InvalidRequestError(f"X-Actor must be at most {ACTOR_MAX} characters", field="X-Actor")
+    given = header_text(x_actor, "X-Actor") if principal is None else ""
+    actor = principal.name if principal is not None else actor_name(given, "X-Actor") if given else "anonymous"
     reason = header_text(x_reason, "X-Reason") or None
     if reason is not None and len(reason) > REASON_MAX:
         raise InvalidRequestError(f"X-Reason must be at most {REASON_MAX} characters", field="X-Reason")
     return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(request.scope))
+
+
+def actor_name(text: str, field: str) -> str:
+    """An actor a client names itself (open mode: ``X-Actor``, the console's sign-in): any script, but no control
+    or invisible characters (they would stand in the audit log), at most ``ACTOR_MAX`` characters."""
+    return display_name(text, field, maximum=ACTOR_MAX)
 
 
 def header_text(value: str | None, name: str) -> str:

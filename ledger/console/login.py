@@ -19,7 +19,8 @@ from ledger.api.auth import PUBLIC
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import form_of, runtime_of, see_other
 from ledger.console.rendering import page
-from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE, actor_name
+from ledger.api.deps import actor_name
+from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
 from ledger.errors import AuthenticationError, ValidationError
 
 LOGIN_PAGE = dict(PUBLIC)  # signing in needs no token; it only sets the browser's cookie
@@ -65,7 +66,7 @@ class LoginPages(Controller):
                 redirect.delete_cookie(ACTOR_COOKIE, path="/")
                 return redirect
             try:
-                redirect.set_cookie(ACTOR_COOKIE, quote(actor_name(name)), **_cookie_options(request))
+                redirect.set_cookie(ACTOR_COOKIE, quote(actor_name(name, "name")), **_cookie_options(request))
             except ValidationError as refused:
                 return page(request, "login.html.j2", status_code=422, next=target, problem=refused.message)
             return redirect

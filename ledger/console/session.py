@@ -26,11 +26,10 @@ from litestar.types import Receive, Scope, Send
 
 from ledger.access import ROLES, role_allows
 from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
-from ledger.api.deps import ACTOR_MAX
+from ledger.api.deps import actor_name
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError
-from ledger.values import display_name
 
 TOKEN_COOKIE = "ledger_console_token"
 ACTOR_COOKIE = "ledger_console_actor"
@@ -102,7 +101,7 @@ async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     runtime = connection.app.state.runtime
     if not runtime.auth:
         try:
-            actor = actor_name(unquote(connection.cookies.get(ACTOR_COOKIE) or ""))
+            actor = actor_name(unquote(connection.cookies.get(ACTOR_COOKIE) or ""), "name")
         except ValidationError:
             actor = "anonymous"  # no name given (or a cookie not set by the sign-in form)
         connection.state[VIEWER_KEY] = Viewer(name=actor, role=ROLES[-1], open_mode=True)
@@ -110,12 +109,6 @@ async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     principal = principal_of(connection)
     if principal is not None:
         connection.state[VIEWER_KEY] = Viewer(name=principal.name, role=principal.role, open_mode=False)
-
-
-def actor_name(text: str) -> str:
-    """The name the open mode's sign-in records as the actor: any script, but no control or invisible
-    characters (they would end up in the audit log), at most ``ACTOR_MAX`` characters."""
-    return display_name(text, "name", maximum=ACTOR_MAX)
 
 
 def viewer_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:

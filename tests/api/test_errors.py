@@ -63,6 +63,8 @@ def test_unknown_route_and_method(client):
 
 def test_bad_headers(client):
     assert_error(client.post("/api/profiles", json={"name": "h"}, headers={"X-Actor": "a" * 500}), 422)
+    tabbed = assert_error(client.post("/api/profiles", json={"name": "h"}, headers={"X-Actor": "a\tb"}), 422)
+    assert tabbed["field"] == "X-Actor" and "control or invisible" in tabbed["detail"]  # as the console's sign-in
     assert_error(client.get("/api/profiles", headers={"X-Min-Position": "soon"}), 422, "invalid_request")
     assert_error(client.get("/api/profiles", params={"min_position": -1}), 422, "invalid_request")
     assert_error(client.get("/api/events", params={"since": "last tuesday"}), 422, "invalid_request")
