@@ -4,8 +4,8 @@ Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would b
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
 type, so a value of the wrong JSON type is refused (422 ``invalid_request``) rather than coerced; malformed JSON
 is refused (422) here too, and so is JSON nested too deeply to decode, and a body that is not
-``application/json`` (415). A value outside the bounds its field
-declares (``Meta``) breaks a rule of the domain: 422 ``invalid_value``, as the domain's own checks answer.
+``application/json`` (415). A value outside the bounds its field declares (``Meta``) breaks a rule of the
+domain: 422 ``invalid_value``, as the domain's own checks answer.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     if not raw.strip():
         return  # an absent body: the handler's signature says whether that is allowed
     if content_type != "application/json" and not content_type.endswith("+json"):
-        # Read as JSON anyway, a text/plain or form body would skip these checks, and a page on another site
-        # could send one without asking first (a "simple" cross-site request).
+        # Were it read as JSON anyway, a text/plain or form body would skip these checks, and a page of another
+        # site may send one without asking first (a "simple" cross-site request).
         raise UnsupportedMediaTypeError(f"send the body as application/json (not {content_type[:80]!r})")
     try:
         msgspec.json.decode(raw, type=body_type)

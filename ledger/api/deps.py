@@ -183,8 +183,11 @@ def provide_context(
     x_reason: Annotated[str | None, HeaderParameter(name="X-Reason", description="Why (recorded on the events).")] = None,
 ) -> CommandContext:
     principal = principal_of(request)
-    given = header_text(x_actor, "X-Actor") if principal is None else ""
-    actor = principal.name if principal is not None else actor_name(given, "X-Actor") if given else "anonymous"
+    if principal is not None:
+        actor = principal.name
+    else:
+        given = header_text(x_actor, "X-Actor")
+        actor = actor_name(given, "X-Actor") if given else "anonymous"
     reason = header_text(x_reason, "X-Reason") or None
     if reason is not None and len(reason) > REASON_MAX:
         raise InvalidRequestError(f"X-Reason must be at most {REASON_MAX} characters", field="X-Reason")

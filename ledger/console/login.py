@@ -16,10 +16,10 @@ import anyio.to_thread
 
 from ledger.access import Principal
 from ledger.api.auth import PUBLIC
+from ledger.api.deps import actor_name
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import form_of, runtime_of, see_other
 from ledger.console.rendering import page
-from ledger.api.deps import actor_name
 from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
 from ledger.errors import AuthenticationError, ValidationError
 
