@@ -50,6 +50,10 @@ GROUP_COMMIT = parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True)
 # The library retries a failed database call 10 times, each waiting up to the pool's connect timeout: a request
 # would hang for close to a minute while the database is down. One retry (for a connection that broke since it
 # was last checked) and then the error: the API answers 503 at once and the client retries.
+SnapshotWalk = tuple[Any, Callable[[VerifyReport, Iterator[StoredRow]], VerifyReport]]
+"""The snapshot store's recorder, and what checks its records after a walk that passed (``ledger.verification``):
+given the walk's report and every snapshot (by stream and version, position 0), the report to answer."""
+
 fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
 
@@ -123,8 +127,10 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             return self._insert_now(stored_events, **kwargs)
         return self.group_commit.save(stored_events)
 
-    def verify_chain(self, walk: Walk | None = None) -> VerifyReport:
-        """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain."""
+    def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
+        """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain, then
+        the ``snapshots``, all as of one moment (a repeatable-read transaction): what commits meanwhile is the next
+        walk's, never a row missing from one table and present in the other."""
         walk = walk or Walk()
         after = walk.start.position if walk.start else 0
         schema, chain_table = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
@@ -137,32 +143,43 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         ).format(schema, chain_table)
         link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(schema, chain_table)
         find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(schema, chain_table)
-        with self.datastore.get_connection() as events_conn, self.datastore.get_connection() as chain_conn:
-            with events_conn.transaction(), chain_conn.transaction():
-                if walk.start is not None and after:
-                    row = chain_conn.execute(link_sql, (after,)).fetchone()
-                    problem = _start_problem(walk.start, None if row is None else bytes(row["link"]))
-                    if problem is not None:
-                        return problem
-                events_cursor = events_conn.cursor(name="ledger_verify_events")
-                chain_cursor = chain_conn.cursor(name="ledger_verify_chain")
-                events_cursor.itersize = chain_cursor.itersize = BATCH
-                events = (
-                    StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
-                              bytes(r["state"]))
-                    for r in events_cursor.execute(events_sql, (after,))
-                )
-                chain = (
-                    ChainRow(r["notification_id"], bytes(r["digest"]), bytes(r["link"]))
-                    for r in chain_cursor.execute(chain_sql, (after,))
-                )
+        with self.datastore.get_connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if walk.start is not None and after:
+                row = conn.execute(link_sql, (after,)).fetchone()
+                problem = _start_problem(walk.start, None if row is None else bytes(row["link"]))
+                if problem is not None:
+                    return problem
+            events_cursor = conn.cursor(name="ledger_verify_events")
+            chain_cursor = conn.cursor(name="ledger_verify_chain")
+            events_cursor.itersize = chain_cursor.itersize = BATCH
+            events = (
+                StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
+                          bytes(r["state"]))
+                for r in events_cursor.execute(events_sql, (after,))
+            )
+            chain = (
+                ChainRow(r["notification_id"], bytes(r["digest"]), bytes(r["link"]))
+                for r in chain_cursor.execute(chain_sql, (after,))
+            )
 
-                def find_digest(digest: bytes) -> int | None:
-                    with self.datastore.get_connection() as conn:
-                        row = conn.execute(find_sql, (digest,)).fetchone()
-                    return None if row is None else row["notification_id"]
+            def find_digest(digest: bytes) -> int | None:
+                row = conn.execute(find_sql, (digest,)).fetchone()
+                return None if row is None else row["notification_id"]
 
-                return verify(events, chain, find_digest, walk)
+            report = verify(events, chain, find_digest, walk)
+            if not report.ok or snapshots is None:
+                return report
+            recorder, check = snapshots
+            snapshot_sql = SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} "
+                               "ORDER BY originator_id, originator_version").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            snapshot_cursor = conn.cursor(name="ledger_verify_snapshots")
+            snapshot_cursor.itersize = BATCH
+            return check(report, (
+                StoredRow(0, r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+                for r in snapshot_cursor.execute(snapshot_sql)
+            ))
 
 
 def _start_problem(start: ChainHead, stored_link: bytes | None) -> VerifyReport | None:
@@ -176,26 +193,6 @@ def _start_problem(start: ChainHead, stored_link: bytes | None) -> VerifyReport 
     return VerifyReport(ok=False, problem="diverged", position=start.position,
                         detail=f"the chain at position {start.position} no longer holds the link verified before: "
                                "the log up to there was rewritten", **head)
-
-
-def select_all_records(recorder: Any) -> Iterator[StoredRow]:
-    """Every record of an aggregate recorder (the snapshot store), by stream and version (position 0)."""
-    if isinstance(recorder.datastore, PostgresDatastore):
-        sql = SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} "
-                  "ORDER BY originator_id, originator_version").format(
-            Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-        with recorder.datastore.get_connection() as conn, conn.transaction():
-            cursor = conn.cursor(name="ledger_verify_snapshots")
-            cursor.itersize = BATCH
-            for r in cursor.execute(sql):
-                yield StoredRow(0, r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
-        return
-    with recorder.datastore.transaction(commit=False) as c:
-        c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
-                  " ORDER BY originator_id, originator_version")
-        rows = c.fetchall()
-    for r in rows:
-        yield StoredRow(0, UUID(r[0]), r[1], r[2], bytes(r[3]))
 
 
 class FailFastPostgresAggregateRecorder(PostgresAggregateRecorder):
@@ -261,10 +258,10 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             after_commit()
         return positions
 
-    def verify_chain(self, walk: Walk | None = None) -> VerifyReport:
+    def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
         walk = walk or Walk()
         after = walk.start.position if walk.start else 0
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as c:  # one transaction: every read as of one moment
             if walk.start is not None and after:
                 c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id = ?", (after,))
                 row = c.fetchone()
@@ -285,4 +282,10 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 row = c.fetchone()
                 return None if row is None else row[0]
 
-            return verify(iter(events), iter(chain), find_digest, walk)
+            report = verify(iter(events), iter(chain), find_digest, walk)
+            if not report.ok or snapshots is None:
+                return report
+            recorder, check = snapshots
+            c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
+                      " ORDER BY originator_id, originator_version")
+            return check(report, (StoredRow(0, UUID(r[0]), r[1], r[2], bytes(r[3])) for r in c.fetchall()))

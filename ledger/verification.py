@@ -16,14 +16,14 @@ One walk at a time per process: a caller that would wait longer than ``wait`` se
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
-from ledger.chain import ChainHead, VerifyReport, Walk
+from ledger.chain import ChainHead, StoredRow, VerifyReport, Walk
 from ledger.checkpoint import Checkpoint
 from ledger.errors import BusyError
-from ledger.recorders import select_all_records
 from ledger.signing import PublicKeyCheck, RecordCheck, SigningKeys
 
 
@@ -81,14 +81,15 @@ class LogVerifier:
             streams=streams,
             expect=tuple(expect),
         )
-        report = self.recorder.verify_chain(walk)
-        if not report.ok:
-            return report  # the head verified before is kept: every later walk finds the problem again
-        if public_key is None:  # a head verified with the ledger's own key: later walks start from it
+        snapshots = None if self.snapshot_recorder is None else (
+            self.snapshot_recorder,
+            lambda report, rows: self._verify_snapshots(report, rows, full, public_key, streams),
+        )
+        report = self.recorder.verify_chain(walk, snapshots)
+        if report.ok and public_key is None:  # a head verified with the ledger's own key: later walks start from it
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
                                                     if report.head_link else b""), streams)
-        snapshot_report = self._verify_snapshots(full, public_key, streams)
-        return report if snapshot_report is None else replace(report, **snapshot_report)
+        return report  # on a problem the head verified before is kept: every later walk finds it again
 
     def _record_check(self, full: bool, public_key: PublicKeyCheck | None) -> RecordCheck:
         """The auditor's public key checks signatures; the service checks MACs, and signatures in full walks."""
@@ -96,12 +97,11 @@ class LogVerifier:
             return public_key.record_check()
         return self.keys.record_check(strict=full)
 
-    def _verify_snapshots(self, full: bool, public_key: PublicKeyCheck | None,
-                          streams: dict[UUID, int]) -> dict[str, Any] | None:
-        """The first snapshot that was not signed by the ledger or lies past the end of its stream."""
-        if self.snapshot_recorder is None:
-            return None
-        for row in select_all_records(self.snapshot_recorder):  # each snapshot is signed on its own
+    def _verify_snapshots(self, report: VerifyReport, rows: Iterable[StoredRow], full: bool,
+                          public_key: PublicKeyCheck | None, streams: dict[UUID, int]) -> VerifyReport:
+        """The first snapshot that was not signed by the ledger or lies past the end of its stream (the walk's
+        ``report`` passed; the snapshots are read as of the same moment as the log it walked)."""
+        for row in rows:  # each snapshot is signed on its own
             check = self._record_check(full, public_key)
             found = check.feed(0, row.originator_id, row.originator_version, row.topic, row.state) or check.finish()
             problem = None if found is None else found[1]
@@ -109,9 +109,9 @@ class LogVerifier:
             if problem is None and row.originator_version > last:
                 problem = f"its stream ends at version {last}"
             if problem is not None:
-                return dict(
-                    ok=False, problem="snapshot_forged", position=None,
+                return replace(
+                    report, ok=False, problem="snapshot_forged", position=None,
                     detail=f"the snapshot of {row.originator_id} at version {row.originator_version} is refused "
                            f"(never used; its aggregate is replayed from its events): {problem}",
                 )
-        return None
+        return report

@@ -147,3 +147,28 @@ def test_thirty_concurrent_verifies_walk_each_event_once_between_them(pg_client)
     for answer in answers:
         if answer.status_code == 429:
             assert answer.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("full", ["true", "false"])
+def test_verifying_while_others_write_never_reports_a_problem(pg_client, full):
+    """Walks read the events, the chain and the snapshots as of one moment: writes committed meanwhile are
+    neither a removed row, an inserted one, nor a snapshot past the end of its stream."""
+    profile = create(pg_client, "p")
+    stop = threading.Event()
+
+    def write() -> None:
+        strength = 1.0
+        while not stop.is_set():
+            strength += 1
+            pg_client.put(f"/api/profiles/{profile['id']}", json={"steering": {"1": strength}})
+
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    try:
+        reports = [pg_client.get("/api/ledger/verify", params={"full": full}).json() for _ in range(40)]
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert [report for report in reports if not report["ok"]] == []
