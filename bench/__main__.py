@@ -43,41 +43,31 @@ DURABLE_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit
 
 @dataclass(frozen=True)
 class Bench:
-    name: str
-    script: str
-    args: Callable[[argparse.Namespace, Callable[[str], str]], list[str]]  # (options, database for a key) → argv
+    name: str  # its script is bench/<name>.py
+    database: str | None  # the key of the database it is given (a key names one database), or None: none
+    full: Callable[[argparse.Namespace], list[str]] = lambda _: []  # its arguments at full size
+    smoke: tuple[str, ...] = ("--smoke",)  # its arguments in a smoke run
 
-
-def _model_args(options: argparse.Namespace, _: Callable[[str], str]) -> list[str]:
-    if options.smoke:
-        return ["--tiny", "--smoke", "--repeats", "2"]
-    return ["--model", str(DEFAULT_MODEL)]
+    def args(self, options: argparse.Namespace, database: Callable[[str], str]) -> list[str]:
+        given = ["--database", database(self.database)] if self.database else []
+        return [*given, *(self.smoke if options.smoke else self.full(options))]
 
 
 BENCHES = [
-    Bench("command_throughput", "command_throughput.py",
-          lambda o, db: ["--database", db("commands"), *(["--smoke"] if o.smoke else ["--seconds", str(o.seconds)])]),
-    Bench("active_endpoint", "active_endpoint.py",
-          lambda o, db: ["--database", db("active"), *(["--smoke"] if o.smoke else ["--seconds", str(o.seconds)])]),
-    Bench("list_profiles", "list_profiles.py",
-          lambda o, db: ["--database", db("profiles"), *(["--smoke"] if o.smoke else ["--profiles", str(o.profiles)])]),
-    Bench("serve_memory", "serve_memory.py",  # the same database: the million profiles are loaded once
-          lambda o, db: ["--database", db("profiles"), *(["--smoke"] if o.smoke else ["--profiles", str(o.profiles)])]),
-    Bench("rebuild", "rebuild.py",
-          lambda o, db: ["--database", db("rebuild"), *(["--smoke"] if o.smoke else ["--events", str(o.events)])]),
-    Bench("time_travel", "time_travel.py",
-          lambda o, db: ["--database", db("time_travel"), *(["--smoke"] if o.smoke else [])]),
-    Bench("steering_generation", "steering_generation.py", _model_args),
-    Bench("serving", "serving.py",
-          lambda o, _: ["--smoke"] if o.smoke else ["--model", str(DEFAULT_MODEL)]),
-    Bench("steering_activation", "steering_activation.py",
-          lambda o, db: ["--database", db("activation"), *(["--smoke"] if o.smoke else [])]),
-    Bench("chain_overhead", "chain_overhead.py",
-          lambda o, db: ["--database", db("chain"), *(["--smoke"] if o.smoke else [])]),
-    Bench("idle_connections", "idle_connections.py",
-          lambda o, db: ["--database", db("idle"), *(["--smoke"] if o.smoke else [])]),
-    Bench("console_pages", "console_pages.py",
-          lambda o, db: ["--database", db("console"), *(["--smoke"] if o.smoke else [])]),
+    Bench("command_throughput", "commands", lambda o: ["--seconds", str(o.seconds)]),
+    Bench("active_endpoint", "active", lambda o: ["--seconds", str(o.seconds)]),
+    Bench("list_profiles", "profiles", lambda o: ["--profiles", str(o.profiles)]),
+    Bench("serve_memory", "profiles",  # the same database: the million profiles are loaded once
+          lambda o: ["--profiles", str(o.profiles)]),
+    Bench("rebuild", "rebuild", lambda o: ["--events", str(o.events)]),
+    Bench("time_travel", "time_travel"),
+    Bench("steering_generation", None, lambda _: ["--model", str(DEFAULT_MODEL)],
+          smoke=("--tiny", "--smoke", "--repeats", "2")),
+    Bench("serving", None, lambda _: ["--model", str(DEFAULT_MODEL)]),
+    Bench("steering_activation", "activation"),
+    Bench("chain_overhead", "chain"),
+    Bench("idle_connections", "idle"),
+    Bench("console_pages", "console"),
 ]
 
 
@@ -126,7 +116,7 @@ def ensure_tools(options: argparse.Namespace) -> None:
 
 
 def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float, str]:
-    command = [sys.executable, str(ROOT / "bench" / bench.script), *argv]
+    command = [sys.executable, str(ROOT / "bench" / f"{bench.name}.py"), *argv]
     print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
     tail: list[str] = []
@@ -240,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results written to {options.output}")
     if failures:
         return 2
-    if options.smoke:
-        return 0
-    return 0 if all(figure["met"] for figure in figures) else 1
+    return 0 if options.smoke or all(figure["met"] for figure in figures) else 1
 
 
 if __name__ == "__main__":
