@@ -222,10 +222,7 @@ def raw_select(url: str) -> tuple[int, float]:
 
 
 def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def main() -> int:

@@ -48,9 +48,7 @@ def ensure_profiles(url: str, count: int) -> int:
             curs.execute("SELECT COUNT(*) AS n FROM profiles")
             held = int(curs.fetchone()["n"])
         if held < count:
-            started = time.perf_counter()
             load(read_model, count)
-            print(f"loaded {count:,} profiles in {time.perf_counter() - started:.1f}s", flush=True)
             return count
         print(f"the read model already holds {held:,} profiles: not loading", flush=True)
         return held

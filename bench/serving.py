@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.active_endpoint import Server  # noqa: E402
-from bench.report import Figure, report  # noqa: E402
+from bench.report import Figure, percentile, report  # noqa: E402
+from bench.steering_generation import random_sae  # noqa: E402
 from steering.models import load_model  # noqa: E402
-from steering.sae import SAE, save_sae  # noqa: E402
+from steering.sae import save_sae  # noqa: E402
 from steering.tiny import build_tiny_model  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
@@ -147,18 +148,13 @@ def run_clients(url: str, bodies: list[dict[str, Any]], clients: int) -> tuple[l
     return outcomes, time.perf_counter() - started
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
-
-
 def summary(outcomes: list[Outcome], seconds: float) -> dict[str, float]:
     gaps = [gap for outcome in outcomes for gap in outcome.gaps()]
     return {
         "tokens_per_s": sum(o.completion_tokens for o in outcomes) / seconds,
-        "ttft_p50_ms": percentile([o.ttft for o in outcomes], 50) * 1000,
-        "ttft_p99_ms": percentile([o.ttft for o in outcomes], 99) * 1000,
-        "itl_p99_ms": percentile(gaps, 99) * 1000,
+        "ttft_p50_ms": percentile([o.ttft for o in outcomes], 0.5) * 1000,
+        "ttft_p99_ms": percentile([o.ttft for o in outcomes], 0.99) * 1000,
+        "itl_p99_ms": percentile(gaps, 0.99) * 1000 if gaps else 0.0,
         "requests": len(outcomes),
         "seconds": seconds,
     }
@@ -228,12 +224,7 @@ def arrival_probe(url: str, tokenizer: Any, profiles: list[str], scale: int) -> 
 
 def random_sae_dir(model: Path, directory: Path) -> Path:
     config = json.loads((model / "config.json").read_text())
-    d_model, layer = int(config["hidden_size"]), int(config["num_hidden_layers"]) // 2
-    generator = torch.Generator().manual_seed(0)
-    w_dec = torch.randn(256, d_model, generator=generator)
-    w_dec /= w_dec.norm(dim=1, keepdim=True)
-    sae = SAE(w_dec.T.clone(), w_dec, torch.zeros(256), torch.zeros(d_model), f"blocks.{layer}.hook_resid_post", layer)
-    return save_sae(sae, directory)
+    return save_sae(random_sae(int(config["hidden_size"]), int(config["num_hidden_layers"]) // 2, 256), directory)
 
 
 def main() -> int:

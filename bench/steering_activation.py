@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report, summary_ms, percentile  # noqa: E402
+from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.steering_generation import random_sae  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from projections.follow import LogFollower  # noqa: E402
@@ -27,19 +28,14 @@ from steering.engine import SteeringEngine  # noqa: E402
 from steering.models import load_model  # noqa: E402
 from steering.projector import SteeringProjector  # noqa: E402
 from steering.runs import GenerationService  # noqa: E402
-from steering.sae import SAE  # noqa: E402
 from steering.tiny import build_tiny_model  # noqa: E402
 
 TARGET_P99_MS = 100.0
 
 
 def tiny_engine(directory: Path) -> SteeringEngine:
-    import torch
-
     loaded = load_model(build_tiny_model(directory / "model", layers=2, hidden=64), device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    w_dec = torch.randn(512, 64, generator=generator)
-    return SteeringEngine(loaded, SAE(w_dec.T.clone(), w_dec, torch.zeros(512), torch.zeros(64), "blocks.1.hook_resid_post", 1))
+    return SteeringEngine(loaded, random_sae(64, 1, 512))
 
 
 def wait_until(condition, timeout: float = 5.0) -> float:
