@@ -151,6 +151,12 @@ class Server:
             self.others.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **env}))
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for process in (*self.others, self.process):
             if process.poll() is None:
@@ -224,13 +230,10 @@ def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
         pair: dict[str, Round] = {}
         for name in (list(servers) if number % 2 == 0 else list(reversed(servers))):
             command, path = servers[name]
-            server = Server(command, env, workdir / f"{name}-{number}.log")
-            try:
+            with Server(command, env, workdir / f"{name}-{number}.log") as server:
                 server.wait_until_answering(path)
                 run_wrk(wrk, server.url(path), 1)  # warm up
                 measured = run_wrk(wrk, server.url(path), args.seconds)
-            finally:
-                server.stop()
             pair[name] = measured
             print(
                 f"round {number + 1} {name}: {measured.requests_per_s:,.0f} req/s, p50 {measured.p50_ms:.2f} ms, "

@@ -283,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             # "off" is the service as it was before read-your-writes: the read models written only by the
             # asynchronous worker, commands answered at their commit (Prefer: respond-async). "on" is the default.
-            server = Server(args.database, worker=args.projection_worker, inline=mode == "on")
-            try:
+            with Server(args.database, worker=args.projection_worker, inline=mode == "on") as server:
                 status, headers, body = server.call(
                     "POST", "/api/profiles/", {"name": f"lag probe {uuid.uuid4().hex[:8]}", "steering": {"1": 1.0}}
                 )
@@ -302,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
                     probe.join(timeout=30)
                     lags_ms += probe.lags_ms
                     probe_failures += probe.failures
-            finally:
-                server.stop()
 
     def rate_of(run: dict[str, int]) -> float:
         return (run["requests"] - run["non2xx"]) / (run["duration_us"] / 1e6)

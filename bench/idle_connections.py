@@ -184,12 +184,11 @@ def soak(
     baseline: Figure | None = None,
 ) -> Figure:
     idle = 0 if scenario == "baseline" else args.idle
-    server = Server(
+    with Server(
         ["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log"],
         {"LEDGER_DATABASE_URL": url, "LEDGER_HEADER_TIMEOUT": str(header_timeout)},
         workdir / f"server-{scenario}.log",
-    )
-    try:
+    ) as server:
         server.wait_until_answering("/health")
         results: multiprocessing.Queue = multiprocessing.Queue()
         others = multiprocessing.Process(
@@ -208,8 +207,6 @@ def soak(
             time.sleep(PROBE_INTERVAL)
         outcome = results.get(timeout=60)
         others.join(10)
-    finally:
-        server.stop()
     worst = max(samples)
     database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     held = "held open throughout" if scenario == "held" else f"closed after {header_timeout:g} s and reopened"

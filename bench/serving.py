@@ -252,13 +252,12 @@ def main() -> int:
             print(f"model directory {model} not found (run `ledger models fetch`, or use --smoke)", file=sys.stderr)
             return 2
         sae = random_sae_dir(Path(model), scratch / "sae")
-        server = Server(
+        with Server(
             ["-m", "ledger", "serve", "--no-auth", "--no-access-log", "--model", str(model), "--sae", str(sae)],
             {"LEDGER_DATABASE_URL": f"sqlite:///{scratch / 'ledger.sqlite'}", "LEDGER_DEVICE": "cpu",
              "LEDGER_MAX_BATCH": "32", "LEDGER_MAX_QUEUE": "128", **threads},
             scratch / "server.log",
-        )
-        try:
+        ) as server:
             server.wait_until_answering("/v1/models")
             url = server.url("")
             profiles = []
@@ -289,8 +288,6 @@ def main() -> int:
             ttft, solo, step = arrival_probe(url, tokenizer, profiles, scale)
             print(f"arrival while 7 decode: ttft {ttft * 1000:.0f} ms; solo prefill {solo * 1000:.0f} ms; "
                   f"decode step {step * 1000:.0f} ms", flush=True)
-        finally:
-            server.stop()
         baseline = generate_baseline(Path(model), sequential_bodies)
         print(f"generate() padded batches of {BASELINE_BATCH}: {baseline:.1f} tok/s", flush=True)
 
