@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,6 @@ class ActivationBatch:
     text_index: torch.Tensor  # [n]
     position: torch.Tensor  # [n], token position within its text
     token_ids: list[list[int]]  # per text in this batch: its token ids
-    first_text: int  # index of this batch's first text
 
 
 class _Captured(Exception):
@@ -49,11 +49,9 @@ def residual_activations(
             attention = encoded["attention_mask"].to(loaded.device)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             captured.clear()
-            try:
+            with contextlib.suppress(_Captured):
                 loaded.model(input_ids=encoded["input_ids"].to(loaded.device), attention_mask=attention,
                              position_ids=positions, use_cache=False, logits_to_keep=1)
-            except _Captured:
-                pass
             real = attention.bool()
             rows, _ = real.nonzero(as_tuple=True)
             token_ids = [ids[mask].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"].bool())]
@@ -62,7 +60,6 @@ def residual_activations(
                 text_index=rows.cpu() + start,
                 position=positions[real].cpu(),
                 token_ids=token_ids,
-                first_text=start,
             )
     finally:
         handle.remove()

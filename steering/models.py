@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -56,7 +57,7 @@ def load_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     *,
-    batch_invariant: bool | None = None,
+    batch_invariant: bool = True,
 ) -> LoadedModel:
     """Load an HF causal LM directory in eval mode with a left-padding tokenizer.
 
@@ -66,8 +67,6 @@ def load_model(
     path = Path(path)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or torch.float32
-    if batch_invariant is None:
-        batch_invariant = True
     attention = "eager" if batch_invariant else "sdpa"
     transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
@@ -86,17 +85,13 @@ def model_digest(path: Path) -> str:
     files = sorted([*path.glob("*.safetensors"), *path.glob("config.json")])
     stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
     cache = path / DIGEST_CACHE
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError):
         cached = json.loads(cache.read_text())
         if cached.get("files") == stamp:
             return str(cached["digest"])
-    except (OSError, ValueError, KeyError):
-        pass
     digest = files_digest(files)
-    try:
+    with contextlib.suppress(OSError):
         cache.write_text(json.dumps({"files": stamp, "digest": digest}))
-    except OSError:
-        pass
     return digest
 
 

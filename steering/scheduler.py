@@ -206,7 +206,6 @@ class Scheduler:
         gone = [ticket for ticket in self._running if ticket.cancelled]
         for ticket in gone:
             self._batch.drop(ticket.row)
-            ticket.row.cache = None
             ticket.future.set_exception(RequestCancelledError("the request was cancelled"))
         if gone:
             with self._condition:
@@ -241,7 +240,6 @@ class Scheduler:
             failed, self._running = self._running, []
         for ticket in failed:
             self._batch.drop(ticket.row)
-            ticket.row.cache = None
             ticket.future.set_exception(error)
             if ticket.events is not None:
                 ticket.events.put(None)
