@@ -13,6 +13,7 @@ them, stamped with the date and the machine. Exits 1 when a target is missed, 2 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -73,19 +74,15 @@ BENCHES = [
 
 def machine_facts(admin_url: str) -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     memory = ""
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f"{kib / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
     with psycopg.connect(admin_url) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
         settings = ", ".join(

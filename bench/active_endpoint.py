@@ -19,6 +19,7 @@ trivial endpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -136,11 +137,9 @@ class Server:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited:\n{self.log.read_text(errors='replace')[-3000:]}")
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url(path), timeout=1.0).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer in time:\n{self.log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)

@@ -24,6 +24,7 @@ server closed and were reopened, and the traffic's request count and errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -90,11 +91,9 @@ class IdleHerd:
                 if data == b"":
                     self.selector.unregister(sock)
                     sock.close()  # type: ignore[union-attr]
-                    try:
+                    with contextlib.suppress(OSError):
                         self._open()
                         self.reopened += 1
-                    except OSError:
-                        pass
             self.held_samples.append(len(self.selector.get_map()))
 
     def close(self) -> None:

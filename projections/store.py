@@ -316,12 +316,10 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
             self._schema_lock(curs)
             curs.execute(CLAIM_FUNCTION_DDL.format(function=CLAIM_FUNCTION, tracking=self.tracking_table,
                                                    refused=CLAIM_REFUSED))
-        try:
+        with contextlib.suppress(Exception):  # an optional speed-up: without it, search scans
             with self.datastore.transaction(commit=True) as curs:
                 self._schema_lock(curs)
                 curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        except Exception:  # noqa: BLE001 - an optional speed-up: without it, search scans
-            pass
         with self.datastore.transaction(commit=False) as curs:
             curs.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
             self.has_trigram = curs.fetchone() is not None
