@@ -55,13 +55,9 @@ def compare(name: str, baseline: Callable[[], list], candidate: Callable[[], lis
     baseline(), candidate()  # warm up
     pairs = []
     for repeat in range(repeats):
-        if repeat % 2:
-            cand = tokens_per_second(candidate)
-            base = tokens_per_second(baseline)
-        else:
-            base = tokens_per_second(baseline)
-            cand = tokens_per_second(candidate)
-        pairs.append((base, cand))
+        order = (candidate, baseline) if repeat % 2 else (baseline, candidate)
+        rates = {run: tokens_per_second(run) for run in order}  # timed in that order
+        pairs.append((rates[baseline], rates[candidate]))
     pairs.sort(key=lambda pair: pair[1] / pair[0])
     base, cand = pairs[len(pairs) // 2]
     spread = ", ".join(f"{c / b:.3f}" for b, c in pairs)
