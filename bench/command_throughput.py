@@ -53,7 +53,6 @@ from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.settings import parse_switch  # noqa: E402
 from projections.registry import PROJECTION_NAMES  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.5
 TARGET_LAG_MS = 50.0
 PROBE_INTERVAL_S = 0.02
