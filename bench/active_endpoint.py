@@ -172,8 +172,7 @@ def record_active_profile(url: str) -> None:
     from ledger.application import ProfileLedger
     from ledger.settings import Database
 
-    ledger = ProfileLedger(env=Database(url).eventsourcing_env())
-    try:
+    with ProfileLedger(env=Database(url).eventsourcing_env()) as ledger:
         if ledger.active_slot() is not None:
             return
         outcome = ledger.create_profile({
@@ -185,8 +184,6 @@ def record_active_profile(url: str) -> None:
         })
         assert outcome.profile is not None
         ledger.activate_profile(outcome.profile.id)
-    finally:
-        ledger.close()
 
 
 def serve_trivial(port: int) -> None:

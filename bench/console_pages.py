@@ -42,8 +42,7 @@ def write_log(url: str, profiles: int, events: int, seed: int = 5) -> tuple[Any,
     """``profiles`` profiles, then edits of random ones until the log holds ``events`` events; returns the id of
     the most edited profile and the log's head."""
     rng = random.Random(seed)
-    ledger = ProfileLedger(env=Database(url).eventsourcing_env())
-    try:
+    with ProfileLedger(env=Database(url).eventsourcing_env()) as ledger:
         ids = []
         for number in range(profiles):
             with acting_as(CommandContext(actor=ACTORS[number % 3], reason="bench")):
@@ -61,8 +60,6 @@ def write_log(url: str, profiles: int, events: int, seed: int = 5) -> tuple[Any,
                 outcome = ledger.update_profile(target, {"steering": steering})
             head, edits = outcome.position or head, edits + 1
         return favourite, head
-    finally:
-        ledger.close()
 
 
 def loaded(url: str) -> tuple[Any, int]:

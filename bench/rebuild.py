@@ -50,10 +50,9 @@ EVENTS = f"{ProfileLedger.name.lower()}_events"  # the library names the table a
 def write_template(database: Database, profiles: int, seed: int = 7) -> None:
     """A realistic stretch of history, through the real commands."""
     rng = random.Random(seed)
-    app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
     words = ["tone", "formal", "terse", "warm", "legal", "support", "sales", "pirate", "calm", "brief"]
     live: list[uuid.UUID] = []
-    try:
+    with ProfileLedger(env=database.eventsourcing_env(pool_size=2)) as app:
         for number in range(profiles):
             steering = {rng.randrange(16384): round(rng.uniform(-4, 4), 3) for _ in range(rng.randint(2, 24))}
             outcome = app.create_profile({
@@ -71,8 +70,6 @@ def write_template(database: Database, profiles: int, seed: int = 7) -> None:
             for _ in range(rng.randint(0, 6)):
                 _one_more_thing(app, rng, live, words, number)
         app.deactivate_profile()  # every copy starts with the slot empty, as the template did
-    finally:
-        app.close()
 
 
 def _one_more_thing(app: ProfileLedger, rng: random.Random, live: list[uuid.UUID], words: list[str], n: int) -> None:

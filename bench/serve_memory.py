@@ -61,8 +61,7 @@ def record_real_profiles(url: str) -> None:
     """A few profiles recorded as events: one active, one revised several times (versions to list)."""
     from ledger.application import ProfileLedger
 
-    ledger = ProfileLedger(env=Database(url).eventsourcing_env())
-    try:
+    with ProfileLedger(env=Database(url).eventsourcing_env()) as ledger:
         if ledger.active_slot() is not None:
             return
         created = ledger.create_profile({"name": "memory bench active", "steering": {"12": 1.5}, "tags": ["tag-01"]})
@@ -70,8 +69,6 @@ def record_real_profiles(url: str) -> None:
         for revision in range(2, 6):
             ledger.update_profile(created.profile.id, {"steering": {"12": float(revision)}})
         ledger.activate_profile(created.profile.id)
-    finally:
-        ledger.close()
 
 
 def rss_bytes(pid: int) -> int:
