@@ -56,7 +56,7 @@ def spec_and_details(
 
 
 def describe(profile: ProfileState) -> str:
-    steering = ", ".join(f"{i}={s:g}" for i, s in list(profile.steering.items())[:12])
+    steering = ", ".join(f"{i}={s!r}" for i, s in list(profile.steering.items())[:12])
     if len(profile.steering) > 12:
         steering += ", …"
     lines = [

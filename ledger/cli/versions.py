@@ -48,10 +48,10 @@ def register(app: typer.Typer) -> None:
             return
         steering = changes.steering
         lines = [f"  {change.field}: {change.before!r} → {change.after!r}" for change in changes.changes]
-        lines += [f"  steering +{index}={strength:g}" for index, strength in steering.added.items()]
-        lines += [f"  steering -{index} (was {strength:g})" for index, strength in steering.removed.items()]
+        lines += [f"  steering +{index}={strength!r}" for index, strength in steering.added.items()]
+        lines += [f"  steering -{index} (was {strength!r})" for index, strength in steering.removed.items()]
         lines += [
-            f"  steering {index}: {change.before:g} → {change.after:g}" for index, change in steering.changed.items()
+            f"  steering {index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()
         ]
         typer.echo(f"{after.name}: version {before.version} → {after.version}")
         for line in lines or ["  no differences"]:

@@ -103,3 +103,11 @@ def test_rebuild_reports_each_read_model(ledger_cli):
     ledger_cli("create", "one")
     rebuilt = as_json(ledger_cli("rebuild", "--no-progress", "--json"))
     assert rebuilt and all(position >= 3 for position in rebuilt.values())
+
+
+def test_show_and_diff_print_strengths_exactly_as_stored(ledger_cli):
+    pid = as_json(ledger_cli("create", "Fine", "-f", "1=1.23456789", "--json"))["profile"]["id"]
+    ledger_cli("update", pid, "--steering", '{"1": 1.23456781, "2": 0.1}')
+    assert "1=1.23456781, 2=0.1" in ledger_cli("show", pid).stdout
+    diff = ledger_cli("diff", pid).stdout
+    assert "steering 1: 1.23456789 → 1.23456781" in diff and "steering +2=0.1" in diff
