@@ -63,7 +63,7 @@ BENCHES = [
     Bench("rebuild", "rebuild", lambda o: ["--events", str(o.events)]),
     Bench("time_travel", "time_travel"),
     Bench("steering_generation", None, lambda _: ["--model", str(DEFAULT_MODEL)],
-          smoke=("--tiny", "--smoke", "--repeats", "2")),
+          smoke=("--tiny", "--smoke", "--repeats", "2", "--max-tokens", "8")),
     Bench("serving", None, lambda _: ["--model", str(DEFAULT_MODEL)]),
     Bench("steering_activation", "activation"),
     Bench("chain_overhead", "chain"),

@@ -26,7 +26,7 @@ def test_list_profiles_benchmark_smoke():
 
 
 def test_generation_benchmark_smoke():
-    assert "ratio" in run("bench/steering_generation.py", "--tiny", "--smoke", "--repeats", "2")
+    assert "ratio" in run("bench/steering_generation.py", "--tiny", "--smoke", "--repeats", "2", "--max-tokens", "8")
 
 
 def test_chain_overhead_benchmark_smoke(postgres_url):
