@@ -102,6 +102,9 @@ def features(
     feature: Optional[list[int]] = typer.Option(None, "--feature", "-f", help="Only these features; repeatable."),
     top: int = typer.Option(5, "--top", help="Contexts per feature."),
     limit: int = typer.Option(20, "--limit", help="At most this many features (when --feature is not given)."),
+    texts: Optional[int] = typer.Option(
+        None, "--texts", min=1, help="Read this many texts, spread evenly over the offline corpus (default: all of it; "
+        "a few hundred answer in seconds)."),
     as_json: bool = JSON,
 ) -> None:
     """For each feature, the tokens and contexts that activate it most, so a person can pick features to steer."""
@@ -112,7 +115,10 @@ def features(
         if engine.sae is None:
             raise ValidationError("no SAE found; run `ledger sae train` or pass --sae DIR", field="sae")
         chosen = feature or list(range(min(limit, engine.sae.d_sae)))
-        found = top_activations(engine.loaded, engine.sae, training_texts(None), top, features=chosen, progress=True)
+        corpus = training_texts(None)
+        if texts is not None and texts < len(corpus):
+            corpus = [corpus[i * len(corpus) // texts] for i in range(texts)]
+        found = top_activations(engine.loaded, engine.sae, corpus, top, features=chosen, progress=True)
     if as_json:
         emit_json({str(index): [a.__dict__ for a in hits] for index, hits in found.items()})
         return

@@ -37,9 +37,11 @@ def test_generate_records_a_run_that_replays_exactly(tmp_path, tiny_model_dir, s
 
 def test_sae_features_lists_top_contexts(tmp_path, tiny_model_dir, sae_dir):
     out = json.loads(ledger(tmp_path, "sae", "features", "--model", str(tiny_model_dir), "--sae", str(sae_dir),
-                            "-f", "2", "-f", "5", "--top", "3", "--json").stdout)
+                            "-f", "2", "-f", "5", "--top", "3", "--texts", "60", "--json").stdout)
     assert set(out) == {"2", "5"} and all(1 <= len(hits) <= 3 for hits in out.values())
     assert all({"token", "context", "activation"} <= set(hit) for hits in out.values() for hit in hits)
+    refused = ledger(tmp_path, "sae", "features", "--texts", "0", ok=False)
+    assert refused.returncode == 2 and "--texts" in refused.stderr
 
 
 def test_generation_errors_are_one_line(tmp_path, tiny_model_dir, sae_dir):
