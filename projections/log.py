@@ -102,7 +102,7 @@ class FastDecoder:
         try:
             return self(originator_id, originator_version, topic, state)
         except Exception as error:  # noqa: BLE001 - parked by every read model, with this error
-            return UndecodableEvent(originator_id, topic, error)
+            return UndecodableEvent(originator_id, originator_version, topic, error)
 
     def _revive(self, value: Any) -> Any:
         """What the transcoder's object hook does, inner objects first."""
@@ -193,7 +193,8 @@ class EventLog:
         try:
             return self.mapper.to_domain_event(notification)
         except Exception as error:  # noqa: BLE001 - parked by every read model, with this error
-            return UndecodableEvent(notification.originator_id, notification.topic, error)
+            return UndecodableEvent(notification.originator_id, notification.originator_version, notification.topic,
+                                    error)
 
     def scan(self, after: int, batch_size: int) -> Iterator[Batch]:
         """Every event after ``after``, in batches (one snapshot of the log on PostgreSQL)."""

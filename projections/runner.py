@@ -24,6 +24,7 @@ from typing import Any
 
 
 from ledger.settings import Database
+from ledger.signing.store import refuse_a_gap
 from projections.follow import Follower
 from projections.memory import MemoryBuild
 from projections.log import EventLog
@@ -147,7 +148,8 @@ def rebuild(
     """Rebuild read models from position 0 into new tables, then swap them in; returns the positions reached.
 
     Queries keep being answered from the old tables until the swap, which is one short transaction per
-    projection (it first applies whatever was recorded during the rebuild).
+    projection (it first applies whatever was recorded during the rebuild). A stream with an event removed from
+    the log stops the rebuild (:class:`~ledger.errors.TamperedRecordError`) and leaves the old tables in place.
     """
     database = _database(database)
     projections = select(names)
@@ -215,9 +217,13 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
     for build in builds:
         store.start_rebuilt(build.projection)
     position = 0
+    streams: dict[Any, int] = {}  # each stream's last version: a stream that skips one had an event removed
     try:
         with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
             for batch in log.scan(0, batch_size):
+                for _, event in batch.events:
+                    refuse_a_gap(event.originator_id, streams.get(event.originator_id, 0), event.originator_version)
+                    streams[event.originator_id] = event.originator_version
                 for build in list(builds):
                     guarded(build, lambda: fold(build, batch.events))
                 if not in_memory:

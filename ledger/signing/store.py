@@ -94,17 +94,21 @@ class CheckedSnapshotStore(EventStore[UUID]):
         return snapshots
 
 
+def refuse_a_gap(originator_id: UUID, previous: int, version: int) -> None:
+    """A stream's versions run on one by one: one that skips a version had an event removed from the log."""
+    if version != previous + 1:
+        raise TamperedRecordError(
+            f"stream {originator_id} goes from version {previous} to {version}: an event was removed from the log",
+            originator_id=str(originator_id), originator_version=version,
+        )
+
+
 def _without_gaps(originator_id: UUID, events: Iterator[DomainEventProtocol[UUID]], after: int
                   ) -> Iterator[DomainEventProtocol[UUID]]:
     """The events of a stream read after version ``after``, refused (:class:`TamperedRecordError`) at the first
     that is not the next version: the library would stop there with an error of its own, read as a fault."""
-    expected = after + 1
+    previous = after
     for event in events:
-        if event.originator_version != expected:
-            raise TamperedRecordError(
-                f"stream {originator_id} goes from version {expected - 1} to {event.originator_version}: "
-                "an event was removed from the log", originator_id=str(originator_id),
-                originator_version=event.originator_version,
-            )
-        expected += 1
+        refuse_a_gap(originator_id, previous, event.originator_version)
+        previous = event.originator_version
         yield event

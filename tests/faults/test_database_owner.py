@@ -31,6 +31,7 @@ from ledger.settings import Database
 from ledger.signing import HEADER_SIZE
 from ledger.tokens import TokenService
 from tests.api.conftest import make_client
+from tests.waiting import wait_until
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))  # the installed executable
 
@@ -200,8 +201,8 @@ def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replay
         fresh.close()
 
 
-def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_read_and_write(ledger_app,
-                                                                                               database_url):
+def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_read_write_and_rebuild(
+        ledger_app, database_url):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     for strength in (0.75, 1.0):
         ledger_app.update_profile(profile.id, {"steering": {1: strength}})
@@ -215,6 +216,13 @@ def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_
         shown = subprocess.run([LEDGER, "--database", database_url, *args], capture_output=True, text=True,
                                timeout=120)
         assert shown.returncode == 1 and "an event was removed" in shown.stderr, (args, shown.stderr)
+    listed = subprocess.run([LEDGER, "--database", database_url, "list", "--json"], capture_output=True, text=True,
+                            timeout=120)
+    rebuilt = subprocess.run([LEDGER, "--database", database_url, "rebuild", "--no-progress"], capture_output=True,
+                             text=True, timeout=120)
+    assert rebuilt.returncode == 1 and "goes from version 1 to 3: an event was removed" in rebuilt.stderr
+    assert subprocess.run([LEDGER, "--database", database_url, "list", "--json"], capture_output=True, text=True,
+                          timeout=120).stdout == listed.stdout  # the read models it would have replaced stay
     with make_client(database_url) as client:
         url = f"/api/profiles/{profile.id}"
         for answer in (client.get(url, params={"as_of": "2999-01-01T00:00:00Z"}),
@@ -222,6 +230,10 @@ def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_
                        client.put(url, json={"steering": {"1": 2.0}}), client.post(f"{url}/activate"),
                        client.post(f"{url}/executions", json={"run_id": "r"})):
             assert answer.json()["error"] == "log_tampered", answer.text
+        job = client.post("/api/ledger/rebuild").json()
+        done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
+            client.get(job["url"]).json()), 60, "the rebuild to end")
+        assert done["state"] == "failed" and "an event was removed" in done["error"]
 
 
 def test_an_edit_with_the_chain_recomputed_is_reported_as_forged(ledger_app, database_url, tmp_path):
