@@ -15,7 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
-from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
+from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.deps import refuse_beyond_head
 from ledger.api.runtime import Runtime
 from ledger.api.errors import (
@@ -177,9 +177,7 @@ class ChatController(Controller):
             "Runs in the continuous batch: it joins the next forward step and its answer is byte-identical to the "
             "same request run alone. 503 `engine_busy` with `Retry-After` when the generation queue is full."
         ),
-        sync_to_thread=True,
-        status_code=200,
-        response_headers=COMMAND_HEADERS,
+        **COMMAND_ROUTE,
         responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT, openai=True),
     )
     def chat_completions(
@@ -270,9 +268,7 @@ class ReplayController(Controller):
     @post(
         "/",
         summary="Re-run a recorded generation with its profile version and seed; records the replay",
-        sync_to_thread=True,
-        status_code=200,
-        response_headers=COMMAND_HEADERS,
+        **COMMAND_ROUTE,
         responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE),
     )
     def replay(

@@ -4,9 +4,10 @@ only once the read side shows it."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from litestar.datastructures import ResponseHeader
+from litestar.status_codes import HTTP_200_OK
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.domainmodel import CommandContext, acting_as
@@ -38,6 +39,11 @@ ETAG_DOC = ResponseHeader(
 )
 COMMAND_HEADERS = [POSITION_DOC]
 PROFILE_COMMAND_HEADERS = [POSITION_DOC, ETAG_DOC]
+COMMAND_ROUTE: dict[str, Any] = {"sync_to_thread": True, "status_code": HTTP_200_OK,
+                                 "response_headers": COMMAND_HEADERS}
+"""The route options of a command that answers 200 with its log position."""
+PROFILE_COMMAND_ROUTE = {**COMMAND_ROUTE, "response_headers": PROFILE_COMMAND_HEADERS}
+"""The route options of a command that answers 200 with the profile it changed (its ETag too)."""
 
 
 # -- read-your-writes ------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
 from litestar.params import HeaderParameter, QueryParameter
 
 from ledger.api.auth import principal_of
-from ledger.api.errors import InvalidRequestError, ProjectionTimeoutError
+from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, InvalidRequestError, ProjectionTimeoutError, responses
 from ledger.api.observability import correlation_id
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import REASON_MAX
@@ -53,6 +53,8 @@ XMinPosition = Annotated[
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
+LOOKUP: dict[str, Any] = {"sync_to_thread": True, "responses": responses(NOT_FOUND, INVALID, TIMEOUT)}
+"""The route options of a query for a profile, version, execution or run (or their lists) from the read side."""
 
 
 async def provide_reads(state: State, min_position: MinPosition = None, x_min_position: XMinPosition = None) -> Any:

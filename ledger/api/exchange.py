@@ -23,7 +23,8 @@ from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
 from ledger.api.references import ProfileRef, profile_not_found
-from ledger.api.errors import CONFLICT, INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, InvalidRequestError, responses
+from ledger.api.deps import LOOKUP
+from ledger.api.errors import CONFLICT, INVALID, TOO_LARGE, InvalidRequestError, responses
 from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
 from ledger.application import ProfileLedger
@@ -112,12 +113,8 @@ class ProfileExchangeController(Controller):
     path = "/api/profiles"
     tags = ["exchange"]
 
-    @get(
-        "/{profile_id:str}/export",
-        summary="Download a profile (or one of its versions) as an exchange document",
-        sync_to_thread=True,
-        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
-    )
+    @get("/{profile_id:str}/export", summary="Download a profile (or one of its versions) as an exchange document",
+         **LOOKUP)
     def export_profile(
         self,
         profile_id: ProfileRef,

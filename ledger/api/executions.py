@@ -12,9 +12,9 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import Cursor, Limit, with_reason
+from ledger.api.deps import LOOKUP, Cursor, Limit, with_reason
 from ledger.api.references import ProfileRef, profile_not_found
-from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, TOO_LARGE, responses
+from ledger.api.errors import INVALID, NOT_FOUND, TOO_LARGE, responses
 from ledger.api.schemas import (
     ExecutionList,
     ExecutionRead,
@@ -61,12 +61,7 @@ class ProfileExecutionController(Controller):
         )
         return Response(body, status_code=HTTP_201_CREATED, headers=position_headers(outcome.position))
 
-    @get(
-        "/",
-        summary="The executions of a profile, newest first",
-        sync_to_thread=True,
-        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
-    )
+    @get("/", summary="The executions of a profile, newest first", **LOOKUP)
     def list_executions(
         self,
         profile_id: ProfileRef,
@@ -86,13 +81,11 @@ class ExecutionController(Controller):
     path = "/api/executions"
     tags = ["executions"]
 
-    @get("/{execution_id:uuid}", summary="One execution", sync_to_thread=True,
-         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    @get("/{execution_id:uuid}", summary="One execution", **LOOKUP)
     def get_execution(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionRead:
         return convert(_found(reads.get_execution(execution_id), execution_id), ExecutionRead)
 
-    @get("/{execution_id:uuid}/spec", summary="What re-running an execution needs: the spec and the seed",
-         sync_to_thread=True, responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    @get("/{execution_id:uuid}/spec", summary="What re-running an execution needs: the spec and the seed", **LOOKUP)
     def get_execution_spec(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionSpec:
         return _found(reads.execution_spec(execution_id), execution_id)
 
@@ -108,15 +101,14 @@ class RunController(Controller):
     tags = ["executions"]
 
     @get("/{run_id:str}/spec", summary="What re-running a run needs: its profile version's spec, seed, entity "
-         "count and products", sync_to_thread=True, responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+         "count and products", **LOOKUP)
     def spec_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunSpec:
         spec = rerun_spec(reads, run_id)
         if spec is None:
             raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
         return spec
 
-    @get("/{run_id:str}/profile", summary="The profile a run was made from", sync_to_thread=True,
-         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    @get("/{run_id:str}/profile", summary="The profile a run was made from", **LOOKUP)
     def profile_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunProfile:
         found = reads.profile_for_run(run_id)
         if found is None:

@@ -14,8 +14,16 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from ledger.api.active import active_body, in_force
 from ledger.api.auth import requires
-from ledger.api.commands import COMMAND_HEADERS, ETAG_DOC, PROFILE_COMMAND_HEADERS, position_headers, run_command
+from ledger.api.commands import (
+    COMMAND_ROUTE,
+    ETAG_DOC,
+    PROFILE_COMMAND_HEADERS,
+    PROFILE_COMMAND_ROUTE,
+    position_headers,
+    run_command,
+)
 from ledger.api.deps import (
+    LOOKUP,
     Cursor,
     DocumentsMinPosition,
     etag,
@@ -171,13 +179,8 @@ class ProfileController(Controller):
             raise NoActiveProfileError("no profile is active; activate one with POST /api/profiles/{id}/activate")
         return response
 
-    @get(
-        "/{profile_id:str}",
-        summary="One profile, now or as it stood at a time (`as_of`)",
-        sync_to_thread=True,
-        response_headers=[ETAG_DOC],
-        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
-    )
+    @get("/{profile_id:str}", summary="One profile, now or as it stood at a time (`as_of`)",
+         response_headers=[ETAG_DOC], **LOOKUP)
     def get_profile(
         self,
         profile_id: ProfileRef,
@@ -203,13 +206,7 @@ class ProfileController(Controller):
         return with_etag(state, in_force(convert(state, ProfileRead), pinned,
                                          ledger.get_profile(pid, version=pinned) if pinned else None))
 
-    @get(
-        "/by-name/{name:path}",
-        summary="One profile by its name",
-        sync_to_thread=True,
-        response_headers=[ETAG_DOC],
-        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
-    )
+    @get("/by-name/{name:path}", summary="One profile by its name", response_headers=[ETAG_DOC], **LOOKUP)
     def get_by_name(self, name: FromPath[str], reads: NamedDependency[Any]) -> Response[ProfileRead]:
         wanted = name.removeprefix("/")
         row = reads.get_profile_by_name(wanted)
@@ -257,13 +254,8 @@ class ProfileController(Controller):
         outcome = run_command(with_reason(context, data), lambda: ledger.create_profile(fields, defaults=loaded))
         return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
 
-    @put(
-        "/{profile_id:str}",
-        summary="Change some fields of a profile",
-        sync_to_thread=True,
-        response_headers=PROFILE_COMMAND_HEADERS,
-        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE),
-    )
+    @put("/{profile_id:str}", summary="Change some fields of a profile", **PROFILE_COMMAND_ROUTE,
+         responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE))
     def update_profile(
         self,
         profile_id: ProfileRef,
@@ -280,15 +272,8 @@ class ProfileController(Controller):
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
             pid, changes, bump_version=data.bump_version, **parse_if_match(if_match)))
 
-    @delete(
-        "/{profile_id:str}",
-        summary="Delete a profile (its history stays in the log)",
-        sync_to_thread=True,
-        opt=requires("admin"),
-        response_headers=COMMAND_HEADERS,
-        status_code=HTTP_200_OK,
-        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID),
-    )
+    @delete("/{profile_id:str}", summary="Delete a profile (its history stays in the log)", opt=requires("admin"),
+            **COMMAND_ROUTE, responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID))
     def delete_profile(
         self,
         profile_id: ProfileRef,
@@ -305,14 +290,8 @@ class ProfileController(Controller):
                                position=outcome.position)
         return Response(body, headers=position_headers(outcome.position))
 
-    @post(
-        "/{profile_id:str}/activate",
-        summary="Make a profile the active one (optionally pinned to a version)",
-        sync_to_thread=True,
-        response_headers=PROFILE_COMMAND_HEADERS,
-        status_code=HTTP_200_OK,
-        responses=responses(NOT_FOUND, INVALID, TOO_LARGE),
-    )
+    @post("/{profile_id:str}/activate", summary="Make a profile the active one (optionally pinned to a version)",
+          **PROFILE_COMMAND_ROUTE, responses=responses(NOT_FOUND, INVALID, TOO_LARGE))
     def activate_profile(
         self,
         profile_id: ProfileRef,
@@ -330,14 +309,7 @@ class ProfileController(Controller):
         body = convert(shown, ProfileActivation, pinned_version=version, warnings=warnings)
         return Response(body, headers=change.headers)
 
-    @post(
-        "/deactivate",
-        summary="Leave no profile active",
-        sync_to_thread=True,
-        response_headers=COMMAND_HEADERS,
-        status_code=HTTP_200_OK,
-        responses=responses(INVALID, TOO_LARGE),
-    )
+    @post("/deactivate", summary="Leave no profile active", **COMMAND_ROUTE, responses=responses(INVALID, TOO_LARGE))
     def deactivate_profile(
         self,
         ledger: NamedDependency[ProfileLedger],
@@ -350,14 +322,8 @@ class ProfileController(Controller):
         body = Deactivation(deactivated=outcome.changed, profile_id=profile_id, position=position)
         return Response(body, headers=position_headers(position))
 
-    @post(
-        "/{profile_id:str}/revert",
-        summary="Make a new version equal to an earlier one",
-        sync_to_thread=True,
-        response_headers=PROFILE_COMMAND_HEADERS,
-        status_code=HTTP_200_OK,
-        responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE),
-    )
+    @post("/{profile_id:str}/revert", summary="Make a new version equal to an earlier one", **PROFILE_COMMAND_ROUTE,
+          responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE))
     def revert_profile(
         self,
         profile_id: ProfileRef,
@@ -372,15 +338,9 @@ class ProfileController(Controller):
         return profile_command(ledger, runtime, context, data,
                                lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match)))
 
-    @post(
-        "/{profile_id:str}/restore",
-        summary="Bring a deleted profile back (its versions and executions intact); its name must be free",
-        sync_to_thread=True,
-        opt=requires("admin"),
-        response_headers=PROFILE_COMMAND_HEADERS,
-        status_code=HTTP_200_OK,
-        responses=responses(NOT_FOUND, CONFLICT, INVALID, TOO_LARGE),
-    )
+    @post("/{profile_id:str}/restore", opt=requires("admin"), **PROFILE_COMMAND_ROUTE,
+          summary="Bring a deleted profile back (its versions and executions intact); its name must be free",
+          responses=responses(NOT_FOUND, CONFLICT, INVALID, TOO_LARGE))
     def restore_profile(
         self,
         profile_id: ProfileRef,

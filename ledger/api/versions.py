@@ -8,9 +8,8 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
-from ledger.api.deps import Cursor, Limit
+from ledger.api.deps import LOOKUP, Cursor, Limit
 from ledger.api.references import ProfileRef, profile_not_found
-from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, responses
 from ledger.api.schemas import VersionList, VersionRead
 from ledger.application import ProfileLedger
 from ledger.errors import ProfileVersionNotFoundError
@@ -22,8 +21,7 @@ class ProfileVersionController(Controller):
     path = "/api/profiles/{profile_id:str}/versions"
     tags = ["versions"]
 
-    @get("/", summary="Every version of a profile, oldest first", sync_to_thread=True,
-         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    @get("/", summary="Every version of a profile, oldest first", **LOOKUP)
     def list_versions(
         self,
         profile_id: ProfileRef,
@@ -38,8 +36,7 @@ class ProfileVersionController(Controller):
             raise profile_not_found(pid)
         return convert(page, VersionList, versions=page.items)
 
-    @get("/{version:int}", summary="One version of a profile", sync_to_thread=True,
-         responses=responses(NOT_FOUND, INVALID, TIMEOUT))
+    @get("/{version:int}", summary="One version of a profile", **LOOKUP)
     def get_version(
         self,
         profile_id: ProfileRef,
