@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Router
 from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.htmx import HTMXRequest
 from litestar.static_files import create_static_files_router
@@ -18,7 +19,7 @@ from ledger.api.auth import PUBLIC
 from ledger.console.errors import console_error
 from ledger.console.login import LoginPages
 from ledger.console.playground import PlaygroundPages
-from ledger.console.profiles import ProfilePages
+from ledger.console.profiles import ProfilePages, form_of
 from ledger.console.rendering import STATIC, template_config
 from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
 from ledger.console.status import StatusPage
@@ -46,6 +47,7 @@ def console_routes() -> list[Any]:
         path="/",
         route_handlers=[ProfilePages, EventPages, PlaygroundPages, StatusPage, LoginPages],
         guards=[console_guard],
+        dependencies={"form": Provide(form_of)},
         middleware=[DefineMiddleware(ConsoleSecurity, config=csrf_config())],
         exception_handlers={Exception: console_error},
         request_class=HTMXRequest,

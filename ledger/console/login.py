@@ -18,7 +18,7 @@ from ledger.access import Principal
 from ledger.api.auth import PUBLIC
 from ledger.api.deps import actor_name
 from ledger.api.runtime import Runtime
-from ledger.console.profiles import form_of, runtime_of, see_other
+from ledger.console.profiles import Form, runtime_of, see_other
 from ledger.console.rendering import page
 from ledger.console.session import ACTOR_COOKIE, TOKEN_COOKIE
 from ledger.errors import AuthenticationError, ValidationError
@@ -55,8 +55,7 @@ class LoginPages(Controller):
         return page(request, "login.html.j2", next=local_path(next), problem=None)
 
     @post("/login", name="console:login-submit", opt=LOGIN_PAGE)
-    async def login(self, request: Request[Any, Any, Any]) -> Template | Redirect:
-        form = await form_of(request)
+    async def login(self, request: Request[Any, Any, Any], form: Form) -> Template | Redirect:
         target = local_path(form.get("next"))
         runtime = runtime_of(request)
         redirect = see_other(target)

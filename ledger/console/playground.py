@@ -30,7 +30,7 @@ from ledger.api.bodies import refusal
 from ledger.api.chat import completion_from, generation_of
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
-from ledger.console.profiles import form_of, runtime_of
+from ledger.console.profiles import Form, runtime_of
 from ledger.console.rendering import is_htmx, page
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
@@ -125,8 +125,7 @@ class PlaygroundPages(Controller):
         )
 
     @post("/", name="console:run")
-    async def run(self, request: Request[Any, Any, Any]) -> Template:
-        form = await form_of(request)
+    async def run(self, request: Request[Any, Any, Any], form: Form) -> Template:
         generation = generation_of(runtime_of(request))
         completion, compare = completion_of(form)
         context = command_context(request)

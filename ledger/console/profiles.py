@@ -8,6 +8,7 @@ go to the application with the console user as the actor, exactly as the REST co
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -15,6 +16,7 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
@@ -32,6 +34,7 @@ from ledger.console.views import (
     bars,
     newest_events,
     diff_rows,
+    every_item,
     format_labels,
     format_steering,
     optional_int,
@@ -46,6 +49,7 @@ PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
 HISTORY_SHOWN = 25
 T = TypeVar("T")
+Form = NamedDependency[dict[str, Any]]
 
 
 def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
@@ -57,6 +61,7 @@ def see_other(path: str) -> Redirect:
 
 
 async def form_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The ``form`` of every console handler that asks for it: the fields of the form sent."""
     form = await request.form()
     return {key: form.get(key) for key in form.keys()}
 
@@ -79,14 +84,7 @@ async def run(request: Request[Any, Any, Any], reason: str | None, command: Call
 def version_history(reads: Any, profile_id: UUID, latest: int, everything: bool) -> list[Any]:
     """The profile's versions newest first: the latest ``HISTORY_SHOWN``, or every one."""
     if everything or latest <= HISTORY_SHOWN:
-        rows: list[Any] = []
-        cursor = None
-        while True:
-            page_of = reads.list_versions(profile_id, limit=500, cursor=cursor)
-            rows.extend(page_of.items)
-            if page_of.next_cursor is None:
-                return rows[::-1]
-            cursor = page_of.next_cursor
+        return every_item(partial(reads.list_versions, profile_id, limit=500))[::-1]
     found = (reads.get_version(profile_id, version) for version in range(latest, latest - HISTORY_SHOWN, -1))
     return [row for row in found if row is not None]
 
@@ -158,8 +156,7 @@ class ProfilePages(Controller):
         )
 
     @post("/profiles", name="console:create")
-    async def create(self, request: Request[Any, Any, Any]) -> Redirect:
-        form = await form_of(request)
+    async def create(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
         fields = profile_fields(form)
         if not fields["steering"]:
             fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
@@ -168,8 +165,7 @@ class ProfilePages(Controller):
         return see_other(f"/profiles/{outcome.profile.id}")
 
     @post("/profiles/import", name="console:import", opt=requires("admin"))
-    async def import_profile(self, request: Request[Any, Any, Any]) -> Redirect:
-        form = await request.form()
+    async def import_profile(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ValidationError("choose an exchange document (a .json file) to import", field="file")
@@ -198,7 +194,7 @@ class ProfilePages(Controller):
     ) -> Template:
         runtime = runtime_of(request)
         reads, ledger = runtime.read_model, runtime.ledger
-        pid = runtime_of(request).ledger.resolve_profile(profile_id)
+        pid = ledger.resolve_profile(profile_id)
         row = reads.get_profile(pid)
         if row is None:
             return deleted_page(request, pid)
@@ -229,9 +225,8 @@ class ProfilePages(Controller):
         return export_download(runtime_of(request).read_model, runtime_of(request).ledger.resolve_profile(profile_id), version)
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
-    async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+    async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
-        form = await form_of(request)
         fields = profile_fields(form)
         expected = {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
         bump = form.get("bump_version") == "on"
@@ -247,9 +242,8 @@ class ProfilePages(Controller):
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/revert", name="console:revert")
-    async def revert(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+    async def revert(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
-        form = await form_of(request)
         version = optional_int(form.get("version"), "version", minimum=1)
         if version is None:
             raise ValidationError("choose the version to revert to", field="version")
@@ -257,9 +251,8 @@ class ProfilePages(Controller):
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/activate", name="console:activate")
-    async def activate(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+    async def activate(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
-        form = await form_of(request)
         version = optional_int(form.get("version"), "version", minimum=1)  # empty: follow the latest version
         runtime = runtime_of(request)
 
@@ -272,16 +265,14 @@ class ProfilePages(Controller):
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/deactivate", name="console:deactivate")
-    async def deactivate(self, request: Request[Any, Any, Any]) -> Redirect:
-        form = await form_of(request)
+    async def deactivate(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
         await run(request, form.get("reason"), lambda ledger: ledger.deactivate_profile())
         back = form.get("back") or "/"
         return see_other(back if isinstance(back, str) and back.startswith("/profiles/") else "/")
 
     @post("/profiles/{profile_id:str}/delete", name="console:delete", opt=requires("admin"))
-    async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+    async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
-        form = await form_of(request)
         with_executions = form.get("delete_executions") == "on"
         await run(
             request, form.get("reason"), lambda ledger: ledger.delete_profile(pid, delete_executions=with_executions)
@@ -289,10 +280,9 @@ class ProfilePages(Controller):
         return see_other("/")
 
     @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
-    async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str]) -> Redirect:
+    async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         """Bring a deleted profile back (409 when another profile holds its name now)."""
         pid = runtime_of(request).ledger.resolve_profile(profile_id)
-        form = await form_of(request)
         await run(request, form.get("reason"), lambda ledger: ledger.restore_profile(pid))
         return see_other(f"/profiles/{pid}")
 

@@ -7,7 +7,9 @@ audit timeline newest first (the read model pages it oldest first).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ledger.api.deps import whole_number
@@ -148,7 +150,7 @@ def newest_events(
     span = limit
     while True:
         low = max(0, head - span)
-        rows = _window(reads, low, head, filters)
+        rows = every_item(partial(reads.events, after_position=low, up_to_position=head, limit=MAX_EVENT_PAGE, **filters))
         if len(rows) >= limit or low == 0:
             newest = rows[-limit:][::-1]
             more = len(rows) > limit or low > 0
@@ -156,12 +158,13 @@ def newest_events(
         span *= 4
 
 
-def _window(reads: Any, low: int, high: int, filters: dict[str, Any]) -> list[Any]:
-    rows: list[Any] = []
+def every_item(read_page: Callable[..., Any]) -> list[Any]:
+    """The items of every page of a read-model query: ``read_page(cursor=...)``, from the first page to the last."""
+    items: list[Any] = []
     cursor = None
     while True:
-        page = reads.events(after_position=low, up_to_position=high, limit=MAX_EVENT_PAGE, cursor=cursor, **filters)
-        rows.extend(page.items)
+        page = read_page(cursor=cursor)
+        items.extend(page.items)
         if page.next_cursor is None:
-            return rows
+            return items
         cursor = page.next_cursor
