@@ -117,6 +117,7 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
         pid=pid,
         last=versions[-1],
         versions=versions[::-1],
+        every_version=True,
         deletion=deletion[0] if deletion else None,
     )
 
