@@ -60,15 +60,14 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     except msgspec.ValidationError as error:
         raise refusal(error) from None
     except msgspec.DecodeError as error:
-        raise ValidationException(
-            detail="the request body is not valid JSON",
-            extra=[{"message": f"malformed JSON: {error}", "key": "data", "source": "body"}],
-        ) from None
+        raise _body_problem("the request body is not valid JSON", f"malformed JSON: {error}") from None
     except RecursionError:
-        raise ValidationException(
-            detail="the request body is nested too deeply",
-            extra=[{"message": "the JSON is nested too deeply", "key": "data", "source": "body"}],
-        ) from None
+        raise _body_problem("the request body is nested too deeply", "the JSON is nested too deeply") from None
+
+
+def _body_problem(detail: str, message: str, key: str = "data") -> ValidationException:
+    """A body Litestar's validation would refuse (422 ``invalid_request``): ``message`` about the field ``key``."""
+    return ValidationException(detail=detail, extra=[{"message": message, "key": key, "source": "body"}])
 
 
 def refusal(error: msgspec.ValidationError) -> Exception:
@@ -80,6 +79,4 @@ def refusal(error: msgspec.ValidationError) -> Exception:
     message = _PATH.sub("", message)
     if _BOUND.match(message):
         return ValidationError(f"{key}: {message}", field=key)
-    return ValidationException(
-        detail="the request body is invalid", extra=[{"message": message, "key": key, "source": "body"}]
-    )
+    return _body_problem("the request body is invalid", message, key)

@@ -201,6 +201,16 @@ async def _keep(ledger: Any, claim: Claim, status: int, raw_headers: list[Any], 
         log.warning("the answer to an idempotent command could not be kept: %s", error)
 
 
+KEY_PARAMETER = Parameter(
+    name="Idempotency-Key",
+    param_in=ParamType.HEADER,
+    required=False,
+    description="Retry-safe: a retry with the same key and request gets the first answer again and "
+    "records nothing; the same key for another request is 422 `idempotency_key_reused`.",
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+)
+
+
 def document_idempotency_key(app: Litestar) -> None:
     """Every command's operation in the OpenAPI document takes the ``Idempotency-Key`` header (an on_startup hook)."""
     for path_item in (app.openapi_schema.paths or {}).values():
@@ -208,17 +218,6 @@ def document_idempotency_key(app: Litestar) -> None:
             operation = getattr(path_item, method.lower(), None)
             if operation is None:
                 continue
-            parameters = list(operation.parameters or [])
-            if any(getattr(p, "name", "").lower() == HEADER for p in parameters):
-                continue
-            parameters.append(
-                Parameter(
-                    name="Idempotency-Key",
-                    param_in=ParamType.HEADER,
-                    required=False,
-                    description="Retry-safe: a retry with the same key and request gets the first answer again and "
-                    "records nothing; the same key for another request is 422 `idempotency_key_reused`.",
-                    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
-                )
-            )
-            operation.parameters = parameters
+            parameters = operation.parameters or []
+            if not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
+                operation.parameters = [*parameters, KEY_PARAMETER]

@@ -46,7 +46,6 @@ class Metrics:
             registry=self.registry,
         )
         self._lock = threading.Lock()
-        self.last_appended_position = 0
         self.streams_open = 0
         self._engine = _EngineCollector()
         self.registry.register(self._engine)
@@ -67,11 +66,9 @@ class Metrics:
         self._requests.labels(method, route, str(status)).inc()
         self._latency.labels(method, route).observe(seconds)
 
-    def observe_append(self, position: int) -> None:
+    def observe_append(self) -> None:
         """Called after every save in this process."""
         self._appends.inc()
-        with self._lock:
-            self.last_appended_position = max(self.last_appended_position, position)
 
     def follow_engine(self, stats: Callable[[], Any] | None) -> None:
         """Expose the generation scheduler's state (``SteeringEngine.stats``), or stop exposing it (None)."""

@@ -8,6 +8,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.api.auth import PUBLIC
+from ledger.api.observability import Gauge
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import Health, ProjectionStatus, Readiness
 from ledger.write_path import probe_writes
@@ -97,23 +98,21 @@ class OpsController(Controller):
         media_type=PROMETHEUS_TEXT,
     )
     def metrics(self, runtime: NamedDependency[Runtime]) -> Response[str]:
-        gauges: list[tuple[str, str, dict[str, str], float]] = []
         try:
             head, positions, parked = _progress(runtime)
         except Exception:  # noqa: BLE001
-            gauges.append(("ledger_database_up", "1 when the database answers.", {}, 0))
+            gauges: list[Gauge] = [("ledger_database_up", "1 when the database answers.", {}, 0)]
         else:
-            gauges.append(("ledger_database_up", "1 when the database answers.", {}, 1))
-            gauges.append(("ledger_log_position", "The last position recorded in the event log.", {}, head))
+            gauges = [("ledger_database_up", "1 when the database answers.", {}, 1),
+                      ("ledger_log_position", "The last position recorded in the event log.", {}, head)]
             for name, position in sorted(positions.items()):
                 labels = {"projection": name}
-                gauges.append(("ledger_projection_position", "The log position a read model has applied.", labels, position))
-                gauges.append(
-                    ("ledger_projection_lag", "How many positions a read model is behind the log.", labels, max(head - position, 0))
-                )
-                gauges.append((
-                    "ledger_projection_parked_events", "Events a read model could not apply and set aside.",
-                    labels, parked.get(name, 0),
-                ))
+                gauges += [
+                    ("ledger_projection_position", "The log position a read model has applied.", labels, position),
+                    ("ledger_projection_lag", "How many positions a read model is behind the log.", labels,
+                     max(head - position, 0)),
+                    ("ledger_projection_parked_events", "Events a read model could not apply and set aside.", labels,
+                     parked.get(name, 0)),
+                ]
         gauges.append(("ledger_sse_streams_open", "Event streams being served now.", {}, runtime.metrics.streams_open))
         return Response(runtime.metrics.render(gauges), media_type=PROMETHEUS_TEXT)

@@ -188,7 +188,7 @@ class Runtime:
         def on_save(position: int) -> None:
             if self.shutdown.is_set():
                 return
-            self.metrics.observe_append(position)
+            self.metrics.observe_append()
             if self.active is not None:
                 self.active.saw(position)
             if self.wake is not None and self.progress is not None and position > self.progress.reached:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 from litestar import Request, Response
 
 from ledger.api.errors import handle_exception
@@ -29,14 +28,14 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         if is_htmx(request):
             return Response(b"", status_code=401, headers={"HX-Redirect": login})
         return see_other(login)
-    body = answer.content if isinstance(answer.content, dict) else msgspec.json.decode(answer.content or b"{}")
+    body = answer.content  # the API's error shape, as a dict: {"error": code, "detail": message, ...}
     shown = page(
         request,
         "error.html.j2",
         answer.status_code,
         status=answer.status_code,
-        error=body.get("error", "error"),
-        detail=body.get("detail", ""),
+        error=body["error"],
+        detail=body["detail"],
     )
     shown.headers.update({key: value for key, value in (answer.headers or {}).items() if key.lower() == "retry-after"})
     return shown
