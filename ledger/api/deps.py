@@ -53,7 +53,9 @@ XMinPosition = Annotated[
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
-LOOKUP: dict[str, Any] = {"sync_to_thread": True, "responses": responses(NOT_FOUND, INVALID, TIMEOUT)}
+QUERY: dict[str, Any] = {"sync_to_thread": True, "responses": responses(INVALID, TIMEOUT)}
+"""The route options of a query of the read side (which may wait for ``min_position``)."""
+LOOKUP = {**QUERY, "responses": responses(NOT_FOUND, INVALID, TIMEOUT)}
 """The route options of a query for a profile, version, execution or run (or their lists) from the read side."""
 
 

@@ -25,8 +25,8 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import Cursor, log_position, parse_time
-from ledger.api.errors import INVALID, TIMEOUT, UNAVAILABLE, InvalidRequestError, responses
+from ledger.api.deps import QUERY, Cursor, log_position, parse_time
+from ledger.api.errors import INVALID, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.states import convert
@@ -64,12 +64,7 @@ class EventController(Controller):
     path = "/api/events"
     tags = ["events"]
 
-    @get(
-        "/",
-        summary="The audit log, oldest first (pages of at most `limit` events and about 1 MiB)",
-        sync_to_thread=True,
-        responses=responses(INVALID, TIMEOUT),
-    )
+    @get("/", summary="The audit log, oldest first (pages of at most `limit` events and about 1 MiB)", **QUERY)
     def list_events(
         self,
         request: Request[Any, Any, Any],

@@ -24,6 +24,7 @@ from ledger.api.commands import (
 )
 from ledger.api.deps import (
     LOOKUP,
+    QUERY,
     Cursor,
     DocumentsMinPosition,
     etag,
@@ -128,12 +129,7 @@ class ProfileController(Controller):
     tags = ["profiles"]
 
     # -- queries -----------------------------------------------------------------------------------
-    @get(
-        "/",
-        summary="List profiles",
-        sync_to_thread=True,
-        responses=responses(INVALID, TIMEOUT),
-    )
+    @get("/", summary="List profiles", **QUERY)
     def list_profiles(
         self,
         reads: NamedDependency[Any],
@@ -166,7 +162,7 @@ class ProfileController(Controller):
     @get(
         "/active",
         summary="The active profile, showing the version in force (`pinned`, `latest_version`)",
-        responses=responses({404: NOT_FOUND[404]}, INVALID, TIMEOUT),
+        responses=responses(NOT_FOUND, INVALID, TIMEOUT),
         operation_class=DocumentsMinPosition,
     )
     async def get_active(self, request: Request[Any, Any, Any]) -> Response[ProfileRead]:

@@ -31,7 +31,7 @@ from ledger.api.chat import completion_from, generation_of
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
-from ledger.console.rendering import is_htmx, page
+from ledger.console.rendering import is_htmx, page, render_fragment
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
 from ledger.domainmodel import CommandContext
@@ -145,7 +145,7 @@ class PlaygroundPages(Controller):
         generation = generation_of(runtime_of(request))
         viewer = viewer_of(request)
         run = PENDING.take(key, viewer.name if viewer else None)
-        return ServerSentEvent(_stream(generation, run), headers={"Cache-Control": "no-cache"})
+        return ServerSentEvent(_stream(request, generation, run), headers={"Cache-Control": "no-cache"})
 
 
 _DONE = object()
@@ -161,7 +161,9 @@ def _produce(side: str, deltas: Iterator[str], out: queue.Queue[Any], context: C
         out.put((side, _DONE))
 
 
-async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentEventMessage]:
+async def _stream(
+    request: Request[Any, Any, Any], generation: Any, run: PendingRun
+) -> AsyncIterator[ServerSentEventMessage]:
     """Both sides' text deltas as they are decided, then a link to the recorded execution."""
     recorded: list[Any] = []
     out: queue.Queue[Any] = queue.Queue()
@@ -190,11 +192,7 @@ async def _stream(generation: Any, run: PendingRun) -> AsyncIterator[ServerSentE
         else:
             yield ServerSentEventMessage(data=f"<span>{escape(text)}</span>", event=side)
     if recorded:
-        outcome = recorded[0]
-        link = (
-            f"Recorded as execution <a href='/executions/{outcome.execution_id}'><code>{outcome.execution_id}</code></a>"
-            f" (seed {outcome.seed}, digest <code>{outcome.result.output_sha256[:12]}</code>)."
-        )
-        yield ServerSentEventMessage(data=f"<p class='recorded'>{link}</p>", event="done")
+        recorded_as = render_fragment(request, "_recorded.html.j2", outcome=recorded[0])
+        yield ServerSentEventMessage(data=recorded_as, event="done")
     else:
         yield ServerSentEventMessage(data="<p class='error'>The run was not recorded.</p>", event="done")
