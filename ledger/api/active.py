@@ -97,7 +97,7 @@ class ActiveProfileCache:
             self._sqlite = sqlite3.connect(sqlite_path, check_same_thread=False, isolation_level=None)
 
     # -- invalidation ----------------------------------------------------------------------------------
-    def saw(self, position: int | None = None) -> None:
+    def saw(self) -> None:
         """An event was recorded (callable from any thread)."""
         self._generation = next(self._counter)
 

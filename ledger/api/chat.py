@@ -240,11 +240,7 @@ class ChatController(Controller):
         def events() -> Iterator[bytes]:
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                while True:
-                    try:
-                        text = run_command(context, lambda: next(deltas))
-                    except StopIteration:
-                        break
+                while (text := run_command(context, lambda: next(deltas, None))) is not None:
                     yield chunk({"content": text}, None)
             finally:
                 deltas.close()  # a client that went away frees its row at the next step

@@ -190,7 +190,7 @@ class Runtime:
                 return
             self.metrics.observe_append()
             if self.active is not None:
-                self.active.saw(position)
+                self.active.saw()
             if self.wake is not None and self.progress is not None and position > self.progress.reached:
                 self.wake(position)  # not projected inline (or not all of it): the worker applies it
 
