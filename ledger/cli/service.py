@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Rebuild read models from position 0 into new tables and swap them in; queries keep working meanwhile.
-        Exits 1 if an event could not be applied (it is parked: `ledger projections` lists it)."""
+        Exits 1 if an event could not be applied (it is parked: `ledger projections` lists it), or if a stream
+        has an event removed from the log (nothing is swapped in; `ledger verify` says where)."""
         from projections.runner import rebuild as rebuild_read_models
         from projections.schema import hold_rebuild_lock
 
