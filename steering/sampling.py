@@ -9,7 +9,10 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator
     """Next token id from one row's logits [vocab]; temperature 0 is greedy (first maximum)."""
     if temperature <= 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    scaled = logits.float() / temperature
+    if torch.isinf(scaled).any():  # a temperature so small that the logits overflow: shifted first, as the limit is
+        scaled = (logits.float() - logits.float().max()) / temperature
+    probs = torch.softmax(scaled, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True, stable=True)
         keep = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p

@@ -112,6 +112,27 @@ def test_concurrent_requests_over_four_profiles_each_match_their_solo_answer(ser
     assert together == solo
 
 
+def test_a_temperature_near_zero_samples_as_greedy_and_leaves_its_batch_mates_alone(server):
+    plain = {"messages": MESSAGES, "max_tokens": 8, "seed": 3, "temperature": 0.8}
+    alone = server.client.post("/v1/chat/completions", json=plain).json()["choices"][0]["message"]["content"]
+    tiny = {"messages": MESSAGES, "max_tokens": 8, "seed": 3, "temperature": 1e-40}
+    greedy = {**tiny, "temperature": 0}
+    barrier = threading.Barrier(2)
+
+    def send(body):
+        barrier.wait()
+        return server.new_client().post("/v1/chat/completions", json=body)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(send, [tiny, plain]))
+    assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
+    texts = [answer.json()["choices"][0]["message"]["content"] for answer in answers]
+    assert texts == [server.client.post("/v1/chat/completions", json=greedy).json()["choices"][0]["message"]["content"],
+                     alone]
+    replay = server.client.post(f"/api/executions/{answers[0].json()['ledger']['execution_id']}/replay").json()
+    assert replay["reproduced"] is True
+
+
 def test_recorded_generations_replay_and_link_to_the_original(server):
     http = server.client
     create(http, "replayed", {"4": 9.0})
