@@ -102,9 +102,10 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     """Keeps the answer of every command whose Idempotency-Key was recorded with its events.
 
-    A keyed command's answer is held until it is complete (an event stream passes through): when the command
-    failed and meanwhile a concurrent request with the same key committed (its save won, so this one's found the
-    name taken, or the claim recorded), the answer is that request's, not this failure.
+    A keyed command's answer is held until it is complete (an event stream passes through, and is kept once it
+    ended: a retry gets the whole stream at once): when the command failed and meanwhile a concurrent request
+    with the same key committed (its save won, so this one's found the name taken, or the claim recorded), the
+    answer is that request's, not this failure.
     """
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,10 +119,11 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         start: Message | None = None
         held: list[Message] = []
         passing = False  # an event stream, or an answer too large to hold: sent as it comes
-        size = 0
+        body = bytearray()  # the answer as sent, kept for the retries while it fits ANSWER_MAX_BYTES
+        whole = True
 
         async def capture(message: Message) -> None:
-            nonlocal start, passing, size
+            nonlocal start, passing, whole
             if message["type"] == "http.response.start":
                 start = message
                 content_type = dict(message.get("headers", ())).get(b"content-type", b"")
@@ -129,24 +131,30 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                     passing = True
                     await send(message)
                 return
-            if message["type"] == "http.response.body" and not passing:
-                size += len(message.get("body", b""))
-                held.append(message)
-                if size > ANSWER_MAX_BYTES:
-                    passing = True
-                    for waiting in [start, *held]:
-                        await send(waiting)  # type: ignore[arg-type]
-                    held.clear()
-                return
+            if message["type"] == "http.response.body":
+                if whole:
+                    body.extend(message.get("body", b""))
+                    whole = len(body) <= ANSWER_MAX_BYTES
+                if not passing:
+                    held.append(message)
+                    if not whole:
+                        passing = True
+                        for waiting in [start, *held]:
+                            await send(waiting)  # type: ignore[arg-type]
+                        held.clear()
+                    return
             await send(message)
 
         await app(scope, receive, capture)
-        if passing or start is None:
+        if start is None:
             return
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
         ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
         status = start["status"]
-        body = b"".join(message.get("body", b"") for message in held)
+        if passing:  # a stream that ran to its end is kept whole, as an answer too large is not
+            if claim is not None and claim.saved and whole:
+                await _keep(ledger, claim, status, list(start.get("headers", ())), bytes(body))
+            return
         if claim is not None and not claim.saved and status >= 400:
             replaced = await _answer_of_a_concurrent_twin(ledger, claim)
             if replaced is not None:
@@ -160,7 +168,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         for message in held:
             await send(message)
         if claim is not None and claim.saved:
-            await _keep(ledger, claim, status, list(start.get("headers", ())), body)
+            await _keep(ledger, claim, status, list(start.get("headers", ())), bytes(body))
 
     return wrapped
 

@@ -133,6 +133,18 @@ def test_a_temperature_near_zero_samples_as_greedy_and_leaves_its_batch_mates_al
     assert replay["reproduced"] is True
 
 
+def test_a_streamed_completion_retried_with_its_idempotency_key_gets_the_same_stream_and_records_nothing(server):
+    body = {"messages": MESSAGES, "max_tokens": 6, "seed": 2, "temperature": 0.9, "stream": True}
+    headers = {"Idempotency-Key": "stream-once"}
+    first = server.client.post("/v1/chat/completions", json=body, headers=headers)
+    assert first.status_code == 200 and first.text.rstrip().endswith("data: [DONE]"), first.text
+    log = server.client.get("/api/events").json()
+    again = server.client.post("/v1/chat/completions", json=body, headers=headers)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.text == first.text and again.headers["content-type"].startswith("text/event-stream")
+    assert server.client.get("/api/events").json() == log  # nothing more recorded
+
+
 def test_recorded_generations_replay_and_link_to_the_original(server):
     http = server.client
     create(http, "replayed", {"4": 9.0})
