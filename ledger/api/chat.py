@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
@@ -25,6 +25,7 @@ from ledger.api.errors import (
     ProjectionTimeoutError,
     ServiceUnavailableError,
     error_spec,
+    handle_exception,
     responses,
 )
 from ledger.api.chat_schemas import (
@@ -115,6 +116,8 @@ def completion_from(data: ChatCompletionRequest) -> Any:
     stops = [data.stop] if isinstance(data.stop, str) else list(data.stop or [])
     if len(stops) > 4 or any(not s for s in stops):
         raise ValidationError("stop takes at most 4 non-empty strings", field="stop")
+    if any("\x00" in s for s in stops):
+        raise ValidationError("stop strings must not contain NUL characters", field="stop")
     return Completion(
         messages=[{"role": m.role, "content": m.text()} for m in data.messages],
         max_tokens=max_tokens,
@@ -182,6 +185,7 @@ class ChatController(Controller):
     )
     def chat_completions(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[ChatCompletionRequest],
         runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
@@ -199,7 +203,8 @@ class ChatController(Controller):
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
         if data.stream:
             usage = bool((data.stream_options or {}).get("include_usage"))
-            return self._stream(generation, completion, context, model, created, usage, warnings)  # type: ignore[return-value]
+            return self._stream(request, generation, completion, context, model, created, usage,  # type: ignore[return-value]
+                                warnings)
         with busy_as_503():
             outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
         result = outcome.result
@@ -218,8 +223,8 @@ class ChatController(Controller):
 
     @staticmethod
     def _stream(
-        generation: Any, completion: Any, context: CommandContext, model: str, created: int, usage: bool,
-        warnings: list[str],
+        request: Request[Any, Any, Any], generation: Any, completion: Any, context: CommandContext, model: str,
+        created: int, usage: bool, warnings: list[str],
     ) -> Stream:
         """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's)."""
         recorded: list[Any] = []
@@ -242,6 +247,10 @@ class ChatController(Controller):
                 yield chunk({"role": "assistant", "content": ""}, None)
                 while (text := run_command(context, lambda: next(deltas, None))) is not None:
                     yield chunk({"content": text}, None)
+            except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
+                yield b"data: " + msgspec.json.encode(handle_exception(request, error).content) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                return
             finally:
                 deltas.close()  # a client that went away frees its row at the next step
             outcome = recorded[0] if recorded else None

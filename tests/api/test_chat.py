@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import msgspec
 import openai
 import pytest
 
@@ -145,6 +146,25 @@ def test_a_streamed_completion_retried_with_its_idempotency_key_gets_the_same_st
     assert server.client.get("/api/events").json() == log  # nothing more recorded
 
 
+def test_a_stream_whose_run_cannot_be_recorded_ends_with_an_error_event_the_official_client_raises(server):
+    create(server.client, "doomed", {"4": 9.0})
+    body = {"messages": MESSAGES, "max_tokens": 480, "temperature": 0, "profile": "doomed"}  # greedy: all 480
+    with server.new_client().stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as streamed:
+        lines = streamed.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # generating
+        assert server.client.delete("/api/profiles/doomed").status_code == 200  # before its run is recorded
+        events = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    error = msgspec.json.decode(events[-2])["error"]
+    assert events[-1] == "[DONE]" and error["code"] == "profile_not_found" and error["message"]
+    create(server.client, "doomed too", {"4": 9.0})
+    stream = client_of(server).chat.completions.create(model="tiny", stream=True, messages=MESSAGES, max_tokens=480,
+                                                       temperature=0, extra_body={"profile": "doomed too"})
+    next(iter(stream))
+    server.client.delete("/api/profiles/doomed too")
+    with pytest.raises(openai.APIError, match="deleted"):
+        list(stream)
+
+
 def test_recorded_generations_replay_and_link_to_the_original(server):
     http = server.client
     create(http, "replayed", {"4": 9.0})
@@ -170,6 +190,11 @@ def test_bad_generation_requests_are_clear_4xx(server):
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
+    stats = http.get("/api/steering/status").json()["scheduler"]
+    for stream in (False, True):  # refused before generating, streamed or not
+        refused = http.post("/v1/chat/completions", json={"messages": MESSAGES, "stop": ["\x00"], "stream": stream})
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "stop", refused.text
+    assert http.get("/api/steering/status").json()["scheduler"]["admitted"] == stats["admitted"]
     assert_error(http.post("/api/executions/not-a-uuid/replay"), 422)
     client = client_of(server)  # what the official client makes of them: the message, the code, the field
     for request, status, code, param in (
