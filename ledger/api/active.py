@@ -2,7 +2,10 @@
 
 Every recorded event might change the answer, so the cached body is keyed by a *generation* that moves on every
 event this process learns of: its own saves (``ProfileLedger.add_listener``) and, on PostgreSQL, the
-``NOTIFY`` the event store sends on every insert (so a write made by another server or the CLI shows at once).
+``NOTIFY`` the event store sends on every insert. A notification can arrive after the writer's client read its
+answer and asked this server, so on PostgreSQL each request also needs the log's head read after it came (one
+read shared by every request that came before it started: under load, one query serves many requests), and a
+body whose position is behind it is loaded again: a write made by another server or the CLI shows at once.
 A body is loaded as: note the generation, read the log's head, read the read models' position, read the
 row. It is kept only when the read models had reached the head (otherwise the projections are behind and the
 next request asks the database again), and served only while the generation has not moved, the read models'
@@ -20,6 +23,7 @@ The answer shows the version *in force* (:func:`in_force`): pinned, that version
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import time
@@ -91,6 +95,7 @@ class ActiveProfileCache:
         self._generation = next(self._counter)
         self._entry: Loaded | None = None
         self._loading: tuple[int, asyncio.Future[Loaded]] | None = None  # the load under way
+        self._head_reading: tuple[float, asyncio.Future[int]] | None = None  # (started, the head) under way
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
         if sqlite_path is not None:
@@ -124,6 +129,8 @@ class ActiveProfileCache:
         """The encoded active profile (None: none is active), as of at least ``min_position``."""
         if self._sqlite is not None:
             self._sqlite_changed()
+        else:  # what another server committed before this request came is in the answer, notified yet or not
+            min_position = max(min_position or 0, await self._head_since(time.monotonic()))
         entry = self._entry
         if entry is not None and self._fresh(entry, min_position):
             return entry.response
@@ -138,6 +145,19 @@ class ActiveProfileCache:
             and (not min_position or entry.position >= min_position)
             and time.monotonic() - entry.loaded_at < self.max_age
         )
+
+    async def _head_since(self, arrived: float) -> int:
+        """The log's head, read after ``arrived``: one read serves every request that came before it started."""
+        while True:
+            reading = self._head_reading
+            if reading is not None and reading[0] >= arrived:
+                return await asyncio.shield(reading[1])
+            if reading is None or reading[1].done():
+                reading = (time.monotonic(), asyncio.ensure_future(anyio.to_thread.run_sync(self.reads.log_position)))
+                self._head_reading = reading
+                return await asyncio.shield(reading[1])
+            with contextlib.suppress(Exception):  # a read under way began too early: the next begins after it
+                await asyncio.shield(reading[1])
 
     async def _shared_load(self) -> Loaded:
         generation = self._generation

@@ -45,3 +45,19 @@ def test_the_read_models_are_written_with_the_events_so_no_worker_is_waited_for(
         assert client.get(f"/api/profiles/{created.json()['id']}").json()["steering"] == {"5": 2.0}
         versions = client.get(f"/api/profiles/{created.json()['id']}/versions").json()["versions"]
         assert [version["version"] for version in versions] == [1, 2]
+
+
+def test_the_active_profile_another_server_changed_shows_at_once_where_it_was_cached(database_url):
+    """The active profile is served from memory: a change committed through another server must show on the next
+    read all the same, however soon it comes."""
+    with make_client(database_url) as first, make_client(database_url) as second:
+        profile = first.post("/api/profiles", json={"name": "switched"}).json()
+        stale = []
+        for round_ in range(40):
+            assert second.post(f"/api/profiles/{profile['id']}/activate").status_code == 200
+            if first.get("/api/profiles/active").status_code != 200:  # cached here now
+                stale.append((round_, "activation"))
+            assert second.post("/api/profiles/deactivate").status_code == 200
+            if first.get("/api/profiles/active").status_code != 404:
+                stale.append((round_, "deactivation"))
+    assert stale == []
