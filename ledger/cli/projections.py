@@ -25,19 +25,10 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def opened() -> Iterator[tuple[Any, Any]]:
-    """The read models' store and the event log, each on a pool of one connection; closed on the way out."""
-    from projections.log import EventLog
-    from projections.store import open_store
-
-    database = state.settings.database
-    store = open_store(database, pool_size=1)
-    store.create_parked_table()
-    log = EventLog(database, pool_size=1)
-    try:
-        yield store, log
-    finally:
-        log.close()
-        store.datastore.close()
+    """The read models' store and the event log, over this process's one application: refused where nothing was
+    recorded (a query makes no database and no table)."""
+    reads = state.reads
+    yield reads.store, reads.log
 
 
 @projections_app.callback()
