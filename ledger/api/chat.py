@@ -105,7 +105,7 @@ def wait_for_steering(runtime: Runtime, position: int) -> None:
 def completion_from(data: ChatCompletionRequest) -> Any:
     from steering.runs import Completion
 
-    if data.n != 1:
+    if data.n not in (None, 1):
         raise ValidationError("only n=1 is supported", field="n")
     for index, message in enumerate(data.messages):
         if "\x00" in message.text():
@@ -121,8 +121,8 @@ def completion_from(data: ChatCompletionRequest) -> Any:
     return Completion(
         messages=[{"role": m.role, "content": m.text()} for m in data.messages],
         max_tokens=max_tokens,
-        temperature=data.temperature,
-        top_p=data.top_p,
+        temperature=1.0 if data.temperature is None else data.temperature,
+        top_p=1.0 if data.top_p is None else data.top_p,
         seed=data.seed,
         stop=tuple(stops),
         profile=data.profile,

@@ -1,7 +1,8 @@
 """Bodies of the OpenAI-compatible routes and the steering routes (msgspec Structs).
 
-The chat request accepts the OpenAI parameters clients commonly send; the ones this server does not use
-(``n`` > 1 aside) are accepted and ignored, anything else is refused like every other request body.
+The chat request accepts the OpenAI parameters clients commonly send, null as their default; those this server
+does not implement only at the value that changes nothing (``n`` 1, penalties 0, no logprobs, a text response),
+and anything else is refused like every other request body.
 """
 
 from __future__ import annotations
@@ -26,11 +27,23 @@ class TextPart(msgspec.Struct, forbid_unknown_fields=True):
 
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
-    """Text, or OpenAI's content parts (text parts only: they are joined by newlines)."""
+    content: str | list[TextPart] | None
+    """Text, or OpenAI's content parts (text parts only: they are joined by newlines); null: none."""
+    name: str | None = None
+    """The participant's name, as OpenAI takes it (not shown to the model)."""
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "\n".join(part.text for part in self.content)
+
+
+class ResponseFormat(msgspec.Struct, forbid_unknown_fields=True):
+    type: Literal["text"]
+    """Text is what this server answers (no JSON mode)."""
+
+
+Unsupported = Annotated[float, Meta(ge=0, le=0, description="Not supported here: 0 or null only.")]
 
 
 MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]
@@ -41,21 +54,26 @@ class ChatCompletionRequest(Request, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
-    temperature: Annotated[float, Meta(ge=0, le=5)] = 1.0
-    top_p: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    temperature: Annotated[float, Meta(ge=0, le=5)] | None = None
+    """Default (or null): 1."""
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    """Default (or null): 1."""
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = 1
-    # OpenAI parameters accepted for compatibility, without effect here:
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    stream: bool | None = None
+    n: int | None = None
+    # OpenAI parameters accepted for compatibility, at their defaults only (a value that would change the answer is
+    # refused rather than ignored):
+    presence_penalty: Unsupported | None = None
+    frequency_penalty: Unsupported | None = None
+    logprobs: Literal[False] | None = None
+    response_format: ResponseFormat | None = None
     user: str | None = None
     stream_options: dict[str, Any] | None = None
     # This server's extensions:
     profile: str | None = None
     """A profile id or name; omitted → the active profile, if any."""
-    profile_version: int | None = None
+    profile_version: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None
     steering_method: Literal["add", "add_normalized"] = "add"
     compare: bool = False
     """Also return the unsteered completion for the same seed."""

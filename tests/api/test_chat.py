@@ -165,6 +165,26 @@ def test_a_stream_whose_run_cannot_be_recorded_ends_with_an_error_event_the_offi
         list(stream)
 
 
+def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_where_it_would_change_the_answer(
+        server):
+    client = client_of(server)
+    messages = [{"role": "system", "content": "be brief", "name": "policy"},
+                {"role": "user", "content": "tell me about the sea", "name": "ann"},
+                {"role": "assistant", "content": None}, {"role": "user", "content": "go on"}]
+    plain = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, seed=5)
+    nulls = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=4, seed=5, temperature=None, top_p=None, n=None, stream=None,
+        presence_penalty=0, frequency_penalty=None, logprobs=False, response_format={"type": "text"})
+    assert nulls.choices[0].message.content == plain.choices[0].message.content
+    for refused, param in (({"presence_penalty": 0.5}, "presence_penalty"),
+                           ({"frequency_penalty": -1}, "frequency_penalty"), ({"logprobs": True}, "logprobs"),
+                           ({"response_format": {"type": "json_object"}}, "response_format.type"),
+                           ({"extra_body": {"profile": "x", "profile_version": 0}}, "profile_version")):
+        with pytest.raises(openai.UnprocessableEntityError) as error:
+            client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
+        assert error.value.param == param, error.value.message
+
+
 def test_recorded_generations_replay_and_link_to_the_original(server):
     http = server.client
     create(http, "replayed", {"4": 9.0})
