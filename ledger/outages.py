@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import eventsourcing.persistence
 import psycopg
 
@@ -23,3 +25,17 @@ def is_database_unavailable(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__
     return False
+
+
+_REFUSED_FOR_GOOD = re.compile(r"FATAL:\s+(.*(?:does not exist|authentication failed|no pg_hba\.conf entry).*)")
+
+
+def refused_for_good(url: str) -> str | None:
+    """Why a PostgreSQL server that answers refuses this URL in a way waiting will not change (no such database or
+    role, a wrong password, not allowed from here); None when it cannot be reached, or lets the connection in."""
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.OperationalError as error:
+        found = _REFUSED_FOR_GOOD.search(str(error))
+        return found.group(1).strip() if found else None
+    return None

@@ -12,7 +12,7 @@ import typer
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import state
 from ledger.errors import LedgerError
-from ledger.outages import is_database_unavailable
+from ledger.outages import is_database_unavailable, refused_for_good
 
 app = typer.Typer(
     name="ledger",
@@ -70,6 +70,11 @@ def main() -> None:
             typer.echo(f"error: {state.settings.database.display()} cannot be used: {error}", err=True)
             sys.exit(1)
         if is_database_unavailable(error):
+            database = state.settings.database
+            refused = refused_for_good(database.url) if database.is_postgres else None
+            if refused is not None:  # a mistyped database or role: retrying will not help
+                typer.echo(f"error: no ledger at {database.display()}: {refused}", err=True)
+                sys.exit(1)
             reason = str(error).strip().partition("\n")[0] or type(error).__name__
             typer.echo(f"error: the database cannot be reached ({reason}); try again once it is back", err=True)
             sys.exit(75)  # sysexits' EX_TEMPFAIL (README, "Command line")

@@ -221,6 +221,16 @@ def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and "LEDGER_DEBUG" not in result.stderr
 
 
+@pytest.mark.postgres
+def test_a_database_or_role_the_server_does_not_know_exits_1_saying_so(tmp_path, postgres_url):
+    server, _, _ = postgres_url.rpartition("/")
+    for url, reason in ((f"{server}/no_such_ledger", 'database "no_such_ledger" does not exist'),
+                        (server.replace("postgres@", "nobody@") + "/ledger", 'role "nobody" does not exist')):
+        for args in (("list",), ("create", "calm"), ("serve", "--no-model")):
+            result = run_ledger(url, tmp_path, *args, code=1)  # retrying will not help: not 75
+            assert result.stderr == f"error: no ledger at {url}: {reason}\n", (args, result.stderr)
+
+
 def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a database\n")
