@@ -22,7 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -57,7 +63,22 @@ given the walk's report and every snapshot (by stream and version, position 0), 
 fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
 
-class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+class CreatedBesideOthers:
+    """Several processes may start at once on a new database: the library creates a table's composite types each
+    in a transaction of its own, and the table itself, outside any lock, and two ``CREATE … IF NOT EXISTS`` at once
+    collide on the catalog (a unique violation, or "already exists"). The loser tries again: the type or table is
+    there then, which the library allows for; a fault of another kind fails every try."""
+
+    def create_table(self) -> None:
+        for attempt in range(3):
+            try:
+                return super().create_table()  # type: ignore[misc]
+            except (IntegrityError, ProgrammingError):
+                if attempt == 2:
+                    raise
+
+
+class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicationRecorder):
     _insert_now = write_path.insert_events  # the library's insert without pipeline mode, bounded in time
     in_transaction: InTransaction | None = None
     select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
@@ -195,7 +216,7 @@ def _start_problem(start: ChainHead, stored_link: bytes | None) -> VerifyReport 
                                "the log up to there was rewritten", **head)
 
 
-class FailFastPostgresAggregateRecorder(PostgresAggregateRecorder):
+class FailFastPostgresAggregateRecorder(CreatedBesideOthers, PostgresAggregateRecorder):
     """The snapshot store's recorder: one retry, like the application recorder (the library's waits out ten, and
     a command reading a snapshot would hang for half a minute while the database is down)."""
 

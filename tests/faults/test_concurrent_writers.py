@@ -46,3 +46,19 @@ def test_concurrent_writers_through_one_server(postgres_url, credentials, ledger
         assert [row["id"] for row in listing["profiles"] if row["is_active"]] == [str(slot.profile_id)]
     finally:
         ledger.close()
+
+
+def test_processes_starting_together_on_a_new_database_all_make_it_and_write(postgres_server, tmp_path):
+    """Four `ledger create` at once on an empty database, five times: each makes the tables it needs beside the
+    others (they collided on the catalog, and one in three exited 70)."""
+    import subprocess
+    import sys
+    import uuid
+
+    for round_ in range(5):
+        url = postgres_server.create_database(f"ledger_race_{uuid.uuid4().hex[:8]}")
+        started = [subprocess.Popen([sys.executable, "-m", "ledger", "--database", url, "create", f"p{index}"],
+                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                   for index in range(4)]
+        failed = [(process.wait(timeout=120), process.stderr.read()) for process in started]
+        assert [code for code, _ in failed] == [0, 0, 0, 0], (round_, failed)
