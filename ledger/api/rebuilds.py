@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -34,13 +35,17 @@ class RebuildJob(msgspec.Struct, kw_only=True):
     finished_at: datetime | None = None
     positions: dict[str, int] | None = None
     """When it succeeded: the log position each read model was rebuilt up to."""
+    parked: dict[str, int] | None = None
+    """When it succeeded: the events each read model could not apply and set aside, if any (`GET /ready` and
+    `ledger projections` show them; `ledger rebuild` exits 1 for them)."""
     error: str | None = None
     """When it failed: why."""
 
 
 class RebuildJobs:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, parked_counts: Callable[[], dict[str, int]] = dict) -> None:
         self.database = database
+        self.parked_counts = parked_counts
         self._jobs: OrderedDict[str, RebuildJob] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -68,6 +73,8 @@ class RebuildJobs:
 
         try:
             job.positions = dict(rebuild(self.database, progress=False))
+            parked = self.parked_counts()
+            job.parked = {name: parked[name] for name in job.positions if parked.get(name)} or None
             job.state = "succeeded"
         except Exception as error:  # noqa: BLE001 - recorded on the job, which the client polls
             log.exception("rebuild %s failed", job.id)

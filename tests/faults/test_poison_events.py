@@ -21,6 +21,7 @@ from ledger.settings import Database
 from ledger.signing import SigningKeys
 from ledger.signing.records import Sealed
 from projections.runner import ProjectionWorker
+from tests.api.conftest import make_client
 from tests.waiting import wait_until
 
 CLI_TIMEOUT = 120
@@ -106,6 +107,12 @@ def test_a_worker_parks_what_it_cannot_apply_and_reaches_the_head(database_url):
     finally:
         worker.close()
     assert after.position <= head
+    with make_client(database_url) as client:  # the API's rebuild job says so too
+        job = client.post("/api/ledger/rebuild").json()
+        done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
+            client.get(job["url"]).json()), 60, "the rebuild to end")
+    assert done["state"] == "succeeded" and done["parked"] == {
+        name: sum(1 for p in parked if p.projection == name) for name in {p.projection for p in parked}}
 
 
 @pytest.mark.postgres
