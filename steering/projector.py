@@ -130,7 +130,8 @@ class SteeringProjector:
                 self.engine.clear_active()
         except SteeringError as problem:
             error = f"profile {profile_id} v{spec.version} cannot be applied: {problem}"
-            logger.warning("steering projector: %s; generating unsteered", error)
+            logger.warning("steering projector: %s; requests that would use it are refused (profile_incompatible) "
+                           "until another version or profile is active", error)
             self.engine.clear_active()
         with self._changed:
             self._profile_id, self._pinned, self._spec, self._error = profile_id, pinned, spec, error
