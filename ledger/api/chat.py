@@ -200,6 +200,8 @@ class ChatController(Controller):
         created = int(time.time())
         if data.stream and data.compare:
             raise ValidationError("compare cannot be combined with stream", field="compare")
+        if data.stream_options is not None and not data.stream:
+            raise ValidationError("stream_options is only for a streamed request (stream: true)", field="stream_options")
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
         if data.stream:
             usage = bool((data.stream_options or {}).get("include_usage"))

@@ -77,7 +77,7 @@ class ChatCompletionRequest(Request, kw_only=True):
     steering_method: Literal["add", "add_normalized"] = "add"
     compare: bool = False
     """Also return the unsteered completion for the same seed."""
-    min_position: int | None = None
+    min_position: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     """Generate only once the steering hook has applied this log position (e.g. an activation's)."""
 
 

@@ -179,7 +179,9 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
     for refused, param in (({"presence_penalty": 0.5}, "presence_penalty"),
                            ({"frequency_penalty": -1}, "frequency_penalty"), ({"logprobs": True}, "logprobs"),
                            ({"response_format": {"type": "json_object"}}, "response_format.type"),
-                           ({"extra_body": {"profile": "x", "profile_version": 0}}, "profile_version")):
+                           ({"extra_body": {"profile": "x", "profile_version": 0}}, "profile_version"),
+                           ({"extra_body": {"min_position": -5}}, "min_position"),
+                           ({"stream_options": {"include_usage": True}}, "stream_options")):
         with pytest.raises(openai.UnprocessableEntityError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message
