@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -17,7 +17,9 @@ from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
 from .sae import SAE, check_feature_indices, steering_vector
-from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, Scheduler, SchedulerStats
+from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, RequestCancelledError, Scheduler, SchedulerStats
+
+ABANDON_POLL_SECONDS = 0.1  # how soon a generation whose caller went away gives its batch place up
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,12 +131,19 @@ class SteeringEngine:
         """Queue one request (steered by its own `steering`, or not); it joins the running batch at once."""
         return self.scheduler.submit(request).future
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Results for `requests`, batched with whatever else is in flight."""
+    def generate(
+        self, requests: Sequence[GenerationRequest], abandoned: threading.Event | None = None
+    ) -> list[GenerationResult]:
+        """Results for `requests`, batched with whatever else is in flight; once `abandoned` is set (the caller went
+        away), they leave the batch at the next step and RequestCancelledError is raised."""
         tickets = []
         try:
             for request in requests:
                 tickets.append(self.scheduler.submit(request))
+            futures = [ticket.future for ticket in tickets]
+            while abandoned is not None and wait(futures, timeout=ABANDON_POLL_SECONDS).not_done:
+                if abandoned.is_set():
+                    raise RequestCancelledError("the caller went away")
         except BaseException:
             for ticket in tickets:
                 ticket.cancel()

@@ -8,6 +8,7 @@ requests with different profiles never see each other's steering.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +20,7 @@ from .engine import SteeringEngine, SteeringSnapshot
 from .errors import SteeringError
 from .generate import GenerationRequest, GenerationResult, environment_fingerprint
 from .projector import ProfileSpec, SteeringProjector
-from .scheduler import EngineClosedError, SchedulerFullError
+from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullError
 
 METHODS = ("add", "add_normalized")
 SEED_MAX = 2**63 - 1
@@ -121,12 +122,16 @@ class GenerationService:
         return [] if spec is None else self.compatibility_warnings(spec)
 
     # -- generation ----------------------------------------------------------------------------------
-    def complete(self, completion: Completion, *, compare: bool = False) -> CompletionOutcome:
+    def complete(
+        self, completion: Completion, *, compare: bool = False, abandoned: threading.Event | None = None
+    ) -> CompletionOutcome:
+        """Generate and record; once ``abandoned`` is set (the caller went away), the generation stops and nothing
+        is recorded (RequestCancelledError)."""
         spec, request = self._prepare(completion)
         requests = [request]
         if compare:
             requests.append(replace(request, steering=None))
-        results = self._generate(requests)
+        results = self._generate(requests, abandoned)
         outcome = self._record(completion, spec, request, results[0])
         return replace(outcome, unsteered=results[1] if compare else None)
 
@@ -205,10 +210,11 @@ class GenerationService:
             steering=steering,
         )
 
-    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _generate(self, requests: list[GenerationRequest], abandoned: threading.Event | None = None
+                  ) -> list[GenerationResult]:
         try:
-            return self.engine.generate(requests)
-        except (SchedulerFullError, EngineClosedError):
+            return self.engine.generate(requests, abandoned)
+        except (SchedulerFullError, EngineClosedError, RequestCancelledError):
             raise
         except (SteeringError, ValueError) as error:
             raise ValidationError(str(error)) from None

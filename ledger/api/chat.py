@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.deps import refuse_beyond_head
@@ -102,6 +105,40 @@ def wait_for_steering(runtime: Runtime, position: int) -> None:
         )
 
 
+DEPARTED = "ledger.departed"
+
+
+def watch_for_departure(app: ASGIApp) -> ASGIApp:
+    """Sets ``scope[DEPARTED]`` (a ``threading.Event``) when the client goes away once its request is in: a
+    generation nobody waits for any more then leaves the batch (a stream's does when its iterator is closed)."""
+
+    async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+        departed = scope[DEPARTED] = threading.Event()  # type: ignore[literal-required]
+        watcher: asyncio.Future[None] | None = None
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            departed.set()
+
+        async def receiving() -> Message:
+            nonlocal watcher
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                departed.set()
+            elif not message.get("more_body") and watcher is None:  # the whole body is in: watch what comes next
+                watcher = asyncio.ensure_future(watch())
+            return message
+
+        try:
+            await app(scope, receiving, send)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    return watched
+
+
 def completion_from(data: ChatCompletionRequest) -> Any:
     from steering.runs import Completion
 
@@ -181,6 +218,7 @@ class ChatController(Controller):
             "same request run alone. 503 `engine_busy` with `Retry-After` when the generation queue is full."
         ),
         **COMMAND_ROUTE,
+        middleware=[watch_for_departure],
         responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT, openai=True),
     )
     def chat_completions(
@@ -208,7 +246,8 @@ class ChatController(Controller):
             return self._stream(request, generation, completion, context, model, created, usage,  # type: ignore[return-value]
                                 warnings)
         with busy_as_503():
-            outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare))
+            outcome = run_command(context, lambda: generation.complete(
+                completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
         result = outcome.result
         body = ChatCompletion(
             id=f"chatcmpl-{outcome.execution_id.hex}",

@@ -17,6 +17,7 @@ from steering.engine import SteeringEngine
 from steering.models import load_model
 from steering.sae import load_sae
 from tests.api.conftest import assert_error, start_server
+from tests.waiting import wait_until
 from tests.steering.conftest import D_SAE, LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
 
 MESSAGES = [{"role": "user", "content": "tell me about the sea"}]
@@ -185,6 +186,16 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
         with pytest.raises(openai.UnprocessableEntityError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message
+
+
+def test_a_client_that_goes_away_before_its_answer_frees_its_place_in_the_batch(server):
+    before = server.client.get("/api/steering/status").json()["scheduler"]
+    body = {"messages": MESSAGES, "max_tokens": 480, "temperature": 0}  # greedy: all 480 tokens
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url, timeout=0.5) as leaving:
+        leaving.post("/v1/chat/completions", json=body)
+    stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
+        server.client.get("/api/steering/status").json()["scheduler"]), 10, "the abandoned row to leave the batch")
+    assert stats["cancelled"] == before["cancelled"] + 1 and stats["finished"] == before["finished"]
 
 
 def test_recorded_generations_replay_and_link_to_the_original(server):
