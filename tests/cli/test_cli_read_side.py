@@ -57,7 +57,7 @@ def test_a_query_where_nothing_was_recorded_says_so_and_creates_nothing(tmp_path
     typo = tmp_path / "no-such-dir" / "ledgr.sqlite"
     for database_url in (f"sqlite:///{typo}", postgres_url):
         for query in (["list"], ["show", "calm"], ["verify"], ["tokens", "list"], ["projections"],
-                      ["projections", "retry"]):
+                      ["projections", "retry"], ["rebuild"]):
             result = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, *query],
                                     capture_output=True, text=True, timeout=120)
             assert result.returncode == 1, (query, result.stderr)
