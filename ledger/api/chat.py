@@ -239,12 +239,13 @@ class ChatController(Controller):
         if data.stream and data.compare:
             raise ValidationError("compare cannot be combined with stream", field="compare")
         if data.stream_options is not None and not data.stream:
-            raise ValidationError("stream_options is only for a streamed request (stream: true)", field="stream_options")
+            raise ValidationError("stream_options is only for a streamed request (stream: true)",
+                                  field="stream_options")
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
         if data.stream:
             usage = bool((data.stream_options or {}).get("include_usage"))
-            return self._stream(request, generation, completion, context, model, created, usage,  # type: ignore[return-value]
-                                warnings)
+            streamed = self._stream(request, generation, completion, context, model, created, usage, warnings)
+            return streamed  # type: ignore[return-value]
         with busy_as_503():
             outcome = run_command(context, lambda: generation.complete(
                 completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
