@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Optional
 
 import typer
@@ -23,14 +21,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(projections_app)
 
 
-@contextmanager
-def opened() -> Iterator[tuple[Any, Any]]:
-    """The read models' store and the event log, over this process's one application: refused where nothing was
-    recorded (a query makes no database and no table)."""
-    reads = state.reads
-    yield reads.store, reads.log
-
-
 @projections_app.callback()
 def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List each read model's position and the events it parked (an event it could not apply, with the error);
@@ -39,10 +29,10 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
         return
     from projections.registry import PROJECTION_NAMES
 
-    with opened() as (store, log):
-        head = log.head()
-        positions = store.positions(PROJECTION_NAMES)
-        parked = store.parked()
+    reads = state.reads  # over this process's one application: refused where nothing was recorded, makes nothing
+    head = reads.log.head()
+    positions = reads.store.positions(PROJECTION_NAMES)
+    parked = reads.store.parked()
     if as_json:
         emit_json({"log_position": head, "positions": positions, "parked": parked})
         raise typer.Exit(1 if parked else 0)
@@ -81,10 +71,10 @@ def retry(
     from projections.registry import select
 
     chosen = select(names or None)
-    with opened() as (store, log):
-        outcomes = [
-            outcome for projection in chosen for outcome in store.retry_parked(projection, log.event_at, position)
-        ]
+    store, log = state.reads.store, state.reads.log
+    outcomes = [
+        outcome for projection in chosen for outcome in store.retry_parked(projection, log.event_at, position)
+    ]
     emit(as_json, outcomes, map(retry_line, outcomes), "no parked events")
     if any(not outcome.applied for outcome in outcomes):
         raise typer.Exit(1)
