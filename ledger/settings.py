@@ -117,6 +117,10 @@ class Settings:
     inline_projections: bool = True
     """Whether a server writes the read models in the transaction that records the events
     (``LEDGER_INLINE_PROJECTIONS=off``: only the asynchronous workers do, and commands wait for them)."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host names requests may be addressed to besides ``localhost`` and IP addresses (``LEDGER_ALLOWED_HOSTS``,
+    comma-separated; ``*``: any). Unset: any host when tokens are asked for; in open mode only ``localhost`` and
+    IP addresses, so a page of another site cannot reach an open server through a name it rebinds to it."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -133,7 +137,15 @@ class Settings:
             max_queue=_positive_int(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
             step_tokens=_positive_int(environ, "LEDGER_STEP_TOKENS", 512),
             inline_projections=parse_switch(environ.get("LEDGER_INLINE_PROJECTIONS"), default=True),
+            allowed_hosts=_names(environ.get("LEDGER_ALLOWED_HOSTS")),
         )
+
+    def host_allowlist(self, auth: bool) -> frozenset[str] | None:
+        """The host names (lower case) requests may name besides ``localhost`` and IP addresses, on a server that
+        asks for tokens (``auth``) or not; None: any."""
+        if self.allowed_hosts is None:
+            return None if auth else frozenset()
+        return None if "*" in self.allowed_hosts else frozenset(name.lower() for name in self.allowed_hosts)
 
 
 def _positive_int(environ: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -155,3 +167,9 @@ def parse_switch(value: str | None, *, default: bool) -> bool:
     if value is None or not value.strip():
         return default
     return value.strip().lower() not in FALSE_WORDS
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list (spaces ignored); None when unset or empty."""
+    names = tuple(name.strip() for name in (value or "").split(",") if name.strip())
+    return names or None

@@ -1,4 +1,4 @@
-"""Strict request bodies, and no changes from other sites.
+"""Strict request bodies, no changes from other sites, no requests addressed to unknown host names.
 
 Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would become ``3``). This hook, run
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
@@ -6,10 +6,15 @@ type, so a value of the wrong JSON type is refused (422 ``invalid_request``) rat
 is refused (422) here too, and so is JSON nested too deeply to decode, and a body that is not
 ``application/json`` (415). A value outside the bounds its field declares (``Meta``) breaks a rule of the
 domain: 422 ``invalid_value``, as the domain's own checks answer.
+
+A page of another site can still reach a server through a name of its own that it points at the server's
+address (DNS rebinding): its requests are then same-site, ``Origin`` and ``Host`` alike. The ``Host`` check
+refuses names the server was not told to answer to (in open mode every name but ``localhost``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +24,7 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 
 from ledger.api.auth import SAFE_METHODS
-from ledger.api.errors import CrossSiteRequestError, UnsupportedMediaTypeError
+from ledger.api.errors import CrossSiteRequestError, UnknownHostError, UnsupportedMediaTypeError
 from ledger.errors import ValidationError
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -41,6 +46,29 @@ def refuse_cross_site(request: Request[Any, Any, Any]) -> None:
     hosts = {request.headers.get(name, "").lower() for name in ("host", "x-forwarded-host")} - {""}
     if urlsplit(origin).netloc.lower() not in hosts:
         raise CrossSiteRequestError(f"a change sent by a page of another site ({origin[:100]}) is refused")
+
+
+def refuse_unknown_host(request: Request[Any, Any, Any], allowed: frozenset[str] | None) -> None:
+    """A request whose ``Host`` names neither ``localhost``, an IP address nor one of ``allowed`` (None: any) is
+    refused: only a page served under such a name, pointed at this server, would send it."""
+    if allowed is None:
+        return
+    try:
+        name = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+    except ValueError:
+        name = ""
+    if name in allowed or name == "localhost" or name.endswith(".localhost") or _is_ip_address(name):
+        return
+    raise UnknownHostError(f"this server does not answer to the host name {name[:100]!r}: add it to "
+                           "LEDGER_ALLOWED_HOSTS (in open mode only localhost and IP addresses are answered)")
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 async def strict_json_body(request: Request[Any, Any, Any]) -> None:

@@ -5,8 +5,9 @@ OpenAI's, which its clients read: ``{"error": {"message": detail, "type", "param
 
 * ledger errors: 401 no valid bearer token (with ``WWW-Authenticate: Bearer``), 403 a role too low, 404 not found, 409 conflicts, 412 stale ``If-Match``, 422 invalid values,
   429 (with ``Retry-After``) what runs one at a time is running (a walk of the log);
-* the API's own: 403 ``cross_site_request`` for a change sent by a page of another site, 415 a body that is not
-  JSON where JSON is read, 504 when the projections did not reach a requested position in time;
+* the API's own: 400 ``unknown_host`` for a request addressed to a host name the server does not answer to
+  (``LEDGER_ALLOWED_HOSTS``), 403 ``cross_site_request`` for a change sent by a page of another site, 415 a body
+  that is not JSON where JSON is read, 504 when the projections did not reach a requested position in time;
 * Litestar's: request validation (body, query, path, headers, malformed JSON) and a path parameter that is not of
   its type (``{execution_id:uuid}``) → 422 ``invalid_request``;
   an oversized body → 413; an unknown route → 404; a wrong method → 405; anything else it raises keeps
@@ -28,6 +29,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import ParameterKwarg
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
@@ -88,6 +90,12 @@ class CrossSiteRequestError(PermissionDeniedError):
     code = "cross_site_request"
 
 
+class UnknownHostError(ApiError):
+    """A request addressed to a host name this server is not configured to answer to (``LEDGER_ALLOWED_HOSTS``)."""
+
+    code = "unknown_host"
+
+
 class ProjectionTimeoutError(ApiError):
     """The read side did not reach the position the client asked to read after."""
 
@@ -102,6 +110,7 @@ _STATUSES: tuple[tuple[type[LedgerError], int], ...] = (  # the first kind the e
     (ConflictError, HTTP_409_CONFLICT),
     (ValidationError, HTTP_422_UNPROCESSABLE_ENTITY),
     (UnsupportedMediaTypeError, HTTP_415_UNSUPPORTED_MEDIA_TYPE),
+    (UnknownHostError, HTTP_400_BAD_REQUEST),
     (ProjectionTimeoutError, HTTP_504_GATEWAY_TIMEOUT),
     (ServiceUnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
     (BusyError, HTTP_429_TOO_MANY_REQUESTS),

@@ -9,6 +9,7 @@ the runtime (:mod:`ledger.api.deps`); ``create_app`` assembles the routes around
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -100,6 +101,11 @@ class Runtime:
     def check_compatibility(self, profile: Any) -> list[str]:
         check = self.compatibility_check or (self.steering.compatibility_warnings if self.steering else None)
         return check(profile) if check is not None else []
+
+    @functools.cached_property
+    def allowed_hosts(self) -> frozenset[str] | None:
+        """The host names requests may name besides ``localhost`` and IP addresses (None: any)."""
+        return self.settings.host_allowlist(self.auth)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -72,7 +72,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_deadline(gua
 def test_headers_sent_a_byte_at_a_time_are_cut_off(guarded):
     with connect(guarded) as sock:
         started = time.monotonic()
-        request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+        request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 200
         closed = False
         for byte in request:
             try:
@@ -89,7 +89,7 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(guarded):
 
 def test_a_body_that_stalls_is_cut_off(guarded):
     with connect(guarded) as sock:
-        sock.sendall(b"POST /api/profiles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /api/profiles HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{\"name\": ")
         assert (closed_within(sock, 5) or 99) < 3
 
@@ -97,7 +97,7 @@ def test_a_body_that_stalls_is_cut_off(guarded):
 def test_a_keep_alive_connection_serves_requests_and_then_idles_out(guarded):
     with connect(guarded) as sock:
         for _ in range(3):
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
             time.sleep(0.5)  # within the keep-alive and header deadlines
         assert (closed_within(sock, 5) or 99) < 3
@@ -143,7 +143,7 @@ def test_busy_connections_are_never_closed_to_make_room(sqlite_url):
         busy = []
         for _ in range(3):  # each sends its headers and part of its body: busy with a request, not idle
             sock = connect(running)
-            sock.sendall(b"POST /api/profiles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /api/profiles HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100\r\n\r\n{")
             busy.append(sock)
         time.sleep(0.2)
