@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, find_id_convertor
@@ -188,6 +189,10 @@ class EventLog:
         if not notifications:
             raise LookupError(f"no event at position {position}")
         return self._to_domain_event(notifications[0])
+
+    def later_versions(self, originator_id: str, version: int) -> set[int]:
+        """The versions of a stream after ``version``."""
+        return {stored.originator_version for stored in self.recorder.select_events(UUID(originator_id), gt=version)}
 
     def _to_domain_event(self, notification: Any) -> Any:
         try:

@@ -66,6 +66,12 @@ class ParkedEvent(msgspec.Struct, frozen=True):
 PARKED = Table(PARKED_TABLE, ParkedEvent, key=("projection", "position"))
 
 
+SUPERSEDED = (
+    "later events of its stream were applied since, so applying it now would set the rows back: rebuild the "
+    "read model (ledger rebuild NAME) to apply it in order"
+)
+
+
 class RetryOutcome(msgspec.Struct, frozen=True):
     parked: ParkedEvent
     applied: bool
@@ -187,27 +193,46 @@ class ParkingRecorder:
             return {row["projection"]: int(row["parked"]) for row in curs.fetchall()}
 
     def retry_parked(
-        self, projection: ReadModelProjection, read_event: Callable[[int], Any], position: int | None = None
+        self,
+        projection: ReadModelProjection,
+        read_event: Callable[[int], Any],
+        later_versions: Callable[[str, int], set[int]],
+        position: int | None = None,
     ) -> list[RetryOutcome]:
         """Apply the projection's parked events again (or the one at ``position``), in log order, onto its
         current rows, under its lock: those that apply leave the parked table, the others keep their place
-        with the new error. ``read_event(position)`` reads one event from the log."""
+        with the new error. ``read_event(position)`` reads one event from the log; ``later_versions(originator,
+        version)`` the versions its stream has after that one.
+
+        An event is applied only if nothing of its stream was applied after it (what follows it is parked too,
+        or absent): applied after a later revision, it would set the row back to what the revision replaced. It
+        stays parked, and a rebuild (``ledger rebuild NAME``) applies it in order."""
         outcomes: list[RetryOutcome] = []
-        waiting = [p for p in self.parked([projection.name]) if position is None or p.position == position]
+        everything = self.parked([projection.name])
+        waiting = [p for p in everything if position is None or p.position == position]
         if not waiting:
             return outcomes
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, projection.name, wait=True)
+            kept = {p.position for p in everything}  # parked, and staying so unless applied here
             for parked in waiting:
+                kept.discard(parked.position)
                 try:
+                    event = read_event(parked.position)
+                    if not isinstance(event, UndecodableEvent) and self._applied_after(
+                        event, later_versions, everything, kept, read_event
+                    ):
+                        kept.add(parked.position)
+                        outcomes.append(RetryOutcome(parked, applied=False, error=SUPERSEDED))
+                        continue
                     with self._savepoint(curs):
-                        event = read_event(parked.position)
                         if isinstance(event, UndecodableEvent):
                             raise event.error
                         self._write(curs, "", projection.ops_for([(parked.position, event)]))
                 except Exception as error:
                     if is_transient(error):
                         raise
+                    kept.add(parked.position)
                     self._note_failure(curs, projection.name, parked.position, error)
                     outcomes.append(RetryOutcome(parked, applied=False, error=describe(error)))
                     continue
@@ -220,3 +245,22 @@ class ParkingRecorder:
                 outcomes.append(RetryOutcome(parked, applied=True))
         return outcomes
 
+    @staticmethod
+    def _applied_after(
+        event: Any,
+        later_versions: Callable[[str, int], set[int]],
+        parked: Sequence[ParkedEvent],
+        kept: set[int],
+        read_event: Callable[[int], Any],
+    ) -> bool:
+        """Whether the read model applied an event of ``event``'s stream that comes after it: one of the
+        stream's later versions that is not parked (or is parked, but was applied by this retry)."""
+        later = later_versions(str(event.originator_id), event.originator_version)
+        if not later:
+            return False
+        still_parked = {
+            read_event(p.position).originator_version
+            for p in parked
+            if p.position in kept and p.originator_id == str(event.originator_id)
+        }
+        return not later <= still_parked

@@ -65,16 +65,16 @@ def retry(
 ) -> None:
     """Apply parked events again, in log order, onto the read models' current rows (after a fix).
 
-    Those that apply leave the parked list; the others stay, with the new error, and the exit status is 1.
-    `ledger rebuild NAME` instead rebuilds a read model from position 0, applying every event in order.
+    Those that apply leave the parked list; the others stay, with the new error, and the exit status is 1. An
+    event whose stream had later events applied since stays parked too (applied now, it would set the rows back):
+    `ledger rebuild NAME` rebuilds a read model from position 0, applying every event in order.
     """
     from projections.registry import select
 
     chosen = select(names or None)
     store, log = state.reads.store, state.reads.log
-    outcomes = [
-        outcome for projection in chosen for outcome in store.retry_parked(projection, log.event_at, position)
-    ]
+    outcomes = [outcome for projection in chosen
+                for outcome in store.retry_parked(projection, log.event_at, log.later_versions, position)]
     emit(as_json, outcomes, map(retry_line, outcomes), "no parked events")
     if any(not outcome.applied for outcome in outcomes):
         raise typer.Exit(1)

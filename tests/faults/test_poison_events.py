@@ -39,11 +39,13 @@ def connect(url: str) -> Any:
     return sqlite3.connect(Database(url).sqlite_path, isolation_level=None)
 
 
-def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, state: bytes | None = None) -> uuid.UUID:
+def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, state: bytes | None = None,
+          originator: uuid.UUID | None = None, version: int = 1) -> uuid.UUID:
     """INSERT an event with SQL: a copy of the first stored event of that type with ``change`` applied to its
     state (or with ``state`` as it is), signed with the service's key (as a release that wrote what a later read
-    model cannot hold would have signed it). Returns its originator id."""
-    table, originator = events_table(url), uuid.uuid4()
+    model cannot hold would have signed it), as ``version`` of ``originator``'s stream (default: a new one).
+    Returns its originator id."""
+    table, originator = events_table(url), originator or uuid.uuid4()
     marker = "%s" if Database(url).is_postgres else "?"
     with connect(url) as conn:
         topic, stored = conn.execute(
@@ -51,11 +53,11 @@ def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, 
         ).fetchone()
         if state is None:
             state = json.dumps({**json.loads(Sealed.parse(stored).payload), **(change or {})}).encode()
-        state = SigningKeys.from_env(os.environ).seal_all([(originator, 1, topic, state)])[0]
+        state = SigningKeys.from_env(os.environ).seal_all([(originator, version, topic, state)])[0]
         conn.execute(
             f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
-            f"VALUES ({marker}, 1, {marker}, {marker})",
-            (originator if Database(url).is_postgres else str(originator), topic, state),
+            f"VALUES ({marker}, {marker}, {marker}, {marker})",
+            (originator if Database(url).is_postgres else str(originator), version, topic, state),
         )
     return originator
 
@@ -171,3 +173,33 @@ def test_out_of_range_values_are_refused_and_a_planted_one_does_not_stop_a_runni
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert httpx.get(f"{base}/api/profiles/{made['id']}").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_retry_never_sets_a_profile_back_behind_a_revision_applied_since(postgres_url):
+    ledger = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=1))
+    calm = ledger.create_profile({"name": "calm", "steering": {"1": 0.5}, "layer": 3}).profile.id
+    ledger.update_profile(calm, {"steering": {"2": 1.0}})  # version 2
+    plant(postgres_url, "Profile.SpecRevised", {"layer": 2**31, "version": 3}, originator=calm, version=3)
+    ledger.update_profile(calm, {"steering": {"3": 2.0}, "layer": 3})  # version 4, after the parked 3
+    ledger.close()
+    worker = ProjectionWorker(Database(postgres_url))
+    try:
+        worker.catch_up()
+        assert {p.projection for p in worker.store.parked()} == {"profiles", "profile_versions"}
+    finally:
+        worker.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # the fix; version 3 could now be applied
+        conn.execute("ALTER TABLE profiles ALTER COLUMN layer TYPE bigint")
+        conn.execute("ALTER TABLE profile_versions ALTER COLUMN layer TYPE bigint")
+
+    retried = ledger_cli(postgres_url, "projections", "retry")
+    assert retried.returncode == 1 and retried.stdout.count("ledger rebuild") == 2, retried
+    shown = json.loads(ledger_cli(postgres_url, "show", str(calm), "--json").stdout)
+    assert shown["version"] == 4 and shown["steering"] == {"3": 2.0} and shown["layer"] == 3, shown
+
+    rebuilt = ledger_cli(postgres_url, "rebuild", "--no-progress")
+    assert rebuilt.returncode == 0, rebuilt
+    assert ledger_cli(postgres_url, "projections").returncode == 0  # nothing parked any more
+    shown = json.loads(ledger_cli(postgres_url, "show", str(calm), "--json").stdout)
+    assert shown["version"] == 4 and shown["steering"] == {"3": 2.0}, shown
