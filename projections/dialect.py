@@ -55,6 +55,13 @@ class Dialect:
             "greatest": "MAX",
         }
 
+    @property
+    def table_exists(self) -> str:
+        """A query of one parameter, a table's name: one row whose ``found`` is true when the table exists."""
+        if self.is_postgres:
+            return "SELECT to_regclass(%s) IS NOT NULL AS found"
+        return "SELECT count(*) AS found FROM sqlite_master WHERE type = 'table' AND name = ?"
+
     def compile(self, statement: str, tables: Mapping[str, str] | None = None) -> str:
         """Fill in table names and dialect types; convert ``:name`` parameters for the driver."""
         text = statement.format(**self.types, **(tables or {}))

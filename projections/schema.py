@@ -44,9 +44,10 @@ def definition(projection: ReadModelProjection) -> str:
 def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
     """Rebuild the read models whose definition changed; then the tracking table and every read model's tables,
     when they do not exist yet (idempotent). Returns the names of those rebuilt."""
+    lost_tracking = bool(store.missing_tables([store.tracking_table]))
     store.create_table()
     store.create_parked_table()
-    changed = rebuild_changed(store, database)  # first: their tables may have another shape now
+    changed = rebuild_changed(store, database, lost_tracking)  # first: their tables may have another shape now
     with store.datastore.transaction(commit=True) as curs:
         for table in RETIRED_TABLES:
             curs.execute(f"DROP TABLE IF EXISTS {table}")
@@ -54,8 +55,13 @@ def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
     return changed
 
 
-def rebuild_changed(store: ReadModelStore, database: Database) -> list[str]:
-    current = {projection.name: definition(projection) for projection in select()}
+def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bool = False) -> list[str]:
+    """Rebuild the read models made before (their definition is recorded) whose definition changed since, or
+    that lost a table or their positions (``lost_tracking``): made again empty, they would answer that nothing
+    is there, and their positions would say they are up to date (or, lost, that every event is still to apply
+    onto rows that hold them already)."""
+    projections = select()
+    current = {projection.name: definition(projection) for projection in projections}
     with _one_process_at_a_time(store):
         dialect = store.dialect
         with store.datastore.transaction(commit=True) as curs:
@@ -63,10 +69,17 @@ def rebuild_changed(store: ReadModelStore, database: Database) -> list[str]:
             curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
             recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
         changed = [name for name, made in current.items() if name in recorded and recorded[name] != made]
+        missing = store.missing_tables(table.name for projection in projections for table in projection.tables)
+        lost = [projection.name for projection in projections if projection.name in recorded and projection.name
+                not in changed and (lost_tracking or any(table.name in missing for table in projection.tables))]
+        if changed:
+            logger.warning("read models %s changed definition: rebuilding them", ", ".join(changed))
+        if lost:
+            logger.warning("read models %s lost a table or their positions: rebuilding them", ", ".join(lost))
+        changed += lost
         if changed:
             from projections.runner import rebuild
 
-            logger.warning("read models %s changed definition: rebuilding them", ", ".join(changed))
             rebuild(database, changed, progress=False)
         upsert = dialect.compile(
             f"INSERT INTO {DEFINITIONS_TABLE} (name, definition) VALUES (:name, :definition) "

@@ -101,6 +101,16 @@ class ReadModelRecorder(ParkingRecorder):
         raise NotImplementedError
 
     # -- schema ---------------------------------------------------------------------------------------
+    def missing_tables(self, names: Iterable[str]) -> set[str]:
+        """Those of the tables named that do not exist."""
+        with self.datastore.transaction(commit=False) as curs:
+            missing = set()
+            for name in names:
+                curs.execute(self.dialect.table_exists, (name,))
+                if not curs.fetchone()["found"]:
+                    missing.add(name)
+            return missing
+
     def create_read_model_tables(self, projections: Iterable[ReadModelProjection], suffix: str = "") -> None:
         self.create_parked_table()
         for projection in projections:

@@ -18,6 +18,7 @@ from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext, acting_as
 from ledger.errors import NotFoundError, ValidationError
 from ledger.settings import Database, Settings
+from projections.dialect import POSTGRES, SQLITE
 
 NO_LEDGER = ("no ledger at %s: nothing was recorded there (check --database or LEDGER_DATABASE_URL; `ledger db init`, "
              "a server or a command that writes creates one)")
@@ -113,10 +114,8 @@ state = CliState()
 def holds_log(app: ProfileLedger, database: Database) -> bool:
     """Whether the database has the event log's table (read without creating anything)."""
     recorder: Any = app.recorder
-    sql = ("SELECT to_regclass(%s) IS NOT NULL AS found" if database.is_postgres
-           else "SELECT count(*) AS found FROM sqlite_master WHERE type = 'table' AND name = ?")
     with recorder.datastore.transaction(commit=False) as curs:
-        curs.execute(sql, (recorder.events_table_name,))
+        curs.execute((POSTGRES if database.is_postgres else SQLITE).table_exists, (recorder.events_table_name,))
         return bool(curs.fetchone()["found"])
 
 

@@ -1,7 +1,10 @@
 """Read models carry their definition: one whose recorded definition differs from the code's is rebuilt when a
-process starts, instead of being left stale; an unchanged one is left alone."""
+process starts, instead of being left stale; so is one that lost a table or its position; an unchanged one is left
+alone."""
 
 from __future__ import annotations
+
+import json
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
@@ -48,6 +51,27 @@ def test_a_changed_definition_is_rebuilt_on_start_its_retired_tables_dropped_and
     assert recorded == {projection.name: definition(projection) for projection in select()}
 
 
+def test_a_read_model_that_lost_a_table_or_its_position_is_rebuilt_on_start_not_made_again_empty(database_url):
+    for name in ("calm", "bold"):
+        run_cli(database_url, "create", name, "-f", "1=0.5")
+    run_cli(database_url, "activate", "calm")
+    database = Database(database_url)
+    for lost in ("profiles", "profile_usage", "the positions"):  # dropped, as an operator's mistake could
+        store = open_store(database, pool_size=1)
+        try:
+            with store.datastore.transaction(commit=True) as curs:
+                curs.execute(f"DROP TABLE {store.tracking_table if lost == 'the positions' else lost}")
+        finally:
+            store.datastore.close()
+
+        run_cli(database_url, "db", "init")  # a process starting
+
+        rows = json.loads(run_cli(database_url, "list", "--json").stdout)["profiles"]
+        assert [(row["name"], row["is_active"], row["execution_count"]) for row in rows] == [
+            ("bold", False, 0), ("calm", True, 0)], lost
+        assert run_cli(database_url, "projections").returncode == 0  # up to date, nothing parked
+
+
 def test_a_definition_names_its_version_and_changes_with_a_table():
     from dataclasses import replace
 
@@ -64,11 +88,6 @@ def test_a_definition_names_its_version_and_changes_with_a_table():
 def _table_exists(database: Database, table: str) -> bool:
     store = open_store(database, pool_size=1)
     try:
-        with store.datastore.transaction(commit=False) as curs:
-            if store.dialect.is_postgres:
-                curs.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,))
-            else:
-                curs.execute("SELECT count(*) > 0 AS found FROM sqlite_master WHERE name = ?", (table,))
-            return bool(curs.fetchone()["found"])
+        return not store.missing_tables([table])
     finally:
         store.datastore.close()
