@@ -302,7 +302,11 @@ class ProfileLedger(Application[UUID]):
     def find_profile(self, name: str) -> UUID | None:
         """The live profile holding ``name`` (compared trimmed and case-insensitively), from the name index."""
         self._current_name_keys()
-        index = self.find_aggregate(ProfileName.id_for(values.display_name(name)))
+        try:
+            index_id = ProfileName.id_for(values.display_name(name))
+        except ValidationError:  # a name no profile may have: none has it
+            return None
+        index = self.find_aggregate(index_id)
         return None if index is None else index.profile_id
 
     def resolve_profile(self, reference: str | UUID) -> UUID:
