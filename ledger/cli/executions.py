@@ -6,7 +6,9 @@ from typing import Any, Optional
 
 import typer
 
-from ledger.cli.context import ACTOR, JSON, PROFILE, REASON, acting, emit, emit_json, parse_json, profile_ref, state
+from ledger.cli.context import (
+    ACTOR, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, profile_ref, state,
+)
 from ledger.errors import RunNotFoundError
 
 RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).")
@@ -55,7 +57,7 @@ def register(app: typer.Typer) -> None:
             None, metavar="[NAME_OR_ID]", help="Only this profile's executions (its name or id)."
         ),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="Only executions of this run."),
-        limit: int = typer.Option(50, "--limit"),
+        limit: int = limit_option(50, "executions"),
         as_json: bool = JSON,
     ) -> None:
         """List executions, newest first, from the read model."""

@@ -10,7 +10,7 @@ from typing import Any, Optional, TypeVar
 import typer
 
 from ledger.checkpoint import Checkpoint
-from ledger.cli.context import JSON, emit_json, state
+from ledger.cli.context import JSON, emit_json, limit_option, state
 from ledger.errors import ValidationError
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def log(
         after: int = typer.Option(0, "--after", help="Start after this log position."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="At most this many events."),
+        limit: Optional[int] = limit_option(None, "events", most=None),
         as_json: bool = JSON,
     ) -> None:
         """Print the event log in commit order: position, time, actor, event and what it concerns."""

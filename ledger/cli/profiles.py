@@ -5,6 +5,7 @@ Every command that takes a profile takes its name or its id (``NAME_OR_ID``)."""
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,7 +15,8 @@ from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileState
 from ledger.cli.context import (
-    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, parse_json, parse_time, profile_ref, state,
+    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, parse_time,
+    profile_ref, state,
 )
 from ledger.errors import ImportFormatError, ValidationError
 
@@ -120,7 +122,8 @@ def list_line(row: Any) -> str:
             f"  [{', '.join(row.tags)}]  executions={row.execution_count}")
 
 
-LIST_SORTS = {"name": "name", "updated": "updated_at"}
+LIST_SORTS = {"name": "name", "updated": "updated_at"}  # --sort: the read model's order
+ListSort = Enum("ListSort", {sort: sort for sort in LIST_SORTS}, type=str)
 NAME = typer.Option(None, "--name")
 DESCRIPTION = typer.Option(None, "--description")
 MODEL = typer.Option(None, "--model-id")
@@ -215,17 +218,15 @@ def register(app: typer.Typer) -> None:
         all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
         product: Optional[str] = typer.Option(None, "--product"),
         search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
-        sort: str = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
-        limit: int = typer.Option(50, "--limit"),
+        sort: ListSort = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
+        limit: int = limit_option(50, "profiles"),
         cursor: Optional[str] = typer.Option(None, "--cursor", help="The next page: the cursor the last one ended with."),
         as_json: bool = JSON,
     ) -> None:
         """List live profiles from the read model, a page at a time."""
-        if sort not in LIST_SORTS:
-            raise ValidationError(f"--sort must be one of {', '.join(LIST_SORTS)} (got {sort!r})", field="sort")
         page = state.reads.list_profiles(
             tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
-            sort=LIST_SORTS[sort], limit=limit, cursor=cursor,
+            sort=LIST_SORTS[sort.value], limit=limit, cursor=cursor,
         )
         more = [f"(more: the same command with --cursor {page.next_cursor})"] if page.next_cursor else []
         emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, [*map(list_line, page.items), *more],

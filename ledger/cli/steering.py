@@ -101,7 +101,7 @@ def features(
     model: Optional[Path] = typer.Option(None, "--model"),
     feature: Optional[list[int]] = typer.Option(None, "--feature", "-f", help="Only these features; repeatable."),
     top: int = typer.Option(5, "--top", help="Contexts per feature."),
-    limit: int = typer.Option(20, "--limit", help="At most this many features (when --feature is not given)."),
+    limit: int = typer.Option(20, "--limit", min=1, help="At most this many features (when --feature is not given)."),
     texts: Optional[int] = typer.Option(
         None, "--texts", min=1, help="Read this many texts, spread evenly over the offline corpus (default: all of it; "
         "a few hundred answer in seconds)."),
