@@ -41,8 +41,8 @@ class Metrics:
             "ledger_http_request_duration_seconds", "HTTP request latency, by method and route.",
             ("method", "route"), buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self._appends = Counter(
-            "ledger_events_appended", "Saves (commands that recorded events) made by this process.",
+        self._saves = Counter(
+            "ledger_saves", "Saves made by this process (a command's events, recorded together).",
             registry=self.registry,
         )
         self._lock = threading.Lock()
@@ -66,9 +66,9 @@ class Metrics:
         self._requests.labels(method, route, str(status)).inc()
         self._latency.labels(method, route).observe(seconds)
 
-    def observe_append(self) -> None:
+    def observe_save(self) -> None:
         """Called after every save in this process."""
-        self._appends.inc()
+        self._saves.inc()
 
     def follow_engine(self, stats: Callable[[], Any] | None) -> None:
         """Expose the generation scheduler's state (``SteeringEngine.stats``), or stop exposing it (None)."""

@@ -185,7 +185,7 @@ class Runtime:
             self.read_model = None
 
     def _follow_saves(self) -> None:
-        """Count appends and wake the projection runner after every save this process makes (once per ledger)."""
+        """Count saves and wake the projection runner after every save this process makes (once per ledger)."""
         ledger = self.ledger
         assert ledger is not None
         if getattr(ledger, "_ledger_api_listener", None) is self:
@@ -194,7 +194,7 @@ class Runtime:
         def on_save(position: int) -> None:
             if self.shutdown.is_set():
                 return
-            self.metrics.observe_append()
+            self.metrics.observe_save()
             if self.active is not None:
                 self.active.saw()
             if self.wake is not None and self.progress is not None and position > self.progress.reached:

@@ -50,7 +50,7 @@ def test_metrics_exposition_is_prometheus_text_that_its_parser_reads(client):
         "ledger_http_request_duration_seconds", "ledger_http_request_duration_seconds_bucket",
         method="POST", route="/api/profiles", le="+Inf",
     ) == 1
-    assert value("ledger_events_appended", "ledger_events_appended_total") == 1
+    assert value("ledger_saves", "ledger_saves_total") == 1
     assert value("ledger_log_position", "ledger_log_position") >= profile["position"]
     assert value("ledger_projection_position", "ledger_projection_position", projection="profiles") >= 0
     assert value("ledger_projection_lag", "ledger_projection_lag", projection="profiles") >= 0
