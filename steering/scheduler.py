@@ -113,7 +113,7 @@ class Scheduler:
         self._condition = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._steps = self._admitted = self._refused = self._cancelled = self._finished = 0
+        self._steps = self._admitted = self._refused = self._cancelled = self._finished = self._failed = 0
         self._prefill = self._decode = 0
         self._recent: deque[tuple[float, int, int, int]] = deque()  # (step start, prefill, decode, finished)
         self._ttft = [0] * len(TTFT_BUCKETS)
@@ -152,7 +152,7 @@ class Scheduler:
             return SchedulerStats(
                 queued=len(self._waiting), running=len(self._running), max_batch=self.max_batch,
                 max_queue=self.max_queue, step_tokens=self.step_tokens, steps=self._steps, admitted=self._admitted,
-                refused=self._refused, cancelled=self._cancelled, finished=self._finished,
+                refused=self._refused, cancelled=self._cancelled, finished=self._finished, failed=self._failed,
                 prefill_tokens=self._prefill, decode_tokens=self._decode,
                 prefill_tokens_per_s=round(prefill / window, 3) if window > 0 else 0.0,
                 decode_tokens_per_s=round(decode / window, 3) if window > 0 else 0.0,
@@ -238,6 +238,7 @@ class Scheduler:
     def _fail_all(self, error: BaseException) -> None:
         with self._condition:
             failed, self._running = self._running, []
+            self._failed += len(failed)
         for ticket in failed:
             self._batch.drop(ticket.row)
             ticket.future.set_exception(error)

@@ -18,6 +18,8 @@ class SchedulerStats(msgspec.Struct, frozen=True):
     refused: int
     cancelled: int
     finished: int
+    failed: int
+    """Requests ended by an error in a forward step (every request of that step's batch)."""
     prefill_tokens: int
     decode_tokens: int
     prefill_tokens_per_s: float

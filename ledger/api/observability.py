@@ -125,6 +125,7 @@ class _EngineCollector(Collector):
             ("ledger_generation_requests_refused", "Requests refused because the queue was full.", stats.refused),
             ("ledger_generation_requests_cancelled", "Requests given up by their caller.", stats.cancelled),
             ("ledger_generation_requests_finished", "Requests finished.", stats.finished),
+            ("ledger_generation_requests_failed", "Requests ended by an error in a forward step.", stats.failed),
         )
         for name, help_text, value in counters:
             yield CounterMetricFamily(name, help_text, value=value)

@@ -120,6 +120,25 @@ def test_a_request_arriving_during_a_long_generation_finishes_first(loaded) -> N
     assert rest
 
 
+def test_a_failed_step_fails_its_requests_is_counted_and_the_scheduler_goes_on(loaded) -> None:
+    scheduler = Scheduler(loaded, max_batch=4, max_queue=4)
+    try:
+        step = scheduler._batch.step
+
+        def failing_once() -> object:
+            scheduler._batch.step = step
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+        scheduler._batch.step = failing_once
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            scheduler.submit(GenerationRequest(prompt=prompt_of(4), max_tokens=3)).future.result(timeout=30)
+        assert scheduler.submit(GenerationRequest(prompt=prompt_of(4), max_tokens=3)).future.result(timeout=30)
+        stats = scheduler.stats()
+        assert (stats.failed, stats.finished, stats.running) == (1, 1, 0)
+    finally:
+        scheduler.close()
+
+
 def test_a_full_queue_refuses_at_once_and_a_cancelled_request_frees_its_row(loaded) -> None:
     scheduler = Scheduler(loaded, max_batch=1, max_queue=1)
     try:
