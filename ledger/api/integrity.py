@@ -74,5 +74,5 @@ class LedgerController(Controller):
     async def rebuild_job(self, job_id: FromPath[str], runtime: NamedDependency[Runtime]) -> RebuildJob:
         job = runtime.rebuilds.get(job_id)
         if job is None:
-            raise NotFoundError(f"no rebuild job {job_id[:80]!r} on this server", job_id=job_id[:80])
+            raise NotFoundError(f"no rebuild job {job_id[:80]!r}", job_id=job_id[:80])
         return job

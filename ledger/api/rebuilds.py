@@ -1,8 +1,9 @@
 """Rebuilding the read models as a job: started by ``POST /api/ledger/rebuild`` (202), polled at its URL.
 
 One rebuild runs at a time across every process on the database (``projections.schema.hold_rebuild_lock``);
-a second request meanwhile answers 409 ``rebuild_in_progress``. Jobs are kept in the memory of the server
-that runs them (the last :data:`KEPT` of them).
+a second request meanwhile answers 409 ``rebuild_in_progress``. Jobs are kept in a table beside the log, so any
+server on the database answers for them; a job whose server stopped before it ended (the lock let go, the job
+still running) is reported failed.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from ledger.settings import Database
+from ledger.side_tables import SideTable
+from projections.errors import RebuildInProgressError
 
 log = logging.getLogger("ledger.api")
 
@@ -43,32 +45,64 @@ class RebuildJob(msgspec.Struct, kw_only=True):
 
 
 class RebuildJobs:
-    def __init__(self, database: Database, parked_counts: Callable[[], dict[str, int]] = dict) -> None:
+    """The jobs, in a table beside the log that every server on the database reads (the last :data:`KEPT`)."""
+
+    TABLE = "ledger_rebuild_jobs"
+
+    def __init__(self, database: Database, datastore: Any, parked_counts: Callable[[], dict[str, int]] = dict) -> None:
         self.database = database
         self.parked_counts = parked_counts
-        self._jobs: OrderedDict[str, RebuildJob] = OrderedDict()
-        self._lock = threading.Lock()
+        self.table = SideTable(datastore, self.TABLE, "id text PRIMARY KEY, started_at text NOT NULL, job text NOT NULL")
 
     def start(self) -> RebuildJob:
         """Start a rebuild in a thread (raises ``RebuildInProgressError`` while one runs anywhere)."""
         from projections.schema import hold_rebuild_lock
 
         release = hold_rebuild_lock(self.database)
-        job_id = uuid.uuid4().hex
-        job = RebuildJob(id=job_id, state="running", url=f"/api/ledger/rebuilds/{job_id}",
-                         started_at=datetime.now(timezone.utc))
-        with self._lock:
-            self._jobs[job_id] = job
-            while len(self._jobs) > KEPT:
-                self._jobs.popitem(last=False)
+        try:
+            job_id = uuid.uuid4().hex
+            job = RebuildJob(id=job_id, state="running", url=f"/api/ledger/rebuilds/{job_id}",
+                             started_at=datetime.now(timezone.utc))
+            self.table.execute(
+                ("INSERT INTO {table} (id, started_at, job) VALUES (?, ?, ?)",
+                 (job.id, job.started_at.isoformat(), msgspec.json.encode(job).decode())),
+                ("DELETE FROM {table} WHERE id NOT IN (SELECT id FROM {table} ORDER BY started_at DESC LIMIT ?)",
+                 (KEPT,)),
+            )
+        except BaseException:
+            release()
+            raise
         threading.Thread(target=self._run, args=(job, release), daemon=True, name=f"rebuild-{job_id[:8]}").start()
         return job
 
     def get(self, job_id: str) -> RebuildJob | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+        job = self._read(job_id)
+        if job is None or job.state != "running" or not self.database.is_postgres:  # SQLite: the lock is a process's
+            return job
+        from projections.schema import hold_rebuild_lock
 
-    def _run(self, job: RebuildJob, release: object) -> None:
+        try:  # a running job holds the database's lock until it has written how it ended
+            release = hold_rebuild_lock(self.database)
+        except RebuildInProgressError:
+            return job
+        try:
+            job = self._read(job_id)
+            if job is not None and job.state == "running":  # its server stopped before it ended
+                job.state, job.error = "failed", "the server running it stopped before it ended"
+                job.finished_at = datetime.now(timezone.utc)
+                self._write(job)
+            return job
+        finally:
+            release()
+
+    def _read(self, job_id: str) -> RebuildJob | None:
+        row = self.table.one("SELECT job FROM {table} WHERE id = ?", (job_id,))
+        return None if row is None else msgspec.json.decode(row[0], type=RebuildJob)
+
+    def _write(self, job: RebuildJob) -> None:
+        self.table.execute(("UPDATE {table} SET job = ? WHERE id = ?", (msgspec.json.encode(job).decode(), job.id)))
+
+    def _run(self, job: RebuildJob, release: Callable[[], None]) -> None:
         from projections.runner import rebuild
 
         try:
@@ -79,6 +113,10 @@ class RebuildJobs:
         except Exception as error:  # noqa: BLE001 - recorded on the job, which the client polls
             log.exception("rebuild %s failed", job.id)
             job.error, job.state = f"{type(error).__name__}: {error}", "failed"
-        finally:
+        try:
             job.finished_at = datetime.now(timezone.utc)
-            release()  # type: ignore[operator]
+            self._write(job)
+        except Exception:  # noqa: BLE001 - the database went away: a poll then finds the job's server gone
+            log.exception("rebuild %s: could not record how it ended", job.id)
+        finally:
+            release()

@@ -126,7 +126,7 @@ class Runtime:
             create_read_side(store, database)
             self.read_model = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
             owned.append(self.read_model)
-        self.rebuilds = RebuildJobs(database, self.read_model.store.parked_counts)
+        self.rebuilds = RebuildJobs(database, self.ledger.recorder.datastore, self.read_model.store.parked_counts)
         self.progress = ReadSideProgress(
             self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
         )

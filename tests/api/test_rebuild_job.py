@@ -1,4 +1,5 @@
-"""``POST /api/ledger/rebuild`` starts a job (202) to poll; one rebuild at a time across all processes."""
+"""``POST /api/ledger/rebuild`` starts a job (202) to poll on any server; one rebuild at a time across all
+processes."""
 
 from __future__ import annotations
 
@@ -41,3 +42,20 @@ def test_the_lock_is_the_databases_not_the_process(postgres_url):
     with make_client(postgres_url) as client, psycopg.connect(postgres_url, autocommit=True) as other_process:
         other_process.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
         assert_error(client.post("/api/ledger/rebuild"), 409, "rebuild_in_progress")
+
+
+@pytest.mark.postgres
+def test_any_server_on_the_database_answers_for_a_job_and_one_whose_server_stopped_is_failed(postgres_url):
+    with make_client(postgres_url) as started_on, make_client(postgres_url) as polled_on:
+        create(started_on, "kept")
+        job = started_on.post("/api/ledger/rebuild").json()
+        done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
+            polled_on.get(job["url"]).json()), 60, "the rebuild to end, seen from the other server")
+        assert done["state"] == "succeeded" and done["positions"], done
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a job whose server died while it ran
+        conn.execute("UPDATE ledger_rebuild_jobs SET job = replace(job, '\"succeeded\"', '\"running\"')")
+    with make_client(postgres_url) as client:
+        orphan = client.get(job["url"]).json()
+        assert orphan["state"] == "failed" and "stopped" in orphan["error"], orphan
+        assert client.post("/api/ledger/rebuild").status_code == 202  # the lock was free all along
