@@ -19,7 +19,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
-from ledger.api.deps import refuse_beyond_head
+from ledger.api.deps import LOG_POSITION, refuse_beyond_head
 from ledger.api.runtime import Runtime
 from ledger.api.errors import (
     INVALID,
@@ -46,7 +46,6 @@ from ledger.api.chat_schemas import (
 from ledger.domainmodel import CommandContext
 from ledger.errors import ModelNotFoundError, ValidationError
 from ledger.states import convert
-from ledger.values import INT64_MAX
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -349,7 +348,7 @@ class SteeringController(Controller):
         self,
         runtime: NamedDependency[Runtime],
         min_position: Annotated[int | None, QueryParameter(
-            ge=0, le=INT64_MAX, description="Answer once the hook has applied this log position.")] = None,
+            **LOG_POSITION, description="Answer once the hook has applied this log position.")] = None,
     ) -> SteeringStatusRead:
         generation = getattr(runtime, "generation", None)
         if generation is None:

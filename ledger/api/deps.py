@@ -47,10 +47,10 @@ def provide_ledger(state: State) -> ProfileLedger:
 
 MIN_POSITION_DOC = "Answer only after the read side has reached this log position."
 X_MIN_POSITION_DOC = "Same as the `min_position` query parameter."
-MinPosition = Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX, description=MIN_POSITION_DOC)]
-XMinPosition = Annotated[
-    int | None, HeaderParameter(name="X-Min-Position", ge=0, le=INT64_MAX, description=X_MIN_POSITION_DOC)
-]
+LOG_POSITION = {"ge": 0, "le": INT64_MAX, "schema_extra": {"minimum": 0}}
+"""A log position's bounds (Litestar leaves a ``ge`` of 0 out of the OpenAPI document: ``schema_extra`` says it)."""
+MinPosition = Annotated[int | None, QueryParameter(**LOG_POSITION, description=MIN_POSITION_DOC)]
+XMinPosition = Annotated[int | None, HeaderParameter(name="X-Min-Position", **LOG_POSITION, description=X_MIN_POSITION_DOC)]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
 QUERY: dict[str, Any] = {"sync_to_thread": True, "responses": responses(INVALID, TIMEOUT)}
@@ -125,7 +125,8 @@ class DocumentsMinPosition(Operation):
 
 
 def _optional_position(name: str, where: ParamType, description: str) -> Parameter:
-    schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER, minimum=0), Schema(type=OpenAPIType.NULL)])
+    schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)], minimum=0,
+                    maximum=INT64_MAX)
     return Parameter(name=name, param_in=where, required=False, description=description, schema=schema)
 
 

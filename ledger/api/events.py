@@ -25,12 +25,11 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import QUERY, Cursor, log_position, parse_time
+from ledger.api.deps import LOG_POSITION, QUERY, Cursor, log_position, parse_time
 from ledger.api.errors import INVALID, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.states import convert
-from ledger.values import INT64_MAX
 from projections import cursors
 
 SCAN_BATCH = 50
@@ -43,7 +42,7 @@ STREAM_RETRY_AFTER = 5
 ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of this profile (its id or name).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
 TypeFilter = Annotated[str | None, QueryParameter(description="Only this event type, e.g. `Profile.Created`.")]
-After = Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX, description="Only events after this log position.")]
+After = Annotated[int | None, QueryParameter(**LOG_POSITION, description="Only events after this log position.")]
 
 
 def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:

@@ -52,6 +52,10 @@ def test_openapi_document_is_valid_and_every_route_answers_as_documented(pg_clie
     schemas = document["components"]["schemas"]
     for name in ("CreateProfile", "UpdateProfile", "ProfileRead", "ProfileChange", "ErrorBody", "ProfileList"):
         assert name in schemas, name
+    positions = [parameter for item in document["paths"].values() for operation in item.values()
+                 for parameter in operation.get("parameters", [])
+                 if parameter["name"] in ("min_position", "X-Min-Position", "after")]
+    assert positions and all(parameter["schema"].get("minimum") == 0 for parameter in positions), positions
 
     profile = create(client, "documented", steering={"1": 1.0}, model_id="m")
     client.put(f"/api/profiles/{profile['id']}", json={"steering": {"1": 2.0}})
