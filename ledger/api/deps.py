@@ -50,7 +50,9 @@ X_MIN_POSITION_DOC = "Same as the `min_position` query parameter."
 LOG_POSITION = {"ge": 0, "le": INT64_MAX, "schema_extra": {"minimum": 0}}
 """A log position's bounds (Litestar leaves a ``ge`` of 0 out of the OpenAPI document: ``schema_extra`` says it)."""
 MinPosition = Annotated[int | None, QueryParameter(**LOG_POSITION, description=MIN_POSITION_DOC)]
-XMinPosition = Annotated[int | None, HeaderParameter(name="X-Min-Position", **LOG_POSITION, description=X_MIN_POSITION_DOC)]
+XMinPosition = Annotated[
+    int | None, HeaderParameter(name="X-Min-Position", **LOG_POSITION, description=X_MIN_POSITION_DOC)
+]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
 QUERY: dict[str, Any] = {"sync_to_thread": True, "responses": responses(INVALID, TIMEOUT)}
