@@ -16,7 +16,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
+from litestar.utils.scope.state import ScopeState
 
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.deps import LOG_POSITION, refuse_beyond_head
@@ -109,7 +110,8 @@ DEPARTED = "ledger.departed"
 
 def watch_for_departure(app: ASGIApp) -> ASGIApp:
     """Sets ``scope[DEPARTED]`` (a ``threading.Event``) when the client goes away once its request is in: a
-    generation nobody waits for any more then leaves the batch (a stream's does when its iterator is closed)."""
+    generation nobody waits for any more then leaves the batch (a stream's does when its iterator is closed).
+    A body read before (the console's CSRF check reads the form) is in already: the watch starts at once."""
 
     async def watched(scope: Scope, receive: Receive, send: Send) -> None:
         departed = scope[DEPARTED] = threading.Event()  # type: ignore[literal-required]
@@ -129,6 +131,8 @@ def watch_for_departure(app: ASGIApp) -> ASGIApp:
                 watcher = asyncio.ensure_future(watch())
             return message
 
+        if ScopeState.from_scope(scope).body is not Empty:
+            watcher = asyncio.ensure_future(watch())
         try:
             await app(scope, receiving, send)
         finally:

@@ -27,7 +27,7 @@ from markupsafe import escape
 
 from ledger.api.auth import requires
 from ledger.api.bodies import refusal
-from ledger.api.chat import completion_from, generation_of
+from ledger.api.chat import DEPARTED, completion_from, generation_of, watch_for_departure
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
@@ -124,7 +124,7 @@ class PlaygroundPages(Controller):
             **_choices(request),
         )
 
-    @post("/", name="console:run")
+    @post("/", name="console:run", middleware=[watch_for_departure])  # a browser gone: its run leaves the batch
     async def run(self, request: Request[Any, Any, Any], form: Form) -> Template:
         generation = generation_of(runtime_of(request))
         completion, compare = completion_of(form)
@@ -136,7 +136,8 @@ class PlaygroundPages(Controller):
             key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))
             return page(request, "playground.html.j2", stream_key=key, compare=compare, **common)
         outcome = await anyio.to_thread.run_sync(
-            lambda: run_command(context, lambda: generation.complete(completion, compare=compare))
+            lambda: run_command(context, lambda: generation.complete(
+                completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
         )
         return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 

@@ -3,7 +3,9 @@ steering by profile, concurrency, replay and the steering status."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -24,13 +26,24 @@ MESSAGES = [{"role": "user", "content": "tell me about the sea"}]
 
 
 class Served:
-    def __init__(self, running) -> None:
-        self.running = running
+    def __init__(self, running, engine) -> None:
+        self.running, self.engine = running, engine
         self.url = running.base_url
         self.client = self.new_client()
 
     def new_client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
+
+    def slow_steps(self, seconds: float = 0.02) -> None:
+        """Every forward step takes at least ``seconds``: a long generation is long on any machine."""
+        batch = self.engine.scheduler._batch
+        step = batch.step
+
+        def slow() -> object:
+            time.sleep(seconds)
+            return step()
+
+        batch.step = slow
 
 
 @pytest.fixture
@@ -38,7 +51,7 @@ def server(tiny_model_dir, sae_dir, sqlite_url):
     engine = SteeringEngine(load_model(tiny_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny", sae_id="tiny-sae")
     running = start_server(sqlite_url, engine=engine)
     try:
-        yield Served(running)
+        yield Served(running, engine)
     finally:
         running.stop()
 
@@ -189,6 +202,7 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
 
 
 def test_a_client_that_goes_away_before_its_answer_frees_its_place_in_the_batch(server):
+    server.slow_steps()  # 480 steps: seconds, whatever the machine
     before = server.client.get("/api/steering/status").json()["scheduler"]
     body = {"messages": MESSAGES, "max_tokens": 480, "temperature": 0}  # greedy: all 480 tokens
     with httpx.Client(base_url=server.url, timeout=0.5) as leaving:
@@ -198,6 +212,23 @@ def test_a_client_that_goes_away_before_its_answer_frees_its_place_in_the_batch(
             pass
         else:
             pytest.fail(f"answered before the client left: {answered.status_code} {answered.text[:300]}")
+    stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
+        server.client.get("/api/steering/status").json()["scheduler"]), 10, "the abandoned row to leave the batch")
+    assert stats["cancelled"] == before["cancelled"] + 1 and stats["finished"] == before["finished"]
+
+
+def test_a_browser_that_leaves_the_playground_before_its_answer_frees_its_place_in_the_batch(server):
+    server.slow_steps()
+    before = server.client.get("/api/steering/status").json()["scheduler"]
+    with httpx.Client(base_url=server.url, timeout=0.5) as browser:  # no JavaScript: the form waits for the texts
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', browser.get("/playground", timeout=10).text).group(1)
+        form = {"_csrf_token": token, "prompt": "tell me about the sea", "max_tokens": "480", "temperature": "0"}
+        try:
+            answered = browser.post("/playground", data=form, headers={"Accept": "text/html"})
+        except httpx.ReadTimeout:
+            pass
+        else:
+            pytest.fail(f"answered before the browser left: {answered.status_code} {answered.text[:300]}")
     stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
         server.client.get("/api/steering/status").json()["scheduler"]), 10, "the abandoned row to leave the batch")
     assert stats["cancelled"] == before["cancelled"] + 1 and stats["finished"] == before["finished"]
