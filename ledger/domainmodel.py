@@ -14,6 +14,7 @@ the :data:`command_context` of the command that triggered them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -95,6 +96,14 @@ def canonical_value(field_name: str, value: Any) -> Any:
     if field_name == "metadata":
         return values.metadata(value)
     raise ValidationError(f"unknown profile field {field_name!r}", field=field_name)
+
+
+def same_value(field_name: str, old: Any, new: Any) -> bool:
+    """Whether a field holds the same value. Metadata is free JSON, where ``true`` is not ``1`` and ``0.0`` not
+    ``0`` or ``-0.0`` (Python's ``==`` says they are); every other field has one type."""
+    if old != new:
+        return False
+    return field_name != "metadata" or json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
 
 
 def _stored(field_name: str, value: Any) -> Any:
@@ -212,7 +221,7 @@ class Profile(Aggregate):
         """
         self.require_live()
         canonical = {name: canonical_value(name, value) for name, value in changes.items()}
-        changed = {name: value for name, value in canonical.items() if getattr(self, name) != value}
+        changed = {name: value for name, value in canonical.items() if not same_value(name, getattr(self, name), value)}
         spec = {name: value for name, value in changed.items() if name in SPEC_FIELDS}
         details = {name: _stored(name, value) for name, value in changed.items() if name in DETAIL_FIELDS}
         if not spec and not details:

@@ -19,7 +19,7 @@ import msgspec
 from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
-from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version
+from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version, same_value
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError, TamperedRecordError
 from ledger.states import ProfileState, VersionEdit, VersionRecord
 
@@ -114,7 +114,7 @@ def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:
     changes = [
         FieldChange(field=name, before=getattr(before, name), after=getattr(after, name))
         for name in PROFILE_FIELDS
-        if name != "steering" and getattr(before, name) != getattr(after, name)
+        if name != "steering" and not same_value(name, getattr(before, name), getattr(after, name))
     ]
     old, new = before.steering, after.steering
     steering = SteeringDiff(

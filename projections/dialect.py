@@ -36,7 +36,7 @@ class Dialect:
         if self.is_postgres:
             return {
                 "uuid": "uuid",
-                "json": "jsonb",
+                "json": "json",  # kept as written: jsonb would read 1e20 back as an integer, -0.0 as 0.0
                 "labels": "text[]",
                 "timestamp": "timestamptz",
                 "bool": "boolean",
@@ -76,9 +76,9 @@ class Dialect:
     def adapt(self, value: Any) -> Any:
         if self.is_postgres:
             if isinstance(value, dict):
-                from psycopg.types.json import Jsonb
+                from psycopg.types.json import Json
 
-                return Jsonb(value, dumps=encode_json)
+                return Json(value, dumps=encode_json)
             return value
         if isinstance(value, (dict, list, tuple)):
             return encode_json(value).decode()
