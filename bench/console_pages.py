@@ -93,7 +93,7 @@ def measure(url: str, favourite: Any, runs: int) -> tuple[dict[str, list[list[fl
     }
     timings: dict[str, list[list[float]]] = {name: [] for name in pages}
     verify: list[float] = []
-    with TestClient(app, base_url="http://localhost") as client:
+    with TestClient(app, base_url="http://testserver.localhost") as client:
         for name, path in pages.items():
             for _ in range(3):  # warm caches and pools
                 assert client.get(path).status_code == 200, path

@@ -108,7 +108,7 @@ def probe(port: int) -> float:
     """Milliseconds for one ``GET /health`` on a new connection, from connect to the end of the answer."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk

@@ -207,7 +207,7 @@ class ChatController(Controller):
 
     @get("/models/{model_id:str}", summary="The model, if this server serves it (OpenAI shape)", sync_to_thread=False,
          responses=responses(NOT_FOUND, openai=True))
-    def get_model(self, model_id: str, runtime: NamedDependency[Runtime]) -> ModelCard:
+    def get_model(self, model_id: FromPath[str], runtime: NamedDependency[Runtime]) -> ModelCard:
         for card in served_models(runtime):
             if card.id == model_id:
                 return card

@@ -26,7 +26,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 def make_client(url: str, *, inline_projections: bool = True, **options: Any) -> TestClient[Litestar]:
     """The app in open mode unless ``auth=True`` is given (tests/api/test_auth.py covers authentication)."""
     settings = Settings(database=Database(url), inline_projections=inline_projections)
-    return TestClient(create_app(settings, **{"auth": False, **options}), base_url="http://localhost")
+    return TestClient(create_app(settings, **{"auth": False, **options}), base_url="http://testserver.localhost")
 
 
 @pytest.fixture

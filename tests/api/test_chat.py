@@ -291,7 +291,7 @@ def test_without_a_model_generation_answers_503(sqlite_url):
     from litestar.testing import TestClient
 
     app = create_app(Settings(database=Database(sqlite_url)), auth=False)
-    with TestClient(app, base_url="http://localhost") as client:
+    with TestClient(app, base_url="http://testserver.localhost") as client:
         assert_error(client.post("/v1/chat/completions", json={"messages": MESSAGES}), 503, "model_not_loaded")
         assert client.get("/api/steering/status").json()["model_loaded"] is False
         assert client.get("/v1/models").json() == {"object": "list", "data": []}
