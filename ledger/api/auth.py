@@ -13,7 +13,10 @@ Checking a token costs no database round trip: the ``AccessTokens`` aggregate is
 reloaded when it is older than ``max_age`` (1 s), in the background while requests go on with the copy they
 have, and at once (requests waiting) after this process issues or revokes a token. A token revoked through
 another process (another server, the CLI) is refused here within that bound and the reload's time; an open
-event stream checks its token the same way every half second and ends when it is revoked or expires.
+event stream checks its token the same way every half second and ends when it is revoked or expires. A token
+whose id the cached copy does not know (issued through another process a moment ago) makes the request reload
+the tokens first, unless a reload began after it arrived (requests waiting together reload once; a reload reads
+only the events since the copy, one indexed query): a token is usable on every server as soon as it is issued.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import anyio.to_thread
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from ledger.access import AccessTokens, Principal, role_allows
+from ledger.access import AccessTokens, Principal, parse_token, role_allows
 from ledger.errors import AuthenticationError, PermissionDeniedError
 
 log = logging.getLogger("ledger.api")
@@ -84,21 +87,29 @@ class TokenCache:
         self._load, self.max_age, self._clock = load, max_age, clock
         self._tokens: AccessTokens | None = None
         self._loaded_at: float | None = None
+        self._begun_at: float | None = None  # when the last reload began
         self._generation = 0  # bumped by invalidate(): a reload that began before it does not count as fresh
         self._lock = threading.Lock()
         self._reloading = False
+
+    def now(self) -> float:
+        return self._clock()
 
     @property
     def stale(self) -> bool:
         return self._loaded_at is None or self._clock() - self._loaded_at >= self.max_age
 
-    def refresh(self, *, wait: bool = True) -> None:
+    def refresh(self, *, wait: bool = True, unless_begun_since: float | None = None) -> None:
         """Reload the tokens. With ``wait=False`` a reload already under way elsewhere is not waited for
-        (unless nothing was ever loaded): requests keep using the copy they have."""
+        (unless nothing was ever loaded): requests keep using the copy they have. A reload that began at or after
+        ``unless_begun_since`` (a clock reading) is enough: requests that waited for it do not make another."""
         if not self._lock.acquire(blocking=wait or self._loaded_at is None):
             return
         try:
+            if unless_begun_since is not None and self._begun_at is not None and self._begun_at >= unless_begun_since:
+                return
             started, generation = self._clock(), self._generation
+            self._begun_at = started
             self._tokens = self._load()
             if generation == self._generation:
                 self._loaded_at = started
@@ -127,6 +138,15 @@ class TokenCache:
                 self._reloading = False
 
         threading.Thread(target=reload, name="token-reload", daemon=True).start()
+
+    def knows(self, token: str) -> bool:
+        """Whether the cached copy has a record of ``token``'s id (live or not); a malformed token counts as known."""
+        try:
+            token_id, _ = parse_token(token)
+        except AuthenticationError:
+            return True
+        tokens = self._tokens
+        return tokens is not None and token_id in tokens.tokens
 
     def invalidate(self) -> None:
         self._generation += 1
@@ -163,6 +183,9 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             cache.refresh_in_background()
         else:
             await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
+    if not cache.knows(token):  # issued through another process since the last reload, perhaps
+        arrived = cache.now()
+        await anyio.to_thread.run_sync(lambda: cache.refresh(unless_begun_since=arrived))
     principal = cache.authenticate(token)
     if not role_allows(principal.role, role):
         raise PermissionDeniedError(

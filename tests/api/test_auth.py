@@ -213,6 +213,18 @@ def test_a_new_token_is_shown_once_and_works_at_once(secured):
     assert made.status_code == 201, made.text
 
 
+def test_a_token_issued_through_another_server_works_there_at_once(secured, postgres_url):
+    client, tokens = secured
+    with make_client(postgres_url, auth=True) as other:
+        assert other.get("/api/profiles", headers=tokens.header("reader")).status_code == 200  # its copy is loaded
+        for attempt in range(10):
+            issued = as_admin(client, tokens, "POST", "/api/tokens", json={"name": f"ci-{attempt}", "role": "reader"})
+            used = other.get("/api/profiles", headers={"Authorization": f"Bearer {issued['token']}"})
+            assert used.status_code == 200, (attempt, used.text)
+        made_up = {"Authorization": f"Bearer pl_{uuid.uuid4().hex}_x"}  # reloaded for, and still refused
+        assert_error(other.get("/api/profiles", headers=made_up), 401, "unauthenticated")
+
+
 def test_the_recorded_actor_is_the_token_not_the_x_actor_header(secured):
     client, tokens = secured
     made = client.post(
