@@ -25,6 +25,7 @@ from ledger.api.auth import requires
 from ledger.api.chat import generation_of
 from ledger.api.commands import run_command
 from ledger.api.deps import parse_uuid
+from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
 from ledger.api.exchange import export_download
 from ledger.application import Outcome, ProfileLedger
@@ -222,7 +223,12 @@ class ProfilePages(Controller):
         )
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], profile_id: FromPath[str], version: FromQuery[int | None] = None) -> Response[Any]:
+    def export(
+        self,
+        request: Request[Any, Any, Any],
+        profile_id: FromPath[str],
+        version: Annotated[int | None, QueryParameter(ge=1, le=INT64_MAX)] = None,
+    ) -> Response[Any]:
         return export_download(runtime_of(request).read_model, runtime_of(request).ledger.resolve_profile(profile_id), version)
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")

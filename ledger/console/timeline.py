@@ -7,13 +7,13 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from litestar import Controller, Request, get
-from litestar.params import FromQuery, HeaderParameter
+from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from ledger.access import AccessTokens
 from ledger.api.auth import principal_of
-from ledger.api.deps import log_position
+from ledger.api.deps import LOG_POSITION, log_position
 from ledger.api.events import TOKEN_AGGREGATE, audit_stream, sees_token_events
 from ledger.api.integrity import INCREMENTAL_WAIT_SECONDS
 from ledger.console.profiles import runtime_of
@@ -57,7 +57,7 @@ class EventPages(Controller):
         actor: FromQuery[str | None] = None,
         profile: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,  # noqa: A002 - the query parameter's name
-        before: FromQuery[int | None] = None,
+        before: Annotated[int | None, QueryParameter(**LOG_POSITION)] = None,
     ) -> Template:
         runtime = runtime_of(request)
         reads = runtime.read_model

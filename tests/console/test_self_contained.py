@@ -95,6 +95,14 @@ def test_an_address_that_names_no_id_is_a_clear_422(console: TestClient[Litestar
     assert answer.status_code == 422 and answer.json()["error"] == "invalid_request"
 
 
+def test_a_number_beyond_any_version_or_position_in_an_address_is_a_clear_422(console: TestClient[Litestar]):
+    console.post("/api/profiles", json={"name": "calm"})
+    for path, params in (("/profiles/calm/export", {"version": 2**63}), ("/profiles/calm/export", {"version": 0}),
+                         ("/events", {"before": 2**64}), ("/events", {"before": -1})):
+        shown = console.get(path, params=params, headers={"Accept": "text/html"})
+        assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html"), (path, params)
+
+
 def test_an_unknown_id_is_a_404_page(console: TestClient[Litestar]):
     shown = console.get("/profiles/00000000-0000-4000-8000-000000000000", headers={"Accept": "text/html"})
     assert shown.status_code == 404 and shown.headers["content-type"].startswith("text/html")
