@@ -153,6 +153,8 @@ def parse_json(value: str | None, what: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as error:
         raise ValidationError(f"{what} is not valid JSON: {error}", field=what) from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply", field=what) from None
 
 
 def emit_json(value: Any) -> None:

@@ -312,5 +312,7 @@ def register(app: typer.Typer) -> None:
             raise ImportFormatError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
         except json.JSONDecodeError as error:
             raise ImportFormatError(f"{path} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ImportFormatError(f"{path} is nested too deeply to be a profile document") from None
         with acting(actor, reason):
             report(state.ledger.import_profile(document, rename=rename), as_json, "import")

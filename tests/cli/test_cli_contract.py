@@ -112,6 +112,7 @@ def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, 
 def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
     ledger("create", "calm", "-f", "1=0.5")
     (tmp_path / "latin1.json").write_bytes(b'{"name": "\xff"}')
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     failures = {
         ("show", "nobody"): 1,
         ("restore", "calm"): 1,  # not deleted
@@ -123,6 +124,8 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("create", "loud", "-f", "1=500"): 1,  # beyond the strength bound
         ("import", str(tmp_path / "missing.json")): 1,
         ("import", str(tmp_path / "latin1.json")): 1,  # "… is not UTF-8 text"
+        ("import", str(tmp_path / "deep.json")): 1,  # "… is nested too deeply …"
+        ("create", "deep", "--metadata", "[" * 20_000 + "]" * 20_000): 1,
         ("export", "calm", "-o", str(tmp_path / "no-such-dir" / "calm.json")): 1,  # "cannot write …"
         ("active",): 1,  # none is active
         ("rebuild", "bogus"): 1,  # no such read model
