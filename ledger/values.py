@@ -11,6 +11,7 @@ import math
 import os
 import unicodedata
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from ledger.errors import ValidationError
@@ -356,3 +357,16 @@ def steering_to_json(value: Mapping[int, float]) -> dict[str, float]:
 
 def steering_from_json(value: Mapping[str, float]) -> Steering:
     return {int(index): float(strength) for index, strength in value.items()}
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` or ``z`` for UTC, spaces around it ignored); one without an offset is UTC. Raises
+    ``ValueError`` when ``text`` is not one."""
+    stripped = text.strip()
+    if stripped.endswith(("Z", "z")):
+        stripped = stripped[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise ValueError(f"{text[:80]!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

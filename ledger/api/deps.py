@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -30,7 +30,7 @@ from ledger.api.runtime import Runtime
 from ledger.api.schemas import REASON_MAX
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.values import INT64_MAX, display_name
+from ledger.values import INT64_MAX, display_name, iso_time
 
 ACTOR_MAX = 200
 
@@ -243,16 +243,12 @@ def parse_time(value: str | None, what: str) -> datetime | None:
     """An ISO 8601 time; a time without an offset is UTC."""
     if value is None or value == "":
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
+        return iso_time(value)
     except ValueError:
         raise InvalidRequestError(
             f"{what} must be an ISO 8601 time such as 2025-01-31T12:00:00Z (got {value[:80]!r})", field=what
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def parse_if_match(value: str | None) -> dict[str, int | None]:

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -136,14 +135,6 @@ def parse_uuid(value: str, what: str = "profile id") -> UUID:
 def profile_ref(value: str) -> UUID:
     """The profile a command names: its id, or its name (a deleted profile by the name it last had)."""
     return state.ledger.resolve_profile(value)
-
-
-def parse_time(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not an ISO 8601 time", field="as_of") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def parse_json(value: str | None, what: str) -> Any:

@@ -5,6 +5,7 @@ Every command that takes a profile takes its name or its id (``NAME_OR_ID``)."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -15,7 +16,7 @@ from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileState
 from ledger.cli.context import (
-    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, parse_time,
+    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json,
     profile_ref, state,
 )
 from ledger.errors import ImportFormatError, ValidationError
@@ -195,14 +196,16 @@ def register(app: typer.Typer) -> None:
     def show(
         profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(None, "--version", min=1, help="Show the profile as of its N-th version."),
-        as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the profile as it stood at an ISO time."),
+        as_of: Optional[datetime] = typer.Option(
+            None, "--as-of", parser=values.iso_time, metavar="TIME",
+            help="Show the profile as it stood at an ISO 8601 time (without an offset: UTC)."),
         as_json: bool = JSON,
     ) -> None:
         """Show a profile (now, at a version, or at a moment), replayed from its stream."""
         if version is not None and as_of:
             raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
         profile = state.ledger.get_profile(
-            profile_ref(profile_id), version=version, as_of=parse_time(as_of) if as_of else None
+            profile_ref(profile_id), version=version, as_of=as_of
         )
         emit_json(profile) if as_json else typer.echo(describe(profile))
 

@@ -200,6 +200,12 @@ def test_history_names_who_edited_a_version_without_a_new_one(ledger):
     assert "edited" in ledger("history", "h1").stdout.splitlines()[2] and "bob" in ledger("history", "h1").stdout
 
 
+def test_as_of_reads_a_time_as_the_api_does(ledger):
+    ledger("create", "calm", "-f", "1=0.5")
+    for moment in ("2999-01-01T00:00:00z", " 2999-01-01T00:00:00Z ", "2999-01-01", "2999-01-01T01:00:00+01:00"):
+        assert as_json(ledger("show", "calm", "--as-of", moment, "--json"))["version"] == 1, moment
+
+
 def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
     for args, problem in {
         ("show",): "Missing argument 'NAME_OR_ID'",
@@ -209,6 +215,7 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("executions", "--limit", "1001"): "Invalid value for '--limit'",
         ("log", "--limit", "-1"): "Invalid value for '--limit'",
         ("list", "--sort", "size"): "Invalid value for '--sort'",
+        ("show", "calm", "--as-of", "yesterday"): "is not an ISO 8601 time",
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
