@@ -86,16 +86,11 @@ class CliState:
         create_read_side(reads.store, self.settings.database)
         return ProjectionWorker(self.settings.database, names, store=reads.store, log=reads.log)
 
-    def show_own_writes(self) -> None:
-        """Apply the log to the read models up to (at least) this process's last write, alongside any server or
-        worker doing the same (each batch is applied once, under its lock)."""
-        if self._written:
-            self.projection_worker().catch_up()
-            self._written = 0
-
     def close(self) -> None:
-        try:
-            self.show_own_writes()
+        try:  # apply the log up to this process's last write (each batch is applied once, under its lock)
+            if self._written:
+                self.projection_worker().catch_up()
+                self._written = 0
         except Exception as error:  # noqa: BLE001 - the command itself succeeded: say so, in one line
             typer.echo(f"warning: the read models do not show this command's writes yet ({type(error).__name__}: "
                        f"{error}); a running server or `ledger project` will apply them", err=True)
