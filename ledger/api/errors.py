@@ -121,13 +121,10 @@ def status_for(error: LedgerError) -> int:
     return next((status for kind, status in _STATUSES if isinstance(error, kind)), HTTP_500_INTERNAL_SERVER_ERROR)
 
 
-def error_body(code: str, detail: str, **context: Any) -> dict[str, Any]:
-    body = {key: value for key, value in context.items() if value is not None and key not in ("error", "detail")}
-    return msgspec.to_builtins({"error": code, "detail": detail, **body}, enc_hook=str, str_keys=True)
-
-
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **context: Any) -> Response:
-    return Response(error_body(code, detail, **context), status_code=status, headers=headers)
+    extra = {key: value for key, value in context.items() if value is not None and key not in ("error", "detail")}
+    body = msgspec.to_builtins({"error": code, "detail": detail, **extra}, enc_hook=str, str_keys=True)
+    return Response(body, status_code=status, headers=headers)
 
 
 RETRY_AFTER = {"Retry-After": "1"}
