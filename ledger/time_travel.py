@@ -48,6 +48,9 @@ def profile_at(
         profile = domain_event.mutate(profile)
     if profile is None:
         raise ProfileNotFoundError(f"profile {profile_id} did not exist at {as_of}", profile_id=str(profile_id))
+    if as_of is not None and profile.deleted:  # a version of a deleted profile is history; a moment after it is not
+        raise ProfileNotFoundError(f"profile {profile_id} had been deleted at {as_of.isoformat()}",
+                                   profile_id=str(profile_id))
     if version is not None and profile.current_version != version:
         raise ProfileVersionNotFoundError(
             f"profile {profile_id} has no version {version} (latest is {profile.current_version})",

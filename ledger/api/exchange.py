@@ -47,19 +47,20 @@ def content_disposition(name: str, suffix: str = ".json") -> str:
 
 
 def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[dict[str, Any]]:
-    """The exchange document of a profile's version (default: the latest), from the read model, as a download."""
+    """The exchange document of a profile's version (default: the latest), from the read model, as a download. A
+    deleted profile's versions stay history, and export as the CLI exports them; its latest is gone."""
     current = reads.get_profile(profile_id)
-    if current is None:
+    if current is None and version is None:
         raise profile_not_found(profile_id)
-    row = current if version is None or version == current.version else reads.get_version(profile_id, version)
+    row = current if current is not None and version in (None, current.version) else reads.get_version(
+        profile_id, version)
     if row is None:
+        latest = f" (latest is {current.version})" if current is not None else ""
         raise ProfileVersionNotFoundError(
-            f"profile {profile_id} has no version {version} (latest is {current.version})",
-            profile_id=str(profile_id),
-            version=version,
+            f"profile {profile_id} has no version {version}{latest}", profile_id=str(profile_id), version=version
         )
     document = exchange.export_document(row, row.version)
-    return Response(document, headers={"Content-Disposition": content_disposition(current.name)})
+    return Response(document, headers={"Content-Disposition": content_disposition((current or row).name)})
 
 
 @dataclass

@@ -194,8 +194,6 @@ class ProfileController(Controller):
                 raise profile_not_found(pid)
             return with_etag(row, shown(reads, row))
         state = ledger.get_profile(pid, as_of=moment)
-        if state.deleted:
-            raise ProfileNotFoundError(f"profile {pid} had been deleted at {moment.isoformat()}", profile_id=str(pid))
         if not state.is_active:
             return with_etag(state)
         pinned = state.pinned_version

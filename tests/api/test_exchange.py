@@ -120,3 +120,23 @@ def test_a_flat_profile_as_this_api_answers_it_imports(client):
     assert again.status_code == 201 and again.json()["steering"] == {"2": 0.75}, again.text
     typed = {"version": "2.0", "type": "millm_profile", "profile": {"name": "future"}}
     assert assert_error(client.post("/api/profiles/import", json=typed), 422, "invalid_import")["field"] == "version"
+
+
+def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_gone(client, tmp_path, database_url):
+    import subprocess
+    import sys
+
+    made = create(client, "gone", steering={"1": 0.5})
+    client.put(f"/api/profiles/{made['id']}", json={"steering": {"2": 1.0}})
+    deleted = client.delete(f"/api/profiles/{made['id']}")
+    assert deleted.status_code == 200, deleted.text
+    first = client.get(f"/api/profiles/{made['id']}/export", params={"version": 1})
+    assert first.status_code == 200 and first.json()["profile"]["steering"] == {"1": 0.5}, first.text
+    assert "gone" in first.headers["Content-Disposition"]
+    assert_error(client.get(f"/api/profiles/{made['id']}/export"), 404, "profile_not_found")
+    assert_error(client.get(f"/api/profiles/{made['id']}/export", params={"version": 3}), 404)
+    later = {"as_of": "2999-01-01T00:00:00Z"}
+    assert "had been deleted" in assert_error(client.get(f"/api/profiles/{made['id']}", params=later), 404)["detail"]
+    shown = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "show", made["id"],
+                            "--as-of", later["as_of"]], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 1 and "had been deleted" in shown.stderr, shown  # as the API says
