@@ -57,7 +57,7 @@ def answer(ledger: ProfileLedger, profile_id: uuid.UUID, **query: Any) -> Any:
 
 def expected(events: list, **query: Any) -> Any:
     profile = replay(events, **query)
-    if profile is None:
+    if profile is None or query.get("as_of") is not None and profile.deleted:  # a moment after its deletion
         return ProfileNotFoundError
     if query.get("version") is not None and profile.current_version != query["version"]:
         return ProfileVersionNotFoundError
