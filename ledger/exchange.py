@@ -63,7 +63,7 @@ def parse_document(document: Any) -> dict[str, Any]:
         _refuse_unknown(document, DOCUMENT_KEYS, "")
         _refuse_unknown(body, EXPORTED_PROFILE_KEYS, "profile.")
         raw = {name: body.get(name) for name in PROFILE_FIELDS}
-        raw.update(model_id=body.get("model", body.get("model_id")), sae_id=body.get("sae", body.get("sae_id")))
+        raw.update(model_id=_one_of(body, "model", "model_id"), sae_id=_one_of(body, "sae", "sae_id"))
         prefix = "profile."
     elif "name" in document:
         # The flat document miLLM itself exports, or this API's answer: its ``version`` is the profile's.
@@ -82,6 +82,14 @@ def parse_document(document: Any) -> dict[str, Any]:
         return {name: canonical_value(name, raw[name]) for name in PROFILE_FIELDS}
     except ValidationError as error:
         raise ImportFormatError(error.message, field=f"{prefix}{error.field}" if error.field else None) from None
+
+
+def _one_of(body: Mapping[str, Any], name: str, alias: str) -> Any:
+    """A field the document may give under either name; given under both, the values must agree."""
+    if name in body and alias in body and body[name] != body[alias]:
+        raise ImportFormatError(f"profile.{name} and profile.{alias} name the same field and disagree "
+                                f"({body[name]!r} and {body[alias]!r})", field=f"profile.{alias}")
+    return body.get(name, body.get(alias))
 
 
 def _refuse_unknown(document: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:

@@ -85,6 +85,10 @@ def test_import_refuses_bad_documents(client):
     )
     assert body["field"] == "profile.steering.a"
     assert_error(client.post("/api/profiles/import", json=[1, 2]), 422, "invalid_import")
+    both = {"type": "millm_profile", "profile": {"name": "x", "model": "m", "model_id": "other"}}
+    assert assert_error(client.post("/api/profiles/import", json=both), 422)["field"] == "profile.model_id"
+    agreeing = {"type": "millm_profile", "profile": {"name": "agreeing", "sae": "s", "sae_id": "s"}}
+    assert client.post("/api/profiles/import", json=agreeing).status_code == 201
     tags_as_object = {"type": "millm_profile", "profile": {"name": "x", "tags": {"a": 1}}}
     assert assert_error(client.post("/api/profiles/import", json=tags_as_object), 422)["field"] == "profile.tags"
     assert_error(
