@@ -76,7 +76,7 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     check_key(key.strip())
     ledger = request.app.state.runtime.ledger
     identity = claim_id(_actor(request), key.strip())
-    body = await request.body()
+    body = _without_boundary(request.headers.get("content-type", ""), await request.body())
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
     kept = await anyio.to_thread.run_sync(answers_of(ledger).get, identity)
     claimed = kept if kept is not None else await anyio.to_thread.run_sync(recorded, ledger, identity)
@@ -229,3 +229,16 @@ def document_idempotency_key(app: Litestar) -> None:
             parameters = operation.parameters or []
             if not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
                 operation.parameters = [*parameters, KEY_PARAMETER]
+
+
+def _without_boundary(content_type: str, body: bytes) -> bytes:
+    """A multipart body with its delimiters (``--`` and the boundary, which no part may contain) taken out: a
+    client draws a new boundary for each try of the same upload."""
+    kind, _, parameters = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return body
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.strip().partition("=")
+        if name.lower() == "boundary" and value.strip('"'):
+            return body.replace(b"--" + value.strip('"').encode("latin-1"), b"--")
+    return body

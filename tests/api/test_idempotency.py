@@ -4,6 +4,7 @@ another server of the same PostgreSQL; the same key for a different request is r
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -69,6 +70,17 @@ def test_every_kind_of_command_is_idempotent(client):
         again = client.request(method, url, json=body, headers=keyed(f"command-{number}"))
         assert (again.status_code, again.content) == (first.status_code, first.content), (method, url)
         assert head(client) == position
+
+
+def test_a_retried_upload_is_the_same_request_whatever_boundary_the_client_draws(client):
+    document = json.dumps({"name": "uploaded", "steering": {"1": 0.5}}).encode()
+    key = {"Idempotency-Key": "upload-1"}
+    first = client.post("/api/profiles/import", files={"file": ("p.json", document)}, headers=key)
+    again = client.post("/api/profiles/import", files={"file": ("p.json", document)}, headers=key)  # a new boundary
+    assert first.status_code == again.status_code == 201 and again.json() == first.json(), again.text
+    other = client.post("/api/profiles/import", files={"file": ("p.json", document.replace(b"0.5", b"0.6"))},
+                        headers=key)
+    assert_error(other, 422, "idempotency_key_reused")
 
 
 def test_a_malformed_key_is_refused(client):
