@@ -69,6 +69,9 @@ def main() -> None:
         if type(error) is sqlite3.DatabaseError:  # not a database, or a damaged one: the file given is at fault
             typer.echo(f"error: {state.settings.database.display()} cannot be used: {error}", err=True)
             sys.exit(1)
+        if not state.settings.database.is_postgres and _unusable_path(error):  # waiting will not change a path
+            typer.echo(f"error: {state.settings.database.display()} cannot be opened or created: {error}", err=True)
+            sys.exit(1)
         if is_database_unavailable(error):
             database = state.settings.database
             refused = refused_for_good(database.url) if database.is_postgres else None
@@ -82,3 +85,9 @@ def main() -> None:
         sys.exit(70)  # sysexits' EX_SOFTWARE: a fault of the ledger's own
     finally:
         state.close()
+
+
+def _unusable_path(error: BaseException) -> bool:
+    """An SQLite file that cannot be made where it is asked for (a file where a folder should be, no access)."""
+    return isinstance(error, (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)) or (
+        "unable to open database file" in str(error))

@@ -223,6 +223,14 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         assert "LEDGER_DEBUG" not in result.stderr
 
 
+def test_an_sqlite_path_that_cannot_be_made_exits_1_saying_so(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    for path in (tmp_path / "a-file" / "ledger.sqlite", Path("/proc/ledger.sqlite")):
+        for args in (("create", "calm", "-f", "1=0.5"), ("serve", "--no-model")):
+            result = run_ledger(f"sqlite:///{path}", tmp_path, *args, code=1)  # waiting will not help: not 75, not 70
+            assert result.stderr.startswith(f"error: sqlite:///{path} cannot be opened or created"), result.stderr
+
+
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
     from tests.api.conftest import free_port
 
