@@ -14,7 +14,6 @@ from ledger.api.bodies import refuse_cross_site, refuse_unknown_host, strict_jso
 from ledger.api.chat import ChatController, ReplayController, SteeringController
 from ledger.api.commands import read_your_writes_middleware
 from ledger.api.deps import DEPENDENCIES, read_side_reached
-from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
 from ledger.api.idempotency import document_idempotency_key, idempotency_middleware, idempotent_command
@@ -29,6 +28,7 @@ from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.application import ProfileLedger
 from ledger.console import console_routes, template_config
+from ledger.console.errors import app_error
 from ledger.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -86,7 +86,7 @@ def create_app(
         template_config=template_config(),
         guards=[authorize] if runtime.auth else [],  # open mode: no guard (Litestar copies the handler for each)
         dependencies=DEPENDENCIES,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers={Exception: app_error},
         middleware=[
             request_context_middleware(runtime.metrics),
             read_your_writes_middleware(lambda position: read_side_reached(runtime, position)),

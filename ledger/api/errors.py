@@ -240,9 +240,6 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
 
 
-EXCEPTION_HANDLERS = {Exception: handle_exception}
-
-
 # -- OpenAPI documentation of the error answers ----------------------------------------------------
 def error_spec(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)

@@ -14,6 +14,15 @@ from ledger.console.rendering import is_htmx, page
 from ledger.errors import AuthenticationError
 
 
+API_PATHS = ("/api/", "/v1/", "/schema", "/health", "/ready", "/metrics")
+
+
+def app_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The app's handler, for what no router handled (an address no route has, a method a route lacks): a page for
+    a browser outside the API's paths, else the API's answer."""
+    return (handle_exception if request.url.path.startswith(API_PATHS) else console_error)(request, exc)
+
+
 def wants_html(request: Request[Any, Any, Any]) -> bool:
     return is_htmx(request) or "text/html" in request.headers.get("accept", "")
 

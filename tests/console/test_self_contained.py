@@ -103,6 +103,17 @@ def test_a_number_beyond_any_version_or_position_in_an_address_is_a_clear_422(co
         assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html"), (path, params)
 
 
+def test_an_address_no_route_has_is_a_page_for_a_browser_and_json_for_a_client(console: TestClient[Litestar]):
+    html = {"Accept": "text/html"}
+    for method, path, status in (("GET", "/profilez", 404), ("DELETE", "/events", 405)):
+        shown = console.request(method, path, headers=html)
+        assert shown.status_code == status and shown.headers["content-type"].startswith("text/html"), path
+        assert "Back to the profiles" in shown.text
+        answer = console.request(method, path)
+        assert answer.status_code == status and answer.json()["error"] in ("not_found", "method_not_allowed")
+    assert console.get("/api/nope", headers=html).json()["error"] == "not_found"  # the API answers JSON always
+
+
 def test_an_unknown_id_is_a_404_page(console: TestClient[Litestar]):
     shown = console.get("/profiles/00000000-0000-4000-8000-000000000000", headers={"Accept": "text/html"})
     assert shown.status_code == 404 and shown.headers["content-type"].startswith("text/html")
