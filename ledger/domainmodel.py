@@ -53,10 +53,12 @@ class CommandContext:
     correlation_id: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("actor", "reason", "correlation_id"):
+        for name in ("actor", "correlation_id"):
             value = getattr(self, name)
             if value is not None:
                 values.text(value, name)
+        if self.reason is not None:
+            values.audit_text(self.reason, "reason")
 
 
 command_context: ContextVar[CommandContext] = ContextVar("command_context", default=CommandContext())

@@ -45,6 +45,20 @@ def text(value: str, field: str) -> str:
     return value
 
 
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def audit_text(value: str, field: str) -> str:
+    """Text the audit trail shows (a reason): no NUL, and no bidirectional embedding, override or isolate
+    characters, which would make it read otherwise than it is stored."""
+    text(value, field)
+    found = next((character for character in value if character in _BIDI_CONTROLS), None)
+    if found is not None:
+        raise ValidationError(f"{field} must not contain bidirectional control characters "
+                              f"(U+{ord(found):04X} {_character_name(found)})", field=field)
+    return value
+
+
 def display_name(value: Any, field: str = "name", maximum: int = NAME_MAX) -> str:
     """A name people read and tell apart (a profile's, a token's): NFKC-normalised, trimmed, 1 to ``maximum``
     characters, with no control or invisible format characters (tabs, CR/LF, zero-width spaces, bidi marks)."""
@@ -369,4 +383,9 @@ def iso_time(text: str) -> datetime:
         moment = datetime.fromisoformat(stripped)
     except ValueError:
         raise ValueError(f"{text[:80]!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # its offset takes it before year 1 or past 9999
+        raise ValueError(f"{text[:80]!r} is not a time between the years 1 and 9999 in UTC") from None

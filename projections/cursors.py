@@ -7,6 +7,7 @@ import binascii
 import json
 from typing import Any
 
+from ledger.values import INT64_MAX, INT64_MIN
 from projections.errors import InvalidCursorError
 
 
@@ -30,6 +31,7 @@ def decode(cursor: str, listing: str, types: tuple[type, ...]) -> list[Any]:
         not isinstance(key, list)
         or len(key) != len(types)
         or not all(isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(key, types))
+        or any(isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX for value in key)  # no column holds it
     ):
         raise InvalidCursorError("invalid cursor: malformed position")
     return key

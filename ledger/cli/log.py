@@ -13,6 +13,7 @@ from ledger.checkpoint import Checkpoint
 from ledger.cli.context import JSON, emit_json, limit_option, state
 from ledger.errors import ValidationError
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
+from ledger.values import INT64_MAX
 
 PAGE = 1000
 T = TypeVar("T")
@@ -79,14 +80,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def log(
-        after: int = typer.Option(0, "--after", help="Start after this log position."),
+        after: int = typer.Option(0, "--after", min=0, max=INT64_MAX, help="Start after this log position."),
         limit: Optional[int] = limit_option(None, "events", most=None),
         as_json: bool = JSON,
     ) -> None:
         """Print the event log in commit order: position, time, actor, event and what it concerns."""
         ledger = state.ledger
         position, printed, entries = after, 0, []
-        while limit is None or printed < limit:
+        while (limit is None or printed < limit) and position < INT64_MAX:  # no position comes after the last
             batch = ledger.recorder.select_notifications(start=position + 1, limit=PAGE)
             if not batch:
                 break

@@ -45,6 +45,22 @@ def test_events_are_filtered_and_paginated(client):
     assert_error(client.get("/api/events/stream", headers={"Last-Event-ID": "abc"}), 422)
 
 
+def test_a_time_or_cursor_beyond_what_any_column_holds_is_a_422_not_a_500(client):
+    import base64
+
+    made = create(client, "calm")
+    for bound in ({"until": "0001-01-01T00:00:00+01:00"}, {"since": "9999-12-31T23:59:59-01:00"}):
+        assert assert_error(client.get("/api/events", params=bound), 422, "invalid_request")["field"] in bound
+
+    def cursor(listing: str) -> str:
+        raw = json.dumps({"l": listing, "k": [10**23]}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    assert_error(client.get("/api/events", params={"cursor": cursor("events")}), 422, "invalid_cursor")
+    versions = f"/api/profiles/{made['id']}/versions"
+    assert_error(client.get(versions, params={"cursor": cursor(f"versions:{made['id']}")}), 422, "invalid_cursor")
+
+
 def _read_events(lines, count: int, seen: list[dict], timeout: float = 15.0) -> None:
     """Parse SSE frames from ``lines`` (keep the iterator: dropping it closes the stream) until ``count`` events."""
     deadline = time.monotonic() + timeout

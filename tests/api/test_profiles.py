@@ -266,6 +266,10 @@ def test_actor_and_reason_headers_are_recorded_as_the_utf8_they_were_sent_in(dat
             for header in ("X-Actor", "X-Reason"):
                 refused = http.post("/api/profiles", json={"name": "latin1"}, headers={header: "café".encode("latin-1")})
                 assert assert_error(refused, 422, "invalid_request")["field"] == header
+            overridden = "approved\u202e by nobody"  # a reason that would read otherwise than it is stored
+            for refused in (http.post("/api/profiles", json={"name": "latin1"}, headers={"X-Reason": overridden.encode()}),
+                            http.post("/api/profiles", json={"name": "latin1", "reason": overridden})):
+                assert "bidirectional" in assert_error(refused, 422)["detail"], refused.text
             assert http.get("/api/profiles/latin1").status_code == 404
     finally:
         running.stop()

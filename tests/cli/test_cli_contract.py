@@ -202,6 +202,7 @@ def test_history_names_who_edited_a_version_without_a_new_one(ledger):
 
 def test_as_of_reads_a_time_as_the_api_does(ledger):
     ledger("create", "calm", "-f", "1=0.5")
+    assert ledger("log", "--after", str(2**63 - 1)).stdout == ""  # the last position there can be: nothing after
     for moment in ("2999-01-01T00:00:00z", " 2999-01-01T00:00:00Z ", "2999-01-01", "2999-01-01T01:00:00+01:00"):
         assert as_json(ledger("show", "calm", "--as-of", moment, "--json"))["version"] == 1, moment
 
@@ -216,6 +217,8 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("log", "--limit", "-1"): "Invalid value for '--limit'",
         ("list", "--sort", "size"): "Invalid value for '--sort'",
         ("show", "calm", "--as-of", "yesterday"): "is not an ISO 8601 time",
+        ("log", "--after", "-5"): "Invalid value for '--after'",
+        ("log", "--after", str(2**64)): "Invalid value for '--after'",
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
