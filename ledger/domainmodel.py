@@ -53,12 +53,11 @@ class CommandContext:
     correlation_id: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("actor", "correlation_id"):
-            value = getattr(self, name)
-            if value is not None:
-                values.text(value, name)
+        object.__setattr__(self, "actor", values.actor_name(self.actor))
         if self.reason is not None:
-            values.audit_text(self.reason, "reason")
+            values.reason_text(self.reason)
+        if self.correlation_id is not None:
+            values.text(self.correlation_id, "correlation_id")
 
 
 command_context: ContextVar[CommandContext] = ContextVar("command_context", default=CommandContext())

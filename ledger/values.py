@@ -45,6 +45,23 @@ def text(value: str, field: str) -> str:
     return value
 
 
+ACTOR_MAX = 200
+REASON_MAX = 1_000
+
+
+def actor_name(value: str, field: str = "actor") -> str:
+    """Who runs a command, as the audit trail shows it: a name in any script (see :func:`display_name`) of at
+    most ``ACTOR_MAX`` characters."""
+    return display_name(value, field, maximum=ACTOR_MAX)
+
+
+def reason_text(value: str, field: str = "reason") -> str:
+    """Why a command runs: at most ``REASON_MAX`` characters of :func:`audit_text`."""
+    if len(value) > REASON_MAX:
+        raise ValidationError(f"{field} must be at most {REASON_MAX} characters", field=field)
+    return audit_text(value, field)
+
+
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 

@@ -27,12 +27,9 @@ from ledger.api.auth import principal_of
 from ledger.api.errors import INVALID, NOT_FOUND, TIMEOUT, InvalidRequestError, ProjectionTimeoutError, responses
 from ledger.api.observability import correlation_id
 from ledger.api.runtime import Runtime
-from ledger.api.schemas import REASON_MAX
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.values import INT64_MAX, display_name, iso_time
-
-ACTOR_MAX = 200
+from ledger.values import INT64_MAX, REASON_MAX, actor_name, iso_time
 
 
 def runtime_of(state: State) -> Runtime:
@@ -199,12 +196,6 @@ def provide_context(
     if reason is not None and len(reason) > REASON_MAX:
         raise InvalidRequestError(f"X-Reason must be at most {REASON_MAX} characters", field="X-Reason")
     return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(request.scope))
-
-
-def actor_name(text: str, field: str) -> str:
-    """An actor a client names itself (open mode: ``X-Actor``, the console's sign-in): any script, but no control
-    or invisible characters (they would stand in the audit log), at most ``ACTOR_MAX`` characters."""
-    return display_name(text, field, maximum=ACTOR_MAX)
 
 
 def header_text(value: str | None, name: str) -> str:

@@ -21,9 +21,8 @@ from ledger.states import ProfileFields
 from projections.rows import AuditRow, ExecutionRow, VersionRow
 
 JSONObject = dict[str, Any]
-REASON_MAX = 1_000
 
-Reason = Annotated[str, Meta(max_length=REASON_MAX, description="Why (recorded on the events; overrides `X-Reason`).")]
+Reason = Annotated[str, Meta(max_length=values.REASON_MAX, description="Why (recorded on the events; overrides `X-Reason`).")]
 Description = Annotated[str, Meta(max_length=values.DESCRIPTION_MAX)]
 Layer = Annotated[int, Meta(ge=0, le=values.LAYER_MAX)]
 Version = Annotated[int, Meta(ge=1, le=values.INT64_MAX)]

@@ -117,7 +117,7 @@ def holds_log(app: ProfileLedger, database: Database) -> bool:
 def acting(actor: str, reason: str | None) -> AbstractContextManager[None]:
     """Within it, the changes made are recorded as ``actor``'s, for ``reason`` (a command that writes)."""
     state.writes = True
-    return acting_as(CommandContext(actor=actor, reason=reason))
+    return acting_as(CommandContext(actor=actor, reason=(reason or "").strip() or None))
 
 
 def parse_uuid(value: str, what: str = "profile id") -> UUID:

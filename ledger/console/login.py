@@ -16,7 +16,7 @@ import anyio.to_thread
 
 from ledger.access import Principal
 from ledger.api.auth import PUBLIC
-from ledger.api.deps import actor_name
+from ledger.values import actor_name
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import Form, runtime_of, see_other
 from ledger.console.rendering import page

@@ -26,7 +26,7 @@ from litestar.types import Receive, Scope, Send
 
 from ledger.access import ROLES, role_allows
 from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
-from ledger.api.deps import actor_name
+from ledger.values import actor_name
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError

@@ -126,6 +126,11 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("import", str(tmp_path / "latin1.json")): 1,  # "… is not UTF-8 text"
         ("import", str(tmp_path / "deep.json")): 1,  # "… is nested too deeply …"
         ("create", "deep", "--metadata", "[" * 20_000 + "]" * 20_000): 1,
+        ("create", "who", "--actor", " "): 1,  # the audit trail's actor: as the API's X-Actor is checked
+        ("create", "who", "--actor", "a\nb"): 1,
+        ("create", "who", "--actor", "a" * 201): 1,
+        ("create", "why", "--reason", "r" * 1001): 1,
+        ("create", "why", "--reason", "approved\u202e by nobody"): 1,
         ("export", "calm", "-o", str(tmp_path / "no-such-dir" / "calm.json")): 1,  # "cannot write …"
         ("active",): 1,  # none is active
         ("rebuild", "bogus"): 1,  # no such read model
