@@ -22,18 +22,24 @@ from ledger.cli.context import (
 from ledger.errors import ImportFormatError, ValidationError
 
 
-def parse_features(features: list[str]) -> dict[str, float]:
-    """``IDX=STRENGTH`` pairs into a steering mapping (validated later by the domain)."""
-    steering: dict[str, Any] = {}
+def parse_steering(steering: str | None, features: list[str]) -> dict[str, Any]:
+    """``--steering`` (a JSON object) and ``IDX=STRENGTH`` pairs into one steering mapping (validated later by
+    the domain); an index given twice is refused, never dropped."""
+    given = parse_json(steering, "steering")
+    if given is not None and not isinstance(given, dict):
+        raise ValidationError('--steering must be a JSON object such as {"12": 0.8}', field="steering")
+    merged: dict[str, Any] = dict(given or {})
     for item in features:
         index, sep, strength = item.partition("=")
         if not sep:
             raise ValidationError(f"--feature {item!r}: expected INDEX=STRENGTH", field="steering")
+        if index.strip() in merged:
+            raise ValidationError(f"feature {index.strip()} is given twice", field="steering")
         try:
-            steering[index.strip()] = float(strength)
+            merged[index.strip()] = float(strength)
         except ValueError:
             raise ValidationError(f"--feature {item!r}: strength must be a number", field="steering") from None
-    return steering
+    return merged
 
 
 def spec_and_details(
@@ -54,7 +60,7 @@ def spec_and_details(
         "tags": tags or None, "products": products or None, "metadata": parse_json(metadata, "metadata"),
     }
     if steering is not None or features:
-        fields["steering"] = {**(parse_json(steering, "steering") or {}), **parse_features(features)}
+        fields["steering"] = parse_steering(steering, features)
     return {key: value for key, value in fields.items() if value is not None}
 
 

@@ -126,6 +126,9 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("import", str(tmp_path / "latin1.json")): 1,  # "… is not UTF-8 text"
         ("import", str(tmp_path / "deep.json")): 1,  # "… is nested too deeply …"
         ("create", "deep", "--metadata", "[" * 20_000 + "]" * 20_000): 1,
+        ("create", "steered", "--steering", "[[1, 2]]"): 1,  # "--steering must be a JSON object"
+        ("create", "steered", "--steering", "[]"): 1,
+        ("create", "steered", "-f", "1=1", "-f", "1=2"): 1,  # "feature 1 is given twice"
         ("create", "who", "--actor", " "): 1,  # the audit trail's actor: as the API's X-Actor is checked
         ("create", "who", "--actor", "a\nb"): 1,
         ("create", "who", "--actor", "a" * 201): 1,
