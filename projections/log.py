@@ -19,7 +19,10 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, find_
 from eventsourcing.utils import resolve_topic
 
 from ledger.application import ProfileLedger
+from ledger.errors import SigningKeyError
 from ledger.settings import Database
+from ledger.signing import SIGNING_KEY_ENV
+from ledger.signing.records import Sealed
 from projections.projection import UndecodableEvent
 
 
@@ -177,6 +180,19 @@ class EventLog:
         self.channel: str | None = getattr(self.recorder, "channel_name", None)
         schema = getattr(self.recorder.datastore, "schema", None)
         self.events_table = f"{schema}.{self.recorder.events_table_name}" if schema else self.recorder.events_table_name
+
+    def require_its_key(self) -> None:
+        """Refuse (:class:`SigningKeyError`) when this process's signing key is not the one the log is signed with
+        (or there is none): read with it, every event would be set aside, and the read models made from them
+        would be empty."""
+        first = self.recorder.select_notifications(1, 1)
+        sealed = Sealed.parse(first[0].state) if first else None
+        keys = self.mapper.keys
+        if sealed is not None and sealed.key_id != keys.key_id:  # key_id loads the key: SigningKeyError if none
+            raise SigningKeyError(
+                f"the log is signed by key {sealed.key_id.hex()}, not by this process's key {keys.key_id.hex()}: "
+                f"set {SIGNING_KEY_ENV} to the key it was written with", key_id=sealed.key_id.hex()
+            )
 
     def read(self, after: int, limit: int) -> Batch:
         notifications = self.recorder.select_notifications(after, limit, inclusive_of_start=False)

@@ -22,12 +22,13 @@ PROJECTION_NAMES: tuple[str, ...] = tuple(PROJECTIONS)
 
 
 def select(names: Iterable[str] | None = None) -> list[ReadModelProjection]:
-    """The named projections (all when ``names`` is None); an unknown name is refused."""
+    """The named projections, each once (all when ``names`` is None); an unknown name is refused."""
     if names is None:
         return list(PROJECTIONS.values())
     chosen = []
     for name in names:
         if name not in PROJECTIONS:
             raise UnknownProjectionError(f"unknown projection {name!r}; known: {', '.join(PROJECTION_NAMES)}")
-        chosen.append(PROJECTIONS[name])
+        if PROJECTIONS[name] not in chosen:
+            chosen.append(PROJECTIONS[name])
     return chosen

@@ -132,6 +132,7 @@ def run_projections(
     """Keep the read models up to date until ``stop`` is set (blocks; run it in a thread or a process)."""
     worker = worker or ProjectionWorker(database, names)
     try:
+        worker.log.require_its_key()
         worker.run(stop)
     finally:
         worker.close()
@@ -160,6 +161,7 @@ def rebuild(
     collecting = gc.isenabled()
     gc.disable()
     try:
+        log.require_its_key()  # with another key every event would be parked, and every read model left empty
         failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
                         copy_rows=copy_rows)
         if failed:

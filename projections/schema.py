@@ -20,6 +20,7 @@ import psycopg
 from ledger.application import ProfileLedger
 from ledger.settings import Database
 from projections.errors import RebuildInProgressError
+from projections.log import EventLog
 from projections.projection import ReadModelProjection
 from projections.registry import select
 from projections.store import ReadModelStore, lock_id, open_store
@@ -125,9 +126,11 @@ def hold_rebuild_lock(database: Database) -> Callable[[], None]:
 
 def init_database(database: Database) -> None:
     """Every table the ledger needs: the event store's (the library creates them with the application), the
-    tracking table and the read models'."""
+    tracking table and the read models'. A log signed with another key than this process's (or with no key here)
+    is refused first: writes would sign with a key its readers do not have, and reads would set every event aside."""
     app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
     try:
+        EventLog(database, app=app).require_its_key()
         create_read_side(open_store(database, datastore=app.recorder.datastore), database)
     finally:
         app.close()

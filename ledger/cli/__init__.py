@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+from pathlib import Path
 
 import click
 import typer
@@ -89,5 +90,10 @@ def main() -> None:
 
 def _unusable_path(error: BaseException) -> bool:
     """An SQLite file that cannot be made where it is asked for (a file where a folder should be, no access)."""
-    return isinstance(error, (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)) or (
-        "unable to open database file" in str(error))
+    if "unable to open database file" in str(error):
+        return True
+    where = getattr(error, "filename", None)
+    if not isinstance(error, OSError) or where is None:
+        return False
+    database = Path(state.settings.database.sqlite_path).absolute()
+    return Path(where).absolute() in (database, *database.parents)

@@ -143,6 +143,19 @@ def parse_json(value: str | None, what: str) -> Any:
         raise ValidationError(f"{what} is nested too deeply", field=what) from None
 
 
+def write_output(output: Path | None, text: str) -> bool:
+    """``text`` into ``output`` (True), or onto stdout when there is none or it is ``-`` (False); a file that
+    cannot be written is a refusal naming it (exit 1)."""
+    if output is None or str(output) == "-":
+        typer.echo(text, nl=False)
+        return False
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ValidationError(f"cannot write {output}: {error.strerror or error}", field="output") from None
+    return True
+
+
 def emit_json(value: Any) -> None:
     typer.echo(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
 

@@ -10,7 +10,7 @@ from typing import Any, Optional, TypeVar
 import typer
 
 from ledger.checkpoint import Checkpoint
-from ledger.cli.context import JSON, emit_json, limit_option, state
+from ledger.cli.context import JSON, emit_json, limit_option, state, write_output
 from ledger.errors import ValidationError
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 from ledger.values import INT64_MAX
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def checkpoint(
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write it to this file (keep it outside "
-                                              "the database's reach); default: print it."),
+                                              "the database's reach); '-' or none: print it."),
     ) -> None:
         """Verify the whole log, then sign a statement of its head (position, link, time, key id)."""
         ledger = state.ledger
@@ -61,22 +61,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
             raise typer.Exit(1)
         signed = Checkpoint.of(report, ledger.mapper.keys)  # type: ignore[attr-defined]
-        if output is None:
-            typer.echo(signed.to_json(), nl=False)
-        else:
-            output.write_text(signed.to_json())
+        if write_output(output, signed.to_json()):
             typer.echo(f"checkpoint at position {signed.position} written to {output}", err=True)
 
     @app.command("public-key")
     def public_key_command(
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write it to this file."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write it to this file ('-' or none: "
+                                              "print it)."),
     ) -> None:
         """Print the public key that verifies this ledger's signatures (PEM), for `verify --public-key`."""
-        pem = public_key_pem(state.ledger.mapper.keys.public().public_key)  # type: ignore[attr-defined]
-        if output is None:
-            typer.echo(pem, nl=False)
-        else:
-            output.write_text(pem)
+        write_output(output, public_key_pem(state.ledger.mapper.keys.public().public_key))  # type: ignore[attr-defined]
 
     @app.command()
     def log(

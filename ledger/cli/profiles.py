@@ -17,7 +17,7 @@ from ledger.application import Outcome
 from ledger.states import ProfileState
 from ledger.cli.context import (
     ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json,
-    profile_ref, state,
+    profile_ref, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 
@@ -293,15 +293,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a profile as a millm_profile JSON document."""
         document = state.ledger.export_profile(profile_ref(profile_id), version=version)
-        text = json.dumps(document, indent=2, ensure_ascii=False)
-        if output and str(output) != "-":
-            try:
-                output.write_text(text + "\n", encoding="utf-8")
-            except OSError as error:
-                raise ValidationError(f"cannot write {output}: {error.strerror}", field="output") from None
+        if write_output(output, json.dumps(document, indent=2, ensure_ascii=False) + "\n"):
             typer.echo(f"exported to {output}")
-        else:
-            typer.echo(text)
 
     @app.command("import")
     def import_profile(

@@ -135,6 +135,8 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("create", "why", "--reason", "r" * 1001): 1,
         ("create", "why", "--reason", "approved\u202e by nobody"): 1,
         ("export", "calm", "-o", str(tmp_path / "no-such-dir" / "calm.json")): 1,  # "cannot write …"
+        ("checkpoint", "-o", str(tmp_path / "no-such-dir" / "head.json")): 1,
+        ("public-key", "-o", str(tmp_path / "latin1.json" / "key.pem")): 1,  # a file where a folder should be
         ("active",): 1,  # none is active
         ("rebuild", "bogus"): 1,  # no such read model
         ("show", "calm", "--version", "0"): 2,
@@ -240,6 +242,29 @@ def test_an_sqlite_path_that_cannot_be_made_exits_1_saying_so(tmp_path):
         for args in (("create", "calm", "-f", "1=0.5"), ("serve", "--no-model")):
             result = run_ledger(f"sqlite:///{path}", tmp_path, *args, code=1)  # waiting will not help: not 75, not 70
             assert result.stderr.startswith(f"error: sqlite:///{path} cannot be opened or created"), result.stderr
+
+
+def test_a_read_model_named_twice_is_rebuilt_once(ledger):
+    ledger("create", "calm", "-f", "1=0.5")
+    assert set(as_json(ledger("rebuild", "profiles", "profiles", "--no-progress", "--json"))) == {"profiles"}
+    assert [row["name"] for row in as_json(ledger("list", "--json"))["profiles"]] == ["calm"]
+
+
+def test_a_process_without_the_logs_signing_key_refuses_to_write_or_rebuild_and_empties_nothing(
+    ledger, sqlite_url, tmp_path, monkeypatch
+):
+    ledger("create", "calm", "-f", "1=0.5")
+    for key in ("absent", "another"):  # a copied database, a wrong LEDGER_SIGNING_KEY
+        monkeypatch.setenv("LEDGER_SIGNING_KEY", str(tmp_path / f"{key}.pem"))
+        if key == "another":
+            from ledger.signing.keys import create_private_key
+
+            create_private_key(tmp_path / f"{key}.pem")
+        for args in (("rebuild", "--no-progress"), ("create", "bold"), ("db", "init"), ("serve", "--no-model")):
+            result = ledger(*args, code=1)
+            assert result.stderr.startswith("error: ") and "key" in result.stderr and len(result.stderr) < 400, args
+        assert not (tmp_path / "absent.pem").exists()  # no new key made for a log signed with another
+        assert [row["name"] for row in as_json(ledger("list", "--json"))["profiles"]] == ["calm"]
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
