@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
+from uuid import UUID
 
 from ledger.errors import ValidationError
 
@@ -99,8 +100,14 @@ def display_name(value: Any, field: str = "name", maximum: int = NAME_MAX) -> st
 
 
 def profile_name(value: Any) -> str:
-    """A profile's name: see :func:`display_name`; it stands in URL paths in place of the id."""
-    return path_segment(display_name(value, "name"), "name")
+    """A profile's name: see :func:`display_name`; it stands in URL paths and commands in place of the id, so it
+    may not be one (a name that reads as an id would only ever be taken for one)."""
+    name = path_segment(display_name(value, "name"), "name")
+    try:
+        UUID(name)
+    except ValueError:
+        return name
+    raise ValidationError(f"name {name!r} reads as a profile id; choose a name that does not", field="name")
 
 
 def run_id(value: Any) -> str | None:

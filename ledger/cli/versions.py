@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
         if slot is None or slot.profile_id is None:
             raise NoActiveProfileError("no profile is active; activate one with `ledger activate NAME_OR_ID`")
         pinned = state.ledger.get_profile(slot.profile_id, version=slot.pinned_version)
-        in_force = msgspec.structs.replace(pinned, is_active=True)  # a pinned version was not active back then
+        # a pinned version was not active (nor pinned) back then: it is now
+        in_force = msgspec.structs.replace(pinned, is_active=True, pinned_version=slot.pinned_version)
         latest = state.ledger.get_profile(slot.profile_id).version
         if as_json:
             emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,

@@ -40,6 +40,14 @@ def test_control_and_invisible_characters_are_refused_with_a_clear_422(client, n
     assert client.get("/api/events").json()["events"] == []
 
 
+def test_a_name_that_reads_as_an_id_is_refused_since_it_would_always_be_taken_for_one(client):
+    other = create(client, "calm")
+    for name in (other["id"], "11111111-2222-3333-4444-555555555555", other["id"].replace("-", "").upper()):
+        body = assert_error(client.post("/api/profiles", json={"name": name}), 422, "invalid_value")
+        assert body["field"] == "name" and "reads as a profile id" in body["detail"]
+        assert_error(client.put(f"/api/profiles/{other['id']}", json={"name": name}), 422, "invalid_value")
+
+
 def test_renaming_to_a_lookalike_of_another_profile_is_refused(client):
     create(client, "calm")
     other = create(client, "storm")

@@ -168,6 +168,7 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     active = as_json(ledger("active", "--json"))
     assert (active["version"], active["pinned"], active["latest_version"]) == (1, True, 2)
     assert active["profile"]["steering"] == {"12": 6.0} and active["profile"]["is_active"] is True
+    assert active["profile"]["pinned_version"] == 1  # as the top level says
     assert "ACTIVE" in ledger("active").stdout.splitlines()[0]
     assert "pinned; latest v2" in ledger("list").stdout
     ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
