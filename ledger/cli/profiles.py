@@ -223,7 +223,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("list")
     def list_profiles(
-        tag: Optional[list[str]] = TAG,
+        tag: Optional[list[str]] = typer.Option(None, "--tag", "-t", help="Only profiles with this tag; repeatable."),
         all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
         product: Optional[str] = typer.Option(None, "--product"),
         search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
