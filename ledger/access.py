@@ -168,7 +168,8 @@ def expiry_after(expires_in: str | int, now: datetime | None = None) -> datetime
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else 0
     if seconds <= 0:
         raise ValidationError(
-            f"expires_in must be a positive duration such as 3600, 90m, 12h or 30d (got {str(expires_in)[:40]!r})",
+            f"expires_in must be a positive duration of at most 18 digits and a unit, such as 3600, 90m, 12h or 30d "
+            f"(got {str(expires_in)[:40]!r})",
             field="expires_in",
         )
     try:
