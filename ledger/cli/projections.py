@@ -26,6 +26,7 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List each read model's position and the events it parked (an event it could not apply, with the error);
     exits 1 while any event is parked."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = {"json": as_json}  # `ledger projections --json retry` answers in JSON too
         return
     from projections.registry import PROJECTION_NAMES
 
@@ -59,6 +60,7 @@ def retry_line(outcome: Any) -> str:
 
 @projections_app.command()
 def retry(
+    ctx: typer.Context,
     names: Optional[list[str]] = typer.Argument(None, help="Read models whose parked events to retry (default: all)."),
     position: Optional[int] = typer.Option(None, "--position", help="Only the event at this log position."),
     as_json: bool = JSON,
@@ -75,6 +77,6 @@ def retry(
     store, log = state.reads.store, state.reads.log
     outcomes = [outcome for projection in chosen
                 for outcome in store.retry_parked(projection, log.event_at, log.later_versions, position)]
-    emit(as_json, outcomes, map(retry_line, outcomes), "no parked events")
+    emit(as_json or (ctx.obj or {}).get("json", False), outcomes, map(retry_line, outcomes), "no parked events")
     if any(not outcome.applied for outcome in outcomes):
         raise typer.Exit(1)

@@ -99,6 +99,8 @@ def test_a_worker_parks_what_it_cannot_apply_and_reaches_the_head(database_url):
     assert len(shown["parked"]) == len(parked)
     retried = ledger_cli(database_url, "projections", "retry", "executions")
     assert retried.returncode == 1 and "still fails" in retried.stdout, retried
+    as_json = ledger_cli(database_url, "projections", "--json", "retry", "executions")  # the group's --json too
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)[0]["applied"] is False, as_json
 
     rebuilt = ledger_cli(database_url, "rebuild", "--no-progress", "--json")
     assert rebuilt.returncode == 1 and "could not be applied and are parked" in rebuilt.stderr, rebuilt
