@@ -295,6 +295,15 @@ class ProfileLedger(Application[UUID]):
             return ProfileState.of(self._live_profile(profile_id))
         return time_travel.profile_at(self, profile_id, version=version, as_of=as_of)
 
+    def diff_versions(
+        self, profile_id: UUID, *, from_version: int | None = None, to_version: int | None = None
+    ) -> time_travel.ProfileDiff:
+        """What changed between two versions (default: the latest, and the one before ``to_version``); a deleted
+        profile's versions are history, and its latest is the one it was deleted at."""
+        after = self.get_profile(profile_id, version=to_version or self._profile(profile_id).current_version)
+        before = self.get_profile(profile_id, version=from_version or max(after.version - 1, 1))
+        return time_travel.diff(before, after)
+
     def profile_history(self, profile_id: UUID) -> list[VersionRecord]:
         """Every user-facing version of the profile, oldest first."""
         return time_travel.history(self, profile_id)

@@ -106,6 +106,8 @@ class SteeringDiff(msgspec.Struct, kw_only=True):
 
 class ProfileDiff(msgspec.Struct, kw_only=True):
     profile_id: UUID
+    name: str
+    """The profile's name at ``to_version``."""
     from_version: int
     to_version: int
     changes: list[FieldChange]
@@ -128,7 +130,7 @@ def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:
         },
     )
     return ProfileDiff(
-        profile_id=after.id, from_version=before.version, to_version=after.version, changes=changes, steering=steering
+        profile_id=after.id, name=after.name, from_version=before.version, to_version=after.version, changes=changes, steering=steering
     )
 
 

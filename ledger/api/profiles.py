@@ -55,7 +55,7 @@ from ledger.application import Outcome, ProfileLedger
 from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext, canonical_value
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
 from ledger.states import convert
-from ledger.time_travel import ProfileDiff, diff
+from ledger.time_travel import ProfileDiff
 from ledger.values import INT64_MAX
 
 IfMatch = Annotated[
@@ -223,9 +223,7 @@ class ProfileController(Controller):
         ] = None,
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> ProfileDiff:
-        pid = ledger.resolve_profile(profile_id)
-        after = ledger.get_profile(pid, version=to_version)
-        return diff(ledger.get_profile(pid, version=from_version or max(after.version - 1, 1)), after)
+        return ledger.diff_versions(ledger.resolve_profile(profile_id), from_version=from_version, to_version=to_version)
 
     # -- commands ----------------------------------------------------------------------------------
     @post(

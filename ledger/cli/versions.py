@@ -13,7 +13,6 @@ from ledger.cli.context import (
 )
 from ledger.cli.profiles import describe, in_force_line, report, version_line
 from ledger.errors import NoActiveProfileError
-from ledger.time_travel import diff as version_diff
 
 
 def register(app: typer.Typer) -> None:
@@ -39,10 +38,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Field-by-field differences between two versions of a profile."""
-        pid = profile_ref(profile_id)
-        after = state.ledger.get_profile(pid, version=to_version)
-        before = state.ledger.get_profile(pid, version=from_version or max(after.version - 1, 1))
-        changes = version_diff(before, after)
+        changes = state.ledger.diff_versions(profile_ref(profile_id), from_version=from_version, to_version=to_version)
         if as_json:
             emit_json(changes)
             return
@@ -53,7 +49,7 @@ def register(app: typer.Typer) -> None:
         lines += [
             f"  steering {index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()
         ]
-        typer.echo(f"{after.name}: version {before.version} → {after.version}")
+        typer.echo(f"{changes.name}: version {changes.from_version} → {changes.to_version}")
         for line in lines or ["  no differences"]:
             typer.echo(line)
 

@@ -44,7 +44,6 @@ from ledger.console.views import (
     parse_steering,
 )
 from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, ValidationError
-from ledger.time_travel import diff
 
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
@@ -203,9 +202,7 @@ class ProfilePages(Controller):
         versions = version_history(reads, pid, row.version, everything=history == "all")
         comparison = None
         if from_version is not None or to_version is not None:
-            newer = to_version or row.version
-            older = from_version or max(newer - 1, 1)
-            comparison = diff(ledger.get_profile(pid, version=older), ledger.get_profile(pid, version=newer))
+            comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
         executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN).items
         return page(
             request,

@@ -138,9 +138,14 @@ def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_g
     assert first.status_code == 200 and first.json()["profile"]["steering"] == {"1": 0.5}, first.text
     assert "gone" in first.headers["Content-Disposition"]
     assert_error(client.get(f"/api/profiles/{made['id']}/export"), 404, "profile_not_found")
+    last = client.get(f"/api/profiles/{made['id']}/diff").json()  # its latest: the version it was deleted at
+    assert (last["name"], last["from_version"], last["to_version"]) == ("gone", 1, 2), last
     assert_error(client.get(f"/api/profiles/{made['id']}/export", params={"version": 3}), 404)
     later = {"as_of": "2999-01-01T00:00:00Z"}
     assert "had been deleted" in assert_error(client.get(f"/api/profiles/{made['id']}", params=later), 404)["detail"]
     shown = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "show", made["id"],
                             "--as-of", later["as_of"]], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 1 and "had been deleted" in shown.stderr, shown  # as the API says
+    diffed = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "diff", made["id"]],
+                            capture_output=True, text=True, timeout=120)
+    assert diffed.returncode == 0 and diffed.stdout.startswith("gone: version 1 → 2"), diffed
