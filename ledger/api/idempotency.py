@@ -102,9 +102,10 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     """Keeps the answer of every command whose Idempotency-Key was recorded with its events.
 
-    A keyed command's answer is held until it is complete (an event stream passes through, and is kept once it
-    ended: a retry gets the whole stream at once): when the command failed and meanwhile a concurrent request
-    with the same key committed (its save won, so this one's found the name taken, or the claim recorded), the
+    A keyed command's answer is held until it is complete and kept before it is sent, so a client that retries
+    the moment it has it gets it again; an event stream passes through and is kept as it ends, before its last
+    message (a retry gets the whole stream at once). When the command failed and meanwhile a concurrent request
+    with the same key committed (its save won, so this one found the name taken, or the claim recorded), the
     answer is that request's, not this failure.
     """
 
@@ -143,7 +144,15 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                             await send(waiting)  # type: ignore[arg-type]
                         held.clear()
                     return
+                if not message.get("more_body", False) and whole:  # kept before the client sees the end (and
+                    await keep(start)  # ... may retry at once)
             await send(message)
+
+        async def keep(answer: Message | None) -> None:
+            claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
+            if answer is not None and claim is not None and claim.saved:
+                ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
+                await _keep(ledger, claim, answer["status"], list(answer.get("headers", ())), bytes(body))
 
         await app(scope, receive, capture)
         if start is None:
@@ -151,9 +160,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
         ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
         status = start["status"]
-        if passing:  # a stream that ran to its end is kept whole, as an answer too large is not
-            if claim is not None and claim.saved and whole:
-                await _keep(ledger, claim, status, list(start.get("headers", ())), bytes(body))
+        if passing:  # a stream that ran to its end was kept whole as it ended (an answer too large is not kept)
             return
         if claim is not None and not claim.saved and status >= 400:
             replaced = await _answer_of_a_concurrent_twin(ledger, claim)
@@ -164,11 +171,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": content, "more_body": False})
                 return
+        await keep(start)  # before the client has the answer, and may retry at once
         await send(start)
         for message in held:
             await send(message)
-        if claim is not None and claim.saved:
-            await _keep(ledger, claim, status, list(start.get("headers", ())), bytes(body))
 
     return wrapped
 
@@ -205,7 +211,7 @@ async def _keep(ledger: Any, claim: Claim, status: int, raw_headers: list[Any], 
     answer = Answer(fingerprint=claim.fingerprint, status=status, headers=pairs, body=body)
     try:
         await anyio.to_thread.run_sync(answers_of(ledger).put, claim.id, answer)
-    except Exception as error:  # noqa: BLE001 - the answer was sent; a retry then gets 409, not a replay
+    except Exception as error:  # noqa: BLE001 - the command stands; a retry then gets 409, not a replay
         log.warning("the answer to an idempotent command could not be kept: %s", error)
 
 
