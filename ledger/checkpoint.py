@@ -73,7 +73,7 @@ class Checkpoint:
     def problem(self, keys: PublicKeyCheck) -> str | None:
         """Why the checkpoint is not one this ledger's key signed (None: it is)."""
         if self.key_id != keys.key_id.hex():
-            return f"it is signed by key {self.key_id}, not by this ledger's key {keys.key_id.hex()}"
+            return f"it is signed by key {self.key_id}, not by the key it is checked with, {keys.key_id.hex()}"
         try:
             signature = bytes.fromhex(self.signature)
         except ValueError:

@@ -282,7 +282,7 @@ class Sealed:
 
 
 def _other_key(found: bytes, expected: bytes) -> str:
-    return f"it is signed by key {found.hex()}, not by this ledger's key {expected.hex()}"
+    return f"it is signed by key {found.hex()}, not by the key it is checked with, {expected.hex()}"
 
 
 def _uuid(value: Any) -> UUID:

@@ -100,13 +100,13 @@ def test_another_key_reads_nothing_and_verify_names_both_keys(tmp_path):
     other = tmp_path / "other.pem"
     create_private_key(other)
     stranger = ProfileLedger(env={**database.eventsourcing_env(), "LEDGER_SIGNING_KEY": str(other)})
-    with pytest.raises(TamperedRecordError, match="not by this ledger's key"):
+    with pytest.raises(TamperedRecordError, match="not by the key it is checked with"):
         stranger.get_profile(profile.id)
     stranger.close()
     result = subprocess.run([LEDGER, "--database", database.url, "verify"], capture_output=True, text=True,
                             env={**os.environ, "LEDGER_SIGNING_KEY": str(other)}, timeout=120)
     assert result.returncode == 1 and "TAMPERED: forged at position 1: " in result.stderr, result.stderr
-    assert "not by this ledger's key" in result.stderr
+    assert "not by the key it is checked with" in result.stderr
 
 
 def test_a_configured_key_that_cannot_be_read_is_a_clear_error(tmp_path):
