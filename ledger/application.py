@@ -105,7 +105,9 @@ class ProfileLedger(Application[UUID]):
                              compressor=self.factory.compressor())
 
     def construct_event_store(self) -> EventStore[UUID]:
-        """The events of each save are signed together (one signature per save)."""
+        """The events of each save are signed together (one signature per save), and each insert transaction
+        signs the head it leaves."""
+        self.recorder.sign_head = self.mapper.keys.sign_head  # type: ignore[attr-defined]
         return SigningEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def construct_snapshot_store(self) -> EventStore[UUID]:

@@ -7,8 +7,9 @@ Every stored event gets a companion row ``(position, digest, link)`` written in 
 
 Verification walks both tables in position order and reports the first position where a row was altered,
 removed, inserted or reordered, where a row carries no valid signature (:mod:`ledger.signing`: the chain
-alone cannot tell a row the service wrote from one the database's owner inserted and the trigger linked), or
-where the log no longer extends a signed checkpoint (:mod:`ledger.checkpoint`). Pure functions plus a walker
+alone cannot tell a row the service wrote from one the database's owner inserted and the trigger linked),
+where a signed head no longer signs the recomputed link or a record has none after it (the chain rewritten
+without the key), or where the log no longer extends a signed checkpoint (:mod:`ledger.checkpoint`). Pure functions plus a walker
 over rows; the SQL lives in ``recorders``.
 """
 
@@ -56,6 +57,14 @@ class ChainRow:
 
 
 @dataclass(frozen=True)
+class SignedHead:
+    """The signature an insert transaction stored of the head it left (:meth:`ledger.signing.SigningKeys.sign_head`)."""
+
+    position: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class ChainHead:
     """A verified point of the chain: the link after the event at ``position`` (0: the empty log)."""
 
@@ -63,7 +72,7 @@ class ChainHead:
     link: bytes
 
 
-# altered | removed | inserted | reordered | broken_link | forged | diverged | truncated | snapshot_forged
+# altered | removed | inserted | reordered | broken_link | forged | diverged | unsigned | truncated | snapshot_forged
 Problem = str
 
 
@@ -86,6 +95,9 @@ class Walk:
     * ``start``: a head verified before (the walk reads only the events after it; None: from the first event);
     * ``records``: checks each row's signature (:class:`ledger.signing.RecordCheck`: ``feed`` and ``finish``
       name the first row the ledger did not write, and why);
+    * ``heads``: checks the signed heads (:class:`ledger.signing.PublicKeyCheck`): each must sign the link
+      recomputed at its position, and every record that asks for one must have one at or after it (None: not
+      checked);
     * ``streams``: each stream's last version seen so far; complete from the log's start, so a stream first
       met must start at version 1 and every next event must be the next version (None: not checked);
     * ``expect``: heads verified before that the log must still extend (a signed checkpoint, the head this
@@ -94,6 +106,7 @@ class Walk:
 
     start: ChainHead | None = None
     records: Any = None
+    heads: Any = None
     streams: dict[UUID, int] | None = None
     expect: tuple[ChainHead, ...] = ()
 
@@ -103,8 +116,9 @@ def verify(
     chain: Iterable[ChainRow],
     find_digest: Callable[[bytes], int | None],
     walk: Walk | None = None,
+    signed_heads: Iterable[SignedHead] = (),
 ) -> VerifyReport:
-    """Walk events and chain rows (both in position order) and report the first problem, if any.
+    """Walk events, chain rows and signed heads (each in position order) and report the first problem, if any.
 
     ``find_digest`` looks a digest up in the whole chain (to tell a reordered row from an altered one).
     """
@@ -123,6 +137,11 @@ def verify(
             ok=False, checked=checked, head_position=head, head_link=link.hex() if head else None,
             problem=problem, position=position, detail=detail, since=since,
         )
+
+    heads = walk.heads
+    signed_iter = iter(signed_heads)
+    signed = next(signed_iter, None)
+    unsigned_from: int | None = None  # the first event that asks for a signed head and has none yet
 
     pending = next(chain_iter, None)
     for event in events:
@@ -157,6 +176,17 @@ def verify(
                               f"stream {event.originator_id} goes from version {last} to "
                               f"{event.originator_version} at position {event.position}: {cause}")
             streams[event.originator_id] = event.originator_version
+        if heads is not None:
+            if unsigned_from is None and heads.needs_signed_head(event.state):
+                unsigned_from = event.position
+            if signed is not None and signed.position < event.position:
+                return report("removed", signed.position,
+                              f"the event at position {signed.position}, whose head was signed, is missing from the log")
+            if signed is not None and signed.position == event.position:
+                problem = heads.head_problem(event.position, following, signed.signature)
+                if problem is not None:
+                    return report("diverged", event.position, problem)
+                unsigned_from, signed = None, next(signed_iter, None)
         while expect is not None and event.position >= expect.position:
             if event.position > expect.position or following != expect.link:
                 return report("diverged", expect.position,
@@ -171,6 +201,14 @@ def verify(
     found = None if walk.records is None else walk.records.finish()
     if found is not None:
         return report("forged", found[0], f"the event at position {found[0]} is refused: {found[1]}")
+    if heads is not None and signed is not None:
+        return report("truncated", signed.position,
+                      f"the log ends at position {head or 0}, before the head signed at position {signed.position}: "
+                      "events were removed from its end")
+    if unsigned_from is not None:
+        return report("unsigned", unsigned_from,
+                      f"no signed head covers the events from position {unsigned_from} on (each insert signs the head "
+                      "it leaves): the head's signature was removed, or these events inserted or moved since")
     if expect is not None:
         return report("truncated", expect.position,
                       f"the log ends at position {head or 0}, before the head verified at position "

@@ -12,6 +12,9 @@ They extend the eventsourcing library's application recorders (selected with its
   each save a transaction of its own again (read once, at import: for comparing the two in a benchmark).
 * SQLite: the chain rows are written by the recorder in the inserting transaction (SQLite has one writer at
   a time anyway); triggers refuse UPDATE and DELETE.
+* Both: each insert transaction signs the head it leaves (its last position and the link there) and stores the
+  signature in the ``…_heads`` table, append-only too (``sign_head``, set by the application to its key's
+  :meth:`ledger.signing.SigningKeys.sign_head`): a rewrite of the log before that head cannot be re-signed.
 """
 
 from __future__ import annotations
@@ -39,7 +42,18 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
-from ledger.chain import GENESIS, ChainHead, ChainRow, StoredRow, VerifyReport, Walk, event_digest, next_link, verify
+from ledger.chain import (
+    GENESIS,
+    ChainHead,
+    ChainRow,
+    SignedHead,
+    StoredRow,
+    VerifyReport,
+    Walk,
+    event_digest,
+    next_link,
+    verify,
+)
 from ledger import write_path
 from ledger.group_commit import GroupCommitter
 from ledger.settings import parse_switch
@@ -51,6 +65,8 @@ InTransaction = Callable[[Any, Sequence[StoredEvent], Sequence[int]], Callable[[
 insert transaction, after the insert and before the commit (the read side's inline projection,
 ``projections.inline``, set by a process's composition root); it returns what to call after the commit, if
 anything. An error it raises rolls the insert back."""
+SignHead = Callable[[int, bytes], bytes]
+"""Signs the head an insert transaction leaves: its last position and the chain's link there."""
 GROUP_COMMIT = parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True)
 
 # The library retries a failed database call 10 times, each waiting up to the pool's connect timeout: a request
@@ -81,6 +97,7 @@ class CreatedBesideOthers:
 class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicationRecorder):
     _insert_now = write_path.insert_events  # the library's insert without pipeline mode, bounded in time
     in_transaction: InTransaction | None = None
+    sign_head: SignHead | None = None
     select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
     select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
     max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
@@ -88,6 +105,7 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.chain_table_name = f"{events_table_name}_chain"
+        self.heads_table_name = f"{events_table_name}_heads"
         names = {
             "schema": Identifier(datastore.schema),
             "events": Identifier(events_table_name),
@@ -99,6 +117,9 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             "events_no_truncate": Identifier(f"{events_table_name}_no_truncate"),
             "chain_append_only": Identifier(f"{self.chain_table_name}_append_only"),
             "chain_no_truncate": Identifier(f"{self.chain_table_name}_no_truncate"),
+            "heads": Identifier(self.heads_table_name),
+            "heads_append_only": Identifier(f"{self.heads_table_name}_append_only"),
+            "heads_no_truncate": Identifier(f"{self.heads_table_name}_no_truncate"),
         }
         statements = [
             # Several processes may start at once: create the functions and triggers one at a time.
@@ -106,6 +127,7 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             "CREATE TABLE IF NOT EXISTS {schema}.{chain} ("
             " notification_id bigint PRIMARY KEY, digest bytea NOT NULL, link bytea NOT NULL)",
             "CREATE INDEX IF NOT EXISTS {chain_digest_index} ON {schema}.{chain} (digest)",
+            "CREATE TABLE IF NOT EXISTS {schema}.{heads} (notification_id bigint PRIMARY KEY, signature bytea NOT NULL)",
             "CREATE OR REPLACE FUNCTION {schema}.{link_fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
             " DECLARE previous bytea; digest bytea; topic_bytes bytea;"
             " BEGIN"
@@ -132,12 +154,29 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
             "CREATE OR REPLACE TRIGGER {chain_no_truncate} BEFORE TRUNCATE ON {schema}.{chain}"
             " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {heads_append_only} BEFORE UPDATE OR DELETE ON {schema}.{heads}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {heads_no_truncate} BEFORE TRUNCATE ON {schema}.{heads}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
         ]
         names["events_literal"] = Literal(events_table_name)
         names["chain_digest_index"] = Identifier(f"{self.chain_table_name}_digest_idx")
         self.sql_create_statements.insert(0, SQL(statements[0]).format(**names))
         self.sql_create_statements.extend(SQL(statement).format(**names) for statement in statements[1:])
         self.group_commit = GroupCommitter(self._insert_now)
+        self._head_link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(
+            names["schema"], names["chain"])
+        self._heads = (names["schema"], names["heads"])
+
+    def signed_head_statement(self, curs: Any, positions: Sequence[int]) -> Any:
+        """The INSERT of the signature of the head this transaction leaves, to run before its commit (None: no
+        key to sign with)."""
+        if self.sign_head is None or not positions:
+            return None
+        position = positions[-1]
+        link = bytes(curs.execute(self._head_link_sql, (position,)).fetchone()["link"])
+        return SQL("INSERT INTO {}.{} VALUES ({}, {})").format(*self._heads, Literal(position),
+                                                              Literal(self.sign_head(position, link)))
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Insert in a transaction shared with concurrent callers (group commit); answered after the commit.
@@ -162,6 +201,8 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         chain_sql = SQL(
             "SELECT notification_id, digest, link FROM {}.{} WHERE notification_id > %s ORDER BY notification_id"
         ).format(schema, chain_table)
+        heads_sql = SQL("SELECT notification_id, signature FROM {}.{} WHERE notification_id > %s "
+                        "ORDER BY notification_id").format(*self._heads)
         link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(schema, chain_table)
         find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(schema, chain_table)
         with self.datastore.get_connection() as conn, conn.transaction():
@@ -188,7 +229,9 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
                 row = conn.execute(find_sql, (digest,)).fetchone()
                 return None if row is None else row["notification_id"]
 
-            report = verify(events, chain, find_digest, walk)
+            signed_heads = [SignedHead(r["notification_id"], bytes(r["signature"]))
+                            for r in conn.execute(heads_sql, (after,))]
+            report = verify(events, chain, find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report
             recorder, check = snapshots
@@ -233,24 +276,25 @@ class LedgerPostgresFactory(PostgresFactory):
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     in_transaction: InTransaction | None = None
+    sign_head: SignHead | None = None
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         self.chain_table_name = f"{events_table_name}_chain"
+        self.heads_table_name = f"{events_table_name}_heads"
         self._committing = threading.local()  # the inline projection's after-commit call, per inserting thread
         super().__init__(datastore, events_table_name)
 
     def construct_create_table_statements(self) -> list[str]:
-        events, chain = self.events_table_name, self.chain_table_name
+        events, chain, heads = self.events_table_name, self.chain_table_name, self.heads_table_name
         refuse = "BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
         return [
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {chain} (notification_id INTEGER PRIMARY KEY, digest BLOB NOT NULL,"
             " link BLOB NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {chain}_digest_idx ON {chain} (digest)",
-            f"CREATE TRIGGER IF NOT EXISTS {events}_no_update BEFORE UPDATE ON {events} {refuse}",
-            f"CREATE TRIGGER IF NOT EXISTS {events}_no_delete BEFORE DELETE ON {events} {refuse}",
-            f"CREATE TRIGGER IF NOT EXISTS {chain}_no_update BEFORE UPDATE ON {chain} {refuse}",
-            f"CREATE TRIGGER IF NOT EXISTS {chain}_no_delete BEFORE DELETE ON {chain} {refuse}",
+            f"CREATE TABLE IF NOT EXISTS {heads} (notification_id INTEGER PRIMARY KEY, signature BLOB NOT NULL)",
+            *(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{change} BEFORE {change.upper()} ON {table} {refuse}"
+              for table in (events, chain, heads) for change in ("update", "delete")),
         ]
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -267,6 +311,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             link = next_link(link, position, digest)
             rows.append((position, digest, link))
         c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", rows)
+        if self.sign_head is not None and positions:
+            c.execute(f"INSERT INTO {self.heads_table_name} VALUES (?, ?)",
+                      (positions[-1], self.sign_head(positions[-1], link)))
         if self.in_transaction is not None and positions:
             self._committing.after = self.in_transaction(c, stored_events, positions)
         return positions
@@ -303,7 +350,10 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 row = c.fetchone()
                 return None if row is None else row[0]
 
-            report = verify(iter(events), iter(chain), find_digest, walk)
+            c.execute(f"SELECT notification_id, signature FROM {self.heads_table_name} WHERE notification_id > ?"
+                      " ORDER BY notification_id", (after,))
+            signed_heads = [SignedHead(r[0], bytes(r[1])) for r in c.fetchall()]
+            report = verify(iter(events), iter(chain), find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report
             recorder, check = snapshots

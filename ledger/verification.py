@@ -78,6 +78,7 @@ class LogVerifier:
         walk = Walk(
             start=verified.head if verified else None,
             records=self._record_check(full, public_key),
+            heads=public_key or self.keys,
             streams=streams,
             expect=tuple(expect),
         )

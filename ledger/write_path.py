@@ -62,7 +62,8 @@ def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs:
 
     ``recorder`` is the ledger's ``PostgresApplicationRecorder``, which keeps the library's lock, NOTIFY and
     insert statements: its ``_insert_events`` hook, its insert statement and its id fetch run unchanged; then its
-    ``in_transaction`` hook, if it has one (see :data:`ledger.recorders.InTransaction`), before the commit.
+    ``in_transaction`` hook, if it has one (see :data:`ledger.recorders.InTransaction`), and the insert of the
+    signed head the transaction leaves, before the commit.
     """
     check_event_sizes(stored_events)
     for attempt in (1, 2):
@@ -93,7 +94,8 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
-                    curs.execute(_notify_and_commit(recorder, ids) if ids else SQL("COMMIT"))
+                    signed_head = recorder.signed_head_statement(curs, ids) if ids else None
+                    curs.execute(_notify_and_commit(recorder, ids, signed_head) if ids else SQL("COMMIT"))
                     if after_commit is not None:
                         after_commit()
                     return ids
@@ -109,10 +111,12 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
         raise
 
 
-def _notify_and_commit(recorder: Any, ids: Sequence[int]) -> Any:
-    """The NOTIFY the log's followers wake on, with the last position inserted (a follower already there need not
-    look), sent last: after the inline projection's own notification, which says the read models are there."""
-    return SQL("NOTIFY {}, {}; COMMIT").format(Identifier(recorder.channel_name), Literal(str(ids[-1])))
+def _notify_and_commit(recorder: Any, ids: Sequence[int], signed_head: Any) -> Any:
+    """The signed head's INSERT (if any), then the NOTIFY the log's followers wake on, with the last position
+    inserted (a follower already there need not look), sent last: after the inline projection's own notification,
+    which says the read models are there. One round trip."""
+    notify = SQL("NOTIFY {}, {}; COMMIT").format(Identifier(recorder.channel_name), Literal(str(ids[-1])))
+    return notify if signed_head is None else SQL("; ").join([signed_head, notify])
 
 
 def _timeout_message(recorder: Any, cause: BaseException) -> str:

@@ -292,7 +292,7 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     head_link: str | None
     """The chain's last link (hex): record it elsewhere to detect a rewrite of the whole log later."""
     problem: Literal[
-        "altered", "removed", "inserted", "reordered", "broken_link", "forged", "diverged", "truncated",
+        "altered", "removed", "inserted", "reordered", "broken_link", "forged", "diverged", "unsigned", "truncated",
         "snapshot_forged",
     ] | None = None
     position: int | None = None

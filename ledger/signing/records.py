@@ -27,7 +27,12 @@ from ledger.signing.keys import (
     load_private_key,
 )
 
-MAGIC = b"\x00LS1"
+MAGIC = b"\x00LS2"
+"""A record written since each insert transaction signs the head it leaves (:meth:`SigningKeys.sign_head`): the
+log's walk requires a signed head at or after it. Its signature and MAC are bound to this format, so it cannot
+be passed off as a record of the earlier one."""
+MAGIC_V1 = b"\x00LS1"
+"""A record written before heads were signed: still read and checked, with no signed head required."""
 SIGNATURE_SIZE, MAC_SIZE = 64, 16
 HEADER_SIZE = len(MAGIC) + KEY_ID_SIZE + SIGNATURE_SIZE + MAC_SIZE + 4
 MAX_GROUP = 0xFFFF
@@ -35,7 +40,9 @@ _KEY_AT = len(MAGIC)
 _SIGNATURE_AT = _KEY_AT + KEY_ID_SIZE
 _MAC_AT = _SIGNATURE_AT + SIGNATURE_SIZE
 _INDEX_AT = _MAC_AT + MAC_SIZE
-EVENT_CONTEXT = b"profile-ledger events v1\x00"
+EVENT_CONTEXT = b"profile-ledger events v2\x00"
+CONTEXTS = {MAGIC: EVENT_CONTEXT, MAGIC_V1: b"profile-ledger events v1\x00"}
+HEAD_CONTEXT = b"profile-ledger head v1\x00"
 MAC_CONTEXT = b"profile-ledger mac v1\x00"
 NO_SIGNATURE = "it carries no signature: it was not written by the ledger"
 FORGED = "it was forged or changed outside the ledger"
@@ -58,6 +65,18 @@ class PublicKeyCheck:
     def record_check(self) -> RecordCheck:
         """A check of records met in log order, by their signatures."""
         return SignatureCheck(self)
+
+    @staticmethod
+    def needs_signed_head(state: bytes) -> bool:
+        """Whether a stored record was written when every insert transaction signed the head it left."""
+        return bytes(state[:len(MAGIC)]) == MAGIC
+
+    def head_problem(self, position: int, link: bytes, signature: bytes) -> str | None:
+        """Why a signed head does not sign this link at this position (None: it does)."""
+        if self.verify_statement(head_statement(position, link), signature):
+            return None
+        return (f"the head signed at position {position} does not match the chain there: the log up to there "
+                "was rewritten (events removed, inserted or moved) and the chain recomputed")
 
 
 class RecordCheck:
@@ -101,7 +120,7 @@ class SignatureCheck(RecordCheck):
         if len(self._group) < record.count:
             return None
         group, self._group = self._group, []
-        message = EVENT_CONTEXT + struct.pack(">H", len(group)) + b"".join(group)
+        message = CONTEXTS[record.magic] + struct.pack(">H", len(group)) + b"".join(group)
         if not self.keys.verify_statement(message, record.signature):
             where = f"position {self._first}" if len(group) == 1 else f"positions {self._first} to {position}"
             return self._first, f"the signature of {where} does not match their content: {FORGED}"
@@ -205,9 +224,14 @@ class SigningKeys(PublicKeyCheck):
         """The MAC of each record; ``strict``: each save's signature too."""
         return BothChecks(MacCheck(self), SignatureCheck(self)) if strict else MacCheck(self)
 
-    def _mac(self, digest: bytes, index_and_count: bytes, signature: bytes) -> bytes:
+    def sign_head(self, position: int, link: bytes) -> bytes:
+        """The signature of the chain's head an insert transaction leaves (its last position and link), stored
+        beside the log in that transaction: it binds every event before it to its place in the log."""
+        return self._load(create=True).sign(head_statement(position, link))
+
+    def _mac(self, magic: bytes, digest: bytes, index_and_count: bytes, signature: bytes) -> bytes:
         mac = self._keyed_hmac.copy()
-        mac.update(b"".join((digest, index_and_count, signature)))
+        mac.update(b"".join((b"" if magic == MAGIC_V1 else magic, digest, index_and_count, signature)))
         return mac.digest()[:MAC_SIZE]
 
     def seal_all(self, records: Sequence[tuple[Any, int, str, bytes]]) -> list[bytes]:
@@ -223,7 +247,7 @@ class SigningKeys(PublicKeyCheck):
         states = []
         for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records)):
             index_and_count = struct.pack(">HH", index, count)
-            mac = self._mac(digest, index_and_count, signature)
+            mac = self._mac(MAGIC, digest, index_and_count, signature)
             states.append(b"".join((MAGIC, self.key_id, signature, mac, index_and_count, payload)))
         return states
 
@@ -233,13 +257,14 @@ class SigningKeys(PublicKeyCheck):
         if self._private is None:
             self._load()
         state = bytes(state)
-        if len(state) < HEADER_SIZE or state[:_KEY_AT] != MAGIC:
+        magic = state[:_KEY_AT]
+        if len(state) < HEADER_SIZE or magic not in CONTEXTS:
             return b"", NO_SIGNATURE
         payload = state[HEADER_SIZE:]
         if state[_KEY_AT:_SIGNATURE_AT] != self.key_id:
             return payload, _other_key(state[_KEY_AT:_SIGNATURE_AT], self.key_id)
         digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
-        mac = self._mac(digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT])
+        mac = self._mac(magic, digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT])
         if not hmac.compare_digest(state[_MAC_AT:_INDEX_AT], mac):
             return payload, f"its signature does not match its content: {FORGED}"
         return payload, None
@@ -259,6 +284,7 @@ class SigningKeys(PublicKeyCheck):
 class Sealed:
     """A stored state, taken apart."""
 
+    magic: bytes
     key_id: bytes
     signature: bytes
     mac: bytes
@@ -269,16 +295,20 @@ class Sealed:
     @classmethod
     def parse(cls, state: bytes) -> Sealed | None:
         state = bytes(state)
-        if len(state) < HEADER_SIZE or not state.startswith(MAGIC):
+        if len(state) < HEADER_SIZE or state[:_KEY_AT] not in CONTEXTS:
             return None
         index, count = struct.unpack_from(">HH", state, _INDEX_AT)
         if index >= count:
             return None
         key_id, signature, mac = state[_KEY_AT:_SIGNATURE_AT], state[_SIGNATURE_AT:_MAC_AT], state[_MAC_AT:_INDEX_AT]
-        return cls(key_id, signature, mac, index, count, state[HEADER_SIZE:])
+        return cls(state[:_KEY_AT], key_id, signature, mac, index, count, state[HEADER_SIZE:])
 
     def digest(self, originator_id: Any, originator_version: int, topic: str) -> bytes:
         return event_digest(_uuid(originator_id), originator_version, topic, self.payload)
+
+
+def head_statement(position: int, link: bytes) -> bytes:
+    return HEAD_CONTEXT + struct.pack(">q", position) + link
 
 
 def _other_key(found: bytes, expected: bytes) -> str:

@@ -38,8 +38,9 @@ def tamper(database_url: str, *statements: str) -> None:
                 conn.execute(statement)
     else:
         conn = sqlite3.connect(db.sqlite_path)
-        for name in ("no_update", "no_delete"):
-            conn.execute(f"DROP TRIGGER IF EXISTS {events_table(database_url)}_{name}")
+        for table in (events_table(database_url), f"{events_table(database_url)}_heads"):
+            for name in ("no_update", "no_delete"):
+                conn.execute(f"DROP TRIGGER IF EXISTS {table}_{name}")
         rowid = "rowid"
         for statement in statements:
             conn.execute(statement.replace("notification_id", rowid))
@@ -109,3 +110,30 @@ def test_a_row_inserted_behind_the_ledgers_back_is_found(filled):
                 "SELECT originator_id, originator_version + 100, topic, state FROM EVENTS WHERE notification_id = 1")
     report = app.verify_log()
     assert (report.ok, report.problem, report.position) == (False, "inserted", last + 1)
+
+
+
+def test_a_log_written_before_heads_were_signed_still_verifies_and_its_next_save_signs_one(database_url,
+                                                                                          monkeypatch):
+    """Records of the earlier format (before each insert signed the head it left) ask for no signed head: such a
+    log verifies as it did. The first save since signs the head it leaves, which binds every event before it."""
+    import ledger.signing.records as records
+
+    app = ProfileLedger(env=Database(database_url).eventsourcing_env())
+    try:
+        with monkeypatch.context() as earlier:
+            earlier.setattr(records, "MAGIC", records.MAGIC_V1)
+            earlier.setattr(records, "EVENT_CONTEXT", records.CONTEXTS[records.MAGIC_V1])
+            earlier.setattr(app.recorder, "sign_head", None)
+            app.create_profile({"name": "calm", "steering": {1: 0.5}})
+        earlier_head = app.recorder.max_notification_id()
+        assert app.verify_log().ok
+        app.create_profile({"name": "bold", "steering": {2: 0.5}})
+        assert app.verify_log().ok
+        tamper(database_url, "DELETE FROM EVENTS_heads")
+        fresh = ProfileLedger(env=Database(database_url).eventsourcing_env())
+        report = fresh.verify_log()
+        fresh.close()
+        assert (report.ok, report.problem, report.position) == (False, "unsigned", earlier_head + 1)
+    finally:
+        app.close()

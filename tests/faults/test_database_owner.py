@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,11 +37,11 @@ from tests.waiting import wait_until
 LEDGER = str(Path(sys.executable).with_name("ledger"))  # the installed executable
 
 
-def names(url: str) -> tuple[str, str, str]:
-    """The events, chain and snapshots tables."""
-    if Database(url).is_postgres:
-        return "profileledger_events", "profileledger_events_chain", "profileledger_snapshots"
-    return "stored_events", "stored_events_chain", "stored_snapshots"
+def names(url: str) -> tuple[str, str, str, str]:
+    """The events, chain, signed heads and snapshots tables."""
+    events = "profileledger_events" if Database(url).is_postgres else "stored_events"
+    snapshots = "profileledger_snapshots" if Database(url).is_postgres else "stored_snapshots"
+    return events, f"{events}_chain", f"{events}_heads", snapshots
 
 
 class Owner:
@@ -48,7 +49,7 @@ class Owner:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.events, self.chain, self.snapshots = names(url)
+        self.events, self.chain, self.heads, self.snapshots = names(url)
         self.postgres = Database(url).is_postgres
 
     def run(self, statement: str, params: tuple[Any, ...] = (), *, triggers: bool = False) -> list[tuple[Any, ...]]:
@@ -56,12 +57,12 @@ class Owner:
         if self.postgres:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 if not triggers:
-                    for table in (self.events, self.chain):
+                    for table in (self.events, self.chain, self.heads):
                         conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
                 cursor = conn.execute(statement.replace("?", "%s"), params)
                 rows = cursor.fetchall() if cursor.description else []
                 if not triggers:
-                    for table in (self.events, self.chain):
+                    for table in (self.events, self.chain, self.heads):
                         conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
                 return rows
         conn = sqlite3.connect(Database(self.url).sqlite_path)
@@ -89,6 +90,25 @@ class Owner:
             digest = event_digest(originator, version, topic, bytes(state))
             link = next_link(link, position, digest)
             self.run(f"INSERT INTO {self.chain} VALUES (?, ?, ?)", (position, digest, link))
+
+    def saves(self) -> list[list[int]]:
+        """The positions of each save's events, in log order (each record says which of how many it is)."""
+        saves: list[list[int]] = []
+        for position, state in self.run(f"SELECT {self.position_column()}, state FROM {self.events} ORDER BY 1"):
+            index, _ = struct.unpack_from(">HH", bytes(state), HEADER_SIZE - 4)
+            saves.append([position]) if index == 0 else saves[-1].append(position)
+        return saves
+
+    def swap_saves(self, first: list[int], second: list[int]) -> None:
+        """Give two adjacent saves each other's places in the log (their events unchanged, in their order)."""
+        position = self.position_column()
+        columns = "originator_id, originator_version, topic, state"
+        places = [*first, *second]
+        rows = self.run(f"SELECT {columns} FROM {self.events} WHERE {position} BETWEEN ? AND ? ORDER BY {position}",
+                        (places[0], places[-1]))
+        self.run(f"DELETE FROM {self.events} WHERE {position} BETWEEN ? AND ?", (places[0], places[-1]))
+        for place, row in zip(places, rows[len(first):] + rows[:len(first)]):
+            self.run(f"INSERT INTO {self.events} ({position}, {columns}) VALUES (?, ?, ?, ?, ?)", (place, *row))
 
 
 def ledger_verify(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -290,6 +310,7 @@ def test_a_truncated_and_rechained_log_fails_against_a_checkpoint_taken_before(l
     # snapshots past it and recomputes the chain: every row left is genuine and linked.
     owner = Owner(database_url)
     owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (head,))
+    owner.run(f"DELETE FROM {owner.heads} WHERE notification_id = ?", (head,))
     owner.run(f"DELETE FROM {owner.snapshots}")
     owner.rechain()
     assert ledger_verify(database_url).returncode == 0  # without a checkpoint nothing is wrong to see
@@ -318,6 +339,51 @@ def test_a_rewritten_history_fails_against_a_checkpoint_and_the_servers_verified
             assert report["ok"] is False and report["problem"] in ("diverged", "removed", "forged"), (walk, report)
     result = ledger_verify(database_url, "--checkpoint", str(checkpoint))
     assert result.returncode == 1 and result.stderr.startswith("TAMPERED: "), result.stderr
+
+
+@pytest.mark.parametrize("also", ["", "heads removed", "heads removed and records relabelled"])
+def test_saves_of_two_profiles_swapped_and_rechained_are_reported_without_a_checkpoint(ledger_app, database_url,
+                                                                                      tmp_path, also):
+    """Each save is signed, but a signature binds events to their streams, not to their places in the log: what
+    does is the head each insert signs. Swapping two saves (which of two activations came last decides which
+    profile is active) and recomputing the chain leaves a head whose signature no longer matches; removing the
+    signed heads leaves events that ask for one; relabelling them as records of the format before signed heads
+    breaks their signatures."""
+    ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}})
+    bold = ledger_app.create_profile({"name": "bold", "steering": {2: 0.5}}).profile
+    ledger_app.update_profile(bold.id, {"description": "the last save"})
+    owner = Owner(database_url)
+    calm_created, bold_created, _ = owner.saves()
+    assert len(calm_created) == len(bold_created)
+    owner.swap_saves(calm_created, bold_created)  # bold now reads as created first
+    if also:
+        owner.run(f"DELETE FROM {owner.heads}")
+    if also.endswith("relabelled"):
+        for position, state in owner.run(f"SELECT {owner.position_column()}, state FROM {owner.events}"):
+            owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?",
+                      (b"\x00LS1" + bytes(state)[4:], position))
+    owner.rechain()
+    problem, position = {"": ("diverged", calm_created[-1]), "heads removed": ("unsigned", 1)}.get(also, ("forged", 1))
+    assert_reported(database_url, problem, position)
+    public = tmp_path / "public.pem"
+    subprocess.run([LEDGER, "--database", database_url, "public-key", "-o", str(public)], check=True, timeout=120)
+    auditor = ledger_verify(database_url, "--public-key", str(public))
+    assert auditor.returncode == 1 and auditor.stderr.startswith(f"TAMPERED: {problem} at position {position}: "), (
+        auditor.stderr)
+
+
+def test_a_whole_stream_removed_from_inside_the_log_is_reported_without_a_checkpoint(ledger_app, database_url):
+    ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.create_profile({"name": "bold", "steering": {2: 0.5}})
+    owner = Owner(database_url)
+    removed = owner.saves()[0]  # calm's creation: the whole stream, and its name's claim
+    for position in removed:
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (position,))
+    owner.run(f"DELETE FROM {owner.heads} WHERE notification_id = ?", (removed[-1],))
+    owner.run(f"DELETE FROM {owner.snapshots}")
+    owner.rechain()
+    result = ledger_verify(database_url)
+    assert result.returncode == 1 and result.stderr.startswith("TAMPERED: diverged at position "), result.stderr
 
 
 def test_verify_with_only_the_public_key_and_a_forged_checkpoint(ledger_app, database_url, tmp_path):
