@@ -73,6 +73,12 @@ class ProfileIncompatibleError(ValidationError):
     code = "profile_incompatible"
 
 
+class ContextLengthExceededError(ValidationError):
+    """The messages, with the tokens asked for, do not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
 # -- conflicts -------------------------------------------------------------------------------------
 class ConflictError(LedgerError):
     code = "conflict"

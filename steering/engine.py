@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -17,9 +17,8 @@ from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
 from .sae import SAE, check_feature_indices, steering_vector
-from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, RequestCancelledError, Scheduler, SchedulerStats
+from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, Scheduler, SchedulerStats
 
-ABANDON_POLL_SECONDS = 0.1  # how soon a generation whose caller went away gives its batch place up
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,22 +138,19 @@ class SteeringEngine:
         tickets = []
         try:
             for request in requests:
-                tickets.append(self.scheduler.submit(request))
-            futures = [ticket.future for ticket in tickets]
-            while abandoned is not None and wait(futures, timeout=ABANDON_POLL_SECONDS).not_done:
-                if abandoned.is_set():
-                    raise RequestCancelledError("the caller went away")
+                tickets.append(self.scheduler.submit(request, abandoned=abandoned))
+            return [ticket.future.result() for ticket in tickets]
         except BaseException:
             for ticket in tickets:
                 ticket.cancel()
             raise
-        return [ticket.future.result() for ticket in tickets]
 
     def stream(
-        self, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None
+        self, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None,
+        abandoned: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Text deltas of one request (queued now; closing the iterator early cancels it)."""
-        return self.scheduler.submit(request, stream=True).deltas(on_done)
+        """Text deltas of one request (queued now; closing the iterator early, or ``abandoned`` set, cancels it)."""
+        return self.scheduler.submit(request, stream=True, abandoned=abandoned).deltas(on_done)
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()

@@ -31,3 +31,7 @@ class LayerIndexError(SteeringError, ValueError):
 
 class ModelFetchError(SteeringError, RuntimeError):
     """The default model could not be fetched or converted."""
+
+
+class ContextLengthError(SteeringError, ValueError):
+    """A prompt longer than the model's context, or one that leaves less room than the tokens asked for."""

@@ -19,6 +19,7 @@ import torch
 import transformers
 
 from .digests import text_digest
+from .errors import ContextLengthError
 from .forward import PREFILL_CHUNK, PackedForward, Segment, packed_forward, prefill_chunks
 from .hooks import SteeringVector
 from .layers import check_layer
@@ -47,6 +48,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     steering: SteeringVector | None = None
     ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks)
+    within_context: bool = False  # refuse a prompt that leaves fewer than `max_tokens` positions (else: stop there)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,12 @@ def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
     ids = prompt_token_ids(loaded.tokenizer, request.prompt, request.messages)
     context = int(loaded.model.config.max_position_embeddings)
     if len(ids) >= context:
-        raise ValueError(f"the prompt has {len(ids)} tokens; the model's context holds {context}")
+        raise ContextLengthError(f"the prompt has {len(ids)} tokens; the model's context holds {context}")
+    if request.within_context and len(ids) + request.max_tokens > context:
+        raise ContextLengthError(
+            f"the prompt has {len(ids)} tokens and max_tokens asks for {request.max_tokens} more; the model's "
+            f"context holds {context}: shorten the messages or ask for at most {context - len(ids)} tokens"
+        )
     steering = request.steering
     if steering is not None:
         steering = SteeringVector(steering.layer, steering.vector.to(device=loaded.device, dtype=loaded.dtype))

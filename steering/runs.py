@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
-from ledger.errors import ProfileIncompatibleError, ProfileNotFoundError, ValidationError
+from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
 
 from .engine import SteeringEngine, SteeringSnapshot
-from .errors import SteeringError
+from .errors import ContextLengthError, SteeringError
 from .generate import GenerationRequest, GenerationResult, environment_fingerprint
 from .projector import ProfileSpec, SteeringProjector
 from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullError
@@ -41,6 +41,7 @@ class Completion:
     profile_version: int | None = None
     method: str = "add"
     replay_of: UUID | None = None
+    within_context: bool = False  # the caller named max_tokens: refuse a prompt that leaves less room
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,11 @@ class GenerationService:
         return replace(outcome, unsteered=results[1] if compare else None)
 
     def stream(
-        self, completion: Completion, on_recorded: Callable[[CompletionOutcome], None] | None = None
+        self, completion: Completion, on_recorded: Callable[[CompletionOutcome], None] | None = None,
+        abandoned: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Text deltas; the execution is recorded (in the consumer's thread) when the last delta has been produced."""
+        """Text deltas; the execution is recorded (in the consumer's thread) when the last delta has been produced.
+        Once ``abandoned`` is set (the caller went away), the generation stops whether or not anyone still reads."""
         spec, request = self._prepare(completion)
 
         def done(result: GenerationResult) -> None:
@@ -147,9 +150,11 @@ class GenerationService:
                 on_recorded(outcome)
 
         try:
-            return self.engine.stream(request, on_done=done)
+            return self.engine.stream(request, on_done=done, abandoned=abandoned)
         except (SchedulerFullError, EngineClosedError):
             raise
+        except ContextLengthError as error:
+            raise ContextLengthExceededError(str(error), field="messages") from None
         except (SteeringError, ValueError) as error:
             raise ValidationError(str(error)) from None
 
@@ -208,6 +213,7 @@ class GenerationService:
             seed=seed,
             stop=tuple(completion.stop),
             steering=steering,
+            within_context=completion.within_context,
         )
 
     def _generate(self, requests: list[GenerationRequest], abandoned: threading.Event | None = None
@@ -216,6 +222,8 @@ class GenerationService:
             return self.engine.generate(requests, abandoned)
         except (SchedulerFullError, EngineClosedError, RequestCancelledError):
             raise
+        except ContextLengthError as error:
+            raise ContextLengthExceededError(str(error), field="messages") from None
         except (SteeringError, ValueError) as error:
             raise ValidationError(str(error)) from None
 

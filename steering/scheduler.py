@@ -49,18 +49,24 @@ class RequestCancelledError(SteeringError, RuntimeError):
 class Ticket:
     """One submitted request: its Future, its stream of deltas, and a way to give it up."""
 
-    def __init__(self, scheduler: Scheduler, row: Row, stream: bool) -> None:
+    def __init__(self, scheduler: Scheduler, row: Row, stream: bool, abandoned: threading.Event | None = None) -> None:
         self.row = row
         self.future: Future[GenerationResult] = Future()
         self.events: queue.SimpleQueue[int | None] | None = queue.SimpleQueue() if stream else None
-        self.cancelled = False
+        self.abandoned = abandoned
+        self._cancelled = False
         self.submitted = time.perf_counter()
         self._scheduler = scheduler
+
+    @property
+    def cancelled(self) -> bool:
+        """Given up: by :meth:`cancel`, or by its caller going away (``abandoned`` set), seen at the next step."""
+        return self._cancelled or (self.abandoned is not None and self.abandoned.is_set())
 
     def cancel(self) -> None:
         """Give the request up: its row leaves the batch at the next step."""
         if not self.future.done():
-            self.cancelled = True
+            self._cancelled = True
             self._scheduler.wake()
 
     def deltas(self, on_done: Callable[[GenerationResult], None] | None = None) -> Iterator[str]:
@@ -92,6 +98,14 @@ class Ticket:
             self.cancel()
 
 
+def _give_up(ticket: Ticket, reason: str) -> None:
+    """Answer a cancelled request's caller (a reader still waiting for a delta hears of it too)."""
+    if not ticket.future.done():  # (a Future cancelled by its holder is done)
+        ticket.future.set_exception(RequestCancelledError(reason))
+    if ticket.events is not None:
+        ticket.events.put(None)
+
+
 class Scheduler:
     """The step loop of one model (see the module's docstring)."""
 
@@ -120,9 +134,11 @@ class Scheduler:
         self._ttft_sum, self._ttft_count = 0.0, 0
 
     # -- callers' side -------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, *, stream: bool = False) -> Ticket:
-        """Queue a request (validated and tokenised here); SchedulerFullError when the queue is full."""
-        ticket = Ticket(self, new_row(self.loaded, request), stream)
+    def submit(self, request: GenerationRequest, *, stream: bool = False,
+               abandoned: threading.Event | None = None) -> Ticket:
+        """Queue a request (validated and tokenised here); SchedulerFullError when the queue is full. Once
+        ``abandoned`` is set (its caller went away), it leaves the batch at the next step, read or not."""
+        ticket = Ticket(self, new_row(self.loaded, request), stream, abandoned)
         with self._condition:
             if self._closed:
                 raise EngineClosedError("the engine is closed")
@@ -195,7 +211,7 @@ class Scheduler:
                 self._cancelled += 1
                 continue
             if ticket.cancelled:
-                ticket.future.set_exception(RequestCancelledError("the request was cancelled before it started"))
+                _give_up(ticket, "the request was cancelled before it started")
                 self._cancelled += 1
                 continue
             self._batch.add(ticket.row)
@@ -203,14 +219,20 @@ class Scheduler:
             self._admitted += 1
 
     def _drop_cancelled(self) -> None:
-        gone = [ticket for ticket in self._running if ticket.cancelled]
-        for ticket in gone:
+        """Rows given up leave the batch; requests given up while they wait leave the queue (their callers, still
+        waiting on them, are answered at once)."""
+        with self._condition:
+            running = [ticket for ticket in self._running if ticket.cancelled]
+            waiting = [ticket for ticket in self._waiting if ticket.cancelled]
+            if running:
+                self._running = [ticket for ticket in self._running if ticket not in running]
+            for ticket in waiting:
+                self._waiting.remove(ticket)
+            self._cancelled += len(running) + len(waiting)
+        for ticket in running:
             self._batch.drop(ticket.row)
-            ticket.future.set_exception(RequestCancelledError("the request was cancelled"))
-        if gone:
-            with self._condition:
-                self._running = [ticket for ticket in self._running if not ticket.cancelled]
-                self._cancelled += len(gone)
+        for ticket in running + waiting:
+            _give_up(ticket, "the request was cancelled")
 
     def _publish(self, finished: list[Row], prefill: int, decode: int, started: float) -> None:
         done = {id(row) for row in finished}

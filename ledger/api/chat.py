@@ -26,6 +26,7 @@ from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
+    ClientClosedRequestError,
     ProjectionTimeoutError,
     ServiceUnavailableError,
     error_spec,
@@ -74,14 +75,17 @@ class EngineBusyError(ServiceUnavailableError):
 
 
 @contextmanager
-def busy_as_503() -> Iterator[None]:
-    """A full scheduler queue becomes 503 ``engine_busy`` with ``Retry-After``."""
-    from steering.scheduler import SchedulerFullError
+def scheduler_answers() -> Iterator[None]:
+    """A full scheduler queue becomes 503 ``engine_busy`` with ``Retry-After``; a generation given up because its
+    client went away, 499 ``client_closed_request`` (nobody reads it: it is counted, not logged as a failure)."""
+    from steering.scheduler import RequestCancelledError, SchedulerFullError
 
     try:
         yield
     except SchedulerFullError as error:
         raise EngineBusyError(str(error), error.retry_after_s) from None
+    except RequestCancelledError as error:
+        raise ClientClosedRequestError(str(error)) from None
 
 
 def generation_of(runtime: Runtime) -> Any:
@@ -168,6 +172,7 @@ def completion_from(data: ChatCompletionRequest) -> Any:
         profile=data.profile,
         profile_version=data.profile_version,
         method=data.steering_method,
+        within_context=data.max_completion_tokens is not None or data.max_tokens is not None,
     )
 
 
@@ -246,10 +251,10 @@ class ChatController(Controller):
                                   field="stream_options")
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
         if data.stream:
-            usage = bool((data.stream_options or {}).get("include_usage"))
+            usage = bool(data.stream_options and data.stream_options.include_usage)
             streamed = self._stream(request, generation, completion, context, model, created, usage, warnings)
             return streamed  # type: ignore[return-value]
-        with busy_as_503():
+        with scheduler_answers():
             outcome = run_command(context, lambda: generation.complete(
                 completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
         result = outcome.result
@@ -275,8 +280,9 @@ class ChatController(Controller):
         recorded: list[Any] = []
         # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
         # Queued now, too: a full queue is a 503 rather than a broken stream.
-        with busy_as_503():
-            deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append))
+        with scheduler_answers():
+            deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append,
+                                                                    abandoned=request.scope.get(DEPARTED)))
         stream_id = f"chatcmpl-{time.time_ns():x}"
 
         def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -328,7 +334,7 @@ class ReplayController(Controller):
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
         generation = generation_of(runtime)
-        with busy_as_503():
+        with scheduler_answers():
             outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
         body = convert(

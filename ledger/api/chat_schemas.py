@@ -8,7 +8,7 @@ and anything else is refused like every other request body.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -49,6 +49,11 @@ Unsupported = Annotated[float, Meta(ge=0, le=0, description="Not supported here:
 MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]
 
 
+class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
+    include_usage: bool | None = None
+    """A last chunk with the token counts (and no choices)."""
+
+
 class ChatCompletionRequest(Request, kw_only=True):
     model: str | None = None
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
@@ -69,7 +74,7 @@ class ChatCompletionRequest(Request, kw_only=True):
     logprobs: Literal[False] | None = None
     response_format: ResponseFormat | None = None
     user: str | None = None
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
     # This server's extensions:
     profile: str | None = None
     """A profile id or name; omitted → the active profile, if any."""

@@ -96,6 +96,13 @@ class UnknownHostError(ApiError):
     code = "unknown_host"
 
 
+class ClientClosedRequestError(ApiError):
+    """The client went away before its answer was ready; the work it asked for was given up (nothing recorded).
+    Answered 499, as nginx logs such a request: nobody reads it, and it is no failure of the server."""
+
+    code = "client_closed_request"
+
+
 class ProjectionTimeoutError(ApiError):
     """The read side did not reach the position the client asked to read after."""
 
@@ -112,6 +119,7 @@ _STATUSES: tuple[tuple[type[LedgerError], int], ...] = (  # the first kind the e
     (UnsupportedMediaTypeError, HTTP_415_UNSUPPORTED_MEDIA_TYPE),
     (UnknownHostError, HTTP_400_BAD_REQUEST),
     (ProjectionTimeoutError, HTTP_504_GATEWAY_TIMEOUT),
+    (ClientClosedRequestError, 499),
     (ServiceUnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
     (BusyError, HTTP_429_TOO_MANY_REQUESTS),
 )
@@ -188,7 +196,9 @@ def for_openai_clients(body: dict[str, Any], status: int) -> dict[str, Any]:
     return {"error": {"message": body["detail"], "type": kind, "param": param, "code": body["error"], **context}}
 
 
-_PARAMS = {"profile_not_found": "profile", "profile_version_not_found": "profile_version"}  # the /v1 fields
+_PARAMS = {  # the /v1 fields
+    "profile_not_found": "profile", "profile_version_not_found": "profile_version", "profile_incompatible": "profile",
+}
 
 
 def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:

@@ -27,7 +27,7 @@ from markupsafe import escape
 
 from ledger.api.auth import requires
 from ledger.api.bodies import refusal
-from ledger.api.chat import DEPARTED, completion_from, generation_of, watch_for_departure
+from ledger.api.chat import DEPARTED, completion_from, generation_of, scheduler_answers, watch_for_departure
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
@@ -135,10 +135,11 @@ class PlaygroundPages(Controller):
             viewer = viewer_of(request)
             key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))
             return page(request, "playground.html.j2", stream_key=key, compare=compare, **common)
-        outcome = await anyio.to_thread.run_sync(
-            lambda: run_command(context, lambda: generation.complete(
-                completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
-        )
+        with scheduler_answers():
+            outcome = await anyio.to_thread.run_sync(
+                lambda: run_command(context, lambda: generation.complete(
+                    completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
+            )
         return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 
     @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
@@ -165,35 +166,42 @@ def _produce(side: str, deltas: Iterator[str], out: queue.Queue[Any], context: C
 async def _stream(
     request: Request[Any, Any, Any], generation: Any, run: PendingRun
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Both sides' text deltas as they are decided, then a link to the recorded execution."""
+    """Both sides' text deltas as they are decided, then a link to the recorded execution. A browser that leaves
+    closes this stream: both sides then leave the batch at the next step."""
     recorded: list[Any] = []
     out: queue.Queue[Any] = queue.Queue()
     completion = run.completion
+    closed = threading.Event()
     try:
         steered = await anyio.to_thread.run_sync(  # resolving the profile reads the store
-            lambda: run_command(run.context, lambda: generation.stream(completion, on_recorded=recorded.append))
+            lambda: run_command(run.context, lambda: generation.stream(completion, on_recorded=recorded.append,
+                                                                       abandoned=closed))
         )
     except Exception as error:  # noqa: BLE001 - a profile that does not resolve, say
         yield ServerSentEventMessage(data=f"<p class='error'>{escape(str(error))}</p>", event="done")
         return
-    sides = {"steered": steered}
-    if run.compare:
-        # the service's own request for the completion, unsteered, with the same seed (as ``compare`` runs it)
-        sides["unsteered"] = generation.engine.stream(generation.request_for(completion, None, completion.seed))
-    for side, deltas in sides.items():
-        threading.Thread(target=_produce, args=(side, deltas, out, run.context), daemon=True).start()
-    running = len(sides)
-    yield ServerSentEventMessage(data=None, comment="started")
-    while running:
-        side, text = await anyio.to_thread.run_sync(out.get)
-        if text is _DONE:
-            running -= 1
-        elif side == "error":
-            yield ServerSentEventMessage(data=f"<p class='error'>{escape(text)}</p>", event="problem")
+    try:
+        sides = {"steered": steered}
+        if run.compare:
+            # the service's own request for the completion, unsteered, with the same seed (as ``compare`` runs it)
+            unsteered = generation.request_for(completion, None, completion.seed)
+            sides["unsteered"] = generation.engine.stream(unsteered, abandoned=closed)
+        for side, deltas in sides.items():
+            threading.Thread(target=_produce, args=(side, deltas, out, run.context), daemon=True).start()
+        running = len(sides)
+        yield ServerSentEventMessage(data=None, comment="started")
+        while running:
+            side, text = await anyio.to_thread.run_sync(out.get)
+            if text is _DONE:
+                running -= 1
+            elif side == "error":
+                yield ServerSentEventMessage(data=f"<p class='error'>{escape(text)}</p>", event="problem")
+            else:
+                yield ServerSentEventMessage(data=f"<span>{escape(text)}</span>", event=side)
+        if recorded:
+            recorded_as = render_fragment(request, "_recorded.html.j2", outcome=recorded[0])
+            yield ServerSentEventMessage(data=recorded_as, event="done")
         else:
-            yield ServerSentEventMessage(data=f"<span>{escape(text)}</span>", event=side)
-    if recorded:
-        recorded_as = render_fragment(request, "_recorded.html.j2", outcome=recorded[0])
-        yield ServerSentEventMessage(data=recorded_as, event="done")
-    else:
-        yield ServerSentEventMessage(data="<p class='error'>The run was not recorded.</p>", event="done")
+            yield ServerSentEventMessage(data="<p class='error'>The run was not recorded.</p>", event="done")
+    finally:
+        closed.set()

@@ -196,7 +196,11 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
                            ({"response_format": {"type": "json_object"}}, "response_format.type"),
                            ({"extra_body": {"profile": "x", "profile_version": 0}}, "profile_version"),
                            ({"extra_body": {"min_position": -5}}, "min_position"),
-                           ({"stream_options": {"include_usage": True}}, "stream_options")):
+                           ({"stream_options": {"include_usage": True}}, "stream_options"),
+                           ({"stream": True, "stream_options": {"include_usage": "false"}},
+                            "stream_options.include_usage"),
+                           ({"stream": True, "stream_options": {"include_usage": True, "usage": True}},
+                            "stream_options")):
         with pytest.raises(openai.UnprocessableEntityError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message
@@ -214,14 +218,32 @@ def leaves_before_the_answer(server: Served, send: Callable[[httpx.Client], http
             pass
         else:
             pytest.fail(f"answered before the client left: {answered.status_code} {answered.text[:300]}")
+    assert_given_up(server, before)
+
+
+def assert_given_up(server: Served, before: dict[str, int]) -> None:
+    """The abandoned row left the batch cancelled, not finished, and no answer counts as a server error."""
     stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
         server.client.get("/api/steering/status").json()["scheduler"]), 10, "the abandoned row to leave the batch")
     assert stats["cancelled"] == before["cancelled"] + 1 and stats["finished"] == before["finished"]
+    assert not re.search(r'status="5\d\d"', server.client.get("/metrics").text)
+
+
+LONG = {"messages": MESSAGES, "max_tokens": 480, "temperature": 0}  # greedy: all 480 tokens
 
 
 def test_a_client_that_goes_away_before_its_answer_frees_its_place_in_the_batch(server):
-    body = {"messages": MESSAGES, "max_tokens": 480, "temperature": 0}  # greedy: all 480 tokens
-    leaves_before_the_answer(server, lambda client: client.post("/v1/chat/completions", json=body))
+    leaves_before_the_answer(server, lambda client: client.post("/v1/chat/completions", json=LONG))
+
+
+def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(server):
+    server.slow_steps()
+    before = server.client.get("/api/steering/status").json()["scheduler"]
+    with httpx.Client(base_url=server.url, timeout=10) as leaving:
+        with leaving.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as streamed:
+            assert streamed.status_code == 200
+            next(streamed.iter_lines())  # the first chunk; then the connection is closed
+    assert_given_up(server, before)
 
 
 def test_a_browser_that_leaves_the_playground_before_its_answer_frees_its_place_in_the_batch(server):
@@ -273,7 +295,9 @@ def test_bad_generation_requests_are_clear_4xx(server):
          "profile_version"),
         ({"model": "gpt-4"}, 404, "model_not_found", "model"),
         ({"max_tokens": 0}, 422, "invalid_value", "max_tokens"),
-        ({"extra_body": {"profile": "too far"}}, 422, "profile_incompatible", None),
+        ({"extra_body": {"profile": "too far"}}, 422, "profile_incompatible", "profile"),
+        ({"max_tokens": 510}, 422, "context_length_exceeded", "messages"),  # the tiny model holds 512 positions
+        ({"max_completion_tokens": 510, "stream": True}, 422, "context_length_exceeded", "messages"),
     ):
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(**{"model": "tiny", "messages": MESSAGES, "max_tokens": 4, **request})

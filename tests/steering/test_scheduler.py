@@ -160,3 +160,40 @@ def test_a_full_queue_refuses_at_once_and_a_cancelled_request_frees_its_row(load
         assert stats.ttft_count == 2 and stats.decode_tokens > 0 and stats.prefill_tokens > 0
     finally:
         scheduler.close()
+
+
+def test_a_caller_that_goes_away_is_answered_at_once_whether_its_request_runs_or_waits(loaded) -> None:
+    """Nobody need read a stream for its row to leave: once the caller is gone (``abandoned`` set), the running
+    row leaves the batch at the next step, a queued request leaves the queue, and a reader still waiting for a
+    delta hears of it."""
+    scheduler = Scheduler(loaded, max_batch=1, max_queue=2)
+    try:
+        long = GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=1, ignore_eos=True)
+        gone, waiting_gone = threading.Event(), threading.Event()
+        running = scheduler.submit(long, stream=True, abandoned=gone)
+        deltas = running.deltas()
+        next(deltas)  # admitted and decoding
+        queued = scheduler.submit(long, stream=True, abandoned=waiting_gone)
+        queued_deltas = queued.deltas()
+        read: list[BaseException] = []
+        reader = threading.Thread(target=lambda: read.extend(_raised(lambda: list(queued_deltas))))
+        reader.start()  # waits for a delta that will never come
+        waiting_gone.set()
+        reader.join(timeout=30)
+        assert not reader.is_alive() and isinstance(read[0], RequestCancelledError)
+        assert scheduler.stats().queued == 0
+        gone.set()
+        with pytest.raises(RequestCancelledError):
+            running.future.result(timeout=30)
+        stats = scheduler.stats()
+        assert (stats.running, stats.queued, stats.cancelled, stats.finished) == (0, 0, 2, 0)
+    finally:
+        scheduler.close()
+
+
+def _raised(call) -> list[BaseException]:
+    try:
+        call()
+    except BaseException as error:  # noqa: BLE001 - what the reader heard
+        return [error]
+    return []

@@ -1,0 +1,46 @@
+"""A client that goes away mid-generation, met as a user meets it: a real ``ledger serve`` (a tiny model on the CPU),
+a plain HTTP client that closes its connection. Its generation leaves the batch (cancelled, not run to its last
+token), and a departure is no server error."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.api.conftest import free_port
+from tests.faults.conftest import launch, wait_until_healthy
+from tests.steering.conftest import sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+from tests.waiting import wait_until
+
+LONG = {"messages": [{"role": "user", "content": "tell me about the sea"}], "max_tokens": 480, "temperature": 0}
+
+
+def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(sqlite_url, tiny_model_dir, sae_dir,
+                                                                           tmp_path):
+    port = free_port()
+    server = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
+                                 "--sae", str(sae_dir)], tmp_path / "serve.log", env={"LEDGER_DEVICE": "cpu"})
+    server.base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(server)
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            for stream in (True, False):
+                with httpx.Client(base_url=server.base_url, timeout=30) as leaving:
+                    if stream:
+                        with leaving.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as answer:
+                            assert answer.status_code == 200
+                            next(answer.iter_lines())  # the first chunk; then the connection is closed
+                    else:
+                        try:
+                            leaving.post("/v1/chat/completions", json=LONG, timeout=0.3)
+                        except httpx.ReadTimeout:
+                            pass
+                stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
+                    http.get("/api/steering/status").json()["scheduler"]), 30, "the abandoned row to leave")
+                assert (stats["cancelled"], stats["finished"]) == (1 if stream else 2, 0), (stream, stats)
+            metrics = http.get("/metrics").text
+            assert not re.search(r'route="/v1/chat/completions",status="5\d\d"', metrics), metrics
+            assert "Traceback" not in server.output()
+    finally:
+        server.stop()
