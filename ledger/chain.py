@@ -9,8 +9,8 @@ Verification walks both tables in position order and reports the first position 
 removed, inserted or reordered, where a row carries no valid signature (:mod:`ledger.signing`: the chain
 alone cannot tell a row the service wrote from one the database's owner inserted and the trigger linked),
 where a signed head no longer signs the recomputed link or a record has none after it (the chain rewritten
-without the key), or where the log no longer extends a signed checkpoint (:mod:`ledger.checkpoint`). Pure functions plus a walker
-over rows; the SQL lives in ``recorders``.
+without the key), or where the log no longer extends a signed checkpoint (:mod:`ledger.checkpoint`). Pure
+functions plus a walker over rows; the SQL lives in ``recorders``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class ChainRow:
 
 @dataclass(frozen=True)
 class SignedHead:
-    """The signature an insert transaction stored of the head it left (:meth:`ledger.signing.SigningKeys.sign_head`)."""
+    """The signature an insert transaction stored of the head it left
+    (:meth:`ledger.signing.SigningKeys.sign_head`)."""
 
     position: int
     signature: bytes
@@ -180,8 +181,8 @@ def verify(
             if unsigned_from is None and heads.needs_signed_head(event.state):
                 unsigned_from = event.position
             if signed is not None and signed.position < event.position:
-                return report("removed", signed.position,
-                              f"the event at position {signed.position}, whose head was signed, is missing from the log")
+                return report("removed", signed.position, f"the event at position {signed.position}, whose head "
+                                                          "was signed, is missing from the log")
             if signed is not None and signed.position == event.position:
                 problem = heads.head_problem(event.position, following, signed.signature)
                 if problem is not None:

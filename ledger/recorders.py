@@ -127,7 +127,8 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             "CREATE TABLE IF NOT EXISTS {schema}.{chain} ("
             " notification_id bigint PRIMARY KEY, digest bytea NOT NULL, link bytea NOT NULL)",
             "CREATE INDEX IF NOT EXISTS {chain_digest_index} ON {schema}.{chain} (digest)",
-            "CREATE TABLE IF NOT EXISTS {schema}.{heads} (notification_id bigint PRIMARY KEY, signature bytea NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {schema}.{heads} ("
+            " notification_id bigint PRIMARY KEY, signature bytea NOT NULL)",
             "CREATE OR REPLACE FUNCTION {schema}.{link_fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
             " DECLARE previous bytea; digest bytea; topic_bytes bytea;"
             " BEGIN"
@@ -214,7 +215,8 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
                     return problem
             events_cursor = conn.cursor(name="ledger_verify_events")
             chain_cursor = conn.cursor(name="ledger_verify_chain")
-            events_cursor.itersize = chain_cursor.itersize = BATCH
+            heads_cursor = conn.cursor(name="ledger_verify_heads")
+            events_cursor.itersize = chain_cursor.itersize = heads_cursor.itersize = BATCH
             events = (
                 StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
                           bytes(r["state"]))
@@ -229,8 +231,8 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
                 row = conn.execute(find_sql, (digest,)).fetchone()
                 return None if row is None else row["notification_id"]
 
-            signed_heads = [SignedHead(r["notification_id"], bytes(r["signature"]))
-                            for r in conn.execute(heads_sql, (after,))]
+            signed_heads = (SignedHead(r["notification_id"], bytes(r["signature"]))
+                            for r in heads_cursor.execute(heads_sql, (after,)))
             report = verify(events, chain, find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report
