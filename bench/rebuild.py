@@ -169,6 +169,10 @@ def replicate(url: str, events: int) -> None:
                 ) as copy:
                     for (new_id, version, topic, _), state in zip(records, states):
                         copy.write_row((new_id, version, topic, state))
+                # and the head the copy leaves, as each insert transaction signs it
+                position, link = cur.execute(f"SELECT notification_id, link FROM {EVENTS}_chain "
+                                             "ORDER BY notification_id DESC LIMIT 1").fetchone()
+                cur.execute(f"INSERT INTO {EVENTS}_heads VALUES (%s, %s)", (position, keys.sign_head(position, link)))
             conn.commit()
             have += len(take)
             print(f"\rlog: {have:,} events", end="", file=sys.stderr, flush=True)
