@@ -96,9 +96,8 @@ class SignatureCheck(RecordCheck):
     def __init__(self, keys: PublicKeyCheck) -> None:
         self.keys = keys
         self._group: list[bytes] = []
-        self._signature = b""
+        self._sealed_as: tuple[bytes, bytes, int] = (b"", b"", 0)  # the save's format, signature and size
         self._first = 0
-        self._count = 0
 
     def feed(self, position: int, originator_id: Any, originator_version: int, topic: str,
              state: bytes) -> tuple[int, str] | None:
@@ -107,15 +106,14 @@ class SignatureCheck(RecordCheck):
             return position, NO_SIGNATURE
         if record.key_id != self.keys.key_id:
             return position, _other_key(record.key_id, self.keys.key_id)
-        if record.index != len(self._group) or (
-            self._group and (record.signature != self._signature or record.count != self._count)
-        ):
+        sealed_as = (record.magic, record.signature, record.count)
+        if record.index != len(self._group) or (self._group and sealed_as != self._sealed_as):
             if self._group:
                 return self._first, (f"the save that starts at position {self._first} is incomplete or out of "
                                      "order: an event was removed, inserted or moved")
             return position, f"it is event {record.index + 1} of a save whose earlier events are missing"
         if not self._group:
-            self._first, self._signature, self._count = position, record.signature, record.count
+            self._first, self._sealed_as = position, sealed_as
         self._group.append(record.digest(originator_id, originator_version, topic))
         if len(self._group) < record.count:
             return None

@@ -17,6 +17,7 @@ from ledger.application import ProfileLedger
 from ledger.errors import SigningKeyError, TamperedRecordError
 from ledger.settings import Database
 from ledger.signing import HEADER_SIZE, MAC_SIZE, SigningKeys, create_private_key
+from ledger.signing.records import MAGIC_V1
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 
@@ -74,6 +75,21 @@ def test_a_save_missing_one_of_its_events_fails_the_strict_check(keys):
     assert strict.feed(1, *saved[0][:3], states[0]) is None
     found = strict.feed(3, *saved[2][:3], states[2])  # the second was removed
     assert found is not None and found[0] == 1 and "incomplete" in found[1]
+
+
+@pytest.mark.parametrize("relabelled", [[0], [1, 2], [0, 1, 2]])
+def test_records_relabelled_as_the_format_before_signed_heads_are_refused(keys, relabelled):
+    """Records of the earlier format ask for no signed head, so a record of the current one must not pass for one:
+    the format is bound into its signature and its MAC."""
+    saved = [(uuid4(), 1, "a:B.C", b"{}") for _ in range(3)]
+    states = [MAGIC_V1 + state[len(MAGIC_V1):] if index in relabelled else state
+              for index, state in enumerate(keys.seal_all(saved))]
+    for index in relabelled:
+        with pytest.raises(TamperedRecordError):
+            keys.open(*saved[index][:3], states[index])
+    public = keys.public().record_check()
+    found = [public.feed(index + 1, *record[:3], state) for index, (record, state) in enumerate(zip(saved, states))]
+    assert any(found) or public.finish() is not None
 
 
 def test_a_key_is_created_beside_the_sqlite_file_on_first_use_readable_only_by_its_owner(tmp_path, caplog):
