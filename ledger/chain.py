@@ -47,6 +47,7 @@ class StoredRow:
     originator_version: int
     topic: str
     state: bytes
+    id_as_written: bool = True  # False: the stream id is stored in another spelling (SQLite keeps it as text)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ def verify(
         if pending is None or pending.position > event.position:
             return report("inserted", event.position,
                           f"position {event.position} has no chain link: it was not written by the ledger")
+        if not event.id_as_written:
+            return report("altered", event.position, f"the stream id of the event at position {event.position} was "
+                                                     "re-spelled: its stream's readers no longer find it")
         digest = event_digest(event.originator_id, event.originator_version, event.topic, event.state)
         if digest != pending.digest:
             elsewhere = find_digest(digest)

@@ -78,6 +78,15 @@ given the walk's report and every snapshot (by stream and version, position 0), 
 
 fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
+EARLIEST = -(2**63)
+"""Where a full walk starts reading: every row, those the database's owner may have put at position 0 or below
+too (the library's stream reads would see them)."""
+
+
+def _walked_after(walk: Walk) -> int:
+    """The position a walk reads the rows after: its verified start, or (a full walk) none."""
+    return walk.start.position if walk.start is not None and walk.start.position > 0 else EARLIEST
+
 
 class CreatedBesideOthers:
     """Several processes may start at once on a new database: the library creates a table's composite types each
@@ -193,7 +202,7 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         the ``snapshots``, all as of one moment (a repeatable-read transaction): what commits meanwhile is the next
         walk's, never a row missing from one table and present in the other."""
         walk = walk or Walk()
-        after = walk.start.position if walk.start else 0
+        after = _walked_after(walk)
         schema, chain_table = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
         events_sql = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
@@ -208,7 +217,7 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(schema, chain_table)
         with self.datastore.get_connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            if walk.start is not None and after:
+            if walk.start is not None and after > 0:
                 row = conn.execute(link_sql, (after,)).fetchone()
                 problem = _start_problem(walk.start, None if row is None else bytes(row["link"]))
                 if problem is not None:
@@ -330,9 +339,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
         walk = walk or Walk()
-        after = walk.start.position if walk.start else 0
+        after = _walked_after(walk)
         with self.datastore.transaction(commit=False) as c:  # one transaction: every read as of one moment
-            if walk.start is not None and after:
+            if walk.start is not None and after > 0:
                 c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id = ?", (after,))
                 row = c.fetchone()
                 problem = _start_problem(walk.start, None if row is None else bytes(row[0]))
@@ -342,7 +351,8 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name}"
                 " WHERE rowid > ? ORDER BY rowid", (after,)
             )
-            events = [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in c.fetchall()]
+            events = [StoredRow(r[0], stream, r[2], r[3], bytes(r[4]), id_as_written=as_written)
+                      for r in c.fetchall() for stream, as_written in (_stream_id(r[1]),)]
             c.execute(f"SELECT notification_id, digest, link FROM {self.chain_table_name}"
                       " WHERE notification_id > ? ORDER BY notification_id", (after,))
             chain = [ChainRow(r[0], bytes(r[1]), bytes(r[2])) for r in c.fetchall()]
@@ -362,3 +372,13 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
                       " ORDER BY originator_id, originator_version")
             return check(report, (StoredRow(0, UUID(r[0]), r[1], r[2], bytes(r[3])) for r in c.fetchall()))
+
+
+def _stream_id(text: str) -> tuple[UUID, bool]:
+    """A stream id as SQLite holds it (text), and whether it is spelled as the library writes it (the only
+    spelling its reads match)."""
+    try:
+        stream = UUID(text)
+    except (TypeError, ValueError):
+        return UUID(int=0), False
+    return stream, text == stream.hex

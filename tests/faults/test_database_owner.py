@@ -400,3 +400,34 @@ def test_verify_with_only_the_public_key_and_a_forged_checkpoint(ledger_app, dat
     checkpoint.write_text(json.dumps({**document, "position": document["position"] + 5}))
     result = ledger_verify(database_url, "--public-key", str(public), "--checkpoint", str(checkpoint), env=auditor)
     assert result.returncode == 1 and "the checkpoint is refused" in result.stderr, result.stderr
+
+
+def test_an_event_whose_stream_id_is_re_spelled_is_reported(ledger_app, database_url):
+    """SQLite keeps a stream id as text and reads a stream by that exact text: the same id in capitals would
+    hide the event from its stream (here: the last activation, so another profile would read as active)."""
+    owner = Owner(database_url)
+    if owner.postgres:
+        pytest.skip("PostgreSQL keeps stream ids as uuid: they have one spelling")
+    calm = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    bold = ledger_app.create_profile({"name": "bold", "steering": {2: 0.5}}).profile
+    ledger_app.activate_profile(calm.id)
+    ledger_app.activate_profile(bold.id)
+    last = owner.saves()[-1]
+    owner.run(f"UPDATE {owner.events} SET originator_id = upper(originator_id) WHERE rowid BETWEEN ? AND ?",
+              (last[0], last[-1]))
+    assert_reported(database_url, "altered", last[0])
+
+
+def test_a_row_put_at_position_zero_or_below_is_reported(ledger_app, database_url):
+    """A full walk reads every row: one the owner put before the first position is no less visible to a stream's
+    readers."""
+    ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}})
+    owner = Owner(database_url)
+    position = owner.position_column()
+    for place in (0, -5):
+        owner.run(f"INSERT INTO {owner.events} ({position}, originator_id, originator_version, topic, state) "
+                  f"SELECT ?, originator_id, originator_version + 1, topic, state FROM {owner.events} "
+                  f"WHERE {position} = 1", (place,))
+        assert_reported(database_url, "inserted", place)
+        owner.run(f"DELETE FROM {owner.events} WHERE {position} = ?", (place,))
+    assert ledger_verify(database_url).returncode == 0
