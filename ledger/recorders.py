@@ -174,17 +174,26 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         self.sql_create_statements.insert(0, SQL(statements[0]).format(**names))
         self.sql_create_statements.extend(SQL(statement).format(**names) for statement in statements[1:])
         self.group_commit = GroupCommitter(self._insert_now)
-        self._head_link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(
+        self.last_link_statement = SQL("SELECT link FROM {}.{} ORDER BY notification_id DESC LIMIT 1").format(
             names["schema"], names["chain"])
         self._heads = (names["schema"], names["heads"])
 
-    def signed_head_statement(self, curs: Any, positions: Sequence[int]) -> Any:
+    @staticmethod
+    def last_link(curs: Any) -> bytes:
+        """The chain's last link, read by :attr:`last_link_statement` under the table lock, at the end of the
+        statements ``curs`` just ran together (the empty chain: :data:`ledger.chain.GENESIS`)."""
+        row = None
+        while curs.nextset():
+            row = curs.fetchone() if curs.description else row
+        return bytes(row["link"]) if row else GENESIS
+
+    def signed_head_statement(self, previous_link: bytes, stored_events: Sequence[StoredEvent],
+                              positions: Sequence[int]) -> Any:
         """The INSERT of the signature of the head this transaction leaves, to run before its commit (None: no
-        key to sign with)."""
+        key to sign with). Its link is computed here as the trigger computes it: no round trip to read it."""
         if self.sign_head is None or not positions:
             return None
-        position = positions[-1]
-        link = bytes(curs.execute(self._head_link_sql, (position,)).fetchone()["link"])
+        position, _, link = chain_rows(previous_link, stored_events, positions)[-1]
         return SQL("INSERT INTO {}.{} VALUES ({}, {})").format(*self._heads, Literal(position),
                                                               Literal(self.sign_head(position, link)))
 
@@ -314,17 +323,11 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         assert positions is not None
         c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
         row = c.fetchone()
-        link = bytes(row["link"]) if row else GENESIS
-        rows = []
-        for position, stored in zip(positions, stored_events):
-            originator_id = stored.originator_id if isinstance(stored.originator_id, UUID) else UUID(str(stored.originator_id))
-            digest = event_digest(originator_id, stored.originator_version, stored.topic, stored.state)
-            link = next_link(link, position, digest)
-            rows.append((position, digest, link))
+        rows = chain_rows(bytes(row["link"]) if row else GENESIS, stored_events, positions)
         c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", rows)
-        if self.sign_head is not None and positions:
-            c.execute(f"INSERT INTO {self.heads_table_name} VALUES (?, ?)",
-                      (positions[-1], self.sign_head(positions[-1], link)))
+        if self.sign_head is not None and rows:
+            position, _, link = rows[-1]
+            c.execute(f"INSERT INTO {self.heads_table_name} VALUES (?, ?)", (position, self.sign_head(position, link)))
         if self.in_transaction is not None and positions:
             self._committing.after = self.in_transaction(c, stored_events, positions)
         return positions
@@ -372,6 +375,19 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
                       " ORDER BY originator_id, originator_version")
             return check(report, (StoredRow(0, UUID(r[0]), r[1], r[2], bytes(r[3])) for r in c.fetchall()))
+
+
+def chain_rows(previous_link: bytes, stored_events: Sequence[StoredEvent],
+               positions: Sequence[int]) -> list[tuple[int, bytes, bytes]]:
+    """The chain rows ``(position, digest, link)`` of events inserted at ``positions`` after ``previous_link``."""
+    rows = []
+    link = previous_link
+    for position, stored in zip(positions, stored_events):
+        originator_id = stored.originator_id if isinstance(stored.originator_id, UUID) else UUID(str(stored.originator_id))
+        digest = event_digest(originator_id, stored.originator_version, stored.topic, stored.state)
+        link = next_link(link, position, digest)
+        rows.append((position, digest, link))
+    return rows
 
 
 def _stream_id(text: str) -> tuple[UUID, bool]:

@@ -83,10 +83,12 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
         with recorder.datastore.get_connection() as conn:  # an autocommit connection: the transaction is ours
             try:
                 with conn.cursor() as curs:
-                    # One round trip for BEGIN, the timeouts and the table lock (the pipeline gave one for
-                    # everything); then the INSERT, then the NOTIFY and COMMIT.
+                    # One round trip for BEGIN, the timeouts, the table lock and the chain's last link (the
+                    # pipeline gave one for everything); then the INSERT, then the signed head, NOTIFY and COMMIT.
                     timeout = _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)
-                    curs.execute(SQL("; ").join([SQL("BEGIN"), timeout, *recorder.lock_table_statements]))
+                    curs.execute(SQL("; ").join([SQL("BEGIN"), timeout, *recorder.lock_table_statements,
+                                                 recorder.last_link_statement]))
+                    previous_link = recorder.last_link(curs)
                     recorder._insert_events(curs, stored_events, **kwargs)
                     ids = None
                     if stored_events:
@@ -94,7 +96,7 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
-                    signed_head = recorder.signed_head_statement(curs, ids) if ids else None
+                    signed_head = recorder.signed_head_statement(previous_link, stored_events, ids) if ids else None
                     curs.execute(_notify_and_commit(recorder, ids, signed_head) if ids else SQL("COMMIT"))
                     if after_commit is not None:
                         after_commit()
