@@ -152,6 +152,8 @@ def completion_from(data: ChatCompletionRequest) -> Any:
     if data.n not in (None, 1):
         raise ValidationError("only n=1 is supported", field="n")
     for index, message in enumerate(data.messages):
+        if message.content is None and message.role != "assistant":
+            raise ValidationError(f"a {message.role} message needs content", field=f"messages[{index}].content")
         if "\x00" in message.text():
             raise ValidationError("message content must not contain NUL characters", field=f"messages[{index}].content")
     max_tokens = next(
@@ -163,7 +165,7 @@ def completion_from(data: ChatCompletionRequest) -> Any:
     if any("\x00" in s for s in stops):
         raise ValidationError("stop strings must not contain NUL characters", field="stop")
     return Completion(
-        messages=[{"role": m.role, "content": m.text()} for m in data.messages],
+        messages=[{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in data.messages],
         max_tokens=max_tokens,
         temperature=1.0 if data.temperature is None else data.temperature,
         top_p=1.0 if data.top_p is None else data.top_p,

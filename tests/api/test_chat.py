@@ -191,6 +191,9 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
         model="tiny", messages=messages, max_tokens=4, seed=5, temperature=None, top_p=None, n=None, stream=None,
         presence_penalty=0, frequency_penalty=None, logprobs=False, response_format={"type": "text"})
     assert nulls.choices[0].message.content == plain.choices[0].message.content
+    developer = [{**messages[0], "role": "developer"}, *messages[1:]]  # OpenAI's newer name for a system message
+    assert client.chat.completions.create(model="tiny", messages=developer, max_tokens=4, seed=5).choices[
+        0].message.content == plain.choices[0].message.content
     for refused, param in (({"presence_penalty": 0.5}, "presence_penalty"),
                            ({"frequency_penalty": -1}, "frequency_penalty"), ({"logprobs": True}, "logprobs"),
                            ({"response_format": {"type": "json_object"}}, "response_format.type"),
@@ -281,6 +284,9 @@ def test_bad_generation_requests_are_clear_4xx(server):
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
+    for role in ("user", "system"):  # only an assistant's message may come without content
+        empty = http.post("/v1/chat/completions", json={"messages": [{"role": role, "content": None}]})
+        assert empty.status_code == 422 and empty.json()["error"]["param"] == "messages[0].content", empty.text
     stats = http.get("/api/steering/status").json()["scheduler"]
     for stream in (False, True):  # refused before generating, streamed or not
         refused = http.post("/v1/chat/completions", json={"messages": MESSAGES, "stop": ["\x00"], "stream": stream})
