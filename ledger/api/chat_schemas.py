@@ -18,6 +18,7 @@ from ledger.api.schemas import Request
 from steering.stats import SchedulerStats
 
 MAX_TOKENS_LIMIT = 4096
+PROFILE_REF_MAX = 256  # a name (at most 100 characters, trimmed) or an id in any of its spellings
 
 
 class TextPart(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,7 +79,7 @@ class ChatCompletionRequest(Request, kw_only=True):
     user: str | None = None
     stream_options: StreamOptions | None = None
     # This server's extensions:
-    profile: str | None = None
+    profile: Annotated[str, Meta(max_length=PROFILE_REF_MAX)] | None = None
     """A profile id or name; omitted → the active profile, if any."""
     profile_version: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None
     steering_method: Literal["add", "add_normalized"] = "add"

@@ -297,6 +297,7 @@ def test_bad_generation_requests_are_clear_4xx(server):
     for request, status, code, param in (
         ({"extra_body": {"profile": "nobody"}}, 404, "profile_not_found", "profile"),
         ({"extra_body": {"profile": " "}}, 404, "profile_not_found", "profile"),  # a name no profile may have
+        ({"extra_body": {"profile": "x" * 100_000}}, 422, "invalid_value", "profile"),  # not echoed back whole
         ({"extra_body": {"profile": "too far", "profile_version": 9}}, 404, "profile_version_not_found",
          "profile_version"),
         ({"model": "gpt-4"}, 404, "model_not_found", "model"),
