@@ -374,7 +374,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             recorder, check = snapshots
             c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
                       " ORDER BY originator_id, originator_version")
-            return check(report, (StoredRow(0, UUID(r[0]), r[1], r[2], bytes(r[3])) for r in c.fetchall()))
+            return check(report, (StoredRow(0, _stream_id(r[0])[0], r[1], r[2], bytes(r[3])) for r in c.fetchall()))
 
 
 def chain_rows(previous_link: bytes, stored_events: Sequence[StoredEvent],
