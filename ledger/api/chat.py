@@ -298,8 +298,9 @@ class ChatController(Controller):
         def events() -> Iterator[bytes]:
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                while (text := run_command(context, lambda: next(deltas, None))) is not None:
-                    yield chunk({"content": text}, None)
+                with scheduler_answers():  # a client gone meanwhile: a 499, not a server error, ends it
+                    while (text := run_command(context, lambda: next(deltas, None))) is not None:
+                        yield chunk({"content": text}, None)
             except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
                 yield b"data: " + msgspec.json.encode(handle_exception(request, error).content) + b"\n\n"
                 yield b"data: [DONE]\n\n"
