@@ -6,6 +6,7 @@ import re
 
 import eventsourcing.persistence
 import psycopg
+import psycopg_pool.base
 
 DATABASE_UNAVAILABLE = (
     psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout
@@ -13,6 +14,25 @@ DATABASE_UNAVAILABLE = (
     eventsourcing.persistence.OperationalError,
     eventsourcing.persistence.InterfaceError,
 )
+
+
+RECONNECT_WAIT_MAX_S = 2.0
+"""The longest a pool waits between two attempts to replace a connection it lost with the database."""
+
+
+class _ReconnectAtLeastEveryFewSeconds(psycopg_pool.base.AttemptWithBackoff):
+    """psycopg_pool doubles the wait between attempts to replace a lost connection, without a ceiling: a server
+    whose database was away for a minute, and that had no traffic meanwhile, waited about as long again before its
+    next attempt, answering 503 all the while. With a ceiling it is back within seconds of its database."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_WAIT_MAX_S)
+
+
+def bound_reconnect_waits() -> None:
+    """Make every connection pool of this process retry a lost database at least every few seconds."""
+    psycopg_pool.pool.AttemptWithBackoff = _ReconnectAtLeastEveryFewSeconds  # type: ignore[misc]
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -117,3 +117,28 @@ def test_the_server_rides_out_a_database_restart(postgres_server, postgres_url, 
     # the projections reconnect on their own schedule (their pool's timeout, the listener's retry)
     wait_for(read_side_caught_up, READ_SIDE_RECOVERY, "the read side to recover")
     assert server.process.poll() is None, "the server process is still the same one"
+
+
+QUIET_OUTAGE_S = 20.0
+BACK_WITHIN_S = 5.0
+
+
+def test_a_server_without_traffic_during_an_outage_answers_within_seconds_of_its_database(
+        postgres_server, postgres_url, credentials, ledger_processes):
+    """A pool doubles its wait between attempts to replace a connection it lost; without a ceiling, a server that
+    lost all its connections early in a 20 s outage and saw no traffic after would wait about as long again
+    (answering 503) before it tried once more."""
+    server = ledger_processes(postgres_url, "serve")
+    with httpx.Client(base_url=server.base_url, headers=credentials.editor, timeout=30) as http:
+        assert http.get("/api/profiles").status_code == 200
+        with database_down(postgres_server):
+            for _ in range(100):  # until the pool has no connection left to hand out (a request waits for one)
+                started = time.monotonic()
+                assert http.get("/api/profiles").status_code == 503
+                if time.monotonic() - started > 1.0:
+                    break
+            time.sleep(QUIET_OUTAGE_S)
+        back = time.monotonic()
+        wait_for(lambda: http.get("/api/profiles").status_code == 200, 90, "the server to answer again")
+        took = time.monotonic() - back
+        assert took < BACK_WITHIN_S, f"answered again {took:.1f} s after its database"
