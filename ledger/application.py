@@ -1,9 +1,9 @@
 """ProfileLedger: the command side.
 
 Each command loads the aggregates it needs, runs one domain command, and saves everything it touched in one
-atomic ``save``. When a command carries no ``expected_version``, an optimistic-concurrency conflict is
-retried on fresh state (the command is re-applied, nothing is lost); with ``expected_version`` it surfaces
-as :class:`ConcurrentUpdateError` / :class:`StaleVersionError`.
+atomic ``save``. An optimistic-concurrency conflict is retried on fresh state (the command is re-applied,
+nothing is lost); a command with ``expected_version`` checks it again there, so a writer that changed the
+profile first makes it :class:`StaleVersionError`, whichever came first to the database.
 
 Every ``LEDGER_SNAPSHOT_INTERVAL``-th event of a profile's stream (default 100; ``0``: none) is followed by a
 snapshot of the profile at that stream version, from which :mod:`ledger.time_travel` rebuilds the profile as it
@@ -195,7 +195,7 @@ class ProfileLedger(Application[UUID]):
                 touched += [new_index, old_index]
             return self._commit(profile, touched)
 
-        return retrying(attempt, retry=expected_version is None)
+        return retrying(attempt)
 
     def revert_profile(self, profile_id: UUID, version: int, **expected: int | None) -> Outcome:
         """Make a new version whose content equals version ``version`` (history is never rewritten)."""
@@ -214,7 +214,7 @@ class ProfileLedger(Application[UUID]):
             index.release(profile.id)
             return self._commit(profile, [profile, index])
 
-        return retrying(attempt, retry=expected_version is None)
+        return retrying(attempt)
 
     def restore_profile(self, profile_id: UUID) -> Outcome:
         """Bring a deleted profile back under its name (refused while another live profile holds that name);
@@ -431,15 +431,11 @@ class ProfileLedger(Application[UUID]):
         return Outcome(ProfileState.of(profile), changed=True, position=recordings[-1].notification.id)
 
 
-def retrying(attempt: Callable[[], T], *, retry: bool = True) -> T:
+def retrying(attempt: Callable[[], T]) -> T:
     """Run a command; on a concurrent write to the same stream, re-run it on fresh state."""
     for attempt_number in range(RETRY_ATTEMPTS):
         try:
             return attempt()
         except RecordConflictError:
-            if not retry:
-                raise ConcurrentUpdateError(
-                    "another writer changed this profile first; reload it and try again"
-                ) from None
             time.sleep(random.uniform(0, 0.002 * min(attempt_number + 1, 10)))
     raise ConcurrentUpdateError("too much contention; try again")

@@ -8,7 +8,7 @@ from threading import Barrier
 import pytest
 
 from ledger.domainmodel import ActiveSlot, Profile
-from ledger.errors import ConflictError, ProfileNameTakenError
+from ledger.errors import ProfileNameTakenError, StaleVersionError
 
 pytestmark = pytest.mark.postgres
 THREADS = 32
@@ -29,7 +29,8 @@ def run_together(count: int, task):
         return list(pool.map(call, range(count)))
 
 
-def test_updates_from_the_same_expected_version_let_exactly_one_win(pg_ledger):
+def test_updates_from_the_same_expected_version_let_exactly_one_win_and_tell_the_others_it_is_stale(pg_ledger):
+    """Whoever reaches the database second, the precondition (``If-Match``) is what it fails: 412, not 409."""
     pid = pg_ledger.create_profile({"name": "contended", "steering": {}}).profile.id
     results = run_together(
         THREADS, lambda i: pg_ledger.update_profile(pid, {"steering": {i: 1.0}}, expected_version=1)
@@ -37,7 +38,7 @@ def test_updates_from_the_same_expected_version_let_exactly_one_win(pg_ledger):
     winners = [r for r in results if not isinstance(r, Exception)]
     losers = [r for r in results if isinstance(r, Exception)]
     assert len(winners) == 1
-    assert len(losers) == THREADS - 1 and all(isinstance(e, ConflictError) for e in losers)
+    assert len(losers) == THREADS - 1 and all(isinstance(e, StaleVersionError) for e in losers), losers
     events = list(pg_ledger.repository.event_store.get(pid))
     assert [e.originator_version for e in events] == [1, 2]
     assert pg_ledger.get_profile(pid).steering == winners[0].profile.steering
