@@ -29,6 +29,7 @@ from ledger.api.deps import LOG_POSITION, QUERY, Cursor, log_position, parse_tim
 from ledger.api.errors import INVALID, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
+from ledger.outages import is_database_unavailable
 from ledger.states import convert
 from projections import cursors
 
@@ -38,6 +39,7 @@ SCAN_MAX = 5_000
 """Rows one page request looks at, at most (hidden events included); ``next_cursor`` goes on from there."""
 TOKEN_AGGREGATE = AccessTokens.__name__
 STREAM_RETRY_AFTER = 5
+OUTAGE_RETRY_S = 1.0  # how often an open stream looks again while the database is unavailable
 
 ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of this profile (its id or name).")]
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
@@ -188,12 +190,22 @@ async def _tail(
         yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
         last_sent = time.monotonic()
         while not runtime.shutdown.is_set():
-            if principal is not None and runtime.tokens is not None and not await runtime.tokens.still_allows(principal):
+            try:
+                allowed = principal is None or runtime.tokens is None or await runtime.tokens.still_allows(principal)
+                page = await anyio.to_thread.run_sync(
+                    lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
+                ) if allowed else None
+            except Exception as error:
+                if not is_database_unavailable(error):
+                    raise
+                # the stream stays open (and alive) until the database is back, then goes on from where it was
+                yield ServerSentEventMessage(data=None, comment="the database is unavailable; waiting for it")
+                last_sent = time.monotonic()
+                await anyio.sleep(OUTAGE_RETRY_S)
+                continue
+            if page is None:
                 yield ServerSentEventMessage(data=None, comment="token revoked or expired")
                 return
-            page = await anyio.to_thread.run_sync(
-                lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
-            )
             for row in page.items:
                 after = row.position
                 if show_tokens or row.aggregate_type != TOKEN_AGGREGATE:

@@ -38,3 +38,26 @@ def test_reads_answer_503_while_the_database_is_down(postgres_server, postgres_u
     wait_until(lambda: httpx.get(f"{base}/api/profiles/{made['id']}", timeout=30).status_code == 200, 30,
                "reads to answer again")
     assert httpx.get(f"{base}/api/profiles/active", params={"min_position": position}).json()["id"] == made["id"]
+
+
+def test_an_open_event_stream_waits_out_an_outage_and_goes_on_where_it_was(postgres_server, postgres_url,
+                                                                          ledger_processes):
+    """The stream is not torn (nor logged as a server error): it says the database is away, keeps the
+    connection alive, and once the database is back it sends the events that came since."""
+    server = ledger_processes(postgres_url, "serve", "--no-auth")
+    base = server.base_url
+    httpx.post(f"{base}/api/profiles", json={"name": "before", "steering": {"1": 1.0}}).raise_for_status()
+    lines: list[str] = []
+    with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30)) as http:
+        with http.stream("GET", "/api/events/stream", params={"after": 0}) as stream:
+            assert stream.status_code == 200
+            read = stream.iter_lines()
+            wait_until(lambda: lines.append(next(read)) or any('"before"' in line for line in lines), 30,
+                       "the event before the outage")
+            with database_down(postgres_server):
+                wait_until(lambda: lines.append(next(read)) or "database is unavailable" in lines[-1], 30,
+                           "the stream to say the database is away")
+            wait_until(lambda: httpx.post(f"{base}/api/profiles", json={"name": "after", "steering": {}},
+                                          timeout=30).status_code == 201, 30, "a write after the outage")
+            wait_until(lambda: lines.append(next(read)) or '"after"' in lines[-1], 30, "the event after the outage")
+    assert "Exception in ASGI application" not in server.output() and "Traceback" not in server.output()
