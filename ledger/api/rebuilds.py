@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ledger.outages import is_database_unavailable
 from ledger.settings import Database
 from ledger.side_tables import SideTable
 from projections.errors import RebuildInProgressError
@@ -24,6 +26,9 @@ from projections.errors import RebuildInProgressError
 log = logging.getLogger("ledger.api")
 
 KEPT = 20
+RECORD_ATTEMPTS, RECORD_RETRY_S = 16, 2.0  # how long a job that ended tries to record how (about 30 s)
+DATABASE_LOST = ("the database became unreachable during the rebuild; the read models are as they were before it: "
+                 "start it again once the database is back")
 
 
 class RebuildJob(msgspec.Struct, kw_only=True):
@@ -88,7 +93,8 @@ class RebuildJobs:
         try:
             job = self._read(job_id)
             if job is not None and job.state == "running":  # its server stopped before it ended
-                job.state, job.error = "failed", "the server running it stopped before it ended"
+                job.state, job.error = "failed", ("the server running it stopped, or lost the database, before "
+                                                  "it recorded how it ended: start it again")
                 job.finished_at = datetime.now(timezone.utc)
                 self._write(job)
             return job
@@ -112,11 +118,18 @@ class RebuildJobs:
             job.state = "succeeded"
         except Exception as error:  # noqa: BLE001 - recorded on the job, which the client polls
             log.exception("rebuild %s failed", job.id)
-            job.error, job.state = f"{type(error).__name__}: {error}", "failed"
+            job.error, job.state = (DATABASE_LOST if is_database_unavailable(error)
+                                    else f"{type(error).__name__}: {error}"), "failed"
+        job.finished_at = datetime.now(timezone.utc)
         try:
-            job.finished_at = datetime.now(timezone.utc)
-            self._write(job)
-        except Exception:  # noqa: BLE001 - the database went away: a poll then finds the job's server gone
-            log.exception("rebuild %s: could not record how it ended", job.id)
+            for attempt in range(1, RECORD_ATTEMPTS + 1):  # the database may be on its way back
+                try:
+                    self._write(job)
+                    break
+                except Exception as error:  # noqa: BLE001 - a poll then finds the job's server gone
+                    if attempt == RECORD_ATTEMPTS or not is_database_unavailable(error):
+                        log.exception("rebuild %s: could not record how it ended", job.id)
+                        break
+                    time.sleep(RECORD_RETRY_S)
         finally:
             release()

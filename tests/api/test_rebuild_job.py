@@ -59,3 +59,20 @@ def test_any_server_on_the_database_answers_for_a_job_and_one_whose_server_stopp
         orphan = client.get(job["url"]).json()
         assert orphan["state"] == "failed" and "stopped" in orphan["error"], orphan
         assert client.post("/api/ledger/rebuild").status_code == 202  # the lock was free all along
+
+
+def test_a_rebuild_that_lost_the_database_says_so_and_that_it_may_be_started_again(database_url, monkeypatch):
+    import eventsourcing.persistence
+    import projections.runner
+
+    def database_gone(*args, **kwargs):
+        raise eventsourcing.persistence.OperationalError("the connection was closed")
+
+    with make_client(database_url) as client:
+        monkeypatch.setattr(projections.runner, "rebuild", database_gone)
+        job = client.post("/api/ledger/rebuild").json()
+        done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
+            client.get(job["url"]).json()), 60, "the rebuild to end")
+        assert done["state"] == "failed" and "database became unreachable" in done["error"], done
+        monkeypatch.undo()
+        assert client.post("/api/ledger/rebuild").status_code == 202
