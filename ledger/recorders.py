@@ -250,8 +250,10 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
                 row = conn.execute(find_sql, (digest,)).fetchone()
                 return None if row is None else row["notification_id"]
 
-            signed_heads = (SignedHead(r["notification_id"], bytes(r["signature"]))
-                            for r in heads_cursor.execute(heads_sql, (after,)))
+            heads_kept = conn.execute("SELECT to_regclass(%s) AS found", (
+                f"{self.datastore.schema}.{self.heads_table_name}",)).fetchone()["found"] is not None
+            signed_heads = (SignedHead(r["notification_id"], bytes(r["signature"]))  # a dropped table: none signed
+                            for r in (heads_cursor.execute(heads_sql, (after,)) if heads_kept else ()))
             report = verify(events, chain, find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report
@@ -371,9 +373,12 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 row = c.fetchone()
                 return None if row is None else row[0]
 
-            c.execute(f"SELECT notification_id, signature FROM {self.heads_table_name} WHERE notification_id > ?"
-                      " ORDER BY notification_id", (after,))
-            signed_heads = [SignedHead(r[0], bytes(r[1])) for r in c.fetchall()]
+            c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.heads_table_name,))
+            signed_heads = []  # a dropped table: none signed
+            if c.fetchone() is not None:
+                c.execute(f"SELECT notification_id, signature FROM {self.heads_table_name} WHERE notification_id > ?"
+                          " ORDER BY notification_id", (after,))
+                signed_heads = [SignedHead(r[0], bytes(r[1])) for r in c.fetchall()]
             report = verify(iter(events), iter(chain), find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report

@@ -341,7 +341,8 @@ def test_a_rewritten_history_fails_against_a_checkpoint_and_the_servers_verified
     assert result.returncode == 1 and result.stderr.startswith("TAMPERED: "), result.stderr
 
 
-@pytest.mark.parametrize("also", ["", "heads removed", "heads removed and records relabelled"])
+@pytest.mark.parametrize("also", ["", "heads removed", "heads removed and records relabelled",
+                                  "heads table dropped"])
 def test_saves_of_two_profiles_swapped_and_rechained_are_reported_without_a_checkpoint(ledger_app, database_url,
                                                                                       tmp_path, also):
     """Each save is signed, but a signature binds events to their streams, not to their places in the log: what
@@ -356,14 +357,17 @@ def test_saves_of_two_profiles_swapped_and_rechained_are_reported_without_a_chec
     calm_created, bold_created, _ = owner.saves()
     assert len(calm_created) == len(bold_created)
     owner.swap_saves(calm_created, bold_created)  # bold now reads as created first
-    if also:
+    if also.startswith("heads removed"):
         owner.run(f"DELETE FROM {owner.heads}")
     if also.endswith("relabelled"):
         for position, state in owner.run(f"SELECT {owner.position_column()}, state FROM {owner.events}"):
             owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?",
                       (b"\x00LS1" + bytes(state)[4:], position))
     owner.rechain()
-    problem, position = {"": ("diverged", calm_created[-1]), "heads removed": ("unsigned", 1)}.get(also, ("forged", 1))
+    if also == "heads table dropped":
+        owner.run(f"DROP TABLE {owner.heads}", triggers=True)
+    problem, position = {"": ("diverged", calm_created[-1])}.get(also, ("forged", 1) if "relabelled" in also
+                                                                 else ("unsigned", 1))
     assert_reported(database_url, problem, position)
     public = tmp_path / "public.pem"
     subprocess.run([LEDGER, "--database", database_url, "public-key", "-o", str(public)], check=True, timeout=120)
