@@ -4,7 +4,7 @@ page (or, without a valid session, is sent to the sign-in form); any other clien
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from litestar import Request, Response
 
@@ -27,13 +27,23 @@ def wants_html(request: Request[Any, Any, Any]) -> bool:
     return is_htmx(request) or "text/html" in request.headers.get("accept", "")
 
 
+def _back_after_login(request: Request[Any, Any, Any]) -> str:
+    """Where a browser goes once it has signed in: the page it asked for, or, for a form it sent (a session that
+    ended while the form was open: the change was not made), the page the form was on; a form's own address
+    answers POST only."""
+    if request.method in ("GET", "HEAD"):
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    same_site = referer.netloc in ("", request.url.netloc)
+    return (referer.path + (f"?{referer.query}" if referer.query else "")) if same_site and referer.path else "/"
+
+
 def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     answer = handle_exception(request, exc)
     if not wants_html(request):
         return answer
     if isinstance(exc, AuthenticationError):
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        login = f"/login?next={quote(target, safe='')}"
+        login = f"/login?next={quote(_back_after_login(request), safe='')}"
         if is_htmx(request):
             return Response(b"", status_code=401, headers={"HX-Redirect": login})
         return see_other(login)

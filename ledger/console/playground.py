@@ -90,9 +90,10 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
     if not prompt:
         raise ValidationError("write a prompt", field="prompt")
     seed = optional_int(form.get("seed"), "seed")
+    max_tokens = optional_int(form.get("max_tokens"), "max_tokens", minimum=1)
     chat = {
         "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": optional_int(form.get("max_tokens"), "max_tokens") or 64,
+        "max_tokens": 64 if max_tokens is None else max_tokens,
         "temperature": (form.get("temperature") or "1").strip(),
         "seed": secrets.randbelow(SEED_MAX) if seed is None else seed,  # drawn here, so both sides share it
         "profile": optional_text(form.get("profile")),

@@ -21,7 +21,8 @@ _SEPARATORS = re.compile(r"[,\n;]+")
 
 # -- forms -----------------------------------------------------------------------------------------------
 def parse_steering(text: str) -> dict[str, float]:
-    """``"12=6.0, 40=-4"`` (commas, semicolons or lines) → ``{"12": 6.0, "40": -4.0}``."""
+    """``"12=6.0, 40=-4"`` (commas, semicolons or lines) → ``{"12": 6.0, "40": -4.0}``; a feature given twice is
+    refused, never dropped."""
     steering: dict[str, float] = {}
     for item in _SEPARATORS.split(text or ""):
         item = item.strip()
@@ -35,6 +36,8 @@ def parse_steering(text: str) -> dict[str, float]:
             raise ValidationError(
                 f"steering: write each feature as index=strength, e.g. 12=6.0 (got {item[:40]!r})", field="steering"
             )
+        if str(int(feature)) in steering:
+            raise ValidationError(f"steering: feature {int(feature)} is given twice", field="steering")
         try:
             steering[str(int(feature))] = float(strength)
         except ValueError:

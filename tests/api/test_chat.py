@@ -332,3 +332,12 @@ def test_reading_the_hook_after_a_position_the_log_has_not_reached_is_a_422(serv
     http = server.client
     assert_error(http.get("/api/steering/status", params={"min_position": 10_000}), 422, "invalid_request")
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "min_position": 10_000}), 422)
+
+
+def test_the_playground_refuses_a_max_tokens_the_api_refuses_rather_than_replacing_it(server):
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', browser.get("/playground").text).group(1)
+        form = {"_csrf_token": token, "prompt": "tell me about the sea", "max_tokens": "0", "temperature": "0"}
+        refused = browser.post("/playground", data=form, headers={"Accept": "text/html"})
+        assert refused.status_code == 422 and "max_tokens must be at least 1" in refused.text, refused.text[:500]
+    assert server.client.get("/api/steering/status").json()["scheduler"]["admitted"] == 0

@@ -22,8 +22,8 @@ def test_the_steering_text_reads_back_as_the_spec_it_shows(steering):
     assert parse_steering(format_steering(steering)) == steering
 
 
-@pytest.mark.parametrize("text", ["12", "x=1", "12=strong", "=3"])
-def test_steering_text_that_names_no_feature_and_strength_is_refused(text):
+@pytest.mark.parametrize("text", ["12", "x=1", "12=strong", "=3", "1=1, 1=2", "7=1; 07=2"])
+def test_steering_text_that_names_no_feature_and_strength_or_one_twice_is_refused(text):
     with pytest.raises(ValidationError):
         parse_steering(text)
 
