@@ -346,10 +346,10 @@ def test_a_rewritten_history_fails_against_a_checkpoint_and_the_servers_verified
 def test_saves_of_two_profiles_swapped_and_rechained_are_reported_without_a_checkpoint(ledger_app, database_url,
                                                                                       tmp_path, also):
     """Each save is signed, but a signature binds events to their streams, not to their places in the log: what
-    does is the head each insert signs. Swapping two saves (which of two activations came last decides which
-    profile is active) and recomputing the chain leaves a head whose signature no longer matches; removing the
-    signed heads leaves events that ask for one; relabelling them as records of the format before signed heads
-    breaks their signatures."""
+    does is the head each insert signs. Swapping two saves of different profiles (the order auditors read) and
+    recomputing the chain leaves a head whose signature no longer matches; removing the signed heads (or their
+    table) leaves events that ask for one; relabelling them as records of the format before signed heads breaks
+    their signatures."""
     ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}})
     bold = ledger_app.create_profile({"name": "bold", "steering": {2: 0.5}}).profile
     ledger_app.update_profile(bold.id, {"description": "the last save"})
