@@ -7,7 +7,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -26,7 +25,6 @@ from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
-    ClientClosedRequestError,
     ProjectionTimeoutError,
     ServiceUnavailableError,
     error_spec,
@@ -62,30 +60,6 @@ BUSY_OR_UNAVAILABLE = {503: error_spec(
     "The generation queue is full (error `engine_busy`, with `Retry-After`; nothing was run or recorded), or the "
     "database cannot be reached right now (error `database_unavailable`)"
 )}
-
-
-class EngineBusyError(ServiceUnavailableError):
-    """The generation queue is full; the request was refused before it ran (nothing is recorded)."""
-
-    code = "engine_busy"
-
-    def __init__(self, message: str, retry_after_s: int, **details: Any) -> None:
-        super().__init__(message, retry_after_s=retry_after_s, **details)
-        self.retry_after_s = retry_after_s
-
-
-@contextmanager
-def scheduler_answers() -> Iterator[None]:
-    """A full scheduler queue becomes 503 ``engine_busy`` with ``Retry-After``; a generation given up because its
-    client went away, 499 ``client_closed_request`` (nobody reads it: it is counted, not logged as a failure)."""
-    from steering.scheduler import RequestCancelledError, SchedulerFullError
-
-    try:
-        yield
-    except SchedulerFullError as error:
-        raise EngineBusyError(str(error), error.retry_after_s) from None
-    except RequestCancelledError as error:
-        raise ClientClosedRequestError(str(error)) from None
 
 
 def generation_of(runtime: Runtime) -> Any:
@@ -256,9 +230,8 @@ class ChatController(Controller):
             usage = bool(data.stream_options and data.stream_options.include_usage)
             streamed = self._stream(request, generation, completion, context, model, created, usage, warnings)
             return streamed  # type: ignore[return-value]
-        with scheduler_answers():
-            outcome = run_command(context, lambda: generation.complete(
-                completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
+        outcome = run_command(context, lambda: generation.complete(
+            completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
         result = outcome.result
         body = ChatCompletion(
             id=f"chatcmpl-{outcome.execution_id.hex}",
@@ -282,9 +255,8 @@ class ChatController(Controller):
         recorded: list[Any] = []
         # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
         # Queued now, too: a full queue is a 503 rather than a broken stream.
-        with scheduler_answers():
-            deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append,
-                                                                    abandoned=request.scope.get(DEPARTED)))
+        deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append,
+                                                                abandoned=request.scope.get(DEPARTED)))
         stream_id = f"chatcmpl-{time.time_ns():x}"
 
         def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -298,9 +270,8 @@ class ChatController(Controller):
         def events() -> Iterator[bytes]:
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                with scheduler_answers():  # a client gone meanwhile: a 499, not a server error, ends it
-                    while (text := run_command(context, lambda: next(deltas, None))) is not None:
-                        yield chunk({"content": text}, None)
+                while (text := run_command(context, lambda: next(deltas, None))) is not None:
+                    yield chunk({"content": text}, None)
             except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
                 yield b"data: " + msgspec.json.encode(handle_exception(request, error).content) + b"\n\n"
                 yield b"data: [DONE]\n\n"
@@ -337,8 +308,7 @@ class ReplayController(Controller):
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
         generation = generation_of(runtime)
-        with scheduler_answers():
-            outcome = run_command(context, lambda: generation.replay(execution_id))
+        outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
         body = convert(
             outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,

@@ -20,6 +20,7 @@ OpenAI's, which its clients read: ``{"error": {"message": detail, "type", "param
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -101,6 +102,16 @@ class ClientClosedRequestError(ApiError):
     Answered 499, as nginx logs such a request: nobody reads it, and it is no failure of the server."""
 
     code = "client_closed_request"
+
+
+class EngineBusyError(ServiceUnavailableError):
+    """The generation queue is full; the request was refused before it ran (nothing is recorded)."""
+
+    code = "engine_busy"
+
+    def __init__(self, message: str, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
 
 
 class ProjectionTimeoutError(ApiError):
@@ -201,7 +212,20 @@ _PARAMS = {  # the /v1 fields
 }
 
 
+def _from_the_scheduler(exc: Exception) -> Exception:
+    """The generation scheduler's refusals as ledger errors: a full queue is 503 ``engine_busy`` with
+    ``Retry-After``; a generation given up because its client went away, 499 (nobody reads it: counted, not logged
+    as a failure). Only once the scheduler was loaded: the API imports no model code until a model is."""
+    scheduler = sys.modules.get("steering.scheduler")
+    if scheduler is not None and isinstance(exc, scheduler.SchedulerFullError):
+        return EngineBusyError(str(exc), exc.retry_after_s)
+    if scheduler is not None and isinstance(exc, scheduler.RequestCancelledError):
+        return ClientClosedRequestError(str(exc))
+    return exc
+
+
 def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
+    exc = _from_the_scheduler(exc)
     if isinstance(exc, LedgerError):
         status = status_for(exc)
         if status >= 500:

@@ -27,7 +27,7 @@ from markupsafe import escape
 
 from ledger.api.auth import requires
 from ledger.api.bodies import refusal
-from ledger.api.chat import DEPARTED, completion_from, generation_of, scheduler_answers, watch_for_departure
+from ledger.api.chat import DEPARTED, completion_from, generation_of, watch_for_departure
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
@@ -136,11 +136,10 @@ class PlaygroundPages(Controller):
             viewer = viewer_of(request)
             key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))
             return page(request, "playground.html.j2", stream_key=key, compare=compare, **common)
-        with scheduler_answers():
-            outcome = await anyio.to_thread.run_sync(
-                lambda: run_command(context, lambda: generation.complete(
-                    completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
-            )
+        outcome = await anyio.to_thread.run_sync(
+            lambda: run_command(context, lambda: generation.complete(
+                completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
+        )
         return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 
     @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
