@@ -6,7 +6,7 @@
 
 Starts its own PostgreSQL (durable settings: fsync and synchronous commit on, as a production server would
 run; the PostgreSQL 15 binaries must be installed), gives each benchmark a fresh database, collects the
-figures each script reports (see ``bench/report.py``) and replaces the results block of BENCHMARKS.md with
+figures each script reports (see ``bench/harness.py``) and replaces the results block of BENCHMARKS.md with
 them, stamped with the date and the machine. Exits 1 when a target is missed, 2 when a benchmark failed to run.
 """
 
@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,10 +99,7 @@ def machine_facts(admin_url: str) -> dict[str, str]:
     }
 
 
-def ensure_tools(options: argparse.Namespace) -> None:
-    if shutil.which("wrk") is None and shutil.which("apt-get") and os.geteuid() == 0:
-        print("installing wrk (the HTTP load generator)", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+def ensure_model(options: argparse.Namespace) -> None:
     wanted = options.only or [bench.name for bench in BENCHES]
     if not options.smoke and {"steering_generation", "serving"} & set(wanted) and not (DEFAULT_MODEL / "config.json").exists():
         print(f"fetching the default model into {DEFAULT_MODEL.parent}", flush=True)
@@ -186,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     options = parser.parse_args(argv)
 
-    ensure_tools(options)
+    ensure_model(options)
     started = datetime.now(UTC)
     clock = time.monotonic()
     load_before = f"{os.getloadavg()[0]:.1f}"

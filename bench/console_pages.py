@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.domainmodel import CommandContext, acting_as  # noqa: E402
 from ledger.settings import Database, Settings  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from ledger.values import name_key  # noqa: E402
 from projections.fields import search_text  # noqa: E402

@@ -31,7 +31,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report  # noqa: E402
+from bench.harness import Figure, report  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.domainmodel import ActiveSlot, ProfileName  # noqa: E402
 from ledger.settings import Database  # noqa: E402

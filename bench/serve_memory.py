@@ -28,9 +28,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.active_endpoint import Server  # noqa: E402
+from bench.harness import Figure, Server, report  # noqa: E402
 from bench.list_profiles import PRODUCTS, TAGS, load, vocabulary  # noqa: E402
-from bench.report import Figure, report  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
 from projections.schema import init_database  # noqa: E402
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.profiles, args.seconds = 2_000, 3.0
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:  # the server's log, an SQLite file
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:  # an SQLite file
         return measure(args, Path(workdir))
 
 
@@ -138,14 +137,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
     held = ensure_profiles(url, args.profiles)
     record_real_profiles(url)
 
-    server = Server(
-        ["-m", "ledger", "serve", "--no-model", "--no-auth"], {"LEDGER_DATABASE_URL": url}, workdir / "serve.log"
-    )
     stop = threading.Event()
     counts = {"requests": 0}
     errors: list[str] = []
-    try:
-        server.wait_until_answering("/api/profiles/active")
+    with Server(["-m", "ledger", "serve", "--no-model", "--no-auth"], {"LEDGER_DATABASE_URL": url},
+                "/api/profiles/active") as server:
         started_rss = rss_bytes(server.process.pid)
         clients = [
             threading.Thread(target=exercise, args=(server.url(""), stop, seed, counts, errors), daemon=True)
@@ -162,9 +158,6 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
         for client in clients:
             client.join(60)
         peak = max(peak, rss_bytes(server.process.pid))
-    finally:
-        stop.set()
-        server.stop()
     requests = counts["requests"]
     database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     figure = Figure(

@@ -35,8 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.active_endpoint import Server  # noqa: E402
-from bench.report import Figure, percentile, report  # noqa: E402
+from bench.harness import Figure, Server, percentile, report  # noqa: E402
 from bench.steering_generation import random_sae  # noqa: E402
 from steering.models import load_model  # noqa: E402
 from steering.sae import save_sae  # noqa: E402
@@ -256,9 +255,8 @@ def main() -> int:
             ["-m", "ledger", "serve", "--no-auth", "--no-access-log", "--model", str(model), "--sae", str(sae)],
             {"LEDGER_DATABASE_URL": f"sqlite:///{scratch / 'ledger.sqlite'}", "LEDGER_DEVICE": "cpu",
              "LEDGER_MAX_BATCH": "32", "LEDGER_MAX_QUEUE": "128", **threads},
-            scratch / "server.log",
+            "/v1/models",
         ) as server:
-            server.wait_until_answering("/v1/models")
             url = server.url("")
             profiles = []
             for i in range(3):

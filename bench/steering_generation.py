@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report  # noqa: E402
+from bench.harness import Figure, report  # noqa: E402
 from steering.generate import GenerationRequest, generate  # noqa: E402
 from steering.hooks import SteeringVector  # noqa: E402
 from steering.models import load_model  # noqa: E402

@@ -25,7 +25,7 @@ from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, summary_ms  # noqa: E402
 from ledger.application import SNAPSHOT_INTERVAL, SNAPSHOT_INTERVAL_ENV, ProfileLedger  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 
