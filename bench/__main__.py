@@ -32,11 +32,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import DEFAULT_MODEL  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 
 BEGIN_MARKER = "<!-- bench:results:begin -->"
 END_MARKER = "<!-- bench:results:end -->"
-DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 SCRIPT_TIMEOUT_S = 1800
 DURABLE_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
 

@@ -23,17 +23,15 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 from litestar import Litestar, get
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Figure, Server, report, require_tool  # noqa: E402
+from bench.harness import Figure, Server, report, require_tool, scratch_database  # noqa: E402
 
 TARGET_RATIO = 0.8
 TARGET_P99_MS = 5.0
@@ -130,12 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seconds, args.rounds = 1, 1
     wrk = require_tool("wrk", "wrk")
-    with tempfile.TemporaryDirectory(prefix="bench-active-") as workdir:  # an SQLite file
-        return compare(args, wrk, Path(workdir))
+    with scratch_database(args.database) as url:
+        return compare(args, wrk, url)
 
 
-def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
-    url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+def compare(args: argparse.Namespace, wrk: str, url: str) -> int:
     record_active_profile(url)
 
     env = {"LEDGER_DATABASE_URL": url}

@@ -19,12 +19,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 START_TIMEOUT = 60.0
 
 
@@ -101,6 +105,25 @@ class Server:
         self.logs.cleanup()
 
 
+@contextlib.contextmanager
+def scratch_database(url: str | None, *, postgres: bool = False, **settings: str) -> Iterator[str]:
+    """``url`` when given; else a database for this run alone, gone when the block ends: an SQLite file in a
+    temporary directory or, with ``postgres``, a database on a throwaway PostgreSQL server started with ``settings``."""
+    if url:
+        yield url
+    elif postgres:
+        from tests.postgres_server import PostgresServer
+
+        server = PostgresServer.start(**settings)
+        try:
+            yield server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+        finally:
+            server.stop()
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+            yield f"sqlite:///{scratch}/bench.sqlite"
+
+
 @dataclass(frozen=True)
 class Figure:
     """One measured figure, its same-run baseline where the target is a ratio, and the verdict."""
@@ -131,6 +154,16 @@ def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))]
+
+
+def timed_ms(call: Callable[[Any], object], arguments: Iterable[Any]) -> list[float]:
+    """Milliseconds of ``call(argument)`` for each argument in turn."""
+    samples = []
+    for argument in arguments:
+        started = time.perf_counter()
+        call(argument)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
 
 
 def summary_ms(samples_ms: list[float]) -> str:

@@ -32,7 +32,6 @@ import selectors
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,10 +39,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Figure, Server, percentile, report  # noqa: E402
+from bench.harness import Figure, Server, percentile, report, scratch_database  # noqa: E402
 
 TARGET_MS = 100.0
 PROBE_INTERVAL = 0.05
@@ -166,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.idle = 3, 100
     raise_fd_limit(args.idle)
     figures = []
-    with tempfile.TemporaryDirectory(prefix="bench-idle-") as workdir:
-        url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+    with scratch_database(args.database) as url:
         # held: a header deadline past the soak, so the same idle connections stay open throughout;
         # churn: the default deadline, so the server closes them and the attacker opens them again
         # baseline: the same traffic and probes with no idle connection, in the same run (a shared machine drifts)

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import random
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,10 +24,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Figure, Server, report  # noqa: E402
+from bench.harness import Figure, Server, report, scratch_database  # noqa: E402
 from bench.list_profiles import PRODUCTS, TAGS, load, vocabulary  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
@@ -42,8 +40,7 @@ MB = 1024 * 1024
 def ensure_profiles(url: str, count: int) -> int:
     """Load ``count`` synthetic profiles unless the read model holds that many already; returns how many it holds."""
     init_database(Database(url))
-    read_model = ReadModel(Database(url))
-    try:
+    with contextlib.closing(ReadModel(Database(url))) as read_model:
         with read_model.store.datastore.transaction(commit=False) as curs:
             curs.execute("SELECT COUNT(*) AS n FROM profiles")
             held = int(curs.fetchone()["n"])
@@ -52,8 +49,6 @@ def ensure_profiles(url: str, count: int) -> int:
             return count
         print(f"the read model already holds {held:,} profiles: not loading", flush=True)
         return held
-    finally:
-        read_model.close()
 
 
 def record_real_profiles(url: str) -> None:
@@ -128,12 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.profiles, args.seconds = 2_000, 3.0
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:  # an SQLite file
-        return measure(args, Path(workdir))
+    with scratch_database(args.database) as url:
+        return measure(args, url)
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> int:
-    url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+def measure(args: argparse.Namespace, url: str) -> int:
     held = ensure_profiles(url, args.profiles)
     record_real_profiles(url)
 

@@ -32,16 +32,14 @@ from typing import Any
 import httpx
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Figure, Server, percentile, report  # noqa: E402
+from bench.harness import DEFAULT_MODEL, Figure, Server, percentile, report  # noqa: E402
 from bench.steering_generation import random_sae  # noqa: E402
 from steering.models import load_model  # noqa: E402
 from steering.sae import save_sae  # noqa: E402
 from steering.tiny import build_tiny_model  # noqa: E402
 
-DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 TEXT = (
     "A ledger of steering profiles records every change as an event, and every generation as an execution that "
     "can be replayed to the byte. The sea was calm that morning; gulls circled the harbour while the fishing boats "
