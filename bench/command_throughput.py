@@ -137,15 +137,11 @@ def pgbench_tps(url: str, clients: int, seconds: int) -> float:
         conn.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
         conn.execute(f"CREATE TABLE {SCRATCH_TABLE} (id bigserial PRIMARY KEY, payload text NOT NULL)")
     try:
-        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-            script.write(f"INSERT INTO {SCRATCH_TABLE} (payload) VALUES (repeat('x', {PAYLOAD_BYTES}));\n")
-        os.chmod(script.name, 0o644)
-        result = subprocess.run(
-            [pgbench, "-n", "-f", script.name, "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds),
-             url],
+        result = subprocess.run(  # the script on standard input ("-f -")
+            [pgbench, "-n", "-f", "-", "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds), url],
+            input=f"INSERT INTO {SCRATCH_TABLE} (payload) VALUES (repeat('x', {PAYLOAD_BYTES}));\n",
             capture_output=True, text=True, timeout=seconds + 120,
         )
-        os.unlink(script.name)
         found = re.search(r"tps = ([0-9.]+)", result.stdout)
         if result.returncode != 0 or not found:
             raise SystemExit(f"pgbench failed:\n{result.stdout}\n{result.stderr}")
@@ -169,17 +165,15 @@ def ledger_server(url: str, *, worker: bool = False, inline: bool = True) -> Ser
 
 def run_wrk(port: int, clients: int, seconds: int, *, respond_async: bool = False) -> dict[str, int]:
     wrk = require_tool("wrk", "wrk")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_SCRIPT)
-    try:
+        script.flush()
         threads = min(2, clients)
         result = subprocess.run(
             [wrk, "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", script.name,
              f"http://127.0.0.1:{port}", "--", uuid.uuid4().hex[:8], "async" if respond_async else "wait"],
             capture_output=True, text=True, timeout=seconds + 60,
         )
-    finally:
-        os.unlink(script.name)
     found = re.search(r"WRK_RESULT (\{.*\})", result.stdout)
     if result.returncode != 0 or not found:
         raise SystemExit(f"wrk failed:\n{result.stdout}\n{result.stderr}")
