@@ -32,12 +32,6 @@ DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 START_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def require_tool(name: str, package: str) -> str:
     """The path of a command the benchmark runs (wrk, pgbench), installing its Debian package when it can."""
     found = shutil.which(name)
@@ -58,7 +52,9 @@ class Server:
     ``ready`` (a path) with 200; stopped at the end of a ``with`` block. Their output goes to a log of their own."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str, *, beside: list[str] | None = None) -> None:
-        self.port = free_port()
+        with socket.socket() as sock:  # a free port
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
         self.logs = tempfile.TemporaryDirectory(prefix="bench-server-")
         self.log = Path(self.logs.name) / "server.log"
         self.process = self._start([*args, "--port", str(self.port)], env)
