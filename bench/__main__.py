@@ -108,11 +108,10 @@ def ensure_model(options: argparse.Namespace) -> None:
         )
 
 
-def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float, str]:
+def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float]:
     command = [sys.executable, str(ROOT / "bench" / f"{bench.name}.py"), *argv]
     print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
-    tail: list[str] = []
     with subprocess.Popen(
         command, cwd=ROOT, env={**os.environ, "BENCH_RESULTS": str(results)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -121,13 +120,11 @@ def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float,
         deadline = started + SCRIPT_TIMEOUT_S
         for line in process.stdout:
             print(f"  {line}", end="", flush=True)
-            tail = [*tail[-19:], line.rstrip()]
             if time.monotonic() > deadline:
                 process.kill()
-                tail.append(f"killed after {SCRIPT_TIMEOUT_S} s")
                 break
         status = process.wait()
-    return status, time.monotonic() - started, "\n".join(tail)
+    return status, time.monotonic() - started
 
 
 def cell(value: float | None, unit: str = "") -> str:
@@ -205,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 if options.only and bench.name not in options.only:
                     continue
                 results = Path(scratch) / f"{bench.name}.jsonl"
-                status, seconds, tail = run_bench(bench, bench.args(options, database), results)
+                status, seconds = run_bench(bench, bench.args(options, database), results)
                 reported = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
                 figures += reported
                 print(f"=== {bench.name}: exit {status} after {seconds:.0f} s", flush=True)

@@ -212,7 +212,6 @@ def raw_select(url: str) -> tuple[int, float]:
     started = time.perf_counter()
     count = 0
     with psycopg.connect(url) as conn, conn.cursor(name="bench_raw_select") as cur:
-        cur.itersize = 10_000
         cur.execute(
             f"SELECT notification_id, originator_id, originator_version, topic, state FROM {EVENTS} "
             "ORDER BY notification_id"
