@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,30 +120,15 @@ def stream(http: httpx.Client, body: dict[str, Any], on_first: threading.Semapho
 
 def run_clients(url: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[Outcome], float]:
     """``clients`` threads, each sending its share of ``bodies`` one after another; (outcomes, wall seconds)."""
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def client(share: list[dict[str, Any]]) -> None:
+    def client(share: list[dict[str, Any]]) -> list[Outcome]:
         with httpx.Client(base_url=url, timeout=600) as http:
-            for body in share:
-                try:
-                    done = stream(http, body)
-                except BaseException as error:  # noqa: BLE001 - reported below
-                    errors.append(error)
-                    return
-                with lock:
-                    outcomes.append(done)
+            return [stream(http, body) for body in share]
 
-    threads = [threading.Thread(target=client, args=(bodies[c::clients],)) for c in range(clients)]
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return outcomes, time.perf_counter() - started
+    with ThreadPoolExecutor(clients) as pool:  # a client's error is raised once every client is done
+        shares = list(pool.map(client, [bodies[c::clients] for c in range(clients)]))
+    return [outcome for share in shares for outcome in share], time.perf_counter() - started
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> dict[str, float]:
