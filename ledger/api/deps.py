@@ -130,17 +130,13 @@ class DocumentsMinPosition(Operation):
     (:func:`requested_position`): documents them as the declared parameters would be."""
 
     def __post_init__(self) -> None:
-        self.parameters = [
-            *(self.parameters or []),
-            _optional_position("min_position", ParamType.QUERY, MIN_POSITION_DOC),
-            _optional_position("X-Min-Position", ParamType.HEADER, X_MIN_POSITION_DOC),
-        ]
-
-
-def _optional_position(name: str, where: ParamType, description: str) -> Parameter:
-    schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)], minimum=0,
-                    maximum=INT64_MAX)
-    return Parameter(name=name, param_in=where, required=False, description=description, schema=schema)
+        schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)], minimum=0,
+                        maximum=INT64_MAX)
+        documented = (("min_position", ParamType.QUERY, MIN_POSITION_DOC),
+                      ("X-Min-Position", ParamType.HEADER, X_MIN_POSITION_DOC))
+        self.parameters = [*(self.parameters or []), *(
+            Parameter(name=name, param_in=where, required=False, description=text, schema=schema)
+            for name, where, text in documented)]
 
 
 def refuse_beyond_head(ledger: ProfileLedger, wanted: int) -> None:
