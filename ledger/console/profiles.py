@@ -13,9 +13,7 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import anyio.to_thread
-import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
@@ -27,7 +25,7 @@ from ledger.api.commands import run_command
 from ledger.api.deps import parse_uuid
 from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
-from ledger.api.exchange import export_download
+from ledger.api.exchange import exchange_document, export_download
 from ledger.api.executions import execution_found
 from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
@@ -169,14 +167,7 @@ class ProfilePages(Controller):
 
     @post("/profiles/import", name="console:import", opt=requires("admin"))
     async def import_profile(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationError("choose an exchange document (a .json file) to import", field="file")
-        raw = await upload.read()
-        try:
-            document = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, RecursionError) as error:
-            raise ValidationError(f"the import document is not valid JSON: {error}", field="file") from None
+        document = await exchange_document(request)  # the file of the form, read as the API reads it
         rename = form.get("rename") == "on"
         outcome: Outcome = await run(request, None, lambda ledger: ledger.import_profile(document, rename=rename))
         assert outcome.profile is not None
