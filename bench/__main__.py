@@ -6,7 +6,7 @@
 
 Starts its own PostgreSQL (durable settings: fsync and synchronous commit on, as a production server would
 run; the PostgreSQL 15 binaries must be installed), gives each benchmark a fresh database, collects the
-figures each script reports (see ``bench/report.py``) and replaces the results block of BENCHMARKS.md with
+figures each script reports (see ``bench/harness.py``) and replaces the results block of BENCHMARKS.md with
 them, stamped with the date and the machine. Exits 1 when a target is missed, 2 when a benchmark failed to run.
 """
 
@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import DEFAULT_MODEL  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 
 BEGIN_MARKER = "<!-- bench:results:begin -->"
 END_MARKER = "<!-- bench:results:end -->"
-DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 SCRIPT_TIMEOUT_S = 1800
 DURABLE_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
 
@@ -100,10 +99,7 @@ def machine_facts(admin_url: str) -> dict[str, str]:
     }
 
 
-def ensure_tools(options: argparse.Namespace) -> None:
-    if shutil.which("wrk") is None and shutil.which("apt-get") and os.geteuid() == 0:
-        print("installing wrk (the HTTP load generator)", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+def ensure_model(options: argparse.Namespace) -> None:
     wanted = options.only or [bench.name for bench in BENCHES]
     if not options.smoke and {"steering_generation", "serving"} & set(wanted) and not (DEFAULT_MODEL / "config.json").exists():
         print(f"fetching the default model into {DEFAULT_MODEL.parent}", flush=True)
@@ -112,11 +108,10 @@ def ensure_tools(options: argparse.Namespace) -> None:
         )
 
 
-def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float, str]:
+def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float]:
     command = [sys.executable, str(ROOT / "bench" / f"{bench.name}.py"), *argv]
     print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
-    tail: list[str] = []
     with subprocess.Popen(
         command, cwd=ROOT, env={**os.environ, "BENCH_RESULTS": str(results)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -125,13 +120,11 @@ def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float,
         deadline = started + SCRIPT_TIMEOUT_S
         for line in process.stdout:
             print(f"  {line}", end="", flush=True)
-            tail = [*tail[-19:], line.rstrip()]
             if time.monotonic() > deadline:
                 process.kill()
-                tail.append(f"killed after {SCRIPT_TIMEOUT_S} s")
                 break
         status = process.wait()
-    return status, time.monotonic() - started, "\n".join(tail)
+    return status, time.monotonic() - started
 
 
 def cell(value: float | None, unit: str = "") -> str:
@@ -186,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     options = parser.parse_args(argv)
 
-    ensure_tools(options)
+    ensure_model(options)
     started = datetime.now(UTC)
     clock = time.monotonic()
     load_before = f"{os.getloadavg()[0]:.1f}"
@@ -209,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 if options.only and bench.name not in options.only:
                     continue
                 results = Path(scratch) / f"{bench.name}.jsonl"
-                status, seconds, tail = run_bench(bench, bench.args(options, database), results)
+                status, seconds = run_bench(bench, bench.args(options, database), results)
                 reported = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
                 figures += reported
                 print(f"=== {bench.name}: exit {status} after {seconds:.0f} s", flush=True)

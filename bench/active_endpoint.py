@@ -19,33 +19,24 @@ trivial endpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import msgspec
 from litestar import Litestar, get
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report  # noqa: E402
+from bench.harness import Figure, Server, report, require_tool, scratch_database  # noqa: E402
 
 TARGET_RATIO = 0.8
 TARGET_P99_MS = 5.0
 CONNECTIONS = 64
 ROUTE = "/api/profiles/active"
-START_TIMEOUT = 60.0
 
 
 class Greeting(msgspec.Struct):
@@ -62,26 +53,6 @@ def trivial_app() -> Litestar:
         return Greeting(id="6f1c8a52-3f0e-4b8e-9a51-2d1f5f0c7b10", name="baseline", version=1)
 
     return Litestar(route_handlers=[hello])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def require_tool(name: str, package: str) -> str:
-    """The path of a command the benchmark runs (wrk, pgbench), installing its Debian package when it can."""
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"{name} not found: installing the Debian package {package}", file=sys.stderr, flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, capture_output=True)
-        found = shutil.which(name)
-        if found:
-            return found
-    raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
 
 
 @dataclass
@@ -114,57 +85,6 @@ def run_wrk(wrk: str, url: str, seconds: int) -> Round:
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     )
     return parse_wrk(out.stdout)
-
-
-class Server:
-    """A server subprocess on a free loopback port."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self.others: list[subprocess.Popen[bytes]] = []
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, *args, "--port", str(self.port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-            )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_until_answering(self, path: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log.read_text(errors='replace')[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url(path), timeout=1.0).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer in time:\n{self.log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.1)
-
-    def start_beside(self, args: list[str], env: dict[str, str]) -> None:
-        """Another process that lives and stops with the server (a projection worker, say), logging beside it."""
-        with self.log.open("ab") as out:
-            self.others.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env}))
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        for process in (*self.others, self.process):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
 
 
 def record_active_profile(url: str) -> None:
@@ -208,12 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seconds, args.rounds = 1, 1
     wrk = require_tool("wrk", "wrk")
-    with tempfile.TemporaryDirectory(prefix="bench-active-") as workdir:  # servers' logs, an SQLite file
-        return compare(args, wrk, Path(workdir))
+    with scratch_database(args.database) as url:
+        return compare(args, wrk, url)
 
 
-def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
-    url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+def compare(args: argparse.Namespace, wrk: str, url: str) -> int:
     record_active_profile(url)
 
     env = {"LEDGER_DATABASE_URL": url}
@@ -226,8 +145,7 @@ def compare(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
         pair: dict[str, Round] = {}
         for name in (list(servers) if number % 2 == 0 else list(reversed(servers))):
             command, path = servers[name]
-            with Server(command, env, workdir / f"{name}-{number}.log") as server:
-                server.wait_until_answering(path)
+            with Server(command, env, path) as server:
                 run_wrk(wrk, server.url(path), 1)  # warm up
                 measured = run_wrk(wrk, server.url(path), args.seconds)
             pair[name] = measured

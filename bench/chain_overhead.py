@@ -27,7 +27,7 @@ from eventsourcing.persistence import EventStore, Mapper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report  # noqa: E402
+from bench.harness import Figure, report  # noqa: E402
 from ledger import recorders  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.settings import Database  # noqa: E402

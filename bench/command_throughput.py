@@ -46,10 +46,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench.active_endpoint import Server as LedgerServer, require_tool  # noqa: E402
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, Server, percentile, report, require_tool, summary_ms  # noqa: E402
 from ledger.settings import parse_switch  # noqa: E402
 from projections.registry import PROJECTION_NAMES  # noqa: E402
 
@@ -137,15 +137,11 @@ def pgbench_tps(url: str, clients: int, seconds: int) -> float:
         conn.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
         conn.execute(f"CREATE TABLE {SCRATCH_TABLE} (id bigserial PRIMARY KEY, payload text NOT NULL)")
     try:
-        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-            script.write(f"INSERT INTO {SCRATCH_TABLE} (payload) VALUES (repeat('x', {PAYLOAD_BYTES}));\n")
-        os.chmod(script.name, 0o644)
-        result = subprocess.run(
-            [pgbench, "-n", "-f", script.name, "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds),
-             url],
+        result = subprocess.run(  # the script on standard input ("-f -")
+            [pgbench, "-n", "-f", "-", "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds), url],
+            input=f"INSERT INTO {SCRATCH_TABLE} (payload) VALUES (repeat('x', {PAYLOAD_BYTES}));\n",
             capture_output=True, text=True, timeout=seconds + 120,
         )
-        os.unlink(script.name)
         found = re.search(r"tps = ([0-9.]+)", result.stdout)
         if result.returncode != 0 or not found:
             raise SystemExit(f"pgbench failed:\n{result.stdout}\n{result.stderr}")
@@ -156,52 +152,28 @@ def pgbench_tps(url: str, clients: int, seconds: int) -> float:
 
 
 # -- the server --------------------------------------------------------------------------------------------
-class Server(LedgerServer):
+def ledger_server(url: str, *, worker: bool = False, inline: bool = True) -> Server:
     """``ledger serve --no-model --no-auth --no-access-log`` on a free loopback port; projections in-process, or
     in a ``ledger project`` worker process of their own (``worker=True``)."""
-
-    def __init__(self, url: str, *, worker: bool = False, inline: bool = True) -> None:
-        env = {"LEDGER_DATABASE_URL": url, "LEDGER_INLINE_PROJECTIONS": "on" if inline else "off"}
-        self.workdir = tempfile.TemporaryDirectory(prefix="ledger-serve-")
-        super().__init__(["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log",
-                          "--no-projections" if worker else "--projections", "--host", "127.0.0.1"],
-                         env, Path(self.workdir.name) / "serve.log")
-        if worker:
-            self.start_beside(["-m", "ledger", "project"], env)
-        try:
-            self.wait_until_answering("/health")
-        except RuntimeError as error:
-            self.stop()
-            raise SystemExit(str(error)) from None
-
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            payload = None if body is None else json.dumps(body)
-            conn.request(method, path, payload, {"Content-Type": "application/json"})
-            answer = conn.getresponse()
-            return answer.status, dict(answer.getheaders()), answer.read()
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        super().stop()
-        self.workdir.cleanup()
+    return Server(
+        ["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log",
+         "--no-projections" if worker else "--projections", "--host", "127.0.0.1"],
+        {"LEDGER_DATABASE_URL": url, "LEDGER_INLINE_PROJECTIONS": "on" if inline else "off"},
+        "/health", beside=["-m", "ledger", "project"] if worker else None,
+    )
 
 
 def run_wrk(port: int, clients: int, seconds: int, *, respond_async: bool = False) -> dict[str, int]:
     wrk = require_tool("wrk", "wrk")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_SCRIPT)
-    try:
+        script.flush()
         threads = min(2, clients)
         result = subprocess.run(
             [wrk, "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", script.name,
              f"http://127.0.0.1:{port}", "--", uuid.uuid4().hex[:8], "async" if respond_async else "wait"],
             capture_output=True, text=True, timeout=seconds + 60,
         )
-    finally:
-        os.unlink(script.name)
     found = re.search(r"WRK_RESULT (\{.*\})", result.stdout)
     if result.returncode != 0 or not found:
         raise SystemExit(f"wrk failed:\n{result.stdout}\n{result.stderr}")
@@ -282,14 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             # "off" is the service as it was before read-your-writes: the read models written only by the
             # asynchronous worker, commands answered at their commit (Prefer: respond-async). "on" is the default.
-            with Server(args.database, worker=args.projection_worker, inline=mode == "on") as server:
-                status, headers, body = server.call(
-                    "POST", "/api/profiles/", {"name": f"lag probe {uuid.uuid4().hex[:8]}", "steering": {"1": 1.0}}
-                )
-                if status != 201:
-                    raise SystemExit(f"creating the probe's profile failed: {status} {body[:500]!r}")
+            with ledger_server(args.database, worker=args.projection_worker, inline=mode == "on") as server:
+                answer = httpx.post(server.url("/api/profiles/"), timeout=30,
+                                    json={"name": f"lag probe {uuid.uuid4().hex[:8]}", "steering": {"1": 1.0}})
+                if answer.status_code != 201:
+                    raise SystemExit(
+                        f"creating the probe's profile failed: {answer.status_code} {answer.content[:500]!r}"
+                    )
                 measure_lag = mode == "on" or len(modes) == 1
-                probe = LagProbe(server, args.database, json.loads(body)["id"]) if measure_lag else None
+                probe = LagProbe(server, args.database, answer.json()["id"]) if measure_lag else None
                 if probe is not None:
                     probe.start()
                     time.sleep(0.5)  # a few unloaded probes first would flatter the lag: drop them

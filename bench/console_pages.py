@@ -16,18 +16,18 @@ the page) is reported in the detail, not judged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import random
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, scratch_database, summary_ms, timed_ms  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.domainmodel import CommandContext, acting_as  # noqa: E402
 from ledger.settings import Database, Settings  # noqa: E402
@@ -66,13 +66,10 @@ def loaded(url: str) -> tuple[Any, int]:
     """The most edited profile and the log's head of a log written before."""
     from projections.queries import ReadModel
 
-    reads = ReadModel(Database(url))
-    try:
+    with contextlib.closing(ReadModel(Database(url))) as reads:
         favourite = reads.get_profile_by_name("profile 00000")
         assert favourite is not None, "no log of this benchmark in the database"
         return favourite.id, reads.log_position()
-    finally:
-        reads.close()
 
 
 def measure(url: str, favourite: Any, runs: int) -> tuple[dict[str, list[list[float]]], list[float]]:
@@ -92,25 +89,20 @@ def measure(url: str, favourite: Any, runs: int) -> tuple[dict[str, list[list[fl
         "/status": "/status",
     }
     timings: dict[str, list[list[float]]] = {name: [] for name in pages}
-    verify: list[float] = []
     with TestClient(app, base_url="http://testserver.localhost") as client:
+
+        def get(path: str) -> None:
+            answer = client.get(path)
+            assert answer.status_code == 200, (path, answer.text[:300])
+
         for name, path in pages.items():
             for _ in range(3):  # warm caches and pools
                 assert client.get(path).status_code == 200, path
         for _ in range(ROUNDS):  # rounds in turn, so a burst of load elsewhere spoils one round, not a page
             for name, path in pages.items():
-                samples = []
-                for _ in range(runs):
-                    started = time.perf_counter()
-                    answer = client.get(path)
-                    samples.append((time.perf_counter() - started) * 1000)
-                    assert answer.status_code == 200, (path, answer.text[:300])
-                timings[name].append(samples)
+                timings[name].append(timed_ms(get, [path] * runs))
         assert re.search(r'class="event"', client.get("/events").text), "the timeline shows no events"
-        for _ in range(3):
-            started = time.perf_counter()
-            client.get("/events/verify")
-            verify.append((time.perf_counter() - started) * 1000)
+        verify = timed_ms(client.get, ["/events/verify"] * 3)
     return timings, verify
 
 
@@ -126,20 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.profiles, args.events, args.runs = 50, 300, 5
     logging.disable(logging.WARNING)  # open mode's warning and the test client's request log
-    url = args.database or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
-    if args.skip_load:
-        favourite, head = loaded(url)
-    else:
-        started = time.perf_counter()
-        favourite, head = write_log(url, args.profiles, args.events)
-        written = time.perf_counter() - started
-        from projections.runner import rebuild
+    with scratch_database(args.database) as url:
+        if args.skip_load:
+            favourite, head = loaded(url)
+        else:
+            started = time.perf_counter()
+            favourite, head = write_log(url, args.profiles, args.events)
+            written = time.perf_counter() - started
+            from projections.runner import rebuild
 
-        started = time.perf_counter()
-        rebuild(Database(url), progress=False)
-        print(f"wrote {head:,} events in {written:.0f} s, rebuilt the read models in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
-    timings, verify = measure(url, favourite, args.runs)
+            started = time.perf_counter()
+            rebuild(Database(url), progress=False)
+            print(f"wrote {head:,} events in {written:.0f} s, rebuilt the read models in "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
+        timings, verify = measure(url, favourite, args.runs)
     best: dict[str, list[float]] = {}  # each page's round with the lowest p99 (the machine is shared)
     for name, rounds in timings.items():
         best[name] = min(rounds, key=lambda samples: percentile(samples, 0.99))

@@ -32,7 +32,6 @@ import selectors
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,11 +39,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.active_endpoint import Server  # noqa: E402
-from bench.report import Figure, percentile, report  # noqa: E402
+from bench.harness import Figure, Server, percentile, report, scratch_database  # noqa: E402
 
 TARGET_MS = 100.0
 PROBE_INTERVAL = 0.05
@@ -167,28 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.idle = 3, 100
     raise_fd_limit(args.idle)
     figures = []
-    with tempfile.TemporaryDirectory(prefix="bench-idle-") as workdir:
-        url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+    with scratch_database(args.database) as url:
         # held: a header deadline past the soak, so the same idle connections stay open throughout;
         # churn: the default deadline, so the server closes them and the attacker opens them again
         # baseline: the same traffic and probes with no idle connection, in the same run (a shared machine drifts)
-        baseline = soak(args, url, Path(workdir), "baseline", DEFAULT_HEADER_TIMEOUT)
+        baseline = soak(args, url, "baseline", DEFAULT_HEADER_TIMEOUT)
         for scenario, header_timeout in (("held", 2 * args.seconds + 10), ("churn", DEFAULT_HEADER_TIMEOUT)):
-            figures.append(soak(args, url, Path(workdir), scenario, header_timeout, baseline))
+            figures.append(soak(args, url, scenario, header_timeout, baseline))
     return report(figures, smoke=args.smoke)
 
 
 def soak(
-    args: argparse.Namespace, url: str, workdir: Path, scenario: str, header_timeout: float,
-    baseline: Figure | None = None,
+    args: argparse.Namespace, url: str, scenario: str, header_timeout: float, baseline: Figure | None = None
 ) -> Figure:
     idle = 0 if scenario == "baseline" else args.idle
     with Server(
         ["-m", "ledger", "serve", "--no-model", "--no-auth", "--no-access-log"],
         {"LEDGER_DATABASE_URL": url, "LEDGER_HEADER_TIMEOUT": str(header_timeout)},
-        workdir / f"server-{scenario}.log",
+        "/health",
     ) as server:
-        server.wait_until_answering("/health")
         results: multiprocessing.Queue = multiprocessing.Queue()
         others = multiprocessing.Process(
             target=attacker_and_clients,

@@ -14,9 +14,9 @@ reads of each query come from outside PostgreSQL's buffers and p99 roughly doubl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, scratch_database, summary_ms  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from ledger.values import name_key  # noqa: E402
 from projections.fields import search_text  # noqa: E402
@@ -101,23 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.profiles, args.runs = 500, 30
-    url = args.database or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
-    init_database(Database(url))
-    read_model = ReadModel(Database(url))
-    try:
-        if not args.skip_load:
-            load(read_model, args.profiles)
-        measure(read_model, 20)  # warm up
-        timings, found = measure(read_model, args.runs)
-    finally:
-        read_model.close()
-    p99 = percentile(timings, 0.99)  # the same p99 as the detail's
-    settings = ""
-    if url.startswith("postgres"):
-        import psycopg
+    with scratch_database(args.database) as url:
+        init_database(Database(url))
+        with contextlib.closing(ReadModel(Database(url))) as read_model:
+            if not args.skip_load:
+                load(read_model, args.profiles)
+            measure(read_model, 20)  # warm up
+            timings, found = measure(read_model, args.runs)
+        settings = ""
+        if url.startswith("postgres"):
+            import psycopg
 
-        with psycopg.connect(url) as conn:
-            settings = f", shared_buffers={conn.execute('SHOW shared_buffers').fetchone()[0]}"
+            with psycopg.connect(url) as conn:
+                settings = f", shared_buffers={conn.execute('SHOW shared_buffers').fetchone()[0]}"
+    p99 = percentile(timings, 0.99)  # the same p99 as the detail's
     figure = Figure(
         name=f"GET /api/profiles query, tag filter + search, first page over {args.profiles:,} profiles",
         value=p99, unit="ms", target=f"p99 < {TARGET_MS:.0f} ms", met=p99 < TARGET_MS,

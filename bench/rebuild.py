@@ -31,7 +31,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report  # noqa: E402
+from bench.harness import Figure, report, scratch_database  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.domainmodel import ActiveSlot, ProfileName  # noqa: E402
 from ledger.settings import Database  # noqa: E402
@@ -212,7 +212,6 @@ def raw_select(url: str) -> tuple[int, float]:
     started = time.perf_counter()
     count = 0
     with psycopg.connect(url) as conn, conn.cursor(name="bench_raw_select") as cur:
-        cur.itersize = 10_000
         cur.execute(
             f"SELECT notification_id, originator_id, originator_version, topic, state FROM {EVENTS} "
             "ORDER BY notification_id"
@@ -232,14 +231,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--smoke", action="store_true", help="A few thousand events: checks the script runs.")
     args = parser.parse_args()
-    server = None
-    url = args.database
-    if url is None:
-        from tests.postgres_server import PostgresServer
-
-        server = PostgresServer.start(shared_buffers="128MB" if args.smoke else "1GB")
-        url = server.create_database(f"bench_rebuild_{uuid.uuid4().hex[:8]}")
-    try:
+    with scratch_database(args.database, postgres=True, shared_buffers="128MB" if args.smoke else "1GB") as url:
         database = Database(url)
         events = 5_000 if args.smoke else args.events
         total = load_log(database, events, SMOKE_PROFILES if args.smoke else TEMPLATE_PROFILES)
@@ -267,9 +259,6 @@ def main() -> int:
             f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB",
         )
         return report([figure], smoke=args.smoke)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

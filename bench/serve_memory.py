@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import random
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,12 +24,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.active_endpoint import Server  # noqa: E402
+from bench.harness import Figure, Server, report, scratch_database  # noqa: E402
 from bench.list_profiles import PRODUCTS, TAGS, load, vocabulary  # noqa: E402
-from bench.report import Figure, report  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
 from projections.schema import init_database  # noqa: E402
@@ -43,8 +40,7 @@ MB = 1024 * 1024
 def ensure_profiles(url: str, count: int) -> int:
     """Load ``count`` synthetic profiles unless the read model holds that many already; returns how many it holds."""
     init_database(Database(url))
-    read_model = ReadModel(Database(url))
-    try:
+    with contextlib.closing(ReadModel(Database(url))) as read_model:
         with read_model.store.datastore.transaction(commit=False) as curs:
             curs.execute("SELECT COUNT(*) AS n FROM profiles")
             held = int(curs.fetchone()["n"])
@@ -53,8 +49,6 @@ def ensure_profiles(url: str, count: int) -> int:
             return count
         print(f"the read model already holds {held:,} profiles: not loading", flush=True)
         return held
-    finally:
-        read_model.close()
 
 
 def record_real_profiles(url: str) -> None:
@@ -129,23 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.profiles, args.seconds = 2_000, 3.0
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:  # the server's log, an SQLite file
-        return measure(args, Path(workdir))
+    with scratch_database(args.database) as url:
+        return measure(args, url)
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> int:
-    url = args.database or f"sqlite:///{workdir}/bench.sqlite"
+def measure(args: argparse.Namespace, url: str) -> int:
     held = ensure_profiles(url, args.profiles)
     record_real_profiles(url)
 
-    server = Server(
-        ["-m", "ledger", "serve", "--no-model", "--no-auth"], {"LEDGER_DATABASE_URL": url}, workdir / "serve.log"
-    )
     stop = threading.Event()
     counts = {"requests": 0}
     errors: list[str] = []
-    try:
-        server.wait_until_answering("/api/profiles/active")
+    with Server(["-m", "ledger", "serve", "--no-model", "--no-auth"], {"LEDGER_DATABASE_URL": url},
+                "/api/profiles/active") as server:
         started_rss = rss_bytes(server.process.pid)
         clients = [
             threading.Thread(target=exercise, args=(server.url(""), stop, seed, counts, errors), daemon=True)
@@ -162,9 +152,6 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
         for client in clients:
             client.join(60)
         peak = max(peak, rss_bytes(server.process.pid))
-    finally:
-        stop.set()
-        server.stop()
     requests = counts["requests"]
     database = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     figure = Figure(

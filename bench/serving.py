@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,14 @@ from typing import Any
 import httpx
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.active_endpoint import Server  # noqa: E402
-from bench.report import Figure, percentile, report  # noqa: E402
+from bench.harness import DEFAULT_MODEL, Figure, Server, percentile, report  # noqa: E402
 from bench.steering_generation import random_sae  # noqa: E402
 from steering.models import load_model  # noqa: E402
 from steering.sae import save_sae  # noqa: E402
 from steering.tiny import build_tiny_model  # noqa: E402
 
-DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 TEXT = (
     "A ledger of steering profiles records every change as an event, and every generation as an execution that "
     "can be replayed to the byte. The sea was calm that morning; gulls circled the harbour while the fishing boats "
@@ -122,30 +120,15 @@ def stream(http: httpx.Client, body: dict[str, Any], on_first: threading.Semapho
 
 def run_clients(url: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[Outcome], float]:
     """``clients`` threads, each sending its share of ``bodies`` one after another; (outcomes, wall seconds)."""
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def client(share: list[dict[str, Any]]) -> None:
+    def client(share: list[dict[str, Any]]) -> list[Outcome]:
         with httpx.Client(base_url=url, timeout=600) as http:
-            for body in share:
-                try:
-                    done = stream(http, body)
-                except BaseException as error:  # noqa: BLE001 - reported below
-                    errors.append(error)
-                    return
-                with lock:
-                    outcomes.append(done)
+            return [stream(http, body) for body in share]
 
-    threads = [threading.Thread(target=client, args=(bodies[c::clients],)) for c in range(clients)]
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return outcomes, time.perf_counter() - started
+    with ThreadPoolExecutor(clients) as pool:  # a client's error is raised once every client is done
+        shares = list(pool.map(client, [bodies[c::clients] for c in range(clients)]))
+    return [outcome for share in shares for outcome in share], time.perf_counter() - started
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> dict[str, float]:
@@ -256,9 +239,8 @@ def main() -> int:
             ["-m", "ledger", "serve", "--no-auth", "--no-access-log", "--model", str(model), "--sae", str(sae)],
             {"LEDGER_DATABASE_URL": f"sqlite:///{scratch / 'ledger.sqlite'}", "LEDGER_DEVICE": "cpu",
              "LEDGER_MAX_BATCH": "32", "LEDGER_MAX_QUEUE": "128", **threads},
-            scratch / "server.log",
+            "/v1/models",
         ) as server:
-            server.wait_until_answering("/v1/models")
             url = server.url("")
             profiles = []
             for i in range(3):

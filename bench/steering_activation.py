@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, summary_ms  # noqa: E402
 from bench.steering_generation import random_sae  # noqa: E402
 from ledger.application import ProfileLedger  # noqa: E402
 from ledger.settings import Database  # noqa: E402

@@ -20,14 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, report  # noqa: E402
+from bench.harness import DEFAULT_MODEL, Figure, report  # noqa: E402
 from steering.generate import GenerationRequest, generate  # noqa: E402
 from steering.hooks import SteeringVector  # noqa: E402
 from steering.models import load_model  # noqa: E402
 from steering.sae import SAE, load_sae, steering_vector  # noqa: E402
 from steering.tiny import build_tiny_model  # noqa: E402
 
-DEFAULT_MODEL = Path("models/smollm2-135m-instruct")
 PROMPT = [{"role": "user", "content": "Write a few sentences about the sea."}]
 STEERED_TARGET = 0.97
 MIXED_TARGET = 0.95

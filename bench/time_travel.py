@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import Figure, percentile, report, summary_ms  # noqa: E402
+from bench.harness import Figure, percentile, report, scratch_database, summary_ms, timed_ms  # noqa: E402
 from ledger.application import SNAPSHOT_INTERVAL, SNAPSHOT_INTERVAL_ENV, ProfileLedger  # noqa: E402
 from ledger.settings import Database  # noqa: E402
 
@@ -64,15 +63,6 @@ def build(ledger: ProfileLedger, events: int, seed: int = 5) -> tuple[UUID, floa
     return profile_id, time.perf_counter() - started
 
 
-def timed(call, arguments: list) -> list[float]:
-    samples = []
-    for argument in arguments:
-        started = time.perf_counter()
-        call(argument)
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", help="database URL (default: a temporary SQLite file)")
@@ -84,38 +74,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.events, args.runs = 300, 30
-    server = None
-    if args.postgres and not args.database:
-        from tests.postgres_server import PostgresServer
-
-        server = PostgresServer.start()
-        args.database = server.create_database("time_travel")
-    url = args.database or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
-    database = Database(url)
-    env = {**database.eventsourcing_env(), SNAPSHOT_INTERVAL_ENV: str(args.snapshot_interval)}
-    ledger = ProfileLedger(env=env)
-    try:
-        profile_id, build_s = build(ledger, args.events)
-        events = list(ledger.events.get(profile_id))
-        print(
-            f"built a {len(events):,}-event stream on {database.display()} in {build_s:.1f}s "
-            f"({args.events / build_s:,.0f} events/s, snapshot interval {args.snapshot_interval})",
-            flush=True,
-        )
-        latest = ledger.get_profile(profile_id).version
-        first, last = events[0].timestamp, events[-1].timestamp
-        rng = random.Random(11)
-        versions = [rng.randint(1, latest) for _ in range(args.runs)]
-        times = [first + (last - first) * rng.random() for _ in range(args.runs)]
-        timed(lambda k: ledger.get_profile(profile_id, version=k), versions[:10])  # warm up
-        at_version = timed(lambda k: ledger.get_profile(profile_id, version=k), versions)
-        as_of = timed(lambda t: ledger.get_profile(profile_id, as_of=t), times)
-        current = timed(lambda _: ledger.get_profile(profile_id), range(args.runs))
-        check_agrees_with_replay(ledger, profile_id, events, versions[:5], times[:5])
-    finally:
-        ledger.close()
-        if server is not None:
-            server.stop()
+    with scratch_database(args.database, postgres=args.postgres) as url:
+        database = Database(url)
+        env = {**database.eventsourcing_env(), SNAPSHOT_INTERVAL_ENV: str(args.snapshot_interval)}
+        with ProfileLedger(env=env) as ledger:
+            profile_id, build_s = build(ledger, args.events)
+            events = list(ledger.events.get(profile_id))
+            print(
+                f"built a {len(events):,}-event stream on {database.display()} in {build_s:.1f}s "
+                f"({args.events / build_s:,.0f} events/s, snapshot interval {args.snapshot_interval})",
+                flush=True,
+            )
+            latest = ledger.get_profile(profile_id).version
+            first, last = events[0].timestamp, events[-1].timestamp
+            rng = random.Random(11)
+            versions = [rng.randint(1, latest) for _ in range(args.runs)]
+            times = [first + (last - first) * rng.random() for _ in range(args.runs)]
+            timed_ms(lambda k: ledger.get_profile(profile_id, version=k), versions[:10])  # warm up
+            at_version = timed_ms(lambda k: ledger.get_profile(profile_id, version=k), versions)
+            as_of = timed_ms(lambda t: ledger.get_profile(profile_id, as_of=t), times)
+            current = timed_ms(lambda _: ledger.get_profile(profile_id), range(args.runs))
+            check_agrees_with_replay(ledger, profile_id, events, versions[:5], times[:5])
     p99, baseline = percentile(at_version, 0.99), percentile(current, 0.99)
     print(f"get_profile(version=k), k random in 1..{latest}: {summary_ms(at_version)}")
     print(f"get_profile(as_of=t), t random over the stream's life: {summary_ms(as_of)}")

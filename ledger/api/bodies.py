@@ -31,11 +31,6 @@ _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _BOUND = re.compile(r"^Expected `[^`]*` (of length )?[<>]")
 
 
-def _body_type(request: Request[Any, Any, Any]) -> Any:
-    field = request.route_handler.parsed_fn_signature.parameters.get("data")
-    return None if field is None else field.annotation
-
-
 def refuse_cross_site(request: Request[Any, Any, Any]) -> None:
     """A change (any method but GET, HEAD, OPTIONS) whose ``Origin`` is another site's is refused: browsers name
     the page that sent a request there, and a page elsewhere must not act through a browser on this server (in
@@ -72,8 +67,8 @@ def _is_ip_address(name: str) -> bool:
 
 
 async def strict_json_body(request: Request[Any, Any, Any]) -> None:
-    body_type = _body_type(request)
-    if body_type is None:
+    body = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if body is None:
         return
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     raw = await request.body()
@@ -84,7 +79,7 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
         # site may send one without asking first (a "simple" cross-site request).
         raise UnsupportedMediaTypeError(f"send the body as application/json (not {content_type[:80]!r})")
     try:
-        msgspec.json.decode(raw, type=body_type)
+        msgspec.json.decode(raw, type=body.annotation)
     except msgspec.ValidationError as error:
         raise refusal(error) from None
     except msgspec.DecodeError as error:

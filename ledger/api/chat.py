@@ -19,13 +19,12 @@ from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
-from ledger.api.deps import LOG_POSITION, refuse_beyond_head
+from ledger.api.deps import LOG_POSITION, wait_until_applied
 from ledger.api.runtime import Runtime
 from ledger.api.errors import (
     INVALID,
     NOT_FOUND,
     TIMEOUT,
-    ProjectionTimeoutError,
     ServiceUnavailableError,
     error_spec,
     handle_exception,
@@ -71,16 +70,8 @@ def generation_of(runtime: Runtime) -> Any:
 
 def wait_for_steering(runtime: Runtime, position: int) -> None:
     """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
-    timeout = runtime.options.consistency_timeout
     projector = runtime.steering.projector
-    if projector.position < position and runtime.ledger is not None:
-        refuse_beyond_head(runtime.ledger, position)
-    if not projector.wait_for(position, timeout):
-        raise ProjectionTimeoutError(
-            f"the steering hook did not reach position {position} within {timeout:g} s; retry later",
-            min_position=position,
-            timeout_s=timeout,
-        )
+    wait_until_applied(runtime, "the steering hook", lambda: projector.position, projector.wait_for, position)
 
 
 DEPARTED = "ledger.departed"

@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from ledger.api.schemas import Request
+from ledger.values import INT64_MAX
 from steering.stats import SchedulerStats
 
 MAX_TOKENS_LIMIT = 4096
@@ -66,7 +67,7 @@ class ChatCompletionRequest(Request, kw_only=True):
     """Default (or null): 1."""
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
     """Default (or null): 1."""
-    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    seed: Annotated[int, Meta(ge=0, le=INT64_MAX)] | None = None
     stop: str | list[str] | None = None
     stream: bool | None = None
     n: int | None = None
@@ -81,11 +82,11 @@ class ChatCompletionRequest(Request, kw_only=True):
     # This server's extensions:
     profile: Annotated[str, Meta(max_length=PROFILE_REF_MAX)] | None = None
     """A profile id or name; omitted → the active profile, if any."""
-    profile_version: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None
+    profile_version: Annotated[int, Meta(ge=1, le=INT64_MAX)] | None = None
     steering_method: Literal["add", "add_normalized"] = "add"
     compare: bool = False
     """Also return the unsteered completion for the same seed."""
-    min_position: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    min_position: Annotated[int, Meta(ge=0, le=INT64_MAX)] | None = None
     """Generate only once the steering hook has applied this log position (e.g. an activation's)."""
 
 

@@ -10,6 +10,7 @@ the configured timeout (then 504 ``projection_timeout``). A position beyond the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -67,16 +68,29 @@ async def provide_reads(state: State, min_position: MinPosition = None, x_min_po
 async def reach_position(runtime: Runtime, min_position: int | None, x_min_position: int | None) -> int | None:
     """Wait until the read side has reached the position the request asks for; returns it (None: none asked)."""
     wanted = max((p for p in (min_position, x_min_position) if p is not None), default=None)
-    if wanted and wanted > runtime.progress.reached:
-        timeout = runtime.options.consistency_timeout
-        reached = await anyio.to_thread.run_sync(_wait_for_recorded_position, runtime, wanted, timeout)
-        if not reached:
-            raise ProjectionTimeoutError(
-                f"the read side did not reach position {wanted} within {timeout:g} s; retry later",
-                min_position=wanted,
-                timeout_s=timeout,
-            )
+    progress = runtime.progress
+    if wanted and wanted > progress.reached:
+        await anyio.to_thread.run_sync(wait_until_applied, runtime, "the read side", progress.read, progress.wait_for,
+                                       wanted)
     return wanted
+
+
+def wait_until_applied(
+    runtime: Runtime, what: str, applied: Callable[[], int], wait_for: Callable[[int, float], bool], wanted: int
+) -> None:
+    """Wait (bounded) until ``what`` (the read side, the steering hook) has applied log position ``wanted``:
+    ``applied()`` is its position now (reading it may raise: the database not answering is 503), ``wait_for``
+    waits. A position the log has not reached is a client error (422), not something to wait for; a wait past
+    the configured timeout is 504 ``projection_timeout``."""
+    timeout = runtime.options.consistency_timeout
+    if applied() < wanted and runtime.ledger is not None:
+        refuse_beyond_head(runtime.ledger, wanted)
+    if not wait_for(wanted, timeout):
+        raise ProjectionTimeoutError(
+            f"{what} did not reach position {wanted} within {timeout:g} s; retry later",
+            min_position=wanted,
+            timeout_s=timeout,
+        )
 
 
 def requested_position(request: Request[Any, Any, Any]) -> int | None:
@@ -116,28 +130,13 @@ class DocumentsMinPosition(Operation):
     (:func:`requested_position`): documents them as the declared parameters would be."""
 
     def __post_init__(self) -> None:
-        self.parameters = [
-            *(self.parameters or []),
-            _optional_position("min_position", ParamType.QUERY, MIN_POSITION_DOC),
-            _optional_position("X-Min-Position", ParamType.HEADER, X_MIN_POSITION_DOC),
-        ]
-
-
-def _optional_position(name: str, where: ParamType, description: str) -> Parameter:
-    schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)], minimum=0,
-                    maximum=INT64_MAX)
-    return Parameter(name=name, param_in=where, required=False, description=description, schema=schema)
-
-
-def _wait_for_recorded_position(runtime: Runtime, wanted: int, timeout: float) -> bool:
-    """Wait for the read side to reach ``wanted``; a position the log has not reached is a client error (422),
-    not something to wait for. The database not answering raises (503)."""
-    progress = runtime.progress
-    if progress.read() >= wanted:
-        return True
-    assert runtime.ledger is not None
-    refuse_beyond_head(runtime.ledger, wanted)
-    return bool(progress.wait_for(wanted, timeout))
+        schema = Schema(one_of=[Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)], minimum=0,
+                        maximum=INT64_MAX)
+        documented = (("min_position", ParamType.QUERY, MIN_POSITION_DOC),
+                      ("X-Min-Position", ParamType.HEADER, X_MIN_POSITION_DOC))
+        self.parameters = [*(self.parameters or []), *(
+            Parameter(name=name, param_in=where, required=False, description=text, schema=schema)
+            for name, where, text in documented)]
 
 
 def refuse_beyond_head(ledger: ProfileLedger, wanted: int) -> None:

@@ -52,7 +52,7 @@ def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
     return not runtime.auth or (principal is not None and principal.role == "admin")
 
 
-def _filters(runtime: Runtime, profile: str | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
+def audit_filters(runtime: Runtime, profile: str | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
     """The read model's filters of a page or a stream (text without NUL characters; a profile by id or name)."""
     for name, value in (("actor", actor), ("type", event_type)):
         if value is not None and "\x00" in value:
@@ -81,7 +81,7 @@ class EventController(Controller):
         cursor: Cursor = None,
     ) -> EventList:
         filters = {
-            **_filters(runtime, profile_id, actor, type),
+            **audit_filters(runtime, profile_id, actor, type),
             "since": parse_time(since, "since"),
             "until": parse_time(until, "until"),
             "after_position": after,
@@ -108,7 +108,7 @@ class EventController(Controller):
             str | None, HeaderParameter(name="Last-Event-ID", description="Resume after this position.")
         ] = None,
     ) -> ServerSentEvent:
-        filters = await anyio.to_thread.run_sync(_filters, runtime, profile_id, actor, type)
+        filters = await anyio.to_thread.run_sync(audit_filters, runtime, profile_id, actor, type)
         start = after
         if last_event_id is not None and last_event_id.strip():
             start = max(start or 0, log_position(last_event_id, "Last-Event-ID"))

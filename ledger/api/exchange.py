@@ -85,7 +85,8 @@ class ImportOperation(Operation):
             )
 
 
-async def _document(request: Request[Any, Any, Any]) -> Any:
+async def exchange_document(request: Request[Any, Any, Any]) -> Any:
+    """The exchange document a request carries: its JSON body, or the ``file`` of its multipart form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form()
@@ -142,7 +143,7 @@ class ProfileExchangeController(Controller):
         runtime: NamedDependency[Any],
         rename: Annotated[bool, QueryParameter(description="On a name clash, import under a new name.")] = False,
     ) -> Response[ProfileChange]:
-        document = await _document(request)
+        document = await exchange_document(request)
 
         def work() -> Response[ProfileChange]:
             outcome = run_command(context, lambda: ledger.import_profile(document, rename=rename))

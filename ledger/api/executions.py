@@ -83,14 +83,15 @@ class ExecutionController(Controller):
 
     @get("/{execution_id:uuid}", summary="One execution", **LOOKUP)
     def get_execution(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionRead:
-        return convert(_found(reads.get_execution(execution_id), execution_id), ExecutionRead)
+        return convert(execution_found(reads.get_execution(execution_id), execution_id), ExecutionRead)
 
     @get("/{execution_id:uuid}/spec", summary="What re-running an execution needs: the spec and the seed", **LOOKUP)
     def get_execution_spec(self, execution_id: FromPath[UUID], reads: NamedDependency[Any]) -> ExecutionSpec:
-        return _found(reads.execution_spec(execution_id), execution_id)
+        return execution_found(reads.execution_spec(execution_id), execution_id)
 
 
-def _found(row: Any, execution_id: UUID) -> Any:
+def execution_found(row: Any, execution_id: UUID) -> Any:
+    """A read-side row of the execution ``execution_id`` (or its spec); 404 when there is none."""
     if row is None:
         raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
     return row

@@ -155,14 +155,11 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 await _keep(ledger, claim, answer["status"], list(answer.get("headers", ())), bytes(body))
 
         await app(scope, receive, capture)
-        if start is None:
+        if start is None or passing:  # a stream that ran to its end was kept whole as it ended (one too large is not)
             return
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
-        ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
-        status = start["status"]
-        if passing:  # a stream that ran to its end was kept whole as it ended (an answer too large is not kept)
-            return
-        if claim is not None and not claim.saved and status >= 400:
+        if claim is not None and not claim.saved and start["status"] >= 400:
+            ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
             replaced = await _answer_of_a_concurrent_twin(ledger, claim)
             if replaced is not None:
                 status, pairs, content = replaced

@@ -65,13 +65,6 @@ IfMatch = Annotated[
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1 to 500).")]
 
 
-def _row_or_none(reads: Any, profile_id: UUID) -> Any:
-    try:
-        return reads.get_profile(profile_id)
-    except Exception:  # the row only adds usage counts to a command's answer
-        return None
-
-
 def with_etag(profile: Any, body: ProfileRead | None = None) -> Response[ProfileRead]:
     """A profile (a read-model row or a state) as it is read (or as ``body`` shows it), with its ETag."""
     return Response(body or convert(profile, ProfileRead), headers={"ETag": etag(profile)})
@@ -91,7 +84,10 @@ def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status:
     """A command's answer: the profile as the command left it (usage counts from the read model's row, if any)."""
     state = outcome.profile
     assert state is not None
-    row = _row_or_none(reads, state.id)
+    try:
+        row = reads.get_profile(state.id)
+    except Exception:  # the row only adds usage counts to a command's answer
+        row = None
     counts = {} if row is None else {"execution_count": row.execution_count, "last_executed_at": row.last_executed_at}
     position = position_of(outcome, ledger)
     change = convert(state, ProfileChange, position=position, changed=outcome.changed, **counts)
@@ -99,10 +95,11 @@ def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status:
 
 
 def profile_command(
-    ledger: ProfileLedger, runtime: Any, context: CommandContext, body: Any, command: Callable[[], Outcome]
+    ledger: ProfileLedger, runtime: Any, context: CommandContext, body: Any, command: Callable[[], Outcome],
+    status: int = HTTP_200_OK,
 ) -> Response[ProfileChange]:
     """Run a command on a profile (a reason in the body overrides ``X-Reason``): the profile as it left it."""
-    return change_response(run_command(with_reason(context, body), command), ledger, runtime.read_model)
+    return change_response(run_command(with_reason(context, body), command), ledger, runtime.read_model, status)
 
 
 def refuse_what_the_active_profile_cannot_steer(runtime: Any, ledger: ProfileLedger, pid: UUID, after: Callable[[], Any]) -> None:
@@ -243,8 +240,8 @@ class ProfileController(Controller):
     ) -> Response[ProfileChange]:
         fields = {name: getattr(data, name) for name in PROFILE_FIELDS}
         loaded = loaded_target(runtime)
-        outcome = run_command(with_reason(context, data), lambda: ledger.create_profile(fields, defaults=loaded))
-        return change_response(outcome, ledger, runtime.read_model, HTTP_201_CREATED)
+        return profile_command(ledger, runtime, context, data, lambda: ledger.create_profile(fields, defaults=loaded),
+                               HTTP_201_CREATED)
 
     @put("/{profile_id:str}", summary="Change some fields of a profile", **PROFILE_COMMAND_ROUTE,
          responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID, TOO_LARGE))

@@ -17,7 +17,7 @@ import os
 import random
 import resource
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from types import FrameType
 from typing import Any
 
@@ -58,28 +58,21 @@ class ConnectionLimits:
 
     @classmethod
     def from_env(cls, environ: Any = None) -> ConnectionLimits:
+        """The limits the environment sets (``LEDGER_`` and a field's name in capitals); the defaults for the rest."""
         environ = os.environ if environ is None else environ
-        limits = cls()
-
-        def number(name: str, kind: type, default: Any) -> Any:
-            raw = environ.get(name)
-            if raw is None or not raw.strip():
-                return default
-            try:
-                value = kind(raw)
+        given: dict[str, Any] = {}
+        for field in fields(cls):
+            name = f"LEDGER_{field.name.upper()}"
+            raw = environ.get(name, "")
+            if not raw.strip():
+                continue
+            try:  # a whole number, or seconds where the default is a number of seconds
+                value = given[field.name] = (float if isinstance(field.default, float) else int)(raw)
             except ValueError:
-                raise ValueError(f"{name} must be a positive number (got {raw!r})") from None
+                value = 0
             if value <= 0:
                 raise ValueError(f"{name} must be a positive number (got {raw!r})")
-            return value
-
-        return cls(
-            max_connections=number("LEDGER_MAX_CONNECTIONS", int, limits.max_connections),
-            header_timeout=number("LEDGER_HEADER_TIMEOUT", float, limits.header_timeout),
-            body_timeout=number("LEDGER_BODY_TIMEOUT", float, limits.body_timeout),
-            keep_alive=number("LEDGER_KEEP_ALIVE", float, limits.keep_alive),
-            max_streams=number("LEDGER_MAX_STREAMS", int, limits.max_streams),
-        )
+        return cls(**given)
 
     def resolved(self) -> ConnectionLimits:
         """With ``max_connections`` fitted to the file descriptors this process may open (the soft limit is raised

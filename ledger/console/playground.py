@@ -36,11 +36,11 @@ from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
 from ledger.domainmodel import CommandContext
 from ledger.errors import NotFoundError, ValidationError
+from ledger.values import INT64_MAX
 
 PROFILES_OFFERED = 200
 PENDING_MAX = 64
 PENDING_TTL = 300.0
-SEED_MAX = 2**63 - 1
 DEFAULTS = {"prompt": "Tell me about the sea.", "seed": "7", "temperature": "0.7", "max_tokens": "40", "compare": True}
 
 
@@ -95,7 +95,7 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": 64 if max_tokens is None else max_tokens,
         "temperature": (form.get("temperature") or "1").strip(),
-        "seed": secrets.randbelow(SEED_MAX) if seed is None else seed,  # drawn here, so both sides share it
+        "seed": secrets.randbelow(INT64_MAX) if seed is None else seed,  # drawn here, so both sides share it
         "profile": optional_text(form.get("profile")),
         "profile_version": optional_int(form.get("profile_version"), "profile_version", minimum=1),
     }

@@ -13,9 +13,7 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import anyio.to_thread
-import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
@@ -27,7 +25,9 @@ from ledger.api.commands import run_command
 from ledger.api.deps import parse_uuid
 from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
-from ledger.api.exchange import export_download
+from ledger.api.exchange import exchange_document, export_download
+from ledger.api.executions import execution_found
+from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
 from ledger.console.rendering import fragment_or_page, page
 from ledger.console.session import command_context
@@ -43,7 +43,7 @@ from ledger.console.views import (
     parse_labels,
     parse_steering,
 )
-from ledger.errors import ExecutionNotFoundError, ProfileNotFoundError, ValidationError
+from ledger.errors import ValidationError
 
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
@@ -108,7 +108,7 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
     reads = runtime_of(request).read_model
     versions = reads.list_versions(pid, limit=500).items
     if not versions:
-        raise ProfileNotFoundError(f"profile {pid} not found", profile_id=str(pid))
+        raise profile_not_found(pid)
     deletion, _ = newest_events(reads, limit=1, profile_id=pid, event_type="Profile.Deleted")
     return page(
         request,
@@ -167,14 +167,7 @@ class ProfilePages(Controller):
 
     @post("/profiles/import", name="console:import", opt=requires("admin"))
     async def import_profile(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationError("choose an exchange document (a .json file) to import", field="file")
-        raw = await upload.read()
-        try:
-            document = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, RecursionError) as error:
-            raise ValidationError(f"the import document is not valid JSON: {error}", field="file") from None
+        document = await exchange_document(request)  # the file of the form, read as the API reads it
         rename = form.get("rename") == "on"
         outcome: Outcome = await run(request, None, lambda ledger: ledger.import_profile(document, rename=rename))
         assert outcome.profile is not None
@@ -295,9 +288,7 @@ class ProfilePages(Controller):
     def execution(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
         runtime = runtime_of(request)
         eid = parse_uuid(execution_id, "execution_id")
-        row = runtime.read_model.get_execution(eid)
-        if row is None:
-            raise ExecutionNotFoundError(f"execution {eid} not found", execution_id=str(eid))
+        row = execution_found(runtime.read_model.get_execution(eid), eid)
         return page(request, "execution.html.j2", e=row, can_replay=runtime.generation is not None)
 
     @post("/executions/{execution_id:str}/replay", name="console:replay")

@@ -14,9 +14,9 @@ from ledger.console.rendering import page
 
 
 def scheduler_state(engine: Any) -> dict[str, Any] | None:
-    """What the engine's scheduler reports about itself (``scheduler_status()`` or ``stats()``), if anything."""
-    report = getattr(engine, "scheduler_status", None) or getattr(engine, "stats", None)
-    return msgspec.to_builtins(report()) if callable(report) else None
+    """What the engine's scheduler reports about itself (``stats()``), if anything."""
+    stats = getattr(engine, "stats", None)
+    return msgspec.to_builtins(stats()) if callable(stats) else None
 
 
 class StatusPage(Controller):

@@ -14,8 +14,9 @@ from litestar.response.sse import ServerSentEventMessage
 from ledger.access import AccessTokens
 from ledger.api.auth import principal_of
 from ledger.api.deps import LOG_POSITION, log_position
-from ledger.api.events import TOKEN_AGGREGATE, audit_stream, sees_token_events
+from ledger.api.events import TOKEN_AGGREGATE, audit_filters, audit_stream, sees_token_events
 from ledger.api.integrity import INCREMENTAL_WAIT_SECONDS
+from ledger.api.runtime import Runtime
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
 from ledger.console.views import newest_events, optional_text
@@ -37,14 +38,9 @@ def event_types() -> list[str]:
     return sorted(names)
 
 
-def filters_from(ledger: Any, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
-    """The read model's filters; ``profile`` is a profile's id or name, as everywhere."""
-    profile = optional_text(profile)
-    return {
-        "actor": optional_text(actor),
-        "profile_id": ledger.resolve_profile(profile) if profile else None,
-        "event_type": optional_text(type_),
-    }
+def filters_from(runtime: Runtime, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
+    """The read model's filters, as the API reads them (``profile``: a profile's id or name); empty fields are none."""
+    return audit_filters(runtime, optional_text(profile), optional_text(actor), optional_text(type_))
 
 
 class EventPages(Controller):
@@ -61,7 +57,7 @@ class EventPages(Controller):
     ) -> Template:
         runtime = runtime_of(request)
         reads = runtime.read_model
-        filters = filters_from(runtime.ledger, actor, profile, type)
+        filters = filters_from(runtime, actor, profile, type)
         head = reads.log_position()
         rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
         if not sees_token_events(runtime, principal_of(request)):  # the token records: admins only, as in the API
@@ -96,7 +92,7 @@ class EventPages(Controller):
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
-        filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request).ledger, actor, profile, type)
+        filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request), actor, profile, type)
         start = log_position(after, "after")
         if last_event_id and last_event_id.strip():
             start = max(start, log_position(last_event_id, "Last-Event-ID"))
