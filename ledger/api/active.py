@@ -16,7 +16,7 @@ connection of the cache's own: a few microseconds), so a write by another proces
 
 Loads are shared: requests that miss while a load of the current generation is under way wait for that one.
 
-The answer shows the version *in force* (:func:`in_force`): pinned, that version's number and spec, with
+The answer shows the version *in force* (:func:`in_force`): pinned, that version's number and content, with
 ``pinned`` and the profile's ``latest_version``.
 """
 
@@ -37,23 +37,21 @@ from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
 from ledger.api.schemas import ProfileRead
-from ledger.domainmodel import SPEC_FIELDS
 from ledger.states import ProfileFields, convert
 
 MAX_AGE_SECONDS = 0.5
 
 
 def in_force(body: ProfileRead, pinned_version: int | None, pinned: Any = None) -> ProfileRead:
-    """The active profile's body showing the version in force: ``pinned`` (anything with ``model_id``,
-    ``sae_id``, ``layer`` and ``steering``: a version row or a profile state) is the pinned version's content."""
+    """The active profile's body showing the version in force: ``pinned`` (a version row or a profile state) is
+    the pinned version, whose content (its spec, description, tags, products and metadata; the name stays the
+    profile's own, by which it is found) the body shows under that version's number."""
     latest = body.version
     if pinned_version is None or pinned is None or pinned_version == latest:
         return msgspec.structs.replace(body, pinned=pinned_version is not None, latest_version=latest)
-    content = convert(pinned, ProfileFields)
-    spec = {name: getattr(content, name) for name in SPEC_FIELDS}
-    return msgspec.structs.replace(
-        body, **spec, feature_count=content.feature_count, version=pinned_version, pinned=True, latest_version=latest
-    )
+    content = msgspec.structs.asdict(convert(pinned, ProfileFields))
+    del content["name"]
+    return msgspec.structs.replace(body, **content, version=pinned_version, pinned=True, latest_version=latest)
 
 
 def active_body(reads: Any, row: Any, pinned_version: int | None) -> ProfileRead:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
 import httpx
 
@@ -241,6 +242,30 @@ def test_activation_lifecycle(client):
     again = client.post("/api/profiles/deactivate").json()
     assert again["deactivated"] is False and again["position"] >= off.json()["position"]
     assert client.delete(f"/api/profiles/{first['id']}").status_code == 200
+
+
+def test_a_pinned_version_is_shown_whole_never_mixed_with_the_latest(client):
+    """Version 1 pinned: every view of the profile shows version 1's content (its spec and its description, tags,
+    products and metadata), as ``/versions/1`` does, under version 1's number; never version 2's details with it."""
+    made = create(client, "pin", steering={"1": 1.0}, description="d1", tags=["v1tag"], products=["p1"],
+                  metadata={"v": 1}, layer=15)
+    url = f"/api/profiles/{made['id']}"
+    client.put(url, json={"steering": {"2": 2.0}, "description": "d2", "tags": ["v2tag"], "products": ["p2"],
+                          "metadata": {"v": 2}, "layer": 14})
+    activation = client.post(f"{url}/activate", json={"version": 1}).json()
+    pinned_then = datetime.now(timezone.utc).isoformat()
+    version_1 = client.get(f"{url}/versions/1").json()
+    content = ("description", "model_id", "sae_id", "layer", "steering", "tags", "products", "metadata")
+    expected = {"version": 1, "pinned": True, "latest_version": 2, "name": "pin"} | {f: version_1[f] for f in content}
+    assert expected["description"] == "d1" and expected["steering"] == {"1": 1.0}
+    listing = client.get("/api/profiles", params=fresh(client, activation["position"])).json()
+    views = [p for p in listing["profiles"] if p["is_active"]] + [client.get(read).json() for read in (
+        "/api/profiles/active", url, "/api/profiles/pin", "/api/profiles/by-name/pin")]
+    views.append(client.get(url, params={"as_of": pinned_then}).json())
+    for view in [activation] + views:
+        assert {f: view[f] for f in expected if f in view} == {f: v for f, v in expected.items() if f in view}, view
+    for view in views:
+        assert expected.items() <= view.items(), view
 
 
 def test_activation_reports_compatibility_warnings(client_factory):
