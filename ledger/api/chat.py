@@ -20,6 +20,7 @@ from litestar.utils.scope.state import ScopeState
 
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.deps import LOG_POSITION, wait_until_applied
+from ledger.api.executions import execution_found
 from ledger.api.runtime import Runtime
 from ledger.api.errors import (
     INVALID,
@@ -299,6 +300,7 @@ class ReplayController(Controller):
         context: NamedDependency[CommandContext],
     ) -> Response[ReplayRead]:
         generation = generation_of(runtime)
+        execution_found(runtime.read_model.get_execution(execution_id), execution_id)  # not deleted with its profile
         outcome = run_command(context, lambda: generation.replay(execution_id))
         replay = outcome.replay
         body = convert(

@@ -297,6 +297,7 @@ class ProfilePages(Controller):
         runtime = runtime_of(request)
         generation = generation_of(runtime)
         context = command_context(request)
+        found = await anyio.to_thread.run_sync(lambda: runtime.read_model.get_execution(eid))
+        original = execution_found(found, eid)  # not deleted with its profile
         outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(eid)))
-        original = await anyio.to_thread.run_sync(lambda: runtime.read_model.get_execution(eid))
         return fragment_or_page(request, "_replay.html.j2", "replay.html.j2", outcome=outcome, original=original)

@@ -274,6 +274,17 @@ def test_recorded_generations_replay_and_link_to_the_original(server):
     assert recorded["replay_of"] == execution_id
 
 
+def test_a_generation_deleted_with_its_profile_is_gone_for_a_replay_as_for_a_read(server):
+    http = server.client
+    create(http, "doomed", {"4": 9.0})
+    done = http.post("/v1/chat/completions", json={
+        "messages": MESSAGES, "max_tokens": 4, "seed": 3, "profile": "doomed"}).json()
+    execution_id = done["ledger"]["execution_id"]
+    assert http.delete("/api/profiles/doomed", params={"delete_executions": "true"}).status_code == 200
+    assert_error(http.get(f"/api/executions/{execution_id}"), 404, "execution_not_found")
+    assert_error(http.post(f"/api/executions/{execution_id}/replay"), 404, "execution_not_found")
+
+
 def test_bad_generation_requests_are_clear_4xx(server):
     http = server.client
     create(http, "too far", {str(D_SAE + 1): 1.0})
