@@ -111,6 +111,16 @@ def refuse_what_the_active_profile_cannot_steer(runtime: Any, ledger: ProfileLed
         runtime.check_compatibility(after())
 
 
+def refuse_an_update_the_active_profile_cannot_steer(
+    runtime: Any, ledger: ProfileLedger, pid: UUID, changes: dict[str, Any]
+) -> None:
+    """:func:`refuse_what_the_active_profile_cannot_steer` for an update of ``changes`` (the application's
+    ``update_profile`` changes)."""
+    if changed_spec := {name: canonical_value(name, changes[name]) for name in SPEC_FIELDS if name in changes}:
+        refuse_what_the_active_profile_cannot_steer(
+            runtime, ledger, pid, lambda: msgspec.structs.replace(ledger.get_profile(pid), **changed_spec))
+
+
 def loaded_target(runtime: Any) -> dict[str, Any]:
     """What the server has loaded (model id, SAE id and its layer): recorded on a profile created without them."""
     steering = getattr(runtime, "steering", None)
@@ -255,9 +265,7 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid, changes = ledger.resolve_profile(profile_id), data.changes(PROFILE_FIELDS)
-        if changed_spec := {name: canonical_value(name, changes[name]) for name in SPEC_FIELDS if name in changes}:
-            refuse_what_the_active_profile_cannot_steer(
-                runtime, ledger, pid, lambda: msgspec.structs.replace(ledger.get_profile(pid), **changed_spec))
+        refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, changes)
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
             pid, changes, bump_version=data.bump_version, **parse_if_match(if_match)))
 

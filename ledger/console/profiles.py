@@ -27,6 +27,11 @@ from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
 from ledger.api.exchange import exchange_document, export_download
 from ledger.api.executions import execution_found
+from ledger.api.profiles import (
+    loaded_target,
+    refuse_an_update_the_active_profile_cannot_steer,
+    refuse_what_the_active_profile_cannot_steer,
+)
 from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
 from ledger.console.rendering import fragment_or_page, page
@@ -54,6 +59,11 @@ Form = NamedDependency[dict[str, Any]]
 
 def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+async def resolved(runtime: Runtime, profile_id: str) -> UUID:
+    """The id of the profile a console address names (an id or a name: a read, off the event loop)."""
+    return await anyio.to_thread.run_sync(runtime.ledger.resolve_profile, profile_id)
 
 
 def see_other(path: str) -> Redirect:
@@ -161,7 +171,9 @@ class ProfilePages(Controller):
         fields = profile_fields(form)
         if not fields["steering"]:
             fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
-        outcome: Outcome = await run(request, form.get("reason"), lambda ledger: ledger.create_profile(fields))
+        loaded = loaded_target(runtime_of(request))  # as in the API: the loaded model, SAE and layer if not given
+        outcome: Outcome = await run(request, form.get("reason"),
+                                     lambda ledger: ledger.create_profile(fields, defaults=loaded))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
 
@@ -223,7 +235,8 @@ class ProfilePages(Controller):
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
     async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
-        pid = runtime_of(request).ledger.resolve_profile(profile_id)
+        runtime = runtime_of(request)
+        pid = await resolved(runtime, profile_id)
         fields = profile_fields(form)
         expected = {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
         bump = form.get("bump_version") == "on"
@@ -233,6 +246,7 @@ class ProfilePages(Controller):
             for name in ("tags", "products"):  # a field left as shown keeps its labels exactly (commas and all)
                 if (form.get(name) or "") == format_labels(getattr(current, name)):
                     fields[name] = getattr(current, name)
+            refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, fields)  # as the API does
             return ledger.update_profile(pid, fields, bump_version=bump, **expected)
 
         await run(request, form.get("reason"), update)
@@ -240,18 +254,25 @@ class ProfilePages(Controller):
 
     @post("/profiles/{profile_id:str}/revert", name="console:revert")
     async def revert(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
-        pid = runtime_of(request).ledger.resolve_profile(profile_id)
+        runtime = runtime_of(request)
+        pid = await resolved(runtime, profile_id)
         version = optional_int(form.get("version"), "version", minimum=1)
         if version is None:
             raise ValidationError("choose the version to revert to", field="version")
-        await run(request, form.get("reason"), lambda ledger: ledger.revert_profile(pid, version))
+
+        def revert(ledger: ProfileLedger) -> Outcome:
+            refuse_what_the_active_profile_cannot_steer(  # as the API does
+                runtime, ledger, pid, lambda: ledger.get_profile(pid, version=version))
+            return ledger.revert_profile(pid, version)
+
+        await run(request, form.get("reason"), revert)
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/activate", name="console:activate")
     async def activate(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
-        pid = runtime_of(request).ledger.resolve_profile(profile_id)
-        version = optional_int(form.get("version"), "version", minimum=1)  # empty: follow the latest version
         runtime = runtime_of(request)
+        pid = await resolved(runtime, profile_id)
+        version = optional_int(form.get("version"), "version", minimum=1)  # empty: follow the latest version
 
         def activate(ledger: ProfileLedger) -> Outcome:
             target = ledger.get_profile(pid, version=version)
@@ -269,7 +290,7 @@ class ProfilePages(Controller):
 
     @post("/profiles/{profile_id:str}/delete", name="console:delete", opt=requires("admin"))
     async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
-        pid = runtime_of(request).ledger.resolve_profile(profile_id)
+        pid = await resolved(runtime_of(request), profile_id)
         with_executions = form.get("delete_executions") == "on"
         await run(
             request, form.get("reason"), lambda ledger: ledger.delete_profile(pid, delete_executions=with_executions)
@@ -279,7 +300,7 @@ class ProfilePages(Controller):
     @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))
     async def restore(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         """Bring a deleted profile back (409 when another profile holds its name now)."""
-        pid = runtime_of(request).ledger.resolve_profile(profile_id)
+        pid = await resolved(runtime_of(request), profile_id)
         await run(request, form.get("reason"), lambda ledger: ledger.restore_profile(pid))
         return see_other(f"/profiles/{pid}")
 

@@ -1,0 +1,54 @@
+"""The console's commands keep the API's rules: a profile made there records what the server has loaded, and
+an edit or revert that the active profile could not steer with is refused, as through the API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from steering.engine import SteeringEngine
+from steering.models import load_model
+from steering.sae import load_sae
+from tests.api.conftest import make_client
+from tests.steering.conftest import D_SAE, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+def console(sqlite_url, tiny_model_dir, sae_dir) -> Iterator[TestClient[Litestar]]:
+    engine = SteeringEngine(load_model(tiny_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
+                            sae_id="tiny-sae")
+    with make_client(sqlite_url, engine=engine) as client:
+        yield client
+
+
+def send(console: TestClient[Litestar], path: str, **form: str):
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
+    return console.post(path, data={"_csrf_token": token, **form}, headers=HTML, follow_redirects=False)
+
+
+def test_a_profile_made_in_the_console_records_the_loaded_model_as_one_made_through_the_api(console):
+    assert send(console, "/profiles", name="from-console", steering="3=1").status_code == 303
+    from_api = console.post("/api/profiles", json={"name": "from-api", "steering": {"3": 1.0}}).json()
+    made = console.get("/api/profiles/from-console").json()
+    target = ("model_id", "sae_id", "layer")
+    assert [made[f] for f in target] == [from_api[f] for f in target] == ["tiny", "tiny-sae", 1]
+
+
+def test_the_console_refuses_an_edit_or_a_revert_the_active_profile_could_not_steer_with(console):
+    too_far = {str(D_SAE + 5): 1.0}
+    made = console.post("/api/profiles", json={"name": "active", "steering": too_far, "layer": 1}).json()
+    url = f"/api/profiles/{made['id']}"
+    assert console.put(url, json={"steering": {"3": 1.0}}).status_code == 200  # version 2 can be steered with
+    assert console.post(f"{url}/activate").status_code == 200  # following its latest version
+    edit = send(console, f"/profiles/{made['id']}/edit", name="active", steering=f"{D_SAE + 5}=1", layer="1",
+                bump_version="on")
+    revert = send(console, f"/profiles/{made['id']}/revert", version="1")
+    for refused in (edit, revert):
+        assert refused.status_code == 422 and "profile_incompatible" in refused.text, refused.text[:500]
+    assert console.get(url).json()["version"] == 2
