@@ -24,7 +24,7 @@ from ledger.api.auth import requires
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.deps import LOOKUP
-from ledger.api.errors import CONFLICT, INVALID, TOO_LARGE, InvalidRequestError, responses
+from ledger.api.errors import CONFLICT, INVALID, TOO_LARGE, InvalidRequestError, UnsupportedMediaTypeError, responses
 from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
 from ledger.application import ProfileLedger
@@ -97,9 +97,8 @@ async def exchange_document(request: Request[Any, Any, Any]) -> Any:
     elif content_type in ("application/json", "") or content_type.endswith("+json"):
         raw = await request.body()
     else:
-        raise InvalidRequestError(
-            f"send the document as application/json or as multipart/form-data (got {content_type!r})",
-            field="content-type",
+        raise UnsupportedMediaTypeError(
+            f"send the document as application/json or as multipart/form-data (not {content_type[:80]!r})"
         )
     if not raw.strip():
         raise InvalidRequestError("the import document is empty", field="file")

@@ -91,9 +91,9 @@ def test_import_refuses_bad_documents(client):
     assert client.post("/api/profiles/import", json=agreeing).status_code == 201
     tags_as_object = {"type": "millm_profile", "profile": {"name": "x", "tags": {"a": 1}}}
     assert assert_error(client.post("/api/profiles/import", json=tags_as_object), 422)["field"] == "profile.tags"
-    assert_error(
-        client.post("/api/profiles/import", content=b"name=x", headers={"content-type": "text/plain"}), 422
-    )
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):  # as on every JSON route
+        assert_error(client.post("/api/profiles/import", content=b"name=x", headers={"content-type": content_type}),
+                     415, "unsupported_media_type")
 
 
 @pytest.mark.parametrize(
