@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -117,13 +118,16 @@ def run_bench(bench: Bench, argv: list[str], results: Path) -> tuple[int, float]
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
     ) as process:
         assert process.stdout is not None
-        deadline = started + SCRIPT_TIMEOUT_S
-        for line in process.stdout:
-            print(f"  {line}", end="", flush=True)
-            if time.monotonic() > deadline:
-                process.kill()
-                break
+        watchdog = threading.Timer(SCRIPT_TIMEOUT_S, process.kill)  # a script that hangs without a word is stopped too
+        watchdog.start()
+        try:
+            for line in process.stdout:
+                print(f"  {line}", end="", flush=True)
+        finally:
+            watchdog.cancel()
         status = process.wait()
+    if status < 0 and time.monotonic() - started >= SCRIPT_TIMEOUT_S:
+        print(f"  killed after {SCRIPT_TIMEOUT_S:g} s", flush=True)
     return status, time.monotonic() - started
 
 

@@ -39,3 +39,15 @@ def test_the_suite_runs_in_smoke_mode_against_its_own_postgres():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "met    activation committed → steering hook updated" not in result.stdout  # smoke runs record no figures
     assert "=== list_profiles: exit 0" in result.stdout and "=== steering_activation: exit 0" in result.stdout
+
+
+def test_a_script_that_hangs_without_printing_is_stopped_at_the_deadline(tmp_path, monkeypatch, capsys):
+    import bench.__main__ as runner
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "silent.py").write_text("import time\ntime.sleep(600)\n")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    monkeypatch.setattr(runner, "SCRIPT_TIMEOUT_S", 1)
+    status, seconds = runner.run_bench(runner.Bench("silent", None), [], tmp_path / "results")
+    assert status != 0 and seconds < 60
+    assert "killed after 1 s" in capsys.readouterr().out
