@@ -144,7 +144,7 @@ class Batch:
         self.rows.append(row)
 
     def drop(self, row: Row) -> None:
-        """Take a row out (its caller went away, or its step failed)."""
+        """Take a row out (it finished, its caller went away, or its step failed)."""
         if row in self.rows:
             self.rows.remove(row)
         row.cache = None
@@ -186,8 +186,7 @@ class Batch:
             if row.finish_reason is not None:
                 finished.append(row)
         for row in finished:
-            self.rows.remove(row)
-            row.cache = None
+            self.drop(row)
         return finished, prefill_tokens, decode_tokens
 
 
