@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -82,8 +82,7 @@ class SteeringProjector:
             self._install(position, event.originator_id, None, spec)
         elif isinstance(event, Profile.DetailsRevised) and self._follows(event.originator_id):
             assert self._spec is not None
-            spec = ProfileSpec(**{**self._spec.__dict__, "version": event.version})
-            self._install(position, event.originator_id, None, spec)
+            self._install(position, event.originator_id, None, replace(self._spec, version=event.version))
         else:
             self._advance(position)
 
