@@ -83,10 +83,7 @@ class ReadModelRecorder(ParkingRecorder):
 
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
 
-    # -- hooks per dialect ----------------------------------------------------------------------------
-    def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
-        raise NotImplementedError
-
+    # -- hooks per dialect (and ``_lock``, see ParkingRecorder) -------------------------------------------
     def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
 
@@ -183,15 +180,9 @@ class ReadModelRecorder(ParkingRecorder):
             except Exception as error:
                 if isolate or is_transient(error):
                     raise
-                self._isolating(batch, error)
+                logger.warning("a read-model batch (positions %d to %d) failed (%s); applying its events one at a time",
+                               batch.after + 1, batch.end, describe(error))
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _isolating(batch: Batch, error: BaseException) -> None:
-        logger.warning(
-            "a read-model batch (positions %d to %d) failed (%s); applying its events one at a time",
-            batch.after + 1, batch.end, describe(error),
-        )
 
     def _apply(
         self, curs: Any, projection: ReadModelProjection, batch: Batch, key: str, suffix: str, *, wait: bool,

@@ -89,15 +89,10 @@ class Table:
         hints = typing.get_type_hints(self.row, include_extras=True)
         columns = {**{name: hint for name, hint in hints.items() if name not in self.derived}, **self.internal}
         columns.setdefault("position", BigInt)
-        types = {name: sql_type(hint) for name, hint in columns.items()}
-        derived = {
-            "types": types,
-            "columns": tuple(columns),
-            "key_of": itemgetter(*self.key),
-            "values_of": itemgetter(*columns),
-        }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "types", {name: sql_type(hint) for name, hint in columns.items()})
+        object.__setattr__(self, "columns", tuple(columns))
+        object.__setattr__(self, "key_of", itemgetter(*self.key))
+        object.__setattr__(self, "values_of", itemgetter(*columns))
 
     def ddl(self, *, postgres: bool, trigram: bool) -> list[str]:
         """The table, then its indexes; ``{table}`` stands for the physical name."""

@@ -77,8 +77,8 @@ def _module_paragraphs(name: str, max_chars: int) -> list[str]:
     return texts
 
 
-def generated_texts(loaded: LoadedModel, count: int = 24, max_tokens: int = 40, batch_size: int = 8) -> list[str]:
-    """What the model itself says to `count` varied chat prompts (seeded sampling)."""
+def generated_texts(loaded: LoadedModel, count: int = 24, max_tokens: int = 40) -> list[str]:
+    """What the model itself says to `count` varied chat prompts (seeded sampling, all generated together)."""
     requests = [
         GenerationRequest(
             messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
@@ -89,10 +89,7 @@ def generated_texts(loaded: LoadedModel, count: int = 24, max_tokens: int = 40, 
         )
         for i in range(count)
     ]
-    texts: list[str] = []
-    for start in range(0, len(requests), batch_size):
-        texts.extend(r.text for r in generate(loaded, requests[start : start + batch_size]))
-    return [text for text in texts if text.strip()]
+    return [result.text for result in generate(loaded, requests) if result.text.strip()]
 
 
 def training_texts(loaded: LoadedModel | None = None, generated: int = 24) -> list[str]:

@@ -19,6 +19,7 @@ from .models import LoadedModel
 from .sae import SAE, check_feature_indices, steering_vector
 from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, Scheduler, SchedulerStats
 
+VECTOR_CACHE_SIZE = 256  # profile versions whose steering vector is kept
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,13 +52,11 @@ class SteeringEngine:
         max_batch: int = MAX_BATCH,
         max_queue: int = MAX_QUEUE,
         step_tokens: int = STEP_TOKENS,
-        cache_size: int = 256,
     ) -> None:
         self.loaded = loaded
         self.sae = sae
         self.model_id = model_id or loaded.path.name
         self.sae_id = sae_id or (sae.path.name if sae is not None and sae.path else None)
-        self._cache_size = cache_size
         self._vectors: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self._active: SteeringSnapshot | None = None
@@ -102,7 +101,7 @@ class SteeringEngine:
             vector = steering_vector(self.sae, steering, method, device=self.loaded.device, dtype=self.loaded.dtype)
             with self._lock:
                 self._vectors[key] = vector
-                while len(self._vectors) > self._cache_size:
+                while len(self._vectors) > VECTOR_CACHE_SIZE:
                     self._vectors.popitem(last=False)
         return SteeringSnapshot(layer, vector, profile_id, version, method, datetime.now(timezone.utc))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -39,10 +39,11 @@ def top_activations(
     """For each feature (all, or `features`), its `k` strongest positive activations over `texts`, strongest first."""
     chosen = list(range(sae.d_sae)) if features is None else [int(f) for f in features]
     check_feature_indices(sae, chosen)
-    columns = torch.tensor(chosen, dtype=torch.long)
-    w_enc = sae.W_enc.index_select(1, columns).to(loaded.device)
-    b_enc, b_dec = sae.b_enc[columns].to(loaded.device), sae.b_dec.to(loaded.device)
-    threshold = sae.threshold[columns].to(loaded.device) if sae.threshold is not None else None
+    columns, device = torch.tensor(chosen, dtype=torch.long), loaded.device
+    encoder = replace(  # the chosen features only, on the model's device
+        sae, W_enc=sae.W_enc.index_select(1, columns).to(device), b_enc=sae.b_enc[columns].to(device),
+        b_dec=sae.b_dec.to(device), threshold=None if sae.threshold is None else sae.threshold[columns].to(device),
+    )
     best_values = torch.full((0, len(chosen)), float("-inf"))
     best_tokens = torch.zeros((0, len(chosen)), dtype=torch.long)  # indices into the tokens seen so far
     token_ids: list[list[int]] = []
@@ -54,8 +55,7 @@ def top_activations(
         token_ids.extend(batch.token_ids)
         text_of.append(batch.text_index)
         position_of.append(batch.position)
-        pre = (batch.activations - b_dec) @ w_enc + b_enc
-        acts = (pre * (pre > threshold) if threshold is not None else torch.relu(pre)).cpu()
+        acts = encoder.encode(batch.activations).cpu()
         values = torch.cat([best_values, acts])
         new_tokens = torch.arange(seen, seen + len(acts)).unsqueeze(1).expand(-1, len(chosen))
         top = values.topk(min(k, len(values)), dim=0)

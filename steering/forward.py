@@ -5,8 +5,8 @@ per-token work (embedding, norms, projections, MLP, LM head) runs on that packed
 linear layers row-tiled (numerics.py) each token's result depends on that token alone. Attention runs per
 request over that request's own key/value cache, with shapes that depend only on the request: prompts are cut
 into chunks of `PREFILL_CHUNK` tokens at fixed offsets, so a prompt is attended the same way however the
-scheduler spreads its chunks over steps. Steering is added per request at the output of its decoder layer
-(as `hooks.py` does for a plain `model(...)` call). Rotary cos/sin come from one table computed at start.
+scheduler spreads its chunks over steps. Steering is added per request at the output of its decoder layer.
+Rotary cos/sin come from one table computed at start.
 
 This module drives the modules of a Llama-family model (Llama, Mistral, Qwen2, SmolLM...) itself rather than
 calling `model(...)`, so no transformers cache object is involved.

@@ -144,7 +144,7 @@ class Batch:
         self.rows.append(row)
 
     def drop(self, row: Row) -> None:
-        """Take a row out (its caller went away, or its step failed)."""
+        """Take a row out (it finished, its caller went away, or its step failed)."""
         if row in self.rows:
             self.rows.remove(row)
         row.cache = None
@@ -186,8 +186,7 @@ class Batch:
             if row.finish_reason is not None:
                 finished.append(row)
         for row in finished:
-            self.rows.remove(row)
-            row.cache = None
+            self.drop(row)
         return finished, prefill_tokens, decode_tokens
 
 
@@ -202,12 +201,9 @@ def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list
     return [result_of(row) for row in rows]
 
 
-def stream_text(loaded: LoadedModel, row: Row, count: int | None = None) -> str:
-    """What may be sent of `row` so far (its first `count` tokens): final text, or a stop-safe prefix."""
-    if row.text is not None and count is None:
-        return row.text
-    tokens = row.tokens if count is None else row.tokens[:count]
-    return _stream_safe(loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.request.stop)
+def stream_text(loaded: LoadedModel, row: Row, count: int) -> str:
+    """What may be sent of `row`'s first `count` tokens: a stop-safe prefix of their text."""
+    return _stream_safe(loaded.tokenizer.decode(row.tokens[:count], skip_special_tokens=True), row.request.stop)
 
 
 def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> dict[str, object]:
@@ -271,9 +267,7 @@ def _decoded(loaded: LoadedModel, row: Row) -> str:
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    positions = [text.find(stop) for stop in stops]
-    found = [p for p in positions if p >= 0]
-    return min(found) if found else None
+    return min((position for position in map(text.find, stops) if position >= 0), default=None)
 
 
 def _stream_safe(text: str, stops: tuple[str, ...]) -> str:

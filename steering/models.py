@@ -47,11 +47,6 @@ class LoadedModel:
         return int(self.model.config.hidden_size)
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_model(
     path: Path | str,
     device: torch.device | str | None = None,
@@ -59,13 +54,13 @@ def load_model(
     *,
     batch_invariant: bool = True,
 ) -> LoadedModel:
-    """Load an HF causal LM directory in eval mode with a left-padding tokenizer.
+    """Load an HF causal LM directory in eval mode with a left-padding tokenizer (on CUDA when available, else CPU).
 
     `batch_invariant` (default: on, on every device) makes each row's numbers independent
     of its batch neighbours (see numerics.py), at some cost in speed.
     """
     path = Path(path)
-    device = torch.device(device) if device is not None else default_device()
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or torch.float32
     attention = "eager" if batch_invariant else "sdpa"
     transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
@@ -110,9 +105,7 @@ def fetch_default_model(models_dir: Path | str) -> Path:
     if is_converted_model(target):
         return target
     with tempfile.TemporaryDirectory(prefix="smollm2-") as scratch:
-        scratch_dir = Path(scratch)
-        gguf_path = _download_gguf(scratch_dir)
-        _convert_gguf(gguf_path, target)
+        _convert_gguf(_download_gguf(Path(scratch)), target)
     return target
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -67,25 +67,22 @@ class SteeringProjector:
     # -- feeding -------------------------------------------------------------------------------------
     def bootstrap(self, position: int, profile_id: UUID | None, pinned_version: int | None) -> None:
         """Start from the active slot as it stood at (or after) ``position``."""
-        if profile_id is None:
-            self._deactivate(position)
-        else:
-            self._activate(position, profile_id, pinned_version, self.spec_at(profile_id, pinned_version))
+        spec = None if profile_id is None else self.spec_at(profile_id, pinned_version)
+        self._install(position, profile_id, pinned_version, spec)
 
     def apply(self, position: int, event: Any) -> None:
         if isinstance(event, ActiveSlot.Activated):
-            self._activate(position, event.profile_id, event.pinned_version,
-                           self.spec_at(event.profile_id, event.pinned_version or event.version))
+            self._install(position, event.profile_id, event.pinned_version,
+                          self.spec_at(event.profile_id, event.pinned_version or event.version))
         elif isinstance(event, ActiveSlot.Deactivated):
-            self._deactivate(position)
+            self._install(position, None, None, None)
         elif isinstance(event, Profile.SpecRevised) and self._follows(event.originator_id):
             spec = ProfileSpec(event.originator_id, event.version, values.steering_from_json(event.steering),
                                event.layer, event.model_id, event.sae_id)
-            self._activate(position, event.originator_id, None, spec)
+            self._install(position, event.originator_id, None, spec)
         elif isinstance(event, Profile.DetailsRevised) and self._follows(event.originator_id):
             assert self._spec is not None
-            spec = ProfileSpec(**{**self._spec.__dict__, "version": event.version})
-            self._activate(position, event.originator_id, None, spec)
+            self._install(position, event.originator_id, None, replace(self._spec, version=event.version))
         else:
             self._advance(position)
 
@@ -121,10 +118,11 @@ class SteeringProjector:
     def _follows(self, profile_id: UUID) -> bool:
         return self._profile_id == profile_id and self._pinned is None
 
-    def _activate(self, position: int, profile_id: UUID, pinned: int | None, spec: ProfileSpec) -> None:
+    def _install(self, position: int, profile_id: UUID | None, pinned: int | None, spec: ProfileSpec | None) -> None:
+        """Make ``spec`` the engine's active steering (None, or no steering: none) as of ``position``."""
         error = None
         try:
-            if spec.steering:
+            if spec is not None and spec.steering:
                 self.engine.set_active(str(profile_id), spec.version, spec.steering, spec.layer)
             else:
                 self.engine.clear_active()
@@ -135,13 +133,6 @@ class SteeringProjector:
             self.engine.clear_active()
         with self._changed:
             self._profile_id, self._pinned, self._spec, self._error = profile_id, pinned, spec, error
-            self._position, self._applied_at = max(self._position, position), datetime.now(timezone.utc)
-            self._changed.notify_all()
-
-    def _deactivate(self, position: int) -> None:
-        self.engine.clear_active()
-        with self._changed:
-            self._profile_id = self._pinned = self._spec = self._error = None
             self._position, self._applied_at = max(self._position, position), datetime.now(timezone.utc)
             self._changed.notify_all()
 

@@ -11,7 +11,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
@@ -20,11 +20,12 @@ from .engine import SteeringEngine, SteeringSnapshot
 from .errors import ContextLengthError, SteeringError
 from .generate import GenerationRequest, GenerationResult, environment_fingerprint
 from .projector import ProfileSpec, SteeringProjector
+from .sae import STEERING_METHODS
 from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullError
 
-METHODS = ("add", "add_normalized")
 SEED_MAX = 2**63 - 1
 PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most for the projector
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,9 @@ class GenerationService:
         return self.spec_at(profile_id, version)
 
     def snapshot(self, spec: ProfileSpec | None, method: str) -> SteeringSnapshot | None:
-        if method not in METHODS:
-            raise ValidationError(f"method must be one of {', '.join(METHODS)} (got {method!r})", field="method")
+        if method not in STEERING_METHODS:
+            raise ValidationError(f"method must be one of {', '.join(STEERING_METHODS)} (got {method!r})",
+                                  field="method")
         if spec is None or not spec.steering:
             return None
         try:
@@ -132,7 +134,7 @@ class GenerationService:
         requests = [request]
         if compare:
             requests.append(replace(request, steering=None))
-        results = self._generate(requests, abandoned)
+        results = _run(self.engine.generate, requests, abandoned)
         outcome = self._record(completion, spec, request, results[0])
         return replace(outcome, unsteered=results[1] if compare else None)
 
@@ -149,14 +151,7 @@ class GenerationService:
             if on_recorded is not None:
                 on_recorded(outcome)
 
-        try:
-            return self.engine.stream(request, on_done=done, abandoned=abandoned)
-        except (SchedulerFullError, EngineClosedError):
-            raise
-        except ContextLengthError as error:
-            raise ContextLengthExceededError(str(error), field="messages") from None
-        except (SteeringError, ValueError) as error:
-            raise ValidationError(str(error)) from None
+        return _run(self.engine.stream, request, on_done=done, abandoned=abandoned)
 
     def replay(self, execution_id: UUID) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed; record the replay."""
@@ -181,7 +176,7 @@ class GenerationService:
             spec, request = None, self.request_for(completion, None, original.seed)
         else:
             spec, request = self._prepare(completion)
-        outcome = self._record(completion, spec, request, self._generate([request])[0])
+        outcome = self._record(completion, spec, request, _run(self.engine.generate, [request])[0])
         warnings = tuple(
             f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"
             for key, before in details.get("fingerprint", {}).items()
@@ -215,17 +210,6 @@ class GenerationService:
             steering=steering,
             within_context=completion.within_context,
         )
-
-    def _generate(self, requests: list[GenerationRequest], abandoned: threading.Event | None = None
-                  ) -> list[GenerationResult]:
-        try:
-            return self.engine.generate(requests, abandoned)
-        except (SchedulerFullError, EngineClosedError, RequestCancelledError):
-            raise
-        except ContextLengthError as error:
-            raise ContextLengthExceededError(str(error), field="messages") from None
-        except (SteeringError, ValueError) as error:
-            raise ValidationError(str(error)) from None
 
     def _record(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult
@@ -262,3 +246,15 @@ class GenerationService:
             result=result, seed=request.seed, profile_id=profile_id, profile_version=version,
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
         )
+
+
+def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``call`` on the engine, its refusals of a request as the ledger's errors (the scheduler's own pass through)."""
+    try:
+        return call(*args, **kwargs)
+    except (SchedulerFullError, EngineClosedError, RequestCancelledError):
+        raise
+    except ContextLengthError as error:
+        raise ContextLengthExceededError(str(error), field="messages") from None
+    except (SteeringError, ValueError) as error:
+        raise ValidationError(str(error)) from None

@@ -131,7 +131,7 @@ def steering_vector(
     if steering:
         indices = torch.tensor([int(i) for i in steering], dtype=torch.long)
         strengths = torch.tensor([float(s) for s in steering.values()], dtype=torch.float32)
-        _check_indices(indices, sae.d_sae)
+        check_feature_indices(sae, steering)
         if not torch.isfinite(strengths).all():
             raise ValueError("steering strengths must be finite numbers")
         coefficients.index_add_(0, indices.to(w_dec.device), strengths.to(w_dec.device))
@@ -143,13 +143,9 @@ def steering_vector(
 
 def check_feature_indices(sae: SAE, indices: Mapping[int, float] | list[int]) -> None:
     """Raise FeatureIndexError for the first index outside 0..d_sae-1."""
-    _check_indices(torch.tensor([int(i) for i in indices], dtype=torch.long), sae.d_sae)
-
-
-def _check_indices(indices: torch.Tensor, d_sae: int) -> None:
-    bad = (indices < 0) | (indices >= d_sae)
-    if bool(bad.any()):
-        raise FeatureIndexError(int(indices[bad][0]), d_sae)
+    bad = next((index for index in map(int, indices) if not 0 <= index < sae.d_sae), None)
+    if bad is not None:
+        raise FeatureIndexError(bad, sae.d_sae)
 
 
 def _dimension(config: Mapping[str, Any], key: str, tensors: Mapping[str, torch.Tensor], bias: str) -> int:

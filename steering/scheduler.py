@@ -69,6 +69,16 @@ class Ticket:
             self._cancelled = True
             self._scheduler.wake()
 
+    def answer(self, outcome: GenerationResult | BaseException) -> None:
+        """Answer the caller with a result or an error (a reader still waiting for a delta hears of it too)."""
+        if not self.future.done():  # (a Future cancelled by its holder is done)
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+        if self.events is not None:
+            self.events.put(None)
+
     def deltas(self, on_done: Callable[[GenerationResult], None] | None = None) -> Iterator[str]:
         """Text deltas as steps decide them (decoded in the caller's thread); cancels the request if abandoned."""
         if self.events is None:
@@ -96,14 +106,6 @@ class Ticket:
                     sent = safe
         finally:
             self.cancel()
-
-
-def _give_up(ticket: Ticket, reason: str) -> None:
-    """Answer a cancelled request's caller (a reader still waiting for a delta hears of it too)."""
-    if not ticket.future.done():  # (a Future cancelled by its holder is done)
-        ticket.future.set_exception(RequestCancelledError(reason))
-    if ticket.events is not None:
-        ticket.events.put(None)
 
 
 class Scheduler:
@@ -211,7 +213,7 @@ class Scheduler:
                 self._cancelled += 1
                 continue
             if ticket.cancelled:
-                _give_up(ticket, "the request was cancelled before it started")
+                ticket.answer(RequestCancelledError("the request was cancelled before it started"))
                 self._cancelled += 1
                 continue
             self._batch.add(ticket.row)
@@ -232,7 +234,7 @@ class Scheduler:
         for ticket in running:
             self._batch.drop(ticket.row)
         for ticket in running + waiting:
-            _give_up(ticket, "the request was cancelled")
+            ticket.answer(RequestCancelledError("the request was cancelled"))
 
     def _publish(self, finished: list[Row], prefill: int, decode: int, started: float) -> None:
         done = {id(row) for row in finished}
@@ -253,9 +255,7 @@ class Scheduler:
                 if ticket.row.sampled == 1:  # its first token came in this step
                     self._observe_ttft(now - ticket.submitted)
         for ticket in leaving:
-            ticket.future.set_result(result_of(ticket.row))
-            if ticket.events is not None:
-                ticket.events.put(None)
+            ticket.answer(result_of(ticket.row))
 
     def _fail_all(self, error: BaseException) -> None:
         with self._condition:
@@ -263,9 +263,7 @@ class Scheduler:
             self._failed += len(failed)
         for ticket in failed:
             self._batch.drop(ticket.row)
-            ticket.future.set_exception(error)
-            if ticket.events is not None:
-                ticket.events.put(None)
+            ticket.answer(error)
 
     def _observe_ttft(self, seconds: float) -> None:
         index = bisect.bisect_left(TTFT_BUCKETS, seconds)  # the first bound at or above it

@@ -55,10 +55,6 @@ class CliState:
                 raise NotFoundError(NO_LEDGER % database.display())
         return self._ledger
 
-    def require_ledger(self) -> ProfileLedger:
-        """This process's application: refused (``NotFoundError``) where nothing was recorded."""
-        return self.ledger
-
     @property
     def reads(self) -> Any:
         """The read models (``projections.queries.ReadModel``) over this process's application."""

@@ -82,12 +82,11 @@ def register(app: typer.Typer) -> None:
         ledger = state.ledger
         position, printed, entries = after, 0, []
         while (limit is None or printed < limit) and position < INT64_MAX:  # no position comes after the last
-            batch = ledger.recorder.select_notifications(start=position + 1, limit=PAGE)
+            page = PAGE if limit is None else min(PAGE, limit - printed)
+            batch = ledger.recorder.select_notifications(start=position + 1, limit=page)
             if not batch:
                 break
             for notification in batch:
-                if limit is not None and printed >= limit:
-                    break
                 event = ledger.mapper.to_domain_event(notification)
                 kind = type(event).__qualname__
                 entry = {

@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         from projections.runner import rebuild as rebuild_read_models
         from projections.schema import hold_rebuild_lock
 
-        state.require_ledger()  # a rebuild where nothing was recorded (a mistyped location) makes no database
+        state.ledger  # a rebuild where nothing was recorded (a mistyped location) makes no database
         release = hold_rebuild_lock(state.settings.database)  # one rebuild at a time, across every process
         try:
             positions = rebuild_read_models(state.settings.database, names or None, progress=progress)

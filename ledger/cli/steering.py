@@ -20,19 +20,17 @@ models = typer.Typer(help="The model this project generates with.", no_args_is_h
 sae = typer.Typer(help="Sparse autoencoders: train one for the model, inspect its features.", no_args_is_help=True)
 
 
-def default_model_path() -> Path:
+def default_sae_path(layer: int = DEFAULT_LAYER) -> Path:
     from steering.models import DEFAULT_MODEL_NAME
 
-    return Path(state.settings.models_dir) / DEFAULT_MODEL_NAME
-
-
-def default_sae_path(layer: int = DEFAULT_LAYER) -> Path:
-    return Path(state.settings.models_dir) / f"sae-{default_model_path().name}-l{layer}"
+    return Path(state.settings.models_dir) / f"sae-{DEFAULT_MODEL_NAME}-l{layer}"
 
 
 def model_dir(option: Path | None) -> Path:
     """The model directory named: --model, else LEDGER_MODEL, else the fetched default model (if it is there)."""
-    return option or (Path(state.settings.model) if state.settings.model else default_model_path())
+    from steering.models import DEFAULT_MODEL_NAME
+
+    return option or Path(state.settings.model or Path(state.settings.models_dir) / DEFAULT_MODEL_NAME)
 
 
 def model_path(option: Optional[Path]) -> Path:
@@ -59,11 +57,8 @@ def steering_engine(model: Optional[Path], sae_dir: Optional[Path]) -> Iterator[
     dtype = getattr(torch, state.settings.dtype) if state.settings.dtype else None
     loaded = load_model(model_path(model), device=state.settings.device, dtype=dtype)
     found = sae_path(sae_dir)
-    engine = SteeringEngine(loaded, load_sae(found) if found else None)
-    try:
+    with SteeringEngine(loaded, load_sae(found) if found else None) as engine:
         yield engine
-    finally:
-        engine.close()
 
 
 @models.command("fetch")
