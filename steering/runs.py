@@ -160,6 +160,9 @@ class GenerationService:
             raise ValidationError(f"execution {execution_id} is not a generation; only generations can be replayed")
         details = original.details
         sampling = details.get("sampling", {})
+        profile_id, version = original.profile_id, original.profile_version
+        if profile_id is None and "replayed_profile" in details:  # a replay recorded once its profile was deleted
+            profile_id, version = details["replayed_profile"]["id"], details["replayed_profile"]["version"]
         completion = Completion(
             messages=details["messages"],
             max_tokens=sampling["max_tokens"],
@@ -167,8 +170,8 @@ class GenerationService:
             top_p=sampling["top_p"],
             seed=original.seed,
             stop=tuple(sampling.get("stop", ())),
-            profile=str(original.profile_id) if original.profile_id else None,
-            profile_version=original.profile_version,
+            profile=str(profile_id) if profile_id else None,
+            profile_version=version,
             method=details.get("method", "add"),
             replay_of=execution_id,
         )

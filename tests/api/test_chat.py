@@ -274,6 +274,20 @@ def test_recorded_generations_replay_and_link_to_the_original(server):
     assert recorded["replay_of"] == execution_id
 
 
+def test_a_replay_recorded_after_its_profile_was_deleted_replays_steered_too(server):
+    http = server.client
+    create(http, "gone", {str(i): 30.0 for i in range(0, D_SAE, 7)})
+    done = http.post("/v1/chat/completions", json={
+        "messages": MESSAGES, "max_tokens": 8, "seed": 5, "temperature": 0.9, "profile": "gone", "compare": True,
+    }).json()
+    assert done["choices"][0]["message"]["content"] != done["unsteered"]["message"]["content"]  # steering shows
+    assert http.delete("/api/profiles/gone").status_code == 200
+    first = http.post(f"/api/executions/{done['ledger']['execution_id']}/replay").json()
+    assert first["reproduced"] is True, first
+    second = http.post(f"/api/executions/{first['replay_execution_id']}/replay").json()
+    assert second["reproduced"] is True and second["replay_sha256"] == done["ledger"]["output_sha256"], second
+
+
 def test_a_generation_deleted_with_its_profile_is_gone_for_a_replay_as_for_a_read(server):
     http = server.client
     create(http, "doomed", {"4": 9.0})
