@@ -68,8 +68,11 @@ def describe(profile: ProfileState) -> str:
     steering = ", ".join(f"{i}={s!r}" for i, s in list(profile.steering.items())[:12])
     if len(profile.steering) > 12:
         steering += ", …"
+    active = ""
+    if profile.is_active:
+        active = f"  ACTIVE (version {profile.pinned_version} pinned, in force)" if profile.pinned_version else "  ACTIVE"
     lines = [
-        f"{profile.name}  (id {profile.id})  version {profile.version}{'  ACTIVE' if profile.is_active else ''}",
+        f"{profile.name}  (id {profile.id})  version {profile.version}{active}",
         f"  description: {profile.description or '-'}",
         f"  model: {profile.model_id or '-'}   sae: {profile.sae_id or '-'}   layer: "
         f"{'-' if profile.layer is None else profile.layer}",
@@ -288,7 +291,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_profile(
         profile_id: str = PROFILE,
-        version: Optional[int] = typer.Option(None, "--version", min=1),
+        version: Optional[int] = typer.Option(None, "--version", min=1, help="Export this version (default: the latest)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file ('-': stdout, the default)."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
-from ledger.errors import ValidationError
+from ledger.errors import ExecutionNotFoundError, ValidationError
 
 DEFAULT_LAYER = 15
 DEFAULT_D_SAE = 2048
@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         profile: Optional[str] = typer.Option(
             None, "--profile", "-p", help="Profile id or name (default: the active one)."
         ),
-        version: Optional[int] = typer.Option(None, "--version", min=1),
+        version: Optional[int] = typer.Option(None, "--version", min=1, help="Steer with this version of the profile."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Default: a random seed, recorded for replay."),
         max_tokens: int = typer.Option(64, "--max-tokens"),
         temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
@@ -190,7 +190,8 @@ def register(app: typer.Typer) -> None:
         from steering.runs import GenerationService
 
         recorded = parse_uuid(execution_id, "execution id")
-        state.ledger.get_execution(recorded)  # an unknown id is refused before the model is loaded
+        if state.reads.get_execution(recorded) is None:  # unknown, or deleted with its profile: before loading a model
+            raise ExecutionNotFoundError(f"execution {recorded} not found", execution_id=str(recorded))
         with steering_engine(model, sae_dir) as engine, acting(actor, reason):
             outcome = GenerationService(state.ledger, engine).replay(recorded)
         if as_json:

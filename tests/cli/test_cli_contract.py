@@ -102,6 +102,7 @@ def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, 
         })
     finally:
         app.close()
+    run_ledger(sqlite_url, tmp_path, "rebuild")  # the read models, which the application alone does not write
     model = ["--model", str(tiny_model_dir), "--sae", str(sae_dir)]
     result = run_ledger(sqlite_url, tmp_path, "replay", str(recorded.execution_id), *model, code=1)
     assert result.stdout.startswith("NOT reproduced")
@@ -170,6 +171,7 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert active["profile"]["steering"] == {"12": 6.0} and active["profile"]["is_active"] is True
     assert active["profile"]["pinned_version"] == 1  # as the top level says
     assert "ACTIVE" in ledger("active").stdout.splitlines()[0]
+    assert "version 2  ACTIVE (version 1 pinned, in force)" in ledger("show", "calm").stdout.splitlines()[0]
     assert "pinned; latest v2" in ledger("list").stdout
     ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
     spec = as_json(ledger("spec", "cohort-7", "--json"))

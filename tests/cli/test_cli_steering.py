@@ -33,6 +33,9 @@ def test_generate_records_a_run_that_replays_exactly(tmp_path, tiny_model_dir, s
     ledger(tmp_path, "create", "elsewhere", "--layer", str(LAYER), "-f", "3=1", "--model-id", "another-model")
     warned = ledger(tmp_path, "generate", "hi", "--profile", "elsewhere", "--max-tokens", "2", *model)
     assert "warning: profile targets model 'another-model'" in warned.stderr  # as the API warns
+    ledger(tmp_path, "delete", "loud", "--delete-executions")  # its executions go with it, for a replay too
+    gone = ledger(tmp_path, "replay", out["execution_id"], *model, ok=False)
+    assert gone.returncode == 1 and f"execution {out['execution_id']} not found" in gone.stderr, gone.stderr
 
 
 def test_sae_features_lists_top_contexts(tmp_path, tiny_model_dir, sae_dir):
