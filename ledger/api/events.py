@@ -1,7 +1,7 @@
 """``/api/events``: the audit log, from its read model, as pages or as a live Server-Sent Events tail.
 
-Least privilege: the events of API tokens (``AccessTokens.*``: names, roles, ids, salts, digests) are shown to
-admins only; for everyone else they are not there, in pages, filters and streams alike. A page holds at most
+Least privilege: the events of API tokens (``AccessTokens.*``: names, roles, ids, salts, digests), and the
+idempotency claims of commands on them, are shown to admins only; for everyone else they are not there, in pages, filters and streams alike. A page holds at most
 ``limit`` events and stops before ``page_bytes`` of JSON; ``next_cursor`` continues where it stopped, so nothing
 is skipped. A stream ends when its token is revoked or expires (checked every ``sse_poll`` seconds).
 """
@@ -29,6 +29,8 @@ from ledger.api.deps import LOG_POSITION, QUERY, Cursor, log_position, parse_tim
 from ledger.api.errors import INVALID, UNAVAILABLE, InvalidRequestError, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
+from ledger.api.tokens import TokenController
+from ledger.idempotency import IdempotencyKey
 from ledger.outages import is_database_unavailable
 from ledger.states import convert
 from projections import cursors
@@ -45,6 +47,15 @@ ProfileFilter = Annotated[str | None, QueryParameter(description="Only events of
 ActorFilter = Annotated[str | None, QueryParameter(description="Only events recorded by this actor.")]
 TypeFilter = Annotated[str | None, QueryParameter(description="Only this event type, e.g. `Profile.Created`.")]
 After = Annotated[int | None, QueryParameter(**LOG_POSITION, description="Only events after this log position.")]
+
+
+def about_tokens(row: Any) -> bool:
+    """Whether an audit row is about API tokens, for admins' eyes only: an ``AccessTokens`` event, or the
+    idempotency claim of a command on tokens (its path names a token's id; its reason may say whose)."""
+    if row.aggregate_type == TOKEN_AGGREGATE:
+        return True
+    path = row.payload.get("path") if row.aggregate_type == IdempotencyKey.__name__ else None
+    return isinstance(path, str) and path.startswith(TokenController.path)
 
 
 def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
@@ -162,7 +173,7 @@ def _page(
     while True:
         batch = reads.events(**filters, limit=min(SCAN_BATCH, limit - len(events)), cursor=cursor)
         for row in batch.items:
-            if not show_tokens and row.aggregate_type == TOKEN_AGGREGATE:
+            if not show_tokens and about_tokens(row):
                 continue
             event = convert(row, EventRead)
             event_size = len(msgspec.json.encode(event)) + 1
@@ -208,7 +219,7 @@ async def _tail(
                 return
             for row in page.items:
                 after = row.position
-                if show_tokens or row.aggregate_type != TOKEN_AGGREGATE:
+                if show_tokens or not about_tokens(row):
                     yield message(row)
                     last_sent = time.monotonic()
             if page.next_cursor is not None:

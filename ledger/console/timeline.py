@@ -14,7 +14,7 @@ from litestar.response.sse import ServerSentEventMessage
 from ledger.access import AccessTokens
 from ledger.api.auth import principal_of
 from ledger.api.deps import LOG_POSITION, log_position
-from ledger.api.events import TOKEN_AGGREGATE, audit_filters, audit_stream, sees_token_events
+from ledger.api.events import about_tokens, audit_filters, audit_stream, sees_token_events
 from ledger.api.integrity import INCREMENTAL_WAIT_SECONDS
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import runtime_of
@@ -61,7 +61,7 @@ class EventPages(Controller):
         head = reads.log_position()
         rows, older = newest_events(reads, limit=PAGE_SIZE, before=before, **filters)
         if not sees_token_events(runtime, principal_of(request)):  # the token records: admins only, as in the API
-            rows = [row for row in rows if row.aggregate_type != TOKEN_AGGREGATE]
+            rows = [row for row in rows if not about_tokens(row)]
         shown = {"actor": actor or "", "profile": profile or "", "type": type or ""}
         return page(
             request,

@@ -58,16 +58,25 @@ def all_events(http: httpx.Client, token: str, **params: str) -> list[dict]:
 def test_token_events_are_shown_to_admins_only(secured_server):
     running, tokens = secured_server
     with httpx.Client(base_url=running.base_url, timeout=10) as http:
+        admin = {**bearer(tokens["admin"]), "X-Reason": "rotation for bob"}
+        issued = http.post("/api/tokens", json={"name": "bob", "role": "editor"},
+                           headers={**admin, "Idempotency-Key": "issue-bob"})
+        revoked = http.delete(f"/api/tokens/{issued.json()['id']}", headers={**admin, "Idempotency-Key": "revoke-bob"})
+        assert issued.status_code == 201 and revoked.status_code == 200, (issued.text, revoked.text)
         created = http.post("/api/profiles", json={"name": "calm"}, headers=bearer(tokens["editor"]))
         assert created.status_code == 201
         minimum = {"min_position": str(created.json()["position"])}
         admin_view = all_events(http, tokens["admin"], **minimum)
-        assert {e["type"] for e in admin_view} >= {"AccessTokens.Issued", "Profile.Created"}
+        assert {e["type"] for e in admin_view} >= {"AccessTokens.Issued", "Profile.Created", "IdempotencyKey.Used"}
         assert any("digest" in e["data"] for e in admin_view)
         for role in ("reader", "editor"):
             seen = all_events(http, tokens[role], **minimum)
             assert [e for e in seen if e["aggregate_type"] == "AccessTokens"] == []
             assert not any(secret in str(e["data"]) for e in seen for secret in SECRETS)
+            # nor the claims of the idempotency keys the token commands carried (a token's id, the admin's reason)
+            assert not [e for e in seen if "/api/tokens" in str(e["data"]) or e["reason"] == "rotation for bob"]
+            assert not [e for e in all_events(http, tokens[role], type="IdempotencyKey.Used", **minimum)
+                        if "/api/tokens" in str(e["data"])]
             assert "Profile.Created" in {e["type"] for e in seen}
             for kind in ("AccessTokens.Issued", "AccessTokens.Opened", "AccessTokens.Revoked"):
                 assert all_events(http, tokens[role], type=kind, **minimum) == []
@@ -101,7 +110,8 @@ STREAMS = [("/api/events/stream", bearer), ("/events/stream", console_cookie)]
 def test_the_consoles_timeline_shows_token_events_to_admins_only(secured_server):
     running, tokens = secured_server
     with httpx.Client(base_url=running.base_url, timeout=10) as http:
-        http.post("/api/tokens", json={"name": "late", "role": "reader"}, headers=bearer(tokens["admin"]))
+        http.post("/api/tokens", json={"name": "late", "role": "reader"},
+                  headers={**bearer(tokens["admin"]), "Idempotency-Key": "issue-late"})
         def timeline(token: str, **query: str) -> str:  # the rows of the page, not its filter form
             page = http.get("/events", params=query, headers=console_cookie(token))
             assert page.status_code == 200
@@ -110,6 +120,7 @@ def test_the_consoles_timeline_shows_token_events_to_admins_only(secured_server)
         assert "AccessTokens.Issued" in timeline(tokens["admin"])
         for role in ("reader", "editor"):
             assert "AccessTokens." not in timeline(tokens[role]) + timeline(tokens[role], type="AccessTokens.Issued")
+            assert "/api/tokens" not in timeline(tokens[role]) + timeline(tokens[role], type="IdempotencyKey.Used")
 
 
 @pytest.mark.parametrize(("path", "credentials"), STREAMS)
@@ -118,7 +129,8 @@ def test_a_readers_stream_never_carries_token_events(secured_server, path, crede
     with httpx.Client(base_url=running.base_url, timeout=10) as http:
         with http.stream("GET", path, params={"after": 0}, headers=credentials(tokens["reader"])) as stream:
             assert stream.status_code == 200
-            http.post("/api/tokens", json={"name": "late", "role": "reader"}, headers=bearer(tokens["admin"]))
+            http.post("/api/tokens", json={"name": "late", "role": "reader"},
+                      headers={**bearer(tokens["admin"]), "Idempotency-Key": "issue-late"})
             last = http.post("/api/profiles", json={"name": "marker"}, headers=bearer(tokens["editor"])).json()
             seen = []
             for frame in _frames(stream, time.monotonic() + 15):
@@ -127,6 +139,7 @@ def test_a_readers_stream_never_carries_token_events(secured_server, path, crede
                     if int(frame["id"]) >= last["position"]:
                         break
         assert seen and all("AccessTokens." not in frame["event"] + frame["data"] for frame in seen)
+        assert not any("/api/tokens" in frame["data"] for frame in seen)
         assert not any(secret in frame["data"] for frame in seen for secret in SECRETS)
 
 
