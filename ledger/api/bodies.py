@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from ledger.api.auth import SAFE_METHODS
-from ledger.api.errors import CrossSiteRequestError, UnknownHostError, UnsupportedMediaTypeError
+from ledger.api.errors import CrossSiteRequestError, UnknownHostError, UnsupportedMediaTypeError, for_openai_clients, status_for
 from ledger.errors import ValidationError
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -41,6 +42,28 @@ def refuse_cross_site(request: Request[Any, Any, Any]) -> None:
     hosts = {request.headers.get(name, "").lower() for name in ("host", "x-forwarded-host")} - {""}
     if urlsplit(origin).netloc.lower() not in hosts:
         raise CrossSiteRequestError(f"a change sent by a page of another site ({origin[:100]}) is refused")
+
+
+def well_formed_host(app: ASGIApp) -> ASGIApp:
+    """The served app (``ledger serve`` wraps it, outside Litestar, whose error handlers run for an address no
+    route has too): a ``Host`` that is not a name with an optional port (0 to 65535) is refused (400
+    ``unknown_host``) before anything reads the request's address, which would fail on it (a 500 for anyone)."""
+
+    async def checked(scope: Scope, receive: Receive, send: Send) -> None:
+        host = dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1") if scope["type"] == "http" else ""
+        try:
+            urlsplit(f"//{host}").port
+        except ValueError:
+            error = UnknownHostError(f"the Host header {host[:100]!r} is not a host name with an optional port")
+            status, shown = status_for(error), {"error": error.code, "detail": error.message}
+            body = msgspec.json.encode(for_openai_clients(shown, status) if scope["path"].startswith("/v1/") else shown)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return checked
 
 
 def refuse_unknown_host(request: Request[Any, Any, Any], allowed: frozenset[str] | None) -> None:

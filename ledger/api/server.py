@@ -26,6 +26,7 @@ from litestar import Litestar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ledger.api.app import create_app
+from ledger.api.bodies import well_formed_host
 from ledger.api.runtime import Runtime
 from ledger.settings import Settings
 
@@ -192,7 +193,7 @@ def build_server(
         runtime.options.sse_max_streams = limits.max_streams
     options = {"log_level": "info", "http": guarded_protocol(limits), "timeout_keep_alive": limits.keep_alive}
     config = uvicorn.Config(
-        app, host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **{**options, **uvicorn_options}
+        well_formed_host(app), host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **{**options, **uvicorn_options}
     )
     return LedgerServer(config, app)
 

@@ -68,3 +68,15 @@ def test_a_server_that_asks_for_tokens_answers_to_any_name_unless_told_otherwise
     response = httpx.get(f"{server.base_url}/api/profiles", headers=addressed_to(server, "ledger.behind-a-proxy"))
     assert_error(response, 401)
     assert httpx.get(f"{server.base_url}/health", headers=addressed_to(server, "anything.example")).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["--auth", "--no-auth"])
+def test_a_host_header_whose_port_is_not_a_port_is_a_400_not_a_500(serve, mode):
+    """Anything that reads a request's address fails on such a Host: refused first, with the error shape, and
+    nothing written to the server's log about it."""
+    server = serve(mode)
+    for host in ("localhost:evil", "localhost:99999", "localhost:-1", "127.0.0.1:1:2", "[::1"):
+        for path in ("/api/profiles", "/nonexistent", "/", "/v1/models"):
+            answer = httpx.get(f"{server.base_url}{path}", headers={"Host": host})
+            assert_error(answer, 400, "unknown_host")
+    assert "Traceback" not in server.output()
