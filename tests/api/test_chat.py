@@ -162,6 +162,7 @@ def test_a_streamed_completion_retried_with_its_idempotency_key_gets_the_same_st
 
 
 def test_a_stream_whose_run_cannot_be_recorded_ends_with_an_error_event_the_official_client_raises(server):
+    server.slow_steps()  # 480 steps take ten seconds: the profile is deleted long before the run ends, on any machine
     create(server.client, "doomed", {"4": 9.0})
     body = {"messages": MESSAGES, "max_tokens": 480, "temperature": 0, "profile": "doomed"}  # greedy: all 480
     with server.new_client().stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as streamed:
