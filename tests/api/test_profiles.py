@@ -316,3 +316,6 @@ def test_actor_reason_and_correlation_reach_the_audit_log(client):
     events = client.get("/api/events", params={"profile_id": generated.json()["id"], **fresh(client, generated.json()["position"])}).json()
     assert events["events"][0]["actor"] == "anonymous" and events["events"][0]["reason"] == "hdr"
     assert events["events"][0]["correlation_id"] == request_id
+    for odd in ("<script>", "a b", "x" * 129):  # not an id a tracing system makes: the server draws one
+        drawn = client.post("/api/profiles", json={"name": f"odd {len(odd)}"}, headers={"X-Request-ID": odd})
+        assert drawn.status_code == 201 and drawn.headers["X-Request-ID"] != odd
