@@ -52,3 +52,12 @@ def test_the_console_refuses_an_edit_or_a_revert_the_active_profile_could_not_st
     for refused in (edit, revert):
         assert refused.status_code == 422 and "profile_incompatible" in refused.text, refused.text[:500]
     assert console.get(url).json()["version"] == 2
+
+
+def test_the_history_on_a_profiles_page_names_who_edited_a_version_in_place_when_and_why(console):
+    made = console.post("/api/profiles", json={"name": "kept", "description": "first"}, headers={"X-Actor": "ann"})
+    edited = console.put(f"/api/profiles/{made.json()['id']}", headers={"X-Actor": "bob"}, json={
+        "description": "rewritten in place", "bump_version": False, "reason": "silent edit"})
+    assert edited.json()["version"] == 1
+    history = console.get(f"/profiles/{made.json()['id']}", headers=HTML).text.split('id="v1"', 1)[1].split("</tr>")[0]
+    assert "ann" in history and "edit: bob" in history and "edit: silent edit" in history
