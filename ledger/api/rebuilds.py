@@ -9,6 +9,7 @@ still running) is reported failed.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from projections.errors import RebuildInProgressError
 log = logging.getLogger("ledger.api")
 
 KEPT = 20
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex
 RECORD_ATTEMPTS, RECORD_RETRY_S = 16, 2.0  # how long a job that ended tries to record how (about 30 s)
 DATABASE_LOST = ("the database became unreachable during the rebuild; the read models are as they were before it: "
                  "start it again once the database is back")
@@ -65,7 +67,7 @@ class RebuildJobs:
 
         release = hold_rebuild_lock(self.database)
         try:
-            job_id = uuid.uuid4().hex
+            job_id = uuid.uuid4().hex  # a JOB_ID
             job = RebuildJob(id=job_id, state="running", url=f"/api/ledger/rebuilds/{job_id}",
                              started_at=datetime.now(timezone.utc))
             self.table.execute(
@@ -81,6 +83,8 @@ class RebuildJobs:
         return job
 
     def get(self, job_id: str) -> RebuildJob | None:
+        if not JOB_ID.fullmatch(job_id):  # never one of ours (and text PostgreSQL would refuse, such as a NUL)
+            return None
         job = self._read(job_id)
         if job is None or job.state != "running" or not self.database.is_postgres:  # SQLite: the lock is a process's
             return job

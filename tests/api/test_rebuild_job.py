@@ -24,7 +24,8 @@ def test_a_rebuild_is_a_job_to_poll_and_queries_see_the_same_afterwards(database
         assert done["state"] == "succeeded" and done["finished_at"] and done["error"] is None
         assert set(done["positions"].values()) == {made["position"]}
         assert client.get(f"/api/profiles/{made['id']}").json()["name"] == "kept"
-        assert_error(client.get("/api/ledger/rebuilds/unknown"), 404, "not_found")
+        for unknown in ("unknown", "%00", "a%00b", "0" * 32):  # a NUL was a 500 on PostgreSQL
+            assert_error(client.get(f"/api/ledger/rebuilds/{unknown}"), 404, "not_found")
 
 
 def test_a_second_rebuild_meanwhile_is_refused_with_409(database_url):
