@@ -23,6 +23,7 @@ from ledger.api.runtime import Runtime
 from ledger.api.rebuilds import RebuildJob
 from ledger.api.schemas import VerifyResult
 from ledger.application import ProfileLedger
+from ledger.domainmodel import CommandContext
 from ledger.errors import NotFoundError, PermissionDeniedError
 from ledger.states import convert
 
@@ -65,8 +66,10 @@ class LedgerController(Controller):
         opt=requires("admin"),
         responses=responses(CONFLICT, INVALID),  # INVALID: an Idempotency-Key reused for another request
     )
-    def rebuild(self, runtime: NamedDependency[Runtime]) -> Response[RebuildJob]:
-        job = runtime.rebuilds.start()
+    def rebuild(
+        self, runtime: NamedDependency[Runtime], context: NamedDependency[CommandContext]
+    ) -> Response[RebuildJob]:
+        job = runtime.rebuilds.start(started_by=context.actor)
         return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.url})
 
     @get("/rebuilds/{job_id:str}", summary="A rebuild job: running, succeeded (with positions) or failed",

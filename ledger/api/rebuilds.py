@@ -41,6 +41,8 @@ class RebuildJob(msgspec.Struct, kw_only=True):
     url: str
     """Where to poll this job."""
     started_at: datetime
+    started_by: str | None = None
+    """The actor who started it (the API's authenticated token; in open mode, ``X-Actor``)."""
     finished_at: datetime | None = None
     positions: dict[str, int] | None = None
     """When it succeeded: the log position each read model was rebuilt up to."""
@@ -61,7 +63,7 @@ class RebuildJobs:
         self.parked_counts = parked_counts
         self.table = SideTable(datastore, self.TABLE, "id text PRIMARY KEY, started_at text NOT NULL, job text NOT NULL")
 
-    def start(self) -> RebuildJob:
+    def start(self, started_by: str | None = None) -> RebuildJob:
         """Start a rebuild in a thread (raises ``RebuildInProgressError`` while one runs anywhere)."""
         from projections.schema import hold_rebuild_lock
 
@@ -69,7 +71,7 @@ class RebuildJobs:
         try:
             job_id = uuid.uuid4().hex  # a JOB_ID
             job = RebuildJob(id=job_id, state="running", url=f"/api/ledger/rebuilds/{job_id}",
-                             started_at=datetime.now(timezone.utc))
+                             started_at=datetime.now(timezone.utc), started_by=started_by)
             self.table.execute(
                 ("INSERT INTO {table} (id, started_at, job) VALUES (?, ?, ?)",
                  (job.id, job.started_at.isoformat(), msgspec.json.encode(job).decode())),
@@ -79,6 +81,7 @@ class RebuildJobs:
         except BaseException:
             release()
             raise
+        log.info("rebuild %s started by %s", job.id, started_by)
         threading.Thread(target=self._run, args=(job, release), daemon=True, name=f"rebuild-{job_id[:8]}").start()
         return job
 

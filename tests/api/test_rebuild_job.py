@@ -15,13 +15,15 @@ from tests.waiting import wait_until
 def test_a_rebuild_is_a_job_to_poll_and_queries_see_the_same_afterwards(database_url):
     with make_client(database_url) as client:
         made = create(client, "kept")
-        started = client.post("/api/ledger/rebuild")
+        started = client.post("/api/ledger/rebuild", headers={"X-Actor": "ops-ann"})  # open mode: the actor named
         assert started.status_code == 202, started.text
         job = started.json()
+        assert job["started_by"] == "ops-ann"
         assert job["state"] in ("running", "succeeded") and started.headers["Location"] == job["url"]
         done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
             client.get(job["url"]).json()), 60, "the rebuild to end")
         assert done["state"] == "succeeded" and done["finished_at"] and done["error"] is None
+        assert done["started_by"] == "ops-ann"
         assert set(done["positions"].values()) == {made["position"]}
         assert client.get(f"/api/profiles/{made['id']}").json()["name"] == "kept"
         for unknown in ("unknown", "%00", "a%00b", "0" * 32):  # a NUL was a 500 on PostgreSQL
