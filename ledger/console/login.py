@@ -72,8 +72,9 @@ class LoginPages(Controller):
         token = (form.get("token") or "").strip()
         try:
             await check_token(runtime, token)
-        except AuthenticationError:
-            return page(request, "login.html.j2", status_code=401, next=target, problem="That token is unknown or revoked.")
+        except AuthenticationError as refused:  # why, as the API says it: unknown or revoked, expired, malformed
+            problem = f"{refused.message[:1].upper()}{refused.message[1:]}."
+            return page(request, "login.html.j2", status_code=401, next=target, problem=problem)
         redirect.set_cookie(TOKEN_COOKIE, token, **_cookie_options(request))
         return redirect
 

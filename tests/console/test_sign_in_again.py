@@ -3,8 +3,12 @@ own address answers POST only), never to another site."""
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
+from ledger.tokens import TokenService
 from tests.api.conftest import make_client
 
 HTML = {"Accept": "text/html"}
@@ -28,3 +32,14 @@ def test_a_form_sent_without_a_session_returns_to_its_page_after_signing_in(sqli
         assert next_after_login(from_elsewhere) == "/"
         asked_for = browser.get("/events?actor=ann", follow_redirects=False, headers=HTML)
         assert next_after_login(asked_for) == "/events?actor=ann"
+
+
+def test_signing_in_with_an_expired_token_says_it_expired(sqlite_url):
+    with make_client(sqlite_url, auth=True) as browser:
+        _, token = TokenService(browser.app.state.runtime.ledger).issue(
+            "brief", "reader", expires_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+        time.sleep(1.2)
+        form = browser.get("/login", headers=HTML).text
+        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form).group(1)
+        refused = browser.post("/login", data={"_csrf_token": csrf, "token": token}, headers=HTML)
+        assert refused.status_code == 401 and "The token expired at" in refused.text, refused.text[:300]
