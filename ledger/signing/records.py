@@ -249,6 +249,12 @@ class SigningKeys(PublicKeyCheck):
             states.append(b"".join((MAGIC, self.key_id, signature, mac, index_and_count, payload)))
         return states
 
+    @staticmethod
+    def key_id_in(state: bytes) -> bytes | None:
+        """The id of the key a stored record says it is signed with (None: not a signed record)."""
+        state = bytes(state)
+        return state[_KEY_AT:_SIGNATURE_AT] if len(state) >= HEADER_SIZE and state[:_KEY_AT] in CONTEXTS else None
+
     def mac_problem(self, originator_id: Any, originator_version: int, topic: str,
                     state: bytes) -> tuple[bytes, str | None]:
         """The payload and, when the record is not this service's, why (by its MAC; on every read: kept lean)."""

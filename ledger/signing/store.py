@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
-from ledger.errors import TamperedRecordError
+from ledger.errors import SigningKeyError, TamperedRecordError
 from ledger.signing.records import SigningKeys
 
 logger = logging.getLogger("ledger.signing")
@@ -62,9 +62,14 @@ class SigningEventStore(EventStore[UUID]):
         events = super().get(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
         return events if desc else _without_gaps(originator_id, events, after=gt or 0)
 
+    key_checked = False
+    """Whether this process's key was found to be the one the log is written with (checked before its first save)."""
+
     def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
         if not isinstance(self.mapper, SigningMapper):
             return super().put(domain_events, **kwargs)
+        if not self.key_checked:
+            self._refuse_another_key()
         stored_events = self.mapper.to_stored_events(domain_events)
         positions = self.recorder.insert_events(stored_events, **kwargs)
         if not positions:
@@ -75,6 +80,21 @@ class SigningEventStore(EventStore[UUID]):
                                           state=stored.state, id=position))
             for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
         ]
+
+
+    def _refuse_another_key(self) -> None:
+        """A process given another key than the log's (a mistyped ``LEDGER_SIGNING_KEY``, another ledger's
+        ``.ledger/`` in the working directory) would append records every reader refuses: it may not write."""
+        assert isinstance(self.mapper, SigningMapper)
+        head = self.recorder.max_notification_id()  # type: ignore[attr-defined]
+        last = self.recorder.select_notifications(start=head, limit=1) if head else []  # type: ignore[attr-defined]
+        if last and (found := self.mapper.keys.key_id_in(last[0].state)) not in (None, self.mapper.keys.key_id):
+            raise SigningKeyError(
+                f"this process's signing key ({self.mapper.keys.key_id.hex()}) is not the one this log is written "
+                f"with ({found.hex()}): every process writing to one database needs the same key file "
+                "(LEDGER_SIGNING_KEY); nothing was written"
+            )
+        self.key_checked = True
 
 
 class CheckedSnapshotStore(EventStore[UUID]):

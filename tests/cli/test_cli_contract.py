@@ -257,17 +257,23 @@ def test_a_process_without_the_logs_signing_key_refuses_to_write_or_rebuild_and_
     ledger, sqlite_url, tmp_path, monkeypatch
 ):
     ledger("create", "calm", "-f", "1=0.5")
+    ledger("delete", "calm")
+    ledger("restore", "calm")  # the last save wrote the name's stream: a create of a new name reads no stream
     for key in ("absent", "another"):  # a copied database, a wrong LEDGER_SIGNING_KEY
         monkeypatch.setenv("LEDGER_SIGNING_KEY", str(tmp_path / f"{key}.pem"))
         if key == "another":
             from ledger.signing.keys import create_private_key
 
             create_private_key(tmp_path / f"{key}.pem")
-        for args in (("rebuild", "--no-progress"), ("create", "bold"), ("db", "init"), ("serve", "--no-model")):
+        for args in (("rebuild", "--no-progress"), ("create", "bold"), ("db", "init"), ("serve", "--no-model"),
+                     ("tokens", "create", "--name", "w", "--role", "admin")):  # these two wrote, signed by it
             result = ledger(*args, code=1)
             assert result.stderr.startswith("error: ") and "key" in result.stderr and len(result.stderr) < 400, args
         assert not (tmp_path / "absent.pem").exists()  # no new key made for a log signed with another
         assert [row["name"] for row in as_json(ledger("list", "--json"))["profiles"]] == ["calm"]
+    monkeypatch.undo()
+    assert ledger("verify").stdout.startswith("ok: ")  # nothing was written: the log is whole, and grows as before
+    ledger("create", "bold", "-f", "1=0.5")
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
