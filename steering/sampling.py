@@ -6,8 +6,9 @@ import torch
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    """Next token id from one row's logits [vocab]; temperature 0 is greedy (first maximum)."""
-    if temperature <= 0:
+    """Next token id from one row's logits [vocab]; temperature 0 is greedy (first maximum), and so is one too small
+    for float32 (1e-300 is 0 there, and would divide the logits into NaNs): the limit sampling tends to."""
+    if temperature < torch.finfo(torch.float32).tiny:
         return int(torch.argmax(logits))
     scaled = logits.float() / temperature
     if torch.isinf(scaled).any():  # a temperature so small that the logits overflow: shifted first, as the limit is

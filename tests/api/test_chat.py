@@ -128,10 +128,11 @@ def test_concurrent_requests_over_four_profiles_each_match_their_solo_answer(ser
     assert together == solo
 
 
-def test_a_temperature_near_zero_samples_as_greedy_and_leaves_its_batch_mates_alone(server):
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])  # subnormal in float32; 0 there; the least double
+def test_a_temperature_near_zero_samples_as_greedy_and_leaves_its_batch_mates_alone(server, temperature):
     plain = {"messages": MESSAGES, "max_tokens": 8, "seed": 3, "temperature": 0.8}
     alone = server.client.post("/v1/chat/completions", json=plain).json()["choices"][0]["message"]["content"]
-    tiny = {"messages": MESSAGES, "max_tokens": 8, "seed": 3, "temperature": 1e-40}
+    tiny = {"messages": MESSAGES, "max_tokens": 8, "seed": 3, "temperature": temperature}
     greedy = {**tiny, "temperature": 0}
     barrier = threading.Barrier(2)
 
