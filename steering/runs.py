@@ -25,6 +25,9 @@ from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullEr
 
 SEED_MAX = 2**63 - 1
 PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most for the projector
+DELETED_PROFILE = "deleted_profile"
+"""The key of a generation's details naming the profile version it ran with, when the profile was deleted before
+the run was recorded (the execution then has no profile): a replay runs with that version."""
 T = TypeVar("T")
 
 
@@ -161,8 +164,9 @@ class GenerationService:
         details = original.details
         sampling = details.get("sampling", {})
         profile_id, version = original.profile_id, original.profile_version
-        if profile_id is None and "replayed_profile" in details:  # a replay recorded once its profile was deleted
-            profile_id, version = details["replayed_profile"]["id"], details["replayed_profile"]["version"]
+        deleted = details.get(DELETED_PROFILE) or details.get("replayed_profile")  # (its name before it was general)
+        if profile_id is None and deleted:  # recorded once its profile was deleted
+            profile_id, version = deleted["id"], deleted["version"]
         completion = Completion(
             messages=details["messages"],
             max_tokens=sampling["max_tokens"],
@@ -237,17 +241,22 @@ class GenerationService:
         version = spec.version if spec else None
         run = {"seed": request.seed, "status": "success", "duration_ms": round(result.duration_s * 1000, 3),
                "kind": "generation", "details": details, "replay_of": completion.replay_of}
+        warnings: tuple[str, ...] = ()
         try:
             recorded = self.ledger.record_execution(profile_id, version=version, **run)
         except ProfileNotFoundError:
-            if completion.replay_of is None:
+            if profile_id is None:
                 raise
-            # Replaying a run of a profile deleted since: record the replay without a live profile.
-            details["replayed_profile"] = {"id": str(profile_id), "version": version}
+            # The profile was deleted while this ran (or, for a replay, since the run): every generation is
+            # recorded all the same, without a live profile, its details naming the version it ran with.
+            details[DELETED_PROFILE] = {"id": str(profile_id), "version": version}
             recorded = self.ledger.record_execution(None, **run)
+            warnings = (f"profile {profile_id} was deleted before this run was recorded: it is recorded without "
+                        f"it, details.{DELETED_PROFILE} naming version {version}",)
         return CompletionOutcome(
             result=result, seed=request.seed, profile_id=profile_id, profile_version=version,
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
+            warnings=warnings,
         )
 
 
