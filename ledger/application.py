@@ -42,6 +42,7 @@ from ledger.errors import (
     StaleVersionError,
     ValidationError,
 )
+from ledger.settings import number_setting
 from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys, SigningMapper
 from ledger.states import ProfileState, VersionRecord
 from ledger.verification import LogVerifier
@@ -94,7 +95,7 @@ class ProfileLedger(Application[UUID]):
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=env)
-        self.snapshot_interval = int(self.env.get(SNAPSHOT_INTERVAL_ENV) or SNAPSHOT_INTERVAL)
+        self.snapshot_interval = number_setting(self.env, SNAPSHOT_INTERVAL_ENV, SNAPSHOT_INTERVAL, minimum=0)
         self._listeners: list[Callable[[int], None]] = []
         self._name_keys_current = False
 

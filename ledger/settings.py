@@ -10,12 +10,16 @@ mode, where anyone may do anything and ``X-Actor`` names the actor; for local de
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.errors import ValidationError
+
+N = TypeVar("N", int, float)
 
 DEFAULT_SQLITE_FILE = "ledger.sqlite"
 DEFAULT_MODELS_DIR = "models"
@@ -133,9 +137,9 @@ class Settings:
             sae=environ.get("LEDGER_SAE") or None,
             device=environ.get("LEDGER_DEVICE") or None,
             dtype=environ.get("LEDGER_DTYPE") or None,
-            max_batch=_positive_int(environ, "LEDGER_MAX_BATCH", 32),
-            max_queue=_positive_int(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
-            step_tokens=_positive_int(environ, "LEDGER_STEP_TOKENS", 512),
+            max_batch=number_setting(environ, "LEDGER_MAX_BATCH", 32, minimum=1),
+            max_queue=number_setting(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
+            step_tokens=number_setting(environ, "LEDGER_STEP_TOKENS", 512, minimum=1),
             inline_projections=parse_switch(environ.get("LEDGER_INLINE_PROJECTIONS"), default=True),
             allowed_hosts=_names(environ.get("LEDGER_ALLOWED_HOSTS")),
         )
@@ -148,17 +152,19 @@ class Settings:
         return None if "*" in self.allowed_hosts else frozenset(name.lower() for name in self.allowed_hosts)
 
 
-def _positive_int(environ: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
-    """An integer setting; an unreadable or too small value is reported on the log and the default used."""
+def number_setting(environ: Mapping[str, str], name: str, default: N, minimum: N) -> N:
+    """A number setting of ``default``'s type (int or float), at least ``minimum``; an unreadable, infinite or
+    NaN, or too small value is reported on the log and the default used (never read as no bound)."""
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
     try:
-        value = int(raw)
+        value = type(default)(raw)
     except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        logging.getLogger("ledger").warning("%s=%r is not an integer >= %d; using %d", name, raw, minimum, default)
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        logging.getLogger("ledger").warning("%s=%r is not %s >= %s; using %s", name, raw, kind, minimum, default)
         return default
     return value
 

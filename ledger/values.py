@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.errors import ValidationError
+from ledger.settings import number_setting
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 10_000
@@ -281,12 +282,17 @@ def feature_index(key: Any) -> int:
     return index
 
 
+@functools.lru_cache(maxsize=8)  # read on every validation: a bad value is reported once
+def _strength_bound(raw: str | None) -> float:
+    return number_setting({STRENGTH_MAX_ENV: raw or ""}, STRENGTH_MAX_ENV, float(STRENGTH_MAX), minimum=math.ulp(0))
+
+
 def steering(value: Any) -> Steering:
     """``{feature_index: strength}``; refuses (never drops) a bad entry, naming it. Strengths are finite and within
     ±``LEDGER_STEERING_MAX_STRENGTH`` (default 200, miLLM's bound)."""
     if value is None:
         return {}
-    bound = float(os.environ.get(STRENGTH_MAX_ENV) or STRENGTH_MAX)
+    bound = _strength_bound(os.environ.get(STRENGTH_MAX_ENV))
     if not isinstance(value, Mapping):
         raise ValidationError("steering must be an object mapping feature indices to strengths", field="steering")
     if len(value) > STEERING_MAX:

@@ -303,3 +303,15 @@ def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path):
         result = run_ledger(str(notes), tmp_path, *args, code=1)
         assert result.stderr == f"error: sqlite:///{notes} cannot be used: file is not a database\n", args
     assert notes.read_text() == "not a database\n"
+
+
+def test_a_setting_that_is_not_a_number_in_its_range_is_reported_and_its_default_kept(ledger, monkeypatch):
+    for raw in ("nan", "inf", "-1", "abc"):  # nan compared false with every strength: it was no bound at all
+        monkeypatch.setenv("LEDGER_STEERING_MAX_STRENGTH", raw)
+        refused = ledger("create", "loud", "-f", "1=1e300", code=1)
+        assert "between -200 and 200" in refused.stderr and f"LEDGER_STEERING_MAX_STRENGTH={raw!r}" in refused.stderr
+    monkeypatch.delenv("LEDGER_STEERING_MAX_STRENGTH")
+    for raw in ("abc", "-1"):  # "abc" was a fault (exit 70); -1 was taken
+        monkeypatch.setenv("LEDGER_SNAPSHOT_INTERVAL", raw)
+        made = ledger("create", f"snap {raw}", "-f", "1=1")
+        assert f"LEDGER_SNAPSHOT_INTERVAL={raw!r} is not an integer >= 0; using 100" in made.stderr
