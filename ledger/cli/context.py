@@ -156,6 +156,16 @@ def emit_json(value: Any) -> None:
     typer.echo(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
 
 
+_ESCAPED = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+            for code in (*range(0x20), *range(0x7f, 0xa0), *range(0x202a, 0x202f), *range(0x2066, 0x206a))}
+
+
+def plain(text: str) -> str:
+    """Free text (a reason, a tag, a run id) on one line of a terminal: control and bidirectional characters shown
+    as escapes, so a value cannot draw lines, colours or reordered text of its own (``--json`` keeps it exact)."""
+    return text.translate(_ESCAPED)
+
+
 def emit(as_json: bool, document: Any, lines: Iterable[str], empty: str | None = None) -> None:
     """Print ``document`` as JSON, or else each of ``lines`` (and ``empty`` when there are none)."""
     if as_json:

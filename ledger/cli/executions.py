@@ -7,7 +7,7 @@ from typing import Any, Optional
 import typer
 
 from ledger.cli.context import (
-    ACTOR, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, profile_ref, state,
+    ACTOR, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, plain, profile_ref, state,
 )
 from ledger.errors import RunNotFoundError
 
@@ -17,7 +17,7 @@ RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).")
 def execution_line(row: Any) -> str:
     """An execution in ``ledger executions``: when, which profile version, which run, seed and status."""
     return (f"{row.id}  {row.recorded_at.isoformat()}  profile={row.profile_id} v{row.profile_version}"
-            f"  run={row.run_id or '-'}  seed={row.seed}  status={row.status}")
+            f"  run={plain(row.run_id or '-')}  seed={row.seed}  status={row.status}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileState
 from ledger.cli.context import (
-    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json,
+    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, plain,
     profile_ref, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
@@ -68,16 +68,13 @@ def describe(profile: ProfileState) -> str:
     steering = ", ".join(f"{i}={s!r}" for i, s in list(profile.steering.items())[:12])
     if len(profile.steering) > 12:
         steering += ", …"
-    active = ""
-    if profile.is_active:
-        active = f"  ACTIVE (version {profile.pinned_version} pinned, in force)" if profile.pinned_version else "  ACTIVE"
     lines = [
-        f"{profile.name}  (id {profile.id})  version {profile.version}{active}",
-        f"  description: {profile.description or '-'}",
+        f"{profile.name}  (id {profile.id})  version {profile.version}{active_mark(profile)}",
+        f"  description: {plain(profile.description or '-')}",
         f"  model: {profile.model_id or '-'}   sae: {profile.sae_id or '-'}   layer: "
         f"{'-' if profile.layer is None else profile.layer}",
         f"  steering ({len(profile.steering)} features): {steering or '-'}",
-        f"  tags: {', '.join(profile.tags) or '-'}   products: {', '.join(profile.products) or '-'}",
+        f"  tags: {plain(', '.join(profile.tags) or '-')}   products: {plain(', '.join(profile.products) or '-')}",
         f"  created: {profile.created_at.isoformat()}   updated: {profile.updated_at.isoformat()}",
     ]
     if profile.metadata:
@@ -112,7 +109,7 @@ def report(outcome: Outcome, as_json: bool, verb: str) -> None:
 
 def version_line(record: Any, details: str) -> str:
     """A version of a profile: who made it, when and why, then (indented below) ``details``."""
-    reason = f"  ({record.reason})" if record.reason else ""
+    reason = f"  ({plain(record.reason)})" if record.reason else ""
     return (f"v{record.version}  {record.recorded_at.isoformat()}  {record.actor}  {record.event_type}{reason}\n"
             f"    {details}")
 
@@ -120,16 +117,22 @@ def version_line(record: Any, details: str) -> str:
 def history_line(record: Any) -> str:
     """A version in ``ledger history``: :func:`version_line` with its steering and name, then each edit that kept it."""
     edits = "".join(f"\n    edited {edit.recorded_at.isoformat()}  {edit.actor}  {', '.join(edit.fields)}"
-                    + (f"  ({edit.reason})" if edit.reason else "") for edit in record.edits)
+                    + (f"  ({plain(edit.reason)})" if edit.reason else "") for edit in record.edits)
     return version_line(record, f"steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}") + edits
 
 
+def active_mark(profile: Any) -> str:
+    """After a profile's latest version, as ``show`` and ``list`` print it: whether it is active, and which
+    version is in force when its activation pinned one (``ledger active`` shows that version)."""
+    if not profile.is_active:
+        return ""
+    return f"  ACTIVE (version {profile.pinned_version} pinned, in force)" if profile.pinned_version else "  ACTIVE"
+
+
 def list_line(row: Any) -> str:
-    """A live profile in ``ledger list``: the version in force, whether active, its name, tags and executions."""
-    pinned = row.is_active and row.pinned_version
-    active = f"  ACTIVE (pinned; latest v{row.version})" if pinned else "  ACTIVE" if row.is_active else ""
-    return (f"{row.id}  v{row.pinned_version if pinned else row.version}{active}  {row.name}"
-            f"  [{', '.join(row.tags)}]  executions={row.execution_count}")
+    """A live profile in ``ledger list``: its latest version, whether active, its name, tags and executions."""
+    return (f"{row.id}  v{row.version}{active_mark(row)}  {row.name}"
+            f"  [{plain(', '.join(row.tags))}]  executions={row.execution_count}")
 
 
 LIST_SORTS = {"name": "name", "updated": "updated_at"}  # --sort: the read model's order

@@ -172,7 +172,7 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert active["profile"]["pinned_version"] == 1  # as the top level says
     assert "ACTIVE" in ledger("active").stdout.splitlines()[0]
     assert "version 2  ACTIVE (version 1 pinned, in force)" in ledger("show", "calm").stdout.splitlines()[0]
-    assert "pinned; latest v2" in ledger("list").stdout
+    assert "v2  ACTIVE (version 1 pinned, in force)  Calm" in ledger("list").stdout  # as show says it
     ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
     spec = as_json(ledger("spec", "cohort-7", "--json"))
     assert (spec["profile_version"], spec["steering"], spec["seed"], spec["entity_count"]) == (1, {"12": 6.0}, 42, 1000)
@@ -315,3 +315,16 @@ def test_a_setting_that_is_not_a_number_in_its_range_is_reported_and_its_default
         monkeypatch.setenv("LEDGER_SNAPSHOT_INTERVAL", raw)
         made = ledger("create", f"snap {raw}", "-f", "1=1")
         assert f"LEDGER_SNAPSHOT_INTERVAL={raw!r} is not an integer >= 0; using 100" in made.stderr
+
+
+def test_free_text_cannot_draw_lines_of_its_own_in_the_text_output(ledger):
+    forged = "oops)\nv2  2026-12-04T22:00:00+00:00  alice  Profile.SpecRevised  (approved\x1b[32m\x07"
+    ledger("create", "h", "-f", "1=1", "--tag", "x\n0000-fake  v9  ACTIVE  spoof", "--product", "p\u202eq")
+    ledger("update", "h", "-f", "1=5", "--actor", "mallory", "--reason", forged)
+    ledger("record-execution", "h", "--run-id", "r\nforged", "--seed", "1")
+    for command in (("history", "h"), ("versions", "h"), ("list",), ("show", "h"), ("executions", "h")):
+        text = ledger(*command).stdout
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, command
+        assert not any(line.startswith(("v2  2026-12-04T22:00", "0000-fake", "forged")) for line in text.splitlines())
+    assert "\\x0av2  2026-12-04T22:00" in ledger("history", "h").stdout  # shown, escaped, on its own line
+    assert as_json(ledger("history", "h", "--json"))[1]["reason"] == forged  # --json keeps it exact
