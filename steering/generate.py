@@ -125,9 +125,9 @@ def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
 class Batch:
     """Rows advancing together: each `step` runs one forward pass for all of them.
 
-    A step feeds every decoding row its last token and gives prefilling rows, oldest first, whole prompt
-    chunks while `step_tokens` lasts (the oldest always gets one). Rows join with `add` and leave when they
-    finish or are dropped.
+    A step feeds every decoding row its last token and gives prefilling rows whole prompt chunks while
+    `step_tokens` lasts: one each, oldest first, round after round (the oldest always gets one). Rows join with
+    `add` and leave when they finish or are dropped.
     """
 
     def __init__(self, loaded: LoadedModel, step_tokens: int = STEP_TOKENS) -> None:
@@ -161,21 +161,15 @@ class Batch:
                 sampling.append(row)
                 budget -= 1
                 decode_tokens += 1
-        for row in self.rows:
-            if row.decoding:
-                continue
+        prefilling = [row for row in self.rows if not row.decoding]
+        for row, chunks in zip(prefilling, self._share(prefilling, budget, bool(segments))):
             length = len(row.prompt_ids)
-            for start, end in prefill_chunks(length, row.prefilled):
-                if end - start > budget and segments:
-                    break
+            for start, end in chunks:
                 segments.append(Segment(row.cache, row.prompt_ids[start:end], start, row.steering, end == length))
-                budget -= end - start
                 prefill_tokens += end - start
                 row.prefilled = end
             if row.decoding:
                 sampling.append(row)
-            if budget <= 0:
-                break
         if not segments:
             return [], 0, 0
         logits = self.forward(segments)
@@ -188,6 +182,27 @@ class Batch:
         for row in finished:
             self.drop(row)
         return finished, prefill_tokens, decode_tokens
+
+
+    @staticmethod
+    def _share(prefilling: list[Row], budget: int, decoding: bool) -> list[list[tuple[int, int]]]:
+        """The prompt chunks each prefilling row runs this step: one each, oldest first, round after round while
+        ``budget`` tokens last, so a new prompt starts at the next step however long the prompts before it (the
+        oldest always gets one, even past the budget when nothing decodes)."""
+        pending = [prefill_chunks(len(row.prompt_ids), row.prefilled) for row in prefilling]
+        taken = [0] * len(prefilling)
+        while budget > 0 and any(count < len(chunks) for count, chunks in zip(taken, pending)):
+            for index, chunks in enumerate(pending):
+                if taken[index] == len(chunks):
+                    continue
+                start, end = chunks[taken[index]]
+                if end - start > budget and (decoding or any(taken)):
+                    return [chunks[:count] for count, chunks in zip(taken, pending)]
+                taken[index] += 1
+                budget -= end - start
+                if budget <= 0:
+                    break
+        return [chunks[:count] for count, chunks in zip(taken, pending)]
 
 
 def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:

@@ -102,6 +102,28 @@ def test_rows_join_and_leave_a_running_batch_without_changing_their_tokens(loade
     assert [row.tokens for row in rows] == [list(generate(loaded, [r])[0].token_ids) for r in requests]
 
 
+def test_a_new_prompt_starts_at_the_next_step_however_long_the_prompt_prefilling_before_it(loaded) -> None:
+    """The step's prompt tokens are shared a chunk at a time, round after round: a short request that joins while
+    a long prompt prefills is prefilled, and answers, long before the long prompt is done."""
+    long_request = GenerationRequest(prompt=" ".join(PROMPTS * 6), max_tokens=2, seed=1)
+    short_request = GenerationRequest(prompt=PROMPTS[0], max_tokens=3, seed=2)
+    batch = Batch(loaded, step_tokens=128)
+    long_row, short_row = new_row(loaded, long_request), new_row(loaded, short_request)
+    assert len(long_row.prompt_ids) > 3 * batch.step_tokens
+    batch.add(long_row)
+    batch.step()
+    batch.add(short_row)
+    batch.step()
+    assert short_row.decoding  # its whole prompt ran in the step after it came
+    while short_row.finish_reason is None:
+        batch.step()
+    assert not long_row.decoding  # answered while the long prompt still prefills
+    while batch.rows:
+        batch.step()
+    assert [long_row.tokens, short_row.tokens] == [list(generate(loaded, [r])[0].token_ids)
+                                                   for r in (long_request, short_request)]
+
+
 def test_stop_string_truncates_and_reports_stop(loaded) -> None:
     request = GenerationRequest(prompt=PROMPTS[0], max_tokens=16)
     full = generate(loaded, [request])[0]
