@@ -62,7 +62,9 @@ class ChatCompletionRequest(Request, kw_only=True):
     model: str | None = None
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     max_tokens: MaxTokens | None = None
+    """Default (or null): 128, fewer where the model's context ends first."""
     max_completion_tokens: MaxTokens | None = None
+    """OpenAI's newer name for ``max_tokens`` (this one wins when both are given)."""
     temperature: Annotated[float, Meta(ge=0, le=5)] | None = None
     """Default (or null): 1."""
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
