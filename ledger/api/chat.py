@@ -19,6 +19,7 @@ from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
+from ledger.api.observability import ANSWERED, DEPARTED
 from ledger.api.deps import LOG_POSITION, wait_until_applied
 from ledger.api.executions import execution_found
 from ledger.api.runtime import Runtime
@@ -73,9 +74,6 @@ def wait_for_steering(runtime: Runtime, position: int) -> None:
     """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
     projector = runtime.steering.projector
     wait_until_applied(runtime, "the steering hook", lambda: projector.position, projector.wait_for, position)
-
-
-DEPARTED = "ledger.departed"
 
 
 def watch_for_departure(app: ASGIApp) -> ASGIApp:
@@ -265,7 +263,9 @@ class ChatController(Controller):
                 while (text := run_command(context, lambda: next(deltas, None))) is not None:
                     yield chunk({"content": text}, None)
             except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
-                yield b"data: " + msgspec.json.encode(handle_exception(request, error).content) + b"\n\n"
+                failed = handle_exception(request, error)
+                request.scope[ANSWERED] = failed.status_code  # type: ignore[literal-required]
+                yield b"data: " + msgspec.json.encode(failed.content) + b"\n\n"
                 yield b"data: [DONE]\n\n"
                 return
             finally:

@@ -20,6 +20,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
+DEPARTED = "ledger.departed"
+"""The scope key of a ``threading.Event`` set when the client went away (``ledger.api.chat.watch_for_departure``):
+its request is counted as 499 whatever its response began with."""
+ANSWERED = "ledger.answered"
+"""The scope key of the status a request ended with when its response had begun otherwise (a stream that ended
+in an error event): the one the request metrics count."""
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a UUID, a hex trace id, a W3C traceparent, "req-42"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -173,6 +179,8 @@ def request_context_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]
             try:
                 await app(scope, receive, send_wrapper)
             finally:
+                departed = scope.get(DEPARTED)
+                status = 499 if departed is not None and departed.is_set() else scope.get(ANSWERED, status)
                 route = scope.get("path_template") or "unmatched"
                 metrics.observe_request(scope.get("method", "GET"), str(route), status, time.perf_counter() - started)
 

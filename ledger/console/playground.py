@@ -27,7 +27,8 @@ from markupsafe import escape
 
 from ledger.api.auth import requires
 from ledger.api.bodies import refusal
-from ledger.api.chat import DEPARTED, completion_from, generation_of, watch_for_departure
+from ledger.api.chat import completion_from, generation_of, watch_for_departure
+from ledger.api.observability import DEPARTED
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of

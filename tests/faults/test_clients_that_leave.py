@@ -32,8 +32,8 @@ def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(sqlit
                             assert answer.status_code == 200
                             next(answer.iter_lines())  # the first chunk; then the connection is closed
                     else:
-                        try:
-                            leaving.post("/v1/chat/completions", json=LONG, timeout=0.05)  # long before the tiny model ends
+                        try:  # leaves at 50 ms, long before the tiny model ends
+                            leaving.post("/v1/chat/completions", json=LONG, timeout=0.05)
                         except httpx.ReadTimeout:
                             pass
                 stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
@@ -41,6 +41,9 @@ def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(sqlit
                 assert (stats["cancelled"], stats["finished"]) == (1 if stream else 2, 0), (stream, stats)
             metrics = http.get("/metrics").text
             assert not re.search(r'route="/v1/chat/completions",status="5\d\d"', metrics), metrics
+            chat_requests = r'ledger_http_requests_total{[^}]*route="/v1/chat/completions",status="(\d+)"} (\S+)'
+            counted = dict(re.findall(chat_requests, metrics))
+            assert counted == {"499": "2.0"}, metrics  # the stream that began with 200 too: its client left
             assert "Traceback" not in server.output()
     finally:
         server.stop()
