@@ -189,4 +189,9 @@ def limit_option(default: int | None, what: str, most: int | None = MAX_LIMIT) -
     bounds = f"1 to {most}" if most else "1 or more"
     return typer.Option(default, "--limit", min=1, max=most, help=f"At most this many {what} ({bounds}).")
 PROFILE = typer.Argument(..., metavar="NAME_OR_ID", help="The profile's name or id.")
-EXPECTED_VERSION = typer.Option(None, "--expected-version", help="Refuse if the profile moved on.")
+EXPECTED_VERSION = typer.Option(
+    None, "--expected-version", min=1,
+    help="Refuse if the profile has a newer version (an edit that kept the version is caught by --expected-revision).")
+EXPECTED_REVISION = typer.Option(
+    None, "--expected-revision", min=1,
+    help="Refuse if anything changed the profile since this revision (`revision` in show --json; as the API's ETag).")

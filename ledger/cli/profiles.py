@@ -16,7 +16,7 @@ from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileState
 from ledger.cli.context import (
-    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, plain,
+    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, plain,
     profile_ref, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
@@ -189,6 +189,7 @@ def register(app: typer.Typer) -> None:
             help="--no-bump-version keeps the version (descriptive fields only).",
         ),
         expected_version: Optional[int] = EXPECTED_VERSION,
+        expected_revision: Optional[int] = EXPECTED_REVISION,
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
@@ -200,7 +201,8 @@ def register(app: typer.Typer) -> None:
             fields["description"] = None  # --description "" clears it, as "" does in the API
         with acting(actor, reason):
             outcome = state.ledger.update_profile(
-                profile_ref(profile_id), fields, bump_version=bump_version, expected_version=expected_version
+                profile_ref(profile_id), fields, bump_version=bump_version, expected_version=expected_version,
+                expected_revision=expected_revision,
             )
         report(outcome, as_json, "update")
 
@@ -279,7 +281,8 @@ def register(app: typer.Typer) -> None:
     def delete(
         profile_id: str = PROFILE,
         delete_executions: bool = typer.Option(False, "--delete-executions", help="Also drop its execution history."),
-        expected_version: Optional[int] = typer.Option(None, "--expected-version"),
+        expected_version: Optional[int] = EXPECTED_VERSION,
+        expected_revision: Optional[int] = EXPECTED_REVISION,
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
@@ -287,7 +290,8 @@ def register(app: typer.Typer) -> None:
         """Delete a profile (its history stays in the log; the name becomes free)."""
         with acting(actor, reason):
             outcome = state.ledger.delete_profile(
-                profile_ref(profile_id), delete_executions=delete_executions, expected_version=expected_version
+                profile_ref(profile_id), delete_executions=delete_executions, expected_version=expected_version,
+                expected_revision=expected_revision,
             )
         report(outcome, as_json, "delete")
 

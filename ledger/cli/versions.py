@@ -9,7 +9,7 @@ import typer
 
 from ledger import values
 from ledger.cli.context import (
-    ACTOR, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, state,
+    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, state,
 )
 from ledger.cli.profiles import describe, in_force_line, report, version_line
 from ledger.errors import NoActiveProfileError
@@ -58,13 +58,15 @@ def register(app: typer.Typer) -> None:
         profile_id: str = PROFILE,
         version: int = typer.Option(..., "--version", min=1, help="The version whose content becomes the new version."),
         expected_version: Optional[int] = EXPECTED_VERSION,
+        expected_revision: Optional[int] = EXPECTED_REVISION,
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,
     ) -> None:
         """Make a new version equal to an earlier one (history is never rewritten)."""
         with acting(actor, reason):
-            outcome = state.ledger.revert_profile(profile_ref(profile_id), version, expected_version=expected_version)
+            outcome = state.ledger.revert_profile(profile_ref(profile_id), version, expected_version=expected_version,
+                                                  expected_revision=expected_revision)
         report(outcome, as_json, "revert")
 
     @app.command()

@@ -328,3 +328,15 @@ def test_free_text_cannot_draw_lines_of_its_own_in_the_text_output(ledger):
         assert not any(line.startswith(("v2  2026-12-04T22:00", "0000-fake", "forged")) for line in text.splitlines())
     assert "\\x0av2  2026-12-04T22:00" in ledger("history", "h").stdout  # shown, escaped, on its own line
     assert as_json(ledger("history", "h", "--json"))[1]["reason"] == forged  # --json keeps it exact
+
+
+def test_an_update_based_on_a_revision_that_an_edit_moved_past_is_refused(ledger):
+    read = as_json(ledger("create", "kept", "-f", "1=1", "--json"))["profile"]
+    ledger("update", "kept", "--description", "edited in place", "--no-bump-version")  # the version stays
+    expected = ("--expected-version", str(read["version"]), "--expected-revision", str(read["revision"]))
+    stale = ledger("update", "kept", "--description", "mine", *expected, code=1)
+    assert "has changed since" in stale.stderr
+    assert as_json(ledger("show", "kept", "--json"))["description"] == "edited in place"  # not lost
+    current = as_json(ledger("show", "kept", "--json"))
+    ledger("update", "kept", "--description", "mine", "--expected-revision", str(current["revision"]))
+    assert ledger("update", "kept", "--expected-version", "0", code=2).stderr  # a version is 1 or more
