@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -164,6 +164,15 @@ def plain(text: str) -> str:
     """Free text (a reason, a tag, a run id) on one line of a terminal: control and bidirectional characters shown
     as escapes, so a value cannot draw lines, colours or reordered text of its own (``--json`` keeps it exact)."""
     return text.translate(_ESCAPED)
+
+
+CURSOR = typer.Option(None, "--cursor", help="The next page: the cursor the last one ended with.")
+
+
+def page_lines(page: Any, line: Callable[[Any], str]) -> list[str]:
+    """A page of a listing as text: a line per item, then how to ask for the next page, if there is one."""
+    more = [f"(more: the same command with --cursor {page.next_cursor})"] if page.next_cursor else []
+    return [*map(line, page.items), *more]
 
 
 def emit(as_json: bool, document: Any, lines: Iterable[str], empty: str | None = None) -> None:

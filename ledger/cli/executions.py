@@ -7,7 +7,8 @@ from typing import Any, Optional
 import typer
 
 from ledger.cli.context import (
-    ACTOR, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, plain, profile_ref, state,
+    ACTOR, CURSOR, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, page_lines, parse_json, plain,
+    profile_ref, state,
 )
 from ledger.errors import RunNotFoundError
 
@@ -58,13 +59,14 @@ def register(app: typer.Typer) -> None:
         ),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="Only executions of this run."),
         limit: int = limit_option(50, "executions"),
+        cursor: Optional[str] = CURSOR,
         as_json: bool = JSON,
     ) -> None:
-        """List executions, newest first, from the read model."""
+        """List executions, newest first, from the read model, a page at a time."""
         page = state.reads.list_executions(
-            profile_id=profile_ref(profile_id) if profile_id else None, run_id=run_id, limit=limit
+            profile_id=profile_ref(profile_id) if profile_id else None, run_id=run_id, limit=limit, cursor=cursor
         )
-        emit(as_json, {"executions": page.items, "next_cursor": page.next_cursor}, map(execution_line, page.items),
+        emit(as_json, {"executions": page.items, "next_cursor": page.next_cursor}, page_lines(page, execution_line),
              "no executions")
 
     @app.command()

@@ -16,8 +16,8 @@ from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileState
 from ledger.cli.context import (
-    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, parse_json, plain,
-    profile_ref, state, write_output,
+    ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json,
+    limit_option, page_lines, parse_json, plain, profile_ref, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 
@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
         search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
         sort: ListSort = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
         limit: int = limit_option(50, "profiles"),
-        cursor: Optional[str] = typer.Option(None, "--cursor", help="The next page: the cursor the last one ended with."),
+        cursor: Optional[str] = CURSOR,
         as_json: bool = JSON,
     ) -> None:
         """List live profiles from the read model, a page at a time."""
@@ -245,8 +245,7 @@ def register(app: typer.Typer) -> None:
             tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
             sort=LIST_SORTS[sort.value], limit=limit, cursor=cursor,
         )
-        more = [f"(more: the same command with --cursor {page.next_cursor})"] if page.next_cursor else []
-        emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, [*map(list_line, page.items), *more],
+        emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, page_lines(page, list_line),
              "no profiles")
 
     @app.command()

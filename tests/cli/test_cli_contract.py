@@ -340,3 +340,18 @@ def test_an_update_based_on_a_revision_that_an_edit_moved_past_is_refused(ledger
     current = as_json(ledger("show", "kept", "--json"))
     ledger("update", "kept", "--description", "mine", "--expected-revision", str(current["revision"]))
     assert ledger("update", "kept", "--expected-version", "0", code=2).stderr  # a version is 1 or more
+
+
+def test_executions_are_listed_a_page_at_a_time_as_profiles_are(ledger):
+    ledger("create", "ran", "-f", "1=1")
+    for seed in range(5):
+        ledger("record-execution", "ran", "--run-id", f"run-{seed}", "--seed", str(seed))
+    seen, cursor = [], None
+    while True:
+        page = as_json(ledger("executions", "ran", "--limit", "2", "--json", *(["--cursor", cursor] if cursor else [])))
+        seen += [execution["run_id"] for execution in page["executions"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"run-{seed}" for seed in reversed(range(5))]  # newest first, each once
+    assert "(more: the same command with --cursor " in ledger("executions", "--limit", "2").stdout
