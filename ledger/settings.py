@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ DEFAULT_SQLITE_FILE = "ledger.sqlite"
 DEFAULT_MODELS_DIR = "models"
 AGGREGATE_CACHE_SIZE = 512
 FALSE_WORDS = ("off", "false", "0", "no")
+_LIBPQ_KEYWORDS = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port|sslmode)\s*=")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,18 @@ class Database:
         if "://" in self.url and not self.is_postgres and not self.url.startswith("sqlite:///"):
             raise ValidationError(f"the database must be a postgresql:// URL, sqlite:///path or a file path "
                                   f"(got {self.url.partition('://')[0]}://…)", field="database")
+        if not self.is_postgres and _LIBPQ_KEYWORDS.search(self.url):  # else a file named after it, password and all
+            raise ValidationError("the database must be a postgresql:// URL, sqlite:///path or a file path (a "
+                                  "libpq keyword string such as 'host=… dbname=…' is not one)", field="database")
+        if self.is_postgres:
+            try:
+                ports = str(self.conninfo().get("port") or "5432").split(",")
+            except Exception as error:  # psycopg.ProgrammingError: what waiting will never change
+                raise ValidationError(f"the database URL cannot be read: {str(error).splitlines()[0]}",
+                                      field="database") from None
+            if not all(port.strip().isdigit() and 0 < int(port) < 65536 for port in ports):
+                raise ValidationError(f"the database URL's port must be a number from 1 to 65535 (got "
+                                      f"{','.join(ports)[:40]!r})", field="database")
 
     @property
     def is_postgres(self) -> bool:

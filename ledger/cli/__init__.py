@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -44,6 +45,16 @@ for module in (profiles, versions, executions, log, tokens, steering, service, p
 ABORTED = (click.exceptions.Abort, typer.Abort)
 EXITED = (click.exceptions.Exit, typer.Exit)
 USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    """The PostgreSQL SQLSTATE of ``error`` or of the one it was raised from (the library wraps psycopg's)."""
+    for _ in range(8):  # a chain of a few links, never a loop
+        if error is None or getattr(error, "sqlstate", None) is not None:
+            break
+        error = error.__cause__ or error.__context__
+    return getattr(error, "sqlstate", None)
 
 
 def main() -> None:
@@ -66,7 +77,11 @@ def main() -> None:
         sys.exit(error.exit_code)  # type: ignore[attr-defined]
     except Exception as error:  # noqa: BLE001 - an unreachable database or a bug: one line, not a traceback
         if os.environ.get("LEDGER_DEBUG"):
-            raise
+            traceback.print_exc()  # and the exit status it would have had without
+        if _sqlstate(error) == INSUFFICIENT_PRIVILEGE:  # the role may not: asking again will not help
+            typer.echo(f"error: {state.settings.database.display()} refuses this role: "
+                       f"{str(error).splitlines()[0]}", err=True)
+            sys.exit(1)
         if type(error) is sqlite3.DatabaseError:  # not a database, or a damaged one: the file given is at fault
             typer.echo(f"error: {state.settings.database.display()} cannot be used: {error}", err=True)
             sys.exit(1)
@@ -82,7 +97,8 @@ def main() -> None:
             reason = str(error).strip().partition("\n")[0] or type(error).__name__
             typer.echo(f"error: the database cannot be reached ({reason}); try again once it is back", err=True)
             sys.exit(75)  # sysexits' EX_TEMPFAIL (README, "Command line")
-        typer.echo(f"error: {type(error).__name__}: {error} (set LEDGER_DEBUG=1 for a traceback)", err=True)
+        hint = "" if os.environ.get("LEDGER_DEBUG") else " (set LEDGER_DEBUG=1 for a traceback)"
+        typer.echo(f"error: {type(error).__name__}: {error}{hint}", err=True)
         sys.exit(70)  # sysexits' EX_SOFTWARE: a fault of the ledger's own
     finally:
         state.close()

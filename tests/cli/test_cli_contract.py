@@ -355,3 +355,25 @@ def test_executions_are_listed_a_page_at_a_time_as_profiles_are(ledger):
             break
     assert seen == [f"run-{seed}" for seed in reversed(range(5))]  # newest first, each once
     assert "(more: the same command with --cursor " in ledger("executions", "--limit", "2").stdout
+
+
+@pytest.mark.postgres
+def test_a_role_the_database_refuses_exits_1_saying_so_and_ledger_debug_keeps_the_status(tmp_path, postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS powerless")
+        admin.execute("CREATE ROLE powerless LOGIN")  # may connect, may not create tables in public
+    url = postgres_url.replace("postgres@", "powerless@")
+    for args in (("create", "calm", "-f", "1=1"), ("db", "init")):
+        result = run_ledger(url, tmp_path, *args, code=1)  # retrying will not help: not 75, and no fault: not 70
+        assert "refuses this role" in result.stderr and "permission denied" in result.stderr, result.stderr
+    debugged = subprocess.run([ledger_executable(), "--database", url, "create", "calm", "-f", "1=1"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "LEDGER_DEBUG": "1"})
+    assert debugged.returncode == 1 and "Traceback" in debugged.stderr  # the traceback, the same exit status
+
+
+def test_a_database_url_that_cannot_work_is_refused_before_anything_is_tried(tmp_path):
+    for url, said in (("postgresql://x@[::1/db", "cannot be read"), ("postgresql://x@127.0.0.1:abc/l", "port"),
+                      ("postgresql://x@127.0.0.1:99999/l", "port"), ("host=127.0.0.1 password=S3cret", "libpq")):
+        result = run_ledger(url, tmp_path, "create", "calm", "-f", "1=1", code=1)  # not 70, not 75 (try again)
+        assert said in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named after a keyword string, password and all
