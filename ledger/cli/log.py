@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
             emit_json(report)
         elif report.ok:
             extends = f"; extends the checkpoint at position {options['checkpoint'].position}" if checkpoint else ""
-            typer.echo(f"ok: {report.checked} events verified; head link {report.head_link}{extends}")
+            head = f"head link {report.head_link}" if report.head_link else "the log is empty"
+            typer.echo(f"ok: {report.checked} events verified; {head}{extends}")
         else:
             where = f" at position {report.position}" if report.position is not None else ""
             typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
