@@ -25,7 +25,13 @@ from litestar.exceptions import ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from ledger.api.auth import SAFE_METHODS
-from ledger.api.errors import CrossSiteRequestError, UnknownHostError, UnsupportedMediaTypeError, for_openai_clients, status_for
+from ledger.api.errors import (
+    CrossSiteRequestError,
+    UnknownHostError,
+    UnsupportedMediaTypeError,
+    for_openai_clients,
+    status_for,
+)
 from ledger.errors import ValidationError
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")

@@ -1,9 +1,9 @@
 """``/api/events``: the audit log, from its read model, as pages or as a live Server-Sent Events tail.
 
 Least privilege: the events of API tokens (``AccessTokens.*``: names, roles, ids, salts, digests), and the
-idempotency claims of commands on them, are shown to admins only; for everyone else they are not there, in pages, filters and streams alike. A page holds at most
-``limit`` events and stops before ``page_bytes`` of JSON; ``next_cursor`` continues where it stopped, so nothing
-is skipped. A stream ends when its token is revoked or expires (checked every ``sse_poll`` seconds).
+idempotency claims of commands on them, are shown to admins only; for everyone else they are not there, in
+pages, filters and streams alike. A page holds at most ``limit`` events and stops before ``page_bytes`` of JSON;
+``next_cursor`` continues where it stopped, so nothing is skipped. A stream ends when its token is revoked or expires (checked every ``sse_poll`` seconds).
 """
 
 from __future__ import annotations

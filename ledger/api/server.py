@@ -193,7 +193,8 @@ def build_server(
         runtime.options.sse_max_streams = limits.max_streams
     options = {"log_level": "info", "http": guarded_protocol(limits), "timeout_keep_alive": limits.keep_alive}
     config = uvicorn.Config(
-        well_formed_host(app), host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **{**options, **uvicorn_options}
+        well_formed_host(app), host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **{**options, **uvicorn_options}
     )
     return LedgerServer(config, app)
 

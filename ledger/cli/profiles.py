@@ -297,7 +297,8 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_profile(
         profile_id: str = PROFILE,
-        version: Optional[int] = typer.Option(None, "--version", min=1, help="Export this version (default: the latest)."),
+        version: Optional[int] = typer.Option(
+            None, "--version", min=1, help="Export this version (default: the latest)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file ('-': stdout, the default)."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""

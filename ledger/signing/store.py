@@ -81,7 +81,6 @@ class SigningEventStore(EventStore[UUID]):
             for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
         ]
 
-
     def _refuse_another_key(self) -> None:
         """A process given another key than the log's (a mistyped ``LEDGER_SIGNING_KEY``, another ledger's
         ``.ledger/`` in the working directory) would append records every reader refuses: it may not write."""
