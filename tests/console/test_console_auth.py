@@ -42,7 +42,7 @@ def test_roles_hide_controls_and_the_server_refuses_forged_and_cross_site_posts(
     shoot(anonymous, screenshots, "login")
     anonymous.get_by_label("API token").fill("not-a-token")
     anonymous.get_by_role("button", name="Sign in").click()
-    expect(anonymous.locator("p.problem")).to_contain_text("unknown or revoked")
+    expect(anonymous.locator("p.problem")).to_contain_text("Malformed token")  # why, as the API says it
 
     # The editor creates a profile; the session cookie is HttpOnly and SameSite=Strict. The reader's live
     # timeline (the same cookie session, over Server-Sent Events) shows it arrive, by the editor's name.
