@@ -75,6 +75,10 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return token.strip()
 
 
+UNKNOWN_ID_RELOAD_INTERVAL = 0.1
+"""Seconds between the reloads that requests with token ids the cached copy does not know may ask for."""
+
+
 class TokenCache:
     """The ``AccessTokens`` aggregate, held in memory and reloaded when older than ``max_age`` seconds."""
 
@@ -139,6 +143,13 @@ class TokenCache:
 
         threading.Thread(target=reload, name="token-reload", daemon=True).start()
 
+    def wait_before_reloading(self, arrived: float) -> float:
+        """How long a request whose token id the copy does not know waits before it reloads (``arrived``: its clock
+        reading): such reloads begin at most every :data:`UNKNOWN_ID_RELOAD_INTERVAL` seconds, so made-up ids cost
+        the database at most a few reads a second, and the requests that wait together share one reload."""
+        begun = self._begun_at
+        return 0.0 if begun is None else max(0.0, begun + UNKNOWN_ID_RELOAD_INTERVAL - arrived)
+
     def knows(self, token: str) -> bool:
         """Whether the cached copy has a record of ``token``'s id (live or not); a malformed token counts as known."""
         try:
@@ -185,6 +196,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
     if not cache.knows(token):  # issued through another process since the last reload, perhaps
         arrived = cache.now()
+        await anyio.sleep(cache.wait_before_reloading(arrived))
         await anyio.to_thread.run_sync(lambda: cache.refresh(unless_begun_since=arrived))
     principal = cache.authenticate(token)
     if not role_allows(principal.role, role):

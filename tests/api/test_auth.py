@@ -18,7 +18,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from ledger.access import ROLES
-from ledger.api.auth import required_role
+from ledger.api.auth import UNKNOWN_ID_RELOAD_INTERVAL, required_role
 from ledger.tokens import TokenService
 from tests.api.conftest import assert_error, make_client
 
@@ -223,6 +223,24 @@ def test_a_token_issued_through_another_server_works_there_at_once(secured, post
             assert used.status_code == 200, (attempt, used.text)
         made_up = {"Authorization": f"Bearer pl_{uuid.uuid4().hex}_x"}  # reloaded for, and still refused
         assert_error(other.get("/api/profiles", headers=made_up), 401, "unauthenticated")
+
+
+def test_made_up_token_ids_reload_the_tokens_a_few_times_a_second_at_most(secured, postgres_url):
+    """A token id the server does not know makes it reload the tokens (one issued elsewhere a moment ago works at
+    once), but such reloads begin at most every tenth of a second: a stream of made-up ids, one after another,
+    costs the database a few reads a second, not one a request."""
+    client, _ = secured
+    cache = client.app.state.runtime.tokens
+    loads = []
+    load = cache._load
+    cache._load = lambda: (loads.append(time.monotonic()), load())[1]
+    started = time.monotonic()
+    for _ in range(30):
+        made_up = {"Authorization": f"Bearer pl_{uuid.uuid4().hex}_x"}
+        assert_error(client.get("/api/profiles", headers=made_up), 401, "unauthenticated")
+    elapsed = time.monotonic() - started
+    assert len(loads) <= elapsed / UNKNOWN_ID_RELOAD_INTERVAL + 2, (len(loads), elapsed)
+    assert all(later - earlier >= UNKNOWN_ID_RELOAD_INTERVAL * 0.9 for earlier, later in zip(loads, loads[1:]))
 
 
 def test_the_recorded_actor_is_the_token_not_the_x_actor_header(secured):
