@@ -272,7 +272,8 @@ class Profile(Aggregate):
         alone."""
         if not self.deleted:
             raise ProfileNotDeletedError(
-                f"profile {self.name!r} is not deleted; there is nothing to restore", profile_id=str(self.id)
+                f"profile {self.name!r} is not deleted; there is nothing to restore (a deleted profile whose name "
+                "a live one holds now is restored by its id)", profile_id=str(self.id)
             )
         self._restored(
             version=self.current_version,
