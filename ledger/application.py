@@ -166,9 +166,7 @@ class ProfileLedger(Application[UUID]):
                 if name in SPEC_FIELDS and given.get(name) is None and value is not None:
                     given[name] = value
             profile = Profile.create(**given)
-            index = self._name_index(profile.name)
-            index.claim(profile.id, profile.name)
-            return self._commit(profile, [profile, index])
+            return self._commit(profile, [profile, self._claim_name(profile)])
 
         return retrying(attempt)
 
@@ -189,8 +187,7 @@ class ProfileLedger(Application[UUID]):
                 return Outcome(ProfileState.of(profile), changed=False, position=None)
             touched: list[Aggregate] = [profile]
             if values.name_key(profile.name) != values.name_key(old_name):
-                new_index = self._name_index(profile.name)
-                new_index.claim(profile.id, profile.name)
+                new_index = self._claim_name(profile)
                 old_index = self._name_index(old_name)
                 old_index.release(profile.id)
                 touched += [new_index, old_index]
@@ -224,9 +221,7 @@ class ProfileLedger(Application[UUID]):
         def attempt() -> Outcome:
             profile = self._profile(profile_id)
             profile.restore()
-            index = self._name_index(profile.name)
-            index.claim(profile.id, profile.name)
-            return self._commit(profile, [profile, index])
+            return self._commit(profile, [profile, self._claim_name(profile)])
 
         return retrying(attempt)
 
@@ -400,6 +395,21 @@ class ProfileLedger(Application[UUID]):
     def _name_index(self, name: str) -> ProfileName:
         self._current_name_keys()
         return self.find_aggregate(ProfileName.id_for(name)) or ProfileName(key=values.name_key(name))
+
+    def _claim_name(self, profile: Profile) -> ProfileName:
+        """The index of ``profile``'s name, claimed for it; refused naming the live profile that holds the name as
+        it is spelt now (a look-alike spelling may be what was asked for)."""
+        index = self._name_index(profile.name)
+        try:
+            index.claim(profile.id, profile.name)
+        except ProfileNameTakenError as taken:
+            holder = self.find_aggregate(index.profile_id) if index.profile_id is not None else None
+            if holder is None or holder.name == profile.name:
+                raise
+            raise ProfileNameTakenError(
+                f"the name {profile.name!r} is taken: profile {holder.name!r} (id {holder.id}) holds it",
+                **taken.details) from None
+        return index
 
     def _slot(self) -> ActiveSlot:
         return self.active_slot() or ActiveSlot()

@@ -127,10 +127,14 @@ def test_create_refuses_invalid_values_with_the_field(client):
     assert_error(client.post("/api/profiles", json=["name"]), 422, "invalid_request")
 
 
-def test_name_clash_is_409(client):
-    create(client, "Twin")
+def test_name_clash_is_409_naming_the_holder_as_it_is_spelt(client):
+    holder = create(client, "Twin")
     body = assert_error(client.post("/api/profiles", json={"name": " twin "}), 409, "profile_name_taken")
-    assert body["name"] == "twin"
+    assert body["name"] == "twin" and body["profile_id"] == holder["id"]
+    assert "profile 'Twin'" in body["detail"], body  # the look-alike asked for, and who holds it
+    other = create(client, "other")
+    renamed = assert_error(client.put(f"/api/profiles/{other['id']}", json={"name": "TWIN"}), 409, "profile_name_taken")
+    assert "profile 'Twin'" in renamed["detail"], renamed
 
 
 def test_steering_omitted_copies_the_active_profile(client):
