@@ -14,6 +14,7 @@ refuses names the server was not told to answer to (in open mode every name but 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -56,10 +57,10 @@ def well_formed_host(app: ASGIApp) -> ASGIApp:
     ``unknown_host``) before anything reads the request's address, which would fail on it (a 500 for anyone)."""
 
     async def checked(scope: Scope, receive: Receive, send: Send) -> None:
-        host = dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1") if scope["type"] == "http" else ""
-        try:
-            urlsplit(f"//{host}").port
-        except ValueError:
+        http = scope["type"] == "http"
+        raw = next((value for name, value in scope["headers"] if name == b"host"), b"") if http else b""
+        if not _well_formed(raw):
+            host = raw.decode("latin-1")
             error = UnknownHostError(f"the Host header {host[:100]!r} is not a host name with an optional port")
             status, shown = status_for(error), {"error": error.code, "detail": error.message}
             body = msgspec.json.encode(for_openai_clients(shown, status) if scope["path"].startswith("/v1/") else shown)
@@ -70,6 +71,15 @@ def well_formed_host(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send)
 
     return checked
+
+
+@functools.lru_cache(maxsize=64)  # every request asks: the few names a server is called by are parsed once
+def _well_formed(host: bytes) -> bool:
+    try:
+        urlsplit(f"//{host.decode('latin-1')}").port
+    except ValueError:
+        return False
+    return True
 
 
 def refuse_unknown_host(request: Request[Any, Any, Any], allowed: frozenset[str] | None) -> None:
