@@ -45,16 +45,6 @@ class Greeting(msgspec.Struct):
     version: int
 
 
-def trivial_app() -> Litestar:
-    """The baseline: one GET route answering a small msgspec Struct, nothing else."""
-
-    @get("/hello", sync_to_thread=False)
-    def hello() -> Greeting:
-        return Greeting(id="6f1c8a52-3f0e-4b8e-9a51-2d1f5f0c7b10", name="baseline", version=1)
-
-    return Litestar(route_handlers=[hello])
-
-
 @dataclass
 class Round:
     requests_per_s: float
@@ -107,9 +97,14 @@ def record_active_profile(url: str) -> None:
 
 
 def serve_trivial(port: int) -> None:
+    """The baseline: one GET route answering a small msgspec Struct, nothing else."""
     from ledger.api.server import serve_app
 
-    serve_app(trivial_app(), "127.0.0.1", port, access_log=False)
+    @get("/hello", sync_to_thread=False)
+    def hello() -> Greeting:
+        return Greeting(id="6f1c8a52-3f0e-4b8e-9a51-2d1f5f0c7b10", name="baseline", version=1)
+
+    serve_app(Litestar(route_handlers=[hello]), "127.0.0.1", port, access_log=False)
 
 
 def main(argv: list[str] | None = None) -> int:
