@@ -35,15 +35,13 @@ START_TIMEOUT = 60.0
 def require_tool(name: str, package: str) -> str:
     """The path of a command the benchmark runs (wrk, pgbench), installing its Debian package when it can."""
     found = shutil.which(name)
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
         print(f"{name} not found: installing the Debian package {package}", file=sys.stderr, flush=True)
         subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, capture_output=True)
         found = shutil.which(name)
-        if found:
-            return found
-    raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
+    if not found:
+        raise SystemExit(f"{name} is needed (Debian package {package}: apt-get install -y {package})")
+    return found
 
 
 class Server:
