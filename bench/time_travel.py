@@ -40,9 +40,8 @@ def build(ledger: ProfileLedger, events: int, seed: int = 5) -> tuple[UUID, floa
         {"name": "time traveller", "model_id": "gemma-2-2b", "sae_id": "res-16k", "layer": 12,
          "steering": {7: 0.5}, "tags": ["bench"], "metadata": {"seed": seed}}
     ).profile.id
-    recorded, active, step = 1, False, 0
-    while recorded < events:
-        step += 1
+    active = False
+    for step in range(1, events):  # the creation was the first event
         kind = rng.random()
         if kind < 0.35:
             steering = {rng.randrange(16384): round(rng.uniform(-2, 2), 3) for _ in range(rng.randint(1, 6))}
@@ -55,11 +54,10 @@ def build(ledger: ProfileLedger, events: int, seed: int = 5) -> tuple[UUID, floa
             )
         elif not active:
             ledger.activate_profile(profile_id)
+            active = True
         else:
             ledger.deactivate_profile()
-        if kind >= 0.8:
-            active = not active
-        recorded += 1
+            active = False
     return profile_id, time.perf_counter() - started
 
 
