@@ -90,13 +90,11 @@ def main() -> int:
             for i in range(8)
         ]
 
-        def requests(count: int, steering: list[SteeringVector | None]) -> list[GenerationRequest]:
-            return [
+        def runner(count: int, steering: list[SteeringVector | None]) -> Callable[[], list]:
+            batch = [
                 GenerationRequest(messages=PROMPT, max_tokens=args.max_tokens, temperature=0.7, seed=i, steering=steering[i], ignore_eos=True)
                 for i in range(count)
             ]
-
-        def runner(batch: list[GenerationRequest]) -> Callable[[], list]:
             return lambda: generate(loaded, batch)
 
         device = f"{loaded.device} ({str(loaded.dtype).removeprefix('torch.')})"
@@ -105,8 +103,8 @@ def main() -> int:
         for size in (1, 8):
             base, steered = compare(
                 f"batch {size}: unsteered -> steered",
-                runner(requests(size, [None] * 8)),
-                runner(requests(size, [profiles[0]] * 8)),
+                runner(size, [None] * 8),
+                runner(size, [profiles[0]] * 8),
                 args.repeats,
             )
             figures.append(Figure(
@@ -116,7 +114,7 @@ def main() -> int:
                 device=device,
             ))
         uniform, mixed = compare(
-            "batch 8: uniform -> 8 profiles", runner(requests(8, [profiles[0]] * 8)), runner(requests(8, profiles)), args.repeats
+            "batch 8: uniform -> 8 profiles", runner(8, [profiles[0]] * 8), runner(8, profiles), args.repeats
         )
         figures.append(Figure(
             name="mixed-profile batch (8 rows, 8 profiles)", value=mixed, unit="tok/s", target=f"≥ {MIXED_TARGET}×",
