@@ -27,10 +27,8 @@ export LEDGER_TEST_DEFAULT_MODEL="${LEDGER_TEST_DEFAULT_MODEL:-1}"
 # Test files run in parallel, one worker per core up to four (each file on one worker, in its order; each worker
 # starts its own PostgreSQL). LEDGER_TEST_WORKERS=0 runs them in this process.
 workers="${LEDGER_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}"
-set +e
-python -m pytest -n "$workers" --dist loadfile "$@"
-status=$?
-set -e
+status=0
+python -m pytest -n "$workers" --dist loadfile "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
   exit 1
