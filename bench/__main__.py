@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -190,12 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     server = PostgresServer.start(
         **DURABLE_SETTINGS, shared_buffers="128MB" if options.smoke else "2GB", max_connections="300"
     )
-    databases: dict[str, str] = {}
 
+    @functools.cache  # a key names one database: benches that share a key share it
     def database(key: str) -> str:
-        if key not in databases:
-            databases[key] = server.create_database(f"bench_{key}_{uuid.uuid4().hex[:8]}")
-        return databases[key]
+        return server.create_database(f"bench_{key}_{uuid.uuid4().hex[:8]}")
 
     failures: list[str] = []
     figures: list[dict] = []
