@@ -95,7 +95,7 @@ def measure(url: str, favourite: Any, runs: int) -> tuple[dict[str, list[list[fl
             answer = client.get(path)
             assert answer.status_code == 200, (path, answer.text[:300])
 
-        for name, path in pages.items():
+        for path in pages.values():
             for _ in range(3):  # warm caches and pools
                 assert client.get(path).status_code == 200, path
         for _ in range(ROUNDS):  # rounds in turn, so a burst of load elsewhere spoils one round, not a page
