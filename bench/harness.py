@@ -44,7 +44,7 @@ def require_tool(name: str, package: str) -> str:
     return found
 
 
-class Server:
+class Server(contextlib.AbstractContextManager):
     """A Python server subprocess (``python ARGS --port N``) on a free loopback port, and any process started
     beside it (a projection worker, say) that lives and stops with it. Constructed once the server answers
     ``ready`` (a path) with 200; stopped at the end of a ``with`` block. Their output goes to a log of their own."""
@@ -80,9 +80,6 @@ class Server:
             time.sleep(0.1)
         problem = "exited" if self.process.poll() is not None else "did not answer in time"
         raise RuntimeError(f"the server {problem}:\n{self.log.read_text(errors='replace')[-3000:]}")
-
-    def __enter__(self) -> Server:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
