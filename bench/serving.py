@@ -243,12 +243,10 @@ def main() -> int:
             profiles = []
             for i in range(3):
                 body = {"name": f"bench {i}", "steering": {str(i * 10 + k): 4.0 for k in range(4)}}
-                response = httpx.post(f"{url}/api/profiles", json=body, timeout=60)
-                response.raise_for_status()
+                httpx.post(f"{url}/api/profiles", json=body, timeout=60).raise_for_status()
                 profiles.append(body["name"])
             tokenizer = load_model(model, device="cpu").tokenizer
-            warm = workload(tokenizer, 2, profiles, 8)
-            run_clients(url, warm, 2)
+            run_clients(url, workload(tokenizer, 2, profiles, 8), 2)  # warm up
             eight = levels[1]
             results: dict[int, dict[str, float]] = {}
             for clients in levels:
@@ -260,8 +258,7 @@ def main() -> int:
                     steered_rate = statistics.mean(r for o in outcomes if o.steered and (r := o.decode_rate()))
                     unsteered_rate = statistics.mean(r for o in outcomes if not o.steered and (r := o.decode_rate()))
             sequential_bodies = workload(tokenizer, eight * rounds, profiles, scale)
-            outcomes, seconds = run_clients(url, sequential_bodies, 1)
-            sequential = summary(outcomes, seconds)
+            sequential = summary(*run_clients(url, sequential_bodies, 1))
             print(f"one after another: {json.dumps({k: round(v, 1) for k, v in sequential.items()})}", flush=True)
             ttft, solo, step = arrival_probe(url, tokenizer, profiles, scale)
             print(f"arrival while 7 decode: ttft {ttft * 1000:.0f} ms; solo prefill {solo * 1000:.0f} ms; "
