@@ -36,9 +36,8 @@ class RowTiledLinear(nn.Linear):
         return out[:rows].reshape(*x.shape[:-1], -1)
 
 
-def make_batch_invariant(model: nn.Module) -> nn.Module:
+def make_batch_invariant(model: nn.Module) -> None:
     """Switch every plain nn.Linear of `model` to RowTiledLinear, in place."""
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = RowTiledLinear
-    return model
