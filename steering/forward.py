@@ -64,9 +64,8 @@ class PackedForward:
             raise UnsupportedModelError(f"{type(model).__name__} is not a Llama-family causal LM")
         for layer in inner.layers:
             attention = layer.self_attn
-            if not all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")) or hasattr(
-                attention, "q_norm"
-            ):
+            projections = all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            if not projections or hasattr(attention, "q_norm"):
                 raise UnsupportedModelError(f"{type(model).__name__}: unsupported attention module")
         config = model.config
         self.loaded = loaded
