@@ -28,9 +28,7 @@ class RowTiledLinear(nn.Linear):
         features = x.shape[-1]
         rows = x.numel() // features
         padded = max(ROW_TILE, -(-rows // ROW_TILE) * ROW_TILE)
-        flat = x.reshape(rows, features)
-        if padded != rows:
-            flat = torch.cat([flat, flat.new_zeros(padded - rows, features)])
+        flat = F.pad(x.reshape(rows, features), (0, 0, 0, padded - rows))
         tiles = [F.linear(flat[start : start + ROW_TILE], self.weight, self.bias) for start in range(0, padded, ROW_TILE)]
         out = tiles[0] if len(tiles) == 1 else torch.cat(tiles)
         return out[:rows].reshape(*x.shape[:-1], -1)
