@@ -134,9 +134,7 @@ class GenerationService:
         """Generate and record; once ``abandoned`` is set (the caller went away), the generation stops and nothing
         is recorded (RequestCancelledError)."""
         spec, request = self._prepare(completion)
-        requests = [request]
-        if compare:
-            requests.append(replace(request, steering=None))
+        requests = [request, replace(request, steering=None)] if compare else [request]
         results = _run(self.engine.generate, requests, abandoned)
         outcome = self._record(completion, spec, request, results[0])
         return replace(outcome, unsteered=results[1] if compare else None)
