@@ -99,10 +99,12 @@ def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
         raise ValueError("top_p must be in (0, 1]")
     if any(not s for s in request.stop):
         raise ValueError("stop strings must not be empty")
-    if request.steering is not None:
-        check_layer(loaded.model, request.steering.layer)
-        if tuple(request.steering.vector.shape) != (loaded.d_model,):
+    steering = request.steering
+    if steering is not None:
+        check_layer(loaded.model, steering.layer)
+        if tuple(steering.vector.shape) != (loaded.d_model,):
             raise ValueError(f"steering vector must have shape ({loaded.d_model},)")
+        steering = SteeringVector(steering.layer, steering.vector.to(device=loaded.device, dtype=loaded.dtype))
     ids = prompt_token_ids(loaded.tokenizer, request.prompt, request.messages)
     context = int(loaded.model.config.max_position_embeddings)
     if len(ids) >= context:
@@ -112,9 +114,6 @@ def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
             f"the prompt has {len(ids)} tokens and max_tokens asks for {request.max_tokens} more; the model's "
             f"context holds {context}: shorten the messages or ask for at most {context - len(ids)} tokens"
         )
-    steering = request.steering
-    if steering is not None:
-        steering = SteeringVector(steering.layer, steering.vector.to(device=loaded.device, dtype=loaded.dtype))
     return Row(request, ids, torch.Generator(device=loaded.device).manual_seed(request.seed), steering)
 
 
