@@ -92,9 +92,9 @@ def generated_texts(loaded: LoadedModel, count: int = 24, max_tokens: int = 40) 
     return [result.text for result in generate(loaded, requests) if result.text.strip()]
 
 
-def training_texts(loaded: LoadedModel | None = None, generated: int = 24) -> list[str]:
+def training_texts(loaded: LoadedModel | None = None) -> list[str]:
     """The whole offline corpus: Zen, stdlib docstrings, and (with a model) its own generations."""
     texts = [zen_of_python(), *stdlib_texts()]
-    if loaded is not None and generated > 0:
-        texts.extend(generated_texts(loaded, generated))
+    if loaded is not None:
+        texts.extend(generated_texts(loaded))
     return [text for text in texts if text]

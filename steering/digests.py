@@ -19,8 +19,3 @@ def files_digest(paths: Iterable[Path]) -> str:
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def text_digest(text: str) -> str:
-    """SHA-256 hex digest of UTF-8 text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -110,14 +110,12 @@ class SteeringEngine:
     ) -> SteeringSnapshot:
         """Make a profile version the active one (swapped atomically)."""
         snapshot = self.snapshot(profile_id, version, steering, layer, method)
-        with self._lock:
-            self._active = snapshot
+        self._active = snapshot
         return snapshot
 
     def clear_active(self) -> None:
         """No active profile: requests using the active steering run unsteered."""
-        with self._lock:
-            self._active = None
+        self._active = None
 
     @property
     def active(self) -> SteeringSnapshot | None:

@@ -62,12 +62,11 @@ def top_activations(
         best_values = top.values
         best_tokens = torch.cat([best_tokens, new_tokens]).gather(0, top.indices)
         seen += len(acts)
+    result: dict[int, list[FeatureActivation]] = {feature: [] for feature in chosen}
     if seen == 0:
-        return {feature: [] for feature in chosen}
+        return result
     all_texts, all_positions = torch.cat(text_of), torch.cat(position_of)
-    result: dict[int, list[FeatureActivation]] = {}
     for column, feature in enumerate(chosen):
-        entries = []
         for rank in range(best_values.shape[0]):
             value = float(best_values[rank, column])
             if value <= 0:
@@ -75,7 +74,7 @@ def top_activations(
             token = int(best_tokens[rank, column])
             text_index, position = int(all_texts[token]), int(all_positions[token])
             ids = token_ids[text_index]
-            entries.append(
+            result[feature].append(
                 FeatureActivation(
                     feature=feature,
                     activation=value,
@@ -85,5 +84,4 @@ def top_activations(
                     position=position,
                 )
             )
-        result[feature] = entries
     return result

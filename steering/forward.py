@@ -64,9 +64,8 @@ class PackedForward:
             raise UnsupportedModelError(f"{type(model).__name__} is not a Llama-family causal LM")
         for layer in inner.layers:
             attention = layer.self_attn
-            if not all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")) or hasattr(
-                attention, "q_norm"
-            ):
+            projections = all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            if not projections or hasattr(attention, "q_norm"):
                 raise UnsupportedModelError(f"{type(model).__name__}: unsupported attention module")
         config = model.config
         self.loaded = loaded
@@ -85,9 +84,13 @@ class PackedForward:
 
     def new_cache(self, tokens: int) -> RowCache:
         """An empty cache with room for `tokens` (it grows on demand)."""
-        return RowCache(self._buffer(_capacity_for(tokens)))
+        return RowCache(self._buffer(tokens))
 
-    def _buffer(self, capacity: int) -> torch.Tensor:
+    def _buffer(self, tokens: int) -> torch.Tensor:
+        """Room for at least `tokens` positions: CACHE_MIN_CAPACITY doubled as often as needed."""
+        capacity = CACHE_MIN_CAPACITY
+        while capacity < tokens:
+            capacity *= 2
         shape = (len(self.layers), 2, self.kv_heads, capacity, self.head_dim)
         return torch.empty(shape, device=self.loaded.device, dtype=self.loaded.dtype)
 
@@ -95,7 +98,7 @@ class PackedForward:
         """Make room for `tokens` positions; the capacity depends on the request's own length only."""
         if tokens <= cache.buffer.shape[3]:
             return
-        grown = self._buffer(_capacity_for(tokens))
+        grown = self._buffer(tokens)
         grown[:, :, :, : cache.length] = cache.buffer[:, :, :, : cache.length]
         cache.buffer = grown
 
@@ -165,13 +168,6 @@ class PackedForward:
 def prefill_chunks(length: int, done: int) -> list[tuple[int, int]]:
     """The fixed chunks [start, end) of a prompt of `length` tokens still to run after `done` of them."""
     return [(start, min(start + PREFILL_CHUNK, length)) for start in range(done, length, PREFILL_CHUNK)]
-
-
-def _capacity_for(tokens: int) -> int:
-    capacity = CACHE_MIN_CAPACITY
-    while capacity < tokens:
-        capacity *= 2
-    return capacity
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ in a thread that requests join and leave.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 
-from .digests import text_digest
 from .errors import ContextLengthError
 from .forward import PREFILL_CHUNK, PackedForward, Segment, packed_forward, prefill_chunks
 from .hooks import SteeringVector
@@ -26,7 +26,7 @@ from .layers import check_layer
 from .models import LoadedModel
 from .numerics import ROW_TILE
 from .prompts import prompt_token_ids
-from .sampling import next_token, row_generator
+from .sampling import next_token
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -80,7 +80,6 @@ class Row:
     pending: int | None = None  # the sampled token not yet fed back
     cache: object | None = None
     started: float = 0.0
-    first_token_s: float | None = None  # seconds from joining a batch to its first token
     finished_at: float = 0.0
 
     @property
@@ -88,8 +87,10 @@ class Row:
         return self.prefilled == len(self.prompt_ids)
 
 
-def validate_request(loaded: LoadedModel, request: GenerationRequest) -> None:
-    """Raise ValueError (or LayerIndexError) for a request that cannot run."""
+def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
+    """A validated, tokenised row (done in the caller's thread, not in the step loop).
+
+    Raises ValueError (LayerIndexError, ContextLengthError) for a request that cannot run."""
     if request.max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
     if request.temperature < 0:
@@ -98,15 +99,12 @@ def validate_request(loaded: LoadedModel, request: GenerationRequest) -> None:
         raise ValueError("top_p must be in (0, 1]")
     if any(not s for s in request.stop):
         raise ValueError("stop strings must not be empty")
-    if request.steering is not None:
-        check_layer(loaded.model, request.steering.layer)
-        if tuple(request.steering.vector.shape) != (loaded.d_model,):
+    steering = request.steering
+    if steering is not None:
+        check_layer(loaded.model, steering.layer)
+        if tuple(steering.vector.shape) != (loaded.d_model,):
             raise ValueError(f"steering vector must have shape ({loaded.d_model},)")
-
-
-def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
-    """A validated, tokenised row (done in the caller's thread, not in the step loop)."""
-    validate_request(loaded, request)
+        steering = SteeringVector(steering.layer, steering.vector.to(device=loaded.device, dtype=loaded.dtype))
     ids = prompt_token_ids(loaded.tokenizer, request.prompt, request.messages)
     context = int(loaded.model.config.max_position_embeddings)
     if len(ids) >= context:
@@ -116,10 +114,7 @@ def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
             f"the prompt has {len(ids)} tokens and max_tokens asks for {request.max_tokens} more; the model's "
             f"context holds {context}: shorten the messages or ask for at most {context - len(ids)} tokens"
         )
-    steering = request.steering
-    if steering is not None:
-        steering = SteeringVector(steering.layer, steering.vector.to(device=loaded.device, dtype=loaded.dtype))
-    return Row(request, ids, row_generator(request.seed, loaded.device), steering)
+    return Row(request, ids, torch.Generator(device=loaded.device).manual_seed(request.seed), steering)
 
 
 class Batch:
@@ -217,8 +212,16 @@ def generate(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> list
 
 
 def stream_text(loaded: LoadedModel, row: Row, count: int) -> str:
-    """What may be sent of `row`'s first `count` tokens: a stop-safe prefix of their text."""
-    return _stream_safe(loaded.tokenizer.decode(row.tokens[:count], skip_special_tokens=True), row.request.stop)
+    """What may be sent of `row`'s first `count` tokens: their text minus a trailing partial character and any
+    tail that may begin a stop string."""
+    text = loaded.tokenizer.decode(row.tokens[:count], skip_special_tokens=True).rstrip("\ufffd")
+    hold = 0
+    for stop in row.request.stop:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                hold = max(hold, size)
+                break
+    return text[: len(text) - hold]
 
 
 def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> dict[str, object]:
@@ -254,8 +257,6 @@ def _advance(loaded: LoadedModel, row: Row, token: int, eos: set[int], max_posit
     A row also finishes (`length`) when the model's context is full."""
     row.sampled += 1
     now = time.perf_counter()
-    if row.first_token_s is None:
-        row.first_token_s = now - row.started
     row.pending = token
     if token in eos and not row.request.ignore_eos:
         row.finish_reason = FINISH_STOP
@@ -263,7 +264,7 @@ def _advance(loaded: LoadedModel, row: Row, token: int, eos: set[int], max_posit
         row.tokens.append(token)
         if row.request.stop:
             text = _decoded(loaded, row)
-            cut = _first_stop(text, row.request.stop)
+            cut = min((position for position in map(text.find, row.request.stop) if position >= 0), default=None)
             if cut is not None:
                 row.text = text[:cut]
                 row.finish_reason = FINISH_STOP
@@ -281,22 +282,6 @@ def _decoded(loaded: LoadedModel, row: Row) -> str:
     return loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)
 
 
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    return min((position for position in map(text.find, stops) if position >= 0), default=None)
-
-
-def _stream_safe(text: str, stops: tuple[str, ...]) -> str:
-    """`text` minus a trailing partial character and any tail that may begin a stop string."""
-    text = text.rstrip("\ufffd")
-    hold = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:size]):
-                hold = max(hold, size)
-                break
-    return text[: len(text) - hold]
-
-
 def result_of(row: Row) -> GenerationResult:
     text = row.text or ""
     return GenerationResult(
@@ -305,6 +290,6 @@ def result_of(row: Row) -> GenerationResult:
         prompt_tokens=len(row.prompt_ids),
         completion_tokens=row.sampled,
         finish_reason=row.finish_reason or FINISH_LENGTH,
-        output_sha256=text_digest(text),
+        output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         duration_s=row.finished_at,
     )

@@ -28,17 +28,14 @@ class RowTiledLinear(nn.Linear):
         features = x.shape[-1]
         rows = x.numel() // features
         padded = max(ROW_TILE, -(-rows // ROW_TILE) * ROW_TILE)
-        flat = x.reshape(rows, features)
-        if padded != rows:
-            flat = torch.cat([flat, flat.new_zeros(padded - rows, features)])
+        flat = F.pad(x.reshape(rows, features), (0, 0, 0, padded - rows))
         tiles = [F.linear(flat[start : start + ROW_TILE], self.weight, self.bias) for start in range(0, padded, ROW_TILE)]
         out = tiles[0] if len(tiles) == 1 else torch.cat(tiles)
         return out[:rows].reshape(*x.shape[:-1], -1)
 
 
-def make_batch_invariant(model: nn.Module) -> nn.Module:
+def make_batch_invariant(model: nn.Module) -> None:
     """Switch every plain nn.Linear of `model` to RowTiledLinear, in place."""
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = RowTiledLinear
-    return model

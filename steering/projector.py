@@ -55,14 +55,13 @@ class SteeringProjector:
     def __init__(self, engine: SteeringEngine, spec_at: SpecAt) -> None:
         self.engine = engine
         self.spec_at = spec_at
-        self._lock = threading.Lock()
         self._profile_id: UUID | None = None
         self._pinned: int | None = None
         self._spec: ProfileSpec | None = None
         self._position = 0
         self._applied_at: datetime | None = None
         self._error: str | None = None
-        self._changed = threading.Condition(self._lock)
+        self._changed = threading.Condition()
 
     # -- feeding -------------------------------------------------------------------------------------
     def bootstrap(self, position: int, profile_id: UUID | None, pinned_version: int | None) -> None:
@@ -96,7 +95,7 @@ class SteeringProjector:
         return self._spec
 
     def status(self) -> SteeringStatus:
-        with self._lock:
+        with self._changed:
             spec = self._spec
             return SteeringStatus(
                 profile_id=self._profile_id,

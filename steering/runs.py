@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -67,7 +67,7 @@ class ReplayOutcome:
     original_execution_id: UUID
     original_sha256: str
     replay: CompletionOutcome
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
 
 class GenerationService:
@@ -134,9 +134,7 @@ class GenerationService:
         """Generate and record; once ``abandoned`` is set (the caller went away), the generation stops and nothing
         is recorded (RequestCancelledError)."""
         spec, request = self._prepare(completion)
-        requests = [request]
-        if compare:
-            requests.append(replace(request, steering=None))
+        requests = [request, replace(request, steering=None)] if compare else [request]
         results = _run(self.engine.generate, requests, abandoned)
         outcome = self._record(completion, spec, request, results[0])
         return replace(outcome, unsteered=results[1] if compare else None)

@@ -21,8 +21,3 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator
         choice = torch.multinomial(sorted_probs * keep, 1, generator=generator)
         return int(order[choice])
     return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def row_generator(seed: int, device: torch.device) -> torch.Generator:
-    """A private RNG for one request, so rows never share random state."""
-    return torch.Generator(device=device).manual_seed(seed)

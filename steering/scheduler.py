@@ -226,8 +226,7 @@ class Scheduler:
         with self._condition:
             running = [ticket for ticket in self._running if ticket.cancelled]
             waiting = [ticket for ticket in self._waiting if ticket.cancelled]
-            if running:
-                self._running = [ticket for ticket in self._running if ticket not in running]
+            self._running = [ticket for ticket in self._running if ticket not in running]
             for ticket in waiting:
                 self._waiting.remove(ticket)
             self._cancelled += len(running) + len(waiting)
