@@ -119,17 +119,12 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         names = {
             "schema": Identifier(datastore.schema),
             "events": Identifier(events_table_name),
+            "events_literal": Literal(events_table_name),
             "chain": Identifier(self.chain_table_name),
+            "chain_digest_index": Identifier(f"{self.chain_table_name}_digest_idx"),
+            "heads": Identifier(self.heads_table_name),
             "link_fn": Identifier(f"{events_table_name}_chain_link"),
             "refuse_fn": Identifier(f"{events_table_name}_refuse_change"),
-            "link_trigger": Identifier(f"{events_table_name}_chain_link"),
-            "events_append_only": Identifier(f"{events_table_name}_append_only"),
-            "events_no_truncate": Identifier(f"{events_table_name}_no_truncate"),
-            "chain_append_only": Identifier(f"{self.chain_table_name}_append_only"),
-            "chain_no_truncate": Identifier(f"{self.chain_table_name}_no_truncate"),
-            "heads": Identifier(self.heads_table_name),
-            "heads_append_only": Identifier(f"{self.heads_table_name}_append_only"),
-            "heads_no_truncate": Identifier(f"{self.heads_table_name}_no_truncate"),
         }
         statements = [
             # Several processes may start at once: create the functions and triggers one at a time.
@@ -152,28 +147,26 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             "           || int8send(NEW.notification_id) || digest));"
             "  RETURN NULL;"
             " END $$",
-            "CREATE OR REPLACE TRIGGER {link_trigger} AFTER INSERT ON {schema}.{events}"
+            "CREATE OR REPLACE TRIGGER {link_fn} AFTER INSERT ON {schema}.{events}"
             " FOR EACH ROW EXECUTE FUNCTION {schema}.{link_fn}()",
             "CREATE OR REPLACE FUNCTION {schema}.{refuse_fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
             " BEGIN RAISE EXCEPTION 'the event log is append-only: % on % refused', TG_OP, TG_TABLE_NAME"
             "   USING ERRCODE = 'insufficient_privilege'; END $$",
-            "CREATE OR REPLACE TRIGGER {events_append_only} BEFORE UPDATE OR DELETE ON {schema}.{events}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {events_no_truncate} BEFORE TRUNCATE ON {schema}.{events}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {chain_append_only} BEFORE UPDATE OR DELETE ON {schema}.{chain}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {chain_no_truncate} BEFORE TRUNCATE ON {schema}.{chain}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {heads_append_only} BEFORE UPDATE OR DELETE ON {schema}.{heads}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {heads_no_truncate} BEFORE TRUNCATE ON {schema}.{heads}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
         ]
-        names["events_literal"] = Literal(events_table_name)
-        names["chain_digest_index"] = Identifier(f"{self.chain_table_name}_digest_idx")
-        self.sql_create_statements.insert(0, SQL(statements[0]).format(**names))
-        self.sql_create_statements.extend(SQL(statement).format(**names) for statement in statements[1:])
+        refusals = (  # of each table: a row's UPDATE or DELETE, and TRUNCATE
+            "CREATE OR REPLACE TRIGGER {append_only} BEFORE UPDATE OR DELETE ON {schema}.{table}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {no_truncate} BEFORE TRUNCATE ON {schema}.{table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
+        )
+        create = [SQL(statement).format(**names) for statement in statements]
+        create += [
+            SQL(statement).format(**names, table=Identifier(table), append_only=Identifier(f"{table}_append_only"),
+                                  no_truncate=Identifier(f"{table}_no_truncate"))
+            for table in (events_table_name, self.chain_table_name, self.heads_table_name) for statement in refusals
+        ]
+        self.sql_create_statements.insert(0, create[0])
+        self.sql_create_statements.extend(create[1:])
         self.group_commit = GroupCommitter(self._insert_now)
         self.last_link_statement = SQL("SELECT link FROM {}.{} ORDER BY notification_id DESC LIMIT 1").format(
             names["schema"], names["chain"])
