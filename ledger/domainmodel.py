@@ -468,19 +468,15 @@ class Execution(Aggregate):
             raise ValidationError(
                 f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
             )
-        run_id = values.run_id(run_id)
-        seed = values.seed(seed)
-        entity_count = values.count(entity_count, "entity_count")
-        duration_ms = values.duration_ms(duration_ms)
         return cls(
             profile_id=profile.id if profile is not None else None,
             profile_version=profile_version,
-            run_id=run_id,
-            seed=seed,
-            entity_count=entity_count,
+            run_id=values.run_id(run_id),
+            seed=values.seed(seed),
+            entity_count=values.count(entity_count, "entity_count"),
+            duration_ms=values.duration_ms(duration_ms),
             status=status,
             error_message=values.description(error_message, "error_message") or None,
-            duration_ms=duration_ms,
             metadata=values.metadata(metadata),
             kind=kind,
             details=values.metadata(details, max_bytes=None) if details else {},

@@ -215,9 +215,11 @@ def identifier(value: Any, field: str) -> str | None:
     return value
 
 
-def integer(value: Any, field: str, low: int, high: int) -> int:
-    """An integer from ``low`` to ``high`` (inclusive, the range of the column that stores it); booleans and
-    floats are refused."""
+def integer(value: Any, field: str, low: int, high: int) -> int | None:
+    """An integer from ``low`` to ``high`` (inclusive, the range of the column that stores it), or None; booleans
+    and floats are refused."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{field} must be an integer", field=field)
     if value < low:
@@ -229,8 +231,6 @@ def integer(value: Any, field: str, low: int, high: int) -> int:
 
 def layer(value: Any) -> int | None:
     """A decoder layer: 0 to 2**31 - 1 (a 32-bit ``integer`` column)."""
-    if value is None:
-        return None
     return integer(value, "layer", 0, LAYER_MAX)
 
 
@@ -240,15 +240,11 @@ def seed(value: Any) -> int | None:
     This loses no generator state: ``torch.Generator.manual_seed`` takes -2**63 to 2**64 - 1 and maps a negative
     seed s to s + 2**64, so every one of its 2**64 seeds has a name in this range.
     """
-    if value is None:
-        return None
     return integer(value, "seed", INT64_MIN, INT64_MAX)
 
 
 def count(value: Any, field: str) -> int | None:
     """A count such as ``entity_count``: 0 to 2**63 - 1 (a ``bigint`` column)."""
-    if value is None:
-        return None
     return integer(value, field, 0, INT64_MAX)
 
 
