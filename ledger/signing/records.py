@@ -208,15 +208,10 @@ class SigningKeys(PublicKeyCheck):
         return self._private
 
     def public(self) -> PublicKeyCheck:
-        self._load()
         return PublicKeyCheck(self.public_key)
 
     def sign_statement(self, message: bytes) -> bytes:
         return self._load().sign(message)
-
-    def verify_statement(self, message: bytes, signature: bytes) -> bool:
-        self._load()
-        return super().verify_statement(message, signature)
 
     def record_check(self, *, strict: bool = False) -> RecordCheck:
         """The MAC of each record; ``strict``: each save's signature too."""

@@ -55,6 +55,8 @@ class SigningEventStore(EventStore[UUID]):
     """The library's event store, with the events of each save signed together (one signature per save), and
     each stream read in order refused where a version is missing (an event deleted from the database)."""
 
+    mapper: SigningMapper
+
     def get(  # type: ignore[override]
         self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
         limit: int | None = None,
@@ -66,8 +68,6 @@ class SigningEventStore(EventStore[UUID]):
     """Whether this process's key was found to be the one the log is written with (checked before its first save)."""
 
     def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
-        if not isinstance(self.mapper, SigningMapper):
-            return super().put(domain_events, **kwargs)
         if not self.key_checked:
             self._refuse_another_key()
         stored_events = self.mapper.to_stored_events(domain_events)
@@ -84,7 +84,6 @@ class SigningEventStore(EventStore[UUID]):
     def _refuse_another_key(self) -> None:
         """A process given another key than the log's (a mistyped ``LEDGER_SIGNING_KEY``, another ledger's
         ``.ledger/`` in the working directory) would append records every reader refuses: it may not write."""
-        assert isinstance(self.mapper, SigningMapper)
         head = self.recorder.max_notification_id()  # type: ignore[attr-defined]
         last = self.recorder.select_notifications(start=head, limit=1) if head else []  # type: ignore[attr-defined]
         if last and (found := self.mapper.keys.key_id_in(last[0].state)) not in (None, self.mapper.keys.key_id):
