@@ -25,10 +25,12 @@ from uuid import UUID
 GENESIS = bytes(32)
 
 
-def event_digest(originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
+def event_digest(originator_id: UUID | str, originator_version: int, topic: str, state: bytes) -> bytes:
+    """``originator_id``: the stream's UUID, or its text (as a stored event may hold it)."""
+    stream = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
     topic_bytes = topic.encode("utf-8")
     return hashlib.sha256(b"".join((
-        originator_id.bytes,
+        stream.bytes,
         struct.pack(">qi", originator_version, len(topic_bytes)),
         topic_bytes,
         struct.pack(">i", len(state)),

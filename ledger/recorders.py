@@ -387,9 +387,7 @@ def chain_rows(previous_link: bytes, stored_events: Sequence[StoredEvent],
     rows = []
     link = previous_link
     for position, stored in zip(positions, stored_events):
-        originator_id = stored.originator_id
-        stream = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
-        digest = event_digest(stream, stored.originator_version, stored.topic, stored.state)
+        digest = event_digest(stored.originator_id, stored.originator_version, stored.topic, stored.state)
         link = next_link(link, position, digest)
         rows.append((position, digest, link))
     return rows
