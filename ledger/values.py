@@ -57,19 +57,14 @@ def actor_name(value: str, field: str = "actor") -> str:
     return display_name(value, field, maximum=ACTOR_MAX)
 
 
-def reason_text(value: str, field: str = "reason") -> str:
-    """Why a command runs: at most ``REASON_MAX`` characters of :func:`audit_text`."""
-    if len(value) > REASON_MAX:
-        raise ValidationError(f"{field} must be at most {REASON_MAX} characters", field=field)
-    return audit_text(value, field)
-
-
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def audit_text(value: str, field: str) -> str:
-    """Text the audit trail shows (a reason): no NUL, and no bidirectional embedding, override or isolate
-    characters, which would make it read otherwise than it is stored."""
+def reason_text(value: str, field: str = "reason") -> str:
+    """Why a command runs, as the audit trail shows it: at most ``REASON_MAX`` characters, no NUL, and no
+    bidirectional embedding, override or isolate characters, which would make it read otherwise than it is stored."""
+    if len(value) > REASON_MAX:
+        raise ValidationError(f"{field} must be at most {REASON_MAX} characters", field=field)
     text(value, field)
     found = next((character for character in value if character in _BIDI_CONTROLS), None)
     if found is not None:
