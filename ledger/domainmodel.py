@@ -409,8 +409,7 @@ class ActiveSlot(Aggregate):
     def activate(self, profile: Profile, pinned_version: int | None) -> bool:
         """Point the slot at ``profile``; False when it already points there with the same pin."""
         profile.require_live()
-        if pinned_version is not None:
-            profile.require_version(pinned_version)
+        profile.require_version(pinned_version)
         if self.profile_id == profile.id and self.pinned_version == pinned_version:
             return False
         self._activated(profile_id=profile.id, pinned_version=pinned_version, version=pinned_version or profile.current_version)
