@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -27,11 +28,7 @@ class SigningMapper(Mapper[UUID]):
         """The events of one save, signed together."""
         plain = [super(SigningMapper, self).to_stored_event(event) for event in domain_events]
         states = self.keys.seal_all([(s.originator_id, s.originator_version, s.topic, s.state) for s in plain])
-        return [
-            StoredEvent(originator_id=s.originator_id, originator_version=s.originator_version, topic=s.topic,
-                        state=state)
-            for s, state in zip(plain, states)
-        ]
+        return [replace(s, state=state) for s, state in zip(plain, states)]
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         return self.to_stored_events([domain_event])[0]
@@ -39,12 +36,7 @@ class SigningMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         payload = self.open_state(stored_event.originator_id, stored_event.originator_version, stored_event.topic,
                                   stored_event.state)
-        return super().to_domain_event(StoredEvent(
-            originator_id=stored_event.originator_id,
-            originator_version=stored_event.originator_version,
-            topic=stored_event.topic,
-            state=payload,
-        ))
+        return super().to_domain_event(replace(stored_event, state=payload))
 
     def open_state(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
         """The library's stored state inside a signed record (raises :class:`TamperedRecordError`)."""
@@ -75,9 +67,7 @@ class SigningEventStore(EventStore[UUID]):
         if not positions:
             return []
         return [
-            Recording(event, Notification(originator_id=stored.originator_id,
-                                          originator_version=stored.originator_version, topic=stored.topic,
-                                          state=stored.state, id=position))
+            Recording(event, Notification(**vars(stored), id=position))
             for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
         ]
 
