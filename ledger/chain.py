@@ -119,14 +119,13 @@ def verify(
     events: Iterable[StoredRow],
     chain: Iterable[ChainRow],
     find_digest: Callable[[bytes], int | None],
-    walk: Walk | None = None,
-    signed_heads: Iterable[SignedHead] = (),
+    walk: Walk,
+    signed_heads: Iterable[SignedHead],
 ) -> VerifyReport:
     """Walk events, chain rows and signed heads (each in position order) and report the first problem, if any.
 
     ``find_digest`` looks a digest up in the whole chain (to tell a reordered row from an altered one).
     """
-    walk = walk or Walk()
     chain_iter: Iterator[ChainRow] = iter(chain)
     start = walk.start
     link, head = (GENESIS, None) if start is None or start.position == 0 else (start.link, start.position)

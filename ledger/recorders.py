@@ -200,11 +200,10 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             return self._insert_now(stored_events, **kwargs)
         return self.group_commit.save(stored_events)
 
-    def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
+    def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain, then
         the ``snapshots``, all as of one moment (a repeatable-read transaction): what commits meanwhile is the next
         walk's, never a row missing from one table and present in the other."""
-        walk = walk or Walk()
         after = _walked_after(walk)
         schema, chain_table = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
         events_sql = SQL(
@@ -341,8 +340,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             after_commit()
         return positions
 
-    def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
-        walk = walk or Walk()
+    def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         after = _walked_after(walk)
         with self.datastore.transaction(commit=False) as c:  # one transaction: every read as of one moment
             if walk.start is not None and after > 0:
@@ -372,7 +370,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 c.execute(f"SELECT notification_id, signature FROM {self.heads_table_name} WHERE notification_id > ?"
                           " ORDER BY notification_id", (after,))
                 signed_heads = [SignedHead(r[0], bytes(r[1])) for r in c.fetchall()]
-            report = verify(iter(events), iter(chain), find_digest, walk, signed_heads)
+            report = verify(events, chain, find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report
             recorder, check = snapshots
