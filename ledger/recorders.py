@@ -95,13 +95,9 @@ class CreatedBesideOthers:
     collide on the catalog (a unique violation, or "already exists"). The loser tries again: the type or table is
     there then, which the library allows for; a fault of another kind fails every try."""
 
+    @retry((IntegrityError, ProgrammingError), max_attempts=3)
     def create_table(self) -> None:
-        for attempt in range(3):
-            try:
-                return super().create_table()  # type: ignore[misc]
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:
-                    raise
+        super().create_table()  # type: ignore[misc]
 
 
 class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicationRecorder):
