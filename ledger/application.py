@@ -272,16 +272,13 @@ class ProfileLedger(Application[UUID]):
     def import_profile(self, document: Any, *, rename: bool = False) -> Outcome:
         """Create a profile from an exchange document; a clashing name is refused unless ``rename``."""
         fields = exchange.parse_document(document)
-        try:
-            return self.create_profile(fields)
-        except ProfileNameTakenError:
-            if not rename:
-                raise
-        for attempt in range(1, IMPORT_RENAME_ATTEMPTS + 1):
+        for attempt in range(IMPORT_RENAME_ATTEMPTS + 1):  # attempt 0: the document's own name
+            name = exchange.renamed(fields["name"], attempt) if attempt else fields["name"]
             try:
-                return self.create_profile({**fields, "name": exchange.renamed(fields["name"], attempt)})
+                return self.create_profile({**fields, "name": name})
             except ProfileNameTakenError:
-                continue
+                if not rename:
+                    raise
         raise ProfileNameTakenError(f"no free name found for {fields['name']!r}", name=fields["name"])
 
     # -- queries (one stream each) -----------------------------------------------------------------

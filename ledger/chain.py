@@ -25,10 +25,12 @@ from uuid import UUID
 GENESIS = bytes(32)
 
 
-def event_digest(originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
+def event_digest(originator_id: UUID | str, originator_version: int, topic: str, state: bytes) -> bytes:
+    """``originator_id``: the stream's UUID, or its text (as a stored event may hold it)."""
+    stream = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
     topic_bytes = topic.encode("utf-8")
     return hashlib.sha256(b"".join((
-        originator_id.bytes,
+        stream.bytes,
         struct.pack(">qi", originator_version, len(topic_bytes)),
         topic_bytes,
         struct.pack(">i", len(state)),
@@ -117,14 +119,13 @@ def verify(
     events: Iterable[StoredRow],
     chain: Iterable[ChainRow],
     find_digest: Callable[[bytes], int | None],
-    walk: Walk | None = None,
-    signed_heads: Iterable[SignedHead] = (),
+    walk: Walk,
+    signed_heads: Iterable[SignedHead],
 ) -> VerifyReport:
     """Walk events, chain rows and signed heads (each in position order) and report the first problem, if any.
 
     ``find_digest`` looks a digest up in the whole chain (to tell a reordered row from an altered one).
     """
-    walk = walk or Walk()
     chain_iter: Iterator[ChainRow] = iter(chain)
     start = walk.start
     link, head = (GENESIS, None) if start is None or start.position == 0 else (start.link, start.position)

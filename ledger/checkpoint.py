@@ -15,7 +15,7 @@ The file is JSON::
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,7 +47,7 @@ class Checkpoint:
             time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             key_id=keys.public().key_id.hex(),
         )
-        return cls(**{**asdict(unsigned), "signature": keys.sign_statement(unsigned.statement()).hex()})
+        return replace(unsigned, signature=keys.sign_statement(unsigned.statement()).hex())
 
     @classmethod
     def parse(cls, text: str) -> Checkpoint:

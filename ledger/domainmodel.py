@@ -409,8 +409,7 @@ class ActiveSlot(Aggregate):
     def activate(self, profile: Profile, pinned_version: int | None) -> bool:
         """Point the slot at ``profile``; False when it already points there with the same pin."""
         profile.require_live()
-        if pinned_version is not None:
-            profile.require_version(pinned_version)
+        profile.require_version(pinned_version)
         if self.profile_id == profile.id and self.pinned_version == pinned_version:
             return False
         self._activated(profile_id=profile.id, pinned_version=pinned_version, version=pinned_version or profile.current_version)
@@ -468,19 +467,15 @@ class Execution(Aggregate):
             raise ValidationError(
                 f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
             )
-        run_id = values.run_id(run_id)
-        seed = values.seed(seed)
-        entity_count = values.count(entity_count, "entity_count")
-        duration_ms = values.duration_ms(duration_ms)
         return cls(
             profile_id=profile.id if profile is not None else None,
             profile_version=profile_version,
-            run_id=run_id,
-            seed=seed,
-            entity_count=entity_count,
+            run_id=values.run_id(run_id),
+            seed=values.seed(seed),
+            entity_count=values.count(entity_count, "entity_count"),
+            duration_ms=values.duration_ms(duration_ms),
             status=status,
             error_message=values.description(error_message, "error_message") or None,
-            duration_ms=duration_ms,
             metadata=values.metadata(metadata),
             kind=kind,
             details=values.metadata(details, max_bytes=None) if details else {},

@@ -74,12 +74,8 @@ class GroupCommitter:
     library recorder's ``insert_events``), or raise and insert nothing.
     """
 
-    def __init__(
-        self, insert: Insert, *, max_batch_events: int = MAX_BATCH_EVENTS, max_batch_bytes: int = MAX_BATCH_BYTES
-    ) -> None:
+    def __init__(self, insert: Insert) -> None:
         self._insert = insert
-        self._max_batch_events = max_batch_events
-        self._max_batch_bytes = max_batch_bytes
         self._in_flight: list[_Save] = []
         self._lock = threading.Lock()
         self._queue: deque[_Save] = deque()
@@ -152,7 +148,7 @@ class GroupCommitter:
         kept: deque[_Save] = deque()
         while self._queue:
             save = self._queue.popleft()
-            full = events + len(save.events) > self._max_batch_events or size + save.size > self._max_batch_bytes
+            full = events + len(save.events) > MAX_BATCH_EVENTS or size + save.size > MAX_BATCH_BYTES
             if batch and (full or not keys.isdisjoint(save.keys)):
                 kept.append(save)
                 if full:

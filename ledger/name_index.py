@@ -34,8 +34,8 @@ PAGE = 1_000
 UPGRADE_CONTEXT = CommandContext(actor="ledger", reason="name index moved to the confusable-safe name key")
 
 
-def move_claims_to_current_keys(ledger: Any) -> int:
-    """Move every live claim recorded under an earlier key to its holder's current key; returns how many moved.
+def move_claims_to_current_keys(ledger: Any) -> None:
+    """Move every live claim recorded under an earlier key to its holder's current key.
 
     Where the log is in a database, how far it has been looked through is kept beside it, so each process looks
     only at the name registrations recorded since (a server of the earlier version may still be writing them).
@@ -44,13 +44,13 @@ def move_claims_to_current_keys(ledger: Any) -> int:
         getattr(ledger.recorder, "datastore", None), CHECKED_TABLE, "id integer PRIMARY KEY, position bigint NOT NULL"
     )
     row = checked.one("SELECT position FROM {table} WHERE id = 1") if checked.available else None
-    moved, start, last = 0, (int(row[0]) + 1 if row else 1), 0
+    start, last = (int(row[0]) + 1 if row else 1), 0
     while True:
         notifications = ledger.recorder.select_notifications(start=start, limit=PAGE, topics=[REGISTERED_TOPIC])
         for notification in notifications:
             key = ledger.mapper.to_domain_event(notification).key
             if isinstance(key, str) and not key.isascii():
-                moved += _move(ledger, notification.originator_id)
+                _move(ledger, notification.originator_id)
             last = notification.id
         if len(notifications) < PAGE:
             break
@@ -61,20 +61,19 @@ def move_claims_to_current_keys(ledger: Any) -> int:
             "CASE WHEN excluded.position > {table}.position THEN excluded.position ELSE {table}.position END",
             (last,),
         ))
-    return moved
 
 
-def _move(ledger: Any, index_id: Any) -> int:
+def _move(ledger: Any, index_id: Any) -> None:
     index = ledger.repository.get(index_id)
     if index.profile_id is None:
-        return 0
+        return
     profile = ledger.find_aggregate(index.profile_id)
     if not isinstance(profile, Profile) or profile.deleted:
-        return 0
+        return
     key = values.name_key(profile.name)
     target_id = ProfileName.create_id(key)
     if target_id == index.id:
-        return 0
+        return
     target = ledger.find_aggregate(target_id) or ProfileName(key=key)
     if target.profile_id is not None and target.profile_id != profile.id:
         log.warning(
@@ -82,12 +81,11 @@ def _move(ledger: Any, index_id: Any) -> int:
             "compares equal to it; rename one of them",
             profile.id, profile.name, target.profile_id,
         )
-        return 0
+        return
     with acting_as(UPGRADE_CONTEXT), claiming(None):  # not the command's save: it records no Idempotency-Key
         target.claim(profile.id, profile.name)
         index.release(profile.id)
         try:
             ledger.save(target, index)
         except RecordConflictError:
-            return 0  # another process moved it (or the profile changed): the next start looks again
-    return 1
+            pass  # another process moved it (or the profile changed): the next start looks again

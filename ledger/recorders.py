@@ -95,13 +95,9 @@ class CreatedBesideOthers:
     collide on the catalog (a unique violation, or "already exists"). The loser tries again: the type or table is
     there then, which the library allows for; a fault of another kind fails every try."""
 
+    @retry((IntegrityError, ProgrammingError), max_attempts=3)
     def create_table(self) -> None:
-        for attempt in range(3):
-            try:
-                return super().create_table()  # type: ignore[misc]
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:
-                    raise
+        super().create_table()  # type: ignore[misc]
 
 
 class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicationRecorder):
@@ -119,17 +115,12 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         names = {
             "schema": Identifier(datastore.schema),
             "events": Identifier(events_table_name),
+            "events_literal": Literal(events_table_name),
             "chain": Identifier(self.chain_table_name),
+            "chain_digest_index": Identifier(f"{self.chain_table_name}_digest_idx"),
+            "heads": Identifier(self.heads_table_name),
             "link_fn": Identifier(f"{events_table_name}_chain_link"),
             "refuse_fn": Identifier(f"{events_table_name}_refuse_change"),
-            "link_trigger": Identifier(f"{events_table_name}_chain_link"),
-            "events_append_only": Identifier(f"{events_table_name}_append_only"),
-            "events_no_truncate": Identifier(f"{events_table_name}_no_truncate"),
-            "chain_append_only": Identifier(f"{self.chain_table_name}_append_only"),
-            "chain_no_truncate": Identifier(f"{self.chain_table_name}_no_truncate"),
-            "heads": Identifier(self.heads_table_name),
-            "heads_append_only": Identifier(f"{self.heads_table_name}_append_only"),
-            "heads_no_truncate": Identifier(f"{self.heads_table_name}_no_truncate"),
         }
         statements = [
             # Several processes may start at once: create the functions and triggers one at a time.
@@ -152,28 +143,26 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             "           || int8send(NEW.notification_id) || digest));"
             "  RETURN NULL;"
             " END $$",
-            "CREATE OR REPLACE TRIGGER {link_trigger} AFTER INSERT ON {schema}.{events}"
+            "CREATE OR REPLACE TRIGGER {link_fn} AFTER INSERT ON {schema}.{events}"
             " FOR EACH ROW EXECUTE FUNCTION {schema}.{link_fn}()",
             "CREATE OR REPLACE FUNCTION {schema}.{refuse_fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
             " BEGIN RAISE EXCEPTION 'the event log is append-only: % on % refused', TG_OP, TG_TABLE_NAME"
             "   USING ERRCODE = 'insufficient_privilege'; END $$",
-            "CREATE OR REPLACE TRIGGER {events_append_only} BEFORE UPDATE OR DELETE ON {schema}.{events}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {events_no_truncate} BEFORE TRUNCATE ON {schema}.{events}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {chain_append_only} BEFORE UPDATE OR DELETE ON {schema}.{chain}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {chain_no_truncate} BEFORE TRUNCATE ON {schema}.{chain}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {heads_append_only} BEFORE UPDATE OR DELETE ON {schema}.{heads}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
-            "CREATE OR REPLACE TRIGGER {heads_no_truncate} BEFORE TRUNCATE ON {schema}.{heads}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
         ]
-        names["events_literal"] = Literal(events_table_name)
-        names["chain_digest_index"] = Identifier(f"{self.chain_table_name}_digest_idx")
-        self.sql_create_statements.insert(0, SQL(statements[0]).format(**names))
-        self.sql_create_statements.extend(SQL(statement).format(**names) for statement in statements[1:])
+        refusals = (  # of each table: a row's UPDATE or DELETE, and TRUNCATE
+            "CREATE OR REPLACE TRIGGER {append_only} BEFORE UPDATE OR DELETE ON {schema}.{table}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{refuse_fn}()",
+            "CREATE OR REPLACE TRIGGER {no_truncate} BEFORE TRUNCATE ON {schema}.{table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{refuse_fn}()",
+        )
+        create = [SQL(statement).format(**names) for statement in statements]
+        create += [
+            SQL(statement).format(**names, table=Identifier(table), append_only=Identifier(f"{table}_append_only"),
+                                  no_truncate=Identifier(f"{table}_no_truncate"))
+            for table in (events_table_name, self.chain_table_name, self.heads_table_name) for statement in refusals
+        ]
+        self.sql_create_statements.insert(0, create[0])
+        self.sql_create_statements.extend(create[1:])
         self.group_commit = GroupCommitter(self._insert_now)
         self.last_link_statement = SQL("SELECT link FROM {}.{} ORDER BY notification_id DESC LIMIT 1").format(
             names["schema"], names["chain"])
@@ -207,11 +196,10 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             return self._insert_now(stored_events, **kwargs)
         return self.group_commit.save(stored_events)
 
-    def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
+    def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain, then
         the ``snapshots``, all as of one moment (a repeatable-read transaction): what commits meanwhile is the next
         walk's, never a row missing from one table and present in the other."""
-        walk = walk or Walk()
         after = _walked_after(walk)
         schema, chain_table = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
         events_sql = SQL(
@@ -348,8 +336,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             after_commit()
         return positions
 
-    def verify_chain(self, walk: Walk | None = None, snapshots: SnapshotWalk | None = None) -> VerifyReport:
-        walk = walk or Walk()
+    def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         after = _walked_after(walk)
         with self.datastore.transaction(commit=False) as c:  # one transaction: every read as of one moment
             if walk.start is not None and after > 0:
@@ -379,7 +366,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 c.execute(f"SELECT notification_id, signature FROM {self.heads_table_name} WHERE notification_id > ?"
                           " ORDER BY notification_id", (after,))
                 signed_heads = [SignedHead(r[0], bytes(r[1])) for r in c.fetchall()]
-            report = verify(iter(events), iter(chain), find_digest, walk, signed_heads)
+            report = verify(events, chain, find_digest, walk, signed_heads)
             if not report.ok or snapshots is None:
                 return report
             recorder, check = snapshots
@@ -394,9 +381,7 @@ def chain_rows(previous_link: bytes, stored_events: Sequence[StoredEvent],
     rows = []
     link = previous_link
     for position, stored in zip(positions, stored_events):
-        originator_id = stored.originator_id
-        stream = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
-        digest = event_digest(stream, stored.originator_version, stored.topic, stored.state)
+        digest = event_digest(stored.originator_id, stored.originator_version, stored.topic, stored.state)
         link = next_link(link, position, digest)
         rows.append((position, digest, link))
     return rows

@@ -56,7 +56,7 @@ class Database:
 
     @property
     def sqlite_path(self) -> str:
-        return self.url.removeprefix("sqlite:///") if self.url.startswith("sqlite:///") else self.url
+        return self.url.removeprefix("sqlite:///")
 
     def display(self) -> str:
         """The URL with any password masked."""

@@ -20,7 +20,7 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version, same_value
-from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError, TamperedRecordError
+from ledger.errors import ProfileNotFoundError, TamperedRecordError
 from ledger.states import ProfileState, VersionEdit, VersionRecord
 
 SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
@@ -51,12 +51,8 @@ def profile_at(
     if as_of is not None and profile.deleted:  # a version of a deleted profile is history; a moment after it is not
         raise ProfileNotFoundError(f"profile {profile_id} had been deleted at {as_of.isoformat()}",
                                    profile_id=str(profile_id))
-    if version is not None and profile.current_version != version:
-        raise ProfileVersionNotFoundError(
-            f"profile {profile_id} has no version {version} (latest is {profile.current_version})",
-            profile_id=str(profile_id),
-            version=version,
-        )
+    if version is not None:  # replay stopped short of it: a version the profile never reached
+        profile.require_version(version)
     return ProfileState.of(profile)
 
 

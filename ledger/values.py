@@ -57,19 +57,14 @@ def actor_name(value: str, field: str = "actor") -> str:
     return display_name(value, field, maximum=ACTOR_MAX)
 
 
-def reason_text(value: str, field: str = "reason") -> str:
-    """Why a command runs: at most ``REASON_MAX`` characters of :func:`audit_text`."""
-    if len(value) > REASON_MAX:
-        raise ValidationError(f"{field} must be at most {REASON_MAX} characters", field=field)
-    return audit_text(value, field)
-
-
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def audit_text(value: str, field: str) -> str:
-    """Text the audit trail shows (a reason): no NUL, and no bidirectional embedding, override or isolate
-    characters, which would make it read otherwise than it is stored."""
+def reason_text(value: str, field: str = "reason") -> str:
+    """Why a command runs, as the audit trail shows it: at most ``REASON_MAX`` characters, no NUL, and no
+    bidirectional embedding, override or isolate characters, which would make it read otherwise than it is stored."""
+    if len(value) > REASON_MAX:
+        raise ValidationError(f"{field} must be at most {REASON_MAX} characters", field=field)
     text(value, field)
     found = next((character for character in value if character in _BIDI_CONTROLS), None)
     if found is not None:
@@ -215,9 +210,11 @@ def identifier(value: Any, field: str) -> str | None:
     return value
 
 
-def integer(value: Any, field: str, low: int, high: int) -> int:
-    """An integer from ``low`` to ``high`` (inclusive, the range of the column that stores it); booleans and
-    floats are refused."""
+def integer(value: Any, field: str, low: int, high: int) -> int | None:
+    """An integer from ``low`` to ``high`` (inclusive, the range of the column that stores it), or None; booleans
+    and floats are refused."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{field} must be an integer", field=field)
     if value < low:
@@ -229,8 +226,6 @@ def integer(value: Any, field: str, low: int, high: int) -> int:
 
 def layer(value: Any) -> int | None:
     """A decoder layer: 0 to 2**31 - 1 (a 32-bit ``integer`` column)."""
-    if value is None:
-        return None
     return integer(value, "layer", 0, LAYER_MAX)
 
 
@@ -240,15 +235,11 @@ def seed(value: Any) -> int | None:
     This loses no generator state: ``torch.Generator.manual_seed`` takes -2**63 to 2**64 - 1 and maps a negative
     seed s to s + 2**64, so every one of its 2**64 seeds has a name in this range.
     """
-    if value is None:
-        return None
     return integer(value, "seed", INT64_MIN, INT64_MAX)
 
 
 def count(value: Any, field: str) -> int | None:
     """A count such as ``entity_count``: 0 to 2**63 - 1 (a ``bigint`` column)."""
-    if value is None:
-        return None
     return integer(value, field, 0, INT64_MAX)
 
 

@@ -66,16 +66,13 @@ def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs:
     signed head the transaction leaves, before the commit.
     """
     check_event_sizes(stored_events)
-    for attempt in (1, 2):
-        try:
-            return _insert_once(recorder, stored_events, **kwargs)
-        except WriteTimeoutError:
-            raise
-        except (InterfaceError, OperationalError):
-            if attempt == 2:
-                raise
-            time.sleep(0.1)
-    raise AssertionError("unreachable")
+    try:
+        return _insert_once(recorder, stored_events, **kwargs)
+    except WriteTimeoutError:
+        raise
+    except (InterfaceError, OperationalError):
+        time.sleep(0.1)
+    return _insert_once(recorder, stored_events, **kwargs)
 
 
 def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:

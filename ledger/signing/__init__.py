@@ -36,22 +36,8 @@ PostgreSQL), created with mode 0600 by the first write, with a warning (reads ne
 writing to one database must use the same key.
 """
 
-from ledger.signing.keys import (
-    SIGNING_KEY_ENV,
-    create_private_key,
-    default_key_path,
-    key_id_of,
-    load_private_key,
-    load_public_key,
-    public_key_pem,
-)
-from ledger.signing.records import (
-    HEADER_SIZE,
-    MAC_SIZE,
-    PublicKeyCheck,
-    RecordCheck,
-    SigningKeys,
-)
+from ledger.signing.keys import SIGNING_KEY_ENV, create_private_key, load_public_key, public_key_pem
+from ledger.signing.records import HEADER_SIZE, MAC_SIZE, PublicKeyCheck, RecordCheck, SigningKeys
 from ledger.signing.store import CheckedSnapshotStore, SigningEventStore, SigningMapper
 
 __all__ = [
@@ -65,9 +51,6 @@ __all__ = [
     "SigningKeys",
     "SigningMapper",
     "create_private_key",
-    "default_key_path",
-    "key_id_of",
-    "load_private_key",
     "load_public_key",
     "public_key_pem",
 ]

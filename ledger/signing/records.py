@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -208,15 +207,10 @@ class SigningKeys(PublicKeyCheck):
         return self._private
 
     def public(self) -> PublicKeyCheck:
-        self._load()
         return PublicKeyCheck(self.public_key)
 
     def sign_statement(self, message: bytes) -> bytes:
         return self._load().sign(message)
-
-    def verify_statement(self, message: bytes, signature: bytes) -> bool:
-        self._load()
-        return super().verify_statement(message, signature)
 
     def record_check(self, *, strict: bool = False) -> RecordCheck:
         """The MAC of each record; ``strict``: each save's signature too."""
@@ -240,7 +234,7 @@ class SigningKeys(PublicKeyCheck):
         if not 0 < count <= MAX_GROUP:
             return [state for start in range(0, count, MAX_GROUP)
                     for state in self.seal_all(records[start:start + MAX_GROUP])]
-        digests = [event_digest(_uuid(oid), version, topic, payload) for oid, version, topic, payload in records]
+        digests = [event_digest(oid, version, topic, payload) for oid, version, topic, payload in records]
         signature = private.sign(EVENT_CONTEXT + struct.pack(">H", count) + b"".join(digests))
         states = []
         for index, (digest, (_, _, _, payload)) in enumerate(zip(digests, records)):
@@ -267,7 +261,7 @@ class SigningKeys(PublicKeyCheck):
         payload = state[HEADER_SIZE:]
         if state[_KEY_AT:_SIGNATURE_AT] != self.key_id:
             return payload, _other_key(state[_KEY_AT:_SIGNATURE_AT], self.key_id)
-        digest = event_digest(_uuid(originator_id), originator_version, topic, payload)
+        digest = event_digest(originator_id, originator_version, topic, payload)
         mac = self._mac(magic, digest, state[_INDEX_AT:HEADER_SIZE], state[_SIGNATURE_AT:_MAC_AT])
         if not hmac.compare_digest(state[_MAC_AT:_INDEX_AT], mac):
             return payload, f"its signature does not match its content: {FORGED}"
@@ -308,7 +302,7 @@ class Sealed:
         return cls(state[:_KEY_AT], key_id, signature, mac, index, count, state[HEADER_SIZE:])
 
     def digest(self, originator_id: Any, originator_version: int, topic: str) -> bytes:
-        return event_digest(_uuid(originator_id), originator_version, topic, self.payload)
+        return event_digest(originator_id, originator_version, topic, self.payload)
 
 
 def head_statement(position: int, link: bytes) -> bytes:
@@ -317,7 +311,3 @@ def head_statement(position: int, link: bytes) -> bytes:
 
 def _other_key(found: bytes, expected: bytes) -> str:
     return f"it is signed by key {found.hex()}, not by the key it is checked with, {expected.hex()}"
-
-
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))

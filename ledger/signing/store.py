@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -27,11 +28,7 @@ class SigningMapper(Mapper[UUID]):
         """The events of one save, signed together."""
         plain = [super(SigningMapper, self).to_stored_event(event) for event in domain_events]
         states = self.keys.seal_all([(s.originator_id, s.originator_version, s.topic, s.state) for s in plain])
-        return [
-            StoredEvent(originator_id=s.originator_id, originator_version=s.originator_version, topic=s.topic,
-                        state=state)
-            for s, state in zip(plain, states)
-        ]
+        return [replace(s, state=state) for s, state in zip(plain, states)]
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         return self.to_stored_events([domain_event])[0]
@@ -39,12 +36,7 @@ class SigningMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         payload = self.open_state(stored_event.originator_id, stored_event.originator_version, stored_event.topic,
                                   stored_event.state)
-        return super().to_domain_event(StoredEvent(
-            originator_id=stored_event.originator_id,
-            originator_version=stored_event.originator_version,
-            topic=stored_event.topic,
-            state=payload,
-        ))
+        return super().to_domain_event(replace(stored_event, state=payload))
 
     def open_state(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> bytes:
         """The library's stored state inside a signed record (raises :class:`TamperedRecordError`)."""
@@ -54,6 +46,8 @@ class SigningMapper(Mapper[UUID]):
 class SigningEventStore(EventStore[UUID]):
     """The library's event store, with the events of each save signed together (one signature per save), and
     each stream read in order refused where a version is missing (an event deleted from the database)."""
+
+    mapper: SigningMapper
 
     def get(  # type: ignore[override]
         self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
@@ -66,8 +60,6 @@ class SigningEventStore(EventStore[UUID]):
     """Whether this process's key was found to be the one the log is written with (checked before its first save)."""
 
     def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
-        if not isinstance(self.mapper, SigningMapper):
-            return super().put(domain_events, **kwargs)
         if not self.key_checked:
             self._refuse_another_key()
         stored_events = self.mapper.to_stored_events(domain_events)
@@ -75,16 +67,13 @@ class SigningEventStore(EventStore[UUID]):
         if not positions:
             return []
         return [
-            Recording(event, Notification(originator_id=stored.originator_id,
-                                          originator_version=stored.originator_version, topic=stored.topic,
-                                          state=stored.state, id=position))
+            Recording(event, Notification(**vars(stored), id=position))
             for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
         ]
 
     def _refuse_another_key(self) -> None:
         """A process given another key than the log's (a mistyped ``LEDGER_SIGNING_KEY``, another ledger's
         ``.ledger/`` in the working directory) would append records every reader refuses: it may not write."""
-        assert isinstance(self.mapper, SigningMapper)
         head = self.recorder.max_notification_id()  # type: ignore[attr-defined]
         last = self.recorder.select_notifications(start=head, limit=1) if head else []  # type: ignore[attr-defined]
         if last and (found := self.mapper.keys.key_id_in(last[0].state)) not in (None, self.mapper.keys.key_id):
