@@ -81,13 +81,6 @@ class ProjectionWorker(Follower):
         """The position every read model is known, in this process, to have reached (written inline, say): a
         notification of an insert no further on is no reason to look."""
 
-    @property
-    def names(self) -> list[str]:
-        return [projection.name for projection in self.projections]
-
-    def positions(self) -> dict[str, int]:
-        return self.store.positions(self.names)
-
     def needs(self, position: int) -> bool:
         return self.reached is None or position > self.reached()
 
@@ -96,7 +89,8 @@ class ProjectionWorker(Follower):
 
         When another worker is applying a projection right now, this waits for it rather than duplicating it.
         """
-        positions, target = self.store.positions_and_head(self.names, self.log.events_table)  # one query
+        names = [projection.name for projection in self.projections]
+        positions, target = self.store.positions_and_head(names, self.log.events_table)  # one query
         while True:
             reached = min(positions.values())
             if reached >= target or (stop is not None and stop.is_set()):
@@ -112,7 +106,7 @@ class ProjectionWorker(Follower):
                     self.on_applied(batch.end)
             if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
-            positions = self.positions()
+            positions = self.store.positions(names)
 
     def close(self) -> None:
         owns_store, owns_log = self._owned
