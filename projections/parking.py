@@ -225,9 +225,7 @@ class ParkingRecorder:
                         kept.add(parked.position)
                         outcomes.append(RetryOutcome(parked, applied=False, error=SUPERSEDED))
                         continue
-                    with self._savepoint(curs):
-                        if isinstance(event, UndecodableEvent):
-                            raise event.error
+                    with self._savepoint(curs):  # an undecodable event raises its error here (ops_for)
                         self._write(curs, "", projection.ops_for([(parked.position, event)]))
                 except Exception as error:
                     if is_transient(error):
