@@ -57,7 +57,3 @@ class ReadModelProjection:
 def event_type_name(event: Event) -> str:
     """``Profile.Created`` style: the aggregate class and the event class."""
     return type(event).__qualname__
-
-
-def aggregate_type_name(event: Event) -> str:
-    return type(event).__qualname__.split(".")[0]
