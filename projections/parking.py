@@ -84,15 +84,8 @@ class ParkingRecorder:
     dialect: Any
     datastore: Any
 
-    # -- provided by the read-model recorder ----------------------------------------------------------
-    def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
-        raise NotImplementedError
-
-    def _write(self, curs: Any, suffix: str, ops: list[Any]) -> None:
-        raise NotImplementedError
-
-    def ddl(self, table: Table, physical: str) -> list[str]:
-        raise NotImplementedError
+    # ``_lock(curs, name, wait=...)``, ``_write(curs, suffix, ops)`` and ``ddl(table, physical)`` come from the
+    # read-model recorder.
 
     # -- schema ---------------------------------------------------------------------------------------
     def create_parked_table(self) -> None:
