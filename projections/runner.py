@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-
 from ledger.settings import Database
 from ledger.signing.store import refuse_a_gap
 from projections.follow import Follower
@@ -30,11 +29,11 @@ from projections.memory import MemoryBuild
 from projections.log import EventLog
 from projections.parking import describe, is_transient
 from projections.progress import announce
-from projections.registry import PROJECTION_NAMES, select
+from projections.registry import select
 from projections.store import REBUILD_SUFFIX, ReadModelStore, open_store
 from projections.wakeup import Notifications
 
-__all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
+__all__ = ["ProjectionWorker", "rebuild", "run_projections"]
 
 logger = logging.getLogger(__name__)
 

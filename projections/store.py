@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import time
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, PersistenceError, Tracking
