@@ -115,13 +115,12 @@ def hold_rebuild_lock(database: Database) -> Callable[[], None]:
     if database.is_postgres:
         conn = psycopg.connect(database.url, autocommit=True, connect_timeout=5)
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK,)).fetchone()
-        if not (row and row[0]):
-            conn.close()
-            raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
-        return conn.close
-    if not _REBUILDING_HERE.acquire(blocking=False):
-        raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
-    return _REBUILDING_HERE.release
+        if row and row[0]:
+            return conn.close
+        conn.close()
+    elif _REBUILDING_HERE.acquire(blocking=False):
+        return _REBUILDING_HERE.release
+    raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
 
 
 def init_database(database: Database) -> None:
