@@ -52,8 +52,8 @@ class Dialect:
             return encode_json(value).decode()
         if isinstance(value, UUID):
             return str(value)
-        if isinstance(value, datetime):
-            return timestamp_text(value)
+        if isinstance(value, datetime):  # sortable text: in UTC, always with microseconds
+            return value.astimezone(UTC).isoformat(timespec="microseconds")
         if isinstance(value, bool):
             return int(value)
         return value
@@ -62,11 +62,6 @@ class Dialect:
 encode_json = msgspec.json.Encoder().encode
 """A JSON column's value, in both dialects, live and in a rebuild: msgspec renders ids, times (UTC as ``Z``) and
 integer keys itself."""
-
-
-def timestamp_text(value: datetime) -> str:
-    """A sortable text form of a time (UTC, always with microseconds)."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 POSTGRES = Dialect(
