@@ -43,6 +43,7 @@ from typing import Any
 from projections.ops import Add, Copy, Delete, Greatest, Insert, Op, Update
 from projections.projection import Event, ReadModelProjection
 
+
 class UndecidableRowError(ValueError):
     """An operation memory cannot apply the way the live path would: the read model is built by SQL instead."""
 

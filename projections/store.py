@@ -82,7 +82,7 @@ class ReadModelRecorder(ParkingRecorder):
 
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
 
-    # -- hooks per dialect (and ``_lock``, ``_run(curs, sql, params)``, ``_rename_indexes(curs, table, old_prefix)``)
+    # -- hooks per dialect: ``_lock``, ``_run(curs, sql, params)``, ``_rename_indexes(curs, table, old_prefix)``, and:
     def _schema_lock(self, curs: Any) -> None:
         """Held while creating tables (processes starting together)."""
 
