@@ -7,6 +7,7 @@ event's own fields as a JSON payload.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +15,7 @@ from ledger.domainmodel import Profile
 
 from projections import cursors
 from projections.ops import Insert, Op
-from projections.projection import ReadModelProjection, aggregate_type_name, event_type_name
+from projections.projection import ReadModelProjection
 from projections.reading import Queries, add_equalities, checked_limit
 from projections.rows import AuditRow, Page
 from projections.tables import Index, Table
@@ -42,14 +43,16 @@ def payload(event: Any) -> dict[str, Any]:
     return {key: value for key, value in vars(event).items() if key not in _ENVELOPE}
 
 
+@cache
+def _names(kind: type) -> tuple[str, str, bool]:
+    """The event type (``Profile.Created``), the aggregate type (``Profile``) and whether it is a profile's event."""
+    return kind.__qualname__, kind.__qualname__.split(".")[0], issubclass(kind, Profile.Event)
+
+
 def on_any_event(event: Any) -> list[Op]:
     """Who, when, why, which aggregate and profile, and the event's own fields (the hot path of a rebuild)."""
     state = vars(event)
-    kind = type(event)
-    names = _NAMES.get(kind)
-    if names is None:
-        names = _NAMES[kind] = (event_type_name(event), aggregate_type_name(event), issubclass(kind, Profile.Event))
-    event_type, aggregate_type, is_profile = names
+    event_type, aggregate_type, is_profile = _names(type(event))
     originator_id = state["originator_id"]
     return [Insert(AUDIT, {
         "recorded_at": state["timestamp"],
@@ -64,8 +67,6 @@ def on_any_event(event: Any) -> list[Op]:
         "payload": payload(event),
     })]
 
-
-_NAMES: dict[type, tuple[str, str, bool]] = {}
 
 PROJECTION = ReadModelProjection(name="audit", tables=(AUDIT,), handlers={}, default_handler=on_any_event, version=3)
 

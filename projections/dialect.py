@@ -21,46 +21,14 @@ _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 @dataclass(frozen=True)
 class Dialect:
     name: str  # "postgres" or "sqlite"
+    event_id: str  # the events table's column of log positions
+    table_exists: str
+    """A query of one parameter, a table's name: one row whose ``found`` is true when the table exists."""
+    types: Mapping[str, str]  # what each type placeholder of a statement stands for
 
     @property
     def is_postgres(self) -> bool:
         return self.name == "postgres"
-
-    @property
-    def event_id(self) -> str:
-        """The events table's column of log positions."""
-        return "notification_id" if self.is_postgres else "rowid"
-
-    @property
-    def types(self) -> dict[str, str]:
-        if self.is_postgres:
-            return {
-                "uuid": "uuid",
-                "json": "json",  # kept as written: jsonb would read 1e20 back as an integer, -0.0 as 0.0
-                "labels": "text[]",
-                "timestamp": "timestamptz",
-                "bool": "boolean",
-                "bigint": "bigint",
-                "float": "double precision",
-                "greatest": "GREATEST",
-            }
-        return {
-            "uuid": "text",
-            "json": "text",
-            "labels": "text",
-            "timestamp": "text",
-            "bool": "integer",
-            "bigint": "integer",
-            "float": "real",
-            "greatest": "MAX",
-        }
-
-    @property
-    def table_exists(self) -> str:
-        """A query of one parameter, a table's name: one row whose ``found`` is true when the table exists."""
-        if self.is_postgres:
-            return "SELECT to_regclass(%s) IS NOT NULL AS found"
-        return "SELECT count(*) AS found FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def compile(self, statement: str, tables: Mapping[str, str] | None = None) -> str:
         """Fill in table names and dialect types; convert ``:name`` parameters for the driver."""
@@ -84,8 +52,8 @@ class Dialect:
             return encode_json(value).decode()
         if isinstance(value, UUID):
             return str(value)
-        if isinstance(value, datetime):
-            return timestamp_text(value)
+        if isinstance(value, datetime):  # sortable text: in UTC, always with microseconds
+            return value.astimezone(UTC).isoformat(timespec="microseconds")
         if isinstance(value, bool):
             return int(value)
         return value
@@ -96,10 +64,33 @@ encode_json = msgspec.json.Encoder().encode
 integer keys itself."""
 
 
-def timestamp_text(value: datetime) -> str:
-    """A sortable text form of a time (UTC, always with microseconds)."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-POSTGRES = Dialect("postgres")
-SQLITE = Dialect("sqlite")
+POSTGRES = Dialect(
+    "postgres",
+    event_id="notification_id",
+    table_exists="SELECT to_regclass(%s) IS NOT NULL AS found",
+    types={
+        "uuid": "uuid",
+        "json": "json",  # kept as written: jsonb would read 1e20 back as an integer, -0.0 as 0.0
+        "labels": "text[]",
+        "timestamp": "timestamptz",
+        "bool": "boolean",
+        "bigint": "bigint",
+        "float": "double precision",
+        "greatest": "GREATEST",
+    },
+)
+SQLITE = Dialect(
+    "sqlite",
+    event_id="rowid",
+    table_exists="SELECT count(*) AS found FROM sqlite_master WHERE type = 'table' AND name = ?",
+    types={
+        "uuid": "text",
+        "json": "text",
+        "labels": "text",
+        "timestamp": "text",
+        "bool": "integer",
+        "bigint": "integer",
+        "float": "real",
+        "greatest": "MAX",
+    },
+)

@@ -43,8 +43,6 @@ from typing import Any
 from projections.ops import Add, Copy, Delete, Greatest, Insert, Op, Update
 from projections.projection import Event, ReadModelProjection
 
-_NOT_BY_KEY = object()
-
 
 class UndecidableRowError(ValueError):
     """An operation memory cannot apply the way the live path would: the read model is built by SQL instead."""
@@ -138,19 +136,18 @@ class MemoryBuild:
         rows = self.rows[name]
         try:
             key = op.table.key_of(where)
-        except KeyError:
-            key = _NOT_BY_KEY
-        if key is _NOT_BY_KEY:
+        except KeyError:  # not by key: any row may match
             if name in self.left:
                 self._defer(position, op, None)
                 self.scattered.add(name)
             candidates = list(rows.values())
-        elif (row := rows.get(key)) is not None:
-            candidates = [row]
         else:
-            if name in self.left:
-                self._defer(position, op, key)
-            return []
+            row = rows.get(key)
+            if row is None:
+                if name in self.left:
+                    self._defer(position, op, key)
+                return []
+            candidates = [row]
         return [row for row in candidates if all(row[column] == value for column, value in where.items())]
 
     def _defer(self, position: int, op: Op, key: Any) -> None:

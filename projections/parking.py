@@ -84,15 +84,8 @@ class ParkingRecorder:
     dialect: Any
     datastore: Any
 
-    # -- provided by the read-model recorder ----------------------------------------------------------
-    def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
-        raise NotImplementedError
-
-    def _write(self, curs: Any, suffix: str, ops: list[Any]) -> None:
-        raise NotImplementedError
-
-    def ddl(self, table: Table, physical: str) -> list[str]:
-        raise NotImplementedError
+    # ``_lock(curs, name, wait=...)``, ``_write(curs, suffix, ops)`` and ``ddl(table, physical)`` come from the
+    # read-model recorder.
 
     # -- schema ---------------------------------------------------------------------------------------
     def create_parked_table(self) -> None:
@@ -225,9 +218,7 @@ class ParkingRecorder:
                         kept.add(parked.position)
                         outcomes.append(RetryOutcome(parked, applied=False, error=SUPERSEDED))
                         continue
-                    with self._savepoint(curs):
-                        if isinstance(event, UndecodableEvent):
-                            raise event.error
+                    with self._savepoint(curs):  # an undecodable event raises its error here (ops_for)
                         self._write(curs, "", projection.ops_for([(parked.position, event)]))
                 except Exception as error:
                     if is_transient(error):

@@ -154,8 +154,11 @@ class ProfileQueries(Queries):
         listing = f"profiles:{sort}"
         if cursor is not None:
             k0, k1 = cursors.decode(cursor, listing, (str, str))
-            params["k0"] = k0 if sort == "name" else self._time_param(k0)
-            params["k1"] = self._uuid_param(k1)
+            try:
+                params["k0"] = k0 if sort == "name" else datetime.fromisoformat(k0)
+                params["k1"] = UUID(k1)
+            except ValueError:
+                raise InvalidCursorError("invalid cursor: malformed position") from None
             where.append("(name_key, id) > (:k0, :k1)" if sort == "name" else "(updated_at, id) < (:k0, :k1)")
         # The planner cannot estimate substring matches; walking the sort index and filtering can then read
         # most of the table. With a search term, the trigram (and label) bitmaps are always the better plan.
@@ -209,15 +212,3 @@ class ProfileQueries(Queries):
             params[f"{column}_count"] = len(set(labels))
             return f"(SELECT COUNT(DISTINCT value) FROM ({members})) = :{column}_count"
         return f"EXISTS ({members})"
-
-    def _time_param(self, text: str) -> Any:
-        try:
-            return datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidCursorError("invalid cursor: malformed position") from None
-
-    def _uuid_param(self, text: str) -> Any:
-        identity = as_uuid(text)
-        if identity is None:
-            raise InvalidCursorError("invalid cursor: malformed position")
-        return identity

@@ -18,14 +18,14 @@ Event = Any
 Handler = Callable[[Event], Sequence[Op]]
 
 
+@dataclass(frozen=True)
 class UndecodableEvent:
     """A stored event the mapper could not turn into a domain event: every read model parks it."""
 
-    def __init__(self, originator_id: Any, originator_version: int, topic: str, error: Exception) -> None:
-        self.originator_id = originator_id
-        self.originator_version = originator_version
-        self.topic = topic
-        self.error = error
+    originator_id: Any
+    originator_version: int
+    topic: str
+    error: Exception
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,3 @@ class ReadModelProjection:
 def event_type_name(event: Event) -> str:
     """``Profile.Created`` style: the aggregate class and the event class."""
     return type(event).__qualname__
-
-
-def aggregate_type_name(event: Event) -> str:
-    return type(event).__qualname__.split(".")[0]

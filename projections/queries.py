@@ -24,12 +24,11 @@ class ReadModel(ProfileQueries, VersionQueries, ActiveQueries, ExecutionQueries,
     them it opens its own (closed with it)."""
 
     def __init__(
-        self, database: Database | str, *, pool_size: int = 4, store: ReadModelStore | None = None,
-        log: EventLog | None = None,
+        self, database: Database | str, *, store: ReadModelStore | None = None, log: EventLog | None = None
     ) -> None:
         self.database = database if isinstance(database, Database) else Database(database)
         self._owned = (store is None, log is None)
-        self.store = store or open_store(self.database, pool_size=pool_size)
+        self.store = store or open_store(self.database)
         self.log = log or EventLog(self.database, pool_size=1)
         self.dialect = self.store.dialect
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-
 from ledger.settings import Database
 from ledger.signing.store import refuse_a_gap
 from projections.follow import Follower
@@ -30,11 +29,11 @@ from projections.memory import MemoryBuild
 from projections.log import EventLog
 from projections.parking import describe, is_transient
 from projections.progress import announce
-from projections.registry import PROJECTION_NAMES, select
+from projections.registry import select
 from projections.store import REBUILD_SUFFIX, ReadModelStore, open_store
 from projections.wakeup import Notifications
 
-__all__ = ["PROJECTION_NAMES", "ProjectionWorker", "rebuild", "run_projections"]
+__all__ = ["ProjectionWorker", "rebuild", "run_projections"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +80,6 @@ class ProjectionWorker(Follower):
         """The position every read model is known, in this process, to have reached (written inline, say): a
         notification of an insert no further on is no reason to look."""
 
-    @property
-    def names(self) -> list[str]:
-        return [projection.name for projection in self.projections]
-
-    def positions(self) -> dict[str, int]:
-        return self.store.positions(self.names)
-
     def needs(self, position: int) -> bool:
         return self.reached is None or position > self.reached()
 
@@ -96,7 +88,8 @@ class ProjectionWorker(Follower):
 
         When another worker is applying a projection right now, this waits for it rather than duplicating it.
         """
-        positions, target = self.store.positions_and_head(self.names, self.log.events_table)  # one query
+        names = [projection.name for projection in self.projections]
+        positions, target = self.store.positions_and_head(names, self.log.events_table)  # one query
         while True:
             reached = min(positions.values())
             if reached >= target or (stop is not None and stop.is_set()):
@@ -112,7 +105,7 @@ class ProjectionWorker(Follower):
                     self.on_applied(batch.end)
             if None in applied.values():
                 time.sleep(0.005)  # another worker holds it; its commit will move the position
-            positions = self.positions()
+            positions = self.store.positions(names)
 
     def close(self) -> None:
         owns_store, owns_log = self._owned

@@ -64,7 +64,6 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
     projections = select()
     current = {projection.name: definition(projection) for projection in projections}
     with _one_process_at_a_time(store):
-        dialect = store.dialect
         with store.datastore.transaction(commit=True) as curs:
             curs.execute(f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)")
             curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
@@ -82,7 +81,7 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
             from projections.runner import rebuild
 
             rebuild(database, changed, progress=False)
-        upsert = dialect.compile(
+        upsert = store.dialect.compile(
             f"INSERT INTO {DEFINITIONS_TABLE} (name, definition) VALUES (:name, :definition) "
             "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition"
         )
@@ -90,7 +89,7 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
         if stale:
             with store.datastore.transaction(commit=True) as curs:
                 for name, made in stale.items():
-                    curs.execute(upsert, dialect.parameters({"name": name, "definition": made}))
+                    curs.execute(upsert, {"name": name, "definition": made})
     return changed
 
 
@@ -115,13 +114,12 @@ def hold_rebuild_lock(database: Database) -> Callable[[], None]:
     if database.is_postgres:
         conn = psycopg.connect(database.url, autocommit=True, connect_timeout=5)
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK,)).fetchone()
-        if not (row and row[0]):
-            conn.close()
-            raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
-        return conn.close
-    if not _REBUILDING_HERE.acquire(blocking=False):
-        raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
-    return _REBUILDING_HERE.release
+        if row and row[0]:
+            return conn.close
+        conn.close()
+    elif _REBUILDING_HERE.acquire(blocking=False):
+        return _REBUILDING_HERE.release
+    raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
 
 
 def init_database(database: Database) -> None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import time
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, PersistenceError, Tracking
@@ -83,13 +82,7 @@ class ReadModelRecorder(ParkingRecorder):
 
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
 
-    # -- hooks per dialect (and ``_lock``, see ParkingRecorder) -------------------------------------------
-    def _run(self, curs: Any, sql: str, params: Sequence[dict[str, Any]]) -> None:
-        raise NotImplementedError
-
-    def _rename_indexes(self, curs: Any, table: Table, old_prefix: str) -> None:
-        raise NotImplementedError
-
+    # -- hooks per dialect: ``_lock``, ``_run(curs, sql, params)``, ``_rename_indexes(curs, table, old_prefix)``, and:
     def _schema_lock(self, curs: Any) -> None:
         """Held while creating tables (processes starting together)."""
 
@@ -276,15 +269,12 @@ class ReadModelRecorder(ParkingRecorder):
                 curs.execute(f"ALTER TABLE {physical} RENAME TO {table.name}")
                 self._rename_indexes(curs, table, physical)
             curs.execute(self._delete_tracking_sql(), {"name": key})
-            curs.execute(self._set_tracking_sql(), {"name": projection.name, "position": position})
+            curs.execute(self.dialect.compile(
+                f"INSERT INTO {self.tracking_table} (application_name, notification_id) VALUES (:name, :position) "
+                "ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+            ), {"name": projection.name, "position": position})
             self._move_parked(curs, key, projection.name)
         return position
-
-    def _set_tracking_sql(self) -> str:
-        return self.dialect.compile(
-            f"INSERT INTO {self.tracking_table} (application_name, notification_id) VALUES (:name, :position) "
-            "ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
-        )
 
     def _write(self, curs: Any, suffix: str, ops: list[tuple[int, Op]]) -> None:
         self._statements(suffix).run(curs, self._run, ops)
