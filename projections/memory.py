@@ -25,7 +25,8 @@ path touched:
   insert there that would ignore or replace an existing row, or whose key a deferred operation by other columns
   (executions deleted with their profile) may have freed. A copy whose source left memory is deferred, and so
   is every later version made from it. (A plain insert that misses memory stays there: had its key been taken,
-  the live path would have refused it, and the load refuses it too.)
+  the live path would have refused it, and the load refuses it too. Its key stays *unchecked* until the load,
+  so a deletion of that row in memory, which would skip the load's check, is undecidable.)
 * Positions tell events apart, not the operations of one event: those touch distinct rows (see
   :mod:`projections.ops`).
 
@@ -60,6 +61,7 @@ class MemoryBuild:
         self.left = {table.name for table in projection.tables if table.append_only}  # rows have left memory
         self.sql_keys: dict[str, set[Any]] = {table.name: set() for table in projection.tables}
         self.scattered: set[str] = set()  # tables with a deferred operation not by key
+        self.unchecked: dict[str, set[Any]] = {table.name: set() for table in projection.tables}
         self.deferred: list[tuple[int, Op]] = []
 
     def apply(self, events: Iterable[tuple[int, Event]]) -> None:
@@ -94,6 +96,8 @@ class MemoryBuild:
             self._defer(position, op, key)
         else:
             rows[key] = op.values
+            if name in self.left:  # a row that left memory may hold the key: only the load can tell
+                self.unchecked[name].add(key)
 
     def _update(self, position: int, op: Update) -> None:
         for row in self._targets(position, op, op.where):
@@ -108,9 +112,13 @@ class MemoryBuild:
                     row[column] = value
 
     def _delete(self, position: int, op: Delete) -> None:
-        rows, key_of = self.rows[op.table.name], op.table.key_of
+        name, key_of = op.table.name, op.table.key_of
+        rows, unchecked = self.rows[name], self.unchecked[name]
         for row in self._targets(position, op, op.where):
-            del rows[key_of(row)]
+            key = key_of(row)
+            if key in unchecked:
+                raise UndecidableRowError(f"{name}: row {key!r} is deleted before the load could check its key")
+            del rows[key]
 
     def _copy(self, position: int, op: Copy) -> None:
         table = op.table
