@@ -108,8 +108,7 @@ def _unusable_path(error: BaseException) -> bool:
     """An SQLite file that cannot be made where it is asked for (a file where a folder should be, no access)."""
     if "unable to open database file" in str(error):
         return True
-    where = getattr(error, "filename", None)
-    if not isinstance(error, OSError) or where is None:
+    if not isinstance(error, OSError) or error.filename is None:
         return False
     database = Path(state.settings.database.sqlite_path).absolute()
-    return Path(where).absolute() in (database, *database.parents)
+    return Path(error.filename).absolute() in (database, *database.parents)

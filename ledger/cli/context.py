@@ -116,7 +116,7 @@ def acting(actor: str, reason: str | None) -> AbstractContextManager[None]:
     return acting_as(CommandContext(actor=actor, reason=(reason or "").strip() or None))
 
 
-def parse_uuid(value: str, what: str = "profile id") -> UUID:
+def parse_uuid(value: str, what: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
@@ -180,12 +180,11 @@ def emit(as_json: bool, document: Any, lines: Iterable[str], empty: str | None =
     if as_json:
         emit_json(document)
         return
-    printed = False
-    for line in lines:
+    shown = list(lines)
+    if not shown and empty is not None:
+        shown = [empty]
+    for line in shown:
         typer.echo(line)
-        printed = True
-    if empty is not None and not printed:
-        typer.echo(empty)
 
 
 ACTOR = typer.Option("cli", "--actor", envvar="LEDGER_ACTOR", help="Who is making this change (recorded on events).")

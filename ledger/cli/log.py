@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Optional, TypeVar
 
 import typer
 
@@ -31,16 +31,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Walk the whole log: the chain, every event's and snapshot's signature, and (with --checkpoint) the
         signed head it must still extend; exit 1 and name the first bad position if it was tampered with."""
-        options: dict[str, Any] = {"full": True}
-        if public_key is not None:
-            options["public_key"] = PublicKeyCheck(_read(public_key, load_public_key, "public key"))
-        if checkpoint is not None:
-            options["checkpoint"] = Checkpoint.parse(_read(checkpoint, Path.read_text, "checkpoint"))
-        report = state.ledger.verify_log(**options)
+        key = None if public_key is None else PublicKeyCheck(_read(public_key, load_public_key, "public key"))
+        extended = None if checkpoint is None else Checkpoint.parse(_read(checkpoint, Path.read_text, "checkpoint"))
+        report = state.ledger.verify_log(full=True, public_key=key, checkpoint=extended)
         if as_json:
             emit_json(report)
         elif report.ok:
-            extends = f"; extends the checkpoint at position {options['checkpoint'].position}" if checkpoint else ""
+            extends = f"; extends the checkpoint at position {extended.position}" if extended else ""
             head = f"head link {report.head_link}" if report.head_link else "the log is empty"
             typer.echo(f"ok: {report.checked} events verified; {head}{extends}")
         else:

@@ -82,7 +82,7 @@ def describe(profile: ProfileState) -> str:
     return "\n".join(lines)
 
 
-PAST = {"import": "imported", "revert": "reverted", "restore": "restored"}
+PAST = {"import": "imported", "revert": "reverted"}
 
 
 def in_force_line(profile_id: Any, pinned_version: int | None) -> str:
@@ -218,9 +218,7 @@ def register(app: typer.Typer) -> None:
         """Show a profile (now, at a version, or at a moment), replayed from its stream."""
         if version is not None and as_of:
             raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
-        profile = state.ledger.get_profile(
-            profile_ref(profile_id), version=version, as_of=as_of
-        )
+        profile = state.ledger.get_profile(profile_ref(profile_id), version=version, as_of=as_of)
         emit_json(profile) if as_json else typer.echo(describe(profile))
 
     @app.command()

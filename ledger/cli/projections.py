@@ -12,7 +12,6 @@ projections_app = typer.Typer(
     name="projections",
     help="Read models: with no command, each one's position and the events it parked (could not apply); "
     "`ledger projections retry` applies parked events again after a fix.",
-    no_args_is_help=False,
     invoke_without_command=True,
 )
 

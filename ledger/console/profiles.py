@@ -72,8 +72,7 @@ def see_other(path: str) -> Redirect:
 
 async def form_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The ``form`` of every console handler that asks for it: the fields of the form sent."""
-    form = await request.form()
-    return {key: form.get(key) for key in form.keys()}
+    return dict(await request.form())  # a field sent twice: its first value
 
 
 async def run(request: Request[Any, Any, Any], reason: str | None, command: Callable[[ProfileLedger], T]) -> T:
@@ -221,7 +220,6 @@ class ProfilePages(Controller):
             diff_rows=diff_rows(comparison) if comparison is not None else [],
             executions=executions,
             can_replay=runtime.generation is not None,
-            active=reads.active_profile(),
         )
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
@@ -285,7 +283,7 @@ class ProfilePages(Controller):
     @post("/profiles/deactivate", name="console:deactivate")
     async def deactivate(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
         await run(request, form.get("reason"), lambda ledger: ledger.deactivate_profile())
-        back = form.get("back") or "/"
+        back = form.get("back")
         return see_other(back if isinstance(back, str) and back.startswith("/profiles/") else "/")
 
     @post("/profiles/{profile_id:str}/delete", name="console:delete", opt=requires("admin"))
@@ -314,7 +312,7 @@ class ProfilePages(Controller):
 
     @post("/executions/{execution_id:str}/replay", name="console:replay")
     async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
-        eid: UUID = parse_uuid(execution_id, "execution_id")
+        eid = parse_uuid(execution_id, "execution_id")
         runtime = runtime_of(request)
         generation = generation_of(runtime)
         context = command_context(request)

@@ -1,5 +1,5 @@
 """``/status``: the model and SAE, the active profile and the version in force, how far each read model and the
-steering hook have applied the log, and the generation scheduler's state where the engine reports one."""
+steering hook have applied the log, and the generation scheduler's state when a model is loaded."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ from litestar.response import Template
 
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import page
-
-
-def scheduler_state(engine: Any) -> dict[str, Any] | None:
-    """What the engine's scheduler reports about itself (``stats()``), if anything."""
-    stats = getattr(engine, "stats", None)
-    return msgspec.to_builtins(stats()) if callable(stats) else None
 
 
 class StatusPage(Controller):
@@ -34,7 +28,7 @@ class StatusPage(Controller):
             engine=engine,
             sae=getattr(engine, "sae", None),
             hook=generation.projector.status() if generation is not None and generation.projector else None,
-            scheduler=scheduler_state(engine),  # None without an engine
+            scheduler=msgspec.to_builtins(engine.stats()) if engine is not None else None,
             active=reads.active_profile(),
             positions=sorted(reads.positions().items()),
             head=reads.log_position(),

@@ -27,15 +27,12 @@ PAGE_SIZE = 50
 
 def event_types() -> list[str]:
     """Every event type the log can hold, as the audit read model names them (``Profile.Created``)."""
-    names = []
-    for aggregate in (Profile, ProfileName, ActiveSlot, Execution, AccessTokens):
-        base = aggregate.Event
-        names += [
-            f"{aggregate.__name__}.{name}"
-            for name, value in vars(aggregate).items()
-            if isinstance(value, type) and issubclass(value, base) and value is not base
-        ]
-    return sorted(names)
+    return sorted(
+        f"{aggregate.__name__}.{name}"
+        for aggregate in (Profile, ProfileName, ActiveSlot, Execution, AccessTokens)
+        for name, value in vars(aggregate).items()
+        if isinstance(value, type) and issubclass(value, aggregate.Event) and value is not aggregate.Event
+    )
 
 
 def filters_from(runtime: Runtime, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:

@@ -70,8 +70,7 @@ def format_labels(labels: list[str]) -> str:
 
 
 def optional_text(text: str | None) -> str | None:
-    text = (text or "").strip()
-    return text or None
+    return (text or "").strip() or None
 
 
 def optional_int(text: str | None, field: str, minimum: int | None = None) -> int | None:
@@ -163,11 +162,9 @@ def newest_events(
 
 def every_item(read_page: Callable[..., Any]) -> list[Any]:
     """The items of every page of a read-model query: ``read_page(cursor=...)``, from the first page to the last."""
-    items: list[Any] = []
-    cursor = None
-    while True:
-        page = read_page(cursor=cursor)
-        items.extend(page.items)
-        if page.next_cursor is None:
-            return items
-        cursor = page.next_cursor
+    page = read_page(cursor=None)
+    items = list(page.items)
+    while page.next_cursor is not None:
+        page = read_page(cursor=page.next_cursor)
+        items += page.items
+    return items

@@ -6,9 +6,8 @@ document.addEventListener("htmx:responseError", function (event) {
   var page = new DOMParser().parseFromString(event.detail.xhr.responseText || "", "text/html");
   var problem = page.querySelector(".problem");
   var text = problem ? problem.textContent : "The server answered " + event.detail.xhr.status + ".";
-  box.innerHTML = "";
   var p = document.createElement("p");
   p.className = "problem";
   p.textContent = text;
-  box.appendChild(p);
+  box.replaceChildren(p);
 });
