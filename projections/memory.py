@@ -25,8 +25,9 @@ path touched:
   insert there that would ignore or replace an existing row, or whose key a deferred operation by other columns
   (executions deleted with their profile) may have freed. A copy whose source left memory is deferred, and so
   is every later version made from it. (A plain insert that misses memory stays there: had its key been taken,
-  the live path would have refused it, and the load refuses it too. Its key stays *unchecked* until the load,
-  so a deletion of that row in memory, which would skip the load's check, is undecidable.)
+  the live path would have refused it, and the load refuses it too. Such a row, and a copy made in memory, is
+  *unchecked* until it leaves memory or is loaded, so deleting it in memory, which would skip that check, is
+  undecidable.)
 * Positions tell events apart, not the operations of one event: those touch distinct rows (see
   :mod:`projections.ops`).
 
@@ -134,7 +135,10 @@ class MemoryBuild:
         if key in rows or key in self.sql_keys[name] or name in self.scattered:
             raise UndecidableRowError(f"{name}: a copy onto key {key!r}, which may exist")
         rows[key] = row
-        self._leave(name, rows.pop(key_of(op.source)))  # superseded: later changes to it are rare
+        self.unchecked[name].add(key)  # a row that left memory may hold the key: only the load can tell
+        source_key = key_of(op.source)
+        self.unchecked[name].discard(source_key)  # the copy to the table checks it now
+        self._leave(name, rows.pop(source_key))  # superseded: later changes to it are rare
 
     # -- helpers --------------------------------------------------------------------------------------
     def _targets(self, position: int, op: Op, where: Mapping[str, Any]) -> list[dict[str, Any]]:

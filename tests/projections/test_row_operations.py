@@ -150,6 +150,11 @@ def make(operation: tuple[Any, ...], note_id: int) -> Any:
             [("insert", (1, 1), None, "fail"), ("note", 1)], [("delete shelf", 1)]],
     copy_rows=1,
 )
+@example(  # the same with a copy onto (1, 1) in place of the second insert
+    events=[[("insert", (1, 1), None, "fail")], [("copy", (1, 1), 0, None)],
+            [("copy", (1, 0), 1, None), ("note", 0)], [("delete shelf", 1)]],
+    copy_rows=1,
+)
 def test_any_operations_rebuilt_in_memory_give_the_tables_sql_gives(database, events, copy_rows):
     log = [(position, Planted(position, event)) for position, event in enumerate(events, start=1)]
     store = open_store(database, pool_size=1)
