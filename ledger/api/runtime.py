@@ -184,9 +184,8 @@ class Runtime:
             if self.shutdown.is_set():
                 return
             self.metrics.observe_save()
-            if self.active is not None:
-                self.active.saw()
-            if self.wake is not None and self.progress is not None and position > self.progress.reached:
+            self.active.saw()
+            if self.wake is not None and position > self.progress.reached:
                 self.wake(position)  # not projected inline (or not all of it): the worker applies it
 
         ledger.add_listener(on_save)
