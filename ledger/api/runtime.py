@@ -132,12 +132,11 @@ class Runtime:
             )
         sqlite_path = None if database.is_postgres else database.sqlite_path
         self.active = ActiveProfileCache(self.read_model, sqlite_path=sqlite_path)
-        channel = getattr(self.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
         if database.is_postgres:  # one LISTEN connection for every follower in this process
             self.notifications = Notifications(database.url)
             self.notifications.subscribe(PROGRESS_CHANNEL, self.progress.notified)
-            if channel:
-                self.active.watch(self.notifications, channel)
+            # the event store's NOTIFY on every insert: a write by another process moves the active cache on
+            self.notifications.subscribe(self.ledger.recorder.channel_name, lambda _: self.active.saw())
         self.shutdown.clear()
         self.runner_stop.clear()
         self._follow_saves(self.ledger)
