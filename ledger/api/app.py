@@ -16,7 +16,7 @@ from ledger.api.commands import read_your_writes_middleware
 from ledger.api.deps import DEPENDENCIES, read_side_reached
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
-from ledger.api.idempotency import document_idempotency_key, idempotency_middleware, idempotent_command
+from ledger.api.idempotency import idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import request_context_middleware
 from ledger.api.integrity import LedgerController
@@ -106,7 +106,7 @@ def create_app(
             render_plugins=[SwaggerRenderPlugin()],
         ),
         before_request=_before_handler,
-        on_startup=[tidy_openapi, document_idempotency_key],
+        on_startup=[tidy_openapi],
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Litestar, Request, Response
+from litestar import Request, Response
 from litestar.enums import ParamType
 from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -220,18 +220,6 @@ KEY_PARAMETER = Parameter(
     "records nothing; the same key for another request is 422 `idempotency_key_reused`.",
     schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
 )
-
-
-def document_idempotency_key(app: Litestar) -> None:
-    """Every command's operation in the OpenAPI document takes the ``Idempotency-Key`` header (an on_startup hook)."""
-    for path_item in (app.openapi_schema.paths or {}).values():
-        for method in COMMAND_METHODS:
-            operation = getattr(path_item, method.lower(), None)
-            if operation is None:
-                continue
-            parameters = operation.parameters or []
-            if not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
-                operation.parameters = [*parameters, KEY_PARAMETER]
 
 
 def _without_boundary(content_type: str, body: bytes) -> bytes:
