@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -203,7 +203,7 @@ def with_reason(context: CommandContext, body: Any) -> CommandContext:
     reason: str | None = getattr(body, "reason", None)
     if reason is None or not reason.strip():
         return context
-    return CommandContext(actor=context.actor, reason=reason.strip(), correlation_id=context.correlation_id)
+    return replace(context, reason=reason.strip())
 
 
 DEPENDENCIES = {

@@ -36,7 +36,6 @@ def _write_problem(runtime: Runtime) -> str | None:
 class OpsController(Controller):
     path = "/"
     tags = ["operations"]
-    include_in_schema = True
     opt = PUBLIC
 
     @get("/health", summary="The process is up")
