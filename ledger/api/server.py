@@ -199,9 +199,7 @@ def build_server(
     return LedgerServer(config, app)
 
 
-def serve_app(
-    app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True, **uvicorn_options: Any
-) -> None:
+def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, as ``ledger serve`` does: one process, uvicorn on uvloop and httptools
     (uvicorn's ``auto`` picks them when installed; ``uvicorn[standard]`` installs them). The benchmarks' baseline
     app is served through here too, so both run under the same server settings.
@@ -210,7 +208,7 @@ def serve_app(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     limits = ConnectionLimits.from_env()
-    build_server(None, host, port, app=app, access_log=access_log, limits=limits, **uvicorn_options).run()
+    build_server(None, host, port, app=app, access_log=access_log, limits=limits).run()
 
 
 def serve(
@@ -220,7 +218,6 @@ def serve(
     *,
     run_projections: bool = True,
     access_log: bool = True,
-    **uvicorn_options: Any,
 ) -> None:
     """Run the API until SIGINT/SIGTERM."""
     app = create_app(settings, run_projections=run_projections)
@@ -229,4 +226,4 @@ def serve(
     log.info(
         "ledger API listening on http://%s:%d (database %s; OpenAPI at /schema)", shown, port, settings.database.display()
     )
-    serve_app(app, host, port, access_log=access_log, **uvicorn_options)
+    serve_app(app, host, port, access_log=access_log)
