@@ -182,7 +182,7 @@ class Runtime:
         def on_save(position: int) -> None:
             if self.shutdown.is_set():
                 return
-            self.metrics.observe_save()
+            self.metrics.saves.inc()
             self.active.saw()
             if self.wake is not None and position > self.progress.reached:
                 self.wake(position)  # not projected inline (or not all of it): the worker applies it
