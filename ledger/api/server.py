@@ -12,6 +12,7 @@ connection is busy with a request, is itself closed at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -81,11 +82,9 @@ class ConnectionLimits:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY or hard > soft:
             wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
                 soft = wanted
-            except (ValueError, OSError):
-                pass
         room = max(soft - FD_RESERVE, 16)
         cap = min(self.max_connections or 10_000, room)
         return replace(self, max_connections=cap)
