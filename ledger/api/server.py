@@ -59,9 +59,8 @@ class ConnectionLimits:
     """Event streams (``/api/events/stream``) served at once."""
 
     @classmethod
-    def from_env(cls, environ: Any = None) -> ConnectionLimits:
+    def from_env(cls, environ: Any = os.environ) -> ConnectionLimits:
         """The limits the environment sets (``LEDGER_`` and a field's name in capitals); the defaults for the rest."""
-        environ = os.environ if environ is None else environ
         given: dict[str, Any] = {}
         for field in fields(cls):
             name = f"LEDGER_{field.name.upper()}"
