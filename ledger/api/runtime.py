@@ -196,8 +196,7 @@ class Runtime:
         progress, reads = self.progress, self.read_model
         assert progress is not None
         worker = ProjectionWorker(self.database, on_applied=progress.advanced, reached=lambda: progress.reached,
-                                  store=reads.store, log=reads.log,
-                                  notifications=self.notifications)
+                                  store=reads.store, log=reads.log, notifications=self.notifications)
         self.wake = worker.wake
 
         def run() -> None:
