@@ -20,7 +20,7 @@ from ledger.api.idempotency import idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import request_context_middleware
 from ledger.api.integrity import LedgerController
-from ledger.api.openapi import SECURITY_COMPONENTS, security_requirement, tidy_openapi
+from ledger.api.openapi import BEARER, SECURITY_COMPONENTS, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
 from ledger.api.runtime import ApiOptions, CompatibilityCheck, Runtime
@@ -102,7 +102,7 @@ def create_app(
             ),
             path="/schema",
             components=SECURITY_COMPONENTS,
-            security=security_requirement(runtime.auth),
+            security=[{BEARER: []}] if runtime.auth else None,
             render_plugins=[SwaggerRenderPlugin()],
         ),
         before_request=_before_handler,

@@ -38,10 +38,6 @@ SECURITY_COMPONENTS = Components(
 NO_DATABASE = ("/health",)
 
 
-def security_requirement(auth: bool) -> list[dict[str, list[str]]] | None:
-    return [{BEARER: []}] if auth else None
-
-
 def _error(description: str, path: str) -> OpenAPIResponse:
     """An error answer, in the shape of the path's API (OpenAI's under ``/v1``)."""
     schema = OPENAI_ERROR_SCHEMA if path.startswith("/v1/") else ERROR_SCHEMA
