@@ -25,6 +25,7 @@ from ledger.api.observability import Metrics
 from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.application import ProfileLedger
+from ledger.idempotency import Answers
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
 from projections.inline import InlineProjection
@@ -91,6 +92,8 @@ class Runtime:
     progress: ReadSideProgress | None = None
     """How far the read models have applied the log: waiting for a position."""
     rebuilds: RebuildJobs | None = None
+    answers: Answers | None = None
+    """The answers kept for retried commands (:mod:`ledger.api.idempotency`)."""
     notifications: Notifications | None = None
     """The process's one PostgreSQL LISTEN; None on SQLite."""
 
@@ -123,6 +126,7 @@ class Runtime:
         create_read_side(store, database)
         self.read_model = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
         self.rebuilds = RebuildJobs(database, self.ledger.recorder.datastore, store.parked_counts)
+        self.answers = Answers(self.ledger.recorder.datastore)
         self.progress = ReadSideProgress(
             self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
         )
