@@ -104,11 +104,6 @@ class ActiveProfileCache:
         """An event was recorded (callable from any thread)."""
         self._generation = next(self._counter)
 
-    def watch(self, notifications: Any, channel: str) -> None:
-        """Follow the event store's notifications on ``channel`` (PostgreSQL), through the process's one
-        ``projections.wakeup.Notifications``."""
-        notifications.subscribe(channel, lambda _: self.saw())
-
     def _sqlite_changed(self) -> None:
         """Move the generation when another connection (another process, say) committed to the SQLite file."""
         assert self._sqlite is not None

@@ -16,17 +16,16 @@ from ledger.api.commands import read_your_writes_middleware
 from ledger.api.deps import DEPENDENCIES, read_side_reached
 from ledger.api.events import EventController
 from ledger.api.exchange import ProfileExchangeController
-from ledger.api.idempotency import document_idempotency_key, idempotency_middleware, idempotent_command
+from ledger.api.idempotency import idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import request_context_middleware
 from ledger.api.integrity import LedgerController
-from ledger.api.openapi import SECURITY_COMPONENTS, security_requirement, tidy_openapi
+from ledger.api.openapi import BEARER, SECURITY_COMPONENTS, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
 from ledger.api.runtime import ApiOptions, CompatibilityCheck, Runtime
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
-from ledger.application import ProfileLedger
 from ledger.console import console_routes, template_config
 from ledger.console.errors import app_error
 from ledger.settings import Settings
@@ -37,18 +36,15 @@ API_VERSION = "1.0.0"
 def create_app(
     settings: Settings | None = None,
     *,
-    ledger: ProfileLedger | None = None,
-    read_model: Any = None,
     run_projections: bool = True,
     compatibility_check: CompatibilityCheck | None = None,
-    debug: bool = False,
     auth: bool | None = None,
     engine: Any = None,
     **options: Any,
 ) -> Litestar:
     """The HTTP API and the web console around one :class:`Runtime` (see :mod:`ledger.api.runtime`).
 
-    Whatever is not given is built when the app starts, from ``settings`` (and closed on shutdown): the
+    What it serves is built when the app starts, from ``settings`` (and closed on shutdown): the
     :class:`ProfileLedger`, the read model, and, when ``run_projections``, a thread running the projection
     workers. A command is answered once the read models (wherever they run) show it, within
     ``consistency_timeout`` (one of the :class:`ApiOptions` that ``options`` sets); ``Prefer: respond-async``
@@ -64,7 +60,7 @@ def create_app(
     settings = settings or Settings.from_env()
     runtime = Runtime(
         settings, ApiOptions(**options), auth=settings.auth if auth is None else auth, run_projections=run_projections,
-        compatibility_check=compatibility_check, ledger=ledger, read_model=read_model, engine=engine,
+        compatibility_check=compatibility_check, engine=engine,
     )
     return Litestar(
         route_handlers=[
@@ -106,12 +102,11 @@ def create_app(
             ),
             path="/schema",
             components=SECURITY_COMPONENTS,
-            security=security_requirement(runtime.auth),
+            security=[{BEARER: []}] if runtime.auth else None,
             render_plugins=[SwaggerRenderPlugin()],
         ),
         before_request=_before_handler,
-        on_startup=[tidy_openapi, document_idempotency_key],
-        debug=debug,
+        on_startup=[tidy_openapi],
     )
 
 

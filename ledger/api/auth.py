@@ -88,7 +88,7 @@ class TokenCache:
         max_age: float = TOKEN_MAX_AGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._load, self.max_age, self._clock = load, max_age, clock
+        self._load, self.max_age, self.clock = load, max_age, clock
         self._tokens: AccessTokens | None = None
         self._loaded_at: float | None = None
         self._begun_at: float | None = None  # when the last reload began
@@ -96,12 +96,9 @@ class TokenCache:
         self._lock = threading.Lock()
         self._reloading = False
 
-    def now(self) -> float:
-        return self._clock()
-
     @property
     def stale(self) -> bool:
-        return self._loaded_at is None or self._clock() - self._loaded_at >= self.max_age
+        return self._loaded_at is None or self.clock() - self._loaded_at >= self.max_age
 
     def refresh(self, *, wait: bool = True, unless_begun_since: float | None = None) -> None:
         """Reload the tokens. With ``wait=False`` a reload already under way elsewhere is not waited for
@@ -112,7 +109,7 @@ class TokenCache:
         try:
             if unless_begun_since is not None and self._begun_at is not None and self._begun_at >= unless_begun_since:
                 return
-            started, generation = self._clock(), self._generation
+            started, generation = self.clock(), self._generation
             self._begun_at = started
             self._tokens = self._load()
             if generation == self._generation:
@@ -125,7 +122,7 @@ class TokenCache:
         """Whether requests may keep using this copy while a reload runs in the background: it was loaded, not
         invalidated, and is less than twice ``max_age`` old (a reload that keeps failing ends that)."""
         loaded_at = self._loaded_at
-        return loaded_at is not None and self._clock() - loaded_at < 2 * self.max_age
+        return loaded_at is not None and self.clock() - loaded_at < 2 * self.max_age
 
     def refresh_in_background(self) -> None:
         """Start a reload in a thread unless one is under way (call from the event loop's thread)."""
@@ -195,7 +192,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         else:
             await anyio.to_thread.run_sync(lambda: cache.refresh(wait=False))
     if not cache.knows(token):  # issued through another process since the last reload, perhaps
-        arrived = cache.now()
+        arrived = cache.clock()
         await anyio.sleep(cache.wait_before_reloading(arrived))
         await anyio.to_thread.run_sync(lambda: cache.refresh(unless_begun_since=arrived))
     principal = cache.authenticate(token)

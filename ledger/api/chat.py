@@ -64,10 +64,9 @@ BUSY_OR_UNAVAILABLE = {503: error_spec(
 
 
 def generation_of(runtime: Runtime) -> Any:
-    generation = getattr(runtime, "generation", None)
-    if generation is None:
+    if runtime.generation is None:
         raise ModelNotLoadedError("this server has no model loaded; start it with a model to generate")
-    return generation
+    return runtime.generation
 
 
 def wait_for_steering(runtime: Runtime, position: int) -> None:
@@ -162,7 +161,7 @@ def usage_of(result: Any) -> Usage:
 
 
 def served_models(runtime: Runtime) -> list[ModelCard]:
-    generation = getattr(runtime, "generation", None)
+    generation = runtime.generation
     return [] if generation is None else [
         ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
     ]
@@ -326,7 +325,7 @@ class SteeringController(Controller):
         min_position: Annotated[int | None, QueryParameter(
             **LOG_POSITION, description="Answer once the hook has applied this log position.")] = None,
     ) -> SteeringStatusRead:
-        generation = getattr(runtime, "generation", None)
+        generation = runtime.generation
         if generation is None:
             return SteeringStatusRead(
                 model_loaded=False, model_id=None, sae_id=None, sae_layer=None, device=None, dtype=None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -84,7 +84,13 @@ def wait_until_applied(
     the configured timeout is 504 ``projection_timeout``."""
     timeout = runtime.options.consistency_timeout
     if applied() < wanted and runtime.ledger is not None:
-        refuse_beyond_head(runtime.ledger, wanted)
+        head = runtime.ledger.recorder.max_notification_id() or 0
+        if wanted > head:
+            raise InvalidRequestError(
+                f"min_position {wanted} is beyond the last position recorded in the log ({head})",
+                field="min_position",
+                log_position=head,
+            )
     if not wait_for(wanted, timeout):
         raise ProjectionTimeoutError(
             f"{what} did not reach position {wanted} within {timeout:g} s; retry later",
@@ -139,23 +145,10 @@ class DocumentsMinPosition(Operation):
             for name, where, text in documented)]
 
 
-def refuse_beyond_head(ledger: ProfileLedger, wanted: int) -> None:
-    """A ``min_position`` the log has not reached is a client error (422), not something to wait for."""
-    head = ledger.recorder.max_notification_id() or 0
-    if wanted > head:
-        raise InvalidRequestError(
-            f"min_position {wanted} is beyond the last position recorded in the log ({head})",
-            field="min_position",
-            log_position=head,
-        )
-
-
 async def read_side_reached(runtime: Runtime, position: int) -> bool:
     """Wait (without holding a thread) until every read model applied ``position``; False after the
-    configured timeout, or at once when the app keeps no read side."""
+    configured timeout."""
     progress = runtime.progress
-    if progress is None:
-        return False
     if position <= progress.reached:
         return True
     loop = asyncio.get_running_loop()
@@ -210,7 +203,7 @@ def with_reason(context: CommandContext, body: Any) -> CommandContext:
     reason: str | None = getattr(body, "reason", None)
     if reason is None or not reason.strip():
         return context
-    return CommandContext(actor=context.actor, reason=reason.strip(), correlation_id=context.correlation_id)
+    return replace(context, reason=reason.strip())
 
 
 DEPENDENCIES = {

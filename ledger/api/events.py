@@ -202,7 +202,7 @@ async def _tail(
         last_sent = time.monotonic()
         while not runtime.shutdown.is_set():
             try:
-                allowed = principal is None or runtime.tokens is None or await runtime.tokens.still_allows(principal)
+                allowed = principal is None or await runtime.tokens.still_allows(principal)
                 page = await anyio.to_thread.run_sync(
                     lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
                 ) if allowed else None

@@ -68,21 +68,20 @@ class ImportOperation(Operation):
     """Documents the import body: a JSON document, or a multipart form with the document as ``file``."""
 
     def __post_init__(self) -> None:
-        if self.request_body is None:
-            self.request_body = RequestBody(
-                required=True,
-                description="An exchange document (`millm_profile` 1.x, or a flat miLLM profile).",
-                content={
-                    "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
-                    "multipart/form-data": OpenAPIMediaType(
-                        schema=Schema(
-                            type=OpenAPIType.OBJECT,
-                            properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
-                            required=["file"],
-                        )
-                    ),
-                },
-            )
+        self.request_body = RequestBody(
+            required=True,
+            description="An exchange document (`millm_profile` 1.x, or a flat miLLM profile).",
+            content={
+                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+                        required=["file"],
+                    )
+                ),
+            },
+        )
 
 
 async def exchange_document(request: Request[Any, Any, Any]) -> Any:

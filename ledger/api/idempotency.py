@@ -17,12 +17,11 @@ the log are kept for ever, so a key is never run twice.
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Litestar, Request, Response
+from litestar import Request, Response
 from litestar.enums import ParamType
 from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,14 +48,6 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCOPE_KEY = "ledger.idempotency"
 ANSWER_MAX_BYTES = 1024 * 1024
 _NOT_REPLAYED = {b"content-length", b"date", b"server", b"x-request-id", b"transfer-encoding", b"connection"}
-_answers: weakref.WeakKeyDictionary[Any, Answers] = weakref.WeakKeyDictionary()
-
-
-def answers_of(ledger: Any) -> Answers:
-    store = _answers.get(ledger)
-    if store is None:
-        store = _answers[ledger] = Answers(getattr(ledger.recorder, "datastore", None))
-    return store
 
 
 def _actor(request: Request[Any, Any, Any]) -> str:
@@ -74,12 +65,12 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     if key is None:
         return None
     check_key(key.strip())
-    ledger = request.app.state.runtime.ledger
+    runtime = request.app.state.runtime
     identity = claim_id(_actor(request), key.strip())
     body = _without_boundary(request.headers.get("content-type", ""), await request.body())
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
-    kept = await anyio.to_thread.run_sync(answers_of(ledger).get, identity)
-    claimed = kept if kept is not None else await anyio.to_thread.run_sync(recorded, ledger, identity)
+    kept = await anyio.to_thread.run_sync(runtime.answers.get, identity)
+    claimed = kept if kept is not None else await anyio.to_thread.run_sync(recorded, runtime.ledger, identity)
     if claimed is not None and claimed.fingerprint != request_print:
         raise IdempotencyKeyReusedError(
             "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"
@@ -151,16 +142,16 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         async def keep(answer: Message | None) -> None:
             claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
             if answer is not None and claim is not None and claim.saved:
-                ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
-                await _keep(ledger, claim, answer["status"], list(answer.get("headers", ())), bytes(body))
+                answers = scope["app"].state.runtime.answers  # type: ignore[index]
+                await _keep(answers, claim, answer["status"], list(answer.get("headers", ())), bytes(body))
 
         await app(scope, receive, capture)
         if start is None or passing:  # a stream that ran to its end was kept whole as it ended (one too large is not)
             return
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
         if claim is not None and not claim.saved and start["status"] >= 400:
-            ledger = scope["app"].state.runtime.ledger  # type: ignore[index]
-            replaced = await _answer_of_a_concurrent_twin(ledger, claim)
+            runtime = scope["app"].state.runtime  # type: ignore[index]
+            replaced = await _answer_of_a_concurrent_twin(runtime, claim)
             if replaced is not None:
                 status, pairs, content = replaced
                 headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
@@ -176,13 +167,13 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
-async def _answer_of_a_concurrent_twin(ledger: Any, claim: Claim) -> tuple[int, list[tuple[str, str]], bytes] | None:
+async def _answer_of_a_concurrent_twin(runtime: Any, claim: Claim) -> tuple[int, list[tuple[str, str]], bytes] | None:
     """The kept answer (or a 409), as status, headers and body, when another request with this key committed while
     this one failed."""
-    if await anyio.to_thread.run_sync(recorded, ledger, claim.id) is None:
+    if await anyio.to_thread.run_sync(recorded, runtime.ledger, claim.id) is None:
         return None
     for _ in range(20):  # its answer is kept just after its commit
-        kept = await anyio.to_thread.run_sync(answers_of(ledger).get, claim.id)
+        kept = await anyio.to_thread.run_sync(runtime.answers.get, claim.id)
         if kept is not None:
             break
         await anyio.sleep(0.05)
@@ -200,14 +191,14 @@ def _replay(kept: Answer) -> Response[Any]:
     return Response(kept.body, status_code=kept.status, headers=headers, media_type=headers.get("content-type"))
 
 
-async def _keep(ledger: Any, claim: Claim, status: int, raw_headers: list[Any], body: bytes) -> None:
+async def _keep(answers: Answers, claim: Claim, status: int, raw_headers: list[Any], body: bytes) -> None:
     pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers
              if name.lower() not in _NOT_REPLAYED]
     if any(name.lower() == "cache-control" and "no-store" in value for name, value in pairs):
         return  # e.g. a new token's secret: shown once, never kept
     answer = Answer(fingerprint=claim.fingerprint, status=status, headers=pairs, body=body)
     try:
-        await anyio.to_thread.run_sync(answers_of(ledger).put, claim.id, answer)
+        await anyio.to_thread.run_sync(answers.put, claim.id, answer)
     except Exception as error:  # noqa: BLE001 - the command stands; a retry then gets 409, not a replay
         log.warning("the answer to an idempotent command could not be kept: %s", error)
 
@@ -220,18 +211,6 @@ KEY_PARAMETER = Parameter(
     "records nothing; the same key for another request is 422 `idempotency_key_reused`.",
     schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
 )
-
-
-def document_idempotency_key(app: Litestar) -> None:
-    """Every command's operation in the OpenAPI document takes the ``Idempotency-Key`` header (an on_startup hook)."""
-    for path_item in (app.openapi_schema.paths or {}).values():
-        for method in COMMAND_METHODS:
-            operation = getattr(path_item, method.lower(), None)
-            if operation is None:
-                continue
-            parameters = operation.parameters or []
-            if not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
-                operation.parameters = [*parameters, KEY_PARAMETER]
 
 
 def _without_boundary(content_type: str, body: bytes) -> bytes:

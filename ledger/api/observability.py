@@ -47,7 +47,7 @@ class Metrics:
             "ledger_http_request_duration_seconds", "HTTP request latency, by method and route.",
             ("method", "route"), buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self._saves = Counter(
+        self.saves = Counter(
             "ledger_saves", "Saves made by this process (a command's events, recorded together).",
             registry=self.registry,
         )
@@ -71,10 +71,6 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).inc()
         self._latency.labels(method, route).observe(seconds)
-
-    def observe_save(self) -> None:
-        """Called after every save in this process."""
-        self._saves.inc()
 
     def follow_engine(self, stats: Callable[[], Any] | None) -> None:
         """Expose the generation scheduler's state (``SteeringEngine.stats``), or stop exposing it (None)."""

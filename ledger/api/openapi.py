@@ -2,7 +2,8 @@
 
 * Litestar documents a ``400`` for every handler with parameters; this API answers request validation errors
   with ``422`` and the common error shape, so the ``400`` entries are replaced by that ``422``.
-* Every operation that may touch the database documents ``503 database_unavailable``.
+* Every operation that may touch the database documents ``503 database_unavailable``; every command takes the
+  ``Idempotency-Key`` header.
 * With authentication on, the bearer scheme is required by default; each guarded operation documents its
   ``401``/``403`` answers and the role it needs, and the public ones (``/health``, ``/ready``, ``/metrics``)
   declare that they need no token.
@@ -18,6 +19,7 @@ from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse,
 from litestar.routes import HTTPRoute
 
 from ledger.api.auth import required_role
+from ledger.api.idempotency import COMMAND_METHODS, HEADER, KEY_PARAMETER
 from ledger.api.schemas import Request
 
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
@@ -34,10 +36,6 @@ SECURITY_COMPONENTS = Components(
     }
 )
 NO_DATABASE = ("/health",)
-
-
-def security_requirement(auth: bool) -> list[dict[str, list[str]]] | None:
-    return [{BEARER: []}] if auth else None
 
 
 def _error(description: str, path: str) -> OpenAPIResponse:
@@ -79,6 +77,9 @@ def tidy_openapi(app: Litestar) -> None:
             if route.path_format not in NO_DATABASE:
                 unreachable = "The database cannot be reached right now (`database_unavailable`)"
                 responses.setdefault("503", _error(unreachable, path))
+            parameters = operation.parameters or []
+            if method in COMMAND_METHODS and not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
+                operation.parameters = [*parameters, KEY_PARAMETER]
             if not auth:
                 continue
             role = required_role(handler, method, app.openapi_config.path if app.openapi_config else "/schema")

@@ -20,25 +20,22 @@ WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are no
 def _progress(runtime: Runtime) -> tuple[int, dict[str, int], dict[str, int]]:
     """The log's head, the position each read model has applied, and how many events each parked."""
     reads = runtime.read_model
-    head, positions = int(reads.log_position()), dict(reads.positions())
-    store = getattr(reads, "store", None)
-    return head, positions, store.parked_counts() if store is not None and hasattr(store, "parked_counts") else {}
+    return int(reads.log_position()), dict(reads.positions()), reads.store.parked_counts()
 
 
 def _write_problem(runtime: Runtime) -> str | None:
     """Why writes cannot commit now, or None: a save of this process waiting too long, or (PostgreSQL) the
     events table's lock not obtainable within a short timeout (another process holds it)."""
-    recorder = getattr(runtime.ledger, "recorder", None)
-    group_commit = getattr(recorder, "group_commit", None)
+    recorder = runtime.ledger.recorder
+    group_commit = getattr(recorder, "group_commit", None)  # PostgreSQL's
     if group_commit is not None and (waited := group_commit.pending_seconds()) > WRITE_STALL_SECONDS:
         return f"writes are not committing: a save has waited {waited:.0f} s"
-    return probe_writes(recorder) if recorder is not None else None
+    return probe_writes(recorder)
 
 
 class OpsController(Controller):
     path = "/"
     tags = ["operations"]
-    include_in_schema = True
     opt = PUBLIC
 
     @get("/health", summary="The process is up")
@@ -71,9 +68,7 @@ class OpsController(Controller):
             for name, position in sorted(positions.items())
         ]
         lagging = [p.name for p in projections if p.lag > runtime.options.ready_max_lag]
-        problems = []
-        if write_problem is not None:
-            problems.append(write_problem)
+        problems = [write_problem] if write_problem is not None else []
         if lagging:
             problems.append(f"projections behind the log: {', '.join(lagging)}")
         if runner_alive is False:

@@ -123,12 +123,10 @@ def refuse_an_update_the_active_profile_cannot_steer(
 
 def loaded_target(runtime: Any) -> dict[str, Any]:
     """What the server has loaded (model id, SAE id and its layer): recorded on a profile created without them."""
-    steering = getattr(runtime, "steering", None)
-    engine = getattr(steering, "engine", None)
-    if engine is None:
+    if runtime.steering is None:
         return {}
-    sae = getattr(engine, "sae", None)
-    return {"model_id": engine.model_id, "sae_id": engine.sae_id, "layer": sae.layer if sae is not None else None}
+    engine = runtime.steering.engine
+    return {"model_id": engine.model_id, "sae_id": engine.sae_id, "layer": getattr(engine.sae, "layer", None)}
 
 
 class ProfileController(Controller):

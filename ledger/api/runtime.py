@@ -1,8 +1,8 @@
 """The composition root of a server process: one ``Runtime``, which the app's lifespan enters and exits.
 
-Entering it builds what it was not given, once: the :class:`ProfileLedger` (and its connection pool), the read
-models over that pool with a log reader, on PostgreSQL the one ``LISTEN`` connection every follower of the log
-shares, a thread running the projection workers (woken by every save this process makes), and the steering
+Entering it builds the :class:`ProfileLedger` (and its connection pool), the read models over that pool with
+a log reader, on PostgreSQL the one ``LISTEN`` connection every follower of the log shares, a thread running
+the projection workers (woken by every save this process makes), and (unless one is given) the steering
 engine with its projector. Exiting stops the threads and closes what it built, in reverse. Handlers are given
 the runtime (:mod:`ledger.api.deps`); ``create_app`` assembles the routes around it.
 """
@@ -25,6 +25,7 @@ from ledger.api.observability import Metrics
 from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.application import ProfileLedger
+from ledger.idempotency import Answers
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
 from projections.inline import InlineProjection
@@ -62,8 +63,8 @@ class ApiOptions:
 
 @dataclass
 class Runtime:
-    """Everything the handlers use (see the module's docstring); ``ledger``, ``read_model`` and ``engine`` may be
-    given, and are then neither built nor closed here."""
+    """Everything the handlers use (see the module's docstring); ``engine`` may be given, and is then not loaded
+    here."""
 
     settings: Settings
     options: ApiOptions = field(default_factory=ApiOptions)
@@ -91,6 +92,8 @@ class Runtime:
     progress: ReadSideProgress | None = None
     """How far the read models have applied the log: waiting for a position."""
     rebuilds: RebuildJobs | None = None
+    answers: Answers | None = None
+    """The answers kept for retried commands (:mod:`ledger.api.idempotency`)."""
     notifications: Notifications | None = None
     """The process's one PostgreSQL LISTEN; None on SQLite."""
 
@@ -109,43 +112,38 @@ class Runtime:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Build what is missing, start the threads; on exit stop them and close what was built here."""
-        owned: list[Any] = []
+        """Build what the handlers use, start the threads; on exit stop them and close what was built here."""
         database = self.database
-        if self.ledger is None:
-            self.ledger = ProfileLedger(env=database.eventsourcing_env())
-            owned.append(self.ledger)
+        self.ledger = ProfileLedger(env=database.eventsourcing_env())
         self.tokens = TokenCache(TokenService(self.ledger).current)
         if not self.auth:
             log.warning(
                 "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "
                 "and X-Actor names the actor. Use open mode for local development only."
             )
-        if self.read_model is None:  # the read side over the application's pool and log: one of each
-            store = open_store(database, datastore=self.ledger.recorder.datastore)
-            create_read_side(store, database)
-            self.read_model = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
-            owned.append(self.read_model)
-        self.rebuilds = RebuildJobs(database, self.ledger.recorder.datastore, self.read_model.store.parked_counts)
+        # the read side over the application's pool and log: one of each
+        store = open_store(database, datastore=self.ledger.recorder.datastore)
+        create_read_side(store, database)
+        self.read_model = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
+        self.rebuilds = RebuildJobs(database, self.ledger.recorder.datastore, store.parked_counts)
+        self.answers = Answers(self.ledger.recorder.datastore)
         self.progress = ReadSideProgress(
             self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
         )
-        if self.settings.inline_projections and hasattr(self.read_model, "store"):
+        if self.settings.inline_projections:
             self.ledger.recorder.in_transaction = InlineProjection(
-                self.read_model.store, self.read_model.log, reached=self.progress.advanced
+                store, self.read_model.log, reached=self.progress.advanced
             )
         sqlite_path = None if database.is_postgres else database.sqlite_path
         self.active = ActiveProfileCache(self.read_model, sqlite_path=sqlite_path)
-        channel = getattr(self.ledger.recorder, "channel_name", None)  # PostgreSQL: NOTIFY on every insert
         if database.is_postgres:  # one LISTEN connection for every follower in this process
             self.notifications = Notifications(database.url)
-            owned.append(self.notifications)
             self.notifications.subscribe(PROGRESS_CHANNEL, self.progress.notified)
-            if channel:
-                self.active.watch(self.notifications, channel)
+            # the event store's NOTIFY on every insert: a write by another process moves the active cache on
+            self.notifications.subscribe(self.ledger.recorder.channel_name, lambda _: self.active.saw())
         self.shutdown.clear()
         self.runner_stop.clear()
-        self._follow_saves()
+        self._follow_saves(self.ledger)
         if self.run_projections:
             self.runner = self._start_runner()
         engine = self.engine if self.engine is not None else await anyio.to_thread.run_sync(load_engine, self.settings)
@@ -158,12 +156,12 @@ class Runtime:
         try:
             yield
         finally:
-            self._stop(owned)
+            self._stop()
 
-    def _stop(self, owned: list[Any]) -> None:
+    def _stop(self) -> None:
+        assert self.ledger is not None and self.active is not None and self.progress is not None
         self.shutdown.set()
-        if self.ledger is not None:
-            self.ledger.recorder.in_transaction = None
+        self.ledger.recorder.in_transaction = None
         self.runner_stop.set()
         if self.steering is not None:
             self.metrics.follow_engine(None)
@@ -174,34 +172,26 @@ class Runtime:
         if self.runner is not None:
             self.runner.join(RUNNER_JOIN_TIMEOUT)
             self.runner = None
-        assert self.active is not None and self.progress is not None
         self.active.close()
         self.progress.close()
-        for thing in reversed(owned):
-            thing.close()
-        if self.ledger in owned:
-            self.ledger = None
-        if self.read_model in owned:
-            self.read_model = None
+        if self.notifications is not None:
+            self.notifications.close()
+        self.read_model.close()
+        self.ledger.close()
+        self.ledger = self.read_model = self.notifications = None
 
-    def _follow_saves(self) -> None:
-        """Count saves and wake the projection runner after every save this process makes (once per ledger)."""
-        ledger = self.ledger
-        assert ledger is not None
-        if getattr(ledger, "_ledger_api_listener", None) is self:
-            return
+    def _follow_saves(self, ledger: ProfileLedger) -> None:
+        """Count saves and wake the projection runner after every save this process makes."""
 
         def on_save(position: int) -> None:
             if self.shutdown.is_set():
                 return
-            self.metrics.observe_save()
-            if self.active is not None:
-                self.active.saw()
-            if self.wake is not None and self.progress is not None and position > self.progress.reached:
+            self.metrics.saves.inc()
+            self.active.saw()
+            if self.wake is not None and position > self.progress.reached:
                 self.wake(position)  # not projected inline (or not all of it): the worker applies it
 
         ledger.add_listener(on_save)
-        ledger._ledger_api_listener = self  # type: ignore[attr-defined]
 
     def _start_runner(self) -> threading.Thread:
         """Run the projection workers in a thread of this process; every save here wakes them at once."""
@@ -210,8 +200,7 @@ class Runtime:
         progress, reads = self.progress, self.read_model
         assert progress is not None
         worker = ProjectionWorker(self.database, on_applied=progress.advanced, reached=lambda: progress.reached,
-                                  store=getattr(reads, "store", None), log=getattr(reads, "log", None),
-                                  notifications=self.notifications)
+                                  store=reads.store, log=reads.log, notifications=self.notifications)
         self.wake = worker.wake
 
         def run() -> None:

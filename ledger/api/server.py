@@ -12,6 +12,7 @@ connection is busy with a request, is itself closed at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -58,9 +59,8 @@ class ConnectionLimits:
     """Event streams (``/api/events/stream``) served at once."""
 
     @classmethod
-    def from_env(cls, environ: Any = None) -> ConnectionLimits:
+    def from_env(cls, environ: Any = os.environ) -> ConnectionLimits:
         """The limits the environment sets (``LEDGER_`` and a field's name in capitals); the defaults for the rest."""
-        environ = os.environ if environ is None else environ
         given: dict[str, Any] = {}
         for field in fields(cls):
             name = f"LEDGER_{field.name.upper()}"
@@ -81,11 +81,9 @@ class ConnectionLimits:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY or hard > soft:
             wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
                 soft = wanted
-            except (ValueError, OSError):
-                pass
         room = max(soft - FD_RESERVE, 16)
         cap = min(self.max_connections or 10_000, room)
         return replace(self, max_connections=cap)
@@ -199,9 +197,7 @@ def build_server(
     return LedgerServer(config, app)
 
 
-def serve_app(
-    app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True, **uvicorn_options: Any
-) -> None:
+def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, as ``ledger serve`` does: one process, uvicorn on uvloop and httptools
     (uvicorn's ``auto`` picks them when installed; ``uvicorn[standard]`` installs them). The benchmarks' baseline
     app is served through here too, so both run under the same server settings.
@@ -210,7 +206,7 @@ def serve_app(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     limits = ConnectionLimits.from_env()
-    build_server(None, host, port, app=app, access_log=access_log, limits=limits, **uvicorn_options).run()
+    build_server(None, host, port, app=app, access_log=access_log, limits=limits).run()
 
 
 def serve(
@@ -220,7 +216,6 @@ def serve(
     *,
     run_projections: bool = True,
     access_log: bool = True,
-    **uvicorn_options: Any,
 ) -> None:
     """Run the API until SIGINT/SIGTERM."""
     app = create_app(settings, run_projections=run_projections)
@@ -229,4 +224,4 @@ def serve(
     log.info(
         "ledger API listening on http://%s:%d (database %s; OpenAPI at /schema)", shown, port, settings.database.display()
     )
-    serve_app(app, host, port, access_log=access_log, **uvicorn_options)
+    serve_app(app, host, port, access_log=access_log)

@@ -55,11 +55,8 @@ class SteeringRuntime:
         """Start following the log (called in the app's lifespan, on its event loop)."""
         self._room_for_every_admitted_request()
         position = self.follower.head()
-        slot = self._ledger.active_slot()
-        if slot is not None and slot.profile_id is not None:
-            self.projector.bootstrap(position, slot.profile_id, slot.pinned_version)
-        else:
-            self.projector.bootstrap(position, None, None)
+        slot = self._ledger.active_slot()  # None until a profile is first activated
+        self.projector.bootstrap(position, getattr(slot, "profile_id", None), getattr(slot, "pinned_version", None))
         self._ledger.add_listener(self.follower.wake)
         self._thread = threading.Thread(target=self.follower.run, args=(self._stop,), daemon=True, name="steering-projector")
         self._thread.start()

@@ -24,8 +24,7 @@ from ledger.tokens import TokenService
 
 def _forget_cached_tokens(runtime: Runtime) -> None:
     """This process's token cache reloads on the next request, so a revocation holds at once here."""
-    if runtime.tokens is not None:
-        runtime.tokens.invalidate()
+    runtime.tokens.invalidate()
 
 
 class TokenController(Controller):
