@@ -44,7 +44,7 @@ from ledger.errors import (
 )
 from ledger.settings import number_setting
 from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys, SigningMapper
-from ledger.states import ProfileState, VersionRecord
+from ledger.states import ProfileState, VersionRecord, entity_tag
 from ledger.verification import LogVerifier
 
 T = TypeVar("T")
@@ -428,7 +428,7 @@ class ProfileLedger(Application[UUID]):
         if profile.current_version != expected_version or expected_revision not in (None, profile.version):
             raise StaleVersionError(
                 f"profile {profile.id} has changed since version {expected_version} as you read it: it is at "
-                f'version {profile.current_version} (ETag "{profile.current_version}.{profile.version}")',
+                f"version {profile.current_version} (ETag {entity_tag(profile.id, profile.current_version, profile.version)})",
                 profile_id=str(profile.id),
                 current_version=profile.current_version,
                 expected_version=expected_version,

@@ -18,6 +18,12 @@ from ledger.domainmodel import PROFILE_FIELDS, Profile
 T = TypeVar("T")
 
 
+def entity_tag(profile_id: UUID, version: int, revision: int) -> str:
+    """A profile's ETag: its version, its stream's (an edit that keeps the version moves it) and its id (a name
+    that passes to another profile passes none of its ETags on)."""
+    return f'"{version}.{revision}.{profile_id.hex}"'
+
+
 class ProfileFields(msgspec.Struct, kw_only=True):
     """Everything one version of a profile says."""
 

@@ -34,8 +34,9 @@ POSITION_DOC = ResponseHeader(
     description="The log position of the command's last event: pass it as `min_position` to read this write.",
 )
 ETAG_DOC = ResponseHeader(
-    name="ETag", documentation_only=True, value='"1.1"',
-    description="The profile's version and its stream's (an edit that keeps the version changes it), for `If-Match`.",
+    name="ETag", documentation_only=True, value='"1.1.9f1c0d2e4b7a4c3d8e6f5a4b3c2d1e0f"',
+    description="The profile's version, its stream's (an edit that keeps the version changes it) and its id, for "
+    "`If-Match`.",
 )
 COMMAND_HEADERS = [POSITION_DOC]
 PROFILE_COMMAND_HEADERS = [POSITION_DOC, ETAG_DOC]

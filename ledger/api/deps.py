@@ -30,6 +30,8 @@ from ledger.api.observability import correlation_id
 from ledger.api.runtime import Runtime
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
+from ledger.errors import StaleVersionError
+from ledger.states import entity_tag
 from ledger.values import INT64_MAX, REASON_MAX, actor_name, iso_time
 
 
@@ -234,22 +236,30 @@ def parse_time(value: str | None, what: str) -> datetime | None:
         ) from None
 
 
-def parse_if_match(value: str | None) -> dict[str, int | None]:
-    """A command's ``expected_version`` and ``expected_revision`` from an ``If-Match`` header (``"3.7"``,
-    ``W/"3.7"``; a bare version ``"3"`` checks the version alone); ``*`` or absent → nothing to check. One tag:
-    a list (which would match if any of its tags did) is refused rather than read as its first."""
-    if value is not None and "," in value:
-        raise InvalidRequestError("If-Match takes one ETag (or *), not a list", field="If-Match")
-    first = (value or "*").strip().removeprefix("W/").strip('"').strip()
-    if first in ("", "*"):
+def parse_if_match(value: str | None, profile_id: UUID) -> dict[str, int | None]:
+    """A command's ``expected_version`` and ``expected_revision`` from the ``If-Match`` header of a command on
+    profile ``profile_id``: its ETag (``"3.7.<id>"``, or ``W/"3.7.<id>"``), or versions alone (``"3.7"``, a bare
+    version ``"3"``); ``*`` or absent → nothing to check. One tag: a list (which would match if any of its tags
+    did) is refused rather than read as its first. A tag of another profile (one whose name this profile holds
+    now), an empty or a malformed tag matches nothing: 412."""
+    if value is None or value.strip() == "*":
         return {}
-    version_text, dot, revision_text = first.partition(".")
-    version, revision = whole_number(version_text), whole_number(revision_text) if dot else None
-    if version is not None and version >= 0 and (not dot or revision is not None and revision >= 0):
+    if "," in value:
+        raise InvalidRequestError("If-Match takes one ETag (or *), not a list", field="If-Match")
+    parts = value.strip().removeprefix("W/").strip().strip('"').split(".")
+    version, revision = whole_number(parts[0]), whole_number(parts[1]) if len(parts) > 1 else None
+    if (
+        len(parts) <= 3 and version is not None and version >= 0
+        and (len(parts) == 1 or revision is not None and revision >= 0)
+        and (len(parts) < 3 or parts[2] == profile_id.hex)
+    ):
         return {"expected_version": version, "expected_revision": revision}
-    return {"expected_version": -1}  # matches no version: the command answers 412
+    raise StaleVersionError(
+        f"If-Match {value.strip()[:100]} is not an ETag of profile {profile_id} (another profile's, one this name "
+        "named before, or none): read the profile again", profile_id=str(profile_id),
+    )
 
 
 def etag(profile: Any) -> str:
-    """A profile's ETag: its version and its stream's, so an edit that keeps the version changes it too."""
-    return f'"{profile.version}.{profile.revision}"'
+    """A profile's ETag (:func:`ledger.states.entity_tag`) from a read-model row or a state."""
+    return entity_tag(profile.id, profile.version, profile.revision)

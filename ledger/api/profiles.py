@@ -265,7 +265,7 @@ class ProfileController(Controller):
         pid, changes = ledger.resolve_profile(profile_id), data.changes(PROFILE_FIELDS)
         refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, changes)
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
-            pid, changes, bump_version=data.bump_version, **parse_if_match(if_match)))
+            pid, changes, bump_version=data.bump_version, **parse_if_match(if_match, pid)))
 
     @delete("/{profile_id:str}", summary="Delete a profile (its history stays in the log)", opt=requires("admin"),
             **COMMAND_ROUTE, responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID))
@@ -279,7 +279,7 @@ class ProfileController(Controller):
     ) -> Response[ProfileDeletion]:
         pid = ledger.resolve_profile(profile_id)
         outcome = run_command(context, lambda: ledger.delete_profile(
-            pid, delete_executions=delete_executions, **parse_if_match(if_match)))
+            pid, delete_executions=delete_executions, **parse_if_match(if_match, pid)))
         assert outcome.profile is not None and outcome.position is not None
         body = ProfileDeletion(deleted=True, id=pid, name=outcome.profile.name, delete_executions=delete_executions,
                                position=outcome.position)
@@ -331,7 +331,7 @@ class ProfileController(Controller):
         pid = ledger.resolve_profile(profile_id)
         refuse_what_the_active_profile_cannot_steer(runtime, ledger, pid, lambda: ledger.get_profile(pid, version=data.version))
         return profile_command(ledger, runtime, context, data,
-                               lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match)))
+                               lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match, pid)))
 
     @post("/{profile_id:str}/restore", opt=requires("admin"), **PROFILE_COMMAND_ROUTE,
           summary="Bring a deleted profile back (its versions and executions intact); its name must be free",

@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,6 +65,11 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert body["error"] == code, body
     return body
+
+
+def etag(profile: dict[str, Any], version: int, revision: int | None = None) -> str:
+    """The ETag a profile (a body with its id) has at ``version`` (and stream version ``revision``)."""
+    return f'"{version}.{revision or version}.{uuid.UUID(profile["id"]).hex}"'
 
 
 def create(client: TestClient[Litestar], name: str = "alpha", **fields: Any) -> dict[str, Any]:

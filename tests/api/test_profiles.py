@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import httpx
 
-from tests.api.conftest import assert_error, create, fresh, start_server
+from tests.api.conftest import assert_error, create, etag, fresh, start_server
 
 PROFILE_KEYS = {
     "id", "name", "description", "model_id", "sae_id", "layer", "steering", "feature_count", "is_active",
@@ -39,7 +39,7 @@ def test_create_answers_201_with_the_profile_its_position_and_etag(client):
     assert body["tags"] == ["tone", "safe"] and body["products"] == ["chat"]
     assert body["execution_count"] == 0 and body["last_executed_at"] is None
     assert body["position"] >= 1 and response.headers["X-Ledger-Position"] == str(body["position"])
-    assert response.headers["ETag"] == '"1.1"'
+    assert response.headers["ETag"] == etag(body, 1)
     assert response.headers["X-Request-ID"] == "req-123"
     uuid.UUID(body["id"])
 
@@ -50,7 +50,7 @@ def test_get_by_id_and_by_name_and_list(client):
     query = fresh(client, client.post("/api/profiles", json={"name": "gamma"}).json()["position"])
     got = client.get(f"/api/profiles/{alpha['id']}", params=query)
     assert got.status_code == 200 and got.json()["name"] == "Alpha One"
-    assert got.headers["ETag"] == '"1.1"'
+    assert got.headers["ETag"] == etag(alpha, 1)
     by_name = client.get("/api/profiles/by-name/alpha  one", params=query)  # names compare case/space-insensitively
     assert by_name.status_code == 200 and by_name.json()["id"] == alpha["id"]
     listing = client.get("/api/profiles", params=query).json()
@@ -150,7 +150,7 @@ def test_partial_update_changes_only_given_fields(client):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["description"] == "new" and body["tags"] == ["t"] and body["steering"] == {"1": 1.0}
-    assert body["version"] == 2 and response.headers["ETag"] == '"2.2"'
+    assert body["version"] == 2 and response.headers["ETag"] == etag(profile, 2)
     assert body["position"] > profile["position"]
     # descriptive change without a new version
     same = client.put(f"/api/profiles/{profile['id']}", json={"tags": ["u"], "bump_version": False}).json()
@@ -176,8 +176,8 @@ def test_partial_update_changes_only_given_fields(client):
 def test_if_match_makes_updates_conditional(client):
     profile = create(client, "cond")
     url = f"/api/profiles/{profile['id']}"
-    ok = client.put(url, json={"description": "a"}, headers={"If-Match": '"1.1"'})
-    assert ok.status_code == 200 and ok.headers["ETag"] == '"2.2"'
+    ok = client.put(url, json={"description": "a"}, headers={"If-Match": etag(profile, 1)})
+    assert ok.status_code == 200 and ok.headers["ETag"] == etag(profile, 2)
     body = assert_error(client.put(url, json={"description": "b"}, headers={"If-Match": '"1"'}), 412, "stale_version")
     assert body["current_version"] == 2 and body["expected_version"] == 1
     assert client.put(url, json={"description": "b"}, headers={"If-Match": 'W/"2.2"'}).status_code == 200
@@ -185,7 +185,34 @@ def test_if_match_makes_updates_conditional(client):
     assert_error(client.put(url, json={"description": "d"}, headers={"If-Match": '"banana"'}), 412)
     assert_error(client.delete(url, headers={"If-Match": '"1"'}), 412, "stale_version")
     latest = client.put(url, json={"description": "e"}).json()
-    assert client.get(url, params=fresh(client, latest["position"])).headers["ETag"] == '"5.5"'
+    assert client.get(url, params=fresh(client, latest["position"])).headers["ETag"] == etag(profile, 5)
+
+
+def test_an_empty_or_quoted_wildcard_if_match_matches_nothing(client):
+    profile = create(client, "no blank cheques")
+    url = f"/api/profiles/{profile['id']}"
+    for tag in ('""', '"*"', 'W/""', "", '"1.1.1"'):
+        assert_error(client.put(url, json={"description": "x"}, headers={"If-Match": tag}), 412, "stale_version")
+        assert_error(client.post(f"{url}/revert", json={"version": 1}, headers={"If-Match": tag}), 412)
+        assert_error(client.delete(url, headers={"If-Match": tag}), 412, "stale_version")
+    assert client.get(url).json()["description"] is None
+
+
+def test_an_etag_read_from_one_profile_does_not_pass_on_another_that_took_its_name(client):
+    first = create(client, "handed on")
+    read = client.get(f"/api/profiles/{first['id']}").headers["ETag"]
+    assert client.delete(f"/api/profiles/{first['id']}").status_code == 200
+    second = create(client, "handed on", description="someone else's")
+    assert client.get(f"/api/profiles/{second['id']}").json()["version"] == 1  # same versions: "1.1" before
+
+    by_name = "/api/profiles/handed%20on"
+    refused = assert_error(client.put(by_name, json={"description": "mine"}, headers={"If-Match": read}), 412,
+                           "stale_version")
+    assert second["id"] in refused["detail"]
+    assert_error(client.post(f"{by_name}/revert", json={"version": 1}, headers={"If-Match": read}), 412)
+    assert_error(client.delete(by_name, headers={"If-Match": read}), 412, "stale_version")
+    assert client.get(by_name).json()["description"] == "someone else's"
+    assert client.put(by_name, json={"description": "mine"}, headers={"If-Match": etag(second, 1)}).status_code == 200
 
 
 def test_an_edit_that_keeps_the_version_still_moves_the_etag_so_if_match_loses_no_update(client):
