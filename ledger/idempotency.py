@@ -91,6 +91,7 @@ class Claim:
     method: str
     path: str
     saved: bool = False
+    lost: bool = False  # another request with the key was recorded first
 
     def aggregate(self) -> IdempotencyKey:
         return IdempotencyKey(claim=self.id, fingerprint=self.fingerprint, method=self.method, path=self.path)

@@ -8,7 +8,8 @@ again and appends nothing.
   still running, or its answer was lost, e.g. to a database stop after the commit, or it held a secret that is
   shown once) answers 409 ``idempotency_key_in_use``. Otherwise the command runs with the key pending: its first
   save records the claim atomically with its events (:mod:`ledger.idempotency`).
-* :func:`idempotency_middleware` keeps the answer of a command whose claim was recorded, for the retries.
+* :func:`idempotency_middleware` keeps the answer of a command whose claim was recorded, for the retries; a
+  command that saved nothing (it changed nothing, or was refused for the state it found) records its key alone.
 
 Keys are scoped to the actor (the token's name; ``X-Actor`` in open mode) and kept for 24 hours; the claims in
 the log are kept for ever, so a key is never run twice.
@@ -27,6 +28,8 @@ from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.auth import principal_of
+from ledger.api.observability import correlation_id
+from ledger.domainmodel import CommandContext, acting_as
 from ledger.idempotency import (
     Answer,
     Answers,
@@ -35,6 +38,7 @@ from ledger.idempotency import (
     IdempotencyKeyReusedError,
     check_key,
     claim_id,
+    claiming,
     fingerprint,
     pending_claim,
     recorded,
@@ -47,6 +51,8 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCOPE_KEY = "ledger.idempotency"
 ANSWER_MAX_BYTES = 1024 * 1024
+KEPT_REFUSALS = frozenset({404, 409, 412})
+"""Refusals for the state a command found (not for the request itself), kept for its retries like a success."""
 _NOT_REPLAYED = {b"content-length", b"date", b"server", b"x-request-id", b"transfer-encoding", b"connection"}
 
 
@@ -149,8 +155,12 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         if start is None or passing:  # a stream that ran to its end was kept whole as it ended (one too large is not)
             return
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
-        if claim is not None and not claim.saved and start["status"] >= 400:
+        if claim is not None and not claim.saved:
             runtime = scope["app"].state.runtime  # type: ignore[index]
+            if start["status"] < 300 or start["status"] in KEPT_REFUSALS:  # it saved nothing: the key alone
+                await anyio.to_thread.run_sync(_record_alone, runtime.ledger, claim, _actor(Request(scope)),
+                                               correlation_id(scope))
+        if claim is not None and not claim.saved and (start["status"] >= 400 or claim.lost):
             replaced = await _answer_of_a_concurrent_twin(runtime, claim)
             if replaced is not None:
                 status, pairs, content = replaced
@@ -165,6 +175,18 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             await send(message)
 
     return wrapped
+
+
+def _record_alone(ledger: Any, claim: Claim, actor: str, correlation: str) -> None:
+    """Record the key of a command that saved nothing (it changed nothing, or was refused for the state it found),
+    so that a retry gets this answer, not a run against what has changed since."""
+    try:
+        with acting_as(CommandContext(actor=actor, correlation_id=correlation)), claiming(claim):
+            ledger.save()
+    except IdempotencyKeyInUseError:
+        claim.lost = True  # a concurrent request with the key saved first: its answer is the one to give
+    except Exception as error:  # noqa: BLE001 - the answer stands; only its replay is lost
+        log.warning("the Idempotency-Key of a command that saved nothing was not recorded: %r", error)
 
 
 async def _answer_of_a_concurrent_twin(runtime: Any, claim: Claim) -> tuple[int, list[tuple[str, str]], bytes] | None:

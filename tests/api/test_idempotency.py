@@ -161,3 +161,55 @@ def test_a_refused_keyed_request_records_nothing_and_leaves_the_key_free(client)
     assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers
     fixed = client.post("/api/profiles", json={"name": "fixed"}, headers=keyed("retry-me"))
     assert fixed.status_code == 201 and fixed.json()["name"] == "fixed"
+
+
+def test_a_retry_of_a_command_that_changed_nothing_gets_that_answer_not_a_run_against_what_changed_since(client):
+    profile = create(client, "steady", description="a")
+    url = f"/api/profiles/{profile['id']}"
+    off = client.post("/api/profiles/deactivate", headers=keyed("off-1"))  # nothing is active: nothing to change
+    assert off.status_code == 200 and off.json()["deactivated"] is False
+    same = client.put(url, json={"description": "a"}, headers=keyed("edit-1"))
+    assert same.status_code == 200 and same.json()["changed"] is False
+    assert client.post(f"{url}/activate").status_code == 200  # meanwhile, other clients change things
+    assert client.put(url, json={"description": "b"}).status_code == 200
+
+    again = client.post("/api/profiles/deactivate", headers=keyed("off-1"))
+    assert again.json() == off.json() and again.headers["Idempotent-Replayed"] == "true"
+    retried = client.put(url, json={"description": "a"}, headers=keyed("edit-1"))
+    assert retried.json() == same.json() and retried.headers["Idempotent-Replayed"] == "true"
+    assert client.get("/api/profiles/active").json()["id"] == profile["id"]
+    assert client.get(url).json()["description"] == "b"
+
+
+def test_a_retry_of_a_command_refused_for_the_state_it_found_gets_the_refusal_again(client):
+    holder = create(client, "taken")
+    refused = client.post("/api/profiles", json={"name": "taken"}, headers=keyed("create-taken"))
+    assert_error(refused, 409, "profile_name_taken")
+    assert client.delete(f"/api/profiles/{holder['id']}").status_code == 200
+
+    again = client.post("/api/profiles", json={"name": "taken"}, headers=keyed("create-taken"))
+    assert again.status_code == 409 and again.json() == refused.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert client.post("/api/profiles", json={"name": "taken"}, headers=keyed("create-taken-2")).status_code == 201
+
+
+def test_concurrent_twins_of_one_keyed_update_all_get_the_answer_of_the_one_that_ran(postgres_url):
+    with make_client(postgres_url) as client:
+        url = f"/api/profiles/{create(client, 'twins')['id']}"
+        for attempt in range(5):
+            answers: list[tuple[int, dict]] = []
+            start = threading.Barrier(8)
+
+            def send() -> None:
+                start.wait()
+                response = client.put(url, json={"description": f"d{attempt}"}, headers=keyed(f"twin-{attempt}"))
+                answers.append((response.status_code, response.json()))
+
+            threads = [threading.Thread(target=send) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            changed = [body for status, body in answers if status == 200]
+            assert all(status in (200, 409) for status, _ in answers), answers
+            assert changed and all(body == changed[0] and body["changed"] is True for body in changed), answers
