@@ -196,9 +196,11 @@ class ProfileLedger(Application[UUID]):
         return retrying(attempt)
 
     def revert_profile(self, profile_id: UUID, version: int, **expected: int | None) -> Outcome:
-        """Make a new version whose content equals version ``version`` (history is never rewritten)."""
+        """Make a new version whose content equals version ``version`` (history is never rewritten); the name
+        stays the profile's now (a revert undoes no rename, and needs no name back that another profile took)."""
         target = self.get_profile(profile_id, version=version)
-        return self.update_profile(profile_id, target.fields(), **expected)
+        content = {name: value for name, value in target.fields().items() if name != "name"}
+        return self.update_profile(profile_id, content, **expected)
 
     def delete_profile(
         self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None,

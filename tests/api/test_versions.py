@@ -117,3 +117,15 @@ def test_revert_makes_a_new_version_equal_to_the_old_one(client):
     assert_error(client.post(f"{url}/revert", json={"version": 7}), 404, "profile_version_not_found")
     assert_error(client.post(f"{url}/revert", json={}), 422, "invalid_request")
     assert_error(client.post(f"{url}/revert", json={"version": 1}, headers={"If-Match": '"2"'}), 412)
+
+
+def test_a_revert_brings_back_the_content_but_keeps_the_name_the_profile_has_now(client):
+    profile = create(client, "first name", steering={"1": 1.0})
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"name": "second name", "steering": {"1": 5.0}})
+    create(client, "first name")  # another profile takes the old name
+
+    reverted = client.post(f"{url}/revert", json={"version": 1})
+    assert reverted.status_code == 200, reverted.text
+    assert reverted.json()["name"] == "second name" and reverted.json()["steering"] == {"1": 1.0}
+    assert client.get("/api/profiles/second%20name").json()["id"] == profile["id"]
