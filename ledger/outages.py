@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import eventsourcing.persistence
 import psycopg
@@ -30,9 +31,26 @@ class _ReconnectAtLeastEveryFewSeconds(psycopg_pool.base.AttemptWithBackoff):
         self.delay = min(self.delay, RECONNECT_WAIT_MAX_S)
 
 
-def bound_reconnect_waits() -> None:
-    """Make every connection pool of this process retry a lost database at least every few seconds."""
+_check_one = psycopg_pool.pool.ConnectionPool._check_connection
+
+
+def _check_and_sweep(pool: psycopg_pool.pool.ConnectionPool, conn: Any) -> None:
+    """A connection handed out that fails its check (``POSTGRES_PRE_PING``) means the database went away since:
+    the pool's other idle connections are broken too. psycopg_pool would check them one at a time, waiting a
+    second, then two, between them, so a request after a restart ran out of time (503) with three of them left.
+    They are all checked now instead, and the request waits only for a fresh connection."""
+    try:
+        _check_one(pool, conn)
+    except Exception:
+        pool.check()  # each broken one is replaced at once by the pool's workers
+        raise
+
+
+def recover_quickly_from_outages() -> None:
+    """Make every connection pool of this process retry a lost database at least every few seconds, and drop
+    all its broken connections at once when the first shows up."""
     psycopg_pool.pool.AttemptWithBackoff = _ReconnectAtLeastEveryFewSeconds  # type: ignore[misc]
+    psycopg_pool.pool.ConnectionPool._check_connection = _check_and_sweep  # type: ignore[method-assign]
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

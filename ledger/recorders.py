@@ -56,7 +56,7 @@ from ledger.chain import (
 )
 from ledger import write_path
 from ledger.group_commit import GroupCommitter
-from ledger.outages import bound_reconnect_waits
+from ledger.outages import recover_quickly_from_outages
 from ledger.settings import parse_switch
 
 BATCH = 5000
@@ -280,13 +280,14 @@ class FailFastPostgresAggregateRecorder(CreatedBesideOthers, PostgresAggregateRe
 
 class LedgerPostgresFactory(PostgresFactory):
     """The library's PostgreSQL factory with this module's recorders (``PERSISTENCE_MODULE`` names it), whose pool
-    tries a lost database again at least every few seconds (:func:`ledger.outages.bound_reconnect_waits`)."""
+    tries a lost database again at least every few seconds and drops its broken connections together
+    (:func:`ledger.outages.recover_quickly_from_outages`)."""
 
     aggregate_recorder_class = FailFastPostgresAggregateRecorder
     application_recorder_class = ChainedPostgresApplicationRecorder
 
     def __init__(self, env: Any) -> None:
-        bound_reconnect_waits()
+        recover_quickly_from_outages()
         super().__init__(env)
 
 

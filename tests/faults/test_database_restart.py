@@ -142,3 +142,28 @@ def test_a_server_without_traffic_during_an_outage_answers_within_seconds_of_its
         wait_for(lambda: http.get("/api/profiles").status_code == 200, 90, "the server to answer again")
         took = time.monotonic() - back
         assert took < BACK_WITHIN_S, f"answered again {took:.1f} s after its database"
+
+
+def test_the_first_request_after_a_database_restart_finds_a_working_connection(
+    postgres_server, postgres_url, credentials, ledger_processes
+):
+    server = ledger_processes(postgres_url, "serve", "--no-projections")
+    with httpx.Client(base_url=server.base_url, headers=credentials.editor, timeout=60) as http:
+        start = threading.Barrier(16)
+
+        def busy(number: int) -> None:  # fills the server's pool with connections that the restart will break
+            start.wait()
+            http.post("/api/profiles", json={"name": f"busy {number}"})
+            http.get("/api/profiles", params={"limit": 5})
+
+        threads = [threading.Thread(target=busy, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with database_down(postgres_server):
+            pass  # back at once (pg_ctl waits until it accepts connections); every pooled connection is broken
+
+        first = http.get("/api/profiles", params={"limit": 1})
+        assert first.status_code == 200, first.text
+        assert http.post("/api/profiles", json={"name": "after the restart"}).status_code == 201
