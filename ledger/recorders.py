@@ -19,8 +19,10 @@ They extend the eventsourcing library's application recorders (selected with its
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
@@ -41,6 +43,7 @@ from eventsourcing.postgres import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
+from psycopg_pool import PoolTimeout
 
 from ledger.chain import (
     GENESIS,
@@ -70,14 +73,40 @@ SignHead = Callable[[int, bytes], bytes]
 """Signs the head an insert transaction leaves: its last position and the chain's link there."""
 GROUP_COMMIT = parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True)
 
-# The library retries a failed database call 10 times, each waiting up to the pool's connect timeout: a request
-# would hang for close to a minute while the database is down. One retry (for a connection that broke since it
-# was last checked) and then the error: the API answers 503 at once and the client retries.
 SnapshotWalk = tuple[Any, Callable[[VerifyReport, Iterator[StoredRow]], VerifyReport]]
 """The snapshot store's recorder, and what checks its records after a walk that passed (``ledger.verification``):
 given the walk's report and every snapshot (by stream and version, position 0), the report to answer."""
 
-fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
+UNREACHABLE_HOLD_S = 1.0
+"""How long after a call found no connection to the database (the pool's timeout ran out) calls fail at once, while
+the pool has none either."""
+
+
+def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A recorder's database call that gives up soon while the database is away.
+
+    The library retries a failed call 10 times, each waiting up to the pool's connect timeout: a request would hang
+    for close to a minute. One retry (for a connection that broke since it was last checked) and then the error:
+    the API answers 503 and the client retries. A call made within :data:`UNREACHABLE_HOLD_S` of one that found no
+    connection at all, while the pool still has none, fails at once: requests queued behind one another (the library reads a cached aggregate's
+    new events under a lock of its own) would each wait out the pool again, the sixth for half a minute."""
+    retried = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)(method)
+
+    @functools.wraps(method)
+    def call(recorder: Any, *args: Any, **kwargs: Any) -> Any:
+        datastore = recorder.datastore
+        if time.monotonic() < getattr(datastore, "unreachable_until", 0.0) and not datastore.pool.get_stats().get(
+            "pool_available"
+        ):
+            raise OperationalError("the database could not be reached a moment ago; not trying again yet")
+        try:
+            return retried(recorder, *args, **kwargs)
+        except (InterfaceError, OperationalError) as error:
+            if isinstance(error.__cause__, PoolTimeout):
+                datastore.unreachable_until = time.monotonic() + UNREACHABLE_HOLD_S
+            raise
+
+    return call
 
 EARLIEST = -(2**63)
 """Where a full walk starts reading: every row, those the database's owner may have put at position 0 or below

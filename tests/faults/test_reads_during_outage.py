@@ -3,6 +3,7 @@ position to wait for; once it is back, they answer again."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -61,3 +62,28 @@ def test_an_open_event_stream_waits_out_an_outage_and_goes_on_where_it_was(postg
                                           timeout=30).status_code == 201, 30, "a write after the outage")
             wait_until(lambda: lines.append(next(read)) or '"after"' in lines[-1], 30, "the event after the outage")
     assert "Exception in ASGI application" not in server.output() and "Traceback" not in server.output()
+
+
+def test_concurrent_requests_for_one_profile_during_an_outage_are_refused_together_not_one_after_another(
+    postgres_server, postgres_url, ledger_processes
+):
+    server = ledger_processes(postgres_url, "serve", "--no-auth")
+    url = f"{server.base_url}/api/profiles/queued"
+    httpx.post(f"{server.base_url}/api/profiles", json={"name": "queued", "steering": {"1": 1.0}}).raise_for_status()
+    assert httpx.get(url).status_code == 200  # the profile is in the server's memory now
+    answers: list[tuple[int, float]] = []
+
+    def read() -> None:
+        started = time.monotonic()
+        status = httpx.get(url, timeout=120).status_code
+        answers.append((status, time.monotonic() - started))
+
+    with database_down(postgres_server):
+        threads = [threading.Thread(target=read) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert [status for status, _ in answers] == [503] * 6
+    # each alone is refused once the pool gives up (3 s, twice); queued one behind another the sixth waited 37 s
+    assert max(seconds for _, seconds in answers) < 15, answers
