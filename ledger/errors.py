@@ -12,6 +12,9 @@ class LedgerError(Exception):
     """
 
     code = "ledger_error"
+    passing = False
+    """A refusal for a moment's state (a concurrent writer, a running rebuild): a retry of the same request may go
+    through, so an ``Idempotency-Key`` does not keep it for the retries."""
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -106,6 +109,7 @@ class ConcurrentUpdateError(ConflictError):
     """Another writer appended to the same stream first; reload and try again."""
 
     code = "concurrent_update"
+    passing = True
 
 
 class StaleVersionError(ConflictError):

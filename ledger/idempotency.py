@@ -39,6 +39,7 @@ class IdempotencyKeyInUseError(ConflictError):
     """A request with this key was recorded already (its answer is not available, or it is still running)."""
 
     code = "idempotency_key_in_use"
+    passing = True
 
 
 class IdempotencyKeyReusedError(ValidationError):

@@ -30,3 +30,4 @@ class RebuildInProgressError(ConflictError):
     """A rebuild of the read models is already running (in this process or another on the database)."""
 
     code = "rebuild_in_progress"
+    passing = True

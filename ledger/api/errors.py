@@ -147,6 +147,8 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
 
 
 RETRY_AFTER = {"Retry-After": "1"}
+PASSING_REFUSAL = "ledger.passing_refusal"
+"""The scope key saying the answer is a refusal a retry may not get (:attr:`ledger.errors.LedgerError.passing`)."""
 
 
 def _write_timeout(exc: BaseException) -> WriteTimeoutError | None:
@@ -228,6 +230,7 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     exc = _from_the_scheduler(exc)
     if isinstance(exc, LedgerError):
         status = status_for(exc)
+        request.scope[PASSING_REFUSAL] = exc.passing  # type: ignore[literal-required]
         if status >= 500:
             log.error("ledger error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
         headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == HTTP_401_UNAUTHORIZED else None

@@ -28,6 +28,7 @@ from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.auth import principal_of
+from ledger.api.errors import PASSING_REFUSAL
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext, acting_as
 from ledger.idempotency import (
@@ -52,7 +53,8 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCOPE_KEY = "ledger.idempotency"
 ANSWER_MAX_BYTES = 1024 * 1024
 KEPT_REFUSALS = frozenset({404, 409, 412})
-"""Refusals for the state a command found (not for the request itself), kept for its retries like a success."""
+"""Refusals for the state a command found (not for the request itself), kept for its retries like a success (not
+those of a moment's state: ``LedgerError.passing``)."""
 _NOT_REPLAYED = {b"content-length", b"date", b"server", b"x-request-id", b"transfer-encoding", b"connection"}
 
 
@@ -157,7 +159,8 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
         if claim is not None and not claim.saved:
             runtime = scope["app"].state.runtime  # type: ignore[index]
-            if start["status"] < 300 or start["status"] in KEPT_REFUSALS:  # it saved nothing: the key alone
+            kept = start["status"] < 300 or start["status"] in KEPT_REFUSALS and not scope.get(PASSING_REFUSAL)
+            if kept:  # it saved nothing: the key alone
                 await anyio.to_thread.run_sync(_record_alone, runtime.ledger, claim, _actor(Request(scope)),
                                                correlation_id(scope))
         if claim is not None and not claim.saved and (start["status"] >= 400 or claim.lost):

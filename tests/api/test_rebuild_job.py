@@ -42,6 +42,19 @@ def test_a_second_rebuild_meanwhile_is_refused_with_409(database_url):
         ended(client, started.json())  # not left running into the next test
 
 
+def test_a_keyed_rebuild_refused_while_another_runs_is_not_refused_again_on_its_retry(database_url):
+    with make_client(database_url) as client:
+        key = {"Idempotency-Key": "rebuild-once"}
+        release = hold_rebuild_lock(Database(database_url))
+        try:
+            assert_error(client.post("/api/ledger/rebuild", headers=key), 409, "rebuild_in_progress")
+        finally:
+            release()
+        retried = client.post("/api/ledger/rebuild", headers=key)  # a refusal for a moment: the retry runs
+        assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+        ended(client, retried.json())
+
+
 def ended(client, job):
     return wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
         client.get(job["url"]).json()), 60, "the rebuild to end")
