@@ -430,7 +430,8 @@ class ProfileLedger(Application[UUID]):
         if profile.current_version != expected_version or expected_revision not in (None, profile.version):
             raise StaleVersionError(
                 f"profile {profile.id} has changed since version {expected_version} as you read it: it is at "
-                f"version {profile.current_version} (ETag {entity_tag(profile.id, profile.current_version, profile.version)})",
+                f"version {profile.current_version} "
+                f"(ETag {entity_tag(profile.id, profile.current_version, profile.version)})",
                 profile_id=str(profile.id),
                 current_version=profile.current_version,
                 expected_version=expected_version,

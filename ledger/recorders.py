@@ -88,8 +88,9 @@ def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
     The library retries a failed call 10 times, each waiting up to the pool's connect timeout: a request would hang
     for close to a minute. One retry (for a connection that broke since it was last checked) and then the error:
     the API answers 503 and the client retries. A call made within :data:`UNREACHABLE_HOLD_S` of one that found no
-    connection at all, while the pool still has none, fails at once: requests queued behind one another (the library reads a cached aggregate's
-    new events under a lock of its own) would each wait out the pool again, the sixth for half a minute."""
+    connection at all, while the pool still has none, fails at once: requests queued behind one another (the
+    library reads a cached aggregate's new events under a lock of its own) would each wait out the pool again, the
+    sixth for half a minute."""
     retried = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)(method)
 
     @functools.wraps(method)
@@ -107,6 +108,7 @@ def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return call
+
 
 EARLIEST = -(2**63)
 """Where a full walk starts reading: every row, those the database's owner may have put at position 0 or below
