@@ -16,7 +16,7 @@ from uuid import UUID
 from msgspec import Struct
 
 from ledger.domainmodel import Execution, Profile
-from ledger.values import name_key
+from ledger.values import iso_time, name_key
 from projections import cursors
 from projections.errors import InvalidCursorError, InvalidQueryError
 from projections.fields import content, details, search_text, spec
@@ -155,7 +155,7 @@ class ProfileQueries(Queries):
         if cursor is not None:
             k0, k1 = cursors.decode(cursor, listing, (str, str))
             try:
-                params["k0"] = k0 if sort == "name" else datetime.fromisoformat(k0)
+                params["k0"] = k0 if sort == "name" else iso_time(k0)  # in range in UTC (SQLite converts)
                 params["k1"] = UUID(k1)
             except ValueError:
                 raise InvalidCursorError("invalid cursor: malformed position") from None

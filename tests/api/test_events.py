@@ -59,6 +59,10 @@ def test_a_time_or_cursor_beyond_what_any_column_holds_is_a_422_not_a_500(client
     assert_error(client.get("/api/events", params={"cursor": cursor("events")}), 422, "invalid_cursor")
     versions = f"/api/profiles/{made['id']}/versions"
     assert_error(client.get(versions, params={"cursor": cursor(f"versions:{made['id']}")}), 422, "invalid_cursor")
+    for moment in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-10:00"):  # past years 1 to 9999 in UTC
+        raw = json.dumps({"l": "profiles:updated_at", "k": [moment, made["id"]]}).encode()
+        edited = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        assert_error(client.get("/api/profiles", params={"sort": "updated", "cursor": edited}), 422, "invalid_cursor")
 
 
 def _read_events(lines, count: int, seen: list[dict], timeout: float = 15.0) -> None:
