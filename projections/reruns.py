@@ -42,7 +42,7 @@ def rerun_spec(reads: Any, run_id: str) -> RunSpec | None:
     spec = {field: getattr(version, field) for field in ("name", "model_id", "sae_id", "layer", "steering",
                                                            "products", "tags")}
     return msgspec.convert({
-        **spec, "run_id": run_id, "execution_id": found.execution_id, "profile_id": found.profile_id,
+        **spec, "run_id": execution.run_id, "execution_id": found.execution_id, "profile_id": found.profile_id,
         "profile_version": found.profile_version, "seed": execution.seed, "entity_count": execution.entity_count,
         "recorded_at": found.recorded_at,
     }, RunSpec, strict=False)

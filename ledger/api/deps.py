@@ -192,6 +192,13 @@ def provide_context(
     return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(request.scope))
 
 
+def refuse_nul(**texts: str | list[str] | None) -> None:
+    """A query's text parameters (by their names on the wire) hold no NUL character, which no column can."""
+    for name, value in texts.items():
+        if any("\x00" in text for text in ([value] if isinstance(value, str) else value or ())):
+            raise InvalidRequestError(f"{name} must not contain NUL characters", field=name)
+
+
 def header_text(value: str | None, name: str) -> str:
     """A header's text, stripped: HTTP carries bytes, handed over as Latin-1, and clients send UTF-8."""
     try:

@@ -25,8 +25,8 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import LOG_POSITION, QUERY, Cursor, log_position, parse_time
-from ledger.api.errors import INVALID, UNAVAILABLE, InvalidRequestError, responses
+from ledger.api.deps import LOG_POSITION, QUERY, Cursor, log_position, parse_time, refuse_nul
+from ledger.api.errors import INVALID, UNAVAILABLE, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.api.tokens import TokenController
@@ -65,9 +65,7 @@ def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
 
 def audit_filters(runtime: Runtime, profile: str | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
     """The read model's filters of a page or a stream (text without NUL characters; a profile by id or name)."""
-    for name, value in (("actor", actor), ("type", event_type)):
-        if value is not None and "\x00" in value:
-            raise InvalidRequestError(f"{name} must not contain NUL characters", field=name)
+    refuse_nul(actor=actor, type=event_type)
     profile_id = None if profile is None else runtime.ledger.resolve_profile(profile)
     return {"profile_id": profile_id, "actor": actor, "event_type": event_type}
 

@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
-from ledger.api.deps import LOOKUP, Cursor, Limit, with_reason
+from ledger.api.deps import LOOKUP, Cursor, Limit, refuse_nul, with_reason
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.errors import INVALID, NOT_FOUND, TOO_LARGE, responses
 from ledger.api.schemas import (
@@ -104,6 +104,7 @@ class RunController(Controller):
     @get("/{run_id:str}/spec", summary="What re-running a run needs: its profile version's spec, seed, entity "
          "count and products", **LOOKUP)
     def spec_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunSpec:
+        refuse_nul(run_id=run_id)
         spec = rerun_spec(reads, run_id)
         if spec is None:
             raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
@@ -111,6 +112,7 @@ class RunController(Controller):
 
     @get("/{run_id:str}/profile", summary="The profile a run was made from", **LOOKUP)
     def profile_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunProfile:
+        refuse_nul(run_id=run_id)
         found = reads.profile_for_run(run_id)
         if found is None:
             raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)

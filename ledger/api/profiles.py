@@ -31,6 +31,7 @@ from ledger.api.deps import (
     parse_if_match,
     parse_time,
     reach_position,
+    refuse_nul,
     requested_position,
     runtime_of,
     with_reason,
@@ -148,6 +149,7 @@ class ProfileController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ProfileList:
+        refuse_nul(tag=tag, product=product, search=search)
         page = reads.list_profiles(
             tags=tag or None,
             tags_match=tags_match,

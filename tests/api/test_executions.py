@@ -65,4 +65,5 @@ def test_a_run_id_is_found_as_it_was_given_around_spaces_included(client):
     recorded = client.post(url, json={"run_id": " cohort 9 "}).json()
     assert recorded["run_id"] == "cohort 9"
     for path in ("/api/runs/cohort%209/profile", "/api/runs/%20cohort%209%20/profile", "/api/runs/%20cohort%209%20/spec"):
-        assert client.get(path, params=fresh(client, recorded["position"])).status_code == 200, path
+        found = client.get(path, params=fresh(client, recorded["position"]))
+        assert found.status_code == 200 and found.json()["run_id"] == "cohort 9", path  # as recorded, not as asked

@@ -31,9 +31,12 @@ def test_an_executions_text_with_a_nul_character_is_refused_naming_its_field(pg_
     assert assert_error(pg_client.post(url, json={field: "x\u0000"}), 422)["field"] == field
 
 
-def test_queries_with_a_nul_character_are_refused(pg_client):
+def test_queries_with_a_nul_character_are_refused_naming_the_parameter(pg_client):
     created = create(pg_client, "fine")
-    for params in ({"tag": "x\u0000"}, {"search": "\u0000"}, {"product": "p\u0000"}):
-        assert_error(pg_client.get("/api/profiles", params=params), 422)
-    assert_error(pg_client.get("/api/events", params={"actor": "a\u0000"}), 422)
+    for params in ({"tag": "x\u0000"}, {"tag": ["ok", "x\u0000"]}, {"search": "\u0000"}, {"product": "p\u0000"}):
+        body = assert_error(pg_client.get("/api/profiles", params=params), 422, "invalid_request")
+        assert body["field"] in params  # the parameter's name on the wire, not an internal one
+    assert assert_error(pg_client.get("/api/events", params={"actor": "a\u0000"}), 422)["field"] == "actor"
+    for path in ("/api/runs/a%00b/spec", "/api/runs/a%00b/profile"):
+        assert assert_error(pg_client.get(path), 422, "invalid_request")["field"] == "run_id"
     assert pg_client.get("/api/profiles", params={"min_position": created["position"]}).status_code == 200
