@@ -72,7 +72,7 @@ class ProfileExecutionController(Controller):
     ) -> ExecutionList:
         pid = ledger.resolve_profile(profile_id)
         page = reads.list_executions(profile_id=pid, limit=limit, cursor=cursor)
-        if not page.items and cursor is None and reads.get_profile(pid) is None:
+        if not page.items and cursor is None and reads.get_version(pid, 1) is None:  # a deleted one's are history
             raise profile_not_found(pid)
         return convert(page, ExecutionList, executions=page.items)
 

@@ -67,3 +67,15 @@ def test_a_run_id_is_found_as_it_was_given_around_spaces_included(client):
     for path in ("/api/runs/cohort%209/profile", "/api/runs/%20cohort%209%20/profile", "/api/runs/%20cohort%209%20/spec"):
         found = client.get(path, params=fresh(client, recorded["position"]))
         assert found.status_code == 200 and found.json()["run_id"] == "cohort 9", path  # as recorded, not as asked
+
+
+def test_a_deleted_profiles_executions_read_like_the_rest_of_its_history_whether_it_had_any_or_not(client):
+    ran, idle = create(client, "ran then went"), create(client, "never ran")
+    client.post(f"/api/profiles/{ran['id']}/executions", json={"run_id": "last-run"})
+    for profile in (ran, idle):
+        assert client.delete(f"/api/profiles/{profile['id']}").status_code == 200
+    listed = {profile["id"]: client.get(f"/api/profiles/{profile['id']}/executions") for profile in (ran, idle)}
+    assert listed[ran["id"]].status_code == 200 and len(listed[ran["id"]].json()["executions"]) == 1
+    assert listed[idle["id"]].status_code == 200 and listed[idle["id"]].json()["executions"] == []
+    assert client.get(f"/api/profiles/{idle['id']}/versions").status_code == 200
+    assert_error(client.get(f"/api/profiles/{uuid.uuid4()}/executions"), 404, "profile_not_found")
