@@ -121,6 +121,18 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, product: str | None,
+           search: str | None) -> bool:
+    """Whether a version, shown under the profile's name now, passes the list's filters as the SQL above tests them."""
+    labels = set(version.tags)
+    if tags and not (labels.issuperset(tags) if tags_match == "all" else labels.intersection(tags)):
+        return False
+    if product and product.strip() not in version.products:
+        return False
+    term = search_text(search.strip()) if search and search.strip() else ""
+    return not term or term in name_search or term in search_text(version.description)
+
+
 class ProfileQueries(Queries):
     def list_profiles(
         self,
@@ -151,6 +163,12 @@ class ProfileQueries(Queries):
         if search and search.strip():
             params["pattern"] = _like_pattern(search.strip())
             where.append("(name_search LIKE :pattern ESCAPE '\\' OR description_search LIKE :pattern ESCAPE '\\')")
+        pinned = self._pinned_in_force() if where else None
+        if pinned is not None:  # the list shows its version in force: the filters test that, not its latest
+            version, name_search = pinned
+            params["pinned"] = version.profile_id
+            shown = _shows(version, name_search, tags, tags_match, product, search)
+            where = [f"((({' AND '.join(where)}) AND id <> :pinned){' OR id = :pinned' if shown else ''})"]
         listing = f"profiles:{sort}"
         if cursor is not None:
             k0, k1 = cursors.decode(cursor, listing, (str, str))
@@ -172,6 +190,16 @@ class ProfileQueries(Queries):
             key = last_row["name_key"] if sort == "name" else last.updated_at.isoformat()
             next_cursor = cursors.encode(listing, [key, str(last.id)])
         return Page(items=tuple(items), next_cursor=next_cursor)
+
+    def _pinned_in_force(self) -> tuple[Any, str] | None:
+        """The active profile's version in force when it is pinned to one before its latest (the version the list
+        shows for it), with the search text of its name now (which it shows too)."""
+        rows = self._all("SELECT a.profile_id, a.pinned_version, p.version, p.name_search FROM active_profile a "
+                         "JOIN profiles p ON p.id = a.profile_id WHERE a.slot = 1 AND a.pinned_version IS NOT NULL")
+        if not rows or rows[0]["pinned_version"] == rows[0]["version"]:
+            return None
+        version = self.get_version(rows[0]["profile_id"], rows[0]["pinned_version"])  # type: ignore[attr-defined]
+        return None if version is None else (version, rows[0]["name_search"])
 
     def get_profile(self, profile_id: UUID | str) -> ProfileRow | None:
         identity = as_uuid(profile_id)

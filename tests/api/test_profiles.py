@@ -350,3 +350,22 @@ def test_actor_reason_and_correlation_reach_the_audit_log(client):
     for odd in ("<script>", "a b", "x" * 129):  # not an id a tracing system makes: the server draws one
         drawn = client.post("/api/profiles", json={"name": f"odd {len(odd)}"}, headers={"X-Request-ID": odd})
         assert drawn.status_code == 201 and drawn.headers["X-Request-ID"] != odd
+
+
+def test_the_list_filters_a_pinned_active_profile_on_the_version_it_shows(client):
+    profile = create(client, "pinned", description="first words", tags=["old"], products=["prod-a"])
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"description": "second words", "tags": ["new"], "products": ["prod-b"]})
+    activated = client.post(f"{url}/activate", json={"version": 1}).json()
+
+    def listed(**params: str) -> list[tuple[int, list[str]]]:
+        page = client.get("/api/profiles", params={**params, **fresh(client, activated["position"])}).json()
+        return [(row["version"], row["tags"]) for row in page["profiles"]]
+
+    for shown in ({"tag": "old"}, {"product": "prod-a"}, {"search": "first"}, {"search": "PINNED"},
+                  {"tag": "old", "search": "first"}):
+        assert listed(**shown) == [(1, ["old"])], shown
+    for hidden in ({"tag": "new"}, {"product": "prod-b"}, {"search": "second"}, {"tag": "old", "search": "second"}):
+        assert listed(**hidden) == [], hidden
+    client.post(f"{url}/activate")  # following the latest again: the filters test version 2
+    assert listed(tag="new") == [(2, ["new"])] and listed(tag="old") == []
