@@ -260,16 +260,22 @@ class ProfileLedger(Application[UUID]):
         return retrying(attempt)
 
     def record_execution(self, profile_id: UUID | None, **details: Any) -> ExecutionOutcome:
-        """Record a run of a profile version (``profile_id`` None: a generation with no profile)."""
-        profile = self._live_profile(profile_id) if profile_id is not None else None
-        execution = Execution.record(profile, **details)
-        recordings = self.save(execution)
-        return ExecutionOutcome(
-            execution_id=execution.id,
-            profile_id=execution.profile_id,
-            profile_version=execution.profile_version,
-            position=recordings[-1].notification.id,
-        )
+        """Record a run of a profile version (``profile_id`` None: a generation with no profile). The profile must
+        still be as it was read when the execution is inserted: one deleted meanwhile (its executions with it)
+        gets none recorded after its delete; the command runs again, and finds it deleted."""
+
+        def attempt() -> ExecutionOutcome:
+            profile = self._live_profile(profile_id) if profile_id is not None else None
+            execution = Execution.record(profile, **details)
+            recordings = self.save(execution, unchanged=[(profile.id, profile.version)] if profile else None)
+            return ExecutionOutcome(
+                execution_id=execution.id,
+                profile_id=execution.profile_id,
+                profile_version=execution.profile_version,
+                position=recordings[-1].notification.id,
+            )
+
+        return retrying(attempt)
 
     def import_profile(self, document: Any, *, rename: bool = False) -> Outcome:
         """Create a profile from an exchange document; a clashing name is refused unless ``rename``."""

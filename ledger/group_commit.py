@@ -16,7 +16,9 @@ Every caller is answered only after its batch has committed, or with the error t
   waits for the next batch, where it fails alone;
 * a batch whose insert fails with an error that one save's content can cause (a conflict, the library's
   :class:`IntegrityError`; bad data) is split in halves and retried, down to the guilty caller alone, so the
-  batch-mates of a conflicting command still commit;
+  batch-mates of a conflicting command still commit (a save that must find a stream unchanged,
+  ``ledger.write_path.StreamsRead``, and a batch-mate queued after it that writes the stream conflict too, and
+  the split commits them one after the other);
 * a connection error (the database is down, the pool is closed; the recorder has already retried once) is
   every batch-mate's error, and also that of every save queued meanwhile: they fail at once rather than each
   wait out another connection timeout, and the client retries (the API answers 503).
@@ -40,20 +42,21 @@ from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 
-from ledger.write_path import check_event_sizes
+from ledger.write_path import StreamsRead, check_event_sizes
 
 MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 CONNECTION_ERRORS = (InterfaceError, OperationalError)
 
-Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
+Insert = Callable[..., Sequence[int] | None]
 
 
 @dataclass(eq=False)
 class _Save:
     events: Sequence[StoredEvent]
     keys: frozenset[tuple[Any, int]]
+    unchanged: StreamsRead = ()
     size: int = 0
     queued_at: float = field(default_factory=time.monotonic)
     wake: threading.Event = field(default_factory=threading.Event)
@@ -70,8 +73,8 @@ class _Save:
 class GroupCommitter:
     """Runs ``insert(events)`` for the queued saves of many threads, several saves per call.
 
-    ``insert`` must insert the events in one transaction and return their notification ids in order (the
-    library recorder's ``insert_events``), or raise and insert nothing.
+    ``insert(events, unchanged=...)`` must insert the events in one transaction and return their notification ids
+    in order (the library recorder's ``insert_events``), or raise and insert nothing.
     """
 
     def __init__(self, insert: Insert) -> None:
@@ -84,12 +87,12 @@ class GroupCommitter:
         self.batches = 0  # transactions committed (for tests and benchmarks)
         self.saves = 0  # saves those transactions held
 
-    def save(self, events: Sequence[StoredEvent]) -> Sequence[int] | None:
-        """Insert ``events`` atomically (in a transaction possibly shared with other callers'); their ids."""
+    def save(self, events: Sequence[StoredEvent], unchanged: StreamsRead = ()) -> Sequence[int] | None:
+        """Insert ``events`` atomically (in a transaction possibly shared with other callers'), refused if a stream
+        of ``unchanged`` moved on; their ids."""
         check_event_sizes(events)
-        save = _Save(
-            events, frozenset((e.originator_id, e.originator_version) for e in events), sum(len(e.state) for e in events)
-        )
+        save = _Save(events, frozenset((e.originator_id, e.originator_version) for e in events), tuple(unchanged),
+                     sum(len(e.state) for e in events))
         with self._lock:
             if self._closed:
                 raise InterfaceError("the event store is closed")
@@ -165,7 +168,8 @@ class GroupCommitter:
     def _commit(self, batch: list[_Save]) -> Exception | None:
         """Insert the batch, or find the guilty saves; the connection error that stopped it, if one did."""
         try:
-            positions = self._insert([event for save in batch for event in save.events])
+            positions = self._insert([event for save in batch for event in save.events],
+                                     unchanged=[read for save in batch for read in save.unchanged])
         except CONNECTION_ERRORS as error:
             for save in batch:
                 save.finish(error=error)

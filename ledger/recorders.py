@@ -195,6 +195,9 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         self.sql_create_statements.insert(0, create[0])
         self.sql_create_statements.extend(create[1:])
         self.group_commit = GroupCommitter(self._insert_now)
+        self.stream_version_statement = SQL(
+            "SELECT max(originator_version) AS version FROM {}.{} WHERE originator_id = %s"
+        ).format(names["schema"], names["events"])
         self.last_link_statement = SQL("SELECT link FROM {}.{} ORDER BY notification_id DESC LIMIT 1").format(
             names["schema"], names["chain"])
         self._heads = (names["schema"], names["heads"])
@@ -223,9 +226,10 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
 
         Saves that carry anything else (a tracking record) or nothing at all keep a transaction of their own.
         """
+        unchanged = kwargs.pop("unchanged", None) or ()
         if not GROUP_COMMIT or not stored_events or any(value is not None for value in kwargs.values()):
-            return self._insert_now(stored_events, **kwargs)
-        return self.group_commit.save(stored_events)
+            return self._insert_now(stored_events, unchanged=unchanged, **kwargs)
+        return self.group_commit.save(stored_events, unchanged)
 
     def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         """Walk the log (after ``walk.start`` when given, whose stored link must be unchanged) and its chain, then
@@ -330,6 +334,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         self.chain_table_name = f"{events_table_name}_chain"
         self.heads_table_name = f"{events_table_name}_heads"
         self._committing = threading.local()  # the inline projection's after-commit call, per inserting thread
+        self.stream_version_statement = (
+            f"SELECT max(originator_version) AS version FROM {events_table_name} WHERE originator_id = ?"
+        )
         super().__init__(datastore, events_table_name)
 
     def construct_create_table_statements(self) -> list[str]:
@@ -345,10 +352,12 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
               for table in (events, chain, heads) for change in ("update", "delete")),
         ]
 
-    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *,
+                       unchanged: write_path.StreamsRead | None = None, **kwargs: Any) -> Sequence[int] | None:
         write_path.check_event_sizes(stored_events)
         positions = super()._insert_events(c, stored_events, **kwargs)
         assert positions is not None
+        write_path.check_unchanged(c, self.stream_version_statement, unchanged, key=lambda stream_id: stream_id.hex)
         c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
         row = c.fetchone()
         rows = chain_rows(bytes(row["link"]) if row else GENESIS, stored_events, positions)

@@ -21,10 +21,11 @@ import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import psycopg.errors
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, RecordConflictError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg.sql import SQL, Identifier, Literal
 
@@ -48,6 +49,25 @@ def check_event_sizes(stored_events: Sequence[StoredEvent]) -> None:
             )
 
 
+StreamsRead = Sequence[tuple[UUID, int]]
+"""What a save may carry as ``unchanged``: streams its command read but does not write, each with the version it
+read. The insert transaction refuses the save (:class:`RecordConflictError`, nothing recorded; the command is re-run
+on fresh state) when one of them has moved on since: a decision taken on one stream stays valid against a concurrent
+command on another (an execution recorded against its profile's delete). Inserts are serialised (PostgreSQL: the
+events table's lock; SQLite: one writer), so the check is exact."""
+
+
+def check_unchanged(cursor: Any, select_version: str | Any, unchanged: StreamsRead | None, key: Any = None) -> None:
+    """Raise :class:`RecordConflictError` if a stream in ``unchanged`` is no longer at the version read, run in the
+    insert transaction; ``select_version`` selects a stream's ``version`` by its id (as ``key`` makes it)."""
+    for stream_id, version in unchanged or ():
+        cursor.execute(select_version, (key(stream_id) if key else stream_id,))
+        row = cursor.fetchone()
+        now = row["version"] if row else None
+        if now != version:
+            raise RecordConflictError(f"stream {stream_id} moved from version {version} to {now} since it was read")
+
+
 class WriteTimeoutError(OperationalError):
     """An insert of events did not get the lock or finish in time; it was rolled back (nothing was recorded)."""
 
@@ -56,9 +76,11 @@ def _timeout(name: str, seconds: float) -> Any:
     return SQL("SET LOCAL {} = {}").format(Identifier(name), Literal(f"{int(seconds * 1000)}ms"))
 
 
-def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], *, unchanged: StreamsRead = (),
+                  **kwargs: Any) -> Sequence[int] | None:
     """What ``PostgresApplicationRecorder.insert_events`` does (lock the table, insert, notify, return the
-    notification ids), in one transaction, without pipeline mode and within the write timeouts.
+    notification ids), in one transaction, without pipeline mode and within the write timeouts; refused if a stream
+    of ``unchanged`` (:data:`StreamsRead`) moved on.
 
     ``recorder`` is the ledger's ``PostgresApplicationRecorder``, which keeps the library's lock, NOTIFY and
     insert statements: its ``_insert_events`` hook, its insert statement and its id fetch run unchanged; then its
@@ -67,15 +89,16 @@ def insert_events(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs:
     """
     check_event_sizes(stored_events)
     try:
-        return _insert_once(recorder, stored_events, **kwargs)
+        return _insert_once(recorder, stored_events, unchanged, **kwargs)
     except WriteTimeoutError:
         raise
     except (InterfaceError, OperationalError):
         time.sleep(0.1)
-    return _insert_once(recorder, stored_events, **kwargs)
+    return _insert_once(recorder, stored_events, unchanged, **kwargs)
 
 
-def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], unchanged: StreamsRead,
+                 **kwargs: Any) -> Sequence[int] | None:
     try:
         with recorder.datastore.get_connection() as conn:  # an autocommit connection: the transaction is ours
             try:
@@ -91,6 +114,7 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], **kwargs: 
                     if stored_events:
                         PostgresAggregateRecorder._insert_stored_events(recorder, curs, stored_events, **kwargs)
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                    check_unchanged(curs, recorder.stream_version_statement, unchanged)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
                     signed_head = recorder.signed_head_statement(previous_link, stored_events, ids) if ids else None

@@ -36,11 +36,11 @@ def held(committer: GroupCommitter):
     """Hold the next batch in flight until the returned event is set; saves meanwhile queue up."""
     real, entered, release = committer._insert, threading.Event(), threading.Event()
 
-    def insert(events):
+    def insert(events, **options):
         if not entered.is_set():
             entered.set()
             assert release.wait(10)
-        return real(events)
+        return real(events, **options)
 
     committer._insert = insert
     return entered, release
@@ -155,18 +155,59 @@ def test_two_saves_of_the_same_version_in_one_queue_never_share_a_batch(pg_ledge
     assert pg_ledger.verify_log().ok
 
 
+def test_a_save_that_must_find_a_stream_unchanged_commits_only_before_a_write_to_it(pg_ledger):
+    """Saves in one queue, whichever batches they land in: one that read a stream before a write to it queued first
+    fails (nothing of it recorded); one that read it after that write, queued before the next write, commits; so
+    do the saves around them, in queue order."""
+    recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
+    watched = uuid.uuid4()
+    recorder.insert_events([stored(watched, 1)])
+    entered, release = held(committer)
+    with ThreadPoolExecutor(8) as pool:
+        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
+        assert entered.wait(10)
+        stale, fresh, bystander = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        queue = [
+            ([stored(watched, 2)], ()),
+            ([stored(stale, 1)], [(watched, 1)]),
+            ([stored(fresh, 1)], [(watched, 2)]),
+            ([stored(watched, 3)], ()),
+            ([stored(bystander, 1)], ()),
+        ]
+        saves = []
+        for number, (events, unchanged) in enumerate(queue, start=1):
+            saves.append(pool.submit(_caught, recorder.insert_events, events, unchanged=unchanged))
+            queued(committer, number)
+        release.set()
+        results = [save.result(timeout=30) for save in saves]
+        assert not isinstance(blocker.result(timeout=30), Exception)
+    assert isinstance(results[1], RecordConflictError), results[1]
+    assert not any(isinstance(result, Exception) for index, result in enumerate(results) if index != 1), results
+    positions = [results[index][0] for index in (0, 2, 3, 4)]
+    assert positions == sorted(positions)
+    assert recorder.select_events(stale) == [] and len(recorder.select_events(fresh)) == 1
+    assert pg_ledger.verify_log().ok
+
+
+def _caught(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - the assertions look at it
+        return error
+
+
 def test_a_connection_error_reaches_its_batch_and_the_saves_queued_meanwhile_at_once(pg_ledger):
     recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
     entered, release = held(committer)
     real = committer._insert
     failing, late_queued = threading.Event(), threading.Event()
 
-    def insert(events):
+    def insert(events, **options):
         if failing.is_set():
             failing.clear()
             assert late_queued.wait(10)  # the database is slow to say it is gone: one more save queues meanwhile
             raise OperationalError("the database went away")
-        return real(events)
+        return real(events, **options)
 
     with ThreadPoolExecutor(6) as pool:
         blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
@@ -198,10 +239,10 @@ def test_a_save_whose_content_fails_is_rejected_alone(pg_ledger):
     entered, release = held(committer)
     real, poisoned = committer._insert, uuid.uuid4()
 
-    def insert(events):
+    def insert(events, **options):
         if any(event.originator_id == poisoned for event in events):
             raise DataError("invalid byte sequence")
-        return real(events)
+        return real(events, **options)
 
     with ThreadPoolExecutor(8) as pool:
         blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
@@ -222,7 +263,7 @@ def test_a_save_whose_content_fails_is_rejected_alone(pg_ledger):
 
 
 def test_a_closed_committer_refuses_new_saves():
-    committer = GroupCommitter(lambda events: list(range(len(events))))
+    committer = GroupCommitter(lambda events, unchanged=(): list(range(len(events))))
     assert committer.save([stored(uuid.uuid4(), 1)]) == [0]
     committer.close()
     with pytest.raises(Exception, match="closed"):
