@@ -20,6 +20,7 @@ They extend the eventsourcing library's application recorders (selected with its
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
 import time
@@ -195,8 +196,9 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
         self.sql_create_statements.insert(0, create[0])
         self.sql_create_statements.extend(create[1:])
         self.group_commit = GroupCommitter(self._insert_now)
-        self.stream_version_statement = SQL(
-            "SELECT max(originator_version) AS version FROM {}.{} WHERE originator_id = %s"
+        self.stream_versions_statement = SQL(
+            "SELECT originator_id AS id, max(originator_version) AS version FROM {}.{} WHERE originator_id = ANY(%s)"
+            " GROUP BY originator_id"
         ).format(names["schema"], names["events"])
         self.last_link_statement = SQL("SELECT link FROM {}.{} ORDER BY notification_id DESC LIMIT 1").format(
             names["schema"], names["chain"])
@@ -334,8 +336,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         self.chain_table_name = f"{events_table_name}_chain"
         self.heads_table_name = f"{events_table_name}_heads"
         self._committing = threading.local()  # the inline projection's after-commit call, per inserting thread
-        self.stream_version_statement = (
-            f"SELECT max(originator_version) AS version FROM {events_table_name} WHERE originator_id = ?"
+        self.stream_versions_statement = (
+            f"SELECT originator_id AS id, max(originator_version) AS version FROM {events_table_name}"
+            " WHERE originator_id IN (SELECT value FROM json_each(?)) GROUP BY originator_id"
         )
         super().__init__(datastore, events_table_name)
 
@@ -357,7 +360,8 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         write_path.check_event_sizes(stored_events)
         positions = super()._insert_events(c, stored_events, **kwargs)
         assert positions is not None
-        write_path.check_unchanged(c, self.stream_version_statement, unchanged, key=lambda stream_id: stream_id.hex)
+        write_path.check_unchanged(c, self.stream_versions_statement, unchanged,
+                                   ids=lambda stream_ids: json.dumps([stream_id.hex for stream_id in stream_ids]))
         c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
         row = c.fetchone()
         rows = chain_rows(bytes(row["link"]) if row else GENESIS, stored_events, positions)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -57,15 +57,20 @@ command on another (an execution recorded against its profile's delete). Inserts
 events table's lock; SQLite: one writer), so the check is exact."""
 
 
-def check_unchanged(cursor: Any, select_version: str | Any, unchanged: StreamsRead | None, key: Any = None) -> None:
+def check_unchanged(cursor: Any, select_versions: str | Any, unchanged: StreamsRead | None,
+                    ids: Callable[[list[UUID]], Any] = list) -> None:
     """Raise :class:`RecordConflictError` if a stream in ``unchanged`` is no longer at the version read, run in the
-    insert transaction; ``select_version`` selects a stream's ``version`` by its id (as ``key`` makes it)."""
-    for stream_id, version in unchanged or ():
-        cursor.execute(select_version, (key(stream_id) if key else stream_id,))
-        row = cursor.fetchone()
-        now = row["version"] if row else None
-        if now != version:
-            raise RecordConflictError(f"stream {stream_id} moved from version {version} to {now} since it was read")
+    insert transaction: one query, ``select_versions``, given the streams' ids (as ``ids`` passes them), answers
+    each stream's ``id`` and ``version``."""
+    if not unchanged:
+        return
+    cursor.execute(select_versions, (ids([stream_id for stream_id, _ in unchanged]),))
+    now = {UUID(str(row["id"])): row["version"] for row in cursor.fetchall()}
+    for stream_id, version in unchanged:
+        if now.get(stream_id) != version:
+            raise RecordConflictError(
+                f"stream {stream_id} moved from version {version} to {now.get(stream_id)} since it was read"
+            )
 
 
 class WriteTimeoutError(OperationalError):
@@ -114,7 +119,7 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], unchanged:
                     if stored_events:
                         PostgresAggregateRecorder._insert_stored_events(recorder, curs, stored_events, **kwargs)
                         ids = recorder._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-                    check_unchanged(curs, recorder.stream_version_statement, unchanged)
+                    check_unchanged(curs, recorder.stream_versions_statement, unchanged)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
                     signed_head = recorder.signed_head_statement(previous_link, stored_events, ids) if ids else None
