@@ -429,19 +429,21 @@ class ProfileLedger(Application[UUID]):
 
     @staticmethod
     def _check_expected(profile: Profile, expected_version: int | None, expected_revision: int | None) -> None:
-        """``If-Match``: the version (and, from an ETag, the stream's version, which edits that keep the
-        profile's version move too) the caller based its change on."""
-        if expected_version is None:
+        """``If-Match``: the version and the revision (the stream's version, which edits that keep the profile's
+        version move too; from an ETag, or ``--expected-revision``) the caller based its change on, each checked
+        when given."""
+        if expected_version in (None, profile.current_version) and expected_revision in (None, profile.version):
             return
-        if profile.current_version != expected_version or expected_revision not in (None, profile.version):
-            raise StaleVersionError(
-                f"profile {profile.id} has changed since version {expected_version} as you read it: it is at "
-                f"version {profile.current_version} "
-                f"(ETag {entity_tag(profile.id, profile.current_version, profile.version)})",
-                profile_id=str(profile.id),
-                current_version=profile.current_version,
-                expected_version=expected_version,
-            )
+        based_on = ", ".join(f"{what} {value}" for what, value in
+                             (("version", expected_version), ("revision", expected_revision)) if value is not None)
+        raise StaleVersionError(
+            f"profile {profile.id} has changed since {based_on} as you read it: it is at version "
+            f"{profile.current_version}, revision {profile.version} "
+            f"(ETag {entity_tag(profile.id, profile.current_version, profile.version)})",
+            profile_id=str(profile.id),
+            current_version=profile.current_version,
+            expected_version=expected_version,
+        )
 
     def _commit(self, profile: Profile, touched: list[Aggregate]) -> Outcome:
         recordings = self.save(*touched)

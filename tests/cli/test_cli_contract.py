@@ -342,6 +342,19 @@ def test_an_update_based_on_a_revision_that_an_edit_moved_past_is_refused(ledger
     assert ledger("update", "kept", "--expected-version", "0", code=2).stderr  # a version is 1 or more
 
 
+def test_expected_revision_alone_refuses_update_revert_and_delete_of_a_profile_changed_since(ledger):
+    read = as_json(ledger("create", "watched", "-f", "1=1", "--json"))["profile"]
+    ledger("update", "watched", "--tag", "theirs")  # another writer, after the read
+    stale = ("--expected-revision", str(read["revision"]))
+    for command in (("update", "watched", "--tag", "mine", *stale), ("revert", "watched", "--version", "1", *stale),
+                    ("delete", "watched", *stale)):
+        refused = ledger(*command, code=1)
+        assert f"since revision {read['revision']}" in refused.stderr, command
+    shown = as_json(ledger("show", "watched", "--json"))
+    assert shown["tags"] == ["theirs"] and shown["version"] == 2  # nothing lost, nothing deleted
+    ledger("update", "watched", "--tag", "mine", "--expected-revision", str(shown["revision"]))
+
+
 def test_executions_are_listed_a_page_at_a_time_as_profiles_are(ledger):
     ledger("create", "ran", "-f", "1=1")
     for seed in range(5):
