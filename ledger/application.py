@@ -107,8 +107,9 @@ class ProfileLedger(Application[UUID]):
 
     def construct_event_store(self) -> EventStore[UUID]:
         """The events of each save are signed together (one signature per save), and each insert transaction
-        signs the head it leaves."""
+        signs the head it leaves, once it has checked that a genuine signed head covers the end it extends."""
         self.recorder.sign_head = self.mapper.keys.sign_head  # type: ignore[attr-defined]
+        self.recorder.end_problem = self.mapper.keys.end_problem  # type: ignore[attr-defined]
         return SigningEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def construct_snapshot_store(self) -> EventStore[UUID]:

@@ -76,6 +76,16 @@ class ChainHead:
     link: bytes
 
 
+@dataclass(frozen=True)
+class ChainEnd:
+    """The log's end as an insert transaction finds it under the lock: the chain's last position and link (0 and
+    :data:`GENESIS`: the empty log), and the last signed head (None: there is none)."""
+
+    position: int
+    link: bytes
+    head: SignedHead | None
+
+
 # altered | removed | inserted | reordered | broken_link | forged | diverged | unsigned | truncated | snapshot_forged
 Problem = str
 

@@ -48,6 +48,7 @@ from psycopg_pool import PoolTimeout
 
 from ledger.chain import (
     GENESIS,
+    ChainEnd,
     ChainHead,
     ChainRow,
     SignedHead,
@@ -59,6 +60,7 @@ from ledger.chain import (
     verify,
 )
 from ledger import write_path
+from ledger.errors import TamperedRecordError
 from ledger.group_commit import GroupCommitter
 from ledger.outages import recover_quickly_from_outages
 from ledger.settings import parse_switch
@@ -72,6 +74,9 @@ insert transaction, after the insert and before the commit (the read side's inli
 anything. An error it raises rolls the insert back."""
 SignHead = Callable[[int, bytes], bytes]
 """Signs the head an insert transaction leaves: its last position and the chain's link there."""
+EndProblem = Callable[[ChainEnd, Callable[[], bytes]], str | None]
+"""Why an insert may not sign a head past the log's end as it found it, given a way to read the last record
+(:meth:`ledger.signing.SigningKeys.end_problem`); None: it may."""
 GROUP_COMMIT = parse_switch(os.environ.get("LEDGER_GROUP_COMMIT"), default=True)
 
 SnapshotWalk = tuple[Any, Callable[[VerifyReport, Iterator[StoredRow]], VerifyReport]]
@@ -121,6 +126,48 @@ def _walked_after(walk: Walk) -> int:
     return walk.start.position if walk.start is not None and walk.start.position > 0 else EARLIEST
 
 
+class SignedHeads:
+    """What both chained recorders share about signed heads: each insert transaction checks that a genuine signed
+    head covers the end it extends (``end_problem``, set with ``sign_head`` by the application), then signs the
+    head it leaves. An end this process signed itself is known to be covered: no signature is made to check it."""
+
+    sign_head: SignHead | None = None
+    end_problem: EndProblem | None = None
+    sealed: ChainEnd | None = None
+
+    def check_end(self, end: ChainEnd, last_record: Callable[[], bytes]) -> None:
+        """Refuse (:class:`TamperedRecordError`, nothing recorded) to extend an end no genuine signed head covers."""
+        if self.end_problem is None or end == self.sealed:
+            return
+        problem = self.end_problem(end, last_record)
+        if problem is not None:
+            raise TamperedRecordError(problem)
+
+    def seal(self, end: ChainEnd, stored_events: Sequence[StoredEvent], positions: Sequence[int]) -> tuple[int, bytes] | None:
+        """The head the insert of ``stored_events`` at ``positions`` after ``end`` leaves, and its signature (None:
+        no key to sign with); remembered as sealed."""
+        if self.sign_head is None or not positions:
+            return None
+        position, _, link = chain_rows(end.link, stored_events, positions)[-1]
+        signature = self.sign_head(position, link)
+        self.sealed = ChainEnd(position, link, SignedHead(position, signature))
+        return position, signature
+
+
+def chain_end(row: Any) -> ChainEnd:
+    """The :class:`ChainEnd` a row of a recorder's ``end_statement`` gives."""
+    head = None if row["head_position"] is None else SignedHead(row["head_position"], bytes(row["head_signature"]))
+    return ChainEnd(row["position"] or 0, GENESIS if row["link"] is None else bytes(row["link"]), head)
+
+
+def end_statement(chain: str, heads: str) -> str:
+    """The query of the log's end (:func:`chain_end`) from the chain and heads tables (names as the SQL spells them)."""
+    last = "(SELECT {column} FROM {table} ORDER BY notification_id DESC LIMIT 1) AS {name}"
+    return "SELECT " + ", ".join(last.format(column=column, table=table, name=name) for column, table, name in (
+        ("notification_id", chain, "position"), ("link", chain, "link"),
+        ("notification_id", heads, "head_position"), ("signature", heads, "head_signature")))
+
+
 class CreatedBesideOthers:
     """Several processes may start at once on a new database: the library creates a table's composite types each
     in a transaction of its own, and the table itself, outside any lock, and two ``CREATE … IF NOT EXISTS`` at once
@@ -132,10 +179,9 @@ class CreatedBesideOthers:
         super().create_table()  # type: ignore[misc]
 
 
-class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicationRecorder):
+class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, PostgresApplicationRecorder):
     _insert_now = write_path.insert_events  # the library's insert without pipeline mode, bounded in time
     in_transaction: InTransaction | None = None
-    sign_head: SignHead | None = None
     select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
     select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
     max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
@@ -200,28 +246,29 @@ class ChainedPostgresApplicationRecorder(CreatedBesideOthers, PostgresApplicatio
             "SELECT originator_id AS id, max(originator_version) AS version FROM {}.{} WHERE originator_id = ANY(%s)"
             " GROUP BY originator_id"
         ).format(names["schema"], names["events"])
-        self.last_link_statement = SQL("SELECT link FROM {}.{} ORDER BY notification_id DESC LIMIT 1").format(
-            names["schema"], names["chain"])
+        qualified = {table: SQL("{}.{}").format(names["schema"], names[table]).as_string() for table in ("chain", "heads")}
+        self.end_statement = SQL(end_statement(qualified["chain"], qualified["heads"]))  # type: ignore[arg-type]
+        self.last_record_statement = SQL("SELECT state FROM {}.{} WHERE notification_id = %s").format(
+            names["schema"], names["events"])
         self._heads = (names["schema"], names["heads"])
 
-    @staticmethod
-    def last_link(curs: Any) -> bytes:
-        """The chain's last link, read by :attr:`last_link_statement` under the table lock, at the end of the
-        statements ``curs`` just ran together (the empty chain: :data:`ledger.chain.GENESIS`)."""
+    def chain_end(self, curs: Any) -> ChainEnd:
+        """The log's end, read by :attr:`end_statement` under the table lock, at the end of the statements ``curs``
+        just ran together; checked (:meth:`check_end`) before anything is inserted after it."""
         row = None
         while curs.nextset():
             row = curs.fetchone() if curs.description else row
-        return bytes(row["link"]) if row else GENESIS
+        end = chain_end(row)
+        self.check_end(end, lambda: bytes(curs.execute(self.last_record_statement, (end.position,)).fetchone()["state"]))
+        return end
 
-    def signed_head_statement(self, previous_link: bytes, stored_events: Sequence[StoredEvent],
+    def signed_head_statement(self, end: ChainEnd, stored_events: Sequence[StoredEvent],
                               positions: Sequence[int]) -> Any:
         """The INSERT of the signature of the head this transaction leaves, to run before its commit (None: no
         key to sign with). Its link is computed here as the trigger computes it: no round trip to read it."""
-        if self.sign_head is None or not positions:
-            return None
-        position, _, link = chain_rows(previous_link, stored_events, positions)[-1]
-        return SQL("INSERT INTO {}.{} VALUES ({}, {})").format(*self._heads, Literal(position),
-                                                              Literal(self.sign_head(position, link)))
+        sealed = self.seal(end, stored_events, positions)
+        return None if sealed is None else SQL("INSERT INTO {}.{} VALUES ({}, {})").format(
+            *self._heads, *map(Literal, sealed))
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Insert in a transaction shared with concurrent callers (group commit); answered after the commit.
@@ -328,9 +375,8 @@ class LedgerPostgresFactory(PostgresFactory):
         super().__init__(env)
 
 
-class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
     in_transaction: InTransaction | None = None
-    sign_head: SignHead | None = None
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         self.chain_table_name = f"{events_table_name}_chain"
@@ -362,13 +408,18 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         assert positions is not None
         write_path.check_unchanged(c, self.stream_versions_statement, unchanged,
                                    ids=lambda stream_ids: json.dumps([stream_id.hex for stream_id in stream_ids]))
-        c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
-        row = c.fetchone()
-        rows = chain_rows(bytes(row["link"]) if row else GENESIS, stored_events, positions)
-        c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", rows)
-        if self.sign_head is not None and rows:
-            position, _, link = rows[-1]
-            c.execute(f"INSERT INTO {self.heads_table_name} VALUES (?, ?)", (position, self.sign_head(position, link)))
+        c.execute(end_statement(self.chain_table_name, self.heads_table_name))
+        end = chain_end(c.fetchone())
+
+        def last_record() -> bytes:
+            c.execute(f"SELECT state FROM {self.events_table_name} WHERE rowid = ?", (end.position,))
+            return bytes(c.fetchone()["state"])
+
+        self.check_end(end, last_record)
+        c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", chain_rows(end.link, stored_events, positions))
+        sealed = self.seal(end, stored_events, positions)
+        if sealed is not None:
+            c.execute(f"INSERT INTO {self.heads_table_name} VALUES (?, ?)", sealed)
         if self.in_transaction is not None and positions:
             self._committing.after = self.in_transaction(c, stored_events, positions)
         return positions

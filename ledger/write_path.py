@@ -108,12 +108,12 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], unchanged:
         with recorder.datastore.get_connection() as conn:  # an autocommit connection: the transaction is ours
             try:
                 with conn.cursor() as curs:
-                    # One round trip for BEGIN, the timeouts, the table lock and the chain's last link (the
+                    # One round trip for BEGIN, the timeouts, the table lock and the log's end (the
                     # pipeline gave one for everything); then the INSERT, then the signed head, NOTIFY and COMMIT.
                     timeout = _timeout("statement_timeout", WRITE_STATEMENT_TIMEOUT_SECONDS)
                     curs.execute(SQL("; ").join([SQL("BEGIN"), timeout, *recorder.lock_table_statements,
-                                                 recorder.last_link_statement]))
-                    previous_link = recorder.last_link(curs)
+                                                 recorder.end_statement]))
+                    end = recorder.chain_end(curs)
                     recorder._insert_events(curs, stored_events, **kwargs)
                     ids = None
                     if stored_events:
@@ -122,7 +122,7 @@ def _insert_once(recorder: Any, stored_events: Sequence[StoredEvent], unchanged:
                     check_unchanged(curs, recorder.stream_versions_statement, unchanged)
                     in_transaction = getattr(recorder, "in_transaction", None)
                     after_commit = in_transaction(curs, stored_events, ids) if in_transaction and ids else None
-                    signed_head = recorder.signed_head_statement(previous_link, stored_events, ids) if ids else None
+                    signed_head = recorder.signed_head_statement(end, stored_events, ids) if ids else None
                     curs.execute(_notify_and_commit(recorder, ids, signed_head) if ids else SQL("COMMIT"))
                     if after_commit is not None:
                         after_commit()

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.chain import event_digest
+from ledger.chain import ChainEnd, event_digest
 from ledger.errors import SigningKeyError, TamperedRecordError
 from ledger.signing.keys import (
     KEY_ID_SIZE,
@@ -220,6 +220,21 @@ class SigningKeys(PublicKeyCheck):
         """The signature of the chain's head an insert transaction leaves (its last position and link), stored
         beside the log in that transaction: it binds every event before it to its place in the log."""
         return self._load(create=True).sign(head_statement(position, link))
+
+    def end_problem(self, end: ChainEnd, last_record: Callable[[], bytes]) -> str | None:
+        """Why an insert may not sign a head past the log's end as it found it (None: it may). The last signed head
+        must be at that end and sign its link: a head signed past an end that no genuine head covers would seal
+        whatever the database's owner put there (events removed, inserted or moved, the chain recomputed, the heads
+        past the change removed), and ``ledger verify`` would pass it. The empty log may go on, and so may one with
+        no signed head whose last record asks for none (written before heads were signed)."""
+        if end.position <= 0 or (end.head is None and not self.needs_signed_head(last_record())):
+            return None
+        head = end.head
+        if head is not None and head.position == end.position and head.signature == self.sign_head(end.position, end.link):
+            return None
+        last = "there is none" if head is None else f"the last is at position {head.position}"
+        return (f"the log was changed outside the ledger: no genuine signed head covers its end at position "
+                f"{end.position} ({last}); nothing more is recorded until it is restored: run `ledger verify`")
 
     def _mac(self, magic: bytes, digest: bytes, index_and_count: bytes, signature: bytes) -> bytes:
         mac = self._keyed_hmac.copy()

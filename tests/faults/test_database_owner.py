@@ -390,6 +390,40 @@ def test_a_whole_stream_removed_from_inside_the_log_is_reported_without_a_checkp
     assert result.returncode == 1 and result.stderr.startswith("TAMPERED: diverged at position "), result.stderr
 
 
+def test_no_write_seals_a_rewrite_whose_signed_heads_were_removed(ledger_app, database_url, tmp_path):
+    """The owner removes a stream from inside the log, recomputes the chain and removes the signed heads from there
+    on: ``verify`` says ``unsigned``. The service's next write must not sign a head over that (``verify`` would then
+    pass it): it is refused, nothing is recorded, and the rewrite stays reported, to the key's holder and to an
+    auditor with the public key."""
+    ledger_app.create_profile({"name": "keep", "steering": {1: 1.0}})
+    ledger_app.create_profile({"name": "victim", "steering": {2: 2.0}})
+    ledger_app.update_profile(ledger_app.find_profile("keep"), {"steering": {1: 3.0}})
+    public_key = tmp_path / "public.pem"
+    assert subprocess.run([LEDGER, "--database", database_url, "public-key", "-o", str(public_key)],
+                          capture_output=True, timeout=120).returncode == 0
+    owner = Owner(database_url)
+    removed = owner.saves()[1]  # victim's creation, and its name's claim
+    for position in removed:
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (position,))
+    owner.run(f"DELETE FROM {owner.heads} WHERE notification_id >= ?", (removed[0],))
+    owner.run(f"DELETE FROM {owner.snapshots}")
+    owner.rechain()
+    end = owner.run(f"SELECT max({owner.position_column()}) FROM {owner.events}")[0][0]
+    assert ledger_verify(database_url).stderr.startswith("TAMPERED: unsigned at position ")
+
+    write = subprocess.run([LEDGER, "--database", database_url, "create", "innocent", "-f", "3=3"],
+                           capture_output=True, text=True, timeout=120)
+    assert write.returncode == 1 and "Traceback" not in write.stderr, write.stderr
+    assert "changed outside the ledger" in write.stderr and f"end at position {end}" in write.stderr
+    assert owner.run(f"SELECT max({owner.position_column()}) FROM {owner.events}")[0][0] == end  # nothing recorded
+    with make_client(database_url) as client:
+        refused = client.post("/api/profiles", json={"name": "innocent", "steering": {"3": 3}})
+        assert refused.status_code == 500 and refused.json()["error"] == "log_tampered", refused.text
+    for extra in ([], ["--public-key", str(public_key)]):
+        verified = ledger_verify(database_url, *extra)
+        assert verified.returncode == 1 and verified.stderr.startswith("TAMPERED: unsigned at position "), extra
+
+
 def test_verify_with_only_the_public_key_and_a_forged_checkpoint(ledger_app, database_url, tmp_path):
     ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}})
     public = tmp_path / "public.pem"
