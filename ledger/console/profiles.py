@@ -98,6 +98,17 @@ def version_history(reads: Any, profile_id: UUID, latest: int, everything: bool)
     return [row for row in found if row is not None]
 
 
+def expected_versions(form: dict[str, Any]) -> dict[str, int | None]:
+    """The version and revision the page showed (hidden fields): a change based on them is refused (412) when the
+    profile has changed since, as the API's ``If-Match``."""
+    return {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
+
+
+def _form_text(text: str | None) -> str:
+    """Text as a form sends it back: browsers send a textarea's line breaks as CRLF."""
+    return (text or "").replace("\r\n", "\n")
+
+
 def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
     """The fields of the create and edit forms, as the application's commands take them."""
     return {
@@ -236,13 +247,15 @@ class ProfilePages(Controller):
         runtime = runtime_of(request)
         pid = await resolved(runtime, profile_id)
         fields = profile_fields(form)
-        expected = {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
+        expected = expected_versions(form)
         bump = form.get("bump_version") == "on"
 
         def update(ledger: ProfileLedger) -> Outcome:
             current = ledger.get_profile(pid)
-            for name in ("tags", "products"):  # a field left as shown keeps its labels exactly (commas and all)
-                if (form.get(name) or "") == format_labels(getattr(current, name)):
+            shown = {"tags": format_labels(current.tags), "products": format_labels(current.products),
+                     "description": current.description or ""}
+            for name, text in shown.items():  # a field left as shown keeps its value exactly (commas, lines and all)
+                if _form_text(form.get(name)) == _form_text(text):
                     fields[name] = getattr(current, name)
             refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, fields)  # as the API does
             return ledger.update_profile(pid, fields, bump_version=bump, **expected)
@@ -261,7 +274,7 @@ class ProfilePages(Controller):
         def revert(ledger: ProfileLedger) -> Outcome:
             refuse_what_the_active_profile_cannot_steer(  # as the API does
                 runtime, ledger, pid, lambda: ledger.get_profile(pid, version=version))
-            return ledger.revert_profile(pid, version)
+            return ledger.revert_profile(pid, version, **expected_versions(form))
 
         await run(request, form.get("reason"), revert)
         return see_other(f"/profiles/{pid}")

@@ -74,6 +74,14 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
+def _without_cookie(headers: Any, name: str) -> Any:
+    prefix = name.encode() + b"="
+    for header, value in headers:
+        if header == b"cookie":
+            value = b"; ".join(part for part in (p.strip() for p in value.split(b";")) if not part.startswith(prefix))
+        yield header, value
+
+
 class ConsoleSecurity(CSRFMiddleware):
     """The token cookie as the request's bearer credentials, and the CSRF check wherever that cookie (or open
     mode) is what would authorise the request."""
@@ -88,6 +96,11 @@ class ConsoleSecurity(CSRFMiddleware):
         token = _cookie(scope, TOKEN_COOKIE)
         if auth and token and not has_bearer:
             scope["headers"] = [*headers, (b"authorization", f"Bearer {token}".encode("latin-1"))]
+        stale = _cookie(scope, CSRF_COOKIE)
+        if scope["method"] in SAFE_METHODS and stale is not None and self._decode_csrf_token(stale) is None:
+            # signed with another secret (a server since restarted, another server on this host): the page gets a
+            # new one, so its forms work again, rather than every form failing until the cookie is cleared
+            scope["headers"] = [*_without_cookie(scope["headers"], CSRF_COOKIE)]
         cookie_authorises = not auth or (token is not None and not has_bearer)
         signing_in = bool(scope["route_handler"].opt.get(PUBLIC_KEY))  # the sign-in forms are checked too
         if scope["method"] not in SAFE_METHODS and not cookie_authorises and not signing_in:

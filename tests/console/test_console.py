@@ -208,3 +208,44 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     finally:
         plain.close()
     context.close()
+
+
+def test_a_save_keeps_what_was_not_edited_a_stale_revert_is_refused_and_two_servers_on_one_host_both_work(
+    browser, serve, sqlite_url
+):
+    """Three things a person meets in the console: saving the edit form keeps a description of several lines as it
+    is; a revert from a tab opened before someone else's change is refused (412), as a stale edit is; and two
+    servers on one host (the browser shares its cookies across their ports) each accept their own forms."""
+    import httpx
+    from playwright.sync_api import expect
+
+    first, second = serve(sqlite_url), serve(sqlite_url)
+    description = "Line one.\nLine two.\n  third  "
+    with httpx.Client(base_url=first.base_url) as api:
+        made = api.post("/api/profiles", json={"name": "lines", "steering": {"1": 1.0}, "tags": ["a"],
+                                               "description": description}).json()
+        api.put(f"/api/profiles/{made['id']}", json={"steering": {"1": 2.0}})
+    context = browser.new_context(viewport=VIEWPORT)
+    page, stale = context.new_page(), context.new_page()
+    page.goto(f"{first.base_url}/profiles/{made['id']}")
+    stale.goto(f"{first.base_url}/profiles/{made['id']}")
+    edit = page.locator("form[action$='/edit']")
+    edit.get_by_label("Tags").fill("a, b")
+    submit(page, edit, "Save")
+    with httpx.Client(base_url=first.base_url) as api:
+        saved = api.get(f"/api/profiles/{made['id']}").json()
+    assert (saved["description"], saved["tags"]) == (description, ["a", "b"])
+
+    with stale.expect_navigation():  # the page shows version 2; version 3 came since
+        stale.get_by_role("button", name="Revert to version 1").click()
+    expect(stale.locator("main")).to_contain_text("stale_version")
+    with httpx.Client(base_url=first.base_url) as api:
+        assert api.get(f"/api/profiles/{made['id']}").json()["version"] == 3  # nothing reverted
+
+    for number, server in enumerate((second, first, second)):  # a page of the other server, then its form
+        page.goto(f"{server.base_url}/")
+        create = page.locator("form[action='/profiles']")
+        create.get_by_label("Name").fill(f"made-{number}")
+        create.get_by_label("Steering").fill("3=1")
+        submit(page, create, "Create")
+        expect(page.get_by_role("heading", level=1)).to_contain_text(f"made-{number}")
