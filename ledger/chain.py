@@ -51,6 +51,22 @@ class StoredRow:
     state: bytes
     id_as_written: bool = True  # False: the stream id is stored in another spelling (SQLite keeps it as text)
 
+    @classmethod
+    def read(cls, position: int, originator_id: UUID, originator_version: Any, topic: Any, state: Any,
+             id_as_written: bool = True) -> StoredRow:
+        """A row as the database holds it, whatever its owner put in its columns: a value of another type (NULL,
+        text for bytes, a fraction for a version) becomes one that no record has, so the walk reports the event
+        altered (or forged) rather than failing."""
+        return cls(position, originator_id,
+                   originator_version if isinstance(originator_version, int) else -1,
+                   topic if isinstance(topic, str) else "",
+                   stored_bytes(state), id_as_written)
+
+
+def stored_bytes(value: Any) -> bytes:
+    """A bytes column as the database holds it; a NULL or a value of another type: no bytes (which no record is)."""
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""
+
 
 @dataclass(frozen=True)
 class ChainRow:

@@ -57,6 +57,7 @@ from ledger.chain import (
     Walk,
     event_digest,
     next_link,
+    stored_bytes,
     verify,
 )
 from ledger import write_path
@@ -116,6 +117,23 @@ def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def refusing_unreadable_rows(select_events: Callable[..., Any]) -> Callable[..., Any]:
+    """The library's PostgreSQL ``select_events``, with a row it cannot read (a NULL where it expects bytes, put
+    there by the database's owner) refused as tampering (:class:`TamperedRecordError`) rather than failing as a
+    fault of the ledger's own."""
+
+    @functools.wraps(select_events)
+    def call(recorder: Any, originator_id: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return select_events(recorder, originator_id, *args, **kwargs)
+        except TypeError as error:
+            raise TamperedRecordError(f"a stored record of {originator_id} holds a NULL or a value of another type: "
+                                      f"it was changed outside the ledger ({error})",
+                                      originator_id=str(originator_id)) from None
+
+    return call
+
+
 EARLIEST = -(2**63)
 """Where a full walk starts reading: every row, those the database's owner may have put at position 0 or below
 too (the library's stream reads would see them)."""
@@ -143,7 +161,8 @@ class SignedHeads:
         if problem is not None:
             raise TamperedRecordError(problem)
 
-    def seal(self, end: ChainEnd, stored_events: Sequence[StoredEvent], positions: Sequence[int]) -> tuple[int, bytes] | None:
+    def seal(self, end: ChainEnd, stored_events: Sequence[StoredEvent],
+             positions: Sequence[int]) -> tuple[int, bytes] | None:
         """The head the insert of ``stored_events`` at ``positions`` after ``end`` leaves, and its signature (None:
         no key to sign with); remembered as sealed."""
         if self.sign_head is None or not positions:
@@ -182,7 +201,8 @@ class CreatedBesideOthers:
 class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, PostgresApplicationRecorder):
     _insert_now = write_path.insert_events  # the library's insert without pipeline mode, bounded in time
     in_transaction: InTransaction | None = None
-    select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
+    select_events = refusing_unreadable_rows(
+        fail_fast(PostgresAggregateRecorder.select_events.__wrapped__))  # type: ignore[attr-defined]
     select_notifications = fail_fast(PostgresApplicationRecorder.select_notifications.__wrapped__)  # type: ignore[attr-defined]
     max_notification_id = fail_fast(PostgresApplicationRecorder.max_notification_id.__wrapped__)  # type: ignore[attr-defined]
 
@@ -246,7 +266,8 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
             "SELECT originator_id AS id, max(originator_version) AS version FROM {}.{} WHERE originator_id = ANY(%s)"
             " GROUP BY originator_id"
         ).format(names["schema"], names["events"])
-        qualified = {table: SQL("{}.{}").format(names["schema"], names[table]).as_string() for table in ("chain", "heads")}
+        qualified = {table: SQL("{}.{}").format(names["schema"], names[table]).as_string()
+                     for table in ("chain", "heads")}
         self.end_statement = SQL(end_statement(qualified["chain"], qualified["heads"]))  # type: ignore[arg-type]
         self.last_record_statement = SQL("SELECT state FROM {}.{} WHERE notification_id = %s").format(
             names["schema"], names["events"])
@@ -259,7 +280,8 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
         while curs.nextset():
             row = curs.fetchone() if curs.description else row
         end = chain_end(row)
-        self.check_end(end, lambda: bytes(curs.execute(self.last_record_statement, (end.position,)).fetchone()["state"]))
+        self.check_end(end, lambda: stored_bytes(
+            curs.execute(self.last_record_statement, (end.position,)).fetchone()["state"]))
         return end
 
     def signed_head_statement(self, end: ChainEnd, stored_events: Sequence[StoredEvent],
@@ -309,8 +331,8 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
             heads_cursor = conn.cursor(name="ledger_verify_heads")
             events_cursor.itersize = chain_cursor.itersize = heads_cursor.itersize = BATCH
             events = (
-                StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
-                          bytes(r["state"]))
+                StoredRow.read(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"],
+                               r["state"])
                 for r in events_cursor.execute(events_sql, (after,))
             )
             chain = (
@@ -336,7 +358,7 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
             snapshot_cursor = conn.cursor(name="ledger_verify_snapshots")
             snapshot_cursor.itersize = BATCH
             return check(report, (
-                StoredRow(0, r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+                StoredRow.read(0, r["originator_id"], r["originator_version"], r["topic"], r["state"])
                 for r in snapshot_cursor.execute(snapshot_sql)
             ))
 
@@ -359,7 +381,8 @@ class FailFastPostgresAggregateRecorder(CreatedBesideOthers, PostgresAggregateRe
     a command reading a snapshot would hang for half a minute while the database is down)."""
 
     insert_events = fail_fast(PostgresAggregateRecorder.insert_events.__wrapped__)  # type: ignore[attr-defined]
-    select_events = fail_fast(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
+    select_events = refusing_unreadable_rows(
+        fail_fast(PostgresAggregateRecorder.select_events.__wrapped__))  # type: ignore[attr-defined]
 
 
 class LedgerPostgresFactory(PostgresFactory):
@@ -413,10 +436,11 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
 
         def last_record() -> bytes:
             c.execute(f"SELECT state FROM {self.events_table_name} WHERE rowid = ?", (end.position,))
-            return bytes(c.fetchone()["state"])
+            return stored_bytes(c.fetchone()["state"])
 
         self.check_end(end, last_record)
-        c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)", chain_rows(end.link, stored_events, positions))
+        c.executemany(f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)",
+                      chain_rows(end.link, stored_events, positions))
         sealed = self.seal(end, stored_events, positions)
         if sealed is not None:
             c.execute(f"INSERT INTO {self.heads_table_name} VALUES (?, ?)", sealed)
@@ -445,7 +469,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
                 f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name}"
                 " WHERE rowid > ? ORDER BY rowid", (after,)
             )
-            events = [StoredRow(r[0], stream, r[2], r[3], bytes(r[4]), id_as_written=as_written)
+            events = [StoredRow.read(r[0], stream, r[2], r[3], r[4], id_as_written=as_written)
                       for r in c.fetchall() for stream, as_written in (_stream_id(r[1]),)]
             c.execute(f"SELECT notification_id, digest, link FROM {self.chain_table_name}"
                       " WHERE notification_id > ? ORDER BY notification_id", (after,))
@@ -468,7 +492,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
             recorder, check = snapshots
             c.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name}"
                       " ORDER BY originator_id, originator_version")
-            return check(report, (StoredRow(0, _stream_id(r[0])[0], r[1], r[2], bytes(r[3])) for r in c.fetchall()))
+            return check(report, (StoredRow.read(0, _stream_id(r[0])[0], r[1], r[2], r[3]) for r in c.fetchall()))
 
 
 def chain_rows(previous_link: bytes, stored_events: Sequence[StoredEvent],

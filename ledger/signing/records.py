@@ -269,6 +269,8 @@ class SigningKeys(PublicKeyCheck):
         """The payload and, when the record is not this service's, why (by its MAC; on every read: kept lean)."""
         if self._private is None:
             self._load()
+        if not isinstance(state, (bytes, bytearray, memoryview)) or not isinstance(topic, str):
+            return b"", f"its columns hold values of another type (a NULL, text for bytes): {FORGED}"
         state = bytes(state)
         magic = state[:_KEY_AT]
         if len(state) < HEADER_SIZE or magic not in CONTEXTS:

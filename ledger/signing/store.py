@@ -92,7 +92,11 @@ class CheckedSnapshotStore(EventStore[UUID]):
     def get(  # type: ignore[override]
         self, originator_id: UUID, *args: Any, **kwargs: Any
     ) -> list[DomainEventProtocol[UUID]]:
-        stored = self.recorder.select_events(originator_id, *args, **kwargs)
+        try:
+            stored = self.recorder.select_events(originator_id, *args, **kwargs)
+        except TamperedRecordError as error:  # a row that cannot even be read
+            logger.warning("ignoring the snapshots of %s: %s", originator_id, error.message)
+            return []
         snapshots = []
         for record in stored:
             try:

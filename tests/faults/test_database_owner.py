@@ -300,6 +300,40 @@ def test_a_snapshot_edited_in_place_is_reported_ignored_and_never_written_back(l
         fresh.close()
 
 
+@pytest.mark.parametrize("column, value", [("state", None), ("topic", None), ("state", "text, not bytes")])
+def test_an_event_whose_column_holds_a_null_or_another_type_is_reported_altered_and_refused(
+    ledger_app, database_url, column, value
+):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    owner = Owner(database_url)
+    position = owner.run(f"SELECT min({owner.position_column()}) FROM {owner.events} WHERE originator_id = ?",
+                         (profile.id if owner.postgres else profile.id.hex,))[0][0]
+    if owner.postgres and isinstance(value, str):  # a bytea column holds no text: an unsigned value of its type
+        value = value.encode()
+    owner.run(f"UPDATE {owner.events} SET {column} = ? WHERE {owner.position_column()} = ?", (value, position))
+    owner.run(f"DELETE FROM {owner.snapshots}")
+
+    assert_reported(database_url, "altered", position)
+    shown = subprocess.run([LEDGER, "--database", database_url, "show", str(profile.id)], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+    assert "refusing the stored record" in shown.stderr or "changed outside" in shown.stderr, shown.stderr
+
+
+def test_a_snapshot_whose_state_is_null_is_skipped_and_the_profile_replayed(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})  # stream version 2: a snapshot
+    owner = Owner(database_url)
+    owner.run(f"UPDATE {owner.snapshots} SET state = NULL")
+    for version, strength in (("2", "0.75"), ("1", "0.5")):
+        shown = subprocess.run([LEDGER, "--database", database_url, "show", str(profile.id), "--version", version,
+                                "--json"], capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["steering"] == {"1": float(strength)}
+    assert_reported(database_url, "snapshot_forged", None)
+
+
 def test_a_truncated_and_rechained_log_fails_against_a_checkpoint_taken_before(ledger_app, database_url, tmp_path):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
     ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
