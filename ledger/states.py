@@ -40,6 +40,18 @@ class ProfileFields(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any]
 
 
+S = TypeVar("S", bound=ProfileFields)
+
+
+def showing_version(body: S, content: Any) -> S:
+    """``body`` (a profile) showing the content of another of its versions (``content``: a version row or a state)
+    under that version's number, as every query shows the active profile pinned to an earlier version; the name
+    stays the profile's own, by which it is found."""
+    fields = msgspec.structs.asdict(convert(content, ProfileFields))
+    del fields["name"]
+    return msgspec.structs.replace(body, **fields, version=content.version)
+
+
 class ProfileState(ProfileFields, kw_only=True):
     """A profile as it stood at one point of its stream."""
 

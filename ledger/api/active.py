@@ -37,7 +37,7 @@ from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
 from ledger.api.schemas import ProfileRead
-from ledger.states import ProfileFields, convert
+from ledger.states import convert, showing_version
 
 MAX_AGE_SECONDS = 0.5
 
@@ -49,9 +49,7 @@ def in_force(body: ProfileRead, pinned_version: int | None, pinned: Any = None) 
     latest = body.version
     if pinned_version is None or pinned is None or pinned_version == latest:
         return msgspec.structs.replace(body, pinned=pinned_version is not None, latest_version=latest)
-    content = msgspec.structs.asdict(convert(pinned, ProfileFields))
-    del content["name"]
-    return msgspec.structs.replace(body, **content, version=pinned_version, pinned=True, latest_version=latest)
+    return msgspec.structs.replace(showing_version(body, pinned), pinned=True, latest_version=latest)
 
 
 def active_body(reads: Any, row: Any, pinned_version: int | None) -> ProfileRead:

@@ -5,16 +5,19 @@ Every command that takes a profile takes its name or its id (``NAME_OR_ID``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
+import msgspec
 import typer
 
 from ledger import values
 from ledger.application import Outcome
-from ledger.states import ProfileState
+from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
     ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json,
     limit_option, page_lines, parse_json, plain, profile_ref, state, write_output,
@@ -64,12 +67,13 @@ def spec_and_details(
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def describe(profile: ProfileState) -> str:
+def describe(profile: ProfileState, latest: int | None = None) -> str:
     steering = ", ".join(f"{i}={s!r}" for i, s in list(profile.steering.items())[:12])
     if len(profile.steering) > 12:
         steering += ", …"
     lines = [
-        f"{profile.name}  (id {profile.id})  version {profile.version}{active_mark(profile)}",
+        f"{profile.name}  (id {profile.id})  version {profile.version}{active_mark(profile)}"
+        + (f"; latest is version {latest}" if latest is not None else ""),
         f"  description: {plain(profile.description or '-')}",
         f"  model: {profile.model_id or '-'}   sae: {profile.sae_id or '-'}   layer: "
         f"{'-' if profile.layer is None else profile.layer}",
@@ -122,16 +126,36 @@ def history_line(record: Any) -> str:
 
 
 def active_mark(profile: Any) -> str:
-    """After a profile's latest version, as ``show`` and ``list`` print it: whether it is active, and which
-    version is in force when its activation pinned one (``ledger active`` shows that version)."""
+    """After a profile's version, as ``show`` and ``list`` print it: whether it is active, and whether that version
+    is in force because its activation pinned it."""
     if not profile.is_active:
         return ""
     return f"  ACTIVE (version {profile.pinned_version} pinned, in force)" if profile.pinned_version else "  ACTIVE"
 
 
-def list_line(row: Any) -> str:
-    """A live profile in ``ledger list``: its latest version, whether active, its name, tags and executions."""
-    return (f"{row.id}  v{row.version}{active_mark(row)}  {row.name}"
+S = TypeVar("S", bound=ProfileFields)
+
+
+def as_in_force(profile: S, pinned: Callable[[int], Any]) -> tuple[S, int | None]:
+    """A profile (a state or a read-model row) as every query shows it, the API's included: the active profile pinned
+    to an earlier version shows that version (``pinned(version)`` reads it), and its latest version is returned too
+    (None for any other profile)."""
+    pinned_version = getattr(profile, "pinned_version", None)
+    if not profile.is_active or pinned_version in (None, profile.version):  # type: ignore[attr-defined]
+        return profile, None
+    return showing_version(profile, pinned(pinned_version)), profile.version  # type: ignore[attr-defined]
+
+
+def in_force_document(profile: Any, latest: int | None) -> Any:
+    """The ``--json`` document of a profile as :func:`as_in_force` shows it: with ``pinned`` and ``latest_version``
+    when it shows a pinned version before its latest, as the API's body says."""
+    return profile if latest is None else {**msgspec.to_builtins(profile), "pinned": True, "latest_version": latest}
+
+
+def list_line(row: Any, latest: int | None = None) -> str:
+    """A live profile in ``ledger list``: its version in force, whether active, its name, tags and executions."""
+    behind = f"; latest is version {latest}" if latest is not None else ""
+    return (f"{row.id}  v{row.version}{active_mark(row)}{behind}  {row.name}"
             f"  [{plain(', '.join(row.tags))}]  executions={row.execution_count}")
 
 
@@ -215,11 +239,18 @@ def register(app: typer.Typer) -> None:
             help="Show the profile as it stood at an ISO 8601 time (without an offset: UTC)."),
         as_json: bool = JSON,
     ) -> None:
-        """Show a profile (now, at a version, or at a moment), replayed from its stream."""
+        """Show a profile (now: the version in force if it is the active profile pinned to one; at a version; or at a
+        moment), replayed from its stream."""
         if version is not None and as_of:
             raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
-        profile = state.ledger.get_profile(profile_ref(profile_id), version=version, as_of=as_of)
-        emit_json(profile) if as_json else typer.echo(describe(profile))
+        pid = profile_ref(profile_id)
+        profile, latest = state.ledger.get_profile(pid, version=version, as_of=as_of), None
+        if version is None and as_of is None:
+            profile, latest = as_in_force(profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
+        if as_json:
+            emit_json(in_force_document(profile, latest))
+        else:
+            typer.echo(describe(profile, latest))
 
     @app.command()
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
@@ -243,8 +274,10 @@ def register(app: typer.Typer) -> None:
             tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
             sort=LIST_SORTS[sort.value], limit=limit, cursor=cursor,
         )
-        emit(as_json, {"profiles": page.items, "next_cursor": page.next_cursor}, page_lines(page, list_line),
-             "no profiles")
+        shown = msgspec.structs.replace(page, items=[as_in_force(row, partial(state.reads.get_version, row.id))
+                                                     for row in page.items])
+        emit(as_json, {"profiles": [in_force_document(*pair) for pair in shown.items], "next_cursor": page.next_cursor},
+             page_lines(shown, lambda pair: list_line(*pair)), "no profiles")
 
     @app.command()
     def activate(

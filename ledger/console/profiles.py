@@ -31,6 +31,7 @@ from ledger.api.profiles import (
     loaded_target,
     refuse_an_update_the_active_profile_cannot_steer,
     refuse_what_the_active_profile_cannot_steer,
+    shown,
 )
 from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
@@ -169,7 +170,7 @@ class ProfilePages(Controller):
         return page(
             request,
             "profiles.html.j2",
-            profiles=page_of.items,
+            profiles=[shown(reads, row) for row in page_of.items],  # as the API lists them: the version in force
             next_cursor=page_of.next_cursor,
             first_page=cursor is None,
             filters=filters,

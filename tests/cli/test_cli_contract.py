@@ -171,8 +171,9 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert active["profile"]["steering"] == {"12": 6.0} and active["profile"]["is_active"] is True
     assert active["profile"]["pinned_version"] == 1  # as the top level says
     assert "ACTIVE" in ledger("active").stdout.splitlines()[0]
-    assert "version 2  ACTIVE (version 1 pinned, in force)" in ledger("show", "calm").stdout.splitlines()[0]
-    assert "v2  ACTIVE (version 1 pinned, in force)  Calm" in ledger("list").stdout  # as show says it
+    assert "version 1  ACTIVE (version 1 pinned, in force); latest is version 2" in ledger(
+        "show", "calm").stdout.splitlines()[0]  # as the API shows it: the version in force
+    assert "v1  ACTIVE (version 1 pinned, in force); latest is version 2  Calm" in ledger("list").stdout
     ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
     spec = as_json(ledger("spec", "cohort-7", "--json"))
     assert (spec["profile_version"], spec["steering"], spec["seed"], spec["entity_count"]) == (1, {"12": 6.0}, 42, 1000)

@@ -69,3 +69,27 @@ def test_a_query_where_nothing_was_recorded_says_so_and_creates_nothing(tmp_path
 
     run_cli(postgres_url, "create", "calm")  # a command that writes makes what it needs
     assert listed(postgres_url) == ["calm"]
+
+
+def test_show_and_list_give_the_pinned_active_profile_as_the_api_does_its_version_in_force(database_url):
+    from tests.api.conftest import make_client
+
+    run_cli(database_url, "create", "calm", "-f", "1=1", "--tag", "old")
+    run_cli(database_url, "update", "calm", "-f", "1=9", "--tag", "new")
+    run_cli(database_url, "activate", "calm", "--version", "1")
+    with make_client(database_url) as api:
+        by_api = api.get("/api/profiles/calm").json()
+        listed_by_api = api.get("/api/profiles", params={"tag": "old"}).json()["profiles"]
+    shown = json.loads(run_cli(database_url, "show", "calm", "--json").stdout)
+    rows = json.loads(run_cli(database_url, "list", "--tag", "old", "--json").stdout)["profiles"]
+    assert [listed_by_api[0][key] for key in ("version", "steering", "tags", "pinned", "latest_version")] == \
+        [by_api[key] for key in ("version", "steering", "tags", "pinned", "latest_version")] == \
+        [1, {"1": 1.0}, ["old"], True, 2]
+    for document in (shown, *rows):
+        assert [document[key] for key in ("version", "steering", "tags", "pinned", "latest_version")] == \
+            [1, {"1": 1.0}, ["old"], True, 2]
+    assert "version 1  ACTIVE (version 1 pinned, in force); latest is version 2" in run_cli(
+        database_url, "show", "calm").stdout
+    assert "v1  ACTIVE (version 1 pinned, in force); latest is version 2  calm  [old]" in run_cli(
+        database_url, "list").stdout
+    assert json.loads(run_cli(database_url, "show", "calm", "--version", "2", "--json").stdout)["version"] == 2

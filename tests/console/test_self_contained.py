@@ -198,3 +198,18 @@ def test_every_page_forbids_framing_by_another_site_and_loads_only_from_this_ser
         policy = headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy, path
         assert (headers["X-Frame-Options"], headers["X-Content-Type-Options"]) == ("DENY", "nosniff"), path
+
+
+def test_the_profiles_page_shows_a_pinned_active_profile_as_it_filters_it_by_its_version_in_force(
+    console: TestClient[Litestar],
+):
+    made = console.post("/api/profiles", json={"name": "calm", "steering": {"1": 1.0}, "tags": ["old"]}).json()
+    console.put(f"/api/profiles/{made['id']}", json={"steering": {"1": 9.0, "2": 1.0}, "tags": ["new"]})
+    console.post(f"/api/profiles/{made['id']}/activate", json={"version": 1})
+    html = {"Accept": "text/html"}
+    row = re.search(r'<tr class="is-active">(.*?)</tr>', console.get("/", params={"tag": "old"}, headers=html).text,
+                    re.S).group(1)
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+    assert cells[1].startswith("1") and "latest v2" in cells[1] and cells[2] == "1" and cells[3] == "old", cells
+    assert "pinned v1" in row
+    assert "No profiles match" in console.get("/", params={"tag": "new"}, headers=html).text
