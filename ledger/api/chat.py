@@ -83,25 +83,34 @@ def watch_for_departure(app: ASGIApp) -> ASGIApp:
     async def watched(scope: Scope, receive: Receive, send: Send) -> None:
         departed = scope[DEPARTED] = threading.Event()  # type: ignore[literal-required]
         watcher: asyncio.Future[None] | None = None
+        answered = False  # the last of the response is sent: a disconnect now is the connection's end, not a departure
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            departed.set()
+            if not answered:
+                departed.set()
 
         async def receiving() -> Message:
             nonlocal watcher
             message = await receive()
             if message["type"] == "http.disconnect":
-                departed.set()
+                if not answered:
+                    departed.set()
             elif not message.get("more_body") and watcher is None:  # the whole body is in: watch what comes next
                 watcher = asyncio.ensure_future(watch())
             return message
 
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
+            await send(message)
+
         if ScopeState.from_scope(scope).body is not Empty:
             watcher = asyncio.ensure_future(watch())
         try:
-            await app(scope, receiving, send)
+            await app(scope, receiving, sending)
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -36,14 +36,20 @@ def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(sqlit
                             leaving.post("/v1/chat/completions", json=LONG, timeout=0.05)
                         except httpx.ReadTimeout:
                             pass
-                stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
+                left = 1 if stream else 2
+                stats = wait_until(lambda: (lambda now: now if now["running"] == now["queued"] == 0 and (
+                    now["cancelled"] + now["finished"] >= left) else None)(
                     http.get("/api/steering/status").json()["scheduler"]), 30, "the abandoned row to leave")
                 assert (stats["cancelled"], stats["finished"]) == (1 if stream else 2, 0), (stream, stats)
+            short = {**LONG, "max_tokens": 3}
+            for stream in (True, False):  # and two that are read to their end: answered, 200
+                with http.stream("POST", "/v1/chat/completions", json={**short, "stream": stream}) as answer:
+                    assert answer.status_code == 200 and answer.read()
             metrics = http.get("/metrics").text
             assert not re.search(r'route="/v1/chat/completions",status="5\d\d"', metrics), metrics
             chat_requests = r'ledger_http_requests_total{[^}]*route="/v1/chat/completions",status="(\d+)"} (\S+)'
             counted = dict(re.findall(chat_requests, metrics))
-            assert counted == {"499": "2.0"}, metrics  # the stream that began with 200 too: its client left
+            assert counted == {"499": "2.0", "200": "2.0"}, metrics  # a stream whose client left: 499, begun 200
             assert "Traceback" not in server.output()
     finally:
         server.stop()
