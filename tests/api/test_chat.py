@@ -235,7 +235,8 @@ def leaves_before_the_answer(server: Served, send: Callable[[httpx.Client], http
 
 def assert_given_up(server: Served, before: dict[str, int]) -> None:
     """The abandoned row left the batch cancelled, not finished, and no answer counts as a server error."""
-    stats = wait_until(lambda: (lambda now: now if now["running"] == 0 else None)(
+    stats = wait_until(lambda: (lambda now: now if now["running"] == now["queued"] == 0 and (
+        now["cancelled"] + now["finished"] > before["cancelled"] + before["finished"]) else None)(
         server.client.get("/api/steering/status").json()["scheduler"]), 10, "the abandoned row to leave the batch")
     assert stats["cancelled"] == before["cancelled"] + 1 and stats["finished"] == before["finished"]
     assert not re.search(r'status="5\d\d"', server.client.get("/metrics").text)

@@ -43,8 +43,8 @@ def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, 
           originator: uuid.UUID | None = None, version: int = 1) -> uuid.UUID:
     """INSERT an event with SQL: a copy of the first stored event of that type with ``change`` applied to its
     state (or with ``state`` as it is), signed with the service's key (as a release that wrote what a later read
-    model cannot hold would have signed it), as ``version`` of ``originator``'s stream (default: a new one).
-    Returns its originator id."""
+    model cannot hold would have signed it, with the head it left on PostgreSQL, whose trigger links it), as
+    ``version`` of ``originator``'s stream (default: a new one). Returns its originator id."""
     table, originator = events_table(url), originator or uuid.uuid4()
     marker = "%s" if Database(url).is_postgres else "?"
     with connect(url) as conn:
@@ -53,12 +53,17 @@ def plant(url: str, topic_suffix: str, change: dict[str, Any] | None = None, *, 
         ).fetchone()
         if state is None:
             state = json.dumps({**json.loads(Sealed.parse(stored).payload), **(change or {})}).encode()
-        state = SigningKeys.from_env(os.environ).seal_all([(originator, version, topic, state)])[0]
+        keys = SigningKeys.from_env(os.environ)
+        state = keys.seal_all([(originator, version, topic, state)])[0]
         conn.execute(
             f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
             f"VALUES ({marker}, {marker}, {marker}, {marker})",
             (originator if Database(url).is_postgres else str(originator), version, topic, state),
         )
+        if Database(url).is_postgres:
+            position, link = conn.execute(
+                f"SELECT notification_id, link FROM {table}_chain ORDER BY notification_id DESC LIMIT 1").fetchone()
+            conn.execute(f"INSERT INTO {table}_heads VALUES (%s, %s)", (position, keys.sign_head(position, link)))
     return originator
 
 
