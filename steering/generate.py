@@ -157,7 +157,7 @@ class Batch:
                 budget -= 1
                 decode_tokens += 1
         prefilling = [row for row in self.rows if not row.decoding]
-        for row, chunks in zip(prefilling, self._share(prefilling, budget, bool(segments))):
+        for row, chunks in zip(prefilling, self._share(prefilling, budget)):
             length = len(row.prompt_ids)
             for start, end in chunks:
                 segments.append(Segment(row.cache, row.prompt_ids[start:end], start, row.steering, end == length))
@@ -180,23 +180,22 @@ class Batch:
 
 
     @staticmethod
-    def _share(prefilling: list[Row], budget: int, decoding: bool) -> list[list[tuple[int, int]]]:
+    def _share(prefilling: list[Row], budget: int) -> list[list[tuple[int, int]]]:
         """The prompt chunks each prefilling row runs this step: one each, oldest first, round after round while
-        ``budget`` tokens last, so a new prompt starts at the next step however long the prompts before it (the
-        oldest always gets one, even past the budget when nothing decodes)."""
+        ``budget`` tokens last, so a new prompt starts at the next step however long the prompts before it. The
+        oldest always gets one, even past the budget (the rows decoding may have used it all): a prompt never waits
+        for the running rows to end."""
         pending = [prefill_chunks(len(row.prompt_ids), row.prefilled) for row in prefilling]
         taken = [0] * len(prefilling)
-        while budget > 0 and any(count < len(chunks) for count, chunks in zip(taken, pending)):
+        while any(count < len(chunks) for count, chunks in zip(taken, pending)):
             for index, chunks in enumerate(pending):
                 if taken[index] == len(chunks):
                     continue
                 start, end = chunks[taken[index]]
-                if end - start > budget and (decoding or any(taken)):
+                if end - start > budget and any(taken):
                     return [chunks[:count] for count, chunks in zip(taken, pending)]
                 taken[index] += 1
                 budget -= end - start
-                if budget <= 0:
-                    break
         return [chunks[:count] for count, chunks in zip(taken, pending)]
 
 

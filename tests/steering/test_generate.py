@@ -124,6 +124,30 @@ def test_a_new_prompt_starts_at_the_next_step_however_long_the_prompt_prefilling
                                                    for r in (long_request, short_request)]
 
 
+def test_a_new_prompt_starts_beside_decoding_rows_even_when_they_use_the_whole_step_budget(loaded) -> None:
+    """A step budget smaller than a prompt chunk plus the rows decoding (``LEDGER_STEP_TOKENS`` set low): the oldest
+    prompt still gets a chunk every step, so it does not wait for the running rows to end."""
+    decoding = [GenerationRequest(prompt=PROMPTS[index], max_tokens=40, seed=index) for index in range(3)]
+    waiting = GenerationRequest(prompt=" ".join(PROMPTS * 2), max_tokens=2, seed=9)
+    batch = Batch(loaded, step_tokens=3)
+    rows = [new_row(loaded, request) for request in decoding]
+    for row in rows:
+        batch.add(row)
+    while not all(row.decoding for row in rows):
+        batch.step()
+    running = [row for row in rows if row.finish_reason is None]
+    assert running
+    late = new_row(loaded, waiting)
+    batch.add(late)
+    while late.finish_reason is None:
+        batch.step()
+    assert any(row.finish_reason is None for row in running)  # answered while others still decode
+    while batch.rows:
+        batch.step()
+    assert [row.tokens for row in (*rows, late)] == [list(generate(loaded, [r])[0].token_ids)
+                                                     for r in (*decoding, waiting)]
+
+
 def test_stop_string_truncates_and_reports_stop(loaded) -> None:
     request = GenerationRequest(prompt=PROMPTS[0], max_tokens=16)
     full = generate(loaded, [request])[0]
