@@ -433,6 +433,11 @@ class ActiveSlot(Aggregate):
         self.pinned_version = None
 
 
+DELETED_PROFILE = "deleted_profile"
+"""The key of a generation's ``details`` naming the profile version it ran with (``{"id", "version"}``) when it is
+recorded without its profile, which was deleted while it ran."""
+
+
 class Execution(Aggregate):
     """One run of a profile version: a generation, or an external run such as a cohort generation."""
 

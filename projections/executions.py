@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from ledger.domainmodel import Execution, Profile
+import msgspec
+
+from ledger.domainmodel import DELETED_PROFILE, Execution, Profile
 from projections import cursors
 from projections.fields import recorded
 from projections.ops import Delete, Insert, Op
@@ -93,18 +95,25 @@ class ExecutionQueries(Queries):
         return self._one(ExecutionRow, f"SELECT {EXECUTIONS.select()} FROM executions WHERE id = :id", {"id": identity})
 
     def execution_spec(self, execution_id: UUID | str) -> ExecutionSpec | None:
-        """The exact spec (of the profile version it ran) and the inputs needed to run an execution again."""
+        """The exact spec (of the profile version it ran: for a generation recorded once its profile was deleted, the
+        version its details name; none for one run with no profile) and the inputs needed to run it again."""
         identity = as_uuid(execution_id)
         if identity is None:
             return None
-        return self._one(
+        spec = self._one(
             ExecutionSpec,
             "SELECT e.id AS execution_id, e.profile_id, e.profile_version, v.model_id, v.sae_id, v.layer, "
             "v.steering, e.seed, e.entity_count, e.run_id, e.kind, e.details, e.metadata "
-            "FROM executions e JOIN profile_versions v ON v.profile_id = e.profile_id "
+            "FROM executions e LEFT JOIN profile_versions v ON v.profile_id = e.profile_id "
             "AND v.version = e.profile_version WHERE e.id = :id",
             {"id": identity},
         )
+        ran = spec.details.get(DELETED_PROFILE) if spec is not None and spec.profile_id is None else None
+        version = self.get_version(ran["id"], ran["version"]) if ran else None  # type: ignore[attr-defined]
+        if version is None:  # a generation run with no profile: no spec but its inputs
+            return spec
+        return msgspec.structs.replace(spec, model_id=version.model_id, sae_id=version.sae_id, layer=version.layer,
+                                       steering=version.steering)
 
     def profile_for_run(self, run_id: str) -> RunProfile | None:
         """The profile version a run (e.g. a cohort generation) used: its latest execution with that run id."""

@@ -82,12 +82,12 @@ class ExecutionSpec(Struct, frozen=True):
     """Everything needed to run an execution again: the exact spec of its profile version, and its inputs."""
 
     execution_id: UUID
-    profile_id: UUID
-    profile_version: int
+    profile_id: UUID | None  # None: a generation recorded without a profile
+    profile_version: int | None
     model_id: str | None
     sae_id: str | None
     layer: int | None
-    steering: dict[int, float]
+    steering: dict[int, float] | None  # None: a generation run with no profile
     seed: int | None
     entity_count: int | None
     run_id: str | None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from uuid import UUID
 
+from ledger.domainmodel import DELETED_PROFILE
 from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
 
 from .engine import SteeringEngine, SteeringSnapshot
@@ -25,7 +26,6 @@ from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullEr
 
 SEED_MAX = 2**63 - 1
 PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most for the projector
-DELETED_PROFILE = "deleted_profile"
 """The key of a generation's details naming the profile version it ran with, when the profile was deleted before
 the run was recorded (the execution then has no profile): a replay runs with that version."""
 T = TypeVar("T")

@@ -179,6 +179,8 @@ def test_a_run_whose_profile_is_deleted_meanwhile_is_answered_recorded_and_repla
     assert any("deleted" in warning for warning in last["ledger"]["warnings"]), last
     execution = server.client.get(f"/api/executions/{last['ledger']['execution_id']}").json()
     assert execution["profile_id"] is None and execution["details"]["deleted_profile"]["version"] == 1
+    spec = server.client.get(f"/api/executions/{last['ledger']['execution_id']}/spec")
+    assert spec.status_code == 200 and spec.json()["steering"] == {str(i): 30.0 for i in range(0, D_SAE, 7)}, spec.text
     replay = server.client.post(f"/api/executions/{last['ledger']['execution_id']}/replay").json()
     assert replay["reproduced"] is True, replay
     create(server.client, "doomed too", {"4": 9.0})
@@ -282,6 +284,16 @@ def test_recorded_generations_replay_and_link_to_the_original(server):
     assert body["reproduced"] is True and body["replay_sha256"] == body["original_sha256"] == done["ledger"]["output_sha256"]
     recorded = http.get(f"/api/executions/{body['replay_execution_id']}", params={"min_position": body["position"]}).json()
     assert recorded["replay_of"] == execution_id
+
+
+def test_a_generation_run_with_no_profile_has_a_spec_of_its_inputs_and_no_steering(server):
+    server.client.post("/api/profiles/deactivate")
+    done = server.client.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, "seed": 8}).json()
+    spec = server.client.get(f"/api/executions/{done['ledger']['execution_id']}/spec")
+    assert spec.status_code == 200, spec.text
+    body = spec.json()
+    assert (body["profile_id"], body["profile_version"], body["steering"], body["seed"]) == (None, None, None, 8)
+    assert body["details"]["sampling"]["max_tokens"] == 4
 
 
 def test_a_replay_recorded_after_its_profile_was_deleted_replays_steered_too(server):
