@@ -231,8 +231,9 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, LedgerError):
         status = status_for(exc)
         request.scope[PASSING_REFUSAL] = exc.passing  # type: ignore[literal-required]
-        if status >= 500:
-            log.error("ledger error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+        if status >= 500:  # a 503 is load shed or a database away, not a fault: a warning
+            log.log(logging.WARNING if status == 503 else logging.ERROR, "ledger error %s on %s %s: %s", exc.code,
+                    request.method, request.url.path, exc.message)
         headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == HTTP_401_UNAUTHORIZED else None
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is not None:
