@@ -208,6 +208,7 @@ class ProfilePages(Controller):
         from_version: Annotated[int | None, QueryParameter(name="from", ge=1)] = None,
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
         history: FromQuery[str | None] = None,
+        executions_after: FromQuery[str | None] = None,
     ) -> Template:
         runtime = runtime_of(request)
         reads, ledger = runtime.read_model, runtime.ledger
@@ -219,7 +220,7 @@ class ProfilePages(Controller):
         comparison = None
         if from_version is not None or to_version is not None:
             comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
-        executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN).items
+        executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN, cursor=executions_after or None)
         return page(
             request,
             "profile.html.j2",
@@ -230,7 +231,9 @@ class ProfilePages(Controller):
             every_version=len(versions) >= row.version,
             comparison=comparison,
             diff_rows=diff_rows(comparison) if comparison is not None else [],
-            executions=executions,
+            executions=executions.items,
+            executions_next=executions.next_cursor,
+            executions_paged=executions_after is not None,
             can_replay=runtime.generation is not None,
         )
 

@@ -213,3 +213,16 @@ def test_the_profiles_page_shows_a_pinned_active_profile_as_it_filters_it_by_its
     assert cells[1].startswith("1") and "latest v2" in cells[1] and cells[2] == "1" and cells[3] == "old", cells
     assert "pinned v1" in row
     assert "No profiles match" in console.get("/", params={"tag": "new"}, headers=html).text
+
+
+def test_every_execution_of_a_profile_is_reached_from_its_page_a_page_at_a_time(console: TestClient[Litestar]):
+    made = console.post("/api/profiles", json={"name": "busy", "steering": {"1": 1.0}}).json()
+    recorded = {console.post(f"/api/profiles/{made['id']}/executions", json={"seed": n}).json()["id"] for n in range(60)}
+    html, seen, url = {"Accept": "text/html"}, [], f"/profiles/{made['id']}"
+    while url:
+        shown = console.get(url, headers=html)
+        assert shown.status_code == 200, shown.text[:300]
+        seen += re.findall(r'<a href="/executions/([0-9a-f-]{36})">', shown.text)
+        older = re.search(r'<a href="([^"]+)" rel="next">Older executions</a>', shown.text)
+        url = older and older.group(1).replace("&amp;", "&")
+    assert len(seen) == len(set(seen)) == 60 and set(seen) == recorded
