@@ -14,7 +14,7 @@ from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
 from ledger.console.session import viewer_of
-from ledger.console.views import format_labels
+from ledger.console.views import format_labels, number
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -39,7 +39,7 @@ def query(params: dict[str, Any], **changes: Any) -> str:
 
 def _configure(engine: JinjaTemplateEngine) -> None:
     environment: Environment = engine.engine
-    environment.filters.update(when=when, short=short)
+    environment.filters.update(when=when, short=short, number=number)
     environment.globals.update(query=query, format_labels=format_labels)
     environment.trim_blocks = environment.lstrip_blocks = True
 

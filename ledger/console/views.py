@@ -6,6 +6,7 @@ audit timeline newest first (the read model pages it oldest first).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,10 +130,11 @@ def diff_rows(diff: Any) -> list[DiffRow]:
 
 
 def _shown(value: Any) -> str:
-    if value is None:
+    """A field's value in a diff, exactly: a list or a mapping as JSON (``["a, b"]`` is not ``["a", "b"]``)."""
+    if value is None or value == [] or value == {}:
         return "—"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(item) for item in value) or "—"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 

@@ -226,3 +226,16 @@ def test_every_execution_of_a_profile_is_reached_from_its_page_a_page_at_a_time(
         older = re.search(r'<a href="([^"]+)" rel="next">Older executions</a>', shown.text)
         url = older and older.group(1).replace("&amp;", "&")
     assert len(seen) == len(set(seen)) == 60 and set(seen) == recorded
+
+
+def test_a_diff_and_a_spec_show_values_exactly(console: TestClient[Litestar]):
+    made = console.post("/api/profiles", json={"name": "exact", "steering": {"1": 199.99999, "2": 1.23456789},
+                                               "tags": ["a", "b"], "metadata": {"k": True, "n": None}}).json()
+    console.put(f"/api/profiles/{made['id']}", json={"tags": ["a, b"], "metadata": {"k": False}})
+    import html
+
+    page = html.unescape(console.get(f"/profiles/{made['id']}", params={"from": 1, "to": 2},
+                                     headers={"Accept": "text/html"}).text)
+    assert '["a", "b"]' in page and '["a, b"]' in page  # two tags, then one: not both "a, b"
+    assert '{"k": true, "n": null}' in page and '{"k": false}' in page  # JSON, not Python's repr
+    assert "199.99999" in page and "1.23456789" in page  # strengths exactly, not rounded to 200 and 1.23457
