@@ -11,6 +11,10 @@ class SAEFormatError(SteeringError, ValueError):
     """An SAE directory is missing files or holds inconsistent data."""
 
 
+class ModelFormatError(SteeringError, ValueError):
+    """A model directory holds no model (or no tokenizer) that can be loaded."""
+
+
 class FeatureIndexError(SteeringError, ValueError):
     """A steering feature index is outside the SAE's dictionary."""
 

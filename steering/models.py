@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging as transformers_logging
 
 from .digests import files_digest
-from .errors import ModelFetchError
+from .errors import ModelFetchError, ModelFormatError
 from .numerics import make_batch_invariant
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
@@ -64,11 +64,14 @@ def load_model(
     dtype = dtype or torch.float32
     attention = "eager" if batch_invariant else "sdpa"
     transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:  # no config, no weights, an architecture transformers does not know
+        raise ModelFormatError(f"{path} holds no model that can be loaded: {str(error).splitlines()[0]}") from error
     model.to(device).eval()
     if batch_invariant:
         make_batch_invariant(model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -15,6 +15,7 @@ from ledger.cli import executions, log, profiles, projections, service, steering
 from ledger.cli.context import state
 from ledger.errors import LedgerError
 from ledger.outages import is_database_unavailable, refused_for_good
+from steering.errors import SteeringError
 
 app = typer.Typer(
     name="ledger",
@@ -66,6 +67,9 @@ def main() -> None:
             sys.exit(result)
     except LedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
+        sys.exit(1)
+    except SteeringError as error:  # a model or SAE directory that cannot be used, a feature out of range: input
+        typer.echo(f"error: {error}", err=True)
         sys.exit(1)
     except ABORTED:
         typer.echo("aborted", err=True)

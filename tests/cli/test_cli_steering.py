@@ -53,6 +53,12 @@ def test_generation_errors_are_one_line(tmp_path, tiny_model_dir, sae_dir):
     assert failed.returncode == 1 and "no profile named 'nobody'" in failed.stderr and "Traceback" not in failed.stderr
     missing = ledger(tmp_path, "generate", "hi", "--model", str(tmp_path / "none"), ok=False)
     assert missing.returncode == 1 and "no model at" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    for args, said in ((["--model", str(tmp_path / "empty")], "holds no model"),
+                       (["--model", str(tiny_model_dir), "--sae", str(tmp_path / "empty")], "holds no weights")):
+        unusable = ledger(tmp_path, "generate", "hi", *args, ok=False)
+        assert unusable.returncode == 1 and said in unusable.stderr and "Traceback" not in unusable.stderr, (
+            unusable.returncode, unusable.stderr)
 
 
 def test_sae_train_writes_an_saelens_sae_that_loads_back(tmp_path, tiny_model_dir):
