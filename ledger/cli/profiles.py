@@ -15,7 +15,7 @@ from typing import Any, Optional, TypeVar
 import msgspec
 import typer
 
-from ledger import values
+from ledger import time_travel, values
 from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
@@ -118,11 +118,29 @@ def version_line(record: Any, details: str) -> str:
             f"    {details}")
 
 
-def history_line(record: Any) -> str:
-    """A version in ``ledger history``: :func:`version_line` with its steering and name, then each edit that kept it."""
+def history_line(record: Any, before: Any = None) -> str:
+    """A version in ``ledger history``: :func:`version_line` with what it changed from the version ``before`` (the
+    first: its steering and name), then each edit that kept it."""
     edits = "".join(f"\n    edited {edit.recorded_at.isoformat()}  {edit.actor}  {', '.join(edit.fields)}"
                     + (f"  ({plain(edit.reason)})" if edit.reason else "") for edit in record.edits)
-    return version_line(record, f"steering={values.steering_to_json(record.state.steering)} name={record.state.name!r}") + edits
+    if before is None:
+        return version_line(record, f"steering={values.steering_to_json(record.state.steering)} "
+                                    f"name={record.state.name!r}") + edits
+    return version_line(record, changes_text(time_travel.diff(before.state, record.state))) + edits
+
+
+def changes_text(found: Any) -> str:
+    """A diff of two versions on one line: each field before → after, then the features added, removed, changed."""
+    def shown(value: Any) -> str:
+        text = plain(json.dumps(msgspec.to_builtins(value, str_keys=True), ensure_ascii=False))
+        return text if len(text) <= 60 else text[:59] + "…"
+
+    steering = found.steering
+    parts = [f"{change.field}: {shown(change.before)} → {shown(change.after)}" for change in found.changes]
+    parts += [f"+{index}={strength!r}" for index, strength in steering.added.items()]
+    parts += [f"-{index}" for index in steering.removed]
+    parts += [f"{index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()]
+    return "; ".join(parts) or "no change in content"
 
 
 def active_mark(profile: Any) -> str:
@@ -256,7 +274,7 @@ def register(app: typer.Typer) -> None:
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
         """Every version of a profile with who made it, when and why."""
         records = state.ledger.profile_history(profile_ref(profile_id))
-        emit(as_json, records, map(history_line, records))
+        emit(as_json, records, map(history_line, records, [None, *records[:-1]]))
 
     @app.command("list")
     def list_profiles(

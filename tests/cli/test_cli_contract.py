@@ -356,6 +356,16 @@ def test_expected_revision_alone_refuses_update_revert_and_delete_of_a_profile_c
     ledger("update", "watched", "--tag", "mine", "--expected-revision", str(shown["revision"]))
 
 
+def test_history_says_what_each_version_changed(ledger):
+    ledger("create", "h", "-f", "1=1", "--layer", "3")
+    ledger("update", "h", "--layer", "7")
+    ledger("update", "h", "--description", "calmer", "-f", "1=1", "-f", "9=2")
+    lines = ledger("history", "h").stdout.splitlines()
+    assert lines[1].strip() == "steering={'1': 1.0} name='h'"
+    assert lines[3].strip() == "layer: 3 → 7"
+    assert lines[5].strip() == 'description: null → "calmer"; +9=2.0'
+
+
 def test_executions_are_listed_a_page_at_a_time_as_profiles_are(ledger):
     ledger("create", "ran", "-f", "1=1")
     for seed in range(5):
