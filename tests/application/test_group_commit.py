@@ -6,7 +6,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from threading import Barrier
 
 import pytest
@@ -50,14 +52,26 @@ def queued(committer: GroupCommitter, count: int) -> None:
     wait_until(lambda: len(committer._queue) >= count, 10, "the saves to queue", interval=0.005)
 
 
-def save_in_background(pool: ThreadPoolExecutor, recorder, events):
+def save_in_background(pool: ThreadPoolExecutor, recorder, events, **options):
     def call():
         try:
-            return recorder.insert_events(events)
+            return recorder.insert_events(events, **options)
         except Exception as error:  # noqa: BLE001 - the assertions look at it
             return error
 
     return pool.submit(call)
+
+
+@contextmanager
+def behind_a_held_batch(committer: GroupCommitter, recorder) -> Iterator[tuple[ThreadPoolExecutor, threading.Event]]:
+    """Threads whose saves queue up behind a batch held in flight until the event yielded is set; that batch has
+    committed when the block ends."""
+    entered, release = held(committer)
+    with ThreadPoolExecutor(8) as pool:
+        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
+        assert entered.wait(10)
+        yield pool, release
+        assert not isinstance(blocker.result(timeout=30), Exception)
 
 
 def test_concurrent_commands_get_their_own_positions_and_share_transactions(pg_ledger):
@@ -106,10 +120,7 @@ def test_a_conflicting_save_is_rejected_alone_and_its_batch_mates_commit(pg_ledg
     recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
     taken = uuid.uuid4()
     recorder.insert_events([stored(taken, 1)])
-    entered, release = held(committer)
-    with ThreadPoolExecutor(8) as pool:
-        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
-        assert entered.wait(10)
+    with behind_a_held_batch(committer, recorder) as (pool, release):
         batches_before = committer.batches
         fresh = [uuid.uuid4() for _ in range(4)]
         saves = [save_in_background(pool, recorder, [stored(fresh[0], 1), stored(fresh[0], 2)])]
@@ -120,7 +131,6 @@ def test_a_conflicting_save_is_rejected_alone_and_its_batch_mates_commit(pg_ledg
         queued(committer, 4)
         release.set()
         results = [save.result(timeout=30) for save in saves]
-        assert not isinstance(blocker.result(timeout=30), Exception)
     assert isinstance(results[1], IntegrityError) and isinstance(results[1], RecordConflictError)
     for index in (0, 2, 3):
         assert not isinstance(results[index], Exception), results[index]
@@ -162,10 +172,7 @@ def test_a_save_that_must_find_a_stream_unchanged_commits_only_before_a_write_to
     recorder, committer = pg_ledger.recorder, pg_ledger.recorder.group_commit
     watched = uuid.uuid4()
     recorder.insert_events([stored(watched, 1)])
-    entered, release = held(committer)
-    with ThreadPoolExecutor(8) as pool:
-        blocker = save_in_background(pool, recorder, [stored(uuid.uuid4(), 1)])
-        assert entered.wait(10)
+    with behind_a_held_batch(committer, recorder) as (pool, release):
         stale, fresh, bystander = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         queue = [
             ([stored(watched, 2)], ()),
@@ -176,24 +183,16 @@ def test_a_save_that_must_find_a_stream_unchanged_commits_only_before_a_write_to
         ]
         saves = []
         for number, (events, unchanged) in enumerate(queue, start=1):
-            saves.append(pool.submit(_caught, recorder.insert_events, events, unchanged=unchanged))
+            saves.append(save_in_background(pool, recorder, events, unchanged=unchanged))
             queued(committer, number)
         release.set()
         results = [save.result(timeout=30) for save in saves]
-        assert not isinstance(blocker.result(timeout=30), Exception)
     assert isinstance(results[1], RecordConflictError), results[1]
     assert not any(isinstance(result, Exception) for index, result in enumerate(results) if index != 1), results
     positions = [results[index][0] for index in (0, 2, 3, 4)]
     assert positions == sorted(positions)
     assert recorder.select_events(stale) == [] and len(recorder.select_events(fresh)) == 1
     assert pg_ledger.verify_log().ok
-
-
-def _caught(call, *args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except Exception as error:  # noqa: BLE001 - the assertions look at it
-        return error
 
 
 def test_a_connection_error_reaches_its_batch_and_the_saves_queued_meanwhile_at_once(pg_ledger):
