@@ -59,15 +59,33 @@ def number(value: float) -> str:
     return repr(float(value))
 
 
+_QUOTED = re.compile(r'\s*("(?:[^"\\]|\\.)*")\s*(?:[,\n;]+|$)')
+
+
 def parse_labels(text: str) -> list[str]:
-    """``"mood, calm"`` → ``["mood", "calm"]``."""
-    return [label.strip() for label in _SEPARATORS.split(text or "") if label.strip()]
+    """``"mood, calm"`` → ``["mood", "calm"]``; a label in double quotes (as JSON writes a string) is taken whole,
+    separators and all: ``"x,y", z`` → ``["x,y", "z"]``."""
+    labels, at, text = [], 0, text or ""
+    while at < len(text):
+        quoted = _QUOTED.match(text, at)
+        if quoted:
+            try:
+                labels.append(json.loads(quoted.group(1)))
+                at = quoted.end()
+                continue
+            except ValueError:
+                pass
+        separator = _SEPARATORS.search(text, at)
+        labels.append(text[at:separator.start() if separator else len(text)])
+        at = separator.end() if separator else len(text)
+    return [label.strip() for label in labels if label.strip()]
 
 
 def format_labels(labels: list[str]) -> str:
-    """The tags or products field's text (which :func:`parse_labels` splits, so a label holding a comma does not
-    read back: an edit keeps the labels whose field it left as shown)."""
-    return ", ".join(labels)
+    """The tags or products field's text, which :func:`parse_labels` reads back exactly: a label holding a
+    separator or starting with a double quote is written in double quotes."""
+    return ", ".join(json.dumps(label, ensure_ascii=False) if _SEPARATORS.search(label) or label.startswith('"')
+                     else label for label in labels)
 
 
 def optional_text(text: str | None) -> str | None:

@@ -239,3 +239,18 @@ def test_a_diff_and_a_spec_show_values_exactly(console: TestClient[Litestar]):
     assert '["a", "b"]' in page and '["a, b"]' in page  # two tags, then one: not both "a, b"
     assert '{"k": true, "n": null}' in page and '{"k": false}' in page  # JSON, not Python's repr
     assert "199.99999" in page and "1.23456789" in page  # strengths exactly, not rounded to 200 and 1.23457
+
+
+def test_a_tag_chip_finds_its_profiles_whatever_the_tag_holds(console: TestClient[Litestar]):
+    import html
+
+    console.post("/api/profiles", json={"name": "odd", "tags": ["x,y", 'say "hi"; bye', "plain"]})
+    console.post("/api/profiles", json={"name": "other", "tags": ["x", "y"]})
+    listing = console.get("/", headers={"Accept": "text/html"}).text
+    odd_row = re.search(r'<a href="/profiles/[^"]+">odd</a>.*?</tr>', listing, re.S).group(0)
+    chips = [html.unescape(href) for href in re.findall(r'<a class="chip" href="(/\?[^"]*tag=[^"]*)"', odd_row)]
+    assert len(chips) == 3
+    for chip in chips:
+        found = console.get(chip, headers={"Accept": "text/html"}).text
+        names = re.findall(r'<a href="/profiles/[^"]+">([^<]+)</a>', found)
+        assert names == ["odd"], (chip, names)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.application import ProfileLedger
-from ledger.console.views import bars, format_steering, newest_events, parse_steering
+from ledger.console.views import bars, format_labels, format_steering, newest_events, parse_labels, parse_steering
 from ledger.domainmodel import CommandContext, acting_as
 from ledger.errors import ValidationError
 from ledger.settings import Database
@@ -20,6 +20,14 @@ strengths = st.floats(min_value=-200, max_value=200, allow_nan=False)  # any of 
 @given(st.dictionaries(st.integers(0, 2**20).map(str), strengths, max_size=20))
 def test_the_steering_text_reads_back_as_the_spec_it_shows(steering):
     assert parse_steering(format_steering(steering)) == steering
+
+
+labels = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12).map(str.strip).filter(bool)
+
+
+@given(st.lists(labels, max_size=6, unique=True))
+def test_the_labels_text_reads_back_as_the_labels_it_shows_separators_and_quotes_included(shown):
+    assert parse_labels(format_labels(shown)) == shown
 
 
 @pytest.mark.parametrize("text", ["12", "x=1", "12=strong", "=3", "1=1, 1=2", "7=1; 07=2"])
