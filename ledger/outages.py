@@ -65,6 +65,23 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+_NO_SUCH_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
+
+
+def missing_table(exc: BaseException) -> str | None:
+    """The table a query found missing (dropped by hand, say), from the error or one it was raised from; None when
+    that is not what went wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        found = _NO_SUCH_TABLE.search(str(current))
+        if found:
+            return found.group(1) or found.group(2)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 _REFUSED_FOR_GOOD = re.compile(r"FATAL:\s+(.*(?:does not exist|authentication failed|no pg_hba\.conf entry).*)")
 
 

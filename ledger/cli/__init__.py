@@ -14,7 +14,7 @@ import typer
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import state
 from ledger.errors import LedgerError
-from ledger.outages import is_database_unavailable, refused_for_good
+from ledger.outages import is_database_unavailable, missing_table, refused_for_good
 from steering.errors import SteeringError
 
 app = typer.Typer(
@@ -91,6 +91,10 @@ def main() -> None:
             sys.exit(1)
         if not state.settings.database.is_postgres and _unusable_path(error):  # waiting will not change a path
             typer.echo(f"error: {state.settings.database.display()} cannot be opened or created: {error}", err=True)
+            sys.exit(1)
+        if (table := missing_table(error)) is not None:  # not an outage: waiting will not bring it back
+            typer.echo(f"error: the table {table} is missing from {state.settings.database.display()}: run `ledger db "
+                       "init`, which makes it again (rebuilding its read model from the log)", err=True)
             sys.exit(1)
         if is_database_unavailable(error):
             database = state.settings.database

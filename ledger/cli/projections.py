@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 @projections_app.callback()
 def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List each read model's position and the events it parked (an event it could not apply, with the error);
-    exits 1 while any event is parked."""
+    exits 1 while any event is parked, a read model lost a table, or one is past the log's end."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": as_json}  # `ledger projections --json retry` answers in JSON too
         return
@@ -33,13 +33,16 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
     head = reads.log.head()
     positions = reads.store.positions(PROJECTION_NAMES)
     parked = reads.store.parked()
+    problems = read_model_problems(reads.store, head, positions)
+    failed = bool(parked or problems)
     if as_json:
-        emit_json({"log_position": head, "positions": positions, "parked": parked})
-        raise typer.Exit(1 if parked else 0)
+        emit_json({"log_position": head, "positions": positions, "parked": parked, "problems": problems})
+        raise typer.Exit(1 if failed else 0)
     typer.echo(f"log position {head}")
     for name, position in positions.items():
         count = sum(1 for event in parked if event.projection == name)
-        typer.echo(f"  {name:<18} position {position:<10} lag {max(head - position, 0):<8} parked {count}")
+        typer.echo(f"  {name:<18} position {position:<10} lag {max(head - position, 0):<8} parked {count}"
+                   + (f"  ({name} {problems[name]})" if name in problems else ""))
     if parked:
         typer.echo("parked events (`ledger projections retry` applies them again):")
     for event in parked:
@@ -47,7 +50,24 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
             f"  {event.projection:<18} position {event.position:<10} {event.event_type} {event.originator_id}"
             f"  attempts {event.attempts}  {event.error}"
         )
-    raise typer.Exit(1 if parked else 0)
+    raise typer.Exit(1 if failed else 0)
+
+
+def read_model_problems(store: Any, head: int, positions: dict[str, int]) -> dict[str, str]:
+    """What keeps a read model from answering truly, by its name: a table it lost (dropped by hand), or a position
+    past the log's end (events removed from it)."""
+    from projections.registry import select
+
+    projections = select()
+    gone = store.missing_tables(table.name for projection in projections for table in projection.tables)
+    problems = {}
+    for projection in projections:
+        lost = sorted(gone & {table.name for table in projection.tables})
+        if lost:
+            problems[projection.name] = f"lost its table(s) {', '.join(lost)}: run `ledger db init`, which rebuilds it"
+        elif positions.get(projection.name, 0) > head:
+            problems[projection.name] = "is past the log's end (events were removed from it): run `ledger rebuild`"
+    return problems
 
 
 def retry_line(outcome: Any) -> str:
