@@ -229,8 +229,9 @@ class SigningKeys(PublicKeyCheck):
         no signed head whose last record asks for none (written before heads were signed)."""
         if end.position <= 0 or (end.head is None and not self.needs_signed_head(last_record())):
             return None
-        head = end.head
-        if head is not None and head.position == end.position and head.signature == self.sign_head(end.position, end.link):
+        head = end.head  # Ed25519 signs deterministically: this key's signature of the end is the one to find
+        if head is not None and head.position == end.position and head.signature == self.sign_head(end.position,
+                                                                                                   end.link):
             return None
         last = "there is none" if head is None else f"the last is at position {head.position}"
         return (f"the log was changed outside the ledger: no genuine signed head covers its end at position "
