@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
-        """Every version of a profile with who made it, when and why."""
+        """Every version of a profile: who made it, when, why, and what it changed."""
         records = state.ledger.profile_history(profile_ref(profile_id))
         emit(as_json, records, map(history_line, records, [None, *records[:-1]]))
 
