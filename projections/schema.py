@@ -42,13 +42,14 @@ def definition(projection: ReadModelProjection) -> str:
     return f"v{projection.version}-{hashlib.sha256(json.dumps(tables).encode()).hexdigest()[:16]}"
 
 
-def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
-    """Rebuild the read models whose definition changed; then the tracking table and every read model's tables,
-    when they do not exist yet (idempotent). Returns the names of those rebuilt."""
+def create_read_side(store: ReadModelStore, database: Database, events_table: str | None = None) -> list[str]:
+    """Rebuild the read models whose definition changed (or, given the log's ``events_table``, that are past its
+    end); then the tracking table and every read model's tables, when they do not exist yet (idempotent). Returns
+    the names of those rebuilt."""
     lost_tracking = bool(store.missing_tables([store.tracking_table]))
     store.create_table()
     store.create_parked_table()
-    changed = rebuild_changed(store, database, lost_tracking)  # first: their tables may have another shape now
+    changed = rebuild_changed(store, database, lost_tracking, events_table)  # first: their tables may change shape
     with store.datastore.transaction(commit=True) as curs:
         for table in RETIRED_TABLES:
             curs.execute(f"DROP TABLE IF EXISTS {table}")
@@ -56,11 +57,13 @@ def create_read_side(store: ReadModelStore, database: Database) -> list[str]:
     return changed
 
 
-def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bool = False) -> list[str]:
+def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bool = False,
+                    events_table: str | None = None) -> list[str]:
     """Rebuild the read models made before (their definition is recorded) whose definition changed since, or
     that lost a table or their positions (``lost_tracking``): made again empty, they would answer that nothing
     is there, and their positions would say they are up to date (or, lost, that every event is still to apply
-    onto rows that hold them already)."""
+    onto rows that hold them already). So are those past the end of the log in ``events_table`` (its tail was
+    cut): they would skip the events written at its positions again."""
     projections = select()
     current = {projection.name: definition(projection) for projection in projections}
     with _one_process_at_a_time(store):
@@ -72,11 +75,16 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
         missing = store.missing_tables(table.name for projection in projections for table in projection.tables)
         lost = [projection.name for projection in projections if projection.name in recorded and projection.name
                 not in changed and (lost_tracking or any(table.name in missing for table in projection.tables))]
+        positions, head = store.positions_and_head(current, events_table) if events_table else ({}, 0)
+        ahead = [name for name, position in positions.items() if position > (head or 0) and name not in changed + lost]
         if changed:
             logger.warning("read models %s changed definition: rebuilding them", ", ".join(changed))
         if lost:
             logger.warning("read models %s lost a table or their positions: rebuilding them", ", ".join(lost))
-        changed += lost
+        if ahead:
+            logger.warning("read models %s are past the log's end (its tail was cut): rebuilding them",
+                           ", ".join(ahead))
+        changed += lost + ahead
         if changed:
             from projections.runner import rebuild
 
@@ -128,7 +136,8 @@ def init_database(database: Database) -> None:
     is refused first: writes would sign with a key its readers do not have, and reads would set every event aside."""
     app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
     try:
-        EventLog(database, app=app).require_its_key()
-        create_read_side(open_store(database, datastore=app.recorder.datastore), database)
+        log = EventLog(database, app=app)
+        log.require_its_key()
+        create_read_side(open_store(database, datastore=app.recorder.datastore), database, log.events_table)
     finally:
         app.close()

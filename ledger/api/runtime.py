@@ -122,9 +122,9 @@ class Runtime:
                 "and X-Actor names the actor. Use open mode for local development only."
             )
         # the read side over the application's pool and log: one of each
-        store = open_store(database, datastore=self.ledger.recorder.datastore)
-        create_read_side(store, database)
-        self.read_model = ReadModel(database, store=store, log=EventLog(database, app=self.ledger))
+        store, events = open_store(database, datastore=self.ledger.recorder.datastore), EventLog(database, app=self.ledger)
+        create_read_side(store, database, events.events_table)
+        self.read_model = ReadModel(database, store=store, log=events)
         self.rebuilds = RebuildJobs(database, self.ledger.recorder.datastore, store.parked_counts)
         self.answers = Answers(self.ledger.recorder.datastore)
         self.progress = ReadSideProgress(

@@ -79,7 +79,7 @@ class CliState:
 
         self.writes = True
         reads = self.reads
-        create_read_side(reads.store, self.settings.database)
+        create_read_side(reads.store, self.settings.database, reads.log.events_table)
         return ProjectionWorker(self.settings.database, names, store=reads.store, log=reads.log)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def listed_names(database_url: str) -> list[str]:
+def listed(database_url: str) -> list[str]:
     return [row["name"] for row in json.loads(run_cli(database_url, "list", "--json").stdout)["profiles"]]
 
 
@@ -34,9 +34,9 @@ def read_model_positions(database_url: str) -> set[int]:
 def test_commands_show_their_writes_and_queries_never_write(database_url):
     run_cli(database_url, "db", "init")
     run_cli(database_url, "db", "init")  # again: nothing changes, nothing fails
-    assert listed_names(database_url) == []
+    assert listed(database_url) == []
     run_cli(database_url, "create", "first", "-f", "1=0.5")
-    assert listed_names(database_url) == ["first"]  # visible as soon as the command exited
+    assert listed(database_url) == ["first"]  # visible as soon as the command exited
 
     app = ProfileLedger(env=Database(database_url).eventsourcing_env(pool_size=1))  # a writer that projects nothing
     try:
@@ -44,11 +44,11 @@ def test_commands_show_their_writes_and_queries_never_write(database_url):
     finally:
         app.close()
     before = read_model_positions(database_url)
-    assert listed_names(database_url) == ["first"]  # the query read what was there, and applied nothing
+    assert listed(database_url) == ["first"]  # the query read what was there, and applied nothing
     assert read_model_positions(database_url) == before
 
     run_cli(database_url, "create", "second")
-    assert listed_names(database_url) == ["first", "second", "unprojected"]  # a command applies the log up to itself
+    assert listed(database_url) == ["first", "second", "unprojected"]  # a command applies the log up to itself
 
 
 def test_a_query_where_nothing_was_recorded_says_so_and_creates_nothing(tmp_path, postgres_url):
@@ -68,7 +68,7 @@ def test_a_query_where_nothing_was_recorded_says_so_and_creates_nothing(tmp_path
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace").fetchone()[0] == 0
 
     run_cli(postgres_url, "create", "calm")  # a command that writes makes what it needs
-    assert listed_names(postgres_url) == ["calm"]
+    assert listed(postgres_url) == ["calm"]
 
 
 def test_show_and_list_give_the_pinned_active_profile_as_the_api_does_its_version_in_force(database_url):
@@ -103,11 +103,11 @@ def test_a_read_model_table_dropped_by_hand_is_named_and_db_init_brings_it_back(
     run = [sys.executable, "-m", "ledger", "--database", database_url]
     status = subprocess.run([*run, "projections"], capture_output=True, text=True, timeout=120)
     assert status.returncode == 1 and "profiles lost its table(s) profiles" in status.stdout, status.stdout
-    listed = subprocess.run([*run, "list"], capture_output=True, text=True, timeout=120)
-    assert listed.returncode == 1 and "the table profiles is missing" in listed.stderr, listed.stderr
-    assert "ledger db init" in listed.stderr and "Traceback" not in listed.stderr
+    refused = subprocess.run([*run, "list"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "the table profiles is missing" in refused.stderr, refused.stderr
+    assert "ledger db init" in refused.stderr and "Traceback" not in refused.stderr
     run_cli(database_url, "db", "init")
-    assert listed_names(database_url) == ["calm"]
+    assert listed(database_url) == ["calm"]
     assert run_cli(database_url, "projections").returncode == 0
 
 
@@ -125,3 +125,7 @@ def test_read_models_past_the_log_s_end_are_named(sqlite_url):
     assert status.returncode == 1, status.stderr
     problems = json.loads(status.stdout)["problems"]
     assert problems and all("past the log's end" in problem for problem in problems.values()), problems
+    run_cli(sqlite_url, "db", "init")  # as every server start does: rebuilt from the log as it now is
+    assert run_cli(sqlite_url, "projections").returncode == 0
+    run_cli(sqlite_url, "create", "after", "-f", "3=1")  # at a position the cut freed: applied, not skipped
+    assert listed(sqlite_url) == ["after", "calm"]
