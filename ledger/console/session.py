@@ -74,6 +74,19 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
+def _secure_cookies(send: Send) -> Send:
+    """``send``, with the CSRF cookie set ``Secure``, as the token cookie is, when the page came over HTTPS."""
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [
+                (name, value + b"; Secure" if name == b"set-cookie" and value.startswith(CSRF_COOKIE.encode() + b"=")
+                 and b"secure" not in value.lower() else value) for name, value in message.get("headers", ())]}
+        await send(message)
+
+    return sending
+
+
 def _without_cookie(headers: Any, name: str) -> Any:
     prefix = name.encode() + b"="
     for header, value in headers:
@@ -106,7 +119,7 @@ class ConsoleSecurity(CSRFMiddleware):
         if scope["method"] not in SAFE_METHODS and not cookie_authorises and not signing_in:
             await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
             return
-        await super().__call__(scope, receive, send)
+        await super().__call__(scope, receive, _secure_cookies(send) if scope.get("scheme") == "https" else send)
 
 
 async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -254,3 +254,17 @@ def test_a_tag_chip_finds_its_profiles_whatever_the_tag_holds(console: TestClien
         found = console.get(chip, headers={"Accept": "text/html"}).text
         names = re.findall(r'<a href="/profiles/[^"]+">([^<]+)</a>', found)
         assert names == ["odd"], (chip, names)
+
+
+def test_the_csrf_cookie_is_secure_over_https_as_the_token_cookie_is(sqlite_url: str):
+    from litestar.testing import TestClient as Client
+
+    from ledger.api.app import create_app
+    from ledger.settings import Database, Settings
+
+    for scheme, secure in (("https", True), ("http", False)):
+        app = create_app(Settings(database=Database(sqlite_url)), auth=False)
+        with Client(app, base_url=f"{scheme}://testserver.localhost") as client:
+            cookies = [value for name, value in client.get("/", headers={"Accept": "text/html"}).headers.multi_items()
+                       if name == "set-cookie" and value.startswith("ledger_console_csrf=")]
+            assert len(cookies) == 1 and ("; Secure" in cookies[0]) is secure, (scheme, cookies)
