@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import eventsourcing.persistence
@@ -53,16 +54,19 @@ def recover_quickly_from_outages() -> None:
     psycopg_pool.pool.ConnectionPool._check_connection = _check_and_sweep  # type: ignore[method-assign]
 
 
-def is_database_unavailable(exc: BaseException) -> bool:
-    """The error, or one it was raised from, says the database cannot be reached right now."""
+def raised_from(exc: BaseException, *, implicitly: bool = False) -> Iterator[BaseException]:
+    """The error and those it was raised from (``implicitly``: or while handling), each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, DATABASE_UNAVAILABLE):
-            return True
+        yield current
         seen.add(id(current))
-        current = current.__cause__
-    return False
+        current = current.__cause__ or (current.__context__ if implicitly else None)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The error, or one it was raised from, says the database cannot be reached right now."""
+    return any(isinstance(error, DATABASE_UNAVAILABLE) for error in raised_from(exc))
 
 
 _NO_SUCH_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
@@ -71,14 +75,10 @@ _NO_SUCH_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not e
 def missing_table(exc: BaseException) -> str | None:
     """The table a query found missing (dropped by hand, say), from the error or one it was raised from; None when
     that is not what went wrong."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        found = _NO_SUCH_TABLE.search(str(current))
+    for error in raised_from(exc, implicitly=True):
+        found = _NO_SUCH_TABLE.search(str(error))
         if found:
             return found.group(1) or found.group(2)
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
     return None
 
 

@@ -409,6 +409,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
             f"SELECT originator_id AS id, max(originator_version) AS version FROM {events_table_name}"
             " WHERE originator_id IN (SELECT value FROM json_each(?)) GROUP BY originator_id"
         )
+        self.end_statement = end_statement(self.chain_table_name, self.heads_table_name)
         super().__init__(datastore, events_table_name)
 
     def construct_create_table_statements(self) -> list[str]:
@@ -431,7 +432,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
         assert positions is not None
         write_path.check_unchanged(c, self.stream_versions_statement, unchanged,
                                    ids=lambda stream_ids: json.dumps([stream_id.hex for stream_id in stream_ids]))
-        c.execute(end_statement(self.chain_table_name, self.heads_table_name))
+        c.execute(self.end_statement)
         end = chain_end(c.fetchone())
 
         def last_record() -> bytes:

@@ -55,7 +55,7 @@ from ledger.errors import (
     StaleVersionError,
     ValidationError,
 )
-from ledger.outages import is_database_unavailable
+from ledger.outages import is_database_unavailable, raised_from
 from ledger.write_path import WriteTimeoutError
 
 log = logging.getLogger("ledger.api")
@@ -153,12 +153,7 @@ PASSING_REFUSAL = "ledger.passing_refusal"
 
 def _write_timeout(exc: BaseException) -> WriteTimeoutError | None:
     """The write timeout the error is, or was raised from (nothing was recorded)."""
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None or isinstance(current, WriteTimeoutError):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    return next((error for error in raised_from(exc, implicitly=True) if isinstance(error, WriteTimeoutError)), None)
 
 
 _HTTP_CODES = {

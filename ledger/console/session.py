@@ -63,12 +63,16 @@ def csrf_config() -> CSRFConfig:
     )
 
 
+def _cookies(value: bytes) -> list[bytes]:
+    """The ``name=value`` parts of a ``Cookie`` header."""
+    return [part.strip() for part in value.split(b";")]
+
+
 def _cookie(scope: Scope, name: str) -> str | None:
     prefix = name.encode() + b"="
     for header, value in scope["headers"]:
         if header == b"cookie":
-            for part in value.split(b";"):
-                part = part.strip()
+            for part in _cookies(value):
                 if part.startswith(prefix):
                     return part[len(prefix):].decode("latin-1").strip('"') or None
     return None
@@ -91,7 +95,7 @@ def _without_cookie(headers: Any, name: str) -> Any:
     prefix = name.encode() + b"="
     for header, value in headers:
         if header == b"cookie":
-            value = b"; ".join(part for part in (p.strip() for p in value.split(b";")) if not part.startswith(prefix))
+            value = b"; ".join(part for part in _cookies(value) if not part.startswith(prefix))
         yield header, value
 
 
