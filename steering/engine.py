@@ -17,7 +17,7 @@ from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
 from .sae import SAE, check_feature_indices, steering_vector
-from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, Scheduler, SchedulerStats
+from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, RequestCancelledError, Scheduler, SchedulerStats
 
 VECTOR_CACHE_SIZE = 256  # profile versions whose steering vector is kept
 
@@ -144,10 +144,19 @@ class SteeringEngine:
 
     def stream(
         self, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None,
-        abandoned: threading.Event | None = None,
+        abandoned: threading.Event | None = None, on_given_up: Callable[[RequestCancelledError], None] | None = None,
     ) -> Iterator[str]:
-        """Text deltas of one request (queued now; closing the iterator early, or ``abandoned`` set, cancels it)."""
-        return self.scheduler.submit(request, stream=True, abandoned=abandoned).deltas(on_done)
+        """Text deltas of one request (queued now; closing the iterator early, or ``abandoned`` set, cancels it).
+        ``on_given_up`` hears of its cancellation (on the scheduler's thread), whether or not anyone still reads."""
+        ticket = self.scheduler.submit(request, stream=True, abandoned=abandoned)
+        if on_given_up is not None:
+            def heard(future: Future[GenerationResult]) -> None:
+                error = None if future.cancelled() else future.exception()
+                if isinstance(error, RequestCancelledError):
+                    on_given_up(error)
+
+            ticket.future.add_done_callback(heard)
+        return ticket.deltas(on_done)
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()

@@ -7,6 +7,8 @@ requests with different profiles never see each other's steering.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +18,7 @@ from uuid import UUID
 
 from ledger.domainmodel import DELETED_PROFILE
 from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
+from ledger.idempotency import claiming
 
 from .engine import SteeringEngine, SteeringSnapshot
 from .errors import ContextLengthError, SteeringError
@@ -29,6 +32,7 @@ PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most
 """The key of a generation's details naming the profile version it ran with, when the profile was deleted before
 the run was recorded (the execution then has no profile): a replay runs with that version."""
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,11 +135,15 @@ class GenerationService:
     def complete(
         self, completion: Completion, *, compare: bool = False, abandoned: threading.Event | None = None
     ) -> CompletionOutcome:
-        """Generate and record; once ``abandoned`` is set (the caller went away), the generation stops and nothing
-        is recorded (RequestCancelledError)."""
+        """Generate and record; once ``abandoned`` is set (the caller went away), the generation stops
+        (RequestCancelledError), recorded as ``partial`` if it had produced anything."""
         spec, request = self._prepare(completion)
         requests = [request, replace(request, steering=None)] if compare else [request]
-        results = _run(self.engine.generate, requests, abandoned)
+        try:
+            results = _run(self.engine.generate, requests, abandoned)
+        except RequestCancelledError as error:
+            self._record_given_up(completion, spec, request, error)
+            raise
         outcome = self._record(completion, spec, request, results[0])
         return replace(outcome, unsteered=results[1] if compare else None)
 
@@ -144,15 +152,21 @@ class GenerationService:
         abandoned: threading.Event | None = None,
     ) -> Iterator[str]:
         """Text deltas; the execution is recorded (in the consumer's thread) when the last delta has been produced.
-        Once ``abandoned`` is set (the caller went away), the generation stops whether or not anyone still reads."""
+        Once ``abandoned`` is set (the caller went away), the generation stops whether or not anyone still reads,
+        and what it had produced is recorded as ``partial`` (on a thread of its own, as the command's actor)."""
         spec, request = self._prepare(completion)
+        command = contextvars.copy_context()
 
         def done(result: GenerationResult) -> None:
             outcome = self._record(completion, spec, request, result)
             if on_recorded is not None:
                 on_recorded(outcome)
 
-        return _run(self.engine.stream, request, on_done=done, abandoned=abandoned)
+        def given_up(error: RequestCancelledError) -> None:
+            threading.Thread(target=command.run, args=(self._record_given_up, completion, spec, request, error),
+                             name="record-given-up", daemon=True).start()
+
+        return _run(self.engine.stream, request, on_done=done, abandoned=abandoned, on_given_up=given_up)
 
     def replay(self, execution_id: UUID) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed; record the replay."""
@@ -167,7 +181,8 @@ class GenerationService:
             profile_id, version = deleted["id"], deleted["version"]
         completion = Completion(
             messages=details["messages"],
-            max_tokens=sampling["max_tokens"],
+            # a generation given up part way ran to that many tokens
+            max_tokens=details["completion_tokens"] if original.status == "partial" else sampling["max_tokens"],
             temperature=sampling["temperature"],
             top_p=sampling["top_p"],
             seed=original.seed,
@@ -216,8 +231,24 @@ class GenerationService:
             within_context=completion.within_context,
         )
 
+    def _record_given_up(
+        self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest,
+        error: RequestCancelledError,
+    ) -> None:
+        """A generation its caller gave up is recorded all the same when it had produced anything (status
+        ``partial``, the output so far): what was served is in the log. It claims no Idempotency-Key, so a retry
+        with the key runs again."""
+        if error.partial is None or error.request is not request:  # nothing produced, or the unsteered twin
+            return
+        try:
+            with claiming(None):
+                self._record(completion, spec, request, error.partial, status="partial")
+        except Exception:  # the caller is gone: nobody else hears of it
+            logger.exception("a generation given up part way was not recorded")
+
     def _record(
-        self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult
+        self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult,
+        status: str = "success",
     ) -> CompletionOutcome:
         fingerprint = environment_fingerprint(self.engine.loaded, self.engine.sae)
         details = {
@@ -237,7 +268,7 @@ class GenerationService:
         }
         profile_id = spec.profile_id if spec else None
         version = spec.version if spec else None
-        run = {"seed": request.seed, "status": "success", "duration_ms": round(result.duration_s * 1000, 3),
+        run = {"seed": request.seed, "status": status, "duration_ms": round(result.duration_s * 1000, 3),
                "kind": "generation", "details": details, "replay_of": completion.replay_of}
         warnings: tuple[str, ...] = ()
         try:

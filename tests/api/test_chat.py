@@ -251,6 +251,17 @@ def test_a_client_that_goes_away_before_its_answer_frees_its_place_in_the_batch(
     leaves_before_the_answer(server, lambda client: client.post("/v1/chat/completions", json=LONG))
 
 
+def test_a_generation_its_client_leaves_before_the_answer_is_recorded_as_partial(server):
+    create(server.client, "left", {"4": 2.0})
+    leaves_before_the_answer(server, lambda client: client.post("/v1/chat/completions",
+                                                                json={**LONG, "profile": "left", "seed": 3}))
+    (execution,) = wait_until(lambda: server.client.get("/api/profiles/left/executions").json()["executions"], 10,
+                              "the generation given up to be recorded")
+    details = server.client.get(f"/api/executions/{execution['id']}").json()["details"]
+    assert execution["status"] == "partial" and details["finish_reason"] == "cancelled"
+    assert 0 < details["completion_tokens"] < LONG["max_tokens"] and details["output"]
+
+
 def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(server):
     server.slow_steps()
     before = server.client.get("/api/steering/status").json()["scheduler"]
