@@ -121,13 +121,13 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, product: str | None,
+def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, products: list[str],
            search: str | None) -> bool:
     """Whether a version, shown under the profile's name now, passes the list's filters as the SQL above tests them."""
     labels = set(version.tags)
     if tags and not (labels.issuperset(tags) if tags_match == "all" else labels.intersection(tags)):
         return False
-    if product and product.strip() not in version.products:
+    if products and not set(version.products).intersection(products):
         return False
     term = search_text(search.strip()) if search and search.strip() else ""
     return not term or term in name_search or term in search_text(version.description)
@@ -138,13 +138,14 @@ class ProfileQueries(Queries):
         self,
         tags: Sequence[str] | None = None,
         tags_match: Literal["any", "all"] = "any",
-        product: str | None = None,
+        products: Sequence[str] | None = None,
         search: str | None = None,
         sort: Literal["name", "updated_at"] = "name",
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[ProfileRow]:
-        """Live profiles, filtered by tags (any/all of them), product and text in the name or description.
+        """Live profiles, filtered by tags (any/all of them), products (any of them) and text in the name or
+        description.
 
         ``sort="name"`` is case-insensitive A→Z; ``sort="updated_at"`` is most recently updated first.
         """
@@ -158,8 +159,9 @@ class ProfileQueries(Queries):
         tags = [tag.strip() for tag in (tags or []) if tag and tag.strip()]
         if tags:
             where.append(self._labels_filter("tags", tags, tags_match, params))
-        if product:
-            where.append(self._labels_filter("products", [product.strip()], "all", params))
+        products = [product.strip() for product in (products or []) if product and product.strip()]
+        if products:
+            where.append(self._labels_filter("products", products, "any", params))
         if search and search.strip():
             params["pattern"] = _like_pattern(search.strip())
             where.append("(name_search LIKE :pattern ESCAPE '\\' OR description_search LIKE :pattern ESCAPE '\\')")
@@ -167,7 +169,7 @@ class ProfileQueries(Queries):
         if pinned is not None:  # the list shows its version in force: the filters test that, not its latest
             version, name_search = pinned
             params["pinned"] = version.profile_id
-            shown = _shows(version, name_search, tags, tags_match, product, search)
+            shown = _shows(version, name_search, tags, tags_match, products, search)
             where = [f"((({' AND '.join(where)}) AND id <> :pinned){' OR id = :pinned' if shown else ''})"]
         listing = f"profiles:{sort}"
         if cursor is not None:

@@ -141,7 +141,8 @@ class ProfileController(Controller):
         reads: NamedDependency[Any],
         tag: Annotated[list[str] | None, QueryParameter(description="Filter by tag (repeatable).")] = None,
         tags_match: Annotated[Literal["any", "all"], QueryParameter(description="Match any or all tags.")] = "any",
-        product: Annotated[str | None, QueryParameter()] = None,
+        product: Annotated[list[str] | None, QueryParameter(
+            description="Filter by product (repeatable: any of them).")] = None,
         search: Annotated[str | None, QueryParameter(description="Search name and description.")] = None,
         sort: Annotated[
             Literal["name", "updated"], QueryParameter(description="`name` A→Z or `updated` newest first.")
@@ -153,7 +154,7 @@ class ProfileController(Controller):
         page = reads.list_profiles(
             tags=tag or None,
             tags_match=tags_match,
-            product=product,
+            products=product,
             search=search,
             sort="updated_at" if sort == "updated" else "name",
             limit=limit,

@@ -280,7 +280,8 @@ def register(app: typer.Typer) -> None:
     def list_profiles(
         tag: Optional[list[str]] = typer.Option(None, "--tag", "-t", help="Only profiles with this tag; repeatable."),
         all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
-        product: Optional[str] = typer.Option(None, "--product"),
+        product: Optional[list[str]] = typer.Option(None, "--product", help="Only profiles for this product; "
+                                                    "repeatable (any of them)."),
         search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
         sort: ListSort = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
         limit: int = limit_option(50, "profiles"),
@@ -289,7 +290,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List live profiles from the read model, a page at a time."""
         page = state.reads.list_profiles(
-            tags=tag or None, tags_match="all" if all_tags else "any", product=product, search=search,
+            tags=tag or None, tags_match="all" if all_tags else "any", products=product, search=search,
             sort=LIST_SORTS[sort.value], limit=limit, cursor=cursor,
         )
         shown = msgspec.structs.replace(page, items=[as_in_force(row, partial(state.reads.get_version, row.id))

@@ -62,13 +62,17 @@ def test_list_filters_sorts_and_paginates(client):
     last = 0
     for number in range(7):
         tags = ["even"] if number % 2 == 0 else ["odd"]
-        last = create(client, f"p{number}", tags=[*tags, "all"], products=["chat"] if number < 3 else [])["position"]
+        products = ["chat"] if number < 3 else ["voice"] if number == 6 else []
+        last = create(client, f"p{number}", tags=[*tags, "all"], products=products)["position"]
     query = fresh(client, last)
     evens = client.get("/api/profiles", params={**query, "tag": "even"}).json()["profiles"]
     assert [p["name"] for p in evens] == ["p0", "p2", "p4", "p6"]
     both = client.get("/api/profiles", params=[("tag", "even"), ("tag", "all"), ("tags_match", "all")]).json()
     assert len(both["profiles"]) == 4
     assert len(client.get("/api/profiles", params={"product": "chat"}).json()["profiles"]) == 3
+    for repeated in ([("product", "chat"), ("product", "voice")], [("product", "voice"), ("product", "chat")]):
+        listed = client.get("/api/profiles", params=repeated).json()["profiles"]  # any of them, in either order
+        assert [p["name"] for p in listed] == ["p0", "p1", "p2", "p6"]
     assert [p["name"] for p in client.get("/api/profiles", params={"search": "P3"}).json()["profiles"]] == ["p3"]
     updated = client.get("/api/profiles", params={"sort": "updated"}).json()["profiles"]
     assert [p["name"] for p in updated][:2] == ["p6", "p5"]

@@ -49,8 +49,8 @@ def test_tags_match_any_by_default_or_all(read_model, listed):
 
 
 def test_product_filter(read_model, listed):
-    assert names(read_model.list_profiles(product="voice")) == ["Bravo", "Delta"]
-    assert names(read_model.list_profiles(product="chat", tags=["calm"])) == ["alpha"]
+    assert names(read_model.list_profiles(products=["voice"])) == ["Bravo", "Delta"]
+    assert names(read_model.list_profiles(products=["chat"], tags=["calm"])) == ["alpha"]
 
 
 def test_search_is_case_insensitive_over_name_and_description(read_model, listed):
