@@ -4,7 +4,8 @@ Connections are bounded (:class:`ConnectionLimits`): uvicorn closes a keep-alive
 after ``timeout_keep_alive``, but not one that never sends a request, sends its headers a byte at a time, or stalls
 in its body, and it accepts any number of them (each a file descriptor). :func:`guarded_protocol` adds what it
 lacks to its httptools protocol: a deadline for a request's headers (from the connection's start or the previous
-response), one for its body, and a cap on open connections: a connection past it closes the one that has waited
+response), one for its body, a cap on the size of a request's headers (past it: 431, and the connection is closed;
+httptools would buffer any size), and a cap on open connections: a connection past it closes the one that has waited
 longest without sending a request (so idle connections cannot lock a new client out), or, when every other
 connection is busy with a request, is itself closed at once.
 """
@@ -53,6 +54,8 @@ class ConnectionLimits:
     together (and their clients do not all come back at once)."""
     body_timeout: float = 30.0
     """Seconds from a request's headers until its whole body is in."""
+    max_header_bytes: int = 65_536
+    """Bytes a request's line and headers may take; past it the answer is 431 and the connection is closed."""
     keep_alive: float = 5.0
     """Seconds a connection may sit idle after a response (uvicorn's ``timeout_keep_alive``)."""
     max_streams: int = 100
@@ -89,6 +92,11 @@ class ConnectionLimits:
         return replace(self, max_connections=cap)
 
 
+_TOO_LARGE = b'{"error":"request_headers_too_large","detail":"the request line and headers are too large"}'
+HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE))
+
+
 def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header deadline, a body deadline and a cap on open connections."""
 
@@ -98,6 +106,17 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _phase: str | None = None  # "headers", "body" or None (a request is being answered)
+        _header_bytes = 0  # received since the headers' phase began
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._phase != "headers" or self.transport.is_closing():
+                return
+            self._header_bytes += len(data)
+            if self._header_bytes > limits.max_header_bytes:  # (a chunk that ended the headers left the phase)
+                self._expect(None, None)
+                self.transport.write(HEADERS_TOO_LARGE)
+                self.transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -135,7 +154,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self._deadline.cancel()
                 self._deadline = None
             waiting.pop(self, None)
-            self._phase = phase
+            self._phase, self._header_bytes = phase, 0
             if phase == "headers" and (self.cycle is None or self.cycle.response_complete):
                 waiting[self] = None  # idle: the newest at the end
             if phase is not None and seconds is not None:

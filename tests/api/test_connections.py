@@ -4,6 +4,7 @@ so idle clients cannot use up the server's file descriptors. Raw sockets against
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -164,3 +165,25 @@ def test_limits_come_from_the_environment():
     assert limits.resolved().max_connections <= 500
     with pytest.raises(ValueError, match="LEDGER_BODY_TIMEOUT"):
         ConnectionLimits.from_env({"LEDGER_BODY_TIMEOUT": "soon"})
+
+
+def test_headers_past_the_size_cap_are_answered_431_and_the_connection_closed(guarded):
+    with connect(guarded) as sock:  # within the cap: answered
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 60_000 + b"\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
+        answer = b""
+        try:
+            for _ in range(1000):  # 1 MB at most, in the pieces a client sends: refused long before
+                sock.sendall(b"a" * 1000)
+                if select.select([sock], [], [], 0.001)[0]:  # the answer is in: read it before a reset can drop it
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert answer.endswith(b'"error":"request_headers_too_large","detail":"the request line and headers are too large"}')
+    assert httpx.get(f"{guarded.base_url}/health").status_code == 200
