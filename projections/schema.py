@@ -8,9 +8,11 @@ before the process uses it, one process at a time (a database lock), instead of 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +34,7 @@ RETIRED_TABLES = ("profile_graves",)
 """Tables of earlier definitions that no read model declares any more: dropped once their read model is rebuilt."""
 REBUILD_LOCK = lock_id("__rebuild__")
 """Held while read models are rebuilt (and while definitions are checked): one at a time per database."""
-_REBUILDING_HERE = threading.Lock()  # SQLite: one at a time in this process
+_REBUILDING_HERE = threading.Lock()  # an in-memory SQLite database: one at a time in this process
 
 
 def definition(projection: ReadModelProjection) -> str:
@@ -66,46 +68,61 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
     cut): they would skip the events written at its positions again."""
     projections = select()
     current = {projection.name: definition(projection) for projection in projections}
-    with _one_process_at_a_time(store):
-        with store.datastore.transaction(commit=True) as curs:
-            curs.execute(f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)")
-            curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
-            recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
-        changed = [name for name, made in current.items() if name in recorded and recorded[name] != made]
-        missing = store.missing_tables(table.name for projection in projections for table in projection.tables)
-        lost = [projection.name for projection in projections if projection.name in recorded and projection.name
-                not in changed and (lost_tracking or any(table.name in missing for table in projection.tables))]
-        positions, head = store.positions_and_head(current, events_table) if events_table else ({}, 0)
-        ahead = [name for name, position in positions.items() if position > (head or 0) and name not in changed + lost]
-        if changed:
-            logger.warning("read models %s changed definition: rebuilding them", ", ".join(changed))
-        if lost:
-            logger.warning("read models %s lost a table or their positions: rebuilding them", ", ".join(lost))
-        if ahead:
-            logger.warning("read models %s are past the log's end (its tail was cut): rebuilding them",
-                           ", ".join(ahead))
-        changed += lost + ahead
-        if changed:
-            from projections.runner import rebuild
+    changed, recorded = _to_rebuild(store, projections, current, lost_tracking, events_table)
+    if changed:  # (a process that has nothing to rebuild never waits for one running elsewhere)
+        with _one_process_at_a_time(store, database):
+            changed, recorded = _to_rebuild(store, projections, current, lost_tracking, events_table, say=True)
+            if changed:  # still: another process did not rebuild them meanwhile
+                from projections.runner import rebuild
 
-            rebuild(database, changed, progress=False)
-        upsert = store.dialect.compile(
-            f"INSERT INTO {DEFINITIONS_TABLE} (name, definition) VALUES (:name, :definition) "
-            "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition"
-        )
-        stale = {name: made for name, made in current.items() if recorded.get(name) != made}
-        if stale:
-            with store.datastore.transaction(commit=True) as curs:
-                for name, made in stale.items():
-                    curs.execute(upsert, {"name": name, "definition": made})
+                rebuild(database, changed, progress=False)
+            _record_definitions(store, current, recorded)
+    else:
+        _record_definitions(store, current, recorded)
     return changed
 
 
+def _to_rebuild(store: ReadModelStore, projections: list[ReadModelProjection], current: dict[str, str],
+                lost_tracking: bool, events_table: str | None, say: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The read models :func:`rebuild_changed` rebuilds, and the definitions recorded."""
+    with store.datastore.transaction(commit=True) as curs:
+        curs.execute(f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)")
+        curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
+        recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
+    changed = [name for name, made in current.items() if name in recorded and recorded[name] != made]
+    missing = store.missing_tables(table.name for projection in projections for table in projection.tables)
+    lost = [projection.name for projection in projections if projection.name in recorded and projection.name
+            not in changed and (lost_tracking or any(table.name in missing for table in projection.tables))]
+    positions, head = store.positions_and_head(current, events_table) if events_table else ({}, 0)
+    ahead = [name for name, position in positions.items() if position > (head or 0) and name not in changed + lost]
+    for names, why in ((changed, "changed definition"), (lost, "lost a table or their positions"),
+                       (ahead, "are past the log's end (its tail was cut)")):
+        if names and say:
+            logger.warning("read models %s %s: rebuilding them", ", ".join(names), why)
+    return changed + lost + ahead, recorded
+
+
+def _record_definitions(store: ReadModelStore, current: dict[str, str], recorded: dict[str, str]) -> None:
+    upsert = store.dialect.compile(
+        f"INSERT INTO {DEFINITIONS_TABLE} (name, definition) VALUES (:name, :definition) "
+        "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition"
+    )
+    stale = {name: made for name, made in current.items() if recorded.get(name) != made}
+    if stale:
+        with store.datastore.transaction(commit=True) as curs:
+            for name, made in stale.items():
+                curs.execute(upsert, {"name": name, "definition": made})
+
+
 @contextmanager
-def _one_process_at_a_time(store: ReadModelStore) -> Iterator[None]:
-    """A session lock on PostgreSQL (SQLite's write lock serialises the writes themselves)."""
+def _one_process_at_a_time(store: ReadModelStore, database: Database) -> Iterator[None]:
+    """The rebuild lock, waited for: a session lock on PostgreSQL, the lock file's on SQLite."""
     if not store.dialect.is_postgres:
-        yield
+        release = _sqlite_rebuild_lock(database, wait=True)
+        try:
+            yield
+        finally:
+            release()
         return
     with store.datastore.get_connection() as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
@@ -117,17 +134,33 @@ def _one_process_at_a_time(store: ReadModelStore) -> Iterator[None]:
 
 def hold_rebuild_lock(database: Database) -> Callable[[], None]:
     """Take the rebuild lock without waiting (:class:`RebuildInProgressError` when it is held); returns the
-    function that lets it go. On PostgreSQL a session lock on a connection of its own, so it is let go even if
-    the process dies; on SQLite within this process."""
+    function that lets it go. It is let go too when the process dies: on PostgreSQL a session lock on a
+    connection of its own; on SQLite (one machine) a lock on a file beside the database's."""
     if database.is_postgres:
         conn = psycopg.connect(database.url, autocommit=True, connect_timeout=5)
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK,)).fetchone()
         if row and row[0]:
             return conn.close
         conn.close()
-    elif _REBUILDING_HERE.acquire(blocking=False):
-        return _REBUILDING_HERE.release
+    elif (release := _sqlite_rebuild_lock(database, wait=False)) is not None:
+        return release
     raise RebuildInProgressError("a rebuild of the read models is already running; try again when it ends")
+
+
+def _sqlite_rebuild_lock(database: Database, *, wait: bool) -> Callable[[], None] | None:
+    """An exclusive ``flock`` on ``<database file>.rebuild-lock`` (every process on the file sees it; each open of
+    it is its own holder, so threads of one process exclude each other too); None when it is held and not
+    ``wait``. An in-memory database lives in one process: a lock of the process's."""
+    path = database.sqlite_path
+    if ":memory:" in path or "mode=memory" in path:
+        return _REBUILDING_HERE.release if _REBUILDING_HERE.acquire(blocking=wait) else None
+    descriptor = os.open(f"{path}.rebuild-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return lambda: os.close(descriptor)  # closing the file lets the lock go
 
 
 def init_database(database: Database) -> None:

@@ -117,11 +117,11 @@ class ReadModelRecorder(ParkingRecorder):
 
     def drop_tables(self, projection: ReadModelProjection, suffix: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            for table in projection.tables:
-                curs.execute(f"DROP TABLE IF EXISTS {table.name + suffix}")
-            if suffix:
+            if suffix:  # a write first: SQLite takes its write lock at once (waiting its turn), not midway
                 curs.execute(self._delete_tracking_sql(), {"name": rebuild_key(projection.name)})
                 self._clear_parked(curs, rebuild_key(projection.name))
+            for table in projection.tables:
+                curs.execute(f"DROP TABLE IF EXISTS {table.name + suffix}")
 
     def _delete_tracking_sql(self) -> str:
         return self.dialect.compile(f"DELETE FROM {self.tracking_table} WHERE application_name = :name")

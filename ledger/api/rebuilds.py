@@ -89,7 +89,7 @@ class RebuildJobs:
         if not JOB_ID.fullmatch(job_id):  # never one of ours (and text PostgreSQL would refuse, such as a NUL)
             return None
         job = self._read(job_id)
-        if job is None or job.state != "running" or not self.database.is_postgres:  # SQLite: the lock is a process's
+        if job is None or job.state != "running":
             return job
         from projections.schema import hold_rebuild_lock
 

@@ -3,11 +3,15 @@ processes."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import subprocess
+import sys
+
 import psycopg
-import pytest
 
 from ledger.settings import Database
-from projections.schema import REBUILD_LOCK, hold_rebuild_lock
+from projections.schema import hold_rebuild_lock
 from tests.api.conftest import assert_error, create, make_client
 from tests.waiting import wait_until
 
@@ -60,25 +64,46 @@ def ended(client, job):
         client.get(job["url"]).json()), 60, "the rebuild to end")
 
 
-@pytest.mark.postgres
-def test_the_lock_is_the_databases_not_the_process(postgres_url):
-    with make_client(postgres_url) as client, psycopg.connect(postgres_url, autocommit=True) as other_process:
-        other_process.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
-        assert_error(client.post("/api/ledger/rebuild"), 409, "rebuild_in_progress")
+HOLDER = ("import sys; from ledger.settings import Database; from projections.schema import hold_rebuild_lock; "
+          "release = hold_rebuild_lock(Database(sys.argv[1])); print('held', flush=True); sys.stdin.read()")
 
 
-@pytest.mark.postgres
-def test_any_server_on_the_database_answers_for_a_job_and_one_whose_server_stopped_is_failed(postgres_url):
-    with make_client(postgres_url) as started_on, make_client(postgres_url) as polled_on:
+def test_the_lock_is_the_databases_not_the_process_and_dies_with_its_holder(database_url, tmp_path):
+    """Another process rebuilding (a server, or ``ledger rebuild``) holds the lock: on SQLite too, whose servers
+    share one file."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, database_url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with make_client(database_url) as client:
+            create(client, "kept")
+            assert_error(client.post("/api/ledger/rebuild"), 409, "rebuild_in_progress")
+            cli = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "rebuild"],
+                                 capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 1 and "a rebuild of the read models is already running" in cli.stderr, cli
+            holder.kill()  # a holder that dies lets it go
+            holder.wait()
+            ended(client, client.post("/api/ledger/rebuild").json())
+    finally:
+        holder.kill()
+
+
+def test_any_server_on_the_database_answers_for_a_job_and_one_whose_server_stopped_is_failed(database_url):
+    with make_client(database_url) as started_on, make_client(database_url) as polled_on:
         create(started_on, "kept")
         job = started_on.post("/api/ledger/rebuild").json()
         done = wait_until(lambda: (lambda seen: seen if seen["state"] != "running" else None)(
             polled_on.get(job["url"]).json()), 60, "the rebuild to end, seen from the other server")
         assert done["state"] == "succeeded" and done["positions"], done
 
-    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a job whose server died while it ran
-        conn.execute("UPDATE ledger_rebuild_jobs SET job = replace(job, '\"succeeded\"', '\"running\"')")
-    with make_client(postgres_url) as client:
+    running = "UPDATE ledger_rebuild_jobs SET job = replace(job, '\"succeeded\"', '\"running\"')"
+    if database_url.startswith("postgresql"):  # a job whose server died while it ran
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(running)
+    else:
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn, conn:
+            conn.execute(running)
+    with make_client(database_url) as client:
         orphan = client.get(job["url"]).json()
         assert orphan["state"] == "failed" and "stopped" in orphan["error"], orphan
         assert client.post("/api/ledger/rebuild").status_code == 202  # the lock was free all along
