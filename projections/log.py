@@ -184,10 +184,13 @@ class EventLog:
     def require_its_key(self) -> None:
         """Refuse (:class:`SigningKeyError`) when this process's signing key is not the one the log is signed with
         (or there is none): read with it, every event would be set aside, and the read models made from them
-        would be empty."""
+        would be empty. A key named by ``LEDGER_SIGNING_KEY`` is read now even for an empty log: unreadable, no
+        write could ever commit."""
         first = self.recorder.select_notifications(1, 1)
         sealed = Sealed.parse(first[0].state) if first else None
         keys = self.mapper.keys
+        if sealed is None and keys.named:
+            keys.key_id  # noqa: B018 - loads the key: SigningKeyError if it cannot be read
         if sealed is not None and sealed.key_id != keys.key_id:  # key_id loads the key: SigningKeyError if none
             raise SigningKeyError(
                 f"the log is signed by key {sealed.key_id.hex()}, not by this process's key {keys.key_id.hex()}: "

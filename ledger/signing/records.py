@@ -160,7 +160,7 @@ class SigningKeys(PublicKeyCheck):
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        self._create = create
+        self.named = not create  # by ``LEDGER_SIGNING_KEY``: never made here
         self._lock = threading.Lock()
         self._private: Ed25519PrivateKey | None = None
         self._keyed_hmac: Any = None  # keyed once; each MAC starts from a copy of it
@@ -184,13 +184,13 @@ class SigningKeys(PublicKeyCheck):
         if self._private is None:
             with self._lock:
                 if self._private is None:
-                    if not self.path.exists() and self._create and not create:
+                    if not self.path.exists() and not self.named and not create:
                         raise SigningKeyError(
                             f"there is no event-signing key at {self.path} yet: set {SIGNING_KEY_ENV} to the key "
                             "this log was written with (the first write makes one there)", path=str(self.path)
                         )
                     try:
-                        if self.path.exists() or not self._create:
+                        if self.path.exists() or self.named:
                             private = load_private_key(self.path)
                         else:
                             private = create_private_key(self.path)

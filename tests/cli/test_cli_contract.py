@@ -277,6 +277,17 @@ def test_a_process_without_the_logs_signing_key_refuses_to_write_or_rebuild_and_
     ledger("create", "bold", "-f", "1=0.5")
 
 
+def test_a_named_signing_key_that_cannot_be_read_stops_serve_at_start_even_on_an_empty_log(ledger, tmp_path,
+                                                                                           monkeypatch):
+    from tests.api.conftest import free_port
+
+    monkeypatch.setenv("LEDGER_SIGNING_KEY", str(tmp_path / "mistyped.pem"))  # no write could ever commit
+    for args in (("serve", "--no-model", "--port", str(free_port())), ("db", "init")):  # (serve ran on, 500 a write)
+        result = ledger(*args, code=1)
+        assert result.stderr == (f"error: the event-signing key {tmp_path / 'mistyped.pem'} cannot be read: [Errno 2] "
+                                 f"No such file or directory: '{tmp_path / 'mistyped.pem'}'\n"), result.stderr
+
+
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
     from tests.api.conftest import free_port
 
