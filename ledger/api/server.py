@@ -25,6 +25,7 @@ from typing import Any
 
 import uvicorn
 from litestar import Litestar
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ledger.api.app import create_app
@@ -194,6 +195,30 @@ class LedgerServer(uvicorn.Server):
         self.should_exit = True
 
 
+def head_as_get(app: ASGIApp) -> ASGIApp:
+    """HEAD answered as GET is, without the body (RFC 9110: what answers GET answers HEAD; load balancers probe
+    with it): the app sees a GET, and the answer ends at its first body message (uvicorn writes no body for a
+    HEAD); an event stream then finds its client gone."""
+
+    async def answered(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await app(scope, receive, send)
+            return
+        ended = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal ended
+            if ended:
+                return
+            if message["type"] == "http.response.body":
+                ended, message = True, {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await app({**scope, "method": "GET"}, receive, headers_only)
+
+    return answered
+
+
 def build_server(
     settings: Settings | None,
     host: str = "127.0.0.1",
@@ -210,7 +235,7 @@ def build_server(
         runtime.options.sse_max_streams = limits.max_streams
     options = {"log_level": "info", "http": guarded_protocol(limits), "timeout_keep_alive": limits.keep_alive}
     config = uvicorn.Config(
-        well_formed_host(app), host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        well_formed_host(head_as_get(app)), host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **{**options, **uvicorn_options}
     )
     return LedgerServer(config, app)

@@ -187,3 +187,14 @@ def test_headers_past_the_size_cap_are_answered_431_and_the_connection_closed(gu
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
         assert answer.endswith(b'"error":"request_headers_too_large","detail":"the request line and headers are too large"}')
     assert httpx.get(f"{guarded.base_url}/health").status_code == 200
+
+
+def test_head_is_answered_as_get_without_the_body(guarded):
+    with httpx.Client(base_url=guarded.base_url, timeout=10) as http:
+        for path in ("/health", "/ready", "/api/profiles", "/api/events/stream"):
+            head = http.head(path)
+            assert head.status_code == 200 and head.content == b"", (path, head.status_code)
+            if path != "/api/events/stream":  # a stream has no length
+                assert head.headers["content-length"] == str(len(http.get(path).content)), path
+        assert http.head("/api/profiles/nobody").status_code == 404
+        assert http.get("/health").status_code == 200  # the connection serves on
