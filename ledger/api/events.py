@@ -25,8 +25,8 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from ledger.access import AccessTokens, Principal
 from ledger.api.auth import principal_of
-from ledger.api.deps import LOG_POSITION, QUERY, Cursor, log_position, parse_time, refuse_nul
-from ledger.api.errors import INVALID, UNAVAILABLE, responses
+from ledger.api.deps import LOG_POSITION, LOOKUP, Cursor, log_position, parse_time, refuse_nul
+from ledger.api.errors import INVALID, NOT_FOUND, UNAVAILABLE, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.api.tokens import TokenController
@@ -74,7 +74,7 @@ class EventController(Controller):
     path = "/api/events"
     tags = ["events"]
 
-    @get("/", summary="The audit log, oldest first (pages of at most `limit` events and about 1 MiB)", **QUERY)
+    @get("/", summary="The audit log, oldest first (pages of at most `limit` events and about 1 MiB)", **LOOKUP)
     def list_events(
         self,
         request: Request[Any, Any, Any],
@@ -103,7 +103,8 @@ class EventController(Controller):
     @get(
         "/stream",
         summary="Live tail of the audit log (Server-Sent Events; each `id:` is the log position)",
-        responses=responses(INVALID, UNAVAILABLE),
+        media_type="text/event-stream",
+        responses=responses(NOT_FOUND, INVALID, UNAVAILABLE),
     )
     async def stream_events(
         self,

@@ -77,6 +77,12 @@ def tidy_openapi(app: Litestar) -> None:
             if route.path_format not in NO_DATABASE:
                 unreachable = "The database cannot be reached right now (`database_unavailable`)"
                 responses.setdefault("503", _error(unreachable, path))
+            body = handler.parsed_fn_signature.parameters.get("data")
+            if operation.request_body is not None and body is not None and body.is_optional:
+                operation.request_body.required = False  # e.g. activate: its body may be left out
+            if operation.request_body is not None:
+                responses.setdefault("415", _error("The body's content type is not one this operation takes "
+                                                   "(error `unsupported_media_type`)", path))
             parameters = operation.parameters or []
             if method in COMMAND_METHODS and not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
                 operation.parameters = [*parameters, KEY_PARAMETER]

@@ -101,6 +101,22 @@ def test_the_openapi_document_says_how_to_keep_and_clear_each_field(client):
         assert f"{clearing} clears" in schema[field]["description"], field
 
 
+def test_the_openapi_document_says_which_bodies_may_be_left_out_what_streams_send_and_415(client):
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    optional = {(path, method) for path, item in paths.items() for method, operation in item.items()
+                if "requestBody" in operation and not operation["requestBody"]["required"]}
+    assert optional == {("/api/profiles/{profile_id}/activate", "post"), ("/api/profiles/deactivate", "post"),
+                        ("/api/profiles/{profile_id}/restore", "post")}
+    for path, method in optional:  # as documented: no body at all
+        assert client.post(path.replace("{profile_id}", "nobody")).status_code in (200, 404), path
+    for item in paths.values():
+        for operation in item.values():
+            assert "requestBody" not in operation or "415" in operation["responses"], operation["summary"]
+    stream = paths["/api/events/stream"]["get"]["responses"]
+    assert list(stream["200"]["content"]) == ["text/event-stream"] and "404" in stream
+    assert client.get("/api/events/stream", params={"profile_id": "nobody"}).status_code == 404
+
+
 def test_the_openapi_document_states_the_bounds_the_api_enforces(client):
     schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
 
