@@ -25,6 +25,7 @@ FLAT_KEYS = frozenset({
     # imported (the new profile gets its own id, times and version)
     "id", "version", "feature_count", "is_active", "created_at", "updated_at", "execution_count",
     "last_executed_at", "pinned", "latest_version",
+    "position", "changed", "pinned_version", "warnings",  # (the answer to a create, an update, an activation)
 })
 
 

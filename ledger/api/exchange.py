@@ -32,6 +32,7 @@ from ledger.domainmodel import CommandContext
 from ledger.errors import ProfileVersionNotFoundError
 from ledger.values import INT64_MAX
 
+UTF8_BOM = b"\xef\xbb\xbf"
 FILENAME_MAX = 120
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\"\';:*?<>|%]+')
 
@@ -102,7 +103,7 @@ async def exchange_document(request: Request[Any, Any, Any]) -> Any:
     if not raw.strip():
         raise InvalidRequestError("the import document is empty", field="file")
     try:
-        return msgspec.json.decode(raw)
+        return msgspec.json.decode(raw.removeprefix(UTF8_BOM))  # some editors begin a UTF-8 file with one
     except msgspec.DecodeError as error:
         raise InvalidRequestError(f"the import document is not valid JSON: {error}", field="file") from None
     except RecursionError:

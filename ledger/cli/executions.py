@@ -17,8 +17,13 @@ RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).")
 
 def execution_line(row: Any) -> str:
     """An execution in ``ledger executions``: when, which profile version, which run, seed and status."""
-    return (f"{row.id}  {row.recorded_at.isoformat()}  profile={row.profile_id} v{row.profile_version}"
-            f"  run={plain(row.run_id or '-')}  seed={row.seed}  status={row.status}")
+    profile = f"{row.profile_id} v{row.profile_version}" if row.profile_id is not None else "-"
+    return (f"{row.id}  {row.recorded_at.isoformat()}  profile={profile}  run={plain(row.run_id or '-')}"
+            f"  seed={_or_dash(row.seed)}  status={row.status}")
+
+
+def _or_dash(value: Any) -> Any:
+    return "-" if value is None else value
 
 
 def register(app: typer.Typer) -> None:
@@ -84,7 +89,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  model: {found.model_id or '-'}   sae: {found.sae_id or '-'}   layer: "
                    f"{'-' if found.layer is None else found.layer}")
         typer.echo(f"  steering: {dict(found.steering) or '-'}")
-        typer.echo(f"  seed: {found.seed}   entity count: {found.entity_count}   products: "
+        typer.echo(f"  seed: {_or_dash(found.seed)}   entity count: {_or_dash(found.entity_count)}   products: "
                    f"{', '.join(found.products) or '-'}")
 
     @app.command()

@@ -366,7 +366,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Import a profile document."""
         try:
-            text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8")
+            text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
             document = json.loads(text)
         except OSError as error:
             raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None

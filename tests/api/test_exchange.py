@@ -70,6 +70,9 @@ def test_import_round_trip_from_multipart_and_json(client):
     assert imported.status_code == 201 and imported.json()["name"] == "from json"
     flat = client.post("/api/profiles/import", json={"name": "flat", "steering": {"1": 1}})
     assert flat.status_code == 201 and flat.json()["steering"] == {"1": 1.0}
+    saved_by_an_editor = b"\xef\xbb\xbf" + document  # a UTF-8 byte-order mark first
+    with_mark = client.post("/api/profiles/import", params={"rename": "true"}, files={"file": ("s.json", saved_by_an_editor)})
+    assert with_mark.status_code == 201 and with_mark.json()["steering"] == {"8": -1.0}, with_mark.text
 
 
 def test_import_refuses_bad_documents(client):
@@ -122,6 +125,10 @@ def test_a_flat_profile_as_this_api_answers_it_imports(client):
     assert document["version"] == revised["version"] == 2  # the profile's version, not the format's
     again = client.post("/api/profiles/import", params={"rename": "true"}, json=document)
     assert again.status_code == 201 and again.json()["steering"] == {"2": 0.75}, again.text
+    activated = client.post(f"/api/profiles/{created['id']}/activate").json()
+    for answer in (created, revised, activated):  # the answers to commands, too
+        imported = client.post("/api/profiles/import", params={"rename": "true"}, json=answer)
+        assert imported.status_code == 201 and imported.json()["steering"] == answer["steering"], imported.text
     typed = {"version": "2.0", "type": "millm_profile", "profile": {"name": "future"}}
     assert assert_error(client.post("/api/profiles/import", json=typed), 422, "invalid_import")["field"] == "version"
 

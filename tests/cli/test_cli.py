@@ -50,6 +50,10 @@ def test_a_profile_lifecycle_through_the_cli(ledger_cli, tmp_path):
     ledger_cli("delete", pid)
     imported = as_json(ledger_cli("import", str(exported), "--json"))
     assert imported["profile"]["steering"] == {"2": 1.5} and imported["profile"]["name"] == "Calm"
+    marked = tmp_path / "calm-bom.json"  # as some editors save it: a UTF-8 byte-order mark first
+    marked.write_bytes(b"\xef\xbb\xbf" + exported.read_bytes())
+    again = as_json(ledger_cli("import", str(marked), "--rename", "--json"))
+    assert again["profile"]["steering"] == {"2": 1.5}
 
 
 def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_cli):
@@ -97,6 +101,13 @@ def test_list_and_executions_answer_from_the_read_models(ledger_cli):
     executions = as_json(ledger_cli("executions", a, "--json"))["executions"]
     assert [(e["run_id"], e["seed"], e["profile_version"]) for e in executions] == [("cohort-1", 7, 1)]
     assert "cohort-1" in ledger_cli("executions", "--run-id", "cohort-1").stdout
+    ledger_cli("record-execution", a, "--run-id", "cohort-2")  # no seed, no entity count: shown as "-"
+    assert "seed=-  status=success" in ledger_cli("executions", "--run-id", "cohort-2").stdout
+    assert "seed: -   entity count: -" in ledger_cli("spec", "cohort-2").stdout
+    ledger_cli("create", "Delta", "--product", "p")
+    ledger_cli("create", "Eps", "--product", "q")
+    either = as_json(ledger_cli("list", "--product", "p", "--product", "q", "--json"))["profiles"]
+    assert [p["name"] for p in either] == ["Delta", "Eps"]  # any of them
 
 
 def test_rebuild_reports_each_read_model(ledger_cli):
