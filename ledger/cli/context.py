@@ -128,6 +128,19 @@ def profile_ref(value: str) -> UUID:
     return state.ledger.resolve_profile(value)
 
 
+def json_as_written(value: str | None) -> str | None:
+    """A JSON option's value must parse (else a usage error: exit 2, with the usage); what it holds is checked by
+    the command."""
+    if value is not None:
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as error:
+            raise typer.BadParameter(f"not valid JSON: {error}") from None
+        except RecursionError:
+            pass  # JSON, too deep for any field: the command refuses it
+    return value
+
+
 def parse_json(value: str | None, what: str) -> Any:
     if value is None:
         return None

@@ -7,8 +7,8 @@ from typing import Any, Optional
 import typer
 
 from ledger.cli.context import (
-    ACTOR, CURSOR, JSON, PROFILE, REASON, acting, emit, emit_json, limit_option, page_lines, parse_json, plain,
-    profile_ref, state,
+    ACTOR, CURSOR, JSON, PROFILE, REASON, acting, emit, emit_json, json_as_written, limit_option, page_lines,
+    parse_json, plain, profile_ref, state,
 )
 from ledger.errors import RunNotFoundError
 
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         status: str = typer.Option("success", "--status", help="success, failed or partial."),
         error_message: Optional[str] = typer.Option(None, "--error-message"),
         duration_ms: Optional[float] = typer.Option(None, "--duration-ms"),
-        metadata: Optional[str] = typer.Option(None, "--metadata", help="A JSON object."),
+        metadata: Optional[str] = typer.Option(None, "--metadata", help="A JSON object.", callback=json_as_written),
         actor: str = ACTOR,
         reason: Optional[str] = REASON,
         as_json: bool = JSON,

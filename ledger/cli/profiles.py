@@ -20,7 +20,7 @@ from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
     ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json,
-    limit_option, page_lines, parse_json, plain, profile_ref, state, write_output,
+    json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 
@@ -32,16 +32,11 @@ def parse_steering(steering: str | None, features: list[str]) -> dict[str, Any]:
     if given is not None and not isinstance(given, dict):
         raise ValidationError('--steering must be a JSON object such as {"12": 0.8}', field="steering")
     merged: dict[str, Any] = dict(given or {})
-    for item in features:
-        index, sep, strength = item.partition("=")
-        if not sep:
-            raise ValidationError(f"--feature {item!r}: expected INDEX=STRENGTH", field="steering")
+    for item in features:  # INDEX=STRENGTH, as features_as_written checked
+        index, _, strength = item.partition("=")
         if index.strip() in merged:
             raise ValidationError(f"feature {index.strip()} is given twice", field="steering")
-        try:
-            merged[index.strip()] = float(strength)
-        except ValueError:
-            raise ValidationError(f"--feature {item!r}: strength must be a number", field="steering") from None
+        merged[index.strip()] = float(strength)
     return merged
 
 
@@ -184,11 +179,25 @@ DESCRIPTION = typer.Option(None, "--description")
 MODEL = typer.Option(None, "--model-id")
 SAE = typer.Option(None, "--sae-id")
 LAYER = typer.Option(None, "--layer")
-STEERING = typer.Option(None, "--steering", help='Steering as JSON, e.g. \'{"12": 0.8}\'.')
-FEATURE = typer.Option([], "--feature", "-f", help="INDEX=STRENGTH; repeatable. On update: the whole new steering.")
+STEERING = typer.Option(None, "--steering", help='Steering as JSON, e.g. \'{"12": 0.8}\'.', callback=json_as_written)
+def features_as_written(value: list[str]) -> list[str]:
+    """Each ``--feature`` is INDEX=STRENGTH with a number for the strength (else a usage error: exit 2)."""
+    for item in value:
+        _, sep, strength = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: expected INDEX=STRENGTH")
+        try:
+            float(strength)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: the strength must be a number") from None
+    return value
+
+
+FEATURE = typer.Option([], "--feature", "-f", help="INDEX=STRENGTH; repeatable. On update: the whole new steering.",
+                       callback=features_as_written)
 TAG = typer.Option(None, "--tag", "-t", help="Repeatable. On update: the whole new set of tags.")
 PRODUCT = typer.Option(None, "--product", "-p", help="Repeatable. On update: the whole new set of products.")
-METADATA = typer.Option(None, "--metadata", help="A JSON object.")
+METADATA = typer.Option(None, "--metadata", help="A JSON object.", callback=json_as_written)
 
 
 def register(app: typer.Typer) -> None:

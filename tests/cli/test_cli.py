@@ -77,7 +77,6 @@ def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_c
         (("show", "00000000-0000-0000-0000-000000000000"), "not found"),
         (("create", ""), "name must not be empty"),
         (("create", "x", "-f", "abc=1"), "feature index must be a non-negative integer"),
-        (("create", "x", "--metadata", "{bad"), "not valid JSON"),
         (("import", "/nonexistent/file.json"), "cannot read"),
     ],
 )

@@ -233,6 +233,11 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("show", "calm", "--as-of", "yesterday"): "is not an ISO 8601 time",
         ("log", "--after", "-5"): "Invalid value for '--after'",
         ("log", "--after", str(2**64)): "Invalid value for '--after'",
+        ("create", "x", "-f", "1"): "'1': expected INDEX=STRENGTH",  # an option's value as written
+        ("create", "x", "-f", "1=abc"): "'1=abc': the strength must be a number",
+        ("create", "x", "--metadata", "nope"): "Invalid value for '--metadata': not valid JSON",
+        ("update", "x", "--steering", "{"): "Invalid value for '--steering': not valid JSON",
+        ("record-execution", "x", "--metadata", "{]"): "Invalid value for '--metadata': not valid JSON",
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
