@@ -121,8 +121,6 @@ def watch_for_departure(app: ASGIApp) -> ASGIApp:
 def completion_from(data: ChatCompletionRequest) -> Any:
     from steering.runs import Completion
 
-    if data.n not in (None, 1):
-        raise ValidationError("only n=1 is supported", field="n")
     for index, message in enumerate(data.messages):
         if message.content is None and message.role != "assistant":
             raise ValidationError(f"a {message.role} message needs content", field=f"messages[{index}].content")
@@ -132,8 +130,6 @@ def completion_from(data: ChatCompletionRequest) -> Any:
         (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
     )
     stops = [data.stop] if isinstance(data.stop, str) else list(data.stop or [])
-    if len(stops) > 4 or any(not s for s in stops):
-        raise ValidationError("stop takes at most 4 non-empty strings", field="stop")
     if any("\x00" in s for s in stops):
         raise ValidationError("stop strings must not contain NUL characters", field="stop")
     return Completion(

@@ -51,6 +51,7 @@ Unsupported = Annotated[float, Meta(ge=0, le=0, description="Not supported here:
 
 
 MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]
+StopString = Annotated[str, Meta(min_length=1)]
 
 
 class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,9 +71,11 @@ class ChatCompletionRequest(Request, kw_only=True):
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
     """Default (or null): 1."""
     seed: Annotated[int, Meta(ge=0, le=INT64_MAX)] | None = None
-    stop: str | list[str] | None = None
+    stop: StopString | Annotated[list[StopString], Meta(max_length=4)] | None = None
+    """Up to 4 strings; the completion ends before the first of them it would produce."""
     stream: bool | None = None
-    n: int | None = None
+    n: Literal[1] | None = None
+    """One choice per request (only 1)."""
     # OpenAI parameters accepted for compatibility, at their defaults only (a value that would change the answer is
     # refused rather than ignored):
     presence_penalty: Unsupported | None = None

@@ -32,7 +32,7 @@ Identifier = Annotated[str, Meta(extra_json_schema={"maxLength": values.IDENTIFI
 Labels = Annotated[list[Annotated[str, Meta(extra_json_schema={"maxLength": values.LABEL_MAX})]],
                    Meta(extra_json_schema={"maxItems": values.LABELS_MAX})]
 Steering = Annotated[dict[str, float], Meta(extra_json_schema={
-    "propertyNames": {"pattern": "^[0-9]+$"},
+    "propertyNames": {"pattern": "^\\s*[0-9]+\\s*$"},  # decimal digits; spaces around them are trimmed
     "description": f"`{{feature_index: strength}}`; strengths within ±{values.STRENGTH_MAX:g} by default "
                    f"(`{values.STRENGTH_MAX_ENV}`)."})]
 
@@ -127,7 +127,7 @@ class RecordExecution(Request):
 
 
 class CreateToken(Request):
-    name: str
+    name: Name
     """Who the token is for; recorded as the actor of every change made with it (1 to 100 characters, unique
     among live tokens, no control or invisible characters)."""
     role: Literal["reader", "editor", "admin"]

@@ -342,6 +342,9 @@ def test_bad_generation_requests_are_clear_4xx(server):
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
+    for bounded in ({"n": 2}, {"stop": ["a", "b", "c", "d", "e"]}, {"stop": ""}, {"stop": ["a", ""]}):  # as documented
+        refused = http.post("/v1/chat/completions", json={"messages": MESSAGES, **bounded})
+        assert refused.status_code == 422 and refused.json()["error"]["param"] in ("n", "stop", "stop[1]"), refused.text
     for role in ("user", "system"):  # only an assistant's message may come without content
         empty = http.post("/v1/chat/completions", json={"messages": [{"role": role, "content": None}]})
         assert empty.status_code == 422 and empty.json()["error"]["param"] == "messages[0].content", empty.text
