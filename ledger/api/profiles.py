@@ -199,6 +199,7 @@ class ProfileController(Controller):
         if moment is None:
             row = reads.get_profile(pid)
             if row is None:
+                ledger.get_profile(pid)  # one deleted is refused as the commands refuse it: "has been deleted"
                 raise profile_not_found(pid)
             return with_etag(row, shown(reads, row))
         state = ledger.get_profile(pid, as_of=moment)

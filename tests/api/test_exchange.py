@@ -71,7 +71,8 @@ def test_import_round_trip_from_multipart_and_json(client):
     flat = client.post("/api/profiles/import", json={"name": "flat", "steering": {"1": 1}})
     assert flat.status_code == 201 and flat.json()["steering"] == {"1": 1.0}
     saved_by_an_editor = b"\xef\xbb\xbf" + document  # a UTF-8 byte-order mark first
-    with_mark = client.post("/api/profiles/import", params={"rename": "true"}, files={"file": ("s.json", saved_by_an_editor)})
+    with_mark = client.post("/api/profiles/import", params={"rename": "true"},
+                            files={"file": ("s.json", saved_by_an_editor)})
     assert with_mark.status_code == 201 and with_mark.json()["steering"] == {"8": -1.0}, with_mark.text
 
 
@@ -148,6 +149,10 @@ def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_g
     last = client.get(f"/api/profiles/{made['id']}/diff").json()  # its latest: the version it was deleted at
     assert (last["name"], last["from_version"], last["to_version"]) == ("gone", 1, 2), last
     assert_error(client.get(f"/api/profiles/{made['id']}/export", params={"version": 3}), 404)
+    for method in ("GET", "PUT"):  # now, as every command says it
+        body = {"description": "x"} if method == "PUT" else None
+        found = client.request(method, f"/api/profiles/{made['id']}", json=body)
+        assert "has been deleted" in assert_error(found, 404, "profile_not_found")["detail"], method
     later = {"as_of": "2999-01-01T00:00:00Z"}
     assert "had been deleted" in assert_error(client.get(f"/api/profiles/{made['id']}", params=later), 404)["detail"]
     shown = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "show", made["id"],
