@@ -8,6 +8,7 @@ import json
 import re
 
 import httpx
+import pytest
 
 from tests.api.conftest import free_port
 from tests.faults.conftest import launch, wait_until_healthy
@@ -17,79 +18,75 @@ from tests.waiting import wait_until
 LONG = {"messages": [{"role": "user", "content": "tell me about the sea"}], "max_tokens": 480, "temperature": 0}
 
 
-def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(sqlite_url, tiny_model_dir, sae_dir,
-                                                                           tmp_path):
+@pytest.fixture
+def server(sqlite_url, tiny_model_dir, sae_dir, tmp_path):
+    """A real ``ledger serve`` with the tiny model on the CPU, open mode."""
     port = free_port()
-    server = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
-                                 "--sae", str(sae_dir)], tmp_path / "serve.log", env={"LEDGER_DEVICE": "cpu"})
-    server.base_url = f"http://127.0.0.1:{port}"
+    running = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
+                                  "--sae", str(sae_dir)], tmp_path / "serve.log", env={"LEDGER_DEVICE": "cpu"})
+    running.base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(server)
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
-            for stream in (True, False):
-                with httpx.Client(base_url=server.base_url, timeout=30) as leaving:
-                    if stream:
-                        with leaving.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as answer:
-                            assert answer.status_code == 200
-                            next(answer.iter_lines())  # the first chunk; then the connection is closed
-                    else:
-                        try:  # leaves at 50 ms, long before the tiny model ends
-                            leaving.post("/v1/chat/completions", json=LONG, timeout=0.05)
-                        except httpx.ReadTimeout:
-                            pass
-                left = 1 if stream else 2
-                stats = wait_until(lambda: (lambda now: now if now["running"] == now["queued"] == 0 and (
-                    now["cancelled"] + now["finished"] >= left) else None)(
-                    http.get("/api/steering/status").json()["scheduler"]), 30, "the abandoned row to leave")
-                assert (stats["cancelled"], stats["finished"]) == (1 if stream else 2, 0), (stream, stats)
-            short = {**LONG, "max_tokens": 3}
-            for stream in (True, False):  # and two that are read to their end: answered, 200
-                with http.stream("POST", "/v1/chat/completions", json={**short, "stream": stream}) as answer:
-                    assert answer.status_code == 200 and answer.read()
-            metrics = http.get("/metrics").text
-            assert not re.search(r'route="/v1/chat/completions",status="5\d\d"', metrics), metrics
-            chat_requests = r'ledger_http_requests_total{[^}]*route="/v1/chat/completions",status="(\d+)"} (\S+)'
-            counted = dict(re.findall(chat_requests, metrics))
-            assert counted == {"499": "2.0", "200": "2.0"}, metrics  # a stream whose client left: 499, begun 200
-            assert "Traceback" not in server.output()
+        wait_until_healthy(running)
+        yield running
     finally:
-        server.stop()
+        running.stop()
 
 
-def test_a_generation_its_client_leaves_part_way_is_recorded_as_partial_and_replays_to_the_same_text(
-        sqlite_url, tiny_model_dir, sae_dir, tmp_path):
-    port = free_port()
-    server = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
-                                 "--sae", str(sae_dir)], tmp_path / "serve.log", env={"LEDGER_DEVICE": "cpu"})
-    server.base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(server)
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
-            assert http.post("/api/profiles", json={"name": "sea"}).status_code == 201
-            request = {**LONG, "profile": "sea", "seed": 5, "temperature": 0.8, "stream": True}
-            received = ""
+def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(server):
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        for stream in (True, False):
             with httpx.Client(base_url=server.base_url, timeout=30) as leaving:
-                with leaving.stream("POST", "/v1/chat/completions", json=request,
-                                    headers={"Idempotency-Key": "story-1"}) as answer:
-                    for line in answer.iter_lines():
-                        if line.startswith("data: {"):
-                            received += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-                        if len(received) > 20:
-                            break  # then the connection is closed
-            executions = wait_until(lambda: http.get("/api/profiles/sea/executions").json()["executions"], 30,
-                                    "the generation given up to be recorded")
-            (execution,) = executions
-            assert execution["status"] == "partial" and execution["seed"] == 5
-            recorded = http.get(f"/api/executions/{execution['id']}").json()
-            assert recorded["details"]["output"].startswith(received)
-            assert 0 < recorded["details"]["completion_tokens"] < LONG["max_tokens"]
-            replay = http.post(f"/api/executions/{execution['id']}/replay").json()
-            assert replay["reproduced"] is True, replay
-            assert replay["output"] == recorded["details"]["output"]
-            # what was given up claimed no Idempotency-Key: a retry with it runs, and is answered
-            with http.stream("POST", "/v1/chat/completions", json={**request, "max_tokens": 3},
-                             headers={"Idempotency-Key": "story-1"}) as again:
-                assert again.status_code == 200 and b"[DONE]" in again.read()
-            assert "Traceback" not in server.output()
-    finally:
-        server.stop()
+                if stream:
+                    with leaving.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as answer:
+                        assert answer.status_code == 200
+                        next(answer.iter_lines())  # the first chunk; then the connection is closed
+                else:
+                    try:  # leaves at 50 ms, long before the tiny model ends
+                        leaving.post("/v1/chat/completions", json=LONG, timeout=0.05)
+                    except httpx.ReadTimeout:
+                        pass
+            left = 1 if stream else 2
+            stats = wait_until(lambda: (lambda now: now if now["running"] == now["queued"] == 0 and (
+                now["cancelled"] + now["finished"] >= left) else None)(
+                http.get("/api/steering/status").json()["scheduler"]), 30, "the abandoned row to leave")
+            assert (stats["cancelled"], stats["finished"]) == (1 if stream else 2, 0), (stream, stats)
+        short = {**LONG, "max_tokens": 3}
+        for stream in (True, False):  # and two that are read to their end: answered, 200
+            with http.stream("POST", "/v1/chat/completions", json={**short, "stream": stream}) as answer:
+                assert answer.status_code == 200 and answer.read()
+        metrics = http.get("/metrics").text
+        assert not re.search(r'route="/v1/chat/completions",status="5\d\d"', metrics), metrics
+        chat_requests = r'ledger_http_requests_total{[^}]*route="/v1/chat/completions",status="(\d+)"} (\S+)'
+        counted = dict(re.findall(chat_requests, metrics))
+        assert counted == {"499": "2.0", "200": "2.0"}, metrics  # a stream whose client left: 499, begun 200
+        assert "Traceback" not in server.output()
+
+
+def test_a_generation_its_client_leaves_part_way_is_recorded_as_partial_and_replays_to_the_same_text(server):
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        assert http.post("/api/profiles", json={"name": "sea"}).status_code == 201
+        request = {**LONG, "profile": "sea", "seed": 5, "temperature": 0.8, "stream": True}
+        received = ""
+        with httpx.Client(base_url=server.base_url, timeout=30) as leaving:
+            with leaving.stream("POST", "/v1/chat/completions", json=request,
+                                headers={"Idempotency-Key": "story-1"}) as answer:
+                for line in answer.iter_lines():
+                    if line.startswith("data: {"):
+                        received += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                    if len(received) > 20:
+                        break  # then the connection is closed
+        executions = wait_until(lambda: http.get("/api/profiles/sea/executions").json()["executions"], 30,
+                                "the generation given up to be recorded")
+        (execution,) = executions
+        assert execution["status"] == "partial" and execution["seed"] == 5
+        recorded = http.get(f"/api/executions/{execution['id']}").json()
+        assert recorded["details"]["output"].startswith(received)
+        assert 0 < recorded["details"]["completion_tokens"] < LONG["max_tokens"]
+        replay = http.post(f"/api/executions/{execution['id']}/replay").json()
+        assert replay["reproduced"] is True, replay
+        assert replay["output"] == recorded["details"]["output"]
+        # what was given up claimed no Idempotency-Key: a retry with it runs, and is answered
+        with http.stream("POST", "/v1/chat/completions", json={**request, "max_tokens": 3},
+                         headers={"Idempotency-Key": "story-1"}) as again:
+            assert again.status_code == 200 and b"[DONE]" in again.read()
+        assert "Traceback" not in server.output()
