@@ -107,17 +107,44 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _phase: str | None = None  # "headers", "body" or None (a request is being answered)
-        _header_bytes = 0  # received since the headers' phase began
+        _header_bytes = 0  # of the request being read: its line and headers parsed so far
+        _held_bytes = 0  # received while they were not whole yet (httptools holds a header until it is)
+        _reading_headers = _too_large = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._header_bytes = self._held_bytes = 0
+            self._reading_headers = True
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count(self, size: int) -> None:
+            self._header_bytes += size
+            if self._header_bytes > limits.max_header_bytes:
+                self._too_large = True
+                raise ValueError("headers too large")  # stops the parser; uvicorn then calls send_400_response
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._too_large:
+                super().send_400_response(msg)
+                return
+            self._expect(None, None)
+            self.transport.write(HEADERS_TOO_LARGE)
+            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self._phase != "headers" or self.transport.is_closing():
-                return
-            self._header_bytes += len(data)
-            if self._header_bytes > limits.max_header_bytes:  # (a chunk that ended the headers left the phase)
-                self._expect(None, None)
-                self.transport.write(HEADERS_TOO_LARGE)
-                self.transport.close()
+            if self._reading_headers and not self.transport.is_closing():
+                self._held_bytes += len(data)
+                if self._held_bytes > limits.max_header_bytes:  # one header that never ends
+                    self._too_large = True
+                    self.send_400_response("")
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -138,6 +165,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def on_headers_complete(self) -> None:
+            self._reading_headers = False
             super().on_headers_complete()
             self._expect("body", limits.body_timeout)
 
@@ -155,7 +183,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self._deadline.cancel()
                 self._deadline = None
             waiting.pop(self, None)
-            self._phase, self._header_bytes = phase, 0
+            self._phase = phase
             if phase == "headers" and (self.cycle is None or self.cycle.response_complete):
                 waiting[self] = None  # idle: the newest at the end
             if phase is not None and seconds is not None:

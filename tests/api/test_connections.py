@@ -187,7 +187,25 @@ def test_headers_past_the_size_cap_are_answered_431_and_the_connection_closed(gu
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
         assert answer.endswith(b'{"error":"request_headers_too_large",'
                                b'"detail":"the request line and headers are too large"}')
+    with connect(guarded) as sock:  # the whole block in one piece
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n"
+                     + b"".join(b"X-%d: %s\r\n" % (n, b"a" * 100) for n in range(1000)) + b"\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 431 ")
+    with connect(guarded) as sock:  # behind an answer still being sent: an event stream
+        sock.sendall(b"GET /api/events/stream HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for n in range(2000):  # 200 kB of header lines, at most
+                sock.sendall(b"X-%d: %s\r\n" % (n, b"a" * 100))
+        assert b"HTTP/1.1 431 " in read_until_closed(sock)
     assert httpx.get(f"{guarded.base_url}/health").status_code == 200
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
 
 
 def test_head_is_answered_as_get_without_the_body(guarded):
