@@ -154,6 +154,7 @@ def _sqlite_rebuild_lock(database: Database, *, wait: bool) -> Callable[[], None
     path = database.sqlite_path
     if ":memory:" in path or "mode=memory" in path:
         return _REBUILDING_HERE.release if _REBUILDING_HERE.acquire(blocking=wait) else None
+    path = os.path.realpath(path)  # one lock file whatever the spelling (a link, a relative path)
     descriptor = os.open(f"{path}.rebuild-lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)

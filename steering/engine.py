@@ -131,12 +131,20 @@ class SteeringEngine:
         self, requests: Sequence[GenerationRequest], abandoned: threading.Event | None = None
     ) -> list[GenerationResult]:
         """Results for `requests`, batched with whatever else is in flight; once `abandoned` is set (the caller went
-        away), they leave the batch at the next step and RequestCancelledError is raised."""
+        away), they leave the batch at the next step and RequestCancelledError is raised, with what the first
+        request produced (all of it, if it had ended)."""
         tickets = []
         try:
             for request in requests:
                 tickets.append(self.scheduler.submit(request, abandoned=abandoned))
             return [ticket.future.result() for ticket in tickets]
+        except RequestCancelledError as error:
+            for ticket in tickets:
+                ticket.cancel()
+            first = tickets[0].future
+            if error.request is requests[0] or first.cancelled() or first.exception() is not None:
+                raise
+            raise RequestCancelledError(str(error), requests[0], first.result()) from None
         except BaseException:
             for ticket in tickets:
                 ticket.cancel()
@@ -144,19 +152,21 @@ class SteeringEngine:
 
     def stream(
         self, request: GenerationRequest, on_done: Callable[[GenerationResult], None] | None = None,
-        abandoned: threading.Event | None = None, on_given_up: Callable[[RequestCancelledError], None] | None = None,
+        abandoned: threading.Event | None = None,
+        on_unread: Callable[[GenerationResult | RequestCancelledError], None] | None = None,
     ) -> Iterator[str]:
         """Text deltas of one request (queued now; closing the iterator early, or ``abandoned`` set, cancels it).
-        ``on_given_up`` hears of its cancellation (on the scheduler's thread), whether or not anyone still reads."""
+        ``on_unread`` hears, once, of what a request its reader left produced: its cancellation (on the scheduler's
+        thread, whether or not anyone still reads), or its result when it finished before its last delta was read."""
         ticket = self.scheduler.submit(request, stream=True, abandoned=abandoned)
-        if on_given_up is not None:
+        if on_unread is not None:
             def heard(future: Future[GenerationResult]) -> None:
                 error = None if future.cancelled() else future.exception()
                 if isinstance(error, RequestCancelledError):
-                    on_given_up(error)
+                    on_unread(error)
 
             ticket.future.add_done_callback(heard)
-        return ticket.deltas(on_done)
+        return ticket.deltas(on_done, on_unread)
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()

@@ -22,7 +22,7 @@ from ledger.idempotency import claiming
 
 from .engine import SteeringEngine, SteeringSnapshot
 from .errors import ContextLengthError, SteeringError
-from .generate import GenerationRequest, GenerationResult, environment_fingerprint
+from .generate import FINISH_CANCELLED, GenerationRequest, GenerationResult, environment_fingerprint
 from .projector import ProfileSpec, SteeringProjector
 from .sae import STEERING_METHODS
 from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullError
@@ -142,7 +142,7 @@ class GenerationService:
         try:
             results = _run(self.engine.generate, requests, abandoned)
         except RequestCancelledError as error:
-            self._record_given_up(completion, spec, request, error)
+            self._record_unread(completion, spec, request, error)
             raise
         outcome = self._record(completion, spec, request, results[0])
         return replace(outcome, unsteered=results[1] if compare else None)
@@ -153,7 +153,8 @@ class GenerationService:
     ) -> Iterator[str]:
         """Text deltas; the execution is recorded (in the consumer's thread) when the last delta has been produced.
         Once ``abandoned`` is set (the caller went away), the generation stops whether or not anyone still reads,
-        and what it had produced is recorded as ``partial`` (on a thread of its own, as the command's actor)."""
+        and what it had produced is recorded as ``partial``; one that ended though its reader left before its last
+        delta is recorded whole (each on a thread of its own, as the command's actor)."""
         spec, request = self._prepare(completion)
         command = contextvars.copy_context()
 
@@ -162,11 +163,11 @@ class GenerationService:
             if on_recorded is not None:
                 on_recorded(outcome)
 
-        def given_up(error: RequestCancelledError) -> None:
-            threading.Thread(target=command.run, args=(self._record_given_up, completion, spec, request, error),
-                             name="record-given-up", daemon=True).start()
+        def unread(outcome: GenerationResult | RequestCancelledError) -> None:
+            threading.Thread(target=command.run, args=(self._record_unread, completion, spec, request, outcome),
+                             name="record-unread", daemon=True).start()
 
-        return _run(self.engine.stream, request, on_done=done, abandoned=abandoned, on_given_up=given_up)
+        return _run(self.engine.stream, request, on_done=done, abandoned=abandoned, on_unread=unread)
 
     def replay(self, execution_id: UUID) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed; record the replay."""
@@ -231,20 +232,22 @@ class GenerationService:
             within_context=completion.within_context,
         )
 
-    def _record_given_up(
+    def _record_unread(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest,
-        error: RequestCancelledError,
+        outcome: GenerationResult | RequestCancelledError,
     ) -> None:
-        """A generation its caller gave up is recorded all the same when it had produced anything (status
-        ``partial``, the output so far): what was served is in the log. It claims no Idempotency-Key, so a retry
-        with the key runs again."""
-        if error.partial is None or error.request is not request:  # nothing produced, or the unsteered twin
-            return
+        """A generation its caller left is recorded all the same: whole if it had ended, else (status ``partial``,
+        the output so far) when it had produced anything. What was served is in the log. It claims no
+        Idempotency-Key (its caller never had the answer), so a retry with the key runs again."""
+        result = outcome if isinstance(outcome, GenerationResult) else outcome.partial
+        if result is None or isinstance(outcome, RequestCancelledError) and outcome.request is not request:
+            return  # nothing produced, or what the unsteered twin produced
+        status = "partial" if result.finish_reason == FINISH_CANCELLED else "success"
         try:
             with claiming(None):
-                self._record(completion, spec, request, error.partial, status="partial")
+                self._record(completion, spec, request, result, status=status)
         except Exception:  # the caller is gone: nobody else hears of it
-            logger.exception("a generation given up part way was not recorded")
+            logger.exception("a generation its caller left was not recorded")
 
     def _record(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult,

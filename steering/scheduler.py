@@ -95,12 +95,16 @@ class Ticket:
         if self.events is not None:
             self.events.put(None)
 
-    def deltas(self, on_done: Callable[[GenerationResult], None] | None = None) -> Iterator[str]:
-        """Text deltas as steps decide them (decoded in the caller's thread); cancels the request if abandoned."""
+    def deltas(self, on_done: Callable[[GenerationResult], None] | None = None,
+               on_unread: Callable[[GenerationResult], None] | None = None) -> Iterator[str]:
+        """Text deltas as steps decide them (decoded in the caller's thread); cancels the request if abandoned.
+        ``on_done`` hears of the result once its last delta was read; ``on_unread`` of a result that finished all
+        the same though its reader left before (on whichever thread sees the later of the two)."""
         if self.events is None:
             raise ValueError("this request was not submitted for streaming")
         loaded = self._scheduler.loaded
         sent = ""
+        read_to_the_end = False
         try:
             while True:
                 count = self.events.get()
@@ -113,6 +117,7 @@ class Ticket:
                     result = self.future.result()
                     if len(result.text) > len(sent):
                         yield result.text[len(sent):]
+                    read_to_the_end = True
                     if on_done is not None:
                         on_done(result)
                     return
@@ -122,6 +127,9 @@ class Ticket:
                     sent = safe
         finally:
             self.cancel()
+            if on_unread is not None and not read_to_the_end:
+                self.future.add_done_callback(
+                    lambda future: None if future.cancelled() or future.exception() else on_unread(future.result()))
 
 
 class Scheduler:

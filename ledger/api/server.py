@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ledger.api.app import create_app
 from ledger.api.bodies import well_formed_host
 from ledger.api.runtime import Runtime
+from ledger.errors import ValidationError
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.api")
@@ -75,8 +76,8 @@ class ConnectionLimits:
                 value = given[field.name] = (float if isinstance(field.default, float) else int)(raw)
             except ValueError:
                 value = 0
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive number (got {raw!r})")
+            if value <= 0:  # the operator's setting: a refusal (exit 1), before anything listens
+                raise ValidationError(f"{name} must be a positive number (got {raw!r})", field=name)
         return cls(**given)
 
     def resolved(self) -> ConnectionLimits:
@@ -269,7 +270,8 @@ def build_server(
     return LedgerServer(config, app)
 
 
-def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True) -> None:
+def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True,
+              limits: ConnectionLimits | None = None) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, as ``ledger serve`` does: one process, uvicorn on uvloop and httptools
     (uvicorn's ``auto`` picks them when installed; ``uvicorn[standard]`` installs them). The benchmarks' baseline
     app is served through here too, so both run under the same server settings.
@@ -277,7 +279,7 @@ def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, acces
     ``access_log=False`` drops uvicorn's line per request (about a tenth of the cost of a cached read).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    limits = ConnectionLimits.from_env()
+    limits = limits or ConnectionLimits.from_env()
     build_server(None, host, port, app=app, access_log=access_log, limits=limits).run()
 
 
@@ -290,10 +292,11 @@ def serve(
     access_log: bool = True,
 ) -> None:
     """Run the API until SIGINT/SIGTERM."""
+    limits = ConnectionLimits.from_env()
     app = create_app(settings, run_projections=run_projections)
     shown = f"[{host}]" if ":" in host else host
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info(
         "ledger API listening on http://%s:%d (database %s; OpenAPI at /schema)", shown, port, settings.database.display()
     )
-    serve_app(app, host, port, access_log=access_log)
+    serve_app(app, host, port, access_log=access_log, limits=limits)

@@ -375,8 +375,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Import a profile document."""
         try:
-            text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
-            document = json.loads(text)
+            text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8")
+            document = json.loads(text.removeprefix("\ufeff"))  # some editors begin a UTF-8 file with a BOM
         except OSError as error:
             raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None
         except UnicodeDecodeError as error:

@@ -161,7 +161,7 @@ class ProfilePages(Controller):
         filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
         page_of = reads.list_profiles(
             tags=parse_labels(tag or "") or None,
-            products=[product] if product else None,
+            products=parse_labels(product or "") or None,  # as tags: "a, b" is any of them
             search=optional_text(search),
             sort="updated_at" if sort == "updated" else "name",
             limit=PAGE_SIZE,

@@ -16,6 +16,7 @@ import pytest
 
 from ledger.api.app import create_app
 from ledger.api.server import ConnectionLimits, build_server
+from ledger.errors import ValidationError
 from ledger.settings import Database, Settings
 from tests.api.conftest import RunningServer, free_port
 
@@ -163,7 +164,7 @@ def test_limits_come_from_the_environment():
     )
     assert (limits.max_connections, limits.header_timeout, limits.max_streams) == (500, 2.5, 7)
     assert limits.resolved().max_connections <= 500
-    with pytest.raises(ValueError, match="LEDGER_BODY_TIMEOUT"):
+    with pytest.raises(ValidationError, match="LEDGER_BODY_TIMEOUT"):
         ConnectionLimits.from_env({"LEDGER_BODY_TIMEOUT": "soon"})
 
 

@@ -71,7 +71,11 @@ HOLDER = ("import sys; from ledger.settings import Database; from projections.sc
 def test_the_lock_is_the_databases_not_the_process_and_dies_with_its_holder(database_url, tmp_path):
     """Another process rebuilding (a server, or ``ledger rebuild``) holds the lock: on SQLite too, whose servers
     share one file."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, database_url], stdin=subprocess.PIPE,
+    holder_url = database_url
+    if not database_url.startswith("postgresql"):  # another spelling of the same file: a link to it
+        (tmp_path / "link.sqlite").symlink_to(database_url.removeprefix("sqlite:///"))
+        holder_url = f"sqlite:///{tmp_path / 'link.sqlite'}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, holder_url], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == b"held\n"

@@ -54,6 +54,8 @@ def test_a_profile_lifecycle_through_the_cli(ledger_cli, tmp_path):
     marked.write_bytes(b"\xef\xbb\xbf" + exported.read_bytes())
     again = as_json(ledger_cli("import", str(marked), "--rename", "--json"))
     assert again["profile"]["steering"] == {"2": 1.5}
+    piped = as_json(ledger_cli("import", "-", "--rename", "--json", stdin=marked.read_bytes().decode("utf-8")))
+    assert piped["profile"]["steering"] == {"2": 1.5}
 
 
 def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_cli):

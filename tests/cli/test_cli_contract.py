@@ -293,6 +293,16 @@ def test_a_named_signing_key_that_cannot_be_read_stops_serve_at_start_even_on_an
                                  f"No such file or directory: '{tmp_path / 'mistyped.pem'}'\n"), result.stderr
 
 
+def test_a_connection_limit_that_is_no_number_stops_serve_before_it_listens(ledger, monkeypatch):
+    from tests.api.conftest import free_port
+
+    for name in ("LEDGER_MAX_HEADER_BYTES", "LEDGER_HEADER_TIMEOUT"):
+        monkeypatch.setenv(name, "abc")
+        result = ledger("serve", "--no-model", "--port", str(free_port()), code=1)  # the operator's setting: not 70
+        assert result.stderr == f"error: {name} must be a positive number (got 'abc')\n", result.stderr
+        monkeypatch.delenv(name)
+
+
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
     from tests.api.conftest import free_port
 

@@ -268,3 +268,20 @@ def test_the_csrf_cookie_is_secure_over_https_as_the_token_cookie_is(sqlite_url:
             cookies = [value for name, value in client.get("/", headers={"Accept": "text/html"}).headers.multi_items()
                        if name == "set-cookie" and value.startswith("ledger_console_csrf=")]
             assert len(cookies) == 1 and ("; Secure" in cookies[0]) is secure, (scheme, cookies)
+
+
+def test_the_product_filter_takes_several_as_the_tag_filter_does(console: TestClient[Litestar]):
+    import html
+
+    console.post("/api/profiles", json={"name": "one", "products": ["p,1"]})
+    console.post("/api/profiles", json={"name": "two", "products": ["p2"]})
+    console.post("/api/profiles", json={"name": "three", "products": ["p3"]})
+
+    def listed(path: str, **params: str) -> list[str]:
+        found = console.get(path, params=params or None, headers={"Accept": "text/html"}).text
+        return re.findall(r'<a href="/profiles/[^"]+">([^<]+)</a>', found)
+
+    assert listed("/", product='"p,1", p3') == ["one", "three"]  # any of them
+    listing = console.get("/", headers={"Accept": "text/html"}).text
+    chip = html.unescape(re.search(r'<a class="chip" href="(/\?[^"]*product=[^"]*)">p,1</a>', listing).group(1))
+    assert listed(chip) == ["one"]

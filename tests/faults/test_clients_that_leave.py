@@ -90,3 +90,21 @@ def test_a_generation_its_client_leaves_part_way_is_recorded_as_partial_and_repl
                          headers={"Idempotency-Key": "story-1"}) as again:
             assert again.status_code == 200 and b"[DONE]" in again.read()
         assert "Traceback" not in server.output()
+
+
+def test_every_stream_a_client_leaves_is_recorded_once_however_late_it_leaves(server):
+    """A reader that leaves after the generation ended, but before its last chunk, leaves a record too: whole, or
+    partial when it left before the end (which of the two depends on the timing; that there is one does not)."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        for attempt in range(6):
+            actor = f"leaver-{attempt}"
+            with httpx.Client(base_url=server.base_url, timeout=30) as leaving:
+                with leaving.stream("POST", "/v1/chat/completions", headers={"X-Actor": actor},
+                                    json={**LONG, "max_tokens": 2 + attempt % 3, "stream": True}) as answer:
+                    lines = answer.iter_lines()
+                    while '"content":""' in (line := next(lines)) or not line.startswith("data: {"):
+                        pass  # up to the first chunk with text; then the connection is closed
+            recorded = wait_until(lambda: [event for event in http.get(
+                "/api/events", params={"actor": actor}).json()["events"] if event["type"] == "Execution.Recorded"],
+                30, f"the stream {actor} left to be recorded")
+            assert len(recorded) == 1 and recorded[0]["data"]["status"] in ("success", "partial"), recorded

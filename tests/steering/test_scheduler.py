@@ -197,3 +197,30 @@ def _raised(call) -> list[BaseException]:
     except BaseException as error:  # noqa: BLE001 - what the reader heard
         return [error]
     return []
+
+
+def test_what_a_caller_that_left_was_given_is_handed_back_whole_or_in_part(loaded) -> None:
+    """A caller that leaves hears what its first request produced: all of it when it had ended while a second
+    (a compare's unsteered twin) still ran; and a stream's reader that leaves after the generation ended, but
+    before its last delta, has the whole result handed to ``on_unread`` all the same."""
+    short = GenerationRequest(prompt=prompt_of(5), max_tokens=2, seed=1, ignore_eos=True)
+    long = GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=1, ignore_eos=True)
+    with SteeringEngine(loaded) as engine:
+        gone = threading.Event()
+
+        def leave_once_the_short_one_ended() -> None:
+            while engine.stats().finished < 1:
+                time.sleep(0.001)
+            gone.set()
+
+        threading.Thread(target=leave_once_the_short_one_ended).start()
+        with pytest.raises(RequestCancelledError) as left:
+            engine.generate([short, long], abandoned=gone)
+        assert left.value.request is short and left.value.partial.completion_tokens == 2
+        assert left.value.partial.finish_reason == "length"
+        unread: list = []
+        deltas = engine.stream(short, on_unread=unread.append)
+        next(deltas)
+        engine.submit(short).result(timeout=30)  # one step later: the streamed one has ended too
+        deltas.close()  # before its last delta was read
+        assert [result.completion_tokens for result in unread] == [2]
