@@ -100,10 +100,11 @@ async def exchange_document(request: Request[Any, Any, Any]) -> Any:
         raise UnsupportedMediaTypeError(
             f"send the document as application/json or as multipart/form-data (not {content_type[:80]!r})"
         )
+    raw = raw.removeprefix(UTF8_BOM)  # some editors begin a UTF-8 file with one
     if not raw.strip():
         raise InvalidRequestError("the import document is empty", field="file")
     try:
-        return msgspec.json.decode(raw.removeprefix(UTF8_BOM))  # some editors begin a UTF-8 file with one
+        return msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
         raise InvalidRequestError(f"the import document is not valid JSON: {error}", field="file") from None
     except RecursionError:

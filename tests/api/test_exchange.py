@@ -74,6 +74,8 @@ def test_import_round_trip_from_multipart_and_json(client):
     with_mark = client.post("/api/profiles/import", params={"rename": "true"},
                             files={"file": ("s.json", saved_by_an_editor)})
     assert with_mark.status_code == 201 and with_mark.json()["steering"] == {"8": -1.0}, with_mark.text
+    only_a_mark = client.post("/api/profiles/import", files={"file": ("s.json", b"\xef\xbb\xbf \n")})
+    assert assert_error(only_a_mark, 422)["detail"] == "the import document is empty"
 
 
 def test_import_refuses_bad_documents(client):
