@@ -69,15 +69,15 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
     projections = select()
     current = {projection.name: definition(projection) for projection in projections}
     changed, recorded = _to_rebuild(store, projections, current, lost_tracking, events_table)
-    if changed:  # (a process that has nothing to rebuild never waits for one running elsewhere)
-        with _one_process_at_a_time(store, database):
-            changed, recorded = _to_rebuild(store, projections, current, lost_tracking, events_table, say=True)
-            if changed:  # still: another process did not rebuild them meanwhile
-                from projections.runner import rebuild
+    if not changed:  # a process that has nothing to rebuild never waits for one running elsewhere
+        _record_definitions(store, current, recorded)
+        return changed
+    with _one_process_at_a_time(store, database):
+        changed, recorded = _to_rebuild(store, projections, current, lost_tracking, events_table, say=True)
+        if changed:  # still: another process did not rebuild them meanwhile
+            from projections.runner import rebuild
 
-                rebuild(database, changed, progress=False)
-            _record_definitions(store, current, recorded)
-    else:
+            rebuild(database, changed, progress=False)
         _record_definitions(store, current, recorded)
     return changed
 
