@@ -79,20 +79,25 @@ def display_name(value: Any, field: str = "name", maximum: int = NAME_MAX) -> st
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string", field=field)
     text(value, field)
-    name = unicodedata.normalize("NFKC", value)
-    for position, character in enumerate(name):
-        if unicodedata.category(character) in _INVISIBLE_CATEGORIES:
-            raise ValidationError(
-                f"{field} must not contain control or invisible characters "
-                f"(U+{ord(character):04X} {_character_name(character)} at index {position})",
-                field=field,
-            )
-    name = name.strip()
+    name = visible(unicodedata.normalize("NFKC", value), field).strip()
     if not name:
         raise ValidationError(f"{field} must not be empty", field=field)
     if len(name) > maximum:
         raise ValidationError(f"{field} must be at most {maximum} characters (got {len(name)})", field=field)
     return name
+
+
+def visible(value: str, field: str, key: str | None = None) -> str:
+    """``value`` if it holds no control or invisible format characters (tabs, CR/LF, zero-width spaces, bidi marks),
+    which would make it read otherwise than it is stored."""
+    for position, character in enumerate(value):
+        if unicodedata.category(character) in _INVISIBLE_CATEGORIES:
+            raise ValidationError(
+                f"{field} must not contain control or invisible characters "
+                f"(U+{ord(character):04X} {_character_name(character)} at index {position})",
+                field=key or field,
+            )
+    return value
 
 
 def profile_name(value: Any) -> str:
@@ -319,7 +324,8 @@ def steering(value: Any) -> Steering:
 
 
 def labels(value: Any, field: str) -> list[str]:
-    """``tags`` / ``products``: short strings, trimmed, empty ones dropped, duplicates removed in order."""
+    """``tags`` / ``products``: short strings with no control or invisible characters, trimmed, empty ones dropped,
+    duplicates removed in order."""
     if value is None:
         return []
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
@@ -328,7 +334,7 @@ def labels(value: Any, field: str) -> list[str]:
     for position, item in enumerate(value):
         if not isinstance(item, str):
             raise ValidationError(f"{field}[{position}] must be a string", field=f"{field}.{position}")
-        label = text(item, f"{field}[{position}]").strip()
+        label = visible(text(item, f"{field}[{position}]"), f"{field}[{position}]", f"{field}.{position}").strip()
         if len(label) > LABEL_MAX:
             raise ValidationError(
                 f"{field}[{position}] must be at most {LABEL_MAX} characters", field=f"{field}.{position}"

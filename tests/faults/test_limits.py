@@ -85,10 +85,12 @@ def test_too_many_features_is_a_422(postgres_url):
         ({"tags": ["t" * (LABEL_MAX + 1)]}, "tags.0"),
         ({"products": ["p" * (LABEL_MAX + 1)]}, "products.0"),
         ({"reason": "r" * 1001}, "reason"),
+        ({"tags": ["ok", "line\nbreak"]}, "tags.1"),  # read otherwise than stored, as a name may not
+        ({"products": ["zero\u200bwidth"]}, "products.0"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
-def test_over_long_strings_are_a_422(limited, fields, field):
+def test_over_long_or_unreadable_strings_are_a_422(limited, fields, field):
     client, headers = limited
     create = {"name": "long", "steering": {"1": 1.0}, **fields}
     body = refused_and_nothing_written(client, "POST", "/api/profiles", 422, headers, json=create)
