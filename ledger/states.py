@@ -75,13 +75,19 @@ class ProfileState(ProfileFields, kw_only=True):
         return {name: getattr(self, name) for name in PROFILE_FIELDS}
 
 
+class FieldChange(msgspec.Struct, kw_only=True):
+    field: str
+    before: Any
+    after: Any
+
+
 class VersionEdit(msgspec.Struct, kw_only=True):
-    """An edit that kept its version (descriptive fields only): who made it, when, why, and which fields."""
+    """An edit that kept its version (descriptive fields only): who made it, when, why, and what it changed."""
 
     recorded_at: datetime
     actor: str
     reason: str | None
-    fields: list[str]
+    changes: list[FieldChange]
 
 
 class VersionRecord(msgspec.Struct, kw_only=True):
@@ -95,6 +101,13 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     event_type: str
     edits: list[VersionEdit] = msgspec.field(default_factory=list)
     """The edits that kept this version, oldest first: ``state`` reads as the last one left it."""
+
+    def as_made(self) -> ProfileState:
+        """The version as its own event left it, before the edits that kept it."""
+        undone: dict[str, Any] = {}
+        for edit in reversed(self.edits):
+            undone |= {change.field: change.before for change in edit.changes}
+        return msgspec.structs.replace(self.state, **undone)
 
 
 class _Given:

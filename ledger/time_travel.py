@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version, same_value
 from ledger.errors import ProfileNotFoundError, TamperedRecordError
-from ledger.states import ProfileState, VersionEdit, VersionRecord
+from ledger.states import FieldChange, ProfileState, VersionEdit, VersionRecord
 
 SNAPSHOT_TOPIC = get_topic(Profile.Snapshot)
 
@@ -61,6 +61,7 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
     records: list[VersionRecord] = []
     profile = None
     for domain_event in _events(app, profile_id):
+        before = ProfileState.of(profile) if isinstance(domain_event, Profile.DetailsEdited) else None
         profile = domain_event.mutate(profile)
         assert profile is not None
         if not records or profile.current_version != records[-1].version:
@@ -74,19 +75,14 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
                     event_type=type(domain_event).__qualname__,  # as the read models name it: Profile.Created
                 )
             )
-        elif isinstance(domain_event, Profile.DetailsEdited):
+        elif before is not None:
             # Edits that keep the version change what that version's descriptive fields read, and say so.
+            after = ProfileState.of(profile)
             edit = VersionEdit(recorded_at=domain_event.timestamp, actor=domain_event.actor,
-                               reason=domain_event.reason, fields=sorted(domain_event.changes))
+                               reason=domain_event.reason, changes=diff(before, after).changes)
             last = records[-1]
-            records[-1] = msgspec.structs.replace(last, state=ProfileState.of(profile), edits=[*last.edits, edit])
+            records[-1] = msgspec.structs.replace(last, state=after, edits=[*last.edits, edit])
     return records
-
-
-class FieldChange(msgspec.Struct, kw_only=True):
-    field: str
-    before: Any
-    after: Any
 
 
 class StrengthChange(msgspec.Struct, kw_only=True):

@@ -114,27 +114,28 @@ def version_line(record: Any, details: str) -> str:
 
 
 def history_line(record: Any, before: Any = None) -> str:
-    """A version in ``ledger history``: :func:`version_line` with what it changed from the version ``before`` (the
-    first: its steering and name), then each edit that kept it."""
-    edits = "".join(f"\n    edited {edit.recorded_at.isoformat()}  {edit.actor}  {', '.join(edit.fields)}"
+    """A version in ``ledger history``: :func:`version_line` with what its own event changed from the version
+    ``before`` (the first: its steering and name), then each edit that kept it, with what that edit changed."""
+    edits = "".join(f"\n    edited {edit.recorded_at.isoformat()}  {edit.actor}  {changes_text(edit.changes)}"
                     + (f"  ({plain(edit.reason)})" if edit.reason else "") for edit in record.edits)
+    made = record.as_made()
     if before is None:
-        return version_line(record, f"steering={values.steering_to_json(record.state.steering)} "
-                                    f"name={record.state.name!r}") + edits
-    return version_line(record, changes_text(time_travel.diff(before.state, record.state))) + edits
+        return version_line(record, f"steering={values.steering_to_json(made.steering)} name={made.name!r}") + edits
+    found = time_travel.diff(before.state, made)
+    return version_line(record, changes_text(found.changes, found.steering)) + edits
 
 
-def changes_text(found: Any) -> str:
-    """A diff of two versions on one line: each field before → after, then the features added, removed, changed."""
+def changes_text(changes: Any, steering: Any = None) -> str:
+    """A diff on one line: each field before → after, then the features added, removed, changed."""
     def shown(value: Any) -> str:
         text = plain(json.dumps(msgspec.to_builtins(value, str_keys=True), ensure_ascii=False))
         return text if len(text) <= 60 else text[:59] + "…"
 
-    steering = found.steering
-    parts = [f"{change.field}: {shown(change.before)} → {shown(change.after)}" for change in found.changes]
-    parts += [f"+{index}={strength!r}" for index, strength in steering.added.items()]
-    parts += [f"-{index}" for index in steering.removed]
-    parts += [f"{index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()]
+    parts = [f"{change.field}: {shown(change.before)} → {shown(change.after)}" for change in changes]
+    if steering is not None:
+        parts += [f"+{index}={strength!r}" for index, strength in steering.added.items()]
+        parts += [f"-{index}" for index in steering.removed]
+        parts += [f"{index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()]
     return "; ".join(parts) or "no change in content"
 
 

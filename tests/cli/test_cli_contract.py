@@ -205,13 +205,18 @@ def test_list_pages_with_the_cursor_it_prints_and_export_writes_stdout_for_a_das
     assert as_json(ledger("export", "c", "-o", "-"))["profile"]["name"] == "c"
 
 
-def test_history_names_who_edited_a_version_without_a_new_one(ledger):
+def test_history_names_who_edited_a_version_without_a_new_one_and_what_each_changed(ledger):
     ledger("create", "h1", "-f", "1=1", "--actor", "alice")
+    ledger("update", "h1", "-f", "1=2", "--actor", "carol")
     ledger("update", "h1", "--description", "edited", "--no-bump-version", "--actor", "bob", "--reason", "typo")
-    (version,) = as_json(ledger("history", "h1", "--json"))
-    assert (version["actor"], version["state"]["description"]) == ("alice", "edited")
-    assert [(e["actor"], e["reason"], e["fields"]) for e in version["edits"]] == [("bob", "typo", ["description"])]
-    assert "edited" in ledger("history", "h1").stdout.splitlines()[2] and "bob" in ledger("history", "h1").stdout
+    first, second = as_json(ledger("history", "h1", "--json"))
+    assert (second["actor"], second["state"]["description"]) == ("carol", "edited")
+    assert [(e["actor"], e["reason"], e["changes"]) for e in second["edits"]] == [
+        ("bob", "typo", [{"field": "description", "before": None, "after": "edited"}])]
+    lines = ledger("history", "h1").stdout.splitlines()
+    assert lines[2].startswith("v2") and "carol" in lines[2]
+    assert lines[3].strip() == "1: 1.0 → 2.0"  # carol changed the steering, not the description bob edited later
+    assert "bob" in lines[4] and 'description: null → "edited"  (typo)' in lines[4]
 
 
 def test_as_of_reads_a_time_as_the_api_does(ledger):
@@ -346,7 +351,10 @@ def test_a_setting_that_is_not_a_number_in_its_range_is_reported_and_its_default
 
 def test_free_text_cannot_draw_lines_of_its_own_in_the_text_output(ledger):
     forged = "oops)\nv2  2026-12-04T22:00:00+00:00  alice  Profile.SpecRevised  (approved\x1b[32m\x07"
-    ledger("create", "h", "-f", "1=1", "--tag", "x\n0000-fake  v9  ACTIVE  spoof", "--product", "p\u202eq")
+    for label in ("--tag", "--product"):  # labels refuse them outright, as names do
+        refused = ledger("create", "h", "-f", "1=1", label, "x\n0000-fake  v9  ACTIVE  spoof", code=1)
+        assert "must not contain control or invisible characters" in refused.stderr
+    ledger("create", "h", "-f", "1=1")
     ledger("update", "h", "-f", "1=5", "--actor", "mallory", "--reason", forged)
     ledger("record-execution", "h", "--run-id", "r\nforged", "--seed", "1")
     for command in (("history", "h"), ("versions", "h"), ("list",), ("show", "h"), ("executions", "h")):
