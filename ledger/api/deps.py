@@ -32,7 +32,7 @@ from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import StaleVersionError
 from ledger.states import entity_tag
-from ledger.values import INT64_MAX, REASON_MAX, actor_name, iso_time
+from ledger.values import ACTOR_MAX, INT64_MAX, REASON_MAX, actor_name, iso_time
 
 
 def runtime_of(state: State) -> Runtime:
@@ -174,11 +174,13 @@ def provide_context(
         str | None,
         HeaderParameter(
             name="X-Actor",
-            description="Who runs the command; honoured only in open mode (with authentication on, the actor "
-            "is always the token's name and this header is ignored).",
+            description=f"Who runs the command (UTF-8, at most {ACTOR_MAX} characters, no control or invisible "
+            "characters); honoured only in open mode (with authentication on, the actor is always the token's name "
+            "and this header is ignored).",
         ),
     ] = None,
-    x_reason: Annotated[str | None, HeaderParameter(name="X-Reason", description="Why (recorded on the events).")] = None,
+    x_reason: Annotated[str | None, HeaderParameter(
+        name="X-Reason", description=f"Why (UTF-8, at most {REASON_MAX} characters; recorded on the events).")] = None,
 ) -> CommandContext:
     principal = principal_of(request)
     if principal is not None:
