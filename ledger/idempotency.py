@@ -40,6 +40,8 @@ class IdempotencyKeyInUseError(ConflictError):
 
     code = "idempotency_key_in_use"
     passing = True
+    retry_after_s: int | None = None
+    """Set when a retry should find the answer (``Retry-After``)."""
 
 
 class IdempotencyKeyReusedError(ValidationError):
@@ -124,9 +126,10 @@ def recorded_with_claim(application: Any, objs: Sequence[Any]) -> Iterator[tuple
         yield (*objs, claim.aggregate())
     except RecordConflictError:
         if recorded(application, claim.id) is not None:
-            raise IdempotencyKeyInUseError(
-                "a request with this Idempotency-Key was recorded already; retry to get its answer"
-            ) from None
+            in_use = IdempotencyKeyInUseError(
+                "a request with this Idempotency-Key was recorded already; retry to get its answer")
+            in_use.retry_after_s = 1
+            raise in_use from None
         raise
     claim.saved = True
 

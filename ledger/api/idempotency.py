@@ -18,6 +18,7 @@ the log are kept for ever, so a key is never run twice.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio.to_thread
@@ -53,6 +54,8 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCOPE_KEY = "ledger.idempotency"
 ANSWER_MAX_BYTES = 1024 * 1024
 KEPT_REFUSALS = frozenset({404, 409, 412})
+STILL_RUNNING = timedelta(seconds=10)
+"""A claim younger than this may still be getting its answer kept: the 409 says when to retry (``Retry-After``)."""
 """Refusals for the state a command found (not for the request itself), kept for its retries like a success (not
 those of a moment's state: ``LedgerError.passing``)."""
 _NOT_REPLAYED = {b"content-length", b"date", b"server", b"x-request-id", b"transfer-encoding", b"connection"}
@@ -86,12 +89,15 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     if kept is not None:
         return _replay(kept)
     if claimed is not None:
-        raise IdempotencyKeyInUseError(
+        in_use = IdempotencyKeyInUseError(
             "a request with this Idempotency-Key was recorded at "
             f"{claimed.created_on.isoformat()}; its answer is not available (it may still be running: retry in a "
             "moment; an answer that held a secret, or that is older than a day, is not kept)",
             recorded_at=claimed.created_on.isoformat(),
         )
+        if datetime.now(timezone.utc) - claimed.created_on < STILL_RUNNING:  # its answer is kept just after
+            in_use.retry_after_s = 1
+        raise in_use
     claim = Claim(id=identity, fingerprint=request_print, method=request.method, path=request.url.path)
     request.scope[SCOPE_KEY] = claim  # type: ignore[literal-required]
     pending_claim.set(claim)  # seen by the handler, in this task and the threads it runs in

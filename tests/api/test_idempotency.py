@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 from litestar.testing import TestClient
 
+from ledger.api import idempotency as idempotency_api
 from ledger.idempotency import Answers
 from tests.api.conftest import assert_error, create, make_client
 
@@ -101,7 +103,7 @@ def test_a_retry_on_another_server_of_the_same_database_returns_the_first_answer
 
 
 @pytest.mark.postgres
-def test_a_committed_command_whose_answer_was_lost_is_not_run_again(postgres_url):
+def test_a_committed_command_whose_answer_was_lost_is_not_run_again(postgres_url, monkeypatch):
     """As when the database stopped after the commit: the claim is in the log, the kept answer is not."""
     with make_client(postgres_url) as client:
         body = {"name": "lost"}
@@ -112,6 +114,11 @@ def test_a_committed_command_whose_answer_was_lost_is_not_run_again(postgres_url
             cursor.execute(f"DELETE FROM {Answers.TABLE}")
         answer = client.post("/api/profiles", json=body, headers=keyed("lost-answer"))
         assert_error(answer, 409, "idempotency_key_in_use")
+        assert answer.headers["Retry-After"] == "1"  # its answer may still be on its way: retry in a moment
+        monkeypatch.setattr(idempotency_api, "STILL_RUNNING", timedelta(0))  # past the time an answer takes
+        later = client.post("/api/profiles", json=body, headers=keyed("lost-answer"))
+        assert_error(later, 409, "idempotency_key_in_use")
+        assert "Retry-After" not in later.headers  # retrying would not help
         assert head(client) == position
 
 
