@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.utils import get_topic
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, Mapper, PersistenceError, RecordConflictError
 
@@ -54,6 +55,7 @@ IMPORT_RENAME_ATTEMPTS = 50
 SNAPSHOT_INTERVAL = 100
 SNAPSHOT_INTERVAL_ENV = "LEDGER_SNAPSHOT_INTERVAL"
 SNAPSHOTTED = (Profile, ActiveSlot)  # the streams that grow without bound (an execution or a name stays short)
+SNAPSHOT_TOPICS = frozenset(get_topic(aggregate.Snapshot) for aggregate in SNAPSHOTTED)
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,8 @@ class ProfileLedger(Application[UUID]):
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
         """Snapshots that fail their signature check are skipped (the profile is replayed from its events)."""
-        return CheckedSnapshotStore(mapper=self.mapper, recorder=self.factory.aggregate_recorder(purpose="snapshots"))
+        return CheckedSnapshotStore(mapper=self.mapper, recorder=self.factory.aggregate_recorder(purpose="snapshots"),
+                                    topics=SNAPSHOT_TOPICS, events=self.events)
 
     def add_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(position)`` in this process after every successful save (e.g. to wake projections)."""
@@ -372,7 +375,8 @@ class ProfileLedger(Application[UUID]):
         if getattr(self.recorder, "verify_chain", None) is None:
             raise LedgerError("this event store keeps no tamper-evident chain")
         snapshot_recorder = None if self.snapshots is None else self.snapshots.recorder
-        return LogVerifier(self.recorder, snapshot_recorder, self.mapper.keys)  # type: ignore[attr-defined]
+        return LogVerifier(self.recorder, snapshot_recorder, self.mapper.keys,  # type: ignore[attr-defined]
+                           snapshot_topics=SNAPSHOT_TOPICS, snapshot_replay=partial(time_travel.SnapshotReplay, self))
 
     # -- helpers -----------------------------------------------------------------------------------
     def _profile(self, profile_id: UUID) -> Profile:

@@ -7,7 +7,8 @@ chain does not) and walks only the events after it, checking the service's MAC (
 its cost is proportional to what is new. A full walk must pass through that head too. The head is kept when a
 walk finds a problem (only a walk that passes moves it), so a log cut or rewritten under it keeps failing every
 later walk until the process restarts. Both check every snapshot (a full walk its signature, an
-incremental one its MAC).
+incremental one its MAC); a full walk with the ledger's key also checks that it holds what its stream's events
+give.
 
 One walk at a time per process: a caller that would wait longer than ``wait`` seconds gets
 :class:`VerifyBusyError` (answered 429 with ``Retry-After``).
@@ -16,15 +17,21 @@ One walk at a time per process: a caller that would wait longer than ``wait`` se
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from ledger.chain import ChainHead, StoredRow, VerifyReport, Walk
 from ledger.checkpoint import Checkpoint
 from ledger.errors import BusyError
 from ledger.signing import PublicKeyCheck, RecordCheck, SigningKeys
+
+
+class SnapshotReplay(Protocol):
+    def problem(self, row: StoredRow) -> str | None:
+        """Whether the snapshot differs from its stream's events replayed up to its version (a genuine snapshot
+        of another database signed with the same key does); fed snapshots in stream and version order."""
 
 
 class VerifyBusyError(BusyError):
@@ -38,10 +45,13 @@ class VerifiedHead:
 
 
 class LogVerifier:
-    def __init__(self, recorder: Any, snapshot_recorder: Any | None, keys: SigningKeys) -> None:
+    def __init__(self, recorder: Any, snapshot_recorder: Any | None, keys: SigningKeys, *,
+                 snapshot_topics: frozenset[str], snapshot_replay: Callable[[], SnapshotReplay]) -> None:
         self.recorder = recorder
         self.snapshot_recorder = snapshot_recorder
         self.keys = keys
+        self.snapshot_topics = snapshot_topics
+        self.snapshot_replay = snapshot_replay
         self._lock = threading.Lock()
         self._verified: VerifiedHead | None = None
 
@@ -100,15 +110,21 @@ class LogVerifier:
 
     def _verify_snapshots(self, report: VerifyReport, rows: Iterable[StoredRow], full: bool,
                           public_key: PublicKeyCheck | None, streams: dict[UUID, int]) -> VerifyReport:
-        """The first snapshot that was not signed by the ledger or lies past the end of its stream (the walk's
-        ``report`` passed; the snapshots are read as of the same moment as the log it walked)."""
+        """The first snapshot that was not signed by the ledger, is no snapshot (a genuine event copied into the
+        snapshots table is signed too) or lies past the end of its stream (the walk's ``report`` passed; the
+        snapshots are read as of the same moment as the log it walked)."""
+        replay = self.snapshot_replay() if full and public_key is None else None  # its states need the key
         for row in rows:  # each snapshot is signed on its own
             check = self._record_check(full, public_key)
             found = check.feed(0, row.originator_id, row.originator_version, row.topic, row.state) or check.finish()
             problem = None if found is None else found[1]
             last = streams.get(row.originator_id, 0)
-            if problem is None and row.originator_version > last:
+            if problem is None and row.topic not in self.snapshot_topics:
+                problem = f"its topic {row.topic!r} is no snapshot's"
+            elif problem is None and row.originator_version > last:
                 problem = f"its stream ends at version {last}"
+            elif problem is None and replay is not None:
+                problem = replay.problem(row)
             if problem is not None:
                 return replace(
                     report, ok=False, problem="snapshot_forged", position=None,

@@ -86,21 +86,47 @@ class SigningEventStore(EventStore[UUID]):
 
 
 class CheckedSnapshotStore(EventStore[UUID]):
-    """The snapshot store: a snapshot that fails its signature check is skipped with a warning (the aggregate
-    is then replayed from its events, which are checked in turn), never used."""
+    """The snapshot store: a snapshot that fails its signature check, a row whose topic is no snapshot's (a genuine
+    event copied into the snapshots table is signed too), or a snapshot not taken of this log (one from a copy of
+    the database signed with the same key, whose history went on otherwise) is skipped with a warning (the
+    aggregate is then replayed from its events, which are checked in turn), never used."""
 
-    def get(  # type: ignore[override]
-        self, originator_id: UUID, *args: Any, **kwargs: Any
-    ) -> list[DomainEventProtocol[UUID]]:
+    def __init__(self, *args: Any, topics: frozenset[str], events: EventStore[UUID], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.topics = topics
+        self.events = events
+
+    def opened(self, record: StoredEvent) -> DomainEventProtocol[UUID]:
+        """A stored snapshot, decoded, once found signed and taken of this log: the event at its version is the one
+        it was taken after (its time is the snapshot's ``modified_on``). Raises :class:`TamperedRecordError`."""
+        snapshot = self.mapper.to_domain_event(record)
+        at = list(self.events.get(record.originator_id, gt=record.originator_version - 1,
+                                  lte=record.originator_version))
+        if not at or at[0].timestamp != snapshot.state.get("_modified_on"):  # type: ignore[attr-defined]
+            raise TamperedRecordError(f"the snapshot of {record.originator_id} at version "
+                                      f"{record.originator_version} was not taken of this log's events")
+        return snapshot
+
+    def stored(self, originator_id: UUID, *args: Any, **kwargs: Any) -> list[StoredEvent]:
+        """The stream's stored snapshots, undecoded: those whose topic is a snapshot's."""
         try:
             stored = self.recorder.select_events(originator_id, *args, **kwargs)
         except TamperedRecordError as error:  # a row that cannot even be read
             logger.warning("ignoring the snapshots of %s: %s", originator_id, error.message)
             return []
-        snapshots = []
         for record in stored:
+            if record.topic not in self.topics:
+                logger.warning("ignoring a snapshot of %s at version %s: its topic %r is no snapshot's",
+                               originator_id, record.originator_version, record.topic)
+        return [record for record in stored if record.topic in self.topics]
+
+    def get(  # type: ignore[override]
+        self, originator_id: UUID, *args: Any, **kwargs: Any
+    ) -> list[DomainEventProtocol[UUID]]:
+        snapshots = []
+        for record in self.stored(originator_id, *args, **kwargs):
             try:
-                snapshots.append(self.mapper.to_domain_event(record))
+                snapshots.append(self.opened(record))
             except TamperedRecordError as error:
                 logger.warning("ignoring a snapshot: %s", error.message)
         return snapshots

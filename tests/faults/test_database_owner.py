@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,6 +28,7 @@ from eventsourcing.utils import get_topic
 from ledger.access import AccessTokens
 from ledger.application import ProfileLedger
 from ledger.chain import GENESIS, event_digest, next_link
+from ledger.domainmodel import Profile
 from ledger.errors import TamperedRecordError
 from ledger.settings import Database
 from ledger.signing import HEADER_SIZE
@@ -319,6 +321,52 @@ def test_an_event_whose_column_holds_a_null_or_another_type_is_reported_altered_
                            text=True, timeout=120)
     assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
     assert "refusing the stored record" in shown.stderr or "changed outside" in shown.stderr, shown.stderr
+
+
+def test_a_genuine_event_copied_into_the_snapshots_table_is_reported_and_never_used(ledger_app, database_url):
+    """Snapshots are signed as events are: a signed event row copied into the snapshots table passes the signature
+    check, so its topic must be a snapshot's. Before, every later read of its stream failed (500, exit 70)."""
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    tokens = TokenService(ledger_app)
+    tokens.issue("ops", "admin")
+    tokens.revoke(tokens.issue("tmp", "reader")[0].token_id)
+    owner = Owner(database_url)
+    owner.run(f"DELETE FROM {owner.snapshots}")
+    owner.run(f"INSERT INTO {owner.snapshots} (originator_id, originator_version, topic, state) "
+              f"SELECT originator_id, originator_version, topic, state FROM {owner.events} WHERE originator_version > 1")
+
+    assert_reported(database_url, "snapshot_forged", None)
+    for command in (["show", str(profile.id), "--json"], ["tokens", "list", "--json"]):
+        shown = subprocess.run([LEDGER, "--database", database_url, *command], capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0, shown.stderr
+    assert {token["name"] for token in json.loads(shown.stdout)} == {"ops", "tmp"}
+    with make_client(database_url) as client:
+        read = client.get(f"/api/profiles/{profile.id}", params={"as_of": "2999-01-01T00:00:00Z"})
+        assert read.status_code == 200 and read.json()["steering"] == {"1": 0.75}, read.text
+
+
+def test_a_snapshot_signed_with_the_key_but_taken_of_another_history_is_reported_and_never_used(ledger_app,
+                                                                                                 database_url):
+    """As one copied from a copy of the database signed with the same key (a restored backup used as staging)
+    whose history went on otherwise: its signature holds, its state is not what this log's events give."""
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})  # stream version 2: a snapshot
+    elsewhere = ledger_app.repository.get(profile.id)  # its version 2 there: other steering, recorded at another time
+    elsewhere.steering, elsewhere.modified_on = {1: 150.0}, elsewhere.modified_on + timedelta(seconds=1)
+    forged = ledger_app.mapper.to_stored_event(Profile.Snapshot.take(elsewhere))  # signed with the ledger's key
+    owner = Owner(database_url)
+    owner.run(f"UPDATE {owner.snapshots} SET state = ? WHERE originator_id = ?",
+              (forged.state, profile.id if owner.postgres else profile.id.hex))
+
+    result = ledger_verify(database_url)
+    assert result.returncode == 1 and result.stderr.startswith("TAMPERED: snapshot_forged: "), result.stderr
+    assert "does not hold what its stream's events give" in result.stderr
+    assert api_verify(database_url)["problem"] == "snapshot_forged"
+    shown = subprocess.run([LEDGER, "--database", database_url, "show", str(profile.id), "--json"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["steering"] == {"1": 0.75}, shown.stdout + shown.stderr
 
 
 def test_a_snapshot_whose_state_is_null_is_skipped_and_the_profile_replayed(ledger_app, database_url):
