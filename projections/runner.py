@@ -9,6 +9,8 @@
   applied under that projection's lock, at most once (see :mod:`projections.store`).
 * :func:`rebuild` builds fresh tables from position 0 while the old ones keep answering queries, then swaps
   them in with one transaction; the live workers continue from the rebuilt position.
+* :func:`compare_with_log` builds them the same way but, instead of swapping them in, compares them with the live
+  ones (``ledger verify``: read-model rows edited with SQL).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from projections.log import EventLog
 from projections.parking import describe, is_transient
 from projections.progress import announce
 from projections.registry import select
-from projections.store import REBUILD_SUFFIX, ReadModelStore, open_store
+from projections.store import REBUILD_SUFFIX, ReadModelComparison, ReadModelStore, open_store
 from projections.wakeup import Notifications
 
-__all__ = ["ProjectionWorker", "rebuild", "run_projections"]
+__all__ = ["ProjectionWorker", "compare_with_log", "rebuild", "run_projections"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,19 +156,71 @@ def rebuild(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        log.require_its_key()  # with another key every event would be parked, and every read model left empty
-        failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
-                        copy_rows=copy_rows)
-        if failed:
-            # An event the memory build cannot take (a value a column cannot hold, say): build these by SQL,
-            # which applies such an event alone and parks it (projections.parking).
-            _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
+        _build_from_the_start(store, log, projections, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
         return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
     finally:
         if collecting:
             gc.enable()
         log.close()
         store.datastore.close()
+
+
+def compare_with_log(
+    database: Database | str,
+    names: Iterable[str] | None = None,
+    *,
+    batch_size: int = REBUILD_BATCH_SIZE,
+    copy_rows: int = REBUILD_COPY_ROWS,
+) -> list[ReadModelComparison]:
+    """Compare each read model with what the log makes of it: rows edited, deleted or added with SQL show.
+
+    Each is built afresh into the rebuild tables, as :func:`rebuild` does (the same handlers, parking the same
+    events), then brought up to the live read model's position and compared with it row by row, under its lock
+    (:meth:`~projections.store.ReadModelRecorder.compare_rebuilt`); the rebuild tables are dropped, nothing live
+    is changed. A read model that lags behind the log, or whose recorded definition is not this code's, is not
+    compared (and says why). The caller holds the rebuild lock (:func:`projections.schema.hold_rebuild_lock`):
+    the rebuild tables are a rebuild's too. Needs the log's signing key, as a rebuild does."""
+    from projections.schema import differing_definitions
+
+    database = _database(database)
+    projections = select(names)
+    store = open_store(database)
+    log = EventLog(database)
+    collecting = gc.isenabled()
+    gc.disable()  # as in rebuild()
+    try:
+        log.require_its_key()  # first: without it nothing is built, nor dropped
+        redefined = differing_definitions(store, [projection.name for projection in projections])
+        comparable = [projection for projection in projections if projection.name not in redefined]
+        try:
+            if comparable:
+                _build_from_the_start(store, log, comparable, progress=False, batch_size=batch_size,
+                                      copy_rows=copy_rows)
+            compared = {projection.name: store.compare_rebuilt(projection, log.read, batch_size)
+                        for projection in comparable}
+        finally:
+            for projection in comparable:
+                store.drop_tables(projection, REBUILD_SUFFIX)
+        return [compared.get(projection.name) or ReadModelComparison(
+            projection.name, 0, 0, not_compared="its recorded definition is not this version's (the next start "
+            "rebuilds it)") for projection in projections]
+    finally:
+        if collecting:
+            gc.enable()
+        log.close()
+        store.datastore.close()
+
+
+def _build_from_the_start(store: Any, log: EventLog, projections: list[Any], *, progress: bool, batch_size: int,
+                          copy_rows: int) -> None:
+    """Fill the rebuild tables from position 0 (in memory, else by SQL) up to the log's end as it is now."""
+    log.require_its_key()  # with another key every event would be parked, and every read model left empty
+    failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
+                    copy_rows=copy_rows)
+    if failed:
+        # An event the memory build cannot take (a value a column cannot hold, say): build these by SQL,
+        # which applies such an event alone and parks it (projections.parking).
+        _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
 
 
 def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool, progress: bool, batch_size: int,

@@ -102,6 +102,18 @@ def _to_rebuild(store: ReadModelStore, projections: list[ReadModelProjection], c
     return changed + lost + ahead, recorded
 
 
+def differing_definitions(store: ReadModelStore, names: list[str]) -> set[str]:
+    """Those of the named read models whose recorded definition is not this code's: made by other handlers or
+    tables, they differ from what this code makes of the log until the next start rebuilds them."""
+    if store.missing_tables([DEFINITIONS_TABLE]):
+        return set()
+    with store.datastore.transaction(commit=False) as curs:
+        curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
+        recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
+    return {projection.name for projection in select(names)
+            if projection.name in recorded and recorded[projection.name] != definition(projection)}
+
+
 def _record_definitions(store: ReadModelStore, current: dict[str, str], recorded: dict[str, str]) -> None:
     upsert = store.dialect.compile(
         f"INSERT INTO {DEFINITIONS_TABLE} (name, definition) VALUES (:name, :definition) "

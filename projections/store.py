@@ -17,6 +17,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -58,6 +59,48 @@ END $$"""
 statement of the function reads afresh, after the lock."""
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RowDifference:
+    """The first row (in log order) where a live read-model table differs from what the log makes of it.
+
+    ``live`` and ``rebuilt`` are that row's columns in each (None: not there; both None: the live table itself is
+    missing); ``position`` is the event that wrote it (the log's, unless only the live table has it); ``count``:
+    how many rows (keys) differ, are missing or were added."""
+
+    table: str
+    key: dict[str, Any]
+    position: int | None
+    live: dict[str, Any] | None
+    rebuilt: dict[str, Any] | None
+    count: int
+
+    def describe(self) -> str:
+        row = ", ".join(f"{column}={value!r}" if isinstance(value, str) else f"{column}={value}"
+                        for column, value in self.key.items())
+        if self.live is None and self.rebuilt is None:
+            return f"{self.table}: the table is missing"
+        if self.live is None:
+            what = f"the row {row} that the log makes is missing"
+        elif self.rebuilt is None:
+            what = f"the row {row} is not made by the log"
+        else:
+            changed = [column for column in self.live if self.live[column] != self.rebuilt.get(column)]
+            what = f"the row {row} differs from what the log makes of it in {', '.join(changed)}"
+        rows = "1 row differs" if self.count == 1 else f"{self.count} rows differ"
+        return f"{self.table}: {what} ({rows} in all)"
+
+
+@dataclass(frozen=True)
+class ReadModelComparison:
+    """A live read model compared with one built afresh from the log, both at ``position`` (the live one's)."""
+
+    projection: str
+    position: int
+    rebuilt: int  # the position the rebuild reached
+    difference: RowDifference | None = None
+    not_compared: str | None = None  # why the rows were not compared
 
 
 def rebuild_key(name: str) -> str:
@@ -256,13 +299,7 @@ class ReadModelRecorder(ParkingRecorder):
         key = rebuild_key(projection.name)
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, projection.name, wait=True)
-            position = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
-            while True:
-                batch: Batch = read(position, batch_size)
-                if not batch.events:
-                    break
-                self._write_guarded(curs, projection, REBUILD_SUFFIX, key, batch.events)
-                position = batch.end
+            position = self._catch_up_rebuilt(curs, projection, read, batch_size)
             for table in projection.tables:
                 physical = table.name + REBUILD_SUFFIX
                 curs.execute(f"DROP TABLE IF EXISTS {table.name}")
@@ -275,6 +312,91 @@ class ReadModelRecorder(ParkingRecorder):
             ), {"name": projection.name, "position": position})
             self._move_parked(curs, key, projection.name)
         return position
+
+    def _catch_up_rebuilt(self, curs: Any, projection: ReadModelProjection, read: Any, batch_size: int,
+                          until: int | None = None) -> int:
+        """Apply the log after the rebuilt position to the rebuild tables, up to ``until`` (default: its end), as
+        the live path would (parking what fails); returns the position they reached."""
+        key = rebuild_key(projection.name)
+        position = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
+        while until is None or position < until:
+            batch: Batch = read(position, batch_size)
+            events = [(at, event) for at, event in batch.events if until is None or at <= until]
+            if not events:
+                break
+            self._write_guarded(curs, projection, REBUILD_SUFFIX, key, events)
+            position = events[-1][0]
+        return position
+
+    def compare_rebuilt(self, projection: ReadModelProjection, read: Any, batch_size: int) -> ReadModelComparison:
+        """Compare the live tables with the rebuilt ones, both at the live read model's position.
+
+        One transaction under the projection's lock: the live worker and the inline writers (which then leave
+        their events to the worker) are kept out, so the live position cannot move while the rebuild tables are
+        brought up to it and compared. A rebuild already past it (the live read model lags behind the log) is not
+        compared: every row of the events in between would differ. The rebuild tables are left as they are (the
+        caller drops them)."""
+        key = rebuild_key(projection.name)
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock(curs, projection.name, wait=True)
+            live = self._max_tracking_id(projection.name, curs) or 0  # type: ignore[attr-defined]
+            rebuilt = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
+            if rebuilt > live:
+                return ReadModelComparison(projection.name, live, rebuilt,
+                                           not_compared=f"read model at {live}, log at {rebuilt}")
+            if not live and not all(self._table_exists(curs, table.name) for table in projection.tables):
+                return ReadModelComparison(projection.name, live, rebuilt, not_compared="it was never made")
+            rebuilt = self._catch_up_rebuilt(curs, projection, read, batch_size, until=live)
+            differences = (self._first_difference(curs, table) for table in projection.tables)
+            return ReadModelComparison(projection.name, live, rebuilt, next(filter(None, differences), None))
+
+    def _first_difference(self, curs: Any, table: Table) -> RowDifference | None:
+        """The first row (in log order) where the live table and its rebuild differ, with how many do; None when
+        they hold the same rows."""
+        if not self._table_exists(curs, table.name):
+            return RowDifference(table.name, {}, None, None, None, count=0)
+        live, rebuilt = table.name, table.name + REBUILD_SUFFIX
+        only_live = self._rows_only_in(curs, table, live, rebuilt)
+        only_rebuilt = self._rows_only_in(curs, table, rebuilt, live)
+        if not only_live and not only_rebuilt:
+            return None
+        row = min((*only_live[:1], *only_rebuilt[:1]), key=lambda found: found["position"])
+        keys = {column: row[column] for column in table.key}
+        count = self._count_differing(curs, table, live, rebuilt)
+        live_row, rebuilt_row = (self._row_by_key(curs, table, physical, keys) for physical in (live, rebuilt))
+        position = (rebuilt_row or live_row or row)["position"]
+        return RowDifference(table.name, keys, position, live_row, rebuilt_row, count=count)
+
+    def _table_exists(self, curs: Any, name: str) -> bool:
+        curs.execute(self.dialect.table_exists, (name,))
+        return bool(curs.fetchone()["found"])
+
+    def _comparable_columns(self, table: Table) -> str:
+        """The table's columns for EXCEPT: PostgreSQL's ``json`` has no equality, its text (kept as written) does."""
+        json_type = self.dialect.compile("{json}")
+        return ", ".join(f"CAST({column} AS text) AS {column}" if kind == "{json}" and json_type == "json" else column
+                         for column, (kind, _) in table.types.items())
+
+    def _rows_only_in(self, curs: Any, table: Table, physical: str, other: str, limit: int = 1) -> list[Any]:
+        columns = self._comparable_columns(table)
+        curs.execute(f"SELECT {columns} FROM {physical} EXCEPT SELECT {columns} FROM {other} "
+                     f"ORDER BY position LIMIT {int(limit)}")
+        return curs.fetchall()
+
+    def _count_differing(self, curs: Any, table: Table, live: str, rebuilt: str) -> int:
+        """How many keys have a row that differs, is missing or was added."""
+        columns, keys = self._comparable_columns(table), ", ".join(table.key)
+        curs.execute(f"SELECT count(*) AS differing FROM (SELECT {keys} FROM (SELECT {columns} FROM {live} EXCEPT "
+                     f"SELECT {columns} FROM {rebuilt}) AS only_live UNION SELECT {keys} FROM (SELECT {columns} "
+                     f"FROM {rebuilt} EXCEPT SELECT {columns} FROM {live}) AS only_rebuilt) AS differing_keys")
+        return int(curs.fetchone()["differing"])
+
+    def _row_by_key(self, curs: Any, table: Table, physical: str, keys: Mapping[str, Any]) -> dict[str, Any] | None:
+        where = " AND ".join(f"{column} = :{column}" for column in keys)
+        curs.execute(self.dialect.compile(f"SELECT {self._comparable_columns(table)} FROM {physical} WHERE {where}"),
+                     dict(keys))
+        found = curs.fetchone()
+        return None if found is None else dict(found)
 
     def _write(self, curs: Any, suffix: str, ops: list[tuple[int, Op]]) -> None:
         self._statements(suffix).run(curs, self._run, ops)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, TypeVar
 
 import typer
 
+from ledger.chain import VerifyReport
 from ledger.checkpoint import Checkpoint
-from ledger.cli.context import JSON, emit_json, limit_option, state, write_output
-from ledger.errors import ValidationError
+from ledger.cli.context import JSON, emit_json, limit_option, plain, state, write_output
+from ledger.errors import SigningKeyError, ValidationError
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 from ledger.values import INT64_MAX
 
@@ -30,10 +32,15 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Walk the whole log: the chain, every event's and snapshot's signature, and (with --checkpoint) the
-        signed head it must still extend; exit 1 and name the first bad position if it was tampered with."""
+        signed head it must still extend; then compare every read model with what the log makes of it (rows
+        edited, deleted or added with SQL: `ledger rebuild` repairs them). Exit 1 and name the first bad position
+        (or row) if anything was tampered with, or if a rebuild is running. The comparison needs the signing
+        key: with only --public-key it is skipped, and the log walk alone decides."""
         key = None if public_key is None else PublicKeyCheck(_read(public_key, load_public_key, "public key"))
         extended = None if checkpoint is None else Checkpoint.parse(_read(checkpoint, Path.read_text, "checkpoint"))
         report = state.ledger.verify_log(full=True, public_key=key, checkpoint=extended)
+        if report.ok:
+            report = _compare_read_models(report)
         if as_json:
             emit_json(report)
         elif report.ok:
@@ -108,6 +115,32 @@ def register(app: typer.Typer) -> None:
             position = batch[-1].id
         if as_json:
             emit_json(entries)
+
+
+def _compare_read_models(report: VerifyReport) -> VerifyReport:
+    """The passing report, or one that fails with ``read_model_altered`` and the first read-model row that differs
+    from what the verified log makes of it. Read models that were not compared are noted on stderr."""
+    from projections.runner import compare_with_log
+    from projections.schema import hold_rebuild_lock
+
+    release = hold_rebuild_lock(state.settings.database)  # a rebuild's tables are these: one at a time
+    try:
+        comparisons = compare_with_log(state.settings.database)
+    except SigningKeyError as error:
+        typer.echo(f"note: the read models were not compared with the log (that needs its signing key): "
+                   f"{error.message}", err=True)
+        return report
+    finally:
+        release()
+    for skipped in (c for c in comparisons if c.not_compared):
+        typer.echo(f"note: read model {skipped.projection} not compared ({skipped.not_compared})", err=True)
+    altered = [c.difference for c in comparisons if c.difference is not None]
+    if not altered:
+        return report
+    others = f"; other read-model tables differ too: {', '.join(d.table for d in altered[1:])}" if altered[1:] else ""
+    first = altered[0]
+    return replace(report, ok=False, problem="read_model_altered", position=first.position,
+                   detail=plain(first.describe() + others + "; `ledger rebuild` makes them again from the log"))
 
 
 def _read(path: Path, load: Callable[[Path], T], what: str) -> T:
