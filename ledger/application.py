@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.utils import get_topic
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, Mapper, PersistenceError, RecordConflictError
+from eventsourcing.utils import get_topic
 
 from ledger import exchange, time_travel, values
 from ledger.idempotency import recorded_with_claim
