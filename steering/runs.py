@@ -144,7 +144,7 @@ class GenerationService:
         except RequestCancelledError as error:
             self._record_unread(completion, spec, request, error)
             raise
-        outcome = self._record(completion, spec, request, results[0])
+        outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if compare else None)
         return replace(outcome, unsteered=results[1] if compare else None)
 
     def stream(
@@ -251,8 +251,10 @@ class GenerationService:
 
     def _record(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult,
-        status: str = "success",
+        status: str = "success", unsteered: GenerationResult | None = None,
     ) -> CompletionOutcome:
+        """Record the generation as an execution; with ``unsteered`` (a compare), what the unsteered twin served
+        too, under ``details.unsteered``."""
         fingerprint = environment_fingerprint(self.engine.loaded, self.engine.sae)
         details = {
             "messages": [dict(m) for m in completion.messages],
@@ -262,13 +264,12 @@ class GenerationService:
             },
             "method": completion.method,
             "steered": request.steering is not None,
-            "output": result.text.replace("\x00", "\ufffd"),  # stores cannot hold NUL; the digest is of the exact text
-            "output_sha256": result.output_sha256,
+            **_served(result),
             "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "finish_reason": result.finish_reason,
             "fingerprint": fingerprint,
         }
+        if unsteered is not None:
+            details["unsteered"] = _served(unsteered)
         profile_id = spec.profile_id if spec else None
         version = spec.version if spec else None
         run = {"seed": request.seed, "status": status, "duration_ms": round(result.duration_s * 1000, 3),
@@ -290,6 +291,16 @@ class GenerationService:
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
             warnings=warnings,
         )
+
+
+def _served(result: GenerationResult) -> dict[str, Any]:
+    """What a generation served, as an execution records it."""
+    return {
+        "output": result.text.replace("\x00", "\ufffd"),  # stores cannot hold NUL; the digest is of the exact text
+        "output_sha256": result.output_sha256,
+        "completion_tokens": result.completion_tokens,
+        "finish_reason": result.finish_reason,
+    }
 
 
 def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -97,6 +97,10 @@ def test_seeded_requests_repeat_exactly_and_a_strong_profile_changes_the_text(se
     assert steered["choices"][0]["message"]["content"] != first["choices"][0]["message"]["content"]
     assert steered["unsteered"]["message"]["content"] == first["choices"][0]["message"]["content"]
     assert (steered["ledger"]["profile_id"], steered["ledger"]["profile_version"]) == (profile["id"], 1)
+    recorded = http.get(f"/api/executions/{steered['ledger']['execution_id']}").json()["details"]
+    assert recorded["output"] == steered["choices"][0]["message"]["content"]
+    assert recorded["unsteered"]["output"] == steered["unsteered"]["message"]["content"]  # both sides served: logged
+    assert recorded["unsteered"]["finish_reason"] == steered["unsteered"]["finish_reason"]
     activated = http.post(f"/api/profiles/{profile['id']}/activate").json()
     status = http.get("/api/steering/status", params={"min_position": activated["position"]}).json()
     assert status["active_profile_id"] == profile["id"] and status["position"] >= activated["position"]
