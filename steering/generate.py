@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 
+from ledger.values import TEMPERATURE_MAX
+
 from .errors import ContextLengthError
 from .forward import PREFILL_CHUNK, PackedForward, Segment, packed_forward, prefill_chunks
 from .hooks import SteeringVector
@@ -94,8 +96,8 @@ def new_row(loaded: LoadedModel, request: GenerationRequest) -> Row:
     Raises ValueError (LayerIndexError, ContextLengthError) for a request that cannot run."""
     if request.max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
-    if request.temperature < 0:
-        raise ValueError("temperature must be >= 0")
+    if not 0 <= request.temperature <= TEMPERATURE_MAX:  # NaN included
+        raise ValueError(f"temperature must be between 0 and {TEMPERATURE_MAX:g}")
     if not 0 < request.top_p <= 1:
         raise ValueError("top_p must be in (0, 1]")
     if any(not s for s in request.stop):

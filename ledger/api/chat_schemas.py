@@ -15,7 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from ledger.api.schemas import Request
-from ledger.values import INT64_MAX
+from ledger.values import INT64_MAX, TEMPERATURE_MAX
 from steering.stats import SchedulerStats
 
 MAX_TOKENS_LIMIT = 4096
@@ -66,7 +66,7 @@ class ChatCompletionRequest(Request, kw_only=True):
     """Default (or null): 128, fewer where the model's context ends first."""
     max_completion_tokens: MaxTokens | None = None
     """OpenAI's newer name for ``max_tokens`` (this one wins when both are given)."""
-    temperature: Annotated[float, Meta(ge=0, le=5)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=TEMPERATURE_MAX)] | None = None
     """Default (or null): 1."""
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
     """Default (or null): 1."""

@@ -12,6 +12,7 @@ import typer
 
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
 from ledger.errors import ExecutionNotFoundError, ValidationError
+from ledger.values import INT64_MAX, INT64_MIN, TEMPERATURE_MAX
 
 DEFAULT_LAYER = 15
 DEFAULT_D_SAE = 2048
@@ -135,9 +136,10 @@ def register(app: typer.Typer) -> None:
             None, "--profile", "-p", help="Profile id or name (default: the active one)."
         ),
         version: Optional[int] = typer.Option(None, "--version", min=1, help="Steer with this version of the profile."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Default: a random seed, recorded for replay."),
+        seed: Optional[int] = typer.Option(None, "--seed", min=INT64_MIN, max=INT64_MAX,
+                                           help="Default: a random seed, recorded for replay."),
         max_tokens: int = typer.Option(64, "--max-tokens"),
-        temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
+        temperature: float = typer.Option(0.0, "--temperature", min=0, max=TEMPERATURE_MAX, help="0 is greedy."),
         top_p: float = typer.Option(1.0, "--top-p"),
         method: str = typer.Option("add", "--method", help="add or add_normalized."),
         compare: bool = typer.Option(False, "--compare", help="Also print the unsteered completion (same seed)."),

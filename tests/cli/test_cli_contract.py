@@ -243,6 +243,9 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("create", "x", "--metadata", "nope"): "Invalid value for '--metadata': not valid JSON",
         ("update", "x", "--steering", "{"): "Invalid value for '--steering': not valid JSON",
         ("record-execution", "x", "--metadata", "{]"): "Invalid value for '--metadata': not valid JSON",
+        ("generate", "hi", "--temperature", "nan"): "Invalid value for '--temperature'",  # was exit 70 from torch
+        ("generate", "hi", "--temperature", "inf"): "Invalid value for '--temperature'",  # was a whole run, then 1
+        ("generate", "hi", "--seed", str(2**64)): "Invalid value for '--seed'",  # was "Overflow when unpacking"
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
