@@ -161,6 +161,9 @@ class Answers:
         )
         self._memory: dict[str, tuple[Answer, float]] = {}
         self._writes = 0
+        self.running: dict[UUID, str] = {}
+        """The keyed commands this process is running (claim id → request fingerprint): a twin with the same key
+        waits for their answer instead of running too."""
 
     def get(self, claim: UUID) -> Answer | None:
         oldest = time.time() - ANSWERS_KEPT_SECONDS

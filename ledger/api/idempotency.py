@@ -29,9 +29,10 @@ from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.auth import principal_of
-from ledger.api.errors import PASSING_REFUSAL
+from ledger.api.errors import PASSING_REFUSAL, handle_exception
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext, acting_as
+from ledger.errors import LedgerError
 from ledger.idempotency import (
     Answer,
     Answers,
@@ -98,6 +99,16 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
         if datetime.now(timezone.utc) - claimed.created_on < STILL_RUNNING:  # its answer is kept just after
             in_use.retry_after_s = 1
         raise in_use
+    running = runtime.answers.running.get(identity)
+    if running is not None:  # a twin with the key runs in this process: its answer is the one to give
+        if running != request_print:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key is in use by a different request; use a new key", field="Idempotency-Key")
+        in_use = IdempotencyKeyInUseError("a request with this Idempotency-Key is running; retry in a moment to get "
+                                          "its answer")
+        in_use.retry_after_s = 1
+        raise in_use
+    runtime.answers.running[identity] = request_print  # until its answer is kept (idempotency_middleware)
     claim = Claim(id=identity, fingerprint=request_print, method=request.method, path=request.url.path)
     request.scope[SCOPE_KEY] = claim  # type: ignore[literal-required]
     pending_claim.set(claim)  # seen by the handler, in this task and the threads it runs in
@@ -159,29 +170,41 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 answers = scope["app"].state.runtime.answers  # type: ignore[index]
                 await _keep(answers, claim, answer["status"], list(answer.get("headers", ())), bytes(body))
 
-        await app(scope, receive, capture)
-        if start is None or passing:  # a stream that ran to its end was kept whole as it ended (one too large is not)
-            return
-        claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
-        if claim is not None and not claim.saved:
+        async def answer() -> None:
+            if start is None or passing:  # a stream that ran to its end was kept whole as it ended (one too large
+                return  # ... is not)
+            claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
             runtime = scope["app"].state.runtime  # type: ignore[index]
-            kept = start["status"] < 300 or start["status"] in KEPT_REFUSALS and not scope.get(PASSING_REFUSAL)
-            if kept:  # it saved nothing: the key alone
-                await anyio.to_thread.run_sync(_record_alone, runtime.ledger, claim, _actor(Request(scope)),
-                                               correlation_id(scope))
-        if claim is not None and not claim.saved and (start["status"] >= 400 or claim.lost):
-            replaced = await _answer_of_a_concurrent_twin(runtime, claim)
-            if replaced is not None:
-                status, pairs, content = replaced
-                headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
-                headers.append((b"content-length", str(len(content)).encode()))
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": content, "more_body": False})
-                return
-        await keep(start)  # before the client has the answer, and may retry at once
-        await send(start)
-        for message in held:
-            await send(message)
+            if claim is not None and not claim.saved:
+                kept = start["status"] < 300 or start["status"] in KEPT_REFUSALS and not scope.get(PASSING_REFUSAL)
+                if kept:  # it saved nothing: the key alone
+                    await anyio.to_thread.run_sync(_record_alone, runtime.ledger, claim, _actor(Request(scope)),
+                                                   correlation_id(scope))
+            if claim is not None and not claim.saved and (start["status"] >= 400 or claim.lost):
+                replaced = await _answer_of_a_concurrent_twin(runtime, claim)
+                if isinstance(replaced, LedgerError):  # in the shape of every other error on this path
+                    refused = handle_exception(Request(scope), replaced)
+                    replaced = (refused.status_code, [*refused.headers.items(), ("content-type", "application/json")],
+                                msgspec.json.encode(refused.content))
+                if replaced is not None:
+                    status, pairs, content = replaced
+                    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+                    headers.append((b"content-length", str(len(content)).encode()))
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": content, "more_body": False})
+                    return
+            await keep(start)  # before the client has the answer, and may retry at once
+            await send(start)
+            for message in held:
+                await send(message)
+
+        try:
+            await app(scope, receive, capture)
+            await answer()
+        finally:
+            claim: Claim | None = scope.get(SCOPE_KEY)  # type: ignore[assignment]
+            if claim is not None:
+                scope["app"].state.runtime.answers.running.pop(claim.id, None)  # type: ignore[index]
 
     return wrapped
 
@@ -198,9 +221,11 @@ def _record_alone(ledger: Any, claim: Claim, actor: str, correlation: str) -> No
         log.warning("the Idempotency-Key of a command that saved nothing was not recorded: %r", error)
 
 
-async def _answer_of_a_concurrent_twin(runtime: Any, claim: Claim) -> tuple[int, list[tuple[str, str]], bytes] | None:
-    """The kept answer (or a 409), as status, headers and body, when another request with this key committed while
-    this one failed."""
+async def _answer_of_a_concurrent_twin(
+    runtime: Any, claim: Claim,
+) -> tuple[int, list[tuple[str, str]], bytes] | LedgerError | None:
+    """The kept answer, as status, headers and body, when another request with this key committed while this one
+    failed; or the error to answer: that request was another (422), or its answer is not kept yet (409)."""
     if await anyio.to_thread.run_sync(recorded, runtime.ledger, claim.id) is None:
         return None
     for _ in range(20):  # its answer is kept just after its commit
@@ -208,12 +233,14 @@ async def _answer_of_a_concurrent_twin(runtime: Any, claim: Claim) -> tuple[int,
         if kept is not None:
             break
         await anyio.sleep(0.05)
-    if kept is None or kept.fingerprint != claim.fingerprint:
-        error = IdempotencyKeyInUseError(
-            "a request with this Idempotency-Key was recorded meanwhile; retry to get its answer"
-        )
-        body = msgspec.json.encode({"error": error.code, "detail": error.message})
-        return 409, [("content-type", "application/json"), ("retry-after", "1")], body
+    if kept is not None and kept.fingerprint != claim.fingerprint:
+        return IdempotencyKeyReusedError("this Idempotency-Key was used for a different request meanwhile; use a new "
+                                         "key", field="Idempotency-Key")
+    if kept is None:
+        in_use = IdempotencyKeyInUseError("a request with this Idempotency-Key was recorded meanwhile; retry in a "
+                                          "moment to get its answer")
+        in_use.retry_after_s = 1
+        return in_use
     return kept.status, [*kept.headers, (REPLAYED_HEADER, "true")], kept.body
 
 

@@ -1,0 +1,71 @@
+"""Twins: requests with one Idempotency-Key sent at once to a real ``ledger serve`` (a tiny model on the CPU), met
+with the official ``openai`` client. One generation runs; the others are told so in OpenAI's shape, with when to
+retry, and the retry gets the first answer."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import openai
+import pytest
+
+from tests.api.conftest import free_port
+from tests.faults.conftest import launch, wait_until_healthy
+from tests.steering.conftest import sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+
+MESSAGES = [{"role": "user", "content": "tell me about the sea"}]
+
+
+@pytest.fixture
+def server(sqlite_url, tiny_model_dir, sae_dir, tmp_path):  # noqa: F811 - fixtures
+    port = free_port()
+    running = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
+                                  "--sae", str(sae_dir)], tmp_path / "serve.log", env={"LEDGER_DEVICE": "cpu"})
+    running.base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(running)
+        yield running
+    finally:
+        running.stop()
+
+
+def test_chat_twins_with_one_key_run_one_generation_and_the_others_hear_so_in_openais_shape(server):
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    model = client.models.list().data[0].id
+    http = httpx.Client(base_url=server.base_url, timeout=30)
+    admitted = http.get("/api/steering/status").json()["scheduler"]["admitted"]
+    answers: list[object] = []
+    start = threading.Barrier(3)
+
+    def ask() -> None:
+        start.wait()
+        try:
+            answers.append(client.chat.completions.create(
+                model=model, messages=MESSAGES, max_tokens=400, temperature=0, seed=3,
+                extra_headers={"Idempotency-Key": "twins"}))
+        except openai.APIStatusError as error:
+            answers.append(error)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done = [answer for answer in answers if not isinstance(answer, openai.APIStatusError)]
+    refused = [answer for answer in answers if isinstance(answer, openai.APIStatusError)]
+    assert len(done) == 1 and len(refused) == 2, answers
+    for error in refused:  # before: {"error": "idempotency_key_in_use", ...}, which the client shows as no message
+        assert (error.status_code, error.code) == (409, "idempotency_key_in_use"), error.body
+        assert error.message and "retry" in error.message and error.response.headers["Retry-After"] == "1"
+    assert http.get("/api/steering/status").json()["scheduler"]["admitted"] == admitted + 1  # one ran, not three
+
+    again = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=400, temperature=0, seed=3,
+                                           extra_headers={"Idempotency-Key": "twins"})
+    assert again.id == done[0].id and again.choices[0].message.content == done[0].choices[0].message.content
+    with pytest.raises(openai.UnprocessableEntityError) as other:
+        client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=5, temperature=0, seed=3,
+                                       extra_headers={"Idempotency-Key": "twins"})
+    assert other.value.code == "idempotency_key_reused"
+    recorded = [e for e in http.get("/api/events").json()["events"] if e["type"] == "Execution.Recorded"]
+    assert len(recorded) == 1, recorded
