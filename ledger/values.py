@@ -113,9 +113,10 @@ def profile_name(value: Any) -> str:
 
 
 def run_id(value: Any) -> str | None:
-    """An execution's run id: see :func:`identifier`; runs are looked up by it in URL paths."""
+    """An execution's run id: see :func:`identifier`; runs are looked up by it in URL paths, and it is read in
+    listings, so it holds no control or invisible characters either."""
     found = identifier(value, "run_id")
-    return None if found is None else path_segment(found, "run_id")
+    return None if found is None else path_segment(visible(found, "run_id"), "run_id")
 
 
 def path_segment(value: str, field: str) -> str:

@@ -58,6 +58,8 @@ def test_execution_errors(client):
     assert_error(client.get(url, params={"cursor": "bogus"}), 422, "invalid_cursor")
     for unreachable in ("a/b", ".", ".."):  # a run is looked up by its id in URL paths
         assert assert_error(client.post(url, json={"run_id": unreachable}), 422)["field"] == "run_id"
+    for unreadable in ("tab\tx", "\u202egnp"):  # read in listings: shown otherwise than stored
+        assert assert_error(client.post(url, json={"run_id": unreadable}), 422)["field"] == "run_id"
 
 
 def test_a_run_id_is_found_as_it_was_given_around_spaces_included(client):
