@@ -10,24 +10,10 @@ import httpx
 import openai
 import pytest
 
-from tests.api.conftest import free_port
-from tests.faults.conftest import launch, wait_until_healthy
+from tests.faults.test_clients_that_leave import server  # noqa: F401 - the fixture: a real ledger serve, tiny model
 from tests.steering.conftest import sae_dir, tiny_model_dir  # noqa: F401 - fixtures
 
 MESSAGES = [{"role": "user", "content": "tell me about the sea"}]
-
-
-@pytest.fixture
-def server(sqlite_url, tiny_model_dir, sae_dir, tmp_path):  # noqa: F811 - fixtures
-    port = free_port()
-    running = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
-                                  "--sae", str(sae_dir)], tmp_path / "serve.log", env={"LEDGER_DEVICE": "cpu"})
-    running.base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(running)
-        yield running
-    finally:
-        running.stop()
 
 
 def test_chat_twins_with_one_key_run_one_generation_and_the_others_hear_so_in_openais_shape(server):
