@@ -193,7 +193,8 @@ def verify(
         following = next_link(link, event.position, digest)
         if following != pending.link:
             return report("broken_link", event.position,
-                          f"the chain link at position {event.position} does not follow from the one before")
+                          f"the chain link at position {event.position} does not follow from the one before (a "
+                          "link was changed, or an event was removed before it together with its chain row)")
         if walk.records is not None:
             found = walk.records.feed(event.position, event.originator_id, event.originator_version, event.topic,
                                       event.state)
