@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Router
-from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.htmx import HTMXRequest
@@ -20,24 +19,12 @@ from ledger.console.errors import console_error
 from ledger.console.login import LoginPages
 from ledger.console.playground import PlaygroundPages
 from ledger.console.profiles import ProfilePages, form_of
-from ledger.console.rendering import STATIC, template_config
+from ledger.console.rendering import SECURITY_HEADERS, STATIC, template_config
 from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
 from ledger.console.status import StatusPage
 from ledger.console.timeline import EventPages
 
 __all__ = ["console_routes", "template_config"]
-
-
-# Every page: never framed by another site (clickjacking), scripts and everything else from this server only
-# (htmx adds inline styles), the content type as sent, and no address sent to other sites.
-SECURITY_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=(
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
-        "form-action 'self'; base-uri 'none'; object-src 'none'")),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-]
 
 
 def console_routes() -> list[Any]:
@@ -51,7 +38,7 @@ def console_routes() -> list[Any]:
         middleware=[DefineMiddleware(ConsoleSecurity, config=csrf_config())],
         exception_handlers={Exception: console_error},
         request_class=HTMXRequest,
-        response_headers=SECURITY_HEADERS,
+        response_headers=SECURITY_HEADERS,  # error pages: console_error adds the same
         include_in_schema=False,
     )
     static = create_static_files_router(

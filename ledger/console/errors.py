@@ -10,7 +10,7 @@ from litestar import Request, Response
 
 from ledger.api.errors import handle_exception
 from ledger.console.profiles import see_other
-from ledger.console.rendering import is_htmx, page
+from ledger.console.rendering import is_htmx, page, secured
 from ledger.errors import AuthenticationError
 
 
@@ -39,6 +39,11 @@ def _back_after_login(request: Request[Any, Any, Any]) -> str:
 
 
 def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Every console error's answer, with the security headers every console page carries."""
+    return secured(_error_answer(request, exc))
+
+
+def _error_answer(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     answer = handle_exception(request, exc)
     if not wants_html(request):
         return answer

@@ -132,7 +132,10 @@ class PlaygroundPages(Controller):
         completion, compare = completion_of(form)
         context = command_context(request)
         choices = await anyio.to_thread.run_sync(_choices, request)
-        common = {**choices, "form": {**form, "compare": compare}, "model_loaded": True}
+        # as the API's answer carries them: the profile targets another model, SAE or layer (an impossible one is
+        # refused here, before anything runs); resolving the profile reads the store
+        warnings = await anyio.to_thread.run_sync(generation.request_warnings, completion)
+        common = {**choices, "form": {**form, "compare": compare}, "model_loaded": True, "warnings": warnings}
         if is_htmx(request):
             viewer = viewer_of(request)
             key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))

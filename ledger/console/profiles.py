@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import anyio.to_thread
@@ -42,14 +42,18 @@ from ledger.console.views import (
     newest_events,
     diff_rows,
     every_item,
+    form_text,
     format_labels,
     format_steering,
     optional_int,
     optional_text,
     parse_labels,
     parse_steering,
+    typed_description,
 )
-from ledger.errors import ValidationError
+from ledger.domainmodel import Profile
+from ledger.errors import LedgerError, ValidationError
+from ledger.states import ProfileState
 
 PAGE_SIZE = 25
 EXECUTIONS_SHOWN = 50
@@ -99,22 +103,27 @@ def version_history(reads: Any, profile_id: UUID, latest: int, everything: bool)
     return [row for row in found if row is not None]
 
 
+def activation_warnings(runtime: Runtime, in_force: Any) -> list[str]:
+    """What the API's activate answer warns of, for the version in force: the profile targets another model, SAE or
+    layer than this server serves. The page after an activation works them out again rather than taking their
+    words from its address, which anyone could write into a link."""
+    try:
+        return runtime.check_compatibility(in_force)
+    except LedgerError as error:  # it cannot be applied any more (it could when it was activated)
+        return [str(error)]
+
+
 def expected_versions(form: dict[str, Any]) -> dict[str, int | None]:
     """The version and revision the page showed (hidden fields): a change based on them is refused (412) when the
     profile has changed since, as the API's ``If-Match``."""
     return {name: optional_int(form.get(name), name) for name in ("expected_version", "expected_revision")}
 
 
-def _form_text(text: str | None) -> str:
-    """Text as a form sends it back: browsers send a textarea's line breaks as CRLF."""
-    return (text or "").replace("\r\n", "\n")
-
-
 def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
     """The fields of the create and edit forms, as the application's commands take them."""
     return {
         "name": (form.get("name") or "").strip(),
-        "description": optional_text(form.get("description")),
+        "description": typed_description(form.get("description")),
         "model_id": optional_text(form.get("model_id")),
         "sae_id": optional_text(form.get("sae_id")),
         "layer": optional_int(form.get("layer"), "layer"),
@@ -124,10 +133,16 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
-    """A deleted profile: its history stays in the log, and it can be restored."""
-    reads = runtime_of(request).read_model
-    versions = reads.list_versions(pid, limit=500).items
+def deleted_page(request: Request[Any, Any, Any], pid: UUID, everything: bool) -> Template:
+    """A deleted profile: its history stays in the log (paged as a live profile's), and it can be restored. Its
+    name is the one it had when deleted, which a rename that kept the version number gave no version row."""
+    runtime = runtime_of(request)
+    reads = runtime.read_model
+    found = runtime.ledger.find_aggregate(pid)
+    if not isinstance(found, Profile):
+        raise profile_not_found(pid)
+    last = ProfileState.of(found)
+    versions = version_history(reads, pid, last.version, everything)
     if not versions:
         raise profile_not_found(pid)
     deletion, _ = newest_events(reads, limit=1, profile_id=pid, event_type="Profile.Deleted")
@@ -136,9 +151,9 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID) -> Template:
         "deleted.html.j2",
         status_code=410,
         pid=pid,
-        last=versions[-1],
-        versions=versions[::-1],
-        every_version=True,
+        profile=last,
+        versions=versions,
+        every_version=len(versions) >= last.version,
         deletion=deletion[0] if deletion else None,
     )
 
@@ -154,7 +169,7 @@ class ProfilePages(Controller):
         search: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
         product: FromQuery[str | None] = None,
-        sort: FromQuery[str] = "name",
+        sort: FromQuery[Literal["name", "updated"]] = "name",  # another order is a 422, as in the API
         cursor: FromQuery[str | None] = None,
     ) -> Template:
         reads = runtime_of(request).read_model
@@ -209,14 +224,16 @@ class ProfilePages(Controller):
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
         history: FromQuery[str | None] = None,
         executions_after: FromQuery[str | None] = None,
+        activated: FromQuery[bool] = False,
     ) -> Template:
         runtime = runtime_of(request)
         reads, ledger = runtime.read_model, runtime.ledger
         pid = ledger.resolve_profile(profile_id)
         row = reads.get_profile(pid)
         if row is None:
-            return deleted_page(request, pid)
+            return deleted_page(request, pid, everything=history == "all")
         versions = version_history(reads, pid, row.version, everything=history == "all")
+        in_force = shown(reads, row)  # as the API and the list show it: the active profile's version in force
         comparison = None
         if from_version is not None or to_version is not None:
             comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
@@ -224,9 +241,10 @@ class ProfilePages(Controller):
         return page(
             request,
             "profile.html.j2",
-            profile=row,
+            profile=row,  # the latest version: what an edit, a revert and the history start from
+            in_force=in_force,
             steering_text=format_steering(row.steering),
-            bars=bars(row.steering),
+            bars=bars(in_force.steering),
             versions=versions,
             every_version=len(versions) >= row.version,
             comparison=comparison,
@@ -235,6 +253,8 @@ class ProfilePages(Controller):
             executions_next=executions.next_cursor,
             executions_paged=executions_after is not None,
             can_replay=runtime.generation is not None,
+            activated=activated and row.is_active,
+            warnings=activation_warnings(runtime, in_force) if activated and row.is_active else [],
         )
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
@@ -259,7 +279,7 @@ class ProfilePages(Controller):
             shown = {"tags": format_labels(current.tags), "products": format_labels(current.products),
                      "description": current.description or ""}
             for name, text in shown.items():  # a field left as shown keeps its value exactly (commas, lines and all)
-                if _form_text(form.get(name)) == _form_text(text):
+                if form_text(form.get(name)) == form_text(text):
                     fields[name] = getattr(current, name)
             refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, fields)  # as the API does
             return ledger.update_profile(pid, fields, bump_version=bump, **expected)
@@ -295,7 +315,7 @@ class ProfilePages(Controller):
             return ledger.activate_profile(pid, version=version)
 
         await run(request, form.get("reason"), activate)
-        return see_other(f"/profiles/{pid}")
+        return see_other(f"/profiles/{pid}?activated=1")  # the page says so, with the activation's warnings
 
     @post("/profiles/deactivate", name="console:deactivate")
     async def deactivate(self, request: Request[Any, Any, Any], form: Form) -> Redirect:

@@ -92,6 +92,18 @@ def optional_text(text: str | None) -> str | None:
     return (text or "").strip() or None
 
 
+def form_text(text: str | None) -> str:
+    """Text as it was typed: browsers send a textarea's line breaks as CRLF, whatever the page showed."""
+    return (text or "").replace("\r\n", "\n")
+
+
+def typed_description(text: str | None) -> str | None:
+    """A description as the API stores the same typed text: ``\\n`` line breaks, spaces kept (the API trims
+    nothing); a field left blank means no description, as it always has in the console."""
+    typed = form_text(text)
+    return typed if typed.strip() else None
+
+
 def optional_int(text: str | None, field: str, minimum: int | None = None) -> int | None:
     text = (text or "").strip()
     if not text:

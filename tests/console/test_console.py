@@ -106,6 +106,9 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     activate.get_by_label("Pin version").fill("2")
     submit(page, activate, "Activate")
     expect(page.get_by_role("heading", level=1)).to_contain_text("pinned v2")
+    expect(page.get_by_role("status")).to_contain_text("Activated: version 2 is in force (pinned)")
+    expect(page.locator("p.meta")).to_contain_text("Version 2 (in force; latest v4)")  # as the API reads it
+    expect(page.locator("table.bars tbody tr")).to_have_count(2)  # version 2's features 3 and 9
     arrives("Profile.Activated")
     page.goto("/")
     expect(page.locator("tr.is-active")).to_contain_text("calm")

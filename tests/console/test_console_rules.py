@@ -3,6 +3,7 @@ an edit or revert that the active profile could not steer with is refused, as th
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 
@@ -27,9 +28,10 @@ def console(sqlite_url, tiny_model_dir, sae_dir) -> Iterator[TestClient[Litestar
         yield client
 
 
-def send(console: TestClient[Litestar], path: str, **form: str):
+def send(console: TestClient[Litestar], path: str, headers: dict[str, str] | None = None, **form: str):
     token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
-    return console.post(path, data={"_csrf_token": token, **form}, headers=HTML, follow_redirects=False)
+    return console.post(path, data={"_csrf_token": token, **form}, headers={**HTML, **(headers or {})},
+                        follow_redirects=False)
 
 
 def test_a_profile_made_in_the_console_records_the_loaded_model_as_one_made_through_the_api(console):
@@ -61,3 +63,41 @@ def test_the_history_on_a_profiles_page_names_who_edited_a_version_in_place_when
     assert edited.json()["version"] == 1
     history = console.get(f"/profiles/{made.json()['id']}", headers=HTML).text.split('id="v1"', 1)[1].split("</tr>")[0]
     assert "ann" in history and "edit: bob" in history and "edit: silent edit" in history
+
+
+# another model, another SAE and another layer than the server's ("tiny", "tiny-sae", 1): three warnings
+ELSEWHERE = {"model_id": "llama-70b", "sae_id": "other-sae", "layer": 0, "steering": {"12": 2.0}}
+
+
+def warnings_shown(page: str) -> list[str]:
+    """The warnings a console page shows (escaped as text, one item each)."""
+    box = re.search(r'<div class="warnings" role="alert">(.*?)</div>', page, re.S)
+    return [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", box.group(1), re.S)] if box else []
+
+
+def test_activating_a_profile_made_for_another_model_shows_the_apis_warnings_on_its_page(console):
+    made = console.post("/api/profiles", json={"name": "elsewhere", **ELSEWHERE}).json()
+    through_api = console.post(f"/api/profiles/{made['id']}/activate").json()["warnings"]
+    assert len(through_api) == 3
+    console.post("/api/profiles/deactivate")
+
+    activated = send(console, f"/profiles/{made['id']}/activate", version="1")
+    assert activated.status_code == 303
+    page = console.get(activated.headers["location"], headers=HTML).text
+    assert "Activated: version 1 is in force (pinned)" in page
+    assert warnings_shown(page) == through_api
+    assert warnings_shown(console.get(f"/profiles/{made['id']}", headers=HTML).text) == []  # only after activating
+
+
+def test_a_playground_run_with_a_profile_made_for_another_model_shows_the_apis_warnings(console):
+    made = console.post("/api/profiles", json={"name": "elsewhere", **ELSEWHERE}).json()
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "seed": 1, "profile": made["id"]}
+    through_api = console.post("/v1/chat/completions", json=chat).json()["ledger"]["warnings"]
+    assert len(through_api) == 3
+    form = {"prompt": "hi", "profile": made["id"], "seed": "1", "temperature": "0", "max_tokens": "2"}
+    ran = send(console, "/playground", **form)
+    assert ran.status_code == 200 and "Recorded as execution" in ran.text, ran.text[:500]
+    assert warnings_shown(ran.text) == through_api
+    streamed = send(console, "/playground", **form, headers={"HX-Request": "true"})  # the stream's page, with htmx
+    assert streamed.status_code == 200 and "sse-connect" in streamed.text
+    assert warnings_shown(streamed.text) == through_api

@@ -200,6 +200,30 @@ def test_every_page_forbids_framing_by_another_site_and_loads_only_from_this_ser
         assert (headers["X-Frame-Options"], headers["X-Content-Type-Options"]) == ("DENY", "nosniff"), path
 
 
+def test_an_error_page_forbids_framing_and_loads_only_from_this_server_as_every_page_does(
+    console: TestClient[Litestar],
+):
+    html = {"Accept": "text/html"}
+    made = console.post("/api/profiles", json={"name": "calm", "steering": {"3": 1.0}}).json()
+    page = console.get("/profiles/calm", headers=html).text
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page).group(1)
+    stale = dict(re.findall(r'name="(expected_\w+)" value="(\d+)"', page), _csrf_token=token, name="calm",
+                 steering="3=1", description="first")
+    assert console.post("/profiles/calm/edit", data=stale, headers=html).status_code == 200
+    answers = {
+        404: console.get("/profiles/no-such", headers=html),
+        422: console.get("/profiles/calm", params={"from": 0}, headers=html),
+        403: console.post(f"/profiles/{made['id']}/activate", data={}, headers=html),  # no CSRF token
+        412: console.post("/profiles/calm/edit", data={**stale, "description": "second"}, headers=html),
+    }
+    for status, answer in answers.items():
+        assert answer.status_code == status and answer.headers["content-type"].startswith("text/html"), status
+        policy = answer.headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy, status
+        assert (answer.headers.get("X-Frame-Options"), answer.headers.get("X-Content-Type-Options")) == (
+            "DENY", "nosniff"), status
+
+
 def test_the_profiles_page_shows_a_pinned_active_profile_as_it_filters_it_by_its_version_in_force(
     console: TestClient[Litestar],
 ):

@@ -1,0 +1,133 @@
+"""A profile's page reads as the API reads: the active profile shows its version in force, a deleted profile its
+last name and its whole history, a description typed in a form is stored as the API stores the same text, and an
+order the list does not know is refused as the API refuses it. Plain HTTP against the app, as a browser sends it."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from tests.api.conftest import make_client
+
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+def console(sqlite_url: str) -> Iterator[TestClient[Litestar]]:
+    with make_client(sqlite_url) as client:
+        yield client
+
+
+def csrf_token(console: TestClient[Litestar]) -> str:
+    return re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/", headers=HTML).text).group(1)
+
+
+def section(page: str, heading_id: str) -> str:
+    """The card whose heading has ``heading_id``, up to its end."""
+    start = page.index(f'id="{heading_id}"')
+    return page[start:page.index("</section>", start)]
+
+
+def fact(spec: str, name: str) -> str:
+    """What the spec card says under ``name`` (Description, Tags, …)."""
+    return html.unescape(re.search(rf"<dt>{name}</dt><dd>(.*?)</dd>", spec, re.S).group(1))
+
+
+def edit_form(console: TestClient[Litestar], profile_id: str) -> dict[str, str]:
+    """The edit form's fields as a browser sends them back untouched: a textarea's line breaks as CRLF (the line
+    break right after its opening tag is not part of its value)."""
+    page = console.get(f"/profiles/{profile_id}", headers=HTML).text
+    form = page[page.index(f'action="/profiles/{profile_id}/edit"'):]
+    form = form[:form.index("</form>")]
+    fields = {name: html.unescape(value)
+              for name, value in re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', form)}
+    for name, value in re.findall(r'<textarea[^>]*name="(\w+)"[^>]*>\n?(.*?)</textarea>', form, re.S):
+        fields[name] = html.unescape(value).replace("\n", "\r\n")
+    return fields
+
+
+def test_the_active_profile_pinned_to_an_earlier_version_shows_that_version_and_names_the_latest(console):
+    made = console.post("/api/profiles", json={"name": "calm", "description": "the first words",
+                                               "steering": {"1": 1.0}, "tags": ["old"]}).json()
+    console.put(f"/api/profiles/{made['id']}", json={"description": "the second words",
+                                                     "steering": {"1": 9.0, "2": 1.0}, "tags": ["new"]})
+    assert console.post("/api/profiles/calm/activate", json={"version": 1}).status_code == 200
+    api = console.get("/api/profiles/calm").json()
+    assert (api["version"], api["pinned"], api["latest_version"]) == (1, True, 2)
+
+    page = console.get("/profiles/calm", headers=HTML).text
+    assert "Version 1 (in force; latest v2)" in page
+    spec = section(page, "spec-heading")
+    assert "Spec (version 1, in force; the latest is version 2)" in spec
+    assert (fact(spec, "Description"), fact(spec, "Tags")) == ("the first words", "old")
+    strengths = re.findall(r'<tr><th scope="row">(\d+)</th><td class="num">([^<]+)</td>', spec)
+    assert strengths == [("1", "1.0")]  # version 1's one feature, not version 2's two
+    history = section(page, "history-heading")
+    assert 'id="v1"' in history and 'id="v2"' in history  # the history still lists every version
+
+
+def test_a_deleted_profiles_page_shows_its_last_name_and_its_whole_history_a_page_at_a_time(console):
+    made = console.post("/api/profiles", json={"name": "big", "steering": {"1": 1.0}}).json()
+    url = f"/api/profiles/{made['id']}"
+    for version in range(2, 506):
+        assert console.put(url, json={"steering": {"1": version / 10}}).status_code == 200
+    assert console.put(url, json={"name": "big-final"}).json()["version"] == 506
+    assert console.delete(url).status_code == 200
+
+    page = console.get(f"/profiles/{made['id']}", headers=HTML)
+    assert page.status_code == 410
+    assert re.search(r"<h1>big-final <span", page.text)
+    newest = re.findall(r'<tr id="v(\d+)">', page.text)
+    assert newest == [str(version) for version in range(506, 481, -1)]  # the newest 25, as a live profile's page
+    every = re.search(r'<a href="([^"]+)">Show all 506 versions</a>', page.text)
+    assert every is not None
+    whole = console.get(html.unescape(every.group(1)), headers=HTML).text
+    assert re.findall(r'<tr id="v(\d+)">', whole) == [str(version) for version in range(506, 0, -1)]
+    assert "Show all" not in whole
+
+
+def test_a_description_typed_in_the_console_is_stored_as_the_api_stores_the_same_text(console):
+    typed = "  Calm, slow sentences.\r\nNo exclamation marks.  "  # as a browser sends a textarea's two lines
+    made = console.post("/profiles", data={"_csrf_token": csrf_token(console), "name": "typed", "steering": "3=1",
+                                           "description": typed}, follow_redirects=False)
+    assert made.status_code == 303, made.text[:300]
+    from_console = console.get(made.headers["location"].replace("/profiles/", "/api/profiles/")).json()
+    from_api = console.post("/api/profiles", json={"name": "written", "steering": {"3": 1.0},
+                                                   "description": "  Calm, slow sentences.\nNo exclamation marks.  "})
+    assert from_console["description"] == from_api.json()["description"] == (
+        "  Calm, slow sentences.\nNo exclamation marks.  ")
+
+
+def test_a_console_edit_keeps_the_line_breaks_of_a_description_written_through_the_api(console):
+    made = console.post("/api/profiles", json={"name": "lines", "steering": {"3": 1.0}, "tags": ["a"],
+                                               "description": "first line\nsecond line"}).json()
+    pid = made["id"]
+    only_tags = {**edit_form(console, pid), "tags": "a, b", "bump_version": "on"}
+    assert console.post(f"/profiles/{pid}/edit", data=only_tags, headers=HTML).status_code == 200
+    changed = [change["field"] for change in console.get(f"/api/profiles/{pid}/diff",
+                                                         params={"from": 1, "to": 2}).json()["changes"]]
+    assert changed == ["tags"]
+
+    one_more_line = edit_form(console, pid)
+    one_more_line.update(description=one_more_line["description"] + "\r\nthird line", bump_version="on")
+    assert console.post(f"/profiles/{pid}/edit", data=one_more_line, headers=HTML).status_code == 200
+    assert console.get(f"/api/profiles/{pid}").json()["description"] == "first line\nsecond line\nthird line"
+
+    cleared = {**edit_form(console, pid), "description": "  \r\n ", "bump_version": "on"}  # blank: no description
+    assert console.post(f"/profiles/{pid}/edit", data=cleared, headers=HTML).status_code == 200
+    assert console.get(f"/api/profiles/{pid}").json()["description"] is None
+
+
+def test_an_order_the_profiles_list_does_not_know_is_a_422_page_as_the_api_answers(console):
+    console.post("/api/profiles", json={"name": "calm"})
+    assert console.get("/api/profiles", params={"sort": "bogus"}).json()["error"] == "invalid_request"
+    shown = console.get("/", params={"sort": "bogus"}, headers=HTML)
+    assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html")
+    assert "invalid_request" in shown.text
+    for order in ("name", "updated"):
+        assert console.get("/", params={"sort": order}, headers=HTML).status_code == 200
