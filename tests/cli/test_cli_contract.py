@@ -359,7 +359,8 @@ def test_free_text_cannot_draw_lines_of_its_own_in_the_text_output(ledger):
         assert "must not contain control or invisible characters" in refused.stderr
     ledger("create", "h", "-f", "1=1")
     ledger("update", "h", "-f", "1=5", "--actor", "mallory", "--reason", forged)
-    ledger("record-execution", "h", "--run-id", "r\nforged", "--seed", "1")
+    refused = ledger("record-execution", "h", "--run-id", "r\nforged", "--seed", "1", code=1)  # refused too
+    assert "must not contain control or invisible characters" in refused.stderr
     for command in (("history", "h"), ("versions", "h"), ("list",), ("show", "h"), ("executions", "h")):
         text = ledger(*command).stdout
         assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, command
