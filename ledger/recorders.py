@@ -321,6 +321,9 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
         find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(schema, chain_table)
         with self.datastore.get_connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # The library's pool ends transactions idle for a few seconds; this one idles while a batch is checked
+            # and each snapshot's stream replayed (read-only: it holds up no writer).
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             if walk.start is not None and after > 0:
                 row = conn.execute(link_sql, (after,)).fetchone()
                 problem = _start_problem(walk.start, None if row is None else bytes(row["link"]))

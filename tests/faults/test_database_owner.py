@@ -14,6 +14,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from eventsourcing.persistence import Mapper
 from eventsourcing.utils import get_topic
 
 from ledger.access import AccessTokens
+from ledger import time_travel
 from ledger.application import ProfileLedger
 from ledger.chain import GENESIS, event_digest, next_link
 from ledger.domainmodel import Profile
@@ -367,6 +369,20 @@ def test_a_snapshot_signed_with_the_key_but_taken_of_another_history_is_reported
     shown = subprocess.run([LEDGER, "--database", database_url, "show", str(profile.id), "--json"],
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and json.loads(shown.stdout)["steering"] == {"1": 0.75}, shown.stdout + shown.stderr
+
+
+def test_a_full_walk_whose_snapshot_replays_take_long_still_answers_on_postgres(ledger_app, database_url,
+                                                                                monkeypatch):
+    """The walk reads the log in one transaction; the pool ends a transaction idle for 5 s, and replaying the
+    streams of thousands of snapshots between two reads takes longer (before: 500, exit 70)."""
+    if not Database(database_url).is_postgres:
+        pytest.skip("SQLite ends no idle transaction")
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})  # stream version 2: a snapshot
+    replay = time_travel.SnapshotReplay.problem
+    monkeypatch.setattr(time_travel.SnapshotReplay, "problem",
+                        lambda self, row: time.sleep(6) or replay(self, row))  # as thousands of them take
+    assert ledger_app.verify_log(full=True).ok
 
 
 def test_a_snapshot_whose_state_is_null_is_skipped_and_the_profile_replayed(ledger_app, database_url):
