@@ -4,6 +4,7 @@ Every command that takes a profile takes its name or its id (``NAME_OR_ID``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -320,14 +321,16 @@ def register(app: typer.Typer) -> None:
         with acting(actor, reason):
             pid = profile_ref(profile_id)
             outcome = state.ledger.activate_profile(pid, version=version)
+        # as the API's answer and every query show it: the version in force, not the latest
+        shown, latest = as_in_force(outcome.profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
         if as_json:
-            in_force = state.ledger.get_profile(pid, version=version)
-            emit_json({"changed": outcome.changed, "position": outcome.position, "profile": outcome.profile,
-                       "version": in_force.version, "pinned": version is not None,
+            emit_json({"changed": outcome.changed, "position": outcome.position,
+                       "profile": in_force_document(shown, latest), "warnings": list(outcome.warnings),
+                       "version": shown.version, "pinned": version is not None,
                        "latest_version": outcome.profile.version if outcome.profile else None,
-                       "spec": {name: getattr(in_force, name) for name in ("model_id", "sae_id", "layer", "steering")}})
+                       "spec": {name: getattr(shown, name) for name in ("model_id", "sae_id", "layer", "steering")}})
             return
-        report(outcome, False, "activate")
+        report(dataclasses.replace(outcome, profile=shown), False, "activate")
         typer.echo(in_force_line(pid, version))
 
     @app.command()

@@ -166,6 +166,9 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     activated = as_json(ledger("activate", "calm", "--version", "1", "--json"))
     assert (activated["version"], activated["pinned"], activated["latest_version"]) == (1, True, 2)
     assert activated["spec"]["steering"] == {"12": 6.0}
+    assert (activated["profile"]["version"], activated["profile"]["steering"]) == (1, {"12": 6.0})  # was the latest
+    again = ledger("activate", "calm", "--version", "1").stdout.splitlines()
+    assert again[0] == "unchanged: Calm is already as requested (version 1)", again  # was "(version 2)"
     active = as_json(ledger("active", "--json"))
     assert (active["version"], active["pinned"], active["latest_version"]) == (1, True, 2)
     assert active["profile"]["steering"] == {"12": 6.0} and active["profile"]["is_active"] is True
