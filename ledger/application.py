@@ -182,12 +182,13 @@ class ProfileLedger(Application[UUID]):
         bump_version: bool = True,
         expected_version: int | None = None,
         expected_revision: int | None = None,
+        recorded: bool = False,
     ) -> Outcome:
         def attempt() -> Outcome:
             profile = self._live_profile(profile_id)
             self._check_expected(profile, expected_version, expected_revision)
             old_name = profile.name
-            if not profile.revise(changes, bump_version=bump_version):
+            if not profile.revise(changes, bump_version=bump_version, recorded=recorded):
                 return Outcome(ProfileState.of(profile), changed=False, position=None)
             touched: list[Aggregate] = [profile]
             if values.name_key(profile.name) != values.name_key(old_name):
@@ -204,7 +205,7 @@ class ProfileLedger(Application[UUID]):
         stays the profile's now (a revert undoes no rename, and needs no name back that another profile took)."""
         target = self.get_profile(profile_id, version=version)
         content = {name: value for name, value in target.fields().items() if name != "name"}
-        return self.update_profile(profile_id, content, **expected)
+        return self.update_profile(profile_id, content, recorded=True, **expected)
 
     def delete_profile(
         self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None,

@@ -214,14 +214,17 @@ class Profile(Aggregate):
         return version
 
     # -- commands ----------------------------------------------------------------------------------
-    def revise(self, changes: Mapping[str, Any], *, bump_version: bool = True) -> bool:
+    def revise(self, changes: Mapping[str, Any], *, bump_version: bool = True, recorded: bool = False) -> bool:
         """Apply the given field changes; returns False (and records nothing) when nothing changes.
 
         A spec change always makes a new version; descriptive changes make one unless
-        ``bump_version`` is False, in which case they are recorded against the current version.
+        ``bump_version`` is False, in which case they are recorded against the current version. ``recorded``:
+        the values are one of this profile's versions (a revert), taken as they were recorded, even where a rule
+        made since would refuse them as new input.
         """
         self.require_live()
-        canonical = {name: canonical_value(name, value) for name, value in changes.items()}
+        canonical = dict(changes) if recorded else {
+            name: canonical_value(name, value) for name, value in changes.items()}
         changed = {name: value for name, value in canonical.items() if not same_value(name, getattr(self, name), value)}
         spec = {name: value for name, value in changed.items() if name in SPEC_FIELDS}
         details = {name: _stored(name, value) for name, value in changed.items() if name in DETAIL_FIELDS}

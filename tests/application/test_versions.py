@@ -12,6 +12,7 @@ from ledger.errors import (
     ProfileVersionNotFoundError,
     SpecChangeNeedsVersionError,
     StaleVersionError,
+    ValidationError,
 )
 from tests.application.conftest import log_types
 
@@ -68,6 +69,16 @@ def test_revert_makes_a_new_version_equal_to_an_old_one(ledger):
     reverted = ledger.revert_profile(pid, 1)
     assert reverted.profile.version == 3
     assert reverted.profile.fields() == ledger.get_profile(pid, version=1).fields()
+
+
+def test_a_revert_restores_a_version_as_recorded_even_where_a_later_rule_refuses_it_as_new_input(ledger):
+    pid = ledger.create_profile({"name": "p", "steering": {1: 1.0}}).profile.id
+    ledger.update_profile(pid, {"tags": ["a\tb"]}, recorded=True)  # as recorded before labels refused a tab
+    with pytest.raises(ValidationError):
+        ledger.update_profile(pid, {"tags": ["c\td"]})  # new input: refused
+    ledger.update_profile(pid, {"tags": ["ok"], "steering": {1: 2.0}})
+    reverted = ledger.revert_profile(pid, 2)  # before: refused for good ("tags[0] must not contain …")
+    assert reverted.profile.tags == ["a\tb"] and reverted.profile.steering == {1: 1.0}
 
 
 def test_renaming_frees_the_old_name_and_takes_the_new_one(ledger):
