@@ -169,6 +169,52 @@ class GenerationService:
 
         return _run(self.engine.stream, request, on_done=done, abandoned=abandoned, on_unread=unread)
 
+    def stream_compared(
+        self, completion: Completion, on_recorded: Callable[[CompletionOutcome], None] | None = None,
+        abandoned: threading.Event | None = None,
+    ) -> dict[str, Iterator[str]]:
+        """:meth:`stream` with the unsteered twin beside it (the same seed), as ``compare`` runs it: each side's
+        text deltas. The steered side is recorded once both have ended, the twin's under ``details.unsteered``
+        (before the last delta of the side that ends last is handed out); a steered side its reader left is
+        recorded as :meth:`stream` records it."""
+        spec, request = self._prepare(completion)
+        command = contextvars.copy_context()
+        ended: dict[str, GenerationResult | None] = {}
+        lock = threading.Lock()
+
+        def record() -> None:
+            steered = ended["steered"]
+            if steered is not None:  # (else it was left, and recorded as such)
+                outcome = self._record(completion, spec, request, steered, unsteered=ended["unsteered"])
+                if on_recorded is not None:
+                    on_recorded(outcome)
+
+        def end(side: str, result: GenerationResult | None, *, reader_left: bool = False) -> None:
+            with lock:
+                ended[side] = result
+                if len(ended) < 2:
+                    return
+            if reader_left:  # heard on the scheduler's thread: recorded on one of its own, as the command's actor
+                threading.Thread(target=command.run, args=(record,), name="record-compared", daemon=True).start()
+            else:
+                record()
+
+        def steered_left(outcome: GenerationResult | RequestCancelledError) -> None:
+            threading.Thread(target=command.run, args=(self._record_unread, completion, spec, request, outcome),
+                             name="record-unread", daemon=True).start()
+            end("steered", None, reader_left=True)
+
+        def twin_left(outcome: GenerationResult | RequestCancelledError) -> None:
+            end("unsteered", outcome if isinstance(outcome, GenerationResult) else outcome.partial, reader_left=True)
+
+        return {
+            "steered": _run(self.engine.stream, request, on_done=lambda result: end("steered", result),
+                            abandoned=abandoned, on_unread=steered_left),
+            "unsteered": _run(self.engine.stream, replace(request, steering=None),
+                              on_done=lambda result: end("unsteered", result), abandoned=abandoned,
+                              on_unread=twin_left),
+        }
+
     def replay(self, execution_id: UUID) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed; record the replay."""
         original = self.ledger.get_execution(execution_id)

@@ -176,20 +176,17 @@ async def _stream(
     out: queue.Queue[Any] = queue.Queue()
     completion = run.completion
     closed = threading.Event()
-    try:
-        steered = await anyio.to_thread.run_sync(  # resolving the profile reads the store
-            lambda: run_command(run.context, lambda: generation.stream(completion, on_recorded=recorded.append,
-                                                                       abandoned=closed))
-        )
+    def started() -> dict[str, Any]:  # both sides as ``compare`` runs them, recorded together; or the steered one
+        if run.compare:
+            return generation.stream_compared(completion, on_recorded=recorded.append, abandoned=closed)
+        return {"steered": generation.stream(completion, on_recorded=recorded.append, abandoned=closed)}
+
+    try:  # resolving the profile reads the store
+        sides = await anyio.to_thread.run_sync(lambda: run_command(run.context, started))
     except Exception as error:  # noqa: BLE001 - a profile that does not resolve, say
         yield ServerSentEventMessage(data=f"<p class='error'>{escape(str(error))}</p>", event="done")
         return
     try:
-        sides = {"steered": steered}
-        if run.compare:
-            # the service's own request for the completion, unsteered, with the same seed (as ``compare`` runs it)
-            unsteered = generation.request_for(completion, None, completion.seed)
-            sides["unsteered"] = generation.engine.stream(unsteered, abandoned=closed)
         for side, deltas in sides.items():
             threading.Thread(target=_produce, args=(side, deltas, out, run.context), daemon=True).start()
         running = len(sides)

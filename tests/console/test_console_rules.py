@@ -101,3 +101,14 @@ def test_a_playground_run_with_a_profile_made_for_another_model_shows_the_apis_w
     streamed = send(console, "/playground", **form, headers={"HX-Request": "true"})  # the stream's page, with htmx
     assert streamed.status_code == 200 and "sse-connect" in streamed.text
     assert warnings_shown(streamed.text) == through_api
+
+
+def test_a_streamed_compare_in_the_playground_records_the_unsteered_side_too_as_the_api_does(console):
+    form = {"prompt": "hi", "seed": "1", "temperature": "0", "max_tokens": "4", "compare": "on"}
+    streamed = send(console, "/playground", **form, headers={"HX-Request": "true"})  # the page a browser streams
+    stream = console.get(re.search(r'sse-connect="([^"]+)"', streamed.text).group(1)).text
+    assert "event: unsteered" in stream and "event: steered" in stream
+    execution = re.search(r'href="/executions/([0-9a-f-]{36})"', stream).group(1)
+    details = console.get(f"/api/executions/{execution}").json()["details"]
+    assert 1 <= details["unsteered"]["completion_tokens"] <= 4, details  # before: no unsteered side in the log
+    assert details["unsteered"]["finish_reason"] in ("length", "stop") and details["unsteered"]["output_sha256"]
