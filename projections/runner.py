@@ -28,7 +28,7 @@ from ledger.settings import Database
 from ledger.signing.store import refuse_a_gap
 from projections.follow import Follower
 from projections.memory import MemoryBuild
-from projections.log import EventLog
+from projections.log import Batch, EventLog
 from projections.parking import describe, is_transient
 from projections.progress import announce
 from projections.registry import select
@@ -177,8 +177,8 @@ def compare_with_log(
     Each is built afresh into the rebuild tables, as :func:`rebuild` does (the same handlers, parking the same
     events), then brought up to the live read model's position and compared with it row by row, under its lock
     (:meth:`~projections.store.ReadModelRecorder.compare_rebuilt`); the rebuild tables are dropped, nothing live
-    is changed. A read model that lags behind the log, or whose recorded definition is not this code's, is not
-    compared (and says why). The caller holds the rebuild lock (:func:`projections.schema.hold_rebuild_lock`):
+    is changed. The build goes no further than the live read models' positions, so one behind the log is compared
+    where it stands; one whose recorded definition is not this code's is not compared (and says why). The caller holds the rebuild lock (:func:`projections.schema.hold_rebuild_lock`):
     the rebuild tables are a rebuild's too. Needs the log's signing key, as a rebuild does."""
     from projections.schema import differing_definitions
 
@@ -193,9 +193,10 @@ def compare_with_log(
         redefined = differing_definitions(store, [projection.name for projection in projections])
         comparable = [projection for projection in projections if projection.name not in redefined]
         try:
-            if comparable:
+            if comparable:  # no further than the live read models: one behind is compared where it stands
+                live = store.positions(projection.name for projection in comparable)
                 _build_from_the_start(store, log, comparable, progress=False, batch_size=batch_size,
-                                      copy_rows=copy_rows)
+                                      copy_rows=copy_rows, until=min(live.values()))
             compared = {projection.name: store.compare_rebuilt(projection, log.read, batch_size)
                         for projection in comparable}
         finally:
@@ -212,20 +213,23 @@ def compare_with_log(
 
 
 def _build_from_the_start(store: Any, log: EventLog, projections: list[Any], *, progress: bool, batch_size: int,
-                          copy_rows: int) -> None:
-    """Fill the rebuild tables from position 0 (in memory, else by SQL) up to the log's end as it is now."""
+                          copy_rows: int, until: int | None = None) -> None:
+    """Fill the rebuild tables from position 0 (in memory, else by SQL) up to the log's end as it is now, or to
+    position ``until``."""
     log.require_its_key()  # with another key every event would be parked, and every read model left empty
     failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
-                    copy_rows=copy_rows)
+                    copy_rows=copy_rows, until=until)
     if failed:
         # An event the memory build cannot take (a value a column cannot hold, say): build these by SQL,
         # which applies such an event alone and parks it (projections.parking).
-        _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
+        _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows,
+               until=until)
 
 
 def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool, progress: bool, batch_size: int,
-           copy_rows: int) -> list[Any]:
-    """Fill the rebuild tables from position 0: in memory and copied, or by the read models' SQL.
+           copy_rows: int, until: int | None = None) -> list[Any]:
+    """Fill the rebuild tables from position 0 (to ``until``, if given): in memory and copied, or by the read
+    models' SQL.
 
     Returns the projections whose in-memory build failed on an event (their tables are left for a build by
     SQL); a build by SQL parks such events instead.
@@ -270,6 +274,11 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
     try:
         with tqdm(total=log.head(), disable=not progress, unit="event", desc="rebuilding read models") as bar:
             for batch in log.scan(0, batch_size):
+                if until is not None and batch.end > until:
+                    batch = Batch(after=batch.after, end=until,
+                                  events=[(at, event) for at, event in batch.events if at <= until])
+                    if not batch.events:
+                        break
                 for _, event in batch.events:
                     refuse_a_gap(event.originator_id, streams.get(event.originator_id, 0), event.originator_version)
                     streams[event.originator_id] = event.originator_version
@@ -281,6 +290,8 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
                 bar.total = max(bar.total or 0, batch.end)
                 bar.update(batch.end - position)
                 position = batch.end
+                if until is not None and position >= until:
+                    break
     finally:
         loader.close()
     # Each read model's last rows, deferred operations and indexes in a transaction of its own; on PostgreSQL all

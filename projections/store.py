@@ -333,20 +333,23 @@ class ReadModelRecorder(ParkingRecorder):
 
         One transaction under the projection's lock: the live worker and the inline writers (which then leave
         their events to the worker) are kept out, so the live position cannot move while the rebuild tables are
-        brought up to it and compared. A rebuild already past it (the live read model lags behind the log) is not
-        compared: every row of the events in between would differ. The rebuild tables are left as they are (the
-        caller drops them)."""
+        brought up to it and compared (the build stopped at or before it). A live position past every event there
+        is is a difference of its own. The rebuild tables are left as they are (the caller drops them)."""
         key = rebuild_key(projection.name)
         with self.datastore.transaction(commit=True) as curs:
             self._lock(curs, projection.name, wait=True)
             live = self._max_tracking_id(projection.name, curs) or 0  # type: ignore[attr-defined]
             rebuilt = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]
             if rebuilt > live:
-                return ReadModelComparison(projection.name, live, rebuilt,
-                                           not_compared=f"read model at {live}, log at {rebuilt}")
+                return ReadModelComparison(projection.name, live, rebuilt, not_compared=(
+                    f"its position moved back to {live} while the log was read to {rebuilt}"))
             if not live and not all(self._table_exists(curs, table.name) for table in projection.tables):
                 return ReadModelComparison(projection.name, live, rebuilt, not_compared="it was never made")
             rebuilt = self._catch_up_rebuilt(curs, projection, read, batch_size, until=live)
+            if rebuilt < live:  # its position was moved past every event there is: what it holds is not the log's
+                return ReadModelComparison(projection.name, live, rebuilt, RowDifference(
+                    self.tracking_table, {"application_name": projection.name}, live, {"notification_id": live},
+                    {"notification_id": rebuilt}, count=1))
             differences = (self._first_difference(curs, table) for table in projection.tables)
             return ReadModelComparison(projection.name, live, rebuilt, next(filter(None, differences), None))
 

@@ -225,21 +225,32 @@ def link_and_sign_the_last_event(url: str) -> None:
         (position, SigningKeys.from_env(os.environ).sign_head(position, link)))
 
 
-def test_a_read_model_behind_the_log_is_not_compared_and_fails_nothing(history, database_url):
+def test_a_read_model_behind_the_log_is_compared_where_it_stands(history, database_url):
     app = ProfileLedger(env=Database(database_url).eventsourcing_env())
     try:
         app.update_profile(history["bold"], {"steering": {2: 1.5}})  # no worker runs: the read models lag behind
     finally:
         app.close()
-    sql(database_url, "UPDATE profiles SET steering = '{\"12\": 199.0}' WHERE id = ?",
-        (key(database_url, history["calm"]),))
     result = ledger(database_url, "verify")
-    assert result.returncode == 0 and result.stdout.startswith("ok: "), result.stdout + result.stderr
-    assert "read model profiles not compared (read model at " in result.stderr, result.stderr
-
-    catch_up(database_url)
+    assert result.returncode == 0 and result.stdout.startswith("ok: ") and result.stderr == "", result.stderr
+    sql(database_url, "UPDATE profiles SET steering = '{\"12\": 199.0}' WHERE id = ?",
+        (key(database_url, history["calm"]),))  # before: "not compared" while behind, exit 0
     assert_read_model_altered(database_url, "profiles", position_of(
         database_url, "profiles", "id = ?", (key(database_url, history["calm"]),)))
+
+
+def test_a_read_models_position_moved_to_hide_a_forged_row_or_past_the_log_is_reported(history, database_url):
+    tracking = "projections_tracking" if Database(database_url).is_postgres else "tracking"
+    edit_audit_actor(database_url, history)
+    sql(database_url, f"UPDATE {tracking} SET notification_id = 1 WHERE application_name = 'audit'")  # "behind"
+    result = ledger(database_url, "verify")  # before: "not compared", exit 0; the rows past 1 are not the log's
+    assert result.returncode == 1 and "read_model_altered" in result.stderr, result.stdout + result.stderr
+    assert ledger(database_url, "rebuild").returncode == 0
+    sql(database_url, f"UPDATE {tracking} SET notification_id = ? WHERE application_name = 'audit'",
+        (10**6,))  # past every event there is
+    result = ledger(database_url, "verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"TAMPERED: read_model_altered at position {10**6}: {tracking}: "), result.stderr
 
 
 def test_an_auditor_with_only_the_public_key_verifies_the_log_alone(history, database_url, tmp_path):
