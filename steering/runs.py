@@ -18,7 +18,7 @@ from uuid import UUID
 
 from ledger.domainmodel import DELETED_PROFILE
 from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
-from ledger.idempotency import claiming
+from ledger.idempotency import IdempotencyKeyInUseError, claiming
 
 from .engine import SteeringEngine, SteeringSnapshot
 from .errors import ContextLengthError, SteeringError
@@ -159,7 +159,7 @@ class GenerationService:
         command = contextvars.copy_context()
 
         def done(result: GenerationResult) -> None:
-            outcome = self._record(completion, spec, request, result)
+            outcome = self._record_served(completion, spec, request, result)
             if on_recorded is not None:
                 on_recorded(outcome)
 
@@ -185,7 +185,7 @@ class GenerationService:
         def record() -> None:
             steered = ended["steered"]
             if steered is not None:  # (else it was left, and recorded as such)
-                outcome = self._record(completion, spec, request, steered, unsteered=ended["unsteered"])
+                outcome = self._record_served(completion, spec, request, steered, unsteered=ended["unsteered"])
                 if on_recorded is not None:
                     on_recorded(outcome)
 
@@ -294,6 +294,15 @@ class GenerationService:
                 self._record(completion, spec, request, result, status=status)
         except Exception:  # the caller is gone: nobody else hears of it
             logger.exception("a generation its caller left was not recorded")
+
+    def _record_served(self, *args: Any, **kwargs: Any) -> CompletionOutcome:
+        """:meth:`_record` for a generation its caller has been handed as it ran (a stream): recorded even when a
+        request with its Idempotency-Key committed first (on another server), then without the key, the other's."""
+        try:
+            return self._record(*args, **kwargs)
+        except IdempotencyKeyInUseError:
+            with claiming(None):
+                return self._record(*args, **kwargs)
 
     def _record(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult,
