@@ -21,6 +21,7 @@ import psycopg
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
+from ledger.signing import SigningKeys
 from projections.errors import RebuildInProgressError
 from projections.log import EventLog
 from projections.projection import ReadModelProjection
@@ -180,6 +181,9 @@ def init_database(database: Database) -> None:
     """Every table the ledger needs: the event store's (the library creates them with the application), the
     tracking table and the read models'. A log signed with another key than this process's (or with no key here)
     is refused first: writes would sign with a key its readers do not have, and reads would set every event aside."""
+    keys = SigningKeys.from_env(os.environ)
+    if keys.named:  # unreadable, no write could ever commit: refused before any table is made
+        keys.key_id  # noqa: B018 - loads the key: SigningKeyError if it cannot be read
     app = ProfileLedger(env=database.eventsourcing_env(pool_size=2))
     try:
         log = EventLog(database, app=app)

@@ -294,7 +294,7 @@ def test_a_process_without_the_logs_signing_key_refuses_to_write_or_rebuild_and_
 
 
 def test_a_named_signing_key_that_cannot_be_read_stops_serve_at_start_even_on_an_empty_log(ledger, tmp_path,
-                                                                                           monkeypatch):
+                                                                                           monkeypatch, sqlite_url):
     from tests.api.conftest import free_port
 
     monkeypatch.setenv("LEDGER_SIGNING_KEY", str(tmp_path / "mistyped.pem"))  # no write could ever commit
@@ -302,6 +302,9 @@ def test_a_named_signing_key_that_cannot_be_read_stops_serve_at_start_even_on_an
         result = ledger(*args, code=1)
         assert result.stderr == (f"error: the event-signing key {tmp_path / 'mistyped.pem'} cannot be read: [Errno 2] "
                                  f"No such file or directory: '{tmp_path / 'mistyped.pem'}'\n"), result.stderr
+    from ledger.settings import Database
+
+    assert not Path(Database(sqlite_url).sqlite_path).exists()  # nothing made: db init made the event tables first
 
 
 def test_a_connection_limit_that_is_no_number_stops_serve_before_it_listens(ledger, monkeypatch):
