@@ -24,6 +24,8 @@ class Dialect:
     event_id: str  # the events table's column of log positions
     table_exists: str
     """A query of one parameter, a table's name: one row whose ``found`` is true when the table exists."""
+    table_columns: str
+    """A query of one parameter, a table's name: a row per column, its name as ``name``."""
     types: Mapping[str, str]  # what each type placeholder of a statement stands for
 
     @property
@@ -68,6 +70,8 @@ POSTGRES = Dialect(
     "postgres",
     event_id="notification_id",
     table_exists="SELECT to_regclass(%s) IS NOT NULL AS found",
+    table_columns="SELECT attname AS name FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                  "AND NOT attisdropped",
     types={
         "uuid": "uuid",
         "json": "json",  # kept as written: jsonb would read 1e20 back as an integer, -0.0 as 0.0
@@ -83,6 +87,7 @@ SQLITE = Dialect(
     "sqlite",
     event_id="rowid",
     table_exists="SELECT count(*) AS found FROM sqlite_master WHERE type = 'table' AND name = ?",
+    table_columns="SELECT name FROM pragma_table_info(?)",
     types={
         "uuid": "text",
         "json": "text",

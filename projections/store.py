@@ -65,9 +65,10 @@ logger = logging.getLogger(__name__)
 class RowDifference:
     """The first row (in log order) where a live read-model table differs from what the log makes of it.
 
-    ``live`` and ``rebuilt`` are that row's columns in each (None: not there; both None: the live table itself is
-    missing); ``position`` is the event that wrote it (the log's, unless only the live table has it); ``count``:
-    how many rows (keys) differ, are missing or were added."""
+    ``live`` and ``rebuilt`` are that row's columns in each (None: not there); ``position`` is the event that wrote
+    it (the log's, unless only the live table has it); ``count``: how many rows (keys) differ, are missing or were
+    added. ``problem``: what is wrong with the table as a whole (it is missing, or its columns are not the read
+    model's), rather than with a row."""
 
     table: str
     key: dict[str, Any]
@@ -75,12 +76,13 @@ class RowDifference:
     live: dict[str, Any] | None
     rebuilt: dict[str, Any] | None
     count: int
+    problem: str | None = None
 
     def describe(self) -> str:
         row = ", ".join(f"{column}={value!r}" if isinstance(value, str) else f"{column}={value}"
                         for column, value in self.key.items())
-        if self.live is None and self.rebuilt is None:
-            return f"{self.table}: the table is missing"
+        if self.problem is not None:
+            return f"{self.table}: {self.problem}"
         if self.live is None:
             what = f"the row {row} that the log makes is missing"
         elif self.rebuilt is None:
@@ -357,7 +359,13 @@ class ReadModelRecorder(ParkingRecorder):
         """The first row (in log order) where the live table and its rebuild differ, with how many do; None when
         they hold the same rows."""
         if not self._table_exists(curs, table.name):
-            return RowDifference(table.name, {}, None, None, None, count=0)
+            return RowDifference(table.name, {}, None, None, None, count=0, problem="the table is missing")
+        curs.execute(self.dialect.table_columns, (table.name,))
+        columns = {row["name"] for row in curs.fetchall()}
+        if columns != set(table.types):
+            changed = ", ".join(sorted(columns ^ set(table.types)))
+            return RowDifference(table.name, {}, None, None, None, count=0,
+                                 problem=f"its columns are not the read model's ({changed})")
         live, rebuilt = table.name, table.name + REBUILD_SUFFIX
         only_live = self._rows_only_in(curs, table, live, rebuilt)
         only_rebuilt = self._rows_only_in(curs, table, rebuilt, live)
