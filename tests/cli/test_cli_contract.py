@@ -249,6 +249,8 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("generate", "hi", "--temperature", "nan"): "Invalid value for '--temperature'",  # was exit 70 from torch
         ("generate", "hi", "--temperature", "inf"): "Invalid value for '--temperature'",  # was a whole run, then 1
         ("generate", "hi", "--seed", str(2**64)): "Invalid value for '--seed'",  # was "Overflow when unpacking"
+        ("generate", "hi", "--top-p", "nan"): "Invalid value for '--top-p'",  # was exit 1 once the model loaded
+        ("generate", "hi", "--max-tokens", "0"): "Invalid value for '--max-tokens'",
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
