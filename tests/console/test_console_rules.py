@@ -112,3 +112,19 @@ def test_a_streamed_compare_in_the_playground_records_the_unsteered_side_too_as_
     details = console.get(f"/api/executions/{execution}").json()["details"]
     assert 1 <= details["unsteered"]["completion_tokens"] <= 4, details  # before: no unsteered side in the log
     assert details["unsteered"]["finish_reason"] in ("length", "stop") and details["unsteered"]["output_sha256"]
+
+
+def test_revert_and_deactivate_ask_why_and_the_log_keeps_the_answer_as_for_every_other_change(console):
+    made = console.post("/api/profiles", json={"name": "asked", "steering": {"1": 1.0}}).json()
+    console.put(f"/api/profiles/{made['id']}", json={"steering": {"1": 2.0}})
+    console.post(f"/api/profiles/{made['id']}/activate")
+    page = console.get(f"/profiles/{made['id']}", headers=HTML).text
+    revert = page.split(f'action="/profiles/{made["id"]}/revert"', 1)[1].split("</form>")[0]
+    deactivate = page.split('action="/profiles/deactivate"', 1)[1].split("</form>")[0]
+    assert 'name="reason"' in revert and 'name="reason"' in deactivate  # before: no "Why" on either
+    assert send(console, "/profiles/deactivate", reason="paused for review").status_code == 303
+    assert send(console, f"/profiles/{made['id']}/revert", version="1", reason="2.0 was too strong",
+                expected_version="2").status_code == 303
+    reasons = {event["type"]: event["reason"] for event in console.get("/api/events").json()["events"]}
+    assert reasons["ActiveSlot.Deactivated"] == "paused for review"
+    assert reasons["Profile.SpecRevised"] == "2.0 was too strong"
