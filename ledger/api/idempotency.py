@@ -55,10 +55,10 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCOPE_KEY = "ledger.idempotency"
 ANSWER_MAX_BYTES = 1024 * 1024
 KEPT_REFUSALS = frozenset({404, 409, 412})
-STILL_RUNNING = timedelta(seconds=10)
-"""A claim younger than this may still be getting its answer kept: the 409 says when to retry (``Retry-After``)."""
 """Refusals for the state a command found (not for the request itself), kept for its retries like a success (not
 those of a moment's state: ``LedgerError.passing``)."""
+STILL_RUNNING = timedelta(seconds=10)
+"""A claim younger than this may still be getting its answer kept: the 409 says when to retry (``Retry-After``)."""
 _NOT_REPLAYED = {b"content-length", b"date", b"server", b"x-request-id", b"transfer-encoding", b"connection"}
 
 
