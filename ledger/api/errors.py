@@ -20,6 +20,7 @@ OpenAI's, which its clients read: ``{"error": {"message": detail, "type", "param
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from dataclasses import replace
 from typing import Any
@@ -189,6 +190,18 @@ def _field_of(request: Request[Any, Any, Any], key: str | None) -> str | None:
     return key.removeprefix("$.").removeprefix("data.")
 
 
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$\.([^`]+)`)?$")
+
+
+def _missing_field(message: Any) -> str | None:
+    """The field a body left out, named in msgspec's message (``… field `name` - at `$.a` ``: ``a.name``)."""
+    found = _MISSING.match(message) if isinstance(message, str) else None
+    if found is None:
+        return None
+    field, within = found.groups()
+    return f"{within}.{field}" if within else field
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response:
     """The one exception handler of the app: the ledger's error shape, or under ``/v1`` OpenAI's."""
     response = _answer(request, exc)
@@ -237,7 +250,8 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [
-            {"field": _field_of(request, item.get("key")), "source": item.get("source"),
+            {"field": _field_of(request, item.get("key")) or _missing_field(item.get("message")),
+             "source": item.get("source"),
              "message": _MISSING_BODY if item.get("message") == "'data'" else item.get("message")}
             for item in extra
             if isinstance(item, dict)

@@ -346,6 +346,9 @@ def test_bad_generation_requests_are_clear_4xx(server):
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
+    left_out = assert_error(http.post("/v1/chat/completions", json={"max_tokens": 4}), 422)
+    assert left_out["error"]["param"] == "messages"  # before: null, where every other field error names its field
+    assert assert_error(http.post("/api/profiles", json={"description": "no name"}), 422)["field"] == "name"
     for bounded in ({"n": 2}, {"stop": ["a", "b", "c", "d", "e"]}, {"stop": ""}, {"stop": ["a", ""]}):  # as documented
         refused = http.post("/v1/chat/completions", json={"messages": MESSAGES, **bounded})
         assert refused.status_code == 422 and refused.json()["error"]["param"] in ("n", "stop", "stop[1]"), refused.text
