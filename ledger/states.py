@@ -81,6 +81,27 @@ class FieldChange(msgspec.Struct, kw_only=True):
     after: Any
 
 
+class StrengthChange(msgspec.Struct, kw_only=True):
+    before: float
+    after: float
+
+
+class SteeringDiff(msgspec.Struct, kw_only=True):
+    added: dict[int, float]
+    removed: dict[int, float]
+    changed: dict[int, StrengthChange]
+
+
+class ProfileDiff(msgspec.Struct, kw_only=True):
+    profile_id: UUID
+    name: str
+    """The profile's name at ``to_version``."""
+    from_version: int
+    to_version: int
+    changes: list[FieldChange]
+    steering: SteeringDiff
+
+
 class VersionEdit(msgspec.Struct, kw_only=True):
     """An edit that kept its version (descriptive fields only): who made it, when, why, and what it changed."""
 
@@ -99,6 +120,8 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     actor: str
     reason: str | None
     event_type: str
+    changes: ProfileDiff | None = None
+    """What this version's own event changed from the version before, as it stood then (None: the first)."""
     edits: list[VersionEdit] = msgspec.field(default_factory=list)
     """The edits that kept this version, oldest first: ``state`` reads as the last one left it."""
 

@@ -21,7 +21,9 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.domainmodel import PROFILE_FIELDS, Profile, event_version, same_value
 from ledger.errors import ProfileNotFoundError, TamperedRecordError
-from ledger.states import FieldChange, ProfileState, VersionEdit, VersionRecord
+from ledger.states import (
+    FieldChange, ProfileDiff, ProfileState, SteeringDiff, StrengthChange, VersionEdit, VersionRecord,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -64,9 +66,11 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
         profile = domain_event.mutate(profile)
         assert profile is not None
         if not records or profile.current_version != records[-1].version:
+            made = ProfileState.of(profile)
             records.append(
                 VersionRecord(
-                    state=ProfileState.of(profile),
+                    state=made,
+                    changes=diff(records[-1].state, made) if records else None,
                     version=profile.current_version,
                     recorded_at=domain_event.timestamp,
                     actor=domain_event.actor,
@@ -82,27 +86,6 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
             last = records[-1]
             records[-1] = msgspec.structs.replace(last, state=after, edits=[*last.edits, edit])
     return records
-
-
-class StrengthChange(msgspec.Struct, kw_only=True):
-    before: float
-    after: float
-
-
-class SteeringDiff(msgspec.Struct, kw_only=True):
-    added: dict[int, float]
-    removed: dict[int, float]
-    changed: dict[int, StrengthChange]
-
-
-class ProfileDiff(msgspec.Struct, kw_only=True):
-    profile_id: UUID
-    name: str
-    """The profile's name at ``to_version``."""
-    from_version: int
-    to_version: int
-    changes: list[FieldChange]
-    steering: SteeringDiff
 
 
 def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:

@@ -16,7 +16,7 @@ from typing import Any, Optional, TypeVar
 import msgspec
 import typer
 
-from ledger import time_travel, values
+from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
@@ -114,16 +114,15 @@ def version_line(record: Any, details: str) -> str:
             f"    {details}")
 
 
-def history_line(record: Any, before: Any = None) -> str:
-    """A version in ``ledger history``: :func:`version_line` with what its own event changed from the version
-    ``before`` (the first: its steering and name), then each edit that kept it, with what that edit changed."""
+def history_line(record: Any) -> str:
+    """A version in ``ledger history``: :func:`version_line` with what its own event changed from the version before
+    (the first: its steering and name), then each edit that kept it, with what that edit changed."""
     edits = "".join(f"\n    edited {edit.recorded_at.isoformat()}  {edit.actor}  {changes_text(edit.changes)}"
                     + (f"  ({plain(edit.reason)})" if edit.reason else "") for edit in record.edits)
-    made = record.as_made()
-    if before is None:
+    if record.changes is None:
+        made = record.as_made()
         return version_line(record, f"steering={values.steering_to_json(made.steering)} name={made.name!r}") + edits
-    found = time_travel.diff(before.state, made)
-    return version_line(record, changes_text(found.changes, found.steering)) + edits
+    return version_line(record, changes_text(record.changes.changes, record.changes.steering)) + edits
 
 
 def changes_text(changes: Any, steering: Any = None) -> str:
@@ -285,7 +284,7 @@ def register(app: typer.Typer) -> None:
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
         """Every version of a profile: who made it, when, why, and what it changed."""
         records = state.ledger.profile_history(profile_ref(profile_id))
-        emit(as_json, records, map(history_line, records, [None, *records[:-1]]))
+        emit(as_json, records, map(history_line, records))
 
     @app.command("list")
     def list_profiles(

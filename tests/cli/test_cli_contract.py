@@ -214,6 +214,8 @@ def test_history_names_who_edited_a_version_without_a_new_one_and_what_each_chan
     ledger("update", "h1", "--description", "edited", "--no-bump-version", "--actor", "bob", "--reason", "typo")
     first, second = as_json(ledger("history", "h1", "--json"))
     assert (second["actor"], second["state"]["description"]) == ("carol", "edited")
+    assert first["changes"] is None and second["changes"]["changes"] == []  # the description is the edit's
+    assert second["changes"]["steering"]["changed"] == {"1": {"before": 1.0, "after": 2.0}}
     assert [(e["actor"], e["reason"], e["changes"]) for e in second["edits"]] == [
         ("bob", "typo", [{"field": "description", "before": None, "after": "edited"}])]
     lines = ledger("history", "h1").stdout.splitlines()
