@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 from uuid import UUID
 
 import anyio.to_thread
@@ -265,6 +266,13 @@ class ProfilePages(Controller):
         version: Annotated[int | None, QueryParameter(ge=1, le=INT64_MAX)] = None,
     ) -> Response[Any]:
         return export_download(runtime_of(request).read_model, runtime_of(request).ledger.resolve_profile(profile_id), version)
+
+    @get(["/profiles/{profile_id:str}/edit", "/profiles/{profile_id:str}/revert", "/profiles/{profile_id:str}/activate",
+          "/profiles/{profile_id:str}/delete", "/profiles/{profile_id:str}/restore"], name="console:form-address")
+    async def form_address(self, profile_id: FromPath[str]) -> Redirect:
+        """The address a form was sent to, opened again (a reload after a refusal, a bookmark): the profile's page,
+        where the form is, rather than a 405."""
+        return see_other(f"/profiles/{quote(profile_id, safe='')}")
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
     async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:

@@ -128,3 +128,10 @@ def test_revert_and_deactivate_ask_why_and_the_log_keeps_the_answer_as_for_every
     reasons = {event["type"]: event["reason"] for event in console.get("/api/events").json()["events"]}
     assert reasons["ActiveSlot.Deactivated"] == "paused for review"
     assert reasons["Profile.SpecRevised"] == "2.0 was too strong"
+
+
+def test_a_forms_address_opened_again_leads_to_the_profiles_page_not_a_405(console):
+    console.post("/api/profiles", json={"name": "calm sea"})
+    for action in ("edit", "revert", "activate", "delete", "restore"):  # a reload after a refusal, a bookmark
+        opened = console.get(f"/profiles/calm%20sea/{action}", headers=HTML, follow_redirects=False)
+        assert opened.status_code == 303 and opened.headers["location"] == "/profiles/calm%20sea", action
