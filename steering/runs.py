@@ -164,8 +164,7 @@ class GenerationService:
                 on_recorded(outcome)
 
         def unread(outcome: GenerationResult | RequestCancelledError) -> None:
-            threading.Thread(target=command.run, args=(self._record_unread, completion, spec, request, outcome),
-                             name="record-unread", daemon=True).start()
+            _in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
 
         return _run(self.engine.stream, request, on_done=done, abandoned=abandoned, on_unread=unread)
 
@@ -195,13 +194,12 @@ class GenerationService:
                 if len(ended) < 2:
                     return
             if reader_left:  # heard on the scheduler's thread: recorded on one of its own, as the command's actor
-                threading.Thread(target=command.run, args=(record,), name="record-compared", daemon=True).start()
+                _in_background(command, "record-compared", record)
             else:
                 record()
 
         def steered_left(outcome: GenerationResult | RequestCancelledError) -> None:
-            threading.Thread(target=command.run, args=(self._record_unread, completion, spec, request, outcome),
-                             name="record-unread", daemon=True).start()
+            _in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
             end("steered", None, reader_left=True)
 
         def twin_left(outcome: GenerationResult | RequestCancelledError) -> None:
@@ -346,6 +344,12 @@ class GenerationService:
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
             warnings=warnings,
         )
+
+
+def _in_background(command: contextvars.Context, name: str, work: Callable[..., Any], *args: Any) -> None:
+    """``work(*args)`` on a thread of its own, in ``command``'s context (its actor): what is heard on the scheduler's
+    thread, or after the caller has gone, must not hold either up."""
+    threading.Thread(target=command.run, args=(work, *args), name=name, daemon=True).start()
 
 
 def _served(result: GenerationResult) -> dict[str, Any]:
