@@ -178,8 +178,9 @@ def compare_with_log(
     events), then brought up to the live read model's position and compared with it row by row, under its lock
     (:meth:`~projections.store.ReadModelRecorder.compare_rebuilt`); the rebuild tables are dropped, nothing live
     is changed. The build goes no further than the live read models' positions, so one behind the log is compared
-    where it stands; one whose recorded definition is not this code's is not compared (and says why). The caller holds the rebuild lock (:func:`projections.schema.hold_rebuild_lock`):
-    the rebuild tables are a rebuild's too. Needs the log's signing key, as a rebuild does."""
+    where it stands; one whose recorded definition is not this code's is not compared (and says why). The caller
+    holds the rebuild lock (:func:`projections.schema.hold_rebuild_lock`): the rebuild tables are a rebuild's too.
+    Needs the log's signing key, as a rebuild does."""
     from projections.schema import differing_definitions
 
     database = _database(database)

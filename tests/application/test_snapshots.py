@@ -252,7 +252,8 @@ def test_the_active_slot_is_loaded_from_its_latest_snapshot(database_url):
     replayed = None
     for domain_event in ledger.events.get(ActiveSlot.ID):
         replayed = domain_event.mutate(replayed)
-    assert read_after == [versions[-1] - 1, versions[-1]]  # the snapshot's own event (it was taken of this log), then on
+    # the snapshot's own event (to check it was taken of this log), then those after it
+    assert read_after == [versions[-1] - 1, versions[-1]]
     assert (loaded.version, loaded.profile_id, loaded.pinned_version) == (
         replayed.version, replayed.profile_id, replayed.pinned_version)
     assert fresh.activate_profile(calm).changed and fresh.repository.get(ActiveSlot.ID).profile_id == calm

@@ -336,7 +336,8 @@ def test_a_genuine_event_copied_into_the_snapshots_table_is_reported_and_never_u
     owner = Owner(database_url)
     owner.run(f"DELETE FROM {owner.snapshots}")
     owner.run(f"INSERT INTO {owner.snapshots} (originator_id, originator_version, topic, state) "
-              f"SELECT originator_id, originator_version, topic, state FROM {owner.events} WHERE originator_version > 1")
+              f"SELECT originator_id, originator_version, topic, state FROM {owner.events} "
+              "WHERE originator_version > 1")
 
     assert_reported(database_url, "snapshot_forged", None)
     for command in (["show", str(profile.id), "--json"], ["tokens", "list", "--json"]):
