@@ -50,6 +50,7 @@ def text(value: str, field: str) -> str:
 ACTOR_MAX = 200
 REASON_MAX = 1_000
 TEMPERATURE_MAX = 5.0  # a generation's; past it, sampling is as good as uniform over the vocabulary
+MAX_TOKENS_MAX = 4096  # the most tokens one generation may ask for
 
 
 def actor_name(value: str, field: str = "actor") -> str:

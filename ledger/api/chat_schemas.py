@@ -15,10 +15,9 @@ import msgspec
 from msgspec import Meta
 
 from ledger.api.schemas import Request
-from ledger.values import INT64_MAX, TEMPERATURE_MAX
+from ledger.values import INT64_MAX, MAX_TOKENS_MAX, TEMPERATURE_MAX
 from steering.stats import SchedulerStats
 
-MAX_TOKENS_LIMIT = 4096
 PROFILE_REF_MAX = 256  # a name (at most 100 characters, trimmed) or an id in any of its spellings
 
 
@@ -50,7 +49,7 @@ class ResponseFormat(msgspec.Struct, forbid_unknown_fields=True):
 Unsupported = Annotated[float, Meta(ge=0, le=0, description="Not supported here: 0 or null only.")]
 
 
-MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT)]
+MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_MAX)]
 StopString = Annotated[str, Meta(min_length=1)]
 
 

@@ -12,7 +12,7 @@ import typer
 
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
 from ledger.errors import ExecutionNotFoundError, ValidationError
-from ledger.values import INT64_MAX, INT64_MIN, TEMPERATURE_MAX
+from ledger.values import INT64_MAX, INT64_MIN, MAX_TOKENS_MAX, TEMPERATURE_MAX
 
 DEFAULT_LAYER = 15
 DEFAULT_D_SAE = 2048
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         version: Optional[int] = typer.Option(None, "--version", min=1, help="Steer with this version of the profile."),
         seed: Optional[int] = typer.Option(None, "--seed", min=INT64_MIN, max=INT64_MAX,
                                            help="Default: a random seed, recorded for replay."),
-        max_tokens: int = typer.Option(64, "--max-tokens", min=1),
+        max_tokens: int = typer.Option(64, "--max-tokens", min=1, max=MAX_TOKENS_MAX),
         temperature: float = typer.Option(0.0, "--temperature", min=0, max=TEMPERATURE_MAX, help="0 is greedy."),
         top_p: float = typer.Option(1.0, "--top-p", min=0, max=1, help="Nucleus sampling: in (0, 1]."),
         method: str = typer.Option("add", "--method", help="add or add_normalized."),

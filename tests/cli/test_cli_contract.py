@@ -253,6 +253,7 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("generate", "hi", "--seed", str(2**64)): "Invalid value for '--seed'",  # was "Overflow when unpacking"
         ("generate", "hi", "--top-p", "nan"): "Invalid value for '--top-p'",  # was exit 1 once the model loaded
         ("generate", "hi", "--max-tokens", "0"): "Invalid value for '--max-tokens'",
+        ("generate", "hi", "--max-tokens", "4097"): "Invalid value for '--max-tokens'",  # the API's bound, as there
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
