@@ -13,6 +13,7 @@ reads the events after its last snapshot, not every activation ever made). API t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
@@ -48,6 +49,9 @@ from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys,
 from ledger.states import ProfileState, VersionRecord, entity_tag
 from ledger.verification import LogVerifier
 
+if TYPE_CHECKING:
+    from ledger.write_path import StreamsRead
+
 T = TypeVar("T")
 
 RETRY_ATTEMPTS = 200
@@ -58,6 +62,9 @@ SNAPSHOTTED = (Profile, ActiveSlot)  # the streams that grow without bound (an e
 SNAPSHOT_TOPICS = frozenset(get_topic(aggregate.Snapshot) for aggregate in SNAPSHOTTED)
 
 logger = logging.getLogger(__name__)
+
+Steerable = Callable[[ProfileState], Any]
+"""Raises when the steering engine could not apply a profile as given; may answer warnings (a list of text)."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,7 @@ class ProfileLedger(Application[UUID]):
         expected_version: int | None = None,
         expected_revision: int | None = None,
         recorded: bool = False,
+        steerable: Steerable | None = None,
     ) -> Outcome:
         def attempt() -> Outcome:
             profile = self._live_profile(profile_id)
@@ -196,16 +204,17 @@ class ProfileLedger(Application[UUID]):
                 old_index = self._name_index(old_name)
                 old_index.release(profile.id)
                 touched += [new_index, old_index]
-            return self._commit(profile, touched)
+            return self._commit(profile, touched, unchanged=self._kept_steerable(profile, steerable))
 
         return retrying(attempt)
 
-    def revert_profile(self, profile_id: UUID, version: int, **expected: int | None) -> Outcome:
+    def revert_profile(self, profile_id: UUID, version: int, *, steerable: Steerable | None = None,
+                       **expected: int | None) -> Outcome:
         """Make a new version whose content equals version ``version`` (history is never rewritten); the name
         stays the profile's now (a revert undoes no rename, and needs no name back that another profile took)."""
         target = self.get_profile(profile_id, version=version)
         content = {name: value for name, value in target.fields().items() if name != "name"}
-        return self.update_profile(profile_id, content, recorded=True, **expected)
+        return self.update_profile(profile_id, content, recorded=True, steerable=steerable, **expected)
 
     def delete_profile(
         self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None,
@@ -232,15 +241,20 @@ class ProfileLedger(Application[UUID]):
 
         return retrying(attempt)
 
-    def activate_profile(self, profile_id: UUID, *, version: int | None = None) -> Outcome:
-        """Point the active slot at a profile: following its latest version, or pinned to ``version``."""
+    def activate_profile(self, profile_id: UUID, *, version: int | None = None,
+                         steerable: Steerable | None = None) -> Outcome:
+        """Point the active slot at a profile: following its latest version, or pinned to ``version``.
+        ``steerable`` sees the version that comes into force (its warnings are the outcome's); the save writes the
+        profile's stream, so a change of the profile committed meanwhile makes it look again."""
 
         def attempt() -> Outcome:
             slot = self._slot()
             profile = self._live_profile(profile_id)
+            in_force = ProfileState.of(profile) if version is None else self.get_profile(profile_id, version=version)
+            warnings = tuple(steerable(in_force) or ()) if steerable is not None else ()
             previous_id = slot.profile_id
             if not slot.activate(profile, version):
-                return Outcome(ProfileState.of(profile), changed=False, position=None)
+                return Outcome(ProfileState.of(profile), changed=False, position=None, warnings=warnings)
             touched: list[Aggregate] = [slot]
             if previous_id is not None and previous_id != profile.id:
                 previous = self.repository.get(previous_id)
@@ -248,7 +262,7 @@ class ProfileLedger(Application[UUID]):
                 touched.append(previous)
             profile.mark_activated(version)
             touched.append(profile)
-            return self._commit(profile, touched)
+            return dataclasses.replace(self._commit(profile, touched), warnings=warnings)
 
         return retrying(attempt)
 
@@ -451,8 +465,21 @@ class ProfileLedger(Application[UUID]):
             expected_version=expected_version,
         )
 
-    def _commit(self, profile: Profile, touched: list[Aggregate]) -> Outcome:
-        recordings = self.save(*touched)
+    def _kept_steerable(self, profile: Profile, steerable: Steerable | None) -> StreamsRead:
+        """The active profile, when it follows its latest version, steers every request: ``steerable`` refuses to
+        change it into what the steering engine could not apply. What the save must find unchanged: the active slot
+        as read, so that an activation committed meanwhile makes the command look again."""
+        if steerable is None:
+            return ()
+        slot = self.active_slot()
+        if slot is None:
+            return [(ActiveSlot.ID, None)]  # none recorded yet
+        if slot.profile_id == profile.id and slot.pinned_version is None:
+            steerable(ProfileState.of(profile))
+        return [(slot.id, slot.version)]
+
+    def _commit(self, profile: Profile, touched: list[Aggregate], unchanged: StreamsRead = ()) -> Outcome:
+        recordings = self.save(*touched, unchanged=unchanged)
         return Outcome(ProfileState.of(profile), changed=True, position=recordings[-1].notification.id)
 
 

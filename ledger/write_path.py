@@ -49,9 +49,9 @@ def check_event_sizes(stored_events: Sequence[StoredEvent]) -> None:
             )
 
 
-StreamsRead = Sequence[tuple[UUID, int]]
+StreamsRead = Sequence[tuple[UUID, int | None]]
 """What a save may carry as ``unchanged``: streams its command read but does not write, each with the version it
-read. The insert transaction refuses the save (:class:`RecordConflictError`, nothing recorded; the command is re-run
+read (None: none recorded). The insert transaction refuses the save (:class:`RecordConflictError`, nothing recorded; the command is re-run
 on fresh state) when one of them has moved on since: a decision taken on one stream stays valid against a concurrent
 command on another (an execution recorded against its profile's delete). Inserts are serialised (PostgreSQL: the
 events table's lock; SQLite: one writer), so the check is exact."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -52,8 +50,8 @@ from ledger.api.schemas import (
     UpdateProfile,
 )
 from ledger.api.references import ProfileRef, profile_not_found
-from ledger.application import Outcome, ProfileLedger
-from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext, canonical_value
+from ledger.application import Outcome, ProfileLedger, Steerable
+from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
 from ledger.states import convert
 from ledger.time_travel import ProfileDiff
@@ -103,23 +101,14 @@ def profile_command(
     return change_response(run_command(with_reason(context, body), command), ledger, runtime.read_model, status)
 
 
-def refuse_what_the_active_profile_cannot_steer(runtime: Any, ledger: ProfileLedger, pid: UUID, after: Callable[[], Any]) -> None:
-    """The active profile, when it follows its latest version, steers every request: a change that could not be
-    applied (``after()``: the profile as it would be) is refused with 422 ``profile_incompatible``, as activating
-    it would be, instead of failing every generation after it."""
-    slot = ledger.active_slot()
-    if slot is not None and slot.profile_id == pid and slot.pinned_version is None:
-        runtime.check_compatibility(after())
-
-
-def refuse_an_update_the_active_profile_cannot_steer(
-    runtime: Any, ledger: ProfileLedger, pid: UUID, changes: dict[str, Any]
-) -> None:
-    """:func:`refuse_what_the_active_profile_cannot_steer` for an update of ``changes`` (the application's
-    ``update_profile`` changes)."""
-    if changed_spec := {name: canonical_value(name, changes[name]) for name in SPEC_FIELDS if name in changes}:
-        refuse_what_the_active_profile_cannot_steer(
-            runtime, ledger, pid, lambda: msgspec.structs.replace(ledger.get_profile(pid), **changed_spec))
+def steerable(runtime: Any, changes: Mapping[str, Any] | None = None) -> Steerable | None:
+    """What a command passes the ledger so that the active profile, when it follows its latest version (it steers
+    every request), is never changed into one the loaded engine cannot apply: 422 ``profile_incompatible``, as
+    activating it would be, rather than failing every generation after it. ``changes``: an update's; one that
+    changes no spec field needs no check."""
+    if changes is not None and not any(name in changes for name in SPEC_FIELDS):
+        return None
+    return runtime.check_compatibility
 
 
 def loaded_target(runtime: Any) -> dict[str, Any]:
@@ -267,9 +256,9 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid, changes = ledger.resolve_profile(profile_id), data.changes(PROFILE_FIELDS)
-        refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, changes)
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
-            pid, changes, bump_version=data.bump_version, **parse_if_match(if_match, pid)))
+            pid, changes, bump_version=data.bump_version, steerable=steerable(runtime, changes),
+            **parse_if_match(if_match, pid)))
 
     @delete("/{profile_id:str}", summary="Delete a profile (its history stays in the log)", opt=requires("admin"),
             **COMMAND_ROUTE, responses=responses(NOT_FOUND, CONFLICT, STALE, INVALID))
@@ -301,11 +290,11 @@ class ProfileController(Controller):
     ) -> Response[ProfileActivation]:
         pid = ledger.resolve_profile(profile_id)
         version = data.version if data is not None else None
-        target = ledger.get_profile(pid, version=version)
-        warnings = runtime.check_compatibility(target)
-        change = profile_command(ledger, runtime, context, data, lambda: ledger.activate_profile(pid, version=version))
-        shown = in_force(change.content, version, target)
-        body = convert(shown, ProfileActivation, pinned_version=version, warnings=warnings)
+        outcome = run_command(with_reason(context, data), lambda: ledger.activate_profile(
+            pid, version=version, steerable=steerable(runtime)))
+        change = change_response(outcome, ledger, runtime.read_model)
+        shown = in_force(change.content, version, ledger.get_profile(pid, version=version))
+        body = convert(shown, ProfileActivation, pinned_version=version, warnings=list(outcome.warnings))
         return Response(body, headers=change.headers)
 
     @post("/deactivate", summary="Leave no profile active", **COMMAND_ROUTE, responses=responses(INVALID, TOO_LARGE))
@@ -333,9 +322,8 @@ class ProfileController(Controller):
         if_match: IfMatch = None,
     ) -> Response[ProfileChange]:
         pid = ledger.resolve_profile(profile_id)
-        refuse_what_the_active_profile_cannot_steer(runtime, ledger, pid, lambda: ledger.get_profile(pid, version=data.version))
-        return profile_command(ledger, runtime, context, data,
-                               lambda: ledger.revert_profile(pid, data.version, **parse_if_match(if_match, pid)))
+        return profile_command(ledger, runtime, context, data, lambda: ledger.revert_profile(
+            pid, data.version, steerable=steerable(runtime), **parse_if_match(if_match, pid)))
 
     @post("/{profile_id:str}/restore", opt=requires("admin"), **PROFILE_COMMAND_ROUTE,
           summary="Bring a deleted profile back (its versions and executions intact); its name must be free",

@@ -30,9 +30,8 @@ from ledger.api.exchange import exchange_document, export_download
 from ledger.api.executions import execution_found
 from ledger.api.profiles import (
     loaded_target,
-    refuse_an_update_the_active_profile_cannot_steer,
-    refuse_what_the_active_profile_cannot_steer,
     shown,
+    steerable,
 )
 from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
@@ -289,8 +288,8 @@ class ProfilePages(Controller):
             for name, text in shown.items():  # a field left as shown keeps its value exactly (commas, lines and all)
                 if form_text(form.get(name)) == form_text(text):
                     fields[name] = getattr(current, name)
-            refuse_an_update_the_active_profile_cannot_steer(runtime, ledger, pid, fields)  # as the API does
-            return ledger.update_profile(pid, fields, bump_version=bump, **expected)
+            return ledger.update_profile(pid, fields, bump_version=bump, steerable=steerable(runtime, fields),
+                                         **expected)  # as the API does
 
         await run(request, form.get("reason"), update)
         return see_other(f"/profiles/{pid}")
@@ -304,9 +303,8 @@ class ProfilePages(Controller):
             raise ValidationError("choose the version to revert to", field="version")
 
         def revert(ledger: ProfileLedger) -> Outcome:
-            refuse_what_the_active_profile_cannot_steer(  # as the API does
-                runtime, ledger, pid, lambda: ledger.get_profile(pid, version=version))
-            return ledger.revert_profile(pid, version, **expected_versions(form))
+            return ledger.revert_profile(pid, version, steerable=steerable(runtime),  # as the API does
+                                         **expected_versions(form))
 
         await run(request, form.get("reason"), revert)
         return see_other(f"/profiles/{pid}")
@@ -318,9 +316,8 @@ class ProfilePages(Controller):
         version = optional_int(form.get("version"), "version", minimum=1)  # empty: follow the latest version
 
         def activate(ledger: ProfileLedger) -> Outcome:
-            target = ledger.get_profile(pid, version=version)
-            runtime.check_compatibility(target)  # refuses what the loaded model cannot run (as the API does)
-            return ledger.activate_profile(pid, version=version)
+            # refuses what the loaded model cannot run (as the API does)
+            return ledger.activate_profile(pid, version=version, steerable=steerable(runtime))
 
         await run(request, form.get("reason"), activate)
         return see_other(f"/profiles/{pid}?activated=1")  # the page says so, with the activation's warnings
