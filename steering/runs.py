@@ -11,6 +11,7 @@ import contextvars
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from uuid import UUID
 from ledger.domainmodel import DELETED_PROFILE
 from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
 from ledger.idempotency import IdempotencyKeyInUseError, claiming
+from ledger.outages import is_database_unavailable
 
 from .engine import SteeringEngine, SteeringSnapshot
 from .errors import ContextLengthError, SteeringError
@@ -29,6 +31,7 @@ from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullEr
 
 SEED_MAX = 2**63 - 1
 PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most for the projector
+SERVED_RECORD_PATIENCE_S = 120.0  # a generation already served waits this long at most for its database
 """The key of a generation's details naming the profile version it ran with, when the profile was deleted before
 the run was recorded (the execution then has no profile): a replay runs with that version."""
 T = TypeVar("T")
@@ -289,18 +292,29 @@ class GenerationService:
         status = "partial" if result.finish_reason == FINISH_CANCELLED else "success"
         try:
             with claiming(None):
-                self._record(completion, spec, request, result, status=status)
+                self._record_served(completion, spec, request, result, status=status)
         except Exception:  # the caller is gone: nobody else hears of it
             logger.exception("a generation its caller left was not recorded")
 
     def _record_served(self, *args: Any, **kwargs: Any) -> CompletionOutcome:
-        """:meth:`_record` for a generation its caller has been handed as it ran (a stream): recorded even when a
-        request with its Idempotency-Key committed first (on another server), then without the key, the other's."""
-        try:
-            return self._record(*args, **kwargs)
-        except IdempotencyKeyInUseError:
-            with claiming(None):
-                return self._record(*args, **kwargs)
+        """:meth:`_record` for a generation its caller has been handed as it ran (a stream), which must not be lost:
+        a database away for a moment is waited for (up to ``SERVED_RECORD_PATIENCE_S``, the stream's end held
+        meanwhile); a request with its Idempotency-Key that committed first (on another server) leaves it recorded
+        without the key, the other's."""
+        deadline, pause = time.monotonic() + SERVED_RECORD_PATIENCE_S, 0.25
+        while True:
+            try:
+                try:
+                    return self._record(*args, **kwargs)
+                except IdempotencyKeyInUseError:
+                    with claiming(None):
+                        return self._record(*args, **kwargs)
+            except Exception as error:
+                if not is_database_unavailable(error) or time.monotonic() + pause > deadline:
+                    raise
+                logger.warning("a served generation waits for its database to be recorded: %s", error)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     def _record(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult,
