@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 REBUILD_BATCH_SIZE = 10_000
 REBUILD_COPY_ROWS = 50_000  # rows that left a rebuild's memory, copied out together (see projections.memory)
+REBUILD_CATCH_UP_S = 30.0  # the longest a rebuild keeps catching up with writers before leaving it to the workers
+SETTLED_S = 0.05  # a read model at the log's head twice this far apart: inline writing has taken over
 
 
 def _database(database: Database | str) -> Database:
@@ -157,12 +159,31 @@ def rebuild(
     gc.disable()
     try:
         _build_from_the_start(store, log, projections, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
-        return {projection.name: store.swap_in_rebuilt(projection, log.read, batch_size) for projection in projections}
+        for projection in projections:
+            store.swap_in_rebuilt(projection, log.read, batch_size)
+        return _caught_up(ProjectionWorker(database, [p.name for p in projections], store=store, log=log))
     finally:
         if collecting:
             gc.enable()
         log.close()
         store.datastore.close()
+
+
+def _caught_up(worker: ProjectionWorker) -> dict[str, int]:
+    """The read models brought to the log's head after a rebuild swapped them in: writers that found one behind or
+    busy meanwhile left their events to a worker, and there may be none (servers with ``--no-projections`` and a
+    ``ledger project`` that is down), so that inline writing, which goes on only from the head, would never resume.
+    Caught up until the head stays put (a writer that committed meanwhile is caught up too), for at most
+    ``REBUILD_CATCH_UP_S``; the positions reached."""
+    names = [projection.name for projection in worker.projections]
+    deadline, settled = time.monotonic() + REBUILD_CATCH_UP_S, 0
+    while True:
+        worker.catch_up()
+        positions, head = worker.store.positions_and_head(names, worker.log.events_table)
+        settled = settled + 1 if min(positions.values()) >= head else 0
+        if settled == 2 or time.monotonic() > deadline:
+            return positions
+        time.sleep(SETTLED_S if settled else 0)
 
 
 def compare_with_log(

@@ -7,12 +7,15 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+import threading
 
+import httpx
 import psycopg
 
 from ledger.settings import Database
 from projections.schema import hold_rebuild_lock
-from tests.api.conftest import assert_error, create, make_client
+from ledger.api.commands import PENDING_HEADER
+from tests.api.conftest import assert_error, create, make_client, start_server
 from tests.waiting import wait_until
 
 
@@ -129,3 +132,36 @@ def test_a_rebuild_that_lost_the_database_says_so_and_that_it_may_be_started_aga
         monkeypatch.undo()
         again = client.post("/api/ledger/rebuild")
         assert again.status_code == 202 and ended(client, again.json())["state"] == "succeeded"
+
+
+def test_writes_during_rebuilds_on_servers_without_a_worker_are_caught_up_and_reads_see_every_write(database_url):
+    """Servers with ``--no-projections`` rely on inline writing, which goes on only from the log's head: writes that
+    found a read model being swapped in were left to a worker that may not be running."""
+    running = start_server(database_url, run_projections=False)
+    stop, written = threading.Event(), []
+
+    def write() -> None:
+        with httpx.Client(base_url=running.base_url, timeout=30) as http:
+            while not stop.is_set():
+                made = http.post("/api/profiles", json={"name": f"w{len(written)}"}, headers={"Prefer": "respond-async"})
+                written.append(made.status_code)
+
+    writer = threading.Thread(target=write)
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=30) as http:
+            writer.start()
+            for _ in range(4):
+                job = http.post("/api/ledger/rebuild").json()
+                assert ended(http, job)["state"] == "succeeded"
+            stop.set()
+            writer.join()
+            assert set(written) == {201}
+            made = http.post("/api/profiles", json={"name": "after the rebuilds"})
+            assert made.status_code == 201 and PENDING_HEADER not in made.headers, made.headers
+            assert http.get(f"/api/profiles/{made.json()['id']}").status_code == 200
+            assert http.get("/ready").status_code == 200
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join()
+        running.stop()
