@@ -41,9 +41,15 @@ Steering = dict[int, float]
 
 
 def text(value: str, field: str) -> str:
-    """Any text the ledger stores: no NUL characters (PostgreSQL text and jsonb cannot hold them)."""
+    """Any text the ledger stores: no NUL characters (PostgreSQL text and jsonb cannot hold them), and no lone
+    surrogate (a JSON escape such as ``\\ud800`` can spell one; it is no character, and UTF-8 cannot hold it)."""
     if "\x00" in value:
         raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValidationError(f"{field} must not contain a lone surrogate (U+{ord(value[error.start]):04X} at index "
+                              f"{error.start})", field=field) from None
     return value
 
 
@@ -114,10 +120,9 @@ def profile_name(value: Any) -> str:
 
 
 def run_id(value: Any) -> str | None:
-    """An execution's run id: see :func:`identifier`; runs are looked up by it in URL paths, and it is read in
-    listings, so it holds no control or invisible characters either."""
+    """An execution's run id: see :func:`identifier`; runs are looked up by it in URL paths."""
     found = identifier(value, "run_id")
-    return None if found is None else path_segment(visible(found, "run_id"), "run_id")
+    return None if found is None else path_segment(found, "run_id")
 
 
 def path_segment(value: str, field: str) -> str:
@@ -205,7 +210,8 @@ def description(value: Any, field: str = "description") -> str | None:
 
 
 def identifier(value: Any, field: str) -> str | None:
-    """``model_id`` / ``sae_id``: an optional non-empty string."""
+    """``model_id`` / ``sae_id``: an optional non-empty string, read in listings like a name, so it holds no control
+    or invisible characters either."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -215,7 +221,7 @@ def identifier(value: Any, field: str) -> str | None:
         return None
     if len(value) > IDENTIFIER_MAX:
         raise ValidationError(f"{field} must be at most {IDENTIFIER_MAX} characters", field=field)
-    return value
+    return visible(value, field)
 
 
 def integer(value: Any, field: str, low: int, high: int) -> int | None:

@@ -53,7 +53,15 @@ class CliState:
             self._ledger.add_listener(self._saw)
             if not (self.writes or holds_log(self._ledger, database)):
                 raise NotFoundError(NO_LEDGER % database.display())
+            if self.writes:  # with the log's tables, the read models' (a command refused after this leaves both)
+                self._make_read_side()
         return self._ledger
+
+    def _make_read_side(self) -> None:
+        from projections.schema import create_read_side
+
+        reads = self.reads
+        create_read_side(reads.store, self.settings.database, reads.log.events_table)
 
     @property
     def reads(self) -> Any:
@@ -75,11 +83,11 @@ class CliState:
         """A projection worker (``projections.runner.ProjectionWorker``) for the read models ``names`` (default: all),
         on this process's application and pool, their tables made first if missing."""
         from projections.runner import ProjectionWorker
-        from projections.schema import create_read_side
 
-        self.writes = True
+        if not self.writes:  # (else made with the log's tables)
+            self.writes = True
+            self._make_read_side()
         reads = self.reads
-        create_read_side(reads.store, self.settings.database, reads.log.events_table)
         return ProjectionWorker(self.settings.database, names, store=reads.store, log=reads.log)
 
     def close(self) -> None:
@@ -177,6 +185,13 @@ def plain(text: str) -> str:
     """Free text (a reason, a tag, a run id) on one line of a terminal: control and bidirectional characters shown
     as escapes, so a value cannot draw lines, colours or reordered text of its own (``--json`` keeps it exact)."""
     return text.translate(_ESCAPED)
+
+
+def shown(value: Any, limit: int | None = None) -> str:
+    """A value (a field's, a strength, metadata) on a line of text: as JSON, through :func:`plain`; cut at ``limit``
+    characters."""
+    text = plain(json.dumps(msgspec.to_builtins(value, str_keys=True), ensure_ascii=False))
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
 
 
 CURSOR = typer.Option(None, "--cursor", help="The next page: the cursor the last one ended with.")

@@ -8,7 +8,7 @@ import typer
 
 from ledger.cli.context import (
     ACTOR, CURSOR, JSON, PROFILE, REASON, acting, emit, emit_json, json_as_written, limit_option, page_lines,
-    parse_json, plain, profile_ref, state,
+    parse_json, plain, profile_ref, shown, state,
 )
 from ledger.errors import RunNotFoundError
 
@@ -85,12 +85,12 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(found)
             return
-        typer.echo(f"run {found.run_id}: profile {found.name} (id {found.profile_id}) v{found.profile_version}")
-        typer.echo(f"  model: {found.model_id or '-'}   sae: {found.sae_id or '-'}   layer: "
+        typer.echo(f"run {plain(found.run_id)}: profile {found.name} (id {found.profile_id}) v{found.profile_version}")
+        typer.echo(f"  model: {plain(found.model_id or '-')}   sae: {plain(found.sae_id or '-')}   layer: "
                    f"{'-' if found.layer is None else found.layer}")
-        typer.echo(f"  steering: {dict(found.steering) or '-'}")
+        typer.echo(f"  steering: {shown(found.steering) if found.steering else '-'}")
         typer.echo(f"  seed: {_or_dash(found.seed)}   entity count: {_or_dash(found.entity_count)}   products: "
-                   f"{', '.join(found.products) or '-'}")
+                   f"{plain(', '.join(found.products)) or '-'}")
 
     @app.command()
     def run(run_id: str = RUN_ID, as_json: bool = JSON) -> None:

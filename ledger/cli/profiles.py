@@ -21,7 +21,7 @@ from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
     ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json,
-    json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, state, write_output,
+    json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, shown, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 
@@ -64,21 +64,21 @@ def spec_and_details(
 
 
 def describe(profile: ProfileState, latest: int | None = None) -> str:
-    steering = ", ".join(f"{i}={s!r}" for i, s in list(profile.steering.items())[:12])
+    steering = ", ".join(f"{i}={shown(s)}" for i, s in list(profile.steering.items())[:12])
     if len(profile.steering) > 12:
         steering += ", …"
     lines = [
         f"{profile.name}  (id {profile.id})  version {profile.version}{active_mark(profile)}"
         + (f"; latest is version {latest}" if latest is not None else ""),
         f"  description: {plain(profile.description or '-')}",
-        f"  model: {profile.model_id or '-'}   sae: {profile.sae_id or '-'}   layer: "
+        f"  model: {plain(profile.model_id or '-')}   sae: {plain(profile.sae_id or '-')}   layer: "
         f"{'-' if profile.layer is None else profile.layer}",
         f"  steering ({len(profile.steering)} features): {steering or '-'}",
         f"  tags: {plain(', '.join(profile.tags) or '-')}   products: {plain(', '.join(profile.products) or '-')}",
         f"  created: {profile.created_at.isoformat()}   updated: {profile.updated_at.isoformat()}",
     ]
     if profile.metadata:
-        lines.append(f"  metadata: {json.dumps(profile.metadata, ensure_ascii=False)}")
+        lines.append(f"  metadata: {shown(profile.metadata)}")
     return "\n".join(lines)
 
 
@@ -121,21 +121,18 @@ def history_line(record: Any) -> str:
                     + (f"  ({plain(edit.reason)})" if edit.reason else "") for edit in record.edits)
     if record.changes is None:
         made = record.as_made()
-        return version_line(record, f"steering={values.steering_to_json(made.steering)} name={made.name!r}") + edits
+        return version_line(record, f"steering={shown(made.steering)} name={shown(made.name)}") + edits
     return version_line(record, changes_text(record.changes.changes, record.changes.steering)) + edits
 
 
 def changes_text(changes: Any, steering: Any = None) -> str:
     """A diff on one line: each field before → after, then the features added, removed, changed."""
-    def shown(value: Any) -> str:
-        text = plain(json.dumps(msgspec.to_builtins(value, str_keys=True), ensure_ascii=False))
-        return text if len(text) <= 60 else text[:59] + "…"
-
-    parts = [f"{change.field}: {shown(change.before)} → {shown(change.after)}" for change in changes]
+    parts = [f"{change.field}: {shown(change.before, 60)} → {shown(change.after, 60)}" for change in changes]
     if steering is not None:
-        parts += [f"+{index}={strength!r}" for index, strength in steering.added.items()]
+        parts += [f"+{index}={shown(strength)}" for index, strength in steering.added.items()]
         parts += [f"-{index}" for index in steering.removed]
-        parts += [f"{index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()]
+        parts += [f"{index}: {shown(change.before)} → {shown(change.after)}"
+                  for index, change in steering.changed.items()]
     return "; ".join(parts) or "no change in content"
 
 
@@ -303,10 +300,11 @@ def register(app: typer.Typer) -> None:
             tags=tag or None, tags_match="all" if all_tags else "any", products=product, search=search,
             sort=LIST_SORTS[sort.value], limit=limit, cursor=cursor,
         )
-        shown = msgspec.structs.replace(page, items=[as_in_force(row, partial(state.reads.get_version, row.id))
-                                                     for row in page.items])
-        emit(as_json, {"profiles": [in_force_document(*pair) for pair in shown.items], "next_cursor": page.next_cursor},
-             page_lines(shown, lambda pair: list_line(*pair)), "no profiles")
+        in_force = msgspec.structs.replace(page, items=[as_in_force(row, partial(state.reads.get_version, row.id))
+                                                        for row in page.items])
+        emit(as_json, {"profiles": [in_force_document(*pair) for pair in in_force.items],
+                       "next_cursor": page.next_cursor},
+             page_lines(in_force, lambda pair: list_line(*pair)), "no profiles")
 
     @app.command()
     def activate(
@@ -321,15 +319,15 @@ def register(app: typer.Typer) -> None:
             pid = profile_ref(profile_id)
             outcome = state.ledger.activate_profile(pid, version=version)
         # as the API's answer and every query show it: the version in force, not the latest
-        shown, latest = as_in_force(outcome.profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
+        in_force, latest = as_in_force(outcome.profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
         if as_json:
             emit_json({"changed": outcome.changed, "position": outcome.position,
-                       "profile": in_force_document(shown, latest), "warnings": list(outcome.warnings),
-                       "version": shown.version, "pinned": version is not None,
+                       "profile": in_force_document(in_force, latest), "warnings": list(outcome.warnings),
+                       "version": in_force.version, "pinned": version is not None,
                        "latest_version": outcome.profile.version if outcome.profile else None,
-                       "spec": {name: getattr(shown, name) for name in ("model_id", "sae_id", "layer", "steering")}})
+                       "spec": {name: getattr(in_force, name) for name in ("model_id", "sae_id", "layer", "steering")}})
             return
-        report(dataclasses.replace(outcome, profile=shown), False, "activate")
+        report(dataclasses.replace(outcome, profile=in_force), False, "activate")
         typer.echo(in_force_line(pid, version))
 
     @app.command()

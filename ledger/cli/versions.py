@@ -7,9 +7,9 @@ from typing import Optional
 import msgspec
 import typer
 
-from ledger import values
 from ledger.cli.context import (
-    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, state,
+    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, shown,
+    state,
 )
 from ledger.cli.profiles import describe, in_force_line, report, version_line
 from ledger.errors import NoActiveProfileError
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
             page = state.reads.list_versions(pid, limit=500, cursor=page.next_cursor)
             rows += page.items
         emit(as_json, {"versions": rows}, (
-            version_line(row, f"name={row.name!r} layer={row.layer} steering={values.steering_to_json(row.steering)}")
+            version_line(row, f"name={shown(row.name)} layer={shown(row.layer)} steering={shown(row.steering)}")
             for row in rows
         ))
 
@@ -43,11 +43,12 @@ def register(app: typer.Typer) -> None:
             emit_json(changes)
             return
         steering = changes.steering
-        lines = [f"  {change.field}: {change.before!r} → {change.after!r}" for change in changes.changes]
-        lines += [f"  steering +{index}={strength!r}" for index, strength in steering.added.items()]
-        lines += [f"  steering -{index} (was {strength!r})" for index, strength in steering.removed.items()]
+        lines = [f"  {change.field}: {shown(change.before)} → {shown(change.after)}" for change in changes.changes]
+        lines += [f"  steering +{index}={shown(strength)}" for index, strength in steering.added.items()]
+        lines += [f"  steering -{index} (was {shown(strength)})" for index, strength in steering.removed.items()]
         lines += [
-            f"  steering {index}: {change.before!r} → {change.after!r}" for index, change in steering.changed.items()
+            f"  steering {index}: {shown(change.before)} → {shown(change.after)}"
+            for index, change in steering.changed.items()
         ]
         typer.echo(f"{changes.name}: version {changes.from_version} → {changes.to_version}")
         for line in lines or ["  no differences"]:
@@ -97,4 +98,4 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(describe(in_force))
         typer.echo(in_force_line(slot.profile_id, slot.pinned_version))
-        typer.echo(f"  steering in force: {values.steering_to_json(in_force.steering)}")
+        typer.echo(f"  steering in force: {shown(in_force.steering)}")

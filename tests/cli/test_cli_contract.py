@@ -378,14 +378,16 @@ def test_a_setting_that_is_not_a_number_in_its_range_is_reported_and_its_default
 
 def test_free_text_cannot_draw_lines_of_its_own_in_the_text_output(ledger):
     forged = "oops)\nv2  2026-12-04T22:00:00+00:00  alice  Profile.SpecRevised  (approved\x1b[32m\x07"
-    for label in ("--tag", "--product"):  # labels refuse them outright, as names do
-        refused = ledger("create", "h", "-f", "1=1", label, "x\n0000-fake  v9  ACTIVE  spoof", code=1)
+    for label in ("--tag", "--product", "--model-id", "--sae-id"):  # these refuse them outright, as names do
+        refused = ledger("create", "h", "-f", "1=1", label, "x\n  steering (0 features): -", code=1)
         assert "must not contain control or invisible characters" in refused.stderr
-    ledger("create", "h", "-f", "1=1")
+    ledger("create", "h", "-f", "1=1", "--metadata", '{"note\u202e": "ok\\u001b[32m\\u202e"}')
     ledger("update", "h", "-f", "1=5", "--actor", "mallory", "--reason", forged)
     refused = ledger("record-execution", "h", "--run-id", "r\nforged", "--seed", "1", code=1)  # refused too
     assert "must not contain control or invisible characters" in refused.stderr
-    for command in (("history", "h"), ("versions", "h"), ("list",), ("show", "h"), ("executions", "h")):
+    ledger("update", "h", "--description", "x\u202e")
+    for command in (("history", "h"), ("versions", "h"), ("list",), ("show", "h"), ("executions", "h"),
+                    ("diff", "h", "--from", "1")):
         text = ledger(*command).stdout
         assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, command
         assert not any(line.startswith(("v2  2026-12-04T22:00", "0000-fake", "forged")) for line in text.splitlines())
@@ -423,7 +425,7 @@ def test_history_says_what_each_version_changed(ledger):
     ledger("update", "h", "--layer", "7")
     ledger("update", "h", "--description", "calmer", "-f", "1=1", "-f", "9=2")
     lines = ledger("history", "h").stdout.splitlines()
-    assert lines[1].strip() == "steering={'1': 1.0} name='h'"
+    assert lines[1].strip() == 'steering={"1": 1.0} name="h"'  # values as JSON, as the other lines show them
     assert lines[3].strip() == "layer: 3 → 7"
     assert lines[5].strip() == 'description: null → "calmer"; +9=2.0'
 
@@ -463,3 +465,14 @@ def test_a_database_url_that_cannot_work_is_refused_before_anything_is_tried(tmp
         result = run_ledger(url, tmp_path, "create", "calm", "-f", "1=1", code=1)  # not 70, not 75 (try again)
         assert said in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []  # no file named after a keyword string, password and all
+
+
+def test_text_that_is_no_unicode_is_refused_naming_its_field_not_an_internal_fault(ledger, tmp_path):
+    document = tmp_path / "surrogate.json"
+    document.write_text('{"type": "millm_profile", "profile": {"name": "s", "metadata": {"k": "\\ud800"}}}')
+    for command, field in ((("import", str(document)), "metadata.k"),
+                           (("create", "a", "--metadata", '{"k": "\\ud800"}'), "metadata.k"),
+                           (("create", "b", "--description", "a\udcffb"), "description")):  # a byte argv cannot decode
+        refused = ledger(*command, code=1)
+        assert f"{field} must not contain a lone surrogate" in refused.stderr, refused.stderr
+    assert "no profiles" in ledger("list").stdout
