@@ -7,6 +7,8 @@ import binascii
 import json
 from typing import Any
 
+from ledger.errors import ValidationError
+from ledger import values
 from ledger.values import INT64_MAX, INT64_MIN
 from projections.errors import InvalidCursorError
 
@@ -14,6 +16,15 @@ from projections.errors import InvalidCursorError
 def encode(listing: str, key: list[Any]) -> str:
     raw = json.dumps({"l": listing, "k": key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _storable(text: str) -> bool:
+    """Text a column can hold (:func:`ledger.values.text`: no NUL, no lone surrogate)."""
+    try:
+        values.text(text, "cursor")
+    except ValidationError:
+        return False
+    return True
 
 
 def decode(cursor: str, listing: str, types: tuple[type, ...]) -> list[Any]:
@@ -32,6 +43,7 @@ def decode(cursor: str, listing: str, types: tuple[type, ...]) -> list[Any]:
         or len(key) != len(types)
         or not all(isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(key, types))
         or any(isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX for value in key)  # no column holds it
+        or any(isinstance(value, str) and not _storable(value) for value in key)
     ):
         raise InvalidCursorError("invalid cursor: malformed position")
     return key

@@ -8,6 +8,7 @@ pinned, is the active slot's row (``projections.active``): queries join both in.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -116,9 +117,15 @@ PROFILE_SORTS = ("name", "updated_at")
 _ORDER = {"name": "name_key, id", "updated_at": "updated_at DESC, id DESC"}
 
 
-def _like_pattern(text: str) -> str:
-    escaped = search_text(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _like_pattern(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def _search_terms(search: str) -> tuple[str, str]:
+    """A search term as names are searched (NFKC-normalised, as names are stored: ``ｃａｌｍ`` finds ``calm``) and
+    as descriptions are (as written); both folded, as the columns are."""
+    return search_text(unicodedata.normalize("NFKC", search).strip()), search_text(search.strip())
 
 
 def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, products: list[str],
@@ -129,8 +136,10 @@ def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, pro
         return False
     if products and not set(version.products).intersection(products):
         return False
-    term = search_text(search.strip()) if search and search.strip() else ""
-    return not term or term in name_search or term in search_text(version.description)
+    if not (search and search.strip()):
+        return True
+    in_names, in_descriptions = _search_terms(search)
+    return in_names in name_search or in_descriptions in search_text(version.description)
 
 
 class ProfileQueries(Queries):
@@ -163,8 +172,8 @@ class ProfileQueries(Queries):
         if products:
             where.append(self._labels_filter("products", products, "any", params))
         if search and search.strip():
-            params["pattern"] = _like_pattern(search.strip())
-            where.append("(name_search LIKE :pattern ESCAPE '\\' OR description_search LIKE :pattern ESCAPE '\\')")
+            params["name_pattern"], params["pattern"] = map(_like_pattern, _search_terms(search))
+            where.append("(name_search LIKE :name_pattern ESCAPE '\\' OR description_search LIKE :pattern ESCAPE '\\')")
         pinned = self._pinned_in_force() if where else None
         if pinned is not None:  # the list shows its version in force: the filters test that, not its latest
             version, name_search = pinned

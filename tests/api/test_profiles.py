@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime, timezone
 
@@ -74,6 +75,11 @@ def test_list_filters_sorts_and_paginates(client):
         listed = client.get("/api/profiles", params=repeated).json()["profiles"]  # any of them, in either order
         assert [p["name"] for p in listed] == ["p0", "p1", "p2", "p6"]
     assert [p["name"] for p in client.get("/api/profiles", params={"search": "P3"}).json()["profiles"]] == ["p3"]
+    create(client, "ｃａｌｍ ｓｅａ", description="ｗｉｄｅ")  # the name is stored as "calm sea"; the description as written
+    for term, found in (("ｃａｌｍ", ["calm sea"]), ("CALM", ["calm sea"]), ("ｗｉｄｅ", ["calm sea"]), ("wide", [])):
+        listed = client.get("/api/profiles", params={"search": term}).json()["profiles"]
+        assert [p["name"] for p in listed] == found, term  # a name is found as it was typed
+    client.delete("/api/profiles/calm sea")
     updated = client.get("/api/profiles", params={"sort": "updated"}).json()["profiles"]
     assert [p["name"] for p in updated][:2] == ["p6", "p5"]
     seen, cursor = [], None
@@ -100,6 +106,10 @@ def test_list_refuses_bad_parameters(client):
     assert other.status_code == 200 and page["next_cursor"]
     # a cursor of one listing is refused by another
     assert_error(client.get("/api/profiles", params={"cursor": page["next_cursor"]}), 422, "invalid_cursor")
+    for forged in (r"\ud800", r"a\u0000b"):  # made by hand: text no column holds (a lone surrogate was a 500)
+        raw = '{"l":"profiles:name","k":["%s","00000000-0000-0000-0000-000000000000"]}' % forged
+        cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        assert_error(client.get("/api/profiles", params={"cursor": cursor}), 422, "invalid_cursor")
 
 
 def test_unknown_and_malformed_ids(client):
