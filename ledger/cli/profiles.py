@@ -264,13 +264,13 @@ def register(app: typer.Typer) -> None:
             help="Show the profile as it stood at an ISO 8601 time (without an offset: UTC)."),
         as_json: bool = JSON,
     ) -> None:
-        """Show a profile (now: the version in force if it is the active profile pinned to one; at a version; or at a
-        moment), replayed from its stream."""
+        """Show a profile (now, or at a moment: the version in force if it is the active profile pinned to one; or at
+        a version), replayed from its stream."""
         if version is not None and as_of:
             raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
         pid = profile_ref(profile_id)
         profile, latest = state.ledger.get_profile(pid, version=version, as_of=as_of), None
-        if version is None and as_of is None:
+        if version is None:  # now or then, as the API shows it: the version in force
             profile, latest = as_in_force(profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
         if as_json:
             emit_json(in_force_document(profile, latest))

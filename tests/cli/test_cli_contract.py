@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -177,6 +178,9 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert "version 1  ACTIVE (version 1 pinned, in force); latest is version 2" in ledger(
         "show", "calm").stdout.splitlines()[0]  # as the API shows it: the version in force
     assert "v1  ACTIVE (version 1 pinned, in force); latest is version 2  Calm" in ledger("list").stdout
+    now = datetime.now(timezone.utc).isoformat()
+    then = as_json(ledger("show", "calm", "--as-of", now, "--json"))  # was version 2's, labelled as in force
+    assert (then["version"], then["steering"], then["pinned"], then["latest_version"]) == (1, {"12": 6.0}, True, 2)
     ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
     spec = as_json(ledger("spec", "cohort-7", "--json"))
     assert (spec["profile_version"], spec["steering"], spec["seed"], spec["entity_count"]) == (1, {"12": 6.0}, 42, 1000)
