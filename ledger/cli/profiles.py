@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
@@ -375,6 +376,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Import a profile document."""
+        if str(path) == "-" and sys.stdin is None:
+            raise ImportFormatError("cannot read -: standard input is closed")
         try:
             text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8")
             document = json.loads(text.removeprefix("\ufeff"))  # some editors begin a UTF-8 file with a BOM

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-        port: int = typer.Option(8000, "--port", help="Port to listen on."),
+        port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
         projections: bool = typer.Option(
             True, "--projections/--no-projections",
             help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere: "
@@ -43,23 +43,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
         from ledger.api.server import serve as serve_api
-        from ledger.cli.steering import model_dir, sae_path
+        from ledger.cli.steering import model_dir, model_path, sae_path
         from projections.schema import init_database
 
         settings = state.settings if auth is None else replace(state.settings, auth=auth)
         if no_model:
             settings = replace(settings, model=None, sae=None)
         else:
-            chosen_model, found_sae = model_dir(model), sae_path(sae)
+            named = model is not None or bool(state.settings.model)  # then it must be there; the default may not
+            chosen_model, found_sae = model_path(model) if named else model_dir(None), sae_path(sae)
             settings = replace(settings, model=str(chosen_model) if chosen_model.exists() else None,
                                sae=str(found_sae) if found_sae else None)
             if settings.model is None:
                 typer.echo(f"no model at {chosen_model}: serving the ledger without generation "
                            "(run `ledger models fetch`)", err=True)
-            else:  # a device or dtype it cannot use: one line and exit 1 now, not a traceback once it has started
-                from steering.models import compute_device, compute_dtype
+            else:  # what it cannot use (no model there, a device or dtype): one line and exit 1 now, not a traceback
+                from steering.models import check_model_dir, compute_device, compute_dtype
 
-                compute_device(settings.device), compute_dtype(settings.dtype)
+                compute_device(settings.device), compute_dtype(settings.dtype), check_model_dir(chosen_model)
         init_database(settings.database)  # first, so a database it cannot use is one line and an exit status
         serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
 

@@ -42,7 +42,12 @@ def model_path(option: Optional[Path]) -> Path:
 
 
 def sae_path(option: Optional[Path]) -> Path | None:
-    path = option or (Path(state.settings.sae) if state.settings.sae else default_sae_path())
+    """The SAE directory named: --sae, else LEDGER_SAE (either must be there), else the trained default SAE (if it
+    is there)."""
+    named = option or (Path(state.settings.sae) if state.settings.sae else None)
+    if named is not None and not named.exists():
+        raise ValidationError(f"no SAE at {named}; run `ledger sae train` or pass --sae PATH", field="sae")
+    path = named or default_sae_path()
     return path if path.exists() else None
 
 

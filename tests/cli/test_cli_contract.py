@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -337,6 +339,39 @@ def test_a_device_or_dtype_torch_cannot_use_stops_serve_at_start_in_one_line(led
         assert result.stderr.startswith(f"error: {name}={raw!r} ") and said in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1
         monkeypatch.delenv(name)
+
+
+def test_a_model_or_sae_named_that_cannot_be_used_stops_serve_at_start_in_one_line(ledger, tmp_path):
+    from tests.api.conftest import free_port
+
+    port = str(free_port())
+    for args, said in ((("--model", str(tmp_path / "absent")), f"error: no model at {tmp_path / 'absent'}"),
+                       (("--model", str(tmp_path)), f"error: {tmp_path} holds no model that can be loaded"),
+                       (("--sae", str(tmp_path / "absent")), f"error: no SAE at {tmp_path / 'absent'}")):
+        result = ledger("serve", "--port", port, *args, code=1)  # before: served without it, or a traceback (3)
+        assert result.stderr.startswith(said) and len(result.stderr.splitlines()) == 1, result.stderr
+    refused = ledger("serve", "--port", "99999", code=2)  # before: it logged 99999 and listened on 34463
+    assert "Invalid value for '--port'" in refused.stderr
+
+
+def test_ctrl_c_while_the_command_starts_ends_it_quietly_with_130(sqlite_url, tmp_path):
+    started = subprocess.Popen([ledger_executable(), "--database", sqlite_url, "list"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.1)  # its modules are loading
+    started.send_signal(signal.SIGINT)
+    _, stderr = started.communicate(timeout=60)
+    assert "Traceback" not in stderr and started.returncode in (130, 1), (started.returncode, stderr)
+
+
+def test_what_the_cli_shows_of_a_profile_imports_and_a_closed_stdin_is_no_internal_fault(ledger, tmp_path):
+    ledger("create", "f", "-f", "1=1", "--tag", "t")
+    (tmp_path / "f.json").write_text(ledger("show", "f", "--json").stdout)
+    copied = as_json(ledger("import", str(tmp_path / "f.json"), "--rename", "--json"))["profile"]
+    assert (copied["name"], copied["steering"], copied["tags"]) == ("f (imported)", {"1": 1.0}, ["t"])
+    closed = subprocess.run([ledger_executable(), "--database", f"sqlite:///{tmp_path}/ledger.sqlite", "import", "-"],
+                            capture_output=True, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL, close_fds=True,
+                            preexec_fn=lambda: os.close(0))
+    assert (closed.returncode, closed.stderr) == (1, "error: cannot read -: standard input is closed\n")
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
