@@ -29,7 +29,7 @@ from ledger.api.profiles import change_response
 from ledger.api.schemas import ProfileChange
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
-from ledger.errors import ProfileVersionNotFoundError
+from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
 from ledger.values import INT64_MAX
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -52,7 +52,10 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
     deleted profile's versions stay history, and export as the CLI exports them; its latest is gone."""
     current = reads.get_profile(profile_id)
     if current is None and version is None:
-        raise profile_not_found(profile_id)
+        if reads.get_version(profile_id, 1) is None:
+            raise profile_not_found(profile_id)
+        raise ProfileNotFoundError(f"profile {profile_id} has been deleted; its versions stay history: export one "
+                                   "with ?version=N", profile_id=str(profile_id))
     row = current if current is not None and version in (None, current.version) else reads.get_version(
         profile_id, version)
     if row is None:

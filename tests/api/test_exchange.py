@@ -147,7 +147,8 @@ def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_g
     first = client.get(f"/api/profiles/{made['id']}/export", params={"version": 1})
     assert first.status_code == 200 and first.json()["profile"]["steering"] == {"1": 0.5}, first.text
     assert "gone" in first.headers["Content-Disposition"]
-    assert_error(client.get(f"/api/profiles/{made['id']}/export"), 404, "profile_not_found")
+    latest = assert_error(client.get(f"/api/profiles/{made['id']}/export"), 404, "profile_not_found")
+    assert "has been deleted" in latest["detail"] and "?version=" in latest["detail"]  # was "not found"
     last = client.get(f"/api/profiles/{made['id']}/diff").json()  # its latest: the version it was deleted at
     assert (last["name"], last["from_version"], last["to_version"]) == ("gone", 1, 2), last
     assert_error(client.get(f"/api/profiles/{made['id']}/export", params={"version": 3}), 404)
