@@ -79,7 +79,7 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     check_key(key.strip())
     runtime = request.app.state.runtime
     identity = claim_id(_actor(request), key.strip())
-    body = _without_boundary(request.headers.get("content-type", ""), await request.body())
+    body = _as_compared(request.headers.get("content-type", ""), await request.body())
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
     kept = await anyio.to_thread.run_sync(runtime.answers.get, identity)
     claimed = kept if kept is not None else await anyio.to_thread.run_sync(recorded, runtime.ledger, identity)
@@ -271,10 +271,16 @@ KEY_PARAMETER = Parameter(
 )
 
 
-def _without_boundary(content_type: str, body: bytes) -> bytes:
-    """A multipart body with its delimiters (``--`` and the boundary, which no part may contain) taken out: a
-    client draws a new boundary for each try of the same upload."""
+def _as_compared(content_type: str, body: bytes) -> bytes:
+    """A body as two tries of one request are compared: a JSON body as the value it spells (another client, proxy or
+    serialiser may space it or order its keys otherwise); a multipart body with its delimiters (``--`` and the
+    boundary, which no part may contain) taken out, as a client draws a new boundary for each try of an upload."""
     kind, _, parameters = content_type.partition(";")
+    if kind.strip().lower() == "application/json":
+        try:
+            return msgspec.json.encode(msgspec.json.decode(body), order="sorted")
+        except msgspec.MsgspecError:  # refused as the request it is
+            return body
     if kind.strip().lower() != "multipart/form-data":
         return body
     for parameter in parameters.split(";"):

@@ -74,6 +74,17 @@ def test_every_kind_of_command_is_idempotent(client):
         assert head(client) == position
 
 
+def test_a_retry_is_the_same_request_however_its_json_is_spaced_or_its_keys_ordered(client):
+    key, json_type = "create-spaced", {"Content-Type": "application/json"}
+    first = client.post("/api/profiles", content=b'{"name":"spaced","steering":{"3":0.5}}', headers=keyed(key) | json_type)
+    for written in (b'{ "steering": { "3": 0.5 }, "name": "spaced" }', b'{"name": "spaced",\n "steering": {"3": 0.5}}'):
+        again = client.post("/api/profiles", content=written, headers=keyed(key) | json_type)  # another serialiser's
+        assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true", again.text
+        assert again.json() == first.json()
+    other = client.post("/api/profiles", content=b'{"name":"spaced","steering":{"3":0.6}}', headers=keyed(key) | json_type)
+    assert_error(other, 422, "idempotency_key_reused")
+
+
 def test_a_retried_upload_is_the_same_request_whatever_boundary_the_client_draws(client):
     document = json.dumps({"name": "uploaded", "steering": {"1": 0.5}}).encode()
     key = {"Idempotency-Key": "upload-1"}
