@@ -76,12 +76,13 @@ def test_every_kind_of_command_is_idempotent(client):
 
 def test_a_retry_is_the_same_request_however_its_json_is_spaced_or_its_keys_ordered(client):
     key, json_type = "create-spaced", {"Content-Type": "application/json"}
-    first = client.post("/api/profiles", content=b'{"name":"spaced","steering":{"3":0.5}}', headers=keyed(key) | json_type)
+    headers = keyed(key) | json_type
+    first = client.post("/api/profiles", content=b'{"name":"spaced","steering":{"3":0.5}}', headers=headers)
     for written in (b'{ "steering": { "3": 0.5 }, "name": "spaced" }', b'{"name": "spaced",\n "steering": {"3": 0.5}}'):
-        again = client.post("/api/profiles", content=written, headers=keyed(key) | json_type)  # another serialiser's
+        again = client.post("/api/profiles", content=written, headers=headers)  # as another serialiser writes it
         assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true", again.text
         assert again.json() == first.json()
-    other = client.post("/api/profiles", content=b'{"name":"spaced","steering":{"3":0.6}}', headers=keyed(key) | json_type)
+    other = client.post("/api/profiles", content=b'{"name":"spaced","steering":{"3":0.6}}', headers=headers)
     assert_error(other, 422, "idempotency_key_reused")
 
 
