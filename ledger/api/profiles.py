@@ -53,7 +53,7 @@ from ledger.api.references import ProfileRef, profile_not_found
 from ledger.application import Outcome, ProfileLedger, Steerable
 from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
-from ledger.states import convert
+from ledger.states import convert, entity_tag
 from ledger.time_travel import ProfileDiff
 from ledger.values import INT64_MAX
 
@@ -65,8 +65,11 @@ Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1 to
 
 
 def with_etag(profile: Any, body: ProfileRead | None = None) -> Response[ProfileRead]:
-    """A profile (a read-model row or a state) as it is read (or as ``body`` shows it), with its ETag."""
-    return Response(body or convert(profile, ProfileRead), headers={"ETag": etag(profile)})
+    """A profile (a read-model row or a state) as it is read (or as ``body`` shows it), with the ETag of the version
+    it shows: a change based on the active profile's pinned version, where the profile has moved past it, is then
+    stale (412) rather than an overwrite of versions its client never saw."""
+    shown = body or convert(profile, ProfileRead)
+    return Response(shown, headers={"ETag": entity_tag(profile.id, shown.version, profile.revision)})
 
 
 def shown(reads: Any, row: Any) -> ProfileRead:
@@ -295,7 +298,9 @@ class ProfileController(Controller):
         change = change_response(outcome, ledger, runtime.read_model)
         shown = in_force(change.content, version, ledger.get_profile(pid, version=version))
         body = convert(shown, ProfileActivation, pinned_version=version, warnings=list(outcome.warnings))
-        return Response(body, headers=change.headers)
+        assert outcome.profile is not None
+        revision = outcome.profile.revision
+        return Response(body, headers={**change.headers, "ETag": entity_tag(pid, body.version, revision)})
 
     @post("/deactivate", summary="Leave no profile active", **COMMAND_ROUTE, responses=responses(INVALID, TOO_LARGE))
     def deactivate_profile(

@@ -383,3 +383,18 @@ def test_the_list_filters_a_pinned_active_profile_on_the_version_it_shows(client
         assert listed(**hidden) == [], hidden
     client.post(f"{url}/activate")  # following the latest again: the filters test version 2
     assert listed(tag="new") == [(2, ["new"])] and listed(tag="old") == []
+
+
+def test_a_change_based_on_the_pinned_version_a_read_showed_is_stale_when_the_profile_moved_past_it(client):
+    made = create(client, "lu", steering={"1": 1.0}, tags=["a"])
+    url = f"/api/profiles/{made['id']}"
+    client.put(url, json={"tags": ["a", "b"], "steering": {"1": 2.0}}, headers={"X-Actor": "bob"})  # version 2
+    activation = client.post(f"{url}/activate", json={"version": 1})
+    read = client.get(url, params=fresh(client, activation.json()["position"]))
+    assert (read.json()["version"], read.json()["tags"], read.json()["pinned"]) == (1, ["a"], True)
+    assert read.headers["ETag"] == activation.headers["ETag"] == etag(made, 1, 3)  # the version it shows
+    stale = client.put(url, json={"tags": ["a", "c"]}, headers={"If-Match": read.headers["ETag"]})
+    assert "it is at version 2" in assert_error(stale, 412, "stale_version")["detail"]  # was a 200 that lost "b"
+    assert client.get(f"{url}/versions/2").json()["tags"] == ["a", "b"]
+    based_on_the_latest = client.put(url, json={"tags": ["a", "b", "c"]}, headers={"If-Match": etag(made, 2, 3)})
+    assert based_on_the_latest.status_code == 200, based_on_the_latest.text
