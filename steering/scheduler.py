@@ -43,8 +43,9 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 class SchedulerFullError(SteeringError, RuntimeError):
     """The queue is full: the request was refused without running."""
 
-    def __init__(self, queued: int, retry_after_s: int) -> None:
-        super().__init__(f"the generation queue is full ({queued} requests waiting); retry in {retry_after_s} s")
+    def __init__(self, running: int, waiting: int, retry_after_s: int) -> None:
+        super().__init__(f"the generation queue is full ({running} requests running, {waiting} waiting for a place); "
+                         f"retry in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
 
@@ -171,7 +172,7 @@ class Scheduler:
             free_rows = self.max_batch - len(self._running)
             if len(self._waiting) >= self.max_queue + max(free_rows, 0):
                 self._refused += 1
-                raise SchedulerFullError(len(self._waiting), self._retry_after())
+                raise SchedulerFullError(len(self._running), len(self._waiting), self._retry_after())
             self._waiting.append(ticket)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="steering-scheduler", daemon=True)
