@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -47,8 +49,8 @@ class CliState:
     def ledger(self) -> ProfileLedger:
         if self._ledger is None:
             database = self.settings.database
-            if not (self.writes or database.is_postgres or Path(database.sqlite_path).exists()):
-                raise NotFoundError(NO_LEDGER % database.display())  # before SQLite makes the file
+            if not (self.writes or database.is_postgres or _holds_anything(Path(database.sqlite_path))):
+                raise NotFoundError(NO_LEDGER % database.display())  # before SQLite makes (or writes to) the file
             self._ledger = ProfileLedger(env=database.eventsourcing_env(pool_size=2, create=self.writes))
             self._ledger.add_listener(self._saw)
             if not (self.writes or holds_log(self._ledger, database)):
@@ -110,6 +112,15 @@ class CliState:
 state = CliState()
 
 
+def _holds_anything(path: Path) -> bool:
+    """Whether an SQLite file is there with something in it (an empty file, which SQLite would make a database of,
+    holds no ledger)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def holds_log(app: ProfileLedger, database: Database) -> bool:
     """Whether the database has the event log's table (read without creating anything)."""
     recorder: Any = app.recorder
@@ -163,14 +174,19 @@ def parse_json(value: str | None, what: str) -> Any:
 def write_output(output: Path | None, text: str) -> bool:
     """``text`` into ``output`` (True), or onto stdout when there is none or it is ``-`` (False); a file that
     cannot be written is a refusal naming it (exit 1)."""
-    if output is None or str(output) == "-":
-        typer.echo(text, nl=False)
-        return False
+    to_stdout = output is None or str(output) == "-"
     try:
-        output.write_text(text, encoding="utf-8")
+        if to_stdout:
+            if sys.stdout is None:  # closed: the text would go nowhere, and the command say it had succeeded
+                raise OSError(errno.EBADF, "standard output is closed")
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            output.write_text(text, encoding="utf-8")  # type: ignore[union-attr]
     except OSError as error:
-        raise ValidationError(f"cannot write {output}: {error.strerror or error}", field="output") from None
-    return True
+        where = "standard output" if to_stdout else output
+        raise ValidationError(f"cannot write {where}: {error.strerror or error}", field="output") from None
+    return not to_stdout
 
 
 def emit_json(value: Any) -> None:

@@ -363,7 +363,7 @@ def test_ctrl_c_while_the_command_starts_ends_it_quietly_with_130(sqlite_url, tm
     assert "Traceback" not in stderr and started.returncode in (130, 1), (started.returncode, stderr)
 
 
-def test_what_the_cli_shows_of_a_profile_imports_and_a_closed_stdin_is_no_internal_fault(ledger, tmp_path):
+def test_what_the_cli_shows_of_a_profile_imports_and_closed_or_full_standard_streams_are_refusals(ledger, tmp_path):
     ledger("create", "f", "-f", "1=1", "--tag", "t")
     (tmp_path / "f.json").write_text(ledger("show", "f", "--json").stdout)
     copied = as_json(ledger("import", str(tmp_path / "f.json"), "--rename", "--json"))["profile"]
@@ -372,6 +372,13 @@ def test_what_the_cli_shows_of_a_profile_imports_and_a_closed_stdin_is_no_intern
                             capture_output=True, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL, close_fds=True,
                             preexec_fn=lambda: os.close(0))
     assert (closed.returncode, closed.stderr) == (1, "error: cannot read -: standard input is closed\n")
+    export = [ledger_executable(), "--database", f"sqlite:///{tmp_path}/ledger.sqlite", "export", "f"]
+    with open("/dev/full", "w") as full:  # was 70, an internal fault
+        refused = subprocess.run(export, stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert (refused.returncode, refused.stderr) == (1, "error: cannot write standard output: No space left on device\n")
+    nowhere = subprocess.run(export, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=lambda: os.close(1))
+    assert (nowhere.returncode, nowhere.stderr) == (1, "error: cannot write standard output: standard output is "
+                                                       "closed\n")  # was 0, the document lost
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):

@@ -63,6 +63,12 @@ def test_a_query_where_nothing_was_recorded_says_so_and_creates_nothing(tmp_path
             assert result.returncode == 1, (query, result.stderr)
             assert result.stderr.startswith("error: no ledger at ") and result.stderr.count("\n") == 1
     assert not typo.parent.exists()  # no file, no directory
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()  # a file made ahead, say: SQLite would make a database of it
+    result = subprocess.run([sys.executable, "-m", "ledger", "--database", f"sqlite:///{empty}", "list"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith("error: no ledger at ")
+    assert empty.stat().st_size == 0  # it wrote 4 KiB, an SQLite header in WAL mode
     with psycopg.connect(postgres_url) as conn:  # no table, no function
         assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace").fetchone()[0] == 0
