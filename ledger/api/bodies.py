@@ -31,6 +31,7 @@ from ledger.api.errors import (
     UnknownHostError,
     UnsupportedMediaTypeError,
     for_openai_clients,
+    openai_path,
     status_for,
 )
 from ledger.errors import ValidationError
@@ -63,7 +64,7 @@ def well_formed_host(app: ASGIApp) -> ASGIApp:
             host = raw.decode("latin-1")
             error = UnknownHostError(f"the Host header {host[:100]!r} is not a host name with an optional port")
             status, shown = status_for(error), {"error": error.code, "detail": error.message}
-            body = msgspec.json.encode(for_openai_clients(shown, status) if scope["path"].startswith("/v1/") else shown)
+            body = msgspec.json.encode(for_openai_clients(shown, status) if openai_path(scope["path"]) else shown)
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})

@@ -202,10 +202,15 @@ def _missing_field(message: Any) -> str | None:
     return f"{within}.{field}" if within else field
 
 
+def openai_path(path: str) -> bool:
+    """Whether a path is the OpenAI-compatible API's (``/v1`` and under it), whose errors come in OpenAI's shape."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response:
     """The one exception handler of the app: the ledger's error shape, or under ``/v1`` OpenAI's."""
     response = _answer(request, exc)
-    if request.url.path.startswith("/v1/"):
+    if openai_path(request.url.path):
         response.content = for_openai_clients(response.content, response.status_code)
     return response
 

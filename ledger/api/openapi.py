@@ -19,6 +19,7 @@ from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse,
 from litestar.routes import HTTPRoute
 
 from ledger.api.auth import required_role
+from ledger.api.errors import openai_path
 from ledger.api.idempotency import COMMAND_METHODS, HEADER, KEY_PARAMETER
 from ledger.api.schemas import Request
 
@@ -40,7 +41,7 @@ NO_DATABASE = ("/health",)
 
 def _error(description: str, path: str) -> OpenAPIResponse:
     """An error answer, in the shape of the path's API (OpenAI's under ``/v1``)."""
-    schema = OPENAI_ERROR_SCHEMA if path.startswith("/v1/") else ERROR_SCHEMA
+    schema = OPENAI_ERROR_SCHEMA if openai_path(path) else ERROR_SCHEMA
     return OpenAPIResponse(
         description=description, content={"application/json": OpenAPIMediaType(schema=Reference(ref=schema))}
     )

@@ -16,6 +16,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from ledger.api.app import create_app
+from ledger.api.errors import openai_path
 from ledger.api.server import LedgerServer, build_server
 from ledger.settings import Database, Settings
 
@@ -55,7 +56,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert "Traceback" not in response.text
-    if response.request.url.path.startswith("/v1/"):  # OpenAI's shape, which its clients read
+    if openai_path(response.request.url.path):  # OpenAI's shape, which its clients read
         error = body["error"]
         assert {"message", "type", "param", "code"} <= error.keys() and error["message"], body
         assert code is None or error["code"] == code, body

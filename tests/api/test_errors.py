@@ -59,6 +59,8 @@ def test_oversized_body_is_413(client_factory):
 def test_unknown_route_and_method(client):
     assert_error(client.get("/api/nothing"), 404, "not_found")
     assert_error(client.patch("/api/profiles"), 405, "method_not_allowed")
+    for path in ("/v1", "/v1/embeddings"):  # OpenAI's clients read errors in OpenAI's shape ("/v1" was the ledger's)
+        assert assert_error(client.get(path), 404, "not_found")["error"]["type"] == "invalid_request_error"
 
 
 def test_bad_headers(client):
