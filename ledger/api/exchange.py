@@ -47,6 +47,11 @@ def content_disposition(name: str, suffix: str = ".json") -> str:
     return f"attachment; filename=\"{ascii_name}{suffix}\"; filename*=UTF-8''{quote(cleaned + suffix, safe='')}"
 
 
+IMPORT_BODY_MAX = 16 * 1024 * 1024
+"""An import's body may be larger than other requests': what the export of the largest profile the ledger holds (one
+event of ``ledger.write_path.EVENT_BYTES_MAX``) spells, indented, must import again."""
+
+
 def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[dict[str, Any]]:
     """The exchange document of a profile's version (default: the latest), from the read model, as a download. A
     deleted profile's versions stay history, and export as the CLI exports them; its latest is gone."""
@@ -137,6 +142,7 @@ class ProfileExchangeController(Controller):
         opt=requires("admin"),
         response_headers=PROFILE_COMMAND_HEADERS,
         responses=responses(CONFLICT, INVALID, TOO_LARGE),
+        request_max_body_size=IMPORT_BODY_MAX,
     )
     async def import_profile(
         self,

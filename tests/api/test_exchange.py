@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.api.exchange import content_disposition
+from ledger.values import STEERING_MAX as FEATURES_MAX
 from tests.api.conftest import assert_error, create, fresh
 
 
@@ -164,3 +165,19 @@ def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_g
     diffed = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "diff", made["id"]],
                             capture_output=True, text=True, timeout=120)
     assert diffed.returncode == 0 and diffed.stdout.startswith("gone: version 1 → 2"), diffed
+
+
+def test_the_export_of_the_largest_profile_imports_again_though_larger_than_other_bodies(client):
+    steering = {str(index): -1.2345678901234567e-100 for index in range(FEATURES_MAX)}  # the longest strengths
+    document = json.dumps({"type": "millm_profile", "version": "1.0", "profile": {"name": "wide", "steering": steering}},
+                          indent=2).encode()
+    assert len(document) > 3 * 1024 * 1024  # past the limit of other bodies, 2 MiB (it was a 413)
+    made = client.post("/api/profiles/import", content=document, headers={"Content-Type": "application/json"})
+    assert made.status_code == 201, made.text[:300]
+    exported = client.get(f"/api/profiles/{made.json()['id']}/export")
+    assert exported.json()["profile"]["steering"] == steering
+    copied = client.post("/api/profiles/import", params={"rename": True}, content=exported.content,
+                         headers={"Content-Type": "application/json"})
+    assert copied.status_code == 201 and len(copied.json()["steering"]) == FEATURES_MAX, copied.text[:300]
+    assert_error(client.post("/api/profiles/import", content=b" " * (17 * 1024 * 1024),
+                             headers={"Content-Type": "application/json"}), 413)
