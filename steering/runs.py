@@ -32,8 +32,6 @@ from .scheduler import EngineClosedError, RequestCancelledError, SchedulerFullEr
 SEED_MAX = 2**63 - 1
 PROJECTOR_WAIT_SECONDS = 2.0  # a chat without a profile waits this long at most for the projector
 SERVED_RECORD_PATIENCE_S = 120.0  # a generation already served waits this long at most for its database
-"""The key of a generation's details naming the profile version it ran with, when the profile was deleted before
-the run was recorded (the execution then has no profile): a replay runs with that version."""
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
