@@ -31,7 +31,6 @@ from ledger.api.runtime import Runtime
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import StaleVersionError
-from ledger.states import entity_tag
 from ledger.values import ACTOR_MAX, INT64_MAX, REASON_MAX, actor_name, iso_time
 
 
@@ -268,7 +267,3 @@ def parse_if_match(value: str | None, profile_id: UUID) -> dict[str, int | None]
         "named before, or none): read the profile again", profile_id=str(profile_id),
     )
 
-
-def etag(profile: Any) -> str:
-    """A profile's ETag (:func:`ledger.states.entity_tag`) from a read-model row or a state."""
-    return entity_tag(profile.id, profile.version, profile.revision)

@@ -25,7 +25,6 @@ from ledger.api.deps import (
     QUERY,
     Cursor,
     DocumentsMinPosition,
-    etag,
     parse_if_match,
     parse_time,
     reach_position,
@@ -82,8 +81,12 @@ def position_of(outcome: Outcome, ledger: ProfileLedger) -> int:
     return outcome.position if outcome.position is not None else int(ledger.recorder.max_notification_id() or 0)
 
 
-def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK) -> Response[ProfileChange]:
-    """A command's answer: the profile as the command left it (usage counts from the read model's row, if any)."""
+def change_response(
+    outcome: Outcome, ledger: ProfileLedger, reads: Any, status: int = HTTP_200_OK
+) -> Response[ProfileChange]:
+    """A command's answer: the profile as the command left it (usage counts from the read model's row, if any), and
+    the active profile as every read shows it: the version in force, ``pinned`` and ``latest_version`` (a change of
+    the active profile pinned to an earlier version made a version not in force)."""
     state = outcome.profile
     assert state is not None
     try:
@@ -93,7 +96,11 @@ def change_response(outcome: Outcome, ledger: ProfileLedger, reads: Any, status:
     counts = {} if row is None else {"execution_count": row.execution_count, "last_executed_at": row.last_executed_at}
     position = position_of(outcome, ledger)
     change = convert(state, ProfileChange, position=position, changed=outcome.changed, **counts)
-    return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag(state)})
+    if state.is_active:
+        pinned = state.pinned_version
+        change = in_force(change, pinned, ledger.get_profile(state.id, version=pinned) if pinned else None)
+    etag = entity_tag(state.id, change.version, state.revision)
+    return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag})
 
 
 def profile_command(
@@ -295,12 +302,9 @@ class ProfileController(Controller):
         version = data.version if data is not None else None
         outcome = run_command(with_reason(context, data), lambda: ledger.activate_profile(
             pid, version=version, steerable=steerable(runtime)))
-        change = change_response(outcome, ledger, runtime.read_model)
-        shown = in_force(change.content, version, ledger.get_profile(pid, version=version))
-        body = convert(shown, ProfileActivation, pinned_version=version, warnings=list(outcome.warnings))
-        assert outcome.profile is not None
-        revision = outcome.profile.revision
-        return Response(body, headers={**change.headers, "ETag": entity_tag(pid, body.version, revision)})
+        change = change_response(outcome, ledger, runtime.read_model)  # the version in force
+        body = convert(change.content, ProfileActivation, pinned_version=version, warnings=list(outcome.warnings))
+        return Response(body, headers=change.headers)
 
     @post("/deactivate", summary="Leave no profile active", **COMMAND_ROUTE, responses=responses(INVALID, TOO_LARGE))
     def deactivate_profile(

@@ -398,3 +398,19 @@ def test_a_change_based_on_the_pinned_version_a_read_showed_is_stale_when_the_pr
     assert client.get(f"{url}/versions/2").json()["tags"] == ["a", "b"]
     based_on_the_latest = client.put(url, json={"tags": ["a", "b", "c"]}, headers={"If-Match": etag(made, 2, 3)})
     assert based_on_the_latest.status_code == 200, based_on_the_latest.text
+
+
+def test_a_change_of_the_active_profile_answers_as_reads_show_it_the_version_in_force(client):
+    made = create(client, "kept active", description="one")
+    url = f"/api/profiles/{made['id']}"
+    client.post(f"{url}/activate")
+    following = client.put(url, json={"description": "two"}).json()
+    assert (following["version"], following["latest_version"], following["pinned"]) == (2, 2, False)  # was null
+    client.post(f"{url}/activate", json={"version": 1})
+    for command in (lambda: client.put(url, json={"description": "three"}),
+                    lambda: client.post(f"{url}/revert", json={"version": 2})):
+        answer = command()
+        body = answer.json()  # it made a version that is not in force: pinned, version 1 is (was "pinned": false)
+        assert (body["version"], body["description"], body["pinned"]) == (1, "one", True), body
+        assert answer.headers["ETag"] == client.get(url).headers["ETag"]  # the version it shows, as a read gives it
+    assert body["latest_version"] == 4 and client.get(f"{url}/versions/4").json()["description"] == "two"
