@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -15,7 +15,7 @@ from ledger.api.chat import ChatController, ReplayController, SteeringController
 from ledger.api.commands import read_your_writes_middleware
 from ledger.api.deps import DEPENDENCIES, read_side_reached
 from ledger.api.events import EventController
-from ledger.api.exchange import ProfileExchangeController
+from ledger.api.exchange import IMPORT_BODY_FACTOR, ProfileExchangeController
 from ledger.api.idempotency import idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import request_context_middleware
@@ -66,7 +66,8 @@ def create_app(
         route_handlers=[
             ProfileController,
             ProfileVersionController,
-            ProfileExchangeController,
+            Router("/", route_handlers=[ProfileExchangeController],
+                   request_max_body_size=IMPORT_BODY_FACTOR * runtime.options.max_body_size),
             ProfileExecutionController,
             ExecutionController,
             RunController,

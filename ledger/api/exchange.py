@@ -47,9 +47,10 @@ def content_disposition(name: str, suffix: str = ".json") -> str:
     return f"attachment; filename=\"{ascii_name}{suffix}\"; filename*=UTF-8''{quote(cleaned + suffix, safe='')}"
 
 
-IMPORT_BODY_MAX = 16 * 1024 * 1024
-"""An import's body may be larger than other requests': what the export of the largest profile the ledger holds (one
-event of ``ledger.write_path.EVENT_BYTES_MAX``) spells, indented, must import again."""
+IMPORT_BODY_FACTOR = 8
+"""An import's body may be this many times larger than other requests' (16 MiB at the default 2 MiB): what the export
+of the largest profile the ledger holds (one event of ``ledger.write_path.EVENT_BYTES_MAX``) spells, indented, must
+import again. A lower configured limit lowers it too."""
 
 
 def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[dict[str, Any]]:
@@ -142,7 +143,6 @@ class ProfileExchangeController(Controller):
         opt=requires("admin"),
         response_headers=PROFILE_COMMAND_HEADERS,
         responses=responses(CONFLICT, INVALID, TOO_LARGE),
-        request_max_body_size=IMPORT_BODY_MAX,
     )
     async def import_profile(
         self,

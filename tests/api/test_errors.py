@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from ledger.api.exchange import IMPORT_BODY_FACTOR
 from tests.api.conftest import assert_error, create
 
 
@@ -52,7 +53,8 @@ def test_oversized_body_is_413(client_factory):
     with client_factory(max_body_size=1024) as client:
         big = {"name": "big", "description": "x" * 4096}
         assert_error(client.post("/api/profiles", json=big), 413, "payload_too_large")
-        assert_error(client.post("/api/profiles/import", files={"file": ("x.json", b" " * 4096)}), 413)
+        too_large_import = b" " * (IMPORT_BODY_FACTOR * 1024 + 1)  # an import's limit is a multiple of the configured
+        assert_error(client.post("/api/profiles/import", files={"file": ("x.json", too_large_import)}), 413)
         assert client.post("/api/profiles", json={"name": "small"}).status_code == 201
 
 
