@@ -75,6 +75,12 @@ class ReplayOutcome:
     warnings: tuple[str, ...] = ()
 
 
+def must_be_generation(execution: Any) -> None:
+    """Only generations can be replayed (an external run was not made here): refused before any model is loaded."""
+    if execution.kind != "generation":
+        raise ValidationError(f"execution {execution.id} is not a generation; only generations can be replayed")
+
+
 class GenerationService:
     def __init__(self, ledger: Any, engine: SteeringEngine, projector: SteeringProjector | None = None) -> None:
         self.ledger = ledger
@@ -217,8 +223,7 @@ class GenerationService:
     def replay(self, execution_id: UUID) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed; record the replay."""
         original = self.ledger.get_execution(execution_id)
-        if original.kind != "generation":
-            raise ValidationError(f"execution {execution_id} is not a generation; only generations can be replayed")
+        must_be_generation(original)
         details = original.details
         sampling = details.get("sampling", {})
         profile_id, version = original.profile_id, original.profile_version

@@ -103,7 +103,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json({"run": found, "profile": current})
             return
-        name = current.name if current is not None else "(deleted)"
+        ran = reads.get_version(found.profile_id, found.profile_version) if found.profile_id is not None else None
+        name = current.name if current is not None else f"{ran.name} (deleted)" if ran is not None else "(none)"
         typer.echo(
             f"run {found.run_id}: profile {name} (id {found.profile_id}) v{found.profile_version}, "
             f"execution {found.execution_id} at {found.recorded_at.isoformat()}"

@@ -4,7 +4,6 @@ Every command that takes a profile takes its name or its id (``NAME_OR_ID``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -95,17 +94,24 @@ def in_force_line(profile_id: Any, pinned_version: int | None) -> str:
 
 
 def report(outcome: Outcome, as_json: bool, verb: str) -> None:
+    """A command's answer: the profile it leaves, as every read shows it (the version in force, see
+    :func:`as_in_force`)."""
+    profile, latest = outcome.profile, None
+    if profile is not None:
+        pid = profile.id
+        profile, latest = as_in_force(profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
     if as_json:
-        emit_json({"changed": outcome.changed, "position": outcome.position, "profile": outcome.profile,
+        emit_json({"changed": outcome.changed, "position": outcome.position,
+                   "profile": None if profile is None else in_force_document(profile, latest),
                    "warnings": list(outcome.warnings)})
         return
-    if outcome.profile is None:
+    if profile is None:
         typer.echo(f"nothing to {verb}")
     elif not outcome.changed:
-        typer.echo(f"unchanged: {outcome.profile.name} is already as requested (version {outcome.profile.version})")
+        typer.echo(f"unchanged: {profile.name} is already as requested (version {profile.version})")
     else:
         typer.echo(f"{PAST.get(verb, verb + 'd')} at position {outcome.position}")
-        typer.echo(describe(outcome.profile))
+        typer.echo(describe(profile, latest))
 
 
 def version_line(record: Any, details: str) -> str:
@@ -328,7 +334,7 @@ def register(app: typer.Typer) -> None:
                        "latest_version": outcome.profile.version if outcome.profile else None,
                        "spec": {name: getattr(in_force, name) for name in ("model_id", "sae_id", "layer", "steering")}})
             return
-        report(dataclasses.replace(outcome, profile=in_force), False, "activate")
+        report(outcome, False, "activate")
         typer.echo(in_force_line(pid, version))
 
     @app.command()

@@ -191,11 +191,13 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Re-run a recorded generation with its profile version and seed; exit 1 if the output differs."""
-        from steering.runs import GenerationService
+        from steering.runs import GenerationService, must_be_generation
 
         recorded = parse_uuid(execution_id, "execution id")
-        if state.reads.get_execution(recorded) is None:  # unknown, or deleted with its profile: before loading a model
+        execution = state.reads.get_execution(recorded)
+        if execution is None:  # unknown, or deleted with its profile: before loading a model
             raise ExecutionNotFoundError(f"execution {recorded} not found", execution_id=str(recorded))
+        must_be_generation(execution)
         with steering_engine(model, sae_dir) as engine, acting(actor, reason):
             outcome = GenerationService(state.ledger, engine).replay(recorded)
         if as_json:

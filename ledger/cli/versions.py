@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-import msgspec
 import typer
 
 from ledger.cli.context import (
     ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, shown,
     state,
 )
-from ledger.cli.profiles import describe, in_force_line, report, version_line
+from ledger.cli.profiles import as_in_force, describe, in_force_line, report, version_line
 from ledger.errors import NoActiveProfileError
 
 
@@ -88,10 +87,9 @@ def register(app: typer.Typer) -> None:
         slot = state.ledger.active_slot()
         if slot is None or slot.profile_id is None:
             raise NoActiveProfileError("no profile is active; activate one with `ledger activate NAME_OR_ID`")
-        pinned = state.ledger.get_profile(slot.profile_id, version=slot.pinned_version)
-        # a pinned version was not active (nor pinned) back then: it is now
-        in_force = msgspec.structs.replace(pinned, is_active=True, pinned_version=slot.pinned_version)
-        latest = state.ledger.get_profile(slot.profile_id).version
+        profile = state.ledger.get_profile(slot.profile_id)
+        in_force, _ = as_in_force(profile, lambda pinned: state.ledger.get_profile(slot.profile_id, version=pinned))
+        latest = profile.version
         if as_json:
             emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,
                        "latest_version": latest})

@@ -522,3 +522,30 @@ def test_text_that_is_no_unicode_is_refused_naming_its_field_not_an_internal_fau
         refused = ledger(*command, code=1)
         assert f"{field} must not contain a lone surrogate" in refused.stderr, refused.stderr
     assert "no profiles" in ledger("list").stdout
+
+
+def test_the_active_profile_pinned_to_an_earlier_version_reads_in_the_cli_as_in_the_api(ledger, tmp_path):
+    ledger("create", "Été fort", "-f", "3=1")
+    ledger("update", "été fort", "--name", "renamed-été")
+    ledger("update", "renamed-été", "-f", "3=2")
+    ledger("activate", "renamed-été", "--version", "1")
+    active = as_json(ledger("active", "--json"))
+    assert (active["profile"]["name"], active["profile"]["steering"]) == ("renamed-été", {"3": 1.0})  # its name now
+    assert active["profile"]["revision"] == 4 and active["profile"]["updated_at"] > active["profile"]["created_at"]
+    assert ledger("active").stdout.startswith("renamed-été  ")  # was "Été fort", the name version 1 had
+    for command in (("update", "renamed-été", "--description", "calmer"), ("revert", "renamed-été", "--version", "1")):
+        answer = as_json(ledger(*command, "--json"))["profile"]  # was the latest version, unmarked
+        assert (answer["version"], answer["pinned"], answer["steering"]) == (1, True, {"3": 1.0}), command
+        assert answer["latest_version"] > 2
+    text = ledger("update", "renamed-été", "--description", "calmest").stdout
+    assert "version 1  ACTIVE (version 1 pinned, in force); latest is version" in text, text
+
+
+def test_an_auditor_without_a_model_learns_why_a_run_cannot_be_replayed_and_whose_run_it_was(ledger, tmp_path):
+    ledger("create", "runner", "-f", "1=1")
+    recorded = as_json(ledger("record-execution", "runner", "--run-id", "cohort-1", "--json"))
+    execution_id = recorded["execution_id"]
+    refused = ledger("replay", execution_id, code=1).stderr  # no --model: was "no model at …"
+    assert "is not a generation" in refused and "model" not in refused, refused
+    ledger("delete", "runner")
+    assert "profile runner (deleted)" in ledger("run", "cohort-1").stdout  # was "profile (deleted)", no name
