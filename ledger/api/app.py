@@ -62,12 +62,12 @@ def create_app(
         settings, ApiOptions(**options), auth=settings.auth if auth is None else auth, run_projections=run_projections,
         compatibility_check=compatibility_check, engine=engine,
     )
+    import_body_max = IMPORT_BODY_FACTOR * runtime.options.max_body_size  # an export of any profile imports again
     return Litestar(
         route_handlers=[
             ProfileController,
             ProfileVersionController,
-            Router("/", route_handlers=[ProfileExchangeController],
-                   request_max_body_size=IMPORT_BODY_FACTOR * runtime.options.max_body_size),
+            Router("/", route_handlers=[ProfileExchangeController], request_max_body_size=import_body_max),
             ProfileExecutionController,
             ExecutionController,
             RunController,
@@ -78,7 +78,7 @@ def create_app(
             ChatController,
             ReplayController,
             SteeringController,
-            *console_routes(),  # the web console at the root (its own guard, CSRF and templates)
+            *console_routes(import_body_max),  # the web console at the root (its own guard, CSRF and templates)
         ],
         template_config=template_config(),
         guards=[authorize] if runtime.auth else [],  # open mode: no guard (Litestar copies the handler for each)

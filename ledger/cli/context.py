@@ -189,8 +189,14 @@ def write_output(output: Path | None, text: str) -> bool:
     return not to_stdout
 
 
+def say(text: str = "") -> None:
+    """A line of a command's answer on stdout; one that cannot be written (a full disk, a closed descriptor or pipe)
+    is a refusal (exit 1), never a silent success or an internal fault."""
+    write_output(None, text + "\n")
+
+
 def emit_json(value: Any) -> None:
-    typer.echo(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
+    say(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
 
 
 _ESCAPED = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -228,7 +234,7 @@ def emit(as_json: bool, document: Any, lines: Iterable[str], empty: str | None =
     if not shown and empty is not None:
         shown = [empty]
     for line in shown:
-        typer.echo(line)
+        say(line)
 
 
 ACTOR = typer.Option("cli", "--actor", envvar="LEDGER_ACTOR", help="Who is making this change (recorded on events).")

@@ -8,7 +8,7 @@ import typer
 
 from ledger.cli.context import (
     ACTOR, CURSOR, JSON, PROFILE, REASON, acting, emit, emit_json, json_as_written, limit_option, page_lines,
-    parse_json, plain, profile_ref, shown, state,
+    parse_json, plain, profile_ref, say, shown, state,
 )
 from ledger.errors import RunNotFoundError
 
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(outcome)
         else:
-            typer.echo(
+            say(
                 f"recorded execution {outcome.execution_id} of profile {outcome.profile_id} "
                 f"v{outcome.profile_version} at position {outcome.position}"
             )
@@ -85,11 +85,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(found)
             return
-        typer.echo(f"run {plain(found.run_id)}: profile {found.name} (id {found.profile_id}) v{found.profile_version}")
-        typer.echo(f"  model: {plain(found.model_id or '-')}   sae: {plain(found.sae_id or '-')}   layer: "
+        say(f"run {plain(found.run_id)}: profile {found.name} (id {found.profile_id}) v{found.profile_version}")
+        say(f"  model: {plain(found.model_id or '-')}   sae: {plain(found.sae_id or '-')}   layer: "
                    f"{'-' if found.layer is None else found.layer}")
-        typer.echo(f"  steering: {shown(found.steering) if found.steering else '-'}")
-        typer.echo(f"  seed: {_or_dash(found.seed)}   entity count: {_or_dash(found.entity_count)}   products: "
+        say(f"  steering: {shown(found.steering) if found.steering else '-'}")
+        say(f"  seed: {_or_dash(found.seed)}   entity count: {_or_dash(found.entity_count)}   products: "
                    f"{plain(', '.join(found.products)) or '-'}")
 
     @app.command()
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             return
         ran = reads.get_version(found.profile_id, found.profile_version) if found.profile_id is not None else None
         name = current.name if current is not None else f"{ran.name} (deleted)" if ran is not None else "(none)"
-        typer.echo(
+        say(
             f"run {found.run_id}: profile {name} (id {found.profile_id}) v{found.profile_version}, "
             f"execution {found.execution_id} at {found.recorded_at.isoformat()}"
         )

@@ -12,7 +12,7 @@ import typer
 
 from ledger.chain import VerifyReport
 from ledger.checkpoint import Checkpoint
-from ledger.cli.context import JSON, emit_json, limit_option, plain, state, write_output
+from ledger.cli.context import JSON, emit_json, limit_option, plain, say, state, write_output
 from ledger.errors import SigningKeyError, ValidationError
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 from ledger.values import INT64_MAX
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         elif report.ok:
             extends = f"; extends the checkpoint at position {extended.position}" if extended else ""
             head = f"head link {report.head_link}" if report.head_link else "the log is empty"
-            typer.echo(f"ok: {report.checked} events verified; {head}{extends}")
+            say(f"ok: {report.checked} events verified; {head}{extends}")
         else:
             where = f" at position {report.position}" if report.position is not None else ""
             typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
                     entries.append(entry)
                 else:
                     reason = f"  reason={json.dumps(entry['reason'])}" if entry["reason"] else ""
-                    typer.echo(
+                    say(
                         f"{entry['position']:>8}  {entry['time']}  {entry['actor']:<12}  {kind:<24} "
                         f"{entry['aggregate_id']}@{entry['aggregate_version']}{reason}"
                     )

@@ -21,7 +21,7 @@ from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
     ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json,
-    json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, shown, state, write_output,
+    json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, say, shown, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 
@@ -106,12 +106,12 @@ def report(outcome: Outcome, as_json: bool, verb: str) -> None:
                    "warnings": list(outcome.warnings)})
         return
     if profile is None:
-        typer.echo(f"nothing to {verb}")
+        say(f"nothing to {verb}")
     elif not outcome.changed:
-        typer.echo(f"unchanged: {profile.name} is already as requested (version {profile.version})")
+        say(f"unchanged: {profile.name} is already as requested (version {profile.version})")
     else:
-        typer.echo(f"{PAST.get(verb, verb + 'd')} at position {outcome.position}")
-        typer.echo(describe(profile, latest))
+        say(f"{PAST.get(verb, verb + 'd')} at position {outcome.position}")
+        say(describe(profile, latest))
 
 
 def version_line(record: Any, details: str) -> str:
@@ -282,7 +282,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(in_force_document(profile, latest))
         else:
-            typer.echo(describe(profile, latest))
+            say(describe(profile, latest))
 
     @app.command()
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
@@ -335,7 +335,7 @@ def register(app: typer.Typer) -> None:
                        "spec": {name: getattr(in_force, name) for name in ("model_id", "sae_id", "layer", "steering")}})
             return
         report(outcome, False, "activate")
-        typer.echo(in_force_line(pid, version))
+        say(in_force_line(pid, version))
 
     @app.command()
     def deactivate(actor: str = ACTOR, reason: Optional[str] = REASON, as_json: bool = JSON) -> None:
@@ -371,7 +371,7 @@ def register(app: typer.Typer) -> None:
         """Export a profile as a millm_profile JSON document."""
         document = state.ledger.export_profile(profile_ref(profile_id), version=version)
         if write_output(output, json.dumps(document, indent=2, ensure_ascii=False) + "\n"):
-            typer.echo(f"exported to {output}")
+            say(f"exported to {output}")
 
     @app.command("import")
     def import_profile(

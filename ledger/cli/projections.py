@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from ledger.cli.context import JSON, emit, emit_json, state
+from ledger.cli.context import JSON, emit, emit_json, say, state
 
 projections_app = typer.Typer(
     name="projections",
@@ -38,15 +38,15 @@ def projections(ctx: typer.Context, as_json: bool = JSON) -> None:
     if as_json:
         emit_json({"log_position": head, "positions": positions, "parked": parked, "problems": problems})
         raise typer.Exit(1 if failed else 0)
-    typer.echo(f"log position {head}")
+    say(f"log position {head}")
     for name, position in positions.items():
         count = sum(1 for event in parked if event.projection == name)
-        typer.echo(f"  {name:<18} position {position:<10} lag {max(head - position, 0):<8} parked {count}"
+        say(f"  {name:<18} position {position:<10} lag {max(head - position, 0):<8} parked {count}"
                    + (f"  ({name} {problems[name]})" if name in problems else ""))
     if parked:
-        typer.echo("parked events (`ledger projections retry` applies them again):")
+        say("parked events (`ledger projections retry` applies them again):")
     for event in parked:
-        typer.echo(
+        say(
             f"  {event.projection:<18} position {event.position:<10} {event.event_type} {event.originator_id}"
             f"  attempts {event.attempts}  {event.error}"
         )

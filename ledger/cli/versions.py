@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from ledger.cli.context import (
-    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, shown,
-    state,
+    ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, say,
+    shown, state,
 )
 from ledger.cli.profiles import as_in_force, describe, in_force_line, report, version_line
 from ledger.errors import NoActiveProfileError
@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
             f"  steering {index}: {shown(change.before)} → {shown(change.after)}"
             for index, change in steering.changed.items()
         ]
-        typer.echo(f"{changes.name}: version {changes.from_version} → {changes.to_version}")
+        say(f"{changes.name}: version {changes.from_version} → {changes.to_version}")
         for line in lines or ["  no differences"]:
-            typer.echo(line)
+            say(line)
 
     @app.command()
     def revert(
@@ -94,6 +94,6 @@ def register(app: typer.Typer) -> None:
             emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,
                        "latest_version": latest})
             return
-        typer.echo(describe(in_force))
-        typer.echo(in_force_line(slot.profile_id, slot.pinned_version))
-        typer.echo(f"  steering in force: {shown(in_force.steering)}")
+        say(describe(in_force))
+        say(in_force_line(slot.profile_id, slot.pinned_version))
+        say(f"  steering in force: {shown(in_force.steering)}")

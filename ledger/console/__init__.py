@@ -18,7 +18,7 @@ from ledger.api.auth import PUBLIC
 from ledger.console.errors import console_error
 from ledger.console.login import LoginPages
 from ledger.console.playground import PlaygroundPages
-from ledger.console.profiles import ProfilePages, form_of
+from ledger.console.profiles import ImportPage, ProfilePages, form_of
 from ledger.console.rendering import SECURITY_HEADERS, STATIC, template_config
 from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
 from ledger.console.status import StatusPage
@@ -27,21 +27,31 @@ from ledger.console.timeline import EventPages
 __all__ = ["console_routes", "template_config"]
 
 
-def console_routes() -> list[Any]:
+def console_routes(import_body_max: int) -> list[Any]:
     """The console's pages (the API's guard checks them, the token cookie standing for the bearer header) and
-    its static files (public)."""
-    pages = Router(
-        path="/",
-        route_handlers=[ProfilePages, EventPages, PlaygroundPages, StatusPage, LoginPages],
-        guards=[console_guard],
-        dependencies={"form": Provide(form_of)},
-        middleware=[DefineMiddleware(ConsoleSecurity, config=csrf_config())],
-        exception_handlers={Exception: console_error},
-        request_class=HTMXRequest,
-        response_headers=SECURITY_HEADERS,  # error pages: console_error adds the same
-        include_in_schema=False,
-    )
+    its static files (public). The import form takes bodies up to ``import_body_max``, as the API's import does."""
+
+    security = DefineMiddleware(ConsoleSecurity, config=csrf_config())  # one secret for every form
+
+    def pages(*controllers: Any, **layer: Any) -> Router:
+        return Router(
+            path="/",
+            route_handlers=list(controllers),
+            guards=[console_guard],
+            dependencies={"form": Provide(form_of)},
+            middleware=[security],
+            exception_handlers={Exception: console_error},
+            request_class=HTMXRequest,
+            response_headers=SECURITY_HEADERS,  # error pages: console_error adds the same
+            include_in_schema=False,
+            **layer,
+        )
+
     static = create_static_files_router(
         path="/static", directories=[STATIC], opt=dict(PUBLIC), include_in_schema=False, name="console:static"
     )
-    return [pages, static]
+    return [
+        pages(ProfilePages, EventPages, PlaygroundPages, StatusPage, LoginPages),
+        pages(ImportPage, request_max_body_size=import_body_max),
+        static,
+    ]

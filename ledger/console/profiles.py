@@ -158,6 +158,21 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID, everything: bool) -
     )
 
 
+class ImportPage(Controller):
+    """The import form's target: its own controller, as its body may be larger than other forms' (the API's
+    import's limit, see ``console_routes``)."""
+
+    path = "/"
+
+    @post("/profiles/import", name="console:import", opt=requires("admin"))
+    async def import_profile(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
+        document = await exchange_document(request)  # the file of the form, read as the API reads it
+        rename = form.get("rename") == "on"
+        outcome: Outcome = await run(request, None, lambda ledger: ledger.import_profile(document, rename=rename))
+        assert outcome.profile is not None
+        return see_other(f"/profiles/{outcome.profile.id}")
+
+
 class ProfilePages(Controller):
     path = "/"
 
@@ -200,14 +215,6 @@ class ProfilePages(Controller):
         loaded = loaded_target(runtime_of(request))  # as in the API: the loaded model, SAE and layer if not given
         outcome: Outcome = await run(request, form.get("reason"),
                                      lambda ledger: ledger.create_profile(fields, defaults=loaded))
-        assert outcome.profile is not None
-        return see_other(f"/profiles/{outcome.profile.id}")
-
-    @post("/profiles/import", name="console:import", opt=requires("admin"))
-    async def import_profile(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
-        document = await exchange_document(request)  # the file of the form, read as the API reads it
-        rename = form.get("rename") == "on"
-        outcome: Outcome = await run(request, None, lambda ledger: ledger.import_profile(document, rename=rename))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
 

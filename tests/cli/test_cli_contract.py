@@ -372,13 +372,18 @@ def test_what_the_cli_shows_of_a_profile_imports_and_closed_or_full_standard_str
                             capture_output=True, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL, close_fds=True,
                             preexec_fn=lambda: os.close(0))
     assert (closed.returncode, closed.stderr) == (1, "error: cannot read -: standard input is closed\n")
-    export = [ledger_executable(), "--database", f"sqlite:///{tmp_path}/ledger.sqlite", "export", "f"]
-    with open("/dev/full", "w") as full:  # was 70, an internal fault
-        refused = subprocess.run(export, stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    assert (refused.returncode, refused.stderr) == (1, "error: cannot write standard output: No space left on device\n")
-    nowhere = subprocess.run(export, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=lambda: os.close(1))
-    assert (nowhere.returncode, nowhere.stderr) == (1, "error: cannot write standard output: standard output is "
-                                                       "closed\n")  # was 0, the document lost
+    database = [ledger_executable(), "--database", f"sqlite:///{tmp_path}/ledger.sqlite"]
+    for command in (["export", "f"], ["list"], ["show", "f", "--json"], ["log"], ["create", "g"]):
+        with open("/dev/full", "w") as full:  # was 70, an internal fault (list, show, log, create: export's was fixed)
+            refused = subprocess.run(database + command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        assert (refused.returncode, refused.stderr) == (
+            1, "error: cannot write standard output: No space left on device\n"), command
+        if command[0] == "create":  # the change was made all the same: the README says so
+            ledger("delete", "g")
+        nowhere = subprocess.run(database + command, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                 preexec_fn=lambda: os.close(1))
+        assert (nowhere.returncode, nowhere.stderr) == (
+            1, "error: cannot write standard output: standard output is closed\n"), command  # was 0, the answer lost
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):

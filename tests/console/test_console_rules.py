@@ -4,6 +4,7 @@ an edit or revert that the active profile could not steer with is refused, as th
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterator
 
@@ -135,3 +136,21 @@ def test_a_forms_address_opened_again_leads_to_the_profiles_page_not_a_405(conso
     for action in ("edit", "revert", "activate", "delete", "restore"):  # a reload after a refusal, a bookmark
         opened = console.get(f"/profiles/calm%20sea/{action}", headers=HTML, follow_redirects=False)
         assert opened.status_code == 303 and opened.headers["location"] == "/profiles/calm%20sea", action
+
+
+def test_the_export_of_the_largest_profile_imports_again_through_the_console_as_through_the_api(sqlite_url):
+    from ledger.values import STEERING_MAX
+
+    steering = {str(index): -1.2345678901234567e-100 for index in range(STEERING_MAX)}  # the longest strengths
+    document = json.dumps({"type": "millm_profile", "version": "1.0", "profile": {"name": "wide", "steering": steering}},
+                          indent=2).encode()
+    assert len(document) > 3 * 1024 * 1024  # past the limit of other bodies, 2 MiB (it was a 413, answered in JSON)
+    with make_client(sqlite_url) as console:
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
+        headers = {**HTML, "X-CSRFToken": token}  # as htmx sends it
+        imported = console.post("/profiles/import", headers=headers, follow_redirects=False,
+                                files={"file": ("wide.json", document, "application/json")})
+        assert imported.status_code == 303 and imported.headers["location"].startswith("/profiles/"), imported.text
+        too_large = console.post("/profiles/import", headers=headers,
+                                 files={"file": ("huge.json", b" " * (17 * 1024 * 1024), "application/json")})
+        assert too_large.status_code == 413 and too_large.headers["content-type"].startswith("text/html")
