@@ -113,8 +113,10 @@ def canonical_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, to
             linear_style.add(canonical)
     for required in ("W_enc", "W_dec"):
         if required not in result:
+            found = sorted(tensors)
             raise SAEFormatError(
-                f"SAE weights lack {required} (looked for {', '.join(WEIGHT_ALIASES[required])}); found {sorted(tensors)}"
+                f"SAE weights lack {required} (looked for {', '.join(WEIGHT_ALIASES[required])}); found "
+                f"{', '.join(found[:5])}" + (f" and {len(found) - 5} more" if len(found) > 5 else "")
             )
     return result, linear_style
 

@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 import typer
 
+from ledger import values
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext, acting_as
 from ledger.errors import NotFoundError, ValidationError
@@ -145,6 +146,15 @@ def parse_uuid(value: str, what: str) -> UUID:
 def profile_ref(value: str) -> UUID:
     """The profile a command names: its id, or its name (a deleted profile by the name it last had)."""
     return state.ledger.resolve_profile(value)
+
+
+def as_text(parameter: typer.CallbackParam, value: Any) -> Any:
+    """A filter's text (each of a repeatable one's) must be text: bytes that are not UTF-8 are refused naming the
+    option (exit 1), as a stored field's are, rather than failing in the query."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, str):
+            values.text(item, parameter.opts[0] if parameter.opts else parameter.name or "argument")
+    return value
 
 
 def json_as_written(value: str | None) -> str | None:

@@ -7,12 +7,12 @@ from typing import Any, Optional
 import typer
 
 from ledger.cli.context import (
-    ACTOR, CURSOR, JSON, PROFILE, REASON, acting, emit, emit_json, json_as_written, limit_option, page_lines,
+    ACTOR, CURSOR, JSON, PROFILE, REASON, acting, as_text, emit, emit_json, json_as_written, limit_option, page_lines,
     parse_json, plain, profile_ref, say, shown, state,
 )
 from ledger.errors import RunNotFoundError
 
-RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).")
+RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).", callback=as_text)
 
 
 def execution_line(row: Any) -> str:
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         profile_id: Optional[str] = typer.Argument(
             None, metavar="[NAME_OR_ID]", help="Only this profile's executions (its name or id)."
         ),
-        run_id: Optional[str] = typer.Option(None, "--run-id", help="Only executions of this run."),
+        run_id: Optional[str] = typer.Option(None, "--run-id", help="Only executions of this run.", callback=as_text),
         limit: int = limit_option(50, "executions"),
         cursor: Optional[str] = CURSOR,
         as_json: bool = JSON,

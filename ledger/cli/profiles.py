@@ -20,7 +20,7 @@ from ledger import values
 from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
-    ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json,
+    ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, as_text, emit, emit_json,
     json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, say, shown, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
@@ -292,11 +292,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("list")
     def list_profiles(
-        tag: Optional[list[str]] = typer.Option(None, "--tag", "-t", help="Only profiles with this tag; repeatable."),
+        tag: Optional[list[str]] = typer.Option(None, "--tag", "-t", help="Only profiles with this tag; repeatable.",
+                                                callback=as_text),
         all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
         product: Optional[list[str]] = typer.Option(None, "--product", help="Only profiles for this product; "
-                                                    "repeatable (any of them)."),
-        search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description."),
+                                                    "repeatable (any of them).", callback=as_text),
+        search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description.",
+                                             callback=as_text),
         sort: ListSort = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
         limit: int = limit_option(50, "profiles"),
         cursor: Optional[str] = CURSOR,

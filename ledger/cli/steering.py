@@ -15,6 +15,7 @@ from ledger.errors import ExecutionNotFoundError, ValidationError
 from ledger.values import INT64_MAX, INT64_MIN, MAX_TOKENS_MAX, TEMPERATURE_MAX
 
 DEFAULT_LAYER = 15
+DEFAULT_MAX_TOKENS = 64  # `generate`'s, when --max-tokens is not named
 DEFAULT_D_SAE = 2048
 
 models = typer.Typer(help="The model this project generates with.", no_args_is_help=True)
@@ -140,7 +141,10 @@ def register(app: typer.Typer) -> None:
         version: Optional[int] = typer.Option(None, "--version", min=1, help="Steer with this version of the profile."),
         seed: Optional[int] = typer.Option(None, "--seed", min=INT64_MIN, max=INT64_MAX,
                                            help="Default: a random seed, recorded for replay."),
-        max_tokens: int = typer.Option(64, "--max-tokens", min=1, max=MAX_TOKENS_MAX),
+        max_tokens: Optional[int] = typer.Option(
+            None, "--max-tokens", min=1, max=MAX_TOKENS_MAX,
+            help=f"Default: {DEFAULT_MAX_TOKENS}, or to the end of the context. Named: a prompt that leaves fewer "
+                 "positions is refused, as the API refuses it."),
         temperature: float = typer.Option(0.0, "--temperature", min=0, max=TEMPERATURE_MAX, help="0 is greedy."),
         top_p: float = typer.Option(1.0, "--top-p", min=0, max=1, help="Nucleus sampling: in (0, 1]."),
         method: str = typer.Option("add", "--method", help="add or add_normalized."),
@@ -158,8 +162,8 @@ def register(app: typer.Typer) -> None:
             messages = [{"role": "system", "content": system}] if system else []
             messages.append({"role": "user", "content": prompt})
             completion = Completion(
-                messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                profile=profile, profile_version=version, method=method,
+                messages=messages, max_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=temperature, top_p=top_p,
+                seed=seed, profile=profile, profile_version=version, method=method, within_context=max_tokens is not None,
             )
             with acting(actor, reason):
                 service = GenerationService(state.ledger, engine)

@@ -341,13 +341,21 @@ def test_a_device_or_dtype_torch_cannot_use_stops_serve_at_start_in_one_line(led
         monkeypatch.delenv(name)
 
 
-def test_a_model_or_sae_named_that_cannot_be_used_stops_serve_at_start_in_one_line(ledger, tmp_path):
+def test_a_model_or_sae_named_that_cannot_be_used_stops_serve_at_start_in_one_line(ledger, tmp_path, tiny_model_dir):
     from tests.api.conftest import free_port
 
     port = str(free_port())
+    (tmp_path / "config-only").mkdir()
+    shutil.copy(tiny_model_dir / "config.json", tmp_path / "config-only")
+    (tmp_path / "empty").mkdir()
+    tiny = ("--model", str(tiny_model_dir))
     for args, said in ((("--model", str(tmp_path / "absent")), f"error: no model at {tmp_path / 'absent'}"),
                        (("--model", str(tmp_path)), f"error: {tmp_path} holds no model that can be loaded"),
-                       (("--sae", str(tmp_path / "absent")), f"error: no SAE at {tmp_path / 'absent'}")):
+                       (("--sae", str(tmp_path / "absent")), f"error: no SAE at {tmp_path / 'absent'}"),
+                       # these three were a traceback and exit 3, as the server started
+                       (("--model", str(tmp_path / "config-only")), "error: "),
+                       ((*tiny, "--sae", str(tmp_path / "empty")), f"error: {tmp_path / 'empty'} holds no weights"),
+                       ((*tiny, "--sae", str(tiny_model_dir)), "error: SAE weights lack W_enc")):
         result = ledger("serve", "--port", port, *args, code=1)  # before: served without it, or a traceback (3)
         assert result.stderr.startswith(said) and len(result.stderr.splitlines()) == 1, result.stderr
     refused = ledger("serve", "--port", "99999", code=2)  # before: it logged 99999 and listened on 34463
@@ -527,6 +535,11 @@ def test_text_that_is_no_unicode_is_refused_naming_its_field_not_an_internal_fau
         refused = ledger(*command, code=1)
         assert f"{field} must not contain a lone surrogate" in refused.stderr, refused.stderr
     assert "no profiles" in ledger("list").stdout
+    for command, option in ((("list", "--search", "x\udcff"), "--search"), (("list", "--tag", "x\udcff"), "--tag"),
+                            (("list", "--product", "x\udcff"), "--product"), (("run", "q\udcff"), "run_id"),
+                            (("spec", "q\udcff"), "run_id"), (("executions", "--run-id", "q\udcff"), "--run-id")):
+        refused = ledger(*command, code=1)  # filters too: they were an internal fault (exit 70)
+        assert f"{option} must not contain a lone surrogate" in refused.stderr, (command, refused.stderr)
 
 
 def test_the_active_profile_pinned_to_an_earlier_version_reads_in_the_cli_as_in_the_api(ledger, tmp_path):

@@ -70,3 +70,10 @@ def test_sae_train_writes_an_saelens_sae_that_loads_back(tmp_path, tiny_model_di
     assert (out / "cfg.json").exists() and (out / "sae_weights.safetensors").exists()
     sae = load_sae(out)
     assert (sae.layer, sae.d_sae, sae.d_in) == (1, 32, 64)
+
+
+def test_generate_refuses_max_tokens_the_context_cannot_hold_as_the_api_does(tmp_path, tiny_model_dir, sae_dir):
+    model = ["--model", str(tiny_model_dir), "--sae", str(sae_dir)]  # the tiny model holds 512 positions
+    refused = ledger(tmp_path, "generate", "hello", "--max-tokens", "4096", *model, ok=False)
+    assert refused.returncode == 1 and "context" in refused.stderr, refused.stderr  # it ran, cut short, exit 0
+    assert json.loads(ledger(tmp_path, "executions", "--json").stdout)["executions"] == []  # nothing was recorded
