@@ -37,7 +37,7 @@ from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
 
 from ledger.api.schemas import ProfileRead
-from ledger.states import convert, showing_version
+from ledger.states import convert, entity_tag, showing_version
 
 MAX_AGE_SECONDS = 0.5
 
@@ -62,9 +62,9 @@ class PreparedResponse(Response[Any]):
     """A response built once and answered as is: the route returns it instead of a fresh ``Response``, and
     Litestar's conversion to an ASGI response hands back the one made when the body was loaded."""
 
-    def __init__(self, body: bytes) -> None:
-        super().__init__(body, media_type="application/json")
-        self._asgi = ASGIResponse(body=body, media_type="application/json")
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="application/json", headers=headers)
+        self._asgi = ASGIResponse(body=body, media_type="application/json", headers=headers)
 
     def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:  # type: ignore[override]
         return self._asgi
@@ -176,5 +176,7 @@ class ActiveProfileCache:
         active = reads.active_profile()
         row = reads.get_profile(active.profile_id) if active is not None else None
         body = active_body(reads, row, active.pinned_version) if row is not None and active is not None else None
-        response = PreparedResponse(encode_json(body)) if body is not None else None
+        response = None
+        if row is not None and body is not None:  # with the ETag of the version it shows, as GET by id gives it
+            response = PreparedResponse(encode_json(body), {"ETag": entity_tag(row.id, body.version, row.revision)})
         return Loaded(generation, position, response, time.monotonic(), cacheable=position >= head)

@@ -170,6 +170,7 @@ class ProfileController(Controller):
         "/active",
         summary="The active profile, showing the version in force (`pinned`, `latest_version`)",
         responses=responses(NOT_FOUND, INVALID, TIMEOUT),
+        response_headers=[ETAG_DOC],
         operation_class=DocumentsMinPosition,
     )
     async def get_active(self, request: Request[Any, Any, Any]) -> Response[ProfileRead]:
