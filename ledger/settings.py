@@ -132,6 +132,9 @@ class Settings:
     """The most generation requests waiting for a place; more are refused with 503 (``LEDGER_MAX_QUEUE``)."""
     step_tokens: int = 512
     """Prompt and generated tokens one forward step may run (``LEDGER_STEP_TOKENS``)."""
+    generation_grace: float = 6.0
+    """At shutdown, seconds running generations may still take before they are cut short (``LEDGER_GENERATION_GRACE``;
+    at most 8: the server's own grace is 10)."""
     inline_projections: bool = True
     """Whether a server writes the read models in the transaction that records the events
     (``LEDGER_INLINE_PROJECTIONS=off``: only the asynchronous workers do, and commands wait for them)."""
@@ -154,6 +157,7 @@ class Settings:
             max_batch=number_setting(environ, "LEDGER_MAX_BATCH", 32, minimum=1),
             max_queue=number_setting(environ, "LEDGER_MAX_QUEUE", 128, minimum=0),
             step_tokens=number_setting(environ, "LEDGER_STEP_TOKENS", 512, minimum=1),
+            generation_grace=number_setting(environ, "LEDGER_GENERATION_GRACE", 6.0, minimum=0.0),
             inline_projections=parse_switch(environ.get("LEDGER_INLINE_PROJECTIONS"), default=True),
             allowed_hosts=_names(environ.get("LEDGER_ALLOWED_HOSTS")),
         )

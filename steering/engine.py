@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -17,7 +18,9 @@ from .hooks import SteeringVector
 from .layers import check_layer
 from .models import LoadedModel
 from .sae import SAE, check_feature_indices, steering_vector
-from .scheduler import MAX_BATCH, MAX_QUEUE, EngineClosedError, RequestCancelledError, Scheduler, SchedulerStats
+from .scheduler import (
+    MAX_BATCH, MAX_QUEUE, CutShortError, EngineClosedError, RequestCancelledError, Scheduler, SchedulerStats,
+)
 
 VECTOR_CACHE_SIZE = 256  # profile versions whose steering vector is kept
 
@@ -32,7 +35,7 @@ class SteeringSnapshot(SteeringVector):
     applied_at: datetime
 
 
-__all__ = ["EngineClosedError", "SteeringEngine", "SteeringSnapshot"]
+__all__ = ["CutShortError", "EngineClosedError", "SteeringEngine", "SteeringSnapshot"]
 
 
 class SteeringEngine:
@@ -170,6 +173,17 @@ class SteeringEngine:
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()
+
+    def drain(self, grace_s: float) -> None:
+        """Before a shutdown: take no more requests, refuse those waiting for a place (they ran nothing), give the
+        running ones ``grace_s`` seconds to finish, then cut them short (their callers get what they generated, as
+        CutShortError)."""
+        deadline = time.monotonic() + grace_s
+        if self.scheduler.stop_taking() == 0:
+            return
+        while self.scheduler.stats().running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.scheduler.cut_short()
 
     def close(self) -> None:
         """Finish admitted and queued work and stop the scheduler."""

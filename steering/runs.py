@@ -86,6 +86,38 @@ class GenerationService:
         self.ledger = ledger
         self.engine = engine
         self.projector = projector
+        self._recording: set[threading.Thread] = set()  # records made off the callers' threads, under way
+        self._recording_lock = threading.Lock()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait (up to ``timeout`` seconds) for the records made off the callers' threads (before the ledger closes:
+        what was served must reach the log); False if some are still under way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._recording_lock:
+                pending = next(iter(self._recording), None)
+            if pending is None:
+                return True
+            pending.join(max(0.0, deadline - time.monotonic()))
+            if pending.is_alive():
+                logger.error("a served generation was still being recorded at shutdown: it may be missing from the log")
+                return False
+
+    def _in_background(self, command: contextvars.Context, name: str, work: Callable[..., Any], *args: Any) -> None:
+        """``work(*args)`` on a thread of its own, in ``command``'s context (its actor): what is heard on the
+        scheduler's thread, or after the caller has gone, must not hold either up. :meth:`settle` waits for it."""
+
+        def recording() -> None:
+            try:
+                command.run(work, *args)
+            finally:
+                with self._recording_lock:
+                    self._recording.discard(threading.current_thread())
+
+        thread = threading.Thread(target=recording, name=name, daemon=True)
+        with self._recording_lock:
+            self._recording.add(thread)
+        thread.start()
 
     # -- profiles ------------------------------------------------------------------------------------
     def spec_at(self, profile_id: UUID, version: int | None) -> ProfileSpec:
@@ -171,7 +203,7 @@ class GenerationService:
                 on_recorded(outcome)
 
         def unread(outcome: GenerationResult | RequestCancelledError) -> None:
-            _in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
+            self._in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
 
         return _run(self.engine.stream, request, on_done=done, abandoned=abandoned, on_unread=unread)
 
@@ -201,12 +233,12 @@ class GenerationService:
                 if len(ended) < 2:
                     return
             if reader_left:  # heard on the scheduler's thread: recorded on one of its own, as the command's actor
-                _in_background(command, "record-compared", record)
+                self._in_background(command, "record-compared", record)
             else:
                 record()
 
         def steered_left(outcome: GenerationResult | RequestCancelledError) -> None:
-            _in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
+            self._in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
             end("steered", None, reader_left=True)
 
         def twin_left(outcome: GenerationResult | RequestCancelledError) -> None:
@@ -361,12 +393,6 @@ class GenerationService:
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
             warnings=warnings,
         )
-
-
-def _in_background(command: contextvars.Context, name: str, work: Callable[..., Any], *args: Any) -> None:
-    """``work(*args)`` on a thread of its own, in ``command``'s context (its actor): what is heard on the scheduler's
-    thread, or after the caller has gone, must not hold either up."""
-    threading.Thread(target=command.run, args=(work, *args), name=name, daemon=True).start()
 
 
 def _served(result: GenerationResult) -> dict[str, Any]:

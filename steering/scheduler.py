@@ -63,6 +63,10 @@ class RequestCancelledError(SteeringError, RuntimeError):
         self.request, self.partial = request, partial
 
 
+class CutShortError(RequestCancelledError):
+    """The server is shutting down: the request was cut short while it ran (``partial``: what it had generated)."""
+
+
 class Ticket:
     """One submitted request: its Future, its stream of deltas, and a way to give it up."""
 
@@ -72,6 +76,7 @@ class Ticket:
         self.events: queue.SimpleQueue[int | None] | None = queue.SimpleQueue() if stream else None
         self.abandoned = abandoned
         self._cancelled = False
+        self.cut_short = False  # given up because the server is shutting down
         self.submitted = time.perf_counter()
         self._scheduler = scheduler
 
@@ -202,6 +207,27 @@ class Scheduler:
                 ttft_buckets=tuple(buckets), ttft_sum_s=self._ttft_sum, ttft_count=self._ttft_count,
             )
 
+    def stop_taking(self) -> int:
+        """Take no more requests (EngineClosedError) and refuse those still waiting for a place, which have run
+        nothing; the running ones go on. Returns how many are running."""
+        with self._condition:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), deque()
+            self._refused += len(waiting)
+            running = len(self._running)
+            self._condition.notify()
+        for ticket in waiting:
+            ticket.answer(EngineClosedError("the server is shutting down; try again"))
+        return running
+
+    def cut_short(self) -> None:
+        """Give up every running request (each leaves the batch at the next step with CutShortError and what it had
+        generated)."""
+        with self._condition:
+            for ticket in self._running:
+                ticket.cut_short = True
+            self._condition.notify()
+
     def close(self) -> None:
         """Finish the admitted and queued work, then stop the thread."""
         with self._condition:
@@ -249,7 +275,7 @@ class Scheduler:
         """Rows given up leave the batch; requests given up while they wait leave the queue (their callers, still
         waiting on them, are answered at once)."""
         with self._condition:
-            running = [ticket for ticket in self._running if ticket.cancelled]
+            running = [ticket for ticket in self._running if ticket.cancelled or ticket.cut_short]
             waiting = [ticket for ticket in self._waiting if ticket.cancelled]
             self._running = [ticket for ticket in self._running if ticket not in running]
             for ticket in waiting:
@@ -257,8 +283,12 @@ class Scheduler:
             self._cancelled += len(running) + len(waiting)
         for ticket in running:
             self._batch.drop(ticket.row)
-            ticket.answer(RequestCancelledError("the request was cancelled", ticket.row.request,
-                                                given_up(self.loaded, ticket.row)))
+            partial = given_up(self.loaded, ticket.row)
+            if ticket.cut_short:
+                ticket.answer(CutShortError("the server is shutting down: the generation was cut short",
+                                            ticket.row.request, partial))
+            else:
+                ticket.answer(RequestCancelledError("the request was cancelled", ticket.row.request, partial))
         for ticket in waiting:
             ticket.answer(RequestCancelledError("the request was cancelled"))
 

@@ -115,6 +115,17 @@ class EngineBusyError(ServiceUnavailableError):
         self.retry_after_s = retry_after_s
 
 
+class ShuttingDownError(ServiceUnavailableError):
+    """The server is shutting down: a generation waiting for a place was refused (nothing ran or was recorded), or
+    one running was cut short (what it had generated is recorded as ``partial``); another server can take it."""
+
+    code = "shutting_down"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, retry_after_s=1, **details)
+        self.retry_after_s = 1
+
+
 class ProjectionTimeoutError(ApiError):
     """The read side did not reach the position the client asked to read after."""
 
@@ -230,10 +241,13 @@ _PARAMS = {  # the /v1 fields
 def _from_the_scheduler(exc: Exception) -> Exception:
     """The generation scheduler's refusals as ledger errors: a full queue is 503 ``engine_busy`` with
     ``Retry-After``; a generation given up because its client went away, 499 (nobody reads it: counted, not logged
-    as a failure). Only once the scheduler was loaded: the API imports no model code until a model is."""
+    as a failure); one refused or cut short because the server is shutting down, 503 ``shutting_down``. Only once
+    the scheduler was loaded: the API imports no model code until a model is."""
     scheduler = sys.modules.get("steering.scheduler")
     if scheduler is not None and isinstance(exc, scheduler.SchedulerFullError):
         return EngineBusyError(str(exc), exc.retry_after_s)
+    if scheduler is not None and isinstance(exc, (scheduler.EngineClosedError, scheduler.CutShortError)):
+        return ShuttingDownError(str(exc))
     if scheduler is not None and isinstance(exc, scheduler.RequestCancelledError):
         return ClientClosedRequestError(str(exc))
     return exc

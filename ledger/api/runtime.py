@@ -158,6 +158,15 @@ class Runtime:
         finally:
             self._stop()
 
+    def begin_shutdown(self, generation_grace_s: float) -> None:
+        """The server is about to stop (from any thread): event streams end, and generations drain: no new ones, those
+        waiting for a place are refused, those running are cut short after ``generation_grace_s`` seconds (see
+        ``SteeringEngine.drain``), so each is answered, and recorded, before the server's own grace runs out."""
+        self.shutdown.set()
+        if self.steering is not None:
+            threading.Thread(target=self.steering.engine.drain, args=(generation_grace_s,), daemon=True,
+                             name="steering-drain").start()
+
     def _stop(self) -> None:
         assert self.ledger is not None and self.active is not None and self.progress is not None
         self.shutdown.set()

@@ -39,6 +39,9 @@ from ledger.settings import Settings
 log = logging.getLogger("ledger.api")
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+GENERATION_GRACE_MAX = GRACEFUL_SHUTDOWN_SECONDS - 2
+"""At shutdown, running generations may finish within ``Settings.generation_grace`` (at most this); then they are
+cut short (recorded as ``partial``) and answered within uvicorn's grace, after which it cancels what still runs."""
 FD_RESERVE = 256
 """File descriptors kept free of client connections: the database pool, the model's files, logs."""
 
@@ -217,13 +220,18 @@ class LedgerServer(uvicorn.Server):
         self.shutdown_begun = self.runtime.shutdown if self.runtime is not None else threading.Event()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.shutdown_begun.set()
+        self._begin_shutdown()
         super().handle_exit(sig, frame)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (from any thread)."""
-        self.shutdown_begun.set()
+        self._begin_shutdown()
         self.should_exit = True
+
+    def _begin_shutdown(self) -> None:
+        if self.runtime is not None and not self.shutdown_begun.is_set():
+            self.runtime.begin_shutdown(min(self.runtime.settings.generation_grace, GENERATION_GRACE_MAX))
+        self.shutdown_begun.set()
 
 
 def head_as_get(app: ASGIApp) -> ASGIApp:

@@ -15,6 +15,9 @@ log = logging.getLogger("ledger.api")
 OTHER_THREADS = 40  # anyio's default pool size
 
 
+RECORD_SETTLE_SECONDS = 10.0  # at shutdown, records of served generations still under way are waited for this long
+
+
 def load_engine(settings: Settings) -> Any:
     """Load the configured model (and SAE) into a SteeringEngine; None when no model is configured."""
     if not settings.model:
@@ -83,3 +86,4 @@ class SteeringRuntime:
             self._thread.join(5)
         self.follower.close()
         self.engine.close()
+        self.generation.settle(RECORD_SETTLE_SECONDS)  # what was served reaches the log before the ledger closes
