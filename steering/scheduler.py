@@ -174,10 +174,12 @@ class Scheduler:
         with self._condition:
             if self._closed:
                 raise EngineClosedError("the engine is closed")
-            free_rows = self.max_batch - len(self._running)
-            if len(self._waiting) >= self.max_queue + max(free_rows, 0):
+            free_rows = max(self.max_batch - len(self._running), 0)
+            if len(self._waiting) >= self.max_queue + free_rows:
                 self._refused += 1
-                raise SchedulerFullError(len(self._running), len(self._waiting), self._retry_after())
+                starting = min(free_rows, len(self._waiting))  # admitted: they take a row at the next step
+                raise SchedulerFullError(len(self._running) + starting, len(self._waiting) - starting,
+                                         self._retry_after())
             self._waiting.append(ticket)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="steering-scheduler", daemon=True)

@@ -224,3 +224,13 @@ def test_what_a_caller_that_left_was_given_is_handed_back_whole_or_in_part(loade
         engine.submit(short).result(timeout=30)  # one step later: the streamed one has ended too
         deltas.close()  # before its last delta was read
         assert [result.completion_tokens for result in unread] == [2]
+
+
+def test_a_refusal_counts_as_waiting_only_the_requests_beyond_the_free_rows(loaded) -> None:
+    scheduler = Scheduler(loaded, max_batch=2, max_queue=2)
+    scheduler._thread = threading.Thread()  # not started: every request stays where submit put it
+    requests = [scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3)) for _ in range(4)]
+    with pytest.raises(SchedulerFullError) as refused:
+        scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3))
+    assert "(2 requests running, 2 waiting for a place)" in str(refused.value)  # was "0 running, 4 waiting"
+    assert len(requests) == 4
