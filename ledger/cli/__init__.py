@@ -12,7 +12,7 @@ import click
 import typer
 
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
-from ledger.cli.context import state
+from ledger.cli.context import ReaderGoneError, state
 from ledger.errors import LedgerError
 from ledger.outages import is_database_unavailable, missing_table, refused_for_good
 from steering.errors import SteeringError
@@ -71,6 +71,9 @@ def main() -> None:
     except SteeringError as error:  # a model or SAE directory that cannot be used, a feature out of range: input
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
+    except ReaderGoneError:  # nothing more is read: end quietly, as `cmd | head -1` expects of any tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the final flush must not fail too)
+        sys.exit(141)
     except ABORTED:
         typer.echo("aborted", err=True)
         sys.exit(130)

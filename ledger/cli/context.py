@@ -181,9 +181,14 @@ def parse_json(value: str | None, what: str) -> Any:
         raise ValidationError(f"{what} is nested too deeply", field=what) from None
 
 
+class ReaderGoneError(Exception):
+    """Standard output's reader went away (``ledger list | head -1``): the command ends quietly with exit 141, as
+    shell tools do (128 + SIGPIPE)."""
+
+
 def write_output(output: Path | None, text: str) -> bool:
     """``text`` into ``output`` (True), or onto stdout when there is none or it is ``-`` (False); a file that
-    cannot be written is a refusal naming it (exit 1)."""
+    cannot be written is a refusal naming it (exit 1), a pipe whose reader left a quiet end (ReaderGoneError)."""
     to_stdout = output is None or str(output) == "-"
     try:
         if to_stdout:
@@ -194,6 +199,8 @@ def write_output(output: Path | None, text: str) -> bool:
         else:
             output.write_text(text, encoding="utf-8")  # type: ignore[union-attr]
     except OSError as error:
+        if to_stdout and isinstance(error, BrokenPipeError):
+            raise ReaderGoneError() from None
         where = "standard output" if to_stdout else output
         raise ValidationError(f"cannot write {where}: {error.strerror or error}", field="output") from None
     return not to_stdout

@@ -392,6 +392,11 @@ def test_what_the_cli_shows_of_a_profile_imports_and_closed_or_full_standard_str
                                  preexec_fn=lambda: os.close(1))
         assert (nowhere.returncode, nowhere.stderr) == (
             1, "error: cannot write standard output: standard output is closed\n"), command  # was 0, the answer lost
+    for _ in range(3):
+        ledger("create", f"more {_}")
+    piped = subprocess.Popen(database + ["list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    piped.stdout.close()  # `ledger list | head -0`: the reader is gone before the first line
+    assert (piped.wait(60), piped.stderr.read()) == (141, b"")  # as shell tools end (was 1, with an error line)
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
