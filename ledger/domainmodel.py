@@ -463,7 +463,10 @@ class Execution(Aggregate):
         kind: str = "external",
         details: Mapping[str, Any] | None = None,
         replay_of: UUID | None = None,
+        execution_id: UUID | None = None,
     ) -> Execution:
+        """The execution's first event; ``execution_id``: its id when the caller named it before it ran (a stream's
+        chunks carry it), else a new one."""
         if profile is not None:
             profile.require_live()
             profile_version: int | None = profile.require_version(version)
@@ -475,7 +478,9 @@ class Execution(Aggregate):
             raise ValidationError(
                 f"status must be one of {', '.join(EXECUTION_STATUSES)} (got {status!r})", field="status"
             )
-        return cls(
+        return cls._create(
+            cls.Recorded,
+            id=execution_id,
             profile_id=profile.id if profile is not None else None,
             profile_version=profile_version,
             run_id=values.run_id(run_id),

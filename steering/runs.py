@@ -51,6 +51,7 @@ class Completion:
     method: str = "add"
     replay_of: UUID | None = None
     within_context: bool = False  # the caller named max_tokens: refuse a prompt that leaves less room
+    execution_id: UUID | None = None  # the id to record it under, when the caller names it before it runs (a stream)
 
 
 @dataclass(frozen=True)
@@ -375,7 +376,8 @@ class GenerationService:
         profile_id = spec.profile_id if spec else None
         version = spec.version if spec else None
         run = {"seed": request.seed, "status": status, "duration_ms": round(result.duration_s * 1000, 3),
-               "kind": "generation", "details": details, "replay_of": completion.replay_of}
+               "kind": "generation", "details": details, "replay_of": completion.replay_of,
+               "execution_id": completion.execution_id}
         warnings: tuple[str, ...] = ()
         try:
             recorded = self.ledger.record_execution(profile_id, version=version, **run)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import threading
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -247,11 +248,12 @@ class ChatController(Controller):
     ) -> Stream:
         """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's)."""
         recorded: list[Any] = []
+        completion = dataclasses.replace(completion, execution_id=uuid4())  # its chunks' id, as a whole answer's
         # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
         # Queued now, too: a full queue is a 503 rather than a broken stream.
         deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append,
                                                                 abandoned=request.scope.get(DEPARTED)))
-        stream_id = f"chatcmpl-{time.time_ns():x}"
+        stream_id = f"chatcmpl-{completion.execution_id.hex}"
 
         def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             body = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,

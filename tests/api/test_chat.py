@@ -78,6 +78,9 @@ def test_the_official_openai_client_gets_a_completion_plain_and_streamed(server)
     ))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-1].system_fingerprint == completion.system_fingerprint  # the same run, however it is read
+    recorded = chunks[-1].model_extra["ledger"]["execution_id"]  # as a whole answer's id names its execution
+    assert {chunk.id for chunk in chunks} == {f"chatcmpl-{recorded.replace('-', '')}"}  # was a clock reading
+    assert completion.id == f"chatcmpl-{completion.model_extra['ledger']['execution_id'].replace('-', '')}"
     assert client.models.retrieve("tiny").id == "tiny"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4")
