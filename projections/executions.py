@@ -77,7 +77,7 @@ class ExecutionQueries(Queries):
         params: dict[str, Any] = {"limit": limit + 1}
         if not add_equalities(where, params, profile_id, run_id=run_id):
             return Page(items=(), next_cursor=None)
-        listing = f"executions:{params.get('profile_id')}:{run_id}"
+        listing = f"executions:{params.get('profile_id')}:{params.get('run_id')}"
         if cursor is not None:
             (params["before"],) = cursors.decode(cursor, listing, (int,))
             where.append("position < :before")

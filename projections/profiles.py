@@ -122,10 +122,17 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _search_terms(search: str) -> tuple[str, str]:
-    """A search term as names are searched (NFKC-normalised, as names are stored: ``ｃａｌｍ`` finds ``calm``) and
-    as descriptions are (as written); both folded, as the columns are."""
-    return search_text(unicodedata.normalize("NFKC", search).strip()), search_text(search.strip())
+SEARCH_WORDS_MAX = 32
+
+
+def _search_terms(search: str) -> list[tuple[str, str]]:
+    """Each word of a search (every one must be found, in the name or the description, in any order) as names are
+    searched (NFKC-normalised, as names are stored: ``ｃａｌｍ`` finds ``calm``) and as descriptions are (as
+    written); both folded, as the columns are."""
+    words = search.split()
+    if len(words) > SEARCH_WORDS_MAX:
+        raise InvalidQueryError(f"search takes at most {SEARCH_WORDS_MAX} words (got {len(words)})")
+    return [(search_text(unicodedata.normalize("NFKC", word)), search_text(word)) for word in words]
 
 
 def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, products: list[str],
@@ -136,10 +143,9 @@ def _shows(version: Any, name_search: str, tags: list[str], tags_match: str, pro
         return False
     if products and not set(version.products).intersection(products):
         return False
-    if not (search and search.strip()):
-        return True
-    in_names, in_descriptions = _search_terms(search)
-    return in_names in name_search or in_descriptions in search_text(version.description)
+    description = search_text(version.description)
+    return all(in_names in name_search or in_descriptions in description
+               for in_names, in_descriptions in _search_terms(search or ""))
 
 
 class ProfileQueries(Queries):
@@ -171,9 +177,11 @@ class ProfileQueries(Queries):
         products = [product.strip() for product in (products or []) if product and product.strip()]
         if products:
             where.append(self._labels_filter("products", products, "any", params))
-        if search and search.strip():
-            params["name_pattern"], params["pattern"] = map(_like_pattern, _search_terms(search))
-            where.append("(name_search LIKE :name_pattern ESCAPE '\\' OR description_search LIKE :pattern ESCAPE '\\')")
+        for word, (in_names, in_descriptions) in enumerate(_search_terms(search or "")):
+            params[f"name_pattern{word}"] = _like_pattern(in_names)
+            params[f"pattern{word}"] = _like_pattern(in_descriptions)
+            where.append(f"(name_search LIKE :name_pattern{word} ESCAPE '\\' "
+                         f"OR description_search LIKE :pattern{word} ESCAPE '\\')")
         pinned = self._pinned_in_force() if where else None
         if pinned is not None:  # the list shows its version in force: the filters test that, not its latest
             version, name_search = pinned

@@ -11,7 +11,8 @@ from projections.dialect import Dialect
 from projections.errors import InvalidQueryError
 from projections.tables import reader
 
-MAX_LIMIT = 1000
+MAX_LIMIT = 1000  # a page of the audit log
+PAGE_MAX = 500  # a page of profiles, versions or executions, as the API and the CLI take it
 T = TypeVar("T")
 
 
@@ -33,13 +34,16 @@ def as_uuid(value: UUID | str) -> UUID | None:
 def add_equalities(where: list[str], params: dict[str, Any], profile_id: UUID | str | None = None,
                    **values: Any) -> bool:
     """``column = :column`` for each value given (``profile_id`` first, as a UUID); False when ``profile_id`` is not
-    a UUID, which no row can match."""
+    a UUID, which no row can match. Text is compared as it is stored, trimmed; empty text filters nothing, as an
+    empty search or tag does not."""
     if profile_id is not None:
         identity = as_uuid(profile_id)
         if identity is None:
             return False
         values = {"profile_id": identity, **values}
     for column, value in values.items():
+        if isinstance(value, str):
+            value = value.strip() or None
         if value is not None:
             params[column] = value
             where.append(f"{column} = :{column}")

@@ -32,6 +32,7 @@ from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import StaleVersionError
 from ledger.values import ACTOR_MAX, INT64_MAX, REASON_MAX, actor_name, iso_time
+from projections.reading import PAGE_MAX
 
 
 def runtime_of(state: State) -> Runtime:
@@ -52,7 +53,7 @@ MinPosition = Annotated[int | None, QueryParameter(**LOG_POSITION, description=M
 XMinPosition = Annotated[
     int | None, HeaderParameter(name="X-Min-Position", **LOG_POSITION, description=X_MIN_POSITION_DOC)
 ]
-Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+Limit = Annotated[int, QueryParameter(ge=1, le=PAGE_MAX)]
 Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page.")]
 QUERY: dict[str, Any] = {"sync_to_thread": True, "responses": responses(INVALID, TIMEOUT)}
 """The route options of a query of the read side (which may wait for ``min_position``)."""

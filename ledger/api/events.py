@@ -33,6 +33,7 @@ from ledger.api.tokens import TokenController
 from ledger.idempotency import IdempotencyKey
 from ledger.outages import is_database_unavailable
 from ledger.states import convert
+from projections.reading import MAX_LIMIT
 from projections import cursors
 
 SCAN_BATCH = 50
@@ -86,7 +87,7 @@ class EventController(Controller):
         since: Annotated[str | None, QueryParameter(description="ISO 8601 time, inclusive.")] = None,
         until: Annotated[str | None, QueryParameter(description="ISO 8601 time, exclusive.")] = None,
         after: After = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 100,
         cursor: Cursor = None,
     ) -> EventList:
         filters = {

@@ -21,7 +21,7 @@ from ledger.domainmodel import CommandContext, acting_as
 from ledger.errors import NotFoundError, ValidationError
 from ledger.settings import Database, Settings
 from projections.dialect import POSTGRES, SQLITE
-from projections.reading import MAX_LIMIT
+from projections.reading import PAGE_MAX
 
 NO_LEDGER = ("no ledger at %s: nothing was recorded there (check --database or LEDGER_DATABASE_URL; `ledger db init`, "
              "a server or a command that writes creates one)")
@@ -259,7 +259,7 @@ REASON = typer.Option(None, "--reason", help="Why (recorded on events).")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
-def limit_option(default: int | None, what: str, most: int | None = MAX_LIMIT) -> Any:
+def limit_option(default: int | None, what: str, most: int | None = PAGE_MAX) -> Any:
     """``--limit``: a usage error (exit status 2, with the usage) outside 1 to ``most``."""
     bounds = f"1 to {most}" if most else "1 or more"
     return typer.Option(default, "--limit", min=1, max=most, help=f"At most this many {what} ({bounds}).")

@@ -157,3 +157,13 @@ def test_ids_and_times_in_an_event_read_as_everywhere_else_in_the_api(client):
         "events"
     ]
     assert recorded["data"]["profile_id"] == execution["profile_id"] == made["id"]
+
+
+def test_an_empty_or_padded_filter_reads_as_the_profile_list_reads_one(client):
+    made = client.post("/api/profiles", json={"name": "filtered"}, headers={"X-Actor": "rev"}).json()
+    query = fresh(client, made["position"])
+    everything = client.get("/api/events", params=query).json()["events"]
+    for empty in ({"type": ""}, {"actor": ""}, {"actor": "   "}):  # was no event at all: a filter on ""
+        assert client.get("/api/events", params={**query, **empty}).json()["events"] == everything, empty
+    by_rev = client.get("/api/events", params={**query, "actor": " rev "}).json()["events"]  # as stored: trimmed
+    assert by_rev and {event["actor"] for event in by_rev} == {"rev"}

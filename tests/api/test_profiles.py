@@ -76,9 +76,11 @@ def test_list_filters_sorts_and_paginates(client):
         assert [p["name"] for p in listed] == ["p0", "p1", "p2", "p6"]
     assert [p["name"] for p in client.get("/api/profiles", params={"search": "P3"}).json()["profiles"]] == ["p3"]
     create(client, "ｃａｌｍ ｓｅａ", description="ｗｉｄｅ")  # the name is stored as "calm sea"; the description as written
-    for term, found in (("ｃａｌｍ", ["calm sea"]), ("CALM", ["calm sea"]), ("ｗｉｄｅ", ["calm sea"]), ("wide", [])):
+    for term, found in (("ｃａｌｍ", ["calm sea"]), ("CALM", ["calm sea"]), ("ｗｉｄｅ", ["calm sea"]), ("wide", []),
+                        ("sea  calm", ["calm sea"]), ("sea ｗｉｄｅ", ["calm sea"]), ("sea storm", [])):  # its words
         listed = client.get("/api/profiles", params={"search": term}).json()["profiles"]
-        assert [p["name"] for p in listed] == found, term  # a name is found as it was typed
+        assert [p["name"] for p in listed] == found, term  # a name is found as it was typed (each word of it)
+    assert_error(client.get("/api/profiles", params={"search": "w " * 33}), 422)
     client.delete("/api/profiles/calm sea")
     updated = client.get("/api/profiles", params={"sort": "updated"}).json()["profiles"]
     assert [p["name"] for p in updated][:2] == ["p6", "p5"]

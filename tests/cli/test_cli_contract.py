@@ -572,3 +572,11 @@ def test_an_auditor_without_a_model_learns_why_a_run_cannot_be_replayed_and_whos
     assert "is not a generation" in refused and "model" not in refused, refused
     ledger("delete", "runner")
     assert "profile runner (deleted)" in ledger("run", "cohort-1").stdout  # was "profile (deleted)", no name
+
+
+def test_the_cli_reads_run_ids_and_limits_as_the_api_does(ledger):
+    ledger("create", "runner", "-f", "1=1")
+    ledger("record-execution", "runner", "--run-id", "  pad  ")  # stored trimmed
+    listed = as_json(ledger("executions", "--run-id", " pad ", "--json"))["executions"]
+    assert [e["run_id"] for e in listed] == ["pad"]  # was none: the filter was not trimmed, as `ledger run`'s is
+    assert "--limit" in ledger("list", "--limit", "501", code=2).stderr  # the API's bound, 500 (it took 1000)
