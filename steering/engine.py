@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from .errors import SteeringError
+from .errors import SAEFormatError, SteeringError
 from .generate import STEP_TOKENS, GenerationRequest, GenerationResult
 from .hooks import SteeringVector
 from .layers import check_layer
@@ -56,6 +56,9 @@ class SteeringEngine:
         max_queue: int = MAX_QUEUE,
         step_tokens: int = STEP_TOKENS,
     ) -> None:
+        if sae is not None and sae.d_in != loaded.d_model:
+            raise SAEFormatError(f"the SAE reads vectors of {sae.d_in} values; the model's hidden size is "
+                                 f"{loaded.d_model}: it was made for another model")
         self.loaded = loaded
         self.sae = sae
         self.model_id = model_id or loaded.path.name

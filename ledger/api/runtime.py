@@ -41,6 +41,7 @@ from projections.wakeup import Notifications
 log = logging.getLogger("ledger.api")
 
 RUNNER_JOIN_TIMEOUT = 10.0
+RECORDS_PROJECTED_TIMEOUT = 5.0  # at shutdown: how long the worker here may take to apply the last records
 
 CompatibilityCheck = Callable[[Any], list[str]]
 
@@ -170,12 +171,14 @@ class Runtime:
     def _stop(self) -> None:
         assert self.ledger is not None and self.active is not None and self.progress is not None
         self.shutdown.set()
-        self.ledger.recorder.in_transaction = None
-        self.runner_stop.set()
-        if self.steering is not None:
+        if self.steering is not None:  # first: what it records as it stops is projected as every other write is
             self.metrics.follow_engine(None)
             self.steering.stop()
             self.steering = self.generation = None
+            if self.runner is not None:  # (not inline: the worker here applies it, up to the log's head)
+                self.progress.wait_for(int(self.ledger.recorder.max_notification_id() or 0), RECORDS_PROJECTED_TIMEOUT)
+        self.ledger.recorder.in_transaction = None
+        self.runner_stop.set()
         if self.wake is not None:
             self.wake(0)
         if self.runner is not None:
@@ -193,7 +196,7 @@ class Runtime:
         """Count saves and wake the projection runner after every save this process makes."""
 
         def on_save(position: int) -> None:
-            if self.shutdown.is_set():
+            if self.runner_stop.is_set():  # stopped: (the shutdown's drain, before, still records and projects)
                 return
             self.metrics.saves.inc()
             self.active.saw()

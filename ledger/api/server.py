@@ -218,6 +218,10 @@ class LedgerServer(uvicorn.Server):
         super().__init__(config)
         self.runtime: Runtime | None = getattr(app.state, "runtime", None)
         self.shutdown_begun = self.runtime.shutdown if self.runtime is not None else threading.Event()
+        if self.runtime is not None and self.runtime.settings.generation_grace > GENERATION_GRACE_MAX:
+            log.warning("LEDGER_GENERATION_GRACE=%s is past the most, %s s (the server's own grace is %s s); using %s",
+                        self.runtime.settings.generation_grace, GENERATION_GRACE_MAX, GRACEFUL_SHUTDOWN_SECONDS,
+                        GENERATION_GRACE_MAX)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._begin_shutdown()

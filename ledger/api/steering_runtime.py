@@ -5,17 +5,33 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ledger.application import ProfileLedger
 from ledger.settings import Settings
 from ledger.states import ProfileState
 
+T = TypeVar("T")
+
 log = logging.getLogger("ledger.api")
 OTHER_THREADS = 40  # anyio's default pool size
-
-
 RECORD_SETTLE_SECONDS = 10.0  # at shutdown, records of served generations still under way are waited for this long
+
+
+def _loaded(load: Callable[[], T], path: str, refusal: type[Exception]) -> T:
+    """What ``load`` loads from ``path``; a file it cannot read (a cut-off safetensors file, a file where a directory
+    belongs) refuses the model or SAE in one line (``refusal``, a SteeringError), as a missing one is refused, not as
+    a fault of the server's own."""
+    from steering.errors import SteeringError
+
+    try:
+        return load()
+    except SteeringError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch, safetensors and transformers each raise their own
+        said = str(error).strip().splitlines()
+        raise refusal(f"{path} cannot be loaded: {type(error).__name__}{': ' + said[0] if said else ''}") from error
 
 
 def load_engine(settings: Settings) -> Any:
@@ -23,11 +39,13 @@ def load_engine(settings: Settings) -> Any:
     if not settings.model:
         return None
     from steering.engine import SteeringEngine
+    from steering.errors import ModelFormatError, SAEFormatError
     from steering.models import load_model
     from steering.sae import load_sae
 
-    loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)
-    sae = load_sae(settings.sae) if settings.sae else None
+    loaded = _loaded(lambda: load_model(settings.model, device=settings.device, dtype=settings.dtype), settings.model,
+                     ModelFormatError)
+    sae = _loaded(lambda: load_sae(settings.sae), settings.sae, SAEFormatError) if settings.sae else None
     log.info("model %s loaded on %s (%s); SAE %s", settings.model, loaded.device, loaded.dtype, settings.sae or "none")
     return SteeringEngine(
         loaded, sae, max_batch=settings.max_batch, max_queue=settings.max_queue, step_tokens=settings.step_tokens
@@ -85,5 +103,6 @@ class SteeringRuntime:
         if self._thread is not None:
             self._thread.join(5)
         self.follower.close()
+        self.engine.drain(0.0)  # what still runs now (the server's grace is over, or a second signal cut it) is cut
         self.engine.close()
         self.generation.settle(RECORD_SETTLE_SECONDS)  # what was served reaches the log before the ledger closes

@@ -88,12 +88,12 @@ def register(app: typer.Typer) -> None:
         if slot is None or slot.profile_id is None:
             raise NoActiveProfileError("no profile is active; activate one with `ledger activate NAME_OR_ID`")
         profile = state.ledger.get_profile(slot.profile_id)
-        in_force, _ = as_in_force(profile, lambda pinned: state.ledger.get_profile(slot.profile_id, version=pinned))
+        in_force, behind = as_in_force(profile, lambda pinned: state.ledger.get_profile(slot.profile_id, version=pinned))
         latest = profile.version
         if as_json:
             emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,
                        "latest_version": latest})
             return
-        say(describe(in_force))
+        say(describe(in_force, behind))
         say(in_force_line(slot.profile_id, slot.pinned_version))
         say(f"  steering in force: {shown(in_force.steering)}")

@@ -349,13 +349,22 @@ def test_a_model_or_sae_named_that_cannot_be_used_stops_serve_at_start_in_one_li
     shutil.copy(tiny_model_dir / "config.json", tmp_path / "config-only")
     (tmp_path / "empty").mkdir()
     tiny = ("--model", str(tiny_model_dir))
+    cut = shutil.copytree(tiny_model_dir, tmp_path / "cut-off")
+    (cut / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes()[:100])
+    from steering.sae import save_sae
+    from tests.steering.conftest import random_sae
+
+    other_width = save_sae(random_sae(d_in=32), tmp_path / "other-width")
     for args, said in ((("--model", str(tmp_path / "absent")), f"error: no model at {tmp_path / 'absent'}"),
                        (("--model", str(tmp_path)), f"error: {tmp_path} holds no model that can be loaded"),
                        (("--sae", str(tmp_path / "absent")), f"error: no SAE at {tmp_path / 'absent'}"),
                        # these three were a traceback and exit 3, as the server started
                        (("--model", str(tmp_path / "config-only")), "error: "),
                        ((*tiny, "--sae", str(tmp_path / "empty")), f"error: {tmp_path / 'empty'} holds no weights"),
-                       ((*tiny, "--sae", str(tiny_model_dir)), "error: SAE weights lack W_enc")):
+                       ((*tiny, "--sae", str(tiny_model_dir)), "error: SAE weights lack W_enc"),
+                       # a cut-off file was exit 70; an SAE made for another model served, and every generation failed
+                       (("--model", str(cut)), f"error: {cut} cannot be loaded: "),
+                       ((*tiny, "--sae", str(other_width)), "error: the SAE reads vectors of 32 values")):
         result = ledger("serve", "--port", port, *args, code=1)  # before: served without it, or a traceback (3)
         assert result.stderr.startswith(said) and len(result.stderr.splitlines()) == 1, result.stderr
     refused = ledger("serve", "--port", "99999", code=2)  # before: it logged 99999 and listened on 34463
@@ -555,7 +564,9 @@ def test_the_active_profile_pinned_to_an_earlier_version_reads_in_the_cli_as_in_
     active = as_json(ledger("active", "--json"))
     assert (active["profile"]["name"], active["profile"]["steering"]) == ("renamed-été", {"3": 1.0})  # its name now
     assert active["profile"]["revision"] == 4 and active["profile"]["updated_at"] > active["profile"]["created_at"]
-    assert ledger("active").stdout.startswith("renamed-été  ")  # was "Été fort", the name version 1 had
+    shown_active = ledger("active").stdout
+    assert shown_active.startswith("renamed-été  ")  # was "Été fort", the name version 1 had
+    assert "; latest is version 3" in shown_active.splitlines()[0]  # as show and list say it
     for command in (("update", "renamed-été", "--description", "calmer"), ("revert", "renamed-été", "--version", "1")):
         answer = as_json(ledger(*command, "--json"))["profile"]  # was the latest version, unmarked
         assert (answer["version"], answer["pinned"], answer["steering"]) == (1, True, {"3": 1.0}), command

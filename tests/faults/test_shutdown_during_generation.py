@@ -11,6 +11,7 @@ import subprocess
 import threading
 
 import httpx
+import pytest
 
 from tests.api.conftest import free_port
 from tests.faults.conftest import launch, wait_until_healthy
@@ -20,13 +21,15 @@ from tests.waiting import wait_until
 LONG = {"messages": [{"role": "user", "content": "tell me about the sea"}], "max_tokens": 480, "temperature": 0.8}
 
 
+@pytest.mark.parametrize("inline", ["on", "off"])  # off: the server's worker applies what the drain records
 def test_generations_running_or_waiting_when_the_server_stops_are_answered_and_what_ran_is_recorded(
-    sqlite_url, tiny_model_dir, sae_dir, tmp_path,
+    sqlite_url, tiny_model_dir, sae_dir, tmp_path, inline,
 ):
     port = free_port()
     server = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
                                  "--sae", str(sae_dir)], tmp_path / "serve.log",
-                    env={"LEDGER_DEVICE": "cpu", "LEDGER_MAX_BATCH": "1", "LEDGER_GENERATION_GRACE": "0"})
+                    env={"LEDGER_DEVICE": "cpu", "LEDGER_MAX_BATCH": "1", "LEDGER_INLINE_PROJECTIONS": inline,
+                         "LEDGER_GENERATION_GRACE": "0"})
     server.base_url = base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(server)
@@ -64,7 +67,7 @@ def test_generations_running_or_waiting_when_the_server_stops_are_answered_and_w
                      for payload in payloads[:-2])
     listed = subprocess.run(["ledger", "--database", sqlite_url, "executions", "--json"], capture_output=True,
                             text=True, timeout=120)
-    executions = json.loads(listed.stdout)["executions"]  # was none: the stream's record was lost at exit
+    executions = json.loads(listed.stdout)["executions"]  # was none: lost at exit, or (off) never applied
     assert [(e["seed"], e["status"]) for e in executions] == [(1, "partial")], executions
     recorded = executions[0]["details"]
     assert recorded["finish_reason"] == "cancelled"
