@@ -65,9 +65,10 @@ def sees_token_events(runtime: Runtime, principal: Principal | None) -> bool:
 
 
 def audit_filters(runtime: Runtime, profile: str | None, actor: str | None, event_type: str | None) -> dict[str, Any]:
-    """The read model's filters of a page or a stream (text without NUL characters; a profile by id or name)."""
+    """The read model's filters of a page or a stream (text without NUL characters; a profile by id or name; an empty
+    one filters nothing)."""
     refuse_nul(actor=actor, type=event_type)
-    profile_id = None if profile is None else runtime.ledger.resolve_profile(profile)
+    profile_id = None if profile is None or not profile.strip() else runtime.ledger.resolve_profile(profile)
     return {"profile_id": profile_id, "actor": actor, "event_type": event_type}
 
 
