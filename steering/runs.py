@@ -214,40 +214,42 @@ class GenerationService:
     ) -> dict[str, Iterator[str]]:
         """:meth:`stream` with the unsteered twin beside it (the same seed), as ``compare`` runs it: each side's
         text deltas. The steered side is recorded once both have ended, the twin's under ``details.unsteered``
-        (before the last delta of the side that ends last is handed out); a steered side its reader left is
-        recorded as :meth:`stream` records it."""
+        (before the last delta of the side that ends last is handed out); a steered side its reader left (or cut
+        short) is recorded as :meth:`stream` records it, with what its twin produced, once both have ended."""
         spec, request = self._prepare(completion)
         command = contextvars.copy_context()
-        ended: dict[str, GenerationResult | None] = {}
+        ended: dict[str, Any] = {}
+        left: set[str] = set()
         lock = threading.Lock()
 
         def record() -> None:
-            steered = ended["steered"]
-            if steered is not None:  # (else it was left, and recorded as such)
-                outcome = self._record_served(completion, spec, request, steered, unsteered=ended["unsteered"])
-                if on_recorded is not None:
-                    on_recorded(outcome)
+            steered, unsteered = ended["steered"], ended["unsteered"]
+            if "steered" in left:  # whole or cut short, its reader gone: recorded as a stream's is, with its twin
+                self._record_unread(completion, spec, request, steered, unsteered=unsteered)
+                return
+            outcome = self._record_served(completion, spec, request, steered, unsteered=unsteered)
+            if on_recorded is not None:
+                on_recorded(outcome)
 
-        def end(side: str, result: GenerationResult | None, *, reader_left: bool = False) -> None:
+        def end(side: str, outcome: GenerationResult | RequestCancelledError | None, *, reader_left: bool = False
+                ) -> None:
             with lock:
-                ended[side] = result
+                ended[side] = outcome
+                if reader_left:
+                    left.add(side)
                 if len(ended) < 2:
                     return
-            if reader_left:  # heard on the scheduler's thread: recorded on one of its own, as the command's actor
+            if left:  # heard on the scheduler's thread: recorded on one of its own, as the command's actor
                 self._in_background(command, "record-compared", record)
             else:
                 record()
-
-        def steered_left(outcome: GenerationResult | RequestCancelledError) -> None:
-            self._in_background(command, "record-unread", self._record_unread, completion, spec, request, outcome)
-            end("steered", None, reader_left=True)
 
         def twin_left(outcome: GenerationResult | RequestCancelledError) -> None:
             end("unsteered", outcome if isinstance(outcome, GenerationResult) else outcome.partial, reader_left=True)
 
         return {
             "steered": _run(self.engine.stream, request, on_done=lambda result: end("steered", result),
-                            abandoned=abandoned, on_unread=steered_left),
+                            abandoned=abandoned, on_unread=lambda outcome: end("steered", outcome, reader_left=True)),
             "unsteered": _run(self.engine.stream, replace(request, steering=None),
                               on_done=lambda result: end("unsteered", result), abandoned=abandoned,
                               on_unread=twin_left),
@@ -317,7 +319,7 @@ class GenerationService:
 
     def _record_unread(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest,
-        outcome: GenerationResult | RequestCancelledError,
+        outcome: GenerationResult | RequestCancelledError, unsteered: GenerationResult | None = None,
     ) -> None:
         """A generation its caller left is recorded all the same: whole if it had ended, else (status ``partial``,
         the output so far) when it had produced anything. What was served is in the log. It claims no
@@ -328,7 +330,7 @@ class GenerationService:
         status = "partial" if result.finish_reason == FINISH_CANCELLED else "success"
         try:
             with claiming(None):
-                self._record_served(completion, spec, request, result, status=status)
+                self._record_served(completion, spec, request, result, status=status, unsteered=unsteered)
         except Exception:  # the caller is gone: nobody else hears of it
             logger.exception("a generation its caller left was not recorded")
 

@@ -189,20 +189,23 @@ async def _stream(
     try:
         for side, deltas in sides.items():
             threading.Thread(target=_produce, args=(side, deltas, out, run.context), daemon=True).start()
-        running = len(sides)
+        running, ended_early = len(sides), False
         yield ServerSentEventMessage(data=None, comment="started")
         while running:
             side, text = await anyio.to_thread.run_sync(out.get)
             if text is _DONE:
                 running -= 1
             elif side == "error":
+                ended_early = True
                 yield ServerSentEventMessage(data=f"<p class='error'>{escape(text)}</p>", event="problem")
             else:
                 yield ServerSentEventMessage(data=f"<span>{escape(text)}</span>", event=side)
         if recorded:
             recorded_as = render_fragment(request, "_recorded.html.j2", outcome=recorded[0])
             yield ServerSentEventMessage(data=recorded_as, event="done")
-        else:
-            yield ServerSentEventMessage(data="<p class='error'>The run was not recorded.</p>", event="done")
+        else:  # one cut short (a server stopping) is recorded as partial, out of this request's sight
+            said = "The run did not finish: the profile's executions show what was recorded." if ended_early \
+                else "The run was not recorded."
+            yield ServerSentEventMessage(data=f"<p class='error'>{said}</p>", event="done")
     finally:
         closed.set()

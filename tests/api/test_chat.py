@@ -412,3 +412,23 @@ def test_the_playground_refuses_a_max_tokens_the_api_refuses_rather_than_replaci
         refused = browser.post("/playground", data=form, headers={"Accept": "text/html"})
         assert refused.status_code == 422 and "max_tokens must be at least 1" in refused.text, refused.text[:500]
     assert server.client.get("/api/steering/status").json()["scheduler"]["admitted"] == 0
+
+
+def test_a_compared_stream_its_browser_leaves_part_way_is_recorded_as_partial_with_its_twin(server):
+    server.slow_steps()  # 480 steps: seconds, whatever the machine
+    with server.new_client() as browser:
+        page = browser.get("/playground").text
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', page).group(1)
+        form = {"_csrf_token": token, "prompt": "tell me about the sea", "max_tokens": "480", "temperature": "0",
+                "seed": "3", "compare": "on"}
+        started = browser.post("/playground", data=form, headers={"Accept": "text/html", "HX-Request": "true"})
+        address = re.search(r'sse-connect="([^"]+)"', started.text).group(1)
+        with browser.stream("GET", address) as events:
+            lines = events.iter_lines()
+            while "event: unsteered" not in next(lines):  # both sides have begun; then the browser goes away
+                pass
+    (recorded,) = wait_until(lambda: server.client.get("/api/events", params={"type": "Execution.Recorded"})
+                             .json()["events"], 10, "the run given up to be recorded")
+    details = server.client.get(f"/api/executions/{recorded['originator_id']}").json()
+    assert details["status"] == "partial" and details["details"]["finish_reason"] == "cancelled"
+    assert details["details"]["unsteered"]["output"]  # was not recorded: the steered side was, at once, alone
