@@ -84,12 +84,13 @@ class ParkingRecorder:
     dialect: Any
     datastore: Any
 
-    # ``_lock(curs, name, wait=...)``, ``_write(curs, suffix, ops)`` and ``ddl(table, physical)`` come from the
-    # read-model recorder.
+    # ``_lock(curs, name, wait=...)``, ``_write(curs, suffix, ops)``, ``schema_lock(curs)`` and
+    # ``ddl(table, physical)`` come from the read-model recorder.
 
     # -- schema ---------------------------------------------------------------------------------------
     def create_parked_table(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
+            self.schema_lock(curs)  # type: ignore[attr-defined]  # processes starting together race on CREATE
             curs.execute(self.ddl(PARKED, PARKED_TABLE)[0])
 
     # -- applying with isolation ----------------------------------------------------------------------

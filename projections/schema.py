@@ -87,6 +87,7 @@ def _to_rebuild(store: ReadModelStore, projections: list[ReadModelProjection], c
                 lost_tracking: bool, events_table: str | None, say: bool = False) -> tuple[list[str], dict[str, str]]:
     """The read models :func:`rebuild_changed` rebuilds, and the definitions recorded."""
     with store.datastore.transaction(commit=True) as curs:
+        store.schema_lock(curs)  # processes starting together (CREATE TABLE IF NOT EXISTS races on PostgreSQL)
         curs.execute(f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)")
         curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
         recorded = {row["name"]: row["definition"] for row in curs.fetchall()}

@@ -128,7 +128,7 @@ class ReadModelRecorder(ParkingRecorder):
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
 
     # -- hooks per dialect: ``_lock``, ``_run(curs, sql, params)``, ``_rename_indexes(curs, table, old_prefix)``, and:
-    def _schema_lock(self, curs: Any) -> None:
+    def schema_lock(self, curs: Any) -> None:
         """Held while creating tables (processes starting together)."""
 
     def load_rows(self, curs: Any, table: Table, physical: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -150,7 +150,7 @@ class ReadModelRecorder(ParkingRecorder):
         self.create_parked_table()
         for projection in projections:
             with self.datastore.transaction(commit=True) as curs:
-                self._schema_lock(curs)
+                self.schema_lock(curs)
                 for table in projection.tables:
                     for statement in self.ddl(table, table.name + suffix):
                         curs.execute(statement)
@@ -437,18 +437,18 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
                     raise
                 time.sleep(0.1 * (attempt + 1))
         with self.datastore.transaction(commit=True) as curs:
-            self._schema_lock(curs)
+            self.schema_lock(curs)
             curs.execute(CLAIM_FUNCTION_DDL.format(function=CLAIM_FUNCTION, tracking=self.tracking_table,
                                                    refused=CLAIM_REFUSED))
         with contextlib.suppress(Exception):  # an optional speed-up: without it, search scans
             with self.datastore.transaction(commit=True) as curs:
-                self._schema_lock(curs)
+                self.schema_lock(curs)
                 curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         with self.datastore.transaction(commit=False) as curs:
             curs.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
             self.has_trigram = curs.fetchone() is not None
 
-    def _schema_lock(self, curs: Any) -> None:
+    def schema_lock(self, curs: Any) -> None:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
 
     def _lock(self, curs: Any, name: str, *, wait: bool) -> bool:
