@@ -253,6 +253,11 @@ class ChatController(Controller):
         # Queued now, too: a full queue is a 503 rather than a broken stream.
         deltas = run_command(context, lambda: generation.stream(completion, on_recorded=recorded.append,
                                                                 abandoned=request.scope.get(DEPARTED)))
+        try:  # the answer begins with its first text: a request refused while it waited for a row (a server
+            first = run_command(context, lambda: next(deltas, None))  # stopping) is a 503 too, not a broken stream
+        except BaseException:
+            deltas.close()
+            raise
         stream_id = f"chatcmpl-{completion.execution_id.hex}"
 
         def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -266,8 +271,10 @@ class ChatController(Controller):
         def events() -> Iterator[bytes]:
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                while (text := run_command(context, lambda: next(deltas, None))) is not None:
+                text = first
+                while text is not None:
                     yield chunk({"content": text}, None)
+                    text = run_command(context, lambda: next(deltas, None))
             except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
                 failed = handle_exception(request, error)
                 request.scope[ANSWERED] = failed.status_code  # type: ignore[literal-required]

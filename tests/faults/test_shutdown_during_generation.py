@@ -47,20 +47,22 @@ def test_generations_running_or_waiting_when_the_server_stops_are_answered_and_w
         reader = threading.Thread(target=stream)
         reader.start()
         assert began.wait(60), server.output()
-        waiter = threading.Thread(target=lambda: queued.append(
-            httpx.post(f"{base}/v1/chat/completions", json={**LONG, "seed": 2}, timeout=60)))
-        waiter.start()  # one row: it waits for a place behind the stream
-        wait_until(lambda: httpx.get(f"{base}/api/steering/status").json()["scheduler"]["queued"] == 1, 30,
-                   "the second request to wait for a place")
+        waiters = [threading.Thread(target=lambda stream=stream: queued.append(httpx.post(
+            f"{base}/v1/chat/completions", json={**LONG, "seed": 2, "stream": stream}, timeout=60)))
+            for stream in (False, True)]
+        for waiter in waiters:
+            waiter.start()  # one row: they wait for a place behind the stream
+        wait_until(lambda: httpx.get(f"{base}/api/steering/status").json()["scheduler"]["queued"] == 2, 30,
+                   "the other requests to wait for a place")
         server.process.send_signal(signal.SIGTERM)
-        reader.join(30), waiter.join(30)
+        reader.join(30), [waiter.join(30) for waiter in waiters]
         assert server.process.wait(30) in (0, -signal.SIGTERM), server.output()  # uvicorn ends as the signal asks
     finally:
         server.stop()
 
-    refused = queued[0]  # was run to its end after the server said it stopped, recorded, and answered 500
-    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", refused.text
-    assert refused.json()["error"]["code"] == "shutting_down"
+    for refused in queued:  # was run to its end after the server said it stopped, recorded, and answered 500;
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", refused.text  # (a stream: 200,
+        assert refused.json()["error"]["code"] == "shutting_down"  # its error in the stream, its id of nothing)
     payloads = [line[6:] for line in streamed if line.startswith("data: ")]
     assert payloads[-1] == "[DONE]" and json.loads(payloads[-2])["error"]["code"] == "shutting_down", payloads[-3:]
     served = "".join(json.loads(payload)["choices"][0]["delta"].get("content") or ""
