@@ -207,8 +207,8 @@ def write_output(output: Path | None, text: str) -> bool:
 
 
 def say(text: str = "") -> None:
-    """A line of a command's answer on stdout; one that cannot be written (a full disk, a closed descriptor or pipe)
-    is a refusal (exit 1), never a silent success or an internal fault."""
+    """A line of a command's answer on stdout; one that cannot be written (a full disk, a closed descriptor) is a
+    refusal (exit 1), never a silent success or an internal fault; a pipe whose reader left ends it quietly."""
     write_output(None, text + "\n")
 
 
