@@ -123,6 +123,7 @@ def _like_pattern(term: str) -> str:
 
 
 SEARCH_WORDS_MAX = 32
+SEARCH_HELP = f"Every word, in any order (at most {SEARCH_WORDS_MAX}), case-insensitively in the name or the description."
 
 
 def _search_terms(search: str) -> list[tuple[str, str]]:

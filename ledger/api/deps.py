@@ -234,8 +234,8 @@ def parse_uuid(value: str, what: str = "id") -> UUID:
 
 
 def parse_time(value: str | None, what: str) -> datetime | None:
-    """An ISO 8601 time; a time without an offset is UTC."""
-    if value is None or value == "":
+    """An ISO 8601 time; a time without an offset is UTC; none when empty or blank."""
+    if value is None or not value.strip():
         return None
     try:
         return iso_time(value)

@@ -55,6 +55,7 @@ from ledger.errors import NoActiveProfileError, ProfileNotFoundError
 from ledger.states import convert, entity_tag
 from ledger.time_travel import ProfileDiff
 from ledger.values import INT64_MAX
+from projections.profiles import SEARCH_HELP
 
 IfMatch = Annotated[
     str | None,
@@ -142,7 +143,7 @@ class ProfileController(Controller):
         tags_match: Annotated[Literal["any", "all"], QueryParameter(description="Match any or all tags.")] = "any",
         product: Annotated[list[str] | None, QueryParameter(
             description="Filter by product (repeatable: any of them).")] = None,
-        search: Annotated[str | None, QueryParameter(description="Search name and description.")] = None,
+        search: Annotated[str | None, QueryParameter(description=SEARCH_HELP)] = None,
         sort: Annotated[
             Literal["name", "updated"], QueryParameter(description="`name` A→Z or `updated` newest first.")
         ] = "name",

@@ -24,6 +24,7 @@ from ledger.cli.context import (
     json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, say, shown, state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
+from projections.profiles import SEARCH_HELP
 
 
 def parse_steering(steering: str | None, features: list[str]) -> dict[str, Any]:
@@ -297,7 +298,7 @@ def register(app: typer.Typer) -> None:
         all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any)."),
         product: Optional[list[str]] = typer.Option(None, "--product", help="Only profiles for this product; "
                                                     "repeatable (any of them).", callback=as_text),
-        search: Optional[str] = typer.Option(None, "--search", help="Case-insensitive, over name and description.",
+        search: Optional[str] = typer.Option(None, "--search", help=SEARCH_HELP,
                                              callback=as_text),
         sort: ListSort = typer.Option("name", "--sort", help="name (A→Z) or updated (newest first)."),
         limit: int = limit_option(50, "profiles"),
