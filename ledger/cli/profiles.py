@@ -86,9 +86,8 @@ def describe(profile: ProfileState, latest: int | None = None) -> str:
 PAST = {"import": "imported", "revert": "reverted"}
 
 
-def in_force_line(profile_id: Any, pinned_version: int | None) -> str:
+def in_force_line(latest: int, pinned_version: int | None) -> str:
     """Which version of the active profile is in force: the pinned one, or the latest."""
-    latest = state.ledger.get_profile(profile_id).version
     if pinned_version is None:
         return f"  in force: version {latest} (follows the latest)"
     return f"  in force: version {pinned_version} (pinned; latest is {latest})"
@@ -328,9 +327,9 @@ def register(app: typer.Typer) -> None:
         with acting(actor, reason):
             pid = profile_ref(profile_id)
             outcome = state.ledger.activate_profile(pid, version=version)
-        # as the API's answer and every query show it: the version in force, not the latest
-        in_force, latest = as_in_force(outcome.profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
-        if as_json:
+        if as_json:  # as the API's answer and every query show it: the version in force, not the latest
+            in_force, latest = as_in_force(outcome.profile,
+                                           lambda pinned: state.ledger.get_profile(pid, version=pinned))
             emit_json({"changed": outcome.changed, "position": outcome.position,
                        "profile": in_force_document(in_force, latest), "warnings": list(outcome.warnings),
                        "version": in_force.version, "pinned": version is not None,
@@ -338,7 +337,7 @@ def register(app: typer.Typer) -> None:
                        "spec": {name: getattr(in_force, name) for name in ("model_id", "sae_id", "layer", "steering")}})
             return
         report(outcome, False, "activate")
-        say(in_force_line(pid, version))
+        say(in_force_line(outcome.profile.version, version))
 
     @app.command()
     def deactivate(actor: str = ACTOR, reason: Optional[str] = REASON, as_json: bool = JSON) -> None:

@@ -95,5 +95,5 @@ def register(app: typer.Typer) -> None:
                        "latest_version": latest})
             return
         say(describe(in_force, behind))
-        say(in_force_line(slot.profile_id, slot.pinned_version))
+        say(in_force_line(latest, slot.pinned_version))
         say(f"  steering in force: {shown(in_force.steering)}")
