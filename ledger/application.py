@@ -391,7 +391,8 @@ class ProfileLedger(Application[UUID]):
             raise LedgerError("this event store keeps no tamper-evident chain")
         snapshot_recorder = None if self.snapshots is None else self.snapshots.recorder
         return LogVerifier(self.recorder, snapshot_recorder, self.mapper.keys,  # type: ignore[attr-defined]
-                           snapshot_topics=SNAPSHOT_TOPICS, snapshot_replay=partial(time_travel.SnapshotReplay, self))
+                           snapshot_topics=SNAPSHOT_TOPICS, snapshot_replay=partial(time_travel.SnapshotReplay, self),
+                           walked=self.events.walked)  # type: ignore[attr-defined]
 
     # -- helpers -----------------------------------------------------------------------------------
     def _profile(self, profile_id: UUID) -> Profile:

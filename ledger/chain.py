@@ -117,6 +117,11 @@ class VerifyReport:
     detail: str | None = None
     since: int | None = None  # an incremental walk: the positions up to this one were verified before
 
+    def tampered(self) -> str:
+        """The failed walk in one line: ``TAMPERED: <problem> at position <n>: <detail>``."""
+        where = f" at position {self.position}" if self.position is not None else ""
+        return f"TAMPERED: {self.problem}{where}: {self.detail}"
+
 
 @dataclass
 class Walk:

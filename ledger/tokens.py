@@ -7,7 +7,7 @@ from uuid import UUID
 
 from ledger.access import AccessTokens, Principal, TokenRecord, parse_token
 from ledger.application import ProfileLedger, retrying
-from ledger.errors import AuthenticationError
+from ledger.errors import AuthenticationError, TamperedRecordError
 
 
 class TokenService:
@@ -50,5 +50,9 @@ class TokenService:
         return tokens.authenticate(token)
 
     def current(self) -> AccessTokens | None:
-        """The tokens aggregate as recorded now (None before the first token is issued)."""
+        """The tokens aggregate as recorded now (None before the first token is issued); refused on a log found
+        tampered with: a token revoked there might be made to work again."""
+        tampered = self.ledger.events.tampered  # type: ignore[attr-defined]
+        if tampered is not None:
+            raise TamperedRecordError(f"no token is accepted on a tampered log (restore the database): {tampered}")
         return self.ledger.find_aggregate(AccessTokens.ID)

@@ -17,7 +17,7 @@ One walk at a time per process: a caller that would wait longer than ``wait`` se
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from uuid import UUID
@@ -46,8 +46,12 @@ class VerifiedHead:
 
 class LogVerifier:
     def __init__(self, recorder: Any, snapshot_recorder: Any | None, keys: SigningKeys, *,
-                 snapshot_topics: frozenset[str], snapshot_replay: Callable[[], SnapshotReplay]) -> None:
+                 snapshot_topics: frozenset[str], snapshot_replay: Callable[[], SnapshotReplay],
+                 walked: Callable[[VerifyReport, Mapping[UUID, int] | None], None] = lambda *_: None) -> None:
         self.recorder = recorder
+        self.walked = walked
+        """Told how each walk with the ledger's key (and no checkpoint) ended, with each stream's last version when it
+        walked from the log's start."""
         self.snapshot_recorder = snapshot_recorder
         self.keys = keys
         self.snapshot_topics = snapshot_topics
@@ -100,6 +104,8 @@ class LogVerifier:
         if report.ok and public_key is None:  # a head verified with the ledger's own key: later walks start from it
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
                                                     if report.head_link else b""), streams)
+        if public_key is None and checkpoint is None:
+            self.walked(report, streams if verified is None else None)
         return report  # on a problem the head verified before is kept: every later walk finds it again
 
     def _record_check(self, full: bool, public_key: PublicKeyCheck | None) -> RecordCheck:

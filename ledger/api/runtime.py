@@ -46,6 +46,20 @@ RECORDS_PROJECTED_TIMEOUT = 5.0  # at shutdown: how long the worker here may tak
 CompatibilityCheck = Callable[[Any], list[str]]
 
 
+def walked_ledger(database: Database) -> ProfileLedger:
+    """The ledger over ``database``, once its whole log was walked (as ``GET /api/ledger/verify`` walks it; later
+    walks start from there). The streams' versions it finds are ones no later read of them may fall short of
+    (a revoked token whose revocation was removed from the log would work again); a log found tampered with is
+    served, so the API can show what is wrong, but no command is recorded on it
+    (:class:`ledger.signing.SigningEventStore`)."""
+    ledger = ProfileLedger(env=database.eventsourcing_env())
+    walked = ledger.verify_log(full=False)
+    if not walked.ok:
+        log.error("the log was tampered with; this server records nothing until the database is restored: %s",
+                  walked.tampered())
+    return ledger
+
+
 @dataclass
 class ApiOptions:
     consistency_timeout: float = 2.0
@@ -76,6 +90,7 @@ class Runtime:
     compatibility_check: CompatibilityCheck | None = None
     """Warnings for a profile about to be activated; default: the steering engine's, when one is loaded."""
     ledger: ProfileLedger | None = None
+    """The :func:`walked_ledger`; default: built when the runtime is entered."""
     read_model: Any = None
     engine: Any = None
     """A ``steering.engine.SteeringEngine``; default: the model ``settings.model`` names, if any."""
@@ -115,7 +130,7 @@ class Runtime:
     async def running(self) -> AsyncIterator[None]:
         """Build what the handlers use, start the threads; on exit stop them and close what was built here."""
         database = self.database
-        self.ledger = ProfileLedger(env=database.eventsourcing_env())
+        self.ledger = self.ledger or await anyio.to_thread.run_sync(walked_ledger, database)
         self.tokens = TokenCache(TokenService(self.ledger).current)
         if not self.auth:
             log.warning(

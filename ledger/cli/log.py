@@ -48,8 +48,7 @@ def register(app: typer.Typer) -> None:
             head = f"head link {report.head_link}" if report.head_link else "the log is empty"
             say(f"ok: {report.checked} events verified; {head}{extends}")
         else:
-            where = f" at position {report.position}" if report.position is not None else ""
-            typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
+            typer.echo(report.tampered(), err=True)
         if not report.ok:
             raise typer.Exit(1)
 
@@ -62,8 +61,7 @@ def register(app: typer.Typer) -> None:
         ledger = state.ledger
         report = ledger.verify_log(full=True)
         if not report.ok:
-            where = f" at position {report.position}" if report.position is not None else ""
-            typer.echo(f"TAMPERED: {report.problem}{where}: {report.detail}", err=True)
+            typer.echo(report.tampered(), err=True)
             raise typer.Exit(1)
         signed = Checkpoint.of(report, ledger.mapper.keys)  # type: ignore[attr-defined]
         if write_output(output, signed.to_json()):

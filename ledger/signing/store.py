@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -11,6 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
+from ledger.chain import VerifyReport
 from ledger.errors import SigningKeyError, TamperedRecordError
 from ledger.signing.records import SigningKeys
 
@@ -45,27 +46,58 @@ class SigningMapper(Mapper[UUID]):
 
 class SigningEventStore(EventStore[UUID]):
     """The library's event store, with the events of each save signed together (one signature per save), and
-    each stream read in order refused where a version is missing (an event deleted from the database)."""
+    each stream read in order refused where a version is missing (an event deleted from the database), or where
+    it ends before a version this process has seen of it (its last saves deleted): a stream never gets shorter.
+    Once a walk of the log finds it tampered, nothing more is stored (:meth:`walked`)."""
 
     mapper: SigningMapper
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[UUID, int] = {}
+        """Each stream's last version this process has seen: read whole, saved, or walked (:meth:`saw`)."""
+        self.tampered: str | None = None
+        """What a walk found wrong with the log's events (``TAMPERED: …``): then this process stores nothing."""
 
     def get(  # type: ignore[override]
         self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
         limit: int | None = None,
     ) -> Iterator[DomainEventProtocol[UUID]]:
+        seen = self.seen.get(originator_id, 0)  # read before the events: what it says was committed by then
         events = super().get(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
-        return events if desc else _without_gaps(originator_id, events, after=gt or 0)
+        if desc or limit is not None:
+            return events if desc else _without_gaps(originator_id, events, after=gt or 0)
+        return _without_gaps(originator_id, events, after=gt or 0, seen=seen if lte is None else min(seen, lte),
+                             saw=self.saw)
+
+    def walked(self, report: VerifyReport, streams: Mapping[UUID, int] | None) -> None:
+        """A walk of the log with the ledger's key ended (``streams``: each stream's last version, when it walked
+        from the log's start): once one finds the log's events tampered with, this process stores nothing more
+        (a bad snapshot is never used, and stops nothing)."""
+        if report.ok or report.problem == "snapshot_forged":
+            self.saw(streams or {})
+        elif self.tampered is None:
+            self.tampered = report.tampered()
+
+    def saw(self, streams: Mapping[UUID, int]) -> None:
+        """These streams hold at least these versions (genuine: read, saved or walked by this process)."""
+        for stream, version in streams.items():
+            if version > self.seen.get(stream, 0):
+                self.seen[stream] = version
 
     key_checked = False
     """Whether this process's key was found to be the one the log is written with (checked before its first save)."""
 
     def put(self, domain_events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[Recording[UUID]]:
+        if self.tampered is not None:
+            raise TamperedRecordError(f"nothing is recorded on a tampered log (restore the database): {self.tampered}")
         if not self.key_checked:
             self._refuse_another_key()
         stored_events = self.mapper.to_stored_events(domain_events)
         positions = self.recorder.insert_events(stored_events, **kwargs)
         if not positions:
             return []
+        self.saw({event.originator_id: event.originator_version for event in domain_events})
         return [
             Recording(event, Notification(**vars(stored), id=position))
             for event, stored, position in zip(domain_events, stored_events, positions, strict=True)
@@ -141,12 +173,20 @@ def refuse_a_gap(originator_id: UUID, previous: int, version: int) -> None:
         )
 
 
-def _without_gaps(originator_id: UUID, events: Iterator[DomainEventProtocol[UUID]], after: int
-                  ) -> Iterator[DomainEventProtocol[UUID]]:
+def _without_gaps(originator_id: UUID, events: Iterator[DomainEventProtocol[UUID]], after: int, seen: int = 0,
+                  saw: Callable[[Mapping[UUID, int]], None] | None = None) -> Iterator[DomainEventProtocol[UUID]]:
     """The events of a stream read after version ``after``, refused (:class:`TamperedRecordError`) at the first
-    that is not the next version: the library would stop there with an error of its own, read as a fault."""
+    that is not the next version (the library would stop there with an error of its own, read as a fault), and
+    at the end when it ends before version ``seen``; ``saw`` is then told the version it ends at."""
     previous = after
     for event in events:
         refuse_a_gap(originator_id, previous, event.originator_version)
         previous = event.originator_version
         yield event
+    if previous < seen:
+        raise TamperedRecordError(
+            f"stream {originator_id} ends at version {previous}, but this process has seen version {seen} of it: "
+            "its last events were removed from the log", originator_id=str(originator_id), originator_version=seen,
+        )
+    if saw is not None:
+        saw({originator_id: previous})

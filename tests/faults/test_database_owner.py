@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 import pytest
 from eventsourcing.persistence import Mapper
@@ -568,3 +569,58 @@ def test_a_row_put_at_position_zero_or_below_is_reported(ledger_app, database_ur
         assert_reported(database_url, "inserted", place)
         owner.run(f"DELETE FROM {owner.events} WHERE {position} = ?", (place,))
     assert ledger_verify(database_url).returncode == 0
+
+
+def _last_save_of(owner: Owner, stream: UUID) -> list[int]:
+    (version,) = owner.run(f"SELECT max(originator_version) FROM {owner.events} WHERE originator_id = ?",
+                           (stream if owner.postgres else stream.hex,))[0]
+    (position,) = owner.run(f"SELECT {owner.position_column()} FROM {owner.events} WHERE originator_id = ? "
+                            "AND originator_version = ?", (stream if owner.postgres else stream.hex, version))[0]
+    return next(save for save in owner.saves() if position in save)
+
+
+def test_a_revocation_removed_from_the_log_gives_the_token_back_to_no_one(ledger_app, database_url,
+                                                                          ledger_processes):
+    """The owner removes a stream's last save (a token's revocation): no version goes missing inside the stream, so
+    only a walk of the log sees it. A server started afterwards walks the log first: the revoked token stays refused,
+    no token is accepted and nothing is recorded on that log, until the database is restored."""
+    tokens = TokenService(ledger_app)
+    victim, secret = tokens.issue("victim", "admin")
+    tokens.revoke(victim.token_id)
+    ledger_app.create_profile({"name": "later"})  # the revocation is not the log's last save
+    owner = Owner(database_url)
+    revocation = _last_save_of(owner, AccessTokens.ID)
+    for position in revocation:
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (position,))
+    end = owner.run(f"SELECT count(*) FROM {owner.events}")[0][0]
+
+    server = ledger_processes(database_url, "serve", "--auth")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    for answer in (httpx.get(f"{server.base_url}/api/tokens", headers=bearer),
+                   httpx.post(f"{server.base_url}/api/tokens", headers=bearer, json={"name": "backdoor",
+                                                                                     "role": "admin"})):
+        assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text
+        assert f"TAMPERED: removed at position {revocation[0]}" in answer.json()["detail"]
+    open_server = ledger_processes(database_url, "serve", "--no-auth")
+    refused = httpx.post(f"{open_server.base_url}/api/profiles", json={"name": "innocent"})
+    assert refused.status_code == 500 and refused.json()["error"] == "log_tampered", refused.text
+    assert owner.run(f"SELECT count(*) FROM {owner.events}")[0][0] == end  # nothing recorded
+    assert httpx.get(f"{open_server.base_url}/api/profiles/later").status_code == 200  # reads go on
+    assert f"removed at position {revocation[0]}" in server.output()  # said once, at start
+
+
+def test_a_servers_stream_never_gets_shorter_when_its_last_save_is_removed_while_it_runs(database_url,
+                                                                                         ledger_processes):
+    server = ledger_processes(database_url, "serve", "--no-auth")
+    created = httpx.post(f"{server.base_url}/api/profiles", json={"name": "calm"}).json()
+    assert httpx.put(f"{server.base_url}/api/profiles/calm", json={"description": "deleted"}).status_code == 200
+    httpx.post(f"{server.base_url}/api/profiles", json={"name": "later"})  # the update is not the log's last save
+    owner = Owner(database_url)
+    for position in _last_save_of(owner, UUID(created["id"])):
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (position,))
+
+    for answer in (httpx.put(f"{server.base_url}/api/profiles/calm", json={"description": "on top"}),
+                   httpx.get(f"{server.base_url}/api/profiles/calm/diff", params={"from": 1, "to": 2})):
+        assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text
+        assert "ends at version 1, but this process has seen version 2" in answer.json()["detail"]
+    assert httpx.put(f"{server.base_url}/api/profiles/later", json={"description": "fine"}).status_code == 200
