@@ -40,6 +40,7 @@ from ledger.errors import (
     ExecutionNotFoundError,
     LedgerError,
     ProfileNameTakenError,
+    ProfileNotActiveError,
     ProfileNotFoundError,
     StaleVersionError,
     ValidationError,
@@ -266,9 +267,15 @@ class ProfileLedger(Application[UUID]):
 
         return retrying(attempt)
 
-    def deactivate_profile(self) -> Outcome:
+    def deactivate_profile(self, only: UUID | None = None) -> Outcome:
+        """Leave no profile active; ``only``: when that profile is the active one (else :class:`ProfileNotActiveError`,
+        nothing changed: a page showing it active was stale)."""
+
         def attempt() -> Outcome:
             slot = self._slot()
+            if only is not None and slot.profile_id != only:
+                raise ProfileNotActiveError(f"profile {only} is not the active profile (any more): nothing was "
+                                            "deactivated", profile_id=str(only))
             previous_id = slot.deactivate()
             if previous_id is None:
                 return Outcome(None, changed=False, position=None)

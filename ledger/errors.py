@@ -95,6 +95,10 @@ class ProfileActiveError(ConflictError):
     code = "profile_active"
 
 
+class ProfileNotActiveError(ConflictError):
+    code = "profile_not_active"
+
+
 class ProfileDeletedError(ConflictError):
     code = "profile_deleted"
 

@@ -172,6 +172,11 @@ class ImportPage(Controller):
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
 
+    @get("/profiles/import", name="console:import-address")
+    async def import_address(self) -> Redirect:
+        """The import form's address, opened again: the list, where the form is."""
+        return see_other("/")
+
 
 class ProfilePages(Controller):
     path = "/"
@@ -227,8 +232,8 @@ class ProfilePages(Controller):
         self,
         request: Request[Any, Any, Any],
         profile_id: FromPath[str],
-        from_version: Annotated[int | None, QueryParameter(name="from", ge=1)] = None,
-        to_version: Annotated[int | None, QueryParameter(name="to", ge=1)] = None,
+        from_text: Annotated[str | None, QueryParameter(name="from")] = None,  # empty: none, as in every filter
+        to_text: Annotated[str | None, QueryParameter(name="to")] = None,
         history: FromQuery[str | None] = None,
         executions_after: FromQuery[str | None] = None,
         activated: FromQuery[bool] = False,
@@ -242,6 +247,7 @@ class ProfilePages(Controller):
         versions = version_history(reads, pid, row.version, everything=history == "all")
         in_force = shown(reads, row)  # as the API and the list show it: the active profile's version in force
         comparison = None
+        from_version, to_version = optional_int(from_text, "from", minimum=1), optional_int(to_text, "to", minimum=1)
         if from_version is not None or to_version is not None:
             comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
         executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN, cursor=executions_after or None)
@@ -274,11 +280,22 @@ class ProfilePages(Controller):
         return export_download(runtime_of(request).read_model, runtime_of(request).ledger.resolve_profile(profile_id), version)
 
     @get(["/profiles/{profile_id:str}/edit", "/profiles/{profile_id:str}/revert", "/profiles/{profile_id:str}/activate",
-          "/profiles/{profile_id:str}/delete", "/profiles/{profile_id:str}/restore"], name="console:form-address")
+          "/profiles/{profile_id:str}/deactivate", "/profiles/{profile_id:str}/delete",
+          "/profiles/{profile_id:str}/restore"], name="console:form-address")
     async def form_address(self, profile_id: FromPath[str]) -> Redirect:
         """The address a form was sent to, opened again (a reload after a refusal, a bookmark): the profile's page,
         where the form is, rather than a 405."""
         return see_other(f"/profiles/{quote(profile_id, safe='')}")
+
+    @get(["/profiles", "/logout"], name="console:list-form-address")
+    async def list_form_address(self) -> Redirect:
+        """The address of the create or logout form, opened again: the list, where they are."""
+        return see_other("/")
+
+    @get("/executions/{execution_id:str}/replay", name="console:replay-address")
+    async def replay_address(self, execution_id: FromPath[str]) -> Redirect:
+        """The replay form's address, opened again: the execution's page, where the form is."""
+        return see_other(f"/executions/{quote(execution_id, safe='')}")
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
     async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
@@ -329,11 +346,11 @@ class ProfilePages(Controller):
         await run(request, form.get("reason"), activate)
         return see_other(f"/profiles/{pid}?activated=1")  # the page says so, with the activation's warnings
 
-    @post("/profiles/deactivate", name="console:deactivate")
-    async def deactivate(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
-        await run(request, form.get("reason"), lambda ledger: ledger.deactivate_profile())
-        back = form.get("back")
-        return see_other(back if isinstance(back, str) and back.startswith("/profiles/") else "/")
+    @post("/profiles/{profile_id:str}/deactivate", name="console:deactivate")
+    async def deactivate(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
+        pid = await resolved(runtime_of(request), profile_id)  # this profile, if it is still the active one
+        await run(request, form.get("reason"), lambda ledger: ledger.deactivate_profile(only=pid))
+        return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/delete", name="console:delete", opt=requires("admin"))
     async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:

@@ -16,6 +16,7 @@ from litestar.template.config import TemplateConfig
 
 from ledger.console.session import viewer_of
 from ledger.console.views import format_labels, number
+from ledger.values import NAME_MAX
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -60,7 +61,7 @@ def query(params: dict[str, Any], **changes: Any) -> str:
 def _configure(engine: JinjaTemplateEngine) -> None:
     environment: Environment = engine.engine
     environment.filters.update(when=when, short=short, number=number)
-    environment.globals.update(query=query, format_labels=format_labels)
+    environment.globals.update(query=query, format_labels=format_labels, NAME_MAX=NAME_MAX)
     environment.trim_blocks = environment.lstrip_blocks = True
 
 

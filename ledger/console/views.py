@@ -40,6 +40,8 @@ def parse_steering(text: str) -> dict[str, float]:
         if str(int(feature)) in steering:
             raise ValidationError(f"steering: feature {int(feature)} is given twice", field="steering")
         try:
+            if "_" in strength:  # Python's float() reads 1_000; the API (JSON) does not
+                raise ValueError(strength)
             steering[str(int(feature))] = float(strength)
         except ValueError:
             raise ValidationError(

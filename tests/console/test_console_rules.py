@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -121,9 +122,9 @@ def test_revert_and_deactivate_ask_why_and_the_log_keeps_the_answer_as_for_every
     console.post(f"/api/profiles/{made['id']}/activate")
     page = console.get(f"/profiles/{made['id']}", headers=HTML).text
     revert = page.split(f'action="/profiles/{made["id"]}/revert"', 1)[1].split("</form>")[0]
-    deactivate = page.split('action="/profiles/deactivate"', 1)[1].split("</form>")[0]
+    deactivate = page.split(f'action="/profiles/{made["id"]}/deactivate"', 1)[1].split("</form>")[0]
     assert 'name="reason"' in revert and 'name="reason"' in deactivate  # before: no "Why" on either
-    assert send(console, "/profiles/deactivate", reason="paused for review").status_code == 303
+    assert send(console, f"/profiles/{made['id']}/deactivate", reason="paused for review").status_code == 303
     assert send(console, f"/profiles/{made['id']}/revert", version="1", reason="2.0 was too strong",
                 expected_version="2").status_code == 303
     reasons = {event["type"]: event["reason"] for event in console.get("/api/events").json()["events"]}
@@ -131,11 +132,31 @@ def test_revert_and_deactivate_ask_why_and_the_log_keeps_the_answer_as_for_every
     assert reasons["Profile.SpecRevised"] == "2.0 was too strong"
 
 
+def test_a_stale_pages_deactivate_button_leaves_the_profile_activated_since_in_force(console):
+    shown = console.post("/api/profiles", json={"name": "shown"}).json()
+    console.post(f"/api/profiles/{shown['id']}/activate")
+    page = console.get(f"/profiles/{shown['id']}", headers=HTML).text  # the page shows "shown" active
+    assert f'action="/profiles/{shown["id"]}/deactivate"' in page
+    other = console.post("/api/profiles", json={"name": "other"}).json()
+    console.post(f"/api/profiles/{other['id']}/activate")  # someone else, meanwhile
+
+    refused = send(console, f"/profiles/{shown['id']}/deactivate", reason="done with it")
+    assert refused.status_code == 409 and refused.headers["content-type"].startswith("text/html"), refused.text
+    assert "not the active profile" in refused.text
+    assert console.get("/api/profiles/active").json()["id"] == other["id"]  # before: "other" was turned off
+    assert send(console, f"/profiles/{other['id']}/deactivate").status_code == 303
+    assert console.get("/api/profiles/active").status_code == 404
+
+
 def test_a_forms_address_opened_again_leads_to_the_profiles_page_not_a_405(console):
     console.post("/api/profiles", json={"name": "calm sea"})
-    for action in ("edit", "revert", "activate", "delete", "restore"):  # a reload after a refusal, a bookmark
+    for action in ("edit", "revert", "activate", "deactivate", "delete", "restore"):  # a reload, a bookmark
         opened = console.get(f"/profiles/calm%20sea/{action}", headers=HTML, follow_redirects=False)
         assert opened.status_code == 303 and opened.headers["location"] == "/profiles/calm%20sea", action
+    for path, page in (("/profiles", "/"), ("/profiles/import", "/"), ("/logout", "/"),
+                       (f"/executions/{uuid.UUID(int=7)}/replay", f"/executions/{uuid.UUID(int=7)}")):
+        opened = console.get(path, headers=HTML, follow_redirects=False)
+        assert opened.status_code == 303 and opened.headers["location"] == page, path  # before: a 405 page
 
 
 def test_the_export_of_the_largest_profile_imports_again_through_the_console_as_through_the_api(sqlite_url):
@@ -154,3 +175,18 @@ def test_the_export_of_the_largest_profile_imports_again_through_the_console_as_
         too_large = console.post("/profiles/import", headers=headers,
                                  files={"file": ("huge.json", b" " * (17 * 1024 * 1024), "application/json")})
         assert too_large.status_code == 413 and too_large.headers["content-type"].startswith("text/html")
+
+
+def test_the_pages_read_forms_and_queries_as_the_api_does_and_show_an_external_runs_record(console):
+    made = console.post("/api/profiles", json={"name": "read"}).json()
+    refused = send(console, "/profiles", name="underscored", steering="3=1_000")
+    assert refused.status_code == 422 and "must be a number" in html.unescape(refused.text)  # before: read as 1000
+    page = console.get(f"/profiles/{made['id']}", params={"from": "", "to": ""}, headers=HTML)
+    assert page.status_code == 200  # an empty value is none, as in every filter (before: 422)
+    assert 'maxlength="100"' in page.text  # as long as a name may be (before: 200)
+    run = console.post(f"/api/profiles/{made['id']}/executions", json={
+        "run_id": "cohort-7", "seed": 42, "entity_count": 1000, "duration_ms": 12.5, "metadata": {"batch": "b1"},
+    }).json()
+    shown = html.unescape(console.get(f"/executions/{run['id']}", headers=HTML).text)
+    for fact in ("cohort-7", "1000", "12.5 ms", "batch", '"b1"'):
+        assert fact in shown, fact  # before: kind, seed, status and no digest, nothing that names the run
