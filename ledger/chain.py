@@ -194,7 +194,8 @@ def verify(
             if elsewhere is not None and elsewhere != event.position:
                 return report("reordered", event.position,
                               f"position {event.position} holds the event recorded at position {elsewhere}")
-            return report("altered", event.position, f"the event stored at position {event.position} was changed")
+            return report("altered", event.position, f"the event stored at position {event.position} no longer "
+                                                     "matches its chain row: the event or the chain row was changed")
         following = next_link(link, event.position, digest)
         if following != pending.link:
             return report("broken_link", event.position,

@@ -624,3 +624,12 @@ def test_a_servers_stream_never_gets_shorter_when_its_last_save_is_removed_while
         assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text
         assert "ends at version 1, but this process has seen version 2" in answer.json()["detail"]
     assert httpx.put(f"{server.base_url}/api/profiles/later", json={"description": "fine"}).status_code == 200
+
+
+def test_a_chain_row_edited_is_not_blamed_on_the_event_alone(ledger_app, database_url):
+    ledger_app.create_profile({"name": "calm"})
+    owner = Owner(database_url)
+    owner.run(f"UPDATE {owner.chain} SET digest = ? WHERE notification_id = 1", (bytes(32),))
+    result = ledger_verify(database_url)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("TAMPERED: altered at position 1: ") and "the event or the chain row" in result.stderr
