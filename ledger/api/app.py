@@ -24,7 +24,6 @@ from ledger.api.openapi import BEARER, SECURITY_COMPONENTS, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
 from ledger.api.runtime import ApiOptions, CompatibilityCheck, Runtime
-from ledger.application import ProfileLedger
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
 from ledger.console import console_routes, template_config
@@ -41,7 +40,6 @@ def create_app(
     compatibility_check: CompatibilityCheck | None = None,
     auth: bool | None = None,
     engine: Any = None,
-    ledger: ProfileLedger | None = None,
     **options: Any,
 ) -> Litestar:
     """The HTTP API and the web console around one :class:`Runtime` (see :mod:`ledger.api.runtime`).
@@ -58,12 +56,11 @@ def create_app(
 
     ``engine`` (a ``steering.engine.SteeringEngine``; default: the model ``settings.model`` names, if any)
     serves ``/v1/chat/completions`` and replays; a steering projector keeps its hook on the active profile.
-    ``ledger``: a :func:`~ledger.api.runtime.walked_ledger` (default: one is made when the app starts).
     """
     settings = settings or Settings.from_env()
     runtime = Runtime(
         settings, ApiOptions(**options), auth=settings.auth if auth is None else auth, run_projections=run_projections,
-        compatibility_check=compatibility_check, engine=engine, ledger=ledger,
+        compatibility_check=compatibility_check, engine=engine,
     )
     import_body_max = IMPORT_BODY_FACTOR * runtime.options.max_body_size  # an export of any profile imports again
     return Litestar(

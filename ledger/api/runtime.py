@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -53,10 +54,13 @@ def walked_ledger(database: Database) -> ProfileLedger:
     served, so the API can show what is wrong, but no command is recorded on it
     (:class:`ledger.signing.SigningEventStore`)."""
     ledger = ProfileLedger(env=database.eventsourcing_env())
+    started = time.monotonic()
     walked = ledger.verify_log(full=False)
     if not walked.ok:
         log.error("the log was tampered with; this server records nothing until the database is restored: %s",
                   walked.tampered())
+    else:
+        log.info("the log walked: %d events in %.1f s", walked.checked, time.monotonic() - started)
     return ledger
 
 
@@ -90,7 +94,6 @@ class Runtime:
     compatibility_check: CompatibilityCheck | None = None
     """Warnings for a profile about to be activated; default: the steering engine's, when one is loaded."""
     ledger: ProfileLedger | None = None
-    """The :func:`walked_ledger`; default: built when the runtime is entered."""
     read_model: Any = None
     engine: Any = None
     """A ``steering.engine.SteeringEngine``; default: the model ``settings.model`` names, if any."""
@@ -130,7 +133,7 @@ class Runtime:
     async def running(self) -> AsyncIterator[None]:
         """Build what the handlers use, start the threads; on exit stop them and close what was built here."""
         database = self.database
-        self.ledger = self.ledger or await anyio.to_thread.run_sync(walked_ledger, database)
+        self.ledger = await anyio.to_thread.run_sync(walked_ledger, database)  # before the server listens
         self.tokens = TokenCache(TokenService(self.ledger).current)
         if not self.auth:
             log.warning(

@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ledger.api.app import create_app
 from ledger.api.bodies import well_formed_host
-from ledger.api.runtime import Runtime, walked_ledger
+from ledger.api.runtime import Runtime
 from ledger.api.steering_runtime import load_engine
 from ledger.errors import ValidationError
 from ledger.settings import Settings
@@ -307,9 +307,8 @@ def serve(
 ) -> None:
     """Run the API until SIGINT/SIGTERM."""
     limits = ConnectionLimits.from_env()
-    # before it listens: the log walked, and a model or SAE it cannot use stops it in one line (a SteeringError)
-    ledger = walked_ledger(settings.database)
-    app = create_app(settings, run_projections=run_projections, engine=load_engine(settings), ledger=ledger)
+    # loaded before it listens: a model or SAE it cannot use stops it in one line (a SteeringError), not a traceback
+    app = create_app(settings, run_projections=run_projections, engine=load_engine(settings))
     shown = f"[{host}]" if ":" in host else host
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info(
