@@ -80,14 +80,21 @@ class SteeringRuntime:
         self._thread.start()
 
     def _room_for_every_admitted_request(self) -> None:
-        """Generation handlers wait in worker threads: let the pool hold every request the scheduler may admit
+        """Generation handlers wait in worker threads: let the pools hold every request the scheduler may admit
         (running and queued) plus the usual 40 for everything else, so load is bounded by the scheduler's queue
-        (503 when full) rather than piling up in front of the pool."""
+        (503 when full) rather than piling up in front of a pool, and reads are never held up behind generations.
+        Litestar runs synchronous handlers on the event loop's default executor (``min(32, CPUs + 4)`` threads:
+        six on two cores), anyio's ``to_thread`` on its own limiter: both are widened."""
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
         import anyio.to_thread
 
         scheduler = self.engine.scheduler
+        room = scheduler.max_batch + scheduler.max_queue + OTHER_THREADS
         limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, scheduler.max_batch + scheduler.max_queue + OTHER_THREADS)
+        limiter.total_tokens = max(limiter.total_tokens, room)
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(room, thread_name_prefix="ledger-handler"))
 
     def compatibility_warnings(self, profile: ProfileState) -> list[str]:
         """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones."""

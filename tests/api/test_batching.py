@@ -4,6 +4,7 @@ overtakes a long one, a full queue answers 503 with Retry-After and records noth
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 import threading
 import time
@@ -19,6 +20,7 @@ from steering.engine import SteeringEngine
 from steering.models import load_model
 from steering.sae import load_sae
 from tests.api.conftest import assert_error, start_server
+from tests.waiting import wait_until
 from steering.tiny import build_tiny_model
 from tests.steering.conftest import D_MODEL, LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
 
@@ -209,3 +211,28 @@ def test_a_request_keeps_the_profile_version_it_was_admitted_with_when_the_profi
         alone = http.post("/v1/chat/completions", json={**body, "profile_version": 1}).json()
         assert alone["choices"][0]["message"]["content"] == text
         assert alone["ledger"]["output_sha256"] == ledger["output_sha256"]
+
+
+def test_more_generations_than_the_loops_worker_threads_share_one_batch_while_reads_are_answered(
+        long_context_model_dir, sae_dir, sqlite_url):
+    many = min(32, (os.cpu_count() or 1) + 4) + 2  # past the event loop's default executor (six threads on two cores)
+    running = serve(sqlite_url, long_context_model_dir, sae_dir, max_batch=many)
+    try:
+        url = running.base_url
+        body = long_running_body(url, 1000)
+        answers: list[int] = []
+        senders = [threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).status_code)) for _ in range(many)]
+        for sender in senders:
+            sender.start()
+        status = wait_until(lambda: (lambda seen: seen if seen["scheduler"]["running"] == many else None)(
+            httpx.get(f"{url}/api/steering/status", timeout=60).json()), 60, f"{many} rows in one batch")
+        assert status["scheduler"]["running"] == many  # before: six at a time, the rest waiting for a thread
+        assert httpx.get(f"{url}/api/profiles", timeout=60).status_code == 200
+        assert httpx.get(f"{url}/api/steering/status", timeout=60).json()["scheduler"]["running"] > 0, \
+            "a read is answered while the generations still run (before: only once a thread came free)"
+        for sender in senders:
+            sender.join(300)
+        assert answers == [200] * many
+    finally:
+        running.stop()
