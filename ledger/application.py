@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, Repository, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, Mapper, PersistenceError, RecordConflictError
 from eventsourcing.utils import get_topic
@@ -99,6 +100,24 @@ def _snapshot_failures_ignored(aggregate_id: UUID, version: int | None) -> Itera
         logger.warning("no snapshot of %s at version %s: %s", aggregate_id, version, error)
 
 
+class CopiedUnderLockRepository(Repository[UUID]):
+    """The library's repository, whose cached aggregates are copied while no other thread fast-forwards them: the
+    library copies one after releasing the lock under which it fast-forwards it in place, so a copy taken meanwhile
+    could be torn (``dictionary changed size during iteration``, or a copy missing what was just added)."""
+
+    STRIPES = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stripes = tuple(threading.Lock() for _ in range(self.STRIPES))
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **options: Any) -> Any:  # type: ignore[override]
+        if self.cache is None or version is not None:
+            return super().get(aggregate_id, version=version, **options)
+        with self._stripes[hash(aggregate_id) % self.STRIPES]:
+            return super().get(aggregate_id, **options)
+
+
 class ProfileLedger(Application[UUID]):
     name = "ProfileLedger"
     is_snapshotting_enabled = True  # the snapshot store; save() decides when to take one
@@ -121,6 +140,14 @@ class ProfileLedger(Application[UUID]):
         self.recorder.sign_head = self.mapper.keys.sign_head  # type: ignore[attr-defined]
         self.recorder.end_problem = self.mapper.keys.end_problem  # type: ignore[attr-defined]
         return SigningEventStore(mapper=self.mapper, recorder=self.recorder)
+
+    def construct_repository(self) -> Repository[UUID]:
+        library = super().construct_repository()
+        return CopiedUnderLockRepository(
+            self.events, snapshot_store=self.snapshots, cache_maxsize=None if library.cache is None else getattr(library.cache, "maxsize", 0),
+            fastforward=library.fastforward, fastforward_skipping=library.fastforward_skipping,
+            deepcopy_from_cache=library.deepcopy_from_cache,
+        )
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
         """Snapshots that fail their signature check are skipped (the profile is replayed from its events)."""
