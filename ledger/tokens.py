@@ -50,9 +50,12 @@ class TokenService:
         return tokens.authenticate(token)
 
     def current(self) -> AccessTokens | None:
-        """The tokens aggregate as recorded now (None before the first token is issued); refused on a log found
-        tampered with: a token revoked there might be made to work again."""
+        """The tokens aggregate as recorded now (None before the first token is issued)."""
+        self.refuse_on_a_tampered_log()
+        return self.ledger.find_aggregate(AccessTokens.ID)
+
+    def refuse_on_a_tampered_log(self) -> None:
+        """No token is taken from a log a walk found tampered with: one revoked there might work again."""
         tampered = self.ledger.events.tampered  # type: ignore[attr-defined]
         if tampered is not None:
             raise TamperedRecordError(f"no token is accepted on a tampered log (restore the database): {tampered}")
-        return self.ledger.find_aggregate(AccessTokens.ID)

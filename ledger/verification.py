@@ -17,7 +17,8 @@ One walk at a time per process: a caller that would wait longer than ``wait`` se
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from uuid import UUID
@@ -47,11 +48,11 @@ class VerifiedHead:
 class LogVerifier:
     def __init__(self, recorder: Any, snapshot_recorder: Any | None, keys: SigningKeys, *,
                  snapshot_topics: frozenset[str], snapshot_replay: Callable[[], SnapshotReplay],
-                 walked: Callable[[VerifyReport, Mapping[UUID, int] | None], None] = lambda *_: None) -> None:
+                 walked: Callable[[VerifyReport, Mapping[UUID, int]], None] = lambda *_: None) -> None:
         self.recorder = recorder
         self.walked = walked
-        """Told how each walk with the ledger's key (and no checkpoint) ended, with each stream's last version when it
-        walked from the log's start."""
+        """Told how each walk with the ledger's key (and no checkpoint) ended, with the last version of each stream it
+        met."""
         self.snapshot_recorder = snapshot_recorder
         self.keys = keys
         self.snapshot_topics = snapshot_topics
@@ -66,18 +67,21 @@ class LogVerifier:
         public_key: PublicKeyCheck | None = None,
         checkpoint: Checkpoint | None = None,
         wait: float | None = None,
+        snapshots: bool = True,
     ) -> VerifyReport:
         """Walk the log (all of it when ``full``, else what is new since the last verified head) and the
-        snapshots; with ``checkpoint``, also prove that the log still extends it. ``public_key``: check the
-        signatures with this key instead of the ledger's own (a full walk)."""
+        snapshots (unless not ``snapshots``); with ``checkpoint``, also prove that the log still extends it.
+        ``public_key``: check the signatures with this key instead of the ledger's own (a full walk)."""
         if not self._lock.acquire(timeout=-1 if wait is None else wait):
             raise VerifyBusyError("another verification of the log is running; try again shortly")
         try:
-            return self._verify(full or public_key is not None or checkpoint is not None, public_key, checkpoint)
+            return self._verify(full or public_key is not None or checkpoint is not None, public_key, checkpoint,
+                                snapshots)
         finally:
             self._lock.release()
 
-    def _verify(self, full: bool, public_key: PublicKeyCheck | None, checkpoint: Checkpoint | None) -> VerifyReport:
+    def _verify(self, full: bool, public_key: PublicKeyCheck | None, checkpoint: Checkpoint | None,
+                with_snapshots: bool) -> VerifyReport:
         if checkpoint is not None:
             problem = checkpoint.problem(public_key or self.keys)
             if problem is not None:
@@ -85,7 +89,8 @@ class LogVerifier:
                                     position=checkpoint.position, detail=f"the checkpoint is refused: {problem}")
         remembered = self._verified
         verified = None if full else remembered
-        streams = dict(verified.streams) if verified else {}
+        # an incremental walk writes the streams it meets over those verified before, which it leaves as they are
+        streams: MutableMapping[UUID, int] = ChainMap({}, verified.streams) if verified else {}
         expect = [checkpoint.head] if checkpoint else []
         if full and remembered is not None:
             expect.append(remembered.head)  # a full walk must not forget what this process verified before
@@ -96,16 +101,19 @@ class LogVerifier:
             streams=streams,
             expect=tuple(expect),
         )
-        snapshots = None if self.snapshot_recorder is None else (
+        snapshots = None if self.snapshot_recorder is None or not with_snapshots else (
             self.snapshot_recorder,
             lambda report, rows: self._verify_snapshots(report, rows, full, public_key, streams),
         )
         report = self.recorder.verify_chain(walk, snapshots)
+        met = streams.maps[0] if isinstance(streams, ChainMap) else streams  # the streams this walk met
         if report.ok and public_key is None:  # a head verified with the ledger's own key: later walks start from it
+            if verified is not None:
+                verified.streams.update(met)
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
-                                                    if report.head_link else b""), streams)
+                                                    if report.head_link else b""), verified.streams if verified else met)
         if public_key is None and checkpoint is None:
-            self.walked(report, streams if verified is None else None)
+            self.walked(report, met)
         return report  # on a problem the head verified before is kept: every later walk finds it again
 
     def _record_check(self, full: bool, public_key: PublicKeyCheck | None) -> RecordCheck:
@@ -115,7 +123,7 @@ class LogVerifier:
         return self.keys.record_check(strict=full)
 
     def _verify_snapshots(self, report: VerifyReport, rows: Iterable[StoredRow], full: bool,
-                          public_key: PublicKeyCheck | None, streams: dict[UUID, int]) -> VerifyReport:
+                          public_key: PublicKeyCheck | None, streams: Mapping[UUID, int]) -> VerifyReport:
         """The first snapshot that was not signed by the ledger, is no snapshot (a genuine event copied into the
         snapshots table is signed too) or lies past the end of its stream (the walk's ``report`` passed; the
         snapshots are read as of the same moment as the log it walked)."""
@@ -127,8 +135,10 @@ class LogVerifier:
             last = streams.get(row.originator_id, 0)
             if problem is None and row.topic not in self.snapshot_topics:
                 problem = f"its topic {row.topic!r} is no snapshot's"
-            elif problem is None and row.originator_version > last:
-                problem = f"its stream ends at version {last}"
+            elif problem is None and row.originator_version > last:  # the stream's last events were removed
+                return replace(report, ok=False, problem="truncated", position=None,
+                               detail=f"stream {row.originator_id} ends at version {last}, before its snapshot at "
+                                      f"version {row.originator_version}: its last events were removed from the log")
             elif problem is None and replay is not None:
                 problem = replay.problem(row)
             if problem is not None:

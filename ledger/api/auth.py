@@ -87,8 +87,10 @@ class TokenCache:
         load: Callable[[], AccessTokens | None],
         max_age: float = TOKEN_MAX_AGE,
         clock: Callable[[], float] = time.monotonic,
+        check: Callable[[], None] = lambda: None,
     ) -> None:
-        self._load, self.max_age, self.clock = load, max_age, clock
+        self._load, self.max_age, self.clock, self.check = load, max_age, clock, check
+        """``check`` raises when no token may be accepted at all (``TokenService.refuse_on_a_tampered_log``)."""
         self._tokens: AccessTokens | None = None
         self._loaded_at: float | None = None
         self._begun_at: float | None = None  # when the last reload began
@@ -165,11 +167,13 @@ class TokenCache:
         one check (an event stream): a stale cache is reloaded first, without waiting for a reload under way."""
         if self.stale:
             await anyio.to_thread.run_sync(lambda: self.refresh(wait=False))
+        self.check()
         tokens = self._tokens
         return tokens is not None and tokens.allows(principal)
 
     def authenticate(self, token: str) -> Principal:
         """Check ``token`` against the cached tokens (the caller refreshes a stale cache first)."""
+        self.check()
         tokens = self._tokens
         if tokens is None:
             raise AuthenticationError("the token is unknown or revoked")

@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from ledger.access import role_allows
 from ledger.api.auth import principal_of, requires
 from ledger.api.errors import BUSY, CONFLICT, INVALID, NOT_FOUND, responses
-from ledger.api.runtime import Runtime
+from ledger.api.runtime import WALK_WAIT_SECONDS, Runtime
 from ledger.api.rebuilds import RebuildJob
 from ledger.api.schemas import VerifyResult
 from ledger.application import ProfileLedger
@@ -27,7 +27,6 @@ from ledger.domainmodel import CommandContext
 from ledger.errors import NotFoundError, PermissionDeniedError
 from ledger.states import convert
 
-INCREMENTAL_WAIT_SECONDS = 1.0
 
 
 class LedgerController(Controller):
@@ -47,14 +46,14 @@ class LedgerController(Controller):
         request: Request[Any, Any, Any],
         ledger: NamedDependency[ProfileLedger],
         full: bool = Parameter(default=False, description="Walk the whole log, not only what is new since the "
-                               "last verification in this process (admin; one at a time: 429 while another "
-                               "walk runs)."),
+                               "last verification in this process (admin; one at a time: 429 when another "
+                               "walk runs past a second)."),
     ) -> VerifyResult:
         principal = principal_of(request)
         if full and principal is not None and not role_allows(principal.role, "admin"):
             raise PermissionDeniedError("a full walk of the log needs the admin role; without `full` the walk "
                                         "covers what is new since the last one", required_role="admin")
-        return convert(ledger.verify_log(full=full, wait=0 if full else INCREMENTAL_WAIT_SECONDS), VerifyResult)
+        return convert(ledger.verify_log(full=full, wait=WALK_WAIT_SECONDS), VerifyResult)
 
     @post(
         "/rebuild",

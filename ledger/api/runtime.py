@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
@@ -26,6 +26,8 @@ from ledger.api.observability import Metrics
 from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.application import ProfileLedger
+from ledger.chain import VerifyReport
+from ledger.verification import VerifyBusyError
 from ledger.idempotency import Answers
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
@@ -43,25 +45,48 @@ log = logging.getLogger("ledger.api")
 
 RUNNER_JOIN_TIMEOUT = 10.0
 RECORDS_PROJECTED_TIMEOUT = 5.0  # at shutdown: how long the worker here may take to apply the last records
+LOG_WALK_SECONDS = 1.0  # how often a server walks what was appended to the log since its last walk
+WALK_WAIT_SECONDS = 1.0  # how long a request waits for another walk to end (the server's own walks take moments)
+T = TypeVar("T")
 
 CompatibilityCheck = Callable[[Any], list[str]]
 
 
 def walked_ledger(database: Database) -> ProfileLedger:
     """The ledger over ``database``, once its whole log was walked (as ``GET /api/ledger/verify`` walks it; later
-    walks start from there). The streams' versions it finds are ones no later read of them may fall short of
-    (a revoked token whose revocation was removed from the log would work again); a log found tampered with is
-    served, so the API can show what is wrong, but no command is recorded on it
+    walks start from there, see :meth:`Runtime._walk_what_is_appended`). The streams' versions it finds are ones no
+    later read of them may fall short of (a revoked token whose revocation was removed from the log would work
+    again); on a log found tampered with, no command is recorded and no token accepted
     (:class:`ledger.signing.SigningEventStore`)."""
     ledger = ProfileLedger(env=database.eventsourcing_env())
+    ledger.events.on_tampered = lambda what: log.error(  # type: ignore[attr-defined]
+        "the log was tampered with; this server records nothing and accepts no token until the database is restored "
+        "(and it restarts): %s", what)
     started = time.monotonic()
     walked = ledger.verify_log(full=False)
-    if not walked.ok:
-        log.error("the log was tampered with; this server records nothing until the database is restored: %s",
-                  walked.tampered())
-    else:
+    if walked.ok:
         log.info("the log walked: %d events in %.1f s", walked.checked, time.monotonic() - started)
+    else:
+        say_what_the_walk_found(walked)
     return ledger
+
+
+def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
+    """``read()``, once the log up to now was walked (what other processes appended since the last walk, in
+    moments): a stream whose last saves were removed before this process walked past them is found by the walk,
+    one removed after, by the read. The tokens are read so: a revocation removed never gives a token back."""
+    try:
+        ledger.verify_log(full=False, wait=WALK_WAIT_SECONDS, snapshots=False)
+    except VerifyBusyError:  # a long walk (a full one) under way: it finds what there is to find
+        pass
+    return read()
+
+
+def say_what_the_walk_found(walked: VerifyReport) -> None:
+    """A snapshot refused, in the server's log (a tampered log is said once, by ``on_tampered``)."""
+    if walked.problem == "snapshot_forged":
+        log.warning("a snapshot is refused (never used; its aggregate is replayed from its events): %s",
+                    walked.tampered())
 
 
 @dataclass
@@ -98,6 +123,7 @@ class Runtime:
     engine: Any = None
     """A ``steering.engine.SteeringEngine``; default: the model ``settings.model`` names, if any."""
     runner: threading.Thread | None = None
+    walker: threading.Thread | None = None
     runner_stop: threading.Event = field(default_factory=threading.Event)
     shutdown: threading.Event = field(default_factory=threading.Event)
     wake: Callable[[int], None] | None = None
@@ -134,7 +160,9 @@ class Runtime:
         """Build what the handlers use, start the threads; on exit stop them and close what was built here."""
         database = self.database
         self.ledger = await anyio.to_thread.run_sync(walked_ledger, database)  # before the server listens
-        self.tokens = TokenCache(TokenService(self.ledger).current)
+        service = TokenService(self.ledger)
+        self.tokens = TokenCache(functools.partial(walked_first, self.ledger, service.current),
+                                 check=service.refuse_on_a_tampered_log)
         if not self.auth:
             log.warning(
                 "AUTHENTICATION IS OFF: anyone who can reach this API may read, change and delete everything, "
@@ -163,6 +191,9 @@ class Runtime:
         self.shutdown.clear()
         self.runner_stop.clear()
         self._follow_saves(self.ledger)
+        self.walker = threading.Thread(target=self._walk_what_is_appended, args=(self.ledger,), daemon=True,
+                                       name="log-walker")
+        self.walker.start()
         if self.run_projections:
             self.runner = self._start_runner()
         engine = self.engine if self.engine is not None else await anyio.to_thread.run_sync(load_engine, self.settings)
@@ -197,6 +228,9 @@ class Runtime:
                 self.progress.wait_for(int(self.ledger.recorder.max_notification_id() or 0), RECORDS_PROJECTED_TIMEOUT)
         self.ledger.recorder.in_transaction = None
         self.runner_stop.set()
+        if self.walker is not None:
+            self.walker.join(RUNNER_JOIN_TIMEOUT)
+            self.walker = None
         if self.wake is not None:
             self.wake(0)
         if self.runner is not None:
@@ -209,6 +243,19 @@ class Runtime:
         self.read_model.close()
         self.ledger.close()
         self.ledger = self.read_model = self.notifications = None
+
+    def _walk_what_is_appended(self, ledger: ProfileLedger) -> None:
+        """Walk the events appended since the last walk, every :data:`LOG_WALK_SECONDS` (other processes' too): the
+        versions no read may fall short of keep up with the log, and an event removed anywhere is found before or
+        after this process walks past it."""
+        while not self.runner_stop.wait(LOG_WALK_SECONDS) and ledger.events.tampered is None:  # type: ignore[attr-defined]
+            try:
+                walked = ledger.verify_log(full=False, wait=0, snapshots=False)
+            except Exception as error:  # noqa: BLE001 - another walk under way, the database away: the next round
+                log.debug("the log walk did not run: %s", error)
+                continue
+            if not walked.ok:
+                say_what_the_walk_found(walked)
 
     def _follow_saves(self, ledger: ProfileLedger) -> None:
         """Count saves and wake the projection runner after every save this process makes."""

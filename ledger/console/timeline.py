@@ -15,7 +15,7 @@ from ledger.access import AccessTokens
 from ledger.api.auth import principal_of
 from ledger.api.deps import LOG_POSITION, log_position
 from ledger.api.events import about_tokens, audit_filters, audit_stream, sees_token_events
-from ledger.api.integrity import INCREMENTAL_WAIT_SECONDS
+from ledger.api.runtime import WALK_WAIT_SECONDS
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
@@ -75,7 +75,7 @@ class EventPages(Controller):
     def verify(self, request: Request[Any, Any, Any]) -> Template:
         """The chain's check, as a reader's ``GET /api/ledger/verify``: what is new since the last walk (the
         timeline loads it after the page)."""
-        report = runtime_of(request).ledger.verify_log(full=False, wait=INCREMENTAL_WAIT_SECONDS)
+        report = runtime_of(request).ledger.verify_log(full=False, wait=WALK_WAIT_SECONDS)
         return fragment_or_page(request, "_verify.html.j2", "verify.html.j2", report=report)
 
     @get("/stream", name="console:events-stream")

@@ -66,18 +66,35 @@ class SigningEventStore(EventStore[UUID]):
         seen = self.seen.get(originator_id, 0)  # read before the events: what it says was committed by then
         events = super().get(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
         if desc or limit is not None:
-            return events if desc else _without_gaps(originator_id, events, after=gt or 0)
-        return _without_gaps(originator_id, events, after=gt or 0, seen=seen if lte is None else min(seen, lte),
-                             saw=self.saw)
+            return self._found_out(events if desc else _without_gaps(originator_id, events, after=gt or 0))
+        return self._found_out(_without_gaps(originator_id, events, after=gt or 0,
+                                             seen=seen if lte is None else min(seen, lte), saw=self.saw))
 
-    def walked(self, report: VerifyReport, streams: Mapping[UUID, int] | None) -> None:
-        """A walk of the log with the ledger's key ended (``streams``: each stream's last version, when it walked
-        from the log's start): once one finds the log's events tampered with, this process stores nothing more
-        (a bad snapshot is never used, and stops nothing)."""
+    def _found_out(self, events: Iterator[DomainEventProtocol[UUID]]) -> Iterator[DomainEventProtocol[UUID]]:
+        """The events, as read; a record refused as tampering tells this process the log was tampered with."""
+        try:
+            yield from events
+        except TamperedRecordError as error:
+            self.found_tampered(f"TAMPERED: {error.message}")
+            raise
+
+    def walked(self, report: VerifyReport, streams: Mapping[UUID, int]) -> None:
+        """A walk of the log with the ledger's key ended (``streams``: the last version of each stream it met): once
+        one finds the log's events tampered with, this process stores nothing more (a bad snapshot is never used,
+        and stops nothing)."""
         if report.ok or report.problem == "snapshot_forged":
-            self.saw(streams or {})
-        elif self.tampered is None:
-            self.tampered = report.tampered()
+            self.saw(streams)
+        else:
+            self.found_tampered(report.tampered())
+
+    def found_tampered(self, what: str) -> None:
+        """The log's events were found tampered with (``what``: ``TAMPERED: …``): from now on this process stores
+        nothing (and its server accepts no token); ``on_tampered`` is told, once."""
+        if self.tampered is None:
+            self.tampered = what
+            self.on_tampered(what)
+
+    on_tampered: Callable[[str], None] = staticmethod(lambda what: None)  # type: ignore[assignment]
 
     def saw(self, streams: Mapping[UUID, int]) -> None:
         """These streams hold at least these versions (genuine: read, saved or walked by this process)."""

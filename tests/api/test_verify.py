@@ -101,7 +101,9 @@ def test_a_full_verify_while_another_walk_runs_is_answered_429_with_retry_after(
     started, release = threading.Event(), threading.Event()
     walk = verifier.recorder.verify_chain
 
-    def slow_walk(*args, **kwargs):  # a walk over a long log: it takes a while
+    def slow_walk(*args, **kwargs):  # a full walk over a long log: it takes a while
+        if args[0].start is not None:  # the server's own walks of what is new: as quick as ever
+            return walk(*args, **kwargs)
         started.set()
         release.wait(30)
         return walk(*args, **kwargs)

@@ -623,7 +623,8 @@ def test_a_servers_stream_never_gets_shorter_when_its_last_save_is_removed_while
                    httpx.get(f"{server.base_url}/api/profiles/calm/diff", params={"from": 1, "to": 2})):
         assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text
         assert "ends at version 1, but this process has seen version 2" in answer.json()["detail"]
-    assert httpx.put(f"{server.base_url}/api/profiles/later", json={"description": "fine"}).status_code == 200
+    elsewhere = httpx.put(f"{server.base_url}/api/profiles/later", json={"description": "on a tampered log"})
+    assert elsewhere.status_code == 500 and "nothing is recorded on a tampered log" in elsewhere.json()["detail"]
 
 
 def test_a_chain_row_edited_is_not_blamed_on_the_event_alone(ledger_app, database_url):
@@ -633,3 +634,81 @@ def test_a_chain_row_edited_is_not_blamed_on_the_event_alone(ledger_app, databas
     result = ledger_verify(database_url)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("TAMPERED: altered at position 1: ") and "the event or the chain row" in result.stderr
+
+
+def ledger_cli(url: str, *args: str) -> str:
+    done = subprocess.run([LEDGER, "--database", url, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_revocation_removed_while_servers_run_gives_the_token_back_to_no_one(database_url, ledger_processes):
+    """The revocation is written by another process (the CLI) while a server runs, and removed once that server
+    walked past it (a server that had not is the test above's): the token stays refused, the tokens as this server
+    saw them."""
+    server = ledger_processes(database_url, "serve", "--auth")
+    issued = json.loads(ledger_cli(database_url, "tokens", "create", "--name", "victim", "--role", "editor", "--json"))
+    admin = json.loads(ledger_cli(database_url, "tokens", "create", "--name", "ops", "--role", "admin", "--json"))
+    victim, admin_headers = ({"Authorization": f"Bearer {made['token']}"} for made in (issued, admin))
+    assert httpx.get(f"{server.base_url}/api/profiles", headers=victim).status_code == 200  # cached by the server
+    ledger_cli(database_url, "tokens", "revoke", issued["id"])
+    wait_until(lambda: httpx.get(f"{server.base_url}/api/profiles", headers=victim).status_code == 401, 10,
+               "the revocation to reach the server (its tokens are cached for a second)")
+    ledger_cli(database_url, "create", "later")  # the revocation is not the log's last save
+    owner = Owner(database_url)
+    for position in _last_save_of(owner, AccessTokens.ID):
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (position,))
+
+    deadline = time.monotonic() + 4 * 1.0  # a few of the server's walks and token reloads
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{server.base_url}/api/profiles", headers=victim)
+        assert answer.status_code in (401, 500), answer.text  # before: 200 again, and writes in the victim's name
+        time.sleep(0.1)
+    refused = httpx.put(f"{server.base_url}/api/profiles/later", headers=victim, json={"description": "mine"})
+    assert refused.status_code in (401, 500), refused.text
+    assert httpx.get(f"{server.base_url}/api/profiles/later", headers=admin_headers).json()["description"] is None
+
+
+def test_a_cut_tail_with_its_snapshot_left_behind_is_found_and_nothing_is_recorded_on_it(database_url,
+                                                                                      ledger_processes):
+    ledger = ProfileLedger(env={**Database(database_url).eventsourcing_env(), "LEDGER_SNAPSHOT_INTERVAL": "2"})
+    try:
+        profile = ledger.create_profile({"name": "snap"}).profile
+        for text in ("one", "two"):
+            ledger.update_profile(profile.id, {"description": text})
+        ledger.delete_profile(profile.id)
+    finally:
+        ledger.close()
+    owner = Owner(database_url)
+    cut = owner.saves()[-1]  # the deletion (and its name's release): the log's tail, with its chain and heads
+    assert owner.run(f"SELECT count(*) FROM {owner.snapshots} WHERE originator_version = 4")[0][0] == 1
+    for table in (owner.events, owner.chain, owner.heads):
+        position = owner.position_column() if table == owner.events else "notification_id"
+        owner.run(f"DELETE FROM {table} WHERE {position} >= ?", (cut[0],))
+
+    result = ledger_verify(database_url)
+    assert result.returncode == 1 and result.stderr.startswith("TAMPERED: truncated: "), result.stderr
+    assert "ends at version 3, before its snapshot at version 4" in result.stderr
+    server = ledger_processes(database_url, "serve", "--no-auth")
+    refused = httpx.put(f"{server.base_url}/api/profiles/snap", json={"description": "back from the dead"})
+    assert refused.status_code == 500 and refused.json()["error"] == "log_tampered", refused.text  # before: 200
+
+
+def test_a_token_whose_revocation_was_removed_before_a_running_server_met_it_is_refused_there(database_url,
+                                                                                              ledger_processes):
+    """Issued, revoked and its revocation removed while a server runs that never met the token: whether the server
+    walked past the revocation before it was removed (then the stream reads shorter than it was seen) or not (then
+    the walk finds the event missing), the token is refused, and nothing is recorded on that log from then on."""
+    server = ledger_processes(database_url, "serve", "--auth")
+    issued = json.loads(ledger_cli(database_url, "tokens", "create", "--name", "victim", "--role", "editor", "--json"))
+    ledger_cli(database_url, "tokens", "revoke", issued["id"])
+    ledger_cli(database_url, "create", "later")
+    owner = Owner(database_url)
+    for position in _last_save_of(owner, AccessTokens.ID):
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (position,))
+
+    victim = {"Authorization": f"Bearer {issued['token']}"}
+    for answer in (httpx.get(f"{server.base_url}/api/profiles", headers=victim),
+                   httpx.put(f"{server.base_url}/api/profiles/later", headers=victim, json={"description": "mine"})):
+        assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text  # before: 200
+    assert "the log was tampered with" in server.output()
