@@ -142,11 +142,11 @@ class ProfileLedger(Application[UUID]):
         return SigningEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def construct_repository(self) -> Repository[UUID]:
-        library = super().construct_repository()
+        library = super().construct_repository()  # as the environment configures it
+        maxsize = None if library.cache is None else getattr(library.cache, "maxsize", 0)
         return CopiedUnderLockRepository(
-            self.events, snapshot_store=self.snapshots, cache_maxsize=None if library.cache is None else getattr(library.cache, "maxsize", 0),
-            fastforward=library.fastforward, fastforward_skipping=library.fastforward_skipping,
-            deepcopy_from_cache=library.deepcopy_from_cache,
+            self.events, snapshot_store=self.snapshots, cache_maxsize=maxsize, fastforward=library.fastforward,
+            fastforward_skipping=library.fastforward_skipping, deepcopy_from_cache=library.deepcopy_from_cache,
         )
 
     def construct_snapshot_store(self) -> EventStore[UUID]:

@@ -108,10 +108,11 @@ class LogVerifier:
         report = self.recorder.verify_chain(walk, snapshots)
         met = streams.maps[0] if isinstance(streams, ChainMap) else streams  # the streams this walk met
         if report.ok and public_key is None:  # a head verified with the ledger's own key: later walks start from it
+            every = met if verified is None else verified.streams
             if verified is not None:
-                verified.streams.update(met)
+                every.update(met)
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
-                                                    if report.head_link else b""), verified.streams if verified else met)
+                                                    if report.head_link else b""), every)
         if public_key is None and checkpoint is None:
             self.walked(report, met)
         return report  # on a problem the head verified before is kept: every later walk finds it again

@@ -28,7 +28,6 @@ from ledger.errors import NotFoundError, PermissionDeniedError
 from ledger.states import convert
 
 
-
 class LedgerController(Controller):
     path = "/api/ledger"
     tags = ["ledger"]

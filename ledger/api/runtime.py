@@ -27,10 +27,10 @@ from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
 from ledger.application import ProfileLedger
 from ledger.chain import VerifyReport
-from ledger.verification import VerifyBusyError
 from ledger.idempotency import Answers
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
+from ledger.verification import VerifyBusyError
 from projections.inline import InlineProjection
 from projections.log import EventLog
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
@@ -248,7 +248,8 @@ class Runtime:
         """Walk the events appended since the last walk, every :data:`LOG_WALK_SECONDS` (other processes' too): the
         versions no read may fall short of keep up with the log, and an event removed anywhere is found before or
         after this process walks past it."""
-        while not self.runner_stop.wait(LOG_WALK_SECONDS) and ledger.events.tampered is None:  # type: ignore[attr-defined]
+        events: Any = ledger.events
+        while not self.runner_stop.wait(LOG_WALK_SECONDS) and events.tampered is None:  # found: nothing more to do
             try:
                 walked = ledger.verify_log(full=False, wait=0, snapshots=False)
             except Exception as error:  # noqa: BLE001 - another walk under way, the database away: the next round

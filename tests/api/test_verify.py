@@ -145,7 +145,8 @@ def test_thirty_concurrent_verifies_walk_each_event_once_between_them(pg_client)
     assert {answer.status_code for answer in answers} <= {200, 429}
     reports = [answer.json() for answer in answers if answer.status_code == 200]
     assert reports and all(report["ok"] for report in reports)
-    assert sum(report["checked"] for report in reports) == made["position"]  # the first walk; the rest: nothing new
+    # each event walked once between them (and the server's own walks, each second): never once per request
+    assert sum(report["checked"] for report in reports) <= made["position"]
     for answer in answers:
         if answer.status_code == 429:
             assert answer.headers["Retry-After"]

@@ -633,7 +633,8 @@ def test_a_chain_row_edited_is_not_blamed_on_the_event_alone(ledger_app, databas
     owner.run(f"UPDATE {owner.chain} SET digest = ? WHERE notification_id = 1", (bytes(32),))
     result = ledger_verify(database_url)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.startswith("TAMPERED: altered at position 1: ") and "the event or the chain row" in result.stderr
+    assert result.stderr.startswith("TAMPERED: altered at position 1: ")
+    assert "the event or the chain row" in result.stderr
 
 
 def ledger_cli(url: str, *args: str) -> str:
