@@ -167,6 +167,15 @@ class TokenCache:
         one check (an event stream): a stale cache is reloaded first, without waiting for a reload under way."""
         if self.stale:
             await anyio.to_thread.run_sync(lambda: self.refresh(wait=False))
+        return self._allows(principal)
+
+    def still_allows_here(self, principal: Principal) -> bool:
+        """:meth:`still_allows`, from a worker thread (a streamed answer's)."""
+        if self.stale:
+            self.refresh(wait=False)
+        return self._allows(principal)
+
+    def _allows(self, principal: Principal) -> bool:
         self.check()
         tokens = self._tokens
         return tokens is not None and tokens.allows(principal)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
@@ -19,6 +20,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
+from ledger.api.auth import principal_of
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.observability import ANSWERED, DEPARTED
 from ledger.api.deps import LOG_POSITION, wait_until_applied
@@ -46,10 +48,11 @@ from ledger.api.chat_schemas import (
     Usage,
 )
 from ledger.domainmodel import CommandContext
-from ledger.errors import ModelNotFoundError, ValidationError
+from ledger.errors import AuthenticationError, ModelNotFoundError, ValidationError
 from ledger.states import convert
 
 DEFAULT_MAX_TOKENS = 128
+TOKEN_RECHECK_SECONDS = 1.0  # how often a streamed answer asks whether its token is still live
 
 
 class ModelNotLoadedError(ServiceUnavailableError):
@@ -223,7 +226,11 @@ class ChatController(Controller):
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
         if data.stream:
             usage = bool(data.stream_options and data.stream_options.include_usage)
-            streamed = self._stream(request, generation, completion, context, model, created, usage, warnings)
+            principal = principal_of(request) if runtime.auth else None
+            still_allowed = None if principal is None else functools.partial(runtime.tokens.still_allows_here,
+                                                                             principal)
+            streamed = self._stream(request, generation, completion, context, model, created, usage, warnings,
+                                    still_allowed)
             return streamed  # type: ignore[return-value]
         outcome = run_command(context, lambda: generation.complete(
             completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
@@ -244,9 +251,11 @@ class ChatController(Controller):
     @staticmethod
     def _stream(
         request: Request[Any, Any, Any], generation: Any, completion: Any, context: CommandContext, model: str,
-        created: int, usage: bool, warnings: list[str],
+        created: int, usage: bool, warnings: list[str], still_allowed: Callable[[], bool] | None,
     ) -> Stream:
-        """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's)."""
+        """SSE chunks; with ``stream_options.include_usage`` a last chunk carries the token counts (as OpenAI's).
+        ``still_allowed``: whether the request's token is still live, asked every :data:`TOKEN_RECHECK_SECONDS`: a
+        token revoked or expired meanwhile cuts the answer short (an error event; what ran is recorded)."""
         recorded: list[Any] = []
         completion = dataclasses.replace(completion, execution_id=uuid4())  # its chunks' id, as a whole answer's
         # Resolve the profile and seed now, so a bad request is a 4xx rather than a broken stream.
@@ -271,9 +280,14 @@ class ChatController(Controller):
         def events() -> Iterator[bytes]:
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                text = first
+                text, checked = first, time.monotonic()
                 while text is not None:
                     yield chunk({"content": text}, None)
+                    if still_allowed is not None and time.monotonic() - checked >= TOKEN_RECHECK_SECONDS:
+                        checked = time.monotonic()
+                        if not still_allowed():
+                            raise AuthenticationError("the token this answer was asked with was revoked or has "
+                                                      "expired: the answer was cut short")
                     text = run_command(context, lambda: next(deltas, None))
             except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
                 failed = handle_exception(request, error)

@@ -9,11 +9,13 @@ the runtime (:mod:`ledger.api.deps`); ``create_app`` assembles the routes around
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,6 +46,7 @@ from projections.wakeup import Notifications
 log = logging.getLogger("ledger.api")
 
 RUNNER_JOIN_TIMEOUT = 10.0
+OTHER_THREADS = 40  # anyio's default pool size: worker threads for everything but generations
 RECORDS_PROJECTED_TIMEOUT = 5.0  # at shutdown: how long the worker here may take to apply the last records
 LOG_WALK_SECONDS = 1.0  # how often a server walks what was appended to the log since its last walk
 WALK_WAIT_SECONDS = 1.0  # how long a request waits for another walk to end (the server's own walks take moments)
@@ -76,10 +79,24 @@ def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
     moments): a stream whose last saves were removed before this process walked past them is found by the walk,
     one removed after, by the read. The tokens are read so: a revocation removed never gives a token back."""
     try:
-        ledger.verify_log(full=False, wait=WALK_WAIT_SECONDS, snapshots=False)
-    except VerifyBusyError:  # a long walk (a full one) under way: it finds what there is to find
+        ledger.verify_log(full=False, wait=0, snapshots=False)
+    except VerifyBusyError:  # never waited for: the walk under way (each second's, or a full one) finds what it finds
         pass
     return read()
+
+
+def widen_worker_threads(engine: Any) -> None:
+    """Synchronous handlers (reads, commands, a generation waiting for its answer) each hold a worker thread: let
+    the pools hold every generation the scheduler may admit (running and queued) plus 40 for everything else, so
+    load is bounded by the scheduler's queue (503 when full), not by a pool, and reads and commands never wait
+    behind generations or a database's connect timeout. Litestar runs them on the event loop's default executor
+    (``min(32, CPUs + 4)`` threads: six on two cores), anyio's ``to_thread`` on its own limiter: both are widened.
+    (Call on the event loop.)"""
+    scheduler = getattr(engine, "scheduler", None)
+    room = OTHER_THREADS + (scheduler.max_batch + scheduler.max_queue if scheduler is not None else 0)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = max(limiter.total_tokens, room)
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(room, thread_name_prefix="ledger-handler"))
 
 
 def say_what_the_walk_found(walked: VerifyReport) -> None:
@@ -197,6 +214,7 @@ class Runtime:
         if self.run_projections:
             self.runner = self._start_runner()
         engine = self.engine if self.engine is not None else await anyio.to_thread.run_sync(load_engine, self.settings)
+        widen_worker_threads(engine)
         if engine is not None:
             self.steering = SteeringRuntime(self.settings, self.ledger, engine, self.notifications)
             self.steering.start()

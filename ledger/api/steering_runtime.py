@@ -15,7 +15,6 @@ from ledger.states import ProfileState
 T = TypeVar("T")
 
 log = logging.getLogger("ledger.api")
-OTHER_THREADS = 40  # anyio's default pool size
 RECORD_SETTLE_SECONDS = 10.0  # at shutdown, records of served generations still under way are waited for this long
 
 
@@ -71,30 +70,12 @@ class SteeringRuntime:
 
     def start(self) -> None:
         """Start following the log (called in the app's lifespan, on its event loop)."""
-        self._room_for_every_admitted_request()
         position = self.follower.head()
         slot = self._ledger.active_slot()  # None until a profile is first activated
         self.projector.bootstrap(position, getattr(slot, "profile_id", None), getattr(slot, "pinned_version", None))
         self._ledger.add_listener(self.follower.wake)
         self._thread = threading.Thread(target=self.follower.run, args=(self._stop,), daemon=True, name="steering-projector")
         self._thread.start()
-
-    def _room_for_every_admitted_request(self) -> None:
-        """Generation handlers wait in worker threads: let the pools hold every request the scheduler may admit
-        (running and queued) plus the usual 40 for everything else, so load is bounded by the scheduler's queue
-        (503 when full) rather than piling up in front of a pool, and reads are never held up behind generations.
-        Litestar runs synchronous handlers on the event loop's default executor (``min(32, CPUs + 4)`` threads:
-        six on two cores), anyio's ``to_thread`` on its own limiter: both are widened."""
-        import asyncio
-        from concurrent.futures import ThreadPoolExecutor
-
-        import anyio.to_thread
-
-        scheduler = self.engine.scheduler
-        room = scheduler.max_batch + scheduler.max_queue + OTHER_THREADS
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, room)
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(room, thread_name_prefix="ledger-handler"))
 
     def compatibility_warnings(self, profile: ProfileState) -> list[str]:
         """Seed 000's check on activation: warnings for another model/SAE/layer, 422 for impossible ones."""

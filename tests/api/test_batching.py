@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 import threading
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -234,5 +237,45 @@ def test_more_generations_than_the_loops_worker_threads_share_one_batch_while_re
         for sender in senders:
             sender.join(300)
         assert answers == [200] * many
+    finally:
+        running.stop()
+
+
+def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_recorded(
+        long_context_model_dir, sae_dir, sqlite_url):
+    def cli(*args: str) -> dict[str, Any]:
+        ledger = str(Path(sys.executable).with_name("ledger"))
+        done = subprocess.run([ledger, "--database", sqlite_url, *args, "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    editor, admin = cli("tokens", "create", "--name", "leaked", "--role", "editor"), cli(
+        "tokens", "create", "--name", "ops", "--role", "admin")
+    engine = SteeringEngine(load_model(long_context_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
+                            sae_id="tiny-sae")
+    running = start_server(sqlite_url, engine=engine, auth=True)
+    try:
+        url, as_editor = running.base_url, {"Authorization": f"Bearer {editor['token']}"}
+        body = {"messages": messages(3), "seed": 0, "temperature": 0.0, "max_tokens": 4000, "stream": True}
+        with httpx.Client(base_url=url, timeout=120) as http:
+            with http.stream("POST", "/v1/chat/completions", json=body, headers=as_editor) as answer:
+                assert answer.status_code == 200
+                lines = answer.iter_lines()
+                assert next(line for line in lines if '"content":"' in line and '"content":""' not in line)
+                revoked = http.delete(f"/api/tokens/{editor['id']}",
+                                      headers={"Authorization": f"Bearer {admin['token']}"})
+                assert revoked.status_code == 200, revoked.text
+                revoked_at = time.monotonic()
+                rest = [line for line in lines if line.startswith("data: ")]
+            execution = json.loads(rest[0].removeprefix("data: "))["id"].removeprefix("chatcmpl-")
+            recorded = wait_until(lambda: (lambda found: found if found.status_code == 200 else None)(http.get(
+                f"/api/executions/{uuid.UUID(execution)}", headers={"Authorization": f"Bearer {admin['token']}"})),
+                30, "the cut answer's record")
+        assert rest[-1] == "data: [DONE]"
+        error = json.loads(rest[-2].removeprefix("data: "))["error"]
+        assert error["code"] == "unauthenticated" and "revoked" in error["message"]  # before: all 4,000 tokens
+        assert time.monotonic() - revoked_at < 30
+        assert recorded.json()["status"] == "partial"  # what it served is recorded
     finally:
         running.stop()
