@@ -174,18 +174,22 @@ class Scheduler:
         with self._condition:
             if self._closed:
                 raise EngineClosedError("the engine is closed")
-            free_rows = max(self.max_batch - len(self._running), 0)
-            if len(self._waiting) >= self.max_queue + free_rows:
+            running, queued = self._rows_and_queue()
+            if running >= self.max_batch and queued >= self.max_queue:
                 self._refused += 1
-                starting = min(free_rows, len(self._waiting))  # admitted: they take a row at the next step
-                raise SchedulerFullError(len(self._running) + starting, len(self._waiting) - starting,
-                                         self._retry_after())
+                raise SchedulerFullError(running, queued, self._retry_after())
             self._waiting.append(ticket)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="steering-scheduler", daemon=True)
                 self._thread.start()
             self._condition.notify()
         return ticket
+
+    def _rows_and_queue(self) -> tuple[int, int]:
+        """How many requests hold a row and how many wait for one; a waiting request for which a row is free is
+        counted running: it takes the row at the next step. (Call with the condition held.)"""
+        starting = min(max(self.max_batch - len(self._running), 0), len(self._waiting))
+        return len(self._running) + starting, len(self._waiting) - starting
 
     def wake(self) -> None:
         with self._condition:
@@ -199,8 +203,9 @@ class Scheduler:
             prefill = sum(entry[1] for entry in self._recent)
             decode = sum(entry[2] for entry in self._recent)
             buckets = list(zip(TTFT_BUCKETS, itertools.accumulate(self._ttft)))
+            running, queued = self._rows_and_queue()
             return SchedulerStats(
-                queued=len(self._waiting), running=len(self._running), max_batch=self.max_batch,
+                queued=queued, running=running, max_batch=self.max_batch,
                 max_queue=self.max_queue, step_tokens=self.step_tokens, steps=self._steps, admitted=self._admitted,
                 refused=self._refused, cancelled=self._cancelled, finished=self._finished, failed=self._failed,
                 prefill_tokens=self._prefill, decode_tokens=self._decode,

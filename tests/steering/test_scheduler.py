@@ -234,3 +234,5 @@ def test_a_refusal_counts_as_waiting_only_the_requests_beyond_the_free_rows(load
         scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3))
     assert "(2 requests running, 2 waiting for a place)" in str(refused.value)  # was "0 running, 4 waiting"
     assert len(requests) == 4
+    stats = scheduler.stats()  # the status and the metrics count them alike: never more waiting than the queue holds
+    assert (stats.running, stats.queued) == (2, 2)  # was (0, 4)
