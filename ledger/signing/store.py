@@ -48,7 +48,7 @@ class SigningEventStore(EventStore[UUID]):
     """The library's event store, with the events of each save signed together (one signature per save), and
     each stream read in order refused where a version is missing (an event deleted from the database), or where
     it ends before a version this process has seen of it (its last saves deleted): a stream never gets shorter.
-    Once a walk of the log finds it tampered, nothing more is stored (:meth:`walked`)."""
+    Once the log's events are found tampered with (by a walk, :meth:`walked`, or a read), nothing more is stored."""
 
     mapper: SigningMapper
 
@@ -57,7 +57,7 @@ class SigningEventStore(EventStore[UUID]):
         self.seen: dict[UUID, int] = {}
         """Each stream's last version this process has seen: read whole, saved, or walked (:meth:`saw`)."""
         self.tampered: str | None = None
-        """What a walk found wrong with the log's events (``TAMPERED: …``): then this process stores nothing."""
+        """What was found wrong with the log's events (``TAMPERED: …``): then this process stores nothing."""
 
     def get(  # type: ignore[override]
         self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
