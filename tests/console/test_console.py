@@ -252,3 +252,26 @@ def test_a_save_keeps_what_was_not_edited_a_stale_revert_is_refused_and_two_serv
         create.get_by_label("Steering").fill("3=1")
         submit(page, create, "Create")
         expect(page.get_by_role("heading", level=1)).to_contain_text(f"made-{number}")
+
+
+def test_a_stale_tabs_deactivate_button_leaves_the_profile_someone_activated_since_in_force(browser, serve,
+                                                                                             sqlite_url):
+    import httpx
+    from playwright.sync_api import expect
+
+    server = serve(sqlite_url)
+    with httpx.Client(base_url=server.base_url) as api:
+        shown = api.post("/api/profiles", json={"name": "shown"}).json()
+        other = api.post("/api/profiles", json={"name": "other"}).json()
+        api.post(f"/api/profiles/{shown['id']}/activate")
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/profiles/{shown['id']}")  # shows "shown" active, with its Deactivate button
+    with httpx.Client(base_url=server.base_url) as api:
+        api.post(f"/api/profiles/{other['id']}/activate")  # someone else, meanwhile
+    with page.expect_navigation():
+        page.get_by_role("button", name="Deactivate").click()
+    expect(page.locator("main")).to_contain_text("profile_not_active")
+    with httpx.Client(base_url=server.base_url) as api:
+        assert api.get("/api/profiles/active").json()["id"] == other["id"]  # before: "other" was turned off
+    context.close()
