@@ -74,14 +74,22 @@ def walked_ledger(database: Database) -> ProfileLedger:
     return ledger
 
 
-def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
-    """``read()``, once the log up to now was walked (what other processes appended since the last walk, in
-    moments): a stream whose last saves were removed before this process walked past them is found by the walk,
-    one removed after, by the read. The tokens are read so: a revocation removed never gives a token back."""
+def walk_what_is_new(ledger: ProfileLedger) -> None:
+    """Walk what any process appended since the last walk (in moments; the snapshots left to the full walks),
+    unless a walk is under way (never waited for: each second's, or a full one, finds what there is to find)."""
     try:
-        ledger.verify_log(full=False, wait=0, snapshots=False)
-    except VerifyBusyError:  # never waited for: the walk under way (each second's, or a full one) finds what it finds
-        pass
+        walked = ledger.verify_log(full=False, wait=0, snapshots=False)
+    except VerifyBusyError:
+        return
+    if not walked.ok:
+        say_what_the_walk_found(walked)
+
+
+def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
+    """``read()``, once the log up to now was walked: a stream whose last saves were removed before this process
+    walked past them is found by the walk, one removed after, by the read. The tokens are read so: a revocation
+    removed never gives a token back."""
+    walk_what_is_new(ledger)
     return read()
 
 
@@ -269,12 +277,9 @@ class Runtime:
         events: Any = ledger.events
         while not self.runner_stop.wait(LOG_WALK_SECONDS) and events.tampered is None:  # found: nothing more to do
             try:
-                walked = ledger.verify_log(full=False, wait=0, snapshots=False)
-            except Exception as error:  # noqa: BLE001 - another walk under way, the database away: the next round
+                walk_what_is_new(ledger)
+            except Exception as error:  # noqa: BLE001 - the database away: the next round tries again
                 log.debug("the log walk did not run: %s", error)
-                continue
-            if not walked.ok:
-                say_what_the_walk_found(walked)
 
     def _follow_saves(self, ledger: ProfileLedger) -> None:
         """Count saves and wake the projection runner after every save this process makes."""
