@@ -223,6 +223,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     response = _answer(request, exc)
     if openai_path(request.url.path):
         response.content = for_openai_clients(response.content, response.status_code)
+        response.status_code = OPENAI_STATUS.get(response.status_code, response.status_code)
     return response
 
 
@@ -233,6 +234,8 @@ def for_openai_clients(body: dict[str, Any], status: int) -> dict[str, Any]:
     return {"error": {"message": body["detail"], "type": kind, "param": param, "code": body["error"], **context}}
 
 
+OPENAI_STATUS = {HTTP_422_UNPROCESSABLE_ENTITY: HTTP_400_BAD_REQUEST}
+"""OpenAI answers every invalid request 400 (its clients raise ``BadRequestError``); the rest of the API, 422."""
 _PARAMS = {  # the /v1 fields
     "profile_not_found": "profile", "profile_version_not_found": "profile_version", "profile_incompatible": "profile",
 }
@@ -323,5 +326,7 @@ BUSY = {429: error_spec("What runs one at a time is running (a walk of the log):
 
 def responses(*groups: dict[int, ResponseSpec], openai: bool = False) -> dict[int, ResponseSpec]:
     """The error answers of a route; ``openai``: in OpenAI's shape (the routes under ``/v1``)."""
-    return {status: replace(spec, data_container=OpenAIErrorBody) if openai else spec
+    if not openai:
+        return {status: spec for group in groups for status, spec in group.items()}
+    return {OPENAI_STATUS.get(status, status): replace(spec, data_container=OpenAIErrorBody)
             for group in groups for status, spec in group.items()}

@@ -1,7 +1,8 @@
 """Make the generated OpenAPI document say what the API does.
 
 * Litestar documents a ``400`` for every handler with parameters; this API answers request validation errors
-  with ``422`` and the common error shape, so the ``400`` entries are replaced by that ``422``.
+  with ``422`` and the common error shape, so the ``400`` entries are replaced by that ``422`` (not under ``/v1``,
+  which answers them ``400`` in OpenAI's shape).
 * Every operation that may touch the database documents ``503 database_unavailable``; every command takes the
   ``Idempotency-Key`` header.
 * With authentication on, the bearer scheme is required by default; each guarded operation documents its
@@ -72,9 +73,10 @@ def tidy_openapi(app: Litestar) -> None:
             if operation is None or operation.responses is None:
                 continue
             responses, path = operation.responses, route.path_format or "/"
-            if "400" in responses:
+            if "400" in responses:  # Litestar's, in its own shape
                 del responses["400"]
-                responses.setdefault("422", _error("The request is invalid (error `invalid_request`)", path))
+                invalid = "400" if openai_path(path) else "422"  # /v1 answers an invalid request 400, as OpenAI does
+                responses.setdefault(invalid, _error("The request is invalid (error `invalid_request`)", path))
             if route.path_format not in NO_DATABASE:
                 unreachable = "The database cannot be reached right now (`database_unavailable`)"
                 responses.setdefault("503", _error(unreachable, path))

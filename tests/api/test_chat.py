@@ -222,7 +222,7 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
                             "stream_options.include_usage"),
                            ({"stream": True, "stream_options": {"include_usage": True, "usage": True}},
                             "stream_options")):
-        with pytest.raises(openai.UnprocessableEntityError) as error:
+        with pytest.raises(openai.BadRequestError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message
 
@@ -339,43 +339,43 @@ def test_a_generation_deleted_with_its_profile_is_gone_for_a_replay_as_for_a_rea
     assert_error(http.post(f"/api/executions/{execution_id}/replay"), 404, "execution_not_found")
 
 
-def test_bad_generation_requests_are_clear_4xx(server):
+def test_bad_generation_requests_are_clear_4xx_and_400_under_v1_as_openai_answers_them(server):
     http = server.client
     create(http, "too far", {str(D_SAE + 1): 1.0})
-    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "profile": "too far"}), 422,
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "profile": "too far"}), 400,
                  "profile_incompatible")
     assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "profile": "nobody"}), 404)
-    assert_error(http.post("/v1/chat/completions", json={"messages": [], "max_tokens": 4}), 422)
-    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 422)
-    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 422)
-    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 422)
-    left_out = assert_error(http.post("/v1/chat/completions", json={"max_tokens": 4}), 422)
+    assert_error(http.post("/v1/chat/completions", json={"messages": [], "max_tokens": 4}), 400)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 0}), 400)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "temperature": -1}), 400)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "bogus": 1}), 400)
+    left_out = assert_error(http.post("/v1/chat/completions", json={"max_tokens": 4}), 400)
     assert left_out["error"]["param"] == "messages"  # before: null, where every other field error names its field
     assert assert_error(http.post("/api/profiles", json={"description": "no name"}), 422)["field"] == "name"
     for bounded in ({"n": 2}, {"stop": ["a", "b", "c", "d", "e"]}, {"stop": ""}, {"stop": ["a", ""]}):  # as documented
         refused = http.post("/v1/chat/completions", json={"messages": MESSAGES, **bounded})
-        assert refused.status_code == 422 and refused.json()["error"]["param"] in ("n", "stop", "stop[1]"), refused.text
+        assert refused.status_code == 400 and refused.json()["error"]["param"] in ("n", "stop", "stop[1]"), refused.text
     for role in ("user", "system"):  # only an assistant's message may come without content
         empty = http.post("/v1/chat/completions", json={"messages": [{"role": role, "content": None}]})
-        assert empty.status_code == 422 and empty.json()["error"]["param"] == "messages[0].content", empty.text
+        assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages[0].content", empty.text
     stats = http.get("/api/steering/status").json()["scheduler"]
     for stream in (False, True):  # refused before generating, streamed or not
         refused = http.post("/v1/chat/completions", json={"messages": MESSAGES, "stop": ["\x00"], "stream": stream})
-        assert refused.status_code == 422 and refused.json()["error"]["param"] == "stop", refused.text
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "stop", refused.text
     assert http.get("/api/steering/status").json()["scheduler"]["admitted"] == stats["admitted"]
     assert_error(http.post("/api/executions/not-a-uuid/replay"), 422)
     client = client_of(server)  # what the official client makes of them: the message, the code, the field
     for request, status, code, param in (
         ({"extra_body": {"profile": "nobody"}}, 404, "profile_not_found", "profile"),
         ({"extra_body": {"profile": " "}}, 404, "profile_not_found", "profile"),  # a name no profile may have
-        ({"extra_body": {"profile": "x" * 100_000}}, 422, "invalid_value", "profile"),  # not echoed back whole
+        ({"extra_body": {"profile": "x" * 100_000}}, 400, "invalid_value", "profile"),  # not echoed back whole
         ({"extra_body": {"profile": "too far", "profile_version": 9}}, 404, "profile_version_not_found",
          "profile_version"),
         ({"model": "gpt-4"}, 404, "model_not_found", "model"),
-        ({"max_tokens": 0}, 422, "invalid_value", "max_tokens"),
-        ({"extra_body": {"profile": "too far"}}, 422, "profile_incompatible", "profile"),
-        ({"max_tokens": 510}, 422, "context_length_exceeded", "messages"),  # the tiny model holds 512 positions
-        ({"max_completion_tokens": 510, "stream": True}, 422, "context_length_exceeded", "messages"),
+        ({"max_tokens": 0}, 400, "invalid_value", "max_tokens"),
+        ({"extra_body": {"profile": "too far"}}, 400, "profile_incompatible", "profile"),
+        ({"max_tokens": 510}, 400, "context_length_exceeded", "messages"),  # the tiny model holds 512 positions
+        ({"max_completion_tokens": 510, "stream": True}, 400, "context_length_exceeded", "messages"),
     ):
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(**{"model": "tiny", "messages": MESSAGES, "max_tokens": 4, **request})
@@ -402,7 +402,7 @@ def test_without_a_model_generation_answers_503(sqlite_url):
 def test_reading_the_hook_after_a_position_the_log_has_not_reached_is_a_422(server):
     http = server.client
     assert_error(http.get("/api/steering/status", params={"min_position": 10_000}), 422, "invalid_request")
-    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "min_position": 10_000}), 422)
+    assert_error(http.post("/v1/chat/completions", json={"messages": MESSAGES, "min_position": 10_000}), 400)
 
 
 def test_the_playground_refuses_a_max_tokens_the_api_refuses_rather_than_replacing_it(server):

@@ -48,9 +48,9 @@ def test_a_feature_index_at_or_beyond_the_sae_width_is_refused_on_activation_and
     wide = http.post("/api/profiles", json={"name": "wide", "steering": {str(D_SAE): 1.0}}).json()
     body = assert_error(http.post(f"/api/profiles/{wide['id']}/activate"), 422, "profile_incompatible")
     assert str(D_SAE) in body["detail"]
-    assert_error(http.post("/v1/chat/completions", json={**CHAT, "profile": "wide"}), 422, "profile_incompatible")
+    assert_error(http.post("/v1/chat/completions", json={**CHAT, "profile": "wide"}), 400, "profile_incompatible")
     assert_error(
-        http.post("/v1/chat/completions", json={**CHAT, "profile": "wide", "stream": True}), 422, "profile_incompatible"
+        http.post("/v1/chat/completions", json={**CHAT, "profile": "wide", "stream": True}), 400, "profile_incompatible"
     )
 
 
