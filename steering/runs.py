@@ -256,7 +256,8 @@ class GenerationService:
         }
 
     def replay(self, execution_id: UUID) -> ReplayOutcome:
-        """Run a recorded generation again with its profile version and seed; record the replay."""
+        """Run a recorded generation again with its profile version and seed (a compare's unsteered side too: both
+        must come out the same); record the replay."""
         original = self.ledger.get_execution(execution_id)
         must_be_generation(original)
         details = original.details
@@ -282,15 +283,19 @@ class GenerationService:
             spec, request = None, self.request_for(completion, None, original.seed)
         else:
             spec, request = self._prepare(completion)
-        outcome = self._record(completion, spec, request, _run(self.engine.generate, [request])[0])
+        # a compare's unsteered side is run and checked again too (but for one cut short: it ended elsewhere)
+        twin = details.get("unsteered") if original.status != "partial" else None
+        results = _run(self.engine.generate, [request, replace(request, steering=None)] if twin else [request])
+        outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if twin else None)
         warnings = tuple(
             f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"
             for key, before in details.get("fingerprint", {}).items()
             if outcome.fingerprint.get(key) != before
         )
         original_sha = details.get("output_sha256", "")
+        twin_same = not twin or results[1].output_sha256 == twin.get("output_sha256")
         return ReplayOutcome(
-            reproduced=outcome.result.output_sha256 == original_sha,
+            reproduced=outcome.result.output_sha256 == original_sha and twin_same,
             original_execution_id=execution_id,
             original_sha256=original_sha,
             replay=replace(outcome, warnings=outcome.warnings + warnings),
@@ -372,7 +377,12 @@ class GenerationService:
             **_served(result),
             "prompt_tokens": result.prompt_tokens,
             "fingerprint": fingerprint,
+            "served_with": {"model_id": self.engine.model_id, "sae_id": self.engine.sae_id,
+                            "layer": request.steering.layer if request.steering is not None else None},
         }
+        warned = self.compatibility_warnings(spec) if spec is not None else []
+        if warned:
+            details["warnings"] = warned
         if unsteered is not None:
             details["unsteered"] = _served(unsteered)
         profile_id = spec.profile_id if spec else None

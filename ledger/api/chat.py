@@ -23,11 +23,12 @@ from litestar.utils.scope.state import ScopeState
 from ledger.api.auth import principal_of
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.observability import ANSWERED, DEPARTED
-from ledger.api.deps import LOG_POSITION, wait_until_applied
+from ledger.api.deps import LOG_POSITION, wait_until_applied, with_reason
 from ledger.api.executions import execution_found
 from ledger.api.runtime import Runtime
 from ledger.api.errors import (
     INVALID,
+    TOO_LARGE,
     NOT_FOUND,
     TIMEOUT,
     ServiceUnavailableError,
@@ -43,6 +44,7 @@ from ledger.api.chat_schemas import (
     LedgerRun,
     ModelCard,
     ModelList,
+    ReplayExecution,
     ReplayRead,
     SteeringStatusRead,
     Usage,
@@ -318,17 +320,18 @@ class ReplayController(Controller):
         "/",
         summary="Re-run a recorded generation with its profile version and seed; records the replay",
         **COMMAND_ROUTE,
-        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TOO_LARGE),
     )
     def replay(
         self,
         execution_id: FromPath[UUID],
         runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
+        data: JSONBody[ReplayExecution | None] = None,
     ) -> Response[ReplayRead]:
         generation = generation_of(runtime)
         execution_found(runtime.read_model.get_execution(execution_id), execution_id)  # not deleted with its profile
-        outcome = run_command(context, lambda: generation.replay(execution_id))
+        outcome = run_command(with_reason(context, data), lambda: generation.replay(execution_id))
         replay = outcome.replay
         body = convert(
             outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,

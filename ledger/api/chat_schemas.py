@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from ledger.api.schemas import Request
+from ledger.api.schemas import Reason, Request
 from ledger.values import INT64_MAX, MAX_TOKENS_MAX, TEMPERATURE_MAX
 from steering.stats import SchedulerStats
 
@@ -145,6 +145,12 @@ class ModelCard(msgspec.Struct):
 class ModelList(msgspec.Struct):
     object: str
     data: list[ModelCard]
+
+
+class ReplayExecution(Request):
+    """A replay re-runs the record as it was: the body, if any, gives only the reason it is recorded with."""
+
+    reason: Reason | None = None
 
 
 class ReplayRead(msgspec.Struct):

@@ -4,6 +4,7 @@ steering by profile, concurrency, replay and the steering status."""
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -314,7 +315,7 @@ def test_a_generation_run_with_no_profile_has_a_spec_of_its_inputs_and_no_steeri
     assert body["details"]["sampling"]["max_tokens"] == 4
 
 
-def test_a_replay_recorded_after_its_profile_was_deleted_replays_steered_too(server):
+def test_a_replay_recorded_after_its_profile_was_deleted_replays_steered_too_and_its_unsteered_twin(server):
     http = server.client
     create(http, "gone", {str(i): 30.0 for i in range(0, D_SAE, 7)})
     done = http.post("/v1/chat/completions", json={
@@ -324,6 +325,8 @@ def test_a_replay_recorded_after_its_profile_was_deleted_replays_steered_too(ser
     assert http.delete("/api/profiles/gone").status_code == 200
     first = http.post(f"/api/executions/{done['ledger']['execution_id']}/replay").json()
     assert first["reproduced"] is True, first
+    twin = http.get(f"/api/executions/{first['replay_execution_id']}").json()["details"]["unsteered"]
+    assert twin["output"] == done["unsteered"]["message"]["content"]  # the unsteered side ran again, the same
     second = http.post(f"/api/executions/{first['replay_execution_id']}/replay").json()
     assert second["reproduced"] is True and second["replay_sha256"] == done["ledger"]["output_sha256"], second
 
@@ -432,3 +435,56 @@ def test_a_compared_stream_its_browser_leaves_part_way_is_recorded_as_partial_wi
     details = server.client.get(f"/api/executions/{recorded['originator_id']}").json()
     assert details["status"] == "partial" and details["details"]["finish_reason"] == "cancelled"
     assert details["details"]["unsteered"]["output"]  # was not recorded: the steered side was, at once, alone
+
+
+def test_an_execution_records_the_model_sae_and_layer_that_served_it_and_the_warnings_it_was_served_with(server):
+    http = server.client
+    foreign = http.post("/api/profiles", json={"name": "foreign", "steering": {"4": 9.0},
+                                               "model_id": "meta-llama/Llama-3-8B", "sae_id": "llama-sae-l7"})
+    assert foreign.status_code == 201, foreign.text  # no layer: the SAE's is applied
+    done = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, "seed": 4,
+                                                   "profile": "foreign"}).json()
+    assert len(done["ledger"]["warnings"]) == 2, done["ledger"]
+    details = http.get(f"/api/executions/{done['ledger']['execution_id']}").json()["details"]
+    assert details["served_with"] == {"model_id": "tiny", "sae_id": "tiny-sae", "layer": LAYER}
+    assert details["warnings"] == done["ledger"]["warnings"]
+    plain = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, "seed": 4}).json()
+    details = http.get(f"/api/executions/{plain['ledger']['execution_id']}").json()["details"]
+    assert details["served_with"] == {"model_id": "tiny", "sae_id": "tiny-sae", "layer": None}  # nothing steered
+    assert "warnings" not in details
+
+
+def test_a_replay_under_another_chat_template_names_the_tokenizer_as_what_differs(tiny_model_dir, sae_dir,
+                                                                                 sqlite_url, tmp_path):
+    renamed = shutil.copytree(tiny_model_dir, tmp_path / tiny_model_dir.name)
+    template = renamed / "chat_template.jinja"
+    template.write_text("Bob says: " + template.read_text())
+
+    def serving(model_dir):
+        engine = SteeringEngine(load_model(model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny")
+        return Served(start_server(sqlite_url, engine=engine), engine)
+
+    first = serving(tiny_model_dir)
+    try:
+        done = first.client.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, "seed": 2,
+                                                                "temperature": 0}).json()
+    finally:
+        first.running.stop()
+    second = serving(renamed)
+    try:
+        replay = second.client.post(f"/api/executions/{done['ledger']['execution_id']}/replay").json()
+    finally:
+        second.running.stop()
+    assert [warning.split(":")[1].split(" was")[0].strip() for warning in replay["warnings"]] == ["tokenizer_digest"]
+
+
+def test_a_replay_refuses_overrides_it_would_not_honour_and_records_a_reason_it_is_given(server):
+    http = server.client
+    done = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, "seed": 6}).json()
+    replay = f"/api/executions/{done['ledger']['execution_id']}/replay"
+    assert assert_error(http.post(replay, json={"seed": 99}), 422, "invalid_request")["field"] == "seed"
+    assert_error(http.post(replay, content=b"not json", headers={"Content-Type": "application/json"}), 422)
+    answered = http.post(replay, json={"reason": "checking the paper's table 2"})
+    assert answered.status_code == 200 and answered.json()["reproduced"] is True, answered.text
+    recorded = http.get(f"/api/executions/{answered.json()['replay_execution_id']}").json()
+    assert recorded["reason"] == "checking the paper's table 2"

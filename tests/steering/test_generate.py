@@ -175,7 +175,7 @@ def test_environment_fingerprint_names_what_determines_numbers(loaded) -> None:
     fingerprint = environment_fingerprint(loaded, random_sae())
     assert fingerprint["model_digest"] == loaded.digest
     assert fingerprint["device"] == "cpu" and fingerprint["dtype"] == "float32"
-    assert {"torch", "transformers", "sae_digest", "batch_invariant"} <= fingerprint.keys()
+    assert {"torch", "transformers", "sae_digest", "tokenizer_digest", "batch_invariant"} <= fingerprint.keys()
 
 
 def test_ignore_eos_always_fills_max_tokens(loaded) -> None:
