@@ -22,6 +22,7 @@ from typing import Any
 from ledger.chain import GENESIS, ChainHead, VerifyReport
 from ledger.errors import ValidationError
 from ledger.signing import PublicKeyCheck, SigningKeys
+from ledger.signing.records import OTHER_KEY
 
 FORMAT = "profile-ledger checkpoint v1"
 CONTEXT = b"profile-ledger checkpoint v1\x00"
@@ -73,7 +74,7 @@ class Checkpoint:
     def problem(self, keys: PublicKeyCheck) -> str | None:
         """Why the checkpoint is not one this ledger's key signed (None: it is)."""
         if self.key_id != keys.key_id.hex():
-            return f"it is signed by key {self.key_id}, not by the key it is checked with, {keys.key_id.hex()}"
+            return f"it is signed by key {self.key_id}, {OTHER_KEY}, {keys.key_id.hex()}"
         try:
             signature = bytes.fromhex(self.signature)
         except ValueError:

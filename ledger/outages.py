@@ -82,15 +82,19 @@ def missing_table(exc: BaseException) -> str | None:
     return None
 
 
-_REFUSED_FOR_GOOD = re.compile(r"FATAL:\s+(.*(?:does not exist|authentication failed|no pg_hba\.conf entry).*)")
+_REFUSED_FOR_GOOD = re.compile(r"FATAL:\s+(.*(?:does not exist|authentication failed|no pg_hba\.conf entry).*)"
+                               r"|(server does not support SSL.*|invalid \w+ value.*)")
 
 
 def refused_for_good(url: str) -> str | None:
     """Why a PostgreSQL server that answers refuses this URL in a way waiting will not change (no such database or
-    role, a wrong password, not allowed from here); None when it cannot be reached, or lets the connection in."""
+    role, a wrong password, not allowed from here, TLS it requires and the server lacks, a parameter it cannot use);
+    None when it cannot be reached, or lets the connection in."""
     try:
         psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.ProgrammingError as error:  # a URL it cannot use: an unknown parameter
+        return str(error).strip()
     except psycopg.OperationalError as error:
         found = _REFUSED_FOR_GOOD.search(str(error))
-        return found.group(1).strip() if found else None
+        return (found.group(1) or found.group(2)).strip() if found else None
     return None

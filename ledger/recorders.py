@@ -19,6 +19,7 @@ They extend the eventsourcing library's application recorders (selected with its
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -132,6 +133,37 @@ def refusing_unreadable_rows(select_events: Callable[..., Any]) -> Callable[...,
                                       originator_id=str(originator_id)) from None
 
     return call
+
+
+UNDECODABLE = "Could not decode to UTF-8"
+"""SQLite's message for a text value that is not UTF-8: raw bytes the database's owner wrote into a text column."""
+
+
+def refusing_undecodable_text(select: Callable[..., Any]) -> Callable[..., Any]:
+    """An SQLite read that met text that is not UTF-8 refused as tampering (:class:`TamperedRecordError`), not
+    reported as a database that cannot be reached (which a retry would wait out)."""
+
+    @functools.wraps(select)
+    def call(recorder: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return select(recorder, *args, **kwargs)
+        except OperationalError as error:
+            if UNDECODABLE not in str(error):
+                raise
+            raise TamperedRecordError(f"a stored record holds text that is not UTF-8: it was changed outside the "
+                                      f"ledger ({error})") from None
+
+    return call
+
+
+@contextlib.contextmanager
+def _text_as_found(connection: Any) -> Iterator[None]:
+    """Text that is not UTF-8 read with U+FFFD in place of what is not: a walk reports its row altered."""
+    previous, connection.text_factory = connection.text_factory, lambda data: data.decode("utf-8", "replace")
+    try:
+        yield
+    finally:
+        connection.text_factory = previous
 
 
 EARLIEST = -(2**63)
@@ -391,7 +423,8 @@ class FailFastPostgresAggregateRecorder(CreatedBesideOthers, PostgresAggregateRe
 class LedgerPostgresFactory(PostgresFactory):
     """The library's PostgreSQL factory with this module's recorders (``PERSISTENCE_MODULE`` names it), whose pool
     tries a lost database again at least every few seconds and drops its broken connections together
-    (:func:`ledger.outages.recover_quickly_from_outages`)."""
+    (:func:`ledger.outages.recover_quickly_from_outages`), and connects with every parameter of the database's URL
+    (``sslmode`` and the rest, which the library leaves out)."""
 
     aggregate_recorder_class = FailFastPostgresAggregateRecorder
     application_recorder_class = ChainedPostgresApplicationRecorder
@@ -399,10 +432,13 @@ class LedgerPostgresFactory(PostgresFactory):
     def __init__(self, env: Any) -> None:
         recover_quickly_from_outages()
         super().__init__(env)
+        self.datastore.pool.kwargs.update(json.loads(env.get("LEDGER_POSTGRES_CONNINFO") or "{}"))
 
 
 class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
     in_transaction: InTransaction | None = None
+    select_events = refusing_undecodable_text(SQLiteApplicationRecorder.select_events)
+    select_notifications = refusing_undecodable_text(SQLiteApplicationRecorder.select_notifications)
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         self.chain_table_name = f"{events_table_name}_chain"
@@ -462,7 +498,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
 
     def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         after = _walked_after(walk)
-        with self.datastore.transaction(commit=False) as c:  # one transaction: every read as of one moment
+        with self.datastore.transaction(commit=False) as c, _text_as_found(c.sqlite_cursor.connection):  # one moment
             if walk.start is not None and after > 0:
                 c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id = ?", (after,))
                 row = c.fetchone()

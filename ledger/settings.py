@@ -9,6 +9,7 @@ mode, where anyone may do anything and ``X-Actor`` names the actor; for local de
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -40,6 +41,11 @@ class Database:
         if not self.is_postgres and _LIBPQ_KEYWORDS.search(self.url):  # else a file named after it, password and all
             raise ValidationError("the database must be a postgresql:// URL, sqlite:///path or a file path (a "
                                   "libpq keyword string such as 'host=… dbname=…' is not one)", field="database")
+        if not self.is_postgres and (not self.sqlite_path.strip() or self.sqlite_path != self.sqlite_path.strip()
+                                     or ":memory:" in self.sqlite_path or "?" in self.sqlite_path):
+            raise ValidationError(f"the SQLite database must be a plain file path: no ':memory:' (nothing written "
+                                  f"there would last), '?query' or spaces around it (got {self.url!r})",
+                                  field="database")
         if self.is_postgres:
             try:
                 ports = str(self.conninfo().get("port") or "5432").split(",")
@@ -91,6 +97,9 @@ class Database:
                 # How long a save waits for the events table's lock before it fails (503); see ledger.write_path.
                 "POSTGRES_LOCK_TIMEOUT": "5",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorders:ChainedPostgresApplicationRecorder",
+                # the URL's other parameters (sslmode, sslrootcert, application_name…), which the library drops
+                "LEDGER_POSTGRES_CONNINFO": json.dumps({key: value for key, value in info.items() if key not in (
+                    "dbname", "host", "port", "user", "password")}),
             }
         else:
             path = Path(self.sqlite_path)

@@ -15,6 +15,7 @@ from ledger.checkpoint import Checkpoint
 from ledger.cli.context import JSON, emit_json, limit_option, plain, say, state, write_output
 from ledger.errors import SigningKeyError, ValidationError
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
+from ledger.signing.records import OTHER_KEY
 from ledger.values import INT64_MAX
 
 PAGE = 1000
@@ -49,6 +50,9 @@ def register(app: typer.Typer) -> None:
             say(f"ok: {report.checked} events verified; {head}{extends}")
         else:
             typer.echo(report.tampered(), err=True)
+            if report.problem == "forged" and report.position == 1 and OTHER_KEY in (report.detail or ""):
+                typer.echo("hint: the log's first record is signed by another key: if that is the log's own, this "
+                           "check has the wrong one (LEDGER_SIGNING_KEY, --public-key)", err=True)
         if not report.ok:
             raise typer.Exit(1)
 

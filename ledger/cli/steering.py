@@ -99,7 +99,7 @@ def features(
     sae_dir: Optional[Path] = typer.Option(None, "--sae", help="SAE directory (default: the trained default SAE)."),
     model: Optional[Path] = typer.Option(None, "--model"),
     feature: Optional[list[int]] = typer.Option(None, "--feature", "-f", help="Only these features; repeatable."),
-    top: int = typer.Option(5, "--top", help="Contexts per feature."),
+    top: int = typer.Option(5, "--top", min=1, help="Contexts per feature."),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many features (when --feature is not given)."),
     texts: Optional[int] = typer.Option(
         None, "--texts", min=1, help="Read this many texts, spread evenly over the offline corpus (default: all of it; "

@@ -327,5 +327,8 @@ def head_statement(position: int, link: bytes) -> bytes:
     return HEAD_CONTEXT + struct.pack(">q", position) + link
 
 
+OTHER_KEY = "not by the key it is checked with"
+
+
 def _other_key(found: bytes, expected: bytes) -> str:
-    return f"it is signed by key {found.hex()}, not by the key it is checked with, {expected.hex()}"
+    return f"it is signed by key {found.hex()}, {OTHER_KEY}, {expected.hex()}"

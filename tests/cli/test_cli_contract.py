@@ -81,6 +81,36 @@ def test_a_name_whose_record_was_altered_is_reported_as_tampered_not_as_missing(
     assert "changed outside the ledger" in shown.stderr and "no profile is named" not in shown.stderr
 
 
+@pytest.mark.parametrize("column", ["state", "topic", "originator_id"])
+def test_text_that_is_not_utf8_written_into_a_record_is_tampering_not_a_database_away(sqlite_url, tmp_path, column):
+    run_ledger(sqlite_url, tmp_path, "create", "calm", "-f", "1=0.5")
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:  # the file's owner: triggers are no obstacle
+        conn.execute("DROP TRIGGER stored_events_no_update")
+        assert conn.execute(f"UPDATE stored_events SET {column} = CAST(X'FF' AS TEXT) || CAST({column} AS TEXT) "
+                            "WHERE rowid = 1").rowcount == 1
+    tampered = run_ledger(sqlite_url, tmp_path, "verify", code=1)
+    assert "TAMPERED" in tampered.stderr and "position 1" in tampered.stderr, tampered.stderr
+    report = as_json(run_ledger(sqlite_url, tmp_path, "verify", "--json", code=1))
+    assert (report["ok"], report["position"]) == (False, 1), report
+    shown = run_ledger(sqlite_url, tmp_path, "log", code=1)
+    assert "changed outside the ledger" in shown.stderr and "cannot be reached" not in shown.stderr, shown.stderr
+
+
+def test_every_parameter_of_a_postgres_url_is_used_sslmode_too(postgres_url, tmp_path):
+    joined = "&" if "?" in postgres_url else "?"
+    run_ledger(f"{postgres_url}{joined}sslmode=disable&application_name=auditor", tmp_path, "create", "calm")
+    refused = run_ledger(f"{postgres_url}{joined}sslmode=require", tmp_path, "list", code=None)
+    assert refused.returncode != 0 and "SSL" in refused.stderr, refused  # the test server has no TLS: never plaintext
+
+
+@pytest.mark.parametrize("url", [":memory:", "sqlite:///:memory:", "   ", " ledger.sqlite",
+                                 "sqlite:///x.sqlite?mode=ro"])
+def test_an_sqlite_database_nothing_would_last_in_or_a_path_read_otherwise_is_refused(tmp_path, url):
+    refused = run_ledger(url, tmp_path, "create", "calm", "-f", "1=0.5", code=1)
+    assert refused.stderr.startswith("error: the SQLite database must be a plain file path"), refused.stderr
+    assert list(tmp_path.iterdir()) == []  # no file, no key
+
+
 def test_a_database_url_of_another_kind_is_refused_and_nothing_is_made(tmp_path, monkeypatch):
     for url in ("mysql://x/y", "postgresq://u@h/d", "sqlite://ledger.sqlite"):
         refused = run_ledger(url, tmp_path, "create", "z", "--actor", "a", code=1)
@@ -297,6 +327,9 @@ def test_a_process_without_the_logs_signing_key_refuses_to_write_or_rebuild_and_
                      ("tokens", "create", "--name", "w", "--role", "admin")):  # these two wrote, signed by it
             result = ledger(*args, code=1)
             assert result.stderr.startswith("error: ") and "key" in result.stderr and len(result.stderr) < 400, args
+        if key == "another":  # not a log whole but for its first record: one whose checker has the wrong key
+            checked = ledger("verify", code=1).stderr
+            assert "forged at position 1" in checked and "hint: " in checked and "LEDGER_SIGNING_KEY" in checked
         assert not (tmp_path / "absent.pem").exists()  # no new key made for a log signed with another
         assert [row["name"] for row in as_json(ledger("list", "--json"))["profiles"]] == ["calm"]
     monkeypatch.undo()
