@@ -63,6 +63,8 @@ def parse_document(document: Any) -> dict[str, Any]:
             raise ImportFormatError("'profile' must be a JSON object", field="profile")
         _refuse_unknown(document, DOCUMENT_KEYS, "")
         _refuse_unknown(body, EXPORTED_PROFILE_KEYS, "profile.")
+        _refuse_mistyped(document, {"version": str, "exported_at": str, "exported_from": str}, "")
+        _refuse_mistyped(body, {"profile_version": int}, "profile.")
         raw = {name: body.get(name) for name in PROFILE_FIELDS}
         raw.update(model_id=_one_of(body, "model", "model_id"), sae_id=_one_of(body, "sae", "sae_id"))
         prefix = "profile."
@@ -91,6 +93,16 @@ def _one_of(body: Mapping[str, Any], name: str, alias: str) -> Any:
         raise ImportFormatError(f"profile.{name} and profile.{alias} name the same field and disagree "
                                 f"({body[name]!r} and {body[alias]!r})", field=f"profile.{alias}")
     return body.get(name, body.get(alias))
+
+
+def _refuse_mistyped(document: Mapping[str, Any], kinds: Mapping[str, type], prefix: str) -> None:
+    """The fields read for information only (not imported) still have their types: a wrong one is refused, naming
+    it, rather than dropped unseen."""
+    for name, kind in kinds.items():
+        value = document.get(name)
+        if value is not None and (type(value) is not kind or kind is int and value < 1):
+            wanted = "a positive integer" if kind is int else "a string"
+            raise ImportFormatError(f"{prefix}{name} must be {wanted} (got {value!r})", field=f"{prefix}{name}")
 
 
 def _refuse_unknown(document: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:

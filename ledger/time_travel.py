@@ -50,8 +50,8 @@ def profile_at(
     if profile is None:
         raise ProfileNotFoundError(f"profile {profile_id} did not exist at {as_of}", profile_id=str(profile_id))
     if as_of is not None and profile.deleted:  # a version of a deleted profile is history; a moment after it is not
-        raise ProfileNotFoundError(f"profile {profile_id} had been deleted at {as_of.isoformat()}",
-                                   profile_id=str(profile_id))
+        raise ProfileNotFoundError(f"profile {profile_id} was deleted at {profile.modified_on.isoformat()}, before "
+                                   f"{as_of.isoformat()}", profile_id=str(profile_id))
     if version is not None:  # replay stopped short of it: a version the profile never reached
         profile.require_version(version)
     return ProfileState.of(profile)

@@ -342,11 +342,11 @@ def labels(value: Any, field: str) -> list[str]:
     result: dict[str, None] = {}  # ordered, and a membership test in constant time however long the list
     for position, item in enumerate(value):
         if not isinstance(item, str):
-            raise ValidationError(f"{field}[{position}] must be a string", field=f"{field}.{position}")
-        label = visible(text(item, f"{field}[{position}]"), f"{field}[{position}]", f"{field}.{position}").strip()
+            raise ValidationError(f"{field}[{position}] must be a string", field=f"{field}[{position}]")
+        label = visible(text(item, f"{field}[{position}]"), f"{field}[{position}]", f"{field}[{position}]").strip()
         if len(label) > LABEL_MAX:
             raise ValidationError(
-                f"{field}[{position}] must be at most {LABEL_MAX} characters", field=f"{field}.{position}"
+                f"{field}[{position}] must be at most {LABEL_MAX} characters", field=f"{field}[{position}]"
             )
         if label:
             result[label] = None

@@ -5,6 +5,7 @@ Deleting a profile with ``delete_executions`` removes its rows here (the events 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +17,7 @@ from projections.fields import recorded
 from projections.ops import Delete, Insert, Op
 from projections.projection import ReadModelProjection
 from projections.reading import Queries, add_equalities, as_uuid, checked_limit
-from projections.rows import ExecutionRow, ExecutionSpec, Page, RunProfile
+from projections.rows import ExecutionRow, ExecutionSpec, Page, RunProfile, Usage
 from projections.tables import Index, Table
 
 EXECUTIONS = Table(
@@ -114,6 +115,12 @@ class ExecutionQueries(Queries):
             return spec
         return msgspec.structs.replace(spec, model_id=version.model_id, sae_id=version.sae_id, layer=version.layer,
                                        steering=version.steering)
+
+    def usage_until(self, profile_id: UUID, moment: datetime) -> Usage | None:
+        """How often a profile had been executed by ``moment``, and when last (of the executions kept here)."""
+        return self._one(Usage, "SELECT count(*) AS execution_count, max(recorded_at) AS last_executed_at FROM "
+                                "executions WHERE profile_id = :profile_id AND recorded_at <= :moment",
+                         {"profile_id": profile_id, "moment": moment})
 
     def profile_for_run(self, run_id: str) -> RunProfile | None:
         """The profile version a run (e.g. a cohort generation) used: its latest execution with that run id."""

@@ -22,6 +22,13 @@ class Page(Struct, Generic[T], frozen=True):
     next_cursor: str | None  # None on the last page
 
 
+class Usage(Struct, frozen=True):
+    """How often a profile was executed, and when last."""
+
+    execution_count: int
+    last_executed_at: datetime | None
+
+
 class ProfileRow(ProfileFields, frozen=True, kw_only=True):
     id: UUID
     version: int

@@ -20,7 +20,7 @@ from ledger.api.idempotency import idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import request_context_middleware
 from ledger.api.integrity import LedgerController
-from ledger.api.openapi import BEARER, SECURITY_COMPONENTS, tidy_openapi
+from ledger.api.openapi import BEARER, SECURITY_COMPONENTS, refuse_unknown_query, tidy_openapi
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
 from ledger.api.runtime import ApiOptions, CompatibilityCheck, Runtime
@@ -112,9 +112,10 @@ def create_app(
 
 
 async def _before_handler(request: Any) -> Any:
-    """Unknown host names and changes from other sites refused, strict JSON bodies, then Idempotency-Key (a
-    replayed answer ends the request here)."""
+    """Unknown host names, changes from other sites and unknown query parameters refused, strict JSON bodies, then
+    Idempotency-Key (a replayed answer ends the request here)."""
     refuse_unknown_host(request, request.app.state.runtime.allowed_hosts)
     refuse_cross_site(request)
+    refuse_unknown_query(request)
     await strict_json_body(request)
     return await idempotent_command(request)

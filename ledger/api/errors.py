@@ -201,11 +201,12 @@ def _field_of(request: Request[Any, Any, Any], key: str | None) -> str | None:
     return key.removeprefix("$.").removeprefix("data.")
 
 
-_MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$\.([^`]+)`)?$")
+_MISSING = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`(?: - at `\$\.([^`]+)`)?$")
 
 
-def _missing_field(message: Any) -> str | None:
-    """The field a body left out, named in msgspec's message (``… field `name` - at `$.a` ``: ``a.name``)."""
+def _field_in_message(message: Any) -> str | None:
+    """The field a body left out or has no place for, named in msgspec's message (``… field `name` - at `$.a` ``:
+    ``a.name``)."""
     found = _MISSING.match(message) if isinstance(message, str) else None
     if found is None:
         return None
@@ -272,7 +273,7 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [
-            {"field": _field_of(request, item.get("key")) or _missing_field(item.get("message")),
+            {"field": _field_of(request, item.get("key")) or _field_in_message(item.get("message")),
              "source": item.get("source"),
              "message": _MISSING_BODY if item.get("message") == "'data'" else item.get("message")}
             for item in extra

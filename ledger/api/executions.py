@@ -110,6 +110,15 @@ class RunController(Controller):
             raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
         return spec
 
+    @get("/{run_id:str}/executions", summary="Every execution recorded with a run id, newest first", **LOOKUP)
+    def list_run_executions(self, run_id: FromPath[str], reads: NamedDependency[Any], limit: Limit = 50,
+                            cursor: Cursor = None) -> ExecutionList:
+        refuse_nul(run_id=run_id)
+        page = reads.list_executions(run_id=run_id, limit=limit, cursor=cursor)
+        if not page.items and cursor is None:
+            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+        return convert(page, ExecutionList, executions=page.items)
+
     @get("/{run_id:str}/profile", summary="The profile a run was made from", **LOOKUP)
     def profile_for_run(self, run_id: FromPath[str], reads: NamedDependency[Any]) -> RunProfile:
         refuse_nul(run_id=run_id)

@@ -5,6 +5,7 @@
   which answers them ``400`` in OpenAI's shape).
 * Every operation that may touch the database documents ``503 database_unavailable``; every command takes the
   ``Idempotency-Key`` header.
+* Each API operation takes the query parameters it documents, and no other (:func:`refuse_unknown_query`).
 * With authentication on, the bearer scheme is required by default; each guarded operation documents its
   ``401``/``403`` answers and the role it needs, and the public ones (``/health``, ``/ready``, ``/metrics``)
   declare that they need no token.
@@ -23,6 +24,7 @@ from ledger.api.auth import required_role
 from ledger.api.errors import openai_path
 from ledger.api.idempotency import COMMAND_METHODS, HEADER, KEY_PARAMETER
 from ledger.api.schemas import Request
+from ledger.errors import ValidationError
 
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
 OPENAI_ERROR_SCHEMA = "#/components/schemas/OpenAIErrorBody"
@@ -58,6 +60,22 @@ def _request_bodies_as_msgspec_reads_them(components: dict[str, Any]) -> None:
     components.update(exact)
 
 
+QUERY_NAMES = "query_names"
+"""The handler ``opt`` key of the query parameters an API operation takes: those its document declares."""
+
+
+def refuse_unknown_query(request: Any) -> None:
+    """A query parameter an API operation does not take is refused (422), as a body's unknown field is: a misspelt
+    ``asof`` would else answer the present as if it were the moment asked."""
+    known = request.route_handler.opt.get(QUERY_NAMES)
+    if known is None or not request.scope["query_string"]:
+        return
+    unknown = sorted(set(request.query_params) - known - {"min_position"})  # any read's, a walk of the log's too
+    if unknown:
+        taken = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise ValidationError(f"unknown query parameter {unknown[0]!r}: {taken}", field=unknown[0])
+
+
 def tidy_openapi(app: Litestar) -> None:
     schema = app.openapi_schema
     _request_bodies_as_msgspec_reads_them(schema.components.schemas)
@@ -87,6 +105,9 @@ def tidy_openapi(app: Litestar) -> None:
                 responses.setdefault("415", _error("The body's content type is not one this operation takes "
                                                    "(error `unsupported_media_type`)", path))
             parameters = operation.parameters or []
+            if path.startswith("/api/"):  # (not /v1: OpenAI's clients may add their own, as Azure's api-version)
+                handler.opt[QUERY_NAMES] = frozenset(
+                    p.name for p in parameters if getattr(p, "param_in", "") == "query")
             if method in COMMAND_METHODS and not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
                 operation.parameters = [*parameters, KEY_PARAMETER]
             if not auth:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -204,11 +205,11 @@ class ProfileController(Controller):
                 raise profile_not_found(pid)
             return with_etag(row, shown(reads, row))
         state = ledger.get_profile(pid, as_of=moment)
+        then = convert(state, ProfileRead, **msgspec.structs.asdict(reads.usage_until(pid, moment)))  # executed by then
         if not state.is_active:
-            return with_etag(state)
+            return with_etag(state, then)
         pinned = state.pinned_version
-        return with_etag(state, in_force(convert(state, ProfileRead), pinned,
-                                         ledger.get_profile(pid, version=pinned) if pinned else None))
+        return with_etag(state, in_force(then, pinned, ledger.get_profile(pid, version=pinned) if pinned else None))
 
     @get("/by-name/{name:path}", summary="One profile by its name", response_headers=[ETAG_DOC], **LOOKUP)
     def get_by_name(self, name: FromPath[str], reads: NamedDependency[Any]) -> Response[ProfileRead]:
@@ -269,7 +270,7 @@ class ProfileController(Controller):
     ) -> Response[ProfileChange]:
         pid, changes = ledger.resolve_profile(profile_id), data.changes(PROFILE_FIELDS)
         return profile_command(ledger, runtime, context, data, lambda: ledger.update_profile(
-            pid, changes, bump_version=data.bump_version, steerable=steerable(runtime, changes),
+            pid, changes, bump_version=data.bump_version is not False, steerable=steerable(runtime, changes),
             **parse_if_match(if_match, pid)))
 
     @delete("/{profile_id:str}", summary="Delete a profile (its history stays in the log)", opt=requires("admin"),

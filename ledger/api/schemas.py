@@ -83,7 +83,8 @@ class UpdateProfile(Request):
     metadata: Annotated[
         JSONObject | None | UnsetType, Meta(description=f"The new metadata object; `{{}}` clears it. {_KEEP}")
     ] = UNSET
-    bump_version: bool = True
+    bump_version: Annotated[bool | None, Meta(description="`false` keeps the version (descriptive fields only); "
+                                                         "absent or `null`: `true`.")] = True
     reason: Reason | None = None
 
     def changes(self, fields: tuple[str, ...]) -> dict[str, Any]:

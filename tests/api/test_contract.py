@@ -75,11 +75,21 @@ def test_null_leaves_every_field_and_the_version_as_they_are(client):
     profile = create(client, "keeper", description="d", steering={"3": 1.5}, tags=["t"], products=["p"],
                      metadata={"k": 1}, model_id="m", sae_id="s", layer=4)
     body = {field: None for field in UPDATABLE}
-    response = client.put(f"/api/profiles/{profile['id']}", json=body)
+    response = client.put(f"/api/profiles/{profile['id']}", json={**body, "bump_version": None, "reason": None})
     assert response.status_code == 200, response.text
     after = response.json()
     assert after["changed"] is False and after["version"] == 1
     assert {field: after[field] for field in UPDATABLE} == {field: profile[field] for field in UPDATABLE}
+    renamed = client.put(f"/api/profiles/{profile['id']}", json={"description": "e", "bump_version": None}).json()
+    assert renamed["version"] == 2  # a null flag is its default, as a null field is "as it is"
+
+
+def test_an_error_names_its_field_one_way_an_unknown_field_too(client):
+    for body, field in (({"name": "x", "tags": ["ok", 5]}, "tags[1]"),
+                        ({"name": "x", "tags": ["ok", "a\nb"]}, "tags[1]"),
+                        ({"name": "x", "products": ["p" * 1000]}, "products[0]"),
+                        ({"name": "x", "colour": 1}, "colour")):
+        assert assert_error(client.post("/api/profiles", json=body), 422)["field"] == field, body
 
 
 def test_clearing_is_explicit_and_makes_a_version(client):
@@ -106,9 +116,10 @@ def test_the_openapi_document_says_which_bodies_may_be_left_out_what_streams_sen
     optional = {(path, method) for path, item in paths.items() for method, operation in item.items()
                 if "requestBody" in operation and not operation["requestBody"]["required"]}
     assert optional == {("/api/profiles/{profile_id}/activate", "post"), ("/api/profiles/deactivate", "post"),
-                        ("/api/profiles/{profile_id}/restore", "post")}
-    for path, method in optional:  # as documented: no body at all
-        assert client.post(path.replace("{profile_id}", "nobody")).status_code in (200, 404), path
+                        ("/api/profiles/{profile_id}/restore", "post"), ("/api/executions/{execution_id}/replay", "post")}
+    for path, method in optional:  # as documented: no body at all (404: no such profile or execution; 503: no model)
+        called = path.replace("{profile_id}", "nobody").replace("{execution_id}", str(uuid.uuid4()))
+        assert client.post(called).status_code in (200, 404, 503), path
     for item in paths.values():
         for operation in item.values():
             assert "requestBody" not in operation or "415" in operation["responses"], operation["summary"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 import pytest
@@ -119,6 +120,20 @@ def test_an_import_with_an_unknown_field_is_refused_naming_it(client, document, 
     assert client.get("/api/events").json()["events"] == []
 
 
+@pytest.mark.parametrize(("document", "field"), [
+    ({"version": 1, "type": "millm_profile", "profile": {"name": "x"}}, "version"),
+    ({"type": "millm_profile", "profile": {"name": "x"}, "exported_at": 5}, "exported_at"),
+    ({"type": "millm_profile", "profile": {"name": "x"}, "exported_from": {"a": 1}}, "exported_from"),
+    ({"type": "millm_profile", "profile": {"name": "x", "profile_version": "x"}}, "profile.profile_version"),
+    ({"type": "millm_profile", "profile": {"name": "x", "profile_version": -5}}, "profile.profile_version"),
+    ({"type": "millm_profile", "profile": {"name": "x", "profile_version": 1.5}}, "profile.profile_version"),
+])
+def test_an_import_refuses_a_field_it_reads_for_information_only_given_a_wrong_type(client, document, field):
+    body = assert_error(client.post("/api/profiles/import", json=document), 422, "invalid_import")
+    assert body["field"] == field, body
+    assert client.get("/api/events").json()["events"] == []
+
+
 def test_a_flat_profile_as_this_api_answers_it_imports(client):
     created = client.post("/api/profiles", json={"name": "round", "steering": {"2": 0.5}}).json()
     document = client.get(f"/api/profiles/{created['id']}", params=fresh(client, created["position"])).json()
@@ -158,10 +173,11 @@ def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_g
         found = client.request(method, f"/api/profiles/{made['id']}", json=body)
         assert "has been deleted" in assert_error(found, 404, "profile_not_found")["detail"], method
     later = {"as_of": "2999-01-01T00:00:00Z"}
-    assert "had been deleted" in assert_error(client.get(f"/api/profiles/{made['id']}", params=later), 404)["detail"]
+    detail = assert_error(client.get(f"/api/profiles/{made['id']}", params=later), 404)["detail"]
+    assert f"was deleted at {datetime.now(UTC).year}" in detail and "before 2999" in detail, detail  # not as_of
     shown = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "show", made["id"],
                             "--as-of", later["as_of"]], capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 1 and "had been deleted" in shown.stderr, shown  # as the API says
+    assert shown.returncode == 1 and detail in shown.stderr, shown  # as the API says
     diffed = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "diff", made["id"]],
                             capture_output=True, text=True, timeout=120)
     assert diffed.returncode == 0 and diffed.stdout.startswith("gone: version 1 → 2"), diffed

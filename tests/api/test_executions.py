@@ -81,3 +81,41 @@ def test_a_deleted_profiles_executions_read_like_the_rest_of_its_history_whether
     assert listed[idle["id"]].status_code == 200 and listed[idle["id"]].json()["executions"] == []
     assert client.get(f"/api/profiles/{idle['id']}/versions").status_code == 200
     assert_error(client.get(f"/api/profiles/{uuid.uuid4()}/executions"), 404, "profile_not_found")
+
+
+def test_every_execution_of_a_run_id_is_listed_newest_first_and_its_spec_is_the_latests(client):
+    calm, other = create(client, "calm", steering={"1": 1.0}), create(client, "other", steering={"2": 1.0})
+    for profile, seed in ((calm, 42), (calm, 43), (other, 5)):
+        assert client.post(f"/api/profiles/{profile['id']}/executions",
+                           json={"run_id": "cohort-7", "seed": seed}).status_code == 201
+    first = client.get("/api/runs/cohort-7/executions", params={"limit": 2}).json()
+    rest = client.get("/api/runs/cohort-7/executions", params={"cursor": first["next_cursor"]}).json()
+    listed = first["executions"] + rest["executions"]
+    assert [(e["profile_id"], e["seed"]) for e in listed] == [(other["id"], 5), (calm["id"], 43), (calm["id"], 42)]
+    assert client.get("/api/runs/cohort-7/spec").json()["seed"] == 5
+    assert_error(client.get("/api/runs/nobody/executions"), 404, "run_not_found")
+
+
+def test_a_query_parameter_a_route_does_not_take_is_refused_naming_it(client):
+    create(client, "calm", steering={"1": 1.0})
+    for path, wrong in (("/api/profiles/calm", "asof"), ("/api/profiles/calm", "version"),
+                        ("/api/profiles/calm/diff", "from_version"), ("/api/events", "profile")):
+        refused = assert_error(client.get(path, params={wrong: "1"}), 422)
+        assert refused["field"] == wrong and "takes" in refused["detail"], refused
+    assert client.get("/api/profiles/calm", params={"as_of": "2999-01-01T00:00:00Z"}).status_code == 200
+
+
+def test_a_profile_as_it_stood_counts_the_executions_recorded_by_then(client):
+    import time
+
+    profile = create(client, "counted", steering={"1": 1.0})
+    url = f"/api/profiles/{profile['id']}"
+    before = client.get(url).json()["created_at"]
+    first = client.post(f"{url}/executions", json={"seed": 1}).json()
+    time.sleep(0.01)
+    client.post(f"{url}/executions", json={"seed": 2})
+    assert client.get(url).json()["execution_count"] == 2
+    at_first = client.get(url, params={"as_of": first["executed_at"]}).json()
+    assert (at_first["execution_count"], at_first["last_executed_at"]) == (1, first["executed_at"]), at_first
+    assert client.get(url, params={"as_of": before}).json()["execution_count"] == 0
+    assert client.get(url, params={"as_of": "2999-01-01T00:00:00Z"}).json()["execution_count"] == 2

@@ -83,11 +83,11 @@ def test_too_many_features_is_a_422(postgres_url):
         ({"description": "d" * (DESCRIPTION_MAX + 1)}, "description"),
         ({"model_id": "m" * (IDENTIFIER_MAX + 1)}, "model_id"),
         ({"sae_id": "s" * (IDENTIFIER_MAX + 1)}, "sae_id"),
-        ({"tags": ["t" * (LABEL_MAX + 1)]}, "tags.0"),
-        ({"products": ["p" * (LABEL_MAX + 1)]}, "products.0"),
+        ({"tags": ["t" * (LABEL_MAX + 1)]}, "tags[0]"),
+        ({"products": ["p" * (LABEL_MAX + 1)]}, "products[0]"),
         ({"reason": "r" * 1001}, "reason"),
-        ({"tags": ["ok", "line\nbreak"]}, "tags.1"),  # read otherwise than stored, as a name may not
-        ({"products": ["zero\u200bwidth"]}, "products.0"),
+        ({"tags": ["ok", "line\nbreak"]}, "tags[1]"),  # read otherwise than stored, as a name may not
+        ({"products": ["zero\u200bwidth"]}, "products[0]"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
