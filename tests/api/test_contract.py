@@ -116,7 +116,8 @@ def test_the_openapi_document_says_which_bodies_may_be_left_out_what_streams_sen
     optional = {(path, method) for path, item in paths.items() for method, operation in item.items()
                 if "requestBody" in operation and not operation["requestBody"]["required"]}
     assert optional == {("/api/profiles/{profile_id}/activate", "post"), ("/api/profiles/deactivate", "post"),
-                        ("/api/profiles/{profile_id}/restore", "post"), ("/api/executions/{execution_id}/replay", "post")}
+                        ("/api/profiles/{profile_id}/restore", "post"),
+                        ("/api/executions/{execution_id}/replay", "post")}
     for path, method in optional:  # as documented: no body at all (404: no such profile or execution; 503: no model)
         called = path.replace("{profile_id}", "nobody").replace("{execution_id}", str(uuid.uuid4()))
         assert client.post(called).status_code in (200, 404, 503), path
