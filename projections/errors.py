@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ledger.errors import ConflictError, ValidationError
+from ledger.errors import ConflictError, LedgerError, ValidationError
 
 
 class InvalidQueryError(ValidationError):
@@ -31,3 +31,9 @@ class RebuildInProgressError(ConflictError):
 
     code = "rebuild_in_progress"
     passing = True
+
+
+class ReadModelDamagedError(LedgerError):
+    """A read model's row that cannot be read as its table declares it: changed outside the ledger."""
+
+    code = "read_model_damaged"

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
+import msgspec
+
 from projections.dialect import Dialect
-from projections.errors import InvalidQueryError
+from projections.errors import InvalidQueryError, ReadModelDamagedError
 from projections.tables import reader
 
 MAX_LIMIT = 1000  # a page of the audit log
@@ -70,7 +72,12 @@ class Queries:
     def _rows(self, row_type: type[T], rows: list[Any]) -> list[T]:
         readers: dict[type, Any] = self.__dict__.setdefault("_readers", {})
         read = readers.get(row_type) or readers.setdefault(row_type, reader(row_type, self.dialect))
-        return [read(row) for row in rows]
+        try:
+            return [read(row) for row in rows]
+        except (ValueError, TypeError, msgspec.ValidationError) as error:  # (JSON that is not, a value of another type)
+            raise ReadModelDamagedError(
+                f"a row of the read model cannot be read as a {row_type.__name__} ({error}): it was changed outside "
+                "the ledger; `ledger verify` names it and `ledger rebuild` makes it again from the log") from None
 
     def _one(self, row_type: type[T], sql: str, params: dict[str, Any] | None = None) -> T | None:
         rows = self._rows(row_type, self._all(sql, params)[:1])

@@ -282,3 +282,16 @@ def test_a_read_model_table_whose_columns_were_changed_is_reported_not_taken_for
                                     "model's (reason)"), result.stderr
     assert ledger(database_url, "rebuild").returncode == 0
     assert_verified(database_url)
+
+
+def test_a_read_model_row_no_longer_of_its_type_is_named_as_damaged_not_a_crash_until_a_rebuild(history,
+                                                                                                  database_url):
+    calm = key(database_url, history["calm"])
+    sql(database_url, "UPDATE profiles SET steering = ? WHERE id = ?", ('"not a mapping"', calm))
+    (position,), = sql(database_url, "SELECT position FROM profiles WHERE id = ?", (calm,))
+    listed = ledger(database_url, "list")
+    assert listed.returncode == 1, listed.stdout + listed.stderr  # not 70, a fault of the ledger's own
+    assert "read model cannot be read" in listed.stderr and "ledger rebuild" in listed.stderr, listed.stderr
+    assert_read_model_altered(database_url, "profiles", position)
+    assert ledger(database_url, "rebuild", "--no-progress").returncode == 0
+    assert "calm" in ledger(database_url, "list").stdout
