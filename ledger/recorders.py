@@ -94,12 +94,11 @@ def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
     """A recorder's database call that gives up soon while the database is away.
 
     The library retries a failed call 10 times, each waiting up to the pool's connect timeout: a request would hang
-    for close to a minute. One retry (for a connection that broke since it was last checked) and then the error:
-    the API answers 503 and the client retries. A call made within :data:`UNREACHABLE_HOLD_S` of one that found no
-    connection at all, while the pool still has none, fails at once: requests queued behind one another (the
-    library reads a cached aggregate's new events under a lock of its own) would each wait out the pool again, the
-    sixth for half a minute."""
-    retried = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)(method)
+    for close to a minute. One retry (for a connection that broke since it was last checked; none after the pool
+    found no connection within its timeout) and then the error: the API answers 503 and the client retries. A call
+    made within :data:`UNREACHABLE_HOLD_S` of one that found no connection at all, while the pool still has none,
+    fails at once: requests queued behind one another (the library reads a cached aggregate's new events under a lock
+    of its own) would each wait out the pool again, the sixth for half a minute."""
 
     @functools.wraps(method)
     def call(recorder: Any, *args: Any, **kwargs: Any) -> Any:
@@ -108,12 +107,17 @@ def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
             "pool_available"
         ):
             raise OperationalError("the database could not be reached a moment ago; not trying again yet")
-        try:
-            return retried(recorder, *args, **kwargs)
-        except (InterfaceError, OperationalError) as error:
-            if isinstance(error.__cause__, PoolTimeout):
-                datastore.unreachable_until = time.monotonic() + UNREACHABLE_HOLD_S
-            raise
+        for attempt in range(2):
+            try:
+                return method(recorder, *args, **kwargs)
+            except (InterfaceError, OperationalError) as error:
+                if isinstance(error.__cause__, PoolTimeout):  # no connection at all: another wait would find none
+                    datastore.unreachable_until = time.monotonic() + UNREACHABLE_HOLD_S
+                    raise
+                if attempt:
+                    raise
+            time.sleep(0.1)
+        raise AssertionError("not reached: the second attempt answers or raises")
 
     return call
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import PersistenceError
 
+from ledger.outages import is_database_unavailable
 from ledger.settings import Database
 from projections.log import EventLog
 from projections.wakeup import Notifications
@@ -69,7 +70,9 @@ class Follower:
                 try:
                     self.catch_up(stop)
                     retry = 0.1
-                except (PersistenceError, OSError) as error:
+                except Exception as error:
+                    if not isinstance(error, (PersistenceError, OSError)) and not is_database_unavailable(error):
+                        raise
                     logger.warning("%s: %s; retrying in %.1fs", type(self).__name__, error, retry)
                     stop.wait(retry)
                     retry = min(retry * 2, RETRY_SECONDS_MAX)

@@ -100,9 +100,10 @@ class ReadSideProgress:
     def close(self) -> None:
         self._stop.set()
         self.hint.set()
-        if self._thread is not None:
-            self._thread.join(2)
-            self._thread = None
+        with self._lock:  # (a poller being started under it is started once it is free)
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(2)
 
     # -- the poller -----------------------------------------------------------------------------------
     def _start(self) -> None:

@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
+from ledger.outages import is_database_unavailable
 from ledger.settings import Database
 from ledger.signing.store import refuse_a_gap
-from projections.follow import Follower
+from projections.follow import RETRY_SECONDS_MAX, Follower
 from projections.memory import MemoryBuild
 from projections.log import Batch, EventLog
 from projections.parking import describe, is_transient
@@ -38,6 +39,7 @@ from projections.wakeup import Notifications
 __all__ = ["ProjectionWorker", "compare_with_log", "rebuild", "run_projections"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_SIZE = 1000
 REBUILD_BATCH_SIZE = 10_000
@@ -126,13 +128,32 @@ def run_projections(
     *,
     worker: ProjectionWorker | None = None,
 ) -> None:
-    """Keep the read models up to date until ``stop`` is set (blocks; run it in a thread or a process)."""
-    worker = worker or ProjectionWorker(database, names)
+    """Keep the read models up to date until ``stop`` is set (blocks; run it in a thread or a process), waiting for
+    a database away as it starts as for one that goes away later."""
+    worker = worker or when_reachable(lambda: ProjectionWorker(database, names), stop)
+    if worker is None:
+        return
     try:
-        worker.log.require_its_key()
-        worker.run(stop)
+        if when_reachable(lambda: worker.log.require_its_key() or True, stop):
+            worker.run(stop)
     finally:
         worker.close()
+
+
+def when_reachable(call: Callable[[], T], stop: threading.Event) -> T | None:
+    """``call()``, tried again while the database cannot be reached, until it answers (its result) or ``stop`` is set
+    (None)."""
+    pause = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            logger.warning("the database cannot be reached (%s); trying again in %.1fs", error, pause)
+        if stop.wait(pause):
+            return None
+        pause = min(pause * 2, RETRY_SECONDS_MAX)
 
 
 def rebuild(

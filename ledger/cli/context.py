@@ -65,6 +65,9 @@ class CliState:
 
         reads = self.reads
         create_read_side(reads.store, self.settings.database, reads.log.events_table)
+        self._read_side_made = True
+
+    _read_side_made = False
 
     @property
     def reads(self) -> Any:
@@ -87,10 +90,10 @@ class CliState:
         on this process's application and pool, their tables made first if missing."""
         from projections.runner import ProjectionWorker
 
-        if not self.writes:  # (else made with the log's tables)
-            self.writes = True
+        self.writes = True
+        reads = self.reads  # (made with the log's tables, unless that failed: a database away as it started)
+        if not self._read_side_made:
             self._make_read_side()
-        reads = self.reads
         return ProjectionWorker(self.settings.database, names, store=reads.store, log=reads.log)
 
     def close(self) -> None:

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
 
 from ledger.application import ProfileLedger
+from ledger.recorders import UNREACHABLE_HOLD_S
 from ledger.settings import Database
 from tests.postgres_server import PostgresServer
 from tests.waiting import wait_until as wait_for
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.postgres
 
 WRITERS = 8
 SLOWEST_ANSWER = 15.0
+POOL_WAIT_S = 3.0  # POSTGRES_CONNECT_TIMEOUT: how long a call waits for a pooled connection
 READ_SIDE_RECOVERY = 30.0  # the pool's connect timeout is 5 s: no request may hang much past it
 
 
@@ -167,3 +170,47 @@ def test_the_first_request_after_a_database_restart_finds_a_working_connection(
         first = http.get("/api/profiles", params={"limit": 1})
         assert first.status_code == 200, first.text
         assert http.post("/api/profiles", json={"name": "after the restart"}).status_code == 201
+
+
+def test_a_projection_worker_started_while_its_database_is_away_waits_for_it_and_follows_on(
+        postgres_server, postgres_url, ledger_processes):
+    app = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=1))
+    try:
+        app.create_profile({"name": "before"})  # the tables are there: the worker starts at once
+    finally:
+        app.close()
+    with database_down(postgres_server):
+        worker = ledger_processes(postgres_url, "project")
+        time.sleep(8)  # past the pool's wait for a connection, more than once
+        assert worker.process.poll() is None, worker.output()  # before: exit 75, for good
+    app = ProfileLedger(env=Database(postgres_url).eventsourcing_env(pool_size=1))
+    try:
+        app.create_profile({"name": "after"})
+    finally:
+        app.close()
+
+    def projected() -> bool:
+        with psycopg.connect(postgres_url) as conn:
+            try:
+                return conn.execute("SELECT 1 FROM profiles WHERE name = 'after'").fetchone() is not None
+            except psycopg.errors.UndefinedTable:  # the worker has not made its tables yet
+                return False
+
+    wait_for(projected, 60, "the worker to project what was written after the outage")
+    assert worker.process.poll() is None and "Traceback" not in worker.output(), worker.output()
+
+
+def test_during_an_outage_a_write_and_ready_answer_503_after_one_wait_for_a_connection_not_two(
+        postgres_server, postgres_url, credentials, ledger_processes):
+    """A proxy in front commonly gives up after 5 s: the pool's wait for a connection (3 s) is spent once."""
+    server = ledger_processes(postgres_url, "serve")
+    with httpx.Client(base_url=server.base_url, headers=credentials.editor, timeout=30) as http:
+        assert http.post("/api/profiles", json={"name": "before"}).status_code == 201
+        with database_down(postgres_server):
+            for path, send in (("/ready", lambda: http.get("/ready")),
+                               ("/api/profiles", lambda: http.post("/api/profiles", json={"name": "during"}))):
+                time.sleep(UNREACHABLE_HOLD_S + 0.5)  # each finds the pool's last failure forgotten
+                started = time.monotonic()
+                assert send().status_code == 503, path
+                took = time.monotonic() - started
+                assert took < 2 * POOL_WAIT_S - 0.5, f"{path} answered 503 after {took:.1f} s"
