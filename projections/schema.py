@@ -49,7 +49,9 @@ def create_read_side(store: ReadModelStore, database: Database, events_table: st
     """Rebuild the read models whose definition changed (or, given the log's ``events_table``, that are past its
     end); then the tracking table and every read model's tables, when they do not exist yet (idempotent). Returns
     the names of those rebuilt."""
-    lost_tracking = bool(store.missing_tables([store.tracking_table]))
+    # (definitions first: a process that recorded them had made the tracking table before, so one starting beside
+    # it on a new database never takes the table it has not made yet for one lost)
+    lost_tracking = _made_before(store) and bool(store.missing_tables([store.tracking_table]))
     store.create_table()
     store.create_parked_table()
     changed = rebuild_changed(store, database, lost_tracking, events_table)  # first: their tables may change shape
@@ -71,6 +73,7 @@ def rebuild_changed(store: ReadModelStore, database: Database, lost_tracking: bo
     current = {projection.name: definition(projection) for projection in projections}
     changed, recorded = _to_rebuild(store, projections, current, lost_tracking, events_table)
     if not changed:  # a process that has nothing to rebuild never waits for one running elsewhere
+        store.create_read_model_tables(projections)  # before their definitions say they were made
         _record_definitions(store, current, recorded)
         return changed
     with _one_process_at_a_time(store, database):
@@ -114,6 +117,15 @@ def differing_definitions(store: ReadModelStore, names: list[str]) -> set[str]:
         recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
     return {projection.name for projection in select(names)
             if projection.name in recorded and recorded[projection.name] != definition(projection)}
+
+
+def _made_before(store: ReadModelStore) -> bool:
+    """Whether read models were made on this database before (their definitions are recorded)."""
+    if store.missing_tables([DEFINITIONS_TABLE]):
+        return False
+    with store.datastore.transaction(commit=False) as curs:
+        curs.execute(f"SELECT 1 FROM {DEFINITIONS_TABLE} LIMIT 1")
+        return curs.fetchone() is not None
 
 
 def _record_definitions(store: ReadModelStore, current: dict[str, str], recorded: dict[str, str]) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
+
+import pytest
 
 from ledger.application import ProfileLedger
 from ledger.settings import Database
@@ -135,3 +138,14 @@ def test_read_models_past_the_log_s_end_are_named(sqlite_url):
     assert run_cli(sqlite_url, "projections").returncode == 0
     run_cli(sqlite_url, "create", "after", "-f", "3=1")  # at a position the cut freed: applied, not skipped
     assert listed(sqlite_url) == ["after", "calm"]
+
+
+@pytest.mark.postgres
+def test_processes_initialising_a_new_database_together_announce_no_rebuild(postgres_server):
+    for _ in range(8):  # a race: several tries
+        url = postgres_server.create_database(f"ledger_test_together_{uuid.uuid4().hex[:8]}")
+        inits = [subprocess.Popen([sys.executable, "-m", "ledger", "--database", url, "db", "init"],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        said = [(init.wait(120), init.stderr.read()) for init in inits]
+        assert all(code == 0 for code, _ in said), said
+        assert not any("rebuilding" in stderr for _, stderr in said), said  # a new database lost nothing
