@@ -71,6 +71,7 @@ def parse_document(document: Any) -> dict[str, Any]:
     elif "name" in document:
         # The flat document miLLM itself exports, or this API's answer: its ``version`` is the profile's.
         _refuse_unknown(document, FLAT_KEYS | DOCUMENT_KEYS - {"profile"}, "")
+        _refuse_mistyped(document, {"version": int, "exported_at": str, "exported_from": str}, "")
         raw = {name: document.get(name) for name in PROFILE_FIELDS}
         prefix = ""
     else:

@@ -8,6 +8,7 @@ from typing import Any
 
 import eventsourcing.persistence
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 import psycopg_pool.base
 
 DATABASE_UNAVAILABLE = (
@@ -91,7 +92,8 @@ def refused_for_good(url: str) -> str | None:
     role, a wrong password, not allowed from here, TLS it requires and the server lacks, a parameter it cannot use);
     None when it cannot be reached, or lets the connection in."""
     try:
-        psycopg.connect(url, connect_timeout=3).close()
+        timeout = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": 3}  # (the URL's own first)
+        psycopg.connect(url, **timeout).close()
     except psycopg.ProgrammingError as error:  # a URL it cannot use: an unknown parameter
         return str(error).strip()
     except psycopg.OperationalError as error:

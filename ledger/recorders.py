@@ -161,8 +161,13 @@ def refusing_undecodable_text(select: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _text_as_found(connection: Any) -> Iterator[None]:
-    """Text that is not UTF-8 read with U+FFFD in place of what is not: a walk reports its row altered."""
+def text_as_found(curs: Any) -> Iterator[None]:
+    """On SQLite, text that is not UTF-8 read with U+FFFD in place of what is not, so that a walk or a comparison
+    reports its row altered; nothing changes elsewhere."""
+    connection = getattr(getattr(curs, "sqlite_cursor", None), "connection", None)
+    if connection is None:
+        yield
+        return
     previous, connection.text_factory = connection.text_factory, lambda data: data.decode("utf-8", "replace")
     try:
         yield
@@ -502,7 +507,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
 
     def verify_chain(self, walk: Walk, snapshots: SnapshotWalk | None) -> VerifyReport:
         after = _walked_after(walk)
-        with self.datastore.transaction(commit=False) as c, _text_as_found(c.sqlite_cursor.connection):  # one moment
+        with self.datastore.transaction(commit=False) as c, text_as_found(c):  # one transaction: one moment
             if walk.start is not None and after > 0:
                 c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id = ?", (after,))
                 row = c.fetchone()

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import msgspec
 
+from ledger.recorders import UNDECODABLE
 from projections.dialect import Dialect
 from projections.errors import InvalidQueryError, ReadModelDamagedError
 from projections.tables import reader
@@ -52,6 +53,11 @@ def add_equalities(where: list[str], params: dict[str, Any], profile_id: UUID | 
     return True
 
 
+def damaged(error: BaseException) -> ReadModelDamagedError:
+    return ReadModelDamagedError(f"a row of the read model cannot be read ({error}): it was changed outside the "
+                                 "ledger; `ledger verify` names it and `ledger rebuild` makes it again from the log")
+
+
 class Queries:
     """The base of the query classes of each read model (see :class:`projections.queries.ReadModel`)."""
 
@@ -67,7 +73,12 @@ class Queries:
             for statement in setup:
                 curs.execute(statement)
             curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))
-            return list(curs.fetchall())
+            try:
+                return list(curs.fetchall())
+            except Exception as error:
+                if UNDECODABLE not in str(error):
+                    raise
+                raise damaged(error) from None
 
     def _rows(self, row_type: type[T], rows: list[Any]) -> list[T]:
         readers: dict[type, Any] = self.__dict__.setdefault("_readers", {})
@@ -75,9 +86,7 @@ class Queries:
         try:
             return [read(row) for row in rows]
         except (ValueError, TypeError, msgspec.ValidationError) as error:  # (JSON that is not, a value of another type)
-            raise ReadModelDamagedError(
-                f"a row of the read model cannot be read as a {row_type.__name__} ({error}): it was changed outside "
-                "the ledger; `ledger verify` names it and `ledger rebuild` makes it again from the log") from None
+            raise damaged(error) from None
 
     def _one(self, row_type: type[T], sql: str, params: dict[str, Any] | None = None) -> T | None:
         rows = self._rows(row_type, self._all(sql, params)[:1])

@@ -140,15 +140,16 @@ def run_projections(
         worker.close()
 
 
-def when_reachable(call: Callable[[], T], stop: threading.Event) -> T | None:
+def when_reachable(call: Callable[[], T], stop: threading.Event,
+                   refused: Callable[[], str | None] = lambda: None) -> T | None:
     """``call()``, tried again while the database cannot be reached, until it answers (its result) or ``stop`` is set
-    (None)."""
+    (None); raised at once when ``refused()`` says why waiting will not help (no such database or role...)."""
     pause = 0.5
     while True:
         try:
             return call()
         except Exception as error:
-            if not is_database_unavailable(error):
+            if not is_database_unavailable(error) or refused() is not None:
                 raise
             logger.warning("the database cannot be reached (%s); trying again in %.1fs", error, pause)
         if stop.wait(pause):

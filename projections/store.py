@@ -26,6 +26,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
+from ledger.recorders import text_as_found
 from ledger.settings import Database
 from projections.dialect import POSTGRES, SQLITE, Dialect, encode_json
 from projections.log import Batch
@@ -299,7 +300,7 @@ class ReadModelRecorder(ParkingRecorder):
         afterwards it continues from the rebuilt position.
         """
         key = rebuild_key(projection.name)
-        with self.datastore.transaction(commit=True) as curs:
+        with self.datastore.transaction(commit=True) as curs, text_as_found(curs):  # (a row made unreadable: named)
             self._lock(curs, projection.name, wait=True)
             position = self._catch_up_rebuilt(curs, projection, read, batch_size)
             for table in projection.tables:
@@ -338,7 +339,7 @@ class ReadModelRecorder(ParkingRecorder):
         brought up to it and compared (the build stopped at or before it). A live position past every event there
         is is a difference of its own. The rebuild tables are left as they are (the caller drops them)."""
         key = rebuild_key(projection.name)
-        with self.datastore.transaction(commit=True) as curs:
+        with self.datastore.transaction(commit=True) as curs, text_as_found(curs):  # (a row made unreadable: named)
             self._lock(curs, projection.name, wait=True)
             live = self._max_tracking_id(projection.name, curs) or 0  # type: ignore[attr-defined]
             rebuilt = self._max_tracking_id(key, curs) or 0  # type: ignore[attr-defined]

@@ -203,7 +203,7 @@ class ChatController(Controller):
         ),
         **COMMAND_ROUTE,
         middleware=[watch_for_departure],
-        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT, openai=True),
+        responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT, TOO_LARGE, openai=True),
     )
     def chat_completions(
         self,

@@ -214,6 +214,13 @@ def _field_in_message(message: Any) -> str | None:
     return f"{within}.{field}" if within else field
 
 
+def _field_at(request: Request[Any, Any, Any], item: dict[str, Any]) -> str | None:
+    """The field at fault: where msgspec says (``messages[0]``), and in it the field its message names, left out or
+    unknown (``messages[0].role``)."""
+    at, named = _field_of(request, item.get("key")), _field_in_message(item.get("message"))
+    return f"{at}.{named}" if at and named else at or named
+
+
 def openai_path(path: str) -> bool:
     """Whether a path is the OpenAI-compatible API's (``/v1`` and under it), whose errors come in OpenAI's shape."""
     return path == "/v1" or path.startswith("/v1/")
@@ -273,7 +280,7 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         problems = [
-            {"field": _field_of(request, item.get("key")) or _field_in_message(item.get("message")),
+            {"field": _field_at(request, item),
              "source": item.get("source"),
              "message": _MISSING_BODY if item.get("message") == "'data'" else item.get("message")}
             for item in extra

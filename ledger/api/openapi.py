@@ -21,7 +21,7 @@ from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse,
 from litestar.routes import HTTPRoute
 
 from ledger.api.auth import required_role
-from ledger.api.errors import openai_path
+from ledger.api.errors import INVALID, openai_path
 from ledger.api.idempotency import COMMAND_METHODS, HEADER, KEY_PARAMETER
 from ledger.api.schemas import Request
 from ledger.errors import ValidationError
@@ -94,7 +94,7 @@ def tidy_openapi(app: Litestar) -> None:
             if "400" in responses:  # Litestar's, in its own shape
                 del responses["400"]
                 invalid = "400" if openai_path(path) else "422"  # /v1 answers an invalid request 400, as OpenAI does
-                responses.setdefault(invalid, _error("The request is invalid (error `invalid_request`)", path))
+                responses.setdefault(invalid, _error(INVALID[422].description, path))
             if route.path_format not in NO_DATABASE:
                 unreachable = "The database cannot be reached right now (`database_unavailable`)"
                 responses.setdefault("503", _error(unreachable, path))

@@ -69,15 +69,18 @@ def register(app: typer.Typer) -> None:
         names: Optional[list[str]] = typer.Argument(None, help="Read models to maintain (default: all)."),
     ) -> None:
         """Run a projection worker: follow the log and keep the read models up to date until SIGTERM/SIGINT."""
+        from ledger.outages import refused_for_good
         from projections.runner import run_projections, when_reachable
 
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        worker = when_reachable(lambda: state.projection_worker(names or None), stop)  # (its tables made first)
+        database = state.settings.database
+        refused = (lambda: refused_for_good(database.url)) if database.is_postgres else (lambda: None)
+        worker = when_reachable(lambda: state.projection_worker(names or None), stop, refused)  # (tables made first)
         if worker is not None:
-            typer.echo(f"projection worker following {state.settings.database.display()}", err=True)
-            run_projections(state.settings.database, stop, worker=worker)
+            typer.echo(f"projection worker following {database.display()}", err=True)
+            run_projections(database, stop, worker=worker)
 
     db = typer.Typer(help="The database: create its tables.", no_args_is_help=True)
     app.add_typer(db, name="db")

@@ -222,7 +222,10 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
                            ({"stream": True, "stream_options": {"include_usage": "false"}},
                             "stream_options.include_usage"),
                            ({"stream": True, "stream_options": {"include_usage": True, "usage": True}},
-                            "stream_options")):
+                            "stream_options.usage"),
+                           ({"extra_body": {"messages": [{"role": "user", "content": "x", "name2": 1}]}},
+                            "messages[0].name2"),
+                           ({"extra_body": {"messages": [{"content": "x"}]}}, "messages[0].role")):
         with pytest.raises(openai.BadRequestError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message

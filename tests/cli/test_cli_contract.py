@@ -111,6 +111,15 @@ def test_an_sqlite_database_nothing_would_last_in_or_a_path_read_otherwise_is_re
     assert list(tmp_path.iterdir()) == []  # no file, no key
 
 
+def test_a_postgres_url_refused_for_good_stops_a_command_with_1_the_projection_worker_too(postgres_url, tmp_path):
+    run_ledger(postgres_url, tmp_path, "db", "init")
+    for url, args in ((postgres_url.rsplit("/", 1)[0] + "/nosuchdb", ("project",)),
+                      (f"{postgres_url}?connect_timeout=abc", ("list",)),
+                      (f"{postgres_url}?connect_timeout=abc", ("project",))):
+        refused = run_ledger(url, tmp_path, *args, code=1)  # never a 75 to wait out, nor a worker waiting for ever
+        assert refused.stderr.startswith("error: "), refused.stderr
+
+
 def test_a_database_url_of_another_kind_is_refused_and_nothing_is_made(tmp_path, monkeypatch):
     for url in ("mysql://x/y", "postgresq://u@h/d", "sqlite://ledger.sqlite"):
         refused = run_ledger(url, tmp_path, "create", "z", "--actor", "a", code=1)
@@ -445,8 +454,8 @@ def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
     from tests.api.conftest import free_port
 
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
-    for args in (("list",), ("verify",), ("create", "calm", "-f", "1=0.5"), ("serve", "--no-model"), ("project",)):
-        result = run_ledger(nowhere, tmp_path, *args, code=75)  # sysexits' EX_TEMPFAIL: try again
+    for args in (("list",), ("verify",), ("create", "calm", "-f", "1=0.5"), ("serve", "--no-model")):
+        result = run_ledger(nowhere, tmp_path, *args, code=75)  # sysexits' EX_TEMPFAIL: try again (`project` waits)
         assert result.stderr.startswith("error: the database cannot be reached"), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "LEDGER_DEBUG" not in result.stderr
 

@@ -295,3 +295,16 @@ def test_a_read_model_row_no_longer_of_its_type_is_named_as_damaged_not_a_crash_
     assert_read_model_altered(database_url, "profiles", position)
     assert ledger(database_url, "rebuild", "--no-progress").returncode == 0
     assert "calm" in ledger(database_url, "list").stdout
+
+
+def test_a_read_model_row_holding_text_that_is_not_utf8_is_named_as_damaged_not_a_database_away(sqlite_url):
+    app = ProfileLedger(env=Database(sqlite_url).eventsourcing_env())
+    try:
+        calm = app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    finally:
+        app.close()
+    catch_up(sqlite_url)
+    sql(sqlite_url, "UPDATE profiles SET description = CAST(X'FF61' AS TEXT) WHERE id = ?", (str(calm.id),))
+    listed = ledger(sqlite_url, "list")
+    assert listed.returncode == 1 and "read model cannot be read" in listed.stderr, listed.stderr  # before: 75
+    assert_read_model_altered(sqlite_url, "profiles", 1)
