@@ -71,7 +71,7 @@ def parse_document(document: Any) -> dict[str, Any]:
     elif "name" in document:
         # The flat document miLLM itself exports, or this API's answer: its ``version`` is the profile's.
         _refuse_unknown(document, FLAT_KEYS | DOCUMENT_KEYS - {"profile"}, "")
-        _refuse_mistyped(document, {"version": int, "exported_at": str, "exported_from": str}, "")
+        _refuse_mistyped(document, {"exported_at": str, "exported_from": str}, "")  # (its version: an int or "1.0")
         raw = {name: document.get(name) for name in PROFILE_FIELDS}
         prefix = ""
     else:
