@@ -10,7 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from ledger.api.auth import authorize
-from ledger.api.bodies import refuse_cross_site, refuse_unknown_host, strict_json_body
+from ledger.api.bodies import refuse_cross_site, refuse_repeated_headers, refuse_unknown_host, strict_json_body
 from ledger.api.chat import ChatController, ReplayController, SteeringController
 from ledger.api.commands import read_your_writes_middleware
 from ledger.api.deps import DEPENDENCIES, read_side_reached
@@ -116,6 +116,7 @@ async def _before_handler(request: Any) -> Any:
     Idempotency-Key (a replayed answer ends the request here)."""
     refuse_unknown_host(request, request.app.state.runtime.allowed_hosts)
     refuse_cross_site(request)
+    refuse_repeated_headers(request)
     refuse_unknown_query(request)
     await strict_json_body(request)
     return await idempotent_command(request)

@@ -1,4 +1,5 @@
-"""Strict request bodies, no changes from other sites, no requests addressed to unknown host names.
+"""Strict request bodies, headers that take one value given once, no changes from other sites, no requests addressed
+to unknown host names.
 
 Litestar converts a JSON body to the handler's Struct leniently (``"3"`` would become ``3``). This hook, run
 before every handler, decodes the body again with msgspec's strict rules against the handler's ``data``
@@ -28,6 +29,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from ledger.api.auth import SAFE_METHODS
 from ledger.api.errors import (
     CrossSiteRequestError,
+    InvalidRequestError,
     UnknownHostError,
     UnsupportedMediaTypeError,
     for_openai_clients,
@@ -50,6 +52,22 @@ def refuse_cross_site(request: Request[Any, Any, Any]) -> None:
     hosts = {request.headers.get(name, "").lower() for name in ("host", "x-forwarded-host")} - {""}
     if urlsplit(origin).netloc.lower() not in hosts:
         raise CrossSiteRequestError(f"a change sent by a page of another site ({origin[:100]}) is refused")
+
+
+ONE_VALUE_HEADERS = {name.lower().encode(): name for name in (
+    "If-Match", "Idempotency-Key", "X-Actor", "X-Reason", "Last-Event-ID")}
+"""Headers a request gives once or not at all: two ``If-Match`` lines are a list (refused, as ``a, b`` is), and
+two of the others would leave it to chance which one is used."""
+
+
+def refuse_repeated_headers(request: Request[Any, Any, Any]) -> None:
+    seen: set[bytes] = set()
+    for name, _ in request.scope["headers"]:
+        if name in ONE_VALUE_HEADERS:
+            if name in seen:
+                shown = ONE_VALUE_HEADERS[name]
+                raise InvalidRequestError(f"the {shown} header is given more than once: give it once", field=shown)
+            seen.add(name)
 
 
 def well_formed_host(app: ASGIApp) -> ASGIApp:

@@ -61,19 +61,28 @@ def _request_bodies_as_msgspec_reads_them(components: dict[str, Any]) -> None:
 
 
 QUERY_NAMES = "query_names"
-"""The handler ``opt`` key of the query parameters an API operation takes: those its document declares."""
+"""The handler ``opt`` key of the query parameters an API operation takes (those its document declares), each
+with whether it may be repeated (a list, such as ``tag``)."""
 
 
 def refuse_unknown_query(request: Any) -> None:
     """A query parameter an API operation does not take is refused (422), as a body's unknown field is: a misspelt
-    ``asof`` would else answer the present as if it were the moment asked."""
+    ``asof`` would else answer the present as if it were the moment asked. So is one given twice that takes one
+    value (``limit=1&limit=2``): which would count is left to chance."""
     known = request.route_handler.opt.get(QUERY_NAMES)
     if known is None or not request.scope["query_string"]:
         return
-    unknown = sorted(set(request.query_params) - known - {"min_position"})  # any read's, a walk of the log's too
+    unknown = sorted(set(request.query_params) - set(known) - {"min_position"})  # any read's, a walk of the log's too
     if unknown:
         taken = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
         raise ValidationError(f"unknown query parameter {unknown[0]!r}: {taken}", field=unknown[0])
+    for name in known:
+        if not known[name] and len(request.query_params.getall(name, ())) > 1:
+            raise ValidationError(f"query parameter {name!r} is given more than once: give it once", field=name)
+
+
+def _a_list(schema: Any) -> bool:
+    return getattr(schema, "type", None) == "array" or any(_a_list(one) for one in getattr(schema, "one_of", None) or ())
 
 
 def tidy_openapi(app: Litestar) -> None:
@@ -106,8 +115,8 @@ def tidy_openapi(app: Litestar) -> None:
                                                    "(error `unsupported_media_type`)", path))
             parameters = operation.parameters or []
             if path.startswith("/api/"):  # (not /v1: OpenAI's clients may add their own, as Azure's api-version)
-                handler.opt[QUERY_NAMES] = frozenset(
-                    p.name for p in parameters if getattr(p, "param_in", "") == "query")
+                handler.opt[QUERY_NAMES] = {p.name: _a_list(p.schema) for p in parameters
+                                            if getattr(p, "param_in", "") == "query"}
             if method in COMMAND_METHODS and not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
                 operation.parameters = [*parameters, KEY_PARAMETER]
             if not auth:

@@ -4,6 +4,8 @@ bounded, and a run's re-run spec is found by its run id."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import uuid
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.conftest import assert_error, create, fresh, make_client
+from tests.api.conftest import assert_error, create, etag, fresh, make_client, start_server
 
 # -- updates: absent or null leaves a field as it is ---------------------------------------------------------
 ABSENT = object()
@@ -286,3 +288,51 @@ def test_the_re_run_spec_of_a_run_carries_its_version_seed_entity_count_and_prod
     assert (spec["steering"], spec["model_id"], spec["layer"]) == ({"4": 0.5}, "m", 7)
     assert (spec["seed"], spec["entity_count"], spec["products"]) == (42, 1000, ["healthsim"])
     assert_error(client.get("/api/runs/no-such-run/spec"), 404, "run_not_found")
+
+
+# -- a header or query parameter that takes one value is given once ------------------------------------------
+def send(base_url: str, method: str, path: str, headers: list[tuple[str, str]], body: Any = None) -> tuple[int, Any]:
+    """A request over a plain socket, each header line as given (two lines of one name stay two lines)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest(method, path)
+        encoded = b"" if body is None else json.dumps(body).encode()
+        for name, value in [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))]:
+            connection.putheader(name, value)
+        connection.endheaders(encoded)
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read() or b"null")
+    finally:
+        connection.close()
+
+
+def test_two_if_match_lines_are_a_list_and_refused_so_a_stale_one_is_never_skipped(sqlite_url):
+    running = start_server(sqlite_url)
+    try:
+        status, profile = send(running.base_url, "POST", "/api/profiles", [], {"name": "fz", "steering": {"1": 1.0}})
+        assert status == 201
+        send(running.base_url, "PUT", "/api/profiles/fz", [], {"description": "v2"})
+        current, stale = etag(profile, 2), etag(profile, 1)
+        for lines in ([current, stale], [stale, current]):
+            status, body = send(running.base_url, "PUT", "/api/profiles/fz",
+                                [("If-Match", tag) for tag in lines], {"description": "lost?"})
+            assert (status, body["error"], body["field"]) == (422, "invalid_request", "If-Match"), body
+        status, body = send(running.base_url, "GET", "/api/profiles/fz", [])
+        assert (body["version"], body["description"]) == (2, "v2")
+        for name in ("Idempotency-Key", "X-Actor", "X-Reason"):
+            status, body = send(running.base_url, "POST", "/api/profiles", [(name, "a"), (name, "b")], {"name": "twice"})
+            assert (status, body["field"]) == (422, name), body
+        status, body = send(running.base_url, "POST", "/v1/chat/completions",
+                            [("Idempotency-Key", "a"), ("Idempotency-Key", "b")], {"messages": []})
+        assert (status, body["error"]["param"]) == (400, "Idempotency-Key"), body
+        assert send(running.base_url, "GET", "/api/profiles/twice", [])[0] == 404
+    finally:
+        running.stop()
+
+
+def test_a_query_parameter_that_takes_one_value_given_twice_is_refused_a_list_one_is_not(client):
+    create(client, "listed", tags=["a", "b"])
+    assert_error(client.get("/api/profiles?limit=1&limit=2"), 422, "invalid_value")["field"] == "limit"
+    assert_error(client.get("/api/profiles?sort=name&sort=-name"), 422, "invalid_value")
+    assert [p["name"] for p in client.get("/api/profiles?tag=a&tag=b").json()["profiles"]] == ["listed"]
