@@ -1,9 +1,11 @@
-"""What every read model's queries share: one read-only transaction per query, rows converted to their type,
-and the checks of the arguments every listing takes."""
+"""What every read model's queries share: one read-only transaction per query (or one for several, in
+:meth:`Queries.snapshot`), rows converted to their type, and the checks of the arguments every listing takes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -58,18 +60,43 @@ def damaged(error: BaseException) -> ReadModelDamagedError:
                                  "ledger; `ledger verify` names it and `ledger rebuild` makes it again from the log")
 
 
+_open = threading.local()  # the snapshot this thread reads in: (its store, its cursor)
+
+
 class Queries:
     """The base of the query classes of each read model (see :class:`projections.queries.ReadModel`)."""
 
     store: Any
     dialect: Dialect
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every query this thread makes within it reads one moment of the read models (one read-only transaction,
+        repeatable read on PostgreSQL): an answer composed of several queries (a page of profiles and the active
+        one's id) never mixes the moments before and after a change."""
+        if getattr(_open, "store", None) is self.store:
+            yield
+            return
+        with self.store.datastore.transaction(commit=False) as curs:
+            if self.dialect.is_postgres:
+                curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            _open.store, _open.cursor = self.store, curs
+            try:
+                yield
+            finally:
+                _open.store = _open.cursor = None
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        if getattr(_open, "store", None) is self.store:
+            return contextlib.nullcontext(_open.cursor)
+        return self.store.datastore.transaction(commit=False)
+
     def _all(self, sql: str, params: dict[str, Any] | None = None, *, setup: Sequence[str] = ()) -> list[Any]:
         for name, value in (params or {}).items():
             values = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(item, str) and "\x00" in item for item in values):
                 raise InvalidQueryError(f"{name} must not contain NUL characters")
-        with self.store.datastore.transaction(commit=False) as curs:
+        with self._transaction() as curs:
             for statement in setup:
                 curs.execute(statement)
             curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))

@@ -173,9 +173,10 @@ class ActiveProfileCache:
         reads = self.reads
         head = reads.log_position()
         position = min(reads.positions().values(), default=0)
-        active = reads.active_profile()
-        row = reads.get_profile(active.profile_id) if active is not None else None
-        body = active_body(reads, row, active.pinned_version) if row is not None and active is not None else None
+        with reads.snapshot():  # the slot and the row of one moment: the row shown is the active one
+            active = reads.active_profile()
+            row = reads.get_profile(active.profile_id) if active is not None else None
+            body = active_body(reads, row, active.pinned_version) if row is not None and active is not None else None
         response = None
         if row is not None and body is not None:  # with the ETag of the version it shows, as GET by id gives it
             response = PreparedResponse(encode_json(body), {"ETag": entity_tag(row.id, body.version, row.revision)})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Response, Router
+from litestar.enums import MediaType
+from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -14,6 +16,7 @@ from ledger.api.bodies import refuse_cross_site, refuse_repeated_headers, refuse
 from ledger.api.chat import ChatController, ReplayController, SteeringController
 from ledger.api.commands import read_your_writes_middleware
 from ledger.api.deps import DEPENDENCIES, read_side_reached
+from ledger.api.errors import allow_header
 from ledger.api.events import EventController
 from ledger.api.exchange import IMPORT_BODY_FACTOR, ProfileExchangeController
 from ledger.api.idempotency import idempotency_middleware, idempotent_command
@@ -118,5 +121,17 @@ async def _before_handler(request: Any) -> Any:
     refuse_cross_site(request)
     refuse_repeated_headers(request)
     refuse_unknown_query(request)
+    if request.method == "OPTIONS":
+        return _allowed_methods(request)
     await strict_json_body(request)
     return await idempotent_command(request)
+
+
+def _allowed_methods(request: Any) -> Any:
+    """``OPTIONS``: every method of the path in ``Allow`` (Litestar's own answer names only those of the handlers
+    that were registered before the path's first ``OPTIONS`` handler was made, such as ``POST`` without ``GET``),
+    HEAD with GET."""
+    paths = request.route_handler.paths
+    methods = {method for path in paths for method in request.app.route_handler_method_map.get(path, {})}
+    return Response(None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": allow_header(methods)},
+                    media_type=MediaType.TEXT)

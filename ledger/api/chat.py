@@ -23,6 +23,7 @@ from litestar.utils.scope.state import ScopeState
 from ledger.api.auth import principal_of
 from ledger.api.commands import COMMAND_ROUTE, position_headers, run_command
 from ledger.api.observability import ANSWERED, DEPARTED
+from ledger.api.openapi import STREAMED
 from ledger.api.deps import LOG_POSITION, wait_until_applied, with_reason
 from ledger.api.executions import execution_found
 from ledger.api.runtime import Runtime
@@ -40,7 +41,10 @@ from ledger.api.chat_schemas import (
     ChatChoice,
     ChatChoiceMessage,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ChunkChoice,
+    ChunkDelta,
     LedgerRun,
     ModelCard,
     ModelList,
@@ -204,6 +208,7 @@ class ChatController(Controller):
         **COMMAND_ROUTE,
         middleware=[watch_for_departure],
         responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TIMEOUT, TOO_LARGE, openai=True),
+        opt={STREAMED: ChatCompletionChunk},
     )
     def chat_completions(
         self,
@@ -271,20 +276,20 @@ class ChatController(Controller):
             raise
         stream_id = f"chatcmpl-{completion.execution_id.hex}"
 
-        def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-            body = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": choices, **extra}
+        def frame(choices: list[ChunkChoice], **extra: Any) -> bytes:
+            body = ChatCompletionChunk(id=stream_id, object="chat.completion.chunk", created=created, model=model,
+                                       choices=choices, **extra)
             return b"data: " + msgspec.json.encode(body) + b"\n\n"
 
-        def chunk(delta: dict[str, str], finish_reason: str | None, **extra: Any) -> bytes:
-            return frame([{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra)
+        def chunk(delta: ChunkDelta, finish_reason: str | None, **extra: Any) -> bytes:
+            return frame([ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)], **extra)
 
         def events() -> Iterator[bytes]:
             try:
-                yield chunk({"role": "assistant", "content": ""}, None)
+                yield chunk(ChunkDelta(role="assistant", content=""), None)
                 text, checked = first, time.monotonic()
                 while text is not None:
-                    yield chunk({"content": text}, None)
+                    yield chunk(ChunkDelta(content=text), None)
                     if still_allowed is not None and time.monotonic() - checked >= TOKEN_RECHECK_SECONDS:
                         checked = time.monotonic()
                         if not still_allowed():
@@ -301,12 +306,12 @@ class ChatController(Controller):
                 deltas.close()  # a client that went away frees its row at the next step
             outcome = recorded[0] if recorded else None
             if outcome is None:
-                yield chunk({}, "stop")
+                yield chunk(ChunkDelta(), "stop")
             else:
-                yield chunk({}, outcome.result.finish_reason, ledger=ledger_run(outcome, warnings),
+                yield chunk(ChunkDelta(), outcome.result.finish_reason, ledger=ledger_run(outcome, warnings),
                             system_fingerprint=fingerprint_id(outcome.fingerprint))
                 if usage:
-                    yield frame([], usage=msgspec.to_builtins(usage_of(outcome.result)))
+                    yield frame([], usage=usage_of(outcome.result))
             yield b"data: [DONE]\n\n"
 
         return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -135,6 +135,33 @@ class ChatCompletion(msgspec.Struct):
     unsteered: ChatChoice | None = None
 
 
+class ChunkDelta(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    index: int
+    delta: ChunkDelta
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(msgspec.Struct, omit_defaults=True):
+    """One event of a streamed completion (``stream: true``; each sent as ``data: <chunk>``, the last as
+    ``data: [DONE]``). The last chunk with a choice carries ``ledger`` and ``system_fingerprint``; with
+    ``stream_options.include_usage``, one more chunk carries ``usage`` and no choices. An error after the answer
+    began comes as an event in OpenAI's error shape (``{"error": {...}}``), then ``[DONE]``."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+    ledger: LedgerRun | None = None
+
+
 class ModelCard(msgspec.Struct):
     id: str
     object: str

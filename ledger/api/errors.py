@@ -23,6 +23,7 @@ import logging
 import re
 import sys
 from dataclasses import replace
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -35,6 +36,7 @@ from litestar.status_codes import (
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
+    HTTP_405_METHOD_NOT_ALLOWED,
     HTTP_409_CONFLICT,
     HTTP_412_PRECONDITION_FAILED,
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -169,11 +171,11 @@ def _write_timeout(exc: BaseException) -> WriteTimeoutError | None:
 
 
 _HTTP_CODES = {
-    400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    422: "invalid_request",
     406: "not_acceptable",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -224,6 +226,12 @@ def _field_at(request: Request[Any, Any, Any], item: dict[str, Any]) -> str | No
 def openai_path(path: str) -> bool:
     """Whether a path is the OpenAI-compatible API's (``/v1`` and under it), whose errors come in OpenAI's shape."""
     return path == "/v1" or path.startswith("/v1/")
+
+
+def allow_header(methods: Iterable[str]) -> str:
+    """An ``Allow`` header naming ``methods``, and HEAD wherever GET is (``ledger serve`` answers HEAD as GET)."""
+    named = set(methods)
+    return ", ".join(sorted(named | {"HEAD"} if "GET" in named else named))
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response:
@@ -301,10 +309,15 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request", f"malformed path parameter: {cause}")
     if isinstance(exc, HTTPException):
         status = exc.status_code
+        if status == HTTP_400_BAD_REQUEST:  # Litestar's, for a request it cannot read (a broken multipart form)
+            status = HTTP_422_UNPROCESSABLE_ENTITY
         code = _HTTP_CODES.get(status, "http_error")
         too_large = "the request body is larger than this server accepts"
         detail = too_large if status == 413 else exc.detail or code.replace("_", " ")
-        return error_response(status, code, detail, headers=exc.headers)
+        headers = exc.headers
+        if status == HTTP_405_METHOD_NOT_ALLOWED and headers and "allow" in headers:  # (Litestar names it so)
+            headers = {"Allow": allow_header(headers["allow"].split(", "))}
+        return error_response(status, code, detail, headers=headers)
     timeout = _write_timeout(exc)
     if timeout is not None:
         log.warning("write timed out on %s %s: %s", request.method, request.url.path, timeout)
@@ -325,7 +338,8 @@ def error_spec(description: str) -> ResponseSpec:
 INVALID = {422: error_spec("The request is invalid: body, query, path or header (error `invalid_request` or a domain code)")}
 NOT_FOUND = {404: error_spec("No such profile, version, execution or run")}
 CONFLICT = {409: error_spec("Conflict: name taken, profile active, or a concurrent update")}
-STALE = {412: error_spec("If-Match names a version that is no longer current; `current_version` says which is")}
+STALE = {412: error_spec("If-Match names a version that is no longer current; `current_version` says which is (not "
+                         "given for an empty or malformed tag, or another profile's)")}
 TIMEOUT = {504: error_spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
 UNAVAILABLE = {503: error_spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
 TOO_LARGE = {413: error_spec("The request body is larger than the configured maximum")}

@@ -20,7 +20,7 @@ from litestar import Litestar
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
 from litestar.routes import HTTPRoute
 
-from ledger.api.auth import required_role
+from ledger.api.auth import SAFE_METHODS, required_role
 from ledger.api.errors import INVALID, openai_path
 from ledger.api.idempotency import COMMAND_METHODS, HEADER, KEY_PARAMETER
 from ledger.api.schemas import Request
@@ -60,6 +60,8 @@ def _request_bodies_as_msgspec_reads_them(components: dict[str, Any]) -> None:
     components.update(exact)
 
 
+STREAMED = "streamed"
+"""The handler ``opt`` key of the Struct each event of its ``text/event-stream`` answer carries, if it has one."""
 QUERY_NAMES = "query_names"
 """The handler ``opt`` key of the query parameters an API operation takes (those its document declares), each
 with whether it may be repeated (a list, such as ``tag``)."""
@@ -117,15 +119,44 @@ def tidy_openapi(app: Litestar) -> None:
             if path.startswith("/api/"):  # (not /v1: OpenAI's clients may add their own, as Azure's api-version)
                 handler.opt[QUERY_NAMES] = {p.name: _a_list(p.schema) for p in parameters
                                             if getattr(p, "param_in", "") == "query"}
+                responses.setdefault("422", _error(INVALID[422].description, path))  # an unknown query parameter
             if method in COMMAND_METHODS and not any(getattr(p, "name", "").lower() == HEADER for p in parameters):
                 operation.parameters = [*parameters, KEY_PARAMETER]
-            if not auth:
-                continue
-            role = required_role(handler, method, app.openapi_config.path if app.openapi_config else "/schema")
-            if role is None:
-                operation.security = []
-                continue
-            responses.setdefault("401", _error("No valid bearer token (error `unauthenticated`)", path))
-            responses.setdefault("403", _error(f"The token's role is below {role} (error `forbidden`)", path))
-            note = f"Requires the `{role}` role."
-            operation.description = f"{operation.description}\n\n{note}" if operation.description else note
+            if auth:
+                _document_roles(app, handler, method, operation, path)
+            _document_refusals_of_any_request(method, responses, path)
+            streamed = handler.opt.get(STREAMED)
+            if streamed is not None:
+                _, parts = msgspec.json.schema_components([streamed], ref_template="#/components/schemas/{name}")
+                schema.components.schemas.update(parts)
+                responses["200"].content["text/event-stream"] = OpenAPIMediaType(  # type: ignore[index, union-attr]
+                    schema=Reference(ref=f"#/components/schemas/{streamed.__name__}"))
+
+
+def _document_roles(app: Litestar, handler: Any, method: str, operation: Any, path: str) -> None:
+    role = required_role(handler, method, app.openapi_config.path if app.openapi_config else "/schema")
+    if role is None:
+        operation.security = []
+        return
+    operation.responses.setdefault("401", _error("No valid bearer token (error `unauthenticated`)", path))
+    operation.responses.setdefault("403", _error(f"The token's role is below {role} (error `forbidden`)", path))
+    note = f"Requires the `{role}` role."
+    operation.description = f"{operation.description}\n\n{note}" if operation.description else note
+
+
+def _document_refusals_of_any_request(method: str, responses: dict[str, Any], path: str) -> None:
+    """What any operation may answer, whatever it does: 400 for a Host header it does not answer to; for a change,
+    403 when a page of another site sent it; for a command, 409 while another request with its Idempotency-Key
+    is under way."""
+    also = [("400", "The Host header is not a host name, or one this server does not answer to (`unknown_host`)")]
+    if method not in SAFE_METHODS:
+        also.append(("403", "A change sent by a page of another site (`cross_site_request`)"))
+    if method in COMMAND_METHODS:
+        also.append(("409", "A request with this Idempotency-Key is under way (`idempotency_key_in_use`): retry after "
+                            "`Retry-After` for its answer"))
+    for status, description in also:
+        known = responses.get(status)
+        if known is None:
+            responses[status] = _error(description, path)
+        else:
+            known.description = f"{known.description}; or: {description}"

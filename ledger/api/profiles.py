@@ -152,21 +152,22 @@ class ProfileController(Controller):
         cursor: Cursor = None,
     ) -> ProfileList:
         refuse_nul(tag=tag, product=product, search=search)
-        page = reads.list_profiles(
-            tags=tag or None,
-            tags_match=tags_match,
-            products=product,
-            search=search,
-            sort="updated_at" if sort == "updated" else "name",
-            limit=limit,
-            cursor=cursor,
-        )
-        active = reads.active_profile()
-        return ProfileList(
-            profiles=[shown(reads, row) for row in page.items],
-            active_profile_id=active.profile_id if active is not None else None,
-            next_cursor=page.next_cursor,
-        )
+        with reads.snapshot():  # the rows' is_active and active_profile_id of one moment
+            page = reads.list_profiles(
+                tags=tag or None,
+                tags_match=tags_match,
+                products=product,
+                search=search,
+                sort="updated_at" if sort == "updated" else "name",
+                limit=limit,
+                cursor=cursor,
+            )
+            active = reads.active_profile()
+            return ProfileList(
+                profiles=[shown(reads, row) for row in page.items],
+                active_profile_id=active.profile_id if active is not None else None,
+                next_cursor=page.next_cursor,
+            )
 
     @get(
         "/active",

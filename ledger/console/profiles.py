@@ -194,23 +194,19 @@ class ProfilePages(Controller):
     ) -> Template:
         reads = runtime_of(request).read_model
         filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
-        page_of = reads.list_profiles(
-            tags=parse_labels(tag or "") or None,
-            products=parse_labels(product or "") or None,  # as tags: "a, b" is any of them
-            search=optional_text(search),
-            sort="updated_at" if sort == "updated" else "name",
-            limit=PAGE_SIZE,
-            cursor=cursor or None,
-        )
-        return page(
-            request,
-            "profiles.html.j2",
-            profiles=[shown(reads, row) for row in page_of.items],  # as the API lists them: the version in force
-            next_cursor=page_of.next_cursor,
-            first_page=cursor is None,
-            filters=filters,
-            active=reads.active_profile(),
-        )
+        with reads.snapshot():  # as the API lists them: the rows and the active profile of one moment
+            page_of = reads.list_profiles(
+                tags=parse_labels(tag or "") or None,
+                products=parse_labels(product or "") or None,  # as tags: "a, b" is any of them
+                search=optional_text(search),
+                sort="updated_at" if sort == "updated" else "name",
+                limit=PAGE_SIZE,
+                cursor=cursor or None,
+            )
+            profiles = [shown(reads, row) for row in page_of.items]  # as the API lists them: the version in force
+            active = reads.active_profile()
+        return page(request, "profiles.html.j2", profiles=profiles, next_cursor=page_of.next_cursor,
+                    first_page=cursor is None, filters=filters, active=active)
 
     @post("/profiles", name="console:create")
     async def create(self, request: Request[Any, Any, Any], form: Form) -> Redirect:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import assert_error
+import threading
+
+import httpx
+
+from tests.api.conftest import assert_error, start_server
 
 
 def test_a_query_with_the_position_of_a_write_always_sees_it(client):
@@ -33,3 +37,40 @@ def test_a_position_the_read_side_does_not_reach_is_a_504(client_factory):
         assert client.get("/api/profiles").status_code == 200  # without a position: answers at once
         ready = client.get("/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+
+
+def test_an_answer_composed_of_several_reads_shows_one_moment_while_activations_race(database_url):
+    """A page of profiles flags as active the profile its ``active_profile_id`` names, and the active view shows an
+    active profile, however activations of two profiles interleave with the reads."""
+    running = start_server(database_url)
+    torn: list[str] = []
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=30) as client:
+            ids = [client.post("/api/profiles", json={"name": f"torn-{n}", "steering": {"1": 1.0}}).json()["id"]
+                   for n in range(2)]
+
+            def flip(profile_id: str) -> None:
+                with httpx.Client(base_url=running.base_url, timeout=30) as writer:
+                    for _ in range(40):
+                        assert writer.post(f"/api/profiles/{profile_id}/activate").status_code == 200
+
+            def read() -> None:
+                with httpx.Client(base_url=running.base_url, timeout=30) as reader:
+                    for _ in range(60):
+                        page = reader.get("/api/profiles", params={"search": "torn"}).json()
+                        flagged = [p["id"] for p in page["profiles"] if p["is_active"]]
+                        if flagged != [page["active_profile_id"]] and page["active_profile_id"] is not None:
+                            torn.append(f"listed {flagged}, active {page['active_profile_id']}")
+                        active = reader.get("/api/profiles/active")
+                        if active.status_code == 200 and not active.json()["is_active"]:
+                            torn.append(f"the active view shows {active.json()['name']} not active")
+
+            threads = [threading.Thread(target=flip, args=(pid,)) for pid in ids]
+            threads += [threading.Thread(target=read) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+    finally:
+        running.stop()
+    assert torn == [], f"{len(torn)} torn answers, such as {torn[:3]}"

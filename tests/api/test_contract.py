@@ -9,6 +9,7 @@ import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -336,3 +337,46 @@ def test_a_query_parameter_that_takes_one_value_given_twice_is_refused_a_list_on
     assert_error(client.get("/api/profiles?limit=1&limit=2"), 422, "invalid_value")["field"] == "limit"
     assert_error(client.get("/api/profiles?sort=name&sort=-name"), 422, "invalid_value")
     assert [p["name"] for p in client.get("/api/profiles?tag=a&tag=b").json()["profiles"]] == ["listed"]
+
+
+def test_the_openapi_document_lists_what_any_request_may_be_refused_with_and_what_a_chat_stream_sends(client):
+    document = client.get("/schema/openapi.json").json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            assert "unknown_host" in answers["400"]["description"], (method, path)
+            if method != "get":
+                assert "cross_site_request" in answers["403"]["description"], (method, path)
+                assert "idempotency_key_in_use" in answers["409"]["description"], (method, path)
+            if path.startswith("/api/"):
+                assert "422" in answers, (method, path)  # an unknown query parameter, on every operation
+    streamed = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert streamed["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/ChatCompletionChunk"}
+    chunk = document["components"]["schemas"]["ChatCompletionChunk"]
+    assert {"id", "object", "created", "model", "choices"} <= set(chunk["required"])
+    assert client.post("/api/profiles", headers={"Origin": "https://elsewhere.example"},
+                       json={"name": "x"}).status_code == 403
+
+
+def test_a_broken_multipart_form_is_an_invalid_request_as_documented(client):
+    answer = client.post("/api/profiles/import", content=b"--x\r\n",
+                         headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert assert_error(answer, 422, "invalid_request")
+    assert "422" in client.get("/schema/openapi.json").json()["paths"]["/api/profiles/import"]["post"]["responses"]
+
+
+def test_options_and_a_405_name_every_method_a_path_takes(sqlite_url):
+    running = start_server(sqlite_url)  # as served: HEAD answered wherever GET is
+    try:
+        with httpx.Client(base_url=running.base_url) as client:
+            for path, methods in (("/api/profiles", "GET, HEAD, OPTIONS, POST"),
+                                  ("/api/profiles/calm", "DELETE, GET, HEAD, OPTIONS, PUT"),
+                                  ("/v1/chat/completions", "OPTIONS, POST")):
+                answer = client.options(path)
+                assert (answer.status_code, answer.headers["Allow"]) == (204, methods), path
+                refused = client.patch(path)
+                assert (refused.status_code, refused.headers["Allow"]) == (405, methods), path
+                if "HEAD" in methods:
+                    assert client.head(path).status_code in (200, 404), path
+    finally:
+        running.stop()
