@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and write its results into BENCHMARKS.md.
 
-    python -m bench                      # every benchmark at full size (about 11 minutes on 2 cores)
+    python -m bench                      # every benchmark at full size (about 35 minutes on 2 cores)
     python -m bench --only rebuild time_travel   # some of them (the results block then holds only these)
     python -m bench --smoke              # tiny sizes: checks the scripts run; BENCHMARKS.md is left alone
 

@@ -12,7 +12,7 @@ from ledger.cli.context import (
 )
 from ledger.errors import RunNotFoundError
 
-RUN_ID = typer.Argument(..., help="The run id (e.g. a cohort id).", callback=as_text)
+RUN_ID = typer.Argument(..., metavar="RUN_ID", help="The run id (e.g. a cohort id).", callback=as_text)
 
 
 def execution_line(row: Any) -> str:
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def executions(
         profile_id: Optional[str] = typer.Argument(
-            None, metavar="[NAME_OR_ID]", help="Only this profile's executions (its name or id)."
+            None, metavar="NAME_OR_ID", help="Only this profile's executions (its name or id)."
         ),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="Only executions of this run.", callback=as_text),
         limit: int = limit_option(50, "executions"),

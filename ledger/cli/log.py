@@ -125,15 +125,17 @@ def _compare_read_models(report: VerifyReport) -> VerifyReport:
     from projections.runner import compare_with_log
     from projections.schema import hold_rebuild_lock
 
-    release = hold_rebuild_lock(state.settings.database)  # a rebuild's tables are these: one at a time
     try:
-        comparisons = compare_with_log(state.settings.database)
+        state.ledger.mapper.keys.key_id  # type: ignore[attr-defined]  # noqa: B018 - without it nothing is compared
+        release = hold_rebuild_lock(state.settings.database)  # a rebuild's tables are these: one at a time
+        try:
+            comparisons = compare_with_log(state.settings.database)
+        finally:
+            release()
     except SigningKeyError as error:
         typer.echo(f"note: the read models were not compared with the log (that needs its signing key): "
                    f"{error.message}", err=True)
         return report
-    finally:
-        release()
     for skipped in (c for c in comparisons if c.not_compared):
         typer.echo(f"note: read model {skipped.projection} not compared ({skipped.not_compared})", err=True)
     altered = [c.difference for c in comparisons if c.difference is not None]

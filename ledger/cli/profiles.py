@@ -208,7 +208,7 @@ METADATA = typer.Option(None, "--metadata", help="A JSON object.", callback=json
 def register(app: typer.Typer) -> None:
     @app.command()
     def create(
-        name: str = typer.Argument(..., help="Profile name (unique among live profiles)."),
+        name: str = typer.Argument(..., metavar="NAME", help="Profile name (unique among live profiles)."),
         description: Optional[str] = DESCRIPTION,
         model_id: Optional[str] = MODEL,
         sae_id: Optional[str] = SAE,
@@ -377,7 +377,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import")
     def import_profile(
-        path: Path = typer.Argument(..., help="A millm_profile document (or '-' for stdin)."),
+        path: Path = typer.Argument(..., metavar="PATH", help="A millm_profile document (or '-' for stdin)."),
         rename: bool = typer.Option(False, "--rename", help="On a name clash, import under a new name."),
         actor: str = ACTOR,
         reason: Optional[str] = REASON,

@@ -22,6 +22,12 @@ models = typer.Typer(help="The model this project generates with.", no_args_is_h
 sae = typer.Typer(help="Sparse autoencoders: train one for the model, inspect its features.", no_args_is_help=True)
 
 
+def _nucleus(top_p: float) -> float:
+    if not 0 < top_p <= 1:  # (typer's ranges are closed: 0 would pass one)
+        raise typer.BadParameter(f"must be in (0, 1] (got {top_p:g})")
+    return top_p
+
+
 def default_sae_path(layer: int = DEFAULT_LAYER) -> Path:
     from steering.models import DEFAULT_MODEL_NAME
 
@@ -103,7 +109,7 @@ def features(
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many features (when --feature is not given)."),
     texts: Optional[int] = typer.Option(
         None, "--texts", min=1, help="Read this many texts, spread evenly over the offline corpus (default: all of it; "
-        "a few hundred answer in seconds)."),
+        "a few hundred answer in tens of seconds on a CPU)."),
     as_json: bool = JSON,
 ) -> None:
     """For each feature, the tokens and contexts that activate it most, so a person can pick features to steer."""
@@ -133,7 +139,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def generate(
-        prompt: str = typer.Argument(..., help="The user message."),
+        prompt: str = typer.Argument(..., metavar="PROMPT", help="The user message."),
         system: Optional[str] = typer.Option(None, "--system", help="A system message before it."),
         profile: Optional[str] = typer.Option(
             None, "--profile", "-p", help="Profile id or name (default: the active one)."
@@ -146,7 +152,7 @@ def register(app: typer.Typer) -> None:
             help=f"Default: {DEFAULT_MAX_TOKENS}, or to the end of the context. Named: a prompt that leaves fewer "
                  "positions is refused, as the API refuses it."),
         temperature: float = typer.Option(0.0, "--temperature", min=0, max=TEMPERATURE_MAX, help="0 is greedy."),
-        top_p: float = typer.Option(1.0, "--top-p", min=0, max=1, help="Nucleus sampling: in (0, 1]."),
+        top_p: float = typer.Option(1.0, "--top-p", callback=_nucleus, help="Nucleus sampling: in (0, 1]."),
         method: str = typer.Option("add", "--method", help="add or add_normalized."),
         compare: bool = typer.Option(False, "--compare", help="Also print the unsteered completion (same seed)."),
         model: Optional[Path] = typer.Option(None, "--model"),
@@ -187,7 +193,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def replay(
-        execution_id: str = typer.Argument(..., help="A recorded generation's execution id."),
+        execution_id: str = typer.Argument(..., metavar="EXECUTION_ID", help="A recorded generation's execution id."),
         model: Optional[Path] = typer.Option(None, "--model"),
         sae_dir: Optional[Path] = typer.Option(None, "--sae"),
         actor: str = ACTOR,

@@ -54,7 +54,7 @@ def list_tokens(as_json: bool = JSON) -> None:
 
 @tokens.command("revoke")
 def revoke_token(
-    token_id: str = typer.Argument(..., help="The token's id (from `ledger tokens list`)."),
+    token_id: str = typer.Argument(..., metavar="TOKEN_ID", help="The token's id (from `ledger tokens list`)."),
     actor: str = ACTOR,
     reason: Optional[str] = REASON,
     as_json: bool = JSON,

@@ -47,6 +47,11 @@ def test_sae_features_lists_top_contexts(tmp_path, tiny_model_dir, sae_dir):
     assert refused.returncode == 2 and "--texts" in refused.stderr
 
 
+def test_a_nucleus_of_zero_is_a_usage_error_as_its_help_says(tmp_path):
+    refused = ledger(tmp_path, "generate", "hi", "--top-p", "0", ok=False)
+    assert refused.returncode == 2 and "--top-p" in refused.stderr and "(0, 1]" in refused.stderr
+
+
 def test_generation_errors_are_one_line(tmp_path, tiny_model_dir, sae_dir):
     failed = ledger(tmp_path, "generate", "hi", "--profile", "nobody", "--model", str(tiny_model_dir),
                     "--sae", str(sae_dir), ok=False)
