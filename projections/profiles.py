@@ -132,7 +132,7 @@ def _search_terms(search: str) -> list[tuple[str, str]]:
     written); both folded, as the columns are."""
     words = search.split()
     if len(words) > SEARCH_WORDS_MAX:
-        raise InvalidQueryError(f"search takes at most {SEARCH_WORDS_MAX} words (got {len(words)})")
+        raise InvalidQueryError(f"search takes at most {SEARCH_WORDS_MAX} words (got {len(words)})", field="search")
     return [(search_text(unicodedata.normalize("NFKC", word)), search_text(word)) for word in words]
 
 
@@ -167,9 +167,9 @@ class ProfileQueries(Queries):
         """
         limit = checked_limit(limit)
         if sort not in PROFILE_SORTS:
-            raise InvalidQueryError(f"sort must be one of {', '.join(PROFILE_SORTS)} (got {sort!r})")
+            raise InvalidQueryError(f"sort must be one of {', '.join(PROFILE_SORTS)} (got {sort!r})", field="sort")
         if tags_match not in ("any", "all"):
-            raise InvalidQueryError(f"tags_match must be 'any' or 'all' (got {tags_match!r})")
+            raise InvalidQueryError(f"tags_match must be 'any' or 'all' (got {tags_match!r})", field="tags_match")
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit + 1}
         tags = [tag.strip() for tag in (tags or []) if tag and tag.strip()]

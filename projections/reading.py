@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 def checked_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidQueryError(f"limit must be an integer from 1 to {MAX_LIMIT} (got {limit!r})")
+        raise InvalidQueryError(f"limit must be an integer from 1 to {MAX_LIMIT} (got {limit!r})", field="limit")
     return limit
 
 
@@ -95,7 +95,7 @@ class Queries:
         for name, value in (params or {}).items():
             values = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(item, str) and "\x00" in item for item in values):
-                raise InvalidQueryError(f"{name} must not contain NUL characters")
+                raise InvalidQueryError(f"{name} must not contain NUL characters", field=name)
         with self._transaction() as curs:
             for statement in setup:
                 curs.execute(statement)

@@ -380,3 +380,13 @@ def test_options_and_a_405_name_every_method_a_path_takes(sqlite_url):
                     assert client.head(path).status_code in (200, 404), path
     finally:
         running.stop()
+
+
+def test_every_refused_query_argument_is_named_in_field(client):
+    profile = create(client, "fielded")
+    for params, field in (({"search": " ".join(["w"] * 33)}, "search"), ({"cursor": "x"}, "cursor"),
+                          ({"limit": "0"}, "limit")):
+        assert assert_error(client.get("/api/profiles", params=params), 422).get("field") == field, params
+    assert assert_error(client.get("/api/events", params={"cursor": "x"}), 422, "invalid_cursor")["field"] == "cursor"
+    versions = f"/api/profiles/{profile['id']}/versions"
+    assert assert_error(client.get(versions, params={"cursor": "x"}), 422, "invalid_cursor")["field"] == "cursor"
