@@ -96,10 +96,7 @@ def in_force_line(latest: int, pinned_version: int | None) -> str:
 def report(outcome: Outcome, as_json: bool, verb: str) -> None:
     """A command's answer: the profile it leaves, as every read shows it (the version in force, see
     :func:`as_in_force`)."""
-    profile, latest = outcome.profile, None
-    if profile is not None:
-        pid = profile.id
-        profile, latest = as_in_force(profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
+    profile, latest = in_force_state(outcome.profile) if outcome.profile is not None else (None, None)
     if as_json:
         emit_json({"changed": outcome.changed, "position": outcome.position,
                    "profile": None if profile is None else in_force_document(profile, latest),
@@ -162,6 +159,11 @@ def as_in_force(profile: S, pinned: Callable[[int], Any]) -> tuple[S, int | None
     if not profile.is_active or pinned_version in (None, profile.version):  # type: ignore[attr-defined]
         return profile, None
     return showing_version(profile, pinned(pinned_version)), profile.version  # type: ignore[attr-defined]
+
+
+def in_force_state(profile: S) -> tuple[S, int | None]:
+    """A profile state as :func:`as_in_force` shows it, its pinned version replayed from its stream."""
+    return as_in_force(profile, lambda pinned: state.ledger.get_profile(profile.id, version=pinned))
 
 
 def in_force_document(profile: Any, latest: int | None) -> Any:
@@ -278,7 +280,7 @@ def register(app: typer.Typer) -> None:
         pid = profile_ref(profile_id)
         profile, latest = state.ledger.get_profile(pid, version=version, as_of=as_of), None
         if version is None:  # now or then, as the API shows it: the version in force
-            profile, latest = as_in_force(profile, lambda pinned: state.ledger.get_profile(pid, version=pinned))
+            profile, latest = in_force_state(profile)
         if as_json:
             emit_json(in_force_document(profile, latest))
         else:
@@ -328,8 +330,7 @@ def register(app: typer.Typer) -> None:
             pid = profile_ref(profile_id)
             outcome = state.ledger.activate_profile(pid, version=version)
         if as_json:  # as the API's answer and every query show it: the version in force, not the latest
-            in_force, latest = as_in_force(outcome.profile,
-                                           lambda pinned: state.ledger.get_profile(pid, version=pinned))
+            in_force, latest = in_force_state(outcome.profile)
             emit_json({"changed": outcome.changed, "position": outcome.position,
                        "profile": in_force_document(in_force, latest), "warnings": list(outcome.warnings),
                        "version": in_force.version, "pinned": version is not None,

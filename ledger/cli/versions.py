@@ -10,7 +10,7 @@ from ledger.cli.context import (
     ACTOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, emit, emit_json, profile_ref, say,
     shown, state,
 )
-from ledger.cli.profiles import as_in_force, describe, in_force_line, report, version_line
+from ledger.cli.profiles import describe, in_force_line, in_force_state, report, version_line
 from ledger.errors import NoActiveProfileError
 
 
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         if slot is None or slot.profile_id is None:
             raise NoActiveProfileError("no profile is active; activate one with `ledger activate NAME_OR_ID`")
         profile = state.ledger.get_profile(slot.profile_id)
-        in_force, behind = as_in_force(profile, lambda pinned: state.ledger.get_profile(slot.profile_id, version=pinned))
+        in_force, behind = in_force_state(profile)
         latest = profile.version
         if as_json:
             emit_json({"profile": in_force, "version": in_force.version, "pinned": slot.pinned_version is not None,
