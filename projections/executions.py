@@ -1,6 +1,7 @@
 """Read model ``executions``: every recorded run, by id, by profile (newest first) and by run id.
 
-Deleting a profile with ``delete_executions`` removes its rows here (the events stay in the log).
+Deleting a profile with ``delete_executions`` removes its rows here (the events stay in the log); the time of
+each execution stays in ``execution_times``, marked deleted then, for the profile as it stood before (``as_of``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import msgspec
 from ledger.domainmodel import DELETED_PROFILE, Execution, Profile
 from projections import cursors
 from projections.fields import recorded
-from projections.ops import Delete, Insert, Op
+from projections.ops import Delete, Insert, Op, Update
 from projections.projection import ReadModelProjection
 from projections.reading import Queries, add_equalities, as_uuid, checked_limit
-from projections.rows import ExecutionRow, ExecutionSpec, Page, RunProfile, Usage
+from projections.rows import ExecutionRow, ExecutionSpec, ExecutionTime, Page, RunProfile, Usage
 from projections.tables import Index, Table
 
 EXECUTIONS = Table(
@@ -31,10 +32,16 @@ EXECUTIONS = Table(
     ),
     append_only=True,
 )
+EXECUTION_TIMES = Table(
+    "execution_times", ExecutionTime, key=("id",), indexes=(Index("by_profile", "profile_id, recorded_at"),),
+    append_only=True,
+)
 
 
 def on_recorded(event: Execution.Recorded) -> list[Op]:
-    return [Insert(EXECUTIONS, {
+    timed = [] if event.profile_id is None else [Insert(EXECUTION_TIMES, {
+        "id": event.originator_id, "profile_id": event.profile_id, "recorded_at": event.timestamp, "deleted_at": None})]
+    return [*timed, Insert(EXECUTIONS, {
         "id": event.originator_id,
         "profile_id": event.profile_id,
         "profile_version": event.profile_version,
@@ -53,14 +60,18 @@ def on_recorded(event: Execution.Recorded) -> list[Op]:
 
 
 def on_profile_deleted(event: Profile.Deleted) -> list[Op]:
-    return [Delete(EXECUTIONS, {"profile_id": event.originator_id})] if event.delete_executions else []
+    if not event.delete_executions:
+        return []
+    return [Delete(EXECUTIONS, {"profile_id": event.originator_id}),
+            Update(EXECUTION_TIMES, {"profile_id": event.originator_id, "deleted_at": None},
+                   {"deleted_at": event.timestamp})]
 
 
 PROJECTION = ReadModelProjection(
     name="executions",
-    tables=(EXECUTIONS,),
+    tables=(EXECUTIONS, EXECUTION_TIMES),
     handlers={Execution.Recorded: on_recorded, Profile.Deleted: on_profile_deleted},
-    version=2,
+    version=3,
 )
 
 
@@ -117,9 +128,10 @@ class ExecutionQueries(Queries):
                                        steering=version.steering)
 
     def usage_until(self, profile_id: UUID, moment: datetime) -> Usage | None:
-        """How often a profile had been executed by ``moment``, and when last (of the executions kept here)."""
+        """How often a profile had been executed by ``moment``, and when last (executions deleted since count)."""
         return self._one(Usage, "SELECT count(*) AS execution_count, max(recorded_at) AS last_executed_at FROM "
-                                "executions WHERE profile_id = :profile_id AND recorded_at <= :moment",
+                                "execution_times WHERE profile_id = :profile_id AND recorded_at <= :moment "
+                                "AND (deleted_at IS NULL OR deleted_at > :moment)",
                          {"profile_id": profile_id, "moment": moment})
 
     def profile_for_run(self, run_id: str) -> RunProfile | None:

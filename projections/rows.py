@@ -29,6 +29,17 @@ class Usage(Struct, frozen=True):
     last_executed_at: datetime | None
 
 
+class ExecutionTime(Struct, frozen=True):
+    """When a profile was executed: each execution's time, kept (with when it was deleted) when its row goes with
+    its profile (``delete_executions``), so the profile as it stood before counts it still."""
+
+    id: UUID
+    position: BigInt
+    profile_id: UUID
+    recorded_at: datetime
+    deleted_at: datetime | None
+
+
 class ProfileRow(ProfileFields, frozen=True, kw_only=True):
     id: UUID
     version: int

@@ -11,28 +11,16 @@ from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
-from ledger.access import AccessTokens
 from ledger.api.auth import principal_of
 from ledger.api.deps import LOG_POSITION, log_position
-from ledger.api.events import about_tokens, audit_filters, audit_stream, sees_token_events
+from ledger.api.events import EVENT_TYPES, about_tokens, audit_filters, audit_stream, sees_token_events
 from ledger.api.runtime import WALK_WAIT_SECONDS
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import runtime_of
 from ledger.console.rendering import fragment_or_page, page, render_fragment
 from ledger.console.views import newest_events, optional_text
-from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
 
 PAGE_SIZE = 50
-
-
-def event_types() -> list[str]:
-    """Every event type the log can hold, as the audit read model names them (``Profile.Created``)."""
-    return sorted(
-        f"{aggregate.__name__}.{name}"
-        for aggregate in (Profile, ProfileName, ActiveSlot, Execution, AccessTokens)
-        for name, value in vars(aggregate).items()
-        if isinstance(value, type) and issubclass(value, aggregate.Event) and value is not aggregate.Event
-    )
 
 
 def filters_from(runtime: Runtime, actor: str | None, profile: str | None, type_: str | None) -> dict[str, Any]:
@@ -68,7 +56,7 @@ class EventPages(Controller):
             live=before is None,
             head=head,
             filters=shown,
-            event_types=event_types(),
+            event_types=EVENT_TYPES,
         )
 
     @get("/verify", name="console:verify", sync_to_thread=True)

@@ -167,3 +167,26 @@ def test_an_empty_or_padded_filter_reads_as_the_profile_list_reads_one(client):
         assert client.get("/api/events", params={**query, **empty}).json()["events"] == everything, empty
     by_rev = client.get("/api/events", params={**query, "actor": " rev "}).json()["events"]  # as stored: trimmed
     assert by_rev and {event["actor"] for event in by_rev} == {"rev"}
+
+
+def test_a_type_the_log_cannot_hold_is_refused_and_every_type_it_holds_is_offered(client):
+    profile = create(client, "typed")
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"steering": {"2": 1.0}}, headers={"Idempotency-Key": "typed-1"})
+    client.put(url, json={"name": "typed-renamed", "bump_version": False})
+    client.post(f"{url}/activate")
+    client.post(f"{url}/executions", json={"seed": 1})
+    client.post("/api/profiles/deactivate")
+    client.delete(url)
+    client.post(f"{url}/restore")
+    client.post("/api/tokens", json={"name": "typed-token", "role": "reader"})
+    seen = {event["type"] for event in client.get("/api/events", params={"limit": 1000}).json()["events"]}
+    for wrong in ("profile.created", "Bogus.Type", "Profile.Created,Profile.Deleted", "ActiveSlot.Created"):
+        refused = assert_error(client.get("/api/events", params={"type": wrong}), 422, "invalid_value")
+        assert refused["field"] == "type", refused
+        assert_error(client.get("/api/events/stream", params={"type": wrong}), 422, "invalid_value")
+    offered = set(refused["detail"].split(": one of ")[1].split(", "))
+    assert seen <= offered and len(seen) >= 15, sorted(offered - seen)
+    console = client.get("/events").text
+    assert {option for option in offered if f"<option>{option}</option>" in console} == offered
+    assert "ActiveSlot.Created" not in console and "Execution.Created" not in console

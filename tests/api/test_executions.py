@@ -119,3 +119,19 @@ def test_a_profile_as_it_stood_counts_the_executions_recorded_by_then(client):
     assert (at_first["execution_count"], at_first["last_executed_at"]) == (1, first["executed_at"]), at_first
     assert client.get(url, params={"as_of": before}).json()["execution_count"] == 0
     assert client.get(url, params={"as_of": "2999-01-01T00:00:00Z"}).json()["execution_count"] == 2
+
+
+def test_deleting_a_profiles_executions_does_not_rewrite_how_it_stood_before(client):
+    profile = create(client, "rewritten", steering={"1": 1.0})
+    url = f"/api/profiles/{profile['id']}"
+    client.post(f"{url}/executions", json={"seed": 1})
+    last = client.post(f"{url}/executions", json={"seed": 2}).json()
+    assert client.post(f"{url}/executions", json={"seed": 3}).status_code == 201
+    then = client.get(url).json()["last_executed_at"]
+    assert client.delete(url, params={"delete_executions": "true"}).status_code == 200
+    restored = client.post(f"{url}/restore").json()
+    assert restored["execution_count"] == 0  # deleted with it, and not brought back
+    at_last = client.get(url, params={"as_of": last["executed_at"]}).json()
+    assert (at_last["execution_count"], at_last["last_executed_at"]) == (2, last["executed_at"]), at_last
+    assert client.get(url, params={"as_of": then}).json()["execution_count"] == 3
+    assert client.get(url, params={"as_of": "2999-01-01T00:00:00Z"}).json()["execution_count"] == 0  # as now
