@@ -210,11 +210,12 @@ def header_text(value: str | None, name: str) -> str:
 
 
 def with_reason(context: CommandContext, body: Any) -> CommandContext:
-    """A ``reason`` in the body, if any (its Struct bounds it to ``REASON_MAX`` characters), overrides ``X-Reason``."""
+    """A ``reason`` in the body, if given (its Struct bounds it to ``REASON_MAX`` characters), overrides ``X-Reason``:
+    an empty one leaves the change without a reason."""
     reason: str | None = getattr(body, "reason", None)
-    if reason is None or not reason.strip():
+    if reason is None:
         return context
-    return replace(context, reason=reason.strip())
+    return replace(context, reason=reason.strip() or None)
 
 
 DEPENDENCIES = {

@@ -113,6 +113,8 @@ class EventController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 100,
         cursor: Cursor = None,
     ) -> EventList:
+        if after is not None:
+            refuse_past_head(after, reads.log_position(), "after")
         filters = {
             **audit_filters(runtime, profile_id, actor, type),
             "since": parse_time(since, "since"),
@@ -143,13 +145,36 @@ class EventController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         filters = await anyio.to_thread.run_sync(audit_filters, runtime, profile_id, actor, type)
-        start = after
-        if last_event_id is not None and last_event_id.strip():
-            start = max(start or 0, log_position(last_event_id, "Last-Event-ID"))
-        if start is None:
-            start = await anyio.to_thread.run_sync(runtime.read_model.log_position)
+        start = await resume_point(runtime, after, last_event_id)
         return audit_stream(request, runtime, start, filters, lambda row: ServerSentEventMessage(
             data=msgspec.json.encode(convert(row, EventRead)).decode(), event=row.event_type, id=row.position))
+
+
+async def resume_point(runtime: Runtime, after: int | None, last_event_id: str | None) -> int:
+    """Where a stream starts: after ``after`` or the client's ``Last-Event-ID``, the later; neither: at the log's
+    head. A position past the head is refused: this log never held it (a database restored from an older copy,
+    another ledger's), and the client would silently miss what is recorded up to it. While the database cannot be
+    reached the position is taken as given (the stream waits for the database, as it does when one goes away)."""
+    named = after is not None and "after"
+    if last_event_id is not None and last_event_id.strip():
+        resumed = log_position(last_event_id, "Last-Event-ID")
+        if after is None or resumed > after:
+            after, named = resumed, "Last-Event-ID"
+    try:
+        head = await anyio.to_thread.run_sync(runtime.read_model.log_position)
+    except Exception as error:
+        if after is None or not is_database_unavailable(error):
+            raise
+        return after
+    refuse_past_head(after, head, named or "after")
+    return head if after is None else after
+
+
+def refuse_past_head(position: int | None, head: int, name: str) -> None:
+    if position is not None and position > head:
+        raise ValidationError(f"{name} {position} is past the log's head ({head}): this log never held it (a database "
+                              "restored from an older copy, or another ledger's); start again from 0 or the head",
+                              field=name)
 
 
 def audit_stream(

@@ -13,7 +13,7 @@ from litestar.response.sse import ServerSentEventMessage
 
 from ledger.api.auth import principal_of
 from ledger.api.deps import LOG_POSITION, log_position
-from ledger.api.events import EVENT_TYPES, about_tokens, audit_filters, audit_stream, sees_token_events
+from ledger.api.events import EVENT_TYPES, about_tokens, audit_filters, audit_stream, resume_point, sees_token_events
 from ledger.api.runtime import WALK_WAIT_SECONDS
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import runtime_of
@@ -78,8 +78,6 @@ class EventPages(Controller):
     ) -> ServerSentEvent:
         """Audit rows after ``after`` (the page's head), or after the last one a reconnecting client saw."""
         filters = await anyio.to_thread.run_sync(filters_from, runtime_of(request), actor, profile, type)
-        start = log_position(after, "after")
-        if last_event_id and last_event_id.strip():
-            start = max(start, log_position(last_event_id, "Last-Event-ID"))
+        start = await resume_point(runtime_of(request), log_position(after, "after"), last_event_id)
         return audit_stream(request, runtime_of(request), start, filters, lambda row: ServerSentEventMessage(
             data=render_fragment(request, "_event.html.j2", row=row, fresh=True), event="audit", id=row.position))

@@ -190,3 +190,16 @@ def test_a_type_the_log_cannot_hold_is_refused_and_every_type_it_holds_is_offere
     console = client.get("/events").text
     assert {option for option in offered if f"<option>{option}</option>" in console} == offered
     assert "ActiveSlot.Created" not in console and "Execution.Created" not in console
+
+
+def test_a_resume_point_past_the_logs_head_is_refused_not_silently_skipped(client):
+    made = create(client, "resumed")
+    head = made["position"]
+    for params, headers, field in (({"after": str(head + 5)}, {}, "after"),
+                                   ({}, {"Last-Event-ID": str(head + 5)}, "Last-Event-ID"),
+                                   ({"after": "1"}, {"Last-Event-ID": str(head + 5)}, "Last-Event-ID")):
+        refused = assert_error(client.get("/api/events/stream", params=params, headers=headers), 422, "invalid_value")
+        assert refused["field"] == field and f"({head})" in refused["detail"], refused
+    assert assert_error(client.get("/api/events", params={"after": head + 5}), 422)["field"] == "after"
+    assert client.get("/api/events", params={"after": head}).json()["events"] == []  # at the head: nothing yet
+    assert client.get("/events/stream", params={"after": str(head + 5)}).status_code == 422  # the console's tail

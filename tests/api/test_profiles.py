@@ -417,3 +417,14 @@ def test_a_change_of_the_active_profile_answers_as_reads_show_it_the_version_in_
         assert (body["version"], body["description"], body["pinned"]) == (1, "one", True), body
         assert answer.headers["ETag"] == client.get(url).headers["ETag"]  # the version it shows, as a read gives it
     assert body["latest_version"] == 4 and client.get(f"{url}/versions/4").json()["description"] == "two"
+
+
+def test_a_reason_in_the_body_overrides_x_reason_an_empty_one_too(client):
+    profile = create(client, "reasoned")
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"description": "a", "reason": "from the body"}, headers={"X-Reason": "from the header"})
+    client.put(url, json={"description": "b", "reason": ""}, headers={"X-Reason": "from the header"})
+    client.put(url, json={"description": "c"}, headers={"X-Reason": "from the header"})
+    reasons = [e["reason"] for e in client.get("/api/events", params={"profile_id": profile["id"]}).json()["events"]
+               if e["type"] == "Profile.DetailsRevised"]
+    assert reasons == ["from the body", None, "from the header"]
