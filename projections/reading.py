@@ -73,10 +73,12 @@ class Queries:
     def snapshot(self) -> Iterator[None]:
         """Every query this thread makes within it reads one moment of the read models (one read-only transaction,
         repeatable read on PostgreSQL): an answer composed of several queries (a page of profiles and the active
-        one's id) never mixes the moments before and after a change."""
+        one's id) never mixes the moments before and after a change. Only around plain code of one thread (not
+        around a generator or a stream's body, which would leave it open)."""
         if getattr(_open, "store", None) is self.store:
             yield
             return
+        outer = getattr(_open, "store", None), getattr(_open, "cursor", None)
         with self.store.datastore.transaction(commit=False) as curs:
             if self.dialect.is_postgres:
                 curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -84,7 +86,7 @@ class Queries:
             try:
                 yield
             finally:
-                _open.store = _open.cursor = None
+                _open.store, _open.cursor = outer
 
     def _transaction(self) -> contextlib.AbstractContextManager[Any]:
         if getattr(_open, "store", None) is self.store:
@@ -97,6 +99,9 @@ class Queries:
             if any(isinstance(item, str) and "\x00" in item for item in values):
                 raise InvalidQueryError(f"{name} must not contain NUL characters", field=name)
         with self._transaction() as curs:
+            shared = setup and getattr(_open, "cursor", None) is curs  # its settings end with this query, not later
+            if shared:
+                curs.execute("SAVEPOINT query_settings")
             for statement in setup:
                 curs.execute(statement)
             curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))
@@ -106,6 +111,9 @@ class Queries:
                 if UNDECODABLE not in str(error):
                     raise
                 raise damaged(error) from None
+            finally:
+                if shared:
+                    curs.execute("ROLLBACK TO SAVEPOINT query_settings")
 
     def _rows(self, row_type: type[T], rows: list[Any]) -> list[T]:
         readers: dict[type, Any] = self.__dict__.setdefault("_readers", {})

@@ -103,3 +103,17 @@ def test_a_cursor_from_the_other_sort_is_refused(read_model, listed):
 def test_bad_arguments_are_refused(read_model, listed, arguments):
     with pytest.raises(InvalidQueryError):
         read_model.list_profiles(**arguments)
+
+
+def test_a_snapshot_reads_one_moment_and_a_searchs_settings_end_with_its_query(read_model, listed, ledger, project):
+    postgres = read_model.dialect.is_postgres
+    with read_model.snapshot():
+        before = read_model.list_profiles(search="a").items
+        if postgres:  # as a search does where PostgreSQL has trigrams: a setting for its query alone
+            read_model._all("SELECT 1", setup=("SET LOCAL enable_indexscan = off",))
+        settings = read_model._all("SHOW enable_indexscan") if postgres else [("on",)]
+        ledger.create_profile({"name": "made meanwhile", "steering": {1: 1.0}})
+        project()
+        assert read_model.list_profiles(search="a").items == before  # the moment the snapshot began
+    assert list(settings[0].values() if isinstance(settings[0], dict) else settings[0]) == ["on"]
+    assert "made meanwhile" in [row.name for row in read_model.list_profiles(search="made").items]
