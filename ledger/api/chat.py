@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -58,7 +59,8 @@ from ledger.errors import AuthenticationError, ModelNotFoundError, ValidationErr
 from ledger.states import convert
 
 DEFAULT_MAX_TOKENS = 128
-TOKEN_RECHECK_SECONDS = 1.0  # how often a streamed answer asks whether its token is still live
+TOKEN_RECHECK_SECONDS = 1.0  # how often a generation asks whether its token is still live
+TOKEN_LAPSED = "the token this answer was asked with was revoked or has expired: the answer was cut short"
 
 
 class ModelNotLoadedError(ServiceUnavailableError):
@@ -83,6 +85,39 @@ def wait_for_steering(runtime: Runtime, position: int) -> None:
     """Read-your-writes for steering: wait (bounded) until the hook has applied ``position``."""
     projector = runtime.steering.projector
     wait_until_applied(runtime, "the steering hook", lambda: projector.position, projector.wait_for, position)
+
+
+class EitherSet:
+    """Set once any of its events is (the scheduler asks ``is_set`` at each step)."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self.events = [event for event in events if event is not None]
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+
+@contextlib.contextmanager
+def token_watch(still_allowed: Callable[[], bool] | None) -> Iterator[threading.Event]:
+    """An event set once ``still_allowed`` says no (asked every :data:`TOKEN_RECHECK_SECONDS` from a thread of its
+    own, so the generation's steps never wait on it) while the block runs; never set for ``None`` (open mode)."""
+    lapsed, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(TOKEN_RECHECK_SECONDS):
+            try:
+                if not still_allowed():
+                    lapsed.set()
+                    return
+            except Exception:  # noqa: BLE001 - the tokens could not be read now: the next check asks again
+                continue
+
+    if still_allowed is not None:
+        threading.Thread(target=watch, name="token-watch", daemon=True).start()
+    try:
+        yield lapsed
+    finally:
+        done.set()
 
 
 def watch_for_departure(app: ASGIApp) -> ASGIApp:
@@ -231,16 +266,20 @@ class ChatController(Controller):
             raise ValidationError("stream_options is only for a streamed request (stream: true)",
                                   field="stream_options")
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
+        principal = principal_of(request) if runtime.auth else None
+        still_allowed = None if principal is None else functools.partial(runtime.tokens.still_allows_here, principal)
         if data.stream:
             usage = bool(data.stream_options and data.stream_options.include_usage)
-            principal = principal_of(request) if runtime.auth else None
-            still_allowed = None if principal is None else functools.partial(runtime.tokens.still_allows_here,
-                                                                             principal)
             streamed = self._stream(request, generation, completion, context, model, created, usage, warnings,
                                     still_allowed)
             return streamed  # type: ignore[return-value]
-        outcome = run_command(context, lambda: generation.complete(
-            completion, compare=data.compare, abandoned=request.scope.get(DEPARTED)))
+        with token_watch(still_allowed) as lapsed:
+            try:
+                outcome = run_command(context, lambda: generation.complete(
+                    completion, compare=data.compare, abandoned=EitherSet(request.scope.get(DEPARTED), lapsed)))
+            finally:
+                if lapsed.is_set():  # stopped, or done meanwhile: what ran is recorded, not answered
+                    raise AuthenticationError(TOKEN_LAPSED)
         result = outcome.result
         body = ChatCompletion(
             id=f"chatcmpl-{outcome.execution_id.hex}",
@@ -293,8 +332,7 @@ class ChatController(Controller):
                     if still_allowed is not None and time.monotonic() - checked >= TOKEN_RECHECK_SECONDS:
                         checked = time.monotonic()
                         if not still_allowed():
-                            raise AuthenticationError("the token this answer was asked with was revoked or has "
-                                                      "expired: the answer was cut short")
+                            raise AuthenticationError(TOKEN_LAPSED)
                     text = run_command(context, lambda: next(deltas, None))
             except Exception as error:  # noqa: BLE001 - the answer has begun: the failure ends it as an error event
                 failed = handle_exception(request, error)

@@ -279,3 +279,40 @@ def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_
         assert recorded.json()["status"] == "partial"  # what it served is recorded
     finally:
         running.stop()
+
+
+def test_a_whole_answer_stops_soon_after_its_token_is_revoked_and_is_not_handed_over(
+        long_context_model_dir, sae_dir, sqlite_url):
+    def cli(*args: str) -> dict[str, Any]:
+        ledger = str(Path(sys.executable).with_name("ledger"))
+        done = subprocess.run([ledger, "--database", sqlite_url, *args, "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    editor, admin = cli("tokens", "create", "--name", "leaked", "--role", "editor"), cli(
+        "tokens", "create", "--name", "ops", "--role", "admin")
+    engine = SteeringEngine(load_model(long_context_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
+                            sae_id="tiny-sae")
+    running = start_server(sqlite_url, engine=engine, auth=True)
+    try:
+        url, as_admin = running.base_url, {"Authorization": f"Bearer {admin['token']}"}
+        body = {"messages": messages(3), "seed": 0, "temperature": 0.0, "max_tokens": 4000}
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {editor['token']}"},
+            timeout=300)))
+        asking.start()
+        wait_until(lambda: httpx.get(f"{url}/api/steering/status", headers=as_admin, timeout=60).json()[
+            "scheduler"]["running"] == 1, 60, "the generation running")
+        assert httpx.delete(f"{url}/api/tokens/{editor['id']}", headers=as_admin, timeout=60).status_code == 200
+        revoked_at = time.monotonic()
+        asking.join(300)
+        (answer,) = answers
+        assert answer.status_code == 401 and "revoked" in answer.json()["error"]["message"], answer.text
+        assert time.monotonic() - revoked_at < 30  # before: 200, with all 4,000 tokens, long after the revocation
+        runs = httpx.get(f"{url}/api/events", params={"type": "Execution.Recorded"}, headers=as_admin,
+                         timeout=60).json()["events"]
+        assert [run["data"]["status"] for run in runs] == ["partial"]  # what it ran is recorded
+    finally:
+        running.stop()
