@@ -13,7 +13,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from ledger.access import role_allows
@@ -21,7 +21,7 @@ from ledger.api.auth import principal_of, requires
 from ledger.api.errors import BUSY, CONFLICT, INVALID, NOT_FOUND, responses
 from ledger.api.runtime import WALK_WAIT_SECONDS, Runtime
 from ledger.api.rebuilds import RebuildJob
-from ledger.api.schemas import VerifyResult
+from ledger.api.schemas import StartRebuild, VerifyResult
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import NotFoundError, PermissionDeniedError
@@ -65,7 +65,8 @@ class LedgerController(Controller):
         responses=responses(CONFLICT, INVALID),  # INVALID: an Idempotency-Key reused for another request
     )
     def rebuild(
-        self, runtime: NamedDependency[Runtime], context: NamedDependency[CommandContext]
+        self, runtime: NamedDependency[Runtime], context: NamedDependency[CommandContext],
+        data: JSONBody[StartRebuild | None] = None,
     ) -> Response[RebuildJob]:
         job = runtime.rebuilds.start(started_by=context.actor)
         return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.url})

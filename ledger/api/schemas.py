@@ -106,6 +106,10 @@ class RestoreProfile(Request):
     reason: Reason | None = None
 
 
+class StartRebuild(Request):
+    """A rebuild takes no fields: its body, if any, is ``{}`` (a field is refused, never ignored)."""
+
+
 class DeactivateProfile(Request):
     reason: Reason | None = None
 

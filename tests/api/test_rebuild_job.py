@@ -22,6 +22,8 @@ from tests.waiting import wait_until
 def test_a_rebuild_is_a_job_to_poll_and_queries_see_the_same_afterwards(database_url):
     with make_client(database_url) as client:
         made = create(client, "kept")
+        misspelt = client.post("/api/ledger/rebuild", json={"projection": "audit"})  # a rebuild takes no fields
+        assert assert_error(misspelt, 422, "invalid_request")["field"] == "projection"  # refused, not ignored
         started = client.post("/api/ledger/rebuild", headers={"X-Actor": "ops-ann"})  # open mode: the actor named
         assert started.status_code == 202, started.text
         job = started.json()
