@@ -193,9 +193,11 @@ class ProfileLedger(Application[UUID]):
                 self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
 
     # -- commands ----------------------------------------------------------------------------------
-    def create_profile(self, fields: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> Outcome:
+    def create_profile(self, fields: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None,
+                       imported: Mapping[str, Any] | None = None) -> Outcome:
         """Record a new profile. Steering omitted → the active profile's spec is copied (seed 000); spec fields
-        still missing then take ``defaults`` (the server passes the loaded model, SAE and layer: seed 000 §5.4)."""
+        still missing then take ``defaults`` (the server passes the loaded model, SAE and layer: seed 000 §5.4).
+        ``imported``: the provenance of the document it is imported from, recorded with it."""
 
         def attempt() -> Outcome:
             given = dict(fields)
@@ -204,7 +206,7 @@ class ProfileLedger(Application[UUID]):
             for name, value in (defaults or {}).items():
                 if name in SPEC_FIELDS and given.get(name) is None and value is not None:
                     given[name] = value
-            profile = Profile.create(**given)
+            profile = Profile.create(**given, imported=imported)
             return self._commit(profile, [profile, self._claim_name(profile)])
 
         return retrying(attempt)
@@ -217,14 +219,14 @@ class ProfileLedger(Application[UUID]):
         bump_version: bool = True,
         expected_version: int | None = None,
         expected_revision: int | None = None,
-        recorded: bool = False,
+        reverted_to: int | None = None,
         steerable: Steerable | None = None,
     ) -> Outcome:
         def attempt() -> Outcome:
             profile = self._live_profile(profile_id)
             self._check_expected(profile, expected_version, expected_revision)
             old_name = profile.name
-            if not profile.revise(changes, bump_version=bump_version, recorded=recorded):
+            if not profile.revise(changes, bump_version=bump_version, reverted_to=reverted_to):
                 return Outcome(ProfileState.of(profile), changed=False, position=None)
             touched: list[Aggregate] = [profile]
             if values.name_key(profile.name) != values.name_key(old_name):
@@ -238,11 +240,12 @@ class ProfileLedger(Application[UUID]):
 
     def revert_profile(self, profile_id: UUID, version: int, *, steerable: Steerable | None = None,
                        **expected: int | None) -> Outcome:
-        """Make a new version whose content equals version ``version`` (history is never rewritten); the name
-        stays the profile's now (a revert undoes no rename, and needs no name back that another profile took)."""
+        """Make a new version whose content equals version ``version`` (history is never rewritten), recording which
+        version it reverted to; the name stays the profile's now (a revert undoes no rename, and needs no name back
+        that another profile took)."""
         target = self.get_profile(profile_id, version=version)
         content = {name: value for name, value in target.fields().items() if name != "name"}
-        return self.update_profile(profile_id, content, recorded=True, steerable=steerable, **expected)
+        return self.update_profile(profile_id, content, reverted_to=target.version, steerable=steerable, **expected)
 
     def delete_profile(
         self, profile_id: UUID, *, delete_executions: bool = False, expected_version: int | None = None,
@@ -332,11 +335,11 @@ class ProfileLedger(Application[UUID]):
 
     def import_profile(self, document: Any, *, rename: bool = False) -> Outcome:
         """Create a profile from an exchange document; a clashing name is refused unless ``rename``."""
-        fields = exchange.parse_document(document)
+        fields, imported = exchange.parse_document(document), exchange.provenance(document)
         for attempt in range(IMPORT_RENAME_ATTEMPTS + 1):  # attempt 0: the document's own name
             name = exchange.renamed(fields["name"], attempt) if attempt else fields["name"]
             try:
-                return self.create_profile({**fields, "name": name})
+                return self.create_profile({**fields, "name": name}, imported=imported)
             except ProfileNameTakenError:
                 if not rename:
                     raise

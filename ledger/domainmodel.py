@@ -139,15 +139,17 @@ class Profile(Aggregate):
     snapshots taken before it was kept still load."""
 
     @classmethod
-    def create(cls, **fields: Any) -> Profile:
-        """Validate every field and record the profile's first version."""
+    def create(cls, *, imported: Mapping[str, Any] | None = None, **fields: Any) -> Profile:
+        """Validate every field and record the profile's first version; ``imported``: where the exchange document it
+        was imported from says it came from (see :func:`ledger.exchange.provenance`)."""
         unknown = set(fields) - set(PROFILE_FIELDS)
         if unknown:
             raise ValidationError(f"unknown profile field(s): {', '.join(sorted(unknown))}", field=min(unknown))
         if "name" not in fields:
             raise ValidationError("name is required", field="name")
         canonical = {name: canonical_value(name, fields.get(name)) for name in PROFILE_FIELDS}
-        return cls(**{name: _stored(name, value) for name, value in canonical.items()})
+        stored = {name: _stored(name, value) for name, value in canonical.items()}
+        return cls(**stored, imported=None if imported is None else dict(imported))
 
     @event("Created")
     def __init__(
@@ -161,6 +163,7 @@ class Profile(Aggregate):
         tags: list[str],
         products: list[str],
         metadata: dict[str, Any],
+        imported: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.description = description
@@ -214,16 +217,16 @@ class Profile(Aggregate):
         return version
 
     # -- commands ----------------------------------------------------------------------------------
-    def revise(self, changes: Mapping[str, Any], *, bump_version: bool = True, recorded: bool = False) -> bool:
+    def revise(self, changes: Mapping[str, Any], *, bump_version: bool = True, reverted_to: int | None = None) -> bool:
         """Apply the given field changes; returns False (and records nothing) when nothing changes.
 
         A spec change always makes a new version; descriptive changes make one unless
-        ``bump_version`` is False, in which case they are recorded against the current version. ``recorded``:
-        the values are one of this profile's versions (a revert), taken as they were recorded, even where a rule
-        made since would refuse them as new input.
+        ``bump_version`` is False, in which case they are recorded against the current version. ``reverted_to``:
+        the values are that version's of this profile (a revert, which the new version records), taken as they were
+        recorded, even where a rule made since would refuse them as new input.
         """
         self.require_live()
-        canonical = dict(changes) if recorded else {
+        canonical = dict(changes) if reverted_to is not None else {
             name: canonical_value(name, value) for name, value in changes.items()}
         changed = {name: value for name, value in canonical.items() if not same_value(name, getattr(self, name), value)}
         spec = {name: value for name, value in changed.items() if name in SPEC_FIELDS}
@@ -245,9 +248,10 @@ class Profile(Aggregate):
                 layer=merged["layer"],
                 steering=values.steering_to_json(merged["steering"]),
                 changes=details,
+                reverted_to=reverted_to,
             )
         elif bump_version:
-            self._details_revised(version=self.current_version + 1, changes=details)
+            self._details_revised(version=self.current_version + 1, changes=details, reverted_to=reverted_to)
         else:
             self._details_edited(version=self.current_version, changes=details)
         return True
@@ -294,6 +298,7 @@ class Profile(Aggregate):
         layer: int | None,
         steering: dict[str, float],
         changes: dict[str, Any],
+        reverted_to: int | None = None,
     ) -> None:
         self.model_id, self.sae_id, self.layer = model_id, sae_id, layer
         self.steering = values.steering_from_json(steering)
@@ -301,7 +306,7 @@ class Profile(Aggregate):
         self.current_version = version
 
     @event("DetailsRevised")
-    def _details_revised(self, version: int, changes: dict[str, Any]) -> None:
+    def _details_revised(self, version: int, changes: dict[str, Any], reverted_to: int | None = None) -> None:
         self._apply_details(changes)
         self.current_version = version
 
@@ -343,6 +348,10 @@ class Profile(Aggregate):
     def _apply_details(self, changes: Mapping[str, Any]) -> None:
         for name, value in changes.items():
             setattr(self, name, list(value) if isinstance(value, list) else value)
+
+
+# Events recorded before these fields existed read None (the library keeps no defaults on its event classes).
+Profile.Created.imported = Profile.SpecRevised.reverted_to = Profile.DetailsRevised.reverted_to = None
 
 
 def event_version(domain_event: object) -> int:

@@ -88,6 +88,15 @@ def parse_document(document: Any) -> dict[str, Any]:
         raise ImportFormatError(error.message, field=f"{prefix}{error.field}" if error.field else None) from None
 
 
+def provenance(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a (parsed) document says it came from: the system that exported it, when, and the profile version it
+    holds (each None where the document does not say). An import records it with the profile it creates."""
+    body = document.get("profile") if document.get("type") == FORMAT_TYPE else document
+    version = body.get("profile_version", body.get("version") if body is document else None)
+    return {"exported_from": document.get("exported_from"), "exported_at": document.get("exported_at"),
+            "profile_version": version if type(version) is int else None}
+
+
 def _one_of(body: Mapping[str, Any], name: str, alias: str) -> Any:
     """A field the document may give under either name; given under both, the values must agree."""
     if name in body and alias in body and body[name] != body[alias]:

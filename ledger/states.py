@@ -120,6 +120,11 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     actor: str
     reason: str | None
     event_type: str
+    reverted_to: int | None = None
+    """The version a revert made this one equal to."""
+    imported: dict[str, Any] | None = None
+    """An import's first version: where its document says it came from (exported_from, exported_at,
+    profile_version)."""
     changes: ProfileDiff | None = None
     """What this version's own event changed from the version before, as it stood then (None: the first)."""
     edits: list[VersionEdit] = msgspec.field(default_factory=list)

@@ -76,6 +76,8 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
                     actor=domain_event.actor,
                     reason=domain_event.reason,
                     event_type=type(domain_event).__qualname__,  # as the read models name it: Profile.Created
+                    reverted_to=getattr(domain_event, "reverted_to", None),
+                    imported=getattr(domain_event, "imported", None),
                 )
             )
         elif before is not None:

@@ -98,8 +98,10 @@ class AuditQueries(Queries):
             params["until"] = until
             where.append("recorded_at < :until")
         after = after_position or 0
+        listing = cursors.listing("events", profile_id=str(profile_id) if profile_id else None, actor=actor,
+                                  event_type=event_type, since=since, until=until, up_to=up_to_position)
         if cursor is not None:
-            (from_cursor,) = cursors.decode(cursor, "events", (int,))
+            (from_cursor,) = cursors.decode(cursor, listing, (int,))
             after = max(after, from_cursor)
         params["after"] = after
         where.append("position > :after")
@@ -110,5 +112,5 @@ class AuditQueries(Queries):
             f"SELECT {AUDIT.select()} FROM audit_events WHERE {' AND '.join(where)} ORDER BY position LIMIT :limit",
             params,
         ))
-        next_cursor = cursors.encode("events", [rows[limit - 1].position]) if len(rows) > limit else None
+        next_cursor = cursors.encode(listing, [rows[limit - 1].position]) if len(rows) > limit else None
         return Page(items=tuple(rows[:limit]), next_cursor=next_cursor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from typing import Any
 
@@ -11,6 +12,13 @@ from ledger.errors import ValidationError
 from ledger import values
 from ledger.values import INT64_MAX, INT64_MIN
 from projections.errors import InvalidCursorError
+
+
+def listing(kind: str, **filters: Any) -> str:
+    """The listing a query's cursors belong to: its kind, and a digest of the filters and order they were issued
+    under, so that a cursor sent with other ones is refused rather than continued under them."""
+    given = json.dumps(filters, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return f"{kind}:{hashlib.sha256(given).hexdigest()[:16]}"
 
 
 def encode(listing: str, key: list[Any]) -> str:
@@ -37,6 +45,9 @@ def decode(cursor: str, listing: str, types: tuple[type, ...]) -> list[Any]:
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError):
         raise InvalidCursorError("invalid cursor: not a cursor this service issued") from None
     if issued_by != listing:
+        if str(issued_by).split(":")[0] == listing.split(":")[0]:
+            raise InvalidCursorError("invalid cursor: it was issued for other filters or another order; send it "
+                                     "with the query that returned it (or start again without a cursor)")
         raise InvalidCursorError(f"invalid cursor: it belongs to another listing ({issued_by!r}, not {listing!r})")
     if (
         not isinstance(key, list)

@@ -23,7 +23,9 @@ from projections.errors import InvalidCursorError, InvalidQueryError
 from projections.fields import content, details, search_text, spec
 from projections.ops import Add, Delete, Greatest, Insert, Op, Update
 from projections.projection import ReadModelProjection
-from projections.reading import Queries, as_uuid, checked_limit
+from projections.reading import (
+    PAGE_FEATURES_MAX, Queries, as_uuid, bounded_by_features, checked_limit, page_rows,
+)
 from projections.rows import Page, ProfileRow
 from projections.tables import Index, Table
 
@@ -123,7 +125,9 @@ def _like_pattern(term: str) -> str:
 
 
 SEARCH_WORDS_MAX = 32
-SEARCH_HELP = f"Every word, in any order (at most {SEARCH_WORDS_MAX}), case-insensitively in the name or the description."
+SEARCH_CHARACTERS_MAX = 100  # a name's longest: each row costs a match of every pattern character against its text
+SEARCH_HELP = (f"Every word, in any order (at most {SEARCH_WORDS_MAX} words, {SEARCH_CHARACTERS_MAX} characters), "
+               "case-insensitively in the name or the description.")
 
 
 def _search_terms(search: str) -> list[tuple[str, str]]:
@@ -131,6 +135,9 @@ def _search_terms(search: str) -> list[tuple[str, str]]:
     searched (NFKC-normalised, as names are stored: ``ｃａｌｍ`` finds ``calm``) and as descriptions are (as
     written); both folded, as the columns are."""
     words = search.split()
+    if len(search.strip()) > SEARCH_CHARACTERS_MAX:
+        raise InvalidQueryError(f"search takes at most {SEARCH_CHARACTERS_MAX} characters (got "
+                                f"{len(search.strip())})", field="search")
     if len(words) > SEARCH_WORDS_MAX:
         raise InvalidQueryError(f"search takes at most {SEARCH_WORDS_MAX} words (got {len(words)})", field="search")
     return [(search_text(unicodedata.normalize("NFKC", word)), search_text(word)) for word in words]
@@ -189,7 +196,9 @@ class ProfileQueries(Queries):
             params["pinned"] = version.profile_id
             shown = _shows(version, name_search, tags, tags_match, products, search)
             where = [f"((({' AND '.join(where)}) AND id <> :pinned){' OR id = :pinned' if shown else ''})"]
-        listing = f"profiles:{sort}"
+        listing = cursors.listing("profiles", sort=sort, tags=sorted(set(tags)),
+                                  all_tags=bool(tags) and tags_match == "all", products=sorted(set(products)),
+                                  search=_search_terms(search or ""))
         if cursor is not None:
             k0, k1 = cursors.decode(cursor, listing, (str, str))
             try:
@@ -200,13 +209,14 @@ class ProfileQueries(Queries):
             where.append("(name_key, id) > (:k0, :k1)" if sort == "name" else "(updated_at, id) < (:k0, :k1)")
         # The planner cannot estimate substring matches; walking the sort index and filtering can then read
         # most of the table. With a search term, the trigram (and label) bitmaps are always the better plan.
-        searching = self.dialect.is_postgres and "pattern" in params and self.store.has_trigram
-        rows = self._profiles(" AND ".join(where), params, _ORDER[sort],
-                              setup=("SET LOCAL enable_indexscan = off",) if searching else ())
-        items = self._rows(ProfileRow, rows[:limit])
+        searching = self.dialect.is_postgres and "pattern0" in params and self.store.has_trigram
+        params["features_max"] = PAGE_FEATURES_MAX
+        rows, more = page_rows(self._profiles(" AND ".join(where), params, _ORDER[sort],
+                                              setup=("SET LOCAL enable_indexscan = off",) if searching else ()), limit)
+        items = self._rows(ProfileRow, rows)
         next_cursor = None
-        if len(rows) > limit:
-            last_row, last = rows[limit - 1], items[-1]
+        if more:
+            last_row, last = rows[-1], items[-1]
             key = last_row["name_key"] if sort == "name" else last.updated_at.isoformat()
             next_cursor = cursors.encode(listing, [key, str(last.id)])
         return Page(items=tuple(items), next_cursor=next_cursor)
@@ -235,14 +245,19 @@ class ProfileQueries(Queries):
         return self._rows(ProfileRow, rows)[0] if rows else None
 
     def _profiles(self, where: str, params: dict[str, Any], order: str, setup: Sequence[str] = ()) -> list[Any]:
-        """A page of profile rows, then their usage and the active slot joined in."""
+        """A page of profile rows, then their usage and the active slot joined in (with ``features_max`` in
+        ``params``, bounded by it: :func:`projections.reading.bounded_by_features`)."""
         page = f"SELECT {PROFILES.select()}, name_key FROM profiles"
         page += f" WHERE {where}" if where else ""
+        page = f"{page} ORDER BY {order} LIMIT :limit"
+        cut = ""
+        if "features_max" in params:
+            page, cut = bounded_by_features(page, order), "WHERE p.features_before < :features_max "
         sql = (
             f"SELECT p.*, (a.profile_id IS NOT NULL) AS is_active, a.pinned_version, "
             f"COALESCE(u.execution_count, 0) AS execution_count, u.last_executed_at "
-            f"FROM ({page} ORDER BY {order} LIMIT :limit) p "
-            f"LEFT JOIN profile_usage u ON u.profile_id = p.id LEFT JOIN active_profile a ON a.profile_id = p.id "
+            f"FROM ({page}) p "
+            f"LEFT JOIN profile_usage u ON u.profile_id = p.id LEFT JOIN active_profile a ON a.profile_id = p.id {cut}"
             f"ORDER BY {', '.join('p.' + term for term in order.split(', '))}"
         )
         return self._all(sql, params, setup=setup)

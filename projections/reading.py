@@ -18,7 +18,24 @@ from projections.tables import reader
 
 MAX_LIMIT = 1000  # a page of the audit log
 PAGE_MAX = 500  # a page of profiles, versions or executions, as the API and the CLI take it
+PAGE_FEATURES_MAX = 65_536  # about 1 MiB of steering as JSON: a page of profiles or versions ends before more
 T = TypeVar("T")
+
+
+def bounded_by_features(page: str, order: str) -> str:
+    """``page`` (a query of rows with ``feature_count``, ordered by ``order``, ``LIMIT :limit``) with how many rows
+    it has (``listed``) and the features of the rows before each (``features_before``): a query around it keeps
+    those under ``:features_max`` (the first row always), and never reads the steering of the others."""
+    return (f"SELECT page.*, COUNT(*) OVER () AS listed, COALESCE(SUM(feature_count) OVER (ORDER BY {order} "
+            f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS features_before FROM ({page}) page")
+
+
+def page_rows(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
+    """The rows of a page (at most ``limit``; read with ``limit + 1`` and :func:`bounded_by_features`), and whether
+    more follow: the row past the limit, or rows the features' bound left out."""
+    if rows and len(rows) < rows[0]["listed"]:
+        return rows, True
+    return rows[:limit], len(rows) > limit
 
 
 def checked_limit(limit: int) -> int:

@@ -63,6 +63,8 @@ class VersionRow(ProfileFields, frozen=True, kw_only=True):
     edited_by: str | None  # the last edit that kept this version (descriptive fields only), if any
     edit_reason: str | None
     edited_at: datetime | None
+    reverted_to: int | None  # the version a revert made this one equal to
+    imported: dict[str, Any] | None  # an import's first version: where its document says it came from
 
 
 class ActiveRow(Struct, frozen=True):

@@ -14,7 +14,9 @@ from projections import cursors
 from projections.fields import content, details, recorded, spec
 from projections.ops import Copy, Insert, Op, Update
 from projections.projection import ReadModelProjection, event_type_name
-from projections.reading import Queries, as_uuid, checked_limit
+from projections.reading import (
+    PAGE_FEATURES_MAX, Queries, as_uuid, bounded_by_features, checked_limit, page_rows,
+)
 from projections.rows import Page, VersionRow
 from projections.tables import Table
 
@@ -22,7 +24,9 @@ VERSIONS = Table("profile_versions", VersionRow, key=("profile_id", "version"))
 
 
 def _recorded(event: Any) -> dict[str, Any]:
-    return {"event_type": event_type_name(event), **recorded(event), **_edit(None)}
+    """Who made a version and how (a revert and an import say what from)."""
+    return {"event_type": event_type_name(event), **recorded(event), **_edit(None),
+            "reverted_to": getattr(event, "reverted_to", None), "imported": getattr(event, "imported", None)}
 
 
 def _edit(event: Profile.DetailsEdited | None) -> dict[str, Any]:
@@ -58,7 +62,7 @@ PROJECTION = ReadModelProjection(
         Profile.DetailsRevised: on_revised,
         Profile.DetailsEdited: on_edited,
     },
-    version=3,
+    version=4,
 )
 
 
@@ -73,13 +77,13 @@ class VersionQueries(Queries):
         params: dict[str, Any] = {"id": identity, "limit": limit + 1, "after": 0}
         if cursor is not None:
             (params["after"],) = cursors.decode(cursor, listing, (int,))
-        rows = self._rows(VersionRow, self._all(
-            f"SELECT {VERSIONS.select()} FROM profile_versions WHERE profile_id = :id AND version > :after "
-            "ORDER BY version LIMIT :limit",
-            params,
-        ))
-        next_cursor = cursors.encode(listing, [rows[limit - 1].version]) if len(rows) > limit else None
-        return Page(items=tuple(rows[:limit]), next_cursor=next_cursor)
+        page = bounded_by_features(f"SELECT {VERSIONS.select()} FROM profile_versions WHERE profile_id = :id AND "
+                                   "version > :after ORDER BY version LIMIT :limit", "version")
+        found, more = page_rows(self._all(f"SELECT * FROM ({page}) p WHERE features_before < :features_max "
+                                          "ORDER BY version", {**params, "features_max": PAGE_FEATURES_MAX}), limit)
+        rows = self._rows(VersionRow, found)
+        next_cursor = cursors.encode(listing, [rows[-1].version]) if more else None
+        return Page(items=tuple(rows), next_cursor=next_cursor)
 
     def get_version(self, profile_id: UUID | str, version: int) -> VersionRow | None:
         identity = as_uuid(profile_id)

@@ -112,10 +112,23 @@ def report(outcome: Outcome, as_json: bool, verb: str) -> None:
 
 
 def version_line(record: Any, details: str) -> str:
-    """A version of a profile: who made it, when and why, then (indented below) ``details``."""
+    """A version of a profile: who made it, when, how (a revert or an import says what from) and why, then
+    (indented below) ``details``."""
     reason = f"  ({plain(record.reason)})" if record.reason else ""
-    return (f"v{record.version}  {record.recorded_at.isoformat()}  {record.actor}  {record.event_type}{reason}\n"
-            f"    {details}")
+    return (f"v{record.version}  {record.recorded_at.isoformat()}  {record.actor}  {record.event_type}"
+            f"{origin_text(record)}{reason}\n    {details}")
+
+
+def origin_text(record: Any) -> str:
+    if record.reverted_to is not None:
+        return f"  reverted to v{record.reverted_to}"
+    if record.imported is None:
+        return ""
+    source = record.imported
+    said = [f"from {plain(source['exported_from'])}" if source.get("exported_from") else "",
+            f"exported {plain(source['exported_at'])}" if source.get("exported_at") else "",
+            f"as v{source['profile_version']}" if source.get("profile_version") else ""]
+    return "  imported" + "".join(f" {part}" for part in said if part)
 
 
 def history_line(record: Any) -> str:

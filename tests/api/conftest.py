@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import socket
 import threading
@@ -83,6 +85,13 @@ def create(client: TestClient[Litestar], name: str = "alpha", **fields: Any) -> 
 def fresh(client: TestClient[Litestar], position: int) -> dict[str, str]:
     """Query parameters that make a read see everything up to ``position``."""
     return {"min_position": str(position)}
+
+
+def forged(cursor: str, key: list[Any]) -> str:
+    """A cursor the service issued, with its position replaced by ``key`` (what a client could make by hand)."""
+    document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    raw = json.dumps({**document, "k": key}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def free_port() -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime, timezone
 
 import httpx
 
-from tests.api.conftest import assert_error, create, etag, fresh, start_server
+from tests.api.conftest import assert_error, create, etag, forged, fresh, start_server
 
 PROFILE_KEYS = {
     "id", "name", "description", "model_id", "sae_id", "layer", "steering", "feature_count", "is_active",
@@ -81,6 +80,10 @@ def test_list_filters_sorts_and_paginates(client):
         listed = client.get("/api/profiles", params={"search": term}).json()["profiles"]
         assert [p["name"] for p in listed] == found, term  # a name is found as it was typed (each word of it)
     assert_error(client.get("/api/profiles", params={"search": "w " * 33}), 422)
+    # the cost of a search grows with its length on every row: past a name's longest, it is refused
+    long_search = assert_error(client.get("/api/profiles", params={"search": "a" * 101}), 422, "invalid_query")
+    assert long_search["field"] == "search" and "100 characters" in long_search["detail"]
+    assert client.get("/api/profiles", params={"search": f" {'a' * 100} "}).json()["profiles"] == []
     client.delete("/api/profiles/calm sea")
     updated = client.get("/api/profiles", params={"sort": "updated"}).json()["profiles"]
     assert [p["name"] for p in updated][:2] == ["p6", "p5"]
@@ -108,10 +111,45 @@ def test_list_refuses_bad_parameters(client):
     assert other.status_code == 200 and page["next_cursor"]
     # a cursor of one listing is refused by another
     assert_error(client.get("/api/profiles", params={"cursor": page["next_cursor"]}), 422, "invalid_cursor")
-    for forged in (r"\ud800", r"a\u0000b"):  # made by hand: text no column holds (a lone surrogate was a 500)
-        raw = '{"l":"profiles:name","k":["%s","00000000-0000-0000-0000-000000000000"]}' % forged
-        cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-        assert_error(client.get("/api/profiles", params={"cursor": cursor}), 422, "invalid_cursor")
+    issued = client.get("/api/profiles", params={"limit": 1}).json()["next_cursor"]
+    for text in ("\ud800", "a\u0000b"):  # made by hand: text no column holds (a lone surrogate was a 500)
+        cursor = forged(issued, [text, "00000000-0000-0000-0000-000000000000"])
+        assert_error(client.get("/api/profiles", params={"limit": 1, "cursor": cursor}), 422, "invalid_cursor")
+
+
+def test_a_cursor_sent_with_other_filters_than_it_was_issued_under_is_refused_not_continued_under_them(client):
+    for name, tags in (("a1", ["x"]), ("a2", []), ("a3", ["x"]), ("a4", ["x"])):
+        create(client, name, tags=tags)
+    first = client.get("/api/profiles", params={"tag": "x", "limit": 1}).json()
+    assert [p["name"] for p in first["profiles"]] == ["a1"]
+    following = client.get("/api/profiles", params={"tag": " x ", "limit": 2, "cursor": first["next_cursor"]})
+    assert [p["name"] for p in following.json()["profiles"]] == ["a3", "a4"]  # the same filter, another page size
+    for other in ({}, {"tag": "y"}, {"tag": "x", "search": "a"}, {"tag": "x", "sort": "updated"},
+                  {"tag": "x", "product": "p"}, {"tag": ["x", "z"]}):
+        refused = assert_error(client.get("/api/profiles", params={**other, "cursor": first["next_cursor"]}), 422,
+                               "invalid_cursor")
+        assert refused["field"] == "cursor" and "other filters" in refused["detail"], other
+    log = client.get("/api/events", params={"type": "Profile.Created", "limit": 1}).json()
+    assert_error(client.get("/api/events", params={"cursor": log["next_cursor"]}), 422, "invalid_cursor")
+    rest = client.get("/api/events", params={"type": "Profile.Created", "cursor": log["next_cursor"]}).json()
+    assert [event["type"] for event in rest["events"]] == ["Profile.Created"] * 3
+
+
+def test_a_page_of_profiles_or_versions_stops_before_a_mebibyte_or_so_of_steering_and_the_next_goes_on(client):
+    heavy = {str(index): 1.5 for index in range(40_000)}  # about 600 KB as JSON: a few per page
+    for name in ("h1", "h2", "h3"):
+        create(client, name, steering=heavy)
+    first = client.get("/api/profiles")
+    assert [p["name"] for p in first.json()["profiles"]] == ["h1", "h2"] and len(first.content) < 2**21
+    rest = client.get("/api/profiles", params={"cursor": first.json()["next_cursor"]}).json()
+    assert [p["name"] for p in rest["profiles"]] == ["h3"] and rest["next_cursor"] is None
+    url = "/api/profiles/h1"
+    client.put(url, json={"steering": {**heavy, "1": 2.5}})
+    client.put(url, json={"steering": {**heavy, "1": 3.5}})
+    versions = client.get(f"{url}/versions").json()
+    assert [v["version"] for v in versions["versions"]] == [1, 2]
+    rest = client.get(f"{url}/versions", params={"cursor": versions["next_cursor"]}).json()
+    assert [v["version"] for v in rest["versions"]] == [3] and rest["next_cursor"] is None
 
 
 def test_unknown_and_malformed_ids(client):

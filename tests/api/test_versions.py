@@ -119,6 +119,32 @@ def test_revert_makes_a_new_version_equal_to_the_old_one(client):
     assert_error(client.post(f"{url}/revert", json={"version": 1}, headers={"If-Match": '"2"'}), 412)
 
 
+def test_an_auditor_reads_which_version_a_revert_went_back_to_and_where_an_import_came_from(client):
+    url = f"/api/profiles/{create(client, 'origin', steering={'1': 1.0}, tags=['a'])['id']}"
+    client.put(url, json={"steering": {"1": 9.0}})
+    client.put(url, json={"tags": ["b"]})
+    assert client.post(f"{url}/revert", json={"version": 1}).status_code == 200  # a spec change: SpecRevised
+    assert client.post(f"{url}/revert", json={"version": 3}).status_code == 200  # tags only: DetailsRevised
+    versions = client.get(f"{url}/versions").json()["versions"]
+    assert [(v["version"], v["reverted_to"], v["imported"]) for v in versions] == [
+        (1, None, None), (2, None, None), (3, None, None), (4, 1, None), (5, 3, None)]
+    log = client.get("/api/events", params={"profile_id": url.rsplit("/", 1)[1]}).json()["events"]
+    revisions = [event["data"].get("reverted_to") for event in log if event["type"].endswith("Revised")]
+    assert revisions == [None, None, 1, 3]
+
+    document = client.get(f"{url}/export", params={"version": 2}).json()
+    copy = client.post("/api/profiles/import", params={"rename": "true"}, json=document)
+    assert copy.status_code == 201, copy.text
+    (first,) = client.get(f"/api/profiles/{copy.json()['id']}/versions").json()["versions"]
+    assert first["imported"] == {"exported_from": "profile-ledger", "exported_at": document["exported_at"],
+                                 "profile_version": 2}
+    flat = client.post("/api/profiles/import", json={"name": "flat origin", "version": 7}).json()
+    (first,) = client.get(f"/api/profiles/{flat['id']}/versions").json()["versions"]
+    assert first["imported"] == {"exported_from": None, "exported_at": None, "profile_version": 7}
+    made = create(client, "made here")
+    assert client.get(f"/api/profiles/{made['id']}/versions").json()["versions"][0]["imported"] is None
+
+
 def test_a_revert_brings_back_the_content_but_keeps_the_name_the_profile_has_now(client):
     profile = create(client, "first name", steering={"1": 1.0})
     url = f"/api/profiles/{profile['id']}"

@@ -73,7 +73,7 @@ def test_revert_makes_a_new_version_equal_to_an_old_one(ledger):
 
 def test_a_revert_restores_a_version_as_recorded_even_where_a_later_rule_refuses_it_as_new_input(ledger):
     pid = ledger.create_profile({"name": "p", "steering": {1: 1.0}}).profile.id
-    ledger.update_profile(pid, {"tags": ["a\tb"]}, recorded=True)  # as recorded before labels refused a tab
+    ledger.update_profile(pid, {"tags": ["a\tb"]}, reverted_to=1)  # as recorded before labels refused a tab
     with pytest.raises(ValidationError):
         ledger.update_profile(pid, {"tags": ["c\td"]})  # new input: refused
     ledger.update_profile(pid, {"tags": ["ok"], "steering": {1: 2.0}})

@@ -236,6 +236,8 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     assert [p["name"] for p in listed] == ["other", "Calm"]
     ledger("export", "calm", "-o", str(tmp_path / "calm.json"))
     assert ledger("import", str(tmp_path / "calm.json"), "--rename").stdout.startswith("imported at position")
+    assert "  reverted to v1\n" in ledger("versions", "calm").stdout.split("v3  ")[1]
+    assert " imported from profile-ledger exported 20" in ledger("history", "Calm (imported)").stdout
     ledger("delete", "calm")
     restored = as_json(ledger("restore", "calm", "--json"))
     assert (restored["profile"]["id"], restored["profile"]["version"]) == (pid, 3)

@@ -99,6 +99,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
         page.get_by_role("button", name="Revert to version 1").click()
     expect(page.locator("p.meta")).to_contain_text("Version 4")
     expect(page.locator("table.bars")).to_contain_text("7")
+    expect(page.locator("#v4")).to_contain_text("reverted to v1")  # the history says which version came back
     arrives("Profile.SpecRevised", 3)
 
     # Activate version 2, pinned.

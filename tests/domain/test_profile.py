@@ -150,3 +150,17 @@ def test_a_strength_beyond_the_bound_or_not_finite_is_refused():
         with pytest.raises(ValidationError):
             Profile.create(name="strong", steering={1: strength})
     assert Profile.create(name="edge", steering={1: 200, 2: -200}).steering == {1: 200.0, 2: -200.0}
+
+
+def test_events_recorded_before_a_revert_or_an_import_said_what_from_read_as_neither():
+    profile = Profile.create(name="old", steering={1: 1.0})
+    profile.revise({"steering": {1: 2.0}})
+    profile.revise({"tags": ["t"]})
+    created, *revised = profile.collect_events()
+    replayed = None
+    for recorded, field in [(created, "imported"), *((event, "reverted_to") for event in revised)]:
+        old = object.__new__(type(recorded))
+        old.__dict__.update({key: value for key, value in vars(recorded).items() if key != field})  # as decoded
+        assert getattr(old, field) is None, field
+        replayed = old.mutate(replayed)
+    assert (replayed.current_version, replayed.steering, replayed.tags) == (3, {1: 2.0}, ["t"])

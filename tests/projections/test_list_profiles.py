@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from projections.errors import InvalidCursorError, InvalidQueryError
+from projections.reading import PAGE_FEATURES_MAX
 
 PROFILES = [
     ("alpha", "A gentle nudge", ["calm", "small"], ["chat"]),
@@ -95,7 +96,7 @@ def test_a_bad_cursor_is_refused_with_a_clear_error(read_model, listed, cursor):
 
 def test_a_cursor_from_the_other_sort_is_refused(read_model, listed):
     by_name = read_model.list_profiles(limit=1).next_cursor
-    with pytest.raises(InvalidCursorError, match="another listing"):
+    with pytest.raises(InvalidCursorError, match="another order"):
         read_model.list_profiles(sort="updated_at", cursor=by_name)
 
 
@@ -117,3 +118,15 @@ def test_a_snapshot_reads_one_moment_and_a_searchs_settings_end_with_its_query(r
         assert read_model.list_profiles(search="a").items == before  # the moment the snapshot began
     assert list(settings[0].values() if isinstance(settings[0], dict) else settings[0]) == ["on"]
     assert "made meanwhile" in [row.name for row in read_model.list_profiles(search="made").items]
+
+
+def test_a_page_ends_before_the_steering_it_holds_passes_its_bound_and_the_next_goes_on(read_model, ledger, project):
+    big = {index: 1.0 for index in range(PAGE_FEATURES_MAX // 2 + 1)}
+    for name in ("b1", "b2", "b3"):
+        ledger.create_profile({"name": name, "steering": big})
+    ledger.create_profile({"name": "b4", "steering": {1: 1.0}})
+    project()
+    first = read_model.list_profiles(limit=10)
+    assert [row.name for row in first.items] == ["b1", "b2"]  # b2 takes it past the bound: the page ends there
+    rest = read_model.list_profiles(limit=10, cursor=first.next_cursor)
+    assert [row.name for row in rest.items] == ["b3", "b4"] and rest.next_cursor is None
