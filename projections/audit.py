@@ -71,7 +71,19 @@ def on_any_event(event: Any) -> list[Op]:
 PROJECTION = ReadModelProjection(name="audit", tables=(AUDIT,), handlers={}, default_handler=on_any_event, version=3)
 
 
+def _listing(profile_id: UUID | str | None = None, actor: str | None = None, event_type: str | None = None,
+             since: datetime | None = None, until: datetime | None = None, up_to_position: int | None = None,
+             after_position: int | None = None) -> str:
+    """The listing of :meth:`AuditQueries.events` under these filters (a cursor goes on after any ``after``)."""
+    return cursors.listing("events", profile_id=str(profile_id) if profile_id else None, actor=actor,
+                           event_type=event_type, since=since, until=until, up_to=up_to_position)
+
+
 class AuditQueries(Queries):
+    def events_cursor(self, position: int, **filters: Any) -> str:
+        """The cursor that goes on after ``position`` in :meth:`events` under ``filters`` (its arguments)."""
+        return cursors.encode(_listing(**filters), [position])
+
     def events(
         self,
         profile_id: UUID | str | None = None,
@@ -98,8 +110,7 @@ class AuditQueries(Queries):
             params["until"] = until
             where.append("recorded_at < :until")
         after = after_position or 0
-        listing = cursors.listing("events", profile_id=str(profile_id) if profile_id else None, actor=actor,
-                                  event_type=event_type, since=since, until=until, up_to=up_to_position)
+        listing = _listing(profile_id, actor, event_type, since, until, up_to_position)  # (not ``after``)
         if cursor is not None:
             (from_cursor,) = cursors.decode(cursor, listing, (int,))
             after = max(after, from_cursor)

@@ -37,7 +37,6 @@ from ledger.idempotency import IdempotencyKey
 from ledger.outages import is_database_unavailable
 from ledger.states import convert
 from projections.reading import MAX_LIMIT
-from projections import cursors
 
 SCAN_BATCH = 50
 """Rows read from the read model at a time (pages and streams): bounds the memory one request holds."""
@@ -226,7 +225,7 @@ def _page(
             event = convert(row, EventRead)
             event_size = len(msgspec.json.encode(event)) + 1
             if events and size + event_size > budget:
-                return EventList(events=events, next_cursor=cursors.encode("events", [events[-1].position]))
+                return EventList(events=events, next_cursor=reads.events_cursor(events[-1].position, **filters))
             events.append(event)
             size += event_size
         scanned += len(batch.items)
