@@ -89,11 +89,21 @@ def parse_document(document: Any) -> dict[str, Any]:
 
 
 def provenance(document: Mapping[str, Any]) -> dict[str, Any]:
-    """Where a (parsed) document says it came from: the system that exported it, when, and the profile version it
-    holds (each None where the document does not say). An import records it with the profile it creates."""
+    """Where a (parsed) document says it came from: the system that exported it, when (in UTC), and the profile
+    version it holds (each None where the document does not say). An import records it with the profile it
+    creates, so each must be what it claims to be: a name (as a model's id is), a time."""
     body = document.get("profile") if document.get("type") == FORMAT_TYPE else document
     version = body.get("profile_version", body.get("version") if body is document else None)
-    return {"exported_from": document.get("exported_from"), "exported_at": document.get("exported_at"),
+    exported_at = document.get("exported_at")
+    try:
+        exported_from = values.identifier(document.get("exported_from"), "exported_from")
+        if exported_at is not None:
+            exported_at = values.iso_time(exported_at).isoformat().replace("+00:00", "Z")
+    except ValidationError as error:
+        raise ImportFormatError(error.message, field=error.field) from None
+    except ValueError as error:
+        raise ImportFormatError(f"exported_at: {error}", field="exported_at") from None
+    return {"exported_from": exported_from, "exported_at": exported_at,
             "profile_version": version if type(version) is int else None}
 
 

@@ -75,8 +75,9 @@ def _listing(profile_id: UUID | str | None = None, actor: str | None = None, eve
              since: datetime | None = None, until: datetime | None = None, up_to_position: int | None = None,
              after_position: int | None = None) -> str:
     """The listing of :meth:`AuditQueries.events` under these filters (a cursor goes on after any ``after``)."""
-    return cursors.listing("events", profile_id=str(profile_id) if profile_id else None, actor=actor,
-                           event_type=event_type, since=since, until=until, up_to=up_to_position)
+    return cursors.listing("events", profile_id=str(profile_id) if profile_id else None,
+                           actor=(actor or "").strip() or None, event_type=(event_type or "").strip() or None,
+                           since=since, until=until, up_to=up_to_position)  # (as the query reads them)
 
 
 class AuditQueries(Queries):

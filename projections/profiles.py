@@ -197,8 +197,8 @@ class ProfileQueries(Queries):
             shown = _shows(version, name_search, tags, tags_match, products, search)
             where = [f"((({' AND '.join(where)}) AND id <> :pinned){' OR id = :pinned' if shown else ''})"]
         listing = cursors.listing("profiles", sort=sort, tags=sorted(set(tags)),
-                                  all_tags=bool(tags) and tags_match == "all", products=sorted(set(products)),
-                                  search=_search_terms(search or ""))
+                                  all_tags=len(set(tags)) > 1 and tags_match == "all", products=sorted(set(products)),
+                                  search=sorted(set(_search_terms(search or ""))))  # (words match in any order)
         if cursor is not None:
             k0, k1 = cursors.decode(cursor, listing, (str, str))
             try:
@@ -252,7 +252,7 @@ class ProfileQueries(Queries):
         page = f"{page} ORDER BY {order} LIMIT :limit"
         cut = ""
         if "features_max" in params:
-            page, cut = bounded_by_features(page, order), "WHERE p.features_before < :features_max "
+            page, cut = bounded_by_features(page, order), "WHERE p.fits "
         sql = (
             f"SELECT p.*, (a.profile_id IS NOT NULL) AS is_active, a.pinned_version, "
             f"COALESCE(u.execution_count, 0) AS execution_count, u.last_executed_at "

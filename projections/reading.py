@@ -18,16 +18,18 @@ from projections.tables import reader
 
 MAX_LIMIT = 1000  # a page of the audit log
 PAGE_MAX = 500  # a page of profiles, versions or executions, as the API and the CLI take it
-PAGE_FEATURES_MAX = 65_536  # about 1 MiB of steering as JSON: a page of profiles or versions ends before more
+PAGE_FEATURES_MAX = 65_536  # 1-2 MiB of steering as JSON: a page of profiles or versions ends before more
 T = TypeVar("T")
 
 
 def bounded_by_features(page: str, order: str) -> str:
     """``page`` (a query of rows with ``feature_count``, ordered by ``order``, ``LIMIT :limit``) with how many rows
-    it has (``listed``) and the features of the rows before each (``features_before``): a query around it keeps
-    those under ``:features_max`` (the first row always), and never reads the steering of the others."""
-    return (f"SELECT page.*, COUNT(*) OVER () AS listed, COALESCE(SUM(feature_count) OVER (ORDER BY {order} "
-            f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS features_before FROM ({page}) page")
+    it has (``listed``) and whether each is within the page's bound (``fits``: the features of the rows up to it at
+    most ``:features_max``, or no features before it); a query around it keeps those that fit. PostgreSQL then
+    never reads the others' steering out of its TOAST storage."""
+    running = f"SUM(feature_count) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
+    return (f"SELECT page.*, COUNT(*) OVER () AS listed, ({running} <= :features_max OR "
+            f"{running} = feature_count) AS fits FROM ({page}) page")
 
 
 def page_rows(rows: list[Any], limit: int) -> tuple[list[Any], bool]:

@@ -79,8 +79,8 @@ class VersionQueries(Queries):
             (params["after"],) = cursors.decode(cursor, listing, (int,))
         page = bounded_by_features(f"SELECT {VERSIONS.select()} FROM profile_versions WHERE profile_id = :id AND "
                                    "version > :after ORDER BY version LIMIT :limit", "version")
-        found, more = page_rows(self._all(f"SELECT * FROM ({page}) p WHERE features_before < :features_max "
-                                          "ORDER BY version", {**params, "features_max": PAGE_FEATURES_MAX}), limit)
+        found, more = page_rows(self._all(f"SELECT * FROM ({page}) p WHERE fits ORDER BY version",
+                                          {**params, "features_max": PAGE_FEATURES_MAX}), limit)
         rows = self._rows(VersionRow, found)
         next_cursor = cursors.encode(listing, [rows[-1].version]) if more else None
         return Page(items=tuple(rows), next_cursor=next_cursor)

@@ -121,7 +121,8 @@ def register(app: typer.Typer) -> None:
 
 def _compare_read_models(report: VerifyReport) -> VerifyReport:
     """The passing report, or one that fails with ``read_model_altered`` and the first read-model row that differs
-    from what the verified log makes of it. Read models that were not compared are noted on stderr."""
+    from what the verified log makes of it, or with ``read_model_not_compared`` when one could not be compared (its
+    recorded definition is not this version's: an upgrade not yet started, or a row edited to hide edited rows)."""
     from projections.runner import compare_with_log
     from projections.schema import hold_rebuild_lock
 
@@ -136,9 +137,12 @@ def _compare_read_models(report: VerifyReport) -> VerifyReport:
         typer.echo(f"note: the read models were not compared with the log (that needs its signing key): "
                    f"{error.message}", err=True)
         return report
-    for skipped in (c for c in comparisons if c.not_compared):
-        typer.echo(f"note: read model {skipped.projection} not compared ({skipped.not_compared})", err=True)
     altered = [c.difference for c in comparisons if c.difference is not None]
+    skipped = [c for c in comparisons if c.not_compared]
+    if not altered and skipped:  # an edited definition row would hide edited rows: unverified is not verified
+        return replace(report, ok=False, problem="read_model_not_compared", detail=plain(
+            "; ".join(f"read model {c.projection} was not compared: {c.not_compared}" for c in skipped)
+            + ": start a server (or `ledger rebuild`), then verify again"))
     if not altered:
         return report
     others = f"; other read-model tables differ too: {', '.join(d.table for d in altered[1:])}" if altered[1:] else ""

@@ -122,34 +122,44 @@ def test_a_cursor_sent_with_other_filters_than_it_was_issued_under_is_refused_no
         create(client, name, tags=tags)
     first = client.get("/api/profiles", params={"tag": "x", "limit": 1}).json()
     assert [p["name"] for p in first["profiles"]] == ["a1"]
-    following = client.get("/api/profiles", params={"tag": " x ", "limit": 2, "cursor": first["next_cursor"]})
-    assert [p["name"] for p in following.json()["profiles"]] == ["a3", "a4"]  # the same filter, another page size
+    for same in ({"tag": " x "}, {"tag": ["x", "x"], "tags_match": "all"}):  # the same filter, another page size
+        following = client.get("/api/profiles", params={**same, "limit": 2, "cursor": first["next_cursor"]})
+        assert [p["name"] for p in following.json()["profiles"]] == ["a3", "a4"], same
+    searched = client.get("/api/profiles", params={"search": "A  a", "limit": 1}).json()["next_cursor"]
+    assert client.get("/api/profiles", params={"search": " a", "cursor": searched}).status_code == 200  # its words
     for other in ({}, {"tag": "y"}, {"tag": "x", "search": "a"}, {"tag": "x", "sort": "updated"},
                   {"tag": "x", "product": "p"}, {"tag": ["x", "z"]}):
         refused = assert_error(client.get("/api/profiles", params={**other, "cursor": first["next_cursor"]}), 422,
                                "invalid_cursor")
         assert refused["field"] == "cursor" and "other filters" in refused["detail"], other
+    by_actor = client.get("/api/events", params={"actor": "anonymous", "limit": 1}).json()["next_cursor"]
+    assert client.get("/api/events", params={"actor": " anonymous ", "cursor": by_actor}).status_code == 200
     log = client.get("/api/events", params={"type": "Profile.Created", "limit": 1}).json()
     assert_error(client.get("/api/events", params={"cursor": log["next_cursor"]}), 422, "invalid_cursor")
     rest = client.get("/api/events", params={"type": "Profile.Created", "cursor": log["next_cursor"]}).json()
     assert [event["type"] for event in rest["events"]] == ["Profile.Created"] * 3
 
 
-def test_a_page_of_profiles_or_versions_stops_before_a_mebibyte_or_so_of_steering_and_the_next_goes_on(client):
-    heavy = {str(index): 1.5 for index in range(40_000)}  # about 600 KB as JSON: a few per page
+def test_a_page_of_profiles_or_versions_stops_before_its_steering_passes_its_bound_and_the_next_goes_on(client):
+    def walk(url: str, key: str) -> list[list[dict]]:
+        pages, cursor = [], None
+        while True:
+            page = client.get(url, params={"limit": 10, **({"cursor": cursor} if cursor else {})})
+            assert len(page.content) < 2**21
+            pages.append(page.json()[key])
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                return pages
+
+    heavy = {str(index): 1.5 for index in range(30_000)}  # about 450 KB as JSON: two fit under 65,536 features
     for name in ("h1", "h2", "h3"):
         create(client, name, steering=heavy)
-    first = client.get("/api/profiles")
-    assert [p["name"] for p in first.json()["profiles"]] == ["h1", "h2"] and len(first.content) < 2**21
-    rest = client.get("/api/profiles", params={"cursor": first.json()["next_cursor"]}).json()
-    assert [p["name"] for p in rest["profiles"]] == ["h3"] and rest["next_cursor"] is None
-    url = "/api/profiles/h1"
-    client.put(url, json={"steering": {**heavy, "1": 2.5}})
-    client.put(url, json={"steering": {**heavy, "1": 3.5}})
-    versions = client.get(f"{url}/versions").json()
-    assert [v["version"] for v in versions["versions"]] == [1, 2]
-    rest = client.get(f"{url}/versions", params={"cursor": versions["next_cursor"]}).json()
-    assert [v["version"] for v in rest["versions"]] == [3] and rest["next_cursor"] is None
+    create(client, "h4", steering={"1": 1.0})
+    assert [[p["name"] for p in page] for page in walk("/api/profiles", "profiles")] == [["h1", "h2"], ["h3", "h4"]]
+    client.put("/api/profiles/h4", json={"steering": {str(index): 2.5 for index in range(70_000)}})  # alone: past it
+    client.put("/api/profiles/h4", json={"steering": heavy})
+    versions = walk("/api/profiles/h4/versions", "versions")
+    assert [[v["version"] for v in page] for page in versions] == [[1], [2], [3]]  # 1 + 70,000 > 65,536 > 1
 
 
 def test_unknown_and_malformed_ids(client):

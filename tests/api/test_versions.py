@@ -143,6 +143,15 @@ def test_an_auditor_reads_which_version_a_revert_went_back_to_and_where_an_impor
     assert first["imported"] == {"exported_from": None, "exported_at": None, "profile_version": 7}
     made = create(client, "made here")
     assert client.get(f"/api/profiles/{made['id']}/versions").json()["versions"][0]["imported"] is None
+    local_time = client.post("/api/profiles/import", json={**document, "exported_at": "2026-01-02T03:04:05+01:00",
+                                                           "profile": {**document["profile"], "name": "local"}})
+    (first,) = client.get(f"/api/profiles/{local_time.json()['id']}/versions").json()["versions"]
+    assert first["imported"]["exported_at"] == "2026-01-02T02:04:05Z"  # recorded in UTC, as every time
+    for field, claim in (("exported_at", "yesterday"), ("exported_at", "2026-13-45T00:00:00Z"),
+                         ("exported_from", "evil\u202esystem"), ("exported_from", "x" * 300)):
+        refused = client.post("/api/profiles/import", json={**document, field: claim, "profile": {
+            **document["profile"], "name": f"refused {field}"}})
+        assert assert_error(refused, 422, "invalid_import")["field"] == field, claim
 
 
 def test_a_revert_brings_back_the_content_but_keeps_the_name_the_profile_has_now(client):

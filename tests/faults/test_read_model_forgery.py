@@ -253,6 +253,18 @@ def test_a_read_models_position_moved_to_hide_a_forged_row_or_past_the_log_is_re
     assert result.stderr.startswith(f"TAMPERED: read_model_altered at position {10**6}: {tracking}: "), result.stderr
 
 
+def test_a_read_models_definition_row_edited_to_hide_forged_rows_fails_the_verification(history, database_url):
+    assert ledger(database_url, "db", "init").returncode == 0  # as a server's start does: definitions recorded
+    assert_verified(database_url)
+    edit_audit_actor(database_url, history)
+    sql(database_url, "UPDATE read_model_definitions SET definition = 'v0-forged' WHERE name = 'audit'")
+    result = ledger(database_url, "verify")  # before: a note on stderr, "ok", exit 0: the forged actor unseen
+    assert result.returncode == 1 and not result.stdout, result.stdout + result.stderr
+    assert "read_model_not_compared" in result.stderr and "read model audit was not compared" in result.stderr
+    report = json.loads(ledger(database_url, "verify", "--json").stdout)
+    assert (report["ok"], report["problem"]) == (False, "read_model_not_compared"), report
+
+
 def test_an_auditor_with_only_the_public_key_verifies_the_log_alone(history, database_url, tmp_path):
     public = tmp_path / "ledger.pub"
     assert ledger(database_url, "public-key", "-o", str(public)).returncode == 0

@@ -121,12 +121,12 @@ def test_a_snapshot_reads_one_moment_and_a_searchs_settings_end_with_its_query(r
 
 
 def test_a_page_ends_before_the_steering_it_holds_passes_its_bound_and_the_next_goes_on(read_model, ledger, project):
-    big = {index: 1.0 for index in range(PAGE_FEATURES_MAX // 2 + 1)}
+    big = {index: 1.0 for index in range(PAGE_FEATURES_MAX // 2)}
     for name in ("b1", "b2", "b3"):
         ledger.create_profile({"name": name, "steering": big})
     ledger.create_profile({"name": "b4", "steering": {1: 1.0}})
     project()
     first = read_model.list_profiles(limit=10)
-    assert [row.name for row in first.items] == ["b1", "b2"]  # b2 takes it past the bound: the page ends there
+    assert [row.name for row in first.items] == ["b1", "b2"]  # the bound exactly: b3 would pass it
     rest = read_model.list_profiles(limit=10, cursor=first.next_cursor)
     assert [row.name for row in rest.items] == ["b3", "b4"] and rest.next_cursor is None
