@@ -15,7 +15,9 @@ what makes the guarantee hold, and it is never lost.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +32,8 @@ from eventsourcing.persistence import RecordConflictError
 from ledger.domainmodel import LEDGER_NAMESPACE, AuditedEvent
 from ledger.errors import ConflictError, ValidationError
 from ledger.side_tables import SideTable
+
+log = logging.getLogger("ledger.idempotency")
 
 KEY_MAX = 255
 ANSWERS_KEPT_SECONDS = 24 * 3600
@@ -152,8 +156,12 @@ class Answers:
     with no database (the in-memory store), in a dict."""
 
     TABLE = "ledger_idempotency_answers"
+    SEAL = b"profile-ledger kept answer v1\x00"
 
-    def __init__(self, datastore: Any) -> None:
+    def __init__(self, datastore: Any, keys: Any = None) -> None:
+        self.keys = keys
+        """The log's signing keys: each kept answer is sealed with them (its body starts with the seal), and one
+        whose seal is not theirs (written or changed by the database's owner) is never replayed."""
         self.table = SideTable(
             datastore, self.TABLE,
             "id text PRIMARY KEY, fingerprint text NOT NULL, status integer NOT NULL, headers text NOT NULL, "
@@ -175,7 +183,19 @@ class Answers:
         )
         if row is None:
             return None
-        return Answer(row[0], int(row[1]), [(name, value) for name, value in json.loads(row[2])], bytes(row[3]))
+        sealed = bytes(row[3])
+        answer = Answer(row[0], int(row[1]), [(name, value) for name, value in json.loads(row[2])], sealed[32:])
+        if not hmac.compare_digest(sealed[:32], self._seal(claim, answer)):
+            log.error("the kept answer of idempotency claim %s is not the ledger's (changed outside it): not "
+                      "replayed", claim)
+            return None
+        return answer
+
+    def _seal(self, claim: UUID, answer: Answer) -> bytes:
+        if self.keys is None:
+            return bytes(32)
+        what = json.dumps([str(claim), answer.fingerprint, answer.status, answer.headers]).encode()
+        return self.keys.seal(self.SEAL, hashlib.sha256(what).digest() + answer.body)
 
     def put(self, claim: UUID, answer: Answer) -> None:
         now = time.time()
@@ -185,7 +205,8 @@ class Answers:
         statements = [(
             "INSERT INTO {table} (id, fingerprint, status, headers, body, recorded_at) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO NOTHING",
-            (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers), answer.body, now),
+            (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers),
+             self._seal(claim, answer) + answer.body, now),
         )]
         self._writes += 1
         if self._writes % 1000 == 1:

@@ -208,6 +208,9 @@ def _caught_up(worker: ProjectionWorker) -> dict[str, int]:
         time.sleep(SETTLED_S if settled else 0)
 
 
+REDEFINED = "its recorded definition is not this version's (the next start rebuilds it)"
+
+
 def compare_with_log(
     database: Database | str,
     names: Iterable[str] | None = None,
@@ -246,9 +249,8 @@ def compare_with_log(
         finally:
             for projection in comparable:
                 store.drop_tables(projection, REBUILD_SUFFIX)
-        return [compared.get(projection.name) or ReadModelComparison(
-            projection.name, 0, 0, not_compared="its recorded definition is not this version's (the next start "
-            "rebuilds it)") for projection in projections]
+        return [compared.get(projection.name) or ReadModelComparison(projection.name, 0, 0, not_compared=REDEFINED)
+                for projection in projections]
     finally:
         if collecting:
             gc.enable()

@@ -198,7 +198,7 @@ class Runtime:
         create_read_side(store, database, events.events_table)
         self.read_model = ReadModel(database, store=store, log=events)
         self.rebuilds = RebuildJobs(database, self.ledger.recorder.datastore, store.parked_counts)
-        self.answers = Answers(self.ledger.recorder.datastore)
+        self.answers = Answers(self.ledger.recorder.datastore, self.ledger.mapper.keys)  # type: ignore[attr-defined]
         self.progress = ReadSideProgress(
             self.read_model.positions, poll_seconds=PROGRESS_POLL["postgres" if database.is_postgres else "sqlite"]
         )

@@ -123,7 +123,7 @@ def _compare_read_models(report: VerifyReport) -> VerifyReport:
     """The passing report, or one that fails with ``read_model_altered`` and the first read-model row that differs
     from what the verified log makes of it, or with ``read_model_not_compared`` when one could not be compared (its
     recorded definition is not this version's: an upgrade not yet started, or a row edited to hide edited rows)."""
-    from projections.runner import compare_with_log
+    from projections.runner import REDEFINED, compare_with_log
     from projections.schema import hold_rebuild_lock
 
     try:
@@ -137,8 +137,10 @@ def _compare_read_models(report: VerifyReport) -> VerifyReport:
         typer.echo(f"note: the read models were not compared with the log (that needs its signing key): "
                    f"{error.message}", err=True)
         return report
+    for passed in (c for c in comparisons if c.not_compared and c.not_compared != REDEFINED):
+        typer.echo(f"note: read model {passed.projection} not compared ({passed.not_compared})", err=True)
     altered = [c.difference for c in comparisons if c.difference is not None]
-    skipped = [c for c in comparisons if c.not_compared]
+    skipped = [c for c in comparisons if c.not_compared == REDEFINED]
     if not altered and skipped:  # an edited definition row would hide edited rows: unverified is not verified
         return replace(report, ok=False, problem="read_model_not_compared", detail=plain(
             "; ".join(f"read model {c.projection} was not compared: {c.not_compared}" for c in skipped)

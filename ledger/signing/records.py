@@ -237,6 +237,14 @@ class SigningKeys(PublicKeyCheck):
         return (f"the log was changed outside the ledger: no genuine signed head covers its end at position "
                 f"{end.position} ({last}); nothing more is recorded until it is restored: run `ledger verify`")
 
+    def seal(self, context: bytes, message: bytes) -> bytes:
+        """A keyed digest (HMAC-SHA-256) of ``message`` for ``context``: what is kept beside the log (not in it)
+        carries one, so that a row written there without this key is known for what it is."""
+        self._load(create=True)
+        mac = self._keyed_hmac.copy()
+        mac.update(context + message)
+        return mac.digest()
+
     def _mac(self, magic: bytes, digest: bytes, index_and_count: bytes, signature: bytes) -> bytes:
         mac = self._keyed_hmac.copy()
         mac.update(b"".join((b"" if magic == MAGIC_V1 else magic, digest, index_and_count, signature)))

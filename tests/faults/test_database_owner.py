@@ -33,6 +33,7 @@ from ledger.application import ProfileLedger
 from ledger.chain import GENESIS, event_digest, next_link
 from ledger.domainmodel import Profile
 from ledger.errors import TamperedRecordError
+from ledger.idempotency import Answers, claim_id
 from ledger.settings import Database
 from ledger.signing import HEADER_SIZE
 from ledger.tokens import TokenService
@@ -713,3 +714,24 @@ def test_a_token_whose_revocation_was_removed_before_a_running_server_met_it_is_
                    httpx.put(f"{server.base_url}/api/profiles/later", headers=victim, json={"description": "mine"})):
         assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text  # before: 200
     assert "the log was tampered with" in server.output()
+
+
+def test_a_kept_answer_changed_or_planted_by_the_owner_is_never_replayed(database_url):
+    owner = Owner(database_url)
+    with make_client(database_url) as client:
+        body = {"name": "calm", "steering": {"1": 1.0}}
+        assert client.post("/api/profiles", json=body, headers={"Idempotency-Key": "used"}).status_code == 201
+        (genuine,) = owner.run(f"SELECT id FROM {Answers.TABLE}", triggers=True)
+        planted = str(claim_id("anonymous", "not used yet"))  # the genuine answer copied under another key
+        owner.run(f"INSERT INTO {Answers.TABLE} (id, fingerprint, status, headers, body, recorded_at) SELECT ?, "
+                  f"fingerprint, status, headers, body, recorded_at FROM {Answers.TABLE} WHERE id = ?",
+                  (planted, genuine[0]), triggers=True)
+        forged = json.dumps([["content-type", "application/json"], ["set-cookie", "ledger_console_token=evil"]])
+        owner.run(f"UPDATE {Answers.TABLE} SET headers = ? WHERE id = ?", (forged, genuine[0]), triggers=True)
+
+        again = client.post("/api/profiles", json=body, headers={"Idempotency-Key": "used"})
+        assert again.status_code == 409 and again.json()["error"] == "idempotency_key_in_use", again.text
+        assert "set-cookie" not in again.headers  # before: 201, replayed with the owner's headers
+        ran = client.post("/api/profiles", json=body, headers={"Idempotency-Key": "not used yet"})
+        assert "Idempotent-Replayed" not in ran.headers  # before: the copied answer, replayed for a command never run
+        assert ran.status_code == 409 and ran.json()["error"] == "profile_name_taken", ran.text  # it ran, and found
