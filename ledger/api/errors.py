@@ -25,6 +25,7 @@ import sys
 from dataclasses import replace
 from collections.abc import Iterable
 from typing import Any
+from uuid import UUID
 
 import msgspec
 from litestar import Request, Response
@@ -272,6 +273,29 @@ def _from_the_scheduler(exc: Exception) -> Exception:
     return exc
 
 
+_PATH_KINDS = {UUID: "a UUID", int: "an integer"}
+
+
+def _unparsed_path_parameter(request: Request[Any, Any, Any]) -> tuple[str, str, str]:
+    """The typed path parameter of the request's route that its path does not give as that type: its name, what
+    it must be, and what was given."""
+    segments = request.url.path.split("/")
+    for route in request.app.routes:
+        template = route.path_format.split("/")
+        given = {part[1:-1]: segment for part, segment in zip(template, segments) if part.startswith("{")}
+        if len(template) != len(segments) or any(part != segment for part, segment in zip(template, segments)
+                                                 if not part.startswith("{")):
+            continue
+        for name, value in given.items():
+            definition = route.path_parameters[name]
+            try:
+                if definition.parser is not None:
+                    definition.parser(value)
+            except ValueError:
+                return name, _PATH_KINDS.get(definition.type, definition.type.__name__), value
+    return "path", "a path this API serves", request.url.path
+
+
 def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     exc = _from_the_scheduler(exc)
     if isinstance(exc, LedgerError):
@@ -306,7 +330,9 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     cause = exc.__cause__
     if isinstance(exc, NotFoundException) and isinstance(cause, ValueError) and not isinstance(cause, HTTPException):
         # the router found the route but could not parse a path parameter as its type
-        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request", f"malformed path parameter: {cause}")
+        name, kind, given = _unparsed_path_parameter(request)
+        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "invalid_request",
+                              f"{name} must be {kind} (got {given[:80]!r})", field=name)
     if isinstance(exc, HTTPException):
         status = exc.status_code
         if status == HTTP_400_BAD_REQUEST:  # Litestar's, for a request it cannot read (a broken multipart form)

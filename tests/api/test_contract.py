@@ -390,3 +390,15 @@ def test_every_refused_query_argument_is_named_in_field(client):
     assert assert_error(client.get("/api/events", params={"cursor": "x"}), 422, "invalid_cursor")["field"] == "cursor"
     versions = f"/api/profiles/{profile['id']}/versions"
     assert assert_error(client.get(versions, params={"cursor": "x"}), 422, "invalid_cursor")["field"] == "cursor"
+
+
+def test_a_path_parameter_of_the_wrong_type_is_named_in_field_in_the_apis_words(client):
+    versions = f"/api/profiles/{create(client, 'typed')['id']}/versions"
+    for method, path, field, kind in (("GET", "/api/executions/not-a-uuid", "execution_id", "a UUID"),
+                                      ("GET", "/api/executions/{1}/spec", "execution_id", "a UUID"),
+                                      ("POST", "/api/executions/nope/replay", "execution_id", "a UUID"),
+                                      ("DELETE", "/api/tokens/x", "token_id", "a UUID"),
+                                      ("GET", f"{versions}/abc", "version", "an integer")):
+        refused = assert_error(client.request(method, path), 422, "invalid_request")
+        assert refused["field"] == field and refused["detail"].startswith(f"{field} must be {kind} (got "), refused
+        assert "literal" not in refused["detail"] and "hexadecimal" not in refused["detail"]  # before: Python's
