@@ -107,10 +107,15 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
     return completion_from(data), form.get("compare") == "on"
 
 
-def _choices(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The profiles the form offers, and the active one."""
+def _choices(request: Request[Any, Any, Any], wanted: str | None = None) -> dict[str, Any]:
+    """The profiles the form offers (the first of them by name, and ``wanted``, an id or a name, wherever it
+    sorts), and the active one."""
     reads = runtime_of(request).read_model
-    return {"profiles": list(reads.list_profiles(limit=PROFILES_OFFERED).items), "active": reads.active_profile()}
+    profiles = list(reads.list_profiles(limit=PROFILES_OFFERED).items)
+    if wanted and not any(wanted in (str(p.id), p.name) for p in profiles):
+        found = reads.get_profile(wanted) or reads.get_profile_by_name(wanted)
+        profiles += [found] if found is not None else []
+    return {"profiles": profiles, "active": reads.active_profile()}
 
 
 class PlaygroundPages(Controller):
@@ -123,7 +128,7 @@ class PlaygroundPages(Controller):
             "playground.html.j2",
             form={**DEFAULTS, "profile": profile or ""},
             model_loaded=runtime_of(request).generation is not None,
-            **_choices(request),
+            **_choices(request, profile),
         )
 
     @post("/", name="console:run", middleware=[watch_for_departure])  # a browser gone: its run leaves the batch
@@ -131,7 +136,7 @@ class PlaygroundPages(Controller):
         generation = generation_of(runtime_of(request))
         completion, compare = completion_of(form)
         context = command_context(request)
-        choices = await anyio.to_thread.run_sync(_choices, request)
+        choices = await anyio.to_thread.run_sync(_choices, request, form.get("profile"))
         # as the API's answer carries them: the profile targets another model, SAE or layer (an impossible one is
         # refused here, before anything runs); resolving the profile reads the store
         warnings = await anyio.to_thread.run_sync(generation.request_warnings, completion)

@@ -32,6 +32,7 @@ SECURITY_HEADERS = [
     ResponseHeader(name="X-Frame-Options", value="DENY"),
     ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
     ResponseHeader(name="Referrer-Policy", value="same-origin"),
+    ResponseHeader(name="Cache-Control", value="no-store"),  # a page signed out of is not one Back press away
 ]
 
 

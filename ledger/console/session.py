@@ -26,7 +26,7 @@ from litestar.types import Receive, Scope, Send
 
 from ledger.access import ROLES, role_allows
 from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
-from ledger.values import REASON_MAX, actor_name
+from ledger.values import actor_name
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError
@@ -149,5 +149,5 @@ def command_context(connection: ASGIConnection[Any, Any, Any, Any], reason: str 
     """The actor (the token's name, or in open mode the name given at sign-in), the reason and the request."""
     viewer = viewer_of(connection)
     actor = viewer.name if viewer is not None else "anonymous"
-    reason = (reason or "").strip()[:REASON_MAX] or None
+    reason = (reason or "").strip() or None  # (one past REASON_MAX is refused, as the API refuses it)
     return CommandContext(actor=actor, reason=reason, correlation_id=correlation_id(connection.scope))

@@ -35,7 +35,7 @@ def section(page: str, heading_id: str) -> str:
 
 def fact(spec: str, name: str) -> str:
     """What the spec card says under ``name`` (Description, Tags, …)."""
-    return html.unescape(re.search(rf"<dt>{name}</dt><dd>(.*?)</dd>", spec, re.S).group(1))
+    return html.unescape(re.search(rf"<dt>{name}</dt><dd[^>]*>(.*?)</dd>", spec, re.S).group(1))
 
 
 def edit_form(console: TestClient[Litestar], profile_id: str) -> dict[str, str]:
@@ -131,3 +131,30 @@ def test_an_order_the_profiles_list_does_not_know_is_a_422_page_as_the_api_answe
     assert "invalid_request" in shown.text
     for order in ("name", "updated"):
         assert console.get("/", params={"sort": order}, headers=HTML).status_code == 200
+
+
+def test_a_page_shows_what_the_api_holds_and_a_signed_out_one_is_not_kept_by_the_browser(console):
+    made = console.post("/api/profiles", json={
+        "name": "wide", "description": "line one\nline  two", "metadata": {"owner": "<alice>"},
+        "steering": {str(index): 1.0 + index for index in range(100)}}).json()
+    page = console.get(f"/profiles/{made['id']}", headers=HTML)
+    assert page.headers["cache-control"] == "no-store"  # before: none; Back after signing out showed it
+    spec = section(page.text, "spec-heading")
+    assert fact(spec, "Metadata") == '<code>{"owner": "\\u003calice\\u003e"}</code>'  # before: not shown at all
+    assert 'class="text">line one\nline  two' in spec  # its white space kept, as in the diff's cells
+    assert "The 64 strongest of 100 features" in spec  # before: 64 rows, and no word of the other 36
+
+    position = console.get("/api/events").json()["events"][-1]["position"]
+    too_long = console.post(f"/profiles/{made['id']}/activate", headers=HTML, data={
+        "_csrf_token": csrf_token(console), "reason": "x" * 1001})
+    assert too_long.status_code == 422 and "reason must be at most 1000 characters" in too_long.text
+    assert console.get("/api/events").json()["events"][-1]["position"] == position  # before: activated, reason cut
+
+
+def test_the_playground_offers_the_profile_it_was_asked_for_wherever_it_sorts(console):
+    for number in range(201):
+        console.post("/api/profiles", json={"name": f"a{number:03d}"})
+    late = console.post("/api/profiles", json={"name": "zz late"}).json()
+    for asked in (late["id"], "zz late"):
+        page = console.get("/playground", params={"profile": asked}, headers=HTML).text
+        assert f'<option value="{late["id"]}" selected>zz late (v1)</option>' in page, asked

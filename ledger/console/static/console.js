@@ -11,3 +11,9 @@ document.addEventListener("htmx:responseError", function (event) {
   p.textContent = text;
   box.replaceChildren(p);
 });
+
+// A new request clears what the last one's error said.
+document.addEventListener("htmx:beforeRequest", function () {
+  var box = document.getElementById("errors");
+  if (box) box.replaceChildren();
+});
