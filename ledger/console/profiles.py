@@ -352,9 +352,8 @@ class ProfilePages(Controller):
     async def delete(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
         pid = await resolved(runtime_of(request), profile_id)
         with_executions = form.get("delete_executions") == "on"
-        await run(
-            request, form.get("reason"), lambda ledger: ledger.delete_profile(pid, delete_executions=with_executions)
-        )
+        await run(request, form.get("reason"), lambda ledger: ledger.delete_profile(  # not one changed since shown
+            pid, delete_executions=with_executions, **expected_versions(form)))
         return see_other("/")
 
     @post("/profiles/{profile_id:str}/restore", name="console:restore", opt=requires("admin"))

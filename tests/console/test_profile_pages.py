@@ -158,3 +158,14 @@ def test_the_playground_offers_the_profile_it_was_asked_for_wherever_it_sorts(co
     for asked in (late["id"], "zz late"):
         page = console.get("/playground", params={"profile": asked}, headers=HTML).text
         assert f'<option value="{late["id"]}" selected>zz late (v1)</option>' in page, asked
+
+
+def test_a_delete_from_a_page_shown_before_a_change_is_refused_as_a_stale_edit_is(console):
+    made = console.post("/api/profiles", json={"name": "kept", "steering": {"1": 1.0}}).json()
+    page = console.get(f"/profiles/{made['id']}", headers=HTML).text
+    form = page[page.index(f'action="/profiles/{made["id"]}/delete"'):]
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form[:form.index("</form>")]))
+    console.put(f"/api/profiles/{made['id']}", json={"steering": {"1": 5.0}})  # another tab's change
+    stale = console.post(f"/profiles/{made['id']}/delete", headers=HTML, data={**fields, "reason": "old"})
+    assert stale.status_code == 412 and "stale_version" in stale.text  # before: deleted, change unseen
+    assert console.get(f"/api/profiles/{made['id']}").json()["version"] == 2
