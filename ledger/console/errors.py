@@ -4,7 +4,7 @@ page (or, without a valid session, is sent to the sign-in form); any other clien
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from litestar import Request, Response
 
@@ -43,6 +43,14 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return secured(_error_answer(request, exc))
 
 
+def _profile_page(path: str) -> str | None:
+    """The page of the profile a refused form or page was about (its address as the browser sent it), if any."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "profiles" and parts[2]:
+        return "/profiles/" + quote(unquote(parts[2]), safe="")
+    return None
+
+
 def _error_answer(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     answer = handle_exception(request, exc)
     if not wants_html(request):
@@ -60,6 +68,7 @@ def _error_answer(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         status=answer.status_code,
         error=body["error"],
         detail=body["detail"],
+        profile_page=_profile_page(request.url.path),
     )
     shown.headers.update({key: value for key, value in (answer.headers or {}).items() if key.lower() == "retry-after"})
     return shown

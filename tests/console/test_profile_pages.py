@@ -168,4 +168,5 @@ def test_a_delete_from_a_page_shown_before_a_change_is_refused_as_a_stale_edit_i
     console.put(f"/api/profiles/{made['id']}", json={"steering": {"1": 5.0}})  # another tab's change
     stale = console.post(f"/profiles/{made['id']}/delete", headers=HTML, data={**fields, "reason": "old"})
     assert stale.status_code == 412 and "stale_version" in stale.text  # before: deleted, change unseen
+    assert f'<a href="/profiles/{made["id"]}">Back to the profile, as it is now</a>' in stale.text
     assert console.get(f"/api/profiles/{made['id']}").json()["version"] == 2
