@@ -155,17 +155,17 @@ class Answers:
     """The answers of committed keyed commands, in a table beside the log (kept ``ANSWERS_KEPT_SECONDS``);
     with no database (the in-memory store), in a dict."""
 
-    TABLE = "ledger_idempotency_answers"
+    TABLE = "ledger_kept_answers"  # (``ledger_idempotency_answers`` held them unsealed: never read)
     SEAL = b"profile-ledger kept answer v1\x00"
 
     def __init__(self, datastore: Any, keys: Any = None) -> None:
         self.keys = keys
-        """The log's signing keys: each kept answer is sealed with them (its body starts with the seal), and one
-        whose seal is not theirs (written or changed by the database's owner) is never replayed."""
+        """The log's signing keys: each kept answer is sealed with them, and one whose seal is not theirs (written
+        or changed by the database's owner) is never replayed."""
         self.table = SideTable(
             datastore, self.TABLE,
             "id text PRIMARY KEY, fingerprint text NOT NULL, status integer NOT NULL, headers text NOT NULL, "
-            "body {blob} NOT NULL, recorded_at double precision NOT NULL",
+            "body {blob} NOT NULL, recorded_at double precision NOT NULL, seal {blob} NOT NULL",
         )
         self._memory: dict[str, tuple[Answer, float]] = {}
         self._writes = 0
@@ -179,22 +179,23 @@ class Answers:
             kept = self._memory.get(str(claim))
             return kept[0] if kept and kept[1] > oldest else None
         row = self.table.one(
-            "SELECT fingerprint, status, headers, body FROM {table} WHERE id = ? AND recorded_at > ?", (str(claim), oldest)
+            "SELECT fingerprint, status, headers, body, recorded_at, seal FROM {table} WHERE id = ? AND "
+            "recorded_at > ?", (str(claim), oldest)
         )
         if row is None:
             return None
-        sealed = bytes(row[3])
-        answer = Answer(row[0], int(row[1]), [(name, value) for name, value in json.loads(row[2])], sealed[32:])
-        if not hmac.compare_digest(sealed[:32], self._seal(claim, answer)):
+        answer = Answer(row[0], int(row[1]), [(name, value) for name, value in json.loads(row[2])], bytes(row[3]))
+        if not hmac.compare_digest(bytes(row[5]), self._seal(claim, answer, row[4])):
             log.error("the kept answer of idempotency claim %s is not the ledger's (changed outside it): not "
                       "replayed", claim)
             return None
         return answer
 
-    def _seal(self, claim: UUID, answer: Answer) -> bytes:
+    def _seal(self, claim: UUID, answer: Answer, recorded_at: float) -> bytes:
+        """Binds the answer to its claim and its time (so it is not kept past its day either)."""
         if self.keys is None:
-            return bytes(32)
-        what = json.dumps([str(claim), answer.fingerprint, answer.status, answer.headers]).encode()
+            return b""
+        what = json.dumps([str(claim), answer.fingerprint, answer.status, answer.headers, recorded_at]).encode()
         return self.keys.seal(self.SEAL, hashlib.sha256(what).digest() + answer.body)
 
     def put(self, claim: UUID, answer: Answer) -> None:
@@ -203,10 +204,10 @@ class Answers:
             self._memory[str(claim)] = (answer, now)
             return
         statements = [(
-            "INSERT INTO {table} (id, fingerprint, status, headers, body, recorded_at) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO NOTHING",
-            (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers),
-             self._seal(claim, answer) + answer.body, now),
+            "INSERT INTO {table} (id, fingerprint, status, headers, body, recorded_at, seal) VALUES (?, ?, ?, ?, ?, "
+            "?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(claim), answer.fingerprint, answer.status, json.dumps(answer.headers), answer.body, now,
+             self._seal(claim, answer, now)),
         )]
         self._writes += 1
         if self._writes % 1000 == 1:

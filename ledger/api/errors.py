@@ -279,7 +279,7 @@ _PATH_KINDS = {UUID: "a UUID", int: "an integer"}
 def _unparsed_path_parameter(request: Request[Any, Any, Any]) -> tuple[str, str, str]:
     """The typed path parameter of the request's route that its path does not give as that type: its name, what
     it must be, and what was given."""
-    segments = request.url.path.split("/")
+    segments = [""] + [segment for segment in request.url.path.split("/") if segment]  # as the router reads it
     for route in request.app.routes:
         template = route.path_format.split("/")
         given = {part[1:-1]: segment for part, segment in zip(template, segments) if part.startswith("{")}

@@ -82,7 +82,9 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     body = _as_compared(request.headers.get("content-type", ""), await request.body())
     request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
     kept = await anyio.to_thread.run_sync(runtime.answers.get, identity)
-    claimed = kept if kept is not None else await anyio.to_thread.run_sync(recorded, runtime.ledger, identity)
+    claimed = await anyio.to_thread.run_sync(recorded, runtime.ledger, identity)
+    if kept is not None and (claimed is None or claimed.fingerprint != kept.fingerprint):
+        kept = None  # sealed, but not for a command this log recorded (a copy of another database's, say)
     if claimed is not None and claimed.fingerprint != request_print:
         raise IdempotencyKeyReusedError(
             "this Idempotency-Key was used for a different request; use a new key", field="Idempotency-Key"

@@ -4,7 +4,7 @@ page (or, without a valid session, is sent to the sign-in form); any other clien
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from litestar import Request, Response
 
@@ -45,9 +45,9 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 def _profile_page(path: str) -> str | None:
     """The page of the profile a refused form or page was about (its address as the browser sent it), if any."""
-    parts = path.split("/")
+    parts = path.split("/")  # (decoded once, as the router read it: quoted again, it names the same profile)
     if len(parts) > 3 and parts[1] == "profiles" and parts[2]:
-        return "/profiles/" + quote(unquote(parts[2]), safe="")
+        return "/profiles/" + quote(parts[2], safe="")
     return None
 
 

@@ -109,13 +109,13 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
 
 def _choices(request: Request[Any, Any, Any], wanted: str | None = None) -> dict[str, Any]:
     """The profiles the form offers (the first of them by name, and ``wanted``, an id or a name, wherever it
-    sorts), and the active one."""
+    sorts), the one of them chosen (``wanted``'s id), and the active one."""
     reads = runtime_of(request).read_model
     profiles = list(reads.list_profiles(limit=PROFILES_OFFERED).items)
-    if wanted and not any(wanted in (str(p.id), p.name) for p in profiles):
-        found = reads.get_profile(wanted) or reads.get_profile_by_name(wanted)
-        profiles += [found] if found is not None else []
-    return {"profiles": profiles, "active": reads.active_profile()}
+    found = (reads.get_profile(wanted) or reads.get_profile_by_name(wanted)) if wanted else None
+    if found is not None and all(offered.id != found.id for offered in profiles):
+        profiles.append(found)
+    return {"profiles": profiles, "chosen": str(found.id) if found else "", "active": reads.active_profile()}
 
 
 class PlaygroundPages(Controller):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,11 @@ def secured(response: Response[Any]) -> Response[Any]:
     return response
 
 
+def as_json(value: Any) -> str:
+    """A value as the API's JSON writes it (its keys in their order, its text as written; escaped as any text)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def when(moment: datetime | None) -> str:
     """A time as the console shows it: UTC, to the second."""
     if moment is None:
@@ -61,7 +68,7 @@ def query(params: dict[str, Any], **changes: Any) -> str:
 
 def _configure(engine: JinjaTemplateEngine) -> None:
     environment: Environment = engine.engine
-    environment.filters.update(when=when, short=short, number=number)
+    environment.filters.update(when=when, short=short, number=number, json=as_json)
     environment.globals.update(query=query, format_labels=format_labels, NAME_MAX=NAME_MAX)
     environment.trim_blocks = environment.lstrip_blocks = True
 

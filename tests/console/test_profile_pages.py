@@ -140,7 +140,7 @@ def test_a_page_shows_what_the_api_holds_and_a_signed_out_one_is_not_kept_by_the
     page = console.get(f"/profiles/{made['id']}", headers=HTML)
     assert page.headers["cache-control"] == "no-store"  # before: none; Back after signing out showed it
     spec = section(page.text, "spec-heading")
-    assert fact(spec, "Metadata") == '<code>{"owner": "\\u003calice\\u003e"}</code>'  # before: not shown at all
+    assert fact(spec, "Metadata") == '<code>{"owner": "<alice>"}</code>'  # before: not shown at all
     assert 'class="text">line one\nline  two' in spec  # its white space kept, as in the diff's cells
     assert "The 64 strongest of 100 features" in spec  # before: 64 rows, and no word of the other 36
 
@@ -155,9 +155,12 @@ def test_the_playground_offers_the_profile_it_was_asked_for_wherever_it_sorts(co
     for number in range(201):
         console.post("/api/profiles", json={"name": f"a{number:03d}"})
     late = console.post("/api/profiles", json={"name": "zz late"}).json()
-    for asked in (late["id"], "zz late"):
+    for asked in (late["id"], "zz late", " ZZ Late ", late["id"].upper()):
         page = console.get("/playground", params={"profile": asked}, headers=HTML).text
         assert f'<option value="{late["id"]}" selected>zz late (v1)</option>' in page, asked
+        assert page.count(f'<option value="{late["id"]}"') == 1, asked
+    first = console.get("/playground", params={"profile": "A000"}, headers=HTML).text  # one already offered
+    assert first.count('selected>a000 (v1)</option>') == 1 and first.count(">a000 (v1)</option>") == 1
 
 
 def test_a_delete_from_a_page_shown_before_a_change_is_refused_as_a_stale_edit_is(console):

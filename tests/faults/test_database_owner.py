@@ -723,8 +723,8 @@ def test_a_kept_answer_changed_or_planted_by_the_owner_is_never_replayed(databas
         assert client.post("/api/profiles", json=body, headers={"Idempotency-Key": "used"}).status_code == 201
         (genuine,) = owner.run(f"SELECT id FROM {Answers.TABLE}", triggers=True)
         planted = str(claim_id("anonymous", "not used yet"))  # the genuine answer copied under another key
-        owner.run(f"INSERT INTO {Answers.TABLE} (id, fingerprint, status, headers, body, recorded_at) SELECT ?, "
-                  f"fingerprint, status, headers, body, recorded_at FROM {Answers.TABLE} WHERE id = ?",
+        owner.run(f"INSERT INTO {Answers.TABLE} (id, fingerprint, status, headers, body, recorded_at, seal) SELECT "
+                  f"?, fingerprint, status, headers, body, recorded_at, seal FROM {Answers.TABLE} WHERE id = ?",
                   (planted, genuine[0]), triggers=True)
         forged = json.dumps([["content-type", "application/json"], ["set-cookie", "ledger_console_token=evil"]])
         owner.run(f"UPDATE {Answers.TABLE} SET headers = ? WHERE id = ?", (forged, genuine[0]), triggers=True)
@@ -735,3 +735,9 @@ def test_a_kept_answer_changed_or_planted_by_the_owner_is_never_replayed(databas
         ran = client.post("/api/profiles", json=body, headers={"Idempotency-Key": "not used yet"})
         assert "Idempotent-Replayed" not in ran.headers  # before: the copied answer, replayed for a command never run
         assert ran.status_code == 409 and ran.json()["error"] == "profile_name_taken", ran.text  # it ran, and found
+        aged = {"name": "aged"}
+        assert client.post("/api/profiles", json=aged, headers={"Idempotency-Key": "aged"}).status_code == 201
+        owner.run(f"UPDATE {Answers.TABLE} SET recorded_at = recorded_at + 1 WHERE id = ?",
+                  (str(claim_id("anonymous", "aged")),), triggers=True)  # kept past its day, so to speak
+        kept_longer = client.post("/api/profiles", json=aged, headers={"Idempotency-Key": "aged"})
+        assert kept_longer.status_code == 409 and "Idempotent-Replayed" not in kept_longer.headers
