@@ -199,7 +199,7 @@ class Answers:
         return self.keys.seal(self.SEAL, hashlib.sha256(what).digest() + answer.body)
 
     def put(self, claim: UUID, answer: Answer) -> None:
-        now = time.time()
+        now = round(time.time(), 3)  # 13 digits: read back exactly, however few digits the database prints
         if not self.table.available:
             self._memory[str(claim)] = (answer, now)
             return

@@ -228,17 +228,18 @@ async def _answer_of_a_concurrent_twin(
 ) -> tuple[int, list[tuple[str, str]], bytes] | LedgerError | None:
     """The kept answer, as status, headers and body, when another request with this key committed while this one
     failed; or the error to answer: that request was another (422), or its answer is not kept yet (409)."""
-    if await anyio.to_thread.run_sync(recorded, runtime.ledger, claim.id) is None:
+    twin = await anyio.to_thread.run_sync(recorded, runtime.ledger, claim.id)
+    if twin is None:
         return None
+    if twin.fingerprint != claim.fingerprint:
+        return IdempotencyKeyReusedError("this Idempotency-Key was used for a different request meanwhile; use a new "
+                                         "key", field="Idempotency-Key")
     for _ in range(20):  # its answer is kept just after its commit
         kept = await anyio.to_thread.run_sync(runtime.answers.get, claim.id)
         if kept is not None:
             break
         await anyio.sleep(0.05)
-    if kept is not None and kept.fingerprint != claim.fingerprint:
-        return IdempotencyKeyReusedError("this Idempotency-Key was used for a different request meanwhile; use a new "
-                                         "key", field="Idempotency-Key")
-    if kept is None:
+    if kept is None or kept.fingerprint != twin.fingerprint:  # (sealed, but not the recorded command's)
         in_use = IdempotencyKeyInUseError("a request with this Idempotency-Key was recorded meanwhile; retry in a "
                                           "moment to get its answer")
         in_use.retry_after_s = 1

@@ -232,3 +232,17 @@ def test_concurrent_twins_of_one_keyed_update_all_get_the_answer_of_the_one_that
             changed = [body for status, body in answers if status == 200]
             assert all(status in (200, 409) for status, _ in answers), answers
             assert changed and all(body == changed[0] and body["changed"] is True for body in changed), answers
+
+
+@pytest.mark.postgres
+def test_a_kept_answer_is_replayed_however_few_digits_the_database_prints_its_time_with(postgres_url):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET extra_float_digits = 0')  # 15 significant digits
+    with make_client(postgres_url) as client:
+        first = client.post("/api/profiles", json={"name": "digits"}, headers=keyed("digits"))
+        again = client.post("/api/profiles", json={"name": "digits"}, headers=keyed("digits"))
+        assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true", again.text
+        assert again.json() == first.json()
