@@ -13,6 +13,8 @@ reads the events after its last snapshot, not every activation ever made). API t
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import logging
 import random
@@ -123,7 +125,12 @@ class ProfileLedger(Application[UUID]):
     is_snapshotting_enabled = True  # the snapshot store; save() decides when to take one
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        super().__init__(env=env)
+        try:
+            super().__init__(env=env)
+        except BaseException:  # (a database away as it starts): its pool closed here, not by the garbage collector
+            with contextlib.suppress(AttributeError):  # ... in one of the pool's own threads, which cannot join itself
+                self.close()
+            raise
         self.snapshot_interval = number_setting(self.env, SNAPSHOT_INTERVAL_ENV, SNAPSHOT_INTERVAL, minimum=0)
         self._listeners: list[Callable[[int], None]] = []
         self._name_keys_current = False
