@@ -241,8 +241,9 @@ def test_more_generations_than_the_loops_worker_threads_share_one_batch_while_re
         running.stop()
 
 
-def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_recorded(
-        long_context_model_dir, sae_dir, sqlite_url):
+def secured_server(model_dir: Path, sae_dir: Path, sqlite_url: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A server with tokens on, generating with the long-context model, and two tokens made with the installed
+    ``ledger``: an editor's (to be revoked) and an admin's."""
     def cli(*args: str) -> dict[str, Any]:
         ledger = str(Path(sys.executable).with_name("ledger"))
         done = subprocess.run([ledger, "--database", sqlite_url, *args, "--json"], capture_output=True, text=True,
@@ -252,9 +253,13 @@ def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_
 
     editor, admin = cli("tokens", "create", "--name", "leaked", "--role", "editor"), cli(
         "tokens", "create", "--name", "ops", "--role", "admin")
-    engine = SteeringEngine(load_model(long_context_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
-                            sae_id="tiny-sae")
-    running = start_server(sqlite_url, engine=engine, auth=True)
+    engine = SteeringEngine(load_model(model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny", sae_id="tiny-sae")
+    return start_server(sqlite_url, engine=engine, auth=True), editor, admin
+
+
+def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_recorded(
+        long_context_model_dir, sae_dir, sqlite_url):
+    running, editor, admin = secured_server(long_context_model_dir, sae_dir, sqlite_url)
     try:
         url, as_editor = running.base_url, {"Authorization": f"Bearer {editor['token']}"}
         body = {"messages": messages(3), "seed": 0, "temperature": 0.0, "max_tokens": 4000, "stream": True}
@@ -283,18 +288,7 @@ def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_
 
 def test_a_whole_answer_stops_soon_after_its_token_is_revoked_and_is_not_handed_over(
         long_context_model_dir, sae_dir, sqlite_url):
-    def cli(*args: str) -> dict[str, Any]:
-        ledger = str(Path(sys.executable).with_name("ledger"))
-        done = subprocess.run([ledger, "--database", sqlite_url, *args, "--json"], capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    editor, admin = cli("tokens", "create", "--name", "leaked", "--role", "editor"), cli(
-        "tokens", "create", "--name", "ops", "--role", "admin")
-    engine = SteeringEngine(load_model(long_context_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
-                            sae_id="tiny-sae")
-    running = start_server(sqlite_url, engine=engine, auth=True)
+    running, editor, admin = secured_server(long_context_model_dir, sae_dir, sqlite_url)
     try:
         url, as_admin = running.base_url, {"Authorization": f"Bearer {admin['token']}"}
         body = {"messages": messages(3), "seed": 0, "temperature": 0.0, "max_tokens": 4000}
