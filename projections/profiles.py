@@ -185,7 +185,8 @@ class ProfileQueries(Queries):
         products = [product.strip() for product in (products or []) if product and product.strip()]
         if products:
             where.append(self._labels_filter("products", products, "any", params))
-        for word, (in_names, in_descriptions) in enumerate(_search_terms(search or "")):
+        terms = _search_terms(search or "")
+        for word, (in_names, in_descriptions) in enumerate(terms):
             params[f"name_pattern{word}"] = _like_pattern(in_names)
             params[f"pattern{word}"] = _like_pattern(in_descriptions)
             where.append(f"(name_search LIKE :name_pattern{word} ESCAPE '\\' "
@@ -198,7 +199,7 @@ class ProfileQueries(Queries):
             where = [f"((({' AND '.join(where)}) AND id <> :pinned){' OR id = :pinned' if shown else ''})"]
         listing = cursors.listing("profiles", sort=sort, tags=sorted(set(tags)),
                                   all_tags=len(set(tags)) > 1 and tags_match == "all", products=sorted(set(products)),
-                                  search=sorted(set(_search_terms(search or ""))))  # (words match in any order)
+                                  search=sorted(set(terms)))  # (words match in any order)
         if cursor is not None:
             k0, k1 = cursors.decode(cursor, listing, (str, str))
             try:
