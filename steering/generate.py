@@ -52,6 +52,7 @@ class GenerationRequest:
     steering: SteeringVector | None = None
     ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks)
     within_context: bool = False  # refuse a prompt that leaves fewer than `max_tokens` positions (else: stop there)
+    actor: str = ""  # who asked: the scheduler shares rows and queue places fairly between actors
 
 
 @dataclass(frozen=True)

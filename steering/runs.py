@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from uuid import UUID
 
-from ledger.domainmodel import DELETED_PROFILE
+from ledger.domainmodel import DELETED_PROFILE, command_context
 from ledger.errors import ContextLengthExceededError, ProfileIncompatibleError, ProfileNotFoundError, ValidationError
 from ledger.idempotency import IdempotencyKeyInUseError, claiming
 from ledger.outages import is_database_unavailable
@@ -320,6 +320,7 @@ class GenerationService:
             stop=tuple(completion.stop),
             steering=steering,
             within_context=completion.within_context,
+            actor=command_context.get().actor,
         )
 
     def _record_unread(

@@ -5,6 +5,12 @@ while fewer than `max_batch` rows run, and drops rows whose caller went away. Th
 `max_queue` requests; beyond that `submit` raises SchedulerFullError at once (the API answers 503 with
 Retry-After), so load never piles up without bound. Results are handed over through Futures and per-request
 event queues; nothing else (recording, HTTP) runs on the step thread.
+
+Rows and places are shared fairly between actors (a request's ``actor``: who asked). A free row goes to the
+waiting request of the actor that holds the fewest rows (the oldest of its requests), not to the oldest request.
+When every row and place is taken, a request whose actor holds at least two fewer than another actor with
+requests waiting takes the newest waiting place of that actor, which is refused as a full queue refuses (it ran
+nothing). So one actor cannot shut the others out by sending more.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import math
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
@@ -43,9 +49,10 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 class SchedulerFullError(SteeringError, RuntimeError):
     """The queue is full: the request was refused without running."""
 
-    def __init__(self, running: int, waiting: int, retry_after_s: int) -> None:
-        super().__init__(f"the generation queue is full ({running} requests running, {waiting} waiting for a place); "
-                         f"retry in {retry_after_s} s")
+    def __init__(self, running: int, waiting: int, retry_after_s: int, gave_way: bool = False) -> None:
+        why = "; this request waited, and gave its place to one from an actor with fewer" if gave_way else ""
+        super().__init__(f"the generation queue is full ({running} requests running, {waiting} waiting for a place)"
+                         f"{why}; retry in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
 
@@ -175,15 +182,33 @@ class Scheduler:
             if self._closed:
                 raise EngineClosedError("the engine is closed")
             running, queued = self._rows_and_queue()
+            ousted = None
             if running >= self.max_batch and queued >= self.max_queue:
                 self._refused += 1
-                raise SchedulerFullError(running, queued, self._retry_after())
+                ousted = self._place_to_give_up(request.actor)
+                if ousted is None:
+                    raise SchedulerFullError(running, queued, self._retry_after())
+                self._waiting.remove(ousted)
+                refusal = SchedulerFullError(running, queued, self._retry_after(), gave_way=True)
             self._waiting.append(ticket)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="steering-scheduler", daemon=True)
                 self._thread.start()
             self._condition.notify()
+        if ousted is not None:
+            ousted.answer(refusal)
         return ticket
+
+    def _place_to_give_up(self, actor: str) -> Ticket | None:
+        """When all is taken: the newest waiting request of the actor holding the most (rows and places), if it
+        holds at least two more than ``actor`` (so the two never trade places back and forth); else None.
+        (Call with the condition held.)"""
+        held = Counter(ticket.row.request.actor for ticket in itertools.chain(self._running, self._waiting))
+        waiting = {ticket.row.request.actor for ticket in self._waiting}
+        most = max(waiting, key=held.__getitem__, default=None)
+        if most is None or held[most] < held[actor] + 2:
+            return None
+        return next(ticket for ticket in reversed(self._waiting) if ticket.row.request.actor == most)
 
     def _rows_and_queue(self) -> tuple[int, int]:
         """How many requests hold a row and how many wait for one; a waiting request for which a row is free is
@@ -266,7 +291,9 @@ class Scheduler:
 
     def _admit(self) -> None:
         while self._waiting and len(self._running) < self.max_batch:
-            ticket = self._waiting.popleft()
+            rows = Counter(ticket.row.request.actor for ticket in self._running)
+            ticket = min(self._waiting, key=lambda waiting: rows[waiting.row.request.actor])  # the first of the least
+            self._waiting.remove(ticket)
             if not ticket.future.set_running_or_notify_cancel():
                 self._cancelled += 1
                 continue

@@ -241,7 +241,8 @@ def test_more_generations_than_the_loops_worker_threads_share_one_batch_while_re
         running.stop()
 
 
-def secured_server(model_dir: Path, sae_dir: Path, sqlite_url: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def secured_server(model_dir: Path, sae_dir: Path, sqlite_url: str, **limits: int
+                   ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """A server with tokens on, generating with the long-context model, and two tokens made with the installed
     ``ledger``: an editor's (to be revoked) and an admin's."""
     def cli(*args: str) -> dict[str, Any]:
@@ -253,7 +254,8 @@ def secured_server(model_dir: Path, sae_dir: Path, sqlite_url: str) -> tuple[Any
 
     editor, admin = cli("tokens", "create", "--name", "leaked", "--role", "editor"), cli(
         "tokens", "create", "--name", "ops", "--role", "admin")
-    engine = SteeringEngine(load_model(model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny", sae_id="tiny-sae")
+    engine = SteeringEngine(load_model(model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny", sae_id="tiny-sae",
+                            **limits)
     return start_server(sqlite_url, engine=engine, auth=True), editor, admin
 
 
@@ -308,5 +310,45 @@ def test_a_whole_answer_stops_soon_after_its_token_is_revoked_and_is_not_handed_
         runs = httpx.get(f"{url}/api/events", params={"type": "Execution.Recorded"}, headers=as_admin,
                          timeout=60).json()["events"]
         assert [run["data"]["status"] for run in runs] == ["partial"]  # what it ran is recorded
+    finally:
+        running.stop()
+
+
+def test_a_client_sending_more_cannot_shut_another_out_and_the_place_it_gives_up_records_nothing(
+        long_context_model_dir, sae_dir, sqlite_url):
+    running, greedy, modest = secured_server(long_context_model_dir, sae_dir, sqlite_url, max_batch=1, max_queue=1)
+    try:
+        url = running.base_url
+        as_greedy, as_modest = ({"Authorization": f"Bearer {token['token']}"} for token in (greedy, modest))
+        short = {"messages": messages(2), "max_tokens": 3}
+        answers: dict[str, httpx.Response] = {}
+
+        def ask(who: str, headers: dict[str, str]) -> threading.Thread:
+            asking = threading.Thread(target=lambda: answers.__setitem__(who, httpx.post(
+                f"{url}/v1/chat/completions", json=short, headers=headers, timeout=300)))
+            asking.start()
+            return asking
+
+        def scheduler() -> dict[str, Any]:
+            return httpx.get(f"{url}/api/steering/status", headers=as_modest, timeout=60).json()["scheduler"]
+
+        with httpx.Client(base_url=url, timeout=120, headers=as_greedy) as http:
+            body = {"messages": messages(3), "temperature": 0.0, "max_tokens": 4000, "stream": True}
+            with http.stream("POST", "/v1/chat/completions", json=body) as holding:
+                lines = holding.iter_lines()
+                next(line for line in lines if '"content":"' in line and '"content":""' not in line)  # the row
+                greedy_waiting = ask("greedy", as_greedy)
+                wait_until(lambda: scheduler()["queued"] == 1, 60, "greedy's second request in the only place")
+                head = httpx.get(f"{url}/ready").json()["log_position"]
+                assert_error(http.post("/v1/chat/completions", json=short), 503, "engine_busy")  # more: refused
+                modest_asking = ask("modest", as_modest)  # before: 503 engine_busy until greedy left
+                greedy_waiting.join(60)
+                gave_way = assert_error(answers["greedy"], 503, "engine_busy")
+                assert "gave its place" in gave_way["error"]["message"]
+                assert int(answers["greedy"].headers["Retry-After"]) >= 1
+                assert httpx.get(f"{url}/ready").json()["log_position"] == head, "nothing recorded for either"
+                assert modest_asking.is_alive() and scheduler()["queued"] == 1
+        modest_asking.join(60)  # greedy's stream ended: modest takes the row
+        assert answers["modest"].status_code == 200, answers["modest"].text
     finally:
         running.stop()

@@ -16,6 +16,8 @@ from steering.generate import Batch, GenerationRequest, generate, new_row
 from steering.hooks import SteeringVector
 from steering.scheduler import RequestCancelledError, Scheduler, SchedulerFullError
 
+from tests.waiting import wait_until
+
 from .conftest import D_MODEL, LAYER
 
 WORDS = "the quick brown fox jumps over a lazy dog while steering profiles change what models say".split()
@@ -236,3 +238,33 @@ def test_a_refusal_counts_as_waiting_only_the_requests_beyond_the_free_rows(load
     assert len(requests) == 4
     stats = scheduler.stats()  # the status and the metrics count them alike: never more waiting than the queue holds
     assert (stats.running, stats.queued) == (2, 2)  # was (0, 4)
+
+
+def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue(loaded) -> None:
+    """A free row goes to the actor holding the fewest; when all is taken, the actor holding the most gives up its
+    newest waiting place to one holding at least two fewer."""
+    scheduler = Scheduler(loaded, max_batch=2, max_queue=2)
+
+    def long(actor: str, seed: int) -> GenerationRequest:
+        return GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=seed, ignore_eos=True, actor=actor)
+
+    try:
+        greedy_rows = [scheduler.submit(long("greedy", seed), stream=True) for seed in range(2)]
+        streams = [ticket.deltas() for ticket in greedy_rows]
+        for stream in streams:
+            next(stream)  # both rows taken, decoding
+        greedy_waiting = [scheduler.submit(long("greedy", seed)) for seed in (2, 3)]  # every place taken
+        with pytest.raises(SchedulerFullError):
+            scheduler.submit(long("greedy", 4))  # asking for more is refused, as before
+        modest = scheduler.submit(long("modest", 5))  # before: refused, until greedy left
+        with pytest.raises(SchedulerFullError, match="gave its place"):
+            greedy_waiting[1].future.result(timeout=30)  # greedy's newest waiting request, which ran nothing
+        assert not greedy_waiting[0].future.done() and scheduler.stats().refused == 2
+        streams[0].close()  # one of greedy's rows comes free: modest, holding none, takes it
+        wait_until(modest.future.running, 30, "modest's request to take the free row")
+        assert not greedy_waiting[0].future.running()  # before: the oldest waiting request took it
+        assert (scheduler.stats().running, scheduler.stats().queued) == (2, 1)
+    finally:
+        for ticket in [*greedy_rows, *greedy_waiting, modest]:
+            ticket.cancel()
+        scheduler.close()
