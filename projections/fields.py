@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from ledger.domainmodel import DETAIL_FIELDS
 from ledger.values import name_key
 
@@ -12,6 +14,11 @@ from ledger.values import name_key
 def search_text(text: str | None) -> str:
     """What text search compares against: case-folded (the query is folded the same way)."""
     return (text or "").casefold()
+
+
+DETAIL_BYTES = {"description_bytes": int, "metadata_bytes": int}
+"""Internal columns of the profile-shaped tables: the size of each row's description and metadata (as UTF-8 and
+as compact JSON), which bounds a page of them (:func:`projections.reading.bounded_page`)."""
 
 
 def details(changes: Mapping[str, Any], *, searchable: bool = False) -> dict[str, Any]:
@@ -23,6 +30,10 @@ def details(changes: Mapping[str, Any], *, searchable: bool = False) -> dict[str
             value = changes[field]
             values[field] = list(value or []) if field in ("tags", "products") else (
                 dict(value or {}) if field == "metadata" else value)
+    if "description" in values:
+        values["description_bytes"] = len((values["description"] or "").encode())
+    if "metadata" in values:
+        values["metadata_bytes"] = len(msgspec.json.encode(values["metadata"]))
     if searchable and "name" in values:
         values["name_key"] = name_key(values["name"])
         values["name_search"] = search_text(values["name"])

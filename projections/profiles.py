@@ -20,11 +20,11 @@ from ledger.domainmodel import Execution, Profile
 from ledger.values import iso_time, name_key
 from projections import cursors
 from projections.errors import InvalidCursorError, InvalidQueryError
-from projections.fields import content, details, search_text, spec
+from projections.fields import DETAIL_BYTES, content, details, search_text, spec
 from projections.ops import Add, Delete, Greatest, Insert, Op, Update
 from projections.projection import ReadModelProjection
 from projections.reading import (
-    PAGE_FEATURES_MAX, Queries, as_uuid, bounded_by_features, checked_limit, page_rows,
+    PAGE_BOUNDS, Queries, as_uuid, bounded_page, checked_limit, page_rows,
 )
 from projections.rows import Page, ProfileRow
 from projections.tables import Index, Table
@@ -40,7 +40,7 @@ PROFILES = Table(
     "profiles",
     ProfileRow,
     key=("id",),
-    internal={"name_key": str, "name_search": str, "description_search": str},
+    internal={"name_key": str, "name_search": str, "description_search": str, **DETAIL_BYTES},
     derived=("is_active", "pinned_version", "execution_count", "last_executed_at"),
     indexes=(
         Index("by_name", "name_key, id"),
@@ -112,7 +112,7 @@ PROJECTION = ReadModelProjection(
         Profile.Restored: on_restored,
         Execution.Recorded: on_execution_recorded,
     },
-    version=3,
+    version=4,
 )
 
 PROFILE_SORTS = ("name", "updated_at")
@@ -211,7 +211,7 @@ class ProfileQueries(Queries):
         # The planner cannot estimate substring matches; walking the sort index and filtering can then read
         # most of the table. With a search term, the trigram (and label) bitmaps are always the better plan.
         searching = self.dialect.is_postgres and "pattern0" in params and self.store.has_trigram
-        params["features_max"] = PAGE_FEATURES_MAX
+        params.update(PAGE_BOUNDS)
         rows, more = page_rows(self._profiles(" AND ".join(where), params, _ORDER[sort],
                                               setup=("SET LOCAL enable_indexscan = off",) if searching else ()), limit)
         items = self._rows(ProfileRow, rows)
@@ -246,14 +246,14 @@ class ProfileQueries(Queries):
         return self._rows(ProfileRow, rows)[0] if rows else None
 
     def _profiles(self, where: str, params: dict[str, Any], order: str, setup: Sequence[str] = ()) -> list[Any]:
-        """A page of profile rows, then their usage and the active slot joined in (with ``features_max`` in
-        ``params``, bounded by it: :func:`projections.reading.bounded_by_features`)."""
-        page = f"SELECT {PROFILES.select()}, name_key FROM profiles"
+        """A page of profile rows, then their usage and the active slot joined in (with :data:`PAGE_BOUNDS` in
+        ``params``, bounded by them: :func:`projections.reading.bounded_page`)."""
+        page = f"SELECT {PROFILES.select()}, name_key, {', '.join(DETAIL_BYTES)} FROM profiles"
         page += f" WHERE {where}" if where else ""
         page = f"{page} ORDER BY {order} LIMIT :limit"
         cut = ""
         if "features_max" in params:
-            page, cut = bounded_by_features(page, order), "WHERE p.fits "
+            page, cut = bounded_page(page, order), "WHERE p.fits "
         sql = (
             f"SELECT p.*, (a.profile_id IS NOT NULL) AS is_active, a.pinned_version, "
             f"COALESCE(u.execution_count, 0) AS execution_count, u.last_executed_at "

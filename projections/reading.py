@@ -18,23 +18,31 @@ from projections.tables import reader
 
 MAX_LIMIT = 1000  # a page of the audit log
 PAGE_MAX = 500  # a page of profiles, versions or executions, as the API and the CLI take it
-PAGE_FEATURES_MAX = 65_536  # 1-2 MiB of steering as JSON: a page of profiles or versions ends before more
+PAGE_BOUNDS = {
+    "features_max": 65_536,  # 1-2 MiB of steering as JSON
+    "detail_bytes_max": 1_048_576,  # descriptions and metadata (at most 64 KiB each)
+}
+"""What a page of profiles or versions holds at most, after its first row: it ends before more."""
 T = TypeVar("T")
 
 
-def bounded_by_features(page: str, order: str) -> str:
-    """``page`` (a query of rows with ``feature_count``, ordered by ``order``, ``LIMIT :limit``) with how many rows
-    it has (``listed``) and whether each is within the page's bound (``fits``: the features of the rows up to it at
-    most ``:features_max``, or no features before it); a query around it keeps those that fit. PostgreSQL then
-    never reads the others' steering out of its TOAST storage."""
-    running = f"SUM(feature_count) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
-    return (f"SELECT page.*, COUNT(*) OVER () AS listed, ({running} <= :features_max OR "
-            f"{running} = feature_count) AS fits FROM ({page}) page")
+def bounded_page(page: str, order: str) -> str:
+    """``page`` (a query of rows with ``feature_count`` and the :data:`projections.fields.DETAIL_BYTES` columns,
+    ordered by ``order``, ``LIMIT :limit``) with how many rows it has (``listed``) and whether each is within the
+    page's bounds (``fits``: the first row, or the rows up to it hold at most ``:features_max`` features and
+    ``:detail_bytes_max`` bytes of descriptions and metadata); a query around it keeps those that fit. PostgreSQL
+    then never reads the others' steering or metadata out of its TOAST storage."""
+    def running(value: str) -> str:
+        return f"SUM({value}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
+
+    return (f"SELECT page.*, COUNT(*) OVER () AS listed, (ROW_NUMBER() OVER (ORDER BY {order}) = 1 OR "
+            f"{running('feature_count')} <= :features_max AND "
+            f"{running('description_bytes + metadata_bytes')} <= :detail_bytes_max) AS fits FROM ({page}) page")
 
 
 def page_rows(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
-    """The rows of a page (at most ``limit``; read with ``limit + 1`` and :func:`bounded_by_features`), and whether
-    more follow: the row past the limit, or rows the features' bound left out."""
+    """The rows of a page (at most ``limit``; read with ``limit + 1`` and :func:`bounded_page`), and whether
+    more follow: the row past the limit, or rows the page's bounds left out."""
     if rows and len(rows) < rows[0]["listed"]:
         return rows, True
     return rows[:limit], len(rows) > limit

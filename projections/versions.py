@@ -11,16 +11,16 @@ from uuid import UUID
 
 from ledger.domainmodel import Profile
 from projections import cursors
-from projections.fields import content, details, recorded, spec
+from projections.fields import DETAIL_BYTES, content, details, recorded, spec
 from projections.ops import Copy, Insert, Op, Update
 from projections.projection import ReadModelProjection, event_type_name
 from projections.reading import (
-    PAGE_FEATURES_MAX, Queries, as_uuid, bounded_by_features, checked_limit, page_rows,
+    PAGE_BOUNDS, Queries, as_uuid, bounded_page, checked_limit, page_rows,
 )
 from projections.rows import Page, VersionRow
 from projections.tables import Table
 
-VERSIONS = Table("profile_versions", VersionRow, key=("profile_id", "version"))
+VERSIONS = Table("profile_versions", VersionRow, key=("profile_id", "version"), internal=DETAIL_BYTES)
 
 
 def _recorded(event: Any) -> dict[str, Any]:
@@ -62,7 +62,7 @@ PROJECTION = ReadModelProjection(
         Profile.DetailsRevised: on_revised,
         Profile.DetailsEdited: on_edited,
     },
-    version=4,
+    version=5,
 )
 
 
@@ -77,10 +77,10 @@ class VersionQueries(Queries):
         params: dict[str, Any] = {"id": identity, "limit": limit + 1, "after": 0}
         if cursor is not None:
             (params["after"],) = cursors.decode(cursor, listing, (int,))
-        page = bounded_by_features(f"SELECT {VERSIONS.select()} FROM profile_versions WHERE profile_id = :id AND "
-                                   "version > :after ORDER BY version LIMIT :limit", "version")
+        page = bounded_page(f"SELECT {VERSIONS.select()}, {', '.join(DETAIL_BYTES)} FROM profile_versions "
+                            "WHERE profile_id = :id AND version > :after ORDER BY version LIMIT :limit", "version")
         found, more = page_rows(self._all(f"SELECT * FROM ({page}) p WHERE fits ORDER BY version",
-                                          {**params, "features_max": PAGE_FEATURES_MAX}), limit)
+                                          {**params, **PAGE_BOUNDS}), limit)
         rows = self._rows(VersionRow, found)
         next_cursor = cursors.encode(listing, [rows[-1].version]) if more else None
         return Page(items=tuple(rows), next_cursor=next_cursor)

@@ -162,6 +162,29 @@ def test_a_page_of_profiles_or_versions_stops_before_its_steering_passes_its_bou
     assert [[v["version"] for v in page] for page in versions] == [[1], [2], [3]]  # 1 + 70,000 > 65,536 > 1
 
 
+def test_a_page_of_profiles_or_versions_also_ends_before_a_mebibyte_of_descriptions_and_metadata(client):
+    def walk(url: str, key: str, field: str) -> list[list]:
+        pages, cursor = [], None
+        while True:
+            page = client.get(url, params={"cursor": cursor} if cursor else {})
+            assert len(page.content) < 1_200_000  # before: one page of all of them, 2.4 MB
+            pages.append([item[field] for item in page.json()[key]])
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                return pages
+
+    notes = "n" * 50_000  # with a description of 10,000 characters, 60 KB a row: 18 rows pass a mebibyte
+    for number in range(40):
+        create(client, f"m{number:02}", description="d" * 10_000, metadata={"notes": notes})
+    pages = walk("/api/profiles", "profiles", "name")
+    assert [len(page) for page in pages] == [17, 17, 6]
+    assert sum(pages, []) == [f"m{number:02}" for number in range(40)]
+    for number in range(1, 20):
+        client.put("/api/profiles/m00", json={"metadata": {"notes": notes, "revision": number}})
+    versions = walk("/api/profiles/m00/versions", "versions", "version")
+    assert [len(page) for page in versions] == [17, 3] and sum(versions, []) == list(range(1, 21))
+
+
 def test_unknown_and_malformed_ids(client):
     missing = uuid.uuid4()
     body = assert_error(client.get(f"/api/profiles/{missing}"), 404, "profile_not_found")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from projections.errors import InvalidCursorError, InvalidQueryError
-from projections.reading import PAGE_FEATURES_MAX
+from projections.reading import PAGE_BOUNDS
 
 PROFILES = [
     ("alpha", "A gentle nudge", ["calm", "small"], ["chat"]),
@@ -121,7 +121,7 @@ def test_a_snapshot_reads_one_moment_and_a_searchs_settings_end_with_its_query(r
 
 
 def test_a_page_ends_before_the_steering_it_holds_passes_its_bound_and_the_next_goes_on(read_model, ledger, project):
-    big = {index: 1.0 for index in range(PAGE_FEATURES_MAX // 2)}
+    big = {index: 1.0 for index in range(PAGE_BOUNDS["features_max"] // 2)}
     for name in ("b1", "b2", "b3"):
         ledger.create_profile({"name": name, "steering": big})
     ledger.create_profile({"name": "b4", "steering": {1: 1.0}})
