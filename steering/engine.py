@@ -140,6 +140,8 @@ class SteeringEngine:
         away), they leave the batch at the next step and RequestCancelledError is raised, with what the first
         request produced (all of it, if it had ended)."""
         tickets = []
+        if abandoned is None:
+            abandoned = threading.Event()  # (it also makes them one caller's requests: see the scheduler)
         try:
             for request in requests:
                 tickets.append(self.scheduler.submit(request, abandoned=abandoned))

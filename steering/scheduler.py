@@ -9,8 +9,10 @@ event queues; nothing else (recording, HTTP) runs on the step thread.
 Rows and places are shared fairly between actors (a request's ``actor``: who asked). A free row goes to the
 waiting request of the actor that holds the fewest rows (the oldest of its requests), not to the oldest request.
 When every row and place is taken, a request whose actor holds at least two fewer than another actor with
-requests waiting takes the newest waiting place of that actor, which is refused as a full queue refuses (it ran
-nothing). So one actor cannot shut the others out by sending more.
+requests waiting takes the newest waiting place of that actor, which is refused as a full queue refuses. So one
+actor cannot shut the others out by sending more. A caller's requests (those submitted with one ``abandoned``
+event: a compare's two sides) are given up together, and only while none of them runs: a place given up has run
+nothing, and no running request loses its other half (at shutdown either).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class Ticket:
         self.future: Future[GenerationResult] = Future()
         self.events: queue.SimpleQueue[int | None] | None = queue.SimpleQueue() if stream else None
         self.abandoned = abandoned
+        self.caller: object = abandoned if abandoned is not None else self  # its caller's requests share it
         self._cancelled = False
         self.cut_short = False  # given up because the server is shutting down
         self.submitted = time.perf_counter()
@@ -182,33 +185,40 @@ class Scheduler:
             if self._closed:
                 raise EngineClosedError("the engine is closed")
             running, queued = self._rows_and_queue()
-            ousted = None
+            ousted: list[Ticket] = []
             if running >= self.max_batch and queued >= self.max_queue:
                 self._refused += 1
-                ousted = self._place_to_give_up(request.actor)
-                if ousted is None:
+                ousted = self._places_to_give_up(request.actor)
+                if not ousted:
                     raise SchedulerFullError(running, queued, self._retry_after())
-                self._waiting.remove(ousted)
+                for given_up in ousted:
+                    self._waiting.remove(given_up)
                 refusal = SchedulerFullError(running, queued, self._retry_after(), gave_way=True)
             self._waiting.append(ticket)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="steering-scheduler", daemon=True)
                 self._thread.start()
             self._condition.notify()
-        if ousted is not None:
-            ousted.answer(refusal)
+        for given_up in ousted:
+            given_up.answer(refusal)
         return ticket
 
-    def _place_to_give_up(self, actor: str) -> Ticket | None:
-        """When all is taken: the newest waiting request of the actor holding the most (rows and places), if it
-        holds at least two more than ``actor`` (so the two never trade places back and forth); else None.
-        (Call with the condition held.)"""
+    def _places_to_give_up(self, actor: str) -> list[Ticket]:
+        """When all is taken: the newest waiting caller's requests (none of them running) of the actor holding the
+        most (rows and places), if it holds at least two more than ``actor`` (so the two never trade places back
+        and forth); else none. (Call with the condition held.)"""
         held = Counter(ticket.row.request.actor for ticket in itertools.chain(self._running, self._waiting))
-        waiting = {ticket.row.request.actor for ticket in self._waiting}
-        most = max(waiting, key=held.__getitem__, default=None)
+        idle = self._idle_waiting()
+        most = max({ticket.row.request.actor for ticket in idle}, key=held.__getitem__, default=None)
         if most is None or held[most] < held[actor] + 2:
-            return None
-        return next(ticket for ticket in reversed(self._waiting) if ticket.row.request.actor == most)
+            return []
+        caller = next(ticket.caller for ticket in reversed(idle) if ticket.row.request.actor == most)
+        return [ticket for ticket in idle if ticket.caller is caller]
+
+    def _idle_waiting(self) -> list[Ticket]:
+        """The waiting requests whose caller has none running. (Call with the condition held.)"""
+        running = {ticket.caller for ticket in self._running}
+        return [ticket for ticket in self._waiting if ticket.caller not in running]
 
     def _rows_and_queue(self) -> tuple[int, int]:
         """How many requests hold a row and how many wait for one; a waiting request for which a row is free is
@@ -241,10 +251,12 @@ class Scheduler:
 
     def stop_taking(self) -> int:
         """Take no more requests (EngineClosedError) and refuse those still waiting for a place, which have run
-        nothing; the running ones go on. Returns how many are running."""
+        nothing; the running ones go on (with their callers' other requests still waiting). Returns how many are
+        running."""
         with self._condition:
             self._closed = True
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = self._idle_waiting()
+            self._waiting = deque(ticket for ticket in self._waiting if ticket not in waiting)
             self._refused += len(waiting)
             running = len(self._running)
             self._condition.notify()
@@ -254,11 +266,16 @@ class Scheduler:
 
     def cut_short(self) -> None:
         """Give up every running request (each leaves the batch at the next step with CutShortError and what it had
-        generated)."""
+        generated), and any still waiting (with nothing)."""
         with self._condition:
             for ticket in self._running:
                 ticket.cut_short = True
+            waiting, self._waiting = list(self._waiting), deque()
+            self._cancelled += len(waiting)
             self._condition.notify()
+        for ticket in waiting:
+            ticket.answer(CutShortError("the server is shutting down: the generation was cut short before it started",
+                                        ticket.row.request))
 
     def close(self) -> None:
         """Finish the admitted and queued work, then stop the thread."""

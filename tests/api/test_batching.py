@@ -352,3 +352,28 @@ def test_a_client_sending_more_cannot_shut_another_out_and_the_place_it_gives_up
         assert answers["modest"].status_code == 200, answers["modest"].text
     finally:
         running.stop()
+
+
+def test_a_compare_whose_steered_side_runs_keeps_its_twins_place_and_is_answered_whole(
+        long_context_model_dir, sae_dir, sqlite_url):
+    running, greedy, modest = secured_server(long_context_model_dir, sae_dir, sqlite_url, max_batch=1, max_queue=1)
+    try:
+        url = running.base_url
+        as_greedy, as_modest = ({"Authorization": f"Bearer {token['token']}"} for token in (greedy, modest))
+        compared: list[httpx.Response] = []
+        body = {"messages": messages(3), "temperature": 0.0, "max_tokens": 1500, "compare": True}
+        asking = threading.Thread(target=lambda: compared.append(httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers=as_greedy, timeout=300)))
+        asking.start()
+        wait_until(lambda: (lambda seen: seen["running"] == 1 and seen["queued"] == 1)(httpx.get(
+            f"{url}/api/steering/status", headers=as_modest, timeout=60).json()["scheduler"]), 60,
+            "the steered side running and its twin waiting")
+        refused = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages(2), "max_tokens": 3},
+                             headers=as_modest, timeout=60)
+        assert_error(refused, 503, "engine_busy")  # before: it took the twin's place, and the compare was a 503
+        asking.join(300)
+        (answer,) = compared
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["unsteered"]["message"]["content"]
+    finally:
+        running.stop()

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from steering.engine import SteeringEngine
 from steering.generate import Batch, GenerationRequest, generate, new_row
 from steering.hooks import SteeringVector
-from steering.scheduler import RequestCancelledError, Scheduler, SchedulerFullError
+from steering.scheduler import (
+    CutShortError,
+    EngineClosedError,
+    RequestCancelledError,
+    Scheduler,
+    SchedulerFullError,
+)
 
 from tests.waiting import wait_until
 
@@ -267,4 +273,67 @@ def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue
     finally:
         for ticket in [*greedy_rows, *greedy_waiting, modest]:
             ticket.cancel()
+        scheduler.close()
+
+
+def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of_them_runs(loaded) -> None:
+    """A compare's two sides share one caller: a place is never taken from its waiting side while the other runs
+    (the running side's work would be lost), and both give theirs up when neither runs."""
+    def long(actor: str, seed: int) -> GenerationRequest:
+        return GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=seed, ignore_eos=True, actor=actor)
+
+    scheduler = Scheduler(loaded, max_batch=2, max_queue=2)
+    try:
+        compare = threading.Event()
+        alone = scheduler.submit(long("greedy", 1), stream=True)
+        steered = scheduler.submit(long("greedy", 2), stream=True, abandoned=compare)
+        for stream in (alone.deltas(), steered.deltas()):
+            next(stream)  # both rows taken
+        other = scheduler.submit(long("greedy", 3))
+        twin = scheduler.submit(long("greedy", 4), abandoned=compare)  # greedy's newest waiting request
+        modest = scheduler.submit(long("modest", 5))
+        with pytest.raises(SchedulerFullError, match="gave its place"):
+            other.future.result(timeout=30)  # before: the twin gave its place, and its steered side's work was lost
+        assert not twin.future.done()
+    finally:
+        for ticket in (alone, steered, other, twin, modest):
+            ticket.cancel()
+        scheduler.close()
+
+    scheduler = Scheduler(loaded, max_batch=1, max_queue=2)
+    try:
+        pair = threading.Event()
+        alone = scheduler.submit(long("greedy", 1), stream=True)
+        next(alone.deltas())
+        first, second = (scheduler.submit(long("greedy", seed), abandoned=pair) for seed in (2, 3))
+        modest = scheduler.submit(long("modest", 4))  # neither side of greedy's pair runs: both give way
+        for side in (first, second):
+            with pytest.raises(SchedulerFullError, match="gave its place"):
+                side.future.result(timeout=30)
+        assert not modest.future.done() and scheduler.stats().queued == 1
+    finally:
+        for ticket in (alone, first, second, modest):
+            ticket.cancel()
+        scheduler.close()
+
+
+def test_at_shutdown_a_waiting_request_whose_callers_other_request_runs_keeps_its_place_until_cut_short(loaded):
+    scheduler = Scheduler(loaded, max_batch=1, max_queue=2)
+    try:
+        compare = threading.Event()
+        steered = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=1, ignore_eos=True),
+                                   stream=True, abandoned=compare)
+        next(steered.deltas())
+        twin = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=4, seed=1), abandoned=compare)
+        lone = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=4, seed=2))
+        assert scheduler.stop_taking() == 1
+        with pytest.raises(EngineClosedError):
+            lone.future.result(timeout=30)  # it ran nothing
+        assert not twin.future.done()  # before: refused, and the steered side was recorded nowhere
+        scheduler.cut_short()
+        with pytest.raises(CutShortError):
+            twin.future.result(timeout=30)
+        with pytest.raises(CutShortError):
+            steered.future.result(timeout=30)
+    finally:
         scheduler.close()
