@@ -23,7 +23,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from ledger.api.auth import requires
 from ledger.api.chat import generation_of
 from ledger.api.commands import run_command
-from ledger.api.deps import parse_uuid
+from ledger.api.deps import parse_uuid, refuse_nul
 from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
 from ledger.api.exchange import exchange_document, export_download
@@ -193,6 +193,7 @@ class ProfilePages(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Template:
         reads = runtime_of(request).read_model
+        refuse_nul(search=search, tag=tag, product=product)  # named as the API names them
         filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
         with reads.snapshot():  # as the API lists them: the rows and the active profile of one moment
             page_of = reads.list_profiles(

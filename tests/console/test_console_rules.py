@@ -190,3 +190,10 @@ def test_the_pages_read_forms_and_queries_as_the_api_does_and_show_an_external_r
     shown = html.unescape(console.get(f"/executions/{run['id']}", headers=HTML).text)
     for fact in ("cohort-7", "1000", "12.5 ms", "batch", '"b1"'):
         assert fact in shown, fact  # before: kind, seed, status and no digest, nothing that names the run
+
+
+def test_a_filter_with_a_nul_character_is_refused_naming_the_filter_as_the_api_names_it(console):
+    for name in ("search", "tag", "product"):
+        refused = console.get("/", params={name: "a\x00b"}, headers=HTML)
+        assert refused.status_code == 422
+        assert f"{name} must not contain NUL characters" in html.unescape(refused.text)  # before: name_pattern0, tags0
