@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+import msgspec
 from msgspec import Struct
 
 from ledger.states import ProfileFields
@@ -52,9 +53,13 @@ class ProfileRow(ProfileFields, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class VersionRow(ProfileFields, frozen=True, kw_only=True):
+class VersionEntry(Struct, frozen=True, kw_only=True):
+    """A version as its history lists it: who made it, how, when and why, and how many features it steers; its
+    content left out (:data:`VersionRow` is the whole version)."""
+
     profile_id: UUID
     version: int
+    feature_count: int
     event_type: str
     actor: str
     reason: str | None
@@ -65,6 +70,14 @@ class VersionRow(ProfileFields, frozen=True, kw_only=True):
     edited_at: datetime | None
     reverted_to: int | None  # the version a revert made this one equal to
     imported: dict[str, Any] | None  # an import's first version: where its document says it came from
+
+
+VersionRow = msgspec.defstruct(
+    "VersionRow", [(entry.name, entry.type) for entry in msgspec.structs.fields(VersionEntry)
+                   if entry.name not in ProfileFields.__struct_fields__],
+    bases=(ProfileFields,), frozen=True, kw_only=True, module=__name__,
+)
+"""One version of a profile, whole: what it says (:class:`ledger.states.ProfileFields`) and its entry."""
 
 
 class ActiveRow(Struct, frozen=True):

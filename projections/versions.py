@@ -17,7 +17,7 @@ from projections.projection import ReadModelProjection, event_type_name
 from projections.reading import (
     PAGE_BOUNDS, Queries, as_uuid, bounded_page, checked_limit, page_rows,
 )
-from projections.rows import Page, VersionRow
+from projections.rows import Page, VersionEntry, VersionRow
 from projections.tables import Table
 
 VERSIONS = Table("profile_versions", VersionRow, key=("profile_id", "version"), internal=DETAIL_BYTES)
@@ -84,6 +84,16 @@ class VersionQueries(Queries):
         rows = self._rows(VersionRow, found)
         next_cursor = cursors.encode(listing, [rows[-1].version]) if more else None
         return Page(items=tuple(rows), next_cursor=next_cursor)
+
+    def version_entries(self, profile_id: UUID | str, newest: int, count: int) -> list[VersionEntry]:
+        """A profile's history from version ``newest`` down, newest first: at most ``count`` entries (their
+        content is never read)."""
+        identity = as_uuid(profile_id)
+        if identity is None:
+            return []
+        return self._rows(VersionEntry, self._all(
+            f"SELECT {', '.join(VersionEntry.__struct_fields__)} FROM profile_versions WHERE profile_id = :id AND version <= :newest "
+            "ORDER BY version DESC LIMIT :count", {"id": identity, "newest": newest, "count": count}))
 
     def get_version(self, profile_id: UUID | str, version: int) -> VersionRow | None:
         identity = as_uuid(profile_id)

@@ -8,7 +8,6 @@ go to the application with the console user as the actor, exactly as the REST co
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 from uuid import UUID
@@ -41,7 +40,6 @@ from ledger.console.views import (
     bars,
     newest_events,
     diff_rows,
-    every_item,
     form_text,
     format_labels,
     format_steering,
@@ -95,12 +93,15 @@ async def run(request: Request[Any, Any, Any], reason: str | None, command: Call
     return await anyio.to_thread.run_sync(work)
 
 
-def version_history(reads: Any, profile_id: UUID, latest: int, everything: bool) -> list[Any]:
-    """The profile's versions newest first: the latest ``HISTORY_SHOWN``, or every one."""
-    if everything or latest <= HISTORY_SHOWN:
-        return every_item(partial(reads.list_versions, profile_id, limit=500))[::-1]
-    found = (reads.get_version(profile_id, version) for version in range(latest, latest - HISTORY_SHOWN, -1))
-    return [row for row in found if row is not None]
+def version_history(reads: Any, profile_id: UUID, latest: int, newest: int | None) -> dict[str, Any]:
+    """A page of the profile's history, newest first: ``HISTORY_SHOWN`` versions from ``newest`` (None: the
+    latest) down (``versions``), and the versions the newer and older pages start from (None: there is none)."""
+    top = min(newest or latest, latest)
+    return {
+        "versions": reads.version_entries(profile_id, newest=top, count=HISTORY_SHOWN),
+        "history_newer": min(top + HISTORY_SHOWN, latest) if top < latest else None,
+        "history_older": top - HISTORY_SHOWN if top > HISTORY_SHOWN else None,
+    }
 
 
 def activation_warnings(runtime: Runtime, in_force: Any) -> list[str]:
@@ -133,7 +134,7 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def deleted_page(request: Request[Any, Any, Any], pid: UUID, everything: bool) -> Template:
+def deleted_page(request: Request[Any, Any, Any], pid: UUID, history_from: int | None) -> Template:
     """A deleted profile: its history stays in the log (paged as a live profile's), and it can be restored. Its
     name is the one it had when deleted, which a rename that kept the version number gave no version row."""
     runtime = runtime_of(request)
@@ -142,8 +143,8 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID, everything: bool) -
     if not isinstance(found, Profile):
         raise profile_not_found(pid)
     last = ProfileState.of(found)
-    versions = version_history(reads, pid, last.version, everything)
-    if not versions:
+    history = version_history(reads, pid, last.version, history_from)
+    if not history["versions"]:
         raise profile_not_found(pid)
     deletion, _ = newest_events(reads, limit=1, profile_id=pid, event_type="Profile.Deleted")
     return page(
@@ -152,8 +153,7 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID, everything: bool) -
         status_code=410,
         pid=pid,
         profile=last,
-        versions=versions,
-        every_version=len(versions) >= last.version,
+        **history,
         deletion=deletion[0] if deletion else None,
     )
 
@@ -231,7 +231,7 @@ class ProfilePages(Controller):
         profile_id: FromPath[str],
         from_text: Annotated[str | None, QueryParameter(name="from")] = None,  # empty: none, as in every filter
         to_text: Annotated[str | None, QueryParameter(name="to")] = None,
-        history: FromQuery[str | None] = None,
+        history_from: FromQuery[str | None] = None,  # the newest version the history shows
         executions_after: FromQuery[str | None] = None,
         activated: FromQuery[bool] = False,
     ) -> Template:
@@ -239,9 +239,10 @@ class ProfilePages(Controller):
         reads, ledger = runtime.read_model, runtime.ledger
         pid = ledger.resolve_profile(profile_id)
         row = reads.get_profile(pid)
+        newest = optional_int(history_from, "history_from", minimum=1)
         if row is None:
-            return deleted_page(request, pid, everything=history == "all")
-        versions = version_history(reads, pid, row.version, everything=history == "all")
+            return deleted_page(request, pid, newest)
+        history = version_history(reads, pid, row.version, newest)
         in_force = shown(reads, row)  # as the API and the list show it: the active profile's version in force
         comparison = None
         from_version, to_version = optional_int(from_text, "from", minimum=1), optional_int(to_text, "to", minimum=1)
@@ -255,8 +256,7 @@ class ProfilePages(Controller):
             in_force=in_force,
             steering_text=format_steering(row.steering),
             bars=bars(in_force.steering),
-            versions=versions,
-            every_version=len(versions) >= row.version,
+            **history,
             comparison=comparison,
             diff_rows=diff_rows(comparison) if comparison is not None else [],
             executions=executions.items,
