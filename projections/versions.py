@@ -92,8 +92,8 @@ class VersionQueries(Queries):
         if identity is None:
             return []
         return self._rows(VersionEntry, self._all(
-            f"SELECT {', '.join(VersionEntry.__struct_fields__)} FROM profile_versions WHERE profile_id = :id AND version <= :newest "
-            "ORDER BY version DESC LIMIT :count", {"id": identity, "newest": newest, "count": count}))
+            f"SELECT {', '.join(VersionEntry.__struct_fields__)} FROM profile_versions WHERE profile_id = :id "
+            "AND version <= :newest ORDER BY version DESC LIMIT :count", {"id": identity, "newest": newest, "count": count}))
 
     def get_version(self, profile_id: UUID | str, version: int) -> VersionRow | None:
         identity = as_uuid(profile_id)
