@@ -14,10 +14,10 @@ import msgspec
 
 from ledger.domainmodel import DELETED_PROFILE, Execution, Profile
 from projections import cursors
-from projections.fields import recorded
+from projections.fields import json_size, recorded
 from projections.ops import Delete, Insert, Op, Update
 from projections.projection import ReadModelProjection
-from projections.reading import Queries, add_equalities, as_uuid, checked_limit
+from projections.reading import PAGE_BOUNDS, Queries, add_equalities, as_uuid, bounded_page, checked_limit, page_rows
 from projections.rows import ExecutionRow, ExecutionSpec, ExecutionTime, Page, RunProfile, Usage
 from projections.tables import Index, Table
 
@@ -30,6 +30,7 @@ EXECUTIONS = Table(
         Index("by_profile", "profile_id, position"),
         Index("by_run", "run_id, position"),
     ),
+    internal={"record_bytes": int},  # its error message, metadata and details as JSON: a page's bound counts them
     append_only=True,
 )
 EXECUTION_TIMES = Table(
@@ -55,6 +56,7 @@ def on_recorded(event: Execution.Recorded) -> list[Op]:
         "kind": event.kind,
         "details": dict(event.details or {}),
         "replay_of": event.replay_of,
+        "record_bytes": json_size([event.error_message, event.metadata, event.details]),
         **recorded(event),
     })]
 
@@ -71,7 +73,7 @@ PROJECTION = ReadModelProjection(
     name="executions",
     tables=(EXECUTIONS, EXECUTION_TIMES),
     handlers={Execution.Recorded: on_recorded, Profile.Deleted: on_profile_deleted},
-    version=3,
+    version=4,
 )
 
 
@@ -93,12 +95,16 @@ class ExecutionQueries(Queries):
         if cursor is not None:
             (params["before"],) = cursors.decode(cursor, listing, (int,))
             where.append("position < :before")
-        sql = f"SELECT {EXECUTIONS.select()} FROM executions"
+        sql = f"SELECT {EXECUTIONS.select()}, record_bytes FROM executions"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = self._rows(ExecutionRow, self._all(sql + " ORDER BY position DESC LIMIT :limit", params))
-        next_cursor = cursors.encode(listing, [rows[limit - 1].position]) if len(rows) > limit else None
-        return Page(items=tuple(rows[:limit]), next_cursor=next_cursor)
+        page = bounded_page(sql + " ORDER BY position DESC LIMIT :limit", "position DESC",
+                            {"record_bytes_max": "record_bytes"})
+        found, more = page_rows(self._all(f"SELECT * FROM ({page}) p WHERE fits ORDER BY position DESC",
+                                          {**params, **PAGE_BOUNDS}), limit)
+        rows = self._rows(ExecutionRow, found)
+        next_cursor = cursors.encode(listing, [rows[-1].position]) if more else None
+        return Page(items=tuple(rows), next_cursor=next_cursor)
 
     def get_execution(self, execution_id: UUID | str) -> ExecutionRow | None:
         identity = as_uuid(execution_id)

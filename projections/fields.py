@@ -17,8 +17,15 @@ def search_text(text: str | None) -> str:
 
 
 DETAIL_BYTES = {"description_bytes": int, "metadata_bytes": int}
-"""Internal columns of the profile-shaped tables: the size of each row's description and metadata (as UTF-8 and
-as compact JSON), which bounds a page of them (:func:`projections.reading.bounded_page`)."""
+"""Internal columns of the profile-shaped tables: the size of each row's description and metadata as JSON, which
+bounds a page of them (:data:`PROFILE_SIZES`)."""
+PROFILE_SIZES = {"features_max": "feature_count", "record_bytes_max": "description_bytes + metadata_bytes"}
+"""A profile-shaped row's sizes, as :func:`projections.reading.bounded_page` sums them."""
+
+
+def json_size(value: Any) -> int:
+    """The bytes of ``value`` as compact JSON (a page's bound counts those it sends)."""
+    return len(msgspec.json.encode(value))
 
 
 def details(changes: Mapping[str, Any], *, searchable: bool = False) -> dict[str, Any]:
@@ -31,9 +38,9 @@ def details(changes: Mapping[str, Any], *, searchable: bool = False) -> dict[str
             values[field] = list(value or []) if field in ("tags", "products") else (
                 dict(value or {}) if field == "metadata" else value)
     if "description" in values:
-        values["description_bytes"] = len((values["description"] or "").encode())
+        values["description_bytes"] = json_size(values["description"])
     if "metadata" in values:
-        values["metadata_bytes"] = len(msgspec.json.encode(values["metadata"]))
+        values["metadata_bytes"] = json_size(values["metadata"])
     if searchable and "name" in values:
         values["name_key"] = name_key(values["name"])
         values["name_search"] = search_text(values["name"])

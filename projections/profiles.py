@@ -20,7 +20,7 @@ from ledger.domainmodel import Execution, Profile
 from ledger.values import iso_time, name_key
 from projections import cursors
 from projections.errors import InvalidCursorError, InvalidQueryError
-from projections.fields import DETAIL_BYTES, content, details, search_text, spec
+from projections.fields import DETAIL_BYTES, PROFILE_SIZES, content, details, search_text, spec
 from projections.ops import Add, Delete, Greatest, Insert, Op, Update
 from projections.projection import ReadModelProjection
 from projections.reading import (
@@ -253,7 +253,7 @@ class ProfileQueries(Queries):
         page = f"{page} ORDER BY {order} LIMIT :limit"
         cut = ""
         if "features_max" in params:
-            page, cut = bounded_page(page, order), "WHERE p.fits "
+            page, cut = bounded_page(page, order, PROFILE_SIZES), "WHERE p.fits "
         sql = (
             f"SELECT p.*, (a.profile_id IS NOT NULL) AS is_active, a.pinned_version, "
             f"COALESCE(u.execution_count, 0) AS execution_count, u.last_executed_at "

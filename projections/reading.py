@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -20,24 +20,24 @@ MAX_LIMIT = 1000  # a page of the audit log
 PAGE_MAX = 500  # a page of profiles, versions or executions, as the API and the CLI take it
 PAGE_BOUNDS = {
     "features_max": 65_536,  # 1-2 MiB of steering as JSON
-    "detail_bytes_max": 1_048_576,  # descriptions and metadata (at most 64 KiB each)
+    "record_bytes_max": 1_048_576,  # descriptions and metadata (at most 64 KiB each), an execution's details
 }
-"""What a page of profiles or versions holds at most, after its first row: it ends before more."""
+"""What a page of profiles, versions or executions holds at most, after its first row: it ends before more."""
 T = TypeVar("T")
 
 
-def bounded_page(page: str, order: str) -> str:
-    """``page`` (a query of rows with ``feature_count`` and the :data:`projections.fields.DETAIL_BYTES` columns,
-    ordered by ``order``, ``LIMIT :limit``) with how many rows it has (``listed``) and whether each is within the
-    page's bounds (``fits``: the first row, or the rows up to it hold at most ``:features_max`` features and
-    ``:detail_bytes_max`` bytes of descriptions and metadata); a query around it keeps those that fit. PostgreSQL
-    then never reads the others' steering or metadata out of its TOAST storage."""
-    def running(value: str) -> str:
-        return f"SUM({value}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
+def bounded_page(page: str, order: str, sizes: Mapping[str, str]) -> str:
+    """``page`` (a query ordered by ``order``, ``LIMIT :limit``) with how many rows it has (``listed``) and whether
+    each is within the page's bounds (``fits``: the first row, or the rows up to it are within each bound of
+    :data:`PAGE_BOUNDS` that ``sizes`` names, summing the size it gives as SQL over the row's columns); a query
+    around it keeps those that fit. PostgreSQL then never reads the others' large values out of its TOAST
+    storage."""
+    def running(size: str) -> str:
+        return f"SUM({size}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
 
-    return (f"SELECT page.*, COUNT(*) OVER () AS listed, (ROW_NUMBER() OVER (ORDER BY {order}) = 1 OR "
-            f"{running('feature_count')} <= :features_max AND "
-            f"{running('description_bytes + metadata_bytes')} <= :detail_bytes_max) AS fits FROM ({page}) page")
+    within = " AND ".join(f"{running(size)} <= :{bound}" for bound, size in sizes.items())
+    return (f"SELECT page.*, COUNT(*) OVER () AS listed, (ROW_NUMBER() OVER (ORDER BY {order}) = 1 OR {within}) "
+            f"AS fits FROM ({page}) page")
 
 
 def page_rows(rows: list[Any], limit: int) -> tuple[list[Any], bool]:

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from ledger.domainmodel import Profile
 from projections import cursors
-from projections.fields import DETAIL_BYTES, content, details, recorded, spec
+from projections.fields import DETAIL_BYTES, PROFILE_SIZES, content, details, recorded, spec
 from projections.ops import Copy, Insert, Op, Update
 from projections.projection import ReadModelProjection, event_type_name
 from projections.reading import (
@@ -78,7 +78,8 @@ class VersionQueries(Queries):
         if cursor is not None:
             (params["after"],) = cursors.decode(cursor, listing, (int,))
         page = bounded_page(f"SELECT {VERSIONS.select()}, {', '.join(DETAIL_BYTES)} FROM profile_versions "
-                            "WHERE profile_id = :id AND version > :after ORDER BY version LIMIT :limit", "version")
+                            "WHERE profile_id = :id AND version > :after ORDER BY version LIMIT :limit", "version",
+                            PROFILE_SIZES)
         found, more = page_rows(self._all(f"SELECT * FROM ({page}) p WHERE fits ORDER BY version",
                                           {**params, **PAGE_BOUNDS}), limit)
         rows = self._rows(VersionRow, found)

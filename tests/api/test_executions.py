@@ -135,3 +135,23 @@ def test_deleting_a_profiles_executions_does_not_rewrite_how_it_stood_before(cli
     assert (at_last["execution_count"], at_last["last_executed_at"]) == (2, last["executed_at"]), at_last
     assert client.get(url, params={"as_of": then}).json()["execution_count"] == 3
     assert client.get(url, params={"as_of": "2999-01-01T00:00:00Z"}).json()["execution_count"] == 0  # as now
+
+
+def test_a_page_of_executions_ends_before_a_mebibyte_of_their_records_and_the_next_goes_on(client):
+    profile = create(client, "busy")
+    notes = "n" * 50_000  # with an error message of 10,000 characters, 60 KB a run: 18 pass a mebibyte
+    for number in range(40):
+        recorded = client.post(f"/api/profiles/{profile['id']}/executions", json={
+            "run_id": "heavy", "status": "failed", "error_message": "e" * 10_000, "metadata": {"notes": notes,
+                                                                                              "number": number}})
+        assert recorded.status_code == 201, recorded.text
+    for url in (f"/api/profiles/{profile['id']}/executions", "/api/runs/heavy/executions"):
+        numbers, sizes, cursor = [], [], None
+        while True:
+            page = client.get(url, params={"cursor": cursor} if cursor else {})
+            assert len(page.content) < 1_200_000, url  # before: one page of all forty, 2.4 MB
+            sizes.append(len(page.json()["executions"]))
+            numbers += [execution["metadata"]["number"] for execution in page.json()["executions"]]
+            if (cursor := page.json()["next_cursor"]) is None:
+                break
+        assert sizes == [17, 17, 6] and numbers == list(range(39, -1, -1)), url
