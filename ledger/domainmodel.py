@@ -354,6 +354,13 @@ class Profile(Aggregate):
 Profile.Created.imported = Profile.SpecRevised.reverted_to = Profile.DetailsRevised.reverted_to = None
 
 
+def profile_of(domain_event: Any) -> UUID | None:
+    """The profile an event concerns: a profile's own, or the one an execution, the active slot or a name names."""
+    if isinstance(domain_event, Profile.Event):
+        return domain_event.originator_id  # type: ignore[no-any-return]
+    return getattr(domain_event, "profile_id", None)
+
+
 def event_version(domain_event: object) -> int:
     """The user-facing profile version a Profile event leaves the profile at."""
     return getattr(domain_event, "version", 1)

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
-from ledger.domainmodel import Profile
+from ledger.domainmodel import profile_of
 
 from projections import cursors
 from projections.ops import Insert, Op
@@ -44,15 +44,15 @@ def payload(event: Any) -> dict[str, Any]:
 
 
 @cache
-def _names(kind: type) -> tuple[str, str, bool]:
-    """The event type (``Profile.Created``), the aggregate type (``Profile``) and whether it is a profile's event."""
-    return kind.__qualname__, kind.__qualname__.split(".")[0], issubclass(kind, Profile.Event)
+def _names(kind: type) -> tuple[str, str]:
+    """The event type (``Profile.Created``) and the aggregate type (``Profile``)."""
+    return kind.__qualname__, kind.__qualname__.split(".")[0]
 
 
 def on_any_event(event: Any) -> list[Op]:
     """Who, when, why, which aggregate and profile, and the event's own fields (the hot path of a rebuild)."""
     state = vars(event)
-    event_type, aggregate_type, is_profile = _names(type(event))
+    event_type, aggregate_type = _names(type(event))
     originator_id = state["originator_id"]
     return [Insert(AUDIT, {
         "recorded_at": state["timestamp"],
@@ -61,7 +61,7 @@ def on_any_event(event: Any) -> list[Op]:
         "aggregate_type": aggregate_type,
         "originator_id": originator_id,
         "originator_version": state["originator_version"],
-        "profile_id": originator_id if is_profile else getattr(event, "profile_id", None),
+        "profile_id": profile_of(event),
         "reason": state["reason"],
         "correlation_id": state["correlation_id"],
         "payload": payload(event),

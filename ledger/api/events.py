@@ -17,7 +17,6 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from eventsourcing.domain import Aggregate
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
@@ -31,8 +30,7 @@ from ledger.api.errors import INVALID, NOT_FOUND, UNAVAILABLE, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.api.tokens import TokenController
-from ledger.domainmodel import ActiveSlot, Execution, Profile, ProfileName
-from ledger.errors import ValidationError
+from ledger.event_log import checked_event_type, refuse_past_head
 from ledger.idempotency import IdempotencyKey
 from ledger.outages import is_database_unavailable
 from ledger.states import convert
@@ -45,19 +43,6 @@ SCAN_MAX = 5_000
 TOKEN_AGGREGATE = AccessTokens.__name__
 
 
-def _event_types(*aggregates: type[Aggregate]) -> tuple[str, ...]:
-    """Every event type the log can hold, as the audit read model names them (``Profile.Created``): each event
-    class of each aggregate, less the ``Created`` the library declares for one created by an event of its own."""
-    types = []
-    for aggregate in aggregates:
-        events = [(name, value) for name, value in vars(aggregate).items()
-                  if isinstance(value, type) and issubclass(value, aggregate.Event) and value is not aggregate.Event]
-        created_otherwise = any(issubclass(value, Aggregate.Created) and name != "Created" for name, value in events)
-        types += [f"{aggregate.__name__}.{name}" for name, _ in events if not (name == "Created" and created_otherwise)]
-    return tuple(sorted(types))
-
-
-EVENT_TYPES = _event_types(Profile, ProfileName, ActiveSlot, Execution, AccessTokens, IdempotencyKey)
 STREAM_RETRY_AFTER = 5
 OUTAGE_RETRY_S = 1.0  # how often an open stream looks again while the database is unavailable
 
@@ -86,9 +71,7 @@ def audit_filters(runtime: Runtime, profile: str | None, actor: str | None, even
     """The read model's filters of a page or a stream (text without NUL characters; a profile by id or name; an empty
     one filters nothing)."""
     refuse_nul(actor=actor, type=event_type)
-    if event_type is not None and event_type.strip() and event_type.strip() not in EVENT_TYPES:
-        raise ValidationError(f"type {event_type[:100]!r} is no event type of this log: one of {', '.join(EVENT_TYPES)}",
-                              field="type")
+    checked_event_type(event_type, "type")
     profile_id = None if profile is None or not profile.strip() else runtime.ledger.resolve_profile(profile)
     return {"profile_id": profile_id, "actor": actor, "event_type": event_type}
 
@@ -167,13 +150,6 @@ async def resume_point(runtime: Runtime, after: int | None, last_event_id: str |
         return after
     refuse_past_head(after, head, named or "after")
     return head if after is None else after
-
-
-def refuse_past_head(position: int | None, head: int, name: str) -> None:
-    if position is not None and position > head:
-        raise ValidationError(f"{name} {position} is past the log's head ({head}): this log never held it (a database "
-                              "restored from an older copy, or another ledger's); start again from 0 or the head",
-                              field=name)
 
 
 def audit_stream(

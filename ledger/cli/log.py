@@ -12,8 +12,10 @@ import typer
 
 from ledger.chain import VerifyReport
 from ledger.checkpoint import Checkpoint
-from ledger.cli.context import JSON, emit_json, limit_option, plain, say, state, write_output
+from ledger.cli.context import JSON, as_text, emit_json, limit_option, plain, profile_ref, say, state, write_output
+from ledger.domainmodel import profile_of
 from ledger.errors import SigningKeyError, ValidationError
+from ledger.event_log import checked_event_type, refuse_past_head
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 from ledger.signing.records import OTHER_KEY
 from ledger.values import INT64_MAX
@@ -81,21 +83,38 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def log(
-        after: int = typer.Option(0, "--after", min=0, max=INT64_MAX, help="Start after this log position."),
+        after: int = typer.Option(0, "--after", min=0, max=INT64_MAX,
+                                  help="Start after this log position (past the log's head: refused)."),
         limit: Optional[int] = limit_option(None, "events", most=None),
+        profile: Optional[str] = typer.Option(
+            None, "--profile", callback=as_text,
+            help="Only the events of this profile (id, or name: a deleted one's last): its versions, activations, "
+            "executions, deletion and restore."),
+        actor: Optional[str] = typer.Option(None, "--actor", callback=as_text, help="Only events by this actor."),
+        event_type: Optional[str] = typer.Option(
+            None, "--type", callback=as_text, help="Only this event type, e.g. Profile.Deleted."),
         as_json: bool = JSON,
     ) -> None:
-        """Print the event log in commit order: position, time, actor, event and what it concerns."""
+        """Print the event log in commit order: position, time, actor, event and what it concerns. Filtered, it
+        reads the whole log from --after on, as `ledger verify` does."""
         ledger = state.ledger
+        checked_event_type(event_type, "--type")
+        refuse_past_head(after or None, int(ledger.recorder.max_notification_id() or 0), "--after")
+        profile_id = profile_ref(profile) if profile else None
         position, printed, entries = after, 0, []
         while (limit is None or printed < limit) and position < INT64_MAX:  # no position comes after the last
-            page = PAGE if limit is None else min(PAGE, limit - printed)
+            page = PAGE if limit is None or profile_id or actor or event_type else min(PAGE, limit - printed)
             batch = ledger.recorder.select_notifications(start=position + 1, limit=page)
             if not batch:
                 break
             for notification in batch:
+                if limit is not None and printed >= limit:
+                    break
                 event = ledger.mapper.to_domain_event(notification)
                 kind = type(event).__qualname__
+                if (profile_id and profile_of(event) != profile_id or actor and getattr(event, "actor", None) != actor
+                        or event_type and kind != event_type.strip()):
+                    continue
                 entry = {
                     "position": notification.id,
                     "time": event.timestamp.isoformat(),

@@ -13,7 +13,8 @@ from litestar.response.sse import ServerSentEventMessage
 
 from ledger.api.auth import principal_of
 from ledger.api.deps import LOG_POSITION, log_position
-from ledger.api.events import EVENT_TYPES, about_tokens, audit_filters, audit_stream, resume_point, sees_token_events
+from ledger.api.events import about_tokens, audit_filters, audit_stream, resume_point, sees_token_events
+from ledger.event_log import EVENT_TYPES
 from ledger.api.runtime import WALK_WAIT_SECONDS
 from ledger.api.runtime import Runtime
 from ledger.console.profiles import runtime_of

@@ -72,6 +72,25 @@ def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_c
     assert len(text) == 4 and "alice" in text[0] and "Profile.Created" in text[0]
 
 
+def test_the_log_answers_who_deleted_a_profile_and_refuses_a_start_it_never_reached(ledger_cli):
+    pid = as_json(ledger_cli("create", "calm", "--actor", "alice", "--json"))["profile"]["id"]
+    ledger_cli("create", "other", "--actor", "carol")
+    ledger_cli("delete", "calm", "--actor", "boss", "--reason", "retired")
+    ledger_cli("restore", "calm", "--actor", "alice")
+    deleted = as_json(ledger_cli("log", "--profile", "calm", "--type", "Profile.Deleted", "--json"))
+    assert [(e["actor"], e["reason"], e["aggregate_id"]) for e in deleted] == [("boss", "retired", pid)]
+    lifecycle = [e["type"] for e in as_json(ledger_cli("log", "--profile", pid, "--json"))]
+    assert lifecycle == ["Profile.Created", "ProfileName.Claimed", "Profile.Deleted", "ProfileName.Released",
+                         "Profile.Restored", "ProfileName.Claimed"]  # and none of the other profile's
+    assert {e["actor"] for e in as_json(ledger_cli("log", "--actor", "carol", "--json"))} == {"carol"}
+    assert len(as_json(ledger_cli("log", "--profile", "calm", "--limit", "2", "--json"))) == 2
+    head = as_json(ledger_cli("log", "--json"))[-1]["position"]
+    past = ledger_cli("log", "--after", str(head + 1), ok=False)
+    assert past.returncode == 1 and "past the log's head" in past.stderr  # before: nothing printed, exit 0
+    unknown = ledger_cli("log", "--type", "Profile.Nope", ok=False)
+    assert unknown.returncode == 1 and "no event type of this log" in unknown.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
