@@ -12,7 +12,7 @@ import queue
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -68,11 +68,15 @@ class PendingRuns:
         self._lock = threading.Lock()
 
     def add(self, run: PendingRun) -> str:
+        """Keep ``run`` under a new key; past ``PENDING_MAX``, the oldest run of whoever holds the most goes (one
+        viewer's flood pushes out its own runs, not others')."""
         key = secrets.token_urlsafe(16)
         with self._lock:
             self._runs[key] = run
             while len(self._runs) > PENDING_MAX:
-                self._runs.popitem(last=False)
+                held = Counter(pending.viewer for pending in self._runs.values())
+                most = max(held, key=held.__getitem__)
+                del self._runs[next(held_key for held_key, pending in self._runs.items() if pending.viewer == most)]
         return key
 
     def take(self, key: str, viewer: str | None) -> PendingRun:

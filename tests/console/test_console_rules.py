@@ -13,6 +13,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from ledger.console.playground import PENDING_MAX
+from ledger.tokens import TokenService
 from steering.engine import SteeringEngine
 from steering.models import load_model
 from steering.sae import load_sae
@@ -197,3 +199,31 @@ def test_a_filter_with_a_nul_character_is_refused_naming_the_filter_as_the_api_n
         refused = console.get("/", params={name: "a\x00b"}, headers=HTML)
         assert refused.status_code == 422
         assert f"{name} must not contain NUL characters" in html.unescape(refused.text)  # before: name_pattern0, tags0
+
+
+def test_one_viewer_submitting_many_playground_runs_pushes_out_its_own_not_anothers(sqlite_url, tiny_model_dir,
+                                                                                     sae_dir):
+    engine = SteeringEngine(load_model(tiny_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
+                            sae_id="tiny-sae")
+    with make_client(sqlite_url, engine=engine, auth=True) as browser:
+        tokens = TokenService(browser.app.state.runtime.ledger)
+        (_, patient), (_, flooder) = (tokens.issue(name, "editor") for name in ("patient", "flooder"))
+
+        def sign_in(token: str) -> None:
+            form = browser.get("/login", headers=HTML).text
+            csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form).group(1)
+            assert browser.post("/login", data={"_csrf_token": csrf, "token": token}, headers=HTML).status_code == 200
+
+        def submit() -> str:
+            form = {"prompt": "hi", "seed": "1", "temperature": "0", "max_tokens": "2"}
+            page = send(browser, "/playground", headers={"HX-Request": "true"}, **form)
+            return re.search(r'sse-connect="([^"]+)"', page.text).group(1)
+
+        sign_in(patient)
+        waiting = submit()  # a slow or backgrounded browser: its stream is not opened yet
+        sign_in(flooder)
+        for _ in range(PENDING_MAX):
+            submit()
+        sign_in(patient)
+        stream = browser.get(waiting)
+        assert stream.status_code == 200 and "event: steered" in stream.text  # before: 404, pushed out by the flood
