@@ -151,11 +151,13 @@ class ProfileRead(ProfileFields, kw_only=True):
     updated_at: datetime
     execution_count: int = 0
     last_executed_at: datetime | None = None
-    pinned: bool = False
-    """True on the active profile when its activation pinned a version: `version` and the spec (`model_id`,
-    `sae_id`, `layer`, `steering`) are then the version in force, and `latest_version` its newest version."""
-    latest_version: int | None = None
-    """The profile's newest version, given on the active profile (where `version` is the version in force)."""
+    pinned: Annotated[bool, msgspec.Meta(description=(
+        "True on the active profile when its activation pinned a version: `version` and the spec (`model_id`, "
+        "`sae_id`, `layer`, `steering`) are then the version in force, and `latest_version` its newest version."
+    ))] = False
+    latest_version: Annotated[int | None, msgspec.Meta(description=(
+        "The profile's newest version, given on the active profile only (where `version` is the version in force); "
+        "null on every other profile, whose `version` is its newest."))] = None
 
 
 class ProfileChange(ProfileRead, kw_only=True):
