@@ -301,7 +301,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
-        """Every version of a profile: who made it, when, why, and what it changed."""
+        """Every version of a profile: who made it, when, why, and what it changed (its deletions, restores and
+        activations are in `ledger log --profile`)."""
         records = state.ledger.profile_history(profile_ref(profile_id))
         emit(as_json, records, map(history_line, records))
 

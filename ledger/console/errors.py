@@ -11,6 +11,7 @@ from litestar import Request, Response
 from ledger.api.errors import handle_exception
 from ledger.console.profiles import see_other
 from ledger.console.rendering import is_htmx, page, secured
+from ledger.console.session import TOKEN_COOKIE
 from ledger.errors import AuthenticationError
 
 
@@ -57,6 +58,8 @@ def _error_answer(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         return answer
     if isinstance(exc, AuthenticationError):
         login = f"/login?next={quote(_back_after_login(request), safe='')}"
+        if request.cookies.get(TOKEN_COOKIE):  # signed in until now: its token was revoked or has expired
+            login += "&ended=1"
         if is_htmx(request):
             return Response(b"", status_code=401, headers={"HX-Redirect": login})
         return see_other(login)

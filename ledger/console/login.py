@@ -43,6 +43,10 @@ def local_path(target: Any) -> str:
     return "/"
 
 
+SESSION_ENDED = ("Your session ended: the token it was signed in with was revoked or has expired. Sign in again to "
+                 "go back to the page you were on (what you typed in a form there is not kept).")
+
+
 def _cookie_options(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https", "path": "/"}
 
@@ -51,8 +55,9 @@ class LoginPages(Controller):
     path = "/"
 
     @get("/login", name="console:login", opt=LOGIN_PAGE)
-    async def login_form(self, request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Template:  # noqa: A002
-        return page(request, "login.html.j2", next=local_path(next), problem=None)
+    async def login_form(self, request: Request[Any, Any, Any], next: FromQuery[str | None] = None,  # noqa: A002
+                         ended: FromQuery[bool] = False) -> Template:
+        return page(request, "login.html.j2", next=local_path(next), problem=SESSION_ENDED if ended else None)
 
     @post("/login", name="console:login-submit", opt=LOGIN_PAGE)
     async def login(self, request: Request[Any, Any, Any], form: Form) -> Template | Redirect:
