@@ -33,6 +33,8 @@ def checked_event_type(event_type: str | None, name: str) -> None:
 
 
 def refuse_past_head(position: int | None, head: int, name: str) -> None:
+    """A position to start after (named ``name`` where it was given) is one this log reached: past its head, the
+    reader would wait for events this log never held (a database restored from an older copy, another ledger's)."""
     if position is not None and position > head:
         raise ValidationError(f"{name} {position} is past the log's head ({head}): this log never held it (a database "
                               "restored from an older copy, or another ledger's); start again from 0 or the head",

@@ -71,6 +71,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
 
 _NO_SUCH_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
+_NO_SUCH_COLUMN = re.compile(r'no such column: (\S+)|column "?([^"\s]+)"? does not exist')
 
 
 def missing_table(exc: BaseException) -> str | None:
@@ -78,6 +79,16 @@ def missing_table(exc: BaseException) -> str | None:
     that is not what went wrong."""
     for error in raised_from(exc, implicitly=True):
         found = _NO_SUCH_TABLE.search(str(error))
+        if found:
+            return found.group(1) or found.group(2)
+    return None
+
+
+def missing_column(exc: BaseException) -> str | None:
+    """The column a query found missing (its table made by another version of the ledger, not yet made again), from
+    the error or one it was raised from; None when that is not what went wrong."""
+    for error in raised_from(exc, implicitly=True):
+        found = _NO_SUCH_COLUMN.search(str(error))
         if found:
             return found.group(1) or found.group(2)
     return None

@@ -11,8 +11,9 @@ waiting request of the actor that holds the fewest rows (the oldest of its reque
 When every row and place is taken, a request whose actor holds at least two fewer than another actor with
 requests waiting takes the newest waiting place of that actor, which is refused as a full queue refuses. So one
 actor cannot shut the others out by sending more. A caller's requests (those submitted with one ``abandoned``
-event: a compare's two sides) are given up together, and only while none of them runs: a place given up has run
-nothing, and no running request loses its other half (at shutdown either).
+event: a compare's two sides) are given up together, and only while none of them has started: a place given up
+has run nothing, and no side that ran loses its other half (at shutdown either). Once one of them has a place,
+the others are never refused for want of one (the queue runs over by as many).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import queue
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -166,6 +168,7 @@ class Scheduler:
         self._batch = Batch(loaded, step_tokens)
         self._waiting: deque[Ticket] = deque()
         self._running: list[Ticket] = []
+        self._started: weakref.WeakSet[object] = weakref.WeakSet()  # callers one of whose requests was admitted
         self._condition = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -186,9 +189,9 @@ class Scheduler:
                 raise EngineClosedError("the engine is closed")
             running, queued = self._rows_and_queue()
             ousted: list[Ticket] = []
-            if running >= self.max_batch and queued >= self.max_queue:
-                self._refused += 1
+            if running >= self.max_batch and queued >= self.max_queue and not self._has_place(ticket.caller):
                 ousted = self._places_to_give_up(request.actor)
+                self._refused += len(ousted) or 1
                 if not ousted:
                     raise SchedulerFullError(running, queued, self._retry_after())
                 for given_up in ousted:
@@ -216,9 +219,12 @@ class Scheduler:
         return [ticket for ticket in idle if ticket.caller is caller]
 
     def _idle_waiting(self) -> list[Ticket]:
-        """The waiting requests whose caller has none running. (Call with the condition held.)"""
-        running = {ticket.caller for ticket in self._running}
-        return [ticket for ticket in self._waiting if ticket.caller not in running]
+        """The waiting requests whose caller has none started. (Call with the condition held.)"""
+        return [ticket for ticket in self._waiting if ticket.caller not in self._started]
+
+    def _has_place(self, caller: object) -> bool:
+        """Whether another of ``caller``'s requests holds a row or a place. (Call with the condition held.)"""
+        return any(ticket.caller is caller for ticket in itertools.chain(self._running, self._waiting))
 
     def _rows_and_queue(self) -> tuple[int, int]:
         """How many requests hold a row and how many wait for one; a waiting request for which a row is free is
@@ -320,6 +326,7 @@ class Scheduler:
                 continue
             self._batch.add(ticket.row)
             self._running.append(ticket)
+            self._started.add(ticket.caller)
             self._admitted += 1
 
     def _drop_cancelled(self) -> None:

@@ -14,7 +14,7 @@ import typer
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import ReaderGoneError, state
 from ledger.errors import LedgerError
-from ledger.outages import is_database_unavailable, missing_table, refused_for_good
+from ledger.outages import is_database_unavailable, missing_column, missing_table, refused_for_good
 from steering.errors import SteeringError
 
 app = typer.Typer(
@@ -98,6 +98,11 @@ def main() -> None:
         if (table := missing_table(error)) is not None:  # not an outage: waiting will not bring it back
             typer.echo(f"error: the table {table} is missing from {state.settings.database.display()}: run `ledger db "
                        "init`, which makes it again (rebuilding its read model from the log)", err=True)
+            sys.exit(1)
+        if (column := missing_column(error)) is not None:  # the read models of another version: not an outage
+            typer.echo(f"error: the read models in {state.settings.database.display()} were made by another version "
+                       f"of the ledger (no column {column}): run `ledger db init` (or start `ledger serve`), which "
+                       "makes them again from the log", err=True)
             sys.exit(1)
         if is_database_unavailable(error):
             database = state.settings.database

@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
         ledger = state.ledger
         checked_event_type(event_type, "--type")
         refuse_past_head(after or None, int(ledger.recorder.max_notification_id() or 0), "--after")
-        profile_id = profile_ref(profile) if profile else None
+        actor, event_type = (actor or "").strip(), (event_type or "").strip()  # trimmed; blank: no filter (as the API)
+        profile_id = profile_ref(profile.strip()) if profile and profile.strip() else None
         position, printed, entries = after, 0, []
         while (limit is None or printed < limit) and position < INT64_MAX:  # no position comes after the last
             page = PAGE if limit is None or profile_id or actor or event_type else min(PAGE, limit - printed)
@@ -113,7 +114,7 @@ def register(app: typer.Typer) -> None:
                 event = ledger.mapper.to_domain_event(notification)
                 kind = type(event).__qualname__
                 if (profile_id and profile_of(event) != profile_id or actor and getattr(event, "actor", None) != actor
-                        or event_type and kind != event_type.strip()):
+                        or event_type and kind != event_type):
                     continue
                 entry = {
                     "position": notification.id,

@@ -20,8 +20,9 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
         projections: bool = typer.Option(
             True, "--projections/--no-projections",
-            help="Run the projection workers in this process (turn off when `ledger project` runs them elsewhere: "
-            "commands are answered once the read models show them, so something must keep them).",
+            help="Run the projection workers in this process (the default: servers on one database then catch each "
+            "other up). Off, only a `ledger project` elsewhere applies what a busy read model left: while it is down, "
+            "commands are answered pending and /ready is 503.",
         ),
         auth: Optional[bool] = typer.Option(
             None, "--auth/--no-auth",

@@ -15,17 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 from prometheus_client.parser import text_string_to_metric_families
-from transformers import LlamaForCausalLM
 
 from steering.engine import SteeringEngine
 from steering.models import load_model
 from steering.sae import load_sae
 from tests.api.conftest import assert_error, start_server
 from tests.waiting import wait_until
-from steering.tiny import build_tiny_model
-from tests.steering.conftest import D_MODEL, LAYER, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+from tests.steering.conftest import LAYER, long_context_model_dir, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
 
 WORDS = "tell me about the sea and the ledger that keeps every steering profile".split()
 
@@ -48,18 +45,6 @@ def server(tiny_model_dir, sae_dir, sqlite_url):
         yield running.base_url
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def long_context_model_dir(tmp_path_factory) -> Path:
-    """The tiny model with room for generations long enough to disconnect from in the middle, and an end-of-sequence
-    logit of zero (others reach about +6), so a greedy answer never ends early."""
-    directory = build_tiny_model(tmp_path_factory.mktemp("long-context"), layers=2, hidden=D_MODEL, max_positions=4200)
-    model = LlamaForCausalLM.from_pretrained(directory)
-    with torch.no_grad():
-        model.lm_head.weight[model.config.eos_token_id] = 0.0
-    model.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture

@@ -82,13 +82,28 @@ def test_the_log_answers_who_deleted_a_profile_and_refuses_a_start_it_never_reac
     lifecycle = [e["type"] for e in as_json(ledger_cli("log", "--profile", pid, "--json"))]
     assert lifecycle == ["Profile.Created", "ProfileName.Claimed", "Profile.Deleted", "ProfileName.Released",
                          "Profile.Restored", "ProfileName.Claimed"]  # and none of the other profile's
-    assert {e["actor"] for e in as_json(ledger_cli("log", "--actor", "carol", "--json"))} == {"carol"}
+    assert {e["actor"] for e in as_json(ledger_cli("log", "--actor", " carol ", "--json"))} == {"carol"}  # trimmed
+    assert len(as_json(ledger_cli("log", "--profile", "  ", "--json"))) == len(as_json(ledger_cli("log", "--json")))
     assert len(as_json(ledger_cli("log", "--profile", "calm", "--limit", "2", "--json"))) == 2
     head = as_json(ledger_cli("log", "--json"))[-1]["position"]
     past = ledger_cli("log", "--after", str(head + 1), ok=False)
     assert past.returncode == 1 and "past the log's head" in past.stderr  # before: nothing printed, exit 0
     unknown = ledger_cli("log", "--type", "Profile.Nope", ok=False)
     assert unknown.returncode == 1 and "no event type of this log" in unknown.stderr
+
+
+def test_a_query_on_read_models_an_earlier_version_made_says_what_to_run_and_db_init_makes_them_again(
+        ledger_cli, database_url):
+    from tests.faults.test_read_model_forgery import sql
+
+    ledger_cli("create", "calm")
+    sql(database_url, "ALTER TABLE profiles DROP COLUMN description_bytes")  # as the version before made it
+    sql(database_url, "UPDATE read_model_definitions SET definition = 'v3-earlier' WHERE name = 'profiles'")
+    stale = ledger_cli("list", ok=False)
+    assert stale.returncode == 1 and "made by another version" in stale.stderr and "ledger db init" in stale.stderr
+    # before: exit 75, "the database cannot be reached (no such column: description_bytes); try again once it is back"
+    ledger_cli("db", "init")
+    assert "calm" in ledger_cli("list").stdout
 
 
 @pytest.mark.parametrize(

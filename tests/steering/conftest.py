@@ -22,6 +22,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_context_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with room for generations long enough to disconnect from in the middle, and an end-of-sequence
+    logit of zero (others reach about +6), so a greedy answer never ends early."""
+    from transformers import LlamaForCausalLM
+
+    directory = build_tiny_model(tmp_path_factory.mktemp("long-context"), layers=2, hidden=D_MODEL, max_positions=4200)
+    model = LlamaForCausalLM.from_pretrained(directory)
+    with torch.no_grad():
+        model.lm_head.weight[model.config.eos_token_id] = 0.0
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def long_loaded(long_context_model_dir: Path) -> LoadedModel:
+    """:func:`long_context_model_dir` loaded: rows of 4,000 tokens run for seconds (long enough to act meanwhile)."""
+    torch.set_num_threads(1)
+    return load_model(long_context_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def loaded(tiny_model_dir: Path) -> LoadedModel:
     torch.set_num_threads(1)  # a tiny model gains nothing from threads, and busy-waiting OpenMP threads suffer on a shared CPU
     return load_model(tiny_model_dir, device="cpu")

@@ -246,13 +246,13 @@ def test_a_refusal_counts_as_waiting_only_the_requests_beyond_the_free_rows(load
     assert (stats.running, stats.queued) == (2, 2)  # was (0, 4)
 
 
-def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue(loaded) -> None:
+def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue(long_loaded) -> None:
     """A free row goes to the actor holding the fewest; when all is taken, the actor holding the most gives up its
     newest waiting place to one holding at least two fewer."""
-    scheduler = Scheduler(loaded, max_batch=2, max_queue=2)
+    scheduler = Scheduler(long_loaded, max_batch=2, max_queue=2)
 
     def long(actor: str, seed: int) -> GenerationRequest:
-        return GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=seed, ignore_eos=True, actor=actor)
+        return GenerationRequest(prompt=prompt_of(5), max_tokens=4000, seed=seed, ignore_eos=True, actor=actor)
 
     try:
         greedy_rows = [scheduler.submit(long("greedy", seed), stream=True) for seed in range(2)]
@@ -276,18 +276,19 @@ def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue
         scheduler.close()
 
 
-def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of_them_runs(loaded) -> None:
+def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of_them_runs(long_loaded) -> None:
     """A compare's two sides share one caller: a place is never taken from its waiting side while the other runs
     (the running side's work would be lost), and both give theirs up when neither runs."""
     def long(actor: str, seed: int) -> GenerationRequest:
-        return GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=seed, ignore_eos=True, actor=actor)
+        return GenerationRequest(prompt=prompt_of(5), max_tokens=4000, seed=seed, ignore_eos=True, actor=actor)
 
-    scheduler = Scheduler(loaded, max_batch=2, max_queue=2)
+    scheduler = Scheduler(long_loaded, max_batch=2, max_queue=2)
     try:
         compare = threading.Event()
         alone = scheduler.submit(long("greedy", 1), stream=True)
         steered = scheduler.submit(long("greedy", 2), stream=True, abandoned=compare)
-        for stream in (alone.deltas(), steered.deltas()):
+        streams = [alone.deltas(), steered.deltas()]  # (held: a stream let go gives its request up)
+        for stream in streams:
             next(stream)  # both rows taken
         other = scheduler.submit(long("greedy", 3))
         twin = scheduler.submit(long("greedy", 4), abandoned=compare)  # greedy's newest waiting request
@@ -300,11 +301,12 @@ def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of
             ticket.cancel()
         scheduler.close()
 
-    scheduler = Scheduler(loaded, max_batch=1, max_queue=2)
+    scheduler = Scheduler(long_loaded, max_batch=1, max_queue=2)
     try:
         pair = threading.Event()
         alone = scheduler.submit(long("greedy", 1), stream=True)
-        next(alone.deltas())
+        stream = alone.deltas()
+        next(stream)
         first, second = (scheduler.submit(long("greedy", seed), abandoned=pair) for seed in (2, 3))
         modest = scheduler.submit(long("modest", 4))  # neither side of greedy's pair runs: both give way
         for side in (first, second):
@@ -317,13 +319,14 @@ def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of
         scheduler.close()
 
 
-def test_at_shutdown_a_waiting_request_whose_callers_other_request_runs_keeps_its_place_until_cut_short(loaded):
-    scheduler = Scheduler(loaded, max_batch=1, max_queue=2)
+def test_at_shutdown_a_waiting_request_whose_callers_other_request_runs_keeps_its_place_until_cut_short(long_loaded):
+    scheduler = Scheduler(long_loaded, max_batch=1, max_queue=2)
     try:
         compare = threading.Event()
-        steered = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=400, seed=1, ignore_eos=True),
+        steered = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=4000, seed=1, ignore_eos=True),
                                    stream=True, abandoned=compare)
-        next(steered.deltas())
+        stream = steered.deltas()
+        next(stream)
         twin = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=4, seed=1), abandoned=compare)
         lone = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=4, seed=2))
         assert scheduler.stop_taking() == 1
@@ -335,5 +338,50 @@ def test_at_shutdown_a_waiting_request_whose_callers_other_request_runs_keeps_it
             twin.future.result(timeout=30)
         with pytest.raises(CutShortError):
             steered.future.result(timeout=30)
+    finally:
+        scheduler.close()
+
+
+def test_a_callers_request_keeps_its_place_once_another_of_its_requests_started_even_after_it_finished(long_loaded):
+    def request(actor: str, seed: int, tokens: int = 4000) -> GenerationRequest:
+        return GenerationRequest(prompt=prompt_of(5), max_tokens=tokens, seed=seed, ignore_eos=True, actor=actor)
+
+    scheduler = Scheduler(long_loaded, max_batch=2, max_queue=2)
+    try:
+        compare = threading.Event()
+        long = scheduler.submit(request("x", 1), stream=True)
+        stream = long.deltas()
+        next(stream)
+        steered, twin = scheduler.submit(request("x", 2, tokens=500), abandoned=compare), scheduler.submit(
+            request("x", 3), abandoned=compare)
+        wait_until(steered.future.running, 30, "the steered side in the free row")
+        other = scheduler.submit(request("z", 4))  # takes the row the steered side leaves: z holds fewer rows
+        steered.future.result(timeout=30)
+        wait_until(other.future.running, 30, "z's request to take the free row")
+        waiting = scheduler.submit(request("w", 5))  # every place taken: the twin and w's
+        with pytest.raises(SchedulerFullError):
+            scheduler.submit(request("v", 6))  # before: the twin gave its place, its steered side's answer lost
+        assert not twin.future.done() and not waiting.future.done()
+    finally:
+        for ticket in (long, steered, twin, other, waiting):
+            ticket.cancel()
+        scheduler.close()
+
+
+def test_a_callers_second_request_is_never_refused_for_want_of_a_place_once_its_first_has_one(long_loaded):
+    scheduler = Scheduler(long_loaded, max_batch=1, max_queue=1)
+    try:
+        long = scheduler.submit(GenerationRequest(prompt=prompt_of(5), max_tokens=4000, seed=1, ignore_eos=True),
+                                stream=True)
+        stream = long.deltas()
+        next(stream)
+        compare = threading.Event()
+        sides = [scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3, seed=seed), abandoned=compare)
+                 for seed in (2, 3)]  # before: the second was refused, and the first thrown away with it
+        assert scheduler.stats().queued == 2
+        with pytest.raises(SchedulerFullError):
+            scheduler.submit(GenerationRequest(prompt=prompt_of(3), max_tokens=3, seed=4))
+        long.cancel()
+        assert all(side.future.result(timeout=30).completion_tokens == 3 for side in sides)
     finally:
         scheduler.close()
