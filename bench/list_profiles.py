@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Figure, percentile, report, scratch_database, summary_ms  # noqa: E402
 from ledger.settings import Database  # noqa: E402
-from ledger.values import name_key  # noqa: E402
-from projections.fields import search_text  # noqa: E402
+from projections.fields import details  # noqa: E402
 from projections.profiles import PROFILES, PROJECTION  # noqa: E402
 from projections.queries import ReadModel  # noqa: E402
 from projections.schema import init_database  # noqa: E402
@@ -54,13 +53,14 @@ def synthetic_rows(count: int, seed: int = 7):
         description = " ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))
         at = start + timedelta(seconds=number)
         steering = {str(rng.randrange(16384)): round(rng.uniform(-2, 2), 3) for _ in range(rng.randint(1, 4))}
+        identity = uuid.UUID(int=rng.getrandbits(128), version=4)
+        tags, products = rng.sample(TAGS, rng.randint(1, 4)), rng.sample(PRODUCTS, rng.randint(0, 2))
         yield {
-            "id": uuid.UUID(int=rng.getrandbits(128), version=4), "name": name, "name_key": name_key(name),
-            "name_search": search_text(name), "description": description,
-            "description_search": search_text(description), "model_id": "gemma-2-2b", "sae_id": "res-16k",
-            "layer": 12, "steering": steering, "feature_count": len(steering),
-            "tags": rng.sample(TAGS, rng.randint(1, 4)), "products": rng.sample(PRODUCTS, rng.randint(0, 2)),
-            "metadata": {}, "version": 1, "revision": 1, "created_at": at, "updated_at": at, "position": number + 1,
+            "id": identity, "model_id": "gemma-2-2b", "sae_id": "res-16k", "layer": 12, "steering": steering,
+            "feature_count": len(steering), "version": 1, "revision": 1, "created_at": at, "updated_at": at,
+            "position": number + 1,  # and the columns the projection derives from the descriptive fields:
+            **details({"name": name, "description": description, "tags": tags, "products": products, "metadata": {}},
+                      searchable=True),
         }
 
 
