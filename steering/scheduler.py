@@ -223,8 +223,8 @@ class Scheduler:
         return [ticket for ticket in self._waiting if ticket.caller not in self._started]
 
     def _has_place(self, caller: object) -> bool:
-        """Whether another of ``caller``'s requests holds a row or a place. (Call with the condition held.)"""
-        return any(ticket.caller is caller for ticket in itertools.chain(self._running, self._waiting))
+        """Whether another of ``caller``'s requests started, or holds a place. (Call with the condition held.)"""
+        return caller in self._started or any(ticket.caller is caller for ticket in self._waiting)
 
     def _rows_and_queue(self) -> tuple[int, int]:
         """How many requests hold a row and how many wait for one; a waiting request for which a row is free is

@@ -152,8 +152,8 @@ def watch_for_departure(app: ASGIApp) -> ASGIApp:
                 answered = True
             await send(message)
 
-        if ScopeState.from_scope(scope).body is not Empty:
-            watcher = asyncio.ensure_future(watch())
+        if scope.get("method") in ("GET", "HEAD") or ScopeState.from_scope(scope).body is not Empty:
+            watcher = asyncio.ensure_future(watch())  # (a stream asked for with GET has no body to wait for)
         try:
             await app(scope, receiving, sending)
         finally:

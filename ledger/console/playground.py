@@ -27,7 +27,7 @@ from markupsafe import escape
 
 from ledger.api.auth import requires
 from ledger.api.bodies import refusal
-from ledger.api.chat import completion_from, generation_of, watch_for_departure
+from ledger.api.chat import EitherSet, completion_from, generation_of, watch_for_departure
 from ledger.api.observability import DEPARTED
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
@@ -81,7 +81,9 @@ class PendingRuns:
 
     def take(self, key: str, viewer: str | None) -> PendingRun:
         with self._lock:
-            run = self._runs.pop(key, None)
+            run = self._runs.get(key)
+            if run is not None and run.viewer == viewer:  # (another viewer's guess takes nothing away)
+                del self._runs[key]
         if run is None or run.viewer != viewer or time.monotonic() - run.created > PENDING_TTL:
             raise RunNotFoundError("this playground run has already been shown or has expired; run it again")
         return run
@@ -155,7 +157,8 @@ class PlaygroundPages(Controller):
         )
         return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 
-    @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"))  # it records an execution
+    @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"),  # it records an execution
+         middleware=[watch_for_departure])  # a browser gone before the first delta: its run leaves the queue
     async def stream(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ServerSentEvent:
         generation = generation_of(runtime_of(request))
         viewer = viewer_of(request)
@@ -184,7 +187,8 @@ async def _stream(
     recorded: list[Any] = []
     out: queue.Queue[Any] = queue.Queue()
     completion = run.completion
-    closed = threading.Event()
+    ended = threading.Event()
+    closed = EitherSet(ended, request.scope.get(DEPARTED))  # this stream closed, or its browser gone
     def started() -> dict[str, Any]:  # both sides as ``compare`` runs them, recorded together; or the steered one
         if run.compare:
             return generation.stream_compared(completion, on_recorded=recorded.append, abandoned=closed)
@@ -213,8 +217,8 @@ async def _stream(
             recorded_as = render_fragment(request, "_recorded.html.j2", outcome=recorded[0])
             yield ServerSentEventMessage(data=recorded_as, event="done")
         else:  # one cut short (a server stopping) is recorded as partial, out of this request's sight
-            said = "The run did not finish: the profile's executions show what was recorded." if ended_early \
-                else "The run was not recorded."
+            said = "The run did not finish: what it generated, if anything, is in the profile's executions." \
+                if ended_early else "The run was not recorded."
             yield ServerSentEventMessage(data=f"<p class='error'>{said}</p>", event="done")
     finally:
-        closed.set()
+        ended.set()

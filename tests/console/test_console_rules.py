@@ -6,9 +6,11 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -18,8 +20,9 @@ from ledger.tokens import TokenService
 from steering.engine import SteeringEngine
 from steering.models import load_model
 from steering.sae import load_sae
-from tests.api.conftest import make_client
-from tests.steering.conftest import D_SAE, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+from tests.api.conftest import make_client, start_server
+from tests.steering.conftest import D_SAE, long_context_model_dir, sae_dir, tiny_model_dir  # noqa: F401 - fixtures
+from tests.waiting import wait_until
 
 HTML = {"Accept": "text/html"}
 
@@ -227,3 +230,35 @@ def test_one_viewer_submitting_many_playground_runs_pushes_out_its_own_not_anoth
         sign_in(patient)
         stream = browser.get(waiting)
         assert stream.status_code == 200 and "event: steered" in stream.text  # before: 404, pushed out by the flood
+
+
+def test_a_playground_run_whose_browser_leaves_before_its_first_token_leaves_the_queue_and_is_not_recorded(
+        long_context_model_dir, sae_dir, sqlite_url):
+    engine = SteeringEngine(load_model(long_context_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
+                            sae_id="tiny-sae", max_batch=1, max_queue=2)
+    running = start_server(sqlite_url, engine=engine)
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=120) as browser:
+            def scheduler() -> dict:
+                return browser.get("/api/steering/status").json()["scheduler"]
+
+            hold = {"messages": [{"role": "user", "content": "hold the row"}], "temperature": 0.0, "max_tokens": 4000,
+                    "stream": True}
+            with browser.stream("POST", "/v1/chat/completions", json=hold) as holding:
+                lines = holding.iter_lines()  # (held: an iterator let go closes the connection)
+                next(line for line in lines if '"content":"' in line and '"content":""' not in line)
+                csrf = re.search(r'name="_csrf_token" value="([^"]+)"', browser.get("/", headers=HTML).text).group(1)
+                form = {"_csrf_token": csrf, "prompt": "hi", "seed": "1", "temperature": "0", "max_tokens": "3",
+                        "compare": "on"}
+                page = browser.post("/playground", data=form, headers={**HTML, "HX-Request": "true"})
+                with browser.stream("GET", re.search(r'sse-connect="([^"]+)"', page.text).group(1)) as run:
+                    events = run.iter_lines()
+                    assert next(events) == ": started"  # both sides wait for the row
+                    wait_until(lambda: scheduler()["queued"] == 2, 30, "both sides waiting")
+                wait_until(lambda: scheduler()["queued"] == 0, 10, "the run to leave the queue")  # before: it stayed
+            wait_until(lambda: scheduler()["running"] == 0, 30, "the held row to be given up")
+            time.sleep(0.5)  # (before: the run took the free row here, and its first step was recorded)
+            runs = browser.get("/api/events", params={"type": "Execution.Recorded"}).json()["events"]
+            assert len(runs) == 1, runs  # the held stream's, cut short; none for the run nobody watched
+    finally:
+        running.stop()
