@@ -255,9 +255,10 @@ class GenerationService:
                               on_unread=twin_left),
         }
 
-    def replay(self, execution_id: UUID) -> ReplayOutcome:
+    def replay(self, execution_id: UUID, abandoned: threading.Event | None = None) -> ReplayOutcome:
         """Run a recorded generation again with its profile version and seed (a compare's unsteered side too: both
-        must come out the same); record the replay."""
+        must come out the same); record the replay. Once ``abandoned`` is set (the caller went away), or the server
+        cuts it short, it stops, recorded as a generation is (``partial``, if it produced anything)."""
         original = self.ledger.get_execution(execution_id)
         must_be_generation(original)
         details = original.details
@@ -285,7 +286,12 @@ class GenerationService:
             spec, request = self._prepare(completion)
         # a compare's unsteered side is run and checked again too (but for one cut short: it ended elsewhere)
         twin = details.get("unsteered") if original.status != "partial" else None
-        results = _run(self.engine.generate, [request, replace(request, steering=None)] if twin else [request])
+        try:
+            results = _run(self.engine.generate, [request, replace(request, steering=None)] if twin else [request],
+                           abandoned)
+        except RequestCancelledError as error:
+            self._record_unread(completion, spec, request, error)
+            raise
         outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if twin else None)
         warnings = tuple(
             f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"

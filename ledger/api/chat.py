@@ -363,10 +363,12 @@ class ReplayController(Controller):
         "/",
         summary="Re-run a recorded generation with its profile version and seed; records the replay",
         **COMMAND_ROUTE,
+        middleware=[watch_for_departure],  # a client gone: the replay stops (what ran is recorded as partial)
         responses=responses(NOT_FOUND, INVALID, BUSY_OR_UNAVAILABLE, TOO_LARGE),
     )
     def replay(
         self,
+        request: Request[Any, Any, Any],
         execution_id: FromPath[UUID],
         runtime: NamedDependency[Runtime],
         context: NamedDependency[CommandContext],
@@ -374,7 +376,8 @@ class ReplayController(Controller):
     ) -> Response[ReplayRead]:
         generation = generation_of(runtime)
         execution_found(runtime.read_model.get_execution(execution_id), execution_id)  # not deleted with its profile
-        outcome = run_command(with_reason(context, data), lambda: generation.replay(execution_id))
+        outcome = run_command(with_reason(context, data),
+                              lambda: generation.replay(execution_id, abandoned=request.scope.get(DEPARTED)))
         replay = outcome.replay
         body = convert(
             outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,

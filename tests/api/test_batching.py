@@ -362,3 +362,18 @@ def test_a_compare_whose_steered_side_runs_keeps_its_twins_place_and_is_answered
         assert answer.json()["unsteered"]["message"]["content"]
     finally:
         running.stop()
+
+
+def test_a_replay_whose_client_leaves_stops_and_what_it_ran_is_recorded_as_partial(small_server):
+    url = small_server
+    body = {"messages": messages(3), "temperature": 0.0, "max_tokens": 3000, "seed": 5}
+    original = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()["ledger"]["execution_id"]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up while the replay runs
+        httpx.post(f"{url}/api/executions/{original}/replay", timeout=1.0)
+    scheduler = wait_until(lambda: (lambda seen: seen if seen["running"] == 0 else None)(
+        httpx.get(f"{url}/api/steering/status").json()["scheduler"]), 30, "the replay to stop")
+    assert scheduler["cancelled"] == 1  # before: it ran all 3,000 tokens for nobody
+    runs = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(httpx.get(
+        f"{url}/api/events", params={"type": "Execution.Recorded"}).json()["events"]), 30, "the replay's record")
+    replayed = runs[-1]["data"]
+    assert replayed["status"] == "partial" and replayed["replay_of"] == original
