@@ -139,7 +139,7 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     try:
         msgspec.json.decode(raw, type=body.annotation)
     except msgspec.ValidationError as error:
-        raise refusal(error) from None
+        raise refusal(error, body.annotation) from None
     except msgspec.DecodeError as error:
         raise _body_problem("the request body is not valid JSON", f"malformed JSON: {error}") from None
     except RecursionError:
@@ -151,13 +151,33 @@ def _body_problem(detail: str, message: str, key: str = "data") -> ValidationExc
     return ValidationException(detail=detail, extra=[{"message": message, "key": key, "source": "body"}])
 
 
-def refusal(error: msgspec.ValidationError) -> Exception:
+def refusal(error: msgspec.ValidationError, body: Any = None) -> Exception:
     """The error to answer for a body msgspec refused: a value out of its declared bounds is ``invalid_value``,
-    anything else (a wrong type, an unknown or missing field) ``invalid_request``; both name the field."""
+    anything else (a wrong type, an unknown or missing field) ``invalid_request``; both name the field. A value a
+    field of ``body`` (the body's type) does not take among its few says which it takes."""
     message = str(error)
     match = _PATH.search(message)
     key = (match.group("path") if match else "") or "data"
     message = _PATH.sub("", message)
+    if message.startswith("Invalid enum value") and (taken := _values_taken(body, key)):
+        message = f"this server takes only {taken} here"
     if _BOUND.match(message):
         return ValidationError(f"{key}: {message}", field=key)
     return _body_problem("the request body is invalid", message, key)
+
+
+def _values_taken(body: Any, key: str) -> str | None:
+    """The values a top-level field of the Struct ``body`` declared as a ``Literal`` takes, as JSON (``1 or null``);
+    None for any other field."""
+    if body is None or not isinstance(info := msgspec.inspect.type_info(body), msgspec.inspect.StructType):
+        return None
+    field = next((field for field in info.fields if field.encode_name == key), None)
+    if field is None:
+        return None
+    kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+    values = [msgspec.json.encode(value).decode() for kind in kinds
+              if isinstance(kind, msgspec.inspect.LiteralType) for value in kind.values]
+    if not values:
+        return None
+    return " or ".join(values + ["null"] * any(isinstance(kind, msgspec.inspect.NoneType) for kind in kinds))
+

@@ -109,7 +109,7 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
     try:  # the API's request, with its bounds
         data = msgspec.convert(chat, ChatCompletionRequest, strict=False)
     except msgspec.ValidationError as error:
-        raise refusal(error) from None
+        raise refusal(error, ChatCompletionRequest) from None
     return completion_from(data), form.get("compare") == "on"
 
 

@@ -229,6 +229,10 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
         with pytest.raises(openai.BadRequestError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message
+    for refused, taken in (({"n": 2}, "takes only 1 or null"), ({"logprobs": True}, "takes only false or null")):
+        with pytest.raises(openai.BadRequestError) as error:
+            client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
+        assert taken in error.value.message  # before: "Invalid enum value True", in Python's spelling
 
 
 def leaves_before_the_answer(server: Served, send: Callable[[httpx.Client], httpx.Response]) -> None:
