@@ -226,6 +226,11 @@ def test_more_generations_than_the_loops_worker_threads_share_one_batch_while_re
         running.stop()
 
 
+def bearer(token: dict[str, Any]) -> dict[str, str]:
+    """The headers of a request made with ``token`` (as ``ledger tokens create --json`` printed it)."""
+    return {"Authorization": f"Bearer {token['token']}"}
+
+
 def secured_server(model_dir: Path, sae_dir: Path, sqlite_url: str, **limits: int
                    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """A server with tokens on, generating with the long-context model, and two tokens made with the installed
@@ -304,7 +309,7 @@ def test_a_client_sending_more_cannot_shut_another_out_and_the_place_it_gives_up
     running, greedy, modest = secured_server(long_context_model_dir, sae_dir, sqlite_url, max_batch=1, max_queue=1)
     try:
         url = running.base_url
-        as_greedy, as_modest = ({"Authorization": f"Bearer {token['token']}"} for token in (greedy, modest))
+        as_greedy, as_modest = bearer(greedy), bearer(modest)
         short = {"messages": messages(2), "max_tokens": 3}
         answers: dict[str, httpx.Response] = {}
 
@@ -344,7 +349,7 @@ def test_a_compare_whose_steered_side_runs_keeps_its_twins_place_and_is_answered
     running, greedy, modest = secured_server(long_context_model_dir, sae_dir, sqlite_url, max_batch=1, max_queue=1)
     try:
         url = running.base_url
-        as_greedy, as_modest = ({"Authorization": f"Bearer {token['token']}"} for token in (greedy, modest))
+        as_greedy, as_modest = bearer(greedy), bearer(modest)
         compared: list[httpx.Response] = []
         body = {"messages": messages(3), "temperature": 0.0, "max_tokens": 1500, "compare": True}
         asking = threading.Thread(target=lambda: compared.append(httpx.post(

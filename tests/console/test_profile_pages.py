@@ -176,3 +176,10 @@ def test_a_delete_from_a_page_shown_before_a_change_is_refused_as_a_stale_edit_i
     assert stale.status_code == 412 and "stale_version" in stale.text  # before: deleted, change unseen
     assert f'<a href="/profiles/{made["id"]}">Back to the profile, as it is now</a>' in stale.text
     assert console.get(f"/api/profiles/{made['id']}").json()["version"] == 2
+
+
+def test_a_history_page_that_is_no_version_number_is_refused_naming_it(console):
+    made = console.post("/api/profiles", json={"name": "paged", "steering": {"1": 1.0}}).json()
+    for given in ("abc", "0", "-1", "99999999999999999999"):
+        refused = console.get(f"/profiles/{made['id']}", params={"history_from": given}, headers=HTML)
+        assert refused.status_code == 422 and "history_from" in html.unescape(refused.text), given

@@ -246,23 +246,25 @@ def test_a_refusal_counts_as_waiting_only_the_requests_beyond_the_free_rows(load
     assert (stats.running, stats.queued) == (2, 2)  # was (0, 4)
 
 
+def long_request(actor: str, seed: int, tokens: int = 4000) -> GenerationRequest:
+    """A request of ``actor`` that runs for seconds on the long-context model (it never says end-of-sequence)."""
+    return GenerationRequest(prompt=prompt_of(5), max_tokens=tokens, seed=seed, ignore_eos=True, actor=actor)
+
+
 def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue(long_loaded) -> None:
     """A free row goes to the actor holding the fewest; when all is taken, the actor holding the most gives up its
     newest waiting place to one holding at least two fewer."""
     scheduler = Scheduler(long_loaded, max_batch=2, max_queue=2)
 
-    def long(actor: str, seed: int) -> GenerationRequest:
-        return GenerationRequest(prompt=prompt_of(5), max_tokens=4000, seed=seed, ignore_eos=True, actor=actor)
-
     try:
-        greedy_rows = [scheduler.submit(long("greedy", seed), stream=True) for seed in range(2)]
+        greedy_rows = [scheduler.submit(long_request("greedy", seed), stream=True) for seed in range(2)]
         streams = [ticket.deltas() for ticket in greedy_rows]
         for stream in streams:
             next(stream)  # both rows taken, decoding
-        greedy_waiting = [scheduler.submit(long("greedy", seed)) for seed in (2, 3)]  # every place taken
+        greedy_waiting = [scheduler.submit(long_request("greedy", seed)) for seed in (2, 3)]  # every place taken
         with pytest.raises(SchedulerFullError):
-            scheduler.submit(long("greedy", 4))  # asking for more is refused, as before
-        modest = scheduler.submit(long("modest", 5))  # before: refused, until greedy left
+            scheduler.submit(long_request("greedy", 4))  # asking for more is refused, as before
+        modest = scheduler.submit(long_request("modest", 5))  # before: refused, until greedy left
         with pytest.raises(SchedulerFullError, match="gave its place"):
             greedy_waiting[1].future.result(timeout=30)  # greedy's newest waiting request, which ran nothing
         assert not greedy_waiting[0].future.done() and scheduler.stats().refused == 2
@@ -279,20 +281,17 @@ def test_one_actor_sending_more_cannot_shut_another_out_of_the_rows_or_the_queue
 def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of_them_runs(long_loaded) -> None:
     """A compare's two sides share one caller: a place is never taken from its waiting side while the other runs
     (the running side's work would be lost), and both give theirs up when neither runs."""
-    def long(actor: str, seed: int) -> GenerationRequest:
-        return GenerationRequest(prompt=prompt_of(5), max_tokens=4000, seed=seed, ignore_eos=True, actor=actor)
-
     scheduler = Scheduler(long_loaded, max_batch=2, max_queue=2)
     try:
         compare = threading.Event()
-        alone = scheduler.submit(long("greedy", 1), stream=True)
-        steered = scheduler.submit(long("greedy", 2), stream=True, abandoned=compare)
+        alone = scheduler.submit(long_request("greedy", 1), stream=True)
+        steered = scheduler.submit(long_request("greedy", 2), stream=True, abandoned=compare)
         streams = [alone.deltas(), steered.deltas()]  # (held: a stream let go gives its request up)
         for stream in streams:
             next(stream)  # both rows taken
-        other = scheduler.submit(long("greedy", 3))
-        twin = scheduler.submit(long("greedy", 4), abandoned=compare)  # greedy's newest waiting request
-        modest = scheduler.submit(long("modest", 5))
+        other = scheduler.submit(long_request("greedy", 3))
+        twin = scheduler.submit(long_request("greedy", 4), abandoned=compare)  # greedy's newest waiting request
+        modest = scheduler.submit(long_request("modest", 5))
         with pytest.raises(SchedulerFullError, match="gave its place"):
             other.future.result(timeout=30)  # before: the twin gave its place, and its steered side's work was lost
         assert not twin.future.done()
@@ -304,11 +303,11 @@ def test_a_callers_requests_give_up_their_places_together_and_never_while_one_of
     scheduler = Scheduler(long_loaded, max_batch=1, max_queue=2)
     try:
         pair = threading.Event()
-        alone = scheduler.submit(long("greedy", 1), stream=True)
+        alone = scheduler.submit(long_request("greedy", 1), stream=True)
         stream = alone.deltas()
         next(stream)
-        first, second = (scheduler.submit(long("greedy", seed), abandoned=pair) for seed in (2, 3))
-        modest = scheduler.submit(long("modest", 4))  # neither side of greedy's pair runs: both give way
+        first, second = (scheduler.submit(long_request("greedy", seed), abandoned=pair) for seed in (2, 3))
+        modest = scheduler.submit(long_request("modest", 4))  # neither side of greedy's pair runs: both give way
         for side in (first, second):
             with pytest.raises(SchedulerFullError, match="gave its place"):
                 side.future.result(timeout=30)
@@ -343,24 +342,21 @@ def test_at_shutdown_a_waiting_request_whose_callers_other_request_runs_keeps_it
 
 
 def test_a_callers_request_keeps_its_place_once_another_of_its_requests_started_even_after_it_finished(long_loaded):
-    def request(actor: str, seed: int, tokens: int = 4000) -> GenerationRequest:
-        return GenerationRequest(prompt=prompt_of(5), max_tokens=tokens, seed=seed, ignore_eos=True, actor=actor)
-
     scheduler = Scheduler(long_loaded, max_batch=2, max_queue=2)
     try:
         compare = threading.Event()
-        long = scheduler.submit(request("x", 1), stream=True)
+        long = scheduler.submit(long_request("x", 1), stream=True)
         stream = long.deltas()
         next(stream)
-        steered, twin = scheduler.submit(request("x", 2, tokens=500), abandoned=compare), scheduler.submit(
-            request("x", 3), abandoned=compare)
+        steered, twin = scheduler.submit(long_request("x", 2, tokens=500), abandoned=compare), scheduler.submit(
+            long_request("x", 3), abandoned=compare)
         wait_until(steered.future.running, 30, "the steered side in the free row")
-        other = scheduler.submit(request("z", 4))  # takes the row the steered side leaves: z holds fewer rows
+        other = scheduler.submit(long_request("z", 4))  # takes the row the steered side leaves: z holds fewer rows
         steered.future.result(timeout=30)
         wait_until(other.future.running, 30, "z's request to take the free row")
-        waiting = scheduler.submit(request("w", 5))  # every place taken: the twin and w's
+        waiting = scheduler.submit(long_request("w", 5))  # every place taken: the twin and w's
         with pytest.raises(SchedulerFullError):
-            scheduler.submit(request("v", 6))  # before: the twin gave its place, its steered side's answer lost
+            scheduler.submit(long_request("v", 6))  # before: the twin gave its place, its steered side's answer lost
         assert not twin.future.done() and not waiting.future.done()
     finally:
         for ticket in (long, steered, twin, other, waiting):
