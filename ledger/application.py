@@ -280,14 +280,17 @@ class ProfileLedger(Application[UUID]):
         return retrying(attempt)
 
     def activate_profile(self, profile_id: UUID, *, version: int | None = None,
-                         steerable: Steerable | None = None) -> Outcome:
-        """Point the active slot at a profile: following its latest version, or pinned to ``version``.
+                         steerable: Steerable | None = None, expected_version: int | None = None,
+                         expected_revision: int | None = None) -> Outcome:
+        """Point the active slot at a profile: following its latest version, or pinned to ``version``; the
+        expected version and revision, where given, are the profile's now (else nothing changes).
         ``steerable`` sees the version that comes into force (its warnings are the outcome's); the save writes the
         profile's stream, so a change of the profile committed meanwhile makes it look again."""
 
         def attempt() -> Outcome:
             slot = self._slot()
             profile = self._live_profile(profile_id)
+            self._check_expected(profile, expected_version, expected_revision)
             in_force = ProfileState.of(profile) if version is None else self.get_profile(profile_id, version=version)
             warnings = tuple(steerable(in_force) or ()) if steerable is not None else ()
             previous_id = slot.profile_id

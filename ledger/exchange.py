@@ -96,6 +96,8 @@ def provenance(document: Mapping[str, Any]) -> dict[str, Any]:
     version = body.get("profile_version", body.get("version") if body is document else None)
     exported_at = document.get("exported_at")
     try:
+        if type(version) is int:  # (a flat document's version may also be its format's, "1.0")
+            values.integer(version, "version" if body is document else "profile.profile_version", 1, values.INT64_MAX)
         exported_from = values.identifier(document.get("exported_from"), "exported_from")
         if exported_at is not None:
             exported_at = values.iso_time(exported_at).isoformat().replace("+00:00", "Z")

@@ -23,7 +23,13 @@ from ledger.api.idempotency import idempotency_middleware, idempotent_command
 from ledger.api.executions import ExecutionController, ProfileExecutionController, RunController
 from ledger.api.observability import request_context_middleware
 from ledger.api.integrity import LedgerController
-from ledger.api.openapi import BEARER, SECURITY_COMPONENTS, refuse_unknown_query, tidy_openapi
+from ledger.api.openapi import (
+    BEARER,
+    SECURITY_COMPONENTS,
+    refuse_unheeded_precondition,
+    refuse_unknown_query,
+    tidy_openapi,
+)
 from ledger.api.ops import OpsController
 from ledger.api.profiles import ProfileController
 from ledger.api.runtime import ApiOptions, CompatibilityCheck, Runtime
@@ -121,6 +127,7 @@ async def _before_handler(request: Any) -> Any:
     refuse_cross_site(request)
     refuse_repeated_headers(request)
     refuse_unknown_query(request)
+    refuse_unheeded_precondition(request)
     if request.method == "OPTIONS":
         return _allowed_methods(request)
     await strict_json_body(request)

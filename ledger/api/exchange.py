@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -94,11 +95,19 @@ class ImportOperation(Operation):
         )
 
 
-async def exchange_document(request: Request[Any, Any, Any]) -> Any:
-    """The exchange document a request carries: its JSON body, or the ``file`` of its multipart form."""
+async def exchange_document(request: Request[Any, Any, Any], also: Collection[str] = ()) -> Any:
+    """The exchange document a request carries: its JSON body, or the ``file`` of its multipart form (one file, and
+    no field but those its caller reads itself, ``also``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form()
+        names = [name for name, _ in form.multi_items()]
+        extra = next((name for name in names if name != "file" and name not in also), None) \
+            or ("file" if names.count("file") > 1 else None)
+        if extra is not None:
+            given = "more than one 'file'" if extra == "file" else f"a field {extra[:80]!r}"
+            raise InvalidRequestError(f"the form has {given}: it takes one document, as 'file' (rename is the query "
+                                      "parameter ?rename=true)", field=extra)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidRequestError("the form has no file field named 'file'", field="file")

@@ -83,6 +83,15 @@ def refuse_unknown_query(request: Any) -> None:
             raise ValidationError(f"query parameter {name!r} is given more than once: give it once", field=name)
 
 
+def refuse_unheeded_precondition(request: Any) -> None:
+    """``If-Match`` on a command that does not check it is refused (422) rather than ignored: the change would be
+    made whatever the client based it on, as if its precondition had held."""
+    if request.method in COMMAND_METHODS and "if-match" in request.headers \
+            and "if_match" not in request.route_handler.parsed_fn_signature.parameters:
+        raise ValidationError("this command takes no If-Match (updates, deletes, reverts and activations of a "
+                              "profile do): send it without", field="If-Match")
+
+
 def _a_list(schema: Any) -> bool:
     return getattr(schema, "type", None) == "array" or any(_a_list(one) for one in getattr(schema, "one_of", None) or ())
 
@@ -107,7 +116,8 @@ def tidy_openapi(app: Litestar) -> None:
                 invalid = "400" if openai_path(path) else "422"  # /v1 answers an invalid request 400, as OpenAI does
                 responses.setdefault(invalid, _error(INVALID[422].description, path))
             if route.path_format not in NO_DATABASE:
-                unreachable = "The database cannot be reached right now (`database_unavailable`)"
+                unreachable = ("The database cannot be reached right now (`database_unavailable`), or a query ran "
+                               "too long and was stopped (`read_timeout`)")
                 responses.setdefault("503", _error(unreachable, path))
             body = handler.parsed_fn_signature.parameters.get("data")
             if operation.request_body is not None and body is not None and body.is_optional:

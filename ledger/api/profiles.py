@@ -293,7 +293,7 @@ class ProfileController(Controller):
         return Response(body, headers=position_headers(outcome.position))
 
     @post("/{profile_id:str}/activate", summary="Make a profile the active one (optionally pinned to a version)",
-          **PROFILE_COMMAND_ROUTE, responses=responses(NOT_FOUND, INVALID, TOO_LARGE))
+          **PROFILE_COMMAND_ROUTE, responses=responses(NOT_FOUND, STALE, INVALID, TOO_LARGE))
     def activate_profile(
         self,
         profile_id: ProfileRef,
@@ -301,11 +301,12 @@ class ProfileController(Controller):
         context: NamedDependency[CommandContext],
         runtime: NamedDependency[Any],
         data: JSONBody[ActivateProfile | None] = None,
+        if_match: IfMatch = None,
     ) -> Response[ProfileActivation]:
         pid = ledger.resolve_profile(profile_id)
         version = data.version if data is not None else None
         outcome = run_command(with_reason(context, data), lambda: ledger.activate_profile(
-            pid, version=version, steerable=steerable(runtime)))
+            pid, version=version, steerable=steerable(runtime), **parse_if_match(if_match, pid)))
         change = change_response(outcome, ledger, runtime.read_model)  # the version in force
         body = convert(change.content, ProfileActivation, pinned_version=version, warnings=list(outcome.warnings))
         return Response(body, headers=change.headers)

@@ -20,12 +20,13 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from ledger.api.auth import requires
-from ledger.api.chat import generation_of
+from ledger.api.chat import generation_of, watch_for_departure
 from ledger.api.commands import run_command
 from ledger.api.deps import parse_uuid, refuse_nul
 from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
 from ledger.api.exchange import exchange_document, export_download
+from ledger.api.observability import DEPARTED
 from ledger.api.executions import execution_found
 from ledger.api.profiles import (
     loaded_target,
@@ -160,13 +161,13 @@ def deleted_page(request: Request[Any, Any, Any], pid: UUID, history_from: int |
 
 class ImportPage(Controller):
     """The import form's target: its own controller, as its body may be larger than other forms' (the API's
-    import's limit, see ``console_routes``)."""
+    import's limit, see ``console_routes``). Its form: the document (``file``), ``rename`` and the CSRF token."""
 
     path = "/"
 
     @post("/profiles/import", name="console:import", opt=requires("admin"))
     async def import_profile(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
-        document = await exchange_document(request)  # the file of the form, read as the API reads it
+        document = await exchange_document(request, also=("rename", "_csrf_token"))  # read as the API reads it
         rename = form.get("rename") == "on"
         outcome: Outcome = await run(request, None, lambda ledger: ledger.import_profile(document, rename=rename))
         assert outcome.profile is not None
@@ -372,7 +373,8 @@ class ProfilePages(Controller):
         row = execution_found(runtime.read_model.get_execution(eid), eid)
         return page(request, "execution.html.j2", e=row, can_replay=runtime.generation is not None)
 
-    @post("/executions/{execution_id:str}/replay", name="console:replay")
+    @post("/executions/{execution_id:str}/replay", name="console:replay",
+          middleware=[watch_for_departure])  # a browser gone: the replay stops (what ran is recorded as partial)
     async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
         eid = parse_uuid(execution_id, "execution_id")
         runtime = runtime_of(request)
@@ -380,5 +382,6 @@ class ProfilePages(Controller):
         context = command_context(request)
         found = await anyio.to_thread.run_sync(lambda: runtime.read_model.get_execution(eid))
         original = execution_found(found, eid)  # not deleted with its profile
-        outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(eid)))
+        outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(
+            eid, abandoned=request.scope.get(DEPARTED))))
         return fragment_or_page(request, "_replay.html.j2", "replay.html.j2", outcome=outcome, original=original)

@@ -74,7 +74,7 @@ def _cookie(scope: Scope, name: str) -> str | None:
         if header == b"cookie":
             for part in _cookies(value):
                 if part.startswith(prefix):
-                    return part[len(prefix):].decode("latin-1").strip('"') or None
+                    return part[len(prefix):].decode("latin-1").strip('"')
     return None
 
 
@@ -110,13 +110,13 @@ class ConsoleSecurity(CSRFMiddleware):
         auth = scope["litestar_app"].state.runtime.auth
         headers = scope["headers"]
         has_bearer = any(name == b"authorization" for name, _ in headers)
-        token = _cookie(scope, TOKEN_COOKIE)
+        token = _cookie(scope, TOKEN_COOKIE) or None
         if auth and token and not has_bearer:
             scope["headers"] = [*headers, (b"authorization", f"Bearer {token}".encode("latin-1"))]
         stale = _cookie(scope, CSRF_COOKIE)
         if scope["method"] in SAFE_METHODS and stale is not None and self._decode_csrf_token(stale) is None:
-            # signed with another secret (a server since restarted, another server on this host): the page gets a
-            # new one, so its forms work again, rather than every form failing until the cookie is cleared
+            # signed with another secret (a server since restarted, another server on this host), or empty: the
+            # page gets a new one, so its forms work again, rather than every form failing until it is cleared
             scope["headers"] = [*_without_cookie(scope["headers"], CSRF_COOKIE)]
         cookie_authorises = not auth or (token is not None and not has_bearer)
         signing_in = bool(scope["route_handler"].opt.get(PUBLIC_KEY))  # the sign-in forms are checked too

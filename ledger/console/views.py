@@ -95,8 +95,9 @@ def optional_text(text: str | None) -> str | None:
 
 
 def form_text(text: str | None) -> str:
-    """Text as it was typed: browsers send a textarea's line breaks as CRLF, whatever the page showed."""
-    return (text or "").replace("\r\n", "\n")
+    """Text as it was typed: browsers send a textarea's line breaks as CRLF, whatever the page showed (a lone CR
+    too), so each of them is a ``\\n``."""
+    return (text or "").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def typed_description(text: str | None) -> str | None:

@@ -83,6 +83,13 @@ def test_import_round_trip_from_multipart_and_json(client):
 def test_import_refuses_bad_documents(client):
     assert_error(client.post("/api/profiles/import", files={"file": ("x.json", b"{not json")}), 422, "invalid_request")
     assert_error(client.post("/api/profiles/import", files={"other": ("x.json", b"{}")}), 422, "invalid_request")
+    document = json.dumps({"name": "one of two", "steering": {"1": 1}}).encode()
+    two = assert_error(client.post("/api/profiles/import", files=[("file", ("a.json", document)),
+                                                                    ("file", ("b.json", document))]), 422)
+    assert two["field"] == "file" and "more than one" in two["detail"]
+    misplaced = assert_error(client.post("/api/profiles/import", data={"rename": "true"},
+                                         files={"file": ("a.json", document)}), 422)
+    assert misplaced["field"] == "rename" and "?rename=true" in misplaced["detail"]
     assert_error(client.post("/api/profiles/import", content=b"", headers={"content-type": "application/json"}), 422)
     body = assert_error(client.post("/api/profiles/import", json={"type": "other"}), 422, "invalid_import")
     assert body["field"] == "type"
@@ -127,7 +134,11 @@ def test_an_import_with_an_unknown_field_is_refused_naming_it(client, document, 
     ({"type": "millm_profile", "profile": {"name": "x", "profile_version": "x"}}, "profile.profile_version"),
     ({"type": "millm_profile", "profile": {"name": "x", "profile_version": -5}}, "profile.profile_version"),
     ({"type": "millm_profile", "profile": {"name": "x", "profile_version": 1.5}}, "profile.profile_version"),
+    ({"type": "millm_profile", "profile": {"name": "x", "profile_version": 2**70}}, "profile.profile_version"),
     ({"name": "flat", "exported_at": 5}, "exported_at"),
+    ({"name": "flat", "version": -5}, "version"),
+    ({"name": "flat", "version": 0}, "version"),
+    ({"name": "flat", "version": 2**63}, "version"),
 ])
 def test_an_import_refuses_a_field_it_reads_for_information_only_given_a_wrong_type(client, document, field):
     body = assert_error(client.post("/api/profiles/import", json=document), 422, "invalid_import")

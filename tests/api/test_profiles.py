@@ -275,6 +275,22 @@ def test_if_match_makes_updates_conditional(client):
     assert client.get(url, params=fresh(client, latest["position"])).headers["ETag"] == etag(profile, 5)
 
 
+def test_an_activation_heeds_if_match_and_a_command_that_cannot_refuses_it_rather_than_ignoring_it(client):
+    profile = create(client, "reviewed")
+    url = f"/api/profiles/{profile['id']}"
+    client.put(url, json={"description": "changed after the review"})
+    stale = assert_error(client.post(f"{url}/activate", headers={"If-Match": etag(profile, 1)}), 412, "stale_version")
+    assert stale["current_version"] == 2
+    assert client.post(f"{url}/activate", headers={"If-Match": etag(profile, 2)}).status_code == 200
+    read = {"If-Match": etag(profile, 2)}  # as a cautious client sends it with every change
+    for path, body in (("/api/profiles/deactivate", None), ("/api/profiles", {"name": "new"}),
+                       ("/api/profiles/import", {"name": "imported"}), (f"{url}/executions", {"seed": 1})):
+        refused = assert_error(client.post(path, json=body, headers=read), 422)
+        assert refused["field"] == "If-Match" and "takes no If-Match" in refused["detail"]
+    assert client.get("/api/profiles/active").json()["id"] == profile["id"]
+    assert [p["name"] for p in client.get("/api/profiles").json()["profiles"]] == ["reviewed"]
+
+
 def test_an_empty_or_quoted_wildcard_if_match_matches_nothing(client):
     profile = create(client, "no blank cheques")
     url = f"/api/profiles/{profile['id']}"

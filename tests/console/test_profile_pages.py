@@ -39,15 +39,15 @@ def fact(spec: str, name: str) -> str:
 
 
 def edit_form(console: TestClient[Litestar], profile_id: str) -> dict[str, str]:
-    """The edit form's fields as a browser sends them back untouched: a textarea's line breaks as CRLF (the line
-    break right after its opening tag is not part of its value)."""
+    """The edit form's fields as a browser sends them back untouched: a textarea's line breaks (CRLF, LF or a lone
+    CR) as CRLF (the line break right after its opening tag is not part of its value)."""
     page = console.get(f"/profiles/{profile_id}", headers=HTML).text
     form = page[page.index(f'action="/profiles/{profile_id}/edit"'):]
     form = form[:form.index("</form>")]
     fields = {name: html.unescape(value)
               for name, value in re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', form)}
     for name, value in re.findall(r'<textarea[^>]*name="(\w+)"[^>]*>\n?(.*?)</textarea>', form, re.S):
-        fields[name] = html.unescape(value).replace("\n", "\r\n")
+        fields[name] = html.unescape(value).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
     return fields
 
 
@@ -124,6 +124,19 @@ def test_a_console_edit_keeps_the_line_breaks_of_a_description_written_through_t
     cleared = {**edit_form(console, pid), "description": "  \r\n ", "bump_version": "on"}  # blank: no description
     assert console.post(f"/profiles/{pid}/edit", data=cleared, headers=HTML).status_code == 200
     assert console.get(f"/api/profiles/{pid}").json()["description"] is None
+
+
+def test_a_console_edit_keeps_a_description_with_lone_carriage_returns_it_did_not_touch(console):
+    written = "\nlead\r\nmid\rcr\ttab  trail  \n"  # through the API, as given; a browser sends each break as CRLF
+    pid = console.post("/api/profiles", json={"name": "returns", "steering": {"3": 1.0}, "tags": ["a"],
+                                              "description": written}).json()["id"]
+    untouched = console.post(f"/profiles/{pid}/edit", data={**edit_form(console, pid), "bump_version": "on"},
+                             headers=HTML)
+    assert untouched.status_code == 200
+    assert console.get(f"/api/profiles/{pid}").json()["version"] == 1  # nothing changed: no version
+    only_tags = {**edit_form(console, pid), "tags": "a, b", "bump_version": "on"}
+    assert console.post(f"/profiles/{pid}/edit", data=only_tags, headers=HTML).status_code == 200
+    assert console.get(f"/api/profiles/{pid}").json()["description"] == written
 
 
 def test_an_order_the_profiles_list_does_not_know_is_a_422_page_as_the_api_answers(console):

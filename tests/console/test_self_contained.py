@@ -294,6 +294,23 @@ def test_the_csrf_cookie_is_secure_over_https_as_the_token_cookie_is(sqlite_url:
             assert len(cookies) == 1 and ("; Secure" in cookies[0]) is secure, (scheme, cookies)
 
 
+def test_an_empty_csrf_cookie_is_replaced_at_the_next_page_so_the_forms_work_again(sqlite_url: str):
+    from litestar.testing import TestClient as Client
+
+    from ledger.api.app import create_app
+    from ledger.settings import Database, Settings
+
+    app = create_app(Settings(database=Database(sqlite_url)), auth=False)
+    with Client(app, base_url="http://testserver.localhost") as client:
+        page = client.get("/", headers={"Accept": "text/html", "Cookie": "ledger_console_csrf="})
+        cookies = [value for name, value in page.headers.multi_items()
+                   if name == "set-cookie" and value.startswith("ledger_console_csrf=")]
+        assert len(cookies) == 1 and not cookies[0].startswith("ledger_console_csrf=;"), cookies
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text).group(1)
+        made = client.post("/profiles", data={"_csrf_token": token, "name": "works"}, follow_redirects=False)
+        assert made.status_code == 303, made.text[:300]
+
+
 def test_the_product_filter_takes_several_as_the_tag_filter_does(console: TestClient[Litestar]):
     import html
 
