@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ledger.errors import ConflictError, LedgerError, ValidationError
+from ledger.errors import BusyError, ConflictError, LedgerError, ValidationError
 
 
 class InvalidQueryError(ValidationError):
@@ -37,3 +37,16 @@ class ReadModelDamagedError(LedgerError):
     """A read model's row that cannot be read as its table declares it: changed outside the ledger."""
 
     code = "read_model_damaged"
+
+
+class ReadTimeoutError(LedgerError):
+    """A query of the read models ran past its time (``READ_STATEMENT_TIMEOUT_SECONDS``) and was stopped."""
+
+    code = "read_timeout"
+
+
+class ReadShareError(BusyError):
+    """A client holding its share of the database connections asked for another while others wait for one."""
+
+    retry_after_s = 1
+    passing = True

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
+import psycopg
 
+from ledger.outages import raised_from
 from ledger.recorders import UNDECODABLE
 from projections.dialect import Dialect
-from projections.errors import InvalidQueryError, ReadModelDamagedError
+from projections.errors import InvalidQueryError, ReadModelDamagedError, ReadTimeoutError
 from projections.tables import reader
 
+READ_STATEMENT_TIMEOUT_SECONDS = 5.0
+"""How long one query of the read models may run before it is stopped (:class:`ReadTimeoutError`): a costly search
+cannot hold one of the few database connections a server has for long, nor its CPU."""
 MAX_LIMIT = 1000  # a page of the audit log
 PAGE_MAX = 500  # a page of profiles, versions or executions, as the API and the CLI take it
 PAGE_BOUNDS = {
@@ -88,6 +94,36 @@ def damaged(error: BaseException) -> ReadModelDamagedError:
 
 
 _open = threading.local()  # the snapshot this thread reads in: (its store, its cursor)
+_SQLITE_STEPS = 1_000
+"""How many steps of its virtual machine SQLite runs between two looks at the clock (a LIKE over a long text is
+one step)."""
+
+
+def _limit_statements(curs: Any) -> None:
+    """Every statement of this PostgreSQL transaction stopped at :data:`READ_STATEMENT_TIMEOUT_SECONDS`."""
+    curs.execute(f"SET LOCAL statement_timeout = {max(1, int(READ_STATEMENT_TIMEOUT_SECONDS * 1000))}")
+
+
+@contextlib.contextmanager
+def _time_limited(curs: Any, dialect: Dialect) -> Iterator[None]:
+    """A query stopped at :data:`READ_STATEMENT_TIMEOUT_SECONDS` (PostgreSQL's ``statement_timeout``, set for the
+    transaction; SQLite's progress handler), as :class:`ReadTimeoutError`."""
+    deadline = time.monotonic() + READ_STATEMENT_TIMEOUT_SECONDS
+    connection = None if dialect.is_postgres else getattr(curs, "sqlite_cursor", curs).connection
+    if connection is not None:
+        connection.set_progress_handler(lambda: time.monotonic() > deadline, _SQLITE_STEPS)
+    try:
+        yield
+    except Exception as error:
+        if not any(isinstance(cause, psycopg.errors.QueryCanceled) or "interrupted" == str(cause)
+                   for cause in raised_from(error, implicitly=True)):
+            raise
+        raise ReadTimeoutError(
+            f"the query ran past {READ_STATEMENT_TIMEOUT_SECONDS:g} s and was stopped: narrow it (fewer or longer "
+            "search words, more filters, a smaller page), or retry when the server is less busy") from None
+    finally:
+        if connection is not None:
+            connection.set_progress_handler(None, 0)
 
 
 class Queries:
@@ -106,19 +142,25 @@ class Queries:
             yield
             return
         outer = getattr(_open, "store", None), getattr(_open, "cursor", None)
-        with self.store.datastore.transaction(commit=False) as curs:
+        with self.store.read_shares.taken(), self.store.datastore.transaction(commit=False) as curs:
             if self.dialect.is_postgres:
                 curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                _limit_statements(curs)
             _open.store, _open.cursor = self.store, curs
             try:
                 yield
             finally:
                 _open.store, _open.cursor = outer
 
-    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
         if getattr(_open, "store", None) is self.store:
-            return contextlib.nullcontext(_open.cursor)
-        return self.store.datastore.transaction(commit=False)
+            yield _open.cursor
+            return
+        with self.store.read_shares.taken(), self.store.datastore.transaction(commit=False) as curs:
+            if self.dialect.is_postgres:
+                _limit_statements(curs)
+            yield curs
 
     def _all(self, sql: str, params: dict[str, Any] | None = None, *, setup: Sequence[str] = ()) -> list[Any]:
         for name, value in (params or {}).items():
@@ -131,9 +173,10 @@ class Queries:
                 curs.execute("SAVEPOINT query_settings")
             for statement in setup:
                 curs.execute(statement)
-            curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))
             try:
-                return list(curs.fetchall())
+                with _time_limited(curs, self.dialect):
+                    curs.execute(self.dialect.compile(sql), self.dialect.parameters(params or {}))
+                    return list(curs.fetchall())
             except Exception as error:
                 if UNDECODABLE not in str(error):
                     raise

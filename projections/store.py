@@ -13,6 +13,7 @@ events that still fail are parked (:mod:`projections.parking`): one event never 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -35,6 +36,7 @@ from projections.ops import Op, Statements
 from projections.parking import ParkingRecorder, describe, is_transient
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
 from projections.projection import ReadModelProjection
+from projections.shares import ReadShares, connections_of
 from projections.tables import Table
 
 REBUILD_SUFFIX = "__next"
@@ -127,6 +129,11 @@ class ReadModelRecorder(ParkingRecorder):
     has_trigram: bool  # PostgreSQL with pg_trgm: the trigram indexes exist
 
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
+
+    @functools.cached_property
+    def read_shares(self) -> ReadShares:
+        """Each reader's share of the connections the read models are queried over."""
+        return ReadShares(connections_of(self.datastore))
 
     # -- hooks per dialect: ``_lock``, ``_run(curs, sql, params)``, ``_rename_indexes(curs, table, old_prefix)``, and:
     def schema_lock(self, curs: Any) -> None:

@@ -74,6 +74,7 @@ class ReplayOutcome:
     original_sha256: str
     replay: CompletionOutcome
     warnings: tuple[str, ...] = ()
+    original_status: str = "success"  # "partial": the original was cut short; the replay ran as far as it did
 
 
 def must_be_generation(execution: Any) -> None:
@@ -293,7 +294,9 @@ class GenerationService:
             self._record_unread(completion, spec, request, error)
             raise
         outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if twin else None)
-        warnings = tuple(
+        cut = (f"the original was cut short (partial, after {completion.max_tokens} tokens of the "
+               f"{sampling['max_tokens']} asked for): the replay ran as far",) if original.status == "partial" else ()
+        warnings = cut + tuple(
             f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"
             for key, before in details.get("fingerprint", {}).items()
             if outcome.fingerprint.get(key) != before
@@ -306,6 +309,7 @@ class GenerationService:
             original_sha256=original_sha,
             replay=replace(outcome, warnings=outcome.warnings + warnings),
             warnings=warnings,
+            original_status=original.status,
         )
 
     # -- internals -----------------------------------------------------------------------------------

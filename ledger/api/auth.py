@@ -33,6 +33,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from ledger.access import AccessTokens, Principal, parse_token, role_allows
 from ledger.errors import AuthenticationError, PermissionDeniedError
+from projections.shares import reader
 
 log = logging.getLogger("ledger.api")
 
@@ -216,6 +217,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             role=principal.role,
         )
     connection.state[PRINCIPAL_KEY] = principal
+    reader.set(f"token {principal.name}")  # its share of the database connections (projections.shares)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

@@ -183,6 +183,9 @@ class ReplayExecution(Request):
 class ReplayRead(msgspec.Struct):
     reproduced: bool
     original_execution_id: UUID
+    original_status: Annotated[str, Meta(description=(
+        "The original's status: `partial` when it was cut short (its client left, or the server stopped); the "
+        "replay then ran as many tokens as it had, and a warning says so"))]
     original_sha256: str
     replay_sha256: str
     replay_execution_id: UUID

@@ -61,6 +61,7 @@ from ledger.errors import (
 )
 from ledger.outages import is_database_unavailable, raised_from
 from ledger.write_path import WriteTimeoutError
+from projections.errors import ReadTimeoutError
 
 log = logging.getLogger("ledger.api")
 
@@ -147,6 +148,7 @@ _STATUSES: tuple[tuple[type[LedgerError], int], ...] = (  # the first kind the e
     (ProjectionTimeoutError, HTTP_504_GATEWAY_TIMEOUT),
     (ClientClosedRequestError, 499),
     (ServiceUnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
+    (ReadTimeoutError, HTTP_503_SERVICE_UNAVAILABLE),
     (BusyError, HTTP_429_TOO_MANY_REQUESTS),
 )
 

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from projections.shares import reader
+
 CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
 DEPARTED = "ledger.departed"
 """The scope key of a ``threading.Event`` set when the client went away (``ledger.api.chat.watch_for_departure``):
@@ -160,6 +162,7 @@ def request_context_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]
                 return
             correlation_id = correlation_id_of(scope.get("headers", ()))
             scope["ledger.correlation_id"] = correlation_id  # type: ignore[typeddict-unknown-key]
+            reader.set(f"address {(scope.get('client') or ('?',))[0]}")  # (the guard names a token's holder)
             started = time.perf_counter()
             status = 500
 

@@ -18,14 +18,21 @@ WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are no
 
 
 def _progress(runtime: Runtime) -> tuple[int, dict[str, int], dict[str, int]]:
-    """The log's head, the position each read model has applied, and how many events each parked."""
+    """The log's head, the position each read model has applied, and how many events each parked. The positions
+    are read first: a read model is past the head only where the log lost events, not where one was appended
+    between the two reads."""
     reads = runtime.read_model
-    return int(reads.log_position()), dict(reads.positions()), reads.store.parked_counts()
+    positions = dict(reads.positions())
+    return int(reads.log_position()), positions, reads.store.parked_counts()
 
 
 def _write_problem(runtime: Runtime) -> str | None:
-    """Why writes cannot commit now, or None: a save of this process waiting too long, or (PostgreSQL) the
-    events table's lock not obtainable within a short timeout (another process holds it)."""
+    """Why writes cannot commit now, or None: the log found tampered with, a save of this process waiting too
+    long, or (PostgreSQL) the events table's lock not obtainable within a short timeout (another process holds
+    it)."""
+    tampered = getattr(runtime.ledger.events, "tampered", None)
+    if tampered is not None:
+        return f"the log was tampered with: this server records nothing until the database is restored ({tampered})"
     recorder = runtime.ledger.recorder
     group_commit = getattr(recorder, "group_commit", None)  # PostgreSQL's
     if group_commit is not None and (waited := group_commit.pending_seconds()) > WRITE_STALL_SECONDS:
@@ -71,6 +78,9 @@ class OpsController(Controller):
         problems = [write_problem] if write_problem is not None else []
         if lagging:
             problems.append(f"projections behind the log: {', '.join(lagging)}")
+        ahead = [name for name, position in positions.items() if position > head]
+        if ahead:  # the log lost events the read models had seen (cut short, or restored from an older backup)
+            problems.append(f"read models past the log's end (position {head}): {', '.join(sorted(ahead))}")
         if runner_alive is False:
             problems.append("the projection runner has stopped")
         # Parked events do not make the server unready (every read model is still up to date with the rest of

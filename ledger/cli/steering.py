@@ -212,7 +212,8 @@ def register(app: typer.Typer) -> None:
             outcome = GenerationService(state.ledger, engine).replay(recorded)
         if as_json:
             emit_json({
-                "reproduced": outcome.reproduced, "original_sha256": outcome.original_sha256,
+                "reproduced": outcome.reproduced, "original_status": outcome.original_status,
+                "original_sha256": outcome.original_sha256,
                 "replay_sha256": outcome.replay.result.output_sha256,
                 "replay_execution_id": outcome.replay.execution_id, "warnings": list(outcome.warnings),
             })

@@ -101,8 +101,8 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, server: LedgerServer, thread: threading.Thread, base_url: str) -> None:
-        self.server, self.thread, self.base_url = server, thread, base_url
+    def __init__(self, server: LedgerServer, thread: threading.Thread, base_url: str, app: Any = None) -> None:
+        self.server, self.thread, self.base_url, self.app = server, thread, base_url, app
 
     def stop(self, timeout: float = 20.0) -> None:
         self.server.stop()
@@ -121,7 +121,7 @@ def start_server(url: str, **options: Any) -> RunningServer:
         assert thread.is_alive(), "the server failed to start"
         assert time.monotonic() < deadline, "the server did not start in time"
         time.sleep(0.02)
-    return RunningServer(server, thread, f"http://127.0.0.1:{port}")
+    return RunningServer(server, thread, f"http://127.0.0.1:{port}", app)
 
 
 @pytest.fixture

@@ -382,3 +382,8 @@ def test_a_replay_whose_client_leaves_stops_and_what_it_ran_is_recorded_as_parti
         f"{url}/api/events", params={"type": "Execution.Recorded"}).json()["events"]), 30, "the replay's record")
     replayed = runs[-1]["data"]
     assert replayed["status"] == "partial" and replayed["replay_of"] == original
+
+    cut = runs[-1]["originator_id"]  # replayed in turn, the partial run says it was cut short
+    again = httpx.post(f"{url}/api/executions/{cut}/replay", timeout=300).json()
+    assert again["reproduced"] is True and again["original_status"] == "partial", again
+    assert any(warning.startswith("the original was cut short (partial, after ") for warning in again["warnings"])

@@ -262,3 +262,27 @@ def test_a_playground_run_whose_browser_leaves_before_its_first_token_leaves_the
             assert len(runs) == 1, runs  # the held stream's, cut short; none for the run nobody watched
     finally:
         running.stop()
+
+
+def test_a_replay_whose_browser_leaves_stops_and_what_it_ran_is_recorded_as_partial_as_through_the_api(
+        long_context_model_dir, sae_dir, sqlite_url):
+    engine = SteeringEngine(load_model(long_context_model_dir, device="cpu"), load_sae(sae_dir), model_id="tiny",
+                            sae_id="tiny-sae")
+    running = start_server(sqlite_url, engine=engine)
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=300) as browser:
+            body = {"messages": [{"role": "user", "content": "go on"}], "temperature": 0.0, "max_tokens": 4000,
+                    "seed": 5}
+            original = browser.post("/v1/chat/completions", json=body).json()["ledger"]["execution_id"]
+            page = browser.get(f"/executions/{original}", headers=HTML).text
+            csrf = re.search(r'name="_csrf_token" value="([^"]+)"', page).group(1)
+            with pytest.raises(httpx.ReadTimeout):  # the browser is closed while the replay runs
+                browser.post(f"/executions/{original}/replay", data={"_csrf_token": csrf}, headers=HTML, timeout=1.0)
+            scheduler = wait_until(lambda: (lambda seen: seen if seen["running"] == 0 else None)(
+                browser.get("/api/steering/status").json()["scheduler"]), 30, "the replay to stop")
+            assert scheduler["cancelled"] == 1  # before: it ran all 4,000 tokens for nobody
+            runs = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(browser.get(
+                "/api/events", params={"type": "Execution.Recorded"}).json()["events"]), 30, "the replay's record")
+            assert runs[-1]["data"]["status"] == "partial" and runs[-1]["data"]["replay_of"] == original
+    finally:
+        running.stop()

@@ -607,6 +607,9 @@ def test_a_revocation_removed_from_the_log_gives_the_token_back_to_no_one(ledger
     assert refused.status_code == 500 and refused.json()["error"] == "log_tampered", refused.text
     assert owner.run(f"SELECT count(*) FROM {owner.events}")[0][0] == end  # nothing recorded
     assert httpx.get(f"{open_server.base_url}/api/profiles/later").status_code == 200  # reads go on
+    for each in (server, open_server):  # a load balancer sends no one to them
+        ready = httpx.get(f"{each.base_url}/ready")
+        assert ready.status_code == 503 and "the log was tampered with" in ready.json()["detail"], ready.text
     assert f"removed at position {revocation[0]}" in server.output()  # said once, at start
 
 
@@ -694,6 +697,26 @@ def test_a_cut_tail_with_its_snapshot_left_behind_is_found_and_nothing_is_record
     server = ledger_processes(database_url, "serve", "--no-auth")
     refused = httpx.put(f"{server.base_url}/api/profiles/snap", json={"description": "back from the dead"})
     assert refused.status_code == 500 and refused.json()["error"] == "log_tampered", refused.text  # before: 200
+    ready = httpx.get(f"{server.base_url}/ready")
+    assert ready.status_code == 503, ready.text
+    assert "the log was tampered with" in ready.json()["detail"]
+
+
+def test_a_server_whose_read_models_are_past_the_logs_end_is_not_ready(database_url, ledger_processes):
+    """The owner cuts the log's tail (with its chain and heads) under a running server, whose read models had
+    applied it: that server is not ready, saying so, rather than showing a lag of zero."""
+    server = ledger_processes(database_url, "serve", "--no-auth")
+    for name in ("kept", "cut"):
+        httpx.post(f"{server.base_url}/api/profiles", json={"name": name})
+    assert httpx.get(f"{server.base_url}/ready").status_code == 200
+    owner = Owner(database_url)
+    cut = owner.saves()[-1]
+    for table in (owner.events, owner.chain, owner.heads):
+        position = owner.position_column() if table == owner.events else "notification_id"
+        owner.run(f"DELETE FROM {table} WHERE {position} >= ?", (cut[0],))
+    ready = httpx.get(f"{server.base_url}/ready")
+    assert ready.status_code == 503, ready.text
+    assert f"read models past the log's end (position {cut[0] - 1})" in ready.json()["detail"], ready.text
 
 
 def test_a_token_whose_revocation_was_removed_before_a_running_server_met_it_is_refused_there(database_url,

@@ -1,0 +1,58 @@
+"""A read costs a bounded time: one costly query (a search no index can narrow, over the longest descriptions) is
+stopped at the read timeout and answered 503 ``read_timeout``, and the connection it held serves the next read."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import httpx
+
+import projections.reading
+from projections.shares import ReadShares
+from tests.api.conftest import assert_error, start_server
+
+LONGEST_DESCRIPTION = "aab " + "a" * 9_996  # every trigram of the search below is in it: no index leaves a row out
+COSTLY_SEARCH = "a" * 99 + "b"  # matches nothing, and costs about 10⁶ comparisons a row
+
+
+def test_a_search_running_past_the_read_timeout_is_stopped_and_the_next_read_is_served(client, monkeypatch):
+    for number in range(120):
+        made = client.post("/api/profiles", json={"name": f"long {number}", "description": LONGEST_DESCRIPTION})
+        assert made.status_code == 201
+    monkeypatch.setattr(projections.reading, "READ_STATEMENT_TIMEOUT_SECONDS", 0.02)
+
+    stopped = assert_error(client.get("/api/profiles", params={"search": COSTLY_SEARCH}), 503, "read_timeout")
+    assert "ran past 0.02 s and was stopped" in stopped["detail"]
+    page = client.get("/", params={"search": COSTLY_SEARCH}, headers={"Accept": "text/html"})  # the console's
+    assert page.status_code == 503 and "ran past 0.02 s and was stopped" in page.text, page.text[:300]
+    assert client.get("/api/profiles/long 7").json()["description"] == LONGEST_DESCRIPTION  # the connection works
+
+    monkeypatch.setattr(projections.reading, "READ_STATEMENT_TIMEOUT_SECONDS", 60.0)
+    assert client.get("/api/profiles", params={"search": COSTLY_SEARCH}).json()["profiles"] == []
+
+
+def test_a_client_holding_its_share_of_the_connections_is_refused_more_while_another_client_reads(
+        database_url, monkeypatch):
+    """One client's costly searches take every connection the read models are queried over (4 here): its next
+    one is refused 429 at once (with Retry-After) rather than queued, and another client's read is served."""
+    monkeypatch.setattr(projections.reading, "READ_STATEMENT_TIMEOUT_SECONDS", 60.0)
+    server = start_server(database_url)
+    try:
+        server.app.state.runtime.read_model.store.read_shares = ReadShares(4)
+        one = httpx.Client(base_url=server.base_url, timeout=120)
+        other = httpx.Client(base_url=server.base_url, timeout=120,
+                             transport=httpx.HTTPTransport(local_address="127.0.0.2"))  # another client's address
+        for number in range(300):
+            one.post("/api/profiles", json={"name": f"long {number}", "description": LONGEST_DESCRIPTION})
+
+        with ThreadPoolExecutor(8) as pool:
+            searches = [pool.submit(one.get, "/api/profiles", params={"search": COSTLY_SEARCH}) for _ in range(8)]
+            refused = [future.result() for future in as_completed(searches[4:] + searches[:4])][:4]
+            read = other.get("/api/profiles/long 7")
+            answers = [search.result() for search in searches]
+        assert read.status_code == 200 and read.json()["name"] == "long 7"
+        assert sorted(answer.status_code for answer in answers) == [200] * 4 + [429] * 4
+        assert all(answer.json()["error"] == "too_many_requests" and answer.headers["Retry-After"] == "1"
+                   for answer in refused if answer.status_code == 429)
+    finally:
+        server.stop()
