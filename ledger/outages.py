@@ -9,6 +9,7 @@ from typing import Any
 import eventsourcing.persistence
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+import psycopg_pool
 import psycopg_pool.base
 
 DATABASE_UNAVAILABLE = (
@@ -63,6 +64,22 @@ def raised_from(exc: BaseException, *, implicitly: bool = False) -> Iterator[Bas
         yield current
         seen.add(id(current))
         current = current.__cause__ or (current.__context__ if implicitly else None)
+
+
+def waited_for_a_connection(exc: BaseException) -> bool:
+    """The error, or one it was raised from, is a wait for a pooled connection that ran out of time."""
+    return any(isinstance(error, (psycopg_pool.PoolTimeout, eventsourcing.persistence.ConnectionUnavailableError))
+               for error in raised_from(exc, implicitly=True))
+
+
+def pool_exhausted(datastore: Any) -> bool:
+    """Every connection the datastore's pool may open is open and in use: a wait for one that runs out then means
+    the server is busy, not that its database is away (a pool that cannot reach it has fewer open)."""
+    pool = datastore.pool
+    if isinstance(pool, psycopg_pool.ConnectionPool):
+        stats = pool.get_stats()
+        return stats.get("pool_size", 0) >= stats.get("pool_max", 1) and not stats.get("pool_available")
+    return bool(pool._is_use_full)  # the library's pool of SQLite connections (a file is always there)
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

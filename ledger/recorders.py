@@ -64,7 +64,7 @@ from ledger.chain import (
 from ledger import write_path
 from ledger.errors import TamperedRecordError
 from ledger.group_commit import GroupCommitter
-from ledger.outages import recover_quickly_from_outages
+from ledger.outages import pool_exhausted, recover_quickly_from_outages
 from ledger.settings import parse_switch
 
 BATCH = 5000
@@ -112,7 +112,8 @@ def fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
                 return method(recorder, *args, **kwargs)
             except (InterfaceError, OperationalError) as error:
                 if isinstance(error.__cause__, PoolTimeout):  # no connection at all: another wait would find none
-                    datastore.unreachable_until = time.monotonic() + UNREACHABLE_HOLD_S
+                    if not pool_exhausted(datastore):  # (else each is in use: the server is busy, not its database)
+                        datastore.unreachable_until = time.monotonic() + UNREACHABLE_HOLD_S
                     raise
                 if attempt:
                     raise

@@ -141,9 +141,22 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     except msgspec.ValidationError as error:
         raise refusal(error, body.annotation) from None
     except msgspec.DecodeError as error:
-        raise _body_problem("the request body is not valid JSON", f"malformed JSON: {error}") from None
+        raise _body_problem("the request body is not valid JSON", f"malformed JSON: {why_malformed(error, raw)}") \
+            from None
     except RecursionError:
         raise _body_problem("the request body is nested too deeply", "the JSON is nested too deeply") from None
+
+
+_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def why_malformed(error: msgspec.DecodeError, raw: bytes) -> str:
+    """What is wrong with a JSON text, as msgspec says it (but for a lone high surrogate escape, ``\\ud800`` with
+    no low one after it, which msgspec calls input "truncated")."""
+    lone = _LONE_HIGH_SURROGATE.search(raw) if "truncated" in str(error) else None
+    if lone is not None:
+        return f"JSON is malformed: a lone utf-16 surrogate {lone.group().decode()} (byte {lone.start()})"
+    return str(error)
 
 
 def _body_problem(detail: str, message: str, key: str = "data") -> ValidationException:

@@ -59,7 +59,7 @@ from ledger.errors import (
     StaleVersionError,
     ValidationError,
 )
-from ledger.outages import is_database_unavailable, raised_from
+from ledger.outages import is_database_unavailable, pool_exhausted, raised_from, waited_for_a_connection
 from ledger.write_path import WriteTimeoutError
 from projections.errors import ReadTimeoutError
 
@@ -350,6 +350,10 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
     if timeout is not None:
         log.warning("write timed out on %s %s: %s", request.method, request.url.path, timeout)
         return error_response(HTTP_503_SERVICE_UNAVAILABLE, "write_timeout", str(timeout), headers=RETRY_AFTER)
+    if waited_for_a_connection(exc) and pool_exhausted(request.app.state.runtime.ledger.recorder.datastore):
+        log.warning("every database connection in use on %s %s", request.method, request.url.path)
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, "server_busy", "every database connection of this "
+                              "server is in use; retry shortly", headers=RETRY_AFTER)
     if is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         detail = "the database cannot be reached right now; retry shortly"

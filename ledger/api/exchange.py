@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from ledger import exchange
 from ledger.api.auth import requires
+from ledger.api.bodies import why_malformed
 from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.deps import LOOKUP
@@ -124,7 +125,8 @@ async def exchange_document(request: Request[Any, Any, Any], also: Collection[st
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
-        raise InvalidRequestError(f"the import document is not valid JSON: {error}", field="file") from None
+        raise InvalidRequestError(f"the import document is not valid JSON: {why_malformed(error, raw)}",
+                                  field="file") from None
     except RecursionError:
         raise InvalidRequestError("the import document is nested too deeply", field="file") from None
 

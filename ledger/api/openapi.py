@@ -116,8 +116,9 @@ def tidy_openapi(app: Litestar) -> None:
                 invalid = "400" if openai_path(path) else "422"  # /v1 answers an invalid request 400, as OpenAI does
                 responses.setdefault(invalid, _error(INVALID[422].description, path))
             if route.path_format not in NO_DATABASE:
-                unreachable = ("The database cannot be reached right now (`database_unavailable`), or a query ran "
-                               "too long and was stopped (`read_timeout`)")
+                unreachable = ("The database cannot be reached right now (`database_unavailable`), every "
+                               "connection of this server to it is in use (`server_busy`), or a query ran too long "
+                               "and was stopped (`read_timeout`)")
                 responses.setdefault("503", _error(unreachable, path))
             body = handler.parsed_fn_signature.parameters.get("data")
             if operation.request_body is not None and body is not None and body.is_optional:

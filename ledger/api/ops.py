@@ -11,6 +11,7 @@ from ledger.api.auth import PUBLIC
 from ledger.api.observability import Gauge
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import Health, ProjectionStatus, Readiness
+from ledger.outages import pool_exhausted, waited_for_a_connection
 from ledger.write_path import probe_writes
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to every text/ type
@@ -61,13 +62,15 @@ class OpsController(Controller):
             head, positions, parked = _progress(runtime)
             write_problem = _write_problem(runtime)
         except Exception as error:  # noqa: BLE001 - any failure to reach the database means "not ready"
+            busy = waited_for_a_connection(error) and pool_exhausted(runtime.ledger.recorder.datastore)
             body = Readiness(
                 status="not_ready",
-                database=False,
+                database=busy,
                 log_position=None,
                 projections=[],
                 runner_alive=runner_alive,
-                detail=f"database unreachable: {type(error).__name__}",
+                detail="busy: every database connection of this server is in use" if busy
+                else f"database unreachable: {type(error).__name__}",
             )
             return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         projections = [

@@ -56,3 +56,22 @@ def test_a_client_holding_its_share_of_the_connections_is_refused_more_while_ano
                    for answer in refused if answer.status_code == 429)
     finally:
         server.stop()
+
+
+def test_a_server_whose_connections_are_all_in_use_says_it_is_busy_not_that_its_database_is_away(client):
+    client.post("/api/profiles", json={"name": "there"})
+    datastore = client.app.state.runtime.ledger.recorder.datastore
+    pool = datastore.pool
+    postgres = hasattr(pool, "getconn")
+    size = pool.get_stats()["pool_max"] if postgres else pool.pool_size + pool.max_overflow
+    taken = [pool.getconn() if postgres else pool.get_connection() for _ in range(size)]  # (others' long queries)
+    try:
+        busy = assert_error(client.get("/api/profiles/there"), 503, "server_busy")
+        assert busy["detail"] == "every database connection of this server is in use; retry shortly"
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["database"] is True, ready.text
+        assert ready.json()["detail"] == "busy: every database connection of this server is in use"
+    finally:
+        for connection in taken:
+            pool.putconn(connection) if postgres else pool.put_connection(connection)
+    assert client.get("/api/profiles/there").status_code == 200  # before: 503 database_unavailable for a while

@@ -17,6 +17,13 @@ def test_malformed_json_is_422(client):
     assert_error(response, 422, "invalid_request")
 
 
+def test_a_lone_surrogate_escape_is_named_as_such_not_as_a_truncated_body(client):
+    lone = b'{"name": "x", "description": "\\ud800"}'  # (followed by more text, msgspec names it itself)
+    for path in ("/api/profiles", "/api/profiles/import"):
+        refused = assert_error(client.post(path, content=lone, headers={"content-type": "application/json"}), 422)
+        assert "a lone utf-16 surrogate \\ud800 (byte 30)" in refused["detail"] and "truncated" not in refused["detail"]
+
+
 def test_unknown_fields_are_refused(client):
     profile = create(client, "strict")
     body = assert_error(client.put(f"/api/profiles/{profile['id']}", json={"nmae": "typo"}), 422, "invalid_request")
