@@ -43,8 +43,8 @@ class ReadShares:
             share = max(1, self.connections // (len(self._held) + (who not in self._held)))
             if sum(self._held.values()) >= self.connections and self._held[who] >= share:
                 raise ReadShareError(
-                    f"this client's reads hold {self._held[who]} of this server's {self.connections} database "
-                    "connections while others wait for one: retry in a moment")
+                    f"this client's reads already hold {self._held[who]} of this server's {self.connections} "
+                    "database connections, its share of them now: retry in a moment")
             self._held[who] += 1
         try:
             yield
