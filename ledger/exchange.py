@@ -96,7 +96,7 @@ def provenance(document: Mapping[str, Any]) -> dict[str, Any]:
     version = body.get("profile_version", body.get("version") if body is document else None)
     exported_at = document.get("exported_at")
     try:
-        if type(version) is int:  # (a flat document's version may also be its format's, "1.0")
+        if version is not None and not isinstance(version, str):  # (a flat document's may be its format's, "1.0")
             values.integer(version, "version" if body is document else "profile.profile_version", 1, values.INT64_MAX)
         exported_from = values.identifier(document.get("exported_from"), "exported_from")
         if exported_at is not None:

@@ -46,3 +46,7 @@ class ReadModel(ProfileQueries, VersionQueries, ActiveQueries, ExecutionQueries,
     def log_position(self) -> int:
         """The last position recorded in the event log (0 when empty)."""
         return self.log.head()
+
+    def positions_and_head(self) -> tuple[dict[str, int], int]:
+        """The log position each read model has applied and the log's head, of one moment (one query)."""
+        return self.store.positions_and_head(PROJECTION_NAMES, self.log.events_table)

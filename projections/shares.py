@@ -23,13 +23,15 @@ def connections_of(datastore: Any) -> int:
 
 
 class ReadShares:
-    """The queries of the read models running (or waiting for a connection) now, by reader. While they take every
-    connection, a reader holding its share (every connection when it reads alone, an equal part of them when
-    several do) is refused at once (:class:`ReadShareError`, 429) rather than queued: one client's costly queries
+    """The queries of the read models running (or waiting for a connection) now, by reader. A reader never holds
+    more than three quarters of the connections (the rest serve other clients, commands and the reads of the log
+    at once), and while the queries running take every connection, a reader holding an equal part of them is
+    refused too. A refusal is at once (:class:`ReadShareError`, 429), never a wait: one client's costly queries
     cannot take every connection, and every request thread with them, leaving the others' reads to fail."""
 
     def __init__(self, connections: int) -> None:
         self.connections = connections
+        self.most = max(1, connections * 3 // 4)  # any one reader's
         self._held: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -40,10 +42,11 @@ class ReadShares:
             yield
             return
         with self._lock:
-            share = max(1, self.connections // (len(self._held) + (who not in self._held)))
-            if sum(self._held.values()) >= self.connections and self._held[who] >= share:
+            equal = max(1, self.connections // (len(self._held) + (who not in self._held)))
+            held = self._held[who]
+            if held >= self.most or sum(self._held.values()) >= self.connections and held >= equal:
                 raise ReadShareError(
-                    f"this client's reads already hold {self._held[who]} of this server's {self.connections} "
+                    f"this client's reads already hold {held} of this server's {self.connections} "
                     "database connections, its share of them now: retry in a moment")
             self._held[who] += 1
         try:

@@ -217,7 +217,8 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             role=principal.role,
         )
     connection.state[PRINCIPAL_KEY] = principal
-    reader.set(f"token {principal.name}")  # its share of the database connections (projections.shares)
+    if reader.get() is not None:  # a read: its share of the database connections (projections.shares)
+        reader.set(f"token {principal.name}")
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

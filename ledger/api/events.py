@@ -34,6 +34,7 @@ from ledger.event_log import checked_event_type, refuse_past_head
 from ledger.idempotency import IdempotencyKey
 from ledger.outages import is_database_unavailable
 from ledger.states import convert
+from projections.errors import ReadShareError, ReadTimeoutError
 from projections.reading import MAX_LIMIT
 
 SCAN_BATCH = 50
@@ -229,6 +230,9 @@ async def _tail(
                 page = await anyio.to_thread.run_sync(
                     lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
                 ) if allowed else None
+            except (ReadShareError, ReadTimeoutError):  # its holder's other reads take its share now: a moment
+                await anyio.sleep(OUTAGE_RETRY_S)
+                continue
             except Exception as error:
                 if not is_database_unavailable(error):
                     raise

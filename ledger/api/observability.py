@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ledger.api.auth import SAFE_METHODS
 from projections.shares import reader
 
 CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
@@ -162,7 +163,9 @@ def request_context_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]
                 return
             correlation_id = correlation_id_of(scope.get("headers", ()))
             scope["ledger.correlation_id"] = correlation_id  # type: ignore[typeddict-unknown-key]
-            reader.set(f"address {(scope.get('client') or ('?',))[0]}")  # (the guard names a token's holder)
+            # whose share of the connections a read's queries take (the guard names a token's holder); a
+            # command's are not counted: writes have bounds of their own, and take no costly query
+            reader.set(f"address {(scope.get('client') or ('?',))[0]}" if scope.get("method") in SAFE_METHODS else None)
             started = time.perf_counter()
             status = 500
 

@@ -120,6 +120,10 @@ def tidy_openapi(app: Litestar) -> None:
                                "connection of this server to it is in use (`server_busy`), or a query ran too long "
                                "and was stopped (`read_timeout`)")
                 responses.setdefault("503", _error(unreachable, path))
+                if method == "GET":  # (a read's queries count against its client's share of the connections)
+                    responses.setdefault("429", _error("This client's reads hold their share of the server's database "
+                                                       "connections (`too_many_requests`); retry after `Retry-After` "
+                                                       "seconds", path))
             body = handler.parsed_fn_signature.parameters.get("data")
             if operation.request_body is not None and body is not None and body.is_optional:
                 operation.request_body.required = False  # e.g. activate: its body may be left out

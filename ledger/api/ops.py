@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -15,16 +17,27 @@ from ledger.outages import pool_exhausted, waited_for_a_connection
 from ledger.write_path import probe_writes
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to every text/ type
+CATCH_UP_SECONDS = 1.0  # how long /ready gives lagging read models to reach the head it read
 WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are not committing
 
 
 def _progress(runtime: Runtime) -> tuple[int, dict[str, int], dict[str, int]]:
-    """The log's head, the position each read model has applied, and how many events each parked. The positions
-    are read first: a read model is past the head only where the log lost events, not where one was appended
-    between the two reads."""
+    """The log's head, the position each read model has applied (both of one moment: an event appended meanwhile
+    is neither a lag nor a read model past the head), and how many events each parked."""
     reads = runtime.read_model
-    positions = dict(reads.positions())
-    return int(reads.log_position()), positions, reads.store.parked_counts()
+    positions, head = reads.positions_and_head()
+    return int(head), dict(positions), reads.store.parked_counts()
+
+
+def _catches_up(runtime: Runtime, position: int) -> bool:
+    """Every read model applies ``position`` within :data:`CATCH_UP_SECONDS` (under write load, one applied by the
+    projection runner rather than by its command lags for a moment: no reason to take the server out)."""
+    applied = threading.Event()
+    withdraw = runtime.progress.when_reached(position, applied.set)
+    if applied.wait(CATCH_UP_SECONDS):
+        return True
+    withdraw()
+    return False
 
 
 def _write_problem(runtime: Runtime) -> str | None:
@@ -78,6 +91,8 @@ class OpsController(Controller):
             for name, position in sorted(positions.items())
         ]
         lagging = [p.name for p in projections if p.lag > runtime.options.ready_max_lag]
+        if lagging and _catches_up(runtime, head):  # events appended a moment ago, applied by now: no lag
+            lagging = []
         problems = [write_problem] if write_problem is not None else []
         if lagging:
             problems.append(f"projections behind the log: {', '.join(lagging)}")

@@ -377,6 +377,9 @@ class ProfilePages(Controller):
           middleware=[watch_for_departure])  # a browser gone: the replay stops (what ran is recorded as partial)
     async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
         eid = parse_uuid(execution_id, "execution_id")
+        # the body read in full: only then does the watch for the browser's departure begin (htmx sends the CSRF
+        # token as a header, and nothing else reads the form)
+        await request.body()
         runtime = runtime_of(request)
         generation = generation_of(runtime)
         context = command_context(request)

@@ -3,12 +3,16 @@ stopped at the read timeout and answered 503 ``read_timeout``, and the connectio
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 
 import projections.reading
-from projections.shares import ReadShares
+from projections.errors import ReadShareError
+from projections.shares import ReadShares, reader
 from tests.api.conftest import assert_error, start_server
 
 LONGEST_DESCRIPTION = "aab " + "a" * 9_996  # every trigram of the search below is in it: no index leaves a row out
@@ -33,8 +37,9 @@ def test_a_search_running_past_the_read_timeout_is_stopped_and_the_next_read_is_
 
 def test_a_client_holding_its_share_of_the_connections_is_refused_more_while_another_client_reads(
         database_url, monkeypatch):
-    """One client's costly searches take every connection the read models are queried over (4 here): its next
-    one is refused 429 at once (with Retry-After) rather than queued, and another client's read is served."""
+    """One client's costly searches take three quarters of the connections the read models are queried over (3 of
+    4 here): its next ones are refused 429 at once (with Retry-After) rather than queued, and another client's read
+    is served at once."""
     monkeypatch.setattr(projections.reading, "READ_STATEMENT_TIMEOUT_SECONDS", 60.0)
     server = start_server(database_url)
     try:
@@ -47,13 +52,14 @@ def test_a_client_holding_its_share_of_the_connections_is_refused_more_while_ano
 
         with ThreadPoolExecutor(8) as pool:
             searches = [pool.submit(one.get, "/api/profiles", params={"search": COSTLY_SEARCH}) for _ in range(8)]
-            refused = [future.result() for future in as_completed(searches[4:] + searches[:4])][:4]
+            answered = as_completed(searches)
+            refused = [next(answered).result() for _ in range(5)]  # the first answered, while three still run
             read = other.get("/api/profiles/long 7")
             answers = [search.result() for search in searches]
         assert read.status_code == 200 and read.json()["name"] == "long 7"
-        assert sorted(answer.status_code for answer in answers) == [200] * 4 + [429] * 4
-        assert all(answer.json()["error"] == "too_many_requests" and answer.headers["Retry-After"] == "1"
-                   for answer in refused if answer.status_code == 429)
+        assert sorted(answer.status_code for answer in answers) == [200] * 3 + [429] * 5
+        assert all(answer.status_code == 429 and answer.json()["error"] == "too_many_requests"
+                   and answer.headers["Retry-After"] == "1" for answer in refused)
     finally:
         server.stop()
 
@@ -75,3 +81,34 @@ def test_a_server_whose_connections_are_all_in_use_says_it_is_busy_not_that_its_
         for connection in taken:
             pool.putconn(connection) if postgres else pool.put_connection(connection)
     assert client.get("/api/profiles/there").status_code == 200  # before: 503 database_unavailable for a while
+
+
+def test_an_event_stream_whose_client_holds_its_share_waits_for_it_and_goes_on(database_url):
+    server = start_server(database_url)
+    shares = server.app.state.runtime.read_model.store.read_shares = ReadShares(2)  # a client holds one at most
+    held, release = threading.Event(), threading.Event()
+
+    def another_read_of_the_same_client() -> None:  # (as a costly search of its own would hold it)
+        reader.set("address 127.0.0.1")
+        while not held.is_set():
+            with contextlib.suppress(ReadShareError), shares.taken():  # (refused while the stream looks)
+                held.set()
+                release.wait(30)
+
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=60) as client, \
+                client.stream("GET", "/api/events/stream") as stream:
+            lines = stream.iter_lines()  # (held: an iterator let go closes the connection)
+            assert next(lines) == ": connected"
+            holder = threading.Thread(target=another_read_of_the_same_client)
+            holder.start()
+            assert held.wait(10)
+            client.post("/api/profiles", json={"name": "written meanwhile"})  # the stream looks: refused its share
+            time.sleep(1.0)
+            release.set()
+            holder.join()
+            seen = next(line for line in lines if "written meanwhile" in line)  # before: the stream broke off
+            assert seen.startswith("data: ")
+    finally:
+        release.set()
+        server.stop()

@@ -139,6 +139,8 @@ def test_an_import_with_an_unknown_field_is_refused_naming_it(client, document, 
     ({"name": "flat", "version": -5}, "version"),
     ({"name": "flat", "version": 0}, "version"),
     ({"name": "flat", "version": 2**63}, "version"),
+    ({"name": "flat", "version": 5.5}, "version"),
+    ({"name": "flat", "version": True}, "version"),
 ])
 def test_an_import_refuses_a_field_it_reads_for_information_only_given_a_wrong_type(client, document, field):
     body = assert_error(client.post("/api/profiles/import", json=document), 422, "invalid_import")

@@ -276,8 +276,10 @@ def test_a_replay_whose_browser_leaves_stops_and_what_it_ran_is_recorded_as_part
             original = browser.post("/v1/chat/completions", json=body).json()["ledger"]["execution_id"]
             page = browser.get(f"/executions/{original}", headers=HTML).text
             csrf = re.search(r'name="_csrf_token" value="([^"]+)"', page).group(1)
+            as_htmx_sends_it = {**HTML, "HX-Request": "true", "X-CSRFToken": csrf}  # (the form unread)
             with pytest.raises(httpx.ReadTimeout):  # the browser is closed while the replay runs
-                browser.post(f"/executions/{original}/replay", data={"_csrf_token": csrf}, headers=HTML, timeout=1.0)
+                browser.post(f"/executions/{original}/replay", data={"_csrf_token": csrf}, headers=as_htmx_sends_it,
+                             timeout=1.0)
             scheduler = wait_until(lambda: (lambda seen: seen if seen["running"] == 0 else None)(
                 browser.get("/api/steering/status").json()["scheduler"]), 30, "the replay to stop")
             assert scheduler["cancelled"] == 1  # before: it ran all 4,000 tokens for nobody
