@@ -12,6 +12,7 @@ from eventsourcing.persistence import OperationalError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import application
 from ledger.application import SNAPSHOT_INTERVAL_ENV, ProfileLedger
 from ledger.states import ProfileState
 from ledger.domainmodel import Profile, event_version
@@ -170,6 +171,23 @@ def test_time_travel_refuses_what_it_refused_before(database_url):
             ledger.get_profile(missing, version=1)
     assert ledger.get_profile(profile_id, version=5).steering == {5: 1.0}
     ledger.close()
+
+
+def test_a_stream_of_large_events_is_snapshotted_every_few_megabytes_not_every_hundred_events(database_url,
+                                                                                               monkeypatch):
+    """Events of 100,000 features (1.6 MB each): a version read replays from a snapshot a few events back."""
+    monkeypatch.setattr(application, "SNAPSHOT_BYTES", 20_000)  # as 8 MiB is to 1.6 MB events: a few of these
+    ledger = make_ledger(database_url, 100)
+    try:
+        steering = {feature: 0.5 for feature in range(300)}  # about 4 KB an event
+        profile_id = ledger.create_profile({"name": "large", "steering": steering}).profile.id
+        for number in range(2, 21):
+            ledger.update_profile(profile_id, {"steering": {**steering, number: 1.0}})
+        taken = [snapshot.originator_version for snapshot in ledger.snapshots.get(profile_id)]
+        assert len(taken) >= 2 and all(later - earlier <= 10 for earlier, later in zip([0, *taken], taken)), taken
+        check_stream(ledger, database_url, profile_id)  # and time travel answers as a replay from the first event
+    finally:
+        ledger.close()
 
 
 def test_the_same_snapshot_taken_twice_is_harmless(database_url):
