@@ -43,6 +43,7 @@ class ReadTimeoutError(LedgerError):
     """A query of the read models ran past its time (``READ_STATEMENT_TIMEOUT_SECONDS``) and was stopped."""
 
     code = "read_timeout"
+    retry_after_s = 1
 
 
 class ReadShareError(BusyError):

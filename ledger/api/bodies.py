@@ -147,7 +147,8 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
         raise _body_problem("the request body is nested too deeply", "the JSON is nested too deeply") from None
 
 
-_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+_LONE_HIGH_SURROGATE = re.compile(  # (an escape: after an even number of backslashes, none escaping it)
+    rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 
 
 def why_malformed(error: msgspec.DecodeError, raw: bytes) -> str:
@@ -155,7 +156,7 @@ def why_malformed(error: msgspec.DecodeError, raw: bytes) -> str:
     no low one after it, which msgspec calls input "truncated")."""
     lone = _LONE_HIGH_SURROGATE.search(raw) if "truncated" in str(error) else None
     if lone is not None:
-        return f"JSON is malformed: a lone utf-16 surrogate {lone.group().decode()} (byte {lone.start()})"
+        return f"JSON is malformed: a lone utf-16 surrogate {lone.group(1).decode()} (byte {lone.start(1)})"
     return str(error)
 
 

@@ -230,7 +230,9 @@ async def _tail(
                 page = await anyio.to_thread.run_sync(
                     lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
                 ) if allowed else None
-            except (ReadShareError, ReadTimeoutError):  # its holder's other reads take its share now: a moment
+            except (ReadShareError, ReadTimeoutError) as error:  # its client's other reads take its share, or
+                yield ServerSentEventMessage(data=None, comment=f"waiting: {error}")  # the server is busy: a moment
+                last_sent = time.monotonic()
                 await anyio.sleep(OUTAGE_RETRY_S)
                 continue
             except Exception as error:

@@ -37,7 +37,7 @@ def _catches_up(runtime: Runtime, position: int) -> bool:
     if applied.wait(CATCH_UP_SECONDS):
         return True
     withdraw()
-    return False
+    return applied.is_set()  # (applied as the wait ended)
 
 
 def _write_problem(runtime: Runtime) -> str | None:

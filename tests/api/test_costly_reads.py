@@ -25,8 +25,9 @@ def test_a_search_running_past_the_read_timeout_is_stopped_and_the_next_read_is_
         assert made.status_code == 201
     monkeypatch.setattr(projections.reading, "READ_STATEMENT_TIMEOUT_SECONDS", 0.02)
 
-    stopped = assert_error(client.get("/api/profiles", params={"search": COSTLY_SEARCH}), 503, "read_timeout")
-    assert "ran past 0.02 s and was stopped" in stopped["detail"]
+    answer = client.get("/api/profiles", params={"search": COSTLY_SEARCH})
+    stopped = assert_error(answer, 503, "read_timeout")
+    assert "ran past 0.02 s and was stopped" in stopped["detail"] and answer.headers["Retry-After"] == "1"
     page = client.get("/", params={"search": COSTLY_SEARCH}, headers={"Accept": "text/html"})  # the console's
     assert page.status_code == 503 and "ran past 0.02 s and was stopped" in page.text, page.text[:300]
     assert client.get("/api/profiles/long 7").json()["description"] == LONGEST_DESCRIPTION  # the connection works
