@@ -23,8 +23,8 @@ def test_a_lone_surrogate_escape_is_named_as_such_not_as_a_truncated_body(client
         refused = assert_error(client.post(path, content=lone, headers={"content-type": "application/json"}), 422)
         assert "a lone utf-16 surrogate \\ud800 (byte 30)" in refused["detail"] and "truncated" not in refused["detail"]
     cut_short = b'{"name": "a\\\\ud800", "layer": 15'  # an escaped backslash, then text: the body is cut short
-    refused = assert_error(client.post("/api/profiles", content=cut_short, headers={"content-type": "application/json"}),
-                           422)
+    json_body = {"content-type": "application/json"}
+    refused = assert_error(client.post("/api/profiles", content=cut_short, headers=json_body), 422)
     assert "truncated" in refused["detail"] and "surrogate" not in refused["detail"]
 
 
