@@ -63,8 +63,8 @@ IMPORT_RENAME_ATTEMPTS = 50
 SNAPSHOT_INTERVAL = 100
 SNAPSHOT_BYTES = 8 * 1024 * 1024
 """A stream is also snapshotted once the events this process stored in it since its last snapshot pass this many
-bytes: a profile of 100,000 features (1.6 MB an event) every five events, not every hundred (a version read or a
-diff replayed up to 100 such events, 160 MB of JSON, for 10 s). The count is this process's own and starts at
+bytes: a profile of 100,000 features (1.5 MB an event) about every six events, not every hundred (a version read
+or a diff replayed up to 100 such events, 150 MB of JSON, for 10 s). The count is this process's own and starts at
 its start: a bound on the replay, not a schedule."""
 TRACKED_STREAMS_MAX = 10_000  # streams whose bytes since their last snapshot are counted at once (else: forgotten)
 SNAPSHOT_INTERVAL_ENV = "LEDGER_SNAPSHOT_INTERVAL"

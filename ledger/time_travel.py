@@ -158,25 +158,31 @@ def _snapshot_before(
     Replay applies events while none is past the version or the time: a snapshot lies on that path when its user
     version is at most ``version`` and every event up to it was recorded by ``as_of``.
     """
-    snapshots = app.snapshots
+    snapshots: Any = app.snapshots
     if snapshots is None:
         return None, None
-    # One snapshot per interval of events: read them all undecoded, and decode only the few a binary search looks
-    # at (the snapshots on the path come first, then those past it).
-    stored = snapshots.stored(profile_id)  # type: ignore[attr-defined]
-    if not stored:
-        return None, None
+    # A large profile has many snapshots, each as large as it: list their versions, and read and decode only the
+    # few a binary search looks at (the snapshots on the path come first, then those past it).
+    taken = snapshots.versions(profile_id)
     decoded: dict[int, Profile.Snapshot] = {}
 
+    def opened(index: int) -> Profile.Snapshot:
+        if index not in decoded:
+            at = taken[index]
+            stored = snapshots.stored(profile_id, gt=at - 1, lte=at)
+            if not stored:  # a row that is no snapshot (its warning given): replay from the first event
+                raise TamperedRecordError(f"the snapshot of {profile_id} at version {at} is no snapshot")
+            decoded[index] = snapshots.opened(stored[0])
+        return decoded[index]
+
     def on_path(index: int) -> bool:
-        snapshot = decoded[index] = snapshots.opened(stored[index])  # type: ignore[assignment]
-        state = snapshot.state
+        state = opened(index).state
         return (version is None or state["current_version"] <= version) and (
             as_of is None or state["recorded_until"] <= as_of
         )
 
-    low = bisect.bisect_left(range(len(stored)), True, key=lambda index: not on_path(index))  # the first off it
-    stop = stored[low].originator_version if low < len(stored) else None
+    low = bisect.bisect_left(range(len(taken)), True, key=lambda index: not on_path(index))  # the first off it
+    stop = taken[low] if low < len(taken) else None
     if low == 0:
         return None, stop
-    return decoded.get(low - 1) or snapshots.opened(stored[low - 1]), stop  # type: ignore[return-value]
+    return opened(low - 1), stop

@@ -10,6 +10,8 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
+from psycopg.sql import SQL, Identifier
 
 from ledger.chain import VerifyReport
 from ledger.errors import SigningKeyError, TamperedRecordError
@@ -168,6 +170,21 @@ class CheckedSnapshotStore(EventStore[UUID]):
                 logger.warning("ignoring a snapshot of %s at version %s: its topic %r is no snapshot's",
                                originator_id, record.originator_version, record.topic)
         return [record for record in stored if record.topic in self.topics]
+
+    def versions(self, originator_id: UUID) -> list[int]:
+        """The stream versions the stream's snapshots were taken at, in order, read without their states (a large
+        profile has many, each as large as the profile)."""
+        recorder = self.recorder
+        if isinstance(recorder, PostgresAggregateRecorder):
+            sql: Any = SQL("SELECT originator_version FROM {}.{} WHERE originator_id = %s ORDER BY 1").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            key: Any = originator_id
+        else:
+            sql, key = f"SELECT originator_version FROM {recorder.events_table_name} WHERE originator_id = ? " \
+                "ORDER BY 1", originator_id.hex  # (as the library spells it there)
+        with recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, (key,))
+            return [row["originator_version"] for row in curs.fetchall()]
 
     def get(  # type: ignore[override]
         self, originator_id: UUID, *args: Any, **kwargs: Any
