@@ -11,6 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
 
 from ledger.chain import VerifyReport
@@ -179,9 +180,11 @@ class CheckedSnapshotStore(EventStore[UUID]):
             sql: Any = SQL("SELECT originator_version FROM {}.{} WHERE originator_id = %s ORDER BY 1").format(
                 Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
             key: Any = originator_id
-        else:
+        elif isinstance(recorder, SQLiteAggregateRecorder):
             sql, key = f"SELECT originator_version FROM {recorder.events_table_name} WHERE originator_id = ? " \
                 "ORDER BY 1", originator_id.hex  # (as the library spells it there)
+        else:  # (in memory)
+            return [record.originator_version for record in recorder.select_events(originator_id)]
         with recorder.datastore.transaction(commit=False) as curs:
             curs.execute(sql, (key,))
             return [row["originator_version"] for row in curs.fetchall()]
