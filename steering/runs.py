@@ -295,7 +295,8 @@ class GenerationService:
             raise
         outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if twin else None)
         cut = (f"the original was cut short (partial, after {completion.max_tokens} tokens of the "
-               f"{sampling['max_tokens']} asked for): the replay ran as far as it did",) if original.status == "partial" else ()
+               f"{sampling['max_tokens']} asked for): the replay ran as far as it did",
+               ) if original.status == "partial" else ()
         warnings = cut + tuple(
             f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"
             for key, before in details.get("fingerprint", {}).items()
