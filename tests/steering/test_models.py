@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,11 +31,21 @@ def test_digest_is_stable_and_cached(tiny_model_dir) -> None:
     assert (tiny_model_dir / "steering_digest.json").is_file()
 
 
+def fetch_with_the_cli(models_dir: Path) -> Path:
+    """`ledger models fetch`, as `scripts/serve.sh` runs it on first use: exit 0 and the model's directory on stdout."""
+    ledger = Path(sys.executable).with_name("ledger")
+    done = subprocess.run([str(ledger), "models", "fetch", "--models-dir", str(models_dir)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.returncode, done.stderr[-2000:])
+    return Path(done.stdout.strip())
+
+
 def test_fetch_returns_an_existing_conversion_without_downloading(tmp_path, tiny_model_dir, monkeypatch) -> None:
     target = tmp_path / DEFAULT_MODEL_NAME
     target.symlink_to(tiny_model_dir, target_is_directory=True)
     monkeypatch.setattr("steering.models._download_gguf", lambda scratch: pytest.fail("must not download"))
     assert fetch_default_model(tmp_path) == target
+    assert fetch_with_the_cli(tmp_path) == target
 
 
 @pytest.mark.slow
@@ -41,7 +53,7 @@ def test_default_model_fetches_loads_and_generates() -> None:
     target = DEFAULT_MODELS_DIR / DEFAULT_MODEL_NAME
     if not target.is_dir() and os.environ.get("LEDGER_TEST_DEFAULT_MODEL") != "1":
         pytest.skip("default model not present; set LEDGER_TEST_DEFAULT_MODEL=1 to fetch it")
-    loaded = load_model(fetch_default_model(DEFAULT_MODELS_DIR), device="cpu")
+    loaded = load_model(fetch_with_the_cli(DEFAULT_MODELS_DIR), device="cpu")
     assert (loaded.num_layers, loaded.d_model) == (30, 576)
     assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token == "<|im_end|>"
     result = generate(loaded, [GenerationRequest(messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=24)])[0]
