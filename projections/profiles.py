@@ -26,7 +26,7 @@ from projections.projection import ReadModelProjection
 from projections.reading import (
     PAGE_BOUNDS, Queries, as_uuid, bounded_page, checked_limit, page_rows,
 )
-from projections.rows import Page, ProfileRow
+from projections.rows import Page, ProfileChoice, ProfileRow
 from projections.tables import Index, Table
 
 
@@ -221,6 +221,12 @@ class ProfileQueries(Queries):
             key = last_row["name_key"] if sort == "name" else last.updated_at.isoformat()
             next_cursor = cursors.encode(listing, [key, str(last.id)])
         return Page(items=tuple(items), next_cursor=next_cursor)
+
+    def profile_choices(self, limit: int) -> list[ProfileChoice]:
+        """The first ``limit`` live profiles by name, as a picker offers them: however many features each steers,
+        ``limit`` of them (a page of :meth:`list_profiles` holds fewer of the largest)."""
+        return self._rows(ProfileChoice, self._all(
+            f"SELECT id, name, version FROM profiles ORDER BY {_ORDER['name']} LIMIT :limit", {"limit": limit}))
 
     def _pinned_in_force(self) -> tuple[Any, str] | None:
         """The active profile's version in force when it is pinned to one before its latest (the version the list

@@ -53,6 +53,14 @@ class ProfileRow(ProfileFields, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+class ProfileChoice(Struct, frozen=True, kw_only=True):
+    """A live profile as a picker offers it: its id, name and latest version, nothing that grows with its size."""
+
+    id: UUID
+    name: str
+    version: int
+
+
 class VersionEntry(Struct, frozen=True, kw_only=True):
     """A version as its history lists it: who made it, how, when and why, and how many features it steers; its
     content left out (:data:`VersionRow` is the whole version)."""

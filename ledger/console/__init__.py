@@ -29,7 +29,8 @@ __all__ = ["console_routes", "template_config"]
 
 def console_routes(import_body_max: int) -> list[Any]:
     """The console's pages (the API's guard checks them, the token cookie standing for the bearer header) and
-    its static files (public). The import form takes bodies up to ``import_body_max``, as the API's import does."""
+    its static files (public). The profile forms take bodies up to ``import_body_max``, as the API's import does: a
+    profile the API took can be edited and imported again."""
 
     security = DefineMiddleware(ConsoleSecurity, config=csrf_config())  # one secret for every form
 
@@ -51,7 +52,8 @@ def console_routes(import_body_max: int) -> list[Any]:
         path="/static", directories=[STATIC], opt=dict(PUBLIC), include_in_schema=False, name="console:static"
     )
     return [
-        pages(ProfilePages, EventPages, PlaygroundPages, StatusPage, LoginPages),
-        pages(ImportPage, request_max_body_size=import_body_max),
+        pages(EventPages, PlaygroundPages, StatusPage, LoginPages),
+        # an edit form carries the whole steering, form-encoded: up to about three times its JSON
+        pages(ProfilePages, ImportPage, request_max_body_size=import_body_max),
         static,
     ]

@@ -83,6 +83,11 @@ class LoginPages(Controller):
         redirect.set_cookie(TOKEN_COOKIE, token, **_cookie_options(request))
         return redirect
 
+    @get("/logout", name="console:logout-address")
+    async def logout_address(self) -> Redirect:
+        """The logout form's address, opened again: the list, where the form is, rather than a 405."""
+        return see_other("/")
+
     @post("/logout", name="console:logout", opt=LOGIN_PAGE)
     async def logout(self) -> Redirect:
         redirect = see_other("/login")

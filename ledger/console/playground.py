@@ -117,7 +117,7 @@ def _choices(request: Request[Any, Any, Any], wanted: str | None = None) -> dict
     """The profiles the form offers (the first of them by name, and ``wanted``, an id or a name, wherever it
     sorts), the one of them chosen (``wanted``'s id), and the active one."""
     reads = runtime_of(request).read_model
-    profiles = list(reads.list_profiles(limit=PROFILES_OFFERED).items)
+    profiles: list[Any] = reads.profile_choices(PROFILES_OFFERED)
     found = (reads.get_profile(wanted) or reads.get_profile_by_name(wanted)) if wanted else None
     if found is not None and all(offered.id != found.id for offered in profiles):
         profiles.append(found)

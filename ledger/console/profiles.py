@@ -285,9 +285,9 @@ class ProfilePages(Controller):
         where the form is, rather than a 405."""
         return see_other(f"/profiles/{quote(profile_id, safe='')}")
 
-    @get(["/profiles", "/logout"], name="console:list-form-address")
+    @get("/profiles", name="console:list-form-address")
     async def list_form_address(self) -> Redirect:
-        """The address of the create or logout form, opened again: the list, where they are."""
+        """The address of the create form, opened again: the list, where it is."""
         return see_other("/")
 
     @get("/executions/{execution_id:str}/replay", name="console:replay-address")

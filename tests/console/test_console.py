@@ -123,7 +123,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     page.get_by_label("Temperature").fill("0.8")
     page.get_by_label("Max tokens").fill("8")
     page.get_by_label("Compare with unsteered").check()
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate").dblclick()  # one run (before: two, each recorded)
     recorded = page.locator("#recorded a")
     expect(recorded).to_be_visible()
     steered_text = page.locator("#steered").inner_text()

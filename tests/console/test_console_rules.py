@@ -182,6 +182,23 @@ def test_the_export_of_the_largest_profile_imports_again_through_the_console_as_
         assert too_large.status_code == 413 and too_large.headers["content-type"].startswith("text/html")
 
 
+def test_a_profile_as_large_as_the_api_takes_is_edited_through_its_page_as_the_page_sends_the_form(console):
+    steering = {str(1_000_000 + index): -123.45678901234567 for index in range(64_000)}
+    made = console.post("/api/profiles", json={"name": "wide", "steering": steering})
+    assert made.status_code == 201 and len(made.request.content) > 1_900_000, made.text  # under 2 MiB
+    page = console.get(f"/profiles/{made.json()['id']}", headers=HTML).text
+    edit = page[page.index('action="/profiles/'):page.index("</form>", page.index('action="/profiles/'))]
+    found = [*re.findall(r'name="(\w+)"[^>]*value="([^"]*)"', edit),  # inputs, then text areas
+             *re.findall(r'name="(\w+)"[^>]*>\n?([^<]*)</textarea>', edit)]
+    fields = {name: html.unescape(value) for name, value in found}
+    fields.pop("_csrf_token")
+    assert fields["steering"].count("=") == 64_000  # the whole steering, as the browser sends it back
+    saved = send(console, f"/profiles/{made.json()['id']}/edit", **{**fields, "description": "only this changed"})
+    assert saved.status_code == 303, saved.text[:300]  # before: 413, the form-encoded steering past the 2 MiB limit
+    after = console.get("/api/profiles/wide").json()
+    assert after["description"] == "only this changed" and len(after["steering"]) == 64_000
+
+
 def test_the_pages_read_forms_and_queries_as_the_api_does_and_show_an_external_runs_record(console):
     made = console.post("/api/profiles", json={"name": "read"}).json()
     refused = send(console, "/profiles", name="underscored", steering="3=1_000")

@@ -179,6 +179,17 @@ def test_the_playground_offers_the_profile_it_was_asked_for_wherever_it_sorts(co
     assert first.count('selected>a000 (v1)</option>') == 1 and first.count(">a000 (v1)</option>") == 1
 
 
+def test_the_playground_offers_every_profile_however_many_features_the_first_ones_steer(console):
+    wide = {str(index): 1.0 for index in range(40_000)}
+    for name in ("a wide", "b wide"):
+        assert console.post("/api/profiles", json={"name": name, "steering": wide}).status_code == 201
+    for name in ("c", "d", "e"):
+        console.post("/api/profiles", json={"name": name})
+    page = console.get("/playground", headers=HTML).text
+    offered = re.findall(r'<option value="[^"]+"[^>]*>([^<]+) \(v1\)</option>', page)
+    assert offered == ["a wide", "b wide", "c", "d", "e"]  # before: "a wide" alone (a page of the list is bounded)
+
+
 def test_a_delete_from_a_page_shown_before_a_change_is_refused_as_a_stale_edit_is(console):
     made = console.post("/api/profiles", json={"name": "kept", "steering": {"1": 1.0}}).json()
     page = console.get(f"/profiles/{made['id']}", headers=HTML).text
