@@ -47,7 +47,7 @@ class ReadTimeoutError(LedgerError):
 
 
 class ReadShareError(BusyError):
-    """A client holding its share of the database connections asked for another while others wait for one."""
+    """A client holding its share of a server's database connections (or event streams) asked for another."""
 
     retry_after_s = 1
     passing = True

@@ -36,7 +36,7 @@ from projections.ops import Op, Statements
 from projections.parking import ParkingRecorder, describe, is_transient
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
 from projections.projection import ReadModelProjection
-from projections.shares import ReadShares, connections_of
+from projections.shares import Shares, connections_of
 from projections.tables import Table
 
 REBUILD_SUFFIX = "__next"
@@ -131,9 +131,9 @@ class ReadModelRecorder(ParkingRecorder):
     # ``_max_tracking_id(name, curs)`` and ``_insert_tracking(curs, tracking)`` come from the library recorder.
 
     @functools.cached_property
-    def read_shares(self) -> ReadShares:
+    def read_shares(self) -> Shares:
         """Each reader's share of the connections the read models are queried over."""
-        return ReadShares(connections_of(self.datastore))
+        return Shares(connections_of(self.datastore))
 
     # -- hooks per dialect: ``_lock``, ``_run(curs, sql, params)``, ``_rename_indexes(curs, table, old_prefix)``, and:
     def schema_lock(self, curs: Any) -> None:

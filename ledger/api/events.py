@@ -36,6 +36,7 @@ from ledger.outages import is_database_unavailable
 from ledger.states import convert
 from projections.errors import ReadShareError, ReadTimeoutError
 from projections.reading import MAX_LIMIT
+from projections.shares import Shares, reader
 
 SCAN_BATCH = 50
 """Rows read from the read model at a time (pages and streams): bounds the memory one request holds."""
@@ -158,9 +159,9 @@ def audit_stream(
     message: Callable[[Any], ServerSentEventMessage],
 ) -> ServerSentEvent:
     """A live tail of the audit rows after ``after`` (``message`` renders each), for the API and the console
-    alike: at most ``sse_max_streams`` per server (503 beyond), the token events only for those who may see
-    them, ended when the token it was opened with is revoked or expires."""
-    slot = _StreamSlot(runtime.metrics, runtime.options.sse_max_streams)
+    alike: at most ``sse_max_streams`` per server (503 beyond) and a client's share of them (429 beyond), the
+    token events only for those who may see them, ended when the token it was opened with is revoked or expires."""
+    slot = _StreamSlot(runtime.metrics, runtime.options.sse_max_streams, runtime.stream_shares)
     principal = principal_of(request) if runtime.auth else None
     tail = _tail(runtime, after, filters, principal, message, slot)
     return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})
@@ -170,9 +171,12 @@ class _StreamSlot:
     """One of the server's event streams, taken at once (so that a burst of requests cannot overshoot the limit)
     and given back when the stream ends, or when its response is dropped before it started."""
 
-    def __init__(self, metrics: Any, limit: int) -> None:
+    def __init__(self, metrics: Any, limit: int, shares: Shares) -> None:
         self._metrics: Any = None  # nothing to give back unless a place was taken
+        self._who, self._shares = reader.get(), shares
+        shares.take(self._who)  # (one client's streams cannot take every place)
         if not metrics.try_open_stream(limit):
+            shares.give_back(self._who)
             raise HTTPException(
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
                 detail=f"this server already serves {limit} event streams; retry later",
@@ -184,6 +188,7 @@ class _StreamSlot:
         metrics, self._metrics = self._metrics, None
         if metrics is not None:
             metrics.stream_closed()
+            self._shares.give_back(self._who)
 
     __del__ = release
 

@@ -40,6 +40,7 @@ from projections.progress import POLL_SECONDS as PROGRESS_POLL
 from projections.progress import ReadSideProgress
 from projections.queries import ReadModel
 from projections.schema import create_read_side
+from projections.shares import Shares
 from projections.store import open_store
 from projections.wakeup import Notifications
 
@@ -174,6 +175,11 @@ class Runtime:
     def check_compatibility(self, profile: Any) -> list[str]:
         check = self.compatibility_check or (self.steering.compatibility_warnings if self.steering else None)
         return check(profile) if check is not None else []
+
+    @functools.cached_property
+    def stream_shares(self) -> Shares:
+        """Each client's share of this server's event streams (``options.sse_max_streams``, as set when it starts)."""
+        return Shares(self.options.sse_max_streams, "event streams")
 
     @functools.cached_property
     def allowed_hosts(self) -> frozenset[str] | None:

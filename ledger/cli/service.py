@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         projections: bool = typer.Option(
             True, "--projections/--no-projections",
             help="Run the projection workers in this process (the default: servers on one database then catch each "
-            "other up). Off, only a `ledger project` elsewhere applies what a busy read model left: while it is down, "
-            "commands are answered pending and /ready is 503.",
+            "other up). Off, only a `ledger project` elsewhere applies what a busy read model left (commands project "
+            "inline as a rule): while none runs and a read model falls behind, commands are answered pending and "
+            "/ready is 503.",
         ),
         auth: Optional[bool] = typer.Option(
             None, "--auth/--no-auth",

@@ -12,7 +12,7 @@ import httpx
 
 import projections.reading
 from projections.errors import ReadShareError
-from projections.shares import ReadShares, reader
+from projections.shares import Shares, reader
 from tests.api.conftest import assert_error, start_server
 
 LONGEST_DESCRIPTION = "aab " + "a" * 9_996  # every trigram of the search below is in it: no index leaves a row out
@@ -44,7 +44,7 @@ def test_a_client_holding_its_share_of_the_connections_is_refused_more_while_ano
     monkeypatch.setattr(projections.reading, "READ_STATEMENT_TIMEOUT_SECONDS", 60.0)
     server = start_server(database_url)
     try:
-        server.app.state.runtime.read_model.store.read_shares = ReadShares(4)
+        server.app.state.runtime.read_model.store.read_shares = Shares(4)
         one = httpx.Client(base_url=server.base_url, timeout=120)
         other = httpx.Client(base_url=server.base_url, timeout=120,
                              transport=httpx.HTTPTransport(local_address="127.0.0.2"))  # another client's address
@@ -86,7 +86,7 @@ def test_a_server_whose_connections_are_all_in_use_says_it_is_busy_not_that_its_
 
 def test_an_event_stream_whose_client_holds_its_share_waits_for_it_and_goes_on(database_url):
     server = start_server(database_url)
-    shares = server.app.state.runtime.read_model.store.read_shares = ReadShares(2)  # a client holds one at most
+    shares = server.app.state.runtime.read_model.store.read_shares = Shares(2)  # a client holds one at most
     held, release = threading.Event(), threading.Event()
 
     def another_read_of_the_same_client() -> None:  # (as a costly search of its own would hold it)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -199,24 +200,48 @@ def test_a_nul_in_a_stream_filter_is_refused(secured_server):
             assert_error(http.get("/api/events", params=params, headers=bearer(tokens["reader"])), 422)
 
 
-def test_open_streams_are_bounded_the_consoles_included(postgres_url):
+def client_at(running: RunningServer, address: str) -> httpx.Client:
+    """A client of its own (open mode tells clients apart by address)."""
+    return httpx.Client(base_url=running.base_url, timeout=10, transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_open_streams_are_bounded_the_consoles_included_and_one_client_holds_its_share_of_them(postgres_url):
     running = start_server(postgres_url)
-    running.server.runtime.options.sse_max_streams = 2
+    running.server.runtime.options.sse_max_streams = 4  # a client holds three at most
     try:
-        with httpx.Client(base_url=running.base_url, timeout=10) as http:
-            with http.stream("GET", "/api/events/stream") as first, http.stream("GET", "/events/stream") as second:
-                assert first.status_code == second.status_code == 200
-                for path in ("/api/events/stream", "/events/stream"):
-                    refused = http.get(path, timeout=5)
-                    body = assert_error(refused, 503)
+        with client_at(running, "127.0.0.1") as one, client_at(running, "127.0.0.2") as other, \
+                client_at(running, "127.0.0.3") as third:
+            with one.stream("GET", "/api/events/stream") as first, one.stream("GET", "/events/stream") as second, \
+                    one.stream("GET", "/api/events/stream") as third_of_one:
+                assert first.status_code == second.status_code == third_of_one.status_code == 200
+                for path in ("/api/events/stream", "/events/stream"):  # its share: before, a client took them all
+                    refused = one.get(path, timeout=5, headers={"Accept": "application/json"})
+                    body = assert_error(refused, 429)
                     assert int(refused.headers["Retry-After"]) > 0 and "event streams" in body["detail"]
+                with other.stream("GET", "/api/events/stream") as others:
+                    assert others.status_code == 200  # another client's place was kept for it
+                    for path in ("/api/events/stream", "/events/stream"):  # every place held: the server's bound
+                        refused = third.get(path, timeout=5, headers={"Accept": "application/json"})
+                        body = assert_error(refused, 503)
+                        assert int(refused.headers["Retry-After"]) > 0 and "event streams" in body["detail"]
             deadline = time.monotonic() + 10  # closed streams give their places back
             while running.server.runtime.metrics.streams_open and time.monotonic() < deadline:
                 time.sleep(0.05)
-            with http.stream("GET", "/events/stream") as again:
+            with one.stream("GET", "/events/stream") as again:
                 assert again.status_code == 200
     finally:
         running.stop()
+
+
+def test_a_reader_token_holds_its_share_of_the_event_streams_and_another_token_still_opens_one(secured_server):
+    running, tokens = secured_server
+    running.server.runtime.options.sse_max_streams = 8  # a client holds six at most
+    with httpx.Client(base_url=running.base_url, timeout=10) as http, contextlib.ExitStack() as held:
+        statuses = [held.enter_context(http.stream("GET", "/api/events/stream", headers=bearer(tokens["reader"])))
+                    .status_code for _ in range(8)]
+        assert statuses == [200] * 6 + [429] * 2  # before: [200] * 8, and every other client 503
+        with http.stream("GET", "/api/events/stream", headers=bearer(tokens["editor"])) as another:
+            assert another.status_code == 200
 
 
 def test_a_burst_of_streams_opened_at_once_does_not_overshoot_the_bound(postgres_url):
@@ -225,14 +250,14 @@ def test_a_burst_of_streams_opened_at_once_does_not_overshoot_the_bound(postgres
     release = threading.Event()
     statuses: list[int] = []
 
-    def open_one() -> None:
-        with httpx.Client(base_url=running.base_url, timeout=30) as http:
+    def open_one(address: str) -> None:
+        with client_at(running, address) as http:
             with http.stream("GET", "/api/events/stream") as stream:
                 statuses.append(stream.status_code)
                 release.wait(30)
 
     try:
-        openers = [threading.Thread(target=open_one, daemon=True) for _ in range(20)]
+        openers = [threading.Thread(target=open_one, args=(f"127.0.0.{2 + n}",), daemon=True) for n in range(20)]
         for opener in openers:
             opener.start()
         deadline = time.monotonic() + 20
