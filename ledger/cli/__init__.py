@@ -12,7 +12,7 @@ import click
 import typer
 
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
-from ledger.cli.context import ReaderGoneError, state
+from ledger.cli.context import CheckedStdout, ReaderGoneError, state
 from ledger.errors import LedgerError
 from ledger.outages import is_database_unavailable, missing_column, missing_table, refused_for_good
 from steering.errors import SteeringError
@@ -60,6 +60,7 @@ def _sqlstate(error: BaseException | None) -> str | None:
 
 def main() -> None:
     """Entry point: domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
+    sys.stdout = CheckedStdout(sys.stdout)  # type: ignore[assignment]
     try:
         # Without standalone mode, click *returns* the code of a ``typer.Exit`` instead of exiting with it.
         result = app(standalone_mode=False)

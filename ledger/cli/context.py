@@ -189,23 +189,54 @@ class ReaderGoneError(Exception):
     shell tools do (128 + SIGPIPE)."""
 
 
+def _stdout_refusal(error: OSError) -> Exception:
+    if isinstance(error, BrokenPipeError):
+        return ReaderGoneError()
+    return ValidationError(f"cannot write standard output: {error.strerror or error}", field="output")
+
+
+class CheckedStdout:
+    """Standard output as every command writes it, its help included: a write that fails is a refusal (exit 1),
+    a pipe whose reader left a quiet end (ReaderGoneError), never an internal fault."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream  # None: closed (``ledger --help >&-``)
+
+    def write(self, text: str) -> int:
+        try:
+            if self._stream is None:
+                raise OSError(errno.EBADF, "standard output is closed")
+            return self._stream.write(text)
+        except OSError as error:
+            raise _stdout_refusal(error) from None
+
+    def flush(self) -> None:
+        try:
+            if self._stream is not None:
+                self._stream.flush()
+        except OSError as error:
+            raise _stdout_refusal(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
 def write_output(output: Path | None, text: str) -> bool:
     """``text`` into ``output`` (True), or onto stdout when there is none or it is ``-`` (False); a file that
     cannot be written is a refusal naming it (exit 1), a pipe whose reader left a quiet end (ReaderGoneError)."""
     to_stdout = output is None or str(output) == "-"
     try:
-        if to_stdout:
-            if sys.stdout is None:  # closed: the text would go nowhere, and the command say it had succeeded
-                raise OSError(errno.EBADF, "standard output is closed")
+        if to_stdout:  # (closed: the text would go nowhere, and the command say it had succeeded)
             sys.stdout.write(text)
             sys.stdout.flush()
         else:
             output.write_text(text, encoding="utf-8")  # type: ignore[union-attr]
     except OSError as error:
-        if to_stdout and isinstance(error, BrokenPipeError):
-            raise ReaderGoneError() from None
-        where = "standard output" if to_stdout else output
-        raise ValidationError(f"cannot write {where}: {error.strerror or error}", field="output") from None
+        if to_stdout:
+            raise _stdout_refusal(error) from None
+        raise ValidationError(f"cannot write {output}: {error.strerror or error}", field="output") from None
     return not to_stdout
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from ledger.values import INT64_MAX, INT64_MIN, MAX_TOKENS_MAX, TEMPERATURE_MAX
 DEFAULT_LAYER = 15
 DEFAULT_MAX_TOKENS = 64  # `generate`'s, when --max-tokens is not named
 DEFAULT_D_SAE = 2048
+SAE_WIDTH_MAX = 65_536  # features: wider SAEs take gigabytes to train
 
 models = typer.Typer(help="The model this project generates with.", no_args_is_help=True)
 sae = typer.Typer(help="Sparse autoencoders: train one for the model, inspect its features.", no_args_is_help=True)
@@ -85,8 +87,8 @@ def fetch(
 def train(
     model: Optional[Path] = typer.Option(None, "--model", help="Model directory (default: the fetched default model)."),
     layer: int = typer.Option(DEFAULT_LAYER, "--layer", help="Decoder layer whose output (residual stream) to learn."),
-    d_sae: int = typer.Option(DEFAULT_D_SAE, "--d-sae", help="Number of SAE features."),
-    steps: int = typer.Option(300, "--steps", help="Optimiser steps (300 take a few minutes on a CPU)."),
+    d_sae: int = typer.Option(DEFAULT_D_SAE, "--d-sae", min=1, max=SAE_WIDTH_MAX, help="Number of SAE features."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Optimiser steps (300 take a few minutes on a CPU)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write it (SAELens format)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -94,10 +96,22 @@ def train(
     from steering.models import load_model
     from steering.train import train_sae
 
-    loaded = load_model(model_path(model), device=state.settings.device)
-    target = output or default_sae_path(layer)
-    train_sae(loaded, layer, d_sae, steps, seed=seed, output_dir=target, progress=True)
+    source, target = model_path(model), output or default_sae_path(layer)
+    try:  # refused now, not after minutes of training
+        target.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=target).close()
+    except OSError as error:
+        raise _unwritable(target, error) from None
+    loaded = load_model(source, device=state.settings.device)
+    try:
+        train_sae(loaded, layer, d_sae, steps, seed=seed, output_dir=target, progress=True)
+    except OSError as error:  # (a disk that filled meanwhile)
+        raise _unwritable(target, error) from None
     say(f"SAE written to {target}")
+
+
+def _unwritable(target: Path, error: OSError) -> ValidationError:
+    return ValidationError(f"cannot write the SAE to {target}: {error.strerror or error}", field="output")
 
 
 @sae.command("features")

@@ -435,7 +435,8 @@ def test_what_the_cli_shows_of_a_profile_imports_and_closed_or_full_standard_str
                             preexec_fn=lambda: os.close(0))
     assert (closed.returncode, closed.stderr) == (1, "error: cannot read -: standard input is closed\n")
     database = [ledger_executable(), "--database", f"sqlite:///{tmp_path}/ledger.sqlite"]
-    for command in (["export", "f"], ["list"], ["show", "f", "--json"], ["log"], ["create", "g"]):
+    for command in (["export", "f"], ["list"], ["show", "f", "--json"], ["log"], ["create", "g"], ["--help"],
+                    ["list", "--help"]):  # (the help's were 70 and 0, the help lost)
         with open("/dev/full", "w") as full:  # was 70, an internal fault (list, show, log, create: export's was fixed)
             refused = subprocess.run(database + command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
         assert (refused.returncode, refused.stderr) == (
@@ -448,9 +449,10 @@ def test_what_the_cli_shows_of_a_profile_imports_and_closed_or_full_standard_str
             1, "error: cannot write standard output: standard output is closed\n"), command  # was 0, the answer lost
     for _ in range(3):
         ledger("create", f"more {_}")
-    piped = subprocess.Popen(database + ["list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    piped.stdout.close()  # `ledger list | head -0`: the reader is gone before the first line
-    assert (piped.wait(60), piped.stderr.read()) == (141, b"")  # as shell tools end (was 1, with an error line)
+    for command in (["list"], ["--help"]):
+        piped = subprocess.Popen(database + command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        piped.stdout.close()  # `ledger list | head -0`: the reader is gone before the first line
+        assert (piped.wait(60), piped.stderr.read()) == (141, b""), command  # as shell tools end (was 1)
 
 
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):

@@ -77,6 +77,20 @@ def test_sae_train_writes_an_saelens_sae_that_loads_back(tmp_path, tiny_model_di
     assert (sae.layer, sae.d_sae, sae.d_in) == (1, 32, 64)
 
 
+def test_sae_train_refuses_an_output_it_cannot_write_and_a_width_or_step_count_of_no_use_before_training(
+        tmp_path, tiny_model_dir):
+    (tmp_path / "a-file").write_text("taken")
+    train = ("sae", "train", "--model", str(tiny_model_dir), "--layer", "1", "--d-sae", "8", "--steps", "2")
+    for output in ("/proc/no-such-place", str(tmp_path / "a-file")):
+        refused = ledger(tmp_path, *train, "--output", output, ok=False)
+        assert refused.returncode == 1 and refused.stderr.startswith(f"error: cannot write the SAE to {output}: ")
+        assert "activations" not in refused.stderr  # before: exit 70, once the training had run
+    for option, value in (("--d-sae", "0"), ("--d-sae", "-5"), ("--d-sae", "99999999999"), ("--steps", "0")):
+        refused = ledger(tmp_path, *train, option, value, "--output", str(tmp_path / "out"), ok=False)
+        assert refused.returncode == 2 and option in refused.stderr  # before: an empty SAE written, or exit 70
+    assert not (tmp_path / "out").exists()
+
+
 def test_generate_refuses_max_tokens_the_context_cannot_hold_as_the_api_does(tmp_path, tiny_model_dir, sae_dir):
     model = ["--model", str(tiny_model_dir), "--sae", str(sae_dir)]  # the tiny model holds 512 positions
     refused = ledger(tmp_path, "generate", "hello", "--max-tokens", "4096", *model, ok=False)
