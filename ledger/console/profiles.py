@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import anyio.to_thread
@@ -260,6 +260,7 @@ class ProfilePages(Controller):
             **history,
             comparison=comparison,
             diff_rows=diff_rows(comparison) if comparison is not None else [],
+            kept_query=f"&{urlencode({'from': from_version or '', 'to': to_version or ''})}" if comparison else "",
             executions=executions.items,
             executions_next=executions.next_cursor,
             executions_paged=executions_after is not None,

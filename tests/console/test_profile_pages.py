@@ -94,6 +94,17 @@ def test_a_deleted_profiles_page_shows_its_last_name_and_its_whole_history_a_pag
     assert shown == [str(version) for version in range(506, 0, -1)] and pages == 21  # 25 a page, never all at once
 
 
+def test_paging_the_history_keeps_the_diff_shown_open(console):
+    made = console.post("/api/profiles", json={"name": "long", "steering": {"1": 1.0}}).json()
+    for version in range(2, 31):
+        console.put(f"/api/profiles/{made['id']}", json={"steering": {"1": version / 10}})
+    page = console.get(f"/profiles/{made['id']}", params={"from": "1", "to": "3"}, headers=HTML).text
+    older = html.unescape(re.search(r'<a href="([^"]+)" rel="next">Older versions</a>', page).group(1))
+    assert "from=1" in older and "to=3" in older  # before: the diff closed on the next page of versions
+    paged = console.get(older, headers=HTML).text
+    assert '<tr id="v5">' in paged and paged.count('class="diff') == page.count('class="diff') > 0
+
+
 def test_a_description_typed_in_the_console_is_stored_as_the_api_stores_the_same_text(console):
     typed = "  Calm, slow sentences.\r\nNo exclamation marks.  "  # as a browser sends a textarea's two lines
     made = console.post("/profiles", data={"_csrf_token": csrf_token(console), "name": "typed", "steering": "3=1",
