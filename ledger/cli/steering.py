@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import tempfile
 from collections.abc import Iterator
@@ -97,9 +98,12 @@ def train(
     from steering.train import train_sae
 
     source, target = model_path(model), output or default_sae_path(layer)
-    try:  # refused now, not after minutes of training
-        target.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=target).close()
+    try:  # refused now, not after minutes of training (and nothing made: an interrupted run leaves no empty SAE)
+        if target.exists() and not target.is_dir():
+            raise FileExistsError(errno.EEXIST, "a file is there")
+        where = target if target.is_dir() else target.parent
+        where.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=where).close()
     except OSError as error:
         raise _unwritable(target, error) from None
     loaded = load_model(source, device=state.settings.device)

@@ -18,14 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import anyio.to_thread
+from litestar._parsers import parse_url_encoded_form_data
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.enums import RequestEncodingType
 from litestar.middleware.csrf import CSRFMiddleware
+from litestar.utils.scope.state import ScopeState
 from litestar.types import Receive, Scope, Send
 
 from ledger.access import ROLES, role_allows
-from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, principal_of
+from ledger.api.auth import PUBLIC_KEY, SAFE_METHODS, authorize, principal_of
 from ledger.values import actor_name
 from ledger.api.observability import correlation_id
 from ledger.domainmodel import CommandContext
@@ -37,6 +41,7 @@ CSRF_COOKIE = "ledger_console_csrf"
 CSRF_HEADER = "x-csrftoken"
 VIEWER_KEY = "console_viewer"
 SECRET_VARIABLE = "LEDGER_CONSOLE_SECRET"
+FORM_FIELDS_MAX = 1000  # as many as Litestar lets a multipart form have
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,26 @@ class ConsoleSecurity(CSRFMiddleware):
         if scope["method"] not in SAFE_METHODS and not cookie_authorises and not signing_in:
             await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
             return
+        if scope["method"] not in SAFE_METHODS:  # before the CSRF check reads the form
+            request = scope["litestar_app"].request_class(scope=scope, receive=receive)
+            if auth:  # a token that is no token, or a role that may not: refused before its body is read
+                await authorize(request, scope["route_handler"])
+            await _read_form_aside(request)
         await super().__call__(scope, receive, _secure_cookies(send) if scope.get("scheme") == "https" else send)
+
+
+async def _read_form_aside(request: Any) -> None:
+    """An URL-encoded form, parsed once in a worker thread, with at most :data:`FORM_FIELDS_MAX` fields (the CSRF
+    check and the handler then read it parsed): a form as large as a profile, or one of millions of empty fields,
+    never holds the event loop and every other request with it."""
+    content_type, _ = request.content_type
+    if content_type != RequestEncodingType.URL_ENCODED:
+        return  # (multipart forms: Litestar streams them and bounds their parts)
+    body = await request.body()
+    if body.count(b"&") >= FORM_FIELDS_MAX:
+        raise ValidationError(f"a form has at most {FORM_FIELDS_MAX} fields", field="form")
+    parse = parse_url_encoded_form_data.__wrapped__  # (Litestar's keeps the last 1,024 bodies and all they hold)
+    ScopeState.from_scope(request.scope).form = await anyio.to_thread.run_sync(parse, body)
 
 
 async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -85,6 +85,8 @@ def test_sae_train_refuses_an_output_it_cannot_write_and_a_width_or_step_count_o
         refused = ledger(tmp_path, *train, "--output", output, ok=False)
         assert refused.returncode == 1 and refused.stderr.startswith(f"error: cannot write the SAE to {output}: ")
         assert "activations" not in refused.stderr  # before: exit 70, once the training had run
+    no_layer = ledger(tmp_path, *train[:4], "--layer", "40", "--output", str(tmp_path / "sae-l40"), ok=False)
+    assert no_layer.returncode == 1 and not (tmp_path / "sae-l40").exists()  # no empty SAE left to be loaded
     for option, value in (("--d-sae", "0"), ("--d-sae", "-5"), ("--d-sae", "99999999999"), ("--steps", "0")):
         refused = ledger(tmp_path, *train, option, value, "--output", str(tmp_path / "out"), ok=False)
         assert refused.returncode == 2 and option in refused.stderr  # before: an empty SAE written, or exit 70
