@@ -40,6 +40,8 @@ from projections.shares import Shares, reader
 
 SCAN_BATCH = 50
 """Rows read from the read model at a time (pages and streams): bounds the memory one request holds."""
+FIRST_BATCH = 2
+"""Rows a page reads first: its next batches are sized by what these weigh."""
 SCAN_MAX = 5_000
 """Rows one page request looks at, at most (hidden events included); ``next_cursor`` goes on from there."""
 TOKEN_AGGREGATE = AccessTokens.__name__
@@ -196,11 +198,14 @@ class _StreamSlot:
 def _page(
     reads: Any, filters: dict[str, Any], limit: int, cursor: str | None, show_tokens: bool, budget: int
 ) -> EventList:
-    """Up to ``limit`` visible events after ``cursor``, read a batch at a time, stopping before ``budget`` bytes."""
+    """Up to ``limit`` visible events after ``cursor``, read a batch at a time, stopping before ``budget`` bytes.
+    The first batch is small and the next as many as the budget left holds at the size seen so far: a page of
+    events of a megabyte each reads a few of them, not :data:`SCAN_BATCH`, to answer one."""
     events: list[EventRead] = []
     size = scanned = 0
+    batch_size = FIRST_BATCH
     while True:
-        batch = reads.events(**filters, limit=min(SCAN_BATCH, limit - len(events)), cursor=cursor)
+        batch = reads.events(**filters, limit=min(batch_size, limit - len(events)), cursor=cursor)
         for row in batch.items:
             if not show_tokens and about_tokens(row):
                 continue
@@ -214,6 +219,8 @@ def _page(
         if batch.next_cursor is None:
             return EventList(events=events, next_cursor=None)
         cursor = batch.next_cursor
+        if events:
+            batch_size = max(1, min(SCAN_BATCH, (budget - size) * len(events) // size + 1))
         if len(events) >= limit or scanned >= SCAN_MAX:
             return EventList(events=events, next_cursor=cursor)
 
