@@ -29,6 +29,7 @@ from ledger.api.exchange import exchange_document, export_download
 from ledger.api.observability import DEPARTED
 from ledger.api.executions import execution_found
 from ledger.api.profiles import (
+    diff_of_rows,
     loaded_target,
     shown,
     steerable,
@@ -248,7 +249,9 @@ class ProfilePages(Controller):
         comparison = None
         from_version, to_version = optional_int(from_text, "from", minimum=1), optional_int(to_text, "to", minimum=1)
         if from_version is not None or to_version is not None:
-            comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
+            to_version = to_version or row.version
+            comparison = diff_of_rows(reads, pid, from_version, to_version) or ledger.diff_versions(
+                pid, from_version=from_version, to_version=to_version)  # (one it never had: the ledger says so)
         executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN, cursor=executions_after or None)
         return page(
             request,
