@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,13 @@ def pool_exhausted(datastore: Any) -> bool:
         stats = pool.get_stats()
         return stats.get("pool_size", 0) >= stats.get("pool_max", 1) and not stats.get("pool_available")
     return bool(pool._is_use_full)  # the library's pool of SQLite connections (a file is always there)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """The error, or one it was raised from, says the database has no room to write: its disk is full (SQLite's
+    SQLITE_FULL, PostgreSQL's disk_full). Writes fail until space is freed; reads go on."""
+    return any(getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+               or isinstance(error, psycopg.errors.DiskFull) for error in raised_from(exc, implicitly=True))
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from dataclasses import replace
 from collections.abc import Iterable
 from typing import Any
@@ -59,7 +60,9 @@ from ledger.errors import (
     StaleVersionError,
     ValidationError,
 )
-from ledger.outages import is_database_unavailable, pool_exhausted, raised_from, waited_for_a_connection
+from ledger.outages import (
+    is_database_unavailable, out_of_space, pool_exhausted, raised_from, waited_for_a_connection,
+)
 from ledger.write_path import WriteTimeoutError
 from projections.errors import ReadTimeoutError
 
@@ -354,6 +357,11 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
         log.warning("every database connection in use on %s %s", request.method, request.url.path)
         return error_response(HTTP_503_SERVICE_UNAVAILABLE, "server_busy", "every database connection of this "
                               "server is in use; retry shortly", headers=RETRY_AFTER)
+    if out_of_space(exc):  # (503 as an outage: a retry once space is freed succeeds)
+        log.error("the database has no room to write on %s %s: %s", request.method, request.url.path, exc)
+        request.app.state.runtime.out_of_space_at = time.monotonic()
+        detail = "the database has no room to write (its disk is full); retry once space is freed"
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", detail, headers=RETRY_AFTER)
     if is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         detail = "the database cannot be reached right now; retry shortly"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
@@ -19,6 +20,7 @@ from ledger.write_path import probe_writes
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to every text/ type
 CATCH_UP_SECONDS = 1.0  # how long /ready gives lagging read models to reach the head it read
 WRITE_STALL_SECONDS = 5.0  # a save waiting longer than this means writes are not committing
+OUT_OF_SPACE_HELD_SECONDS = 10.0  # not ready this long after a write failed for want of space
 
 
 def _progress(runtime: Runtime) -> tuple[int, dict[str, int], dict[str, int]]:
@@ -47,6 +49,9 @@ def _write_problem(runtime: Runtime) -> str | None:
     tampered = getattr(runtime.ledger.events, "tampered", None)
     if tampered is not None:
         return f"the log was tampered with: this server records nothing until the database is restored ({tampered})"
+    full = runtime.out_of_space_at
+    if full is not None and time.monotonic() - full < OUT_OF_SPACE_HELD_SECONDS:  # (the probe writes nothing)
+        return "the database has no room to write (its disk is full): commands fail until space is freed"
     recorder = runtime.ledger.recorder
     group_commit = getattr(recorder, "group_commit", None)  # PostgreSQL's
     if group_commit is not None and (waited := group_commit.pending_seconds()) > WRITE_STALL_SECONDS:

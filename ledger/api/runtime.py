@@ -167,6 +167,8 @@ class Runtime:
     """The answers kept for retried commands (:mod:`ledger.api.idempotency`)."""
     notifications: Notifications | None = None
     """The process's one PostgreSQL LISTEN; None on SQLite."""
+    out_of_space_at: float | None = None
+    """When a write last failed for want of space on the database's disk (``time.monotonic()``): ``/ready``."""
 
     @property
     def database(self) -> Database:

@@ -14,7 +14,7 @@ import typer
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import CheckedStdout, ReaderGoneError, state
 from ledger.errors import LedgerError
-from ledger.outages import is_database_unavailable, missing_column, missing_table, refused_for_good
+from ledger.outages import is_database_unavailable, missing_column, missing_table, out_of_space, refused_for_good
 from steering.errors import SteeringError
 
 app = typer.Typer(
@@ -112,6 +112,10 @@ def main() -> None:
                 typer.echo(f"error: no ledger at {database.display()}: {refused}", err=True)
                 sys.exit(1)
             reason = str(error).strip().partition("\n")[0] or type(error).__name__
+            if out_of_space(error):
+                typer.echo(f"error: the database has no room to write ({reason}): free space on its disk, then try "
+                           "again", err=True)
+                sys.exit(75)
             typer.echo(f"error: the database cannot be reached ({reason}); try again once it is back", err=True)
             sys.exit(75)  # sysexits' EX_TEMPFAIL (README, "Command line")
         hint = "" if os.environ.get("LEDGER_DEBUG") else " (set LEDGER_DEBUG=1 for a traceback)"
