@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get
+from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter, QueryParameter
@@ -166,7 +167,9 @@ def audit_stream(
     slot = _StreamSlot(runtime.metrics, runtime.options.sse_max_streams, runtime.stream_shares)
     principal = principal_of(request) if runtime.auth else None
     tail = _tail(runtime, after, filters, principal, message, slot)
-    return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"})
+    # (the tail gives the slot back as it ends; a client gone before the tail began leaves it unbegun, and then
+    # the background task does: its place is not held until a garbage collection finds it)
+    return ServerSentEvent(tail, headers={"Cache-Control": "no-cache"}, background=BackgroundTask(slot.release))
 
 
 class _StreamSlot:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -229,6 +230,24 @@ def test_open_streams_are_bounded_the_consoles_included_and_one_client_holds_its
                 time.sleep(0.05)
             with one.stream("GET", "/events/stream") as again:
                 assert again.status_code == 200
+    finally:
+        running.stop()
+
+
+def test_a_stream_whose_client_left_before_it_began_gives_its_place_back_at_once(postgres_url):
+    running = start_server(postgres_url)
+    running.server.runtime.options.sse_max_streams = 4  # a client holds three at most
+    port = int(running.base_url.rsplit(":", 1)[1])
+    try:
+        for _ in range(30):  # a client that asks and leaves at once
+            with socket.create_connection(("127.0.0.1", port)) as left:
+                left.sendall(b"GET /api/events/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        with client_at(running, "127.0.0.1") as http, contextlib.ExitStack() as held:
+            deadline = time.monotonic() + 10
+            while running.server.runtime.metrics.streams_open and time.monotonic() < deadline:
+                time.sleep(0.05)
+            statuses = [held.enter_context(http.stream("GET", "/api/events/stream")).status_code for _ in range(3)]
+            assert statuses == [200] * 3  # before: 429, its places held by streams never begun, until a GC ran
     finally:
         running.stop()
 
