@@ -222,8 +222,8 @@ def _page(
         if batch.next_cursor is None:
             return EventList(events=events, next_cursor=None)
         cursor = batch.next_cursor
-        if events:
-            batch_size = max(1, min(SCAN_BATCH, (budget - size) * len(events) // size + 1))
+        # (none kept: rows hidden from this reader, token events, which are small)
+        batch_size = max(1, min(SCAN_BATCH, (budget - size) * len(events) // size + 1)) if events else SCAN_BATCH
         if len(events) >= limit or scanned >= SCAN_MAX:
             return EventList(events=events, next_cursor=cursor)
 

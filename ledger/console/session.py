@@ -125,14 +125,14 @@ class ConsoleSecurity(CSRFMiddleware):
             scope["headers"] = [*_without_cookie(scope["headers"], CSRF_COOKIE)]
         cookie_authorises = not auth or (token is not None and not has_bearer)
         signing_in = bool(scope["route_handler"].opt.get(PUBLIC_KEY))  # the sign-in forms are checked too
-        if scope["method"] not in SAFE_METHODS and not cookie_authorises and not signing_in:
-            await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
-            return
-        if scope["method"] not in SAFE_METHODS:  # before the CSRF check reads the form
+        if scope["method"] not in SAFE_METHODS:  # before anything reads the form, with a cookie or a bearer header
             request = scope["litestar_app"].request_class(scope=scope, receive=receive)
             if auth:  # a token that is no token, or a role that may not: refused before its body is read
                 await authorize(request, scope["route_handler"])
             await _read_form_aside(request)
+            if not cookie_authorises and not signing_in:
+                await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
+                return
         await super().__call__(scope, receive, _secure_cookies(send) if scope.get("scheme") == "https" else send)
 
 

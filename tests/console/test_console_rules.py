@@ -205,13 +205,17 @@ def test_a_form_is_refused_before_it_is_read_when_its_token_is_no_token_or_may_n
     form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
     secured = start_server(sqlite_url, auth=True)
     try:
-        reader_token = TokenService(secured.server.runtime.ledger).issue("reader-bot", "reader")[1]
+        tokens = TokenService(secured.server.runtime.ledger)
+        reader_token, editor_token = (tokens.issue(f"{role}-bot", role)[1] for role in ("reader", "editor"))
         with httpx.Client(base_url=secured.base_url, timeout=60) as http:
             for cookie, code in (("not-a-token", "unauthenticated"), (reader_token, "forbidden")):
                 cookies = {"Cookie": f"ledger_console_token={cookie}"}
                 refused = http.post("/profiles", content=fields, headers={**form, **cookies})
                 assert (refused.status_code, refused.json()["error"]) == (
                     {"unauthenticated": 401, "forbidden": 403}[code], code)  # before: 403 CSRF, once the form was read
+            bearer = {"Authorization": f"Bearer {editor_token}"}  # no cookie: no CSRF check, the same bound
+            refused = http.post("/profiles", content=fields, headers={**form, **bearer})
+            assert refused.status_code == 422 and "at most 1000 fields" in refused.json()["detail"]
     finally:
         secured.stop()
     open_mode = start_server(sqlite_url)
