@@ -90,9 +90,8 @@ def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
     return records
 
 
-def diff(before: Any, after: Any, profile_id: UUID | None = None) -> ProfileDiff:
-    """What changed from one version to another (two states, or two of ``profile_id``'s rows of the versions read
-    model): fields (before and after), and steering by feature."""
+def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:
+    """What changed from one version to another: fields (before and after), and steering by feature."""
     changes = [
         FieldChange(field=name, before=getattr(before, name), after=getattr(after, name))
         for name in PROFILE_FIELDS
@@ -107,8 +106,7 @@ def diff(before: Any, after: Any, profile_id: UUID | None = None) -> ProfileDiff
         },
     )
     return ProfileDiff(
-        profile_id=profile_id or after.id, name=after.name, from_version=before.version, to_version=after.version,
-        changes=changes, steering=steering,
+        profile_id=after.id, name=after.name, from_version=before.version, to_version=after.version, changes=changes, steering=steering
     )
 
 

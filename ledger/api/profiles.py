@@ -54,7 +54,7 @@ from ledger.application import Outcome, ProfileLedger, Steerable
 from ledger.domainmodel import PROFILE_FIELDS, SPEC_FIELDS, CommandContext
 from ledger.errors import NoActiveProfileError, ProfileNotFoundError
 from ledger.states import convert, entity_tag
-from ledger.time_travel import ProfileDiff, diff
+from ledger.time_travel import ProfileDiff
 from ledger.values import INT64_MAX
 from projections.profiles import SEARCH_HELP
 
@@ -129,19 +129,6 @@ def loaded_target(runtime: Any) -> dict[str, Any]:
         return {}
     engine = runtime.steering.engine
     return {"model_id": engine.model_id, "sae_id": engine.sae_id, "layer": getattr(engine.sae, "layer", None)}
-
-
-def diff_of_rows(reads: Any, pid: Any, from_version: int | None, to_version: int | None) -> ProfileDiff | None:
-    """Two versions of a live profile compared from the versions read model's rows, as the ledger compares them
-    replayed (a version row is read at once; a replay of a large profile's events takes seconds); None where the
-    read model has no such rows (a deleted profile's latest, a version it never had: the ledger says why)."""
-    latest = reads.get_profile(pid) if to_version is None else None
-    to_version = to_version or (latest.version if latest is not None else None)
-    if to_version is None:
-        return None
-    after = reads.get_version(pid, to_version)
-    before = reads.get_version(pid, from_version or max(to_version - 1, 1)) if after is not None else None
-    return diff(before, after, pid) if before is not None and after is not None else None
 
 
 class ProfileController(Controller):
@@ -243,15 +230,12 @@ class ProfileController(Controller):
         self,
         profile_id: ProfileRef,
         ledger: NamedDependency[ProfileLedger],
-        reads: NamedDependency[Any],
         from_version: Annotated[
             int | None, QueryParameter(name="from", ge=1, le=INT64_MAX, description="Default: the version before `to`.")
         ] = None,
         to_version: Annotated[int | None, QueryParameter(name="to", ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
     ) -> ProfileDiff:
-        pid = ledger.resolve_profile(profile_id)
-        return diff_of_rows(reads, pid, from_version, to_version) or ledger.diff_versions(
-            pid, from_version=from_version, to_version=to_version)  # a deleted profile's, or a version it never had
+        return ledger.diff_versions(ledger.resolve_profile(profile_id), from_version=from_version, to_version=to_version)
 
     # -- commands ----------------------------------------------------------------------------------
     @post(

@@ -29,7 +29,6 @@ from ledger.api.exchange import exchange_document, export_download
 from ledger.api.observability import DEPARTED
 from ledger.api.executions import execution_found
 from ledger.api.profiles import (
-    diff_of_rows,
     loaded_target,
     shown,
     steerable,
@@ -249,9 +248,7 @@ class ProfilePages(Controller):
         comparison = None
         from_version, to_version = optional_int(from_text, "from", minimum=1), optional_int(to_text, "to", minimum=1)
         if from_version is not None or to_version is not None:
-            to_version = to_version or row.version
-            comparison = diff_of_rows(reads, pid, from_version, to_version) or ledger.diff_versions(
-                pid, from_version=from_version, to_version=to_version)  # (one it never had: the ledger says so)
+            comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
         executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN, cursor=executions_after or None)
         return page(
             request,
