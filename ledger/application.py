@@ -386,8 +386,8 @@ class ProfileLedger(Application[UUID]):
         before = self.get_profile(profile_id, version=from_version or max(after.version - 1, 1))
         return time_travel.diff(before, after)
 
-    def profile_history(self, profile_id: UUID) -> list[VersionRecord]:
-        """Every user-facing version of the profile, oldest first."""
+    def profile_history(self, profile_id: UUID) -> Iterator[VersionRecord]:
+        """Every user-facing version of the profile, oldest first, read as it is replayed."""
         return time_travel.history(self, profile_id)
 
     def find_profile(self, name: str) -> UUID | None:

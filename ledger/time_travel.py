@@ -57,37 +57,38 @@ def profile_at(
     return ProfileState.of(profile)
 
 
-def history(app: Application[UUID], profile_id: UUID) -> list[VersionRecord]:
-    """Every user-facing version of the profile, oldest first."""
-    records: list[VersionRecord] = []
+def history(app: Application[UUID], profile_id: UUID) -> Iterator[VersionRecord]:
+    """Every user-facing version of the profile, oldest first, each given once no later event can change it (the
+    next version began, or the stream ended): a long history is never held whole."""
+    record: VersionRecord | None = None
     profile = None
     for domain_event in _events(app, profile_id):
         before = ProfileState.of(profile) if isinstance(domain_event, Profile.DetailsEdited) else None
         profile = domain_event.mutate(profile)
         assert profile is not None
-        if not records or profile.current_version != records[-1].version:
+        if record is None or profile.current_version != record.version:
             made = ProfileState.of(profile)
-            records.append(
-                VersionRecord(
-                    state=made,
-                    changes=diff(records[-1].state, made) if records else None,
-                    version=profile.current_version,
-                    recorded_at=domain_event.timestamp,
-                    actor=domain_event.actor,
-                    reason=domain_event.reason,
-                    event_type=type(domain_event).__qualname__,  # as the read models name it: Profile.Created
-                    reverted_to=getattr(domain_event, "reverted_to", None),
-                    imported=getattr(domain_event, "imported", None),
-                )
+            if record is not None:
+                yield record
+            record = VersionRecord(
+                state=made,
+                changes=diff(record.state, made) if record is not None else None,
+                version=profile.current_version,
+                recorded_at=domain_event.timestamp,
+                actor=domain_event.actor,
+                reason=domain_event.reason,
+                event_type=type(domain_event).__qualname__,  # as the read models name it: Profile.Created
+                reverted_to=getattr(domain_event, "reverted_to", None),
+                imported=getattr(domain_event, "imported", None),
             )
         elif before is not None:
             # Edits that keep the version change what that version's descriptive fields read, and say so.
             after = ProfileState.of(profile)
             edit = VersionEdit(recorded_at=domain_event.timestamp, actor=domain_event.actor,
                                reason=domain_event.reason, changes=diff(before, after).changes)
-            last = records[-1]
-            records[-1] = msgspec.structs.replace(last, state=after, edits=[*last.edits, edit])
-    return records
+            record = msgspec.structs.replace(record, state=after, edits=[*record.edits, edit])
+    if record is not None:
+        yield record
 
 
 def diff(before: ProfileState, after: ProfileState) -> ProfileDiff:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -246,8 +247,23 @@ def say(text: str = "") -> None:
     write_output(None, text + "\n")
 
 
+def json_text(value: Any) -> str:
+    """``value`` as indented JSON, as the API encodes it."""
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
 def emit_json(value: Any) -> None:
-    say(json.dumps(msgspec.to_builtins(value, str_keys=True), indent=2, ensure_ascii=False))
+    say(json_text(value))
+
+
+def emit_json_list(items: Iterable[Any]) -> None:
+    """Print a list as :func:`emit_json` would, an item at a time as ``items`` yields them: a long one is never
+    held whole. An error raised before the first item prints nothing."""
+    opening = "[\n  "
+    for item in items:
+        write_output(None, opening + json_text(item).replace("\n", "\n  "))  # (a JSON string holds no newline)
+        opening = ",\n  "
+    say("[]" if opening.startswith("[") else "\n]")
 
 
 _ESCAPED = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -263,6 +279,8 @@ def plain(text: str) -> str:
 def shown(value: Any, limit: int | None = None) -> str:
     """A value (a field's, a strength, metadata) on a line of text: as JSON, through :func:`plain`; cut at ``limit``
     characters."""
+    if type(value) is int or (type(value) is float and math.isfinite(value)):  # a strength: its JSON is its repr
+        return repr(value)
     text = plain(json.dumps(msgspec.to_builtins(value, str_keys=True), ensure_ascii=False))
     return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
 

@@ -21,7 +21,8 @@ from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
     ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, as_text, emit, emit_json,
-    json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, say, shown, state, write_output,
+    emit_json_list, json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, say, shown, state,
+    write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 from projections.profiles import SEARCH_HELP
@@ -303,8 +304,12 @@ def register(app: typer.Typer) -> None:
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
         """Every version of a profile: who made it, when, why, and what it changed (its deletions, restores and
         activations are in `ledger log --profile`)."""
-        records = state.ledger.profile_history(profile_ref(profile_id))
-        emit(as_json, records, map(history_line, records))
+        records = state.ledger.profile_history(profile_ref(profile_id))  # replayed as it is printed
+        if as_json:
+            emit_json_list(records)
+        else:
+            for record in records:
+                say(history_line(record))
 
     @app.command("list")
     def list_profiles(

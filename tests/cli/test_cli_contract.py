@@ -271,6 +271,17 @@ def test_history_names_who_edited_a_version_without_a_new_one_and_what_each_chan
     assert "bob" in lines[4] and 'description: null → "edited"  (typo)' in lines[4]
 
 
+def test_history_prints_each_version_as_it_is_replayed_and_nothing_for_a_profile_that_is_not_there(ledger):
+    ledger("create", "h1", "-f", "1=1")
+    for strength in (2, 3):
+        ledger("update", "h1", "-f", f"1={strength}")
+    printed = ledger("history", "h1", "--json").stdout
+    assert printed.startswith("[\n  {\n    ") and printed.endswith("\n  }\n]\n")  # the layout of every --json
+    assert [record["version"] for record in json.loads(printed)] == [1, 2, 3]
+    missing = ledger("history", "nothing-here", "--json", code=1)
+    assert missing.stdout == "" and "no profile is named 'nothing-here'" in missing.stderr
+
+
 def test_as_of_reads_a_time_as_the_api_does(ledger):
     ledger("create", "calm", "-f", "1=0.5")
     past = ledger("log", "--after", str(2**63 - 1), code=1)  # the last position there can be: this log never held it
