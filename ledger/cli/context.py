@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -217,6 +218,12 @@ class CheckedStdout:
                 self._stream.flush()
         except OSError as error:
             raise _stdout_refusal(error) from None
+
+    def discard_if_closed(self) -> None:
+        """Lose what is written from now on if standard output is closed: a server's request log (``ledger serve
+        >&-``), which is no answer a command could fail to give."""
+        if self._stream is None:
+            self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
 
     def __getattr__(self, name: str) -> Any:
         if self._stream is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from ledger.cli.context import JSON, emit, state
+from ledger.cli.context import JSON, CheckedStdout, emit, state
 
 
 def register(app: typer.Typer) -> None:
@@ -64,6 +65,8 @@ def register(app: typer.Typer) -> None:
 
                 compute_device(settings.device), compute_dtype(settings.dtype), check_model_dir(chosen_model)
         init_database(settings.database)  # first, so a database it cannot use is one line and an exit status
+        if isinstance(sys.stdout, CheckedStdout):
+            sys.stdout.discard_if_closed()  # its request log goes nowhere, as asked, and it serves
         serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
 
     @app.command()

@@ -427,6 +427,33 @@ def test_a_model_or_sae_named_that_cannot_be_used_stops_serve_at_start_in_one_li
     assert "Invalid value for '--port'" in refused.stderr
 
 
+def test_a_server_started_with_its_standard_output_closed_serves_and_stops_cleanly(sqlite_url, tmp_path):
+    import httpx
+
+    from tests.api.conftest import free_port
+    from tests.waiting import wait_until
+
+    port = free_port()
+    server = subprocess.Popen([ledger_executable(), "--database", sqlite_url, "serve", "--no-model", "--port",
+                               str(port)], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: os.close(1))  # `ledger serve >&-`: before, exit 70 at start
+
+    def health() -> int | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health").status_code
+        except httpx.TransportError:
+            assert server.poll() is None, server.communicate()[1]
+            return None
+
+    try:
+        assert wait_until(health, 60, "the server to listen") == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode in (0, -signal.SIGTERM), stderr  # uvicorn ends as the signal asks
+    assert "Traceback" not in stderr and "Logging error" not in stderr and "Shutting down" in stderr, stderr
+
+
 def test_ctrl_c_while_the_command_starts_ends_it_quietly_with_130(sqlite_url, tmp_path):
     started = subprocess.Popen([ledger_executable(), "--database", sqlite_url, "list"], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
