@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RETRY_ATTEMPTS = 200
-IMPORT_RENAME_ATTEMPTS = 50
 SNAPSHOT_INTERVAL = 100
 SNAPSHOT_BYTES = 8 * 1024 * 1024
 """A stream is also snapshotted once the events this process stored in it since its last snapshot pass this many
@@ -359,14 +358,29 @@ class ProfileLedger(Application[UUID]):
     def import_profile(self, document: Any, *, rename: bool = False) -> Outcome:
         """Create a profile from an exchange document; a clashing name is refused unless ``rename``."""
         fields, imported = exchange.parse_document(document), exchange.provenance(document)
-        for attempt in range(IMPORT_RENAME_ATTEMPTS + 1):  # attempt 0: the document's own name
-            name = exchange.renamed(fields["name"], attempt) if attempt else fields["name"]
+        name = fields["name"]
+        for _ in range(RETRY_ATTEMPTS):
             try:
                 return self.create_profile({**fields, "name": name}, imported=imported)
             except ProfileNameTakenError:
                 if not rename:
                     raise
+            name = self._free_import_name(fields["name"])  # (another import may take it first: then look again)
         raise ProfileNameTakenError(f"no free name found for {fields['name']!r}", name=fields["name"])
+
+    def _free_import_name(self, name: str) -> str:
+        """An alternative for a clashing imported name that no live profile holds, in a few lookups however many
+        copies there are: doubling to a free one, then halving back (the first alternatives are the ones taken)."""
+        def free(attempt: int) -> bool:
+            return self.find_profile(exchange.renamed(name, attempt)) is None
+
+        taken, untaken = 0, 1  # 0: the name itself
+        while not free(untaken):
+            taken, untaken = untaken, untaken * 2
+        while untaken - taken > 1:
+            middle = (taken + untaken) // 2
+            taken, untaken = (taken, middle) if free(middle) else (middle, untaken)
+        return exchange.renamed(name, untaken)
 
     # -- queries (one stream each) -----------------------------------------------------------------
     def get_profile(

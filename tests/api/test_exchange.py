@@ -166,6 +166,20 @@ def test_a_flat_profile_as_this_api_answers_it_imports(client):
     assert assert_error(client.post("/api/profiles/import", json=typed), 422, "invalid_import")["field"] == "version"
 
 
+def test_an_import_renamed_on_a_clash_always_finds_a_free_name(client):
+    names = []
+    for _ in range(60):  # a nightly job importing one document (before: refused from the 52nd on, 409)
+        answer = client.post("/api/profiles/import", params={"rename": "true"}, json={"name": "nightly"})
+        assert answer.status_code == 201, answer.text
+        names.append(answer.json()["name"])
+    assert names[:3] == ["nightly", "nightly (imported)", "nightly (imported 2)"] and len(set(names)) == 60
+    assert names[-1] == "nightly (imported 59)"
+    deleted = client.get("/api/profiles/by-name/nightly (imported 7)").json()["id"]
+    assert client.delete(f"/api/profiles/{deleted}").status_code == 200
+    again = client.post("/api/profiles/import", params={"rename": "true"}, json={"name": "nightly"}).json()
+    assert again["name"] not in names[:7] + names[8:]  # a free name, the freed one or one past the last
+
+
 def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_gone(client, tmp_path, database_url):
     import subprocess
     import sys
