@@ -162,14 +162,20 @@ def as_text(parameter: typer.CallbackParam, value: Any) -> Any:
     return value
 
 
+def json_error(error: ValueError) -> str:
+    """What is wrong with a JSON text: the parser's message, without Python's advice to its programmer (an integer
+    of more than 4,300 digits: "use sys.set_int_max_str_digits() to increase the limit")."""
+    return str(error).split("; use sys.", 1)[0]
+
+
 def json_as_written(value: str | None) -> str | None:
     """A JSON option's value must parse (else a usage error: exit 2, with the usage); what it holds is checked by
     the command."""
     if value is not None:
         try:
             json.loads(value)
-        except json.JSONDecodeError as error:
-            raise typer.BadParameter(f"not valid JSON: {error}") from None
+        except ValueError as error:  # (a JSONDecodeError, or an integer of more digits than Python converts)
+            raise typer.BadParameter(f"not valid JSON: {json_error(error)}") from None
         except RecursionError:
             pass  # JSON, too deep for any field: the command refuses it
     return value
@@ -180,8 +186,8 @@ def parse_json(value: str | None, what: str) -> Any:
         return None
     try:
         return json.loads(value)
-    except json.JSONDecodeError as error:
-        raise ValidationError(f"{what} is not valid JSON: {error}", field=what) from None
+    except ValueError as error:
+        raise ValidationError(f"{what} is not valid JSON: {json_error(error)}", field=what) from None
     except RecursionError:
         raise ValidationError(f"{what} is nested too deeply", field=what) from None
 

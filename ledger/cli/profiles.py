@@ -21,8 +21,8 @@ from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
     ACTOR, CURSOR, EXPECTED_REVISION, EXPECTED_VERSION, JSON, PROFILE, REASON, acting, as_text, emit, emit_json,
-    emit_json_list, json_as_written, limit_option, page_lines, parse_json, plain, profile_ref, say, shown, state,
-    write_output,
+    emit_json_list, json_as_written, json_error, limit_option, page_lines, parse_json, plain, profile_ref, say, shown,
+    state, write_output,
 )
 from ledger.errors import ImportFormatError, ValidationError
 from projections.profiles import SEARCH_HELP
@@ -413,8 +413,8 @@ def register(app: typer.Typer) -> None:
             raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None
         except UnicodeDecodeError as error:
             raise ImportFormatError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
-        except json.JSONDecodeError as error:
-            raise ImportFormatError(f"{path} is not valid JSON: {error}") from None
+        except ValueError as error:  # (after UnicodeDecodeError, a ValueError too)
+            raise ImportFormatError(f"{path} is not valid JSON: {json_error(error)}") from None
         except RecursionError:
             raise ImportFormatError(f"{path} is nested too deeply to be a profile document") from None
         with acting(actor, reason):

@@ -156,7 +156,11 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
     ledger("create", "calm", "-f", "1=0.5")
     (tmp_path / "latin1.json").write_bytes(b'{"name": "\xff"}')
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    huge_number = '{"k": 1' + "0" * 5000 + "}"  # more digits than Python converts: was exit 70
+    (tmp_path / "huge-number.json").write_text('{"name": "n", "metadata": ' + huge_number + "}")
     failures = {
+        ("import", str(tmp_path / "huge-number.json")): 1,
+        ("create", "n", "--metadata", huge_number): 2,
         ("show", "nobody"): 1,
         ("restore", "calm"): 1,  # not deleted
         ("spec", "no-such-run"): 1,
