@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Optional
 
 import typer
 
 from ledger.access import expiry_after
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit, emit_json, parse_uuid, say, state
+from ledger.errors import ValidationError
 from ledger.tokens import TokenService
 
 tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
+
+
+def _expiry(expires_in: str | None) -> datetime | None:
+    """``--expires-in`` as the moment it names; one of the wrong form is a usage error (exit 2, with the usage)."""
+    try:
+        return None if expires_in is None else expiry_after(expires_in)
+    except ValidationError as error:
+        raise typer.BadParameter(error.message) from None
 
 
 @tokens.command("create")
 def create_token(
     name: str = typer.Option(..., "--name", help="Who the token is for; recorded as the actor of its requests."),
     role: str = typer.Option(..., "--role", help="reader, editor or admin."),
-    expires_in: Optional[str] = typer.Option(
-        None, "--expires-in", help="Stop working after this long: seconds, or 90m, 12h, 30d, 2w. Default: never."
+    expires_at: Optional[str] = typer.Option(
+        None, "--expires-in", help="Stop working after this long: seconds, or 90m, 12h, 30d, 2w. Default: never.",
+        callback=_expiry,
     ),
     actor: str = ACTOR,
     reason: Optional[str] = REASON,
     as_json: bool = JSON,
 ) -> None:
     """Create a token and print it once. Names are unique among live tokens."""
-    expires_at = expiry_after(expires_in) if expires_in is not None else None
     with acting(actor, reason):
         record, token = TokenService(state.ledger).issue(name, role, expires_at)
     if as_json:
