@@ -59,9 +59,9 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
     """The exchange document of a profile's version (default: the latest), from the read model, as a download. A
     deleted profile's versions stay history, and export as the CLI exports them; its latest is gone."""
     current = reads.get_profile(profile_id)
+    if current is None and reads.get_version(profile_id, 1) is None:  # never a profile (with ?version too)
+        raise profile_not_found(profile_id)
     if current is None and version is None:
-        if reads.get_version(profile_id, 1) is None:
-            raise profile_not_found(profile_id)
         raise ProfileNotFoundError(f"profile {profile_id} has been deleted; its versions stay history: export one "
                                    "with ?version=N", profile_id=str(profile_id))
     row = current if current is not None and version in (None, current.version) else reads.get_version(

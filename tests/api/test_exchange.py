@@ -180,6 +180,12 @@ def test_an_import_renamed_on_a_clash_always_finds_a_free_name(client):
     assert again["name"] not in names[:7] + names[8:]  # a free name, the freed one or one past the last
 
 
+def test_exporting_a_version_of_a_profile_that_never_was_says_there_is_no_such_profile(client):
+    nobody = "00000000-0000-4000-8000-000000000000"
+    for params in ({}, {"version": 1}):  # (with a version: was profile_version_not_found, "has no version 1")
+        assert_error(client.get(f"/api/profiles/{nobody}/export", params=params), 404, "profile_not_found")
+
+
 def test_a_deleted_profiles_versions_stay_history_to_export_but_its_present_is_gone(client, tmp_path, database_url):
     import subprocess
     import sys
