@@ -171,6 +171,9 @@ def completion_from(data: ChatCompletionRequest) -> Any:
             raise ValidationError(f"a {message.role} message needs content", field=f"messages[{index}].content")
         if "\x00" in message.text():
             raise ValidationError("message content must not contain NUL characters", field=f"messages[{index}].content")
+    if None not in (data.max_tokens, data.max_completion_tokens) and data.max_tokens != data.max_completion_tokens:
+        raise ValidationError(f"max_tokens ({data.max_tokens}) and max_completion_tokens ({data.max_completion_tokens})"
+                              " name one bound: give one of them, or both equal", field="max_completion_tokens")
     max_tokens = next(
         (value for value in (data.max_completion_tokens, data.max_tokens) if value is not None), DEFAULT_MAX_TOKENS
     )

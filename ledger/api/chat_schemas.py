@@ -64,7 +64,7 @@ class ChatCompletionRequest(Request, kw_only=True):
     max_tokens: MaxTokens | None = None
     """Default (or null): 128, fewer where the model's context ends first."""
     max_completion_tokens: MaxTokens | None = None
-    """OpenAI's newer name for ``max_tokens`` (this one wins when both are given)."""
+    """OpenAI's newer name for ``max_tokens`` (both given: they must be equal)."""
     temperature: Annotated[float, Meta(ge=0, le=TEMPERATURE_MAX)] | None = None
     """Default (or null): 1."""
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
