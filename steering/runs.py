@@ -297,7 +297,8 @@ class GenerationService:
         cut = (f"the original was cut short (partial, after {completion.max_tokens} tokens of the "
                f"{sampling['max_tokens']} asked for): the replay ran as far as it did",
                ) if original.status == "partial" else ()
-        warnings = cut + tuple(
+        served = tuple(self.compatibility_warnings(spec)) if spec is not None else ()  # as the original was told
+        warnings = cut + served + tuple(
             f"environment differs: {key} was {before!r}, now {outcome.fingerprint.get(key)!r}"
             for key, before in details.get("fingerprint", {}).items()
             if outcome.fingerprint.get(key) != before

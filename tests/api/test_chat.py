@@ -338,6 +338,17 @@ def test_a_replay_recorded_after_its_profile_was_deleted_replays_steered_too_and
     assert second["reproduced"] is True and second["replay_sha256"] == done["ledger"]["output_sha256"], second
 
 
+def test_a_replay_is_told_what_its_original_was_told_of_a_profile_made_for_another_model(server):
+    http = server.client
+    create(http, "elsewhere", {"4": 2.0}, model_id="another-model")
+    done = http.post("/v1/chat/completions", json={
+        "messages": MESSAGES, "max_tokens": 4, "seed": 3, "profile": "elsewhere"}).json()
+    told = [warning for warning in done["ledger"]["warnings"] if "another-model" in warning]
+    assert told, done["ledger"]
+    replay = http.post(f"/api/executions/{done['ledger']['execution_id']}/replay").json()
+    assert replay["reproduced"] is True and set(told) <= set(replay["warnings"]), replay  # was []
+
+
 def test_a_generation_deleted_with_its_profile_is_gone_for_a_replay_as_for_a_read(server):
     http = server.client
     create(http, "doomed", {"4": 9.0})
@@ -385,7 +396,9 @@ def test_bad_generation_requests_are_clear_4xx_and_400_under_v1_as_openai_answer
         ({"max_tokens": 0}, 400, "invalid_value", "max_tokens"),
         ({"extra_body": {"profile": "too far"}}, 400, "profile_incompatible", "profile"),
         ({"max_tokens": 510}, 400, "context_length_exceeded", "messages"),  # the tiny model holds 512 positions
-        ({"max_completion_tokens": 510, "stream": True}, 400, "context_length_exceeded", "messages"),
+        ({"max_tokens": openai.NOT_GIVEN, "max_completion_tokens": 510, "stream": True}, 400,
+         "context_length_exceeded", "messages"),
+        ({"max_completion_tokens": 2}, 400, "invalid_value", "max_completion_tokens"),  # and max_tokens 4: was 2
     ):
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(**{"model": "tiny", "messages": MESSAGES, "max_tokens": 4, **request})
