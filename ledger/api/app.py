@@ -107,8 +107,9 @@ def create_app(
             description=(
                 "Steering profiles as an event-sourced ledger. Errors always answer "
                 '`{"error": "<code>", "detail": "<message>", ...}`; request validation failures are 422, '
-                "an oversized body 413. Commands answer the log position of their last event (`position`, "
-                "`X-Ledger-Position`); queries accept `min_position` / `X-Min-Position` to read their writes."
+                "an oversized body 413. Commands on profiles and executions answer the log position of their "
+                "last event (`position`, `X-Ledger-Position`); queries accept `min_position` / `X-Min-Position` "
+                "to read their writes."
             ),
             path="/schema",
             components=SECURITY_COMPONENTS,
