@@ -317,7 +317,7 @@ def steering(value: Any) -> Steering:
             raise ValidationError(
                 f"steering[{key!r}]: strength must be a number (got {strength!r})", field=f"steering.{key}"
             )
-        if not math.isfinite(strength):
+        if isinstance(strength, float) and not math.isfinite(strength):  # (an int is finite, however long)
             raise ValidationError(
                 f"steering[{key!r}]: strength must be finite (got {strength!r})", field=f"steering.{key}"
             )

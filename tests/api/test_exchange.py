@@ -166,6 +166,14 @@ def test_a_flat_profile_as_this_api_answers_it_imports(client):
     assert assert_error(client.post("/api/profiles/import", json=typed), 422, "invalid_import")["field"] == "version"
 
 
+def test_an_import_with_a_strength_too_long_for_a_float_is_refused_naming_the_feature(client):
+    document = '{"name": "long", "steering": {"1": ' + "9" * 310 + "}}"  # (was 500: int too large for a float)
+    for body in ({"content": document, "headers": {"Content-Type": "application/json"}},
+                 {"files": {"file": ("long.json", document)}}):
+        refused = assert_error(client.post("/api/profiles/import", **body), 422)
+        assert refused["field"] == "steering.1" and "between" in refused["detail"], refused
+
+
 def test_an_import_renamed_on_a_clash_always_finds_a_free_name(client):
     names = []
     for _ in range(60):  # a nightly job importing one document (before: refused from the 52nd on, 409)
