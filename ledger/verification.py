@@ -59,6 +59,7 @@ class LogVerifier:
         self.snapshot_replay = snapshot_replay
         self._lock = threading.Lock()
         self._verified: VerifiedHead | None = None
+        self._failed: VerifyReport | None = None  # the first problem a walk with the ledger's key found
 
     def verify(
         self,
@@ -87,6 +88,10 @@ class LogVerifier:
             if problem is not None:
                 return VerifyReport(ok=False, checked=0, head_position=None, head_link=None, problem="forged",
                                     position=checkpoint.position, detail=f"the checkpoint is refused: {problem}")
+        own = public_key is None and checkpoint is None  # a walk with the ledger's key, whose findings it keeps
+        failed_before = self._failed if own else None
+        if failed_before is not None and not full:  # (the problem may lie before the head, where it would not look)
+            return failed_before
         remembered = self._verified
         verified = None if full else remembered
         # an incremental walk writes the streams it meets over those verified before, which it leaves as they are
@@ -113,7 +118,11 @@ class LogVerifier:
                 every.update(met)
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
                                                     if report.head_link else b""), every)
-        if public_key is None and checkpoint is None:
+        if own and not report.ok and failed_before is None:
+            self._failed = report
+        if own and report.ok and failed_before is not None:
+            report = failed_before  # put back as it was since: a log once tampered with stays reported until restart
+        if own:
             self.walked(report, met)
         return report  # on a problem the head verified before is kept: every later walk finds it again
 

@@ -227,6 +227,24 @@ def test_an_event_edited_with_the_triggers_disabled_is_reported_and_never_replay
         fresh.close()
 
 
+def test_a_servers_walks_keep_reporting_an_event_edited_before_its_verified_head(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    owner = Owner(database_url)
+    (position, state), = owner.run(f"SELECT {owner.position_column()}, state FROM {owner.events} WHERE "
+                                   "originator_id = ?", (profile.id if owner.postgres else profile.id.hex,))
+    with make_client(database_url) as client:
+        assert client.get("/api/ledger/verify").json()["ok"] is True  # the server's head: past the event
+        owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?",
+                  (bytes(state).replace(b"0.5", b"0.7"), position))
+        for walk in ({"full": "true"}, {}, {}):  # an incremental walk answered ok (nothing new past the head)
+            report = client.get("/api/ledger/verify", params=walk).json()
+            assert (report["ok"], report["problem"], report["position"]) == (False, "altered", position), report
+        owner.run(f"UPDATE {owner.events} SET state = ? WHERE {owner.position_column()} = ?", (state, position))
+        for walk in ({"full": "true"}, {}):  # put back: still reported, until the server restarts
+            assert client.get("/api/ledger/verify", params=walk).json()["problem"] == "altered", walk
+    assert api_verify(database_url)["ok"] is True  # a server started afresh finds the log as it now is
+
+
 def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_read_write_and_rebuild(
         ledger_app, database_url):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
