@@ -400,8 +400,13 @@ class ProfileLedger(Application[UUID]):
         before = self.get_profile(profile_id, version=from_version or max(after.version - 1, 1))
         return time_travel.diff(before, after)
 
-    def profile_history(self, profile_id: UUID) -> Iterator[VersionRecord]:
-        """Every user-facing version of the profile, oldest first, read as it is replayed."""
+    def profile_history(self, profile_id: UUID) -> list[VersionRecord]:
+        """Every user-facing version of the profile, oldest first."""
+        return list(self.replayed_history(profile_id))
+
+    def replayed_history(self, profile_id: UUID) -> Iterator[VersionRecord]:
+        """:meth:`profile_history` a version at a time, as it is replayed: a long one is never held whole. Its
+        stream is read through once first, so a damaged one raises before the first version is given."""
         return time_travel.history(self, profile_id)
 
     def find_profile(self, name: str) -> UUID | None:

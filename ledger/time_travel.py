@@ -59,7 +59,10 @@ def profile_at(
 
 def history(app: Application[UUID], profile_id: UUID) -> Iterator[VersionRecord]:
     """Every user-facing version of the profile, oldest first, each given once no later event can change it (the
-    next version began, or the stream ended): a long history is never held whole."""
+    next version began, or the stream ended): a long history is never held whole. The stream is read through once
+    first (each event decoded and checked, then dropped), so a damaged one raises before any version is given."""
+    for _ in _events(app, profile_id):
+        pass
     record: VersionRecord | None = None
     profile = None
     for domain_event in _events(app, profile_id):

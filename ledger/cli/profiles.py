@@ -304,7 +304,7 @@ def register(app: typer.Typer) -> None:
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:
         """Every version of a profile: who made it, when, why, and what it changed (its deletions, restores and
         activations are in `ledger log --profile`)."""
-        records = state.ledger.profile_history(profile_ref(profile_id))  # replayed as it is printed
+        records = state.ledger.replayed_history(profile_ref(profile_id))  # printed as it is replayed
         if as_json:
             emit_json_list(records)
         else:
