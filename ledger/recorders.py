@@ -359,7 +359,9 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
         ).format(schema, chain_table)
         heads_sql = SQL("SELECT notification_id, signature FROM {}.{} WHERE notification_id > %s "
                         "ORDER BY notification_id").format(*self._heads)
-        link_sql = SQL("SELECT link FROM {}.{} WHERE notification_id = %s").format(schema, chain_table)
+        link_sql = SQL("SELECT link, (SELECT max(notification_id) FROM {}.{} WHERE notification_id <= %s) AS last "
+                       "FROM {}.{} WHERE notification_id = %s").format(schema, Identifier(self.events_table_name),
+                                                                        schema, chain_table)
         find_sql = SQL("SELECT notification_id FROM {}.{} WHERE digest = %s LIMIT 1").format(schema, chain_table)
         with self.datastore.get_connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -367,8 +369,9 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
             # and each snapshot's stream replayed (read-only: it holds up no writer).
             conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             if walk.start is not None and after > 0:
-                row = conn.execute(link_sql, (after,)).fetchone()
-                problem = _start_problem(walk.start, None if row is None else bytes(row["link"]))
+                row = conn.execute(link_sql, (after, after)).fetchone()
+                problem = _start_problem(walk.start, None if row is None else bytes(row["link"]),
+                                         None if row is None else row["last"])
                 if problem is not None:
                     return problem
             events_cursor = conn.cursor(name="ledger_verify_events")
@@ -408,11 +411,17 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
             ))
 
 
-def _start_problem(start: ChainHead, stored_link: bytes | None) -> VerifyReport | None:
-    """An incremental walk starts from a head verified before: its chain row must still hold the same link."""
+def _start_problem(start: ChainHead, stored_link: bytes | None, last_event: int | None) -> VerifyReport | None:
+    """An incremental walk starts from a head verified before: its chain row must still hold the same link, and its
+    event must still be there (``last_event``: the last position up to it that holds one)."""
+    head = dict(checked=0, head_position=start.position, head_link=start.link.hex(), since=start.position)
+    if stored_link == start.link and last_event != start.position:  # a tail cut from the events alone
+        cut = (last_event or 0) + 1
+        return VerifyReport(ok=False, problem="removed", position=cut,
+                            detail=f"the events from position {cut} to the verified head at position "
+                                   f"{start.position} are missing from the log (their chain rows are left)", **head)
     if stored_link == start.link:
         return None
-    head = dict(checked=0, head_position=start.position, head_link=start.link.hex(), since=start.position)
     if stored_link is None:
         return VerifyReport(ok=False, problem="removed", position=start.position,
                             detail=f"the verified head at position {start.position} is missing from the log", **head)
@@ -510,9 +519,11 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
         after = _walked_after(walk)
         with self.datastore.transaction(commit=False) as c, text_as_found(c):  # one transaction: one moment
             if walk.start is not None and after > 0:
-                c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id = ?", (after,))
+                c.execute(f"SELECT link, (SELECT max(rowid) FROM {self.events_table_name} WHERE rowid <= ?) "
+                          f"FROM {self.chain_table_name} WHERE notification_id = ?", (after, after))
                 row = c.fetchone()
-                problem = _start_problem(walk.start, None if row is None else bytes(row[0]))
+                problem = _start_problem(walk.start, None if row is None else bytes(row[0]),
+                                         None if row is None else row[1])
                 if problem is not None:
                     return problem
             c.execute(

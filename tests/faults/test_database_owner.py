@@ -245,6 +245,22 @@ def test_a_servers_walks_keep_reporting_an_event_edited_before_its_verified_head
     assert api_verify(database_url)["ok"] is True  # a server started afresh finds the log as it now is
 
 
+def test_a_tail_cut_from_the_events_alone_is_reported_by_a_servers_next_walk_and_no_write_covers_it(ledger_app,
+                                                                                                     database_url):
+    for name in ("a", "b", "c"):
+        ledger_app.create_profile({"name": name})
+    owner = Owner(database_url)
+    with make_client(database_url) as client:
+        head = client.get("/api/ledger/verify").json()
+        assert head["ok"] is True and head["head_position"] == 9, head
+        owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} > 3")  # chain and heads kept
+        for _ in range(2):  # both answered ok, and a write then went on top of the cut (it was 201)
+            report = client.get("/api/ledger/verify").json()
+            assert (report["ok"], report["problem"], report["position"]) == (False, "removed", 4), report
+            written = client.post("/api/profiles", json={"name": "d"})
+            assert written.status_code >= 400 and written.json()["error"] == "log_tampered", written.text
+
+
 def test_an_event_deleted_from_inside_a_stream_is_refused_as_tampering_on_every_read_write_and_rebuild(
         ledger_app, database_url):
     profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
@@ -689,7 +705,8 @@ def test_a_revocation_removed_while_servers_run_gives_the_token_back_to_no_one(d
         time.sleep(0.1)
     refused = httpx.put(f"{server.base_url}/api/profiles/later", headers=victim, json={"description": "mine"})
     assert refused.status_code in (401, 500), refused.text
-    assert httpx.get(f"{server.base_url}/api/profiles/later", headers=admin_headers).json()["description"] is None
+    later = httpx.get(f"{server.base_url}/api/profiles/later", headers=admin_headers).json()
+    assert later.get("error") == "log_tampered" or later["description"] is None, later  # the victim wrote nothing
 
 
 def test_a_cut_tail_with_its_snapshot_left_behind_is_found_and_nothing_is_recorded_on_it(database_url,
