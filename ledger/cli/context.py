@@ -209,6 +209,7 @@ class CheckedStdout:
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream  # None: closed (``ledger --help >&-``)
+        self._dropping = False
 
     def write(self, text: str) -> int:
         try:
@@ -216,6 +217,8 @@ class CheckedStdout:
                 raise OSError(errno.EBADF, "standard output is closed")
             return self._stream.write(text)
         except OSError as error:
+            if self._dropping:
+                return self._drop(len(text))
             raise _stdout_refusal(error) from None
 
     def flush(self) -> None:
@@ -223,13 +226,24 @@ class CheckedStdout:
             if self._stream is not None:
                 self._stream.flush()
         except OSError as error:
+            if self._dropping:
+                self._drop(0)
+                return
             raise _stdout_refusal(error) from None
 
-    def discard_if_closed(self) -> None:
-        """Lose what is written from now on if standard output is closed: a server's request log (``ledger serve
-        >&-``), which is no answer a command could fail to give."""
+    def drop_what_cannot_be_written(self) -> None:
+        """From now on this carries a server's request log, which is no answer a command could fail to give: what
+        cannot be written (``ledger serve >&-``, ``>/dev/full``, ``| head -1``) is dropped, and the server serves."""
+        self._dropping = True
         if self._stream is None:
             self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
+
+    def _drop(self, written: int) -> int:
+        """Send what is buffered, and all that follows, to the null device (the last flush at exit included)."""
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())
+        os.close(null)
+        return written
 
     def __getattr__(self, name: str) -> Any:
         if self._stream is None:

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
                 compute_device(settings.device), compute_dtype(settings.dtype), check_model_dir(chosen_model)
         init_database(settings.database)  # first, so a database it cannot use is one line and an exit status
         if isinstance(sys.stdout, CheckedStdout):
-            sys.stdout.discard_if_closed()  # its request log goes nowhere, as asked, and it serves
+            sys.stdout.drop_what_cannot_be_written()  # its request log: lost where it cannot go, and it serves
         serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
 
     @app.command()

@@ -432,16 +432,23 @@ def test_a_model_or_sae_named_that_cannot_be_used_stops_serve_at_start_in_one_li
     assert "Invalid value for '--port'" in refused.stderr
 
 
-def test_a_server_started_with_its_standard_output_closed_serves_and_stops_cleanly(sqlite_url, tmp_path):
+@pytest.mark.parametrize("stdout", ["closed", "a full disk", "a pipe whose reader left"])
+def test_a_server_whose_standard_output_cannot_be_written_serves_and_stops_cleanly(sqlite_url, tmp_path, stdout):
     import httpx
 
     from tests.api.conftest import free_port
     from tests.waiting import wait_until
 
     port = free_port()
+    full = open("/dev/full", "w") if stdout == "a full disk" else None  # noqa: SIM115 - closed once passed on
+    where = {"closed": {"preexec_fn": lambda: os.close(1)},  # `ledger serve >&-`: before, exit 70 at start
+             "a full disk": {"stdout": full},  # before (and for a reader gone): a logging error's traceback a request
+             "a pipe whose reader left": {"stdout": subprocess.PIPE}}[stdout]
     server = subprocess.Popen([ledger_executable(), "--database", sqlite_url, "serve", "--no-model", "--port",
-                               str(port)], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: os.close(1))  # `ledger serve >&-`: before, exit 70 at start
+                               str(port)], cwd=tmp_path, stderr=subprocess.PIPE, text=True, **where)
+    for ours in (full, server.stdout):
+        if ours is not None:
+            ours.close()
 
     def health() -> int | None:
         try:
@@ -452,6 +459,7 @@ def test_a_server_started_with_its_standard_output_closed_serves_and_stops_clean
 
     try:
         assert wait_until(health, 60, "the server to listen") == 200
+        assert [health() for _ in range(3)] == [200] * 3  # each one a line of the request log
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
