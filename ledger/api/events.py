@@ -31,6 +31,7 @@ from ledger.api.errors import INVALID, NOT_FOUND, UNAVAILABLE, responses
 from ledger.api.runtime import Runtime
 from ledger.api.schemas import EventList, EventRead
 from ledger.api.tokens import TokenController
+from ledger.errors import ValidationError
 from ledger.event_log import checked_event_type, refuse_past_head
 from ledger.idempotency import IdempotencyKey
 from ledger.outages import is_database_unavailable
@@ -236,15 +237,24 @@ async def _tail(
     server stops, or the token the stream was opened with is revoked or expires (checked before each look)."""
     show_tokens = sees_token_events(runtime, principal)
     options = runtime.options
+    unchecked = True  # the start: taken as given if the database was away when the stream was opened
     try:
         yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
         last_sent = time.monotonic()
         while not runtime.shutdown.is_set():
             try:
+                if unchecked:
+                    refuse_past_head(after, await anyio.to_thread.run_sync(runtime.read_model.log_position),
+                                     "the position to resume after")
+                    unchecked = False
                 allowed = principal is None or await runtime.tokens.still_allows(principal)
                 page = await anyio.to_thread.run_sync(
                     lambda: runtime.read_model.events(after_position=after, limit=SCAN_BATCH, **filters)
                 ) if allowed else None
+            except ValidationError as error:  # past the log's head: it would wait for what this log never held
+                yield ServerSentEventMessage(event="error", data=msgspec.json.encode(
+                    {"error": error.code, "detail": error.message, **error.details}).decode())
+                return
             except (ReadShareError, ReadTimeoutError) as error:  # its client's other reads take its share, or
                 yield ServerSentEventMessage(data=None, comment=f"waiting: {error}")  # the server is busy: a moment
                 last_sent = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -62,6 +63,25 @@ def test_an_open_event_stream_waits_out_an_outage_and_goes_on_where_it_was(postg
                                           timeout=30).status_code == 201, 30, "a write after the outage")
             wait_until(lambda: lines.append(next(read)) or '"after"' in lines[-1], 30, "the event after the outage")
     assert "Exception in ASGI application" not in server.output() and "Traceback" not in server.output()
+
+
+def test_a_stream_opened_during_an_outage_to_resume_past_the_logs_head_is_ended_with_an_error_once_it_is_back(
+        postgres_server, postgres_url, ledger_processes):
+    """Opened while the database is away, the resume point cannot be checked; once it is back, a point this log
+    never reached ends the stream with an error event (it waited for ever, missing all up to that point)."""
+    server = ledger_processes(postgres_url, "serve", "--no-auth")
+    httpx.post(f"{server.base_url}/api/profiles", json={"name": "before"}).raise_for_status()
+    with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(10, read=30)) as http, ExitStack() as stack:
+        with database_down(postgres_server):
+            stream = stack.enter_context(http.stream("GET", "/api/events/stream",
+                                                     headers={"Last-Event-ID": "999999"}))
+            assert stream.status_code == 200
+        lines, deadline = [], time.monotonic() + 60
+        for line in stream.iter_lines():  # the stream ends (before: it waited for ever, a keep-alive at a time)
+            lines.append(line)
+            assert time.monotonic() < deadline, lines
+    assert "event: error" in lines and any("past the log's head" in line for line in lines), lines
+    assert "Traceback" not in server.output()
 
 
 def test_concurrent_requests_for_one_profile_during_an_outage_are_refused_together_not_one_after_another(
