@@ -81,7 +81,7 @@ def retry_line(outcome: Any) -> str:
 def retry(
     ctx: typer.Context,
     names: Optional[list[str]] = typer.Argument(None, help="Read models whose parked events to retry (default: all)."),
-    position: Optional[int] = typer.Option(None, "--position", help="Only the event at this log position."),
+    position: Optional[int] = typer.Option(None, "--position", min=1, help="Only the event at this log position."),
     as_json: bool = JSON,
 ) -> None:
     """Apply parked events again, in log order, onto the read models' current rows (after a fix).

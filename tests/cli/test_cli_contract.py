@@ -162,6 +162,7 @@ def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):
         ("import", str(tmp_path / "huge-number.json")): 1,
         ("create", "n", "--metadata", huge_number): 2,
         ("create", "n", "--steering", '{"1": ' + "9" * 310 + "}"): 1,  # too long for a float: was exit 70
+        ("projections", "retry", "--position=0"): 2,  # no log position: was "no parked events", exit 0
         ("show", "nobody"): 1,
         ("restore", "calm"): 1,  # not deleted
         ("spec", "no-such-run"): 1,
