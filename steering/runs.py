@@ -415,6 +415,7 @@ class GenerationService:
             recorded = self.ledger.record_execution(None, **run)
             warnings = (f"profile {profile_id} was deleted before this run was recorded: it is recorded without "
                         f"it, details.{DELETED_PROFILE} naming version {version}",)
+            profile_id = version = None  # the answer says where the run landed, as its record does
         return CompletionOutcome(
             result=result, seed=request.seed, profile_id=profile_id, profile_version=version,
             execution_id=recorded.execution_id, position=recorded.position, fingerprint=fingerprint,
