@@ -187,7 +187,7 @@ def test_a_run_whose_profile_is_deleted_meanwhile_is_answered_recorded_and_repla
     assert any("deleted" in warning for warning in last["ledger"]["warnings"]), last
     execution = server.client.get(f"/api/executions/{last['ledger']['execution_id']}").json()
     assert execution["profile_id"] is None and execution["details"]["deleted_profile"]["version"] == 1
-    assert last["ledger"]["profile_id"] is last["ledger"]["profile_version"] is None  # as recorded (was the profile)
+    assert (last["ledger"]["profile_id"], last["ledger"]["profile_version"]) == (None, None)  # as recorded
     spec = server.client.get(f"/api/executions/{last['ledger']['execution_id']}/spec")
     assert spec.status_code == 200 and spec.json()["steering"] == {str(i): 30.0 for i in range(0, D_SAE, 7)}, spec.text
     replay = server.client.post(f"/api/executions/{last['ledger']['execution_id']}/replay").json()
