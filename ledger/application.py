@@ -445,6 +445,9 @@ class ProfileLedger(Application[UUID]):
         return self._aggregate(execution_id, Execution, missing)
 
     def export_profile(self, profile_id: UUID, *, version: int | None = None) -> dict[str, Any]:
+        """A version's exchange document (default: the version in force, as every read shows it)."""
+        if version is None:
+            version = self._live_profile(profile_id).version_in_force
         state = self.get_profile(profile_id, version=version)
         return exchange.export_document(state, state.version)
 

@@ -204,6 +204,11 @@ class Profile(Aggregate):
         if self.deleted:
             raise ProfileDeletedError(f"profile {self.id} has been deleted", profile_id=str(self.id))
 
+    @property
+    def version_in_force(self) -> int:
+        """The version every read of it shows: the one its activation pinned while it is active, else its latest."""
+        return self.pinned_version or self.current_version
+
     def require_version(self, version: int | None) -> int:
         """The given version if this profile has it (``None`` means the current one)."""
         if version is None:
@@ -485,7 +490,9 @@ class Execution(Aggregate):
         chunks carry it), else a new one."""
         if profile is not None:
             profile.require_live()
-            profile_version: int | None = profile.require_version(version)
+            profile_version: int | None = profile.require_version(
+                version if version is not None else profile.version_in_force
+            )
         elif version is not None:
             raise ValidationError("a version needs a profile", field="version")
         else:

@@ -56,9 +56,12 @@ import again. A lower configured limit lowers it too."""
 
 
 def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[dict[str, Any]]:
-    """The exchange document of a profile's version (default: the latest), from the read model, as a download. A
-    deleted profile's versions stay history, and export as the CLI exports them; its latest is gone."""
+    """The exchange document of a profile's version (default: the version in force, as every read shows it), from
+    the read model, as a download. A deleted profile's versions stay history, and export as the CLI exports them;
+    its latest is gone."""
     current = reads.get_profile(profile_id)
+    if version is None and current is not None and current.is_active:
+        version = current.pinned_version
     if current is None and reads.get_version(profile_id, 1) is None:  # never a profile (with ?version too)
         raise profile_not_found(profile_id)
     if current is None and version is None:
@@ -142,7 +145,10 @@ class ProfileExchangeController(Controller):
         profile_id: ProfileRef,
         reads: NamedDependency[Any],
         ledger: NamedDependency[ProfileLedger],
-        version: Annotated[int | None, QueryParameter(ge=1, le=INT64_MAX, description="Default: the latest.")] = None,
+        version: Annotated[int | None, QueryParameter(
+            ge=1, le=INT64_MAX,
+            description="Default: the version in force (the active profile's pinned one, else the latest).",
+        )] = None,
     ) -> Response[dict[str, Any]]:
         return export_download(reads, ledger.resolve_profile(profile_id), version)
 

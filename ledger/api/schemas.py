@@ -121,6 +121,8 @@ class RevertProfile(Request):
 
 class RecordExecution(Request):
     version: Version | None = None
+    """The profile version run (default: the one in force, as every read shows it: the active profile's pinned
+    version, else the latest)."""
     run_id: Identifier | None = None
     seed: Annotated[int, Meta(ge=values.INT64_MIN, le=values.INT64_MAX)] | None = None
     entity_count: Annotated[int, Meta(ge=0, le=values.INT64_MAX)] | None = None

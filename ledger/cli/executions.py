@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
     @app.command("record-execution")
     def record_execution(
         profile_id: str = PROFILE,
-        version: Optional[int] = typer.Option(None, "--version", min=1, help="Profile version run (default: current)."),
+        version: Optional[int] = typer.Option(
+            None, "--version", min=1, help="Profile version run (default: the one in force, as reads show it)."),
         run_id: Optional[str] = typer.Option(None, "--run-id", help="E.g. the cohort id the run produced."),
         seed: Optional[int] = typer.Option(None, "--seed"),
         entity_count: Optional[int] = typer.Option(None, "--entity-count"),

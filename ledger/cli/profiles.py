@@ -387,7 +387,8 @@ def register(app: typer.Typer) -> None:
     def export_profile(
         profile_id: str = PROFILE,
         version: Optional[int] = typer.Option(
-            None, "--version", min=1, help="Export this version (default: the latest)."),
+            None, "--version", min=1, help="Export this version (default: the one in force, as reads show it).",
+        ),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file ('-': stdout, the default)."),
     ) -> None:
         """Export a profile as a millm_profile JSON document."""

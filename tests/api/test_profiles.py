@@ -402,6 +402,24 @@ def test_a_pinned_version_is_shown_whole_never_mixed_with_the_latest(client):
         assert expected.items() <= view.items(), view
 
 
+def test_a_pinned_profile_is_exported_and_run_as_the_version_every_read_shows(client):
+    """An export and an external run recorded without a version take the version in force, so the run's re-run spec
+    is the steering every read showed when it ran, not a later version's."""
+    made = create(client, "pinned-run", steering={"1": 1.0})
+    url = f"/api/profiles/{made['id']}"
+    client.put(url, json={"steering": {"2": 2.0}})
+    client.post(f"{url}/activate", json={"version": 1})
+    exported = client.get(f"{url}/export").json()["profile"]
+    assert (exported["profile_version"], exported["steering"]) == (1, {"1": 1.0})  # was version 2
+    assert client.post(f"{url}/executions", json={"run_id": "cohort-pinned"}).json()["profile_version"] == 1
+    spec = client.get("/api/runs/cohort-pinned/spec").json()
+    assert (spec["profile_version"], spec["steering"]) == (1, {"1": 1.0})
+    assert client.get(f"{url}/export", params={"version": 2}).json()["profile"]["profile_version"] == 2
+    client.post("/api/profiles/deactivate")
+    assert client.post(f"{url}/executions", json={}).json()["profile_version"] == 2  # the latest is in force again
+    assert client.get(f"{url}/export").json()["profile"]["profile_version"] == 2
+
+
 def test_activation_reports_compatibility_warnings(client_factory):
     def check(profile):
         return [f"layer {profile.layer} is not hooked"] if profile.layer == 99 else []

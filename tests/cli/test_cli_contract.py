@@ -228,7 +228,8 @@ def test_the_cli_does_what_the_api_does_by_name(ledger, tmp_path):
     now = datetime.now(timezone.utc).isoformat()
     then = as_json(ledger("show", "calm", "--as-of", now, "--json"))  # was version 2's, labelled as in force
     assert (then["version"], then["steering"], then["pinned"], then["latest_version"]) == (1, {"12": 6.0}, True, 2)
-    ledger("record-execution", "calm", "--version", "1", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")
+    assert as_json(ledger("export", "calm"))["profile"]["profile_version"] == 1  # the version in force (was 2)
+    ledger("record-execution", "calm", "--run-id", "cohort-7", "--seed", "42", "--entity-count", "1000")  # in force
     spec = as_json(ledger("spec", "cohort-7", "--json"))
     assert (spec["profile_version"], spec["steering"], spec["seed"], spec["entity_count"]) == (1, {"12": 6.0}, 42, 1000)
     assert spec["products"] == ["healthsim"]
