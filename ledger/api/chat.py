@@ -70,8 +70,9 @@ class ModelNotLoadedError(ServiceUnavailableError):
 
 
 BUSY_OR_UNAVAILABLE = {503: error_spec(
-    "The generation queue is full (error `engine_busy`, with `Retry-After`; nothing was run or recorded), or the "
-    "database cannot be reached right now (error `database_unavailable`)"
+    "The generation queue is full, or a queued place was given to a request of an actor with fewer waiting (error "
+    "`engine_busy`, with `Retry-After`; nothing was run or recorded); the server is shutting down (error "
+    "`shutting_down`, with `Retry-After`); or the database cannot be reached right now (error `database_unavailable`)"
 )}
 
 

@@ -1,8 +1,8 @@
 """Bodies of the OpenAI-compatible routes and the steering routes (msgspec Structs).
 
 The chat request accepts the OpenAI parameters clients commonly send, null as their default; those this server
-does not implement only at the value that changes nothing (``n`` 1, penalties 0, no logprobs, a text response),
-and anything else is refused like every other request body.
+does not implement only at the value that changes nothing (``n`` 1, penalties 0, no logprobs, no logit bias, a
+text response), and anything else is refused like every other request body.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class ResponseFormat(msgspec.Struct, forbid_unknown_fields=True):
 
 
 Unsupported = Annotated[float, Meta(ge=0, le=0, description="Not supported here: 0 or null only.")]
+NoLogitBias = Annotated[dict[str, float], Meta(max_length=0, description="Not supported here: {} or null only.")]
 
 
 MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_MAX)]
@@ -80,6 +81,8 @@ class ChatCompletionRequest(Request, kw_only=True):
     presence_penalty: Unsupported | None = None
     frequency_penalty: Unsupported | None = None
     logprobs: Literal[False] | None = None
+    top_logprobs: Literal[0] | None = None
+    logit_bias: NoLogitBias | None = None
     response_format: ResponseFormat | None = None
     user: str | None = None
     stream_options: StreamOptions | None = None

@@ -209,13 +209,15 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
     plain = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, seed=5)
     nulls = client.chat.completions.create(
         model="tiny", messages=messages, max_tokens=4, seed=5, temperature=None, top_p=None, n=None, stream=None,
-        presence_penalty=0, frequency_penalty=None, logprobs=False, response_format={"type": "text"})
+        presence_penalty=0, frequency_penalty=None, logprobs=False, response_format={"type": "text"}, top_logprobs=0,
+        logit_bias={})  # values that change nothing (these two were refused as unknown fields)
     assert nulls.choices[0].message.content == plain.choices[0].message.content
     developer = [{**messages[0], "role": "developer"}, *messages[1:]]  # OpenAI's newer name for a system message
     assert client.chat.completions.create(model="tiny", messages=developer, max_tokens=4, seed=5).choices[
         0].message.content == plain.choices[0].message.content
     for refused, param in (({"presence_penalty": 0.5}, "presence_penalty"),
                            ({"frequency_penalty": -1}, "frequency_penalty"), ({"logprobs": True}, "logprobs"),
+                           ({"top_logprobs": 2}, "top_logprobs"), ({"logit_bias": {"5": 10}}, "logit_bias"),
                            ({"response_format": {"type": "json_object"}}, "response_format.type"),
                            ({"extra_body": {"profile": "x", "profile_version": 0}}, "profile_version"),
                            ({"extra_body": {"min_position": -5}}, "min_position"),
