@@ -7,6 +7,7 @@ Each app has its own ``CollectorRegistry``, so several apps in one process (test
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -14,10 +15,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from litestar._asgi.utils import wrap_in_exception_handler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from ledger.api.auth import SAFE_METHODS
 from projections.shares import reader
@@ -29,6 +32,9 @@ its request is counted as 499 whatever its response began with."""
 ANSWERED = "ledger.answered"
 """The scope key of the status a request ended with when its response had begun otherwise (a stream that ended
 in an error event): the one the request metrics count."""
+ACCESS_LOG = logging.getLogger("uvicorn.access")
+"""uvicorn's access log, in its format, but written by :func:`access_logged` (uvicorn's own line is switched off in
+``ledger.api.server``)."""
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a UUID, a hex trace id, a W3C traceparent, "req-42"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -157,6 +163,10 @@ def request_context_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]
     """ASGI middleware factory: correlation id in and out, request metrics."""
 
     def middleware(app: ASGIApp) -> ASGIApp:
+        # what a layer inside raises (a route's own middleware: the console's sign-in and CSRF checks) is answered
+        # here, as the app would answer it outside, so the status counted is the one sent (it was counted 500)
+        answering = wrap_in_exception_handler(app)
+
         async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
@@ -179,16 +189,48 @@ def request_context_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]
                 await send(message)
 
             try:
-                await app(scope, receive, send_wrapper)
+                await answering(scope, receive, send_wrapper)
             finally:
-                departed = scope.get(DEPARTED)
-                status = 499 if departed is not None and departed.is_set() else scope.get(ANSWERED, status)
                 route = scope.get("path_template") or "unmatched"
-                metrics.observe_request(scope.get("method", "GET"), str(route), status, time.perf_counter() - started)
+                metrics.observe_request(scope.get("method", "GET"), str(route), ended_with(scope, status),
+                                        time.perf_counter() - started)
 
         return wrapped
 
     return middleware
+
+
+def ended_with(scope: Any, status: int) -> int:
+    """The status a request whose response began with ``status`` ended with: 499 when its client went away first,
+    the error a stream ended in."""
+    departed = scope.get(DEPARTED)
+    return 499 if departed is not None and departed.is_set() else scope.get(ANSWERED, status)
+
+
+def access_logged(app: ASGIApp) -> ASGIApp:
+    """uvicorn's line per request (``ledger serve --access-log``, the default), written when the request ended (uvicorn
+    writes it when the response begins, and never for a client that left before it), with the status it ended
+    with, as the metrics count it. The served app's outermost layer: a request refused before the app is logged too."""
+
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (ACCESS_LOG.isEnabledFor(logging.INFO) and ACCESS_LOG.hasHandlers()):
+            await app(scope, receive, send)
+            return
+        status = 500
+
+        async def noting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, noting)
+        finally:
+            ACCESS_LOG.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
+                            get_path_with_query_string(scope), scope["http_version"], ended_with(scope, status))
+
+    return logged
 
 
 def correlation_id(scope: Any) -> str:

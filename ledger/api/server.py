@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ledger.api.app import create_app
 from ledger.api.bodies import well_formed_host
+from ledger.api.observability import access_logged
 from ledger.api.runtime import Runtime
 from ledger.api.steering_runtime import load_engine
 from ledger.errors import ValidationError
@@ -154,6 +155,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.access_log = False  # the app's outermost layer logs each request once it ended (access_logged)
             if limits.max_connections is not None and len(self.connections) > limits.max_connections:
                 idlest = next((other for other in waiting if not other.transport.is_closing()), None)
                 if idlest is None:  # every other connection is busy with a request: refuse this one
@@ -278,7 +280,8 @@ def build_server(
         runtime.options.sse_max_streams = limits.max_streams
     options = {"log_level": "info", "http": guarded_protocol(limits), "timeout_keep_alive": limits.keep_alive}
     config = uvicorn.Config(
-        well_formed_host(head_as_get(app)), host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        access_logged(well_formed_host(head_as_get(app))), host=host, port=port,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **{**options, **uvicorn_options}
     )
     return LedgerServer(config, app)

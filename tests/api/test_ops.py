@@ -68,6 +68,8 @@ def test_metrics_exposition_is_prometheus_text_that_its_parser_reads(client):
     profile = create(client, "metric")
     client.get(f"/api/profiles/{profile['id']}", params=fresh(client, profile["position"]))
     client.get("/api/profiles/no-such-profile")  # a name no profile has: 404
+    forged = client.post("/profiles", data={"name": "forged"}, headers={"Accept": "text/html"})
+    assert forged.status_code == 403  # a console form without its CSRF token
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = {family.name: family for family in text_string_to_metric_families(response.text)}
@@ -81,6 +83,9 @@ def test_metrics_exposition_is_prometheus_text_that_its_parser_reads(client):
     assert value("ledger_http_requests", "ledger_http_requests_total", method="POST", route="/api/profiles", status="201") == 1
     route = "/api/profiles/{profile_id}"
     assert value("ledger_http_requests", "ledger_http_requests_total", method="GET", route=route, status="404") == 1
+    refused = {"method": "POST", "route": "/profiles", "status": "403"}
+    assert value("ledger_http_requests", "ledger_http_requests_total", **refused) == 1
+    assert 'status="500"' not in response.text  # the refused form was counted as a server error
     assert families["ledger_http_request_duration_seconds"].type == "histogram"
     assert value(
         "ledger_http_request_duration_seconds", "ledger_http_request_duration_seconds_bucket",

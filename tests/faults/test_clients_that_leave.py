@@ -64,7 +64,10 @@ def test_a_client_that_stops_reading_a_stream_frees_its_place_in_the_batch(serve
         chat_requests = r'ledger_http_requests_total{[^}]*route="/v1/chat/completions",status="(\d+)"} (\S+)'
         counted = dict(re.findall(chat_requests, metrics))
         assert counted == {"499": "2.0", "200": "2.0"}, metrics  # a stream whose client left: 499, begun 200
-        assert "Traceback" not in server.output()
+        logged = wait_until(lambda: (lambda lines: lines if len(lines) == 4 else None)(re.findall(
+            r'"POST /v1/chat/completions HTTP/1.1" (\d+)', server.output())), 10, "a log line for each request")
+        assert sorted(logged) == ["200", "200", "499", "499"], logged  # as counted (was 200 for the stream, and no
+        assert "Traceback" not in server.output()  # line for the answer whose client left before it began)
 
 
 def test_a_generation_its_client_leaves_part_way_is_recorded_as_partial_and_replays_to_the_same_text(server):
