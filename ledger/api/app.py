@@ -9,12 +9,12 @@ from litestar.enums import MediaType
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from ledger.api.auth import authorize
 from ledger.api.bodies import refuse_cross_site, refuse_repeated_headers, refuse_unknown_host, strict_json_body
 from ledger.api.chat import ChatController, ReplayController, SteeringController
 from ledger.api.commands import read_your_writes_middleware
+from ledger.api.docs_page import DOCS_PATH, docs_page, docs_router
 from ledger.api.deps import DEPENDENCIES, read_side_reached
 from ledger.api.errors import allow_header
 from ledger.api.events import EventController
@@ -111,10 +111,11 @@ def create_app(
                 "last event (`position`, `X-Ledger-Position`); queries accept `min_position` / `X-Min-Position` "
                 "to read their writes."
             ),
-            path="/schema",
+            path=DOCS_PATH,
             components=SECURITY_COMPONENTS,
             security=[{BEARER: []}] if runtime.auth else None,
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[docs_page()],
+            openapi_router=docs_router(),
         ),
         before_request=_before_handler,
         on_startup=[tidy_openapi],

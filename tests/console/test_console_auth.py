@@ -95,3 +95,23 @@ def test_roles_hide_controls_and_the_server_refuses_forged_and_cross_site_posts(
         editor.get_by_role("button", name="Sign out").click()
     editor.goto(profile_url)
     assert "/login" in editor.url
+
+
+def test_the_api_documentation_page_works_with_no_internet_and_loads_nothing_from_elsewhere(
+    browser, serve, sqlite_url, screenshots
+):
+    """Swagger UI was fetched from a CDN into the console's origin (and was a blank page offline)."""
+    from playwright.sync_api import expect
+
+    server = serve(sqlite_url, auth=True)
+    context = browser.new_context(viewport=VIEWPORT, base_url=server.base_url)
+    page = context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    answer = page.goto("/schema")  # public, as the document is
+    assert answer.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in answer.headers[
+        "content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Profile Ledger API")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()  # the operations, from the document
+    shoot(page, screenshots, "api-docs")
+    assert asked and all(url.startswith(server.base_url + "/") for url in asked), asked
