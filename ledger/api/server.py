@@ -19,6 +19,7 @@ import math
 import os
 import random
 import resource
+import socket
 import threading
 from dataclasses import dataclass, fields, replace
 from types import FrameType
@@ -287,8 +288,22 @@ def build_server(
     return LedgerServer(config, app)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything slow (the model) or lasting (a new database) is made: an address
+    taken or not this machine's is one refusal at once (uvicorn said it only once the model was loaded, after
+    logging that it listened, and exited 3)."""
+    bound = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind((host, port))
+    except OSError as error:
+        bound.close()
+        raise ValidationError(f"cannot listen on {host}:{port}: {error.strerror or error}", field="port") from None
+    return bound
+
+
 def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True,
-              limits: ConnectionLimits | None = None) -> None:
+              limits: ConnectionLimits | None = None, bound: socket.socket | None = None) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, as ``ledger serve`` does: one process, uvicorn on uvloop and httptools
     (uvicorn's ``auto`` picks them when installed; ``uvicorn[standard]`` installs them). The benchmarks' baseline
     app is served through here too, so both run under the same server settings.
@@ -297,7 +312,8 @@ def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, acces
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     limits = limits or ConnectionLimits.from_env()
-    build_server(None, host, port, app=app, access_log=access_log, limits=limits).run()
+    bound = bound or listening_socket(host, port)
+    build_server(None, host, port, app=app, access_log=access_log, limits=limits).run(sockets=[bound])
 
 
 def serve(
@@ -307,9 +323,11 @@ def serve(
     *,
     run_projections: bool = True,
     access_log: bool = True,
+    bound: socket.socket | None = None,
 ) -> None:
-    """Run the API until SIGINT/SIGTERM."""
+    """Run the API until SIGINT/SIGTERM (on ``bound``, a :func:`listening_socket`, if given)."""
     limits = ConnectionLimits.from_env()
+    bound = bound or listening_socket(host, port)
     # loaded before it listens: a model or SAE it cannot use stops it in one line (a SteeringError), not a traceback
     app = create_app(settings, run_projections=run_projections, engine=load_engine(settings))
     shown = f"[{host}]" if ":" in host else host
@@ -317,4 +335,4 @@ def serve(
     log.info(
         "ledger API listening on http://%s:%d (database %s; OpenAPI at /schema)", shown, port, settings.database.display()
     )
-    serve_app(app, host, port, access_log=access_log, limits=limits)
+    serve_app(app, host, port, access_log=access_log, limits=limits, bound=bound)

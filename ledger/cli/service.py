@@ -45,10 +45,13 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
-        from ledger.api.server import serve as serve_api
+        from ledger.api.server import listening_socket, serve as serve_api
         from ledger.cli.steering import model_dir, model_path, sae_path
         from projections.schema import init_database
 
+        if no_model and (model is not None or sae is not None):
+            raise typer.BadParameter("serves no model: give it without --model and --sae", param_hint="--no-model")
+        bound = listening_socket(host, port)  # first: an address it cannot take is said at once, and makes nothing
         settings = state.settings if auth is None else replace(state.settings, auth=auth)
         if no_model:
             settings = replace(settings, model=None, sae=None)
@@ -67,7 +70,7 @@ def register(app: typer.Typer) -> None:
         init_database(settings.database)  # first, so a database it cannot use is one line and an exit status
         if isinstance(sys.stdout, CheckedStdout):
             sys.stdout.drop_what_cannot_be_written()  # its request log: lost where it cannot go, and it serves
-        serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log)
+        serve_api(settings, host=host, port=port, run_projections=projections, access_log=access_log, bound=bound)
 
     @app.command()
     def project(

@@ -392,6 +392,24 @@ def test_a_connection_limit_that_is_no_number_stops_serve_before_it_listens(ledg
         monkeypatch.delenv(name)
 
 
+def test_an_address_serve_cannot_listen_on_stops_it_at_once_in_one_line_having_made_nothing(tmp_path, tiny_model_dir):
+    import socket
+
+    from tests.api.conftest import free_port
+
+    database = tmp_path / "new.sqlite"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port := free_port()))
+        taken.listen()
+        for host in ("127.0.0.1", "999.1.1.1"):  # taken; no address of this machine
+            refused = run_ledger(f"sqlite:///{database}", tmp_path, "serve", "--model", str(tiny_model_dir),
+                                 "--host", host, "--port", str(port), code=1)  # was 3, after loading the model
+            assert refused.stderr.startswith(f"error: cannot listen on {host}:{port}: "), refused.stderr
+            assert refused.stderr.count("\n") == 1 and not database.exists()  # (and after logging that it listened)
+    both = run_ledger(f"sqlite:///{database}", tmp_path, "serve", "--no-model", "--model", str(tiny_model_dir), code=2)
+    assert "--no-model" in both.stderr and not database.exists()  # was taken: served without the model named
+
+
 def test_a_device_or_dtype_torch_cannot_use_stops_serve_at_start_in_one_line(ledger, monkeypatch, tmp_path):
     from tests.api.conftest import free_port
 
