@@ -11,24 +11,17 @@ import importlib.util
 from pathlib import Path
 
 from litestar import Router
-from litestar.datastructures import ResponseHeader
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from ledger.api.auth import PUBLIC
+from ledger.console.rendering import security_headers
 
 DOCS_PATH = "/schema"
 ASSETS = f"{DOCS_PATH}/assets"
 _SWAGGER_UI = Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"  # no import
 
-DOCS_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=(
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-]
+DOCS_HEADERS = security_headers(inline_scripts=True)
 
 
 def docs_page() -> SwaggerRenderPlugin:

@@ -27,15 +27,22 @@ STATIC = Path(__file__).parent / "static"
 # else from this server only (htmx adds inline styles), the content type as sent, and no address sent to other
 # sites. The console's router sets them on what its handlers return; an error's answer is built by the exception
 # handler instead, which Litestar does not give the router's headers, so ``console_error`` adds them itself.
-SECURITY_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=(
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
-        "form-action 'self'; base-uri 'none'; object-src 'none'")),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-    ResponseHeader(name="Cache-Control", value="no-store"),  # a page signed out of is not one Back press away
-]
+def security_headers(*, inline_scripts: bool = False) -> list[ResponseHeader]:
+    """The headers of :data:`SECURITY_HEADERS`; ``inline_scripts``: for a page whose own script is written into it
+    (the API's documentation page, whose start-up script Litestar writes)."""
+    scripts = "script-src 'self' 'unsafe-inline'; " if inline_scripts else ""
+    return [
+        ResponseHeader(name="Content-Security-Policy", value=(
+            f"default-src 'self'; {scripts}style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")),
+        ResponseHeader(name="X-Frame-Options", value="DENY"),
+        ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+        ResponseHeader(name="Referrer-Policy", value="same-origin"),
+        ResponseHeader(name="Cache-Control", value="no-store"),  # a page signed out of is not one Back press away
+    ]
+
+
+SECURITY_HEADERS = security_headers()
 
 
 def secured(response: Response[Any]) -> Response[Any]:
