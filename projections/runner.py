@@ -183,6 +183,9 @@ def rebuild(
         _build_from_the_start(store, log, projections, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
         for projection in projections:
             store.swap_in_rebuilt(projection, log.read, batch_size)
+        from projections.schema import record_rebuilt  # (it rebuilds with this module)
+
+        record_rebuilt(store, projections)
         return _caught_up(ProjectionWorker(database, [p.name for p in projections], store=store, log=log))
     finally:
         if collecting:

@@ -31,6 +31,7 @@ from projections.store import ReadModelStore, lock_id, open_store
 logger = logging.getLogger(__name__)
 
 DEFINITIONS_TABLE = "read_model_definitions"
+DEFINITIONS_DDL = f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)"
 RETIRED_TABLES = ("profile_graves",)
 """Tables of earlier definitions that no read model declares any more: dropped once their read model is rebuilt."""
 REBUILD_LOCK = lock_id("__rebuild__")
@@ -91,7 +92,7 @@ def _to_rebuild(store: ReadModelStore, projections: list[ReadModelProjection], c
     """The read models :func:`rebuild_changed` rebuilds, and the definitions recorded."""
     with store.datastore.transaction(commit=True) as curs:
         store.schema_lock(curs)  # processes starting together (CREATE TABLE IF NOT EXISTS races on PostgreSQL)
-        curs.execute(f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (name TEXT PRIMARY KEY, definition TEXT NOT NULL)")
+        curs.execute(DEFINITIONS_DDL)
         curs.execute(f"SELECT name, definition FROM {DEFINITIONS_TABLE}")
         recorded = {row["name"]: row["definition"] for row in curs.fetchall()}
     changed = [name for name, made in current.items() if name in recorded and recorded[name] != made]
@@ -126,6 +127,14 @@ def _made_before(store: ReadModelStore) -> bool:
     with store.datastore.transaction(commit=False) as curs:
         curs.execute(f"SELECT 1 FROM {DEFINITIONS_TABLE} LIMIT 1")
         return curs.fetchone() is not None
+
+
+def record_rebuilt(store: ReadModelStore, projections: list[ReadModelProjection]) -> None:
+    """Record these read models, just rebuilt into tables of this code's making, as made by this code's definitions
+    (else a verify after an upgrade's `ledger rebuild` still found them made by another version's)."""
+    with store.datastore.transaction(commit=True) as curs:
+        curs.execute(DEFINITIONS_DDL)
+    _record_definitions(store, {projection.name: definition(projection) for projection in projections}, {})
 
 
 def _record_definitions(store: ReadModelStore, current: dict[str, str], recorded: dict[str, str]) -> None:

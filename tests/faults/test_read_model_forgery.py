@@ -263,6 +263,8 @@ def test_a_read_models_definition_row_edited_to_hide_forged_rows_fails_the_verif
     assert "read_model_not_compared" in result.stderr and "read model audit was not compared" in result.stderr
     report = json.loads(ledger(database_url, "verify", "--json").stdout)
     assert (report["ok"], report["problem"]) == (False, "read_model_not_compared"), report
+    assert "then verify again" in result.stderr and ledger(database_url, "rebuild").returncode == 0  # as it says
+    assert_verified(database_url)  # was read_model_not_compared still (after an upgrade too): nothing recorded
 
 
 def test_an_auditor_with_only_the_public_key_verifies_the_log_alone(history, database_url, tmp_path):
