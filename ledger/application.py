@@ -444,11 +444,17 @@ class ProfileLedger(Application[UUID]):
         missing = ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=str(execution_id))
         return self._aggregate(execution_id, Execution, missing)
 
+    def profile_in_force(self, profile_id: UUID) -> ProfileState:
+        """The profile as every read shows it: while it is active pinned to a version, that version; else its
+        latest."""
+        profile = self._live_profile(profile_id)
+        if profile.version_in_force == profile.current_version:
+            return ProfileState.of(profile)
+        return self.get_profile(profile_id, version=profile.version_in_force)
+
     def export_profile(self, profile_id: UUID, *, version: int | None = None) -> dict[str, Any]:
         """A version's exchange document (default: the version in force, as every read shows it)."""
-        if version is None:
-            version = self._live_profile(profile_id).version_in_force
-        state = self.get_profile(profile_id, version=version)
+        state = self.profile_in_force(profile_id) if version is None else self.get_profile(profile_id, version=version)
         return exchange.export_document(state, state.version)
 
     def active_slot(self) -> ActiveSlot | None:

@@ -123,7 +123,11 @@ class GenerationService:
 
     # -- profiles ------------------------------------------------------------------------------------
     def spec_at(self, profile_id: UUID, version: int | None) -> ProfileSpec:
-        state = self.ledger.get_profile(profile_id, version=version)
+        """The spec of a profile's version (None: the version in force, as every read shows it)."""
+        if version is None:
+            state = self.ledger.profile_in_force(profile_id)
+        else:
+            state = self.ledger.get_profile(profile_id, version=version)
         return ProfileSpec(state.id, state.version, state.steering, state.layer, state.model_id, state.sae_id)
 
     def resolve(self, profile: str | None, version: int | None) -> ProfileSpec | None:

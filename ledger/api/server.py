@@ -226,6 +226,11 @@ class LedgerServer(uvicorn.Server):
                         self.runtime.settings.generation_grace, GENERATION_GRACE_MAX, GRACEFUL_SHUTDOWN_SECONDS,
                         GENERATION_GRACE_MAX)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if sockets is not None and self.started:  # uvicorn says where it listens only on sockets it bound itself
+            self._log_started_message(sockets)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._begin_shutdown()
         super().handle_exit(sig, frame)
@@ -288,22 +293,29 @@ def build_server(
     return LedgerServer(config, app)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The server's socket, bound before anything slow (the model) or lasting (a new database) is made: an address
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """The server's sockets, bound before anything slow (the model) or lasting (a new database) is made: an address
     taken or not this machine's is one refusal at once (uvicorn said it only once the model was loaded, after
-    logging that it listened, and exited 3)."""
-    bound = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's
+    logging that it listened, and exited 3). Every address ``host`` names, as asyncio's ``create_server`` (which
+    uvicorn binds with) takes them: ``localhost`` is 127.0.0.1 and ::1, and an IPv6 socket is IPv6 only."""
+    bound: list[socket.socket] = []
     try:
-        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bound.bind((host, port))
+        for family, kind, proto, _, address in dict.fromkeys(
+                socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)):
+            bound.append(listening := socket.socket(family, kind, proto))
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.bind(address)
     except OSError as error:
-        bound.close()
+        for listening in bound:
+            listening.close()
         raise ValidationError(f"cannot listen on {host}:{port}: {error.strerror or error}", field="port") from None
     return bound
 
 
 def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True,
-              limits: ConnectionLimits | None = None, bound: socket.socket | None = None) -> None:
+              limits: ConnectionLimits | None = None, bound: list[socket.socket] | None = None) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, as ``ledger serve`` does: one process, uvicorn on uvloop and httptools
     (uvicorn's ``auto`` picks them when installed; ``uvicorn[standard]`` installs them). The benchmarks' baseline
     app is served through here too, so both run under the same server settings.
@@ -312,8 +324,8 @@ def serve_app(app: Litestar, host: str = "127.0.0.1", port: int = 8000, *, acces
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     limits = limits or ConnectionLimits.from_env()
-    bound = bound or listening_socket(host, port)
-    build_server(None, host, port, app=app, access_log=access_log, limits=limits).run(sockets=[bound])
+    bound = bound or listening_sockets(host, port)
+    build_server(None, host, port, app=app, access_log=access_log, limits=limits).run(sockets=bound)
 
 
 def serve(
@@ -323,11 +335,11 @@ def serve(
     *,
     run_projections: bool = True,
     access_log: bool = True,
-    bound: socket.socket | None = None,
+    bound: list[socket.socket] | None = None,
 ) -> None:
-    """Run the API until SIGINT/SIGTERM (on ``bound``, a :func:`listening_socket`, if given)."""
+    """Run the API until SIGINT/SIGTERM (on ``bound``, :func:`listening_sockets`, if given)."""
     limits = ConnectionLimits.from_env()
-    bound = bound or listening_socket(host, port)
+    bound = bound or listening_sockets(host, port)
     # loaded before it listens: a model or SAE it cannot use stops it in one line (a SteeringError), not a traceback
     app = create_app(settings, run_projections=run_projections, engine=load_engine(settings))
     shown = f"[{host}]" if ":" in host else host

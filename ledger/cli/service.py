@@ -45,13 +45,13 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve the REST API (and, by default, keep the read models up to date and load the model)."""
-        from ledger.api.server import listening_socket, serve as serve_api
+        from ledger.api.server import listening_sockets, serve as serve_api
         from ledger.cli.steering import model_dir, model_path, sae_path
         from projections.schema import init_database
 
         if no_model and (model is not None or sae is not None):
             raise typer.BadParameter("serves no model: give it without --model and --sae", param_hint="--no-model")
-        bound = listening_socket(host, port)  # first: an address it cannot take is said at once, and makes nothing
+        bound = listening_sockets(host, port)  # first: an address it cannot take is said at once, and makes nothing
         settings = state.settings if auth is None else replace(state.settings, auth=auth)
         if no_model:
             settings = replace(settings, model=None, sae=None)

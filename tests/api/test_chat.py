@@ -90,6 +90,19 @@ def test_the_official_openai_client_gets_a_completion_plain_and_streamed(server)
     assert as_parts.choices[0].message.content == text
 
 
+def test_a_chat_naming_the_pinned_active_profile_runs_the_version_every_read_shows(server):
+    http = server.client
+    body = {"messages": MESSAGES, "max_tokens": 3, "seed": 5, "temperature": 0}
+    profile = create(http, "pinned", {str(i): 30.0 for i in range(0, D_SAE, 5)})
+    http.put(f"/api/profiles/{profile['id']}", json={"steering": {"1": 1.0}})
+    http.post(f"/api/profiles/{profile['id']}/activate", json={"version": 1})
+    assert http.get("/api/profiles/pinned").json()["version"] == 1
+    named = http.post("/v1/chat/completions", json={**body, "profile": "pinned"}).json()
+    active = http.post("/v1/chat/completions", json=body).json()  # the active profile, named by nothing
+    assert named["ledger"]["profile_version"] == active["ledger"]["profile_version"] == 1  # named: was 2, the latest
+    assert named["choices"][0]["message"]["content"] == active["choices"][0]["message"]["content"]
+
+
 def test_seeded_requests_repeat_exactly_and_a_strong_profile_changes_the_text(server):
     http = server.client
     body = {"messages": MESSAGES, "max_tokens": 10, "seed": 5, "temperature": 0.8}

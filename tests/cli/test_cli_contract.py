@@ -410,6 +410,35 @@ def test_an_address_serve_cannot_listen_on_stops_it_at_once_in_one_line_having_m
     assert "--no-model" in both.stderr and not database.exists()  # was taken: served without the model named
 
 
+def test_serve_on_an_ipv6_host_listens_there_only_as_uvicorn_did(tmp_path):
+    import socket
+    import urllib.request
+
+    from tests.api.conftest import free_port
+    from tests.waiting import wait_until
+
+    port = free_port()
+    server = subprocess.Popen([ledger_executable(), "--database", f"sqlite:///{tmp_path}/l.sqlite", "serve",
+                               "--no-model", "--no-auth", "--host", "::", "--port", str(port)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def health() -> int | None:
+            if server.poll() is not None:
+                pytest.skip(f"no IPv6 here: {server.stderr.read()}")
+            try:
+                return urllib.request.urlopen(f"http://[::1]:{port}/health", timeout=2).status
+            except OSError:
+                return None
+
+        assert wait_until(health, 60, "the server to listen on ::") == 200
+        with pytest.raises(ConnectionRefusedError):  # `::` is IPv6's every address, not IPv4's too (it took both)
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    assert f"Uvicorn running on http://[::]:{port}" in stderr, stderr  # said again (it was lost with the socket)
+
+
 def test_a_device_or_dtype_torch_cannot_use_stops_serve_at_start_in_one_line(ledger, monkeypatch, tmp_path):
     from tests.api.conftest import free_port
 
