@@ -167,7 +167,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     imported.get_by_label("On a name clash").check()
     submit(page, imported, "Import")
     expect(page.get_by_role("heading", level=1)).not_to_have_text("calm")
-    expect(page.locator("table.bars")).to_contain_text("7")  # version 4's spec, as exported
+    expect(page.locator("table.bars")).to_contain_text("9")  # version 2's spec: in force, as the page showed it
     delete = page.locator("form[action$='/delete']")
     delete.get_by_label("Why").fill("a copy")
     copy_url = page.url
@@ -182,7 +182,7 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
     submit(page, restore, "Restore")
     arrives("Profile.Restored")
     expect(page.get_by_role("heading", level=1)).not_to_contain_text("deleted")
-    expect(page.locator("table.bars")).to_contain_text("7")  # back as it was
+    expect(page.locator("table.bars")).to_contain_text("9")  # back as it was
 
     page.goto("/status")
     expect(page.locator("main")).to_contain_text("Version in force")
