@@ -338,6 +338,18 @@ class ReadModelRecorder(ParkingRecorder):
             position = events[-1][0]
         return position
 
+    def foreign_hooks(self, events_table: str) -> list[str]:
+        """What the database would run, on any write, that the ledger did not make there (a trigger, a rule, an
+        event trigger): it could change the live read models and the tables they are compared with alike, so a
+        comparison is no proof while one is there. The ledger's own: the triggers that chain the log's events and
+        refuse changes to them."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.HOOKS_SQL)
+            hooks = [(row["kind"], row["name"], row["on_table"], row["runs"]) for row in curs.fetchall()]
+        ours = self.own_triggers(events_table, (events_table, f"{events_table}_chain", f"{events_table}_heads"))
+        return [f"{kind} {name}" + (f" on {table}" if table else "") for kind, name, table, runs in hooks
+                if kind != "trigger" or (name, table, runs) not in ours]
+
     def compare_rebuilt(self, projection: ReadModelProjection, read: Any, batch_size: int) -> ReadModelComparison:
         """Compare the live tables with the rebuilt ones, both at the live read model's position.
 
@@ -429,6 +441,21 @@ class ReadModelRecorder(ParkingRecorder):
 
 class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
     dialect = POSTGRES
+    HOOKS_SQL = (  # (a function of another schema is none of the ledger's, whatever its name)
+        "SELECT 'trigger' AS kind, t.tgname AS name, c.relname AS on_table, CASE WHEN p.pronamespace ="
+        " current_schema()::regnamespace THEN p.proname ELSE '' END AS runs FROM pg_trigger t"
+        " JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid"
+        " WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace"
+        " UNION ALL SELECT 'rule', rulename, tablename, '' FROM pg_rules WHERE schemaname = current_schema()"
+        " UNION ALL SELECT 'event trigger', evtname, '', '' FROM pg_event_trigger WHERE evtenabled <> 'D'"
+    )
+
+    @staticmethod
+    def own_triggers(events: str, log_tables: tuple[str, ...]) -> set[tuple[str, str, str]]:
+        """(name, table, function) of the triggers :mod:`ledger.recorders` makes."""
+        return {(f"{events}_chain_link", events, f"{events}_chain_link"),
+                *((f"{table}_{name}", table, f"{events}_refuse_change") for table in log_tables
+                  for name in ("append_only", "no_truncate"))}
 
     def __init__(self, datastore: Any, *, tracking_table_name: str = "projections_tracking", **kwargs: Any):
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
@@ -530,6 +557,13 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
 
 class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
     dialect = SQLITE
+    HOOKS_SQL = ("SELECT 'trigger' AS kind, name, tbl_name AS on_table, '' AS runs FROM sqlite_master"
+                 " WHERE type = 'trigger'")
+
+    @staticmethod
+    def own_triggers(events: str, log_tables: tuple[str, ...]) -> set[tuple[str, str, str]]:
+        """(name, table, function) of the triggers :mod:`ledger.recorders` makes."""
+        return {(f"{table}_no_{change}", table, "") for table in log_tables for change in ("update", "delete")}
     tracking_table = "tracking"
     has_trigram = False
 

@@ -326,3 +326,43 @@ def test_a_read_model_row_holding_text_that_is_not_utf8_is_named_as_damaged_not_
     listed = ledger(sqlite_url, "list")
     assert listed.returncode == 1 and "read model cannot be read" in listed.stderr, listed.stderr  # before: 75
     assert_read_model_altered(sqlite_url, "profiles", 1)
+
+
+HIDING = {  # a change by mallory dropped as it is written: from the live read model and from what verify builds
+    "postgres": [
+        "CREATE FUNCTION hide() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.actor = 'mallory' THEN RETURN NULL; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER hide_mallory BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION hide()",
+        "CREATE FUNCTION attach_hide() RETURNS event_trigger LANGUAGE plpgsql AS $$ DECLARE r record; BEGIN"
+        " FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP"
+        "  IF r.object_identity LIKE '%%audit_events%%' THEN EXECUTE format('CREATE TRIGGER hide_mallory BEFORE"
+        "   INSERT ON %%s FOR EACH ROW EXECUTE FUNCTION hide()', r.object_identity); END IF; END LOOP; END $$",
+        "CREATE EVENT TRIGGER attach_hide ON ddl_command_end EXECUTE FUNCTION attach_hide()",
+    ],
+    "sqlite": ["CREATE TRIGGER hide_mallory BEFORE INSERT ON audit_events WHEN NEW.actor = 'mallory'"
+               " BEGIN SELECT RAISE(IGNORE); END"],
+}
+
+
+def test_a_trigger_the_ledger_did_not_make_fails_the_verification_as_no_comparison_can_prove_anything(
+        history, database_url):
+    postgres = Database(database_url).is_postgres
+    for statement in HIDING["postgres" if postgres else "sqlite"]:
+        sql(database_url, statement)
+    assert ledger(database_url, "update", "calm", "--description", "x", "--actor", "mallory").returncode == 0
+    catch_up(database_url)
+    assert sql(database_url, "SELECT count(*) FROM audit_events WHERE actor = 'mallory'") == [(0,)]  # hidden
+    result = ledger(database_url, "verify")  # before, on PostgreSQL: "ok", exit 0, the tables compared equal
+    assert result.returncode == 1 and not result.stdout, result.stdout + result.stderr
+    line, = result.stderr.splitlines()
+    assert line.startswith("TAMPERED: read_model_not_compared") and "trigger hide_mallory on audit_events" in line
+    assert ("event trigger attach_hide" in line) is postgres
+    report = json.loads(ledger(database_url, "verify", "--json").stdout)
+    assert (report["ok"], report["problem"]) == (False, "read_model_not_compared"), report
+    sql(database_url, "DROP TRIGGER hide_mallory ON audit_events" if postgres else "DROP TRIGGER hide_mallory")
+    if postgres:
+        sql(database_url, "DROP EVENT TRIGGER attach_hide")
+    (hidden,) = json.loads(ledger(database_url, "log", "--json", "--actor", "mallory").stdout)
+    assert_read_model_altered(database_url, "audit_events", hidden["position"])  # the row it hid: now missed
+    assert ledger(database_url, "rebuild").returncode == 0
+    assert_verified(database_url)
