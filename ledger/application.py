@@ -545,10 +545,15 @@ class ProfileLedger(Application[UUID]):
             return
         based_on = ", ".join(f"{what} {value}" for what, value in
                              (("version", expected_version), ("revision", expected_revision)) if value is not None)
+        latest = entity_tag(profile.id, profile.current_version, profile.version)
+        said = (f"is at version {profile.current_version}: version {expected_version}, which you read, is an earlier "
+                f"one (the active profile pinned to it shows it); a change based on version "
+                f"{profile.current_version} sends If-Match: {latest}"
+                if expected_revision == profile.version else  # unchanged since the read: an earlier version was read
+                f"has changed since {based_on} as you read it: it is at version {profile.current_version}, "
+                f"revision {profile.version} (ETag {latest})")
         raise StaleVersionError(
-            f"profile {profile.id} has changed since {based_on} as you read it: it is at version "
-            f"{profile.current_version}, revision {profile.version} "
-            f"(ETag {entity_tag(profile.id, profile.current_version, profile.version)})",
+            f"profile {profile.id} {said}",
             profile_id=str(profile.id),
             current_version=profile.current_version,
             expected_version=expected_version,

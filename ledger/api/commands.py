@@ -38,8 +38,11 @@ ETAG_DOC = ResponseHeader(
     description="The profile's version, its stream's (an edit that keeps the version changes it) and its id, for "
     "`If-Match`.",
 )
+LOCATION_DOC = ResponseHeader(name="Location", documentation_only=True, value="/api/profiles/9f1c0d2e-4b7a-4c3d-8e6f-"
+                              "5a4b3c2d1e0f", description="Where what the command created is read.")
 COMMAND_HEADERS = [POSITION_DOC]
 PROFILE_COMMAND_HEADERS = [POSITION_DOC, ETAG_DOC]
+CREATED_PROFILE_HEADERS = [*PROFILE_COMMAND_HEADERS, LOCATION_DOC]
 COMMAND_ROUTE: dict[str, Any] = {"sync_to_thread": True, "status_code": HTTP_200_OK,
                                  "response_headers": COMMAND_HEADERS}
 """The route options of a command that answers 200 with its log position."""

@@ -109,6 +109,9 @@ class EventController(Controller):
             "until": parse_time(until, "until"),
             "after_position": after,
         }
+        if filters["since"] and filters["until"] and filters["since"] > filters["until"]:
+            raise ValidationError(f"since ({since}) is later than until ({until}): no event is in between",
+                                  field="since")
         show_tokens = sees_token_events(runtime, principal_of(request))
         if not show_tokens and type is not None and type.startswith(f"{TOKEN_AGGREGATE}."):
             return EventList(events=[], next_cursor=None)

@@ -23,7 +23,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from ledger import exchange
 from ledger.api.auth import requires
 from ledger.api.bodies import why_malformed
-from ledger.api.commands import PROFILE_COMMAND_HEADERS, run_command
+from ledger.api.commands import CREATED_PROFILE_HEADERS, run_command
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.deps import LOOKUP
 from ledger.api.errors import CONFLICT, INVALID, TOO_LARGE, InvalidRequestError, UnsupportedMediaTypeError, responses
@@ -158,7 +158,7 @@ class ProfileExchangeController(Controller):
         status_code=HTTP_201_CREATED,
         operation_class=ImportOperation,
         opt=requires("admin"),
-        response_headers=PROFILE_COMMAND_HEADERS,
+        response_headers=CREATED_PROFILE_HEADERS,
         responses=responses(CONFLICT, INVALID, TOO_LARGE),
     )
     async def import_profile(

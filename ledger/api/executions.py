@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
-from ledger.api.commands import COMMAND_HEADERS, position_headers, run_command
+from ledger.api.commands import COMMAND_HEADERS, LOCATION_DOC, position_headers, run_command
 from ledger.api.deps import LOOKUP, Cursor, Limit, refuse_nul, with_reason
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.errors import INVALID, NOT_FOUND, TOO_LARGE, responses
@@ -39,7 +39,7 @@ class ProfileExecutionController(Controller):
         summary="Record a run of a profile version",
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        response_headers=COMMAND_HEADERS,
+        response_headers=[*COMMAND_HEADERS, LOCATION_DOC],
         responses=responses(NOT_FOUND, INVALID, TOO_LARGE),
     )
     def record_execution(
@@ -59,7 +59,8 @@ class ProfileExecutionController(Controller):
             execution, ExecutionRecorded, recorded_at=execution.created_on, actor=recorded_context.actor,
             reason=recorded_context.reason, correlation_id=recorded_context.correlation_id, position=outcome.position,
         )
-        return Response(body, status_code=HTTP_201_CREATED, headers=position_headers(outcome.position))
+        headers = {**position_headers(outcome.position), "Location": f"/api/executions/{execution.id}"}
+        return Response(body, status_code=HTTP_201_CREATED, headers=headers)
 
     @get("/", summary="The executions of a profile, newest first", **LOOKUP)
     def list_executions(

@@ -84,10 +84,15 @@ def refuse_unknown_query(request: Any) -> None:
 
 
 def refuse_unheeded_precondition(request: Any) -> None:
-    """``If-Match`` on a command that does not check it is refused (422) rather than ignored: the change would be
-    made whatever the client based it on, as if its precondition had held."""
-    if request.method in COMMAND_METHODS and "if-match" in request.headers \
-            and "if_match" not in request.route_handler.parsed_fn_signature.parameters:
+    """A precondition a command does not check is refused (422) rather than ignored: the change would be made
+    whatever the client based it on, as if it had held. ``If-Match`` is checked by some commands; ``If-None-Match``
+    by none (a create refuses a name that is taken, 409)."""
+    if request.method not in COMMAND_METHODS:
+        return
+    if "if-none-match" in request.headers:
+        raise ValidationError("no command takes If-None-Match (a create refuses a name that is taken, 409): send it "
+                              "without", field="If-None-Match")
+    if "if-match" in request.headers and "if_match" not in request.route_handler.parsed_fn_signature.parameters:
         raise ValidationError("this command takes no If-Match (updates, deletes, reverts and activations of a "
                               "profile do): send it without", field="If-Match")
 

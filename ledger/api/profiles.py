@@ -16,7 +16,7 @@ from ledger.api.auth import requires
 from ledger.api.commands import (
     COMMAND_ROUTE,
     ETAG_DOC,
-    PROFILE_COMMAND_HEADERS,
+    CREATED_PROFILE_HEADERS,
     PROFILE_COMMAND_ROUTE,
     position_headers,
     run_command,
@@ -101,8 +101,10 @@ def change_response(
     if state.is_active:
         pinned = state.pinned_version
         change = in_force(change, pinned, ledger.get_profile(state.id, version=pinned) if pinned else None)
-    etag = entity_tag(state.id, change.version, state.revision)
-    return Response(change, status_code=status, headers={**position_headers(position), "ETag": etag})
+    headers = {**position_headers(position), "ETag": entity_tag(state.id, change.version, state.revision)}
+    if status == HTTP_201_CREATED:
+        headers["Location"] = f"/api/profiles/{state.id}"
+    return Response(change, status_code=status, headers=headers)
 
 
 def profile_command(
@@ -242,7 +244,7 @@ class ProfileController(Controller):
         "/",
         summary="Create a profile",
         sync_to_thread=True,
-        response_headers=PROFILE_COMMAND_HEADERS,
+        response_headers=CREATED_PROFILE_HEADERS,
         status_code=HTTP_201_CREATED,
         responses=responses(CONFLICT, INVALID, TOO_LARGE),
     )

@@ -312,14 +312,24 @@ class VerifyResult(msgspec.Struct, kw_only=True):
 
 
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The one error shape: ``error`` is a stable code, ``detail`` a human message; context fields follow."""
+    """The one error shape: ``error`` is a stable code, ``detail`` a human message; context fields follow, each
+    where it applies."""
 
     error: str
     detail: str
     field: str | None = None
     profile_id: str | None = None
+    name: str | None = None
+    version: int | None = None
     current_version: int | None = None
     expected_version: int | None = None
+    execution_id: str | None = None
+    run_id: str | None = None
+    token_id: str | None = None
+    job_id: str | None = None
+    required_role: str | None = None
+    log_position: int | None = None
+    retry_after_s: int | None = None
     errors: list[JSONObject] | None = None
 
 

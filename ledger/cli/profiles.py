@@ -214,8 +214,9 @@ def features_as_written(value: list[str]) -> list[str]:
     return value
 
 
-FEATURE = typer.Option([], "--feature", "-f", help="INDEX=STRENGTH; repeatable. On update: the whole new steering.",
-                       callback=features_as_written)
+FEATURE = typer.Option([], "--feature", "-f", callback=features_as_written,
+                       help="INDEX=STRENGTH; repeatable, joined to --steering's features (one in both is refused). On "
+                       "update: together, the whole new steering.")
 TAG = typer.Option(None, "--tag", "-t", help="Repeatable. On update: the whole new set of tags.")
 PRODUCT = typer.Option(None, "--product", "-p", help="Repeatable. On update: the whole new set of products.")
 METADATA = typer.Option(None, "--metadata", help="A JSON object.", callback=json_as_written)

@@ -403,3 +403,60 @@ def test_a_path_parameter_of_the_wrong_type_is_named_in_field_in_the_apis_words(
         refused = assert_error(client.request(method, path), 422, "invalid_request")
         assert refused["field"] == field and refused["detail"].startswith(f"{field} must be {kind} (got "), refused
         assert "literal" not in refused["detail"] and "hexadecimal" not in refused["detail"]  # before: Python's
+
+
+# -- what a plain client is told -----------------------------------------------------------------------------------
+def test_what_a_command_creates_is_read_where_its_location_says(client):
+    made = client.post("/api/profiles", json={"name": "located", "steering": {"1": 0.5}})
+    assert made.status_code == 201 and made.headers["Location"] == f"/api/profiles/{made.json()['id']}", made.headers
+    assert client.get(made.headers["Location"]).json()["name"] == "located"
+    document = client.get(f"/api/profiles/{made.json()['id']}/export").json()
+    imported = client.post("/api/profiles/import", params={"rename": "true"}, json=document)
+    assert imported.status_code == 201, imported.text
+    assert client.get(imported.headers["Location"]).json()["id"] == imported.json()["id"]
+    run = client.post(f"/api/profiles/{made.json()['id']}/executions", json={"seed": 7, "run_id": "r-1"})
+    assert run.status_code == 201, run.text
+    assert client.get(run.headers["Location"]).json()["run_id"] == "r-1"
+    replayed = client.post("/api/profiles", json={"name": "again"}, headers={"Idempotency-Key": "k-located"})
+    again = client.post("/api/profiles", json={"name": "again"}, headers={"Idempotency-Key": "k-located"})
+    assert again.headers["Location"] == replayed.headers["Location"] == f"/api/profiles/{replayed.json()['id']}"
+    spec = client.get("/schema/openapi.json").json()["paths"]
+    for path in ("/api/profiles", "/api/profiles/import", "/api/profiles/{profile_id}/executions"):
+        assert "Location" in spec[path]["post"]["responses"]["201"]["headers"], path
+
+
+def test_if_none_match_on_a_command_is_refused_not_ignored(client):
+    made = create(client, "unmatched")
+    for method, path, body in (("PUT", f"/api/profiles/{made['id']}", {"description": "z"}),
+                               ("POST", "/api/profiles", {"name": "unmatched-2"})):
+        refused = client.request(method, path, json=body, headers={"If-None-Match": "*"})
+        assert assert_error(refused, 422)["field"] == "If-None-Match", method  # before: 200 and 201, unconditionally
+    assert client.get(f"/api/profiles/{made['id']}").json()["version"] == 1
+    assert client.get("/api/profiles/by-name/unmatched-2").status_code == 404
+
+
+def test_a_change_based_on_the_pinned_active_profiles_version_is_told_the_etag_of_the_latest(client):
+    made = create(client, "pinned-read", steering={"1": 1.0})
+    client.put(f"/api/profiles/{made['id']}", json={"steering": {"2": 2.0}})
+    client.post(f"/api/profiles/{made['id']}/activate", json={"version": 1})
+    read = client.get(f"/api/profiles/{made['id']}")
+    assert read.json()["version"] == 1
+    stale = assert_error(client.put(f"/api/profiles/{made['id']}", json={"description": "d"},
+                                    headers={"If-Match": read.headers["ETag"]}), 412, "stale_version")
+    assert "has changed since" not in stale["detail"] and stale["current_version"] == 2, stale  # nothing had
+    latest = stale["detail"].split("If-Match: ")[1]
+    changed = client.put(f"/api/profiles/{made['id']}", json={"description": "d"}, headers={"If-Match": latest})
+    assert changed.status_code == 200 and changed.json()["latest_version"] == 3, changed.text
+
+
+def test_an_audit_window_that_ends_before_it_starts_is_refused(client):
+    window = {"since": "2030-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"}
+    assert assert_error(client.get("/api/events", params=window), 422)["field"] == "since"  # before: an empty page
+
+
+def test_the_openapi_document_names_the_context_fields_errors_carry(client):
+    documented = client.get("/schema/openapi.json").json()["components"]["schemas"]["ErrorBody"]["properties"]
+    missing = assert_error(client.get("/api/profiles/by-name/nobody"), 404)
+    assert set(missing) <= set(documented), missing
+    for field in ("name", "version", "run_id", "execution_id", "job_id", "log_position", "required_role"):
+        assert field in documented, field

@@ -501,7 +501,7 @@ def test_a_change_based_on_the_pinned_version_a_read_showed_is_stale_when_the_pr
     assert (read.json()["version"], read.json()["tags"], read.json()["pinned"]) == (1, ["a"], True)
     assert read.headers["ETag"] == activation.headers["ETag"] == etag(made, 1, 3)  # the version it shows
     stale = client.put(url, json={"tags": ["a", "c"]}, headers={"If-Match": read.headers["ETag"]})
-    assert "it is at version 2" in assert_error(stale, 412, "stale_version")["detail"]  # was a 200 that lost "b"
+    assert "is at version 2" in assert_error(stale, 412, "stale_version")["detail"]  # was a 200 that lost "b"
     assert client.get(f"{url}/versions/2").json()["tags"] == ["a", "b"]
     assert client.get("/api/profiles/active").headers["ETag"] == read.headers["ETag"]  # it had none
     based_on_the_latest = client.put(url, json={"tags": ["a", "b", "c"]}, headers={"If-Match": etag(made, 2, 3)})

@@ -90,9 +90,11 @@ def test_the_lock_is_the_databases_not_the_process_and_dies_with_its_holder(data
             cli = subprocess.run([sys.executable, "-m", "ledger", "--database", database_url, "rebuild"],
                                  capture_output=True, text=True, timeout=60)
             assert cli.returncode == 1 and "a rebuild of the read models is already running" in cli.stderr, cli
-            holder.kill()  # a holder that dies lets it go
+            holder.kill()  # a holder that dies lets it go (once PostgreSQL sees its connection closed: a moment)
             holder.wait()
-            ended(client, client.post("/api/ledger/rebuild").json())
+            started = wait_until(lambda: (lambda answer: answer if answer.status_code == 202 else None)(
+                client.post("/api/ledger/rebuild")), 30, "the dead holder's lock to be let go")
+            ended(client, started.json())
     finally:
         holder.kill()
 
