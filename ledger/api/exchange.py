@@ -15,7 +15,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
@@ -28,7 +28,7 @@ from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.deps import LOOKUP
 from ledger.api.errors import CONFLICT, INVALID, TOO_LARGE, InvalidRequestError, UnsupportedMediaTypeError, responses
 from ledger.api.profiles import change_response
-from ledger.api.schemas import ProfileChange
+from ledger.api.schemas import ExchangeDocument, ProfileChange
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
@@ -55,7 +55,7 @@ of the largest profile the ledger holds (one event of ``ledger.write_path.EVENT_
 import again. A lower configured limit lowers it too."""
 
 
-def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[dict[str, Any]]:
+def export_download(reads: Any, profile_id: UUID, version: int | None) -> Response[ExchangeDocument]:
     """The exchange document of a profile's version (default: the version in force, as every read shows it), from
     the read model, as a download. A deleted profile's versions stay history, and export as the CLI exports them;
     its latest is gone."""
@@ -74,7 +74,7 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
         raise ProfileVersionNotFoundError(
             f"profile {profile_id} has no version {version}{latest}", profile_id=str(profile_id), version=version
         )
-    document = exchange.export_document(row, row.version)
+    document = msgspec.convert(exchange.export_document(row, row.version), ExchangeDocument)
     return Response(document, headers={"Content-Disposition": content_disposition((current or row).name)})
 
 
@@ -87,7 +87,11 @@ class ImportOperation(Operation):
             required=True,
             description="An exchange document (`millm_profile` 1.x, or a flat miLLM profile).",
             content={
-                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                "application/json": OpenAPIMediaType(schema=Schema(one_of=[
+                    Reference(f"#/components/schemas/{ExchangeDocument.__name__}"),
+                    Schema(type=OpenAPIType.OBJECT, required=["name"], description="A flat profile: a profile's "
+                           "fields (`model_id`, `sae_id`), with what an answer says of it besides (not imported)."),
+                ])),
                 "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(
                         type=OpenAPIType.OBJECT,
@@ -149,7 +153,7 @@ class ProfileExchangeController(Controller):
             ge=1, le=INT64_MAX,
             description="Default: the version in force (the active profile's pinned one, else the latest).",
         )] = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[ExchangeDocument]:
         return export_download(reads, ledger.resolve_profile(profile_id), version)
 
     @post(

@@ -311,6 +311,34 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     """An incremental walk: the positions up to this one were verified by an earlier walk of this process."""
 
 
+class ExchangedProfile(msgspec.Struct, kw_only=True):
+    """One profile version as an exchange document holds it (``model``/``sae``: its ``model_id``/``sae_id``)."""
+
+    name: str
+    description: str | None
+    model: str | None
+    sae: str | None
+    layer: int | None
+    steering: dict[str, float]
+    tags: list[str]
+    products: list[str]
+    metadata: JSONObject
+    profile_version: int
+
+
+class ExchangeDocument(msgspec.Struct, kw_only=True):
+    """Seed 000's ``millm_profile`` document: what an export gives and an import takes (which also takes a flat
+    profile, as miLLM exports it or this API answers it)."""
+
+    version: str
+    """The format's version, ``1.0``."""
+    type: Literal["millm_profile"]
+    profile: ExchangedProfile
+    exported_at: str
+    """ISO 8601, UTC."""
+    exported_from: str
+
+
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The one error shape: ``error`` is a stable code, ``detail`` a human message; context fields follow, each
     where it applies."""

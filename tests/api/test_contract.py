@@ -460,3 +460,16 @@ def test_the_openapi_document_names_the_context_fields_errors_carry(client):
     assert set(missing) <= set(documented), missing
     for field in ("name", "version", "run_id", "execution_id", "job_id", "log_position", "required_role"):
         assert field in documented, field
+
+
+def test_the_openapi_document_describes_the_exchange_document_an_export_gives_and_an_import_takes(client):
+    spec = client.get("/schema/openapi.json").json()
+    answer = spec["paths"]["/api/profiles/{profile_id}/export"]["get"]["responses"]["200"]["content"]
+    assert answer["application/json"]["schema"] == {"$ref": "#/components/schemas/ExchangeDocument"}  # was any object
+    taken = spec["paths"]["/api/profiles/import"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/ExchangeDocument"} in taken["oneOf"]
+    schemas = spec["components"]["schemas"]
+    held = schemas[schemas["ExchangeDocument"]["properties"]["profile"]["$ref"].rsplit("/", 1)[1]]["properties"]
+    made = create(client, "exchanged", steering={"3": 0.25}, tags=["t"], metadata={"k": [1, 2.5]})
+    exported = client.get(f"/api/profiles/{made['id']}/export").json()
+    assert set(exported["profile"]) == set(held) and exported["profile"]["metadata"] == {"k": [1, 2.5]}
