@@ -29,9 +29,9 @@ class TextPart(msgspec.Struct, forbid_unknown_fields=True):
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: Literal["system", "developer", "user", "assistant"]
     """``developer`` is OpenAI's newer name for ``system``, and is run (and recorded) as one."""
-    content: str | list[TextPart] | None
-    """Text, or OpenAI's content parts (text parts only: they are joined by newlines); null: none (an assistant's
-    message only)."""
+    content: str | Annotated[list[TextPart], Meta(min_length=1)] | None
+    """Text, or OpenAI's content parts (at least one; text parts only: they are joined by newlines); null: none (an
+    assistant's message only)."""
     name: str | None = None
     """The participant's name, as OpenAI takes it (not shown to the model)."""
 

@@ -241,7 +241,8 @@ def test_what_the_official_client_may_send_is_taken_at_its_defaults_and_refused_
                             "stream_options.usage"),
                            ({"extra_body": {"messages": [{"role": "user", "content": "x", "name2": 1}]}},
                             "messages[0].name2"),
-                           ({"extra_body": {"messages": [{"content": "x"}]}}, "messages[0].role")):
+                           ({"extra_body": {"messages": [{"content": "x"}]}}, "messages[0].role"),
+                           ({"extra_body": {"messages": [{"role": "user", "content": []}]}}, "messages[0].content")):
         with pytest.raises(openai.BadRequestError) as error:
             client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, **refused)
         assert error.value.param == param, error.value.message
