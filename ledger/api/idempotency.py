@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on every command (POST, PUT, PATCH, DELETE): a retry with the same key gets the first answer
+"""``Idempotency-Key`` on every command (POST, PUT, DELETE): a retry with the same key gets the first answer
 again and appends nothing.
 
 * :func:`idempotent_command` (a ``before_request`` hook, after authentication): for a request with a key, an
