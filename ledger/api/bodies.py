@@ -124,14 +124,24 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
+def media_type(header: str) -> str:
+    """A ``Content-Type``'s media type; one that names a charset other than UTF-8 (JSON's, RFC 8259) is 415."""
+    kind, *parameters = header.lower().split(";")
+    charset = next((value.strip().strip('"') for name, _, value in (p.partition("=") for p in parameters)
+                    if name.strip() == "charset"), "utf-8")
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError(f"send the body in UTF-8, JSON's encoding (not charset {charset[:40]!r})")
+    return kind.strip()
+
+
 async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     body = request.route_handler.parsed_fn_signature.parameters.get("data")
     if body is None:
         return
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     raw = await request.body()
     if not raw.strip():
         return  # an absent body: the handler's signature says whether that is allowed
+    content_type = media_type(request.headers.get("content-type", "application/json"))
     if content_type != "application/json" and not content_type.endswith("+json"):
         # Were it read as JSON anyway, a text/plain or form body would skip these checks, and a page of another
         # site may send one without asking first (a "simple" cross-site request).

@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from ledger import exchange
 from ledger.api.auth import requires
-from ledger.api.bodies import why_malformed
+from ledger.api.bodies import media_type, why_malformed
 from ledger.api.commands import CREATED_PROFILE_HEADERS, run_command
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.deps import LOOKUP
@@ -106,7 +106,7 @@ class ImportOperation(Operation):
 async def exchange_document(request: Request[Any, Any, Any], also: Collection[str] = ()) -> Any:
     """The exchange document a request carries: its JSON body, or the ``file`` of its multipart form (one file, and
     no field but those its caller reads itself, ``also``)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type", ""))
     if content_type == "multipart/form-data":
         form = await request.form()
         names = [name for name, _ in form.multi_items()]

@@ -100,7 +100,14 @@ def test_a_body_that_is_not_json_is_a_415_and_not_read_as_json(client):
             assert_error(refused, 415, "unsupported_media_type")
     chat = client.post("/v1/chat/completions", content='{"messages": []}', headers={"Content-Type": "text/plain"})
     assert chat.status_code == 415 and chat.json()["error"]["code"] == "unsupported_media_type"
+    latin = '{"name": "caf\xe9"}'.encode("latin-1")  # JSON in another encoding than UTF-8: before, "malformed JSON"
+    for path in ("/api/profiles", "/api/profiles/import"):
+        refused = client.post(path, content=latin, headers={"Content-Type": "application/json; charset=latin-1"})
+        assert "latin-1" in assert_error(refused, 415, "unsupported_media_type")["detail"], path
     assert client.get("/api/events").json()["events"] == []
+    named = client.post("/api/profiles", content='{"name": "caf\u00e9"}'.encode(),
+                        headers={"Content-Type": 'application/json; charset="UTF-8"'})
+    assert named.status_code == 201, named.text
 
 
 def test_a_change_sent_by_a_page_of_another_site_is_refused(client):
