@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -155,6 +156,31 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
             from None
     except RecursionError:
         raise _body_problem("the request body is nested too deeply", "the JSON is nested too deeply") from None
+    refuse_repeated_keys(raw)
+
+
+def refuse_repeated_keys(raw: bytes) -> None:
+    """A key given twice in one object of a (valid) JSON document is refused: JSON leaves open which one counts,
+    and keeping the last would drop the other unseen."""
+    def once(pairs: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Repeated(key)
+            seen.add(key)
+
+    try:
+        json.loads(raw, object_pairs_hook=once)
+    except _Repeated as repeated:
+        key = repeated.args[0][:80]
+        raise _body_problem("a key is given twice in one object",
+                            f"the key {key!r} is given twice in one object: give it once", key) from None
+    except (RecursionError, ValueError):  # deeper than Python's parser goes, say: msgspec's read it (no 500 for that)
+        pass
+
+
+class _Repeated(Exception):
+    """A key given twice (to :func:`refuse_repeated_keys`)."""
 
 
 _LONE_HIGH_SURROGATE = re.compile(  # (an escape: after an even number of backslashes, none escaping it)

@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from ledger import exchange
 from ledger.api.auth import requires
-from ledger.api.bodies import media_type, why_malformed
+from ledger.api.bodies import media_type, refuse_repeated_keys, why_malformed
 from ledger.api.commands import CREATED_PROFILE_HEADERS, run_command
 from ledger.api.references import ProfileRef, profile_not_found
 from ledger.api.deps import LOOKUP
@@ -130,12 +130,14 @@ async def exchange_document(request: Request[Any, Any, Any], also: Collection[st
     if not raw.strip():
         raise InvalidRequestError("the import document is empty", field="file")
     try:
-        return msgspec.json.decode(raw)
+        document = msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
         raise InvalidRequestError(f"the import document is not valid JSON: {why_malformed(error, raw)}",
                                   field="file") from None
     except RecursionError:
         raise InvalidRequestError("the import document is nested too deeply", field="file") from None
+    refuse_repeated_keys(raw)
+    return document
 
 
 class ProfileExchangeController(Controller):

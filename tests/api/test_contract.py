@@ -148,7 +148,7 @@ def test_the_openapi_document_states_the_bounds_the_api_enforces(client):
     assert branch("RecordExecution", "entity_count")["minimum"] == 0
     assert branch("RecordExecution", "run_id")["maxLength"] == 200
     assert branch("ActivateProfile", "version")["minimum"] == 1
-    assert {"type": "array", "items": {"$ref": "#/components/schemas/TextPart"}} in \
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/TextPart"}, "minItems": 1} in \
         schemas["ChatMessage"]["properties"]["content"]["anyOf"]
 
 
