@@ -50,7 +50,7 @@ from ledger.errors import (
 )
 from ledger.settings import number_setting
 from ledger.signing import CheckedSnapshotStore, SigningEventStore, SigningKeys, SigningMapper
-from ledger.states import ProfileState, VersionRecord, entity_tag
+from ledger.states import ProfileState, VersionRecord, entity_tag, showing_version
 from ledger.verification import LogVerifier
 
 if TYPE_CHECKING:
@@ -450,7 +450,7 @@ class ProfileLedger(Application[UUID]):
         profile = self._live_profile(profile_id)
         if profile.version_in_force == profile.current_version:
             return ProfileState.of(profile)
-        return self.get_profile(profile_id, version=profile.version_in_force)
+        return showing_version(ProfileState.of(profile), self.get_profile(profile_id, version=profile.version_in_force))
 
     def export_profile(self, profile_id: UUID, *, version: int | None = None) -> dict[str, Any]:
         """A version's exchange document (default: the version in force, as every read shows it)."""

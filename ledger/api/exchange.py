@@ -32,6 +32,7 @@ from ledger.api.schemas import ExchangeDocument, ProfileChange
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import ProfileNotFoundError, ProfileVersionNotFoundError
+from ledger.states import showing_version
 from ledger.values import INT64_MAX
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -60,7 +61,8 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
     the read model, as a download. A deleted profile's versions stay history, and export as the CLI exports them;
     its latest is gone."""
     current = reads.get_profile(profile_id)
-    if version is None and current is not None and current.is_active:
+    in_force = version is None and current is not None and current.is_active and current.pinned_version is not None
+    if in_force:
         version = current.pinned_version
     if current is None and reads.get_version(profile_id, 1) is None:  # never a profile (with ?version too)
         raise profile_not_found(profile_id)
@@ -74,6 +76,8 @@ def export_download(reads: Any, profile_id: UUID, version: int | None) -> Respon
         raise ProfileVersionNotFoundError(
             f"profile {profile_id} has no version {version}{latest}", profile_id=str(profile_id), version=version
         )
+    if in_force and row is not current:
+        row = showing_version(current, row)  # the version in force, under the profile's own name as reads show it
     document = msgspec.convert(exchange.export_document(row, row.version), ExchangeDocument)
     return Response(document, headers={"Content-Disposition": content_disposition((current or row).name)})
 

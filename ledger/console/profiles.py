@@ -340,7 +340,8 @@ class ProfilePages(Controller):
 
         def activate(ledger: ProfileLedger) -> Outcome:
             # refuses what the loaded model cannot run (as the API does)
-            return ledger.activate_profile(pid, version=version, steerable=steerable(runtime))
+            return ledger.activate_profile(pid, version=version, steerable=steerable(runtime),
+                                           **expected_versions(form))  # what the page showed, or nothing (412)
 
         await run(request, form.get("reason"), activate)
         return see_other(f"/profiles/{pid}?activated=1")  # the page says so, with the activation's warnings

@@ -407,10 +407,12 @@ def test_a_pinned_profile_is_exported_and_run_as_the_version_every_read_shows(cl
     is the steering every read showed when it ran, not a later version's."""
     made = create(client, "pinned-run", steering={"1": 1.0})
     url = f"/api/profiles/{made['id']}"
-    client.put(url, json={"steering": {"2": 2.0}})
+    client.put(url, json={"steering": {"2": 2.0}, "name": "pinned-run-renamed"})
     client.post(f"{url}/activate", json={"version": 1})
     exported = client.get(f"{url}/export").json()["profile"]
     assert (exported["profile_version"], exported["steering"]) == (1, {"1": 1.0})  # was version 2
+    assert exported["name"] == client.get(url).json()["name"] == "pinned-run-renamed"  # was version 1's own name
+    assert client.get(f"{url}/export", params={"version": 1}).json()["profile"]["name"] == "pinned-run"  # history
     assert client.post(f"{url}/executions", json={"run_id": "cohort-pinned"}).json()["profile_version"] == 1
     spec = client.get("/api/runs/cohort-pinned/spec").json()
     assert (spec["profile_version"], spec["steering"]) == (1, {"1": 1.0})

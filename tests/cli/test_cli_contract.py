@@ -47,6 +47,15 @@ def ledger(sqlite_url, tmp_path):
     return lambda *args, code=0: run_ledger(sqlite_url, tmp_path, *args, code=code)
 
 
+def test_the_export_of_a_renamed_profile_active_pinned_to_an_older_version_carries_the_name_reads_show(ledger):
+    ledger("create", "calm", "-f", "1=0.5")
+    ledger("update", "calm", "--name", "calmer", "-f", "2=1.5")
+    ledger("activate", "calmer", "--version", "1")
+    exported = as_json(ledger("export", "calmer"))["profile"]
+    assert (exported["name"], exported["profile_version"], exported["steering"]) == ("calmer", 1, {"1": 0.5})  # "calm"
+    assert as_json(ledger("export", "calmer", "--version", "1"))["profile"]["name"] == "calm"  # a version: as it was
+
+
 def test_verify_exits_1_when_a_postgres_log_was_tampered_with(postgres_url, tmp_path):
     run_ledger(postgres_url, tmp_path, "create", "calm", "-f", "1=0.5")
     run_ledger(postgres_url, tmp_path, "update", "calm", "-f", "2=1.5")

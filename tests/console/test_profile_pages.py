@@ -218,3 +218,20 @@ def test_a_history_page_that_is_no_version_number_is_refused_naming_it(console):
     for given in ("abc", "0", "-1", "99999999999999999999"):
         refused = console.get(f"/profiles/{made['id']}", params={"history_from": given}, headers=HTML)
         assert refused.status_code == 422 and "history_from" in html.unescape(refused.text), given
+
+
+def test_an_activation_from_a_page_shown_before_a_change_is_refused_so_no_unseen_steering_is_put_in_force(console):
+    made = console.post("/api/profiles", json={"name": "reviewed", "steering": {"1": 1.0}}).json()
+
+    def activate_form() -> dict[str, str]:
+        page = console.get(f"/profiles/{made['id']}", headers=HTML).text
+        form = page[page.index(f'action="/profiles/{made["id"]}/activate"'):]
+        return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form[:form.index("</form>")]))
+
+    fields = activate_form()
+    console.put(f"/api/profiles/{made['id']}", json={"steering": {"1": 150.0}})  # another tab's change
+    stale = console.post(f"/profiles/{made['id']}/activate", headers=HTML, data={**fields, "reason": "reviewed"})
+    assert stale.status_code == 412 and "stale_version" in stale.text  # before: version 2 in force, never seen
+    assert console.get("/api/profiles/active").status_code == 404
+    reviewed = console.post(f"/profiles/{made['id']}/activate", headers=HTML, data={**activate_form(), "reason": "ok"})
+    assert reviewed.status_code == 200 and console.get("/api/profiles/active").json()["steering"] == {"1": 150.0}
