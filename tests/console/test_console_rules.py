@@ -110,6 +110,17 @@ def test_a_playground_run_with_a_profile_made_for_another_model_shows_the_apis_w
     assert warnings_shown(streamed.text) == through_api
 
 
+def test_the_playground_offers_and_names_the_version_in_force_of_the_active_profile_pinned_to_an_older_one(console):
+    made = console.post("/api/profiles", json={"name": "calmer", "steering": {"1": 1.0}}).json()
+    console.put(f"/api/profiles/{made['id']}", json={"steering": {"2": 2.0}})
+    console.post(f"/api/profiles/{made['id']}/activate", json={"version": 1})
+    page = console.get("/playground", headers=HTML).text
+    assert f'<option value="{made["id"]}">calmer (v1, active)</option>' in page  # was "(v2)", which never ran
+    assert "Version (empty: the one in force)" in page
+    ran = send(console, "/playground", prompt="hi", profile=made["id"], seed="1", temperature="0", max_tokens="2")
+    assert "Recorded as execution" in ran.text and "(version 1, seed 1," in ran.text, ran.text[-800:]
+
+
 def test_a_streamed_compare_in_the_playground_records_the_unsteered_side_too_as_the_api_does(console):
     form = {"prompt": "hi", "seed": "1", "temperature": "0", "max_tokens": "4", "compare": "on"}
     streamed = send(console, "/playground", **form, headers={"HX-Request": "true"})  # the page a browser streams
