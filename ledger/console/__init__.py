@@ -18,6 +18,7 @@ from ledger.api.auth import PUBLIC
 from ledger.console.errors import console_error
 from ledger.console.login import LoginPages
 from ledger.console.playground import PlaygroundPages
+from ledger.console.results import ResultPages
 from ledger.console.profiles import ImportPage, ProfilePages, form_of
 from ledger.console.rendering import SECURITY_HEADERS, STATIC, template_config
 from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
@@ -52,7 +53,7 @@ def console_routes(import_body_max: int) -> list[Any]:
         path="/static", directories=[STATIC], opt=dict(PUBLIC), include_in_schema=False, name="console:static"
     )
     return [
-        pages(EventPages, PlaygroundPages, StatusPage, LoginPages),
+        pages(EventPages, PlaygroundPages, ResultPages, StatusPage, LoginPages),
         # an edit form carries the whole steering, form-encoded: up to about three times its JSON
         pages(ProfilePages, ImportPage, request_max_body_size=import_body_max),
         static,

@@ -12,7 +12,6 @@ import queue
 import secrets
 import threading
 import time
-from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
-from litestar.response import ServerSentEvent, Template
+from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 from markupsafe import escape
 
@@ -33,22 +32,16 @@ from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
 from ledger.console.rendering import is_htmx, page, render_fragment
+from ledger.console.results import HELD_MAX, Held, shown_at_its_own_address
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
 from ledger.domainmodel import CommandContext
-from ledger.errors import NotFoundError, ValidationError
+from ledger.errors import ValidationError
 from ledger.values import INT64_MAX
 
 PROFILES_OFFERED = 200
-PENDING_MAX = 64
-PENDING_TTL = 300.0
+PENDING_MAX = HELD_MAX
 DEFAULTS = {"prompt": "Tell me about the sea.", "seed": "7", "temperature": "0.7", "max_tokens": "40", "compare": True}
-
-
-class RunNotFoundError(NotFoundError):
-    """A playground stream was asked for that this server does not hold (already streamed, or expired)."""
-
-    code = "playground_run_not_found"
 
 
 @dataclass(frozen=True)
@@ -60,36 +53,7 @@ class PendingRun:
     created: float
 
 
-class PendingRuns:
-    """Runs submitted through the form and not yet streamed; each is streamed once, by whoever submitted it."""
-
-    def __init__(self) -> None:
-        self._runs: OrderedDict[str, PendingRun] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, run: PendingRun) -> str:
-        """Keep ``run`` under a new key; past ``PENDING_MAX``, the oldest run of whoever holds the most goes (one
-        viewer's flood pushes out its own runs, not others')."""
-        key = secrets.token_urlsafe(16)
-        with self._lock:
-            self._runs[key] = run
-            while len(self._runs) > PENDING_MAX:
-                held = Counter(pending.viewer for pending in self._runs.values())
-                most = max(held, key=held.__getitem__)
-                del self._runs[next(held_key for held_key, pending in self._runs.items() if pending.viewer == most)]
-        return key
-
-    def take(self, key: str, viewer: str | None) -> PendingRun:
-        with self._lock:
-            run = self._runs.get(key)
-            if run is not None and run.viewer == viewer:  # (another viewer's guess takes nothing away)
-                del self._runs[key]
-        if run is None or run.viewer != viewer or time.monotonic() - run.created > PENDING_TTL:
-            raise RunNotFoundError("this playground run has already been shown or has expired; run it again")
-        return run
-
-
-PENDING = PendingRuns()
+PENDING = Held()  # runs submitted through the form and not yet streamed; each streamed once, by its submitter
 
 
 def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
@@ -138,7 +102,7 @@ class PlaygroundPages(Controller):
         )
 
     @post("/", name="console:run", middleware=[watch_for_departure])  # a browser gone: its run leaves the batch
-    async def run(self, request: Request[Any, Any, Any], form: Form) -> Template:
+    async def run(self, request: Request[Any, Any, Any], form: Form) -> Template | Redirect:
         generation = generation_of(runtime_of(request))
         completion, compare = completion_of(form)
         context = command_context(request)
@@ -155,7 +119,7 @@ class PlaygroundPages(Controller):
             lambda: run_command(context, lambda: generation.complete(
                 completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
         )
-        return page(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
+        return shown_at_its_own_address(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 
     @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"),  # it records an execution
          middleware=[watch_for_departure])  # a browser gone before the first delta: its run leaves the queue

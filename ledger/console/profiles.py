@@ -35,7 +35,8 @@ from ledger.api.profiles import (
 )
 from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
-from ledger.console.rendering import fragment_or_page, page
+from ledger.console.rendering import is_htmx, page
+from ledger.console.results import shown_at_its_own_address
 from ledger.console.session import command_context
 from ledger.console.views import (
     bars,
@@ -377,7 +378,7 @@ class ProfilePages(Controller):
 
     @post("/executions/{execution_id:str}/replay", name="console:replay",
           middleware=[watch_for_departure])  # a browser gone: the replay stops (what ran is recorded as partial)
-    async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template:
+    async def replay(self, request: Request[Any, Any, Any], execution_id: FromPath[str]) -> Template | Redirect:
         eid = parse_uuid(execution_id, "execution_id")
         # the body read in full: only then does the watch for the browser's departure begin (htmx sends the CSRF
         # token as a header, and nothing else reads the form)
@@ -389,4 +390,6 @@ class ProfilePages(Controller):
         original = execution_found(found, eid)  # not deleted with its profile
         outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(
             eid, abandoned=request.scope.get(DEPARTED))))
-        return fragment_or_page(request, "_replay.html.j2", "replay.html.j2", outcome=outcome, original=original)
+        if is_htmx(request):  # the fragment the page swaps in
+            return Template(template_name="_replay.html.j2", context={"outcome": outcome, "original": original})
+        return shown_at_its_own_address(request, "replay.html.j2", outcome=outcome, original=original)

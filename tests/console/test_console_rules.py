@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +40,12 @@ def send(console: TestClient[Litestar], path: str, headers: dict[str, str] | Non
     token = re.search(r'name="_csrf_token" value="([^"]+)"', console.get("/").text).group(1)
     return console.post(path, data={"_csrf_token": token, **form}, headers={**HTML, **(headers or {})},
                         follow_redirects=False)
+
+
+def shown(console: TestClient[Litestar], sent: Any) -> Any:
+    """The page a run made without JavaScript is shown at, as the browser follows the POST's 303 to it."""
+    assert sent.status_code == 303 and sent.headers["Location"].startswith("/results/"), sent.text[:500]
+    return console.get(sent.headers["Location"], headers=HTML)
 
 
 def test_a_profile_made_in_the_console_records_the_loaded_model_as_one_made_through_the_api(console):
@@ -102,7 +109,7 @@ def test_a_playground_run_with_a_profile_made_for_another_model_shows_the_apis_w
     through_api = console.post("/v1/chat/completions", json=chat).json()["ledger"]["warnings"]
     assert len(through_api) == 3
     form = {"prompt": "hi", "profile": made["id"], "seed": "1", "temperature": "0", "max_tokens": "2"}
-    ran = send(console, "/playground", **form)
+    ran = shown(console, send(console, "/playground", **form))
     assert ran.status_code == 200 and "Recorded as execution" in ran.text, ran.text[:500]
     assert warnings_shown(ran.text) == through_api
     streamed = send(console, "/playground", **form, headers={"HX-Request": "true"})  # the stream's page, with htmx
@@ -117,8 +124,24 @@ def test_the_playground_offers_and_names_the_version_in_force_of_the_active_prof
     page = console.get("/playground", headers=HTML).text
     assert f'<option value="{made["id"]}">calmer (v1, active)</option>' in page  # was "(v2)", which never ran
     assert "Version (empty: the one in force)" in page
-    ran = send(console, "/playground", prompt="hi", profile=made["id"], seed="1", temperature="0", max_tokens="2")
+    ran = shown(console, send(console, "/playground", prompt="hi", profile=made["id"], seed="1", temperature="0",
+                              max_tokens="2"))
     assert "Recorded as execution" in ran.text and "(version 1, seed 1," in ran.text, ran.text[-800:]
+
+
+def test_reloading_the_result_of_a_run_made_without_javascript_shows_it_again_and_runs_nothing(console):
+    made = console.post("/api/profiles", json={"name": "reloaded", "steering": {"1": 1.0}}).json()
+    form = {"prompt": "hi", "profile": made["id"], "seed": "3", "temperature": "0", "max_tokens": "2"}
+    ran = shown(console, send(console, "/playground", **form))  # before: the POST's own answer, rerun by a reload
+    execution = re.search(r'Recorded as execution <a href="/executions/([0-9a-f-]+)"', ran.text).group(1)
+    replayed = shown(console, send(console, f"/executions/{execution}/replay"))
+    assert "reproduced" in replayed.text.lower(), replayed.text[-800:]
+    for page, sent in ((ran, "/playground"), (replayed, "/replay")):
+        again = console.get(str(page.url), headers=HTML)  # a reload: the same result, nothing run again
+        assert again.status_code == 200 and again.text == page.text, sent
+    listed = console.get(f"/api/profiles/{made['id']}/executions").json()["executions"]
+    assert len(listed) == 2, listed  # the run and its replay, once each
+    assert console.get("/results/not-a-key", headers=HTML).status_code == 404
 
 
 def test_a_streamed_compare_in_the_playground_records_the_unsteered_side_too_as_the_api_does(console):
