@@ -379,8 +379,11 @@ class ReplayController(Controller):
         context: NamedDependency[CommandContext],
         data: JSONBody[ReplayExecution | None] = None,
     ) -> Response[ReplayRead]:
+        from steering.runs import must_be_generation  # (torch is imported with the model, if one is loaded)
+
+        found = execution_found(runtime.read_model.get_execution(execution_id), execution_id)  # not deleted with
+        must_be_generation(found)  # its profile; an external run is never replayed, with a model loaded or not
         generation = generation_of(runtime)
-        execution_found(runtime.read_model.get_execution(execution_id), execution_id)  # not deleted with its profile
         outcome = run_command(with_reason(context, data),
                               lambda: generation.replay(execution_id, abandoned=request.scope.get(DEPARTED)))
         replay = outcome.replay

@@ -155,3 +155,10 @@ def test_a_page_of_executions_ends_before_a_mebibyte_of_their_records_and_the_ne
             if (cursor := page.json()["next_cursor"]) is None:
                 break
         assert sizes == [17, 17, 6] and numbers == list(range(39, -1, -1)), url
+
+
+def test_an_external_run_is_refused_a_replay_as_never_replayable_even_where_no_model_is_loaded(client):
+    made = create(client, "cohort")
+    run = client.post(f"/api/profiles/{made['id']}/executions", json={"run_id": "cohort-1", "seed": 1}).json()
+    refused = assert_error(client.post(f"/api/executions/{run['id']}/replay"), 422)  # was 503 model_not_loaded
+    assert "only generations can be replayed" in refused["detail"], refused
