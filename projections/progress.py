@@ -45,6 +45,7 @@ class ReadSideProgress:
         """Set it to make the poller look now (a worker committed a batch; a notification arrived)."""
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []  # (position, order, callback), a heap
+        self._followers: list[Callable[[], None]] = []
         self._order = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +88,19 @@ class ReadSideProgress:
                     heapq.heapify(self._waiters)
 
         return withdraw
+
+    def follow(self, moved: Callable[[], None]) -> Callable[[], None]:
+        """Call ``moved`` (from any thread) whenever the read models are known to have moved on (a worker of this
+        process, a notification), without polling for it; returns a function that stops it."""
+        with self._lock:
+            self._followers.append(moved)
+
+        def stop() -> None:
+            with self._lock:
+                if moved in self._followers:
+                    self._followers.remove(moved)
+
+        return stop
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every read model applied ``position``; False after ``timeout`` seconds."""
@@ -132,6 +146,7 @@ class ReadSideProgress:
         with self._lock:
             if reached > self.reached:
                 self.reached = reached
+                ready.extend(self._followers)
             while self._waiters and self._waiters[0][0] <= self.reached:
                 ready.append(heapq.heappop(self._waiters)[2])
         for callback in ready:

@@ -8,6 +8,7 @@ pages, filters and streams alike. A page holds at most ``limit`` events and stop
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -241,6 +242,8 @@ async def _tail(
     show_tokens = sees_token_events(runtime, principal)
     options = runtime.options
     unchecked = True  # the start: taken as given if the database was away when the stream was opened
+    loop, moved = asyncio.get_running_loop(), asyncio.Event()  # set as the read models move on: look at once
+    unfollow = runtime.progress.follow(lambda: loop.call_soon_threadsafe(moved.set)) if runtime.progress else None
     try:
         yield ServerSentEventMessage(data=None, comment="connected", retry=2000)
         last_sent = time.monotonic()
@@ -284,6 +287,10 @@ async def _tail(
             if time.monotonic() - last_sent >= options.sse_heartbeat:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
                 last_sent = time.monotonic()
-            await anyio.sleep(options.sse_poll)
+            with anyio.move_on_after(options.sse_poll):  # (at the latest: a write of another process on SQLite)
+                await moved.wait()
+            moved.clear()
     finally:
+        if unfollow is not None:
+            unfollow()
         slot.release()

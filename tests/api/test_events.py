@@ -90,6 +90,28 @@ def _open_streams(base_url: str) -> int:
 
 
 
+def test_a_stream_shows_a_write_as_soon_as_it_is_answered_on_its_own_server_or_another(database_url):
+    """A stream looks again as the read models move on (a write of its server; on PostgreSQL, another server's
+    notification), not at its next poll: here a poll every 60 s, which the events must not wait for."""
+    streaming, writing = start_server(database_url, sse_poll=60.0), start_server(database_url, sse_poll=60.0)
+    try:
+        with httpx.Client(base_url=streaming.base_url, timeout=30) as http, \
+                http.stream("GET", "/api/events/stream", params={"after": 0}) as response:
+            lines = response.iter_lines()
+            assert next(lines) == ": connected"  # (the first look found nothing: the stream now waits)
+            servers = [streaming] + ([writing] if database_url.startswith("postgresql") else [])
+            seen: list[dict] = []
+            for number, server in enumerate(servers):
+                made = httpx.post(f"{server.base_url}/api/profiles", json={"name": f"woken-{number}"}, timeout=30)
+                started = time.monotonic()
+                while not any(event["data"].get("profile_id") == made.json()["id"] for event in seen):
+                    _read_events(lines, len(seen) + 1, seen)  # (a line at a time: no wait for a deadline)
+                assert time.monotonic() - started < 20, server  # before: at the 60 s poll (httpx gave up at 30)
+    finally:
+        writing.stop()
+        streaming.stop()
+
+
 @pytest.mark.postgres
 def test_stream_tails_the_log_resumes_and_ends_when_the_client_goes(live_server):
     base = live_server.base_url
