@@ -252,6 +252,11 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
         super().__init__(datastore, events_table_name=events_table_name)
         self.chain_table_name = f"{events_table_name}_chain"
         self.heads_table_name = f"{events_table_name}_heads"
+        log_tables = (events_table_name, self.chain_table_name, self.heads_table_name)
+        link_fn, refuse_fn = f"{events_table_name}_chain_link", f"{events_table_name}_refuse_change"
+        self.own_triggers = {(link_fn, events_table_name, link_fn), *(
+            (f"{table}_{kind}", table, refuse_fn) for table in log_tables for kind in ("append_only", "no_truncate"))}
+        """(name, table, function) of each trigger made here: the chain's, and the refusals of any change."""
         names = {
             "schema": Identifier(datastore.schema),
             "events": Identifier(events_table_name),
@@ -259,8 +264,8 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
             "chain": Identifier(self.chain_table_name),
             "chain_digest_index": Identifier(f"{self.chain_table_name}_digest_idx"),
             "heads": Identifier(self.heads_table_name),
-            "link_fn": Identifier(f"{events_table_name}_chain_link"),
-            "refuse_fn": Identifier(f"{events_table_name}_refuse_change"),
+            "link_fn": Identifier(link_fn),
+            "refuse_fn": Identifier(refuse_fn),
         }
         statements = [
             # Several processes may start at once: create the functions and triggers one at a time.
@@ -299,7 +304,7 @@ class ChainedPostgresApplicationRecorder(SignedHeads, CreatedBesideOthers, Postg
         create += [
             SQL(statement).format(**names, table=Identifier(table), append_only=Identifier(f"{table}_append_only"),
                                   no_truncate=Identifier(f"{table}_no_truncate"))
-            for table in (events_table_name, self.chain_table_name, self.heads_table_name) for statement in refusals
+            for table in log_tables for statement in refusals
         ]
         self.sql_create_statements.insert(0, create[0])
         self.sql_create_statements.extend(create[1:])
@@ -462,6 +467,9 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         self.chain_table_name = f"{events_table_name}_chain"
         self.heads_table_name = f"{events_table_name}_heads"
+        self.own_triggers = {(f"{table}_no_{change}", table, "") for change in ("update", "delete")
+                             for table in (events_table_name, self.chain_table_name, self.heads_table_name)}
+        """(name, table, "") of each trigger made here: the refusals of any change."""
         self._committing = threading.local()  # the inline projection's after-commit call, per inserting thread
         self.stream_versions_statement = (
             f"SELECT originator_id AS id, max(originator_version) AS version FROM {events_table_name}"
@@ -471,7 +479,7 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
         super().__init__(datastore, events_table_name)
 
     def construct_create_table_statements(self) -> list[str]:
-        events, chain, heads = self.events_table_name, self.chain_table_name, self.heads_table_name
+        chain, heads = self.chain_table_name, self.heads_table_name
         refuse = "BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
         return [
             *super().construct_create_table_statements(),
@@ -479,8 +487,8 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
             " link BLOB NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {chain}_digest_idx ON {chain} (digest)",
             f"CREATE TABLE IF NOT EXISTS {heads} (notification_id INTEGER PRIMARY KEY, signature BLOB NOT NULL)",
-            *(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{change} BEFORE {change.upper()} ON {table} {refuse}"
-              for table in (events, chain, heads) for change in ("update", "delete")),
+            *(f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {name.rsplit('_', 1)[1].upper()} ON {table} {refuse}"
+              for name, table, _ in sorted(self.own_triggers)),
         ]
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *,

@@ -30,7 +30,7 @@ from ledger.signing.store import refuse_a_gap
 from projections.follow import RETRY_SECONDS_MAX, Follower
 from projections.memory import MemoryBuild
 from projections.log import Batch, EventLog
-from projections.parking import describe, is_transient
+from projections.parking import PARKED_TABLE, describe, is_transient
 from projections.progress import announce
 from projections.registry import select
 from projections.store import REBUILD_SUFFIX, ReadModelComparison, ReadModelStore, open_store
@@ -241,10 +241,16 @@ def compare_with_log(
     gc.disable()  # as in rebuild()
     try:
         log.require_its_key()  # first: without it nothing is built, nor dropped
-        hooks = store.foreign_hooks(log.recorder.events_table_name)
+        recorder = log.recorder
+        touched = {recorder.events_table_name, recorder.chain_table_name, recorder.heads_table_name,
+                   store.tracking_table, PARKED_TABLE, *(table.name + suffix for projection in projections
+                                                          for table in projection.tables
+                                                          for suffix in ("", REBUILD_SUFFIX))}
+        hooks = store.foreign_hooks(recorder.own_triggers, touched)
         if hooks:  # it could change what is compared as it changes the read models: no comparison is proof
             return [ReadModelComparison(projection.name, 0, 0, not_compared=f"{HOOKED} ({', '.join(hooks)}): it "
-                                        "may change the rows compared as it changes the read models; drop it")
+                                        "may change the rows compared as it changes the read models; drop it, "
+                                        "`ledger rebuild`")
                     for projection in projections]
         redefined = differing_definitions(store, [projection.name for projection in projections])
         comparable = [projection for projection in projections if projection.name not in redefined]

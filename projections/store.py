@@ -338,17 +338,20 @@ class ReadModelRecorder(ParkingRecorder):
             position = events[-1][0]
         return position
 
-    def foreign_hooks(self, events_table: str) -> list[str]:
-        """What the database would run, on any write, that the ledger did not make there (a trigger, a rule, an
-        event trigger): it could change the live read models and the tables they are compared with alike, so a
-        comparison is no proof while one is there. The ledger's own: the triggers that chain the log's events and
-        refuse changes to them."""
+    HOOKS_SQL: str
+    """(kind, name, on_table, runs) of every trigger, rule and event trigger the database holds (not an
+    extension's own)."""
+
+    def foreign_hooks(self, ours: set[tuple[str, str, str]], tables: set[str]) -> list[str]:
+        """What the database would run as ``tables`` (those a comparison writes or reads) are written that the
+        ledger did not make there (``ours``: its (name, table, function) triggers): a trigger, a rule, an event
+        trigger (which attaches itself to new tables). It could change the live read models and the tables they are
+        compared with alike, so a comparison is no proof while one is there."""
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.HOOKS_SQL)
             hooks = [(row["kind"], row["name"], row["on_table"], row["runs"]) for row in curs.fetchall()]
-        ours = self.own_triggers(events_table, (events_table, f"{events_table}_chain", f"{events_table}_heads"))
         return [f"{kind} {name}" + (f" on {table}" if table else "") for kind, name, table, runs in hooks
-                if kind != "trigger" or (name, table, runs) not in ours]
+                if not table or table in tables and (name, table, runs) not in ours]
 
     def compare_rebuilt(self, projection: ReadModelProjection, read: Any, batch_size: int) -> ReadModelComparison:
         """Compare the live tables with the rebuilt ones, both at the live read model's position.
@@ -447,15 +450,10 @@ class PostgresReadModelRecorder(ReadModelRecorder, PostgresTrackingRecorder):
         " JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid"
         " WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace"
         " UNION ALL SELECT 'rule', rulename, tablename, '' FROM pg_rules WHERE schemaname = current_schema()"
-        " UNION ALL SELECT 'event trigger', evtname, '', '' FROM pg_event_trigger WHERE evtenabled <> 'D'"
+        " UNION ALL SELECT 'event trigger', e.evtname, '', '' FROM pg_event_trigger e WHERE e.evtenabled <> 'D'"
+        " AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_event_trigger'::regclass"
+        "  AND d.objid = e.oid AND d.deptype = 'e')"
     )
-
-    @staticmethod
-    def own_triggers(events: str, log_tables: tuple[str, ...]) -> set[tuple[str, str, str]]:
-        """(name, table, function) of the triggers :mod:`ledger.recorders` makes."""
-        return {(f"{events}_chain_link", events, f"{events}_chain_link"),
-                *((f"{table}_{name}", table, f"{events}_refuse_change") for table in log_tables
-                  for name in ("append_only", "no_truncate"))}
 
     def __init__(self, datastore: Any, *, tracking_table_name: str = "projections_tracking", **kwargs: Any):
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
@@ -559,11 +557,6 @@ class SQLiteReadModelRecorder(ReadModelRecorder, SQLiteTrackingRecorder):
     dialect = SQLITE
     HOOKS_SQL = ("SELECT 'trigger' AS kind, name, tbl_name AS on_table, '' AS runs FROM sqlite_master"
                  " WHERE type = 'trigger'")
-
-    @staticmethod
-    def own_triggers(events: str, log_tables: tuple[str, ...]) -> set[tuple[str, str, str]]:
-        """(name, table, function) of the triggers :mod:`ledger.recorders` makes."""
-        return {(f"{table}_no_{change}", table, "") for table in log_tables for change in ("update", "delete")}
     tracking_table = "tracking"
     has_trigram = False
 

@@ -347,6 +347,12 @@ HIDING = {  # a change by mallory dropped as it is written: from the live read m
 def test_a_trigger_the_ledger_did_not_make_fails_the_verification_as_no_comparison_can_prove_anything(
         history, database_url):
     postgres = Database(database_url).is_postgres
+    sql(database_url, "CREATE TABLE other_app (x integer)")  # another application's table and trigger, beside:
+    for statement in (["CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+                       "CREATE TRIGGER stamp BEFORE INSERT ON other_app FOR EACH ROW EXECUTE FUNCTION stamp()"]
+                      if postgres else ["CREATE TRIGGER stamp AFTER INSERT ON other_app BEGIN SELECT 1; END"]):
+        sql(database_url, statement)
+    assert_verified(database_url)  # none of the ledger's concern
     for statement in HIDING["postgres" if postgres else "sqlite"]:
         sql(database_url, statement)
     assert ledger(database_url, "update", "calm", "--description", "x", "--actor", "mallory").returncode == 0
