@@ -546,10 +546,11 @@ class ProfileLedger(Application[UUID]):
         based_on = ", ".join(f"{what} {value}" for what, value in
                              (("version", expected_version), ("revision", expected_revision)) if value is not None)
         latest = entity_tag(profile.id, profile.current_version, profile.version)
+        # unchanged since a read that showed the version in force of the active profile pinned to an earlier one
+        pinned_read = expected_revision == profile.version and expected_version == profile.version_in_force
         said = (f"is at version {profile.current_version}: version {expected_version}, which you read, is an earlier "
                 f"one (the active profile pinned to it shows it); a change based on version "
-                f"{profile.current_version} sends If-Match: {latest}"
-                if expected_revision == profile.version else  # unchanged since the read: an earlier version was read
+                f"{profile.current_version} sends If-Match: {latest}" if pinned_read else
                 f"has changed since {based_on} as you read it: it is at version {profile.current_version}, "
                 f"revision {profile.version} (ETag {latest})")
         raise StaleVersionError(

@@ -52,7 +52,6 @@ class Completion:
     replay_of: UUID | None = None
     within_context: bool = False  # the caller named max_tokens: refuse a prompt that leaves less room
     execution_id: UUID | None = None  # the id to record it under, when the caller names it before it runs (a stream)
-    end_user: str | None = None  # who it is for, in the client's words (OpenAI's ``user``): recorded, never run
 
 
 @dataclass(frozen=True)
@@ -397,7 +396,6 @@ class GenerationService:
             "fingerprint": fingerprint,
             "served_with": {"model_id": self.engine.model_id, "sae_id": self.engine.sae_id,
                             "layer": request.steering.layer if request.steering is not None else None},
-            **({"user": completion.end_user} if completion.end_user is not None else {}),
         }
         warned = self.compatibility_warnings(spec) if spec is not None else []
         if warned:

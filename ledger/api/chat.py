@@ -192,7 +192,6 @@ def completion_from(data: ChatCompletionRequest) -> Any:
         profile_version=data.profile_version,
         method=data.steering_method,
         within_context=data.max_completion_tokens is not None or data.max_tokens is not None,
-        end_user=data.user,
     )
 
 

@@ -84,8 +84,8 @@ class ChatCompletionRequest(Request, kw_only=True):
     top_logprobs: Literal[0] | None = None
     logit_bias: NoLogitBias | None = None
     response_format: ResponseFormat | None = None
-    user: Annotated[str, Meta(max_length=256)] | None = None
-    """Who the request is for, in the client's words: recorded with the execution (``details.user``)."""
+    user: str | None = None
+    """Whom the request is for, in the client's words: taken, and kept nowhere (the log is for good)."""
     stream_options: StreamOptions | None = None
     # This server's extensions:
     profile: Annotated[str, Meta(max_length=PROFILE_REF_MAX)] | None = None

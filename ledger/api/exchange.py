@@ -110,7 +110,8 @@ class ImportOperation(Operation):
 async def exchange_document(request: Request[Any, Any, Any], also: Collection[str] = ()) -> Any:
     """The exchange document a request carries: its JSON body, or the ``file`` of its multipart form (one file, and
     no field but those its caller reads itself, ``also``)."""
-    content_type = media_type(request.headers.get("content-type", ""))
+    header = request.headers.get("content-type", "")
+    content_type = header.split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form()
         names = [name for name, _ in form.multi_items()]
@@ -124,7 +125,7 @@ async def exchange_document(request: Request[Any, Any, Any], also: Collection[st
         if not isinstance(upload, UploadFile):
             raise InvalidRequestError("the form has no file field named 'file'", field="file")
         raw = await upload.read()
-    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+    elif media_type(header) in ("application/json", "") or content_type.endswith("+json"):  # (in UTF-8)
         raw = await request.body()
     else:
         raise UnsupportedMediaTypeError(
@@ -140,7 +141,7 @@ async def exchange_document(request: Request[Any, Any, Any], also: Collection[st
                                   field="file") from None
     except RecursionError:
         raise InvalidRequestError("the import document is nested too deeply", field="file") from None
-    refuse_repeated_keys(raw)
+    await refuse_repeated_keys(raw)
     return document
 
 

@@ -311,7 +311,7 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     """An incremental walk: the positions up to this one were verified by an earlier walk of this process."""
 
 
-class ExchangedProfile(msgspec.Struct, kw_only=True):
+class ExchangedProfile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One profile version as an exchange document holds it (``model``/``sae``: its ``model_id``/``sae_id``)."""
 
     name: str
@@ -326,7 +326,7 @@ class ExchangedProfile(msgspec.Struct, kw_only=True):
     profile_version: int
 
 
-class ExchangeDocument(msgspec.Struct, kw_only=True):
+class ExchangeDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seed 000's ``millm_profile`` document: what an export gives and an import takes (which also takes a flat
     profile, as miLLM exports it or this API answers it)."""
 
@@ -348,6 +348,7 @@ class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     field: str | None = None
     profile_id: str | None = None
     name: str | None = None
+    profile: str | None = None
     version: int | None = None
     current_version: int | None = None
     expected_version: int | None = None

@@ -32,7 +32,7 @@ from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
 from ledger.console.rendering import is_htmx, page, render_fragment
-from ledger.console.results import HELD_MAX, Held, shown_at_its_own_address
+from ledger.console.results import Held, shown_at_its_own_address
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
 from ledger.domainmodel import CommandContext
@@ -40,7 +40,6 @@ from ledger.errors import ValidationError
 from ledger.values import INT64_MAX
 
 PROFILES_OFFERED = 200
-PENDING_MAX = HELD_MAX
 DEFAULTS = {"prompt": "Tell me about the sea.", "seed": "7", "temperature": "0.7", "max_tokens": "40", "compare": True}
 
 

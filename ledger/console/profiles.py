@@ -383,11 +383,14 @@ class ProfilePages(Controller):
         # the body read in full: only then does the watch for the browser's departure begin (htmx sends the CSRF
         # token as a header, and nothing else reads the form)
         await request.body()
+        from steering.runs import must_be_generation  # (torch is imported with the model, if one is loaded)
+
         runtime = runtime_of(request)
-        generation = generation_of(runtime)
         context = command_context(request)
         found = await anyio.to_thread.run_sync(lambda: runtime.read_model.get_execution(eid))
         original = execution_found(found, eid)  # not deleted with its profile
+        must_be_generation(original)  # as the API refuses it: with a model loaded or not
+        generation = generation_of(runtime)
         outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(
             eid, abandoned=request.scope.get(DEPARTED))))
         if is_htmx(request):  # the fragment the page swaps in

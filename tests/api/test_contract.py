@@ -431,7 +431,8 @@ def test_if_none_match_on_a_command_is_refused_not_ignored(client):
                                ("POST", "/api/profiles", {"name": "unmatched-2"})):
         refused = client.request(method, path, json=body, headers={"If-None-Match": "*"})
         assert assert_error(refused, 422)["field"] == "If-None-Match", method  # before: 200 and 201, unconditionally
-    assert client.get(f"/api/profiles/{made['id']}").json()["version"] == 1
+    read = client.get(f"/api/profiles/{made['id']}", headers={"If-None-Match": "*"})  # a query: answered as ever
+    assert read.status_code == 200 and read.json()["version"] == 1
     assert client.get("/api/profiles/by-name/unmatched-2").status_code == 404
 
 
@@ -444,6 +445,9 @@ def test_a_change_based_on_the_pinned_active_profiles_version_is_told_the_etag_o
     stale = assert_error(client.put(f"/api/profiles/{made['id']}", json={"description": "d"},
                                     headers={"If-Match": read.headers["ETag"]}), 412, "stale_version")
     assert "has changed since" not in stale["detail"] and stale["current_version"] == 2, stale  # nothing had
+    forged = read.headers["ETag"].replace('"1.', '"9.', 1)  # a version never read: said as such, not as pinned
+    assert "has changed since version 9" in assert_error(client.put(
+        f"/api/profiles/{made['id']}", json={"description": "d"}, headers={"If-Match": forged}), 412)["detail"]
     latest = stale["detail"].split("If-Match: ")[1]
     changed = client.put(f"/api/profiles/{made['id']}", json={"description": "d"}, headers={"If-Match": latest})
     assert changed.status_code == 200 and changed.json()["latest_version"] == 3, changed.text

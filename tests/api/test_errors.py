@@ -161,7 +161,8 @@ def test_a_key_given_twice_in_one_object_is_refused_not_last_wins(client):
     for method, path, body in (("PUT", f"/api/profiles/{made['id']}", '{"description": "a", "description": "b"}'),
                                ("PUT", f"/api/profiles/{made['id']}", '{"steering": {"1": 1.0, "1": 2.0}}'),
                                ("POST", "/api/profiles", '{"name": "n14", "name": "n15"}'),
-                               ("POST", "/api/profiles/import", '{"name": "n16", "tags": [], "name": "n17"}')):
+                               ("POST", "/api/profiles/import", '{"name": "n16", "tags": [], "name": "n17"}'),
+                               ("PUT", f"/api/profiles/{made['id']}", '{"metadata": {"a": {"k": 1, "k": 2}}}')):
         refused = client.request(method, path, content=body, headers={"Content-Type": "application/json"})
         assert "is given twice in one object" in assert_error(refused, 422, "invalid_request")["detail"], body
     chat = client.post("/v1/chat/completions", content='{"messages": [{"role": "user", "content": "hi"}], '

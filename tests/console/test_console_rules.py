@@ -16,7 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from ledger.console.playground import PENDING_MAX
+from ledger.console.results import HELD_MAX as PENDING_MAX
 from ledger.tokens import TokenService
 from steering.engine import SteeringEngine
 from steering.models import load_model
