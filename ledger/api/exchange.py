@@ -125,7 +125,7 @@ async def exchange_document(request: Request[Any, Any, Any], also: Collection[st
         if not isinstance(upload, UploadFile):
             raise InvalidRequestError("the form has no file field named 'file'", field="file")
         raw = await upload.read()
-    elif media_type(header) in ("application/json", "") or content_type.endswith("+json"):  # (in UTF-8)
+    elif (content_type := media_type(header)) in ("application/json", "") or content_type.endswith("+json"):
         raw = await request.body()
     else:
         raise UnsupportedMediaTypeError(

@@ -57,7 +57,8 @@ class Held:
             if held is not None and held.viewer == viewer and not keep:  # (another viewer's guess takes nothing)
                 del self._held[key]
         if held is None or held.viewer != viewer or time.monotonic() - held.created > HELD_TTL:
-            raise HeldRunNotFoundError(said or "this playground run has already been shown or has expired; run it again")
+            raise HeldRunNotFoundError(said or "this playground run has already been shown or has expired; run it "
+                                       "again")
         return held
 
 
