@@ -32,7 +32,6 @@ from ledger.chain import VerifyReport
 from ledger.idempotency import Answers
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
-from ledger.verification import VerifyBusyError
 from projections.inline import InlineProjection
 from projections.log import EventLog
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
@@ -75,13 +74,10 @@ def walked_ledger(database: Database) -> ProfileLedger:
     return ledger
 
 
-def walk_what_is_new(ledger: ProfileLedger) -> None:
-    """Walk what any process appended since the last walk (in moments; the snapshots left to the full walks),
-    unless a walk is under way (never waited for: each second's, or a full one, finds what there is to find)."""
-    try:
-        walked = ledger.verify_log(full=False, wait=0, snapshots=False)
-    except VerifyBusyError:
-        return
+def walk_what_is_new(ledger: ProfileLedger, wait: float = 0.0) -> None:
+    """Walk what any process appended since the last walk (in moments; the snapshots left to the full walks). A walk
+    under way is waited for up to ``wait`` seconds, then :class:`ledger.verification.VerifyBusyError` (answered 429)."""
+    walked = ledger.verify_log(full=False, wait=wait, snapshots=False)
     if not walked.ok:
         say_what_the_walk_found(walked)
 
@@ -89,8 +85,9 @@ def walk_what_is_new(ledger: ProfileLedger) -> None:
 def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
     """``read()``, once the log up to now was walked: a stream whose last saves were removed before this process
     walked past them is found by the walk, one removed after, by the read. The tokens are read so: a revocation
-    removed never gives a token back."""
-    walk_what_is_new(ledger)
+    removed never gives a token back. A walk under way is waited for and walked after: it may have begun before
+    the removal and not reached the stream."""
+    walk_what_is_new(ledger, wait=WALK_WAIT_SECONDS)
     return read()
 
 
@@ -286,7 +283,7 @@ class Runtime:
         while not self.runner_stop.wait(LOG_WALK_SECONDS) and events.tampered is None:  # found: nothing more to do
             try:
                 walk_what_is_new(ledger)
-            except Exception as error:  # noqa: BLE001 - the database away: the next round tries again
+            except Exception as error:  # noqa: BLE001 - the database away, another walk under way: the next round
                 log.debug("the log walk did not run: %s", error)
 
     def _follow_saves(self, ledger: ProfileLedger) -> None:
