@@ -35,7 +35,7 @@ from ledger.api.profiles import ProfileController
 from ledger.api.runtime import ApiOptions, CompatibilityCheck, Runtime
 from ledger.api.tokens import TokenController
 from ledger.api.versions import ProfileVersionController
-from ledger.console import console_routes, template_config
+from ledger.console import console_routes, declare_page_queries, template_config
 from ledger.console.errors import app_error
 from ledger.settings import Settings
 
@@ -118,7 +118,7 @@ def create_app(
             openapi_router=docs_router(),
         ),
         before_request=_before_handler,
-        on_startup=[tidy_openapi],
+        on_startup=[tidy_openapi, declare_page_queries],
     )
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Router
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.params import QueryParameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.static_files import create_static_files_router
 
 from ledger.api.auth import PUBLIC
+from ledger.api.openapi import QUERY_NAMES
 from ledger.console.errors import console_error
 from ledger.console.login import LoginPages
 from ledger.console.playground import PlaygroundPages
@@ -25,7 +27,10 @@ from ledger.console.session import ConsoleSecurity, console_guard, csrf_config
 from ledger.console.status import StatusPage
 from ledger.console.timeline import EventPages
 
-__all__ = ["console_routes", "template_config"]
+__all__ = ["console_routes", "declare_page_queries", "template_config"]
+
+PAGE = "console_page"
+"""The handler ``opt`` key that marks the console's pages (not its static files)."""
 
 
 def console_routes(import_body_max: int) -> list[Any]:
@@ -46,6 +51,7 @@ def console_routes(import_body_max: int) -> list[Any]:
             request_class=HTMXRequest,
             response_headers=SECURITY_HEADERS,  # error pages: console_error adds the same
             include_in_schema=False,
+            opt={PAGE: True},
             **layer,
         )
 
@@ -58,3 +64,18 @@ def console_routes(import_body_max: int) -> list[Any]:
         pages(ProfilePages, ImportPage, request_max_body_size=import_body_max),
         static,
     ]
+
+
+def declare_page_queries(app: Litestar) -> None:
+    """Each console page takes the query parameters its handler declares, and no other: the API's check refuses the
+    rest (422, on the error page). A profile's page asked ``?as_of=`` would else show the present as if it were the
+    moment asked, and ``/?tag=a&tag=b`` would filter by the last tag alone."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not handler.opt.get(PAGE):
+                continue
+            taken = {}
+            for name, field in handler.parsed_fn_signature.parameters.items():
+                if isinstance(field.kwarg_definition, QueryParameter):
+                    taken[field.kwarg_definition.name or name] = field.is_non_string_sequence
+            handler.opt[QUERY_NAMES] = taken

@@ -103,6 +103,25 @@ def test_a_number_beyond_any_version_or_position_in_an_address_is_a_clear_422(co
         assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html"), (path, params)
 
 
+def test_a_page_refuses_a_query_parameter_it_does_not_take_or_one_given_twice_rather_than_ignore_it(
+        console: TestClient[Litestar]):
+    """As the API refuses them: ``?as_of=`` on a profile's page showed the present as if it were the moment asked,
+    and ``/?tag=a&tag=b`` listed the profiles tagged b alone."""
+    html = {"Accept": "text/html"}
+    console.post("/api/profiles", json={"name": "calm", "tags": ["a"]})
+    console.put("/api/profiles/calm", json={"description": "later"})
+    for path, params, named in (("/profiles/calm", {"as_of": "2020-01-01T00:00:00Z"}, "as_of"),
+                                ("/", [("tag", "a"), ("tag", "b")], "tag"), ("/status", {"verbose": "1"}, "verbose"),
+                                ("/events", {"actor": "x", "before": "9", "since": "2020-01-01"}, "since")):
+        shown = console.get(path, params=params, headers=html)
+        assert shown.status_code == 422 and shown.headers["content-type"].startswith("text/html"), (path, shown.text)
+        assert re.search(rf"(unknown query parameter|query parameter) .{{1,6}}{named}", shown.text), shown.text
+        assert console.get(path, params=params).json()["field"] == named  # a client that does not ask for a page
+    for path, params in (("/profiles/calm", {"from": "1", "to": "2", "history_from": "2"}), ("/", {"tag": "a, b"}),
+                         ("/events", {"actor": "x", "before": "9"}), ("/login", {"next": "/", "ended": "1"})):
+        assert console.get(path, params=params, headers=html).status_code == 200, (path, params)
+
+
 def test_an_address_no_route_has_is_a_page_for_a_browser_and_json_for_a_client(console: TestClient[Litestar]):
     html = {"Accept": "text/html"}
     for method, path, status in (("GET", "/profilez", 404), ("DELETE", "/events", 405)):
