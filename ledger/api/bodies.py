@@ -19,6 +19,7 @@ import functools
 import ipaddress
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -181,15 +182,47 @@ def _refuse_repeated_keys(raw: bytes) -> None:
     try:
         json.loads(raw, object_pairs_hook=once)
     except _Repeated as repeated:
-        key = repeated.args[0][:80]
-        raise _body_problem("a key is given twice in one object",
-                            f"the key {key!r} is given twice in one object: give it once", key) from None
+        raise _body_problem("a key is given twice in one object",  # (the answer names the field: where it is)
+                            f"the key {repeated.args[0][:80]!r} is given twice in one object: give it once",
+                            _where_repeated(raw)[:200]) from None
     except (RecursionError, ValueError):  # deeper than Python's parser goes, say: msgspec's read it (no 500 for that)
         pass
 
 
 class _Repeated(Exception):
     """A key given twice (to :func:`refuse_repeated_keys`)."""
+
+
+class _Pairs(list):  # type: ignore[type-arg]
+    """An object's keys and values as given, in order (repeated keys kept)."""
+
+
+def _where_repeated(raw: bytes) -> str:
+    """The path of the first key given twice in ``raw`` (a document read once already), in the document's order,
+    as errors name a field: ``metadata.owner``, ``messages[1].role``."""
+    walking = [_entries(json.loads(raw, object_pairs_hook=_Pairs), "")]  # (no recursion: as deep as it parsed)
+    while walking:
+        step = next(walking[-1], None)
+        if step is None:
+            walking.pop()
+            continue
+        path, value, repeated = step
+        if repeated:
+            return path
+        walking.append(_entries(value, path))
+    return "data"
+
+
+def _entries(node: Any, at: str) -> Iterator[tuple[str, Any, bool]]:
+    """A JSON value's members in order: each one's path, value, and whether its key was given before in its object."""
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for key, value in node:
+            yield (f"{at}.{key}" if at else key), value, key in seen
+            seen.add(key)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield f"{at}[{index}]", value, False
 
 
 _LONE_HIGH_SURROGATE = re.compile(  # (an escape: after an even number of backslashes, none escaping it)

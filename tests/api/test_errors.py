@@ -158,15 +158,17 @@ def test_versions_and_positions_out_of_range_are_422_on_every_route(client):
 
 def test_a_key_given_twice_in_one_object_is_refused_not_last_wins(client):
     made = create(client, "twice")
-    for method, path, body in (("PUT", f"/api/profiles/{made['id']}", '{"description": "a", "description": "b"}'),
-                               ("PUT", f"/api/profiles/{made['id']}", '{"steering": {"1": 1.0, "1": 2.0}}'),
-                               ("POST", "/api/profiles", '{"name": "n14", "name": "n15"}'),
-                               ("POST", "/api/profiles/import", '{"name": "n16", "tags": [], "name": "n17"}'),
-                               ("PUT", f"/api/profiles/{made['id']}", '{"metadata": {"a": {"k": 1, "k": 2}}}')):
+    for method, path, body, field in (
+            ("PUT", f"/api/profiles/{made['id']}", '{"description": "a", "description": "b"}', "description"),
+            ("PUT", f"/api/profiles/{made['id']}", '{"steering": {"1": 1.0, "1": 2.0}}', "steering.1"),
+            ("POST", "/api/profiles", '{"name": "n14", "name": "n15"}', "name"),
+            ("POST", "/api/profiles/import", '{"name": "n16", "tags": [], "name": "n17"}', "name"),
+            ("PUT", f"/api/profiles/{made['id']}", '{"metadata": {"a": {"k": 1, "k": 2}}}', "metadata.a.k")):
         refused = client.request(method, path, content=body, headers={"Content-Type": "application/json"})
-        assert "is given twice in one object" in assert_error(refused, 422, "invalid_request")["detail"], body
-    chat = client.post("/v1/chat/completions", content='{"messages": [{"role": "user", "content": "hi"}], '
-                       '"max_tokens": 3, "max_tokens": 4}', headers={"Content-Type": "application/json"})
-    assert chat.status_code == 400 and chat.json()["error"]["param"] == "max_tokens", chat.text
+        error = assert_error(refused, 422, "invalid_request")
+        assert "is given twice in one object" in error["detail"] and error["field"] == field, body  # before: "k"
+    chat = client.post("/v1/chat/completions", content='{"messages": [{"role": "user", "content": "hi", '
+                       '"role": "user"}], "max_tokens": 3}', headers={"Content-Type": "application/json"})
+    assert chat.status_code == 400 and chat.json()["error"]["param"] == "messages[0].role", chat.text
     assert client.get(f"/api/profiles/{made['id']}").json()["version"] == 1  # before: versions with "b" and 2.0
     assert client.get("/api/profiles/by-name/n15").status_code == 404
