@@ -35,7 +35,7 @@ from ledger.api.profiles import (
 )
 from ledger.api.references import profile_not_found
 from ledger.application import Outcome, ProfileLedger
-from ledger.console.rendering import is_htmx, page
+from ledger.console.rendering import Problem, form_again, is_htmx, page
 from ledger.console.results import shown_at_its_own_address
 from ledger.console.session import command_context
 from ledger.console.views import (
@@ -136,6 +136,71 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def list_page(request: Request[Any, Any, Any], *, search: str | None = None, tag: str | None = None,
+              product: str | None = None, sort: str = "name", cursor: str | None = None,
+              typed: dict[str, Any] | None = None, problem: Problem | None = None) -> Template:
+    """The profiles, a page of them as the filters ask (as the API lists them); with ``typed`` and ``problem``, the
+    create form holds what was typed and says why it was refused."""
+    reads = runtime_of(request).read_model
+    refuse_nul(search=search, tag=tag, product=product)  # named as the API names them
+    filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
+    with reads.snapshot():  # as the API lists them: the rows and the active profile of one moment
+        page_of = reads.list_profiles(
+            tags=parse_labels(tag or "") or None,
+            products=parse_labels(product or "") or None,  # as tags: "a, b" is any of them
+            search=optional_text(search),
+            sort="updated_at" if sort == "updated" else "name",
+            limit=PAGE_SIZE,
+            cursor=cursor or None,
+        )
+        profiles = [shown(reads, row) for row in page_of.items]  # as the API lists them: the version in force
+        active = reads.active_profile()
+    return page(request, "profiles.html.j2", problem.status if problem else 200, profiles=profiles,
+                next_cursor=page_of.next_cursor, first_page=cursor is None, filters=filters, active=active,
+                typed=typed, problem=problem)
+
+
+def profile_page(request: Request[Any, Any, Any], pid: UUID, *, history_from: int | None = None,
+                 compared: tuple[int | None, int | None] = (None, None), executions_after: str | None = None,
+                 activated: bool = False, typed: dict[str, Any] | None = None,
+                 problem: Problem | None = None) -> Template:
+    """A profile's page (the diff of ``compared`` versions, when either is given); with ``typed`` and ``problem``,
+    the edit form holds what was typed and says why it was refused."""
+    runtime = runtime_of(request)
+    reads, ledger = runtime.read_model, runtime.ledger
+    row = reads.get_profile(pid)
+    if row is None:
+        return deleted_page(request, pid, history_from)
+    history = version_history(reads, pid, row.version, history_from)
+    in_force = shown(reads, row)  # as the API and the list show it: the active profile's version in force
+    comparison = None
+    from_version, to_version = compared
+    if from_version is not None or to_version is not None:
+        comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
+    executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN, cursor=executions_after or None)
+    return page(
+        request,
+        "profile.html.j2",
+        problem.status if problem else 200,
+        profile=row,  # the latest version: what an edit, a revert and the history start from
+        in_force=in_force,
+        steering_text=format_steering(row.steering),
+        bars=bars(in_force.steering),
+        **history,
+        comparison=comparison,
+        diff_rows=diff_rows(comparison) if comparison is not None else [],
+        kept_query=f"&{urlencode({'from': from_version or '', 'to': to_version or ''})}" if comparison else "",
+        executions=executions.items,
+        executions_next=executions.next_cursor,
+        executions_paged=executions_after is not None,
+        can_replay=runtime.generation is not None,
+        activated=activated and row.is_active,
+        warnings=activation_warnings(runtime, in_force) if activated and row.is_active else [],
+        typed=typed,
+        problem=problem,
+    )
+
+
 def deleted_page(request: Request[Any, Any, Any], pid: UUID, history_from: int | None) -> Template:
     """A deleted profile: its history stays in the log (paged as a live profile's), and it can be restored. Its
     name is the one it had when deleted, which a rename that kept the version number gave no version row."""
@@ -194,31 +259,19 @@ class ProfilePages(Controller):
         sort: FromQuery[Literal["name", "updated"]] = "name",  # another order is a 422, as in the API
         cursor: FromQuery[str | None] = None,
     ) -> Template:
-        reads = runtime_of(request).read_model
-        refuse_nul(search=search, tag=tag, product=product)  # named as the API names them
-        filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
-        with reads.snapshot():  # as the API lists them: the rows and the active profile of one moment
-            page_of = reads.list_profiles(
-                tags=parse_labels(tag or "") or None,
-                products=parse_labels(product or "") or None,  # as tags: "a, b" is any of them
-                search=optional_text(search),
-                sort="updated_at" if sort == "updated" else "name",
-                limit=PAGE_SIZE,
-                cursor=cursor or None,
-            )
-            profiles = [shown(reads, row) for row in page_of.items]  # as the API lists them: the version in force
-            active = reads.active_profile()
-        return page(request, "profiles.html.j2", profiles=profiles, next_cursor=page_of.next_cursor,
-                    first_page=cursor is None, filters=filters, active=active)
+        return list_page(request, search=search, tag=tag, product=product, sort=sort, cursor=cursor)
 
     @post("/profiles", name="console:create")
-    async def create(self, request: Request[Any, Any, Any], form: Form) -> Redirect:
-        fields = profile_fields(form)
-        if not fields["steering"]:
-            fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
-        loaded = loaded_target(runtime_of(request))  # as in the API: the loaded model, SAE and layer if not given
-        outcome: Outcome = await run(request, form.get("reason"),
-                                     lambda ledger: ledger.create_profile(fields, defaults=loaded))
+    async def create(self, request: Request[Any, Any, Any], form: Form) -> Redirect | Template:
+        try:
+            fields = profile_fields(form)
+            if not fields["steering"]:
+                fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
+            loaded = loaded_target(runtime_of(request))  # as in the API: the loaded model, SAE and layer if not given
+            outcome: Outcome = await run(request, form.get("reason"),
+                                         lambda ledger: ledger.create_profile(fields, defaults=loaded))
+        except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
+            return await form_again(request, error, lambda problem: list_page(request, typed=form, problem=problem))
         assert outcome.profile is not None
         return see_other(f"/profiles/{outcome.profile.id}")
 
@@ -237,38 +290,11 @@ class ProfilePages(Controller):
         executions_after: FromQuery[str | None] = None,
         activated: FromQuery[bool] = False,
     ) -> Template:
-        runtime = runtime_of(request)
-        reads, ledger = runtime.read_model, runtime.ledger
-        pid = ledger.resolve_profile(profile_id)
-        row = reads.get_profile(pid)
-        newest = optional_int(history_from, "history_from", minimum=1)
-        if row is None:
-            return deleted_page(request, pid, newest)
-        history = version_history(reads, pid, row.version, newest)
-        in_force = shown(reads, row)  # as the API and the list show it: the active profile's version in force
-        comparison = None
+        pid = runtime_of(request).ledger.resolve_profile(profile_id)
         from_version, to_version = optional_int(from_text, "from", minimum=1), optional_int(to_text, "to", minimum=1)
-        if from_version is not None or to_version is not None:
-            comparison = ledger.diff_versions(pid, from_version=from_version, to_version=to_version or row.version)
-        executions = reads.list_executions(profile_id=pid, limit=EXECUTIONS_SHOWN, cursor=executions_after or None)
-        return page(
-            request,
-            "profile.html.j2",
-            profile=row,  # the latest version: what an edit, a revert and the history start from
-            in_force=in_force,
-            steering_text=format_steering(row.steering),
-            bars=bars(in_force.steering),
-            **history,
-            comparison=comparison,
-            diff_rows=diff_rows(comparison) if comparison is not None else [],
-            kept_query=f"&{urlencode({'from': from_version or '', 'to': to_version or ''})}" if comparison else "",
-            executions=executions.items,
-            executions_next=executions.next_cursor,
-            executions_paged=executions_after is not None,
-            can_replay=runtime.generation is not None,
-            activated=activated and row.is_active,
-            warnings=activation_warnings(runtime, in_force) if activated and row.is_active else [],
-        )
+        return profile_page(request, pid, history_from=optional_int(history_from, "history_from", minimum=1),
+                            compared=(from_version, to_version), executions_after=executions_after,
+                            activated=activated)
 
     @get("/profiles/{profile_id:str}/export", name="console:export", sync_to_thread=True)
     def export(
@@ -298,11 +324,16 @@ class ProfilePages(Controller):
         return see_other(f"/executions/{quote(execution_id, safe='')}")
 
     @post("/profiles/{profile_id:str}/edit", name="console:edit")
-    async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str], form: Form) -> Redirect:
+    async def edit(self, request: Request[Any, Any, Any], profile_id: FromPath[str],
+                   form: Form) -> Redirect | Template:
         runtime = runtime_of(request)
         pid = await resolved(runtime, profile_id)
-        fields = profile_fields(form)
-        expected = expected_versions(form)
+        try:
+            fields = profile_fields(form)
+            expected = expected_versions(form)
+        except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
+            return await form_again(request, error, lambda problem: profile_page(request, pid, typed=form,
+                                                                                  problem=problem))
         bump = form.get("bump_version") == "on"
 
         def update(ledger: ProfileLedger) -> Outcome:
@@ -315,7 +346,11 @@ class ProfilePages(Controller):
             return ledger.update_profile(pid, fields, bump_version=bump, steerable=steerable(runtime, fields),
                                          **expected)  # as the API does
 
-        await run(request, form.get("reason"), update)
+        try:
+            await run(request, form.get("reason"), update)
+        except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
+            return await form_again(request, error, lambda problem: profile_page(request, pid, typed=form,
+                                                                                  problem=problem))
         return see_other(f"/profiles/{pid}")
 
     @post("/profiles/{profile_id:str}/revert", name="console:revert")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio.to_thread
 from jinja2 import Environment
 from litestar import Request, Response
 from litestar.datastructures import ResponseHeader
@@ -16,8 +19,10 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
+from ledger.api.errors import handle_exception, status_for
 from ledger.console.session import viewer_of
 from ledger.console.views import format_labels, number
+from ledger.errors import LedgerError
 from ledger.values import NAME_MAX
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -92,6 +97,32 @@ def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **c
         context={"viewer": viewer_of(request), "auth": runtime.auth, "path": request.url.path, **context},
         status_code=status_code,
     )
+
+
+FIXED_BY_TYPING_AGAIN = frozenset({409, 422})
+"""A form's refusals whose sender can fix them by changing what was typed: a value refused, a name taken. (Not a
+profile changed since its page was shown, 412: its edit form, kept, would put back what the change changed.)"""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a form was refused, as the API would answer it (shown above the form, which keeps what was typed)."""
+
+    status: int
+    error: str
+    detail: str
+
+
+async def form_again(request: Request[Any, Any, Any], error: Exception,
+                     render: Callable[[Problem], Template]) -> Template:
+    """The form's own page again, holding what was typed and saying why it was refused (``render``, run in a worker
+    thread), for a refusal typing again fixes; any other error is raised on, to the error page. (A browser going
+    Back from an error page re-fetched the form empty: no console page is kept by the browser.)"""
+    if not isinstance(error, LedgerError) or status_for(error) not in FIXED_BY_TYPING_AGAIN or is_htmx(request):
+        raise error
+    answer = handle_exception(request, error)  # the one mapping of errors to statuses and words
+    body = answer.content
+    return await anyio.to_thread.run_sync(render, Problem(answer.status_code, body["error"], body["detail"]))
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:

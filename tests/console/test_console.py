@@ -217,9 +217,10 @@ def test_a_profile_is_managed_and_run_through_the_console(browser, serve, databa
 def test_a_save_keeps_what_was_not_edited_a_stale_revert_is_refused_and_two_servers_on_one_host_both_work(
     browser, serve, sqlite_url
 ):
-    """Three things a person meets in the console: saving the edit form keeps a description of several lines as it
-    is; a revert from a tab opened before someone else's change is refused (412), as a stale edit is; and two
-    servers on one host (the browser shares its cookies across their ports) each accept their own forms."""
+    """Four things a person meets in the console: saving the edit form keeps a description of several lines as it
+    is; a revert from a tab opened before someone else's change is refused (412), as a stale edit is; two servers on
+    one host (the browser shares its cookies across their ports) each accept their own forms; and a form refused for
+    what was typed comes back holding it, saying why."""
     import httpx
     from playwright.sync_api import expect
 
@@ -253,6 +254,19 @@ def test_a_save_keeps_what_was_not_edited_a_stale_revert_is_refused_and_two_serv
         create.get_by_label("Steering").fill("3=1")
         submit(page, create, "Create")
         expect(page.get_by_role("heading", level=1)).to_contain_text(f"made-{number}")
+
+    page.goto(f"{first.base_url}/")  # a form refused for what was typed comes back holding it (before: empty)
+    create = page.locator("form[action='/profiles']")
+    create.get_by_label("Name").fill("typed")
+    create.get_by_label("Steering").fill("3=1, 4=strong")
+    create.get_by_label("Description").fill(description)
+    submit(page, create, "Create")
+    expect(create.locator("p.problem")).to_contain_text("the strength of feature 4 must be a number")
+    expect(create.get_by_label("Description")).to_have_value(description)
+    expect(create.get_by_label("Name")).to_have_value("typed")
+    create.get_by_label("Steering").fill("3=1, 4=2")
+    submit(page, create, "Create")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("typed")
 
 
 def test_a_stale_tabs_deactivate_button_leaves_the_profile_someone_activated_since_in_force(browser, serve,

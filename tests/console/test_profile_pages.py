@@ -39,11 +39,18 @@ def fact(spec: str, name: str) -> str:
 
 
 def edit_form(console: TestClient[Litestar], profile_id: str) -> dict[str, str]:
-    """The edit form's fields as a browser sends them back untouched: a textarea's line breaks (CRLF, LF or a lone
-    CR) as CRLF (the line break right after its opening tag is not part of its value)."""
-    page = console.get(f"/profiles/{profile_id}", headers=HTML).text
-    form = page[page.index(f'action="/profiles/{profile_id}/edit"'):]
+    """The edit form's fields as a browser sends them back untouched."""
+    return form_fields(console.get(f"/profiles/{profile_id}", headers=HTML).text, f"/profiles/{profile_id}/edit")
+
+
+def form_fields(page: str, action: str) -> dict[str, str]:
+    """The fields of the page's form sent to ``action`` as a browser sends them back untouched: a textarea's line
+    breaks (CRLF, LF or a lone CR) as CRLF (the line break right after its opening tag is not part of its value), a
+    checkbox when checked."""
+    form = page[page.index(f'action="{action}"'):]
     form = form[:form.index("</form>")]
+    form = re.sub(r'<input type="checkbox" name="(\w+)">', "", form)  # unchecked: not sent
+    form = re.sub(r'<input type="checkbox" name="(\w+)" checked>', r'<input name="\1" value="on">', form)
     fields = {name: html.unescape(value)
               for name, value in re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', form)}
     for name, value in re.findall(r'<textarea[^>]*name="(\w+)"[^>]*>\n?(.*?)</textarea>', form, re.S):
@@ -235,3 +242,39 @@ def test_an_activation_from_a_page_shown_before_a_change_is_refused_so_no_unseen
     assert console.get("/api/profiles/active").status_code == 404
     reviewed = console.post(f"/profiles/{made['id']}/activate", headers=HTML, data={**activate_form(), "reason": "ok"})
     assert reviewed.status_code == 200 and console.get("/api/profiles/active").json()["steering"] == {"1": 150.0}
+
+
+def test_a_form_refused_for_what_was_typed_comes_back_holding_it_with_the_refusal_above_it(console):
+    """A browser going Back from an error page got the form empty again (no console page is kept by the browser).
+    A create or an edit refused for a value (422) or a name taken (409) now shows its own page again, its form
+    holding what was typed and saying why; nothing is recorded. A profile changed since its page was shown (412)
+    still gets the error page: the form kept would put back what the change changed."""
+    token = csrf_token(console)
+    console.post("/api/profiles", json={"name": "taken"})
+    typed = {"name": "calm", "steering": "1=1, 2=oops", "description": "two\r\nlines", "tags": "a, \"b, c\"",
+             "model_id": "m", "layer": "3", "reason": "first try"}
+    refused = console.post("/profiles", data={"_csrf_token": token, **typed}, headers=HTML, follow_redirects=False)
+    assert refused.status_code == 422, refused.text  # before: the error page, and Back gave the form empty
+    create = section(refused.text, "create-heading")
+    assert "feature 2 must be a number" in create and 'role="alert"' in create
+    kept = form_fields(refused.text, "/profiles")
+    assert {name: kept[name] for name in typed} == typed
+    fixed = {**kept, "steering": "1=1, 2=3"}
+    taken = console.post("/profiles", data={**fixed, "name": "taken"}, headers=HTML, follow_redirects=False)
+    assert taken.status_code == 409 and "profile_name_taken" in section(taken.text, "create-heading")
+    assert form_fields(taken.text, "/profiles") == {**fixed, "name": "taken"}
+    made = console.post("/profiles", data=fixed, headers=HTML, follow_redirects=False)
+    assert made.status_code == 303, made.text
+    calm = console.get("/api/profiles/calm").json()
+    assert (calm["version"], calm["description"], calm["tags"], calm["layer"]) == (1, "two\nlines", ["a", "b, c"], 3)
+
+    sent = {**edit_form(console, calm["id"]), "steering": "5=x", "description": "edited"}
+    refused = console.post(f"/profiles/{calm['id']}/edit", data=sent, headers=HTML, follow_redirects=False)
+    assert refused.status_code == 422 and "feature 5 must be a number" in section(refused.text, "edit-heading")
+    again = form_fields(refused.text, f"/profiles/{calm['id']}/edit")
+    assert again == sent  # the version it was based on too
+    console.put(f"/api/profiles/{calm['id']}", json={"description": "changed meanwhile"})
+    stale = console.post(f"/profiles/{calm['id']}/edit", data={**again, "steering": "5=1"}, headers=HTML,
+                         follow_redirects=False)
+    assert stale.status_code == 412 and 'action="/profiles/' not in stale.text  # the error page, no form
+    assert console.get("/api/profiles/calm").json()["description"] == "changed meanwhile"
