@@ -31,7 +31,7 @@ from ledger.api.observability import DEPARTED
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
-from ledger.console.rendering import is_htmx, page, render_fragment
+from ledger.console.rendering import form_again, is_htmx, page, render_fragment
 from ledger.console.results import Held, shown_at_its_own_address
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
@@ -103,12 +103,17 @@ class PlaygroundPages(Controller):
     @post("/", name="console:run", middleware=[watch_for_departure])  # a browser gone: its run leaves the batch
     async def run(self, request: Request[Any, Any, Any], form: Form) -> Template | Redirect:
         generation = generation_of(runtime_of(request))
-        completion, compare = completion_of(form)
         context = command_context(request)
-        choices = await anyio.to_thread.run_sync(_choices, request, form.get("profile"))
-        # as the API's answer carries them: the profile targets another model, SAE or layer (an impossible one is
-        # refused here, before anything runs); resolving the profile reads the store
-        warnings = await anyio.to_thread.run_sync(generation.request_warnings, completion)
+        try:
+            completion, compare = completion_of(form)
+            choices = await anyio.to_thread.run_sync(_choices, request, form.get("profile"))
+            # as the API's answer carries them: the profile targets another model, SAE or layer (an impossible one
+            # is refused here, before anything runs); resolving the profile reads the store
+            warnings = await anyio.to_thread.run_sync(generation.request_warnings, completion)
+        except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
+            return await form_again(request, error, lambda problem: page(
+                request, "playground.html.j2", problem.status, form=form, model_loaded=True, problem=problem,
+                **_choices(request, form.get("profile"))))
         common = {**choices, "form": {**form, "compare": compare}, "model_loaded": True, "warnings": warnings}
         if is_htmx(request):
             viewer = viewer_of(request)

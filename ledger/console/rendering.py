@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import anyio.to_thread
 from jinja2 import Environment
 from litestar import Request, Response
+from litestar.exceptions import ValidationException
 from litestar.datastructures import ResponseHeader
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
@@ -118,7 +119,9 @@ async def form_again(request: Request[Any, Any, Any], error: Exception,
     """The form's own page again, holding what was typed and saying why it was refused (``render``, run in a worker
     thread), for a refusal typing again fixes; any other error is raised on, to the error page. (A browser going
     Back from an error page re-fetched the form empty: no console page is kept by the browser.)"""
-    if not isinstance(error, LedgerError) or status_for(error) not in FIXED_BY_TYPING_AGAIN or is_htmx(request):
+    status = 422 if isinstance(error, ValidationException) else status_for(error) if isinstance(error, LedgerError) \
+        else None
+    if status not in FIXED_BY_TYPING_AGAIN or is_htmx(request):
         raise error
     answer = handle_exception(request, error)  # the one mapping of errors to statuses and words
     body = answer.content
