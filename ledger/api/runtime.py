@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from ledger.api.active import ActiveProfileCache
 from ledger.api.auth import TokenCache
+from ledger.api.errors import LogWalkPendingError
 from ledger.api.observability import Metrics
 from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
@@ -32,6 +33,7 @@ from ledger.chain import VerifyReport
 from ledger.idempotency import Answers
 from ledger.settings import Database, Settings
 from ledger.tokens import TokenService
+from ledger.verification import VerifyBusyError
 from projections.inline import InlineProjection
 from projections.log import EventLog
 from projections.progress import CHANNEL as PROGRESS_CHANNEL
@@ -86,8 +88,15 @@ def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
     """``read()``, once the log up to now was walked: a stream whose last saves were removed before this process
     walked past them is found by the walk, one removed after, by the read. The tokens are read so: a revocation
     removed never gives a token back. A walk under way is waited for and walked after: it may have begun before
-    the removal and not reached the stream."""
-    walk_what_is_new(ledger, wait=WALK_WAIT_SECONDS)
+    the removal and not reached the stream; one that does not end in time is a 503 (``log_walk_pending``), not a
+    read that might give a token back."""
+    try:
+        walk_what_is_new(ledger, wait=WALK_WAIT_SECONDS)
+    except VerifyBusyError:
+        raise LogWalkPendingError(
+            "a token is read only once the log up to now was walked (a revocation removed from it must not give a "
+            "token back), and the walk under way has not ended: the database is slow or away, or a full walk is "
+            "running; try again shortly") from None
     return read()
 
 
