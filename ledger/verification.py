@@ -11,7 +11,8 @@ incremental one its MAC); a full walk with the ledger's key also checks that it 
 give.
 
 One walk at a time per process: a caller that would wait longer than ``wait`` seconds gets
-:class:`VerifyBusyError` (answered 429 with ``Retry-After``).
+:class:`VerifyBusyError` (answered 429 with ``Retry-After``); :meth:`LogVerifier.walk_aside` walks what is new beside
+the walk under way.
 """
 
 from __future__ import annotations
@@ -81,8 +82,14 @@ class LogVerifier:
         finally:
             self._lock.release()
 
+    def walk_aside(self) -> VerifyReport:
+        """What is new since the last verified head, walked without waiting for the walk under way and without
+        moving that head or keeping what it finds (the walk under way, or the next, does): for a read that may
+        neither wait behind a long walk nor skip one (the tokens'). ``walked`` is told how it ended."""
+        return self._verify(False, None, None, False, aside=True)
+
     def _verify(self, full: bool, public_key: PublicKeyCheck | None, checkpoint: Checkpoint | None,
-                with_snapshots: bool) -> VerifyReport:
+                with_snapshots: bool, *, aside: bool = False) -> VerifyReport:
         if checkpoint is not None:
             problem = checkpoint.problem(public_key or self.keys)
             if problem is not None:
@@ -112,13 +119,12 @@ class LogVerifier:
         )
         report = self.recorder.verify_chain(walk, snapshots)
         met = streams.maps[0] if isinstance(streams, ChainMap) else streams  # the streams this walk met
-        if report.ok and public_key is None:  # a head verified with the ledger's own key: later walks start from it
-            every = met if verified is None else verified.streams
-            if verified is not None:
-                every.update(met)
+        if report.ok and public_key is None and not aside:  # verified with the ledger's key: later walks start here
+            # a new mapping: a walk aside reads a verified head's streams as they were verified with it
+            every = met if verified is None else {**verified.streams, **met}
             self._verified = VerifiedHead(ChainHead(report.head_position or 0, bytes.fromhex(report.head_link)
                                                     if report.head_link else b""), every)
-        if own and not report.ok and failed_before is None:
+        if own and not report.ok and failed_before is None and not aside:
             self._failed = report
         if own and report.ok and failed_before is not None:
             report = failed_before  # put back as it was since: a log once tampered with stays reported until restart

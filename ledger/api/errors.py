@@ -122,13 +122,6 @@ class EngineBusyError(ServiceUnavailableError):
         self.retry_after_s = retry_after_s
 
 
-class LogWalkPendingError(ServiceUnavailableError):
-    """A token is read only once the log up to now was walked, and the walk under way did not end in time."""
-
-    code = "log_walk_pending"
-    retry_after_s = 1
-
-
 class ShuttingDownError(ServiceUnavailableError):
     """The server is shutting down: a generation waiting for a place was refused (nothing ran or was recorded), or
     one running was cut short (what it had generated is recorded as ``partial``); another server can take it."""

@@ -122,9 +122,8 @@ def tidy_openapi(app: Litestar) -> None:
                 responses.setdefault(invalid, _error(INVALID[422].description, path))
             if route.path_format not in NO_DATABASE:
                 unreachable = ("The database cannot be reached right now (`database_unavailable`), every "
-                               "connection of this server to it is in use (`server_busy`), a query ran too long "
-                               "and was stopped (`read_timeout`), or, for a token this server reads anew, its walk of "
-                               "the log did not end in time (`log_walk_pending`)")
+                               "connection of this server to it is in use (`server_busy`), or a query ran too long "
+                               "and was stopped (`read_timeout`)")
                 responses.setdefault("503", _error(unreachable, path))
                 if method == "GET":  # (a read's queries count against its client's share of the connections)
                     responses.setdefault("429", _error("This client's reads hold their share of the server's database "

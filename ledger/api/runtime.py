@@ -24,7 +24,6 @@ import anyio.to_thread
 
 from ledger.api.active import ActiveProfileCache
 from ledger.api.auth import TokenCache
-from ledger.api.errors import LogWalkPendingError
 from ledger.api.observability import Metrics
 from ledger.api.rebuilds import RebuildJobs
 from ledger.api.steering_runtime import SteeringRuntime, load_engine
@@ -76,10 +75,16 @@ def walked_ledger(database: Database) -> ProfileLedger:
     return ledger
 
 
-def walk_what_is_new(ledger: ProfileLedger, wait: float = 0.0) -> None:
+def walk_what_is_new(ledger: ProfileLedger, *, aside_if_busy: bool = False) -> None:
     """Walk what any process appended since the last walk (in moments; the snapshots left to the full walks). A walk
-    under way is waited for up to ``wait`` seconds, then :class:`ledger.verification.VerifyBusyError` (answered 429)."""
-    walked = ledger.verify_log(full=False, wait=wait, snapshots=False)
+    under way is not waited for: each second's finds what this one would have; with ``aside_if_busy``, what is new
+    is walked beside it (:meth:`ledger.verification.LogVerifier.walk_aside`)."""
+    try:
+        walked = ledger.verify_log(full=False, wait=0, snapshots=False)
+    except VerifyBusyError:
+        if not aside_if_busy:
+            return
+        walked = ledger.log_verifier.walk_aside()
     if not walked.ok:
         say_what_the_walk_found(walked)
 
@@ -87,16 +92,10 @@ def walk_what_is_new(ledger: ProfileLedger, wait: float = 0.0) -> None:
 def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
     """``read()``, once the log up to now was walked: a stream whose last saves were removed before this process
     walked past them is found by the walk, one removed after, by the read. The tokens are read so: a revocation
-    removed never gives a token back. A walk under way is waited for and walked after: it may have begun before
-    the removal and not reached the stream; one that does not end in time is a 503 (``log_walk_pending``), not a
-    read that might give a token back."""
-    try:
-        walk_what_is_new(ledger, wait=WALK_WAIT_SECONDS)
-    except VerifyBusyError:
-        raise LogWalkPendingError(
-            "a token is read only once the log up to now was walked (a revocation removed from it must not give a "
-            "token back), and the walk under way has not ended: the database is slow or away, or a full walk is "
-            "running; try again shortly") from None
+    removed never gives a token back. A walk under way may have begun before the removal and not reach the stream:
+    what is new is walked beside it, rather than waiting for it (a full walk takes half a minute on a large log, and
+    one stuck on an unreachable database as long as the pool waits)."""
+    walk_what_is_new(ledger, aside_if_busy=True)
     return read()
 
 
