@@ -61,6 +61,15 @@ class LogVerifier:
         self._lock = threading.Lock()
         self._verified: VerifiedHead | None = None
         self._failed: VerifyReport | None = None  # the first problem a walk with the ledger's key found
+        self._reached = 0  # the furthest position this process saw the log reach (see saw_log_reach)
+
+    def saw_log_reach(self, position: int) -> None:
+        """The log held an event at ``position`` (this process saved it, applied it to a read model, or saw it as
+        the end of the log when a walk began): a walk with the ledger's key that finds the log ending before it
+        reports it ``truncated``. So a walk beside another one under way, which may take half a minute, finds the
+        end the other saw cut, though only the other would have met what was cut."""
+        if position > self._reached:
+            self._reached = position
 
     def verify(
         self,
@@ -99,6 +108,9 @@ class LogVerifier:
         failed_before = self._failed if own else None
         if failed_before is not None and not full:  # (the problem may lie before the head, where it would not look)
             return failed_before
+        reached = self._reached if own else 0  # as known before this walk began: it reads at least as far
+        if own:
+            self.saw_log_reach(int(self.recorder.max_notification_id() or 0))
         remembered = self._verified
         verified = None if full else remembered
         # an incremental walk writes the streams it meets over those verified before, which it leaves as they are
@@ -118,6 +130,10 @@ class LogVerifier:
             lambda report, rows: self._verify_snapshots(report, rows, full, public_key, streams),
         )
         report = self.recorder.verify_chain(walk, snapshots)
+        if report.ok and (report.head_position or 0) < reached:
+            report = replace(report, ok=False, problem="truncated", position=reached,
+                             detail=f"the log ends at position {report.head_position or 0}, before position "
+                                    f"{reached}, which this process saw it reach: events were removed from its end")
         met = streams.maps[0] if isinstance(streams, ChainMap) else streams  # the streams this walk met
         if report.ok and public_key is None and not aside:  # verified with the ledger's key: later walks start here
             # a new mapping: a walk aside reads a verified head's streams as they were verified with it

@@ -89,12 +89,15 @@ def walk_what_is_new(ledger: ProfileLedger, *, aside_if_busy: bool = False) -> N
         say_what_the_walk_found(walked)
 
 
-def walked_first(ledger: ProfileLedger, read: Callable[[], T]) -> T:
+def walked_first(ledger: ProfileLedger, read: Callable[[], T], reached: Callable[[], int] = lambda: 0) -> T:
     """``read()``, once the log up to now was walked: a stream whose last saves were removed before this process
     walked past them is found by the walk, one removed after, by the read. The tokens are read so: a revocation
     removed never gives a token back. A walk under way may have begun before the removal and not reach the stream:
     what is new is walked beside it, rather than waiting for it (a full walk takes half a minute on a large log, and
-    one stuck on an unreachable database as long as the pool waits)."""
+    one stuck on an unreachable database as long as the pool waits). Only that one may have met the end of the log
+    a removal cut: the walk beside it checks the log still reaches where that one, the read side (``reached``) and
+    this process's saves saw it reach."""
+    ledger.log_verifier.saw_log_reach(reached())
     walk_what_is_new(ledger, aside_if_busy=True)
     return read()
 
@@ -199,7 +202,8 @@ class Runtime:
         database = self.database
         self.ledger = await anyio.to_thread.run_sync(walked_ledger, database)  # before the server listens
         service = TokenService(self.ledger)
-        self.tokens = TokenCache(functools.partial(walked_first, self.ledger, service.current),
+        self.tokens = TokenCache(functools.partial(walked_first, self.ledger, service.current,
+                                                   lambda: self.progress.reached if self.progress else 0),
                                  check=service.refuse_on_a_tampered_log)
         if not self.auth:
             log.warning(
@@ -295,9 +299,11 @@ class Runtime:
                 log.debug("the log walk did not run: %s", error)
 
     def _follow_saves(self, ledger: ProfileLedger) -> None:
-        """Count saves and wake the projection runner after every save this process makes."""
+        """Count saves and wake the projection runner after every save this process makes (and tell the log's walks
+        how far this process saw the log reach)."""
 
         def on_save(position: int) -> None:
+            ledger.log_verifier.saw_log_reach(position)
             if self.runner_stop.is_set():  # stopped: (the shutdown's drain, before, still records and projects)
                 return
             self.metrics.saves.inc()

@@ -10,7 +10,7 @@ from litestar import Request, Response
 
 from ledger.api.errors import handle_exception
 from ledger.console.profiles import see_other
-from ledger.console.rendering import is_htmx, page, secured
+from ledger.console.rendering import is_htmx, page, secured, wants_html
 from ledger.console.session import TOKEN_COOKIE
 from ledger.errors import AuthenticationError
 
@@ -22,10 +22,6 @@ def app_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The app's handler, for what no router handled (an address no route has, a method a route lacks): a page for
     a browser outside the API's paths, else the API's answer."""
     return (handle_exception if request.url.path.startswith(API_PATHS) else console_error)(request, exc)
-
-
-def wants_html(request: Request[Any, Any, Any]) -> bool:
-    return is_htmx(request) or "text/html" in request.headers.get("accept", "")
 
 
 def _back_after_login(request: Request[Any, Any, Any]) -> str:

@@ -121,8 +121,8 @@ async def form_again(request: Request[Any, Any, Any], error: Exception,
     Back from an error page re-fetched the form empty: no console page is kept by the browser.)"""
     status = 422 if isinstance(error, ValidationException) else status_for(error) if isinstance(error, LedgerError) \
         else None
-    if status not in FIXED_BY_TYPING_AGAIN or is_htmx(request):
-        raise error
+    if status not in FIXED_BY_TYPING_AGAIN or is_htmx(request) or not wants_html(request):
+        raise error  # (a client that does not ask for a page gets the API's JSON error)
     answer = handle_exception(request, error)  # the one mapping of errors to statuses and words
     body = answer.content
     return await anyio.to_thread.run_sync(render, Problem(answer.status_code, body["error"], body["detail"]))
@@ -130,6 +130,10 @@ async def form_again(request: Request[Any, Any, Any], error: Exception,
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("hx-request") == "true"
+
+
+def wants_html(request: Request[Any, Any, Any]) -> bool:
+    return is_htmx(request) or "text/html" in request.headers.get("accept", "")
 
 
 def fragment_or_page(request: Request[Any, Any, Any], fragment: str, whole: str, **context: Any) -> Template:

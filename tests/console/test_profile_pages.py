@@ -278,3 +278,5 @@ def test_a_form_refused_for_what_was_typed_comes_back_holding_it_with_the_refusa
                          follow_redirects=False)
     assert stale.status_code == 412 and 'action="/profiles/' not in stale.text  # the error page, no form
     assert console.get("/api/profiles/calm").json()["description"] == "changed meanwhile"
+    scripted = console.post("/profiles", data=typed | {"_csrf_token": token})  # a client that asks for no page
+    assert scripted.status_code == 422 and scripted.json()["error"] == "invalid_value", scripted.text

@@ -796,6 +796,35 @@ def test_a_token_first_met_while_a_walk_of_the_log_is_under_way_is_read_only_aft
         assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text  # before: 200
 
 
+def test_a_token_whose_revocation_was_cut_from_the_logs_end_during_a_long_walk_is_refused(database_url, ledger_app):
+    """The owner cuts a revocation from the log's end (with its chain and head rows, which a walk alone cannot tell
+    from a log never longer) while a walk of this server is under way, a full one, say, which takes half a minute on
+    a large log. The walk beside it for the token's first read cannot meet the revocation; but this server's read
+    side applied it, so the log is known to have reached further than it now does: the token is refused."""
+    tokens = TokenService(ledger_app)
+    _, admin = tokens.issue("root", "admin")
+    with make_client(database_url, auth=True) as client:
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        assert client.get("/api/profiles", headers=as_admin).status_code == 200
+        walking = client.app.state.runtime.ledger.log_verifier._lock  # held: a walk under way (the only way to pin it)
+        walking.acquire()
+        try:
+            victim, secret = tokens.issue("victim", "editor")
+            tokens.revoke(victim.token_id)
+            owner = Owner(database_url)
+            revocation = _last_save_of(owner, AccessTokens.ID)
+            applied = client.get("/api/profiles", params={"min_position": revocation[-1]}, headers=as_admin)
+            assert applied.status_code == 200, applied.text  # this server's read side has applied the revocation
+            for table in (owner.events, owner.chain, owner.heads):
+                column = owner.position_column() if table == owner.events else "notification_id"
+                owner.run(f"DELETE FROM {table} WHERE {column} >= ?", (revocation[0],))
+            answer = client.get("/api/profiles", headers={"Authorization": f"Bearer {secret}"})
+        finally:
+            walking.release()
+        assert answer.status_code == 500 and answer.json()["error"] == "log_tampered", answer.text  # before: 200
+        assert f"before position {revocation[-1]}, which this process saw it reach" in answer.json()["detail"]
+
+
 def test_a_kept_answer_changed_or_planted_by_the_owner_is_never_replayed(database_url):
     owner = Owner(database_url)
     with make_client(database_url) as client:
