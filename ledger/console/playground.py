@@ -31,7 +31,7 @@ from ledger.api.observability import DEPARTED
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
-from ledger.console.rendering import form_again, is_htmx, page, render_fragment
+from ledger.console.rendering import FIXED_BY_TYPING_AGAIN, form_again, is_htmx, page, render_fragment
 from ledger.console.results import Held, shown_at_its_own_address
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
@@ -113,7 +113,7 @@ class PlaygroundPages(Controller):
         except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
             return await form_again(request, error, lambda problem: page(
                 request, "playground.html.j2", problem.status, form=form, model_loaded=True, problem=problem,
-                **_choices(request, form.get("profile"))))
+                **_choices(request, form.get("profile"))), FIXED_BY_TYPING_AGAIN | {404})  # a version typed
         common = {**choices, "form": {**form, "compare": compare}, "model_loaded": True, "warnings": warnings}
         if is_htmx(request):
             viewer = viewer_of(request)

@@ -114,14 +114,14 @@ class Problem:
     detail: str
 
 
-async def form_again(request: Request[Any, Any, Any], error: Exception,
-                     render: Callable[[Problem], Template]) -> Template:
+async def form_again(request: Request[Any, Any, Any], error: Exception, render: Callable[[Problem], Template],
+                     fixable: frozenset[int] = FIXED_BY_TYPING_AGAIN) -> Template:
     """The form's own page again, holding what was typed and saying why it was refused (``render``, run in a worker
     thread), for a refusal typing again fixes; any other error is raised on, to the error page. (A browser going
     Back from an error page re-fetched the form empty: no console page is kept by the browser.)"""
     status = 422 if isinstance(error, ValidationException) else status_for(error) if isinstance(error, LedgerError) \
         else None
-    if status not in FIXED_BY_TYPING_AGAIN or is_htmx(request) or not wants_html(request):
+    if status not in fixable or is_htmx(request) or not wants_html(request):
         raise error  # (a client that does not ask for a page gets the API's JSON error)
     answer = handle_exception(request, error)  # the one mapping of errors to statuses and words
     body = answer.content
