@@ -328,12 +328,6 @@ class ProfilePages(Controller):
                    form: Form) -> Redirect | Template:
         runtime = runtime_of(request)
         pid = await resolved(runtime, profile_id)
-        try:
-            fields = profile_fields(form)
-            expected = expected_versions(form)
-        except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
-            return await form_again(request, error, lambda problem: profile_page(request, pid, typed=form,
-                                                                                  problem=problem))
         bump = form.get("bump_version") == "on"
 
         def update(ledger: ProfileLedger) -> Outcome:
@@ -347,6 +341,7 @@ class ProfilePages(Controller):
                                          **expected)  # as the API does
 
         try:
+            fields, expected = profile_fields(form), expected_versions(form)
             await run(request, form.get("reason"), update)
         except Exception as error:  # noqa: BLE001 - raised on unless typing again fixes it
             return await form_again(request, error, lambda problem: profile_page(request, pid, typed=form,
