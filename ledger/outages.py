@@ -95,6 +95,14 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return any(isinstance(error, DATABASE_UNAVAILABLE) for error in raised_from(exc))
 
 
+def refuses_writes(exc: BaseException) -> bool:
+    """The error, or one it was raised from, says the database takes no writes: a read-only PostgreSQL transaction
+    (a hot standby, ``default_transaction_read_only``), an SQLite file that cannot be written. Queries go on."""
+    return any(isinstance(error, psycopg.errors.ReadOnlySqlTransaction)
+               or getattr(error, "sqlite_errorcode", -1) & 0xFF == sqlite3.SQLITE_READONLY
+               for error in raised_from(exc, implicitly=True))
+
+
 _NO_SUCH_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
 _NO_SUCH_COLUMN = re.compile(r'no such column: (\S+)|column "?([^"\s]+)"? does not exist')
 
@@ -120,12 +128,12 @@ def missing_column(exc: BaseException) -> str | None:
 
 
 _REFUSED_FOR_GOOD = re.compile(r"FATAL:\s+(.*(?:does not exist|authentication failed|no pg_hba\.conf entry).*)"
-                               r"|(server does not support SSL.*|invalid \w+ value.*)")
+                               r"|(server does not support SSL.*|invalid \w+ value.*|fe_sendauth: .*)")
 
 
 def refused_for_good(url: str) -> str | None:
     """Why a PostgreSQL server that answers refuses this URL in a way waiting will not change (no such database or
-    role, a wrong password, not allowed from here, TLS it requires and the server lacks, a parameter it cannot use);
+    role, a wrong or missing password, not allowed from here, TLS it requires and the server lacks, a parameter it cannot use);
     None when it cannot be reached, or lets the connection in."""
     try:
         timeout = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": 3}  # (the URL's own first)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +37,7 @@ from ledger.api.errors import (
     openai_path,
     status_for,
 )
+from ledger import strict_json
 from ledger.errors import ValidationError
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -172,57 +171,14 @@ async def refuse_repeated_keys(raw: bytes) -> None:
 
 
 def _refuse_repeated_keys(raw: bytes) -> None:
-    def once(pairs: list[tuple[str, Any]]) -> None:
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Repeated(key)
-            seen.add(key)
-
     try:
-        json.loads(raw, object_pairs_hook=once)
-    except _Repeated as repeated:
-        raise _body_problem("a key is given twice in one object",  # (the answer names the field: where it is)
-                            f"the key {repeated.args[0][:80]!r} is given twice in one object: give it once",
-                            _where_repeated(raw)[:200]) from None
+        strict_json.loads(raw)
+    except strict_json.RepeatedKeyError as repeated:  # (the answer names the field: where it is)
+        raise _body_problem("a key is given twice in one object",
+                            f"the key {repeated.key[:80]!r} is given twice in one object: give it once",
+                            repeated.path[:200]) from None
     except (RecursionError, ValueError):  # deeper than Python's parser goes, say: msgspec's read it (no 500 for that)
         pass
-
-
-class _Repeated(Exception):
-    """A key given twice (to :func:`refuse_repeated_keys`)."""
-
-
-class _Pairs(list):  # type: ignore[type-arg]
-    """An object's keys and values as given, in order (repeated keys kept)."""
-
-
-def _where_repeated(raw: bytes) -> str:
-    """The path of the first key given twice in ``raw`` (a document read once already), in the document's order,
-    as errors name a field: ``metadata.owner``, ``messages[1].role``."""
-    walking = [_entries(json.loads(raw, object_pairs_hook=_Pairs), "")]  # (no recursion: as deep as it parsed)
-    while walking:
-        step = next(walking[-1], None)
-        if step is None:
-            walking.pop()
-            continue
-        path, value, repeated = step
-        if repeated:
-            return path
-        walking.append(_entries(value, path))
-    return "data"
-
-
-def _entries(node: Any, at: str) -> Iterator[tuple[str, Any, bool]]:
-    """A JSON value's members in order: each one's path, value, and whether its key was given before in its object."""
-    if isinstance(node, _Pairs):
-        seen: set[str] = set()
-        for key, value in node:
-            yield (f"{at}.{key}" if at else key), value, key in seen
-            seen.add(key)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield f"{at}[{index}]", value, False
 
 
 _LONE_HIGH_SURROGATE = re.compile(  # (an escape: after an even number of backslashes, none escaping it)

@@ -61,7 +61,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.outages import (
-    is_database_unavailable, out_of_space, pool_exhausted, raised_from, waited_for_a_connection,
+    is_database_unavailable, out_of_space, pool_exhausted, raised_from, refuses_writes, waited_for_a_connection,
 )
 from ledger.write_path import WriteTimeoutError
 from projections.errors import ReadTimeoutError
@@ -362,6 +362,10 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
         request.app.state.runtime.out_of_space_at = time.monotonic()
         detail = "the database has no room to write (its disk is full); retry once space is freed"
         return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", detail, headers=RETRY_AFTER)
+    if refuses_writes(exc):  # a failover left a standby, say (503 as an outage: a retry once it takes writes)
+        log.error("the database takes no writes on %s %s: %s", request.method, request.url.path, exc)
+        detail = "the database takes no writes right now (it is read-only); retry once it takes them"
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", detail, headers=RETRY_AFTER)
     if is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         detail = "the database cannot be reached right now; retry shortly"
@@ -381,7 +385,8 @@ CONFLICT = {409: error_spec("Conflict: name taken, profile active, or a concurre
 STALE = {412: error_spec("If-Match names a version that is no longer current; `current_version` says which is (not "
                          "given for an empty or malformed tag, or another profile's)")}
 TIMEOUT = {504: error_spec("The read side did not reach `min_position` in time (error `projection_timeout`)")}
-UNAVAILABLE = {503: error_spec("The database cannot be reached right now (error `database_unavailable`); retry shortly")}
+UNAVAILABLE = {503: error_spec("The database cannot be reached, or takes no writes, right now (error "
+                               "`database_unavailable`); retry shortly")}
 TOO_LARGE = {413: error_spec("The request body is larger than the configured maximum")}
 BUSY = {429: error_spec("What runs one at a time is running (a walk of the log): retry after `Retry-After` seconds")}
 

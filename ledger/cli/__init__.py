@@ -14,7 +14,9 @@ import typer
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
 from ledger.cli.context import CheckedStdout, ReaderGoneError, state
 from ledger.errors import LedgerError
-from ledger.outages import is_database_unavailable, missing_column, missing_table, out_of_space, refused_for_good
+from ledger.outages import (
+    is_database_unavailable, missing_column, missing_table, out_of_space, refused_for_good, refuses_writes,
+)
 from steering.errors import SteeringError
 
 app = typer.Typer(
@@ -105,11 +107,18 @@ def main() -> None:
                        f"of the ledger (no column {column}): run `ledger db init` (or start `ledger serve`), which "
                        "makes them again from the log", err=True)
             sys.exit(1)
+        if refuses_writes(error):  # a standby, a read-only file: waiting will not help
+            reason = str(error).strip().partition("\n")[0] or type(error).__name__
+            typer.echo(f"error: {state.settings.database.display()} takes no writes ({reason}): this command "
+                       "writes; run it against a database that takes them", err=True)
+            sys.exit(1)
         if is_database_unavailable(error):
             database = state.settings.database
             refused = refused_for_good(database.url) if database.is_postgres else None
-            if refused is not None:  # a mistyped database or role: retrying will not help
-                typer.echo(f"error: no ledger at {database.display()}: {refused}", err=True)
+            if refused is not None:  # a mistyped database or role, a wrong password: retrying will not help
+                missing = "does not exist" in refused
+                typer.echo(f"error: {'no ledger at' if missing else 'cannot use'} {database.display()}: {refused}",
+                           err=True)
                 sys.exit(1)
             reason = str(error).strip().partition("\n")[0] or type(error).__name__
             if out_of_space(error):

@@ -17,7 +17,7 @@ from uuid import UUID
 import msgspec
 import typer
 
-from ledger import values
+from ledger import strict_json, values
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext, acting_as
 from ledger.errors import NotFoundError, ValidationError
@@ -173,9 +173,11 @@ def json_as_written(value: str | None) -> str | None:
     the command."""
     if value is not None:
         try:
-            json.loads(value)
+            strict_json.loads(value)
         except ValueError as error:  # (a JSONDecodeError, or an integer of more digits than Python converts)
             raise typer.BadParameter(f"not valid JSON: {json_error(error)}") from None
+        except strict_json.RepeatedKeyError as error:
+            raise typer.BadParameter(str(error)) from None
         except RecursionError:
             pass  # JSON, too deep for any field: the command refuses it
     return value
@@ -185,9 +187,11 @@ def parse_json(value: str | None, what: str) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(value)
+        return strict_json.loads(value)
     except ValueError as error:
         raise ValidationError(f"{what} is not valid JSON: {json_error(error)}", field=what) from None
+    except strict_json.RepeatedKeyError as error:
+        raise ValidationError(f"{what}: {error}", field=what) from None
     except RecursionError:
         raise ValidationError(f"{what} is nested too deeply", field=what) from None
 

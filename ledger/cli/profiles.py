@@ -16,7 +16,7 @@ from typing import Any, Optional, TypeVar
 import msgspec
 import typer
 
-from ledger import values
+from ledger import strict_json, values
 from ledger.application import Outcome
 from ledger.states import ProfileFields, ProfileState, showing_version
 from ledger.cli.context import (
@@ -410,7 +410,7 @@ def register(app: typer.Typer) -> None:
             raise ImportFormatError("cannot read -: standard input is closed")
         try:
             text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8")
-            document = json.loads(text.removeprefix("\ufeff"))  # some editors begin a UTF-8 file with a BOM
+            document = strict_json.loads(text.removeprefix("\ufeff"))  # some editors begin a UTF-8 file with a BOM
         except OSError as error:
             raise ImportFormatError(f"cannot read {path}: {error.strerror}") from None
         except UnicodeDecodeError as error:
@@ -419,5 +419,7 @@ def register(app: typer.Typer) -> None:
             raise ImportFormatError(f"{path} is not valid JSON: {json_error(error)}") from None
         except RecursionError:
             raise ImportFormatError(f"{path} is nested too deeply to be a profile document") from None
+        except strict_json.RepeatedKeyError as error:
+            raise ImportFormatError(f"{path}: {error}") from None
         with acting(actor, reason):
             report(state.ledger.import_profile(document, rename=rename), as_json, "import")

@@ -323,6 +323,8 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("create", "x", "--metadata", "nope"): "Invalid value for '--metadata': not valid JSON",
         ("update", "x", "--steering", "{"): "Invalid value for '--steering': not valid JSON",
         ("record-execution", "x", "--metadata", "{]"): "Invalid value for '--metadata': not valid JSON",
+        ("create", "x", "--steering", '{"12": 1, "12": 2}'): "the key '12' is given twice in one object (at 12)",
+        ("record-execution", "x", "--metadata", '{"a": {"b": 1, "b": 2}}'): "given twice in one object (at a.b)",
         ("generate", "hi", "--temperature", "nan"): "Invalid value for '--temperature'",  # was exit 70 from torch
         ("generate", "hi", "--temperature", "inf"): "Invalid value for '--temperature'",  # was a whole run, then 1
         ("generate", "hi", "--seed", str(2**64)): "Invalid value for '--seed'",  # was "Overflow when unpacking"
@@ -567,6 +569,19 @@ def test_what_the_cli_shows_of_a_profile_imports_and_closed_or_full_standard_str
         assert (piped.wait(60), piped.stderr.read()) == (141, b""), command  # as shell tools end (was 1)
 
 
+def test_an_import_document_giving_a_key_twice_is_refused_as_the_api_refuses_it_and_nothing_is_imported(
+    ledger, tmp_path
+):
+    for document, where in (('{"format": "millm_profile", "profile": {"name": "q", "name": "r"}}', "profile.name"),
+                            ('{"format": "millm_profile", "profile": {"name": "q", "steering": {"1": 1, "1": 150}}}',
+                             "profile.steering.1")):  # (was imported: as r, at strength 150, the values unseen)
+        (tmp_path / "twice.json").write_text(document)
+        refused = ledger("import", str(tmp_path / "twice.json"), code=1)
+        assert refused.stderr.startswith(f"error: {tmp_path / 'twice.json'}: the key "), refused.stderr
+        assert f"given twice in one object (at {where}): give it once" in refused.stderr
+    assert "nothing was recorded there" in ledger("list", code=1).stderr
+
+
 def test_an_unreachable_database_exits_75_with_one_line_saying_so(tmp_path):
     from tests.api.conftest import free_port
 
@@ -585,6 +600,67 @@ def test_a_database_or_role_the_server_does_not_know_exits_1_saying_so(tmp_path,
         for args in (("list",), ("create", "calm"), ("serve", "--no-model")):
             result = run_ledger(url, tmp_path, *args, code=1)  # retrying will not help: not 75
             assert result.stderr == f"error: no ledger at {url}: {reason}\n", (args, result.stderr)
+
+
+@pytest.mark.postgres
+def test_a_role_whose_password_is_missing_or_wrong_exits_1_saying_so(tmp_path, postgres_server, postgres_url):
+    if postgres_server.data_dir is None:
+        pytest.skip("the server's pg_hba.conf is not these tests' to change")
+    role = f"needs_password_{os.getpid()}"
+    hba = postgres_server.data_dir / "pg_hba.conf"
+    allowed = hba.read_text()
+    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{allowed}")
+    with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        shown = postgres_url.replace("postgres@", f"{role}@")
+        for url, reason in ((shown, "fe_sendauth: no password supplied"),  # (was 75: try again, forever)
+                            (postgres_url.replace("postgres@", f"{role}:wrong@"), "password authentication failed")):
+            for args in (("list",), ("create", "calm")):
+                result = run_ledger(url, tmp_path, *args, code=1)
+                assert result.stderr.startswith(f"error: cannot use {shown}: "), (args, result.stderr)
+                assert reason in result.stderr and "wrong" not in result.stderr
+    finally:
+        hba.write_text(allowed)
+        with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.postgres
+def test_a_database_that_takes_no_writes_answers_queries_refuses_commands_with_exit_1_and_verify_says_what_it_skipped(
+    tmp_path, postgres_url
+):
+    run_ledger(postgres_url, tmp_path, "create", "calm", "-f", "1=0.5")
+    read_only = postgres_url + "?options=-c%20default_transaction_read_only%3Don"  # as a hot standby answers
+    assert "calm" in run_ledger(read_only, tmp_path, "list").stdout
+    for args in (("create", "other"), ("update", "calm", "-f", "1=0.7"), ("serve", "--no-model")):
+        result = run_ledger(read_only, tmp_path, *args, code=1)  # (were 70: "a fault of the ledger's own")
+        assert result.stderr.startswith(f"error: {postgres_url} takes no writes (cannot execute "), result.stderr
+        assert result.stderr.endswith("this command writes; run it against a database that takes them\n")
+    verified = run_ledger(read_only, tmp_path, "verify")  # the log is verified; the read models cannot be built
+    assert verified.stdout.startswith("ok: 3 events verified"), verified.stdout  # (was 70, nothing verified)
+    assert "note: the read models were not compared with the log" in verified.stderr
+    assert [line.split()[2] for line in run_ledger(postgres_url, tmp_path, "list").stdout.splitlines()] == ["calm"]
+
+
+def test_an_sqlite_file_that_cannot_be_written_answers_queries_and_refuses_commands_with_exit_1(tmp_path):
+    database = tmp_path / "ledger.sqlite"
+    run_ledger(str(database), tmp_path, "create", "calm", "-f", "1=0.5")
+    if os.geteuid() == 0:  # (root writes whatever the mode says)
+        subprocess.run(["chattr", "+i", str(database)], check=True)
+    else:
+        database.chmod(0o444)
+    try:
+        assert "calm" in run_ledger(str(database), tmp_path, "list").stdout
+        result = run_ledger(str(database), tmp_path, "create", "other", code=1)  # (was 75: try again, forever)
+        assert result.stderr == (f"error: sqlite:///{database} takes no writes (attempt to write a readonly database): "
+                                 "this command writes; run it against a database that takes them\n")
+        assert "note: the read models were not compared" in run_ledger(str(database), tmp_path, "verify").stderr
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(database)], check=True)
 
 
 def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path):
