@@ -216,9 +216,11 @@ def usage_of(result: Any) -> Usage:
 
 def served_models(runtime: Runtime) -> list[ModelCard]:
     generation = runtime.generation
-    return [] if generation is None else [
-        ModelCard(id=generation.engine.model_id, object="model", created=0, owned_by="profile-ledger")
-    ]
+    if generation is None:
+        return []
+    config = generation.engine.loaded.path / "config.json"  # when it was written here: the same on every server
+    created = int(config.stat().st_mtime) if config.exists() else 0
+    return [ModelCard(id=generation.engine.model_id, object="model", created=created, owned_by="profile-ledger")]
 
 
 class ChatController(Controller):
@@ -320,6 +322,8 @@ class ChatController(Controller):
         stream_id = f"chatcmpl-{completion.execution_id.hex}"
 
         def frame(choices: list[ChunkChoice], **extra: Any) -> bytes:
+            if usage:  # as OpenAI's: then every chunk has the field, null but in the last
+                extra.setdefault("usage", None)
             body = ChatCompletionChunk(id=stream_id, object="chat.completion.chunk", created=created, model=model,
                                        choices=choices, **extra)
             return b"data: " + msgspec.json.encode(body) + b"\n\n"

@@ -161,7 +161,7 @@ class ChatCompletionChunk(msgspec.Struct, omit_defaults=True):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
+    usage: Usage | None | msgspec.UnsetType = msgspec.UNSET  # null in every chunk but the last with include_usage
     system_fingerprint: str | None = None
     ledger: LedgerRun | None = None
 

@@ -3,6 +3,7 @@ steering by profile, concurrency, replay and the steering status."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -88,6 +89,26 @@ def test_the_official_openai_client_gets_a_completion_plain_and_streamed(server)
     parts = [{"role": "user", "content": [{"type": "text", "text": MESSAGES[0]["content"]}]}]  # OpenAI's content parts
     as_parts = client.chat.completions.create(model="tiny", messages=parts, max_tokens=8, seed=1, temperature=0)
     assert as_parts.choices[0].message.content == text
+
+
+def test_a_stream_with_include_usage_has_the_field_in_every_chunk_null_but_in_the_last_as_openai_documents(server):
+    def chunks(**options) -> list[dict]:
+        with server.client.stream("POST", "/v1/chat/completions", json={
+                "messages": MESSAGES, "max_tokens": 4, "seed": 1, "stream": True, **options}) as answer:
+            lines = [line.removeprefix("data: ") for line in answer.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        return [json.loads(line) for line in lines[:-1]]
+
+    counted = chunks(stream_options={"include_usage": True})
+    assert [chunk["usage"] for chunk in counted[:-1]] == [None] * (len(counted) - 1)  # was no field: a KeyError
+    assert counted[-1]["choices"] == [] and counted[-1]["usage"]["completion_tokens"] > 0
+    assert all("usage" not in chunk for chunk in chunks())  # (not asked for: not there)
+
+
+def test_the_model_served_says_when_it_was_made_here(server, tiny_model_dir):
+    made = int((tiny_model_dir / "config.json").stat().st_mtime)  # was 0: 1970 in a client that shows it
+    assert [card["created"] for card in server.client.get("/v1/models").json()["data"]] == [made]
+    assert server.client.get("/v1/models/tiny").json()["created"] == made
 
 
 def test_a_chat_naming_the_pinned_active_profile_runs_the_version_every_read_shows(server):
