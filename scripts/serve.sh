@@ -12,15 +12,31 @@ LAYER="${LEDGER_SAE_LAYER:-15}"
 MODEL="$MODELS_DIR/smollm2-135m-instruct"
 SAE="$MODELS_DIR/sae-smollm2-135m-instruct-l$LAYER"
 
-if [ ! -f "$MODEL/config.json" ]; then
+given() {  # whether the extra arguments give this option
+  local name="$1" arg
+  shift
+  for arg in "$@"; do [[ "$arg" == "$name" || "$arg" == "$name="* ]] && return 0; done
+  return 1
+}
+
+# First use: the default model and its SAE, unless other ones (or none: --no-model) are given.
+if ! given --no-model "$@" && ! given --model "$@" && [ ! -f "$MODEL/config.json" ]; then
   echo "first use: fetching the default model into $MODEL" >&2
   ledger models fetch --models-dir "$MODELS_DIR"
 fi
-if [ ! -f "$SAE/cfg.json" ]; then
+if ! given --no-model "$@" && ! given --sae "$@" && [ ! -f "$SAE/cfg.json" ]; then
   echo "first use: training an SAE for layer $LAYER (a few minutes on a CPU; reused after)" >&2
   ledger sae train --model "$MODEL" --layer "$LAYER" --output "$SAE"
 fi
 
-echo "serving on http://${LEDGER_HOST:-127.0.0.1}:${LEDGER_PORT:-8000} (OpenAPI at /schema, OpenAI API at /v1)" >&2
-exec ledger serve --no-auth --host "${LEDGER_HOST:-127.0.0.1}" --port "${LEDGER_PORT:-8000}" \
-  --model "$MODEL" --sae "$SAE" "$@"
+# The defaults below, each unless the extra arguments give its option (`ledger serve` takes an option once).
+defaults=()
+given --auth "$@" || given --no-auth "$@" || defaults+=(--no-auth)
+given --host "$@" || defaults+=(--host "${LEDGER_HOST:-127.0.0.1}")
+given --port "$@" || defaults+=(--port "${LEDGER_PORT:-8000}")
+if ! given --no-model "$@"; then
+  given --model "$@" || defaults+=(--model "$MODEL")
+  given --sae "$@" || defaults+=(--sae "$SAE")
+fi
+echo "serving with: ledger serve ${defaults[*]} $* (OpenAPI at /schema, OpenAI API at /v1)" >&2
+exec ledger serve "${defaults[@]}" "$@"

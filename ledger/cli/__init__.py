@@ -12,6 +12,7 @@ import click
 import typer
 
 from ledger.cli import executions, log, profiles, projections, service, steering, tokens, versions
+from ledger.cli.commands import Commands
 from ledger.cli.context import CheckedStdout, ReaderGoneError, state
 from ledger.errors import LedgerError
 from ledger.outages import (
@@ -19,7 +20,7 @@ from ledger.outages import (
 )
 from steering.errors import SteeringError
 
-app = typer.Typer(
+app = Commands(
     name="ledger",
     help="An event-sourced ledger of steering profiles for language models.",
     no_args_is_help=True,

@@ -6,9 +6,10 @@ from typing import Any, Optional
 
 import typer
 
+from ledger.cli.commands import Commands
 from ledger.cli.context import JSON, emit, emit_json, say, state
 
-projections_app = typer.Typer(
+projections_app = Commands(
     name="projections",
     help="Read models: with no command, each one's position and the events it parked (could not apply); "
     "`ledger projections retry` applies parked events again after a fix.",

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from ledger.cli.commands import Commands
 from ledger.cli.context import JSON, CheckedStdout, emit, state
 
 
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"projection worker following {database.display()}", err=True)
             run_projections(database, stop, worker=worker)
 
-    db = typer.Typer(help="The database: create its tables.", no_args_is_help=True)
+    db = Commands(help="The database: create its tables.", no_args_is_help=True)
     app.add_typer(db, name="db")
 
     @db.command("init")

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 
+from ledger.cli.commands import Commands
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit_json, parse_uuid, say, state
 from ledger.errors import ExecutionNotFoundError, ValidationError
 from ledger.values import INT64_MAX, INT64_MIN, MAX_TOKENS_MAX, TEMPERATURE_MAX
@@ -22,8 +23,8 @@ DEFAULT_MAX_TOKENS = 64  # `generate`'s, when --max-tokens is not named
 DEFAULT_D_SAE = 2048
 SAE_WIDTH_MAX = 65_536  # features: wider SAEs take gigabytes to train
 
-models = typer.Typer(help="The model this project generates with.", no_args_is_help=True)
-sae = typer.Typer(help="Sparse autoencoders: train one for the model, inspect its features.", no_args_is_help=True)
+models = Commands(help="The model this project generates with.", no_args_is_help=True)
+sae = Commands(help="Sparse autoencoders: train one for the model, inspect its features.", no_args_is_help=True)
 
 
 def _nucleus(top_p: float) -> float:
@@ -159,7 +160,8 @@ def register(app: typer.Typer) -> None:
         profile: Optional[str] = typer.Option(
             None, "--profile", "-p", help="Profile id or name (default: the active one)."
         ),
-        version: Optional[int] = typer.Option(None, "--version", min=1, help="Steer with this version of the profile."),
+        version: Optional[int] = typer.Option(None, "--version", min=1,
+                                              help="Steer with this version of the profile --profile names."),
         seed: Optional[int] = typer.Option(None, "--seed", min=INT64_MIN, max=INT64_MAX,
                                            help="Default: a random seed, recorded for replay."),
         max_tokens: Optional[int] = typer.Option(
@@ -179,6 +181,9 @@ def register(app: typer.Typer) -> None:
         """Generate with the steered model; the run is recorded as an execution (replayable by version and seed)."""
         from steering.runs import Completion, GenerationService
 
+        if version is not None and profile is None:  # (the active profile may change under it: named, as the API's)
+            raise typer.BadParameter("--version needs --profile, the profile whose version it is",
+                                     param_hint="'--version'")
         with steering_engine(model, sae_dir) as engine:
             messages = [{"role": "system", "content": system}] if system else []
             messages.append({"role": "user", "content": prompt})

@@ -7,12 +7,13 @@ from typing import Optional
 
 import typer
 
+from ledger.cli.commands import Commands
 from ledger.access import expiry_after
 from ledger.cli.context import ACTOR, JSON, REASON, acting, emit, emit_json, parse_uuid, say, state
 from ledger.errors import ValidationError
 from ledger.tokens import TokenService
 
-tokens = typer.Typer(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
+tokens = Commands(help="Manage API tokens (only a salted hash of each token is stored).", no_args_is_help=True)
 
 
 def _expiry(expires_in: str | None) -> datetime | None:

@@ -331,6 +331,11 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         ("generate", "hi", "--top-p", "nan"): "Invalid value for '--top-p'",  # was exit 1 once the model loaded
         ("generate", "hi", "--max-tokens", "0"): "Invalid value for '--max-tokens'",
         ("generate", "hi", "--max-tokens", "4097"): "Invalid value for '--max-tokens'",  # the API's bound, as there
+        ("generate", "hi", "--version", "1"): "--version needs --profile",  # was exit 1: "profile_version needs a…"
+        # an option of one value given twice (the last one won, unseen: the guard became version 1)
+        ("update", "x", "--expected-version", "9", "--expected-version", "1"): "'--expected-version' is given twice",
+        ("revert", "x", "--version", "2", "--version", "1"): "Option '--version' is given twice: give it once",
+        ("show", "x", "--as-of", "2999-01-01", "--version", "1", "--version", "1"): "'--version' is given twice",
     }.items():
         result = ledger(*args, code=2)
         assert problem in result.stderr, (args, result.stderr)
