@@ -46,6 +46,8 @@ class CliState:
 
     def configure(self, database: str | None) -> None:
         settings = Settings.from_env()
+        if database is not None and not database:  # (not the default: a variable left empty is no value given)
+            raise typer.BadParameter("must not be empty", param_hint="'--database'")
         self.settings = replace(settings, database=Database(database)) if database else settings
 
     @property

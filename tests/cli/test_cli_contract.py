@@ -341,6 +341,9 @@ def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
         assert problem in result.stderr, (args, result.stderr)
         assert f"Try 'ledger {args[0] + ' ' if args[0] != 'no-such-verb' else ''}--help' for help." in result.stderr
         assert "LEDGER_DEBUG" not in result.stderr
+    empty = subprocess.run([ledger_executable(), "--database", "", "list"], capture_output=True, text=True)
+    assert (empty.returncode, empty.stderr.splitlines()[-1]) == (  # was ./ledger.sqlite (or the variable's), unsaid
+        2, "Error: Invalid value for '--database': must not be empty")
 
 
 def test_an_sqlite_path_that_cannot_be_made_exits_1_saying_so(tmp_path):
