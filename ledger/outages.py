@@ -95,6 +95,11 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return any(isinstance(error, DATABASE_UNAVAILABLE) for error in raised_from(exc))
 
 
+def first_line(exc: BaseException) -> str:
+    """What the error says, in one line (its type's name when it says nothing)."""
+    return str(exc).strip().partition("\n")[0] or type(exc).__name__
+
+
 def refuses_writes(exc: BaseException) -> bool:
     """The error, or one it was raised from, says the database takes no writes: a read-only PostgreSQL transaction
     (a hot standby, ``default_transaction_read_only``), an SQLite file that cannot be written. Queries go on."""
@@ -133,8 +138,8 @@ _REFUSED_FOR_GOOD = re.compile(r"FATAL:\s+(.*(?:does not exist|authentication fa
 
 def refused_for_good(url: str) -> str | None:
     """Why a PostgreSQL server that answers refuses this URL in a way waiting will not change (no such database or
-    role, a wrong or missing password, not allowed from here, TLS it requires and the server lacks, a parameter it cannot use);
-    None when it cannot be reached, or lets the connection in."""
+    role, a wrong or missing password, not allowed from here, TLS it requires and the server lacks, a parameter it
+    cannot use); None when it cannot be reached, or lets the connection in."""
     try:
         timeout = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": 3}  # (the URL's own first)
         psycopg.connect(url, **timeout).close()

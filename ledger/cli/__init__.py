@@ -16,7 +16,7 @@ from ledger.cli.commands import Commands
 from ledger.cli.context import CheckedStdout, ReaderGoneError, state
 from ledger.errors import LedgerError
 from ledger.outages import (
-    is_database_unavailable, missing_column, missing_table, out_of_space, refused_for_good, refuses_writes,
+    first_line, is_database_unavailable, missing_column, missing_table, out_of_space, refused_for_good, refuses_writes,
 )
 from steering.errors import SteeringError
 
@@ -91,7 +91,7 @@ def main() -> None:
             traceback.print_exc()  # and the exit status it would have had without
         if _sqlstate(error) == INSUFFICIENT_PRIVILEGE:  # the role may not: asking again will not help
             typer.echo(f"error: {state.settings.database.display()} refuses this role: "
-                       f"{str(error).splitlines()[0]}", err=True)
+                       f"{first_line(error)}", err=True)
             sys.exit(1)
         if type(error) is sqlite3.DatabaseError:  # not a database, or a damaged one: the file given is at fault
             typer.echo(f"error: {state.settings.database.display()} cannot be used: {error}", err=True)
@@ -109,9 +109,8 @@ def main() -> None:
                        "makes them again from the log", err=True)
             sys.exit(1)
         if refuses_writes(error):  # a standby, a read-only file: waiting will not help
-            reason = str(error).strip().partition("\n")[0] or type(error).__name__
-            typer.echo(f"error: {state.settings.database.display()} takes no writes ({reason}): this command "
-                       "writes; run it against a database that takes them", err=True)
+            typer.echo(f"error: {state.settings.database.display()} takes no writes ({first_line(error)}): this "
+                       "command writes; run it against a database that takes them", err=True)
             sys.exit(1)
         if is_database_unavailable(error):
             database = state.settings.database
@@ -121,7 +120,7 @@ def main() -> None:
                 typer.echo(f"error: {'no ledger at' if missing else 'cannot use'} {database.display()}: {refused}",
                            err=True)
                 sys.exit(1)
-            reason = str(error).strip().partition("\n")[0] or type(error).__name__
+            reason = first_line(error)
             if out_of_space(error):
                 typer.echo(f"error: the database has no room to write ({reason}): free space on its disk, then try "
                            "again", err=True)

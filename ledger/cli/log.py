@@ -16,7 +16,7 @@ from ledger.cli.context import JSON, as_text, emit_json, limit_option, plain, pr
 from ledger.domainmodel import profile_of
 from ledger.errors import SigningKeyError, ValidationError
 from ledger.event_log import checked_event_type, refuse_past_head
-from ledger.outages import refuses_writes
+from ledger.outages import first_line, refuses_writes
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 from ledger.signing.records import OTHER_KEY
 from ledger.values import INT64_MAX
@@ -163,7 +163,7 @@ def _compare_read_models(report: VerifyReport) -> VerifyReport:
         if not refuses_writes(error):
             raise
         typer.echo("note: the read models were not compared with the log (that builds them afresh beside the live "
-                   f"ones, and the database takes no writes: {str(error).strip().splitlines()[0]})", err=True)
+                   f"ones, and the database takes no writes: {first_line(error)})", err=True)
         return report
     hooked = next((c.not_compared for c in comparisons if (c.not_compared or "").startswith(HOOKED)), None)
     if hooked:  # a trigger of the database's owner, say: what hides a row in one table can hide it in both
