@@ -68,6 +68,12 @@ def on_any_event(event: Any) -> list[Op]:
     })]
 
 
+def row_of(position: int, event: Any) -> AuditRow:
+    """The row this read model keeps for ``event`` at ``position`` (as ``ledger log``, reading the log, shows it)."""
+    (insert,) = on_any_event(event)
+    return AuditRow(position=position, **insert.values)
+
+
 PROJECTION = ReadModelProjection(name="audit", tables=(AUDIT,), handlers={}, default_handler=on_any_event, version=3)
 
 

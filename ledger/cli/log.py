@@ -20,6 +20,7 @@ from ledger.outages import first_line, refuses_writes
 from ledger.signing import PublicKeyCheck, load_public_key, public_key_pem
 from ledger.signing.records import OTHER_KEY
 from ledger.values import INT64_MAX
+from projections.audit import row_of
 
 PAGE = 1000
 T = TypeVar("T")
@@ -117,14 +118,18 @@ def register(app: typer.Typer) -> None:
                 if (profile_id and profile_of(event) != profile_id or actor and getattr(event, "actor", None) != actor
                         or event_type and kind != event_type):
                     continue
+                row = row_of(notification.id, event)  # what the API's /api/events answers of it
                 entry = {
-                    "position": notification.id,
-                    "time": event.timestamp.isoformat(),
-                    "actor": getattr(event, "actor", None),
+                    "position": row.position,
+                    "time": row.recorded_at.isoformat(),
+                    "actor": row.actor,
                     "type": kind,
-                    "aggregate_id": str(notification.originator_id),
-                    "aggregate_version": notification.originator_version,
-                    "reason": getattr(event, "reason", None),
+                    "aggregate_id": str(row.originator_id),
+                    "aggregate_version": row.originator_version,
+                    "reason": row.reason,
+                    "profile_id": row.profile_id,
+                    "correlation_id": row.correlation_id,
+                    "data": row.payload,
                 }
                 if as_json:
                     entries.append(entry)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -180,10 +180,13 @@ def in_force_state(profile: S) -> tuple[S, int | None]:
     return as_in_force(profile, lambda pinned: state.ledger.get_profile(profile.id, version=pinned))
 
 
-def in_force_document(profile: Any, latest: int | None) -> Any:
+def in_force_document(profile: Any, latest: int | None, usage: Any = None) -> Any:
     """The ``--json`` document of a profile as :func:`as_in_force` shows it: with ``pinned`` and ``latest_version``
-    when it shows a pinned version before its latest, as the API's body says."""
-    return profile if latest is None else {**msgspec.to_builtins(profile), "pinned": True, "latest_version": latest}
+    when it shows a pinned version before its latest, as the API's body says (and ``usage``'s fields, given)."""
+    if latest is None and usage is None:
+        return profile
+    pinned = {} if latest is None else {"pinned": True, "latest_version": latest}
+    return {**msgspec.to_builtins(profile), **msgspec.to_builtins(usage or {}), **pinned}
 
 
 def list_line(row: Any, latest: int | None = None) -> str:
@@ -293,13 +296,17 @@ def register(app: typer.Typer) -> None:
         if version is not None and as_of:
             raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
         pid = profile_ref(profile_id)
-        profile, latest = state.ledger.get_profile(pid, version=version, as_of=as_of), None
-        if version is None:  # now or then, as the API shows it: the version in force
+        profile, latest, usage = state.ledger.get_profile(pid, version=version, as_of=as_of), None, None
+        if version is None:  # now or then, as the API shows it: the version in force, and the executions by then
             profile, latest = in_force_state(profile)
+            usage = state.reads.usage_until(pid, as_of or datetime.max.replace(tzinfo=timezone.utc))
         if as_json:
-            emit_json(in_force_document(profile, latest))
-        else:
-            say(describe(profile, latest))
+            emit_json(in_force_document(profile, latest, usage))
+            return
+        say(describe(profile, latest))
+        if usage is not None:
+            last = usage.last_executed_at
+            say(f"  executions: {usage.execution_count}" + (f", the last at {last.isoformat()}" if last else ""))
 
     @app.command()
     def history(profile_id: str = PROFILE, as_json: bool = JSON) -> None:

@@ -72,6 +72,25 @@ def test_the_log_prints_every_event_with_actor_and_time_in_commit_order(ledger_c
     assert len(text) == 4 and "alice" in text[0] and "Profile.Created" in text[0]
 
 
+def test_the_logs_json_says_of_each_event_what_the_apis_events_say(ledger_cli, database_url):
+    import httpx
+
+    from tests.api.conftest import start_server
+
+    ledger_cli("create", "calm", "-f", "1=0.5", "--actor", "alice")
+    ledger_cli("update", "calm", "-f", "1=0.7", "--reason", "stronger")
+    ledger_cli("activate", "calm", "--version", "1")
+    logged = as_json(ledger_cli("log", "--json"))
+    running = start_server(database_url)
+    try:
+        events = httpx.get(f"{running.base_url}/api/events", params={"limit": 100}).json()["events"]
+    finally:
+        running.stop()
+    said = ("position", "type", "actor", "reason", "profile_id", "correlation_id", "data")  # (the last three were not)
+    assert [[entry[key] for key in said] for entry in logged] == [[event[key] for key in said] for event in events]
+    assert {"version": 2, "pinned_version": 1} in [entry["data"] for entry in logged]  # which version it pinned
+
+
 def test_the_log_answers_who_deleted_a_profile_and_refuses_a_start_it_never_reached(ledger_cli):
     pid = as_json(ledger_cli("create", "calm", "--actor", "alice", "--json"))["profile"]["id"]
     ledger_cli("create", "other", "--actor", "carol")

@@ -306,6 +306,21 @@ def test_as_of_reads_a_time_as_the_api_does(ledger):
         assert as_json(ledger("show", "calm", "--as-of", moment, "--json"))["version"] == 1, moment
 
 
+def test_show_says_how_often_the_profile_had_run_by_the_time_it_shows_as_the_api_does(ledger):
+    ledger("create", "calm", "-f", "1=0.5")
+    before = datetime.now(timezone.utc)
+    ledger("record-execution", "calm", "--run-id", "first")
+    time.sleep(0.01)
+    between = datetime.now(timezone.utc)
+    ledger("record-execution", "calm", "--run-id", "second")
+    then, now = (as_json(ledger("show", "calm", *when, "--json")) for when in (["--as-of", between.isoformat()], []))
+    assert (then["execution_count"], now["execution_count"]) == (1, 2)  # were absent: "had it run by then?"
+    last_then, last = (datetime.fromisoformat(shown["last_executed_at"]) for shown in (then, now))
+    assert before < last_then < between < last
+    assert as_json(ledger("show", "calm", "--as-of", before.isoformat(), "--json"))["execution_count"] == 0
+    assert f"  executions: 2, the last at {last.isoformat()}" in ledger("show", "calm").stdout
+
+
 def test_a_usage_error_shows_how_the_command_is_used_and_exits_2(ledger):
     for args, problem in {
         ("show",): "Missing argument 'NAME_OR_ID'",
