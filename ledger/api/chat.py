@@ -121,6 +121,25 @@ def token_watch(still_allowed: Callable[[], bool] | None) -> Iterator[threading.
         done.set()
 
 
+def token_check(request: Request[Any, Any, Any], runtime: Runtime) -> Callable[[], bool] | None:
+    """Whether the token ``request`` was made with is still live, to ask as its answer goes on (None: open mode)."""
+    principal = principal_of(request) if runtime.auth else None
+    return None if principal is None else functools.partial(runtime.tokens.still_allows_here, principal)
+
+
+@contextlib.contextmanager
+def while_wanted(request: Request[Any, Any, Any], runtime: Runtime) -> Iterator[EitherSet]:
+    """What stops a generation run for ``request``: its client gone, or its token revoked or expired meanwhile
+    (checked every :data:`TOKEN_RECHECK_SECONDS`). What ran is recorded either way; a token that lapsed is then a
+    401, as the next request with it would be, not the answer."""
+    with token_watch(token_check(request, runtime)) as lapsed:
+        try:
+            yield EitherSet(request.scope.get(DEPARTED), lapsed)
+        finally:
+            if lapsed.is_set():  # stopped, or done meanwhile: what ran is recorded, not answered
+                raise AuthenticationError(TOKEN_LAPSED)
+
+
 def watch_for_departure(app: ASGIApp) -> ASGIApp:
     """Sets ``scope[DEPARTED]`` (a ``threading.Event``) when the client goes away once its request is in: a
     generation nobody waits for any more then leaves the batch (a stream's does when its iterator is closed).
@@ -272,20 +291,14 @@ class ChatController(Controller):
             raise ValidationError("stream_options is only for a streamed request (stream: true)",
                                   field="stream_options")
         warnings = generation.request_warnings(completion)  # refuses an impossible profile before any stream
-        principal = principal_of(request) if runtime.auth else None
-        still_allowed = None if principal is None else functools.partial(runtime.tokens.still_allows_here, principal)
         if data.stream:
             usage = bool(data.stream_options and data.stream_options.include_usage)
             streamed = self._stream(request, generation, completion, context, model, created, usage, warnings,
-                                    still_allowed)
+                                    token_check(request, runtime))
             return streamed  # type: ignore[return-value]
-        with token_watch(still_allowed) as lapsed:
-            try:
-                outcome = run_command(context, lambda: generation.complete(
-                    completion, compare=data.compare, abandoned=EitherSet(request.scope.get(DEPARTED), lapsed)))
-            finally:
-                if lapsed.is_set():  # stopped, or done meanwhile: what ran is recorded, not answered
-                    raise AuthenticationError(TOKEN_LAPSED)
+        with while_wanted(request, runtime) as unwanted:
+            outcome = run_command(context, lambda: generation.complete(completion, compare=data.compare,
+                                                                      abandoned=unwanted))
         result = outcome.result
         body = ChatCompletion(
             id=f"chatcmpl-{outcome.execution_id.hex}",
@@ -387,8 +400,9 @@ class ReplayController(Controller):
         found = execution_found(runtime.read_model.get_execution(execution_id), execution_id)  # not deleted with
         must_be_generation(found)  # its profile; an external run is never replayed, with a model loaded or not
         generation = generation_of(runtime)
-        outcome = run_command(with_reason(context, data),
-                              lambda: generation.replay(execution_id, abandoned=request.scope.get(DEPARTED)))
+        with while_wanted(request, runtime) as unwanted:
+            outcome = run_command(with_reason(context, data), lambda: generation.replay(execution_id,
+                                                                                        abandoned=unwanted))
         replay = outcome.replay
         body = convert(
             outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from ledger.access import TOKEN_PREFIX
 from ledger.api.auth import SAFE_METHODS
 from projections.shares import reader
 
@@ -207,6 +208,15 @@ def ended_with(scope: Any, status: int) -> int:
     return 499 if departed is not None and departed.is_set() else scope.get(ANSWERED, status)
 
 
+_TOKEN_SECRET = re.compile(rf"({re.escape(TOKEN_PREFIX)}[0-9a-fA-F]{{32}}_)[A-Za-z0-9_-]+")  # (URL-safe base64)
+
+
+def without_secrets(path: str) -> str:
+    """A request's path and query as logged: the secret of a token sent where none belongs (``?access_token=``,
+    refused) is not written down; its id is."""
+    return _TOKEN_SECRET.sub(r"\1[redacted]", path) if TOKEN_PREFIX in path else path
+
+
 def access_logged(app: ASGIApp) -> ASGIApp:
     """uvicorn's line per request (``ledger serve --access-log``, the default), written when the request ended (uvicorn
     writes it when the response begins, and never for a client that left before it), with the status it ended
@@ -228,7 +238,8 @@ def access_logged(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, noting)
         finally:
             ACCESS_LOG.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
-                            get_path_with_query_string(scope), scope["http_version"], ended_with(scope, status))
+                            without_secrets(get_path_with_query_string(scope)), scope["http_version"],
+                            ended_with(scope, status))
 
     return logged
 

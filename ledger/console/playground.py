@@ -8,6 +8,7 @@ text as it is decided; without JavaScript the page answers with the finished tex
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import secrets
 import threading
@@ -26,7 +27,10 @@ from markupsafe import escape
 
 from ledger.api.auth import requires
 from ledger.api.bodies import refusal
-from ledger.api.chat import EitherSet, completion_from, generation_of, watch_for_departure
+from ledger.api.chat import (
+    TOKEN_LAPSED, EitherSet, completion_from, generation_of, token_check, token_watch, watch_for_departure,
+    while_wanted,
+)
 from ledger.api.observability import DEPARTED
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
@@ -119,10 +123,10 @@ class PlaygroundPages(Controller):
             viewer = viewer_of(request)
             key = PENDING.add(PendingRun(completion, compare, context, viewer.name if viewer else None, time.monotonic()))
             return page(request, "playground.html.j2", stream_key=key, compare=compare, **common)
-        outcome = await anyio.to_thread.run_sync(
-            lambda: run_command(context, lambda: generation.complete(
-                completion, compare=compare, abandoned=request.scope.get(DEPARTED)))
-        )
+        with while_wanted(request, runtime_of(request)) as unwanted:
+            outcome = await anyio.to_thread.run_sync(
+                lambda: run_command(context, lambda: generation.complete(completion, compare=compare,
+                                                                         abandoned=unwanted)))
         return shown_at_its_own_address(request, "playground.html.j2", outcome=outcome, compare=compare, **common)
 
     @get("/runs/{key:str}", name="console:run-stream", opt=requires("editor"),  # it records an execution
@@ -152,11 +156,20 @@ async def _stream(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Both sides' text deltas as they are decided, then a link to the recorded execution. A browser that leaves
     closes this stream: both sides then leave the batch at the next step."""
+    with token_watch(token_check(request, runtime_of(request))) as lapsed:  # revoked or expired meanwhile: stop
+        async with contextlib.aclosing(_streamed(request, generation, run, lapsed)) as messages:
+            async for message in messages:
+                yield message
+
+
+async def _streamed(
+    request: Request[Any, Any, Any], generation: Any, run: PendingRun, lapsed: threading.Event
+) -> AsyncIterator[ServerSentEventMessage]:
     recorded: list[Any] = []
     out: queue.Queue[Any] = queue.Queue()
     completion = run.completion
     ended = threading.Event()
-    closed = EitherSet(ended, request.scope.get(DEPARTED))  # this stream closed, or its browser gone
+    closed = EitherSet(ended, request.scope.get(DEPARTED), lapsed)  # this stream closed, its browser gone
     def started() -> dict[str, Any]:  # both sides as ``compare`` runs them, recorded together; or the steered one
         if run.compare:
             return generation.stream_compared(completion, on_recorded=recorded.append, abandoned=closed)
@@ -181,6 +194,8 @@ async def _stream(
                 yield ServerSentEventMessage(data=f"<p class='error'>{escape(text)}</p>", event="problem")
             else:
                 yield ServerSentEventMessage(data=f"<span>{escape(text)}</span>", event=side)
+        if lapsed.is_set():
+            yield ServerSentEventMessage(data=f"<p class='error'>{escape(TOKEN_LAPSED)}</p>", event="problem")
         if recorded:
             recorded_as = render_fragment(request, "_recorded.html.j2", outcome=recorded[0])
             yield ServerSentEventMessage(data=recorded_as, event="done")

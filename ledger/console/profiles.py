@@ -20,13 +20,12 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from ledger.api.auth import requires
-from ledger.api.chat import generation_of, watch_for_departure
+from ledger.api.chat import generation_of, watch_for_departure, while_wanted
 from ledger.api.commands import run_command
 from ledger.api.deps import parse_uuid, refuse_nul
 from ledger.values import INT64_MAX
 from ledger.api.runtime import Runtime
 from ledger.api.exchange import exchange_document, export_download
-from ledger.api.observability import DEPARTED
 from ledger.api.executions import execution_found
 from ledger.api.profiles import (
     loaded_target,
@@ -421,8 +420,9 @@ class ProfilePages(Controller):
         original = execution_found(found, eid)  # not deleted with its profile
         must_be_generation(original)  # as the API refuses it: with a model loaded or not
         generation = generation_of(runtime)
-        outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(
-            eid, abandoned=request.scope.get(DEPARTED))))
+        with while_wanted(request, runtime) as unwanted:
+            outcome = await anyio.to_thread.run_sync(lambda: run_command(context, lambda: generation.replay(
+                eid, abandoned=unwanted)))
         if is_htmx(request):  # the fragment the page swaps in
             return Template(template_name="_replay.html.j2", context={"outcome": outcome, "original": original})
         return shown_at_its_own_address(request, "replay.html.j2", outcome=outcome, original=original)

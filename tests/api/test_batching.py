@@ -4,6 +4,7 @@ overtakes a long one, a full queue answers 503 with Retry-After and records noth
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -365,6 +366,67 @@ def test_a_compare_whose_steered_side_runs_keeps_its_twins_place_and_is_answered
         (answer,) = compared
         assert answer.status_code == 200, answer.text
         assert answer.json()["unsteered"]["message"]["content"]
+    finally:
+        running.stop()
+
+
+def signed_in(url: str, token: dict[str, Any]) -> tuple[httpx.Client, str]:
+    """A browser of the console signed in with ``token``, and its session's CSRF token."""
+    browser = httpx.Client(base_url=url, timeout=300, headers={"Accept": "text/html"})
+    found = re.search(r'name="_csrf_token" value="([^"]+)"', browser.get("/login").text)
+    assert found, "no CSRF token on the sign-in page"
+    assert browser.post("/login", data={"_csrf_token": found.group(1), "token": token["token"]}).status_code == 303
+    csrf = re.search(r'name="_csrf_token" value="([^"]+)"', browser.get("/playground").text)
+    assert csrf, "no CSRF token on the playground"
+    return browser, csrf.group(1)
+
+
+@pytest.mark.parametrize("way", ["API replay", "console replay", "console run", "console run, streamed"])
+def test_a_run_stops_soon_after_its_token_is_revoked_and_what_it_ran_is_recorded_as_partial(
+        way, long_context_model_dir, sae_dir, sqlite_url):
+    running, editor, admin = secured_server(long_context_model_dir, sae_dir, sqlite_url)
+    try:
+        url, as_admin = running.base_url, bearer(admin)
+        original = httpx.post(f"{url}/v1/chat/completions", headers=as_admin, timeout=300, json={
+            "messages": messages(3), "seed": 0, "temperature": 0.0, "max_tokens": 300}).json()["ledger"]
+        batch = running.app.state.runtime.generation.engine.scheduler._batch
+        step = batch.step
+        batch.step = lambda: (time.sleep(0.1), step())[1]  # 300 steps: half a minute at least, on any machine
+        answers: list[Any] = []
+        if way == "API replay":
+            start = lambda: answers.append(httpx.post(  # noqa: E731
+                f"{url}/api/executions/{original['execution_id']}/replay", headers=bearer(editor), timeout=300))
+        else:
+            browser, csrf = signed_in(url, editor)
+            run = {"_csrf_token": csrf, "prompt": "hello there", "max_tokens": "300", "temperature": "0"}
+            start = {
+                "console replay": lambda: answers.append(browser.post(
+                    f"/executions/{original['execution_id']}/replay", data={"_csrf_token": csrf})),
+                "console run": lambda: answers.append(browser.post("/playground", data=run)),
+                "console run, streamed": lambda: answers.append(browser.get(re.search(  # the page, then its stream
+                    r'/playground/runs/[\w-]+', browser.post("/playground", data=run, headers={
+                        "HX-Request": "true"}).text).group(0), headers={"Accept": "text/event-stream"})),
+            }[way]
+        asking = threading.Thread(target=start)
+        asking.start()
+        wait_until(lambda: httpx.get(f"{url}/api/steering/status", headers=as_admin, timeout=60).json()[
+            "scheduler"]["running"] == 1, 60, "the run under way")
+        assert httpx.delete(f"{url}/api/tokens/{editor['id']}", headers=as_admin, timeout=60).status_code == 200
+        revoked_at = time.monotonic()
+        asking.join(300)
+        assert time.monotonic() - revoked_at < 20  # before: the whole run, recorded as a success, its answer given
+        (answer,) = answers
+        if way == "console run, streamed":
+            assert "was revoked or has expired: the answer was cut short" in answer.text, answer.text[-500:]
+        elif way.startswith("console"):  # to the sign-in page, which says why (before: to the result)
+            assert answer.status_code == 303 and answer.headers["location"].endswith("&ended=1"), answer.headers
+        else:
+            assert answer.status_code == 401 and "revoked" in answer.json()["detail"], answer.text
+        runs = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(httpx.get(
+            f"{url}/api/events", params={"type": "Execution.Recorded"}, headers=as_admin).json()["events"]), 30,
+            "the run's record")
+        assert [run["data"]["status"] for run in runs] == ["success", "partial"]
+        assert runs[-1]["actor"] == "leaked"
     finally:
         running.stop()
 
