@@ -199,6 +199,10 @@ class ReplayRead(msgspec.Struct):
 
 
 class SteeringStatusRead(msgspec.Struct):
+    """The steering hook of this server's model: the profile version it applies, and the log position it reached.
+    A server without a model (``model_loaded`` false) has no hook: its other fields are empty, whatever profile is
+    active (``/api/profiles/active`` says which)."""
+
     model_loaded: bool
     model_id: str | None
     sae_id: str | None
