@@ -4,10 +4,11 @@ overtakes a long one, a full queue answers 503 with Retry-After and records noth
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 import threading
 import time
@@ -250,6 +251,19 @@ def secured_server(model_dir: Path, sae_dir: Path, sqlite_url: str, **limits: in
     return start_server(sqlite_url, engine=engine, auth=True), editor, admin
 
 
+def revoked_while_it_runs(url: str, ask: Callable[[], None], editor: dict[str, Any], admin: dict[str, Any]) -> float:
+    """Run ``ask`` in a thread of its own; once the model runs it, revoke the editor's token; wait for ``ask`` to
+    end. Returns the seconds it took after the revocation."""
+    asking = threading.Thread(target=ask)
+    asking.start()
+    wait_until(lambda: httpx.get(f"{url}/api/steering/status", headers=bearer(admin), timeout=60).json()[
+        "scheduler"]["running"] == 1, 60, "the run under way")
+    assert httpx.delete(f"{url}/api/tokens/{editor['id']}", headers=bearer(admin), timeout=60).status_code == 200
+    revoked_at = time.monotonic()
+    asking.join(300)
+    return time.monotonic() - revoked_at
+
+
 def test_a_streamed_answer_ends_soon_after_its_token_is_revoked_and_what_ran_is_recorded(
         long_context_model_dir, sae_dir, sqlite_url):
     running, editor, admin = secured_server(long_context_model_dir, sae_dir, sqlite_url)
@@ -286,18 +300,11 @@ def test_a_whole_answer_stops_soon_after_its_token_is_revoked_and_is_not_handed_
         url, as_admin = running.base_url, {"Authorization": f"Bearer {admin['token']}"}
         body = {"messages": messages(3), "seed": 0, "temperature": 0.0, "max_tokens": 4000}
         answers: list[httpx.Response] = []
-        asking = threading.Thread(target=lambda: answers.append(httpx.post(
-            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {editor['token']}"},
-            timeout=300)))
-        asking.start()
-        wait_until(lambda: httpx.get(f"{url}/api/steering/status", headers=as_admin, timeout=60).json()[
-            "scheduler"]["running"] == 1, 60, "the generation running")
-        assert httpx.delete(f"{url}/api/tokens/{editor['id']}", headers=as_admin, timeout=60).status_code == 200
-        revoked_at = time.monotonic()
-        asking.join(300)
+        took = revoked_while_it_runs(url, lambda: answers.append(httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers=bearer(editor), timeout=300)), editor, admin)
         (answer,) = answers
         assert answer.status_code == 401 and "revoked" in answer.json()["error"]["message"], answer.text
-        assert time.monotonic() - revoked_at < 30  # before: 200, with all 4,000 tokens, long after the revocation
+        assert took < 30  # before: 200, with all 4,000 tokens, long after the revocation
         runs = httpx.get(f"{url}/api/events", params={"type": "Execution.Recorded"}, headers=as_admin,
                          timeout=60).json()["events"]
         assert [run["data"]["status"] for run in runs] == ["partial"]  # what it ran is recorded
@@ -407,14 +414,8 @@ def test_a_run_stops_soon_after_its_token_is_revoked_and_what_it_ran_is_recorded
                     r'/playground/runs/[\w-]+', browser.post("/playground", data=run, headers={
                         "HX-Request": "true"}).text).group(0), headers={"Accept": "text/event-stream"})),
             }[way]
-        asking = threading.Thread(target=start)
-        asking.start()
-        wait_until(lambda: httpx.get(f"{url}/api/steering/status", headers=as_admin, timeout=60).json()[
-            "scheduler"]["running"] == 1, 60, "the run under way")
-        assert httpx.delete(f"{url}/api/tokens/{editor['id']}", headers=as_admin, timeout=60).status_code == 200
-        revoked_at = time.monotonic()
-        asking.join(300)
-        assert time.monotonic() - revoked_at < 20  # before: the whole run, recorded as a success, its answer given
+        took = revoked_while_it_runs(url, start, editor, admin)
+        assert took < 20  # before: the whole run, recorded as a success, its answer given
         (answer,) = answers
         if way == "console run, streamed":
             assert "was revoked or has expired: the answer was cut short" in answer.text, answer.text[-500:]
