@@ -160,14 +160,13 @@ class ReadModelRecorder(ParkingRecorder):
         for two tables in one transaction, deadlocked with a writer holding the other (every CLI command runs
         this)."""
         self.create_parked_table()
-        for projection in projections:
-            for table in projection.tables:
-                physical = table.name + suffix
-                if not self.missing_tables([physical]):
-                    continue
+        tables = [table for projection in projections for table in projection.tables]
+        missing = self.missing_tables(table.name + suffix for table in tables)  # (one look for all of them)
+        for table in tables:
+            if table.name + suffix in missing:
                 with self.datastore.transaction(commit=True) as curs:
                     self.schema_lock(curs)
-                    for statement in self.ddl(table, physical):
+                    for statement in self.ddl(table, table.name + suffix):
                         curs.execute(statement)
 
     def ddl(self, table: Table, physical: str) -> list[str]:
