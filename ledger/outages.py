@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -20,6 +21,39 @@ DATABASE_UNAVAILABLE = (
     eventsourcing.persistence.InterfaceError,
 )
 
+
+
+class DatabaseFileGone(eventsourcing.persistence.OperationalError):
+    """The SQLite file a process has open was deleted or replaced under it: what it wrote now would go to a file
+    no one can open again (an answer of success for a write that is lost), so it writes nothing until restarted."""
+
+
+class OpenedFile:
+    """Which file an SQLite path named when a process opened it (device and inode), to notice the file deleted or
+    replaced (a backup moved over it) under its open connections, which go on using the old one unseen."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = self._identity()  # None: not made yet (the first connection makes it)
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def check(self) -> None:
+        """Raise :class:`DatabaseFileGone` when the path no longer names the file opened; call it with a connection
+        open (the file then exists unless it was deleted)."""
+        now = self._identity()
+        if self.identity is None:
+            self.identity = now
+        if now is not None and now == self.identity:
+            return
+        raise DatabaseFileGone(
+            f"the database file {self.path} was {'deleted' if now is None else 'replaced'} while this process had "
+            "it open: it records nothing more (what it wrote would be lost); restart it")
 
 RECONNECT_WAIT_MAX_S = 2.0
 """The longest a pool waits between two attempts to replace a connection it lost with the database."""

@@ -64,7 +64,7 @@ from ledger.chain import (
 from ledger import write_path
 from ledger.errors import TamperedRecordError
 from ledger.group_commit import GroupCommitter
-from ledger.outages import pool_exhausted, recover_quickly_from_outages
+from ledger.outages import OpenedFile, pool_exhausted, recover_quickly_from_outages
 from ledger.settings import parse_switch
 
 BATCH = 5000
@@ -476,7 +476,13 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
             " WHERE originator_id IN (SELECT value FROM json_each(?)) GROUP BY originator_id"
         )
         self.end_statement = end_statement(self.chain_table_name, self.heads_table_name)
+        self.opened_file = None if datastore.pool.is_sqlite_memory_mode else OpenedFile(datastore.pool.db_name)
         super().__init__(datastore, events_table_name)
+
+    def create_table(self) -> None:
+        super().create_table()
+        if self.opened_file is not None:
+            self.opened_file = OpenedFile(self.opened_file.path)  # the file made now, if it was not there
 
     def construct_create_table_statements(self) -> list[str]:
         chain, heads = self.chain_table_name, self.heads_table_name
@@ -494,6 +500,8 @@ class ChainedSQLiteApplicationRecorder(SignedHeads, SQLiteApplicationRecorder):
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *,
                        unchanged: write_path.StreamsRead | None = None, **kwargs: Any) -> Sequence[int] | None:
         write_path.check_event_sizes(stored_events)
+        if self.opened_file is not None:
+            self.opened_file.check()
         positions = super()._insert_events(c, stored_events, **kwargs)
         assert positions is not None
         write_path.check_unchanged(c, self.stream_versions_statement, unchanged,

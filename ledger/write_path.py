@@ -158,7 +158,14 @@ def _timeout_message(recorder: Any, cause: BaseException) -> str:
 
 def probe_writes(recorder: Any) -> str | None:
     """Whether a write could commit now: None, or what stops it (PostgreSQL: the events table's lock cannot be
-    taken within :data:`PROBE_LOCK_TIMEOUT_SECONDS`; SQLite and other stores: not probed)."""
+    taken within :data:`PROBE_LOCK_TIMEOUT_SECONDS`; SQLite: its file is the one opened; other stores: not
+    probed)."""
+    opened_file = getattr(recorder, "opened_file", None)
+    if opened_file is not None:
+        try:
+            opened_file.check()
+        except OperationalError as error:
+            return str(error)
     if not hasattr(recorder, "events_table_name") or not hasattr(recorder.datastore, "schema"):
         return None
     lock = SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(

@@ -61,7 +61,8 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.outages import (
-    is_database_unavailable, out_of_space, pool_exhausted, raised_from, refuses_writes, waited_for_a_connection,
+    DatabaseFileGone, is_database_unavailable, out_of_space, pool_exhausted, raised_from, refuses_writes,
+    waited_for_a_connection,
 )
 from ledger.write_path import WriteTimeoutError
 from projections.errors import ReadTimeoutError
@@ -366,6 +367,10 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response:
         log.error("the database takes no writes on %s %s: %s", request.method, request.url.path, exc)
         detail = "the database takes no writes right now (it is read-only); retry once it takes them"
         return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", detail, headers=RETRY_AFTER)
+    gone = next((error for error in raised_from(exc) if isinstance(error, DatabaseFileGone)), None)
+    if gone is not None:  # (no retry helps: only a restart opens the file the path names now)
+        log.error("%s (%s %s)", gone, request.method, request.url.path)
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", str(gone))
     if is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         detail = "the database cannot be reached right now; retry shortly"
