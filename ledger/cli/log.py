@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Optional, TypeVar
 
 import typer
+from msgspec import to_builtins
 
 from ledger.chain import VerifyReport
 from ledger.checkpoint import Checkpoint
 from ledger.cli.context import JSON, as_text, emit_json, limit_option, plain, profile_ref, say, state, write_output
+from ledger.cli.projections import applied_positions
 from ledger.domainmodel import profile_of
 from ledger.errors import SigningKeyError, ValidationError
 from ledger.event_log import checked_event_type, refuse_past_head
@@ -37,17 +39,20 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON,
     ) -> None:
         """Walk the whole log: the chain, every event's and snapshot's signature, and (with --checkpoint) the
-        signed head it must still extend; then compare every read model with what the log makes of it (rows
-        edited, deleted or added with SQL: `ledger rebuild` repairs them). Exit 1 and name the first bad position
-        (or row) if anything was tampered with, or if a rebuild is running. The comparison needs the signing
-        key: with only --public-key it is skipped, and the log walk alone decides."""
+        signed head it must still extend, and that it reaches as far as the read models applied it; then compare
+        every read model with what the log makes of it (rows edited, deleted or added with SQL: `ledger rebuild`
+        repairs them). Exit 1 and name the first bad position (or row) if anything was tampered with, or if a
+        rebuild is running. The comparison needs the signing key: with only --public-key it is skipped (`--json`:
+        read_models_compared false), and the log walk alone decides."""
         key = None if public_key is None else PublicKeyCheck(_read(public_key, load_public_key, "public key"))
         extended = None if checkpoint is None else Checkpoint.parse(_read(checkpoint, Path.read_text, "checkpoint"))
-        report = state.ledger.verify_log(full=True, public_key=key, checkpoint=extended)
+        applied = applied_positions()  # before the walk: the log only grows past them meanwhile
+        report = _past_the_log(state.ledger.verify_log(full=True, public_key=key, checkpoint=extended), applied)
+        compared = False
         if report.ok:
-            report = _compare_read_models(report)
+            report, compared = _compare_read_models(report)
         if as_json:
-            emit_json(report)
+            emit_json({**to_builtins(report), "read_models_compared": compared})
         elif report.ok:
             extends = f"; extends the checkpoint at position {extended.position}" if extended else ""
             head = f"head link {report.head_link}" if report.head_link else "the log is empty"
@@ -145,11 +150,28 @@ def register(app: typer.Typer) -> None:
             emit_json(entries)
 
 
-def _compare_read_models(report: VerifyReport) -> VerifyReport:
+def _past_the_log(report: VerifyReport, applied: dict[str, int]) -> VerifyReport:
+    """The report, or (the walk passed) one that fails with ``truncated`` where read models applied events past the
+    log's end: the log's tail was cut (or the database restored from an older backup), and the read models are
+    what is left of it, which a rebuild would make them forget (or their positions were edited: the walk cannot
+    tell, and either is tampering)."""
+    end = report.head_position or 0
+    ahead = sorted(name for name, position in applied.items() if position > end)
+    if not report.ok or not ahead:
+        return report
+    furthest = max(applied[name] for name in ahead)
+    return replace(report, ok=False, problem="truncated", position=furthest, detail=(
+        f"the log ends at position {end}, before position {furthest}, which the read models applied "
+        f"({', '.join(ahead)}): events were removed from its end (or those positions were moved past it); what "
+        "the read models show of them goes with the next `ledger rebuild`"))
+
+
+def _compare_read_models(report: VerifyReport) -> tuple[VerifyReport, bool]:
     """The passing report, or one that fails with ``read_model_altered`` and the first read-model row that differs
     from what the verified log makes of it, or with ``read_model_not_compared`` when one could not be compared (its
     recorded definition is not this version's: an upgrade not yet started, or a row edited to hide edited rows; or
-    the database runs a trigger, a rule or an event trigger the ledger did not make)."""
+    the database runs a trigger, a rule or an event trigger the ledger did not make); and whether every read model
+    was compared."""
     from projections.runner import HOOKED, REDEFINED, compare_with_log
     from projections.schema import hold_rebuild_lock
 
@@ -163,31 +185,33 @@ def _compare_read_models(report: VerifyReport) -> VerifyReport:
     except SigningKeyError as error:
         typer.echo(f"note: the read models were not compared with the log (that needs its signing key): "
                    f"{error.message}", err=True)
-        return report
+        return report, False
     except Exception as error:
         if not refuses_writes(error):
             raise
         typer.echo("note: the read models were not compared with the log (that builds them afresh beside the live "
                    f"ones, and the database takes no writes: {first_line(error)})", err=True)
-        return report
+        return report, False
     hooked = next((c.not_compared for c in comparisons if (c.not_compared or "").startswith(HOOKED)), None)
     if hooked:  # a trigger of the database's owner, say: what hides a row in one table can hide it in both
         return replace(report, ok=False, problem="read_model_not_compared",
-                       detail=plain(f"the read models were not compared: {hooked}, then verify again"))
-    for passed in (c for c in comparisons if c.not_compared and c.not_compared != REDEFINED):
+                       detail=plain(f"the read models were not compared: {hooked}, then verify again")), False
+    passed_by = [c for c in comparisons if c.not_compared and c.not_compared != REDEFINED]
+    for passed in passed_by:
         typer.echo(f"note: read model {passed.projection} not compared ({passed.not_compared})", err=True)
     altered = [c.difference for c in comparisons if c.difference is not None]
     skipped = [c for c in comparisons if c.not_compared == REDEFINED]
     if not altered and skipped:  # an edited definition row would hide edited rows: unverified is not verified
         return replace(report, ok=False, problem="read_model_not_compared", detail=plain(
             "; ".join(f"read model {c.projection} was not compared: {c.not_compared}" for c in skipped)
-            + ": start a server (or `ledger rebuild`), then verify again"))
+            + ": start a server (or `ledger rebuild`), then verify again")), False
     if not altered:
-        return report
-    others = f"; other read-model tables differ too: {', '.join(d.table for d in altered[1:])}" if altered[1:] else ""
+        return report, not passed_by
+    tables = [table for table in dict.fromkeys(d.table for d in altered[1:]) if table != altered[0].table]
+    others = f"; other read-model tables differ too: {', '.join(tables)}" if tables else ""
     first = altered[0]
     return replace(report, ok=False, problem="read_model_altered", position=first.position,
-                   detail=plain(first.describe() + others + "; `ledger rebuild` makes them again from the log"))
+                   detail=plain(first.describe() + others + "; `ledger rebuild` makes them again from the log")), True
 
 
 def _read(path: Path, load: Callable[[Path], T], what: str) -> T:

@@ -8,6 +8,7 @@ import typer
 
 from ledger.cli.commands import Commands
 from ledger.cli.context import JSON, emit, emit_json, say, state
+from ledger.outages import missing_table
 
 projections_app = Commands(
     name="projections",
@@ -100,3 +101,15 @@ def retry(
     emit(as_json or (ctx.obj or {}).get("json", False), outcomes, map(retry_line, outcomes), "no parked events")
     if any(not outcome.applied for outcome in outcomes):
         raise typer.Exit(1)
+
+
+def applied_positions() -> dict[str, int]:
+    """The log position each read model says it applied (none where the read side was never made)."""
+    from projections.registry import PROJECTION_NAMES
+
+    try:
+        return state.reads.store.positions(PROJECTION_NAMES)
+    except Exception as error:
+        if missing_table(error) is None:
+            raise
+        return {}

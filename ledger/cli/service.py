@@ -13,6 +13,7 @@ import typer
 
 from ledger.cli.commands import Commands
 from ledger.cli.context import JSON, CheckedStdout, emit, state
+from ledger.cli.projections import applied_positions
 
 
 def register(app: typer.Typer) -> None:
@@ -117,9 +118,15 @@ def register(app: typer.Typer) -> None:
         state.ledger  # a rebuild where nothing was recorded (a mistyped location) makes no database
         release = hold_rebuild_lock(state.settings.database)  # one rebuild at a time, across every process
         try:
+            applied = applied_positions()
             positions = rebuild_read_models(state.settings.database, names or None, progress=progress)
         finally:
             release()
+        forgotten = {name: applied[name] for name, position in positions.items() if applied.get(name, 0) > position}
+        if forgotten:  # the log lost its tail (see `ledger verify`): what the read models showed of it is gone now
+            reached = ", ".join(f"{name} up to position {position}" for name, position in forgotten.items())
+            typer.echo(f"warning: the read models had applied events past the log's end ({reached}): they were "
+                       "removed from the log, and the rebuilt read models no longer show them", err=True)
         emit(as_json, positions, (f"{name}: rebuilt up to position {position}" for name, position in positions.items()))
         parked = [event for event in state.reads.store.parked() if event.projection in positions]
         if parked:

@@ -454,6 +454,32 @@ def test_a_truncated_and_rechained_log_fails_against_a_checkpoint_taken_before(l
     assert result.stderr.startswith(f"TAMPERED: truncated at position {head}: "), result.stderr
 
 
+
+def test_a_cut_tail_the_read_models_had_applied_is_reported_truncated_without_a_checkpoint(ledger_app, database_url):
+    profile = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile
+    ledger_app.update_profile(profile.id, {"steering": {1: 0.75}})
+    assert subprocess.run([LEDGER, "--database", database_url, "rebuild", "--no-progress"],
+                          capture_output=True, timeout=120).returncode == 0  # the read models reach the log's end
+    clean = ledger_verify(database_url, "--json")
+    assert clean.returncode == 0 and json.loads(clean.stdout)["read_models_compared"] is True, clean.stderr
+    owner = Owner(database_url)
+    (head,), = owner.run(f"SELECT max({owner.position_column()}) FROM {owner.events}")
+    owner.run(f"DELETE FROM {owner.events} WHERE {owner.position_column()} = ?", (head,))
+    owner.run(f"DELETE FROM {owner.heads} WHERE notification_id = ?", (head,))
+    owner.run(f"DELETE FROM {owner.snapshots}")
+    owner.rechain()  # every row left is genuine and linked: only the read models saw the log reach further
+    result = ledger_verify(database_url)
+    assert result.returncode == 1  # was 1 blaming the read models (read_model_altered), whose rebuild hid the cut
+    assert result.stderr.startswith(f"TAMPERED: truncated at position {head}: the log ends at position {head - 1}, "
+                                    f"before position {head}, which the read models applied ("), result.stderr
+    report = json.loads(ledger_verify(database_url, "--json").stdout)
+    assert (report["ok"], report["problem"], report["position"], report["read_models_compared"]) == (
+        False, "truncated", head, False)
+    rebuilt = subprocess.run([LEDGER, "--database", database_url, "rebuild", "--no-progress"], capture_output=True,
+                             text=True, timeout=120)  # the repair, which makes the read models forget the cut events
+    assert rebuilt.returncode == 0 and "warning: the read models had applied events past the log's end (" in (
+        rebuilt.stderr), rebuilt.stderr
+
 def test_a_rewritten_history_fails_against_a_checkpoint_and_the_servers_verified_head(ledger_app, database_url,
                                                                                       tmp_path):
     first = ledger_app.create_profile({"name": "calm", "steering": {1: 0.5}}).profile

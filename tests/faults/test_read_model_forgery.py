@@ -250,7 +250,8 @@ def test_a_read_models_position_moved_to_hide_a_forged_row_or_past_the_log_is_re
         (10**6,))  # past every event there is
     result = ledger(database_url, "verify")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stderr.startswith(f"TAMPERED: read_model_altered at position {10**6}: {tracking}: "), result.stderr
+    assert result.stderr.startswith(f"TAMPERED: truncated at position {10**6}: "), result.stderr  # (or the log cut)
+    assert "which the read models applied (audit)" in result.stderr
 
 
 def test_a_read_models_definition_row_edited_to_hide_forged_rows_fails_the_verification(history, database_url):
