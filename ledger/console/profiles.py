@@ -264,7 +264,7 @@ class ProfilePages(Controller):
     async def create(self, request: Request[Any, Any, Any], form: Form) -> Redirect | Template:
         try:
             fields = profile_fields(form)
-            if not fields["steering"]:
+            if not fields["steering"] and form.get("from_active") == "on":
                 fields["steering"] = None  # as in the API: no spec given → the active profile's spec is copied
             loaded = loaded_target(runtime_of(request))  # as in the API: the loaded model, SAE and layer if not given
             outcome: Outcome = await run(request, form.get("reason"),

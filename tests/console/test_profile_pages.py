@@ -280,3 +280,20 @@ def test_a_form_refused_for_what_was_typed_comes_back_holding_it_with_the_refusa
     assert console.get("/api/profiles/calm").json()["description"] == "changed meanwhile"
     scripted = console.post("/profiles", data=typed | {"_csrf_token": token})  # a client that asks for no page
     assert scripted.status_code == 422 and scripted.json()["error"] == "invalid_value", scripted.text
+
+
+def test_the_create_form_says_it_starts_from_the_active_profile_and_can_make_a_profile_with_no_steering(console):
+    console.post("/api/profiles", json={"name": "calm", "steering": {"3": 1.0}, "layer": 4})
+    assert console.post("/api/profiles/calm/activate").status_code == 200
+    create = form_fields(console.get("/", headers=HTML).text, "/profiles")
+    assert create.get("from_active") == "on"  # shown, and checked: as the API, an empty steering copies the active
+    assert "start from the active profile, calm (version 1)" in section(console.get("/", headers=HTML).text,
+                                                                          "create-heading")
+    copied = console.post("/profiles", headers=HTML, data={**create, "name": "copied"})
+    assert copied.status_code == 200, copied.text
+    alone = {key: value for key, value in create.items() if key != "from_active"}  # the box unticked
+    empty = console.post("/profiles", headers=HTML, data={**alone, "name": "empty"})
+    assert empty.status_code == 200, empty.text
+    specs = {name: console.get(f"/api/profiles/{name}").json() for name in ("copied", "empty")}
+    assert (specs["copied"]["steering"], specs["copied"]["layer"]) == ({"3": 1.0}, 4)
+    assert (specs["empty"]["steering"], specs["empty"]["layer"]) == ({}, None)  # before: calm's, unasked
