@@ -35,7 +35,7 @@ from ledger.api.observability import DEPARTED
 from ledger.api.chat_schemas import ChatCompletionRequest
 from ledger.api.commands import run_command
 from ledger.console.profiles import Form, runtime_of
-from ledger.console.rendering import FIXED_BY_TYPING_AGAIN, form_again, is_htmx, page, render_fragment
+from ledger.console.rendering import FIXED_BY_TYPING_AGAIN, Problem, form_again, is_htmx, page, render_fragment
 from ledger.console.results import Held, shown_at_its_own_address
 from ledger.console.session import command_context, viewer_of
 from ledger.console.views import optional_int, optional_text
@@ -96,12 +96,20 @@ class PlaygroundPages(Controller):
 
     @get("/", name="console:playground", sync_to_thread=True)
     def playground(self, request: Request[Any, Any, Any], profile: FromQuery[str | None] = None) -> Template:
+        """The form, with ``profile`` (an id or a name) chosen; one that names no live profile is a 404 page that
+        says so above the form, rather than the active profile chosen unsaid."""
+        choices = _choices(request, profile)
+        missing = profile is not None and profile.strip() != "" and not choices["chosen"]
+        problem = Problem(404, "profile_not_found", f"no live profile has the id or name {profile.strip()[:100]!r}: "
+                          "choose one below") if missing else None
         return page(
             request,
             "playground.html.j2",
-            form={**DEFAULTS, "profile": profile or ""},
+            404 if missing else 200,
+            form={**DEFAULTS, "profile": "" if missing else profile or ""},
             model_loaded=runtime_of(request).generation is not None,
-            **_choices(request, profile),
+            problem=problem,
+            **choices,
         )
 
     @post("/", name="console:run", middleware=[watch_for_departure])  # a browser gone: its run leaves the batch

@@ -24,6 +24,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import PermissionDeniedException
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.utils.scope.state import ScopeState
 from litestar.types import Receive, Scope, Send
@@ -39,6 +40,7 @@ TOKEN_COOKIE = "ledger_console_token"
 ACTOR_COOKIE = "ledger_console_actor"
 CSRF_COOKIE = "ledger_console_csrf"
 CSRF_HEADER = "x-csrftoken"
+CSRF_REFUSED = "CSRF token verification failed"  # what Litestar's check says when it refuses a form
 VIEWER_KEY = "console_viewer"
 SECRET_VARIABLE = "LEDGER_CONSOLE_SECRET"
 FORM_FIELDS_MAX = 1000  # as many as Litestar lets a multipart form have
@@ -133,7 +135,15 @@ class ConsoleSecurity(CSRFMiddleware):
             if not cookie_authorises and not signing_in:
                 await self.app(scope, receive, send)  # nothing ambient to forge: the guard decides
                 return
-        await super().__call__(scope, receive, _secure_cookies(send) if scope.get("scheme") == "https" else send)
+        try:
+            await super().__call__(scope, receive, _secure_cookies(send) if scope.get("scheme") == "https" else send)
+        except PermissionDeniedException as error:
+            if error.detail != CSRF_REFUSED:
+                raise
+            raise PermissionDeniedException(
+                "this form's security token does not match this browser's (the page was shown before the server "
+                "restarted, or the form came from another site): nothing was changed; reload the page and send "
+                "it again") from None
 
 
 async def _read_form_aside(request: Any) -> None:

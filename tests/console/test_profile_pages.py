@@ -297,3 +297,27 @@ def test_the_create_form_says_it_starts_from_the_active_profile_and_can_make_a_p
     specs = {name: console.get(f"/api/profiles/{name}").json() for name in ("copied", "empty")}
     assert (specs["copied"]["steering"], specs["copied"]["layer"]) == ({"3": 1.0}, 4)
     assert (specs["empty"]["steering"], specs["empty"]["layer"]) == ({}, None)  # before: calm's, unasked
+
+
+def test_a_playground_asked_for_a_profile_that_is_not_there_says_so_instead_of_choosing_the_active_one(console):
+    made = console.post("/api/profiles", json={"name": "calm", "steering": {"3": 1.0}}).json()
+    console.post("/api/profiles", json={"name": "gone"})
+    assert console.request("DELETE", "/api/profiles/gone").status_code in (200, 204)
+    assert console.post("/api/profiles/calm/activate").status_code == 200
+    for asked in ("nope", "gone"):
+        answer = console.get("/playground", params={"profile": asked}, headers=HTML)
+        assert answer.status_code == 404, asked  # was 200, the active profile chosen, nothing said
+        assert f"<code>profile_not_found</code> — no live profile has the id or name &#39;{asked}&#39;" in answer.text
+        assert " selected>" not in answer.text.split('id="profile"', 1)[1].split("</select>", 1)[0]
+    chosen = console.get("/playground", params={"profile": "calm"}, headers=HTML)
+    assert chosen.status_code == 200 and f'<option value="{made["id"]}" selected>' in chosen.text
+
+
+def test_a_form_whose_security_token_no_longer_matches_says_to_reload_the_page_and_changes_nothing(console):
+    made = console.post("/api/profiles", json={"name": "calm", "steering": {"3": 1.0}}).json()
+    fields = edit_form(console, made["id"])
+    refused = console.post(f"/profiles/{made['id']}/edit", headers=HTML, data={
+        **fields, "_csrf_token": "signed-by-a-server-since-restarted", "description": "typed"})
+    assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
+    assert "nothing was changed; reload the page and send it again" in refused.text  # was only "CSRF token
+    assert console.get("/api/profiles/calm").json()["description"] is None           # verification failed"
