@@ -340,9 +340,13 @@ def labels(value: Any, field: str) -> list[str]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValidationError(f"{field} must be a list of strings", field=field)
     result: dict[str, None] = {}  # ordered, and a membership test in constant time however long the list
+    seen: set[str] = set()  # as given: a repeat is checked once (millions of one tag cost no more than a few)
     for position, item in enumerate(value):
         if not isinstance(item, str):
             raise ValidationError(f"{field}[{position}] must be a string", field=f"{field}[{position}]")
+        if item in seen:
+            continue
+        seen.add(item)
         label = visible(text(item, f"{field}[{position}]"), f"{field}[{position}]", f"{field}[{position}]").strip()
         if len(label) > LABEL_MAX:
             raise ValidationError(
