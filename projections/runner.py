@@ -164,8 +164,10 @@ def rebuild(
     *,
     batch_size: int = REBUILD_BATCH_SIZE,
     copy_rows: int = REBUILD_COPY_ROWS,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Rebuild read models from position 0 into new tables, then swap them in; returns the positions reached.
+    ``on_progress(position, head)`` is called after each batch read (``progress``: a bar on the terminal).
 
     Queries keep being answered from the old tables until the swap, which is one short transaction per
     projection (it first applies whatever was recorded during the rebuild). A stream with an event removed from
@@ -180,7 +182,8 @@ def rebuild(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _build_from_the_start(store, log, projections, progress=progress, batch_size=batch_size, copy_rows=copy_rows)
+        _build_from_the_start(store, log, projections, progress=progress, batch_size=batch_size, copy_rows=copy_rows,
+                              on_progress=on_progress)
         for projection in projections:
             store.swap_in_rebuilt(projection, log.read, batch_size)
         from projections.schema import record_rebuilt  # (it rebuilds with this module)
@@ -274,21 +277,23 @@ def compare_with_log(
 
 
 def _build_from_the_start(store: Any, log: EventLog, projections: list[Any], *, progress: bool, batch_size: int,
-                          copy_rows: int, until: int | None = None) -> None:
+                          copy_rows: int, until: int | None = None,
+                          on_progress: Callable[[int, int], None] | None = None) -> None:
     """Fill the rebuild tables from position 0 (in memory, else by SQL) up to the log's end as it is now, or to
     position ``until``."""
     log.require_its_key()  # with another key every event would be parked, and every read model left empty
     failed = _build(store, log, projections, in_memory=True, progress=progress, batch_size=batch_size,
-                    copy_rows=copy_rows, until=until)
+                    copy_rows=copy_rows, until=until, on_progress=on_progress)
     if failed:
         # An event the memory build cannot take (a value a column cannot hold, say): build these by SQL,
         # which applies such an event alone and parks it (projections.parking).
         _build(store, log, failed, in_memory=False, progress=progress, batch_size=batch_size, copy_rows=copy_rows,
-               until=until)
+               until=until, on_progress=on_progress)
 
 
 def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool, progress: bool, batch_size: int,
-           copy_rows: int, until: int | None = None) -> list[Any]:
+           copy_rows: int, until: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+           ) -> list[Any]:
     """Fill the rebuild tables from position 0 (to ``until``, if given): in memory and copied, or by the read
     models' SQL.
 
@@ -351,6 +356,8 @@ def _build(store: Any, log: EventLog, projections: list[Any], *, in_memory: bool
                 bar.total = max(bar.total or 0, batch.end)
                 bar.update(batch.end - position)
                 position = batch.end
+                if on_progress is not None:
+                    on_progress(position, bar.total)
                 if until is not None and position >= until:
                     break
     finally:

@@ -27,10 +27,21 @@ from projections.errors import RebuildInProgressError
 log = logging.getLogger("ledger.api")
 
 KEPT = 20
+PROGRESS_EVERY_S = 0.5  # how often a running job records how far it has read
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex
 RECORD_ATTEMPTS, RECORD_RETRY_S = 16, 2.0  # how long a job that ended tries to record how (about 30 s)
 DATABASE_LOST = ("the database became unreachable during the rebuild; the read models are as they were before it: "
                  "start it again once the database is back")
+
+
+class RebuildProgress(msgspec.Struct, kw_only=True):
+    """How far a rebuild has read the log (written at most every :data:`PROGRESS_EVERY_S`, and as it ends)."""
+
+    position: int
+    """The log position it has read and applied up to."""
+    head: int
+    """The log's end as it last looked: it reads up to there (what is recorded meanwhile is applied as it swaps
+    the rebuilt read models in)."""
 
 
 class RebuildJob(msgspec.Struct, kw_only=True):
@@ -44,6 +55,8 @@ class RebuildJob(msgspec.Struct, kw_only=True):
     started_by: str | None = None
     """The actor who started it (the API's authenticated token; in open mode, ``X-Actor``)."""
     finished_at: datetime | None = None
+    progress: RebuildProgress | None = None
+    """How far it has read the log (none until its first batch is read)."""
     positions: dict[str, int] | None = None
     """When it succeeded: the log position each read model was rebuilt up to."""
     parked: dict[str, int] | None = None
@@ -118,8 +131,20 @@ class RebuildJobs:
     def _run(self, job: RebuildJob, release: Callable[[], None]) -> None:
         from projections.runner import rebuild
 
+        written = time.monotonic()
+
+        def advanced(position: int, head: int) -> None:
+            nonlocal written
+            job.progress = RebuildProgress(position=position, head=head)
+            if time.monotonic() - written >= PROGRESS_EVERY_S:
+                written = time.monotonic()
+                try:
+                    self._write(job)
+                except Exception as error:  # noqa: BLE001 - the rebuild goes on; its end is recorded as it ends
+                    log.debug("rebuild %s: progress not recorded: %s", job.id, error)
+
         try:
-            job.positions = dict(rebuild(self.database, progress=False))
+            job.positions = dict(rebuild(self.database, progress=False, on_progress=advanced))
             parked = self.parked_counts()
             job.parked = {name: parked[name] for name in job.positions if parked.get(name)} or None
             job.state = "succeeded"

@@ -34,6 +34,7 @@ def test_a_rebuild_is_a_job_to_poll_and_queries_see_the_same_afterwards(database
         assert done["state"] == "succeeded" and done["finished_at"] and done["error"] is None
         assert done["started_by"] == "ops-ann"
         assert set(done["positions"].values()) == {made["position"]}
+        assert done["progress"] == {"position": made["position"], "head": made["position"]}  # how far it read
         assert client.get(f"/api/profiles/{made['id']}").json()["name"] == "kept"
         for unknown in ("unknown", "%00", "a%00b", "0" * 32):  # a NUL was a 500 on PostgreSQL
             assert_error(client.get(f"/api/ledger/rebuilds/{unknown}"), 404, "not_found")

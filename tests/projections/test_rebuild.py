@@ -26,6 +26,16 @@ def test_a_rebuild_reproduces_the_live_read_models(database, ledger, project, re
     assert read_model.positions() == positions
 
 
+
+def test_a_rebuild_tells_how_far_it_has_read_after_each_batch(database, ledger, project, read_model):
+    run_script(ledger)
+    head = read_model.log_position()
+    told: list[tuple[int, int]] = []
+    rebuild(database, progress=False, batch_size=3, on_progress=lambda position, end: told.append((position, end)))
+    positions = [position for position, _ in told]
+    assert positions == sorted(set(positions)) and positions[-1] == head and len(told) >= head // 3
+    assert {end for _, end in told} == {head}
+
 def test_a_rebuild_reproduces_restored_profiles_with_their_usage(database, ledger, project, read_model):
     history = run_script(ledger)
     ledger.restore_profile(history.gamma)  # deleted keeping its execution
