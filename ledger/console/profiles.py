@@ -130,8 +130,8 @@ def profile_fields(form: dict[str, Any]) -> dict[str, Any]:
         "sae_id": optional_text(form.get("sae_id")),
         "layer": optional_int(form.get("layer"), "layer"),
         "steering": parse_steering(form.get("steering") or ""),
-        "tags": parse_labels(form.get("tags") or ""),
-        "products": parse_labels(form.get("products") or ""),
+        "tags": parse_labels(form.get("tags") or "", "tags"),
+        "products": parse_labels(form.get("products") or "", "products"),
     }
 
 
@@ -145,8 +145,8 @@ def list_page(request: Request[Any, Any, Any], *, search: str | None = None, tag
     filters = {"search": search or "", "tag": tag or "", "product": product or "", "sort": sort}
     with reads.snapshot():  # as the API lists them: the rows and the active profile of one moment
         page_of = reads.list_profiles(
-            tags=parse_labels(tag or "") or None,
-            products=parse_labels(product or "") or None,  # as tags: "a, b" is any of them
+            tags=parse_labels(tag or "", "tag") or None,
+            products=parse_labels(product or "", "product") or None,  # as tags: "a, b" is any of them
             search=optional_text(search),
             sort="updated_at" if sort == "updated" else "name",
             limit=PAGE_SIZE,

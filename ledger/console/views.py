@@ -64,9 +64,10 @@ def number(value: float) -> str:
 _QUOTED = re.compile(r'\s*("(?:[^"\\]|\\.)*")\s*(?:[,\n;]+|$)')
 
 
-def parse_labels(text: str) -> list[str]:
+def parse_labels(text: str, field: str) -> list[str]:
     """``"mood, calm"`` → ``["mood", "calm"]``; a label in double quotes (as JSON writes a string) is taken whole,
-    separators and all: ``"x,y", z`` → ``["x,y", "z"]``."""
+    separators and all: ``"x,y", z`` → ``["x,y", "z"]``. A quote never closed is refused (``field`` names it),
+    never read as a label that starts with a quote (:func:`format_labels` quotes such a label)."""
     labels, at, text = [], 0, text or ""
     while at < len(text):
         quoted = _QUOTED.match(text, at)
@@ -78,7 +79,11 @@ def parse_labels(text: str) -> list[str]:
             except ValueError:
                 pass
         separator = _SEPARATORS.search(text, at)
-        labels.append(text[at:separator.start() if separator else len(text)])
+        label = text[at:separator.start() if separator else len(text)]
+        if label.strip().startswith('"'):
+            raise ValidationError(f"{field}: the double quote of {label.strip()[:40]!r} is never closed (a label in "
+                                  'double quotes is taken whole; a quote inside one is written \\")', field=field)
+        labels.append(label)
         at = separator.end() if separator else len(text)
     return [label.strip() for label in labels if label.strip()]
 

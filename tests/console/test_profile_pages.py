@@ -321,3 +321,11 @@ def test_a_form_whose_security_token_no_longer_matches_says_to_reload_the_page_a
     assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
     assert "nothing was changed; reload the page and send it again" in refused.text  # was only "CSRF token
     assert console.get("/api/profiles/calm").json()["description"] is None           # verification failed"
+
+
+def test_tags_typed_with_a_quote_never_closed_are_refused_with_the_form_kept(console):
+    create = form_fields(console.get("/", headers=HTML).text, "/profiles")
+    refused = console.post("/profiles", headers=HTML, data={**create, "name": "quoted", "tags": '"a, b, c'})
+    assert refused.status_code == 422  # was 303: stored as the tags '"a', 'b' and 'c'
+    assert "is never closed" in refused.text and 'value="&#34;a, b, c"' in refused.text
+    assert console.get("/api/profiles/quoted").status_code == 404

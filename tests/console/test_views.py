@@ -27,7 +27,13 @@ labels = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size
 
 @given(st.lists(labels, max_size=6, unique=True))
 def test_the_labels_text_reads_back_as_the_labels_it_shows_separators_and_quotes_included(shown):
-    assert parse_labels(format_labels(shown)) == shown
+    assert parse_labels(format_labels(shown), "tags") == shown
+
+
+@pytest.mark.parametrize("text", ['"a, b, c', 'x, "y', '"x"y, z'])
+def test_labels_text_with_a_quote_never_closed_is_refused_not_read_as_labels_that_start_with_one(text):
+    with pytest.raises(ValidationError, match="^tags: the double quote of .* is never closed"):
+        parse_labels(text, "tags")  # was ['"a', 'b', 'c']
 
 
 @pytest.mark.parametrize("text", ["12", "x=1", "12=strong", "=3", "1=1, 1=2", "7=1; 07=2"])
