@@ -38,7 +38,7 @@ from ledger.console.profiles import Form, runtime_of
 from ledger.console.rendering import FIXED_BY_TYPING_AGAIN, Problem, form_again, is_htmx, page, render_fragment
 from ledger.console.results import Held, shown_at_its_own_address
 from ledger.console.session import command_context, viewer_of
-from ledger.console.views import optional_int, optional_text
+from ledger.console.views import decimal_text, optional_int, optional_text
 from ledger.domainmodel import CommandContext
 from ledger.errors import ValidationError
 from ledger.values import INT64_MAX
@@ -68,7 +68,7 @@ def completion_of(form: dict[str, Any]) -> tuple[Any, bool]:
     chat = {
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": 64 if max_tokens is None else max_tokens,
-        "temperature": (form.get("temperature") or "1").strip(),
+        "temperature": decimal_text(form.get("temperature") or "1", "temperature"),
         "seed": secrets.randbelow(INT64_MAX) if seed is None else seed,  # drawn here, so both sides share it
         "profile": optional_text(form.get("profile")),
         "profile_version": optional_int(form.get("profile_version"), "profile_version", minimum=1),

@@ -112,6 +112,18 @@ def typed_description(text: str | None) -> str | None:
     return typed if typed.strip() else None
 
 
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def decimal_text(text: str, field: str) -> str:
+    """``text``, trimmed, when it writes a number as a form's field may (``0.7``, ``1e-2``), for the API's request
+    to take with its bounds; else refused, saying so (not in the words of a type check)."""
+    text = text.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise ValidationError(f"{field} must be a number (got {text[:40]!r})", field=field)
+    return text
+
+
 def optional_int(text: str | None, field: str, minimum: int | None = None) -> int | None:
     text = (text or "").strip()
     if not text:

@@ -374,7 +374,8 @@ def test_a_playground_run_refused_for_what_was_typed_comes_back_holding_it_and_r
     console.post("/api/profiles", json={"name": "calm", "steering": {"1": 1.0}})
     recorded = console.get("/api/events").json()["events"]
     for typed, field in (
-            ({"prompt": "my long prompt\r\nof two lines", "temperature": "warm", "seed": "3"}, "temperature"),
+            ({"prompt": "my long prompt\r\nof two lines", "temperature": "warm", "seed": "3"},
+             "temperature must be a number (got &#39;warm&#39;)"),  # was "Expected `float | null`, got `str`"
             ({"prompt": "another prompt", "max_tokens": "0", "seed": "4"}, "max_tokens"),
             ({"prompt": " ", "seed": "5"}, "prompt"),
             ({"prompt": "a version", "profile": "calm", "profile_version": "99", "seed": "6"}, "version 99")):
