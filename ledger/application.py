@@ -419,9 +419,10 @@ class ProfileLedger(Application[UUID]):
         index = self.find_aggregate(index_id)
         return None if index is None else index.profile_id
 
-    def resolve_profile(self, reference: str | UUID) -> UUID:
+    def resolve_profile(self, reference: str | UUID, *, as_of: datetime | None = None) -> UUID:
         """The profile a user names: its id, else its name (the live profile holding it, or else the profile that
-        last gave it up, so that a deleted profile can be found by name to read or restore it)."""
+        last gave it up, so that a deleted profile can be found by name to read or restore it); ``as_of``: the
+        profile that held the name then (another may hold it now, after a rename or a delete)."""
         if isinstance(reference, UUID):
             return reference
         try:
@@ -429,7 +430,18 @@ class ProfileLedger(Application[UUID]):
         except (ValueError, AttributeError, TypeError):
             pass
         try:
-            index = self.repository.get(ProfileName.id_for(values.display_name(reference)))
+            index_id = ProfileName.id_for(values.display_name(reference))
+            if as_of is None:
+                index = self.repository.get(index_id)
+            else:  # the index as it stood then: its events up to the moment, as a profile is read then
+                index = None
+                for event in self.repository.event_store.get(index_id):
+                    if event.timestamp > as_of:
+                        break
+                    index = event.mutate(index)
+                if index is None or index.profile_id is None:
+                    raise ProfileNotFoundError(f"no profile was named {reference!r} at {as_of.isoformat()}",
+                                               name=reference)
         except (AggregateNotFoundError, ValidationError):  # no such name; a damaged record is not hidden as one
             index = None
         found = None if index is None else index.profile_id

@@ -199,8 +199,8 @@ class ProfileController(Controller):
             str | None, QueryParameter(description="ISO 8601 time: the profile as it stood then.")
         ] = None,
     ) -> Response[ProfileRead]:
-        pid = ledger.resolve_profile(profile_id)
         moment = parse_time(as_of, "as_of")
+        pid = ledger.resolve_profile(profile_id, as_of=moment)  # a name: the profile that held it then
         if moment is None:
             row = reads.get_profile(pid)
             if row is None:

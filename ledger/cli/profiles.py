@@ -295,7 +295,7 @@ def register(app: typer.Typer) -> None:
         a version), replayed from its stream."""
         if version is not None and as_of:
             raise typer.BadParameter("give --version or --as-of, not both", param_hint="--as-of")
-        pid = profile_ref(profile_id)
+        pid = state.ledger.resolve_profile(profile_id, as_of=as_of)  # a name: the profile that held it then
         profile, latest, usage = state.ledger.get_profile(pid, version=version, as_of=as_of), None, None
         if version is None:  # now or then, as the API shows it: the version in force, and the executions by then
             profile, latest = in_force_state(profile)

@@ -82,6 +82,29 @@ def test_as_of_shows_the_profile_as_it_stood(client):
     assert client.get(url, params={"as_of": between.isoformat(), **fresh(client, deleted["position"])}).status_code == 200
 
 
+
+def test_as_of_with_a_name_reads_the_profile_that_held_the_name_then(client):
+    first = create(client, "sw", steering={"1": 1.0}, layer=7)
+    time.sleep(0.05)
+    while_first = datetime.now(timezone.utc).isoformat()
+    time.sleep(0.05)
+    client.delete(f"/api/profiles/{first['id']}")
+    second = create(client, "sw", steering={"1": 1.0}, layer=8)  # the name taken again
+    renamed = create(client, "calm", steering={"2": 1.0})
+    time.sleep(0.05)
+    before_the_rename = datetime.now(timezone.utc).isoformat()
+    time.sleep(0.05)
+    client.put(f"/api/profiles/{renamed['id']}", json={"name": "calm2"})
+    then = client.get("/api/profiles/sw", params={"as_of": while_first})
+    assert then.status_code == 200, then.text  # was 404: "profile <the second's id> did not exist at …"
+    assert (then.json()["id"], then.json()["layer"]) == (first["id"], 7)
+    assert client.get("/api/profiles/sw").json()["id"] == second["id"]  # now: the one holding it now
+    called = client.get("/api/profiles/calm", params={"as_of": before_the_rename})
+    assert called.status_code == 200 and called.json()["id"] == renamed["id"], called.text  # was 404: no such name
+    long_ago = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    missing = assert_error(client.get("/api/profiles/sw", params={"as_of": long_ago}), 404, "profile_not_found")
+    assert missing["detail"].startswith("no profile was named 'sw' at ")
+
 def test_diff_field_by_field_and_per_feature(client):
     profile = create(client, "d", steering={"1": 1.0, "2": 2.0, "3": 3.0}, tags=["a"])
     url = f"/api/profiles/{profile['id']}"

@@ -306,6 +306,16 @@ def test_as_of_reads_a_time_as_the_api_does(ledger):
         assert as_json(ledger("show", "calm", "--as-of", moment, "--json"))["version"] == 1, moment
 
 
+
+def test_show_as_of_with_a_name_shows_the_profile_that_held_the_name_then_as_the_api_does(ledger):
+    first = as_json(ledger("create", "sw", "-f", "1=0.5", "--layer", "7", "--json"))["profile"]
+    time.sleep(0.01)
+    then = datetime.now(timezone.utc).isoformat()
+    ledger("delete", "sw")
+    ledger("create", "sw", "-f", "1=0.5", "--layer", "8")
+    shown = as_json(ledger("show", "sw", "--as-of", then, "--json"))
+    assert (shown["id"], shown["layer"]) == (first["id"], 7)  # was exit 1: the second "did not exist" then
+
 def test_show_says_how_often_the_profile_had_run_by_the_time_it_shows_as_the_api_does(ledger):
     ledger("create", "calm", "-f", "1=0.5")
     before = datetime.now(timezone.utc)
