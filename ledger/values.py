@@ -413,6 +413,10 @@ def steering_from_json(value: Mapping[str, float]) -> Steering:
     return {int(index): float(strength) for index, strength in value.items()}
 
 
+class TimeOutOfRange(ValueError):
+    """An ISO 8601 time whose offset takes it outside the years 1 to 9999 in UTC."""
+
+
 def iso_time(text: str) -> datetime:
     """An ISO 8601 time (``Z`` or ``z`` for UTC, spaces around it ignored); one without an offset is UTC. Raises
     ``ValueError`` when ``text`` is not one."""
@@ -428,4 +432,4 @@ def iso_time(text: str) -> datetime:
     try:
         return moment.astimezone(timezone.utc)
     except OverflowError:  # its offset takes it before year 1 or past 9999
-        raise ValueError(f"{text[:80]!r} is not a time between the years 1 and 9999 in UTC") from None
+        raise TimeOutOfRange(f"{text[:80]!r} is not a time between the years 1 and 9999 in UTC") from None

@@ -31,7 +31,7 @@ from ledger.api.runtime import Runtime
 from ledger.application import ProfileLedger
 from ledger.domainmodel import CommandContext
 from ledger.errors import StaleVersionError
-from ledger.values import ACTOR_MAX, INT64_MAX, REASON_MAX, actor_name, iso_time
+from ledger.values import ACTOR_MAX, INT64_MAX, REASON_MAX, TimeOutOfRange, actor_name, iso_time
 from projections.reading import PAGE_MAX
 
 
@@ -240,6 +240,9 @@ def parse_time(value: str | None, what: str) -> datetime | None:
         return None
     try:
         return iso_time(value)
+    except TimeOutOfRange:
+        raise InvalidRequestError(f"{what} must be a time between the years 1 and 9999 in UTC (got {value[:80]!r})",
+                                  field=what) from None
     except ValueError:
         raise InvalidRequestError(
             f"{what} must be an ISO 8601 time such as 2025-01-31T12:00:00Z (got {value[:80]!r})", field=what

@@ -77,6 +77,9 @@ def test_as_of_shows_the_profile_as_it_stood(client):
     before = (between - timedelta(days=1)).isoformat()
     assert_error(client.get(url, params={"as_of": before}), 404, "profile_not_found")
     assert_error(client.get(url, params={"as_of": "yesterday"}), 422, "invalid_request")
+    for far in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00"):  # ISO 8601, past year 9999 (or 1) in UTC
+        refused = assert_error(client.get(url, params={"as_of": far}), 422, "invalid_request")
+        assert refused["detail"].startswith("as_of must be a time between the years 1 and 9999 in UTC"), refused
     deleted = client.delete(url).json()
     assert_error(client.get(url, params={"as_of": datetime.now(timezone.utc).isoformat()}), 404)
     assert client.get(url, params={"as_of": between.isoformat(), **fresh(client, deleted["position"])}).status_code == 200
