@@ -66,9 +66,11 @@ def claim_id(actor: str, key: str) -> UUID:
     return uuid5(LEDGER_NAMESPACE, f"idempotency-key:{len(actor)}:{actor}:{key}")
 
 
-def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+def fingerprint(method: str, path: str, query: bytes, body: bytes, *meaning: bytes) -> str:
+    """The request a key was used for; ``meaning``: what else changes what it does (headers given), none adding
+    nothing (a request without them prints as it did before they counted)."""
     digest = hashlib.sha256()
-    for part in (method.upper().encode(), path.encode(), query, body):
+    for part in (method.upper().encode(), path.encode(), query, body, *meaning):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()

@@ -55,6 +55,7 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCOPE_KEY = "ledger.idempotency"
 ANSWER_MAX_BYTES = 1024 * 1024
 KEPT_REFUSALS = frozenset({404, 409, 412})
+MEANING_HEADERS = ("if-match", "prefer", "x-reason")  # a retry that changes one of them is another request
 """Refusals for the state a command found (not for the request itself), kept for its retries like a success (not
 those of a moment's state: ``LedgerError.passing``)."""
 STILL_RUNNING = timedelta(seconds=10)
@@ -80,7 +81,9 @@ async def idempotent_command(request: Request[Any, Any, Any]) -> Response[Any] |
     runtime = request.app.state.runtime
     identity = claim_id(_actor(request), key.strip())
     body = _as_compared(request.headers.get("content-type", ""), await request.body())
-    request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body)
+    request_print = fingerprint(request.method, request.url.path, request.scope.get("query_string", b""), body,
+                                *(f"{name}: {request.headers[name]}".encode() for name in MEANING_HEADERS
+                                  if name in request.headers))
     kept = await anyio.to_thread.run_sync(runtime.answers.get, identity)
     claimed = await anyio.to_thread.run_sync(recorded, runtime.ledger, identity)
     if kept is not None and (claimed is None or claimed.fingerprint != kept.fingerprint):

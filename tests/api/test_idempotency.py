@@ -50,6 +50,22 @@ def test_the_same_key_for_a_different_request_is_refused(client):
     assert head(client) == position
 
 
+
+def test_a_retry_that_changes_its_precondition_its_reason_or_its_preference_is_another_request(client):
+    made = create(client, "calm")
+    url = f"/api/profiles/{made['id']}"
+    stale = client.put(url, json={"layer": 3}, headers={**keyed("fix"), "If-Match": '"9"'})
+    assert_error(stale, 412, "stale_version")
+    fixed = client.put(url, json={"layer": 3}, headers={**keyed("fix"), "If-Match": f'"{made["version"]}"'})
+    assert_error(fixed, 422, "idempotency_key_reused")  # was the stale 412 replayed, nothing run
+    assert client.put(url, json={"layer": 3}, headers={**keyed("fix"), "If-Match": '"9"'}).headers[
+        "Idempotent-Replayed"] == "true"  # the same request again: its answer
+    first = client.post("/api/profiles", json={"name": "why"}, headers={**keyed("reason"), "X-Reason": "first"})
+    assert first.status_code == 201
+    for changed in ({"X-Reason": "second"}, {"X-Reason": "first", "Prefer": "respond-async"}, {}):
+        assert_error(client.post("/api/profiles", json={"name": "why"}, headers={**keyed("reason"), **changed}),
+                     422, "idempotency_key_reused")  # was the first answer, the first reason kept unsaid
+
 def test_keys_belong_to_their_actor(client):
     first = client.post("/api/profiles", json={"name": "a"}, headers=keyed("shared", **{"X-Actor": "alice"}))
     second = client.post("/api/profiles", json={"name": "b"}, headers=keyed("shared", **{"X-Actor": "bob"}))
