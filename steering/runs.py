@@ -297,7 +297,11 @@ class GenerationService:
         except RequestCancelledError as error:
             self._record_unread(completion, spec, request, error)
             raise
-        outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if twin else None)
+        original_sha = details.get("output_sha256", "")
+        twin_same = not twin or results[1].output_sha256 == twin.get("output_sha256")
+        reproduced = results[0].output_sha256 == original_sha and twin_same
+        outcome = self._record(completion, spec, request, results[0], unsteered=results[1] if twin else None,
+                               reproduced=reproduced)
         cut = (f"the original was cut short (partial, after {completion.max_tokens} tokens of the "
                f"{sampling['max_tokens']} asked for): the replay ran as far as it did",
                ) if original.status == "partial" else ()
@@ -307,10 +311,8 @@ class GenerationService:
             for key, before in details.get("fingerprint", {}).items()
             if outcome.fingerprint.get(key) != before
         )
-        original_sha = details.get("output_sha256", "")
-        twin_same = not twin or results[1].output_sha256 == twin.get("output_sha256")
         return ReplayOutcome(
-            reproduced=outcome.result.output_sha256 == original_sha and twin_same,
+            reproduced=reproduced,
             original_execution_id=execution_id,
             original_sha256=original_sha,
             replay=replace(outcome, warnings=outcome.warnings + warnings),
@@ -378,10 +380,10 @@ class GenerationService:
 
     def _record(
         self, completion: Completion, spec: ProfileSpec | None, request: GenerationRequest, result: GenerationResult,
-        status: str = "success", unsteered: GenerationResult | None = None,
+        status: str = "success", unsteered: GenerationResult | None = None, reproduced: bool | None = None,
     ) -> CompletionOutcome:
         """Record the generation as an execution; with ``unsteered`` (a compare), what the unsteered twin served
-        too, under ``details.unsteered``."""
+        too, under ``details.unsteered``; a replay, whether it reproduced the original (``details.reproduced``)."""
         fingerprint = environment_fingerprint(self.engine.loaded, self.engine.sae)
         details = {
             "messages": [dict(m) for m in completion.messages],
@@ -400,6 +402,8 @@ class GenerationService:
         warned = self.compatibility_warnings(spec) if spec is not None else []
         if warned:
             details["warnings"] = warned
+        if reproduced is not None:
+            details["reproduced"] = reproduced
         if unsteered is not None:
             details["unsteered"] = _served(unsteered)
         profile_id = spec.profile_id if spec else None

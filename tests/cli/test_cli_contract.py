@@ -159,6 +159,9 @@ def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, 
     assert result.stdout.startswith("NOT reproduced")
     replayed = as_json(run_ledger(sqlite_url, tmp_path, "replay", str(recorded.execution_id), "--json", *model, code=1))
     assert replayed["reproduced"] is False
+    replays = [entry["data"] for entry in as_json(run_ledger(sqlite_url, tmp_path, "log", "--json"))
+               if entry["type"] == "Execution.Recorded" and entry["data"].get("replay_of")]
+    assert [replay["details"]["reproduced"] for replay in replays] == [False, False]  # the log says so too
 
 
 def test_every_failure_exits_non_zero_with_one_line_on_stderr(ledger, tmp_path):

@@ -111,7 +111,9 @@ def test_recorded_generations_replay_to_the_same_output(stack):
         replay = service.replay(original.execution_id)
         assert replay.reproduced, original
         assert replay.replay.result.output_sha256 == original.result.output_sha256
-        assert ledger.get_execution(replay.replay.execution_id).replay_of == original.execution_id
+        recorded = ledger.get_execution(replay.replay.execution_id)
+        assert (recorded.replay_of, recorded.details["reproduced"]) == (original.execution_id, True)
+        assert "reproduced" not in ledger.get_execution(original.execution_id).details  # (no replay)
         assert not replay.warnings
     del b
 
