@@ -27,6 +27,9 @@ class RunSpec(msgspec.Struct, kw_only=True):
     seed: int | None
     entity_count: int | None
     recorded_at: datetime
+    status: str
+    """How the execution this spec is taken from ended (``failed``: a re-run re-runs an attempt that failed)."""
+    error_message: str | None = None
 
 
 def rerun_spec(reads: Any, run_id: str) -> RunSpec | None:
@@ -44,5 +47,5 @@ def rerun_spec(reads: Any, run_id: str) -> RunSpec | None:
     return msgspec.convert({
         **spec, "run_id": execution.run_id, "execution_id": found.execution_id, "profile_id": found.profile_id,
         "profile_version": found.profile_version, "seed": execution.seed, "entity_count": execution.entity_count,
-        "recorded_at": found.recorded_at,
+        "recorded_at": found.recorded_at, "status": execution.status, "error_message": execution.error_message,
     }, RunSpec, strict=False)

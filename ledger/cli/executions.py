@@ -92,6 +92,8 @@ def register(app: typer.Typer) -> None:
         say(f"  steering: {shown(found.steering) if found.steering else '-'}")
         say(f"  seed: {_or_dash(found.seed)}   entity count: {_or_dash(found.entity_count)}   products: "
                    f"{plain(', '.join(found.products)) or '-'}")
+        if found.status != "success":  # the latest execution of the run, which this spec is taken from
+            say(f"  status: {found.status}" + (f" ({plain(found.error_message)})" if found.error_message else ""))
 
     @app.command()
     def run(run_id: str = RUN_ID, as_json: bool = JSON) -> None:

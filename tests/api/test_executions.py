@@ -96,6 +96,17 @@ def test_every_execution_of_a_run_id_is_listed_newest_first_and_its_spec_is_the_
     assert_error(client.get("/api/runs/nobody/executions"), 404, "run_not_found")
 
 
+def test_a_runs_spec_says_when_the_attempt_it_is_taken_from_failed(client):
+    calm = create(client, "calm", steering={"1": 1.0})
+    client.post(f"/api/profiles/{calm['id']}/executions", json={"run_id": "span", "seed": 1})
+    ok = client.get("/api/runs/span/spec").json()
+    assert (ok["seed"], ok["status"], ok["error_message"]) == (1, "success", None)
+    client.post(f"/api/profiles/{calm['id']}/executions",
+                json={"run_id": "span", "seed": 2, "status": "failed", "error_message": "boom"})
+    failed = client.get("/api/runs/span/spec").json()
+    assert (failed["seed"], failed["status"], failed["error_message"]) == (2, "failed", "boom")  # were unsaid
+
+
 def test_a_query_parameter_a_route_does_not_take_is_refused_naming_it(client):
     create(client, "calm", steering={"1": 1.0})
     for path, wrong in (("/api/profiles/calm", "asof"), ("/api/profiles/calm", "version"),

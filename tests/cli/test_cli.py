@@ -158,6 +158,9 @@ def test_list_and_executions_answer_from_the_read_models(ledger_cli):
     ledger_cli("record-execution", a, "--run-id", "cohort-2")  # no seed, no entity count: shown as "-"
     assert "seed=-  status=success" in ledger_cli("executions", "--run-id", "cohort-2").stdout
     assert "seed: -   entity count: -" in ledger_cli("spec", "cohort-2").stdout
+    assert "status:" not in ledger_cli("spec", "cohort-2").stdout  # said only when the attempt did not succeed
+    ledger_cli("record-execution", a, "--run-id", "cohort-2", "--status", "failed", "--error-message", "boom")
+    assert "  status: failed (boom)" in ledger_cli("spec", "cohort-2").stdout
     ledger_cli("create", "Delta", "--product", "p")
     ledger_cli("create", "Eps", "--product", "q")
     either = as_json(ledger_cli("list", "--product", "p", "--product", "q", "--json"))["profiles"]
