@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import msgspec
 import typer
 
 from ledger.cli.context import (
@@ -68,12 +69,18 @@ def register(app: typer.Typer) -> None:
         cursor: Optional[str] = CURSOR,
         as_json: bool = JSON,
     ) -> None:
-        """List executions, newest first, from the read model, a page at a time."""
+        """List executions, newest first, from the read model, a page at a time (an unknown run id: exit 1, as
+        the API's 404)."""
+        from ledger.api.schemas import ExecutionList  # the API's answer: the same fields, named as it names them
+
         page = state.reads.list_executions(
             profile_id=profile_ref(profile_id) if profile_id else None, run_id=run_id, limit=limit, cursor=cursor
         )
-        emit(as_json, {"executions": page.items, "next_cursor": page.next_cursor}, page_lines(page, execution_line),
-             "no executions")
+        if run_id is not None and not page.items and cursor is None:
+            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+        listed = msgspec.convert({"executions": page.items, "next_cursor": page.next_cursor}, ExecutionList,
+                                 from_attributes=True)
+        emit(as_json, listed, page_lines(page, execution_line), "no executions")
 
     @app.command()
     def spec(run_id: str = RUN_ID, as_json: bool = JSON) -> None:

@@ -861,4 +861,7 @@ def test_the_cli_reads_run_ids_and_limits_as_the_api_does(ledger):
     ledger("record-execution", "runner", "--run-id", "  pad  ")  # stored trimmed
     listed = as_json(ledger("executions", "--run-id", " pad ", "--json"))["executions"]
     assert [e["run_id"] for e in listed] == ["pad"]  # was none: the filter was not trimmed, as `ledger run`'s is
+    assert "executed_at" in listed[0] and "recorded_at" not in listed[0]  # the API's name for it (was recorded_at)
+    unknown = ledger("executions", "--run-id", "nope", code=1)  # was "no executions", exit 0: the API answers 404
+    assert unknown.stderr == "error: no execution is recorded with run id 'nope'\n" and unknown.stdout == ""
     assert "--limit" in ledger("list", "--limit", "501", code=2).stderr  # the API's bound, 500 (it took 1000)
