@@ -403,12 +403,7 @@ class ReplayController(Controller):
         with while_wanted(request, runtime) as unwanted:
             outcome = run_command(with_reason(context, data), lambda: generation.replay(execution_id,
                                                                                         abandoned=unwanted))
-        replay = outcome.replay
-        body = convert(
-            outcome, ReplayRead, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,
-            position=replay.position, output=replay.result.text,
-        )
-        return Response(body, headers=position_headers(replay.position))
+        return Response(ReplayRead.of(outcome), headers=position_headers(outcome.replay.position))
 
 
 class SteeringController(Controller):

@@ -8,13 +8,14 @@ text response), and anything else is refused like every other request body.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 from msgspec import Meta
 
 from ledger.api.schemas import Reason, Request
+from ledger.states import convert
 from ledger.values import INT64_MAX, MAX_TOKENS_MAX, TEMPERATURE_MAX
 from steering.stats import SchedulerStats
 
@@ -196,6 +197,13 @@ class ReplayRead(msgspec.Struct):
     position: int
     output: str
     warnings: list[str]
+
+    @classmethod
+    def of(cls, outcome: Any) -> ReplayRead:
+        """What a replay (``steering.runs.ReplayOutcome``) answers: the API's body, and ``ledger replay --json``."""
+        replay = outcome.replay
+        return convert(outcome, cls, replay_sha256=replay.result.output_sha256, replay_execution_id=replay.execution_id,
+                       position=replay.position, output=replay.result.text)
 
 
 class SteeringStatusRead(msgspec.Struct):

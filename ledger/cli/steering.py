@@ -231,12 +231,9 @@ def register(app: typer.Typer) -> None:
         with steering_engine(model, sae_dir) as engine, acting(actor, reason):
             outcome = GenerationService(state.ledger, engine).replay(recorded)
         if as_json:
-            emit_json({
-                "reproduced": outcome.reproduced, "original_status": outcome.original_status,
-                "original_sha256": outcome.original_sha256,
-                "replay_sha256": outcome.replay.result.output_sha256,
-                "replay_execution_id": outcome.replay.execution_id, "warnings": list(outcome.warnings),
-            })
+            from ledger.api.chat_schemas import ReplayRead
+
+            emit_json(ReplayRead.of(outcome))  # as the API answers it
         else:
             say(("reproduced" if outcome.reproduced else "NOT reproduced") + f": {outcome.replay.result.text}")
             for warning in outcome.warnings:

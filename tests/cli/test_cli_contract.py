@@ -159,6 +159,8 @@ def test_replay_exits_1_when_the_output_is_not_reproduced(sqlite_url, tmp_path, 
     assert result.stdout.startswith("NOT reproduced")
     replayed = as_json(run_ledger(sqlite_url, tmp_path, "replay", str(recorded.execution_id), "--json", *model, code=1))
     assert replayed["reproduced"] is False
+    assert replayed["original_execution_id"] == str(recorded.execution_id)  # the API's fields, all of them
+    assert {"position", "output", "replay_execution_id", "original_status"} <= set(replayed)
     replays = [entry["data"] for entry in as_json(run_ledger(sqlite_url, tmp_path, "log", "--json"))
                if entry["type"] == "Execution.Recorded" and entry["data"].get("replay_of")]
     assert [replay["details"]["reproduced"] for replay in replays] == [False, False]  # the log says so too
