@@ -22,7 +22,6 @@ DATABASE_UNAVAILABLE = (
 )
 
 
-
 class DatabaseFileGone(eventsourcing.persistence.OperationalError):
     """The SQLite file a process has open was deleted or replaced under it: what it wrote now would go to a file
     no one can open again (an answer of success for a write that is lost), so it writes nothing until restarted."""
@@ -54,6 +53,7 @@ class OpenedFile:
         raise DatabaseFileGone(
             f"the database file {self.path} was {'deleted' if now is None else 'replaced'} while this process had "
             "it open: it records nothing more (what it wrote would be lost); restart it")
+
 
 RECONNECT_WAIT_MAX_S = 2.0
 """The longest a pool waits between two attempts to replace a connection it lost with the database."""
