@@ -46,6 +46,14 @@ class ExecutionNotFoundError(NotFoundError):
 class RunNotFoundError(NotFoundError):
     code = "run_not_found"
 
+    @classmethod
+    def of(cls, run_id: str, *, of_a_profile: bool = False) -> RunNotFoundError:
+        """No execution (``of_a_profile``: of a live profile) is recorded with ``run_id``; the id said at most
+        200 characters long, as a run id is (one asked for may be any length)."""
+        shown = repr(run_id) if len(run_id) <= 200 else f"{run_id[:200]!r}… ({len(run_id)} characters)"
+        what = "no execution of a profile" if of_a_profile else "no execution"
+        return cls(f"{what} is recorded with run id {shown}", run_id=run_id[:200])
+
 
 class NoActiveProfileError(NotFoundError):
     code = "no_active_profile"

@@ -108,7 +108,7 @@ class RunController(Controller):
         refuse_nul(run_id=run_id)
         spec = rerun_spec(reads, run_id)
         if spec is None:
-            raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
+            raise RunNotFoundError.of(run_id, of_a_profile=True)
         return spec
 
     @get("/{run_id:str}/executions", summary="Every execution recorded with a run id, newest first", **LOOKUP)
@@ -117,7 +117,7 @@ class RunController(Controller):
         refuse_nul(run_id=run_id)
         page = reads.list_executions(run_id=run_id, limit=limit, cursor=cursor)
         if not page.items and cursor is None:
-            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+            raise RunNotFoundError.of(run_id)
         return convert(page, ExecutionList, executions=page.items)
 
     @get("/{run_id:str}/profile", summary="The profile a run was made from", **LOOKUP)
@@ -125,6 +125,6 @@ class RunController(Controller):
         refuse_nul(run_id=run_id)
         found = reads.profile_for_run(run_id)
         if found is None:
-            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+            raise RunNotFoundError.of(run_id)
         version = reads.get_version(found.profile_id, found.profile_version)
         return convert(found, RunProfile, version=version, profile=reads.get_profile(found.profile_id))

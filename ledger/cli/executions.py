@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
             profile_id=profile_ref(profile_id) if profile_id else None, run_id=run_id, limit=limit, cursor=cursor
         )
         if run_id is not None and not page.items and cursor is None:
-            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+            raise RunNotFoundError.of(run_id)
         listed = msgspec.convert({"executions": page.items, "next_cursor": page.next_cursor}, ExecutionList,
                                  from_attributes=True)
         emit(as_json, listed, page_lines(page, execution_line), "no executions")
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
 
         found = rerun_spec(state.reads, run_id)
         if found is None:
-            raise RunNotFoundError(f"no execution of a profile is recorded with run id {run_id!r}", run_id=run_id)
+            raise RunNotFoundError.of(run_id, of_a_profile=True)
         if as_json:
             emit_json(found)
             return
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         reads = state.reads
         found = reads.profile_for_run(run_id)
         if found is None:
-            raise RunNotFoundError(f"no execution is recorded with run id {run_id!r}", run_id=run_id)
+            raise RunNotFoundError.of(run_id)
         current = reads.get_profile(found.profile_id) if found.profile_id is not None else None
         if as_json:
             emit_json({"run": found, "profile": current})

@@ -94,6 +94,9 @@ def test_every_execution_of_a_run_id_is_listed_newest_first_and_its_spec_is_the_
     assert [(e["profile_id"], e["seed"]) for e in listed] == [(other["id"], 5), (calm["id"], 43), (calm["id"], 42)]
     assert client.get("/api/runs/cohort-7/spec").json()["seed"] == 5
     assert_error(client.get("/api/runs/nobody/executions"), 404, "run_not_found")
+    for route in ("executions", "spec", "profile"):  # an id longer than any run's: not echoed whole
+        refused = assert_error(client.get(f"/api/runs/{'x' * 5000}/{route}"), 404, "run_not_found")
+        assert len(refused["detail"]) < 300 and "(5000 characters)" in refused["detail"], refused["detail"][:400]
 
 
 def test_a_runs_spec_says_when_the_attempt_it_is_taken_from_failed(client):
