@@ -354,9 +354,12 @@ class GenerationService:
         status = "partial" if result.finish_reason == FINISH_CANCELLED else "success"
         try:
             with claiming(None):
-                self._record_served(completion, spec, request, result, status=status, unsteered=unsteered)
+                recorded = self._record_served(completion, spec, request, result, status=status, unsteered=unsteered)
         except Exception:  # the caller is gone: nobody else hears of it
             logger.exception("a generation its caller left was not recorded")
+            return
+        if isinstance(outcome, RequestCancelledError):  # (a caller cut short by a shutdown hears where it is)
+            outcome.execution_id = recorded.execution_id
 
     def _record_served(self, *args: Any, **kwargs: Any) -> CompletionOutcome:
         """:meth:`_record` for a generation its caller has been handed as it ran (a stream), which must not be lost:

@@ -28,6 +28,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from uuid import UUID
 
 from .errors import SteeringError
 from .generate import (
@@ -72,6 +73,7 @@ class RequestCancelledError(SteeringError, RuntimeError):
                  partial: GenerationResult | None = None) -> None:
         super().__init__(message)
         self.request, self.partial = request, partial
+        self.execution_id: UUID | None = None  # where what it had generated was recorded (``partial``), once it was
 
 
 class CutShortError(RequestCancelledError):

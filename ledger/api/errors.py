@@ -272,6 +272,9 @@ def _from_the_scheduler(exc: Exception) -> Exception:
     scheduler = sys.modules.get("steering.scheduler")
     if scheduler is not None and isinstance(exc, scheduler.SchedulerFullError):
         return EngineBusyError(str(exc), exc.retry_after_s)
+    if scheduler is not None and isinstance(exc, scheduler.CutShortError) and exc.execution_id is not None:
+        return ShuttingDownError(f"{exc}; what it had generated is recorded as execution {exc.execution_id} "
+                                 "(partial)", execution_id=str(exc.execution_id))
     if scheduler is not None and isinstance(exc, (scheduler.EngineClosedError, scheduler.CutShortError)):
         return ShuttingDownError(str(exc))
     if scheduler is not None and isinstance(exc, scheduler.RequestCancelledError):

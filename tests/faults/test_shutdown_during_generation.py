@@ -75,3 +75,34 @@ def test_generations_running_or_waiting_when_the_server_stops_are_answered_and_w
     assert recorded["finish_reason"] == "cancelled"
     assert recorded["output"].startswith(served.replace("\x00", "\ufffd")), (served, recorded["output"])
     assert "Traceback" not in server.output()
+
+
+def test_an_answer_cut_short_by_a_shutdown_names_the_execution_that_recorded_what_it_had_generated(
+    sqlite_url, tiny_model_dir, sae_dir, tmp_path,
+):
+    port = free_port()
+    server = launch(sqlite_url, ["serve", "--no-auth", "--port", str(port), "--model", str(tiny_model_dir),
+                                 "--sae", str(sae_dir)], tmp_path / "serve.log",
+                    env={"LEDGER_DEVICE": "cpu", "LEDGER_GENERATION_GRACE": "0"})
+    server.base_url = base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(server)
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{base}/v1/chat/completions", json={**LONG, "seed": 3}, timeout=60)))
+        asking.start()
+        wait_until(lambda: answers or httpx.get(f"{base}/api/steering/status").json()["scheduler"]["running"], 30,
+                   "the answer to be generating")
+        assert not answers, answers[0].text  # (still generating)
+        server.process.send_signal(signal.SIGTERM)
+        asking.join(30)
+        assert server.process.wait(30) in (0, -signal.SIGTERM), server.output()
+    finally:
+        server.stop()
+    error = answers[0].json()["error"]
+    assert answers[0].status_code == 503 and error["code"] == "shutting_down", answers[0].text
+    listed = subprocess.run(["ledger", "--database", sqlite_url, "executions", "--json"], capture_output=True,
+                            text=True, timeout=120)
+    (recorded,) = json.loads(listed.stdout)["executions"]
+    assert recorded["status"] == "partial"
+    assert error["execution_id"] == recorded["id"], error  # was absent: the partial record could not be found
